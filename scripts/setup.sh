@@ -1,0 +1,16 @@
+#!/bin/sh
+# Install everything kapsel needs to build and test on Debian 12. Idempotent, non-interactive.
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+pkgs="meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev
+  libjson-c-dev libcmocka-dev libseccomp-dev libcap-dev
+  busybox-static python3 python3-pytest iproute2 util-linux procps
+  podman containerd crun runc conmon"
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	apt-get update -q || true
+	apt-get install -y -q --no-install-recommends $missing
+fi
