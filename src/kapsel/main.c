@@ -1,4 +1,285 @@
-int main(void)
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kapsel's command line: runc 1.1's global options and command set. main() parses the global
+ * options, starts logging, and hands the rest of argv to one command; the helpers below are what
+ * every command shares (flag parsing, argument counts, error reporting).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <kapsel/container.h>
+#include <kapsel/log.h>
+
+#include "commands.h"
+
+static const struct cli_command *const commands[] = {
+    &cmd_create, &cmd_delete, &cmd_events, &cmd_exec,  &cmd_features,
+    &cmd_kill,	 &cmd_list,   &cmd_pause,  &cmd_ps,    &cmd_resume,
+    &cmd_run,	 &cmd_spec,   &cmd_start,  &cmd_state, &cmd_update,
+};
+
+static const char usage[] =
+    "Usage: kapsel [global options] <command> [command options] [arguments...]\n"
+    "\n"
+    "kapsel is an OCI container runtime with the runc command line.\n"
+    "\n"
+    "Global options:\n"
+    "  --root DIR              state directory (default: " KAPSEL_DEFAULT_ROOT ")\n"
+    "  --log FILE              write log lines to FILE instead of stderr\n"
+    "  --log-format FORMAT     log format: text (default) or json\n"
+    "  --debug                 also log debug messages\n"
+    "  --systemd-cgroup        use the systemd cgroup driver (not supported: cgroupfs only)\n"
+    "  --rootless VALUE        accepted for compatibility (true, false, auto); ignored\n"
+    "  --criu PATH             accepted for compatibility; ignored\n"
+    "  --version, -v           print the version\n"
+    "  --help, -h              print this help\n"
+    "\n"
+    "Commands:\n";
+
+static void print_usage(void)
 {
-	return 0;
+	fputs(usage, stdout);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		printf("  %-10s  %s\n", commands[i]->name, commands[i]->summary);
+	printf("  %-10s  %s\n", "help", "show help for kapsel or one command");
+	puts("\nRun 'kapsel <command> --help' for a command's options.");
+}
+
+static const struct cli_command *find_command(const char *name)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(commands[i]->name, name))
+			return commands[i];
+	return NULL;
+}
+
+int cli_fail(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	struct kapsel_error e = {.code = EINVAL, .msg = msg};
+	kapsel_log_error_exit(&e);
+	return 1;
+}
+
+int cli_fail_err(struct kapsel_error *err)
+{
+	kapsel_log_error_exit(err);
+	kapsel_error_free(err);
+	return 1;
+}
+
+int cli_getopt(const struct cli_command *cmd, int argc, char **argv, const char *shortopts,
+	       const struct option *longopts)
+{
+	/* "+": stop at the first argument (exec ID sh -c ...); ":": report missing values. */
+	char spec[64];
+	snprintf(spec, sizeof(spec), "+:%s", shortopts);
+	opterr = 0;
+	int c = getopt_long_only(argc, argv, spec, longopts, NULL);
+	switch (c) {
+	case 'h':
+		fputs(cmd->usage, stdout);
+		return CLI_OPT_HELP;
+	case ':':
+		cli_fail("%s: flag %s needs a value", cmd->name, argv[optind - 1]);
+		return CLI_OPT_ERROR;
+	case '?':
+		/* optopt: an unknown short flag, or a known flag given a value (--detach=x). */
+		if (optopt > 0 && optopt < 0x80 && !strchr(shortopts, optopt))
+			cli_fail("%s: unknown flag -%c (see 'kapsel %s --help')", cmd->name, optopt,
+				 cmd->name);
+		else if (optopt)
+			cli_fail("%s: flag %s takes no value", cmd->name, argv[optind - 1]);
+		else
+			cli_fail("%s: unknown flag %s (see 'kapsel %s --help')", cmd->name,
+				 argv[optind - 1], cmd->name);
+		return CLI_OPT_ERROR;
+	default:
+		return c;
+	}
+}
+
+int cli_opt_status(int c)
+{
+	return c == CLI_OPT_HELP ? 0 : 1;
+}
+
+bool cli_nargs(const struct cli_command *cmd, int n, int min, int max, const char *what)
+{
+	if (n >= min && (max < 0 || n <= max))
+		return true;
+	if (min == max)
+		cli_fail("%s: requires exactly %d argument%s (%s)", cmd->name, min,
+			 min == 1 ? "" : "s", what);
+	else if (max < 0)
+		cli_fail("%s: requires at least %d argument%s (%s)", cmd->name, min,
+			 min == 1 ? "" : "s", what);
+	else
+		cli_fail("%s: requires %d to %d arguments (%s)", cmd->name, min, max, what);
+	return false;
+}
+
+bool cli_parse_int(const struct cli_command *cmd, const char *flag, const char *s, long long min,
+		   long long max, long long *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max) {
+		cli_fail("%s: %s: invalid value \"%s\" (expected an integer from %lld to %lld)",
+			 cmd->name, flag, s, min, max);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+int cli_parse_id_only(const struct cli_command *cmd, int argc, char **argv, const char **id)
+{
+	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
+	int c = cli_getopt(cmd, argc, argv, "h", options);
+	if (c != -1)
+		return cli_opt_status(c);
+	if (!cli_nargs(cmd, argc - optind, 1, 1, "container ID"))
+		return 1;
+	*id = argv[optind];
+	return -1;
+}
+
+int cli_check_systemd_cgroup(const struct cli_command *cmd, const struct cli_globals *g)
+{
+	if (!g->systemd_cgroup)
+		return 0;
+	if (access("/run/systemd/system", F_OK) != 0)
+		return cli_fail("%s: --systemd-cgroup: systemd is not running on this host",
+				cmd->name);
+	return cli_fail("%s: --systemd-cgroup: not supported by kapsel yet, use cgroupfs",
+			cmd->name);
+}
+
+void cli_json_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20)
+			fprintf(out, "\\u%04x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
+}
+
+enum {
+	OPT_ROOT = 0x100,
+	OPT_LOG,
+	OPT_LOG_FORMAT,
+	OPT_DEBUG,
+	OPT_SYSTEMD_CGROUP,
+	OPT_ROOTLESS,
+	OPT_CRIU,
+};
+
+static const struct option global_options[] = {
+    {"root", required_argument, NULL, OPT_ROOT},
+    {"log", required_argument, NULL, OPT_LOG},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"debug", no_argument, NULL, OPT_DEBUG},
+    {"systemd-cgroup", no_argument, NULL, OPT_SYSTEMD_CGROUP},
+    {"rootless", required_argument, NULL, OPT_ROOTLESS},
+    {"criu", required_argument, NULL, OPT_CRIU},
+    {"version", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+int main(int argc, char **argv)
+{
+	struct cli_globals g = {.root = KAPSEL_DEFAULT_ROOT};
+	const char *log_file = NULL, *rootless = NULL;
+	enum kapsel_log_format format = KAPSEL_LOG_TEXT;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long_only(argc, argv, "+:vh", global_options, NULL)) != -1) {
+		switch (c) {
+		case OPT_ROOT:
+			g.root = optarg;
+			break;
+		case OPT_LOG:
+			log_file = optarg;
+			break;
+		case OPT_LOG_FORMAT:
+			if (!strcmp(optarg, "json"))
+				format = KAPSEL_LOG_JSON;
+			else if (strcmp(optarg, "text"))
+				return cli_fail(
+				    "--log-format: unknown format \"%s\" (text or json)", optarg);
+			break;
+		case OPT_DEBUG:
+			g.debug = true;
+			break;
+		case OPT_SYSTEMD_CGROUP:
+			g.systemd_cgroup = true;
+			break;
+		case OPT_ROOTLESS:
+			rootless = optarg;
+			break;
+		case OPT_CRIU:
+			break;
+		case 'v':
+			printf("kapsel version %s\nspec: %s\n", KAPSEL_VERSION, KAPSEL_OCI_VERSION);
+			return 0;
+		case 'h':
+			print_usage();
+			return 0;
+		case ':':
+			return cli_fail("flag %s needs a value", argv[optind - 1]);
+		default:
+			return cli_fail("%s global flag %s (see 'kapsel --help')",
+					optopt ? "invalid" : "unknown", argv[optind - 1]);
+		}
+	}
+
+	struct kapsel_error *err = NULL;
+	if (kapsel_log_init(log_file, format, g.debug, &err) < 0)
+		return cli_fail_err(err);
+	if (rootless)
+		kapsel_log(KAPSEL_LOG_DEBUG, "--rootless=%s: ignored", rootless);
+
+	if (optind >= argc) {
+		print_usage();
+		return 0;
+	}
+	const char *name = argv[optind];
+	if (!strcmp(name, "help")) {
+		if (optind + 1 >= argc) {
+			print_usage();
+			return 0;
+		}
+		const struct cli_command *cmd = find_command(argv[optind + 1]);
+		if (!cmd)
+			return cli_fail("help: unknown command \"%s\"", argv[optind + 1]);
+		fputs(cmd->usage, stdout);
+		return 0;
+	}
+	const struct cli_command *cmd = find_command(name);
+	if (!cmd)
+		return cli_fail("unknown command \"%s\" (see 'kapsel --help')", name);
+
+	/* Commands parse argv from their own name on; optind = 0 re-initialises getopt. */
+	int first = optind;
+	optind = 0;
+	return cmd->run(&g, argc - first, argv + first);
 }

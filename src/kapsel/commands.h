@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The command-line front end: one cmd-<name>.c per command, each parsing its own flags with
+ * getopt_long_only (so runc's single-dash long flags like -bundle work) and calling the public
+ * API. Helpers shared by the commands live in main.c.
+ */
+#pragma once
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <kapsel/error.h>
+
+/* Global options, given before the command. */
+struct cli_globals {
+	const char *root;
+	bool debug;
+	bool systemd_cgroup;
+};
+
+struct cli_command {
+	const char *name;
+	const char *summary;
+	const char *usage; /* the full --help text */
+	int (*run)(const struct cli_globals *g, int argc, char **argv);
+};
+
+extern const struct cli_command cmd_create, cmd_start, cmd_run, cmd_state, cmd_kill, cmd_delete,
+    cmd_list, cmd_ps, cmd_exec, cmd_pause, cmd_resume, cmd_events, cmd_update, cmd_features,
+    cmd_spec;
+
+/* Returned by cli_getopt after printing --help (exit 0) or a usage error (exit 1). */
+#define CLI_OPT_HELP  0x10000
+#define CLI_OPT_ERROR 0x10001
+
+/*
+ * getopt_long_only over argv (argv[0] is the command name), stopping at the first non-option.
+ * Handles -h/--help and unknown or incomplete flags itself; the caller's switch passes those
+ * (and anything else unexpected) to cli_opt_status().
+ */
+int cli_getopt(const struct cli_command *cmd, int argc, char **argv, const char *shortopts,
+	       const struct option *longopts);
+int cli_opt_status(int c);
+
+/* Prints "kapsel: <msg>" through the log (and to stderr when logging to a file); returns 1. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Reports an API error and frees it; returns 1. */
+int cli_fail_err(struct kapsel_error *err);
+/* Checks the count of positional arguments; reports "<cmd>: requires ..." and returns false. */
+bool cli_nargs(const struct cli_command *cmd, int n, int min, int max, const char *what);
+/* Parses a decimal integer in [min, max] for flag; reports and returns false when invalid. */
+bool cli_parse_int(const struct cli_command *cmd, const char *flag, const char *s, long long min,
+		   long long max, long long *out);
+/* create and run refuse --systemd-cgroup with a reason; returns 0 when it was not given. */
+int cli_check_systemd_cgroup(const struct cli_command *cmd, const struct cli_globals *g);
+/* Writes s as a JSON string literal. */
+void cli_json_string(FILE *out, const char *s);
+
+struct kapsel_create_options;
+/*
+ * The flags create and run share (run adds --detach and --keep); fills *o from argv and the
+ * globals. Returns -1 to go on, else the exit status (after --help or a usage error).
+ */
+int cli_parse_create(const struct cli_command *cmd, const struct cli_globals *g, int argc,
+		     char **argv, struct kapsel_create_options *o);
+/* For commands whose only argument is the container ID: returns -1 to go on with *id set. */
+int cli_parse_id_only(const struct cli_command *cmd, int argc, char **argv, const char **id);
