@@ -1,1 +1,248 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The container process: from the moment clone3() returns in the child until execve(). It runs
+ * with the runtime's privileges inside the new namespaces, talks to the runtime over the sync
+ * socket, and reports any failure as {errno, message} so that `create` fails (and cleans up)
+ * instead of `start`.
+ */
+#include <fcntl.h>
+#include <linux/keyctl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "container/container.h"
+#include "container/seccomp.h"
+#include "core/cleanup.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/proc.h"
+#include "core/syscalls.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static _Noreturn void die(struct kap_init_ctx *ctx, struct kapsel_error *err)
+{
+	kap_sync_send_error(ctx->sync_fd, err);
+	_exit(127);
+}
+
+static int write_sysctls(const struct kap_spec *spec, struct kapsel_error **err)
+{
+	for (size_t i = 0; i < spec->n_sysctls; i++) {
+		const char *key = spec->sysctls[i].key;
+		char path[512];
+		if (!*key || strstr(key, "..") || strlen(key) > 400 || key[0] == '/' ||
+		    key[0] == '.')
+			return kap_error_plain(err, EINVAL, "linux.sysctl: invalid key \"%s\"", key);
+		snprintf(path, sizeof(path), "/proc/sys/%s", key);
+		/* net.ipv4.conf.eth0/1.forwarding style keys: only dots become slashes. */
+		for (char *p = path + 10; *p; p++)
+			if (*p == '.')
+				*p = '/';
+			else if (*p == '/')
+				*p = '.';
+		const char *v = spec->sysctls[i].value;
+		if (kap_fs_write_at(AT_FDCWD, path, v, strlen(v), err) < 0)
+			return kap_error_wrap(err, "linux.sysctl %s", key);
+	}
+	return 0;
+}
+
+int kap_init_find_executable(const char *arg0, char *const *env, char *out, size_t outlen,
+			     struct kapsel_error **err)
+{
+	if (!arg0 || !*arg0)
+		return kap_error_plain(err, EINVAL, "process.args: empty command");
+	if (strchr(arg0, '/')) {
+		struct stat st;
+		if (stat(arg0, &st) < 0)
+			return kap_error(err, errno, "exec \"%s\"", arg0);
+		if (!S_ISREG(st.st_mode))
+			return kap_error_plain(err, EACCES, "exec \"%s\": not a regular file", arg0);
+		if (access(arg0, X_OK) < 0)
+			return kap_error(err, errno, "exec \"%s\"", arg0);
+		snprintf(out, outlen, "%s", arg0);
+		return 0;
+	}
+	const char *path = DEFAULT_PATH;
+	for (char *const *e = env; e && *e; e++)
+		if (!strncmp(*e, "PATH=", 5))
+			path = *e + 5;
+	for (const char *p = path; *p;) {
+		const char *end = strchrnul(p, ':');
+		int n = snprintf(out, outlen, "%.*s/%s", (int)(end - p), p, arg0);
+		struct stat st;
+		if (n > 0 && (size_t)n < outlen && end != p && stat(out, &st) == 0 &&
+		    S_ISREG(st.st_mode) && access(out, X_OK) == 0)
+			return 0;
+		p = *end ? end + 1 : end;
+	}
+	return kap_error_plain(err, ENOENT, "exec: \"%s\": executable file not found in $PATH",
+			       arg0);
+}
+
+static int setup_namespaces_late(struct kap_init_ctx *ctx, struct kapsel_error **err)
+{
+	const struct kap_spec *spec = ctx->spec;
+	/* The cgroup ns is unshared only now, after the runtime placed us in our cgroup, so
+	 * that its root is the container's cgroup. Read /proc/self/cgroup first: mount.c needs
+	 * the host-side paths for the cgroup bind mounts. */
+	cleanup_free char *cg = NULL;
+	if (kap_fs_read_file(AT_FDCWD, "/proc/self/cgroup", sizeof(ctx->cgroup_self) - 1, &cg,
+			     NULL, NULL) == 0)
+		snprintf(ctx->cgroup_self, sizeof(ctx->cgroup_self), "%s", cg);
+	if (ctx->new_ns[KAP_NS_CGROUP] && unshare(CLONE_NEWCGROUP) < 0)
+		return kap_error(err, errno, "unshare cgroup namespace");
+	if (ctx->new_ns[KAP_NS_UTS]) {
+		if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
+			return kap_error(err, errno, "hostname: set \"%s\"", spec->hostname);
+		if (spec->domainname &&
+		    setdomainname(spec->domainname, strlen(spec->domainname)) < 0)
+			return kap_error(err, errno, "domainname: set \"%s\"", spec->domainname);
+	} else if (spec->hostname && *spec->hostname) {
+		return kap_error_plain(err, EINVAL,
+				       "hostname: needs a new uts namespace in linux.namespaces");
+	}
+	return 0;
+}
+
+_Noreturn void kap_init_main(struct kap_init_ctx *ctx)
+{
+	struct kapsel_error *err = NULL;
+	const struct kap_spec *spec = ctx->spec;
+	const struct kap_process *proc = spec->process;
+	bool in_userns = ctx->new_ns[KAP_NS_USER] || spec->namespaces[KAP_NS_USER].path;
+
+	if (in_userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
+		kap_error(&err, errno, "become root in the user namespace (is uid/gid 0 mapped?)");
+		die(ctx, err);
+	}
+	if (setsid() < 0) {
+		kap_error(&err, errno, "setsid");
+		die(ctx, err);
+	}
+	if (!ctx->no_new_keyring) {
+		/* A session keyring of its own, so the container cannot read the host's keys. */
+		if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS &&
+		    errno != EPERM && errno != EDQUOT) {
+			kap_error(&err, errno, "join a new session keyring");
+			die(ctx, err);
+		}
+	}
+	if (setup_namespaces_late(ctx, &err) < 0)
+		die(ctx, err);
+
+	int rootfd = -1;
+	if (kap_rootfs_prepare(ctx, &rootfd, &err) < 0)
+		die(ctx, err);
+	if (write_sysctls(spec, &err) < 0)
+		die(ctx, err);
+	if (proc->has_oom_score_adj) {
+		char v[16];
+		int n = snprintf(v, sizeof(v), "%d", proc->oom_score_adj);
+		if (kap_fs_write_at(AT_FDCWD, "/proc/self/oom_score_adj", v, (size_t)n, &err) < 0)
+			die(ctx, err);
+	}
+	/* The runtime runs prestart and createRuntime hooks now, in its own namespaces. */
+	if (spec->hooks.n[KAP_HOOK_PRESTART] || spec->hooks.n[KAP_HOOK_CREATE_RUNTIME]) {
+		struct kap_sync_msg m;
+		kap_sync_send(ctx->sync_fd, KAP_SYNC_HOOKS, 0, NULL, -1);
+		if (kap_sync_expect(ctx->sync_fd, KAP_SYNC_HOOKS_OK, &m, NULL, &err) < 0)
+			_exit(127);
+	}
+	/* createContainer hooks: in the container's namespaces, before pivot_root. */
+	if (spec->hooks.n[KAP_HOOK_CREATE_CONTAINER] &&
+	    kap_hooks_run(&spec->hooks, KAP_HOOK_CREATE_CONTAINER, NULL, &err) < 0)
+		die(ctx, err);
+
+	/* Opened O_RDWR so it never blocks and the read below waits for `start`'s byte. */
+	int fifo = openat(ctx->state_dirfd, "exec.fifo", O_RDWR | O_CLOEXEC);
+	if (fifo < 0) {
+		kap_error(&err, errno, "open exec.fifo");
+		die(ctx, err);
+	}
+	close(ctx->state_dirfd);
+	ctx->state_dirfd = -1;
+
+	if (kap_rootfs_pivot(ctx, rootfd, &err) < 0)
+		die(ctx, err);
+	close(rootfd);
+
+	if (proc->terminal) {
+		int master = -1;
+		if (kap_terminal_open(proc, &master, &err) < 0)
+			die(ctx, err);
+		kap_sync_send(ctx->sync_fd, KAP_SYNC_PTY, 0, NULL, master);
+		close(master);
+	}
+	if (kap_rootfs_finalize(ctx, &err) < 0)
+		die(ctx, err);
+	if (chdir(proc->cwd) < 0) {
+		kap_error(&err, errno, "process.cwd: chdir to %s", proc->cwd);
+		die(ctx, err);
+	}
+	if (kap_security_rlimits(proc, &err) < 0)
+		die(ctx, err);
+	/* Find the binary now so a typo fails `create`, not `start` (as runc does). */
+	if (kap_init_find_executable(proc->args[0], proc->env, ctx->exec_path,
+				     sizeof(ctx->exec_path), &err) < 0)
+		die(ctx, err);
+	if (proc->user.has_umask)
+		umask(proc->user.umask);
+	else
+		umask(022);
+	if (kap_security_user_caps(proc, in_userns, &err) < 0)
+		die(ctx, err);
+
+	/* A notify filter is loaded now so that the runtime, still alive, can pass the listener
+	 * fd on (runc does the same); any other filter is loaded as late as possible. */
+	bool seccomp_loaded = false;
+	if (ctx->seccomp && kap_seccomp_has_notify(ctx->seccomp)) {
+		int nfd = -1;
+		if (kap_seccomp_load(ctx->seccomp, &nfd, &err) < 0)
+			die(ctx, err);
+		kap_sync_send(ctx->sync_fd, KAP_SYNC_SECCOMP, 0, NULL, nfd);
+		close(nfd);
+		seccomp_loaded = true;
+	}
+	kap_sync_send(ctx->sync_fd, KAP_SYNC_READY, 0, NULL, -1);
+	struct kap_sync_msg m;
+	if (kap_sync_expect(ctx->sync_fd, KAP_SYNC_DONE, &m, NULL, &err) < 0)
+		_exit(127); /* the runtime died or failed: it cleans up */
+	close(ctx->sync_fd);
+
+	/* Wait for `start`. EOF cannot happen: we hold the write side ourselves. */
+	char c;
+	ssize_t n;
+	do
+		n = read(fifo, &c, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		_exit(127);
+	close(fifo);
+
+	if (spec->hooks.n[KAP_HOOK_START_CONTAINER] &&
+	    kap_hooks_run(&spec->hooks, KAP_HOOK_START_CONTAINER, NULL, &err) < 0) {
+		dprintf(STDERR_FILENO, "kapsel: %s\n", err->msg);
+		_exit(127);
+	}
+	/* Only stdio and the preserved fds survive into the container. */
+	syscall(SYS_close_range, 3 + ctx->preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
+	if (ctx->seccomp && !seccomp_loaded) {
+		int nfd = -1;
+		if (kap_seccomp_load(ctx->seccomp, &nfd, &err) < 0) {
+			dprintf(STDERR_FILENO, "kapsel: %s\n", err->msg);
+			_exit(127);
+		}
+	}
+	execve(ctx->exec_path, proc->args, proc->env ? proc->env : (char *[]){NULL});
+	dprintf(STDERR_FILENO, "kapsel: exec %s: %s\n", ctx->exec_path, strerror(errno));
+	_exit(127);
+}

@@ -15,8 +15,8 @@ __attribute__((visibility("default"))) void kapsel_error_free(struct kapsel_erro
 	free(err);
 }
 
-static int set_error(struct kapsel_error **err, int errnum, bool with_strerror, const char *fmt,
-		     va_list ap)
+__attribute__((format(printf, 4, 0))) static int
+set_error(struct kapsel_error **err, int errnum, bool with_strerror, const char *fmt, va_list ap)
 {
 	if (errnum <= 0)
 		errnum = EINVAL;

@@ -128,8 +128,7 @@ int kap_fs_mkdir_in_root(int root_fd, const char *path, mode_t mode, bool file,
 	if (cur < 0)
 		return kap_error(err, errno, "dup");
 	char *save = NULL;
-	char *built = calloc(1, strlen(path) + 2);
-	cleanup_free char *built_owner = built;
+	cleanup_free char *built = calloc(1, strlen(path) + 2);
 	if (!built)
 		return kap_error(err, ENOMEM, "mkdir %s", path);
 	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {

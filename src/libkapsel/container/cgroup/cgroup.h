@@ -19,6 +19,7 @@
 #include "oci/spec.h"
 
 struct kap_json;
+struct kap_cgroup_dir;
 
 enum kap_cgroup_mode {
 	KAP_CGROUP_LEGACY,  /* v1 only */
@@ -33,6 +34,13 @@ struct kap_cgroup {
 	/* Absolute directories created by kapsel, parents before children. */
 	char **created;
 	size_t n_created;
+	/*
+	 * The container's directory in every hierarchy (v1 ones, then the cgroup2 one), with the
+	 * hierarchy's controllers: a relative cgroupsPath resolves below a different own cgroup
+	 * in each hierarchy, so one `path` cannot describe them all. Private to cgroup/.
+	 */
+	struct kap_cgroup_dir *dirs;
+	size_t n_dirs;
 };
 
 /* Detect the layout under root (normally "/sys/fs/cgroup"). */
@@ -41,8 +49,9 @@ int kap_cgroup_detect(const char *root, enum kap_cgroup_mode *mode, struct kapse
 /*
  * Resolve the container cgroup path: cgroupsPath absolute -> as is (relative to each hierarchy
  * root); relative -> below the calling process's own cgroup; absent -> "/kapsel/<id>".
- * Create it in every hierarchy, apply res (may be NULL) and move pid into it. On failure
- * everything created is removed again and *out stays NULL.
+ * Create it in every hierarchy, apply res (may be NULL) and move pid into it (pid <= 0: move
+ * nothing, e.g. for clone3(CLONE_INTO_CGROUP)). On failure everything created is removed again
+ * and *out stays NULL.
  */
 int kap_cgroup_create(const char *root, const char *cgroups_path, const char *id,
 		      const struct kap_resources *res, pid_t pid, struct kap_cgroup **out,
@@ -69,6 +78,12 @@ int kap_cgroup_stats(const struct kap_cgroup *cg, struct kap_json **out,
 		     struct kapsel_error **err);
 /* Number of OOM kills so far (v1 memory.oom_control oom_kill, v2 memory.events oom_kill). */
 int kap_cgroup_oom_count(const struct kap_cgroup *cg, uint64_t *count, struct kapsel_error **err);
+
+/*
+ * The container's cgroup2 directory (for clone3 CLONE_INTO_CGROUP), or NULL in legacy mode.
+ * Points into cg.
+ */
+const char *kap_cgroup_unified_dir(const struct kap_cgroup *cg);
 
 /* Persist in / restore from the container state. */
 struct kap_json *kap_cgroup_to_json(const struct kap_cgroup *cg);

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Install, build (ASan/UBSan, -Werror), and run every test: format check, unit tests,
+# integration tests as root, and a short run of every fuzzer.
+set -eu
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+echo "== format"
+bad=$(git ls-files '*.c' '*.h' | xargs clang-format --dry-run 2>&1 | grep -c warning || true)
+if [ "$bad" != "0" ]; then
+	git ls-files '*.c' '*.h' | xargs clang-format --dry-run 2>&1 | grep warning | head
+	echo "clang-format: $bad problems" >&2
+	exit 1
+fi
+echo "== build (ASan/UBSan)"
+bin=$(./scripts/build.sh --sanitize)
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+echo "== unit tests"
+meson test -C build-asan --print-errorlogs
+echo "== integration tests"
+KAPSEL="$PWD/$bin" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration "$@"
+if [ -x tests/fuzz/run.sh ]; then
+	echo "== fuzzers (short)"
+	tests/fuzz/run.sh "${FUZZ_SECONDS:-10}"
+fi
+echo "== all tests passed"
