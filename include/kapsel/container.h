@@ -16,7 +16,7 @@
 #define KAPSEL_OCI_VERSION  "1.2.0"
 
 struct kapsel_create_options {
-	const char *root;	    /* state root, KAPSEL_DEFAULT_ROOT when NULL */
+	const char *root; /* state root, KAPSEL_DEFAULT_ROOT when NULL */
 	const char *id;
 	const char *bundle;	    /* NULL: current directory */
 	const char *pid_file;	    /* NULL: none */
@@ -85,7 +85,7 @@ int kapsel_container_exec(const struct kapsel_exec_options *opts, struct kapsel_
 struct kapsel_update_options {
 	const char *resources_json;
 	bool has_memory, has_memory_reservation, has_memory_swap, has_cpu_quota, has_cpu_period,
-		has_cpu_shares, has_pids_limit, has_blkio_weight;
+	    has_cpu_shares, has_pids_limit, has_blkio_weight;
 	int64_t memory, memory_reservation, memory_swap, cpu_quota, pids_limit;
 	uint64_t cpu_period, cpu_shares;
 	uint16_t blkio_weight;
@@ -99,8 +99,8 @@ int kapsel_container_update(const char *root, const char *id,
  * interval; {"type":"oom","id":..} on OOM kills). With stats_once prints one stats event and
  * returns. Returns when the container stops.
  */
-int kapsel_container_events(const char *root, const char *id, bool stats_once,
-			    unsigned interval_ms, FILE *out, struct kapsel_error **err);
+int kapsel_container_events(const char *root, const char *id, bool stats_once, unsigned interval_ms,
+			    FILE *out, struct kapsel_error **err);
 
 /* The OCI features document (runtime-spec features.md). Caller frees. */
 int kapsel_features(char **json, struct kapsel_error **err);

@@ -20,6 +20,6 @@ enum kapsel_log_format {
 int kapsel_log_init(const char *file, enum kapsel_log_format format, bool debug,
 		    struct kapsel_error **err);
 void kapsel_log(enum kapsel_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Where errors go when the log is a file: also to stderr, so a terminal user sees them. */
 void kapsel_log_error_exit(const struct kapsel_error *err);

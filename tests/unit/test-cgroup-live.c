@@ -29,6 +29,10 @@
 
 #define ROOT "/sys/fs/cgroup"
 
+/* What a failed assertion leaves behind, cleaned up by teardown(). */
+static struct kap_cgroup *live_cg;
+static pid_t live_child;
+
 static bool usable(const char *root)
 {
 	enum kap_cgroup_mode m;
@@ -73,6 +77,7 @@ static pid_t spawn(int *go)
 	}
 	close(p[0]);
 	*go = p[1];
+	live_child = pid;
 	return pid;
 }
 
@@ -82,6 +87,7 @@ static int finish(pid_t pid, int go)
 	assert_int_equal(write(go, "x", 1), 1);
 	close(go);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
+	live_child = 0;
 	assert_true(WIFEXITED(st));
 	return WEXITSTATUS(st);
 }
@@ -121,6 +127,21 @@ static void assert_gone(const struct kap_cgroup *cg)
 			fail_msg("%s still exists", cg->dirs[i].path);
 }
 
+static int teardown(void **state)
+{
+	if (live_child > 0) {
+		kill(live_child, SIGKILL);
+		waitpid(live_child, NULL, 0);
+		live_child = 0;
+	}
+	if (live_cg) {
+		kap_cgroup_destroy(live_cg, NULL);
+		kap_cgroup_free(live_cg);
+		live_cg = NULL;
+	}
+	return 0;
+}
+
 static struct kap_device_rule rules[] = {
     {false, 'a', -1, -1, "rwm"},
     {true, 'c', 1, 3, "rwm"}, /* /dev/null; /dev/zero (1:5) stays denied */
@@ -136,6 +157,10 @@ static void test_live(void **state)
 	struct kap_resources res = {
 	    .has_mem_limit = true,
 	    .mem_limit = 64 << 20,
+	    .has_mem_swap = true,
+	    .mem_swap = 128 << 20,
+	    .has_mem_kernel = true,
+	    .mem_kernel = 256 << 20,
 	    .has_pids_limit = true,
 	    .pids_limit = 32,
 	    .has_cpu_quota = true,
@@ -145,13 +170,11 @@ static void test_live(void **state)
 	    .devices = rules,
 	    .n_devices = KAP_ARRAY_SIZE(rules),
 	};
-	cleanup_cgroup struct kap_cgroup *cg = NULL;
+	struct kap_cgroup *cg = NULL;
 	cleanup_error struct kapsel_error *e = NULL;
-	if (kap_cgroup_create(ROOT, NULL, id, &res, child, &cg, &e) < 0) {
-		kill(child, SIGKILL);
-		waitpid(child, NULL, 0);
+	if (kap_cgroup_create(ROOT, NULL, id, &res, child, &cg, &e) < 0)
 		fail_msg("create: %s", e->msg);
-	}
+	live_cg = cg;
 	char path[96];
 	snprintf(path, sizeof(path), "/kapsel/%s", id);
 	assert_string_equal(cg->path, path);
@@ -240,13 +263,11 @@ static void test_live_v2_devices(void **state)
 	int go;
 	pid_t child = spawn(&go);
 	struct kap_resources res = {.devices = rules, .n_devices = KAP_ARRAY_SIZE(rules)};
-	cleanup_cgroup struct kap_cgroup *cg = NULL;
+	struct kap_cgroup *cg = NULL;
 	cleanup_error struct kapsel_error *e = NULL;
-	if (kap_cgroup_create(root, NULL, id, &res, child, &cg, &e) < 0) {
-		kill(child, SIGKILL);
-		waitpid(child, NULL, 0);
+	if (kap_cgroup_create(root, NULL, id, &res, child, &cg, &e) < 0)
 		fail_msg("create: %s", e->msg);
-	}
+	live_cg = cg;
 	assert_int_equal(cg->mode, KAP_CGROUP_UNIFIED);
 	/* Replace the filter (update): still exactly one program deciding. */
 	assert_int_equal(kap_cgroup_update(cg, &res, &e), 0);
@@ -266,8 +287,8 @@ static void test_live_v2_devices(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_live),
-	    cmocka_unit_test(test_live_v2_devices),
+	    cmocka_unit_test_teardown(test_live, teardown),
+	    cmocka_unit_test_teardown(test_live_v2_devices, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -396,6 +396,19 @@ static void test_bad_paths(void **state)
 	assert_null(cg);
 	assert_false(fake_exists("kapsel"));
 
+	/* Relative: below this process's own cgroup2 cgroup ("0::/..." in /proc/self/cgroup). */
+	cleanup_free char *self = NULL;
+	if (kap_fs_read_file(AT_FDCWD, "/proc/self/cgroup", 1 << 16, &self, NULL, NULL) == 0 &&
+	    strstr(self, "0::/")) {
+		cg = create_ok("rel/x", NULL);
+		size_t n = strlen(cg->dirs[0].path);
+		assert_true(n > 6 && !strcmp(cg->dirs[0].path + n - 6, "/rel/x"));
+		assert_true(!strncmp(cg->dirs[0].path, fake_root, strlen(fake_root)));
+		assert_int_equal(kap_cgroup_destroy(cg, NULL), 0);
+		kap_cgroup_free(cg);
+		assert_false(fake_exists("rel"));
+	}
+
 	/* Default path: /kapsel/<id>. */
 	cg = create_ok(NULL, NULL);
 	assert_string_equal(cg->path, "/kapsel/ctr");

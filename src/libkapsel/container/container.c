@@ -146,6 +146,41 @@ static int check_spec(const struct kap_spec *spec, const struct kapsel_create_op
 	return kap_ns_validate(spec, err);
 }
 
+/*
+ * Device cgroup rules as runc and crun apply them: the config's rules, then allow rules for the
+ * default devices, /dev/pts, and every device the config creates (podman's config denies all
+ * and relies on this). Returns the extended array (caller frees) or NULL when there are no
+ * rules to extend.
+ */
+static struct kap_device_rule *device_rules_with_defaults(const struct kap_spec *spec, size_t *n)
+{
+	static const struct kap_device_rule defaults[] = {
+	    {true, 'c', -1, -1, "m"}, {true, 'b', -1, -1, "m"},	   {true, 'c', 1, 3, "rwm"},
+	    {true, 'c', 1, 5, "rwm"}, {true, 'c', 1, 7, "rwm"},	   {true, 'c', 1, 8, "rwm"},
+	    {true, 'c', 1, 9, "rwm"}, {true, 'c', 5, 0, "rwm"},	   {true, 'c', 5, 1, "rwm"},
+	    {true, 'c', 5, 2, "rwm"}, {true, 'c', 136, -1, "rwm"},
+	};
+	const struct kap_resources *res = &spec->resources;
+	if (!spec->has_resources || res->n_devices == 0)
+		return NULL;
+	size_t total = res->n_devices + KAP_ARRAY_SIZE(defaults) + spec->n_devices;
+	struct kap_device_rule *rules = calloc(total, sizeof(*rules));
+	if (!rules)
+		return NULL;
+	memcpy(rules, res->devices, res->n_devices * sizeof(*rules));
+	memcpy(rules + res->n_devices, defaults, sizeof(defaults));
+	size_t k = res->n_devices + KAP_ARRAY_SIZE(defaults);
+	for (size_t i = 0; i < spec->n_devices; i++) {
+		const struct kap_device *d = &spec->devices[i];
+		if (d->type == 'p')
+			continue;
+		rules[k++] = (struct kap_device_rule){true, d->type == 'b' ? 'b' : 'c', d->major,
+						      d->minor, "rwm"};
+	}
+	*n = k;
+	return rules;
+}
+
 /* Everything a failed create must undo. */
 struct create_job {
 	int rootfd, dirfd;
@@ -222,6 +257,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	}
 	struct create_job job = {.rootfd = rootfd, .dirfd = -1, .id = o->id};
 	int sync[2] = {-EBADF, -EBADF};
+	cleanup_close int fifo_fd = -EBADF;
 	int master = -1;
 	struct kap_state st = {.id = (char *)o->id, .bundle = bundle, .rootfs = rootfs};
 	char created_at[64];
@@ -239,8 +275,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		r = kap_error(err, errno, "open state directory %s/%s", root, o->id);
 		goto fail;
 	}
-	if ((r = kap_fs_write_atomic(job.dirfd, "config.json", cfg, cfg_len, 0600, false, err)) <
-	    0)
+	if ((r = kap_fs_write_atomic(job.dirfd, "config.json", cfg, cfg_len, 0600, false, err)) < 0)
 		goto fail;
 	if (mkfifoat(job.dirfd, "exec.fifo", 0600) < 0) {
 		r = kap_error(err, errno, "mkfifo %s/%s/exec.fifo", root, o->id);
@@ -250,17 +285,24 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		r = kap_error(err, errno, "socketpair");
 		goto fail;
 	}
+	/* O_RDWR never blocks on a fifo; the init inherits this fd and waits on it. */
+	fifo_fd = openat(job.dirfd, "exec.fifo", O_RDWR | O_CLOEXEC);
+	if (fifo_fd < 0) {
+		r = kap_error(err, errno, "open %s/%s/exec.fifo", root, o->id);
+		goto fail;
+	}
 
 	struct kap_init_ctx ctx = {
-		.spec = spec,
-		.sync_fd = sync[1],
-		.state_dirfd = job.dirfd,
-		.bundle = bundle,
-		.rootfs = rootfs,
-		.no_pivot = o->no_pivot,
-		.no_new_keyring = o->no_new_keyring,
-		.preserve_fds = o->preserve_fds,
-		.seccomp = seccomp,
+	    .spec = spec,
+	    .sync_fd = sync[1],
+	    .state_dirfd = job.dirfd,
+	    .fifo_fd = fifo_fd,
+	    .bundle = bundle,
+	    .rootfs = rootfs,
+	    .no_pivot = o->no_pivot,
+	    .no_new_keyring = o->no_new_keyring,
+	    .preserve_fds = o->preserve_fds,
+	    .seccomp = seccomp,
 	};
 	uint64_t clone_flags = 0;
 	for (int t = 0; t < KAP_NS_COUNT; t++) {
@@ -292,6 +334,8 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		kap_init_main(&ctx);
 	}
 	job.child = pid;
+	close(fifo_fd);
+	fifo_fd = -EBADF;
 	close(sync[1]);
 	sync[1] = -EBADF;
 	kap_seccomp_free(seccomp);
@@ -306,8 +350,18 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	/* Recorded before the cgroup exists, so delete --force finds the process if we die. */
 	if ((r = kap_state_write(job.dirfd, &st, err)) < 0)
 		goto fail;
-	r = kap_cgroup_create("/sys/fs/cgroup", spec->cgroups_path, o->id,
-			      spec->has_resources ? &spec->resources : NULL, pid, &job.cg, err);
+	{
+		struct kap_resources res = spec->resources;
+		size_t nrules = 0;
+		cleanup_free struct kap_device_rule *rules =
+		    device_rules_with_defaults(spec, &nrules);
+		if (rules) {
+			res.devices = rules;
+			res.n_devices = nrules;
+		}
+		r = kap_cgroup_create("/sys/fs/cgroup", spec->cgroups_path, o->id,
+				      spec->has_resources ? &res : NULL, pid, &job.cg, err);
+	}
 	if (r < 0)
 		goto fail;
 	st.cgroup = kap_cgroup_to_json(job.cg);
@@ -408,8 +462,7 @@ fail:
 	return r < 0 ? r : -EIO;
 }
 
-API int kapsel_container_create(const struct kapsel_create_options *opts,
-				struct kapsel_error **err)
+API int kapsel_container_create(const struct kapsel_create_options *opts, struct kapsel_error **err)
 {
 	return create_container(opts, false, NULL, err);
 }

@@ -17,6 +17,7 @@ struct kap_init_ctx {
 	const struct kap_spec *spec;
 	int sync_fd;
 	int state_dirfd;
+	int fifo_fd;	    /* exec.fifo, opened O_RDWR by the runtime (a user ns init could not) */
 	const char *bundle; /* absolute */
 	const char *rootfs; /* absolute, resolved */
 	bool no_pivot, no_new_keyring;
@@ -50,8 +51,7 @@ int kap_mount_one(struct kap_init_ctx *ctx, int rootfd, const struct kap_mount *
 
 /* container/security.c: rlimits, user, groups, capabilities, no_new_privs. */
 int kap_security_rlimits(const struct kap_process *p, struct kapsel_error **err);
-int kap_security_user_caps(const struct kap_process *p, bool in_userns,
-			   struct kapsel_error **err);
+int kap_security_user_caps(const struct kap_process *p, bool in_userns, struct kapsel_error **err);
 
 /* container/hooks.c: run hooks with the state JSON on stdin. */
 int kap_hooks_run(const struct kap_hooks *hooks, enum kap_hook_kind kind, const char *state_json,

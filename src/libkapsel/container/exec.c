@@ -30,9 +30,8 @@
 
 #define API __attribute__((visibility("default")))
 
-static const enum kap_ns_type join_order[] = {KAP_NS_USER, KAP_NS_CGROUP, KAP_NS_IPC,
-					      KAP_NS_UTS,  KAP_NS_NET,	  KAP_NS_PID,
-					      KAP_NS_TIME, KAP_NS_MNT};
+static const enum kap_ns_type join_order[] = {KAP_NS_USER, KAP_NS_CGROUP, KAP_NS_IPC,  KAP_NS_UTS,
+					      KAP_NS_NET,  KAP_NS_PID,	  KAP_NS_TIME, KAP_NS_MNT};
 
 static int strv_len(char *const *v)
 {
@@ -96,7 +95,7 @@ static int build_process(const struct kapsel_exec_options *o, const struct kap_s
 		p->caps = base->caps;
 		if (base->user.n_additional_gids) {
 			p->user.additional_gids =
-				calloc(base->user.n_additional_gids, sizeof(gid_t));
+			    calloc(base->user.n_additional_gids, sizeof(gid_t));
 			if (p->user.additional_gids) {
 				memcpy(p->user.additional_gids, base->user.additional_gids,
 				       base->user.n_additional_gids * sizeof(gid_t));
@@ -108,7 +107,8 @@ static int build_process(const struct kapsel_exec_options *o, const struct kap_s
 		char *end;
 		unsigned long uid = strtoul(o->user, &end, 10);
 		if (end == o->user || (*end && *end != ':'))
-			return kap_error_plain(err, EINVAL, "--user %s: expected UID[:GID]", o->user);
+			return kap_error_plain(err, EINVAL, "--user %s: expected UID[:GID]",
+					       o->user);
 		p->user.uid = (uid_t)uid;
 		if (*end == ':') {
 			const char *g = end + 1;
@@ -326,7 +326,7 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		char buf[32];
 		int n = snprintf(buf, sizeof(buf), "%d", target);
 		cleanup_close int f =
-			open(o->pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		    open(o->pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (f < 0 || write(f, buf, (size_t)n) != n) {
 			r = kap_error(err, errno, "--pid-file %s", o->pid_file);
 			goto out;

@@ -16,7 +16,7 @@
 #include "core/error.h"
 #include "core/syscalls.h"
 
-static const char *const hook_names[] = {"prestart",	    "createRuntime", "createContainer",
+static const char *const hook_names[] = {"prestart",	   "createRuntime", "createContainer",
 					 "startContainer", "poststart",	    "poststop"};
 
 static int run_one(const struct kap_hook *h, const char *kind, size_t idx, const char *state,
@@ -59,8 +59,9 @@ static int run_one(const struct kap_hook *h, const char *kind, size_t idx, const
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
 			close(pidfd);
-			return kap_error_plain(err, ETIMEDOUT, "hooks.%s[%zu] %s: timed out after %d s",
-					       kind, idx, h->path, h->timeout);
+			return kap_error_plain(err, ETIMEDOUT,
+					       "hooks.%s[%zu] %s: timed out after %d s", kind, idx,
+					       h->path, h->timeout);
 		}
 	}
 	if (pidfd >= 0)

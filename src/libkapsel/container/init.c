@@ -40,7 +40,8 @@ static int write_sysctls(const struct kap_spec *spec, struct kapsel_error **err)
 		char path[512];
 		if (!*key || strstr(key, "..") || strlen(key) > 400 || key[0] == '/' ||
 		    key[0] == '.')
-			return kap_error_plain(err, EINVAL, "linux.sysctl: invalid key \"%s\"", key);
+			return kap_error_plain(err, EINVAL, "linux.sysctl: invalid key \"%s\"",
+					       key);
 		snprintf(path, sizeof(path), "/proc/sys/%s", key);
 		/* net.ipv4.conf.eth0/1.forwarding style keys: only dots become slashes. */
 		for (char *p = path + 10; *p; p++)
@@ -65,7 +66,8 @@ int kap_init_find_executable(const char *arg0, char *const *env, char *out, size
 		if (stat(arg0, &st) < 0)
 			return kap_error(err, errno, "exec \"%s\"", arg0);
 		if (!S_ISREG(st.st_mode))
-			return kap_error_plain(err, EACCES, "exec \"%s\": not a regular file", arg0);
+			return kap_error_plain(err, EACCES, "exec \"%s\": not a regular file",
+					       arg0);
 		if (access(arg0, X_OK) < 0)
 			return kap_error(err, errno, "exec \"%s\"", arg0);
 		snprintf(out, outlen, "%s", arg0);
@@ -95,8 +97,8 @@ static int setup_namespaces_late(struct kap_init_ctx *ctx, struct kapsel_error *
 	 * that its root is the container's cgroup. Read /proc/self/cgroup first: mount.c needs
 	 * the host-side paths for the cgroup bind mounts. */
 	cleanup_free char *cg = NULL;
-	if (kap_fs_read_file(AT_FDCWD, "/proc/self/cgroup", sizeof(ctx->cgroup_self) - 1, &cg,
-			     NULL, NULL) == 0)
+	if (kap_fs_read_file(AT_FDCWD, "/proc/self/cgroup", sizeof(ctx->cgroup_self) - 1, &cg, NULL,
+			     NULL) == 0)
 		snprintf(ctx->cgroup_self, sizeof(ctx->cgroup_self), "%s", cg);
 	if (ctx->new_ns[KAP_NS_CGROUP] && unshare(CLONE_NEWCGROUP) < 0)
 		return kap_error(err, errno, "unshare cgroup namespace");
@@ -162,12 +164,8 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 	    kap_hooks_run(&spec->hooks, KAP_HOOK_CREATE_CONTAINER, NULL, &err) < 0)
 		die(ctx, err);
 
-	/* Opened O_RDWR so it never blocks and the read below waits for `start`'s byte. */
-	int fifo = openat(ctx->state_dirfd, "exec.fifo", O_RDWR | O_CLOEXEC);
-	if (fifo < 0) {
-		kap_error(&err, errno, "open exec.fifo");
-		die(ctx, err);
-	}
+	/* Opened O_RDWR by the runtime, so the read below waits for `start`'s byte. */
+	int fifo = ctx->fifo_fd;
 	close(ctx->state_dirfd);
 	ctx->state_dirfd = -1;
 

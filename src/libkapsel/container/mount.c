@@ -60,10 +60,9 @@ static int remount_bind(int fd, unsigned long flags, unsigned long clear, const 
 			struct kapsel_error **err)
 {
 	unsigned long cur = current_mount_flags(fd);
-	unsigned long want = ((cur & ~clear) | flags) & (MS_RDONLY | MS_NOSUID | MS_NODEV |
-							   MS_NOEXEC | MS_NOATIME |
-							   MS_NODIRATIME | MS_RELATIME |
-							   MS_STRICTATIME | MS_NOSYMFOLLOW);
+	unsigned long want = ((cur & ~clear) | flags) &
+			     (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
+			      MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME | MS_NOSYMFOLLOW);
 	return do_mount(NULL, fd, NULL, MS_BIND | MS_REMOUNT | want, NULL, dest, err);
 }
 
@@ -147,13 +146,13 @@ static int mount_cgroup_v1(struct kap_init_ctx *ctx, int rootfd, const struct ka
 	return 0;
 }
 
-static int mount_cgroup(struct kap_init_ctx *ctx, int rootfd, const struct kap_mount *m,
-			int destfd, struct kapsel_error **err)
+static int mount_cgroup(struct kap_init_ctx *ctx, int rootfd, const struct kap_mount *m, int destfd,
+			struct kapsel_error **err)
 {
 	struct statfs sf;
 	if (statfs("/sys/fs/cgroup", &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC) {
-		unsigned long flags = m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC |
-						  MS_RELATIME);
+		unsigned long flags =
+		    m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME);
 		if (do_mount("cgroup2", destfd, "cgroup2", flags, NULL, m->destination, NULL) == 0)
 			return 0;
 		/* No cgroup ns of our own (or no permission): bind the container's cgroup. */
@@ -209,9 +208,9 @@ int kap_mount_one(struct kap_init_ctx *ctx, int rootfd, const struct kap_mount *
 				     err) < 0)
 				return -1;
 			cleanup_close int nfd =
-				kap_fs_open_in_root(rootfd, m->destination, O_PATH, 0, err);
-			if (nfd < 0 || remount_bind(nfd, flags | MS_RDONLY, 0, m->destination,
-						    err) < 0)
+			    kap_fs_open_in_root(rootfd, m->destination, O_PATH, 0, err);
+			if (nfd < 0 ||
+			    remount_bind(nfd, flags | MS_RDONLY, 0, m->destination, err) < 0)
 				return -1;
 		} else if (r < 0) {
 			return -1;

@@ -38,10 +38,11 @@ int kap_ns_validate(const struct kap_spec *spec, struct kapsel_error **err)
 					       "linux.namespaces %s: path %s is not a namespace",
 					       kap_ns_name((enum kap_ns_type)t), ns->path);
 		if (type != kap_ns_clone_flag((enum kap_ns_type)t))
-			return kap_error_plain(err, EINVAL,
-					       "linux.namespaces %s: path %s is a different kind of "
-					       "namespace",
-					       kap_ns_name((enum kap_ns_type)t), ns->path);
+			return kap_error_plain(
+			    err, EINVAL,
+			    "linux.namespaces %s: path %s is a different kind of "
+			    "namespace",
+			    kap_ns_name((enum kap_ns_type)t), ns->path);
 	}
 	return 0;
 }
@@ -104,9 +105,8 @@ _Noreturn void kap_ns_stage1(struct kap_init_ctx *ctx)
 			goto fail;
 		}
 	}
-	static const enum kap_ns_type order[] = {KAP_NS_IPC, KAP_NS_UTS, KAP_NS_NET,
-						 KAP_NS_PID, KAP_NS_TIME, KAP_NS_CGROUP,
-						 KAP_NS_MNT};
+	static const enum kap_ns_type order[] = {KAP_NS_IPC,  KAP_NS_UTS,    KAP_NS_NET, KAP_NS_PID,
+						 KAP_NS_TIME, KAP_NS_CGROUP, KAP_NS_MNT};
 	int flags = 0;
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(order); i++) {
 		if (join(spec, order[i], &err) < 0)

@@ -25,8 +25,8 @@ static const struct {
 	const char *path;
 	unsigned major, minor;
 } default_devices[] = {
-	{"/dev/null", 1, 3},	{"/dev/zero", 1, 5},	{"/dev/full", 1, 7},
-	{"/dev/random", 1, 8},	{"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0},
+    {"/dev/null", 1, 3},   {"/dev/zero", 1, 5},	   {"/dev/full", 1, 7},
+    {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0},
 };
 
 static bool has_mount_at(const struct kap_spec *spec, const char *dest)
@@ -69,7 +69,8 @@ static int make_device(struct kap_init_ctx *ctx, int rootfd, const char *path, c
 		return kap_error_wrap(err, "linux.devices %s", path);
 	/* O_PATH fds don't allow mknodat: reopen as a real directory fd. */
 	char p[32];
-	cleanup_close int realdir = open(kap_fs_fd_path(dfd, p), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	cleanup_close int realdir =
+	    open(kap_fs_fd_path(dfd, p), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (realdir < 0)
 		return kap_error(err, errno, "open parent of %s", path);
 	if (type == 'p') {
@@ -83,14 +84,15 @@ static int make_device(struct kap_init_ctx *ctx, int rootfd, const char *path, c
 			return kap_error(err, errno, "create %s", path);
 		if (f >= 0)
 			close(f);
-		cleanup_close int tfd =
-			openat(realdir, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		cleanup_close int tfd = openat(realdir, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (tfd < 0)
 			return kap_error(err, errno, "open %s", path);
-		char host[64];
-		snprintf(host, sizeof(host), "/dev/%s", type == 'b' ? "block" : "char");
+		/* The host's node: /dev/char/M:m where udev made it, else the same path. */
+		char host[4096];
 		snprintf(host, sizeof(host), "/dev/%s/%u:%u", type == 'b' ? "block" : "char", major,
 			 minor);
+		if (access(host, F_OK) < 0)
+			snprintf(host, sizeof(host), "%s", path);
 		if (mount(host, kap_fs_fd_path(tfd, p), NULL, MS_BIND, NULL) < 0)
 			return kap_error(err, errno, "bind %s onto %s", host, path);
 		return 0;
@@ -159,9 +161,9 @@ static int setup_dev(struct kap_init_ctx *ctx, int rootfd, struct kapsel_error *
 	static const struct {
 		const char *target, *link;
 	} links[] = {
-		{"/proc/self/fd", "dev/fd"},	 {"/proc/self/fd/0", "dev/stdin"},
-		{"/proc/self/fd/1", "dev/stdout"}, {"/proc/self/fd/2", "dev/stderr"},
-		{"pts/ptmx", "dev/ptmx"},
+	    {"/proc/self/fd", "dev/fd"},       {"/proc/self/fd/0", "dev/stdin"},
+	    {"/proc/self/fd/1", "dev/stdout"}, {"/proc/self/fd/2", "dev/stderr"},
+	    {"pts/ptmx", "dev/ptmx"},
 	};
 	cleanup_close int devfd = kap_fs_open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY, 0, err);
 	if (devfd < 0)
@@ -179,7 +181,8 @@ static int setup_dev(struct kap_init_ctx *ctx, int rootfd, struct kapsel_error *
 			struct stat st;
 			if (fstatat(dev, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 			    !S_ISLNK(st.st_mode) &&
-			    (unlinkat(dev, name, 0) < 0 || symlinkat(links[i].target, dev, name) < 0))
+			    (unlinkat(dev, name, 0) < 0 ||
+			     symlinkat(links[i].target, dev, name) < 0))
 				return kap_error(err, errno, "replace /dev/ptmx");
 		}
 		errno = 0;
@@ -281,15 +284,14 @@ int kap_rootfs_finalize(struct kap_init_ctx *ctx, struct kapsel_error **err)
 			return kap_error(err, errno, "linux.maskedPaths: stat %s", *p);
 		}
 		int r = S_ISDIR(st.st_mode)
-				? mount("tmpfs", *p, "tmpfs", MS_RDONLY, "size=0k,nr_inodes=1")
-				: mount("/dev/null", *p, NULL, MS_BIND, NULL);
+			    ? mount("tmpfs", *p, "tmpfs", MS_RDONLY, "size=0k,nr_inodes=1")
+			    : mount("/dev/null", *p, NULL, MS_BIND, NULL);
 		if (r < 0)
 			return kap_error(err, errno, "linux.maskedPaths: mask %s", *p);
 	}
 	if (spec->root_readonly && remount_ro("/", err) < 0)
 		return kap_error_wrap(err, "root.readonly");
-	if (spec->rootfs_propagation &&
-	    mount(NULL, "/", NULL, spec->rootfs_propagation, NULL) < 0)
+	if (spec->rootfs_propagation && mount(NULL, "/", NULL, spec->rootfs_propagation, NULL) < 0)
 		return kap_error(err, errno, "linux.rootfsPropagation");
 	return 0;
 }

@@ -31,10 +31,10 @@ static int capset_all(uint64_t eff, uint64_t perm, uint64_t inh, struct kapsel_e
 {
 	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
 	struct __user_cap_data_struct data[2] = {
-		{.effective = (uint32_t)eff, .permitted = (uint32_t)perm, .inheritable = (uint32_t)inh},
-		{.effective = (uint32_t)(eff >> 32),
-		 .permitted = (uint32_t)(perm >> 32),
-		 .inheritable = (uint32_t)(inh >> 32)},
+	    {.effective = (uint32_t)eff, .permitted = (uint32_t)perm, .inheritable = (uint32_t)inh},
+	    {.effective = (uint32_t)(eff >> 32),
+	     .permitted = (uint32_t)(perm >> 32),
+	     .inheritable = (uint32_t)(inh >> 32)},
 	};
 	if (syscall(SYS_capset, &hdr, data) < 0)
 		return kap_error(err, errno, "process.capabilities: capset");

@@ -89,15 +89,15 @@ int kap_userns_write_maps(pid_t pid, const struct kap_spec *spec, struct kapsel_
 		const struct kap_id_mapping *m;
 		size_t n;
 	} maps[] = {
-		{"gid_map", "linux.gidMappings", spec->gid_mappings, spec->n_gid_mappings},
-		{"uid_map", "linux.uidMappings", spec->uid_mappings, spec->n_uid_mappings},
+	    {"gid_map", "linux.gidMappings", spec->gid_mappings, spec->n_gid_mappings},
+	    {"uid_map", "linux.uidMappings", spec->uid_mappings, spec->n_uid_mappings},
 	};
 	for (size_t i = 0; i < 2; i++) {
 		char buf[4096], path[64];
 		size_t off = 0;
 		if (maps[i].n == 0)
-			return kap_error_plain(err, EINVAL, "%s: required with a new user namespace",
-					       maps[i].field);
+			return kap_error_plain(
+			    err, EINVAL, "%s: required with a new user namespace", maps[i].field);
 		for (size_t k = 0; k < maps[i].n; k++) {
 			int n = snprintf(buf + off, sizeof(buf) - off, "%u %u %u\n",
 					 maps[i].m[k].container_id, maps[i].m[k].host_id,

@@ -43,7 +43,8 @@ API int kapsel_container_update(const char *root, const char *id,
 	if (r < 0)
 		return r;
 	if (s == KAP_STATUS_STOPPED)
-		return kap_error_plain(err, EINVAL, "cannot update container %s: it is stopped", id);
+		return kap_error_plain(err, EINVAL, "cannot update container %s: it is stopped",
+				       id);
 	struct kap_resources res = {0};
 	if (o->resources_json) {
 		cleanup_json struct kap_json *j = NULL;

@@ -116,53 +116,75 @@ int kap_fs_open_in_root(int root_fd, const char *path, int flags, mode_t mode,
 	return fd;
 }
 
-int kap_fs_mkdir_in_root(int root_fd, const char *path, mode_t mode, bool file,
+static int mkdir_in_root(int root_fd, const char *path, mode_t mode, bool file, int depth,
 			 struct kapsel_error **err)
 {
+	if (depth > 40)
+		return kap_error_plain(err, ELOOP, "create %s in root: too many symlinks", path);
 	cleanup_free char *copy = strdup(path);
-	if (!copy)
-		return kap_error(err, ENOMEM, "mkdir %s", path);
-	/* Walk component by component, each open confined by RESOLVE_IN_ROOT at the current dir
-	 * which is itself inside the root: a symlink component resolves against root_fd. */
-	cleanup_close int cur = fcntl(root_fd, F_DUPFD_CLOEXEC, 3);
-	if (cur < 0)
-		return kap_error(err, errno, "dup");
-	char *save = NULL;
 	cleanup_free char *built = calloc(1, strlen(path) + 2);
-	if (!built)
+	if (!copy || !built)
 		return kap_error(err, ENOMEM, "mkdir %s", path);
+	char *save = NULL;
 	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
 		bool last = (save == NULL || *save == '\0');
 		if (strcmp(c, ".") == 0)
 			continue;
+		size_t parent_len = strlen(built);
 		strcat(built, "/");
 		strcat(built, c);
+		const char *rel = skip_slashes(built);
+		const uint64_t resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+		int fd = kap_openat2(root_fd, rel, O_PATH | O_CLOEXEC, 0, resolve);
+		if (fd >= 0) {
+			close(fd);
+			continue;
+		}
+		if (errno != ENOENT)
+			return kap_error(err, errno, "open %s in root", built);
+		/* Missing: create it in its (confined) parent. A dangling symlink is followed,
+		 * confined too, and its target created: what the path means inside the root. */
+		built[parent_len] = '\0';
+		cleanup_close int parent = kap_openat2(
+		    root_fd, skip_slashes(built), O_PATH | O_DIRECTORY | O_CLOEXEC, 0, resolve);
+		if (parent < 0)
+			return kap_error(err, errno, "open %s in root", *built ? built : "/");
+		char target[4096];
+		ssize_t n = readlinkat(parent, c, target, sizeof(target) - 1);
+		if (n >= 0) {
+			target[n] = '\0';
+			cleanup_free char *next = NULL;
+			if (asprintf(&next, "%s%s%s/%s", target[0] == '/' ? "" : built,
+				     target[0] == '/' ? "" : "/", target, last ? "" : save) < 0)
+				return kap_error(err, ENOMEM, "mkdir %s", path);
+			if (last && !file)
+				return mkdir_in_root(root_fd, next, mode, false, depth + 1, err);
+			if (last) {
+				/* strip the trailing "/" added above */
+				next[strlen(next) - 1] = '\0';
+				return mkdir_in_root(root_fd, next, mode, true, depth + 1, err);
+			}
+			return mkdir_in_root(root_fd, next, mode, file, depth + 1, err);
+		}
 		if (last && file) {
-			int fd = kap_openat2(root_fd, skip_slashes(built),
-					     O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644,
-					     RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
-			if (fd < 0 && errno != EISDIR && errno != ELOOP)
-				return kap_error(err, errno, "create %s in root", built);
+			fd = openat(parent, c, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+			if (fd < 0 && errno != EEXIST)
+				return kap_error(err, errno, "create %s/%s in root", built, c);
 			if (fd >= 0)
 				close(fd);
-			break;
+		} else if (mkdirat(parent, c, mode) < 0 && errno != EEXIST) {
+			return kap_error(err, errno, "mkdir %s/%s in root", built, c);
 		}
-		int fd = kap_openat2(root_fd, skip_slashes(built), O_PATH | O_DIRECTORY | O_CLOEXEC,
-				     0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
-		if (fd < 0 && errno == ENOENT) {
-			/* Create in the confined parent, then reopen confined. */
-			if (mkdirat(cur, c, mode) < 0 && errno != EEXIST)
-				return kap_error(err, errno, "mkdir %s in root", built);
-			fd = kap_openat2(root_fd, skip_slashes(built),
-					 O_PATH | O_DIRECTORY | O_CLOEXEC, 0,
-					 RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
-		}
-		if (fd < 0)
-			return kap_error(err, errno, "open %s in root", built);
-		close(cur);
-		cur = fd;
+		strcat(built, "/");
+		strcat(built, c);
 	}
 	return kap_fs_open_in_root(root_fd, path, O_PATH, 0, err);
+}
+
+int kap_fs_mkdir_in_root(int root_fd, const char *path, mode_t mode, bool file,
+			 struct kapsel_error **err)
+{
+	return mkdir_in_root(root_fd, path, mode, file, 0, err);
 }
 
 int kap_fs_rm_rf(int dir_fd, const char *name)

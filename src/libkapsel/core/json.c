@@ -15,8 +15,8 @@
 /* Deep enough for any real config.json or manifest, shallow enough to bound recursion. */
 #define KAP_JSON_MAX_DEPTH 64
 
-#define JO(j)  ((struct json_object *)(j))
-#define KJ(j)  ((struct kap_json *)(j))
+#define JO(j) ((struct json_object *)(j))
+#define KJ(j) ((struct kap_json *)(j))
 
 int kap_json_parse(const char *buf, size_t len, const char *what, struct kap_json **out,
 		   struct kapsel_error **err)
@@ -39,9 +39,9 @@ int kap_json_parse(const char *buf, size_t len, const char *what, struct kap_jso
 			if (!strchr(" \t\r\n", buf[i])) {
 				json_object_put(o);
 				json_tokener_free(tok);
-				return kap_error_plain(err, EINVAL,
-						       "%s: invalid JSON: trailing data at offset %zu",
-						       what, i);
+				return kap_error_plain(
+				    err, EINVAL, "%s: invalid JSON: trailing data at offset %zu",
+				    what, i);
 			}
 		}
 	}
@@ -95,7 +95,7 @@ enum kap_json_type kap_json_type(const struct kap_json *j)
 const char *kap_json_type_name(enum kap_json_type t)
 {
 	static const char *const names[] = {"null",   "boolean", "integer", "number",
-					    "string", "array",   "object"};
+					    "string", "array",	 "object"};
 	return names[t];
 }
 
@@ -187,8 +187,8 @@ int kap_json_read_bool(const struct kap_json *obj, const char *path, const char 
 	return 1;
 }
 
-int kap_json_read_int64(const struct kap_json *obj, const char *path, const char *key,
-			int64_t *out, struct kapsel_error **err)
+int kap_json_read_int64(const struct kap_json *obj, const char *path, const char *key, int64_t *out,
+			struct kapsel_error **err)
 {
 	struct kap_json *v;
 	int r = kap_json_read_member(obj, path, key, KAP_JSON_INT, &v, err);
@@ -298,8 +298,9 @@ struct kap_json *kap_json_get_ref(struct kap_json *j)
 
 char *kap_json_dump(const struct kap_json *j, bool pretty)
 {
-	int flags = JSON_C_TO_STRING_NOSLASHESCAPE |
-		    (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN);
+	int flags =
+	    JSON_C_TO_STRING_NOSLASHESCAPE |
+	    (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN);
 	const char *s = json_object_to_json_string_ext(JO(j), flags);
 	return s ? strdup(s) : NULL;
 }

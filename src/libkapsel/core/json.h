@@ -56,8 +56,8 @@ int kap_json_read_string(const struct kap_json *obj, const char *path, const cha
 			 struct kapsel_error **err);
 int kap_json_read_bool(const struct kap_json *obj, const char *path, const char *key, bool *out,
 		       struct kapsel_error **err);
-int kap_json_read_int64(const struct kap_json *obj, const char *path, const char *key,
-			int64_t *out, struct kapsel_error **err);
+int kap_json_read_int64(const struct kap_json *obj, const char *path, const char *key, int64_t *out,
+			struct kapsel_error **err);
 int kap_json_read_uint64(const struct kap_json *obj, const char *path, const char *key,
 			 uint64_t *out, struct kapsel_error **err);
 /* Array of strings into a NULL-terminated vector. */

@@ -123,7 +123,8 @@ int kap_sync_expect(int sock, enum kap_sync_type want, struct kap_sync_msg *msg,
 	if (msg->type == KAP_SYNC_ERROR)
 		return kap_error_plain(err, msg->value > 0 ? msg->value : EIO, "%s", msg->text);
 	if (msg->type != (uint32_t)want)
-		return kap_error_plain(err, EPROTO, "container setup: unexpected message %u (want %d)",
+		return kap_error_plain(err, EPROTO,
+				       "container setup: unexpected message %u (want %d)",
 				       msg->type, want);
 	return 0;
 }

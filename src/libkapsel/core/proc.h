@@ -10,16 +10,16 @@
 #include <kapsel/error.h>
 
 enum kap_sync_type {
-	KAP_SYNC_GO = 1,    /* parent -> child: ids mapped, cgroup joined; go on */
-	KAP_SYNC_HOOKS,	    /* child -> parent: run prestart/createRuntime hooks now */
-	KAP_SYNC_HOOKS_OK,  /* parent -> child */
-	KAP_SYNC_PTY,	    /* child -> parent: the pty master (fd attached) */
-	KAP_SYNC_SECCOMP,   /* child -> parent: the seccomp notify fd (fd attached) */
-	KAP_SYNC_PID,	    /* intermediate -> parent: value = pid of the final process */
-	KAP_SYNC_USERMAP,   /* intermediate -> parent: write my uid/gid maps, then GO */
-	KAP_SYNC_READY,	    /* child -> parent: set up, about to wait for start (or exec) */
-	KAP_SYNC_DONE,	    /* parent -> child: state recorded; wait for start */
-	KAP_SYNC_ERROR,	    /* child -> parent: value = errno, payload = message */
+	KAP_SYNC_GO = 1,   /* parent -> child: ids mapped, cgroup joined; go on */
+	KAP_SYNC_HOOKS,	   /* child -> parent: run prestart/createRuntime hooks now */
+	KAP_SYNC_HOOKS_OK, /* parent -> child */
+	KAP_SYNC_PTY,	   /* child -> parent: the pty master (fd attached) */
+	KAP_SYNC_SECCOMP,  /* child -> parent: the seccomp notify fd (fd attached) */
+	KAP_SYNC_PID,	   /* intermediate -> parent: value = pid of the final process */
+	KAP_SYNC_USERMAP,  /* intermediate -> parent: write my uid/gid maps, then GO */
+	KAP_SYNC_READY,	   /* child -> parent: set up, about to wait for start (or exec) */
+	KAP_SYNC_DONE,	   /* parent -> child: state recorded; wait for start */
+	KAP_SYNC_ERROR,	   /* child -> parent: value = errno, payload = message */
 };
 
 struct kap_sync_msg {

@@ -66,8 +66,9 @@ int kap_state_read(int state_dirfd, const char *id, struct kap_state **out,
 	cleanup_error struct kapsel_error *e = NULL;
 	int r = kap_fs_read_file(state_dirfd, "state.json", 1 << 20, &buf, &len, &e);
 	if (r == -ENOENT)
-		return kap_error_plain(err, ENOENT, "container %s: state.json missing (creation "
-						    "interrupted?)",
+		return kap_error_plain(err, ENOENT,
+				       "container %s: state.json missing (creation "
+				       "interrupted?)",
 				       id);
 	if (r < 0) {
 		*err = steal_ptr(e);
@@ -90,10 +91,10 @@ int kap_state_read(int state_dirfd, const char *id, struct kap_state **out,
 	    (r = kap_json_read_string(j, "state", "owner", &st->owner, err)) < 0 ||
 	    (r = kap_json_read_bool(j, "state", "creating", &st->creating, err)) < 0 ||
 	    (r = kap_json_read_bool(j, "state", "ownPidNs", &st->own_pid_ns, err)) < 0 ||
-	    (r = kap_json_read_member(j, "state", "annotations", KAP_JSON_OBJECT,
-				      &st->annotations, err)) < 0 ||
+	    (r = kap_json_read_member(j, "state", "annotations", KAP_JSON_OBJECT, &st->annotations,
+				      err)) < 0 ||
 	    (r = kap_json_read_member(j, "state", "cgroup", KAP_JSON_OBJECT, &st->cgroup, err)) <
-		    0) {
+		0) {
 		st->annotations = st->cgroup = NULL;
 		kap_state_free(st);
 		return kap_error_wrap(err, "container %s", id);

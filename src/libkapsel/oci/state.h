@@ -20,8 +20,8 @@ struct kap_state {
 	char *rootfs;
 	char *created; /* RFC 3339 */
 	char *owner;
-	bool creating;		  /* written before setup finished (crash recovery) */
-	bool own_pid_ns;	  /* init is pid 1 of its own pid namespace */
+	bool creating;		      /* written before setup finished (crash recovery) */
+	bool own_pid_ns;	      /* init is pid 1 of its own pid namespace */
 	struct kap_json *annotations; /* object */
 	struct kap_json *cgroup;      /* kap_cgroup_to_json() */
 };

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "container/cgroup/cgroup.h"
 
@@ -80,7 +81,7 @@ int kap_cg_write(const struct kap_cg_fd *d, const char *file, const char *what, 
 		 struct kapsel_error **err);
 int kap_cg_writef(const struct kap_cg_fd *d, const char *file, const char *what,
 		  struct kapsel_error **err, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 5, 6)));
 /*
  * Write several values to one file with one write(2) each (devices.allow, io.max): the kernel
  * parses one rule per write. Opened once; what as above.
@@ -89,6 +90,12 @@ struct kap_cg_lines {
 	int fd;
 	const char *file;
 };
+static inline void kap_cg_lines_closep(struct kap_cg_lines *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+}
+#define cleanup_cg_lines __attribute__((cleanup(kap_cg_lines_closep)))
 int kap_cg_lines_open(const struct kap_cg_fd *d, const char *file, const char *what,
 		      struct kap_cg_lines *out, struct kapsel_error **err);
 int kap_cg_lines_write(const struct kap_cg_fd *d, struct kap_cg_lines *l, const char *val,
@@ -131,8 +138,8 @@ struct kap_cg_v1_write {
  * when both are set) and whether memsw exists (swap accounting). Returns the number of writes
  * (<= 2) in steps.
  */
-size_t kap_cg_v1_memory_plan(const struct kap_resources *res, uint64_t cur_limit,
-			     bool have_memsw, struct kap_cg_v1_write steps[2]);
+size_t kap_cg_v1_memory_plan(const struct kap_resources *res, uint64_t cur_limit, bool have_memsw,
+			     struct kap_cg_v1_write steps[2]);
 /* "c 1:3 rwm", "a *:* rwm": the devices.allow / devices.deny line of a rule. */
 int kap_cg_v1_device_rule(const struct kap_device_rule *r, char *buf, size_t size);
 /* Copy cpuset.cpus / cpuset.mems from parent into a newly created child (empty otherwise). */

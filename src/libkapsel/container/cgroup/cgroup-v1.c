@@ -237,11 +237,10 @@ static int write_throttles(const struct kap_cg_fd *d, const char *file, const ch
 {
 	if (!n)
 		return 0;
-	struct kap_cg_lines l;
+	cleanup_cg_lines struct kap_cg_lines l = {.fd = -EBADF};
 	int r = kap_cg_lines_open(d, file, what, &l, err);
 	if (r < 0)
 		return r;
-	cleanup_close int fd = l.fd;
 	for (size_t i = 0; i < n && r >= 0; i++) {
 		char buf[96];
 		snprintf(buf, sizeof(buf), "%lld:%lld %llu", (long long)t[i].major,
@@ -360,15 +359,13 @@ static int v1_devices(const struct kap_cg_fd *d, const struct kap_resources *res
 		      struct kapsel_error **err)
 {
 	/* Deny everything, then replay the rules in order (cgroup-v1/devices.rst 3). */
-	struct kap_cg_lines allow, deny;
+	cleanup_cg_lines struct kap_cg_lines allow = {.fd = -EBADF}, deny = {.fd = -EBADF};
 	int r = kap_cg_lines_open(d, "devices.deny", "linux.resources.devices", &deny, err);
 	if (r < 0)
 		return r;
-	cleanup_close int dfd = deny.fd;
 	r = kap_cg_lines_open(d, "devices.allow", "linux.resources.devices", &allow, err);
 	if (r < 0)
 		return r;
-	cleanup_close int afd = allow.fd;
 	r = kap_cg_lines_write(d, &deny, "a", err);
 	for (size_t i = 0; r >= 0 && i < res->n_devices; i++) {
 		char line[96];

@@ -328,18 +328,16 @@ static int v2_io(const struct kap_cg_fd *d, const struct kap_resources *res,
 	     offsetof(struct kap_resources, throttle_write_iops),
 	     offsetof(struct kap_resources, n_throttle_write_iops)},
 	};
-	struct kap_cg_lines l = {.fd = -EBADF};
-	cleanup_close int lfd = -EBADF;
+	cleanup_cg_lines struct kap_cg_lines l = {.fd = -EBADF};
 	for (size_t k = 0; k < KAP_ARRAY_SIZE(thr); k++) {
 		const struct kap_throttle *t =
 		    *(struct kap_throttle *const *)((const char *)res + thr[k].tofs);
 		size_t n = *(const size_t *)((const char *)res + thr[k].nofs);
 		for (size_t i = 0; i < n; i++) {
-			if (lfd < 0) {
+			if (l.fd < 0) {
 				r = kap_cg_lines_open(d, "io.max", thr[k].what, &l, err);
 				if (r < 0)
 					return r;
-				lfd = l.fd;
 			}
 			char line[128];
 			if (t[i].rate)

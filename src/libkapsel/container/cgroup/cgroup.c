@@ -168,11 +168,10 @@ int kap_cg_lines_write(const struct kap_cg_fd *d, struct kap_cg_lines *l, const 
 int kap_cg_write(const struct kap_cg_fd *d, const char *file, const char *what, const char *val,
 		 struct kapsel_error **err)
 {
-	struct kap_cg_lines l;
+	cleanup_cg_lines struct kap_cg_lines l = {.fd = -EBADF};
 	int r = kap_cg_lines_open(d, file, what, &l, err);
 	if (r < 0)
 		return r;
-	cleanup_close int fd = l.fd;
 	return kap_cg_lines_write(d, &l, val, err);
 }
 
@@ -964,8 +963,8 @@ static int apply(const struct kap_cgroup *cg, const struct open_dirs *o,
 		if (!v1_has(cg, KAP_CG_HUGETLB) && v2)
 			skip |= KAP_CG_BIT(KAP_CG_HUGETLB);
 		if (res->n_unified && !v2)
-			return kap_error_plain(err, EOPNOTSUPP,
-					       "linux.resources.unified: needs a cgroup2 hierarchy");
+			return kap_error_plain(
+			    err, EOPNOTSUPP, "linux.resources.unified: needs a cgroup2 hierarchy");
 		r = kap_cg_v1_apply(cg->dirs, o->fds, cg->n_dirs, res, skip, err);
 		if (r < 0 || !v2)
 			return r;

@@ -74,8 +74,7 @@ int kap_cgroup_destroy(const struct kap_cgroup *cg, struct kapsel_error **err);
  * "memory":{"usage":{...},"swap":{...},"raw":{...}},"pids":{"current","limit"},"blkio":{...},
  * "hugetlb":{...}}.
  */
-int kap_cgroup_stats(const struct kap_cgroup *cg, struct kap_json **out,
-		     struct kapsel_error **err);
+int kap_cgroup_stats(const struct kap_cgroup *cg, struct kap_json **out, struct kapsel_error **err);
 /* Number of OOM kills so far (v1 memory.oom_control oom_kill, v2 memory.events oom_kill). */
 int kap_cgroup_oom_count(const struct kap_cgroup *cg, uint64_t *count, struct kapsel_error **err);
 
