@@ -453,3 +453,46 @@ def test_delete_force_after_runtime_killed_mid_create(kap, make_bundle, cid, kro
     assert kap.state(cid)["status"] == "stopped"
     kap("delete", "--force", cid, check=True)
     assert_nothing_left(kroot, cid)
+
+
+def test_events_reports_oom(kap, make_bundle, cid):
+    def edit(c):
+        c["linux"]["resources"] = {"memory": {"limit": 16 << 20, "swap": 16 << 20}}
+    # busybox tail keeps a newline-free stream in memory: it grows until the OOM killer acts.
+    kap("run", "-d", "--bundle", make_bundle(
+        ["sh", "-c", "sleep 1; head -c 400m /dev/zero | tail >/dev/null; sleep 1000"], edit),
+        cid, check=True)
+    p = subprocess.Popen([kap.binary, "--root", kap.root, "events", "--interval", "1s", cid],
+                         stdout=subprocess.PIPE, text=True)
+    kinds = []
+    try:
+        end = time.time() + 30
+        while time.time() < end:
+            line = p.stdout.readline()
+            if not line:
+                break
+            ev = json.loads(line)
+            assert ev["id"] == cid
+            kinds.append(ev["type"])
+            if ev["type"] == "oom":
+                break
+    finally:
+        p.kill()
+        p.wait()
+    assert "stats" in kinds and "oom" in kinds, kinds
+    assert kap.state(cid)["status"] == "running", "the host and the container init survive"
+
+
+def test_lsm_fields_ignored_without_lsm(kap, make_bundle, cid, tmp_path):
+    if os.path.exists("/sys/kernel/security/apparmor") or os.path.exists("/sys/fs/selinux"):
+        pytest.skip("host runs AppArmor or SELinux: the fields are applied, not ignored")
+
+    def edit(c):
+        c["process"]["apparmorProfile"] = "kapsel-test"
+        c["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0"
+        c["linux"]["mountLabel"] = "system_u:object_r:container_file_t:s0"
+    log = tmp_path / "debug.log"
+    r = kap("--debug", "--log", str(log), "run", "--bundle", make_bundle(["true"], edit), cid)
+    assert r.returncode == 0, r.stderr
+    text = log.read_text()
+    assert "apparmorProfile" in text and "selinuxLabel" in text

@@ -6,7 +6,9 @@
  * exercised from inside (open /dev/null allowed, /dev/zero denied: harmless reads). Then
  * everything kapsel created must be gone. Only cgroups this test creates are touched.
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/magic.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -47,7 +49,7 @@ static bool usable(const char *root)
 #define SKIP_UNLESS(root)                                                                          \
 	do {                                                                                       \
 		if (!usable(root)) {                                                               \
-			print_message("skipped: needs root and a writable %s\n", root);            \
+			print_message("# skipped: needs root and a writable %s\n", root);          \
 			skip();                                                                    \
 		}                                                                                  \
 	} while (0)
@@ -254,7 +256,7 @@ static void test_live_v2_devices(void **state)
 	else if (statfs(ROOT "/unified", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC)
 		root = ROOT "/unified";
 	if (!root) {
-		print_message("skipped: needs a cgroup2 mount\n");
+		print_message("# skipped: needs a cgroup2 mount\n");
 		skip();
 	}
 	SKIP_UNLESS(root);
@@ -279,9 +281,55 @@ static void test_live_v2_devices(void **state)
 	assert_int_equal(kap_cgroup_freeze(cg, false, &e), 0);
 
 	assert_int_equal(finish(child, go), 1);
+	/* A cgroup the container made inside its own goes too. */
+	char nested[PATH_MAX];
+	snprintf(nested, sizeof(nested), "%s/nested", kap_cgroup_unified_dir(cg));
+	assert_int_equal(mkdir(nested, 0755), 0);
 	if (kap_cgroup_destroy(cg, &e) < 0)
 		fail_msg("destroy: %s", e->msg);
 	assert_gone(cg);
+}
+
+/*
+ * Hybrid without a v1 hugetlb mount (this project's CI machine): hugepageLimits need hugetlb
+ * delegated by the cgroup2 root; when it is not, create fails naming both and leaves nothing.
+ */
+static void test_live_hybrid_hugetlb(void **state)
+{
+	SKIP_UNLESS(ROOT);
+	struct kap_cg_layout l;
+	cleanup_error struct kapsel_error *e = NULL;
+	assert_int_equal(kap_cg_layout_detect(ROOT, &l, &e), 0);
+	bool v1_hugetlb = false;
+	for (size_t i = 0; i < l.n; i++)
+		v1_hugetlb |= !l.h[i].v2 && (l.h[i].mask & KAP_CG_BIT(KAP_CG_HUGETLB));
+	enum kap_cgroup_mode mode = l.mode;
+	kap_cg_layout_clear(&l);
+	cleanup_free char *sub = read_in(ROOT "/unified", "cgroup.subtree_control");
+	if (mode != KAP_CGROUP_HYBRID || v1_hugetlb || strstr(sub, "hugetlb")) {
+		print_message(
+		    "# skipped: needs hybrid cgroups whose cgroup2 root does not delegate "
+		    "hugetlb\n");
+		skip();
+	}
+	char id[64];
+	snprintf(id, sizeof(id), "live-huge-%d", (int)getpid());
+	struct kap_hugepage_limit huge[] = {{"2MB", 1 << 21}};
+	struct kap_resources res = {.hugepage_limits = huge, .n_hugepage_limits = 1};
+	struct kap_cgroup *cg = NULL;
+	assert_int_equal(kap_cgroup_create(ROOT, NULL, id, &res, 0, &cg, &e), -EOPNOTSUPP);
+	assert_null(cg);
+	assert_non_null(strstr(e->msg, "linux.resources.hugepageLimits"));
+	/* The deepest directory kapsel did not create: the root, or /kapsel if it exists. */
+	if (!strstr(e->msg, ROOT "/unified/cgroup.subtree_control") &&
+	    !strstr(e->msg, ROOT "/unified/kapsel/cgroup.subtree_control"))
+		fail_msg("%s: names no cgroup.subtree_control", e->msg);
+	print_message("# expected error: %s\n", e->msg);
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), ROOT "/unified/kapsel/%s", id);
+	assert_int_equal(access(p, F_OK), -1);
+	snprintf(p, sizeof(p), ROOT "/pids/kapsel/%s", id);
+	assert_int_equal(access(p, F_OK), -1);
 }
 
 int main(void)
@@ -289,6 +337,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_live, teardown),
 	    cmocka_unit_test_teardown(test_live_v2_devices, teardown),
+	    cmocka_unit_test(test_live_hybrid_hugetlb),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,6 +53,8 @@ int kap_mount_one(struct kap_init_ctx *ctx, int rootfd, const struct kap_mount *
 int kap_security_rlimits(const struct kap_process *p, struct kapsel_error **err);
 int kap_security_user_caps(const struct kap_process *p, bool in_userns, struct kapsel_error **err);
 
+int kap_security_lsm(const struct kap_process *p, struct kapsel_error **err);
+
 /* container/hooks.c: run hooks with the state JSON on stdin. */
 int kap_hooks_run(const struct kap_hooks *hooks, enum kap_hook_kind kind, const char *state_json,
 		  struct kapsel_error **err);

@@ -161,7 +161,7 @@ static _Noreturn void exec_child(int sync, const struct kap_process *p, struct k
 		goto fail;
 	if (p->user.has_umask)
 		umask(p->user.umask);
-	if (kap_security_user_caps(p, in_userns, &err) < 0)
+	if (kap_security_lsm(p, &err) < 0 || kap_security_user_caps(p, in_userns, &err) < 0)
 		goto fail;
 	syscall(SYS_close_range, 3 + preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
 	int nfd = -1;

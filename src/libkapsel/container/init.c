@@ -22,6 +22,7 @@
 #include "core/cleanup.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/log.h"
 #include "core/proc.h"
 #include "core/syscalls.h"
 
@@ -196,8 +197,10 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 		umask(proc->user.umask);
 	else
 		umask(022);
-	if (kap_security_user_caps(proc, in_userns, &err) < 0)
+	if (kap_security_lsm(proc, &err) < 0 || kap_security_user_caps(proc, in_userns, &err) < 0)
 		die(ctx, err);
+	if (spec->mount_label && *spec->mount_label && access("/sys/fs/selinux/enforce", F_OK) < 0)
+		kap_debug("linux.mountLabel ignored: SELinux is not enabled");
 
 	/* A notify filter is loaded now so that the runtime, still alive, can pass the listener
 	 * fd on (runc does the same); any other filter is loaded as late as possible. */

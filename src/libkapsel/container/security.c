@@ -3,6 +3,7 @@
  * Process credentials: rlimits, uid/gid/groups, the five capability sets and no_new_privs
  * (runtime-spec config.md#process, config.md#linux-process). Raw capset/prctl, as crun does.
  */
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <stdio.h>
@@ -14,6 +15,8 @@
 
 #include "container/container.h"
 #include "core/error.h"
+#include "core/fs.h"
+#include "core/log.h"
 
 int kap_security_rlimits(const struct kap_process *p, struct kapsel_error **err)
 {
@@ -85,5 +88,42 @@ int kap_security_user_caps(const struct kap_process *p, bool in_userns, struct k
 	}
 	if (p->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return kap_error(err, errno, "process.noNewPrivileges");
+	return 0;
+}
+
+static bool host_has(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/*
+ * process.apparmorProfile / selinuxLabel: applied to the next execve through
+ * /proc/self/attr/exec when the host runs that LSM, ignored with a debug line when it does not.
+ */
+int kap_security_lsm(const struct kap_process *p, struct kapsel_error **err)
+{
+	if (p->apparmor_profile && *p->apparmor_profile) {
+		if (!host_has("/sys/kernel/security/apparmor")) {
+			kap_debug("process.apparmorProfile %s ignored: AppArmor is not enabled",
+				  p->apparmor_profile);
+		} else {
+			char buf[512];
+			int n = snprintf(buf, sizeof(buf), "exec %s", p->apparmor_profile);
+			const char *f = host_has("/proc/self/attr/apparmor/exec")
+						? "/proc/self/attr/apparmor/exec"
+						: "/proc/self/attr/exec";
+			if (kap_fs_write_at(AT_FDCWD, f, buf, (size_t)n, err) < 0)
+				return kap_error_wrap(err, "process.apparmorProfile");
+		}
+	}
+	if (p->selinux_label && *p->selinux_label) {
+		if (!host_has("/sys/fs/selinux/enforce")) {
+			kap_debug("process.selinuxLabel %s ignored: SELinux is not enabled",
+				  p->selinux_label);
+		} else if (kap_fs_write_at(AT_FDCWD, "/proc/self/attr/exec", p->selinux_label,
+					   strlen(p->selinux_label), err) < 0) {
+			return kap_error_wrap(err, "process.selinuxLabel");
+		}
+	}
 	return 0;
 }

@@ -756,16 +756,22 @@ static int destroy_within(const struct kap_cgroup *cg, long long wait_ns, struct
 	int ret = 0;
 	for (size_t i = cg->n_created; i-- > 0;) {
 		const char *p = cg->created[i];
-		if (is_leaf(cg, p)) {
-			cleanup_close int fd =
-			    open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (fd >= 0)
-				rmdir_children(fd, p);
-		}
+		bool walked = !is_leaf(cg, p);
 		long ms = 1;
 		for (;;) {
 			if (rmdir(p) == 0 || errno == ENOENT)
 				break;
+			if ((errno == EBUSY || errno == ENOTEMPTY) && !walked) {
+				/* Child cgroups the container made in its own leaf go first; only
+				 * looked for when the plain rmdir fails, the common case is none.
+				 */
+				cleanup_close int fd =
+				    open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+				if (fd >= 0)
+					rmdir_children(fd, p);
+				walked = true;
+				continue;
+			}
 			if (errno == EBUSY && now_ns() < deadline) {
 				/* Tasks still exiting (cgroup-v2.rst: "Removing cgroups"). */
 				sleep_ms(ms);
