@@ -550,3 +550,36 @@ def test_hugepage_limits_error_or_applied(kap, make_bundle, cid, kroot):
         # hybrid host whose cgroup2 root does not delegate hugetlb: a clear error, no leftovers
         assert "hugepageLimits" in r.stderr, r.stderr
         assert_nothing_left(kroot, cid)
+
+
+def test_preserve_fds(kap, make_bundle, cid, tmp_path):
+    f = tmp_path / "passed"
+    f.write_text("through fd 3\n")
+    fd = os.open(str(f), os.O_RDONLY)
+    try:
+        if fd != 3:
+            os.dup2(fd, 3)
+        r = kap("run", "--preserve-fds", "1", "--bundle",
+                make_bundle(["sh", "-c", "cat <&3; ls /proc/self/fd | wc -l"]), cid,
+                pass_fds=(3,))
+    finally:
+        os.close(fd)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "through fd 3"
+    # 0,1,2,3 and the fd ls itself opens
+    assert int(lines[1]) == 5
+
+
+def test_no_fd_leaks_without_preserve(kap, make_bundle, cid):
+    r = kap("run", "--bundle", make_bundle(["ls", "/proc/self/fd"]), cid, check=True)
+    assert sorted(r.stdout.split()) == ["0", "1", "2", "3"]  # 3 is ls's own directory fd
+
+
+def test_rootfs_propagation(kap, make_bundle, cid):
+    def edit(c):
+        c["linux"]["rootfsPropagation"] = "rshared"
+    r = kap("run", "--bundle", make_bundle(["cat", "/proc/self/mountinfo"], edit), cid,
+            check=True)
+    root_line = [l for l in r.stdout.splitlines() if l.split()[4] == "/"][0]
+    assert "shared:" in root_line, root_line
