@@ -217,7 +217,10 @@ static void test_update(void **state)
 	expect_file("pre/ctr/cpu.max", "max 20000");
 
 	/* Realtime limits have no cgroup2 file: an error, not silence. */
-	struct kap_resources rt = {.has_cpu_rt_runtime = true, .cpu_rt_runtime = 100};
+	struct kap_resources rt = {.has_cpu_shares = true,
+				   .cpu_shares = 100,
+				   .has_cpu_rt_runtime = true,
+				   .cpu_rt_runtime = 100};
 	assert_int_equal(kap_cgroup_update(cg, &rt, &e), -EOPNOTSUPP);
 	assert_err_has(e, "linux.resources.cpu.realtimeRuntime");
 	assert_int_equal(kap_cgroup_destroy(cg, NULL), 0);

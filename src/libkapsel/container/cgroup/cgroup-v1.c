@@ -77,14 +77,14 @@ static int v1_memory(const struct kap_cg_fd *d, const struct kap_resources *res,
 		if (r < 0)
 			return r;
 	}
-	if (res->has_mem_reservation) {
+	if (res->has_mem_reservation && res->mem_reservation) {
 		r = kap_cg_writef(
 		    d, "memory.soft_limit_in_bytes", "linux.resources.memory.reservation", err,
 		    "%lld", (long long)(res->mem_reservation < 0 ? -1 : res->mem_reservation));
 		if (r < 0)
 			return r;
 	}
-	if (res->has_mem_kernel) {
+	if (res->has_mem_kernel && res->mem_kernel) {
 		/*
 		 * Kernel memory limits are deprecated (Linux 5.4) and refused since 5.16
 		 * (cgroup-v1/memory.rst 2.7); runc ignores them. Apply where the kernel still
@@ -162,20 +162,22 @@ static int v1_cpu(const struct kap_cg_fd *d, const struct kap_resources *res,
 		  struct kapsel_error **err)
 {
 	int r;
-	if (res->has_cpu_shares) {
+	if (res->has_cpu_shares && res->cpu_shares) {
 		r = kap_cg_writef(d, "cpu.shares", "linux.resources.cpu.shares", err, "%llu",
 				  (unsigned long long)res->cpu_shares);
 		if (r < 0)
 			return r;
 	}
-	r = write_pair(d, "cpu.cfs_period_us", "linux.resources.cpu.period", res->has_cpu_period,
-		       res->cpu_period, "cpu.cfs_quota_us", "linux.resources.cpu.quota",
-		       res->has_cpu_quota, res->cpu_quota < 0 ? -1 : res->cpu_quota, err);
+	r = write_pair(d, "cpu.cfs_period_us", "linux.resources.cpu.period",
+		       res->has_cpu_period && res->cpu_period, res->cpu_period, "cpu.cfs_quota_us",
+		       "linux.resources.cpu.quota", res->has_cpu_quota && res->cpu_quota,
+		       res->cpu_quota < 0 ? -1 : res->cpu_quota, err);
 	if (r < 0)
 		return r;
 	r = write_pair(d, "cpu.rt_period_us", "linux.resources.cpu.realtimePeriod",
-		       res->has_cpu_rt_period, res->cpu_rt_period, "cpu.rt_runtime_us",
-		       "linux.resources.cpu.realtimeRuntime", res->has_cpu_rt_runtime,
+		       res->has_cpu_rt_period && res->cpu_rt_period, res->cpu_rt_period,
+		       "cpu.rt_runtime_us", "linux.resources.cpu.realtimeRuntime",
+		       res->has_cpu_rt_runtime && res->cpu_rt_runtime,
 		       res->cpu_rt_runtime < 0 ? -1 : res->cpu_rt_runtime, err);
 	if (r < 0)
 		return r;
@@ -254,14 +256,14 @@ static int v1_blkio(const struct kap_cg_fd *d, const struct kap_resources *res,
 		    struct kapsel_error **err)
 {
 	int r = 0;
-	if (res->has_blkio_weight) {
+	if (res->has_blkio_weight && res->blkio_weight) {
 		r = kap_cg_writef(d, weight_file(d, "blkio.weight", "blkio.bfq.weight"),
 				  "linux.resources.blockIO.weight", err, "%u",
 				  (unsigned)res->blkio_weight);
 		if (r < 0)
 			return r;
 	}
-	if (res->has_blkio_leaf_weight) {
+	if (res->has_blkio_leaf_weight && res->blkio_leaf_weight) {
 		r = kap_cg_writef(d, "blkio.leaf_weight", "linux.resources.blockIO.leafWeight", err,
 				  "%u", (unsigned)res->blkio_leaf_weight);
 		if (r < 0)

@@ -222,14 +222,14 @@ static int v2_memory(const struct kap_cg_fd *d, const struct kap_resources *res,
 		if (r < 0)
 			return r;
 	}
-	if (res->has_mem_reservation) {
+	if (res->has_mem_reservation && res->mem_reservation) {
 		r = write_num_or_max(d, "memory.low", "linux.resources.memory.reservation",
 				     res->mem_reservation, err);
 		if (r < 0)
 			return r;
 	}
 	/* No cgroup2 counterpart; runc and crun ignore these too, kapsel says so. */
-	if (res->has_mem_kernel)
+	if (res->has_mem_kernel && res->mem_kernel)
 		kap_warn(
 		    "linux.resources.memory.kernel ignored: no kernel memory limit in cgroup v2");
 	if (res->has_disable_oom_killer && res->disable_oom_killer)
@@ -246,13 +246,15 @@ static int v2_cpu(const struct kap_cg_fd *d, const struct kap_resources *res,
 		  struct kapsel_error **err)
 {
 	int r;
-	if (res->has_cpu_rt_runtime || res->has_cpu_rt_period)
+	const char *rt =
+	    res->has_cpu_rt_runtime && res->cpu_rt_runtime ? "linux.resources.cpu.realtimeRuntime"
+	    : res->has_cpu_rt_period && res->cpu_rt_period ? "linux.resources.cpu.realtimePeriod"
+							   : NULL;
+	if (rt)
 		return kap_error_plain(err, EOPNOTSUPP,
 				       "%s: realtime scheduling limits are not supported by cgroup "
 				       "v2",
-				       res->has_cpu_rt_runtime
-					   ? "linux.resources.cpu.realtimeRuntime"
-					   : "linux.resources.cpu.realtimePeriod");
+				       rt);
 	if (res->has_cpu_idle) {
 		r = kap_cg_writef(d, "cpu.idle", "linux.resources.cpu.idle", err, "%lld",
 				  (long long)res->cpu_idle);
@@ -286,7 +288,7 @@ static int v2_io(const struct kap_cg_fd *d, const struct kap_resources *res,
 	/* io.weight (blk-iocost) takes 1..10000; io.bfq.weight (BFQ) the v1 range 1..1000. */
 	bool iocost = kap_cg_exists(d, "io.weight") || !kap_cg_exists(d, "io.bfq.weight");
 	const char *wfile = iocost ? "io.weight" : "io.bfq.weight";
-	if (res->has_blkio_weight) {
+	if (res->has_blkio_weight && res->blkio_weight) {
 		uint64_t w =
 		    iocost ? kap_cg_v2_blkio_to_io_weight(res->blkio_weight) : res->blkio_weight;
 		r = kap_cg_writef(d, wfile, "linux.resources.blockIO.weight", err, "%llu",
@@ -294,7 +296,7 @@ static int v2_io(const struct kap_cg_fd *d, const struct kap_resources *res,
 		if (r < 0)
 			return r;
 	}
-	if (res->has_blkio_leaf_weight)
+	if (res->has_blkio_leaf_weight && res->blkio_leaf_weight)
 		kap_warn("linux.resources.blockIO.leafWeight ignored: not supported by cgroup v2");
 	for (size_t i = 0; i < res->n_blkio_weight_device; i++) {
 		const struct kap_weight_device *w = &res->blkio_weight_device[i];

@@ -62,19 +62,24 @@ unsigned kap_cg_ctrl_mask(const char *list)
 	return mask;
 }
 
+/*
+ * As runc and crun: a zero shares/quota/period/realtime/reservation/kernel/weight value means
+ * "not set" (OCI producers send zeros for unset fields), so it neither needs a controller nor
+ * gets written.
+ */
 const char *kap_cg_requested(const struct kap_resources *r, enum kap_cg_ctrl c)
 {
 	if (!r)
 		return NULL;
 	switch (c) {
 	case KAP_CG_MEMORY:
-		if (r->has_mem_limit)
+		if (r->has_mem_limit && r->mem_limit)
 			return "linux.resources.memory.limit";
-		if (r->has_mem_reservation)
+		if (r->has_mem_reservation && r->mem_reservation)
 			return "linux.resources.memory.reservation";
-		if (r->has_mem_swap)
+		if (r->has_mem_swap && r->mem_swap)
 			return "linux.resources.memory.swap";
-		if (r->has_mem_kernel)
+		if (r->has_mem_kernel && r->mem_kernel)
 			return "linux.resources.memory.kernel";
 		if (r->has_mem_swappiness)
 			return "linux.resources.memory.swappiness";
@@ -82,15 +87,15 @@ const char *kap_cg_requested(const struct kap_resources *r, enum kap_cg_ctrl c)
 			return "linux.resources.memory.disableOOMKiller";
 		return NULL;
 	case KAP_CG_CPU:
-		if (r->has_cpu_shares)
+		if (r->has_cpu_shares && r->cpu_shares)
 			return "linux.resources.cpu.shares";
-		if (r->has_cpu_quota)
+		if (r->has_cpu_quota && r->cpu_quota)
 			return "linux.resources.cpu.quota";
-		if (r->has_cpu_period)
+		if (r->has_cpu_period && r->cpu_period)
 			return "linux.resources.cpu.period";
-		if (r->has_cpu_rt_runtime)
+		if (r->has_cpu_rt_runtime && r->cpu_rt_runtime)
 			return "linux.resources.cpu.realtimeRuntime";
-		if (r->has_cpu_rt_period)
+		if (r->has_cpu_rt_period && r->cpu_rt_period)
 			return "linux.resources.cpu.realtimePeriod";
 		if (r->has_cpu_idle)
 			return "linux.resources.cpu.idle";
@@ -104,9 +109,9 @@ const char *kap_cg_requested(const struct kap_resources *r, enum kap_cg_ctrl c)
 	case KAP_CG_PIDS:
 		return r->has_pids_limit ? "linux.resources.pids.limit" : NULL;
 	case KAP_CG_BLKIO:
-		if (r->has_blkio_weight)
+		if (r->has_blkio_weight && r->blkio_weight)
 			return "linux.resources.blockIO.weight";
-		if (r->has_blkio_leaf_weight)
+		if (r->has_blkio_leaf_weight && r->blkio_leaf_weight)
 			return "linux.resources.blockIO.leafWeight";
 		if (r->n_blkio_weight_device)
 			return "linux.resources.blockIO.weightDevice";
