@@ -583,3 +583,19 @@ def test_rootfs_propagation(kap, make_bundle, cid):
             check=True)
     root_line = [l for l in r.stdout.splitlines() if l.split()[4] == "/"][0]
     assert "shared:" in root_line, root_line
+
+
+def test_runs_the_config_kapsel_spec_writes(kap, cid, tmp_path, rootfs):
+    # runc's default config lists ambient caps with no inheritable set: runc and crun skip
+    # what cannot be raised, and so does kapsel.
+    b = tmp_path / "specbundle"
+    b.mkdir()
+    subprocess.run([kap.binary, "spec", "--bundle", str(b)], check=True)
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["sh", "-c", "grep CapEff /proc/self/status"]
+    cfg["root"]["path"] = rootfs
+    (b / "config.json").write_text(json.dumps(cfg))
+    r = kap("run", "--bundle", str(b), cid)
+    assert r.returncode == 0, r.stderr
+    assert "CapEff:\t00000000000004a0" in r.stdout  # AUDIT_WRITE, KILL, NET_BIND_SERVICE

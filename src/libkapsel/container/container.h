@@ -11,6 +11,7 @@
 
 struct kap_seccomp;
 struct kap_cgroup;
+struct kap_cgroup_join;
 
 /* What the container process needs to set itself up (filled by the runtime before clone). */
 struct kap_init_ctx {
@@ -25,6 +26,7 @@ struct kap_init_ctx {
 	bool two_stage; /* join namespaces by path / time ns: an intermediate process forks init */
 	bool new_ns[8]; /* indexed by enum kap_ns_type: created (not joined) by us */
 	struct kap_seccomp *seccomp;
+	struct kap_cgroup_join *join;
 	/* Filled in by the container process itself: */
 	char cgroup_self[4096]; /* /proc/self/cgroup, read before unsharing the cgroup ns */
 	char exec_path[4096];

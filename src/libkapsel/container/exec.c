@@ -27,6 +27,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/proc.h"
+#include "core/syscalls.h"
 
 #define API __attribute__((visibility("default")))
 
@@ -243,17 +244,36 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 	}
 	if (!o->detach)
 		prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-	pid_t child = fork();
-	if (child < 0) {
+	/* The new process joins the container's cgroups itself (see kap_cgroup_join_fds). */
+	struct kap_cgroup_join join = {.v2_dir = -EBADF};
+	if (cg && (r = kap_cgroup_join_fds(cg, &join, err)) < 0) {
 		close(sync[0]);
 		close(sync[1]);
-		r = kap_error(err, errno, "fork");
+		goto out;
+	}
+	struct clone_args ca = {.exit_signal = SIGCHLD};
+	if (join.v2_dir >= 0) {
+		ca.flags |= CLONE_INTO_CGROUP;
+		ca.cgroup = (uint64_t)join.v2_dir;
+	}
+	pid_t child = (pid_t)kap_clone3(&ca);
+	if (child < 0) {
+		r = kap_error(err, errno, "clone exec process");
+		kap_cgroup_join_close(&join);
+		close(sync[0]);
+		close(sync[1]);
 		goto out;
 	}
 	if (child == 0) {
 		close(sync[0]);
 		struct kap_sync_msg m;
 		struct kapsel_error *e = NULL;
+		if (kap_cgroup_join_self(&join) < 0) {
+			kap_error(&e, errno, "join the cgroup of container %s", o->id);
+			kap_sync_send_error(sync[1], e);
+			_exit(127);
+		}
+		kap_cgroup_join_close(&join);
 		if (kap_sync_expect(sync[1], KAP_SYNC_GO, &m, NULL, &e) < 0)
 			_exit(127);
 		for (size_t i = 0; i < KAP_ARRAY_SIZE(join_order); i++) {
@@ -272,12 +292,7 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		_exit(gc < 0 ? 127 : 0);
 	}
 	close(sync[1]);
-	if (cg && (r = kap_cgroup_enter(cg, child, err)) < 0) {
-		kill(child, SIGKILL);
-		waitpid(child, NULL, 0);
-		close(sync[0]);
-		goto out;
-	}
+	kap_cgroup_join_close(&join);
 	kap_sync_send(sync[0], KAP_SYNC_GO, 0, NULL, -1);
 	pid_t target = -1;
 	int master = -1;

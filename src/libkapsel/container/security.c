@@ -81,10 +81,17 @@ int kap_security_user_caps(const struct kap_process *p, bool in_userns, struct k
 	for (int cap = 0; p->has_caps && cap <= last; cap++) {
 		if (!(c->ambient & (1ULL << cap)))
 			continue;
-		/* Ambient needs the cap in permitted and inheritable: a config error otherwise. */
-		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
-			return kap_error(err, errno, "process.capabilities.ambient: raise %s",
-					 kap_cap_name(cap));
+		/* Ambient needs the cap in permitted and inheritable. `runc spec` lists ambient
+		 * caps without inheritable ones; runc and crun skip what cannot be raised. */
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0) {
+			if (errno != EPERM)
+				return kap_error(err, errno,
+						 "process.capabilities.ambient: raise %s",
+						 kap_cap_name(cap));
+			kap_debug("process.capabilities.ambient: %s not in the inheritable set, "
+				  "skipped",
+				  kap_cap_name(cap));
+		}
 	}
 	if (p->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return kap_error(err, errno, "process.noNewPrivileges");
@@ -110,8 +117,8 @@ int kap_security_lsm(const struct kap_process *p, struct kapsel_error **err)
 			char buf[512];
 			int n = snprintf(buf, sizeof(buf), "exec %s", p->apparmor_profile);
 			const char *f = host_has("/proc/self/attr/apparmor/exec")
-						? "/proc/self/attr/apparmor/exec"
-						: "/proc/self/attr/exec";
+					    ? "/proc/self/attr/apparmor/exec"
+					    : "/proc/self/attr/exec";
 			if (kap_fs_write_at(AT_FDCWD, f, buf, (size_t)n, err) < 0)
 				return kap_error_wrap(err, "process.apparmorProfile");
 		}

@@ -1064,6 +1064,58 @@ int kap_cgroup_enter(const struct kap_cgroup *cg, pid_t pid, struct kapsel_error
 	return r;
 }
 
+int kap_cgroup_join_fds(const struct kap_cgroup *cg, struct kap_cgroup_join *j,
+			struct kapsel_error **err)
+{
+	j->n = 0;
+	j->v2_dir = -EBADF;
+	for (size_t i = 0; i < cg->n_dirs; i++) {
+		const struct kap_cgroup_dir *d = &cg->dirs[i];
+		char path[4200];
+		int fd;
+		if (d->v2) {
+			fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (fd < 0)
+				goto fail;
+			j->v2_dir = fd;
+			continue;
+		}
+		if (j->n == KAP_ARRAY_SIZE(j->tasks)) {
+			errno = E2BIG;
+			goto fail;
+		}
+		snprintf(path, sizeof(path), "%s/tasks", d->path);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			goto fail;
+		j->tasks[j->n++] = fd;
+		continue;
+	fail:
+		kap_error(err, errno, "open cgroup %s", d->path);
+		kap_cgroup_join_close(j);
+		return -(*err ? (*err)->code : EIO);
+	}
+	return 0;
+}
+
+int kap_cgroup_join_self(const struct kap_cgroup_join *j)
+{
+	for (size_t i = 0; i < j->n; i++)
+		if (write(j->tasks[i], "0", 1) != 1)
+			return -errno;
+	return 0;
+}
+
+void kap_cgroup_join_close(struct kap_cgroup_join *j)
+{
+	for (size_t i = 0; i < j->n; i++)
+		close(j->tasks[i]);
+	j->n = 0;
+	if (j->v2_dir >= 0)
+		close(j->v2_dir);
+	j->v2_dir = -EBADF;
+}
+
 int kap_cgroup_update(const struct kap_cgroup *cg, const struct kap_resources *res,
 		      struct kapsel_error **err)
 {
