@@ -7,9 +7,9 @@ Nothing here touches the host's own podman or containerd state: podman gets its 
 state and socket."""
 import gzip
 import hashlib
-import io
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -137,8 +137,8 @@ def oci_archive(dest_dir, ref=IMAGE):
 
 def podman_containers_conf(path, kapsel):
     """The containers.conf the podman tests use (docs/clients.md shows the same)."""
-    nofile = min(1024, _hard(os.sysconf("SC_OPEN_MAX"), "RLIMIT_NOFILE"))
-    nproc = min(1024, _hard(None, "RLIMIT_NPROC"))
+    nofile = min(1024, _hard("RLIMIT_NOFILE"))
+    nproc = min(1024, _hard("RLIMIT_NPROC"))
     text = f"""\
 [containers]
 # root here lacks CAP_SYS_RESOURCE: without this podman tries to raise RLIMIT_NOFILE/NPROC
@@ -160,8 +160,30 @@ kapsel = ["{kapsel}"]
     return path
 
 
-def _hard(_, name):
-    import resource
+def logging_wrapper(directory, kapsel, name="kapsel"):
+    """A script called `name` (podman matches runtime_supports_json on the basename) that
+    appends its argv, one JSON list a line, to DIRECTORY/argv.log and execs kapsel."""
+    os.makedirs(directory, exist_ok=True)
+    log = os.path.join(directory, "argv.log")
+    path = os.path.join(directory, name)
+    with open(path, "w") as f:
+        f.write("#!/usr/bin/python3\nimport json, os, sys\n"
+                f"with open({log!r}, 'a') as f:\n"
+                "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                f"os.execv({kapsel!r}, [{kapsel!r}] + sys.argv[1:])\n")
+    os.chmod(path, 0o755)
+    return path, log
+
+
+def read_argv_log(log):
+    try:
+        with open(log) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _hard(name):
     hard = resource.getrlimit(getattr(resource, name))[1]
     return hard if hard != resource.RLIM_INFINITY else 1 << 20
 
@@ -185,10 +207,11 @@ class Podman:
                             "--runroot", os.path.join(base, "runroot"),
                             "--tmpdir", os.path.join(base, "tmp"),
                             "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs",
-                            "--events-backend", "file", "--runtime", kapsel]
+                            "--events-backend", "file"]
 
-    def __call__(self, *args, check=False, timeout=60):
-        return run(self.global_args + list(args), check=check, timeout=timeout, env=self.env)
+    def __call__(self, *args, check=False, timeout=60, runtime=None):
+        return run(self.global_args + ["--runtime", runtime or self.kapsel] + list(args),
+                   check=check, timeout=timeout, env=self.env)
 
     def import_image(self, workdir, ref=IMAGE):
         tar = rootfs_tar(workdir)
@@ -242,6 +265,7 @@ class Containerd:
 
     def __init__(self, base):
         self.base = base
+        os.makedirs(base, exist_ok=True)
         self.root = os.path.join(base, "root")
         self.state = os.path.join(base, "state")
         self.sock = os.path.join(base, "containerd.sock")

@@ -598,4 +598,4 @@ def test_runs_the_config_kapsel_spec_writes(kap, cid, tmp_path, rootfs):
     (b / "config.json").write_text(json.dumps(cfg))
     r = kap("run", "--bundle", str(b), cid)
     assert r.returncode == 0, r.stderr
-    assert "CapEff:\t00000000000004a0" in r.stdout  # AUDIT_WRITE, KILL, NET_BIND_SERVICE
+    assert "CapEff:\t0000000020000420" in r.stdout  # AUDIT_WRITE, KILL, NET_BIND_SERVICE

@@ -218,8 +218,18 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	int r = kap_state_validate_id(o->id, err);
 	if (r < 0)
 		return r;
-	if (mkdir(root, 0700) < 0 && errno != EEXIST)
-		return kap_error(err, errno, "create state root %s", root);
+	if (mkdir(root, 0700) < 0 && errno != EEXIST) {
+		/* containerd passes a --root whose parents may not exist yet: mkdir -p. */
+		cleanup_free char *p = strdup(root);
+		for (char *s = p ? p + 1 : NULL; s && (s = strchr(s, '/')); s++) {
+			*s = '\0';
+			if (mkdir(p, 0711) < 0 && errno != EEXIST)
+				break;
+			*s = '/';
+		}
+		if (mkdir(root, 0700) < 0 && errno != EEXIST)
+			return kap_error(err, errno, "create state root %s", root);
+	}
 	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		return kap_error(err, errno, "open state root %s", root);

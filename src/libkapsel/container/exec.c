@@ -162,11 +162,15 @@ static _Noreturn void exec_child(int sync, const struct kap_process *p, struct k
 		goto fail;
 	if (p->user.has_umask)
 		umask(p->user.umask);
+	/* Without no_new_privs the filter needs CAP_SYS_ADMIN: load it before dropping it. */
+	int nfd = -1;
+	bool early = sc && !p->no_new_privileges;
+	if (early && kap_seccomp_load(sc, &nfd, &err) < 0)
+		goto fail;
 	if (kap_security_lsm(p, &err) < 0 || kap_security_user_caps(p, in_userns, &err) < 0)
 		goto fail;
 	syscall(SYS_close_range, 3 + preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
-	int nfd = -1;
-	if (sc && kap_seccomp_load(sc, &nfd, &err) < 0)
+	if (sc && !early && kap_seccomp_load(sc, &nfd, &err) < 0)
 		goto fail;
 	/* The sync socket is close-on-exec: EOF tells the runtime that execve succeeded. */
 	execve(path, p->args, p->env);

@@ -197,22 +197,27 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 		umask(proc->user.umask);
 	else
 		umask(022);
+	/*
+	 * Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now, while the init
+	 * still has it, as runc does (the profile then also covers the last setup syscalls). A
+	 * notify filter also loads now, so the runtime, still alive, can pass the fd on. Otherwise
+	 * the filter is loaded as late as possible, just before execve.
+	 */
+	bool seccomp_loaded = false;
+	if (ctx->seccomp && (!proc->no_new_privileges || kap_seccomp_has_notify(ctx->seccomp))) {
+		int nfd = -1;
+		if (kap_seccomp_load(ctx->seccomp, &nfd, &err) < 0)
+			die(ctx, err);
+		if (nfd >= 0) {
+			kap_sync_send(ctx->sync_fd, KAP_SYNC_SECCOMP, 0, NULL, nfd);
+			close(nfd);
+		}
+		seccomp_loaded = true;
+	}
 	if (kap_security_lsm(proc, &err) < 0 || kap_security_user_caps(proc, in_userns, &err) < 0)
 		die(ctx, err);
 	if (spec->mount_label && *spec->mount_label && access("/sys/fs/selinux/enforce", F_OK) < 0)
 		kap_debug("linux.mountLabel ignored: SELinux is not enabled");
-
-	/* A notify filter is loaded now so that the runtime, still alive, can pass the listener
-	 * fd on (runc does the same); any other filter is loaded as late as possible. */
-	bool seccomp_loaded = false;
-	if (ctx->seccomp && kap_seccomp_has_notify(ctx->seccomp)) {
-		int nfd = -1;
-		if (kap_seccomp_load(ctx->seccomp, &nfd, &err) < 0)
-			die(ctx, err);
-		kap_sync_send(ctx->sync_fd, KAP_SYNC_SECCOMP, 0, NULL, nfd);
-		close(nfd);
-		seccomp_loaded = true;
-	}
 	kap_sync_send(ctx->sync_fd, KAP_SYNC_READY, 0, NULL, -1);
 	struct kap_sync_msg m;
 	if (kap_sync_expect(ctx->sync_fd, KAP_SYNC_DONE, &m, NULL, &err) < 0)
