@@ -17,8 +17,8 @@ int kap_dl_bind(const char *soname, const char *package, void **handle,
 	void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
 	if (!h) {
 		if (package)
-			r = kap_error_plain(err, ENOENT, "load %s: %s (install Debian's %s)", soname,
-					    dlerror(), package);
+			r = kap_error_plain(err, ENOENT, "load %s: %s (install Debian's %s)",
+					    soname, dlerror(), package);
 		else
 			r = kap_error_plain(err, ENOENT, "load %s: %s", soname, dlerror());
 		goto out;

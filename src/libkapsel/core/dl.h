@@ -18,7 +18,10 @@ struct kap_dl_sym {
 	void **slot; /* where to store the address */
 };
 
-#define KAP_DL_SYM(name, slot) {name, (void **)&(slot)}
+#define KAP_DL_SYM(name, slot)                                                                     \
+	{                                                                                          \
+		name, (void **)&(slot)                                                             \
+	}
 
 /*
  * dlopen(soname) once and resolve every symbol; on failure nothing is bound and the error names

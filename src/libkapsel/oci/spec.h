@@ -59,13 +59,13 @@ struct kap_mount {
 	char *source;
 	char **options; /* raw options as given */
 	/* Derived from options: */
-	unsigned long flags;	     /* MS_* to set */
-	unsigned long clear_flags;   /* MS_* explicitly cleared (rw, suid, ...) */
-	unsigned long propagation;   /* MS_PRIVATE|MS_SLAVE|MS_SHARED|MS_UNBINDABLE (+MS_REC) */
-	char *data;		     /* remaining fs-specific options, comma separated */
-	bool bind;		     /* bind or rbind */
+	unsigned long flags;	   /* MS_* to set */
+	unsigned long clear_flags; /* MS_* explicitly cleared (rw, suid, ...) */
+	unsigned long propagation; /* MS_PRIVATE|MS_SLAVE|MS_SHARED|MS_UNBINDABLE (+MS_REC) */
+	char *data;		   /* remaining fs-specific options, comma separated */
+	bool bind;		   /* bind or rbind */
 	bool recursive;
-	bool bind_ro;		     /* bind with ro: needs a remount */
+	bool bind_ro;					    /* bind with ro: needs a remount */
 	struct kap_id_mapping *uid_mappings, *gid_mappings; /* idmapped mounts (unused) */
 };
 
@@ -148,9 +148,9 @@ struct kap_resources {
 	struct kap_weight_device *blkio_weight_device;
 	size_t n_blkio_weight_device;
 	struct kap_throttle *throttle_read_bps, *throttle_write_bps, *throttle_read_iops,
-		*throttle_write_iops;
+	    *throttle_write_iops;
 	size_t n_throttle_read_bps, n_throttle_write_bps, n_throttle_read_iops,
-		n_throttle_write_iops;
+	    n_throttle_write_iops;
 	/* hugetlb */
 	struct kap_hugepage_limit *hugepage_limits;
 	size_t n_hugepage_limits;
