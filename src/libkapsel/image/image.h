@@ -39,12 +39,12 @@ void kap_sha256_final(struct kap_sha256 *h, char *out);
 int kap_digest_validate(const char *digest, const char *what, struct kapsel_error **err);
 
 /* ---- manifest.c: decoding manifests, indexes and image configs ---- */
-#define KAP_MT_OCI_MANIFEST  "application/vnd.oci.image.manifest.v1+json"
-#define KAP_MT_OCI_INDEX     "application/vnd.oci.image.index.v1+json"
-#define KAP_MT_OCI_CONFIG    "application/vnd.oci.image.config.v1+json"
+#define KAP_MT_OCI_MANIFEST    "application/vnd.oci.image.manifest.v1+json"
+#define KAP_MT_OCI_INDEX       "application/vnd.oci.image.index.v1+json"
+#define KAP_MT_OCI_CONFIG      "application/vnd.oci.image.config.v1+json"
 #define KAP_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
-#define KAP_MT_DOCKER_LIST   "application/vnd.docker.distribution.manifest.list.v2+json"
-#define KAP_MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+#define KAP_MT_DOCKER_LIST     "application/vnd.docker.distribution.manifest.list.v2+json"
+#define KAP_MT_DOCKER_CONFIG   "application/vnd.docker.container.image.v1+json"
 
 enum kap_compression { KAP_COMP_NONE, KAP_COMP_GZIP, KAP_COMP_ZSTD };
 
@@ -81,8 +81,7 @@ struct kap_image_config {
 bool kap_manifest_is_index(const char *media_type, const struct kap_json *doc);
 int kap_manifest_parse(const char *buf, size_t len, struct kap_manifest *out,
 		       struct kapsel_error **err);
-int kap_index_parse(const char *buf, size_t len, struct kap_index *out,
-		    struct kapsel_error **err);
+int kap_index_parse(const char *buf, size_t len, struct kap_index *out, struct kapsel_error **err);
 /* Pick the manifest for os/arch[/variant] ("linux/amd64"); -ENOENT names what is available. */
 int kap_index_select(const struct kap_index *idx, const char *platform,
 		     const struct kap_descriptor **out, struct kapsel_error **err);
@@ -152,13 +151,12 @@ int kap_store_remove_user(struct kap_store *s, const char *container);
 /* Remove blobs and layers no image or container references. Returns bytes freed (>= 0). */
 int64_t kap_store_prune(struct kap_store *s, struct kapsel_error **err);
 /* Load the manifest + config of a stored image (resolving through an index to linux/amd64). */
-int kap_store_load_image(struct kap_store *s, const char *manifest_digest,
-			 struct kap_manifest *m, struct kap_image_config *cfg,
-			 struct kapsel_error **err);
+int kap_store_load_image(struct kap_store *s, const char *manifest_digest, struct kap_manifest *m,
+			 struct kap_image_config *cfg, struct kapsel_error **err);
 
 /* ---- unpack.c: one layer tar stream -> a directory, safely ---- */
 struct kap_unpack_opts {
-	bool rootless;	      /* no device nodes; ownership not changed */
+	bool rootless;		 /* no device nodes; ownership not changed */
 	uint64_t max_entry_size; /* 0 = default limit */
 };
 /* Read a (decompressed) tar stream from fd and write it into dirfd. *diff_id_out (optional)
