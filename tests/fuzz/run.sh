@@ -23,6 +23,8 @@ fi
 # shellcheck disable=SC2046 # one word per target
 ninja -C "$build" $(for t in $targets; do echo "tests/fuzz/$t"; done)
 
+# Leaks inside third-party libraries we cannot fix are listed, with the reason, in lsan.supp.
+export LSAN_OPTIONS="suppressions=$top/tests/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 status=0
 for name in $targets; do
 	short=${name#fuzz-}
