@@ -72,7 +72,9 @@ def test_bad_ids(kap, make_bundle, kroot, bad):
 
 def test_operations_on_missing_container(kap):
     for args in (["start", "nope"], ["state", "nope"], ["kill", "nope"], ["delete", "nope"],
-                 ["pause", "nope"], ["exec", "nope", "true"]):
+                 ["pause", "nope"], ["resume", "nope"], ["exec", "nope", "true"],
+                 ["events", "--stats", "nope"], ["ps", "nope"], ["update", "--memory", "1m",
+                                                                  "nope"]):
         r = kap(*args)
         assert r.returncode != 0 and "nope" in r.stderr, args
 
