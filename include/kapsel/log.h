@@ -23,3 +23,10 @@ void kapsel_log(enum kapsel_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Where errors go when the log is a file: also to stderr, so a terminal user sees them. */
 void kapsel_log_error_exit(const struct kapsel_error *err);
+
+/*
+ * Re-execute the calling program through a read-only view of its binary (a detached read-only
+ * bind mount made in scratch_dir, else a sealed memfd copy) unless it already runs from one:
+ * the CVE-2019-5736 defence for commands that enter containers. Returns only on failure.
+ */
+int kapsel_runtime_seal(char **argv, const char *scratch_dir, struct kapsel_error **err);

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <errno.h>
 #include <unistd.h>
 
 #include <kapsel/container.h>
@@ -204,12 +206,27 @@ static const struct option global_options[] = {
     {0},
 };
 
+static char **saved_argv;
+
+/* Where the read-only view of the binary is mounted for a moment: the state root (ours). */
+static const char *seal_scratch(const char *root)
+{
+	if (mkdir(root, 0700) < 0 && errno != EEXIST)
+		return NULL; /* the memfd fallback needs no directory */
+	return root;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_globals g = {.root = KAPSEL_DEFAULT_ROOT};
 	const char *log_file = NULL, *rootless = NULL;
 	enum kapsel_log_format format = KAPSEL_LOG_TEXT;
 	int c;
+	/* getopt may permute argv; the sealed re-exec needs it as given (kept reachable). */
+	saved_argv = calloc((size_t)argc + 1, sizeof(char *));
+	if (!saved_argv)
+		return cli_fail("out of memory");
+	memcpy(saved_argv, argv, sizeof(char *) * (size_t)argc);
 
 	opterr = 0;
 	while ((c = getopt_long_only(argc, argv, "+:vh", global_options, NULL)) != -1) {
@@ -277,6 +294,11 @@ int main(int argc, char **argv)
 	const struct cli_command *cmd = find_command(name);
 	if (!cmd)
 		return cli_fail("unknown command \"%s\" (see 'kapsel --help')", name);
+
+	/* Commands that put processes into a container run from a sealed copy of kapsel. */
+	if ((!strcmp(name, "create") || !strcmp(name, "run") || !strcmp(name, "exec")) &&
+	    kapsel_runtime_seal(saved_argv, seal_scratch(g.root), &err) < 0)
+		return cli_fail_err(err);
 
 	/* Commands parse argv from their own name on; optind = 0 re-initialises getopt. */
 	int first = optind;

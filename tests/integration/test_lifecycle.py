@@ -599,3 +599,17 @@ def test_runs_the_config_kapsel_spec_writes(kap, cid, tmp_path, rootfs):
     r = kap("run", "--bundle", str(b), cid)
     assert r.returncode == 0, r.stderr
     assert "CapEff:\t0000000020000420" in r.stdout  # AUDIT_WRITE, KILL, NET_BIND_SERVICE
+
+
+def test_runtime_binary_unwritable_from_container_processes(kap, make_bundle, cid):
+    # CVE-2019-5736: the created init still runs kapsel's code; its /proc/PID/exe must lead to
+    # a read-only view of the binary, never to the writable host file.
+    import errno
+    kap("create", "--bundle", make_bundle(["sleep", "100"]), cid, check=True)
+    pid = kap.state(cid)["pid"]
+    with pytest.raises(OSError) as e:
+        os.open(f"/proc/{pid}/exe", os.O_WRONLY)
+    assert e.value.errno == errno.EROFS
+    assert os.statvfs(f"/proc/{pid}/exe").f_flag & os.ST_RDONLY
+    # ... and the binary on disk is untouched and still writable by its owner
+    assert os.access(kap.binary, os.W_OK)

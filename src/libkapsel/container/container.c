@@ -280,6 +280,8 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		kap_json_set(annotations, spec->annotation_keys[i],
 			     kap_json_new_string(spec->annotation_values[i]));
 	st.annotations = annotations;
+	st.hooks_poststart = spec->hooks.n[KAP_HOOK_POSTSTART] > 0;
+	st.hooks_poststop = spec->hooks.n[KAP_HOOK_POSTSTOP] > 0;
 
 	job.dirfd = openat(rootfd, o->id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (job.dirfd < 0 || flock(job.dirfd, LOCK_EX) < 0) {
@@ -373,9 +375,11 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		kap_cgroup_join_close(&join);
 		if (ctx.two_stage)
 			kap_ns_stage1(&ctx);
+		/* Only id maps must be in place before the init goes on: wait for them. */
 		struct kap_sync_msg m;
 		struct kapsel_error *e = NULL;
-		if (kap_sync_expect(ctx.sync_fd, KAP_SYNC_GO, &m, NULL, &e) < 0)
+		if (ctx.new_ns[KAP_NS_USER] &&
+		    kap_sync_expect(ctx.sync_fd, KAP_SYNC_GO, &m, NULL, &e) < 0)
 			_exit(127);
 		kap_init_main(&ctx);
 	}
@@ -391,11 +395,12 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	if (!ctx.two_stage && ctx.new_ns[KAP_NS_USER] &&
 	    (r = kap_userns_write_maps(pid, spec, err)) < 0)
 		goto fail;
+	/* No state write here: until the final one, the child dies by itself if we do (it reads
+	 * EOF on the sync socket), and the cgroup recorded above is what delete --force needs. */
 	st.pid = pid;
 	kap_proc_stat(pid, &st.start_time, NULL);
-	if ((r = kap_state_write(job.dirfd, &st, err)) < 0)
-		goto fail;
-	kap_sync_send(sync[0], KAP_SYNC_GO, 0, NULL, -1);
+	if (ctx.two_stage || ctx.new_ns[KAP_NS_USER])
+		kap_sync_send(sync[0], KAP_SYNC_GO, 0, NULL, -1);
 
 	struct kap_sync_msg m;
 	for (;;) {
@@ -515,7 +520,8 @@ static int start_locked(int dirfd, struct kap_state *st, struct kapsel_error **e
 	/* poststart failures are warnings (runtime-spec config.md#poststart). */
 	cleanup_spec struct kap_spec *spec = NULL;
 	cleanup_error struct kapsel_error *e = NULL;
-	if (load_spec_copy(dirfd, &spec, &e) == 0 && spec->hooks.n[KAP_HOOK_POSTSTART]) {
+	if (st->hooks_poststart && load_spec_copy(dirfd, &spec, &e) == 0 &&
+	    spec->hooks.n[KAP_HOOK_POSTSTART]) {
 		cleanup_free char *sj = state_json_text(st, "running");
 		if (kap_hooks_run(&spec->hooks, KAP_HOOK_POSTSTART, sj, &e) < 0)
 			kap_warn("%s", e->msg);
@@ -621,7 +627,8 @@ static int destroy(int rootfd_unused, const char *root, int dirfd, struct kap_st
 	}
 	cleanup_spec struct kap_spec *spec = NULL;
 	cleanup_error struct kapsel_error *e = NULL;
-	if (load_spec_copy(dirfd, &spec, &e) == 0 && spec->hooks.n[KAP_HOOK_POSTSTOP]) {
+	if (st->hooks_poststop && load_spec_copy(dirfd, &spec, &e) == 0 &&
+	    spec->hooks.n[KAP_HOOK_POSTSTOP]) {
 		cleanup_free char *sj = state_json_text(st, "stopped");
 		if (kap_hooks_run(&spec->hooks, KAP_HOOK_POSTSTOP, sj, &e) < 0)
 			kap_warn("%s", e->msg);

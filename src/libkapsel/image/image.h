@@ -6,6 +6,7 @@
  * (image -> runnable bundle). Everything read from a registry, a tarball or the store is hostile.
  */
 #pragma once
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -163,3 +164,145 @@ struct kap_unpack_opts {
  * gets the sha256 of the uncompressed stream. Errors name the entry. */
 int kap_unpack_layer(int fd, enum kap_compression c, int dirfd, const struct kap_unpack_opts *o,
 		     char *diff_id_out, struct kapsel_error **err);
+
+/* ---- auth.c: registry credentials (containers-auth.json(5)) and WWW-Authenticate ---- */
+/* One challenge of a WWW-Authenticate header (RFC 7235 §4.1; distribution-spec "token"). */
+struct kap_auth_challenge {
+	char *scheme; /* "Bearer", "Basic", ... as sent */
+	char *realm, *service, *scope, *error;
+};
+/* Parses the header, preferring a Bearer challenge when it lists several; -EINVAL if it has
+ * none. Quoted strings may hold commas and backslash escapes. */
+int kap_auth_challenge_parse(const char *header, struct kap_auth_challenge *out,
+			     struct kapsel_error **err);
+void kap_auth_challenge_clear(struct kap_auth_challenge *c);
+
+/* RFC 4648 base64 with padding. Caller frees; NULL on ENOMEM. */
+char *kap_base64_encode(const void *data, size_t len);
+/* Decodes (padding optional); the result is NUL-terminated. -EINVAL on a bad character. */
+int kap_base64_decode(const char *s, char **out, size_t *len);
+
+struct kap_credentials {
+	char *user, *password;
+	char *source; /* the auth file they came from (for error messages) */
+};
+void kap_credentials_clear(struct kap_credentials *c);
+/* "https://Host:5000/v1/" or "host:5000" -> "host:5000" (index.docker.io -> docker.io); the
+ * key login writes and lookups compare against. Caller frees. */
+char *kap_auth_normalize_key(const char *key);
+/* Look up registry/repository in one auth.json document: the longest matching key of "auths"
+ * (registry, or registry/namespace...) wins. 0 found, -ENOENT none, -EINVAL malformed. */
+int kap_auth_lookup(const char *json, size_t len, const char *what, const char *registry,
+		    const char *repository, struct kap_credentials *out, struct kapsel_error **err);
+/* Search auth_file when given, else $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/
+ * auth.json (/run/containers/<uid>/auth.json without it), ~/.config/containers/auth.json,
+ * ~/.docker/config.json; the first file that has credentials wins. -ENOENT: none anywhere. */
+int kap_auth_find(const char *auth_file, const char *registry, const char *repository,
+		  struct kap_credentials *out, struct kapsel_error **err);
+/* The file login writes to and logout edits (podman's choice). Caller frees. */
+char *kap_auth_default_file(void);
+/* Add (user != NULL) or remove credentials for registry in file, atomically, mode 0600.
+ * Removing an absent entry is -ENOENT. */
+int kap_auth_file_update(const char *file, const char *registry, const struct kap_credentials *c,
+			 struct kapsel_error **err);
+
+/* ---- registry.c: the OCI distribution API over libcurl (bound lazily) ---- */
+/* Accept header of manifest requests: registries answer 404 to a type the client did not list
+ * (distribution-spec "Pulling manifests"). */
+#define KAP_REGISTRY_ACCEPT                                                                        \
+	KAP_MT_OCI_INDEX ", " KAP_MT_OCI_MANIFEST ", " KAP_MT_DOCKER_LIST                          \
+			 ", " KAP_MT_DOCKER_MANIFEST
+#define KAP_MANIFEST_MAX (4u << 20)
+
+/* "docker.io" -> "registry-1.docker.io" (where Docker Hub's API lives); others unchanged. */
+const char *kap_registry_host(const char *registry);
+/* <scheme>://<host>/v2/<repository>/<kind>/<reference> (kind "manifests" or "blobs"); a NULL
+ * repository gives <scheme>://<host>/v2/. Caller frees. */
+char *kap_registry_url(const char *scheme, const char *registry, const char *repository,
+		       const char *kind, const char *reference);
+/* The token request of a Bearer challenge: realm?service=..&scope=.. (scope from the
+ * challenge, else default_scope; NULL: none). Caller frees; NULL when realm is missing. */
+char *kap_registry_token_url(const struct kap_auth_challenge *c, const char *default_scope);
+/* localhost, 127.0.0.0/8 and ::1 may speak plain HTTP without --insecure. */
+bool kap_registry_is_local(const char *registry);
+/* Does a registries.conf (v2 [[registry]] tables or v1 [registries.insecure]) mark
+ * registry/repository insecure? */
+bool kap_registries_conf_insecure(const char *text, const char *registry, const char *repository);
+/* "bytes START-END/TOTAL" -> START; -1 when malformed. */
+int64_t kap_http_content_range_start(const char *value);
+
+/* Where downloaded bytes go. write returns < 0 (with *err) to abort; restart is called when a
+ * resumed download must start again from byte 0 (the server ignored Range). */
+struct kap_blob_sink {
+	int (*write)(void *ctx, const void *data, size_t len, struct kapsel_error **err);
+	int (*restart)(void *ctx, struct kapsel_error **err);
+	void *ctx;
+};
+struct kap_registry_opts {
+	bool insecure;				/* TLS unverified, plain HTTP allowed */
+	const struct kap_credentials *creds;	/* NULL: anonymous */
+	const volatile sig_atomic_t *cancel;	/* non-zero: stop transfers (SIGINT) */
+	bool login;				/* open for kapsel login: check the credentials */
+};
+struct kap_registry;
+/* Binds libcurl, finds the API (https, or http when allowed), authenticates for pulling from
+ * repository (or, for login, against the registry). */
+int kap_registry_open(const char *registry, const char *repository,
+		      const struct kap_registry_opts *o, struct kap_registry **out,
+		      struct kapsel_error **err);
+void kap_registry_close(struct kap_registry *r);
+/* Stop every transfer of r (another part of the pull failed). Thread-safe. */
+void kap_registry_cancel(struct kap_registry *r);
+/* GET a manifest or index (reference: tag or digest), at most KAP_MANIFEST_MAX bytes. */
+int kap_registry_get_manifest(struct kap_registry *r, const char *reference, char **buf,
+			      size_t *len, char **media_type, struct kapsel_error **err);
+/* GET a blob into sink, at most `size` bytes (>= 0), resuming with Range after a dropped
+ * connection. Thread-safe: concurrent calls use their own connections. */
+int kap_registry_get_blob(struct kap_registry *r, const char *digest, int64_t size,
+			  const struct kap_blob_sink *sink, struct kapsel_error **err);
+
+/* ---- bundle.c: image config + `kapsel run` flags -> OCI runtime config.json ---- */
+struct kapsel_run_options;
+/* What run.c decides for the bundle beyond the flags. */
+struct kap_bundle_env {
+	const char *rootfs;	   /* root.path (the merged overlay) */
+	const char *image_name;	   /* canonical name, recorded as an annotation */
+	const char *hostname;	   /* resolved: --hostname or the container's name */
+	const char *hosts_file;	   /* bind-mounted read-only at /etc/hosts when non-NULL */
+	const char *hostname_file; /* ... at /etc/hostname */
+};
+/* Validate every flag that needs no image (sizes, -v, caps, security options) before anything
+ * is created. */
+int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **err);
+/* rootfd: the container's root filesystem, for /etc/passwd and /etc/group (read confined);
+ * -1: numeric users only. *out: the config.json document. */
+int kap_bundle_config(const struct kap_image_config *img, const struct kapsel_run_options *o,
+		      const struct kap_bundle_env *be, int rootfd, struct kap_json **out,
+		      struct kapsel_error **err);
+/* The pieces, for the unit tests. */
+int kap_bundle_parse_memory(const char *s, int64_t *out, struct kapsel_error **err);
+int kap_bundle_parse_cpus(const char *s, int64_t *quota, struct kapsel_error **err);
+int kap_bundle_parse_volume(const char *spec, char **host, char **ctr, bool *ro,
+			    struct kapsel_error **err);
+int kap_bundle_caps(const struct kapsel_run_options *o, uint64_t *bounding, uint64_t *added,
+		    struct kapsel_error **err);
+struct kap_exec_user {
+	uint32_t uid, gid;
+	uint32_t *groups; /* supplementary, from /etc/group membership */
+	size_t n_groups;
+	char *name, *home; /* NULL when not in /etc/passwd */
+};
+int kap_bundle_resolve_user(int rootfd, const char *spec, struct kap_exec_user *out,
+			    struct kapsel_error **err);
+void kap_exec_user_clear(struct kap_exec_user *u);
+int kap_bundle_args(const struct kap_image_config *img, const char *entrypoint, char *const *cmd,
+		    char ***out, struct kapsel_error **err);
+int kap_bundle_env(const struct kap_image_config *img, char *const *user_env, bool tty,
+		   const char *hostname, const char *home, char ***out, struct kapsel_error **err);
+
+/* ---- overlay.c: a container's root filesystem ---- */
+/* Mount overlayfs at `merged`: lowers top first (at least one), upper and work on one fs. */
+int kap_overlay_mount(char *const *lowers, size_t n, const char *upper, const char *work,
+		      const char *merged, struct kapsel_error **err);
+/* Unmount `merged` when it is a mount point (lazily: a straggler keeps it busy). */
+int kap_overlay_umount(const char *merged, struct kapsel_error **err);

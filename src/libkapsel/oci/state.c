@@ -47,6 +47,10 @@ int kap_state_write(int state_dirfd, const struct kap_state *st, struct kapsel_e
 	kap_json_set(j, "owner", kap_json_new_string(st->owner ? st->owner : ""));
 	kap_json_set(j, "creating", kap_json_new_bool(st->creating));
 	kap_json_set(j, "ownPidNs", kap_json_new_bool(st->own_pid_ns));
+	if (st->hooks_poststart)
+		kap_json_set(j, "poststart", kap_json_new_bool(true));
+	if (st->hooks_poststop)
+		kap_json_set(j, "poststop", kap_json_new_bool(true));
 	if (st->annotations)
 		kap_json_set(j, "annotations", kap_json_get_ref(st->annotations));
 	if (st->cgroup)
@@ -91,6 +95,8 @@ int kap_state_read(int state_dirfd, const char *id, struct kap_state **out,
 	    (r = kap_json_read_string(j, "state", "owner", &st->owner, err)) < 0 ||
 	    (r = kap_json_read_bool(j, "state", "creating", &st->creating, err)) < 0 ||
 	    (r = kap_json_read_bool(j, "state", "ownPidNs", &st->own_pid_ns, err)) < 0 ||
+	    (r = kap_json_read_bool(j, "state", "poststart", &st->hooks_poststart, err)) < 0 ||
+	    (r = kap_json_read_bool(j, "state", "poststop", &st->hooks_poststop, err)) < 0 ||
 	    (r = kap_json_read_member(j, "state", "annotations", KAP_JSON_OBJECT, &st->annotations,
 				      err)) < 0 ||
 	    (r = kap_json_read_member(j, "state", "cgroup", KAP_JSON_OBJECT, &st->cgroup, err)) <

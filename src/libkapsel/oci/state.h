@@ -20,10 +20,11 @@ struct kap_state {
 	char *rootfs;
 	char *created; /* RFC 3339 */
 	char *owner;
-	bool creating;		      /* written before setup finished (crash recovery) */
-	bool own_pid_ns;	      /* init is pid 1 of its own pid namespace */
-	struct kap_json *annotations; /* object */
-	struct kap_json *cgroup;      /* kap_cgroup_to_json() */
+	bool creating;			      /* written before setup finished (crash recovery) */
+	bool own_pid_ns;		      /* init is pid 1 of its own pid namespace */
+	bool hooks_poststart, hooks_poststop; /* the config copy has them: parse it then */
+	struct kap_json *annotations;	      /* object */
+	struct kap_json *cgroup;	      /* kap_cgroup_to_json() */
 };
 
 int kap_state_write(int state_dirfd, const struct kap_state *st, struct kapsel_error **err);

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The legacy devices of the machine. Each file implements one device behind a kap_dev_ops
+ * table; vm.c creates them and registers them on the buses (ports in docs/vm.md).
+ */
+#pragma once
+#include <stdint.h>
+
+#include "vmm/vmm.h"
+
+/* 16550A UART (serial8250.c): COM1 at 0x3f8, IRQ 4. */
+#define KAP_SERIAL_PORT 0x3f8
+#define KAP_SERIAL_IRQ	4
+struct kap_serial;
+extern const struct kap_dev_ops kap_serial_ops;
+struct kap_serial *kap_serial_new(struct kap_vm *vm, unsigned int irq);
+void kap_serial_free(struct kap_serial *s);
+/* Console input (event thread). */
+void kap_serial_input(void *serial, const uint8_t *buf, size_t len);
+
+/* i8042 keyboard controller (i8042.c): 0x60 data, 0x64 status/command; 0xFE resets. */
+#define KAP_I8042_DATA	  0x60
+#define KAP_I8042_COMMAND 0x64
+struct kap_i8042;
+extern const struct kap_dev_ops kap_i8042_ops;
+struct kap_i8042 *kap_i8042_new(struct kap_vm *vm);
+
+/* QEMU-compatible isa-debug-exit (debug-exit.c) at 0xf4. */
+#define KAP_DEBUG_EXIT_PORT 0xf4
+struct kap_debug_exit;
+extern const struct kap_dev_ops kap_debug_exit_ops;
+struct kap_debug_exit *kap_debug_exit_new(struct kap_vm *vm);
+
+/* MC146818 CMOS RTC (rtc.c) at 0x70/0x71. */
+#define KAP_RTC_PORT 0x70
+struct kap_rtc;
+extern const struct kap_dev_ops kap_rtc_ops;
+struct kap_rtc *kap_rtc_new(struct kap_vm *vm);
+
+/* Paravirtual hypercall port (hypercall.c); the ABI is docs/hypercalls.md. */
+#define KAP_HYPERCALL_PORT 0x0600
+struct kap_hypercall;
+extern const struct kap_dev_ops kap_hypercall_ops;
+struct kap_hypercall *kap_hypercall_new(struct kap_vm *vm);
+
+/*
+ * ACPI hardware-reduced sleep control and status registers (acpi-pm.c), named by the FADT;
+ * writing SLP_TYP 5 (\_S5) with SLP_EN powers off. ACPI 6.4 §4.8.3.7.
+ */
+#define KAP_ACPI_SLEEP_CONTROL_PORT 0x0608
+#define KAP_ACPI_SLEEP_STATUS_PORT  0x0609
+#define KAP_ACPI_S5_SLP_TYP	    5
+struct kap_acpi_pm;
+extern const struct kap_dev_ops kap_acpi_pm_ops;
+struct kap_acpi_pm *kap_acpi_pm_new(struct kap_vm *vm);
+
+/* Port 0x80 (POST codes, Linux's io_delay): claimed and ignored, so it is not logged. */
+#define KAP_POST_PORT 0x80
+extern const struct kap_dev_ops kap_post_ops;

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The VM engine's internal interfaces. Threads: one per vCPU (KVM_RUN loop, device register
+ * accesses run on it), one event thread (loop.c: signals, console input, and later ioeventfd /
+ * irqfd for virtio). Devices lock themselves; the buses are built before any thread starts and
+ * are read-only afterwards, so dispatch takes no lock.
+ */
+#pragma once
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kapsel/error.h>
+#include <kapsel/vm.h>
+
+/* ---- guest memory (memory.c) ---- */
+
+/*
+ * Guest-physical layout (docs/vm.md): RAM from 0 up to the 32-bit MMIO hole, the hole itself
+ * [KAP_MMIO_HOLE_START, 4 GiB) for LAPIC, IOAPIC and device MMIO, then the rest of RAM from 4 GiB.
+ */
+#define KAP_MMIO_HOLE_START 0xC0000000ULL
+#define KAP_4G		    0x100000000ULL
+#define KAP_IOAPIC_ADDR	    0xFEC00000ULL
+#define KAP_LAPIC_ADDR	    0xFEE00000ULL
+/* Intel VMX needs three pages for the real-mode TSS and one for the EPT identity map. */
+#define KAP_TSS_ADDR	      0xFFFBD000ULL
+#define KAP_IDENTITY_MAP_ADDR 0xFFFBC000ULL
+
+struct kap_guest_mem {
+	uint8_t *host;	   /* the whole memfd, mapped once: low RAM then high RAM */
+	uint64_t size;	   /* total RAM */
+	uint64_t low_size; /* RAM below the hole: [0, low_size) */
+	int fd;		   /* memfd: snapshot-friendly, shareable with device processes */
+};
+
+int kap_mem_init(struct kap_guest_mem *m, uint64_t size, struct kapsel_error **err);
+int kap_mem_register(struct kap_guest_mem *m, int vm_fd, struct kapsel_error **err);
+void kap_mem_destroy(struct kap_guest_mem *m);
+/* Host pointer to [gpa, gpa+len) when it lies wholly inside one RAM region, else NULL. */
+void *kap_mem_ptr(const struct kap_guest_mem *m, uint64_t gpa, uint64_t len);
+/* Bounds-checked copies; -EFAULT when any byte is outside RAM. */
+int kap_mem_read(const struct kap_guest_mem *m, uint64_t gpa, void *buf, uint64_t len);
+int kap_mem_write(const struct kap_guest_mem *m, uint64_t gpa, const void *buf, uint64_t len);
+/* The end of RAM above 4 GiB (KAP_4G when there is none). */
+uint64_t kap_mem_high_end(const struct kap_guest_mem *m);
+
+/* ---- buses (bus.c): port I/O and MMIO dispatch ---- */
+
+/* What a device implements. offset is relative to its registered base; len is 1, 2, 4 or 8. */
+struct kap_dev_ops {
+	const char *name;
+	void (*read)(void *dev, uint64_t offset, void *data, unsigned int len);
+	void (*write)(void *dev, uint64_t offset, const void *data, unsigned int len);
+	void (*reset)(void *dev);
+};
+
+struct kap_bus_range {
+	uint64_t base, len;
+	const struct kap_dev_ops *ops;
+	void *dev;
+};
+
+struct kap_bus {
+	const char *name; /* "port" or "mmio", for the log */
+	struct kap_bus_range *ranges; /* sorted by base, non-overlapping */
+	size_t n, cap;
+	/* Unclaimed-access log, rate limited: a budget per second. */
+	pthread_mutex_t log_lock;
+	int64_t log_window;
+	unsigned int log_count;
+	atomic_uint_fast64_t unclaimed;
+};
+
+void kap_bus_init(struct kap_bus *b, const char *name);
+void kap_bus_destroy(struct kap_bus *b);
+/* -EEXIST when [base, base+len) overlaps a registered range. */
+int kap_bus_register(struct kap_bus *b, uint64_t base, uint64_t len, const struct kap_dev_ops *ops,
+		     void *dev, struct kapsel_error **err);
+/* Dispatches one access; unclaimed reads return all ones, and are logged (rate limited). */
+void kap_bus_access(struct kap_bus *b, uint64_t addr, void *data, unsigned int len, bool write);
+/* Calls every device's reset. */
+void kap_bus_reset(struct kap_bus *b);
+
+/* ---- KVM system fd (kvm.c) ---- */
+
+struct kap_kvm {
+	int fd;
+	int run_size;	   /* KVM_GET_VCPU_MMAP_SIZE */
+	int max_vcpus;	   /* KVM_CAP_MAX_VCPUS */
+	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID */
+};
+
+int kap_kvm_open(struct kap_kvm *k, struct kapsel_error **err);
+void kap_kvm_close(struct kap_kvm *k);
+
+/* ---- event loop (loop.c) ---- */
+
+typedef void (*kap_loop_fn)(void *opaque, uint32_t events);
+
+struct kap_loop_handler {
+	int fd;
+	kap_loop_fn fn;
+	void *opaque;
+};
+
+#define KAP_LOOP_MAX 64
+
+struct kap_loop {
+	int epfd;
+	int wake_fd; /* eventfd: written by kap_vm_request_exit */
+	struct kap_loop_handler handlers[KAP_LOOP_MAX];
+	size_t n;
+};
+
+int kap_loop_init(struct kap_loop *l, struct kapsel_error **err);
+void kap_loop_destroy(struct kap_loop *l);
+/* Calls fn on the event thread whenever fd is ready for events (EPOLLIN...). */
+int kap_loop_add(struct kap_loop *l, int fd, uint32_t events, kap_loop_fn fn, void *opaque,
+		 struct kapsel_error **err);
+void kap_loop_del(struct kap_loop *l, int fd);
+/* Runs until *stop is set (and the wake fd written). */
+void kap_loop_run(struct kap_loop *l, atomic_bool *stop);
+void kap_loop_wake(struct kap_loop *l);
+
+/* ---- console backend (console.c) ---- */
+
+struct kap_vm;
+
+struct kap_console {
+	int out_fd; /* -1: none */
+	int in_fd;  /* -1: no input */
+	bool raw;   /* we put a tty in raw mode and must restore it */
+	bool escape; /* saw Ctrl-A */
+	void *termios_saved;
+	void (*input)(void *dev, const uint8_t *buf, size_t len); /* the UART's receiver */
+	void *input_dev;
+	struct kap_vm *vm;
+};
+
+int kap_console_open(struct kap_console *c, const struct kapsel_vm_config *cfg,
+		     struct kapsel_error **err);
+void kap_console_close(struct kap_console *c);
+/* Output from the guest (UART, hypercall console write). Never fails the guest. */
+void kap_console_write(struct kap_console *c, const void *buf, size_t len);
+int kap_console_attach(struct kap_console *c, struct kap_loop *l, struct kapsel_error **err);
+
+/* ---- vCPUs (vcpu.c) ---- */
+
+struct kap_vcpu {
+	struct kap_vm *vm;
+	unsigned int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+};
+
+int kap_vcpu_create(struct kap_vm *vm, unsigned int id, struct kapsel_error **err);
+void kap_vcpu_destroy(struct kap_vcpu *v);
+int kap_vcpu_start(struct kap_vcpu *v, struct kapsel_error **err);
+/* Makes a vCPU leave KVM_RUN (immediate_exit + a signal). */
+void kap_vcpu_kick(struct kap_vcpu *v);
+void kap_vcpu_join(struct kap_vcpu *v);
+/* The signal kap_vcpu_kick uses; its handler is installed once by kap_vcpu_signals_init. */
+int kap_vcpu_signals_init(struct kapsel_error **err);
+
+/* ---- the VM (vm.c) ---- */
+
+#define KAP_MAX_VCPUS 64
+
+enum kap_vm_end {
+	KAP_VM_RUNNING,
+	KAP_VM_POWEROFF,   /* ACPI sleep S5, hypercall power-off */
+	KAP_VM_RESET,	   /* i8042 0xFE, ACPI reset register */
+	KAP_VM_DEBUG_EXIT, /* status (C << 1) | 1 */
+	KAP_VM_SIGNAL,	   /* SIGINT/SIGTERM on the host */
+	KAP_VM_QUIT,	   /* Ctrl-A x on the console */
+	KAP_VM_FAULT,	   /* triple fault, internal error, failed entry */
+};
+
+struct kap_vm {
+	const struct kapsel_vm_config *cfg;
+	struct kap_kvm kvm;
+	int fd;
+	struct kap_guest_mem mem;
+	struct kap_bus pio, mmio;
+	struct kap_vcpu vcpus[KAP_MAX_VCPUS];
+	unsigned int ncpus;
+	struct kap_loop loop;
+	struct kap_console console;
+	struct kvm_cpuid2 *cpuid; /* filtered template; per-vCPU ids patched in cpuid.c */
+	struct kap_boot_entry *entry;
+
+	/* How it ended: first kap_vm_request_exit wins. */
+	pthread_mutex_t end_lock;
+	atomic_bool stop;
+	enum kap_vm_end end;
+	int status;
+	char fault[512];
+
+	/* Devices (devices/*.c), owned here, registered explicitly in vm.c. */
+	struct kap_serial *serial;
+	struct kap_i8042 *i8042;
+	struct kap_debug_exit *debug_exit;
+	struct kap_rtc *rtc;
+	struct kap_hypercall *hypercall;
+	struct kap_acpi_pm *acpi_pm;
+};
+
+/* Ends the VM (from any thread). fault: a one-line message for KAP_VM_FAULT, else NULL. */
+void kap_vm_request_exit(struct kap_vm *vm, enum kap_vm_end end, int status, const char *fault);
+/* Sets an ISA interrupt line of the in-kernel PIC/IOAPIC. */
+void kap_vm_set_irq(struct kap_vm *vm, unsigned int irq, int level);
+/* virtio's notification paths (issue 6): a guest write to addr signals fd; fd raises gsi. */
+int kap_vm_ioeventfd(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pio, int fd,
+		     struct kapsel_error **err);
+int kap_vm_irqfd(struct kap_vm *vm, unsigned int gsi, int fd, struct kapsel_error **err);
+
+/* Monotonic milliseconds, for rate limits. */
+int64_t kap_vmm_now_ms(void);
