@@ -607,9 +607,16 @@ def test_runtime_binary_unwritable_from_container_processes(kap, make_bundle, ci
     import errno
     kap("create", "--bundle", make_bundle(["sleep", "100"]), cid, check=True)
     pid = kap.state(cid)["pid"]
-    with pytest.raises(OSError) as e:
-        os.open(f"/proc/{pid}/exe", os.O_WRONLY)
-    assert e.value.errno == errno.EROFS
-    assert os.statvfs(f"/proc/{pid}/exe").f_flag & os.ST_RDONLY
+    # The exploit's sequence: hold an O_PATH handle while kapsel runs, reopen it for writing
+    # once no process executes the file any more (ETXTBSY no longer protects it then).
+    handle = os.open(f"/proc/{pid}/exe", os.O_PATH)
+    try:
+        assert os.statvfs(f"/proc/self/fd/{handle}").f_flag & os.ST_RDONLY
+        kap("delete", "--force", cid, check=True)
+        with pytest.raises(OSError) as e:
+            os.open(f"/proc/self/fd/{handle}", os.O_WRONLY)
+        assert e.value.errno == errno.EROFS
+    finally:
+        os.close(handle)
     # ... and the binary on disk is untouched and still writable by its owner
     assert os.access(kap.binary, os.W_OK)
