@@ -27,6 +27,7 @@
 #include "container/seccomp.h"
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -288,6 +289,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		r = kap_error(err, errno, "open state directory %s/%s", root, o->id);
 		goto fail;
 	}
+	kap_fault_point("create:state-dir");
 	if ((r = kap_fs_write_atomic(job.dirfd, "config.json", cfg, cfg_len, 0600, false, err)) < 0)
 		goto fail;
 	if (mkfifoat(job.dirfd, "exec.fifo", 0600) < 0) {
@@ -350,6 +352,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	st.creating = true;
 	if ((r = kap_state_write(job.dirfd, &st, err)) < 0)
 		goto fail;
+	kap_fault_point("create:cgroup");
 	if ((r = kap_cgroup_join_fds(job.cg, &join, err)) < 0)
 		goto fail;
 	ctx.join = &join;
@@ -392,6 +395,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	kap_seccomp_free(seccomp);
 	seccomp = NULL;
 
+	kap_fault_point("create:cloned");
 	if (!ctx.two_stage && ctx.new_ns[KAP_NS_USER] &&
 	    (r = kap_userns_write_maps(pid, spec, err)) < 0)
 		goto fail;
@@ -432,6 +436,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 			if ((r = kap_hooks_run(&spec->hooks, KAP_HOOK_PRESTART, sj, err)) < 0 ||
 			    (r = kap_hooks_run(&spec->hooks, KAP_HOOK_CREATE_RUNTIME, sj, err)) < 0)
 				goto fail;
+			kap_fault_point("create:hooks");
 			kap_sync_send(sync[0], KAP_SYNC_HOOKS_OK, 0, NULL, -1);
 		} else if (m.type == KAP_SYNC_PTY) {
 			if (o->console_socket) {
@@ -462,6 +467,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 			goto fail;
 		}
 	}
+	kap_fault_point("create:ready");
 	if (!job.init)
 		job.init = pid;
 	st.creating = false;
@@ -469,6 +475,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		goto fail;
 	if (o->pid_file && (r = write_pid_file(o->pid_file, st.pid, err)) < 0)
 		goto fail;
+	kap_fault_point("create:recorded");
 	kap_sync_send(sync[0], KAP_SYNC_DONE, 0, NULL, -1);
 	close(sync[0]);
 	kap_json_put(st.cgroup);
@@ -655,12 +662,12 @@ API int kapsel_container_delete(const char *root, const char *id, bool force,
 	cleanup_state struct kap_state *st = NULL;
 	cleanup_error struct kapsel_error *lerr = NULL;
 	int r = kap_container_load(root, id, LOCK_EX, &dirfd, &st, &lerr);
-	if (r == -ENOENT && dirfd < 0 && force)
-		return 0; /* runc: delete --force of a missing container succeeds */
-	if (r < 0 && dirfd >= 0 && force) {
-		/* No usable state.json: create was killed before recording anything. */
+	if (r < 0 && force && kap_state_validate_id(id, NULL) == 0) {
+		/* A missing container, or a state directory without a usable state.json (create
+		 * was killed before recording anything): runc removes the directory and succeeds.
+		 */
 		cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (rootfd >= 0 && kap_fs_rm_rf(rootfd, id) == 0)
+		if (rootfd < 0 || kap_fs_rm_rf(rootfd, id) == 0)
 			return 0;
 	}
 	if (r < 0) {

@@ -1,0 +1,122 @@
+"""Faults and leaks: SIGKILL at every step of create, load without leaks, racing commands."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from test_lifecycle import assert_nothing_left, cgroup_dirs
+
+pytestmark = pytest.mark.root
+
+STEPS = ["create:state-dir", "create:cgroup", "create:cloned", "create:hooks", "create:ready",
+         "create:recorded"]
+
+
+def mounts_mentioning(text):
+    with open("/proc/self/mountinfo") as f:
+        return [l for l in f if text in l]
+
+
+def wait_stopped(pid, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"kapsel never reached its fault point (pid {pid})")
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_sigkill_at_every_create_step(kap, make_bundle, cid, kroot, step):
+    def edit(c):
+        # a hook makes the create:hooks point reachable
+        c["hooks"] = {"createRuntime": [{"path": "/bin/true"}]}
+        c["linux"]["resources"] = {"pids": {"limit": 16}}
+    bundle = make_bundle(["sleep", "1000"], edit)
+    env = dict(os.environ, KAPSEL_FAULT_STOP=step)
+    p = subprocess.Popen([kap.binary, "--root", kap.root, "create", "--bundle", bundle, cid],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_stopped(p.pid)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    r = kap("delete", "--force", cid)
+    assert r.returncode == 0, r.stderr
+    assert_nothing_left(kroot, cid)
+    assert mounts_mentioning(bundle) == []
+    # no process of the container survives: its cgroup is gone, and nothing runs the bundle
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "sleep 1000" not in out
+
+
+def snapshot(kroot):
+    with open("/proc/self/mountinfo") as f:
+        mounts = len(f.readlines())
+    cgroups = sum(len(os.listdir(os.path.join("/sys/fs/cgroup", h, "kapsel")))
+                  for h in os.listdir("/sys/fs/cgroup")
+                  if os.path.isdir(os.path.join("/sys/fs/cgroup", h, "kapsel")))
+    fds = len(os.listdir("/proc/self/fd"))
+    return {"mounts": mounts, "cgroups": cgroups, "fds": fds, "state": len(os.listdir(kroot))}
+
+
+def test_no_leaks_under_load(kap, make_bundle, kroot):
+    bundle = make_bundle(["true"])
+    # a first container creates the shared parent cgroup /kapsel that later runs reuse
+    kap("run", "--bundle", bundle, "warmup", check=True)
+    before = snapshot(kroot)
+    for i in range(1000):
+        r = kap("run", "--bundle", bundle, f"seq-{i}")
+        assert r.returncode == 0, (i, r.stderr)
+    results = []
+
+    def one(i):
+        results.append(kap("run", "--bundle", bundle, f"par-{i}").returncode)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [0] * 50
+    after = snapshot(kroot)
+    assert after == before
+
+
+def test_racing_commands_never_corrupt_state(kap, make_bundle, cid, kroot):
+    kap("run", "-d", "--bundle", make_bundle(["sleep", "1000"]), cid, check=True)
+    seen = []
+    stop = threading.Event()
+
+    def poll_state():
+        while not stop.is_set():
+            r = kap("state", cid)
+            if r.returncode == 0:
+                st = json.loads(r.stdout)  # never a torn document
+                seen.append(st["status"])
+            else:
+                assert "does not exist" in r.stderr or "state.json" in r.stderr, r.stderr
+
+    def execs():
+        while not stop.is_set():
+            kap("exec", cid, "true")
+
+    workers = [threading.Thread(target=poll_state) for _ in range(3)] + \
+        [threading.Thread(target=execs) for _ in range(2)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)
+    kap("kill", cid, "KILL")
+    r = kap("delete", "--force", cid)
+    time.sleep(0.2)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert r.returncode == 0, r.stderr
+    assert set(seen) <= {"running", "stopped"}, set(seen)
+    assert "running" in seen
+    assert_nothing_left(kroot, cid)
