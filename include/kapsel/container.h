@@ -15,6 +15,12 @@
 #define KAPSEL_DEFAULT_ROOT "/run/kapsel"
 #define KAPSEL_OCI_VERSION  "1.2.0"
 
+/*
+ * The state root when --root is not given: /run/kapsel for root; for other users
+ * $XDG_RUNTIME_DIR/kapsel (else /run/user/UID/kapsel, else /tmp/kapsel-UID), as runc does.
+ */
+const char *kapsel_default_root(void);
+
 struct kapsel_create_options {
 	const char *root; /* state root, KAPSEL_DEFAULT_ROOT when NULL */
 	const char *id;

@@ -42,9 +42,28 @@ struct created {
 	int master; /* pty master when run keeps the terminal, else -1 */
 };
 
+API const char *kapsel_default_root(void)
+{
+	static char buf[4096];
+	if (geteuid() == 0)
+		return KAPSEL_DEFAULT_ROOT;
+	if (!buf[0]) {
+		const char *xdg = getenv("XDG_RUNTIME_DIR");
+		char run[64];
+		snprintf(run, sizeof(run), "/run/user/%u", (unsigned)geteuid());
+		if (xdg && *xdg == '/')
+			snprintf(buf, sizeof(buf), "%s/kapsel", xdg);
+		else if (access(run, W_OK) == 0)
+			snprintf(buf, sizeof(buf), "%s/kapsel", run);
+		else
+			snprintf(buf, sizeof(buf), "/tmp/kapsel-%u", (unsigned)geteuid());
+	}
+	return buf;
+}
+
 static const char *root_or_default(const char *root)
 {
-	return root && *root ? root : KAPSEL_DEFAULT_ROOT;
+	return root && *root ? root : kapsel_default_root();
 }
 
 static void now_rfc3339(char *buf, size_t len)
@@ -180,6 +199,20 @@ static struct kap_device_rule *device_rules_with_defaults(const struct kap_spec 
 	}
 	*n = k;
 	return rules;
+}
+
+/* Limits only a cgroup can enforce (device rules alone are not: a rootless container cannot
+ * create device nodes anyway). */
+static bool needs_cgroup_limits(const struct kap_spec *spec)
+{
+	const struct kap_resources *r = &spec->resources;
+	if (!spec->has_resources)
+		return false;
+	return r->has_mem_limit || r->has_mem_reservation || r->has_mem_swap || r->has_cpu_shares ||
+	       r->has_cpu_quota || r->has_cpu_period || r->cpu_cpus || r->cpu_mems ||
+	       r->has_pids_limit || r->has_blkio_weight || r->n_throttle_read_bps ||
+	       r->n_throttle_write_bps || r->n_throttle_read_iops || r->n_throttle_write_iops ||
+	       r->n_hugepage_limits || r->n_unified;
 }
 
 /* Everything a failed create must undo. */
@@ -346,14 +379,22 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		r = kap_cgroup_create("/sys/fs/cgroup", spec->cgroups_path, o->id,
 				      spec->has_resources ? &res : NULL, 0, &job.cg, err);
 	}
+	if (r < 0 && geteuid() != 0 && (r == -EACCES || r == -EPERM || r == -EROFS) &&
+	    !needs_cgroup_limits(spec)) {
+		/* Rootless without a delegated cgroup: run without one (runc and crun do). */
+		kap_debug("no cgroup for a rootless container: %s", *err ? (*err)->msg : "");
+		kapsel_error_free(*err);
+		*err = NULL;
+		r = 0;
+	}
 	if (r < 0)
 		goto fail;
-	st.cgroup = kap_cgroup_to_json(job.cg);
+	st.cgroup = job.cg ? kap_cgroup_to_json(job.cg) : NULL;
 	st.creating = true;
 	if ((r = kap_state_write(job.dirfd, &st, err)) < 0)
 		goto fail;
 	kap_fault_point("create:cgroup");
-	if ((r = kap_cgroup_join_fds(job.cg, &join, err)) < 0)
+	if (job.cg && (r = kap_cgroup_join_fds(job.cg, &join, err)) < 0)
 		goto fail;
 	ctx.join = &join;
 

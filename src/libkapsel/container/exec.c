@@ -182,7 +182,7 @@ fail:
 
 API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel_error **err)
 {
-	const char *root = o->root && *o->root ? o->root : KAPSEL_DEFAULT_ROOT;
+	const char *root = o->root && *o->root ? o->root : kapsel_default_root();
 	cleanup_close int dirfd = -EBADF;
 	cleanup_state struct kap_state *st = NULL;
 	int r = kap_container_load(root, o->id, LOCK_SH, &dirfd, &st, err);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,22 +83,87 @@ int kap_container_load(const char *root, const char *id, int lock, int *dirfd,
 	return 0;
 }
 
+/* newuidmap/newgidmap (Debian's uidmap): map /etc/subuid ranges for an unprivileged user. */
+static int run_idmap_helper(const char *helper, pid_t pid, const struct kap_id_mapping *m, size_t n,
+			    const char *field, struct kapsel_error **err)
+{
+	char *argv[3 + 3 * 64 + 1];
+	char buf[3 * 64][16], pidbuf[16];
+	if (n > 64)
+		return kap_error_plain(err, E2BIG, "%s: too many mappings", field);
+	snprintf(pidbuf, sizeof(pidbuf), "%d", pid);
+	size_t a = 0;
+	argv[a++] = (char *)helper;
+	argv[a++] = pidbuf;
+	for (size_t k = 0; k < n; k++) {
+		snprintf(buf[3 * k], 16, "%u", m[k].container_id);
+		snprintf(buf[3 * k + 1], 16, "%u", m[k].host_id);
+		snprintf(buf[3 * k + 2], 16, "%u", m[k].size);
+		argv[a++] = buf[3 * k];
+		argv[a++] = buf[3 * k + 1];
+		argv[a++] = buf[3 * k + 2];
+	}
+	argv[a] = NULL;
+	pid_t child = fork();
+	if (child < 0)
+		return kap_error(err, errno, "%s: fork %s", field, helper);
+	if (child == 0) {
+		execvp(helper, argv);
+		_exit(127);
+	}
+	int status;
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+		return kap_error_plain(err, ENOENT,
+				       "%s: %s not found (install Debian's uidmap for id ranges "
+				       "as an unprivileged user)",
+				       field, helper);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return kap_error_plain(err, EPERM,
+				       "%s: %s failed (are the ranges in /etc/sub%cid?)", field,
+				       helper, helper[3] == 'u' ? 'u' : 'g');
+	return 0;
+}
+
 int kap_userns_write_maps(pid_t pid, const struct kap_spec *spec, struct kapsel_error **err)
 {
 	const struct {
-		const char *file, *field;
+		const char *file, *field, *helper;
 		const struct kap_id_mapping *m;
 		size_t n;
+		unsigned self;
 	} maps[] = {
-	    {"gid_map", "linux.gidMappings", spec->gid_mappings, spec->n_gid_mappings},
-	    {"uid_map", "linux.uidMappings", spec->uid_mappings, spec->n_uid_mappings},
+	    {"gid_map", "linux.gidMappings", "newgidmap", spec->gid_mappings, spec->n_gid_mappings,
+	     (unsigned)getegid()},
+	    {"uid_map", "linux.uidMappings", "newuidmap", spec->uid_mappings, spec->n_uid_mappings,
+	     (unsigned)geteuid()},
 	};
+	bool root = geteuid() == 0;
 	for (size_t i = 0; i < 2; i++) {
 		char buf[4096], path[64];
 		size_t off = 0;
 		if (maps[i].n == 0)
 			return kap_error_plain(
 			    err, EINVAL, "%s: required with a new user namespace", maps[i].field);
+		/*
+		 * An unprivileged user may map only its own id, once, and only after denying
+		 * setgroups (user_namespaces(7)); anything else goes through the setuid helpers.
+		 */
+		bool own = maps[i].n == 1 && maps[i].m[0].size == 1 &&
+			   maps[i].m[0].host_id == maps[i].self;
+		if (!root && !own) {
+			int r = run_idmap_helper(maps[i].helper, pid, maps[i].m, maps[i].n,
+						 maps[i].field, err);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (!root && i == 0) {
+			snprintf(path, sizeof(path), "/proc/%d/setgroups", pid);
+			if (kap_fs_write_at(AT_FDCWD, path, "deny", 4, err) < 0)
+				return kap_error_wrap(err, "%s", maps[i].field);
+		}
 		for (size_t k = 0; k < maps[i].n; k++) {
 			int n = snprintf(buf + off, sizeof(buf) - off, "%u %u %u\n",
 					 maps[i].m[k].container_id, maps[i].m[k].host_id,

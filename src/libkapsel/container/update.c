@@ -23,7 +23,7 @@ static int load_cgroup(const char *root, const char *id, int lock, struct kap_cg
 {
 	cleanup_close int dirfd = -EBADF;
 	cleanup_state struct kap_state *st = NULL;
-	int r = kap_container_load(root && *root ? root : KAPSEL_DEFAULT_ROOT, id, lock, &dirfd,
+	int r = kap_container_load(root && *root ? root : kapsel_default_root(), id, lock, &dirfd,
 				   &st, err);
 	if (r < 0)
 		return r;
