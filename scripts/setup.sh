@@ -6,8 +6,9 @@ pkgs="meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev
   libjson-c-dev libcmocka-dev libseccomp-dev libcap-dev
   busybox-static python3 python3-pytest iproute2 util-linux procps
   podman containerd crun runc conmon
-  libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev libisal-dev
-  docker-registry skopeo umoci"
+  libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev libisal-dev zstd
+  docker-registry skopeo umoci
+  qemu-system-x86 time uidmap passwd"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <kapsel/container.h>
+#include <kapsel/run.h>
 
 #include "commands.h"
 
@@ -114,21 +116,108 @@ static int print_table(char **args, int n_args, const pid_t *pids, size_t n)
 	return 0;
 }
 
+/* "5 seconds", "3 minutes", ... as podman words a duration. */
+static void human_duration(int64_t secs, char *buf, size_t len)
+{
+	static const struct {
+		int64_t unit;
+		const char *name;
+	} units[] = {{86400, "day"}, {3600, "hour"}, {60, "minute"}, {1, "second"}};
+	if (secs < 1) {
+		snprintf(buf, len, "less than a second");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (secs >= units[i].unit) {
+			int64_t v = secs / units[i].unit;
+			snprintf(buf, len, "%lld %s%s", (long long)v, units[i].name,
+				 v == 1 ? "" : "s");
+			return;
+		}
+	}
+}
+
+/* Without an ID: the containers `kapsel run IMAGE` made, as podman ps lists them. */
+static int list_containers(const struct cli_globals *g, bool all, bool quiet, bool json)
+{
+	struct kapsel_ps_entry *e = NULL;
+	size_t n = 0;
+	struct kapsel_error *err = NULL;
+	if (kapsel_image_ps(g->store, g->root, all, &e, &n, &err) < 0)
+		return cli_fail_err(err);
+	int64_t now = time(NULL);
+	if (json)
+		putchar('[');
+	else if (!quiet)
+		printf("%-24s  %-32s  %-24s  %-24s  %s\n", "NAME", "IMAGE", "COMMAND", "CREATED",
+		       "STATUS");
+	for (size_t i = 0; i < n; i++) {
+		char created[64], ago[48], status[128];
+		human_duration(now - e[i].created, ago, sizeof(ago));
+		snprintf(created, sizeof(created), "%s ago", ago);
+		if (!strcmp(e[i].status, "running") || !strcmp(e[i].status, "paused")) {
+			snprintf(status, sizeof(status), "Up %s%s", ago,
+				 strcmp(e[i].status, "paused") ? "" : " (Paused)");
+		} else if (!strcmp(e[i].status, "exited")) {
+			char done[48], code[16] = "";
+			human_duration(now - (e[i].finished ? e[i].finished : e[i].created), done,
+				       sizeof(done));
+			if (e[i].exit_code >= 0)
+				snprintf(code, sizeof(code), " (%d)", e[i].exit_code);
+			snprintf(status, sizeof(status), "Exited%s %s ago", code, done);
+		} else {
+			snprintf(status, sizeof(status), "Created");
+		}
+		if (json) {
+			printf("%s{\"name\":", i ? "," : "");
+			cli_json_string(stdout, e[i].name);
+			printf(",\"image\":");
+			cli_json_string(stdout, e[i].image);
+			printf(",\"command\":");
+			cli_json_string(stdout, e[i].command);
+			printf(",\"created\":%lld,\"state\":", (long long)e[i].created);
+			cli_json_string(stdout, e[i].status);
+			printf(",\"exitCode\":%d,\"status\":", e[i].exit_code);
+			cli_json_string(stdout, status);
+			putchar('}');
+		} else if (quiet) {
+			puts(e[i].name);
+		} else {
+			char cmd[25];
+			snprintf(cmd, sizeof(cmd), "%s", e[i].command);
+			printf("%-24s  %-32s  %-24s  %-24s  %s\n", e[i].name, e[i].image, cmd,
+			       created, status);
+		}
+	}
+	if (json)
+		puts("]");
+	kapsel_ps_entries_free(e, n);
+	return 0;
+}
+
 static int ps(const struct cli_globals *g, int argc, char **argv)
 {
 	static const struct option options[] = {
 	    {"format", required_argument, NULL, 'f'},
+	    {"all", no_argument, NULL, 'a'},
+	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	bool json = false;
+	bool json = false, all = false, quiet = false;
 	pid_t *pids = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_ps, argc, argv, "f:h", options)) != -1) {
+	while ((c = cli_getopt(&cmd_ps, argc, argv, "f:aqh", options)) != -1) {
 		switch (c) {
+		case 'a':
+			all = true;
+			break;
+		case 'q':
+			quiet = true;
+			break;
 		case 'f':
 			json = !strcmp(optarg, "json");
 			if (!json && strcmp(optarg, "table"))
@@ -139,8 +228,10 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 			return cli_opt_status(c);
 		}
 	}
-	if (!cli_nargs(&cmd_ps, argc - optind, 1, -1, "container ID [ps options]"))
-		return 1;
+	if (argc - optind == 0)
+		return list_containers(g, all, quiet, json);
+	if (all || quiet)
+		return cli_fail("ps: --all and --quiet list containers: give no container ID");
 	if (json && argc - optind > 1)
 		return cli_fail("ps: ps options cannot be used with --format json");
 	if (kapsel_container_pids(g->root, argv[optind], &pids, &n, &err) < 0)
@@ -157,14 +248,19 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_ps = {
     .name = "ps",
-    .summary = "list the processes running in a container",
+    .summary = "list image containers, or the processes of one container (runc)",
     .run = ps,
-    .usage = "Usage: kapsel ps [options] <container-id> [ps options]\n"
+    .usage = "Usage: kapsel ps [-a] [-q] [--format table|json]\n"
+	     "       kapsel ps [--format table|json] <container-id> [ps options]\n"
 	     "\n"
-	     "List the container's processes: the rows of 'ps' (run with the given options,\n"
-	     "default -ef) whose PID belongs to the container.\n"
+	     "Without an ID: the containers 'kapsel run IMAGE' made (like podman ps): running\n"
+	     "ones, or with --all stopped ones too.\n"
+	     "With an ID (runc's ps): the rows of 'ps' (run with the given options, default\n"
+	     "-ef) whose PID belongs to the container.\n"
 	     "\n"
 	     "Options:\n"
-	     "  --format, -f FORMAT     table (default) or json (an array of host pids)\n"
+	     "  --all, -a               also list stopped containers (no ID)\n"
+	     "  --quiet, -q             print names only (no ID)\n"
+	     "  --format, -f FORMAT     table (default) or json (with an ID: an array of pids)\n"
 	     "  --help, -h              print this help\n",
 };

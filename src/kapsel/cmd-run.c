@@ -1,9 +1,123 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `run` is two commands in one: runc's (a bundle and an id; containerd and podman always pass
+ * --bundle) and podman's (an image and a command). The rule, also in --help: --bundle/-b, or
+ * exactly one argument with ./config.json present, means runc's form; anything else is an
+ * image.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include <kapsel/container.h>
+#include <kapsel/run.h>
 
 #include "commands.h"
 
-static int run(const struct cli_globals *g, int argc, char **argv)
+/* podman's exit status for its own failures (125), kept apart from the container's. */
+#define EXIT_ENGINE 125
+
+enum {
+	OPT_RM = 0x100,
+	OPT_NAME,
+	OPT_ENTRYPOINT,
+	OPT_CPUS,
+	OPT_PIDS_LIMIT,
+	OPT_READ_ONLY,
+	OPT_HOSTNAME,
+	OPT_NET,
+	OPT_CAP_ADD,
+	OPT_CAP_DROP,
+	OPT_PRIVILEGED,
+	OPT_SECURITY_OPT,
+};
+
+static const struct option image_options[] = {
+    {"rm", no_argument, NULL, OPT_RM},
+    {"detach", no_argument, NULL, 'd'},
+    {"interactive", no_argument, NULL, 'i'},
+    {"tty", no_argument, NULL, 't'},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"env", required_argument, NULL, 'e'},
+    {"workdir", required_argument, NULL, 'w'},
+    {"user", required_argument, NULL, 'u'},
+    {"entrypoint", required_argument, NULL, OPT_ENTRYPOINT},
+    {"memory", required_argument, NULL, 'm'},
+    {"cpus", required_argument, NULL, OPT_CPUS},
+    {"pids-limit", required_argument, NULL, OPT_PIDS_LIMIT},
+    {"read-only", no_argument, NULL, OPT_READ_ONLY},
+    {"volume", required_argument, NULL, 'v'},
+    {"hostname", required_argument, NULL, OPT_HOSTNAME},
+    {"net", required_argument, NULL, OPT_NET},
+    {"network", required_argument, NULL, OPT_NET},
+    {"cap-add", required_argument, NULL, OPT_CAP_ADD},
+    {"cap-drop", required_argument, NULL, OPT_CAP_DROP},
+    {"privileged", no_argument, NULL, OPT_PRIVILEGED},
+    {"security-opt", required_argument, NULL, OPT_SECURITY_OPT},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+/* Every flag of either form that takes a value (to find the positional arguments). */
+static bool takes_value(const char *arg)
+{
+	static const char *const with_value[] = {
+	    "b",
+	    "bundle",
+	    "pid-file",
+	    "console-socket",
+	    "preserve-fds",
+	    "name",
+	    "e",
+	    "env",
+	    "w",
+	    "workdir",
+	    "u",
+	    "user",
+	    "entrypoint",
+	    "m",
+	    "memory",
+	    "cpus",
+	    "pids-limit",
+	    "v",
+	    "volume",
+	    "hostname",
+	    "net",
+	    "network",
+	    "cap-add",
+	    "cap-drop",
+	    "security-opt",
+	};
+	const char *f = arg + 1 + (arg[1] == '-');
+	if (strchr(f, '='))
+		return false;
+	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
+		if (!strcmp(f, with_value[i]))
+			return true;
+	return false;
+}
+
+/* The rule in the header comment. */
+static bool runc_form(int argc, char **argv)
+{
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		const char *f = a + 1 + (a[1] == '-');
+		if (!strcmp(f, "bundle") || !strncmp(f, "bundle=", 7) || !strncmp(a, "-b", 2))
+			return true;
+		if (takes_value(a))
+			i++;
+	}
+	return argc - i == 1 && access("config.json", F_OK) == 0;
+}
+
+static int run_bundle(const struct cli_globals *g, int argc, char **argv)
 {
 	struct kapsel_create_options o = {0};
 	struct kapsel_error *err = NULL;
@@ -17,17 +131,170 @@ static int run(const struct cli_globals *g, int argc, char **argv)
 	return r;
 }
 
+static int run_image(const struct cli_globals *g, int argc, char **argv)
+{
+	struct kapsel_run_options o = {.store = g->store, .root = g->root};
+	/* Repeatable flags: at most argc values each. */
+	char **env = calloc((size_t)argc + 1, sizeof(char *));
+	char **vols = calloc((size_t)argc + 1, sizeof(char *));
+	char **add = calloc((size_t)argc + 1, sizeof(char *));
+	char **drop = calloc((size_t)argc + 1, sizeof(char *));
+	char **sec = calloc((size_t)argc + 1, sizeof(char *));
+	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0;
+	/* Usage errors exit 1 like every kapsel command; failures to run, 125. */
+	int status = 1, c;
+	long long n;
+	if (!env || !vols || !add || !drop || !sec) {
+		cli_fail("run: out of memory");
+		goto out;
+	}
+	o.env = env;
+	o.volumes = vols;
+	o.cap_add = add;
+	o.cap_drop = drop;
+	o.security_opts = sec;
+	while ((c = cli_getopt(&cmd_run, argc, argv, "dite:w:u:m:v:h", image_options)) != -1) {
+		switch (c) {
+		case OPT_RM:
+			o.rm = true;
+			break;
+		case 'd':
+			o.detach = true;
+			break;
+		case 'i':
+			o.interactive = true;
+			break;
+		case 't':
+			o.tty = true;
+			break;
+		case OPT_NAME:
+			o.name = optarg;
+			break;
+		case 'e':
+			env[ne++] = optarg;
+			break;
+		case 'w':
+			o.workdir = optarg;
+			break;
+		case 'u':
+			o.user = optarg;
+			break;
+		case OPT_ENTRYPOINT:
+			o.entrypoint = optarg;
+			break;
+		case 'm':
+			o.memory = optarg;
+			break;
+		case OPT_CPUS:
+			o.cpus = optarg;
+			break;
+		case OPT_PIDS_LIMIT:
+			if (!cli_parse_int(&cmd_run, "--pids-limit", optarg, -1, INT64_MAX, &n))
+				goto out;
+			o.has_pids_limit = true;
+			o.pids_limit = n;
+			break;
+		case OPT_READ_ONLY:
+			o.read_only = true;
+			break;
+		case 'v':
+			vols[nv++] = optarg;
+			break;
+		case OPT_HOSTNAME:
+			o.hostname = optarg;
+			break;
+		case OPT_NET:
+			o.net = optarg;
+			break;
+		case OPT_CAP_ADD:
+			add[na++] = optarg;
+			break;
+		case OPT_CAP_DROP:
+			drop[nd++] = optarg;
+			break;
+		case OPT_PRIVILEGED:
+			o.privileged = true;
+			break;
+		case OPT_SECURITY_OPT:
+			sec[ns++] = optarg;
+			break;
+		default:
+			status = cli_opt_status(c);
+			goto out;
+		}
+	}
+	if (!cli_nargs(&cmd_run, argc - optind, 1, -1, "IMAGE [COMMAND [ARG...]]"))
+		goto out;
+	o.image = argv[optind];
+	o.cmd = argv + optind + 1;
+	if (cli_check_systemd_cgroup(&cmd_run, g))
+		goto out;
+
+	struct kapsel_error *err = NULL;
+	char *name = NULL;
+	int r = kapsel_image_run(&o, o.detach ? &name : NULL, &err);
+	if (r < 0) {
+		cli_fail_err(err);
+		status = EXIT_ENGINE;
+		goto out;
+	}
+	if (o.detach)
+		puts(name);
+	free(name);
+	status = r;
+out:
+	free(env);
+	free(vols);
+	free(add);
+	free(drop);
+	free(sec);
+	return status;
+}
+
+static int run(const struct cli_globals *g, int argc, char **argv)
+{
+	return runc_form(argc, argv) ? run_bundle(g, argc, argv) : run_image(g, argc, argv);
+}
+
 const struct cli_command cmd_run = {
     .name = "run",
-    .summary = "create and start a container",
+    .summary = "run a container from an image, or from a bundle (runc)",
     .run = run,
     .usage =
-	"Usage: kapsel run [options] <container-id>\n"
+	"Usage: kapsel run [options] IMAGE [COMMAND [ARG...]]\n"
+	"       kapsel run [--bundle DIR] [runtime options] <container-id>\n"
 	"\n"
-	"Create and start the container from the bundle's config.json. Without --detach,\n"
-	"wait for it, delete it, and exit with its status.\n"
+	"Which form: --bundle (-b) given, or exactly one argument and a config.json in the\n"
+	"current directory, means the runtime form (runc's run); anything else runs an image.\n"
 	"\n"
-	"Options:\n"
+	"Image form: like podman run. The rootfs is an overlay of the image's layers; the\n"
+	"container's name is its runtime id (kapsel exec/kill/state NAME work on it). Only the\n"
+	"embedded default image (busybox) is loaded implicitly; others need 'kapsel pull'.\n"
+	"Exit status: the container's; 125 when kapsel fails to run it, 1 on a usage error.\n"
+	"  --rm                    remove the container when it exits\n"
+	"  --detach, -d            run in the background; print the name; output to 'kapsel logs'\n"
+	"  --interactive, -i       keep stdin attached (default: /dev/null)\n"
+	"  --tty, -t               allocate a pseudo-terminal (not with -d)\n"
+	"  --name NAME             container name (default kapsel-<12 hex>)\n"
+	"  --env, -e K=V|K         set an environment variable (K alone: from this environment)\n"
+	"  --workdir, -w DIR       working directory (created when missing)\n"
+	"  --user, -u U[:G]        user and group, names from the image's /etc/passwd, /etc/group\n"
+	"  --entrypoint E          override the entrypoint (a JSON array, or \"\" to clear it)\n"
+	"  --memory, -m SIZE       memory limit (b, k, m, g; at least 6m)\n"
+	"  --cpus N                CPU quota in CPUs (0.5 = half of one)\n"
+	"  --pids-limit N          maximum number of processes (default 2048; 0 or -1: none)\n"
+	"  --read-only             read-only root filesystem (tmpfs on /tmp, /var/tmp, /run)\n"
+	"  --volume, -v H:C[:ro]   bind-mount host path H (must exist) at C\n"
+	"  --hostname NAME         host name (default: the container name)\n"
+	"  --net none|host         own network namespace with lo only (default), or the host's\n"
+	"  --cap-add CAP           add a capability (ALL: every one)\n"
+	"  --cap-drop CAP          drop a capability (ALL: every one)\n"
+	"  --privileged            all capabilities and devices, no seccomp, no masked paths\n"
+	"  --security-opt OPT      seccomp=unconfined|FILE, no-new-privileges, apparmor=P,\n"
+	"                          label=disable\n"
+	"\n"
+	"Runtime form: create and start the container from the bundle's config.json; without\n"
+	"--detach wait for it, delete it, and exit with its status.\n"
 	"  --bundle, -b DIR        bundle directory (default: current directory)\n"
 	"  --detach, -d            return once the container has started\n"
 	"  --pid-file FILE         write the container process's pid to FILE\n"
@@ -37,5 +304,6 @@ const struct cli_command cmd_run = {
 	"  --preserve-fds N        pass N more file descriptors (3 .. 3+N-1)\n"
 	"  --keep                  accepted for compatibility; the container is still deleted\n"
 	"  --no-subreaper          accepted for compatibility; ignored\n"
+	"\n"
 	"  --help, -h              print this help\n",
 };

@@ -16,6 +16,7 @@ struct cli_globals {
 	const char *root;
 	bool debug;
 	bool systemd_cgroup;
+	const char *store; /* --store: the image store (NULL: the default) */
 };
 
 struct cli_command {
@@ -28,6 +29,10 @@ struct cli_command {
 extern const struct cli_command cmd_create, cmd_start, cmd_run, cmd_state, cmd_kill, cmd_delete,
     cmd_list, cmd_ps, cmd_exec, cmd_pause, cmd_resume, cmd_events, cmd_update, cmd_features,
     cmd_spec;
+extern const struct cli_command cmd_vm;
+extern const struct cli_command cmd_pull, cmd_login, cmd_logout;
+extern const struct cli_command cmd_stop, cmd_rm, cmd_logs;
+extern const struct cli_command cmd_images, cmd_rmi, cmd_image, cmd_prune, cmd_load, cmd_save;
 
 /* Returned by cli_getopt after printing --help (exit 0) or a usage error (exit 1). */
 #define CLI_OPT_HELP  0x10000

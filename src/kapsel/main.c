@@ -21,9 +21,10 @@
 #include "commands.h"
 
 static const struct cli_command *const commands[] = {
-    &cmd_create, &cmd_delete, &cmd_events, &cmd_exec,  &cmd_features,
-    &cmd_kill,	 &cmd_list,   &cmd_pause,  &cmd_ps,    &cmd_resume,
-    &cmd_run,	 &cmd_spec,   &cmd_start,  &cmd_state, &cmd_update,
+    &cmd_create, &cmd_delete, &cmd_events, &cmd_exec,  &cmd_features, &cmd_kill,  &cmd_list,
+    &cmd_pause,	 &cmd_ps,     &cmd_resume, &cmd_run,   &cmd_spec,     &cmd_start, &cmd_state,
+    &cmd_update, &cmd_vm,     &cmd_pull,   &cmd_login, &cmd_logout,   &cmd_stop,  &cmd_rm,
+    &cmd_logs,	 &cmd_images, &cmd_rmi,	   &cmd_image, &cmd_prune,    &cmd_load,  &cmd_save,
 };
 
 static const char usage[] =
@@ -32,7 +33,9 @@ static const char usage[] =
     "kapsel is an OCI container runtime with the runc command line.\n"
     "\n"
     "Global options:\n"
-    "  --root DIR              state directory (default: " KAPSEL_DEFAULT_ROOT ")\n"
+    "  --root DIR              state directory (default: " KAPSEL_DEFAULT_ROOT
+    ", or $XDG_RUNTIME_DIR/kapsel for non-root users)\n"
+    "  --store DIR             image store (default: /var/lib/kapsel)\n"
     "  --log FILE              write log lines to FILE instead of stderr\n"
     "  --log-format FORMAT     log format: text (default) or json\n"
     "  --debug                 also log debug messages\n"
@@ -191,6 +194,7 @@ enum {
 	OPT_SYSTEMD_CGROUP,
 	OPT_ROOTLESS,
 	OPT_CRIU,
+	OPT_STORE,
 };
 
 static const struct option global_options[] = {
@@ -201,6 +205,7 @@ static const struct option global_options[] = {
     {"systemd-cgroup", no_argument, NULL, OPT_SYSTEMD_CGROUP},
     {"rootless", required_argument, NULL, OPT_ROOTLESS},
     {"criu", required_argument, NULL, OPT_CRIU},
+    {"store", required_argument, NULL, OPT_STORE},
     {"version", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {0},
@@ -218,7 +223,7 @@ static const char *seal_scratch(const char *root)
 
 int main(int argc, char **argv)
 {
-	struct cli_globals g = {.root = KAPSEL_DEFAULT_ROOT};
+	struct cli_globals g = {.root = kapsel_default_root()};
 	const char *log_file = NULL, *rootless = NULL;
 	enum kapsel_log_format format = KAPSEL_LOG_TEXT;
 	int c;
@@ -254,6 +259,9 @@ int main(int argc, char **argv)
 			rootless = optarg;
 			break;
 		case OPT_CRIU:
+			break;
+		case OPT_STORE:
+			g.store = optarg;
 			break;
 		case 'v':
 			printf("kapsel version %s\nspec: %s\n", KAPSEL_VERSION, KAPSEL_OCI_VERSION);

@@ -23,9 +23,9 @@
 #include "core/log.h"
 #include "image/image.h"
 
-#define API		__attribute__((visibility("default")))
-#define AUTH_FILE_MAX	(4u << 20)
-#define HEADER_MAX	8192
+#define API	      __attribute__((visibility("default")))
+#define AUTH_FILE_MAX (4u << 20)
+#define HEADER_MAX    8192
 
 /* ---- base64 (RFC 4648 §4) ---- */
 

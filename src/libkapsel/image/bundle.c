@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,7 +33,7 @@
 #include "image/image.h"
 #include "oci/spec.h"
 
-#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define DEFAULT_PATH   "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define ETC_FILE_LIMIT (4u << 20)
 /* podman's containers.conf default pids_limit. */
 #define DEFAULT_PIDS_LIMIT 2048
@@ -40,16 +41,18 @@
 
 /* podman 4's default_capabilities (containers.conf). */
 static const char *const default_caps[] = {
-    "CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",	    "CAP_KILL",
-    "CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID",
-    "CAP_SYS_CHROOT",
+    "CAP_CHOWN",   "CAP_DAC_OVERRIDE",	   "CAP_FOWNER",     "CAP_FSETID",
+    "CAP_KILL",	   "CAP_NET_BIND_SERVICE", "CAP_SETFCAP",    "CAP_SETGID",
+    "CAP_SETPCAP", "CAP_SETUID",	   "CAP_SYS_CHROOT",
 };
 
 /* runtime-spec config-linux.md#masked-paths / #readonly-paths, podman's lists. */
 static const char *const masked_paths[] = {
-    "/proc/acpi",	"/proc/kcore",	  "/proc/keys",	      "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware",	"/sys/devices/virtual/powercap",
+    "/proc/acpi",	 "/proc/kcore",
+    "/proc/keys",	 "/proc/latency_stats",
+    "/proc/timer_list",	 "/proc/timer_stats",
+    "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware",	 "/sys/devices/virtual/powercap",
 };
 static const char *const readonly_paths[] = {
     "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
@@ -84,18 +87,16 @@ int kap_bundle_parse_memory(const char *s, int64_t *out, struct kapsel_error **e
 			shift = 30;
 			break;
 		default:
-			return kap_error_plain(err, EINVAL,
-					       "--memory: invalid size \"%s\" (suffix b, k, m or g)",
-					       s);
+			return kap_error_plain(
+			    err, EINVAL, "--memory: invalid size \"%s\" (suffix b, k, m or g)", s);
 		}
 		end++;
 		/* "512mb" and "1gb" are accepted by docker too. */
 		if (shift && tolower((unsigned char)*end) == 'b')
 			end++;
 		if (*end)
-			return kap_error_plain(err, EINVAL,
-					       "--memory: invalid size \"%s\" (suffix b, k, m or g)",
-					       s);
+			return kap_error_plain(
+			    err, EINVAL, "--memory: invalid size \"%s\" (suffix b, k, m or g)", s);
 	}
 	if (v > ((unsigned long long)INT64_MAX >> shift))
 		return kap_error_plain(err, ERANGE, "--memory: \"%s\" is too large", s);
@@ -152,21 +153,22 @@ int kap_bundle_parse_volume(const char *spec, char **host, char **ctr, bool *ro,
 	char *c = strtok_r(NULL, ":", &save);
 	char *opts = strtok_r(NULL, "", &save);
 	if (!h || !c || strchr(spec, ':') == spec)
-		return kap_error_plain(err, EINVAL,
-				       "-v %s: expected HOST:CONTAINER[:ro|rw] (both absolute)", spec);
+		return kap_error_plain(
+		    err, EINVAL, "-v %s: expected HOST:CONTAINER[:ro|rw] (both absolute)", spec);
 	if (h[0] != '/')
 		return kap_error_plain(err, EINVAL, "-v %s: host path %s is not absolute", spec, h);
 	if (c[0] != '/')
 		return kap_error_plain(err, EINVAL, "-v %s: container path %s is not absolute",
 				       spec, c);
-	for (char *o = opts ? strtok_r(opts, ",", &save) : NULL; o; o = strtok_r(NULL, ",", &save)) {
+	for (char *o = opts ? strtok_r(opts, ",", &save) : NULL; o;
+	     o = strtok_r(NULL, ",", &save)) {
 		if (!strcmp(o, "ro"))
 			*ro = true;
 		else if (!strcmp(o, "rw"))
 			*ro = false;
 		else
-			return kap_error_plain(err, EINVAL, "-v %s: unknown option \"%s\" (ro or rw)",
-					       spec, o);
+			return kap_error_plain(err, EINVAL,
+					       "-v %s: unknown option \"%s\" (ro or rw)", spec, o);
 	}
 	struct stat st;
 	if (stat(h, &st) < 0)
@@ -320,9 +322,9 @@ static int resolve_user(int rootfd, const char *spec, struct kap_exec_user *out,
 	} else {
 		found = find_passwd(passwd, user, 0, &pw);
 		if (!found)
-			return kap_error_plain(err, ENOENT,
-					       "user \"%s\": no such user in the image's /etc/passwd",
-					       user);
+			return kap_error_plain(
+			    err, ENOENT, "user \"%s\": no such user in the image's /etc/passwd",
+			    user);
 	}
 	if (found) {
 		uid = pw.uid;
@@ -357,9 +359,8 @@ static int resolve_user(int rootfd, const char *spec, struct kap_exec_user *out,
 		}
 	}
 	if (group && !group_found)
-		return kap_error_plain(err, ENOENT,
-				       "group \"%s\": no such group in the image's /etc/group",
-				       group);
+		return kap_error_plain(
+		    err, ENOENT, "group \"%s\": no such group in the image's /etc/group", group);
 	out->uid = uid;
 	out->gid = gid;
 	return 0;
@@ -531,10 +532,15 @@ static int cap_lookup(const char *name, const char *flag, struct kapsel_error **
 	return c;
 }
 
+/* "Every capability" is every one we hold ourselves (podman's --privileged): root here may
+ * lack some (CAP_SYS_RESOURCE on this machine), and capset cannot grant those. */
 static uint64_t all_caps(void)
 {
-	int last = kap_cap_last();
-	return last >= 63 ? UINT64_MAX : (UINT64_C(1) << (last + 1)) - 1;
+	uint64_t caps = 0;
+	for (int c = 0; c <= kap_cap_last() && c < 64; c++)
+		if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1)
+			caps |= UINT64_C(1) << c;
+	return caps;
 }
 
 static bool strv_has_all(char *const *v)
@@ -610,12 +616,12 @@ static int parse_security_opts(char *const *opts, struct security *s, struct kap
 			else if (!strcmp(val, "false"))
 				s->no_new_privs = false;
 			else
-				return kap_error_plain(err, EINVAL,
-						       "--security-opt %s: expected true or false",
-						       o);
+				return kap_error_plain(
+				    err, EINVAL, "--security-opt %s: expected true or false", o);
 		} else if (!strncmp(o, "apparmor", klen) && klen == 8 && val && *val) {
 			s->apparmor = strcmp(val, "unconfined") ? val : NULL;
-		} else if (!strncmp(o, "label", klen) && klen == 5 && val && !strcmp(val, "disable")) {
+		} else if (!strncmp(o, "label", klen) && klen == 5 && val &&
+			   !strcmp(val, "disable")) {
 			/* No SELinux labelling is done, so disabling it changes nothing. */
 		} else {
 			return kap_error_plain(
@@ -714,8 +720,8 @@ static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *
 	bool priv = o->privileged;
 	const char *proc[] = {"nosuid", "noexec", "nodev", NULL};
 	const char *dev[] = {"nosuid", "strictatime", "mode=755", "size=65536k", NULL};
-	const char *pts[] = {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
-			     "gid=5", NULL};
+	const char *pts[] = {"nosuid",	  "noexec", "newinstance", "ptmxmode=0666",
+			     "mode=0620", "gid=5",  NULL};
 	const char *shm[] = {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k", NULL};
 	const char *mq[] = {"nosuid", "noexec", "nodev", NULL};
 	const char *sys[] = {"nosuid", "noexec", "nodev", priv ? "rw" : "ro", NULL};

@@ -40,8 +40,8 @@ static bool crypto_bind(void)
 	    KAP_DL_SYM("EVP_DigestFinal_ex", crypto.final),
 	};
 	struct kapsel_error *err = NULL;
-	if (kap_dl_bind("libcrypto.so.3", "libssl3", &crypto.h, syms, KAP_ARRAY_SIZE(syms),
-			&err) < 0) {
+	if (kap_dl_bind("libcrypto.so.3", "libssl3", &crypto.h, syms, KAP_ARRAY_SIZE(syms), &err) <
+	    0) {
 		kapsel_error_free(err);
 		__atomic_store_n(&crypto.failed, 1, __ATOMIC_RELAXED);
 		return false;
@@ -84,8 +84,8 @@ static void soft_block(struct sha256_soft *s, const unsigned char *p)
 	a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
 	e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
 	for (int i = 0; i < 64; i++) {
-		uint32_t t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] +
-			      w[i];
+		uint32_t t1 =
+		    h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
 		uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
 		h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
 	}
@@ -185,15 +185,16 @@ int kap_digest_validate(const char *digest, const char *what, struct kapsel_erro
 	size_t len = strnlen(digest, KAP_DIGEST_LEN + 1);
 	const char *colon = memchr(digest, ':', len);
 	if (!colon)
-		return kap_error_plain(err, EINVAL, "%s: invalid digest \"%.80s\" (expected sha256:<64 hex>)",
+		return kap_error_plain(err, EINVAL,
+				       "%s: invalid digest \"%.80s\" (expected sha256:<64 hex>)",
 				       what, digest);
 	if ((size_t)(colon - digest) != 6 || strncmp(digest, "sha256", 6) != 0)
-		return kap_error_plain(err, ENOTSUP,
-				       "%s: unsupported digest algorithm \"%.*s\" (only sha256)", what,
-				       (int)(colon - digest) > 32 ? 32 : (int)(colon - digest),
-				       digest);
+		return kap_error_plain(
+		    err, ENOTSUP, "%s: unsupported digest algorithm \"%.*s\" (only sha256)", what,
+		    (int)(colon - digest) > 32 ? 32 : (int)(colon - digest), digest);
 	if (len != KAP_DIGEST_LEN)
-		return kap_error_plain(err, EINVAL, "%s: invalid digest \"%.80s\" (expected 64 hex digits)",
+		return kap_error_plain(err, EINVAL,
+				       "%s: invalid digest \"%.80s\" (expected 64 hex digits)",
 				       what, digest);
 	for (const char *p = colon + 1; *p; p++)
 		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))

@@ -239,10 +239,10 @@ struct kap_blob_sink {
 	void *ctx;
 };
 struct kap_registry_opts {
-	bool insecure;				/* TLS unverified, plain HTTP allowed */
-	const struct kap_credentials *creds;	/* NULL: anonymous */
-	const volatile sig_atomic_t *cancel;	/* non-zero: stop transfers (SIGINT) */
-	bool login;				/* open for kapsel login: check the credentials */
+	bool insecure;			     /* TLS unverified, plain HTTP allowed */
+	const struct kap_credentials *creds; /* NULL: anonymous */
+	const volatile sig_atomic_t *cancel; /* non-zero: stop transfers (SIGINT) */
+	bool login;			     /* open for kapsel login: check the credentials */
 };
 struct kap_registry;
 /* Binds libcurl, finds the API (https, or http when allowed), authenticates for pulling from
@@ -251,6 +251,8 @@ int kap_registry_open(const char *registry, const char *repository,
 		      const struct kap_registry_opts *o, struct kap_registry **out,
 		      struct kapsel_error **err);
 void kap_registry_close(struct kap_registry *r);
+/* "registry/repository" (or "registry" for login), as errors name it. */
+const char *kap_registry_label(const struct kap_registry *r);
 /* Stop every transfer of r (another part of the pull failed). Thread-safe. */
 void kap_registry_cancel(struct kap_registry *r);
 /* GET a manifest or index (reference: tag or digest), at most KAP_MANIFEST_MAX bytes. */
@@ -306,3 +308,67 @@ int kap_overlay_mount(char *const *lowers, size_t n, const char *upper, const ch
 		      const char *merged, struct kapsel_error **err);
 /* Unmount `merged` when it is a mount point (lazily: a straggler keeps it busy). */
 int kap_overlay_umount(const char *merged, struct kapsel_error **err);
+
+/* ---- additions used by the store/formats part (archive.c, images.c) and the tests ---- */
+/* kap_blob_writer_commit and _abort free the writer, whether or not the commit succeeds. */
+/* Finish hashing and check digest/size (once; commit does it too). digest_out is optional. */
+int kap_blob_writer_check(struct kap_blob_writer *w, char *digest_out, struct kapsel_error **err);
+/* Commit, returning the blob's digest (writers made with expect_digest NULL name it so). */
+int kap_blob_writer_finish(struct kap_blob_writer *w, char *digest_out, struct kapsel_error **err);
+/* The temp file (O_RDWR) holding what was written: read it back with pread before commit. */
+int kap_blob_writer_fd(const struct kap_blob_writer *w);
+/*
+ * Staged layers: unpack into <store>/tmp, verify diff_id (when not NULL), and only on commit
+ * rename into layers/<hex>. kap_store_unpack_layer = stage + commit. Commit/discard free st.
+ */
+struct kap_layer_stage;
+int kap_store_layer_stage(struct kap_store *s, int blob_fd, enum kap_compression c,
+			  const char *diff_id, struct kap_layer_stage **out,
+			  struct kapsel_error **err);
+int kap_store_layer_commit(struct kap_layer_stage *st, struct kapsel_error **err);
+void kap_store_layer_discard(struct kap_layer_stage *st);
+bool kap_store_has_layer(struct kap_store *s, const char *diff_id);
+/*
+ * What the user typed -> a stored image: an exact stored name, a reference (busybox ->
+ * docker.io/library/busybox:latest), or an ID prefix (>= 4 hex digits of the config or manifest
+ * digest). *name_out (optional) gets the stored name, NULL when found by ID. -ENOENT if none.
+ */
+int kap_store_lookup(struct kap_store *s, const char *input, char **name_out, char *manifest_digest,
+		     struct kapsel_error **err);
+/* Containers recorded by kap_store_add_user for this manifest; *n is 0 if none. */
+int kap_store_users(struct kap_store *s, const char *manifest_digest, char ***names, size_t *n,
+		    struct kapsel_error **err);
+/* Remove the blobs and layers among `digests`/`diff_ids` that nothing references any more. */
+int64_t kap_store_gc_some(struct kap_store *s, char *const *digests, size_t n_digests,
+			  char *const *diff_ids, size_t n_diff_ids, struct kapsel_error **err);
+/* The manifest digest itself, or for an index the linux/amd64 manifest it lists. */
+int kap_store_resolve_manifest(struct kap_store *s, const char *digest, char *resolved,
+			       struct kapsel_error **err);
+/* The embedded default image (busybox:latest): loaded from the layout directory built with
+ * kapsel when `name` is that image and it is missing. Returns 1 when loaded, else 0. */
+int kap_image_ensure_default(struct kap_store *s, const char *name, struct kapsel_error **err);
+
+/* unpack.c: gzip through libarchive even when ISA-L is there (tests of the fallback). */
+void kap_unpack_force_gzip_fallback(bool on);
+/* Magic numbers: gzip 1f 8b, zstd 28 b5 2f fd; anything else reads as uncompressed. */
+enum kap_compression kap_compression_detect(const void *buf, size_t len);
+/* Sequential reading of a (possibly compressed) tar, for archive.c: entries' cleaned paths
+ * (".." rejected), type 'f' regular, 'd' dir, 'l' symlink, 'h' hardlink, 'o' other. */
+struct kap_tar;
+int kap_tar_open(int fd, enum kap_compression c, struct kap_tar **out, struct kapsel_error **err);
+int kap_tar_next(struct kap_tar *t, const char **path, char *type, int64_t *size,
+		 struct kapsel_error **err);
+ssize_t kap_tar_read(struct kap_tar *t, const void **buf, struct kapsel_error **err);
+/* Target of the current 'l' or 'h' entry (as stored). Caller frees. */
+int kap_tar_link(struct kap_tar *t, char **target, bool *hard, struct kapsel_error **err);
+void kap_tar_close(struct kap_tar *t);
+
+/* archive.c: local sources. */
+/* Load an OCI layout directory, an oci-archive or a docker-archive into the store; all-or-
+ * nothing: blobs and layers are staged and verified before anything is renamed into place.
+ * *names (NULL-terminated, optional) receives the stored names. */
+int kap_archive_load(struct kap_store *s, const char *path, char ***names,
+		     struct kapsel_error **err);
+/* Write the images (stored names or manifest digests) as an oci-archive tarball. */
+int kap_archive_save(struct kap_store *s, char *const *names, size_t n, const char *path,
+		     struct kapsel_error **err);

@@ -186,8 +186,7 @@ fail:
 	return r;
 }
 
-int kap_index_parse(const char *buf, size_t len, struct kap_index *out,
-		    struct kapsel_error **err)
+int kap_index_parse(const char *buf, size_t len, struct kap_index *out, struct kapsel_error **err)
 {
 	cleanup_json struct kap_json *doc = NULL;
 	struct kap_index idx = {0};
@@ -235,9 +234,8 @@ int kap_index_select(const struct kap_index *idx, const char *platform,
 	snprintf(want, sizeof(want), "%s", platform && *platform ? platform : "linux/amd64");
 	char *arch = strchr(want, '/');
 	if (!arch || arch == want || !arch[1])
-		return kap_error_plain(err, EINVAL,
-				       "platform \"%s\": expected OS/ARCH[/VARIANT] (linux/amd64)",
-				       want);
+		return kap_error_plain(
+		    err, EINVAL, "platform \"%s\": expected OS/ARCH[/VARIANT] (linux/amd64)", want);
 	*arch++ = '\0';
 	char *variant = strchr(arch, '/');
 	if (variant)
@@ -272,16 +270,17 @@ int kap_index_select(const struct kap_index *idx, const char *platform,
 		const struct kap_descriptor *d = &idx->manifests[i];
 		if (!d->platform_os || !d->platform_arch)
 			continue;
-		int w = snprintf(avail + used, sizeof(avail) - used, "%s%s/%s%s%s", used ? ", " : "",
-				 d->platform_os, d->platform_arch, d->platform_variant ? "/" : "",
-				 d->platform_variant ? d->platform_variant : "");
+		int w =
+		    snprintf(avail + used, sizeof(avail) - used, "%s%s/%s%s%s", used ? ", " : "",
+			     d->platform_os, d->platform_arch, d->platform_variant ? "/" : "",
+			     d->platform_variant ? d->platform_variant : "");
 		if (w < 0 || (size_t)w >= sizeof(avail) - used)
 			break;
 		used += (size_t)w;
 	}
-	return kap_error_plain(err, ENOENT, "no image for platform %s/%s%s%s in the index (available: %s)",
-			       want, arch, variant ? "/" : "", variant ? variant : "",
-			       used ? avail : "none");
+	return kap_error_plain(
+	    err, ENOENT, "no image for platform %s/%s%s%s in the index (available: %s)", want, arch,
+	    variant ? "/" : "", variant ? variant : "", used ? avail : "none");
 }
 
 void kap_image_config_clear(struct kap_image_config *c)
@@ -333,7 +332,8 @@ static int config_section(const struct kap_json *cfg, struct kap_image_config *c
 	for (it = kap_json_iter(ports); kap_json_iter_next(&it, &key, &val);)
 		n++;
 	if (n > MAX_ENTRIES)
-		return kap_error_plain(err, E2BIG, "config.ExposedPorts: more than %d", MAX_ENTRIES);
+		return kap_error_plain(err, E2BIG, "config.ExposedPorts: more than %d",
+				       MAX_ENTRIES);
 	if (ports) {
 		c->exposed_ports = calloc(n + 1, sizeof(char *));
 		if (!c->exposed_ports)
@@ -371,6 +371,7 @@ int kap_image_config_parse(const char *buf, size_t len, struct kap_image_config 
 			   struct kapsel_error **err)
 {
 	cleanup_json struct kap_json *doc = NULL;
+	cleanup_free char *type = NULL;
 	struct kap_image_config c = {0};
 	int r;
 	memset(out, 0, sizeof(*out));
@@ -392,7 +393,6 @@ int kap_image_config_parse(const char *buf, size_t len, struct kap_image_config 
 		r = kap_error_plain(err, EINVAL, "image config: rootfs: missing");
 		goto fail;
 	}
-	cleanup_free char *type = NULL;
 	if ((r = kap_json_read_string(rootfs, "rootfs", "type", &type, err)) < 0)
 		goto fail;
 	if (!type || strcmp(type, "layers")) {

@@ -73,8 +73,8 @@ static int mount_legacy(char *const *lowers, size_t n, const char *upper, const 
 	/* ':' separates layers and ',' options in the data string; our store never makes them. */
 	for (size_t i = 0; i < n; i++)
 		if (strpbrk(lowers[i], ":,"))
-			return kap_error_plain(err, EINVAL, "overlay: layer path %s contains ':' or ','",
-					       lowers[i]);
+			return kap_error_plain(
+			    err, EINVAL, "overlay: layer path %s contains ':' or ','", lowers[i]);
 	if (strpbrk(upper, ":,") || strpbrk(work, ":,"))
 		return kap_error_plain(err, EINVAL, "overlay: %s contains ':' or ','", upper);
 

@@ -177,10 +177,11 @@ int kap_ref_parse(const char *s, struct kap_ref *out, struct kapsel_error **err)
 		*colon = '\0';
 		if (!tag_ok(colon + 1)) {
 			kap_ref_clear(&r);
-			return kap_error_plain(err, EINVAL,
-					       "invalid reference \"%s\": invalid tag \"%s\" (letters, "
-					       "digits, '_', '.', '-'; at most 128)",
-					       s, colon + 1);
+			return kap_error_plain(
+			    err, EINVAL,
+			    "invalid reference \"%s\": invalid tag \"%s\" (letters, "
+			    "digits, '_', '.', '-'; at most 128)",
+			    s, colon + 1);
 		}
 		r.tag = strdup(colon + 1);
 	}
@@ -203,8 +204,8 @@ int kap_ref_parse(const char *s, struct kap_ref *out, struct kapsel_error **err)
 	}
 	if (!domain_ok(domain)) {
 		kap_ref_clear(&r);
-		return kap_error_plain(err, EINVAL, "invalid reference \"%s\": invalid registry \"%s\"",
-				       s, domain);
+		return kap_error_plain(
+		    err, EINVAL, "invalid reference \"%s\": invalid registry \"%s\"", s, domain);
 	}
 	if (!strcmp(domain, "index.docker.io") || !strcmp(domain, "registry-1.docker.io"))
 		domain = "docker.io";
@@ -215,19 +216,20 @@ int kap_ref_parse(const char *s, struct kap_ref *out, struct kapsel_error **err)
 	}
 	if (has_upper(path, strlen(path))) {
 		kap_ref_clear(&r);
-		return kap_error_plain(err, EINVAL,
-				       "invalid reference \"%s\": repository \"%s\" must be lowercase",
-				       s, path);
+		return kap_error_plain(
+		    err, EINVAL, "invalid reference \"%s\": repository \"%s\" must be lowercase", s,
+		    path);
 	}
 	for (const char *p = path;;) {
 		const char *e = strchr(p, '/');
 		size_t len = e ? (size_t)(e - p) : strlen(p);
 		if (!path_component_ok(p, len)) {
 			kap_ref_clear(&r);
-			return kap_error_plain(err, EINVAL,
-					       "invalid reference \"%s\": invalid repository component "
-					       "\"%.*s\" in \"%s\"",
-					       s, (int)len, p, path);
+			return kap_error_plain(
+			    err, EINVAL,
+			    "invalid reference \"%s\": invalid repository component "
+			    "\"%.*s\" in \"%s\"",
+			    s, (int)len, p, path);
 		}
 		if (!e)
 			break;
@@ -247,8 +249,8 @@ int kap_ref_parse(const char *s, struct kap_ref *out, struct kapsel_error **err)
 	if (strlen(r.registry) + 1 + strlen(r.repository) > NAME_MAX_TOTAL) {
 		kap_ref_clear(&r);
 		return kap_error_plain(err, EINVAL,
-				       "invalid reference \"%s\": name longer than %d characters", s,
-				       NAME_MAX_TOTAL);
+				       "invalid reference \"%s\": name longer than %d characters",
+				       s, NAME_MAX_TOTAL);
 	}
 	*out = r;
 	return 0;

@@ -32,10 +32,11 @@ int kap_kvm_open(struct kap_kvm *k, struct kapsel_error **err)
 	k->fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (k->fd < 0) {
 		if (errno == ENOENT)
-			return kap_error_plain(err, ENOENT,
-					       "open /dev/kvm: no such device (KVM is not available "
-					       "on this host: load kvm-intel/kvm-amd or enable "
-					       "nested virtualization)");
+			return kap_error_plain(
+			    err, ENOENT,
+			    "open /dev/kvm: no such device (KVM is not available "
+			    "on this host: load kvm-intel/kvm-amd or enable "
+			    "nested virtualization)");
 		if (errno == EACCES || errno == EPERM)
 			return kap_error(err, errno,
 					 "open /dev/kvm (add the user to the kvm group or run "
@@ -66,8 +67,6 @@ int kap_kvm_open(struct kap_kvm *k, struct kapsel_error **err)
 		k->max_vcpus = ioctl(k->fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
 	if (k->max_vcpus <= 0)
 		k->max_vcpus = 4; /* Documentation/virt/kvm/api.rst: assume 4 when unreported */
-	if (k->max_vcpus > KAP_MAX_VCPUS)
-		k->max_vcpus = KAP_MAX_VCPUS;
 
 	/* KVM_GET_SUPPORTED_CPUID fails with E2BIG until the buffer is large enough. */
 	for (int n = 64; n <= 4096; n *= 2) {

@@ -22,16 +22,16 @@ int kap_mem_init(struct kap_guest_mem *m, uint64_t size, struct kapsel_error **e
 	if (m->fd < 0)
 		return kap_error(err, errno, "memfd_create guest RAM");
 	if (ftruncate(m->fd, (off_t)size) < 0) {
-		int r = kap_error(err, errno, "size guest RAM to %llu bytes",
-				  (unsigned long long)size);
+		int r =
+		    kap_error(err, errno, "size guest RAM to %llu bytes", (unsigned long long)size);
 		kap_mem_destroy(m);
 		return r;
 	}
 	/* MAP_NORESERVE: a 64 GiB guest that touches 100 MiB costs 100 MiB. */
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
 	if (p == MAP_FAILED) {
-		int r = kap_error(err, errno, "map %llu bytes of guest RAM",
-				  (unsigned long long)size);
+		int r =
+		    kap_error(err, errno, "map %llu bytes of guest RAM", (unsigned long long)size);
 		kap_mem_destroy(m);
 		return r;
 	}

@@ -65,7 +65,7 @@ struct kap_bus_range {
 };
 
 struct kap_bus {
-	const char *name; /* "port" or "mmio", for the log */
+	const char *name;	      /* "port" or "mmio", for the log */
 	struct kap_bus_range *ranges; /* sorted by base, non-overlapping */
 	size_t n, cap;
 	/* Unclaimed-access log, rate limited: a budget per second. */
@@ -89,8 +89,8 @@ void kap_bus_reset(struct kap_bus *b);
 
 struct kap_kvm {
 	int fd;
-	int run_size;	   /* KVM_GET_VCPU_MMAP_SIZE */
-	int max_vcpus;	   /* KVM_CAP_MAX_VCPUS */
+	int run_size;		  /* KVM_GET_VCPU_MMAP_SIZE */
+	int max_vcpus;		  /* KVM_CAP_MAX_VCPUS */
 	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID */
 };
 
@@ -131,9 +131,9 @@ void kap_loop_wake(struct kap_loop *l);
 struct kap_vm;
 
 struct kap_console {
-	int out_fd; /* -1: none */
-	int in_fd;  /* -1: no input */
-	bool raw;   /* we put a tty in raw mode and must restore it */
+	int out_fd;  /* -1: none */
+	int in_fd;   /* -1: no input */
+	bool raw;    /* we put a tty in raw mode and must restore it */
 	bool escape; /* saw Ctrl-A */
 	void *termios_saved;
 	void (*input)(void *dev, const uint8_t *buf, size_t len); /* the UART's receiver */
@@ -191,6 +191,7 @@ struct kap_vm {
 	struct kap_vcpu vcpus[KAP_MAX_VCPUS];
 	unsigned int ncpus;
 	struct kap_loop loop;
+	int signal_fd; /* SIGINT/SIGTERM */
 	struct kap_console console;
 	struct kvm_cpuid2 *cpuid; /* filtered template; per-vCPU ids patched in cpuid.c */
 	struct kap_boot_entry *entry;
@@ -202,13 +203,16 @@ struct kap_vm {
 	int status;
 	char fault[512];
 
-	/* Devices (devices/*.c), owned here, registered explicitly in vm.c. */
+	/* Devices (the files in devices/), owned here, registered explicitly in vm.c. */
 	struct kap_serial *serial;
 	struct kap_i8042 *i8042;
 	struct kap_debug_exit *debug_exit;
 	struct kap_rtc *rtc;
 	struct kap_hypercall *hypercall;
 	struct kap_acpi_pm *acpi_pm;
+	/* virtio devices (virtio/), one virtio-mmio window each. */
+	struct kap_virtio_slot *virtio;
+	unsigned int nvirtio;
 };
 
 /* Ends the VM (from any thread). fault: a one-line message for KAP_VM_FAULT, else NULL. */
@@ -218,6 +222,9 @@ void kap_vm_set_irq(struct kap_vm *vm, unsigned int irq, int level);
 /* virtio's notification paths (issue 6): a guest write to addr signals fd; fd raises gsi. */
 int kap_vm_ioeventfd(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pio, int fd,
 		     struct kapsel_error **err);
+/* The same, only for writes of the value datamatch (virtio-mmio's per-queue QueueNotify). */
+int kap_vm_ioeventfd_match(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pio, int fd,
+			   uint64_t datamatch, struct kapsel_error **err);
 int kap_vm_irqfd(struct kap_vm *vm, unsigned int gsi, int fd, struct kapsel_error **err);
 
 /* Monotonic milliseconds, for rate limits. */

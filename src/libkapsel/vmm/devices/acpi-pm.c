@@ -8,9 +8,9 @@
 
 #include "vmm/devices/devices.h"
 
-#define SLP_EN	     0x20
-#define SLP_TYP(v)   (((v) >> 2) & 7)
-#define WAK_STS	     0x80
+#define SLP_EN	   0x20
+#define SLP_TYP(v) (((v) >> 2) & 7)
+#define WAK_STS	   0x80
 
 struct kap_acpi_pm {
 	struct kap_vm *vm;

@@ -25,10 +25,10 @@ enum {
 
 /* The request block, little endian, 8-byte aligned in guest RAM. */
 struct kap_hc_block {
-	uint32_t magic;	 /* KAP_HC_MAGIC */
-	uint32_t nr;	 /* call number */
+	uint32_t magic; /* KAP_HC_MAGIC */
+	uint32_t nr;	/* call number */
 	uint64_t args[4];
-	int64_t ret;	 /* >= 0 result, or -errno */
+	int64_t ret; /* >= 0 result, or -errno */
 };
 
 #define KAP_HC_CONSOLE_MAX 4096

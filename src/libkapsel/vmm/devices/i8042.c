@@ -11,13 +11,13 @@
 
 #include "vmm/devices/devices.h"
 
-#define STATUS_OBF    0x01
-#define STATUS_SYS    0x04 /* system flag: POST passed */
-#define STATUS_CMD    0x08 /* last write was to the command port */
-#define CMD_READ_CB   0x20
-#define CMD_WRITE_CB  0x60
-#define CMD_SELF_TEST 0xaa
-#define CMD_KBD_TEST  0xab
+#define STATUS_OBF	0x01
+#define STATUS_SYS	0x04 /* system flag: POST passed */
+#define STATUS_CMD	0x08 /* last write was to the command port */
+#define CMD_READ_CB	0x20
+#define CMD_WRITE_CB	0x60
+#define CMD_SELF_TEST	0xaa
+#define CMD_KBD_TEST	0xab
 #define CMD_DISABLE_KBD 0xad
 #define CMD_ENABLE_KBD	0xae
 #define CMD_PULSE_RESET 0xfe

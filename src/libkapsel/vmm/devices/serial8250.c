@@ -24,22 +24,22 @@ enum {
 	UART_SCR = 7,
 };
 
-#define IER_RDI	 0x01
-#define IER_THRI 0x02
-#define IER_RLSI 0x04
-#define IER_MSI	 0x08
-#define IIR_NONE 0x01
-#define IIR_THRI 0x02
-#define IIR_RDI	 0x04
-#define IIR_FIFO 0xc0
-#define FCR_FIFO 0x01
+#define IER_RDI	   0x01
+#define IER_THRI   0x02
+#define IER_RLSI   0x04
+#define IER_MSI	   0x08
+#define IIR_NONE   0x01
+#define IIR_THRI   0x02
+#define IIR_RDI	   0x04
+#define IIR_FIFO   0xc0
+#define FCR_FIFO   0x01
 #define FCR_CLR_RX 0x02
-#define LCR_DLAB 0x80
-#define MCR_LOOP 0x10
-#define MCR_OUT2 0x08
-#define LSR_DR	 0x01
-#define LSR_THRE 0x20
-#define LSR_TEMT 0x40
+#define LCR_DLAB   0x80
+#define MCR_LOOP   0x10
+#define MCR_OUT2   0x08
+#define LSR_DR	   0x01
+#define LSR_THRE   0x20
+#define LSR_TEMT   0x40
 
 #define RX_BUF 4096
 
@@ -119,8 +119,8 @@ static uint8_t msr_value(const struct kap_serial *s)
 	if (!(s->mcr & MCR_LOOP))
 		return s->msr;
 	/* Loopback: DTR->DSR, RTS->CTS, OUT1->RI, OUT2->DCD. */
-	return (uint8_t)(((s->mcr & 0x01) << 5) | ((s->mcr & 0x02) << 3) |
-			 ((s->mcr & 0x04) << 4) | ((s->mcr & 0x08) << 4));
+	return (uint8_t)(((s->mcr & 0x01) << 5) | ((s->mcr & 0x02) << 3) | ((s->mcr & 0x04) << 4) |
+			 ((s->mcr & 0x08) << 4));
 }
 
 static void serial_read(void *dev, uint64_t off, void *data, unsigned int len)

@@ -52,10 +52,11 @@ int kap_boot_parse_bzimage(const uint8_t *buf, size_t len, struct kap_boot_image
 	/* syssize counts 16-byte paragraphs of the protected-mode part. */
 	uint64_t pm_size = len - setup_size;
 	if ((uint64_t)h.syssize * 16 > pm_size)
-		return kap_error_plain(err, ENOEXEC,
-				       "bzImage: file is %llu bytes short of its syssize (truncated "
-				       "kernel?)",
-				       (unsigned long long)((uint64_t)h.syssize * 16 - pm_size));
+		return kap_error_plain(
+		    err, ENOEXEC,
+		    "bzImage: file is %llu bytes short of its syssize (truncated "
+		    "kernel?)",
+		    (unsigned long long)((uint64_t)h.syssize * 16 - pm_size));
 	/* The header's length: byte 0x201 holds the offset of its end from 0x202. */
 	uint32_t hdr_end = BZ_HEADER_OFF + buf[0x201];
 	if (hdr_end > len || hdr_end < BZ_HEADER_OFF + 4)
@@ -104,8 +105,8 @@ int kap_boot_bzimage_params(struct kap_vm *vm, const struct kap_boot_image *img,
 	if (img->bz_version >= 0x020e)
 		bp->acpi_rsdp_addr = KAP_ACPI_BASE;
 	struct kap_e820_entry e820[KAP_E820_MAX];
-	size_t n = kap_e820_build(vm->mem.low_size, vm->mem.size - vm->mem.low_size, e820,
-				  KAP_E820_MAX);
+	size_t n =
+	    kap_e820_build(vm->mem.low_size, vm->mem.size - vm->mem.low_size, e820, KAP_E820_MAX);
 	_Static_assert(KAP_E820_MAX <= E820_MAX_ENTRIES_ZEROPAGE, "e820 table too small");
 	for (size_t i = 0; i < n; i++) {
 		bp->e820_table[i].addr = e820[i].addr;

@@ -70,7 +70,8 @@ static int read_phdrs(const uint8_t *buf, size_t len, struct phdr *out, int max,
 		return kap_error_plain(err, ENOEXEC, "ELF: %u program headers (at most %d)", phnum,
 				       max);
 	if (!in_file(phoff, (uint64_t)phnum * phentsize, len))
-		return kap_error_plain(err, ENOEXEC, "ELF: program headers past the end of the file");
+		return kap_error_plain(err, ENOEXEC,
+				       "ELF: program headers past the end of the file");
 	for (int i = 0; i < phnum; i++) {
 		const uint8_t *p = buf + phoff + (uint64_t)i * phentsize;
 		if (is64) {
@@ -139,7 +140,8 @@ int kap_elf_find_note(const uint8_t *buf, size_t len, const char *name, uint32_t
 		if (ph[i].type != PT_NOTE)
 			continue;
 		if (!in_file(ph[i].offset, ph[i].filesz, len))
-			return kap_error_plain(err, ENOEXEC, "ELF: note segment past the end of the file");
+			return kap_error_plain(err, ENOEXEC,
+					       "ELF: note segment past the end of the file");
 		const uint8_t *p = buf + ph[i].offset;
 		uint64_t left = ph[i].filesz;
 		/* Elf32_Nhdr and Elf64_Nhdr are the same 12 bytes; name and desc pad to 4. */

@@ -13,18 +13,18 @@
 #include "vmm/vmm.h"
 #include "vmm/x86/boot.h"
 
-#define MB_HEADER_MAGIC	     0x1BADB002u
-#define MB_BOOTLOADER_MAGIC  0x2BADB002u
-#define MB_SEARCH	     8192
-#define MB_FLAG_PAGE_ALIGN   (1u << 0)
-#define MB_FLAG_MEMORY_INFO  (1u << 1)
-#define MB_FLAG_VIDEO_MODE   (1u << 2)
-#define MB_FLAG_AOUT_KLUDGE  (1u << 16)
-#define MB_INFO_MEMORY	     (1u << 0)
-#define MB_INFO_CMDLINE	     (1u << 2)
-#define MB_INFO_MODS	     (1u << 3)
-#define MB_INFO_MEM_MAP	     (1u << 6)
-#define MB_INFO_LOADER_NAME  (1u << 9)
+#define MB_HEADER_MAGIC	    0x1BADB002u
+#define MB_BOOTLOADER_MAGIC 0x2BADB002u
+#define MB_SEARCH	    8192
+#define MB_FLAG_PAGE_ALIGN  (1u << 0)
+#define MB_FLAG_MEMORY_INFO (1u << 1)
+#define MB_FLAG_VIDEO_MODE  (1u << 2)
+#define MB_FLAG_AOUT_KLUDGE (1u << 16)
+#define MB_INFO_MEMORY	    (1u << 0)
+#define MB_INFO_CMDLINE	    (1u << 2)
+#define MB_INFO_MODS	    (1u << 3)
+#define MB_INFO_MEM_MAP	    (1u << 6)
+#define MB_INFO_LOADER_NAME (1u << 9)
 
 struct mb_header {
 	uint32_t magic, flags, checksum;
@@ -88,12 +88,14 @@ int kap_boot_parse_multiboot(const uint8_t *buf, size_t len, struct kap_boot_ima
 			return kap_error_plain(err, ENOEXEC, "multiboot: truncated header");
 		/* §3.1.3: the file offset of header_addr is off; load_addr maps back from it. */
 		if (h->load_addr > h->header_addr || h->header_addr - h->load_addr > off)
-			return kap_error_plain(err, ENOEXEC, "multiboot: load_addr after header_addr");
+			return kap_error_plain(err, ENOEXEC,
+					       "multiboot: load_addr after header_addr");
 		uint64_t file_off = off - (h->header_addr - h->load_addr);
-		uint64_t filesz = h->load_end_addr ? (uint64_t)h->load_end_addr - h->load_addr
-						   : len - file_off;
+		uint64_t filesz =
+		    h->load_end_addr ? (uint64_t)h->load_end_addr - h->load_addr : len - file_off;
 		if (h->load_end_addr && h->load_end_addr < h->load_addr)
-			return kap_error_plain(err, ENOEXEC, "multiboot: load_end_addr < load_addr");
+			return kap_error_plain(err, ENOEXEC,
+					       "multiboot: load_end_addr < load_addr");
 		if (filesz > len - file_off)
 			return kap_error_plain(err, ENOEXEC,
 					       "multiboot: image shorter than load_end_addr "
@@ -101,8 +103,8 @@ int kap_boot_parse_multiboot(const uint8_t *buf, size_t len, struct kap_boot_ima
 		uint64_t memsz = filesz;
 		if (h->bss_end_addr) {
 			if (h->bss_end_addr < h->load_addr + filesz)
-				return kap_error_plain(err, ENOEXEC,
-						       "multiboot: bss_end_addr before the image end");
+				return kap_error_plain(
+				    err, ENOEXEC, "multiboot: bss_end_addr before the image end");
 			memsz = (uint64_t)h->bss_end_addr - h->load_addr;
 		}
 		img->nsegs = 1;
@@ -148,8 +150,8 @@ int kap_boot_multiboot_info(struct kap_vm *vm, const struct kap_boot_image *img,
 	info.cmdline = (uint32_t)cmdline_gpa;
 
 	struct kap_e820_entry e820[KAP_E820_MAX];
-	size_t n = kap_e820_build(vm->mem.low_size, vm->mem.size - vm->mem.low_size, e820,
-				  KAP_E820_MAX);
+	size_t n =
+	    kap_e820_build(vm->mem.low_size, vm->mem.size - vm->mem.low_size, e820, KAP_E820_MAX);
 	struct mb_mmap_entry mm[KAP_E820_MAX];
 	for (size_t i = 0; i < n; i++)
 		mm[i] = (struct mb_mmap_entry){.size = sizeof(mm[i]) - 4,
@@ -163,7 +165,8 @@ int kap_boot_multiboot_info(struct kap_vm *vm, const struct kap_boot_image *img,
 	extra += (info.mmap_length + 15) & ~15u;
 
 	if (initrd_gpa) {
-		/* The module's string is "initrd": the host file name is not the guest's business. */
+		/* The module's string is "initrd": the host file name is not the guest's business.
+		 */
 		static const char name[] = "initrd";
 		uint64_t name_gpa = extra + sizeof(struct mb_module);
 		struct mb_module mod = {(uint32_t)initrd_gpa, (uint32_t)(initrd_gpa + initrd_len),

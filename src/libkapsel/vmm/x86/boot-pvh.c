@@ -41,12 +41,12 @@ int kap_boot_pvh_info(struct kap_vm *vm, const struct kap_boot_image *img, uint6
 	};
 	uint64_t extra = KAP_BOOT_INFO_EXTRA;
 	struct kap_e820_entry e820[KAP_E820_MAX];
-	size_t n = kap_e820_build(vm->mem.low_size, vm->mem.size - vm->mem.low_size, e820,
-				  KAP_E820_MAX);
+	size_t n =
+	    kap_e820_build(vm->mem.low_size, vm->mem.size - vm->mem.low_size, e820, KAP_E820_MAX);
 	struct hvm_memmap_table_entry mm[KAP_E820_MAX];
 	for (size_t i = 0; i < n; i++)
-		mm[i] = (struct hvm_memmap_table_entry){e820[i].addr, e820[i].size, e820[i].type,
-							0};
+		mm[i] =
+		    (struct hvm_memmap_table_entry){e820[i].addr, e820[i].size, e820[i].type, 0};
 	si.memmap_paddr = extra;
 	si.memmap_entries = (uint32_t)n;
 	if (kap_mem_write(&vm->mem, extra, mm, n * sizeof(mm[0])) < 0)

@@ -48,10 +48,11 @@ int kap_boot_parse(const uint8_t *buf, size_t len, struct kap_boot_image *img,
 		if (r < 0)
 			return r;
 		if (r > 0) {
-			/* The note holds a 32-bit address (Linux emits 4 bytes; Xen reads 4 or 8). */
+			/* The note holds a 32-bit address (Linux emits 4 bytes; Xen reads 4 or 8).
+			 */
 			if (dlen != 4 && dlen != 8)
-				return kap_error_plain(err, ENOEXEC,
-						       "PVH: entry note has %u bytes", dlen);
+				return kap_error_plain(err, ENOEXEC, "PVH: entry note has %u bytes",
+						       dlen);
 			uint32_t entry;
 			memcpy(&entry, desc, 4);
 			r = kap_elf_load_segments(buf, len, img, err);
@@ -74,8 +75,7 @@ int kap_boot_parse(const uint8_t *buf, size_t len, struct kap_boot_image *img,
 			       "multiboot kernel)");
 }
 
-size_t kap_e820_build(uint64_t low_size, uint64_t high_size, struct kap_e820_entry *out,
-		      size_t max)
+size_t kap_e820_build(uint64_t low_size, uint64_t high_size, struct kap_e820_entry *out, size_t max)
 {
 	size_t n = 0;
 #define ADD(a, s, t)                                                                               \
@@ -94,8 +94,8 @@ size_t kap_e820_build(uint64_t low_size, uint64_t high_size, struct kap_e820_ent
 	return n;
 }
 
-static int load_segments(struct kap_vm *vm, const struct kap_boot_image *img,
-			 const uint8_t *kernel, struct kapsel_error **err)
+static int load_segments(struct kap_vm *vm, const struct kap_boot_image *img, const uint8_t *kernel,
+			 struct kapsel_error **err)
 {
 	unsigned long long mib = (unsigned long long)(vm->mem.size >> 20);
 	for (unsigned int i = 0; i < img->nsegs; i++) {
@@ -134,9 +134,8 @@ int kap_boot_load(struct kap_vm *vm, const struct kap_boot_image *img, const uin
 	if (img->kind == KAP_BOOT_BZIMAGE && img->bz_cmdline_size < cmax)
 		cmax = img->bz_cmdline_size;
 	if (clen > cmax)
-		return kap_error_plain(err, E2BIG,
-				       "--cmdline: %zu bytes, the kernel accepts at most %zu", clen,
-				       cmax);
+		return kap_error_plain(
+		    err, E2BIG, "--cmdline: %zu bytes, the kernel accepts at most %zu", clen, cmax);
 	if (kap_mem_write(&vm->mem, KAP_BOOT_CMDLINE, cmdline ? cmdline : "", clen) < 0 ||
 	    kap_mem_write(&vm->mem, KAP_BOOT_CMDLINE + clen, "", 1) < 0)
 		return kap_error_plain(err, E2BIG, "no room for the command line");
@@ -171,7 +170,8 @@ int kap_boot_load(struct kap_vm *vm, const struct kap_boot_image *img, const uin
 					    entry, err);
 		break;
 	case KAP_BOOT_PVH:
-		r = kap_boot_pvh_info(vm, img, KAP_BOOT_CMDLINE, initrd_gpa, initrd_len, entry, err);
+		r = kap_boot_pvh_info(vm, img, KAP_BOOT_CMDLINE, initrd_gpa, initrd_len, entry,
+				      err);
 		break;
 	case KAP_BOOT_BZIMAGE:
 		(void)kernel_len;

@@ -48,7 +48,7 @@ struct kap_boot_image {
 	uint64_t entry; /* guest-physical */
 	struct kap_boot_seg segs[KAP_BOOT_MAX_SEGS];
 	unsigned int nsegs;
-	uint64_t end; /* highest paddr + memsz over the segments */
+	uint64_t end;	   /* highest paddr + memsz over the segments */
 	uint32_t mb_flags; /* multiboot header flags */
 	/* bzImage: the setup header as the file has it (boot.rst "THE REAL-MODE KERNEL HEADER"). */
 	uint16_t bz_version;

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The image store as a library: load/save images from local files, list, inspect, remove and
+ * prune them. `store` is the store directory; NULL means the default (/var/lib/kapsel for root,
+ * ~/.local/share/kapsel otherwise). Every call returns >= 0 on success and a negative errno
+ * with *err set on failure.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kapsel/error.h>
+
+/* The name the embedded default image is stored under. */
+#define KAPSEL_DEFAULT_IMAGE "docker.io/library/busybox:latest"
+
+struct kapsel_image_info {
+	char *name;	  /* as stored: "docker.io/library/busybox:latest" */
+	char *repository; /* "docker.io/library/busybox" */
+	char *tag;	  /* "latest"; "<none>" for a digest-only name */
+	char *digest;	  /* manifest digest */
+	char id[13];	  /* first 12 hex digits of the config digest (podman's IMAGE ID) */
+	char *created;	  /* RFC 3339 from the image config; "" when absent */
+	int64_t size;	  /* bytes of config + layers as stored */
+};
+int kapsel_image_list(const char *store, struct kapsel_image_info **list, size_t *n,
+		      struct kapsel_error **err);
+void kapsel_image_info_free(struct kapsel_image_info *list, size_t n);
+
+/*
+ * Load an OCI layout directory, an oci-archive or a docker-archive (`podman save`). *names
+ * (optional, NULL-terminated; free with kapsel_image_names_free) receives the stored names.
+ */
+int kapsel_image_load(const char *store, const char *path, char ***names,
+		      struct kapsel_error **err);
+void kapsel_image_names_free(char **names);
+/* Save images (names, short names or IDs) to an oci-archive tarball at path. */
+int kapsel_image_save(const char *store, char *const *images, size_t n, const char *path,
+		      struct kapsel_error **err);
+/*
+ * rmi: remove a name (by ID: every name of the image) and the blobs and layers only it used.
+ * Refuses (-EBUSY) an image a container uses unless force, which then only removes the name.
+ */
+int kapsel_image_remove(const char *store, const char *image, bool force,
+			struct kapsel_error **err);
+/* Pretty JSON: Id, Digest, RepoTags, Created, Architecture, Os, Size, Config, RootFS, Layers. */
+int kapsel_image_inspect(const char *store, const char *image, char **json,
+			 struct kapsel_error **err);
+/* Remove blobs and layers no image or container references; returns the bytes freed. */
+int64_t kapsel_image_prune(const char *store, struct kapsel_error **err);
+/*
+ * Load the embedded busybox image (built with kapsel) when KAPSEL_DEFAULT_IMAGE is not in the
+ * store. Returns 1 when it loaded it, 0 when it was there already.
+ */
+int kapsel_image_ensure_default(const char *store, struct kapsel_error **err);

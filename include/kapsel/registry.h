@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Pulling images from OCI distribution registries, and the credentials for them. Every call
+ * returns >= 0 on success and a negative errno on failure with *err set (free it with
+ * kapsel_error_free).
+ */
+#pragma once
+#include <signal.h>
+#include <stdbool.h>
+
+#include <kapsel/error.h>
+
+/* "sha256:" + 64 hex + NUL */
+#define KAPSEL_DIGEST_SIZE 72
+
+struct kapsel_pull_options {
+	const char *platform;  /* "os/arch[/variant]"; NULL: linux and the host's architecture */
+	bool insecure;	       /* plain HTTP and unverified TLS allowed (--tls-verify=false) */
+	bool quiet;	       /* no progress display (it is only drawn on a terminal anyway) */
+	const char *auth_file; /* NULL: the containers-auth.json search path */
+	/* Set by the caller's SIGINT/SIGTERM handler: the pull stops, leaving no partial blob
+	 * or layer in the store. NULL: not interruptible. */
+	const volatile sig_atomic_t *cancel;
+};
+
+/*
+ * Pull ref ([registry[:port]/]repository[:tag][@digest]) into the image store at store_path
+ * (NULL: the default store): manifest, config and layers (downloaded in parallel, verified,
+ * unpacked), then tag it. digest_out (optional, KAPSEL_DIGEST_SIZE bytes) receives the digest
+ * of the image manifest.
+ */
+int kapsel_pull(const char *store_path, const char *ref, const struct kapsel_pull_options *opts,
+		char *digest_out, struct kapsel_error **err);
+
+struct kapsel_login_options {
+	bool insecure;
+	const char *auth_file; /* NULL: $REGISTRY_AUTH_FILE or podman's default */
+};
+
+/* Check user/password against registry and store them in the auth file (0600, atomically). */
+int kapsel_login(const char *registry, const char *user, const char *password,
+		 const struct kapsel_login_options *opts, struct kapsel_error **err);
+/* Remove registry's credentials from the auth file; all: remove the whole file. */
+int kapsel_logout(const char *registry, const struct kapsel_login_options *opts, bool all,
+		  struct kapsel_error **err);

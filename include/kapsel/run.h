@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The high-level command set (`kapsel run IMAGE CMD`, ps, stop, rm, logs), as podman has it:
+ * image -> overlay rootfs -> config.json -> the OCI runtime. A container's name is its runtime
+ * id, so every runtime call (exec, kill, state, ...) works on it. Every call returns >= 0 on
+ * success and a negative errno with *err set on failure.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <kapsel/error.h>
+
+struct kapsel_run_options {
+	const char *store; /* image store; NULL: the default */
+	const char *root;  /* runtime state root; NULL: KAPSEL_DEFAULT_ROOT */
+	const char *image;
+	char *const *cmd; /* NULL-terminated; NULL or empty: the image's Cmd */
+	const char *name; /* NULL: generated "kapsel-<12 hex>" */
+	bool rm;	  /* remove the container (upper dir, bundle, state) after it exits */
+	bool detach;	  /* return once started; output goes to the container's log */
+	bool interactive; /* keep stdin attached (else /dev/null) */
+	bool tty;	  /* process.terminal; the caller stays attached and relays */
+	char *const *env; /* K=V (or K: the value from our environment) */
+	const char *workdir;
+	const char *user;	/* UID[:GID] or NAME[:GROUP] */
+	const char *entrypoint; /* NULL: the image's; "" clears it; a JSON array is accepted */
+	const char *memory;	/* "512m" */
+	const char *cpus;	/* "1.5" */
+	bool has_pids_limit;
+	int64_t pids_limit; /* <= 0: unlimited */
+	bool read_only;
+	char *const *volumes; /* HOST:CTR[:ro|rw] */
+	const char *hostname;
+	const char *net; /* NULL or "none": own network namespace with lo only; "host" */
+	char *const *cap_add;
+	char *const *cap_drop;
+	bool privileged;
+	char *const *security_opts; /* seccomp=unconfined|FILE, no-new-privileges, ... */
+};
+
+/*
+ * Runs IMAGE. In the foreground returns the container's exit status (shell style); detached
+ * returns 0 once it runs. *name_out (optional) receives the container's name; caller frees.
+ */
+int kapsel_image_run(const struct kapsel_run_options *opts, char **name_out,
+		     struct kapsel_error **err);
+
+struct kapsel_ps_entry {
+	char *name;
+	char *image;
+	char *command;
+	int64_t created;  /* unix seconds */
+	int64_t finished; /* unix seconds, 0 while running */
+	char *status;	  /* "created", "running", "paused", "exited" */
+	int exit_code;	  /* -1 when unknown */
+};
+/* Containers made by kapsel_image_run; all=false lists only running (and paused) ones. */
+int kapsel_image_ps(const char *store, const char *root, bool all, struct kapsel_ps_entry **out,
+		    size_t *n, struct kapsel_error **err);
+void kapsel_ps_entries_free(struct kapsel_ps_entry *e, size_t n);
+
+/* The image's stop signal (default SIGTERM), then SIGKILL after timeout_s seconds. */
+int kapsel_image_stop(const char *store, const char *root, const char *name, int timeout_s,
+		      struct kapsel_error **err);
+/* Remove a stopped container (force: stop it first with SIGKILL). */
+int kapsel_image_rm(const char *store, const char *root, const char *name, bool force,
+		    struct kapsel_error **err);
+/* Copy the container's log (stdout+stderr of a detached container) to out; follow: until the
+ * container stops. */
+int kapsel_image_logs(const char *store, const char *root, const char *name, bool follow, FILE *out,
+		      struct kapsel_error **err);

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kapsel vm run: boot a kernel in a KVM micro-VM (docs/vm.md). */
+#include <stdlib.h>
+#include <string.h>
+
+#include <kapsel/vm.h>
+
+#include "commands.h"
+
+static const char run_usage[] =
+    "Usage: kapsel vm run --kernel FILE [options]\n"
+    "\n"
+    "Boot FILE (a bzImage, a PVH ELF such as vmlinux, or a multiboot kernel) in a KVM\n"
+    "micro-VM. Exit status: 0 when the guest powers off or resets, (C << 1) | 1 after it\n"
+    "writes C to the debug-exit port 0xf4, the code of a power-off hypercall, 1 on an error\n"
+    "or a guest fault, 128+N when signal N stopped the VM.\n"
+    "\n"
+    "Options:\n"
+    "  --kernel FILE           the kernel to boot (required)\n"
+    "  --initrd FILE           an initrd (the first multiboot module)\n"
+    "  --cmdline STR           the kernel command line\n"
+    "  --mem SIZE              guest RAM, with a K, M or G suffix (default 256M)\n"
+    "  --cpus N                vCPUs (default 1)\n"
+    "  --cpu-features LIST     CPUID features to mask or require: -xsave,-avx,+x2apic\n"
+    "  --console WHERE         stdio (default; Ctrl-A x quits), file:PATH or none\n"
+    "  --no-debug-exit         remove the debug-exit port\n"
+    "  --disk PATH[,ro][,serial=S][,cache=none|writeback][,id=ID]\n"
+    "                          a virtio-blk disk (raw file or block device); repeatable\n"
+    "  --rng                   a virtio-rng device (entropy from getrandom)\n"
+    "  --virtio-mmio-cmdline   also list the virtio-mmio devices on the kernel command line\n"
+    "  --config FILE           settings from a vm.json; the flags above override it\n"
+    "  --help, -h              print this help\n";
+
+enum {
+	OPT_KERNEL = 0x100,
+	OPT_INITRD,
+	OPT_CMDLINE,
+	OPT_MEM,
+	OPT_CPUS,
+	OPT_CPU_FEATURES,
+	OPT_CONSOLE,
+	OPT_NO_DEBUG_EXIT,
+	OPT_CONFIG,
+	OPT_DISK,
+	OPT_RNG,
+	OPT_VIRTIO_MMIO_CMDLINE,
+};
+
+static const struct cli_command cmd_vm_run = {
+    .name = "vm run",
+    .summary = "boot a kernel in a micro-VM",
+    .usage = run_usage,
+};
+
+static int set_str(char **field, const char *v)
+{
+	free(*field);
+	*field = strdup(v);
+	return *field ? 0 : -1;
+}
+
+static int vm_run(int argc, char **argv)
+{
+	static const struct option options[] = {
+	    {"kernel", required_argument, NULL, OPT_KERNEL},
+	    {"initrd", required_argument, NULL, OPT_INITRD},
+	    {"cmdline", required_argument, NULL, OPT_CMDLINE},
+	    {"mem", required_argument, NULL, OPT_MEM},
+	    {"cpus", required_argument, NULL, OPT_CPUS},
+	    {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
+	    {"console", required_argument, NULL, OPT_CONSOLE},
+	    {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
+	    {"config", required_argument, NULL, OPT_CONFIG},
+	    {"disk", required_argument, NULL, OPT_DISK},
+	    {"rng", no_argument, NULL, OPT_RNG},
+	    {"virtio-mmio-cmdline", no_argument, NULL, OPT_VIRTIO_MMIO_CMDLINE},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	struct kapsel_vm_config cfg = {0}, cli = {0};
+	struct kapsel_error *err = NULL;
+	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL;
+	bool no_debug_exit = false;
+	int c, rc = 1;
+
+	/* Flags override the file: collect them first, apply them after loading it. */
+	while ((c = cli_getopt(&cmd_vm_run, argc, argv, "h", options)) != -1) {
+		int bad = 0;
+		switch (c) {
+		case OPT_KERNEL:
+			bad = set_str(&cli.kernel, optarg);
+			break;
+		case OPT_INITRD:
+			bad = set_str(&cli.initrd, optarg);
+			break;
+		case OPT_CMDLINE:
+			bad = set_str(&cli.cmdline, optarg);
+			break;
+		case OPT_CPU_FEATURES:
+			bad = set_str(&cli.cpu_features, optarg);
+			break;
+		case OPT_MEM:
+			mem = optarg;
+			break;
+		case OPT_CPUS:
+			cpus = optarg;
+			break;
+		case OPT_CONSOLE:
+			console = optarg;
+			break;
+		case OPT_NO_DEBUG_EXIT:
+			no_debug_exit = true;
+			break;
+		case OPT_CONFIG:
+			config = optarg;
+			break;
+		case OPT_DISK:
+			if (kapsel_vm_parse_disk(optarg, &cli, &err) < 0) {
+				kapsel_vm_config_clear(&cli);
+				return cli_fail_err(err);
+			}
+			break;
+		case OPT_RNG:
+			cli.rng = true;
+			break;
+		case OPT_VIRTIO_MMIO_CMDLINE:
+			cli.virtio_mmio_cmdline = true;
+			break;
+		default:
+			kapsel_vm_config_clear(&cli);
+			return cli_opt_status(c);
+		}
+		if (bad) {
+			kapsel_vm_config_clear(&cli);
+			return cli_fail("vm run: out of memory");
+		}
+	}
+	if (!cli_nargs(&cmd_vm_run, argc - optind, 0, 0, "no arguments; see --help"))
+		goto out;
+	if (config && kapsel_vm_config_load(config, &cfg, &err) < 0) {
+		rc = cli_fail_err(err);
+		goto out;
+	}
+#define TAKE(f)                                                                                    \
+	if (cli.f) {                                                                               \
+		free(cfg.f);                                                                       \
+		cfg.f = cli.f;                                                                     \
+		cli.f = NULL;                                                                      \
+	}
+	TAKE(kernel);
+	TAKE(initrd);
+	TAKE(cmdline);
+	TAKE(cpu_features);
+#undef TAKE
+	/* Devices come from the flags only; move them over. */
+	memcpy(cfg.disks, cli.disks, sizeof(cli.disks));
+	cfg.ndisks = cli.ndisks;
+	cli.ndisks = 0;
+	cfg.rng |= cli.rng;
+	cfg.virtio_mmio_cmdline |= cli.virtio_mmio_cmdline;
+	if (mem && kapsel_vm_parse_size(mem, &cfg.mem_size) < 0) {
+		rc = cli_fail("vm run: --mem: invalid size \"%s\" (expected e.g. 256M or 1G)", mem);
+		goto out;
+	}
+	if (cpus) {
+		long long n;
+		if (!cli_parse_int(&cmd_vm_run, "--cpus", cpus, 1, 1024, &n))
+			goto out;
+		cfg.cpus = (unsigned int)n;
+	}
+	if (console && kapsel_vm_parse_console(console, &cfg) < 0) {
+		rc = cli_fail("vm run: --console: expected stdio, none or file:PATH, got \"%s\"",
+			      console);
+		goto out;
+	}
+	if (no_debug_exit)
+		cfg.no_debug_exit = true;
+	if (!cfg.kernel) {
+		rc = cli_fail("vm run: --kernel is required (see 'kapsel vm run --help')");
+		goto out;
+	}
+	int r = kapsel_vm_run(&cfg, &err);
+	rc = r < 0 ? cli_fail_err(err) : r;
+out:
+	kapsel_vm_config_clear(&cfg);
+	kapsel_vm_config_clear(&cli);
+	return rc;
+}
+
+static const char vm_usage[] = "Usage: kapsel vm <command> [options]\n"
+			       "\n"
+			       "Commands:\n"
+			       "  run                     boot a kernel in a micro-VM\n"
+			       "\n"
+			       "Run 'kapsel vm <command> --help' for its options.\n";
+
+static int vm_cmd(const struct cli_globals *g, int argc, char **argv)
+{
+	(void)g;
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(vm_usage, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 1 : 0;
+	}
+	if (!strcmp(argv[1], "run")) {
+		optind = 0;
+		return vm_run(argc - 1, argv + 1);
+	}
+	return cli_fail("vm: unknown command \"%s\" (see 'kapsel vm --help')", argv[1]);
+}
+
+const struct cli_command cmd_vm = {
+    .name = "vm",
+    .summary = "run a kernel in a KVM micro-VM (vm run)",
+    .run = vm_cmd,
+    .usage = vm_usage,
+};

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* virtio transports (mmio.c) and the devices (blk.c, rng.c) that vm.c creates. */
+#pragma once
+#include <stdint.h>
+
+#include "vmm/virtio/virtio.h"
+#include "vmm/vmm.h"
+
+/*
+ * virtio-mmio windows (docs/vm.md): device i at KAP_VIRTIO_MMIO_BASE + i * 0x200, interrupt
+ * GSI KAP_VIRTIO_MMIO_GSI + i (IOAPIC pins 16-23, clear of the ISA IRQs).
+ */
+#define KAP_VIRTIO_MMIO_BASE 0xD0000000ULL
+#define KAP_VIRTIO_MMIO_SIZE 0x200
+#define KAP_VIRTIO_MMIO_GSI  16
+#define KAP_VIRTIO_MMIO_MAX  8
+
+struct kap_mmio_transport {
+	struct kap_virtio_dev *dev;
+	uint64_t base;
+	unsigned int gsi;
+};
+
+/* A device and its transport, as vm.c keeps them. */
+struct kap_virtio_slot {
+	struct kap_virtio_dev dev;
+	struct kap_mmio_transport mmio;
+	bool initialised; /* kap_virtio_init ran: kap_virtio_destroy must */
+};
+
+extern const struct kap_dev_ops kap_virtio_mmio_ops;
+/* Registers the window, the queues' ioeventfds and the irqfd. */
+int kap_virtio_mmio_attach(struct kap_vm *vm, struct kap_mmio_transport *t,
+			   struct kapsel_error **err);
+
+/* virtio-blk over a raw file or block device (blk.c). Opens and checks the disk. */
+int kap_virtio_blk_new(struct kap_virtio_dev *d, const struct kapsel_vm_disk *disk,
+		       const struct kap_guest_mem *mem, struct kapsel_error **err);
+/* virtio-rng from getrandom(2) (rng.c). */
+int kap_virtio_rng_new(struct kap_virtio_dev *d, const struct kap_guest_mem *mem,
+		       struct kapsel_error **err);

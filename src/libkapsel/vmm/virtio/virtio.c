@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Device status, feature negotiation, interrupts and the device thread, shared by every virtio
+ * device and transport (virtio 1.2 §2.1-§2.2, §3.1).
+ */
+#include <errno.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "vmm/virtio/virtio.h"
+
+#define NEEDS_RESET_LOG_PER_SEC 3
+
+int kap_virtio_init(struct kap_virtio_dev *d, const struct kap_virtio_ops *ops, const char *id,
+		    const struct kap_guest_mem *mem, struct kapsel_error **err)
+{
+	memset(d, 0, sizeof(*d));
+	d->ops = ops;
+	d->mem = mem;
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	d->irq_fd = d->stop_fd = -EBADF;
+	for (unsigned int i = 0; i < KAP_VIRTIO_MAX_QUEUES; i++) {
+		d->kick_fd[i] = -EBADF;
+		kap_vq_reset(&d->vq[i], KAP_VQ_MAX_SIZE);
+	}
+	pthread_mutex_init(&d->lock, NULL);
+	d->features = (1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_RING_F_EVENT_IDX) |
+		      (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
+	d->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	d->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->irq_fd < 0 || d->stop_fd < 0)
+		return kap_error(err, errno, "%s: eventfd", id);
+	for (unsigned int i = 0; i < ops->nqueues; i++) {
+		d->kick_fd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (d->kick_fd[i] < 0)
+			return kap_error(err, errno, "%s: eventfd", id);
+	}
+	return 0;
+}
+
+static void *device_thread(void *opaque)
+{
+	struct kap_virtio_dev *d = opaque;
+	struct pollfd p[KAP_VIRTIO_MAX_QUEUES + 1];
+	unsigned int n = d->ops->nqueues;
+	for (unsigned int i = 0; i < n; i++)
+		p[i] = (struct pollfd){.fd = d->kick_fd[i], .events = POLLIN};
+	p[n] = (struct pollfd){.fd = d->stop_fd, .events = POLLIN};
+	for (;;) {
+		if (poll(p, n + 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			kap_warn("%s: poll: %s", d->id, strerror(errno));
+			return NULL;
+		}
+		if (p[n].revents)
+			return NULL;
+		for (unsigned int i = 0; i < n; i++) {
+			uint64_t v;
+			if (!p[i].revents || read(d->kick_fd[i], &v, sizeof(v)) != sizeof(v))
+				continue;
+			d->ops->process(d, i);
+		}
+	}
+}
+
+int kap_virtio_start(struct kap_virtio_dev *d, struct kapsel_error **err)
+{
+	int r = pthread_create(&d->thread, NULL, device_thread, d);
+	if (r)
+		return kap_error(err, r, "%s: start the device thread", d->id);
+	d->thread_started = true;
+	return 0;
+}
+
+void kap_virtio_destroy(struct kap_virtio_dev *d)
+{
+	if (d->thread_started) {
+		uint64_t one = 1;
+		if (write(d->stop_fd, &one, sizeof(one)) == sizeof(one))
+			pthread_join(d->thread, NULL);
+		d->thread_started = false;
+	}
+	if (d->ops && d->ops->free)
+		d->ops->free(d);
+	for (unsigned int i = 0; i < KAP_VIRTIO_MAX_QUEUES; i++)
+		if (d->kick_fd[i] >= 0)
+			close(d->kick_fd[i]);
+	if (d->irq_fd >= 0)
+		close(d->irq_fd);
+	if (d->stop_fd >= 0)
+		close(d->stop_fd);
+	pthread_mutex_destroy(&d->lock);
+}
+
+static void raise_irq(struct kap_virtio_dev *d, unsigned int bit)
+{
+	atomic_fetch_or(&d->isr, bit);
+	uint64_t one = 1;
+	/* EAGAIN: the counter is saturated, an interrupt is pending anyway. */
+	if (write(d->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		kap_debug("%s: irqfd: %s", d->id, strerror(errno));
+}
+
+void kap_virtio_set_status(struct kap_virtio_dev *d, uint8_t status)
+{
+	if (status == 0) {
+		/* §2.4: reset. Rings are forgotten; in-flight completions see a new generation. */
+		d->status = 0;
+		d->driver_features = 0;
+		d->dev_feat_sel = d->drv_feat_sel = 0;
+		d->queue_sel = 0;
+		d->generation++;
+		atomic_store(&d->isr, 0);
+		for (unsigned int i = 0; i < KAP_VIRTIO_MAX_QUEUES; i++)
+			kap_vq_reset(&d->vq[i], KAP_VQ_MAX_SIZE);
+		if (d->ops->reset)
+			d->ops->reset(d);
+		return;
+	}
+	/* §3.1.1: FEATURES_OK only for a subset of what was offered, VERSION_1 included. */
+	if ((status & VIRTIO_CONFIG_S_FEATURES_OK) && !(d->status & VIRTIO_CONFIG_S_FEATURES_OK) &&
+	    ((d->driver_features & ~d->features) ||
+	     !(d->driver_features & (1ULL << VIRTIO_F_VERSION_1))))
+		status &= (uint8_t)~VIRTIO_CONFIG_S_FEATURES_OK;
+	/* The driver cannot clear NEEDS_RESET other than by a reset. */
+	d->status = (uint8_t)(status | (d->status & VIRTIO_CONFIG_S_NEEDS_RESET));
+}
+
+void kap_virtio_needs_reset(struct kap_virtio_dev *d, unsigned int q, const char *why)
+{
+	bool first = !(d->status & VIRTIO_CONFIG_S_NEEDS_RESET);
+	d->status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+	int64_t now = kap_vmm_now_ms() / 1000;
+	if (d->log_window != now) {
+		d->log_window = now;
+		d->log_count = 0;
+	}
+	if (d->log_count++ < NEEDS_RESET_LOG_PER_SEC)
+		kap_warn("%s: queue %u: %s; device needs reset", d->id, q, why);
+	if (first && (d->status & VIRTIO_CONFIG_S_DRIVER_OK))
+		raise_irq(d, VIRTIO_MMIO_INT_CONFIG);
+}
+
+void kap_virtio_queue_enable(struct kap_virtio_dev *d, unsigned int q)
+{
+	struct kap_vq *vq = &d->vq[q];
+	vq->event_idx = d->driver_features & (1ULL << VIRTIO_RING_F_EVENT_IDX);
+	vq->indirect = d->driver_features & (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
+	if (kap_vq_enable(vq, d->mem) < 0)
+		kap_virtio_needs_reset(d, q, vq->fault);
+}
+
+bool kap_virtio_queue_live(const struct kap_virtio_dev *d, unsigned int q)
+{
+	return (d->status & VIRTIO_CONFIG_S_DRIVER_OK) &&
+	       !(d->status & VIRTIO_CONFIG_S_NEEDS_RESET) && q < d->ops->nqueues && d->vq[q].ready;
+}
+
+int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem *e)
+{
+	if (!kap_virtio_queue_live(d, q))
+		return 0;
+	int r = kap_vq_pop(&d->vq[q], d->mem, e);
+	if (r < 0)
+		kap_virtio_needs_reset(d, q, d->vq[q].fault);
+	return r;
+}
+
+void kap_virtio_notify(struct kap_virtio_dev *d, unsigned int q)
+{
+	if (kap_virtio_queue_live(d, q) && kap_vq_should_notify(&d->vq[q]))
+		raise_irq(d, VIRTIO_MMIO_INT_VRING);
+}

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The transport-independent half of a virtio device (virtio 1.2 §2-§3): status, feature
+ * negotiation, queues, interrupts and the DEVICE_NEEDS_RESET path, plus the device thread.
+ *
+ * Threads: register accesses arrive on vCPU threads (mmio.c); queue work runs on the device's
+ * own thread, woken by the queues' ioeventfds, so a vCPU never waits on device work and a slow
+ * disk never stalls the event loop. d->lock guards the registers and the rings' indices; a
+ * device drops it around blocking I/O and checks d->generation afterwards, so a reset that
+ * happened meanwhile throws the stale completion away instead of writing into new rings.
+ */
+#pragma once
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmm/virtio/queue.h"
+#include "vmm/vmm.h"
+
+#define KAP_VIRTIO_MAX_QUEUES 3
+/* virtio 1.2 §4.2.2: vendor id "KAPS" is informational only. */
+#define KAP_VIRTIO_VENDOR 0x5350414b
+
+struct kap_virtio_dev;
+
+struct kap_virtio_ops {
+	const char *name; /* "virtio-blk", for the log */
+	uint32_t device_id;
+	unsigned int nqueues;
+	uint32_t config_len;
+	/* Config-space accesses (§4.2.2.2), on a vCPU thread, d->lock held, bounds checked. */
+	void (*config_read)(struct kap_virtio_dev *d, uint32_t off, void *data, unsigned int len);
+	void (*config_write)(struct kap_virtio_dev *d, uint32_t off, const void *data,
+			     unsigned int len);
+	/* Queue q was kicked: on the device thread, d->lock not held. */
+	void (*process)(struct kap_virtio_dev *d, unsigned int q);
+	/* The driver reset the device: d->lock held. */
+	void (*reset)(struct kap_virtio_dev *d);
+	void (*free)(struct kap_virtio_dev *d);
+};
+
+struct kap_virtio_dev {
+	const struct kap_virtio_ops *ops;
+	void *priv;
+	char id[32];
+	const struct kap_guest_mem *mem;
+	uint64_t features; /* offered, VIRTIO_F_VERSION_1 included */
+
+	pthread_mutex_t lock;
+	uint8_t status;
+	uint64_t driver_features;
+	uint32_t dev_feat_sel, drv_feat_sel;
+	uint16_t queue_sel;
+	uint32_t config_generation;
+	uint32_t generation; /* bumped by every reset */
+	atomic_uint isr;     /* VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG */
+	struct kap_vq vq[KAP_VIRTIO_MAX_QUEUES];
+
+	int kick_fd[KAP_VIRTIO_MAX_QUEUES]; /* eventfds: ioeventfd targets */
+	int irq_fd;			    /* eventfd: an irqfd on the device's GSI */
+	int stop_fd;			    /* eventfd: ends the device thread */
+	pthread_t thread;
+	bool thread_started;
+
+	/* NEEDS_RESET log lines: at most a few a second per device. */
+	int64_t log_window;
+	unsigned int log_count;
+};
+
+/* Initialises d (eventfds included); the device fills priv and features afterwards. */
+int kap_virtio_init(struct kap_virtio_dev *d, const struct kap_virtio_ops *ops, const char *id,
+		    const struct kap_guest_mem *mem, struct kapsel_error **err);
+int kap_virtio_start(struct kap_virtio_dev *d, struct kapsel_error **err);
+/* Stops the thread, closes the fds, calls ops->free. */
+void kap_virtio_destroy(struct kap_virtio_dev *d);
+
+/* The driver wrote status (§2.1): 0 resets; FEATURES_OK is refused unless acceptable. */
+void kap_virtio_set_status(struct kap_virtio_dev *d, uint8_t status);
+/* QueueReady: validate and map queue q's rings, or mark the device broken. */
+void kap_virtio_queue_enable(struct kap_virtio_dev *d, unsigned int q);
+/* Whether queue q may be serviced now (DRIVER_OK, no NEEDS_RESET, ready). d->lock held. */
+bool kap_virtio_queue_live(const struct kap_virtio_dev *d, unsigned int q);
+
+/*
+ * The driver broke the rules: set DEVICE_NEEDS_RESET, tell the driver through a configuration
+ * change interrupt (§2.1.2) and log why, rate limited. d->lock held.
+ */
+void kap_virtio_needs_reset(struct kap_virtio_dev *d, unsigned int q, const char *why);
+/* kap_vq_pop under d->lock, turning a violation into kap_virtio_needs_reset. */
+int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem *e);
+/* After pushing a batch to queue q: interrupt the driver unless it suppressed it. */
+void kap_virtio_notify(struct kap_virtio_dev *d, unsigned int q);

@@ -1,0 +1,506 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The machine: creates the KVM VM (in-kernel PIC/IOAPIC/LAPIC and PIT), guest RAM, the ACPI
+ * tables, the devices (registered here, explicitly, so this file is the machine's inventory),
+ * the vCPUs, and runs the event loop on the calling thread until the guest or the host ends
+ * the VM. Teardown runs on every path, restoring the terminal and the signal mask.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/cleanup.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "vmm/devices/devices.h"
+#include "vmm/virtio/transport.h"
+#include "vmm/vmm.h"
+#include "vmm/x86/acpi.h"
+#include "vmm/x86/boot.h"
+#include "vmm/x86/x86.h"
+
+#define API __attribute__((visibility("default")))
+
+void kap_vm_request_exit(struct kap_vm *vm, enum kap_vm_end end, int status, const char *fault)
+{
+	pthread_mutex_lock(&vm->end_lock);
+	bool first = vm->end == KAP_VM_RUNNING;
+	if (first) {
+		vm->end = end;
+		vm->status = status;
+		if (fault)
+			snprintf(vm->fault, sizeof(vm->fault), "%s", fault);
+		atomic_store(&vm->stop, true);
+	}
+	pthread_mutex_unlock(&vm->end_lock);
+	if (!first)
+		return;
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		kap_vcpu_kick(&vm->vcpus[i]);
+	kap_loop_wake(&vm->loop);
+}
+
+void kap_vm_set_irq(struct kap_vm *vm, unsigned int irq, int level)
+{
+	struct kvm_irq_level l = {.irq = irq, .level = (uint32_t)level};
+	if (ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0)
+		kap_debug("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
+}
+
+int kap_vm_ioeventfd(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pio, int fd,
+		     struct kapsel_error **err)
+{
+	struct kvm_ioeventfd io = {
+	    .addr = addr,
+	    .len = len,
+	    .fd = fd,
+	    .flags = pio ? KVM_IOEVENTFD_FLAG_PIO : 0,
+	};
+	if (ioctl(vm->fd, KVM_IOEVENTFD, &io) < 0)
+		return kap_error(err, errno, "KVM_IOEVENTFD at 0x%" PRIx64, addr);
+	return 0;
+}
+
+int kap_vm_ioeventfd_match(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pio, int fd,
+			   uint64_t datamatch, struct kapsel_error **err)
+{
+	struct kvm_ioeventfd io = {
+	    .datamatch = datamatch,
+	    .addr = addr,
+	    .len = len,
+	    .fd = fd,
+	    .flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (pio ? KVM_IOEVENTFD_FLAG_PIO : 0),
+	};
+	if (ioctl(vm->fd, KVM_IOEVENTFD, &io) < 0)
+		return kap_error(err, errno, "KVM_IOEVENTFD at 0x%" PRIx64 " (value %" PRIu64 ")",
+				 addr, datamatch);
+	return 0;
+}
+
+int kap_vm_irqfd(struct kap_vm *vm, unsigned int gsi, int fd, struct kapsel_error **err)
+{
+	struct kvm_irqfd irq = {.fd = (uint32_t)fd, .gsi = gsi};
+	if (ioctl(vm->fd, KVM_IRQFD, &irq) < 0)
+		return kap_error(err, errno, "KVM_IRQFD gsi %u", gsi);
+	return 0;
+}
+
+/* A read-only private mapping of a whole file (kernel, initrd). */
+struct mapped_file {
+	uint8_t *p;
+	size_t len;
+};
+
+static int map_file(const char *what, const char *path, struct mapped_file *f,
+		    struct kapsel_error **err)
+{
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kap_error(err, errno, "%s %s", what, path);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return kap_error(err, errno, "stat %s %s", what, path);
+	if (!S_ISREG(st.st_mode))
+		return kap_error_plain(err, EINVAL, "%s %s: not a regular file", what, path);
+	if (st.st_size == 0)
+		return kap_error_plain(err, ENOEXEC, "%s %s: empty file", what, path);
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (p == MAP_FAILED)
+		return kap_error(err, errno, "map %s %s", what, path);
+	f->p = p;
+	f->len = (size_t)st.st_size;
+	return 0;
+}
+
+static void unmap_file(struct mapped_file *f)
+{
+	if (f->p)
+		munmap(f->p, f->len);
+	f->p = NULL;
+}
+
+/* The ACPI description of the devices below (the DSDT's \_SB). */
+static const struct kap_acpi_device acpi_devices[] = {
+    {"COM1", "PNP0501", 1, false, KAP_SERIAL_PORT, 8, 0, 0, KAP_SERIAL_IRQ},
+    {"RTC_", "PNP0B00", 0, false, KAP_RTC_PORT, 2, 0, 0, 8},
+    {"PS2K", "PNP0303", 0, false, KAP_I8042_DATA, 1, KAP_I8042_COMMAND, 1, 1},
+};
+
+static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
+{
+	struct kap_acpi_device devs[KAP_ARRAY_SIZE(acpi_devices) + KAP_VIRTIO_MMIO_MAX];
+	size_t ndevs = KAP_ARRAY_SIZE(acpi_devices);
+	memcpy(devs, acpi_devices, sizeof(acpi_devices));
+	/* virtio 1.2 §4.2.1: virtio-mmio devices are LNRO0005 with a memory and an IRQ. */
+	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+		struct kap_acpi_device *d = &devs[ndevs++];
+		*d = (struct kap_acpi_device){.hid = "LNRO0005",
+					      .uid = i,
+					      .mmio = true,
+					      .base = vm->virtio[i].mmio.base,
+					      .len = KAP_VIRTIO_MMIO_SIZE,
+					      .irq = (int)vm->virtio[i].mmio.gsi};
+		snprintf(d->name, sizeof(d->name), "VR%02u", i);
+	}
+	struct kap_acpi_config cfg = {
+	    .ncpus = vm->ncpus,
+	    .ioapic_addr = KAP_IOAPIC_ADDR,
+	    .lapic_addr = KAP_LAPIC_ADDR,
+	    .sleep_control_port = KAP_ACPI_SLEEP_CONTROL_PORT,
+	    .sleep_status_port = KAP_ACPI_SLEEP_STATUS_PORT,
+	    .s5_slp_typ = KAP_ACPI_S5_SLP_TYP,
+	    .reset_port = KAP_I8042_COMMAND,
+	    .reset_value = 0xfe,
+	    .rtc_century_reg = 0x32,
+	    .devices = devs,
+	    .ndevices = ndevs,
+	};
+	uint8_t *p = kap_mem_ptr(&vm->mem, KAP_ACPI_BASE, KAP_ACPI_SIZE);
+	size_t used;
+	if (!p)
+		return kap_error_plain(err, E2BIG, "no room for the ACPI tables");
+	return kap_acpi_build(p, KAP_ACPI_SIZE, KAP_ACPI_BASE, &cfg, &used, err);
+}
+
+static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
+{
+	vm->serial = kap_serial_new(vm, KAP_SERIAL_IRQ);
+	vm->i8042 = kap_i8042_new(vm);
+	vm->rtc = kap_rtc_new(vm);
+	vm->hypercall = kap_hypercall_new(vm);
+	vm->acpi_pm = kap_acpi_pm_new(vm);
+	if (!vm->cfg->no_debug_exit)
+		vm->debug_exit = kap_debug_exit_new(vm);
+	if (!vm->serial || !vm->i8042 || !vm->rtc || !vm->hypercall || !vm->acpi_pm ||
+	    (!vm->cfg->no_debug_exit && !vm->debug_exit))
+		return kap_error(err, ENOMEM, "devices");
+	int r;
+	if ((r = kap_bus_register(&vm->pio, KAP_SERIAL_PORT, 8, &kap_serial_ops, vm->serial, err)) <
+		0 ||
+	    (r = kap_bus_register(&vm->pio, KAP_I8042_DATA, 5, &kap_i8042_ops, vm->i8042, err)) <
+		0 ||
+	    (r = kap_bus_register(&vm->pio, KAP_RTC_PORT, 2, &kap_rtc_ops, vm->rtc, err)) < 0 ||
+	    (r = kap_bus_register(&vm->pio, KAP_HYPERCALL_PORT, 4, &kap_hypercall_ops,
+				  vm->hypercall, err)) < 0 ||
+	    (r = kap_bus_register(&vm->pio, KAP_ACPI_SLEEP_CONTROL_PORT, 2, &kap_acpi_pm_ops,
+				  vm->acpi_pm, err)) < 0 ||
+	    (r = kap_bus_register(&vm->pio, KAP_POST_PORT, 1, &kap_post_ops, NULL, err)) < 0)
+		return r;
+	if (vm->debug_exit && (r = kap_bus_register(&vm->pio, KAP_DEBUG_EXIT_PORT, 4,
+						    &kap_debug_exit_ops, vm->debug_exit, err)) < 0)
+		return r;
+	return 0;
+}
+
+/* The virtio devices of the config, in this order: disks, rng. Opens every backing file. */
+static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
+{
+	const struct kapsel_vm_config *c = vm->cfg;
+	unsigned int n = c->ndisks + (c->rng ? 1 : 0);
+	if (n == 0)
+		return 0;
+	if (n > KAP_VIRTIO_MMIO_MAX)
+		return kap_error_plain(err, E2BIG, "at most %d virtio devices",
+				       KAP_VIRTIO_MMIO_MAX);
+	for (unsigned int i = 0; c->rng && i < c->ndisks; i++)
+		if (!strcmp(c->disks[i].id, "rng0"))
+			return kap_error_plain(err, EEXIST, "--disk %s: id rng0 is the rng's",
+					       c->disks[i].path);
+	vm->virtio = calloc(n, sizeof(*vm->virtio));
+	if (!vm->virtio)
+		return kap_error(err, ENOMEM, "virtio devices");
+	for (unsigned int i = 0; i < n; i++) {
+		struct kap_virtio_slot *s = &vm->virtio[i];
+		int r;
+		vm->nvirtio = i + 1;
+		s->initialised = true;
+		if (i < c->ndisks)
+			r = kap_virtio_blk_new(&s->dev, &c->disks[i], &vm->mem, err);
+		else
+			r = kap_virtio_rng_new(&s->dev, &vm->mem, err);
+		if (r < 0)
+			return r;
+		s->mmio = (struct kap_mmio_transport){
+		    .dev = &s->dev,
+		    .base = KAP_VIRTIO_MMIO_BASE + (uint64_t)i * KAP_VIRTIO_MMIO_SIZE,
+		    .gsi = KAP_VIRTIO_MMIO_GSI + i,
+		};
+		if ((r = kap_virtio_mmio_attach(vm, &s->mmio, err)) < 0 ||
+		    (r = kap_virtio_start(&s->dev, err)) < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* The command line plus virtio_mmio.device=SIZE@BASE:GSI for each device, when asked. */
+static char *build_cmdline(const struct kap_vm *vm)
+{
+	const char *base = vm->cfg->cmdline ? vm->cfg->cmdline : "";
+	size_t len = strlen(base) + 1 + (size_t)vm->nvirtio * 64;
+	char *s = malloc(len);
+	if (!s)
+		return NULL;
+	size_t n = (size_t)snprintf(s, len, "%s", base);
+	for (unsigned int i = 0; vm->cfg->virtio_mmio_cmdline && i < vm->nvirtio; i++)
+		n += (size_t)snprintf(s + n, len - n, "%svirtio_mmio.device=%u@0x%" PRIx64 ":%u",
+				      n ? " " : "", KAP_VIRTIO_MMIO_SIZE, vm->virtio[i].mmio.base,
+				      vm->virtio[i].mmio.gsi);
+	return s;
+}
+
+static void free_devices(struct kap_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->nvirtio; i++)
+		if (vm->virtio[i].initialised)
+			kap_virtio_destroy(&vm->virtio[i].dev);
+	free(vm->virtio);
+	vm->virtio = NULL;
+	vm->nvirtio = 0;
+	kap_serial_free(vm->serial);
+	free(vm->i8042);
+	free(vm->rtc);
+	free(vm->hypercall);
+	free(vm->acpi_pm);
+	free(vm->debug_exit);
+}
+
+static void on_signal(void *opaque, uint32_t events)
+{
+	struct kap_vm *vm = opaque;
+	struct signalfd_siginfo si;
+	if (read(vm->signal_fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	kap_vm_request_exit(vm, KAP_VM_SIGNAL, 128 + (int)si.ssi_signo, NULL);
+}
+
+static int create_vm(struct kap_vm *vm, struct kapsel_error **err)
+{
+	vm->fd = ioctl(vm->kvm.fd, KVM_CREATE_VM, 0);
+	if (vm->fd < 0)
+		return kap_error(err, errno, "KVM_CREATE_VM");
+	/* VMX needs these below 4 GiB, outside RAM (api.rst KVM_SET_TSS_ADDR). */
+	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, (unsigned long)KAP_TSS_ADDR) < 0)
+		return kap_error(err, errno, "KVM_SET_TSS_ADDR");
+	uint64_t idmap = KAP_IDENTITY_MAP_ADDR;
+	if (ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		return kap_error(err, errno, "KVM_SET_IDENTITY_MAP_ADDR");
+	if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return kap_error(err, errno, "KVM_CREATE_IRQCHIP");
+	/* Port 0x61 (speaker/PIT gate) is emulated in the kernel with the dummy speaker. */
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+	if (ioctl(vm->fd, KVM_CREATE_PIT2, &pit) < 0)
+		return kap_error(err, errno, "KVM_CREATE_PIT2");
+	return 0;
+}
+
+static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_error **err)
+{
+	const struct kapsel_vm_config *c = vm->cfg;
+	struct mapped_file kernel = {0}, initrd = {0};
+	struct kap_boot_image img;
+	char *cmdline = NULL;
+	int r = map_file("kernel", c->kernel, &kernel, err);
+	if (r < 0)
+		return r;
+	r = kap_boot_parse(kernel.p, kernel.len, &img, err);
+	if (r < 0) {
+		kap_error_wrap(err, "kernel %s", c->kernel);
+		goto out;
+	}
+	if (c->initrd && (r = map_file("initrd", c->initrd, &initrd, err)) < 0)
+		goto out;
+	r = build_acpi(vm, err);
+	if (r < 0)
+		goto out;
+	cmdline = build_cmdline(vm);
+	if (!cmdline) {
+		r = kap_error(err, ENOMEM, "kernel command line");
+		goto out;
+	}
+	r = kap_boot_load(vm, &img, kernel.p, kernel.len, initrd.p, initrd.len, cmdline, entry,
+			  err);
+	if (r < 0) {
+		kap_error_wrap(err, "%s kernel %s", kap_boot_kind_name(img.kind), c->kernel);
+		goto out;
+	}
+	kap_debug("vm: %s kernel %s, entry 0x%" PRIx64 ", %u vCPU(s), %llu MiB",
+		  kap_boot_kind_name(img.kind), c->kernel, entry->rip, vm->ncpus,
+		  (unsigned long long)(vm->mem.size >> 20));
+out:
+	free(cmdline);
+	unmap_file(&kernel);
+	unmap_file(&initrd);
+	return r;
+}
+
+static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
+		       struct kapsel_error **err)
+{
+	int r =
+	    kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_features, vm->ncpus, &vm->cpuid, err);
+	if (r < 0)
+		return r;
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		r = kap_vcpu_create(vm, i, err);
+		if (r < 0)
+			return r;
+		r = kap_x86_cpuid_set(vm->vcpus[i].fd, vm->cpuid, i, vm->ncpus, err);
+		if (r < 0)
+			return r;
+		r = kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Everything up to the first KVM_RUN. */
+static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
+{
+	const struct kapsel_vm_config *c = vm->cfg;
+	struct kap_boot_entry entry;
+	unsigned int ncpus = c->cpus ? c->cpus : 1;
+	int r = kap_kvm_open(&vm->kvm, err);
+	if (r < 0)
+		return r;
+	if (ncpus > (unsigned int)vm->kvm.max_vcpus)
+		return kap_error_plain(err, EINVAL,
+				       "--cpus %u: this host's KVM supports at most %d vCPUs",
+				       ncpus, vm->kvm.max_vcpus);
+	if (ncpus > KAP_MAX_VCPUS)
+		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
+				       ncpus, KAP_MAX_VCPUS);
+	/* vm->ncpus bounds every loop over vm->vcpus: set only once it fits the array. */
+	vm->ncpus = ncpus;
+	/* Validate the feature names before anything heavy happens. */
+	if ((r = kap_x86_cpuid_check_features(c->cpu_features, err)) < 0 ||
+	    (r = create_vm(vm, err)) < 0 ||
+	    (r = kap_mem_init(&vm->mem, c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM, err)) <
+		0 ||
+	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
+	    (r = boot(vm, &entry, err)) < 0 || (r = setup_vcpus(vm, &entry, err)) < 0 ||
+	    (r = create_devices(vm, err)) < 0 || (r = kap_loop_init(&vm->loop, err)) < 0 ||
+	    (r = kap_loop_add(&vm->loop, sfd, EPOLLIN, on_signal, vm, err)) < 0 ||
+	    (r = kap_vcpu_signals_init(err)) < 0 ||
+	    (r = kap_console_open(&vm->console, c, err)) < 0)
+		return r;
+	vm->console.vm = vm;
+	vm->console.input = kap_serial_input;
+	vm->console.input_dev = vm->serial;
+	return kap_console_attach(&vm->console, &vm->loop, err);
+}
+
+static void vm_teardown(struct kap_vm *vm)
+{
+	atomic_store(&vm->stop, true);
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		kap_vcpu_kick(&vm->vcpus[i]);
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		kap_vcpu_join(&vm->vcpus[i]);
+	kap_console_close(&vm->console);
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i].vm)
+			kap_vcpu_destroy(&vm->vcpus[i]);
+	kap_loop_destroy(&vm->loop);
+	free_devices(vm);
+	free(vm->cpuid);
+	kap_bus_destroy(&vm->pio);
+	kap_bus_destroy(&vm->mmio);
+	if (vm->fd >= 0)
+		close(vm->fd);
+	kap_mem_destroy(&vm->mem);
+	kap_kvm_close(&vm->kvm);
+	pthread_mutex_destroy(&vm->end_lock);
+}
+
+static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
+{
+	switch (vm->end) {
+	case KAP_VM_POWEROFF:
+	case KAP_VM_DEBUG_EXIT:
+		return vm->status;
+	case KAP_VM_RESET:
+		kap_debug("vm: guest reset");
+		return 0;
+	case KAP_VM_QUIT:
+		kap_info("vm: quit from the console (Ctrl-A x)");
+		return 0;
+	case KAP_VM_SIGNAL:
+		kap_info("vm: stopped by signal %d", vm->status - 128);
+		return vm->status;
+	case KAP_VM_FAULT:
+		return kap_error_plain(err, EIO, "%s", vm->fault);
+	case KAP_VM_RUNNING:
+		break;
+	}
+	return kap_error_plain(err, EIO, "vm: event loop ended while the guest was running");
+}
+
+API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **err)
+{
+	if (!c->kernel)
+		return kap_error_plain(err, EINVAL, "--kernel is required");
+	struct kap_vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return kap_error(err, ENOMEM, "vm");
+	vm->cfg = c;
+	vm->fd = -EBADF;
+	vm->kvm.fd = -EBADF;
+	vm->mem.fd = -EBADF;
+	vm->loop.epfd = vm->loop.wake_fd = -EBADF;
+	vm->console.out_fd = vm->console.in_fd = -1;
+	pthread_mutex_init(&vm->end_lock, NULL);
+	kap_bus_init(&vm->pio, "port");
+	kap_bus_init(&vm->mmio, "mmio");
+
+	/*
+	 * SIGINT/SIGTERM arrive through a signalfd on the event thread; SIGPIPE is blocked so a
+	 * closed console pipe is an EPIPE. Threads inherit this mask.
+	 */
+	sigset_t mask, old;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &mask, &old);
+	sigset_t stop_sigs;
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGINT);
+	sigaddset(&stop_sigs, SIGTERM);
+	int sfd = signalfd(-1, &stop_sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	int r;
+	if (sfd < 0) {
+		r = kap_error(err, errno, "signalfd");
+		goto out;
+	}
+	vm->signal_fd = sfd;
+	r = vm_setup(vm, sfd, err);
+	if (r < 0)
+		goto out;
+	for (unsigned int i = 0; i < vm->ncpus && r >= 0; i++)
+		r = kap_vcpu_start(&vm->vcpus[i], err);
+	if (r < 0)
+		goto out;
+	kap_loop_run(&vm->loop, &vm->stop);
+	r = vm_result(vm, err);
+out:
+	vm_teardown(vm);
+	free(vm);
+	if (sfd >= 0)
+		close(sfd);
+	/* Consume what arrived while blocked so unblocking does not act on it. */
+	struct timespec zero = {0};
+	while (sigtimedwait(&mask, NULL, &zero) > 0)
+		;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return r;
+}

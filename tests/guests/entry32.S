@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * 32-bit entry of the multiboot and PVH test kernels, the multiboot header, the PVH note,
+ * interrupt stubs for the timer test and the real-mode AP trampoline for the SMP test.
+ */
+#define MB_MAGIC 0x1BADB002
+#define MB_FLAGS 0x00000003 /* page-aligned modules, memory information */
+
+#ifdef MULTIBOOT
+	.section .multiboot, "a"
+	.align 4
+	.long MB_MAGIC
+	.long MB_FLAGS
+	.long -(MB_MAGIC + MB_FLAGS)
+#endif
+
+#ifdef PVH
+	/* XEN_ELFNOTE_PHYS32_ENTRY: name "Xen", type 18, the 32-bit entry address. */
+	.section .note.Xen, "a"
+	.align 4
+	.long 4
+	.long 4
+	.long 18
+	.asciz "Xen"
+	.align 4
+	.long _start
+#endif
+
+	.text
+	.code32
+	.globl _start
+_start:
+	mov $stack_top, %esp
+	push %ebx
+	push %eax
+	call guest_main
+1:	cli
+	hlt
+	jmp 1b
+
+#ifdef MULTIBOOT
+	/*
+	 * Timer test. The handlers never IRET: KVM's instruction emulator (which runs every
+	 * guest instruction on the test machine) implements IRET only in real mode. Instead
+	 * wait_ticks parks in "sti; hlt" and each handler counts, acknowledges, drops its
+	 * interrupt frame and jumps back to the check. wait_ticks(counter, target) returns
+	 * with interrupts off once *counter >= target.
+	 */
+	.globl isr_pit, isr_lapic, isr_spurious, wait_ticks
+wait_ticks:
+	push %ebx
+	push %esi
+	mov 12(%esp), %ebx
+	mov 16(%esp), %esi
+	mov %esp, wait_esp
+wait_check:
+	mov wait_esp, %esp
+	cmp %esi, (%ebx)
+	jae 2f
+	sti
+	hlt
+	jmp wait_check
+2:	cli
+	pop %esi
+	pop %ebx
+	ret
+isr_pit:
+	lock incl pit_ticks
+	mov $0x20, %al
+	out %al, $0x20
+	jmp wait_check
+isr_lapic:
+	lock incl lapic_ticks
+	movl $0, 0xfee000b0
+	jmp wait_check
+isr_spurious:
+	jmp wait_check
+
+	/* Divide by zero with an empty IDT: #DE -> #DF -> triple fault. */
+	.globl triple_fault
+triple_fault:
+	lidt null_idt
+	xor %ecx, %ecx
+	div %ecx
+	jmp triple_fault
+
+	.data
+	.align 8
+null_idt:
+	.word 0
+	.long 0
+wait_esp:
+	.long 0
+
+	/*
+	 * The AP trampoline, copied to 0x10000 and started by SIPI vector 0x10 in real mode
+	 * (CS = 0x1000, IP = 0). Each AP sets the bit of its initial APIC id (CPUID.1:EBX[31:24])
+	 * in ap_mask, counts itself in ap_count, and halts.
+	 */
+	.section .rodata
+	.code16
+	.globl ap_tramp_start, ap_tramp_end, ap_tramp_mask, ap_tramp_count
+ap_tramp_start:
+	cli
+	mov %cs, %ax
+	mov %ax, %ds
+	mov $1, %eax
+	cpuid
+	shr $24, %ebx
+	lock btsl %ebx, (ap_tramp_mask - ap_tramp_start)
+	lock incl (ap_tramp_count - ap_tramp_start)
+1:	cli
+	hlt
+	jmp 1b
+	.align 4
+ap_tramp_mask:
+	.long 0, 0
+ap_tramp_count:
+	.long 0
+ap_tramp_end:
+	.code32
+#endif
+
+	.bss
+	.align 16
+	.space 16384
+stack_top:
+
+	.section .note.GNU-stack, "", @progbits
