@@ -120,3 +120,32 @@ def test_racing_commands_never_corrupt_state(kap, make_bundle, cid, kroot):
     assert set(seen) <= {"running", "stopped"}, set(seen)
     assert "running" in seen
     assert_nothing_left(kroot, cid)
+
+
+def test_no_leaks_running_images(kapsel, tmp_path):
+    # `kapsel run --rm IMAGE`, sequential and concurrent: mounts, the store's temp and
+    # container dirs, state files and cgroups come back to what they were.
+    import clients
+    store, root = str(tmp_path / "store"), str(tmp_path / "state")
+    k = lambda *a: clients.run([kapsel, "--store", store, "--root", root] + list(a), timeout=120)
+    assert k("run", "--rm", "busybox", "true").returncode == 0
+
+    def snap():
+        s = snapshot(root)
+        s["tmp"] = sorted(os.listdir(os.path.join(store, "tmp")))
+        s["containers"] = sorted(os.listdir(os.path.join(store, "containers"))) \
+            if os.path.isdir(os.path.join(store, "containers")) else []
+        return s
+    before = snap()
+    for i in range(100):
+        r = k("run", "--rm", "busybox", "true")
+        assert r.returncode == 0, (i, r.stderr)
+    codes = []
+    threads = [threading.Thread(target=lambda: codes.append(
+        k("run", "--rm", "busybox", "true").returncode)) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [0] * 20
+    assert snap() == before
