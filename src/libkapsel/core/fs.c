@@ -49,7 +49,7 @@ int kap_fs_read_file(int dirfd, const char *path, size_t limit, char **out, size
 	return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int kap_fs_write_all(int fd, const void *data, size_t len)
 {
 	const char *p = data;
 	while (len) {
@@ -73,7 +73,7 @@ int kap_fs_write_atomic(int dirfd, const char *name, const void *data, size_t le
 	cleanup_close int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)
 		return kap_error(err, errno, "create %s", tmp);
-	int r = write_all(fd, data, len);
+	int r = kap_fs_write_all(fd, data, len);
 	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)

@@ -12,10 +12,10 @@
 #include "core/error.h"
 #include "core/proc.h"
 
-int kap_send_fd(int sock, int fd, const char *payload)
+/* sendmsg of one buffer, with fd attached as SCM_RIGHTS when fd >= 0. */
+static int send_with_fd(int sock, const void *buf, size_t len, int fd)
 {
-	const char *p = payload && *payload ? payload : "\0";
-	struct iovec iov = {.iov_base = (void *)p, .iov_len = payload && *payload ? strlen(p) : 1};
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
@@ -38,6 +38,14 @@ int kap_send_fd(int sock, int fd, const char *payload)
 	return 0;
 }
 
+int kap_send_fd(int sock, int fd, const char *payload)
+{
+	/* The console-socket protocol needs at least one byte of payload with the fd. */
+	if (!payload || !*payload)
+		return send_with_fd(sock, "", 1, fd);
+	return send_with_fd(sock, payload, strlen(payload), fd);
+}
+
 int kap_sync_send(int sock, enum kap_sync_type type, int value, const char *text, int fd)
 {
 	struct kap_sync_msg m = {.type = type, .value = value};
@@ -46,27 +54,7 @@ int kap_sync_send(int sock, enum kap_sync_type type, int value, const char *text
 		snprintf(m.text, sizeof(m.text), "%s", text);
 		len += strlen(m.text) + 1;
 	}
-	struct iovec iov = {.iov_base = &m, .iov_len = len};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (fd >= 0) {
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0) {
-		if (errno != EINTR)
-			return -errno;
-	}
-	return 0;
+	return send_with_fd(sock, &m, len, fd);
 }
 
 int kap_sync_recv(int sock, struct kap_sync_msg *msg, int *fd)

@@ -767,20 +767,6 @@ static int entry_owner(struct unpacker *u, struct archive_entry *e, uid_t *uid, 
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 static int write_regular(struct unpacker *u, struct archive *a, struct archive_entry *e, int pfd,
 			 const char *name, struct kapsel_error **err)
 {
@@ -816,7 +802,7 @@ static int write_regular(struct unpacker *u, struct archive *a, struct archive_e
 					       "layer entry \"%s\": invalid data offset", u->entry);
 		if ((uint64_t)off != pos && lseek(fd, off, SEEK_SET) < 0)
 			return entry_error(u, err, errno, "seek");
-		int w = write_all(fd, buf, len);
+		int w = kap_fs_write_all(fd, buf, len);
 		if (w < 0)
 			return entry_error(u, err, -w, "write");
 		pos = (uint64_t)off + len;
