@@ -45,6 +45,12 @@ struct kapsel_run_options {
 /*
  * Runs IMAGE. In the foreground returns the container's exit status (shell style); detached
  * returns 0 once it runs. *name_out (optional) receives the container's name; caller frees.
+ *
+ * Rootless (the caller is not root), the calling process moves itself into a new user
+ * namespace mapping root to its uid and gid, and a new mount namespace, and stays there: it
+ * must be single-threaded, and is meant to exit afterwards (as the kapsel command does).
+ * Without a delegated cgroup, --memory, --cpus and a positive --pids-limit are refused and the
+ * default pids limit is dropped.
  */
 int kapsel_image_run(const struct kapsel_run_options *opts, char **name_out,
 		     struct kapsel_error **err);

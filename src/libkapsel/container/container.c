@@ -379,7 +379,10 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		r = kap_cgroup_create("/sys/fs/cgroup", spec->cgroups_path, o->id,
 				      spec->has_resources ? &res : NULL, 0, &job.cg, err);
 	}
-	if (r < 0 && geteuid() != 0 && (r == -EACCES || r == -EPERM || r == -EROFS) &&
+	/* Root in a nested user namespace (rootless `kapsel run` drives us from there) owns no
+	 * more of /sys/fs/cgroup than the user it maps to. */
+	bool rootless = geteuid() != 0 || kap_userns_nested();
+	if (r < 0 && rootless && (r == -EACCES || r == -EPERM || r == -EROFS) &&
 	    !needs_cgroup_limits(spec)) {
 		/* Rootless without a delegated cgroup: run without one (runc and crun do). */
 		kap_debug("no cgroup for a rootless container: %s", *err ? (*err)->msg : "");

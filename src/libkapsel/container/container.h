@@ -82,6 +82,9 @@ int kap_container_load(const char *root, const char *id, int lock, int *dirfd,
 		       struct kap_state **st, struct kapsel_error **err);
 /* Write the map files of pid for the configured uid/gid mappings. */
 int kap_userns_write_maps(pid_t pid, const struct kap_spec *spec, struct kapsel_error **err);
+/* Whether this process runs in a user namespace other than the initial one (as `kapsel run`
+ * does rootless): its root is no root on the host, like an unprivileged user's. */
+bool kap_userns_nested(void);
 /* Wait for pid (our child), forwarding signals and relaying a pty; shell-style status. */
 int kap_wait_process(pid_t pid, int master, pid_t *relay_pid);
 /* Wait for pid (not necessarily our child) to die, up to timeout_ms. */

@@ -224,7 +224,9 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 	int nsfd[KAP_NS_COUNT];
 	for (int t = 0; t < KAP_NS_COUNT; t++)
 		nsfd[t] = -1;
-	bool in_userns = false;
+	/* Already in a nested one (an exec from inside rootless `kapsel run`'s namespace) counts
+	 * too: setgroups may be denied there. */
+	bool in_userns = kap_userns_nested();
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(join_order); i++) {
 		enum kap_ns_type t = join_order[i];
 		char path[64], self[64];

@@ -122,6 +122,9 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 	const struct kap_spec *spec = ctx->spec;
 	const struct kap_process *proc = spec->process;
 	bool in_userns = ctx->new_ns[KAP_NS_USER] || spec->namespaces[KAP_NS_USER].path;
+	/* Sharing the runtime's own nested user namespace (rootless `kapsel run`): setgroups may
+	 * be denied there as in a new one. Read before pivot_root changes what /proc is. */
+	bool any_userns = in_userns || kap_userns_nested();
 
 	if (in_userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
 		kap_error(&err, errno, "become root in the user namespace (is uid/gid 0 mapped?)");
@@ -214,7 +217,7 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 		}
 		seccomp_loaded = true;
 	}
-	if (kap_security_lsm(proc, &err) < 0 || kap_security_user_caps(proc, in_userns, &err) < 0)
+	if (kap_security_lsm(proc, &err) < 0 || kap_security_user_caps(proc, any_userns, &err) < 0)
 		die(ctx, err);
 	if (spec->mount_label && *spec->mount_label && access("/sys/fs/selinux/enforce", F_OK) < 0)
 		kap_debug("linux.mountLabel ignored: SELinux is not enabled");

@@ -43,13 +43,15 @@ static bool has_mount_at(const struct kap_spec *spec, const char *dest)
 
 /*
  * Create one device node inside rootfd. In a user namespace mknod is not allowed: bind the host
- * node onto an empty file instead (what runc does).
+ * node onto an empty file instead (what runc does). That is also true when the runtime itself
+ * already runs in one (rootless `kapsel run`), whatever the config says.
  */
 static int make_device(struct kap_init_ctx *ctx, int rootfd, const char *path, char type,
 		       unsigned major, unsigned minor, mode_t mode, uid_t uid, gid_t gid,
 		       struct kapsel_error **err)
 {
-	bool userns = ctx->new_ns[KAP_NS_USER] || ctx->spec->namespaces[KAP_NS_USER].path;
+	bool userns = ctx->new_ns[KAP_NS_USER] || ctx->spec->namespaces[KAP_NS_USER].path ||
+		      kap_userns_nested();
 	const char *rel = path;
 	while (*rel == '/')
 		rel++;

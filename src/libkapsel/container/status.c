@@ -180,6 +180,21 @@ int kap_userns_write_maps(pid_t pid, const struct kap_spec *spec, struct kapsel_
 	return 0;
 }
 
+bool kap_userns_nested(void)
+{
+	/* Only the initial user namespace maps the whole range "0 0 4294967295" (runc's
+	 * RunningInUserNS reads it the same way). Not cached: a process may unshare later. */
+	char buf[128] = "";
+	cleanup_close int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (n <= 0)
+		return false; /* no /proc: assume the initial namespace, as before */
+	buf[n] = '\0';
+	unsigned long a, b, c;
+	return !(sscanf(buf, "%lu %lu %lu", &a, &b, &c) == 3 && a == 0 && b == 0 &&
+		 c == 4294967295UL);
+}
+
 int kap_wait_pid_gone(pid_t pid, int timeout_ms)
 {
 	int pfd = kap_pidfd_open(pid, 0);

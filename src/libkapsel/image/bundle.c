@@ -720,8 +720,12 @@ static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *
 	bool priv = o->privileged;
 	const char *proc[] = {"nosuid", "noexec", "nodev", NULL};
 	const char *dev[] = {"nosuid", "strictatime", "mode=755", "size=65536k", NULL};
-	const char *pts[] = {"nosuid",	  "noexec", "newinstance", "ptmxmode=0666",
-			     "mode=0620", "gid=5",  NULL};
+	/* gid=5 (tty) does not exist in a rootless container, which maps only gid 0: devpts
+	 * would refuse the mount (EINVAL), so the ptys get the creator's group instead. */
+	const char *pts[] = {"nosuid",	    "noexec",
+			     "newinstance", "ptmxmode=0666",
+			     "mode=0620",   be->rootless ? NULL : "gid=5",
+			     NULL};
 	const char *shm[] = {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k", NULL};
 	const char *mq[] = {"nosuid", "noexec", "nodev", NULL};
 	const char *sys[] = {"nosuid", "noexec", "nodev", priv ? "rw" : "ro", NULL};
@@ -731,7 +735,16 @@ static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *
 	kap_json_append(mounts, mount_json("/dev/pts", "devpts", "devpts", pts));
 	kap_json_append(mounts, mount_json("/dev/shm", "tmpfs", "shm", shm));
 	kap_json_append(mounts, mount_json("/dev/mqueue", "mqueue", "mqueue", mq));
-	kap_json_append(mounts, mount_json("/sys", "sysfs", "sysfs", sys));
+	bool host_net = o->net && !strcmp(o->net, "host");
+	if (be->rootless && host_net) {
+		/* sysfs may only be mounted by the owner of the network namespace; rootless with
+		 * the host's, bind the host's /sys read-only instead (as runc's rootless spec). */
+		const char *sys_bind[] = {"rbind", "rprivate", "nosuid", "noexec",
+					  "nodev", "ro",       NULL};
+		kap_json_append(mounts, mount_json("/sys", "bind", "/sys", sys_bind));
+	} else {
+		kap_json_append(mounts, mount_json("/sys", "sysfs", "sysfs", sys));
+	}
 	kap_json_append(mounts, mount_json("/sys/fs/cgroup", "cgroup", "cgroup", cg));
 	if (o->read_only) {
 		/* podman's read_only_tmpfs: scratch space where programs expect it. */
@@ -747,7 +760,7 @@ static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *
 	if (be->hostname_file)
 		kap_json_append(mounts,
 				mount_json("/etc/hostname", "bind", be->hostname_file, etc_ro));
-	if (o->net && !strcmp(o->net, "host") && access("/etc/resolv.conf", F_OK) == 0)
+	if (host_net && access("/etc/resolv.conf", F_OK) == 0)
 		kap_json_append(mounts,
 				mount_json("/etc/resolv.conf", "bind", "/etc/resolv.conf", etc_ro));
 	for (char *const *p = o->volumes; p && *p; p++) {
@@ -770,8 +783,9 @@ static struct kap_json *str_list_json(const char *const *v, size_t n)
 	return a;
 }
 
-static int add_linux(struct kap_json *root, const struct kapsel_run_options *o, uint64_t bounding,
-		     const struct security *sec, struct kapsel_error **err)
+static int add_linux(struct kap_json *root, const struct kapsel_run_options *o,
+		     const struct kap_bundle_env *be, uint64_t bounding, const struct security *sec,
+		     struct kapsel_error **err)
 {
 	struct kap_json *lx = kap_json_new_object();
 	if (!lx)
@@ -792,14 +806,18 @@ static int add_linux(struct kap_json *root, const struct kapsel_run_options *o, 
 	kap_json_set(lx, "namespaces", ns);
 
 	struct kap_json *res = kap_json_new_object();
-	struct kap_json *devs = kap_json_new_array();
-	struct kap_json *rule = kap_json_new_object();
-	/* Deny all, then the runtime adds the default devices (runtime-spec config-linux.md
-	 * #default-devices) as runc and crun do; --privileged allows every device. */
-	kap_json_set(rule, "allow", kap_json_new_bool(o->privileged));
-	kap_json_set(rule, "access", kap_json_new_string("rwm"));
-	kap_json_append(devs, rule);
-	kap_json_set(res, "devices", devs);
+	if (!be->rootless) {
+		/* Deny all, then the runtime adds the default devices (runtime-spec
+		 * config-linux.md#default-devices) as runc and crun do; --privileged allows every
+		 * device. Rootless has no rules: it cannot make device nodes at all, the ones it
+		 * gets are the host's bound in, and a device program needs host privilege. */
+		struct kap_json *devs = kap_json_new_array();
+		struct kap_json *rule = kap_json_new_object();
+		kap_json_set(rule, "allow", kap_json_new_bool(o->privileged));
+		kap_json_set(rule, "access", kap_json_new_string("rwm"));
+		kap_json_append(devs, rule);
+		kap_json_set(res, "devices", devs);
+	}
 	int64_t v;
 	int r;
 	if (o->memory) {
@@ -867,6 +885,18 @@ static int add_process(struct kap_json *root, const struct kap_image_config *img
 	int r = kap_bundle_resolve_user(rootfd, spec, &u, err);
 	if (r < 0)
 		return kap_error_wrap(err, "%s", o->user ? "-u" : "image config User");
+	if (be->rootless && (u.uid != 0 || u.gid != 0)) {
+		r = kap_error_plain(err, EINVAL,
+				    "%s \"%s\": user %" PRIu32 ":%" PRIu32
+				    " does not exist in a rootless container, which maps only "
+				    "root (0:0) to your user",
+				    o->user ? "-u" : "image config User", spec, u.uid, u.gid);
+		kap_exec_user_clear(&u);
+		return r;
+	}
+	/* Rootless, setgroups(2) is denied (user_namespaces(7)): the groups stay the user's. */
+	if (be->rootless)
+		u.n_groups = 0;
 	struct kap_json *uj = kap_json_new_object();
 	kap_json_set(uj, "uid", kap_json_new_int64(u.uid));
 	kap_json_set(uj, "gid", kap_json_new_int64(u.gid));
@@ -946,7 +976,7 @@ int kap_bundle_config(const struct kap_image_config *img, const struct kapsel_ru
 	struct kap_json *mounts = kap_json_new_array();
 	kap_json_set(root, "mounts", mounts);
 	if ((r = add_mounts(mounts, o, be, err)) < 0 ||
-	    (r = add_linux(root, o, bounding, &sec, err)) < 0)
+	    (r = add_linux(root, o, be, bounding, &sec, err)) < 0)
 		return r;
 
 	struct kap_json *ann = kap_json_new_object();

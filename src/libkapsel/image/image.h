@@ -272,6 +272,10 @@ struct kap_bundle_env {
 	const char *hostname;	   /* resolved: --hostname or the container's name */
 	const char *hosts_file;	   /* bind-mounted read-only at /etc/hosts when non-NULL */
 	const char *hostname_file; /* ... at /etc/hostname */
+	/* The runtime runs in a user namespace mapping only uid and gid 0 to the user (rootless
+	 * `kapsel run`): no options naming other ids, no supplementary groups, no sysfs without a
+	 * network namespace of our own. */
+	bool rootless;
 };
 /* Validate every flag that needs no image (sizes, -v, caps, security options) before anything
  * is created. */
@@ -303,9 +307,10 @@ int kap_bundle_env(const struct kap_image_config *img, char *const *user_env, bo
 		   const char *hostname, const char *home, char ***out, struct kapsel_error **err);
 
 /* ---- overlay.c: a container's root filesystem ---- */
-/* Mount overlayfs at `merged`: lowers top first (at least one), upper and work on one fs. */
+/* Mount overlayfs at `merged`: lowers top first (at least one), upper and work on one fs.
+ * userxattr: from a user namespace, over layers unpacked rootless (user.overlay.* xattrs). */
 int kap_overlay_mount(char *const *lowers, size_t n, const char *upper, const char *work,
-		      const char *merged, struct kapsel_error **err);
+		      const char *merged, bool userxattr, struct kapsel_error **err);
 /* Unmount `merged` when it is a mount point (lazily: a straggler keeps it busy). */
 int kap_overlay_umount(const char *merged, struct kapsel_error **err);
 

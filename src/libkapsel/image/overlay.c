@@ -8,6 +8,11 @@
  * fsconfig() per layer, no length limit, no ':' escaping. On older kernels we fall back to
  * mount(2), with the layers named relative to their common parent directory (after fchdir
  * there) when the absolute form is too long, as containers/storage does.
+ *
+ * Rootless (mounted from a user namespace, Linux 5.11+), overlay keeps whiteouts' and opaque
+ * directories' metadata in user.overlay.* instead of trusted.overlay.*, which only the initial
+ * namespace's CAP_SYS_ADMIN may write: the "userxattr" option, matching how the store unpacks
+ * layers for a non-root user.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +43,7 @@ static const char *fs_log(int fsfd, char *buf, size_t len)
 
 /* 0 on success; -EINVAL/-ENOSYS when "lowerdir+" is unknown to this kernel (fall back). */
 static int mount_new_api(char *const *lowers, size_t n, const char *upper, const char *work,
-			 const char *merged, struct kapsel_error **err)
+			 const char *merged, bool userxattr, struct kapsel_error **err)
 {
 	char log[512];
 	cleanup_close int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
@@ -50,6 +55,9 @@ static int mount_new_api(char *const *lowers, size_t n, const char *upper, const
 		if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", lowers[i], 0) < 0)
 			return kap_error(err, errno, "overlay lowerdir %s %s", lowers[i],
 					 fs_log(fsfd, log, sizeof(log)));
+	if (userxattr && fsconfig(fsfd, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+		return kap_error(err, errno, "overlay for %s: userxattr %s", merged,
+				 fs_log(fsfd, log, sizeof(log)));
 	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
 	    fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work, 0) < 0)
 		return kap_error(err, errno, "overlay upperdir %s %s", upper,
@@ -66,7 +74,7 @@ static int mount_new_api(char *const *lowers, size_t n, const char *upper, const
 }
 
 static int mount_legacy(char *const *lowers, size_t n, const char *upper, const char *work,
-			const char *merged, struct kapsel_error **err)
+			const char *merged, bool userxattr, struct kapsel_error **err)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	size_t lim = page > 0 ? (size_t)page - 1 : 4095;
@@ -90,7 +98,8 @@ static int mount_legacy(char *const *lowers, size_t n, const char *upper, const 
 		bool rel = pass == 1;
 		if (rel && !relative)
 			break;
-		size_t len = strlen("lowerdir=,upperdir=,workdir=") + strlen(upper) + strlen(work);
+		size_t len =
+		    strlen("lowerdir=,upperdir=,workdir=,userxattr") + strlen(upper) + strlen(work);
 		for (size_t i = 0; i < n; i++)
 			len += strlen(rel ? lowers[i] + plen + 1 : lowers[i]) + 1;
 		if (len > lim)
@@ -104,7 +113,8 @@ static int mount_legacy(char *const *lowers, size_t n, const char *upper, const 
 				*p++ = ':';
 			p = stpcpy(p, rel ? lowers[i] + plen + 1 : lowers[i]);
 		}
-		snprintf(p, len + 1 - (size_t)(p - data), ",upperdir=%s,workdir=%s", upper, work);
+		snprintf(p, len + 1 - (size_t)(p - data), ",upperdir=%s,workdir=%s%s", upper, work,
+			 userxattr ? ",userxattr" : "");
 		if (!rel) {
 			if (mount("overlay", merged, "overlay", MS_NODEV, data) < 0)
 				return kap_error(err, errno, "mount overlay on %s", merged);
@@ -131,17 +141,17 @@ static int mount_legacy(char *const *lowers, size_t n, const char *upper, const 
 }
 
 int kap_overlay_mount(char *const *lowers, size_t n, const char *upper, const char *work,
-		      const char *merged, struct kapsel_error **err)
+		      const char *merged, bool userxattr, struct kapsel_error **err)
 {
 	if (n == 0)
 		return kap_error_plain(err, EINVAL, "overlay on %s: no lower directory", merged);
-	int r = mount_new_api(lowers, n, upper, work, merged, err);
+	int r = mount_new_api(lowers, n, upper, work, merged, userxattr, err);
 	if (r == 0 || (r != -EINVAL && r != -ENOSYS && r != -EPERM && r != -ENODEV))
 		return r;
 	if (err && *err)
 		return r; /* a real failure after "lowerdir+" was accepted */
 	kap_debug("overlay: no \"lowerdir+\" (%s), using mount(2) options", strerror(-r));
-	return mount_legacy(lowers, n, upper, work, merged, err);
+	return mount_legacy(lowers, n, upper, work, merged, userxattr, err);
 }
 
 static bool is_mount_point(const char *path)

@@ -16,19 +16,33 @@
  * rest of the runtime commands work on it. A detached container gets a monitor process (what
  * conmon is to podman): it holds the container as its child, records the exit status, and
  * cleans up (--rm included) when the container exits.
+ *
+ * Rootless (a non-root user), `kapsel run` first moves itself into a user namespace that maps
+ * root to the user (uid and gid only, as `kapsel spec --rootless` does) and a mount namespace
+ * of its own, mounts the overlay there with "userxattr" (the store unpacks layers for that),
+ * and drives the runtime from inside: the config has no user namespace of its own, the
+ * container shares ours, and the runtime treats root in a nested user namespace as rootless
+ * (no cgroup unless delegated, device nodes bound from the host). The overlay mount lives only
+ * in that mount namespace: the foreground kapsel or the monitor of a detached container holds
+ * it and unmounts it when the container ends; `kapsel exec NAME` joins the namespaces through
+ * the container's init. A rootless container gains nothing the user lacks: everything it
+ * creates is owned by the user, and host files of other users appear as the overflow id.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +50,7 @@
 #include <kapsel/container.h>
 #include <kapsel/run.h>
 
+#include "container/container.h"
 #include "core/cleanup.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -49,6 +64,9 @@
 #define LOG_FILE "ctr.log"
 #define PID_FILE "ctr.pid"
 
+/* linux/magic.h; spelled out, as container/mount.c does, to keep the uAPI header out. */
+#define CGROUP2_SUPER_MAGIC 0x63677270
+
 static void store_closep(struct kap_store **s)
 {
 	if (*s)
@@ -59,6 +77,85 @@ static void store_closep(struct kap_store **s)
 static const char *root_or_default(const char *root)
 {
 	return root && *root ? root : KAPSEL_DEFAULT_ROOT;
+}
+
+/* ---- rootless ---- */
+
+/*
+ * Make this process root of a new user namespace that maps uid 0 and gid 0 to the caller's
+ * ids and nothing else (user_namespaces(7): an unprivileged process may write exactly that
+ * into its own maps, after denying setgroups). mount_ns: also a mount namespace owned by it,
+ * where the overlay can be mounted, slave to the host's so nothing mounted here leaks out.
+ * Must be called while single-threaded (unshare(2) refuses CLONE_NEWUSER otherwise).
+ */
+static int userns_enter(uid_t uid, gid_t gid, bool mount_ns, struct kapsel_error **err)
+{
+	if (unshare(CLONE_NEWUSER | (mount_ns ? CLONE_NEWNS : 0)) < 0) {
+		int e = errno;
+		return kap_error(err, e, "rootless: create a user namespace%s",
+				 e == EPERM || e == ENOSPC
+				     ? " (are unprivileged user namespaces disabled? see "
+				       "sysctl user.max_user_namespaces)"
+				     : "");
+	}
+	char map[64];
+	int n;
+	if (kap_fs_write_at(AT_FDCWD, "/proc/self/setgroups", "deny", 4, err) < 0)
+		return kap_error_wrap(err, "rootless");
+	n = snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+	if (kap_fs_write_at(AT_FDCWD, "/proc/self/uid_map", map, (size_t)n, err) < 0)
+		return kap_error_wrap(err, "rootless: map uid %u", (unsigned)uid);
+	n = snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+	if (kap_fs_write_at(AT_FDCWD, "/proc/self/gid_map", map, (size_t)n, err) < 0)
+		return kap_error_wrap(err, "rootless: map gid %u", (unsigned)gid);
+	if (mount_ns && mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return kap_error(err, errno, "rootless: make / a slave mount");
+	return 0;
+}
+
+/*
+ * Whether a rootless runtime could create this container's cgroup: the runtime puts it at
+ * /sys/fs/cgroup/kapsel/<name> (no cgroupsPath), so the user needs that directory, or the
+ * root to create it in, delegated (writable). Only cgroup2 is delegated to users.
+ */
+static bool cgroup_delegated(void)
+{
+	struct statfs sf;
+	if (statfs("/sys/fs/cgroup", &sf) < 0 || sf.f_type != CGROUP2_SUPER_MAGIC)
+		return false;
+	if (access("/sys/fs/cgroup/kapsel", W_OK | X_OK) == 0)
+		return true;
+	return errno == ENOENT && access("/sys/fs/cgroup", W_OK | X_OK) == 0;
+}
+
+/*
+ * rm -rf dirfd/name. A rootless container's files all belong to the user, but their modes may
+ * shut the owner out (overlay's work/work is mode 000; the container may chmod its own files):
+ * what the user cannot remove is removed by a child that is root of a user namespace mapping
+ * only the user, whose CAP_DAC_OVERRIDE reaches exactly the user's files and nothing else.
+ */
+static int remove_tree(int dirfd, const char *name)
+{
+	int r = kap_fs_rm_rf(dirfd, name);
+	if (r == 0 || geteuid() == 0)
+		return r;
+	uid_t uid = geteuid();
+	gid_t gid = getegid();
+	pid_t pid = fork();
+	if (pid < 0)
+		return r;
+	if (pid == 0) {
+		if (userns_enter(uid, gid, false, NULL) < 0)
+			_exit(-r);
+		r = kap_fs_rm_rf(dirfd, name);
+		_exit(r < 0 ? -r : 0);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0
+	       : WIFEXITED(status)			     ? -WEXITSTATUS(status)
+							     : r;
 }
 
 /* ---- container.json ---- */
@@ -275,7 +372,7 @@ static int ctr_remove(struct ctr *c, const char *root, struct kapsel_error **err
 		return -(*err)->code;
 	if (c->store)
 		kap_store_remove_user(c->store, c->name);
-	if ((r = kap_fs_rm_rf(c->dirfd, c->name)) < 0)
+	if ((r = remove_tree(c->dirfd, c->name)) < 0)
 		return kap_error(err, -r, "remove %s", c->cdir);
 	return 0;
 }
@@ -404,6 +501,7 @@ struct prepared {
 	struct ctr c;
 	struct meta m;
 	bool mounted, created_dir;
+	bool rootless; /* not root on the host: mount and run from a user namespace */
 };
 
 static void prepared_fail(struct prepared *p, const char *root)
@@ -487,8 +585,13 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		}
 		one[0] = empty;
 	}
+	/* Everything above belongs to the user; the mount needs the namespaces (a process that
+	 * is root of a nested user namespace already, kapsel in a container, has them). */
+	if (p->rootless && geteuid() != 0 &&
+	    (r = userns_enter(geteuid(), getegid(), true, err)) < 0)
+		return r;
 	if ((r = kap_overlay_mount(n_lowers ? lowers : one, n_lowers ? n_lowers : 1, upper, work,
-				   merged, err)) < 0)
+				   merged, p->rootless, err)) < 0)
 		return r;
 	p->mounted = true;
 	cleanup_close int rootfd = open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -537,6 +640,7 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	    .hostname = hostname,
 	    .hosts_file = hosts_path,
 	    .hostname_file = hostname_path,
+	    .rootless = p->rootless,
 	};
 	cleanup_json struct kap_json *config = NULL;
 	if ((r = kap_bundle_config(&cfg, o, &be, rootfd, &config, err)) < 0)
@@ -775,7 +879,26 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	if ((r = validate_name(name, err)) < 0)
 		return r;
 	const char *root = root_or_default(o->root);
-	struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
+	struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name},
+			     .rootless = geteuid() != 0 || kap_userns_nested()};
+	struct kapsel_run_options eff = *o;
+	if (p.rootless && !cgroup_delegated()) {
+		/* Limits need a cgroup: refuse the ones asked for, drop podman's default pids
+		 * limit (rootless podman does too without a delegated pids controller). */
+		const char *flag = o->memory				    ? "--memory"
+				   : o->cpus				    ? "--cpus"
+				   : o->has_pids_limit && o->pids_limit > 0 ? "--pids-limit"
+									    : NULL;
+		if (flag)
+			return kap_error_plain(err, EPERM,
+					       "%s needs a delegated cgroup for uid %u (a writable "
+					       "/sys/fs/cgroup/kapsel on cgroup2); none is, so "
+					       "a rootless container cannot be limited",
+					       flag, (unsigned)geteuid());
+		eff.has_pids_limit = true;
+		eff.pids_limit = 0;
+	}
+	o = &eff;
 	if ((r = prepare(o, name, &p, err)) < 0) {
 		prepared_fail(&p, root);
 		return r;
@@ -969,6 +1092,9 @@ API int kapsel_image_stop(const char *store, const char *root, const char *name,
 	if (!init_stopped(&m)) {
 		kapsel_error_free(steal_ptr(e));
 		kapsel_container_kill(m.root, name, SIGKILL, true, NULL);
+		/* Without a cgroup (rootless) "all" finds no processes: the init's death ends its
+		 * pid namespace, and every process in it. */
+		kapsel_container_kill(m.root, name, SIGKILL, false, NULL);
 		for (int i = 0; i < 400 && !init_stopped(&m); i++)
 			sleep_ms(25);
 		if (!init_stopped(&m)) {
