@@ -15,9 +15,12 @@
  *   unclaimed writes and reads an unclaimed port 100 times
  *   spin      loops forever (host signal tests);  loop  "n=N" iterations, timed
  *   exits     "n=N" writes to an unclaimed port (bench/vm-exits)
+ *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad", "serial=S"): see test_blk
+ *   rng       virtio-rng: 64 bytes of entropy
  */
 #include "acpi.h"
 #include "guest.h"
+#include "virtio.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -308,6 +311,120 @@ static void test_exits(void)
 	debug_exit(0);
 }
 
+static struct vq vq;
+struct blk_hdr {
+	uint32_t type, reserved;
+	uint64_t sector;
+};
+static struct blk_hdr hdr;
+static struct vdesc ind[3] __attribute__((aligned(16)));
+static uint8_t wbuf[4096], rbuf[4096] __attribute__((aligned(512)));
+static uint8_t status;
+
+/* One request: header, data (len bytes at buf, device-writable when in), status. */
+static int64_t blk_req(uint32_t b, uint32_t type, uint64_t sector, void *buf, uint32_t len, int in,
+		       int indirect)
+{
+	hdr = (struct blk_hdr){type, 0, sector};
+	struct vdesc *d = indirect ? ind : vq.desc;
+	d[0] = (struct vdesc){(uintptr_t)&hdr, sizeof(hdr), VD_NEXT, 1};
+	d[1] = (struct vdesc){(uintptr_t)buf, len, (uint16_t)(VD_NEXT | (in ? VD_WRITE : 0)), 2};
+	d[2] = (struct vdesc){(uintptr_t)&status, 1, VD_WRITE, 0};
+	if (!len) {
+		d[0].next = 2;
+		d[1] = d[2];
+		d[0].next = 1;
+	}
+	if (indirect)
+		vq.desc[0] = (struct vdesc){(uintptr_t)ind, (len ? 3 : 2) * 16, VD_INDIRECT, 0};
+	status = 0xee;
+	int64_t n = vio_submit(b, &vq, 0);
+	return n < 0 ? n : status;
+}
+
+/*
+ * mode=rw: writes 8 sectors at sector 1 (byte i of sector s is (i * 7 + s) & 0xff), flushes,
+ * reads them back through an indirect descriptor, zeroes sector 9 (write-zeroes), checks the
+ * serial (get-id) and prints sector 0. mode=ro: reads sector 0, a write must fail with IOERR.
+ * mode=bad: a descriptor pointing outside RAM must put the device into NEEDS_RESET.
+ */
+static void test_blk(void)
+{
+	char mode[8], serial[24];
+	cmdline_get(cmdline, "mode", mode, sizeof(mode));
+	cmdline_get(cmdline, "serial", serial, sizeof(serial));
+	uint32_t b = vio_find(2, 0);
+	CHECK(b, "no virtio-blk device");
+	/* INDIRECT_DESC (28) and DISCARD/WRITE_ZEROES (13, 14), FLUSH (9). */
+	const char *bad = vio_init(b, &vq, (1u << 28) | (1u << 9) | (1u << 13) | (1u << 14));
+	CHECK(!bad, bad);
+	uint32_t cap = *vreg(b, 0x100);
+	puts_("blk: capacity ");
+	putu(cap);
+	puts_(" sectors\n");
+	if (streq(mode, "bad")) {
+		vq.desc[0] = (struct vdesc){0xfff00000u, 4096, 0, 0};
+		CHECK(vio_submit(b, &vq, 0) == -1, "bad descriptor completed");
+		CHECK(*vreg(b, 0x70) & VIO_NEED_RST, "no DEVICE_NEEDS_RESET");
+		CHECK(*vreg(b, 0x60) & 2, "no configuration-change interrupt");
+		puts_("blk: needs reset\n");
+		*vreg(b, 0x70) = 0;
+		CHECK(*vreg(b, 0x70) == 0, "reset did not clear NEEDS_RESET");
+		bad = vio_init(b, &vq, 0);
+		CHECK(!bad, bad);
+		CHECK(blk_req(b, 0, 0, rbuf, 512, 1, 0) == 0, "read after reset failed");
+		pass();
+	}
+	CHECK(blk_req(b, 0, 0, rbuf, 512, 1, 0) == 0, "read sector 0 failed");
+	puts_("blk: sector 0: ");
+	for (int i = 0; i < 16 && rbuf[i] >= ' '; i++)
+		putc_((char)rbuf[i]);
+	putc_('\n');
+	if (streq(mode, "ro")) {
+		CHECK(*vreg(b, 0x10) & (1u << 5), "read-only disk without VIRTIO_BLK_F_RO");
+		CHECK(blk_req(b, 1, 1, wbuf, 512, 0, 0) == 1, "write to read-only disk not IOERR");
+		puts_("blk: write refused\n");
+		pass();
+	}
+	for (uint32_t s = 0; s < 8; s++)
+		for (uint32_t i = 0; i < 512; i++)
+			wbuf[s * 512 + i] = (uint8_t)(i * 7 + s + 1);
+	CHECK(blk_req(b, 1, 1, wbuf, 4096, 0, 0) == 0, "write failed");
+	CHECK(blk_req(b, 4, 0, 0, 0, 0, 0) == 0, "flush failed");
+	CHECK(blk_req(b, 0, 1, rbuf, 4096, 1, 1) == 0, "indirect read failed");
+	CHECK(!memcmp_(rbuf, wbuf, 4096), "read back differs");
+	CHECK(blk_req(b, 0, cap, rbuf, 512, 1, 0) == 1, "read past the end not IOERR");
+	struct {
+		uint64_t sector;
+		uint32_t num, flags;
+	} wz = {9, 1, 0};
+	CHECK(blk_req(b, 13, 0, &wz, sizeof(wz), 0, 0) == 0, "write-zeroes failed");
+	char id[21] = {0};
+	CHECK(blk_req(b, 8, 0, id, 20, 1, 0) == 0, "get-id failed");
+	CHECK(streq(id, serial), "serial differs");
+	CHECK(blk_req(b, 99, 0, rbuf, 512, 1, 0) == 2, "unknown request not UNSUPP");
+	puts_("blk ok\n");
+	pass();
+}
+
+static uint8_t entropy[64];
+
+static void test_rng(void)
+{
+	uint32_t b = vio_find(4, 0);
+	CHECK(b, "no virtio-rng device");
+	const char *bad = vio_init(b, &vq, 0);
+	CHECK(!bad, bad);
+	vq.desc[0] = (struct vdesc){(uintptr_t)entropy, sizeof(entropy), VD_WRITE, 0};
+	CHECK(vio_submit(b, &vq, 0) == sizeof(entropy), "short entropy");
+	uint32_t nonzero = 0;
+	for (unsigned int i = 0; i < sizeof(entropy); i++)
+		nonzero += entropy[i] != 0;
+	CHECK(nonzero > 32, "entropy mostly zero");
+	puts_("rng ok\n");
+	pass();
+}
+
 void guest_main(uint32_t magic, const struct mb_info *mb);
 void guest_main(uint32_t magic, const struct mb_info *mb)
 {
@@ -358,6 +475,10 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_loop();
 	if (streq(test, "exits"))
 		test_exits();
+	if (streq(test, "blk"))
+		test_blk();
+	if (streq(test, "rng"))
+		test_rng();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

@@ -61,8 +61,8 @@ static struct vring_desc *desc(uint64_t table, unsigned int i)
 	return (struct vring_desc *)(F->ram + table) + i;
 }
 
-static void set_desc(uint64_t table, unsigned int i, uint64_t addr, uint32_t len,
-		     uint16_t flags, uint16_t next)
+static void set_desc(uint64_t table, unsigned int i, uint64_t addr, uint32_t len, uint16_t flags,
+		     uint16_t next)
 {
 	*desc(table, i) = (struct vring_desc){addr, len, flags, next};
 }

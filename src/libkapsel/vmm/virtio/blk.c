@@ -275,8 +275,7 @@ int kap_virtio_blk_new(struct kap_virtio_dev *d, const struct kapsel_vm_disk *di
 	b->sectors = size / SECTOR;
 	/* §5.2.6: the id is 20 bytes, NUL-padded, unterminated when all 20 are used. */
 	if (disk->serial)
-		memcpy(b->serial, disk->serial,
-		       strnlen(disk->serial, sizeof(b->serial)));
+		memcpy(b->serial, disk->serial, strnlen(disk->serial, sizeof(b->serial)));
 	d->features |= (1ULL << VIRTIO_BLK_F_FLUSH) | (1ULL << VIRTIO_BLK_F_SEG_MAX) |
 		       (1ULL << VIRTIO_BLK_F_BLK_SIZE);
 	if (disk->ro)
