@@ -136,6 +136,16 @@ static int build_process(const struct kapsel_exec_options *o, const struct kap_s
 	return 0;
 }
 
+static int write_exec_pid_file(const char *path, pid_t pid, struct kapsel_error **err)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d", pid);
+	cleanup_close int f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (f < 0 || write(f, buf, (size_t)n) != n)
+		return kap_error(err, errno, "--pid-file %s", path);
+	return 0;
+}
+
 /* The exec'd process itself, inside every namespace. Never returns. */
 static _Noreturn void exec_child(int sync, const struct kap_process *p, struct kap_seccomp *sc,
 				 int preserve_fds, bool in_userns)
@@ -169,6 +179,12 @@ static _Noreturn void exec_child(int sync, const struct kap_process *p, struct k
 		goto fail;
 	if (kap_security_lsm(p, &err) < 0 || kap_security_user_caps(p, in_userns, &err) < 0)
 		goto fail;
+	/* Run no user code before the runtime has recorded our pid (--pid-file): a client such
+	 * as containerd's shim must know the pid before the process can exit. */
+	struct kap_sync_msg m;
+	kap_sync_send(sync, KAP_SYNC_READY, 0, NULL, -1);
+	if (kap_sync_expect(sync, KAP_SYNC_DONE, &m, NULL, &err) < 0)
+		_exit(127);
 	syscall(SYS_close_range, 3 + preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
 	if (sc && !early && kap_seccomp_load(sc, &nfd, &err) < 0)
 		goto fail;
@@ -302,6 +318,7 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 	kap_sync_send(sync[0], KAP_SYNC_GO, 0, NULL, -1);
 	pid_t target = -1;
 	int master = -1;
+	bool ready = false;
 	for (;;) {
 		struct kap_sync_msg m;
 		int fd = -1;
@@ -319,13 +336,26 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		} else if (m.type == KAP_SYNC_ERROR) {
 			r = kap_error_plain(err, m.value > 0 ? m.value : EIO, "%s", m.text);
 			break;
+		} else if (m.type == KAP_SYNC_READY && target > 0 && !ready) {
+			/* Set up, about to exec: hand out the terminal and the pid first. */
+			ready = true;
+			if (master >= 0 && o->console_socket) {
+				r = kap_terminal_send_to_socket(o->console_socket, master, err);
+				close(master);
+				master = -1;
+				if (r < 0)
+					break;
+			}
+			if (o->pid_file && (r = write_exec_pid_file(o->pid_file, target, err)) < 0)
+				break;
+			kap_sync_send(sync[0], KAP_SYNC_DONE, 0, NULL, -1);
 		} else if (fd >= 0) {
 			close(fd);
 		}
 	}
 	close(sync[0]);
 	waitpid(child, NULL, 0);
-	if (r < 0 || target <= 0) {
+	if (r < 0 || target <= 0 || !ready) {
 		if (target > 0) {
 			kill(target, SIGKILL);
 			waitpid(target, NULL, 0);
@@ -335,23 +365,6 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		if (r >= 0)
 			r = kap_error_plain(err, EIO, "exec: process did not start");
 		goto out;
-	}
-	if (master >= 0 && o->console_socket) {
-		r = kap_terminal_send_to_socket(o->console_socket, master, err);
-		close(master);
-		master = -1;
-		if (r < 0)
-			goto out;
-	}
-	if (o->pid_file) {
-		char buf[32];
-		int n = snprintf(buf, sizeof(buf), "%d", target);
-		cleanup_close int f =
-		    open(o->pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (f < 0 || write(f, buf, (size_t)n) != n) {
-			r = kap_error(err, errno, "--pid-file %s", o->pid_file);
-			goto out;
-		}
 	}
 	if (o->detach) {
 		r = 0;
