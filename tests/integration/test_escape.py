@@ -138,3 +138,16 @@ def test_tmpfs_full(k):
     lines = r.stdout.split()
     assert lines[0] == "rc=1", r.stderr
     assert int(lines[1]) <= 65536 * 1024  # the tmpfs's size= holds
+
+
+def test_security_opt_seccomp_file(k, tmp_path):
+    prof = tmp_path / "deny-mkdir.json"
+    prof.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir",'
+                    ' "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}')
+    r = k("run", "--rm", "--security-opt", f"seccomp={prof}", "busybox", "sh", "-c",
+          "mkdir /tmp/x && echo MADE; grep Seccomp: /proc/self/status")
+    assert "MADE" not in r.stdout
+    assert "Operation not permitted" in r.stderr
+    assert "Seccomp:\t2" in r.stdout
+    r = k("run", "--rm", "--security-opt", "seccomp=/nonexistent.json", "busybox", "true")
+    assert r.returncode != 0 and "/nonexistent.json" in r.stderr

@@ -620,3 +620,14 @@ def test_runtime_binary_unwritable_from_container_processes(kap, make_bundle, ci
         os.close(handle)
     # ... and the binary on disk is untouched and still writable by its owner
     assert os.access(kap.binary, os.W_OK)
+
+
+def test_exec_cap_adds_capability(kap, make_bundle, cid):
+    kap("run", "-d", "--bundle", make_bundle(["sleep", "1000"]), cid, check=True)
+    r = kap("exec", "--cap", "CAP_SYS_ADMIN", cid, "grep", "CapEff", "/proc/self/status",
+            check=True)
+    assert int(r.stdout.split()[1], 16) & (1 << 21)
+    r = kap("exec", cid, "grep", "CapEff", "/proc/self/status", check=True)
+    assert not int(r.stdout.split()[1], 16) & (1 << 21)
+    r = kap("exec", "--cap", "CAP_FLYING", cid, "true")
+    assert r.returncode != 0 and "CAP_FLYING" in r.stderr
