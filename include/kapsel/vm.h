@@ -22,6 +22,13 @@ enum kapsel_vm_cache {
 	KAPSEL_VM_CACHE_NONE,	   /* O_DIRECT */
 };
 
+/* The image format of a disk: probed from the magic unless given (format=raw pins raw). */
+enum kapsel_vm_disk_format {
+	KAPSEL_VM_DISK_PROBE,
+	KAPSEL_VM_DISK_RAW,
+	KAPSEL_VM_DISK_QCOW2,
+};
+
 /* A virtio-blk disk: --disk PATH[,ro][,serial=S][,cache=none|writeback][,id=ID]. */
 struct kapsel_vm_disk {
 	char *id; /* "disk0", "disk1"... unless given */
@@ -29,9 +36,30 @@ struct kapsel_vm_disk {
 	char *serial; /* at most 20 bytes (VIRTIO_BLK_ID_BYTES) */
 	bool ro;
 	enum kapsel_vm_cache cache;
+	enum kapsel_vm_disk_format format; /* format=raw|qcow2; probed when not given */
 };
 
 #define KAPSEL_VM_MAX_DISKS 6
+
+/*
+ * A virtio-net card: --net tap=NAME[,mac=M][,id=ID] (an existing tap) or
+ * --net bridge=BR[,mac=M][,id=ID] (kapsel creates a tap on BR for the VM's lifetime).
+ */
+struct kapsel_vm_net {
+	char *id;  /* "net0", "net1"... unless given */
+	char *tap; /* exactly one of tap and bridge */
+	char *bridge;
+	uint8_t mac[6];
+	bool has_mac; /* else a random locally administered unicast address */
+};
+
+#define KAPSEL_VM_MAX_NETS 4
+
+/* How virtio devices reach the guest: --transport pci|mmio. */
+enum kapsel_vm_transport {
+	KAPSEL_VM_TRANSPORT_PCI, /* the default: modern virtio-pci behind a host bridge */
+	KAPSEL_VM_TRANSPORT_MMIO,
+};
 
 struct kapsel_vm_config {
 	char *kernel;	    /* required */
@@ -46,6 +74,13 @@ struct kapsel_vm_config {
 	struct kapsel_vm_disk disks[KAPSEL_VM_MAX_DISKS];
 	unsigned int ndisks;
 	bool rng; /* a virtio-rng device */
+	struct kapsel_vm_net nets[KAPSEL_VM_MAX_NETS];
+	unsigned int nnets;
+	bool virtio_console; /* hvc0: console input goes to it instead of the UART */
+	/* virtio-vsock: guest CID (>= 3) and the host's unix socket; vsock_path NULL: none. */
+	uint32_t vsock_cid;
+	char *vsock_path;
+	enum kapsel_vm_transport transport;
 	/* Also name the virtio-mmio devices on the command line (virtio_mmio.device=...). */
 	bool virtio_mmio_cmdline;
 };
@@ -67,8 +102,26 @@ int kapsel_vm_parse_size(const char *s, uint64_t *out);
  * c->disks. Errors name the bad option; duplicate ids are refused.
  */
 int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
+/*
+ * Appends the card described by s ("tap=NAME[,mac=M][,id=ID]" or "bridge=BR[,mac=M][,id=ID]")
+ * to c->nets. Errors name the bad option; duplicate ids are refused.
+ */
+int kapsel_vm_parse_net(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
+/* "cid=N,socket=PATH" (N >= 3) into c->vsock_cid / c->vsock_path; one vsock per VM. */
+int kapsel_vm_parse_vsock(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
+/* "pci" or "mmio" into c->transport. -EINVAL when unknown. */
+int kapsel_vm_parse_transport(const char *s, struct kapsel_vm_config *c);
 /* "stdio", "none", "file:PATH" into c->console / c->console_path. -EINVAL when unknown. */
 int kapsel_vm_parse_console(const char *s, struct kapsel_vm_config *c);
+
+/*
+ * Creates path as a qcow2 v3 image (64 KiB clusters, 16-bit refcounts) of size bytes, rounded up
+ * to 512. With backing (a raw or qcow2 file; a relative name is resolved against path's
+ * directory, as the image records it) the image is an overlay over it, and size 0 means the
+ * backing file's size. An existing path is not overwritten (-EEXIST).
+ */
+int kapsel_vm_disk_create(const char *path, uint64_t size, const char *backing,
+			  struct kapsel_error **err);
 
 /*
  * Boots the guest and runs it until it ends. Returns the exit status the CLI should use

@@ -25,8 +25,18 @@ static const char run_usage[] =
     "  --console WHERE         stdio (default; Ctrl-A x quits), file:PATH or none\n"
     "  --no-debug-exit         remove the debug-exit port\n"
     "  --disk PATH[,ro][,serial=S][,cache=none|writeback][,id=ID]\n"
-    "                          a virtio-blk disk (raw file or block device); repeatable\n"
+    "                          a virtio-blk disk (raw file, block device or qcow2 image);\n"
+    "                          repeatable\n"
     "  --rng                   a virtio-rng device (entropy from getrandom)\n"
+    "  --net tap=NAME[,mac=M][,id=ID] | bridge=BR[,mac=M][,id=ID]\n"
+    "                          a virtio-net card on an existing tap, or on a tap kapsel\n"
+    "                          creates on bridge BR and deletes at the end; repeatable\n"
+    "  --virtio-console        a virtio-console (hvc0); console input goes to it\n"
+    "  --vsock cid=N,socket=PATH\n"
+    "                          a virtio-vsock with guest CID N (>= 3); the host side is\n"
+    "                          the unix socket PATH (docs/vm.md: CONNECT <port>)\n"
+    "  --transport pci|mmio    how virtio devices attach: PCI functions (default) or\n"
+    "                          virtio-mmio windows\n"
     "  --virtio-mmio-cmdline   also list the virtio-mmio devices on the kernel command line\n"
     "  --config FILE           settings from a vm.json; the flags above override it\n"
     "  --help, -h              print this help\n";
@@ -43,7 +53,11 @@ enum {
 	OPT_CONFIG,
 	OPT_DISK,
 	OPT_RNG,
+	OPT_NET,
+	OPT_VIRTIO_CONSOLE,
+	OPT_VSOCK,
 	OPT_VIRTIO_MMIO_CMDLINE,
+	OPT_TRANSPORT,
 };
 
 static const struct cli_command cmd_vm_run = {
@@ -73,13 +87,17 @@ static int vm_run(int argc, char **argv)
 	    {"config", required_argument, NULL, OPT_CONFIG},
 	    {"disk", required_argument, NULL, OPT_DISK},
 	    {"rng", no_argument, NULL, OPT_RNG},
+	    {"net", required_argument, NULL, OPT_NET},
+	    {"virtio-console", no_argument, NULL, OPT_VIRTIO_CONSOLE},
+	    {"vsock", required_argument, NULL, OPT_VSOCK},
 	    {"virtio-mmio-cmdline", no_argument, NULL, OPT_VIRTIO_MMIO_CMDLINE},
+	    {"transport", required_argument, NULL, OPT_TRANSPORT},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	struct kapsel_vm_config cfg = {0}, cli = {0};
 	struct kapsel_error *err = NULL;
-	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL;
+	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL;
 	bool no_debug_exit = false;
 	int c, rc = 1;
 
@@ -123,8 +141,22 @@ static int vm_run(int argc, char **argv)
 		case OPT_RNG:
 			cli.rng = true;
 			break;
+		case OPT_NET:
+		case OPT_VSOCK:
+			if ((c == OPT_NET ? kapsel_vm_parse_net(optarg, &cli, &err)
+					  : kapsel_vm_parse_vsock(optarg, &cli, &err)) < 0) {
+				kapsel_vm_config_clear(&cli);
+				return cli_fail_err(err);
+			}
+			break;
+		case OPT_VIRTIO_CONSOLE:
+			cli.virtio_console = true;
+			break;
 		case OPT_VIRTIO_MMIO_CMDLINE:
 			cli.virtio_mmio_cmdline = true;
+			break;
+		case OPT_TRANSPORT:
+			transport = optarg;
 			break;
 		default:
 			kapsel_vm_config_clear(&cli);
@@ -157,6 +189,13 @@ static int vm_run(int argc, char **argv)
 	cfg.ndisks = cli.ndisks;
 	cli.ndisks = 0;
 	cfg.rng |= cli.rng;
+	memcpy(cfg.nets, cli.nets, sizeof(cli.nets));
+	cfg.nnets = cli.nnets;
+	cli.nnets = 0;
+	cfg.virtio_console |= cli.virtio_console;
+	cfg.vsock_cid = cli.vsock_cid;
+	cfg.vsock_path = cli.vsock_path;
+	cli.vsock_path = NULL;
 	cfg.virtio_mmio_cmdline |= cli.virtio_mmio_cmdline;
 	if (mem && kapsel_vm_parse_size(mem, &cfg.mem_size) < 0) {
 		rc = cli_fail("vm run: --mem: invalid size \"%s\" (expected e.g. 256M or 1G)", mem);
@@ -175,6 +214,10 @@ static int vm_run(int argc, char **argv)
 	}
 	if (no_debug_exit)
 		cfg.no_debug_exit = true;
+	if (transport && kapsel_vm_parse_transport(transport, &cfg) < 0) {
+		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
+		goto out;
+	}
 	if (!cfg.kernel) {
 		rc = cli_fail("vm run: --kernel is required (see 'kapsel vm run --help')");
 		goto out;
@@ -187,10 +230,65 @@ out:
 	return rc;
 }
 
+static const char disk_create_usage[] =
+    "Usage: kapsel vm disk create [--backing BASE] FILE [SIZE]\n"
+    "\n"
+    "Create FILE as a qcow2 (version 3) image of SIZE bytes, with a K, M, G or T suffix\n"
+    "(64 KiB clusters, 16-bit refcounts). With --backing, FILE is an overlay over BASE (raw\n"
+    "or qcow2, opened read-only when the VM runs; a relative BASE is resolved against FILE's\n"
+    "directory) and SIZE defaults to BASE's size. An existing FILE is not overwritten.\n"
+    "\n"
+    "Options:\n"
+    "  --backing BASE          the backing file\n"
+    "  --help, -h              print this help\n";
+
+static const struct cli_command cmd_vm_disk_create = {
+    .name = "vm disk create",
+    .summary = "create a qcow2 disk image",
+    .usage = disk_create_usage,
+};
+
+static int vm_disk_create(int argc, char **argv)
+{
+	static const struct option options[] = {
+	    {"backing", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	const char *backing = NULL;
+	int c;
+	while ((c = cli_getopt(&cmd_vm_disk_create, argc, argv, "h", options)) != -1) {
+		if (c != 'b')
+			return cli_opt_status(c);
+		backing = optarg;
+	}
+	if (!cli_nargs(&cmd_vm_disk_create, argc - optind, backing ? 1 : 2, 2,
+		       backing ? "FILE [SIZE]" : "FILE SIZE"))
+		return 1;
+	uint64_t size = 0;
+	if (argc - optind == 2 && kapsel_vm_parse_size(argv[optind + 1], &size) < 0)
+		return cli_fail("vm disk create: invalid size \"%s\" (expected e.g. 10G)",
+				argv[optind + 1]);
+	struct kapsel_error *err = NULL;
+	if (kapsel_vm_disk_create(argv[optind], size, backing, &err) < 0)
+		return cli_fail_err(err);
+	return 0;
+}
+
+static int vm_disk(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "create"))
+		return cli_fail("vm disk: expected \"create\" "
+				"(see 'kapsel vm disk create --help')");
+	optind = 0;
+	return vm_disk_create(argc - 1, argv + 1);
+}
+
 static const char vm_usage[] = "Usage: kapsel vm <command> [options]\n"
 			       "\n"
 			       "Commands:\n"
 			       "  run                     boot a kernel in a micro-VM\n"
+			       "  disk create             create a qcow2 disk image\n"
 			       "\n"
 			       "Run 'kapsel vm <command> --help' for its options.\n";
 
@@ -201,6 +299,8 @@ static int vm_cmd(const struct cli_globals *g, int argc, char **argv)
 		fputs(vm_usage, argc < 2 ? stderr : stdout);
 		return argc < 2 ? 1 : 0;
 	}
+	if (!strcmp(argv[1], "disk"))
+		return vm_disk(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "run")) {
 		optind = 0;
 		return vm_run(argc - 1, argv + 1);

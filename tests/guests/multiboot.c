@@ -17,10 +17,17 @@
  *   exits     "n=N" writes to an unclaimed port (bench/vm-exits)
  *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad", "serial=S"): see test_blk
  *   rng       virtio-rng: 64 bytes of entropy
+ *   net, vcon, vsock   virtio-net, virtio-console, virtio-vsock: see virtio-dev.h
+ *   pci       bus 0 through 0xCF8/0xCFC: lists the functions, sizes and moves BAR 0, walks the
+ *             virtio capabilities
+ *   pci-blk   virtio-blk over virtio-pci ("mode=rw|ro", "irq=msix|intx"): see test_pci_blk
+ *   pci-rng   virtio-rng over virtio-pci ("irq=msix|intx")
  */
 #include "acpi.h"
 #include "guest.h"
 #include "virtio.h"
+#include "virtio-dev.h"
+#include "virtio-pci.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -425,6 +432,173 @@ static void test_rng(void)
 	pass();
 }
 
+static void test_pci(void)
+{
+	uint32_t host = pci_read(0, 0), cls = pci_read(0, 8) >> 16;
+	CHECK(host != 0xffffffffu && cls == 0x0600, "00:00.0 is not a host bridge");
+	outl(0xcf8, 0x80000000u);
+	CHECK(inl(0xcf8) == 0x80000000u, "CONFIG_ADDRESS does not read back");
+	unsigned int nvirtio = 0;
+	for (uint32_t dev = 0; dev < 32; dev++) {
+		uint32_t id = pci_read(dev << 11, 0);
+		if (id == 0xffffffffu)
+			continue;
+		puts_("pci: 00:");
+		putx(dev);
+		puts_(".0 ");
+		putx(id);
+		puts_(" class ");
+		putx(pci_read(dev << 11, 8) >> 8);
+		putc_('\n');
+		nvirtio += (id & 0xffff) == PCI_VENDOR_VIRTIO;
+	}
+	CHECK(pci_read(1u << 16, 0) == 0xffffffffu, "bus 1 answers");
+	struct vpci p;
+	const char *bad = vpci_find(2, 0, &p);
+	CHECK(!bad, bad);
+	puts_("pci: blk BAR ");
+	putx(p.bar);
+	puts_(" size ");
+	putx(p.bar_size);
+	puts_(", ");
+	putu(p.ncaps);
+	puts_(" capabilities, notify multiplier ");
+	putu(p.notify_mult);
+	puts_(", line ");
+	putu(p.line);
+	putc_('\n');
+	CHECK(p.device && p.msix_cap, "no device-specific structure or MSI-X");
+	/* Decoding off: BAR 0 no longer answers (reads float high). */
+	pci_write(p.bdf, 4, 0);
+	CHECK(VP32(p.common + VC_DF) == 0xffffffffu, "BAR 0 answers with decoding off");
+	pci_write(p.bdf, 4, 6);
+	VP32(p.common + VC_DFSEL) = 1;
+	CHECK(VP32(p.common + VC_DF) & 1, "VERSION_1 not offered");
+	puts_("pci: ");
+	putu(nvirtio);
+	puts_(" virtio functions\n");
+	pass();
+}
+
+/* MSI-X and INTx both end in isr_lapic (vector 0x30), which counts in lapic_ticks. */
+static void pci_irq_setup(const struct vpci *p, int msix)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	for (int i = 0x20; i < 0x100; i++)
+		set_gate(i, isr_spurious);
+	set_gate(0x30, isr_lapic);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	LAPIC(0xf0) = 0x1ff;
+	if (msix)
+		return;
+	/* IOAPIC pin = the interrupt line: vector 0x30, level triggered, to APIC 0. */
+	volatile uint32_t *ioapic = (volatile uint32_t *)0xfec00000u;
+	ioapic[0] = 0x10 + 2 * p->line + 1;
+	ioapic[4] = 0;
+	ioapic[0] = 0x10 + 2 * p->line;
+	ioapic[4] = 0x30 | (1u << 15);
+}
+
+static struct vpci vp;
+
+/* After a completed request: the interrupt came (MSI-X or INTx); INTx also sets ISR. */
+static void pci_check_irq(int msix, uint32_t *n)
+{
+	if (!msix) {
+		uint8_t isr = VP8(vp.isr);
+		CHECK(isr & 1, "ISR queue bit not set");
+		CHECK(VP8(vp.isr) == 0, "reading ISR did not clear it");
+	}
+	wait_ticks(&lapic_ticks, ++*n);
+}
+
+static int64_t pblk_req(uint32_t type, uint64_t sector, void *buf, uint32_t len, int in)
+{
+	hdr = (struct blk_hdr){type, 0, sector};
+	vq.desc[0] = (struct vdesc){(uintptr_t)&hdr, sizeof(hdr), VD_NEXT, 1};
+	vq.desc[1] =
+	    (struct vdesc){(uintptr_t)buf, len, (uint16_t)(VD_NEXT | (in ? VD_WRITE : 0)), 2};
+	vq.desc[2] = (struct vdesc){(uintptr_t)&status, 1, VD_WRITE, 0};
+	status = 0xee;
+	int64_t n = vpci_submit(&vp, &vq, 0);
+	return n < 0 ? n : status;
+}
+
+/*
+ * mode=rw: writes 8 sectors at sector 1 (the pattern of test_blk), reads them back, prints
+ * sector 0. mode=ro: reads sector 0, a write must fail with IOERR. irq=msix|intx: every
+ * completion must also arrive as an interrupt of that kind.
+ */
+static void test_pci_blk(void)
+{
+	char mode[8], irq[8];
+	cmdline_get(cmdline, "mode", mode, sizeof(mode));
+	cmdline_get(cmdline, "irq", irq, sizeof(irq));
+	int msix = streq(irq, "msix");
+	uint32_t nirq = 0;
+	const char *bad = vpci_find(2, 0, &vp);
+	CHECK(!bad, bad);
+	pci_irq_setup(&vp, msix);
+	bad = vpci_init(&vp, &vq, 1u << 9, msix ? 0x30 : 0);
+	CHECK(!bad, bad);
+	uint32_t cap = VP32(vp.device);
+	puts_("pci-blk: capacity ");
+	putu(cap);
+	puts_(" sectors, irq ");
+	puts_(msix ? "msix\n" : "intx\n");
+	CHECK(pblk_req(0, 0, rbuf, 512, 1) == 0, "read sector 0 failed");
+	pci_check_irq(msix, &nirq);
+	puts_("pci-blk: sector 0: ");
+	for (int i = 0; i < 16 && rbuf[i] >= ' '; i++)
+		putc_((char)rbuf[i]);
+	putc_('\n');
+	if (streq(mode, "ro")) {
+		CHECK(pblk_req(1, 1, wbuf, 512, 0) == 1, "write to read-only disk not IOERR");
+		pci_check_irq(msix, &nirq);
+		puts_("pci-blk: write refused\n");
+		pass();
+	}
+	for (uint32_t s = 0; s < 8; s++)
+		for (uint32_t i = 0; i < 512; i++)
+			wbuf[s * 512 + i] = (uint8_t)(i * 7 + s + 1);
+	CHECK(pblk_req(1, 1, wbuf, 4096, 0) == 0, "write failed");
+	pci_check_irq(msix, &nirq);
+	for (uint32_t i = 0; i < 4096; i++)
+		rbuf[i] = 0;
+	CHECK(pblk_req(0, 1, rbuf, 4096, 1) == 0, "read back failed");
+	CHECK(!memcmp_(rbuf, wbuf, 4096), "read back differs");
+	puts_("pci-blk: ");
+	putu(nirq);
+	puts_(" interrupts\npci-blk ok\n");
+	pass();
+}
+
+static void test_pci_rng(void)
+{
+	char irq[8];
+	cmdline_get(cmdline, "irq", irq, sizeof(irq));
+	int msix = streq(irq, "msix");
+	uint32_t nirq = 0;
+	const char *bad = vpci_find(4, 0, &vp);
+	CHECK(!bad, bad);
+	CHECK(!vp.device, "virtio-rng has a device-specific structure");
+	pci_irq_setup(&vp, msix);
+	bad = vpci_init(&vp, &vq, 0, msix ? 0x30 : 0);
+	CHECK(!bad, bad);
+	vq.desc[0] = (struct vdesc){(uintptr_t)entropy, sizeof(entropy), VD_WRITE, 0};
+	CHECK(vpci_submit(&vp, &vq, 0) == sizeof(entropy), "short entropy");
+	pci_check_irq(msix, &nirq);
+	uint32_t nonzero = 0;
+	for (unsigned int i = 0; i < sizeof(entropy); i++)
+		nonzero += entropy[i] != 0;
+	CHECK(nonzero > 32, "entropy mostly zero");
+	puts_("pci-rng ok\n");
+	pass();
+}
+
 void guest_main(uint32_t magic, const struct mb_info *mb);
 void guest_main(uint32_t magic, const struct mb_info *mb)
 {
@@ -479,6 +653,18 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_blk();
 	if (streq(test, "rng"))
 		test_rng();
+	if (streq(test, "pci"))
+		test_pci();
+	if (streq(test, "pci-blk"))
+		test_pci_blk();
+	if (streq(test, "pci-rng"))
+		test_pci_rng();
+	if (streq(test, "net"))
+		test_net(cmdline);
+	if (streq(test, "vcon"))
+		test_vcon();
+	if (streq(test, "vsock"))
+		test_vsock(cmdline);
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

@@ -8,6 +8,12 @@ import pytest
 
 from test_vm import MULTIBOOT, PASS, mb, guests  # noqa: F401  (guests: module fixture)
 
+
+def mmio(test, *args, **kw):
+    """The guest driver here is virtio-mmio's (tests/guests/virtio.h), and the default
+    transport is pci (test_vm_pci.py drives that one)."""
+    return mb(test, "--transport", "mmio", *args, **kw)
+
 pytestmark = [
     pytest.mark.kvm,
     pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="needs /dev/kvm"),
@@ -31,7 +37,7 @@ def pattern_ok(data):
 
 @pytest.mark.parametrize("cache", ["writeback", "none"])
 def test_blk_write_read_back(disk, cache):
-    r = mb("blk mode=rw serial=kapsel-0042", "--disk",
+    r = mmio("blk mode=rw serial=kapsel-0042", "--disk",
            f"{disk},serial=kapsel-0042,cache={cache}")
     assert r.returncode == PASS, r.stdout + r.stderr
     assert "blk: sector 0: KAPSEL-DISK" in r.stdout and "blk ok" in r.stdout
@@ -44,14 +50,14 @@ def test_blk_write_read_back(disk, cache):
 
 def test_blk_read_only_refuses_writes(disk):
     before = disk.read_bytes()
-    r = mb("blk mode=ro", "--disk", f"{disk},ro")
+    r = mmio("blk mode=ro", "--disk", f"{disk},ro")
     assert r.returncode == PASS, r.stdout + r.stderr
     assert "write refused" in r.stdout
     assert disk.read_bytes() == before
 
 
 def test_blk_bad_descriptor_needs_reset(disk):
-    r = mb("blk mode=bad", "--disk", str(disk))
+    r = mmio("blk mode=bad", "--disk", str(disk))
     assert r.returncode == PASS, r.stdout + r.stderr
     assert "buffer outside guest RAM; device needs reset" in r.stderr
     assert r.stderr.count("needs reset") <= 3
@@ -60,13 +66,13 @@ def test_blk_bad_descriptor_needs_reset(disk):
 def test_blk_second_disk_and_rng(disk, tmp_path):
     other = tmp_path / "other.img"
     other.write_bytes(bytes(4096))
-    r = mb("rng", "--disk", str(disk), "--disk", f"{other},ro", "--rng")
+    r = mmio("rng", "--disk", str(disk), "--disk", f"{other},ro", "--rng")
     assert r.returncode == PASS, r.stdout + r.stderr
     assert "rng ok" in r.stdout
 
 
 def test_virtio_mmio_cmdline(disk):
-    r = mb("pass", "--disk", str(disk), "--rng", "--virtio-mmio-cmdline")
+    r = mmio("pass", "--disk", str(disk), "--rng", "--virtio-mmio-cmdline")
     assert r.returncode == PASS, r.stdout + r.stderr
     assert ("virtio_mmio.device=512@0xd0000000:16 virtio_mmio.device=512@0xd0000200:17"
             in r.stdout)

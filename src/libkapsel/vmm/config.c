@@ -24,6 +24,12 @@ API void kapsel_vm_config_clear(struct kapsel_vm_config *c)
 		free(c->disks[i].path);
 		free(c->disks[i].serial);
 	}
+	for (unsigned int i = 0; i < c->nnets; i++) {
+		free(c->nets[i].id);
+		free(c->nets[i].tap);
+		free(c->nets[i].bridge);
+	}
+	free(c->vsock_path);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -68,6 +74,10 @@ API int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct k
 			d.cache = KAPSEL_VM_CACHE_NONE;
 		} else if (!strcmp(o, "cache=writeback")) {
 			d.cache = KAPSEL_VM_CACHE_WRITEBACK;
+		} else if (!strcmp(o, "format=raw")) {
+			d.format = KAPSEL_VM_DISK_RAW;
+		} else if (!strcmp(o, "format=qcow2")) {
+			d.format = KAPSEL_VM_DISK_QCOW2;
 		} else if (!strncmp(o, "id=", 3)) {
 			id = o + 3;
 			if (!valid_id(id))
@@ -77,7 +87,8 @@ API int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct k
 		} else {
 			return kap_error_plain(err, EINVAL,
 					       "--disk %s: unknown option \"%s\" (expected ro, "
-					       "serial=S, cache=none|writeback, id=ID)",
+					       "serial=S, cache=none|writeback, id=ID, "
+					       "format=raw|qcow2)",
 					       s, o);
 		}
 	}
@@ -99,6 +110,159 @@ API int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct k
 		return kap_error(err, ENOMEM, "--disk");
 	}
 	c->disks[c->ndisks++] = d;
+	return 0;
+}
+
+/* "52:54:00:12:34:56": six hex pairs; a multicast address cannot be a card's. */
+static bool parse_mac(const char *s, uint8_t mac[6])
+{
+	for (int i = 0; i < 6; i++) {
+		unsigned int v = 0;
+		for (int k = 0; k < 2; k++, s++) {
+			char ch = *s;
+			int x = ch >= '0' && ch <= '9'	 ? ch - '0'
+				: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+				: ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+							 : -1;
+			if (x < 0)
+				return false;
+			v = v << 4 | (unsigned int)x;
+		}
+		mac[i] = (uint8_t)v;
+		if (*s != (i == 5 ? '\0' : ':'))
+			return false;
+		s++;
+	}
+	return !(mac[0] & 1);
+}
+
+/* An interface name the kernel would accept (dev_valid_name): 1-15 bytes, no '/', ':', space. */
+static bool valid_ifname(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= 16 || !strcmp(s, ".") || !strcmp(s, ".."))
+		return false;
+	return !strpbrk(s, "/: \t\n");
+}
+
+API int kapsel_vm_parse_net(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err)
+{
+	static const char usage[] = "expected tap=NAME or bridge=BR, then [,mac=M][,id=ID]";
+	if (c->nnets == KAPSEL_VM_MAX_NETS)
+		return kap_error_plain(err, E2BIG, "--net %s: at most %d network cards", s,
+				       KAPSEL_VM_MAX_NETS);
+	cleanup_free char *copy = strdup(s);
+	if (!copy)
+		return kap_error(err, ENOMEM, "--net");
+	struct kapsel_vm_net n = {0};
+	const char *tap = NULL, *bridge = NULL, *id = NULL;
+	char *save = NULL;
+	if (!*s || s[strlen(s) - 1] == ',' || strstr(s, ",,") || s[0] == ',')
+		return kap_error_plain(err, EINVAL, "--net %s: %s", s, usage);
+	for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		const char **slot = NULL;
+		if (!strncmp(o, "tap=", 4))
+			slot = &tap;
+		else if (!strncmp(o, "bridge=", 7))
+			slot = &bridge;
+		if (slot) {
+			const char *v = strchr(o, '=') + 1;
+			if (tap || bridge)
+				return kap_error_plain(err, EINVAL,
+						       "--net %s: one of tap= or bridge=, once", s);
+			if (!valid_ifname(v))
+				return kap_error_plain(
+				    err, EINVAL, "--net %s: \"%s\" is not an interface name", s, v);
+			*slot = v;
+		} else if (!strncmp(o, "mac=", 4)) {
+			if (!parse_mac(o + 4, n.mac))
+				return kap_error_plain(err, EINVAL,
+						       "--net %s: mac=%s is not a unicast MAC "
+						       "address (expected e.g. 52:54:00:12:34:56)",
+						       s, o + 4);
+			n.has_mac = true;
+		} else if (!strncmp(o, "id=", 3)) {
+			id = o + 3;
+			if (!valid_id(id))
+				return kap_error_plain(
+				    err, EINVAL,
+				    "--net %s: id must be 1-24 letters, digits, - or _", s);
+		} else {
+			return kap_error_plain(err, EINVAL, "--net %s: unknown option \"%s\" (%s)",
+					       s, o, usage);
+		}
+	}
+	if (!tap && !bridge)
+		return kap_error_plain(err, EINVAL, "--net %s: %s", s, usage);
+	char defid[16];
+	if (!id) {
+		snprintf(defid, sizeof(defid), "net%u", c->nnets);
+		id = defid;
+	}
+	for (unsigned int i = 0; i < c->nnets; i++) {
+		if (!strcmp(c->nets[i].id, id))
+			return kap_error_plain(err, EEXIST, "--net %s: id %s already used", s, id);
+		if (tap && c->nets[i].tap && !strcmp(c->nets[i].tap, tap))
+			return kap_error_plain(err, EEXIST, "--net %s: tap %s already used", s,
+					       tap);
+	}
+	n.id = strdup(id);
+	n.tap = tap ? strdup(tap) : NULL;
+	n.bridge = bridge ? strdup(bridge) : NULL;
+	if (!n.id || (tap && !n.tap) || (bridge && !n.bridge)) {
+		free(n.id);
+		free(n.tap);
+		free(n.bridge);
+		return kap_error(err, ENOMEM, "--net");
+	}
+	c->nets[c->nnets++] = n;
+	return 0;
+}
+
+API int kapsel_vm_parse_vsock(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err)
+{
+	static const char usage[] = "expected cid=N,socket=PATH with N >= 3";
+	if (c->vsock_path)
+		return kap_error_plain(err, EEXIST, "--vsock %s: only one vsock device", s);
+	cleanup_free char *copy = strdup(s);
+	if (!copy)
+		return kap_error(err, ENOMEM, "--vsock");
+	const char *path = NULL;
+	uint64_t cid = 0;
+	bool have_cid = false;
+	char *save = NULL;
+	for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(o, "cid=", 4)) {
+			char *end;
+			errno = 0;
+			cid = strtoull(o + 4, &end, 10);
+			/*
+			 * virtio 1.2 §5.10.4: 0-2 are the hypervisor, local and host; the CID is
+			 * 64-bit in the header but Linux's guest driver keeps 32 bits (and
+			 * U32_MAX is VMADDR_CID_ANY).
+			 */
+			if (errno || end == o + 4 || *end || o[4] < '0' || o[4] > '9' || cid < 3 ||
+			    cid >= UINT32_MAX)
+				return kap_error_plain(
+				    err, EINVAL, "--vsock %s: cid must be 3 to 4294967294", s);
+			have_cid = true;
+		} else if (!strncmp(o, "socket=", 7) && o[7]) {
+			path = o + 7;
+		} else {
+			return kap_error_plain(
+			    err, EINVAL, "--vsock %s: unknown option \"%s\" (%s)", s, o, usage);
+		}
+	}
+	if (!have_cid || !path)
+		return kap_error_plain(err, EINVAL, "--vsock %s: %s", s, usage);
+	/* sun_path holds 108 bytes, and guest ports add "_4294967295". */
+	if (strlen(path) > 108 - 12)
+		return kap_error_plain(err, ENAMETOOLONG,
+				       "--vsock %s: socket path longer than 96 bytes", s);
+	c->vsock_path = strdup(path);
+	if (!c->vsock_path)
+		return kap_error(err, ENOMEM, "--vsock");
+	c->vsock_cid = (uint32_t)cid;
 	return 0;
 }
 
@@ -141,6 +305,17 @@ API int kapsel_vm_parse_size(const char *s, uint64_t *out)
 	if (*end || v == 0 || v > (UINT64_MAX >> shift))
 		return -EINVAL;
 	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+API int kapsel_vm_parse_transport(const char *s, struct kapsel_vm_config *c)
+{
+	if (!strcmp(s, "pci"))
+		c->transport = KAPSEL_VM_TRANSPORT_PCI;
+	else if (!strcmp(s, "mmio"))
+		c->transport = KAPSEL_VM_TRANSPORT_MMIO;
+	else
+		return -EINVAL;
 	return 0;
 }
 

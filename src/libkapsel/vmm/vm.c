@@ -94,6 +94,89 @@ int kap_vm_irqfd(struct kap_vm *vm, unsigned int gsi, int fd, struct kapsel_erro
 	return 0;
 }
 
+void kap_vm_ioeventfd_del(struct kap_vm *vm, uint64_t addr, unsigned int len, int fd)
+{
+	struct kvm_ioeventfd io = {
+	    .addr = addr, .len = len, .fd = fd, .flags = KVM_IOEVENTFD_FLAG_DEASSIGN};
+	if (ioctl(vm->fd, KVM_IOEVENTFD, &io) < 0)
+		kap_debug("KVM_IOEVENTFD deassign at 0x%" PRIx64 ": %s", addr, strerror(errno));
+}
+
+/* Room for KVM's 40 default entries and 4 MSI vectors for each of 8 virtio-pci functions. */
+#define ROUTES_MAX 80
+
+/*
+ * KVM_SET_GSI_ROUTING replaces the whole table, so ours starts as KVM's default
+ * (arch/x86/kvm/irq_comm.c default_routing): GSI 0-15 to both PICs and the IOAPIC pin of the
+ * same number, GSI 16-23 to the IOAPIC. route_lock held.
+ */
+static int routes_init(struct kap_vm *vm, struct kapsel_error **err)
+{
+	if (vm->routes)
+		return 0;
+	vm->routes = calloc(1, sizeof(*vm->routes) + ROUTES_MAX * sizeof(vm->routes->entries[0]));
+	if (!vm->routes)
+		return kap_error(err, ENOMEM, "GSI routing table");
+	struct kvm_irq_routing_entry *e = vm->routes->entries;
+	unsigned int n = 0;
+	for (unsigned int gsi = 0; gsi < 24; gsi++) {
+		e[n++] = (struct kvm_irq_routing_entry){
+		    .gsi = gsi,
+		    .type = KVM_IRQ_ROUTING_IRQCHIP,
+		    .u.irqchip = {.irqchip = KVM_IRQCHIP_IOAPIC, .pin = gsi}};
+		if (gsi < 16)
+			e[n++] = (struct kvm_irq_routing_entry){
+			    .gsi = gsi,
+			    .type = KVM_IRQ_ROUTING_IRQCHIP,
+			    .u.irqchip = {.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER
+							     : KVM_IRQCHIP_PIC_SLAVE,
+					  .pin = gsi % 8}};
+	}
+	vm->routes->nr = n;
+	return 0;
+}
+
+int kap_vm_alloc_gsi(struct kap_vm *vm, unsigned int *gsi, struct kapsel_error **err)
+{
+	pthread_mutex_lock(&vm->route_lock);
+	int r = routes_init(vm, err);
+	if (r >= 0 && vm->routes->nr + vm->next_gsi >= ROUTES_MAX)
+		r = kap_error_plain(err, ENOSPC, "no GSI left for an MSI route");
+	if (r >= 0)
+		*gsi = KAP_PCI_MSI_GSI_BASE + vm->next_gsi++;
+	pthread_mutex_unlock(&vm->route_lock);
+	return r;
+}
+
+int kap_vm_msi_route(struct kap_vm *vm, unsigned int gsi, uint64_t addr, uint32_t data,
+		     struct kapsel_error **err)
+{
+	pthread_mutex_lock(&vm->route_lock);
+	int r = routes_init(vm, err);
+	if (r < 0)
+		goto out;
+	struct kvm_irq_routing_entry *e = NULL;
+	for (unsigned int i = 0; i < vm->routes->nr; i++)
+		if (vm->routes->entries[i].gsi == gsi)
+			e = &vm->routes->entries[i];
+	if (!e && vm->routes->nr == ROUTES_MAX) {
+		r = kap_error_plain(err, ENOSPC, "GSI routing table full");
+		goto out;
+	}
+	if (!e)
+		e = &vm->routes->entries[vm->routes->nr++];
+	*e = (struct kvm_irq_routing_entry){.gsi = gsi,
+					    .type = KVM_IRQ_ROUTING_MSI,
+					    .u.msi = {.address_lo = (uint32_t)addr,
+						      .address_hi = (uint32_t)(addr >> 32),
+						      .data = data}};
+	if (ioctl(vm->fd, KVM_SET_GSI_ROUTING, vm->routes) < 0)
+		r = kap_error(err, errno, "KVM_SET_GSI_ROUTING (gsi %u)", gsi);
+out:
+	pthread_mutex_unlock(&vm->route_lock);
+	return r;
+}
+
 /* A read-only private mapping of a whole file (kernel, initrd). */
 struct mapped_file {
 	uint8_t *p;
@@ -141,7 +224,7 @@ static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
 	size_t ndevs = KAP_ARRAY_SIZE(acpi_devices);
 	memcpy(devs, acpi_devices, sizeof(acpi_devices));
 	/* virtio 1.2 §4.2.1: virtio-mmio devices are LNRO0005 with a memory and an IRQ. */
-	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+	for (unsigned int i = 0; !vm->pci && i < vm->nvirtio; i++) {
 		struct kap_acpi_device *d = &devs[ndevs++];
 		*d = (struct kap_acpi_device){.hid = "LNRO0005",
 					      .uid = i,
@@ -163,6 +246,12 @@ static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
 	    .rtc_century_reg = 0x32,
 	    .devices = devs,
 	    .ndevices = ndevs,
+	    /* virtio-pci: PCI0 with its windows and _PRT (docs/vm.md, PCI). */
+	    .pci = vm->pci != NULL,
+	    .pci_mmio_base = KAP_PCI_MMIO_BASE,
+	    .pci_mmio_len = KAP_PCI_MMIO_SIZE,
+	    .pci_slots = vm->nvirtio + 1,
+	    .pci_intx_gsi = KAP_PCI_INTX_GSI,
 	};
 	uint8_t *p = kap_mem_ptr(&vm->mem, KAP_ACPI_BASE, KAP_ACPI_SIZE);
 	size_t used;
@@ -201,11 +290,63 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 	return 0;
 }
 
-/* The virtio devices of the config, in this order: disks, rng. Opens every backing file. */
+/* The k-th of the I/O devices that follow disks and rng: network cards, console, vsock. */
+static int create_virtio_io(struct kap_vm *vm, unsigned int k, struct kap_virtio_dev *d,
+			    struct kapsel_error **err)
+{
+	const struct kapsel_vm_config *c = vm->cfg;
+	if (k < c->nnets)
+		return kap_virtio_net_new(d, &c->nets[k], &vm->mem, err);
+	if (c->virtio_console && k == c->nnets)
+		return kap_virtio_console_new(d, &vm->console, &vm->mem, err);
+	return kap_virtio_vsock_new(d, c->vsock_cid, c->vsock_path, &vm->mem, err);
+}
+
+/* Host-side fds of the virtio devices (taps, sockets, hvc0's input) join the event loop. */
+static int attach_virtio_loop(struct kap_vm *vm, struct kapsel_error **err)
+{
+	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+		struct kap_virtio_dev *d = &vm->virtio[i].dev;
+		int r = d->ops->attach_loop ? d->ops->attach_loop(d, &vm->loop, err) : 0;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * Device i's transport (--transport): virtio-mmio window i, or virtio-pci function in slot
+ * i + 1 behind the host bridge, BAR 0 assigned at boot as firmware would (docs/vm.md).
+ */
+static int attach_transport(struct kap_vm *vm, struct kap_virtio_slot *s, unsigned int i,
+			    struct kapsel_error **err)
+{
+	if (vm->cfg->transport == KAPSEL_VM_TRANSPORT_MMIO)
+		return kap_virtio_mmio_attach(vm, &s->mmio, err);
+	int r;
+	if (!vm->pci) {
+		vm->pci = malloc(sizeof(*vm->pci));
+		if (!vm->pci)
+			return kap_error(err, ENOMEM, "PCI host bridge");
+		kap_pci_host_init(vm->pci);
+		if ((r = kap_pci_host_attach(vm->pci, vm, err)) < 0)
+			return r;
+	}
+	uint64_t bar = KAP_PCI_MMIO_BASE + (uint64_t)i * KAP_VPCI_BAR_SIZE;
+	if ((r = kap_virtio_pci_init(&s->pci, &s->dev, i + 1, bar, err)) < 0)
+		return r;
+	return kap_virtio_pci_attach(vm, vm->pci, &s->pci, err);
+}
+
+/*
+ * The virtio devices of the config, in this order: disks, rng, network cards, console, vsock.
+ * Opens every backing file, tap and socket.
+ */
 static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
-	unsigned int n = c->ndisks + (c->rng ? 1 : 0);
+	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
+			 (c->vsock_path ? 1 : 0);
 	if (n == 0)
 		return 0;
 	if (n > KAP_VIRTIO_MMIO_MAX)
@@ -215,6 +356,11 @@ static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 		if (!strcmp(c->disks[i].id, "rng0"))
 			return kap_error_plain(err, EEXIST, "--disk %s: id rng0 is the rng's",
 					       c->disks[i].path);
+	for (unsigned int i = 0; i < c->nnets; i++)
+		for (unsigned int k = 0; k < c->ndisks; k++)
+			if (!strcmp(c->nets[i].id, c->disks[k].id))
+				return kap_error_plain(err, EEXIST, "--net: id %s already used",
+						       c->nets[i].id);
 	vm->virtio = calloc(n, sizeof(*vm->virtio));
 	if (!vm->virtio)
 		return kap_error(err, ENOMEM, "virtio devices");
@@ -225,8 +371,10 @@ static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 		s->initialised = true;
 		if (i < c->ndisks)
 			r = kap_virtio_blk_new(&s->dev, &c->disks[i], &vm->mem, err);
-		else
+		else if (c->rng && i == c->ndisks)
 			r = kap_virtio_rng_new(&s->dev, &vm->mem, err);
+		else
+			r = create_virtio_io(vm, i - c->ndisks - (c->rng ? 1 : 0), &s->dev, err);
 		if (r < 0)
 			return r;
 		s->mmio = (struct kap_mmio_transport){
@@ -234,7 +382,7 @@ static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 		    .base = KAP_VIRTIO_MMIO_BASE + (uint64_t)i * KAP_VIRTIO_MMIO_SIZE,
 		    .gsi = KAP_VIRTIO_MMIO_GSI + i,
 		};
-		if ((r = kap_virtio_mmio_attach(vm, &s->mmio, err)) < 0 ||
+		if ((r = attach_transport(vm, s, i, err)) < 0 ||
 		    (r = kap_virtio_start(&s->dev, err)) < 0)
 			return r;
 	}
@@ -250,7 +398,7 @@ static char *build_cmdline(const struct kap_vm *vm)
 	if (!s)
 		return NULL;
 	size_t n = (size_t)snprintf(s, len, "%s", base);
-	for (unsigned int i = 0; vm->cfg->virtio_mmio_cmdline && i < vm->nvirtio; i++)
+	for (unsigned int i = 0; vm->cfg->virtio_mmio_cmdline && !vm->pci && i < vm->nvirtio; i++)
 		n += (size_t)snprintf(s + n, len - n, "%svirtio_mmio.device=%u@0x%" PRIx64 ":%u",
 				      n ? " " : "", KAP_VIRTIO_MMIO_SIZE, vm->virtio[i].mmio.base,
 				      vm->virtio[i].mmio.gsi);
@@ -262,6 +410,14 @@ static void free_devices(struct kap_vm *vm)
 	for (unsigned int i = 0; i < vm->nvirtio; i++)
 		if (vm->virtio[i].initialised)
 			kap_virtio_destroy(&vm->virtio[i].dev);
+	for (unsigned int i = 0; vm->pci && i < vm->nvirtio; i++)
+		kap_virtio_pci_destroy(&vm->virtio[i].pci);
+	if (vm->pci)
+		kap_pci_host_destroy(vm->pci);
+	free(vm->pci);
+	vm->pci = NULL;
+	free(vm->routes);
+	vm->routes = NULL;
 	free(vm->virtio);
 	vm->virtio = NULL;
 	vm->nvirtio = 0;
@@ -396,6 +552,9 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	vm->console.vm = vm;
 	vm->console.input = kap_serial_input;
 	vm->console.input_dev = vm->serial;
+	/* After the UART's input: a virtio-console takes the console input over. */
+	if ((r = attach_virtio_loop(vm, err)) < 0)
+		return r;
 	return kap_console_attach(&vm->console, &vm->loop, err);
 }
 
@@ -420,6 +579,7 @@ static void vm_teardown(struct kap_vm *vm)
 	kap_mem_destroy(&vm->mem);
 	kap_kvm_close(&vm->kvm);
 	pthread_mutex_destroy(&vm->end_lock);
+	pthread_mutex_destroy(&vm->route_lock);
 }
 
 static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
@@ -459,6 +619,7 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	vm->loop.epfd = vm->loop.wake_fd = -EBADF;
 	vm->console.out_fd = vm->console.in_fd = -1;
 	pthread_mutex_init(&vm->end_lock, NULL);
+	pthread_mutex_init(&vm->route_lock, NULL);
 	kap_bus_init(&vm->pio, "port");
 	kap_bus_init(&vm->mmio, "mmio");
 

@@ -213,6 +213,11 @@ struct kap_vm {
 	/* virtio devices (virtio/), one virtio-mmio window each. */
 	struct kap_virtio_slot *virtio;
 	unsigned int nvirtio;
+	/* virtio-pci (--transport pci): the host bridge, and the GSI routing table (vm.c). */
+	struct kap_pci_host *pci;
+	pthread_mutex_t route_lock;
+	struct kvm_irq_routing *routes; /* the irqchip defaults plus one MSI entry per vector */
+	unsigned int next_gsi;
 };
 
 /* Ends the VM (from any thread). fault: a one-line message for KAP_VM_FAULT, else NULL. */
@@ -226,6 +231,13 @@ int kap_vm_ioeventfd(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pi
 int kap_vm_ioeventfd_match(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pio, int fd,
 			   uint64_t datamatch, struct kapsel_error **err);
 int kap_vm_irqfd(struct kap_vm *vm, unsigned int gsi, int fd, struct kapsel_error **err);
+/* Removes an ioeventfd kap_vm_ioeventfd registered (virtio-pci: the guest moved a BAR). */
+void kap_vm_ioeventfd_del(struct kap_vm *vm, uint64_t addr, unsigned int len, int fd);
+/* A fresh GSI above the IOAPIC's pins, for an MSI route. */
+int kap_vm_alloc_gsi(struct kap_vm *vm, unsigned int *gsi, struct kapsel_error **err);
+/* Points gsi at the MSI message (addr, data) (KVM_SET_GSI_ROUTING); any thread. */
+int kap_vm_msi_route(struct kap_vm *vm, unsigned int gsi, uint64_t addr, uint32_t data,
+		     struct kapsel_error **err);
 
 /* Monotonic milliseconds, for rate limits. */
 int64_t kap_vmm_now_ms(void);

@@ -1,24 +1,22 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * virtio-blk (virtio 1.2 §5.2) over a raw image file or a block device. Requests run on the
- * device thread with preadv/pwritev straight into guest buffers; the lock is dropped around
- * the I/O, so register accesses from vCPUs never wait for the disk. discard and write-zeroes
- * punch holes (holes read back as zeroes). A read-only disk answers writes with IOERR.
+ * virtio-blk (virtio 1.2 §5.2) over a raw image file, a block device or a qcow2 image (the
+ * backends are disk.c and qcow2.c). Requests run on the device thread straight into guest
+ * buffers; the lock is dropped around the I/O, so register accesses from vCPUs never wait for
+ * the disk. discard and write-zeroes leave zeroes behind (holes, or qcow2 zero clusters). A
+ * read-only disk answers writes with IOERR.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_config.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "vmm/virtio/disk.h"
 #include "vmm/virtio/transport.h"
 
 #define SECTOR 512ULL
@@ -28,8 +26,7 @@
 #define MAX_DWZ_SEG 16
 
 struct blk {
-	int fd;
-	int fd_buffered; /* cache=none: O_DIRECT refuses unaligned guest buffers; retry here */
+	struct kap_disk *disk;
 	bool ro;
 	uint64_t sectors;
 	char serial[VIRTIO_BLK_ID_BYTES];
@@ -68,42 +65,7 @@ static int build_iov(const struct kap_vq_elem *e, bool write, uint64_t skip, uin
 	return len ? -1 : n;
 }
 
-static ssize_t rw(struct blk *b, bool write, const struct iovec *iov, int n, off_t off)
-{
-	ssize_t r = write ? pwritev(b->fd, iov, n, off) : preadv(b->fd, iov, n, off);
-	if (r < 0 && errno == EINVAL && b->fd_buffered >= 0)
-		r = write ? pwritev(b->fd_buffered, iov, n, off)
-			  : preadv(b->fd_buffered, iov, n, off);
-	return r;
-}
-
-/* Whole transfer: short reads past EOF of a block device are errors, not zeroes. */
-static int do_rw(struct blk *b, bool write, struct iovec *iov, int n, uint64_t off)
-{
-	while (n > 0) {
-		ssize_t r = rw(b, write, iov, n, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
-			return -EIO;
-		off += (uint64_t)r;
-		while (n > 0 && (size_t)r >= iov->iov_len) {
-			r -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + r;
-			iov->iov_len -= (size_t)r;
-		}
-	}
-	return 0;
-}
-
-static uint8_t do_discard(struct blk *b, const struct kap_vq_elem *e)
+static uint8_t do_discard(struct blk *b, const struct kap_vq_elem *e, bool zeroes)
 {
 	uint64_t n = (e->read_len - sizeof(struct virtio_blk_outhdr));
 	if (n == 0 || n % sizeof(struct virtio_blk_discard_write_zeroes) ||
@@ -115,8 +77,10 @@ static uint8_t do_discard(struct blk *b, const struct kap_vq_elem *e)
 				 sizeof(r));
 		if (r.sector > b->sectors || r.num_sectors > b->sectors - r.sector)
 			return VIRTIO_BLK_S_IOERR;
-		if (fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      (off_t)(r.sector * SECTOR), (off_t)(r.num_sectors * SECTOR)) < 0)
+		uint64_t off = r.sector * SECTOR, len = r.num_sectors * SECTOR;
+		int rc = zeroes ? kap_disk_write_zeroes(b->disk, off, len)
+				: kap_disk_discard(b->disk, off, len);
+		if (rc < 0)
 			return VIRTIO_BLK_S_IOERR;
 	}
 	return VIRTIO_BLK_S_OK;
@@ -142,13 +106,14 @@ static uint32_t handle(struct blk *b, const struct kap_vq_elem *e, uint8_t *stat
 		if (len % SECTOR || h.sector > b->sectors || len / SECTOR > b->sectors - h.sector)
 			return 1;
 		int n = build_iov(e, write ? false : true, write ? sizeof(h) : 0, len, iov);
-		if (n < 0 || do_rw(b, write, iov, n, h.sector * SECTOR) < 0)
+		if (n < 0 || (write ? kap_disk_writev(b->disk, iov, n, h.sector * SECTOR)
+				    : kap_disk_readv(b->disk, iov, n, h.sector * SECTOR)) < 0)
 			return 1;
 		*status = VIRTIO_BLK_S_OK;
 		return write ? 1 : (uint32_t)len + 1;
 	}
 	case VIRTIO_BLK_T_FLUSH:
-		if (!b->ro && fdatasync(b->fd) < 0)
+		if (kap_disk_flush(b->disk) < 0)
 			return 1;
 		*status = VIRTIO_BLK_S_OK;
 		return 1;
@@ -162,7 +127,7 @@ static uint32_t handle(struct blk *b, const struct kap_vq_elem *e, uint8_t *stat
 	case VIRTIO_BLK_T_WRITE_ZEROES:
 		if (b->ro)
 			return 1;
-		*status = do_discard(b, e);
+		*status = do_discard(b, e, h.type == VIRTIO_BLK_T_WRITE_ZEROES);
 		return 1;
 	}
 	*status = VIRTIO_BLK_S_UNSUPP;
@@ -217,10 +182,7 @@ static void blk_free(struct kap_virtio_dev *d)
 	struct blk *b = d->priv;
 	if (!b)
 		return;
-	if (b->fd >= 0)
-		close(b->fd);
-	if (b->fd_buffered >= 0)
-		close(b->fd_buffered);
+	kap_disk_close(b->disk);
 	free(b);
 	d->priv = NULL;
 }
@@ -244,34 +206,19 @@ int kap_virtio_blk_new(struct kap_virtio_dev *d, const struct kapsel_vm_disk *di
 	struct blk *b = calloc(1, sizeof(*b));
 	if (!b)
 		return kap_error(err, ENOMEM, "%s", disk->id);
-	b->fd = b->fd_buffered = -EBADF;
 	b->ro = disk->ro;
 	d->priv = b;
-	int flags = (disk->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-	b->fd = open(disk->path, flags | (disk->cache == KAPSEL_VM_CACHE_NONE ? O_DIRECT : 0));
-	if (b->fd < 0)
-		return kap_error(err, errno, "disk %s", disk->path);
-	if (disk->cache == KAPSEL_VM_CACHE_NONE) {
-		b->fd_buffered = open(disk->path, flags);
-		if (b->fd_buffered < 0)
-			return kap_error(err, errno, "disk %s", disk->path);
-	}
-	struct stat st;
-	if (fstat(b->fd, &st) < 0)
-		return kap_error(err, errno, "stat disk %s", disk->path);
-	uint64_t size;
-	if (S_ISREG(st.st_mode)) {
-		size = (uint64_t)st.st_size;
-	} else if (S_ISBLK(st.st_mode)) {
-		if (ioctl(b->fd, BLKGETSIZE64, &size) < 0)
-			return kap_error(err, errno, "disk %s: BLKGETSIZE64", disk->path);
-	} else {
-		return kap_error_plain(err, EINVAL, "disk %s: not a regular file or block device",
-				       disk->path);
-	}
-	if (size < SECTOR)
-		return kap_error_plain(err, EINVAL, "disk %s: smaller than one 512-byte sector",
-				       disk->path);
+	/* Unless format= says: a file starting with the qcow2 magic is qcow2, anything else raw. */
+	static const enum kap_disk_format formats[] = {
+	    [KAPSEL_VM_DISK_PROBE] = KAP_DISK_PROBE,
+	    [KAPSEL_VM_DISK_RAW] = KAP_DISK_RAW,
+	    [KAPSEL_VM_DISK_QCOW2] = KAP_DISK_QCOW2,
+	};
+	r = kap_disk_open(&b->disk, AT_FDCWD, disk->path, formats[disk->format], disk->ro,
+			  disk->cache == KAPSEL_VM_CACHE_NONE, 0, NULL, err);
+	if (r < 0)
+		return r;
+	uint64_t size = b->disk->size;
 	b->sectors = size / SECTOR;
 	/* §5.2.6: the id is 20 bytes, NUL-padded, unterminated when all 20 are used. */
 	if (disk->serial)

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* virtio transports (mmio.c) and the devices (blk.c, rng.c) that vm.c creates. */
+/*
+ * virtio transports (mmio.c) and the devices (blk.c, rng.c, net.c, console.c, vsock.c) that
+ * vm.c creates.
+ */
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 #include "vmm/virtio/virtio.h"
+#include "vmm/virtio/pci.h"
 #include "vmm/vmm.h"
 
 /*
@@ -25,7 +30,8 @@ struct kap_mmio_transport {
 struct kap_virtio_slot {
 	struct kap_virtio_dev dev;
 	struct kap_mmio_transport mmio;
-	bool initialised; /* kap_virtio_init ran: kap_virtio_destroy must */
+	struct kap_pci_transport pci; /* --transport pci */
+	bool initialised;	      /* kap_virtio_init ran: kap_virtio_destroy must */
 };
 
 extern const struct kap_dev_ops kap_virtio_mmio_ops;
@@ -39,3 +45,14 @@ int kap_virtio_blk_new(struct kap_virtio_dev *d, const struct kapsel_vm_disk *di
 /* virtio-rng from getrandom(2) (rng.c). */
 int kap_virtio_rng_new(struct kap_virtio_dev *d, const struct kap_guest_mem *mem,
 		       struct kapsel_error **err);
+/* virtio-net over a tap (net.c): opens the tap, or creates one on a bridge. */
+int kap_virtio_net_new(struct kap_virtio_dev *d, const struct kapsel_vm_net *net,
+		       const struct kap_guest_mem *mem, struct kapsel_error **err);
+/* virtio-console, port 0 as hvc0 (console.c), over the VM's console backend. */
+int kap_virtio_console_new(struct kap_virtio_dev *d, struct kap_console *con,
+			   const struct kap_guest_mem *mem, struct kapsel_error **err);
+/* Console input for hvc0: the backend's input callback (event thread). */
+void kap_virtio_console_input(void *dev, const uint8_t *buf, size_t len);
+/* virtio-vsock with Firecracker's unix-socket multiplexer on the host (vsock.c). */
+int kap_virtio_vsock_new(struct kap_virtio_dev *d, uint32_t cid, const char *path,
+			 const struct kap_guest_mem *mem, struct kapsel_error **err);

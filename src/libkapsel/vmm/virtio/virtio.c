@@ -101,9 +101,13 @@ void kap_virtio_destroy(struct kap_virtio_dev *d)
 	pthread_mutex_destroy(&d->lock);
 }
 
-static void raise_irq(struct kap_virtio_dev *d, unsigned int bit)
+static void raise_irq(struct kap_virtio_dev *d, unsigned int bit, unsigned int q)
 {
 	atomic_fetch_or(&d->isr, bit);
+	if (d->interrupt) {
+		d->interrupt(d, q);
+		return;
+	}
 	uint64_t one = 1;
 	/* EAGAIN: the counter is saturated, an interrupt is pending anyway. */
 	if (write(d->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
@@ -147,7 +151,7 @@ void kap_virtio_needs_reset(struct kap_virtio_dev *d, unsigned int q, const char
 	if (d->log_count++ < NEEDS_RESET_LOG_PER_SEC)
 		kap_warn("%s: queue %u: %s; device needs reset", d->id, q, why);
 	if (first && (d->status & VIRTIO_CONFIG_S_DRIVER_OK))
-		raise_irq(d, VIRTIO_MMIO_INT_CONFIG);
+		raise_irq(d, VIRTIO_MMIO_INT_CONFIG, KAP_VIRTIO_IRQ_CONFIG);
 }
 
 void kap_virtio_queue_enable(struct kap_virtio_dev *d, unsigned int q)
@@ -178,5 +182,5 @@ int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem 
 void kap_virtio_notify(struct kap_virtio_dev *d, unsigned int q)
 {
 	if (kap_virtio_queue_live(d, q) && kap_vq_should_notify(&d->vq[q]))
-		raise_irq(d, VIRTIO_MMIO_INT_VRING);
+		raise_irq(d, VIRTIO_MMIO_INT_VRING, q);
 }

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "vmm/virtio/queue.h"
 #include "vmm/vmm.h"
@@ -38,6 +39,11 @@ struct kap_virtio_ops {
 	/* The driver reset the device: d->lock held. */
 	void (*reset)(struct kap_virtio_dev *d);
 	void (*free)(struct kap_virtio_dev *d);
+	/*
+	 * Optional: register host-side fds (a tap, sockets, console input) with the event loop
+	 * once it exists; their handlers wake the device thread through kap_virtio_kick.
+	 */
+	int (*attach_loop)(struct kap_virtio_dev *d, struct kap_loop *l, struct kapsel_error **err);
 };
 
 struct kap_virtio_dev {
@@ -66,7 +72,17 @@ struct kap_virtio_dev {
 	/* NEEDS_RESET log lines: at most a few a second per device. */
 	int64_t log_window;
 	unsigned int log_count;
+
+	/*
+	 * Set by a transport that routes interrupts itself (virtio-pci's MSI-X vectors): called
+	 * instead of signalling irq_fd, with d->lock held and isr already updated, for queue q or
+	 * KAP_VIRTIO_IRQ_CONFIG.
+	 */
+	void (*interrupt)(struct kap_virtio_dev *d, unsigned int q);
+	void *transport;
 };
+
+#define KAP_VIRTIO_IRQ_CONFIG 0xffffffffu
 
 /* Initialises d (eventfds included); the device fills priv and features afterwards. */
 int kap_virtio_init(struct kap_virtio_dev *d, const struct kap_virtio_ops *ops, const char *id,
@@ -89,5 +105,13 @@ bool kap_virtio_queue_live(const struct kap_virtio_dev *d, unsigned int q);
 void kap_virtio_needs_reset(struct kap_virtio_dev *d, unsigned int q, const char *why);
 /* kap_vq_pop under d->lock, turning a violation into kap_virtio_needs_reset. */
 int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem *e);
+/* Wakes the device thread as if the driver had notified queue q (host-side work arrived). */
+static inline void kap_virtio_kick(struct kap_virtio_dev *d, unsigned int q)
+{
+	uint64_t one = 1;
+	/* EAGAIN: the counter is saturated, the thread is woken anyway. */
+	if (write(d->kick_fd[q], &one, sizeof(one)) < 0)
+		return;
+}
 /* After pushing a batch to queue q: interrupt the driver unless it suppressed it. */
 void kap_virtio_notify(struct kap_virtio_dev *d, unsigned int q);

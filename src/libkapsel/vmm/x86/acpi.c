@@ -230,6 +230,70 @@ static void gas_io8(uint8_t *p, uint16_t port)
 	memcpy(p + 4, &addr, 8);
 }
 
+/*
+ * \_SB.PCI0 (§6.1, PCI Firmware 3.2 §4.1): without it an ACPI kernel never scans bus 0, since
+ * Linux only scans root bridges the DSDT names once ACPI routes PCI interrupts.
+ */
+static void aml_pci_root(struct aml *a, const struct kap_acpi_config *cfg)
+{
+	aml_byte(a, 0x5b);
+	aml_byte(a, 0x82); /* DeviceOp */
+	size_t dev = aml_pkg_begin(a);
+	aml_bytes(a, "PCI0", 4);
+	aml_name(a, "_HID");
+	aml_integer(a, eisa_id("PNP0A03"));
+	aml_name(a, "_UID");
+	aml_integer(a, 0);
+	aml_name(a, "_BBN");
+	aml_integer(a, 0);
+
+	uint8_t rt[64];
+	size_t n = 0;
+	/* WordBusNumber: producer, MinFixed, MaxFixed, bus 0 only (§6.4.3.5.3). */
+	static const uint8_t bus[16] = {0x88, 13, 0, 2, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0};
+	memcpy(rt + n, bus, sizeof(bus));
+	n += sizeof(bus);
+	/* IO(Decode16, 0xCF8, 0xCF8, 1, 8): the configuration ports (§6.4.2.5). */
+	static const uint8_t io[8] = {0x47, 1, 0xf8, 0x0c, 0xf8, 0x0c, 1, 8};
+	memcpy(rt + n, io, sizeof(io));
+	n += sizeof(io);
+	/* DWordMemory: producer, fixed, non-cacheable, read/write: the BAR window (§6.4.3.5.2). */
+	uint32_t mem[5] = {0, (uint32_t)cfg->pci_mmio_base,
+			   (uint32_t)(cfg->pci_mmio_base + cfg->pci_mmio_len - 1), 0,
+			   (uint32_t)cfg->pci_mmio_len};
+	static const uint8_t memhdr[6] = {0x87, 23, 0, 0, 0x0c, 0x01};
+	memcpy(rt + n, memhdr, sizeof(memhdr));
+	memcpy(rt + n + sizeof(memhdr), mem, sizeof(mem));
+	n += sizeof(memhdr) + sizeof(mem);
+	rt[n++] = 0x79;
+	rt[n++] = 0;
+	aml_name(a, "_CRS");
+	aml_byte(a, 0x11); /* BufferOp */
+	size_t buf = aml_pkg_begin(a);
+	aml_integer(a, n);
+	aml_bytes(a, rt, n);
+	aml_pkg_end(a, buf);
+
+	/* _PRT (§6.2.13): {address 0xSSSSFFFF, pin 0 (INTA#), source 0, GSI} per slot. */
+	aml_name(a, "_PRT");
+	aml_byte(a, 0x12); /* PackageOp */
+	size_t prt = aml_pkg_begin(a);
+	unsigned int nslots = cfg->pci_slots > 1 ? cfg->pci_slots - 1 : 0;
+	aml_byte(a, (uint8_t)nslots);
+	for (unsigned int s = 1; s <= nslots; s++) {
+		aml_byte(a, 0x12);
+		size_t e = aml_pkg_begin(a);
+		aml_byte(a, 4);
+		aml_integer(a, (uint64_t)s << 16 | 0xffff);
+		aml_integer(a, 0);
+		aml_integer(a, 0);
+		aml_integer(a, cfg->pci_intx_gsi + (s - 1) % 8);
+		aml_pkg_end(a, e);
+	}
+	aml_pkg_end(a, prt);
+	aml_pkg_end(a, dev);
+}
+
 static size_t build_dsdt(uint8_t *p, size_t cap, const struct kap_acpi_config *cfg, bool *ovf)
 {
 	struct aml a = {.buf = p, .cap = cap};
@@ -239,6 +303,8 @@ static size_t build_dsdt(uint8_t *p, size_t cap, const struct kap_acpi_config *c
 	aml_bytes(&a, "\\_SB_", 5);
 	for (size_t i = 0; i < cfg->ndevices; i++)
 		aml_device(&a, &cfg->devices[i]);
+	if (cfg->pci)
+		aml_pci_root(&a, cfg);
 	aml_pkg_end(&a, scope);
 	/* \_S5: Package(4) {SLP_TYPa, SLP_TYPb, reserved, reserved} (§7.4.2). */
 	aml_name(&a, "_S5_");

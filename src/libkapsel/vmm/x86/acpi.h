@@ -35,6 +35,14 @@ struct kap_acpi_config {
 	uint8_t rtc_century_reg;
 	const struct kap_acpi_device *devices;
 	size_t ndevices;
+	/*
+	 * A PCI host bridge \_SB.PCI0 (PNP0A03, bus 0, config mechanism #1, no MCFG/ECAM): its
+	 * _CRS names ports 0xCF8-0xCFF and the BAR window, its _PRT routes pin A of slots
+	 * 1..pci_slots-1 to GSI pci_intx_gsi + (slot - 1) % 8.
+	 */
+	bool pci;
+	uint64_t pci_mmio_base, pci_mmio_len;
+	unsigned int pci_slots, pci_intx_gsi;
 };
 
 /* Standard header of every table but the RSDP (ACPI 6.4 §5.2.6). */
