@@ -232,7 +232,8 @@ static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
 					      .base = vm->virtio[i].mmio.base,
 					      .len = KAP_VIRTIO_MMIO_SIZE,
 					      .irq = (int)vm->virtio[i].mmio.gsi};
-		snprintf(d->name, sizeof(d->name), "VR%02u", i);
+		/* ACPI names are four characters: at most 100 virtio-mmio devices exist. */
+		snprintf(d->name, sizeof(d->name), "VR%02u", i % 100u);
 	}
 	struct kap_acpi_config cfg = {
 	    .ncpus = vm->ncpus,
