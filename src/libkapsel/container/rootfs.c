@@ -46,12 +46,10 @@ static bool has_mount_at(const struct kap_spec *spec, const char *dest)
  * node onto an empty file instead (what runc does). That is also true when the runtime itself
  * already runs in one (rootless `kapsel run`), whatever the config says.
  */
-static int make_device(struct kap_init_ctx *ctx, int rootfd, const char *path, char type,
+static int make_device(int rootfd, int devdir, bool userns, const char *path, char type,
 		       unsigned major, unsigned minor, mode_t mode, uid_t uid, gid_t gid,
 		       struct kapsel_error **err)
 {
-	bool userns = ctx->new_ns[KAP_NS_USER] || ctx->spec->namespaces[KAP_NS_USER].path ||
-		      kap_userns_nested();
 	const char *rel = path;
 	while (*rel == '/')
 		rel++;
@@ -66,15 +64,20 @@ static int make_device(struct kap_init_ctx *ctx, int rootfd, const char *path, c
 	} else {
 		strcpy(dir, ".");
 	}
-	cleanup_close int dfd = kap_fs_mkdir_in_root(rootfd, dir, 0755, false, err);
-	if (dfd < 0)
-		return kap_error_wrap(err, "linux.devices %s", path);
-	/* O_PATH fds don't allow mknodat: reopen as a real directory fd. */
 	char p[32];
-	cleanup_close int realdir =
-	    open(kap_fs_fd_path(dfd, p), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-	if (realdir < 0)
-		return kap_error(err, errno, "open parent of %s", path);
+	cleanup_close int own = -EBADF;
+	int realdir = devdir;
+	/* Nodes directly in /dev (all the default ones) use the /dev fd opened once. */
+	if (devdir < 0 || strcmp(dir, "dev") != 0) {
+		cleanup_close int dfd = kap_fs_mkdir_in_root(rootfd, dir, 0755, false, err);
+		if (dfd < 0)
+			return kap_error_wrap(err, "linux.devices %s", path);
+		/* O_PATH fds don't allow mknodat: reopen as a real directory fd. */
+		own = open(kap_fs_fd_path(dfd, p), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+		if (own < 0)
+			return kap_error(err, errno, "open parent of %s", path);
+		realdir = own;
+	}
 	if (type == 'p') {
 		if (mkfifoat(realdir, base, mode & 07777) < 0 && errno != EEXIST)
 			return kap_error(err, errno, "mkfifo %s", path);
@@ -101,9 +104,12 @@ static int make_device(struct kap_init_ctx *ctx, int rootfd, const char *path, c
 	}
 	mode_t kind = type == 'b' ? S_IFBLK : S_IFCHR;
 	dev_t dev = makedev(major, minor);
+	bool fresh = true;
+	/* setup_dev runs with umask 0, so a new node gets exactly `mode`. */
 	if (mknodat(realdir, base, kind | (mode & 07777), dev) < 0) {
 		if (errno != EEXIST)
 			return kap_error(err, errno, "mknod %s", path);
+		fresh = false;
 		struct stat st;
 		if (fstatat(realdir, base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    (st.st_mode & S_IFMT) != kind || st.st_rdev != dev) {
@@ -113,10 +119,10 @@ static int make_device(struct kap_init_ctx *ctx, int rootfd, const char *path, c
 				return kap_error(err, errno, "mknod %s", path);
 		}
 	}
-	/* mknod honours the umask: set the mode explicitly. */
-	if (fchmodat(realdir, base, mode & 07777, 0) < 0)
+	if (!fresh && fchmodat(realdir, base, mode & 07777, 0) < 0)
 		return kap_error(err, errno, "chmod %s", path);
-	if (fchownat(realdir, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+	if ((!fresh || uid != 0 || gid != 0) &&
+	    fchownat(realdir, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
 		return kap_error(err, errno, "chown %s", path);
 	return 0;
 }
@@ -124,24 +130,38 @@ static int make_device(struct kap_init_ctx *ctx, int rootfd, const char *path, c
 static int setup_dev(struct kap_init_ctx *ctx, int rootfd, struct kapsel_error **err)
 {
 	const struct kap_spec *spec = ctx->spec;
-	for (size_t i = 0; i < KAP_ARRAY_SIZE(default_devices); i++) {
+	bool userns =
+	    ctx->new_ns[KAP_NS_USER] || spec->namespaces[KAP_NS_USER].path || kap_userns_nested();
+	cleanup_close int devpath = kap_fs_mkdir_in_root(rootfd, "dev", 0755, false, err);
+	if (devpath < 0)
+		return kap_error_wrap(err, "/dev");
+	char p[32];
+	cleanup_close int devdir =
+	    open(kap_fs_fd_path(devpath, p), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (devdir < 0)
+		return kap_error(err, errno, "open /dev in rootfs");
+	mode_t old_umask = umask(0);
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < KAP_ARRAY_SIZE(default_devices); i++) {
 		bool overridden = false;
 		for (size_t j = 0; j < spec->n_devices; j++)
 			if (!strcmp(spec->devices[j].path, default_devices[i].path))
 				overridden = true;
-		if (!overridden &&
-		    make_device(ctx, rootfd, default_devices[i].path, 'c', default_devices[i].major,
-				default_devices[i].minor, 0666, 0, 0, err) < 0)
-			return -1;
+		if (!overridden)
+			r = make_device(rootfd, devdir, userns, default_devices[i].path, 'c',
+					default_devices[i].major, default_devices[i].minor, 0666, 0,
+					0, err);
 	}
-	for (size_t j = 0; j < spec->n_devices; j++) {
+	for (size_t j = 0; r == 0 && j < spec->n_devices; j++) {
 		const struct kap_device *d = &spec->devices[j];
 		char type = d->type == 'u' ? 'c' : d->type;
-		if (make_device(ctx, rootfd, d->path, type, (unsigned)d->major, (unsigned)d->minor,
-				d->has_mode ? d->mode : 0666, d->has_uid ? d->uid : 0,
-				d->has_gid ? d->gid : 0, err) < 0)
-			return -1;
+		r = make_device(rootfd, devdir, userns, d->path, type, (unsigned)d->major,
+				(unsigned)d->minor, d->has_mode ? d->mode : 0666,
+				d->has_uid ? d->uid : 0, d->has_gid ? d->gid : 0, err);
 	}
+	umask(old_umask);
+	if (r < 0)
+		return -1;
 	if (!has_mount_at(spec, "/dev/pts")) {
 		struct kap_mount m = {.destination = "/dev/pts",
 				      .type = "devpts",
@@ -167,13 +187,7 @@ static int setup_dev(struct kap_init_ctx *ctx, int rootfd, struct kapsel_error *
 	    {"/proc/self/fd/1", "dev/stdout"}, {"/proc/self/fd/2", "dev/stderr"},
 	    {"pts/ptmx", "dev/ptmx"},
 	};
-	cleanup_close int devfd = kap_fs_open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY, 0, err);
-	if (devfd < 0)
-		return -1;
-	char p[32];
-	cleanup_close int dev = open(kap_fs_fd_path(devfd, p), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-	if (dev < 0)
-		return kap_error(err, errno, "open /dev in rootfs");
+	int dev = devdir;
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(links); i++) {
 		const char *name = links[i].link + 4;
 		if (symlinkat(links[i].target, dev, name) < 0 && errno != EEXIST)
