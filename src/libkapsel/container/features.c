@@ -160,7 +160,7 @@ static void add_linux(bool *oom, struct kap_json *doc)
 			add(oom, caps, NULL, kap_json_new_string(name));
 	}
 
-	/* cgroupfs only: the systemd driver is not implemented (see main.c --systemd-cgroup). */
+	/* cgroupfs only: kapsel offers no systemd cgroup driver (see main.c --systemd-cgroup). */
 	struct kap_json *cg = add(oom, lnx, "cgroup", kap_json_new_object());
 	add(oom, cg, "v1", kap_json_new_bool(true));
 	add(oom, cg, "v2", kap_json_new_bool(true));
