@@ -22,12 +22,14 @@
  *             virtio capabilities
  *   pci-blk   virtio-blk over virtio-pci ("mode=rw|ro", "irq=msix|intx"): see test_pci_blk
  *   pci-rng   virtio-rng over virtio-pci ("irq=msix|intx")
+ *   blkbench  virtio-blk read throughput for bench/vm-blk: see blkbench.h
  */
 #include "acpi.h"
 #include "guest.h"
 #include "virtio.h"
 #include "virtio-dev.h"
 #include "virtio-pci.h"
+#include "blkbench.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -659,6 +661,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_pci_blk();
 	if (streq(test, "pci-rng"))
 		test_pci_rng();
+	if (streq(test, "blkbench"))
+		test_blkbench(cmdline);
 	if (streq(test, "net"))
 		test_net(cmdline);
 	if (streq(test, "vcon"))
