@@ -51,7 +51,12 @@ def cpio_newc(entries):
 
 
 def fetch_kernel(tmp):
-    """vmlinuz of Debian's cloud kernel, via apt-get download (no installation)."""
+    """vmlinuz of Debian's cloud kernel, via apt-get download (no installation), or from the
+    linux-image .deb that KAPSEL_LINUX_DEB names (machines with no route to a mirror)."""
+    deb = os.environ.get("KAPSEL_LINUX_DEB")
+    if deb:
+        subprocess.run(["dpkg-deb", "-x", deb, os.path.join(tmp, "k")], check=True)
+        return glob.glob(os.path.join(tmp, "k", "boot", "vmlinuz-*"))[0]
     dep = subprocess.run(["apt-cache", "depends", "linux-image-cloud-amd64"],
                          capture_output=True, text=True)
     m = re.search(r"Depends: (linux-image-[0-9][^\s]*-cloud-amd64)", dep.stdout)
