@@ -192,6 +192,7 @@ static const struct kap_virtio_ops blk_ops = {
     .device_id = VIRTIO_ID_BLOCK,
     .nqueues = 1,
     .config_len = sizeof(struct virtio_blk_config),
+    .poll_ns = 32000,
     .config_read = blk_config_read,
     .process = blk_process,
     .free = blk_free,

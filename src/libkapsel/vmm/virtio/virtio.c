@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -46,6 +47,52 @@ int kap_virtio_init(struct kap_virtio_dev *d, const struct kap_virtio_ops *ops, 
 	return 0;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Whether queue q has chains the device has not taken yet. */
+static bool queue_has_work(struct kap_virtio_dev *d, unsigned int q)
+{
+	pthread_mutex_lock(&d->lock);
+	bool work = kap_virtio_queue_live(d, q) && kap_vq_has_work(&d->vq[q]);
+	pthread_mutex_unlock(&d->lock);
+	return work;
+}
+
+/*
+ * Busy-polls the rings for ops->poll_ns after the last work found; returns when that passes
+ * with nothing new, or when the device is stopping.
+ */
+static void poll_rings(struct kap_virtio_dev *d, const struct pollfd *stop)
+{
+	uint64_t deadline = now_ns() + d->ops->poll_ns;
+	for (unsigned int spins = 1;; spins++) {
+		bool any = false;
+		for (unsigned int i = 0; i < d->ops->nqueues; i++) {
+			if (queue_has_work(d, i)) {
+				d->ops->process(d, i);
+				any = true;
+			}
+		}
+		uint64_t t = now_ns();
+		if (any)
+			deadline = t + d->ops->poll_ns;
+		else if (t >= deadline)
+			return;
+		/* Now and then, see whether kap_virtio_destroy is waiting. */
+		if (spins % 1024 == 0) {
+			struct pollfd p = *stop;
+			if (poll(&p, 1, 0) > 0)
+				return;
+		}
+		__builtin_ia32_pause();
+	}
+}
+
 static void *device_thread(void *opaque)
 {
 	struct kap_virtio_dev *d = opaque;
@@ -69,6 +116,8 @@ static void *device_thread(void *opaque)
 				continue;
 			d->ops->process(d, i);
 		}
+		if (d->ops->poll_ns)
+			poll_rings(d, &p[n]);
 	}
 }
 

@@ -30,6 +30,12 @@ struct kap_virtio_ops {
 	uint32_t device_id;
 	unsigned int nqueues;
 	uint32_t config_len;
+	/*
+	 * Optional: after work, the device thread keeps looking at the avail rings this long
+	 * before it sleeps on the kick eventfds again, so a driver with one request in flight
+	 * does not pay a thread wake-up per request (QEMU's iothreads poll 32 µs likewise).
+	 */
+	unsigned int poll_ns;
 	/* Config-space accesses (§4.2.2.2), on a vCPU thread, d->lock held, bounds checked. */
 	void (*config_read)(struct kap_virtio_dev *d, uint32_t off, void *data, unsigned int len);
 	void (*config_write)(struct kap_virtio_dev *d, uint32_t off, const void *data,
