@@ -71,6 +71,11 @@ struct kapsel_vm_config {
 	enum kapsel_vm_console console;
 	char *console_path;
 	bool no_debug_exit;
+	/*
+	 * No in-kernel i8254 PIT (QEMU microvm's pit=off). Linux on kapsel's hardware-reduced
+	 * ACPI never uses it; its teardown is the largest part of a short VM's exit time.
+	 */
+	bool no_pit;
 	struct kapsel_vm_disk disks[KAPSEL_VM_MAX_DISKS];
 	unsigned int ndisks;
 	bool rng; /* a virtio-rng device */

@@ -24,6 +24,7 @@ static const char run_usage[] =
     "  --cpu-features LIST     CPUID features to mask or require: -xsave,-avx,+x2apic\n"
     "  --console WHERE         stdio (default; Ctrl-A x quits), file:PATH or none\n"
     "  --no-debug-exit         remove the debug-exit port\n"
+    "  --no-pit                no i8254 PIT (Linux on kapsel's ACPI does not use it)\n"
     "  --disk PATH[,ro][,serial=S][,cache=none|writeback][,id=ID]\n"
     "                          a virtio-blk disk (raw file, block device or qcow2 image);\n"
     "                          repeatable\n"
@@ -50,6 +51,7 @@ enum {
 	OPT_CPU_FEATURES,
 	OPT_CONSOLE,
 	OPT_NO_DEBUG_EXIT,
+	OPT_NO_PIT,
 	OPT_CONFIG,
 	OPT_DISK,
 	OPT_RNG,
@@ -84,6 +86,7 @@ static int vm_run(int argc, char **argv)
 	    {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
 	    {"console", required_argument, NULL, OPT_CONSOLE},
 	    {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
+	    {"no-pit", no_argument, NULL, OPT_NO_PIT},
 	    {"config", required_argument, NULL, OPT_CONFIG},
 	    {"disk", required_argument, NULL, OPT_DISK},
 	    {"rng", no_argument, NULL, OPT_RNG},
@@ -98,7 +101,7 @@ static int vm_run(int argc, char **argv)
 	struct kapsel_vm_config cfg = {0}, cli = {0};
 	struct kapsel_error *err = NULL;
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL;
-	bool no_debug_exit = false;
+	bool no_debug_exit = false, no_pit = false;
 	int c, rc = 1;
 
 	/* Flags override the file: collect them first, apply them after loading it. */
@@ -128,6 +131,9 @@ static int vm_run(int argc, char **argv)
 			break;
 		case OPT_NO_DEBUG_EXIT:
 			no_debug_exit = true;
+			break;
+		case OPT_NO_PIT:
+			no_pit = true;
 			break;
 		case OPT_CONFIG:
 			config = optarg;
@@ -214,6 +220,8 @@ static int vm_run(int argc, char **argv)
 	}
 	if (no_debug_exit)
 		cfg.no_debug_exit = true;
+	if (no_pit)
+		cfg.no_pit = true;
 	if (transport && kapsel_vm_parse_transport(transport, &cfg) < 0) {
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;

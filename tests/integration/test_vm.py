@@ -106,6 +106,23 @@ def test_no_debug_exit_removes_port():
     assert "unclaimed port write at 0xf4" in err
 
 
+def test_no_pit_removes_the_pit(tmp_path):
+    """--no-pit (and "pit": false in vm.json): a guest without a timer need still runs, and the
+    PIT's ports are unclaimed, so the timer test waits for ticks that never come."""
+    r = mb("pass", "--no-pit")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    cfg = tmp_path / "vm.json"
+    cfg.write_text('{"kernel": "%s", "cmdline": "test=timer", "pit": false}' % MULTIBOOT)
+    p = subprocess.Popen([KAPSEL, "vm", "run", "--config", str(cfg), "--console", "stdio"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "unclaimed port write at 0x43" in err and "pit ok" not in out
+
+
 def test_serial_input_echo():
     r = subprocess.run([KAPSEL, "vm", "run", "--kernel", MULTIBOOT, "--cmdline", "test=echo"],
                        input="hello kapsel\nsecond line\nquit\n", capture_output=True, text=True,
@@ -281,6 +298,8 @@ def test_bad_config(tmp_path):
     one_line_error(vm("--config", str(cfg)), "kernel: expected string")
     cfg.write_text('{"kernal": "x"}')
     one_line_error(vm("--config", str(cfg)), "kernal: unknown setting")
+    cfg.write_text('{"kernel": "%s", "pit": "off"}' % MULTIBOOT)
+    one_line_error(vm("--config", str(cfg)), "pit")
 
 
 def test_cpu_features_mask_runs():

@@ -366,8 +366,8 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 		return r;
 	if (kap_json_type(j) != KAP_JSON_OBJECT)
 		return kap_error_plain(err, EINVAL, "%s: expected a JSON object", path);
-	static const char *const known[] = {"kernel", "initrd",	      "cmdline", "mem",
-					    "cpus",   "cpu_features", "console", "debug_exit"};
+	static const char *const known[] = {"kernel",	    "initrd",  "cmdline",    "mem", "cpus",
+					    "cpu_features", "console", "debug_exit", "pit"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -415,6 +415,10 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if ((r = kap_json_read_bool(j, "", "debug_exit", &debug_exit, err)) < 0)
 		goto fail;
 	c->no_debug_exit = !debug_exit;
+	bool pit = !c->no_pit;
+	if ((r = kap_json_read_bool(j, "", "pit", &pit, err)) < 0)
+		goto fail;
+	c->no_pit = !pit;
 	return 0;
 fail:
 	return kap_error_wrap(err, "%s", path);

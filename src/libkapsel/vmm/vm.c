@@ -452,6 +452,8 @@ static int create_vm(struct kap_vm *vm, struct kapsel_error **err)
 		return kap_error(err, errno, "KVM_SET_IDENTITY_MAP_ADDR");
 	if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0)
 		return kap_error(err, errno, "KVM_CREATE_IRQCHIP");
+	if (vm->cfg->no_pit)
+		return 0;
 	/* Port 0x61 (speaker/PIT gate) is emulated in the kernel with the dummy speaker. */
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	if (ioctl(vm->fd, KVM_CREATE_PIT2, &pit) < 0)
