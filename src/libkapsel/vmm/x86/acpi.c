@@ -406,7 +406,10 @@ int kap_acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct kap_acp
 #define ALIGN16(x) (((x) + 15) & ~(size_t)15)
 	if (size < sizeof(struct kap_acpi_rsdp) + 36 + 16)
 		return kap_error_plain(err, ENOSPC, "ACPI: no room for the tables");
-	memset(buf, 0, size);
+	/*
+	 * Only the bytes the tables use are cleared: buf is guest RAM, and every page written
+	 * here is a page the VMM keeps resident.
+	 */
 	size_t rsdp_off = off;
 	off = ALIGN16(off + sizeof(struct kap_acpi_rsdp));
 	size_t xsdt_off = off, xsdt_len = 36 + 2 * 8;
@@ -416,6 +419,7 @@ int kap_acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct kap_acp
 	if (off > size)
 		return kap_error_plain(err, ENOSPC, "ACPI: no room for the tables");
 	size_t madt_off = off;
+	memset(buf, 0, madt_off);
 	size_t madt_len = build_madt(buf + madt_off, size - madt_off, cfg);
 	if (!madt_len)
 		return kap_error_plain(err, ENOSPC, "ACPI: no room for the MADT");
@@ -423,6 +427,7 @@ int kap_acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct kap_acp
 	if (off > size)
 		return kap_error_plain(err, ENOSPC, "ACPI: no room for the DSDT");
 	size_t dsdt_off = off;
+	memset(buf + madt_off + madt_len, 0, dsdt_off - (madt_off + madt_len));
 	bool ovf;
 	size_t dsdt_len = build_dsdt(buf + dsdt_off, size - dsdt_off, cfg, &ovf);
 	if (ovf)

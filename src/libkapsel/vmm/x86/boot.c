@@ -113,8 +113,11 @@ static int load_segments(struct kap_vm *vm, const struct kap_boot_image *img, co
 					       " bytes at 0x%" PRIx64 " are outside %llu MiB of "
 					       "guest RAM (raise --mem)",
 					       s->memsz, s->paddr, mib);
+		/*
+		 * The rest up to memsz (bss) is left alone: guest RAM is a new memfd, all zeroes,
+		 * and clearing it would only make its pages resident.
+		 */
 		memcpy(p, kernel + s->offset, s->filesz);
-		memset(p + s->filesz, 0, s->memsz - s->filesz);
 	}
 	return 0;
 }
