@@ -95,8 +95,10 @@ void kapsel_vm_config_clear(struct kapsel_vm_config *c);
 
 /*
  * Reads a vm.json ({"kernel", "initrd", "cmdline", "mem": "256M" or bytes, "cpus",
- * "cpu_features", "console": "stdio|file:PATH|none", "debug_exit": bool}) into c, replacing
- * the fields it names. Errors name the JSON path.
+ * "cpu_features", "console": "stdio|file:PATH|none", "debug_exit": bool, "pit": bool,
+ * "transport": "pci|mmio", "disks": ["--disk syntax", ...], "nets": ["--net syntax", ...],
+ * "vsock": "--vsock syntax", "rng", "virtio_console", "virtio_mmio_cmdline": bool}) into c,
+ * replacing the fields it names and adding its devices. Errors name the JSON path.
  */
 int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c, struct kapsel_error **err);
 

@@ -103,6 +103,14 @@ static int vm_run(int argc, char **argv)
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL;
 	bool no_debug_exit = false, no_pit = false;
 	int c, rc = 1;
+	/*
+	 * Device flags, in order: parsed after the file's devices, so the default ids
+	 * (disk0, net0, ...) continue the file's and duplicates are caught across both.
+	 */
+	enum { MAX_DEV_FLAGS = KAPSEL_VM_MAX_DISKS + KAPSEL_VM_MAX_NETS + 1 };
+	const char *devs[MAX_DEV_FLAGS];
+	int dev_kind[MAX_DEV_FLAGS];
+	size_t ndevs = 0;
 
 	/* Flags override the file: collect them first, apply them after loading it. */
 	while ((c = cli_getopt(&cmd_vm_run, argc, argv, "h", options)) != -1) {
@@ -139,21 +147,22 @@ static int vm_run(int argc, char **argv)
 			config = optarg;
 			break;
 		case OPT_DISK:
-			if (kapsel_vm_parse_disk(optarg, &cli, &err) < 0) {
+		case OPT_NET:
+		case OPT_VSOCK:
+			if (ndevs == MAX_DEV_FLAGS) {
 				kapsel_vm_config_clear(&cli);
-				return cli_fail_err(err);
+				return cli_fail("vm run: --%s %s: at most %d disks, %d networks "
+						"and one vsock",
+						c == OPT_DISK  ? "disk"
+						: c == OPT_NET ? "net"
+							       : "vsock",
+						optarg, KAPSEL_VM_MAX_DISKS, KAPSEL_VM_MAX_NETS);
 			}
+			dev_kind[ndevs] = c;
+			devs[ndevs++] = optarg;
 			break;
 		case OPT_RNG:
 			cli.rng = true;
-			break;
-		case OPT_NET:
-		case OPT_VSOCK:
-			if ((c == OPT_NET ? kapsel_vm_parse_net(optarg, &cli, &err)
-					  : kapsel_vm_parse_vsock(optarg, &cli, &err)) < 0) {
-				kapsel_vm_config_clear(&cli);
-				return cli_fail_err(err);
-			}
 			break;
 		case OPT_VIRTIO_CONSOLE:
 			cli.virtio_console = true;
@@ -190,18 +199,25 @@ static int vm_run(int argc, char **argv)
 	TAKE(cmdline);
 	TAKE(cpu_features);
 #undef TAKE
-	/* Devices come from the flags only; move them over. */
-	memcpy(cfg.disks, cli.disks, sizeof(cli.disks));
-	cfg.ndisks = cli.ndisks;
-	cli.ndisks = 0;
+	/* Devices from the flags join the file's; --vsock replaces the file's vsock. */
+	bool file_vsock = cfg.vsock_path != NULL;
+	for (size_t i = 0; i < ndevs; i++) {
+		if (dev_kind[i] == OPT_VSOCK && file_vsock) {
+			free(cfg.vsock_path);
+			cfg.vsock_path = NULL;
+			cfg.vsock_cid = 0;
+			file_vsock = false;
+		}
+		int r = dev_kind[i] == OPT_DISK	 ? kapsel_vm_parse_disk(devs[i], &cfg, &err)
+			: dev_kind[i] == OPT_NET ? kapsel_vm_parse_net(devs[i], &cfg, &err)
+						 : kapsel_vm_parse_vsock(devs[i], &cfg, &err);
+		if (r < 0) {
+			rc = cli_fail_err(err);
+			goto out;
+		}
+	}
 	cfg.rng |= cli.rng;
-	memcpy(cfg.nets, cli.nets, sizeof(cli.nets));
-	cfg.nnets = cli.nnets;
-	cli.nnets = 0;
 	cfg.virtio_console |= cli.virtio_console;
-	cfg.vsock_cid = cli.vsock_cid;
-	cfg.vsock_path = cli.vsock_path;
-	cli.vsock_path = NULL;
 	cfg.virtio_mmio_cmdline |= cli.virtio_mmio_cmdline;
 	if (mem && kapsel_vm_parse_size(mem, &cfg.mem_size) < 0) {
 		rc = cli_fail("vm run: --mem: invalid size \"%s\" (expected e.g. 256M or 1G)", mem);

@@ -1,11 +1,13 @@
 """virtio devices of kapsel vm run (issue 6), driven from the multiboot test kernel's own
 minimal virtio-mmio driver (tests/guests/virtio.h): it writes and reads back sectors, and the
 host then checks the image's bytes. PASS is exit status 85, as in test_vm.py."""
+import json
 import os
 import subprocess
 
 import pytest
 
+from conftest import KAPSEL
 from test_vm import MULTIBOOT, PASS, mb, guests  # noqa: F401  (guests: module fixture)
 
 
@@ -113,3 +115,44 @@ def test_empty_disk_refused(tmp_path):
     p.write_bytes(b"")
     r = mb("pass", "--disk", str(p))
     assert r.returncode == 1 and "smaller than one 512-byte sector" in r.stderr
+
+
+def test_devices_from_vm_json(disk, tmp_path):
+    """vm.json holds the devices too: transport, disks (in --disk syntax), rng; a --disk flag
+    adds to the file's disks, and its default id continues theirs."""
+    other = tmp_path / "other.img"
+    other.write_bytes(bytes(4096))
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"kernel": MULTIBOOT, "transport": "mmio", "rng": True,
+                               "disks": [f"{disk},serial=from-json"]}))
+    r = subprocess.run([KAPSEL, "vm", "run", "--config", str(cfg), "--cmdline",
+                        "test=blk mode=rw serial=from-json", "--disk", f"{other},ro"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "blk ok" in r.stdout and pattern_ok(disk.read_bytes())
+    # The flag's disk is disk1 (the file's is disk0): naming it disk0 collides.
+    r = subprocess.run([KAPSEL, "vm", "run", "--config", str(cfg), "--disk",
+                        f"{other},id=disk0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "id disk0 already used" in r.stderr
+
+
+@pytest.mark.parametrize("conf,msg", [
+    ({"disks": "x.img"}, "disks: expected an array of strings"),
+    ({"disks": [5]}, "disks[0]: expected a string"),
+    ({"disks": ["{disk},bogus=1"]}, "disks[0]: "),
+    ({"nets": ["tap="]}, "nets[0]: "),
+    ({"transport": "usb"}, "transport: expected pci or mmio"),
+    ({"vsock": "cid=1,socket=/tmp/x"}, "vsock: "),
+    ({"rng": "yes"}, "rng"),
+])
+def test_bad_devices_in_vm_json(disk, tmp_path, conf, msg):
+    conf = {k: (v.replace("{disk}", str(disk)) if isinstance(v, str) else
+                [e.replace("{disk}", str(disk)) if isinstance(e, str) else e for e in v]
+                if isinstance(v, list) else v) for k, v in conf.items()}
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"kernel": MULTIBOOT, **conf}))
+    r = subprocess.run([KAPSEL, "vm", "run", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and msg in lines[0], r.stderr
+    assert "multiboot guest" not in r.stdout

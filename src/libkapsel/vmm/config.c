@@ -355,19 +355,44 @@ static int read_str(const struct kap_json *j, const char *key, char **field,
 	return 0;
 }
 
+/* key: an array of device strings in the flag's syntax, each parsed into c. */
+static int read_devices(const struct kap_json *j, const char *key,
+			int (*parse)(const char *, struct kapsel_vm_config *,
+				     struct kapsel_error **),
+			struct kapsel_vm_config *c, struct kapsel_error **err)
+{
+	struct kap_json *arr = kap_json_get(j, key);
+	if (!arr)
+		return 0;
+	if (kap_json_type(arr) != KAP_JSON_ARRAY)
+		return kap_error_plain(err, EINVAL, "%s: expected an array of strings", key);
+	for (size_t i = 0; i < kap_json_array_len(arr); i++) {
+		struct kap_json *e = kap_json_array_at(arr, i);
+		if (kap_json_type(e) != KAP_JSON_STRING)
+			return kap_error_plain(err, EINVAL, "%s[%zu]: expected a string", key, i);
+		int r = parse(kap_json_string(e), c, err);
+		if (r < 0)
+			return kap_error_wrap(err, "%s[%zu]", key, i);
+	}
+	return 0;
+}
+
 API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 			      struct kapsel_error **err)
 {
 	cleanup_json struct kap_json *j = NULL;
 	/* Declared before the first goto: cleanup variables must not be jumped over. */
-	cleanup_free char *console = NULL;
+	cleanup_free char *console = NULL, *transport = NULL, *vsock = NULL;
 	int r = kap_json_parse_file(path, &j, err);
 	if (r < 0)
 		return r;
 	if (kap_json_type(j) != KAP_JSON_OBJECT)
 		return kap_error_plain(err, EINVAL, "%s: expected a JSON object", path);
-	static const char *const known[] = {"kernel",	    "initrd",  "cmdline",    "mem", "cpus",
-					    "cpu_features", "console", "debug_exit", "pit"};
+	static const char *const known[] = {
+	    "kernel", "initrd",	      "cmdline",	"mem",
+	    "cpus",   "cpu_features", "console",	"debug_exit",
+	    "pit",    "transport",    "disks",		"nets",
+	    "vsock",  "rng",	      "virtio_console", "virtio_mmio_cmdline"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -419,6 +444,25 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if ((r = kap_json_read_bool(j, "", "pit", &pit, err)) < 0)
 		goto fail;
 	c->no_pit = !pit;
+	if ((r = kap_json_read_string(j, "", "transport", &transport, err)) < 0)
+		goto fail;
+	if (transport && kapsel_vm_parse_transport(transport, c) < 0) {
+		r = kap_error_plain(err, EINVAL, "transport: expected pci or mmio");
+		goto fail;
+	}
+	if ((r = read_devices(j, "disks", kapsel_vm_parse_disk, c, err)) < 0 ||
+	    (r = read_devices(j, "nets", kapsel_vm_parse_net, c, err)) < 0 ||
+	    (r = kap_json_read_string(j, "", "vsock", &vsock, err)) < 0)
+		goto fail;
+	if (vsock && (r = kapsel_vm_parse_vsock(vsock, c, err)) < 0) {
+		kap_error_wrap(err, "vsock");
+		goto fail;
+	}
+	if ((r = kap_json_read_bool(j, "", "rng", &c->rng, err)) < 0 ||
+	    (r = kap_json_read_bool(j, "", "virtio_console", &c->virtio_console, err)) < 0 ||
+	    (r = kap_json_read_bool(j, "", "virtio_mmio_cmdline", &c->virtio_mmio_cmdline, err)) <
+		0)
+		goto fail;
 	return 0;
 fail:
 	return kap_error_wrap(err, "%s", path);
