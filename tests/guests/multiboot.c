@@ -20,7 +20,8 @@
  *   net, vcon, vsock   virtio-net, virtio-console, virtio-vsock: see virtio-dev.h
  *   pci       bus 0 through 0xCF8/0xCFC: lists the functions, sizes and moves BAR 0, walks the
  *             virtio capabilities
- *   pci-blk   virtio-blk over virtio-pci ("mode=rw|ro", "irq=msix|intx"): see test_pci_blk
+ *   pci-blk   virtio-blk over virtio-pci ("mode=rw|ro", "irq=msix|intx|level"): see
+ *             test_pci_blk
  *   pci-rng   virtio-rng over virtio-pci ("irq=msix|intx")
  *   blkbench  virtio-blk read throughput for bench/vm-blk: see blkbench.h
  */
@@ -517,6 +518,31 @@ static void pci_check_irq(int msix, uint32_t *n)
 	wait_ticks(&lapic_ticks, ++*n);
 }
 
+/* Whether vector 0x30 waits in the LAPIC's IRR, after up to spins polls. */
+static int lapic_irr_0x30(uint32_t spins)
+{
+	for (uint32_t i = 0; i < spins; i++)
+		if (LAPIC(0x210) & (1u << (0x30 - 0x20)))
+			return 1;
+	return 0;
+}
+
+/*
+ * irq=level: INTx is a level-triggered line. Taking the interrupt and sending EOI without
+ * reading ISR must leave it pending again (the device re-asserts the line while ISR is set);
+ * once ISR is read, the next EOI must leave nothing behind.
+ */
+static void pci_check_level(uint32_t *n)
+{
+	wait_ticks(&lapic_ticks, ++*n); /* taken and EOI'd; ISR still set */
+	CHECK(lapic_irr_0x30(200000), "INTx not asserted again after EOI while ISR was set");
+	puts_("pci-blk: intx stays asserted while ISR is set\n");
+	CHECK(VP8(vp.isr) & 1, "ISR queue bit not set");
+	wait_ticks(&lapic_ticks, ++*n); /* the pending one; now ISR is clear */
+	CHECK(!lapic_irr_0x30(20000), "INTx asserted again after ISR was read");
+	puts_("pci-blk: intx drops once ISR is read\n");
+}
+
 static int64_t pblk_req(uint32_t type, uint64_t sector, void *buf, uint32_t len, int in)
 {
 	hdr = (struct blk_hdr){type, 0, sector};
@@ -532,14 +558,15 @@ static int64_t pblk_req(uint32_t type, uint64_t sector, void *buf, uint32_t len,
 /*
  * mode=rw: writes 8 sectors at sector 1 (the pattern of test_blk), reads them back, prints
  * sector 0. mode=ro: reads sector 0, a write must fail with IOERR. irq=msix|intx: every
- * completion must also arrive as an interrupt of that kind.
+ * completion must also arrive as an interrupt of that kind. irq=level: INTx, and the first
+ * completion checks that the line is level-triggered (pci_check_level).
  */
 static void test_pci_blk(void)
 {
 	char mode[8], irq[8];
 	cmdline_get(cmdline, "mode", mode, sizeof(mode));
 	cmdline_get(cmdline, "irq", irq, sizeof(irq));
-	int msix = streq(irq, "msix");
+	int msix = streq(irq, "msix"), level = streq(irq, "level");
 	uint32_t nirq = 0;
 	const char *bad = vpci_find(2, 0, &vp);
 	CHECK(!bad, bad);
@@ -552,7 +579,10 @@ static void test_pci_blk(void)
 	puts_(" sectors, irq ");
 	puts_(msix ? "msix\n" : "intx\n");
 	CHECK(pblk_req(0, 0, rbuf, 512, 1) == 0, "read sector 0 failed");
-	pci_check_irq(msix, &nirq);
+	if (level)
+		pci_check_level(&nirq);
+	else
+		pci_check_irq(msix, &nirq);
 	puts_("pci-blk: sector 0: ");
 	for (int i = 0; i < 16 && rbuf[i] >= ' '; i++)
 		putc_((char)rbuf[i]);

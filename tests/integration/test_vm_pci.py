@@ -61,6 +61,16 @@ def test_blk_write_read_back(disk, irq):
     assert data[9 * 512:] == bytes(len(data) - 9 * 512)
 
 
+def test_intx_is_level_triggered(disk):
+    """The guest takes the INTx interrupt and EOIs without reading ISR: the line must come
+    back (level, re-asserted on KVM's resample); after the ISR read it must stay down."""
+    r = mb("pci-blk mode=rw irq=level", "--disk", str(disk))
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "pci-blk: intx stays asserted while ISR is set" in r.stdout
+    assert "pci-blk: intx drops once ISR is read" in r.stdout
+    assert "pci-blk: 3 interrupts" in r.stdout and pattern_ok(disk.read_bytes())
+
+
 @pytest.mark.parametrize("irq", ["msix", "intx"])
 def test_blk_read_only_refuses_writes(disk, irq):
     before = disk.read_bytes()

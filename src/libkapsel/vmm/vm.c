@@ -94,6 +94,18 @@ int kap_vm_irqfd(struct kap_vm *vm, unsigned int gsi, int fd, struct kapsel_erro
 	return 0;
 }
 
+int kap_vm_irqfd_level(struct kap_vm *vm, unsigned int gsi, int fd, int resample_fd,
+		       struct kapsel_error **err)
+{
+	struct kvm_irqfd irq = {.fd = (uint32_t)fd,
+				.gsi = gsi,
+				.flags = KVM_IRQFD_FLAG_RESAMPLE,
+				.resamplefd = (uint32_t)resample_fd};
+	if (ioctl(vm->fd, KVM_IRQFD, &irq) < 0)
+		return kap_error(err, errno, "KVM_IRQFD gsi %u (resample)", gsi);
+	return 0;
+}
+
 void kap_vm_ioeventfd_del(struct kap_vm *vm, uint64_t addr, unsigned int len, int fd)
 {
 	struct kvm_ioeventfd io = {

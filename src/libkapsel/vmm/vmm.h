@@ -231,6 +231,12 @@ int kap_vm_ioeventfd(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pi
 int kap_vm_ioeventfd_match(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pio, int fd,
 			   uint64_t datamatch, struct kapsel_error **err);
 int kap_vm_irqfd(struct kap_vm *vm, unsigned int gsi, int fd, struct kapsel_error **err);
+/*
+ * A level-triggered line: a write to fd asserts gsi until the guest's EOI, which lowers it and
+ * signals resample_fd; the device then asserts it again if its interrupt is still pending.
+ */
+int kap_vm_irqfd_level(struct kap_vm *vm, unsigned int gsi, int fd, int resample_fd,
+		       struct kapsel_error **err);
 /* Removes an ioeventfd kap_vm_ioeventfd registered (virtio-pci: the guest moved a BAR). */
 void kap_vm_ioeventfd_del(struct kap_vm *vm, uint64_t addr, unsigned int len, int fd);
 /* A fresh GSI above the IOAPIC's pins, for an MSI route. */

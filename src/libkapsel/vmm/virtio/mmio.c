@@ -212,7 +212,8 @@ int kap_virtio_mmio_attach(struct kap_vm *vm, struct kap_mmio_transport *t,
 		if (r < 0)
 			return kap_error_wrap(err, "%s", d->id);
 	}
-	r = kap_vm_irqfd(vm, t->gsi, d->irq_fd, err);
+	/* The DSDT declares the interrupt level-triggered: the line stays up until the EOI. */
+	r = kap_vm_irqfd_level(vm, t->gsi, d->irq_fd, d->resample_fd, err);
 	if (r < 0)
 		return kap_error_wrap(err, "%s", d->id);
 	return 0;

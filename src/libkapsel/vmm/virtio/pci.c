@@ -8,8 +8,9 @@
  * Interrupts: with MSI-X enabled each vector is an eventfd that is an irqfd on its own KVM GSI,
  * whose MSI route follows the table entry the driver writes (KVM_SET_GSI_ROUTING); a masked
  * vector only sets its PBA bit and fires when unmasked (PCI 3.0 §6.8.3.5). Without MSI-X the
- * function raises INTx pin A (an irqfd on an IOAPIC pin) and the driver reads ISR, which
- * clears it (§4.1.4.5). Queue notifications are ioeventfds on the notify region, moved when the
+ * function raises INTx pin A, a level-triggered line (a resampling irqfd on an IOAPIC pin,
+ * raised again after each EOI while ISR is set), and the driver reads ISR, which clears it
+ * (§4.1.4.5). Queue notifications are ioeventfds on the notify region, moved when the
  * driver moves BAR 0 or turns memory decoding off; a write KVM does not catch (an odd size)
  * reaches bar_write and kicks the queue the same way.
  *
@@ -116,6 +117,13 @@ static void deliver_pending(struct kap_pci_transport *t)
 	for (unsigned int v = 0; v < t->nvec; v++)
 		if ((t->pba & (1u << v)) && !vector_masked(t, v))
 			fire_vector(t, v);
+}
+
+/* virtio.c's resample check: INTx is in use. d->lock held. */
+static bool pci_line_enabled(struct kap_virtio_dev *d)
+{
+	struct kap_pci_transport *t = d->transport;
+	return !msix_enabled(t) && !(cfg16(t, PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE);
 }
 
 /* virtio.c's interrupt hook: d->lock held, d->isr already updated. */
@@ -607,6 +615,7 @@ int kap_virtio_pci_init(struct kap_pci_transport *t, struct kap_virtio_dev *d, u
 	    .bar_write = bar_write,
 	};
 	d->interrupt = pci_interrupt;
+	d->line_enabled = pci_line_enabled;
 	d->transport = t;
 	return 0;
 }
@@ -625,7 +634,8 @@ int kap_virtio_pci_attach(struct kap_vm *vm, struct kap_pci_host *h, struct kap_
 		if (r < 0 || (r = kap_vm_irqfd(vm, t->vec_gsi[v], t->vec_fd[v], err)) < 0)
 			return kap_error_wrap(err, "%s: MSI-X vector %u", d->id, v);
 	}
-	int r = kap_vm_irqfd(vm, t->intx_gsi, d->irq_fd, err);
+	/* INTx is level-triggered (PCI 3.0 §2.2.6): up until the EOI, again while ISR is set. */
+	int r = kap_vm_irqfd_level(vm, t->intx_gsi, d->irq_fd, d->resample_fd, err);
 	if (r < 0)
 		return kap_error_wrap(err, "%s: INTx", d->id);
 	t->vm = vm;

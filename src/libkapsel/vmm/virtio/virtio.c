@@ -27,7 +27,7 @@ int kap_virtio_init(struct kap_virtio_dev *d, const struct kap_virtio_ops *ops, 
 	d->ops = ops;
 	d->mem = mem;
 	snprintf(d->id, sizeof(d->id), "%s", id);
-	d->irq_fd = d->stop_fd = -EBADF;
+	d->irq_fd = d->stop_fd = d->resample_fd = -EBADF;
 	for (unsigned int i = 0; i < KAP_VIRTIO_MAX_QUEUES; i++) {
 		d->kick_fd[i] = -EBADF;
 		kap_vq_reset(&d->vq[i], KAP_VQ_MAX_SIZE);
@@ -37,7 +37,8 @@ int kap_virtio_init(struct kap_virtio_dev *d, const struct kap_virtio_ops *ops, 
 		      (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
 	d->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	d->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (d->irq_fd < 0 || d->stop_fd < 0)
+	d->resample_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->irq_fd < 0 || d->stop_fd < 0 || d->resample_fd < 0)
 		return kap_error(err, errno, "%s: eventfd", id);
 	for (unsigned int i = 0; i < ops->nqueues; i++) {
 		d->kick_fd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -93,16 +94,36 @@ static void poll_rings(struct kap_virtio_dev *d, const struct pollfd *stop)
 	}
 }
 
+/*
+ * The guest EOI'd the line and KVM lowered it: a level-triggered interrupt whose cause is still
+ * there (ISR not read yet, or set again since) is asserted again, so none is lost between the
+ * driver's ISR read and its EOI.
+ */
+static void resample(struct kap_virtio_dev *d)
+{
+	uint64_t v;
+	if (read(d->resample_fd, &v, sizeof(v)) != sizeof(v))
+		return;
+	pthread_mutex_lock(&d->lock);
+	if (atomic_load(&d->isr) && (!d->line_enabled || d->line_enabled(d))) {
+		uint64_t one = 1;
+		if (write(d->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			kap_debug("%s: irqfd: %s", d->id, strerror(errno));
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
 static void *device_thread(void *opaque)
 {
 	struct kap_virtio_dev *d = opaque;
-	struct pollfd p[KAP_VIRTIO_MAX_QUEUES + 1];
+	struct pollfd p[KAP_VIRTIO_MAX_QUEUES + 2];
 	unsigned int n = d->ops->nqueues;
 	for (unsigned int i = 0; i < n; i++)
 		p[i] = (struct pollfd){.fd = d->kick_fd[i], .events = POLLIN};
 	p[n] = (struct pollfd){.fd = d->stop_fd, .events = POLLIN};
+	p[n + 1] = (struct pollfd){.fd = d->resample_fd, .events = POLLIN};
 	for (;;) {
-		if (poll(p, n + 1, -1) < 0) {
+		if (poll(p, n + 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			kap_warn("%s: poll: %s", d->id, strerror(errno));
@@ -110,6 +131,8 @@ static void *device_thread(void *opaque)
 		}
 		if (p[n].revents)
 			return NULL;
+		if (p[n + 1].revents)
+			resample(d);
 		for (unsigned int i = 0; i < n; i++) {
 			uint64_t v;
 			if (!p[i].revents || read(d->kick_fd[i], &v, sizeof(v)) != sizeof(v))
@@ -147,6 +170,8 @@ void kap_virtio_destroy(struct kap_virtio_dev *d)
 		close(d->irq_fd);
 	if (d->stop_fd >= 0)
 		close(d->stop_fd);
+	if (d->resample_fd >= 0)
+		close(d->resample_fd);
 	pthread_mutex_destroy(&d->lock);
 }
 

@@ -71,6 +71,7 @@ struct kap_virtio_dev {
 
 	int kick_fd[KAP_VIRTIO_MAX_QUEUES]; /* eventfds: ioeventfd targets */
 	int irq_fd;			    /* eventfd: an irqfd on the device's GSI */
+	int resample_fd;		    /* eventfd: the guest EOI'd the line (level) */
 	int stop_fd;			    /* eventfd: ends the device thread */
 	pthread_t thread;
 	bool thread_started;
@@ -85,6 +86,8 @@ struct kap_virtio_dev {
 	 * KAP_VIRTIO_IRQ_CONFIG.
 	 */
 	void (*interrupt)(struct kap_virtio_dev *d, unsigned int q);
+	/* Whether the level-triggered line is in use (virtio-pci: not with MSI-X); NULL: always. */
+	bool (*line_enabled)(struct kap_virtio_dev *d);
 	void *transport;
 };
 
