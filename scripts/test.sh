@@ -18,7 +18,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== unit tests"
 meson test -C build-asan --print-errorlogs
 echo "== integration tests"
-KAPSEL="$PWD/$bin" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration "$@"
+KAPSEL="$PWD/$bin" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration "$@"
 if [ -x tests/fuzz/run.sh ]; then
 	echo "== fuzzers (short)"
 	tests/fuzz/run.sh "${FUZZ_SECONDS:-10}"
