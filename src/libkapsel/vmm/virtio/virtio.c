@@ -64,11 +64,13 @@ static bool queue_has_work(struct kap_virtio_dev *d, unsigned int q)
 	return work;
 }
 
+static void resample(struct kap_virtio_dev *d);
+
 /*
  * Busy-polls the rings for ops->poll_ns after the last work found; returns when that passes
- * with nothing new, or when the device is stopping.
+ * with nothing new, or when the device is stopping. fds: the stop and resample pollfds.
  */
-static void poll_rings(struct kap_virtio_dev *d, const struct pollfd *stop)
+static void poll_rings(struct kap_virtio_dev *d, const struct pollfd fds[2])
 {
 	uint64_t deadline = now_ns() + d->ops->poll_ns;
 	for (unsigned int spins = 1;; spins++) {
@@ -84,11 +86,15 @@ static void poll_rings(struct kap_virtio_dev *d, const struct pollfd *stop)
 			deadline = t + d->ops->poll_ns;
 		else if (t >= deadline)
 			return;
-		/* Now and then, see whether kap_virtio_destroy is waiting. */
+		/* Now and then, see whether kap_virtio_destroy is waiting or the guest EOI'd. */
 		if (spins % 1024 == 0) {
-			struct pollfd p = *stop;
-			if (poll(&p, 1, 0) > 0)
-				return;
+			struct pollfd p[2] = {fds[0], fds[1]};
+			if (poll(p, 2, 0) > 0) {
+				if (p[0].revents)
+					return;
+				if (p[1].revents)
+					resample(d);
+			}
 		}
 		__builtin_ia32_pause();
 	}
