@@ -108,7 +108,9 @@ static inline void bb_read(uint64_t sector, uint32_t buf, uint32_t len)
 	__asm__ volatile("" ::: "memory");
 	v->avail.idx = (uint16_t)(v->avail.idx + 1);
 	__asm__ volatile("mfence" ::: "memory");
-	VP16(bb_notify) = 0;
+	/* Kick unless the device said it is polling (VRING_USED_F_NO_NOTIFY), as Linux does. */
+	if (!(v->used.flags & 1))
+		VP16(bb_notify) = 0;
 	for (uint32_t spin = 0; v->used.idx == bb_vq.last_used; spin++)
 		if (spin > 200000000u)
 			fail("blkbench: request timed out");

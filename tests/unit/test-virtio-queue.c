@@ -305,6 +305,35 @@ static void test_event_idx(void **state)
 	assert_int_equal(*avail_event_field(), 4);
 }
 
+static void test_notify_suppression(void **state)
+{
+	(void)state;
+	set_desc(DESC, 0, BUF, 16, 0, 0);
+	/* Without EVENT_IDX: the used ring's NO_NOTIFY flag, set and cleared. */
+	kap_vq_set_notify(&F->q, false);
+	assert_int_equal(used()->flags & VRING_USED_F_NO_NOTIFY, VRING_USED_F_NO_NOTIFY);
+	kap_vq_set_notify(&F->q, true);
+	assert_int_equal(used()->flags & VRING_USED_F_NO_NOTIFY, 0);
+	/* With EVENT_IDX: avail_event one behind while polling, and pops leave it there. */
+	F->q.event_idx = true;
+	kap_vq_set_notify(&F->q, false);
+	assert_int_equal(*avail_event_field(), (uint16_t)-1);
+	for (int i = 0; i < 3; i++) {
+		offer(0);
+		assert_int_equal(kap_vq_pop(&F->q, &F->mem, &F->e), 1);
+		kap_vq_push(&F->q, 0, 0);
+	}
+	assert_int_equal(kap_vq_pop(&F->q, &F->mem, &F->e), 0);
+	assert_int_equal(*avail_event_field(), (uint16_t)-1);
+	/* The driver at avail idx 3 adding one more: vring_need_event(-1, 4, 3) is false. */
+	uint16_t ev = *avail_event_field(), new_idx = 4, old_idx = 3;
+	assert_false((uint16_t)(new_idx - ev - 1) < (uint16_t)(new_idx - old_idx));
+	/* Enabled again: a kick is asked for at the next entry. */
+	kap_vq_set_notify(&F->q, true);
+	assert_int_equal(*avail_event_field(), 3);
+	assert_true((uint16_t)(new_idx - 3 - 1) < (uint16_t)(new_idx - old_idx));
+}
+
 static void test_no_interrupt_flag(void **state)
 {
 	(void)state;
@@ -335,6 +364,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_wraparound, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_idx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_interrupt_flag, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_notify_suppression, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

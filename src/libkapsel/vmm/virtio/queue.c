@@ -82,7 +82,7 @@ int kap_vq_pop(struct kap_vq *q, const struct kap_guest_mem *m, struct kap_vq_el
 	if (!q->ready)
 		return 0;
 	uint16_t avail_idx = load16(&q->avail->idx);
-	if (avail_idx == q->last_avail && q->event_idx) {
+	if (avail_idx == q->last_avail && q->event_idx && !q->no_notify) {
 		/*
 		 * Ask for a kick at the next entry, then look again: the driver may have added one
 		 * between our read and our write, and would not kick for it (§2.7.10).
@@ -155,9 +155,26 @@ int kap_vq_pop(struct kap_vq *q, const struct kap_guest_mem *m, struct kap_vq_el
 		idx = d.next;
 	}
 	q->last_avail++;
-	if (q->event_idx)
+	if (q->event_idx && !q->no_notify)
 		store16(avail_event(q), q->last_avail);
 	return 1;
+}
+
+void kap_vq_set_notify(struct kap_vq *q, bool enable)
+{
+	q->no_notify = !enable;
+	if (!q->ready)
+		return;
+	if (q->event_idx) {
+		store16(avail_event(q), (uint16_t)(q->last_avail - (enable ? 0 : 1)));
+	} else {
+		uint16_t f = load16(&q->used->flags);
+		f = enable ? (uint16_t)(f & ~VRING_USED_F_NO_NOTIFY)
+			   : (uint16_t)(f | VRING_USED_F_NO_NOTIFY);
+		store16(&q->used->flags, f);
+	}
+	/* The store must be visible before the caller looks at avail idx again. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 void kap_vq_push(struct kap_vq *q, uint16_t head, uint32_t len)

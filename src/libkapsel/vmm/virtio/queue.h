@@ -48,6 +48,7 @@ struct kap_vq {
 	uint16_t used_idx;   /* shadow of used->idx */
 	uint16_t signalled;  /* used_idx when the driver was last interrupted (EVENT_IDX) */
 	bool signalled_valid;
+	bool no_notify;	   /* the device is polling: kicks suppressed (kap_vq_set_notify) */
 	const char *fault; /* why the last call failed, for the log */
 };
 
@@ -73,6 +74,13 @@ void kap_vq_push(struct kap_vq *q, uint16_t head, uint32_t len);
  * rule of §2.7.10 with EVENT_IDX, otherwise VIRTQ_AVAIL_F_NO_INTERRUPT. Call once per batch.
  */
 bool kap_vq_should_notify(struct kap_vq *q);
+/*
+ * Asks the driver for kicks (enable) or tells it none are needed while the device polls the
+ * ring: VRING_USED_F_NO_NOTIFY, or with EVENT_IDX an avail_event the driver has already passed
+ * (§2.7.10), which kap_vq_pop leaves alone until kicks are enabled again. After enabling, the
+ * caller must look at the ring once more: the driver may have added an entry without a kick.
+ */
+void kap_vq_set_notify(struct kap_vq *q, bool enable);
 /* True when avail idx has moved past what was consumed (more work, or a missed kick). */
 bool kap_vq_has_work(const struct kap_vq *q);
 

@@ -64,6 +64,24 @@ static bool queue_has_work(struct kap_virtio_dev *d, unsigned int q)
 	return work;
 }
 
+/*
+ * Kicks off (the thread is polling) or on (it is about to sleep) for every live queue. On:
+ * returns whether a queue already has work the driver added without a kick.
+ */
+static bool set_notify(struct kap_virtio_dev *d, bool enable)
+{
+	bool work = false;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned int i = 0; i < d->ops->nqueues; i++) {
+		if (!kap_virtio_queue_live(d, i))
+			continue;
+		kap_vq_set_notify(&d->vq[i], enable);
+		work |= enable && kap_vq_has_work(&d->vq[i]);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return work;
+}
+
 static void resample(struct kap_virtio_dev *d);
 
 /*
@@ -72,6 +90,8 @@ static void resample(struct kap_virtio_dev *d);
  */
 static void poll_rings(struct kap_virtio_dev *d, const struct pollfd fds[2])
 {
+	/* While the thread looks at the rings anyway, the driver need not exit to kick. */
+	set_notify(d, false);
 	uint64_t deadline = now_ns() + d->ops->poll_ns;
 	for (unsigned int spins = 1;; spins++) {
 		bool any = false;
@@ -82,16 +102,23 @@ static void poll_rings(struct kap_virtio_dev *d, const struct pollfd fds[2])
 			}
 		}
 		uint64_t t = now_ns();
-		if (any)
+		if (any) {
 			deadline = t + d->ops->poll_ns;
-		else if (t >= deadline)
-			return;
+		} else if (t >= deadline) {
+			/* Kicks on, then one more look for what came in without one. */
+			if (!set_notify(d, true))
+				return;
+			set_notify(d, false);
+			deadline = t + d->ops->poll_ns;
+		}
 		/* Now and then, see whether kap_virtio_destroy is waiting or the guest EOI'd. */
 		if (spins % 1024 == 0) {
 			struct pollfd p[2] = {fds[0], fds[1]};
 			if (poll(p, 2, 0) > 0) {
-				if (p[0].revents)
+				if (p[0].revents) {
+					set_notify(d, true);
 					return;
+				}
 				if (p[1].revents)
 					resample(d);
 			}
