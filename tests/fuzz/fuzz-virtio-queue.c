@@ -38,6 +38,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		q.last_avail = (uint16_t)(data[6] * 257);
 		q.used_idx = q.last_avail;
 		for (unsigned int round = 0; round < 4 + (data[7] & 15); round++) {
+			/* Kicks off and on as a polling device turns them (bits 4-7 of data[7]). */
+			if (data[7] & (0x10u << (round % 4)))
+				kap_vq_set_notify(&q, round % 2);
 			int r = kap_vq_pop(&q, &mem, &e);
 			if (r <= 0)
 				break;
