@@ -126,9 +126,12 @@ def test_fork_bomb_stopped_by_pids_limit(k):
 
 def test_memory_past_limit_is_oom_killed_inside(k):
     # busybox tail holds a newline-free stream in memory: the kernel kills it at the limit; the
-    # shell (and the host) carry on.
+    # shell (and the host) carry on. tail and head raise their own oom_score_adj (allowed
+    # unprivileged) so that a second OOM kill, while tail's memory is still being reaped, takes
+    # head rather than the shell.
     r = k("run", "--rm", "--memory", "16m", "busybox", "sh", "-c",
-          "head -c 400m /dev/zero | tail > /dev/null; echo tail=$?")
+          "(echo 500 > /proc/self/oom_score_adj; exec head -c 400m /dev/zero) |"
+          " (echo 1000 > /proc/self/oom_score_adj; exec tail) > /dev/null; echo tail=$?")
     assert r.returncode == 0, r.stderr
     assert "tail=137" in r.stdout
 

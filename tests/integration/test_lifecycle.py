@@ -459,8 +459,11 @@ def test_events_reports_oom(kap, make_bundle, cid):
     def edit(c):
         c["linux"]["resources"] = {"memory": {"limit": 16 << 20, "swap": 16 << 20}}
     # busybox tail keeps a newline-free stream in memory: it grows until the OOM killer acts.
+    # The hogs raise their oom_score_adj so that no OOM kill, a second one included, takes the
+    # init shell.
     kap("run", "-d", "--bundle", make_bundle(
-        ["sh", "-c", "sleep 1; head -c 400m /dev/zero | tail >/dev/null; sleep 1000"], edit),
+        ["sh", "-c", "sleep 1; (echo 500 > /proc/self/oom_score_adj; exec head -c 400m /dev/zero)"
+         " | (echo 1000 > /proc/self/oom_score_adj; exec tail) >/dev/null; sleep 1000"], edit),
         cid, check=True)
     p = subprocess.Popen([kap.binary, "--root", kap.root, "events", "--interval", "1s", cid],
                          stdout=subprocess.PIPE, text=True)
