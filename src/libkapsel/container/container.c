@@ -76,26 +76,6 @@ static void now_rfc3339(char *buf, size_t len)
 	snprintf(buf + n, len - n, ".%09ldZ", ts.tv_nsec);
 }
 
-static int write_pid_file(const char *path, pid_t pid, struct kapsel_error **err)
-{
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%d", pid);
-	cleanup_free char *copy = strdup(path);
-	if (!copy)
-		return kap_error(err, ENOMEM, "--pid-file");
-	char *slash = strrchr(copy, '/');
-	const char *name = slash ? slash + 1 : copy;
-	cleanup_close int dfd = -EBADF;
-	if (slash) {
-		*slash = '\0';
-		dfd = open(slash == copy ? "/" : copy, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0)
-			return kap_error(err, errno, "--pid-file: open directory of %s", path);
-	}
-	int r = kap_fs_write_atomic(slash ? dfd : AT_FDCWD, name, buf, (size_t)n, 0644, false, err);
-	return r < 0 ? kap_error_wrap(err, "--pid-file") : 0;
-}
-
 static int load_spec_copy(int dirfd, struct kap_spec **spec, struct kapsel_error **err)
 {
 	cleanup_free char *buf = NULL;
@@ -285,6 +265,8 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		return kap_error_wrap(err, "%s", cfg_path);
 	if ((r = check_spec(spec, o, run_mode, err)) < 0)
 		return r;
+	if ((r = kap_sysctl_validate(spec, err)) < 0)
+		return r;
 	cleanup_free char *rootfs = NULL;
 	if ((r = resolve_rootfs(spec, bundle, &rootfs, err)) < 0)
 		return r;
@@ -413,6 +395,15 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	}
 	if (pid == 0) {
 		close(sync[0]);
+		/*
+		 * Non-dumpable until execve (CVE-2016-9962): a process of the container cannot
+		 * ptrace us or open /proc/<pid>/{fd,cwd,root}. A rootless runtime must still write
+		 * our id maps through /proc/<pid>: then we are the only member of fresh
+		 * namespaces until the maps are written, and become non-dumpable right after.
+		 */
+		ctx.defer_nondumpable = ctx.new_ns[KAP_NS_USER] && rootless;
+		if (!ctx.defer_nondumpable)
+			prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 		if (kap_cgroup_join_self(&join) < 0) {
 			struct kapsel_error *e = NULL;
 			kap_error(&e, errno, "join cgroup %s", job.cg->path);
@@ -420,6 +411,16 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 			_exit(127);
 		}
 		kap_cgroup_join_close(&join);
+		/* No host fd (state root, state dir, image store...) may reach the container. */
+		int keep[] = {ctx.sync_fd, ctx.fifo_fd, kap_log_fd()};
+		if (kap_proc_close_fds_except((unsigned)ctx.preserve_fds, keep,
+					      KAP_ARRAY_SIZE(keep)) < 0) {
+			struct kapsel_error *e = NULL;
+			kap_error(&e, errno, "close inherited fds");
+			kap_sync_send_error(ctx.sync_fd, e);
+			_exit(127);
+		}
+		ctx.state_dirfd = -1;
 		if (ctx.two_stage)
 			kap_ns_stage1(&ctx);
 		/* Only id maps must be in place before the init goes on: wait for them. */
@@ -428,6 +429,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 		if (ctx.new_ns[KAP_NS_USER] &&
 		    kap_sync_expect(ctx.sync_fd, KAP_SYNC_GO, &m, NULL, &e) < 0)
 			_exit(127);
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 		kap_init_main(&ctx);
 	}
 	job.child = pid;
@@ -517,7 +519,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	st.creating = false;
 	if ((r = kap_state_write(job.dirfd, &st, err)) < 0)
 		goto fail;
-	if (o->pid_file && (r = write_pid_file(o->pid_file, st.pid, err)) < 0)
+	if (o->pid_file && (r = kap_fs_write_pid_file(o->pid_file, st.pid, err)) < 0)
 		goto fail;
 	kap_fault_point("create:recorded");
 	kap_sync_send(sync[0], KAP_SYNC_DONE, 0, NULL, -1);

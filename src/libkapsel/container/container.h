@@ -24,7 +24,8 @@ struct kap_init_ctx {
 	bool no_pivot, no_new_keyring;
 	int preserve_fds;
 	bool two_stage; /* join namespaces by path / time ns: an intermediate process forks init */
-	bool new_ns[8]; /* indexed by enum kap_ns_type: created (not joined) by us */
+	bool defer_nondumpable; /* rootless + new user ns: dumpable until the maps are written */
+	bool new_ns[8];		/* indexed by enum kap_ns_type: created (not joined) by us */
 	struct kap_seccomp *seccomp;
 	struct kap_cgroup_join *join;
 	/* Filled in by the container process itself: */
@@ -34,9 +35,15 @@ struct kap_init_ctx {
 
 /* container/init.c: the container process; never returns. */
 _Noreturn void kap_init_main(struct kap_init_ctx *ctx);
+/* chdir to cwd resolved inside the current root (no magic links); field names it in errors. */
+int kap_init_chdir(const char *field, const char *cwd, struct kapsel_error **err);
 /* Resolve args[0] through PATH inside the (already pivoted) root. */
 int kap_init_find_executable(const char *arg0, char *const *env, char *out, size_t outlen,
 			     struct kapsel_error **err);
+
+/* container/sysctl.c: linux.sysctl, namespaced keys only, confined to /proc/sys. */
+int kap_sysctl_validate(const struct kap_spec *spec, struct kapsel_error **err);
+int kap_sysctl_write(const struct kap_spec *spec, struct kapsel_error **err);
 
 /* container/namespaces.c */
 int kap_ns_validate(const struct kap_spec *spec, struct kapsel_error **err);

@@ -26,6 +26,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "core/proc.h"
 #include "core/syscalls.h"
 
@@ -62,6 +63,24 @@ static char **merge_env(char *const *base, char *const *extra)
 	for (int k = 0; k < ne; k++)
 		out[n++] = strdup(extra[k]);
 	return out;
+}
+
+/*
+ * A decimal id below 2^32 - 1: strtoul() would take "-1" and wrap it, and (uid_t)-1 means
+ * "leave unchanged" to setresuid(), which would keep the process root.
+ */
+static bool parse_id(const char *s, uint32_t *out, const char **end)
+{
+	uint64_t v = 0;
+	const char *p = s;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (uint64_t)(*p - '0');
+		if (v >= UINT32_MAX)
+			return false;
+	}
+	*out = (uint32_t)v;
+	*end = p;
+	return p != s;
 }
 
 static int build_process(const struct kapsel_exec_options *o, const struct kap_spec *spec,
@@ -105,19 +124,19 @@ static int build_process(const struct kapsel_exec_options *o, const struct kap_s
 		}
 	}
 	if (o->user) {
-		char *end;
-		unsigned long uid = strtoul(o->user, &end, 10);
-		if (end == o->user || (*end && *end != ':'))
-			return kap_error_plain(err, EINVAL, "--user %s: expected UID[:GID]",
+		const char *end;
+		uint32_t uid, gid;
+		if (!parse_id(o->user, &uid, &end) || (*end && *end != ':'))
+			return kap_error_plain(err, EINVAL,
+					       "--user %s: expected UID[:GID], each 0..4294967294",
 					       o->user);
-		p->user.uid = (uid_t)uid;
+		p->user.uid = uid;
 		if (*end == ':') {
-			const char *g = end + 1;
-			unsigned long gid = strtoul(g, &end, 10);
-			if (end == g || *end)
-				return kap_error_plain(err, EINVAL, "--user %s: expected UID[:GID]",
-						       o->user);
-			p->user.gid = (gid_t)gid;
+			if (!parse_id(end + 1, &gid, &end) || *end)
+				return kap_error_plain(
+				    err, EINVAL,
+				    "--user %s: expected UID[:GID], each 0..4294967294", o->user);
+			p->user.gid = gid;
 		}
 	}
 	for (char *const *c = o->caps; c && *c; c++) {
@@ -136,16 +155,6 @@ static int build_process(const struct kapsel_exec_options *o, const struct kap_s
 	return 0;
 }
 
-static int write_exec_pid_file(const char *path, pid_t pid, struct kapsel_error **err)
-{
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%d", pid);
-	cleanup_close int f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (f < 0 || write(f, buf, (size_t)n) != n)
-		return kap_error(err, errno, "--pid-file %s", path);
-	return 0;
-}
-
 /* The exec'd process itself, inside every namespace. Never returns. */
 static _Noreturn void exec_child(int sync, const struct kap_process *p, struct kap_seccomp *sc,
 				 int preserve_fds, bool in_userns)
@@ -155,10 +164,8 @@ static _Noreturn void exec_child(int sync, const struct kap_process *p, struct k
 		kap_error(&err, errno, "setsid");
 		goto fail;
 	}
-	if (chdir(p->cwd) < 0) {
-		kap_error(&err, errno, "cwd: chdir to %s", p->cwd);
+	if (kap_init_chdir("cwd", p->cwd, &err) < 0)
 		goto fail;
-	}
 	if (p->terminal) {
 		int master = -1;
 		if (kap_terminal_open(p, &master, &err) < 0)
@@ -290,12 +297,30 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		close(sync[0]);
 		struct kap_sync_msg m;
 		struct kapsel_error *e = NULL;
+		/*
+		 * Non-dumpable before joining anything (CVE-2016-9962): the container's processes
+		 * must not ptrace us or open /proc/<pid>/{fd,cwd,root} before execve, which makes
+		 * the new program dumpable again. And no host fd goes in with us: only stdio,
+		 * --preserve-fds, the sync socket, the log and the namespace fds (closed as used).
+		 */
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 		if (kap_cgroup_join_self(&join) < 0) {
 			kap_error(&e, errno, "join the cgroup of container %s", o->id);
 			kap_sync_send_error(sync[1], e);
 			_exit(127);
 		}
 		kap_cgroup_join_close(&join);
+		int keep[KAP_NS_COUNT + 2];
+		size_t nkeep = 0;
+		keep[nkeep++] = sync[1];
+		keep[nkeep++] = kap_log_fd();
+		for (int t = 0; t < KAP_NS_COUNT; t++)
+			keep[nkeep++] = nsfd[t];
+		if (kap_proc_close_fds_except((unsigned)o->preserve_fds, keep, nkeep) < 0) {
+			kap_error(&e, errno, "close inherited fds");
+			kap_sync_send_error(sync[1], e);
+			_exit(127);
+		}
 		if (kap_sync_expect(sync[1], KAP_SYNC_GO, &m, NULL, &e) < 0)
 			_exit(127);
 		for (size_t i = 0; i < KAP_ARRAY_SIZE(join_order); i++) {
@@ -306,6 +331,8 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 				kap_sync_send_error(sync[1], e);
 				_exit(127);
 			}
+			if (nsfd[t] >= 0)
+				close(nsfd[t]);
 		}
 		pid_t gc = fork();
 		if (gc == 0)
@@ -346,7 +373,8 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 				if (r < 0)
 					break;
 			}
-			if (o->pid_file && (r = write_exec_pid_file(o->pid_file, target, err)) < 0)
+			if (o->pid_file &&
+			    (r = kap_fs_write_pid_file(o->pid_file, target, err)) < 0)
 				break;
 			kap_sync_send(sync[0], KAP_SYNC_DONE, 0, NULL, -1);
 		} else if (fd >= 0) {

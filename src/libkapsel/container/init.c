@@ -34,26 +34,30 @@ static _Noreturn void die(struct kap_init_ctx *ctx, struct kapsel_error *err)
 	_exit(127);
 }
 
-static int write_sysctls(const struct kap_spec *spec, struct kapsel_error **err)
+int kap_init_chdir(const char *field, const char *cwd, struct kapsel_error **err)
 {
-	for (size_t i = 0; i < spec->n_sysctls; i++) {
-		const char *key = spec->sysctls[i].key;
-		char path[512];
-		if (!*key || strstr(key, "..") || strlen(key) > 400 || key[0] == '/' ||
-		    key[0] == '.')
-			return kap_error_plain(err, EINVAL, "linux.sysctl: invalid key \"%s\"",
-					       key);
-		snprintf(path, sizeof(path), "/proc/sys/%s", key);
-		/* net.ipv4.conf.eth0/1.forwarding style keys: only dots become slashes. */
-		for (char *p = path + 10; *p; p++)
-			if (*p == '.')
-				*p = '/';
-			else if (*p == '/')
-				*p = '.';
-		const char *v = spec->sysctls[i].value;
-		if (kap_fs_write_at(AT_FDCWD, path, v, strlen(v), err) < 0)
-			return kap_error_wrap(err, "linux.sysctl %s", key);
-	}
+	/*
+	 * The working directory comes from config.json or an image's WorkingDir: hostile. Resolve
+	 * it inside our root, as if it were "/", refusing magic links: /proc/self/fd/N or
+	 * /proc/1/cwd would put the cwd on the host (CVE-2024-21626), and `..` stops at the root.
+	 */
+	cleanup_close int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return kap_error(err, errno, "%s: open /", field);
+	const char *rel = cwd;
+	while (*rel == '/')
+		rel++;
+	cleanup_close int fd = kap_openat2(root, *rel ? rel : ".", O_PATH | O_DIRECTORY | O_CLOEXEC,
+					   0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+	if (fd < 0 && errno == ELOOP)
+		return kap_error_plain(err, ELOOP,
+				       "%s %s: leaves the container's root (a magic link or too "
+				       "many symlinks)",
+				       field, cwd);
+	if (fd < 0)
+		return kap_error(err, errno, "%s: chdir to %s", field, cwd);
+	if (fchdir(fd) < 0)
+		return kap_error(err, errno, "%s: chdir to %s", field, cwd);
 	return 0;
 }
 
@@ -148,7 +152,7 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 	int rootfd = -1;
 	if (kap_rootfs_prepare(ctx, &rootfd, &err) < 0)
 		die(ctx, err);
-	if (write_sysctls(spec, &err) < 0)
+	if (kap_sysctl_write(spec, &err) < 0)
 		die(ctx, err);
 	if (proc->has_oom_score_adj) {
 		char v[16];
@@ -170,8 +174,6 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 
 	/* Opened O_RDWR by the runtime, so the read below waits for `start`'s byte. */
 	int fifo = ctx->fifo_fd;
-	close(ctx->state_dirfd);
-	ctx->state_dirfd = -1;
 
 	if (kap_rootfs_pivot(ctx, rootfd, &err) < 0)
 		die(ctx, err);
@@ -186,10 +188,8 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 	}
 	if (kap_rootfs_finalize(ctx, &err) < 0)
 		die(ctx, err);
-	if (chdir(proc->cwd) < 0) {
-		kap_error(&err, errno, "process.cwd: chdir to %s", proc->cwd);
+	if (kap_init_chdir("process.cwd", proc->cwd, &err) < 0)
 		die(ctx, err);
-	}
 	if (kap_security_rlimits(proc, &err) < 0)
 		die(ctx, err);
 	/* Find the binary now so a typo fails `create`, not `start` (as runc does). */

@@ -8,6 +8,7 @@
 #include <linux/magic.h>
 #include <linux/nsfs.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -100,6 +101,7 @@ _Noreturn void kap_ns_stage1(struct kap_init_ctx *ctx)
 		kap_sync_send(ctx->sync_fd, KAP_SYNC_USERMAP, 0, NULL, -1);
 		if (kap_sync_expect(ctx->sync_fd, KAP_SYNC_GO, &m, NULL, &err) < 0)
 			_exit(127);
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
 			kap_error(&err, errno, "become root in the user namespace");
 			goto fail;

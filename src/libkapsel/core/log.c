@@ -38,6 +38,11 @@ API int kapsel_log_init(const char *file, enum kapsel_log_format format, bool de
 	return 0;
 }
 
+int kap_log_fd(void)
+{
+	return log_fd;
+}
+
 static void write_line(int level, const char *msg)
 {
 	char ts[64];

@@ -7,3 +7,7 @@
 #define kap_warn(...)  kapsel_log(KAPSEL_LOG_WARNING, __VA_ARGS__)
 
 extern int kap_log_debug_enabled;
+
+/* The log fd (stderr unless --log): a process entering a container keeps it until execve, as
+ * runc's init keeps its log pipe; it is O_CLOEXEC and never a directory. */
+int kap_log_fd(void);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -144,5 +145,35 @@ int kap_proc_stat(pid_t pid, uint64_t *start_time, char *state)
 	}
 	if (start_time)
 		*start_time = strtoull(p, NULL, 10);
+	return 0;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+	return (x > y) - (x < y);
+}
+
+int kap_proc_close_fds_except(unsigned preserve, const int *keep, size_t n)
+{
+	int sorted[16];
+	size_t m = 0;
+	if (n > KAP_ARRAY_SIZE(sorted))
+		return -E2BIG;
+	for (size_t i = 0; i < n; i++)
+		if (keep[i] > STDERR_FILENO + (int)preserve)
+			sorted[m++] = keep[i];
+	qsort(sorted, m, sizeof(int), cmp_int);
+	/* close_range() over each gap: no /proc walk, no fd limit dependence. */
+	unsigned lo = STDERR_FILENO + 1 + preserve;
+	for (size_t i = 0; i < m; i++) {
+		unsigned k = (unsigned)sorted[i];
+		if (k > lo && syscall(SYS_close_range, lo, k - 1, 0) < 0)
+			return -errno;
+		if (k + 1 > lo)
+			lo = k + 1;
+	}
+	if (syscall(SYS_close_range, lo, ~0U, 0) < 0)
+		return -errno;
 	return 0;
 }

@@ -4,6 +4,7 @@
  * small typed messages (and fds via SCM_RIGHTS). Errors travel back as {errno, message}.
  */
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -45,3 +46,12 @@ int kap_sync_expect(int sock, enum kap_sync_type want, struct kap_sync_msg *msg,
 int kap_send_fd(int sock, int fd, const char *payload);
 /* Start time of pid (field 22 of /proc/PID/stat) and its state letter; -ESRCH if gone. */
 int kap_proc_stat(pid_t pid, uint64_t *start_time, char *state);
+
+/*
+ * Close every fd except stdio, the `preserve` fds after it (3 .. 3+preserve-1, runc's
+ * --preserve-fds) and `keep` (any order; negative entries are ignored). A process
+ * that is about to enter a container calls this before it touches anything of the container:
+ * an inherited directory fd of the host (state root, image store) is a way out of its root
+ * (CVE-2024-21626: a cwd or `..` walk from /proc/self/fd/N). Returns -errno.
+ */
+int kap_proc_close_fds_except(unsigned preserve, const int *keep, size_t n);
