@@ -79,10 +79,11 @@ def _blob(blobs, data):
     return "sha256:" + digest
 
 
-def oci_archive(dest_dir, ref=IMAGE):
+def oci_archive(dest_dir, ref=IMAGE, config=None):
     """An OCI image layout tarball (oci-layout, index.json, blobs/sha256/...) holding a
     one-layer linux/amd64 image of the busybox rootfs, built with the stdlib only; the index
-    entry is annotated with the image name so `ctr images import` names it `ref`."""
+    entry is annotated with the image name so `ctr images import` names it `ref`. `config`
+    overrides fields of the image config's "config" object (WorkingDir, User...)."""
     layer_tar = open(rootfs_tar(dest_dir), "rb").read()
     layout = os.path.join(dest_dir, "layout")
     blobs = os.path.join(layout, "blobs", "sha256")
@@ -95,7 +96,7 @@ def oci_archive(dest_dir, ref=IMAGE):
         "architecture": arch,
         "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                   "Cmd": ["/bin/sh"], "WorkingDir": "/"},
+                   "Cmd": ["/bin/sh"], "WorkingDir": "/", **(config or {})},
         "rootfs": {"type": "layers",
                    "diff_ids": ["sha256:" + hashlib.sha256(layer_tar).hexdigest()]},
         "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "kapsel tests"}],

@@ -119,10 +119,23 @@ static int make_device(int rootfd, int devdir, bool userns, const char *path, ch
 				return kap_error(err, errno, "mknod %s", path);
 		}
 	}
-	if (!fresh && fchmodat(realdir, base, mode & 07777, 0) < 0)
+	if (fresh && uid == 0 && gid == 0)
+		return 0;
+	/*
+	 * chmod and chown through an O_PATH fd of the node itself, checked after opening: the
+	 * name can be swapped for a symlink to a host file between mknod and here (the rootfs is
+	 * the bundle's, writable by whoever made it), and a path-based chmod would follow it.
+	 */
+	cleanup_close int nfd = openat(realdir, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (nfd < 0 || fstat(nfd, &st) < 0)
+		return kap_error(err, errno, "open %s", path);
+	if ((st.st_mode & S_IFMT) != kind || st.st_rdev != dev)
+		return kap_error_plain(err, EEXIST, "%s: replaced by something else during setup",
+				       path);
+	if (!fresh && fchmodat(AT_FDCWD, kap_fs_fd_path(nfd, p), mode & 07777, 0) < 0)
 		return kap_error(err, errno, "chmod %s", path);
-	if ((!fresh || uid != 0 || gid != 0) &&
-	    fchownat(realdir, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fchownat(nfd, "", uid, gid, AT_EMPTY_PATH) < 0)
 		return kap_error(err, errno, "chown %s", path);
 	return 0;
 }

@@ -70,7 +70,11 @@ int kap_fs_write_atomic(int dirfd, const char *name, const void *data, size_t le
 	char tmp[256];
 	if (snprintf(tmp, sizeof(tmp), ".%s.tmp.%d", name, getpid()) >= (int)sizeof(tmp))
 		return kap_error_plain(err, ENAMETOOLONG, "%s: name too long", name);
-	cleanup_close int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	/* The temp name is predictable: never follow or reuse what someone planted there. */
+	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	cleanup_close int fd = openat(dirfd, tmp, flags, mode);
+	if (fd < 0 && errno == EEXIST && unlinkat(dirfd, tmp, 0) == 0)
+		fd = openat(dirfd, tmp, flags, mode);
 	if (fd < 0)
 		return kap_error(err, errno, "create %s", tmp);
 	int r = kap_fs_write_all(fd, data, len);
@@ -83,6 +87,29 @@ int kap_fs_write_atomic(int dirfd, const char *name, const void *data, size_t le
 		return kap_error(err, -r, "write %s", name);
 	}
 	return 0;
+}
+
+int kap_fs_write_pid_file(const char *path, pid_t pid, struct kapsel_error **err)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d", pid);
+	cleanup_free char *copy = strdup(path);
+	if (!copy)
+		return kap_error(err, ENOMEM, "--pid-file");
+	char *slash = strrchr(copy, '/');
+	const char *name = slash ? slash + 1 : copy;
+	cleanup_close int dfd = -EBADF;
+	if (slash) {
+		*slash = '\0';
+		dfd = open(slash == copy ? "/" : copy, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			return kap_error(err, errno, "--pid-file: open directory of %s", path);
+	}
+	if (!*name)
+		return kap_error_plain(err, EINVAL, "--pid-file %s: not a file name", path);
+	/* A temp file beside it, renamed over it: a planted symlink is replaced, not followed. */
+	int r = kap_fs_write_atomic(slash ? dfd : AT_FDCWD, name, buf, (size_t)n, 0644, false, err);
+	return r < 0 ? kap_error_wrap(err, "--pid-file") : 0;
 }
 
 int kap_fs_write_at(int dirfd, const char *path, const char *data, size_t len,

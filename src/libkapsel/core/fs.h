@@ -16,6 +16,8 @@ int kap_fs_write_all(int fd, const void *data, size_t len);
 int kap_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
 			bool durable, struct kapsel_error **err);
 /* Write a whole buffer to dirfd/path (O_WRONLY|O_TRUNC, no create). For proc/sys/cgroup files. */
+/* --pid-file: write pid atomically (temp file + rename), never following symlinks. */
+int kap_fs_write_pid_file(const char *path, pid_t pid, struct kapsel_error **err);
 int kap_fs_write_at(int dirfd, const char *path, const char *data, size_t len,
 		    struct kapsel_error **err);
 /*

@@ -369,6 +369,13 @@ static int decode_user(const struct kap_json *proc, const char *path, struct kap
 	if ((r = read_u32(user, up, "uid", &u->uid, err)) < 0 ||
 	    (r = read_u32(user, up, "gid", &u->gid, err)) < 0)
 		return r;
+	/* (uid_t)-1 is "leave unchanged" to setresuid/setresgid: the process would stay root. */
+	if (u->uid == (uid_t)-1)
+		return kap_error_plain(err, EINVAL, "%s: 4294967295 is not a valid uid",
+				       jkey(b, up, "uid"));
+	if (u->gid == (gid_t)-1)
+		return kap_error_plain(err, EINVAL, "%s: 4294967295 is not a valid gid",
+				       jkey(b, up, "gid"));
 	if ((r = read_u32(user, up, "umask", &v, err)) < 0)
 		return r;
 	if (r > 0) {
@@ -386,9 +393,8 @@ static int decode_user(const struct kap_json *proc, const char *path, struct kap
 	for (size_t i = 0; i < n; i++) {
 		struct kap_json *e = kap_json_array_at(gids, i);
 		if (kap_json_type(e) != KAP_JSON_INT || kap_json_int64(e) < 0 ||
-		    kap_json_uint64(e) > UINT32_MAX)
-			return kap_error_plain(err, EINVAL,
-					       "%s: expected a 32-bit unsigned integer",
+		    kap_json_uint64(e) >= UINT32_MAX)
+			return kap_error_plain(err, EINVAL, "%s: expected a gid (0..4294967294)",
 					       jidx(b, up, "additionalGids", i));
 		u->additional_gids[i] = (gid_t)kap_json_uint64(e);
 		u->n_additional_gids = i + 1;
