@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_image_store import D, R, _tar, k, layout, oci_archive, store  # noqa: F401 (fixtures)
+from test_image_store import D, R, _tar, k, oci_archive, store  # noqa: F401 (fixture)
 from test_rootless import USER, user  # noqa: F401 (user: the shared test-user fixture)
 
 DEPTH = 1500
