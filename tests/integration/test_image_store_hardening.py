@@ -20,6 +20,14 @@ DEPTH = 1500
 BAD_DIFF_ID = "sha256:" + "1" * 64
 
 
+@pytest.fixture(autouse=True)
+def remove_deep_store(store):
+    """Python's rmtree (pytest's tmp cleanup) recurses per level and fails on 1,500: should a
+    test fail and leave a deep tree, rm -rf removes it."""
+    yield
+    subprocess.run(["rm", "-rf", "--one-file-system", store], check=False)
+
+
 def deep_tar(depth=DEPTH):
     entries, p = [], ""
     for _ in range(depth):
