@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +215,224 @@ int kap_fs_mkdir_in_root(int root_fd, const char *path, mode_t mode, bool file,
 	return mkdir_in_root(root_fd, path, mode, file, 0, err);
 }
 
+/*
+ * kap_fs_rm_rf walks iteratively in a bounded number of fds.
+ *
+ * A recursive walk holds one fd per level, so a layer 1,500 directories deep (anyone can make
+ * one) outlived `rmi` under `ulimit -n 1024`. Here only the top directory and the deepest
+ * RM_HELD - 1 levels keep an open stream; a shallower level is reopened through ".." of its
+ * child when the walk climbs back to it. ".." names whatever the child's parent is *now*: had
+ * someone renamed a directory of the tree elsewhere meanwhile, ".." would lead out of the tree.
+ * So a reopened level must be the directory we came down from (same mount, device and inode)
+ * and must still hold the child under the name we took; otherwise the walk starts again from
+ * the top, whose fd it never lets go of. Every descent opens one name O_NOFOLLOW|O_DIRECTORY:
+ * no symlink is followed, and a directory on another mount (a bind mount of host files) is not
+ * entered; only the removal of its mount point fails.
+ */
+#define RM_HELD	    16
+#define RM_RESTARTS 64
+
+struct rm_ident {
+	uint64_t mnt; /* mount id (STATX_MNT_ID), or the device where the kernel lacks it */
+	uint64_t dev, ino;
+};
+
+struct rm_level {
+	DIR *d; /* NULL while dropped to stay within RM_HELD streams */
+	struct rm_ident id;
+	char *name;  /* entry name in the level above; NULL for the top */
+	char **skip; /* entries given up on here, so a reopened stream does not retry them */
+	size_t n_skip;
+};
+
+static int rm_ident(int fd, const char *name, struct rm_ident *id)
+{
+	struct statx stx;
+	int flags = *name ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH;
+	if (statx(fd, name, flags, STATX_INO | STATX_MNT_ID, &stx) < 0)
+		return -errno;
+	id->dev = ((uint64_t)stx.stx_dev_major << 32) | stx.stx_dev_minor;
+	id->ino = stx.stx_ino;
+	id->mnt = (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : id->dev;
+	return 0;
+}
+
+static bool rm_ident_eq(const struct rm_ident *a, const struct rm_ident *b)
+{
+	return a->mnt == b->mnt && a->dev == b->dev && a->ino == b->ino;
+}
+
+static bool rm_skipped(const struct rm_level *l, const char *name)
+{
+	for (size_t i = 0; i < l->n_skip; i++)
+		if (!strcmp(l->skip[i], name))
+			return true;
+	return false;
+}
+
+/* Note a failure (the caller gets the first) and do not come back to the entry. */
+static int rm_give_up(struct rm_level *l, const char *name, int error, int *first)
+{
+	if (!*first)
+		*first = error;
+	char **v = realloc(l->skip, (l->n_skip + 1) * sizeof(char *));
+	if (!v)
+		return -ENOMEM;
+	l->skip = v;
+	if (!(v[l->n_skip] = strdup(name)))
+		return -ENOMEM;
+	l->n_skip++;
+	return 0;
+}
+
+static void rm_level_clear(struct rm_level *l)
+{
+	if (l->d)
+		closedir(l->d);
+	free(l->name);
+	for (size_t i = 0; i < l->n_skip; i++)
+		free(l->skip[i]);
+	free(l->skip);
+	memset(l, 0, sizeof(*l));
+}
+
+struct rm_walk {
+	struct rm_level *lv;
+	size_t n, cap;
+	int first; /* first error */
+};
+
+/* Enter directory `name` of the deepest level. 0 (entered or given up on), or -ENOMEM. */
+static int rm_descend(struct rm_walk *w, const char *name)
+{
+	struct rm_level *cur = &w->lv[w->n - 1];
+	int fd = openat(dirfd(cur->d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return 0;
+	/* ENOTDIR: unlinkat's EPERM was about a file (immutable, say), and that is the error. */
+	if (fd < 0)
+		return rm_give_up(cur, name, errno == ENOTDIR ? -EPERM : -errno, &w->first);
+	struct rm_level next = {0};
+	int r = rm_ident(fd, "", &next.id);
+	if (r == 0 && (next.id.mnt != w->lv[0].id.mnt || next.id.dev != w->lv[0].id.dev))
+		r = -EXDEV;
+	if (r < 0) {
+		close(fd);
+		return rm_give_up(cur, name, r, &w->first);
+	}
+	if (w->n == w->cap) {
+		struct rm_level *lv = realloc(w->lv, w->cap * 2 * sizeof(*lv));
+		if (!lv) {
+			close(fd);
+			return -ENOMEM;
+		}
+		w->lv = lv;
+		w->cap *= 2;
+	}
+	if (!(next.name = strdup(name)) || !(next.d = fdopendir(fd))) {
+		free(next.name);
+		close(fd);
+		return -ENOMEM;
+	}
+	w->lv[w->n++] = next;
+	/* Keep the top and the deepest RM_HELD - 1 streams. */
+	if (w->n > RM_HELD) {
+		struct rm_level *drop = &w->lv[w->n - RM_HELD];
+		if (drop->d) {
+			closedir(drop->d);
+			drop->d = NULL;
+		}
+	}
+	return 0;
+}
+
+/* Climb from the deepest level to the one above, reopening that through ".." when its stream
+ * was dropped. 0, or -ESTALE when the tree moved under us. */
+static int rm_climb(struct rm_walk *w)
+{
+	struct rm_level *child = &w->lv[w->n - 1], *parent = &w->lv[w->n - 2];
+	if (!parent->d) {
+		int fd =
+		    openat(dirfd(child->d), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		struct rm_ident pid, cid;
+		if (fd < 0)
+			return -ESTALE;
+		if (rm_ident(fd, "", &pid) < 0 || !rm_ident_eq(&pid, &parent->id) ||
+		    rm_ident(fd, child->name, &cid) < 0 || !rm_ident_eq(&cid, &child->id) ||
+		    !(parent->d = fdopendir(fd))) {
+			close(fd);
+			return -ESTALE;
+		}
+	}
+	closedir(child->d);
+	child->d = NULL;
+	if (unlinkat(dirfd(parent->d), child->name, AT_REMOVEDIR) < 0 && errno != ENOENT) {
+		int r = rm_give_up(parent, child->name, -errno, &w->first);
+		if (r < 0)
+			return r;
+	}
+	rm_level_clear(child);
+	w->n--;
+	return 0;
+}
+
+/* Remove everything below the directory open as top_fd (the walk owns the fd). */
+static int rm_empty(int top_fd)
+{
+	struct rm_walk w = {.cap = RM_HELD};
+	int restarts = 0, r = 0;
+	if (!(w.lv = calloc(w.cap, sizeof(*w.lv)))) {
+		close(top_fd);
+		return -ENOMEM;
+	}
+	if ((r = rm_ident(top_fd, "", &w.lv[0].id)) < 0 || !(w.lv[0].d = fdopendir(top_fd))) {
+		r = r < 0 ? r : -errno;
+		close(top_fd);
+		free(w.lv);
+		return r;
+	}
+	w.n = 1;
+	while (r == 0) {
+		struct rm_level *cur = &w.lv[w.n - 1];
+		errno = 0;
+		struct dirent *de = readdir(cur->d);
+		if (!de && errno) {
+			/* An unreadable level ends as if exhausted; its rmdir will say why. */
+			if (!w.first)
+				w.first = -errno;
+		}
+		if (de) {
+			const char *e = de->d_name;
+			if (!strcmp(e, ".") || !strcmp(e, "..") || rm_skipped(cur, e))
+				continue;
+			if (unlinkat(dirfd(cur->d), e, 0) == 0 || errno == ENOENT)
+				continue;
+			if (errno == EISDIR || errno == EPERM)
+				r = rm_descend(&w, e);
+			else
+				r = rm_give_up(cur, e, -errno, &w.first);
+			continue;
+		}
+		if (w.n == 1)
+			break;
+		if ((r = rm_climb(&w)) != -ESTALE)
+			continue;
+		/* Moved under us: drop what we thought we knew and start over from the top. */
+		if (++restarts > RM_RESTARTS)
+			break;
+		while (w.n > 1)
+			rm_level_clear(&w.lv[--w.n]);
+		rewinddir(w.lv[0].d);
+		r = 0;
+	}
+	if (r < 0 && !w.first)
+		w.first = r;
+	while (w.n > 0)
+		rm_level_clear(&w.lv[--w.n]);
+	free(w.lv);
+	return w.first;
+}
+
 int kap_fs_rm_rf(int dir_fd, const char *name)
 {
 	if (unlinkat(dir_fd, name, 0) == 0 || errno == ENOENT)
@@ -223,20 +442,10 @@ int kap_fs_rm_rf(int dir_fd, const char *name)
 	int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		kap_fs_rm_rf(dirfd(d), de->d_name);
-	}
-	if (unlinkat(dir_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
+	int r = rm_empty(fd);
+	if (unlinkat(dir_fd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+		return 0;
+	return r < 0 ? r : -errno;
 }
 
 const char *kap_fs_fd_path(int fd, char *buf)

@@ -14,7 +14,8 @@
  *                                another process has written but not tagged yet
  *
  * The store directory is 0700: layers hold the image's setuid binaries, which host users must
- * not be able to run.
+ * not be able to run, and device nodes. kap_store_open makes an existing store 0700, and uses
+ * the rootless fallback under /tmp (no HOME) only when the user owns every part of it.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -70,19 +71,68 @@ static int mkdir_p(const char *path, mode_t last_mode, struct kapsel_error **err
 	return 0;
 }
 
-static char *default_path(void)
+#define TMP_FALLBACK "/tmp/.local/share/kapsel"
+
+static char *default_path(bool *in_tmp)
 {
 	char *p = NULL;
+	*in_tmp = false;
 	if (geteuid() == 0)
 		return strdup("/var/lib/kapsel");
 	const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
 	if (xdg && *xdg == '/') {
 		if (asprintf(&p, "%s/kapsel", xdg) < 0)
 			return NULL;
-	} else if (asprintf(&p, "%s/.local/share/kapsel", home && *home ? home : "/tmp") < 0) {
-		return NULL;
+	} else if (home && *home) {
+		if (asprintf(&p, "%s/.local/share/kapsel", home) < 0)
+			return NULL;
+	} else {
+		*in_tmp = true;
+		p = strdup(TMP_FALLBACK);
 	}
 	return p;
+}
+
+/*
+ * Without HOME the store falls back to TMP_FALLBACK, and /tmp is everyone's: another user who
+ * made /tmp/.local first could rename our store away and put theirs (with their layers, setuid
+ * files included) in its place, or read ours. Walk the path from /tmp without following
+ * symlinks, creating what is missing 0700, and use it only if every directory below /tmp is
+ * ours and writable by no one else.
+ */
+static int check_tmp_fallback(struct kapsel_error **err)
+{
+	static const char *const parts[] = {".local", "share", "kapsel"};
+	cleanup_close int fd = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return kap_error(err, errno, "open /tmp");
+	char path[sizeof(TMP_FALLBACK)] = "/tmp";
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(parts); i++) {
+		strcat(path, "/");
+		strcat(path, parts[i]);
+		if (mkdirat(fd, parts[i], 0700) < 0 && errno != EEXIST)
+			return kap_error(err, errno, "store fallback %s (HOME is not set)", path);
+		int next = openat(fd, parts[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0)
+			return kap_error(err, errno, "store fallback %s (HOME is not set)", path);
+		close(fd);
+		fd = next;
+		struct stat st;
+		if (fstat(fd, &st) < 0)
+			return kap_error(err, errno, "store fallback %s", path);
+		if (st.st_uid != geteuid())
+			return kap_error_plain(err, EPERM,
+					       "store fallback %s is owned by uid %u, not %u: "
+					       "set HOME or XDG_DATA_HOME",
+					       path, (unsigned)st.st_uid, (unsigned)geteuid());
+		if (st.st_mode & 022)
+			return kap_error_plain(
+			    err, EPERM,
+			    "store fallback %s is writable by others (mode %04o): "
+			    "set HOME or XDG_DATA_HOME",
+			    path, (unsigned)(st.st_mode & 07777));
+	}
+	return 0;
 }
 
 static bool tmp_entry_locked(int fd)
@@ -123,12 +173,33 @@ static void clean_tmp(struct kap_store *s, bool all)
 	}
 }
 
+/* kap_fs_write_atomic's ".NAME.tmp.PID" of a writer that died before its rename: images.json
+ * is written under the exclusive store lock and refs/ under the shared one, so with the
+ * exclusive lock held (prune) every such file is a leftover. */
+static void clean_atomic_leftovers(struct kap_store *s, const char *dir)
+{
+	int fd = openat(s->dfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	cleanup_dir DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (de->d_name[0] == '.' && strstr(de->d_name, ".tmp.") &&
+		    unlinkat(dirfd(d), de->d_name, 0) == 0)
+			kap_debug("store: removed stale %s/%s/%s", s->path, dir, de->d_name);
+}
+
 int kap_store_open(const char *path, struct kap_store **out, struct kapsel_error **err)
 {
-	cleanup_free char *p = path ? strdup(path) : default_path();
+	bool in_tmp = false;
+	cleanup_free char *p = path ? strdup(path) : default_path(&in_tmp);
 	if (!p)
 		return kap_error(err, ENOMEM, "open store");
-	int r = mkdir_p(p, 0700, err);
+	int r = in_tmp ? check_tmp_fallback(err) : mkdir_p(p, 0700, err);
 	if (r < 0)
 		return r;
 	struct kap_store *s = calloc(1, sizeof(*s));
@@ -140,6 +211,23 @@ int kap_store_open(const char *path, struct kap_store **out, struct kapsel_error
 	if (s->dfd < 0) {
 		r = kap_error(err, errno, "open store %s", s->path);
 		goto fail;
+	}
+	/* A store others can enter hands them the layers' setuid binaries and 0666 device nodes.
+	 * A directory the user made for --store (0755 by umask) is the usual cause, so fix it
+	 * rather than refuse, as containers/storage creates its graph root 0700. */
+	struct stat st;
+	if (fstat(s->dfd, &st) < 0) {
+		r = kap_error(err, errno, "stat store %s", s->path);
+		goto fail;
+	}
+	if (st.st_mode & 077) {
+		if (fchmod(s->dfd, 0700) < 0) {
+			r = kap_error(err, errno, "store %s is mode %04o; chmod 0700", s->path,
+				      (unsigned)(st.st_mode & 07777));
+			goto fail;
+		}
+		kap_warn("store %s was mode %04o, others could reach its layers: now 0700", s->path,
+			 (unsigned)(st.st_mode & 07777));
 	}
 	static const char *const dirs[] = {"blobs", "blobs/sha256", "layers", "tmp", "refs"};
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(dirs); i++) {
@@ -552,6 +640,14 @@ int kap_store_layer_commit(struct kap_layer_stage *st, struct kapsel_error **err
 	snprintf(from, sizeof(from), "tmp/%s", st->name);
 	snprintf(to, sizeof(to), "layers/%s", st->diff_id + 7);
 	int r = 0;
+	/* has_layer trusts any directory under layers/, so its content must be on disk before
+	 * the rename makes it one: after a power cut a layer is complete or absent (and its temp
+	 * directory is prune's). One syncfs per layer costs less than an fsync per file. */
+	if (syncfs(st->fd) < 0) {
+		r = kap_error(err, errno, "sync %s/%s", st->s->path, from);
+		kap_store_layer_discard(st);
+		return r;
+	}
 	if (renameat(st->s->dfd, from, st->s->dfd, to) == 0)
 		*st->name = '\0';
 	else if (errno != EEXIST && errno != ENOTEMPTY)
@@ -1192,8 +1288,11 @@ static int64_t gc(struct kap_store *s, bool filter, char *const *digests, size_t
 		goto out;
 	r = sweep(s, "blobs/sha256", &blobs, digests, n_digests, filter);
 	r += sweep(s, "layers", &layers, diff_ids, n_diff_ids, filter);
-	if (!filter)
+	if (!filter) {
 		clean_tmp(s, true);
+		clean_atomic_leftovers(s, ".");
+		clean_atomic_leftovers(s, "refs");
+	}
 out:
 	kap_store_images_free(list, n);
 	kap_strvp(&users);
