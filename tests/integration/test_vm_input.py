@@ -109,3 +109,19 @@ def test_no_kvm_is_one_clear_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("kapsel: open /dev/kvm: "), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_vm_json_disk_format(tmp_path):
+    """vm.json "disks" take format= as --disk does; a bad image is refused before KVM."""
+    f = inputs(tmp_path)
+    for fmt in ("qcow2", "auto"):
+        cfg = tmp_path / f"vm-{fmt}.json"
+        cfg.write_text('{"kernel": "%s", "disks": ["%s,format=%s"]}' % (MULTIBOOT, f["qcow"], fmt))
+        for r in runs(["--config", str(cfg)], tmp_path):
+            assert r.returncode == 1 and "unsupported qcow2 version 7" in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    cfg = tmp_path / "vm-bad.json"
+    cfg.write_text('{"kernel": "%s", "disks": ["%s,format=vmdk"]}' % (MULTIBOOT, f["qcow"]))
+    r = run(["--config", str(cfg)])
+    assert r.returncode == 1 and 'disks[0]: --disk' in r.stderr, r.stderr
+    assert 'unknown option "format=vmdk"' in r.stderr and "format=raw|qcow2|auto" in r.stderr
