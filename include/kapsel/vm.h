@@ -22,21 +22,29 @@ enum kapsel_vm_cache {
 	KAPSEL_VM_CACHE_NONE,	   /* O_DIRECT */
 };
 
-/* The image format of a disk: probed from the magic unless given (format=raw pins raw). */
+/*
+ * The image format of a disk. Without format= a disk is raw, whatever it holds: a guest owns
+ * its raw disk's bytes and could write a qcow2 header naming a host file as its backing file
+ * (docs/security.md, issue 10). Only an explicit format=auto looks at the magic.
+ */
 enum kapsel_vm_disk_format {
-	KAPSEL_VM_DISK_PROBE,
+	KAPSEL_VM_DISK_DEFAULT, /* no format=: raw; a qcow2 magic gets a warning */
 	KAPSEL_VM_DISK_RAW,
 	KAPSEL_VM_DISK_QCOW2,
+	KAPSEL_VM_DISK_AUTO, /* format=auto: qcow2 when the file starts with its magic */
 };
 
-/* A virtio-blk disk: --disk PATH[,ro][,serial=S][,cache=none|writeback][,id=ID]. */
+/*
+ * A virtio-blk disk:
+ * --disk PATH[,ro][,serial=S][,cache=none|writeback][,format=raw|qcow2|auto][,id=ID].
+ */
 struct kapsel_vm_disk {
 	char *id; /* "disk0", "disk1"... unless given */
 	char *path;
 	char *serial; /* at most 20 bytes (VIRTIO_BLK_ID_BYTES) */
 	bool ro;
 	enum kapsel_vm_cache cache;
-	enum kapsel_vm_disk_format format; /* format=raw|qcow2; probed when not given */
+	enum kapsel_vm_disk_format format; /* format=raw|qcow2|auto; raw when not given */
 };
 
 #define KAPSEL_VM_MAX_DISKS 6
@@ -105,8 +113,9 @@ int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c, struct k
 /* "256M", "1G", "65536K", "1048576": bytes. -EINVAL when malformed or zero. */
 int kapsel_vm_parse_size(const char *s, uint64_t *out);
 /*
- * Appends the disk described by s ("PATH[,ro][,serial=S][,cache=none|writeback][,id=ID]") to
- * c->disks. Errors name the bad option; duplicate ids are refused.
+ * Appends the disk described by s
+ * ("PATH[,ro][,serial=S][,cache=none|writeback][,format=raw|qcow2|auto][,id=ID]") to c->disks.
+ * Errors name the bad option; duplicate ids are refused.
  */
 int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
 /*
@@ -123,11 +132,15 @@ int kapsel_vm_parse_console(const char *s, struct kapsel_vm_config *c);
 
 /*
  * Creates path as a qcow2 v3 image (64 KiB clusters, 16-bit refcounts) of size bytes, rounded up
- * to 512. With backing (a raw or qcow2 file; a relative name is resolved against path's
- * directory, as the image records it) the image is an overlay over it, and size 0 means the
- * backing file's size. An existing path is not overwritten (-EEXIST).
+ * to 512. With backing the image is an overlay over it, and size 0 means the backing file's
+ * size. backing is a name relative to path's directory and beneath it (no "..", not absolute:
+ * the rule every backing file must meet when the image is opened); it is recorded as given,
+ * with its format in the backing-format header extension: backing_format ("raw" or "qcow2"),
+ * or, when NULL, what the backing file's magic says. An existing path is not overwritten
+ * (-EEXIST). *format_out, when not NULL, gets the backing format recorded (static string).
  */
 int kapsel_vm_disk_create(const char *path, uint64_t size, const char *backing,
+			  const char *backing_format, const char **format_out,
 			  struct kapsel_error **err);
 
 /*

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kapsel vm run: boot a kernel in a KVM micro-VM (docs/vm.md). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,9 +26,11 @@ static const char run_usage[] =
     "  --console WHERE         stdio (default; Ctrl-A x quits), file:PATH or none\n"
     "  --no-debug-exit         remove the debug-exit port\n"
     "  --no-pit                no i8254 PIT (Linux on kapsel's ACPI does not use it)\n"
-    "  --disk PATH[,ro][,serial=S][,cache=none|writeback][,id=ID]\n"
-    "                          a virtio-blk disk (raw file, block device or qcow2 image);\n"
-    "                          repeatable\n"
+    "  --disk PATH[,ro][,serial=S][,cache=none|writeback][,format=F][,id=ID]\n"
+    "                          a virtio-blk disk; repeatable. format=raw (the default: a\n"
+    "                          file or block device), qcow2, or auto (qcow2 if the file\n"
+    "                          has its magic). Without format= a qcow2 image is read raw\n"
+    "                          (with a warning): give format=qcow2 for images you made\n"
     "  --rng                   a virtio-rng device (entropy from getrandom)\n"
     "  --net tap=NAME[,mac=M][,id=ID] | bridge=BR[,mac=M][,id=ID]\n"
     "                          a virtio-net card on an existing tap, or on a tap kapsel\n"
@@ -255,15 +258,19 @@ out:
 }
 
 static const char disk_create_usage[] =
-    "Usage: kapsel vm disk create [--backing BASE] FILE [SIZE]\n"
+    "Usage: kapsel vm disk create [--backing BASE [--backing-format raw|qcow2]] FILE [SIZE]\n"
     "\n"
     "Create FILE as a qcow2 (version 3) image of SIZE bytes, with a K, M, G or T suffix\n"
     "(64 KiB clusters, 16-bit refcounts). With --backing, FILE is an overlay over BASE (raw\n"
-    "or qcow2, opened read-only when the VM runs; a relative BASE is resolved against FILE's\n"
-    "directory) and SIZE defaults to BASE's size. An existing FILE is not overwritten.\n"
+    "or qcow2, opened read-only when the VM runs) and SIZE defaults to BASE's size. BASE is\n"
+    "a name relative to FILE's directory and beneath it (no \"..\", not absolute), recorded\n"
+    "as given with its format; without --backing-format the format is what BASE's first\n"
+    "bytes say. An existing FILE is not overwritten. Use the image with\n"
+    "--disk FILE,format=qcow2 (without format= a disk is raw).\n"
     "\n"
     "Options:\n"
     "  --backing BASE          the backing file\n"
+    "  --backing-format FMT    BASE's format, raw or qcow2 (recorded in FILE)\n"
     "  --help, -h              print this help\n";
 
 static const struct cli_command cmd_vm_disk_create = {
@@ -276,16 +283,22 @@ static int vm_disk_create(int argc, char **argv)
 {
 	static const struct option options[] = {
 	    {"backing", required_argument, NULL, 'b'},
+	    {"backing-format", required_argument, NULL, 'F'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	const char *backing = NULL;
+	const char *backing = NULL, *backing_format = NULL;
 	int c;
 	while ((c = cli_getopt(&cmd_vm_disk_create, argc, argv, "h", options)) != -1) {
-		if (c != 'b')
+		if (c == 'b')
+			backing = optarg;
+		else if (c == 'F')
+			backing_format = optarg;
+		else
 			return cli_opt_status(c);
-		backing = optarg;
 	}
+	if (backing_format && !backing)
+		return cli_fail("vm disk create: --backing-format needs --backing");
 	if (!cli_nargs(&cmd_vm_disk_create, argc - optind, backing ? 1 : 2, 2,
 		       backing ? "FILE [SIZE]" : "FILE SIZE"))
 		return 1;
@@ -294,8 +307,15 @@ static int vm_disk_create(int argc, char **argv)
 		return cli_fail("vm disk create: invalid size \"%s\" (expected e.g. 10G)",
 				argv[optind + 1]);
 	struct kapsel_error *err = NULL;
-	if (kapsel_vm_disk_create(argv[optind], size, backing, &err) < 0)
+	const char *file = argv[optind], *fmt = NULL;
+	if (kapsel_vm_disk_create(file, size, backing, backing_format, &fmt, &err) < 0)
 		return cli_fail_err(err);
+	/* What was made, and how to use it: a disk without format= is raw. */
+	if (backing)
+		printf("%s: qcow2 overlay over %s (%s)\n", file, backing, fmt);
+	else
+		printf("%s: qcow2 image\n", file);
+	printf("use it with: --disk %s,format=qcow2\n", file);
 	return 0;
 }
 

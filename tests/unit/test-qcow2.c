@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -197,8 +198,9 @@ static void test_create_and_write(void **state)
 	(void)state;
 	const uint64_t size = 48 << 20;
 	struct kapsel_error *err = NULL;
-	assert_int_equal(kapsel_vm_disk_create(P("a.qcow2"), size, NULL, &err), 0);
-	assert_int_equal(kapsel_vm_disk_create(P("a.qcow2"), size, NULL, &err), -EEXIST);
+	assert_int_equal(kapsel_vm_disk_create(P("a.qcow2"), size, NULL, NULL, NULL, &err), 0);
+	assert_int_equal(kapsel_vm_disk_create(P("a.qcow2"), size, NULL, NULL, NULL, &err),
+			 -EEXIST);
 	kapsel_error_free(err);
 	struct kap_disk *d = open_ok(P("a.qcow2"), false);
 	assert_int_equal(d->format, KAP_DISK_QCOW2);
@@ -295,13 +297,15 @@ static void test_backing_chain(void **state)
 				    dir, (unsigned long long)size),
 				 0);
 	else
-		assert_int_equal(kapsel_vm_disk_create(P("mid.qcow2"), size, "base.raw", &err), 0);
+		assert_int_equal(
+		    kapsel_vm_disk_create(P("mid.qcow2"), size, "base.raw", NULL, NULL, &err), 0);
 	struct kap_disk *d = open_ok(P("mid.qcow2"), false);
 	compare_all(d, model, size, NULL);
 	random_ops(d, model, size, 60);
 	check_refcounts(d);
 	kap_disk_close(d);
-	assert_int_equal(kapsel_vm_disk_create(P("top.qcow2"), 0, "mid.qcow2", &err), 0);
+	assert_int_equal(kapsel_vm_disk_create(P("top.qcow2"), 0, "mid.qcow2", NULL, NULL, &err),
+			 0);
 	d = open_ok(P("top.qcow2"), false);
 	assert_int_equal(d->size, size);
 	compare_all(d, model, size, NULL);
@@ -328,21 +332,21 @@ static void test_backing_loop_and_depth(void **state)
 {
 	(void)state;
 	struct kapsel_error *err = NULL;
-	assert_int_equal(kapsel_vm_disk_create(P("l0.qcow2"), 1 << 20, NULL, &err), 0);
-	assert_int_equal(kapsel_vm_disk_create(P("l1.qcow2"), 0, "l0.qcow2", &err), 0);
+	assert_int_equal(kapsel_vm_disk_create(P("l0.qcow2"), 1 << 20, NULL, NULL, NULL, &err), 0);
+	assert_int_equal(kapsel_vm_disk_create(P("l1.qcow2"), 0, "l0.qcow2", NULL, NULL, &err), 0);
 	/* l0 over a placeholder, then the placeholder replaced by l1 (whose base is l0). */
-	assert_int_equal(kapsel_vm_disk_create(P("l2.qcow2"), 1 << 20, NULL, &err), 0);
+	assert_int_equal(kapsel_vm_disk_create(P("l2.qcow2"), 1 << 20, NULL, NULL, NULL, &err), 0);
 	unlink(P("l0.qcow2"));
-	assert_int_equal(kapsel_vm_disk_create(P("l0.qcow2"), 0, "l2.qcow2", &err), 0);
+	assert_int_equal(kapsel_vm_disk_create(P("l0.qcow2"), 0, "l2.qcow2", NULL, NULL, &err), 0);
 	assert_int_equal(rename(P("l1.qcow2"), P("l2.qcow2")), 0);
 	open_fails(P("l0.qcow2"), "backing file loop");
 	/* 17 images: one too many. */
-	assert_int_equal(kapsel_vm_disk_create(P("c0.qcow2"), 1 << 20, NULL, &err), 0);
+	assert_int_equal(kapsel_vm_disk_create(P("c0.qcow2"), 1 << 20, NULL, NULL, NULL, &err), 0);
 	char prev[32], cur[32];
 	for (int i = 1; i <= 16; i++) {
 		snprintf(prev, sizeof(prev), "c%d.qcow2", i - 1);
 		snprintf(cur, sizeof(cur), "c%d.qcow2", i);
-		assert_int_equal(kapsel_vm_disk_create(P(cur), 0, prev, &err), 0);
+		assert_int_equal(kapsel_vm_disk_create(P(cur), 0, prev, NULL, NULL, &err), 0);
 	}
 	open_fails(P("c16.qcow2"), "backing chain too deep (more than 16 images)");
 	struct kap_disk *d = open_ok(P("c15.qcow2"), false);
@@ -367,7 +371,7 @@ static const char *fresh(void)
 {
 	struct kapsel_error *err = NULL;
 	unlink(P("h.qcow2"));
-	assert_int_equal(kapsel_vm_disk_create(P("h.qcow2"), 64 << 20, NULL, &err), 0);
+	assert_int_equal(kapsel_vm_disk_create(P("h.qcow2"), 64 << 20, NULL, NULL, NULL, &err), 0);
 	struct kap_disk *d = open_ok(P("h.qcow2"), false);
 	uint8_t b[512] = {1, 2, 3};
 	wr(d, b, sizeof(b), 0);
@@ -494,12 +498,141 @@ static void test_ro_and_raw(void **state)
 	kap_disk_close(d);
 }
 
+/* ---- backing files: beneath the image's directory, regular, with a format (issue 10) ---- */
+
+/* An overlay "o.qcow2" naming backing (format fmt, or none when fmt is NULL), as written. */
+static const char *overlay(const char *backing, const char *fmt)
+{
+	struct kapsel_error *err = NULL;
+	unlink(P("o.qcow2"));
+	int fd = open(P("o.qcow2"), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(kap_qcow2_create(fd, "o.qcow2", 1 << 20, backing, fmt ? fmt : "raw", &err),
+			 0);
+	close(fd);
+	/* No format: the first extension (the backing format) becomes the end marker. */
+	if (!fmt)
+		put_be(P("o.qcow2"), 104, 0, 4);
+	return P("o.qcow2");
+}
+
+static void test_backing_refused(void **state)
+{
+	(void)state;
+	uint8_t base[4096];
+	memset(base, 0xb5, sizeof(base));
+	write_file(P("base.raw"), base, sizeof(base));
+	assert_int_equal(mkdir(P("sub"), 0755), 0);
+	write_file(P("sub/base.raw"), base, sizeof(base));
+	write_file(P("../kapsel-qcow2-outside.raw"), base, sizeof(base));
+	static const struct {
+		const char *name;
+		const char *want;
+	} cases[] = {
+	    {"/etc/shadow", "backing file \"/etc/shadow\" is an absolute path"},
+	    {"../kapsel-qcow2-outside.raw", "has a \"..\" component"},
+	    {"sub/../base.raw", "has a \"..\" component"},
+	    {"sub/..", "has a \"..\" component"},
+	    /* Symlinks beneath the directory that lead out of it: EXDEV from openat2. */
+	    {"abs-link", "abs-link: resolves outside the image's directory"},
+	    {"rel-link", "rel-link: resolves outside the image's directory"},
+	    {"proc-link", "proc-link: resolves outside the image's directory"},
+	    {"fifo", "fifo: not a regular file"},
+	    {"sub", "sub: not a regular file"},
+	};
+	assert_int_equal(symlink("/etc/passwd", P("abs-link")), 0);
+	assert_int_equal(symlink("../kapsel-qcow2-outside.raw", P("rel-link")), 0);
+	assert_int_equal(symlink("/proc/self/root/etc/passwd", P("proc-link")), 0);
+	assert_int_equal(mkfifo(P("fifo"), 0600), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		open_fails(overlay(cases[i].name, "raw"), cases[i].want);
+	/* A device node beneath the directory (root only: mknod). */
+	if (mknod(P("null"), S_IFCHR | 0600, makedev(1, 3)) == 0)
+		open_fails(overlay("null", "raw"), "null: not a regular file");
+	/* A chain without the backing format extension. */
+	open_fails(overlay("base.raw", NULL),
+		   "o.qcow2: backing file \"base.raw\" has no backing format (header extension "
+		   "0xe2792aca)");
+	unlink(P("../kapsel-qcow2-outside.raw"));
+
+	/* Beneath is fine: a subdirectory, and a symlink that stays inside. */
+	assert_int_equal(symlink("sub/base.raw", P("in-link")), 0);
+	const char *ok[] = {"base.raw", "sub/base.raw", "./sub//base.raw", "in-link"};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		struct kap_disk *d = open_ok(overlay(ok[i], "raw"), true);
+		uint8_t b[512];
+		rd(d, b, sizeof(b), 0);
+		assert_int_equal(b[0], 0xb5);
+		kap_disk_close(d);
+	}
+
+	/* kapsel vm disk create: the same rule for the name, the format recorded. */
+	struct kapsel_error *err = NULL;
+	assert_int_equal(kapsel_vm_disk_create(P("n1.qcow2"), 0, "/etc/shadow", NULL, NULL, &err),
+			 -EINVAL);
+	assert_non_null(strstr(err->msg, "is an absolute path"));
+	kapsel_error_free(err);
+	err = NULL;
+	assert_int_equal(
+	    kapsel_vm_disk_create(P("sub/n1.qcow2"), 0, "../base.raw", NULL, NULL, &err), -EINVAL);
+	assert_non_null(strstr(err->msg, "has a \"..\" component"));
+	kapsel_error_free(err);
+	err = NULL;
+	assert_int_equal(kapsel_vm_disk_create(P("n1.qcow2"), 0, "base.raw", "vmdk", NULL, &err),
+			 -EINVAL);
+	assert_non_null(strstr(err->msg, "backing format \"vmdk\" is not raw or qcow2"));
+	kapsel_error_free(err);
+	err = NULL;
+	assert_int_equal(access(P("n1.qcow2"), F_OK), -1);
+	/* base.raw pinned as qcow2: it has no qcow2 magic, so the create fails. */
+	assert_int_equal(kapsel_vm_disk_create(P("n1.qcow2"), 0, "base.raw", "qcow2", NULL, &err),
+			 -EINVAL);
+	assert_non_null(strstr(err->msg, "bad magic"));
+	kapsel_error_free(err);
+	err = NULL;
+	const char *fmt = NULL;
+	assert_int_equal(kapsel_vm_disk_create(P("n1.qcow2"), 0, "base.raw", "raw", &fmt, &err), 0);
+	assert_string_equal(fmt, "raw");
+	struct kap_disk *d = open_ok(P("n1.qcow2"), true);
+	kap_disk_close(d);
+}
+
+/*
+ * Without format= a disk is raw: a qcow2 header in it, even one naming /etc/shadow as its
+ * backing file, is the guest's data. Only format=auto probes, and then the backing name is
+ * refused.
+ */
+static void test_default_is_raw(void **state)
+{
+	(void)state;
+	const char *p = overlay("/etc/shadow", "raw");
+	struct kapsel_vm_disk cfg = {.id = "disk0", .path = (char *)p, .ro = true};
+	struct kap_disk *d = NULL;
+	struct kapsel_error *err = NULL;
+	assert_int_equal(kap_disk_open_config(&d, &cfg, &err), 0);
+	assert_int_equal(d->format, KAP_DISK_RAW);
+	assert_null(d->qcow2);
+	uint8_t b[512];
+	rd(d, b, sizeof(b), 0);
+	assert_memory_equal(b, "QFI\xfb", 4);
+	kap_disk_close(d);
+	cfg.format = KAPSEL_VM_DISK_RAW;
+	assert_int_equal(kap_disk_open_config(&d, &cfg, &err), 0);
+	assert_int_equal(d->format, KAP_DISK_RAW);
+	kap_disk_close(d);
+	cfg.format = KAPSEL_VM_DISK_AUTO;
+	assert_int_equal(kap_disk_open_config(&d, &cfg, &err), -EINVAL);
+	assert_non_null(strstr(err->msg, "is an absolute path"));
+	kapsel_error_free(err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_create_and_write), cmocka_unit_test(test_qemu_images),
 	    cmocka_unit_test(test_backing_chain),    cmocka_unit_test(test_backing_loop_and_depth),
 	    cmocka_unit_test(test_hostile),	     cmocka_unit_test(test_ro_and_raw),
+	    cmocka_unit_test(test_backing_refused),  cmocka_unit_test(test_default_is_raw),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

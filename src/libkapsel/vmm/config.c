@@ -57,7 +57,7 @@ API int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct k
 	if (!path || copy[0] == ',')
 		return kap_error_plain(err, EINVAL,
 				       "--disk %s: expected PATH[,ro][,serial=S]"
-				       "[,cache=none|writeback][,id=ID]",
+				       "[,cache=none|writeback][,format=raw|qcow2|auto][,id=ID]",
 				       s);
 	const char *serial = NULL, *id = NULL;
 	for (char *o = strtok_r(NULL, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
@@ -78,6 +78,8 @@ API int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct k
 			d.format = KAPSEL_VM_DISK_RAW;
 		} else if (!strcmp(o, "format=qcow2")) {
 			d.format = KAPSEL_VM_DISK_QCOW2;
+		} else if (!strcmp(o, "format=auto")) {
+			d.format = KAPSEL_VM_DISK_AUTO;
 		} else if (!strncmp(o, "id=", 3)) {
 			id = o + 3;
 			if (!valid_id(id))
@@ -88,7 +90,7 @@ API int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct k
 			return kap_error_plain(err, EINVAL,
 					       "--disk %s: unknown option \"%s\" (expected ro, "
 					       "serial=S, cache=none|writeback, id=ID, "
-					       "format=raw|qcow2)",
+					       "format=raw|qcow2|auto)",
 					       s, o);
 		}
 	}

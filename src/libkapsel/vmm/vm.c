@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/devices/devices.h"
+#include "vmm/virtio/disk.h"
 #include "vmm/virtio/transport.h"
 #include "vmm/vmm.h"
 #include "vmm/x86/acpi.h"
@@ -223,6 +225,77 @@ static void unmap_file(struct mapped_file *f)
 	f->p = NULL;
 }
 
+/*
+ * Everything the config names, opened and checked before /dev/kvm is: bad input gets the same
+ * one-line error on a host with KVM and on one without (issue 10), and nothing of the VM
+ * exists yet when it does. Disks are opened here (qcow2 headers, tables and backing chains
+ * checked) and handed to their virtio-blk devices; the kernel stays mapped until it is loaded.
+ */
+struct kap_vm_inputs {
+	struct mapped_file kernel, initrd;
+	struct kap_boot_image img;
+	struct kap_disk *disks[KAPSEL_VM_MAX_DISKS];
+};
+
+static void inputs_free(struct kap_vm_inputs *in)
+{
+	unmap_file(&in->kernel);
+	unmap_file(&in->initrd);
+	for (unsigned int i = 0; i < KAPSEL_VM_MAX_DISKS; i++) {
+		kap_disk_close(in->disks[i]);
+		in->disks[i] = NULL;
+	}
+}
+
+/* Device counts and ids across kinds (each parser checks its own kind). */
+static int check_devices(const struct kapsel_vm_config *c, struct kapsel_error **err)
+{
+	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
+			 (c->vsock_path ? 1 : 0);
+	if (n > KAP_VIRTIO_MMIO_MAX)
+		return kap_error_plain(err, E2BIG, "at most %d virtio devices",
+				       KAP_VIRTIO_MMIO_MAX);
+	for (unsigned int i = 0; c->rng && i < c->ndisks; i++)
+		if (!strcmp(c->disks[i].id, "rng0"))
+			return kap_error_plain(err, EEXIST, "--disk %s: id rng0 is the rng's",
+					       c->disks[i].path);
+	for (unsigned int i = 0; i < c->nnets; i++)
+		for (unsigned int k = 0; k < c->ndisks; k++)
+			if (!strcmp(c->nets[i].id, c->disks[k].id))
+				return kap_error_plain(err, EEXIST, "--net: id %s already used",
+						       c->nets[i].id);
+	/* The interfaces must exist (the messages are tap.c's, which checks again). */
+	for (unsigned int i = 0; i < c->nnets; i++) {
+		const char *tap = c->nets[i].tap, *br = c->nets[i].bridge;
+		if (if_nametoindex(tap ? tap : br) == 0)
+			return kap_error_plain(err, ENODEV, "%s %s: no such network interface",
+					       tap ? "tap" : "bridge", tap ? tap : br);
+	}
+	return 0;
+}
+
+static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *in,
+			struct kapsel_error **err)
+{
+	unsigned int ncpus = c->cpus ? c->cpus : 1;
+	if (ncpus > KAP_MAX_VCPUS)
+		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
+				       ncpus, KAP_MAX_VCPUS);
+	int r;
+	if ((r = kap_x86_cpuid_check_features(c->cpu_features, err)) < 0 ||
+	    (r = check_devices(c, err)) < 0 ||
+	    (r = map_file("kernel", c->kernel, &in->kernel, err)) < 0)
+		return r;
+	if ((r = kap_boot_parse(in->kernel.p, in->kernel.len, &in->img, err)) < 0)
+		return kap_error_wrap(err, "kernel %s", c->kernel);
+	if (c->initrd && (r = map_file("initrd", c->initrd, &in->initrd, err)) < 0)
+		return r;
+	for (unsigned int i = 0; i < c->ndisks; i++)
+		if ((r = kap_disk_open_config(&in->disks[i], &c->disks[i], err)) < 0)
+			return r;
+	return 0;
+}
+
 /* The ACPI description of the devices below (the DSDT's \_SB). */
 static const struct kap_acpi_device acpi_devices[] = {
     {"COM1", "PNP0501", 1, false, KAP_SERIAL_PORT, 8, 0, 0, KAP_SERIAL_IRQ},
@@ -362,18 +435,6 @@ static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 			 (c->vsock_path ? 1 : 0);
 	if (n == 0)
 		return 0;
-	if (n > KAP_VIRTIO_MMIO_MAX)
-		return kap_error_plain(err, E2BIG, "at most %d virtio devices",
-				       KAP_VIRTIO_MMIO_MAX);
-	for (unsigned int i = 0; c->rng && i < c->ndisks; i++)
-		if (!strcmp(c->disks[i].id, "rng0"))
-			return kap_error_plain(err, EEXIST, "--disk %s: id rng0 is the rng's",
-					       c->disks[i].path);
-	for (unsigned int i = 0; i < c->nnets; i++)
-		for (unsigned int k = 0; k < c->ndisks; k++)
-			if (!strcmp(c->nets[i].id, c->disks[k].id))
-				return kap_error_plain(err, EEXIST, "--net: id %s already used",
-						       c->nets[i].id);
 	vm->virtio = calloc(n, sizeof(*vm->virtio));
 	if (!vm->virtio)
 		return kap_error(err, ENOMEM, "virtio devices");
@@ -382,9 +443,12 @@ static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 		int r;
 		vm->nvirtio = i + 1;
 		s->initialised = true;
-		if (i < c->ndisks)
-			r = kap_virtio_blk_new(&s->dev, &c->disks[i], &vm->mem, err);
-		else if (c->rng && i == c->ndisks)
+		if (i < c->ndisks) {
+			/* The disk opened by check_inputs: the device takes it. */
+			struct kap_disk *disk = vm->in->disks[i];
+			vm->in->disks[i] = NULL;
+			r = kap_virtio_blk_new_disk(&s->dev, &c->disks[i], disk, &vm->mem, err);
+		} else if (c->rng && i == c->ndisks)
 			r = kap_virtio_rng_new(&s->dev, &vm->mem, err);
 		else
 			r = create_virtio_io(vm, i - c->ndisks - (c->rng ? 1 : 0), &s->dev, err);
@@ -476,41 +540,25 @@ static int create_vm(struct kap_vm *vm, struct kapsel_error **err)
 static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
-	struct mapped_file kernel = {0}, initrd = {0};
-	struct kap_boot_image img;
-	char *cmdline = NULL;
-	int r = map_file("kernel", c->kernel, &kernel, err);
+	struct kap_vm_inputs *in = vm->in;
+	int r = build_acpi(vm, err);
 	if (r < 0)
 		return r;
-	r = kap_boot_parse(kernel.p, kernel.len, &img, err);
-	if (r < 0) {
-		kap_error_wrap(err, "kernel %s", c->kernel);
-		goto out;
-	}
-	if (c->initrd && (r = map_file("initrd", c->initrd, &initrd, err)) < 0)
-		goto out;
-	r = build_acpi(vm, err);
+	cleanup_free char *cmdline = build_cmdline(vm);
+	if (!cmdline)
+		return kap_error(err, ENOMEM, "kernel command line");
+	r = kap_boot_load(vm, &in->img, in->kernel.p, in->kernel.len, in->initrd.p, in->initrd.len,
+			  cmdline, entry, err);
 	if (r < 0)
-		goto out;
-	cmdline = build_cmdline(vm);
-	if (!cmdline) {
-		r = kap_error(err, ENOMEM, "kernel command line");
-		goto out;
-	}
-	r = kap_boot_load(vm, &img, kernel.p, kernel.len, initrd.p, initrd.len, cmdline, entry,
-			  err);
-	if (r < 0) {
-		kap_error_wrap(err, "%s kernel %s", kap_boot_kind_name(img.kind), c->kernel);
-		goto out;
-	}
+		return kap_error_wrap(err, "%s kernel %s", kap_boot_kind_name(in->img.kind),
+				      c->kernel);
 	kap_debug("vm: %s kernel %s, entry 0x%" PRIx64 ", %u vCPU(s), %llu MiB",
-		  kap_boot_kind_name(img.kind), c->kernel, entry->rip, vm->ncpus,
+		  kap_boot_kind_name(in->img.kind), c->kernel, entry->rip, vm->ncpus,
 		  (unsigned long long)(vm->mem.size >> 20));
-out:
-	free(cmdline);
-	unmap_file(&kernel);
-	unmap_file(&initrd);
-	return r;
+	/* Loaded into guest RAM: the files are no longer needed. */
+	unmap_file(&in->kernel);
+	unmap_file(&in->initrd);
+	return 0;
 }
 
 static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
@@ -540,21 +588,17 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	const struct kapsel_vm_config *c = vm->cfg;
 	struct kap_boot_entry entry;
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
-	int r = kap_kvm_open(&vm->kvm, err);
-	if (r < 0)
+	/* The input first, KVM after: see check_inputs. */
+	int r = check_inputs(c, vm->in, err);
+	if (r < 0 || (r = kap_kvm_open(&vm->kvm, err)) < 0)
 		return r;
 	if (ncpus > (unsigned int)vm->kvm.max_vcpus)
 		return kap_error_plain(err, EINVAL,
 				       "--cpus %u: this host's KVM supports at most %d vCPUs",
 				       ncpus, vm->kvm.max_vcpus);
-	if (ncpus > KAP_MAX_VCPUS)
-		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
-				       ncpus, KAP_MAX_VCPUS);
-	/* vm->ncpus bounds every loop over vm->vcpus: set only once it fits the array. */
+	/* vm->ncpus bounds every loop over vm->vcpus: check_inputs checked it fits the array. */
 	vm->ncpus = ncpus;
-	/* Validate the feature names before anything heavy happens. */
-	if ((r = kap_x86_cpuid_check_features(c->cpu_features, err)) < 0 ||
-	    (r = create_vm(vm, err)) < 0 ||
+	if ((r = create_vm(vm, err)) < 0 ||
 	    (r = kap_mem_init(&vm->mem, c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM, err)) <
 		0 ||
 	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
@@ -624,10 +668,12 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 {
 	if (!c->kernel)
 		return kap_error_plain(err, EINVAL, "--kernel is required");
+	struct kap_vm_inputs in = {0};
 	struct kap_vm *vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return kap_error(err, ENOMEM, "vm");
 	vm->cfg = c;
+	vm->in = &in;
 	vm->fd = -EBADF;
 	vm->kvm.fd = -EBADF;
 	vm->mem.fd = -EBADF;
@@ -671,6 +717,7 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 out:
 	vm_teardown(vm);
 	free(vm);
+	inputs_free(&in);
 	if (sfd >= 0)
 		close(sfd);
 	/* Consume what arrived while blocked so unblocking does not act on it. */

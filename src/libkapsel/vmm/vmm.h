@@ -218,6 +218,8 @@ struct kap_vm {
 	pthread_mutex_t route_lock;
 	struct kvm_irq_routing *routes; /* the irqchip defaults plus one MSI entry per vector */
 	unsigned int next_gsi;
+	/* What the config names, opened and checked before /dev/kvm (vm.c check_inputs). */
+	struct kap_vm_inputs *in;
 };
 
 /* Ends the VM (from any thread). fault: a one-line message for KAP_VM_FAULT, else NULL. */

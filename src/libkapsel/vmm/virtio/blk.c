@@ -201,23 +201,27 @@ static const struct kap_virtio_ops blk_ops = {
 int kap_virtio_blk_new(struct kap_virtio_dev *d, const struct kapsel_vm_disk *disk,
 		       const struct kap_guest_mem *mem, struct kapsel_error **err)
 {
+	return kap_virtio_blk_new_disk(d, disk, NULL, mem, err);
+}
+
+int kap_virtio_blk_new_disk(struct kap_virtio_dev *d, const struct kapsel_vm_disk *disk,
+			    struct kap_disk *opened, const struct kap_guest_mem *mem,
+			    struct kapsel_error **err)
+{
 	int r = kap_virtio_init(d, &blk_ops, disk->id, mem, err);
-	if (r < 0)
+	if (r < 0) {
+		kap_disk_close(opened);
 		return r;
+	}
 	struct blk *b = calloc(1, sizeof(*b));
-	if (!b)
+	if (!b) {
+		kap_disk_close(opened);
 		return kap_error(err, ENOMEM, "%s", disk->id);
+	}
 	b->ro = disk->ro;
 	d->priv = b;
-	/* Unless format= says: a file starting with the qcow2 magic is qcow2, anything else raw. */
-	static const enum kap_disk_format formats[] = {
-	    [KAPSEL_VM_DISK_PROBE] = KAP_DISK_PROBE,
-	    [KAPSEL_VM_DISK_RAW] = KAP_DISK_RAW,
-	    [KAPSEL_VM_DISK_QCOW2] = KAP_DISK_QCOW2,
-	};
-	r = kap_disk_open(&b->disk, AT_FDCWD, disk->path, formats[disk->format], disk->ro,
-			  disk->cache == KAPSEL_VM_CACHE_NONE, 0, NULL, err);
-	if (r < 0)
+	b->disk = opened;
+	if (!opened && (r = kap_disk_open_config(&b->disk, disk, err)) < 0)
 		return r;
 	uint64_t size = b->disk->size;
 	b->sectors = size / SECTOR;

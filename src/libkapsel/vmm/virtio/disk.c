@@ -18,12 +18,20 @@
 
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "core/syscalls.h"
 #include "vmm/virtio/disk.h"
 #include "vmm/virtio/qcow2.h"
 
 #define API __attribute__((visibility("default")))
 
 #define SECTOR 512ULL
+
+/*
+ * How a backing file name is resolved: beneath the image's directory, symlinks included (one
+ * that leads out fails with EXDEV), never through a /proc magic link.
+ */
+#define BENEATH (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
 
 int kap_disk_io_full(int fd, int fd_fallback, bool write, struct iovec *iov, int n, uint64_t off)
 {
@@ -147,13 +155,80 @@ static void disk_closep(struct kap_disk **d)
 }
 
 /* The directory holding path, for the backing file names inside it (O_PATH). */
-static int open_parent(int dirfd, const char *path)
+static int open_parent(int dirfd, const char *path, bool beneath)
 {
 	cleanup_free char *copy = strdup(path);
 	if (!copy)
 		return -ENOMEM;
-	int fd = openat(dirfd, dirname(copy), O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int fd = beneath ? kap_openat2(dirfd, dirname(copy), O_PATH | O_DIRECTORY | O_CLOEXEC, 0,
+				       BENEATH)
+			 : openat(dirfd, dirname(copy), O_PATH | O_DIRECTORY | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
+}
+
+int kap_disk_check_backing_name(const char *image, const char *name, struct kapsel_error **err)
+{
+	/*
+	 * The name comes from the image's header, which whoever wrote the image controls (a
+	 * guest, when the image was its raw disk). Absolute names and ".." would reach any host
+	 * file; openat2 refuses both as well, this says why in one line.
+	 */
+	if (name[0] == '/')
+		return kap_error_plain(
+		    err, EINVAL,
+		    "%s: backing file \"%s\" is an absolute path: only names "
+		    "relative to the image's directory and beneath it are allowed",
+		    image, name);
+	for (const char *p = name; *p;) {
+		size_t n = strcspn(p, "/");
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return kap_error_plain(
+			    err, EINVAL,
+			    "%s: backing file \"%s\" has a \"..\" component: "
+			    "only names beneath the image's directory are allowed",
+			    image, name);
+		p += n;
+		p += strspn(p, "/");
+	}
+	return 0;
+}
+
+/*
+ * A backing file: resolved beneath dirfd, checked to be a regular file through an O_PATH fd
+ * (opening a device or a FIFO can have effects, or block), then reopened for reading.
+ */
+static int open_beneath(int dirfd, const char *path, int oflags, struct kapsel_error **err)
+{
+	cleanup_close int pfd = kap_openat2(dirfd, path, O_PATH | O_CLOEXEC, 0, BENEATH);
+	if (pfd < 0) {
+		if (errno == EXDEV)
+			return kap_error_plain(
+			    err, EXDEV, "disk %s: resolves outside the image's directory", path);
+		return kap_error(err, errno, "disk %s", path);
+	}
+	struct stat st;
+	if (fstat(pfd, &st) < 0)
+		return kap_error(err, errno, "stat disk %s", path);
+	if (!S_ISREG(st.st_mode))
+		return kap_error_plain(err, EINVAL,
+				       "disk %s: not a regular file (a backing file cannot be a "
+				       "device, FIFO or directory)",
+				       path);
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	int fd = open(proc, oflags);
+	if (fd < 0)
+		return kap_error(err, errno, "disk %s: reopen", path);
+	return fd;
+}
+
+static int open_file(int dirfd, const char *path, int oflags, unsigned int flags,
+		     struct kapsel_error **err)
+{
+	if (flags & KAP_DISK_BENEATH)
+		return open_beneath(dirfd, path, oflags, err);
+	int fd = openat(dirfd, path, oflags);
+	return fd < 0 ? kap_error(err, errno, "disk %s", path) : fd;
 }
 
 int kap_disk_open(struct kap_disk **out, int dirfd, const char *path, enum kap_disk_format format,
@@ -169,11 +244,11 @@ int kap_disk_open(struct kap_disk **out, int dirfd, const char *path, enum kap_d
 	d->fd = d->fd_buffered = -EBADF;
 	d->ro = ro;
 	int oflags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-	d->fd = openat(dirfd, path, oflags | (direct ? O_DIRECT : 0));
+	d->fd = open_file(dirfd, path, oflags | (direct ? O_DIRECT : 0), flags, err);
 	if (d->fd < 0)
-		return kap_error(err, errno, "disk %s", path);
-	if (direct && (d->fd_buffered = openat(dirfd, path, oflags)) < 0)
-		return kap_error(err, errno, "disk %s", path);
+		return d->fd;
+	if (direct && (d->fd_buffered = open_file(dirfd, path, oflags, flags, err)) < 0)
+		return d->fd_buffered;
 	struct stat st;
 	if (fstat(d->fd, &st) < 0)
 		return kap_error(err, errno, "stat disk %s", path);
@@ -207,7 +282,7 @@ int kap_disk_open(struct kap_disk **out, int dirfd, const char *path, enum kap_d
 	}
 	d->format = format;
 	if (format == KAP_DISK_QCOW2) {
-		int pfd = open_parent(dirfd, path);
+		int pfd = open_parent(dirfd, path, flags & KAP_DISK_BENEATH);
 		if (pfd < 0)
 			return kap_error(err, -pfd, "disk %s: open its directory", path);
 		int r = kap_qcow2_open(&d->qcow2, d, path, pfd, flags, chain, &d->size, err);
@@ -222,17 +297,63 @@ int kap_disk_open(struct kap_disk **out, int dirfd, const char *path, enum kap_d
 	return 0;
 }
 
+bool kap_disk_has_qcow2_magic(struct kap_disk *d)
+{
+	uint8_t magic[4] = {0};
+	ssize_t r = pread(d->fd_buffered >= 0 ? d->fd_buffered : d->fd, magic, 4, 0);
+	return r == 4 && !memcmp(magic, "QFI\xfb", 4);
+}
+
+int kap_disk_open_config(struct kap_disk **out, const struct kapsel_vm_disk *disk,
+			 struct kapsel_error **err)
+{
+	static const enum kap_disk_format formats[] = {
+	    [KAPSEL_VM_DISK_DEFAULT] = KAP_DISK_RAW,
+	    [KAPSEL_VM_DISK_RAW] = KAP_DISK_RAW,
+	    [KAPSEL_VM_DISK_QCOW2] = KAP_DISK_QCOW2,
+	    [KAPSEL_VM_DISK_AUTO] = KAP_DISK_PROBE,
+	};
+	int r = kap_disk_open(out, AT_FDCWD, disk->path, formats[disk->format], disk->ro,
+			      disk->cache == KAPSEL_VM_CACHE_NONE, 0, NULL, err);
+	if (r < 0)
+		return r;
+	/*
+	 * Served raw all the same: a raw disk's first sector is the guest's, and a qcow2 header
+	 * there may be a guest's attempt to name a host file as its backing file.
+	 */
+	if (disk->format == KAPSEL_VM_DISK_DEFAULT && kap_disk_has_qcow2_magic(*out))
+		kap_warn("disk %s: starts with a qcow2 header but is used raw (no format= given); "
+			 "if you created it as qcow2, add format=qcow2",
+			 disk->path);
+	return 0;
+}
+
 API int kapsel_vm_disk_create(const char *path, uint64_t size, const char *backing,
+			      const char *backing_format, const char **format_out,
 			      struct kapsel_error **err)
 {
 	const char *fmt = NULL;
 	if (backing) {
-		/* The name is recorded as given: relative to the new image's directory. */
-		int pfd = open_parent(AT_FDCWD, path);
+		enum kap_disk_format want = KAP_DISK_PROBE;
+		if (backing_format && !strcmp(backing_format, "raw"))
+			want = KAP_DISK_RAW;
+		else if (backing_format && !strcmp(backing_format, "qcow2"))
+			want = KAP_DISK_QCOW2;
+		else if (backing_format)
+			return kap_error_plain(
+			    err, EINVAL,
+			    "disk create %s: backing format \"%s\" is not raw or "
+			    "qcow2",
+			    path, backing_format);
+		/* The name is recorded as given, so it must meet the rule an open applies. */
+		int r = kap_disk_check_backing_name(path, backing, err);
+		if (r < 0)
+			return kap_error_wrap(err, "disk create");
+		int pfd = open_parent(AT_FDCWD, path, false);
 		if (pfd < 0)
 			return kap_error(err, -pfd, "disk create %s: open its directory", path);
 		struct kap_disk *b = NULL;
-		int r = kap_disk_open(&b, pfd, backing, KAP_DISK_PROBE, true, false, 0, NULL, err);
+		r = kap_disk_open(&b, pfd, backing, want, true, false, KAP_DISK_BENEATH, NULL, err);
 		close(pfd);
 		if (r < 0)
 			return kap_error_wrap(err, "disk create %s: backing file", path);
@@ -249,5 +370,7 @@ API int kapsel_vm_disk_create(const char *path, uint64_t size, const char *backi
 	int r = kap_qcow2_create(fd, path, size, backing, fmt, err);
 	if (r < 0)
 		unlink(path);
+	else if (format_out)
+		*format_out = fmt;
 	return r;
 }

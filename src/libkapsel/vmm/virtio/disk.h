@@ -20,7 +20,8 @@
 #define KAP_DISK_MAX_CHAIN 16
 
 enum kap_disk_format {
-	KAP_DISK_PROBE, /* qcow2 when the file starts with the qcow2 magic, raw otherwise */
+	KAP_DISK_PROBE, /* qcow2 when the file starts with the qcow2 magic, raw otherwise; only
+			   for an explicit format=auto and `vm disk create` without a base format */
 	KAP_DISK_RAW,
 	KAP_DISK_QCOW2,
 };
@@ -43,8 +44,20 @@ struct kap_disk_chain {
 	ino_t ino[KAP_DISK_MAX_CHAIN];
 };
 
-/* Options for tests and the fuzzer. */
-#define KAP_DISK_NO_BACKING 1u /* refuse a qcow2 image that names a backing file */
+/* Options. */
+#define KAP_DISK_NO_BACKING 1u /* refuse a qcow2 image that names a backing file (fuzzer) */
+/*
+ * path is a backing file name from an image header: resolved beneath dirfd (openat2
+ * RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), and only a regular file is opened. qcow2.c sets it
+ * for every backing file; the name itself is checked by kap_disk_check_backing_name.
+ */
+#define KAP_DISK_BENEATH 2u
+
+/*
+ * A backing file name as an image records it: relative to the image's directory and beneath
+ * it (not absolute, no ".." component). 0, or -EINVAL with a message naming image and name.
+ */
+int kap_disk_check_backing_name(const char *image, const char *name, struct kapsel_error **err);
 
 /*
  * Opens path (relative to dirfd, AT_FDCWD for the top image) as format. direct: O_DIRECT.
@@ -54,6 +67,15 @@ int kap_disk_open(struct kap_disk **out, int dirfd, const char *path, enum kap_d
 		  bool ro, bool direct, unsigned int flags, struct kap_disk_chain *chain,
 		  struct kapsel_error **err);
 void kap_disk_close(struct kap_disk *d);
+
+struct kapsel_vm_disk;
+/*
+ * Opens a --disk as its format= says; without format=, raw, with a warning (kap_warn) naming the
+ * file when it starts with the qcow2 magic (it is served raw all the same).
+ */
+bool kap_disk_has_qcow2_magic(struct kap_disk *d);
+int kap_disk_open_config(struct kap_disk **out, const struct kapsel_vm_disk *disk,
+			 struct kapsel_error **err);
 
 /* Whole transfers of the iovecs' total length at byte offset off; -EIO past the end. */
 int kap_disk_readv(struct kap_disk *d, const struct iovec *iov, int n, uint64_t off);

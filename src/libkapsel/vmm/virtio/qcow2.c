@@ -955,7 +955,38 @@ static void feature_name(const uint8_t *tbl, uint32_t len, unsigned int bit, cha
 struct header_out {
 	char backing[1024];
 	char backing_fmt[32];
+	enum kap_disk_format backing_format; /* from backing_fmt, when there is a backing file */
 };
+
+/*
+ * The backing file a header names, checked before anything is opened: the name must stay
+ * beneath the image's directory (disk.c opens it with RESOLVE_BENEATH from there), and the
+ * format must be given by the backing-format extension ("Header extensions", 0xe2792aca).
+ * Without it QEMU probes the base, so a raw base that a guest has written a qcow2 header
+ * into would become an image whose backing file the guest chose; kapsel refuses the chain.
+ */
+static int check_backing(const char *name, struct header_out *ho, struct kapsel_error **err)
+{
+	int r = kap_disk_check_backing_name(name, ho->backing, err);
+	if (r < 0)
+		return r;
+	if (!ho->backing_fmt[0])
+		return kap_error_plain(err, EINVAL,
+				       "%s: backing file \"%s\" has no backing format (header "
+				       "extension 0xe2792aca): recreate the overlay with kapsel vm "
+				       "disk create --backing, or qemu-img create -F",
+				       name, ho->backing);
+	if (!strcmp(ho->backing_fmt, "raw"))
+		ho->backing_format = KAP_DISK_RAW;
+	else if (!strcmp(ho->backing_fmt, "qcow2"))
+		ho->backing_format = KAP_DISK_QCOW2;
+	else
+		return kap_error_plain(err, ENOTSUP,
+				       "%s: backing file format \"%s\" is not supported (raw or "
+				       "qcow2)",
+				       name, ho->backing_fmt);
+	return 0;
+}
 
 static int parse_header(struct kap_qcow2 *q, const char *name, unsigned int flags,
 			struct header_out *ho, struct kapsel_error **err)
@@ -1097,6 +1128,8 @@ static int parse_header(struct kap_qcow2 *q, const char *name, unsigned int flag
 	if (q->nb_snapshots > MAX_SNAPSHOTS ||
 	    (q->nb_snapshots && (snap_off & (q->cs - 1) || snap_off >= q->file_size)))
 		return kap_error_plain(err, EINVAL, "%s: snapshot table invalid", name);
+	if (backing_off && (r = check_backing(name, ho, err)) < 0)
+		return r;
 	if (backing_off && (flags & KAP_DISK_NO_BACKING))
 		return kap_error_plain(err, EPERM, "%s: backing files are not allowed here", name);
 
@@ -1221,20 +1254,9 @@ int kap_qcow2_open(struct kap_qcow2 **out, struct kap_disk *d, const char *name,
 	if (tcache_init(&q->l2c, n, q->cs) < 0 || tcache_init(&q->rbc, RB_CACHE, q->cs) < 0)
 		return kap_error(err, ENOMEM, "%s", name);
 	if (ho.backing[0]) {
-		enum kap_disk_format f = KAP_DISK_PROBE;
-		if (!strcmp(ho.backing_fmt, "raw"))
-			f = KAP_DISK_RAW;
-		else if (!strcmp(ho.backing_fmt, "qcow2"))
-			f = KAP_DISK_QCOW2;
-		else if (ho.backing_fmt[0])
-			return kap_error_plain(
-			    err, ENOTSUP,
-			    "%s: backing file format \"%s\" is not supported (raw "
-			    "or qcow2)",
-			    name, ho.backing_fmt);
 		/* The base is only read: opened read-only, buffered, whatever the top's mode. */
-		r = kap_disk_open(&q->backing, dirfd, ho.backing, f, true, false, flags, chain,
-				  err);
+		r = kap_disk_open(&q->backing, dirfd, ho.backing, ho.backing_format, true, false,
+				  flags | KAP_DISK_BENEATH, chain, err);
 		if (r < 0)
 			return kap_error_wrap(err, "%s: backing file", name);
 	}

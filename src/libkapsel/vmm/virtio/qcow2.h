@@ -17,8 +17,9 @@ struct kap_qcow2;
 
 /*
  * Opens the image in d->fd (d->fd_buffered, when set, is used for metadata and unaligned data).
- * name is for messages; dirfd is the image's directory, against which a relative backing file
- * name is resolved. Sets *size to the virtual size.
+ * name is for messages; dirfd is the image's directory: a backing file must be named relative
+ * to it and beneath it (no "..", not absolute), resolved with RESOLVE_BENEATH, be a regular
+ * file, and have its format in the backing-format extension. Sets *size to the virtual size.
  */
 int kap_qcow2_open(struct kap_qcow2 **out, struct kap_disk *d, const char *name, int dirfd,
 		   unsigned int flags, struct kap_disk_chain *chain, uint64_t *size,

@@ -39,9 +39,14 @@ extern const struct kap_dev_ops kap_virtio_mmio_ops;
 int kap_virtio_mmio_attach(struct kap_vm *vm, struct kap_mmio_transport *t,
 			   struct kapsel_error **err);
 
-/* virtio-blk over a raw file or block device (blk.c). Opens and checks the disk. */
+/* virtio-blk over a raw file, block device or qcow2 image (blk.c). Opens and checks the disk. */
 int kap_virtio_blk_new(struct kap_virtio_dev *d, const struct kapsel_vm_disk *disk,
 		       const struct kap_guest_mem *mem, struct kapsel_error **err);
+struct kap_disk;
+/* The same over a disk already opened (kap_disk_open_config), which it takes, even on error. */
+int kap_virtio_blk_new_disk(struct kap_virtio_dev *d, const struct kapsel_vm_disk *disk,
+			    struct kap_disk *opened, const struct kap_guest_mem *mem,
+			    struct kapsel_error **err);
 /* virtio-rng from getrandom(2) (rng.c). */
 int kap_virtio_rng_new(struct kap_virtio_dev *d, const struct kap_guest_mem *mem,
 		       struct kapsel_error **err);
