@@ -282,6 +282,25 @@ static void test_existing_parent(void **state)
 	assert_false(fake_exists("pids/kapsel"));
 }
 
+static void test_shared_parent_busy(void **state)
+{
+	/* c1 made /kapsel, c2 lives in it too: deleting c1 first leaves the parent to c2, and
+	 * its rmdir failing (ENOTEMPTY here, EBUSY on cgroupfs) is no error (issue 10). */
+	cleanup_cgroup struct kap_cgroup *c1 = NULL, *c2 = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	assert_int_equal(kap_cgroup_create(fake_root, NULL, "c1", NULL, 0, &c1, &e), 0);
+	assert_int_equal(kap_cgroup_create(fake_root, NULL, "c2", NULL, 0, &c2, &e), 0);
+	assert_int_equal(c2->n_created, KAP_ARRAY_SIZE(hierarchies));
+	assert_int_equal(kap_cgroup_destroy(c1, &e), 0);
+	assert_null(e);
+	assert_false(fake_exists("memory/kapsel/c1"));
+	assert_true(fake_exists("memory/kapsel/c2"));
+	assert_int_equal(kap_cgroup_destroy(c2, &e), 0);
+	assert_false(fake_exists("memory/kapsel/c2"));
+	/* Nobody left who made /kapsel: it stays, empty, as a pre-existing parent would. */
+	assert_true(fake_exists("memory/kapsel"));
+}
+
 static void test_missing_controller(void **state)
 {
 	static const char *const few[] = {"cpu,cpuacct", "memory"};
@@ -388,6 +407,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_detect, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_existing_parent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_shared_parent_busy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_missing_controller, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hybrid, setup_hybrid, teardown),
 	};
