@@ -213,7 +213,8 @@ static bool needs_cgroup_limits(const struct kap_spec *spec)
 	       r->has_cpu_quota || r->has_cpu_period || r->cpu_cpus || r->cpu_mems ||
 	       r->has_pids_limit || r->has_blkio_weight || r->n_throttle_read_bps ||
 	       r->n_throttle_write_bps || r->n_throttle_read_iops || r->n_throttle_write_iops ||
-	       r->n_hugepage_limits || r->n_unified;
+	       r->n_hugepage_limits || r->n_unified || r->has_mem_kernel_tcp ||
+	       r->has_net_classid || r->n_net_priorities || r->n_rdma;
 }
 
 /* Everything a failed create must undo. */

@@ -35,9 +35,10 @@
 #define MAX_HIERARCHIES 64
 
 static const char *const ctrl_names[KAP_CG__COUNT] = {
-    [KAP_CG_CPU] = "cpu",	[KAP_CG_CPUACCT] = "cpuacct", [KAP_CG_CPUSET] = "cpuset",
-    [KAP_CG_MEMORY] = "memory", [KAP_CG_DEVICES] = "devices", [KAP_CG_FREEZER] = "freezer",
-    [KAP_CG_BLKIO] = "blkio",	[KAP_CG_PIDS] = "pids",	      [KAP_CG_HUGETLB] = "hugetlb",
+    [KAP_CG_CPU] = "cpu",	  [KAP_CG_CPUACCT] = "cpuacct",	  [KAP_CG_CPUSET] = "cpuset",
+    [KAP_CG_MEMORY] = "memory",	  [KAP_CG_DEVICES] = "devices",	  [KAP_CG_FREEZER] = "freezer",
+    [KAP_CG_BLKIO] = "blkio",	  [KAP_CG_PIDS] = "pids",	  [KAP_CG_HUGETLB] = "hugetlb",
+    [KAP_CG_NET_CLS] = "net_cls", [KAP_CG_NET_PRIO] = "net_prio", [KAP_CG_RDMA] = "rdma",
 };
 
 const char *kap_cg_ctrl_name(enum kap_cg_ctrl c, bool v2)
@@ -86,6 +87,8 @@ const char *kap_cg_requested(const struct kap_resources *r, enum kap_cg_ctrl c)
 			return "linux.resources.memory.swappiness";
 		if (r->has_disable_oom_killer && r->disable_oom_killer)
 			return "linux.resources.memory.disableOOMKiller";
+		if (r->has_mem_kernel_tcp && r->mem_kernel_tcp)
+			return "linux.resources.memory.kernelTCP";
 		return NULL;
 	case KAP_CG_CPU:
 		if (r->has_cpu_shares && r->cpu_shares)
@@ -129,6 +132,14 @@ const char *kap_cg_requested(const struct kap_resources *r, enum kap_cg_ctrl c)
 		return r->n_hugepage_limits ? "linux.resources.hugepageLimits" : NULL;
 	case KAP_CG_DEVICES:
 		return r->n_devices ? "linux.resources.devices" : NULL;
+	case KAP_CG_NET_CLS:
+		/* runc: classID 0 is no class. */
+		return r->has_net_classid && r->net_classid ? "linux.resources.network.classID"
+							    : NULL;
+	case KAP_CG_NET_PRIO:
+		return r->n_net_priorities ? "linux.resources.network.priorities" : NULL;
+	case KAP_CG_RDMA:
+		return r->n_rdma ? "linux.resources.rdma" : NULL;
 	case KAP_CG_CPUACCT:
 	case KAP_CG_FREEZER:
 	case KAP_CG__COUNT:
@@ -1022,16 +1033,23 @@ static int apply(const struct kap_cgroup *cg, const struct open_dirs *o,
 		unsigned skip = 0;
 		if (!v1_has(cg, KAP_CG_HUGETLB) && v2)
 			skip |= KAP_CG_BIT(KAP_CG_HUGETLB);
+		if (!v1_has(cg, KAP_CG_RDMA) && v2)
+			skip |= KAP_CG_BIT(KAP_CG_RDMA);
 		if (res->n_unified && !v2)
 			return kap_error_plain(
 			    err, EOPNOTSUPP, "linux.resources.unified: needs a cgroup2 hierarchy");
 		r = kap_cg_v1_apply(cg->dirs, o->fds, cg->n_dirs, res, skip, err);
 		if (r < 0 || !v2)
 			return r;
-		/* Hybrid: only hugetlb (without a v1 hugetlb mount) and unified go to cgroup2. */
-		if (skip) {
+		/* Hybrid: only hugetlb and rdma (without a v1 mount of theirs) and unified go to
+		 * cgroup2. */
+		if (skip & KAP_CG_BIT(KAP_CG_HUGETLB)) {
 			sub.hugepage_limits = res->hugepage_limits;
 			sub.n_hugepage_limits = res->n_hugepage_limits;
+		}
+		if (skip & KAP_CG_BIT(KAP_CG_RDMA)) {
+			sub.rdma = res->rdma;
+			sub.n_rdma = res->n_rdma;
 		}
 		sub.unified_keys = res->unified_keys;
 		sub.unified_values = res->unified_values;
