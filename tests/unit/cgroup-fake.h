@@ -125,6 +125,8 @@ static void fake_populate_v2(const char *dir, const char *parent)
 		fake_put(dir, "io.stat",
 			 "8:0 rbytes=512 wbytes=1024 rios=1 wios=2 dbytes=0 dios=0\n");
 	}
+	if (fake_has(ctrls, "rdma"))
+		fake_put(dir, "rdma.max", "");
 	if (fake_has(ctrls, "hugetlb")) {
 		fake_put(dir, "hugetlb.2MB.max", "max");
 		fake_put(dir, "hugetlb.2MB.current", "0");
@@ -134,6 +136,8 @@ static void fake_populate_v2(const char *dir, const char *parent)
 
 /* Set to leave out memory.memsw.* (a kernel booted without swap accounting). */
 static bool fake_no_memsw;
+/* Set to leave out memory.kmem.tcp.* (a kernel without CONFIG_MEMCG_KMEM's TCP accounting). */
+static bool fake_no_kmem_tcp;
 
 static void fake_populate_v1(const char *dir, const char *hier)
 {
@@ -145,6 +149,8 @@ static void fake_populate_v1(const char *dir, const char *hier)
 			fake_put(dir, "memory.memsw.limit_in_bytes", "9223372036854771712");
 		fake_put(dir, "memory.soft_limit_in_bytes", "9223372036854771712");
 		fake_put(dir, "memory.kmem.limit_in_bytes", "9223372036854771712");
+		if (!fake_no_kmem_tcp)
+			fake_put(dir, "memory.kmem.tcp.limit_in_bytes", "9223372036854771712");
 		fake_put(dir, "memory.swappiness", "60");
 		fake_put(dir, "memory.oom_control",
 			 "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
@@ -190,6 +196,12 @@ static void fake_populate_v1(const char *dir, const char *hier)
 	}
 	if (fake_has(hier, "hugetlb"))
 		fake_put(dir, "hugetlb.2MB.limit_in_bytes", "9223372036854771712");
+	if (fake_has(hier, "net_cls"))
+		fake_put(dir, "net_cls.classid", "0");
+	if (fake_has(hier, "net_prio"))
+		fake_put(dir, "net_prio.ifpriomap", "lo 0\n");
+	if (fake_has(hier, "rdma"))
+		fake_put(dir, "rdma.max", "");
 }
 
 /* Set when fake_root itself is a cgroup2 root (unified); else hierarchies are its children. */

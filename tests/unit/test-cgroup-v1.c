@@ -282,6 +282,107 @@ static void test_existing_parent(void **state)
 	assert_false(fake_exists("pids/kapsel"));
 }
 
+static void test_shared_parent_busy(void **state)
+{
+	/* c1 made /kapsel, c2 lives in it too: deleting c1 first leaves the parent to c2, and
+	 * its rmdir failing (ENOTEMPTY here, EBUSY on cgroupfs) is no error (issue 10). */
+	cleanup_cgroup struct kap_cgroup *c1 = NULL, *c2 = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	assert_int_equal(kap_cgroup_create(fake_root, NULL, "c1", NULL, 0, &c1, &e), 0);
+	assert_int_equal(kap_cgroup_create(fake_root, NULL, "c2", NULL, 0, &c2, &e), 0);
+	assert_int_equal(c2->n_created, KAP_ARRAY_SIZE(hierarchies));
+	assert_int_equal(kap_cgroup_destroy(c1, &e), 0);
+	assert_null(e);
+	assert_false(fake_exists("memory/kapsel/c1"));
+	assert_true(fake_exists("memory/kapsel/c2"));
+	assert_int_equal(kap_cgroup_destroy(c2, &e), 0);
+	assert_false(fake_exists("memory/kapsel/c2"));
+	/* Nobody left who made /kapsel: it stays, empty, as a pre-existing parent would. */
+	assert_true(fake_exists("memory/kapsel"));
+}
+
+static struct kap_net_priority prios[] = {{"eth0", 5}};
+static struct kap_rdma_limit rdma[] = {{"mlx5_1", .has_hca_handles = true, .hca_handles = 3,
+					.has_hca_objects = true, .hca_objects = 10000}};
+static const struct kap_resources net_res = {.has_mem_kernel_tcp = true,
+					     .mem_kernel_tcp = 1 << 24,
+					     .has_net_classid = true,
+					     .net_classid = 0x100001,
+					     .net_priorities = prios,
+					     .n_net_priorities = 1,
+					     .rdma = rdma,
+					     .n_rdma = 1};
+
+static void test_network_rdma_kernel_tcp(void **state)
+{
+	static const char *const more[] = {"net_cls,net_prio", "rdma"};
+	make_v1(more, KAP_ARRAY_SIZE(more));
+	cleanup_cgroup struct kap_cgroup *cg = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	if (kap_cgroup_create(fake_root, NULL, "n", &net_res, 0, &cg, &e) < 0)
+		fail_msg("create: %s", e->msg);
+	expect_file("memory/kapsel/n/memory.kmem.tcp.limit_in_bytes", "16777216");
+	expect_file("net_cls,net_prio/kapsel/n/net_cls.classid", "1048577");
+	expect_file("net_cls,net_prio/kapsel/n/net_prio.ifpriomap", "eth0 5");
+	expect_file("rdma/kapsel/n/rdma.max", "mlx5_1 hca_handle=3 hca_object=10000");
+	assert_int_equal(kap_cgroup_destroy(cg, &e), 0);
+}
+
+static void test_network_rdma_missing(void **state)
+{
+	/* No net_cls, net_prio or rdma hierarchy: an error naming the controller, no cgroup. */
+	static const struct {
+		struct kap_resources res;
+		const char *msg;
+	} cases[] = {
+	    {{.has_net_classid = true, .net_classid = 7},
+	     "linux.resources.network.classID: net_cls controller not available"},
+	    {{.net_priorities = prios, .n_net_priorities = 1},
+	     "linux.resources.network.priorities: net_prio controller not available"},
+	    {{.rdma = rdma, .n_rdma = 1}, "linux.resources.rdma: rdma controller not available"},
+	};
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(cases); i++) {
+		struct kap_cgroup *cg = NULL;
+		cleanup_error struct kapsel_error *e = NULL;
+		assert_int_equal(kap_cgroup_create(fake_root, NULL, "n", &cases[i].res, 0, &cg, &e),
+				 -ENOENT);
+		assert_err_has(e, cases[i].msg);
+		assert_null(cg);
+		assert_false(fake_exists("memory/kapsel/n"));
+	}
+	/* A memory hierarchy without the kernelTCP file: named, not ignored. */
+	fake_no_kmem_tcp = true;
+	struct kap_resources res = {.has_mem_kernel_tcp = true, .mem_kernel_tcp = 4096};
+	struct kap_cgroup *cg = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	int r = kap_cgroup_create(fake_root, NULL, "t", &res, 0, &cg, &e);
+	fake_no_kmem_tcp = false;
+	assert_int_equal(r, -ENOENT);
+	assert_err_has(e, "linux.resources.memory.kernelTCP: ");
+	assert_err_has(e, "/memory/kapsel/t/memory.kmem.tcp.limit_in_bytes not available");
+	assert_false(fake_exists("memory/kapsel/t"));
+}
+
+static void test_network_rdma_hybrid(void **state)
+{
+	/* rdma without a v1 mount goes to cgroup2: refused where cgroup2 lacks it (this
+	 * machine: hugetlb only), applied where it offers it. */
+	struct kap_resources res = {.rdma = rdma, .n_rdma = 1};
+	struct kap_cgroup *cg = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	assert_int_equal(kap_cgroup_create(fake_root, NULL, "h", &res, 0, &cg, &e), -EOPNOTSUPP);
+	assert_err_has(e, "linux.resources.rdma: rdma controller not available");
+	assert_false(fake_exists("unified/kapsel/h"));
+	kapsel_error_free(steal_ptr(e));
+	fake_file("unified/cgroup.controllers", "hugetlb rdma");
+	fake_file("unified/cgroup.subtree_control", "hugetlb rdma");
+	if (kap_cgroup_create(fake_root, NULL, "h", &res, 0, &cg, &e) < 0)
+		fail_msg("create: %s", e->msg);
+	expect_file("unified/kapsel/h/rdma.max", "mlx5_1 hca_handle=3 hca_object=10000");
+	assert_int_equal(kap_cgroup_destroy(cg, &e), 0);
+	kap_cgroup_free(cg);
+}
+
 static void test_missing_controller(void **state)
 {
 	static const char *const few[] = {"cpu,cpuacct", "memory"};
@@ -388,6 +489,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_detect, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_existing_parent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_shared_parent_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_network_rdma_kernel_tcp, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_network_rdma_missing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_network_rdma_hybrid, setup_hybrid, teardown),
 	    cmocka_unit_test_setup_teardown(test_missing_controller, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hybrid, setup_hybrid, teardown),
 	};

@@ -444,6 +444,50 @@ static void test_bad_unified(void **state)
 	assert_false(fake_exists("pre/ctr"));
 }
 
+static void test_v1_only_resources(void **state)
+{
+	/* cgroup2 has no kernel TCP limit and no net_cls/net_prio: an error naming the field,
+	 * as crun gives, and nothing created. */
+	struct kap_net_priority prio[] = {{"eth0", 1}};
+	static const char *const msgs[] = {
+	    "linux.resources.memory.kernelTCP: not supported on cgroup v2",
+	    "linux.resources.network.classID: not supported on cgroup v2",
+	    "linux.resources.network.priorities: not supported on cgroup v2",
+	};
+	struct kap_resources res[] = {
+	    {.has_mem_kernel_tcp = true, .mem_kernel_tcp = 1 << 20},
+	    {.has_net_classid = true, .net_classid = 42},
+	    {.net_priorities = prio, .n_net_priorities = 1},
+	};
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(res); i++) {
+		struct kap_cgroup *cg = NULL;
+		cleanup_error struct kapsel_error *e = NULL;
+		assert_int_equal(kap_cgroup_create(fake_root, "/pre/ctr", "x", &res[i], 0, &cg, &e),
+				 -EOPNOTSUPP);
+		assert_err_has(e, msgs[i]);
+		assert_false(fake_exists("pre/ctr"));
+	}
+}
+
+static void test_rdma(void **state)
+{
+	struct kap_rdma_limit l[] = {{"mlx4_0", .has_hca_objects = true, .hca_objects = 7}};
+	struct kap_resources res = {.rdma = l, .n_rdma = 1};
+	struct kap_cgroup *cg = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	/* Not delegated here: named with the subtree_control that lacks it. */
+	assert_int_equal(kap_cgroup_create(fake_root, "/pre/ctr", "x", &res, 0, &cg, &e),
+			 -EOPNOTSUPP);
+	assert_err_has(e, "linux.resources.rdma: rdma controller not available");
+	assert_false(fake_exists("pre/ctr"));
+	kapsel_error_free(steal_ptr(e));
+	fake_file("pre/cgroup.subtree_control", ALL " rdma");
+	assert_int_equal(kap_cgroup_create(fake_root, "/pre/ctr", "x", &res, 0, &cg, &e), 0);
+	expect_file("pre/ctr/rdma.max", "mlx4_0 hca_object=7");
+	assert_int_equal(kap_cgroup_destroy(cg, &e), 0);
+	kap_cgroup_free(cg);
+}
+
 static void test_in_use(void **state)
 {
 	/* An existing, populated leaf is someone else's. */
@@ -578,6 +622,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_paths, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_unified, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_in_use, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_v1_only_resources, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rdma, setup, teardown),
 	    cmocka_unit_test(test_bpf_program),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

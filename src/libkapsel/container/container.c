@@ -32,6 +32,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/proc.h"
+#include "core/sealed.h"
 #include "core/syscalls.h"
 
 #define API __attribute__((visibility("default")))
@@ -192,7 +193,8 @@ static bool needs_cgroup_limits(const struct kap_spec *spec)
 	       r->has_cpu_quota || r->has_cpu_period || r->cpu_cpus || r->cpu_mems ||
 	       r->has_pids_limit || r->has_blkio_weight || r->n_throttle_read_bps ||
 	       r->n_throttle_write_bps || r->n_throttle_read_iops || r->n_throttle_write_iops ||
-	       r->n_hugepage_limits || r->n_unified;
+	       r->n_hugepage_limits || r->n_unified || r->has_mem_kernel_tcp ||
+	       r->has_net_classid || r->n_net_priorities || r->n_rdma;
 }
 
 /* Everything a failed create must undo. */
@@ -700,6 +702,29 @@ static int destroy(int rootfd_unused, const char *root, int dirfd, struct kap_st
 	return 0;
 }
 
+/*
+ * A create killed between making its cgroup and recording it in state.json leaves the cgroup
+ * known to nobody. config.json is in the state directory before any cgroup exists, so the
+ * path (cgroupsPath or /kapsel/<id>) follows from it and the id alone.
+ */
+static void remove_orphan_cgroup(int rootfd, const char *id)
+{
+	cleanup_close int dirfd =
+	    openat(rootfd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (dirfd < 0)
+		return; /* no state directory: create never got as far as a cgroup */
+	cleanup_spec struct kap_spec *spec = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	if (load_spec_copy(dirfd, &spec, &e) < 0) {
+		/* Killed before config.json was complete: no cgroup was made yet. */
+		kap_debug("delete --force %s: %s", id, e->msg);
+		return;
+	}
+	/* No cgroupfs (rootless, nested) is no reason to keep the state: say what stays. */
+	if (kap_cgroup_remove_orphan("/sys/fs/cgroup", spec->cgroups_path, id, &e) < 0)
+		kap_warn("delete --force %s: %s", id, e->msg);
+}
+
 API int kapsel_container_delete(const char *root, const char *id, bool force,
 				struct kapsel_error **err)
 {
@@ -707,12 +732,16 @@ API int kapsel_container_delete(const char *root, const char *id, bool force,
 	cleanup_close int dirfd = -EBADF;
 	cleanup_state struct kap_state *st = NULL;
 	cleanup_error struct kapsel_error *lerr = NULL;
+	if (force)
+		kap_sealed_sweep(root);
 	int r = kap_container_load(root, id, LOCK_EX, &dirfd, &st, &lerr);
 	if (r < 0 && force && kap_state_validate_id(id, NULL) == 0) {
 		/* A missing container, or a state directory without a usable state.json (create
 		 * was killed before recording anything): runc removes the directory and succeeds.
 		 */
 		cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (rootfd >= 0)
+			remove_orphan_cgroup(rootfd, id);
 		if (rootfd < 0 || kap_fs_rm_rf(rootfd, id) == 0)
 			return 0;
 	}

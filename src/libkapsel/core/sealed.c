@@ -9,7 +9,10 @@
  * through /proc/<pid>/exe then fail with EROFS. Without the privilege to mount (rootless), a
  * sealed memfd copy (F_SEAL_WRITE) does the same at the price of copying the binary.
  */
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
 #include <linux/memfd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,9 @@
 
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "core/fault.h"
+#include "core/log.h"
+#include "core/sealed.h"
 
 #define API __attribute__((visibility("default")))
 
@@ -43,15 +49,56 @@ static bool running_protected(void)
 	return seals >= 0 && (seals & SEALS) == SEALS;
 }
 
+#define EXE_PREFIX ".kapsel-exe."
+
+/*
+ * A runtime killed between creating its mount point and unlinking it leaves the file, and with
+ * it perhaps the bind mount, in the state root. The name carries the creator's pid so that a
+ * later runtime can tell a leftover from a mount point in use.
+ */
+void kap_sealed_sweep(const char *dir)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return;
+	cleanup_dir DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, EXE_PREFIX, strlen(EXE_PREFIX)))
+			continue;
+		/* ".kapsel-exe.<pid>.<hex>"; older names without a pid are left alone. */
+		const char *p = de->d_name + strlen(EXE_PREFIX);
+		char *end;
+		errno = 0;
+		long pid = strtol(p, &end, 10);
+		if (errno || end == p || *end != '.' || pid <= 0 || pid > INT32_MAX)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue; /* alive (or a reused pid: the next sweep gets it) */
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		/* Detach first: a mount point cannot be unlinked (EBUSY). */
+		while (umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
+			;
+		if (unlinkat(dfd, de->d_name, 0) == 0)
+			kap_debug("removed %s left by a killed runtime", path);
+	}
+}
+
 /* The read-only bind: returns an O_PATH fd of the binary on a detached read-only mount. */
 static int readonly_exe(const char *dir)
 {
 	char path[4096];
+	kap_sealed_sweep(dir);
 	for (int tries = 0; tries < 8; tries++) {
 		unsigned long rnd = 0;
 		if (getentropy(&rnd, sizeof(rnd)) < 0)
 			rnd = (unsigned long)getpid() * 2654435761u + (unsigned long)tries;
-		snprintf(path, sizeof(path), "%s/.kapsel-exe.%lx", dir, rnd);
+		snprintf(path, sizeof(path), "%s/" EXE_PREFIX "%d.%lx", dir, (int)getpid(), rnd);
 		int f = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (f < 0 && errno == EEXIST)
 			continue;
@@ -60,6 +107,7 @@ static int readonly_exe(const char *dir)
 		close(f);
 		int fd = -1;
 		if (mount("/proc/self/exe", path, NULL, MS_BIND, NULL) == 0) {
+			kap_fault_point("seal:mounted");
 			if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) == 0)
 				fd = open(path, O_PATH | O_CLOEXEC);
 			umount2(path, MNT_DETACH);

@@ -780,6 +780,103 @@ static int decode_memory(const struct kap_json *res, const char *path, struct ka
 	if ((rc = kap_json_read_bool(m, mp, "disableOOMKiller", &r->disable_oom_killer, err)) < 0)
 		return rc;
 	r->has_disable_oom_killer = rc > 0;
+	if ((rc = kap_json_read_int64(m, mp, "kernelTCP", &r->mem_kernel_tcp, err)) < 0)
+		return rc;
+	r->has_mem_kernel_tcp = rc > 0;
+	return 0;
+}
+
+/*
+ * A name that ends up inside a line written to a cgroup file ("eth0 5", "mlx5_1 hca_handle=3"):
+ * non-empty, shorter than max, no blank or control character that would split the line.
+ */
+static int check_cg_name(const char *s, size_t max, const char *what, struct kapsel_error **err)
+{
+	size_t n = strlen(s);
+	bool ok = n > 0 && n < max;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (unsigned char)s[i] > ' ' && s[i] != 0x7f && s[i] != '/';
+	if (ok)
+		return 0;
+	/* Shown on one line: control characters as '?'. */
+	char shown[72];
+	size_t k = 0;
+	for (; k < n && k < sizeof(shown) - 1; k++)
+		shown[k] = (unsigned char)s[k] < ' ' || s[k] == 0x7f ? '?' : s[k];
+	shown[k] = '\0';
+	return kap_error_plain(err, EINVAL, "%s: invalid name \"%s\"", what, shown);
+}
+
+/* config-linux.md#network: classID (net_cls), priorities (net_prio). */
+static int decode_network(const struct kap_json *res, const char *path, struct kap_resources *r,
+			  struct kapsel_error **err)
+{
+	struct kap_json *net, *arr;
+	char np[JPATH_MAX];
+	size_t n;
+	int rc = read_object(res, path, "network", &net, err);
+	if (rc <= 0)
+		return rc;
+	jkey(np, path, "network");
+	if ((rc = read_u32(net, np, "classID", &r->net_classid, err)) < 0)
+		return rc;
+	r->has_net_classid = rc > 0;
+	if ((rc = read_array(net, np, "priorities", &arr, &n, err)) < 0 ||
+	    (rc = alloc_array((void **)&r->net_priorities, n, sizeof(*r->net_priorities), np,
+			      "priorities", err)) < 0)
+		return rc;
+	r->n_net_priorities = n;
+	for (size_t i = 0; i < n; i++) {
+		struct kap_net_priority *p = &r->net_priorities[i];
+		struct kap_json *o;
+		char ep[JPATH_MAX], b[JPATH_MAX];
+		if ((rc = array_object_at(arr, np, "priorities", i, ep, &o, err)) < 0 ||
+		    (rc = read_required_string(o, ep, "name", &p->name, err)) < 0 ||
+		    (rc = check_cg_name(p->name, 16 /* IFNAMSIZ */, jkey(b, ep, "name"), err)) <
+			0 ||
+		    (rc = read_required_u32(o, ep, "priority", &p->priority, err)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* config-linux.md#rdma: {"<device>": {"hcaHandles": N, "hcaObjects": N}}. */
+static int decode_rdma(const struct kap_json *res, const char *path, struct kap_resources *r,
+		       struct kapsel_error **err)
+{
+	struct kap_json *map, *v;
+	char rp[JPATH_MAX];
+	const char *k;
+	int rc = read_object(res, path, "rdma", &map, err);
+	if (rc <= 0)
+		return rc;
+	jkey(rp, path, "rdma");
+	size_t n = 0;
+	for (struct kap_json_iter it = kap_json_iter(map); kap_json_iter_next(&it, &k, &v);)
+		n++;
+	if ((rc = alloc_array((void **)&r->rdma, n, sizeof(*r->rdma), path, "rdma", err)) < 0)
+		return rc;
+	for (struct kap_json_iter it = kap_json_iter(map); kap_json_iter_next(&it, &k, &v);) {
+		struct kap_rdma_limit *l = &r->rdma[r->n_rdma];
+		char ep[JPATH_MAX];
+		jkey(ep, rp, k);
+		if (!(l->device = strdup(k)))
+			return kap_error(err, ENOMEM, "%s", ep);
+		r->n_rdma++;
+		if ((rc = check_cg_name(k, 64, ep, err)) < 0)
+			return rc;
+		if (kap_json_type(v) != KAP_JSON_OBJECT)
+			return kap_error_plain(err, EINVAL, "%s: expected object", ep);
+		if ((rc = read_u32(v, ep, "hcaHandles", &l->hca_handles, err)) < 0)
+			return rc;
+		l->has_hca_handles = rc > 0;
+		if ((rc = read_u32(v, ep, "hcaObjects", &l->hca_objects, err)) < 0)
+			return rc;
+		l->has_hca_objects = rc > 0;
+		if (!l->has_hca_handles && !l->has_hca_objects)
+			return kap_error_plain(err, EINVAL, "%s: neither hcaHandles nor hcaObjects",
+					       ep);
+	}
 	return 0;
 }
 
@@ -1008,6 +1105,8 @@ static int decode_resources(const struct kap_json *obj, const char *path, struct
 	if ((rc = decode_blkio(obj, path, r, err)) < 0 ||
 	    (rc = decode_hugepages(obj, path, r, err)) < 0 ||
 	    (rc = decode_device_rules(obj, path, r, err)) < 0 ||
+	    (rc = decode_network(obj, path, r, err)) < 0 ||
+	    (rc = decode_rdma(obj, path, r, err)) < 0 ||
 	    (rc = read_string_map(obj, path, "unified", &r->unified_keys, &r->unified_values,
 				  &r->n_unified, err)) < 0)
 		return rc;
@@ -1048,6 +1147,12 @@ void kap_resources_clear(struct kap_resources *r)
 		free(r->hugepage_limits[i].page_size);
 	free(r->hugepage_limits);
 	free(r->devices);
+	for (size_t i = 0; i < r->n_net_priorities; i++)
+		free(r->net_priorities[i].name);
+	free(r->net_priorities);
+	for (size_t i = 0; i < r->n_rdma; i++)
+		free(r->rdma[i].device);
+	free(r->rdma);
 	free_string_map(r->unified_keys, r->unified_values, r->n_unified);
 	memset(r, 0, sizeof(*r));
 }

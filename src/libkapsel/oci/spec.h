@@ -124,6 +124,19 @@ struct kap_hugepage_limit {
 	uint64_t limit;
 };
 
+/* linux.resources.network.priorities[] (net_prio.ifpriomap) */
+struct kap_net_priority {
+	char *name; /* interface */
+	uint32_t priority;
+};
+
+/* linux.resources.rdma.<device> (rdma.max) */
+struct kap_rdma_limit {
+	char *device;
+	bool has_hca_handles, has_hca_objects;
+	uint32_t hca_handles, hca_objects;
+};
+
 /* Every field optional; has_* says whether it was given. Negative limits mean "unlimited". */
 struct kap_resources {
 	/* memory */
@@ -132,6 +145,16 @@ struct kap_resources {
 	uint64_t mem_swappiness;
 	bool disable_oom_killer;
 	bool has_disable_oom_killer;
+	bool has_mem_kernel_tcp;
+	int64_t mem_kernel_tcp;
+	/* network (cgroup v1 net_cls, net_prio) */
+	bool has_net_classid;
+	uint32_t net_classid;
+	struct kap_net_priority *net_priorities;
+	size_t n_net_priorities;
+	/* rdma */
+	struct kap_rdma_limit *rdma;
+	size_t n_rdma;
 	/* cpu */
 	bool has_cpu_shares, has_cpu_quota, has_cpu_period, has_cpu_rt_runtime, has_cpu_rt_period;
 	uint64_t cpu_shares, cpu_period, cpu_rt_period;

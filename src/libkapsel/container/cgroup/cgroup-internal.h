@@ -23,6 +23,9 @@ enum kap_cg_ctrl {
 	KAP_CG_BLKIO, /* v1 blkio; v2 calls it io */
 	KAP_CG_PIDS,
 	KAP_CG_HUGETLB,
+	KAP_CG_NET_CLS,	 /* v1 only */
+	KAP_CG_NET_PRIO, /* v1 only */
+	KAP_CG_RDMA,
 	KAP_CG__COUNT,
 };
 #define KAP_CG_BIT(c) (1u << (c))
@@ -157,6 +160,12 @@ int kap_cg_v1_is_frozen(const struct kap_cg_fd *d, bool *frozen, struct kapsel_e
 int kap_cg_v1_stats(const struct kap_cgroup_dir *dir, const struct kap_cg_fd *d,
 		    struct kap_json *stats, struct kapsel_error **err);
 int kap_cg_v1_oom_count(const struct kap_cg_fd *d, uint64_t *count, struct kapsel_error **err);
+
+/* "mlx5_1 hca_handle=3 hca_object=10000": one rdma.max line (the same file in v1 and v2). */
+int kap_cg_rdma_line(const struct kap_rdma_limit *l, char *buf, size_t size);
+/* Write res's rdma limits to d's rdma.max. */
+int kap_cg_rdma_apply(const struct kap_cg_fd *d, const struct kap_resources *res,
+		      struct kapsel_error **err);
 
 /* ---- cgroup-v2.c ---- */
 

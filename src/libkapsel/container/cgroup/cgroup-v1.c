@@ -122,7 +122,68 @@ static int v1_memory(const struct kap_cg_fd *d, const struct kap_resources *res,
 		if (r < 0)
 			return r;
 	}
+	if (res->has_mem_kernel_tcp && res->mem_kernel_tcp) {
+		/* cgroup-v1/memory.rst 2.7.2; unlike kmem.limit_in_bytes still honoured. */
+		r = kap_cg_writef(d, "memory.kmem.tcp.limit_in_bytes",
+				  "linux.resources.memory.kernelTCP", err, "%lld",
+				  (long long)(res->mem_kernel_tcp < 0 ? -1 : res->mem_kernel_tcp));
+		if (r < 0)
+			return r;
+	}
 	return 0;
+}
+
+/* cgroup-v1/net_cls.rst: the class id tagged on the container's packets. */
+static int v1_net_cls(const struct kap_cg_fd *d, const struct kap_resources *res,
+		      struct kapsel_error **err)
+{
+	return kap_cg_writef(d, "net_cls.classid", "linux.resources.network.classID", err, "%u",
+			     (unsigned)res->net_classid);
+}
+
+/* cgroup-v1/net_prio.rst: one "<ifname> <prio>" per write. */
+static int v1_net_prio(const struct kap_cg_fd *d, const struct kap_resources *res,
+		       struct kapsel_error **err)
+{
+	cleanup_cg_lines struct kap_cg_lines l = {.fd = -EBADF};
+	int r = kap_cg_lines_open(d, "net_prio.ifpriomap", "linux.resources.network.priorities", &l,
+				  err);
+	for (size_t i = 0; r >= 0 && i < res->n_net_priorities; i++) {
+		char line[64];
+		snprintf(line, sizeof(line), "%s %u", res->net_priorities[i].name,
+			 (unsigned)res->net_priorities[i].priority);
+		r = kap_cg_lines_write(d, &l, line, err);
+	}
+	return r;
+}
+
+int kap_cg_rdma_line(const struct kap_rdma_limit *l, char *buf, size_t size)
+{
+	/* cgroup-v1/rdma.rst: "<device> hca_handle=<n> hca_object=<n>", either key optional. */
+	int n = snprintf(buf, size, "%s", l->device);
+	if (n >= 0 && (size_t)n < size && l->has_hca_handles)
+		n +=
+		    snprintf(buf + n, size - (size_t)n, " hca_handle=%u", (unsigned)l->hca_handles);
+	if (n >= 0 && (size_t)n < size && l->has_hca_objects)
+		n +=
+		    snprintf(buf + n, size - (size_t)n, " hca_object=%u", (unsigned)l->hca_objects);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+int kap_cg_rdma_apply(const struct kap_cg_fd *d, const struct kap_resources *res,
+		      struct kapsel_error **err)
+{
+	cleanup_cg_lines struct kap_cg_lines l = {.fd = -EBADF};
+	int r = kap_cg_lines_open(d, "rdma.max", "linux.resources.rdma", &l, err);
+	for (size_t i = 0; r >= 0 && i < res->n_rdma; i++) {
+		char line[160];
+		if (kap_cg_rdma_line(&res->rdma[i], line, sizeof(line)) < 0)
+			return kap_error_plain(err, ENAMETOOLONG,
+					       "linux.resources.rdma.%s: too long",
+					       res->rdma[i].device);
+		r = kap_cg_lines_write(d, &l, line, err);
+	}
+	return r;
 }
 
 /*
@@ -390,8 +451,15 @@ int kap_cg_v1_apply(const struct kap_cgroup_dir *dirs, const int *fds, size_t n,
 		enum kap_cg_ctrl c;
 		v1_writer fn;
 	} order[] = {
-	    {KAP_CG_CPUSET, v1_cpuset},	  {KAP_CG_MEMORY, v1_memory}, {KAP_CG_CPU, v1_cpu},
-	    {KAP_CG_PIDS, v1_pids},	  {KAP_CG_BLKIO, v1_blkio},   {KAP_CG_HUGETLB, v1_hugetlb},
+	    {KAP_CG_CPUSET, v1_cpuset},
+	    {KAP_CG_MEMORY, v1_memory},
+	    {KAP_CG_CPU, v1_cpu},
+	    {KAP_CG_PIDS, v1_pids},
+	    {KAP_CG_BLKIO, v1_blkio},
+	    {KAP_CG_HUGETLB, v1_hugetlb},
+	    {KAP_CG_NET_CLS, v1_net_cls},
+	    {KAP_CG_NET_PRIO, v1_net_prio},
+	    {KAP_CG_RDMA, kap_cg_rdma_apply},
 	    {KAP_CG_DEVICES, v1_devices},
 	};
 	for (size_t k = 0; k < KAP_ARRAY_SIZE(order); k++) {

@@ -110,7 +110,8 @@ static int needs(const struct kap_resources *res, struct need *n, size_t max, si
 		 struct kapsel_error **err)
 {
 	static const enum kap_cg_ctrl ctrls[] = {KAP_CG_MEMORY, KAP_CG_CPU,   KAP_CG_CPUSET,
-						 KAP_CG_PIDS,	KAP_CG_BLKIO, KAP_CG_HUGETLB};
+						 KAP_CG_PIDS,	KAP_CG_BLKIO, KAP_CG_HUGETLB,
+						 KAP_CG_RDMA};
 	*count = 0;
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(ctrls); i++) {
 		const char *what = kap_cg_requested(res, ctrls[i]);
@@ -150,6 +151,20 @@ static bool in_list(const char *list, const char *name)
 int kap_cg_v2_check(const struct kap_cg_fd *leaf, const char *deleg_dir,
 		    const struct kap_resources *res, struct kapsel_error **err)
 {
+	/*
+	 * cgroup2 has no kernel TCP memory limit and no net_cls/net_prio (network classes are
+	 * eBPF's business there): refused, as crun does, rather than ignored.
+	 */
+	if (res->has_mem_kernel_tcp && res->mem_kernel_tcp)
+		return kap_error_plain(err, EOPNOTSUPP,
+				       "linux.resources.memory.kernelTCP: not supported on cgroup "
+				       "v2 (no memory.kmem.tcp.limit_in_bytes)");
+	const char *net = kap_cg_requested(res, KAP_CG_NET_CLS);
+	if (net || (net = kap_cg_requested(res, KAP_CG_NET_PRIO)))
+		return kap_error_plain(err, EOPNOTSUPP,
+				       "%s: not supported on cgroup v2 (net_cls and net_prio are "
+				       "cgroup v1 controllers)",
+				       net);
 	struct need n[16];
 	size_t count;
 	int r = needs(res, n, KAP_ARRAY_SIZE(n), &count, err);
@@ -406,6 +421,8 @@ int kap_cg_v2_apply(const struct kap_cg_fd *leaf, const struct kap_resources *re
 		r = v2_io(leaf, res, err);
 	if (r >= 0 && res->n_hugepage_limits)
 		r = v2_hugetlb(leaf, res, err);
+	if (r >= 0 && res->n_rdma)
+		r = kap_cg_rdma_apply(leaf, res, err); /* cgroup-v2.rst "RDMA" */
 	/* Verbatim, last: the user's explicit cgroup2 values win over converted ones. */
 	for (size_t i = 0; r >= 0 && i < res->n_unified; i++) {
 		r = kap_cg_v2_unified_key_check(res->unified_keys[i], err);

@@ -25,6 +25,7 @@
 #include "container/cgroup/cgroup-internal.h"
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -34,9 +35,10 @@
 #define MAX_HIERARCHIES 64
 
 static const char *const ctrl_names[KAP_CG__COUNT] = {
-    [KAP_CG_CPU] = "cpu",	[KAP_CG_CPUACCT] = "cpuacct", [KAP_CG_CPUSET] = "cpuset",
-    [KAP_CG_MEMORY] = "memory", [KAP_CG_DEVICES] = "devices", [KAP_CG_FREEZER] = "freezer",
-    [KAP_CG_BLKIO] = "blkio",	[KAP_CG_PIDS] = "pids",	      [KAP_CG_HUGETLB] = "hugetlb",
+    [KAP_CG_CPU] = "cpu",	  [KAP_CG_CPUACCT] = "cpuacct",	  [KAP_CG_CPUSET] = "cpuset",
+    [KAP_CG_MEMORY] = "memory",	  [KAP_CG_DEVICES] = "devices",	  [KAP_CG_FREEZER] = "freezer",
+    [KAP_CG_BLKIO] = "blkio",	  [KAP_CG_PIDS] = "pids",	  [KAP_CG_HUGETLB] = "hugetlb",
+    [KAP_CG_NET_CLS] = "net_cls", [KAP_CG_NET_PRIO] = "net_prio", [KAP_CG_RDMA] = "rdma",
 };
 
 const char *kap_cg_ctrl_name(enum kap_cg_ctrl c, bool v2)
@@ -85,6 +87,8 @@ const char *kap_cg_requested(const struct kap_resources *r, enum kap_cg_ctrl c)
 			return "linux.resources.memory.swappiness";
 		if (r->has_disable_oom_killer && r->disable_oom_killer)
 			return "linux.resources.memory.disableOOMKiller";
+		if (r->has_mem_kernel_tcp && r->mem_kernel_tcp)
+			return "linux.resources.memory.kernelTCP";
 		return NULL;
 	case KAP_CG_CPU:
 		if (r->has_cpu_shares && r->cpu_shares)
@@ -128,6 +132,14 @@ const char *kap_cg_requested(const struct kap_resources *r, enum kap_cg_ctrl c)
 		return r->n_hugepage_limits ? "linux.resources.hugepageLimits" : NULL;
 	case KAP_CG_DEVICES:
 		return r->n_devices ? "linux.resources.devices" : NULL;
+	case KAP_CG_NET_CLS:
+		/* runc: classID 0 is no class. */
+		return r->has_net_classid && r->net_classid ? "linux.resources.network.classID"
+							    : NULL;
+	case KAP_CG_NET_PRIO:
+		return r->n_net_priorities ? "linux.resources.network.priorities" : NULL;
+	case KAP_CG_RDMA:
+		return r->n_rdma ? "linux.resources.rdma" : NULL;
 	case KAP_CG_CPUACCT:
 	case KAP_CG_FREEZER:
 	case KAP_CG__COUNT:
@@ -777,6 +789,11 @@ static int destroy_within(const struct kap_cgroup *cg, long long wait_ns, struct
 				walked = true;
 				continue;
 			}
+			if ((errno == EBUSY || errno == ENOTEMPTY) && !is_leaf(cg, p))
+				/* A parent this container created (default /kapsel) that others
+				 * still use: it goes with the last of them, and busy is no error.
+				 */
+				break;
 			if (errno == EBUSY && now_ns() < deadline) {
 				/* Tasks still exiting (cgroup-v2.rst: "Removing cgroups"). */
 				sleep_ms(ms);
@@ -834,9 +851,13 @@ static int open_leaves(const struct kap_cgroup *cg, struct open_dirs *o, struct 
 	return 0;
 }
 
-/* mkdir the path of dir i component by component below its mount point. */
-static int make_dir(struct kap_cgroup *cg, size_t i, const char *mnt, struct open_dirs *o,
-		    struct kapsel_error **err)
+/*
+ * mkdir the path of dir i component by component below its mount point. *again is set, with
+ * nothing reported, when a parent vanished under the walk (another container's delete removed
+ * a shared parent such as /kapsel between our EEXIST and our next mkdirat).
+ */
+static int make_dir_once(struct kap_cgroup *cg, size_t i, const char *mnt, struct open_dirs *o,
+			 bool *again, struct kapsel_error **err)
 {
 	const struct kap_cgroup_dir *d = &cg->dirs[i];
 	cleanup_close int cur = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -860,11 +881,21 @@ static int make_dir(struct kap_cgroup *cg, size_t i, const char *mnt, struct ope
 		p += len;
 		built[p - d->path] = '\0';
 		created = mkdirat(cur, comp, 0755) == 0;
+		if (!created && errno == ENOENT) {
+			/* cur itself was removed: a dead cgroup directory takes no children. */
+			*again = true;
+			return -ENOENT;
+		}
 		if (!created && errno != EEXIST)
 			return kap_error(err, errno, "mkdir %s", built);
 		int nfd = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (nfd < 0) {
 			int e = errno;
+			if (e == ENOENT) {
+				/* Removed between our mkdirat and the open. */
+				*again = true;
+				return -ENOENT;
+			}
 			if (created)
 				unlinkat(cur, comp, AT_REMOVEDIR);
 			return kap_error(err, e, "open %s", built);
@@ -915,6 +946,35 @@ static int make_dir(struct kap_cgroup *cg, size_t i, const char *mnt, struct ope
 		return kap_error_plain(err, EEXIST, "cgroup %s already in use", d->path);
 	o->fds[o->n++] = steal_fd(cur);
 	return 0;
+}
+
+/* Walks retried after a parent vanished; each retry needs another concurrent removal. */
+#define MAKE_DIR_TRIES 64
+
+static int make_dir(struct kap_cgroup *cg, size_t i, const char *mnt, struct open_dirs *o,
+		    struct kapsel_error **err)
+{
+	for (int t = 0; t < MAKE_DIR_TRIES; t++) {
+		size_t mark = cg->n_created;
+		bool again = false;
+		int r = make_dir_once(cg, i, mnt, o, &again, err);
+		if (!again)
+			return r;
+		/*
+		 * What this walk made and someone removed since is no longer ours to remove on
+		 * delete (the name may be another container's by then): forget it.
+		 */
+		size_t k = mark;
+		for (size_t j = mark; j < cg->n_created; j++) {
+			if (access(cg->created[j], F_OK) == 0)
+				cg->created[k++] = cg->created[j];
+			else
+				free(cg->created[j]);
+		}
+		cg->n_created = k;
+	}
+	return kap_error_plain(err, EAGAIN, "mkdir %s: its parents kept being removed",
+			       cg->dirs[i].path);
 }
 
 static const struct kap_cgroup_dir *find_v2(const struct kap_cgroup *cg, size_t *idx)
@@ -973,16 +1033,23 @@ static int apply(const struct kap_cgroup *cg, const struct open_dirs *o,
 		unsigned skip = 0;
 		if (!v1_has(cg, KAP_CG_HUGETLB) && v2)
 			skip |= KAP_CG_BIT(KAP_CG_HUGETLB);
+		if (!v1_has(cg, KAP_CG_RDMA) && v2)
+			skip |= KAP_CG_BIT(KAP_CG_RDMA);
 		if (res->n_unified && !v2)
 			return kap_error_plain(
 			    err, EOPNOTSUPP, "linux.resources.unified: needs a cgroup2 hierarchy");
 		r = kap_cg_v1_apply(cg->dirs, o->fds, cg->n_dirs, res, skip, err);
 		if (r < 0 || !v2)
 			return r;
-		/* Hybrid: only hugetlb (without a v1 hugetlb mount) and unified go to cgroup2. */
-		if (skip) {
+		/* Hybrid: only hugetlb and rdma (without a v1 mount of theirs) and unified go to
+		 * cgroup2. */
+		if (skip & KAP_CG_BIT(KAP_CG_HUGETLB)) {
 			sub.hugepage_limits = res->hugepage_limits;
 			sub.n_hugepage_limits = res->n_hugepage_limits;
+		}
+		if (skip & KAP_CG_BIT(KAP_CG_RDMA)) {
+			sub.rdma = res->rdma;
+			sub.n_rdma = res->n_rdma;
 		}
 		sub.unified_keys = res->unified_keys;
 		sub.unified_values = res->unified_values;
@@ -1043,6 +1110,8 @@ int kap_cgroup_create(const char *root, const char *cgroups_path, const char *id
 	if (r >= 0 && pid > 0)
 		r = enter_fds(cg, o.fds, pid, err);
 	if (r >= 0) {
+		/* Made but not yet in any state file: what delete --force must find alone. */
+		kap_fault_point("cgroup:made");
 		*out = steal_ptr(cg);
 		goto out;
 	}
@@ -1052,6 +1121,38 @@ out:
 	open_dirs_clear(&o);
 	kap_cg_layout_clear(&l);
 	return r < 0 ? r : 0;
+}
+
+int kap_cgroup_remove_orphan(const char *root, const char *cgroups_path, const char *id,
+			     struct kapsel_error **err)
+{
+	struct kap_cg_layout l;
+	int r = kap_cg_layout_detect(root, &l, err);
+	if (r < 0)
+		return r;
+	cleanup_cgroup struct kap_cgroup *cg = calloc(1, sizeof(*cg));
+	if (!cg) {
+		kap_cg_layout_clear(&l);
+		return kap_error(err, ENOMEM, "cgroup");
+	}
+	r = resolve_dirs(cg, &l, cgroups_path, id, err);
+	kap_cg_layout_clear(&l);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < cg->n_dirs; i++) {
+		const char *p = cg->dirs[i].path;
+		/*
+		 * rmdir removes only an empty cgroup: one with tasks or children is someone
+		 * else's (no process of this container existed before its state was written).
+		 */
+		if (rmdir(p) == 0)
+			kap_debug("removed orphaned cgroup %s", p);
+		else if (errno == EBUSY || errno == ENOTEMPTY)
+			kap_warn("cgroup %s is in use: left alone", p);
+		else if (errno != ENOENT)
+			return kap_error(err, errno, "rmdir %s", p);
+	}
+	return 0;
 }
 
 int kap_cgroup_enter(const struct kap_cgroup *cg, pid_t pid, struct kapsel_error **err)

@@ -56,6 +56,14 @@ int kap_cgroup_detect(const char *root, enum kap_cgroup_mode *mode, struct kapse
 int kap_cgroup_create(const char *root, const char *cgroups_path, const char *id,
 		      const struct kap_resources *res, pid_t pid, struct kap_cgroup **out,
 		      struct kapsel_error **err);
+/*
+ * delete --force of a container whose create was killed before it recorded its cgroup: remove
+ * the container's own leaf (cgroupsPath or "/kapsel/<id>", resolved as kap_cgroup_create does)
+ * in every hierarchy where it exists and is empty. Parents are left: nothing says this
+ * container made them, and kapsel removes only what it made.
+ */
+int kap_cgroup_remove_orphan(const char *root, const char *cgroups_path, const char *id,
+			     struct kapsel_error **err);
 /* Move pid into the container's cgroup in every hierarchy (exec). */
 int kap_cgroup_enter(const struct kap_cgroup *cg, pid_t pid, struct kapsel_error **err);
 /*
