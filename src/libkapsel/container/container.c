@@ -7,6 +7,7 @@
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -558,24 +559,47 @@ static int start_locked(int dirfd, struct kap_state *st, struct kapsel_error **e
 	if (s != KAP_STATUS_CREATED)
 		return kap_error_plain(err, EINVAL, "cannot start container %s: it is %s", st->id,
 				       kap_status_name(s));
+	/* A writer that cannot open finds no reader: the init (which holds the fifo O_RDWR)
+	 * is gone. */
 	cleanup_close int fifo = openat(dirfd, "exec.fifo", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fifo < 0 && errno == ENXIO)
 		return kap_error_plain(err, ESRCH, "cannot start container %s: its init exited",
 				       st->id);
 	if (fifo < 0)
 		return kap_error(err, errno, "open exec.fifo of %s", st->id);
-	if (write(fifo, "0", 1) != 1)
+	/*
+	 * The init keeps its fifo fd, close-on-exec, until execve: the hangup seen by a reader
+	 * when that last writer goes says the program runs (or the init died). A fifo reader
+	 * only reports POLLHUP for writers that opened after it did (pipe_poll compares the
+	 * writer counter), hence the reader first, then the writer that sends the byte.
+	 */
+	cleanup_close int done = openat(dirfd, "exec.fifo", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (done < 0)
+		return kap_error(err, errno, "open exec.fifo of %s", st->id);
+	cleanup_close int go = openat(dirfd, "exec.fifo", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (go < 0)
+		return kap_error(err, errno, "open exec.fifo of %s", st->id);
+	if (write(go, "0", 1) != 1)
 		return kap_error(err, errno, "start container %s", st->id);
+	close(steal_fd(go));
+	close(steal_fd(fifo));
 	unlinkat(dirfd, "exec.fifo", 0);
+	/* events = 0: the byte still unread by the init must not wake us, only the hangup. */
+	struct pollfd p = {.fd = done, .events = 0};
+	int pr;
+	do
+		pr = poll(&p, 1, -1);
+	while (pr < 0 && errno == EINTR);
+	if (pr < 0)
+		return kap_error(err, errno, "start container %s: wait for its exec", st->id);
 
-	/* poststart failures are warnings (runtime-spec config.md#poststart). */
+	/* poststart failures are warnings, logged by kap_hooks_run (config.md#poststart). */
 	cleanup_spec struct kap_spec *spec = NULL;
 	cleanup_error struct kapsel_error *e = NULL;
 	if (st->hooks_poststart && load_spec_copy(dirfd, &spec, &e) == 0 &&
 	    spec->hooks.n[KAP_HOOK_POSTSTART]) {
 		cleanup_free char *sj = state_json_text(st, "running");
-		if (kap_hooks_run(&spec->hooks, KAP_HOOK_POSTSTART, sj, &e) < 0)
-			kap_warn("%s", e->msg);
+		kap_hooks_run(&spec->hooks, KAP_HOOK_POSTSTART, sj, NULL);
 	}
 	return 0;
 }

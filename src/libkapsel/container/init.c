@@ -235,7 +235,15 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 	while (n < 0 && errno == EINTR);
 	if (n != 1)
 		_exit(127);
-	close(fifo);
+	/*
+	 * The fifo stays open, close-on-exec, until execve: it is the last writer, and `start`
+	 * waits for the hangup that its closing causes, so that `start` returns and poststart
+	 * hooks run only once the container's program runs (runtime-spec runtime.md#start: the
+	 * process is started, config.md#poststart). A failed execve or a death before it also
+	 * closes it, so `start` never waits forever.
+	 */
+	if (fcntl(fifo, F_SETFD, FD_CLOEXEC) < 0)
+		_exit(127);
 
 	if (spec->hooks.n[KAP_HOOK_START_CONTAINER] &&
 	    kap_hooks_run(&spec->hooks, KAP_HOOK_START_CONTAINER, NULL, &err) < 0) {
@@ -251,6 +259,9 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 			_exit(127);
 		}
 	}
+	/* An ignored signal survives execve: the program starts with SIGPIPE as POSIX defines it,
+	 * whatever the hooks or the runtime's caller did to it. */
+	signal(SIGPIPE, SIG_DFL);
 	execve(ctx->exec_path, proc->args, proc->env ? proc->env : (char *[]){NULL});
 	dprintf(STDERR_FILENO, "kapsel: exec %s: %s\n", ctx->exec_path, strerror(errno));
 	_exit(127);
