@@ -194,3 +194,133 @@ def test_sigpipe_default_in_container_and_hooks(kap, make_bundle, cid, tmp_path)
         for i in range(2):
             status = (out / f"{kind}-{i}").read_text()
             assert not sigpipe_ignored(status), f"hooks.{kind}[{i}] runs with SIGPIPE ignored"
+
+
+# config-linux.md#namespaces: "If a namespace type is not specified in the namespaces array,
+# the container MUST inherit the runtime namespace of that type."
+NS_FILES = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "mount": "mnt",
+            "cgroup": "cgroup"}
+
+
+def private_mount_ns(kapsel, kroot, script, tmp_path):
+    """Run script under sh with $K = kapsel --root kroot, in a throwaway private mount
+    namespace: mounts made by a container that shares the runtime's stay in there."""
+    env = dict(os.environ, K=f"{kapsel} --root {kroot}", T=str(tmp_path))
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def without_ns(types, keep_hostname=False):
+    def edit(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                    if n["type"] not in types]
+        c["root"]["readonly"] = False
+        if not keep_hostname:
+            del c["hostname"]
+    return edit
+
+
+def ns_report():
+    return "; ".join(f"readlink /proc/self/ns/{f}" for f in NS_FILES.values())
+
+
+def test_omitted_namespaces_are_inherited(kap, make_bundle, cid):
+    """pid, network, ipc, uts and cgroup left out: the container shares the runtime's."""
+    omit = ("pid", "network", "ipc", "uts", "cgroup")
+    b = make_bundle(["sh", "-c", ns_report()], edit=without_ns(omit))
+    r = kap("run", "-b", b, cid)
+    assert r.returncode == 0, r.stderr
+    got = dict(zip(NS_FILES, r.stdout.split()))
+    for t in omit:
+        assert got[t] == os.readlink(f"/proc/self/ns/{NS_FILES[t]}"), (t, got)
+    assert got["mount"] != os.readlink("/proc/self/ns/mnt")
+
+
+def test_omitted_mount_namespace_is_inherited(kapsel, kroot, make_bundle, tmp_path):
+    """runtime-tools linux_ns_itype: every type left out, mount included. The container is
+    chrooted into its rootfs; `exec` lands there too, not on the host."""
+    b = make_bundle(["sh", "-c", ns_report() + "; ls /; test -e /work && echo LEAK; true"],
+                    edit=without_ns(tuple(NS_FILES)))
+    sleeper = make_bundle(["sleep", "30"], edit=without_ns(tuple(NS_FILES)))
+    script = f"""
+        readlink /proc/self/ns/mnt > $T/runtime-mnt
+        $K run -b {b} c1 > $T/out || exit 1
+        $K create -b {sleeper} c2 && $K start c2 || exit 2
+        $K exec c2 sh -c 'ls /bin/busybox; test -e /work && echo LEAK; true' > $T/exec || exit 3
+        $K delete --force c2
+    """
+    r = private_mount_ns(kapsel, kroot, script, tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = (tmp_path / "out").read_text()
+    got = dict(zip(NS_FILES, out.split()))
+    assert got["mount"] == (tmp_path / "runtime-mnt").read_text().strip(), got
+    for t in ("pid", "network", "ipc", "uts", "cgroup"):
+        assert got[t] == os.readlink(f"/proc/self/ns/{NS_FILES[t]}"), (t, got)
+    assert "bin" in out.split() and "LEAK" not in out, out
+    ex = (tmp_path / "exec").read_text()
+    assert "/bin/busybox" in ex and "LEAK" not in ex, ex
+
+
+@pytest.mark.parametrize("field,edit", [
+    ("root.readonly", lambda c: c["root"].update(readonly=True)),
+    ("linux.rootfsPropagation", lambda c: c["linux"].update(rootfsPropagation="shared")),
+])
+def test_no_mount_namespace_refuses_host_mount_changes(kapsel, kroot, make_bundle, tmp_path,
+                                                       field, edit):
+    """Negative: without a mount namespace the rootfs's mount is the host's: kapsel refuses
+    to make it read-only or change its propagation, with one line naming the field."""
+    def both(c):
+        without_ns(("mount",))(c)
+        edit(c)
+    b = make_bundle(["true"], edit=both)
+    r = private_mount_ns(kapsel, kroot, f"$K run -b {b} c1", tmp_path)
+    assert r.returncode != 0
+    assert field in r.stderr and "mount namespace" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# config.md#hostname with a uts namespace joined by path: runc and crun set it in there.
+def test_hostname_in_joined_uts_namespace(kapsel, kroot, make_bundle, tmp_path):
+    host = socket.gethostname()
+    nsfile = tmp_path / "uts"
+
+    def edit(c):
+        c["hostname"] = "joined-uts"
+        for n in c["linux"]["namespaces"]:
+            if n["type"] == "uts":
+                n["path"] = str(nsfile)
+    b = make_bundle(["hostname"], edit=edit)
+    script = f"""
+        touch {nsfile} && unshare --uts={nsfile} true || exit 9
+        $K run -b {b} c1 > $T/out || exit 1
+        nsenter --uts={nsfile} hostname > $T/after
+        umount {nsfile}
+    """
+    r = private_mount_ns(kapsel, kroot, script, tmp_path)
+    assert socket.gethostname() == host, "the host's hostname changed"
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out").read_text().strip() == "joined-uts"
+    assert (tmp_path / "after").read_text().strip() == "joined-uts"
+
+
+@pytest.mark.parametrize("case", ["no-uts", "runtime-uts"])
+def test_hostname_refused_without_own_uts_namespace(kap, make_bundle, cid, case):
+    """Negative: hostname with no uts namespace listed, or with the runtime's own one joined,
+    would rename the host: refused, naming the field."""
+    host = socket.gethostname()
+
+    def edit(c):
+        c["hostname"] = "must-not-happen"
+        if case == "no-uts":
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                        if n["type"] != "uts"]
+        else:
+            for n in c["linux"]["namespaces"]:
+                if n["type"] == "uts":
+                    n["path"] = f"/proc/{os.getpid()}/ns/uts"
+    b = make_bundle(["hostname"], edit=edit)
+    r = kap("run", "-b", b, cid)
+    assert socket.gethostname() == host, "the host's hostname changed"
+    assert r.returncode != 0
+    assert r.stderr.startswith("kapsel: hostname:") and "uts namespace" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -146,9 +146,40 @@ static int check_spec(const struct kap_spec *spec, const struct kapsel_create_op
 		return kap_error_plain(err, EINVAL, "process: missing");
 	if (!spec->process->args || !spec->process->args[0])
 		return kap_error_plain(err, EINVAL, "process.args: must not be empty");
-	if (!spec->namespaces[KAP_NS_MNT].enabled)
-		return kap_error_plain(err, EINVAL,
-				       "linux.namespaces: a mount namespace is required");
+	/*
+	 * A namespace type not listed is the runtime's (config-linux.md#namespaces), mount
+	 * included: the container is then chrooted into its rootfs and its mounts land in the
+	 * runtime's mount namespace, as with runc and crun. What would change the mount that
+	 * holds the rootfs, which then is the host's, is refused.
+	 */
+	if (!spec->namespaces[KAP_NS_MNT].enabled) {
+		if (spec->root_readonly)
+			return kap_error_plain(err, EINVAL,
+					       "root.readonly: needs a mount namespace in "
+					       "linux.namespaces");
+		if (spec->rootfs_propagation)
+			return kap_error_plain(
+			    err, EINVAL,
+			    "linux.rootfsPropagation: needs a mount namespace in "
+			    "linux.namespaces");
+	}
+	const struct kap_namespace *uts = &spec->namespaces[KAP_NS_UTS];
+	const char *uts_field = spec->hostname && *spec->hostname	? "hostname"
+				: spec->domainname && *spec->domainname ? "domainname"
+									: NULL;
+	if (uts_field && !uts->enabled)
+		return kap_error_plain(err, EINVAL, "%s: needs a uts namespace in linux.namespaces",
+				       uts_field);
+	if (uts_field && uts->path) {
+		/* Joining the runtime's own uts namespace would rename the host. */
+		struct stat a, b;
+		if (stat(uts->path, &a) == 0 && stat("/proc/self/ns/uts", &b) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return kap_error_plain(err, EINVAL,
+					       "%s: linux.namespaces uts path %s is the runtime's "
+					       "own uts namespace",
+					       uts_field, uts->path);
+	}
 	if (spec->process->terminal && !o->console_socket && (!run_mode || o->detach))
 		return kap_error_plain(err, EINVAL,
 				       "process.terminal is true: --console-socket is required "

@@ -103,7 +103,9 @@ static int setup_namespaces_late(struct kap_init_ctx *ctx, struct kapsel_error *
 		snprintf(ctx->cgroup_self, sizeof(ctx->cgroup_self), "%s", cg);
 	if (ctx->new_ns[KAP_NS_CGROUP] && unshare(CLONE_NEWCGROUP) < 0)
 		return kap_error(err, errno, "unshare cgroup namespace");
-	if (ctx->new_ns[KAP_NS_UTS]) {
+	/* A uts namespace joined by path is the container's too (runc and crun set the name
+	 * there); check_spec refused one that is the runtime's own. */
+	if (ctx->new_ns[KAP_NS_UTS] || spec->namespaces[KAP_NS_UTS].path) {
 		if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
 			return kap_error(err, errno, "hostname: set \"%s\"", spec->hostname);
 		if (spec->domainname &&
@@ -111,7 +113,7 @@ static int setup_namespaces_late(struct kap_init_ctx *ctx, struct kapsel_error *
 			return kap_error(err, errno, "domainname: set \"%s\"", spec->domainname);
 	} else if (spec->hostname && *spec->hostname) {
 		return kap_error_plain(err, EINVAL,
-				       "hostname: needs a new uts namespace in linux.namespaces");
+				       "hostname: needs a uts namespace in linux.namespaces");
 	}
 	return 0;
 }
