@@ -7,6 +7,7 @@
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -126,9 +127,40 @@ static int check_spec(const struct kap_spec *spec, const struct kapsel_create_op
 		return kap_error_plain(err, EINVAL, "process: missing");
 	if (!spec->process->args || !spec->process->args[0])
 		return kap_error_plain(err, EINVAL, "process.args: must not be empty");
-	if (!spec->namespaces[KAP_NS_MNT].enabled)
-		return kap_error_plain(err, EINVAL,
-				       "linux.namespaces: a mount namespace is required");
+	/*
+	 * A namespace type not listed is the runtime's (config-linux.md#namespaces), mount
+	 * included: the container is then chrooted into its rootfs and its mounts land in the
+	 * runtime's mount namespace, as with runc and crun. What would change the mount that
+	 * holds the rootfs, which then is the host's, is refused.
+	 */
+	if (!spec->namespaces[KAP_NS_MNT].enabled) {
+		if (spec->root_readonly)
+			return kap_error_plain(err, EINVAL,
+					       "root.readonly: needs a mount namespace in "
+					       "linux.namespaces");
+		if (spec->rootfs_propagation)
+			return kap_error_plain(
+			    err, EINVAL,
+			    "linux.rootfsPropagation: needs a mount namespace in "
+			    "linux.namespaces");
+	}
+	const struct kap_namespace *uts = &spec->namespaces[KAP_NS_UTS];
+	const char *uts_field = spec->hostname && *spec->hostname	? "hostname"
+				: spec->domainname && *spec->domainname ? "domainname"
+									: NULL;
+	if (uts_field && !uts->enabled)
+		return kap_error_plain(err, EINVAL, "%s: needs a uts namespace in linux.namespaces",
+				       uts_field);
+	if (uts_field && uts->path) {
+		/* Joining the runtime's own uts namespace would rename the host. */
+		struct stat a, b;
+		if (stat(uts->path, &a) == 0 && stat("/proc/self/ns/uts", &b) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return kap_error_plain(err, EINVAL,
+					       "%s: linux.namespaces uts path %s is the runtime's "
+					       "own uts namespace",
+					       uts_field, uts->path);
+	}
 	if (spec->process->terminal && !o->console_socket && (!run_mode || o->detach))
 		return kap_error_plain(err, EINVAL,
 				       "process.terminal is true: --console-socket is required "
@@ -562,24 +594,47 @@ static int start_locked(int dirfd, struct kap_state *st, struct kapsel_error **e
 	if (s != KAP_STATUS_CREATED)
 		return kap_error_plain(err, EINVAL, "cannot start container %s: it is %s", st->id,
 				       kap_status_name(s));
+	/* A writer that cannot open finds no reader: the init (which holds the fifo O_RDWR)
+	 * is gone. */
 	cleanup_close int fifo = openat(dirfd, "exec.fifo", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fifo < 0 && errno == ENXIO)
 		return kap_error_plain(err, ESRCH, "cannot start container %s: its init exited",
 				       st->id);
 	if (fifo < 0)
 		return kap_error(err, errno, "open exec.fifo of %s", st->id);
-	if (write(fifo, "0", 1) != 1)
+	/*
+	 * The init keeps its fifo fd, close-on-exec, until execve: the hangup seen by a reader
+	 * when that last writer goes says the program runs (or the init died). A fifo reader
+	 * only reports POLLHUP for writers that opened after it did (pipe_poll compares the
+	 * writer counter), hence the reader first, then the writer that sends the byte.
+	 */
+	cleanup_close int done = openat(dirfd, "exec.fifo", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (done < 0)
+		return kap_error(err, errno, "open exec.fifo of %s", st->id);
+	cleanup_close int go = openat(dirfd, "exec.fifo", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (go < 0)
+		return kap_error(err, errno, "open exec.fifo of %s", st->id);
+	if (write(go, "0", 1) != 1)
 		return kap_error(err, errno, "start container %s", st->id);
+	close(steal_fd(go));
+	close(steal_fd(fifo));
 	unlinkat(dirfd, "exec.fifo", 0);
+	/* events = 0: the byte still unread by the init must not wake us, only the hangup. */
+	struct pollfd p = {.fd = done, .events = 0};
+	int pr;
+	do
+		pr = poll(&p, 1, -1);
+	while (pr < 0 && errno == EINTR);
+	if (pr < 0)
+		return kap_error(err, errno, "start container %s: wait for its exec", st->id);
 
-	/* poststart failures are warnings (runtime-spec config.md#poststart). */
+	/* poststart failures are warnings, logged by kap_hooks_run (config.md#poststart). */
 	cleanup_spec struct kap_spec *spec = NULL;
 	cleanup_error struct kapsel_error *e = NULL;
 	if (st->hooks_poststart && load_spec_copy(dirfd, &spec, &e) == 0 &&
 	    spec->hooks.n[KAP_HOOK_POSTSTART]) {
 		cleanup_free char *sj = state_json_text(st, "running");
-		if (kap_hooks_run(&spec->hooks, KAP_HOOK_POSTSTART, sj, &e) < 0)
-			kap_warn("%s", e->msg);
+		kap_hooks_run(&spec->hooks, KAP_HOOK_POSTSTART, sj, NULL);
 	}
 	return 0;
 }

@@ -64,7 +64,8 @@ int kap_security_user_caps(const struct kap_process *p, bool in_userns, struct k
 
 int kap_security_lsm(const struct kap_process *p, struct kapsel_error **err);
 
-/* container/hooks.c: run hooks with the state JSON on stdin. */
+/* container/hooks.c: run hooks with the state JSON on stdin. poststart and poststop failures
+ * are logged as warnings and the remaining hooks still run: those kinds always return 0. */
 int kap_hooks_run(const struct kap_hooks *hooks, enum kap_hook_kind kind, const char *state_json,
 		  struct kapsel_error **err);
 

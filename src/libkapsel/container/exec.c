@@ -247,6 +247,7 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 	int nsfd[KAP_NS_COUNT];
 	for (int t = 0; t < KAP_NS_COUNT; t++)
 		nsfd[t] = -1;
+	int croot = -1; /* the init's root, for a container without a mount namespace */
 	/* Already in a nested one (an exec from inside rootless `kapsel run`'s namespace) counts
 	 * too: setgroups may be denied there. */
 	bool in_userns = kap_userns_nested();
@@ -265,6 +266,17 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		}
 		if (t == KAP_NS_USER)
 			in_userns = true;
+	}
+	if (nsfd[KAP_NS_MNT] < 0) {
+		/* The container shares our mount namespace (config-linux.md#namespaces): it is a
+		 * chroot, and setns would not put us in it. Enter the init's root instead. */
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/root", st->pid);
+		croot = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (croot < 0) {
+			r = kap_error(err, errno, "open %s", path);
+			goto out;
+		}
 	}
 	int sync[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) {
@@ -333,6 +345,11 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 			}
 			if (nsfd[t] >= 0)
 				close(nsfd[t]);
+		}
+		if (croot >= 0 && (fchdir(croot) < 0 || chroot(".") < 0 || chdir("/") < 0)) {
+			kap_error(&e, errno, "enter the root of container %s", o->id);
+			kap_sync_send_error(sync[1], e);
+			_exit(127);
 		}
 		pid_t gc = fork();
 		if (gc == 0)
@@ -406,6 +423,8 @@ out:
 	for (int t = 0; t < KAP_NS_COUNT; t++)
 		if (nsfd[t] >= 0)
 			close(nsfd[t]);
+	if (croot >= 0)
+		close(croot);
 	kap_seccomp_free(sc);
 	kap_process_free(proc);
 	return r;

@@ -2,6 +2,10 @@
 /*
  * OCI hooks (runtime-spec config.md#posix-platform-hooks): each hook is executed with the
  * container state on stdin, its own args/env, and an optional timeout after which it is killed.
+ * prestart, createRuntime, createContainer and startContainer failures fail the operation; a
+ * failing poststart or poststop hook is only a warning and the hooks after it still run
+ * (config.md#posix-platform-hooks: "the runtime MUST log a warning, but the remaining hooks and
+ * lifecycle continue as if the hook had succeeded").
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -14,6 +18,7 @@
 #include "container/container.h"
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/syscalls.h"
 
 static const char *const hook_names[] = {"prestart",	   "createRuntime", "createContainer",
@@ -32,6 +37,9 @@ static int run_one(const struct kap_hook *h, const char *kind, size_t idx, const
 		return kap_error(err, errno, "hooks.%s[%zu]: fork", kind, idx);
 	}
 	if (pid == 0) {
+		/* An earlier hook's write may have left SIGPIPE ignored in this process (see
+		 * below). */
+		signal(SIGPIPE, SIG_DFL);
 		dup2(pipefd[0], STDIN_FILENO);
 		char *const default_args[] = {(char *)h->path, NULL};
 		execve(h->path, h->args && h->args[0] ? h->args : default_args,
@@ -40,10 +48,14 @@ static int run_one(const struct kap_hook *h, const char *kind, size_t idx, const
 	}
 	close(pipefd[0]);
 	if (state) {
-		/* The hook may not read stdin at all: a failed write is not its failure. */
-		signal(SIGPIPE, SIG_IGN);
+		/* The hook may not read stdin at all: a failed write is not its failure. The
+		 * disposition is restored at once: this process may be the container's init, and an
+		 * ignored signal survives execve into the container's program. */
+		struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+		sigaction(SIGPIPE, &ign, &old);
 		ssize_t w = write(pipefd[1], state, strlen(state));
 		(void)w;
+		sigaction(SIGPIPE, &old, NULL);
 	}
 	close(pipefd[1]);
 
@@ -82,10 +94,21 @@ static int run_one(const struct kap_hook *h, const char *kind, size_t idx, const
 int kap_hooks_run(const struct kap_hooks *hooks, enum kap_hook_kind kind, const char *state_json,
 		  struct kapsel_error **err)
 {
+	bool warn_only = kind == KAP_HOOK_POSTSTART || kind == KAP_HOOK_POSTSTOP;
 	for (size_t i = 0; i < hooks->n[kind]; i++) {
-		int r = run_one(&hooks->list[kind][i], hook_names[kind], i, state_json, err);
-		if (r < 0)
+		struct kapsel_error *e = NULL;
+		int r = run_one(&hooks->list[kind][i], hook_names[kind], i, state_json, &e);
+		if (r < 0 && !warn_only) {
+			if (err)
+				*err = e;
+			else
+				kapsel_error_free(e);
 			return r;
+		}
+		if (r < 0) {
+			kap_warn("%s", e->msg);
+			kapsel_error_free(e);
+		}
 	}
 	return 0;
 }

@@ -107,7 +107,9 @@ static int setup_namespaces_late(struct kap_init_ctx *ctx, struct kapsel_error *
 		snprintf(ctx->cgroup_self, sizeof(ctx->cgroup_self), "%s", cg);
 	if (ctx->new_ns[KAP_NS_CGROUP] && unshare(CLONE_NEWCGROUP) < 0)
 		return kap_error(err, errno, "unshare cgroup namespace");
-	if (ctx->new_ns[KAP_NS_UTS]) {
+	/* A uts namespace joined by path is the container's too (runc and crun set the name
+	 * there); check_spec refused one that is the runtime's own. */
+	if (ctx->new_ns[KAP_NS_UTS] || spec->namespaces[KAP_NS_UTS].path) {
 		if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
 			return kap_error(err, errno, "hostname: set \"%s\"", spec->hostname);
 		if (spec->domainname &&
@@ -115,7 +117,7 @@ static int setup_namespaces_late(struct kap_init_ctx *ctx, struct kapsel_error *
 			return kap_error(err, errno, "domainname: set \"%s\"", spec->domainname);
 	} else if (spec->hostname && *spec->hostname) {
 		return kap_error_plain(err, EINVAL,
-				       "hostname: needs a new uts namespace in linux.namespaces");
+				       "hostname: needs a uts namespace in linux.namespaces");
 	}
 	return 0;
 }
@@ -235,7 +237,15 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 	while (n < 0 && errno == EINTR);
 	if (n != 1)
 		_exit(127);
-	close(fifo);
+	/*
+	 * The fifo stays open, close-on-exec, until execve: it is the last writer, and `start`
+	 * waits for the hangup that its closing causes, so that `start` returns and poststart
+	 * hooks run only once the container's program runs (runtime-spec runtime.md#start: the
+	 * process is started, config.md#poststart). A failed execve or a death before it also
+	 * closes it, so `start` never waits forever.
+	 */
+	if (fcntl(fifo, F_SETFD, FD_CLOEXEC) < 0)
+		_exit(127);
 
 	if (spec->hooks.n[KAP_HOOK_START_CONTAINER] &&
 	    kap_hooks_run(&spec->hooks, KAP_HOOK_START_CONTAINER, NULL, &err) < 0) {
@@ -251,6 +261,9 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 			_exit(127);
 		}
 	}
+	/* An ignored signal survives execve: the program starts with SIGPIPE as POSIX defines it,
+	 * whatever the hooks or the runtime's caller did to it. */
+	signal(SIGPIPE, SIG_DFL);
 	execve(ctx->exec_path, proc->args, proc->env ? proc->env : (char *[]){NULL});
 	dprintf(STDERR_FILENO, "kapsel: exec %s: %s\n", ctx->exec_path, strerror(errno));
 	_exit(127);

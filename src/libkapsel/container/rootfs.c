@@ -227,14 +227,21 @@ static int setup_dev(struct kap_init_ctx *ctx, int rootfd, struct kapsel_error *
 int kap_rootfs_prepare(struct kap_init_ctx *ctx, int *rootfd, struct kapsel_error **err)
 {
 	const struct kap_spec *spec = ctx->spec;
-	/* Our mount events must never propagate to the host. */
-	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-		return kap_error(err, errno, "make / rslave");
-	/* A bind of the rootfs onto itself makes it a mount point, as pivot_root requires. */
-	if (mount(ctx->rootfs, ctx->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
-		return kap_error(err, errno, "root.path: bind %s", ctx->rootfs);
-	if (mount(NULL, ctx->rootfs, NULL, MS_PRIVATE, NULL) < 0)
-		return kap_error(err, errno, "make %s private", ctx->rootfs);
+	/* Without a mount namespace of its own the container shares the runtime's: changing the
+	 * propagation of "/" or stacking a bind on the rootfs would change the host's mount
+	 * tree. The config's mounts still land under the rootfs (kap_mount_one confines them),
+	 * and stay there, visible to the host, as the spec's inheritance means. */
+	if (spec->namespaces[KAP_NS_MNT].enabled) {
+		/* Our mount events must never propagate to the host. */
+		if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+			return kap_error(err, errno, "make / rslave");
+		/* A bind of the rootfs onto itself makes it a mount point, as pivot_root
+		 * requires. */
+		if (mount(ctx->rootfs, ctx->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+			return kap_error(err, errno, "root.path: bind %s", ctx->rootfs);
+		if (mount(NULL, ctx->rootfs, NULL, MS_PRIVATE, NULL) < 0)
+			return kap_error(err, errno, "make %s private", ctx->rootfs);
+	}
 	int fd = open(ctx->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return kap_error(err, errno, "root.path: open %s", ctx->rootfs);
@@ -249,6 +256,15 @@ int kap_rootfs_pivot(struct kap_init_ctx *ctx, int rootfd, struct kapsel_error *
 {
 	if (fchdir(rootfd) < 0)
 		return kap_error(err, errno, "chdir to rootfs");
+	if (!ctx->spec->namespaces[KAP_NS_MNT].enabled) {
+		/* pivot_root would swap the root of the runtime's (the host's) mount namespace:
+		 * chroot is all there is, as in runc and crun (docs/security.md). */
+		if (chroot(".") < 0)
+			return kap_error(err, errno, "chroot to %s", ctx->rootfs);
+		if (chdir("/") < 0)
+			return kap_error(err, errno, "chdir /");
+		return 0;
+	}
 	if (ctx->no_pivot) {
 		if (mount(ctx->rootfs, "/", NULL, MS_MOVE, NULL) < 0)
 			return kap_error(err, errno, "move rootfs to /");
