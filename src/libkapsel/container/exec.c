@@ -322,10 +322,11 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 			_exit(127);
 		}
 		kap_cgroup_join_close(&join);
-		int keep[KAP_NS_COUNT + 2];
+		int keep[KAP_NS_COUNT + 3];
 		size_t nkeep = 0;
 		keep[nkeep++] = sync[1];
 		keep[nkeep++] = kap_log_fd();
+		keep[nkeep++] = croot;
 		for (int t = 0; t < KAP_NS_COUNT; t++)
 			keep[nkeep++] = nsfd[t];
 		if (kap_proc_close_fds_except((unsigned)o->preserve_fds, keep, nkeep) < 0) {
@@ -351,6 +352,8 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 			kap_sync_send_error(sync[1], e);
 			_exit(127);
 		}
+		if (croot >= 0)
+			close(croot);
 		pid_t gc = fork();
 		if (gc == 0)
 			exec_child(sync[1], proc, sc, o->preserve_fds, in_userns);
