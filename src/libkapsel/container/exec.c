@@ -354,10 +354,13 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		}
 		if (croot >= 0)
 			close(croot);
-		pid_t gc = fork();
+		pid_t gc = kap_sync_fork_announced(sync[1]);
 		if (gc == 0)
 			exec_child(sync[1], proc, sc, o->preserve_fds, in_userns);
-		kap_sync_send(sync[1], KAP_SYNC_PID, gc, NULL, -1);
+		if (gc < 0) {
+			kap_error(&e, -gc, "fork the exec process");
+			kap_sync_send_error(sync[1], e);
+		}
 		_exit(gc < 0 ? 127 : 0);
 	}
 	close(sync[1]);

@@ -122,16 +122,15 @@ _Noreturn void kap_ns_stage1(struct kap_init_ctx *ctx)
 	}
 	if (ctx->new_ns[KAP_NS_TIME] && write_time_offsets(spec, &err) < 0)
 		goto fail;
-	pid_t pid = fork();
+	pid_t pid = kap_sync_fork_announced(ctx->sync_fd);
 	if (pid < 0) {
-		kap_error(&err, errno, "fork container init");
+		kap_error(&err, -pid, "fork container init");
 		goto fail;
 	}
 	if (pid == 0) {
 		/* The init: it keeps the sync socket and goes on like a directly cloned one. */
 		kap_init_main(ctx);
 	}
-	kap_sync_send(ctx->sync_fd, KAP_SYNC_PID, pid, NULL, -1);
 	_exit(0);
 fail:
 	kap_sync_send_error(ctx->sync_fd, err);

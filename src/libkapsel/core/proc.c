@@ -177,3 +177,29 @@ int kap_proc_close_fds_except(unsigned preserve, const int *keep, size_t n)
 		return -errno;
 	return 0;
 }
+
+pid_t kap_sync_fork_announced(int sync)
+{
+	int gate[2];
+	if (pipe2(gate, O_CLOEXEC) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(gate[0]);
+		close(gate[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		close(gate[1]);
+		char c;
+		while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+			;
+		close(gate[0]);
+		return 0;
+	}
+	close(gate[0]);
+	kap_sync_send(sync, KAP_SYNC_PID, pid, NULL, -1);
+	close(gate[1]); /* EOF: the child goes on */
+	return pid;
+}

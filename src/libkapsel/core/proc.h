@@ -42,6 +42,14 @@ void kap_sync_send_error(int sock, const struct kapsel_error *err);
 int kap_sync_expect(int sock, enum kap_sync_type want, struct kap_sync_msg *msg, int *fd,
 		    struct kapsel_error **err);
 
+/*
+ * fork() for an intermediate process: the parent sends KAP_SYNC_PID with the child's pid over
+ * sync, and only then lets the child go on (a pipe it waits on). Without the gate, a child
+ * scheduled first could send READY (or HOOKS) before the runtime knows its pid, and both
+ * would wait for each other forever. Returns the pid, 0 in the child, or -errno.
+ */
+pid_t kap_sync_fork_announced(int sync);
+
 /* Send / receive one fd over a unix socket with a short payload (console socket protocol). */
 int kap_send_fd(int sock, int fd, const char *payload);
 /* Start time of pid (field 22 of /proc/PID/stat) and its state letter; -ESRCH if gone. */
