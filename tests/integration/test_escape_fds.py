@@ -176,6 +176,8 @@ def with_sysctl(sysctl, namespaces=None):
         c["linux"]["sysctl"] = sysctl
         if namespaces is not None:
             c["linux"]["namespaces"] = [{"type": t} for t in namespaces]
+            if "uts" not in namespaces:
+                c.pop("hostname", None)
         c["process"]["args"] = ["true"]
     return edit
 
