@@ -81,28 +81,26 @@ SLOW_START = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "sleep
 
 
 @pytest.mark.parametrize("slow,tries", [(False, 30), (True, 5)], ids=["plain", "slow-start"])
-def test_signal_right_after_start_reaches_program(kap, make_bundle, tmp_path, slow, tries):
-    out = tmp_path / "out"
-    out.mkdir()
-    script = 'trap "echo got > /out/got; exit 0" USR1; while :; do sleep 0.01; done'
-
+def test_start_returns_once_program_runs(kap, make_bundle, tmp_path, slow, tries):
+    """What `start` guarantees: when it returns, the container process has executed its
+    program (runtime.md#start). /proc/<pid>/exe is read at once, from here: the program, never
+    the runtime. (A signal sent at that moment may still beat the program's own handler setup
+    — a shell's `trap` runs after execve, and a pid-namespace init drops unhandled signals —
+    so that is not something a runtime can promise, and not what this checks.)"""
     def edit(c):
-        c["mounts"].append({"destination": "/out", "type": "bind", "source": str(out),
-                            "options": ["rbind", "rw"]})
         if slow:
             c["hooks"] = SLOW_START
-    b = make_bundle(["sh", "-c", script], edit=edit)
+    b = make_bundle(["sh", "-c", "while :; do sleep 0.01; done"], edit=edit)
     for i in range(tries):
         cid = f"sig-{os.getpid()}-{i}"
         kap("create", "-b", b, cid, check=True)
         pid = kap.state(cid)["pid"]
         kap("start", cid, check=True)
-        # At once, from here: a `kapsel kill` process would start too slowly to lose the race.
-        os.kill(pid, signal.SIGUSR1)
+        exe = os.readlink(f"/proc/{pid}/exe")
+        kap("kill", cid, "SIGKILL", check=True)
         wait_stopped(kap, cid)
         kap("delete", cid, check=True)
-        assert (out / "got").exists(), f"try {i}: SIGUSR1 reached the shell before its trap"
-        (out / "got").unlink()
+        assert exe.endswith("/busybox"), f"try {i}: start returned while the init was {exe}"
 
 
 def test_kill_command_right_after_start(kap, make_bundle, tmp_path):
