@@ -9,6 +9,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -156,12 +157,26 @@ def test_rootless_tmp_fallback(kapsel, user, prep, needle):
     private mount namespace with its own tmpfs on /tmp: the host's /tmp is never touched."""
     if not shutil.which("unshare"):
         pytest.skip("needs unshare (util-linux)")
-    script = ("mount -t tmpfs -o mode=1777 tmpfs /tmp && " + (prep.format(user=USER) + " && "
+    # A checkout under /tmp (a clean clone there) must stay reachable under the new tmpfs:
+    # keep the old /tmp aside and bind the checkout's top directory back.
+    keep, saved = "", None
+    if kapsel.startswith("/tmp/"):
+        top = "/tmp/" + kapsel.split("/")[2]
+        saved = tempfile.mkdtemp(prefix="kapsel-test-tmp.", dir="/run")
+        keep = (f"saved={saved} && mount --rbind /tmp $saved && "
+                f"mount -t tmpfs -o mode=1777 tmpfs /tmp && mkdir -p {top} && "
+                f"mount --rbind $saved/{top[5:]} {top} && ")
+    script = (keep + ("" if keep else "mount -t tmpfs -o mode=1777 tmpfs /tmp && ") +
+              (prep.format(user=USER) + " && "
               if prep else "") + f"runuser -u {USER} -- env -i PATH=/usr/bin:/bin "
               f"ASAN_OPTIONS=detect_leaks=0 {kapsel} images -q; echo rc=$?; "
               "stat -c '%n %U %a' /tmp/.local /tmp/.local/share /tmp/.local/share/kapsel")
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                       capture_output=True, text=True, timeout=60)
+    try:
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            script], capture_output=True, text=True, timeout=60)
+    finally:
+        if saved:
+            os.rmdir(saved)
     if "rc=" not in r.stdout:
         pytest.skip(f"no private mount namespace here: {r.stderr.strip()}")
     if needle is None:
