@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Builds the outer guest's initramfs for scripts/vm-tests.sh: busybox-static, the init of
 scripts/nested/init, and the kernel modules the outer guest needs (virtio-pci, 9p over virtio,
-overlayfs, kvm-amd, tun) with everything they depend on, in load order. Dependencies come
+overlayfs, kvm-amd, tun, bridge) with everything they depend on, in load order. Dependencies come
 from each module's own `.modinfo` `depends=` field, so no depmod (kmod) is needed on the host.
 
 usage: mkinitramfs.py KROOT OUT.cpio   (KROOT: a `dpkg -x` of a linux-image-*-amd64 .deb)"""
@@ -16,7 +16,7 @@ BUSYBOX = "/bin/busybox"
 # What the init uses; their dependencies are added. Built-in ones (modules.builtin) are fine
 # to be missing; any other missing module is an error.
 WANTED = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "irqbypass", "kvm",
-          "kvm_amd", "tun", "loop"]
+          "kvm_amd", "tun", "bridge", "loop"]
 
 
 def modname(path):
