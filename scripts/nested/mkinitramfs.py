@@ -1,0 +1,105 @@
+#!/usr/bin/python3
+"""Builds the outer guest's initramfs for scripts/vm-tests.sh: busybox-static, the init of
+scripts/nested/init, and the kernel modules the outer guest needs (virtio-pci, 9p over virtio,
+overlayfs, kvm-amd, tun, bridge) with everything they depend on, in load order. Dependencies come
+from each module's own `.modinfo` `depends=` field, so no depmod (kmod) is needed on the host.
+
+usage: mkinitramfs.py KROOT OUT.cpio   (KROOT: a `dpkg -x` of a linux-image-*-amd64 .deb)"""
+import glob
+import lzma
+import os
+import stat
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUSYBOX = "/bin/busybox"
+# What the init uses; their dependencies are added. Built-in ones (modules.builtin) are fine
+# to be missing; any other missing module is an error.
+WANTED = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "irqbypass", "kvm",
+          "kvm_amd", "tun", "bridge", "loop"]
+
+
+def modname(path):
+    return os.path.basename(path).split(".ko")[0].replace("-", "_")
+
+
+def read_ko(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return lzma.decompress(data) if path.endswith(".xz") else data
+
+
+def depends(data):
+    # .modinfo holds NUL-separated key=value strings; a module has exactly one depends= entry
+    # (empty when it depends on nothing).
+    i = data.find(b"\0depends=")
+    if i < 0:
+        return []
+    end = data.index(b"\0", i + 1)
+    val = data[i + len(b"\0depends="):end].decode()
+    return [d.replace("-", "_") for d in val.split(",") if d]
+
+
+def cpio_newc(entries):
+    """An uncompressed newc archive: entries of (name, mode, data)."""
+    out = bytearray()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
+        nb = name.encode() + b"\0"
+        hdr = "070701" + "".join(f"{v:08x}" for v in (
+            ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
+        out += hdr.encode() + nb
+        out += b"\0" * (-len(out) % 4)
+        out += data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def main():
+    kroot, out = sys.argv[1], sys.argv[2]
+    mdirs = glob.glob(os.path.join(kroot, "lib", "modules", "*"))
+    if len(mdirs) != 1:
+        sys.exit(f"mkinitramfs: {kroot}/lib/modules: expected one kernel version, "
+                 f"found {len(mdirs)}")
+    paths = {}
+    for p in glob.glob(os.path.join(mdirs[0], "kernel", "**", "*.ko*"), recursive=True):
+        paths.setdefault(modname(p), p)
+    with open(os.path.join(mdirs[0], "modules.builtin")) as f:
+        builtin = {modname(line.strip()) for line in f if line.strip()}
+
+    order, seen, blobs = [], set(), {}
+
+    def visit(name):
+        if name in seen:
+            return
+        seen.add(name)
+        if name not in paths:
+            if name in builtin:
+                return
+            sys.exit(f"mkinitramfs: module {name} not in {mdirs[0]} (neither a .ko nor built in)")
+        data = read_ko(paths[name])
+        for d in depends(data):
+            visit(d)
+        blobs[name] = data
+        order.append(name)
+
+    for m in WANTED:
+        visit(m)
+
+    with open(BUSYBOX, "rb") as f:
+        bb = f.read()
+    with open(os.path.join(HERE, "init"), "rb") as f:
+        init = f.read()
+    d = stat.S_IFDIR | 0o755
+    entries = [(n, d, b"") for n in ("bin", "dev", "proc", "sys", "lib", "lower", "rw",
+                                     "newroot", "job")]
+    entries += [("bin/busybox", stat.S_IFREG | 0o755, bb),
+                ("bin/sh", stat.S_IFLNK | 0o777, b"busybox"),
+                ("init", stat.S_IFREG | 0o755, init),
+                ("lib/modules.order", stat.S_IFREG | 0o644, ("\n".join(order) + "\n").encode())]
+    entries += [(f"lib/{m}.ko", stat.S_IFREG | 0o644, blobs[m]) for m in order]
+    with open(out, "wb") as f:
+        f.write(cpio_newc(entries))
+
+
+if __name__ == "__main__":
+    main()
