@@ -1,7 +1,6 @@
 #!/bin/sh
 # Install, build (ASan/UBSan, -Werror), and run every test: format check, unit tests,
-# integration tests as root, the VM tests (nested under QEMU TCG where /dev/kvm lacks hardware
-# virtualization: scripts/vm-tests.sh), and a short run of every fuzzer.
+# integration tests as root, and a short run of every fuzzer.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -19,12 +18,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== unit tests"
 meson test -C build-asan --print-errorlogs
 echo "== integration tests"
-KAPSEL="$PWD/$bin" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider \
-	--ignore-glob='*/integration/test_vm*.py' tests/integration "$@"
-# The VM tests need hardware-virtualization semantics: directly where /dev/kvm has them, else
-# inside an outer guest under QEMU TCG with nested SVM (scripts/vm-tests.sh says which and why).
-echo "== VM tests"
-KAPSEL="$PWD/$bin" ./scripts/vm-tests.sh
+KAPSEL="$PWD/$bin" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration "$@"
 if [ -x tests/fuzz/run.sh ]; then
 	echo "== fuzzers (short)"
 	tests/fuzz/run.sh "${FUZZ_SECONDS:-10}"

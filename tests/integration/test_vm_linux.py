@@ -25,6 +25,18 @@ pytestmark = [
 ]
 
 
+def run_guest(cmd, timeout):
+    """Run a Linux guest; on timeout, fail with the end of its console, which says where the
+    boot stopped (a bare TimeoutExpired shows only the first bytes)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) \
+            else (e.stdout or "")
+        tail = "\n".join(out.splitlines()[-40:])
+        pytest.fail(f"the guest did not finish within {timeout} s; its console ended:\n{tail}")
+
+
 def guest_mips():
     """Times 2 * n instructions (dec; jnz) inside a guest with the get-time hypercall."""
     n = 2_000_000
@@ -91,10 +103,9 @@ def test_linux_boots_to_initramfs(tmp_path):
         ("bin/sh", stat.S_IFLNK | 0o777, b"busybox"),
         ("init", stat.S_IFREG | 0o755, init.encode()),
     ]))
-    r = subprocess.run([KAPSEL, "vm", "run", "--kernel", kernel, "--initrd", str(initrd),
-                        "--mem", "512M", "--cpus", "2",
-                        "--cmdline", "console=ttyS0 reboot=k panic=-1 rdinit=/init"],
-                       capture_output=True, text=True, timeout=120)
+    r = run_guest([KAPSEL, "vm", "run", "--kernel", kernel, "--initrd", str(initrd),
+                   "--mem", "512M", "--cpus", "2",
+                   "--cmdline", "console=ttyS0 reboot=k panic=-1 rdinit=/init"], 120)
     assert MARKER in r.stdout, r.stdout[-3000:] + r.stderr
     assert r.returncode == 0, r.stderr
 

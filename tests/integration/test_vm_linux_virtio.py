@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from conftest import KAPSEL
-from test_vm_linux import MIN_MIPS, cpio_newc, fetch_kernel, guest_mips
+from test_vm_linux import MIN_MIPS, cpio_newc, fetch_kernel, guest_mips, run_guest
 
 MARKER = "KAPSEL-VIRTIO-OK"
 # Loaded in this order when present as modules (built-in ones are simply absent): each after
@@ -121,12 +121,11 @@ def test_linux_virtio_blk_and_net(tmp_path, transport):
         subprocess.run(nsx + ["ip", "tuntap", "add", "dev", "ktap0", "mode", "tap"], check=True)
         subprocess.run(nsx + ["ip", "addr", "add", "10.0.2.1/24", "dev", "ktap0"], check=True)
         subprocess.run(nsx + ["ip", "link", "set", "ktap0", "up"], check=True)
-        r = subprocess.run(nsx + [KAPSEL, "vm", "run", "--kernel", kernel, "--initrd",
-                                  str(initrd), "--mem", "512M", "--cpus", "2",
-                                  "--transport", transport,
-                                  "--disk", f"{disk},format=raw", "--net", "tap=ktap0",
-                                  "--cmdline", "console=ttyS0 reboot=k panic=-1 rdinit=/init"],
-                           capture_output=True, text=True, timeout=180)
+        r = run_guest(nsx + [KAPSEL, "vm", "run", "--kernel", kernel, "--initrd",
+                             str(initrd), "--mem", "512M", "--cpus", "2",
+                             "--transport", transport,
+                             "--disk", f"{disk},format=raw", "--net", "tap=ktap0",
+                             "--cmdline", "console=ttyS0 reboot=k panic=-1 rdinit=/init"], 180)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     assert "from-the-disk" in r.stdout, r.stdout[-3000:] + r.stderr
