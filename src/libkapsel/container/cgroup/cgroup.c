@@ -856,6 +856,14 @@ static int open_leaves(const struct kap_cgroup *cg, struct open_dirs *o, struct 
  * nothing reported, when a parent vanished under the walk (another container's delete removed
  * a shared parent such as /kapsel between our EEXIST and our next mkdirat).
  */
+/* Whether a v1 cpuset directory has no cpus yet (made a moment ago, not filled in). */
+static bool cpuset_unset(int fd, const char *dir)
+{
+	struct kap_cg_fd d = {fd, dir};
+	char buf[16];
+	return kap_cg_read(&d, "cpuset.cpus", buf, sizeof(buf), NULL) == 0;
+}
+
 static int make_dir_once(struct kap_cgroup *cg, size_t i, const char *mnt, struct open_dirs *o,
 			 bool *again, struct kapsel_error **err)
 {
@@ -905,13 +913,16 @@ static int make_dir_once(struct kap_cgroup *cg, size_t i, const char *mnt, struc
 			unlinkat(cur, comp, AT_REMOVEDIR);
 			return kap_error(err, ENOMEM, "mkdir %s", built);
 		}
-		if (created && (d->mask & KAP_CG_BIT(KAP_CG_CPUSET))) {
+		if ((d->mask & KAP_CG_BIT(KAP_CG_CPUSET)) &&
+		    (created || cpuset_unset(nfd, built))) {
 			/* A new v1 cpuset has empty cpus/mems and refuses tasks until they are set
-			 * (cgroup-v1/cpusets.rst 2.1). */
+			 * (cgroup-v1/cpusets.rst 2.1). A parent that a concurrent create made an
+			 * instant ago may still be empty too: fill it, or our child copies nothing
+			 * and the join fails with ENOSPC. */
+			cleanup_free char *cdir = strdup(built);
 			char *slash = strrchr(built, '/');
 			*slash = '\0';
-			struct kap_cg_fd pd = {cur, built},
-					 cd = {nfd, cg->created[cg->n_created - 1]};
+			struct kap_cg_fd pd = {cur, built}, cd = {nfd, cdir ? cdir : built};
 			int r = kap_cg_v1_cpuset_copy(&pd, &cd, err);
 			*slash = '/';
 			if (r < 0) {
