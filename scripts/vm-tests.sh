@@ -20,6 +20,7 @@
 #   KAPSEL_NESTED_CACHE    where the .deb is kept and unpacked (default /var/cache/kapsel-nested)
 #   KAPSEL_NESTED_TIMEOUT  seconds the whole outer guest may run (default 1200)
 #   KAPSEL_NESTED_MEM      outer guest memory (default 4G); KAPSEL_NESTED_CPUS (default 2)
+#   KAPSEL_NESTED_TCG_THREAD  QEMU's TCG threading, multi (default) or single
 set -eu
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -133,7 +134,7 @@ start=$(date +%s)
 # into QEMU's exit. The console goes to this terminal and to $job/console.log.
 {
 	qrc=0
-	timeout -k 10 "$timeout" qemu-system-x86_64 -accel tcg,thread=multi -cpu max \
+	timeout -k 10 "$timeout" qemu-system-x86_64 -accel "tcg,thread=${KAPSEL_NESTED_TCG_THREAD:-multi}" -cpu max \
 		-smp "${KAPSEL_NESTED_CPUS:-2}" -m "${KAPSEL_NESTED_MEM:-4G}" \
 		-nodefaults -no-user-config -display none -no-reboot \
 		-chardev stdio,id=con,signal=off -serial chardev:con \
