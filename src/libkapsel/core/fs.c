@@ -90,6 +90,20 @@ int kap_fs_write_atomic(int dirfd, const char *name, const void *data, size_t le
 	return 0;
 }
 
+DIR *kap_fs_opendir_at(int dirfd, const char *path, int flags)
+{
+	int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | flags);
+	if (fd < 0)
+		return NULL;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return d;
+}
+
 int kap_fs_write_pid_file(const char *path, pid_t pid, struct kapsel_error **err)
 {
 	char buf[32];

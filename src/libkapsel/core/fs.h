@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* File-system helpers: bounded reads, atomic writes, and path resolution confined to a root. */
 #pragma once
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -34,5 +35,8 @@ int kap_fs_mkdir_in_root(int root_fd, const char *path, mode_t mode, bool file,
 			 struct kapsel_error **err);
 /* Remove dirfd/name recursively without following symlinks or crossing mounts. */
 int kap_fs_rm_rf(int dirfd, const char *name);
+/* opendir of path relative to dirfd (flags added to O_RDONLY | O_DIRECTORY | O_CLOEXEC):
+ * NULL with errno set on failure, the fd never leaked. */
+DIR *kap_fs_opendir_at(int dirfd, const char *path, int flags);
 /* "/proc/self/fd/N" for handing O_PATH fds to mount(2). buf must hold 32 bytes. */
 const char *kap_fs_fd_path(int fd, char *buf);

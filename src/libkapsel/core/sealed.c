@@ -30,6 +30,7 @@
 #include "core/cleanup.h"
 #include "core/error.h"
 #include "core/fault.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/sealed.h"
 
@@ -58,14 +59,10 @@ static bool running_protected(void)
  */
 void kap_sealed_sweep(const char *dir)
 {
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(AT_FDCWD, dir, 0);
+	if (!d)
 		return;
-	cleanup_dir DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return;
-	}
+	int dfd = dirfd(d);
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		if (strncmp(de->d_name, EXE_PREFIX, strlen(EXE_PREFIX)))

@@ -146,14 +146,9 @@ static bool tmp_entry_locked(int fd)
  * an entry whose creator has not taken its lock yet is spared. */
 static void clean_tmp(struct kap_store *s, bool all)
 {
-	int fd = openat(s->dfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(s->dfd, "tmp", O_NOFOLLOW);
+	if (!d)
 		return;
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
 	time_t now = time(NULL);
 	struct dirent *de;
 	while ((de = readdir(d))) {
@@ -178,14 +173,9 @@ static void clean_tmp(struct kap_store *s, bool all)
  * exclusive lock held (prune) every such file is a leftover. */
 static void clean_atomic_leftovers(struct kap_store *s, const char *dir)
 {
-	int fd = openat(s->dfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(s->dfd, dir, O_NOFOLLOW);
+	if (!d)
 		return;
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
 	struct dirent *de;
 	while ((de = readdir(d)))
 		if (de->d_name[0] == '.' && strstr(de->d_name, ".tmp.") &&
@@ -903,14 +893,9 @@ static int users_read(struct kap_store *s, char ***names, char ***digests, size_
 {
 	*names = *digests = NULL;
 	*n = 0;
-	int fd = openat(s->dfd, "refs", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(s->dfd, "refs", 0);
+	if (!d)
 		return kap_error(err, errno, "open %s/refs", s->path);
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return kap_error(err, errno, "open %s/refs", s->path);
-	}
 	size_t cap = 0;
 	struct dirent *de;
 	while ((de = readdir(d))) {
@@ -1203,14 +1188,9 @@ static int64_t tree_size(int dfd, const char *name, int depth)
 		return S_ISREG(st.st_mode) ? st.st_size : 0;
 	if (depth > 256)
 		return 0;
-	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(dfd, name, O_NOFOLLOW);
+	if (!d)
 		return 0;
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return 0;
-	}
 	int64_t total = 0;
 	struct dirent *de;
 	while ((de = readdir(d)))
@@ -1232,14 +1212,9 @@ static bool in_list(char *const *v, size_t n, const char *hex)
 static int64_t sweep(struct kap_store *s, const char *dir, struct strset *keep, char *const *only,
 		     size_t n_only, bool filter)
 {
-	int fd = openat(s->dfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(s->dfd, dir, O_NOFOLLOW);
+	if (!d)
 		return 0;
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return 0;
-	}
 	int64_t freed = 0;
 	struct dirent *de;
 	char digest[8 + 256];

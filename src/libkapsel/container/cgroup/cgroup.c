@@ -429,14 +429,10 @@ static int cmp_hier(const void *a, const void *b)
 /* A tree nothing is mounted on (unit tests): recognise hierarchies by their core files. */
 static int layout_scan(const char *root, struct kap_cg_layout *l, struct kapsel_error **err)
 {
-	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(AT_FDCWD, root, 0);
+	if (!d)
 		return kap_error(err, errno, "open %s", root);
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return kap_error(err, errno, "open %s", root);
-	}
+	int fd = dirfd(d);
 	if (faccessat(fd, "cgroup.controllers", F_OK, 0) == 0)
 		return layout_add(l, root, "/", "", true) < 0 ? kap_error(err, ENOMEM, "%s", root)
 							      : 0;
@@ -737,24 +733,20 @@ static void sleep_ms(long ms)
 /* rmdir every directory below dirfd, depth first (cgroups a container created in its own). */
 static void rmdir_children(int dirfd, const char *dir)
 {
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(dirfd, ".", 0);
+	if (!d)
 		return;
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		if (de->d_type != DT_DIR || !strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		int cfd = openat(fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int cfd =
+		    openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (cfd < 0)
 			continue;
 		rmdir_children(cfd, dir);
 		close(cfd);
-		if (unlinkat(fd, de->d_name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		if (unlinkat(dirfd, de->d_name, AT_REMOVEDIR) < 0 && errno != ENOENT)
 			kap_debug("rmdir %s/.../%s: %m", dir, de->d_name);
 	}
 }
@@ -1335,20 +1327,15 @@ static int collect_pids(int dfd, const char *dir, struct pid_list *pl, int depth
 		while (*p == '\n')
 			p++;
 	}
-	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	cleanup_dir DIR *d = kap_fs_opendir_at(dfd, ".", 0);
+	if (!d)
 		return kap_error(err, errno, "open %s", dir);
-	cleanup_dir DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return kap_error(err, errno, "open %s", dir);
-	}
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		if (de->d_type != DT_DIR || !strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		cleanup_close int cfd =
-		    openat(fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		    openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (cfd < 0) {
 			if (errno == ENOENT)
 				continue; /* removed meanwhile */
