@@ -111,6 +111,10 @@ trap 'rm -rf "$job"' EXIT INT TERM
 /usr/bin/python3 scripts/nested/mkinitramfs.py "$kroot" "$job/initrd.cpio" ||
 	die "nested stage cannot run: building the outer initramfs failed"
 
+# The outer guest's /tmp: ext4 on a sparse file (lazily initialised, so this is quick).
+mke2fs -q -t ext4 -F "$job/scratch.img" "${KAPSEL_NESTED_SCRATCH:-16G}" ||
+	die "nested stage cannot run: mke2fs of the scratch disk $job/scratch.img failed"
+
 # The job the outer guest runs, chrooted into this machine's root: same paths, same tools.
 q() { printf "'%s' " "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 {
@@ -142,6 +146,7 @@ start=$(date +%s)
 		-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 		-virtfs "local,path=$job,mount_tag=job,security_model=none,multidevs=remap" \
+		-drive "file=$job/scratch.img,if=virtio,format=raw,cache=unsafe,discard=unmap" \
 		</dev/null 2>&1 || qrc=$?
 	echo "$qrc" >"$job/qemu-rc"
 } | tee "$job/console.log"

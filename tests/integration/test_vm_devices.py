@@ -59,12 +59,24 @@ def test_vsock_both_directions(tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(path, p)
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(30)
-        s.connect(path)
-        s.sendall(b"CONNECT 1234\n")
-        f = s.makefile("rb")
-        ok = f.readline()
+        # Until the guest listens on 1234 it answers the request with a reset, which closes
+        # the host's connection (as Firecracker does): a client tries again, as here.
+        deadline = time.monotonic() + 30
+        while True:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(30)
+            s.connect(path)
+            s.sendall(b"CONNECT 1234\n")
+            f = s.makefile("rb")
+            try:
+                ok = f.readline()
+            except ConnectionResetError:
+                ok = b""
+            if ok or time.monotonic() > deadline or p.poll() is not None:
+                break
+            f.close()
+            s.close()
+            time.sleep(0.1)
         assert ok.startswith(b"OK ") and int(ok[3:]) >= 1 << 30, ok
         s.sendall(b"ping\n")
         assert f.readline() == b"pong: ping\n"

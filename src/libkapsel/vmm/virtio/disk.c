@@ -244,11 +244,25 @@ int kap_disk_open(struct kap_disk **out, int dirfd, const char *path, enum kap_d
 	d->fd = d->fd_buffered = -EBADF;
 	d->ro = ro;
 	int oflags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-	d->fd = open_file(dirfd, path, oflags | (direct ? O_DIRECT : 0), flags, err);
-	if (d->fd < 0)
-		return d->fd;
-	if (direct && (d->fd_buffered = open_file(dirfd, path, oflags, flags, err)) < 0)
-		return d->fd_buffered;
+	if (!direct) {
+		d->fd = open_file(dirfd, path, oflags, flags, err);
+		if (d->fd < 0)
+			return d->fd;
+	} else {
+		d->fd_buffered = open_file(dirfd, path, oflags, flags, err);
+		if (d->fd_buffered < 0)
+			return d->fd_buffered;
+		d->fd = open_file(dirfd, path, oflags | O_DIRECT, flags, NULL);
+		/* open(2): EINVAL for O_DIRECT alone means the filesystem cannot do direct I/O
+		 * (tmpfs before Linux 6.6, for one); "Invalid argument" would not say that. */
+		if (d->fd == -EINVAL)
+			return kap_error_plain(err, EINVAL,
+					       "disk %s: cache=none needs O_DIRECT, which its "
+					       "filesystem does not support (use cache=writeback)",
+					       path);
+		if (d->fd < 0)
+			return kap_error(err, -d->fd, "disk %s", path);
+	}
 	struct stat st;
 	if (fstat(d->fd, &st) < 0)
 		return kap_error(err, errno, "stat disk %s", path);
