@@ -13,6 +13,7 @@
  *   timer     PIT interrupts through the PIC, then LAPIC timer interrupts
  *   triple    triple fault;  emufail  xgetbv (KVM here cannot emulate it)
  *   unclaimed writes and reads an unclaimed port 100 times
+ *   panic     reads pvpanic's events (port 0x505), then reports PANICKED as a crashing kernel
  *   spin      loops forever (host signal tests);  loop  "n=N" iterations, timed
  *   exits     "n=N" writes to an unclaimed port (bench/vm-exits)
  *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad", "serial=S"): see test_blk
@@ -672,6 +673,13 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 	}
 	if (streq(test, "unclaimed"))
 		test_unclaimed();
+	if (streq(test, "panic")) {
+		if ((inb(0x505) & 1) == 0)
+			fail("pvpanic does not offer PANICKED");
+		puts_("panic: reporting\n");
+		outb(0x505, 1);
+		fail("still running after pvpanic PANICKED");
+	}
 	if (streq(test, "spin")) {
 		puts_("spinning\n");
 		for (;;)

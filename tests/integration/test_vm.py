@@ -153,6 +153,16 @@ def test_acpi_tables_and_poweroff():
     assert "acpi: 3 cpus, ioapic 0xfec00000, sleep control 0x608, S5 5" in r.stdout
 
 
+def test_pvpanic_ends_vm_with_a_clear_error():
+    """A guest kernel's panic notifier writes PANICKED to pvpanic (QEMU0001, port 0x505):
+    the VM ends with one line that says the guest panicked, exit status 1."""
+    r = mb("panic")
+    assert "panic: reporting" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.strip() == "kapsel: vm: the guest kernel panicked (pvpanic); " \
+        "its console says why", r.stderr
+
+
 def test_i8042_reset_ends_vm():
     r = mb("reset")
     assert r.returncode == 0, r.stdout + r.stderr

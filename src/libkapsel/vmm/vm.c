@@ -301,6 +301,7 @@ static const struct kap_acpi_device acpi_devices[] = {
     {"COM1", "PNP0501", 1, false, KAP_SERIAL_PORT, 8, 0, 0, KAP_SERIAL_IRQ},
     {"RTC_", "PNP0B00", 0, false, KAP_RTC_PORT, 2, 0, 0, 8},
     {"PS2K", "PNP0303", 0, false, KAP_I8042_DATA, 1, KAP_I8042_COMMAND, 1, 1},
+    {"PEVT", "QEMU0001", 0, false, KAP_PVPANIC_PORT, 1, 0, 0, -1},
 };
 
 static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
@@ -368,7 +369,8 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 				  vm->hypercall, err)) < 0 ||
 	    (r = kap_bus_register(&vm->pio, KAP_ACPI_SLEEP_CONTROL_PORT, 2, &kap_acpi_pm_ops,
 				  vm->acpi_pm, err)) < 0 ||
-	    (r = kap_bus_register(&vm->pio, KAP_POST_PORT, 1, &kap_post_ops, NULL, err)) < 0)
+	    (r = kap_bus_register(&vm->pio, KAP_POST_PORT, 1, &kap_post_ops, NULL, err)) < 0 ||
+	    (r = kap_bus_register(&vm->pio, KAP_PVPANIC_PORT, 1, &kap_pvpanic_ops, vm, err)) < 0)
 		return r;
 	if (vm->debug_exit && (r = kap_bus_register(&vm->pio, KAP_DEBUG_EXIT_PORT, 4,
 						    &kap_debug_exit_ops, vm->debug_exit, err)) < 0)
@@ -658,6 +660,9 @@ static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
 		return vm->status;
 	case KAP_VM_FAULT:
 		return kap_error_plain(err, EIO, "%s", vm->fault);
+	case KAP_VM_PANIC:
+		return kap_error_plain(
+		    err, EIO, "vm: the guest kernel panicked (pvpanic); its console says why");
 	case KAP_VM_RUNNING:
 		break;
 	}

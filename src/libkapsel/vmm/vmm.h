@@ -180,6 +180,7 @@ enum kap_vm_end {
 	KAP_VM_SIGNAL,	   /* SIGINT/SIGTERM on the host */
 	KAP_VM_QUIT,	   /* Ctrl-A x on the console */
 	KAP_VM_FAULT,	   /* triple fault, internal error, failed entry */
+	KAP_VM_PANIC,	   /* the guest kernel reported a panic (pvpanic) */
 };
 
 struct kap_vm {

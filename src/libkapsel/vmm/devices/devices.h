@@ -54,6 +54,10 @@ struct kap_acpi_pm;
 extern const struct kap_dev_ops kap_acpi_pm_ops;
 struct kap_acpi_pm *kap_acpi_pm_new(struct kap_vm *vm);
 
+/* pvpanic (pvpanic.c) at QEMU's port; the device is the struct kap_vm itself. */
+#define KAP_PVPANIC_PORT 0x505
+extern const struct kap_dev_ops kap_pvpanic_ops;
+
 /* Port 0x80 (POST codes, Linux's io_delay): claimed and ignored, so it is not logged. */
 #define KAP_POST_PORT 0x80
 extern const struct kap_dev_ops kap_post_ops;
