@@ -15,6 +15,7 @@
 # (KAPSEL_LINUX_DEB). Anything missing is one line saying what, and exit status 1.
 #
 # usage: scripts/vm-tests.sh [--direct | --nested] [PYTEST-ARGS... | TEST-FILES...]
+#        scripts/vm-tests.sh --which     prints "direct" or "nested" (the reason on stderr)
 #   KAPSEL                 the kapsel binary (default: build-asan/src/kapsel/kapsel)
 #   KAPSEL_LINUX_DEB       a linux-image-*-amd64 .deb to use instead of downloading one
 #   KAPSEL_NESTED_CACHE    where the .deb is kept and unpacked (default /var/cache/kapsel-nested)
@@ -26,9 +27,14 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 export KAPSEL="${KAPSEL:-$repo/build-asan/src/kapsel/kapsel}"
 mode=auto
+which=false
 case "${1:-}" in
 --direct | --nested)
 	mode=${1#--}
+	shift
+	;;
+--which)
+	which=true
 	shift
 	;;
 esac
@@ -53,18 +59,23 @@ print(int(guest_mips()))' 2>/dev/null
 
 if [ "$mode" = auto ]; then
 	if [ ! -e /dev/kvm ]; then
-		echo "vm-tests: no /dev/kvm here: running the VM tests in nested SVM under QEMU TCG"
+		why="no /dev/kvm here: running the VM tests in nested SVM under QEMU TCG"
 		mode=nested
 	elif ! mips=$(probe_mips); then
-		echo "vm-tests: the guest-loop probe failed on this /dev/kvm: running the VM tests in nested SVM under QEMU TCG"
+		why="the guest-loop probe failed on this /dev/kvm: running the VM tests in nested SVM under QEMU TCG"
 		mode=nested
 	elif [ "$mips" -ge 200 ]; then
-		echo "vm-tests: /dev/kvm runs guests at hardware speed ($mips M instr/s): running the VM tests directly"
+		why="/dev/kvm runs guests at hardware speed ($mips M instr/s): running the VM tests directly"
 		mode=direct
 	else
-		echo "vm-tests: /dev/kvm here emulates guest instructions ($mips M instr/s < 200): running the VM tests in nested SVM under QEMU TCG"
+		why="/dev/kvm here emulates guest instructions ($mips M instr/s < 200): running the VM tests in nested SVM under QEMU TCG"
 		mode=nested
 	fi
+	echo "vm-tests: $why" >&2
+fi
+if $which; then
+	echo "$mode"
+	exit 0
 fi
 
 if [ "$mode" = direct ]; then
@@ -120,7 +131,9 @@ q() { printf "'%s' " "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 {
 	echo "#!/bin/sh"
 	echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root"
-	echo "export KAPSEL=$(q "$KAPSEL") KAPSEL_LINUX_DEB=$(q "$deb")"
+	echo "export KAPSEL=$(q "$KAPSEL") KAPSEL_LINUX_DEB=$(q "$deb") KAPSEL_LINUX_ROOT=$(q "$kroot")"
+	# Real SVM: the Linux-guest tests need not time a guest loop to know they can boot.
+	echo "export KAPSEL_NESTED_SVM=1"
 	echo "export ASAN_OPTIONS=$(q "${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}")"
 	echo "export UBSAN_OPTIONS=$(q "${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}")"
 	[ -z "${KAPSEL_GUESTS:-}" ] || echo "export KAPSEL_GUESTS=$(q "$KAPSEL_GUESTS")"

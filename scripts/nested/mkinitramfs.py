@@ -5,6 +5,7 @@ overlayfs, kvm-amd, tun, bridge) with everything they depend on, in load order. 
 from each module's own `.modinfo` `depends=` field, so no depmod (kmod) is needed on the host.
 
 usage: mkinitramfs.py KROOT OUT.cpio   (KROOT: a `dpkg -x` of a linux-image-*-amd64 .deb)"""
+import functools
 import glob
 import lzma
 import os
@@ -56,8 +57,10 @@ def cpio_newc(entries):
     return bytes(out)
 
 
-def main():
-    kroot, out = sys.argv[1], sys.argv[2]
+@functools.lru_cache(maxsize=None)
+def index(kroot):
+    """(modules dir, {name: .ko path}, {built-in names}) of an unpacked kernel package; cached,
+    since the glob over its few thousand modules is slow over the nested runner's 9p."""
     mdirs = glob.glob(os.path.join(kroot, "lib", "modules", "*"))
     if len(mdirs) != 1:
         sys.exit(f"mkinitramfs: {kroot}/lib/modules: expected one kernel version, "
@@ -67,8 +70,15 @@ def main():
         paths.setdefault(modname(p), p)
     with open(os.path.join(mdirs[0], "modules.builtin")) as f:
         builtin = {modname(line.strip()) for line in f if line.strip()}
+    return mdirs[0], paths, builtin
 
-    order, seen, blobs = [], set(), {}
+
+def modules(kroot, wanted):
+    """[(name, bytes)] of the wanted modules of an unpacked kernel package and everything their
+    depends= name, each after its dependencies (insmod order). Built-in modules are skipped;
+    any other missing one is a SystemExit naming it."""
+    mdir, paths, builtin = index(kroot)
+    order, seen = [], set()
 
     def visit(name):
         if name in seen:
@@ -77,15 +87,22 @@ def main():
         if name not in paths:
             if name in builtin:
                 return
-            sys.exit(f"mkinitramfs: module {name} not in {mdirs[0]} (neither a .ko nor built in)")
+            sys.exit(f"mkinitramfs: module {name} not in {mdir} (neither a .ko nor built in)")
         data = read_ko(paths[name])
         for d in depends(data):
             visit(d)
-        blobs[name] = data
-        order.append(name)
+        order.append((name, data))
 
-    for m in WANTED:
+    for m in wanted:
         visit(m)
+    return order
+
+
+def main():
+    kroot, out = sys.argv[1], sys.argv[2]
+    mods = modules(kroot, WANTED)
+    order = [name for name, _ in mods]
+    blobs = dict(mods)
 
     with open(BUSYBOX, "rb") as f:
         bb = f.read()

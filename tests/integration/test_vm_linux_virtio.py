@@ -1,28 +1,34 @@
-"""Debian's cloud kernel on kapsel's virtio devices: an initramfs from busybox-static loads the
-virtio modules (no depmod: in dependency order), mounts an ext4 disk made with `mke2fs -d`,
-pings the host over a tap in a network namespace, prints a marker and powers off. Like the
-core Linux test it first times a guest loop, and skips where KVM emulates every instruction."""
-import glob
-import lzma
+"""Debian's kernel on kapsel's virtio devices, over each transport: one boot checks them all
+from the inside and the host checks the other side.
+- virtio-blk: a raw ext4 image and a qcow2 whose backing chain is qcow2 -> raw ext4 (both made
+  without mounting: `mke2fs -d`, `kapsel vm disk create -b`); the guest reads a marker from
+  each and writes a file, which the host reads back after the guest exits (debugfs; the qcow2
+  through `qemu-img convert`), the backing files unchanged;
+- virtio-net through a tap in a network namespace the test makes: ping, and TCP both ways;
+- virtio-console: a line written to /dev/hvc0; virtio-rng: /dev/hwrng is virtio_rng;
+- virtio-vsock both directions (Firecracker's unix-socket protocol on the host side, a static
+  AF_VSOCK program in the guest).
+The pci variant boots the bzImage; the mmio one the vmlinux through PVH. Runs where KVM boots
+Linux (see test_vm_linux.py: on other machines scripts/vm-tests.sh runs it in nested SVM)."""
+import hashlib
 import os
 import shutil
+import socket
 import stat
 import subprocess
+import threading
 import uuid
 
 import pytest
 
-from conftest import KAPSEL
-from test_vm_linux import MIN_MIPS, cpio_newc, fetch_kernel, guest_mips, run_guest
+from conftest import KAPSEL, REPO
+from test_vm_linux import (extract_vmlinux, fetch_kernel, kernel_root, make_initramfs,
+                           mkinitramfs, need_linux_speed, run_guest)
 
 MARKER = "KAPSEL-VIRTIO-OK"
-# Loaded in this order when present as modules (built-in ones are simply absent): each after
-# the modules its .modinfo `depends=` names (virtio needs virtio_ring). The generic
-# linux-image-*-amd64 has all of virtio as modules, virtio_mmio included; the cloud one builds
-# the core in.
-MODULES = ["virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-           "virtio_pci", "virtio_mmio", "virtio_blk", "failover", "net_failover", "virtio_net",
-           "crc16", "mbcache", "jbd2", "crc32c_generic", "libcrc32c", "ext4"]
+MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console",
+           "virtio_rng", "vmw_vsock_virtio_transport", "ext4", "crc32c_generic"]
+PROGS = os.path.join(REPO, "tests", "integration", "progs")
 
 pytestmark = [
     pytest.mark.kvm,
@@ -30,104 +36,244 @@ pytestmark = [
 ]
 
 
-def module_files(kroot):
-    """name -> bytes of each wanted module found in the unpacked kernel package."""
-    found = {}
-    for path in glob.glob(os.path.join(kroot, "lib", "modules", "*", "kernel", "**", "*.ko*"),
-                          recursive=True):
-        base = os.path.basename(path)
-        name = base.split(".ko")[0].replace("-", "_")
-        if name in MODULES and name not in found:
-            data = open(path, "rb").read()
-            found[name] = lzma.decompress(data) if base.endswith(".xz") else data
-    return found
-
-
-def modinfo_depends(data):
-    """The modules a .ko names in its .modinfo `depends=` entry."""
-    i = data.find(b"\0depends=")
-    if i < 0:
-        return []
-    val = data[i + len(b"\0depends="):data.index(b"\0", i + 1)].decode()
-    return [d.replace("-", "_") for d in val.split(",") if d]
-
-
-def test_module_order_follows_depends(tmp_path):
-    """insmod without depmod works only if every module comes after what it depends on, and
+def test_module_resolver_orders_dependencies():
+    """insmod without depmod works only if every module comes after what it depends on and
     nothing it depends on is left out (the guest then lacks /dev/vda or eth0)."""
-    fetch_kernel(str(tmp_path))
-    mods = module_files(os.path.join(str(tmp_path), "k"))
-    assert mods, "no virtio modules found in the kernel package"
-    everything = set()
-    for path in glob.glob(os.path.join(str(tmp_path), "k", "lib", "modules", "*", "kernel",
-                                       "**", "*.ko*"), recursive=True):
-        everything.add(os.path.basename(path).split(".ko")[0].replace("-", "_"))
-    order = [m for m in MODULES if m in mods]
-    for i, m in enumerate(order):
-        for dep in modinfo_depends(mods[m]):
-            assert dep in order[:i] or dep not in everything, \
-                f"{m} depends on {dep}, which MODULES does not load before it"
-    if "virtio_pci" in mods:  # virtio as modules: the mmio transport is one too
-        assert "virtio_mmio" in mods or "virtio_mmio" not in everything
+    mods = mkinitramfs.modules(kernel_root(), MODULES)
+    names = [n for n, _ in mods]
+    assert len(names) == len(set(names))
+    for i, (name, data) in enumerate(mods):
+        for dep in mkinitramfs.depends(data):
+            assert dep in names[:i], f"{name} depends on {dep}, not loaded before it"
+    for m in ("virtio_blk", "virtio_net", "vmw_vsock_virtio_transport", "ext4"):
+        assert m in names, names
+
+
+GUEST_SCRIPT = f"""echo "CPUS $(cat /sys/devices/system/cpu/online)"
+mkdir -p /mnt/raw /mnt/qcow2
+mount -t ext4 /dev/vda /mnt/raw && echo "RAW $(cat /mnt/raw/marker)" &&
+  echo written-by-the-guest-raw >/mnt/raw/guest-out && umount /mnt/raw
+mount -t ext4 /dev/vdb /mnt/qcow2 && echo "QCOW2 $(cat /mnt/qcow2/marker)" &&
+  echo written-by-the-guest-qcow2 >/mnt/qcow2/guest-out && umount /mnt/qcow2
+echo HVC-LINE-FROM-THE-GUEST >/dev/hvc0
+echo "RNG $(cat /sys/class/misc/hw_random/rng_current) $(head -c 64 /dev/hwrng | wc -c)"
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ping -c 1 -W 10 10.0.2.1 >/dev/null && echo "PING ok"
+nc -l -p 5000 >/tmp/tcp-in &
+listener=$!
+echo guest-to-host | nc 10.0.2.1 5001
+wait $listener
+echo "TCP-IN $(cat /tmp/tcp-in)"
+/bin/vsock-peer listen 1234 >/dev/null &
+vlistener=$!
+echo "VSOCK-OUT $(/bin/vsock-peer connect 2 5000 'hello from the guest')"
+wait $vlistener && echo "VSOCK-IN ok"
+sync
+echo {MARKER}
+poweroff -f
+"""
+
+# The host's end of the TCP checks, run inside the test's network namespace: accept the
+# guest's line on 5001, then connect to the guest's listener on 5000 (retrying until it is up).
+HOST_TCP = r"""
+import socket, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("10.0.2.1", 5001))
+srv.listen(1)
+srv.settimeout(200)
+c, _ = srv.accept()
+c.settimeout(60)
+data = b""
+while not data.endswith(b"\n"):
+    d = c.recv(100)
+    if not d:
+        break
+    data += d
+print("HOST-GOT", data.decode().strip(), flush=True)
+c.close()
+end = time.time() + 60
+while True:
+    try:
+        s = socket.create_connection(("10.0.2.15", 5000), timeout=5)
+        break
+    except OSError:
+        if time.time() > end:
+            raise
+        time.sleep(0.2)
+s.sendall(b"host-to-guest\n")
+s.close()
+print("HOST-SENT", flush=True)
+"""
+
+
+class VsockHost:
+    """The host side of vsock: a listener for the guest's connection to CID 2 port 5000
+    (kapsel connects it to PATH_5000) and a client that connects to the guest's port 1234
+    through PATH ("CONNECT 1234"), retrying until the guest listens."""
+
+    def __init__(self, path):
+        self.path = path
+        self.got = None
+        self.reply = None
+        self.error = None
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path + "_5000")
+        self.listener.listen(1)
+        self.listener.settimeout(240)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True),
+                        threading.Thread(target=self._connect, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _accept(self):
+        try:
+            c, _ = self.listener.accept()
+            c.settimeout(60)
+            data = b""
+            while not data.endswith(b"\n"):
+                d = c.recv(100)
+                if not d:
+                    break
+                data += d
+            self.got = data
+            c.sendall(b"reply from the host\n")
+            c.close()
+        except OSError as e:
+            self.error = f"guest-to-host: {e}"
+
+    def _connect(self):
+        while not self.stop.is_set():
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.settimeout(30)
+                s.connect(self.path)
+                s.sendall(b"CONNECT 1234\n")
+                f = s.makefile("rb")
+                ok = f.readline()
+                if ok.startswith(b"OK "):
+                    s.sendall(b"ping\n")
+                    self.reply = f.readline()
+                    f.close()
+                    s.close()
+                    return
+                f.close()
+                s.close()
+            except OSError:
+                pass  # not listening yet (a reset), or the socket not yet made
+            self.stop.wait(0.2)
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def debugfs_cat(image, name):
+    r = subprocess.run(["debugfs", "-R", f"cat /{name}", str(image)], capture_output=True,
+                       text=True)
+    return r.stdout
 
 
 @pytest.mark.parametrize("transport", ["pci", "mmio"])
-def test_linux_virtio_blk_and_net(tmp_path, transport):
-    mips = guest_mips()
-    if mips < MIN_MIPS:
-        pytest.skip(f"KVM here emulates guest instructions: measured {mips:.1f} M "
-                    f"instructions/s in a guest loop (need >= {MIN_MIPS})")
-    for tool in ("mke2fs", "ip"):
+def test_linux_virtio_devices(tmp_path, transport):
+    need_linux_speed()
+    for tool in ("mke2fs", "debugfs", "ip", "gcc", "qemu-img"):
         if not shutil.which(tool):
             pytest.skip(f"needs {tool}")
-    kernel = fetch_kernel(str(tmp_path))
-    mods = module_files(os.path.join(str(tmp_path), "k"))
+    kernel = fetch_kernel()
+    if transport == "mmio":
+        kernel = extract_vmlinux(kernel, tmp_path / "vmlinux")
 
-    # The disk: ext4 with a marker file, built from a directory without mounting anything.
-    content = tmp_path / "content"
-    content.mkdir()
-    (content / "marker").write_text("from-the-disk\n")
-    disk = tmp_path / "disk.img"
-    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(content), str(disk), "16M"],
-                   check=True)
+    peer = tmp_path / "vsock-peer"
+    r = subprocess.run(["gcc", "-O2", "-static", "-o", str(peer),
+                        os.path.join(PROGS, "vsock-peer.c")], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot build a static vsock-peer: {r.stderr}"
 
-    insmods = "".join(f"/bin/busybox insmod /lib/{m}.ko 2>/dev/null\n"
-                      for m in MODULES if m in mods)
-    init = f"""#!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mount -t devtmpfs dev /dev
-{insmods}/bin/busybox mkdir -p /mnt
-/bin/busybox mount -t ext4 /dev/vda /mnt && /bin/busybox cat /mnt/marker
-/bin/busybox ip link set eth0 up
-/bin/busybox ip addr add 10.0.2.15/24 dev eth0
-/bin/busybox ping -c 1 -W 5 10.0.2.1 && /bin/busybox echo {MARKER}
-/bin/busybox poweroff -f
-"""
-    entries = [("bin", stat.S_IFDIR | 0o755, b""), ("dev", stat.S_IFDIR | 0o755, b""),
-               ("proc", stat.S_IFDIR | 0o755, b""), ("sys", stat.S_IFDIR | 0o755, b""),
-               ("lib", stat.S_IFDIR | 0o755, b""),
-               ("bin/busybox", stat.S_IFREG | 0o755, open("/bin/busybox", "rb").read()),
-               ("init", stat.S_IFREG | 0o755, init.encode())]
-    entries += [(f"lib/{m}.ko", stat.S_IFREG | 0o644, data) for m, data in mods.items()]
-    initrd = tmp_path / "initrd.cpio"
-    initrd.write_bytes(cpio_newc(entries))
+    # The disks: ext4 made from directories, without mounting anything.
+    for name in ("raw", "base"):
+        content = tmp_path / f"content-{name}"
+        content.mkdir()
+        (content / "marker").write_text(f"from-the-{name}-disk\n")
+        subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(content),
+                        str(tmp_path / f"{name}.img"), "16M"], check=True)
+    raw, base = tmp_path / "raw.img", tmp_path / "base.img"
+    mid, top = tmp_path / "mid.qcow2", tmp_path / "top.qcow2"
+    for img, backing, fmt in ((mid, base, "raw"), (top, mid, "qcow2")):
+        r = subprocess.run([KAPSEL, "vm", "disk", "create", "--backing", backing.name,
+                            "--backing-format", fmt,
+                            str(img), "16M"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    base_sum, mid_sum = sha(base), sha(mid)
 
-    # The host end: a tap in a network namespace of our own, 10.0.2.1/24.
+    initrd = make_initramfs(
+        tmp_path / "initrd.cpio", GUEST_SCRIPT, MODULES,
+        files=[("bin/vsock-peer", stat.S_IFREG | 0o755, peer.read_bytes())])
+
     ns = "kapsel-linux-" + uuid.uuid4().hex[:6]
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    vsock = None
+    host_tcp = None
     try:
         nsx = ["ip", "netns", "exec", ns]
+        subprocess.run(nsx + ["ip", "link", "set", "lo", "up"], check=True)
         subprocess.run(nsx + ["ip", "tuntap", "add", "dev", "ktap0", "mode", "tap"], check=True)
         subprocess.run(nsx + ["ip", "addr", "add", "10.0.2.1/24", "dev", "ktap0"], check=True)
         subprocess.run(nsx + ["ip", "link", "set", "ktap0", "up"], check=True)
-        r = run_guest(nsx + [KAPSEL, "vm", "run", "--kernel", kernel, "--initrd",
-                             str(initrd), "--mem", "512M", "--cpus", "2",
-                             "--transport", transport,
-                             "--disk", f"{disk},format=raw", "--net", "tap=ktap0",
-                             "--cmdline", "console=ttyS0 reboot=k panic=-1 rdinit=/init"], 180)
+        host_tcp = subprocess.Popen(nsx + ["/usr/bin/python3", "-c", HOST_TCP],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        vpath = str(tmp_path / "v.sock")
+        vsock = VsockHost(vpath)
+        r = run_guest(nsx + [KAPSEL, "vm", "run", "--kernel", kernel, "--initrd", initrd,
+                             "--mem", "512M", "--cpus", "2", "--transport", transport,
+                             "--disk", f"{raw},format=raw", "--disk", f"{top},format=qcow2",
+                             "--net", "tap=ktap0", "--virtio-console", "--rng",
+                             "--vsock", f"cid=3,socket={vpath}",
+                             "--cmdline", "console=ttyS0 reboot=k panic=-1 rdinit=/init"], 300)
+        try:
+            tcp_out, tcp_err = host_tcp.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            host_tcp.kill()
+            tcp_out, tcp_err = host_tcp.communicate()
     finally:
+        if vsock:
+            vsock.close()
+        if host_tcp and host_tcp.poll() is None:
+            host_tcp.kill()
+            host_tcp.wait()
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    assert "from-the-disk" in r.stdout, r.stdout[-3000:] + r.stderr
-    assert MARKER in r.stdout, r.stdout[-3000:] + r.stderr
-    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    ctx = out[-4000:] + r.stderr
+    assert MARKER in out, ctx
+    assert r.returncode == 0, ctx
+    assert "warning" not in r.stderr, r.stderr
+    assert "CPUS 0-1" in out, ctx
+    # virtio-blk, raw and qcow2 over a chain, read in the guest and written back.
+    assert "RAW from-the-raw-disk" in out, ctx
+    assert "QCOW2 from-the-base-disk" in out, ctx
+    assert debugfs_cat(raw, "guest-out") == "written-by-the-guest-raw\n"
+    flat = tmp_path / "top-flat.img"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(top), str(flat)], check=True)
+    assert debugfs_cat(flat, "guest-out") == "written-by-the-guest-qcow2\n"
+    assert debugfs_cat(flat, "marker") == "from-the-base-disk\n"
+    chk = subprocess.run(["qemu-img", "check", str(top)], capture_output=True, text=True)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    assert sha(base) == base_sum and sha(mid) == mid_sum, "a backing file was written"
+    # virtio-console and virtio-rng.
+    assert "HVC-LINE-FROM-THE-GUEST" in out, ctx
+    assert "RNG virtio_rng.0 64" in out, ctx
+    # virtio-net: ping and TCP both ways.
+    assert "PING ok" in out, ctx
+    assert "HOST-GOT guest-to-host" in tcp_out, tcp_out + tcp_err
+    assert "TCP-IN host-to-guest" in out, ctx + tcp_out + tcp_err
+    # virtio-vsock both ways.
+    assert vsock.got == b"hello from the guest\n", (vsock.got, vsock.error, ctx)
+    assert "VSOCK-OUT reply from the host" in out, ctx
+    assert vsock.reply == b"pong: ping\n", (vsock.reply, ctx)
+    assert "VSOCK-IN ok" in out, ctx
