@@ -39,8 +39,16 @@ case "${1:-}" in
 	;;
 esac
 pytest_args="-q -rs -p no:cacheprovider"
-if [ $# -eq 0 ]; then
-	set -- tests/integration/test_vm*.py
+# Without a test file or directory among the arguments (options only), all the VM tests.
+have_tests=false
+for a in "$@"; do
+	case "$a" in
+	-*) ;;
+	*) have_tests=true ;;
+	esac
+done
+if ! $have_tests; then
+	set -- "$@" tests/integration/test_vm*.py
 fi
 
 die() {
