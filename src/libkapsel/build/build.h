@@ -2,13 +2,17 @@
 /*
  * The build engine's internal interfaces: `kapsel build` (Containerfile -> OCI image in the
  * store). It sits beside image/ and uses it (store, overlay, the runtime path of `kapsel run`).
- * Files: containerfile.c (parsing and word expansion: hostile input).
+ * Files: containerfile.c (parsing and word expansion: hostile input), layer.c (overlay upper
+ * directory -> OCI layer blob), build.c (the instructions, stages, RUN through the runtime).
  */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <kapsel/error.h>
+
+#include "image/image.h"
 
 /* ---- containerfile.c: the Dockerfile reference syntax ---- */
 enum kap_cf_kind {
@@ -99,3 +103,13 @@ int kap_cf_duration(const char *s, long long *ns);
  */
 int kap_cf_expand(const char *word, char escape, char *const *vars, char **out,
 		  struct kapsel_error **err);
+
+/* ---- layer.c: an overlay upper directory -> a gzip layer blob in the store ---- */
+struct kap_built_layer {
+	char digest[KAP_DIGEST_LEN + 1];  /* of the compressed blob */
+	char diff_id[KAP_DIGEST_LEN + 1]; /* of the tar stream */
+	int64_t size;			  /* compressed bytes */
+};
+/* clamp_mtime >= 0: mtimes later than it are written as it (SOURCE_DATE_EPOCH). */
+int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime,
+		    struct kap_built_layer *out, struct kapsel_error **err);

@@ -1,0 +1,1569 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `kapsel build`: a Containerfile (containerfile.c) and a context directory -> an image in the
+ * store, one stage after another.
+ *
+ * A stage is an image config document (kept whole, so fields kapsel does not know survive)
+ * and its layers. A step that changes files mounts an overlay over the stage's unpacked layers
+ * with a fresh upper directory under <store>/tmp/build-*, does its work in the merged tree
+ * (COPY/ADD write there, confined with RESOLVE_IN_ROOT; RUN is a container of the same
+ * runtime over that rootfs, its config.json made by bundle.c as for `kapsel run`, network
+ * none unless --network host), unmounts, and turns the upper directory into one layer
+ * (layer.c) that is unpacked into the store to serve as the next step's lower layer.
+ * Config-only instructions (ENV, CMD, ...) edit the config and add an empty_layer history
+ * entry, as docker and buildah do.
+ *
+ * The context is hostile as far as the Containerfile names paths in it: COPY sources are
+ * resolved with RESOLVE_BENEATH (a `..` or a symlink leaving the context is an error, not a
+ * read of the host), and destinations inside the rootfs with RESOLVE_IN_ROOT.
+ *
+ * A failed build leaves no mount, no temp directory and no tag; blobs it wrote stay in the
+ * store for `kapsel image prune`.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kapsel/build.h>
+#include <kapsel/container.h>
+#include <kapsel/image.h>
+#include <kapsel/run.h>
+
+#include "build/build.h"
+#include "core/cleanup.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/json.h"
+#include "core/syscalls.h"
+#include "image/image.h"
+
+#define API __attribute__((visibility("default")))
+
+#define MT_LAYER_GZIP  "application/vnd.oci.image.layer.v1.tar+gzip"
+#define RUN_TAIL_LINES 10
+
+struct stage {
+	char *name;	      /* AS name, lower case; NULL */
+	struct kap_json *cfg; /* the image config document */
+	struct kap_descriptor *layers;
+	size_t n_layers;
+	char **args; /* K=V of the ARGs declared in this stage */
+	size_t n_args;
+};
+
+struct builder {
+	const struct kapsel_build_options *o;
+	struct kap_store *s;
+	struct kap_containerfile cf;
+	int ctxfd;
+	char **ignore; /* .containerignore patterns, "!" kept */
+	size_t n_ignore;
+	char **meta; /* ARGs before the first FROM: K=V */
+	size_t n_meta;
+	struct stage *stages;
+	size_t n_stages;
+	char *tmp; /* <store>/tmp/build-XXXXXX */
+	int tmpfd;
+	bool mounted, from_mounted;
+	int64_t epoch; /* SOURCE_DATE_EPOCH, -1 when unset */
+	struct kapsel_error **err;
+};
+
+static void stage_clear(struct stage *st)
+{
+	free(st->name);
+	kap_json_put(st->cfg);
+	for (size_t i = 0; i < st->n_layers; i++)
+		free(st->layers[i].media_type);
+	free(st->layers);
+	for (size_t i = 0; i < st->n_args; i++)
+		free(st->args[i]);
+	free(st->args);
+	*st = (struct stage){0};
+}
+
+static int strv_add(char ***v, size_t *n, char *s)
+{
+	if (!s)
+		return -ENOMEM;
+	char **nv = realloc(*v, (*n + 2) * sizeof(*nv));
+	if (!nv) {
+		free(s);
+		return -ENOMEM;
+	}
+	nv[(*n)++] = s;
+	nv[*n] = NULL;
+	*v = nv;
+	return 0;
+}
+
+/* Set K=V in a K=V list (replacing K). */
+static int kv_set(char ***v, size_t *n, const char *k, const char *val)
+{
+	char *kv;
+	if (asprintf(&kv, "%s=%s", k, val) < 0)
+		return -ENOMEM;
+	size_t kl = strlen(k);
+	for (size_t i = 0; i < *n; i++) {
+		if (!strncmp((*v)[i], k, kl) && (*v)[i][kl] == '=') {
+			free((*v)[i]);
+			(*v)[i] = kv;
+			return 0;
+		}
+	}
+	return strv_add(v, n, kv);
+}
+
+static const char *kv_get(char *const *v, size_t n, const char *k)
+{
+	size_t kl = strlen(k);
+	for (size_t i = 0; i < n; i++)
+		if (!strncmp(v[i], k, kl) && v[i][kl] == '=')
+			return v[i] + kl + 1;
+	return NULL;
+}
+
+/* ---- the config document ---- */
+
+static struct kap_json *cfg_config(struct stage *st)
+{
+	struct kap_json *c = kap_json_get(st->cfg, "config");
+	if (!c || kap_json_type(c) != KAP_JSON_OBJECT) {
+		c = kap_json_new_object();
+		kap_json_set(st->cfg, "config", c);
+	}
+	return c;
+}
+
+static struct kap_json *strv_json(char *const *v, size_t n)
+{
+	struct kap_json *a = kap_json_new_array();
+	for (size_t i = 0; a && i < n; i++)
+		kap_json_append(a, kap_json_new_string(v[i]));
+	return a;
+}
+
+/* Env of the config as K=V strings. */
+static int cfg_env(struct stage *st, char ***out, size_t *n)
+{
+	struct kap_json *env = kap_json_get(cfg_config(st), "Env");
+	*out = NULL;
+	*n = 0;
+	size_t len = env && kap_json_type(env) == KAP_JSON_ARRAY ? kap_json_array_len(env) : 0;
+	for (size_t i = 0; i < len; i++) {
+		const char *s = kap_json_string(kap_json_array_at(env, i));
+		if (s && strv_add(out, n, strdup(s)) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The variables words are expanded with: the stage's ARGs, then its ENV (which wins). */
+static int stage_vars(struct stage *st, char ***out)
+{
+	char **v = NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < st->n_args; i++)
+		if (strv_add(&v, &n, strdup(st->args[i])) < 0)
+			goto nomem;
+	char **env;
+	size_t ne;
+	if (cfg_env(st, &env, &ne) < 0)
+		goto nomem;
+	for (size_t i = 0; i < ne; i++)
+		if (strv_add(&v, &n, env[i]) < 0) {
+			for (size_t j = i + 1; j < ne; j++)
+				free(env[j]);
+			free(env);
+			goto nomem;
+		}
+	free(env);
+	if (!v && !(v = calloc(1, sizeof(*v))))
+		return -ENOMEM;
+	*out = v;
+	return 0;
+nomem:
+	kap_strvp(&v);
+	return -ENOMEM;
+}
+
+static void rfc3339(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int64_t now_or_epoch(const struct builder *b)
+{
+	return b->epoch >= 0 ? b->epoch : (int64_t)time(NULL);
+}
+
+static void add_history(struct builder *b, struct stage *st, const char *created_by, bool empty)
+{
+	struct kap_json *h = kap_json_get(st->cfg, "history");
+	if (!h || kap_json_type(h) != KAP_JSON_ARRAY) {
+		h = kap_json_new_array();
+		kap_json_set(st->cfg, "history", h);
+	}
+	char ts[40];
+	rfc3339(now_or_epoch(b), ts, sizeof(ts));
+	struct kap_json *e = kap_json_new_object();
+	kap_json_set(e, "created", kap_json_new_string(ts));
+	kap_json_set(e, "created_by", kap_json_new_string(created_by));
+	kap_json_set(e, "comment", kap_json_new_string("kapsel build"));
+	if (empty)
+		kap_json_set(e, "empty_layer", kap_json_new_bool(true));
+	kap_json_append(h, e);
+}
+
+/* ---- errors ---- */
+
+__attribute__((format(printf, 3, 4))) static int
+ierr(struct builder *b, const struct kap_cf_instr *in, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return kap_error_plain(b->err, EINVAL, "%s:%u: %s: %s", b->cf.path, in->line,
+			       kap_cf_kind_name(in->kind), msg);
+}
+
+/* Put an instruction's context in front of an error raised below. */
+static int iwrap(struct builder *b, const struct kap_cf_instr *in, int r)
+{
+	if (b->err && *b->err)
+		kap_error_wrap(b->err, "%s:%u: %s", b->cf.path, in->line,
+			       kap_cf_kind_name(in->kind));
+	return r;
+}
+
+static int expand(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
+		  const char *word, char **out)
+{
+	cleanup_strv char **vars = NULL;
+	if (st) {
+		if (stage_vars(st, &vars) < 0)
+			return kap_error(b->err, ENOMEM, "expand");
+	}
+	int r = kap_cf_expand(word, b->cf.escape, st ? vars : b->meta, out, b->err);
+	return r < 0 ? iwrap(b, in, r) : 0;
+}
+
+/* ---- overlay steps ---- */
+
+static int layer_paths(struct builder *b, struct stage *st, char ***out, size_t *n)
+{
+	struct kap_json *rootfs = kap_json_get(st->cfg, "rootfs");
+	struct kap_json *ids = rootfs ? kap_json_get(rootfs, "diff_ids") : NULL;
+	size_t len = ids && kap_json_type(ids) == KAP_JSON_ARRAY ? kap_json_array_len(ids) : 0;
+	if (len != st->n_layers)
+		return kap_error_plain(b->err, EINVAL,
+				       "image config has %zu diff_ids for %zu layers", len,
+				       st->n_layers);
+	char **v = calloc(len + 2, sizeof(*v));
+	if (!v)
+		return kap_error(b->err, ENOMEM, "layers");
+	for (size_t i = 0; i < len; i++) {
+		const char *diff_id = kap_json_string(kap_json_array_at(ids, i));
+		char *p = diff_id ? kap_store_layer_path(b->s, diff_id) : NULL;
+		if (!p && diff_id) {
+			enum kap_compression c;
+			int r = kap_layer_compression(st->layers[i].media_type, &c, b->err);
+			if (r == 0)
+				r = kap_store_unpack_layer(b->s, st->layers[i].digest, c, diff_id,
+							   b->err);
+			if (r < 0) {
+				kap_strvp(&v);
+				return r;
+			}
+			p = kap_store_layer_path(b->s, diff_id);
+		}
+		if (!p) {
+			kap_strvp(&v);
+			return kap_error_plain(b->err, ENOENT, "layer %s: not in the store",
+					       diff_id ? diff_id : "?");
+		}
+		v[len - 1 - i] = p;
+	}
+	if (len == 0 && asprintf(&v[0], "%s/empty", b->tmp) < 0) {
+		free(v);
+		return kap_error(b->err, ENOMEM, "layers");
+	}
+	*out = v;
+	*n = len ? len : 1;
+	return 0;
+}
+
+static int fresh_dir(struct builder *b, const char *name)
+{
+	kap_fs_rm_rf(b->tmpfd, name);
+	if (mkdirat(b->tmpfd, name, 0755) < 0)
+		return kap_error(b->err, errno, "create %s/%s", b->tmp, name);
+	return 0;
+}
+
+/* Mount the stage's layers with a fresh upper at <tmp>/<prefix>merged; returns an O_PATH fd. */
+static int mount_stage(struct builder *b, struct stage *st, const char *prefix, bool *mounted)
+{
+	char up[32], wk[32], mg[32];
+	snprintf(up, sizeof(up), "%supper", prefix);
+	snprintf(wk, sizeof(wk), "%swork", prefix);
+	snprintf(mg, sizeof(mg), "%smerged", prefix);
+	int r;
+	if ((r = fresh_dir(b, up)) < 0 || (r = fresh_dir(b, wk)) < 0)
+		return r;
+	if (mkdirat(b->tmpfd, mg, 0755) < 0 && errno != EEXIST)
+		return kap_error(b->err, errno, "create %s/%s", b->tmp, mg);
+	cleanup_strv char **lowers = NULL;
+	size_t n;
+	if ((r = layer_paths(b, st, &lowers, &n)) < 0)
+		return r;
+	cleanup_free char *upper = NULL, *work = NULL, *merged = NULL;
+	if (asprintf(&upper, "%s/%s", b->tmp, up) < 0 || asprintf(&work, "%s/%s", b->tmp, wk) < 0 ||
+	    asprintf(&merged, "%s/%s", b->tmp, mg) < 0)
+		return kap_error(b->err, ENOMEM, "mount");
+	if ((r = kap_overlay_mount(lowers, n, upper, work, merged, false, b->err)) < 0)
+		return r;
+	*mounted = true;
+	int fd = open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return kap_error(b->err, errno, "open %s", merged);
+	return fd;
+}
+
+static int umount_stage(struct builder *b, const char *prefix, bool *mounted)
+{
+	if (!*mounted)
+		return 0;
+	cleanup_free char *merged = NULL;
+	if (asprintf(&merged, "%s/%smerged", b->tmp, prefix) < 0)
+		return kap_error(b->err, ENOMEM, "umount");
+	*mounted = false;
+	return kap_overlay_umount(merged, b->err);
+}
+
+/* Upper directory -> layer -> unpacked in the store -> the stage's new top layer. */
+static int commit_layer(struct builder *b, struct stage *st, const char *created_by)
+{
+	cleanup_close int upfd = openat(b->tmpfd, "upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (upfd < 0)
+		return kap_error(b->err, errno, "open %s/upper", b->tmp);
+	struct kap_built_layer l;
+	int r = kap_build_layer(b->s, upfd, b->epoch, &l, b->err);
+	if (r < 0)
+		return r;
+	if ((r = kap_store_unpack_layer(b->s, l.digest, KAP_COMP_GZIP, l.diff_id, b->err)) < 0)
+		return r;
+	struct kap_descriptor *nl = realloc(st->layers, (st->n_layers + 1) * sizeof(*nl));
+	if (!nl)
+		return kap_error(b->err, ENOMEM, "layers");
+	st->layers = nl;
+	nl[st->n_layers] =
+	    (struct kap_descriptor){.media_type = strdup(MT_LAYER_GZIP), .size = l.size};
+	memcpy(nl[st->n_layers].digest, l.digest, sizeof(l.digest));
+	if (!nl[st->n_layers++].media_type)
+		return kap_error(b->err, ENOMEM, "layers");
+	struct kap_json *rootfs = kap_json_get(st->cfg, "rootfs");
+	if (!rootfs || kap_json_type(rootfs) != KAP_JSON_OBJECT) {
+		rootfs = kap_json_new_object();
+		kap_json_set(st->cfg, "rootfs", rootfs);
+	}
+	kap_json_set(rootfs, "type", kap_json_new_string("layers"));
+	struct kap_json *ids = kap_json_get(rootfs, "diff_ids");
+	if (!ids || kap_json_type(ids) != KAP_JSON_ARRAY) {
+		ids = kap_json_new_array();
+		kap_json_set(rootfs, "diff_ids", ids);
+	}
+	kap_json_append(ids, kap_json_new_string(l.diff_id));
+	add_history(b, st, created_by, false);
+	return 0;
+}
+
+/* ---- FROM ---- */
+
+static int load_image(struct builder *b, const char *name, struct stage *st)
+{
+	char digest[KAP_DIGEST_LEN + 1], resolved[KAP_DIGEST_LEN + 1];
+	int r = kap_image_ensure_default(b->s, name, b->err);
+	if (r < 0)
+		return r;
+	cleanup_error struct kapsel_error *e = NULL;
+	r = kap_store_lookup(b->s, name, NULL, digest, &e);
+	if (r == -ENOENT)
+		return kap_error_plain(b->err, ENOENT, "image %s not found locally; kapsel pull %s",
+				       name, name);
+	if (r < 0) {
+		*b->err = steal_ptr(e);
+		return r;
+	}
+	if ((r = kap_store_resolve_manifest(b->s, digest, resolved, b->err)) < 0)
+		return r;
+	cleanup_free char *buf = NULL;
+	size_t len;
+	struct kap_manifest m = {0};
+	if ((r = kap_store_read_blob(b->s, resolved, &buf, &len, b->err)) < 0 ||
+	    (r = kap_manifest_parse(buf, len, &m, b->err)) < 0)
+		return r;
+	free(steal_ptr(buf));
+	r = kap_store_read_blob(b->s, m.config.digest, &buf, &len, b->err);
+	if (r == 0)
+		r = kap_json_parse(buf, len, "image config", &st->cfg, b->err);
+	if (r == 0) {
+		st->layers = steal_ptr(m.layers);
+		st->n_layers = m.n_layers;
+		m.n_layers = 0;
+	}
+	kap_manifest_clear(&m);
+	return r;
+}
+
+static int scratch_config(struct stage *st)
+{
+	st->cfg = kap_json_new_object();
+	if (!st->cfg)
+		return -ENOMEM;
+	kap_json_set(st->cfg, "architecture", kap_json_new_string("amd64"));
+	kap_json_set(st->cfg, "os", kap_json_new_string("linux"));
+	kap_json_set(st->cfg, "config", kap_json_new_object());
+	struct kap_json *rootfs = kap_json_new_object();
+	kap_json_set(rootfs, "type", kap_json_new_string("layers"));
+	kap_json_set(rootfs, "diff_ids", kap_json_new_array());
+	kap_json_set(st->cfg, "rootfs", rootfs);
+	return 0;
+}
+
+static struct stage *find_stage(struct builder *b, const char *name)
+{
+	for (size_t i = 0; i < b->n_stages; i++)
+		if (b->stages[i].name && !strcasecmp(b->stages[i].name, name))
+			return &b->stages[i];
+	char *end;
+	unsigned long idx = strtoul(name, &end, 10);
+	if (*name && !*end && idx < b->n_stages)
+		return &b->stages[idx];
+	return NULL;
+}
+
+static int copy_stage(struct builder *b, const struct stage *from, struct stage *st)
+{
+	cleanup_free char *text = kap_json_dump(from->cfg, false);
+	if (!text)
+		return kap_error(b->err, ENOMEM, "stage");
+	int r = kap_json_parse(text, strlen(text), "image config", &st->cfg, b->err);
+	if (r < 0)
+		return r;
+	st->layers = calloc(from->n_layers + 1, sizeof(*st->layers));
+	if (!st->layers)
+		return kap_error(b->err, ENOMEM, "stage");
+	for (size_t i = 0; i < from->n_layers; i++) {
+		st->layers[i] = from->layers[i];
+		st->layers[i].platform_os = st->layers[i].platform_arch = NULL;
+		st->layers[i].platform_variant = NULL;
+		if (!(st->layers[i].media_type = strdup(from->layers[i].media_type)))
+			return kap_error(b->err, ENOMEM, "stage");
+		st->n_layers++;
+	}
+	return 0;
+}
+
+static int do_from(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
+{
+	cleanup_free char *image = NULL;
+	int r = expand(b, NULL, in, in->args[0], &image);
+	if (r < 0)
+		return r;
+	if (in->n_args > 1 && !(st->name = strdup(in->args[1])))
+		return kap_error(b->err, ENOMEM, "stage");
+	struct stage *prev = find_stage(b, image);
+	if (prev && prev != st)
+		r = copy_stage(b, prev, st);
+	else if (!strcmp(image, "scratch"))
+		r = scratch_config(st) < 0 ? kap_error(b->err, ENOMEM, "stage") : 0;
+	else
+		r = load_image(b, image, st);
+	if (r < 0)
+		return iwrap(b, in, r);
+	/* Layers inherited keep their digests; a docker-typed one is written as its OCI twin
+	 * (the same bytes, image-spec media-types.md compatibility matrix). */
+	for (size_t i = 0; i < st->n_layers; i++) {
+		if (!strcmp(st->layers[i].media_type,
+			    "application/vnd.docker.image.rootfs.diff.tar.gzip")) {
+			free(st->layers[i].media_type);
+			if (!(st->layers[i].media_type = strdup(MT_LAYER_GZIP)))
+				return kap_error(b->err, ENOMEM, "stage");
+		}
+	}
+	return 0;
+}
+
+/* ---- ARG ---- */
+
+static const char *build_arg(struct builder *b, const char *name)
+{
+	size_t nl = strlen(name);
+	for (char *const *a = b->o->build_args; a && *a; a++) {
+		if (strncmp(*a, name, nl))
+			continue;
+		if ((*a)[nl] == '=')
+			return *a + nl + 1;
+		if ((*a)[nl] == '\0')
+			return getenv(name);
+	}
+	return NULL;
+}
+
+static int do_arg(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
+{
+	for (size_t i = 0; i + 1 < in->n_args; i += 2) {
+		const char *name = in->args[i];
+		cleanup_free char *def = NULL;
+		const char *val = build_arg(b, name);
+		if (!val && in->args[i + 1]) {
+			int r = expand(b, st, in, in->args[i + 1], &def);
+			if (r < 0)
+				return r;
+			val = def;
+		}
+		/* Inside a stage, a bare ARG takes the value of the ARG before FROM. */
+		if (!val && st)
+			val = kv_get(b->meta, b->n_meta, name);
+		if (!val)
+			continue;
+		if (kv_set(st ? &st->args : &b->meta, st ? &st->n_args : &b->n_meta, name, val) < 0)
+			return kap_error(b->err, ENOMEM, "ARG");
+	}
+	return 0;
+}
+
+/* ---- config instructions ---- */
+
+static int set_strv(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
+		    const char *key)
+{
+	struct kap_json *c = cfg_config(st);
+	if (in->json) {
+		kap_json_set(c, key, strv_json(in->args, in->n_args));
+		return 0;
+	}
+	/* Shell form: the stage's SHELL (default /bin/sh -c) runs the text. */
+	struct kap_json *shell = kap_json_get(c, "Shell");
+	struct kap_json *a = kap_json_new_array();
+	if (shell && kap_json_type(shell) == KAP_JSON_ARRAY && kap_json_array_len(shell)) {
+		for (size_t i = 0; i < kap_json_array_len(shell); i++)
+			kap_json_append(a, kap_json_get_ref(kap_json_array_at(shell, i)));
+	} else {
+		kap_json_append(a, kap_json_new_string("/bin/sh"));
+		kap_json_append(a, kap_json_new_string("-c"));
+	}
+	kap_json_append(a, kap_json_new_string(in->args[0]));
+	kap_json_set(c, key, a);
+	(void)b;
+	return 0;
+}
+
+static int set_map_keys(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
+			const char *key, bool port)
+{
+	struct kap_json *c = cfg_config(st);
+	struct kap_json *m = kap_json_get(c, key);
+	if (!m || kap_json_type(m) != KAP_JSON_OBJECT) {
+		m = kap_json_new_object();
+		kap_json_set(c, key, m);
+	}
+	for (size_t i = 0; i < in->n_args; i++) {
+		cleanup_free char *w = NULL;
+		int r = expand(b, st, in, in->args[i], &w);
+		if (r < 0)
+			return r;
+		if (port && !strchr(w, '/')) {
+			char *t;
+			if (asprintf(&t, "%s/tcp", w) < 0)
+				return kap_error(b->err, ENOMEM, "EXPOSE");
+			free(w);
+			w = t;
+		}
+		kap_json_set(m, w, kap_json_new_object());
+	}
+	return 0;
+}
+
+static int config_instr(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
+{
+	struct kap_json *c = cfg_config(st);
+	cleanup_free char *w = NULL;
+	int r;
+	switch (in->kind) {
+	case KAP_CF_ENV:
+	case KAP_CF_LABEL: {
+		bool env = in->kind == KAP_CF_ENV;
+		for (size_t i = 0; i + 1 < in->n_args; i += 2) {
+			cleanup_free char *k = NULL, *v = NULL;
+			if ((r = expand(b, st, in, in->args[i], &k)) < 0 ||
+			    (r = expand(b, st, in, in->args[i + 1], &v)) < 0)
+				return r;
+			if (env) {
+				char **e;
+				size_t n;
+				if (cfg_env(st, &e, &n) < 0 || kv_set(&e, &n, k, v) < 0)
+					return kap_error(b->err, ENOMEM, "ENV");
+				kap_json_set(c, "Env", strv_json(e, n));
+				for (size_t j = 0; j < n; j++)
+					free(e[j]);
+				free(e);
+			} else {
+				struct kap_json *l = kap_json_get(c, "Labels");
+				if (!l || kap_json_type(l) != KAP_JSON_OBJECT) {
+					l = kap_json_new_object();
+					kap_json_set(c, "Labels", l);
+				}
+				kap_json_set(l, k, kap_json_new_string(v));
+			}
+		}
+		return 0;
+	}
+	case KAP_CF_WORKDIR: {
+		if ((r = expand(b, st, in, in->args[0], &w)) < 0)
+			return r;
+		const char *cur = kap_json_string(kap_json_get(c, "WorkingDir"));
+		cleanup_free char *path = NULL;
+		/* A relative WORKDIR is relative to the previous one. */
+		if (w[0] != '/' && asprintf(&path, "%s/%s", cur && *cur ? cur : "", w) < 0)
+			return kap_error(b->err, ENOMEM, "WORKDIR");
+		kap_json_set(c, "WorkingDir", kap_json_new_string(path ? path : w));
+		return 0;
+	}
+	case KAP_CF_USER:
+		if ((r = expand(b, st, in, in->args[0], &w)) < 0)
+			return r;
+		kap_json_set(c, "User", kap_json_new_string(w));
+		return 0;
+	case KAP_CF_STOPSIGNAL:
+		if ((r = expand(b, st, in, in->args[0], &w)) < 0)
+			return r;
+		kap_json_set(c, "StopSignal", kap_json_new_string(w));
+		return 0;
+	case KAP_CF_CMD:
+		return set_strv(b, st, in, "Cmd");
+	case KAP_CF_ENTRYPOINT:
+		/* docker: a new ENTRYPOINT drops an inherited CMD. */
+		set_strv(b, st, in, "Entrypoint");
+		kap_json_set(c, "Cmd", NULL);
+		return 0;
+	case KAP_CF_SHELL:
+		kap_json_set(c, "Shell", strv_json(in->args, in->n_args));
+		return 0;
+	case KAP_CF_EXPOSE:
+		return set_map_keys(b, st, in, "ExposedPorts", true);
+	case KAP_CF_VOLUME:
+		return set_map_keys(b, st, in, "Volumes", false);
+	case KAP_CF_MAINTAINER:
+		kap_json_set(st->cfg, "author", kap_json_new_string(in->args[0]));
+		return 0;
+	case KAP_CF_HEALTHCHECK: {
+		struct kap_json *h = kap_json_new_object();
+		struct kap_json *test = kap_json_new_array();
+		if (in->healthcheck_none) {
+			kap_json_append(test, kap_json_new_string("NONE"));
+		} else {
+			kap_json_append(test, kap_json_new_string(in->json ? "CMD" : "CMD-SHELL"));
+			for (size_t i = 0; i < in->n_args; i++)
+				kap_json_append(test, kap_json_new_string(in->args[i]));
+		}
+		kap_json_set(h, "Test", test);
+		static const struct {
+			const char *flag, *key;
+		} d[] = {{"interval", "Interval"},
+			 {"timeout", "Timeout"},
+			 {"start-period", "StartPeriod"},
+			 {"start-interval", "StartInterval"}};
+		for (size_t i = 0; i < KAP_ARRAY_SIZE(d); i++) {
+			const char *v = kap_cf_flag(in, d[i].flag);
+			long long ns;
+			if (v && kap_cf_duration(v, &ns) == 0)
+				kap_json_set(h, d[i].key, kap_json_new_int64(ns));
+		}
+		const char *retries = kap_cf_flag(in, "retries");
+		if (retries)
+			kap_json_set(h, "Retries", kap_json_new_int64(strtol(retries, NULL, 10)));
+		kap_json_set(c, "Healthcheck", h);
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+/* ---- COPY / ADD ---- */
+
+struct copy_ctx {
+	struct builder *b;
+	const struct kap_cf_instr *in;
+	int rootfd;    /* the stage's merged rootfs (O_PATH) */
+	bool from_ctx; /* sources from the context: .containerignore applies */
+	uid_t uid;
+	gid_t gid;
+	int chmod; /* -1: keep */
+};
+
+/* .containerignore / .dockerignore (docker's fileutils patterns, without `**`). */
+static bool ignored(const struct builder *b, const char *rel)
+{
+	bool out = false;
+	for (size_t i = 0; i < b->n_ignore; i++) {
+		const char *p = b->ignore[i];
+		bool neg = p[0] == '!';
+		if (neg)
+			p++;
+		size_t pl = strlen(p);
+		/* A pattern matching a directory excludes what is under it. */
+		bool m =
+		    fnmatch(p, rel, FNM_PATHNAME) == 0 || (!strncmp(rel, p, pl) && rel[pl] == '/');
+		if (!m) {
+			cleanup_free char *dup = strdup(rel);
+			for (char *s = dup ? strrchr(dup, '/') : NULL; s && !m;
+			     s = strrchr(dup, '/')) {
+				*s = '\0';
+				m = fnmatch(p, dup, FNM_PATHNAME) == 0;
+			}
+		}
+		if (m)
+			out = !neg;
+	}
+	return out;
+}
+
+static int load_ignore(struct builder *b)
+{
+	cleanup_free char *buf = NULL;
+	size_t len;
+	if (kap_fs_read_file(b->ctxfd, ".containerignore", 1 << 20, &buf, &len, NULL) < 0 &&
+	    kap_fs_read_file(b->ctxfd, ".dockerignore", 1 << 20, &buf, &len, NULL) < 0)
+		return 0;
+	char *save = NULL;
+	for (char *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		while (*l == ' ' || *l == '\t')
+			l++;
+		size_t n = strlen(l);
+		while (n && (l[n - 1] == ' ' || l[n - 1] == '\t' || l[n - 1] == '\r'))
+			l[--n] = '\0';
+		if (!n || l[0] == '#')
+			continue;
+		bool neg = l[0] == '!';
+		const char *p = l + neg;
+		while (*p == '/')
+			p++;
+		while (!strncmp(p, "./", 2))
+			p += 2;
+		char *pat;
+		if (asprintf(&pat, "%s%s", neg ? "!" : "", p) < 0 ||
+		    strv_add(&b->ignore, &b->n_ignore, pat) < 0)
+			return kap_error(b->err, ENOMEM, ".containerignore");
+		n = strlen(pat);
+		while (n > 1 && pat[n - 1] == '/')
+			pat[--n] = '\0';
+	}
+	return 0;
+}
+
+/* Lexically clean a source path; NULL when it climbs out of its root. */
+static char *clean_rel(const char *p)
+{
+	char *out = calloc(1, strlen(p) + 2);
+	if (!out)
+		return NULL;
+	size_t n = 0;
+	while (*p) {
+		while (*p == '/')
+			p++;
+		const char *e = strchrnul(p, '/');
+		size_t l = (size_t)(e - p);
+		if (l == 0 || (l == 1 && p[0] == '.')) {
+		} else if (l == 2 && p[0] == '.' && p[1] == '.') {
+			if (n == 0) {
+				free(out);
+				errno = EXDEV;
+				return NULL;
+			}
+			while (n && out[n - 1] != '/')
+				n--;
+			if (n)
+				n--;
+		} else {
+			if (n)
+				out[n++] = '/';
+			memcpy(out + n, p, l);
+			n += l;
+		}
+		out[n] = '\0';
+		p = e;
+	}
+	if (n == 0)
+		strcpy(out, ".");
+	return out;
+}
+
+static int copy_data(struct copy_ctx *c, int in, int out, const char *what)
+{
+	for (;;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+		if (n > 0)
+			continue;
+		if (n == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+			return kap_error(c->b->err, errno, "copy %s", what);
+		break;
+	}
+	char buf[1 << 16];
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return kap_error(c->b->err, errno, "read %s", what);
+		if (n == 0)
+			return 0;
+		if (kap_fs_write_all(out, buf, (size_t)n) < 0)
+			return kap_error(c->b->err, errno, "write %s", what);
+	}
+}
+
+static int set_meta(struct copy_ctx *c, int dirfd, const char *name, const struct stat *st)
+{
+	/* Ownership from --chown (default root), mode from --chmod or the source, mtime kept. */
+	int r = fchownat(dirfd, name, c->uid, c->gid, AT_SYMLINK_NOFOLLOW);
+	if (r == 0 && !S_ISLNK(st->st_mode))
+		r = fchmodat(dirfd, name, c->chmod >= 0 ? (mode_t)c->chmod : st->st_mode & 07777,
+			     0);
+	struct timespec ts[2] = {st->st_atim, st->st_mtim};
+	if (r == 0)
+		r = utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
+	return r < 0 ? kap_error(c->b->err, errno, "set owner, mode and mtime of %s", name) : 0;
+}
+
+static int copy_tree(struct copy_ctx *c, int srcdir, const char *srcrel, int dstdir, int depth);
+
+/* Copy srcdir/name (not following a symlink) to dstdir/dname. */
+static int copy_entry(struct copy_ctx *c, int srcdir, const char *name, const char *srcrel,
+		      int dstdir, const char *dname, int depth)
+{
+	struct stat st;
+	if (fstatat(srcdir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return kap_error(c->b->err, errno, "stat %s", srcrel);
+	if (c->from_ctx && ignored(c->b, srcrel))
+		return 0;
+	if (S_ISDIR(st.st_mode)) {
+		if (mkdirat(dstdir, dname, 0755) < 0 && errno != EEXIST)
+			return kap_error(c->b->err, errno, "create %s", dname);
+		cleanup_close int sfd =
+		    openat(srcdir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		cleanup_close int dfd =
+		    openat(dstdir, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sfd < 0 || dfd < 0)
+			return kap_error(c->b->err, errno, "open %s", srcrel);
+		int r = copy_tree(c, sfd, srcrel, dfd, depth + 1);
+		return r < 0 ? r : set_meta(c, dstdir, dname, &st);
+	}
+	/* Whatever the image has at that name is replaced (a directory is not). */
+	if (unlinkat(dstdir, dname, 0) < 0 && errno != ENOENT && errno != EISDIR)
+		return kap_error(c->b->err, errno, "replace %s", dname);
+	if (S_ISLNK(st.st_mode)) {
+		char target[4096];
+		ssize_t n = readlinkat(srcdir, name, target, sizeof(target) - 1);
+		if (n < 0)
+			return kap_error(c->b->err, errno, "readlink %s", srcrel);
+		target[n] = '\0';
+		if (symlinkat(target, dstdir, dname) < 0)
+			return kap_error(c->b->err, errno, "symlink %s", dname);
+	} else if (S_ISREG(st.st_mode)) {
+		cleanup_close int in = openat(srcdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		cleanup_close int out = openat(
+		    dstdir, dname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (in < 0 || out < 0)
+			return kap_error(c->b->err, errno, "copy %s", srcrel);
+		int r = copy_data(c, in, out, srcrel);
+		if (r < 0)
+			return r;
+	} else if (S_ISFIFO(st.st_mode)) {
+		if (mkfifoat(dstdir, dname, 0600) < 0)
+			return kap_error(c->b->err, errno, "mkfifo %s", dname);
+	} else {
+		return 0; /* devices and sockets of a context are not copied */
+	}
+	return set_meta(c, dstdir, dname, &st);
+}
+
+static int copy_tree(struct copy_ctx *c, int srcdir, const char *srcrel, int dstdir, int depth)
+{
+	if (depth > 256)
+		return kap_error_plain(c->b->err, ELOOP, "%s: nested too deeply", srcrel);
+	int dup = fcntl(srcdir, F_DUPFD_CLOEXEC, 3);
+	cleanup_dir DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+	if (!d) {
+		if (dup >= 0)
+			close(dup);
+		return kap_error(c->b->err, errno, "open %s", srcrel);
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		cleanup_free char *rel = NULL;
+		if (asprintf(&rel, "%s%s%s", strcmp(srcrel, ".") ? srcrel : "",
+			     strcmp(srcrel, ".") ? "/" : "", de->d_name) < 0)
+			return kap_error(c->b->err, ENOMEM, "copy");
+		int r = copy_entry(c, srcdir, de->d_name, rel, dstdir, de->d_name, depth);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* A resolved source file (a symlink naming it was followed) -> dstdir/dname. */
+static int copy_file_fd(struct copy_ctx *c, int sfd, const struct stat *st, const char *rel,
+			int dstdir, const char *dname)
+{
+	if (!S_ISREG(st->st_mode))
+		return kap_error_plain(c->b->err, EINVAL, "source %s is not a regular file", rel);
+	if (unlinkat(dstdir, dname, 0) < 0 && errno != ENOENT)
+		return kap_error(c->b->err, errno, "replace %s", dname);
+	cleanup_close int out =
+	    openat(dstdir, dname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0)
+		return kap_error(c->b->err, errno, "create %s", dname);
+	int r = copy_data(c, sfd, out, rel);
+	return r < 0 ? r : set_meta(c, dstdir, dname, st);
+}
+
+static bool is_url(const char *s)
+{
+	return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8) || !strncmp(s, "git@", 4);
+}
+
+/* A local tar ADD unpacks: by content (ustar magic) or, compressed, by name. */
+static bool looks_like_tar(int fd, const char *name, enum kap_compression *comp)
+{
+	unsigned char buf[512];
+	ssize_t n = pread(fd, buf, sizeof(buf), 0);
+	if (n < 4)
+		return false;
+	*comp = kap_compression_detect(buf, (size_t)n);
+	if (*comp != KAP_COMP_NONE)
+		return strstr(name, ".tar") || strstr(name, ".tgz");
+	return n == 512 && !memcmp(buf + 257, "ustar", 5);
+}
+
+static int do_copy(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
+{
+	bool add = in->kind == KAP_CF_ADD;
+	const char *from = kap_cf_flag(in, "from");
+	int r;
+	cleanup_strv char **words = calloc(in->n_args + 1, sizeof(char *));
+	if (!words)
+		return kap_error(b->err, ENOMEM, "COPY");
+	for (size_t i = 0; i < in->n_args; i++)
+		if ((r = expand(b, st, in, in->args[i], &words[i])) < 0)
+			return r;
+	size_t n_src = in->n_args - 1;
+	const char *dest = words[n_src];
+	for (size_t i = 0; i < n_src; i++)
+		if (is_url(words[i]))
+			return ierr(b, in,
+				    "remote source %s: not supported (builds have no network)",
+				    words[i]);
+
+	/* The source root: the context, or another stage's (or image's) rootfs. */
+	struct stage tmp_stage = {0};
+	cleanup_close int fromfd = -EBADF;
+	if (from) {
+		cleanup_free char *f = NULL;
+		if ((r = expand(b, st, in, from, &f)) < 0)
+			return r;
+		struct stage *src = find_stage(b, f);
+		if (src == st)
+			return ierr(b, in, "--from=%s names the stage being built", f);
+		if (!src) {
+			if (strchr(f, '/') == NULL && strchr(f, ':') == NULL &&
+			    kap_store_lookup(b->s, f, NULL, (char[KAP_DIGEST_LEN + 1]){0}, NULL) <
+				0)
+				return ierr(b, in, "--from=%s: no such stage or image", f);
+			if ((r = load_image(b, f, &tmp_stage)) < 0) {
+				stage_clear(&tmp_stage);
+				return iwrap(b, in, r);
+			}
+			src = &tmp_stage;
+		}
+		fromfd = mount_stage(b, src, "from-", &b->from_mounted);
+		stage_clear(&tmp_stage);
+		if (fromfd < 0)
+			return fromfd;
+	}
+
+	cleanup_close int rootfd = mount_stage(b, st, "", &b->mounted);
+	if (rootfd < 0)
+		return rootfd;
+	struct copy_ctx c = {.b = b, .in = in, .rootfd = rootfd, .from_ctx = !from, .chmod = -1};
+	const char *chmod = kap_cf_flag(in, "chmod");
+	if (chmod)
+		c.chmod = (int)strtol(chmod, NULL, 8);
+	const char *chown = kap_cf_flag(in, "chown");
+	if (chown) {
+		cleanup_free char *spec = NULL;
+		if ((r = expand(b, st, in, chown, &spec)) < 0)
+			return r;
+		struct kap_exec_user u = {0};
+		if ((r = kap_bundle_resolve_user(rootfd, spec, &u, b->err)) < 0)
+			return iwrap(b, in, r);
+		c.uid = u.uid;
+		c.gid = u.gid;
+		kap_exec_user_clear(&u);
+	}
+
+	/* Destination: relative to WORKDIR; a directory when it ends in '/' or takes several
+	 * sources (reference "COPY"). */
+	const char *wd = kap_json_string(kap_json_get(cfg_config(st), "WorkingDir"));
+	cleanup_free char *dpath = NULL;
+	if (asprintf(&dpath, "%s%s%s", dest[0] == '/' ? "" : (wd && *wd ? wd : "/"),
+		     dest[0] == '/' ? "" : "/", dest) < 0)
+		return kap_error(b->err, ENOMEM, "COPY");
+	size_t dl = strlen(dest);
+	bool dest_dir = (dl && dest[dl - 1] == '/') || n_src > 1 || !strcmp(dest, ".");
+	if (!dest_dir) {
+		int probe = kap_fs_open_in_root(rootfd, dpath, O_PATH | O_DIRECTORY, 0, NULL);
+		if (probe >= 0) {
+			dest_dir = true;
+			close(probe);
+		}
+	}
+
+	for (size_t i = 0; i < n_src; i++) {
+		cleanup_free char *rel = clean_rel(words[i]);
+		if (!rel)
+			return rel == NULL && errno == EXDEV
+				   ? ierr(b, in, "source %s is outside the build context", words[i])
+				   : kap_error(b->err, ENOMEM, "COPY");
+		/* Sources resolve beneath the context (no symlink out of it); in a stage's
+		 * rootfs, inside it. */
+		int srcroot = from ? fromfd : b->ctxfd;
+		uint64_t res = from ? RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+				    : RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+		cleanup_close int sfd = kap_openat2(srcroot, rel, O_RDONLY | O_CLOEXEC, 0, res);
+		if (sfd < 0 && errno == EXDEV)
+			return ierr(b, in, "source %s is outside the build context", words[i]);
+		if (sfd < 0)
+			return ierr(b, in, "source %s: %s", words[i], strerror(errno));
+		struct stat sst;
+		if (fstat(sfd, &sst) < 0)
+			return kap_error(b->err, errno, "stat %s", words[i]);
+		if (!from && strcmp(rel, ".") && ignored(b, rel))
+			return ierr(b, in, "source %s is excluded by .containerignore", words[i]);
+
+		const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+		if (S_ISDIR(sst.st_mode) || dest_dir) {
+			cleanup_close int dfd =
+			    kap_fs_mkdir_in_root(rootfd, dpath, 0755, false, b->err);
+			if (dfd < 0)
+				return iwrap(b, in, dfd);
+			cleanup_close int ddir =
+			    openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (ddir < 0)
+				return kap_error(b->err, errno, "open %s", dpath);
+			enum kap_compression comp;
+			if (S_ISDIR(sst.st_mode)) {
+				r = copy_tree(&c, sfd, rel, ddir, 0);
+			} else if (add && looks_like_tar(sfd, base, &comp)) {
+				struct kap_unpack_opts uo = {0};
+				r = kap_unpack_layer(sfd, comp, ddir, &uo, NULL, b->err);
+			} else {
+				r = copy_file_fd(&c, sfd, &sst, rel, ddir, base);
+			}
+		} else {
+			cleanup_free char *dparent = strdup(dpath);
+			char *sl = dparent ? strrchr(dparent, '/') : NULL;
+			if (!dparent || !sl)
+				return kap_error(b->err, ENOMEM, "COPY");
+			*sl = '\0';
+			cleanup_close int dfd = kap_fs_mkdir_in_root(
+			    rootfd, *dparent ? dparent : "/", 0755, false, b->err);
+			if (dfd < 0)
+				return iwrap(b, in, dfd);
+			cleanup_close int ddir =
+			    openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (ddir < 0)
+				return kap_error(b->err, errno, "open %s", dparent);
+			enum kap_compression comp;
+			if (add && looks_like_tar(sfd, base, &comp)) {
+				struct kap_unpack_opts uo = {0};
+				r = kap_unpack_layer(sfd, comp, ddir, &uo, NULL, b->err);
+			} else {
+				r = copy_file_fd(&c, sfd, &sst, rel, ddir, sl + 1);
+			}
+		}
+		if (r < 0)
+			return iwrap(b, in, r);
+	}
+	if ((r = umount_stage(b, "", &b->mounted)) < 0 ||
+	    (r = umount_stage(b, "from-", &b->from_mounted)) < 0)
+		return r;
+	return commit_layer(b, st, in->text);
+}
+
+/* ---- RUN ---- */
+
+/* Mount points the runtime creates in a rootfs that lacks them: not the step's doing, so they
+ * stay out of its layer (buildah removes them too). */
+static const char *const runtime_mountpoints[] = {"dev",       "proc",	       "sys",
+						  "etc/hosts", "etc/hostname", "etc/resolv.conf"};
+
+static void print_tail(int logfd)
+{
+	struct stat st;
+	if (fstat(logfd, &st) < 0)
+		return;
+	off_t start = st.st_size > 4096 ? st.st_size - 4096 : 0;
+	char buf[4097];
+	ssize_t n = pread(logfd, buf, sizeof(buf) - 1, start);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	int lines = 0;
+	char *p = buf + n;
+	if (p > buf && p[-1] == '\n')
+		p--;
+	while (p > buf && lines < RUN_TAIL_LINES)
+		if (*--p == '\n')
+			lines++;
+	if (*p == '\n')
+		p++;
+	fprintf(stderr, "%s%s", p, buf[n - 1] == '\n' ? "" : "\n");
+}
+
+static int copy_to_stderr(int fd)
+{
+	char buf[65536];
+	off_t off = 0;
+	ssize_t n;
+	fflush(stderr);
+	while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
+		if (kap_fs_write_all(STDERR_FILENO, buf, (size_t)n) < 0)
+			return -errno;
+		off += n;
+	}
+	return 0;
+}
+
+static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
+{
+	int r;
+	cleanup_strv char **argv = NULL;
+	size_t argc = 0;
+	if (in->json) {
+		for (size_t i = 0; i < in->n_args; i++)
+			if (strv_add(&argv, &argc, strdup(in->args[i])) < 0)
+				return kap_error(b->err, ENOMEM, "RUN");
+	} else {
+		struct kap_json *shell = kap_json_get(cfg_config(st), "Shell");
+		size_t n =
+		    shell && kap_json_type(shell) == KAP_JSON_ARRAY ? kap_json_array_len(shell) : 0;
+		for (size_t i = 0; i < n; i++) {
+			const char *s = kap_json_string(kap_json_array_at(shell, i));
+			if (strv_add(&argv, &argc, strdup(s ? s : "")) < 0)
+				return kap_error(b->err, ENOMEM, "RUN");
+		}
+		if (n == 0 && (strv_add(&argv, &argc, strdup("/bin/sh")) < 0 ||
+			       strv_add(&argv, &argc, strdup("-c")) < 0))
+			return kap_error(b->err, ENOMEM, "RUN");
+		if (strv_add(&argv, &argc, strdup(in->args[0])) < 0)
+			return kap_error(b->err, ENOMEM, "RUN");
+	}
+	if (argc == 0)
+		return ierr(b, in, "empty command");
+
+	cleanup_close int rootfd = mount_stage(b, st, "", &b->mounted);
+	if (rootfd < 0)
+		return rootfd;
+	bool existed[KAP_ARRAY_SIZE(runtime_mountpoints)];
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(runtime_mountpoints); i++)
+		existed[i] =
+		    faccessat(rootfd, runtime_mountpoints[i], F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	const char *wd = kap_json_string(kap_json_get(cfg_config(st), "WorkingDir"));
+	if (wd && *wd && strcmp(wd, "/")) {
+		int fd = kap_fs_mkdir_in_root(rootfd, wd, 0755, false, b->err);
+		if (fd < 0)
+			return iwrap(b, in, fd);
+		close(fd);
+	}
+
+	cleanup_free char *cfgtext = kap_json_dump(st->cfg, false);
+	if (!cfgtext)
+		return kap_error(b->err, ENOMEM, "RUN");
+	struct kap_image_config img = {0};
+	if ((r = kap_image_config_parse(cfgtext, strlen(cfgtext), &img, b->err)) < 0)
+		return iwrap(b, in, r);
+	const char *net = kap_cf_flag(in, "network");
+	if (!net || !strcmp(net, "default"))
+		net = b->o->network ? b->o->network : "none";
+	struct kapsel_run_options ro = {
+	    .store = b->o->store,
+	    .root = b->o->root,
+	    .cmd = argv,
+	    .entrypoint = "",
+	    .net = net,
+	    .env = st->args,
+	};
+	cleanup_free char *merged = NULL;
+	if (asprintf(&merged, "%s/merged", b->tmp) < 0) {
+		kap_image_config_clear(&img);
+		return kap_error(b->err, ENOMEM, "RUN");
+	}
+	struct kap_bundle_env be = {
+	    .rootfs = merged, .image_name = "kapsel-build", .hostname = "kapsel-build"};
+	cleanup_json struct kap_json *config = NULL;
+	r = kap_bundle_config(&img, &ro, &be, rootfd, &config, b->err);
+	kap_image_config_clear(&img);
+	if (r < 0)
+		return iwrap(b, in, r);
+	cleanup_free char *text = kap_json_dump(config, true);
+	if (!text)
+		return kap_error(b->err, ENOMEM, "config.json");
+	if ((r = kap_fs_write_atomic(b->tmpfd, "config.json", text, strlen(text), 0600, false,
+				     b->err)) < 0)
+		return r;
+
+	unsigned char rnd[6];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return kap_error(b->err, errno, "getrandom");
+	char id[40];
+	snprintf(id, sizeof(id), "kapsel-build-%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+		 rnd[3], rnd[4], rnd[5]);
+	/* The step's output goes to a log (shown as it is, and its tail when it fails). */
+	cleanup_close int logfd =
+	    openat(b->tmpfd, "run.log", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cleanup_close int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (logfd < 0 || nullfd < 0)
+		return kap_error(b->err, errno, "%s/run.log", b->tmp);
+	fflush(stdout);
+	fflush(stderr);
+	int saved[3] = {fcntl(0, F_DUPFD_CLOEXEC, 3), fcntl(1, F_DUPFD_CLOEXEC, 3),
+			fcntl(2, F_DUPFD_CLOEXEC, 3)};
+	if (saved[0] < 0 || saved[1] < 0 || saved[2] < 0 || dup2(nullfd, 0) < 0 ||
+	    dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0) {
+		r = kap_error(b->err, errno, "redirect RUN output");
+	} else {
+		struct kapsel_create_options co = {.root = b->o->root, .id = id, .bundle = b->tmp};
+		r = kapsel_container_run(&co, b->err);
+	}
+	for (int i = 0; i < 3; i++) {
+		if (saved[i] >= 0) {
+			dup2(saved[i], i);
+			close(saved[i]);
+		}
+	}
+	if (!b->o->quiet)
+		copy_to_stderr(logfd);
+	if (r < 0)
+		return iwrap(b, in, r);
+	if (r != 0) {
+		if (b->o->quiet)
+			print_tail(logfd);
+		return kap_error_plain(b->err, EIO, "%s:%u: RUN %s: exit status %d", b->cf.path,
+				       in->line, in->args[0], r);
+	}
+	if ((r = umount_stage(b, "", &b->mounted)) < 0)
+		return r;
+	cleanup_close int upfd = openat(b->tmpfd, "upper", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	for (size_t i = 0; upfd >= 0 && i < KAP_ARRAY_SIZE(runtime_mountpoints); i++) {
+		if (existed[i])
+			continue;
+		struct stat sst;
+		const char *mp = runtime_mountpoints[i];
+		if (fstatat(upfd, mp, &sst, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(sst.st_mode))
+			unlinkat(upfd, mp, AT_REMOVEDIR); /* only when empty */
+		else if (S_ISREG(sst.st_mode) && sst.st_size == 0)
+			unlinkat(upfd, mp, 0);
+	}
+	cleanup_free char *by = NULL;
+	if (asprintf(&by, "RUN %s", in->args[0]) < 0)
+		return kap_error(b->err, ENOMEM, "RUN");
+	return commit_layer(b, st, in->json ? in->text : by);
+}
+
+/* ---- the image ---- */
+
+static struct kap_json *descriptor(const char *mt, const char *digest, int64_t size)
+{
+	struct kap_json *d = kap_json_new_object();
+	kap_json_set(d, "mediaType", kap_json_new_string(mt));
+	kap_json_set(d, "digest", kap_json_new_string(digest));
+	kap_json_set(d, "size", kap_json_new_int64(size));
+	return d;
+}
+
+/* bare names get podman's localhost/ (a build has no registry in mind). */
+static int tag_name(const char *in, char **out, struct kapsel_error **err)
+{
+	cleanup_free char *full = NULL;
+	const char *slash = strchr(in, '/');
+	bool has_registry =
+	    slash && (memchr(in, '.', (size_t)(slash - in)) ||
+		      memchr(in, ':', (size_t)(slash - in)) || !strncmp(in, "localhost/", 10));
+	if (!has_registry && asprintf(&full, "localhost/%s", in) < 0)
+		return kap_error(err, ENOMEM, "tag");
+	struct kap_ref ref;
+	int r = kap_ref_parse(full ? full : in, &ref, err);
+	if (r < 0)
+		return kap_error_wrap(err, "tag %s", in);
+	*out = kap_ref_string(&ref);
+	kap_ref_clear(&ref);
+	return *out ? 0 : kap_error(err, ENOMEM, "tag");
+}
+
+static int write_image(struct builder *b, struct stage *st, char *config_digest, char **names,
+		       char *manifest_digest)
+{
+	char ts[40];
+	rfc3339(now_or_epoch(b), ts, sizeof(ts));
+	kap_json_set(st->cfg, "created", kap_json_new_string(ts));
+	struct kap_json *c = cfg_config(st);
+	for (char *const *l = b->o->labels; l && *l; l++) {
+		const char *eq = strchr(*l, '=');
+		cleanup_free char *k = strndup(*l, eq ? (size_t)(eq - *l) : strlen(*l));
+		if (!k)
+			return kap_error(b->err, ENOMEM, "label");
+		struct kap_json *lab = kap_json_get(c, "Labels");
+		if (!lab || kap_json_type(lab) != KAP_JSON_OBJECT) {
+			lab = kap_json_new_object();
+			kap_json_set(c, "Labels", lab);
+		}
+		kap_json_set(lab, k, kap_json_new_string(eq ? eq + 1 : ""));
+	}
+	cleanup_free char *cfgtext = kap_json_dump(st->cfg, false);
+	if (!cfgtext)
+		return kap_error(b->err, ENOMEM, "config");
+	int r = kap_store_put_blob(b->s, cfgtext, strlen(cfgtext), config_digest, b->err);
+	if (r < 0)
+		return r;
+	cleanup_json struct kap_json *m = kap_json_new_object();
+	kap_json_set(m, "schemaVersion", kap_json_new_int64(2));
+	kap_json_set(m, "mediaType", kap_json_new_string(KAP_MT_OCI_MANIFEST));
+	kap_json_set(m, "config",
+		     descriptor(KAP_MT_OCI_CONFIG, config_digest, (int64_t)strlen(cfgtext)));
+	struct kap_json *layers = kap_json_new_array();
+	for (size_t i = 0; i < st->n_layers; i++)
+		kap_json_append(layers, descriptor(st->layers[i].media_type, st->layers[i].digest,
+						   st->layers[i].size));
+	kap_json_set(m, "layers", layers);
+	cleanup_free char *mtext = kap_json_dump(m, false);
+	if (!mtext)
+		return kap_error(b->err, ENOMEM, "manifest");
+	if ((r = kap_store_put_blob(b->s, mtext, strlen(mtext), manifest_digest, b->err)) < 0)
+		return r;
+	for (char **n = names; n && *n; n++)
+		if ((r = kap_store_tag(b->s, *n, manifest_digest, b->err)) < 0)
+			return r;
+	return 0;
+}
+
+static void builder_cleanup(struct builder *b)
+{
+	cleanup_error struct kapsel_error *e = NULL;
+	if (b->mounted)
+		umount_stage(b, "", &b->mounted);
+	if (b->from_mounted)
+		umount_stage(b, "from-", &b->from_mounted);
+	if (b->tmp) {
+		cleanup_close int parent = -EBADF;
+		char *slash = strrchr(b->tmp, '/');
+		if (slash) {
+			*slash = '\0';
+			parent = open(b->tmp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+			if (parent >= 0)
+				kap_fs_rm_rf(parent, slash + 1);
+			*slash = '/';
+		}
+		free(b->tmp);
+	}
+	if (b->tmpfd >= 0)
+		close(b->tmpfd);
+	if (b->ctxfd >= 0)
+		close(b->ctxfd);
+	for (size_t i = 0; i < b->n_stages; i++)
+		stage_clear(&b->stages[i]);
+	free(b->stages);
+	for (size_t i = 0; i < b->n_ignore; i++)
+		free(b->ignore[i]);
+	free(b->ignore);
+	for (size_t i = 0; i < b->n_meta; i++)
+		free(b->meta[i]);
+	free(b->meta);
+	kap_containerfile_clear(&b->cf);
+	if (b->s)
+		kap_store_close(b->s);
+}
+
+static int build(struct builder *b, char **id_out)
+{
+	const struct kapsel_build_options *o = b->o;
+	int r;
+	if (!o->context || !*o->context)
+		return kap_error_plain(b->err, EINVAL, "build: no context directory given");
+	if (geteuid() != 0)
+		return kap_error_plain(b->err, EPERM,
+				       "kapsel build runs as root (RUN mounts overlays)");
+	if ((b->ctxfd = open(o->context, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return kap_error(b->err, errno, "build context %s", o->context);
+	cleanup_free char *file = NULL;
+	if (o->file) {
+		file = strdup(o->file);
+	} else {
+		if (asprintf(&file, "%s/Containerfile", o->context) >= 0 &&
+		    access(file, F_OK) < 0) {
+			free(file);
+			if (asprintf(&file, "%s/Dockerfile", o->context) < 0)
+				file = NULL;
+		}
+	}
+	if (!file)
+		return kap_error(b->err, ENOMEM, "build");
+	cleanup_free char *text = NULL;
+	size_t len;
+	if ((r = kap_fs_read_file(AT_FDCWD, file, KAP_CF_MAX_SIZE, &text, &len, b->err)) < 0)
+		return r;
+	if ((r = kap_cf_parse(file, text, len, &b->cf, b->err)) < 0)
+		return r;
+	if ((r = load_ignore(b)) < 0)
+		return r;
+	const char *sde = getenv("SOURCE_DATE_EPOCH");
+	b->epoch = -1;
+	if (sde && *sde) {
+		char *end;
+		long long v = strtoll(sde, &end, 10);
+		if (*end || v < 0)
+			return kap_error_plain(b->err, EINVAL, "SOURCE_DATE_EPOCH=%s: not a time",
+					       sde);
+		b->epoch = v;
+	}
+
+	/* Which stage is wanted: --target, else the last. */
+	size_t n_from = 0, target = 0;
+	bool found = !o->target;
+	for (size_t i = 0; i < b->cf.n; i++) {
+		const struct kap_cf_instr *in = &b->cf.instrs[i];
+		if (in->kind != KAP_CF_FROM)
+			continue;
+		if (o->target && in->n_args > 1 && !strcasecmp(in->args[1], o->target)) {
+			target = n_from;
+			found = true;
+		}
+		n_from++;
+	}
+	if (!found)
+		return kap_error_plain(b->err, ENOENT, "--target %s: no stage of that name in %s",
+				       o->target, file);
+	if (!o->target)
+		target = n_from - 1;
+	cleanup_strv char **names = calloc(1, sizeof(char *));
+	size_t n_names = 0;
+	if (!names)
+		return kap_error(b->err, ENOMEM, "build");
+	for (char *const *t = o->tags; t && *t; t++) {
+		char *nm;
+		if ((r = tag_name(*t, &nm, b->err)) < 0)
+			return r;
+		if (strv_add(&names, &n_names, nm) < 0)
+			return kap_error(b->err, ENOMEM, "build");
+	}
+
+	if ((r = kap_store_open(o->store, &b->s, b->err)) < 0)
+		return r;
+	if (asprintf(&b->tmp, "%s/tmp/build-XXXXXX", kap_store_path(b->s)) < 0) {
+		b->tmp = NULL;
+		return kap_error(b->err, ENOMEM, "build");
+	}
+	if (!mkdtemp(b->tmp)) {
+		r = kap_error(b->err, errno, "create %s", b->tmp);
+		free(steal_ptr(b->tmp));
+		return r;
+	}
+	if ((b->tmpfd = open(b->tmp, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return kap_error(b->err, errno, "open %s", b->tmp);
+	if (mkdirat(b->tmpfd, "empty", 0755) < 0)
+		return kap_error(b->err, errno, "create %s/empty", b->tmp);
+
+	struct stage *st = NULL;
+	size_t steps = 0, step = 0;
+	for (size_t i = 0, f = 0; i < b->cf.n; i++) {
+		if (b->cf.instrs[i].kind == KAP_CF_FROM && f++ > target)
+			break;
+		steps++;
+	}
+	for (size_t i = 0; i < b->cf.n; i++) {
+		const struct kap_cf_instr *in = &b->cf.instrs[i];
+		if (in->kind == KAP_CF_FROM && b->n_stages == target + 1)
+			break;
+		if (!o->quiet)
+			fprintf(stderr, "STEP %zu/%zu: %s\n", ++step, steps, in->text);
+		switch (in->kind) {
+		case KAP_CF_FROM: {
+			struct stage *ns = realloc(b->stages, (b->n_stages + 1) * sizeof(*ns));
+			if (!ns)
+				return kap_error(b->err, ENOMEM, "build");
+			b->stages = ns;
+			st = &ns[b->n_stages++];
+			*st = (struct stage){0};
+			r = do_from(b, in, st);
+			break;
+		}
+		case KAP_CF_ARG:
+			r = do_arg(b, in, st);
+			break;
+		case KAP_CF_RUN:
+			r = do_run(b, in, st);
+			break;
+		case KAP_CF_COPY:
+		case KAP_CF_ADD:
+			r = do_copy(b, in, st);
+			break;
+		default:
+			r = config_instr(b, in, st);
+			if (r == 0)
+				add_history(b, st, in->text, true);
+			break;
+		}
+		if (r < 0)
+			return r;
+	}
+	char config_digest[KAP_DIGEST_LEN + 1], manifest_digest[KAP_DIGEST_LEN + 1];
+	if ((r = write_image(b, &b->stages[target], config_digest, names, manifest_digest)) < 0)
+		return r;
+	if (id_out && !(*id_out = strdup(config_digest + 7)))
+		return kap_error(b->err, ENOMEM, "build");
+	return 0;
+}
+
+API int kapsel_image_build(const struct kapsel_build_options *o, char **id_out,
+			   struct kapsel_error **err)
+{
+	struct builder b = {.o = o, .ctxfd = -EBADF, .tmpfd = -EBADF, .err = err};
+	int r = build(&b, id_out);
+	builder_cleanup(&b);
+	return r;
+}

@@ -1,0 +1,203 @@
+"""`kapsel build` end to end on the embedded busybox image (no registry, no network): a
+multi-stage Containerfile whose image `kapsel run` runs, the layers it writes (whiteouts,
+reproducible digests), and the bad input a build must refuse with file:line and the
+instruction — leaving no tag, temp directory or mount behind. Every call gets a private
+--store and --root."""
+import gzip
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+import clients
+
+pytestmark = [pytest.mark.root]
+
+
+class K:
+    def __init__(self, binary, store, root):
+        self.binary, self.store, self.root = binary, store, root
+
+    def __call__(self, *args, check=False, timeout=120, env=None):
+        e = dict(os.environ)
+        e.update(env or {})
+        return clients.run([self.binary, "--store", self.store, "--root", self.root] +
+                           [str(a) for a in args], check=check, timeout=timeout, env=e)
+
+    def inspect(self, image):
+        return json.loads(self("image", "inspect", image, check=True).stdout)[0]
+
+    def layer(self, digest):
+        """Names in a layer blob, in order, with their tar members."""
+        with open(os.path.join(self.store, "blobs/sha256", digest.split(":")[1]), "rb") as f:
+            data = gzip.decompress(f.read())
+        with tarfile.open(fileobj=io.BytesIO(data)) as t:
+            return [(m.name, m) for m in t.getmembers()]
+
+
+@pytest.fixture
+def k(kapsel, tmp_path):
+    store, root = tmp_path / "store", tmp_path / "state"
+    store.mkdir(mode=0o700)
+    root.mkdir()
+    return K(kapsel, str(store), str(root))
+
+
+def context(tmp_path, containerfile, files=None):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Containerfile").write_text(containerfile)
+    for name, content in (files or {}).items():
+        p = ctx / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(content)
+    return ctx
+
+
+def leftovers(k):
+    """Temp build directories and mounts under the store a build must not leave."""
+    tmp = os.path.join(k.store, "tmp")
+    dirs = [d for d in os.listdir(tmp) if d.startswith("build-")] if os.path.isdir(tmp) else []
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line for line in f if k.store in line]
+    return dirs, mounts
+
+
+MULTI = """\
+# a comment
+ARG BASE=busybox
+FROM ${BASE} AS build
+ARG WHO=nobody
+WORKDIR /src
+COPY a.txt sub ./
+RUN echo "built $(cat a.txt) $(cat n.txt) for $WHO" > /out \\
+ && rm /bin/true
+FROM busybox
+ENV GREETING="hi there"
+COPY --from=build /out /out
+COPY --chown=1000:1000 --chmod=0600 a.txt /home/a.txt
+USER 1000:1000
+LABEL org.example.stage=final
+EXPOSE 8080
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /out; echo $GREETING; id -u; cat /home/a.txt"]
+"""
+
+
+def test_multistage_build_runs(k, tmp_path):
+    ctx = context(tmp_path, MULTI, {"a.txt": "hello\n", "sub/n.txt": "nested\n",
+                                    "secret.txt": "no\n", ".containerignore": "secret.txt\n"})
+    r = k("build", "-t", "demo:1", "--build-arg", "WHO=me", "--label", "extra=yes", ctx)
+    assert r.returncode == 0, r.stderr
+    assert "STEP 6/15: RUN" in r.stderr
+    image_id = r.stdout.strip()
+    info = k.inspect("localhost/demo:1")
+    assert info["Id"] == image_id
+    cfg = info["Config"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c"]
+    assert cfg["User"] == "1000:1000"
+    assert "GREETING=hi there" in cfg["Env"]
+    run = k("run", "--rm", "localhost/demo:1")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "built hello nested for me\nhi there\n1000\nhello\n"
+
+    # Only the final stage is in the image: busybox + two COPY layers.
+    layers = info["Layers"]
+    assert len(layers) == 3
+    names = dict(k.layer(layers[2]["Digest"]))
+    home = names["home/a.txt"]
+    assert (home.uid, home.gid, home.mode) == (1000, 1000, 0o600)
+
+    # The config carries what the Containerfile set (image-spec config.md field names).
+    blob = os.path.join(k.store, "blobs/sha256")
+    manifest = json.load(open(os.path.join(blob, info["Digest"].split(":")[1])))
+    config = json.load(open(os.path.join(blob, manifest["config"]["digest"].split(":")[1])))
+    assert config["config"]["Labels"] == {"org.example.stage": "final", "extra": "yes"}
+    assert config["config"]["ExposedPorts"] == {"8080/tcp": {}}
+    assert [h.get("empty_layer", False) for h in config["history"]][-8:] == [
+        True, False, False, True, True, True, True, True]
+    assert leftovers(k) == ([], [])
+
+
+def test_run_layer_has_whiteouts_and_no_runtime_mountpoints(k, tmp_path):
+    ctx = context(tmp_path, MULTI, {"a.txt": "hello\n", "sub/n.txt": "nested\n"})
+    r = k("build", "-q", "--target", "build", "-t", "stage1", ctx)
+    assert r.returncode == 0, r.stderr
+    layers = k.inspect("localhost/stage1")["Layers"]
+    copy = [n for n, _ in k.layer(layers[-2]["Digest"])]
+    assert copy == ["src", "src/a.txt", "src/n.txt"]
+    run = [n for n, _ in k.layer(layers[-1]["Digest"])]
+    # rm /bin/true -> an OCI whiteout; /proc, /sys, /dev are the runtime's, not the step's.
+    assert run == ["bin", "bin/.wh.true", "out"]
+
+
+def test_reproducible_with_source_date_epoch(k, tmp_path):
+    ctx = context(tmp_path, "FROM busybox\nCOPY a.txt /a\nRUN echo x > /b\n", {"a.txt": "a\n"})
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    one = k("build", "-q", "-t", "r1", ctx, env=env)
+    two = k("build", "-q", "-t", "r2", ctx, env=env)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    l1 = [x["Digest"] for x in k.inspect("localhost/r1")["Layers"]]
+    l2 = [x["Digest"] for x in k.inspect("localhost/r2")["Layers"]]
+    assert l1 == l2
+    assert one.stdout == two.stdout  # the same config, so the same image ID
+    for _, m in k.layer(l1[-1]):
+        assert m.mtime <= 1700000000
+
+
+def test_add_local_tar_extracts(k, tmp_path):
+    ctx = context(tmp_path, "FROM busybox\nADD files.tar /opt/\nCMD [\"cat\", \"/opt/in/t\"]\n")
+    with tarfile.open(ctx / "files.tar", "w") as t:
+        data = b"from tar\n"
+        info = tarfile.TarInfo("in/t")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    r = k("build", "-q", "-t", "addtar", ctx)
+    assert r.returncode == 0, r.stderr
+    assert k("run", "--rm", "localhost/addtar").stdout == "from tar\n"
+
+
+def test_failing_run_reports_and_leaves_nothing(k, tmp_path):
+    ctx = context(tmp_path, "FROM busybox\nRUN echo first; echo last >&2; exit 3\n")
+    r = k("build", "-q", "-t", "broken", ctx)
+    assert r.returncode != 0
+    assert f"{ctx}/Containerfile:2: RUN echo first; echo last >&2; exit 3: exit status 3" \
+        in r.stderr
+    assert "first\nlast\n" in r.stderr  # the tail of the output, even with -q
+    assert "broken" not in k("images").stdout
+    assert leftovers(k) == ([], [])
+
+
+@pytest.mark.parametrize("containerfile,files,message", [
+    ("FROM busybox\nCOPY ../outside /x\n", {}, "COPY: source ../outside is outside the build context"),
+    ("FROM busybox\nCOPY link /x\n", {}, "COPY: source link is outside the build context"),
+    ("FROM busybox\nCOPY missing /x\n", {}, "COPY: source missing: No such file or directory"),
+    ("FROM busybox\nCOPY secret /x\n", {"secret": "s", ".dockerignore": "secret\n"},
+     "COPY: source secret is excluded by .containerignore"),
+    ("FROM busybox\nCOPY --from=nope /a /b\n", {}, "COPY: --from=nope: no such stage or image"),
+    ("FROM busybox\nADD https://example.org/x /x\n", {},
+     "ADD: remote source https://example.org/x: not supported (builds have no network)"),
+    ("FROM busybox\nFROBNICATE\n", {}, "Containerfile:2: unknown instruction FROBNICATE"),
+    ("FROM busybox\nENV A\n", {}, "Containerfile:2: ENV: A has no value"),
+    ("FROM nosuchimage-here\n", {}, "FROM: image nosuchimage-here not found locally"),
+])
+def test_bad_input(k, tmp_path, containerfile, files, message):
+    ctx = context(tmp_path, containerfile, files)
+    # A symlink out of the context: followed, it would read the host's /etc/passwd.
+    os.symlink("/etc/passwd", ctx / "link")
+    (tmp_path / "outside").write_text("host file\n")
+    r = k("build", "-q", "-t", "bad", ctx)
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "bad" not in k("images").stdout
+    assert leftovers(k) == ([], [])
+
+
+def test_unknown_target(k, tmp_path):
+    ctx = context(tmp_path, "FROM busybox AS one\n")
+    r = k("build", "--target", "two", ctx)
+    assert r.returncode != 0
+    assert "--target two: no stage of that name" in r.stderr
