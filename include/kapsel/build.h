@@ -20,6 +20,7 @@ struct kapsel_build_options {
 	char *const *labels;	 /* K=V added to the final image */
 	const char *target;	 /* stage to build; NULL: the last */
 	const char *network;	 /* RUN's network: "none" (default) or "host" */
+	bool no_cache;		 /* run every step (the cache is still written) */
 	bool quiet;		 /* no step lines, no RUN output */
 };
 

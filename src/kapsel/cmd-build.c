@@ -29,6 +29,7 @@ static int build(const struct cli_globals *g, int argc, char **argv)
 	    {"label", required_argument, NULL, 'l'},
 	    {"network", required_argument, NULL, 'n'},
 	    {"quiet", no_argument, NULL, 'q'},
+	    {"no-cache", no_argument, NULL, 'C'},
 	    {"store", required_argument, NULL, 's'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
@@ -64,6 +65,9 @@ static int build(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case 'q':
 			o.quiet = true;
+			break;
+		case 'C':
+			o.no_cache = true;
 			break;
 		case 's':
 			o.store = optarg;
@@ -116,6 +120,7 @@ const struct cli_command cmd_build = {
 	     "  --target STAGE        build up to this stage and name it\n"
 	     "  --label K=V           add a label to the image (repeatable)\n"
 	     "  --network none|host   RUN's network (default none)\n"
+	     "  --no-cache            run every step (the cache is still filled)\n"
 	     "  -q, --quiet           print only the image ID\n"
 	     "  --store DIR           image store\n",
 };

@@ -201,3 +201,55 @@ def test_unknown_target(k, tmp_path):
     r = k("build", "--target", "two", ctx)
     assert r.returncode != 0
     assert "--target two: no stage of that name" in r.stderr
+
+
+CACHED = """\
+FROM busybox
+COPY a.txt /a
+RUN cat /proc/sys/kernel/random/uuid > /stamp1
+COPY b.txt /b
+RUN cat /proc/sys/kernel/random/uuid > /stamp2
+CMD ["cat", "/stamp1", "/stamp2"]
+"""
+
+
+def test_cache_rebuild_runs_nothing_and_reruns_from_changed_copy(k, tmp_path):
+    ctx = context(tmp_path, CACHED, {"a.txt": "a\n", "b.txt": "b\n"})
+    first = k("build", "-t", "cached", ctx)
+    assert first.returncode == 0, first.stderr
+    assert "Using cache" not in first.stderr
+    s1 = k("run", "--rm", "localhost/cached").stdout.split()
+
+    # Unchanged: every step is a hit, no RUN runs (the stamps stay), the same layers.
+    again = k("build", "-t", "cached", ctx)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("--> Using cache") == 4, again.stderr
+    assert k("run", "--rm", "localhost/cached").stdout.split() == s1
+
+    # b.txt changed: the steps before its COPY are hits, the COPY and what follows run.
+    (ctx / "b.txt").write_text("b changed\n")
+    edit = k("build", "-t", "cached", ctx)
+    assert edit.returncode == 0, edit.stderr
+    assert edit.stderr.count("--> Using cache") == 2, edit.stderr
+    s3 = k("run", "--rm", "localhost/cached").stdout.split()
+    assert s3[0] == s1[0] and s3[1] != s1[1]
+
+    # A build arg in scope is part of the key; --no-cache runs everything.
+    nocache = k("build", "--no-cache", "-t", "cached", ctx)
+    assert "Using cache" not in nocache.stderr
+    s4 = k("run", "--rm", "localhost/cached").stdout.split()
+    assert s4[0] != s1[0] and s4[1] != s3[1]
+
+
+def test_cache_ignores_excluded_files_and_follows_build_args(k, tmp_path):
+    ctx = context(tmp_path, "FROM busybox\nARG V=1\nCOPY . /ctx/\nRUN echo $V > /v\n",
+                  {"kept": "k\n", "junk.log": "1\n", ".containerignore": "*.log\n"})
+    assert k("build", "-q", "-t", "ig", ctx).returncode == 0
+    (ctx / "junk.log").write_text("2\n")  # excluded: does not change the COPY's key
+    r = k("build", "-t", "ig", ctx)
+    assert r.stderr.count("--> Using cache") == 2, r.stderr
+    assert k("run", "--rm", "localhost/ig", "ls", "-A", "/ctx").stdout.split() == \
+        [".containerignore", "Containerfile", "kept"]
+    r = k("build", "--build-arg", "V=2", "-t", "ig", ctx)
+    assert r.stderr.count("--> Using cache") == 0, r.stderr
+    assert k("run", "--rm", "localhost/ig", "cat", "/v").stdout == "2\n"

@@ -59,6 +59,9 @@ struct stage {
 	size_t n_layers;
 	char **args; /* K=V of the ARGs declared in this stage */
 	size_t n_args;
+	/* The cache chain: a digest over the base and every instruction so far (with the
+	 * values it saw), so a step's key covers all that came before it. */
+	char chain[KAP_DIGEST_LEN + 1];
 };
 
 struct builder {
@@ -195,6 +198,41 @@ static int stage_vars(struct stage *st, char ***out)
 nomem:
 	kap_strvp(&v);
 	return -ENOMEM;
+}
+
+static void chain_start(struct stage *st, const char *what)
+{
+	struct kap_sha256 *h = kap_sha256_new();
+	if (!h)
+		abort();
+	kap_sha256_update(h, "kapsel-build-v1\n", 16);
+	kap_sha256_update(h, what, strlen(what));
+	kap_sha256_final(h, st->chain);
+}
+
+/*
+ * Advance the stage's chain over an instruction: its text, the ARG and ENV values in scope
+ * (they decide what the words expand to and what RUN sees), and `extra` (the digest of COPY's
+ * inputs, or the chain of a --from stage). The new chain is the step's cache key.
+ */
+static int chain_advance(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
+			 const char *extra)
+{
+	cleanup_strv char **vars = NULL;
+	if (stage_vars(st, &vars) < 0)
+		return kap_error(b->err, ENOMEM, "cache key");
+	struct kap_sha256 *h = kap_sha256_new();
+	if (!h)
+		return kap_error(b->err, ENOMEM, "cache key");
+	kap_sha256_update(h, st->chain, strlen(st->chain) + 1);
+	kap_sha256_update(h, in->text, strlen(in->text) + 1);
+	for (char **v = vars; *v; v++)
+		kap_sha256_update(h, *v, strlen(*v) + 1);
+	kap_sha256_update(h, "\n", 1);
+	if (extra)
+		kap_sha256_update(h, extra, strlen(extra) + 1);
+	kap_sha256_final(h, st->chain);
+	return 0;
 }
 
 static void rfc3339(int64_t t, char *buf, size_t len)
@@ -356,18 +394,11 @@ static int umount_stage(struct builder *b, const char *prefix, bool *mounted)
 	return kap_overlay_umount(merged, b->err);
 }
 
-/* Upper directory -> layer -> unpacked in the store -> the stage's new top layer. */
-static int commit_layer(struct builder *b, struct stage *st, const char *created_by)
+/* A layer (made now or found in the cache) becomes the stage's new top layer. */
+static int apply_layer(struct builder *b, struct stage *st, const struct kap_built_layer *lp,
+		       const char *created_by)
 {
-	cleanup_close int upfd = openat(b->tmpfd, "upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (upfd < 0)
-		return kap_error(b->err, errno, "open %s/upper", b->tmp);
-	struct kap_built_layer l;
-	int r = kap_build_layer(b->s, upfd, b->epoch, &l, b->err);
-	if (r < 0)
-		return r;
-	if ((r = kap_store_unpack_layer(b->s, l.digest, KAP_COMP_GZIP, l.diff_id, b->err)) < 0)
-		return r;
+	struct kap_built_layer l = *lp;
 	struct kap_descriptor *nl = realloc(st->layers, (st->n_layers + 1) * sizeof(*nl));
 	if (!nl)
 		return kap_error(b->err, ENOMEM, "layers");
@@ -391,6 +422,36 @@ static int commit_layer(struct builder *b, struct stage *st, const char *created
 	kap_json_append(ids, kap_json_new_string(l.diff_id));
 	add_history(b, st, created_by, false);
 	return 0;
+}
+
+/* Upper directory -> layer -> unpacked in the store -> the stage's top layer, and cached
+ * under the step's key (the stage's chain). */
+static int commit_layer(struct builder *b, struct stage *st, const char *created_by)
+{
+	cleanup_close int upfd = openat(b->tmpfd, "upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (upfd < 0)
+		return kap_error(b->err, errno, "open %s/upper", b->tmp);
+	struct kap_built_layer l;
+	int r = kap_build_layer(b->s, upfd, b->epoch, &l, b->err);
+	if (r < 0)
+		return r;
+	if ((r = kap_store_unpack_layer(b->s, l.digest, KAP_COMP_GZIP, l.diff_id, b->err)) < 0)
+		return r;
+	if ((r = kap_build_cache_put(b->s, st->chain, &l, b->err)) < 0)
+		return r;
+	return apply_layer(b, st, &l, created_by);
+}
+
+/* A hit: the step's layer as it was made before. 1 when used, 0 on a miss. */
+static int from_cache(struct builder *b, struct stage *st, const char *created_by)
+{
+	struct kap_built_layer l;
+	if (b->o->no_cache || kap_build_cache_get(b->s, st->chain, &l) < 0)
+		return 0;
+	if (!b->o->quiet)
+		fprintf(stderr, "--> Using cache %.12s\n", st->chain + 7);
+	int r = apply_layer(b, st, &l, created_by);
+	return r < 0 ? r : 1;
 }
 
 /* ---- FROM ---- */
@@ -426,6 +487,7 @@ static int load_image(struct builder *b, const char *name, struct stage *st)
 		st->layers = steal_ptr(m.layers);
 		st->n_layers = m.n_layers;
 		m.n_layers = 0;
+		chain_start(st, resolved);
 	}
 	kap_manifest_clear(&m);
 	return r;
@@ -443,6 +505,7 @@ static int scratch_config(struct stage *st)
 	kap_json_set(rootfs, "type", kap_json_new_string("layers"));
 	kap_json_set(rootfs, "diff_ids", kap_json_new_array());
 	kap_json_set(st->cfg, "rootfs", rootfs);
+	chain_start(st, "scratch");
 	return 0;
 }
 
@@ -466,6 +529,7 @@ static int copy_stage(struct builder *b, const struct stage *from, struct stage 
 	int r = kap_json_parse(text, strlen(text), "image config", &st->cfg, b->err);
 	if (r < 0)
 		return r;
+	memcpy(st->chain, from->chain, sizeof(st->chain));
 	st->layers = calloc(from->n_layers + 1, sizeof(*st->layers));
 	if (!st->layers)
 		return kap_error(b->err, ENOMEM, "stage");
@@ -859,6 +923,11 @@ static int set_meta(struct copy_ctx *c, int dirfd, const char *name, const struc
 
 static int copy_tree(struct copy_ctx *c, int srcdir, const char *srcrel, int dstdir, int depth);
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* Copy srcdir/name (not following a symlink) to dstdir/dname. */
 static int copy_entry(struct copy_ctx *c, int srcdir, const char *name, const char *srcrel,
 		      int dstdir, const char *dname, int depth)
@@ -951,6 +1020,122 @@ static int copy_file_fd(struct copy_ctx *c, int sfd, const struct stat *st, cons
 	return r < 0 ? r : set_meta(c, dstdir, dname, st);
 }
 
+/* ---- the digest of what COPY reads from the context (the cache key's "extra") ---- */
+
+static int hash_fd(struct builder *b, struct kap_sha256 *h, int fd, const char *rel, int depth)
+{
+	struct stat st;
+	char line[256];
+	if (fstat(fd, &st) < 0)
+		return kap_error(b->err, errno, "stat %s", rel);
+	int n = snprintf(line, sizeof(line), "%c %o %u %u %lld\n", S_ISDIR(st.st_mode) ? 'D' : 'F',
+			 (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
+			 S_ISDIR(st.st_mode) ? 0LL : (long long)st.st_size);
+	kap_sha256_update(h, rel, strlen(rel) + 1);
+	kap_sha256_update(h, line, (size_t)n);
+	if (S_ISREG(st.st_mode)) {
+		char buf[1 << 16];
+		off_t off = 0;
+		ssize_t k;
+		while ((k = pread(fd, buf, sizeof(buf), off)) > 0) {
+			kap_sha256_update(h, buf, (size_t)k);
+			off += k;
+		}
+		return k < 0 ? kap_error(b->err, errno, "read %s", rel) : 0;
+	}
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	if (depth > 256)
+		return kap_error_plain(b->err, ELOOP, "%s: nested too deeply", rel);
+	int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	cleanup_dir DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+	if (!d) {
+		if (dup >= 0)
+			close(dup);
+		return kap_error(b->err, errno, "open %s", rel);
+	}
+	cleanup_strv char **names = NULL;
+	size_t nn = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    strv_add(&names, &nn, strdup(de->d_name)) < 0)
+			return kap_error(b->err, ENOMEM, "hash %s", rel);
+	if (nn)
+		qsort(names, nn, sizeof(*names), cmp_str);
+	for (size_t i = 0; i < nn; i++) {
+		cleanup_free char *child = NULL;
+		if (asprintf(&child, "%s%s%s", strcmp(rel, ".") ? rel : "",
+			     strcmp(rel, ".") ? "/" : "", names[i]) < 0)
+			return kap_error(b->err, ENOMEM, "hash");
+		if (ignored(b, child))
+			continue;
+		struct stat cst;
+		if (fstatat(fd, names[i], &cst, AT_SYMLINK_NOFOLLOW) < 0)
+			return kap_error(b->err, errno, "stat %s", child);
+		if (S_ISLNK(cst.st_mode)) {
+			char target[4096];
+			ssize_t tl = readlinkat(fd, names[i], target, sizeof(target) - 1);
+			if (tl < 0)
+				return kap_error(b->err, errno, "readlink %s", child);
+			kap_sha256_update(h, child, strlen(child) + 1);
+			kap_sha256_update(h, "L ", 2);
+			kap_sha256_update(h, target, (size_t)tl);
+		} else if (S_ISDIR(cst.st_mode) || S_ISREG(cst.st_mode)) {
+			cleanup_close int cfd =
+			    openat(fd, names[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			if (cfd < 0)
+				return kap_error(b->err, errno, "open %s", child);
+			int r = hash_fd(b, h, cfd, child, depth + 1);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+/* Resolve a context source as COPY will (same checks, same errors): an fd to it. */
+static int open_context_source(struct builder *b, const struct kap_cf_instr *in, const char *word,
+			       char **rel_out)
+{
+	cleanup_free char *rel = clean_rel(word);
+	if (!rel)
+		return errno == EXDEV ? ierr(b, in, "source %s is outside the build context", word)
+				      : kap_error(b->err, ENOMEM, "COPY");
+	int fd = kap_openat2(b->ctxfd, rel, O_RDONLY | O_CLOEXEC, 0,
+			     RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+	if (fd < 0 && errno == EXDEV)
+		return ierr(b, in, "source %s is outside the build context", word);
+	if (fd < 0)
+		return ierr(b, in, "source %s: %s", word, strerror(errno));
+	if (strcmp(rel, ".") && ignored(b, rel)) {
+		close(fd);
+		return ierr(b, in, "source %s is excluded by .containerignore", word);
+	}
+	if (rel_out)
+		*rel_out = steal_ptr(rel);
+	return fd;
+}
+
+static int hash_context(struct builder *b, const struct kap_cf_instr *in, char *const *words,
+			size_t n_src, char *out)
+{
+	struct kap_sha256 *h = kap_sha256_new();
+	if (!h)
+		return kap_error(b->err, ENOMEM, "COPY");
+	int r = 0;
+	for (size_t i = 0; i < n_src && r == 0; i++) {
+		cleanup_free char *rel = NULL;
+		cleanup_close int fd = open_context_source(b, in, words[i], &rel);
+		if (fd < 0)
+			r = fd;
+		else
+			r = hash_fd(b, h, fd, rel, 0);
+	}
+	kap_sha256_final(h, out);
+	return r;
+}
+
 static bool is_url(const char *s)
 {
 	return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8) || !strncmp(s, "git@", 4);
@@ -988,14 +1173,16 @@ static int do_copy(struct builder *b, const struct kap_cf_instr *in, struct stag
 				    "remote source %s: not supported (builds have no network)",
 				    words[i]);
 
-	/* The source root: the context, or another stage's (or image's) rootfs. */
-	struct stage tmp_stage = {0};
-	cleanup_close int fromfd = -EBADF;
+	/* The source root: the context, or another stage's (or image's) rootfs. Its identity
+	 * (the files' digest, or that stage's chain) goes into the step's cache key. */
+	__attribute__((cleanup(stage_clear))) struct stage tmp_stage = {0};
+	struct stage *src = NULL;
+	char extra[KAP_DIGEST_LEN + 1];
 	if (from) {
 		cleanup_free char *f = NULL;
 		if ((r = expand(b, st, in, from, &f)) < 0)
 			return r;
-		struct stage *src = find_stage(b, f);
+		src = find_stage(b, f);
 		if (src == st)
 			return ierr(b, in, "--from=%s names the stage being built", f);
 		if (!src) {
@@ -1003,14 +1190,21 @@ static int do_copy(struct builder *b, const struct kap_cf_instr *in, struct stag
 			    kap_store_lookup(b->s, f, NULL, (char[KAP_DIGEST_LEN + 1]){0}, NULL) <
 				0)
 				return ierr(b, in, "--from=%s: no such stage or image", f);
-			if ((r = load_image(b, f, &tmp_stage)) < 0) {
-				stage_clear(&tmp_stage);
+			if ((r = load_image(b, f, &tmp_stage)) < 0)
 				return iwrap(b, in, r);
-			}
 			src = &tmp_stage;
 		}
+		memcpy(extra, src->chain, sizeof(extra));
+	} else if ((r = hash_context(b, in, words, n_src, extra)) < 0) {
+		return r;
+	}
+	if ((r = chain_advance(b, st, in, extra)) < 0)
+		return r;
+	if ((r = from_cache(b, st, in->text)) != 0)
+		return r < 0 ? r : 0;
+	cleanup_close int fromfd = -EBADF;
+	if (src) {
 		fromfd = mount_stage(b, src, "from-", &b->from_mounted);
-		stage_clear(&tmp_stage);
 		if (fromfd < 0)
 			return fromfd;
 	}
@@ -1053,26 +1247,23 @@ static int do_copy(struct builder *b, const struct kap_cf_instr *in, struct stag
 	}
 
 	for (size_t i = 0; i < n_src; i++) {
-		cleanup_free char *rel = clean_rel(words[i]);
-		if (!rel)
-			return rel == NULL && errno == EXDEV
-				   ? ierr(b, in, "source %s is outside the build context", words[i])
-				   : kap_error(b->err, ENOMEM, "COPY");
 		/* Sources resolve beneath the context (no symlink out of it); in a stage's
 		 * rootfs, inside it. */
-		int srcroot = from ? fromfd : b->ctxfd;
-		uint64_t res = from ? RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
-				    : RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-		cleanup_close int sfd = kap_openat2(srcroot, rel, O_RDONLY | O_CLOEXEC, 0, res);
-		if (sfd < 0 && errno == EXDEV)
-			return ierr(b, in, "source %s is outside the build context", words[i]);
-		if (sfd < 0)
-			return ierr(b, in, "source %s: %s", words[i], strerror(errno));
+		cleanup_free char *rel = NULL;
+		cleanup_close int sfd = -EBADF;
+		if (from) {
+			if (!(rel = clean_rel(words[i])))
+				return kap_error(b->err, ENOMEM, "COPY");
+			sfd = kap_openat2(fromfd, rel, O_RDONLY | O_CLOEXEC, 0,
+					  RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+			if (sfd < 0)
+				return ierr(b, in, "source %s: %s", words[i], strerror(errno));
+		} else if ((sfd = open_context_source(b, in, words[i], &rel)) < 0) {
+			return sfd;
+		}
 		struct stat sst;
 		if (fstat(sfd, &sst) < 0)
 			return kap_error(b->err, errno, "stat %s", words[i]);
-		if (!from && strcmp(rel, ".") && ignored(b, rel))
-			return ierr(b, in, "source %s is excluded by .containerignore", words[i]);
 
 		const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
 		if (S_ISDIR(sst.st_mode) || dest_dir) {
@@ -1194,6 +1385,13 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 	}
 	if (argc == 0)
 		return ierr(b, in, "empty command");
+	cleanup_free char *by = NULL;
+	if (asprintf(&by, "RUN %s", in->args[0]) < 0)
+		return kap_error(b->err, ENOMEM, "RUN");
+	if ((r = chain_advance(b, st, in, NULL)) < 0)
+		return r;
+	if ((r = from_cache(b, st, in->json ? in->text : by)) != 0)
+		return r < 0 ? r : 0;
 
 	cleanup_close int rootfd = mount_stage(b, st, "", &b->mounted);
 	if (rootfd < 0)
@@ -1300,9 +1498,6 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 		else if (S_ISREG(sst.st_mode) && sst.st_size == 0)
 			unlinkat(upfd, mp, 0);
 	}
-	cleanup_free char *by = NULL;
-	if (asprintf(&by, "RUN %s", in->args[0]) < 0)
-		return kap_error(b->err, ENOMEM, "RUN");
 	return commit_layer(b, st, in->json ? in->text : by);
 }
 
@@ -1534,6 +1729,8 @@ static int build(struct builder *b, char **id_out)
 		}
 		case KAP_CF_ARG:
 			r = do_arg(b, in, st);
+			if (r == 0 && st)
+				r = chain_advance(b, st, in, NULL);
 			break;
 		case KAP_CF_RUN:
 			r = do_run(b, in, st);
@@ -1546,6 +1743,8 @@ static int build(struct builder *b, char **id_out)
 			r = config_instr(b, in, st);
 			if (r == 0)
 				add_history(b, st, in->text, true);
+			if (r == 0)
+				r = chain_advance(b, st, in, NULL);
 			break;
 		}
 		if (r < 0)

@@ -3,7 +3,8 @@
  * The build engine's internal interfaces: `kapsel build` (Containerfile -> OCI image in the
  * store). It sits beside image/ and uses it (store, overlay, the runtime path of `kapsel run`).
  * Files: containerfile.c (parsing and word expansion: hostile input), layer.c (overlay upper
- * directory -> OCI layer blob), build.c (the instructions, stages, RUN through the runtime).
+ * directory -> OCI layer blob), cache.c (step key -> layer), build.c (the instructions, stages, RUN
+ * through the runtime).
  */
 #pragma once
 #include <stdbool.h>
@@ -113,3 +114,9 @@ struct kap_built_layer {
 /* clamp_mtime >= 0: mtimes later than it are written as it (SOURCE_DATE_EPOCH). */
 int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime,
 		    struct kap_built_layer *out, struct kapsel_error **err);
+
+/* ---- cache.c: step key ("sha256:<hex>") -> the layer it made ---- */
+/* 0 and *out on a hit; -ENOENT on a miss (no entry, unreadable, or its blob is gone). */
+int kap_build_cache_get(struct kap_store *s, const char *key, struct kap_built_layer *out);
+int kap_build_cache_put(struct kap_store *s, const char *key, const struct kap_built_layer *l,
+			struct kapsel_error **err);
