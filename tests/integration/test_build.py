@@ -253,3 +253,34 @@ def test_cache_ignores_excluded_files_and_follows_build_args(k, tmp_path):
     r = k("build", "--build-arg", "V=2", "-t", "ig", ctx)
     assert r.stderr.count("--> Using cache") == 0, r.stderr
     assert k("run", "--rm", "localhost/ig", "cat", "/v").stdout == "2\n"
+
+
+def test_tag_untag_history(k, tmp_path):
+    ctx = context(tmp_path, "FROM busybox\nCOPY a.txt /a\nENV X=1\nCMD [\"cat\", \"/a\"]\n",
+                  {"a.txt": "a\n"})
+    image_id = k("build", "-q", "-t", "orig", ctx, check=True).stdout.strip()
+    assert k("tag", "orig", "second:2", "reg.example:5000/team/app:3").returncode == 0
+    listing = k("images").stdout
+    assert "localhost/second" in listing and "reg.example:5000/team/app" in listing
+    assert k.inspect("localhost/second:2")["Id"] == image_id
+    assert k("run", "--rm", "reg.example:5000/team/app:3").stdout == "a\n"
+
+    hist = k("image", "history", "--no-trunc", "localhost/second:2", check=True).stdout
+    lines = hist.splitlines()
+    assert lines[0].split() == ["CREATED", "CREATED", "BY", "SIZE", "COMMENT"]
+    assert 'CMD ["cat", "/a"]' in lines[1] and "0 B" in lines[1]
+    assert "ENV X=1" in lines[2]
+    assert "COPY a.txt /a" in lines[3] and "0 B" not in lines[3]
+
+    # A name the image does not have is refused; the named ones go, the image stays.
+    r = k("untag", "orig", "localhost/nope:1")
+    assert r.returncode != 0 and "localhost/nope:1 is not a name of image orig" in r.stderr
+    assert k("untag", "orig", "second:2").returncode == 0
+    assert "localhost/second" not in k("images").stdout
+    assert k("untag", "orig").returncode == 0  # every remaining name
+    listing = k("images").stdout
+    assert "localhost/orig" not in listing and "reg.example:5000/team/app" not in listing
+    r = k("tag", "nosuch", "x")
+    assert r.returncode != 0 and "nosuch" in r.stderr
+    r = k("tag", "busybox", "bad@@name")
+    assert r.returncode != 0 and "bad@@name" in r.stderr

@@ -1512,25 +1512,6 @@ static struct kap_json *descriptor(const char *mt, const char *digest, int64_t s
 	return d;
 }
 
-/* bare names get podman's localhost/ (a build has no registry in mind). */
-static int tag_name(const char *in, char **out, struct kapsel_error **err)
-{
-	cleanup_free char *full = NULL;
-	const char *slash = strchr(in, '/');
-	bool has_registry =
-	    slash && (memchr(in, '.', (size_t)(slash - in)) ||
-		      memchr(in, ':', (size_t)(slash - in)) || !strncmp(in, "localhost/", 10));
-	if (!has_registry && asprintf(&full, "localhost/%s", in) < 0)
-		return kap_error(err, ENOMEM, "tag");
-	struct kap_ref ref;
-	int r = kap_ref_parse(full ? full : in, &ref, err);
-	if (r < 0)
-		return kap_error_wrap(err, "tag %s", in);
-	*out = kap_ref_string(&ref);
-	kap_ref_clear(&ref);
-	return *out ? 0 : kap_error(err, ENOMEM, "tag");
-}
-
 static int write_image(struct builder *b, struct stage *st, char *config_digest, char **names,
 		       char *manifest_digest)
 {
@@ -1681,7 +1662,7 @@ static int build(struct builder *b, char **id_out)
 		return kap_error(b->err, ENOMEM, "build");
 	for (char *const *t = o->tags; t && *t; t++) {
 		char *nm;
-		if ((r = tag_name(*t, &nm, b->err)) < 0)
+		if ((r = kap_image_local_name(*t, &nm, b->err)) < 0)
 			return r;
 		if (strv_add(&names, &n_names, nm) < 0)
 			return kap_error(b->err, ENOMEM, "build");

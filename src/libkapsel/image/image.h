@@ -377,3 +377,7 @@ int kap_archive_load(struct kap_store *s, const char *path, char ***names,
 /* Write the images (stored names or manifest digests) as an oci-archive tarball. */
 int kap_archive_save(struct kap_store *s, char *const *names, size_t n, const char *path,
 		     struct kapsel_error **err);
+
+/* tag.c: a name as `kapsel tag` and `kapsel build -t` store it: podman's localhost/ for a name
+ * without a registry part, then canonical (kap_ref_string). Caller frees. */
+int kap_image_local_name(const char *in, char **out, struct kapsel_error **err);
