@@ -47,20 +47,25 @@ int kap_image_local_name(const char *in, char **out, struct kapsel_error **err)
 	return *out ? 0 : kap_error(err, ENOMEM, "name %s", in);
 }
 
-/* The stored image a user means: an exact name, a reference, localhost/NAME or an ID. */
-static int lookup(struct kap_store *s, const char *image, char *digest, struct kapsel_error **err)
+int kap_image_find(struct kap_store *s, const char *image, char **name, char *digest,
+		   struct kapsel_error **err)
 {
 	cleanup_error struct kapsel_error *e = NULL;
-	int r = kap_store_lookup(s, image, NULL, digest, &e);
+	int r = kap_store_lookup(s, image, name, digest, &e);
 	if (r == -ENOENT) {
 		cleanup_free char *local = NULL;
 		if (kap_image_local_name(image, &local, NULL) == 0 &&
-		    kap_store_lookup(s, local, NULL, digest, NULL) == 0)
+		    kap_store_lookup(s, local, name, digest, NULL) == 0)
 			return 0;
 	}
 	if (r < 0)
 		*err = steal_ptr(e);
 	return r;
+}
+
+static int lookup(struct kap_store *s, const char *image, char *digest, struct kapsel_error **err)
+{
+	return kap_image_find(s, image, NULL, digest, err);
 }
 
 API int kapsel_image_tag(const char *store, const char *image, const char *name,
