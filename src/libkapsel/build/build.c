@@ -13,9 +13,7 @@
  * Config-only instructions (ENV, CMD, ...) edit the config and add an empty_layer history
  * entry, as docker and buildah do.
  *
- * The context is hostile as far as the Containerfile names paths in it: COPY sources are
- * resolved with RESOLVE_BENEATH (a `..` or a symlink leaving the context is an error, not a
- * read of the host), and destinations inside the rootfs with RESOLVE_IN_ROOT.
+ * COPY and ADD live in copy.c; the state both files share in builder.h.
  *
  * A failed build leaves no mount, no temp directory and no tag; blobs it wrote stay in the
  * store for `kapsel image prune`.
@@ -52,37 +50,9 @@
 #define MT_LAYER_GZIP  "application/vnd.oci.image.layer.v1.tar+gzip"
 #define RUN_TAIL_LINES 10
 
-struct stage {
-	char *name;	      /* AS name, lower case; NULL */
-	struct kap_json *cfg; /* the image config document */
-	struct kap_descriptor *layers;
-	size_t n_layers;
-	char **args; /* K=V of the ARGs declared in this stage */
-	size_t n_args;
-	/* The cache chain: a digest over the base and every instruction so far (with the
-	 * values it saw), so a step's key covers all that came before it. */
-	char chain[KAP_DIGEST_LEN + 1];
-};
+#include "build/builder.h"
 
-struct builder {
-	const struct kapsel_build_options *o;
-	struct kap_store *s;
-	struct kap_containerfile cf;
-	int ctxfd;
-	char **ignore; /* .containerignore patterns, "!" kept */
-	size_t n_ignore;
-	char **meta; /* ARGs before the first FROM: K=V */
-	size_t n_meta;
-	struct stage *stages;
-	size_t n_stages;
-	char *tmp; /* <store>/tmp/build-XXXXXX */
-	int tmpfd;
-	bool mounted, from_mounted;
-	int64_t epoch; /* SOURCE_DATE_EPOCH, -1 when unset */
-	struct kapsel_error **err;
-};
-
-static void stage_clear(struct stage *st)
+void kap_build_stage_clear(struct stage *st)
 {
 	free(st->name);
 	kap_json_put(st->cfg);
@@ -95,7 +65,7 @@ static void stage_clear(struct stage *st)
 	*st = (struct stage){0};
 }
 
-static int strv_add(char ***v, size_t *n, char *s)
+int kap_build_strv_add(char ***v, size_t *n, char *s)
 {
 	if (!s)
 		return -ENOMEM;
@@ -124,7 +94,7 @@ static int kv_set(char ***v, size_t *n, const char *k, const char *val)
 			return 0;
 		}
 	}
-	return strv_add(v, n, kv);
+	return kap_build_strv_add(v, n, kv);
 }
 
 static const char *kv_get(char *const *v, size_t n, const char *k)
@@ -138,7 +108,7 @@ static const char *kv_get(char *const *v, size_t n, const char *k)
 
 /* ---- the config document ---- */
 
-static struct kap_json *cfg_config(struct stage *st)
+struct kap_json *kap_build_cfg_config(struct stage *st)
 {
 	struct kap_json *c = kap_json_get(st->cfg, "config");
 	if (!c || kap_json_type(c) != KAP_JSON_OBJECT) {
@@ -159,13 +129,13 @@ static struct kap_json *strv_json(char *const *v, size_t n)
 /* Env of the config as K=V strings. */
 static int cfg_env(struct stage *st, char ***out, size_t *n)
 {
-	struct kap_json *env = kap_json_get(cfg_config(st), "Env");
+	struct kap_json *env = kap_json_get(kap_build_cfg_config(st), "Env");
 	*out = NULL;
 	*n = 0;
 	size_t len = env && kap_json_type(env) == KAP_JSON_ARRAY ? kap_json_array_len(env) : 0;
 	for (size_t i = 0; i < len; i++) {
 		const char *s = kap_json_string(kap_json_array_at(env, i));
-		if (s && strv_add(out, n, strdup(s)) < 0)
+		if (s && kap_build_strv_add(out, n, strdup(s)) < 0)
 			return -ENOMEM;
 	}
 	return 0;
@@ -177,14 +147,14 @@ static int stage_vars(struct stage *st, char ***out)
 	char **v = NULL;
 	size_t n = 0;
 	for (size_t i = 0; i < st->n_args; i++)
-		if (strv_add(&v, &n, strdup(st->args[i])) < 0)
+		if (kap_build_strv_add(&v, &n, strdup(st->args[i])) < 0)
 			goto nomem;
 	char **env;
 	size_t ne;
 	if (cfg_env(st, &env, &ne) < 0)
 		goto nomem;
 	for (size_t i = 0; i < ne; i++)
-		if (strv_add(&v, &n, env[i]) < 0) {
+		if (kap_build_strv_add(&v, &n, env[i]) < 0) {
 			for (size_t j = i + 1; j < ne; j++)
 				free(env[j]);
 			free(env);
@@ -215,8 +185,8 @@ static void chain_start(struct stage *st, const char *what)
  * (they decide what the words expand to and what RUN sees), and `extra` (the digest of COPY's
  * inputs, or the chain of a --from stage). The new chain is the step's cache key.
  */
-static int chain_advance(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
-			 const char *extra)
+int kap_build_chain_advance(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
+			    const char *extra)
 {
 	cleanup_strv char **vars = NULL;
 	if (stage_vars(st, &vars) < 0)
@@ -268,8 +238,7 @@ static void add_history(struct builder *b, struct stage *st, const char *created
 
 /* ---- errors ---- */
 
-__attribute__((format(printf, 3, 4))) static int
-ierr(struct builder *b, const struct kap_cf_instr *in, const char *fmt, ...)
+int kap_build_ierr(struct builder *b, const struct kap_cf_instr *in, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -281,7 +250,7 @@ ierr(struct builder *b, const struct kap_cf_instr *in, const char *fmt, ...)
 }
 
 /* Put an instruction's context in front of an error raised below. */
-static int iwrap(struct builder *b, const struct kap_cf_instr *in, int r)
+int kap_build_iwrap(struct builder *b, const struct kap_cf_instr *in, int r)
 {
 	if (b->err && *b->err)
 		kap_error_wrap(b->err, "%s:%u: %s", b->cf.path, in->line,
@@ -289,8 +258,8 @@ static int iwrap(struct builder *b, const struct kap_cf_instr *in, int r)
 	return r;
 }
 
-static int expand(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
-		  const char *word, char **out)
+int kap_build_expand(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
+		     const char *word, char **out)
 {
 	cleanup_strv char **vars = NULL;
 	if (st) {
@@ -298,7 +267,7 @@ static int expand(struct builder *b, struct stage *st, const struct kap_cf_instr
 			return kap_error(b->err, ENOMEM, "expand");
 	}
 	int r = kap_cf_expand(word, b->cf.escape, st ? vars : b->meta, out, b->err);
-	return r < 0 ? iwrap(b, in, r) : 0;
+	return r < 0 ? kap_build_iwrap(b, in, r) : 0;
 }
 
 /* ---- overlay steps ---- */
@@ -355,7 +324,7 @@ static int fresh_dir(struct builder *b, const char *name)
 }
 
 /* Mount the stage's layers with a fresh upper at <tmp>/<prefix>merged; returns an O_PATH fd. */
-static int mount_stage(struct builder *b, struct stage *st, const char *prefix, bool *mounted)
+int kap_build_mount(struct builder *b, struct stage *st, const char *prefix, bool *mounted)
 {
 	char up[32], wk[32], mg[32];
 	snprintf(up, sizeof(up), "%supper", prefix);
@@ -383,7 +352,7 @@ static int mount_stage(struct builder *b, struct stage *st, const char *prefix, 
 	return fd;
 }
 
-static int umount_stage(struct builder *b, const char *prefix, bool *mounted)
+int kap_build_umount(struct builder *b, const char *prefix, bool *mounted)
 {
 	if (!*mounted)
 		return 0;
@@ -426,7 +395,7 @@ static int apply_layer(struct builder *b, struct stage *st, const struct kap_bui
 
 /* Upper directory -> layer -> unpacked in the store -> the stage's top layer, and cached
  * under the step's key (the stage's chain). */
-static int commit_layer(struct builder *b, struct stage *st, const char *created_by)
+int kap_build_commit_layer(struct builder *b, struct stage *st, const char *created_by)
 {
 	cleanup_close int upfd = openat(b->tmpfd, "upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (upfd < 0)
@@ -443,7 +412,7 @@ static int commit_layer(struct builder *b, struct stage *st, const char *created
 }
 
 /* A hit: the step's layer as it was made before. 1 when used, 0 on a miss. */
-static int from_cache(struct builder *b, struct stage *st, const char *created_by)
+int kap_build_from_cache(struct builder *b, struct stage *st, const char *created_by)
 {
 	struct kap_built_layer l;
 	if (b->o->no_cache || kap_build_cache_get(b->s, st->chain, &l) < 0)
@@ -456,7 +425,7 @@ static int from_cache(struct builder *b, struct stage *st, const char *created_b
 
 /* ---- FROM ---- */
 
-static int load_image(struct builder *b, const char *name, struct stage *st)
+int kap_build_load_image(struct builder *b, const char *name, struct stage *st)
 {
 	char digest[KAP_DIGEST_LEN + 1], resolved[KAP_DIGEST_LEN + 1];
 	int r = kap_image_ensure_default(b->s, name, b->err);
@@ -509,7 +478,7 @@ static int scratch_config(struct stage *st)
 	return 0;
 }
 
-static struct stage *find_stage(struct builder *b, const char *name)
+struct stage *kap_build_find_stage(struct builder *b, const char *name)
 {
 	for (size_t i = 0; i < b->n_stages; i++)
 		if (b->stages[i].name && !strcasecmp(b->stages[i].name, name))
@@ -547,20 +516,20 @@ static int copy_stage(struct builder *b, const struct stage *from, struct stage 
 static int do_from(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
 {
 	cleanup_free char *image = NULL;
-	int r = expand(b, NULL, in, in->args[0], &image);
+	int r = kap_build_expand(b, NULL, in, in->args[0], &image);
 	if (r < 0)
 		return r;
 	if (in->n_args > 1 && !(st->name = strdup(in->args[1])))
 		return kap_error(b->err, ENOMEM, "stage");
-	struct stage *prev = find_stage(b, image);
+	struct stage *prev = kap_build_find_stage(b, image);
 	if (prev && prev != st)
 		r = copy_stage(b, prev, st);
 	else if (!strcmp(image, "scratch"))
 		r = scratch_config(st) < 0 ? kap_error(b->err, ENOMEM, "stage") : 0;
 	else
-		r = load_image(b, image, st);
+		r = kap_build_load_image(b, image, st);
 	if (r < 0)
-		return iwrap(b, in, r);
+		return kap_build_iwrap(b, in, r);
 	/* Layers inherited keep their digests; a docker-typed one is written as its OCI twin
 	 * (the same bytes, image-spec media-types.md compatibility matrix). */
 	for (size_t i = 0; i < st->n_layers; i++) {
@@ -597,7 +566,7 @@ static int do_arg(struct builder *b, const struct kap_cf_instr *in, struct stage
 		cleanup_free char *def = NULL;
 		const char *val = build_arg(b, name);
 		if (!val && in->args[i + 1]) {
-			int r = expand(b, st, in, in->args[i + 1], &def);
+			int r = kap_build_expand(b, st, in, in->args[i + 1], &def);
 			if (r < 0)
 				return r;
 			val = def;
@@ -618,7 +587,7 @@ static int do_arg(struct builder *b, const struct kap_cf_instr *in, struct stage
 static int set_strv(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
 		    const char *key)
 {
-	struct kap_json *c = cfg_config(st);
+	struct kap_json *c = kap_build_cfg_config(st);
 	if (in->json) {
 		kap_json_set(c, key, strv_json(in->args, in->n_args));
 		return 0;
@@ -642,7 +611,7 @@ static int set_strv(struct builder *b, struct stage *st, const struct kap_cf_ins
 static int set_map_keys(struct builder *b, struct stage *st, const struct kap_cf_instr *in,
 			const char *key, bool port)
 {
-	struct kap_json *c = cfg_config(st);
+	struct kap_json *c = kap_build_cfg_config(st);
 	struct kap_json *m = kap_json_get(c, key);
 	if (!m || kap_json_type(m) != KAP_JSON_OBJECT) {
 		m = kap_json_new_object();
@@ -650,7 +619,7 @@ static int set_map_keys(struct builder *b, struct stage *st, const struct kap_cf
 	}
 	for (size_t i = 0; i < in->n_args; i++) {
 		cleanup_free char *w = NULL;
-		int r = expand(b, st, in, in->args[i], &w);
+		int r = kap_build_expand(b, st, in, in->args[i], &w);
 		if (r < 0)
 			return r;
 		if (port && !strchr(w, '/')) {
@@ -667,7 +636,7 @@ static int set_map_keys(struct builder *b, struct stage *st, const struct kap_cf
 
 static int config_instr(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
 {
-	struct kap_json *c = cfg_config(st);
+	struct kap_json *c = kap_build_cfg_config(st);
 	cleanup_free char *w = NULL;
 	int r;
 	switch (in->kind) {
@@ -676,8 +645,8 @@ static int config_instr(struct builder *b, const struct kap_cf_instr *in, struct
 		bool env = in->kind == KAP_CF_ENV;
 		for (size_t i = 0; i + 1 < in->n_args; i += 2) {
 			cleanup_free char *k = NULL, *v = NULL;
-			if ((r = expand(b, st, in, in->args[i], &k)) < 0 ||
-			    (r = expand(b, st, in, in->args[i + 1], &v)) < 0)
+			if ((r = kap_build_expand(b, st, in, in->args[i], &k)) < 0 ||
+			    (r = kap_build_expand(b, st, in, in->args[i + 1], &v)) < 0)
 				return r;
 			if (env) {
 				char **e;
@@ -700,7 +669,7 @@ static int config_instr(struct builder *b, const struct kap_cf_instr *in, struct
 		return 0;
 	}
 	case KAP_CF_WORKDIR: {
-		if ((r = expand(b, st, in, in->args[0], &w)) < 0)
+		if ((r = kap_build_expand(b, st, in, in->args[0], &w)) < 0)
 			return r;
 		const char *cur = kap_json_string(kap_json_get(c, "WorkingDir"));
 		cleanup_free char *path = NULL;
@@ -711,12 +680,12 @@ static int config_instr(struct builder *b, const struct kap_cf_instr *in, struct
 		return 0;
 	}
 	case KAP_CF_USER:
-		if ((r = expand(b, st, in, in->args[0], &w)) < 0)
+		if ((r = kap_build_expand(b, st, in, in->args[0], &w)) < 0)
 			return r;
 		kap_json_set(c, "User", kap_json_new_string(w));
 		return 0;
 	case KAP_CF_STOPSIGNAL:
-		if ((r = expand(b, st, in, in->args[0], &w)) < 0)
+		if ((r = kap_build_expand(b, st, in, in->args[0], &w)) < 0)
 			return r;
 		kap_json_set(c, "StopSignal", kap_json_new_string(w));
 		return 0;
@@ -771,550 +740,6 @@ static int config_instr(struct builder *b, const struct kap_cf_instr *in, struct
 	}
 }
 
-/* ---- COPY / ADD ---- */
-
-struct copy_ctx {
-	struct builder *b;
-	const struct kap_cf_instr *in;
-	int rootfd;    /* the stage's merged rootfs (O_PATH) */
-	bool from_ctx; /* sources from the context: .containerignore applies */
-	uid_t uid;
-	gid_t gid;
-	int chmod; /* -1: keep */
-};
-
-/* .containerignore / .dockerignore (docker's fileutils patterns, without `**`). */
-static bool ignored(const struct builder *b, const char *rel)
-{
-	bool out = false;
-	for (size_t i = 0; i < b->n_ignore; i++) {
-		const char *p = b->ignore[i];
-		bool neg = p[0] == '!';
-		if (neg)
-			p++;
-		size_t pl = strlen(p);
-		/* A pattern matching a directory excludes what is under it. */
-		bool m =
-		    fnmatch(p, rel, FNM_PATHNAME) == 0 || (!strncmp(rel, p, pl) && rel[pl] == '/');
-		if (!m) {
-			cleanup_free char *dup = strdup(rel);
-			for (char *s = dup ? strrchr(dup, '/') : NULL; s && !m;
-			     s = strrchr(dup, '/')) {
-				*s = '\0';
-				m = fnmatch(p, dup, FNM_PATHNAME) == 0;
-			}
-		}
-		if (m)
-			out = !neg;
-	}
-	return out;
-}
-
-static int load_ignore(struct builder *b)
-{
-	cleanup_free char *buf = NULL;
-	size_t len;
-	if (kap_fs_read_file(b->ctxfd, ".containerignore", 1 << 20, &buf, &len, NULL) < 0 &&
-	    kap_fs_read_file(b->ctxfd, ".dockerignore", 1 << 20, &buf, &len, NULL) < 0)
-		return 0;
-	char *save = NULL;
-	for (char *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-		while (*l == ' ' || *l == '\t')
-			l++;
-		size_t n = strlen(l);
-		while (n && (l[n - 1] == ' ' || l[n - 1] == '\t' || l[n - 1] == '\r'))
-			l[--n] = '\0';
-		if (!n || l[0] == '#')
-			continue;
-		bool neg = l[0] == '!';
-		const char *p = l + neg;
-		while (*p == '/')
-			p++;
-		while (!strncmp(p, "./", 2))
-			p += 2;
-		char *pat;
-		if (asprintf(&pat, "%s%s", neg ? "!" : "", p) < 0 ||
-		    strv_add(&b->ignore, &b->n_ignore, pat) < 0)
-			return kap_error(b->err, ENOMEM, ".containerignore");
-		n = strlen(pat);
-		while (n > 1 && pat[n - 1] == '/')
-			pat[--n] = '\0';
-	}
-	return 0;
-}
-
-/* Lexically clean a source path; NULL when it climbs out of its root. */
-static char *clean_rel(const char *p)
-{
-	char *out = calloc(1, strlen(p) + 2);
-	if (!out)
-		return NULL;
-	size_t n = 0;
-	while (*p) {
-		while (*p == '/')
-			p++;
-		const char *e = strchrnul(p, '/');
-		size_t l = (size_t)(e - p);
-		if (l == 0 || (l == 1 && p[0] == '.')) {
-		} else if (l == 2 && p[0] == '.' && p[1] == '.') {
-			if (n == 0) {
-				free(out);
-				errno = EXDEV;
-				return NULL;
-			}
-			while (n && out[n - 1] != '/')
-				n--;
-			if (n)
-				n--;
-		} else {
-			if (n)
-				out[n++] = '/';
-			memcpy(out + n, p, l);
-			n += l;
-		}
-		out[n] = '\0';
-		p = e;
-	}
-	if (n == 0)
-		strcpy(out, ".");
-	return out;
-}
-
-static int copy_data(struct copy_ctx *c, int in, int out, const char *what)
-{
-	for (;;) {
-		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
-		if (n > 0)
-			continue;
-		if (n == 0)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
-			return kap_error(c->b->err, errno, "copy %s", what);
-		break;
-	}
-	char buf[1 << 16];
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return kap_error(c->b->err, errno, "read %s", what);
-		if (n == 0)
-			return 0;
-		if (kap_fs_write_all(out, buf, (size_t)n) < 0)
-			return kap_error(c->b->err, errno, "write %s", what);
-	}
-}
-
-static int set_meta(struct copy_ctx *c, int dirfd, const char *name, const struct stat *st)
-{
-	/* Ownership from --chown (default root), mode from --chmod or the source, mtime kept. */
-	int r = fchownat(dirfd, name, c->uid, c->gid, AT_SYMLINK_NOFOLLOW);
-	if (r == 0 && !S_ISLNK(st->st_mode))
-		r = fchmodat(dirfd, name, c->chmod >= 0 ? (mode_t)c->chmod : st->st_mode & 07777,
-			     0);
-	struct timespec ts[2] = {st->st_atim, st->st_mtim};
-	if (r == 0)
-		r = utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
-	return r < 0 ? kap_error(c->b->err, errno, "set owner, mode and mtime of %s", name) : 0;
-}
-
-static int copy_tree(struct copy_ctx *c, int srcdir, const char *srcrel, int dstdir, int depth);
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Copy srcdir/name (not following a symlink) to dstdir/dname. */
-static int copy_entry(struct copy_ctx *c, int srcdir, const char *name, const char *srcrel,
-		      int dstdir, const char *dname, int depth)
-{
-	struct stat st;
-	if (fstatat(srcdir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return kap_error(c->b->err, errno, "stat %s", srcrel);
-	if (c->from_ctx && ignored(c->b, srcrel))
-		return 0;
-	if (S_ISDIR(st.st_mode)) {
-		if (mkdirat(dstdir, dname, 0755) < 0 && errno != EEXIST)
-			return kap_error(c->b->err, errno, "create %s", dname);
-		cleanup_close int sfd =
-		    openat(srcdir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		cleanup_close int dfd =
-		    openat(dstdir, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sfd < 0 || dfd < 0)
-			return kap_error(c->b->err, errno, "open %s", srcrel);
-		int r = copy_tree(c, sfd, srcrel, dfd, depth + 1);
-		return r < 0 ? r : set_meta(c, dstdir, dname, &st);
-	}
-	/* Whatever the image has at that name is replaced (a directory is not). */
-	if (unlinkat(dstdir, dname, 0) < 0 && errno != ENOENT && errno != EISDIR)
-		return kap_error(c->b->err, errno, "replace %s", dname);
-	if (S_ISLNK(st.st_mode)) {
-		char target[4096];
-		ssize_t n = readlinkat(srcdir, name, target, sizeof(target) - 1);
-		if (n < 0)
-			return kap_error(c->b->err, errno, "readlink %s", srcrel);
-		target[n] = '\0';
-		if (symlinkat(target, dstdir, dname) < 0)
-			return kap_error(c->b->err, errno, "symlink %s", dname);
-	} else if (S_ISREG(st.st_mode)) {
-		cleanup_close int in = openat(srcdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		cleanup_close int out = openat(
-		    dstdir, dname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (in < 0 || out < 0)
-			return kap_error(c->b->err, errno, "copy %s", srcrel);
-		int r = copy_data(c, in, out, srcrel);
-		if (r < 0)
-			return r;
-	} else if (S_ISFIFO(st.st_mode)) {
-		if (mkfifoat(dstdir, dname, 0600) < 0)
-			return kap_error(c->b->err, errno, "mkfifo %s", dname);
-	} else {
-		return 0; /* devices and sockets of a context are not copied */
-	}
-	return set_meta(c, dstdir, dname, &st);
-}
-
-static int copy_tree(struct copy_ctx *c, int srcdir, const char *srcrel, int dstdir, int depth)
-{
-	if (depth > 256)
-		return kap_error_plain(c->b->err, ELOOP, "%s: nested too deeply", srcrel);
-	int dup = fcntl(srcdir, F_DUPFD_CLOEXEC, 3);
-	cleanup_dir DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return kap_error(c->b->err, errno, "open %s", srcrel);
-	}
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		cleanup_free char *rel = NULL;
-		if (asprintf(&rel, "%s%s%s", strcmp(srcrel, ".") ? srcrel : "",
-			     strcmp(srcrel, ".") ? "/" : "", de->d_name) < 0)
-			return kap_error(c->b->err, ENOMEM, "copy");
-		int r = copy_entry(c, srcdir, de->d_name, rel, dstdir, de->d_name, depth);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-/* A resolved source file (a symlink naming it was followed) -> dstdir/dname. */
-static int copy_file_fd(struct copy_ctx *c, int sfd, const struct stat *st, const char *rel,
-			int dstdir, const char *dname)
-{
-	if (!S_ISREG(st->st_mode))
-		return kap_error_plain(c->b->err, EINVAL, "source %s is not a regular file", rel);
-	if (unlinkat(dstdir, dname, 0) < 0 && errno != ENOENT)
-		return kap_error(c->b->err, errno, "replace %s", dname);
-	cleanup_close int out =
-	    openat(dstdir, dname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (out < 0)
-		return kap_error(c->b->err, errno, "create %s", dname);
-	int r = copy_data(c, sfd, out, rel);
-	return r < 0 ? r : set_meta(c, dstdir, dname, st);
-}
-
-/* ---- the digest of what COPY reads from the context (the cache key's "extra") ---- */
-
-static int hash_fd(struct builder *b, struct kap_sha256 *h, int fd, const char *rel, int depth)
-{
-	struct stat st;
-	char line[256];
-	if (fstat(fd, &st) < 0)
-		return kap_error(b->err, errno, "stat %s", rel);
-	int n = snprintf(line, sizeof(line), "%c %o %u %u %lld\n", S_ISDIR(st.st_mode) ? 'D' : 'F',
-			 (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
-			 S_ISDIR(st.st_mode) ? 0LL : (long long)st.st_size);
-	kap_sha256_update(h, rel, strlen(rel) + 1);
-	kap_sha256_update(h, line, (size_t)n);
-	if (S_ISREG(st.st_mode)) {
-		char buf[1 << 16];
-		off_t off = 0;
-		ssize_t k;
-		while ((k = pread(fd, buf, sizeof(buf), off)) > 0) {
-			kap_sha256_update(h, buf, (size_t)k);
-			off += k;
-		}
-		return k < 0 ? kap_error(b->err, errno, "read %s", rel) : 0;
-	}
-	if (!S_ISDIR(st.st_mode))
-		return 0;
-	if (depth > 256)
-		return kap_error_plain(b->err, ELOOP, "%s: nested too deeply", rel);
-	int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	cleanup_dir DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return kap_error(b->err, errno, "open %s", rel);
-	}
-	cleanup_strv char **names = NULL;
-	size_t nn = 0;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
-		    strv_add(&names, &nn, strdup(de->d_name)) < 0)
-			return kap_error(b->err, ENOMEM, "hash %s", rel);
-	if (nn)
-		qsort(names, nn, sizeof(*names), cmp_str);
-	for (size_t i = 0; i < nn; i++) {
-		cleanup_free char *child = NULL;
-		if (asprintf(&child, "%s%s%s", strcmp(rel, ".") ? rel : "",
-			     strcmp(rel, ".") ? "/" : "", names[i]) < 0)
-			return kap_error(b->err, ENOMEM, "hash");
-		if (ignored(b, child))
-			continue;
-		struct stat cst;
-		if (fstatat(fd, names[i], &cst, AT_SYMLINK_NOFOLLOW) < 0)
-			return kap_error(b->err, errno, "stat %s", child);
-		if (S_ISLNK(cst.st_mode)) {
-			char target[4096];
-			ssize_t tl = readlinkat(fd, names[i], target, sizeof(target) - 1);
-			if (tl < 0)
-				return kap_error(b->err, errno, "readlink %s", child);
-			kap_sha256_update(h, child, strlen(child) + 1);
-			kap_sha256_update(h, "L ", 2);
-			kap_sha256_update(h, target, (size_t)tl);
-		} else if (S_ISDIR(cst.st_mode) || S_ISREG(cst.st_mode)) {
-			cleanup_close int cfd =
-			    openat(fd, names[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-			if (cfd < 0)
-				return kap_error(b->err, errno, "open %s", child);
-			int r = hash_fd(b, h, cfd, child, depth + 1);
-			if (r < 0)
-				return r;
-		}
-	}
-	return 0;
-}
-
-/* Resolve a context source as COPY will (same checks, same errors): an fd to it. */
-static int open_context_source(struct builder *b, const struct kap_cf_instr *in, const char *word,
-			       char **rel_out)
-{
-	cleanup_free char *rel = clean_rel(word);
-	if (!rel)
-		return errno == EXDEV ? ierr(b, in, "source %s is outside the build context", word)
-				      : kap_error(b->err, ENOMEM, "COPY");
-	int fd = kap_openat2(b->ctxfd, rel, O_RDONLY | O_CLOEXEC, 0,
-			     RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
-	if (fd < 0 && errno == EXDEV)
-		return ierr(b, in, "source %s is outside the build context", word);
-	if (fd < 0)
-		return ierr(b, in, "source %s: %s", word, strerror(errno));
-	if (strcmp(rel, ".") && ignored(b, rel)) {
-		close(fd);
-		return ierr(b, in, "source %s is excluded by .containerignore", word);
-	}
-	if (rel_out)
-		*rel_out = steal_ptr(rel);
-	return fd;
-}
-
-static int hash_context(struct builder *b, const struct kap_cf_instr *in, char *const *words,
-			size_t n_src, char *out)
-{
-	struct kap_sha256 *h = kap_sha256_new();
-	if (!h)
-		return kap_error(b->err, ENOMEM, "COPY");
-	int r = 0;
-	for (size_t i = 0; i < n_src && r == 0; i++) {
-		cleanup_free char *rel = NULL;
-		cleanup_close int fd = open_context_source(b, in, words[i], &rel);
-		if (fd < 0)
-			r = fd;
-		else
-			r = hash_fd(b, h, fd, rel, 0);
-	}
-	kap_sha256_final(h, out);
-	return r;
-}
-
-static bool is_url(const char *s)
-{
-	return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8) || !strncmp(s, "git@", 4);
-}
-
-/* A local tar ADD unpacks: by content (ustar magic) or, compressed, by name. */
-static bool looks_like_tar(int fd, const char *name, enum kap_compression *comp)
-{
-	unsigned char buf[512];
-	ssize_t n = pread(fd, buf, sizeof(buf), 0);
-	if (n < 4)
-		return false;
-	*comp = kap_compression_detect(buf, (size_t)n);
-	if (*comp != KAP_COMP_NONE)
-		return strstr(name, ".tar") || strstr(name, ".tgz");
-	return n == 512 && !memcmp(buf + 257, "ustar", 5);
-}
-
-static int do_copy(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
-{
-	bool add = in->kind == KAP_CF_ADD;
-	const char *from = kap_cf_flag(in, "from");
-	int r;
-	cleanup_strv char **words = calloc(in->n_args + 1, sizeof(char *));
-	if (!words)
-		return kap_error(b->err, ENOMEM, "COPY");
-	for (size_t i = 0; i < in->n_args; i++)
-		if ((r = expand(b, st, in, in->args[i], &words[i])) < 0)
-			return r;
-	size_t n_src = in->n_args - 1;
-	const char *dest = words[n_src];
-	for (size_t i = 0; i < n_src; i++)
-		if (is_url(words[i]))
-			return ierr(b, in,
-				    "remote source %s: not supported (builds have no network)",
-				    words[i]);
-
-	/* The source root: the context, or another stage's (or image's) rootfs. Its identity
-	 * (the files' digest, or that stage's chain) goes into the step's cache key. */
-	__attribute__((cleanup(stage_clear))) struct stage tmp_stage = {0};
-	struct stage *src = NULL;
-	char extra[KAP_DIGEST_LEN + 1];
-	if (from) {
-		cleanup_free char *f = NULL;
-		if ((r = expand(b, st, in, from, &f)) < 0)
-			return r;
-		src = find_stage(b, f);
-		if (src == st)
-			return ierr(b, in, "--from=%s names the stage being built", f);
-		if (!src) {
-			if (strchr(f, '/') == NULL && strchr(f, ':') == NULL &&
-			    kap_store_lookup(b->s, f, NULL, (char[KAP_DIGEST_LEN + 1]){0}, NULL) <
-				0)
-				return ierr(b, in, "--from=%s: no such stage or image", f);
-			if ((r = load_image(b, f, &tmp_stage)) < 0)
-				return iwrap(b, in, r);
-			src = &tmp_stage;
-		}
-		memcpy(extra, src->chain, sizeof(extra));
-	} else if ((r = hash_context(b, in, words, n_src, extra)) < 0) {
-		return r;
-	}
-	if ((r = chain_advance(b, st, in, extra)) < 0)
-		return r;
-	if ((r = from_cache(b, st, in->text)) != 0)
-		return r < 0 ? r : 0;
-	cleanup_close int fromfd = -EBADF;
-	if (src) {
-		fromfd = mount_stage(b, src, "from-", &b->from_mounted);
-		if (fromfd < 0)
-			return fromfd;
-	}
-
-	cleanup_close int rootfd = mount_stage(b, st, "", &b->mounted);
-	if (rootfd < 0)
-		return rootfd;
-	struct copy_ctx c = {.b = b, .in = in, .rootfd = rootfd, .from_ctx = !from, .chmod = -1};
-	const char *chmod = kap_cf_flag(in, "chmod");
-	if (chmod)
-		c.chmod = (int)strtol(chmod, NULL, 8);
-	const char *chown = kap_cf_flag(in, "chown");
-	if (chown) {
-		cleanup_free char *spec = NULL;
-		if ((r = expand(b, st, in, chown, &spec)) < 0)
-			return r;
-		struct kap_exec_user u = {0};
-		if ((r = kap_bundle_resolve_user(rootfd, spec, &u, b->err)) < 0)
-			return iwrap(b, in, r);
-		c.uid = u.uid;
-		c.gid = u.gid;
-		kap_exec_user_clear(&u);
-	}
-
-	/* Destination: relative to WORKDIR; a directory when it ends in '/' or takes several
-	 * sources (reference "COPY"). */
-	const char *wd = kap_json_string(kap_json_get(cfg_config(st), "WorkingDir"));
-	cleanup_free char *dpath = NULL;
-	if (asprintf(&dpath, "%s%s%s", dest[0] == '/' ? "" : (wd && *wd ? wd : "/"),
-		     dest[0] == '/' ? "" : "/", dest) < 0)
-		return kap_error(b->err, ENOMEM, "COPY");
-	size_t dl = strlen(dest);
-	bool dest_dir = (dl && dest[dl - 1] == '/') || n_src > 1 || !strcmp(dest, ".");
-	if (!dest_dir) {
-		int probe = kap_fs_open_in_root(rootfd, dpath, O_PATH | O_DIRECTORY, 0, NULL);
-		if (probe >= 0) {
-			dest_dir = true;
-			close(probe);
-		}
-	}
-
-	for (size_t i = 0; i < n_src; i++) {
-		/* Sources resolve beneath the context (no symlink out of it); in a stage's
-		 * rootfs, inside it. */
-		cleanup_free char *rel = NULL;
-		cleanup_close int sfd = -EBADF;
-		if (from) {
-			if (!(rel = clean_rel(words[i])))
-				return kap_error(b->err, ENOMEM, "COPY");
-			sfd = kap_openat2(fromfd, rel, O_RDONLY | O_CLOEXEC, 0,
-					  RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
-			if (sfd < 0)
-				return ierr(b, in, "source %s: %s", words[i], strerror(errno));
-		} else if ((sfd = open_context_source(b, in, words[i], &rel)) < 0) {
-			return sfd;
-		}
-		struct stat sst;
-		if (fstat(sfd, &sst) < 0)
-			return kap_error(b->err, errno, "stat %s", words[i]);
-
-		const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
-		if (S_ISDIR(sst.st_mode) || dest_dir) {
-			cleanup_close int dfd =
-			    kap_fs_mkdir_in_root(rootfd, dpath, 0755, false, b->err);
-			if (dfd < 0)
-				return iwrap(b, in, dfd);
-			cleanup_close int ddir =
-			    openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (ddir < 0)
-				return kap_error(b->err, errno, "open %s", dpath);
-			enum kap_compression comp;
-			if (S_ISDIR(sst.st_mode)) {
-				r = copy_tree(&c, sfd, rel, ddir, 0);
-			} else if (add && looks_like_tar(sfd, base, &comp)) {
-				struct kap_unpack_opts uo = {0};
-				r = kap_unpack_layer(sfd, comp, ddir, &uo, NULL, b->err);
-			} else {
-				r = copy_file_fd(&c, sfd, &sst, rel, ddir, base);
-			}
-		} else {
-			cleanup_free char *dparent = strdup(dpath);
-			char *sl = dparent ? strrchr(dparent, '/') : NULL;
-			if (!dparent || !sl)
-				return kap_error(b->err, ENOMEM, "COPY");
-			*sl = '\0';
-			cleanup_close int dfd = kap_fs_mkdir_in_root(
-			    rootfd, *dparent ? dparent : "/", 0755, false, b->err);
-			if (dfd < 0)
-				return iwrap(b, in, dfd);
-			cleanup_close int ddir =
-			    openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (ddir < 0)
-				return kap_error(b->err, errno, "open %s", dparent);
-			enum kap_compression comp;
-			if (add && looks_like_tar(sfd, base, &comp)) {
-				struct kap_unpack_opts uo = {0};
-				r = kap_unpack_layer(sfd, comp, ddir, &uo, NULL, b->err);
-			} else {
-				r = copy_file_fd(&c, sfd, &sst, rel, ddir, sl + 1);
-			}
-		}
-		if (r < 0)
-			return iwrap(b, in, r);
-	}
-	if ((r = umount_stage(b, "", &b->mounted)) < 0 ||
-	    (r = umount_stage(b, "from-", &b->from_mounted)) < 0)
-		return r;
-	return commit_layer(b, st, in->text);
-}
-
 /* ---- RUN ---- */
 
 /* Mount points the runtime creates in a rootfs that lacks them: not the step's doing, so they
@@ -1366,45 +791,45 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 	size_t argc = 0;
 	if (in->json) {
 		for (size_t i = 0; i < in->n_args; i++)
-			if (strv_add(&argv, &argc, strdup(in->args[i])) < 0)
+			if (kap_build_strv_add(&argv, &argc, strdup(in->args[i])) < 0)
 				return kap_error(b->err, ENOMEM, "RUN");
 	} else {
-		struct kap_json *shell = kap_json_get(cfg_config(st), "Shell");
+		struct kap_json *shell = kap_json_get(kap_build_cfg_config(st), "Shell");
 		size_t n =
 		    shell && kap_json_type(shell) == KAP_JSON_ARRAY ? kap_json_array_len(shell) : 0;
 		for (size_t i = 0; i < n; i++) {
 			const char *s = kap_json_string(kap_json_array_at(shell, i));
-			if (strv_add(&argv, &argc, strdup(s ? s : "")) < 0)
+			if (kap_build_strv_add(&argv, &argc, strdup(s ? s : "")) < 0)
 				return kap_error(b->err, ENOMEM, "RUN");
 		}
-		if (n == 0 && (strv_add(&argv, &argc, strdup("/bin/sh")) < 0 ||
-			       strv_add(&argv, &argc, strdup("-c")) < 0))
+		if (n == 0 && (kap_build_strv_add(&argv, &argc, strdup("/bin/sh")) < 0 ||
+			       kap_build_strv_add(&argv, &argc, strdup("-c")) < 0))
 			return kap_error(b->err, ENOMEM, "RUN");
-		if (strv_add(&argv, &argc, strdup(in->args[0])) < 0)
+		if (kap_build_strv_add(&argv, &argc, strdup(in->args[0])) < 0)
 			return kap_error(b->err, ENOMEM, "RUN");
 	}
 	if (argc == 0)
-		return ierr(b, in, "empty command");
+		return kap_build_ierr(b, in, "empty command");
 	cleanup_free char *by = NULL;
 	if (asprintf(&by, "RUN %s", in->args[0]) < 0)
 		return kap_error(b->err, ENOMEM, "RUN");
-	if ((r = chain_advance(b, st, in, NULL)) < 0)
+	if ((r = kap_build_chain_advance(b, st, in, NULL)) < 0)
 		return r;
-	if ((r = from_cache(b, st, in->json ? in->text : by)) != 0)
+	if ((r = kap_build_from_cache(b, st, in->json ? in->text : by)) != 0)
 		return r < 0 ? r : 0;
 
-	cleanup_close int rootfd = mount_stage(b, st, "", &b->mounted);
+	cleanup_close int rootfd = kap_build_mount(b, st, "", &b->mounted);
 	if (rootfd < 0)
 		return rootfd;
 	bool existed[KAP_ARRAY_SIZE(runtime_mountpoints)];
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(runtime_mountpoints); i++)
 		existed[i] =
 		    faccessat(rootfd, runtime_mountpoints[i], F_OK, AT_SYMLINK_NOFOLLOW) == 0;
-	const char *wd = kap_json_string(kap_json_get(cfg_config(st), "WorkingDir"));
+	const char *wd = kap_json_string(kap_json_get(kap_build_cfg_config(st), "WorkingDir"));
 	if (wd && *wd && strcmp(wd, "/")) {
 		int fd = kap_fs_mkdir_in_root(rootfd, wd, 0755, false, b->err);
 		if (fd < 0)
-			return iwrap(b, in, fd);
+			return kap_build_iwrap(b, in, fd);
 		close(fd);
 	}
 
@@ -1413,7 +838,7 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 		return kap_error(b->err, ENOMEM, "RUN");
 	struct kap_image_config img = {0};
 	if ((r = kap_image_config_parse(cfgtext, strlen(cfgtext), &img, b->err)) < 0)
-		return iwrap(b, in, r);
+		return kap_build_iwrap(b, in, r);
 	const char *net = kap_cf_flag(in, "network");
 	if (!net || !strcmp(net, "default"))
 		net = b->o->network ? b->o->network : "none";
@@ -1436,7 +861,7 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 	r = kap_bundle_config(&img, &ro, &be, rootfd, &config, b->err);
 	kap_image_config_clear(&img);
 	if (r < 0)
-		return iwrap(b, in, r);
+		return kap_build_iwrap(b, in, r);
 	cleanup_free char *text = kap_json_dump(config, true);
 	if (!text)
 		return kap_error(b->err, ENOMEM, "config.json");
@@ -1476,14 +901,14 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 	if (!b->o->quiet)
 		copy_to_stderr(logfd);
 	if (r < 0)
-		return iwrap(b, in, r);
+		return kap_build_iwrap(b, in, r);
 	if (r != 0) {
 		if (b->o->quiet)
 			print_tail(logfd);
 		return kap_error_plain(b->err, EIO, "%s:%u: RUN %s: exit status %d", b->cf.path,
 				       in->line, in->args[0], r);
 	}
-	if ((r = umount_stage(b, "", &b->mounted)) < 0)
+	if ((r = kap_build_umount(b, "", &b->mounted)) < 0)
 		return r;
 	cleanup_close int upfd = openat(b->tmpfd, "upper", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	for (size_t i = 0; upfd >= 0 && i < KAP_ARRAY_SIZE(runtime_mountpoints); i++) {
@@ -1498,7 +923,7 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 		else if (S_ISREG(sst.st_mode) && sst.st_size == 0)
 			unlinkat(upfd, mp, 0);
 	}
-	return commit_layer(b, st, in->json ? in->text : by);
+	return kap_build_commit_layer(b, st, in->json ? in->text : by);
 }
 
 /* ---- the image ---- */
@@ -1518,7 +943,7 @@ static int write_image(struct builder *b, struct stage *st, char *config_digest,
 	char ts[40];
 	rfc3339(now_or_epoch(b), ts, sizeof(ts));
 	kap_json_set(st->cfg, "created", kap_json_new_string(ts));
-	struct kap_json *c = cfg_config(st);
+	struct kap_json *c = kap_build_cfg_config(st);
 	for (char *const *l = b->o->labels; l && *l; l++) {
 		const char *eq = strchr(*l, '=');
 		cleanup_free char *k = strndup(*l, eq ? (size_t)(eq - *l) : strlen(*l));
@@ -1562,9 +987,9 @@ static void builder_cleanup(struct builder *b)
 {
 	cleanup_error struct kapsel_error *e = NULL;
 	if (b->mounted)
-		umount_stage(b, "", &b->mounted);
+		kap_build_umount(b, "", &b->mounted);
 	if (b->from_mounted)
-		umount_stage(b, "from-", &b->from_mounted);
+		kap_build_umount(b, "from-", &b->from_mounted);
 	if (b->tmp) {
 		cleanup_close int parent = -EBADF;
 		char *slash = strrchr(b->tmp, '/');
@@ -1582,7 +1007,7 @@ static void builder_cleanup(struct builder *b)
 	if (b->ctxfd >= 0)
 		close(b->ctxfd);
 	for (size_t i = 0; i < b->n_stages; i++)
-		stage_clear(&b->stages[i]);
+		kap_build_stage_clear(&b->stages[i]);
 	free(b->stages);
 	for (size_t i = 0; i < b->n_ignore; i++)
 		free(b->ignore[i]);
@@ -1625,7 +1050,7 @@ static int build(struct builder *b, char **id_out)
 		return r;
 	if ((r = kap_cf_parse(file, text, len, &b->cf, b->err)) < 0)
 		return r;
-	if ((r = load_ignore(b)) < 0)
+	if ((r = kap_build_load_ignore(b)) < 0)
 		return r;
 	const char *sde = getenv("SOURCE_DATE_EPOCH");
 	b->epoch = -1;
@@ -1664,7 +1089,7 @@ static int build(struct builder *b, char **id_out)
 		char *nm;
 		if ((r = kap_image_local_name(*t, &nm, b->err)) < 0)
 			return r;
-		if (strv_add(&names, &n_names, nm) < 0)
+		if (kap_build_strv_add(&names, &n_names, nm) < 0)
 			return kap_error(b->err, ENOMEM, "build");
 	}
 
@@ -1711,21 +1136,21 @@ static int build(struct builder *b, char **id_out)
 		case KAP_CF_ARG:
 			r = do_arg(b, in, st);
 			if (r == 0 && st)
-				r = chain_advance(b, st, in, NULL);
+				r = kap_build_chain_advance(b, st, in, NULL);
 			break;
 		case KAP_CF_RUN:
 			r = do_run(b, in, st);
 			break;
 		case KAP_CF_COPY:
 		case KAP_CF_ADD:
-			r = do_copy(b, in, st);
+			r = kap_build_copy(b, in, st);
 			break;
 		default:
 			r = config_instr(b, in, st);
 			if (r == 0)
 				add_history(b, st, in->text, true);
 			if (r == 0)
-				r = chain_advance(b, st, in, NULL);
+				r = kap_build_chain_advance(b, st, in, NULL);
 			break;
 		}
 		if (r < 0)

@@ -3,8 +3,8 @@
  * The build engine's internal interfaces: `kapsel build` (Containerfile -> OCI image in the
  * store). It sits beside image/ and uses it (store, overlay, the runtime path of `kapsel run`).
  * Files: containerfile.c (parsing and word expansion: hostile input), layer.c (overlay upper
- * directory -> OCI layer blob), cache.c (step key -> layer), build.c (the instructions, stages, RUN
- * through the runtime).
+ * directory -> OCI layer blob), cache.c (step key -> layer), copy.c (COPY/ADD), build.c (the
+ * instructions, stages, RUN through the runtime).
  */
 #pragma once
 #include <stdbool.h>
