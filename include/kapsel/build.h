@@ -27,3 +27,14 @@ struct kapsel_build_options {
 /* Builds; *id_out (optional, caller frees) receives the image ID (config digest hex). */
 int kapsel_image_build(const struct kapsel_build_options *o, char **id_out,
 		       struct kapsel_error **err);
+
+struct kapsel_commit_options {
+	const char *store;     /* NULL: the default store */
+	const char *container; /* a `kapsel run` container's name (running or stopped) */
+	const char *image;     /* the new image's name; NULL: untagged */
+	char *const *changes;  /* NULL-terminated config instructions: "CMD [\"sh\"]" */
+};
+
+/* The container's changes as one layer on its image; *id_out as for build. */
+int kapsel_image_commit(const struct kapsel_commit_options *o, char **id_out,
+			struct kapsel_error **err);

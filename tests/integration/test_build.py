@@ -284,3 +284,27 @@ def test_tag_untag_history(k, tmp_path):
     assert r.returncode != 0 and "nosuch" in r.stderr
     r = k("tag", "busybox", "bad@@name")
     assert r.returncode != 0 and "bad@@name" in r.stderr
+
+
+def test_commit_container(k, tmp_path):
+    r = k("run", "--name", "to-commit", "busybox", "sh", "-c",
+          "echo data > /newfile; rm /bin/true; mkdir -p /x/y")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = k("commit", "--change", 'CMD ["cat", "/newfile"]', "--change", "ENV A=1",
+              "to-commit", "committed:1")
+        assert r.returncode == 0, r.stderr
+        assert "runtime error" not in r.stderr  # UBSan: the empty /x/y walked cleanly
+        assert k("run", "--rm", "localhost/committed:1").stdout == "data\n"
+        info = k.inspect("localhost/committed:1")
+        assert info["Id"] == r.stdout.strip()
+        assert "A=1" in info["Config"]["Env"]
+        names = [n for n, _ in k.layer(info["Layers"][-1]["Digest"])]
+        # The change, and not the run's /etc/hosts and /etc/hostname mount targets.
+        assert names == ["bin", "bin/.wh.true", "etc", "newfile", "x", "x/y"]
+        bad = k("commit", "--change", "RUN true", "to-commit", "x:1")
+        assert bad.returncode != 0 and "--change: RUN cannot be applied by commit" in bad.stderr
+        bad = k("commit", "no-such-container", "x:1")
+        assert bad.returncode != 0 and "no container named no-such-container" in bad.stderr
+    finally:
+        k("rm", "-f", "to-commit")

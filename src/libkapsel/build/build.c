@@ -218,7 +218,7 @@ static int64_t now_or_epoch(const struct builder *b)
 	return b->epoch >= 0 ? b->epoch : (int64_t)time(NULL);
 }
 
-static void add_history(struct builder *b, struct stage *st, const char *created_by, bool empty)
+void kap_build_add_history(struct builder *b, struct stage *st, const char *created_by, bool empty)
 {
 	struct kap_json *h = kap_json_get(st->cfg, "history");
 	if (!h || kap_json_type(h) != KAP_JSON_ARRAY) {
@@ -272,7 +272,7 @@ int kap_build_expand(struct builder *b, struct stage *st, const struct kap_cf_in
 
 /* ---- overlay steps ---- */
 
-static int layer_paths(struct builder *b, struct stage *st, char ***out, size_t *n)
+int kap_build_layer_paths(struct builder *b, struct stage *st, char ***out, size_t *n)
 {
 	struct kap_json *rootfs = kap_json_get(st->cfg, "rootfs");
 	struct kap_json *ids = rootfs ? kap_json_get(rootfs, "diff_ids") : NULL;
@@ -337,7 +337,7 @@ int kap_build_mount(struct builder *b, struct stage *st, const char *prefix, boo
 		return kap_error(b->err, errno, "create %s/%s", b->tmp, mg);
 	cleanup_strv char **lowers = NULL;
 	size_t n;
-	if ((r = layer_paths(b, st, &lowers, &n)) < 0)
+	if ((r = kap_build_layer_paths(b, st, &lowers, &n)) < 0)
 		return r;
 	cleanup_free char *upper = NULL, *work = NULL, *merged = NULL;
 	if (asprintf(&upper, "%s/%s", b->tmp, up) < 0 || asprintf(&work, "%s/%s", b->tmp, wk) < 0 ||
@@ -364,8 +364,8 @@ int kap_build_umount(struct builder *b, const char *prefix, bool *mounted)
 }
 
 /* A layer (made now or found in the cache) becomes the stage's new top layer. */
-static int apply_layer(struct builder *b, struct stage *st, const struct kap_built_layer *lp,
-		       const char *created_by)
+int kap_build_apply_layer(struct builder *b, struct stage *st, const struct kap_built_layer *lp,
+			  const char *created_by)
 {
 	struct kap_built_layer l = *lp;
 	struct kap_descriptor *nl = realloc(st->layers, (st->n_layers + 1) * sizeof(*nl));
@@ -389,7 +389,7 @@ static int apply_layer(struct builder *b, struct stage *st, const struct kap_bui
 		kap_json_set(rootfs, "diff_ids", ids);
 	}
 	kap_json_append(ids, kap_json_new_string(l.diff_id));
-	add_history(b, st, created_by, false);
+	kap_build_add_history(b, st, created_by, false);
 	return 0;
 }
 
@@ -401,14 +401,14 @@ int kap_build_commit_layer(struct builder *b, struct stage *st, const char *crea
 	if (upfd < 0)
 		return kap_error(b->err, errno, "open %s/upper", b->tmp);
 	struct kap_built_layer l;
-	int r = kap_build_layer(b->s, upfd, b->epoch, &l, b->err);
+	int r = kap_build_layer(b->s, upfd, b->epoch, NULL, &l, b->err);
 	if (r < 0)
 		return r;
 	if ((r = kap_store_unpack_layer(b->s, l.digest, KAP_COMP_GZIP, l.diff_id, b->err)) < 0)
 		return r;
 	if ((r = kap_build_cache_put(b->s, st->chain, &l, b->err)) < 0)
 		return r;
-	return apply_layer(b, st, &l, created_by);
+	return kap_build_apply_layer(b, st, &l, created_by);
 }
 
 /* A hit: the step's layer as it was made before. 1 when used, 0 on a miss. */
@@ -419,7 +419,7 @@ int kap_build_from_cache(struct builder *b, struct stage *st, const char *create
 		return 0;
 	if (!b->o->quiet)
 		fprintf(stderr, "--> Using cache %.12s\n", st->chain + 7);
-	int r = apply_layer(b, st, &l, created_by);
+	int r = kap_build_apply_layer(b, st, &l, created_by);
 	return r < 0 ? r : 1;
 }
 
@@ -427,12 +427,12 @@ int kap_build_from_cache(struct builder *b, struct stage *st, const char *create
 
 int kap_build_load_image(struct builder *b, const char *name, struct stage *st)
 {
-	char digest[KAP_DIGEST_LEN + 1], resolved[KAP_DIGEST_LEN + 1];
+	char digest[KAP_DIGEST_LEN + 1];
 	int r = kap_image_ensure_default(b->s, name, b->err);
 	if (r < 0)
 		return r;
 	cleanup_error struct kapsel_error *e = NULL;
-	r = kap_store_lookup(b->s, name, NULL, digest, &e);
+	r = kap_image_find(b->s, name, NULL, digest, &e);
 	if (r == -ENOENT)
 		return kap_error_plain(b->err, ENOENT, "image %s not found locally; kapsel pull %s",
 				       name, name);
@@ -440,6 +440,13 @@ int kap_build_load_image(struct builder *b, const char *name, struct stage *st)
 		*b->err = steal_ptr(e);
 		return r;
 	}
+	return kap_build_load_manifest(b, digest, st);
+}
+
+int kap_build_load_manifest(struct builder *b, const char *digest, struct stage *st)
+{
+	char resolved[KAP_DIGEST_LEN + 1];
+	int r;
 	if ((r = kap_store_resolve_manifest(b->s, digest, resolved, b->err)) < 0)
 		return r;
 	cleanup_free char *buf = NULL;
@@ -634,7 +641,7 @@ static int set_map_keys(struct builder *b, struct stage *st, const struct kap_cf
 	return 0;
 }
 
-static int config_instr(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
+int kap_build_config_instr(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
 {
 	struct kap_json *c = kap_build_cfg_config(st);
 	cleanup_free char *w = NULL;
@@ -937,8 +944,8 @@ static struct kap_json *descriptor(const char *mt, const char *digest, int64_t s
 	return d;
 }
 
-static int write_image(struct builder *b, struct stage *st, char *config_digest, char **names,
-		       char *manifest_digest)
+int kap_build_write_image(struct builder *b, struct stage *st, char *config_digest, char **names,
+			  char *manifest_digest)
 {
 	char ts[40];
 	rfc3339(now_or_epoch(b), ts, sizeof(ts));
@@ -1146,9 +1153,9 @@ static int build(struct builder *b, char **id_out)
 			r = kap_build_copy(b, in, st);
 			break;
 		default:
-			r = config_instr(b, in, st);
+			r = kap_build_config_instr(b, in, st);
 			if (r == 0)
-				add_history(b, st, in->text, true);
+				kap_build_add_history(b, st, in->text, true);
 			if (r == 0)
 				r = kap_build_chain_advance(b, st, in, NULL);
 			break;
@@ -1157,7 +1164,8 @@ static int build(struct builder *b, char **id_out)
 			return r;
 	}
 	char config_digest[KAP_DIGEST_LEN + 1], manifest_digest[KAP_DIGEST_LEN + 1];
-	if ((r = write_image(b, &b->stages[target], config_digest, names, manifest_digest)) < 0)
+	if ((r = kap_build_write_image(b, &b->stages[target], config_digest, names,
+				       manifest_digest)) < 0)
 		return r;
 	if (id_out && !(*id_out = strdup(config_digest + 7)))
 		return kap_error(b->err, ENOMEM, "build");

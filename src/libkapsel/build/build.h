@@ -111,8 +111,9 @@ struct kap_built_layer {
 	char diff_id[KAP_DIGEST_LEN + 1]; /* of the tar stream */
 	int64_t size;			  /* compressed bytes */
 };
-/* clamp_mtime >= 0: mtimes later than it are written as it (SOURCE_DATE_EPOCH). */
-int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime,
+/* clamp_mtime >= 0: mtimes later than it are written as it (SOURCE_DATE_EPOCH). skip
+ * (NULL-terminated, optional): relative paths ("etc/hosts") left out of the layer. */
+int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime, const char *const *skip,
 		    struct kap_built_layer *out, struct kapsel_error **err);
 
 /* ---- cache.c: step key ("sha256:<hex>") -> the layer it made ---- */

@@ -59,6 +59,17 @@ int kap_build_expand(struct builder *b, struct stage *st, const struct kap_cf_in
 		     const char *word, char **out);
 struct stage *kap_build_find_stage(struct builder *b, const char *name);
 int kap_build_load_image(struct builder *b, const char *name, struct stage *st);
+/* A stored manifest (or index: the linux/amd64 one) as the stage's base. */
+int kap_build_load_manifest(struct builder *b, const char *digest, struct stage *st);
+int kap_build_layer_paths(struct builder *b, struct stage *st, char ***out, size_t *n);
+int kap_build_apply_layer(struct builder *b, struct stage *st, const struct kap_built_layer *l,
+			  const char *created_by);
+void kap_build_add_history(struct builder *b, struct stage *st, const char *created_by, bool empty);
+/* ENV, LABEL, CMD, ... : the instructions that change only the config. */
+int kap_build_config_instr(struct builder *b, const struct kap_cf_instr *in, struct stage *st);
+/* Config + manifest into the store, tagged with names (NULL-terminated, canonical). */
+int kap_build_write_image(struct builder *b, struct stage *st, char *config_digest, char **names,
+			  char *manifest_digest);
 /* Mount the stage's layers at <tmp>/<prefix>merged over a fresh upper; an O_PATH fd to it. */
 int kap_build_mount(struct builder *b, struct stage *st, const char *prefix, bool *mounted);
 int kap_build_umount(struct builder *b, const char *prefix, bool *mounted);

@@ -60,7 +60,8 @@ struct tw {
 	z_stream zs;
 	bool z_ready;
 	unsigned char out[OUT_CHUNK];
-	int64_t clamp; /* -1: none */
+	int64_t clamp;		 /* -1: none */
+	const char *const *skip; /* paths left out */
 	/* hardlinks: (dev, ino) -> first name */
 	struct link {
 		dev_t dev;
@@ -260,6 +261,11 @@ static int entry(struct tw *t, int dirfd, const char *prefix, const char *name, 
 	if (asprintf(&path, "%s%s%s", prefix, name, dir ? "/" : "") < 0)
 		return kap_error(t->err, ENOMEM, "layer");
 
+	for (const char *const *sk = t->skip; sk && *sk; sk++) {
+		size_t pl = strlen(prefix), sl = strlen(*sk);
+		if (sl == pl + strlen(name) && !strncmp(*sk, prefix, pl) && !strcmp(*sk + pl, name))
+			return 0;
+	}
 	if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
 		/* overlay whiteout -> .wh.<name> (layer.md "Whiteouts") */
 		cleanup_free char *wh = NULL;
@@ -375,7 +381,8 @@ static int walk(struct tw *t, int dirfd, const char *prefix, int depth)
 		names = nn;
 		n++;
 	}
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_names);
 	for (size_t i = 0; i < n && r == 0; i++)
 		r = entry(t, dirfd, prefix, names[i], depth);
 out:
@@ -385,7 +392,7 @@ out:
 	return r;
 }
 
-int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime,
+int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime, const char *const *skip,
 		    struct kap_built_layer *out, struct kapsel_error **err)
 {
 	int r = bind_zlib(err);
@@ -395,6 +402,7 @@ int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime,
 	if (!t)
 		return kap_error(err, ENOMEM, "layer");
 	t->clamp = clamp_mtime;
+	t->skip = skip;
 	t->err = err;
 	if (!(t->diff = kap_sha256_new())) {
 		free(t);
