@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -404,7 +405,11 @@ int kap_build_commit_layer(struct builder *b, struct stage *st, const char *crea
 	int r = kap_build_layer(b->s, upfd, b->epoch, NULL, &l, b->err);
 	if (r < 0)
 		return r;
-	if ((r = kap_store_unpack_layer(b->s, l.digest, KAP_COMP_GZIP, l.diff_id, b->err)) < 0)
+	/* The upper directory is the layer unpacked already (overlay's whiteouts and opaque
+	 * xattrs are the store's format): it becomes the store's copy, without a re-unpack. */
+	close(steal_fd(upfd));
+	if (!kap_store_has_layer(b->s, l.diff_id) &&
+	    (r = kap_store_adopt_layer(b->s, b->tmpfd, "upper", l.diff_id, b->err)) < 0)
 		return r;
 	if ((r = kap_build_cache_put(b->s, st->chain, &l, b->err)) < 0)
 		return r;
@@ -1102,7 +1107,11 @@ static int build(struct builder *b, char **id_out)
 
 	if ((r = kap_store_open(o->store, &b->s, b->err)) < 0)
 		return r;
-	if (asprintf(&b->tmp, "%s/tmp/build-XXXXXX", kap_store_path(b->s)) < 0) {
+	/* Absolute: the overlay's directories and the bundle's root.path are named by it. */
+	cleanup_free char *store_abs = realpath(kap_store_path(b->s), NULL);
+	if (!store_abs)
+		return kap_error(b->err, errno, "store %s", kap_store_path(b->s));
+	if (asprintf(&b->tmp, "%s/tmp/build-XXXXXX", store_abs) < 0) {
 		b->tmp = NULL;
 		return kap_error(b->err, ENOMEM, "build");
 	}
@@ -1111,7 +1120,9 @@ static int build(struct builder *b, char **id_out)
 		free(steal_ptr(b->tmp));
 		return r;
 	}
-	if ((b->tmpfd = open(b->tmp, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+	/* Locked: the store removes unlocked temp entries older than a minute as leftovers. */
+	if ((b->tmpfd = open(b->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    flock(b->tmpfd, LOCK_EX) < 0)
 		return kap_error(b->err, errno, "open %s", b->tmp);
 	if (mkdirat(b->tmpfd, "empty", 0755) < 0)
 		return kap_error(b->err, errno, "create %s/empty", b->tmp);

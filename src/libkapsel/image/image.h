@@ -130,6 +130,11 @@ int kap_store_put_blob(struct kap_store *s, const void *data, size_t len, char *
  * temp dir, verifies the uncompressed digest equals diff_id, renames into layers/. Idempotent. */
 int kap_store_unpack_layer(struct kap_store *s, const char *blob_digest, enum kap_compression c,
 			   const char *diff_id, struct kapsel_error **err);
+/* A directory already in the unpacked-layer format (an overlay upper dir made by a build, on
+ * the store's filesystem) becomes layers/<diff_id> by rename; present already: 0, and
+ * dirfd/name stays for the caller to remove. */
+int kap_store_adopt_layer(struct kap_store *s, int dirfd, const char *name, const char *diff_id,
+			  struct kapsel_error **err);
 /* Absolute path of an unpacked layer dir, or NULL if absent. Caller frees. */
 char *kap_store_layer_path(struct kap_store *s, const char *diff_id);
 /* Image index (images.json): name is the canonical kap_ref_string. */
