@@ -308,3 +308,20 @@ def test_commit_container(k, tmp_path):
         assert bad.returncode != 0 and "no container named no-such-container" in bad.stderr
     finally:
         k("rm", "-f", "to-commit")
+
+
+def test_copy_globs(k, tmp_path):
+    ctx = context(tmp_path, "FROM busybox\nCOPY *.txt /dst/\nCOPY sub/o*.md /one\n"
+                  "CMD [\"sh\", \"-c\", \"ls /dst; cat /one\"]\n",
+                  {"a.txt": "a", "b.txt": "b", "skip.txt": "s", "c.log": "c",
+                   "sub/only.md": "only\n", ".containerignore": "skip.txt\n"})
+    r = k("build", "-q", "-t", "globs", ctx)
+    assert r.returncode == 0, r.stderr
+    # Matches sorted, the ignored one left out; one match with a file destination is a file.
+    assert k("run", "--rm", "localhost/globs").stdout == "a.txt\nb.txt\nonly\n"
+    for line, msg in [("COPY *.nope /x/", "COPY: source *.nope: no file in the context matches"),
+                      ("COPY s*/only.md /x", "COPY: source s*/only.md: wildcards only in the "
+                                             "last path component")]:
+        (ctx / "Containerfile").write_text(f"FROM busybox\n{line}\n")
+        r = k("build", "-q", ctx)
+        assert r.returncode != 0 and msg in r.stderr, r.stderr

@@ -391,6 +391,95 @@ static int hash_context(struct builder *b, const struct kap_cf_instr *in, char *
 	return r;
 }
 
+static int cmp_strp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Context sources with wildcards (`COPY *.txt /dst/`): fnmatch(3) over the entries of the
+ * directory named before the last '/' (itself without wildcards), sorted, ignored entries
+ * left out; no match is an error, as in docker. out: the sources, then the destination.
+ */
+static int expand_globs(struct builder *b, const struct kap_cf_instr *in, char **words,
+			size_t n_src, char ***out, size_t *n_out)
+{
+	char **v = NULL;
+	size_t n = 0;
+	int r = 0;
+	for (size_t i = 0; i < n_src && r == 0; i++) {
+		const char *w = words[i];
+		const char *slash = strrchr(w, '/');
+		const char *pat = slash ? slash + 1 : w;
+		if (!strpbrk(pat, "*?[")) {
+			if (strpbrk(w, "*?["))
+				r = kap_build_ierr(b, in,
+						   "source %s: wildcards only in the last path "
+						   "component",
+						   w);
+			else if (kap_build_strv_add(&v, &n, strdup(w)) < 0)
+				r = kap_error(b->err, ENOMEM, "COPY");
+			continue;
+		}
+		cleanup_free char *dir = slash ? strndup(w, (size_t)(slash - w)) : strdup(".");
+		if (!dir) {
+			r = kap_error(b->err, ENOMEM, "COPY");
+			break;
+		}
+		if (strpbrk(dir, "*?[")) {
+			r = kap_build_ierr(
+			    b, in, "source %s: wildcards only in the last path component", w);
+			break;
+		}
+		cleanup_free char *rel = NULL;
+		int fd = open_context_source(b, in, *dir ? dir : "/", &rel);
+		if (fd < 0) {
+			r = fd;
+			break;
+		}
+		DIR *d = fdopendir(fd);
+		if (!d) {
+			close(fd);
+			r = kap_error(b->err, errno, "open %s", dir);
+			break;
+		}
+		size_t first = n;
+		struct dirent *de;
+		while ((de = readdir(d)) && r == 0) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+			    fnmatch(pat, de->d_name, FNM_PERIOD) != 0)
+				continue;
+			char *m;
+			if (asprintf(&m, "%s%s%s", slash ? dir : "", slash ? "/" : "", de->d_name) <
+			    0) {
+				r = kap_error(b->err, ENOMEM, "COPY");
+				break;
+			}
+			cleanup_free char *mrel = clean_rel(m);
+			if (mrel && ignored(b, mrel)) {
+				free(m);
+				continue;
+			}
+			if (kap_build_strv_add(&v, &n, m) < 0)
+				r = kap_error(b->err, ENOMEM, "COPY");
+		}
+		closedir(d);
+		if (r == 0 && n == first)
+			r = kap_build_ierr(b, in, "source %s: no file in the context matches", w);
+		if (r == 0)
+			qsort(v + first, n - first, sizeof(*v), cmp_strp);
+	}
+	if (r == 0 && kap_build_strv_add(&v, &n, strdup(words[n_src])) < 0)
+		r = kap_error(b->err, ENOMEM, "COPY");
+	if (r < 0) {
+		kap_strvp(&v);
+		return r;
+	}
+	*out = v;
+	*n_out = n;
+	return 0;
+}
+
 static bool is_url(const char *s)
 {
 	return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8) || !strncmp(s, "git@", 4);
@@ -421,12 +510,23 @@ int kap_build_copy(struct builder *b, const struct kap_cf_instr *in, struct stag
 		if ((r = kap_build_expand(b, st, in, in->args[i], &words[i])) < 0)
 			return r;
 	size_t n_src = in->n_args - 1;
-	const char *dest = words[n_src];
 	for (size_t i = 0; i < n_src; i++)
 		if (is_url(words[i]))
 			return kap_build_ierr(
 			    b, in, "remote source %s: not supported (builds have no network)",
 			    words[i]);
+	bool several = n_src > 1;
+	if (!from) {
+		char **globbed;
+		size_t n;
+		if ((r = expand_globs(b, in, words, n_src, &globbed, &n)) < 0)
+			return r;
+		several = several || n - 1 > 1;
+		kap_strvp(&words);
+		words = globbed;
+		n_src = n - 1;
+	}
+	const char *dest = words[n_src];
 
 	/* The source root: the context, or another stage's (or image's) rootfs. Its identity
 	 * (the files' digest, or that stage's chain) goes into the step's cache key. */
@@ -493,7 +593,7 @@ int kap_build_copy(struct builder *b, const struct kap_cf_instr *in, struct stag
 		     dest[0] == '/' ? "" : "/", dest) < 0)
 		return kap_error(b->err, ENOMEM, "COPY");
 	size_t dl = strlen(dest);
-	bool dest_dir = (dl && dest[dl - 1] == '/') || n_src > 1 || !strcmp(dest, ".");
+	bool dest_dir = (dl && dest[dl - 1] == '/') || several || !strcmp(dest, ".");
 	if (!dest_dir) {
 		int probe = kap_fs_open_in_root(rootfd, dpath, O_PATH | O_DIRECTORY, 0, NULL);
 		if (probe >= 0) {
