@@ -325,3 +325,25 @@ def test_copy_globs(k, tmp_path):
         (ctx / "Containerfile").write_text(f"FROM busybox\n{line}\n")
         r = k("build", "-q", ctx)
         assert r.returncode != 0 and msg in r.stderr, r.stderr
+
+
+def test_run_layer_hardlinks_opaque_dirs_long_names(k, tmp_path):
+    long = "d" * 60 + "/" + "f" * 70  # > 100 bytes with its parents: a PAX path
+    ctx = context(tmp_path, f"""FROM busybox
+RUN echo one > /h1 && ln /h1 /h2
+RUN rm -rf /home && mkdir -p /home/new && echo x > /home/new/x
+RUN mkdir -p /deep/{long.split('/')[0]} && echo long > /deep/{long}
+""")
+    r = k("build", "-q", "-t", "fmt", ctx)
+    assert r.returncode == 0, r.stderr
+    layers = k.inspect("localhost/fmt")["Layers"]
+    hl = dict(k.layer(layers[-3]["Digest"]))
+    assert hl["h1"].isfile() and hl["h2"].islnk() and hl["h2"].linkname == "h1"
+    op = [n for n, _ in k.layer(layers[-2]["Digest"])]
+    # The recreated /home hides the image's: an opaque whiteout inside it (layer.md).
+    assert op == ["home", "home/.wh..wh..opq", "home/new", "home/new/x"]
+    names = [n for n, _ in k.layer(layers[-1]["Digest"])]
+    assert f"deep/{long}" in names
+    out = k("run", "--rm", "localhost/fmt", "sh", "-c",
+            f"cat /h2; ls -A /home; cat /deep/{long}; stat -c %h /h1").stdout
+    assert out == "one\nnew\nlong\n2\n"
