@@ -997,7 +997,6 @@ int kap_build_write_image(struct builder *b, struct stage *st, char *config_dige
 
 static void builder_cleanup(struct builder *b)
 {
-	cleanup_error struct kapsel_error *e = NULL;
 	if (b->mounted)
 		kap_build_umount(b, "", &b->mounted);
 	if (b->from_mounted)
