@@ -406,7 +406,8 @@ int kap_build_commit_layer(struct builder *b, struct stage *st, const char *crea
 	if (r < 0)
 		return r;
 	/* The upper directory is the layer unpacked already (overlay's whiteouts and opaque
-	 * xattrs are the store's format): it becomes the store's copy, without a re-unpack. */
+	 * xattrs are the store's format): it becomes the store's copy, without a re-unpack. Its
+	 * mtimes are the real ones; only the blob has them clamped to SOURCE_DATE_EPOCH. */
 	close(steal_fd(upfd));
 	if (!kap_store_has_layer(b->s, l.diff_id) &&
 	    (r = kap_store_adopt_layer(b->s, b->tmpfd, "upper", l.diff_id, b->err)) < 0)
