@@ -54,3 +54,21 @@ int64_t kapsel_image_prune(const char *store, struct kapsel_error **err);
  * store. Returns 1 when it loaded it, 0 when it was there already.
  */
 int kapsel_image_ensure_default(const char *store, struct kapsel_error **err);
+
+/* tag: give IMAGE another name (bare names get podman's localhost/). */
+int kapsel_image_tag(const char *store, const char *image, const char *name,
+		     struct kapsel_error **err);
+/* untag: remove the given names of IMAGE (all of its names when n is 0); blobs stay. */
+int kapsel_image_untag(const char *store, const char *image, char *const *names, size_t n,
+		       struct kapsel_error **err);
+struct kapsel_history_entry {
+	char *created;	  /* RFC 3339, "" when unknown */
+	char *created_by; /* the instruction ("" when unknown) */
+	char *comment;
+	int64_t size; /* compressed bytes of the layer it made; 0 for an empty layer */
+	bool empty_layer;
+};
+/* The image config's history, newest first (one line per layer when it has none). */
+int kapsel_image_history(const char *store, const char *image, struct kapsel_history_entry **out,
+			 size_t *n, struct kapsel_error **err);
+void kapsel_history_free(struct kapsel_history_entry *v, size_t n);

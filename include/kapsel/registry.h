@@ -43,3 +43,22 @@ int kapsel_login(const char *registry, const char *user, const char *password,
 /* Remove registry's credentials from the auth file; all: remove the whole file. */
 int kapsel_logout(const char *registry, const struct kapsel_login_options *opts, bool all,
 		  struct kapsel_error **err);
+
+struct kapsel_push_options {
+	bool insecure;	       /* plain HTTP and unverified TLS allowed (--tls-verify=false) */
+	bool quiet;	       /* no per-blob lines */
+	const char *creds;     /* "USER:PASSWORD"; NULL: the containers-auth.json search path */
+	const char *auth_file; /* NULL: the search path */
+	long long chunk_size;  /* > 0: upload blobs in chunks of this many bytes; 0: chosen */
+	const volatile sig_atomic_t *cancel;
+};
+
+/*
+ * Push a stored image (name, reference or ID) to dest ([registry/]repository[:tag], an
+ * optional docker:// prefix; NULL: the image's own name). Blobs the registry has are skipped,
+ * the rest uploaded in parallel, then the manifest as stored. digest_out (optional,
+ * KAPSEL_DIGEST_SIZE bytes) receives the manifest digest.
+ */
+int kapsel_push(const char *store_path, const char *image, const char *dest,
+		const struct kapsel_push_options *opts, char *digest_out,
+		struct kapsel_error **err);

@@ -48,8 +48,10 @@ static int image(const struct cli_globals *g, int argc, char **argv)
 		const char *name;
 		const struct cli_command *cmd;
 	} aliases[] = {
-	    {"ls", &cmd_images},   {"list", &cmd_images}, {"rm", &cmd_rmi},
-	    {"prune", &cmd_prune}, {"load", &cmd_load},	  {"save", &cmd_save},
+	    {"ls", &cmd_images},       {"list", &cmd_images}, {"rm", &cmd_rmi},
+	    {"prune", &cmd_prune},     {"load", &cmd_load},   {"save", &cmd_save},
+	    {"build", &cmd_build},     {"tag", &cmd_tag},     {"untag", &cmd_untag},
+	    {"history", &cmd_history},
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(cmd_image.usage, argc < 2 ? stderr : stdout);
@@ -69,6 +71,7 @@ const struct cli_command cmd_image = {
     .run = image,
     .usage = "Usage: kapsel image inspect [--store DIR] IMAGE...\n"
 	     "       kapsel image ls|rm|prune|load|save ...   (as images, rmi, prune, load, save)\n"
+	     "       kapsel image build|tag|untag|history ... (as build, tag, untag, history)\n"
 	     "\n"
 	     "inspect prints a JSON array with one object per image: Id, Digest, RepoTags,\n"
 	     "Created, Architecture, Os, Size, Config, RootFS and Layers.\n",

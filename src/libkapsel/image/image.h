@@ -130,6 +130,11 @@ int kap_store_put_blob(struct kap_store *s, const void *data, size_t len, char *
  * temp dir, verifies the uncompressed digest equals diff_id, renames into layers/. Idempotent. */
 int kap_store_unpack_layer(struct kap_store *s, const char *blob_digest, enum kap_compression c,
 			   const char *diff_id, struct kapsel_error **err);
+/* A directory already in the unpacked-layer format (an overlay upper dir made by a build, on
+ * the store's filesystem) becomes layers/<diff_id> by rename; present already: 0, and
+ * dirfd/name stays for the caller to remove. */
+int kap_store_adopt_layer(struct kap_store *s, int dirfd, const char *name, const char *diff_id,
+			  struct kapsel_error **err);
 /* Absolute path of an unpacked layer dir, or NULL if absent. Caller frees. */
 char *kap_store_layer_path(struct kap_store *s, const char *diff_id);
 /* Image index (images.json): name is the canonical kap_ref_string. */
@@ -243,6 +248,7 @@ struct kap_registry_opts {
 	const struct kap_credentials *creds; /* NULL: anonymous */
 	const volatile sig_atomic_t *cancel; /* non-zero: stop transfers (SIGINT) */
 	bool login;			     /* open for kapsel login: check the credentials */
+	bool push;			     /* authenticate for pull,push on the repository */
 };
 struct kap_registry;
 /* Binds libcurl, finds the API (https, or http when allowed), authenticates for pulling from
@@ -262,6 +268,16 @@ int kap_registry_get_manifest(struct kap_registry *r, const char *reference, cha
  * connection. Thread-safe: concurrent calls use their own connections. */
 int kap_registry_get_blob(struct kap_registry *r, const char *digest, int64_t size,
 			  const struct kap_blob_sink *sink, struct kapsel_error **err);
+
+/* Push (distribution-spec "Pushing blobs"): 1 the registry has the blob, 0 it has not. */
+int kap_registry_has_blob(struct kap_registry *r, const char *digest, struct kapsel_error **err);
+/* Upload size bytes of fd as blob digest: monolithic (POST + PUT) when chunk <= 0, else PATCH
+ * chunks of that many bytes then PUT; a failed session is started again (with backoff). */
+int kap_registry_put_blob(struct kap_registry *r, const char *digest, int fd, int64_t size,
+			  int64_t chunk, struct kapsel_error **err);
+/* PUT a manifest (its bytes as they are: the digest stays) under reference (a tag). */
+int kap_registry_put_manifest(struct kap_registry *r, const char *reference, const char *media_type,
+			      const char *buf, size_t len, struct kapsel_error **err);
 
 /* ---- bundle.c: image config + `kapsel run` flags -> OCI runtime config.json ---- */
 struct kapsel_run_options;
@@ -377,3 +393,11 @@ int kap_archive_load(struct kap_store *s, const char *path, char ***names,
 /* Write the images (stored names or manifest digests) as an oci-archive tarball. */
 int kap_archive_save(struct kap_store *s, char *const *names, size_t n, const char *path,
 		     struct kapsel_error **err);
+
+/* tag.c: a name as `kapsel tag` and `kapsel build -t` store it: podman's localhost/ for a name
+ * without a registry part, then canonical (kap_ref_string). Caller frees. */
+int kap_image_local_name(const char *in, char **out, struct kapsel_error **err);
+/* The stored image a user means: a name, a reference, localhost/NAME (as tag and build -t
+ * store it) or an ID prefix. *name (optional) as kap_store_lookup gives it. */
+int kap_image_find(struct kap_store *s, const char *image, char **name, char *digest,
+		   struct kapsel_error **err);

@@ -520,9 +520,18 @@ struct xfer {
 	size_t limit;
 	const struct kap_blob_sink *sink;
 	int64_t size;
+	/* request method and body (push): NULL method is GET; a body comes from memory or from
+	 * up_fd at [up_off, up_off + up_len) */
+	const char *method;
+	const char *req_type;	  /* Content-Type of the body */
+	const char *extra_header; /* one more header line ("Content-Range: 0-99") */
+	const char *up_mem;
+	int up_fd;
+	int64_t up_off, up_len, up_pos;
+	bool has_body;
 	/* response */
 	long status;
-	char *www_auth, *content_type, *content_range;
+	char *www_auth, *content_type, *content_range, *location;
 	struct membuf body, errbody;
 	int64_t offset; /* bytes given to the sink */
 	bool started, too_big;
@@ -537,7 +546,8 @@ static void xfer_reset_response(struct xfer *x)
 	free(x->www_auth);
 	free(x->content_type);
 	free(x->content_range);
-	x->www_auth = x->content_type = x->content_range = NULL;
+	free(x->location);
+	x->www_auth = x->content_type = x->content_range = x->location = NULL;
 	x->errbody.len = 0;
 	x->body.len = 0;
 	x->started = false;
@@ -586,6 +596,8 @@ static size_t on_header(char *b, size_t size, size_t nitems, void *ud)
 		slot = &x->content_type;
 	else if (nl == 13 && !strncasecmp(b, "Content-Range", nl))
 		slot = &x->content_range;
+	else if (nl == 8 && !strncasecmp(b, "Location", nl))
+		slot = &x->location;
 	if (!slot)
 		return n;
 	cleanup_free char *v = header_value(colon + 1, vl);
@@ -741,8 +753,18 @@ static void backoff(struct kap_registry *r, int attempt)
  * as one printable line, or NULL. */
 static char *error_summary(const struct membuf *b)
 {
-	if (!b->len || b->data[0] != '{')
+	if (!b->len)
 		return NULL;
+	if (b->data[0] != '{') {
+		/* A plain-text answer ("Method not allowed"): its first line, when it is text. */
+		size_t n = strcspn(b->data, "\r\n");
+		if (n == 0 || n > 200)
+			return NULL;
+		for (size_t i = 0; i < n; i++)
+			if (!isprint((unsigned char)b->data[i]))
+				return NULL;
+		return strndup(b->data, n);
+	}
 	cleanup_json struct kap_json *doc = NULL;
 	struct kapsel_error *e = NULL;
 	if (kap_json_parse(b->data, b->len, "error body", &doc, &e) < 0) {
@@ -822,6 +844,25 @@ static struct curl_slist *request_headers(struct kap_registry *r, struct xfer *x
 			goto fail;
 		l = n;
 	}
+	if (x->req_type) {
+		cleanup_free char *ct = NULL;
+		if (asprintf(&ct, "Content-Type: %s", x->req_type) < 0)
+			goto fail;
+		if (!(n = curl.slist_append(l, ct)))
+			goto fail;
+		l = n;
+	}
+	if (x->extra_header) {
+		if (!(n = curl.slist_append(l, x->extra_header)))
+			goto fail;
+		l = n;
+	}
+	if (x->has_body) {
+		/* No "Expect: 100-continue" round trip before each upload. */
+		if (!(n = curl.slist_append(l, "Expect:")))
+			goto fail;
+		l = n;
+	}
 	if (x->mode == BODY_SINK && x->offset > 0) {
 		snprintf(buf, sizeof(buf), "Range: bytes=%lld-", (long long)x->offset);
 		if (!(n = curl.slist_append(l, buf)))
@@ -852,6 +893,30 @@ fail:
 }
 
 #define SETOPT(h, o, v) curl.easy_setopt((h), (o), (v))
+
+/* The request body: from memory, or pread from the blob (a retry starts it again). */
+static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+	struct xfer *x = ud;
+	size_t want = size * nitems;
+	int64_t left = x->up_len - x->up_pos;
+	if (cancelled(x->r))
+		return CURL_READFUNC_ABORT;
+	if (left <= 0)
+		return 0;
+	if ((int64_t)want > left)
+		want = (size_t)left;
+	if (x->up_mem) {
+		memcpy(buf, x->up_mem + x->up_pos, want);
+	} else {
+		ssize_t n = pread(x->up_fd, buf, want, (off_t)(x->up_off + x->up_pos));
+		if (n <= 0)
+			return CURL_READFUNC_ABORT;
+		want = (size_t)n;
+	}
+	x->up_pos += (int64_t)want;
+	return want;
+}
 
 static void setup_handle(struct kap_registry *r, CURL *h, struct xfer *x, const char *url,
 			 struct curl_slist *headers)
@@ -885,6 +950,24 @@ static void setup_handle(struct kap_registry *r, CURL *h, struct xfer *x, const 
 	SETOPT(h, CURLOPT_XFERINFOFUNCTION, on_progress);
 	SETOPT(h, CURLOPT_XFERINFODATA, x);
 	SETOPT(h, CURLOPT_ERRORBUFFER, x->errbuf);
+	if (x->method && !strcmp(x->method, "HEAD")) {
+		SETOPT(h, CURLOPT_NOBODY, 1L);
+	} else if (x->method) {
+		/* Uploads answer 201/202 with a Location to use next, never a redirect to follow.
+		 */
+		SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
+		if (x->has_body) {
+			SETOPT(h, CURLOPT_UPLOAD, 1L);
+			SETOPT(h, CURLOPT_READFUNCTION, on_read);
+			SETOPT(h, CURLOPT_READDATA, x);
+			SETOPT(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->up_len);
+		} else if (!strcmp(x->method, "POST")) {
+			SETOPT(h, CURLOPT_POST, 1L);
+			SETOPT(h, CURLOPT_POSTFIELDSIZE, 0L);
+			SETOPT(h, CURLOPT_POSTFIELDS, "");
+		}
+		SETOPT(h, CURLOPT_CUSTOMREQUEST, x->method);
+	}
 }
 
 /*
@@ -909,6 +992,7 @@ static int transfer(struct kap_registry *r, struct xfer *x, const char *url,
 			break;
 		}
 		xfer_reset_response(x);
+		x->up_pos = 0;
 		setup_handle(r, h, x, url, headers);
 		CURLcode cc = curl.easy_perform(h);
 		curl.slist_free_all(headers);
@@ -1221,7 +1305,8 @@ int kap_registry_open(const char *registry, const char *repository,
 
 	char scope[600] = "";
 	if (repository)
-		snprintf(scope, sizeof(scope), "repository:%s:pull", repository);
+		snprintf(scope, sizeof(scope), "repository:%s:%s", repository,
+			 o->push ? "pull,push" : "pull");
 	if (x.status == 401) {
 		/* Authenticate now, for the repository's pull scope, so that the parallel blob
 		 * downloads start with a token instead of each meeting a 401. */
@@ -1320,6 +1405,202 @@ int kap_registry_get_blob(struct kap_registry *r, const char *digest, int64_t si
 			 .size = size};
 	int ret = transfer(r, &x, url, err);
 	if (ret == 0 && x.status / 100 != 2)
+		ret = status_error(r, &x, err);
+	xfer_free(&x);
+	return ret;
+}
+
+/* ---- push (distribution-spec "Pushing blobs", "Pushing Manifests") ---- */
+
+int kap_registry_has_blob(struct kap_registry *r, const char *digest, struct kapsel_error **err)
+{
+	char what[96];
+	snprintf(what, sizeof(what), "blob %.19s", digest);
+	cleanup_free char *url =
+	    kap_registry_url(r->scheme, r->registry, r->repository, "blobs", digest);
+	if (!url)
+		return kap_error(err, ENOMEM, "%s", r->label);
+	struct xfer x = {.r = r,
+			 .what = what,
+			 .method = "HEAD",
+			 .handle_401 = true,
+			 .retry_connect = true,
+			 .mode = BODY_DISCARD,
+			 .size = -1};
+	int ret = transfer(r, &x, url, err);
+	if (ret == 0)
+		ret = x.status == 200 ? 1 : x.status == 404 ? 0 : status_error(r, &x, err);
+	xfer_free(&x);
+	return ret;
+}
+
+/* A Location header -> an absolute URL with `param` appended to its query. */
+static char *upload_url(struct kap_registry *r, const char *location, const char *param)
+{
+	char *out = NULL;
+	const char *sep = strchr(location, '?') ? "&" : "?";
+	int n;
+	if (!strncmp(location, "http://", 7) || !strncmp(location, "https://", 8))
+		n = asprintf(&out, "%s%s%s", location, param ? sep : "", param ? param : "");
+	else
+		n = asprintf(&out, "%s://%s%s%s%s%s", r->scheme, kap_registry_host(r->registry),
+			     location[0] == '/' ? "" : "/", location, param ? sep : "",
+			     param ? param : "");
+	return n < 0 ? NULL : out;
+}
+
+static bool location_ok(const char *l)
+{
+	if (!l || !*l || strlen(l) > 8192)
+		return false;
+	for (; *l; l++)
+		if (!isgraph((unsigned char)*l))
+			return false;
+	return true;
+}
+
+/* One attempt at the whole upload: POST, then PUT (monolithic) or PATCHes + PUT (chunked). */
+static int upload_once(struct kap_registry *r, const char *digest, int fd, int64_t size,
+		       int64_t chunk, const char *what, struct kapsel_error **err)
+{
+	cleanup_free char *start =
+	    kap_registry_url(r->scheme, r->registry, r->repository, "blobs", "uploads/");
+	if (!start)
+		return kap_error(err, ENOMEM, "%s", r->label);
+	struct xfer x = {.r = r,
+			 .what = what,
+			 .method = "POST",
+			 .handle_401 = true,
+			 .retry_connect = true,
+			 .mode = BODY_DISCARD,
+			 .size = -1};
+	int ret = transfer(r, &x, start, err);
+	if (ret == 0 && x.status != 202)
+		ret = status_error(r, &x, err);
+	if (ret == 0 && !location_ok(x.location))
+		ret = kap_error_plain(err, EPROTO, "%s: %s: upload started without a Location",
+				      r->label, what);
+	cleanup_free char *loc = ret == 0 ? strdup(x.location) : NULL;
+	xfer_free(&x);
+	if (ret < 0)
+		return ret;
+	if (!loc)
+		return kap_error(err, ENOMEM, "%s", r->label);
+
+	int64_t off = 0;
+	while (chunk > 0 && off < size) {
+		int64_t n = size - off < chunk ? size - off : chunk;
+		char range[80];
+		/* distribution-spec "Pushing a blob in chunks": the inclusive byte range. */
+		snprintf(range, sizeof(range), "Content-Range: %lld-%lld", (long long)off,
+			 (long long)(off + n - 1));
+		cleanup_free char *url = upload_url(r, loc, NULL);
+		if (!url)
+			return kap_error(err, ENOMEM, "%s", r->label);
+		struct xfer p = {.r = r,
+				 .what = what,
+				 .method = "PATCH",
+				 .req_type = "application/octet-stream",
+				 .has_body = true,
+				 .up_fd = fd,
+				 .up_off = off,
+				 .up_len = n,
+				 .extra_header = range,
+				 .handle_401 = true,
+				 .mode = BODY_DISCARD,
+				 .size = -1};
+		ret = transfer(r, &p, url, err);
+		if (ret == 0 && p.status != 202)
+			ret = status_error(r, &p, err);
+		if (ret == 0 && !location_ok(p.location))
+			ret = kap_error_plain(err, EPROTO,
+					      "%s: %s: chunk accepted without a Location", r->label,
+					      what);
+		if (ret == 0) {
+			free(loc);
+			loc = strdup(p.location);
+			if (!loc)
+				ret = kap_error(err, ENOMEM, "%s", r->label);
+		}
+		xfer_free(&p);
+		if (ret < 0)
+			return ret;
+		off += n;
+	}
+
+	char param[96];
+	snprintf(param, sizeof(param), "digest=%s", digest);
+	cleanup_free char *url = upload_url(r, loc, param);
+	if (!url)
+		return kap_error(err, ENOMEM, "%s", r->label);
+	bool mono = chunk <= 0;
+	struct xfer f = {.r = r,
+			 .what = what,
+			 .method = "PUT",
+			 .req_type = "application/octet-stream",
+			 .has_body = true,
+			 .up_fd = fd,
+			 .up_off = 0,
+			 .up_len = mono ? size : 0,
+			 .handle_401 = true,
+			 .mode = BODY_DISCARD,
+			 .size = -1};
+	ret = transfer(r, &f, url, err);
+	if (ret == 0 && f.status != 201)
+		ret = status_error(r, &f, err);
+	xfer_free(&f);
+	return ret;
+}
+
+int kap_registry_put_blob(struct kap_registry *r, const char *digest, int fd, int64_t size,
+			  int64_t chunk, struct kapsel_error **err)
+{
+	char what[96];
+	snprintf(what, sizeof(what), "upload of blob %.19s", digest);
+	/* A failed session (a chunk refused after a dropped connection) starts over: the
+	 * registry discards an upload that never got its final PUT. */
+	for (int attempt = 1;; attempt++) {
+		struct kapsel_error *e = NULL;
+		int ret = upload_once(r, digest, fd, size, chunk, what, &e);
+		if (ret == 0)
+			return 0;
+		bool again = attempt < MAX_ATTEMPTS && ret != -EINTR && ret != -EACCES &&
+			     ret != -ENOMEM && !cancelled(r);
+		if (!again) {
+			if (err && !*err)
+				*err = e;
+			else
+				kapsel_error_free(e);
+			return ret;
+		}
+		kap_debug("%s; starting the upload again", e->msg);
+		kapsel_error_free(e);
+		backoff(r, attempt);
+	}
+}
+
+int kap_registry_put_manifest(struct kap_registry *r, const char *reference, const char *media_type,
+			      const char *buf, size_t len, struct kapsel_error **err)
+{
+	char what[128];
+	snprintf(what, sizeof(what), "manifest \"%.100s\"", reference);
+	cleanup_free char *url =
+	    kap_registry_url(r->scheme, r->registry, r->repository, "manifests", reference);
+	if (!url)
+		return kap_error(err, ENOMEM, "%s", r->label);
+	struct xfer x = {.r = r,
+			 .what = what,
+			 .method = "PUT",
+			 .req_type = media_type,
+			 .has_body = true,
+			 .up_mem = buf,
+			 .up_len = (int64_t)len,
+			 .handle_401 = true,
+			 .retry_connect = true,
+			 .mode = BODY_DISCARD,
+			 .size = -1};
+	int ret = transfer(r, &x, url, err);
+	if (ret == 0 && x.status != 201)
 		ret = status_error(r, &x, err);
 	xfer_free(&x);
 	return ret;

@@ -647,6 +647,24 @@ int kap_store_layer_commit(struct kap_layer_stage *st, struct kapsel_error **err
 	return r;
 }
 
+int kap_store_adopt_layer(struct kap_store *s, int dirfd, const char *name, const char *diff_id,
+			  struct kapsel_error **err)
+{
+	int r = kap_digest_validate(diff_id, "diff_id", err);
+	if (r < 0)
+		return r;
+	char to[96];
+	snprintf(to, sizeof(to), "layers/%s", diff_id + 7);
+	/* As kap_store_layer_commit: on disk before the rename makes it a layer. */
+	if (syncfs(dirfd) < 0)
+		return kap_error(err, errno, "sync %s", name);
+	if (renameat(dirfd, name, s->dfd, to) == 0)
+		return 0;
+	if (errno == EEXIST || errno == ENOTEMPTY)
+		return 0; /* the same content is there already; the caller removes its copy */
+	return kap_error(err, errno, "rename %s into %s/layers", name, s->path);
+}
+
 int kap_store_unpack_layer(struct kap_store *s, const char *blob_digest, enum kap_compression c,
 			   const char *diff_id, struct kapsel_error **err)
 {
