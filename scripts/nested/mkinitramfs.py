@@ -21,6 +21,11 @@ WANTED = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "irqb
           # The scratch disk for /tmp: ext4 (its crc32c is found by name, not a depends=).
           "virtio_blk", "ext4", "crc32c_generic"]
 
+# Module parameters (scripts/nested/init passes them to insmod). The outer kvm-amd offers no
+# nested SVM (kapsel's guests do not need it) and does not use virtual GIF, one less feature of
+# QEMU's SVM emulation to depend on.
+PARAMS = {"kvm_amd": "nested=0 vgif=0"}
+
 
 def modname(path):
     return os.path.basename(path).split(".ko")[0].replace("-", "_")
@@ -114,7 +119,8 @@ def main():
     entries += [("bin/busybox", stat.S_IFREG | 0o755, bb),
                 ("bin/sh", stat.S_IFLNK | 0o777, b"busybox"),
                 ("init", stat.S_IFREG | 0o755, init),
-                ("lib/modules.order", stat.S_IFREG | 0o644, ("\n".join(order) + "\n").encode())]
+                ("lib/modules.order", stat.S_IFREG | 0o644,
+                 "".join(f"{m} {PARAMS.get(m, '')}".strip() + "\n" for m in order).encode())]
     entries += [(f"lib/{m}.ko", stat.S_IFREG | 0o644, blobs[m]) for m in order]
     with open(out, "wb") as f:
         f.write(cpio_newc(entries))
