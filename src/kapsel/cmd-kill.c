@@ -35,6 +35,7 @@ const struct cli_command cmd_kill = {
     .name = "kill",
     .summary = "send a signal to a container's init process",
     .run = kill_cmd,
+    .argv_after = 1,
     .usage = "Usage: kapsel kill [options] <container-id> [SIGNAL]\n"
 	     "\n"
 	     "Send SIGNAL (default SIGTERM) to the container's init process. SIGNAL is a name\n"

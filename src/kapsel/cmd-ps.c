@@ -250,6 +250,7 @@ const struct cli_command cmd_ps = {
     .name = "ps",
     .summary = "list image containers, or the processes of one container (runc)",
     .run = ps,
+    .argv_after = 1,
     .usage = "Usage: kapsel ps [-a] [-q] [--format table|json]\n"
 	     "       kapsel ps [--format table|json] <container-id> [ps options]\n"
 	     "\n"

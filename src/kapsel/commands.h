@@ -24,6 +24,11 @@ struct cli_command {
 	const char *summary;
 	const char *usage; /* the full --help text */
 	int (*run)(const struct cli_globals *g, int argc, char **argv);
+	/*
+	 * Options are taken anywhere up to this many positional arguments; what follows is the
+	 * command's own argv (run IMAGE CMD..., exec NAME CMD...). 0: options anywhere.
+	 */
+	int argv_after;
 };
 
 extern const struct cli_command cmd_create, cmd_start, cmd_run, cmd_state, cmd_kill, cmd_delete,
@@ -39,9 +44,11 @@ extern const struct cli_command cmd_images, cmd_rmi, cmd_image, cmd_prune, cmd_l
 #define CLI_OPT_ERROR 0x10001
 
 /*
- * getopt_long_only over argv (argv[0] is the command name), stopping at the first non-option.
- * Handles -h/--help and unknown or incomplete flags itself; the caller's switch passes those
- * (and anything else unexpected) to cli_opt_status().
+ * getopt_long_only over argv (argv[0] is the command name), with options anywhere before "--"
+ * and before cmd->argv_after positional arguments; at -1 the positional arguments are
+ * argv[optind..argc), in order. "-e=V" means "-e V". Handles -h/--help and unknown or
+ * incomplete flags itself; the caller's switch passes those (and anything else unexpected) to
+ * cli_opt_status().
  */
 int cli_getopt(const struct cli_command *cmd, int argc, char **argv, const char *shortopts,
 	       const struct option *longopts);
@@ -51,6 +58,16 @@ int cli_opt_status(int c);
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Reports an API error and frees it; returns 1. */
 int cli_fail_err(struct kapsel_error *err);
+/*
+ * podman's exit statuses (podman-run(1) "Exit Status") for its image-level run and exec: 125
+ * for kapsel's own errors, usage included; 126 when the command cannot be invoked; 127 when it
+ * is not found; otherwise the container's.
+ */
+#define EXIT_ENGINE	   125
+#define EXIT_CANNOT_INVOKE 126
+#define EXIT_NOT_FOUND	   127
+/* Reports err like cli_fail_err and returns the podman exit status for it. */
+int cli_fail_podman(struct kapsel_error *err);
 /* Checks the count of positional arguments; reports "<cmd>: requires ..." and returns false. */
 bool cli_nargs(const struct cli_command *cmd, int n, int min, int max, const char *what);
 /* Parses a decimal integer in [min, max] for flag; reports and returns false when invalid. */

@@ -83,15 +83,99 @@ int cli_fail_err(struct kapsel_error *err)
 	return 1;
 }
 
+/*
+ * The positional arguments cli_getopt has passed in this parse, kept together at
+ * argv[pos_start, pos_start + npos): each time options follow one, they move in front of it.
+ */
+static int pos_start, npos;
+
+static void reverse(char **argv, int i, int j)
+{
+	for (j--; i < j; i++, j--) {
+		char *t = argv[i];
+		argv[i] = argv[j];
+		argv[j] = t;
+	}
+}
+
+/* [a, b)[b, e) -> [b, e)[a, b): moves the options that followed positionals in front. */
+static void rotate(char **argv, int a, int b, int e)
+{
+	reverse(argv, a, b);
+	reverse(argv, b, e);
+	reverse(argv, a, e);
+}
+
+/*
+ * "-e=A=1" is pflag's (podman's) spelling of "-e A=1"; getopt would take "=A=1" as the value,
+ * and getopt_long_only may even read it as an ambiguous long-option prefix (-e: --env or
+ * --entrypoint). Rewrites it in place (argv strings are writable, C11 5.1.2.2.1) to "-eA=1".
+ */
+static void short_equals(int argc, char **argv, const char *shortopts)
+{
+	int i = optind ? optind : 1;
+	if (i >= argc)
+		return;
+	char *a = argv[i];
+	if (a[0] != '-' || !a[1] || a[1] == '-' || a[1] == ':' || a[2] != '=' || !a[3])
+		return;
+	const char *s = strchr(shortopts, a[1]);
+	if (s && s[1] == ':')
+		memmove(a + 2, a + 3, strlen(a + 3) + 1);
+}
+
+int cli_fail_podman(struct kapsel_error *err)
+{
+	/*
+	 * The runtime refuses a process it cannot exec before it starts the container, with
+	 * "exec ..." naming the program (container/init.c); podman tells these apart from its
+	 * own errors the same way, by what the runtime said.
+	 */
+	int status = EXIT_ENGINE;
+	if (err->msg && !strncmp(err->msg, "exec", 4) && (err->msg[4] == ' ' || err->msg[4] == ':'))
+		status = err->code == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_INVOKE;
+	cli_fail_err(err);
+	return status;
+}
+
 int cli_getopt(const struct cli_command *cmd, int argc, char **argv, const char *shortopts,
 	       const struct option *longopts)
 {
-	/* "+": stop at the first argument (exec ID sh -c ...); ":": report missing values. */
+	/*
+	 * "-": options anywhere, as podman's commands take them (stop NAME -t 1), with getopt
+	 * handing us each positional argument (as option 1) so that after cmd->argv_after of
+	 * them the rest stays the command's own argv (run IMAGE ls -l). "--" ends options.
+	 * ":": report missing values.
+	 */
 	char spec[64];
-	snprintf(spec, sizeof(spec), "+:%s", shortopts);
+	snprintf(spec, sizeof(spec), "-:%s", shortopts);
 	opterr = 0;
-	int c = getopt_long_only(argc, argv, spec, longopts, NULL);
+	if (optind == 0) {
+		pos_start = 1;
+		npos = 0;
+	}
+	int c;
+	for (;;) {
+		short_equals(argc, argv, shortopts);
+		c = getopt_long_only(argc, argv, spec, longopts, NULL);
+		if (c != 1)
+			break;
+		/* Every argument before this one is fully parsed: safe to reorder. */
+		int q = optind - 1;
+		rotate(argv, pos_start, pos_start + npos, q);
+		pos_start = q - npos;
+		npos++;
+		if (cmd->argv_after && npos == cmd->argv_after) {
+			optind = pos_start;
+			return -1;
+		}
+	}
 	switch (c) {
+	case -1:
+		/* optind: the first argument after "--", or argc; positionals go right before. */
+		rotate(argv, pos_start, pos_start + npos, optind);
+		optind -= npos;
+		return -1;
 	case 'h':
 		fputs(cmd->usage, stdout);
 		return CLI_OPT_HELP;

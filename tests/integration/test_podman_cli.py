@@ -1,0 +1,174 @@
+"""The habits a podman user brings (issue 16, "Broken today"): options after positional
+arguments, "--", "-e=V", podman's exit statuses, and an image run that stays an image run in a
+directory holding a config.json. Every kapsel call gets a private --store and --root (the
+fixtures of test_run_image)."""
+import json
+import os
+import time
+
+import pytest
+
+import clients
+from registry import FakeRegistry, Layout
+from test_run_image import K, k, name, ps, state_root, store, traces  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.root]
+
+
+def test_stop_time_after_name(k, name):
+    # pid 1 without a TERM handler ignores SIGTERM: only -t decides how long stop waits.
+    assert k("run", "-d", "--name", name, "busybox", "sleep", "1000").returncode == 0
+    t0 = time.monotonic()
+    r = k("stop", name, "-t", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == name + "\n"
+    assert time.monotonic() - t0 < 5, "-t after the name was not taken as the timeout"
+
+
+def test_rm_force_after_name(k, name):
+    assert k("run", "-d", "--name", name, "busybox", "sleep", "1000").returncode == 0
+    r = k("rm", name, "-f")
+    assert r.returncode == 0, r.stderr
+    assert traces(k, name) == []
+
+
+def test_logs_follow_after_name(k, name):
+    r = k("run", "-d", "--name", name, "busybox", "sh", "-c",
+          "for i in 1 2; do echo line$i; sleep 0.2; done")
+    assert r.returncode == 0, r.stderr
+    r = k("logs", name, "-f", timeout=20)
+    assert (r.returncode, r.stdout) == (0, "line1\nline2\n"), r.stderr
+
+
+def test_save_output_after_image(k, tmp_path):
+    out = tmp_path / "b.tar"
+    r = k("save", "busybox", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size > 0
+
+
+def test_pull_quiet_after_ref(kapsel, tmp_path):
+    lay = Layout(tmp_path / "layout")
+    desc, _ = lay.image([[("file", "hello", b"hi\n", 0o644)]])
+    lay.tag("v1", desc)
+    f = FakeRegistry(lay, "cli/app", "v1", desc)
+    try:
+        r = clients.run([kapsel, "--store", tmp_path / "s", "pull", f"{f.host}/cli/app:v1",
+                         "-q"])
+    finally:
+        f.stop()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("sha256:") and len(r.stdout.splitlines()) == 1, r.stdout
+    assert r.stderr == "", "-q: no progress"
+
+
+def test_vm_disk_create_format_after_args(kapsel, tmp_path):
+    raw = tmp_path / "raw.img"
+    r = clients.run([kapsel, "vm", "disk", "create", raw, "1M", "--format", "raw"])
+    assert r.returncode == 0, r.stderr
+    with open(raw, "rb") as fh:
+        assert fh.read(4) != b"QFI\xfb", "--format raw made a qcow2 image"
+    assert raw.stat().st_size == 1 << 20
+    q = tmp_path / "q.img"
+    r = clients.run([kapsel, "vm", "disk", "create", q, "1M", "--format=qcow2"])
+    assert r.returncode == 0, r.stderr
+    with open(q, "rb") as fh:
+        assert fh.read(4) == b"QFI\xfb"
+    r = clients.run([kapsel, "vm", "disk", "create", tmp_path / "v.img", "1M", "--format",
+                     "vmdk"])
+    assert r.returncode == 1 and "vmdk" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "v.img").exists()
+
+
+def test_command_args_after_image_stay_the_commands(k):
+    # Options end at the image: what follows is the container's argv, flags and all.
+    r = k("run", "--rm", "busybox", "echo", "-e=1", "--rm", "-t", "--", "x")
+    assert (r.returncode, r.stdout) == (0, "-e=1 --rm -t -- x\n"), r.stderr
+    r = k("run", "--rm", "busybox", "ls", "-d", "/")
+    assert (r.returncode, r.stdout) == (0, "/\n"), r.stderr
+
+
+def test_double_dash_ends_options(k, name):
+    r = k("run", "--rm", "--name", name, "--", "busybox", "sh", "-c", "echo $0", "-x")
+    assert (r.returncode, r.stdout) == (0, "-x\n"), r.stderr
+    # a positional that looks like a flag, after "--"
+    r = k("rm", "--", "-not-a-flag")
+    assert r.returncode != 0 and "-not-a-flag" in r.stderr and "unknown flag" not in r.stderr
+
+
+def test_short_flag_equals_value(k):
+    # pflag's -e=V: the value is V (getopt alone would give "=V", or call -e ambiguous)
+    r = k("run", "--rm", "-e=A=1", "-w=/tmp", "busybox", "sh", "-c", 'echo "$A"; pwd')
+    assert (r.returncode, r.stdout) == (0, "1\n/tmp\n"), r.stderr
+
+
+def test_run_exit_statuses_as_podman(k, name):
+    r = k("run", "--rm", "--no-such-flag", "busybox", "true")
+    assert r.returncode == 125 and "--no-such-flag" in r.stderr
+    assert k("run").returncode == 125
+    r = k("run", "--rm", "busybox", "/no/such/program")
+    assert r.returncode == 127 and "/no/such/program" in r.stderr
+    r = k("run", "--rm", "busybox", "no-such-program")
+    assert r.returncode == 127 and "no-such-program" in r.stderr
+    r = k("run", "--rm", "busybox", "/etc/passwd")
+    assert r.returncode == 126 and "/etc/passwd" in r.stderr
+    assert k("run", "--rm", "busybox", "sh", "-c", "exit 42").returncode == 42
+    assert k("run", "--rm", "no-such-image:1", "true").returncode == 125
+    assert k("run", "--help").returncode == 0
+    # after the image, --help is the command's (podman runs it)
+    assert k("run", "--rm", "busybox", "--help").returncode == 127
+
+    assert k("run", "-d", "--name", name, "busybox", "sleep", "1000").returncode == 0
+    assert k("exec", name, "sh", "-c", "exit 42").returncode == 42
+    r = k("exec", name, "no-such-program")
+    assert r.returncode == 127 and "no-such-program" in r.stderr
+    r = k("exec", name, "/etc/passwd")
+    assert r.returncode == 126 and "/etc/passwd" in r.stderr
+    r = k("exec", "--no-such-flag", name, "true")
+    assert r.returncode == 125 and "--no-such-flag" in r.stderr
+    r = k("exec", "kt-no-such-container", "true")
+    assert r.returncode == 125 and "kt-no-such-container" in r.stderr
+
+
+def test_runtime_exec_keeps_runc_status(kap, make_bundle, cid, tmp_path):
+    # exec as podman and containerd call it (--process): runc's statuses, not podman's.
+    kap("run", "-d", "--bundle", make_bundle(["sleep", "1000"]), cid, check=True)
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps({"args": ["no-such-program"], "cwd": "/", "env": ["PATH=/bin"],
+                              "user": {"uid": 0, "gid": 0}}))
+    r = kap("exec", "--process", str(pf), cid)
+    assert r.returncode == 1 and "no-such-program" in r.stderr, (r.returncode, r.stderr)
+    kap("kill", cid, "KILL")
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    # A directory holding a config.json that is not even valid: a bundle run would fail on it.
+    d = tmp_path / "cwd"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    return d
+
+
+def run_in(k, cwd, *args):
+    return clients.run(["sh", "-c", 'cd "$0" && exec "$@"', cwd, k.binary, "--store", k.store,
+                        "--root", k.root, *args])
+
+
+def test_config_json_in_cwd_is_not_a_bundle_run(k, bundle_dir):
+    before = set(ps(k, "-a"))
+    r = run_in(k, bundle_dir, "run", "busybox")
+    assert r.returncode == 0, r.stderr
+    made = set(ps(k, "-a")) - before
+    assert len(made) == 1, "kapsel run busybox made no image container"
+    for n in made:
+        k("rm", "-f", n)
+    r = run_in(k, bundle_dir, "run", "--rm", "busybox")
+    assert r.returncode == 0, r.stderr
+    r = run_in(k, bundle_dir, "run", "docker.io/library/busybox:latest")
+    assert r.returncode == 0, r.stderr
+    for n in set(ps(k, "-a")) - before:
+        k("rm", "-f", n)
+    # runc's shape with an id that names no image is still runc's run (and fails on {}).
+    r = run_in(k, bundle_dir, "run", "kt-not-an-image")
+    assert r.returncode == 1 and "config.json" in r.stderr, r.stderr
