@@ -158,8 +158,10 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 	if (r < 0) {
 		/* The process's exit status is ours, like a shell's; 0 with --detach. */
 		r = kapsel_container_exec(&o, &err);
-		if (r < 0)
-			r = o.process_file ? cli_fail_err(err) : cli_fail_podman(err);
+		if (r < 0 && o.process_file)
+			r = cli_fail_err(err);
+		else if (r < 0)
+			r = (cli_not_running(g, o.id, err), cli_fail_podman(err));
 	}
 	free(env.v);
 	free(caps.v);

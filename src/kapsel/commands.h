@@ -66,6 +66,11 @@ int cli_fail_err(struct kapsel_error *err);
 #define EXIT_ENGINE	   125
 #define EXIT_CANNOT_INVOKE 126
 #define EXIT_NOT_FOUND	   127
+/*
+ * When err is the runtime's "does not exist" for name and name is an image container that
+ * has exited, rewrites err to say it is not running. Returns 1 when it did.
+ */
+int cli_not_running(const struct cli_globals *g, const char *name, struct kapsel_error *err);
 /* Reports err like cli_fail_err and returns the podman exit status for it. */
 int cli_fail_podman(struct kapsel_error *err);
 /* Checks the count of positional arguments; reports "<cmd>: requires ..." and returns false. */

@@ -17,6 +17,7 @@
 
 #include <kapsel/container.h>
 #include <kapsel/log.h>
+#include <kapsel/run.h>
 
 #include "commands.h"
 
@@ -122,6 +123,36 @@ static void short_equals(int argc, char **argv, const char *shortopts)
 	const char *s = strchr(shortopts, a[1]);
 	if (s && s[1] == ':')
 		memmove(a + 2, a + 3, strlen(a + 3) + 1);
+}
+
+int cli_not_running(const struct cli_globals *g, const char *name, struct kapsel_error *err)
+{
+	if (err->code != ENOENT)
+		return 0;
+	/*
+	 * An image container that has exited keeps its store entry (ps -a lists it) but has no
+	 * runtime state left: the runtime can only say it does not exist.
+	 */
+	struct kapsel_ps_entry *e = NULL;
+	size_t n = 0;
+	struct kapsel_error *perr = NULL;
+	if (kapsel_image_ps(g->store, g->root, true, &e, &n, &perr) < 0) {
+		kapsel_error_free(perr);
+		return 0;
+	}
+	int found = 0;
+	for (size_t i = 0; i < n && !found; i++) {
+		if (strcmp(e[i].name, name))
+			continue;
+		found = 1;
+		char msg[512];
+		snprintf(msg, sizeof(msg), "container %s is not running (%s)", name, e[i].status);
+		free(err->msg);
+		err->msg = strdup(msg);
+		err->code = EINVAL;
+	}
+	kapsel_ps_entries_free(e, n);
+	return found;
 }
 
 int cli_fail_podman(struct kapsel_error *err)

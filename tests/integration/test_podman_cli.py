@@ -172,3 +172,18 @@ def test_config_json_in_cwd_is_not_a_bundle_run(k, bundle_dir):
     # runc's shape with an id that names no image is still runc's run (and fails on {}).
     r = run_in(k, bundle_dir, "run", "kt-not-an-image")
     assert r.returncode == 1 and "config.json" in r.stderr, r.stderr
+
+
+def test_exited_container_is_not_running(k, name):
+    assert k("run", "--name", name, "busybox", "true").returncode == 0
+    assert name in ps(k, "-a")
+    for args in (["exec", name, "true"], ["kill", name], ["events", name],
+                 ["events", "--stats", name]):
+        r = k(*args)
+        assert r.returncode != 0, args
+        assert f"container {name} is not running" in r.stderr, (args, r.stderr)
+        assert "does not exist" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert k("exec", name, "true").returncode == 125
+    # a name nobody knows still does not exist
+    r = k("kill", "kt-never-made")
+    assert r.returncode == 1 and "kt-never-made does not exist" in r.stderr, r.stderr
