@@ -232,6 +232,8 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		kap_process_free(proc);
 		return kap_error_plain(err, EINVAL, "--tty with --detach needs --console-socket");
 	}
+	if (proc->terminal && !o->console_socket && !proc->console_height && !proc->console_width)
+		kap_terminal_size_of_stdio(proc);
 	cleanup_cgroup struct kap_cgroup *cg = NULL;
 	if (st->cgroup && (r = kap_cgroup_from_json(st->cgroup, &cg, err)) < 0) {
 		kap_process_free(proc);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -879,6 +880,23 @@ static int add_process(struct kap_json *root, const struct kap_image_config *img
 		return kap_error(err, ENOMEM, "config.json");
 	kap_json_set(root, "process", p);
 	kap_json_set(p, "terminal", kap_json_new_bool(o->tty));
+	struct winsize ws;
+	if (o->tty && !o->detach &&
+	    (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+	     ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) &&
+	    ws.ws_row && ws.ws_col) {
+		/*
+		 * The pty gets our terminal's size before the process runs (config.md#process
+		 * consoleSize): a program that asks at once must not see 0x0, which it would if
+		 * only the relay set it once the container was already running.
+		 */
+		struct kap_json *cs = kap_json_new_object();
+		if (!cs)
+			return kap_error(err, ENOMEM, "config.json");
+		kap_json_set(p, "consoleSize", cs);
+		kap_json_set(cs, "height", kap_json_new_int64(ws.ws_row));
+		kap_json_set(cs, "width", kap_json_new_int64(ws.ws_col));
+	}
 
 	struct kap_exec_user u = {0};
 	const char *spec = o->user ? o->user : img->user ? img->user : "";
