@@ -55,6 +55,14 @@ struct kapsel_run_options {
 int kapsel_image_run(const struct kapsel_run_options *opts, char **name_out,
 		     struct kapsel_error **err);
 
+/*
+ * exec -u as podman resolves it: NAME[:GROUP] or UID[:GID] looked up in the running
+ * container's /etc/passwd and /etc/group (a UID alone gets its passwd gid, else 0). Returns 1
+ * with *ids "UID:GID" (caller frees), 0 when the container is not running (exec says so).
+ */
+int kapsel_image_exec_user(const char *root, const char *id, const char *user, char **ids,
+			   struct kapsel_error **err);
+
 struct kapsel_ps_entry {
 	char *name;
 	char *image;

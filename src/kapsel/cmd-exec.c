@@ -7,6 +7,7 @@
 
 #include <kapsel/container.h>
 #include <kapsel/log.h>
+#include <kapsel/run.h>
 
 #include "commands.h"
 
@@ -155,6 +156,15 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 		if (null >= 0)
 			close(null);
 	}
+	char *ids = NULL;
+	if (r < 0 && !o.process_file && o.user) {
+		/* podman resolves -u in the container: names, and a UID's passwd gid. */
+		int u = kapsel_image_exec_user(g->root, o.id, o.user, &ids, &err);
+		if (u < 0)
+			r = cli_fail_podman(err);
+		else if (u > 0)
+			o.user = ids;
+	}
 	if (r < 0) {
 		/* The process's exit status is ours, like a shell's; 0 with --detach. */
 		r = kapsel_container_exec(&o, &err);
@@ -163,6 +173,7 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 		else if (r < 0)
 			r = (cli_not_running(g, o.id, err), cli_fail_podman(err));
 	}
+	free(ids);
 	free(env.v);
 	free(caps.v);
 	return r;
@@ -191,7 +202,8 @@ const struct cli_command cmd_exec = {
 	     "  --pid-file FILE         write the process's pid to FILE\n"
 	     "  --cwd DIR               working directory in the container\n"
 	     "  --env, -e K=V           set an environment variable (repeatable)\n"
-	     "  --user, -u UID[:GID]    run as this user and group\n"
+	     "  --user, -u USER[:GROUP] run as this user and group: names or ids, looked up\n"
+	     "                          in the container (a UID alone: its passwd gid)\n"
 	     "  --additional-gids, -g   not supported yet (use --process)\n"
 	     "  --cap, -c CAP           add a capability (repeatable)\n"
 	     "  --no-new-privs          set no_new_privs for the process\n"

@@ -132,7 +132,15 @@ static bool apply(int c, const char *arg, struct kapsel_update_options *o)
 
 	switch (c) {
 	case OPT_MEMORY:
-		return (o->has_memory = parse_size(flag, arg, &o->memory));
+		if (!(o->has_memory = parse_size(flag, arg, &o->memory)))
+			return false;
+		/* What `kapsel run --memory` enforces (podman's minimum): a limit below the
+		 * container's current use fails in the kernel with a bare EBUSY instead. */
+		if (o->memory >= 0 && o->memory < (6 << 20)) {
+			cli_fail("update: --memory: %s is below the minimum of 6m", arg);
+			return false;
+		}
+		return true;
 	case OPT_MEMORY_RESERVATION:
 		return (o->has_memory_reservation = parse_size(flag, arg, &o->memory_reservation));
 	case OPT_MEMORY_SWAP:

@@ -404,7 +404,8 @@ int main(int argc, char **argv)
 	}
 	const char *name = argv[optind];
 	if (!strcmp(name, "help")) {
-		if (optind + 1 >= argc) {
+		if (optind + 1 >= argc || !strcmp(argv[optind + 1], "--help") ||
+		    !strcmp(argv[optind + 1], "-h")) {
 			print_usage();
 			return 0;
 		}

@@ -281,3 +281,50 @@ def test_exec_interactive_and_tty(k, name):
     assert rc == 0 and out.split() == ["33", "99"], out
     r = k("exec", "-it", name, "true", input="")
     assert r.returncode == 125 and "the input device is not a TTY" in r.stderr, r.stderr
+
+
+def test_ps_of_a_container_format_json_after_name(k, name):
+    assert k("run", "-d", "--name", name, "busybox", "sleep", "1000").returncode == 0
+    for args in (["ps", name, "-f", "json"], ["ps", name, "--format=json"],
+                 ["ps", "-f", "json", name]):
+        r = k(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        pids = json.loads(r.stdout)
+        assert pids and all(isinstance(p, int) for p in pids), r.stdout
+    # ps(1) options after the name are still ps's (runc's shape); a failing ps is reported by
+    # its exit status, not a raw wait status
+    r = k("ps", name, "-o", "pid,comm")
+    assert r.returncode == 0 and "sleep" in r.stdout, r.stderr
+    r = k("ps", name, "--no-such-ps-option")
+    ours = [line for line in r.stderr.splitlines() if line.startswith("kapsel:")]
+    assert r.returncode == 1 and len(ours) == 1 and "0x" not in ours[0], r.stderr
+    assert "exit status 1" in ours[0], r.stderr
+
+
+def test_update_memory_minimum_as_run(k, name):
+    assert k("run", "-d", "--name", name, "busybox", "sleep", "1000").returncode == 0
+    run_err = k("run", "--rm", "--memory", "1", "busybox", "true").stderr
+    assert "below the minimum of 6m" in run_err
+    r = k("update", "--memory", "1", name)
+    assert r.returncode == 1 and "--memory: 1 is below the minimum of 6m" in r.stderr, r.stderr
+    assert "busy" not in r.stderr.lower()
+
+
+def test_exec_user_from_the_containers_passwd(k, name):
+    assert k("run", "-d", "--name", name, "busybox", "sleep", "1000").returncode == 0
+    r = k("exec", "-u", "65534", name, "sh", "-c", "id -u; id -g")
+    assert (r.returncode, r.stdout.split()) == (0, ["65534", "65534"]), r.stderr
+    r = k("exec", "-u", "nobody", name, "sh", "-c", "id -u; id -g")
+    assert (r.returncode, r.stdout.split()) == (0, ["65534", "65534"]), r.stderr
+    r = k("exec", "-u", "1234:5678", name, "sh", "-c", "id -u; id -g")
+    assert r.stdout.split() == ["1234", "5678"], r.stderr
+    r = k("exec", "-u", "1234", name, "id", "-g")  # not in passwd: gid 0, as podman
+    assert r.stdout.split() == ["0"], r.stderr
+    r = k("exec", "-u", "kt-no-such-user", name, "true")
+    assert r.returncode == 125 and "kt-no-such-user" in r.stderr, r.stderr
+
+
+def test_help_help(kapsel):
+    for args in (["help", "--help"], ["help", "-h"]):
+        r = clients.run([kapsel, *args])
+        assert r.returncode == 0 and r.stdout.startswith("Usage: kapsel"), (args, r.stderr)

@@ -924,6 +924,40 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	return r;
 }
 
+/* ---- exec -u ---- */
+
+API int kapsel_image_exec_user(const char *root, const char *id, const char *user, char **ids,
+			       struct kapsel_error **err)
+{
+	struct kapsel_container_info *list = NULL;
+	size_t n = 0;
+	int r = kapsel_container_list(root, &list, &n, err);
+	if (r < 0)
+		return r;
+	pid_t pid = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(list[i].id, id))
+			pid = list[i].pid;
+	kapsel_container_info_free(list, n);
+	if (pid <= 0)
+		return 0; /* not running: exec reports that itself */
+	/* The container's own files, as its init sees them (a rootless overlay lives only in
+	 * the container's mount namespace); read confined to that root. */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+	cleanup_close int rootfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return kap_error(err, errno, "container %s: open %s", id, path);
+	struct kap_exec_user u;
+	if ((r = kap_bundle_resolve_user(rootfd, user, &u, err)) < 0)
+		return kap_error_wrap(err, "--user %s", user);
+	r = asprintf(ids, "%" PRIu32 ":%" PRIu32, u.uid, u.gid);
+	kap_exec_user_clear(&u);
+	if (r < 0)
+		return kap_error(err, ENOMEM, "-u");
+	return 1;
+}
+
 /* ---- ps ---- */
 
 static char *status_of(const struct meta *m)
