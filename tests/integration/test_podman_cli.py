@@ -328,3 +328,24 @@ def test_help_help(kapsel):
     for args in (["help", "--help"], ["help", "-h"]):
         r = clients.run([kapsel, *args])
         assert r.returncode == 0 and r.stdout.startswith("Usage: kapsel"), (args, r.stderr)
+
+
+def test_pull_from_a_registry_that_never_answers(kapsel, tmp_path):
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)  # the kernel accepts; nobody ever reads or answers
+    port = srv.getsockname()[1]
+    env = dict(os.environ, KAPSEL_REGISTRY_TIMEOUT="4")
+    t0 = time.monotonic()
+    try:
+        r = clients.run([kapsel, "--store", tmp_path / "s", "pull", f"127.0.0.1:{port}/x/y:1"],
+                        env=env, timeout=60)
+    finally:
+        srv.close()
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stderr
+    assert took < 20, f"gave up only after {took:.0f} s"
+    lines = r.stderr.strip().splitlines()
+    assert "no answer for" in lines[0], r.stderr  # said while waiting
+    assert "no answer within 4 s" in lines[-1] and len(lines) == 2, r.stderr
