@@ -83,7 +83,14 @@ int kapsel_image_stop(const char *store, const char *root, const char *name, int
 /* Remove a stopped container (force: stop it first with SIGKILL). */
 int kapsel_image_rm(const char *store, const char *root, const char *name, bool force,
 		    struct kapsel_error **err);
-/* Copy the container's log (stdout+stderr of a detached container) to out; follow: until the
- * container stops. */
-int kapsel_image_logs(const char *store, const char *root, const char *name, bool follow, FILE *out,
-		      struct kapsel_error **err);
+struct kapsel_logs_options {
+	bool follow;	  /* until the container stops */
+	bool timestamps;  /* each line prefixed with its RFC 3339 time */
+	int64_t since_ns; /* only lines from this time on (ns since the epoch; 0: all) */
+	int64_t until_ns; /* only lines up to this time (0: all) */
+	long tail;	  /* only the last N lines (-1: all) */
+	FILE *out, *err;  /* where the container's stdout and stderr lines go */
+};
+/* Print the container's log (its stdout and stderr, foreground or detached, kept apart). */
+int kapsel_image_logs(const char *store, const char *root, const char *name,
+		      const struct kapsel_logs_options *o, struct kapsel_error **err);

@@ -142,7 +142,8 @@ int cli_not_running(const struct cli_globals *g, const char *name, struct kapsel
 	}
 	int found = 0;
 	for (size_t i = 0; i < n && !found; i++) {
-		if (strcmp(e[i].name, name))
+		if (strcmp(e[i].name, name) || !strcmp(e[i].status, "running") ||
+		    !strcmp(e[i].status, "paused"))
 			continue;
 		found = 1;
 		char msg[512];

@@ -349,3 +349,99 @@ def test_pull_from_a_registry_that_never_answers(kapsel, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert "no answer for" in lines[0], r.stderr  # said while waiting
     assert "no answer within 4 s" in lines[-1] and len(lines) == 2, r.stderr
+
+
+def start_and_sigkill(k, *args):
+    """Starts `kapsel run ARGS` in the foreground, waits until its container runs, and kills
+    the kapsel process with SIGKILL."""
+    import signal
+    import subprocess
+    n = args[args.index("--name") + 1]
+    p = subprocess.Popen(kargs(k, "run", *args), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        clients.wait_for(lambda: ps(k).get(n, {}).get("state") == "running",
+                         what="the container to run")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+
+def test_sigkill_of_foreground_run_keeps_the_exit_code(k, name):
+    start_and_sigkill(k, "--name", name, "busybox", "sh", "-c", "sleep 1; exit 7")
+    # (ps may show "exited" a moment before the monitor has recorded the code)
+    clients.wait_for(lambda: ps(k, "-a")[name]["exitCode"] == 7, timeout=20,
+                     what="the exit code recorded by the monitor")
+    e = ps(k, "-a")[name]
+    assert e["state"] == "exited" and e["status"].startswith("Exited (7)"), e
+
+
+def test_sigkill_of_foreground_run_honours_rm(k, name):
+    start_and_sigkill(k, "--rm", "--name", name, "busybox", "sleep", "1")
+    clients.wait_for(lambda: traces(k, name) == [], timeout=20, what="--rm by the monitor")
+    assert name not in ps(k, "-a")
+
+
+def test_foreground_run_forwards_signals(k, name):
+    import signal
+    import subprocess
+    p = subprocess.Popen(kargs(k, "run", "--rm", "--name", name, "busybox", "sh", "-c",
+                               "trap 'exit 5' TERM; echo ready; while :; do sleep 0.1; done"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 5
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    clients.wait_for(lambda: traces(k, name) == [], what="--rm")
+
+
+def test_logs_of_a_foreground_run_keep_the_streams_apart(k, name):
+    r = k("run", "--name", name, "busybox", "sh", "-c", "echo out1; echo err1 >&2; echo out2")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "out1\nout2\n", "err1\n")
+    r = k("logs", name)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "out1\nout2\n", "err1\n")
+    # the file itself: podman's k8s-file records, with stream and time
+    with open(os.path.join(k.store, "containers", name, "ctr.log")) as f:
+        recs = [line.split(" ", 3) for line in f.read().splitlines()]
+    # (the order across the two streams is the order the pump read them in)
+    assert sorted((s, t, x) for _, s, t, x in recs) == [
+        ("stderr", "F", "err1"), ("stdout", "F", "out1"), ("stdout", "F", "out2")], recs
+    assert [x for _, s, _, x in recs if s == "stdout"] == ["out1", "out2"]
+    assert all(ts.endswith("Z") and "T" in ts for ts, *_ in recs)
+
+
+def test_logs_of_a_detached_run_keep_the_streams_apart(k, name):
+    r = k("run", "-d", "--name", name, "busybox", "sh", "-c", "echo o; echo e >&2")
+    assert r.returncode == 0, r.stderr
+    clients.wait_for(lambda: ps(k, "-a")[name]["state"] == "exited", what="exit")
+    r = k("logs", name)
+    assert (r.stdout, r.stderr) == ("o\n", "e\n")
+
+
+def test_logs_since_until_tail_timestamps(k, name):
+    r = k("run", "--name", name, "busybox", "sh", "-c",
+          "echo a; echo b; sleep 1.5; echo c; echo d")
+    assert r.returncode == 0, r.stderr
+    assert k("logs", "--tail", "1", name).stdout == "d\n"
+    assert k("logs", name, "--tail", "3").stdout == "b\nc\nd\n"
+    assert k("logs", "--tail", "0", name).stdout == ""
+    assert k("logs", "--tail", "-1", name).stdout == "a\nb\nc\nd\n"
+    lines = k("logs", "-t", name).stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["a", "b", "c", "d"], lines
+    ts = [line.split(" ", 1)[0] for line in lines]
+    # the records' own times cut the log between b and c
+    cut = ts[2]
+    assert k("logs", "--since", cut, name).stdout == "c\nd\n"
+    assert k("logs", "--until", ts[1], name).stdout == "a\nb\n"
+    assert k("logs", "--since", "1h", name).stdout == "a\nb\nc\nd\n"
+    assert k("logs", "--since", "2999-01-01", name).stdout == ""
+    assert k("logs", "--until", "1000000000", name).stdout == ""  # 2001
+    r = k("logs", "--since", "yesterday-ish", name)
+    assert r.returncode == 1 and "yesterday-ish" in r.stderr and r.stderr.count("\n") == 1
+    r = k("logs", "--tail", "x", name)
+    assert r.returncode == 1 and "--tail" in r.stderr

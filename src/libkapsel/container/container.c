@@ -956,7 +956,13 @@ int kap_wait_process(pid_t init, int master, pid_t *relay_pid)
 		if (p < 0 && errno == ECHILD)
 			return 255;
 		int sig = 0;
-		if (sigwait(&set, &sig) == 0 && sig != SIGCHLD)
+		if (sigwait(&set, &sig) != 0 || sig == SIGCHLD)
+			continue;
+		/* A new size is the relay's to copy to the pty (the kernel then signals the
+		 * container's foreground group); it may not share our terminal's signals. */
+		if (sig == SIGWINCH && master >= 0 && *relay_pid > 0)
+			kill(*relay_pid, sig);
+		else
 			kill(init, sig);
 	}
 }

@@ -195,6 +195,10 @@ static _Noreturn void exec_child(int sync, const struct kap_process *p, struct k
 	syscall(SYS_close_range, 3 + preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
 	if (sc && !early && kap_seccomp_load(sc, &nfd, &err) < 0)
 		goto fail;
+	/* The signal mask survives execve; the caller's (blocked for sigwait) is not ours. */
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* The sync socket is close-on-exec: EOF tells the runtime that execve succeeded. */
 	execve(path, p->args, p->env);
 	kap_error(&err, errno, "exec %s", path);

@@ -377,3 +377,17 @@ int kap_archive_load(struct kap_store *s, const char *path, char ***names,
 /* Write the images (stored names or manifest digests) as an oci-archive tarball. */
 int kap_archive_save(struct kap_store *s, char *const *names, size_t n, const char *path,
 		     struct kapsel_error **err);
+
+/* ---- logs.c: container logs in k8s-file format ---- */
+struct kapsel_logs_options;
+/*
+ * Copies the container's stdout and stderr (the read ends out and err) into logfd as records
+ * until both close, and the bytes unchanged to pass_out and pass_err (-1: none).
+ */
+void kap_log_pump(int out, int err, int logfd, int pass_out, int pass_err);
+/*
+ * Prints the records of the log open at fd as o asks; with o->follow until done(ctx) says the
+ * container finished (then what remains).
+ */
+int kap_log_read(int fd, const struct kapsel_logs_options *o, bool (*done)(void *), void *ctx,
+		 struct kapsel_error **err);

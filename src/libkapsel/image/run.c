@@ -56,6 +56,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/proc.h"
 #include "image/image.h"
 
 #define API __attribute__((visibility("default")))
@@ -691,6 +692,49 @@ static int read_pid(int cdirfd, pid_t *pid)
 }
 
 /*
+ * The container's stdout and stderr become pipes to a log pump (logs.c), a child of the
+ * monitor; pass: the pump also copies them to our stdout and stderr (a foreground run). The
+ * pump keeps no fd of ours but its pipes, the log, stdio and hold_fd (-1: none), which it
+ * closes only when the container's output has ended.
+ */
+static int start_log_pump(struct ctr *c, bool pass, int hold_fd, struct kapsel_error **err)
+{
+	cleanup_close int logfd =
+	    openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (logfd < 0)
+		return kap_error(err, errno, "container log %s/%s", c->cdir, LOG_FILE);
+	int o[2], e[2];
+	if (pipe2(o, O_CLOEXEC) < 0)
+		return kap_error(err, errno, "container stdout: pipe");
+	if (pipe2(e, O_CLOEXEC) < 0) {
+		close(o[0]);
+		close(o[1]);
+		return kap_error(err, errno, "container stderr: pipe");
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		int keep[] = {o[0], e[0], logfd, hold_fd};
+		kap_proc_close_fds_except(0, keep, KAP_ARRAY_SIZE(keep));
+		/* A closed terminal must not kill the pump: the container would then die of
+		 * SIGPIPE on its next write. */
+		signal(SIGPIPE, SIG_IGN);
+		kap_log_pump(o[0], e[0], logfd, pass ? STDOUT_FILENO : -1,
+			     pass ? STDERR_FILENO : -1);
+		_exit(0);
+	}
+	int r = 0;
+	if (pid < 0)
+		r = kap_error(err, errno, "fork the log pump");
+	else if (dup2(o[1], STDOUT_FILENO) < 0 || dup2(e[1], STDERR_FILENO) < 0)
+		r = kap_error(err, errno, "container stdout and stderr");
+	close(o[0]);
+	close(o[1]);
+	close(e[0]);
+	close(e[1]);
+	return r;
+}
+
+/*
  * The monitor of a detached container (double-forked, its own session): creates and starts
  * the container as its child, reports "OK" or the error on `report`, waits for the init and
  * finishes the container. Never returns.
@@ -699,15 +743,18 @@ static __attribute__((noreturn)) void monitor(struct prepared *p, const char *ro
 {
 	struct ctr *c = &p->c;
 	cleanup_error struct kapsel_error *e = NULL;
-	int logfd = openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	/* Nothing of kapsel run's stdio stays with us or the pump: the caller may be a pipe. */
 	int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (logfd < 0 || nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 ||
-	    dup2(logfd, STDOUT_FILENO) < 0 || dup2(logfd, STDERR_FILENO) < 0) {
-		dprintf(report, "Econtainer log %s/%s: %s", c->cdir, LOG_FILE, strerror(errno));
+	if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 || dup2(nullfd, STDOUT_FILENO) < 0 ||
+	    dup2(nullfd, STDERR_FILENO) < 0) {
+		dprintf(report, "E/dev/null: %s", strerror(errno));
 		_exit(1);
 	}
-	close(logfd);
 	close(nullfd);
+	if (start_log_pump(c, false, -1, &e) < 0) {
+		dprintf(report, "E%s", e->msg);
+		_exit(1);
+	}
 	/* Orphans of a two-stage create reparent to us, and we reap the init ourselves. */
 	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	cleanup_free char *pid_file = NULL;
@@ -820,8 +867,9 @@ static int run_detached(struct prepared *p, const char *root, struct kapsel_erro
 	return kap_error_plain(err, EIO, "container %s: the monitor process died", p->c.name);
 }
 
-static int run_foreground(struct prepared *p, const struct kapsel_run_options *o, const char *root,
-			  struct kapsel_error **err)
+/* The foreground run itself, in the monitor: create, start, wait, finish. */
+static int foreground(struct prepared *p, const struct kapsel_run_options *o, const char *root,
+		      int report, struct kapsel_error **err)
 {
 	struct ctr *c = &p->c;
 	p->m.monitor_pid = getpid();
@@ -831,23 +879,109 @@ static int run_foreground(struct prepared *p, const struct kapsel_run_options *o
 	if (r < 0)
 		return r;
 	/* Without -i the container reads nothing of ours (podman gives it /dev/null). */
-	cleanup_close int saved_in = -EBADF;
 	if (!o->interactive && !o->tty) {
 		cleanup_close int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		saved_in = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
 		if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0)
 			return kap_error(err, errno, "stdin: /dev/null");
 	}
+	/* The pump holds the report pipe: kapsel run returns once the last output is out. */
+	if ((r = start_log_pump(c, true, report, err)) < 0)
+		return r;
 	struct kapsel_create_options co = {.root = root, .id = c->name, .bundle = c->cdir};
 	int status = kapsel_container_run(&co, err);
-	if (saved_in >= 0)
-		dup2(saved_in, STDIN_FILENO);
 	if (status < 0)
 		return status;
 	cleanup_error struct kapsel_error *e = NULL;
 	if (ctr_finish(c, root, status, &e) < 0)
 		kap_warn("%s", e->msg);
 	return status;
+}
+
+/*
+ * A foreground run goes through a monitor too (conmon's role for `podman run`): a child in a
+ * session of its own that creates the container as its child, waits for it, records its exit
+ * status and honours --rm, so that a `kapsel run` killed with SIGKILL orphans nothing. We
+ * forward our signals to it (it forwards them to the container), and its exit status is the
+ * container's; an error before the container ran comes back on a pipe, with its errno.
+ * Returns the status, or -errno with *err set, and *cleaned when the monitor already removed
+ * what was prepared.
+ */
+static int run_foreground(struct prepared *p, const struct kapsel_run_options *o, const char *root,
+			  bool *cleaned, struct kapsel_error **err)
+{
+	static const int fwd[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+	sigset_t set, old;
+	sigemptyset(&set);
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(fwd); i++)
+		sigaddset(&set, fwd[i]);
+	sigaddset(&set, SIGCHLD);
+	int rep[2];
+	if (pipe2(rep, O_CLOEXEC) < 0)
+		return kap_error(err, errno, "pipe");
+	/* Blocked before the fork: the monitor inherits them blocked and takes them with
+	 * sigwait once the container runs; none kills it while it creates the container. */
+	sigprocmask(SIG_BLOCK, &set, &old);
+	fflush(NULL);
+	pid_t mon = fork();
+	if (mon < 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		close(rep[0]);
+		close(rep[1]);
+		return kap_error(err, errno, "fork the monitor");
+	}
+	if (mon == 0) {
+		close(rep[0]);
+		/* Out of the terminal's process group: its signals reach us through kapsel run
+		 * only (once each), and its hangup does not end us. */
+		setsid();
+		cleanup_error struct kapsel_error *e = NULL;
+		int status = foreground(p, o, root, rep[1], &e);
+		if (status < 0) {
+			dprintf(rep[1], "%d %s", e ? e->code : -status,
+				e ? e->msg : strerror(-status));
+			prepared_fail(p, root);
+			_exit(1);
+		}
+		_exit(status & 0xff);
+	}
+	close(rep[1]);
+	int wst = 0;
+	for (;;) {
+		pid_t w = waitpid(mon, &wst, WNOHANG);
+		if (w == mon || (w < 0 && errno != EINTR))
+			break;
+		int sig = 0;
+		if (sigwait(&set, &sig) == 0 && sig != SIGCHLD)
+			kill(mon, sig);
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	char msg[2048];
+	size_t n = 0;
+	for (;;) {
+		ssize_t k = read(rep[0], msg + n, sizeof(msg) - 1 - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+		if (n == sizeof(msg) - 1)
+			break;
+	}
+	close(rep[0]);
+	msg[n] = '\0';
+	if (n) {
+		*cleaned = true;
+		char *text = NULL;
+		long code = strtol(msg, &text, 10);
+		return kap_error_plain(err, code > 0 && code < 4096 ? (int)code : EIO, "%s",
+				       text && *text == ' ' ? text + 1 : msg);
+	}
+	if (WIFEXITED(wst))
+		return WEXITSTATUS(wst);
+	/* The monitor itself died (killed): the container may still run; stop would find it. */
+	*cleaned = true;
+	return kap_error_plain(err, EIO, "container %s: the monitor process died (signal %d)",
+			       p->c.name, WTERMSIG(wst));
 }
 
 static int generate_name(char *buf, size_t len)
@@ -905,7 +1039,13 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	}
 	kap_store_close(p.c.store);
 	p.c.store = NULL;
-	r = o->detach ? run_detached(&p, root, err) : run_foreground(&p, o, root, err);
+	bool cleaned = false;
+	r = o->detach ? run_detached(&p, root, err) : run_foreground(&p, o, root, &cleaned, err);
+	if (r < 0 && cleaned) {
+		meta_clear(&p.m);
+		ctr_close(&p.c);
+		return r;
+	}
 	if (r < 0 && !o->detach) {
 		/* Nothing ran: leave no trace of it, as if it never existed. */
 		prepared_fail(&p, root);
@@ -1189,26 +1329,13 @@ out:
 	return r;
 }
 
-static int copy_fd(int fd, FILE *out, struct kapsel_error **err)
+static bool log_done(void *c)
 {
-	char buf[65536];
-	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return kap_error(err, errno, "read log");
-		if (n == 0)
-			break;
-		if (fwrite(buf, 1, (size_t)n, out) != (size_t)n)
-			return kap_error(err, errno, "write log");
-	}
-	fflush(out);
-	return 0;
+	return finished(c);
 }
 
-API int kapsel_image_logs(const char *store, const char *root, const char *name, bool follow,
-			  FILE *out, struct kapsel_error **err)
+API int kapsel_image_logs(const char *store, const char *root, const char *name,
+			  const struct kapsel_logs_options *o, struct kapsel_error **err)
 {
 	(void)root;
 	struct ctr c;
@@ -1218,22 +1345,13 @@ API int kapsel_image_logs(const char *store, const char *root, const char *name,
 		return r;
 	}
 	cleanup_close int fd = openat(c.cdirfd, LOG_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 && errno != ENOENT) {
+	/* The monitor makes the log before the container starts; none is an empty one. */
+	if (fd < 0 && errno == ENOENT)
+		fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		r = kap_error(err, errno, "open log of %s", name);
-		goto out;
-	}
-	for (;;) {
-		bool done = !follow || finished(&c);
-		if (fd < 0)
-			fd = openat(c.cdirfd, LOG_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		/* After "done" one more read drains what the container wrote last. */
-		if (fd >= 0 && (r = copy_fd(fd, out, err)) < 0)
-			break;
-		if (done)
-			break;
-		sleep_ms(100);
-	}
-out:
+	else
+		r = kap_log_read(fd, o, log_done, &c, err);
 	ctr_close(&c);
 	return r;
 }
