@@ -380,11 +380,8 @@ int kap_archive_save(struct kap_store *s, char *const *names, size_t n, const ch
 
 /* ---- logs.c: container logs in k8s-file format ---- */
 struct kapsel_logs_options;
-/*
- * Copies the container's stdout and stderr (the read ends out and err) into logfd as records
- * until both close, and the bytes unchanged to pass_out and pass_err (-1: none).
- */
-void kap_log_pump(int out, int err, int logfd, int pass_out, int pass_err);
+/* Appends one read's worth of the container's stdout (or stderr) to the log as records. */
+void kap_log_record(int logfd, bool is_err, const char *p, size_t n);
 /*
  * Prints the records of the log open at fd as o asks; with o->follow until done(ctx) says the
  * container finished (then what remains).

@@ -10,16 +10,16 @@
  * stay apart, each record has its time, and the file is append-only (O_APPEND: a record is one
  * write, so a reader never sees half of one except at the end while it grows).
  *
- * The writer is the log pump, a process of the container's monitor that owns the read ends
- * of the container's stdout and stderr pipes; the reader is `kapsel logs`.
+ * The writer is the container's monitor, which owns the read ends of the container's stdout
+ * and stderr pipes (image/run.c); the reader is `kapsel logs`.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <kapsel/run.h>
@@ -31,87 +31,67 @@
 /* "2026-12-02T14:43:18.123456789Z": RFC 3339 in UTC with nanoseconds, as podman writes it. */
 #define TS_LEN 30
 
+/*
+ * The time, formatted by hand: gmtime_r would take glibc's tz lock and strftime the locale's
+ * for every record. Days to civil date: Howard Hinnant's "chrono-Compatible Low-Level Date
+ * Algorithms", civil_from_days.
+ */
 static void timestamp(char buf[TS_LEN + 1])
 {
 	struct timespec ts;
-	struct tm tm;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(buf, 20 + 1, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + 19, TS_LEN + 1 - 19, ".%09ldZ", ts.tv_nsec);
-}
-
-static bool write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= (size_t)w;
+	int64_t secs = ts.tv_sec, days = secs / 86400, rem = secs % 86400;
+	if (rem < 0) {
+		rem += 86400;
+		days--;
 	}
-	return true;
+	int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+	int64_t y = yoe + era * 400 + (m <= 2);
+	int64_t f[] = {y, m, d, rem / 3600, rem / 60 % 60, rem % 60, ts.tv_nsec};
+	static const int width[] = {4, 2, 2, 2, 2, 2, 9};
+	static const char after[] = "--T::.Z";
+	char *p = buf;
+	for (int i = 0; i < 7; i++) {
+		int64_t v = f[i];
+		for (int k = width[i] - 1; k >= 0; k--, v /= 10)
+			p[k] = (char)('0' + v % 10);
+		p += width[i];
+		*p++ = after[i];
+	}
+	*p = '\0';
 }
 
-/* Appends the records for one read's worth of a stream's bytes. */
+/* Appends the records for one read's worth of a stream's bytes: one writev each (O_APPEND
+ * keeps a record whole), no allocation. */
 static void log_chunk(int logfd, const char *stream, const char *p, size_t n)
 {
-	char ts[TS_LEN + 1];
-	timestamp(ts);
+	char head[TS_LEN + 16];
+	timestamp(head);
+	size_t hl = TS_LEN;
+	head[hl++] = ' ';
+	memcpy(head + hl, stream, 6);
+	hl += 6;
+	head[hl++] = ' ';
+	head[hl + 1] = ' ';
 	while (n > 0) {
 		const char *nl = memchr(p, '\n', n);
 		size_t len = nl ? (size_t)(nl - p) : n;
-		char head[64];
-		int h = snprintf(head, sizeof(head), "%s %s %c ", ts, stream, nl ? 'F' : 'P');
-		/* One write per record (O_APPEND), from a bounded buffer. */
-		size_t total = (size_t)h + len + 1;
-		char stackbuf[8192];
-		char *rec = total <= sizeof(stackbuf) ? stackbuf : malloc(total);
-		if (rec) {
-			memcpy(rec, head, (size_t)h);
-			memcpy(rec + h, p, len);
-			rec[total - 1] = '\n';
-			write_all(logfd, rec, total);
-			if (rec != stackbuf)
-				free(rec);
-		}
+		head[hl] = nl ? 'F' : 'P';
+		struct iovec iov[] = {{head, hl + 2}, {(void *)p, len}, {"\n", 1}};
+		while (writev(logfd, iov, 3) < 0 && errno == EINTR)
+			;
 		p += len + (nl ? 1 : 0);
 		n -= len + (nl ? 1 : 0);
 	}
 }
 
-void kap_log_pump(int out, int err, int logfd, int pass_out, int pass_err)
+void kap_log_record(int logfd, bool is_err, const char *p, size_t n)
 {
-	struct pollfd fds[2] = {{.fd = out, .events = POLLIN}, {.fd = err, .events = POLLIN}};
-	int pass[2] = {pass_out, pass_err};
-	static const char *const names[2] = {"stdout", "stderr"};
-	char buf[65536];
-	while (fds[0].fd >= 0 || fds[1].fd >= 0) {
-		if (poll(fds, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		for (int i = 0; i < 2; i++) {
-			if (fds[i].fd < 0 || !fds[i].revents)
-				continue;
-			ssize_t n = read(fds[i].fd, buf, sizeof(buf));
-			if (n < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			if (n <= 0) {
-				close(fds[i].fd);
-				fds[i].fd = -1;
-				continue;
-			}
-			/* A reader that went away (a closed terminal) stops the copy, not the log.
-			 */
-			if (pass[i] >= 0 && !write_all(pass[i], buf, (size_t)n))
-				pass[i] = -1;
-			log_chunk(logfd, names[i], buf, (size_t)n);
-		}
-	}
+	log_chunk(logfd, is_err ? "stderr" : "stdout", p, n);
 }
 
 /* ---- reading ---- */

@@ -37,7 +37,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <termios.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -691,59 +695,211 @@ static int read_pid(int cdirfd, pid_t *pid)
 	return 0;
 }
 
-/*
- * The container's stdout and stderr become pipes to a log pump (logs.c), a child of the
- * monitor; pass: the pump also copies them to our stdout and stderr (a foreground run). The
- * pump keeps no fd of ours but its pipes, the log, stdio and hold_fd (-1: none), which it
- * closes only when the container's output has ended.
- */
-static int start_log_pump(struct ctr *c, bool pass, int hold_fd, struct kapsel_error **err)
+/* What a monitor watches: the container's init, its output and, in the foreground, us. */
+struct watch {
+	int logfd;
+	int out, err;		/* read ends of the container's stdout and stderr pipes, or -1 */
+	int pass_out, pass_err; /* where the output also goes (a foreground run), or -1 */
+	int back_out, back_err; /* our own stdout and stderr again, once the container has its */
+	bool input;		/* relay our stdin to the container's terminal (-it) */
+	int unknown;		/* the status to return when the init's is unknown */
+	sigset_t signals;	/* SIGCHLD and the forwarded ones, blocked: read from a signalfd */
+};
+
+static bool write_all(int fd, const char *p, size_t n)
 {
-	cleanup_close int logfd =
-	    openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (logfd < 0)
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+static void reap(pid_t init, int *status, bool *reaped)
+{
+	int st;
+	pid_t w;
+	while ((w = waitpid(-1, &st, WNOHANG)) > 0)
+		if (w == init) {
+			*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			*reaped = true;
+		}
+	if (w < 0 && errno == ECHILD)
+		*reaped = true; /* the init was not ours to reap: its status is unknown (-1) */
+}
+
+static void copy_winsize(int master)
+{
+	struct winsize ws;
+	if ((ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+	     ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) &&
+	    ws.ws_row && ws.ws_col)
+		ioctl(master, TIOCSWINSZ, &ws);
+}
+
+/*
+ * The monitor's one loop (conmon's job, in one process: no relay process, no pump thread):
+ * reaps the init, forwards our signals to it, copies its output into the log (logs.c) and,
+ * in the foreground, to our stdout and stderr, and relays a terminal. Returns the init's
+ * status, shell style, once it is reaped and its output has ended; w->unknown when unknown.
+ */
+static int watch_container(void *ctx, pid_t init, int master)
+{
+	struct watch *w = ctx;
+	/* The container has its stdout and stderr now: ours back, so that only it holds the
+	 * pipes' write ends and they end when it does. */
+	if (w->back_out >= 0)
+		dup2(w->back_out, STDOUT_FILENO);
+	if (w->back_err >= 0)
+		dup2(w->back_err, STDERR_FILENO);
+	int sfd = signalfd(-1, &w->signals, SFD_CLOEXEC | SFD_NONBLOCK);
+	struct termios saved;
+	bool raw = false;
+	if (master >= 0 && w->input && isatty(STDIN_FILENO) &&
+	    tcgetattr(STDIN_FILENO, &saved) == 0) {
+		struct termios t = saved;
+		cfmakeraw(&t);
+		raw = tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0;
+	}
+	if (master >= 0)
+		copy_winsize(master);
+	/* With a terminal, its master carries the output (as stdout); else the two pipes. */
+	struct pollfd fds[4] = {
+	    {.fd = sfd, .events = POLLIN},
+	    {.fd = master >= 0 ? master : w->out, .events = POLLIN},
+	    {.fd = master >= 0 ? -1 : w->err, .events = POLLIN},
+	    {.fd = master >= 0 && w->input ? STDIN_FILENO : -1, .events = POLLIN},
+	};
+	int pass[3] = {-1, w->pass_out, w->pass_err};
+	int status = -1;
+	bool reaped = false;
+	char buf[65536];
+	for (;;) {
+		if (!reaped)
+			reap(init, &status, &reaped);
+		if (reaped && fds[1].fd < 0 && fds[2].fd < 0)
+			break;
+		/* Once the init is gone its pid namespace is too; output that still does not
+		 * end is held by something outside the container: stop waiting for it. */
+		int n = poll(fds, 4, reaped ? 2000 : -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (fds[0].fd >= 0 && fds[0].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				int sig = (int)si.ssi_signo;
+				if (sig == SIGCHLD)
+					continue;
+				if (sig == SIGWINCH && master >= 0)
+					copy_winsize(master); /* the kernel tells the container */
+				else if (!reaped)
+					kill(init, sig);
+			}
+		}
+		for (int i = 1; i <= 2; i++) {
+			if (fds[i].fd < 0 || !fds[i].revents)
+				continue;
+			ssize_t k = read(fds[i].fd, buf, sizeof(buf));
+			if (k < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (k <= 0) { /* EOF, or EIO: the pty's last slave closed */
+				close(fds[i].fd);
+				fds[i].fd = -1;
+				continue;
+			}
+			/* A reader that went away (a closed terminal) stops the copy, not the log.
+			 */
+			if (pass[i] >= 0 && !write_all(pass[i], buf, (size_t)k))
+				pass[i] = -1;
+			kap_log_record(w->logfd, i == 2, buf, (size_t)k);
+		}
+		if (fds[3].fd >= 0 && fds[3].revents) {
+			ssize_t k = read(STDIN_FILENO, buf, sizeof(buf));
+			if (k < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (k <= 0 || !write_all(master, buf, (size_t)k))
+				fds[3].fd = -1; /* stdin closed: keep copying the output */
+		}
+	}
+	if (raw)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (fds[1].fd >= 0)
+		close(fds[1].fd);
+	if (fds[2].fd >= 0)
+		close(fds[2].fd);
+	if (sfd >= 0)
+		close(sfd);
+	return status >= 0 ? status : w->unknown;
+}
+
+/*
+ * The container's stdout and stderr become pipes the monitor reads (they are our stdout and
+ * stderr while the runtime creates it); pass: the output goes to our stdout and stderr too.
+ */
+static int watch_setup(struct ctr *c, bool pass, struct watch *w, struct kapsel_error **err)
+{
+	w->logfd = openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (w->logfd < 0)
 		return kap_error(err, errno, "container log %s/%s", c->cdir, LOG_FILE);
-	int o[2], e[2];
-	if (pipe2(o, O_CLOEXEC) < 0)
+	int po[2], pe[2];
+	if (pipe2(po, O_CLOEXEC) < 0)
 		return kap_error(err, errno, "container stdout: pipe");
-	if (pipe2(e, O_CLOEXEC) < 0) {
-		close(o[0]);
-		close(o[1]);
+	if (pipe2(pe, O_CLOEXEC) < 0) {
+		close(po[0]);
+		close(po[1]);
 		return kap_error(err, errno, "container stderr: pipe");
 	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		int keep[] = {o[0], e[0], logfd, hold_fd};
-		kap_proc_close_fds_except(0, keep, KAP_ARRAY_SIZE(keep));
-		/* A closed terminal must not kill the pump: the container would then die of
-		 * SIGPIPE on its next write. */
-		signal(SIGPIPE, SIG_IGN);
-		kap_log_pump(o[0], e[0], logfd, pass ? STDOUT_FILENO : -1,
-			     pass ? STDERR_FILENO : -1);
-		_exit(0);
+	w->out = po[0];
+	w->err = pe[0];
+	w->back_out = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+	w->back_err = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+	if (pass) {
+		w->pass_out = w->back_out;
+		w->pass_err = w->back_err;
 	}
 	int r = 0;
-	if (pid < 0)
-		r = kap_error(err, errno, "fork the log pump");
-	else if (dup2(o[1], STDOUT_FILENO) < 0 || dup2(e[1], STDERR_FILENO) < 0)
+	if (dup2(po[1], STDOUT_FILENO) < 0 || dup2(pe[1], STDERR_FILENO) < 0)
 		r = kap_error(err, errno, "container stdout and stderr");
-	close(o[0]);
-	close(o[1]);
-	close(e[0]);
-	close(e[1]);
+	close(po[1]);
+	close(pe[1]);
 	return r;
+}
+
+static void watch_clear(struct watch *w)
+{
+	int *fds[] = {&w->logfd, &w->out, &w->err, &w->back_out, &w->back_err};
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(fds); i++)
+		if (*fds[i] >= 0) {
+			close(*fds[i]);
+			*fds[i] = -1;
+		}
 }
 
 /*
  * The monitor of a detached container (double-forked, its own session): creates and starts
- * the container as its child, reports "OK" or the error on `report`, waits for the init and
- * finishes the container. Never returns.
+ * the container as its child, reports "OK" or the error on `report`, waits for the init
+ * (copying its output into the log) and finishes the container. Never returns.
  */
 static __attribute__((noreturn)) void monitor(struct prepared *p, const char *root, int report)
 {
 	struct ctr *c = &p->c;
 	cleanup_error struct kapsel_error *e = NULL;
-	/* Nothing of kapsel run's stdio stays with us or the pump: the caller may be a pipe. */
+	struct watch w = {.logfd = -1,
+			  .out = -1,
+			  .err = -1,
+			  .pass_out = -1,
+			  .pass_err = -1,
+			  .back_out = -1,
+			  .back_err = -1,
+			  .unknown = -1};
+	/* Nothing of kapsel run's stdio stays with us: the caller may be a pipe. */
 	int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 || dup2(nullfd, STDOUT_FILENO) < 0 ||
 	    dup2(nullfd, STDERR_FILENO) < 0) {
@@ -751,7 +907,12 @@ static __attribute__((noreturn)) void monitor(struct prepared *p, const char *ro
 		_exit(1);
 	}
 	close(nullfd);
-	if (start_log_pump(c, false, -1, &e) < 0) {
+	/* SIGCHLD waits in the signalfd; the init may end before we look. */
+	sigemptyset(&w.signals);
+	sigaddset(&w.signals, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &w.signals, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (watch_setup(c, false, &w, &e) < 0) {
 		dprintf(report, "E%s", e->msg);
 		_exit(1);
 	}
@@ -780,18 +941,8 @@ static __attribute__((noreturn)) void monitor(struct prepared *p, const char *ro
 		kap_warn("monitor: report to kapsel run: %s", strerror(errno));
 	close(report);
 
-	int code = -1, status;
-	for (;;) {
-		pid_t w = waitpid(-1, &status, 0);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			break; /* ECHILD: the init was not ours to reap */
-		if (w == pid) {
-			code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-			break;
-		}
-	}
+	int code = watch_container(&w, pid, -1);
+	watch_clear(&w);
 	cleanup_error struct kapsel_error *fe = NULL;
 	if (ctr_finish(c, root, code, &fe) < 0)
 		kap_warn("%s", fe->msg);
@@ -867,9 +1018,34 @@ static int run_detached(struct prepared *p, const char *root, struct kapsel_erro
 	return kap_error_plain(err, EIO, "container %s: the monitor process died", p->c.name);
 }
 
-/* The foreground run itself, in the monitor: create, start, wait, finish. */
+/* o as it applies here: rootless without a delegated cgroup, no limits. */
+static int effective_options(const struct kapsel_run_options *o, struct prepared *p,
+			     struct kapsel_run_options *eff, struct kapsel_error **err)
+{
+	p->rootless = geteuid() != 0 || kap_userns_nested();
+	*eff = *o;
+	if (p->rootless && !cgroup_delegated()) {
+		/* Limits need a cgroup: refuse the ones asked for, drop podman's default pids
+		 * limit (rootless podman does too without a delegated pids controller). */
+		const char *flag = o->memory				    ? "--memory"
+				   : o->cpus				    ? "--cpus"
+				   : o->has_pids_limit && o->pids_limit > 0 ? "--pids-limit"
+									    : NULL;
+		if (flag)
+			return kap_error_plain(err, EPERM,
+					       "%s needs a delegated cgroup for uid %u (a writable "
+					       "/sys/fs/cgroup/kapsel on cgroup2); none is, so "
+					       "a rootless container cannot be limited",
+					       flag, (unsigned)geteuid());
+		eff->has_pids_limit = true;
+		eff->pids_limit = 0;
+	}
+	return 0;
+}
+
+/* The foreground run itself, in the monitor: create, start, watch, finish. */
 static int foreground(struct prepared *p, const struct kapsel_run_options *o, const char *root,
-		      int report, struct kapsel_error **err)
+		      const sigset_t *signals, struct kapsel_error **err)
 {
 	struct ctr *c = &p->c;
 	p->m.monitor_pid = getpid();
@@ -884,11 +1060,35 @@ static int foreground(struct prepared *p, const struct kapsel_run_options *o, co
 		if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0)
 			return kap_error(err, errno, "stdin: /dev/null");
 	}
-	/* The pump holds the report pipe: kapsel run returns once the last output is out. */
-	if ((r = start_log_pump(c, true, report, err)) < 0)
+	struct watch w = {.logfd = -1,
+			  .out = -1,
+			  .err = -1,
+			  .pass_out = -1,
+			  .pass_err = -1,
+			  .back_out = -1,
+			  .back_err = -1,
+			  .input = o->interactive,
+			  .unknown = 255,
+			  .signals = *signals};
+	/* A closed terminal must not end us: the container's output still goes to the log. */
+	signal(SIGPIPE, SIG_IGN);
+	if (o->tty) {
+		w.logfd =
+		    openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (w.logfd < 0)
+			return kap_error(err, errno, "container log %s/%s", c->cdir, LOG_FILE);
+		w.pass_out = STDOUT_FILENO;
+	} else if ((r = watch_setup(c, true, &w, err)) < 0) {
+		watch_clear(&w);
 		return r;
+	}
 	struct kapsel_create_options co = {.root = root, .id = c->name, .bundle = c->cdir};
-	int status = kapsel_container_run(&co, err);
+	int status = kapsel_container_run_wait(&co, watch_container, &w, err);
+	if (w.back_out >= 0)
+		dup2(w.back_out, STDOUT_FILENO);
+	if (w.back_err >= 0)
+		dup2(w.back_err, STDERR_FILENO);
+	watch_clear(&w);
 	if (status < 0)
 		return status;
 	cleanup_error struct kapsel_error *e = NULL;
@@ -899,15 +1099,16 @@ static int foreground(struct prepared *p, const struct kapsel_run_options *o, co
 
 /*
  * A foreground run goes through a monitor too (conmon's role for `podman run`): a child in a
- * session of its own that creates the container as its child, waits for it, records its exit
- * status and honours --rm, so that a `kapsel run` killed with SIGKILL orphans nothing. We
- * forward our signals to it (it forwards them to the container), and its exit status is the
- * container's; an error before the container ran comes back on a pipe, with its errno.
- * Returns the status, or -errno with *err set, and *cleaned when the monitor already removed
- * what was prepared.
+ * session of its own that prepares the container, creates it as its child, watches it,
+ * records its exit status and honours --rm, so that a `kapsel run` killed with SIGKILL
+ * orphans nothing. It is forked first, before the image and the bundle are touched: what it
+ * then writes is its own memory, not copies of ours (the start path stays as fast). We
+ * forward our signals to it, and its exit status is the container's; an error before the
+ * container ran comes back on a pipe, with its errno, after the monitor removed what it made.
+ * Returns the status, or -errno with *err set.
  */
-static int run_foreground(struct prepared *p, const struct kapsel_run_options *o, const char *root,
-			  bool *cleaned, struct kapsel_error **err)
+static int run_foreground(const struct kapsel_run_options *o, const char *name, const char *root,
+			  struct kapsel_error **err)
 {
 	static const int fwd[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 	sigset_t set, old;
@@ -935,11 +1136,19 @@ static int run_foreground(struct prepared *p, const struct kapsel_run_options *o
 		 * only (once each), and its hangup does not end us. */
 		setsid();
 		cleanup_error struct kapsel_error *e = NULL;
-		int status = foreground(p, o, root, rep[1], &e);
+		struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
+		struct kapsel_run_options eff;
+		int status = effective_options(o, &p, &eff, &e);
+		if (status == 0 && (status = prepare(&eff, name, &p, &e)) == 0) {
+			kap_store_close(p.c.store);
+			p.c.store = NULL;
+			status = foreground(&p, &eff, root, &set, &e);
+		}
 		if (status < 0) {
+			/* Nothing ran: leave no trace of it, as if it never existed. */
 			dprintf(rep[1], "%d %s", e ? e->code : -status,
 				e ? e->msg : strerror(-status));
-			prepared_fail(p, root);
+			prepared_fail(&p, root);
 			_exit(1);
 		}
 		_exit(status & 0xff);
@@ -970,7 +1179,6 @@ static int run_foreground(struct prepared *p, const struct kapsel_run_options *o
 	close(rep[0]);
 	msg[n] = '\0';
 	if (n) {
-		*cleaned = true;
 		char *text = NULL;
 		long code = strtol(msg, &text, 10);
 		return kap_error_plain(err, code > 0 && code < 4096 ? (int)code : EIO, "%s",
@@ -979,9 +1187,8 @@ static int run_foreground(struct prepared *p, const struct kapsel_run_options *o
 	if (WIFEXITED(wst))
 		return WEXITSTATUS(wst);
 	/* The monitor itself died (killed): the container may still run; stop would find it. */
-	*cleaned = true;
-	return kap_error_plain(err, EIO, "container %s: the monitor process died (signal %d)",
-			       p->c.name, WTERMSIG(wst));
+	return kap_error_plain(err, EIO, "container %s: the monitor process died (signal %d)", name,
+			       WTERMSIG(wst));
 }
 
 static int generate_name(char *buf, size_t len)
@@ -1013,25 +1220,12 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	if ((r = validate_name(name, err)) < 0)
 		return r;
 	const char *root = root_or_default(o->root);
-	struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name},
-			     .rootless = geteuid() != 0 || kap_userns_nested()};
-	struct kapsel_run_options eff = *o;
-	if (p.rootless && !cgroup_delegated()) {
-		/* Limits need a cgroup: refuse the ones asked for, drop podman's default pids
-		 * limit (rootless podman does too without a delegated pids controller). */
-		const char *flag = o->memory				    ? "--memory"
-				   : o->cpus				    ? "--cpus"
-				   : o->has_pids_limit && o->pids_limit > 0 ? "--pids-limit"
-									    : NULL;
-		if (flag)
-			return kap_error_plain(err, EPERM,
-					       "%s needs a delegated cgroup for uid %u (a writable "
-					       "/sys/fs/cgroup/kapsel on cgroup2); none is, so "
-					       "a rootless container cannot be limited",
-					       flag, (unsigned)geteuid());
-		eff.has_pids_limit = true;
-		eff.pids_limit = 0;
-	}
+	if (!o->detach)
+		return run_foreground(o, name, root, err);
+	struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
+	struct kapsel_run_options eff;
+	if ((r = effective_options(o, &p, &eff, err)) < 0)
+		return r;
 	o = &eff;
 	if ((r = prepare(o, name, &p, err)) < 0) {
 		prepared_fail(&p, root);
@@ -1039,18 +1233,7 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	}
 	kap_store_close(p.c.store);
 	p.c.store = NULL;
-	bool cleaned = false;
-	r = o->detach ? run_detached(&p, root, err) : run_foreground(&p, o, root, &cleaned, err);
-	if (r < 0 && cleaned) {
-		meta_clear(&p.m);
-		ctr_close(&p.c);
-		return r;
-	}
-	if (r < 0 && !o->detach) {
-		/* Nothing ran: leave no trace of it, as if it never existed. */
-		prepared_fail(&p, root);
-		return r;
-	}
+	r = run_detached(&p, root, err);
 	if (r < 0) {
 		/* The monitor removed what it could; make sure, then report. */
 		p.created_dir = faccessat(p.c.dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
