@@ -275,7 +275,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		goto out;
 	o.image = argv[optind];
 	o.cmd = argv + optind + 1;
-	if (o.tty && o.interactive && !isatty(STDIN_FILENO)) {
+	if (o.tty && o.interactive && !o.detach && !isatty(STDIN_FILENO)) {
 		/* docker's and podman's words; without the check the relay would wait forever. */
 		cli_fail("run: the input device is not a TTY");
 		goto out;

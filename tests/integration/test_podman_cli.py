@@ -445,3 +445,18 @@ def test_logs_since_until_tail_timestamps(k, name):
     assert r.returncode == 1 and "yesterday-ish" in r.stderr and r.stderr.count("\n") == 1
     r = k("logs", "--tail", "x", name)
     assert r.returncode == 1 and "--tail" in r.stderr
+
+
+def test_run_dit_keeps_a_terminal(k, name):
+    # -dit from a script (no terminal here): the shell gets a pty the monitor holds, so it
+    # waits for input instead of exiting on EOF, and exec gets in later.
+    r = k("run", "-dit", "--name", name, "busybox", "sh", input="")
+    assert (r.returncode, r.stdout) == (0, name + "\n"), r.stderr
+    time.sleep(1)
+    assert ps(k)[name]["state"] == "running"
+    r = k("exec", name, "readlink", "/proc/1/fd/0")
+    assert r.returncode == 0 and r.stdout.startswith("/dev/pts/"), r.stderr
+    r = k("exec", name, "sh", "-c", "[ -t 0 ] && echo tty")
+    assert r.stdout == "", "exec without -t must not get the container's terminal"
+    assert k("stop", "-t", "1", name).returncode == 0
+    assert ps(k, "-a")[name]["state"] == "exited"

@@ -673,10 +673,6 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 				       o->hostname);
 	if (o->net && strcmp(o->net, "none") && strcmp(o->net, "host"))
 		return kap_error_plain(err, EINVAL, "--net %s: expected none or host", o->net);
-	if (o->tty && o->detach)
-		return kap_error_plain(err, EINVAL,
-				       "-t with -d: a detached container has no terminal to attach "
-				       "to (use kapsel exec -t later)");
 	return 0;
 }
 

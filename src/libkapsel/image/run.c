@@ -683,18 +683,6 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	return meta_write(c->cdirfd, &p->m, err);
 }
 
-static int read_pid(int cdirfd, pid_t *pid)
-{
-	cleanup_free char *buf = NULL;
-	if (kap_fs_read_file(cdirfd, PID_FILE, 64, &buf, NULL, NULL) < 0)
-		return -ENOENT;
-	long v = strtol(buf, NULL, 10);
-	if (v <= 0)
-		return -EINVAL;
-	*pid = (pid_t)v;
-	return 0;
-}
-
 /* What a monitor watches: the container's init, its output and, in the foreground, us. */
 struct watch {
 	int logfd;
@@ -882,10 +870,36 @@ static void watch_clear(struct watch *w)
 		}
 }
 
+/* The detached monitor, once the container runs: tell kapsel run -d, then watch it. */
+struct detached {
+	struct prepared *p;
+	struct watch *w;
+	int report;
+};
+
+static int detached_started(void *ctx, pid_t init, int master)
+{
+	struct detached *d = ctx;
+	struct ctr *c = &d->p->c;
+	cleanup_error struct kapsel_error *e = NULL;
+	if (meta_set_state(&d->p->m, "running") < 0 ||
+	    (d->p->m.monitor_pid = getpid(), meta_write(c->cdirfd, &d->p->m, &e)) < 0) {
+		dprintf(d->report, "E%s", e ? e->msg : strerror(ENOMEM));
+		kill(init, SIGKILL);
+	} else if (write(d->report, "OK", 2) != 2) {
+		kap_warn("monitor: report to kapsel run: %s", strerror(errno));
+	}
+	close(d->report);
+	d->report = -1;
+	/* -dit: we hold the terminal's master (nothing types into it), so the shell in the
+	 * container waits for input rather than reading EOF; kapsel exec -it gets in. */
+	return watch_container(d->w, init, master);
+}
+
 /*
- * The monitor of a detached container (double-forked, its own session): creates and starts
- * the container as its child, reports "OK" or the error on `report`, waits for the init
- * (copying its output into the log) and finishes the container. Never returns.
+ * The monitor of a detached container (double-forked, its own session): runs the container
+ * as its child, reports "OK" or the error on `report`, watches the init (its output, or its
+ * terminal's, into the log) and finishes the container. Never returns.
  */
 static __attribute__((noreturn)) void monitor(struct prepared *p, const char *root, int report)
 {
@@ -907,7 +921,6 @@ static __attribute__((noreturn)) void monitor(struct prepared *p, const char *ro
 		_exit(1);
 	}
 	close(nullfd);
-	/* SIGCHLD waits in the signalfd; the init may end before we look. */
 	sigemptyset(&w.signals);
 	sigaddset(&w.signals, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &w.signals, NULL);
@@ -916,32 +929,19 @@ static __attribute__((noreturn)) void monitor(struct prepared *p, const char *ro
 		dprintf(report, "E%s", e->msg);
 		_exit(1);
 	}
-	/* Orphans of a two-stage create reparent to us, and we reap the init ourselves. */
-	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	cleanup_free char *pid_file = NULL;
 	if (asprintf(&pid_file, "%s/%s", c->cdir, PID_FILE) < 0)
 		_exit(1);
 	struct kapsel_create_options co = {
 	    .root = root, .id = c->name, .bundle = c->cdir, .pid_file = pid_file};
-	pid_t pid = 0;
-	int r = kapsel_container_create(&co, &e);
-	if (r == 0 && (r = kapsel_container_start(root, c->name, &e)) < 0)
-		kapsel_container_delete(root, c->name, true, NULL);
-	if (r == 0 && read_pid(c->cdirfd, &pid) < 0)
-		r = kap_error_plain(&e, EIO, "container %s: no pid recorded", c->name);
-	if (r == 0 && (meta_set_state(&p->m, "running") < 0 ||
-		       (p->m.monitor_pid = getpid(), meta_write(c->cdirfd, &p->m, &e)) < 0))
-		r = e ? -e->code : -ENOMEM;
-	if (r < 0) {
-		dprintf(report, "E%s", e ? e->msg : strerror(-r));
+	struct detached d = {.p = p, .w = &w, .report = report};
+	int code = kapsel_container_run_wait(&co, detached_started, &d, &e);
+	if (code < 0 && d.report >= 0) {
+		/* It never ran: nothing to finish, leave nothing behind. */
+		dprintf(report, "E%s", e ? e->msg : strerror(-code));
 		prepared_fail(p, root);
 		_exit(1);
 	}
-	if (write(report, "OK", 2) != 2)
-		kap_warn("monitor: report to kapsel run: %s", strerror(errno));
-	close(report);
-
-	int code = watch_container(&w, pid, -1);
 	watch_clear(&w);
 	cleanup_error struct kapsel_error *fe = NULL;
 	if (ctr_finish(c, root, code, &fe) < 0)
