@@ -460,3 +460,37 @@ def test_run_dit_keeps_a_terminal(k, name):
     assert r.stdout == "", "exec without -t must not get the container's terminal"
     assert k("stop", "-t", "1", name).returncode == 0
     assert ps(k, "-a")[name]["state"] == "exited"
+
+
+def host_device_names():
+    import stat
+    names = set()
+    for n in os.listdir("/dev"):
+        st = os.lstat(os.path.join("/dev", n))
+        if (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) and n not in ("console",
+                                                                                  "ptmx"):
+            names.add(n)
+    return names
+
+
+def test_privileged_gets_the_host_devices(k):
+    host = host_device_names()
+    r = k("run", "--rm", "--privileged", "busybox", "ls", "/dev")
+    assert r.returncode == 0, r.stderr
+    missing = host - set(r.stdout.split())
+    assert not missing, f"--privileged lacks host devices {sorted(missing)}"
+    # without it, only the default set (runtime-spec config-linux.md#default-devices)
+    r = k("run", "--rm", "busybox", "ls", "/dev")
+    extra = set(r.stdout.split()) & (host - {"null", "zero", "full", "random", "urandom",
+                                              "tty"})
+    assert not extra, sorted(extra)
+
+
+def test_net_host_has_etc_hosts(k, name):
+    r = k("run", "--rm", "--net", "host", "--name", name, "busybox", "cat", "/etc/hosts")
+    assert r.returncode == 0, r.stderr
+    with open("/etc/hosts") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                assert line.strip() in r.stdout, (line, r.stdout)
+    assert name in r.stdout

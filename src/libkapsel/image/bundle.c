@@ -21,7 +21,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <kapsel/run.h>
@@ -711,6 +713,58 @@ static struct kap_json *mount_json(const char *dest, const char *type, const cha
 	return m;
 }
 
+/*
+ * --privileged: every device node of the host's /dev in linux.devices, as podman lists them
+ * (its GetDevices, after runc's): the directories that are mounts of their own (pts, shm,
+ * mqueue) or links (fd) are skipped, and so are console and ptmx, which the container's own
+ * terminal and devpts provide.
+ */
+static int add_host_devices(struct kap_json *devices, const char *path, int depth,
+			    struct kapsel_error **err)
+{
+	static const char *const skip[] = {"pts",   "shm",     "fd",   "mqueue",     ".lxc",
+					   ".udev", "console", "ptmx", ".lxd-mounts"};
+	DIR *d = kap_fs_opendir_at(AT_FDCWD, path, O_NOFOLLOW);
+	if (!d)
+		return depth ? 0 : kap_error(err, errno, "--privileged: open /dev");
+	struct dirent *de;
+	int r = 0;
+	while (r == 0 && (de = readdir(d))) {
+		const char *n = de->d_name;
+		bool skipped = !strcmp(n, ".") || !strcmp(n, "..");
+		for (size_t i = 0; i < KAP_ARRAY_SIZE(skip) && !skipped; i++)
+			skipped = !strcmp(n, skip[i]);
+		struct stat st;
+		if (skipped || fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		char child[PATH_MAX];
+		if (snprintf(child, sizeof(child), "%s/%s", path, n) >= (int)sizeof(child))
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			if (depth < 8)
+				r = add_host_devices(devices, child, depth + 1, err);
+			continue;
+		}
+		if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+			continue;
+		struct kap_json *dev = kap_json_new_object();
+		if (!dev) {
+			r = kap_error(err, ENOMEM, "--privileged");
+			break;
+		}
+		kap_json_set(dev, "path", kap_json_new_string(child));
+		kap_json_set(dev, "type", kap_json_new_string(S_ISCHR(st.st_mode) ? "c" : "b"));
+		kap_json_set(dev, "major", kap_json_new_int64(major(st.st_rdev)));
+		kap_json_set(dev, "minor", kap_json_new_int64(minor(st.st_rdev)));
+		kap_json_set(dev, "fileMode", kap_json_new_int64(st.st_mode & 07777));
+		kap_json_set(dev, "uid", kap_json_new_int64(st.st_uid));
+		kap_json_set(dev, "gid", kap_json_new_int64(st.st_gid));
+		kap_json_append(devices, dev);
+	}
+	closedir(d);
+	return r;
+}
+
 static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *o,
 		      const struct kap_bundle_env *be, struct kapsel_error **err)
 {
@@ -814,6 +868,15 @@ static int add_linux(struct kap_json *root, const struct kapsel_run_options *o,
 		kap_json_set(rule, "access", kap_json_new_string("rwm"));
 		kap_json_append(devs, rule);
 		kap_json_set(res, "devices", devs);
+	}
+	if (o->privileged && !be->rootless) {
+		struct kap_json *nodes = kap_json_new_array();
+		if (!nodes)
+			return kap_error(err, ENOMEM, "--privileged");
+		kap_json_set(lx, "devices", nodes);
+		int rr = add_host_devices(nodes, "/dev", 0, err);
+		if (rr < 0)
+			return rr;
 	}
 	int64_t v;
 	int r;

@@ -612,10 +612,21 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	char hn_line[80];
 	snprintf(hn_line, sizeof(hn_line), "%s\n", hostname);
 	bool host_net = o->net && !strcmp(o->net, "host");
-	if (!host_net && asprintf(&hosts,
-				  "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost "
-				  "ip6-loopback\n",
-				  hostname) < 0) {
+	/* --net host: the host's names (a copy of its /etc/hosts, as podman makes) and ours. */
+	cleanup_free char *host_hosts = NULL;
+	if (host_net &&
+	    kap_fs_read_file(AT_FDCWD, "/etc/hosts", 1 << 20, &host_hosts, NULL, NULL) < 0 &&
+	    !(host_hosts = strdup("127.0.0.1\tlocalhost\n::1\tlocalhost\n"))) {
+		r = kap_error(err, ENOMEM, "hosts");
+		return r;
+	}
+	size_t hl = host_hosts ? strlen(host_hosts) : 0;
+	if ((host_net ? asprintf(&hosts, "%s%s127.0.1.1\t%s\n", host_hosts,
+				 hl && host_hosts[hl - 1] != '\n' ? "\n" : "", hostname)
+		      : asprintf(&hosts,
+				 "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost "
+				 "ip6-loopback\n",
+				 hostname)) < 0) {
 		r = kap_error(err, ENOMEM, "hosts");
 		return r;
 	}
