@@ -494,3 +494,38 @@ def test_net_host_has_etc_hosts(k, name):
             if line.strip() and not line.startswith("#"):
                 assert line.strip() in r.stdout, (line, r.stdout)
     assert name in r.stdout
+
+
+def test_pull_rate_counts_only_what_was_downloaded(kapsel, tmp_path):
+    # Two images share a big layer; the second pull downloads only a small one, slowly
+    # (64 KiB every 50 ms: about 1.3 MB/s). The rate shown must be the download's, not the
+    # big present layer's bytes over the pull's time (seen: "106 GiB/s").
+    import random
+    rnd = random.Random(16)
+    big = [("file", "big", rnd.randbytes(6 << 20), 0o644)]
+    small = [("file", "small", rnd.randbytes(384 << 10), 0o644)]
+    lay = Layout(tmp_path / "layout")
+    d1, _ = lay.image([big], compression="none")
+    d2, _ = lay.image([big, small], compression="none")
+    lay.tag("v1", d1)
+    lay.tag("v2", d2)
+    store = tmp_path / "s"
+    f1 = FakeRegistry(lay, "cli/app", "v1", d1)
+    try:
+        r = clients.run([kapsel, "--store", store, "pull", f"{f1.host}/cli/app:v1"])
+        assert r.returncode == 0, r.stderr
+    finally:
+        f1.stop()
+    f2 = FakeRegistry(lay, "cli/app", "v2", d2, mode="slow")
+    try:
+        rc, out = pty_run([kapsel, "--store", store, "pull", f"{f2.host}/cli/app:v2"], 24, 200,
+                          timeout=60)
+    finally:
+        f2.stop()
+    assert rc == 0, out
+    import re
+    rates = re.findall(r"total .*?([0-9.]+) (B|KiB|MiB|GiB|TiB)/s", out)
+    assert rates, out
+    scale = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+    fastest = max(float(v) * scale[u] for v, u in rates)
+    assert fastest < 4 << 20, f"rate shown {fastest / (1 << 20):.1f} MiB/s: {rates[-3:]}"
