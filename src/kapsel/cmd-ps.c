@@ -172,15 +172,23 @@ static int list_containers(const struct cli_globals *g, bool all, bool quiet, bo
 			snprintf(status, sizeof(status), "Created");
 		}
 		if (json) {
-			printf("%s{\"name\":", i ? "," : "");
+			/* podman ps --format json's names. The name is the runtime id too. */
+			bool exited = !strcmp(e[i].status, "exited");
+			printf("%s{\"Id\":", i ? "," : "");
 			cli_json_string(stdout, e[i].name);
-			printf(",\"image\":");
+			printf(",\"Names\":[");
+			cli_json_string(stdout, e[i].name);
+			printf("],\"Image\":");
 			cli_json_string(stdout, e[i].image);
-			printf(",\"command\":");
+			printf(",\"Command\":");
 			cli_json_string(stdout, e[i].command);
-			printf(",\"created\":%lld,\"state\":", (long long)e[i].created);
+			printf(",\"Created\":%lld,\"CreatedAt\":", (long long)e[i].created);
+			cli_json_string(stdout, created);
+			printf(",\"State\":");
 			cli_json_string(stdout, e[i].status);
-			printf(",\"exitCode\":%d,\"status\":", e[i].exit_code);
+			printf(",\"Exited\":%s,\"ExitedAt\":%lld,\"ExitCode\":%d,\"Status\":",
+			       exited ? "true" : "false", (long long)(exited ? e[i].finished : 0),
+			       e[i].exit_code);
 			cli_json_string(stdout, status);
 			putchar('}');
 		} else if (quiet) {

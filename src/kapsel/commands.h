@@ -7,6 +7,8 @@
 #pragma once
 #include <getopt.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <kapsel/error.h>
@@ -80,6 +82,11 @@ bool cli_parse_int(const struct cli_command *cmd, const char *flag, const char *
 		   long long max, long long *out);
 /* create and run refuse --systemd-cgroup with a reason; returns 0 when it was not given. */
 int cli_check_systemd_cgroup(const struct cli_command *cmd, const struct cli_globals *g);
+/* A time as podman's --since takes it (RFC 3339, a date, Unix seconds, a duration before
+ * now), in nanoseconds since the epoch; false when it is none of these. */
+bool cli_parse_time(const char *s, int64_t *ns);
+/* "5 minutes ago", "About an hour ago": podman's (go-units') words for secs in the past. */
+void cli_human_ago(int64_t secs, char *buf, size_t len);
 /* Writes s as a JSON string literal. */
 void cli_json_string(FILE *out, const char *s);
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <errno.h>
 #include <unistd.h>
 
@@ -286,6 +287,111 @@ int cli_check_systemd_cgroup(const struct cli_command *cmd, const struct cli_glo
 				cmd->name);
 	return cli_fail("%s: --systemd-cgroup: not supported by kapsel yet, use cgroupfs",
 			cmd->name);
+}
+
+/*
+ * A time as podman reads --since and --until (podman-logs(1)): an RFC 3339 time
+ * ("2026-12-02T14:00:00Z", "...+01:00", fractions allowed), a date ("2026-12-02", UTC), Unix
+ * seconds ("1796222704.5"), or a duration before now ("10m", "1h30m", "90s"). Nanoseconds
+ * since the epoch; false when it is none of these.
+ */
+bool cli_parse_time(const char *s, int64_t *ns)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	char *end;
+	/* A duration: one or more NUMBER UNIT pairs (h, m, s, ms). */
+	double total = 0;
+	const char *p = s;
+	bool any = false;
+	while (*p) {
+		double v = strtod(p, &end);
+		if (end == p || v < 0)
+			break;
+		double unit = !strncmp(end, "ms", 2) ? 1e-3
+			      : *end == 'h'	     ? 3600
+			      : *end == 'm'	     ? 60
+			      : *end == 's'	     ? 1
+						     : 0;
+		if (!unit)
+			break;
+		total += v * unit;
+		p = end + (unit == 1e-3 ? 2 : 1);
+		any = true;
+	}
+	if (any && !*p) {
+		*ns = now_ns - (int64_t)(total * 1e9);
+		return true;
+	}
+	/* Unix seconds, with an optional fraction. */
+	double secs = strtod(s, &end);
+	if (end != s && !*end && secs >= 0 && strspn(s, "0123456789.") == strlen(s)) {
+		*ns = secs >= 9.2e9 ? INT64_MAX : (int64_t)(secs * 1e9);
+		return true;
+	}
+	struct tm tm = {0};
+	const char *rest = strptime(s, "%Y-%m-%d", &tm);
+	if (!rest)
+		return false;
+	int64_t frac = 0;
+	long off = 0;
+	if (*rest == 'T' || *rest == 't' || *rest == ' ') {
+		rest = strptime(rest + 1, "%H:%M:%S", &tm);
+		if (!rest)
+			return false;
+		if (*rest == '.') {
+			int digits = 0;
+			for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++)
+				if (digits < 9)
+					frac = frac * 10 + (*rest - '0');
+			for (; digits < 9; digits++)
+				frac *= 10;
+		}
+		if (*rest == 'Z' || *rest == 'z') {
+			rest++;
+		} else if (*rest == '+' || *rest == '-') {
+			int hh, mm, n = 0;
+			if (sscanf(rest + 1, "%2d:%2d%n", &hh, &mm, &n) != 2 || n != 5)
+				return false;
+			off = (hh * 3600L + mm * 60L) * (*rest == '-' ? -1 : 1);
+			rest += 6;
+		}
+	}
+	if (*rest)
+		return false;
+	int64_t t = (int64_t)timegm(&tm) - off;
+	/* Past 2262 nanoseconds overflow 64 bits: such a time is "never" either way. */
+	*ns = t >= INT64_MAX / 1000000000 ? INT64_MAX : t * 1000000000 + frac;
+	return true;
+}
+
+void cli_human_ago(int64_t secs, char *buf, size_t len)
+{
+	/* docker/go-units HumanDuration, which podman prints with " ago". */
+	int64_t m = secs / 60, h = (secs + 1800) / 3600;
+	if (secs < 1)
+		snprintf(buf, len, "Less than a second ago");
+	else if (secs == 1)
+		snprintf(buf, len, "1 second ago");
+	else if (secs < 60)
+		snprintf(buf, len, "%lld seconds ago", (long long)secs);
+	else if (m == 1)
+		snprintf(buf, len, "About a minute ago");
+	else if (m < 60)
+		snprintf(buf, len, "%lld minutes ago", (long long)m);
+	else if (h == 1)
+		snprintf(buf, len, "About an hour ago");
+	else if (h < 48)
+		snprintf(buf, len, "%lld hours ago", (long long)h);
+	else if (h < 24 * 7 * 2)
+		snprintf(buf, len, "%lld days ago", (long long)(h / 24));
+	else if (h < 24 * 30 * 2)
+		snprintf(buf, len, "%lld weeks ago", (long long)(h / 24 / 7));
+	else if (h < 24 * 365 * 2)
+		snprintf(buf, len, "%lld months ago", (long long)(h / 24 / 30));
+	else
+		snprintf(buf, len, "%lld years ago", (long long)(h / 24 / 365));
 }
 
 void cli_json_string(FILE *out, const char *s)

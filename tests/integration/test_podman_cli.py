@@ -360,7 +360,7 @@ def start_and_sigkill(k, *args):
     p = subprocess.Popen(kargs(k, "run", *args), stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        clients.wait_for(lambda: ps(k).get(n, {}).get("state") == "running",
+        clients.wait_for(lambda: ps(k).get(n, {}).get("State") == "running",
                          what="the container to run")
     finally:
         p.send_signal(signal.SIGKILL)
@@ -370,10 +370,10 @@ def start_and_sigkill(k, *args):
 def test_sigkill_of_foreground_run_keeps_the_exit_code(k, name):
     start_and_sigkill(k, "--name", name, "busybox", "sh", "-c", "sleep 1; exit 7")
     # (ps may show "exited" a moment before the monitor has recorded the code)
-    clients.wait_for(lambda: ps(k, "-a")[name]["exitCode"] == 7, timeout=20,
+    clients.wait_for(lambda: ps(k, "-a")[name]["ExitCode"] == 7, timeout=20,
                      what="the exit code recorded by the monitor")
     e = ps(k, "-a")[name]
-    assert e["state"] == "exited" and e["status"].startswith("Exited (7)"), e
+    assert e["State"] == "exited" and e["Status"].startswith("Exited (7)"), e
 
 
 def test_sigkill_of_foreground_run_honours_rm(k, name):
@@ -418,7 +418,7 @@ def test_logs_of_a_foreground_run_keep_the_streams_apart(k, name):
 def test_logs_of_a_detached_run_keep_the_streams_apart(k, name):
     r = k("run", "-d", "--name", name, "busybox", "sh", "-c", "echo o; echo e >&2")
     assert r.returncode == 0, r.stderr
-    clients.wait_for(lambda: ps(k, "-a")[name]["state"] == "exited", what="exit")
+    clients.wait_for(lambda: ps(k, "-a")[name]["State"] == "exited", what="exit")
     r = k("logs", name)
     assert (r.stdout, r.stderr) == ("o\n", "e\n")
 
@@ -453,13 +453,13 @@ def test_run_dit_keeps_a_terminal(k, name):
     r = k("run", "-dit", "--name", name, "busybox", "sh", input="")
     assert (r.returncode, r.stdout) == (0, name + "\n"), r.stderr
     time.sleep(1)
-    assert ps(k)[name]["state"] == "running"
+    assert ps(k)[name]["State"] == "running"
     r = k("exec", name, "readlink", "/proc/1/fd/0")
     assert r.returncode == 0 and r.stdout.startswith("/dev/pts/"), r.stderr
     r = k("exec", name, "sh", "-c", "[ -t 0 ] && echo tty")
     assert r.stdout == "", "exec without -t must not get the container's terminal"
     assert k("stop", "-t", "1", name).returncode == 0
-    assert ps(k, "-a")[name]["state"] == "exited"
+    assert ps(k, "-a")[name]["State"] == "exited"
 
 
 def host_device_names():
@@ -529,3 +529,25 @@ def test_pull_rate_counts_only_what_was_downloaded(kapsel, tmp_path):
     scale = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
     fastest = max(float(v) * scale[u] for v, u in rates)
     assert fastest < 4 << 20, f"rate shown {fastest / (1 << 20):.1f} MiB/s: {rates[-3:]}"
+
+
+def test_images_created_in_words_and_json_as_podman(k):
+    import re
+    lines = k("images").stdout.splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    col = lines[0].index("CREATED")
+    for row in lines[1:]:
+        assert re.match(r"(\d+ \w+|About an? \w+|Less than a second) ago\s", row[col:]), row
+        assert row.endswith("B"), row  # the SIZE column is whole
+    imgs = json.loads(k("images", "--format", "json").stdout)
+    for img in imgs:
+        assert {"Id", "Names", "RepoTags", "Digest", "Created", "CreatedAt", "Size"} <= set(img)
+        assert len(img["Id"]) == 64 and isinstance(img["Created"], int)
+
+
+def test_ps_json_keys_as_podman(k, name):
+    assert k("run", "--name", name, "busybox", "sh", "-c", "exit 3").returncode == 3
+    e = ps(k, "-a")[name]
+    assert {"Id", "Names", "Image", "Command", "Created", "State", "Exited", "ExitCode",
+            "Status"} <= set(e), e
+    assert (e["Names"], e["State"], e["Exited"], e["ExitCode"]) == ([name], "exited", True, 3)
