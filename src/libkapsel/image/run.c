@@ -1155,45 +1155,71 @@ static int run_foreground(const struct kapsel_run_options *o, const char *name, 
 			p.c.store = NULL;
 			status = foreground(&p, &eff, root, &set, &e);
 		}
+		/* One line, one write: "S<status>" once all is done, or "E<errno> <message>"
+		 * after the monitor removed what it made (nothing ran: no trace of it). */
 		if (status < 0) {
-			/* Nothing ran: leave no trace of it, as if it never existed. */
-			dprintf(rep[1], "%d %s", e ? e->code : -status,
-				e ? e->msg : strerror(-status));
+			char *m = NULL;
+			if (asprintf(&m, "E%d %s", e ? e->code : -status,
+				     e ? e->msg : strerror(-status)) > 0) {
+				for (char *c = m; *c; c++)
+					*c = *c == '\n' ? ' ' : *c;
+				dprintf(rep[1], "%s\n", m);
+			}
+			free(m);
 			prepared_fail(&p, root);
 			_exit(1);
 		}
+		dprintf(rep[1], "S%d\n", status & 0xff);
 		_exit(status & 0xff);
 	}
 	close(rep[1]);
-	int wst = 0;
-	for (;;) {
-		pid_t w = waitpid(mon, &wst, WNOHANG);
-		if (w == mon || (w < 0 && errno != EINTR))
-			break;
-		int sig = 0;
-		if (sigwait(&set, &sig) == 0 && sig != SIGCHLD)
-			kill(mon, sig);
-	}
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	/*
+	 * Forward our signals and wait for the monitor's line. Its exit (freeing its memory)
+	 * is no part of ours: with the status in hand we return, and the zombie is reaped by
+	 * whoever inherits it when kapsel run exits.
+	 */
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	char msg[2048];
 	size_t n = 0;
-	for (;;) {
-		ssize_t k = read(rep[0], msg + n, sizeof(msg) - 1 - n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
+	struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = rep[0], .events = POLLIN}};
+	while (!(n && msg[n - 1] == '\n') && n < sizeof(msg) - 1) {
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
 			break;
-		n += (size_t)k;
-		if (n == sizeof(msg) - 1)
-			break;
+		}
+		struct signalfd_siginfo si;
+		if (fds[0].revents && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si) &&
+		    si.ssi_signo != SIGCHLD)
+			kill(mon, (int)si.ssi_signo);
+		if (fds[1].revents) {
+			ssize_t k = read(rep[0], msg + n, sizeof(msg) - 1 - n);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0)
+				break; /* the monitor died without a word */
+			n += (size_t)k;
+		}
 	}
+	if (sfd >= 0)
+		close(sfd);
 	close(rep[0]);
 	msg[n] = '\0';
-	if (n) {
+	if (n && msg[0] == 'S') {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return (int)strtol(msg + 1, NULL, 10);
+	}
+	int wst = 0;
+	while (waitpid(mon, &wst, 0) < 0 && errno == EINTR)
+		;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (n && msg[0] == 'E') {
 		char *text = NULL;
-		long code = strtol(msg, &text, 10);
+		long code = strtol(msg + 1, &text, 10);
+		if (n && msg[n - 1] == '\n')
+			msg[n - 1] = '\0';
 		return kap_error_plain(err, code > 0 && code < 4096 ? (int)code : EIO, "%s",
-				       text && *text == ' ' ? text + 1 : msg);
+				       text && *text == ' ' ? text + 1 : msg + 1);
 	}
 	if (WIFEXITED(wst))
 		return WEXITSTATUS(wst);
