@@ -63,6 +63,13 @@ int kapsel_image_run(const struct kapsel_run_options *opts, char **name_out,
 int kapsel_image_exec_user(const char *root, const char *id, const char *user, char **ids,
 			   struct kapsel_error **err);
 
+/*
+ * The state of image container name ("running", "exited", ...): 1 with *status set (caller
+ * frees), 0 when the store or the container does not exist. Creates nothing.
+ */
+int kapsel_image_container_status(const char *store, const char *name, char **status,
+				  struct kapsel_error **err);
+
 struct kapsel_ps_entry {
 	char *name;
 	char *image;

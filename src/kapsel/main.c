@@ -134,27 +134,21 @@ int cli_not_running(const struct cli_globals *g, const char *name, struct kapsel
 	 * An image container that has exited keeps its store entry (ps -a lists it) but has no
 	 * runtime state left: the runtime can only say it does not exist.
 	 */
-	struct kapsel_ps_entry *e = NULL;
-	size_t n = 0;
-	struct kapsel_error *perr = NULL;
-	if (kapsel_image_ps(g->store, g->root, true, &e, &n, &perr) < 0) {
-		kapsel_error_free(perr);
+	char *status = NULL;
+	struct kapsel_error *serr = NULL;
+	int r = kapsel_image_container_status(g->store, name, &status, &serr);
+	kapsel_error_free(serr);
+	if (r <= 0 || !strcmp(status, "running") || !strcmp(status, "paused")) {
+		free(status);
 		return 0;
 	}
-	int found = 0;
-	for (size_t i = 0; i < n && !found; i++) {
-		if (strcmp(e[i].name, name) || !strcmp(e[i].status, "running") ||
-		    !strcmp(e[i].status, "paused"))
-			continue;
-		found = 1;
-		char msg[512];
-		snprintf(msg, sizeof(msg), "container %s is not running (%s)", name, e[i].status);
-		free(err->msg);
-		err->msg = strdup(msg);
-		err->code = EINVAL;
-	}
-	kapsel_ps_entries_free(e, n);
-	return found;
+	char msg[512];
+	snprintf(msg, sizeof(msg), "container %s is not running (%s)", name, status);
+	free(status);
+	free(err->msg);
+	err->msg = strdup(msg);
+	err->code = EINVAL;
+	return 1;
 }
 
 int cli_fail_podman(struct kapsel_error *err)

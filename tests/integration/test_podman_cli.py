@@ -551,3 +551,13 @@ def test_ps_json_keys_as_podman(k, name):
     assert {"Id", "Names", "Image", "Command", "Created", "State", "Exited", "ExitCode",
             "Status"} <= set(e), e
     assert (e["Names"], e["State"], e["Exited"], e["ExitCode"]) == ([name], "exited", True, 3)
+
+
+def test_missing_container_creates_no_store(kapsel, tmp_path):
+    # The "not running" check reads the image store; a runtime command on a container that
+    # does not exist (containerd cleaning up, say) must not create one.
+    store = tmp_path / "never-made"
+    for args in (["kill", "kt-nope"], ["exec", "kt-nope", "true"], ["events", "kt-nope"]):
+        r = clients.run([kapsel, "--store", store, "--root", tmp_path / "root", *args])
+        assert r.returncode != 0 and "kt-nope does not exist" in r.stderr, r.stderr
+    assert not store.exists()

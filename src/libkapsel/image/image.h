@@ -103,6 +103,8 @@ struct kap_store;
 int kap_store_open(const char *path, struct kap_store **out, struct kapsel_error **err);
 void kap_store_close(struct kap_store *s);
 const char *kap_store_path(const struct kap_store *s);
+/* Where the store is when none is given (root's, the user's, or the /tmp fallback). */
+char *kap_store_default_path(void);
 /* flock on <store>/lock: shared for readers, exclusive for writers of images.json / prune. */
 int kap_store_lock(struct kap_store *s, bool exclusive, struct kapsel_error **err);
 void kap_store_unlock(struct kap_store *s);

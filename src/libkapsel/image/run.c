@@ -1350,6 +1350,30 @@ static int by_created(const void *a, const void *b)
 					 : strcmp(x->name, y->name);
 }
 
+/* ---- state of one container, for an error message ---- */
+
+API int kapsel_image_container_status(const char *store, const char *name, char **status,
+				      struct kapsel_error **err)
+{
+	*status = NULL;
+	/* Read only: a runtime command about a missing container must not create a store. */
+	cleanup_free char *path = store ? strdup(store) : kap_store_default_path();
+	if (!path)
+		return kap_error(err, ENOMEM, "store");
+	cleanup_free char *cdir = NULL;
+	if (validate_name(name, NULL) < 0)
+		return 0;
+	if (asprintf(&cdir, "%s/containers/%s", path, name) < 0)
+		return kap_error(err, ENOMEM, "store");
+	cleanup_close int cfd = open(cdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct meta m;
+	if (cfd < 0 || meta_read(cfd, name, &m, NULL) < 0)
+		return 0;
+	*status = status_of(&m);
+	meta_clear(&m);
+	return *status ? 1 : kap_error(err, ENOMEM, "container %s", name);
+}
+
 API int kapsel_image_ps(const char *store, const char *root, bool all, struct kapsel_ps_entry **out,
 			size_t *n, struct kapsel_error **err)
 {
