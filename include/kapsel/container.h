@@ -41,6 +41,15 @@ int kapsel_container_create(const struct kapsel_create_options *opts, struct kap
  * status mapped like a shell (code, or 128+signal). With detach returns 0 once started.
  */
 int kapsel_container_run(const struct kapsel_create_options *opts, struct kapsel_error **err);
+/*
+ * run, with the waiting done by the caller (a monitor that also copies the output): wait runs
+ * once the container's process has started, as its parent, owns master (the pty's master, -1
+ * without a terminal), and returns the exit status (shell style) after reaping init. The
+ * container is then deleted and that status returned.
+ */
+int kapsel_container_run_wait(const struct kapsel_create_options *opts,
+			      int (*wait)(void *ctx, pid_t init, int master), void *ctx,
+			      struct kapsel_error **err);
 int kapsel_container_start(const char *root, const char *id, struct kapsel_error **err);
 /* OCI state JSON (pretty-printed, as runc prints it). Caller frees *json. */
 int kapsel_container_state(const char *root, const char *id, char **json,

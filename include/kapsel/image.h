@@ -21,6 +21,7 @@ struct kapsel_image_info {
 	char *tag;	  /* "latest"; "<none>" for a digest-only name */
 	char *digest;	  /* manifest digest */
 	char id[13];	  /* first 12 hex digits of the config digest (podman's IMAGE ID) */
+	char full_id[65]; /* all of them (podman's Id) */
 	char *created;	  /* RFC 3339 from the image config; "" when absent */
 	int64_t size;	  /* bytes of config + layers as stored */
 };

@@ -55,6 +55,21 @@ struct kapsel_run_options {
 int kapsel_image_run(const struct kapsel_run_options *opts, char **name_out,
 		     struct kapsel_error **err);
 
+/*
+ * exec -u as podman resolves it: NAME[:GROUP] or UID[:GID] looked up in the running
+ * container's /etc/passwd and /etc/group (a UID alone gets its passwd gid, else 0). Returns 1
+ * with *ids "UID:GID" (caller frees), 0 when the container is not running (exec says so).
+ */
+int kapsel_image_exec_user(const char *root, const char *id, const char *user, char **ids,
+			   struct kapsel_error **err);
+
+/*
+ * The state of image container name ("running", "exited", ...): 1 with *status set (caller
+ * frees), 0 when the store or the container does not exist. Creates nothing.
+ */
+int kapsel_image_container_status(const char *store, const char *name, char **status,
+				  struct kapsel_error **err);
+
 struct kapsel_ps_entry {
 	char *name;
 	char *image;
@@ -75,7 +90,14 @@ int kapsel_image_stop(const char *store, const char *root, const char *name, int
 /* Remove a stopped container (force: stop it first with SIGKILL). */
 int kapsel_image_rm(const char *store, const char *root, const char *name, bool force,
 		    struct kapsel_error **err);
-/* Copy the container's log (stdout+stderr of a detached container) to out; follow: until the
- * container stops. */
-int kapsel_image_logs(const char *store, const char *root, const char *name, bool follow, FILE *out,
-		      struct kapsel_error **err);
+struct kapsel_logs_options {
+	bool follow;	  /* until the container stops */
+	bool timestamps;  /* each line prefixed with its RFC 3339 time */
+	int64_t since_ns; /* only lines from this time on (ns since the epoch; 0: all) */
+	int64_t until_ns; /* only lines up to this time (0: all) */
+	long tail;	  /* only the last N lines (-1: all) */
+	FILE *out, *err;  /* where the container's stdout and stderr lines go */
+};
+/* Print the container's log (its stdout and stderr, foreground or detached, kept apart). */
+int kapsel_image_logs(const char *store, const char *root, const char *name,
+		      const struct kapsel_logs_options *o, struct kapsel_error **err);

@@ -80,8 +80,10 @@ static int events(const struct cli_globals *g, int argc, char **argv)
 		return 1;
 	/* Line-buffered: a reader (containerd) sees each event as it happens. */
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (kapsel_container_events(g->root, argv[optind], stats, (unsigned)ms, stdout, &err) < 0)
+	if (kapsel_container_events(g->root, argv[optind], stats, (unsigned)ms, stdout, &err) < 0) {
+		cli_not_running(g, argv[optind], err);
 		return cli_fail_err(err);
+	}
 	return 0;
 }
 

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <kapsel/container.h>
 #include <kapsel/log.h>
+#include <kapsel/run.h>
 
 #include "commands.h"
 
@@ -22,6 +25,7 @@ enum {
 static const struct option options[] = {
     {"process", required_argument, NULL, 'p'},
     {"tty", no_argument, NULL, 't'},
+    {"interactive", no_argument, NULL, 'i'},
     {"console-socket", required_argument, NULL, OPT_CONSOLE_SOCKET},
     {"detach", no_argument, NULL, 'd'},
     {"pid-file", required_argument, NULL, OPT_PID_FILE},
@@ -55,20 +59,28 @@ static bool strv_push(struct strv *s, char *item)
 	return true;
 }
 
-/* Parses the flags into o; returns -1 to go on, else the exit status. */
+/*
+ * Parses the flags into o; returns -1 to go on, else the exit status. Two forms share the
+ * command: runc's, with --process (how podman's conmon and containerd's shim call it), keeps
+ * runc's stdin and exit status 1 on errors; podman's (a command) gets podman's: stdin only with
+ * -i, and 125, 126 or 127 (commands.h).
+ */
 static int parse(int argc, char **argv, struct kapsel_exec_options *o, struct strv *env,
-		 struct strv *caps)
+		 struct strv *caps, bool *interactive)
 {
 	long long n;
 	int c;
 
-	while ((c = cli_getopt(&cmd_exec, argc, argv, "p:tde:u:g:c:h", options)) != -1) {
+	while ((c = cli_getopt(&cmd_exec, argc, argv, "p:tide:u:g:c:h", options)) != -1) {
 		switch (c) {
 		case 'p':
 			o->process_file = optarg;
 			break;
 		case 't':
 			o->tty = true;
+			break;
+		case 'i':
+			*interactive = true;
 			break;
 		case 'd':
 			o->detach = true;
@@ -108,15 +120,21 @@ static int parse(int argc, char **argv, struct kapsel_exec_options *o, struct st
 				   c == OPT_APPARMOR ? "--apparmor" : "--process-label", optarg);
 			break;
 		default:
-			return cli_opt_status(c);
+			return c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 		}
 	}
 	if (!cli_nargs(&cmd_exec, argc - optind, 1, -1, "container ID [COMMAND [ARG...]]"))
-		return 1;
+		return o->process_file ? 1 : EXIT_ENGINE;
 	o->id = argv[optind];
 	o->args = argv + optind + 1;
-	if (!o->process_file && !o->args[0])
-		return cli_fail("exec: requires a command or --process");
+	if (!o->process_file && !o->args[0]) {
+		cli_fail("exec: requires a command or --process");
+		return EXIT_ENGINE;
+	}
+	if (!o->process_file && *interactive && o->tty && !isatty(STDIN_FILENO)) {
+		cli_fail("exec: the input device is not a TTY");
+		return EXIT_ENGINE;
+	}
 	o->env = env->v;
 	o->caps = caps->v;
 	return -1;
@@ -127,14 +145,35 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_exec_options o = {.root = g->root};
 	struct strv env = {0}, caps = {0};
 	struct kapsel_error *err = NULL;
+	bool interactive = false;
 
-	int r = parse(argc, argv, &o, &env, &caps);
+	int r = parse(argc, argv, &o, &env, &caps, &interactive);
+	if (r < 0 && !o.process_file && !interactive) {
+		/* podman exec without -i: the process reads nothing of ours. */
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (null < 0 || dup2(null, STDIN_FILENO) < 0)
+			r = (cli_fail("exec: stdin: /dev/null: %m"), EXIT_ENGINE);
+		if (null >= 0)
+			close(null);
+	}
+	char *ids = NULL;
+	if (r < 0 && !o.process_file && o.user) {
+		/* podman resolves -u in the container: names, and a UID's passwd gid. */
+		int u = kapsel_image_exec_user(g->root, o.id, o.user, &ids, &err);
+		if (u < 0)
+			r = cli_fail_podman(err);
+		else if (u > 0)
+			o.user = ids;
+	}
 	if (r < 0) {
 		/* The process's exit status is ours, like a shell's; 0 with --detach. */
 		r = kapsel_container_exec(&o, &err);
-		if (r < 0)
+		if (r < 0 && o.process_file)
 			r = cli_fail_err(err);
+		else if (r < 0)
+			r = (cli_not_running(g, o.id, err), cli_fail_podman(err));
 	}
+	free(ids);
 	free(env.v);
 	free(caps.v);
 	return r;
@@ -144,20 +183,27 @@ const struct cli_command cmd_exec = {
     .name = "exec",
     .summary = "run a new process inside a container",
     .run = exec_cmd,
+    .argv_after = 1,
     .usage = "Usage: kapsel exec [options] <container-id> [COMMAND [ARG...]]\n"
 	     "\n"
 	     "Run a process in a running container, given as a command or as a runtime-spec\n"
-	     "process JSON file. Without --detach, exit with the process's status.\n"
+	     "process JSON file. Without --detach, exit with the process's status. Options go\n"
+	     "before the container; what follows it is the command.\n"
+	     "With a command (podman's exec): stdin only with -i; exit status 125 for kapsel's\n"
+	     "errors, 126 when the command cannot be invoked, 127 when it is not found.\n"
+	     "With --process (runc's exec): stdin is the process's; errors exit 1.\n"
 	     "\n"
 	     "Options:\n"
 	     "  --process, -p FILE      the process as runtime-spec JSON (overrides the rest)\n"
 	     "  --tty, -t               allocate a pseudo-terminal\n"
+	     "  --interactive, -i       pass stdin to the process (with a command)\n"
 	     "  --console-socket PATH   send the pseudo-terminal's master fd to this socket\n"
 	     "  --detach, -d            return once the process has started\n"
 	     "  --pid-file FILE         write the process's pid to FILE\n"
 	     "  --cwd DIR               working directory in the container\n"
 	     "  --env, -e K=V           set an environment variable (repeatable)\n"
-	     "  --user, -u UID[:GID]    run as this user and group\n"
+	     "  --user, -u USER[:GROUP] run as this user and group: names or ids, looked up\n"
+	     "                          in the container (a UID alone: its passwd gid)\n"
 	     "  --additional-gids, -g   not supported yet (use --process)\n"
 	     "  --cap, -c CAP           add a capability (repeatable)\n"
 	     "  --no-new-privs          set no_new_privs for the process\n"

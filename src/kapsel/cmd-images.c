@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <kapsel/image.h>
 
@@ -58,21 +59,41 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 	if (kapsel_image_list(store, &list, &n, &err) < 0)
 		return cli_fail_err(err);
 	if (json) {
+		/* podman images --format json: one object per image, its names together. */
 		putchar('[');
+		bool first = true;
 		for (size_t i = 0; i < n; i++) {
-			printf("%s{\"name\":", i ? "," : "");
-			cli_json_string(stdout, list[i].name);
-			printf(",\"repository\":");
-			cli_json_string(stdout, list[i].repository);
-			printf(",\"tag\":");
-			cli_json_string(stdout, list[i].tag);
-			printf(",\"id\":");
-			cli_json_string(stdout, list[i].id);
-			printf(",\"digest\":");
+			bool seen = false;
+			for (size_t k = 0; k < i && !seen; k++)
+				seen = !strcmp(list[k].id, list[i].id);
+			if (seen)
+				continue;
+			int64_t created = 0;
+			cli_parse_time(list[i].created, &created);
+			printf("%s{\"Id\":", first ? "" : ",");
+			first = false;
+			cli_json_string(stdout, list[i].full_id);
+			for (int pass = 0; pass < 2; pass++) {
+				/* Names: every name; RepoTags: those with a tag. */
+				printf(pass ? ",\"RepoTags\":[" : ",\"Names\":[");
+				bool any = false;
+				for (size_t k = i; k < n; k++) {
+					if (strcmp(list[k].id, list[i].id) ||
+					    (pass && !strcmp(list[k].tag, "<none>")))
+						continue;
+					if (any)
+						putchar(',');
+					any = true;
+					cli_json_string(stdout, list[k].name);
+				}
+				putchar(']');
+			}
+			printf(",\"Digest\":");
 			cli_json_string(stdout, list[i].digest);
-			printf(",\"created\":");
+			printf(",\"Created\":%lld,\"CreatedAt\":",
+			       (long long)(created / 1000000000));
 			cli_json_string(stdout, list[i].created);
-			printf(",\"size\":%lld}", (long long)list[i].size);
+			printf(",\"Size\":%lld}", (long long)list[i].size);
 		}
 		puts("]");
 	} else if (quiet) {
@@ -85,17 +106,29 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 				puts(list[i].id);
 		}
 	} else {
-		size_t w = strlen("REPOSITORY");
-		for (size_t i = 0; i < n; i++)
-			if (strlen(list[i].repository) > w)
-				w = strlen(list[i].repository);
-		printf("%-*s  %-10s  %-12s  %-25s  %s\n", (int)w, "REPOSITORY", "TAG", "IMAGE ID",
-		       "CREATED", "SIZE");
+		/* Columns as wide as their widest entry: nothing is cut. CREATED in podman's
+		 * words ("2 weeks ago"). */
+		int64_t now = time(NULL);
+		size_t w = strlen("REPOSITORY"), wt = strlen("TAG"), wc = strlen("CREATED");
 		for (size_t i = 0; i < n; i++) {
-			char size[32];
+			char ago[48];
+			int64_t created = 0;
+			cli_parse_time(list[i].created, &created);
+			cli_human_ago(now - created / 1000000000, ago, sizeof(ago));
+			w = strlen(list[i].repository) > w ? strlen(list[i].repository) : w;
+			wt = strlen(list[i].tag) > wt ? strlen(list[i].tag) : wt;
+			wc = strlen(ago) > wc ? strlen(ago) : wc;
+		}
+		printf("%-*s  %-*s  %-12s  %-*s  %s\n", (int)w, "REPOSITORY", (int)wt, "TAG",
+		       "IMAGE ID", (int)wc, "CREATED", "SIZE");
+		for (size_t i = 0; i < n; i++) {
+			char size[32], ago[48] = "";
+			int64_t created = 0;
 			human_size(list[i].size, size, sizeof(size));
-			printf("%-*s  %-10s  %-12s  %-25.25s  %s\n", (int)w, list[i].repository,
-			       list[i].tag, list[i].id, list[i].created, size);
+			if (*list[i].created && cli_parse_time(list[i].created, &created))
+				cli_human_ago(now - created / 1000000000, ago, sizeof(ago));
+			printf("%-*s  %-*s  %-12s  %-*s  %s\n", (int)w, list[i].repository, (int)wt,
+			       list[i].tag, list[i].id, (int)wc, *ago ? ago : "-", size);
 		}
 	}
 	kapsel_image_info_free(list, n);
@@ -109,7 +142,8 @@ const struct cli_command cmd_images = {
     .usage = "Usage: kapsel images [--store DIR] [-q] [--format table|json]\n"
 	     "\n"
 	     "Lists stored images: repository, tag, image ID (config digest), creation time\n"
-	     "and size.\n"
+	     "and size. --format json prints podman's fields: Id, Names, RepoTags, Digest,\n"
+	     "Created (Unix seconds), CreatedAt and Size, one object per image.\n"
 	     "\n"
 	     "Options:\n"
 	     "  --store DIR       image store (default: the global --store, or /var/lib/kapsel)\n"

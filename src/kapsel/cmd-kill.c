@@ -26,8 +26,10 @@ static int kill_cmd(const struct cli_globals *g, int argc, char **argv)
 	int sig = kapsel_signal_parse(name);
 	if (sig < 0)
 		return cli_fail("kill: unknown signal \"%s\"", name);
-	if (kapsel_container_kill(g->root, argv[optind], sig, all, &err) < 0)
+	if (kapsel_container_kill(g->root, argv[optind], sig, all, &err) < 0) {
+		cli_not_running(g, argv[optind], err);
 		return cli_fail_err(err);
+	}
 	return 0;
 }
 
@@ -35,6 +37,7 @@ const struct cli_command cmd_kill = {
     .name = "kill",
     .summary = "send a signal to a container's init process",
     .run = kill_cmd,
+    .argv_after = 1,
     .usage = "Usage: kapsel kill [options] <container-id> [SIGNAL]\n"
 	     "\n"
 	     "Send SIGNAL (default SIGTERM) to the container's init process. SIGNAL is a name\n"

@@ -109,8 +109,11 @@ static int print_table(char **args, int n_args, const pid_t *pids, size_t n)
 	int status;
 	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 		;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		return cli_fail("ps: ps failed (status 0x%x)", (unsigned)status);
+	if (WIFSIGNALED(status))
+		return cli_fail("ps: ps killed by signal %d", WTERMSIG(status));
+	if (WEXITSTATUS(status) != 0)
+		return cli_fail("ps: ps %s: exit status %d (check the ps options)",
+				n_args ? args[0] : "-ef", WEXITSTATUS(status));
 	if (col < 0)
 		return cli_fail("ps: no PID column in the output of ps");
 	return 0;
@@ -169,15 +172,23 @@ static int list_containers(const struct cli_globals *g, bool all, bool quiet, bo
 			snprintf(status, sizeof(status), "Created");
 		}
 		if (json) {
-			printf("%s{\"name\":", i ? "," : "");
+			/* podman ps --format json's names. The name is the runtime id too. */
+			bool exited = !strcmp(e[i].status, "exited");
+			printf("%s{\"Id\":", i ? "," : "");
 			cli_json_string(stdout, e[i].name);
-			printf(",\"image\":");
+			printf(",\"Names\":[");
+			cli_json_string(stdout, e[i].name);
+			printf("],\"Image\":");
 			cli_json_string(stdout, e[i].image);
-			printf(",\"command\":");
+			printf(",\"Command\":");
 			cli_json_string(stdout, e[i].command);
-			printf(",\"created\":%lld,\"state\":", (long long)e[i].created);
+			printf(",\"Created\":%lld,\"CreatedAt\":", (long long)e[i].created);
+			cli_json_string(stdout, created);
+			printf(",\"State\":");
 			cli_json_string(stdout, e[i].status);
-			printf(",\"exitCode\":%d,\"status\":", e[i].exit_code);
+			printf(",\"Exited\":%s,\"ExitedAt\":%lld,\"ExitCode\":%d,\"Status\":",
+			       exited ? "true" : "false", (long long)(exited ? e[i].finished : 0),
+			       e[i].exit_code);
 			cli_json_string(stdout, status);
 			putchar('}');
 		} else if (quiet) {
@@ -230,9 +241,28 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 	}
 	if (argc - optind == 0)
 		return list_containers(g, all, quiet, json);
+	/*
+	 * After the ID come ps's own options (runc's shape), but "-f json" there is kapsel's
+	 * --format as podman users place it: ps(1) has no such use of -f (it would print its
+	 * usage). So a trailing -f/--format json|table is ours.
+	 */
+	int nps = argc - optind - 1;
+	char **psargs = argv + optind + 1;
+	if (nps == 2 &&
+	    (!strcmp(psargs[0], "-f") || !strcmp(psargs[0], "--format") ||
+	     !strcmp(psargs[0], "-format")) &&
+	    (!strcmp(psargs[1], "json") || !strcmp(psargs[1], "table"))) {
+		json = !strcmp(psargs[1], "json");
+		nps = 0;
+	} else if (nps == 1 &&
+		   (!strcmp(psargs[0], "--format=json") || !strcmp(psargs[0], "--format=table") ||
+		    !strcmp(psargs[0], "-f=json") || !strcmp(psargs[0], "-f=table"))) {
+		json = strstr(psargs[0], "json") != NULL;
+		nps = 0;
+	}
 	if (all || quiet)
 		return cli_fail("ps: --all and --quiet list containers: give no container ID");
-	if (json && argc - optind > 1)
+	if (json && nps > 0)
 		return cli_fail("ps: ps options cannot be used with --format json");
 	if (kapsel_container_pids(g->root, argv[optind], &pids, &n, &err) < 0)
 		return cli_fail_err(err);
@@ -241,7 +271,7 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 	if (json)
 		print_json(pids, n);
 	else
-		r = print_table(argv + optind + 1, argc - optind - 1, pids, n);
+		r = print_table(psargs, nps, pids, n);
 	free(pids);
 	return r;
 }
@@ -250,6 +280,7 @@ const struct cli_command cmd_ps = {
     .name = "ps",
     .summary = "list image containers, or the processes of one container (runc)",
     .run = ps,
+    .argv_after = 1,
     .usage = "Usage: kapsel ps [-a] [-q] [--format table|json]\n"
 	     "       kapsel ps [--format table|json] <container-id> [ps options]\n"
 	     "\n"

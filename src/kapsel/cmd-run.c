@@ -2,8 +2,8 @@
 /*
  * `run` is two commands in one: runc's (a bundle and an id; containerd and podman always pass
  * --bundle) and podman's (an image and a command). The rule, also in --help: --bundle/-b, or
- * exactly one argument with ./config.json present, means runc's form; anything else is an
- * image.
+ * runc's exact shape (only runc's flags, one argument that names no image, ./config.json
+ * present), means runc's form; anything else is an image.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,12 +11,10 @@
 #include <unistd.h>
 
 #include <kapsel/container.h>
+#include <kapsel/image.h>
 #include <kapsel/run.h>
 
 #include "commands.h"
-
-/* podman's exit status for its own failures (125), kept apart from the container's. */
-#define EXIT_ENGINE 125
 
 enum {
 	OPT_RM = 0x100,
@@ -98,8 +96,56 @@ static bool takes_value(const char *arg)
 	return false;
 }
 
-/* The rule in the header comment. */
-static bool runc_form(int argc, char **argv)
+/* runc run's own flags: any of these, and no image flag, keep runc's shape possible. */
+static bool runc_flag(const char *f)
+{
+	static const char *const runc[] = {
+	    "d",	   "detach",	     "pid-file",     "console-socket",
+	    "no-pivot",	   "no-new-keyring", "preserve-fds", "keep",
+	    "no-subreaper"};
+	size_t n = strcspn(f, "=");
+	for (size_t i = 0; i < sizeof(runc) / sizeof(runc[0]); i++)
+		if (strlen(runc[i]) == n && !strncmp(f, runc[i], n))
+			return true;
+	return false;
+}
+
+/*
+ * Whether ref names the embedded default image (docker.io/library/busybox:latest) in one of
+ * the short forms docker's reference normalisation expands to it (ParseNormalizedNamed).
+ */
+static bool names_default_image(const char *ref)
+{
+	static const char *const prefix[] = {"", "docker.io/", "docker.io/library/"};
+	static const char *const suffix[] = {"", ":latest"};
+	char full[512];
+	for (size_t i = 0; i < 3; i++)
+		for (size_t j = 0; j < 2; j++) {
+			snprintf(full, sizeof(full), "%s%s%s", prefix[i], ref, suffix[j]);
+			if (!strcmp(full, KAPSEL_DEFAULT_IMAGE))
+				return true;
+		}
+	return false;
+}
+
+static bool names_image(const struct cli_globals *g, const char *ref)
+{
+	if (names_default_image(ref))
+		return true;
+	char *json = NULL;
+	struct kapsel_error *err = NULL;
+	int r = kapsel_image_inspect(g->store, ref, &json, &err);
+	free(json);
+	kapsel_error_free(err);
+	return r == 0;
+}
+
+/*
+ * The rule in the header comment: --bundle, or runc's exact shape (runc's flags only, one
+ * argument, ./config.json) unless that argument names an image: `kapsel run busybox` in a
+ * bundle directory is still an image run.
+ */
+static bool runc_form(const struct cli_globals *g, int argc, char **argv)
 {
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
@@ -111,10 +157,12 @@ static bool runc_form(int argc, char **argv)
 		const char *f = a + 1 + (a[1] == '-');
 		if (!strcmp(f, "bundle") || !strncmp(f, "bundle=", 7) || !strncmp(a, "-b", 2))
 			return true;
+		if (!runc_flag(f))
+			return false;
 		if (takes_value(a))
 			i++;
 	}
-	return argc - i == 1 && access("config.json", F_OK) == 0;
+	return argc - i == 1 && access("config.json", F_OK) == 0 && !names_image(g, argv[i]);
 }
 
 static int run_bundle(const struct cli_globals *g, int argc, char **argv)
@@ -141,8 +189,8 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	char **drop = calloc((size_t)argc + 1, sizeof(char *));
 	char **sec = calloc((size_t)argc + 1, sizeof(char *));
 	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0;
-	/* Usage errors exit 1 like every kapsel command; failures to run, 125. */
-	int status = 1, c;
+	/* podman's exit status for its own errors, usage errors included (podman-run(1)). */
+	int status = EXIT_ENGINE, c;
 	long long n;
 	if (!env || !vols || !add || !drop || !sec) {
 		cli_fail("run: out of memory");
@@ -219,7 +267,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 			sec[ns++] = optarg;
 			break;
 		default:
-			status = cli_opt_status(c);
+			status = c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 			goto out;
 		}
 	}
@@ -227,6 +275,11 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		goto out;
 	o.image = argv[optind];
 	o.cmd = argv + optind + 1;
+	if (o.tty && o.interactive && !o.detach && !isatty(STDIN_FILENO)) {
+		/* docker's and podman's words; without the check the relay would wait forever. */
+		cli_fail("run: the input device is not a TTY");
+		goto out;
+	}
 	if (cli_check_systemd_cgroup(&cmd_run, g))
 		goto out;
 
@@ -234,8 +287,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	char *name = NULL;
 	int r = kapsel_image_run(&o, o.detach ? &name : NULL, &err);
 	if (r < 0) {
-		cli_fail_err(err);
-		status = EXIT_ENGINE;
+		status = cli_fail_podman(err);
 		goto out;
 	}
 	if (o.detach)
@@ -253,24 +305,28 @@ out:
 
 static int run(const struct cli_globals *g, int argc, char **argv)
 {
-	return runc_form(argc, argv) ? run_bundle(g, argc, argv) : run_image(g, argc, argv);
+	return runc_form(g, argc, argv) ? run_bundle(g, argc, argv) : run_image(g, argc, argv);
 }
 
 const struct cli_command cmd_run = {
     .name = "run",
     .summary = "run a container from an image, or from a bundle (runc)",
     .run = run,
+    .argv_after = 1,
     .usage =
 	"Usage: kapsel run [options] IMAGE [COMMAND [ARG...]]\n"
 	"       kapsel run [--bundle DIR] [runtime options] <container-id>\n"
 	"\n"
-	"Which form: --bundle (-b) given, or exactly one argument and a config.json in the\n"
-	"current directory, means the runtime form (runc's run); anything else runs an image.\n"
+	"Which form: --bundle (-b) given, or only runtime flags, exactly one argument that\n"
+	"names no image, and a config.json in the current directory, means the runtime form\n"
+	"(runc's run); anything else runs an image. Options go before IMAGE; what follows it\n"
+	"is the command. \"--\" ends the options.\n"
 	"\n"
 	"Image form: like podman run. The rootfs is an overlay of the image's layers; the\n"
 	"container's name is its runtime id (kapsel exec/kill/state NAME work on it). Only the\n"
 	"embedded default image (busybox) is loaded implicitly; others need 'kapsel pull'.\n"
-	"Exit status: the container's; 125 when kapsel fails to run it, 1 on a usage error.\n"
+	"Exit status: the container's; 125 when kapsel fails (usage errors included), 126\n"
+	"when the command cannot be invoked, 127 when it is not found (as podman).\n"
 	"  --rm                    remove the container when it exits\n"
 	"  --detach, -d            run in the background; print the name; output to 'kapsel logs'\n"
 	"  --interactive, -i       keep stdin attached (default: /dev/null)\n"

@@ -179,7 +179,10 @@ static int update(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_error *err = NULL;
 	int c;
 
+	const char *memory_arg = NULL;
 	while ((c = cli_getopt(&cmd_update, argc, argv, "r:h", options)) != -1) {
+		if (c == OPT_MEMORY)
+			memory_arg = optarg;
 		if (c == 'r')
 			resources = optarg;
 		else if (c < OPT_MEMORY || c > OPT_BLKIO_WEIGHT)
@@ -189,6 +192,16 @@ static int update(const struct cli_globals *g, int argc, char **argv)
 	}
 	if (!cli_nargs(&cmd_update, argc - optind, 1, 1, "container ID"))
 		return 1;
+	/* What `kapsel run --memory` enforces (podman's minimum): a limit below the container's
+	 * current use fails in the kernel with a bare EBUSY instead. A container that does not
+	 * exist is the first thing to say, though. */
+	if (o.has_memory && o.memory >= 0 && o.memory < (6 << 20)) {
+		char *state = NULL;
+		if (kapsel_container_state(g->root, argv[optind], &state, &err) < 0)
+			return cli_fail_err(err);
+		free(state);
+		return cli_fail("update: --memory: %s is below the minimum of 6m", memory_arg);
+	}
 
 	char *json = NULL;
 	if (resources) {

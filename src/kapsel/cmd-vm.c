@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <kapsel/vm.h>
 
@@ -259,6 +261,7 @@ out:
 
 static const char disk_create_usage[] =
     "Usage: kapsel vm disk create [--backing BASE [--backing-format raw|qcow2]] FILE [SIZE]\n"
+    "       kapsel vm disk create --format raw FILE SIZE\n"
     "\n"
     "Create FILE as a qcow2 (version 3) image of SIZE bytes, with a K, M, G or T suffix\n"
     "(64 KiB clusters, 16-bit refcounts). With --backing, FILE is an overlay over BASE (raw\n"
@@ -268,7 +271,10 @@ static const char disk_create_usage[] =
     "bytes say. An existing FILE is not overwritten. Use the image with\n"
     "--disk FILE,format=qcow2 (without format= a disk is raw).\n"
     "\n"
+    "--format raw makes a sparse raw file of SIZE bytes instead (no overlay).\n"
+    "\n"
     "Options:\n"
+    "  --format FMT            qcow2 (default) or raw\n"
     "  --backing BASE          the backing file\n"
     "  --backing-format FMT    BASE's format, raw or qcow2 (recorded in FILE)\n"
     "  --help, -h              print this help\n";
@@ -284,19 +290,28 @@ static int vm_disk_create(int argc, char **argv)
 	static const struct option options[] = {
 	    {"backing", required_argument, NULL, 'b'},
 	    {"backing-format", required_argument, NULL, 'F'},
+	    {"format", required_argument, NULL, 'f'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	const char *backing = NULL, *backing_format = NULL;
+	const char *backing = NULL, *backing_format = NULL, *format = "qcow2";
 	int c;
 	while ((c = cli_getopt(&cmd_vm_disk_create, argc, argv, "h", options)) != -1) {
 		if (c == 'b')
 			backing = optarg;
 		else if (c == 'F')
 			backing_format = optarg;
+		else if (c == 'f')
+			format = optarg;
 		else
 			return cli_opt_status(c);
 	}
+	bool raw = !strcmp(format, "raw");
+	if (!raw && strcmp(format, "qcow2"))
+		return cli_fail("vm disk create: --format: unknown format \"%s\" (qcow2 or raw)",
+				format);
+	if (raw && backing)
+		return cli_fail("vm disk create: --backing needs --format qcow2");
 	if (backing_format && !backing)
 		return cli_fail("vm disk create: --backing-format needs --backing");
 	if (!cli_nargs(&cmd_vm_disk_create, argc - optind, backing ? 1 : 2, 2,
@@ -308,6 +323,22 @@ static int vm_disk_create(int argc, char **argv)
 				argv[optind + 1]);
 	struct kapsel_error *err = NULL;
 	const char *file = argv[optind], *fmt = NULL;
+	if (raw) {
+		/* A raw disk is just its bytes: a sparse file (an existing one is kept). */
+		int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return cli_fail("vm disk create: %s: %m", file);
+		if (ftruncate(fd, (off_t)size) < 0) {
+			cli_fail("vm disk create: %s: truncate to %llu bytes: %m", file,
+				 (unsigned long long)size);
+			close(fd);
+			unlink(file);
+			return 1;
+		}
+		close(fd);
+		printf("%s: raw image\nuse it with: --disk %s,format=raw\n", file, file);
+		return 0;
+	}
 	if (kapsel_vm_disk_create(file, size, backing, backing_format, &fmt, &err) < 0)
 		return cli_fail_err(err);
 	/* What was made, and how to use it: a disk without format= is raw. */

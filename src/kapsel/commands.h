@@ -7,6 +7,8 @@
 #pragma once
 #include <getopt.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <kapsel/error.h>
@@ -24,6 +26,11 @@ struct cli_command {
 	const char *summary;
 	const char *usage; /* the full --help text */
 	int (*run)(const struct cli_globals *g, int argc, char **argv);
+	/*
+	 * Options are taken anywhere up to this many positional arguments; what follows is the
+	 * command's own argv (run IMAGE CMD..., exec NAME CMD...). 0: options anywhere.
+	 */
+	int argv_after;
 };
 
 extern const struct cli_command cmd_create, cmd_start, cmd_run, cmd_state, cmd_kill, cmd_delete,
@@ -40,9 +47,11 @@ extern const struct cli_command cmd_build, cmd_tag, cmd_untag, cmd_history, cmd_
 #define CLI_OPT_ERROR 0x10001
 
 /*
- * getopt_long_only over argv (argv[0] is the command name), stopping at the first non-option.
- * Handles -h/--help and unknown or incomplete flags itself; the caller's switch passes those
- * (and anything else unexpected) to cli_opt_status().
+ * getopt_long_only over argv (argv[0] is the command name), with options anywhere before "--"
+ * and before cmd->argv_after positional arguments; at -1 the positional arguments are
+ * argv[optind..argc), in order. "-e=V" means "-e V". Handles -h/--help and unknown or
+ * incomplete flags itself; the caller's switch passes those (and anything else unexpected) to
+ * cli_opt_status().
  */
 int cli_getopt(const struct cli_command *cmd, int argc, char **argv, const char *shortopts,
 	       const struct option *longopts);
@@ -52,6 +61,21 @@ int cli_opt_status(int c);
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Reports an API error and frees it; returns 1. */
 int cli_fail_err(struct kapsel_error *err);
+/*
+ * podman's exit statuses (podman-run(1) "Exit Status") for its image-level run and exec: 125
+ * for kapsel's own errors, usage included; 126 when the command cannot be invoked; 127 when it
+ * is not found; otherwise the container's.
+ */
+#define EXIT_ENGINE	   125
+#define EXIT_CANNOT_INVOKE 126
+#define EXIT_NOT_FOUND	   127
+/*
+ * When err is the runtime's "does not exist" for name and name is an image container that
+ * has exited, rewrites err to say it is not running. Returns 1 when it did.
+ */
+int cli_not_running(const struct cli_globals *g, const char *name, struct kapsel_error *err);
+/* Reports err like cli_fail_err and returns the podman exit status for it. */
+int cli_fail_podman(struct kapsel_error *err);
 /* Checks the count of positional arguments; reports "<cmd>: requires ..." and returns false. */
 bool cli_nargs(const struct cli_command *cmd, int n, int min, int max, const char *what);
 /* Parses a decimal integer in [min, max] for flag; reports and returns false when invalid. */
@@ -59,6 +83,11 @@ bool cli_parse_int(const struct cli_command *cmd, const char *flag, const char *
 		   long long max, long long *out);
 /* create and run refuse --systemd-cgroup with a reason; returns 0 when it was not given. */
 int cli_check_systemd_cgroup(const struct cli_command *cmd, const struct cli_globals *g);
+/* A time as podman's --since takes it (RFC 3339, a date, Unix seconds, a duration before
+ * now), in nanoseconds since the epoch; false when it is none of these. */
+bool cli_parse_time(const char *s, int64_t *ns);
+/* "5 minutes ago", "About an hour ago": podman's (go-units') words for secs in the past. */
+void cli_human_ago(int64_t secs, char *buf, size_t len);
 /* Writes s as a JSON string literal. */
 void cli_json_string(FILE *out, const char *s);
 

@@ -12,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <errno.h>
 #include <unistd.h>
 
 #include <kapsel/container.h>
 #include <kapsel/log.h>
+#include <kapsel/run.h>
 
 #include "commands.h"
 
@@ -84,15 +86,124 @@ int cli_fail_err(struct kapsel_error *err)
 	return 1;
 }
 
+/*
+ * The positional arguments cli_getopt has passed in this parse, kept together at
+ * argv[pos_start, pos_start + npos): each time options follow one, they move in front of it.
+ */
+static int pos_start, npos;
+
+static void reverse(char **argv, int i, int j)
+{
+	for (j--; i < j; i++, j--) {
+		char *t = argv[i];
+		argv[i] = argv[j];
+		argv[j] = t;
+	}
+}
+
+/* [a, b)[b, e) -> [b, e)[a, b): moves the options that followed positionals in front. */
+static void rotate(char **argv, int a, int b, int e)
+{
+	reverse(argv, a, b);
+	reverse(argv, b, e);
+	reverse(argv, a, e);
+}
+
+/*
+ * "-e=A=1" is pflag's (podman's) spelling of "-e A=1"; getopt would take "=A=1" as the value,
+ * and getopt_long_only may even read it as an ambiguous long-option prefix (-e: --env or
+ * --entrypoint). Rewrites it in place (argv strings are writable, C11 5.1.2.2.1) to "-eA=1".
+ */
+static void short_equals(int argc, char **argv, const char *shortopts)
+{
+	int i = optind ? optind : 1;
+	if (i >= argc)
+		return;
+	char *a = argv[i];
+	if (a[0] != '-' || !a[1] || a[1] == '-' || a[1] == ':' || a[2] != '=' || !a[3])
+		return;
+	const char *s = strchr(shortopts, a[1]);
+	if (s && s[1] == ':')
+		memmove(a + 2, a + 3, strlen(a + 3) + 1);
+}
+
+int cli_not_running(const struct cli_globals *g, const char *name, struct kapsel_error *err)
+{
+	if (err->code != ENOENT)
+		return 0;
+	/*
+	 * An image container that has exited keeps its store entry (ps -a lists it) but has no
+	 * runtime state left: the runtime can only say it does not exist.
+	 */
+	char *status = NULL;
+	struct kapsel_error *serr = NULL;
+	int r = kapsel_image_container_status(g->store, name, &status, &serr);
+	kapsel_error_free(serr);
+	if (r <= 0 || !strcmp(status, "running") || !strcmp(status, "paused")) {
+		free(status);
+		return 0;
+	}
+	char msg[512];
+	snprintf(msg, sizeof(msg), "container %s is not running (%s)", name, status);
+	free(status);
+	free(err->msg);
+	err->msg = strdup(msg);
+	err->code = EINVAL;
+	return 1;
+}
+
+int cli_fail_podman(struct kapsel_error *err)
+{
+	/*
+	 * The runtime refuses a process it cannot exec before it starts the container, with
+	 * "exec ..." naming the program (container/init.c); podman tells these apart from its
+	 * own errors the same way, by what the runtime said.
+	 */
+	int status = EXIT_ENGINE;
+	if (err->msg && !strncmp(err->msg, "exec", 4) && (err->msg[4] == ' ' || err->msg[4] == ':'))
+		status = err->code == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_INVOKE;
+	cli_fail_err(err);
+	return status;
+}
+
 int cli_getopt(const struct cli_command *cmd, int argc, char **argv, const char *shortopts,
 	       const struct option *longopts)
 {
-	/* "+": stop at the first argument (exec ID sh -c ...); ":": report missing values. */
+	/*
+	 * "-": options anywhere, as podman's commands take them (stop NAME -t 1), with getopt
+	 * handing us each positional argument (as option 1) so that after cmd->argv_after of
+	 * them the rest stays the command's own argv (run IMAGE ls -l). "--" ends options.
+	 * ":": report missing values.
+	 */
 	char spec[64];
-	snprintf(spec, sizeof(spec), "+:%s", shortopts);
+	snprintf(spec, sizeof(spec), "-:%s", shortopts);
 	opterr = 0;
-	int c = getopt_long_only(argc, argv, spec, longopts, NULL);
+	if (optind == 0) {
+		pos_start = 1;
+		npos = 0;
+	}
+	int c;
+	for (;;) {
+		short_equals(argc, argv, shortopts);
+		c = getopt_long_only(argc, argv, spec, longopts, NULL);
+		if (c != 1)
+			break;
+		/* Every argument before this one is fully parsed: safe to reorder. */
+		int q = optind - 1;
+		rotate(argv, pos_start, pos_start + npos, q);
+		pos_start = q - npos;
+		npos++;
+		if (cmd->argv_after && npos == cmd->argv_after) {
+			optind = pos_start;
+			return -1;
+		}
+	}
 	switch (c) {
+	case -1:
+		/* optind: the first argument after "--", or argc; positionals go right before. */
+		rotate(argv, pos_start, pos_start + npos, optind);
+		optind -= npos;
+		return -1;
 	case 'h':
 		fputs(cmd->usage, stdout);
 		return CLI_OPT_HELP;
@@ -171,6 +282,111 @@ int cli_check_systemd_cgroup(const struct cli_command *cmd, const struct cli_glo
 				cmd->name);
 	return cli_fail("%s: --systemd-cgroup: not supported by kapsel yet, use cgroupfs",
 			cmd->name);
+}
+
+/*
+ * A time as podman reads --since and --until (podman-logs(1)): an RFC 3339 time
+ * ("2026-12-02T14:00:00Z", "...+01:00", fractions allowed), a date ("2026-12-02", UTC), Unix
+ * seconds ("1796222704.5"), or a duration before now ("10m", "1h30m", "90s"). Nanoseconds
+ * since the epoch; false when it is none of these.
+ */
+bool cli_parse_time(const char *s, int64_t *ns)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	char *end;
+	/* A duration: one or more NUMBER UNIT pairs (h, m, s, ms). */
+	double total = 0;
+	const char *p = s;
+	bool any = false;
+	while (*p) {
+		double v = strtod(p, &end);
+		if (end == p || v < 0)
+			break;
+		double unit = !strncmp(end, "ms", 2) ? 1e-3
+			      : *end == 'h'	     ? 3600
+			      : *end == 'm'	     ? 60
+			      : *end == 's'	     ? 1
+						     : 0;
+		if (!unit)
+			break;
+		total += v * unit;
+		p = end + (unit == 1e-3 ? 2 : 1);
+		any = true;
+	}
+	if (any && !*p) {
+		*ns = now_ns - (int64_t)(total * 1e9);
+		return true;
+	}
+	/* Unix seconds, with an optional fraction. */
+	double secs = strtod(s, &end);
+	if (end != s && !*end && secs >= 0 && strspn(s, "0123456789.") == strlen(s)) {
+		*ns = secs >= 9.2e9 ? INT64_MAX : (int64_t)(secs * 1e9);
+		return true;
+	}
+	struct tm tm = {0};
+	const char *rest = strptime(s, "%Y-%m-%d", &tm);
+	if (!rest)
+		return false;
+	int64_t frac = 0;
+	long off = 0;
+	if (*rest == 'T' || *rest == 't' || *rest == ' ') {
+		rest = strptime(rest + 1, "%H:%M:%S", &tm);
+		if (!rest)
+			return false;
+		if (*rest == '.') {
+			int digits = 0;
+			for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++)
+				if (digits < 9)
+					frac = frac * 10 + (*rest - '0');
+			for (; digits < 9; digits++)
+				frac *= 10;
+		}
+		if (*rest == 'Z' || *rest == 'z') {
+			rest++;
+		} else if (*rest == '+' || *rest == '-') {
+			int hh, mm, n = 0;
+			if (sscanf(rest + 1, "%2d:%2d%n", &hh, &mm, &n) != 2 || n != 5)
+				return false;
+			off = (hh * 3600L + mm * 60L) * (*rest == '-' ? -1 : 1);
+			rest += 6;
+		}
+	}
+	if (*rest)
+		return false;
+	int64_t t = (int64_t)timegm(&tm) - off;
+	/* Past 2262 nanoseconds overflow 64 bits: such a time is "never" either way. */
+	*ns = t >= INT64_MAX / 1000000000 ? INT64_MAX : t * 1000000000 + frac;
+	return true;
+}
+
+void cli_human_ago(int64_t secs, char *buf, size_t len)
+{
+	/* docker/go-units HumanDuration, which podman prints with " ago". */
+	int64_t m = secs / 60, h = (secs + 1800) / 3600;
+	if (secs < 1)
+		snprintf(buf, len, "Less than a second ago");
+	else if (secs == 1)
+		snprintf(buf, len, "1 second ago");
+	else if (secs < 60)
+		snprintf(buf, len, "%lld seconds ago", (long long)secs);
+	else if (m == 1)
+		snprintf(buf, len, "About a minute ago");
+	else if (m < 60)
+		snprintf(buf, len, "%lld minutes ago", (long long)m);
+	else if (h == 1)
+		snprintf(buf, len, "About an hour ago");
+	else if (h < 48)
+		snprintf(buf, len, "%lld hours ago", (long long)h);
+	else if (h < 24 * 7 * 2)
+		snprintf(buf, len, "%lld days ago", (long long)(h / 24));
+	else if (h < 24 * 30 * 2)
+		snprintf(buf, len, "%lld weeks ago", (long long)(h / 24 / 7));
+	else if (h < 24 * 365 * 2)
+		snprintf(buf, len, "%lld months ago", (long long)(h / 24 / 30));
+	else
+		snprintf(buf, len, "%lld years ago", (long long)(h / 24 / 365));
 }
 
 void cli_json_string(FILE *out, const char *s)
@@ -290,7 +506,8 @@ int main(int argc, char **argv)
 	}
 	const char *name = argv[optind];
 	if (!strcmp(name, "help")) {
-		if (optind + 1 >= argc) {
+		if (optind + 1 >= argc || !strcmp(argv[optind + 1], "--help") ||
+		    !strcmp(argv[optind + 1], "-h")) {
 			print_usage();
 			return 0;
 		}

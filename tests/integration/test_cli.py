@@ -41,8 +41,8 @@ def run(kapsel, kroot, *args, **kw):
                           timeout=30, **kw)
 
 
-def assert_one_line_error(r, *needles):
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+def assert_one_line_error(r, *needles, code=1):
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     err = r.stderr.strip()
     assert err and "\n" not in err, f"expected one error line, got: {r.stderr!r}"
     assert err.startswith("kapsel: "), err
@@ -87,7 +87,10 @@ def test_unknown_command(kapsel, kroot):
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_unknown_flag(kapsel, kroot, name):
-    assert_one_line_error(run(kapsel, kroot, name, "--no-such-flag", "x"), "--no-such-flag")
+    # run IMAGE and exec NAME CMD are podman's forms here: a usage error exits 125 as podman's
+    code = 125 if name in ("run", "exec") else 1
+    assert_one_line_error(run(kapsel, kroot, name, "--no-such-flag", "x"), "--no-such-flag",
+                          code=code)
 
 
 def test_unknown_global_flag(kapsel, kroot):
@@ -247,7 +250,8 @@ def test_empty_list(kapsel, kroot):
 
 
 def test_exec_needs_a_command(kapsel, kroot):
-    assert_one_line_error(run(kapsel, kroot, "exec", "c1"), "--process")
+    # podman's exec form: a usage error is podman's 125
+    assert_one_line_error(run(kapsel, kroot, "exec", "c1"), "--process", code=125)
 
 
 def test_bad_values(kapsel, kroot):

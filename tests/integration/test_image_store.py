@@ -61,14 +61,14 @@ def test_load_embedded_layout(kapsel, store, layout):
     r = k(kapsel, store, "load", layout, check=True)
     assert r.stdout == f"Loaded image: {NAME}\n"
     imgs = images_json(kapsel, store)
-    assert [i["name"] for i in imgs] == [NAME]
-    assert imgs[0]["repository"] == "docker.io/library/busybox"
-    assert imgs[0]["tag"] == "latest"
-    assert len(imgs[0]["id"]) == 12 and imgs[0]["size"] > 100000
+    # podman's fields: one object per image, its names together, the full Id
+    assert [i["Names"] for i in imgs] == [[NAME]] and imgs[0]["RepoTags"] == [NAME]
+    assert len(imgs[0]["Id"]) == 64 and imgs[0]["Size"] > 100000
+    assert imgs[0]["Created"] > 0 and imgs[0]["Digest"].startswith("sha256:")
     table = k(kapsel, store, "images", check=True).stdout.splitlines()
     assert table[0].split()[:3] == ["REPOSITORY", "TAG", "IMAGE"]
-    assert table[1].split()[:3] == ["docker.io/library/busybox", "latest", imgs[0]["id"]]
-    assert k(kapsel, store, "images", "-q", check=True).stdout == imgs[0]["id"] + "\n"
+    assert table[1].split()[:3] == ["docker.io/library/busybox", "latest", imgs[0]["Id"][:12]]
+    assert k(kapsel, store, "images", "-q", check=True).stdout == imgs[0]["Id"][:12] + "\n"
     # Loading again is a no-op that still succeeds.
     k(kapsel, store, "load", "-i", layout, check=True)
     assert listing(os.path.join(store, "tmp")) == {}
@@ -77,7 +77,7 @@ def test_load_embedded_layout(kapsel, store, layout):
 
 def test_inspect(kapsel, store, layout):
     k(kapsel, store, "load", layout, check=True)
-    for ref in ("busybox", NAME, images_json(kapsel, store)[0]["id"]):
+    for ref in ("busybox", NAME, images_json(kapsel, store)[0]["Id"][:12]):
         doc = json.loads(k(kapsel, store, "image", "inspect", ref, check=True).stdout)
         assert len(doc) == 1
         img = doc[0]
@@ -141,7 +141,7 @@ def test_save_load_roundtrip(kapsel, store, layout, tmp_path):
     r = k(kapsel, other, "load", "-i", archive, check=True)
     assert r.stdout == f"Loaded image: {NAME}\n"
     a, b = images_json(kapsel, store)[0], images_json(kapsel, other)[0]
-    assert (a["id"], a["digest"], a["size"]) == (b["id"], b["digest"], b["size"])
+    assert (a["Id"], a["Digest"], a["Size"]) == (b["Id"], b["Digest"], b["Size"])
     img = json.loads(k(kapsel, store, "image", "inspect", "busybox", check=True).stdout)[0]
     diff = img["Layers"][0]["DiffID"]
     assert tree(layer_dir(store, diff)) == tree(layer_dir(other, diff))
@@ -181,7 +181,7 @@ def test_load_podman_docker_archive(kapsel, store, layout, tmp_path):
     r = k(kapsel, other, "load", tmp_path / "d.tar", check=True)
     assert r.stdout == f"Loaded image: {NAME}\n"
     a, b = images_json(kapsel, store)[0], images_json(kapsel, other)[0]
-    assert a["id"] == b["id"]  # the same config blob
+    assert a["Id"] == b["Id"]  # the same config blob
     img = json.loads(k(kapsel, store, "image", "inspect", "busybox", check=True).stdout)[0]
     diff = img["Layers"][0]["DiffID"]
     assert tree(layer_dir(store, diff)) == tree(layer_dir(other, diff))
@@ -309,7 +309,7 @@ def test_hostile_load_leaves_store_unchanged(kapsel, store, layout, tmp_path, ca
     assert needle in r.stderr, r.stderr
     after = listing(store)
     assert after == before
-    assert [i["name"] for i in images_json(kapsel, store)] == [NAME]
+    assert [i["Names"] for i in images_json(kapsel, store)] == [[NAME]]
     assert not os.path.exists("/tmp/evil")
 
 

@@ -27,7 +27,7 @@ def home(user):
     yield d
     r = as_user(user, d, [KAPSEL, "ps", "-a", "--format", "json"])
     for e in json.loads(r.stdout or "[]"):
-        as_user(user, d, [KAPSEL, "rm", "-f", e["name"]])
+        as_user(user, d, [KAPSEL, "rm", "-f", e["Names"][0]])
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -103,14 +103,14 @@ def test_detached_logs_exec_stop_rm(user, home, k, name):
     with open(f"/proc/{st['pid']}/status") as f:
         uid = [line for line in f if line.startswith("Uid:")][0].split()[1:]
     assert uid == [str(user.pw_uid)] * 4, "the container runs as the user on the host"
-    ps = {e["name"]: e for e in json.loads(k("ps", "--format", "json").stdout)}
-    assert ps[name]["state"] == "running"
+    ps = {e["Names"][0]: e for e in json.loads(k("ps", "--format", "json").stdout)}
+    assert ps[name]["State"] == "running"
 
     r = k("stop", name)
     assert r.returncode == 0, r.stderr
     assert "bye" in k("logs", name).stdout
-    ps = {e["name"]: e for e in json.loads(k("ps", "-a", "--format", "json").stdout)}
-    assert (ps[name]["state"], ps[name]["exitCode"]) == ("exited", 0), ps[name]
+    ps = {e["Names"][0]: e for e in json.loads(k("ps", "-a", "--format", "json").stdout)}
+    assert (ps[name]["State"], ps[name]["ExitCode"]) == ("exited", 0), ps[name]
     r = k("rm", name)
     assert r.returncode == 0, r.stderr
     assert traces(home, name) == []

@@ -956,12 +956,26 @@ int kap_wait_process(pid_t init, int master, pid_t *relay_pid)
 		if (p < 0 && errno == ECHILD)
 			return 255;
 		int sig = 0;
-		if (sigwait(&set, &sig) == 0 && sig != SIGCHLD)
+		if (sigwait(&set, &sig) != 0 || sig == SIGCHLD)
+			continue;
+		/* A new size is the relay's to copy to the pty (the kernel then signals the
+		 * container's foreground group); it may not share our terminal's signals. */
+		if (sig == SIGWINCH && master >= 0 && *relay_pid > 0)
+			kill(*relay_pid, sig);
+		else
 			kill(init, sig);
 	}
 }
 
-API int kapsel_container_run(const struct kapsel_create_options *opts, struct kapsel_error **err)
+static int wait_and_relay(void *ctx, pid_t init, int master)
+{
+	pid_t *relay = ctx;
+	return kap_wait_process(init, master, relay);
+}
+
+API int kapsel_container_run_wait(const struct kapsel_create_options *opts,
+				  int (*wait)(void *ctx, pid_t init, int master), void *ctx,
+				  struct kapsel_error **err)
 {
 	/* Orphans of the intermediate process (two-stage create) must reparent to us. */
 	if (!opts->detach)
@@ -987,11 +1001,17 @@ API int kapsel_container_run(const struct kapsel_create_options *opts, struct ka
 	}
 	if (opts->detach)
 		return 0;
-	pid_t relay = -1;
-	int status = kap_wait_process(c.pid, c.master, &relay);
+	int status = wait(ctx, c.pid, c.master);
 	cleanup_error struct kapsel_error *e = NULL;
 	if (kapsel_container_delete(root, opts->id, true, &e) < 0)
 		kap_warn("%s", e->msg);
+	return status;
+}
+
+API int kapsel_container_run(const struct kapsel_create_options *opts, struct kapsel_error **err)
+{
+	pid_t relay = -1;
+	int status = kapsel_container_run_wait(opts, wait_and_relay, &relay, err);
 	/* Every holder of the pty is gone now: the relay drains the last output and ends. */
 	if (relay > 0)
 		waitpid(relay, NULL, 0);

@@ -74,6 +74,11 @@ int kap_terminal_open(const struct kap_process *p, int *master, struct kapsel_er
 int kap_terminal_send_to_socket(const char *socket_path, int master, struct kapsel_error **err);
 /* Copy stdin -> master and master -> stdout until the master hangs up. */
 void kap_terminal_relay(int master);
+/*
+ * Sets p's consoleSize to the size of our stdin's (else stdout's) terminal, so that the pty has
+ * it before the process runs; nothing when neither is a terminal.
+ */
+void kap_terminal_size_of_stdio(struct kap_process *p);
 
 /* container/status.c */
 enum kap_status {

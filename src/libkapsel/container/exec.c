@@ -195,6 +195,10 @@ static _Noreturn void exec_child(int sync, const struct kap_process *p, struct k
 	syscall(SYS_close_range, 3 + preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
 	if (sc && !early && kap_seccomp_load(sc, &nfd, &err) < 0)
 		goto fail;
+	/* The signal mask survives execve; the caller's (blocked for sigwait) is not ours. */
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* The sync socket is close-on-exec: EOF tells the runtime that execve succeeded. */
 	execve(path, p->args, p->env);
 	kap_error(&err, errno, "exec %s", path);
@@ -232,6 +236,8 @@ API int kapsel_container_exec(const struct kapsel_exec_options *o, struct kapsel
 		kap_process_free(proc);
 		return kap_error_plain(err, EINVAL, "--tty with --detach needs --console-socket");
 	}
+	if (proc->terminal && !o->console_socket && !proc->console_height && !proc->console_width)
+		kap_terminal_size_of_stdio(proc);
 	cleanup_cgroup struct kap_cgroup *cg = NULL;
 	if (st->cgroup && (r = kap_cgroup_from_json(st->cgroup, &cg, err)) < 0) {
 		kap_process_free(proc);

@@ -264,6 +264,11 @@ _Noreturn void kap_init_main(struct kap_init_ctx *ctx)
 	/* An ignored signal survives execve: the program starts with SIGPIPE as POSIX defines it,
 	 * whatever the hooks or the runtime's caller did to it. */
 	signal(SIGPIPE, SIG_DFL);
+	/* So does the signal mask: a caller that blocks signals to sigwait for them (kapsel
+	 * run's monitor) must not hand the program a blocked SIGTERM. */
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	execve(ctx->exec_path, proc->args, proc->env ? proc->env : (char *[]){NULL});
 	dprintf(STDERR_FILENO, "kapsel: exec %s: %s\n", ctx->exec_path, strerror(errno));
 	_exit(127);

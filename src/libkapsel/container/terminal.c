@@ -77,7 +77,24 @@ int kap_terminal_send_to_socket(const char *socket_path, int master, struct kaps
 	return 0;
 }
 
+void kap_terminal_size_of_stdio(struct kap_process *p)
+{
+	struct winsize ws;
+	if ((ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+	     ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) &&
+	    ws.ws_row && ws.ws_col) {
+		p->console_height = ws.ws_row;
+		p->console_width = ws.ws_col;
+	}
+}
+
 static struct termios saved_tio;
+static volatile sig_atomic_t winch;
+
+static void on_winch(int sig)
+{
+	winch = 1;
+}
 static bool tio_saved;
 
 static void restore_tty(void)
@@ -110,14 +127,32 @@ void kap_terminal_relay(int master)
 		cfmakeraw(&raw);
 		tio_saved = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
 		atexit(restore_tty);
-		struct winsize ws;
-		if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0)
-			ioctl(master, TIOCSWINSZ, &ws);
 	}
+	/*
+	 * Follow our terminal's size: the kernel sends SIGWINCH to its foreground process group,
+	 * which we are in. It stays blocked but while ppoll waits, so none is lost between the
+	 * check of the flag and the wait.
+	 */
+	int in = isatty(STDIN_FILENO) ? STDIN_FILENO : STDOUT_FILENO;
+	struct sigaction sa = {.sa_handler = on_winch};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGWINCH, &sa, NULL);
+	sigset_t block, waitmask;
+	sigemptyset(&block);
+	sigaddset(&block, SIGWINCH);
+	sigprocmask(SIG_BLOCK, &block, &waitmask);
+	sigdelset(&waitmask, SIGWINCH);
+	winch = 1;
 	struct pollfd fds[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
 				{.fd = master, .events = POLLIN}};
 	for (;;) {
-		int r = poll(fds, 2, -1);
+		if (winch) {
+			winch = 0;
+			struct winsize ws;
+			if (ioctl(in, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col)
+				ioctl(master, TIOCSWINSZ, &ws);
+		}
+		int r = ppoll(fds, 2, NULL, &waitmask);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)

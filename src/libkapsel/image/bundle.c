@@ -19,8 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <kapsel/run.h>
@@ -672,10 +675,6 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 				       o->hostname);
 	if (o->net && strcmp(o->net, "none") && strcmp(o->net, "host"))
 		return kap_error_plain(err, EINVAL, "--net %s: expected none or host", o->net);
-	if (o->tty && o->detach)
-		return kap_error_plain(err, EINVAL,
-				       "-t with -d: a detached container has no terminal to attach "
-				       "to (use kapsel exec -t later)");
 	return 0;
 }
 
@@ -712,6 +711,58 @@ static struct kap_json *mount_json(const char *dest, const char *type, const cha
 		kap_json_append(a, kap_json_new_string(*opts));
 	kap_json_set(m, "options", a);
 	return m;
+}
+
+/*
+ * --privileged: every device node of the host's /dev in linux.devices, as podman lists them
+ * (its GetDevices, after runc's): the directories that are mounts of their own (pts, shm,
+ * mqueue) or links (fd) are skipped, and so are console and ptmx, which the container's own
+ * terminal and devpts provide.
+ */
+static int add_host_devices(struct kap_json *devices, const char *path, int depth,
+			    struct kapsel_error **err)
+{
+	static const char *const skip[] = {"pts",   "shm",     "fd",   "mqueue",     ".lxc",
+					   ".udev", "console", "ptmx", ".lxd-mounts"};
+	DIR *d = kap_fs_opendir_at(AT_FDCWD, path, O_NOFOLLOW);
+	if (!d)
+		return depth ? 0 : kap_error(err, errno, "--privileged: open /dev");
+	struct dirent *de;
+	int r = 0;
+	while (r == 0 && (de = readdir(d))) {
+		const char *n = de->d_name;
+		bool skipped = !strcmp(n, ".") || !strcmp(n, "..");
+		for (size_t i = 0; i < KAP_ARRAY_SIZE(skip) && !skipped; i++)
+			skipped = !strcmp(n, skip[i]);
+		struct stat st;
+		if (skipped || fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		char child[PATH_MAX];
+		if (snprintf(child, sizeof(child), "%s/%s", path, n) >= (int)sizeof(child))
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			if (depth < 8)
+				r = add_host_devices(devices, child, depth + 1, err);
+			continue;
+		}
+		if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+			continue;
+		struct kap_json *dev = kap_json_new_object();
+		if (!dev) {
+			r = kap_error(err, ENOMEM, "--privileged");
+			break;
+		}
+		kap_json_set(dev, "path", kap_json_new_string(child));
+		kap_json_set(dev, "type", kap_json_new_string(S_ISCHR(st.st_mode) ? "c" : "b"));
+		kap_json_set(dev, "major", kap_json_new_int64(major(st.st_rdev)));
+		kap_json_set(dev, "minor", kap_json_new_int64(minor(st.st_rdev)));
+		kap_json_set(dev, "fileMode", kap_json_new_int64(st.st_mode & 07777));
+		kap_json_set(dev, "uid", kap_json_new_int64(st.st_uid));
+		kap_json_set(dev, "gid", kap_json_new_int64(st.st_gid));
+		kap_json_append(devices, dev);
+	}
+	closedir(d);
+	return r;
 }
 
 static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *o,
@@ -818,6 +869,15 @@ static int add_linux(struct kap_json *root, const struct kapsel_run_options *o,
 		kap_json_append(devs, rule);
 		kap_json_set(res, "devices", devs);
 	}
+	if (o->privileged && !be->rootless) {
+		struct kap_json *nodes = kap_json_new_array();
+		if (!nodes)
+			return kap_error(err, ENOMEM, "--privileged");
+		kap_json_set(lx, "devices", nodes);
+		int rr = add_host_devices(nodes, "/dev", 0, err);
+		if (rr < 0)
+			return rr;
+	}
 	int64_t v;
 	int r;
 	if (o->memory) {
@@ -879,6 +939,23 @@ static int add_process(struct kap_json *root, const struct kap_image_config *img
 		return kap_error(err, ENOMEM, "config.json");
 	kap_json_set(root, "process", p);
 	kap_json_set(p, "terminal", kap_json_new_bool(o->tty));
+	struct winsize ws;
+	if (o->tty && !o->detach &&
+	    (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+	     ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) &&
+	    ws.ws_row && ws.ws_col) {
+		/*
+		 * The pty gets our terminal's size before the process runs (config.md#process
+		 * consoleSize): a program that asks at once must not see 0x0, which it would if
+		 * only the relay set it once the container was already running.
+		 */
+		struct kap_json *cs = kap_json_new_object();
+		if (!cs)
+			return kap_error(err, ENOMEM, "config.json");
+		kap_json_set(p, "consoleSize", cs);
+		kap_json_set(cs, "height", kap_json_new_int64(ws.ws_row));
+		kap_json_set(cs, "width", kap_json_new_int64(ws.ws_col));
+	}
 
 	struct kap_exec_user u = {0};
 	const char *spec = o->user ? o->user : img->user ? img->user : "";

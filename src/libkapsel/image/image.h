@@ -103,6 +103,8 @@ struct kap_store;
 int kap_store_open(const char *path, struct kap_store **out, struct kapsel_error **err);
 void kap_store_close(struct kap_store *s);
 const char *kap_store_path(const struct kap_store *s);
+/* Where the store is when none is given (root's, the user's, or the /tmp fallback). */
+char *kap_store_default_path(void);
 /* flock on <store>/lock: shared for readers, exclusive for writers of images.json / prune. */
 int kap_store_lock(struct kap_store *s, bool exclusive, struct kapsel_error **err);
 void kap_store_unlock(struct kap_store *s);
@@ -401,3 +403,13 @@ int kap_image_local_name(const char *in, char **out, struct kapsel_error **err);
  * store it) or an ID prefix. *name (optional) as kap_store_lookup gives it. */
 int kap_image_find(struct kap_store *s, const char *image, char **name, char *digest,
 		   struct kapsel_error **err);
+/* ---- logs.c: container logs in k8s-file format ---- */
+struct kapsel_logs_options;
+/* Appends one read's worth of the container's stdout (or stderr) to the log as records. */
+void kap_log_record(int logfd, bool is_err, const char *p, size_t n);
+/*
+ * Prints the records of the log open at fd as o asks; with o->follow until done(ctx) says the
+ * container finished (then what remains).
+ */
+int kap_log_read(int fd, const struct kapsel_logs_options *o, bool (*done)(void *), void *ctx,
+		 struct kapsel_error **err);

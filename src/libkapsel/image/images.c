@@ -85,6 +85,7 @@ API int kapsel_image_list(const char *store, struct kapsel_image_info **list, si
 		info->digest = strdup(imgs[i].manifest_digest);
 		info->created = strdup(c.created ? c.created : "");
 		snprintf(info->id, sizeof(info->id), "%.12s", m.config.digest + 7);
+		snprintf(info->full_id, sizeof(info->full_id), "%.64s", m.config.digest + 7);
 		info->size = m.config.size;
 		for (size_t j = 0; j < m.n_layers; j++)
 			info->size += m.layers[j].size;

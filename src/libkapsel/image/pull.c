@@ -222,13 +222,17 @@ static void draw(struct pull *p)
 		return;
 	if (p->drawn)
 		len += (size_t)snprintf(out + len, cap - len, "\033[%zuA", p->drawn);
-	long long total = 0, done = 0;
+	/* fetched: what came over the network, the only bytes a rate may count (layers the
+	 * store has are done, but were not downloaded now). */
+	long long total = 0, done = 0, fetched = 0;
 	for (size_t i = 0; i < p->n_jobs; i++) {
 		const struct layer_job *j = &p->jobs[i];
 		int st = atomic_load(&j->state);
 		long long b = st == JOB_EXISTS ? j->desc->size : atomic_load(&j->bytes);
 		if (st == JOB_DONE || st == JOB_UNPACKING)
 			b = j->download ? atomic_load(&j->bytes) : j->desc->size;
+		if (st != JOB_EXISTS && j->download)
+			fetched += atomic_load(&j->bytes);
 		total += j->desc->size;
 		done += b;
 		char have[32], want[32];
@@ -244,7 +248,7 @@ static void draw(struct pull *p)
 	char have[32], want[32], rate[32];
 	human(have, sizeof(have), done);
 	human(want, sizeof(want), total);
-	human(rate, sizeof(rate), secs > 0 ? (long long)((double)done / secs) : 0);
+	human(rate, sizeof(rate), secs > 0 ? (long long)((double)fetched / secs) : 0);
 	len += (size_t)snprintf(out + len, cap - len, "\r\033[K  %-19s  %-11s  %s / %s  %s/s\n",
 				"total", "", have, want, rate);
 	p->drawn = p->n_jobs + 1;

@@ -535,6 +535,10 @@ struct xfer {
 	struct membuf body, errbody;
 	int64_t offset; /* bytes given to the sink */
 	bool started, too_big;
+	bool answered;		  /* a response line arrived (this attempt) */
+	struct timespec quiet_at; /* when the last byte arrived, or the attempt began */
+	curl_off_t seen;	  /* bytes (both ways) at quiet_at */
+	bool warned;		  /* the "no answer" note was given */
 	int sink_r;
 	struct kapsel_error *sink_err;
 	char errbuf[CURL_ERROR_SIZE];
@@ -581,6 +585,7 @@ static size_t on_header(char *b, size_t size, size_t nitems, void *ud)
 	if (n >= 5 && !strncmp(b, "HTTP/", 5)) {
 		/* A new response (redirects, 100-continue): forget the previous one's headers. */
 		xfer_reset_response(x);
+		x->answered = true;
 		const char *sp = memchr(b, ' ', n);
 		x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
 		return n;
@@ -685,10 +690,43 @@ static size_t on_body(char *p, size_t size, size_t nitems, void *ud)
 	return 0;
 }
 
+/*
+ * How long a request may go without a byte before it is dropped (CURLOPT_LOW_SPEED_TIME):
+ * 60 s, or $KAPSEL_REGISTRY_TIMEOUT seconds (slow links; tests).
+ */
+static long stall_timeout_s(void)
+{
+	const char *v = getenv("KAPSEL_REGISTRY_TIMEOUT");
+	char *end;
+	long t = v ? strtol(v, &end, 10) : 0;
+	return v && *v && !*end && t > 0 && t <= 3600 ? t : 60;
+}
+
+static double since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		       curl_off_t ulnow)
 {
 	struct xfer *x = ud;
+	/* A registry that accepted the connection and says nothing would otherwise leave the
+	 * user looking at no output for the whole timeout: say what we wait for, once. */
+	if (dlnow + ulnow != x->seen) {
+		x->seen = dlnow + ulnow;
+		clock_gettime(CLOCK_MONOTONIC, &x->quiet_at);
+	} else if (!x->warned) {
+		long limit = stall_timeout_s();
+		double quiet = since(&x->quiet_at);
+		if (quiet >= (limit < 20 ? (double)limit / 2 : 10.0)) {
+			x->warned = true;
+			kap_warn("%s: %s: no answer for %.0f s (giving up after %ld s)",
+				 x->r->label, x->what, quiet, limit);
+		}
+	}
 	return cancelled(x->r) ? 1 : 0;
 }
 
@@ -933,10 +971,11 @@ static void setup_handle(struct kap_registry *r, CURL *h, struct xfer *x, const 
 	SETOPT(h, CURLOPT_MAXREDIRS, 10L);
 	SETOPT(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
 	SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	SETOPT(h, CURLOPT_CONNECTTIMEOUT, 30L);
+	long stall = stall_timeout_s();
+	SETOPT(h, CURLOPT_CONNECTTIMEOUT, stall < 30 ? stall : 30L);
 	/* A stalled connection (no byte for a minute) is dropped and retried. */
 	SETOPT(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	SETOPT(h, CURLOPT_LOW_SPEED_TIME, 60L);
+	SETOPT(h, CURLOPT_LOW_SPEED_TIME, stall);
 	if (r->insecure) {
 		SETOPT(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		SETOPT(h, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -993,6 +1032,9 @@ static int transfer(struct kap_registry *r, struct xfer *x, const char *url,
 		}
 		xfer_reset_response(x);
 		x->up_pos = 0;
+		x->answered = x->warned = false;
+		x->seen = 0;
+		clock_gettime(CLOCK_MONOTONIC, &x->quiet_at);
 		setup_handle(r, h, x, url, headers);
 		CURLcode cc = curl.easy_perform(h);
 		curl.slist_free_all(headers);
@@ -1015,6 +1057,14 @@ static int transfer(struct kap_registry *r, struct xfer *x, const char *url,
 		if (cc == CURLE_OK && x->mode == BODY_SINK && x->status / 100 == 2 &&
 		    x->size >= 0 && x->offset != x->size)
 			cc = CURLE_PARTIAL_FILE;
+		if (cc == CURLE_OPERATION_TIMEDOUT && !x->answered) {
+			/* Not a word in the whole timeout (a registry that accepts and never
+			 * answers, a black hole): asking again would only multiply the wait. */
+			ret = kap_error_plain(err, ETIMEDOUT, "%s: %s: no answer within %ld s (%s)",
+					      r->label, x->what, stall_timeout_s(),
+					      x->errbuf[0] ? x->errbuf : curl.easy_strerror(cc));
+			break;
+		}
 		if (cc != CURLE_OK) {
 			if (retriable_curl(cc, x->retry_connect) && attempt < MAX_ATTEMPTS) {
 				kap_debug("%s: %s: %s; retrying", r->label, x->what,
@@ -1284,7 +1334,9 @@ int kap_registry_open(const char *registry, const char *repository,
 	struct xfer x = {.r = r, .what = "API check (GET /v2/)", .mode = BODY_DISCARD, .size = -1};
 	struct kapsel_error *https_err = NULL;
 	ret = ping(r, &x, &https_err);
-	if (ret < 0 && allow_http && ret != -EINTR) {
+	/* No answer at all is no TLS problem that plain HTTP would solve (an HTTP server answers
+	 * a TLS hello with an error at once): report it rather than wait again. */
+	if (ret < 0 && allow_http && ret != -EINTR && ret != -ETIMEDOUT) {
 		r->scheme = "http";
 		ret = ping(r, &x, err);
 		if (ret < 0)

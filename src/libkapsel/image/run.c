@@ -37,7 +37,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <termios.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -56,6 +60,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/proc.h"
 #include "image/image.h"
 
 #define API __attribute__((visibility("default")))
@@ -607,10 +612,21 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	char hn_line[80];
 	snprintf(hn_line, sizeof(hn_line), "%s\n", hostname);
 	bool host_net = o->net && !strcmp(o->net, "host");
-	if (!host_net && asprintf(&hosts,
-				  "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost "
-				  "ip6-loopback\n",
-				  hostname) < 0) {
+	/* --net host: the host's names (a copy of its /etc/hosts, as podman makes) and ours. */
+	cleanup_free char *host_hosts = NULL;
+	if (host_net &&
+	    kap_fs_read_file(AT_FDCWD, "/etc/hosts", 1 << 20, &host_hosts, NULL, NULL) < 0 &&
+	    !(host_hosts = strdup("127.0.0.1\tlocalhost\n::1\tlocalhost\n"))) {
+		r = kap_error(err, ENOMEM, "hosts");
+		return r;
+	}
+	size_t hl = host_hosts ? strlen(host_hosts) : 0;
+	if ((host_net ? asprintf(&hosts, "%s%s127.0.1.1\t%s\n", host_hosts,
+				 hl && host_hosts[hl - 1] != '\n' ? "\n" : "", hostname)
+		      : asprintf(&hosts,
+				 "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost "
+				 "ip6-loopback\n",
+				 hostname)) < 0) {
 		r = kap_error(err, ENOMEM, "hosts");
 		return r;
 	}
@@ -678,73 +694,266 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	return meta_write(c->cdirfd, &p->m, err);
 }
 
-static int read_pid(int cdirfd, pid_t *pid)
+/* What a monitor watches: the container's init, its output and, in the foreground, us. */
+struct watch {
+	int logfd;
+	int out, err;		/* read ends of the container's stdout and stderr pipes, or -1 */
+	int pass_out, pass_err; /* where the output also goes (a foreground run), or -1 */
+	int back_out, back_err; /* our own stdout and stderr again, once the container has its */
+	bool input;		/* relay our stdin to the container's terminal (-it) */
+	int unknown;		/* the status to return when the init's is unknown */
+	sigset_t signals;	/* SIGCHLD and the forwarded ones, blocked: read from a signalfd */
+};
+
+static bool write_all(int fd, const char *p, size_t n)
 {
-	cleanup_free char *buf = NULL;
-	if (kap_fs_read_file(cdirfd, PID_FILE, 64, &buf, NULL, NULL) < 0)
-		return -ENOENT;
-	long v = strtol(buf, NULL, 10);
-	if (v <= 0)
-		return -EINVAL;
-	*pid = (pid_t)v;
-	return 0;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+static void reap(pid_t init, int *status, bool *reaped)
+{
+	int st;
+	pid_t w;
+	while ((w = waitpid(-1, &st, WNOHANG)) > 0)
+		if (w == init) {
+			*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			*reaped = true;
+		}
+	if (w < 0 && errno == ECHILD)
+		*reaped = true; /* the init was not ours to reap: its status is unknown (-1) */
+}
+
+static void copy_winsize(int master)
+{
+	struct winsize ws;
+	if ((ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+	     ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) &&
+	    ws.ws_row && ws.ws_col)
+		ioctl(master, TIOCSWINSZ, &ws);
 }
 
 /*
- * The monitor of a detached container (double-forked, its own session): creates and starts
- * the container as its child, reports "OK" or the error on `report`, waits for the init and
- * finishes the container. Never returns.
+ * The monitor's one loop (conmon's job, in one process: no relay process, no pump thread):
+ * reaps the init, forwards our signals to it, copies its output into the log (logs.c) and,
+ * in the foreground, to our stdout and stderr, and relays a terminal. Returns the init's
+ * status, shell style, once it is reaped and its output has ended; w->unknown when unknown.
+ */
+static int watch_container(void *ctx, pid_t init, int master)
+{
+	struct watch *w = ctx;
+	/* The container has its stdout and stderr now: ours back, so that only it holds the
+	 * pipes' write ends and they end when it does. */
+	if (w->back_out >= 0)
+		dup2(w->back_out, STDOUT_FILENO);
+	if (w->back_err >= 0)
+		dup2(w->back_err, STDERR_FILENO);
+	int sfd = signalfd(-1, &w->signals, SFD_CLOEXEC | SFD_NONBLOCK);
+	struct termios saved;
+	bool raw = false;
+	if (master >= 0 && w->input && isatty(STDIN_FILENO) &&
+	    tcgetattr(STDIN_FILENO, &saved) == 0) {
+		struct termios t = saved;
+		cfmakeraw(&t);
+		raw = tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0;
+	}
+	if (master >= 0)
+		copy_winsize(master);
+	/* With a terminal, its master carries the output (as stdout); else the two pipes. */
+	struct pollfd fds[4] = {
+	    {.fd = sfd, .events = POLLIN},
+	    {.fd = master >= 0 ? master : w->out, .events = POLLIN},
+	    {.fd = master >= 0 ? -1 : w->err, .events = POLLIN},
+	    {.fd = master >= 0 && w->input ? STDIN_FILENO : -1, .events = POLLIN},
+	};
+	int pass[3] = {-1, w->pass_out, w->pass_err};
+	int status = -1;
+	bool reaped = false;
+	char buf[65536];
+	for (;;) {
+		if (!reaped)
+			reap(init, &status, &reaped);
+		if (reaped && fds[1].fd < 0 && fds[2].fd < 0)
+			break;
+		/* Once the init is gone its pid namespace is too; output that still does not
+		 * end is held by something outside the container: stop waiting for it. */
+		int n = poll(fds, 4, reaped ? 2000 : -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (fds[0].fd >= 0 && fds[0].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				int sig = (int)si.ssi_signo;
+				if (sig == SIGCHLD)
+					continue;
+				if (sig == SIGWINCH && master >= 0)
+					copy_winsize(master); /* the kernel tells the container */
+				else if (!reaped)
+					kill(init, sig);
+			}
+		}
+		for (int i = 1; i <= 2; i++) {
+			if (fds[i].fd < 0 || !fds[i].revents)
+				continue;
+			ssize_t k = read(fds[i].fd, buf, sizeof(buf));
+			if (k < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (k <= 0) { /* EOF, or EIO: the pty's last slave closed */
+				close(fds[i].fd);
+				fds[i].fd = -1;
+				continue;
+			}
+			/* A reader that went away (a closed terminal) stops the copy, not the log.
+			 */
+			if (pass[i] >= 0 && !write_all(pass[i], buf, (size_t)k))
+				pass[i] = -1;
+			kap_log_record(w->logfd, i == 2, buf, (size_t)k);
+		}
+		if (fds[3].fd >= 0 && fds[3].revents) {
+			ssize_t k = read(STDIN_FILENO, buf, sizeof(buf));
+			if (k < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (k <= 0 || !write_all(master, buf, (size_t)k))
+				fds[3].fd = -1; /* stdin closed: keep copying the output */
+		}
+	}
+	if (raw)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (fds[1].fd >= 0)
+		close(fds[1].fd);
+	if (fds[2].fd >= 0)
+		close(fds[2].fd);
+	if (sfd >= 0)
+		close(sfd);
+	return status >= 0 ? status : w->unknown;
+}
+
+/*
+ * The container's stdout and stderr become pipes the monitor reads (they are our stdout and
+ * stderr while the runtime creates it); pass: the output goes to our stdout and stderr too.
+ */
+static int watch_setup(struct ctr *c, bool pass, struct watch *w, struct kapsel_error **err)
+{
+	w->logfd = openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (w->logfd < 0)
+		return kap_error(err, errno, "container log %s/%s", c->cdir, LOG_FILE);
+	int po[2], pe[2];
+	if (pipe2(po, O_CLOEXEC) < 0)
+		return kap_error(err, errno, "container stdout: pipe");
+	if (pipe2(pe, O_CLOEXEC) < 0) {
+		close(po[0]);
+		close(po[1]);
+		return kap_error(err, errno, "container stderr: pipe");
+	}
+	w->out = po[0];
+	w->err = pe[0];
+	w->back_out = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+	w->back_err = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+	if (pass) {
+		w->pass_out = w->back_out;
+		w->pass_err = w->back_err;
+	}
+	int r = 0;
+	if (dup2(po[1], STDOUT_FILENO) < 0 || dup2(pe[1], STDERR_FILENO) < 0)
+		r = kap_error(err, errno, "container stdout and stderr");
+	close(po[1]);
+	close(pe[1]);
+	return r;
+}
+
+static void watch_clear(struct watch *w)
+{
+	int *fds[] = {&w->logfd, &w->out, &w->err, &w->back_out, &w->back_err};
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(fds); i++)
+		if (*fds[i] >= 0) {
+			close(*fds[i]);
+			*fds[i] = -1;
+		}
+}
+
+/* The detached monitor, once the container runs: tell kapsel run -d, then watch it. */
+struct detached {
+	struct prepared *p;
+	struct watch *w;
+	int report;
+};
+
+static int detached_started(void *ctx, pid_t init, int master)
+{
+	struct detached *d = ctx;
+	struct ctr *c = &d->p->c;
+	cleanup_error struct kapsel_error *e = NULL;
+	if (meta_set_state(&d->p->m, "running") < 0 ||
+	    (d->p->m.monitor_pid = getpid(), meta_write(c->cdirfd, &d->p->m, &e)) < 0) {
+		dprintf(d->report, "E%s", e ? e->msg : strerror(ENOMEM));
+		kill(init, SIGKILL);
+	} else if (write(d->report, "OK", 2) != 2) {
+		kap_warn("monitor: report to kapsel run: %s", strerror(errno));
+	}
+	close(d->report);
+	d->report = -1;
+	/* -dit: we hold the terminal's master (nothing types into it), so the shell in the
+	 * container waits for input rather than reading EOF; kapsel exec -it gets in. */
+	return watch_container(d->w, init, master);
+}
+
+/*
+ * The monitor of a detached container (double-forked, its own session): runs the container
+ * as its child, reports "OK" or the error on `report`, watches the init (its output, or its
+ * terminal's, into the log) and finishes the container. Never returns.
  */
 static __attribute__((noreturn)) void monitor(struct prepared *p, const char *root, int report)
 {
 	struct ctr *c = &p->c;
 	cleanup_error struct kapsel_error *e = NULL;
-	int logfd = openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	struct watch w = {.logfd = -1,
+			  .out = -1,
+			  .err = -1,
+			  .pass_out = -1,
+			  .pass_err = -1,
+			  .back_out = -1,
+			  .back_err = -1,
+			  .unknown = -1};
+	/* Nothing of kapsel run's stdio stays with us: the caller may be a pipe. */
 	int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (logfd < 0 || nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 ||
-	    dup2(logfd, STDOUT_FILENO) < 0 || dup2(logfd, STDERR_FILENO) < 0) {
-		dprintf(report, "Econtainer log %s/%s: %s", c->cdir, LOG_FILE, strerror(errno));
+	if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 || dup2(nullfd, STDOUT_FILENO) < 0 ||
+	    dup2(nullfd, STDERR_FILENO) < 0) {
+		dprintf(report, "E/dev/null: %s", strerror(errno));
 		_exit(1);
 	}
-	close(logfd);
 	close(nullfd);
-	/* Orphans of a two-stage create reparent to us, and we reap the init ourselves. */
-	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+	sigemptyset(&w.signals);
+	sigaddset(&w.signals, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &w.signals, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (watch_setup(c, false, &w, &e) < 0) {
+		dprintf(report, "E%s", e->msg);
+		_exit(1);
+	}
 	cleanup_free char *pid_file = NULL;
 	if (asprintf(&pid_file, "%s/%s", c->cdir, PID_FILE) < 0)
 		_exit(1);
 	struct kapsel_create_options co = {
 	    .root = root, .id = c->name, .bundle = c->cdir, .pid_file = pid_file};
-	pid_t pid = 0;
-	int r = kapsel_container_create(&co, &e);
-	if (r == 0 && (r = kapsel_container_start(root, c->name, &e)) < 0)
-		kapsel_container_delete(root, c->name, true, NULL);
-	if (r == 0 && read_pid(c->cdirfd, &pid) < 0)
-		r = kap_error_plain(&e, EIO, "container %s: no pid recorded", c->name);
-	if (r == 0 && (meta_set_state(&p->m, "running") < 0 ||
-		       (p->m.monitor_pid = getpid(), meta_write(c->cdirfd, &p->m, &e)) < 0))
-		r = e ? -e->code : -ENOMEM;
-	if (r < 0) {
-		dprintf(report, "E%s", e ? e->msg : strerror(-r));
+	struct detached d = {.p = p, .w = &w, .report = report};
+	int code = kapsel_container_run_wait(&co, detached_started, &d, &e);
+	if (code < 0 && d.report >= 0) {
+		/* It never ran: nothing to finish, leave nothing behind. */
+		dprintf(report, "E%s", e ? e->msg : strerror(-code));
 		prepared_fail(p, root);
 		_exit(1);
 	}
-	if (write(report, "OK", 2) != 2)
-		kap_warn("monitor: report to kapsel run: %s", strerror(errno));
-	close(report);
-
-	int code = -1, status;
-	for (;;) {
-		pid_t w = waitpid(-1, &status, 0);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			break; /* ECHILD: the init was not ours to reap */
-		if (w == pid) {
-			code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-			break;
-		}
-	}
+	watch_clear(&w);
 	cleanup_error struct kapsel_error *fe = NULL;
 	if (ctr_finish(c, root, code, &fe) < 0)
 		kap_warn("%s", fe->msg);
@@ -820,8 +1029,34 @@ static int run_detached(struct prepared *p, const char *root, struct kapsel_erro
 	return kap_error_plain(err, EIO, "container %s: the monitor process died", p->c.name);
 }
 
-static int run_foreground(struct prepared *p, const struct kapsel_run_options *o, const char *root,
-			  struct kapsel_error **err)
+/* o as it applies here: rootless without a delegated cgroup, no limits. */
+static int effective_options(const struct kapsel_run_options *o, struct prepared *p,
+			     struct kapsel_run_options *eff, struct kapsel_error **err)
+{
+	p->rootless = geteuid() != 0 || kap_userns_nested();
+	*eff = *o;
+	if (p->rootless && !cgroup_delegated()) {
+		/* Limits need a cgroup: refuse the ones asked for, drop podman's default pids
+		 * limit (rootless podman does too without a delegated pids controller). */
+		const char *flag = o->memory				    ? "--memory"
+				   : o->cpus				    ? "--cpus"
+				   : o->has_pids_limit && o->pids_limit > 0 ? "--pids-limit"
+									    : NULL;
+		if (flag)
+			return kap_error_plain(err, EPERM,
+					       "%s needs a delegated cgroup for uid %u (a writable "
+					       "/sys/fs/cgroup/kapsel on cgroup2); none is, so "
+					       "a rootless container cannot be limited",
+					       flag, (unsigned)geteuid());
+		eff->has_pids_limit = true;
+		eff->pids_limit = 0;
+	}
+	return 0;
+}
+
+/* The foreground run itself, in the monitor: create, start, watch, finish. */
+static int foreground(struct prepared *p, const struct kapsel_run_options *o, const char *root,
+		      const sigset_t *signals, struct kapsel_error **err)
 {
 	struct ctr *c = &p->c;
 	p->m.monitor_pid = getpid();
@@ -831,23 +1066,166 @@ static int run_foreground(struct prepared *p, const struct kapsel_run_options *o
 	if (r < 0)
 		return r;
 	/* Without -i the container reads nothing of ours (podman gives it /dev/null). */
-	cleanup_close int saved_in = -EBADF;
 	if (!o->interactive && !o->tty) {
 		cleanup_close int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		saved_in = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
 		if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0)
 			return kap_error(err, errno, "stdin: /dev/null");
 	}
+	struct watch w = {.logfd = -1,
+			  .out = -1,
+			  .err = -1,
+			  .pass_out = -1,
+			  .pass_err = -1,
+			  .back_out = -1,
+			  .back_err = -1,
+			  .input = o->interactive,
+			  .unknown = 255,
+			  .signals = *signals};
+	/* A closed terminal must not end us: the container's output still goes to the log. */
+	signal(SIGPIPE, SIG_IGN);
+	if (o->tty) {
+		w.logfd =
+		    openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (w.logfd < 0)
+			return kap_error(err, errno, "container log %s/%s", c->cdir, LOG_FILE);
+		w.pass_out = STDOUT_FILENO;
+	} else if ((r = watch_setup(c, true, &w, err)) < 0) {
+		watch_clear(&w);
+		return r;
+	}
 	struct kapsel_create_options co = {.root = root, .id = c->name, .bundle = c->cdir};
-	int status = kapsel_container_run(&co, err);
-	if (saved_in >= 0)
-		dup2(saved_in, STDIN_FILENO);
+	int status = kapsel_container_run_wait(&co, watch_container, &w, err);
+	if (w.back_out >= 0)
+		dup2(w.back_out, STDOUT_FILENO);
+	if (w.back_err >= 0)
+		dup2(w.back_err, STDERR_FILENO);
+	watch_clear(&w);
 	if (status < 0)
 		return status;
 	cleanup_error struct kapsel_error *e = NULL;
 	if (ctr_finish(c, root, status, &e) < 0)
 		kap_warn("%s", e->msg);
 	return status;
+}
+
+/*
+ * A foreground run goes through a monitor too (conmon's role for `podman run`): a child in a
+ * session of its own that prepares the container, creates it as its child, watches it,
+ * records its exit status and honours --rm, so that a `kapsel run` killed with SIGKILL
+ * orphans nothing. It is forked first, before the image and the bundle are touched: what it
+ * then writes is its own memory, not copies of ours (the start path stays as fast). We
+ * forward our signals to it, and its exit status is the container's; an error before the
+ * container ran comes back on a pipe, with its errno, after the monitor removed what it made.
+ * Returns the status, or -errno with *err set.
+ */
+static int run_foreground(const struct kapsel_run_options *o, const char *name, const char *root,
+			  struct kapsel_error **err)
+{
+	static const int fwd[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+	sigset_t set, old;
+	sigemptyset(&set);
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(fwd); i++)
+		sigaddset(&set, fwd[i]);
+	sigaddset(&set, SIGCHLD);
+	int rep[2];
+	if (pipe2(rep, O_CLOEXEC) < 0)
+		return kap_error(err, errno, "pipe");
+	/* Blocked before the fork: the monitor inherits them blocked and takes them with
+	 * sigwait once the container runs; none kills it while it creates the container. */
+	sigprocmask(SIG_BLOCK, &set, &old);
+	fflush(NULL);
+	pid_t mon = fork();
+	if (mon < 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		close(rep[0]);
+		close(rep[1]);
+		return kap_error(err, errno, "fork the monitor");
+	}
+	if (mon == 0) {
+		close(rep[0]);
+		/* Out of the terminal's process group: its signals reach us through kapsel run
+		 * only (once each), and its hangup does not end us. */
+		setsid();
+		cleanup_error struct kapsel_error *e = NULL;
+		struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
+		struct kapsel_run_options eff;
+		int status = effective_options(o, &p, &eff, &e);
+		if (status == 0 && (status = prepare(&eff, name, &p, &e)) == 0) {
+			kap_store_close(p.c.store);
+			p.c.store = NULL;
+			status = foreground(&p, &eff, root, &set, &e);
+		}
+		/* One line, one write: "S<status>" once all is done, or "E<errno> <message>"
+		 * after the monitor removed what it made (nothing ran: no trace of it). */
+		if (status < 0) {
+			char *m = NULL;
+			if (asprintf(&m, "E%d %s", e ? e->code : -status,
+				     e ? e->msg : strerror(-status)) > 0) {
+				for (char *c = m; *c; c++)
+					*c = *c == '\n' ? ' ' : *c;
+				dprintf(rep[1], "%s\n", m);
+			}
+			free(m);
+			prepared_fail(&p, root);
+			_exit(1);
+		}
+		dprintf(rep[1], "S%d\n", status & 0xff);
+		_exit(status & 0xff);
+	}
+	close(rep[1]);
+	/*
+	 * Forward our signals and wait for the monitor's line. Its exit (freeing its memory)
+	 * is no part of ours: with the status in hand we return, and the zombie is reaped by
+	 * whoever inherits it when kapsel run exits.
+	 */
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	char msg[2048];
+	size_t n = 0;
+	struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = rep[0], .events = POLLIN}};
+	while (!(n && msg[n - 1] == '\n') && n < sizeof(msg) - 1) {
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		struct signalfd_siginfo si;
+		if (fds[0].revents && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si) &&
+		    si.ssi_signo != SIGCHLD)
+			kill(mon, (int)si.ssi_signo);
+		if (fds[1].revents) {
+			ssize_t k = read(rep[0], msg + n, sizeof(msg) - 1 - n);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0)
+				break; /* the monitor died without a word */
+			n += (size_t)k;
+		}
+	}
+	if (sfd >= 0)
+		close(sfd);
+	close(rep[0]);
+	msg[n] = '\0';
+	if (n && msg[0] == 'S') {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return (int)strtol(msg + 1, NULL, 10);
+	}
+	int wst = 0;
+	while (waitpid(mon, &wst, 0) < 0 && errno == EINTR)
+		;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (n && msg[0] == 'E') {
+		char *text = NULL;
+		long code = strtol(msg + 1, &text, 10);
+		if (n && msg[n - 1] == '\n')
+			msg[n - 1] = '\0';
+		return kap_error_plain(err, code > 0 && code < 4096 ? (int)code : EIO, "%s",
+				       text && *text == ' ' ? text + 1 : msg + 1);
+	}
+	if (WIFEXITED(wst))
+		return WEXITSTATUS(wst);
+	/* The monitor itself died (killed): the container may still run; stop would find it. */
+	return kap_error_plain(err, EIO, "container %s: the monitor process died (signal %d)", name,
+			       WTERMSIG(wst));
 }
 
 static int generate_name(char *buf, size_t len)
@@ -879,25 +1257,12 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	if ((r = validate_name(name, err)) < 0)
 		return r;
 	const char *root = root_or_default(o->root);
-	struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name},
-			     .rootless = geteuid() != 0 || kap_userns_nested()};
-	struct kapsel_run_options eff = *o;
-	if (p.rootless && !cgroup_delegated()) {
-		/* Limits need a cgroup: refuse the ones asked for, drop podman's default pids
-		 * limit (rootless podman does too without a delegated pids controller). */
-		const char *flag = o->memory				    ? "--memory"
-				   : o->cpus				    ? "--cpus"
-				   : o->has_pids_limit && o->pids_limit > 0 ? "--pids-limit"
-									    : NULL;
-		if (flag)
-			return kap_error_plain(err, EPERM,
-					       "%s needs a delegated cgroup for uid %u (a writable "
-					       "/sys/fs/cgroup/kapsel on cgroup2); none is, so "
-					       "a rootless container cannot be limited",
-					       flag, (unsigned)geteuid());
-		eff.has_pids_limit = true;
-		eff.pids_limit = 0;
-	}
+	if (!o->detach)
+		return run_foreground(o, name, root, err);
+	struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
+	struct kapsel_run_options eff;
+	if ((r = effective_options(o, &p, &eff, err)) < 0)
+		return r;
 	o = &eff;
 	if ((r = prepare(o, name, &p, err)) < 0) {
 		prepared_fail(&p, root);
@@ -905,12 +1270,7 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	}
 	kap_store_close(p.c.store);
 	p.c.store = NULL;
-	r = o->detach ? run_detached(&p, root, err) : run_foreground(&p, o, root, err);
-	if (r < 0 && !o->detach) {
-		/* Nothing ran: leave no trace of it, as if it never existed. */
-		prepared_fail(&p, root);
-		return r;
-	}
+	r = run_detached(&p, root, err);
 	if (r < 0) {
 		/* The monitor removed what it could; make sure, then report. */
 		p.created_dir = faccessat(p.c.dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
@@ -922,6 +1282,40 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	meta_clear(&p.m);
 	ctr_close(&p.c);
 	return r;
+}
+
+/* ---- exec -u ---- */
+
+API int kapsel_image_exec_user(const char *root, const char *id, const char *user, char **ids,
+			       struct kapsel_error **err)
+{
+	struct kapsel_container_info *list = NULL;
+	size_t n = 0;
+	int r = kapsel_container_list(root, &list, &n, err);
+	if (r < 0)
+		return r;
+	pid_t pid = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(list[i].id, id))
+			pid = list[i].pid;
+	kapsel_container_info_free(list, n);
+	if (pid <= 0)
+		return 0; /* not running: exec reports that itself */
+	/* The container's own files, as its init sees them (a rootless overlay lives only in
+	 * the container's mount namespace); read confined to that root. */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+	cleanup_close int rootfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return kap_error(err, errno, "container %s: open %s", id, path);
+	struct kap_exec_user u;
+	if ((r = kap_bundle_resolve_user(rootfd, user, &u, err)) < 0)
+		return kap_error_wrap(err, "--user %s", user);
+	r = asprintf(ids, "%" PRIu32 ":%" PRIu32, u.uid, u.gid);
+	kap_exec_user_clear(&u);
+	if (r < 0)
+		return kap_error(err, ENOMEM, "-u");
+	return 1;
 }
 
 /* ---- ps ---- */
@@ -954,6 +1348,30 @@ static int by_created(const void *a, const void *b)
 	return x->created < y->created	 ? 1
 	       : x->created > y->created ? -1
 					 : strcmp(x->name, y->name);
+}
+
+/* ---- state of one container, for an error message ---- */
+
+API int kapsel_image_container_status(const char *store, const char *name, char **status,
+				      struct kapsel_error **err)
+{
+	*status = NULL;
+	/* Read only: a runtime command about a missing container must not create a store. */
+	cleanup_free char *path = store ? strdup(store) : kap_store_default_path();
+	if (!path)
+		return kap_error(err, ENOMEM, "store");
+	cleanup_free char *cdir = NULL;
+	if (validate_name(name, NULL) < 0)
+		return 0;
+	if (asprintf(&cdir, "%s/containers/%s", path, name) < 0)
+		return kap_error(err, ENOMEM, "store");
+	cleanup_close int cfd = open(cdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct meta m;
+	if (cfd < 0 || meta_read(cfd, name, &m, NULL) < 0)
+		return 0;
+	*status = status_of(&m);
+	meta_clear(&m);
+	return *status ? 1 : kap_error(err, ENOMEM, "container %s", name);
 }
 
 API int kapsel_image_ps(const char *store, const char *root, bool all, struct kapsel_ps_entry **out,
@@ -1155,26 +1573,13 @@ out:
 	return r;
 }
 
-static int copy_fd(int fd, FILE *out, struct kapsel_error **err)
+static bool log_done(void *c)
 {
-	char buf[65536];
-	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return kap_error(err, errno, "read log");
-		if (n == 0)
-			break;
-		if (fwrite(buf, 1, (size_t)n, out) != (size_t)n)
-			return kap_error(err, errno, "write log");
-	}
-	fflush(out);
-	return 0;
+	return finished(c);
 }
 
-API int kapsel_image_logs(const char *store, const char *root, const char *name, bool follow,
-			  FILE *out, struct kapsel_error **err)
+API int kapsel_image_logs(const char *store, const char *root, const char *name,
+			  const struct kapsel_logs_options *o, struct kapsel_error **err)
 {
 	(void)root;
 	struct ctr c;
@@ -1184,22 +1589,13 @@ API int kapsel_image_logs(const char *store, const char *root, const char *name,
 		return r;
 	}
 	cleanup_close int fd = openat(c.cdirfd, LOG_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 && errno != ENOENT) {
+	/* The monitor makes the log before the container starts; none is an empty one. */
+	if (fd < 0 && errno == ENOENT)
+		fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		r = kap_error(err, errno, "open log of %s", name);
-		goto out;
-	}
-	for (;;) {
-		bool done = !follow || finished(&c);
-		if (fd < 0)
-			fd = openat(c.cdirfd, LOG_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		/* After "done" one more read drains what the container wrote last. */
-		if (fd >= 0 && (r = copy_fd(fd, out, err)) < 0)
-			break;
-		if (done)
-			break;
-		sleep_ms(100);
-	}
-out:
+	else
+		r = kap_log_read(fd, o, log_done, &c, err);
 	ctr_close(&c);
 	return r;
 }

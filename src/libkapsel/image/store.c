@@ -93,6 +93,12 @@ static char *default_path(bool *in_tmp)
 	return p;
 }
 
+char *kap_store_default_path(void)
+{
+	bool in_tmp;
+	return default_path(&in_tmp);
+}
+
 /*
  * Without HOME the store falls back to TMP_FALLBACK, and /tmp is everyone's: another user who
  * made /tmp/.local first could rename our store away and put theirs (with their layers, setuid
