@@ -19,7 +19,9 @@
 #   KAPSEL                 the kapsel binary (default: build-asan/src/kapsel/kapsel)
 #   KAPSEL_LINUX_DEB       a linux-image-*-amd64 .deb to use instead of downloading one
 #   KAPSEL_NESTED_CACHE    where the .deb is kept and unpacked (default /var/cache/kapsel-nested)
-#   KAPSEL_NESTED_TIMEOUT  seconds the whole outer guest may run (default 1200)
+#   KAPSEL_NESTED_TIMEOUT  seconds the whole nested stage may run (default 1500)
+#   KAPSEL_NESTED_WEDGE    seconds without the outer guest's heartbeat that mean it wedged
+#                          (default 90; scripts/nested/run.py then reruns in a fresh one)
 #   KAPSEL_NESTED_MEM      outer guest memory (default 4G); KAPSEL_NESTED_CPUS (default 2)
 #   KAPSEL_NESTED_TCG_THREAD  QEMU's TCG threading, multi (default) or single
 set -eu
@@ -134,51 +136,13 @@ trap 'rm -rf "$job"' EXIT INT TERM
 mke2fs -q -t ext4 -F "$job/scratch.img" "${KAPSEL_NESTED_SCRATCH:-16G}" ||
 	die "nested stage cannot run: mke2fs of the scratch disk $job/scratch.img failed"
 
-# The job the outer guest runs, chrooted into this machine's root: same paths, same tools.
-q() { printf "'%s' " "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
-{
-	echo "#!/bin/sh"
-	echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root"
-	echo "export KAPSEL=$(q "$KAPSEL") KAPSEL_LINUX_DEB=$(q "$deb") KAPSEL_LINUX_ROOT=$(q "$kroot")"
-	# Real SVM: the Linux-guest tests need not time a guest loop to know they can boot.
-	echo "export KAPSEL_NESTED_SVM=1"
-	echo "export ASAN_OPTIONS=$(q "${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}")"
-	echo "export UBSAN_OPTIONS=$(q "${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}")"
-	[ -z "${KAPSEL_GUESTS:-}" ] || echo "export KAPSEL_GUESTS=$(q "$KAPSEL_GUESTS")"
-	echo "cd $(q "$repo") || exit 1"
-	echo "echo \"kapsel-nested: Linux \$(uname -r), \$(grep -c ^processor /proc/cpuinfo) CPUs, \$(ls -l /dev/kvm)\""
-	printf '/usr/bin/python3 -m pytest --color=no --durations=5 %s ' "$pytest_args"
-	for a in "$@"; do q "$a"; done
-	echo
-} >"$job/job.sh"
-
-timeout=${KAPSEL_NESTED_TIMEOUT:-1200}
+timeout=${KAPSEL_NESTED_TIMEOUT:-1500}
 echo "vm-tests: booting the outer guest ($(basename "$vmlinuz"), QEMU TCG -cpu max, limit ${timeout}s)"
 start=$(date +%s)
-# -cpu max under TCG includes SVM (and NPT); -no-reboot and panic=-1 turn an outer kernel panic
-# into QEMU's exit. The console goes to this terminal and to $job/console.log.
-{
-	qrc=0
-	timeout -k 10 "$timeout" qemu-system-x86_64 -accel "tcg,thread=${KAPSEL_NESTED_TCG_THREAD:-multi}" -cpu max \
-		-smp "${KAPSEL_NESTED_CPUS:-2}" -m "${KAPSEL_NESTED_MEM:-4G}" \
-		-nodefaults -no-user-config -display none -no-reboot \
-		-chardev stdio,id=con,signal=off -serial chardev:con \
-		-kernel "$vmlinuz" -initrd "$job/initrd.cpio" \
-		-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" \
-		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-		-virtfs "local,path=$job,mount_tag=job,security_model=none,multidevs=remap" \
-		-drive "file=$job/scratch.img,if=virtio,format=raw,cache=unsafe,discard=unmap" \
-		</dev/null 2>&1 || qrc=$?
-	echo "$qrc" >"$job/qemu-rc"
-} | tee "$job/console.log"
-qrc=$(cat "$job/qemu-rc" 2>/dev/null || echo "?")
-echo "vm-tests: nested stage took $(($(date +%s) - start)) s of wall time"
-if [ -f "$job/rc" ]; then
-	exit "$(cat "$job/rc")"
-fi
-err=$(sed -n 's/.*KAPSEL-NESTED-ERROR: //p' "$job/console.log" | tr -d '\r' | head -n 1)
-[ -z "$err" ] || die "nested stage failed: $err"
-if [ "$(($(date +%s) - start))" -ge "$timeout" ]; then
-	die "nested stage failed: the outer guest ran past KAPSEL_NESTED_TIMEOUT=${timeout}s"
-fi
-die "nested stage failed: the outer guest stopped without a result (QEMU exit status $qrc; its console is above)"
+# scripts/nested/run.py writes the job (pytest on the chosen tests, chrooted into this machine's
+# root: same paths, same tools), boots QEMU, and boots a fresh outer guest should one wedge.
+rc=0
+KAPSEL_LINUX_DEB="$deb" KAPSEL_LINUX_ROOT="$kroot" KAPSEL_NESTED_TIMEOUT="$timeout" \
+	/usr/bin/python3 scripts/nested/run.py "$job" "$vmlinuz" "$repo" -- "$@" || rc=$?
+echo "vm-tests: nested stage took $(($(date +%s) - start)) s of wall time (exit status $rc)"
+exit "$rc"
