@@ -53,6 +53,7 @@
 #include "container/container.h"
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -640,6 +641,7 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		}
 		if ((r = kap_net_netns_create(netns_path, err)) < 0)
 			return r;
+		kap_fault_point("net:netns");
 		cleanup_close int nsfd = open(netns_path, O_RDONLY | O_CLOEXEC);
 		if (nsfd < 0) {
 			r = kap_error(err, errno, "open %s", netns_path);

@@ -32,6 +32,7 @@
 
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -1078,6 +1079,7 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 		return kap_error(err, ENOMEM, "leases");
 	if ((r = leases_write(&d, nw.name, &l, err)) < 0)
 		return r;
+	kap_fault_point("net:leased");
 
 	cleanup_nl struct kap_nl *host = NULL;
 	cleanup_nl struct kap_nl *ctr = NULL;
@@ -1091,7 +1093,7 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 				    err)) < 0 ||
 	    (r = kap_nl_link_set_master(host, e->veth, nw.bridge, err)) < 0 ||
 	    (r = kap_nl_link_set_up(host, e->veth, err)) < 0 ||
-	    (r = kap_nl_open(rq->netns_fd, &ctr, err)) < 0 ||
+	    (kap_fault_point("net:veth"), r = kap_nl_open(rq->netns_fd, &ctr, err)) < 0 ||
 	    (r = kap_nl_addr_add(ctr, "eth0", addr, nw.prefix, err)) < 0 ||
 	    (r = kap_nl_link_set_up(ctr, "eth0", err)) < 0 ||
 	    /* An internal network has no way out: no default route either (podman). */
@@ -1105,6 +1107,7 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 		if ((r = kap_nft_run(cmd, err)) < 0)
 			return r;
 	}
+	kap_fault_point("net:ports");
 	ip_str(ip, res->ip);
 	ip_str(nw.gateway, res->gateway);
 	res->internal = nw.internal;
