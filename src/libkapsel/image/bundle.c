@@ -675,6 +675,13 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 	if (o->net && !strncmp(o->net, "container:", 10))
 		return kap_error_plain(err, EINVAL, "--net %s: container: is not supported",
 				       o->net);
+	/* A network's name (net/network.c checks that it exists). */
+	if (own_net &&
+	    (!*o->net || !isalnum((unsigned char)o->net[0]) ||
+	     strspn(o->net, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+		 strlen(o->net)))
+		return kap_error_plain(err, EINVAL,
+				       "--net %s: expected none, host or a network name", o->net);
 	const char *needs_net = o->ip			? "--ip"
 				: o->mac		? "--mac-address"
 				: o->ports && *o->ports ? "-p"
