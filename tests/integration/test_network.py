@@ -56,6 +56,16 @@ class NetK:
         r = self.sh("ip", "-o", "link", "show")
         return re.findall(r"^\d+: (kv[0-9a-f]{8})", r.stdout, re.M)
 
+    def no_veths(self, timeout=10):
+        """No veth of kapsel's left. A container's pair goes with its network namespace, which
+        the kernel tears down in the background once the last reference is gone."""
+        end = time.time() + timeout
+        while self.veths():
+            if time.time() > end:
+                return False
+            time.sleep(0.05)
+        return True
+
     def nft_elements(self):
         """The per-container elements of kapsel's nftables maps (empty without the table)."""
         r = self.sh("nft", "-j", "list", "table", "ip", "kapsel")
@@ -67,6 +77,14 @@ class NetK:
             if m and m.get("elem"):
                 elems += [json.dumps(e) for e in m["elem"]]
         return elems
+
+
+def responder_alive(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "kapsel-dns"
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -91,6 +109,13 @@ def k(kapsel, tmp_path, netns):
     cdir = os.path.join(str(store), "containers")
     for c in os.listdir(cdir) if os.path.isdir(cdir) else []:
         runner("rm", "-f", c)
+    # name responders outlive kapsel by design; none may outlive the test
+    ndir = os.path.join(str(store), "networks")
+    for f in os.listdir(ndir) if os.path.isdir(ndir) else []:
+        if f.endswith(".dns.pid"):
+            pid = int(open(os.path.join(ndir, f)).read())
+            if responder_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def one_line(err):
@@ -120,7 +145,7 @@ def test_default_network_and_ls(k):
     assert r.returncode == 0, r.stderr
     assert re.search(r"eth0\s+inet 10\.88\.\d+\.\d+/16", r.stdout), r.stdout
     assert "default via 10.88.0.1 dev eth0" in r.stdout
-    assert k.leases() == {} and k.veths() == []
+    assert k.leases() == {} and k.no_veths()
 
 
 def test_default_subnet_avoids_a_route(k):
@@ -156,7 +181,7 @@ def test_create_inspect_rm_prune(k):
     assert names == ["kapsel"]
     assert k("ps", "-a").stdout.count("c1") == 0
     assert "kapsel1" not in k.sh("ip", "link").stdout
-    assert k.leases() == {} and k.veths() == []
+    assert k.leases() == {} and k.no_veths()
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -195,7 +220,7 @@ def test_run_bad_input(k, args, msg):
     assert r.returncode == 125, (r.returncode, r.stderr)
     assert msg in one_line(r.stderr), r.stderr
     assert not os.path.exists(os.path.join(k.store, "containers", "bad"))
-    assert k.leases() == {} and k.veths() == []
+    assert k.leases() == {} and k.no_veths()
 
 
 def test_ip_taken_and_port_taken(k):
@@ -223,24 +248,65 @@ def test_ip_taken_and_port_taken(k):
     assert not os.path.exists(os.path.join(k.store, "containers", "b"))
     assert list(k.leases()) == ["10.88.0.9"]
     assert k("rm", "-f", "a").returncode == 0
-    assert k.leases() == {} and k.veths() == [] and k.nft_elements() == []
+    assert k.leases() == {} and k.no_veths() and k.nft_elements() == []
 
 
 def test_two_containers_ping_and_tcp(k):
     assert k("network", "create", "--subnet", "10.77.0.0/24", "pair").returncode == 0
-    r = k("run", "-d", "--name", "srv", "--net", "pair", "--ip", "10.77.0.10", "--hostname", "srvhost",
-          "--mac-address", "02:42:0a:4d:00:0a", "busybox", "sh", "-c",
-          "echo hello-tcp | nc -l -p 5000; sleep 1000")
+    r = k("run", "-d", "--name", "srv", "--net", "pair", "--ip", "10.77.0.10", "--hostname",
+          "srvhost", "--mac-address", "02:42:0a:4d:00:0a", "busybox", "nc", "-ll", "-p",
+          "5000", "-e", "echo", "hello-tcp")
     assert r.returncode == 0, r.stderr
-    r = k("run", "--rm", "--net", "pair", "--cap-add", "NET_RAW", "--add-host", "srv:10.77.0.10",
-          "--dns", "10.77.0.1", "busybox", "sh", "-c",
-          "cat /etc/resolv.conf; ping -c1 -W3 srv && nc srv 5000 </dev/null")
+    # by address, by the name the network's responder gives out, and by --add-host
+    r = k("run", "--rm", "--net", "pair", "--cap-add", "NET_RAW", "--add-host", "other:10.77.0.10",
+          "busybox", "sh", "-c",
+          "cat /etc/resolv.conf; ping -c1 -W3 10.77.0.10 && nc 10.77.0.10 5000 </dev/null && "
+          "ping -c1 -W3 srv && nc srv 5000 </dev/null && nc other 5000 </dev/null")
     assert r.returncode == 0, (r.stdout, r.stderr)
-    assert "nameserver 10.77.0.1" in r.stdout
-    assert "1 packets received" in r.stdout and "hello-tcp" in r.stdout
+    assert r.stdout.startswith("nameserver 10.77.0.1\n"), r.stdout
+    assert r.stdout.count("1 packets received") == 2 and r.stdout.count("hello-tcp") == 3
     r = k("exec", "srv", "sh", "-c", "cat /sys/class/net/eth0/address /etc/hostname /etc/hosts")
     assert "02:42:0a:4d:00:0a" in r.stdout and "srvhost" in r.stdout
     assert "10.77.0.10\tsrvhost srv" in r.stdout, r.stdout
+    # --dns replaces the responder
+    r = k("run", "--rm", "--net", "pair", "--dns", "10.77.0.99", "busybox", "cat",
+          "/etc/resolv.conf")
+    assert r.stdout == "nameserver 10.77.0.99\n", r.stdout
+
+
+def test_names_resolve_only_on_user_networks(k):
+    assert k("network", "create", "--subnet", "10.78.0.0/24", "named").returncode == 0
+    assert k("run", "-d", "--name", "alpha", "--net", "named", "busybox", "sleep", "1000"
+             ).returncode == 0
+    r = k("run", "--rm", "--net", "named", "busybox", "nslookup", "alpha")
+    assert "Address: 10.78.0.2" in r.stdout, (r.stdout, r.stderr)
+    # unknown names are refused (the resolver goes on to the host's nameservers)
+    r = k("run", "--rm", "--net", "named", "busybox", "nslookup", "nosuch")
+    assert "REFUSED" in r.stdout + r.stderr
+    # the default network has no responder, as in podman
+    assert k("run", "-d", "--name", "beta", "--net", "kapsel", "busybox", "sleep", "1000"
+             ).returncode == 0
+    r = k("run", "--rm", "--net", "kapsel", "busybox", "cat", "/etc/resolv.conf")
+    assert "10.88.0.1" not in r.stdout
+    assert not os.path.exists(os.path.join(k.store, "networks", "kapsel.dns.pid"))
+    # the responder survives garbage (hostile containers) and still answers
+    garbage = ("import socket\n"
+               "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+               "for p in [b'', b'x', b'\\0' * 12 + b'\\xc0\\x0c', b'\\0\\1\\0\\0\\0\\1' + b'\\0' * 6 + "
+               "b'\\x3f' * 600, b'\\0\\1\\0\\0\\0\\1' + b'\\0' * 6 + b'\\5alpha']:\n"
+               "    s.sendto(p, ('10.78.0.1', 53))\n")
+    r = k.sh("/usr/bin/python3", "-c", garbage)
+    assert r.returncode == 0, r.stderr
+    r = k("run", "--rm", "--net", "named", "busybox", "nslookup", "alpha")
+    assert "Address: 10.78.0.2" in r.stdout, (r.stdout, r.stderr)
+    pid = int(open(os.path.join(k.store, "networks", "named.dns.pid")).read())
+    assert responder_alive(pid)
+    # it goes with the network's last container
+    assert k("rm", "-f", "alpha").returncode == 0
+    end = time.time() + 5
+    while responder_alive(pid) and time.time() < end:
+        time.sleep(0.05)
+    assert not responder_alive(pid)
 
 
 UDP_ECHO = """
@@ -268,8 +334,8 @@ PY_BINDS = ["-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/l
 
 
 def test_published_port_tcp_udp(k):
-    r = k("run", "-d", "--name", "web", "--net", "kapsel", "-p", "8080:80", "busybox", "sh",
-          "-c", "while true; do echo served | nc -l -p 80; done")
+    r = k("run", "-d", "--name", "web", "--net", "kapsel", "-p", "8080:80", "busybox", "nc",
+          "-ll", "-p", "80", "-e", "echo", "served")
     assert r.returncode == 0, r.stderr
     r = k("run", "-d", "--name", "dns", "--net", "kapsel", "-p", "127.0.0.1:5353:53/udp",
           *PY_BINDS, "busybox", "/usr/bin/python3", "-c", UDP_ECHO)
@@ -289,7 +355,7 @@ def test_published_port_tcp_udp(k):
         r = k("stop", "-t", "1", c)
         assert r.returncode == 0, r.stderr
     # an exited container holds no address, veth or rule
-    assert k.leases() == {} and k.veths() == [] and k.nft_elements() == []
+    assert k.leases() == {} and k.no_veths() and k.nft_elements() == []
 
 
 def test_internal_has_no_way_out(k):
@@ -327,7 +393,7 @@ def test_concurrent_runs_get_distinct_addresses(k):
     with concurrent.futures.ThreadPoolExecutor(max_workers=n) as ex:
         results = list(ex.map(lambda nm: k("rm", "-f", nm, timeout=300), names))
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
-    assert k.leases() == {} and k.veths() == []
+    assert k.leases() == {} and k.no_veths()
     r = k("run", "--rm", "--net", "kapsel", "busybox", "ip", "-o", "-4", "addr", "show", "eth0")
     assert "10.88.0.2/16" in r.stdout, r.stdout
 
@@ -355,7 +421,7 @@ def test_kill_during_setup_leaks_nothing(k, step):
         p.wait()
     r = k("rm", "-f", "victim")
     assert r.returncode == 0, r.stderr
-    assert k.leases() == {} and k.veths() == [] and k.nft_elements() == []
+    assert k.leases() == {} and k.no_veths() and k.nft_elements() == []
     with open("/proc/self/mountinfo") as f:
         assert k.store not in f.read()
     # the address and the port are free again

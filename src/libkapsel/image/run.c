@@ -366,14 +366,13 @@ static int net_down(struct ctr *c, struct kapsel_error **err)
 	if (faccessat(c->cdirfd, "netns", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
 	const char *store = c->store ? kap_store_path(c->store) : c->store_path;
-	int r = kap_net_detach(store, c->name, err);
-	if (r < 0)
-		return r;
 	cleanup_free char *ns = NULL;
 	if (asprintf(&ns, "%s/netns", c->cdir) < 0)
 		return kap_error(err, ENOMEM, "container %s", c->name);
+	/* The runtime's delete ended every process of the container: with the mount gone,
+	 * nothing holds the namespace. */
 	kap_net_netns_remove(ns);
-	return 0;
+	return kap_net_detach(store, c->name, true, err);
 }
 
 /* Remove everything of the container: runtime state, mount, image reference, directory. */
@@ -695,8 +694,11 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		return r;
 	}
 	/* resolv.conf: --dns, else (on a network) the host's minus loopback nameservers, which
-	 * the container's own lo cannot reach (podman does the same). */
-	if (o->dns && *o->dns ? true : own_net) {
+	 * the container's own lo cannot reach (podman does the same); on a user-defined
+	 * network the network's responder comes first: it refuses names it does not know, and
+	 * the resolver moves on to the host's. */
+	bool own_dns = o->dns && *o->dns;
+	if (own_dns || own_net) {
 		cleanup_free char *text = NULL, *host_conf = NULL;
 		size_t len = 0;
 		FILE *f = open_memstream(&text, &len);
@@ -704,11 +706,12 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 			r = kap_error(err, ENOMEM, "resolv.conf");
 			return r;
 		}
-		if (o->dns && *o->dns) {
-			for (char *const *d = o->dns; *d; d++)
-				fprintf(f, "nameserver %s\n", *d);
-		} else if (kap_fs_read_file(AT_FDCWD, "/etc/resolv.conf", 1 << 16, &host_conf, NULL,
-					    NULL) == 0) {
+		for (char *const *d = own_dns ? o->dns : NULL; d && *d; d++)
+			fprintf(f, "nameserver %s\n", *d);
+		if (!own_dns && net.dns)
+			fprintf(f, "nameserver %s\n", net.gateway);
+		if (!own_dns && kap_fs_read_file(AT_FDCWD, "/etc/resolv.conf", 1 << 16, &host_conf,
+						 NULL, NULL) == 0) {
 			for (char *line = strtok(host_conf, "\n"); line; line = strtok(NULL, "\n"))
 				if (strncmp(line, "nameserver 127.", 15) &&
 				    strncmp(line, "nameserver ::1", 14))

@@ -41,6 +41,7 @@ struct kap_net_result {
 	char ip[INET_ADDRSTRLEN];
 	char gateway[INET_ADDRSTRLEN];
 	bool internal;
+	bool dns; /* a name responder answers on the gateway (user-defined networks) */
 };
 /*
  * Lease an address, record it (before anything else exists, so a kill at any later step
@@ -48,8 +49,11 @@ struct kap_net_result {
  */
 int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 		   struct kapsel_error **err);
-/* Undo everything of the container on every network; what is already gone is fine. */
-int kap_net_detach(const char *store, const char *container, struct kapsel_error **err);
+/* Undo everything of the container on every network; what is already gone is fine.
+ * ns_gone: its network namespace is released (no process, no mount), and the kernel removes
+ * the veth pair with it. */
+int kap_net_detach(const char *store, const char *container, bool ns_gone,
+		   struct kapsel_error **err);
 
 /* A new network namespace bound at path (a new empty file), lo up inside. */
 int kap_net_netns_create(const char *path, struct kapsel_error **err);

@@ -104,24 +104,44 @@ static int request(struct kap_nl *nl, struct nlmsghdr *nlh)
 	return transact(nl, nlh, NULL, NULL);
 }
 
+struct link_info {
+	int index;
+	unsigned int flags;
+};
+
 static int link_cb(const struct nlmsghdr *nlh, void *data)
 {
 	const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
-	*(int *)data = ifi->ifi_index;
+	struct link_info *li = data;
+	li->index = ifi->ifi_index;
+	li->flags = ifi->ifi_flags;
 	return MNL_CB_STOP; /* a GETLINK by name answers with this one message, no ack */
 }
 
-int kap_nl_ifindex(struct kap_nl *nl, const char *ifname)
+static int link_get(struct kap_nl *nl, const char *ifname, struct link_info *li)
 {
 	struct nlmsghdr *nlh = msg_new(nl, RTM_GETLINK, 0);
 	struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
 	ifi->ifi_family = AF_UNSPEC;
 	mnl_attr_put_strz(nlh, IFLA_IFNAME, ifname);
-	int index = 0;
-	int r = transact(nl, nlh, link_cb, &index);
+	*li = (struct link_info){0};
+	int r = transact(nl, nlh, link_cb, li);
 	if (r < 0)
 		return r;
-	return index > 0 ? index : -ENODEV;
+	return li->index > 0 ? 0 : -ENODEV;
+}
+
+int kap_nl_ifindex(struct kap_nl *nl, const char *ifname)
+{
+	struct link_info li;
+	int r = link_get(nl, ifname, &li);
+	return r < 0 ? r : li.index;
+}
+
+bool kap_nl_link_is_up(struct kap_nl *nl, const char *ifname)
+{
+	struct link_info li;
+	return link_get(nl, ifname, &li) == 0 && (li.flags & IFF_UP);
 }
 
 /* A RTM_NEWLINK (or DELLINK) naming the link: the kernel looks IFLA_IFNAME up (rtnetlink.c). */

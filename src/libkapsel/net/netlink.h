@@ -28,6 +28,8 @@ static inline void kap_nl_closep(struct kap_nl **nl)
 
 /* The interface's index, or -ENODEV (no error set). */
 int kap_nl_ifindex(struct kap_nl *nl, const char *ifname);
+/* Whether the link exists and is administratively up. */
+bool kap_nl_link_is_up(struct kap_nl *nl, const char *ifname);
 int kap_nl_link_set_up(struct kap_nl *nl, const char *ifname, struct kapsel_error **err);
 /* A bridge; an existing one of that name is fine (returns 0). */
 int kap_nl_bridge_create(struct kap_nl *nl, const char *name, struct kapsel_error **err);

@@ -36,6 +36,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "net/dns.h"
 #include "net/net.h"
 #include "net/netlink.h"
 #include "net/nft.h"
@@ -515,7 +516,7 @@ static bool container_exists(struct netdir *d, const char *name)
  * For every network: release the leases of `container` (NULL: of every container whose
  * directory is gone — killed before its rm could run), undoing what they name.
  */
-static int sweep(struct netdir *d, const char *container, struct kapsel_error **err)
+static int sweep(struct netdir *d, const char *container, bool ns_gone, struct kapsel_error **err)
 {
 	cleanup_strv char **names = NULL;
 	size_t n;
@@ -534,9 +535,12 @@ static int sweep(struct netdir *d, const char *container, struct kapsel_error **
 			if (container ? strcmp(e->container, container)
 				      : container_exists(d, e->container))
 				continue;
-			if (!nl && kap_nl_open(-1, &nl, err) < 0)
+			/* Deleting a veth waits for the kernel's RCU grace periods (~10 ms); when
+			 * the container's namespace is gone, the kernel removes the pair with it
+			 * in the background (veth's dellink on namespace exit). */
+			if (!ns_gone && !nl && kap_nl_open(-1, &nl, err) < 0)
 				return -(*err)->code;
-			if (nft < 0)
+			if (nft < 0 && e->ports && *e->ports)
 				nft = kap_nft_present();
 			lease_teardown(nl, e, nft > 0);
 			free(e->container);
@@ -545,6 +549,12 @@ static int sweep(struct netdir *d, const char *container, struct kapsel_error **
 		}
 		if (changed && (r = leases_write(d, names[i], &l, err)) < 0)
 			return r;
+		size_t left = 0;
+		for (size_t k = 0; k < l.n; k++)
+			left += l.v[k].container != NULL;
+		/* The responder lives as long as the network has containers. */
+		if (changed && !left)
+			kap_dns_stop(d->dfd, names[i]);
 	}
 	return 0;
 }
@@ -779,7 +789,8 @@ API int kapsel_network_list(const char *store, struct kapsel_network_info **out,
 	cleanup_netdir struct netdir d;
 	int r = netdir_open(store, &d, err);
 	struct network def;
-	if (r < 0 || (r = default_network(&d, &def, err)) < 0 || (r = sweep(&d, NULL, err)) < 0)
+	if (r < 0 || (r = default_network(&d, &def, err)) < 0 ||
+	    (r = sweep(&d, NULL, false, err)) < 0)
 		return r;
 	cleanup_strv char **names = NULL;
 	size_t cnt;
@@ -811,8 +822,8 @@ API int kapsel_network_inspect(const char *store, const char *name, char **json,
 	struct network nw;
 	struct kapsel_network_info info;
 	int r = netdir_open(store, &d, err);
-	if (r < 0 || (r = sweep(&d, NULL, err)) < 0 || (r = network_load(&d, name, &nw, err)) < 0 ||
-	    (r = info_of(&d, &nw, &info, err)) < 0)
+	if (r < 0 || (r = sweep(&d, NULL, false, err)) < 0 ||
+	    (r = network_load(&d, name, &nw, err)) < 0 || (r = info_of(&d, &nw, &info, err)) < 0)
 		return r;
 	cleanup_json struct kap_json *j = kap_json_new_object();
 	struct kap_json *subs = kap_json_new_array(), *sub = kap_json_new_object();
@@ -845,7 +856,8 @@ API int kapsel_network_rm(const char *store, const char *name, struct kapsel_err
 	cleanup_netdir struct netdir d;
 	struct network nw;
 	int r = netdir_open(store, &d, err);
-	if (r < 0 || (r = sweep(&d, NULL, err)) < 0 || (r = network_load(&d, name, &nw, err)) < 0)
+	if (r < 0 || (r = sweep(&d, NULL, false, err)) < 0 ||
+	    (r = network_load(&d, name, &nw, err)) < 0)
 		return r;
 	if (!strcmp(name, DEFAULT_NETWORK))
 		return kap_error_plain(err, EPERM,
@@ -868,6 +880,7 @@ API int kapsel_network_rm(const char *store, const char *name, struct kapsel_err
 		cleanup_error struct kapsel_error *ne = NULL;
 		kap_nft_run(cmd, &ne); /* never attached: no element */
 	}
+	kap_dns_stop(d.dfd, name);
 	char file[128];
 	snprintf(file, sizeof(file), "%s.leases.json", name);
 	if (unlinkat(d.dfd, file, 0) < 0 && errno != ENOENT)
@@ -945,33 +958,46 @@ static int sysctl_on(const char *path, struct kapsel_error **err)
 	return kap_fs_write_at(AT_FDCWD, path, "1", 1, err);
 }
 
-/* The host side of a network, made once: the bridge, its address, NAT or isolation. */
+/*
+ * The host side of a network, made once per network namespace: the bridge, its address, NAT
+ * or isolation, and the bridge set up last: an up bridge says all of it is done (we hold the
+ * network lock, so nobody is halfway), and the next container skips the nftables round trips,
+ * the dearest part (libnftables reads the ruleset for every command).
+ */
 static int network_up(struct kap_nl *nl, const struct network *nw, bool ports,
 		      struct kapsel_error **err)
 {
 	struct in_addr gw = {htonl(nw->gateway)};
 	int r;
+	if (ports) {
+		/* 127.0.0.1 may leave through the bridge once DNAT sent it there (ip-sysctl.rst).
+		 */
+		char path[96];
+		snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/route_localnet",
+			 nw->bridge);
+		if (kap_nl_link_is_up(nl, nw->bridge))
+			return sysctl_on(path, err);
+		if ((r = kap_nl_bridge_create(nl, nw->bridge, err)) < 0 ||
+		    (r = sysctl_on(path, err)) < 0)
+			return r;
+	} else if (kap_nl_link_is_up(nl, nw->bridge)) {
+		return 0;
+	}
 	if ((r = kap_nl_bridge_create(nl, nw->bridge, err)) < 0 ||
-	    (r = kap_nl_addr_add(nl, nw->bridge, gw, nw->prefix, err)) < 0 ||
-	    (r = kap_nl_link_set_up(nl, nw->bridge, err)) < 0)
+	    (r = kap_nl_addr_add(nl, nw->bridge, gw, nw->prefix, err)) < 0)
 		return r;
 	/* Outbound traffic is routed, not bridged: forwarding on (netavark does the same). */
 	if (!nw->internal && (r = sysctl_on("/proc/sys/net/ipv4/ip_forward", err)) < 0)
 		return r;
-	if (ports) {
-		char path[96];
-		snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/route_localnet",
-			 nw->bridge);
-		if ((r = sysctl_on(path, err)) < 0)
-			return r;
-	}
 	if ((r = kap_nft_ensure(err)) < 0)
 		return r;
 	char sub[INET_ADDRSTRLEN], cmd[128];
 	ip_str(nw->subnet, sub);
 	snprintf(cmd, sizeof(cmd), "add element ip kapsel %s { %s/%d }",
 		 nw->internal ? "internal" : "masq", sub, nw->prefix);
-	return kap_nft_run(cmd, err);
+	if ((r = kap_nft_run(cmd, err)) < 0)
+		return r;
+	return kap_nl_link_set_up(nl, nw->bridge, err);
 }
 
 static int lease_pick(struct netdir *d, const struct network *nw, uint32_t want,
@@ -1046,7 +1072,7 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 	uint32_t want, ip;
 	int r = netdir_open(rq->store, &d, err);
 	if (r < 0 || (r = network_load(&d, rq->network, &nw, err)) < 0 ||
-	    (r = check_request(rq, &nw, &want, err)) < 0 || (r = sweep(&d, NULL, err)) < 0)
+	    (r = check_request(rq, &nw, &want, err)) < 0 || (r = sweep(&d, NULL, false, err)) < 0)
 		return r;
 	size_t np = 0;
 	while (rq->ports && rq->ports[np])
@@ -1108,13 +1134,20 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 			return r;
 	}
 	kap_fault_point("net:ports");
+	/* Names resolve on user-defined networks only, as in podman. */
+	if (strcmp(nw.name, DEFAULT_NETWORK)) {
+		if ((r = kap_dns_start(d.dfd, nw.name, gw, err)) < 0)
+			return r;
+		res->dns = true;
+	}
 	ip_str(ip, res->ip);
 	ip_str(nw.gateway, res->gateway);
 	res->internal = nw.internal;
 	return 0;
 }
 
-int kap_net_detach(const char *store, const char *container, struct kapsel_error **err)
+int kap_net_detach(const char *store, const char *container, bool ns_gone,
+		   struct kapsel_error **err)
 {
 	char path[512];
 	snprintf(path, sizeof(path), "%s/networks", kap_net_store(store));
@@ -1125,7 +1158,7 @@ int kap_net_detach(const char *store, const char *container, struct kapsel_error
 	int r = netdir_open(store, &d, err);
 	if (r < 0)
 		return r;
-	return sweep(&d, container, err);
+	return sweep(&d, container, ns_gone, err);
 }
 
 int kap_net_netns_create(const char *path, struct kapsel_error **err)

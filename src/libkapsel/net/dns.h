@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The per-network name responder (net/dns.c). Callers hold the network lock. */
+#pragma once
+#include <netinet/in.h>
+
+#include <kapsel/error.h>
+
+/* Start the responder of network `net` on gateway:53 unless one runs; dfd: the networks
+ * directory (its pid goes to NET.dns.pid there). */
+int kap_dns_start(int dfd, const char *net, struct in_addr gateway, struct kapsel_error **err);
+/* Stop it (when its last container left, or the network goes). */
+void kap_dns_stop(int dfd, const char *net);
