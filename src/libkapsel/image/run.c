@@ -383,15 +383,15 @@ static int ctr_remove(struct ctr *c, const char *root, struct kapsel_error **err
 		*err = steal_ptr(e);
 		return -(*err)->code;
 	}
-	cleanup_free char *merged = NULL;
-	if (asprintf(&merged, "%s/merged", c->cdir) < 0)
-		return kap_error(err, ENOMEM, "container %s", c->name);
-	int r = kap_overlay_umount(merged, err);
-	if (r < 0)
-		return r;
+	int r;
 	if (!c->store && c->store_path && kap_store_open(c->store_path, &c->store, err) < 0)
 		return -(*err)->code;
 	if ((r = net_down(c, err)) < 0)
+		return r;
+	cleanup_free char *merged = NULL;
+	if (asprintf(&merged, "%s/merged", c->cdir) < 0)
+		return kap_error(err, ENOMEM, "container %s", c->name);
+	if ((r = kap_overlay_umount(merged, err)) < 0)
 		return r;
 	if (c->store)
 		kap_store_remove_user(c->store, c->name);
