@@ -43,6 +43,7 @@ struct kapsel_run_options {
 	char *const *ports;	/* -p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] */
 	char *const *dns;	/* --dns: nameservers for /etc/resolv.conf */
 	char *const *add_hosts; /* --add-host NAME:IP, lines of /etc/hosts */
+	char *const *aliases;	/* --network-alias: more names on a user-defined network */
 	char *const *cap_add;
 	char *const *cap_drop;
 	bool privileged;

@@ -35,6 +35,7 @@ enum {
 	OPT_MAC,
 	OPT_DNS,
 	OPT_ADD_HOST,
+	OPT_ALIAS,
 };
 
 static const struct option image_options[] = {
@@ -60,6 +61,7 @@ static const struct option image_options[] = {
     {"publish", required_argument, NULL, 'p'},
     {"dns", required_argument, NULL, OPT_DNS},
     {"add-host", required_argument, NULL, OPT_ADD_HOST},
+    {"network-alias", required_argument, NULL, OPT_ALIAS},
     {"cap-add", required_argument, NULL, OPT_CAP_ADD},
     {"cap-drop", required_argument, NULL, OPT_CAP_DROP},
     {"privileged", no_argument, NULL, OPT_PRIVILEGED},
@@ -100,6 +102,7 @@ static bool takes_value(const char *arg)
 	    "publish",
 	    "dns",
 	    "add-host",
+	    "network-alias",
 	    "cap-add",
 	    "cap-drop",
 	    "security-opt",
@@ -158,11 +161,12 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	char **ports = calloc((size_t)argc + 1, sizeof(char *));
 	char **dns = calloc((size_t)argc + 1, sizeof(char *));
 	char **hosts = calloc((size_t)argc + 1, sizeof(char *));
-	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0, np = 0, nn = 0, nh = 0;
+	char **aliases = calloc((size_t)argc + 1, sizeof(char *));
+	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0, np = 0, nn = 0, nh = 0, nal = 0;
 	/* Usage errors exit 1 like every kapsel command; failures to run, 125. */
 	int status = 1, c;
 	long long n;
-	if (!env || !vols || !add || !drop || !sec || !ports || !dns || !hosts) {
+	if (!env || !vols || !add || !drop || !sec || !ports || !dns || !hosts || !aliases) {
 		cli_fail("run: out of memory");
 		goto out;
 	}
@@ -174,6 +178,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	o.ports = ports;
 	o.dns = dns;
 	o.add_hosts = hosts;
+	o.aliases = aliases;
 	while ((c = cli_getopt(&cmd_run, argc, argv, "dite:w:u:m:v:p:h", image_options)) != -1) {
 		switch (c) {
 		case OPT_RM:
@@ -242,6 +247,9 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		case OPT_ADD_HOST:
 			hosts[nh++] = optarg;
 			break;
+		case OPT_ALIAS:
+			aliases[nal++] = optarg;
+			break;
 		case OPT_CAP_ADD:
 			add[na++] = optarg;
 			break;
@@ -287,6 +295,7 @@ out:
 	free(ports);
 	free(dns);
 	free(hosts);
+	free(aliases);
 	return status;
 }
 
@@ -333,6 +342,7 @@ const struct cli_command cmd_run = {
 	"                          forward a host port to the container (with --net NETWORK)\n"
 	"  --dns IP                nameserver for /etc/resolv.conf\n"
 	"  --add-host NAME:IP      a line for /etc/hosts\n"
+	"  --network-alias NAME    another name the network's responder gives out for it\n"
 	"  --cap-add CAP           add a capability (ALL: every one)\n"
 	"  --cap-drop CAP          drop a capability (ALL: every one)\n"
 	"  --privileged            all capabilities and devices, no seccomp, no masked paths\n"

@@ -214,6 +214,8 @@ def test_create_bad_input(k, args, msg):
     (["-p", "8080:80"], "-p needs --net NETWORK"),
     (["--net", "kapsel", "--dns", "nope"], "--dns nope: not an IPv4 address"),
     (["--net", "kapsel", "--add-host", "nocolon"], "--add-host nocolon: expected NAME:IPv4"),
+    (["--network-alias", "db"], "--network-alias needs --net NETWORK"),
+    (["--net", "kapsel", "--network-alias", "a.b"], "--network-alias \"a.b\": not a host name"),
 ])
 def test_run_bad_input(k, args, msg):
     r = k("run", "--rm", "--name", "bad", *args, "busybox", "true")
@@ -276,10 +278,11 @@ def test_two_containers_ping_and_tcp(k):
 
 def test_names_resolve_only_on_user_networks(k):
     assert k("network", "create", "--subnet", "10.78.0.0/24", "named").returncode == 0
-    assert k("run", "-d", "--name", "alpha", "--net", "named", "busybox", "sleep", "1000"
-             ).returncode == 0
-    r = k("run", "--rm", "--net", "named", "busybox", "nslookup", "alpha")
-    assert "Address: 10.78.0.2" in r.stdout, (r.stdout, r.stderr)
+    assert k("run", "-d", "--name", "alpha", "--net", "named", "--network-alias", "db",
+             "--network-alias", "primary", "busybox", "sleep", "1000").returncode == 0
+    for name in ("alpha", "db", "PRIMARY"):
+        r = k("run", "--rm", "--net", "named", "busybox", "nslookup", name)
+        assert "Address: 10.78.0.2" in r.stdout, (name, r.stdout, r.stderr)
     # unknown names are refused (the resolver goes on to the host's nameservers)
     r = k("run", "--rm", "--net", "named", "busybox", "nslookup", "nosuch")
     assert "REFUSED" in r.stdout + r.stderr

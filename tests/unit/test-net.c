@@ -1,18 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * net/: the parsers of user input that need no root or namespace: -p specs (address, ports,
- * protocol, ranges) and --mac-address.
+ * net/: the parsers of input that need no root or namespace: -p specs (address, ports,
+ * protocol, ranges), --mac-address, and the name responder's answers to queries (hostile:
+ * they come from containers).
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "core/cleanup.h"
+#include "core/fs.h"
+#include "net/dns.h"
 #include "net/net.h"
 
 static void port_ok(const char *spec, const char *proto, const char *ip, unsigned hp, unsigned cp)
@@ -71,11 +78,78 @@ static void test_mac(void **state)
 	}
 }
 
+/* A query for `name` (one label) of type qtype, as a resolver sends it. */
+static size_t query(uint8_t *p, const char *name, unsigned qtype)
+{
+	static const uint8_t hdr[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+	memcpy(p, hdr, sizeof(hdr));
+	size_t n = sizeof(hdr), l = strlen(name);
+	p[n++] = (uint8_t)l;
+	memcpy(p + n, name, l);
+	n += l;
+	p[n++] = 0;
+	p[n++] = 0;
+	p[n++] = (uint8_t)qtype;
+	p[n++] = 0;
+	p[n++] = 1;
+	return n;
+}
+
+static void test_dns(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/kapsel-test-dns-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	const char *leases = "{\"10.89.0.7\": {\"container\": \"web\", \"veth\": \"kv0a590007\", "
+			     "\"ports\": []}}";
+	assert_int_equal(
+	    kap_fs_write_atomic(dfd, "n.leases.json", leases, strlen(leases), 0600, false, NULL),
+	    0);
+	uint8_t p[512 + 16];
+	/* A known name: NOERROR, authoritative, one A record with the address. */
+	size_t n = query(p, "WEB", 1);
+	size_t r = kap_dns_answer(dfd, "n.leases.json", p, n, sizeof(p));
+	assert_int_equal(r, n + 16);
+	assert_int_equal(p[0], 0x12);
+	assert_int_equal(p[2], 0x85); /* QR, AA, RD kept */
+	assert_int_equal(p[3], 0);
+	assert_int_equal(p[7], 1);
+	assert_memory_equal(p + n + 12, "\x0a\x59\x00\x07", 4);
+	/* AAAA of a known name: NOERROR without records. */
+	n = query(p, "web", 28);
+	assert_int_equal(kap_dns_answer(dfd, "n.leases.json", p, n, sizeof(p)), n);
+	assert_int_equal(p[3], 0);
+	assert_int_equal(p[7], 0);
+	/* Unknown: REFUSED (the resolver moves on to the next nameserver). */
+	n = query(p, "nosuch", 1);
+	assert_int_equal(kap_dns_answer(dfd, "n.leases.json", p, n, sizeof(p)), n);
+	assert_int_equal(p[3], 5);
+	/* A compression pointer in the question, a label past the end, a response: FORMERR or
+	 * dropped, never a read beyond n. */
+	n = query(p, "web", 1);
+	p[12] = 0xc0;
+	assert_int_equal(kap_dns_answer(dfd, "n.leases.json", p, n, sizeof(p)), 12);
+	assert_int_equal(p[3], 1);
+	n = query(p, "web", 1);
+	p[12] = 40;
+	assert_int_equal(kap_dns_answer(dfd, "n.leases.json", p, n, sizeof(p)), 12);
+	n = query(p, "web", 1);
+	p[2] |= 0x80;
+	assert_int_equal(kap_dns_answer(dfd, "n.leases.json", p, n, sizeof(p)), 0);
+	assert_int_equal(kap_dns_answer(dfd, "n.leases.json", p, 5, sizeof(p)), 0);
+	unlinkat(dfd, "n.leases.json", 0);
+	close(dfd);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ports),
 	    cmocka_unit_test(test_mac),
+	    cmocka_unit_test(test_dns),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

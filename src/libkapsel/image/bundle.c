@@ -682,13 +682,18 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 		 strlen(o->net)))
 		return kap_error_plain(err, EINVAL,
 				       "--net %s: expected none, host or a network name", o->net);
-	const char *needs_net = o->ip			? "--ip"
-				: o->mac		? "--mac-address"
-				: o->ports && *o->ports ? "-p"
-							: NULL;
+	const char *needs_net = o->aliases && *o->aliases ? "--network-alias"
+				: o->ip			  ? "--ip"
+				: o->mac		  ? "--mac-address"
+				: o->ports && *o->ports	  ? "-p"
+							  : NULL;
 	if (needs_net && !own_net)
 		return kap_error_plain(err, EINVAL, "%s needs --net NETWORK (not none or host)",
 				       needs_net);
+	for (char *const *p = o->aliases; p && *p; p++)
+		if (!valid_hostname(*p) || strchr(*p, '.'))
+			return kap_error_plain(
+			    err, EINVAL, "--network-alias \"%s\": not a host name (one label)", *p);
 	for (char *const *p = o->dns; p && *p; p++) {
 		struct in_addr a;
 		if (inet_pton(AF_INET, *p, &a) != 1)

@@ -653,6 +653,7 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		    .ip = o->ip,
 		    .mac = o->mac,
 		    .ports = o->ports,
+		    .aliases = o->aliases,
 		    .netns_fd = nsfd,
 		};
 		if ((r = kap_net_attach(&rq, &net, err)) < 0)

@@ -2,7 +2,8 @@
 /*
  * Name resolution on a user-defined network (what aardvark-dns is to podman): a small
  * responder on the network's gateway address, UDP port 53, one process per network, answering
- * A queries for the names of the containers that hold an address on it. It reads the
+ * A queries for the names (and --network-alias names) of the containers that hold an address
+ * on it. It reads the
  * network's lease file (net/network.c) at every query, so a container is resolvable as soon
  * as its lease exists and not a moment after it is gone, without any signalling.
  *
@@ -73,8 +74,16 @@ static uint32_t lookup(int dfd, const char *leases_file, const char *name)
 	struct kap_json *v;
 	while (kap_json_iter_next(&it, &ip, &v)) {
 		const char *c = kap_json_string(kap_json_get(v, "container"));
+		bool match = c && !strcasecmp(c, name);
+		struct kap_json *al = kap_json_get(v, "aliases");
+		for (size_t i = 0; !match && al && kap_json_type(al) == KAP_JSON_ARRAY &&
+				   i < kap_json_array_len(al);
+		     i++) {
+			const char *a = kap_json_string(kap_json_array_at(al, i));
+			match = a && !strcasecmp(a, name);
+		}
 		struct in_addr a;
-		if (c && !strcasecmp(c, name) && inet_pton(AF_INET, ip, &a) == 1)
+		if (match && inet_pton(AF_INET, ip, &a) == 1)
 			return a.s_addr;
 	}
 	return 0;
@@ -82,11 +91,7 @@ static uint32_t lookup(int dfd, const char *leases_file, const char *name)
 
 enum { RCODE_OK = 0, RCODE_FORMERR = 1, RCODE_REFUSED = 5 };
 
-/*
- * Answer one query in place (the reply is the query plus at most one 16-byte answer).
- * Returns the reply's length, or 0 to drop the packet.
- */
-static size_t answer(int dfd, const char *leases_file, uint8_t *p, size_t n, size_t cap)
+size_t kap_dns_answer(int dfd, const char *leases_file, uint8_t *p, size_t n, size_t cap)
 {
 	if (n < 12 || (p[2] & 0x80))
 		return 0; /* too short, or a response */
@@ -152,7 +157,7 @@ static __attribute__((noreturn)) void serve(int sock, int dfd, const char *net)
 		ssize_t n = recvfrom(sock, buf, 512, 0, (struct sockaddr *)&from, &fl);
 		if (n < 0)
 			continue;
-		size_t r = answer(dfd, leases_file, buf, (size_t)n, sizeof(buf));
+		size_t r = kap_dns_answer(dfd, leases_file, buf, (size_t)n, sizeof(buf));
 		if (r)
 			sendto(sock, buf, r, 0, (struct sockaddr *)&from, fl);
 	}

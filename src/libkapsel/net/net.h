@@ -31,6 +31,7 @@ struct kap_net_request {
 	const char *ip;	 /* NULL: the lowest free address */
 	const char *mac; /* NULL: the kernel's random one */
 	char *const *ports;
+	char *const *aliases; /* more names for the responder */
 	int netns_fd;
 };
 /* Everything that needs no change: the network exists, the address is inside it, the ports

@@ -62,7 +62,8 @@ struct lease {
 	uint32_t ip;
 	char *container;
 	char veth[16];
-	char **ports; /* "tcp:0.0.0.0:8080:80" */
+	char **ports;	/* "tcp:0.0.0.0:8080:80" */
+	char **aliases; /* --network-alias, for the name responder */
 };
 
 struct leases {
@@ -77,6 +78,9 @@ static void leases_clear(struct leases *l)
 		for (char **p = l->v[i].ports; p && *p; p++)
 			free(*p);
 		free(l->v[i].ports);
+		for (char **p = l->v[i].aliases; p && *p; p++)
+			free(*p);
+		free(l->v[i].aliases);
 	}
 	free(l->v);
 	*l = (struct leases){0};
@@ -333,7 +337,8 @@ static int leases_read(struct netdir *d, const char *net, struct leases *l,
 		if (parse_ip(file, key, &e->ip, err) < 0 ||
 		    kap_json_read_string(val, key, "container", &e->container, err) < 0 ||
 		    kap_json_read_string(val, key, "veth", &veth, err) < 0 ||
-		    kap_json_read_strv(val, key, "ports", &e->ports, err) < 0) {
+		    kap_json_read_strv(val, key, "ports", &e->ports, err) < 0 ||
+		    kap_json_read_strv(val, key, "aliases", &e->aliases, err) < 0) {
 			l->n++;
 			return -EINVAL;
 		}
@@ -371,6 +376,12 @@ static int leases_write(struct netdir *d, const char *net, const struct leases *
 		for (char **p = e->ports; p && *p; p++)
 			kap_json_append(ports, kap_json_new_string(*p));
 		kap_json_set(o, "ports", ports);
+		if (e->aliases && *e->aliases) {
+			struct kap_json *al = kap_json_new_array();
+			for (char **p = e->aliases; al && *p; p++)
+				kap_json_append(al, kap_json_new_string(*p));
+			kap_json_set(o, "aliases", al);
+		}
 		kap_json_set(j, ip, o);
 	}
 	cleanup_free char *text = kap_json_dump(j, true);
@@ -1099,7 +1110,18 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 		return kap_error(err, ENOMEM, "leases");
 	l.v = nv;
 	struct lease *e = &l.v[l.n++];
-	*e = (struct lease){.ip = ip, .container = strdup(rq->container), .ports = steal_ptr(norm)};
+	size_t na = 0;
+	while (rq->aliases && rq->aliases[na])
+		na++;
+	*e = (struct lease){.ip = ip,
+			    .container = strdup(rq->container),
+			    .ports = steal_ptr(norm),
+			    .aliases = calloc(na + 1, sizeof(char *))};
+	for (size_t i = 0; e->aliases && i < na; i++)
+		if (!(e->aliases[i] = strdup(rq->aliases[i])))
+			return kap_error(err, ENOMEM, "leases");
+	if (!e->aliases)
+		return kap_error(err, ENOMEM, "leases");
 	snprintf(e->veth, sizeof(e->veth), "kv%08x", ip);
 	if (!e->container)
 		return kap_error(err, ENOMEM, "leases");
