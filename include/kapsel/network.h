@@ -33,5 +33,11 @@ void kapsel_network_infos_free(struct kapsel_network_info *v, size_t n);
  * internal, containers). Caller frees. */
 int kapsel_network_inspect(const char *store, const char *name, char **json,
 			   struct kapsel_error **err);
+/* Give a running container (one run with --net NETWORK) an interface on another network
+ * (eth1, eth2, ...), or take it away. */
+int kapsel_network_connect(const char *store, const char *network, const char *container,
+			   struct kapsel_error **err);
+int kapsel_network_disconnect(const char *store, const char *network, const char *container,
+			      struct kapsel_error **err);
 /* Remove a network that no container uses (its bridge and NAT rules too). */
 int kapsel_network_rm(const char *store, const char *name, struct kapsel_error **err);

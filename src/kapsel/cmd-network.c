@@ -173,6 +173,22 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 	return status;
 }
 
+/* connect|disconnect NETWORK CONTAINER */
+static int connect_disconnect(const struct cli_globals *g, int argc, char **argv)
+{
+	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
+	bool conn = !strcmp(argv[0], "connect");
+	int c;
+	while ((c = cli_getopt(&cmd_network, argc, argv, "h", options)) != -1)
+		return cli_opt_status(c);
+	if (!cli_nargs(&cmd_network, argc - optind, 2, 2, "NETWORK CONTAINER"))
+		return 1;
+	struct kapsel_error *err = NULL;
+	int r = conn ? kapsel_network_connect(g->store, argv[optind], argv[optind + 1], &err)
+		     : kapsel_network_disconnect(g->store, argv[optind], argv[optind + 1], &err);
+	return r < 0 ? cli_fail_err(err) : 0;
+}
+
 /* Every network but the default that no container uses. */
 static int prune(const struct cli_globals *g, int argc, char **argv)
 {
@@ -207,8 +223,14 @@ static int network(const struct cli_globals *g, int argc, char **argv)
 		const char *name;
 		int (*run)(const struct cli_globals *g, int argc, char **argv);
 	} subs[] = {
-	    {"create", create},	  {"ls", list}, {"list", list},
-	    {"inspect", inspect}, {"rm", rm},	{"prune", prune},
+	    {"create", create},
+	    {"ls", list},
+	    {"list", list},
+	    {"inspect", inspect},
+	    {"rm", rm},
+	    {"prune", prune},
+	    {"connect", connect_disconnect},
+	    {"disconnect", connect_disconnect},
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(cmd_network.usage, argc < 2 ? stderr : stdout);
@@ -230,10 +252,12 @@ const struct cli_command cmd_network = {
 	     "       kapsel network inspect NAME...\n"
 	     "       kapsel network rm [-f] NAME...\n"
 	     "       kapsel network prune\n"
+	     "       kapsel network connect|disconnect NETWORK CONTAINER\n"
 	     "\n"
 	     "A network is a bridge with an IPv4 subnet; containers join it with\n"
 	     "'kapsel run --net NAME' and get an address, a default route through the gateway\n"
 	     "and (unless --internal) outbound NAT. The default network 'kapsel' (bridge kapsel0,\n"
 	     "10.88.0.0/16 unless a route uses it) always exists. rm -f removes the network's\n"
-	     "containers first. Root only.\n",
+	     "containers first. connect gives a running container (one run with --net NETWORK)\n"
+	     "another interface (eth1, eth2, ...); disconnect takes it away. Root only.\n",
 };

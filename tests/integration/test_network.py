@@ -448,3 +448,37 @@ def test_sweep_frees_lease_of_vanished_container(k):
     r = k("run", "--rm", "--net", "kapsel", "--ip", "10.88.0.7", "busybox", "true")
     assert r.returncode == 0, r.stderr
     assert k.leases() == {}
+
+
+def test_connect_disconnect(k):
+    for net, sub in (("front", "10.61.0.0/24"), ("back", "10.62.0.0/24")):
+        assert k("network", "create", "--subnet", sub, net).returncode == 0
+    assert k("run", "-d", "--name", "app", "--net", "front", "busybox", "nc", "-ll", "-p", "7000",
+             "-e", "echo", "from-app").returncode == 0
+    assert k("run", "-d", "--name", "quiet", "busybox", "sleep", "1000").returncode == 0
+    r = k("network", "connect", "back", "app")
+    assert r.returncode == 0, r.stderr
+    r = k("exec", "app", "sh", "-c", "ip -o -4 addr show; ip route")
+    assert re.search(r"eth1\s+inet 10\.62\.0\.2/24", r.stdout), r.stdout
+    assert "default via 10.61.0.1 dev eth0" in r.stdout
+    # reachable from the second network, by name too
+    r = k("run", "--rm", "--net", "back", "busybox", "sh", "-c", "nc app 7000 </dev/null")
+    assert "from-app" in r.stdout, (r.stdout, r.stderr)
+    r = k("network", "connect", "back", "app")
+    assert r.returncode != 0
+    assert one_line(r.stderr) == "kapsel: container app is already connected to network back"
+    r = k("network", "connect", "back", "quiet")
+    assert r.returncode != 0 and "connect needs one run with --net NETWORK" in one_line(r.stderr)
+    r = k("network", "connect", "nosuch", "app")
+    assert r.returncode != 0 and "no such network nosuch" in one_line(r.stderr)
+    assert k("network", "disconnect", "back", "app").returncode == 0
+    r = k("exec", "app", "ip", "-o", "link", "show")
+    assert "eth1" not in r.stdout and "eth0" in r.stdout
+    r = k("network", "disconnect", "back", "app")
+    assert r.returncode != 0
+    assert one_line(r.stderr) == "kapsel: container app is not connected to network back"
+    assert [ip for ip, v in k.leases().items() if v["container"] == "app"] == ["10.61.0.2"]
+    # rm gives back every network's lease
+    assert k("network", "connect", "back", "app").returncode == 0
+    assert k("rm", "-f", "app").returncode == 0
+    assert k.leases() == {} and k.no_veths()

@@ -272,6 +272,8 @@ int kap_nl_route_add_default(struct kap_nl *nl, struct in_addr gateway, struct k
 	rtm->rtm_type = RTN_UNICAST;
 	mnl_attr_put(nlh, RTA_GATEWAY, sizeof(gateway), &gateway);
 	int r = request(nl, nlh);
+	if (r == -EEXIST)
+		return 0; /* one from another network stays */
 	return r < 0 ? kap_error(err, -r, "add default route") : 0;
 }
 

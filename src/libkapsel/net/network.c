@@ -1075,14 +1075,15 @@ static int ports_check(struct netdir *d, char *const *norm, char *const *specs,
 	return 0;
 }
 
-int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
-		   struct kapsel_error **err)
+/* kap_net_attach under the lock, the container's end named ifname (eth0, eth1, ...). */
+static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, const char *ifname,
+			 struct kap_net_result *res, struct kapsel_error **err)
 {
-	cleanup_netdir struct netdir d;
+	struct netdir d = *dp; /* borrowed: the caller closes it */
 	struct network nw;
 	uint32_t want, ip;
-	int r = netdir_open(rq->store, &d, err);
-	if (r < 0 || (r = network_load(&d, rq->network, &nw, err)) < 0 ||
+	int r;
+	if ((r = network_load(&d, rq->network, &nw, err)) < 0 ||
 	    (r = check_request(rq, &nw, &want, err)) < 0 || (r = sweep(&d, NULL, false, err)) < 0)
 		return r;
 	size_t np = 0;
@@ -1101,8 +1102,14 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 	if ((r = ports_check(&d, norm, rq->ports, err)) < 0)
 		return r;
 	cleanup_leases struct leases l = {0};
-	if ((r = leases_read(&d, nw.name, &l, err)) < 0 ||
-	    (r = lease_pick(&d, &nw, want, &l, rq->ip, &ip, err)) < 0)
+	if ((r = leases_read(&d, nw.name, &l, err)) < 0)
+		return r;
+	for (size_t i = 0; i < l.n; i++)
+		if (!strcmp(l.v[i].container, rq->container))
+			return kap_error_plain(err, EEXIST,
+					       "container %s is already connected to network %s",
+					       rq->container, nw.name);
+	if ((r = lease_pick(&d, &nw, want, &l, rq->ip, &ip, err)) < 0)
 		return r;
 	/* The record first: from here on a kill leaves something kap_net_detach undoes. */
 	struct lease *nv = realloc(l.v, (l.n + 1) * sizeof(*nv));
@@ -1137,14 +1144,15 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 	    /* A veth of that name outlives a lease only after a kill; it is ours. */
 	    (r = kap_nl_link_del(host, e->veth, err)) < 0 ||
 	    (rq->mac && (r = kap_net_parse_mac(rq->mac, mac, err)) < 0) ||
-	    (r = kap_nl_veth_create(host, e->veth, "eth0", rq->netns_fd, rq->mac ? mac : NULL,
+	    (r = kap_nl_veth_create(host, e->veth, ifname, rq->netns_fd, rq->mac ? mac : NULL,
 				    err)) < 0 ||
 	    (r = kap_nl_link_set_master(host, e->veth, nw.bridge, err)) < 0 ||
 	    (r = kap_nl_link_set_up(host, e->veth, err)) < 0 ||
 	    (kap_fault_point("net:veth"), r = kap_nl_open(rq->netns_fd, &ctr, err)) < 0 ||
-	    (r = kap_nl_addr_add(ctr, "eth0", addr, nw.prefix, err)) < 0 ||
-	    (r = kap_nl_link_set_up(ctr, "eth0", err)) < 0 ||
-	    /* An internal network has no way out: no default route either (podman). */
+	    (r = kap_nl_addr_add(ctr, ifname, addr, nw.prefix, err)) < 0 ||
+	    (r = kap_nl_link_set_up(ctr, ifname, err)) < 0 ||
+	    /* An internal network has no way out: no default route either (podman). A
+	     * second network keeps the first one's default route. */
 	    (!nw.internal && (r = kap_nl_route_add_default(ctr, gw, err)) < 0))
 		return kap_error_wrap(err, "network %s", nw.name);
 	for (char **p = e->ports; p && *p; p++) {
@@ -1165,6 +1173,87 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 	ip_str(ip, res->ip);
 	ip_str(nw.gateway, res->gateway);
 	res->internal = nw.internal;
+	return 0;
+}
+
+int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
+		   struct kapsel_error **err)
+{
+	cleanup_netdir struct netdir d;
+	int r = netdir_open(rq->store, &d, err);
+	return r < 0 ? r : attach_locked(&d, rq, "eth0", res, err);
+}
+
+API int kapsel_network_connect(const char *store, const char *network, const char *container,
+			       struct kapsel_error **err)
+{
+	cleanup_netdir struct netdir d;
+	int r = netdir_open(store, &d, err);
+	if (r < 0)
+		return r;
+	/* Only a namespace kapsel made (run --net NETWORK) can be joined: with none, the
+	 * container's network is its own on purpose, and with host there is nothing to add. */
+	char path[256];
+	snprintf(path, sizeof(path), "containers/%s/netns", container);
+	cleanup_close int sfd = open(d.store, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	cleanup_close int nsfd =
+	    sfd >= 0 ? openat(sfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -EBADF;
+	if (nsfd < 0 && errno == ENOENT)
+		return kap_error_plain(err, ENOENT,
+				       "container %s: no such container on a network (connect "
+				       "needs one run with --net NETWORK)",
+				       container);
+	if (nsfd < 0)
+		return kap_error(err, errno, "container %s: open its network namespace", container);
+	cleanup_nl struct kap_nl *ctr = NULL;
+	if ((r = kap_nl_open(nsfd, &ctr, err)) < 0)
+		return r;
+	char ifname[16] = "";
+	for (int i = 1; i < 64 && !ifname[0]; i++) {
+		char n[16];
+		snprintf(n, sizeof(n), "eth%d", i);
+		if (kap_nl_ifindex(ctr, n) == -ENODEV)
+			snprintf(ifname, sizeof(ifname), "%s", n);
+	}
+	if (!ifname[0])
+		return kap_error_plain(err, ENOSPC, "container %s: no free ethN", container);
+	struct kap_net_request rq = {
+	    .store = store, .network = network, .container = container, .netns_fd = nsfd};
+	struct kap_net_result res;
+	return attach_locked(&d, &rq, ifname, &res, err);
+}
+
+API int kapsel_network_disconnect(const char *store, const char *network, const char *container,
+				  struct kapsel_error **err)
+{
+	cleanup_netdir struct netdir d;
+	struct network nw;
+	int r = netdir_open(store, &d, err);
+	if (r < 0 || (r = network_load(&d, network, &nw, err)) < 0)
+		return r;
+	cleanup_leases struct leases l = {0};
+	if ((r = leases_read(&d, nw.name, &l, err)) < 0)
+		return r;
+	size_t k = 0;
+	while (k < l.n && strcmp(l.v[k].container, container))
+		k++;
+	if (k == l.n)
+		return kap_error_plain(err, ENOENT, "container %s is not connected to network %s",
+				       container, nw.name);
+	cleanup_nl struct kap_nl *nl = NULL;
+	if ((r = kap_nl_open(-1, &nl, err)) < 0)
+		return r;
+	/* The host end's deletion takes the container's end with it (veth pair). */
+	lease_teardown(nl, &l.v[k], l.v[k].ports && *l.v[k].ports && kap_nft_present());
+	free(l.v[k].container);
+	l.v[k].container = NULL;
+	if ((r = leases_write(&d, nw.name, &l, err)) < 0)
+		return r;
+	size_t left = 0;
+	for (size_t i = 0; i < l.n; i++)
+		left += l.v[i].container != NULL;
+	if (!left)
+		kap_dns_stop(d.dfd, nw.name);
 	return 0;
 }
 
