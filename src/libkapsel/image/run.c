@@ -1248,6 +1248,7 @@ static int run_foreground(const struct kapsel_run_options *o, const char *name, 
 	 * sigwait once the container runs; none kills it while it creates the container. */
 	sigprocmask(SIG_BLOCK, &set, &old);
 	fflush(NULL);
+	pid_t self = getpid();
 	pid_t mon = fork();
 	if (mon < 0) {
 		sigprocmask(SIG_SETMASK, &old, NULL);
@@ -1260,6 +1261,9 @@ static int run_foreground(const struct kapsel_run_options *o, const char *name, 
 		/* Out of the terminal's process group: its signals reach us through kapsel run
 		 * only (once each), and its hangup does not end us. */
 		setsid();
+		/* The setup is ours now: a fault test that stops and kills kapsel run at a step
+		 * (net:leased, ...) kills the process doing it. */
+		kap_fault_proxy(self);
 		cleanup_error struct kapsel_error *e = NULL;
 		struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
 		struct kapsel_run_options eff;
