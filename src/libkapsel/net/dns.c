@@ -195,6 +195,11 @@ int kap_dns_start(int dfd, const char *net, struct in_addr gateway, struct kapse
 				dprintf(pipefd[1], "%d", (int)pid);
 			_exit(pid > 0 ? 0 : 1);
 		}
+		/* The monitor of a foreground run starts us with its signals blocked (it takes
+		 * them with a signalfd later): a daemon keeps none of that. */
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGHUP, SIG_IGN);
 		prctl(PR_SET_NAME, DNS_COMM, 0, 0, 0);
 		/* Nothing of the caller's stays open: the network lock above all (flock belongs to
