@@ -3,7 +3,7 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 pkgs="meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev
-  libjson-c-dev libcmocka-dev libseccomp-dev libcap-dev
+  libjson-c-dev libcmocka-dev libseccomp-dev libcap-dev libmnl-dev libnftables-dev nftables
   busybox-static python3 python3-pytest iproute2 util-linux procps
   podman containerd crun runc conmon
   libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev libisal-dev zstd

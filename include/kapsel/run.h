@@ -35,7 +35,15 @@ struct kapsel_run_options {
 	bool read_only;
 	char *const *volumes; /* HOST:CTR[:ro|rw] */
 	const char *hostname;
-	const char *net; /* NULL or "none": own network namespace with lo only; "host" */
+	/* NULL or "none": own network namespace with lo only; "host"; or a network's name
+	 * (kapsel network ls): a veth on its bridge, an address leased from it. */
+	const char *net;
+	const char *ip;		/* --ip: this address on the network */
+	const char *mac;	/* --mac-address */
+	char *const *ports;	/* -p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] */
+	char *const *dns;	/* --dns: nameservers for /etc/resolv.conf */
+	char *const *add_hosts; /* --add-host NAME:IP, lines of /etc/hosts */
+	char *const *aliases;	/* --network-alias: more names on a user-defined network */
 	char *const *cap_add;
 	char *const *cap_drop;
 	bool privileged;

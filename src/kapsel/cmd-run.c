@@ -29,6 +29,11 @@ enum {
 	OPT_CAP_DROP,
 	OPT_PRIVILEGED,
 	OPT_SECURITY_OPT,
+	OPT_IP,
+	OPT_MAC,
+	OPT_DNS,
+	OPT_ADD_HOST,
+	OPT_ALIAS,
 };
 
 static const struct option image_options[] = {
@@ -49,6 +54,12 @@ static const struct option image_options[] = {
     {"hostname", required_argument, NULL, OPT_HOSTNAME},
     {"net", required_argument, NULL, OPT_NET},
     {"network", required_argument, NULL, OPT_NET},
+    {"ip", required_argument, NULL, OPT_IP},
+    {"mac-address", required_argument, NULL, OPT_MAC},
+    {"publish", required_argument, NULL, 'p'},
+    {"dns", required_argument, NULL, OPT_DNS},
+    {"add-host", required_argument, NULL, OPT_ADD_HOST},
+    {"network-alias", required_argument, NULL, OPT_ALIAS},
     {"cap-add", required_argument, NULL, OPT_CAP_ADD},
     {"cap-drop", required_argument, NULL, OPT_CAP_DROP},
     {"privileged", no_argument, NULL, OPT_PRIVILEGED},
@@ -83,6 +94,13 @@ static bool takes_value(const char *arg)
 	    "hostname",
 	    "net",
 	    "network",
+	    "ip",
+	    "mac-address",
+	    "p",
+	    "publish",
+	    "dns",
+	    "add-host",
+	    "network-alias",
 	    "cap-add",
 	    "cap-drop",
 	    "security-opt",
@@ -188,11 +206,15 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	char **add = calloc((size_t)argc + 1, sizeof(char *));
 	char **drop = calloc((size_t)argc + 1, sizeof(char *));
 	char **sec = calloc((size_t)argc + 1, sizeof(char *));
-	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0;
+	char **ports = calloc((size_t)argc + 1, sizeof(char *));
+	char **dns = calloc((size_t)argc + 1, sizeof(char *));
+	char **hosts = calloc((size_t)argc + 1, sizeof(char *));
+	char **aliases = calloc((size_t)argc + 1, sizeof(char *));
+	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0, np = 0, nn = 0, nh = 0, nal = 0;
 	/* podman's exit status for its own errors, usage errors included (podman-run(1)). */
 	int status = EXIT_ENGINE, c;
 	long long n;
-	if (!env || !vols || !add || !drop || !sec) {
+	if (!env || !vols || !add || !drop || !sec || !ports || !dns || !hosts || !aliases) {
 		cli_fail("run: out of memory");
 		goto out;
 	}
@@ -201,7 +223,11 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	o.cap_add = add;
 	o.cap_drop = drop;
 	o.security_opts = sec;
-	while ((c = cli_getopt(&cmd_run, argc, argv, "dite:w:u:m:v:h", image_options)) != -1) {
+	o.ports = ports;
+	o.dns = dns;
+	o.add_hosts = hosts;
+	o.aliases = aliases;
+	while ((c = cli_getopt(&cmd_run, argc, argv, "dite:w:u:m:v:p:h", image_options)) != -1) {
 		switch (c) {
 		case OPT_RM:
 			o.rm = true;
@@ -254,6 +280,24 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		case OPT_NET:
 			o.net = optarg;
 			break;
+		case OPT_IP:
+			o.ip = optarg;
+			break;
+		case OPT_MAC:
+			o.mac = optarg;
+			break;
+		case 'p':
+			ports[np++] = optarg;
+			break;
+		case OPT_DNS:
+			dns[nn++] = optarg;
+			break;
+		case OPT_ADD_HOST:
+			hosts[nh++] = optarg;
+			break;
+		case OPT_ALIAS:
+			aliases[nal++] = optarg;
+			break;
 		case OPT_CAP_ADD:
 			add[na++] = optarg;
 			break;
@@ -300,6 +344,10 @@ out:
 	free(add);
 	free(drop);
 	free(sec);
+	free(ports);
+	free(dns);
+	free(hosts);
+	free(aliases);
 	return status;
 }
 
@@ -342,7 +390,15 @@ const struct cli_command cmd_run = {
 	"  --read-only             read-only root filesystem (tmpfs on /tmp, /var/tmp, /run)\n"
 	"  --volume, -v H:C[:ro]   bind-mount host path H (must exist) at C\n"
 	"  --hostname NAME         host name (default: the container name)\n"
-	"  --net none|host         own network namespace with lo only (default), or the host's\n"
+	"  --net none|host|NETWORK own network namespace with lo only (default), the host's, or\n"
+	"                          one on a network (kapsel network ls; the default is kapsel)\n"
+	"  --ip IP                 the container's address on the network\n"
+	"  --mac-address MAC       its MAC address (xx:xx:xx:xx:xx:xx)\n"
+	"  --publish, -p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]\n"
+	"                          forward a host port to the container (with --net NETWORK)\n"
+	"  --dns IP                nameserver for /etc/resolv.conf\n"
+	"  --add-host NAME:IP      a line for /etc/hosts\n"
+	"  --network-alias NAME    another name the network's responder gives out for it\n"
 	"  --cap-add CAP           add a capability (ALL: every one)\n"
 	"  --cap-drop CAP          drop a capability (ALL: every one)\n"
 	"  --privileged            all capabilities and devices, no seccomp, no masked paths\n"

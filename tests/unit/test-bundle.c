@@ -517,7 +517,12 @@ static void test_bad_flags(void **state)
 	check_bad_flags((struct kapsel_run_options){.cpus = "x"}, "--cpus");
 	check_bad_flags((struct kapsel_run_options){.workdir = "rel"}, "must be absolute");
 	check_bad_flags((struct kapsel_run_options){.hostname = "bad host"}, "not a valid host");
-	check_bad_flags((struct kapsel_run_options){.net = "bridge"}, "none or host");
+	/* Any other word names a network (issue 12); what cannot be a name is still refused. */
+	check_bad_flags((struct kapsel_run_options){.net = "br/idge"},
+			"expected none, host or a network name");
+	check_bad_flags((struct kapsel_run_options){.net = "container:abc"},
+			"container: is not supported");
+	check_bad_flags((struct kapsel_run_options){.ip = "10.88.0.5"}, "--ip needs --net NETWORK");
 	/* -dit is podman's way to keep a shell waiting in the background (issue 16): no error. */
 	struct kapsel_run_options dit = {.image = "x", .tty = true, .detach = true};
 	struct kapsel_error *err = NULL;

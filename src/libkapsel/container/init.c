@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/proc.h"
 #include "core/syscalls.h"
+#include "net/netlink.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -107,6 +108,10 @@ static int setup_namespaces_late(struct kap_init_ctx *ctx, struct kapsel_error *
 		snprintf(ctx->cgroup_self, sizeof(ctx->cgroup_self), "%s", cg);
 	if (ctx->new_ns[KAP_NS_CGROUP] && unshare(CLONE_NEWCGROUP) < 0)
 		return kap_error(err, errno, "unshare cgroup namespace");
+	/* A new network namespace starts with lo down (netdevice(7)); crun and podman bring it
+	 * up, and programs that talk to 127.0.0.1 expect it. One joined by path is its owner's. */
+	if (ctx->new_ns[KAP_NS_NET] && kap_nl_loopback_up(err) < 0)
+		return kap_error_wrap(err, "network namespace");
 	/* A uts namespace joined by path is the container's too (runc and crun set the name
 	 * there); check_spec refused one that is the runtime's own. */
 	if (ctx->new_ns[KAP_NS_UTS] || spec->namespaces[KAP_NS_UTS].path) {

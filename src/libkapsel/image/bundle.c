@@ -11,6 +11,7 @@
  * whiteouts, opaque directories and symlinks across layers mean what the kernel makes them
  * mean), refused unless regular files, and read with a size limit.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -673,8 +674,45 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 	if (o->hostname && !valid_hostname(o->hostname))
 		return kap_error_plain(err, EINVAL, "--hostname \"%s\": not a valid host name",
 				       o->hostname);
-	if (o->net && strcmp(o->net, "none") && strcmp(o->net, "host"))
-		return kap_error_plain(err, EINVAL, "--net %s: expected none or host", o->net);
+	bool own_net = o->net && strcmp(o->net, "none") && strcmp(o->net, "host");
+	if (o->net && !strncmp(o->net, "container:", 10))
+		return kap_error_plain(err, EINVAL, "--net %s: container: is not supported",
+				       o->net);
+	/* A network's name (net/network.c checks that it exists). */
+	if (own_net &&
+	    (!*o->net || !isalnum((unsigned char)o->net[0]) ||
+	     strspn(o->net, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+		 strlen(o->net)))
+		return kap_error_plain(err, EINVAL,
+				       "--net %s: expected none, host or a network name", o->net);
+	const char *needs_net = o->aliases && *o->aliases ? "--network-alias"
+				: o->ip			  ? "--ip"
+				: o->mac		  ? "--mac-address"
+				: o->ports && *o->ports	  ? "-p"
+							  : NULL;
+	if (needs_net && !own_net)
+		return kap_error_plain(err, EINVAL, "%s needs --net NETWORK (not none or host)",
+				       needs_net);
+	for (char *const *p = o->aliases; p && *p; p++)
+		if (!valid_hostname(*p) || strchr(*p, '.'))
+			return kap_error_plain(
+			    err, EINVAL, "--network-alias \"%s\": not a host name (one label)", *p);
+	for (char *const *p = o->dns; p && *p; p++) {
+		struct in_addr a;
+		if (inet_pton(AF_INET, *p, &a) != 1)
+			return kap_error_plain(err, EINVAL, "--dns %s: not an IPv4 address", *p);
+	}
+	for (char *const *p = o->add_hosts; p && *p; p++) {
+		const char *colon = strchr(*p, ':');
+		struct in_addr a;
+		bool ok = colon && colon > *p && inet_pton(AF_INET, colon + 1, &a) == 1;
+		for (const char *c = *p; ok && c < colon; c++)
+			ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+			     (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_';
+		if (!ok)
+			return kap_error_plain(err, EINVAL, "--add-host %s: expected NAME:IPv4",
+					       *p);
+	}
 	return 0;
 }
 
@@ -811,7 +849,10 @@ static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *
 	if (be->hostname_file)
 		kap_json_append(mounts,
 				mount_json("/etc/hostname", "bind", be->hostname_file, etc_ro));
-	if (host_net && access("/etc/resolv.conf", F_OK) == 0)
+	if (be->resolv_file)
+		kap_json_append(mounts,
+				mount_json("/etc/resolv.conf", "bind", be->resolv_file, etc_ro));
+	else if (host_net && access("/etc/resolv.conf", F_OK) == 0)
 		kap_json_append(mounts,
 				mount_json("/etc/resolv.conf", "bind", "/etc/resolv.conf", etc_ro));
 	for (char *const *p = o->volumes; p && *p; p++) {
@@ -852,6 +893,9 @@ static int add_linux(struct kap_json *root, const struct kapsel_run_options *o,
 			continue;
 		struct kap_json *t = kap_json_new_object();
 		kap_json_set(t, "type", kap_json_new_string(types[i]));
+		/* The namespace kapsel made and wired up before the container (as podman). */
+		if (be->netns_path && !strcmp(types[i], "network"))
+			kap_json_set(t, "path", kap_json_new_string(be->netns_path));
 		kap_json_append(ns, t);
 	}
 	kap_json_set(lx, "namespaces", ns);

@@ -290,6 +290,8 @@ struct kap_bundle_env {
 	const char *hostname;	   /* resolved: --hostname or the container's name */
 	const char *hosts_file;	   /* bind-mounted read-only at /etc/hosts when non-NULL */
 	const char *hostname_file; /* ... at /etc/hostname */
+	const char *resolv_file;   /* ... at /etc/resolv.conf (else the host's with --net host) */
+	const char *netns_path;	   /* the network namespace to join (--net NAME) */
 	/* The runtime runs in a user namespace mapping only uid and gid 0 to the user (rootless
 	 * `kapsel run`): no options naming other ids, no supplementary groups, no sysfs without a
 	 * network namespace of our own. */

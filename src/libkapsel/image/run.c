@@ -57,11 +57,13 @@
 #include "container/container.h"
 #include "core/cleanup.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/proc.h"
 #include "image/image.h"
+#include "net/net.h"
 
 #define API __attribute__((visibility("default")))
 
@@ -359,6 +361,25 @@ static bool process_alive(int64_t pid)
 	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
 
+/*
+ * Give back what the container held on its network: the lease, the veth, the published ports
+ * and the namespace kapsel bound for it. Only a container that had a namespace of ours can
+ * hold any (the lease is written after the namespace exists).
+ */
+static int net_down(struct ctr *c, struct kapsel_error **err)
+{
+	if (faccessat(c->cdirfd, "netns", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	const char *store = c->store ? kap_store_path(c->store) : c->store_path;
+	cleanup_free char *ns = NULL;
+	if (asprintf(&ns, "%s/netns", c->cdir) < 0)
+		return kap_error(err, ENOMEM, "container %s", c->name);
+	/* The runtime's delete ended every process of the container: with the mount gone,
+	 * nothing holds the namespace. */
+	kap_net_netns_remove(ns);
+	return kap_net_detach(store, c->name, true, err);
+}
+
 /* Remove everything of the container: runtime state, mount, image reference, directory. */
 static int ctr_remove(struct ctr *c, const char *root, struct kapsel_error **err)
 {
@@ -367,14 +388,16 @@ static int ctr_remove(struct ctr *c, const char *root, struct kapsel_error **err
 		*err = steal_ptr(e);
 		return -(*err)->code;
 	}
+	int r;
+	if (!c->store && c->store_path && kap_store_open(c->store_path, &c->store, err) < 0)
+		return -(*err)->code;
+	if ((r = net_down(c, err)) < 0)
+		return r;
 	cleanup_free char *merged = NULL;
 	if (asprintf(&merged, "%s/merged", c->cdir) < 0)
 		return kap_error(err, ENOMEM, "container %s", c->name);
-	int r = kap_overlay_umount(merged, err);
-	if (r < 0)
+	if ((r = kap_overlay_umount(merged, err)) < 0)
 		return r;
-	if (!c->store && c->store_path && kap_store_open(c->store_path, &c->store, err) < 0)
-		return -(*err)->code;
 	if (c->store)
 		kap_store_remove_user(c->store, c->name);
 	if ((r = remove_tree(c->dirfd, c->name)) < 0)
@@ -408,6 +431,10 @@ static int ctr_finish(struct ctr *c, const char *root, int exit_code, struct kap
 	}
 	if (kapsel_container_delete(root, c->name, true, &e) < 0)
 		kap_warn("container %s: %s", c->name, e->msg);
+	/* An exited container holds no address or port (podman tears its network down too). */
+	cleanup_error struct kapsel_error *ne = NULL;
+	if (net_down(c, &ne) < 0)
+		kap_warn("container %s: %s", c->name, ne->msg);
 	cleanup_free char *merged = NULL;
 	if (asprintf(&merged, "%s/merged", c->cdir) < 0)
 		r = kap_error(err, ENOMEM, "container %s", c->name);
@@ -605,14 +632,50 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		return r;
 	}
 
+	/* --net NETWORK: a namespace of our own, wired to the network's bridge before the
+	 * container exists; the runtime joins it by path. */
+	bool host_net = o->net && !strcmp(o->net, "host");
+	bool own_net = o->net && !host_net && strcmp(o->net, "none");
+	struct kap_net_result net = {0};
+	cleanup_free char *netns_path = NULL, *resolv_path = NULL;
+	if (own_net) {
+		if (asprintf(&netns_path, "%s/netns", c->cdir) < 0) {
+			r = kap_error(err, ENOMEM, "container %s", name);
+			return r;
+		}
+		if ((r = kap_net_netns_create(netns_path, err)) < 0)
+			return r;
+		kap_fault_point("net:netns");
+		cleanup_close int nsfd = open(netns_path, O_RDONLY | O_CLOEXEC);
+		if (nsfd < 0) {
+			r = kap_error(err, errno, "open %s", netns_path);
+			return r;
+		}
+		struct kap_net_request rq = {
+		    .store = c->store_path,
+		    .network = o->net,
+		    .container = name,
+		    .ip = o->ip,
+		    .mac = o->mac,
+		    .ports = o->ports,
+		    .aliases = o->aliases,
+		    .netns_fd = nsfd,
+		};
+		if ((r = kap_net_attach(&rq, &net, err)) < 0)
+			return r;
+	}
+
 	/* podman's /etc/hosts and /etc/hostname: the container knows its own name. */
 	char hostname[65];
 	snprintf(hostname, sizeof(hostname), "%s", o->hostname ? o->hostname : name);
 	cleanup_free char *hosts = NULL, *hosts_path = NULL, *hostname_path = NULL;
 	char hn_line[80];
 	snprintf(hn_line, sizeof(hn_line), "%s\n", hostname);
-	bool host_net = o->net && !strcmp(o->net, "host");
-	/* --net host: the host's names (a copy of its /etc/hosts, as podman makes) and ours. */
+	/*
+	 * One hosts file for every kind of network: --net host gets a copy of the host's
+	 * /etc/hosts (as podman makes) with our name on 127.0.1.1; otherwise localhost, with our
+	 * name there unless a network gave us an address of our own. --add-host lines go last.
+	 */
 	cleanup_free char *host_hosts = NULL;
 	if (host_net &&
 	    kap_fs_read_file(AT_FDCWD, "/etc/hosts", 1 << 20, &host_hosts, NULL, NULL) < 0 &&
@@ -620,23 +683,72 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		r = kap_error(err, ENOMEM, "hosts");
 		return r;
 	}
-	size_t hl = host_hosts ? strlen(host_hosts) : 0;
-	if ((host_net ? asprintf(&hosts, "%s%s127.0.1.1\t%s\n", host_hosts,
-				 hl && host_hosts[hl - 1] != '\n' ? "\n" : "", hostname)
-		      : asprintf(&hosts,
-				 "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost "
-				 "ip6-loopback\n",
-				 hostname)) < 0) {
+	size_t hosts_len = 0;
+	FILE *hf = open_memstream(&hosts, &hosts_len);
+	if (!hf) {
 		r = kap_error(err, ENOMEM, "hosts");
 		return r;
 	}
-	if ((hosts && (r = write_small(c->cdirfd, "hosts", hosts, err)) < 0) ||
+	if (host_net) {
+		size_t hl = strlen(host_hosts);
+		fprintf(hf, "%s%s127.0.1.1\t%s\n", host_hosts,
+			hl && host_hosts[hl - 1] != '\n' ? "\n" : "", hostname);
+	} else {
+		fprintf(hf, "127.0.0.1\tlocalhost%s%s\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+			net.ip[0] ? "" : " ", net.ip[0] ? "" : hostname);
+		if (net.ip[0])
+			fprintf(hf, "%s\t%s %s\n", net.ip, hostname, name);
+	}
+	for (char *const *h = o->add_hosts; h && *h; h++) {
+		const char *colon = strchr(*h, ':');
+		fprintf(hf, "%s\t%.*s\n", colon + 1, (int)(colon - *h), *h);
+	}
+	if (fclose(hf) != 0 || !hosts) {
+		r = kap_error(err, ENOMEM, "hosts");
+		return r;
+	}
+	if ((r = write_small(c->cdirfd, "hosts", hosts, err)) < 0 ||
 	    (r = write_small(c->cdirfd, "hostname", hn_line, err)) < 0)
 		return r;
-	if ((hosts && asprintf(&hosts_path, "%s/hosts", c->cdir) < 0) ||
+	if (asprintf(&hosts_path, "%s/hosts", c->cdir) < 0 ||
 	    asprintf(&hostname_path, "%s/hostname", c->cdir) < 0) {
 		r = kap_error(err, ENOMEM, "hosts");
 		return r;
+	}
+	/* resolv.conf: --dns, else (on a network) the host's minus loopback nameservers, which
+	 * the container's own lo cannot reach (podman does the same); on a user-defined
+	 * network the network's responder comes first: it refuses names it does not know, and
+	 * the resolver moves on to the host's. */
+	bool own_dns = o->dns && *o->dns;
+	if (own_dns || own_net) {
+		cleanup_free char *text = NULL, *host_conf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+		if (!f) {
+			r = kap_error(err, ENOMEM, "resolv.conf");
+			return r;
+		}
+		for (char *const *d = own_dns ? o->dns : NULL; d && *d; d++)
+			fprintf(f, "nameserver %s\n", *d);
+		if (!own_dns && net.dns)
+			fprintf(f, "nameserver %s\n", net.gateway);
+		if (!own_dns && kap_fs_read_file(AT_FDCWD, "/etc/resolv.conf", 1 << 16, &host_conf,
+						 NULL, NULL) == 0) {
+			for (char *line = strtok(host_conf, "\n"); line; line = strtok(NULL, "\n"))
+				if (strncmp(line, "nameserver 127.", 15) &&
+				    strncmp(line, "nameserver ::1", 14))
+					fprintf(f, "%s\n", line);
+		}
+		if (fclose(f) != 0 || !text) {
+			r = kap_error(err, ENOMEM, "resolv.conf");
+			return r;
+		}
+		if ((r = write_small(c->cdirfd, "resolv.conf", text, err)) < 0)
+			return r;
+		if (asprintf(&resolv_path, "%s/resolv.conf", c->cdir) < 0) {
+			r = kap_error(err, ENOMEM, "resolv.conf");
+			return r;
+		}
 	}
 
 	/* podman creates a missing working directory (in the upper layer). */
@@ -656,6 +768,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	    .hostname = hostname,
 	    .hosts_file = hosts_path,
 	    .hostname_file = hostname_path,
+	    .resolv_file = resolv_path,
+	    .netns_path = netns_path,
 	    .rootless = p->rootless,
 	};
 	cleanup_json struct kap_json *config = NULL;
@@ -1134,6 +1248,7 @@ static int run_foreground(const struct kapsel_run_options *o, const char *name, 
 	 * sigwait once the container runs; none kills it while it creates the container. */
 	sigprocmask(SIG_BLOCK, &set, &old);
 	fflush(NULL);
+	pid_t self = getpid();
 	pid_t mon = fork();
 	if (mon < 0) {
 		sigprocmask(SIG_SETMASK, &old, NULL);
@@ -1146,6 +1261,9 @@ static int run_foreground(const struct kapsel_run_options *o, const char *name, 
 		/* Out of the terminal's process group: its signals reach us through kapsel run
 		 * only (once each), and its hangup does not end us. */
 		setsid();
+		/* The setup is ours now: a fault test that stops and kills kapsel run at a step
+		 * (net:leased, ...) kills the process doing it. */
+		kap_fault_proxy(self);
 		cleanup_error struct kapsel_error *e = NULL;
 		struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
 		struct kapsel_run_options eff;
@@ -1247,6 +1365,21 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	int r = kap_bundle_check(o, err);
 	if (r < 0)
 		return r;
+	if (o->net && strcmp(o->net, "none") && strcmp(o->net, "host")) {
+		if (geteuid() != 0 || kap_userns_nested())
+			return kap_error_plain(
+			    err, EPERM,
+			    "--net %s: a rootless container has no bridge network "
+			    "(use none or host)",
+			    o->net);
+		struct kap_net_request rq = {.store = o->store,
+					     .network = o->net,
+					     .ip = o->ip,
+					     .mac = o->mac,
+					     .ports = o->ports};
+		if ((r = kap_net_check(&rq, err)) < 0)
+			return r;
+	}
 	char gen[32];
 	const char *name = o->name;
 	if (!name) {
@@ -1535,8 +1668,17 @@ API int kapsel_image_rm(const char *store, const char *root, const char *name, b
 	struct ctr c;
 	struct meta m = {0};
 	int r = ctr_open(store, name, &c, err);
-	if (r == 0)
-		r = meta_read(c.cdirfd, name, &m, err);
+	cleanup_error struct kapsel_error *me = NULL;
+	if (r == 0 && (r = meta_read(c.cdirfd, name, &m, &me)) == -ENOENT && force) {
+		/* kapsel died while making it, before container.json: what exists goes. */
+		if (flock(c.cdirfd, LOCK_EX) < 0)
+			r = kap_error(err, errno, "lock container %s", name);
+		else
+			r = ctr_remove(&c, root_or_default(root), err);
+		goto out;
+	}
+	if (r < 0 && me)
+		*err = steal_ptr(me);
 	if (r < 0)
 		goto out;
 	if (!strcmp(m.state, "running")) {

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The container side of networking, for the composer (image/run.c): a network namespace made
+ * before the container (as podman hands netavark one), an address leased from the network's
+ * IPAM, a veth pair between the namespace and the network's bridge, and published ports.
+ */
+#pragma once
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <kapsel/error.h>
+
+struct kap_net_port {
+	char proto[4];		/* "tcp" or "udp" */
+	struct in_addr host_ip; /* INADDR_ANY: every host address */
+	uint16_t host_port, ctr_port;
+};
+/* [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] */
+int kap_net_parse_port(const char *spec, struct kap_net_port *out, struct kapsel_error **err);
+/* xx:xx:xx:xx:xx:xx, unicast */
+int kap_net_parse_mac(const char *s, uint8_t mac[6], struct kapsel_error **err);
+
+/* The store's default when store is NULL (networks are root-only). */
+const char *kap_net_store(const char *store);
+
+struct kap_net_request {
+	const char *store;
+	const char *network;
+	const char *container;
+	const char *ip;	 /* NULL: the lowest free address */
+	const char *mac; /* NULL: the kernel's random one */
+	char *const *ports;
+	char *const *aliases; /* more names for the responder */
+	int netns_fd;
+};
+/* Everything that needs no change: the network exists, the address is inside it, the ports
+ * and MAC parse. Run before anything of the container is created. */
+int kap_net_check(const struct kap_net_request *rq, struct kapsel_error **err);
+
+struct kap_net_result {
+	char ip[INET_ADDRSTRLEN];
+	char gateway[INET_ADDRSTRLEN];
+	bool internal;
+	bool dns; /* a name responder answers on the gateway (user-defined networks) */
+};
+/*
+ * Lease an address, record it (before anything else exists, so a kill at any later step
+ * leaves a record kap_net_detach undoes), then make the bridge, the veth pair and the rules.
+ */
+int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
+		   struct kapsel_error **err);
+/* Undo everything of the container on every network; what is already gone is fine.
+ * ns_gone: its network namespace is released (no process, no mount), and the kernel removes
+ * the veth pair with it. */
+int kap_net_detach(const char *store, const char *container, bool ns_gone,
+		   struct kapsel_error **err);
+
+/* A new network namespace bound at path (a new empty file), lo up inside. */
+int kap_net_netns_create(const char *path, struct kapsel_error **err);
+/* Unmount and remove it; a missing one is fine. */
+void kap_net_netns_remove(const char *path);
