@@ -18,20 +18,20 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== unit tests"
 meson test -C build-asan --print-errorlogs
 export KAPSEL="$PWD/$bin"
-# The VM tests need hardware-virtualization semantics: where /dev/kvm gives them they run with
-# the rest; otherwise (no /dev/kvm, or one that emulates every instruction) in their own stage,
-# inside an outer guest under QEMU TCG whose emulated SVM gives a real /dev/kvm
-# (scripts/vm-tests.sh). Arguments, when given, choose the tests and run them here as they are.
-vm_mode=direct
-if [ $# -eq 0 ]; then
-	vm_mode=$(scripts/vm-tests.sh --which)
-fi
+# The VM tests need KVM. With a /dev/kvm (hardware, or one that emulates every instruction:
+# there the freestanding guests run and the Linux guests skip with the measured rate) they run
+# with the rest. Without one, the freestanding-guest suites run in a stage of their own inside
+# an outer guest under QEMU TCG, whose emulated SVM gives a real /dev/kvm (scripts/vm-tests.sh).
+# The Linux-guest suites under nested SVM are the longer target `scripts/vm-tests.sh --nested`
+# (README: QEMU 7.2's SVM emulation is not yet dependable enough for them to gate every run).
 echo "== integration tests"
-if [ "$vm_mode" = nested ]; then
+if [ $# -eq 0 ] && [ ! -e /dev/kvm ]; then
 	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration \
 		--ignore-glob='tests/integration/test_vm*.py'
-	echo "== VM tests (nested SVM under QEMU TCG)"
-	scripts/vm-tests.sh --nested
+	echo "== VM tests: no /dev/kvm here, so the freestanding guests run in nested SVM under QEMU TCG"
+	echo "   (the Linux guests: scripts/vm-tests.sh --nested)"
+	# shellcheck disable=SC2046
+	scripts/vm-tests.sh --nested $(ls tests/integration/test_vm*.py | grep -v _linux)
 else
 	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration "$@"
 fi
