@@ -251,7 +251,11 @@ def test_ctrl_a_x_quits_and_restores_terminal():
 def test_triple_fault_reported():
     r = mb("triple")
     assert r.returncode == 1
-    assert "triple fault (shutdown) at RIP 0x" in r.stderr
+    assert "triple fault (shutdown)" in r.stderr, r.stderr
+    # Intel: where the guest faulted. AMD (nested SVM): KVM resets the vCPU on this exit, so
+    # kapsel says it cannot know instead of printing the reset vector as the place.
+    assert ("at RIP 0x" in r.stderr and "RIP 0xfff0 " not in r.stderr) or \
+        "where is unknown: KVM resets the vCPU's state" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

@@ -163,6 +163,21 @@ static bool handle_exit(struct kap_vcpu *v)
 	case KVM_EXIT_SHUTDOWN: {
 		char bytes[64];
 		uint64_t rip = vcpu_rip(v);
+		struct kvm_sregs sregs;
+		/*
+		 * On AMD, KVM reinitialises the VMCB after a shutdown intercept (svm.c,
+		 * shutdown_interception: "VMCB is undefined after a SHUTDOWN intercept"), so the
+		 * registers read now are the reset state, not where the guest faulted.
+		 */
+		if (rip == 0xfff0 && ioctl(v->fd, KVM_GET_SREGS, &sregs) == 0 &&
+		    sregs.cs.base == 0xffff0000) {
+			fault(v,
+			      "guest fault on vCPU %u: triple fault (shutdown); where is unknown: "
+			      "KVM "
+			      "resets the vCPU's state on this exit (AMD SVM)",
+			      v->id);
+			return false;
+		}
 		insn_bytes(v, rip, bytes, sizeof(bytes));
 		fault(v,
 		      "guest fault on vCPU %u: triple fault (shutdown) at RIP 0x%" PRIx64
