@@ -10,7 +10,7 @@ outer guest therefore writes a heartbeat (its init, every 5 s) and pytest writes
 starts and ends (scripts/nested/progress.py), both to the shared job directory. With no
 heartbeat for KAPSEL_NESTED_WEDGE seconds, this kills QEMU, says loudly which test was running,
 and boots a fresh outer guest for that test and those not yet run; a test that wedges the outer
-guest twice fails, as does a third wedge in one stage. A test that fails is never rerun.
+guest twice fails, as does a fifth wedge in one stage. A test that fails is never rerun.
 
 usage: run.py JOBDIR VMLINUZ REPO -- PYTEST-ARGS...   (environment: see scripts/vm-tests.sh)"""
 import os
@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-MAX_WEDGES = 2
+MAX_WEDGES = 4
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
