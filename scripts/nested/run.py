@@ -8,7 +8,9 @@ once in every few full runs at a different test each time. A user-space VMM cann
 host kernel's CPUs, so this is the emulator's, and a wedged outer guest cannot report. The
 outer guest therefore writes a heartbeat (its init, every 5 s) and pytest writes which test
 starts and ends (scripts/nested/progress.py), both to the shared job directory. With no
-heartbeat for KAPSEL_NESTED_WEDGE seconds, this kills QEMU, says loudly which test was running,
+heartbeat for KAPSEL_NESTED_WEDGE seconds (or when the outer kernel panics, seen twice in
+kapsel's vCPU thread: "corrupted stack end detected inside scheduler"), this kills QEMU, says
+loudly which test was running,
 and boots a fresh outer guest for that test and those not yet run; a test that wedges the outer
 guest twice fails, as does a fifth wedge in one stage. A test that fails is never rerun.
 
@@ -132,6 +134,13 @@ def boot(job, vmlinuz, limit, wedge_after):
     for line in text.splitlines():
         if "KAPSEL-NESTED-ERROR: " in line:
             return ("error", line.split("KAPSEL-NESTED-ERROR: ", 1)[1].strip())
+    # The outer kernel's panic (panic=-1 and -no-reboot make it QEMU's exit): seen as
+    # "corrupted stack end detected inside scheduler" in kapsel's vCPU thread, i.e. the
+    # emulated VMRUN/#VMEXIT left the outer kernel on a bad stack, like the wedges.
+    for line in text.splitlines():
+        if "Kernel panic - not syncing" in line:
+            return ("wedged", "the outer kernel panicked: " +
+                    line.split("Kernel panic - not syncing", 1)[1].strip(": \r"))
     return ("error", f"the outer guest stopped without a result (QEMU exit status "
                      f"{q.returncode}; its console is above)")
 
@@ -175,7 +184,8 @@ def main():
         running = [n for n in started if n not in done]
         test = running[-1] if running else "(outside any test)"
         wedged[test] = wedged.get(test, 0) + 1
-        print(f"\nvm-tests: the outer guest WEDGED (no heartbeat for {value} s) while running "
+        why = value if isinstance(value, str) else f"no heartbeat for {value} s"
+        print(f"\nvm-tests: the outer guest WEDGED ({why}) while running "
               f"{test}: QEMU's TCG SVM emulation, not a test result", flush=True)
         if wedged[test] > 1 or sum(wedged.values()) > MAX_WEDGES:
             print(f"vm-tests: nested stage failed: the outer guest wedged "
