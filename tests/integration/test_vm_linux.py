@@ -124,7 +124,7 @@ def kernel_root():
     return root
 
 
-def fetch_kernel(tmp=None):
+def fetch_kernel():
     """The bzImage (vmlinuz) of kernel_root()."""
     found = glob.glob(os.path.join(kernel_root(), "boot", "vmlinuz-*"))
     assert found, f"{kernel_root()}: no boot/vmlinuz-*"
