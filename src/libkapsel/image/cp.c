@@ -256,14 +256,29 @@ static int copy_entry(struct cp *c, int sdir, const char *sname, const struct st
 		cleanup_close int in = openat(sdir, sname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (in < 0)
 			return kap_error(c->err, errno, "open %s", sname);
-		if ((r = clear_name(c, ddir, dname)) < 0)
-			return r;
-		cleanup_close int out =
-		    openat(ddir, dname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		/*
+		 * On the host an existing file is written in place, as cp(1) does (the user's
+		 * own /dev/null stays a device, a hard link stays linked). In the container the
+		 * name is replaced: a device node there may be one the image planted.
+		 */
+		struct stat old;
+		bool in_place = !c->into && fstatat(ddir, dname, &old, AT_SYMLINK_NOFOLLOW) == 0 &&
+				(S_ISREG(old.st_mode) || S_ISCHR(old.st_mode));
+		cleanup_close int out = -EBADF;
+		if (in_place) {
+			out = openat(ddir, dname, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+		} else {
+			if ((r = clear_name(c, ddir, dname)) < 0)
+				return r;
+			out = openat(ddir, dname,
+				     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		}
 		if (out < 0)
 			return kap_error(c->err, errno, "create %s", dname);
 		if ((r = copy_data(c, in, out, sname)) < 0)
 			return r;
+		if (in_place && S_ISCHR(old.st_mode))
+			return 0;
 		return set_meta(c, out, -1, NULL, st);
 	}
 	case S_IFLNK: {
