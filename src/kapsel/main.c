@@ -28,7 +28,7 @@ static const struct cli_command *const commands[] = {
     &cmd_update, &cmd_vm,     &cmd_pull,   &cmd_login,	 &cmd_logout,	&cmd_stop,   &cmd_rm,
     &cmd_logs,	 &cmd_images, &cmd_rmi,	   &cmd_image,	 &cmd_prune,	&cmd_load,   &cmd_save,
     &cmd_build,	 &cmd_tag,    &cmd_untag,  &cmd_history, &cmd_push,	&cmd_commit, &cmd_network,
-    &cmd_cp, &cmd_top, &cmd_stats, &cmd_system,
+    &cmd_cp,	 &cmd_top,    &cmd_stats,  &cmd_system,
 };
 
 static const char usage[] =
