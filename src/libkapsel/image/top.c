@@ -65,6 +65,7 @@ struct proc {
 	gid_t rgid, egid;
 	uint64_t cap[5]; /* inh, prm, eff, bnd, amb */
 	int seccomp;
+	int ns_depth; /* entries in NSpid: how deep its pid namespace is */
 	char comm[64];
 	char *args;
 };
@@ -122,7 +123,7 @@ static int read_proc(pid_t hpid, struct proc *p)
 			/* The last one is the pid in the container's own namespace. */
 			char *save = NULL, *last = NULL;
 			for (char *t = strtok_r(line + 6, " \t\n", &save); t;
-			     t = strtok_r(NULL, " \t\n", &save))
+			     t = strtok_r(NULL, " \t\n", &save), p->ns_depth++)
 				last = t;
 			if (last)
 				p->pid = (pid_t)strtol(last, NULL, 10);
@@ -395,22 +396,43 @@ static char *caps_string(uint64_t set)
 	return s;
 }
 
-static pid_t ns_pid_of(pid_t host)
+/* /proc/uptime's first field ("12345.67", in centiseconds), in nanoseconds, exactly. */
+static uint64_t read_uptime_ns(void)
+{
+	char buf[64];
+	cleanup_fclose FILE *f = fopen("/proc/uptime", "re");
+	unsigned long long sec = 0, cs = 0;
+	if (!f || !fgets(buf, sizeof(buf), f) || sscanf(buf, "%llu.%2llu", &sec, &cs) < 1)
+		return 0;
+	return (uint64_t)sec * 1000000000ULL + (uint64_t)cs * 10000000ULL;
+}
+
+static uint64_t ticks_ns(uint64_t ticks, long hz)
+{
+	return ticks / (uint64_t)hz * 1000000000ULL +
+	       ticks % (uint64_t)hz * 1000000000ULL / (uint64_t)hz;
+}
+
+/*
+ * host's pid as the container sees it; 0 when host is not in the container's pid namespace
+ * (the runtime that started an exec'd process, the monitor), as podman shows such a parent.
+ */
+static pid_t ns_pid_of(pid_t host, int depth)
 {
 	struct proc p;
 	if (host <= 0 || read_proc(host, &p) < 0)
 		return 0;
 	free(p.args);
-	return p.pid;
+	return p.ns_depth == depth ? p.pid : 0;
 }
 
-static char *cell(enum desc d, const struct proc *p, const struct ids *ids, double uptime, long hz)
+static char *cell(enum desc d, const struct proc *p, const struct ids *ids, uint64_t uptime_ns,
+		  long hz)
 {
 	char buf[128];
-	double cpu_s = (double)(p->utime + p->stime) / (double)hz;
-	double elapsed = uptime - (double)p->start / (double)hz;
-	if (elapsed < 0)
-		elapsed = 0;
+	uint64_t cpu_ns = ticks_ns(p->utime + p->stime, hz);
+	uint64_t start_ns = ticks_ns(p->start, hz);
+	uint64_t elapsed_ns = uptime_ns > start_ns ? uptime_ns - start_ns : 0;
 	switch (d) {
 	case D_USER:
 		return lookup_name(ids->passwd, map_back(ids->uid_map, p->euid));
@@ -443,19 +465,21 @@ static char *cell(enum desc d, const struct proc *p, const struct ids *ids, doub
 	case D_PPID:
 		/* A parent outside the container (the runtime, the monitor) is 0, as podman has it.
 		 */
-		snprintf(buf, sizeof(buf), "%d", (int)(p->pid == 1 ? 0 : ns_pid_of(p->ppid_host)));
+		snprintf(buf, sizeof(buf), "%d",
+			 (int)(p->pid == 1 ? 0 : ns_pid_of(p->ppid_host, p->ns_depth)));
 		break;
 	case D_PGID:
-		snprintf(buf, sizeof(buf), "%d", (int)ns_pid_of(p->pgid_host));
+		snprintf(buf, sizeof(buf), "%d", (int)ns_pid_of(p->pgid_host, p->ns_depth));
 		break;
 	case D_PCPU:
-		snprintf(buf, sizeof(buf), "%.3f", elapsed > 0 ? cpu_s * 100.0 / elapsed : 0.0);
+		snprintf(buf, sizeof(buf), "%.3f",
+			 elapsed_ns ? (double)cpu_ns * 100.0 / (double)elapsed_ns : 0.0);
 		break;
 	case D_ETIME:
-		go_duration((uint64_t)(elapsed * 1e9), buf, sizeof(buf));
+		go_duration(elapsed_ns, buf, sizeof(buf));
 		break;
 	case D_TIME:
-		go_duration((uint64_t)(cpu_s * 1e9), buf, sizeof(buf));
+		go_duration(cpu_ns, buf, sizeof(buf));
 		break;
 	case D_TTY:
 		/* devices.txt: 136-143 are the Unix98 pty slaves, 4 the virtual consoles. */
@@ -487,7 +511,7 @@ static char *cell(enum desc d, const struct proc *p, const struct ids *ids, doub
 		snprintf(buf, sizeof(buf), "%c", p->state);
 		break;
 	case D_STIME: {
-		time_t t = time(NULL) - (time_t)elapsed;
+		time_t t = time(NULL) - (time_t)(elapsed_ns / 1000000000ULL);
 		struct tm tm;
 		localtime_r(&t, &tm);
 		strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
@@ -531,15 +555,6 @@ static int cmp_pid(const void *a, const void *b)
 {
 	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
 	return (x > y) - (x < y);
-}
-
-static double read_uptime(void)
-{
-	char buf[64];
-	cleanup_fclose FILE *f = fopen("/proc/uptime", "re");
-	if (!f || !fgets(buf, sizeof(buf), f))
-		return 0;
-	return strtod(buf, NULL);
 }
 
 API int kapsel_image_top(const char *store, const char *name, char *const *descriptors,
@@ -598,7 +613,7 @@ API int kapsel_image_top(const char *store, const char *name, char *const *descr
 			rc = -ENOMEM;
 	if (!t.header || !t.cells)
 		rc = -ENOMEM;
-	double uptime = read_uptime();
+	uint64_t uptime = read_uptime_ns();
 	long hz = sysconf(_SC_CLK_TCK);
 	if (hz <= 0)
 		hz = 100;
@@ -739,8 +754,8 @@ static int sample(const char *store, const char *name, struct kapsel_stats *s,
 	struct proc p;
 	long hz = sysconf(_SC_CLK_TCK);
 	if (read_proc(r.pid, &p) == 0) {
-		double up = read_uptime() - (double)p.start / (double)(hz > 0 ? hz : 100);
-		s->up_ns = up > 0 ? (uint64_t)(up * 1e9) : 0;
+		uint64_t up = read_uptime_ns(), start = ticks_ns(p.start, hz > 0 ? hz : 100);
+		s->up_ns = up > start ? up - start : 0;
 		free(p.args);
 	}
 	kap_ctr_ref_clear(&r);
