@@ -276,6 +276,17 @@ def test_top_default_columns(k, names, hostdir):
     init = by_cmd["sleep 1001"]
     assert init[0] == "root" and init[1] == "1" and init[2] == "0" and init[5] == "?"
     assert by_cmd["sleep 1000"][2] == "1"  # its parent: the container's pid 1
+    # An exec'd process's parent is the runtime, outside the container: 0, as podman shows.
+    p = subprocess.Popen(k.argv("exec", n, "sleep", "1002"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        row = clients.wait_for(
+            lambda: [l.split(None, 7) for l in k("top", n).stdout.splitlines()
+                     if l.endswith("sleep 1002")], what="exec'd process in top")[0]
+        assert row[2] == "0", row
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_top_descriptors(k, names, hostdir):
