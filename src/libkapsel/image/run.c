@@ -2214,6 +2214,7 @@ API int kapsel_image_start(const char *store, const char *root, const char *name
 	(void)root; /* the container's own state root, as run recorded it */
 	struct prepared p = {0};
 	struct ctr *c = &p.c;
+	cleanup_error struct kapsel_error *fe = NULL;
 	int r = ctr_open(store, name, c, err);
 	if (r < 0) {
 		ctr_close(c);
@@ -2269,7 +2270,6 @@ API int kapsel_image_start(const char *store, const char *root, const char *name
 		goto out; /* on failure its monitor put it back as it was (exited) */
 	}
 	/* Back as it was: exited, unmounted, off its network. */
-	cleanup_error struct kapsel_error *fe = NULL;
 	meta_write(c->cdirfd, &p.m, NULL);
 	if (ctr_finish(c, croot, -1, &fe) < 0)
 		kap_warn("%s", fe->msg);
@@ -2307,6 +2307,7 @@ API int kapsel_image_wait(const char *store, const char *name, const char *condi
 	 * No polling: container.json is replaced atomically (a rename into the directory) at
 	 * every change, and a monitor that dies without a word wakes us through its pidfd.
 	 */
+	cleanup_close int pidfd = -EBADF;
 	cleanup_close int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", c.cdirfd);
@@ -2317,7 +2318,6 @@ API int kapsel_image_wait(const char *store, const char *name, const char *condi
 		goto out;
 	}
 	int64_t count0 = -1, mon = 0;
-	cleanup_close int pidfd = -EBADF;
 	bool seen = false;
 	int last = -1;
 	for (;;) {
@@ -2431,7 +2431,8 @@ API int kapsel_image_rename(const char *store, const char *name, const char *new
 		ctr_close(&c);
 		return r;
 	}
-	cleanup_free char *to = NULL;
+	cleanup_free char *to = NULL, *live = NULL, *taken = NULL;
+	cleanup_error struct kapsel_error *se = NULL;
 	bool moved = false, config = false;
 	if (flock(c.cdirfd, LOCK_EX) < 0) {
 		r = kap_error(err, errno, "lock container %s", name);
@@ -2445,8 +2446,8 @@ API int kapsel_image_rename(const char *store, const char *name, const char *new
 		goto out;
 	}
 	/* The runtime knows a container that still has a process (or its record) by name. */
-	cleanup_free char *live = runtime_status(m.root, name);
-	cleanup_free char *taken = runtime_status(m.root, new_name);
+	live = runtime_status(m.root, name);
+	taken = runtime_status(m.root, new_name);
 	if (taken) {
 		r = kap_error_plain(err, EEXIST, "container name %s is already in use", new_name);
 		goto out;
@@ -2490,7 +2491,6 @@ API int kapsel_image_rename(const char *store, const char *name, const char *new
 	}
 	/* rmi's record of who uses the image goes by name too. */
 	kap_store_remove_user(c.store, name);
-	cleanup_error struct kapsel_error *se = NULL;
 	if (kap_store_add_user(c.store, new_name, m.manifest, &se) < 0)
 		kap_warn("container %s: %s", new_name, se->msg);
 out:
