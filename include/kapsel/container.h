@@ -51,6 +51,13 @@ int kapsel_container_run_wait(const struct kapsel_create_options *opts,
 			      int (*wait)(void *ctx, pid_t init, int master), void *ctx,
 			      struct kapsel_error **err);
 int kapsel_container_start(const char *root, const char *id, struct kapsel_error **err);
+/*
+ * Give a container another id (kapsel rename of an image container whose name is its id):
+ * its state moves to <root>/new_id; new_bundle (optional) replaces the bundle directory and
+ * the rootfs below it. The cgroup stays where it is (its path is in the state).
+ */
+int kapsel_container_rename(const char *root, const char *id, const char *new_id,
+			    const char *new_bundle, struct kapsel_error **err);
 /* OCI state JSON (pretty-printed, as runc prints it). Caller frees *json. */
 int kapsel_container_state(const char *root, const char *id, char **json,
 			   struct kapsel_error **err);

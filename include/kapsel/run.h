@@ -48,6 +48,9 @@ struct kapsel_run_options {
 	char *const *cap_drop;
 	bool privileged;
 	char *const *security_opts; /* seccomp=unconfined|FILE, no-new-privileges, ... */
+	/* --restart no|on-failure[:N]|always|unless-stopped, kept by the container's monitor
+	 * (NULL: no); not with rm. */
+	const char *restart;
 };
 
 /*
@@ -109,3 +112,31 @@ struct kapsel_logs_options {
 /* Print the container's log (its stdout and stderr, foreground or detached, kept apart). */
 int kapsel_image_logs(const char *store, const char *root, const char *name,
 		      const struct kapsel_logs_options *o, struct kapsel_error **err);
+
+/*
+ * Start an image container that has exited (podman start): its overlay, its network (the same
+ * address), a new monitor; detached. A running one is left as it is. -ENOENT (with *err)
+ * when the store has no container of that name.
+ */
+int kapsel_image_start(const char *store, const char *root, const char *name,
+		       struct kapsel_error **err);
+/* stop (timeout_s as there), then start. */
+int kapsel_image_restart(const char *store, const char *root, const char *name, int timeout_s,
+			 struct kapsel_error **err);
+/*
+ * Block until the container meets condition: "stopped" or "exited" (NULL: the same), then
+ * *code is its exit code (-1 when unknown; an exit that its restart policy followed with a
+ * restart counts); "running": *code is -1.
+ */
+int kapsel_image_wait(const char *store, const char *name, const char *condition, int *code,
+		      struct kapsel_error **err);
+/* Rename a container, running or not; new_name must be valid and unused. */
+int kapsel_image_rename(const char *store, const char *name, const char *new_name,
+			struct kapsel_error **err);
+/*
+ * Attach to a detached container: its output to our stdout and stderr; with a terminal (run
+ * -dit) our stdin to it, ctrl-p ctrl-q detaches. Returns the container's exit status once it
+ * ends, 0 after a detach.
+ */
+int kapsel_image_attach(const char *store, const char *name, bool no_stdin,
+			struct kapsel_error **err);

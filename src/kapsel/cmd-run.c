@@ -34,6 +34,7 @@ enum {
 	OPT_DNS,
 	OPT_ADD_HOST,
 	OPT_ALIAS,
+	OPT_RESTART,
 };
 
 static const struct option image_options[] = {
@@ -64,6 +65,7 @@ static const struct option image_options[] = {
     {"cap-drop", required_argument, NULL, OPT_CAP_DROP},
     {"privileged", no_argument, NULL, OPT_PRIVILEGED},
     {"security-opt", required_argument, NULL, OPT_SECURITY_OPT},
+    {"restart", required_argument, NULL, OPT_RESTART},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -104,6 +106,7 @@ static bool takes_value(const char *arg)
 	    "cap-add",
 	    "cap-drop",
 	    "security-opt",
+	    "restart",
 	};
 	const char *f = arg + 1 + (arg[1] == '-');
 	if (strchr(f, '='))
@@ -310,6 +313,9 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		case OPT_SECURITY_OPT:
 			sec[ns++] = optarg;
 			break;
+		case OPT_RESTART:
+			o.restart = optarg;
+			break;
 		default:
 			status = c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 			goto out;
@@ -404,6 +410,9 @@ const struct cli_command cmd_run = {
 	"  --privileged            all capabilities and devices, no seccomp, no masked paths\n"
 	"  --security-opt OPT      seccomp=unconfined|FILE, no-new-privileges, apparmor=P,\n"
 	"                          label=disable\n"
+	"  --restart POLICY        no (default), on-failure[:N] (a non-zero exit, at most N\n"
+	"                          times), always or unless-stopped (until 'kapsel stop');\n"
+	"                          kept by the container's monitor; not with --rm\n"
 	"\n"
 	"Runtime form: create and start the container from the bundle's config.json; without\n"
 	"--detach wait for it, delete it, and exit with its status.\n"

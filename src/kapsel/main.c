@@ -23,12 +23,23 @@
 #include "commands.h"
 
 static const struct cli_command *const commands[] = {
-    &cmd_create, &cmd_delete, &cmd_events, &cmd_exec,	 &cmd_features, &cmd_kill,   &cmd_list,
-    &cmd_pause,	 &cmd_ps,     &cmd_resume, &cmd_run,	 &cmd_spec,	&cmd_start,  &cmd_state,
-    &cmd_update, &cmd_vm,     &cmd_pull,   &cmd_login,	 &cmd_logout,	&cmd_stop,   &cmd_rm,
-    &cmd_logs,	 &cmd_images, &cmd_rmi,	   &cmd_image,	 &cmd_prune,	&cmd_load,   &cmd_save,
-    &cmd_build,	 &cmd_tag,    &cmd_untag,  &cmd_history, &cmd_push,	&cmd_commit, &cmd_network,
-    &cmd_cp,	 &cmd_top,    &cmd_stats,  &cmd_system,
+    // clang-format off
+    /* one line per group: adding a command touches one line */
+    /* runc's runtime commands */
+    &cmd_create, &cmd_delete, &cmd_events, &cmd_exec, &cmd_features, &cmd_kill, &cmd_list,
+    &cmd_pause, &cmd_ps, &cmd_resume, &cmd_run, &cmd_spec, &cmd_start, &cmd_state, &cmd_update,
+    /* micro-VMs */
+    &cmd_vm,
+    /* images and registries */
+    &cmd_pull, &cmd_login, &cmd_logout, &cmd_images, &cmd_rmi, &cmd_image, &cmd_prune,
+    &cmd_load, &cmd_save, &cmd_build, &cmd_tag, &cmd_untag, &cmd_history, &cmd_push, &cmd_commit,
+    /* image containers, podman style */
+    &cmd_stop, &cmd_rm, &cmd_logs,
+    &cmd_cp, &cmd_top, &cmd_stats, &cmd_system,
+    &cmd_wait, &cmd_rename, &cmd_restart, &cmd_attach,
+    /* networks */
+    &cmd_network,
+    // clang-format on
 };
 
 static const char usage[] =
@@ -523,7 +534,8 @@ int main(int argc, char **argv)
 		return cli_fail("unknown command \"%s\" (see 'kapsel --help')", name);
 
 	/* Commands that put processes into a container run from a sealed copy of kapsel. */
-	if ((!strcmp(name, "create") || !strcmp(name, "run") || !strcmp(name, "exec")) &&
+	if ((!strcmp(name, "create") || !strcmp(name, "run") || !strcmp(name, "exec") ||
+	     !strcmp(name, "restart")) &&
 	    kapsel_runtime_seal(saved_argv, seal_scratch(g.root), &err) < 0)
 		return cli_fail_err(err);
 

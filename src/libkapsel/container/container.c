@@ -649,6 +649,56 @@ API int kapsel_container_start(const char *root, const char *id, struct kapsel_e
 	return start_locked(dirfd, st, err);
 }
 
+API int kapsel_container_rename(const char *root, const char *id, const char *new_id,
+				const char *new_bundle, struct kapsel_error **err)
+{
+	root = root_or_default(root);
+	int r = kap_state_validate_id(new_id, err);
+	if (r < 0)
+		return r;
+	cleanup_close int dirfd = -EBADF;
+	cleanup_state struct kap_state *st = NULL;
+	if ((r = kap_container_load(root, id, LOCK_EX, &dirfd, &st, err)) < 0)
+		return r;
+	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return kap_error(err, errno, "open state root %s", root);
+	/* The cgroup keeps its path (state.json records it); the directory and ids move. */
+	char *nid = strdup(new_id), *nb = new_bundle ? strdup(new_bundle) : NULL, *nr = NULL;
+	size_t bl = st->bundle ? strlen(st->bundle) : 0;
+	if (nb && st->rootfs && bl && !strncmp(st->rootfs, st->bundle, bl) &&
+	    st->rootfs[bl] == '/' && asprintf(&nr, "%s%s", nb, st->rootfs + bl) < 0)
+		nr = NULL;
+	if (!nid || (new_bundle && !nb)) {
+		free(nid);
+		free(nb);
+		free(nr);
+		return kap_error(err, ENOMEM, "rename %s", id);
+	}
+	if (renameat2(rootfd, id, rootfd, new_id, RENAME_NOREPLACE) < 0) {
+		int e = errno;
+		free(nid);
+		free(nb);
+		free(nr);
+		return e == EEXIST
+			   ? kap_error_plain(err, EEXIST, "container %s already exists", new_id)
+			   : kap_error(err, e, "rename state of %s to %s", id, new_id);
+	}
+	free(st->id);
+	st->id = nid;
+	if (nb) {
+		free(st->bundle);
+		st->bundle = nb;
+	}
+	if (nr) {
+		free(st->rootfs);
+		st->rootfs = nr;
+	}
+	if ((r = kap_state_write(dirfd, st, err)) < 0)
+		renameat2(rootfd, new_id, rootfd, id, RENAME_NOREPLACE);
+	return r;
+}
+
 API int kapsel_container_state(const char *root, const char *id, char **json,
 			       struct kapsel_error **err)
 {

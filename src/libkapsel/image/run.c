@@ -39,8 +39,11 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -62,6 +65,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/proc.h"
+#include "core/syscalls.h"
 #include "image/image.h"
 #include "net/net.h"
 
@@ -70,6 +74,9 @@
 #define META	 "container.json"
 #define LOG_FILE "ctr.log"
 #define PID_FILE "ctr.pid"
+/* The monitor's socket for `kapsel attach` (conmon's attach socket, SOCK_SEQPACKET). */
+#define ATTACH_SOCK "attach"
+#define ATTACH_MAX  8
 
 /* linux/magic.h; spelled out, as container/mount.c does, to keep the uAPI header out. */
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -171,6 +178,15 @@ struct meta {
 	char *name, *image, *image_name, *manifest, *command, *root, *state, *stop_signal;
 	int64_t created, finished, exit_code, monitor_pid;
 	bool rm;
+	/* --restart, kept by the monitor: the policy ("no" when absent), its N (0: no limit),
+	 * how often it restarted, and whether `kapsel stop` ended it (podman's StoppedByUser). */
+	char *restart;
+	int64_t restart_max, restart_count;
+	bool stopped;
+	/* What `start` needs to put it on its network again: the network, the address it had
+	 * (asked for again), --mac-address, -p and --network-alias. */
+	char *net, *ip, *mac;
+	char **ports, **aliases;
 };
 
 static void meta_clear(struct meta *m)
@@ -183,7 +199,36 @@ static void meta_clear(struct meta *m)
 	free(m->root);
 	free(m->state);
 	free(m->stop_signal);
+	free(m->restart);
+	free(m->net);
+	free(m->ip);
+	free(m->mac);
+	kap_strvp(&m->ports);
+	kap_strvp(&m->aliases);
 	*m = (struct meta){0};
+}
+
+static int strv_dup(char *const *v, char ***out)
+{
+	size_t n = 0;
+	while (v[n])
+		n++;
+	cleanup_strv char **c = calloc(n + 1, sizeof(char *));
+	if (!c)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (!(c[i] = strdup(v[i])))
+			return -ENOMEM;
+	*out = steal_ptr(c);
+	return 0;
+}
+
+static struct kap_json *strv_json(char *const *v)
+{
+	struct kap_json *a = kap_json_new_array();
+	for (char *const *p = v; a && p && *p; p++)
+		kap_json_append(a, kap_json_new_string(*p));
+	return a;
 }
 
 static int meta_write(int cdirfd, const struct meta *m, struct kapsel_error **err)
@@ -193,10 +238,18 @@ static int meta_write(int cdirfd, const struct meta *m, struct kapsel_error **er
 		return kap_error(err, ENOMEM, META);
 	const struct {
 		const char *k, *v;
-	} strs[] = {
-	    {"name", m->name},	       {"image", m->image},	      {"imageName", m->image_name},
-	    {"manifest", m->manifest}, {"command", m->command},	      {"root", m->root},
-	    {"state", m->state},       {"stopSignal", m->stop_signal}};
+	} strs[] = {{"name", m->name},
+		    {"image", m->image},
+		    {"imageName", m->image_name},
+		    {"manifest", m->manifest},
+		    {"command", m->command},
+		    {"root", m->root},
+		    {"state", m->state},
+		    {"stopSignal", m->stop_signal},
+		    {"restartPolicy", m->restart},
+		    {"network", m->net},
+		    {"ip", m->ip},
+		    {"macAddress", m->mac}};
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(strs); i++)
 		if (strs[i].v)
 			kap_json_set(j, strs[i].k, kap_json_new_string(strs[i].v));
@@ -205,6 +258,13 @@ static int meta_write(int cdirfd, const struct meta *m, struct kapsel_error **er
 	kap_json_set(j, "exitCode", kap_json_new_int64(m->exit_code));
 	kap_json_set(j, "monitorPid", kap_json_new_int64(m->monitor_pid));
 	kap_json_set(j, "rm", kap_json_new_bool(m->rm));
+	kap_json_set(j, "restartMax", kap_json_new_int64(m->restart_max));
+	kap_json_set(j, "restartCount", kap_json_new_int64(m->restart_count));
+	kap_json_set(j, "stoppedByUser", kap_json_new_bool(m->stopped));
+	if (m->ports)
+		kap_json_set(j, "ports", strv_json(m->ports));
+	if (m->aliases)
+		kap_json_set(j, "aliases", strv_json(m->aliases));
 	cleanup_free char *text = kap_json_dump(j, true);
 	if (!text)
 		return kap_error(err, ENOMEM, META);
@@ -235,7 +295,16 @@ static int meta_read(int cdirfd, const char *name, struct meta *m, struct kapsel
 	    (r = kap_json_read_int64(j, META, "finished", &m->finished, err)) < 0 ||
 	    (r = kap_json_read_int64(j, META, "exitCode", &m->exit_code, err)) < 0 ||
 	    (r = kap_json_read_int64(j, META, "monitorPid", &m->monitor_pid, err)) < 0 ||
-	    (r = kap_json_read_bool(j, META, "rm", &m->rm, err)) < 0) {
+	    (r = kap_json_read_bool(j, META, "rm", &m->rm, err)) < 0 ||
+	    (r = kap_json_read_string(j, META, "restartPolicy", &m->restart, err)) < 0 ||
+	    (r = kap_json_read_int64(j, META, "restartMax", &m->restart_max, err)) < 0 ||
+	    (r = kap_json_read_int64(j, META, "restartCount", &m->restart_count, err)) < 0 ||
+	    (r = kap_json_read_bool(j, META, "stoppedByUser", &m->stopped, err)) < 0 ||
+	    (r = kap_json_read_string(j, META, "network", &m->net, err)) < 0 ||
+	    (r = kap_json_read_string(j, META, "ip", &m->ip, err)) < 0 ||
+	    (r = kap_json_read_string(j, META, "macAddress", &m->mac, err)) < 0 ||
+	    (r = kap_json_read_strv(j, META, "ports", &m->ports, err)) < 0 ||
+	    (r = kap_json_read_strv(j, META, "aliases", &m->aliases, err)) < 0) {
 		meta_clear(m);
 		return r;
 	}
@@ -273,6 +342,7 @@ struct ctr {
 	int cdirfd;
 	char *cdir; /* absolute */
 	const char *name;
+	char *own_name; /* name, once a rename moved the container under us */
 };
 
 static void ctr_close(struct ctr *c)
@@ -282,6 +352,7 @@ static void ctr_close(struct ctr *c)
 	if (c->dirfd >= 0)
 		close(c->dirfd);
 	free(c->cdir);
+	free(c->own_name);
 	free(c->store_path);
 	if (c->store)
 		kap_store_close(c->store);
@@ -341,6 +412,28 @@ static int ctr_open(const char *store, const char *name, struct ctr *c, struct k
 	return 0;
 }
 
+/*
+ * `kapsel rename` moves the directory under whoever holds it open (a monitor, stop, wait): the
+ * fds follow, the names do not. Called with the record just read; takes its name.
+ */
+static int ctr_follow(struct ctr *c, const struct meta *m)
+{
+	if (!m->name || !c->cdir || !strcmp(m->name, c->name))
+		return 0;
+	const char *slash = strrchr(c->cdir, '/');
+	char *n = strdup(m->name), *d = NULL;
+	if (!n || !slash || asprintf(&d, "%.*s/%s", (int)(slash - c->cdir), c->cdir, m->name) < 0) {
+		free(n);
+		return -ENOMEM;
+	}
+	free(c->own_name);
+	free(c->cdir);
+	c->own_name = n;
+	c->name = n;
+	c->cdir = d;
+	return 0;
+}
+
 /* "running", "paused", "created" or "stopped" from the runtime; NULL when it has no state. */
 static char *runtime_status(const char *root, const char *name)
 {
@@ -354,6 +447,13 @@ static char *runtime_status(const char *root, const char *name)
 	    kap_json_read_string(j, "state", "status", &status, &e) < 0)
 		return NULL;
 	return status;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
 }
 
 static bool process_alive(int64_t pid)
@@ -424,7 +524,18 @@ static int ctr_finish(struct ctr *c, const char *root, int exit_code, struct kap
 		*err = steal_ptr(e);
 		return r;
 	}
+	if (ctr_follow(c, &m) < 0) {
+		meta_clear(&m);
+		flock(c->cdirfd, LOCK_UN);
+		return kap_error(err, ENOMEM, "container %s", c->name);
+	}
+	unlinkat(c->cdirfd, ATTACH_SOCK, 0);
 	if (m.rm) {
+		/* For a `kapsel wait` that watches: the code, for the moment the record lasts. */
+		if (exit_code >= 0 && meta_set_state(&m, "exited") == 0) {
+			m.exit_code = exit_code;
+			meta_write(c->cdirfd, &m, NULL);
+		}
 		r = ctr_remove(c, root, err);
 		meta_clear(&m);
 		return r;
@@ -456,6 +567,41 @@ static int ctr_finish(struct ctr *c, const char *root, int exit_code, struct kap
 }
 
 /* ---- run ---- */
+
+/*
+ * --restart as podman-run(1) takes it: no, on-failure[:N] (N > 0 restarts at most), always,
+ * unless-stopped. Without a daemon that outlives a reboot the last two behave alike: both
+ * restart until `kapsel stop`.
+ */
+static int parse_restart(const char *s, char **policy, int64_t *max, struct kapsel_error **err)
+{
+	*max = 0;
+	const char *colon = strchr(s, ':');
+	size_t n = colon ? (size_t)(colon - s) : strlen(s);
+	static const char *const names[] = {"no", "on-failure", "always", "unless-stopped"};
+	size_t i = 0;
+	while (i < KAP_ARRAY_SIZE(names) && (strlen(names[i]) != n || strncmp(s, names[i], n)))
+		i++;
+	if (i == KAP_ARRAY_SIZE(names))
+		return kap_error_plain(err, EINVAL,
+				       "--restart \"%s\": expected no, on-failure[:N], always or "
+				       "unless-stopped",
+				       s);
+	if (colon) {
+		char *end;
+		errno = 0;
+		long long v = strtoll(colon + 1, &end, 10);
+		if (i != 1 || errno || end == colon + 1 || *end || v < 1)
+			return kap_error_plain(err, EINVAL,
+					       "--restart \"%s\": only on-failure takes a count "
+					       "(a positive integer)",
+					       s);
+		*max = v;
+	}
+	if (policy && !(*policy = strdup(names[i])))
+		return kap_error(err, ENOMEM, "--restart");
+	return 0;
+}
 
 /* What the user typed (a name, a reference, an ID prefix) -> the stored image. */
 static int resolve_image(struct kap_store *s, const char *image, char **name, char *digest,
@@ -799,7 +945,15 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	    .created = time(NULL),
 	    .exit_code = -1,
 	    .rm = o->rm,
+	    .net = own_net ? strdup(o->net) : NULL,
+	    .ip = net.ip[0] ? strdup(net.ip) : NULL,
+	    .mac = o->mac ? strdup(o->mac) : NULL,
 	};
+	if ((o->restart &&
+	     (r = parse_restart(o->restart, &p->m.restart, &p->m.restart_max, err)) < 0) ||
+	    (own_net && o->ports && *o->ports && (r = strv_dup(o->ports, &p->m.ports)) < 0) ||
+	    (own_net && o->aliases && *o->aliases && (r = strv_dup(o->aliases, &p->m.aliases)) < 0))
+		return r == -ENOMEM ? kap_error(err, ENOMEM, META) : r;
 	if (!p->m.name || !p->m.image || !p->m.image_name || !p->m.manifest || !p->m.command ||
 	    !p->m.root || !p->m.state) {
 		r = kap_error(err, ENOMEM, META);
@@ -811,13 +965,125 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 /* What a monitor watches: the container's init, its output and, in the foreground, us. */
 struct watch {
 	int logfd;
-	int out, err;		/* read ends of the container's stdout and stderr pipes, or -1 */
-	int pass_out, pass_err; /* where the output also goes (a foreground run), or -1 */
-	int back_out, back_err; /* our own stdout and stderr again, once the container has its */
-	bool input;		/* relay our stdin to the container's terminal (-it) */
-	int unknown;		/* the status to return when the init's is unknown */
-	sigset_t signals;	/* SIGCHLD and the forwarded ones, blocked: read from a signalfd */
+	int out, err;		 /* read ends of the container's stdout and stderr pipes, or -1 */
+	int pass_out, pass_err;	 /* where the output also goes (a foreground run), or -1 */
+	int back_out, back_err;	 /* our own stdout and stderr again, once the container has its */
+	bool input;		 /* relay our stdin to the container's terminal (-it) */
+	int unknown;		 /* the status to return when the init's is unknown */
+	sigset_t signals;	 /* SIGCHLD and the forwarded ones, blocked: read from a signalfd */
+	int listen;		 /* the attach socket (a detached container), or -1 */
+	int clients[ATTACH_MAX]; /* attached `kapsel attach`es, or -1; kept across restarts */
 };
+
+/*
+ * The attach protocol, one SOCK_SEQPACKET message each. From the monitor: a first byte
+ * ATTACH_HELLO with 't' (the container has a terminal) or 'p' (pipes), then ATTACH_STDOUT or
+ * ATTACH_STDERR and the bytes. From the client: ATTACH_STDIN and bytes for the terminal, or
+ * ATTACH_RESIZE and a struct winsize. The monitor closes the socket when the container ends.
+ */
+static bool write_all(int fd, const char *p, size_t n);
+
+enum { ATTACH_HELLO, ATTACH_STDOUT, ATTACH_STDERR, ATTACH_STDIN = 0x10, ATTACH_RESIZE };
+
+static void watch_init(struct watch *w, int unknown)
+{
+	*w = (struct watch){.logfd = -1,
+			    .out = -1,
+			    .err = -1,
+			    .pass_out = -1,
+			    .pass_err = -1,
+			    .back_out = -1,
+			    .back_err = -1,
+			    .unknown = unknown,
+			    .listen = -1};
+	for (size_t i = 0; i < ATTACH_MAX; i++)
+		w->clients[i] = -1;
+}
+
+static void attach_close(struct watch *w)
+{
+	for (size_t i = 0; i < ATTACH_MAX; i++)
+		if (w->clients[i] >= 0) {
+			close(w->clients[i]);
+			w->clients[i] = -1;
+		}
+	if (w->listen >= 0)
+		close(w->listen);
+	w->listen = -1;
+}
+
+/* The socket lives in the container's directory; /proc/self/fd keeps the path short. */
+static int attach_path(int cdirfd, struct sockaddr_un *sa)
+{
+	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/" ATTACH_SOCK, cdirfd);
+	return 0;
+}
+
+static int attach_listen(struct ctr *c, struct watch *w, struct kapsel_error **err)
+{
+	struct sockaddr_un sa;
+	attach_path(c->cdirfd, &sa);
+	unlinkat(c->cdirfd, ATTACH_SOCK, 0);
+	w->listen = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (w->listen < 0)
+		return kap_error(err, errno, "attach socket");
+	if (bind(w->listen, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(w->listen, 4) < 0)
+		return kap_error(err, errno, "attach socket %s/%s", c->cdir, ATTACH_SOCK);
+	return 0;
+}
+
+static void attach_accept(struct watch *w, bool tty)
+{
+	int fd = accept4(w->listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return;
+	for (size_t i = 0; i < ATTACH_MAX; i++)
+		if (w->clients[i] < 0) {
+			char hello[2] = {ATTACH_HELLO, tty ? 't' : 'p'};
+			if (send(fd, hello, 2, MSG_NOSIGNAL) == 2) {
+				w->clients[i] = fd;
+				return;
+			}
+			break;
+		}
+	close(fd); /* full: podman too caps its attach sessions */
+}
+
+/* Output for every attached client; one that cannot take it now misses it (as conmon). */
+static void attach_send(struct watch *w, char *msg, size_t n)
+{
+	for (size_t i = 0; i < ATTACH_MAX; i++)
+		if (w->clients[i] >= 0 &&
+		    send(w->clients[i], msg, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+		    errno != EAGAIN && errno != ENOBUFS) {
+			close(w->clients[i]);
+			w->clients[i] = -1;
+		}
+}
+
+/* A client's message: keystrokes for the terminal, or its new size. */
+static void attach_input(struct watch *w, size_t i, int master)
+{
+	char buf[4097];
+	ssize_t k = recv(w->clients[i], buf, sizeof(buf), MSG_DONTWAIT);
+	if (k < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (k <= 0) {
+		close(w->clients[i]);
+		w->clients[i] = -1;
+		return;
+	}
+	if (master < 0)
+		return;
+	if (buf[0] == ATTACH_STDIN)
+		write_all(master, buf + 1, (size_t)k - 1);
+	else if (buf[0] == ATTACH_RESIZE && (size_t)k == 1 + sizeof(struct winsize)) {
+		struct winsize ws;
+		memcpy(&ws, buf + 1, sizeof(ws));
+		ioctl(master, TIOCSWINSZ, &ws);
+	}
+}
 
 static bool write_all(int fd, const char *p, size_t n)
 {
@@ -881,25 +1147,38 @@ static int watch_container(void *ctx, pid_t init, int master)
 	}
 	if (master >= 0)
 		copy_winsize(master);
-	/* With a terminal, its master carries the output (as stdout); else the two pipes. */
-	struct pollfd fds[4] = {
+	/* With a terminal, its master carries the output (as stdout); else the two pipes. Then
+	 * the attach socket and its clients. */
+	enum { NFIX = 5 };
+	struct pollfd fds[NFIX + ATTACH_MAX] = {
 	    {.fd = sfd, .events = POLLIN},
 	    {.fd = master >= 0 ? master : w->out, .events = POLLIN},
 	    {.fd = master >= 0 ? -1 : w->err, .events = POLLIN},
 	    {.fd = master >= 0 && w->input ? STDIN_FILENO : -1, .events = POLLIN},
+	    {.fd = w->listen, .events = POLLIN},
 	};
+	if (master >= 0) {
+		/* The pipes are nobody's now: the pty is the container's stdout and stderr. */
+		if (w->out >= 0)
+			close(w->out);
+		if (w->err >= 0)
+			close(w->err);
+	}
+	w->out = w->err = -1; /* ours to close below, in fds */
 	int pass[3] = {-1, w->pass_out, w->pass_err};
 	int status = -1;
 	bool reaped = false;
-	char buf[65536];
+	char msg[1 + 65536], *buf = msg + 1;
 	for (;;) {
 		if (!reaped)
 			reap(init, &status, &reaped);
 		if (reaped && fds[1].fd < 0 && fds[2].fd < 0)
 			break;
+		for (size_t i = 0; i < ATTACH_MAX; i++)
+			fds[NFIX + i] = (struct pollfd){.fd = w->clients[i], .events = POLLIN};
 		/* Once the init is gone its pid namespace is too; output that still does not
 		 * end is held by something outside the container: stop waiting for it. */
-		int n = poll(fds, 4, reaped ? 2000 : -1);
+		int n = poll(fds, NFIX + ATTACH_MAX, reaped ? 2000 : -1);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -919,7 +1198,7 @@ static int watch_container(void *ctx, pid_t init, int master)
 		for (int i = 1; i <= 2; i++) {
 			if (fds[i].fd < 0 || !fds[i].revents)
 				continue;
-			ssize_t k = read(fds[i].fd, buf, sizeof(buf));
+			ssize_t k = read(fds[i].fd, buf, sizeof(msg) - 1);
 			if (k < 0 && (errno == EINTR || errno == EAGAIN))
 				continue;
 			if (k <= 0) { /* EOF, or EIO: the pty's last slave closed */
@@ -932,9 +1211,16 @@ static int watch_container(void *ctx, pid_t init, int master)
 			if (pass[i] >= 0 && !write_all(pass[i], buf, (size_t)k))
 				pass[i] = -1;
 			kap_log_record(w->logfd, i == 2, buf, (size_t)k);
+			msg[0] = i == 2 ? ATTACH_STDERR : ATTACH_STDOUT;
+			attach_send(w, msg, (size_t)k + 1);
 		}
+		if (fds[4].fd >= 0 && fds[4].revents)
+			attach_accept(w, master >= 0);
+		for (size_t i = 0; i < ATTACH_MAX; i++)
+			if (fds[NFIX + i].fd >= 0 && fds[NFIX + i].revents)
+				attach_input(w, i, master);
 		if (fds[3].fd >= 0 && fds[3].revents) {
-			ssize_t k = read(STDIN_FILENO, buf, sizeof(buf));
+			ssize_t k = read(STDIN_FILENO, buf, sizeof(msg) - 1);
 			if (k < 0 && (errno == EINTR || errno == EAGAIN))
 				continue;
 			if (k <= 0 || !write_all(master, buf, (size_t)k))
@@ -995,49 +1281,167 @@ static void watch_clear(struct watch *w)
 		}
 }
 
-/* The detached monitor, once the container runs: tell kapsel run -d, then watch it. */
-struct detached {
+/*
+ * --restart (podman-run(1)): after the init exited, whether the policy runs it again; records
+ * the exit and the count when it does. Under the container's lock, as `kapsel stop` sets
+ * "stoppedByUser" under it: a stop either comes before (no restart) or finds the new init.
+ */
+static bool restart_due(struct ctr *c, int code)
+{
+	if (code < 0 || flock(c->cdirfd, LOCK_EX) < 0)
+		return false;
+	struct meta m;
+	bool again = false;
+	if (meta_read(c->cdirfd, c->name, &m, NULL) == 0) {
+		const char *p = m.restart ? m.restart : "no";
+		bool limit = m.restart_max == 0 || m.restart_count < m.restart_max;
+		again = !m.stopped && ctr_follow(c, &m) == 0 &&
+			(!strcmp(p, "always") || !strcmp(p, "unless-stopped") ||
+			 (!strcmp(p, "on-failure") && code != 0 && limit));
+		if (again) {
+			m.restart_count++;
+			m.exit_code = code;
+			again = meta_write(c->cdirfd, &m, NULL) == 0;
+		}
+		meta_clear(&m);
+	}
+	flock(c->cdirfd, LOCK_UN);
+	return again;
+}
+
+/* Whether `kapsel stop` ended the container's policy (or its record is gone). */
+static bool stop_requested(struct ctr *c)
+{
+	struct meta m;
+	if (meta_read(c->cdirfd, c->name, &m, NULL) < 0)
+		return true;
+	bool stopped = m.stopped;
+	meta_clear(&m);
+	return stopped;
+}
+
+/* One monitor's runs of a container: the first, then those its restart policy asks for. */
+struct runs {
 	struct prepared *p;
 	struct watch *w;
-	int report;
+	struct kapsel_create_options co;
+	bool want_pid_file;
+	char *pid_file;
+	int report; /* kapsel run -d (or start) waits here for "OK" or the error; -1 after */
+	int n;	    /* runs so far */
 };
 
-static int detached_started(void *ctx, pid_t init, int master)
+static int runs_started(void *ctx, pid_t init, int master)
 {
-	struct detached *d = ctx;
-	struct ctr *c = &d->p->c;
+	struct runs *x = ctx;
+	struct ctr *c = &x->p->c;
 	cleanup_error struct kapsel_error *e = NULL;
-	if (meta_set_state(&d->p->m, "running") < 0 ||
-	    (d->p->m.monitor_pid = getpid(), meta_write(c->cdirfd, &d->p->m, &e)) < 0) {
-		dprintf(d->report, "E%s", e ? e->msg : strerror(ENOMEM));
-		kill(init, SIGKILL);
-	} else if (write(d->report, "OK", 2) != 2) {
-		kap_warn("monitor: report to kapsel run: %s", strerror(errno));
+	if (x->report >= 0) {
+		if (meta_set_state(&x->p->m, "running") < 0 ||
+		    (x->p->m.monitor_pid = getpid(), meta_write(c->cdirfd, &x->p->m, &e)) < 0) {
+			dprintf(x->report, "E%s", e ? e->msg : strerror(ENOMEM));
+			kill(init, SIGKILL);
+		} else if (write(x->report, "OK", 2) != 2) {
+			kap_warn("monitor: report to kapsel run: %s", strerror(errno));
+		}
+		close(x->report);
+		x->report = -1;
+	} else if (x->n > 0 && stop_requested(c)) {
+		kill(init, SIGKILL); /* stopped while we made it again */
 	}
-	close(d->report);
-	d->report = -1;
 	/* -dit: we hold the terminal's master (nothing types into it), so the shell in the
 	 * container waits for input rather than reading EOF; kapsel exec -it gets in. */
-	return watch_container(d->w, init, master);
+	int status = watch_container(x->w, init, master);
+	/* The runtime deletes the container by co.id once we return: a rename moved it. */
+	struct meta m;
+	if (meta_read(c->cdirfd, c->name, &m, NULL) == 0) {
+		if (ctr_follow(c, &m) == 0)
+			x->co.id = c->name;
+		meta_clear(&m);
+	}
+	return status;
+}
+
+/*
+ * Runs the container until it exits for good: each run gets its output pipes (pipes: the
+ * monitor reads them; pass: and copies them to our stdout and stderr) and, after it, the
+ * restart policy's verdict, with a delay doubling from 100 ms to 10 s between runs (docker's)
+ * so that a command that fails at once does not spin. Returns the last run's status, or the
+ * first run's error (nothing ran) with *err set.
+ */
+static int run_loop(struct runs *x, const char *root, bool pipes, bool pass,
+		    struct kapsel_error **err)
+{
+	struct ctr *c = &x->p->c;
+	long delay = 100;
+	int status = -1;
+	for (;; x->n++) {
+		x->co.root = root;
+		x->co.id = c->name;
+		x->co.bundle = c->cdir;
+		if (x->want_pid_file) {
+			free(x->pid_file);
+			if (asprintf(&x->pid_file, "%s/%s", c->cdir, PID_FILE) < 0)
+				x->pid_file = NULL;
+			x->co.pid_file = x->pid_file;
+		}
+		cleanup_error struct kapsel_error *e = NULL;
+		int r = 0;
+		if (pipes) {
+			r = watch_setup(c, pass, x->w, &e);
+		} else if (x->w->logfd < 0) {
+			/* A terminal's output: the log only (pass_out is our stdout). */
+			x->w->logfd = openat(c->cdirfd, LOG_FILE,
+					     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+			if (x->w->logfd < 0)
+				r = kap_error(&e, errno, "container log %s/%s", c->cdir, LOG_FILE);
+		}
+		time_t t0 = time(NULL);
+		if (r == 0)
+			r = kapsel_container_run_wait(&x->co, runs_started, x, &e);
+		if (x->w->back_out >= 0)
+			dup2(x->w->back_out, STDOUT_FILENO);
+		if (x->w->back_err >= 0)
+			dup2(x->w->back_err, STDERR_FILENO);
+		watch_clear(x->w);
+		if (r < 0 && x->n == 0) {
+			*err = steal_ptr(e);
+			return r;
+		}
+		if (r < 0) {
+			kap_warn("container %s: restart: %s", c->name, e->msg);
+			return status;
+		}
+		status = r;
+		if (!restart_due(c, status))
+			return status;
+		if (time(NULL) - t0 >= 10)
+			delay = 100; /* it ran a while: start over */
+		/* In steps: a `kapsel stop` meanwhile is answered at once. */
+		for (long ms = 0; ms < delay; ms += 100) {
+			sleep_ms(100);
+			if (stop_requested(c))
+				return status;
+		}
+		delay = delay < 5000 ? delay * 2 : 10000;
+		cleanup_error struct kapsel_error *de = NULL;
+		if (kapsel_container_delete(root, c->name, true, &de) < 0)
+			kap_warn("container %s: %s", c->name, de->msg);
+	}
 }
 
 /*
  * The monitor of a detached container (double-forked, its own session): runs the container
  * as its child, reports "OK" or the error on `report`, watches the init (its output, or its
- * terminal's, into the log) and finishes the container. Never returns.
+ * terminal's, into the log; attach clients on its socket), restarts it as its policy says,
+ * and finishes the container. Never returns.
  */
 static __attribute__((noreturn)) void monitor(struct prepared *p, const char *root, int report)
 {
 	struct ctr *c = &p->c;
 	cleanup_error struct kapsel_error *e = NULL;
-	struct watch w = {.logfd = -1,
-			  .out = -1,
-			  .err = -1,
-			  .pass_out = -1,
-			  .pass_err = -1,
-			  .back_out = -1,
-			  .back_err = -1,
-			  .unknown = -1};
+	struct watch w;
+	watch_init(&w, -1);
 	/* Nothing of kapsel run's stdio stays with us: the caller may be a pipe. */
 	int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 || dup2(nullfd, STDOUT_FILENO) < 0 ||
@@ -1050,24 +1454,27 @@ static __attribute__((noreturn)) void monitor(struct prepared *p, const char *ro
 	sigaddset(&w.signals, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &w.signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if (watch_setup(c, false, &w, &e) < 0) {
+	if (attach_listen(c, &w, &e) < 0) {
 		dprintf(report, "E%s", e->msg);
 		_exit(1);
 	}
-	cleanup_free char *pid_file = NULL;
-	if (asprintf(&pid_file, "%s/%s", c->cdir, PID_FILE) < 0)
-		_exit(1);
-	struct kapsel_create_options co = {
-	    .root = root, .id = c->name, .bundle = c->cdir, .pid_file = pid_file};
-	struct detached d = {.p = p, .w = &w, .report = report};
-	int code = kapsel_container_run_wait(&co, detached_started, &d, &e);
-	if (code < 0 && d.report >= 0) {
-		/* It never ran: nothing to finish, leave nothing behind. */
+	struct runs x = {.p = p, .w = &w, .report = report, .want_pid_file = true};
+	int code = run_loop(&x, root, true, false, &e);
+	if (code < 0 && x.report >= 0) {
+		/* It never ran: nothing to finish; a new container leaves nothing behind, a
+		 * started one is as it was (exited). */
 		dprintf(report, "E%s", e ? e->msg : strerror(-code));
+		attach_close(&w);
+		if (!p->created_dir) {
+			cleanup_error struct kapsel_error *fe = NULL;
+			if (ctr_finish(c, root, -1, &fe) < 0)
+				kap_warn("%s", fe->msg);
+		}
 		prepared_fail(p, root);
 		_exit(1);
 	}
-	watch_clear(&w);
+	attach_close(&w);
+	free(x.pid_file);
 	cleanup_error struct kapsel_error *fe = NULL;
 	if (ctr_finish(c, root, code, &fe) < 0)
 		kap_warn("%s", fe->msg);
@@ -1185,35 +1592,16 @@ static int foreground(struct prepared *p, const struct kapsel_run_options *o, co
 		if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0)
 			return kap_error(err, errno, "stdin: /dev/null");
 	}
-	struct watch w = {.logfd = -1,
-			  .out = -1,
-			  .err = -1,
-			  .pass_out = -1,
-			  .pass_err = -1,
-			  .back_out = -1,
-			  .back_err = -1,
-			  .input = o->interactive,
-			  .unknown = 255,
-			  .signals = *signals};
+	struct watch w;
+	watch_init(&w, 255);
+	w.input = o->interactive;
+	w.signals = *signals;
 	/* A closed terminal must not end us: the container's output still goes to the log. */
 	signal(SIGPIPE, SIG_IGN);
-	if (o->tty) {
-		w.logfd =
-		    openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (w.logfd < 0)
-			return kap_error(err, errno, "container log %s/%s", c->cdir, LOG_FILE);
+	if (o->tty)
 		w.pass_out = STDOUT_FILENO;
-	} else if ((r = watch_setup(c, true, &w, err)) < 0) {
-		watch_clear(&w);
-		return r;
-	}
-	struct kapsel_create_options co = {.root = root, .id = c->name, .bundle = c->cdir};
-	int status = kapsel_container_run_wait(&co, watch_container, &w, err);
-	if (w.back_out >= 0)
-		dup2(w.back_out, STDOUT_FILENO);
-	if (w.back_err >= 0)
-		dup2(w.back_err, STDERR_FILENO);
-	watch_clear(&w);
+	struct runs x = {.p = p, .w = &w, .report = -1};
+	int status = run_loop(&x, root, !o->tty, true, err);
 	if (status < 0)
 		return status;
 	cleanup_error struct kapsel_error *e = NULL;
@@ -1389,6 +1777,18 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	}
 	if ((r = validate_name(name, err)) < 0)
 		return r;
+	if (o->restart) {
+		int64_t max;
+		cleanup_free char *policy = NULL;
+		if ((r = parse_restart(o->restart, &policy, &max, err)) < 0)
+			return r;
+		/* podman's rule: a container removed at its exit has nothing to restart. */
+		if (o->rm && strcmp(policy, "no"))
+			return kap_error_plain(err, EINVAL,
+					       "the --rm option conflicts with --restart %s "
+					       "(a restart policy other than \"no\")",
+					       o->restart);
+	}
 	const char *root = root_or_default(o->root);
 	if (!o->detach)
 		return run_foreground(o, name, root, err);
@@ -1577,13 +1977,6 @@ API int kapsel_image_ps(const char *store, const char *root, bool all, struct ka
 
 /* ---- stop / rm / logs ---- */
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 static bool init_stopped(const struct meta *m)
 {
 	cleanup_free char *s = runtime_status(m->root, m->name);
@@ -1627,6 +2020,17 @@ API int kapsel_image_stop(const char *store, const char *root, const char *name,
 		meta_clear(&m);
 		ctr_close(&c);
 		return r; /* stopping a stopped container succeeds, as in podman */
+	}
+	/* Ends its restart policy: the monitor reads this before it runs the container again,
+	 * and kills an init it made while we wrote it. */
+	if (flock(c.cdirfd, LOCK_EX) == 0) {
+		struct meta cur;
+		if (meta_read(c.cdirfd, name, &cur, NULL) == 0) {
+			cur.stopped = true;
+			meta_write(c.cdirfd, &cur, NULL);
+			meta_clear(&cur);
+		}
+		flock(c.cdirfd, LOCK_UN);
 	}
 	int sig = m.stop_signal ? kapsel_signal_parse(m.stop_signal) : SIGTERM;
 	if (sig <= 0)
@@ -1738,6 +2142,502 @@ API int kapsel_image_logs(const char *store, const char *root, const char *name,
 		r = kap_error(err, errno, "open log of %s", name);
 	else
 		r = kap_log_read(fd, o, log_done, &c, err);
+	ctr_close(&c);
+	return r;
+}
+
+/* ---- start / restart ---- */
+
+/* Mount the container's overlay again (its upper layer kept what it wrote). */
+static int remount(struct prepared *p, struct kapsel_error **err)
+{
+	struct ctr *c = &p->c;
+	struct kap_manifest man = {0};
+	cleanup_image_config struct kap_image_config cfg = {0};
+	cleanup_strv char **lowers = NULL;
+	int r = kap_store_load_image(c->store, p->m.manifest, &man, &cfg, err);
+	if (r < 0)
+		return kap_error_wrap(err, "container %s: image %s", c->name, p->m.image);
+	r = layer_dirs(c->store, &man, &cfg, &lowers, err);
+	kap_manifest_clear(&man);
+	if (r < 0)
+		return r;
+	cleanup_free char *upper = NULL, *work = NULL, *merged = NULL, *empty = NULL;
+	if (asprintf(&upper, "%s/upper", c->cdir) < 0 || asprintf(&work, "%s/work", c->cdir) < 0 ||
+	    asprintf(&merged, "%s/merged", c->cdir) < 0 ||
+	    asprintf(&empty, "%s/empty", c->cdir) < 0)
+		return kap_error(err, ENOMEM, "container %s", c->name);
+	char *one[2] = {empty, NULL};
+	if (p->rootless && geteuid() != 0 &&
+	    (r = userns_enter(geteuid(), getegid(), true, err)) < 0)
+		return r;
+	size_t n = cfg.n_diff_ids;
+	if ((r = kap_overlay_mount(n ? lowers : one, n ? n : 1, upper, work, merged, p->rootless,
+				   err)) < 0)
+		return r;
+	p->mounted = true;
+	return 0;
+}
+
+/* Its network again, as run made it: the same network, address, MAC, ports and aliases. */
+static int renet(struct prepared *p, struct kapsel_error **err)
+{
+	struct ctr *c = &p->c;
+	if (!p->m.net)
+		return 0;
+	cleanup_free char *ns = NULL;
+	if (asprintf(&ns, "%s/netns", c->cdir) < 0)
+		return kap_error(err, ENOMEM, "container %s", c->name);
+	int r = kap_net_netns_create(ns, err);
+	if (r < 0)
+		return r;
+	cleanup_close int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0)
+		return kap_error(err, errno, "open %s", ns);
+	struct kap_net_request rq = {
+	    .store = c->store_path,
+	    .network = p->m.net,
+	    .container = c->name,
+	    .ip = p->m.ip,
+	    .mac = p->m.mac,
+	    .ports = p->m.ports,
+	    .aliases = p->m.aliases,
+	    .netns_fd = nsfd,
+	};
+	struct kap_net_result res = {0};
+	return kap_net_attach(&rq, &res, err);
+}
+
+API int kapsel_image_start(const char *store, const char *root, const char *name,
+			   struct kapsel_error **err)
+{
+	(void)root; /* the container's own state root, as run recorded it */
+	struct prepared p = {0};
+	struct ctr *c = &p.c;
+	cleanup_error struct kapsel_error *fe = NULL;
+	int r = ctr_open(store, name, c, err);
+	if (r < 0) {
+		ctr_close(c);
+		return r;
+	}
+	if (!(c->store_path = strdup(kap_store_path(c->store)))) {
+		r = kap_error(err, ENOMEM, "store");
+		goto out;
+	}
+	if (flock(c->cdirfd, LOCK_EX) < 0) {
+		r = kap_error(err, errno, "lock container %s", name);
+		goto out;
+	}
+	if ((r = meta_read(c->cdirfd, name, &p.m, err)) < 0)
+		goto out;
+	if (!strcmp(p.m.state, "running") && process_alive(p.m.monitor_pid))
+		goto out; /* running (or being started): podman's start succeeds */
+	if (!strcmp(p.m.state, "running")) {
+		/* Its monitor died unnoticed: finish it first. */
+		flock(c->cdirfd, LOCK_UN);
+		if ((r = ctr_finish(c, p.m.root, -1, err)) < 0)
+			goto out;
+		meta_clear(&p.m);
+		if (flock(c->cdirfd, LOCK_EX) < 0 ||
+		    (r = meta_read(c->cdirfd, name, &p.m, err)) < 0) {
+			r = r < 0 ? r : kap_error(err, errno, "lock container %s", name);
+			goto out;
+		}
+	}
+	/* Claimed: a second start or a stop sees it running, with us as its monitor so far. */
+	char *was = p.m.state;
+	p.m.state = strdup("running");
+	p.m.monitor_pid = getpid();
+	p.m.stopped = false;
+	if (!p.m.state) {
+		p.m.state = was;
+		r = kap_error(err, ENOMEM, META);
+		goto out;
+	}
+	r = meta_write(c->cdirfd, &p.m, err);
+	free(p.m.state);
+	p.m.state = was;
+	p.m.monitor_pid = 0;
+	flock(c->cdirfd, LOCK_UN);
+	if (r < 0)
+		goto out;
+	p.rootless = geteuid() != 0 || kap_userns_nested();
+	const char *croot = p.m.root;
+	if ((r = remount(&p, err)) == 0 && (r = renet(&p, err)) == 0) {
+		kap_store_close(c->store);
+		c->store = NULL;
+		r = run_detached(&p, croot, err);
+		goto out; /* on failure its monitor put it back as it was (exited) */
+	}
+	/* Back as it was: exited, unmounted, off its network. */
+	meta_write(c->cdirfd, &p.m, NULL);
+	if (ctr_finish(c, croot, -1, &fe) < 0)
+		kap_warn("%s", fe->msg);
+out:
+	meta_clear(&p.m);
+	ctr_close(c);
+	return r;
+}
+
+API int kapsel_image_restart(const char *store, const char *root, const char *name, int timeout_s,
+			     struct kapsel_error **err)
+{
+	int r = kapsel_image_stop(store, root, name, timeout_s, err);
+	return r < 0 ? r : kapsel_image_start(store, root, name, err);
+}
+
+/* ---- wait ---- */
+
+API int kapsel_image_wait(const char *store, const char *name, const char *condition, int *code,
+			  struct kapsel_error **err)
+{
+	bool want_running = condition && !strcmp(condition, "running");
+	if (condition && !want_running && strcmp(condition, "stopped") &&
+	    strcmp(condition, "exited"))
+		return kap_error_plain(err, EINVAL,
+				       "--condition \"%s\": expected stopped, exited or running",
+				       condition);
+	struct ctr c;
+	int r = ctr_open(store, name, &c, err);
+	if (r < 0) {
+		ctr_close(&c);
+		return r;
+	}
+	/*
+	 * No polling: container.json is replaced atomically (a rename into the directory) at
+	 * every change, and a monitor that dies without a word wakes us through its pidfd.
+	 */
+	cleanup_close int pidfd = -EBADF;
+	cleanup_close int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", c.cdirfd);
+	if (in < 0 || inotify_add_watch(in, path,
+					IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_DELETE_SELF |
+					    IN_ONLYDIR) < 0) {
+		r = kap_error(err, errno, "watch container %s", name);
+		goto out;
+	}
+	int64_t count0 = -1, mon = 0;
+	bool seen = false;
+	int last = -1;
+	for (;;) {
+		struct meta m;
+		if (meta_read(c.cdirfd, name, &m, NULL) < 0) {
+			/* Removed (--rm): the code its last record held, if we saw it. */
+			if (seen)
+				*code = last;
+			r = seen ? 0
+				 : kap_error_plain(err, ENOENT,
+						   "container %s was removed before its exit code "
+						   "could be read",
+						   name);
+			break;
+		}
+		bool running = !strcmp(m.state, "running");
+		if (count0 < 0)
+			count0 = m.restart_count;
+		if (!strcmp(m.state, "exited")) {
+			seen = true;
+			last = (int)m.exit_code;
+		}
+		if (want_running && running && !init_stopped(&m)) {
+			*code = -1; /* podman prints -1 for a condition that is not an exit */
+			meta_clear(&m);
+			break;
+		}
+		if (!want_running && (!strcmp(m.state, "exited") || m.restart_count > count0)) {
+			*code = (int)m.exit_code; /* an exit, a restart since */
+			meta_clear(&m);
+			break;
+		}
+		if (running && m.monitor_pid != mon) {
+			mon = m.monitor_pid;
+			if (pidfd >= 0)
+				close(pidfd);
+			pidfd = mon > 0 ? kap_pidfd_open((pid_t)mon, 0) : -EBADF;
+		}
+		if (running && mon > 0 && !process_alive(mon) && init_stopped(&m)) {
+			/* The monitor died unnoticed: finish for it (stop and rm do too). */
+			cleanup_error struct kapsel_error *fe = NULL;
+			if (ctr_finish(&c, m.root, -1, &fe) < 0)
+				kap_warn("%s", fe->msg);
+			meta_clear(&m);
+			continue;
+		}
+		meta_clear(&m);
+		struct pollfd fds[2] = {{.fd = in, .events = POLLIN},
+					{.fd = pidfd, .events = POLLIN}};
+		if (poll(fds, 2, -1) < 0 && errno != EINTR) {
+			r = kap_error(err, errno, "wait for container %s", name);
+			break;
+		}
+		char ev[4096];
+		while (read(in, ev, sizeof(ev)) > 0)
+			;
+		if (fds[1].revents) {
+			close(pidfd);
+			pidfd = -EBADF;
+			mon = -1;
+		}
+	}
+out:
+	ctr_close(&c);
+	return r;
+}
+
+/* ---- rename ---- */
+
+/* config.json names files in the container's directory by absolute path: move them along. */
+static int config_follow(int cdirfd, const char *from, const char *to, struct kapsel_error **err)
+{
+	cleanup_free char *text = NULL, *qf = kap_json_quote(from), *qt = kap_json_quote(to);
+	size_t len;
+	int r = kap_fs_read_file(cdirfd, "config.json", 1 << 24, &text, &len, err);
+	if (r < 0)
+		return r;
+	if (!qf || !qt)
+		return kap_error(err, ENOMEM, "config.json");
+	/* "<from>/...: the quote and the slash pin it to a whole path's start. */
+	size_t lf = strlen(qf) - 1, lt = strlen(qt) - 1;
+	qf[lf] = qt[lt] = '/';
+	size_t cap = len + 1;
+	for (const char *p = text; (p = strstr(p, qf)); p += lf + 1)
+		cap += lt + 1;
+	cleanup_free char *out = malloc(cap);
+	if (!out)
+		return kap_error(err, ENOMEM, "config.json");
+	char *o = out;
+	const char *p = text, *hit;
+	while ((hit = strstr(p, qf))) {
+		memcpy(o, p, (size_t)(hit - p));
+		o += hit - p;
+		memcpy(o, qt, lt + 1);
+		o += lt + 1;
+		p = hit + lf + 1;
+	}
+	strcpy(o, p);
+	return kap_fs_write_atomic(cdirfd, "config.json", out, strlen(out), 0600, false, err);
+}
+
+API int kapsel_image_rename(const char *store, const char *name, const char *new_name,
+			    struct kapsel_error **err)
+{
+	int r = validate_name(new_name, err);
+	if (r < 0)
+		return r;
+	struct ctr c;
+	struct meta m = {0};
+	if ((r = ctr_open(store, name, &c, err)) < 0) {
+		ctr_close(&c);
+		return r;
+	}
+	cleanup_free char *to = NULL, *live = NULL, *taken = NULL;
+	cleanup_error struct kapsel_error *se = NULL;
+	bool moved = false, config = false;
+	if (flock(c.cdirfd, LOCK_EX) < 0) {
+		r = kap_error(err, errno, "lock container %s", name);
+		goto out;
+	}
+	if ((r = meta_read(c.cdirfd, name, &m, err)) < 0)
+		goto out;
+	if (!strcmp(name, new_name)) {
+		r = kap_error_plain(err, EEXIST, "container %s is already named %s", name,
+				    new_name);
+		goto out;
+	}
+	/* The runtime knows a container that still has a process (or its record) by name. */
+	live = runtime_status(m.root, name);
+	taken = runtime_status(m.root, new_name);
+	if (taken) {
+		r = kap_error_plain(err, EEXIST, "container name %s is already in use", new_name);
+		goto out;
+	}
+	if (live && m.net) {
+		/* Its address lease and port rules go by name; only a stopped one holds none. */
+		r = kap_error_plain(err, EBUSY,
+				    "container %s is running on network %s: stop it to rename it",
+				    name, m.net);
+		goto out;
+	}
+	if (asprintf(&to, "%.*s/%s", (int)(strrchr(c.cdir, '/') - c.cdir), c.cdir, new_name) < 0) {
+		r = kap_error(err, ENOMEM, "rename");
+		goto out;
+	}
+	/* Atomic against a concurrent run --name NEW: whoever takes the name first has it. */
+	if (renameat2(c.dirfd, name, c.dirfd, new_name, RENAME_NOREPLACE) < 0) {
+		r = errno == EEXIST
+			? kap_error_plain(err, EEXIST, "container name %s is already in use",
+					  new_name)
+			: kap_error(err, errno, "rename %s to %s", c.cdir, to);
+		goto out;
+	}
+	moved = true;
+	if ((r = config_follow(c.cdirfd, c.cdir, to, err)) < 0)
+		goto out;
+	config = true;
+	if (live && (r = kapsel_container_rename(m.root, name, new_name, to, err)) < 0)
+		goto out;
+	char *n = strdup(new_name);
+	if (!n) {
+		r = kap_error(err, ENOMEM, "rename");
+		goto out;
+	}
+	free(m.name);
+	m.name = n;
+	if ((r = meta_write(c.cdirfd, &m, err)) < 0) {
+		if (live)
+			kapsel_container_rename(m.root, new_name, name, c.cdir, NULL);
+		goto out;
+	}
+	/* rmi's record of who uses the image goes by name too. */
+	kap_store_remove_user(c.store, name);
+	if (kap_store_add_user(c.store, new_name, m.manifest, &se) < 0)
+		kap_warn("container %s: %s", new_name, se->msg);
+out:
+	if (r < 0 && config)
+		config_follow(c.cdirfd, to, c.cdir, NULL);
+	if (r < 0 && moved)
+		renameat2(c.dirfd, new_name, c.dirfd, name, RENAME_NOREPLACE);
+	meta_clear(&m);
+	ctr_close(&c);
+	return r;
+}
+
+/* ---- attach ---- */
+
+/* ctrl-p ctrl-q, podman's and docker's default detach keys. */
+#define DETACH_1 0x10
+#define DETACH_2 0x11
+
+API int kapsel_image_attach(const char *store, const char *name, bool no_stdin,
+			    struct kapsel_error **err)
+{
+	struct ctr c;
+	struct meta m = {0};
+	int r = ctr_open(store, name, &c, err);
+	if (r == 0)
+		r = meta_read(c.cdirfd, name, &m, err);
+	cleanup_close int sock = -EBADF;
+	if (r < 0)
+		goto out;
+	if (strcmp(m.state, "running") || init_stopped(&m)) {
+		r = kap_error_plain(err, EINVAL,
+				    "container %s is not running: attach needs it running", name);
+		goto out;
+	}
+	struct sockaddr_un sa;
+	attach_path(c.cdirfd, &sa);
+	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (sock < 0 || connect(sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		r = e == ENOENT || e == ECONNREFUSED
+			? kap_error_plain(err, e,
+					  "container %s: nothing to attach to (only a container "
+					  "run with -d has its output kept for attach)",
+					  name)
+			: kap_error(err, e, "attach to container %s", name);
+		goto out;
+	}
+	char buf[1 + 65536];
+	ssize_t k = recv(sock, buf, sizeof(buf), 0);
+	if (k != 2 || buf[0] != ATTACH_HELLO) {
+		r = kap_error_plain(err, EPROTO,
+				    "attach to container %s: no answer from its monitor", name);
+		goto out;
+	}
+	bool tty = buf[1] == 't';
+	bool input = tty && !no_stdin;
+	struct termios saved;
+	bool raw = false;
+	if (input && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0) {
+		struct termios t = saved;
+		cfmakeraw(&t);
+		raw = tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0;
+	}
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGWINCH);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	bool first = true, pending = false, detached = false;
+	struct pollfd fds[3] = {{.fd = sock, .events = POLLIN},
+				{.fd = input ? STDIN_FILENO : -1, .events = POLLIN},
+				{.fd = tty ? sfd : -1, .events = POLLIN}};
+	for (;;) {
+		if (tty && first) {
+			first = false;
+			fds[2].revents = POLLIN; /* our size, once at the start */
+		} else if (poll(fds, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (fds[2].fd >= 0 && fds[2].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+				;
+			struct winsize ws;
+			if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 ||
+			    ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) {
+				char msg[1 + sizeof(ws)] = {ATTACH_RESIZE};
+				memcpy(msg + 1, &ws, sizeof(ws));
+				send(sock, msg, sizeof(msg), MSG_NOSIGNAL);
+			}
+			fds[2].revents = 0;
+		}
+		if (fds[0].revents) {
+			k = recv(sock, buf, sizeof(buf), 0);
+			if (k <= 0)
+				break; /* the container ended: its monitor closed us */
+			int to = buf[0] == ATTACH_STDERR ? STDERR_FILENO : STDOUT_FILENO;
+			if (k > 1 && !write_all(to, buf + 1, (size_t)k - 1))
+				break;
+		}
+		if (fds[1].fd >= 0 && fds[1].revents) {
+			char in[4096], out[1 + 4097] = {ATTACH_STDIN};
+			ssize_t n = read(STDIN_FILENO, in, sizeof(in));
+			if (n <= 0) {
+				fds[1].fd = -1;
+				continue;
+			}
+			/* ctrl-p holds back until the next key says whether it detaches. */
+			size_t o = 1;
+			for (ssize_t i = 0; i < n; i++) {
+				unsigned char ch = (unsigned char)in[i];
+				if (pending && ch == DETACH_2) {
+					detached = true;
+					break;
+				}
+				if (pending)
+					out[o++] = DETACH_1;
+				pending = ch == DETACH_1;
+				if (!pending)
+					out[o++] = (char)ch;
+			}
+			if (o > 1)
+				send(sock, out, o, MSG_NOSIGNAL);
+			if (detached)
+				break;
+		}
+	}
+	if (raw)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (sfd >= 0)
+		close(sfd);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (detached) {
+		r = 0;
+		goto out;
+	}
+	/* Its exit status is ours, as podman attach returns it. */
+	close(steal_fd(sock));
+	int code = -1;
+	meta_clear(&m);
+	ctr_close(&c);
+	r = kapsel_image_wait(store, name, "exited", &code, err);
+	return r < 0 ? r : code < 0 ? 0 : code;
+out:
+	meta_clear(&m);
 	ctr_close(&c);
 	return r;
 }
