@@ -12,6 +12,8 @@
  * Values print as Go's fmt %v prints them: arrays "[a b]", objects "map[k:v]" with sorted
  * keys, a missing value "<no value>". A field that is not in the object is an error (podman's
  * values are Go structs: "can't evaluate field"), not an empty string, so that a typo is seen.
+ * A field .Name also finds the JSON key "name" and .ID "Id" (case is ignored when no key
+ * matches exactly), as podman's Go field names sit over JSON tags spelt otherwise.
  *
  * The template is user input that may come from anywhere (scripts, other tools): the parser
  * never reads past the text, bounds nesting (MAX_DEPTH, so recursion is bounded), and the
@@ -27,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <kapsel/format.h>
 
@@ -404,7 +407,7 @@ static int parse_pipeline(struct parser *p, size_t action_pos, struct pipeline *
 			if (!cur || (cur->n_args == 0 && !cur->fn))
 				return perr(p, tok,
 					    pl->n_cmds ? "missing command after \"|\""
-							   : "missing value in action");
+						       : "missing value in action");
 			return 0;
 		}
 		if (p->s[p->pos] == '|') {
@@ -839,6 +842,27 @@ static bool has_member(const struct kap_json *o, const char *key)
 	return false;
 }
 
+/*
+ * Member f of o: the key f, else the first key equal to f ignoring case. podman's templates
+ * name Go fields ({{.Host.Kernel}}, {{.ID}}) whose JSON names are camelCase or spelt
+ * otherwise ("host", "kernel", "Id"); the JSON is what kapsel has.
+ */
+static bool member(const struct kap_json *o, const char *f, const struct kap_json **out)
+{
+	*out = kap_json_get(o, f);
+	if (*out || has_member(o, f))
+		return true;
+	const char *k;
+	struct kap_json *v;
+	for (struct kap_json_iter it = kap_json_iter(o); kap_json_iter_next(&it, &k, &v);) {
+		if (!strcasecmp(k, f)) {
+			*out = v;
+			return true;
+		}
+	}
+	return false;
+}
+
 static struct kap_json *ref(const struct kap_json *v)
 {
 	return v ? kap_json_get_ref((struct kap_json *)v) : NULL;
@@ -876,8 +900,8 @@ static int eval_arg(struct exec *x, size_t pos, const struct arg *a, const struc
 			return xerr(x, pos, "can't evaluate field %s in %s%s (%s)", q,
 				    a->kind == ARG_VAR ? "$" : ".", path,
 				    t == KAP_JSON_NULL ? "no value" : kap_json_type_name(t));
-		struct kap_json *m = kap_json_get(v, f);
-		if (!m && !has_member(v, f))
+		const struct kap_json *m;
+		if (!member(v, f, &m))
 			return xerr(x, pos, "can't evaluate field %s in %s%s (no such field)", q,
 				    a->kind == ARG_VAR ? "$" : ".", path);
 		v = m;
