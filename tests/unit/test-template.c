@@ -89,6 +89,8 @@ static void test_fields(void **state)
 	ok("{{.Config.Ratio}} {{.Config.Off}} {{.State.Running}}", "1.5 false true");
 	ok("{{ .State.Status }}", "running");
 	ok("{{$.Name}}", "web");
+	/* Go field names over camelCase JSON keys. */
+	ok("{{.Config.Labels.A}} {{.ID}}", "first abc");
 	ok("{{.}}", "map[Config:map[Cmd:[sh] Empty:[] Env:[A=1 B=2] Labels:map[a:first "
 		    "dotted.key:v z:last] Nothing:<nil> Off:false Ratio:1.5] Id:abc Name:web "
 		    "Names:[web www] State:map[ExitCode:0 Pid:42 Running:true Status:running]]");
