@@ -107,6 +107,7 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 		/* One object per name, as the table has rows; podman's template fields. */
 		int status = 0;
 		int64_t now = time(NULL);
+		cli_format_header(&f);
 		for (size_t i = 0; i < n && !status; i++) {
 			char size[32], ago[48] = "";
 			int64_t created = 0;

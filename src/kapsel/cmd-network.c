@@ -77,7 +77,9 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 	}
 	if (json)
 		putchar('[');
-	else if (!tmpl)
+	else if (tmpl)
+		cli_format_header(&f);
+	else
 		printf("%-20s %-10s %-18s %-15s %s\n", "NAME", "BRIDGE", "SUBNET", "GATEWAY",
 		       "INTERNAL");
 	int status = 0;

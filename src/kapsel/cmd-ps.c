@@ -200,7 +200,9 @@ static int list_containers(const struct cli_globals *g, bool all, bool quiet,
 	int status = 0;
 	if (json)
 		putchar('[');
-	else if (!quiet && !tmpl)
+	else if (tmpl)
+		cli_format_header(f);
+	else if (!quiet)
 		printf("%-24s  %-32s  %-24s  %-24s  %s\n", "NAME", "IMAGE", "COMMAND", "CREATED",
 		       "STATUS");
 	for (size_t i = 0; i < n; i++) {

@@ -12,6 +12,55 @@
 #include "commands.h"
 #include "format.h"
 
+/*
+ * The header of "table TEMPLATE", as podman derives it from the field names: the text
+ * between actions kept ("\t" a tab), a plain field chain {{.State.Pid}} as "PID", any other
+ * action as nothing.
+ */
+static char *header_of(const char *tmpl)
+{
+	size_t n = strlen(tmpl);
+	char *h = malloc(n + 2), *o = h;
+	if (!h)
+		return NULL;
+	for (const char *p = tmpl; *p;) {
+		if (p[0] == '\\' && p[1] == 't') {
+			*o++ = '\t';
+			p += 2;
+			continue;
+		}
+		if (p[0] != '{' || p[1] != '{') {
+			*o++ = *p++;
+			continue;
+		}
+		const char *end = strstr(p, "}}");
+		if (!end)
+			break;
+		const char *a = p + 2, *b = end;
+		while (a < b && (*a == ' ' || *a == '-'))
+			a++;
+		while (b > a && (b[-1] == ' ' || b[-1] == '-'))
+			b--;
+		bool plain = a < b && *a == '.' && b - a > 1;
+		for (const char *q = a; plain && q < b; q++)
+			plain = *q == '.' || *q == '_' || (*q >= '0' && *q <= '9') ||
+				((*q | 0x20) >= 'a' && (*q | 0x20) <= 'z');
+		if (plain) {
+			const char *last = b;
+			while (last > a && last[-1] != '.')
+				last--;
+			for (; last < b; last++)
+				*o++ = (char)(*last >= 'a' && *last <= 'z' ? *last - 32 : *last);
+		}
+		p = end + 2;
+	}
+	while (o > h && o[-1] == '\n')
+		o--;
+	*o++ = '\n';
+	*o = '\0';
+	return h;
+}
+
 bool cli_format_parse(const char *cmd, const char *value, struct cli_format *f)
 {
 	*f = (struct cli_format){.kind = CLI_FORMAT_TABLE};
@@ -22,7 +71,8 @@ bool cli_format_parse(const char *cmd, const char *value, struct cli_format *f)
 		return true;
 	}
 	/* podman's report.NormalizeFormat: "table " goes, "\t" is a tab, a newline ends it. */
-	if (!strncmp(value, "table ", 6))
+	bool table = !strncmp(value, "table ", 6);
+	if (table)
 		value += 6;
 	size_t n = strlen(value);
 	char *text = malloc(n + 2);
@@ -54,7 +104,18 @@ bool cli_format_parse(const char *cmd, const char *value, struct cli_format *f)
 		return false;
 	}
 	f->kind = CLI_FORMAT_TEMPLATE;
+	if (table && !(f->header = header_of(value))) {
+		cli_format_clear(f);
+		cli_fail("%s: out of memory", cmd);
+		return false;
+	}
 	return true;
+}
+
+void cli_format_header(const struct cli_format *f)
+{
+	if (f->header)
+		fputs(f->header, stdout);
 }
 
 bool cli_format_print(const char *cmd, const struct cli_format *f, const char *json)
@@ -74,6 +135,7 @@ bool cli_format_print(const char *cmd, const struct cli_format *f, const char *j
 void cli_format_clear(struct cli_format *f)
 {
 	kapsel_template_free(f->t);
+	free(f->header);
 	*f = (struct cli_format){0};
 }
 

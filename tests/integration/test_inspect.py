@@ -239,6 +239,9 @@ def test_ps_format(k, name):
     assert f"{name} running busybox" in r.stdout.splitlines(), (r.stdout, r.stderr)
     r = k("ps", "-a", "--format", "{{.ID}}\\t{{.Command}}")
     assert f"{name}\tsleep 1000" in r.stdout.splitlines()
+    # "table TEMPLATE": a header from the field names, then the rows
+    lines = k("ps", "--format", "table {{.Names}}\\t{{.State}}").stdout.splitlines()
+    assert lines[0] == "NAMES\tSTATE" and f"{name}\trunning" in lines[1:], lines
     fails(k("ps", "--format", "{{.Nope}}"), "Nope")
     fails(k("ps", "--format", "{{.Names"), "unclosed action")
     r = k("ps", "--format", "yaml")
