@@ -263,6 +263,9 @@ API int kapsel_image_container_inspect(const char *store, const char *name, char
 	    kap_store_load_image(s, manifest, &m, &ic, NULL) >= 0)
 		have_image = true;
 
+	const struct kap_json *proc = dig(cfg, "process", NULL);
+	cleanup_strv char **args = strv_of(kap_json_get(proc, "args"));
+	cleanup_strv char **env = strv_of(kap_json_get(proc, "env"));
 	cleanup_json struct kap_json *o = kap_json_new_object();
 	struct kap_json *st = kap_json_new_object(), *c = kap_json_new_object();
 	struct kap_json *ns = kap_json_new_object(), *labels = kap_json_new_object();
@@ -271,9 +274,6 @@ API int kapsel_image_container_inspect(const char *store, const char *name, char
 		r = kap_error(err, ENOMEM, "inspect %s", name);
 		goto out;
 	}
-	const struct kap_json *proc = dig(cfg, "process", NULL);
-	cleanup_strv char **args = strv_of(kap_json_get(proc, "args"));
-	cleanup_strv char **env = strv_of(kap_json_get(proc, "env"));
 	int64_t created = int_or(meta, "created", 0), finished = int_or(meta, "finished", 0);
 	int64_t exit_code = int_or(meta, "exitCode", -1);
 
