@@ -81,6 +81,14 @@ int kapsel_image_exec_user(const char *root, const char *id, const char *user, c
 int kapsel_image_container_status(const char *store, const char *name, char **status,
 				  struct kapsel_error **err);
 
+/*
+ * podman's container inspect object (Id, Name, Created, Path, Args, State, Image, ImageName,
+ * Config, HostConfig, NetworkSettings) for image container name, as pretty JSON (caller
+ * frees). -ENOENT "no such container NAME" when there is none. Creates nothing.
+ */
+int kapsel_image_container_inspect(const char *store, const char *name, char **json,
+				   struct kapsel_error **err);
+
 struct kapsel_ps_entry {
 	char *name;
 	char *image;

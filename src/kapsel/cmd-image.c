@@ -6,39 +6,30 @@
 #include <kapsel/image.h>
 
 #include "commands.h"
+#include "format.h"
 
 static int inspect(const struct cli_globals *g, int argc, char **argv)
 {
 	static const struct option options[] = {
 	    {"store", required_argument, NULL, 's'},
+	    {"format", required_argument, NULL, 'f'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	const char *store = g->store;
+	const char *store = g->store, *format = NULL;
 	int c;
-	while ((c = cli_getopt(&cmd_image, argc, argv, "s:h", options)) != -1) {
-		if (c != 's')
+	while ((c = cli_getopt(&cmd_image, argc, argv, "s:f:h", options)) != -1) {
+		if (c == 's')
+			store = optarg;
+		else if (c == 'f')
+			format = optarg;
+		else
 			return cli_opt_status(c);
-		store = optarg;
 	}
 	if (!cli_nargs(&cmd_image, argc - optind, 1, -1, "IMAGE..."))
 		return 1;
-	int status = 0;
-	bool first = true;
-	putchar('[');
-	for (int i = optind; i < argc; i++) {
-		char *json = NULL;
-		struct kapsel_error *err = NULL;
-		if (kapsel_image_inspect(store, argv[i], &json, &err) < 0) {
-			status = cli_fail_err(err);
-			continue;
-		}
-		printf("%s%s", first ? "\n" : ",\n", json);
-		first = false;
-		free(json);
-	}
-	puts("\n]");
-	return status;
+	/* kapsel inspect --type image, with the exit status image inspect has always had. */
+	return cli_inspect(g, &cmd_image, store, "image", format, argv + optind, argc - optind, 1);
 }
 
 /* `kapsel image SUBCOMMAND`: inspect, and the podman-style aliases of the image commands. */
@@ -69,10 +60,11 @@ const struct cli_command cmd_image = {
     .name = "image",
     .summary = "inspect images (and: ls, rm, prune, load, save)",
     .run = image,
-    .usage = "Usage: kapsel image inspect [--store DIR] IMAGE...\n"
+    .usage = "Usage: kapsel image inspect [--store DIR] [--format FORMAT] IMAGE...\n"
 	     "       kapsel image ls|rm|prune|load|save ...   (as images, rmi, prune, load, save)\n"
 	     "       kapsel image build|tag|untag|history ... (as build, tag, untag, history)\n"
 	     "\n"
 	     "inspect prints a JSON array with one object per image: Id, Digest, RepoTags,\n"
-	     "Created, Architecture, Os, Size, Config, RootFS and Layers.\n",
+	     "Created, Architecture, Os, Size, Labels, Config, RootFS and Layers; with\n"
+	     "--format TEMPLATE, the template rendered for each (see 'kapsel inspect --help').\n",
 };

@@ -7,6 +7,7 @@
 #include <kapsel/image.h>
 
 #include "commands.h"
+#include "format.h"
 
 /* Decimal units, as podman and docker print image sizes. */
 static void human_size(int64_t bytes, char *buf, size_t len)
@@ -32,6 +33,8 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 	};
 	const char *store = g->store;
 	bool quiet = false, json = false;
+	const char *format = NULL;
+	struct cli_format f = {0};
 	int c;
 	while ((c = cli_getopt(&cmd_images, argc, argv, "s:qf:h", options)) != -1) {
 		switch (c) {
@@ -43,9 +46,11 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case 'f':
 			json = !strcmp(optarg, "json");
-			if (!json && strcmp(optarg, "table"))
-				return cli_fail("images: --format: \"%s\" is not table or json",
+			if (!json && strcmp(optarg, "table") && !strstr(optarg, "{{"))
+				return cli_fail("images: --format: \"%s\" is not table, json or a "
+						"template",
 						optarg);
+			format = optarg;
 			break;
 		default:
 			return cli_opt_status(c);
@@ -53,6 +58,8 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 	}
 	if (!cli_nargs(&cmd_images, argc - optind, 0, 0, "none"))
 		return 1;
+	if (!cli_format_parse("images", json ? NULL : format, &f))
+		return EXIT_ENGINE;
 	struct kapsel_image_info *list = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
@@ -96,6 +103,50 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 			printf(",\"Size\":%lld}", (long long)list[i].size);
 		}
 		puts("]");
+	} else if (f.kind == CLI_FORMAT_TEMPLATE && !quiet) {
+		/* One object per name, as the table has rows; podman's template fields. */
+		int status = 0;
+		int64_t now = time(NULL);
+		cli_format_header(&f);
+		for (size_t i = 0; i < n && !status; i++) {
+			char size[32], ago[48] = "";
+			int64_t created = 0;
+			human_size(list[i].size, size, sizeof(size));
+			if (*list[i].created && cli_parse_time(list[i].created, &created))
+				cli_human_ago(now - created / 1000000000, ago, sizeof(ago));
+			char *obj = NULL;
+			size_t len = 0;
+			FILE *m = open_memstream(&obj, &len);
+			if (!m) {
+				status = cli_fail("images: out of memory");
+				break;
+			}
+			const char *const fields[][2] = {
+			    {"ID", list[i].id},
+			    {"Id", list[i].full_id},
+			    {"Repository", list[i].repository},
+			    {"Tag", list[i].tag},
+			    {"Name", list[i].name},
+			    {"Digest", list[i].digest},
+			    {"CreatedAt", list[i].created},
+			    {"CreatedSince", ago},
+			    {"Size", size},
+			};
+			for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
+				fprintf(m, "%s\"%s\":", k ? "," : "{", fields[k][0]);
+				cli_json_string(m, fields[k][1]);
+			}
+			fprintf(m, ",\"Created\":%lld,\"VirtualSize\":%lld}",
+				(long long)(created / 1000000000), (long long)list[i].size);
+			if (fclose(m) != 0 || !obj)
+				status = cli_fail("images: out of memory");
+			else if (!cli_format_print("images", &f, obj))
+				status = EXIT_ENGINE;
+			free(obj);
+		}
+		kapsel_image_info_free(list, n);
+		cli_format_clear(&f);
+		return status;
 	} else if (quiet) {
 		/* One line per image, as `podman images -q`: names of one image share an ID. */
 		for (size_t i = 0; i < n; i++) {
@@ -132,6 +183,7 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	kapsel_image_info_free(list, n);
+	cli_format_clear(&f);
 	return 0;
 }
 
@@ -139,14 +191,16 @@ const struct cli_command cmd_images = {
     .name = "images",
     .summary = "list the images in the store",
     .run = images,
-    .usage = "Usage: kapsel images [--store DIR] [-q] [--format table|json]\n"
+    .usage = "Usage: kapsel images [--store DIR] [-q] [--format table|json|TEMPLATE]\n"
 	     "\n"
 	     "Lists stored images: repository, tag, image ID (config digest), creation time\n"
 	     "and size. --format json prints podman's fields: Id, Names, RepoTags, Digest,\n"
-	     "Created (Unix seconds), CreatedAt and Size, one object per image.\n"
+	     "Created (Unix seconds), CreatedAt and Size, one object per image. A Go\n"
+	     "template is rendered for each name, with podman's fields: ID, Id, Repository,\n"
+	     "Tag, Name, Digest, Created, CreatedAt, CreatedSince, Size, VirtualSize.\n"
 	     "\n"
 	     "Options:\n"
 	     "  --store DIR       image store (default: the global --store, or /var/lib/kapsel)\n"
 	     "  -q, --quiet       print image IDs only\n"
-	     "  --format FORMAT   table (default) or json\n",
+	     "  --format FORMAT   table (default), json, or a template ('{{.Repository}}')\n",
 };

@@ -8,6 +8,7 @@
 #include <kapsel/run.h>
 
 #include "commands.h"
+#include "format.h"
 
 enum { OPT_SUBNET = 0x100, OPT_GATEWAY, OPT_INTERNAL, OPT_FORMAT };
 
@@ -50,51 +51,80 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 	    {0},
 	};
 	bool json = false;
+	const char *format = NULL;
 	int c;
 	while ((c = cli_getopt(&cmd_network, argc, argv, "h", options)) != -1) {
 		if (c != OPT_FORMAT)
 			return cli_opt_status(c);
-		if (strcmp(optarg, "json") && strcmp(optarg, "table"))
-			return cli_fail("network ls: --format %s: expected json or table", optarg);
+		if (strcmp(optarg, "json") && strcmp(optarg, "table") && !strstr(optarg, "{{"))
+			return cli_fail(
+			    "network ls: --format %s: expected json, table or a template", optarg);
 		json = !strcmp(optarg, "json");
+		format = optarg;
 	}
 	if (!cli_nargs(&cmd_network, argc - optind, 0, 0, ""))
 		return 1;
+	struct cli_format f;
+	if (!cli_format_parse("network ls", json ? NULL : format, &f))
+		return EXIT_ENGINE;
+	bool tmpl = f.kind == CLI_FORMAT_TEMPLATE;
 	struct kapsel_network_info *v = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
-	if (kapsel_network_list(g->store, &v, &n, &err) < 0)
+	if (kapsel_network_list(g->store, &v, &n, &err) < 0) {
+		cli_format_clear(&f);
 		return cli_fail_err(err);
-	if (!json)
+	}
+	if (json)
+		putchar('[');
+	else if (tmpl)
+		cli_format_header(&f);
+	else
 		printf("%-20s %-10s %-18s %-15s %s\n", "NAME", "BRIDGE", "SUBNET", "GATEWAY",
 		       "INTERNAL");
-	else
-		putchar('[');
-	for (size_t i = 0; i < n; i++) {
-		if (!json) {
+	int status = 0;
+	for (size_t i = 0; i < n && !status; i++) {
+		if (!json && !tmpl) {
 			printf("%-20s %-10s %-18s %-15s %s\n", v[i].name, v[i].bridge, v[i].subnet,
 			       v[i].gateway, v[i].internal ? "true" : "false");
 			continue;
 		}
-		printf("%s\n  {\"name\": ", i ? "," : "");
-		cli_json_string(stdout, v[i].name);
-		printf(", \"driver\": \"bridge\", \"network_interface\": ");
-		cli_json_string(stdout, v[i].bridge);
-		printf(", \"subnets\": [{\"subnet\": ");
-		cli_json_string(stdout, v[i].subnet);
-		printf(", \"gateway\": ");
-		cli_json_string(stdout, v[i].gateway);
-		printf("}], \"internal\": %s, \"containers\": [", v[i].internal ? "true" : "false");
-		for (char **p = v[i].containers; *p; p++) {
-			printf("%s", p == v[i].containers ? "" : ", ");
-			cli_json_string(stdout, *p);
+		/* podman's network JSON names; a template sees the same object. */
+		char *obj = NULL;
+		size_t len = 0;
+		FILE *m = open_memstream(&obj, &len);
+		if (!m) {
+			status = cli_fail("network ls: out of memory");
+			break;
 		}
-		printf("]}");
+		fprintf(m, "{\"name\": ");
+		cli_json_string(m, v[i].name);
+		fprintf(m, ", \"driver\": \"bridge\", \"network_interface\": ");
+		cli_json_string(m, v[i].bridge);
+		fprintf(m, ", \"subnets\": [{\"subnet\": ");
+		cli_json_string(m, v[i].subnet);
+		fprintf(m, ", \"gateway\": ");
+		cli_json_string(m, v[i].gateway);
+		fprintf(m, "}], \"internal\": %s, \"containers\": [",
+			v[i].internal ? "true" : "false");
+		for (char **p = v[i].containers; *p; p++) {
+			fprintf(m, "%s", p == v[i].containers ? "" : ", ");
+			cli_json_string(m, *p);
+		}
+		fprintf(m, "]}");
+		if (fclose(m) != 0 || !obj)
+			status = cli_fail("network ls: out of memory");
+		else if (json)
+			printf("%s\n  %s", i ? "," : "", obj);
+		else if (!cli_format_print("network ls", &f, obj))
+			status = EXIT_ENGINE;
+		free(obj);
 	}
 	if (json)
 		puts("\n]");
 	kapsel_network_infos_free(v, n);
-	return 0;
+	cli_format_clear(&f);
+	return status;
 }
 
 static int inspect(const struct cli_globals *g, int argc, char **argv)
@@ -248,7 +278,7 @@ const struct cli_command cmd_network = {
     .summary = "manage container networks (create, ls, inspect, rm, prune)",
     .run = network,
     .usage = "Usage: kapsel network create [--subnet CIDR] [--gateway IP] [--internal] NAME\n"
-	     "       kapsel network ls [--format json|table]\n"
+	     "       kapsel network ls [--format json|table|TEMPLATE]\n"
 	     "       kapsel network inspect NAME...\n"
 	     "       kapsel network rm [-f] NAME...\n"
 	     "       kapsel network prune\n"

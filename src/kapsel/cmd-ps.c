@@ -11,6 +11,7 @@
 #include <kapsel/run.h>
 
 #include "commands.h"
+#include "format.h"
 
 static void print_json(const pid_t *pids, size_t n)
 {
@@ -140,8 +141,54 @@ static void human_duration(int64_t secs, char *buf, size_t len)
 	}
 }
 
+/*
+ * podman ps --format json's object for one container. For a template (podman's ps fields),
+ * also ID, and Names as one string: podman's template sees Names as the names joined.
+ */
+static char *entry_json(const struct kapsel_ps_entry *e, const char *created, const char *status,
+			bool for_template)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (!m)
+		return NULL;
+	/* The name is the runtime id too. */
+	bool exited = !strcmp(e->status, "exited");
+	fprintf(m, "{\"Id\":");
+	cli_json_string(m, e->name);
+	if (for_template) {
+		fprintf(m, ",\"ID\":");
+		cli_json_string(m, e->name);
+		fprintf(m, ",\"Names\":");
+		cli_json_string(m, e->name);
+	} else {
+		fprintf(m, ",\"Names\":[");
+		cli_json_string(m, e->name);
+		fputc(']', m);
+	}
+	fprintf(m, ",\"Image\":");
+	cli_json_string(m, e->image);
+	fprintf(m, ",\"Command\":");
+	cli_json_string(m, e->command);
+	fprintf(m, ",\"Created\":%lld,\"CreatedAt\":", (long long)e->created);
+	cli_json_string(m, created);
+	fprintf(m, ",\"State\":");
+	cli_json_string(m, e->status);
+	fprintf(m, ",\"Exited\":%s,\"ExitedAt\":%lld,\"ExitCode\":%d,\"Status\":",
+		exited ? "true" : "false", (long long)(exited ? e->finished : 0), e->exit_code);
+	cli_json_string(m, status);
+	fputc('}', m);
+	if (fclose(m) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
 /* Without an ID: the containers `kapsel run IMAGE` made, as podman ps lists them. */
-static int list_containers(const struct cli_globals *g, bool all, bool quiet, bool json)
+static int list_containers(const struct cli_globals *g, bool all, bool quiet,
+			   const struct cli_format *f)
 {
 	struct kapsel_ps_entry *e = NULL;
 	size_t n = 0;
@@ -149,17 +196,21 @@ static int list_containers(const struct cli_globals *g, bool all, bool quiet, bo
 	if (kapsel_image_ps(g->store, g->root, all, &e, &n, &err) < 0)
 		return cli_fail_err(err);
 	int64_t now = time(NULL);
+	bool json = f->kind == CLI_FORMAT_JSON, tmpl = f->kind == CLI_FORMAT_TEMPLATE && !quiet;
+	int status = 0;
 	if (json)
 		putchar('[');
+	else if (tmpl)
+		cli_format_header(f);
 	else if (!quiet)
 		printf("%-24s  %-32s  %-24s  %-24s  %s\n", "NAME", "IMAGE", "COMMAND", "CREATED",
 		       "STATUS");
 	for (size_t i = 0; i < n; i++) {
-		char created[64], ago[48], status[128];
+		char created[64], ago[48], state[128];
 		human_duration(now - e[i].created, ago, sizeof(ago));
 		snprintf(created, sizeof(created), "%s ago", ago);
 		if (!strcmp(e[i].status, "running") || !strcmp(e[i].status, "paused")) {
-			snprintf(status, sizeof(status), "Up %s%s", ago,
+			snprintf(state, sizeof(state), "Up %s%s", ago,
 				 strcmp(e[i].status, "paused") ? "" : " (Paused)");
 		} else if (!strcmp(e[i].status, "exited")) {
 			char done[48], code[16] = "";
@@ -167,43 +218,36 @@ static int list_containers(const struct cli_globals *g, bool all, bool quiet, bo
 				       sizeof(done));
 			if (e[i].exit_code >= 0)
 				snprintf(code, sizeof(code), " (%d)", e[i].exit_code);
-			snprintf(status, sizeof(status), "Exited%s %s ago", code, done);
+			snprintf(state, sizeof(state), "Exited%s %s ago", code, done);
 		} else {
-			snprintf(status, sizeof(status), "Created");
+			snprintf(state, sizeof(state), "Created");
 		}
-		if (json) {
-			/* podman ps --format json's names. The name is the runtime id too. */
-			bool exited = !strcmp(e[i].status, "exited");
-			printf("%s{\"Id\":", i ? "," : "");
-			cli_json_string(stdout, e[i].name);
-			printf(",\"Names\":[");
-			cli_json_string(stdout, e[i].name);
-			printf("],\"Image\":");
-			cli_json_string(stdout, e[i].image);
-			printf(",\"Command\":");
-			cli_json_string(stdout, e[i].command);
-			printf(",\"Created\":%lld,\"CreatedAt\":", (long long)e[i].created);
-			cli_json_string(stdout, created);
-			printf(",\"State\":");
-			cli_json_string(stdout, e[i].status);
-			printf(",\"Exited\":%s,\"ExitedAt\":%lld,\"ExitCode\":%d,\"Status\":",
-			       exited ? "true" : "false", (long long)(exited ? e[i].finished : 0),
-			       e[i].exit_code);
-			cli_json_string(stdout, status);
-			putchar('}');
+		if (json || tmpl) {
+			char *obj = entry_json(&e[i], created, state, tmpl);
+			if (!obj) {
+				status = cli_fail("ps: out of memory");
+				break;
+			}
+			if (json)
+				printf("%s%s", i ? "," : "", obj);
+			else if (!cli_format_print("ps", f, obj))
+				status = EXIT_ENGINE;
+			free(obj);
+			if (status)
+				break;
 		} else if (quiet) {
 			puts(e[i].name);
 		} else {
 			char cmd[25];
 			snprintf(cmd, sizeof(cmd), "%s", e[i].command);
 			printf("%-24s  %-32s  %-24s  %-24s  %s\n", e[i].name, e[i].image, cmd,
-			       created, status);
+			       created, state);
 		}
 	}
 	if (json)
 		puts("]");
 	kapsel_ps_entries_free(e, n);
-	return 0;
+	return status;
 }
 
 static int ps(const struct cli_globals *g, int argc, char **argv)
@@ -216,6 +260,7 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 	    {0},
 	};
 	bool json = false, all = false, quiet = false;
+	const char *format = NULL;
 	pid_t *pids = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
@@ -231,16 +276,26 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case 'f':
 			json = !strcmp(optarg, "json");
-			if (!json && strcmp(optarg, "table"))
-				return cli_fail("ps: invalid format \"%s\" (table or json)",
+			if (!json && strcmp(optarg, "table") && !strstr(optarg, "{{"))
+				return cli_fail("ps: invalid format \"%s\" (table, json or a "
+						"template)",
 						optarg);
+			format = optarg;
 			break;
 		default:
 			return cli_opt_status(c);
 		}
 	}
-	if (argc - optind == 0)
-		return list_containers(g, all, quiet, json);
+	if (argc - optind == 0) {
+		struct cli_format f;
+		if (!cli_format_parse("ps", format, &f))
+			return EXIT_ENGINE;
+		int r = list_containers(g, all, quiet, &f);
+		cli_format_clear(&f);
+		return r;
+	}
+	if (format && !json && strcmp(format, "table"))
+		return cli_fail("ps: a --format template lists containers: give no container ID");
 	/*
 	 * After the ID come ps's own options (runc's shape), but "-f json" there is kapsel's
 	 * --format as podman users place it: ps(1) has no such use of -f (it would print its
@@ -281,7 +336,7 @@ const struct cli_command cmd_ps = {
     .summary = "list image containers, or the processes of one container (runc)",
     .run = ps,
     .argv_after = 1,
-    .usage = "Usage: kapsel ps [-a] [-q] [--format table|json]\n"
+    .usage = "Usage: kapsel ps [-a] [-q] [--format table|json|TEMPLATE]\n"
 	     "       kapsel ps [--format table|json] <container-id> [ps options]\n"
 	     "\n"
 	     "Without an ID: the containers 'kapsel run IMAGE' made (like podman ps): running\n"
@@ -292,6 +347,8 @@ const struct cli_command cmd_ps = {
 	     "Options:\n"
 	     "  --all, -a               also list stopped containers (no ID)\n"
 	     "  --quiet, -q             print names only (no ID)\n"
-	     "  --format, -f FORMAT     table (default) or json (with an ID: an array of pids)\n"
+	     "  --format, -f FORMAT     table (default), json (with an ID: an array of pids),\n"
+	     "                          or a Go template per container (no ID): '{{.Names}}',\n"
+	     "                          '{{.ID}} {{.Status}}'; fields as in --format json\n"
 	     "  --help, -h              print this help\n",
 };

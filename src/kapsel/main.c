@@ -37,6 +37,7 @@ static const struct cli_command *const commands[] = {
     &cmd_stop, &cmd_rm, &cmd_logs,
     &cmd_cp, &cmd_top, &cmd_stats, &cmd_system,
     &cmd_wait, &cmd_rename, &cmd_restart, &cmd_attach,
+    &cmd_inspect, &cmd_version, &cmd_info,
     /* networks */
     &cmd_network,
     // clang-format on

@@ -274,15 +274,20 @@ API int kapsel_image_inspect(const char *store, const char *image, char **json,
 		kap_json_set(cfg, "User", kap_json_new_string(c.user));
 	if (c.stop_signal)
 		kap_json_set(cfg, "StopSignal", kap_json_new_string(c.stop_signal));
-	if (c.exposed_ports)
-		kap_json_set(cfg, "ExposedPorts", strv_json(c.exposed_ports));
-	if (c.n_labels) {
-		struct kap_json *labels = kap_json_new_object();
-		for (size_t i = 0; labels && i < c.n_labels; i++)
-			kap_json_set(labels, c.labels_keys[i],
-				     kap_json_new_string(c.labels_values[i]));
-		kap_json_set(cfg, "Labels", labels);
+	/* As the image config has them (image-spec config.md): "80/tcp": {}, a set. */
+	if (c.exposed_ports) {
+		struct kap_json *ports = kap_json_new_object();
+		for (size_t i = 0; ports && c.exposed_ports[i]; i++)
+			kap_json_set(ports, c.exposed_ports[i], kap_json_new_object());
+		kap_json_set(cfg, "ExposedPorts", ports);
 	}
+	/* podman shows the labels in Config and again at the top (always, {} for none). */
+	struct kap_json *labels = kap_json_new_object();
+	for (size_t i = 0; labels && i < c.n_labels; i++)
+		kap_json_set(labels, c.labels_keys[i], kap_json_new_string(c.labels_values[i]));
+	if (c.n_labels)
+		kap_json_set(cfg, "Labels", kap_json_get_ref(labels));
+	kap_json_set(o, "Labels", labels);
 	kap_json_set(o, "Config", cfg);
 	kap_json_set(rootfs, "Type", kap_json_new_string("layers"));
 	for (size_t i = 0; i < m.n_layers; i++) {

@@ -60,3 +60,12 @@ int kap_net_detach(const char *store, const char *container, bool ns_gone,
 int kap_net_netns_create(const char *path, struct kapsel_error **err);
 /* Unmount and remove it; a missing one is fine. */
 void kap_net_netns_remove(const char *path);
+
+/*
+ * What inspect shows of container's networks: *networks is an object, network name ->
+ * {NetworkID, IPAddress, IPPrefixLen, Gateway, Aliases}; *ports is podman's "80/tcp" ->
+ * [{HostIp, HostPort}]. Both empty when it holds no lease. Caller puts both.
+ */
+struct kap_json;
+int kap_net_container_networks(const char *store, const char *container, struct kap_json **networks,
+			       struct kap_json **ports, struct kapsel_error **err);

@@ -1304,3 +1304,77 @@ void kap_net_netns_remove(const char *path)
 	if (unlink(path) < 0 && errno != ENOENT)
 		kap_warn("remove %s: %s", path, strerror(errno));
 }
+
+/* ---- what inspect shows of a container ---- */
+
+int kap_net_container_networks(const char *store, const char *container, struct kap_json **networks,
+			       struct kap_json **ports, struct kapsel_error **err)
+{
+	*networks = *ports = NULL;
+	cleanup_netdir struct netdir d;
+	int r = netdir_open(store, &d, err);
+	if (r < 0)
+		return r;
+	cleanup_strv char **names = NULL;
+	size_t cnt;
+	if ((r = network_names(&d, &names, &cnt, err)) < 0)
+		return r;
+	cleanup_json struct kap_json *nets = kap_json_new_object();
+	cleanup_json struct kap_json *pmap = kap_json_new_object();
+	if (!nets || !pmap)
+		return kap_error(err, ENOMEM, "networks");
+	for (size_t i = 0; i < cnt; i++) {
+		struct network nw;
+		cleanup_leases struct leases l = {0};
+		/* A network being removed right now, or damaged: it holds nothing to show. */
+		if (network_read(&d, names[i], &nw, NULL) < 0 ||
+		    leases_read(&d, names[i], &l, NULL) < 0)
+			continue;
+		for (size_t k = 0; k < l.n; k++) {
+			const struct lease *e = &l.v[k];
+			if (!e->container || strcmp(e->container, container))
+				continue;
+			char ip[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN];
+			ip_str(e->ip, ip);
+			ip_str(nw.gateway, gw);
+			struct kap_json *o = kap_json_new_object(), *al = kap_json_new_array();
+			if (!o || !al) {
+				kap_json_put(o);
+				kap_json_put(al);
+				return kap_error(err, ENOMEM, "networks");
+			}
+			kap_json_set(o, "NetworkID", kap_json_new_string(nw.name));
+			kap_json_set(o, "IPAddress", kap_json_new_string(ip));
+			kap_json_set(o, "IPPrefixLen", kap_json_new_int64(nw.prefix));
+			kap_json_set(o, "Gateway", kap_json_new_string(nw.internal ? "" : gw));
+			for (char **a = e->aliases; a && *a; a++)
+				kap_json_append(al, kap_json_new_string(*a));
+			kap_json_set(o, "Aliases", al);
+			kap_json_set(nets, nw.name, o);
+			/* "tcp:0.0.0.0:8080:80" -> podman's "80/tcp": [{HostIp, HostPort}]. */
+			for (char **p = e->ports; p && *p; p++) {
+				char proto[8], hip[INET_ADDRSTRLEN], hport[8], cport[8], key[16];
+				if (sscanf(*p, "%7[a-z]:%15[0-9.]:%7[0-9]:%7[0-9]", proto, hip,
+					   hport, cport) != 4)
+					continue;
+				snprintf(key, sizeof(key), "%s/%s", cport, proto);
+				struct kap_json *list = kap_json_get(pmap, key);
+				if (!list) {
+					list = kap_json_new_array();
+					if (!list)
+						return kap_error(err, ENOMEM, "networks");
+					kap_json_set(pmap, key, list);
+				}
+				struct kap_json *b = kap_json_new_object();
+				if (!b)
+					return kap_error(err, ENOMEM, "networks");
+				kap_json_set(b, "HostIp", kap_json_new_string(hip));
+				kap_json_set(b, "HostPort", kap_json_new_string(hport));
+				kap_json_append(list, b);
+			}
+		}
+	}
+	*networks = steal_ptr(nets);
+	*ports = steal_ptr(pmap);
+	return 0;
+}
