@@ -4,12 +4,15 @@ Each has a positive test and one for its errors: exit status 125 and a one-line 
 names the flag and the value. Every kapsel call gets a private --store and --root."""
 import json
 import os
+import shutil
 import time
 import uuid
 
 import pytest
 
 import clients
+from conftest import KAPSEL
+from test_rootless import as_user, user  # noqa: F401 (user: the shared test-user fixture)
 
 pytestmark = [pytest.mark.root]
 
@@ -299,3 +302,33 @@ def test_mount_errors(k, tmp_path):
     refused(k, "--mount", "type=volume,src=../x,dst=/d", needle="../x")
     assert "twice" in refused(k, "-v", f"{src}:/d", "--mount", "type=tmpfs,dst=/d",
                               needle="/d")
+
+
+# ---- rootless ----
+
+@pytest.mark.rootless
+def test_rootless(user):  # noqa: F811 (the shared test-user fixture)
+    """The same flags as an unprivileged user: the reaper, a named volume (copied up and
+    kept), a tmpfs, a limit and a device (bound from the host's node)."""
+    home = f"/tmp/kapsel-rootless-rf-{uuid.uuid4().hex[:8]}"
+    os.mkdir(home, 0o755)
+    os.chown(home, user.pw_uid, user.pw_gid)
+    try:
+        def k(*args):
+            return as_user(user, home, [KAPSEL] + [str(a) for a in args])
+        r = k("run", "--rm", "--init", "-v", "rlvol:/etc", "--tmpfs", "/scratch",
+              "--ulimit", "nofile=64:128", "--device", "/dev/null:/dev/mynull", "busybox",
+              "sh", "-c", "ps -o pid,comm | grep ' 1 '; grep -c ^root: /etc/passwd; "
+              "echo kept > /etc/mine; grep -c ' /scratch tmpfs' /proc/mounts; ulimit -n; "
+              "echo x > /dev/mynull && echo null-ok")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["1", "kapsel-init", "1", "1", "64", "null-ok"], r.stdout
+        r = k("run", "--rm", "-v", "rlvol:/etc", "busybox", "cat", "/etc/mine")
+        assert (r.returncode, r.stdout) == (0, "kept\n"), r.stderr
+        r = k("volume", "rm", "rlvol")
+        assert r.returncode == 0, r.stderr
+    finally:
+        r = as_user(user, home, [KAPSEL, "ps", "-a", "--format", "json"])
+        for e in json.loads(r.stdout or "[]"):
+            as_user(user, home, [KAPSEL, "rm", "-f", e["Names"][0]])
+        shutil.rmtree(home, ignore_errors=True)

@@ -872,7 +872,8 @@ static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *
 		kap_json_append(mounts, mount_json(c, "bind", h, bind));
 	}
 	/* --tmpfs, --mount, named volumes and --init's reaper. */
-	return kap_runflags_add_mounts(mounts, o, be->volumes_dir, be->init_path, err);
+	return kap_runflags_add_mounts(mounts, o, be->volumes_dir, be->init_path, be->rootless,
+				       err);
 }
 
 static struct kap_json *str_list_json(const char *const *v, size_t n)
@@ -922,7 +923,7 @@ static int add_linux(struct kap_json *root, const struct kapsel_run_options *o,
 		kap_json_set(res, "devices", devs);
 	}
 	struct kap_json *nodes = NULL;
-	if ((o->privileged && !be->rootless) || (o->devices && *o->devices)) {
+	if (!be->rootless && (o->privileged || (o->devices && *o->devices))) {
 		if (!(nodes = kap_json_new_array()))
 			return kap_error(err, ENOMEM, "linux.devices");
 		kap_json_set(lx, "devices", nodes);
@@ -932,8 +933,8 @@ static int add_linux(struct kap_json *root, const struct kapsel_run_options *o,
 		if (rr < 0)
 			return rr;
 	}
-	/* --device: the node, and (with a device cgroup) a rule allowing it. Rootless, the
-	 * runtime binds the host's node in, as it does for the default devices. */
+	/* --device: the node, and a rule allowing it (rootless: a bind mount, see
+	 * kap_runflags_add_mounts). */
 	if (nodes) {
 		int rr = kap_runflags_add_devices(nodes, kap_json_get(res, "devices"), o, err);
 		if (rr < 0)

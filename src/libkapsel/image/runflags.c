@@ -717,9 +717,26 @@ static void add_opts(struct kap_json *arr, const char *csv)
 }
 
 int kap_runflags_add_mounts(struct kap_json *mounts, const struct kapsel_run_options *o,
-			    const char *volumes_dir, const char *init_path,
+			    const char *volumes_dir, const char *init_path, bool rootless,
 			    struct kapsel_error **err)
 {
+	for (char *const *p = o->devices; rootless && p && *p; p++) {
+		struct device d;
+		int rr = parse_device(*p, &d, err);
+		if (rr < 0)
+			return rr;
+		struct kap_json *j = mount_obj(d.ctr, "bind", d.host);
+		struct kap_json *opts = kap_json_new_array();
+		if (!j || !opts) {
+			kap_json_put(j);
+			kap_json_put(opts);
+			return kap_error(err, ENOMEM, "--device");
+		}
+		add_opts(opts, strchr(d.access, 'w') ? "bind,rprivate,nosuid,noexec"
+						     : "bind,rprivate,nosuid,noexec,ro");
+		kap_json_set(j, "options", opts);
+		kap_json_append(mounts, j);
+	}
 	struct kap_run_mount *m = NULL;
 	size_t n = 0;
 	int r = kap_runflags_mounts(o, &m, &n, err);

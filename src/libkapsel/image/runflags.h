@@ -49,9 +49,11 @@ int kap_runflags_parse_ulimit(const char *spec, const char **type, uint64_t *sof
 /* The --env-file entries, then --env: what kap_bundle_env takes as the user's. Caller frees. */
 int kap_runflags_env(const struct kapsel_run_options *o, char ***out, struct kapsel_error **err);
 
-/* config.json additions; volumes_dir is <store>/volumes, init_path the reaper's host path. */
+/* config.json additions; volumes_dir is <store>/volumes, init_path the reaper's host path.
+ * Rootless, --device nodes are bind mounts of the host's (as rootless podman makes them): the
+ * runtime could only guess the host node of a linux.devices entry by its path. */
 int kap_runflags_add_mounts(struct kap_json *mounts, const struct kapsel_run_options *o,
-			    const char *volumes_dir, const char *init_path,
+			    const char *volumes_dir, const char *init_path, bool rootless,
 			    struct kapsel_error **err);
 int kap_runflags_add_rlimits(struct kap_json *process, const struct kapsel_run_options *o,
 			     struct kapsel_error **err);
