@@ -42,6 +42,7 @@ extern const struct cli_command cmd_stop, cmd_rm, cmd_logs;
 extern const struct cli_command cmd_images, cmd_rmi, cmd_image, cmd_prune, cmd_load, cmd_save;
 extern const struct cli_command cmd_build, cmd_tag, cmd_untag, cmd_history, cmd_push, cmd_commit;
 extern const struct cli_command cmd_network;
+extern const struct cli_command cmd_volume;
 
 /* Returned by cli_getopt after printing --help (exit 0) or a usage error (exit 1). */
 #define CLI_OPT_HELP  0x10000

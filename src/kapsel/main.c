@@ -23,11 +23,12 @@
 #include "commands.h"
 
 static const struct cli_command *const commands[] = {
-    &cmd_create, &cmd_delete, &cmd_events, &cmd_exec,	 &cmd_features, &cmd_kill,   &cmd_list,
-    &cmd_pause,	 &cmd_ps,     &cmd_resume, &cmd_run,	 &cmd_spec,	&cmd_start,  &cmd_state,
-    &cmd_update, &cmd_vm,     &cmd_pull,   &cmd_login,	 &cmd_logout,	&cmd_stop,   &cmd_rm,
-    &cmd_logs,	 &cmd_images, &cmd_rmi,	   &cmd_image,	 &cmd_prune,	&cmd_load,   &cmd_save,
-    &cmd_build,	 &cmd_tag,    &cmd_untag,  &cmd_history, &cmd_push,	&cmd_commit, &cmd_network,
+    &cmd_create, &cmd_delete,  &cmd_events, &cmd_exec,	 &cmd_features, &cmd_kill,
+    &cmd_list,	 &cmd_pause,   &cmd_ps,	    &cmd_resume, &cmd_run,	&cmd_spec,
+    &cmd_start,	 &cmd_state,   &cmd_update, &cmd_vm,	 &cmd_pull,	&cmd_login,
+    &cmd_logout, &cmd_stop,    &cmd_rm,	    &cmd_logs,	 &cmd_images,	&cmd_rmi,
+    &cmd_image,	 &cmd_prune,   &cmd_load,   &cmd_save,	 &cmd_build,	&cmd_tag,
+    &cmd_untag,	 &cmd_history, &cmd_push,   &cmd_commit, &cmd_network,	&cmd_volume,
 };
 
 static const char usage[] =
