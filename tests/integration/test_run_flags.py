@@ -141,6 +141,7 @@ def test_device_errors(k, tmp_path):
     assert "not a device node" in refused(k, "--device", "/etc/passwd", needle="/etc/passwd")
     refused(k, "--device", str(tmp_path / "none"), needle=str(tmp_path / "none"))
     refused(k, "--device", "/dev/null:dev/x", needle="dev/x")
+    refused(k, "--device", "/dev/null:/dev/../x", needle="/dev/../x")
     assert "permissions" in refused(k, "--device", "/dev/null:/dev/x:rwx", needle="rwx")
     refused(k, "--device", "dev/null", needle="dev/null")
     refused(k, "--device", "/dev/null:/a:r:w", needle="/dev/null:/a:r:w")

@@ -238,6 +238,17 @@ static int check_ulimits(char *const *v, struct kapsel_error **err)
 
 /* ---- --device ---- */
 
+/* Absolute, and no ".." component: a destination must say plainly where it goes. */
+static bool good_dst(const char *p)
+{
+	if (p[0] != '/')
+		return false;
+	for (const char *c = p; (c = strstr(c, "..")); c += 2)
+		if ((c == p || c[-1] == '/') && (c[2] == '/' || !c[2]))
+			return false;
+	return true;
+}
+
 struct device {
 	char host[PATH_MAX], ctr[PATH_MAX];
 	char access[4];
@@ -281,9 +292,10 @@ static int parse_device(const char *spec, struct device *d, struct kapsel_error 
 		return kap_error_plain(err, EINVAL,
 				       "--device %s: permissions \"%s\": expected some of r, w, m",
 				       spec, acc);
-	if (parts[0][0] != '/' || ctr[0] != '/')
-		return kap_error_plain(err, EINVAL, "--device %s: %s is not an absolute path", spec,
-				       parts[0][0] != '/' ? parts[0] : ctr);
+	if (parts[0][0] != '/' || !good_dst(ctr))
+		return kap_error_plain(err, EINVAL,
+				       "--device %s: %s is not an absolute path without \"..\"",
+				       spec, parts[0][0] != '/' ? parts[0] : ctr);
 	snprintf(d->host, sizeof(d->host), "%s", parts[0]);
 	snprintf(d->ctr, sizeof(d->ctr), "%s", ctr);
 	snprintf(d->access, sizeof(d->access), "%s", acc);
@@ -366,17 +378,6 @@ static void run_mount_clear(struct kap_run_mount *m)
 	free(m->opts);
 	free(m->propagation);
 	*m = (struct kap_run_mount){0};
-}
-
-/* Absolute, and no ".." component: a destination must say plainly where it goes. */
-static bool good_dst(const char *p)
-{
-	if (p[0] != '/')
-		return false;
-	for (const char *c = p; (c = strstr(c, "..")); c += 2)
-		if ((c == p || c[-1] == '/') && (c[2] == '/' || !c[2]))
-			return false;
-	return true;
 }
 
 /* tmpfs(5) options (and the generic mount flags) a --tmpfs may carry. */
