@@ -138,6 +138,13 @@ def test_copy_up(k):
     r = k("run", "--rm", "--mount", "type=volume,src=empty2,dst=/etc,volume-nocopy",
           "busybox", "ls", "-A", "/etc")
     assert (r.returncode, r.stdout) == (0, ""), (r.stdout, r.stderr)
+    # What a new volume already holds is kept; the rest of the image's content joins it.
+    k("volume", "create", "merged", check=True)
+    with open(os.path.join(data_dir(k, "merged"), "passwd"), "w") as f:
+        f.write("mine\n")
+    r = k("run", "--rm", "-v", "merged:/etc", "busybox", "sh", "-c",
+          "cat /etc/passwd; grep -c ^root: /etc/group")
+    assert (r.returncode, r.stdout) == (0, "mine\n1\n"), (r.stdout, r.stderr)
     # A volume on a path the image lacks starts empty.
     r = k("run", "--rm", "-v", "fresh:/not/in/image", "busybox", "ls", "-A", "/not/in/image")
     assert (r.returncode, r.stdout) == (0, ""), (r.stdout, r.stderr)

@@ -279,8 +279,10 @@ static int copy_attrs(int ddir, const char *name, const struct stat *st, struct 
 	if (fchownat(ddir, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno != EPERM && errno != EINVAL)
 		return kap_error(err, errno, "copy-up: chown %s", name);
-	/* After chown, which clears set-id bits. */
-	if (!S_ISLNK(st->st_mode) && fchmodat(ddir, name, st->st_mode & 07777, 0) < 0)
+	/* After chown, which clears set-id bits; never through a link (glibc does NOFOLLOW by
+	 * way of an O_PATH fd). */
+	if (!S_ISLNK(st->st_mode) &&
+	    fchmodat(ddir, name, st->st_mode & 07777, AT_SYMLINK_NOFOLLOW) < 0)
 		return kap_error(err, errno, "copy-up: chmod %s", name);
 	struct timespec ts[2] = {st->st_atim, st->st_mtim};
 	if (utimensat(ddir, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
@@ -311,8 +313,14 @@ static int copy_tree(int sfd, int dfd, int depth, struct kapsel_error **err)
 			r = kap_error(err, errno, "copy-up: stat %s", n);
 			break;
 		}
+		/* What the volume already has stays (a copy-up that failed part way is
+		 * completed by the next, never overwriting). */
+		struct stat have;
+		bool exists = fstatat(dfd, n, &have, AT_SYMLINK_NOFOLLOW) == 0;
+		if (exists && !(S_ISDIR(have.st_mode) && S_ISDIR(st.st_mode)))
+			continue;
 		if (S_ISDIR(st.st_mode)) {
-			if (mkdirat(dfd, n, 0700) < 0) {
+			if (!exists && mkdirat(dfd, n, 0700) < 0) {
 				r = kap_error(err, errno, "copy-up: mkdir %s", n);
 				break;
 			}
@@ -342,7 +350,7 @@ static int copy_tree(int sfd, int dfd, int depth, struct kapsel_error **err)
 		} else {
 			continue; /* devices and sockets: not data */
 		}
-		if (r == 0)
+		if (r == 0 && !exists)
 			r = copy_attrs(dfd, n, &st, err);
 	}
 	closedir(d);
