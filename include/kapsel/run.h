@@ -51,6 +51,15 @@ struct kapsel_run_options {
 	/* --restart no|on-failure[:N]|always|unless-stopped, kept by the container's monitor
 	 * (NULL: no); not with rm. */
 	const char *restart;
+	/* podman's flags for the process's surroundings (image/runflags.c). -v NAME:/path (a
+	 * name, not a path) and --mount type=volume use named volumes (kapsel/volume.h). */
+	char *const *env_files; /* --env-file: K=V lines, applied before --env */
+	char *const *ulimits;	/* --ulimit NAME=SOFT[:HARD] -> process.rlimits */
+	char *const *devices;	/* --device HOST[:CTR][:rwm] */
+	char *const *tmpfs;	/* --tmpfs PATH[:OPTS] */
+	char *const *mounts;	/* --mount type=bind|tmpfs|volume,src=..,dst=..[,ro] */
+	bool init;		/* --init: a reaper as PID 1 (kapsel-init), the command its child */
+	const char *init_path;	/* --init-path: that reaper's host path (NULL: kapsel-init) */
 };
 
 /*

@@ -35,6 +35,13 @@ enum {
 	OPT_ADD_HOST,
 	OPT_ALIAS,
 	OPT_RESTART,
+	OPT_ENV_FILE,
+	OPT_ULIMIT,
+	OPT_DEVICE,
+	OPT_TMPFS,
+	OPT_MOUNT,
+	OPT_INIT,
+	OPT_INIT_PATH,
 };
 
 static const struct option image_options[] = {
@@ -66,6 +73,13 @@ static const struct option image_options[] = {
     {"privileged", no_argument, NULL, OPT_PRIVILEGED},
     {"security-opt", required_argument, NULL, OPT_SECURITY_OPT},
     {"restart", required_argument, NULL, OPT_RESTART},
+    {"env-file", required_argument, NULL, OPT_ENV_FILE},
+    {"ulimit", required_argument, NULL, OPT_ULIMIT},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"tmpfs", required_argument, NULL, OPT_TMPFS},
+    {"mount", required_argument, NULL, OPT_MOUNT},
+    {"init", no_argument, NULL, OPT_INIT},
+    {"init-path", required_argument, NULL, OPT_INIT_PATH},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -107,6 +121,12 @@ static bool takes_value(const char *arg)
 	    "cap-drop",
 	    "security-opt",
 	    "restart",
+	    "env-file",
+	    "ulimit",
+	    "device",
+	    "tmpfs",
+	    "mount",
+	    "init-path",
 	};
 	const char *f = arg + 1 + (arg[1] == '-');
 	if (strchr(f, '='))
@@ -200,6 +220,64 @@ static int run_bundle(const struct cli_globals *g, int argc, char **argv)
 	return r;
 }
 
+/* The repeatable flags for what surrounds the process (--env-file ... --mount): at most argc
+ * values each, NULL-terminated, wired into the options once. */
+struct surround {
+	char **env_files, **ulimits, **devices, **tmpfs, **mounts;
+	size_t n_env_files, n_ulimits, n_devices, n_tmpfs, n_mounts;
+};
+
+static bool surround_init(struct surround *s, int argc, struct kapsel_run_options *o)
+{
+	size_t n = (size_t)argc + 1;
+	*s = (struct surround){0};
+	o->env_files = s->env_files = calloc(n, sizeof(char *));
+	o->ulimits = s->ulimits = calloc(n, sizeof(char *));
+	o->devices = s->devices = calloc(n, sizeof(char *));
+	o->tmpfs = s->tmpfs = calloc(n, sizeof(char *));
+	o->mounts = s->mounts = calloc(n, sizeof(char *));
+	return s->env_files && s->ulimits && s->devices && s->tmpfs && s->mounts;
+}
+
+static void surround_free(struct surround *s)
+{
+	free(s->env_files);
+	free(s->ulimits);
+	free(s->devices);
+	free(s->tmpfs);
+	free(s->mounts);
+}
+
+/* One of the flags above (or --init, --init-path); false when c is none of them. */
+static bool surround_flag(struct surround *s, int c, char *arg, struct kapsel_run_options *o)
+{
+	switch (c) {
+	case OPT_ENV_FILE:
+		s->env_files[s->n_env_files++] = arg;
+		return true;
+	case OPT_ULIMIT:
+		s->ulimits[s->n_ulimits++] = arg;
+		return true;
+	case OPT_DEVICE:
+		s->devices[s->n_devices++] = arg;
+		return true;
+	case OPT_TMPFS:
+		s->tmpfs[s->n_tmpfs++] = arg;
+		return true;
+	case OPT_MOUNT:
+		s->mounts[s->n_mounts++] = arg;
+		return true;
+	case OPT_INIT:
+		o->init = true;
+		return true;
+	case OPT_INIT_PATH:
+		o->init_path = arg;
+		return true;
+	default:
+		return false;
+	}
+}
+
 static int run_image(const struct cli_globals *g, int argc, char **argv)
 {
 	struct kapsel_run_options o = {.store = g->store, .root = g->root};
@@ -214,10 +292,13 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	char **hosts = calloc((size_t)argc + 1, sizeof(char *));
 	char **aliases = calloc((size_t)argc + 1, sizeof(char *));
 	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0, np = 0, nn = 0, nh = 0, nal = 0;
+	struct surround sur;
+	bool sur_ok = surround_init(&sur, argc, &o);
 	/* podman's exit status for its own errors, usage errors included (podman-run(1)). */
 	int status = EXIT_ENGINE, c;
 	long long n;
-	if (!env || !vols || !add || !drop || !sec || !ports || !dns || !hosts || !aliases) {
+	if (!env || !vols || !add || !drop || !sec || !ports || !dns || !hosts || !aliases ||
+	    !sur_ok) {
 		cli_fail("run: out of memory");
 		goto out;
 	}
@@ -317,6 +398,8 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 			o.restart = optarg;
 			break;
 		default:
+			if (surround_flag(&sur, c, optarg, &o))
+				break;
 			status = c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 			goto out;
 		}
@@ -354,6 +437,7 @@ out:
 	free(dns);
 	free(hosts);
 	free(aliases);
+	surround_free(&sur);
 	return status;
 }
 
@@ -394,7 +478,24 @@ const struct cli_command cmd_run = {
 	"  --cpus N                CPU quota in CPUs (0.5 = half of one)\n"
 	"  --pids-limit N          maximum number of processes (default 2048; 0 or -1: none)\n"
 	"  --read-only             read-only root filesystem (tmpfs on /tmp, /var/tmp, /run)\n"
-	"  --volume, -v H:C[:ro]   bind-mount host path H (must exist) at C\n"
+	"  --volume, -v H:C[:ro]   bind-mount host path H (must exist) at C; H a name\n"
+	"                          ([a-zA-Z0-9][a-zA-Z0-9_.-]*): the named volume (made when\n"
+	"                          missing, filled from the image; options ro, rw, nocopy)\n"
+	"  --mount type=bind|tmpfs|volume,src=S,dst=D[,ro][,...]\n"
+	"                          a mount as podman's --mount: bind-propagation=P,\n"
+	"                          bind-nonrecursive (bind); tmpfs-size=N, tmpfs-mode=M\n"
+	"                          (tmpfs); src=NAME, volume-nocopy (volume)\n"
+	"  --tmpfs PATH[:OPTS]     a tmpfs at PATH (rw,noexec,nosuid,nodev, then OPTS:\n"
+	"                          size=, mode=, uid=, gid=, exec, ...)\n"
+	"  --env-file FILE         KEY=VALUE lines (KEY alone: from this environment;\n"
+	"                          # comments), before --env\n"
+	"  --ulimit NAME=SOFT[:HARD]\n"
+	"                          a resource limit (nofile, nproc, core, memlock, stack, ...;\n"
+	"                          -1 or unlimited)\n"
+	"  --device H[:C][:rwm]    the host device node H at C (default H), allowed rwm\n"
+	"  --init                  run kapsel-init as PID 1: it reaps orphans, forwards\n"
+	"                          signals and exits with the command's status\n"
+	"  --init-path PATH        another init for --init\n"
 	"  --hostname NAME         host name (default: the container name)\n"
 	"  --net none|host|NETWORK own network namespace with lo only (default), the host's, or\n"
 	"                          one on a network (kapsel network ls; the default is kapsel)\n"

@@ -45,6 +45,7 @@ extern const struct cli_command cmd_network;
 extern const struct cli_command cmd_cp, cmd_top, cmd_stats, cmd_system;
 extern const struct cli_command cmd_wait, cmd_rename, cmd_restart, cmd_attach;
 extern const struct cli_command cmd_inspect, cmd_version, cmd_info;
+extern const struct cli_command cmd_volume;
 
 /* Returned by cli_getopt after printing --help (exit 0) or a usage error (exit 1). */
 #define CLI_OPT_HELP  0x10000

@@ -40,6 +40,8 @@ static const struct cli_command *const commands[] = {
     &cmd_inspect, &cmd_version, &cmd_info,
     /* networks */
     &cmd_network,
+    /* storage */
+    &cmd_volume,
     // clang-format on
 };
 

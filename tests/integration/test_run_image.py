@@ -213,7 +213,7 @@ def test_volume(k, tmp_path):
     r = k("run", "--rm", "-v", f"{tmp_path}:/data", "busybox", "sh", "-c", "echo w > /data/new")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "new").read_text() == "w\n"
-    for bad in ("relative:/data", f"{tmp_path}:rel", f"{tmp_path}/missing:/data",
+    for bad in ("./relative:/data", f"{tmp_path}:rel", f"{tmp_path}/missing:/data",
                 f"{tmp_path}:/data:bogus"):
         r = k("run", "--rm", "-v", bad, "busybox", "true")
         assert r.returncode == 125 and "-v" in r.stderr, (bad, r.stderr)

@@ -508,11 +508,11 @@ static void test_bad_flags(void **state)
 	char *bad_cap[] = {"CAP_FLY", NULL};
 	char *bad_sec[] = {"seccomp", NULL};
 	char *bad_sec2[] = {"frobnicate=1", NULL};
-	char *bad_vol[] = {"/tmp:/x", "relative:/y", NULL};
+	char *bad_vol[] = {"/tmp:/x", "./relative:/y", NULL};
 	check_bad_flags((struct kapsel_run_options){.cap_add = bad_cap}, "unknown capability");
 	check_bad_flags((struct kapsel_run_options){.security_opts = bad_sec}, "unknown option");
 	check_bad_flags((struct kapsel_run_options){.security_opts = bad_sec2}, "unknown option");
-	check_bad_flags((struct kapsel_run_options){.volumes = bad_vol}, "relative:/y");
+	check_bad_flags((struct kapsel_run_options){.volumes = bad_vol}, "./relative:/y");
 	check_bad_flags((struct kapsel_run_options){.memory = "lots"}, "--memory");
 	check_bad_flags((struct kapsel_run_options){.cpus = "x"}, "--cpus");
 	check_bad_flags((struct kapsel_run_options){.workdir = "rel"}, "must be absolute");

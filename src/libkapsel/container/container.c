@@ -185,6 +185,19 @@ static int check_spec(const struct kap_spec *spec, const struct kapsel_create_op
  * and relies on this). Returns the extended array (caller frees) or NULL when there are no
  * rules to extend.
  */
+/* Whether a config rule is about exactly device d: then its access is the config's to say
+ * (podman's --device /dev/x:/dev/y:r), and no implicit "rwm" widens it. */
+static bool names_device(const struct kap_resources *res, const struct kap_device *d)
+{
+	char type = d->type == 'b' ? 'b' : 'c';
+	for (size_t i = 0; i < res->n_devices; i++) {
+		const struct kap_device_rule *r = &res->devices[i];
+		if (r->type == type && r->major == d->major && r->minor == d->minor)
+			return true;
+	}
+	return false;
+}
+
 static struct kap_device_rule *device_rules_with_defaults(const struct kap_spec *spec, size_t *n)
 {
 	static const struct kap_device_rule defaults[] = {
@@ -205,7 +218,7 @@ static struct kap_device_rule *device_rules_with_defaults(const struct kap_spec 
 	size_t k = res->n_devices + KAP_ARRAY_SIZE(defaults);
 	for (size_t i = 0; i < spec->n_devices; i++) {
 		const struct kap_device *d = &spec->devices[i];
-		if (d->type == 'p')
+		if (d->type == 'p' || names_device(res, d))
 			continue;
 		rules[k++] = (struct kap_device_rule){true, d->type == 'b' ? 'b' : 'c', d->major,
 						      d->minor, "rwm"};

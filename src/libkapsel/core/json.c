@@ -279,6 +279,10 @@ struct kap_json *kap_json_new_int64(int64_t v)
 {
 	return KJ(json_object_new_int64(v));
 }
+struct kap_json *kap_json_new_uint64(uint64_t v)
+{
+	return KJ(json_object_new_uint64(v));
+}
 struct kap_json *kap_json_new_bool(bool v)
 {
 	return KJ(json_object_new_boolean(v));

@@ -78,6 +78,8 @@ struct kap_json *kap_json_new_object(void);
 struct kap_json *kap_json_new_array(void);
 struct kap_json *kap_json_new_string(const char *s);
 struct kap_json *kap_json_new_int64(int64_t v);
+/* Above INT64_MAX too (rlimits' RLIM_INFINITY is UINT64_MAX in config.json). */
+struct kap_json *kap_json_new_uint64(uint64_t v);
 struct kap_json *kap_json_new_bool(bool v);
 /* Takes ownership of val. */
 void kap_json_set(struct kap_json *obj, const char *key, struct kap_json *val);

@@ -35,6 +35,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "image/image.h"
+#include "image/runflags.h"
 #include "oci/spec.h"
 
 #define DEFAULT_PATH   "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -662,9 +663,13 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 	for (char *const *p = o->volumes; p && *p; p++) {
 		cleanup_free char *h = NULL, *c = NULL;
 		bool ro = false;
-		if ((r = kap_bundle_parse_volume(*p, &h, &c, &ro, err)) < 0)
+		/* -v NAME:/path is a named volume (runflags.c checks it). */
+		if (!kap_runflags_volume_named(*p) &&
+		    (r = kap_bundle_parse_volume(*p, &h, &c, &ro, err)) < 0)
 			return r;
 	}
+	if ((r = kap_runflags_check(o, err)) < 0)
+		return r;
 	if ((r = kap_bundle_caps(o, &caps, NULL, err)) < 0 ||
 	    (r = parse_security_opts(o->security_opts, &sec, err)) < 0)
 		return r;
@@ -858,13 +863,17 @@ static int add_mounts(struct kap_json *mounts, const struct kapsel_run_options *
 	for (char *const *p = o->volumes; p && *p; p++) {
 		cleanup_free char *h = NULL, *c = NULL;
 		bool ro = false;
+		if (kap_runflags_volume_named(*p))
+			continue;
 		int r = kap_bundle_parse_volume(*p, &h, &c, &ro, err);
 		if (r < 0)
 			return r;
 		const char *bind[] = {"rbind", "rprivate", ro ? "ro" : "rw", NULL};
 		kap_json_append(mounts, mount_json(c, "bind", h, bind));
 	}
-	return 0;
+	/* --tmpfs, --mount, named volumes and --init's reaper. */
+	return kap_runflags_add_mounts(mounts, o, be->volumes_dir, be->init_path, be->rootless,
+				       err);
 }
 
 static struct kap_json *str_list_json(const char *const *v, size_t n)
@@ -913,12 +922,21 @@ static int add_linux(struct kap_json *root, const struct kapsel_run_options *o,
 		kap_json_append(devs, rule);
 		kap_json_set(res, "devices", devs);
 	}
-	if (o->privileged && !be->rootless) {
-		struct kap_json *nodes = kap_json_new_array();
-		if (!nodes)
-			return kap_error(err, ENOMEM, "--privileged");
+	struct kap_json *nodes = NULL;
+	if (!be->rootless && (o->privileged || (o->devices && *o->devices))) {
+		if (!(nodes = kap_json_new_array()))
+			return kap_error(err, ENOMEM, "linux.devices");
 		kap_json_set(lx, "devices", nodes);
+	}
+	if (o->privileged && !be->rootless) {
 		int rr = add_host_devices(nodes, "/dev", 0, err);
+		if (rr < 0)
+			return rr;
+	}
+	/* --device: the node, and a rule allowing it (rootless: a bind mount, see
+	 * kap_runflags_add_mounts). */
+	if (nodes) {
+		int rr = kap_runflags_add_devices(nodes, kap_json_get(res, "devices"), o, err);
 		if (rr < 0)
 			return rr;
 	}
@@ -1029,10 +1047,16 @@ static int add_process(struct kap_json *root, const struct kap_image_config *img
 	}
 	kap_json_set(p, "user", uj);
 
-	cleanup_strv char **args = NULL, **env = NULL;
+	cleanup_strv char **args = NULL, **env = NULL, **user_env = NULL;
 	r = kap_bundle_args(img, o->entrypoint, o->cmd, &args, err);
+	/* --init: the reaper runs the command as its child. */
+	if (r == 0 && be->init_path)
+		r = kap_runflags_init_args(&args, err);
+	/* --env-file's entries, then --env's. */
 	if (r == 0)
-		r = kap_bundle_env(img, o->env, o->tty, be->hostname, u.home, &env, err);
+		r = kap_runflags_env(o, &user_env, err);
+	if (r == 0)
+		r = kap_bundle_env(img, user_env, o->tty, be->hostname, u.home, &env, err);
 	uint32_t uid = u.uid;
 	kap_exec_user_clear(&u);
 	if (r < 0)
@@ -1063,6 +1087,8 @@ static int add_process(struct kap_json *root, const struct kap_image_config *img
 	}
 	kap_json_set(p, "capabilities", caps);
 	kap_json_set(p, "noNewPrivileges", kap_json_new_bool(sec->no_new_privs));
+	if ((r = kap_runflags_add_rlimits(p, o, err)) < 0)
+		return r;
 	if (sec->apparmor)
 		kap_json_set(p, "apparmorProfile", kap_json_new_string(sec->apparmor));
 	return 0;

@@ -292,6 +292,8 @@ struct kap_bundle_env {
 	const char *hostname_file; /* ... at /etc/hostname */
 	const char *resolv_file;   /* ... at /etc/resolv.conf (else the host's with --net host) */
 	const char *netns_path;	   /* the network namespace to join (--net NAME) */
+	const char *volumes_dir;   /* <store>/volumes, for -v NAME:/path (image/runflags.h) */
+	const char *init_path;	   /* --init: the reaper's host path */
 	/* The runtime runs in a user namespace mapping only uid and gid 0 to the user (rootless
 	 * `kapsel run`): no options naming other ids, no supplementary groups, no sysfs without a
 	 * network namespace of our own. */

@@ -67,6 +67,7 @@
 #include "core/proc.h"
 #include "core/syscalls.h"
 #include "image/image.h"
+#include "image/runflags.h"
 #include "net/net.h"
 
 #define API __attribute__((visibility("default")))
@@ -908,6 +909,23 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		close(fd);
 	}
 
+	/* Named volumes: made on first use, filled from the image, recorded as used by us. */
+	cleanup_free char *volumes_dir = NULL, *init_path = NULL;
+	struct kap_run_mount *mnts = NULL;
+	size_t n_mnts = 0;
+	if ((r = kap_runflags_mounts(o, &mnts, &n_mnts, err)) < 0)
+		return r;
+	r = kap_volume_attach(c->store, c->cdirfd, mnts, n_mnts, rootfd, err);
+	kap_run_mounts_free(mnts, n_mnts);
+	if (r < 0)
+		return r;
+	if (asprintf(&volumes_dir, "%s/volumes", kap_store_path(c->store)) < 0) {
+		r = kap_error(err, ENOMEM, "container %s", name);
+		return r;
+	}
+	if (o->init && (r = kap_runflags_init_path(o, &init_path, err)) < 0)
+		return r;
+
 	struct kap_bundle_env be = {
 	    .rootfs = merged,
 	    .image_name = canonical,
@@ -916,6 +934,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	    .hostname_file = hostname_path,
 	    .resolv_file = resolv_path,
 	    .netns_path = netns_path,
+	    .volumes_dir = volumes_dir,
+	    .init_path = init_path,
 	    .rootless = p->rootless,
 	};
 	cleanup_json struct kap_json *config = NULL;
