@@ -5,16 +5,17 @@
 
 enum { OPT_NO_STDIN = 0x100 };
 
+static const struct option options[] = {
+    {"no-stdin", no_argument, NULL, OPT_NO_STDIN},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int attach(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"no-stdin", no_argument, NULL, OPT_NO_STDIN},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool no_stdin = false;
 	int c;
-	while ((c = cli_getopt(&cmd_attach, argc, argv, "h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_attach, argc, argv)) != -1) {
 		if (c != OPT_NO_STDIN)
 			return c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 		no_stdin = true;
@@ -32,6 +33,9 @@ static int attach(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_attach = {
     .name = "attach",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = options,
     .summary = "attach to a detached image container's output (and terminal)",
     .run = attach,
     .usage = "Usage: kapsel attach [--no-stdin] NAME\n"

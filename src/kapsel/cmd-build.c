@@ -19,26 +19,27 @@ static bool push(char ***v, size_t *n, char *s)
 	return true;
 }
 
+static const struct option options[] = {
+    {"tag", required_argument, NULL, 't'},
+    {"file", required_argument, NULL, 'f'},
+    {"build-arg", required_argument, NULL, 'a'},
+    {"target", required_argument, NULL, 'T'},
+    {"label", required_argument, NULL, 'l'},
+    {"network", required_argument, NULL, 'n'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"no-cache", no_argument, NULL, 'C'},
+    {"store", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int build(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"tag", required_argument, NULL, 't'},
-	    {"file", required_argument, NULL, 'f'},
-	    {"build-arg", required_argument, NULL, 'a'},
-	    {"target", required_argument, NULL, 'T'},
-	    {"label", required_argument, NULL, 'l'},
-	    {"network", required_argument, NULL, 'n'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"no-cache", no_argument, NULL, 'C'},
-	    {"store", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	struct kapsel_build_options o = {.store = g->store, .root = g->root};
 	char **tags = NULL, **args = NULL, **labels = NULL;
 	size_t nt = 0, na = 0, nl = 0;
 	int c, ret = 1;
-	while ((c = cli_getopt(&cmd_build, argc, argv, "t:f:qs:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_build, argc, argv)) != -1) {
 		bool ok = true;
 		switch (c) {
 		case 't':
@@ -105,6 +106,8 @@ out:
 
 const struct cli_command cmd_build = {
     .name = "build",
+    .shortopts = "t:f:qs:h",
+    .options = options,
     .summary = "build an image from a Containerfile",
     .run = build,
     .usage = "Usage: kapsel build [options] CONTEXT\n"

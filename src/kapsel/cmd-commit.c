@@ -6,22 +6,23 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"change", required_argument, NULL, 'c'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"store", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int commit(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"change", required_argument, NULL, 'c'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"store", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	struct kapsel_commit_options o = {.store = g->store};
 	char **changes = calloc((size_t)argc + 1, sizeof(char *));
 	size_t n = 0;
 	int c, ret = 1;
 	if (!changes)
 		return cli_fail("commit: out of memory");
-	while ((c = cli_getopt(&cmd_commit, argc, argv, "c:qs:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_commit, argc, argv)) != -1) {
 		switch (c) {
 		case 'c':
 			changes[n++] = optarg;
@@ -57,6 +58,9 @@ out:
 
 const struct cli_command cmd_commit = {
     .name = "commit",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "c:qs:h",
+    .options = options,
     .summary = "make an image from a container's changes",
     .run = commit,
     .usage =

@@ -3,16 +3,17 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"archive", no_argument, NULL, 'a'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int cp(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"archive", no_argument, NULL, 'a'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool archive = false;
 	int c;
-	while ((c = cli_getopt(&cmd_cp, argc, argv, "ah", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_cp, argc, argv)) != -1) {
 		if (c != 'a')
 			return cli_opt_status(c);
 		archive = true;
@@ -27,6 +28,8 @@ static int cp(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_cp = {
     .name = "cp",
+    .shortopts = "ah",
+    .options = options,
     .summary = "copy files between an image container and the host",
     .run = cp,
     .usage = "Usage: kapsel cp [-a] CONTAINER:SRC DST\n"

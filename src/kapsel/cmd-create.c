@@ -31,7 +31,7 @@ enum {
 	}
 
 static const struct option create_options[] = {CREATE_OPTIONS, {0}};
-static const struct option run_options[] = {
+const struct option cli_run_runc_options[] = {
     CREATE_OPTIONS,
     {"detach", no_argument, NULL, 'd'},
     {"keep", no_argument, NULL, OPT_KEEP},
@@ -47,8 +47,9 @@ int cli_parse_create(const struct cli_command *cmd, const struct cli_globals *g,
 
 	o->root = g->root;
 	o->systemd_cgroup = g->systemd_cgroup;
-	while ((c = cli_getopt(cmd, argc, argv, run ? "b:dh" : "b:h",
-			       run ? run_options : create_options)) != -1) {
+	/* run's own table is its image form's; this is runc's. */
+	while ((c = run ? cli_getopt(cmd, argc, argv, "b:dh", cli_run_runc_options)
+			: cli_getopt_cmd(cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'b':
 			o->bundle = optarg;
@@ -109,6 +110,8 @@ static int create(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_create = {
     .name = "create",
+    .shortopts = "b:h",
+    .options = create_options,
     .summary = "create a container (left waiting for start)",
     .run = create,
     .usage = "Usage: kapsel create [options] <container-id>\n"

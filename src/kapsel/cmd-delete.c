@@ -3,18 +3,19 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"force", no_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int delete (const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"force", no_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool force = false;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_delete, argc, argv, "fh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_delete, argc, argv)) != -1) {
 		if (c != 'f')
 			return cli_opt_status(c);
 		force = true;
@@ -28,6 +29,9 @@ static int delete (const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_delete = {
     .name = "delete",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "fh",
+    .options = options,
     .summary = "delete a container and its state",
     .run = delete,
     .usage = "Usage: kapsel delete [options] <container-id>\n"

@@ -48,20 +48,21 @@ static bool parse_duration_ms(const char *s, double *ms)
 	return true;
 }
 
+static const struct option options[] = {
+    {"stats", no_argument, NULL, 's'},
+    {"interval", required_argument, NULL, 'i'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int events(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"stats", no_argument, NULL, 's'},
-	    {"interval", required_argument, NULL, 'i'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool stats = false;
 	double ms = 5000;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_events, argc, argv, "h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_events, argc, argv)) != -1) {
 		switch (c) {
 		case 's':
 			stats = true;
@@ -89,6 +90,9 @@ static int events(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_events = {
     .name = "events",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = options,
     .summary = "print container events and resource statistics",
     .run = events,
     .usage = "Usage: kapsel events [options] <container-id>\n"

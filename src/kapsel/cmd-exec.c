@@ -71,7 +71,7 @@ static int parse(int argc, char **argv, struct kapsel_exec_options *o, struct st
 	long long n;
 	int c;
 
-	while ((c = cli_getopt(&cmd_exec, argc, argv, "p:tide:u:g:c:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_exec, argc, argv)) != -1) {
 		switch (c) {
 		case 'p':
 			o->process_file = optarg;
@@ -181,6 +181,9 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_exec = {
     .name = "exec",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "p:tide:u:g:c:h",
+    .options = options,
     .summary = "run a new process inside a container",
     .run = exec_cmd,
     .argv_after = 1,

@@ -6,12 +6,13 @@
 
 #include "commands.h"
 
+static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
+
 static int features(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
 	char *json = NULL;
 	struct kapsel_error *err = NULL;
-	int c = cli_getopt(&cmd_features, argc, argv, "h", options);
+	int c = cli_getopt_cmd(&cmd_features, argc, argv);
 	if (c != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(&cmd_features, argc - optind, 0, 0, "none"))
@@ -25,6 +26,8 @@ static int features(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_features = {
     .name = "features",
+    .shortopts = "h",
+    .options = options,
     .summary = "print the runtime's features (OCI features JSON)",
     .run = features,
     .usage = "Usage: kapsel features\n"

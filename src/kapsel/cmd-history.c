@@ -20,18 +20,19 @@ static void human(int64_t n, char *buf, size_t len)
 	snprintf(buf, len, u ? "%.3g %s" : "%.0f %s", v, units[u]);
 }
 
+static const struct option options[] = {
+    {"no-trunc", no_argument, NULL, 'n'},
+    {"store", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int history(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"no-trunc", no_argument, NULL, 'n'},
-	    {"store", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *store = g->store;
 	bool trunc = true;
 	int c;
-	while ((c = cli_getopt(&cmd_history, argc, argv, "s:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_history, argc, argv)) != -1) {
 		switch (c) {
 		case 'n':
 			trunc = false;
@@ -66,6 +67,9 @@ static int history(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_history = {
     .name = "history",
+    .operands = CLI_OPERAND_IMAGE,
+    .shortopts = "s:h",
+    .options = options,
     .summary = "show how an image was built",
     .run = history,
     .usage = "Usage: kapsel history [--no-trunc] [--store DIR] IMAGE\n"

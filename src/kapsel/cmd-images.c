@@ -22,21 +22,22 @@ static void human_size(int64_t bytes, char *buf, size_t len)
 	snprintf(buf, len, u ? "%.3g %s" : "%.0f %s", v, units[u]);
 }
 
+static const struct option options[] = {
+    {"store", required_argument, NULL, 's'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"format", required_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int images(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"store", required_argument, NULL, 's'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"format", required_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *store = g->store;
 	bool quiet = false, json = false;
 	const char *format = NULL;
 	struct cli_format f = {0};
 	int c;
-	while ((c = cli_getopt(&cmd_images, argc, argv, "s:qf:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_images, argc, argv)) != -1) {
 		switch (c) {
 		case 's':
 			store = optarg;
@@ -189,6 +190,8 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_images = {
     .name = "images",
+    .shortopts = "s:qf:h",
+    .options = options,
     .summary = "list the images in the store",
     .run = images,
     .usage = "Usage: kapsel images [--store DIR] [-q] [--format table|json|TEMPLATE]\n"

@@ -3,20 +3,21 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"all", no_argument, NULL, 'a'},
+    {"signal", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int kill_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"all", no_argument, NULL, 'a'},
-	    {"signal", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool all = false;
 	const char *signame = NULL;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_kill, argc, argv, "as:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_kill, argc, argv)) != -1) {
 		if (c == 's')
 			signame = optarg;
 		else if (c == 'a')
@@ -48,6 +49,9 @@ static int kill_cmd(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_kill = {
     .name = "kill",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "as:h",
+    .options = options,
     .summary = "send a signal to a container's init process",
     .run = kill_cmd,
     .argv_after = 1,

@@ -81,21 +81,22 @@ static void print_json(const struct kapsel_container_info *list, size_t n)
 	puts("]");
 }
 
+static const struct option options[] = {
+    {"format", required_argument, NULL, 'f'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int list(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"format", required_argument, NULL, 'f'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool quiet = false, json = false;
 	struct kapsel_container_info *containers = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_list, argc, argv, "f:qh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_list, argc, argv)) != -1) {
 		switch (c) {
 		case 'f':
 			json = !strcmp(optarg, "json");
@@ -128,6 +129,8 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_list = {
     .name = "list",
+    .shortopts = "f:qh",
+    .options = options,
     .summary = "list the containers under the state root",
     .run = list,
     .usage = "Usage: kapsel list [options]\n"

@@ -5,19 +5,20 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"input", required_argument, NULL, 'i'},
+    {"store", required_argument, NULL, 's'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int load(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"input", required_argument, NULL, 'i'},
-	    {"store", required_argument, NULL, 's'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *store = g->store, *input = NULL;
 	bool quiet = false;
 	int c;
-	while ((c = cli_getopt(&cmd_load, argc, argv, "i:s:qh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_load, argc, argv)) != -1) {
 		switch (c) {
 		case 'i':
 			input = optarg;
@@ -48,6 +49,8 @@ static int load(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_load = {
     .name = "load",
+    .shortopts = "i:s:qh",
+    .options = options,
     .summary = "load images from an OCI layout, oci-archive or docker-archive",
     .run = load,
     .usage = "Usage: kapsel load [-q] -i FILE|DIR\n"

@@ -52,26 +52,28 @@ static char *prompt_password(void)
 	return pw;
 }
 
+enum { OPT_TLS_VERIFY = 0x100, OPT_AUTHFILE, OPT_PASSWORD_STDIN, OPT_INSECURE };
+
+static const struct option options[] = {
+    {"username", required_argument, NULL, 'u'},
+    {"password", required_argument, NULL, 'p'},
+    {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
+    {"authfile", required_argument, NULL, OPT_AUTHFILE},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"tls-verify", optional_argument, NULL, OPT_TLS_VERIFY},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int login_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	enum { OPT_TLS_VERIFY = 0x100, OPT_AUTHFILE, OPT_PASSWORD_STDIN, OPT_INSECURE };
-	static const struct option options[] = {
-	    {"username", required_argument, NULL, 'u'},
-	    {"password", required_argument, NULL, 'p'},
-	    {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
-	    {"authfile", required_argument, NULL, OPT_AUTHFILE},
-	    {"insecure", no_argument, NULL, OPT_INSECURE},
-	    {"tls-verify", optional_argument, NULL, OPT_TLS_VERIFY},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	struct kapsel_login_options o = {0};
 	const char *user = NULL, *password_arg = NULL;
 	bool from_stdin = false;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_login, argc, argv, "u:p:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_login, argc, argv)) != -1) {
 		switch (c) {
 		case 'u':
 			user = optarg;
@@ -132,6 +134,8 @@ static int login_cmd(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_login = {
     .name = "login",
+    .shortopts = "u:p:h",
+    .options = options,
     .summary = "log in to a registry (store its credentials)",
     .run = login_cmd,
     .usage = "Usage: kapsel login [options] -u USER REGISTRY\n"

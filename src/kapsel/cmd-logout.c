@@ -5,21 +5,23 @@
 
 #include "commands.h"
 
+enum { OPT_AUTHFILE = 0x100 };
+
+static const struct option options[] = {
+    {"authfile", required_argument, NULL, OPT_AUTHFILE},
+    {"all", no_argument, NULL, 'a'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int logout_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	enum { OPT_AUTHFILE = 0x100 };
-	static const struct option options[] = {
-	    {"authfile", required_argument, NULL, OPT_AUTHFILE},
-	    {"all", no_argument, NULL, 'a'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	struct kapsel_login_options o = {0};
 	bool all = false;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_logout, argc, argv, "ah", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_logout, argc, argv)) != -1) {
 		switch (c) {
 		case OPT_AUTHFILE:
 			o.auth_file = optarg;
@@ -45,6 +47,8 @@ static int logout_cmd(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_logout = {
     .name = "logout",
+    .shortopts = "ah",
+    .options = options,
     .summary = "log out of a registry (remove its credentials)",
     .run = logout_cmd,
     .usage = "Usage: kapsel logout [options] REGISTRY\n"

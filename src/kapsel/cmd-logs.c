@@ -9,22 +9,24 @@
 
 #include "commands.h"
 
+enum { OPT_SINCE = 0x100, OPT_UNTIL, OPT_TAIL };
+
+static const struct option options[] = {
+    {"follow", no_argument, NULL, 'f'},
+    {"timestamps", no_argument, NULL, 't'},
+    {"since", required_argument, NULL, OPT_SINCE},
+    {"until", required_argument, NULL, OPT_UNTIL},
+    {"tail", required_argument, NULL, OPT_TAIL},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int logs(const struct cli_globals *g, int argc, char **argv)
 {
-	enum { OPT_SINCE = 0x100, OPT_UNTIL, OPT_TAIL };
-	static const struct option options[] = {
-	    {"follow", no_argument, NULL, 'f'},
-	    {"timestamps", no_argument, NULL, 't'},
-	    {"since", required_argument, NULL, OPT_SINCE},
-	    {"until", required_argument, NULL, OPT_UNTIL},
-	    {"tail", required_argument, NULL, OPT_TAIL},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	struct kapsel_logs_options o = {.tail = -1, .out = stdout, .err = stderr};
 	long long n;
 	int c;
-	while ((c = cli_getopt(&cmd_logs, argc, argv, "fth", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_logs, argc, argv)) != -1) {
 		switch (c) {
 		case 'f':
 			o.follow = true;
@@ -62,6 +64,9 @@ static int logs(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_logs = {
     .name = "logs",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "fth",
+    .options = options,
     .summary = "print the output of an image container",
     .run = logs,
     .usage = "Usage: kapsel logs [options] NAME\n"

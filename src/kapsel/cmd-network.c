@@ -12,18 +12,23 @@
 
 enum { OPT_SUBNET = 0x100, OPT_GATEWAY, OPT_INTERNAL, OPT_FORMAT };
 
+/* The subcommands, defined with their table at the end. */
+static const struct cli_command cmd_network_create, cmd_network_list, cmd_network_inspect,
+    cmd_network_rm, cmd_network_connect, cmd_network_disconnect, cmd_network_prune;
+
+static const struct option create_options[] = {
+    {"subnet", required_argument, NULL, OPT_SUBNET},
+    {"gateway", required_argument, NULL, OPT_GATEWAY},
+    {"internal", no_argument, NULL, OPT_INTERNAL},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int create(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"subnet", required_argument, NULL, OPT_SUBNET},
-	    {"gateway", required_argument, NULL, OPT_GATEWAY},
-	    {"internal", no_argument, NULL, OPT_INTERNAL},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	struct kapsel_network_create_options o = {0};
 	int c;
-	while ((c = cli_getopt(&cmd_network, argc, argv, "h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_network_create, argc, argv)) != -1) {
 		if (c == OPT_SUBNET)
 			o.subnet = optarg;
 		else if (c == OPT_GATEWAY)
@@ -33,7 +38,7 @@ static int create(const struct cli_globals *g, int argc, char **argv)
 		else
 			return cli_opt_status(c);
 	}
-	if (!cli_nargs(&cmd_network, argc - optind, 1, 1, "NAME"))
+	if (!cli_nargs(&cmd_network_create, argc - optind, 1, 1, "NAME"))
 		return 1;
 	o.name = argv[optind];
 	struct kapsel_error *err = NULL;
@@ -43,17 +48,18 @@ static int create(const struct cli_globals *g, int argc, char **argv)
 	return 0;
 }
 
+static const struct option list_options[] = {
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int list(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"format", required_argument, NULL, OPT_FORMAT},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool json = false;
 	const char *format = NULL;
 	int c;
-	while ((c = cli_getopt(&cmd_network, argc, argv, "h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_network_list, argc, argv)) != -1) {
 		if (c != OPT_FORMAT)
 			return cli_opt_status(c);
 		if (strcmp(optarg, "json") && strcmp(optarg, "table") && !strstr(optarg, "{{"))
@@ -62,7 +68,7 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 		json = !strcmp(optarg, "json");
 		format = optarg;
 	}
-	if (!cli_nargs(&cmd_network, argc - optind, 0, 0, ""))
+	if (!cli_nargs(&cmd_network_list, argc - optind, 0, 0, ""))
 		return 1;
 	struct cli_format f;
 	if (!cli_format_parse("network ls", json ? NULL : format, &f))
@@ -129,11 +135,10 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 
 static int inspect(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
 	int c;
-	while ((c = cli_getopt(&cmd_network, argc, argv, "h", options)) != -1)
+	while ((c = cli_getopt_cmd(&cmd_network_inspect, argc, argv)) != -1)
 		return cli_opt_status(c);
-	if (!cli_nargs(&cmd_network, argc - optind, 1, -1, "NAME..."))
+	if (!cli_nargs(&cmd_network_inspect, argc - optind, 1, -1, "NAME..."))
 		return 1;
 	int status = 0;
 	bool first = true;
@@ -180,21 +185,22 @@ static int remove_one(const struct cli_globals *g, const char *name, bool force)
 	return 0;
 }
 
+static const struct option rm_options[] = {
+    {"force", no_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int rm(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"force", no_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool force = false;
 	int c;
-	while ((c = cli_getopt(&cmd_network, argc, argv, "fh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_network_rm, argc, argv)) != -1) {
 		if (c != 'f')
 			return cli_opt_status(c);
 		force = true;
 	}
-	if (!cli_nargs(&cmd_network, argc - optind, 1, -1, "NAME..."))
+	if (!cli_nargs(&cmd_network_rm, argc - optind, 1, -1, "NAME..."))
 		return 1;
 	int status = 0;
 	for (int i = optind; i < argc; i++)
@@ -206,12 +212,12 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 /* connect|disconnect NETWORK CONTAINER */
 static int connect_disconnect(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
 	bool conn = !strcmp(argv[0], "connect");
+	const struct cli_command *cmd = conn ? &cmd_network_connect : &cmd_network_disconnect;
 	int c;
-	while ((c = cli_getopt(&cmd_network, argc, argv, "h", options)) != -1)
+	while ((c = cli_getopt_cmd(cmd, argc, argv)) != -1)
 		return cli_opt_status(c);
-	if (!cli_nargs(&cmd_network, argc - optind, 2, 2, "NETWORK CONTAINER"))
+	if (!cli_nargs(cmd, argc - optind, 2, 2, "NETWORK CONTAINER"))
 		return 1;
 	struct kapsel_error *err = NULL;
 	int r = conn ? kapsel_network_connect(g->store, argv[optind], argv[optind + 1], &err)
@@ -222,11 +228,10 @@ static int connect_disconnect(const struct cli_globals *g, int argc, char **argv
 /* Every network but the default that no container uses. */
 static int prune(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
 	int c;
-	while ((c = cli_getopt(&cmd_network, argc, argv, "h", options)) != -1)
+	while ((c = cli_getopt_cmd(&cmd_network_prune, argc, argv)) != -1)
 		return cli_opt_status(c);
-	if (!cli_nargs(&cmd_network, argc - optind, 0, 0, ""))
+	if (!cli_nargs(&cmd_network_prune, argc - optind, 0, 0, ""))
 		return 1;
 	struct kapsel_network_info *v = NULL;
 	size_t n = 0;
@@ -249,45 +254,101 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 
 static int network(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		int (*run)(const struct cli_globals *g, int argc, char **argv);
-	} subs[] = {
-	    {"create", create},
-	    {"ls", list},
-	    {"list", list},
-	    {"inspect", inspect},
-	    {"rm", rm},
-	    {"prune", prune},
-	    {"connect", connect_disconnect},
-	    {"disconnect", connect_disconnect},
-	};
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		fputs(cmd_network.usage, argc < 2 ? stderr : stdout);
-		return argc < 2;
-	}
-	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
-		if (!strcmp(argv[1], subs[i].name))
-			return subs[i].run(g, argc - 1, argv + 1);
-	return cli_fail("network: unknown subcommand \"%s\" (see 'kapsel network --help')",
-			argv[1]);
+	return cli_dispatch(&cmd_network, g, argc, argv);
 }
+
+static const char network_usage[] =
+    "Usage: kapsel network create [--subnet CIDR] [--gateway IP] [--internal] NAME\n"
+    "       kapsel network ls [--format json|table|TEMPLATE]\n"
+    "       kapsel network inspect NAME...\n"
+    "       kapsel network rm [-f] NAME...\n"
+    "       kapsel network prune\n"
+    "       kapsel network connect|disconnect NETWORK CONTAINER\n"
+    "\n"
+    "A network is a bridge with an IPv4 subnet; containers join it with\n"
+    "'kapsel run --net NAME' and get an address, a default route through the gateway\n"
+    "and (unless --internal) outbound NAT. The default network 'kapsel' (bridge kapsel0,\n"
+    "10.88.0.0/16 unless a route uses it) always exists. rm -f removes the network's\n"
+    "containers first. connect gives a running container (one run with --net NETWORK)\n"
+    "another interface (eth1, eth2, ...); disconnect takes it away. Root only.\n";
+
+/* Each subcommand's --help prints the whole usage: it fits on one screen. */
+static const struct cli_command cmd_network_create = {
+    .name = "network create",
+    .summary = "create a network",
+    .run = create,
+    .usage = network_usage,
+    .shortopts = "h",
+    .options = create_options,
+};
+static const struct cli_command cmd_network_list = {
+    .name = "network ls",
+    .summary = "list networks",
+    .run = list,
+    .usage = network_usage,
+    .shortopts = "h",
+    .options = list_options,
+};
+static const struct cli_command cmd_network_inspect = {
+    .name = "network inspect",
+    .operands = CLI_OPERAND_NETWORK,
+    .summary = "print networks as JSON",
+    .run = inspect,
+    .usage = network_usage,
+    .shortopts = "h",
+    .options = cli_help_options,
+};
+static const struct cli_command cmd_network_rm = {
+    .name = "network rm",
+    .operands = CLI_OPERAND_NETWORK,
+    .summary = "remove networks",
+    .run = rm,
+    .usage = network_usage,
+    .shortopts = "fh",
+    .options = rm_options,
+};
+static const struct cli_command cmd_network_connect = {
+    .name = "network connect",
+    .operands = CLI_OPERAND_NETWORK,
+    .summary = "give a running container another interface on a network",
+    .run = connect_disconnect,
+    .usage = network_usage,
+    .shortopts = "h",
+    .options = cli_help_options,
+};
+static const struct cli_command cmd_network_disconnect = {
+    .name = "network disconnect",
+    .operands = CLI_OPERAND_NETWORK,
+    .summary = "take a container's interface on a network away",
+    .run = connect_disconnect,
+    .usage = network_usage,
+    .shortopts = "h",
+    .options = cli_help_options,
+};
+static const struct cli_command cmd_network_prune = {
+    .name = "network prune",
+    .summary = "remove the networks no container uses",
+    .run = prune,
+    .usage = network_usage,
+    .shortopts = "h",
+    .options = cli_help_options,
+};
 
 const struct cli_command cmd_network = {
     .name = "network",
     .summary = "manage container networks (create, ls, inspect, rm, prune)",
     .run = network,
-    .usage = "Usage: kapsel network create [--subnet CIDR] [--gateway IP] [--internal] NAME\n"
-	     "       kapsel network ls [--format json|table|TEMPLATE]\n"
-	     "       kapsel network inspect NAME...\n"
-	     "       kapsel network rm [-f] NAME...\n"
-	     "       kapsel network prune\n"
-	     "       kapsel network connect|disconnect NETWORK CONTAINER\n"
-	     "\n"
-	     "A network is a bridge with an IPv4 subnet; containers join it with\n"
-	     "'kapsel run --net NAME' and get an address, a default route through the gateway\n"
-	     "and (unless --internal) outbound NAT. The default network 'kapsel' (bridge kapsel0,\n"
-	     "10.88.0.0/16 unless a route uses it) always exists. rm -f removes the network's\n"
-	     "containers first. connect gives a running container (one run with --net NETWORK)\n"
-	     "another interface (eth1, eth2, ...); disconnect takes it away. Root only.\n",
+    .usage = network_usage,
+    .subcommands =
+	(const struct cli_subcommand[]){
+	    {"create", &cmd_network_create},
+	    {"ls", &cmd_network_list},
+	    {"list", &cmd_network_list},
+	    {"inspect", &cmd_network_inspect},
+	    {"rm", &cmd_network_rm},
+	    {"prune", &cmd_network_prune},
+	    {"connect", &cmd_network_connect},
+	    {"disconnect", &cmd_network_disconnect},
+	    {0},
+	},
 };

@@ -17,6 +17,9 @@ static int pause(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_pause = {
     .name = "pause",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = cli_help_options,
     .summary = "suspend every process in a container",
     .run = pause,
     .usage = "Usage: kapsel pause <container-id>\n"

@@ -5,16 +5,17 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"store", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int prune(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"store", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *store = g->store;
 	int c;
-	while ((c = cli_getopt(&cmd_prune, argc, argv, "s:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_prune, argc, argv)) != -1) {
 		if (c != 's')
 			return cli_opt_status(c);
 		store = optarg;
@@ -31,6 +32,8 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_prune = {
     .name = "prune",
+    .shortopts = "s:h",
+    .options = options,
     .summary = "remove blobs and layers no image or container uses",
     .run = prune,
     .usage = "Usage: kapsel prune [--store DIR]\n"

@@ -250,15 +250,16 @@ static int list_containers(const struct cli_globals *g, bool all, bool quiet,
 	return status;
 }
 
+static const struct option options[] = {
+    {"format", required_argument, NULL, 'f'},
+    {"all", no_argument, NULL, 'a'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int ps(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"format", required_argument, NULL, 'f'},
-	    {"all", no_argument, NULL, 'a'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool json = false, all = false, quiet = false;
 	const char *format = NULL;
 	pid_t *pids = NULL;
@@ -266,7 +267,7 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_ps, argc, argv, "f:aqh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_ps, argc, argv)) != -1) {
 		switch (c) {
 		case 'a':
 			all = true;
@@ -333,6 +334,9 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_ps = {
     .name = "ps",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "f:aqh",
+    .options = options,
     .summary = "list image containers, or the processes of one container (runc)",
     .run = ps,
     .argv_after = 1,

@@ -28,25 +28,27 @@ static bool parse_tls_verify(const char *v, bool *insecure)
 	return false;
 }
 
+enum { OPT_STORE = 0x100, OPT_TLS_VERIFY, OPT_PLATFORM, OPT_AUTHFILE, OPT_INSECURE };
+
+static const struct option options[] = {
+    {"store", required_argument, NULL, OPT_STORE},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"tls-verify", optional_argument, NULL, OPT_TLS_VERIFY},
+    {"platform", required_argument, NULL, OPT_PLATFORM},
+    {"authfile", required_argument, NULL, OPT_AUTHFILE},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int pull_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	enum { OPT_STORE = 0x100, OPT_TLS_VERIFY, OPT_PLATFORM, OPT_AUTHFILE, OPT_INSECURE };
-	static const struct option options[] = {
-	    {"store", required_argument, NULL, OPT_STORE},
-	    {"insecure", no_argument, NULL, OPT_INSECURE},
-	    {"tls-verify", optional_argument, NULL, OPT_TLS_VERIFY},
-	    {"platform", required_argument, NULL, OPT_PLATFORM},
-	    {"authfile", required_argument, NULL, OPT_AUTHFILE},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	struct kapsel_pull_options o = {.cancel = &interrupted};
 	const char *store = g->store;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_pull, argc, argv, "qh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_pull, argc, argv)) != -1) {
 		switch (c) {
 		case OPT_STORE:
 			store = optarg;
@@ -94,6 +96,8 @@ static int pull_cmd(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_pull = {
     .name = "pull",
+    .shortopts = "qh",
+    .options = options,
     .summary = "pull an image from a registry into the image store",
     .run = pull_cmd,
     .usage = "Usage: kapsel pull [options] [REGISTRY[:PORT]/]REPOSITORY[:TAG|@DIGEST]\n"

@@ -14,25 +14,27 @@ static void on_signal(int sig)
 	interrupted = sig;
 }
 
+enum { OPT_TLS_VERIFY = 0x100, OPT_AUTHFILE, OPT_CHUNK };
+
+static const struct option options[] = {
+    {"insecure", no_argument, NULL, 'k'},
+    {"tls-verify", required_argument, NULL, OPT_TLS_VERIFY},
+    {"creds", required_argument, NULL, 'c'},
+    {"authfile", required_argument, NULL, OPT_AUTHFILE},
+    {"chunk-size", required_argument, NULL, OPT_CHUNK},
+    {"quiet", no_argument, NULL, 'q'},
+    {"store", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int push(const struct cli_globals *g, int argc, char **argv)
 {
-	enum { OPT_TLS_VERIFY = 0x100, OPT_AUTHFILE, OPT_CHUNK };
-	static const struct option options[] = {
-	    {"insecure", no_argument, NULL, 'k'},
-	    {"tls-verify", required_argument, NULL, OPT_TLS_VERIFY},
-	    {"creds", required_argument, NULL, 'c'},
-	    {"authfile", required_argument, NULL, OPT_AUTHFILE},
-	    {"chunk-size", required_argument, NULL, OPT_CHUNK},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"store", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *store = g->store;
 	struct kapsel_push_options o = {.cancel = &interrupted};
 	long long chunk;
 	int c;
-	while ((c = cli_getopt(&cmd_push, argc, argv, "qs:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_push, argc, argv)) != -1) {
 		switch (c) {
 		case 'k':
 			o.insecure = true;
@@ -81,6 +83,9 @@ static int push(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_push = {
     .name = "push",
+    .operands = CLI_OPERAND_IMAGE,
+    .shortopts = "qs:h",
+    .options = options,
     .summary = "push an image to a registry",
     .run = push,
     .usage = "Usage: kapsel push [options] IMAGE [DEST]\n"

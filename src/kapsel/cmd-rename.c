@@ -3,10 +3,11 @@
 
 #include "commands.h"
 
+static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
+
 static int rename_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
-	int c = cli_getopt(&cmd_rename, argc, argv, "h", options);
+	int c = cli_getopt_cmd(&cmd_rename, argc, argv);
 	if (c != -1)
 		return c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 	if (!cli_nargs(&cmd_rename, argc - optind, 2, 2, "container name and its new name"))
@@ -21,6 +22,9 @@ static int rename_cmd(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_rename = {
     .name = "rename",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = options,
     .summary = "rename an image container",
     .run = rename_cmd,
     .usage = "Usage: kapsel rename NAME NEWNAME\n"

@@ -6,16 +6,17 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"time", required_argument, NULL, 't'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int restart(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"time", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	long long timeout = 10;
 	int c;
-	while ((c = cli_getopt(&cmd_restart, argc, argv, "t:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_restart, argc, argv)) != -1) {
 		if (c != 't')
 			return c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 		if (!cli_parse_int(&cmd_restart, "--time", optarg, 0, INT_MAX / 1000, &timeout))
@@ -38,6 +39,9 @@ static int restart(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_restart = {
     .name = "restart",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "t:h",
+    .options = options,
     .summary = "stop image containers, then start them again",
     .run = restart,
     .usage = "Usage: kapsel restart [-t SECONDS] NAME...\n"

@@ -17,6 +17,9 @@ static int resume(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_resume = {
     .name = "resume",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = cli_help_options,
     .summary = "resume a paused container",
     .run = resume,
     .usage = "Usage: kapsel resume <container-id>\n"

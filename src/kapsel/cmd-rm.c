@@ -3,16 +3,17 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"force", no_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int rm(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"force", no_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool force = false;
 	int c;
-	while ((c = cli_getopt(&cmd_rm, argc, argv, "fh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_rm, argc, argv)) != -1) {
 		if (c != 'f')
 			return cli_opt_status(c);
 		force = true;
@@ -32,6 +33,9 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_rm = {
     .name = "rm",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "fh",
+    .options = options,
     .summary = "remove image containers",
     .run = rm,
     .usage = "Usage: kapsel rm [-f] NAME...\n"

@@ -5,18 +5,19 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"force", no_argument, NULL, 'f'},
+    {"store", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int rmi(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"force", no_argument, NULL, 'f'},
-	    {"store", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *store = g->store;
 	bool force = false;
 	int c;
-	while ((c = cli_getopt(&cmd_rmi, argc, argv, "fs:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_rmi, argc, argv)) != -1) {
 		switch (c) {
 		case 'f':
 			force = true;
@@ -43,6 +44,9 @@ static int rmi(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_rmi = {
     .name = "rmi",
+    .operands = CLI_OPERAND_IMAGE,
+    .shortopts = "fs:h",
+    .options = options,
     .summary = "remove images from the store",
     .run = rmi,
     .usage = "Usage: kapsel rmi [--force] IMAGE...\n"

@@ -311,7 +311,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	o.dns = dns;
 	o.add_hosts = hosts;
 	o.aliases = aliases;
-	while ((c = cli_getopt(&cmd_run, argc, argv, "dite:w:u:m:v:p:h", image_options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_run, argc, argv)) != -1) {
 		switch (c) {
 		case OPT_RM:
 			o.rm = true;
@@ -448,6 +448,10 @@ static int run(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_run = {
     .name = "run",
+    .operands = CLI_OPERAND_IMAGE,
+    .shortopts = "dite:w:u:m:v:p:h",
+    .options = image_options,
+    .more_options = cli_run_runc_options,
     .summary = "run a container from an image, or from a bundle (runc)",
     .run = run,
     .argv_after = 1,

@@ -5,17 +5,18 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"output", required_argument, NULL, 'o'},
+    {"store", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int save(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"output", required_argument, NULL, 'o'},
-	    {"store", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *store = g->store, *output = NULL;
 	int c;
-	while ((c = cli_getopt(&cmd_save, argc, argv, "o:s:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_save, argc, argv)) != -1) {
 		switch (c) {
 		case 'o':
 			output = optarg;
@@ -39,6 +40,9 @@ static int save(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_save = {
     .name = "save",
+    .operands = CLI_OPERAND_IMAGE,
+    .shortopts = "o:s:h",
+    .options = options,
     .summary = "save images to an oci-archive tarball",
     .run = save,
     .usage = "Usage: kapsel save -o FILE IMAGE...\n"

@@ -33,21 +33,22 @@ static int write_config(const char *dir, const char *json)
 	return 0;
 }
 
+static const struct option options[] = {
+    {"bundle", required_argument, NULL, 'b'},
+    {"rootless", no_argument, NULL, 'r'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int spec(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"bundle", required_argument, NULL, 'b'},
-	    {"rootless", no_argument, NULL, 'r'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *bundle = ".";
 	bool rootless = false;
 	char *json = NULL;
 	struct kapsel_error *err = NULL;
 	int c;
 
-	while ((c = cli_getopt(&cmd_spec, argc, argv, "b:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_spec, argc, argv)) != -1) {
 		switch (c) {
 		case 'b':
 			bundle = optarg;
@@ -70,6 +71,8 @@ static int spec(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_spec = {
     .name = "spec",
+    .shortopts = "b:h",
+    .options = options,
     .summary = "write a starter config.json",
     .run = spec,
     .usage = "Usage: kapsel spec [options]\n"

@@ -79,6 +79,9 @@ static int start(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_start = {
     .name = "start",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = cli_help_options,
     .summary = "start a created container, or an image container again",
     .run = start,
     .usage = "Usage: kapsel start <container-id>\n"

@@ -23,6 +23,9 @@ static int state(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_state = {
     .name = "state",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = cli_help_options,
     .summary = "print the state of a container (OCI state JSON)",
     .run = state,
     .usage = "Usage: kapsel state <container-id>\n"

@@ -285,20 +285,21 @@ static void prev_free(struct prev *p, size_t n)
 	free(p);
 }
 
+static const struct option options[] = {
+    {"no-stream", no_argument, NULL, 'n'},
+    {"format", required_argument, NULL, 'f'},
+    {"interval", required_argument, NULL, 'i'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int stats(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"no-stream", no_argument, NULL, 'n'},
-	    {"format", required_argument, NULL, 'f'},
-	    {"interval", required_argument, NULL, 'i'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool stream = true;
 	const char *format = NULL;
 	long long interval = 1;
 	int c;
-	while ((c = cli_getopt(&cmd_stats, argc, argv, "f:i:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_stats, argc, argv)) != -1) {
 		switch (c) {
 		case 'n':
 			stream = false;
@@ -374,6 +375,9 @@ static int stats(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_stats = {
     .name = "stats",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "f:i:h",
+    .options = options,
     .summary = "show resource use of image containers",
     .run = stats,
     .usage =

@@ -5,16 +5,17 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"time", required_argument, NULL, 't'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int stop(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"time", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	long long timeout = 10;
 	int c;
-	while ((c = cli_getopt(&cmd_stop, argc, argv, "t:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_stop, argc, argv)) != -1) {
 		if (c != 't')
 			return cli_opt_status(c);
 		if (!cli_parse_int(&cmd_stop, "--time", optarg, 0, INT_MAX / 1000, &timeout))
@@ -35,6 +36,9 @@ static int stop(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_stop = {
     .name = "stop",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "t:h",
+    .options = options,
     .summary = "stop image containers (stop signal, then SIGKILL)",
     .run = stop,
     .usage = "Usage: kapsel stop [-t SECONDS] NAME...\n"

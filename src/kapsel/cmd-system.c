@@ -48,23 +48,26 @@ static void df_json_row(const char *type, const struct kapsel_df_row *r, bool la
 	       r->size > 0 ? (int)(100 * r->reclaimable / r->size) : 0, last ? "" : ",");
 }
 
+static const struct cli_command cmd_system_df, cmd_system_prune;
+
+static const struct option df_options[] = {
+    {"format", required_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int df(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"format", required_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool json = false;
 	int c;
-	while ((c = cli_getopt(&cmd_system, argc, argv, "f:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_system_df, argc, argv)) != -1) {
 		if (c != 'f')
 			return cli_opt_status(c);
 		json = !strcmp(optarg, "json");
 		if (!json && strcmp(optarg, "table"))
 			return cli_fail("system df: invalid format \"%s\" (table or json)", optarg);
 	}
-	if (!cli_nargs(&cmd_system, argc - optind, 0, 0, "none"))
+	if (!cli_nargs(&cmd_system_df, argc - optind, 0, 0, "none"))
 		return 1;
 	struct kapsel_df d;
 	struct kapsel_error *err = NULL;
@@ -102,17 +105,18 @@ static bool confirm(bool all)
 	return !strcmp(line, "y\n") || !strcmp(line, "Y\n") || !strcasecmp(line, "yes\n");
 }
 
+static const struct option prune_options[] = {
+    {"all", no_argument, NULL, 'a'},
+    {"force", no_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int prune(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"all", no_argument, NULL, 'a'},
-	    {"force", no_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool all = false, force = false;
 	int c;
-	while ((c = cli_getopt(&cmd_system, argc, argv, "afh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_system_prune, argc, argv)) != -1) {
 		if (c == 'a')
 			all = true;
 		else if (c == 'f')
@@ -120,7 +124,7 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 		else
 			return cli_opt_status(c);
 	}
-	if (!cli_nargs(&cmd_system, argc - optind, 0, 0, "none"))
+	if (!cli_nargs(&cmd_system_prune, argc - optind, 0, 0, "none"))
 		return 1;
 	if (!force) {
 		/* podman asks; with no terminal to ask on, nothing is removed unasked. */
@@ -198,33 +202,51 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 
 static int system_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		fputs(cmd_system.usage, argc < 2 ? stderr : stdout);
-		return argc < 2;
-	}
-	if (!strcmp(argv[1], "df"))
-		return df(g, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "prune"))
-		return prune(g, argc - 1, argv + 1);
-	return cli_fail("system: unknown subcommand \"%s\" (see 'kapsel system --help')", argv[1]);
+	return cli_dispatch(&cmd_system, g, argc, argv);
 }
+
+static const char system_usage[] =
+    "Usage: kapsel system df [--format table|json]\n"
+    "       kapsel system prune [-a] [-f]\n"
+    "\n"
+    "df: images, containers and local volumes in the store: how many, how many in\n"
+    "use, their size and what removing the unused ones gives back (podman system df).\n"
+    "prune: removes stopped containers, dangling images and the blobs and layers\n"
+    "nothing uses (with --all also every image no container uses), after asking on\n"
+    "the terminal; without one it needs --force.\n"
+    "\n"
+    "Options:\n"
+    "  --format, -f FORMAT     df: table (default) or json\n"
+    "  --all, -a               prune: also images no container uses\n"
+    "  --force, -f             prune: do not ask for confirmation\n"
+    "  --help, -h              print this help\n";
+
+static const struct cli_command cmd_system_df = {
+    .name = "system df",
+    .summary = "show the store's disk use",
+    .run = df,
+    .usage = system_usage,
+    .shortopts = "f:h",
+    .options = df_options,
+};
+static const struct cli_command cmd_system_prune = {
+    .name = "system prune",
+    .summary = "remove stopped containers, dangling images and unused blobs",
+    .run = prune,
+    .usage = system_usage,
+    .shortopts = "afh",
+    .options = prune_options,
+};
 
 const struct cli_command cmd_system = {
     .name = "system",
     .summary = "show the store's disk use (df), remove what is unused (prune)",
     .run = system_cmd,
-    .usage = "Usage: kapsel system df [--format table|json]\n"
-	     "       kapsel system prune [-a] [-f]\n"
-	     "\n"
-	     "df: images, containers and local volumes in the store: how many, how many in\n"
-	     "use, their size and what removing the unused ones gives back (podman system df).\n"
-	     "prune: removes stopped containers, dangling images and the blobs and layers\n"
-	     "nothing uses (with --all also every image no container uses), after asking on\n"
-	     "the terminal; without one it needs --force.\n"
-	     "\n"
-	     "Options:\n"
-	     "  --format, -f FORMAT     df: table (default) or json\n"
-	     "  --all, -a               prune: also images no container uses\n"
-	     "  --force, -f             prune: do not ask for confirmation\n"
-	     "  --help, -h              print this help\n",
+    .usage = system_usage,
+    .subcommands =
+	(const struct cli_subcommand[]){
+	    {"df", &cmd_system_df},
+	    {"prune", &cmd_system_prune},
+	    {0},
+	},
 };

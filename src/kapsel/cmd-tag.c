@@ -5,17 +5,18 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"store", required_argument, NULL, 's'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int store_opt(const struct cli_command *cmd, const struct cli_globals *g, int argc,
 		     char **argv, const char **store)
 {
-	static const struct option options[] = {
-	    {"store", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	int c;
 	*store = g->store;
-	while ((c = cli_getopt(cmd, argc, argv, "s:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(cmd, argc, argv)) != -1) {
 		if (c != 's')
 			return cli_opt_status(c);
 		*store = optarg;
@@ -56,6 +57,9 @@ static int untag(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_tag = {
     .name = "tag",
+    .operands = CLI_OPERAND_IMAGE,
+    .shortopts = "s:h",
+    .options = options,
     .summary = "give an image more names",
     .run = tag,
     .usage = "Usage: kapsel tag [--store DIR] IMAGE NAME...\n"
@@ -66,6 +70,9 @@ const struct cli_command cmd_tag = {
 
 const struct cli_command cmd_untag = {
     .name = "untag",
+    .operands = CLI_OPERAND_IMAGE,
+    .shortopts = "s:h",
+    .options = options,
     .summary = "remove names from an image",
     .run = untag,
     .usage = "Usage: kapsel untag [--store DIR] IMAGE [NAME...]\n"

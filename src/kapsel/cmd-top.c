@@ -6,13 +6,14 @@
 
 #include "commands.h"
 
+static const struct option options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int top(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
-	int c = cli_getopt(&cmd_top, argc, argv, "h", options);
+	int c = cli_getopt_cmd(&cmd_top, argc, argv);
 	if (c != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(&cmd_top, argc - optind, 1, -1, "container name"))
@@ -46,6 +47,9 @@ static int top(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_top = {
     .name = "top",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = options,
     .summary = "show the processes of an image container",
     .run = top,
     .argv_after = 1,

@@ -180,7 +180,7 @@ static int update(const struct cli_globals *g, int argc, char **argv)
 	int c;
 
 	const char *memory_arg = NULL;
-	while ((c = cli_getopt(&cmd_update, argc, argv, "r:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_update, argc, argv)) != -1) {
 		if (c == OPT_MEMORY)
 			memory_arg = optarg;
 		if (c == 'r')
@@ -217,6 +217,9 @@ static int update(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_update = {
     .name = "update",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "r:h",
+    .options = options,
     .summary = "change the resource limits of a container",
     .run = update,
     .usage = "Usage: kapsel update [options] <container-id>\n"

@@ -67,11 +67,7 @@ enum {
 	OPT_TRANSPORT,
 };
 
-static const struct cli_command cmd_vm_run = {
-    .name = "vm run",
-    .summary = "boot a kernel in a micro-VM",
-    .usage = run_usage,
-};
+static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create;
 
 static int set_str(char **field, const char *v)
 {
@@ -80,29 +76,30 @@ static int set_str(char **field, const char *v)
 	return *field ? 0 : -1;
 }
 
-static int vm_run(int argc, char **argv)
+static const struct option run_options[] = {
+    {"kernel", required_argument, NULL, OPT_KERNEL},
+    {"initrd", required_argument, NULL, OPT_INITRD},
+    {"cmdline", required_argument, NULL, OPT_CMDLINE},
+    {"mem", required_argument, NULL, OPT_MEM},
+    {"cpus", required_argument, NULL, OPT_CPUS},
+    {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
+    {"console", required_argument, NULL, OPT_CONSOLE},
+    {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
+    {"no-pit", no_argument, NULL, OPT_NO_PIT},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"rng", no_argument, NULL, OPT_RNG},
+    {"net", required_argument, NULL, OPT_NET},
+    {"virtio-console", no_argument, NULL, OPT_VIRTIO_CONSOLE},
+    {"vsock", required_argument, NULL, OPT_VSOCK},
+    {"virtio-mmio-cmdline", no_argument, NULL, OPT_VIRTIO_MMIO_CMDLINE},
+    {"transport", required_argument, NULL, OPT_TRANSPORT},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+static int vm_run(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"kernel", required_argument, NULL, OPT_KERNEL},
-	    {"initrd", required_argument, NULL, OPT_INITRD},
-	    {"cmdline", required_argument, NULL, OPT_CMDLINE},
-	    {"mem", required_argument, NULL, OPT_MEM},
-	    {"cpus", required_argument, NULL, OPT_CPUS},
-	    {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
-	    {"console", required_argument, NULL, OPT_CONSOLE},
-	    {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
-	    {"no-pit", no_argument, NULL, OPT_NO_PIT},
-	    {"config", required_argument, NULL, OPT_CONFIG},
-	    {"disk", required_argument, NULL, OPT_DISK},
-	    {"rng", no_argument, NULL, OPT_RNG},
-	    {"net", required_argument, NULL, OPT_NET},
-	    {"virtio-console", no_argument, NULL, OPT_VIRTIO_CONSOLE},
-	    {"vsock", required_argument, NULL, OPT_VSOCK},
-	    {"virtio-mmio-cmdline", no_argument, NULL, OPT_VIRTIO_MMIO_CMDLINE},
-	    {"transport", required_argument, NULL, OPT_TRANSPORT},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	struct kapsel_vm_config cfg = {0}, cli = {0};
 	struct kapsel_error *err = NULL;
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL;
@@ -118,7 +115,7 @@ static int vm_run(int argc, char **argv)
 	size_t ndevs = 0;
 
 	/* Flags override the file: collect them first, apply them after loading it. */
-	while ((c = cli_getopt(&cmd_vm_run, argc, argv, "h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_vm_run, argc, argv)) != -1) {
 		int bad = 0;
 		switch (c) {
 		case OPT_KERNEL:
@@ -279,24 +276,19 @@ static const char disk_create_usage[] =
     "  --backing-format FMT    BASE's format, raw or qcow2 (recorded in FILE)\n"
     "  --help, -h              print this help\n";
 
-static const struct cli_command cmd_vm_disk_create = {
-    .name = "vm disk create",
-    .summary = "create a qcow2 disk image",
-    .usage = disk_create_usage,
+static const struct option disk_create_options[] = {
+    {"backing", required_argument, NULL, 'b'},
+    {"backing-format", required_argument, NULL, 'F'},
+    {"format", required_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
 };
 
-static int vm_disk_create(int argc, char **argv)
+static int vm_disk_create(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"backing", required_argument, NULL, 'b'},
-	    {"backing-format", required_argument, NULL, 'F'},
-	    {"format", required_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *backing = NULL, *backing_format = NULL, *format = "qcow2";
 	int c;
-	while ((c = cli_getopt(&cmd_vm_disk_create, argc, argv, "h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_vm_disk_create, argc, argv)) != -1) {
 		if (c == 'b')
 			backing = optarg;
 		else if (c == 'F')
@@ -350,15 +342,6 @@ static int vm_disk_create(int argc, char **argv)
 	return 0;
 }
 
-static int vm_disk(int argc, char **argv)
-{
-	if (argc < 2 || strcmp(argv[1], "create"))
-		return cli_fail("vm disk: expected \"create\" "
-				"(see 'kapsel vm disk create --help')");
-	optind = 0;
-	return vm_disk_create(argc - 1, argv + 1);
-}
-
 static const char vm_usage[] = "Usage: kapsel vm <command> [options]\n"
 			       "\n"
 			       "Commands:\n"
@@ -367,25 +350,56 @@ static const char vm_usage[] = "Usage: kapsel vm <command> [options]\n"
 			       "\n"
 			       "Run 'kapsel vm <command> --help' for its options.\n";
 
+static int vm_disk(const struct cli_globals *g, int argc, char **argv)
+{
+	return cli_dispatch(&cmd_vm_disk, g, argc, argv);
+}
+
 static int vm_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	(void)g;
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		fputs(vm_usage, argc < 2 ? stderr : stdout);
-		return argc < 2 ? 1 : 0;
-	}
-	if (!strcmp(argv[1], "disk"))
-		return vm_disk(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "run")) {
-		optind = 0;
-		return vm_run(argc - 1, argv + 1);
-	}
-	return cli_fail("vm: unknown command \"%s\" (see 'kapsel vm --help')", argv[1]);
+	return cli_dispatch(&cmd_vm, g, argc, argv);
 }
+
+static const struct cli_command cmd_vm_run = {
+    .name = "vm run",
+    .summary = "boot a kernel in a micro-VM",
+    .run = vm_run,
+    .usage = run_usage,
+    .shortopts = "h",
+    .options = run_options,
+};
+static const struct cli_command cmd_vm_disk_create = {
+    .name = "vm disk create",
+    .operands = CLI_OPERAND_FILE,
+    .summary = "create a qcow2 disk image",
+    .run = vm_disk_create,
+    .usage = disk_create_usage,
+    .shortopts = "h",
+    .options = disk_create_options,
+};
+static const struct cli_command cmd_vm_disk = {
+    .name = "vm disk",
+    .summary = "make disk images",
+    .run = vm_disk,
+    .usage = "Usage: kapsel vm disk create [options] FILE [SIZE]\n"
+	     "\n"
+	     "Run 'kapsel vm disk create --help' for its options.\n",
+    .subcommands =
+	(const struct cli_subcommand[]){
+	    {"create", &cmd_vm_disk_create},
+	    {0},
+	},
+};
 
 const struct cli_command cmd_vm = {
     .name = "vm",
     .summary = "run a kernel in a KVM micro-VM (vm run)",
     .run = vm_cmd,
     .usage = vm_usage,
+    .subcommands =
+	(const struct cli_subcommand[]){
+	    {"run", &cmd_vm_run},
+	    {"disk", &cmd_vm_disk},
+	    {0},
+	},
 };

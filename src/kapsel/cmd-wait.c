@@ -7,16 +7,17 @@
 
 enum { OPT_CONDITION = 0x100 };
 
+static const struct option options[] = {
+    {"condition", required_argument, NULL, OPT_CONDITION},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int wait_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"condition", required_argument, NULL, OPT_CONDITION},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *condition = NULL;
 	int c;
-	while ((c = cli_getopt(&cmd_wait, argc, argv, "h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_wait, argc, argv)) != -1) {
 		if (c != OPT_CONDITION)
 			return c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 		condition = optarg;
@@ -40,6 +41,9 @@ static int wait_cmd(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_wait = {
     .name = "wait",
+    .operands = CLI_OPERAND_CONTAINER,
+    .shortopts = "h",
+    .options = options,
     .summary = "wait for image containers to stop; print their exit codes",
     .run = wait_cmd,
     .usage = "Usage: kapsel wait [--condition stopped|exited|running] NAME...\n"

@@ -13,6 +13,16 @@
 
 #include <kapsel/error.h>
 
+struct cli_subcommand;
+
+enum cli_operand {
+	CLI_OPERAND_NONE,
+	CLI_OPERAND_CONTAINER, /* image containers and runtime container IDs */
+	CLI_OPERAND_IMAGE,
+	CLI_OPERAND_NETWORK,
+	CLI_OPERAND_FILE,
+};
+
 /* Global options, given before the command. */
 struct cli_globals {
 	const char *root;
@@ -31,7 +41,32 @@ struct cli_command {
 	 * command's own argv (run IMAGE CMD..., exec NAME CMD...). 0: options anywhere.
 	 */
 	int argv_after;
+	/*
+	 * The flags the parser takes (cli_getopt_cmd), which shell completion and the man pages
+	 * read too: one table, so the three cannot disagree.
+	 */
+	const char *shortopts;
+	const struct option *options;
+	/* A second form's flags, for completion and man pages only (run's runc form). */
+	const struct option *more_options;
+	/* Subcommands, ended by {0}: cli_dispatch runs them; completion and man pages list them. */
+	const struct cli_subcommand *subcommands;
+	/* Not listed in help, completion or man pages (the completion helper). */
+	bool hidden;
+	/* What the positional arguments name, for completion (up to argv_after of them). */
+	enum cli_operand operands;
 };
+
+/* One name a command answers to under its parent: several names may share one command. */
+struct cli_subcommand {
+	const char *name;
+	const struct cli_command *cmd;
+};
+
+/* Every top-level command, ended by NULL (main.c's table). */
+extern const struct cli_command *const cli_commands[];
+/* kapsel itself: its global flags and usage, with cli_commands below it. */
+extern const struct cli_command cli_main;
 
 extern const struct cli_command cmd_create, cmd_start, cmd_run, cmd_state, cmd_kill, cmd_delete,
     cmd_list, cmd_ps, cmd_exec, cmd_pause, cmd_resume, cmd_events, cmd_update, cmd_features,
@@ -46,6 +81,7 @@ extern const struct cli_command cmd_cp, cmd_top, cmd_stats, cmd_system;
 extern const struct cli_command cmd_wait, cmd_rename, cmd_restart, cmd_attach;
 extern const struct cli_command cmd_inspect, cmd_version, cmd_info;
 extern const struct cli_command cmd_volume;
+extern const struct cli_command cmd_completion, cmd_complete_helper, cmd_man_helper;
 
 /* Returned by cli_getopt after printing --help (exit 0) or a usage error (exit 1). */
 #define CLI_OPT_HELP  0x10000
@@ -60,7 +96,39 @@ extern const struct cli_command cmd_volume;
  */
 int cli_getopt(const struct cli_command *cmd, int argc, char **argv, const char *shortopts,
 	       const struct option *longopts);
+/* cli_getopt with the command's own tables (cmd->shortopts, cmd->options). */
+int cli_getopt_cmd(const struct cli_command *cmd, int argc, char **argv);
 int cli_opt_status(int c);
+/*
+ * Runs the subcommand argv[1] names from cmd->subcommands; with none or --help prints
+ * cmd->usage (to stderr and exit 1 when none was given, as podman does).
+ */
+int cli_dispatch(const struct cli_command *cmd, const struct cli_globals *g, int argc, char **argv);
+/* The table for commands whose only flag is --help. */
+extern const struct option cli_help_options[];
+
+/*
+ * What a command's usage text says about one of its flags, found by its long name: the value's
+ * name ("SECONDS", "" for none) and the help, continuation lines joined ("" when the usage does
+ * not describe the flag). Both are NUL-terminated and cut to fit.
+ */
+struct cli_flag_doc {
+	char arg[128];
+	char help[1024];
+};
+void cli_flag_doc(const char *usage, const char *name, struct cli_flag_doc *d);
+/* The short letter for o in cmd's table (from cmd->shortopts), or 0. */
+int cli_flag_short(const struct cli_command *cmd, const struct option *o);
+/* Whether a flag's value is a path, going by its name in the usage (FILE, DIR, PATH). */
+bool cli_flag_is_path(const struct cli_flag_doc *d);
+/*
+ * The i-th name below cmd and the command it runs: the visible cli_commands below cli_main,
+ * else cmd->subcommands. False past the last.
+ */
+bool cli_sub_at(const struct cli_command *cmd, size_t i, const char **name,
+		const struct cli_command **sub);
+/* The i-th flag of cmd (its table, then more_options, each name once); NULL past the last. */
+const struct option *cli_flag_at(const struct cli_command *cmd, size_t i);
 
 /* Prints "kapsel: <msg>" through the log (and to stderr when logging to a file); returns 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -101,6 +169,8 @@ struct kapsel_create_options;
  * The flags create and run share (run adds --detach and --keep); fills *o from argv and the
  * globals. Returns -1 to go on, else the exit status (after --help or a usage error).
  */
+/* runc run's flags (cmd-create.c), which run's runc form parses. */
+extern const struct option cli_run_runc_options[];
 int cli_parse_create(const struct cli_command *cmd, const struct cli_globals *g, int argc,
 		     char **argv, struct kapsel_create_options *o);
 /* For commands whose only argument is the container ID: returns -1 to go on with *id set. */

@@ -22,7 +22,7 @@
 
 #include "commands.h"
 
-static const struct cli_command *const commands[] = {
+const struct cli_command *const cli_commands[] = {
     // clang-format off
     /* one line per group: adding a command touches one line */
     /* runc's runtime commands */
@@ -42,7 +42,10 @@ static const struct cli_command *const commands[] = {
     &cmd_network,
     /* storage */
     &cmd_volume,
+    /* shell completion and man pages, from this table */
+    &cmd_completion, &cmd_complete_helper, &cmd_man_helper,
     // clang-format on
+    NULL,
 };
 
 static const char usage[] =
@@ -68,17 +71,18 @@ static const char usage[] =
 static void print_usage(void)
 {
 	fputs(usage, stdout);
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		printf("  %-10s  %s\n", commands[i]->name, commands[i]->summary);
+	for (size_t i = 0; cli_commands[i]; i++)
+		if (!cli_commands[i]->hidden)
+			printf("  %-10s  %s\n", cli_commands[i]->name, cli_commands[i]->summary);
 	printf("  %-10s  %s\n", "help", "show help for kapsel or one command");
 	puts("\nRun 'kapsel <command> --help' for a command's options.");
 }
 
 static const struct cli_command *find_command(const char *name)
 {
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(commands[i]->name, name))
-			return commands[i];
+	for (size_t i = 0; cli_commands[i]; i++)
+		if (!strcmp(cli_commands[i]->name, name))
+			return cli_commands[i];
 	return NULL;
 }
 
@@ -241,6 +245,28 @@ int cli_getopt(const struct cli_command *cmd, int argc, char **argv, const char 
 	}
 }
 
+int cli_getopt_cmd(const struct cli_command *cmd, int argc, char **argv)
+{
+	return cli_getopt(cmd, argc, argv, cmd->shortopts, cmd->options);
+}
+
+int cli_dispatch(const struct cli_command *cmd, const struct cli_globals *g, int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(cmd->usage, argc < 2 ? stderr : stdout);
+		return argc < 2;
+	}
+	for (const struct cli_subcommand *s = cmd->subcommands; s->name; s++)
+		if (!strcmp(argv[1], s->name)) {
+			optind = 0;
+			return s->cmd->run(g, argc - 1, argv + 1);
+		}
+	return cli_fail("%s: unknown subcommand \"%s\" (see 'kapsel %s --help')", cmd->name,
+			argv[1], cmd->name);
+}
+
+const struct option cli_help_options[] = {{"help", no_argument, NULL, 'h'}, {0}};
+
 int cli_opt_status(int c)
 {
 	return c == CLI_OPT_HELP ? 0 : 1;
@@ -278,8 +304,7 @@ bool cli_parse_int(const struct cli_command *cmd, const char *flag, const char *
 
 int cli_parse_id_only(const struct cli_command *cmd, int argc, char **argv, const char **id)
 {
-	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
-	int c = cli_getopt(cmd, argc, argv, "h", options);
+	int c = cli_getopt_cmd(cmd, argc, argv);
 	if (c != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(cmd, argc - optind, 1, 1, "container ID"))
@@ -441,6 +466,14 @@ static const struct option global_options[] = {
     {"version", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {0},
+};
+
+const struct cli_command cli_main = {
+    .name = "kapsel",
+    .summary = "OCI container runtime, image tool and micro-VM monitor",
+    .usage = usage,
+    .shortopts = "vh",
+    .options = global_options,
 };
 
 static char **saved_argv;
