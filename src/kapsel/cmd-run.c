@@ -12,6 +12,7 @@
 
 #include <kapsel/container.h>
 #include <kapsel/image.h>
+#include <kapsel/registry.h>
 #include <kapsel/run.h>
 
 #include "commands.h"
@@ -35,6 +36,7 @@ enum {
 	OPT_ADD_HOST,
 	OPT_ALIAS,
 	OPT_RESTART,
+	OPT_PULL,
 };
 
 static const struct option image_options[] = {
@@ -66,6 +68,8 @@ static const struct option image_options[] = {
     {"privileged", no_argument, NULL, OPT_PRIVILEGED},
     {"security-opt", required_argument, NULL, OPT_SECURITY_OPT},
     {"restart", required_argument, NULL, OPT_RESTART},
+    {"pull", required_argument, NULL, OPT_PULL},
+    {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -107,6 +111,7 @@ static bool takes_value(const char *arg)
 	    "cap-drop",
 	    "security-opt",
 	    "restart",
+	    "pull",
 	};
 	const char *f = arg + 1 + (arg[1] == '-');
 	if (strchr(f, '='))
@@ -217,6 +222,9 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	/* podman's exit status for its own errors, usage errors included (podman-run(1)). */
 	int status = EXIT_ENGINE, c;
 	long long n;
+	enum kapsel_pull_policy pull = KAPSEL_PULL_MISSING;
+	struct kapsel_pull_options po = {0};
+	char *image = NULL;
 	if (!env || !vols || !add || !drop || !sec || !ports || !dns || !hosts || !aliases) {
 		cli_fail("run: out of memory");
 		goto out;
@@ -230,7 +238,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	o.dns = dns;
 	o.add_hosts = hosts;
 	o.aliases = aliases;
-	while ((c = cli_getopt(&cmd_run, argc, argv, "dite:w:u:m:v:p:h", image_options)) != -1) {
+	while ((c = cli_getopt(&cmd_run, argc, argv, "dite:w:u:m:v:p:qh", image_options)) != -1) {
 		switch (c) {
 		case OPT_RM:
 			o.rm = true;
@@ -316,6 +324,17 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		case OPT_RESTART:
 			o.restart = optarg;
 			break;
+		case OPT_PULL: {
+			struct kapsel_error *perr = NULL;
+			if (kapsel_pull_policy_parse(optarg, &pull, &perr) < 0) {
+				cli_fail_err(perr);
+				goto out;
+			}
+			break;
+		}
+		case 'q':
+			po.quiet = true;
+			break;
 		default:
 			status = c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 			goto out;
@@ -335,6 +354,12 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 
 	struct kapsel_error *err = NULL;
 	char *name = NULL;
+	/* The image as stored, pulled first when --pull says so (progress on stderr). */
+	if (kapsel_image_ensure(g->store, o.image, pull, &po, &image, &err) < 0) {
+		status = cli_fail_podman(err);
+		goto out;
+	}
+	o.image = image;
 	int r = kapsel_image_run(&o, o.detach ? &name : NULL, &err);
 	if (r < 0) {
 		status = cli_fail_podman(err);
@@ -345,6 +370,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	free(name);
 	status = r;
 out:
+	free(image);
 	free(env);
 	free(vols);
 	free(add);
@@ -377,8 +403,9 @@ const struct cli_command cmd_run = {
 	"is the command. \"--\" ends the options.\n"
 	"\n"
 	"Image form: like podman run. The rootfs is an overlay of the image's layers; the\n"
-	"container's name is its runtime id (kapsel exec/kill/state NAME work on it). Only the\n"
-	"embedded default image (busybox) is loaded implicitly; others need 'kapsel pull'.\n"
+	"container's name is its runtime id (kapsel exec/kill/state NAME work on it). An image\n"
+	"the store lacks is pulled (the embedded busybox is loaded); a short name resolves\n"
+	"through registries.conf: alias, localhost/NAME, then unqualified-search-registries.\n"
 	"Exit status: the container's; 125 when kapsel fails (usage errors included), 126\n"
 	"when the command cannot be invoked, 127 when it is not found (as podman).\n"
 	"  --rm                    remove the container when it exits\n"
@@ -413,6 +440,10 @@ const struct cli_command cmd_run = {
 	"  --restart POLICY        no (default), on-failure[:N] (a non-zero exit, at most N\n"
 	"                          times), always or unless-stopped (until 'kapsel stop');\n"
 	"                          kept by the container's monitor; not with --rm\n"
+	"  --pull POLICY           missing (default: pull when the store lacks the image),\n"
+	"                          always, never (fail instead), newer (pull when the registry's\n"
+	"                          digest differs; keep the stored image if it cannot be asked)\n"
+	"  --quiet, -q             no pull progress on stderr\n"
 	"\n"
 	"Runtime form: create and start the container from the bundle's config.json; without\n"
 	"--detach wait for it, delete it, and exit with its status.\n"
