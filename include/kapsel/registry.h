@@ -48,8 +48,10 @@ int kapsel_pull_policy_parse(const char *s, enum kapsel_pull_policy *out,
  * The image a command is about to use, pulled as policy says. A short name resolves as
  * containers-registries.conf(5) says: in the store its alias, localhost/NAME, NAME on each
  * unqualified-search registry; pulled, its alias alone or each search registry in order until
- * one has it. Progress goes to stderr ("Trying to pull NAME..."), none with opts->quiet.
- * *name receives the stored name to use (caller frees).
+ * one has it. Progress goes to stderr when it is a terminal ("Trying to pull NAME..."), none
+ * with opts->quiet.
+ * *name receives the stored name to use (caller frees). Returns 1 when it pulled, 0 when
+ * the stored image is used.
  */
 int kapsel_image_ensure(const char *store_path, const char *image, enum kapsel_pull_policy policy,
 			const struct kapsel_pull_options *opts, char **name,

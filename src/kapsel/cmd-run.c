@@ -354,13 +354,16 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 
 	struct kapsel_error *err = NULL;
 	char *name = NULL;
-	/* The image as stored, pulled first when --pull says so (progress on stderr). */
-	if (kapsel_image_ensure(g->store, o.image, pull, &po, &image, &err) < 0) {
+	/* Pulled first when --pull says so (progress on stderr); a pulled image runs under the
+	 * name it was pulled as, a stored one under the name given (what ps shows). */
+	int r = kapsel_image_ensure(g->store, o.image, pull, &po, &image, &err);
+	if (r < 0) {
 		status = cli_fail_podman(err);
 		goto out;
 	}
-	o.image = image;
-	int r = kapsel_image_run(&o, o.detach ? &name : NULL, &err);
+	if (r == 1)
+		o.image = image;
+	r = kapsel_image_run(&o, o.detach ? &name : NULL, &err);
 	if (r < 0) {
 		status = cli_fail_podman(err);
 		goto out;

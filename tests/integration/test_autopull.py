@@ -6,8 +6,10 @@ every kapsel call gets a private --store and --root and its own registries.conf
 (CONTAINERS_REGISTRIES_CONF), so the host's configuration never leaks in."""
 import json
 import os
+import pty
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -68,6 +70,33 @@ class K:
                               [str(a) for a in args], capture_output=True, text=True,
                               env=self.env, timeout=timeout, stdin=subprocess.DEVNULL)
 
+    def tty(self, *args, timeout=120):
+        """As __call__, with stderr on a terminal (where pull progress is shown)."""
+        master, slave = pty.openpty()
+        p = subprocess.Popen([self.kapsel, "--store", self.store, "--root", self.root] +
+                             [str(a) for a in args], stdout=subprocess.PIPE, stderr=slave,
+                             stdin=subprocess.DEVNULL, env=self.env)
+        os.close(slave)
+        chunks = []
+
+        def reader():
+            while True:
+                try:
+                    d = os.read(master, 4096)
+                except OSError:
+                    break
+                if not d:
+                    break
+                chunks.append(d)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        out, _ = p.communicate(timeout=timeout)
+        t.join(timeout=10)
+        os.close(master)
+        err = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+        return subprocess.CompletedProcess(args, p.returncode, out.decode(), err)
+
     def images(self):
         r = self("images", "--format", "json")
         assert r.returncode == 0, r.stderr
@@ -98,9 +127,9 @@ def manifest_gets(registry, repo):
 def test_run_absent_image_pulls_and_runs(k, registry, tmp_path):
     push_image(registry, tmp_path, "autopull/absent:1", "absent one")
     ref = f"{registry.host}/autopull/absent:1"
-    r = k("run", "--rm", ref)
+    r = k.tty("run", "--rm", ref)
     assert r.returncode == 0, r.stderr
-    # stdout is the container's alone; the pull talks on stderr.
+    # stdout is the container's alone; the pull talks on stderr (a terminal).
     assert r.stdout == "absent one\n"
     assert f"Trying to pull {ref}..." in r.stderr
     assert ref in k.names()
@@ -108,13 +137,21 @@ def test_run_absent_image_pulls_and_runs(k, registry, tmp_path):
     before = manifest_gets(registry, "autopull/absent")
     r = k("run", "--rm", ref)
     assert r.returncode == 0 and r.stdout == "absent one\n", r.stderr
-    assert "Trying to pull" not in r.stderr
+    assert r.stderr == ""
     assert manifest_gets(registry, "autopull/absent") == before
+
+
+def test_pull_progress_only_on_a_terminal(k, registry, tmp_path):
+    """As pull's display: a script's stderr stays empty on success."""
+    push_image(registry, tmp_path, "autopull/script:1", "scripted")
+    r = k("run", "--rm", f"{registry.host}/autopull/script:1")
+    assert r.returncode == 0 and r.stdout == "scripted\n"
+    assert r.stderr == ""
 
 
 def test_run_quiet_pull(k, registry, tmp_path):
     push_image(registry, tmp_path, "autopull/quiet:1", "quiet")
-    r = k("run", "-q", "--rm", f"{registry.host}/autopull/quiet:1")
+    r = k.tty("run", "-q", "--rm", f"{registry.host}/autopull/quiet:1")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "quiet\n"
     assert r.stderr == ""
@@ -148,7 +185,7 @@ def test_pull_always_pulls_again(k, registry, tmp_path):
     assert k("run", "--rm", ref).returncode == 0
     push_image(registry, tmp_path, "autopull/always:1", "always two")
     before = manifest_gets(registry, "autopull/always")
-    r = k("run", "--pull", "always", "--rm", ref)
+    r = k.tty("run", "--pull", "always", "--rm", ref)
     assert r.returncode == 0, r.stderr
     assert f"Trying to pull {ref}..." in r.stderr
     assert manifest_gets(registry, "autopull/always") > before
@@ -205,7 +242,7 @@ def test_short_name_tries_search_registries_in_order(k, registry, tmp_path):
     push_image(registry, tmp_path, "autopull/search:1", "searched")
     closed = f"127.0.0.1:{free_port()}"
     k.write_conf(f'unqualified-search-registries = ["{closed}", "{registry.host}"]\n')
-    r = k("run", "--rm", "autopull/search:1")
+    r = k.tty("run", "--rm", "autopull/search:1")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "searched\n"
     err = r.stderr
@@ -225,7 +262,7 @@ def test_short_name_alias(k, registry, tmp_path):
         f'[aliases]\n"myalias" = "{registry.host}/team/aliased"\n')
     (drop / "ignored.txt").write_text("not toml at all [[[\n")
     k.env["KAPSEL_REGISTRIES_CONF_DIR"] = str(drop)
-    r = k("run", "--rm", "myalias")
+    r = k.tty("run", "--rm", "myalias")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "via alias\n"
     assert f'Resolved "myalias" as an alias ({drop}/50-alias.conf:2)' in r.stderr
@@ -272,8 +309,9 @@ def test_image_nowhere(k, registry):
     r = k("run", "--rm", "nosuch/image:1")
     assert r.returncode == 125
     assert r.stdout == ""
-    last = r.stderr.splitlines()[-1]
-    assert 'image "nosuch/image:1" not pulled (2 registries)' in last, last
-    assert f"tried {registry.host}/nosuch/image:1" in last
-    assert f"tried {closed}/nosuch/image:1" in last
+    line = one_line(r)
+    assert ("image nosuch/image:1 not found locally; kapsel pull nosuch/image:1 tried 2 "
+            "registries: ") in line, line
+    assert f"{registry.host}/nosuch/image:1: " in line
+    assert f"{closed}/nosuch/image:1: " in line
     assert k.images() == []

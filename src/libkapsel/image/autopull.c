@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <kapsel/image.h>
 #include <kapsel/registry.h>
@@ -66,18 +67,24 @@ static int find_local(const char *store_path, const char *image, char **name,
 	return r;
 }
 
-/* Append "; tried NAME: why" to *msg. */
+/* Progress, like pull's display, is for a terminal: a script's stderr gets the error alone. */
+static bool progress(const struct kapsel_pull_options *o)
+{
+	return !o->quiet && isatty(STDERR_FILENO);
+}
+
+/* Append "; NAME: why" to *msg. */
 static void note_failure(char **msg, const char *cand, const char *why)
 {
 	char *s = NULL;
-	if (asprintf(&s, "%s%stried %s: %s", *msg ? *msg : "", *msg ? "; " : "", cand, why) < 0)
+	if (asprintf(&s, "%s%s%s: %s", *msg ? *msg : "", *msg ? "; " : "", cand, why) < 0)
 		return;
 	free(*msg);
 	*msg = s;
 }
 
 /* Pull the candidates in order until one arrives; *name receives it. */
-static int pull_candidates(const char *store_path, const char *image, char **cands,
+static int pull_candidates(const char *store_path, const char *image, bool stored, char **cands,
 			   const struct kapsel_pull_options *o, char **name,
 			   struct kapsel_error **err)
 {
@@ -85,20 +92,21 @@ static int pull_candidates(const char *store_path, const char *image, char **can
 	int code = ENOENT;
 	size_t n = 0;
 	for (char **c = cands; *c; c++, n++) {
-		if (!o->quiet)
+		if (progress(o))
 			fprintf(stderr, "Trying to pull %s...\n", *c);
 		cleanup_error struct kapsel_error *e = NULL;
 		char digest[KAPSEL_DIGEST_SIZE];
 		int r = kapsel_pull(store_path, *c, o, digest, &e);
 		if (r == 0)
-			return (*name = strdup(*c)) ? 0 : kap_error(err, ENOMEM, "pull %s", *c);
+			return (*name = strdup(*c)) ? 1 : kap_error(err, ENOMEM, "pull %s", *c);
 		code = -r;
 		note_failure(&tried, *c, e ? e->msg : strerror(-r));
 		if (o->cancel && *o->cancel)
 			break;
 	}
-	return kap_error_plain(err, code, "image \"%s\" not pulled (%zu %s): %s", image, n,
-			       n == 1 ? "registry" : "registries", tried ? tried : "no candidates");
+	return kap_error_plain(err, code, "image %s%s; kapsel pull %s tried %zu %s: %s", image,
+			       stored ? "" : " not found locally", image, n,
+			       n == 1 ? "registry" : "registries", tried ? tried : "none");
 }
 
 API int kapsel_image_ensure(const char *store_path, const char *image,
@@ -131,13 +139,14 @@ API int kapsel_image_ensure(const char *store_path, const char *image,
 		}
 		char *cands[] = {local, NULL};
 		cleanup_error struct kapsel_error *e = NULL;
-		r = pull_candidates(store_path, image, cands, o, name, &e);
+		r = pull_candidates(store_path, image, true, cands, o, name, &e);
 		if (r < 0) {
 			kap_warn("%s: checking for a newer image failed, using the stored one: %s",
 				 local, e->msg);
 			*name = steal_ptr(local);
+			return 0;
 		}
-		return 0;
+		return r;
 	}
 
 	struct kap_registries_conf c;
@@ -146,10 +155,10 @@ API int kapsel_image_ensure(const char *store_path, const char *image,
 	if ((r = kap_registries_conf_load(&c, err)) < 0)
 		return r;
 	r = kap_shortname_pull(&c, image, &cands, &alias, err);
-	if (r == 0 && alias && !o->quiet)
+	if (r == 0 && alias && progress(o))
 		fprintf(stderr, "Resolved \"%s\" as an alias (%s)\n", image, alias);
 	kap_registries_conf_clear(&c);
 	if (r < 0)
 		return r;
-	return pull_candidates(store_path, image, cands, o, name, err);
+	return pull_candidates(store_path, image, local != NULL, cands, o, name, err);
 }
