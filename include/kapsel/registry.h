@@ -32,6 +32,31 @@ struct kapsel_pull_options {
 int kapsel_pull(const char *store_path, const char *ref, const struct kapsel_pull_options *opts,
 		char *digest_out, struct kapsel_error **err);
 
+/* podman's --pull (podman-run(1)). */
+enum kapsel_pull_policy {
+	KAPSEL_PULL_MISSING, /* pull only when the store lacks the image (the default) */
+	KAPSEL_PULL_ALWAYS,  /* pull every time; fail when the pull fails */
+	KAPSEL_PULL_NEVER,   /* never pull; fail when the store lacks the image */
+	KAPSEL_PULL_NEWER,   /* pull when the registry has another digest; keep the stored
+			      * image, with a warning, when the registry cannot be asked */
+};
+/* "always", "missing", "never", "newer" (podman also takes "true" and "false"). */
+int kapsel_pull_policy_parse(const char *s, enum kapsel_pull_policy *out,
+			     struct kapsel_error **err);
+
+/*
+ * The image a command is about to use, pulled as policy says. A short name resolves as
+ * containers-registries.conf(5) says: in the store its alias, localhost/NAME, NAME on each
+ * unqualified-search registry; pulled, its alias alone or each search registry in order until
+ * one has it. Progress goes to stderr when it is a terminal ("Trying to pull NAME..."), none
+ * with opts->quiet.
+ * *name receives the stored name to use (caller frees). Returns 1 when it pulled, 0 when
+ * the stored image is used.
+ */
+int kapsel_image_ensure(const char *store_path, const char *image, enum kapsel_pull_policy policy,
+			const struct kapsel_pull_options *opts, char **name,
+			struct kapsel_error **err);
+
 struct kapsel_login_options {
 	bool insecure;
 	const char *auth_file; /* NULL: $REGISTRY_AUTH_FILE or podman's default */

@@ -12,6 +12,7 @@
 
 #include <kapsel/container.h>
 #include <kapsel/image.h>
+#include <kapsel/registry.h>
 #include <kapsel/run.h>
 
 #include "commands.h"
@@ -42,6 +43,7 @@ enum {
 	OPT_MOUNT,
 	OPT_INIT,
 	OPT_INIT_PATH,
+	OPT_PULL,
 };
 
 static const struct option image_options[] = {
@@ -80,6 +82,8 @@ static const struct option image_options[] = {
     {"mount", required_argument, NULL, OPT_MOUNT},
     {"init", no_argument, NULL, OPT_INIT},
     {"init-path", required_argument, NULL, OPT_INIT_PATH},
+    {"pull", required_argument, NULL, OPT_PULL},
+    {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -127,6 +131,7 @@ static bool takes_value(const char *arg)
 	    "tmpfs",
 	    "mount",
 	    "init-path",
+	    "pull",
 	};
 	const char *f = arg + 1 + (arg[1] == '-');
 	if (strchr(f, '='))
@@ -297,6 +302,9 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	/* podman's exit status for its own errors, usage errors included (podman-run(1)). */
 	int status = EXIT_ENGINE, c;
 	long long n;
+	enum kapsel_pull_policy pull = KAPSEL_PULL_MISSING;
+	struct kapsel_pull_options po = {0};
+	char *image = NULL;
 	if (!env || !vols || !add || !drop || !sec || !ports || !dns || !hosts || !aliases ||
 	    !sur_ok) {
 		cli_fail("run: out of memory");
@@ -397,6 +405,17 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		case OPT_RESTART:
 			o.restart = optarg;
 			break;
+		case OPT_PULL: {
+			struct kapsel_error *perr = NULL;
+			if (kapsel_pull_policy_parse(optarg, &pull, &perr) < 0) {
+				cli_fail_err(perr);
+				goto out;
+			}
+			break;
+		}
+		case 'q':
+			po.quiet = true;
+			break;
 		default:
 			if (surround_flag(&sur, c, optarg, &o))
 				break;
@@ -418,7 +437,16 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 
 	struct kapsel_error *err = NULL;
 	char *name = NULL;
-	int r = kapsel_image_run(&o, o.detach ? &name : NULL, &err);
+	/* Pulled first when --pull says so (progress on stderr); a pulled image runs under the
+	 * name it was pulled as, a stored one under the name given (what ps shows). */
+	int r = kapsel_image_ensure(g->store, o.image, pull, &po, &image, &err);
+	if (r < 0) {
+		status = cli_fail_podman(err);
+		goto out;
+	}
+	if (r == 1)
+		o.image = image;
+	r = kapsel_image_run(&o, o.detach ? &name : NULL, &err);
 	if (r < 0) {
 		status = cli_fail_podman(err);
 		goto out;
@@ -428,6 +456,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	free(name);
 	status = r;
 out:
+	free(image);
 	free(env);
 	free(vols);
 	free(add);
@@ -449,7 +478,7 @@ static int run(const struct cli_globals *g, int argc, char **argv)
 const struct cli_command cmd_run = {
     .name = "run",
     .operands = CLI_OPERAND_IMAGE,
-    .shortopts = "dite:w:u:m:v:p:h",
+    .shortopts = "dite:w:u:m:v:p:qh",
     .options = image_options,
     .more_options = cli_run_runc_options,
     .summary = "run a container from an image, or from a bundle (runc)",
@@ -465,8 +494,9 @@ const struct cli_command cmd_run = {
 	"is the command. \"--\" ends the options.\n"
 	"\n"
 	"Image form: like podman run. The rootfs is an overlay of the image's layers; the\n"
-	"container's name is its runtime id (kapsel exec/kill/state NAME work on it). Only the\n"
-	"embedded default image (busybox) is loaded implicitly; others need 'kapsel pull'.\n"
+	"container's name is its runtime id (kapsel exec/kill/state NAME work on it). An image\n"
+	"the store lacks is pulled (the embedded busybox is loaded); a short name resolves\n"
+	"through registries.conf: alias, localhost/NAME, then unqualified-search-registries.\n"
 	"Exit status: the container's; 125 when kapsel fails (usage errors included), 126\n"
 	"when the command cannot be invoked, 127 when it is not found (as podman).\n"
 	"  --rm                    remove the container when it exits\n"
@@ -518,6 +548,10 @@ const struct cli_command cmd_run = {
 	"  --restart POLICY        no (default), on-failure[:N] (a non-zero exit, at most N\n"
 	"                          times), always or unless-stopped (until 'kapsel stop');\n"
 	"                          kept by the container's monitor; not with --rm\n"
+	"  --pull POLICY           missing (default: pull when the store lacks the image),\n"
+	"                          always, never (fail instead), newer (pull when the registry's\n"
+	"                          digest differs; keep the stored image if it cannot be asked)\n"
+	"  --quiet, -q             no pull progress on stderr\n"
 	"\n"
 	"Runtime form: create and start the container from the bundle's config.json; without\n"
 	"--detach wait for it, delete it, and exit with its status.\n"

@@ -123,6 +123,9 @@ API int kapsel_system_df(const char *store, struct kapsel_df *out, struct kapsel
 		return kap_error(err, ENOMEM, "system df");
 	}
 	size_t nm = 0;
+	/* Declared before the first goto: cleanup must never see them uninitialised. */
+	cleanup_free char *vdir = NULL;
+	cleanup_dir DIR *d = NULL;
 	for (size_t i = 0; i < nc; i++) {
 		struct kap_ctr_ref r;
 		cleanup_error struct kapsel_error *e = NULL;
@@ -170,12 +173,11 @@ API int kapsel_system_df(const char *store, struct kapsel_df *out, struct kapsel
 	kapsel_image_info_free(imgs, ni);
 
 	/* Local volumes: <store>/volumes/<name>, when the store has any. */
-	cleanup_free char *vdir = NULL;
 	if (asprintf(&vdir, "%s/volumes", sp) < 0) {
 		rc = kap_error(err, ENOMEM, "system df");
 		goto out;
 	}
-	cleanup_dir DIR *d = opendir(vdir);
+	d = opendir(vdir);
 	struct dirent *de;
 	while (d && (de = readdir(d))) {
 		if (de->d_name[0] == '.')

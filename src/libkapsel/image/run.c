@@ -68,6 +68,7 @@
 #include "core/syscalls.h"
 #include "image/image.h"
 #include "image/runflags.h"
+#include "image/shortnames.h"
 #include "net/net.h"
 
 #define API __attribute__((visibility("default")))
@@ -612,18 +613,15 @@ static int resolve_image(struct kap_store *s, const char *image, char **name, ch
 	int r = kap_image_ensure_default(s, image, err);
 	if (r < 0)
 		return r;
+	/* Short names as registries.conf(5) resolves them: localhost/NAME before docker.io. */
 	cleanup_error struct kapsel_error *e = NULL;
-	r = kap_store_lookup(s, image, name, digest, &e);
+	r = kap_image_resolve_local(s, image, name, digest, &e);
 	if (r == -ENOENT)
 		return kap_error_plain(err, ENOENT, "image %s not found locally; kapsel pull %s",
 				       image, image);
-	if (r < 0) {
+	if (r < 0)
 		*err = steal_ptr(e);
-		return r;
-	}
-	if (!*name && !(*name = strdup(digest)))
-		return kap_error(err, ENOMEM, "image %s", image);
-	return 0;
+	return r;
 }
 
 /* The image's layers as lower directories, top first; unpacks a layer the store lacks. */
