@@ -73,5 +73,7 @@ const struct cli_command cmd_commit = {
 	"Options:\n"
 	"  -c, --change INSTR   a config instruction to apply: CMD, ENTRYPOINT, ENV, LABEL,\n"
 	"                       EXPOSE, USER, WORKDIR, VOLUME, STOPSIGNAL, ... (repeatable)\n"
-	"  --store DIR          image store\n",
+	"  -q, --quiet          accepted for podman's sake: commit prints only the ID anyway\n"
+	"  -s, --store DIR      image store\n"
+	"  -h, --help           print this help\n",
 };

@@ -4,8 +4,8 @@
  * tables the parser uses (cli_commands, each command's options and subcommands), as cobra does
  * for podman. Each script carries the tables as data (keyed by the command's path,
  * "kapsel/network/create") and one function that walks the words typed so far; names of
- * containers, images and networks come from the hidden `kapsel __complete KIND`, run by the
- * same kapsel the user is completing (with the --root and --store given before the command).
+ * containers, images, networks and volumes come from the hidden `kapsel __complete KIND`, run by
+ * the same kapsel the user is completing (with the --root and --store given before the command).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +15,18 @@
 #include <kapsel/image.h>
 #include <kapsel/network.h>
 #include <kapsel/run.h>
+#include <kapsel/volume.h>
 
 #include "commands.h"
 
 static const char *const operand_kinds[] = {
-    [CLI_OPERAND_NONE] = "",	    [CLI_OPERAND_CONTAINER] = "containers",
-    [CLI_OPERAND_IMAGE] = "images", [CLI_OPERAND_NETWORK] = "networks",
+    [CLI_OPERAND_NONE] = "",
+    [CLI_OPERAND_CONTAINER] = "containers",
+    [CLI_OPERAND_IMAGE] = "images",
+    [CLI_OPERAND_NETWORK] = "networks",
     [CLI_OPERAND_FILE] = "files",
+    [CLI_OPERAND_VOLUME] = "volumes",
+    [CLI_OPERAND_CONTAINER_OR_IMAGE] = "containers+images",
 };
 
 /* Writes s single-quoted for a POSIX shell (fish reads the same quoting for our text). */
@@ -554,18 +559,37 @@ static void names_networks(const struct cli_globals *g)
 	kapsel_network_infos_free(v, n);
 }
 
+static void names_volumes(const struct cli_globals *g)
+{
+	struct kapsel_error *err = NULL;
+	struct kapsel_volume_info *v = NULL;
+	size_t n = 0;
+	if (kapsel_volume_list(g->store, &v, &n, &err) == 0)
+		for (size_t i = 0; i < n; i++)
+			puts(v[i].name);
+	kapsel_error_free(err);
+	kapsel_volume_infos_free(v, n);
+}
+
 static int complete_helper(const struct cli_globals *g, int argc, char **argv)
 {
 	if (argc != 2)
-		return cli_fail("__complete: expected containers, images or networks");
+		return cli_fail("__complete: expected containers, images, networks, volumes or "
+				"containers+images");
 	if (!strcmp(argv[1], "containers"))
 		names_containers(g);
 	else if (!strcmp(argv[1], "images"))
 		names_images(g);
 	else if (!strcmp(argv[1], "networks"))
 		names_networks(g);
-	else
-		return cli_fail("__complete: unknown kind \"%s\" (containers, images or networks)",
+	else if (!strcmp(argv[1], "volumes"))
+		names_volumes(g);
+	else if (!strcmp(argv[1], "containers+images")) {
+		names_containers(g);
+		names_images(g);
+	} else
+		return cli_fail("__complete: unknown kind \"%s\" (containers, images, networks, "
+				"volumes or containers+images)",
 				argv[1]);
 	return 0;
 }
@@ -575,5 +599,5 @@ const struct cli_command cmd_complete_helper = {
     .summary = "names for shell completion",
     .run = complete_helper,
     .hidden = true,
-    .usage = "Usage: kapsel __complete containers|images|networks\n",
+    .usage = "Usage: kapsel __complete containers|images|networks|volumes|containers+images\n",
 };

@@ -75,5 +75,10 @@ const struct cli_command cmd_history = {
     .usage = "Usage: kapsel history [--no-trunc] [--store DIR] IMAGE\n"
 	     "\n"
 	     "Prints the image config's history, newest first: when, the instruction, the size of\n"
-	     "the layer it made (0 B for config-only steps), and the comment.\n",
+	     "the layer it made (0 B for config-only steps), and the comment.\n"
+	     "\n"
+	     "Options:\n"
+	     "  --no-trunc          print CREATED BY in full (cut to 45 columns otherwise)\n"
+	     "  --store, -s DIR     image store\n"
+	     "  --help, -h          print this help\n",
 };

@@ -49,7 +49,12 @@ static const char image_usage[] =
     "\n"
     "inspect prints a JSON array with one object per image: Id, Digest, RepoTags,\n"
     "Created, Architecture, Os, Size, Labels, Config, RootFS and Layers; with\n"
-    "--format TEMPLATE, the template rendered for each (see 'kapsel inspect --help').\n";
+    "--format TEMPLATE, the template rendered for each (see 'kapsel inspect --help').\n"
+    "\n"
+    "Options (inspect):\n"
+    "  --format, -f FORMAT   json (default) or a Go template for each image\n"
+    "  --store, -s DIR       image store\n"
+    "  --help, -h            print this help\n";
 
 static const struct cli_command cmd_image_inspect = {
     .name = "image inspect",

@@ -42,16 +42,17 @@ static const char text_template[] = "host:\n"
 				    "  version: {{.version.version}}\n"
 				    "  ociVersion: {{.version.ociVersion}}\n";
 
+static const struct option options[] = {
+    {"format", required_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int info(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"format", required_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *format = NULL;
 	int c;
-	while ((c = cli_getopt(&cmd_info, argc, argv, "f:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_info, argc, argv)) != -1) {
 		if (c != 'f')
 			return c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 		format = optarg;
@@ -79,6 +80,8 @@ static int info(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_info = {
     .name = "info",
+    .shortopts = "f:h",
+    .options = options,
     .summary = "show the host, the store and kapsel's view of them",
     .run = info,
     .usage = "Usage: kapsel info [--format json|TEMPLATE]\n"

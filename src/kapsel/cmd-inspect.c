@@ -5,17 +5,18 @@
 #include "commands.h"
 #include "format.h"
 
+static const struct option options[] = {
+    {"format", required_argument, NULL, 'f'},
+    {"type", required_argument, NULL, 't'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int inspect(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"format", required_argument, NULL, 'f'},
-	    {"type", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	const char *format = NULL, *type = NULL;
 	int c;
-	while ((c = cli_getopt(&cmd_inspect, argc, argv, "f:t:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_inspect, argc, argv)) != -1) {
 		switch (c) {
 		case 'f':
 			format = optarg;
@@ -41,6 +42,9 @@ static int inspect(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_inspect = {
     .name = "inspect",
+    .operands = CLI_OPERAND_CONTAINER_OR_IMAGE,
+    .shortopts = "f:t:h",
+    .options = options,
     .summary = "show containers or images as JSON, or through a --format template",
     .run = inspect,
     .usage = "Usage: kapsel inspect [--type container|image|all] [--format FORMAT] NAME...\n"

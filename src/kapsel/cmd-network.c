@@ -270,7 +270,18 @@ static const char network_usage[] =
     "and (unless --internal) outbound NAT. The default network 'kapsel' (bridge kapsel0,\n"
     "10.88.0.0/16 unless a route uses it) always exists. rm -f removes the network's\n"
     "containers first. connect gives a running container (one run with --net NETWORK)\n"
-    "another interface (eth1, eth2, ...); disconnect takes it away. Root only.\n";
+    "another interface (eth1, eth2, ...); disconnect takes it away. Root only.\n"
+    "\n"
+    "Options:\n"
+    "  --subnet CIDR         (create) the IPv4 subnet (default: the next free\n"
+    "                        10.89.N.0/24)\n"
+    "  --gateway IP          (create) the bridge's address (default: the subnet's first)\n"
+    "  --internal            (create) no outbound NAT and no route out of the host\n"
+    "  --format json|table|TEMPLATE\n"
+    "                        (ls) a JSON array with podman's names, the table, or a Go\n"
+    "                        template for each network\n"
+    "  --force, -f           (rm) remove the network's containers first\n"
+    "  --help, -h            print this help\n";
 
 /* Each subcommand's --help prints the whole usage: it fits on one screen. */
 static const struct cli_command cmd_network_create = {

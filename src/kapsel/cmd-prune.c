@@ -39,5 +39,9 @@ const struct cli_command cmd_prune = {
     .usage = "Usage: kapsel prune [--store DIR]\n"
 	     "\n"
 	     "Removes the store's blobs and unpacked layers that no image name and no\n"
-	     "container references, and leftovers of interrupted pulls and loads.\n",
+	     "container references, and leftovers of interrupted pulls and loads.\n"
+	     "\n"
+	     "Options:\n"
+	     "  --store, -s DIR     image store\n"
+	     "  --help, -h          print this help\n",
 };

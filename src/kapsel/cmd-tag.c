@@ -65,7 +65,11 @@ const struct cli_command cmd_tag = {
     .usage = "Usage: kapsel tag [--store DIR] IMAGE NAME...\n"
 	     "\n"
 	     "Adds each NAME[:TAG] to IMAGE (a name, a reference or an ID). A NAME without a\n"
-	     "registry part is stored as localhost/NAME, as podman does.\n",
+	     "registry part is stored as localhost/NAME, as podman does.\n"
+	     "\n"
+	     "Options:\n"
+	     "  --store, -s DIR     image store\n"
+	     "  --help, -h          print this help\n",
 };
 
 const struct cli_command cmd_untag = {
@@ -78,5 +82,9 @@ const struct cli_command cmd_untag = {
     .usage = "Usage: kapsel untag [--store DIR] IMAGE [NAME...]\n"
 	     "\n"
 	     "Removes the given names of IMAGE, or all of them when none is given. The image's\n"
-	     "blobs and layers stay until `kapsel image prune`.\n",
+	     "blobs and layers stay until `kapsel image prune`.\n"
+	     "\n"
+	     "Options:\n"
+	     "  --store, -s DIR     image store\n"
+	     "  --help, -h          print this help\n",
 };

@@ -31,17 +31,18 @@ static time_t built(void)
 	return mktime(&tm);
 }
 
+static const struct option options[] = {
+    {"format", required_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int version(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"format", required_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	(void)g;
 	const char *format = NULL;
 	int c;
-	while ((c = cli_getopt(&cmd_version, argc, argv, "f:h", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_version, argc, argv)) != -1) {
 		if (c != 'f')
 			return c == CLI_OPT_HELP ? 0 : EXIT_ENGINE;
 		format = optarg;
@@ -93,6 +94,8 @@ static int version(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_version = {
     .name = "version",
+    .shortopts = "f:h",
+    .options = options,
     .summary = "show kapsel's version, commit, build time and platform",
     .run = version,
     .usage = "Usage: kapsel version [--format json|TEMPLATE]\n"

@@ -13,13 +13,16 @@
 
 enum { OPT_FORMAT = 0x100 };
 
+/* The subcommands, defined with their table at the end. */
+static const struct cli_command cmd_volume_create, cmd_volume_list, cmd_volume_inspect,
+    cmd_volume_rm, cmd_volume_prune;
+
 static int create(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
 	int c;
-	while ((c = cli_getopt(&cmd_volume, argc, argv, "h", options)) != -1)
+	while ((c = cli_getopt_cmd(&cmd_volume_create, argc, argv)) != -1)
 		return cli_opt_status(c);
-	if (!cli_nargs(&cmd_volume, argc - optind, 0, 1, "[NAME]"))
+	if (!cli_nargs(&cmd_volume_create, argc - optind, 0, 1, "[NAME]"))
 		return 1;
 	char *name = NULL;
 	struct kapsel_error *err = NULL;
@@ -38,17 +41,18 @@ static void created_at(int64_t t, char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+static const struct option list_options[] = {
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int list(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"format", required_argument, NULL, OPT_FORMAT},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool json = false, quiet = false;
 	int c;
-	while ((c = cli_getopt(&cmd_volume, argc, argv, "qh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_volume_list, argc, argv)) != -1) {
 		if (c == 'q') {
 			quiet = true;
 			continue;
@@ -59,7 +63,7 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 			return cli_fail("volume ls: --format %s: expected json or table", optarg);
 		json = !strcmp(optarg, "json");
 	}
-	if (!cli_nargs(&cmd_volume, argc - optind, 0, 0, ""))
+	if (!cli_nargs(&cmd_volume_list, argc - optind, 0, 0, ""))
 		return 1;
 	struct kapsel_volume_info *v = NULL;
 	size_t n = 0;
@@ -106,11 +110,10 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 
 static int inspect(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
 	int c;
-	while ((c = cli_getopt(&cmd_volume, argc, argv, "h", options)) != -1)
+	while ((c = cli_getopt_cmd(&cmd_volume_inspect, argc, argv)) != -1)
 		return cli_opt_status(c);
-	if (!cli_nargs(&cmd_volume, argc - optind, 1, -1, "NAME..."))
+	if (!cli_nargs(&cmd_volume_inspect, argc - optind, 1, -1, "NAME..."))
 		return 1;
 	int status = 0;
 	bool first = true;
@@ -157,21 +160,23 @@ static int remove_one(const struct cli_globals *g, const char *name, bool force)
 	return 0;
 }
 
+/* rm's and prune's: -f means something different to each (see the usage). */
+static const struct option force_options[] = {
+    {"force", no_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
 static int rm(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"force", no_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	bool force = false;
 	int c;
-	while ((c = cli_getopt(&cmd_volume, argc, argv, "fh", options)) != -1) {
+	while ((c = cli_getopt_cmd(&cmd_volume_rm, argc, argv)) != -1) {
 		if (c != 'f')
 			return cli_opt_status(c);
 		force = true;
 	}
-	if (!cli_nargs(&cmd_volume, argc - optind, 1, -1, "NAME..."))
+	if (!cli_nargs(&cmd_volume_rm, argc - optind, 1, -1, "NAME..."))
 		return 1;
 	int status = 0;
 	for (int i = optind; i < argc; i++)
@@ -183,17 +188,12 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 /* Every volume no container uses. */
 static int prune(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"force", no_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	int c;
 	/* -f: podman's "do not ask"; kapsel never asks. */
-	while ((c = cli_getopt(&cmd_volume, argc, argv, "fh", options)) != -1)
+	while ((c = cli_getopt_cmd(&cmd_volume_prune, argc, argv)) != -1)
 		if (c != 'f')
 			return cli_opt_status(c);
-	if (!cli_nargs(&cmd_volume, argc - optind, 0, 0, ""))
+	if (!cli_nargs(&cmd_volume_prune, argc - optind, 0, 0, ""))
 		return 1;
 	struct kapsel_volume_info *v = NULL;
 	size_t n = 0;
@@ -221,38 +221,89 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 
 static int volume(const struct cli_globals *g, int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		int (*run)(const struct cli_globals *g, int argc, char **argv);
-	} subs[] = {
-	    {"create", create}, {"ls", list},	{"list", list},	  {"inspect", inspect},
-	    {"rm", rm},		{"remove", rm}, {"prune", prune},
-	};
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		fputs(cmd_volume.usage, argc < 2 ? stderr : stdout);
-		return argc < 2;
-	}
-	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
-		if (!strcmp(argv[1], subs[i].name))
-			return subs[i].run(g, argc - 1, argv + 1);
-	return cli_fail("volume: unknown subcommand \"%s\" (see 'kapsel volume --help')", argv[1]);
+	return cli_dispatch(&cmd_volume, g, argc, argv);
 }
+
+static const char volume_usage[] =
+    "Usage: kapsel volume create [NAME]\n"
+    "       kapsel volume ls [--format json|table] [-q]\n"
+    "       kapsel volume inspect NAME...\n"
+    "       kapsel volume rm [-f] NAME...\n"
+    "       kapsel volume prune [-f]\n"
+    "\n"
+    "A named volume is a directory in the store (<store>/volumes/NAME/_data) that\n"
+    "outlives containers. 'kapsel run -v NAME:/path' and '--mount type=volume,\n"
+    "src=NAME,dst=/path' mount it, creating it when missing; a new volume first gets\n"
+    "the image's content at /path (unless nocopy). A name is\n"
+    "[a-zA-Z0-9][a-zA-Z0-9_.-]*; create without one makes a random name. rm refuses a\n"
+    "volume a container uses (running or not); rm -f removes those containers first.\n"
+    "prune removes every volume no container uses.\n"
+    "\n"
+    "Options:\n"
+    "  --format json|table   (ls) print a JSON array with podman's keys, or the table\n"
+    "  --quiet, -q           (ls) print only the names\n"
+    "  --force, -f           (rm) remove the containers using the volume first;\n"
+    "                        (prune) accepted for podman's sake: prune never asks\n"
+    "  --help, -h            print this help\n";
+
+/* Each subcommand's --help prints the whole usage: it fits on one screen. */
+static const struct cli_command cmd_volume_create = {
+    .name = "volume create",
+    .summary = "create a volume",
+    .run = create,
+    .usage = volume_usage,
+    .shortopts = "h",
+    .options = cli_help_options,
+};
+static const struct cli_command cmd_volume_list = {
+    .name = "volume ls",
+    .summary = "list volumes",
+    .run = list,
+    .usage = volume_usage,
+    .shortopts = "qh",
+    .options = list_options,
+};
+static const struct cli_command cmd_volume_inspect = {
+    .name = "volume inspect",
+    .operands = CLI_OPERAND_VOLUME,
+    .summary = "print volumes as JSON",
+    .run = inspect,
+    .usage = volume_usage,
+    .shortopts = "h",
+    .options = cli_help_options,
+};
+static const struct cli_command cmd_volume_rm = {
+    .name = "volume rm",
+    .operands = CLI_OPERAND_VOLUME,
+    .summary = "remove volumes",
+    .run = rm,
+    .usage = volume_usage,
+    .shortopts = "fh",
+    .options = force_options,
+};
+static const struct cli_command cmd_volume_prune = {
+    .name = "volume prune",
+    .summary = "remove the volumes no container uses",
+    .run = prune,
+    .usage = volume_usage,
+    .shortopts = "fh",
+    .options = force_options,
+};
 
 const struct cli_command cmd_volume = {
     .name = "volume",
     .summary = "manage named volumes (create, ls, inspect, rm, prune)",
     .run = volume,
-    .usage = "Usage: kapsel volume create [NAME]\n"
-	     "       kapsel volume ls [--format json|table] [-q]\n"
-	     "       kapsel volume inspect NAME...\n"
-	     "       kapsel volume rm [-f] NAME...\n"
-	     "       kapsel volume prune [-f]\n"
-	     "\n"
-	     "A named volume is a directory in the store (<store>/volumes/NAME/_data) that\n"
-	     "outlives containers. 'kapsel run -v NAME:/path' and '--mount type=volume,\n"
-	     "src=NAME,dst=/path' mount it, creating it when missing; a new volume first gets\n"
-	     "the image's content at /path (unless nocopy). A name is\n"
-	     "[a-zA-Z0-9][a-zA-Z0-9_.-]*; create without one makes a random name. rm refuses a\n"
-	     "volume a container uses (running or not); rm -f removes those containers first.\n"
-	     "prune removes every volume no container uses.\n",
+    .usage = volume_usage,
+    .subcommands =
+	(const struct cli_subcommand[]){
+	    {"create", &cmd_volume_create},
+	    {"ls", &cmd_volume_list},
+	    {"list", &cmd_volume_list},
+	    {"inspect", &cmd_volume_inspect},
+	    {"rm", &cmd_volume_rm},
+	    {"remove", &cmd_volume_rm},
+	    {"prune", &cmd_volume_prune},
+	    {0},
+	},
 };

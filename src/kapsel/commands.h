@@ -21,6 +21,8 @@ enum cli_operand {
 	CLI_OPERAND_IMAGE,
 	CLI_OPERAND_NETWORK,
 	CLI_OPERAND_FILE,
+	CLI_OPERAND_VOLUME,
+	CLI_OPERAND_CONTAINER_OR_IMAGE, /* inspect: either, as it looks them up */
 };
 
 /* Global options, given before the command. */

@@ -95,9 +95,9 @@ def test_bash_completes_network_names(kapsel, bash_script, tmp_path):
 
 
 def test_complete_helper_rejects_unknown_kind(kapsel):
-    r = run(kapsel, "__complete", "volumes")
+    r = run(kapsel, "__complete", "secrets")
     assert r.returncode != 0
-    assert 'unknown kind "volumes"' in r.stderr
+    assert 'unknown kind "secrets"' in r.stderr
     assert "__complete" not in run(kapsel, "--help").stdout
 
 
