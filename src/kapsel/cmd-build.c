@@ -145,8 +145,9 @@ static int build(const struct cli_globals *g, int argc, char **argv)
 	o.tags = tags;
 	o.build_args = args;
 	o.labels = labels;
-	/* A RUN's container is killed and everything removed: see kapsel_build_options. */
-	struct sigaction sa = {.sa_handler = on_signal};
+	/* A RUN's container is killed and everything removed: see kapsel_build_options. The
+	 * flag is checked between steps, so other system calls just restart. */
+	struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	struct kapsel_error *err = NULL;
