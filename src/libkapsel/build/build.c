@@ -411,8 +411,6 @@ int kap_build_apply_layer(struct builder *b, struct stage *st, const struct kap_
 	return 0;
 }
 
-/* Upper directory -> layer -> unpacked in the store -> the stage's top layer, and cached
- * under the step's key (the stage's chain). */
 static int commit_upper(struct builder *b, struct stage *st, const char *created_by, bool cache);
 
 int kap_build_commit_layer(struct builder *b, struct stage *st, const char *created_by)
@@ -427,7 +425,8 @@ int kap_build_commit_layer(struct builder *b, struct stage *st, const char *crea
 	return commit_upper(b, st, created_by, true);
 }
 
-/* The upper directory as the stage's next layer; cached under the stage's chain. */
+/* Upper directory -> layer -> unpacked in the store -> the stage's top layer, and (cache)
+ * cached under the step's key (the stage's chain). */
 static int commit_upper(struct builder *b, struct stage *st, const char *created_by, bool cache)
 {
 	cleanup_close int upfd = openat(b->tmpfd, "upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
