@@ -6,7 +6,9 @@
  */
 #pragma once
 #include <stdbool.h>
+#include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <kapsel/error.h>
 
@@ -22,6 +24,16 @@ struct kapsel_build_options {
 	const char *network;	 /* RUN's network: "none" (default) or "host" */
 	bool no_cache;		 /* run every step (the cache is still written) */
 	bool quiet;		 /* no step lines, no RUN output */
+	bool single_layer;	 /* --layers=false: the final stage's changes as one layer */
+	bool squash;		 /* the final image is one layer, its base included */
+	const char *platform;	 /* "linux/amd64" or NULL; others are refused (no emulation) */
+	const char *format;	 /* "oci" (NULL) or "docker": the manifest's media types */
+	const char *compression; /* "gzip" (NULL) or "zstd" */
+	bool has_timestamp;	 /* --timestamp given (else SOURCE_DATE_EPOCH, if set) */
+	int64_t timestamp;	 /* seconds: created times and later mtimes clamped to it */
+	/* Set by the caller's SIGINT/SIGTERM handler: a RUN is killed, the build stops and
+	 * leaves no mount, temp directory or container behind. NULL: not cancellable. */
+	const volatile sig_atomic_t *cancel;
 };
 
 /* Builds; *id_out (optional, caller frees) receives the image ID (config digest hex). */

@@ -76,13 +76,16 @@ struct kapsel_push_options {
 	const char *auth_file; /* NULL: the search path */
 	long long chunk_size;  /* > 0: upload blobs in chunks of this many bytes; 0: chosen */
 	const volatile sig_atomic_t *cancel;
+	const char *format; /* "oci" or "docker": convert the manifest's media types; NULL:
+			     * as stored */
 };
 
 /*
  * Push a stored image (name, reference or ID) to dest ([registry/]repository[:tag], an
  * optional docker:// prefix; NULL: the image's own name). Blobs the registry has are skipped,
- * the rest uploaded in parallel, then the manifest as stored. digest_out (optional,
- * KAPSEL_DIGEST_SIZE bytes) receives the manifest digest.
+ * mounted from another repository of the registry they are known to be in, or uploaded in
+ * parallel; then the manifest as stored (or converted to opts->format). digest_out
+ * (optional, KAPSEL_DIGEST_SIZE bytes) receives the pushed manifest's digest.
  */
 int kapsel_push(const char *store_path, const char *image, const char *dest,
 		const struct kapsel_push_options *opts, char *digest_out,

@@ -14,7 +14,7 @@ static void on_signal(int sig)
 	interrupted = sig;
 }
 
-enum { OPT_TLS_VERIFY = 0x100, OPT_AUTHFILE, OPT_CHUNK };
+enum { OPT_TLS_VERIFY = 0x100, OPT_AUTHFILE, OPT_CHUNK, OPT_FORMAT };
 
 static const struct option options[] = {
     {"insecure", no_argument, NULL, 'k'},
@@ -22,6 +22,7 @@ static const struct option options[] = {
     {"creds", required_argument, NULL, 'c'},
     {"authfile", required_argument, NULL, OPT_AUTHFILE},
     {"chunk-size", required_argument, NULL, OPT_CHUNK},
+    {"format", required_argument, NULL, OPT_FORMAT},
     {"quiet", no_argument, NULL, 'q'},
     {"store", required_argument, NULL, 's'},
     {"help", no_argument, NULL, 'h'},
@@ -56,6 +57,12 @@ static int push(const struct cli_globals *g, int argc, char **argv)
 			if (!cli_parse_int(&cmd_push, "--chunk-size", optarg, 1, 1LL << 40, &chunk))
 				return 1;
 			o.chunk_size = chunk;
+			break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "oci") && strcmp(optarg, "docker"))
+				return cli_fail("push: --format %s: expected oci or docker",
+						optarg);
+			o.format = optarg;
 			break;
 		case 'q':
 			o.quiet = true;
@@ -93,7 +100,8 @@ const struct cli_command cmd_push = {
 	     "Pushes a stored image to an OCI distribution registry as DEST\n"
 	     "([docker://]registry/repository[:tag]; default: the image's own name). Blobs the\n"
 	     "registry has are skipped (a re-run resumes an interrupted push), the others are\n"
-	     "uploaded in parallel, then the manifest. Prints the manifest digest.\n"
+	     "mounted from another repository of the registry they are known to be in, or\n"
+	     "uploaded in parallel, then the manifest. Prints the pushed manifest's digest.\n"
 	     "\n"
 	     "Options:\n"
 	     "  --creds USER:PASSWORD   credentials (default: those `kapsel login` stored)\n"
@@ -102,6 +110,7 @@ const struct cli_command cmd_push = {
 	     "  --tls-verify=BOOL       podman's spelling: false is --insecure\n"
 	     "  --chunk-size BYTES      upload in chunks of this size (default: monolithic up to\n"
 	     "                          64 MiB, then 32 MiB chunks)\n"
+	     "  --format oci|docker     convert the manifest's media types (default: as stored)\n"
 	     "  -q, --quiet             no per-blob lines\n"
 	     "  --store DIR             image store\n",
 };

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,8 +50,15 @@
 
 #define API __attribute__((visibility("default")))
 
-#define MT_LAYER_GZIP  "application/vnd.oci.image.layer.v1.tar+gzip"
 #define RUN_TAIL_LINES 10
+
+/* Docker Image Manifest V2 Schema 2 (--format docker): the media types containers/image and
+ * the registry give docker images; the config and layer bytes are the same as OCI's. */
+#define MT_DOCKER_MANIFEST   "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_CONFIG     "application/vnd.docker.container.image.v1+json"
+#define MT_DOCKER_LAYER_GZIP "application/vnd.docker.image.rootfs.diff.tar.gzip"
+#define MT_DOCKER_LAYER_TAR  "application/vnd.docker.image.rootfs.diff.tar"
+#define MT_OCI_LAYER_TAR     "application/vnd.oci.image.layer.v1.tar"
 
 #include "build/builder.h"
 
@@ -63,6 +72,7 @@ void kap_build_stage_clear(struct stage *st)
 	for (size_t i = 0; i < st->n_args; i++)
 		free(st->args[i]);
 	free(st->args);
+	free(st->pending_by);
 	*st = (struct stage){0};
 }
 
@@ -200,6 +210,11 @@ int kap_build_chain_advance(struct builder *b, struct stage *st, const struct ka
 	for (char **v = vars; *v; v++)
 		kap_sha256_update(h, *v, strlen(*v) + 1);
 	kap_sha256_update(h, "\n", 1);
+	/* The layer's bytes also depend on its compression and the clamped mtimes. */
+	char how[48];
+	int hl =
+	    snprintf(how, sizeof(how), "%s %lld", b->zstd ? "zstd" : "gzip", (long long)b->epoch);
+	kap_sha256_update(h, how, (size_t)hl + 1);
 	if (extra)
 		kap_sha256_update(h, extra, strlen(extra) + 1);
 	kap_sha256_final(h, st->chain);
@@ -332,7 +347,9 @@ int kap_build_mount(struct builder *b, struct stage *st, const char *prefix, boo
 	snprintf(wk, sizeof(wk), "%swork", prefix);
 	snprintf(mg, sizeof(mg), "%smerged", prefix);
 	int r;
-	if ((r = fresh_dir(b, up)) < 0 || (r = fresh_dir(b, wk)) < 0)
+	/* --layers=false: the stage's upper directory carries over from step to step. */
+	bool keep = st->accumulate && st->pending_by && !*prefix;
+	if ((!keep && (r = fresh_dir(b, up)) < 0) || (r = fresh_dir(b, wk)) < 0)
 		return r;
 	if (mkdirat(b->tmpfd, mg, 0755) < 0 && errno != EEXIST)
 		return kap_error(b->err, errno, "create %s/%s", b->tmp, mg);
@@ -373,8 +390,8 @@ int kap_build_apply_layer(struct builder *b, struct stage *st, const struct kap_
 	if (!nl)
 		return kap_error(b->err, ENOMEM, "layers");
 	st->layers = nl;
-	nl[st->n_layers] =
-	    (struct kap_descriptor){.media_type = strdup(MT_LAYER_GZIP), .size = l.size};
+	nl[st->n_layers] = (struct kap_descriptor){
+	    .media_type = strdup(l.zstd ? MT_LAYER_ZSTD : MT_LAYER_GZIP), .size = l.size};
 	memcpy(nl[st->n_layers].digest, l.digest, sizeof(l.digest));
 	if (!nl[st->n_layers++].media_type)
 		return kap_error(b->err, ENOMEM, "layers");
@@ -394,15 +411,29 @@ int kap_build_apply_layer(struct builder *b, struct stage *st, const struct kap_
 	return 0;
 }
 
-/* Upper directory -> layer -> unpacked in the store -> the stage's top layer, and cached
- * under the step's key (the stage's chain). */
+static int commit_upper(struct builder *b, struct stage *st, const char *created_by, bool cache);
+
 int kap_build_commit_layer(struct builder *b, struct stage *st, const char *created_by)
+{
+	if (st->accumulate) {
+		/* --layers=false: committed once, when the stage ends (finish_stage). */
+		free(st->pending_by);
+		if (!(st->pending_by = strdup(created_by)))
+			return kap_error(b->err, ENOMEM, "build");
+		return 0;
+	}
+	return commit_upper(b, st, created_by, true);
+}
+
+/* Upper directory -> layer -> unpacked in the store -> the stage's top layer, and (cache)
+ * cached under the step's key (the stage's chain). */
+static int commit_upper(struct builder *b, struct stage *st, const char *created_by, bool cache)
 {
 	cleanup_close int upfd = openat(b->tmpfd, "upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (upfd < 0)
 		return kap_error(b->err, errno, "open %s/upper", b->tmp);
 	struct kap_built_layer l;
-	int r = kap_build_layer(b->s, upfd, b->epoch, NULL, &l, b->err);
+	int r = kap_build_layer_as(b->s, upfd, b->epoch, NULL, b->zstd, &l, b->err);
 	if (r < 0)
 		return r;
 	/* The upper directory is the layer unpacked already (overlay's whiteouts and opaque
@@ -412,7 +443,7 @@ int kap_build_commit_layer(struct builder *b, struct stage *st, const char *crea
 	if (!kap_store_has_layer(b->s, l.diff_id) &&
 	    (r = kap_store_adopt_layer(b->s, b->tmpfd, "upper", l.diff_id, b->err)) < 0)
 		return r;
-	if ((r = kap_build_cache_put(b->s, st->chain, &l, b->err)) < 0)
+	if (cache && (r = kap_build_cache_put(b->s, st->chain, &l, b->err)) < 0)
 		return r;
 	return kap_build_apply_layer(b, st, &l, created_by);
 }
@@ -421,7 +452,8 @@ int kap_build_commit_layer(struct builder *b, struct stage *st, const char *crea
 int kap_build_from_cache(struct builder *b, struct stage *st, const char *created_by)
 {
 	struct kap_built_layer l;
-	if (b->o->no_cache || kap_build_cache_get(b->s, st->chain, &l) < 0)
+	/* --layers=false makes no per-step layers, so there are none to reuse (buildah). */
+	if (b->o->no_cache || st->accumulate || kap_build_cache_get(b->s, st->chain, &l) < 0)
 		return 0;
 	if (!b->o->quiet)
 		fprintf(stderr, "--> Using cache %.12s\n", st->chain + 7);
@@ -797,6 +829,60 @@ static int copy_to_stderr(int fd)
 	return 0;
 }
 
+int kap_build_check_cancel(struct builder *b)
+{
+	if (!b->interrupted && !(b->o->cancel && *b->o->cancel))
+		return 0;
+	return kap_error_plain(b->err, EINTR, "build interrupted");
+}
+
+/*
+ * Wait for a RUN's container. SIGINT, SIGTERM and SIGHUP kill it (SIGKILL: its shell is the
+ * pid namespace's init, which ignores signals it has no handler for, so forwarding ^C as
+ * `kapsel run` does would leave a `sleep` running) and mark the build interrupted; the
+ * runtime then deletes the container and the build unwinds its mounts and temp directory.
+ * The caller's signal mask is restored before returning.
+ */
+static int run_wait(void *ctx, pid_t init, int master)
+{
+	struct builder *b = ctx;
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	if (master >= 0)
+		close(master);
+	int ret = 255;
+	bool killed = false;
+	for (;;) {
+		if (!killed && (b->interrupted || (b->o->cancel && *b->o->cancel))) {
+			b->interrupted = true;
+			kill(init, SIGKILL);
+			killed = true;
+		}
+		int status;
+		pid_t p;
+		while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
+			if (p == init) {
+				ret = WIFEXITED(status) ? WEXITSTATUS(status)
+							: 128 + WTERMSIG(status);
+				goto out;
+			}
+		}
+		if (p < 0 && errno == ECHILD)
+			goto out;
+		int sig = 0;
+		if (sigwait(&set, &sig) == 0 && sig != SIGCHLD)
+			b->interrupted = true;
+	}
+out:
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return ret;
+}
+
 static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
 {
 	int r;
@@ -903,7 +989,7 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 		r = kap_error(b->err, errno, "redirect RUN output");
 	} else {
 		struct kapsel_create_options co = {.root = b->o->root, .id = id, .bundle = b->tmp};
-		r = kapsel_container_run(&co, b->err);
+		r = kapsel_container_run_wait(&co, run_wait, b, b->err);
 	}
 	for (int i = 0; i < 3; i++) {
 		if (saved[i] >= 0) {
@@ -915,6 +1001,9 @@ static int do_run(struct builder *b, const struct kap_cf_instr *in, struct stage
 		copy_to_stderr(logfd);
 	if (r < 0)
 		return kap_build_iwrap(b, in, r);
+	int c = kap_build_check_cancel(b);
+	if (c < 0)
+		return c;
 	if (r != 0) {
 		if (b->o->quiet)
 			print_tail(logfd);
@@ -975,15 +1064,29 @@ int kap_build_write_image(struct builder *b, struct stage *st, char *config_dige
 	int r = kap_store_put_blob(b->s, cfgtext, strlen(cfgtext), config_digest, b->err);
 	if (r < 0)
 		return r;
+	bool docker = b->o->format && !strcmp(b->o->format, "docker");
 	cleanup_json struct kap_json *m = kap_json_new_object();
 	kap_json_set(m, "schemaVersion", kap_json_new_int64(2));
-	kap_json_set(m, "mediaType", kap_json_new_string(KAP_MT_OCI_MANIFEST));
+	kap_json_set(m, "mediaType",
+		     kap_json_new_string(docker ? MT_DOCKER_MANIFEST : KAP_MT_OCI_MANIFEST));
 	kap_json_set(m, "config",
-		     descriptor(KAP_MT_OCI_CONFIG, config_digest, (int64_t)strlen(cfgtext)));
+		     descriptor(docker ? MT_DOCKER_CONFIG : KAP_MT_OCI_CONFIG, config_digest,
+				(int64_t)strlen(cfgtext)));
 	struct kap_json *layers = kap_json_new_array();
-	for (size_t i = 0; i < st->n_layers; i++)
-		kap_json_append(layers, descriptor(st->layers[i].media_type, st->layers[i].digest,
-						   st->layers[i].size));
+	for (size_t i = 0; i < st->n_layers; i++) {
+		const char *mt = st->layers[i].media_type;
+		if (docker && !strcmp(mt, MT_LAYER_GZIP))
+			mt = MT_DOCKER_LAYER_GZIP;
+		else if (docker && !strcmp(mt, MT_OCI_LAYER_TAR))
+			mt = MT_DOCKER_LAYER_TAR;
+		else if (docker && strncmp(mt, "application/vnd.docker.", 23))
+			/* Schema 2 has no zstd layer type (image-spec media-types.md). */
+			return kap_error_plain(b->err, EINVAL,
+					       "--format docker: layer %.19s is %s, which a docker "
+					       "manifest cannot name; use --compression gzip",
+					       st->layers[i].digest, mt);
+		kap_json_append(layers, descriptor(mt, st->layers[i].digest, st->layers[i].size));
+	}
 	kap_json_set(m, "layers", layers);
 	cleanup_free char *mtext = kap_json_dump(m, false);
 	if (!mtext)
@@ -996,8 +1099,60 @@ int kap_build_write_image(struct builder *b, struct stage *st, char *config_dige
 	return 0;
 }
 
+/* --layers=false: the stage's accumulated upper directory becomes its one new layer. */
+static int finish_stage(struct builder *b, struct stage *st)
+{
+	if (!st->accumulate || !st->pending_by)
+		return 0;
+	cleanup_free char *by = steal_ptr(st->pending_by);
+	st->accumulate = false;
+	return commit_upper(b, st, by, false);
+}
+
+/*
+ * --squash: the merged view of every layer (base included) is the image's only layer. A
+ * merged overlay shows no whiteouts and no overlay xattrs, so its walk is the flattened
+ * rootfs; the earlier history entries stay, marked empty_layer, so the non-empty ones still
+ * count the layers (image-spec config.md "history").
+ */
+static int squash(struct builder *b, struct stage *st)
+{
+	cleanup_close int rootfd = kap_build_mount(b, st, "squash-", &b->squash_mounted);
+	if (rootfd < 0)
+		return rootfd;
+	cleanup_close int dfd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return kap_error(b->err, errno, "open %s/squash-merged", b->tmp);
+	struct kap_built_layer l;
+	int r = kap_build_layer_as(b->s, dfd, b->epoch, NULL, b->zstd, &l, b->err);
+	close(steal_fd(dfd));
+	close(steal_fd(rootfd));
+	if (r < 0 || (r = kap_build_umount(b, "squash-", &b->squash_mounted)) < 0)
+		return r;
+	if (!kap_store_has_layer(b->s, l.diff_id) &&
+	    (r = kap_store_unpack_layer(b->s, l.digest, l.zstd ? KAP_COMP_ZSTD : KAP_COMP_GZIP,
+					l.diff_id, b->err)) < 0)
+		return r;
+	for (size_t i = 0; i < st->n_layers; i++)
+		free(st->layers[i].media_type);
+	st->n_layers = 0;
+	struct kap_json *rootfs = kap_json_get(st->cfg, "rootfs");
+	if (rootfs && kap_json_type(rootfs) == KAP_JSON_OBJECT)
+		kap_json_set(rootfs, "diff_ids", kap_json_new_array());
+	struct kap_json *h = kap_json_get(st->cfg, "history");
+	size_t nh = h && kap_json_type(h) == KAP_JSON_ARRAY ? kap_json_array_len(h) : 0;
+	for (size_t i = 0; i < nh; i++) {
+		struct kap_json *e = kap_json_array_at(h, i);
+		if (e && kap_json_type(e) == KAP_JSON_OBJECT)
+			kap_json_set(e, "empty_layer", kap_json_new_bool(true));
+	}
+	return kap_build_apply_layer(b, st, &l, "kapsel build --squash");
+}
+
 static void builder_cleanup(struct builder *b)
 {
+	if (b->squash_mounted)
+		kap_build_umount(b, "squash-", &b->squash_mounted);
 	if (b->mounted)
 		kap_build_umount(b, "", &b->mounted);
 	if (b->from_mounted)
@@ -1064,9 +1219,32 @@ static int build(struct builder *b, char **id_out)
 		return r;
 	if ((r = kap_build_load_ignore(b)) < 0)
 		return r;
+	/* No emulation: a RUN executes on this CPU, so only its platform can be built. */
+	if (o->platform && strcmp(o->platform, "linux/amd64") &&
+	    strcmp(o->platform, "linux/x86_64"))
+		return kap_error_plain(b->err, ENOTSUP,
+				       "--platform %s: kapsel builds only linux/amd64 (this host's "
+				       "platform; RUN has no emulation for others)",
+				       o->platform);
+	if (o->format && strcmp(o->format, "oci") && strcmp(o->format, "docker"))
+		return kap_error_plain(b->err, EINVAL, "--format %s: expected oci or docker",
+				       o->format);
+	if (o->compression && strcmp(o->compression, "gzip") && strcmp(o->compression, "zstd"))
+		return kap_error_plain(b->err, EINVAL, "--compression %s: expected gzip or zstd",
+				       o->compression);
+	b->zstd = o->compression && !strcmp(o->compression, "zstd");
+	if (b->zstd && o->format && !strcmp(o->format, "docker"))
+		return kap_error_plain(b->err, EINVAL,
+				       "--compression zstd: a docker manifest has no zstd layer "
+				       "type; use --format oci");
 	const char *sde = getenv("SOURCE_DATE_EPOCH");
 	b->epoch = -1;
-	if (sde && *sde) {
+	if (o->has_timestamp) {
+		if (o->timestamp < 0)
+			return kap_error_plain(b->err, EINVAL, "--timestamp %lld: not a time",
+					       (long long)o->timestamp);
+		b->epoch = o->timestamp;
+	} else if (sde && *sde) {
 		char *end;
 		long long v = strtoll(sde, &end, 10);
 		if (*end || v < 0)
@@ -1138,10 +1316,14 @@ static int build(struct builder *b, char **id_out)
 		const struct kap_cf_instr *in = &b->cf.instrs[i];
 		if (in->kind == KAP_CF_FROM && b->n_stages == target + 1)
 			break;
+		if ((r = kap_build_check_cancel(b)) < 0)
+			return r;
 		if (!o->quiet)
 			fprintf(stderr, "STEP %zu/%zu: %s\n", ++step, steps, in->text);
 		switch (in->kind) {
 		case KAP_CF_FROM: {
+			if (st && (r = finish_stage(b, st)) < 0)
+				return r;
 			struct stage *ns = realloc(b->stages, (b->n_stages + 1) * sizeof(*ns));
 			if (!ns)
 				return kap_error(b->err, ENOMEM, "build");
@@ -1149,6 +1331,7 @@ static int build(struct builder *b, char **id_out)
 			st = &ns[b->n_stages++];
 			*st = (struct stage){0};
 			r = do_from(b, in, st);
+			st->accumulate = o->single_layer && b->n_stages == target + 1;
 			break;
 		}
 		case KAP_CF_ARG:
@@ -1174,6 +1357,9 @@ static int build(struct builder *b, char **id_out)
 		if (r < 0)
 			return r;
 	}
+	if ((r = kap_build_check_cancel(b)) < 0 || (r = finish_stage(b, &b->stages[target])) < 0 ||
+	    (o->squash && (r = squash(b, &b->stages[target])) < 0))
+		return r;
 	char config_digest[KAP_DIGEST_LEN + 1], manifest_digest[KAP_DIGEST_LEN + 1];
 	if ((r = kap_build_write_image(b, &b->stages[target], config_digest, names,
 				       manifest_digest)) < 0)

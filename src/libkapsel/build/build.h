@@ -110,11 +110,16 @@ struct kap_built_layer {
 	char digest[KAP_DIGEST_LEN + 1];  /* of the compressed blob */
 	char diff_id[KAP_DIGEST_LEN + 1]; /* of the tar stream */
 	int64_t size;			  /* compressed bytes */
+	bool zstd;			  /* zstd-compressed (else gzip) */
 };
 /* clamp_mtime >= 0: mtimes later than it are written as it (SOURCE_DATE_EPOCH). skip
- * (NULL-terminated, optional): relative paths ("etc/hosts") left out of the layer. */
+ * (NULL-terminated, optional): relative paths ("etc/hosts") left out of the layer. gzip. */
 int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime, const char *const *skip,
 		    struct kap_built_layer *out, struct kapsel_error **err);
+/* The same, compressed with libzstd when zstd is set (--compression zstd). */
+int kap_build_layer_as(struct kap_store *s, int upperfd, int64_t clamp_mtime,
+		       const char *const *skip, bool zstd, struct kap_built_layer *out,
+		       struct kapsel_error **err);
 
 /* ---- cache.c: step key ("sha256:<hex>") -> the layer it made ---- */
 /* 0 and *out on a hit; -ENOENT on a miss (no entry, unreadable, or its blob is gone). */

@@ -16,6 +16,7 @@
 struct kap_json;
 
 #define MT_LAYER_GZIP "application/vnd.oci.image.layer.v1.tar+gzip"
+#define MT_LAYER_ZSTD "application/vnd.oci.image.layer.v1.tar+zstd"
 
 struct stage {
 	char *name;	      /* AS name, lower case; NULL */
@@ -27,6 +28,10 @@ struct stage {
 	/* The cache chain: a digest over the base and every instruction so far (with the
 	 * values it saw), so a step's key covers all that came before it. */
 	char chain[KAP_DIGEST_LEN + 1];
+	/* --layers=false: the steps' changes pile up in one upper directory, committed once
+	 * when the stage ends (created_by: its last step). */
+	bool accumulate;
+	char *pending_by;
 };
 
 struct builder {
@@ -42,8 +47,10 @@ struct builder {
 	size_t n_stages;
 	char *tmp; /* <store>/tmp/build-XXXXXX */
 	int tmpfd;
-	bool mounted, from_mounted;
-	int64_t epoch; /* SOURCE_DATE_EPOCH, -1 when unset */
+	bool mounted, from_mounted, squash_mounted;
+	int64_t epoch;	  /* --timestamp or SOURCE_DATE_EPOCH, -1 when unset */
+	bool zstd;	  /* --compression zstd */
+	bool interrupted; /* a signal stopped a RUN */
 	struct kapsel_error **err;
 };
 
@@ -78,6 +85,8 @@ int kap_build_chain_advance(struct builder *b, struct stage *st, const struct ka
 /* 1: the step's layer came from the cache; 0: a miss; < 0: error. */
 int kap_build_from_cache(struct builder *b, struct stage *st, const char *created_by);
 int kap_build_commit_layer(struct builder *b, struct stage *st, const char *created_by);
+/* -EINTR with the error set when the caller's cancel flag is up. */
+int kap_build_check_cancel(struct builder *b);
 
 /* copy.c */
 int kap_build_load_ignore(struct builder *b);

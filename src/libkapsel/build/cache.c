@@ -61,6 +61,8 @@ int kap_build_cache_get(struct kap_store *s, const char *key, struct kap_built_l
 	memcpy(out->digest, digest, KAP_DIGEST_LEN + 1);
 	memcpy(out->diff_id, diff_id, KAP_DIGEST_LEN + 1);
 	out->size = size;
+	struct kap_json *z = kap_json_get(j, "zstd");
+	out->zstd = z && kap_json_type(z) == KAP_JSON_BOOL && kap_json_bool(z);
 	return 0;
 }
 
@@ -71,7 +73,8 @@ int kap_build_cache_put(struct kap_store *s, const char *key, const struct kap_b
 	if (dfd < 0)
 		return dfd;
 	char text[256];
-	int n = snprintf(text, sizeof(text), "{\"digest\":\"%s\",\"diff_id\":\"%s\",\"size\":%lld}",
-			 l->digest, l->diff_id, (long long)l->size);
+	int n =
+	    snprintf(text, sizeof(text), "{\"digest\":\"%s\",\"diff_id\":\"%s\",\"size\":%lld%s}",
+		     l->digest, l->diff_id, (long long)l->size, l->zstd ? ",\"zstd\":true" : "");
 	return kap_fs_write_atomic(dfd, key + 7, text, (size_t)n, 0600, false, err);
 }

@@ -892,7 +892,7 @@ int kap_cf_parse(const char *path, const char *buf, size_t len, struct kap_conta
 	struct parser p = {.path = path, .cf = out, .err = err, .line = 0};
 	struct sbuf acc = {0};
 	unsigned start = 0;
-	size_t pos;
+	size_t pos = 0; /* set by parse_directives; gcc -O2 cannot see it */
 	int r;
 
 	*out = (struct kap_containerfile){.escape = '\\'};

@@ -32,6 +32,7 @@ struct copy_ctx {
 	const struct kap_cf_instr *in;
 	int rootfd;    /* the stage's merged rootfs (O_PATH) */
 	bool from_ctx; /* sources from the context: .containerignore applies */
+	bool chown;    /* --chown given (an extracted tar keeps its owners otherwise) */
 	uid_t uid;
 	gid_t gid;
 	int chmod; /* -1: keep */
@@ -498,6 +499,57 @@ static bool looks_like_tar(int fd, const char *name, enum kap_compression *comp)
 	return n == 512 && !memcmp(buf + 257, "ustar", 5);
 }
 
+/*
+ * ADD --chown of a local tar: every entry the archive wrote, read again from the tar, gets
+ * the owner (buildah does the same; the tar's own owners stay without --chown). Each path
+ * resolves beneath the extraction directory without following a symlink the tar made, so an
+ * entry cannot point the chown outside it.
+ */
+static int chown_extracted(struct copy_ctx *c, int sfd, enum kap_compression comp, int ddir,
+			   const char *src)
+{
+	if (lseek(sfd, 0, SEEK_SET) < 0)
+		return kap_error(c->b->err, errno, "rewind %s", src);
+	struct kap_tar *t;
+	int r = kap_tar_open(sfd, comp, &t, c->b->err);
+	if (r < 0)
+		return r;
+	const char *path;
+	char type;
+	int64_t size;
+	while ((r = kap_tar_next(t, &path, &type, &size, c->b->err)) > 0) {
+		const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+		if (!*path || !strcmp(path, ".") || !strncmp(base, ".wh.", 4))
+			continue;
+		int fd = kap_openat2(ddir, path, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0,
+				     RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+		if (fd < 0 && errno == ENOENT)
+			continue; /* a later entry of the tar replaced or removed it */
+		if (fd < 0) {
+			r = kap_error(c->b->err, errno, "%s: %s", src, path);
+			break;
+		}
+		r = fchownat(fd, "", c->uid, c->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+		close(fd);
+		if (r < 0) {
+			r = kap_error(c->b->err, errno, "chown %s: %s", src, path);
+			break;
+		}
+	}
+	kap_tar_close(t);
+	return r < 0 ? r : 0;
+}
+
+static int add_tar(struct copy_ctx *c, int sfd, enum kap_compression comp, int ddir,
+		   const char *src)
+{
+	struct kap_unpack_opts uo = {0};
+	int r = kap_unpack_layer(sfd, comp, ddir, &uo, NULL, c->b->err);
+	if (r < 0 || !c->chown)
+		return r;
+	return chown_extracted(c, sfd, comp, ddir, src);
+}
+
 int kap_build_copy(struct builder *b, const struct kap_cf_instr *in, struct stage *st)
 {
 	bool add = in->kind == KAP_CF_ADD;
@@ -582,6 +634,7 @@ int kap_build_copy(struct builder *b, const struct kap_cf_instr *in, struct stag
 			return kap_build_iwrap(b, in, r);
 		c.uid = u.uid;
 		c.gid = u.gid;
+		c.chown = true;
 		kap_exec_user_clear(&u);
 	}
 
@@ -636,8 +689,7 @@ int kap_build_copy(struct builder *b, const struct kap_cf_instr *in, struct stag
 			if (S_ISDIR(sst.st_mode)) {
 				r = copy_tree(&c, sfd, rel, ddir, 0);
 			} else if (add && looks_like_tar(sfd, base, &comp)) {
-				struct kap_unpack_opts uo = {0};
-				r = kap_unpack_layer(sfd, comp, ddir, &uo, NULL, b->err);
+				r = add_tar(&c, sfd, comp, ddir, words[i]);
 			} else {
 				r = copy_file_fd(&c, sfd, &sst, rel, ddir, base);
 			}
@@ -657,8 +709,7 @@ int kap_build_copy(struct builder *b, const struct kap_cf_instr *in, struct stag
 				return kap_error(b->err, errno, "open %s", dparent);
 			enum kap_compression comp;
 			if (add && looks_like_tar(sfd, base, &comp)) {
-				struct kap_unpack_opts uo = {0};
-				r = kap_unpack_layer(sfd, comp, ddir, &uo, NULL, b->err);
+				r = add_tar(&c, sfd, comp, ddir, words[i]);
 			} else {
 				r = copy_file_fd(&c, sfd, &sst, rel, ddir, sl + 1);
 			}

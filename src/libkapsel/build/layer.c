@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * An overlay upper directory -> one OCI layer blob (image-spec layer.md), gzip-compressed,
+ * An overlay upper directory -> one OCI layer blob (image-spec layer.md), gzip- (or zstd-)
+ * compressed,
  * written into the store with both digests computed while the bytes go out: the diff_id over
  * the tar stream, the blob digest over the compressed one.
  *
@@ -27,6 +28,7 @@
 #include <unistd.h>
 #include <isa-l/igzip_lib.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "build/build.h"
 #include "core/cleanup.h"
@@ -82,6 +84,35 @@ static int bind_zlib(struct kapsel_error **err)
 	return kap_dl_bind("libz.so.1", "zlib1g", &z.h, syms, KAP_ARRAY_SIZE(syms), err);
 }
 
+/* --compression zstd (layer.md "zstd Media Types"): libzstd's streaming compressor at its
+ * default level, bound at first use like the decompressor in unpack.c. */
+static struct {
+	void *h;
+	__typeof__(ZSTD_createCStream) *create;
+	__typeof__(ZSTD_freeCStream) *free_stream;
+	__typeof__(ZSTD_initCStream) *init;
+	__typeof__(ZSTD_compressStream) *compress;
+	__typeof__(ZSTD_endStream) *end;
+	__typeof__(ZSTD_isError) *is_error;
+	__typeof__(ZSTD_getErrorName) *error_name;
+} zst;
+
+static int bind_zstd(struct kapsel_error **err)
+{
+	const struct kap_dl_sym syms[] = {
+	    KAP_DL_SYM("ZSTD_createCStream", zst.create),
+	    KAP_DL_SYM("ZSTD_freeCStream", zst.free_stream),
+	    KAP_DL_SYM("ZSTD_initCStream", zst.init),
+	    KAP_DL_SYM("ZSTD_compressStream", zst.compress),
+	    KAP_DL_SYM("ZSTD_endStream", zst.end),
+	    KAP_DL_SYM("ZSTD_isError", zst.is_error),
+	    KAP_DL_SYM("ZSTD_getErrorName", zst.error_name),
+	};
+	if (zst.h)
+		return 0;
+	return kap_dl_bind("libzstd.so.1", "libzstd1", &zst.h, syms, KAP_ARRAY_SIZE(syms), err);
+}
+
 #define OUT_CHUNK (256u << 10)
 
 struct tw {
@@ -90,6 +121,8 @@ struct tw {
 	z_stream zs;
 	bool z_ready;
 	bool use_isal;
+	ZSTD_CStream *zc; /* set: zstd instead of gzip */
+	int64_t zc_out;	  /* compressed bytes written */
 	struct isal_zstream is;
 	unsigned char *isal_level_buf;
 	unsigned char out[OUT_CHUNK];
@@ -126,8 +159,29 @@ static int isal_deflate_chunk(struct tw *t, const void *data, size_t len, bool f
 	return 0;
 }
 
+static int zstd_chunk(struct tw *t, const void *data, size_t len, bool finish)
+{
+	ZSTD_inBuffer in = {data, len, 0};
+	for (;;) {
+		ZSTD_outBuffer out = {t->out, OUT_CHUNK, 0};
+		size_t left = finish ? zst.end(t->zc, &out) : zst.compress(t->zc, &out, &in);
+		if (zst.is_error(left))
+			return kap_error_plain(t->err, EIO, "zstd: %s", zst.error_name(left));
+		if (out.pos) {
+			int r = kap_blob_writer_write(t->w, t->out, out.pos, t->err);
+			if (r < 0)
+				return r;
+			t->zc_out += (int64_t)out.pos;
+		}
+		if (finish ? left == 0 : in.pos == in.size)
+			return 0;
+	}
+}
+
 static int tw_deflate(struct tw *t, const void *data, size_t len, int flush)
 {
+	if (t->zc)
+		return zstd_chunk(t, data, len, flush == Z_FINISH);
 	if (t->use_isal)
 		return isal_deflate_chunk(t, data, len, flush == Z_FINISH);
 	t->zs.next_in = (unsigned char *)(uintptr_t)data;
@@ -451,8 +505,15 @@ out:
 int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime, const char *const *skip,
 		    struct kap_built_layer *out, struct kapsel_error **err)
 {
-	bool use_isal = bind_isal();
-	int r = use_isal ? 0 : bind_zlib(err);
+	return kap_build_layer_as(s, upperfd, clamp_mtime, skip, false, out, err);
+}
+
+int kap_build_layer_as(struct kap_store *s, int upperfd, int64_t clamp_mtime,
+		       const char *const *skip, bool zstd, struct kap_built_layer *out,
+		       struct kapsel_error **err)
+{
+	bool use_isal = !zstd && bind_isal();
+	int r = zstd ? bind_zstd(err) : use_isal ? 0 : bind_zlib(err);
 	if (r < 0)
 		return r;
 	struct tw *t = calloc(1, sizeof(*t));
@@ -465,7 +526,14 @@ int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime, const
 		free(t);
 		return kap_error(err, ENOMEM, "layer");
 	}
-	if (use_isal) {
+	if (zstd) {
+		/* Level 3, libzstd's default; no content size or dictionary in the frame, so
+		 * the same tar gives the same bytes. */
+		if (!(t->zc = zst.create()) || zst.is_error(zst.init(t->zc, 3))) {
+			r = kap_error_plain(err, ENOMEM, "zstd: ZSTD_initCStream failed");
+			goto out;
+		}
+	} else if (use_isal) {
 		t->use_isal = true;
 		isal.init(&t->is);
 		t->is.level = 1;
@@ -492,7 +560,10 @@ int kap_build_layer(struct kap_store *s, int upperfd, int64_t clamp_mtime, const
 	static const char end[1024];
 	if ((r = tw_write(t, end, sizeof(end))) < 0 || (r = tw_deflate(t, NULL, 0, Z_FINISH)) < 0)
 		goto out;
-	out->size = t->use_isal ? (int64_t)t->is.total_out : (int64_t)t->zs.total_out;
+	out->size = t->zc	  ? t->zc_out
+		    : t->use_isal ? (int64_t)t->is.total_out
+				  : (int64_t)t->zs.total_out;
+	out->zstd = zstd;
 	kap_sha256_final(steal_ptr(t->diff), out->diff_id);
 	r = kap_blob_writer_finish(steal_ptr(t->w), out->digest, err);
 out:
@@ -504,6 +575,8 @@ out:
 	}
 	if (t->z_ready)
 		z.end(&t->zs);
+	if (t->zc)
+		zst.free_stream(t->zc);
 	free(t->isal_level_buf);
 	for (size_t i = 0; i < t->n_links; i++)
 		free(t->links[i].name);

@@ -273,6 +273,10 @@ int kap_registry_get_blob(struct kap_registry *r, const char *digest, int64_t si
 
 /* Push (distribution-spec "Pushing blobs"): 1 the registry has the blob, 0 it has not. */
 int kap_registry_has_blob(struct kap_registry *r, const char *digest, struct kapsel_error **err);
+/* Cross-repository mount of digest from repository `from` of the same registry: 1 mounted
+ * (201), 0 the registry declined (202: upload it instead). */
+int kap_registry_mount_blob(struct kap_registry *r, const char *digest, const char *from,
+			    struct kapsel_error **err);
 /* Upload size bytes of fd as blob digest: monolithic (POST + PUT) when chunk <= 0, else PATCH
  * chunks of that many bytes then PUT; a failed session is started again (with backoff). */
 int kap_registry_put_blob(struct kap_registry *r, const char *digest, int fd, int64_t size,
@@ -399,6 +403,15 @@ int kap_archive_load(struct kap_store *s, const char *path, char ***names,
 /* Write the images (stored names or manifest digests) as an oci-archive tarball. */
 int kap_archive_save(struct kap_store *s, char *const *names, size_t n, const char *path,
 		     struct kapsel_error **err);
+
+/* blob-sources.c: the repositories a blob was pulled from or pushed to (push's mount hint).
+ * Best effort: add returns -errno without an error object. kap_blob_sources lists (NULL-
+ * terminated, caller frees; *out NULL when none) the repositories on `registry` other than
+ * `except`, returning their count. */
+int kap_blob_source_add(struct kap_store *s, const char *digest, const char *registry,
+			const char *repository);
+int kap_blob_sources(struct kap_store *s, const char *digest, const char *registry,
+		     const char *except, char ***out);
 
 /* tag.c: a name as `kapsel tag` and `kapsel build -t` store it: podman's localhost/ for a name
  * without a registry part, then canonical (kap_ref_string). Caller frees. */

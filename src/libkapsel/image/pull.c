@@ -623,6 +623,11 @@ static int do_pull(const char *store_path, const char *ref_s, const struct kapse
 		r = kap_store_tag(p.store, name, digest, err);
 	if (r < 0)
 		goto out;
+	/* Where the blobs came from: a push to another repository of this registry mounts
+	 * them instead of uploading (blob-sources.c). */
+	kap_blob_source_add(p.store, m.config.digest, ref.registry, ref.repository);
+	for (size_t i = 0; i < m.n_layers; i++)
+		kap_blob_source_add(p.store, m.layers[i].digest, ref.registry, ref.repository);
 	if (digest_out)
 		snprintf(digest_out, KAPSEL_DIGEST_SIZE, "%s", digest);
 	goto out;

@@ -5,6 +5,17 @@
  * lacks it, several at a time; then the manifest, byte for byte as stored so its digest is
  * what `kapsel images` shows. A push that was interrupted and is run again skips the blobs
  * that made it. Layers are sent as stored: compression happened once, at build or pull time.
+ *
+ * A blob the registry lacks but holds in another repository (blob-sources.c remembers where
+ * blobs were pulled from and pushed to) is mounted rather than uploaded; a registry that
+ * declines the mount (202) gets the upload.
+ *
+ * --format oci|docker rewrites the manifest's media types (image-spec media-types.md
+ * "Compatibility Matrix": the config and gzip layer bytes are the same for both), so the
+ * pushed manifest has a digest of its own.
+ *
+ * Only manifests are pushed: the store names the platform manifest it pulled or loaded, never
+ * an index (the index blob is kept, but no name points at it), so there is no index to send.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +47,7 @@ struct job {
 struct pusher {
 	struct kap_store *s;
 	struct kap_registry *reg;
+	const char *registry, *repository; /* the destination, for blob-sources records */
 	const struct kapsel_push_options *o;
 	struct job *jobs;
 	size_t n_jobs;
@@ -69,6 +81,31 @@ static void say(struct pusher *p, const char *digest, const char *what)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* Another repository of the registry holding the blob, asked to lend it: 1 when mounted. */
+static int try_mount(struct pusher *p, const struct job *j, struct kapsel_error **err)
+{
+	cleanup_strv char **from = NULL;
+	if (kap_blob_sources(p->s, j->digest, p->registry, p->repository, &from) <= 0)
+		return 0;
+	for (char **f = from; *f; f++) {
+		struct kapsel_error *e = NULL;
+		int r = kap_registry_mount_blob(p->reg, j->digest, *f, &e);
+		if (r == -EINTR) {
+			*err = e;
+			return r;
+		}
+		/* A refused mount (denied, or an old record) costs only the upload. */
+		kapsel_error_free(e);
+		if (r == 1) {
+			char what[600];
+			snprintf(what, sizeof(what), "mounted from %s", *f);
+			say(p, j->digest, what);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static int push_one(struct pusher *p, const struct job *j, struct kapsel_error **err)
 {
 	int r = kap_registry_has_blob(p->reg, j->digest, err);
@@ -76,7 +113,13 @@ static int push_one(struct pusher *p, const struct job *j, struct kapsel_error *
 		return r;
 	if (r == 1) {
 		say(p, j->digest, "skipped: already exists");
+		kap_blob_source_add(p->s, j->digest, p->registry, p->repository);
 		return 0;
+	}
+	if ((r = try_mount(p, j, err)) != 0) {
+		if (r == 1)
+			kap_blob_source_add(p->s, j->digest, p->registry, p->repository);
+		return r < 0 ? r : 0;
 	}
 	cleanup_close int fd = kap_store_open_blob(p->s, j->digest, err);
 	if (fd < 0)
@@ -94,6 +137,7 @@ static int push_one(struct pusher *p, const struct job *j, struct kapsel_error *
 							   : 0;
 	if ((r = kap_registry_put_blob(p->reg, j->digest, fd, st.st_size, chunk, err)) < 0)
 		return r;
+	kap_blob_source_add(p->s, j->digest, p->registry, p->repository);
 	say(p, j->digest, "done");
 	return 0;
 }
@@ -124,6 +168,118 @@ static void registry_closep(struct kap_registry **r)
 		kap_registry_close(*r);
 }
 
+/* image-spec media-types.md "Compatibility Matrix": the layer types with a twin. */
+static const struct {
+	const char *oci, *docker;
+} layer_types[] = {
+    {"application/vnd.oci.image.layer.v1.tar+gzip",
+     "application/vnd.docker.image.rootfs.diff.tar.gzip"},
+    {"application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar"},
+    {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"},
+};
+
+/* The manifest as it will be pushed. */
+struct out_doc {
+	char *buf;
+	size_t len;
+	const char *mt;
+	char digest[KAP_DIGEST_LEN + 1];
+	struct kap_manifest m;
+};
+
+static void out_doc_clear(struct out_doc *d)
+{
+	free(d->buf);
+	kap_manifest_clear(&d->m);
+}
+
+static void digest_of(const char *buf, size_t len, char *out)
+{
+	struct kap_sha256 *h = kap_sha256_new();
+	if (!h)
+		abort();
+	kap_sha256_update(h, buf, len);
+	kap_sha256_final(h, out);
+}
+
+/* A stored manifest -> d, its media types rewritten for format ("oci", "docker", NULL: as
+ * stored, byte for byte). */
+static int load_manifest(struct kap_store *s, const char *digest, const char *format,
+			 struct out_doc *d, struct kapsel_error **err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len;
+	cleanup_json struct kap_json *doc = NULL;
+	int r;
+	if ((r = kap_store_read_blob(s, digest, &buf, &len, err)) < 0 ||
+	    (r = kap_json_parse(buf, len, "manifest", &doc, err)) < 0)
+		return r;
+	struct kap_json *cfg = kap_json_get(doc, "config");
+	const char *mt = kap_json_string(kap_json_get(doc, "mediaType"));
+	const char *cmt = kap_json_string(kap_json_get(cfg, "mediaType"));
+	bool is_docker =
+	    mt ? !strcmp(mt, KAP_MT_DOCKER_MANIFEST) : cmt && !strcmp(cmt, KAP_MT_DOCKER_CONFIG);
+	bool want_docker = format ? !strcmp(format, "docker") : is_docker;
+	d->mt = want_docker ? KAP_MT_DOCKER_MANIFEST : KAP_MT_OCI_MANIFEST;
+	if (want_docker != is_docker) {
+		if (!cmt || strcmp(cmt, is_docker ? KAP_MT_DOCKER_CONFIG : KAP_MT_OCI_CONFIG))
+			return kap_error_plain(err, EINVAL,
+					       "--format %s: manifest %.19s has config type %s, "
+					       "which has no %s twin",
+					       format, digest, cmt ? cmt : "(none)", format);
+		kap_json_set(doc, "mediaType", kap_json_new_string(d->mt));
+		kap_json_set(
+		    cfg, "mediaType",
+		    kap_json_new_string(want_docker ? KAP_MT_DOCKER_CONFIG : KAP_MT_OCI_CONFIG));
+		struct kap_json *layers = kap_json_get(doc, "layers");
+		size_t n = layers && kap_json_type(layers) == KAP_JSON_ARRAY
+			       ? kap_json_array_len(layers)
+			       : 0;
+		for (size_t i = 0; i < n; i++) {
+			struct kap_json *l = kap_json_array_at(layers, i);
+			const char *lmt = kap_json_string(kap_json_get(l, "mediaType"));
+			const char *to = NULL;
+			for (size_t t = 0; lmt && !to && t < KAP_ARRAY_SIZE(layer_types); t++)
+				if (!strcmp(lmt,
+					    is_docker ? layer_types[t].docker : layer_types[t].oci))
+					to = want_docker ? layer_types[t].docker
+							 : layer_types[t].oci;
+			if (!to)
+				return kap_error_plain(
+				    err, EINVAL,
+				    "--format %s: layer %zu of manifest %.19s is "
+				    "%s, which a %s manifest cannot name",
+				    format, i, digest, lmt ? lmt : "(none)", format);
+			kap_json_set(l, "mediaType", kap_json_new_string(to));
+		}
+		free(buf);
+		if (!(buf = kap_json_dump(doc, false)))
+			return kap_error(err, ENOMEM, "push");
+		len = strlen(buf);
+	}
+	if ((r = kap_manifest_parse(buf, len, &d->m, err)) < 0)
+		return r;
+	digest_of(buf, len, d->digest);
+	d->buf = steal_ptr(buf);
+	d->len = len;
+	return 0;
+}
+
+static int add_job(struct pusher *p, const struct kap_descriptor *d)
+{
+	for (size_t i = 0; i < p->n_jobs; i++)
+		if (!strcmp(p->jobs[i].digest, d->digest))
+			return 0;
+	struct job *nj = realloc(p->jobs, (p->n_jobs + 1) * sizeof(*nj));
+	if (!nj)
+		return -ENOMEM;
+	p->jobs = nj;
+	memcpy(nj[p->n_jobs].digest, d->digest, sizeof(nj->digest));
+	nj[p->n_jobs++].size = d->size;
+	return 0;
+}
+
 API int kapsel_push(const char *store, const char *image, const char *dest,
 		    const struct kapsel_push_options *o, char *digest_out,
 		    struct kapsel_error **err)
@@ -135,6 +291,9 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 	__attribute__((cleanup(registry_closep))) struct kap_registry *reg = NULL;
 	char digest[KAP_DIGEST_LEN + 1], resolved[KAP_DIGEST_LEN + 1];
 	cleanup_free char *name = NULL;
+	if (o->format && strcmp(o->format, "oci") && strcmp(o->format, "docker"))
+		return kap_error_plain(err, EINVAL, "push: --format %s: expected oci or docker",
+				       o->format);
 	int r = kap_store_open(store, &s, err);
 	if (r < 0 || (r = kap_image_find(s, image, &name, digest, err)) < 0 ||
 	    (r = kap_store_resolve_manifest(s, digest, resolved, err)) < 0)
@@ -151,27 +310,25 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 		return kap_error_wrap(err, "push destination");
 	/* Pushed under its tag (or, named by digest, under that digest: it is the same bytes). */
 	cleanup_free char *reference = strdup(ref.tag ? ref.tag : ref.digest);
-	cleanup_free char *manifest = NULL;
-	cleanup_json struct kap_json *doc = NULL;
-	size_t mlen;
-	struct kap_manifest m = {0};
-	struct pusher p = {.s = s, .o = o, .lock = PTHREAD_MUTEX_INITIALIZER};
+	struct out_doc top = {0};
+	struct pusher p = {.s = s,
+			   .o = o,
+			   .registry = ref.registry,
+			   .repository = ref.repository,
+			   .lock = PTHREAD_MUTEX_INITIALIZER};
 	struct kap_credentials creds = {0};
 	if (!reference) {
 		r = kap_error(err, ENOMEM, "push");
 		goto out;
 	}
-	if (ref.digest && strcmp(ref.digest, resolved)) {
+
+	if ((r = load_manifest(s, resolved, o->format, &top, err)) < 0)
+		goto out;
+	if (ref.digest && strcmp(ref.digest, top.digest)) {
 		r = kap_error_plain(err, EINVAL, "push %s: %s names another manifest (%s)", image,
-				    dest, resolved);
+				    dest, top.digest);
 		goto out;
 	}
-	if ((r = kap_store_read_blob(s, resolved, &manifest, &mlen, err)) < 0 ||
-	    (r = kap_manifest_parse(manifest, mlen, &m, err)) < 0)
-		goto out;
-	if ((r = kap_json_parse(manifest, mlen, "manifest", &doc, err)) < 0)
-		goto out;
-	const char *mt = kap_json_string(kap_json_get(doc, "mediaType"));
 
 	if (o->creds) {
 		const char *colon = strchr(o->creds, ':');
@@ -198,18 +355,13 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 	if ((r = kap_registry_open(ref.registry, ref.repository, &ro, &reg, err)) < 0)
 		goto out;
 	p.reg = reg;
-	p.jobs = calloc(m.n_layers + 1, sizeof(*p.jobs));
-	if (!p.jobs) {
+	r = add_job(&p, &top.m.config);
+	for (size_t l = 0; r == 0 && l < top.m.n_layers; l++)
+		r = add_job(&p, &top.m.layers[l]);
+	if (r < 0) {
 		r = kap_error(err, ENOMEM, "push");
 		goto out;
 	}
-	memcpy(p.jobs[0].digest, m.config.digest, sizeof(p.jobs[0].digest));
-	p.jobs[0].size = m.config.size;
-	for (size_t i = 0; i < m.n_layers; i++) {
-		memcpy(p.jobs[i + 1].digest, m.layers[i].digest, sizeof(p.jobs[0].digest));
-		p.jobs[i + 1].size = m.layers[i].size;
-	}
-	p.n_jobs = m.n_layers + 1;
 	pthread_t th[PUSH_JOBS];
 	size_t started = 0;
 	for (; started < PUSH_JOBS && started < p.n_jobs; started++)
@@ -226,15 +378,14 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 	}
 	if (!o->quiet)
 		fprintf(stderr, "Writing manifest to %s\n", dest);
-	r = kap_registry_put_manifest(reg, reference, mt ? mt : KAP_MT_OCI_MANIFEST, manifest, mlen,
-				      err);
+	r = kap_registry_put_manifest(reg, reference, top.mt, top.buf, top.len, err);
 	if (r == 0 && digest_out)
-		memcpy(digest_out, resolved, KAP_DIGEST_LEN + 1);
+		memcpy(digest_out, top.digest, KAP_DIGEST_LEN + 1);
 out:
 	free(p.jobs);
 	pthread_mutex_destroy(&p.lock);
 	kap_credentials_clear(&creds);
-	kap_manifest_clear(&m);
+	out_doc_clear(&top);
 	kap_ref_clear(&ref);
 	return r;
 }

@@ -1486,6 +1486,40 @@ int kap_registry_has_blob(struct kap_registry *r, const char *digest, struct kap
 	return ret;
 }
 
+/*
+ * distribution-spec "Mounting a blob from another repository": POST
+ * /v2/<name>/blobs/uploads/?mount=<digest>&from=<other>. 201: the registry linked the blob,
+ * nothing to upload (1). 202: it could not (no such blob there, no permission, no mount
+ * support) and began an upload session instead (0; the caller uploads, and the abandoned
+ * session expires on the registry's side). Another status is an error as for any request.
+ */
+int kap_registry_mount_blob(struct kap_registry *r, const char *digest, const char *from,
+			    struct kapsel_error **err)
+{
+	for (const char *c = from; *c; c++)
+		if (!isalnum((unsigned char)*c) && !strchr("._-/", *c))
+			return 0; /* not a repository name: no mount, an upload */
+	char what[96];
+	snprintf(what, sizeof(what), "mount of blob %.19s", digest);
+	cleanup_free char *start =
+	    kap_registry_url(r->scheme, r->registry, r->repository, "blobs", "uploads/");
+	cleanup_free char *url = NULL;
+	if (!start || asprintf(&url, "%s?mount=%s&from=%s", start, digest, from) < 0)
+		return kap_error(err, ENOMEM, "%s", r->label);
+	struct xfer x = {.r = r,
+			 .what = what,
+			 .method = "POST",
+			 .handle_401 = true,
+			 .retry_connect = true,
+			 .mode = BODY_DISCARD,
+			 .size = -1};
+	int ret = transfer(r, &x, url, err);
+	if (ret == 0)
+		ret = x.status == 201 ? 1 : x.status == 202 ? 0 : status_error(r, &x, err);
+	xfer_free(&x);
+	return ret;
+}
+
 /* A Location header -> an absolute URL with `param` appended to its query. */
 static char *upload_url(struct kap_registry *r, const char *location, const char *param)
 {
