@@ -15,24 +15,30 @@
 #define PASS_CODE      0x2a /* exit status (0x2a << 1) | 1 = 85 */
 #define FAIL_CODE      0x01 /* exit status 3 */
 
+/*
+ * Port I/O is how these guests hand memory to the host (the hypercall block, virtqueues), so
+ * each is a compiler memory barrier: stores before it are done, loads after it are fresh.
+ * Without the clobber gcc 12 kept hypercall()'s `b.ret = -1` in a register across the OUT and
+ * folded the result to -1 (the smp test's deadline then expired at its first check).
+ */
 static inline void outb(uint16_t port, uint8_t v)
 {
-	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory");
 }
 static inline void outl(uint16_t port, uint32_t v)
 {
-	__asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+	__asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory");
 }
 static inline uint8_t inb(uint16_t port)
 {
 	uint8_t v;
-	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port) : "memory");
 	return v;
 }
 static inline uint32_t inl(uint16_t port)
 {
 	uint32_t v;
-	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port) : "memory");
 	return v;
 }
 
