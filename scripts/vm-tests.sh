@@ -24,6 +24,9 @@
 #                          (default 90; scripts/nested/run.py then reruns in a fresh one)
 #   KAPSEL_NESTED_MEM      outer guest memory (default 4G); KAPSEL_NESTED_CPUS (default 2)
 #   KAPSEL_NESTED_TCG_THREAD  QEMU's TCG threading, multi (default) or single
+#   KAPSEL_NESTED_QEMU     the QEMU binary for the outer guest (default qemu-system-x86_64),
+#                          KAPSEL_NESTED_QEMU_DATA its firmware dirs (-L), colon-separated
+#   KAPSEL_NESTED_KVM_AMD  kvm_amd's parameters in the outer guest (default "nested=0 vgif=0")
 set -eu
 cd "$(dirname "$0")/.."
 repo=$PWD

@@ -24,7 +24,9 @@ WANTED = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "irqb
 # Module parameters (scripts/nested/init passes them to insmod). The outer kvm-amd offers no
 # nested SVM (kapsel's guests do not need it) and does not use virtual GIF, one less feature of
 # QEMU's SVM emulation to depend on.
-PARAMS = {"kvm_amd": "nested=0 vgif=0"}
+# KAPSEL_NESTED_KVM_AMD replaces them (e.g. to try "npt=0": shadow paging instead of the
+# emulated nested paging).
+PARAMS = {"kvm_amd": os.environ.get("KAPSEL_NESTED_KVM_AMD", "nested=0 vgif=0")}
 
 
 def modname(path):

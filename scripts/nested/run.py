@@ -76,7 +76,10 @@ def boot(job, vmlinuz, limit, wedge_after):
             os.unlink(os.path.join(job, name))
         except FileNotFoundError:
             pass
-    cmd = ["qemu-system-x86_64", "-accel",
+    cmd = [os.environ.get("KAPSEL_NESTED_QEMU", "qemu-system-x86_64")]
+    for d in filter(None, os.environ.get("KAPSEL_NESTED_QEMU_DATA", "").split(":")):
+        cmd += ["-L", d]
+    cmd += ["-accel",
            "tcg,thread=" + os.environ.get("KAPSEL_NESTED_TCG_THREAD", "multi"), "-cpu", "max",
            "-smp", os.environ.get("KAPSEL_NESTED_CPUS", "2"),
            "-m", os.environ.get("KAPSEL_NESTED_MEM", "4G"),
