@@ -9,7 +9,7 @@ pkgs="meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev
   libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev libisal-dev zstd
   docker-registry skopeo umoci
   qemu-system-x86 time uidmap passwd
-  qemu-utils cpio strace e2fsprogs"
+  qemu-utils cpio strace e2fsprogs passt"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

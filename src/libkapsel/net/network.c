@@ -17,14 +17,18 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/nsfs.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +90,37 @@ static void leases_clear(struct leases *l)
 	*l = (struct leases){0};
 }
 #define cleanup_leases __attribute__((cleanup(leases_clear)))
+
+enum kap_net_mode kap_net_mode_of(const char *net, bool rootless, bool publishes)
+{
+	if (!net)
+		return rootless && publishes ? KAP_NET_PASTA : KAP_NET_NONE;
+	if (!strcmp(net, "none"))
+		return KAP_NET_NONE;
+	if (!strcmp(net, "host"))
+		return KAP_NET_HOST;
+	if (!strcmp(net, "pasta"))
+		return KAP_NET_PASTA;
+	if (!strncmp(net, "container:", 10))
+		return KAP_NET_CONTAINER;
+	if (!strncmp(net, "ns:", 3))
+		return KAP_NET_NS;
+	return KAP_NET_NETWORK;
+}
+
+int kap_net_ns_check(const char *path, struct kapsel_error **err)
+{
+	if (path[0] != '/')
+		return kap_error_plain(err, EINVAL, "--net ns:%s: the path must be absolute", path);
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kap_error(err, errno, "--net ns:%s", path);
+	/* ioctl_ns(2): any other file fails (ENOTTY), another kind of namespace answers. */
+	int type = ioctl(fd, NS_GET_NSTYPE);
+	if (type != CLONE_NEWNET)
+		return kap_error_plain(err, EINVAL, "--net ns:%s: not a network namespace", path);
+	return 0;
+}
 
 const char *kap_net_store(const char *store)
 {
@@ -463,6 +498,29 @@ int kap_net_parse_mac(const char *s, uint8_t mac[6], struct kapsel_error **err)
 		    err, EINVAL, "--mac-address %s: a multicast address (first octet odd)", s);
 	for (int i = 0; i < 6; i++)
 		mac[i] = (uint8_t)b[i];
+	return 0;
+}
+
+int kap_net_parse_expose(const char *what, const char *spec, uint16_t *port, char proto[4],
+			 struct kapsel_error **err)
+{
+	const char *slash = strchr(spec, '/');
+	size_t len = slash ? (size_t)(slash - spec) : strlen(spec);
+	char buf[8];
+	char *end;
+	long v = -1;
+	if (len && len < sizeof(buf) && spec[0] >= '0' && spec[0] <= '9') {
+		memcpy(buf, spec, len);
+		buf[len] = '\0';
+		v = strtol(buf, &end, 10);
+		if (*end)
+			v = -1;
+	}
+	if (v < 1 || v > 65535 || (slash && strcmp(slash + 1, "tcp") && strcmp(slash + 1, "udp")))
+		return kap_error_plain(err, EINVAL, "%s %s: expected PORT[/tcp|/udp], PORT 1-65535",
+				       what, spec);
+	*port = (uint16_t)v;
+	snprintf(proto, 4, "%s", slash ? slash + 1 : "tcp");
 	return 0;
 }
 
@@ -1075,6 +1133,141 @@ static int ports_check(struct netdir *d, char *const *norm, char *const *specs,
 	return 0;
 }
 
+/* Every host port a lease of any network holds ("tcp:0.0.0.0:8080:80"), appended to *v. */
+static int published_ports(struct netdir *d, char ***v, size_t *n, struct kapsel_error **err)
+{
+	cleanup_strv char **names = NULL;
+	size_t cnt;
+	int r = network_names(d, &names, &cnt, err);
+	if (r < 0)
+		return r;
+	for (size_t k = 0; k < cnt; k++) {
+		cleanup_leases struct leases l = {0};
+		if ((r = leases_read(d, names[k], &l, err)) < 0)
+			return r;
+		for (size_t x = 0; x < l.n; x++)
+			for (char **p = l.v[x].ports; p && *p; p++) {
+				char **nv = realloc(*v, (*n + 2) * sizeof(char *));
+				if (!nv || !(nv[*n] = strdup(*p))) {
+					if (nv)
+						*v = nv;
+					return kap_error(err, ENOMEM, "ports");
+				}
+				nv[++*n] = NULL;
+				*v = nv;
+			}
+	}
+	return 0;
+}
+
+/*
+ * -P: each exposed port that no -p of the request publishes gets a host port of the
+ * ephemeral range (ip-sysctl.rst: ip_local_port_range), as podman picks them: one no lease of
+ * any network holds, none picked before in this request, and one no host socket is bound to.
+ * We hold the network lock, so two runs never pick the same one. A random start spreads the
+ * picks, so a port just freed is not handed out again at once.
+ */
+static int publish_all(struct netdir *d, char *const *const expose[2], char ***norm, size_t *np,
+		       struct kapsel_error **err)
+{
+	unsigned lo = 32768, hi = 60999;
+	cleanup_free char *range = NULL;
+	if (kap_fs_read_file(AT_FDCWD, "/proc/sys/net/ipv4/ip_local_port_range", 64, &range, NULL,
+			     NULL) == 0 &&
+	    (sscanf(range, "%u %u", &lo, &hi) != 2 || lo < 1 || hi > 65535 || lo > hi)) {
+		lo = 32768;
+		hi = 60999;
+	}
+	cleanup_strv char **used = NULL;
+	size_t nu = 0;
+	int r = published_ports(d, &used, &nu, err);
+	if (r < 0)
+		return r;
+	unsigned span = hi - lo + 1, start = 0;
+	if (getrandom(&start, sizeof(start), 0) != (ssize_t)sizeof(start))
+		start = (unsigned)getpid();
+	for (int list = 0; list < 2; list++) {
+		for (char *const *e = expose[list]; e && *e; e++) {
+			uint16_t cport;
+			char proto[4];
+			/* The image's own list may name a protocol we cannot publish (sctp):
+			 * skipped. */
+			if (kap_net_parse_expose("--expose", *e, &cport, proto, NULL) < 0)
+				continue;
+			bool have = false;
+			for (size_t i = 0; i < *np && !have; i++) {
+				char p2[4], ip[INET_ADDRSTRLEN];
+				unsigned hp, cp;
+				have = sscanf((*norm)[i], "%3[a-z]:%15[0-9.]:%u:%u", p2, ip, &hp,
+					      &cp) == 4 &&
+				       cp == cport && !strcmp(p2, proto);
+			}
+			if (have)
+				continue; /* a -p publishes it (or the image lists it twice) */
+			char *pick = NULL;
+			for (unsigned k = 0; k < span && !pick; k++) {
+				unsigned port = lo + (start + k) % span;
+				if (asprintf(&pick, "%s:0.0.0.0:%u:%u", proto, port, cport) < 0)
+					return kap_error(err, ENOMEM, "ports");
+				bool clash = false;
+				for (size_t i = 0; i < nu && !clash; i++)
+					clash = ports_clash(pick, used[i]);
+				for (size_t i = 0; i < *np && !clash; i++)
+					clash = ports_clash(pick, (*norm)[i]);
+				struct kap_net_port hp = {.host_port = (uint16_t)port};
+				snprintf(hp.proto, sizeof(hp.proto), "%s", proto);
+				hp.host_ip.s_addr = htonl(INADDR_ANY);
+				if (!clash && port_free_on_host(&hp, *e, NULL) < 0)
+					clash = true;
+				if (clash)
+					free(steal_ptr(pick));
+			}
+			if (!pick)
+				return kap_error_plain(err, EADDRNOTAVAIL,
+						       "-P %s: no free host port in %u-%u", *e, lo,
+						       hi);
+			char **nv = realloc(*norm, (*np + 2) * sizeof(char *));
+			if (!nv) {
+				free(pick);
+				return kap_error(err, ENOMEM, "ports");
+			}
+			nv[(*np)++] = pick;
+			nv[*np] = NULL;
+			*norm = nv;
+		}
+	}
+	return 0;
+}
+
+/* "tcp:0.0.0.0:8080:80" back to the -p spec "0.0.0.0:8080:80/tcp". */
+static char **port_specs(char *const *norm, struct kapsel_error **err)
+{
+	size_t n = 0;
+	while (norm && norm[n])
+		n++;
+	cleanup_strv char **v = calloc(n + 1, sizeof(char *));
+	if (!v)
+		return kap_error(err, ENOMEM, "ports"), NULL;
+	for (size_t i = 0; i < n; i++) {
+		char proto[4], ip[INET_ADDRSTRLEN];
+		unsigned hp = 0, cp = 0;
+		sscanf(norm[i], "%3[a-z]:%15[0-9.]:%u:%u", proto, ip, &hp, &cp);
+		if (asprintf(&v[i], "%s:%u:%u/%s", ip, hp, cp, proto) < 0) {
+			v[i] = NULL;
+			return kap_error(err, ENOMEM, "ports"), NULL;
+		}
+	}
+	return steal_ptr(v);
+}
+
+void kap_net_result_clear(struct kap_net_result *res)
+{
+	for (char **p = res->ports; p && *p; p++)
+		free(*p);
+	free(res->ports);
+	res->ports = NULL;
+}
+
 /* kap_net_attach under the lock, the container's end named ifname (eth0, eth1, ...). */
 static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, const char *ifname,
 			 struct kap_net_result *res, struct kapsel_error **err)
@@ -1101,6 +1294,10 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	}
 	if ((r = ports_check(&d, norm, rq->ports, err)) < 0)
 		return r;
+	if (rq->publish_all && (r = publish_all(&d, rq->expose, &norm, &np, err)) < 0)
+		return r;
+	if (!(res->ports = port_specs(norm, err)))
+		return -ENOMEM;
 	cleanup_leases struct leases l = {0};
 	if ((r = leases_read(&d, nw.name, &l, err)) < 0)
 		return r;
@@ -1219,7 +1416,7 @@ API int kapsel_network_connect(const char *store, const char *network, const cha
 		return kap_error_plain(err, ENOSPC, "container %s: no free ethN", container);
 	struct kap_net_request rq = {
 	    .store = store, .network = network, .container = container, .netns_fd = nsfd};
-	struct kap_net_result res;
+	cleanup_net_result struct kap_net_result res = {0};
 	return attach_locked(&d, &rq, ifname, &res, err);
 }
 
@@ -1295,6 +1492,40 @@ int kap_net_netns_create(const char *path, struct kapsel_error **err)
 	if (setns(self, CLONE_NEWNET) < 0)
 		return kap_error(err, errno, "return to kapsel's network namespace");
 	return r;
+}
+
+int kap_net_netns_create_apart(const char *path, struct kapsel_error **err)
+{
+	int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return kap_error(err, errno, "create %s", path);
+	close(fd);
+	/* The child's namespace mounts are ours (fork shares the mount namespace). Its exit
+	 * status carries the errno of the step that failed, and which step it was. */
+	pid_t pid = fork();
+	if (pid < 0)
+		return kap_error(err, errno, "create a network namespace: fork");
+	if (pid == 0) {
+		int step = 1;
+		if (unshare(CLONE_NEWNET) == 0 && (step = 2) &&
+		    mount("/proc/thread-self/ns/net", path, NULL, MS_BIND, NULL) == 0 &&
+		    (step = 3) && kap_nl_loopback_up(NULL) == 0)
+			_exit(0);
+		_exit(step * 40 + (errno > 0 && errno < 40 ? errno : 39));
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return kap_error(err, errno, "create a network namespace: wait");
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+	static const char *const what[] = {"create a network namespace",
+					   "create a network namespace",
+					   "bind the network namespace at", "set lo up in"};
+	int step = code / 40 < 4 ? code / 40 : 0;
+	return kap_error(err, code % 40 ? code % 40 : EIO, "%s%s%s", what[step],
+			 step >= 2 ? " " : "", step >= 2 ? path : "");
 }
 
 void kap_net_netns_remove(const char *path)
