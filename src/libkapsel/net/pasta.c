@@ -31,15 +31,14 @@
 
 extern char **environ;
 
-/* pasta's first line that says something (it also reports failing to reach syslog). */
-static void first_line(char *buf, char *out, size_t len)
+/* pasta's last line that says something: its fatal error comes after its warnings (a
+ * missing IPv6 route, failing to reach syslog). */
+static void last_line(char *buf, char *out, size_t len)
 {
 	snprintf(out, len, "pasta failed");
 	for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n"))
-		if (*l && !strstr(l, "syslog")) {
+		if (*l && !strstr(l, "syslog"))
 			snprintf(out, len, "%s", l);
-			return;
-		}
 }
 
 int kap_pasta_start(const char *netns_path, char *const *ports, const char *dir, int dirfd,
@@ -130,7 +129,7 @@ int kap_pasta_start(const char *netns_path, char *const *ports, const char *dir,
 			return kap_error(err, errno, "--net pasta: wait for pasta");
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		char line[256];
-		first_line(buf, line, sizeof(line));
+		last_line(buf, line, sizeof(line));
 		kap_pasta_stop(dirfd);
 		return kap_error_plain(err, EIO, "--net pasta: %s", line);
 	}
