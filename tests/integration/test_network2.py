@@ -270,6 +270,115 @@ def test_net_ns_path(k, tmp_path):
     assert not os.path.exists(os.path.join(k.store, "containers", "n"))
 
 
+# ---- IPv6: dual-stack networks ----
+
+ULA = "fd6b:6170:7365"
+
+
+def nft6_port_elements(k):
+    r = k.sh("nft", "-j", "list", "map", "ip6", "kapsel", "ports")
+    if r.returncode != 0:
+        return []
+    return [e for o in json.loads(r.stdout)["nftables"] for e in (o.get("map") or {}).get(
+        "elem", [])]
+
+
+def nft6_set(k, name):
+    r = k.sh("nft", "-j", "list", "set", "ip6", "kapsel", name)
+    if r.returncode != 0:
+        return []
+    return [e for o in json.loads(r.stdout)["nftables"] for e in (o.get("set") or {}).get(
+        "elem", [])]
+
+
+def test_ipv6_dual_stack(k):
+    r = k("network", "create", "--ipv6", "--subnet", "10.61.0.0/24", "six")
+    assert r.returncode == 0, r.stderr
+    net = json.loads(k("network", "inspect", "six").stdout)[0]
+    assert net["ipv6_enabled"] is True
+    assert net["subnets"][1] == {"subnet": f"{ULA}:1::/64", "gateway": f"{ULA}:1::1"}, net
+    ls = {n["name"]: n for n in json.loads(k("network", "ls", "--format", "json").stdout)}
+    assert ls["six"]["subnets"][1]["subnet"] == f"{ULA}:1::/64"
+    assert ls["kapsel"]["ipv6_enabled"] is False
+    r = k("run", "-d", "--name", "srv6", "--net", "six", "-p", "8090:80", "busybox", *SERVE)
+    assert r.returncode == 0, r.stderr
+    ins = json.loads(k("inspect", "srv6").stdout)[0]["NetworkSettings"]["Networks"]["six"]
+    addr = ins["GlobalIPv6Address"]
+    assert addr == f"{ULA}:1::2" and ins["GlobalIPv6PrefixLen"] == 64, ins
+    assert ins["IPv6Gateway"] == f"{ULA}:1::1"
+    # another container: its address, default route, ping6 and TCP over IPv6
+    r = k("run", "--rm", "--cap-add", "NET_RAW", "--net", "six", "busybox", "sh", "-c",
+          f"ip -6 -o addr show eth0 scope global; ip -6 route show default; "
+          f"ping6 -c1 -W3 {addr} && nc {addr} 80 </dev/null; cat /etc/hosts")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert f"inet6 {ULA}:1::3/64" in r.stdout
+    assert f"default via {ULA}:1::1" in r.stdout
+    assert "1 packets received" in r.stdout and "served" in r.stdout, r.stdout
+    assert re.search(rf"{ULA}:1::3\s", r.stdout), r.stdout
+    # the published port from the test's "host", over the bridge's IPv6 address
+    assert wait_served(k, 8090, f"{ULA}:1::1"), "published port over IPv6 does not answer"
+    assert wait_served(k, 8090, "127.0.0.1")
+    # [::1] is not published (no route_localnet for IPv6): refused at once, not hung
+    t = time.time()
+    assert "served" not in fetch(k, 8090, "::1")
+    assert time.time() - t < 2.5
+    assert len(nft6_port_elements(k)) == 1
+    assert len(nft6_set(k, "masq")) == 1
+    assert k("stop", "-t", "1", "srv6").returncode == 0
+    assert nft6_port_elements(k) == [] and k.nft_elements() == []
+    assert k("network", "rm", "six").returncode == 0
+    assert nft6_set(k, "masq") == []
+
+
+def test_ipv6_internal_has_no_route_out(k):
+    r = k("network", "create", "--internal", "--ipv6", "--subnet", "10.62.0.0/24", "in6")
+    assert r.returncode == 0, r.stderr
+    r = k("run", "--rm", "--net", "in6", "busybox", "sh", "-c",
+          "ip -6 route show default; ip -6 -o addr show eth0 scope global")
+    assert r.returncode == 0, r.stderr
+    assert "default" not in r.stdout and f"{ULA}:1::2/64" in r.stdout, r.stdout
+    assert len(nft6_set(k, "internal")) == 1 and nft6_set(k, "masq") == []
+
+
+def test_ipv6_default_subnets_avoid_clashes(k):
+    r = k("network", "create", "--subnet", "10.91.0.0/24", "--subnet", "fd00:91::/64", "given")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(k("network", "inspect", "given").stdout)[0]["subnets"][1] == {
+        "subnet": "fd00:91::/64", "gateway": "fd00:91::1"}
+    # a route of the test's "host" on the third /64 of kapsel's prefix
+    for cmd in (["ip", "link", "add", "kt6a", "type", "veth", "peer", "name", "kt6b"],
+                ["ip", "link", "set", "kt6a", "up"], ["ip", "link", "set", "kt6b", "up"],
+                ["ip", "-6", "route", "add", f"{ULA}:3::/64", "dev", "kt6a"]):
+        assert k.sh(*cmd).returncode == 0, cmd
+    got = []
+    for name in ("a6", "b6", "c6"):
+        r = k("network", "create", "--ipv6", name)
+        assert r.returncode == 0, r.stderr
+        got.append(json.loads(k("network", "inspect", name).stdout)[0]["subnets"][1]["subnet"])
+    assert got == [f"{ULA}:1::/64", f"{ULA}:2::/64", f"{ULA}:4::/64"], got
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--subnet", "fd00::/200"], "--subnet \"fd00::/200\": expected an IPv6 CIDR"),
+    (["--subnet", "fd00::zz/64"], "--subnet \"fd00::zz/64\": not an IPv6 CIDR"),
+    (["--subnet", "fd00::1/64"], "--subnet \"fd00::1/64\": host bits are set"),
+    (["--subnet", "fd00::/40"], "the IPv6 prefix must be between /48 and /120"),
+    (["--subnet", "fd00:1::/64", "--subnet", "fd00:2::/64"], "one IPv6 subnet only"),
+    (["--subnet", "10.92.0.0/16", "--subnet", "fd00:92::/120"],
+     "--subnet fd00:92::/120: fewer addresses than the IPv4 subnet (/16)"),
+    (["--subnet", "fd00:77::/64"], "--subnet fd00:77::/64 overlaps network first6"),
+    (["--subnet", "fd00:77:0:0:1::/80"], "overlaps network first6"),
+])
+def test_ipv6_bad_input(k, args, msg):
+    r = k("network", "create", "--subnet", "10.77.0.0/24", "--subnet", "fd00:77::/64", "first6")
+    assert r.returncode == 0, r.stderr
+    before = sorted(os.listdir(os.path.join(k.store, "networks")))
+    r = k("network", "create", *args, "bad6")
+    assert r.returncode != 0
+    assert msg in one_line(r.stderr), r.stderr
+    assert sorted(os.listdir(os.path.join(k.store, "networks"))) == before
+
+
 # ---- rootless -p through pasta ----
 
 ROOTLESS_SCENARIO = r"""

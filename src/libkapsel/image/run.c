@@ -878,6 +878,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 			net.ip[0] ? "" : " ", net.ip[0] ? "" : hostname);
 		if (net.ip[0])
 			fprintf(hf, "%s\t%s %s\n", net.ip, hostname, name);
+		if (net.ip6[0])
+			fprintf(hf, "%s\t%s %s\n", net.ip6, hostname, name);
 	}
 	for (char *const *h = o->add_hosts; h && *h; h++) {
 		const char *colon = strchr(*h, ':');

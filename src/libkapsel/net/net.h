@@ -63,6 +63,7 @@ int kap_net_check(const struct kap_net_request *rq, struct kapsel_error **err);
 struct kap_net_result {
 	char ip[INET_ADDRSTRLEN];
 	char gateway[INET_ADDRSTRLEN];
+	char ip6[INET6_ADDRSTRLEN]; /* "" on an IPv4-only network */
 	bool internal;
 	bool dns; /* a name responder answers on the gateway (user-defined networks) */
 	/* Every port published, as -p specs ("0.0.0.0:40123:80/tcp"): what a restart asks for

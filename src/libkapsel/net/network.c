@@ -60,6 +60,11 @@ struct network {
 	uint32_t gateway;
 	bool internal;
 	int64_t created;
+	/* Dual stack: a container's IPv6 address is subnet6 plus its IPv4 address's offset in
+	 * subnet (create checks that subnet6 has room), so the IPv4 lease is the IPv6 one too. */
+	bool v6;
+	struct in6_addr subnet6, gateway6;
+	int prefix6;
 };
 
 struct lease {
@@ -190,6 +195,71 @@ static int parse_cidr(const char *s, uint32_t *net, int *prefix, struct kapsel_e
 	return 0;
 }
 
+#define ULA_PREFIX "fd6b:6170:7365" /* kapsel's own /48 of fd00::/8 (RFC 4193) */
+
+static void ip6_str(const struct in6_addr *a, char buf[INET6_ADDRSTRLEN])
+{
+	inet_ntop(AF_INET6, a, buf, INET6_ADDRSTRLEN);
+}
+
+static int parse_cidr6(const char *s, struct in6_addr *net, int *prefix, struct kapsel_error **err)
+{
+	const char *slash = strchr(s, '/');
+	char addr[INET6_ADDRSTRLEN];
+	char *end;
+	long p = slash ? strtol(slash + 1, &end, 10) : -1;
+	if (!slash || (size_t)(slash - s) >= sizeof(addr) || slash[1] == '\0' || *end || p < 0 ||
+	    p > 128)
+		return kap_error_plain(
+		    err, EINVAL, "--subnet \"%s\": expected an IPv6 CIDR like fd00:1::/64", s);
+	memcpy(addr, s, (size_t)(slash - s));
+	addr[slash - s] = '\0';
+	if (inet_pton(AF_INET6, addr, net) != 1)
+		return kap_error_plain(err, EINVAL, "--subnet \"%s\": not an IPv6 CIDR", s);
+	/* Room for the IPv4 subnet's offsets (at most /8: 24 bits), and a real network. */
+	if (p < 48 || p > 120)
+		return kap_error_plain(err, EINVAL,
+				       "--subnet \"%s\": the IPv6 prefix must be between /48 and "
+				       "/120",
+				       s);
+	for (int b = (int)p; b < 128; b++)
+		if (net->s6_addr[b / 8] & (0x80 >> (b % 8)))
+			return kap_error_plain(err, EINVAL, "--subnet \"%s\": host bits are set",
+					       s);
+	*prefix = (int)p;
+	return 0;
+}
+
+static bool overlap6(const struct in6_addr *a, int pa, const struct in6_addr *b, int pb)
+{
+	int p = pa < pb ? pa : pb;
+	for (int i = 0; i < p; i++) {
+		uint8_t m = (uint8_t)(0x80 >> (i % 8));
+		if ((a->s6_addr[i / 8] & m) != (b->s6_addr[i / 8] & m))
+			return false;
+	}
+	return true;
+}
+
+/* base + off, big-endian with carry. */
+static struct in6_addr ip6_add(const struct in6_addr *base, uint32_t off)
+{
+	struct in6_addr r = *base;
+	uint64_t carry = off;
+	for (int i = 15; i >= 0 && carry; i--) {
+		carry += r.s6_addr[i];
+		r.s6_addr[i] = (uint8_t)carry;
+		carry >>= 8;
+	}
+	return r;
+}
+
+/* The container's IPv6 address on a dual-stack network. */
+static struct in6_addr ip6_of(const struct network *nw, uint32_t ip)
+{
+	return ip6_add(&nw->subnet6, ip - nw->subnet);
+}
+
 static bool overlap(uint32_t a, int pa, uint32_t b, int pb)
 {
 	uint32_t m = mask_of(pa < pb ? pa : pb);
@@ -259,6 +329,14 @@ static int network_write(struct netdir *d, const struct network *n, struct kapse
 	kap_json_set(j, "subnet", kap_json_new_string(sub));
 	kap_json_set(j, "gateway", kap_json_new_string(gw));
 	kap_json_set(j, "internal", kap_json_new_bool(n->internal));
+	if (n->v6) {
+		char s6[INET6_ADDRSTRLEN + 4], g6[INET6_ADDRSTRLEN];
+		ip6_str(&n->subnet6, s6);
+		snprintf(s6 + strlen(s6), 5, "/%d", n->prefix6);
+		ip6_str(&n->gateway6, g6);
+		kap_json_set(j, "subnet6", kap_json_new_string(s6));
+		kap_json_set(j, "gateway6", kap_json_new_string(g6));
+	}
 	kap_json_set(j, "created", kap_json_new_int64(n->created));
 	cleanup_free char *text = kap_json_dump(j, true);
 	char file[96];
@@ -283,12 +361,15 @@ static int network_read(struct netdir *d, const char *name, struct network *n,
 	cleanup_json struct kap_json *j = NULL;
 	if ((r = kap_json_parse(buf, len, file, &j, err)) < 0)
 		return r;
-	cleanup_free char *nm = NULL, *br = NULL, *sub = NULL, *gw = NULL;
+	cleanup_free char *nm = NULL, *br = NULL, *sub = NULL, *gw = NULL, *sub6 = NULL,
+			  *gw6 = NULL;
 	*n = (struct network){0};
 	if ((r = kap_json_read_string(j, file, "name", &nm, err)) < 0 ||
 	    (r = kap_json_read_string(j, file, "bridge", &br, err)) < 0 ||
 	    (r = kap_json_read_string(j, file, "subnet", &sub, err)) < 0 ||
 	    (r = kap_json_read_string(j, file, "gateway", &gw, err)) < 0 ||
+	    (r = kap_json_read_string(j, file, "subnet6", &sub6, err)) < 0 ||
+	    (r = kap_json_read_string(j, file, "gateway6", &gw6, err)) < 0 ||
 	    (r = kap_json_read_bool(j, file, "internal", &n->internal, err)) < 0 ||
 	    (r = kap_json_read_int64(j, file, "created", &n->created, err)) < 0)
 		return r;
@@ -300,6 +381,14 @@ static int network_read(struct netdir *d, const char *name, struct network *n,
 	if ((r = parse_cidr(sub, &n->subnet, &n->prefix, err)) < 0 ||
 	    (r = parse_ip("gateway", gw, &n->gateway, err)) < 0)
 		return kap_error_wrap(err, "%s/networks/%s", d->store, file);
+	if (sub6) {
+		n->v6 = true;
+		if ((r = parse_cidr6(sub6, &n->subnet6, &n->prefix6, err)) < 0)
+			return kap_error_wrap(err, "%s/networks/%s", d->store, file);
+		if (!gw6 || inet_pton(AF_INET6, gw6, &n->gateway6) != 1)
+			return kap_error_plain(err, EINVAL, "%s/networks/%s: gateway6: not IPv6",
+					       d->store, file);
+	}
 	return 0;
 }
 
@@ -559,8 +648,34 @@ static bool ports_clash(const char *a, const char *b)
 
 /* ---- teardown of one lease ---- */
 
-static void lease_teardown(struct kap_nl *nl, const struct lease *e, bool nft)
+/* The ip6 table's element of a port published on every address (a host address given with
+ * -p is IPv4: no IPv6 twin); false for the others. */
+static bool port_key6(const char *norm, char *out, size_t len, const struct in6_addr *ctr)
 {
+	char proto[4], hip[INET_ADDRSTRLEN], cip[INET6_ADDRSTRLEN];
+	unsigned hport = 0, cport = 0;
+	if (sscanf(norm, "%3[a-z]:%15[0-9.]:%u:%u", proto, hip, &hport, &cport) != 4 ||
+	    strcmp(hip, "0.0.0.0"))
+		return false;
+	int n = snprintf(out, len, "ports { %s . %u", proto, hport);
+	if (ctr) {
+		ip6_str(ctr, cip);
+		n += snprintf(out + n, len - (size_t)n, " : %s . %u", cip, cport);
+	}
+	snprintf(out + n, len - (size_t)n, " }");
+	return true;
+}
+
+static void lease_teardown(struct kap_nl *nl, const struct lease *e, bool nft, bool nft6)
+{
+	for (char **p = nft6 ? e->ports : NULL; p && *p; p++) {
+		char cmd[200], key[160];
+		cleanup_error struct kapsel_error *ne = NULL;
+		if (port_key6(*p, key, sizeof(key), NULL)) {
+			snprintf(cmd, sizeof(cmd), "delete element ip6 kapsel %s", key);
+			kap_nft_run(cmd, &ne); /* already gone: nothing to do */
+		}
+	}
 	cleanup_error struct kapsel_error *le = NULL;
 	if (nl && kap_nl_link_del(nl, e->veth, &le) < 0)
 		kap_warn("%s", le->msg);
@@ -593,7 +708,7 @@ static int sweep(struct netdir *d, const char *container, bool ns_gone, struct k
 	if (r < 0)
 		return r;
 	cleanup_nl struct kap_nl *nl = NULL;
-	int nft = -1; /* whether our table exists: asked once */
+	int nft = -1, nft6 = -1; /* whether our tables exist: asked once */
 	for (size_t i = 0; i < n; i++) {
 		cleanup_leases struct leases l = {0};
 		if ((r = leases_read(d, names[i], &l, err)) < 0)
@@ -611,7 +726,11 @@ static int sweep(struct netdir *d, const char *container, bool ns_gone, struct k
 				return -(*err)->code;
 			if (nft < 0 && e->ports && *e->ports)
 				nft = kap_nft_present();
-			lease_teardown(nl, e, nft > 0);
+			struct network nw;
+			if (nft6 < 0 && e->ports && *e->ports &&
+			    network_read(d, names[i], &nw, NULL) == 0 && nw.v6)
+				nft6 = kap_nft6_present();
+			lease_teardown(nl, e, nft > 0, nft6 > 0);
 			free(e->container);
 			e->container = NULL;
 			changed = true;
@@ -661,6 +780,78 @@ static int subnet_taken(struct netdir *d, struct kap_nl *nl, uint32_t net, int p
 			return kap_error(err, ENOMEM, "networks");
 		return 1;
 	}
+	return 0;
+}
+
+/* The same for an IPv6 subnet: another network's, or an IPv6 route of this namespace. */
+static int subnet6_taken(struct netdir *d, struct kap_nl *nl, const struct in6_addr *net,
+			 int prefix, char **why, struct kapsel_error **err)
+{
+	cleanup_strv char **names = NULL;
+	size_t n;
+	int r = network_names(d, &names, &n, err);
+	if (r < 0)
+		return r;
+	*why = NULL;
+	for (size_t i = 0; i < n; i++) {
+		struct network o;
+		if (network_read(d, names[i], &o, NULL) < 0 || !o.v6)
+			continue;
+		if (overlap6(net, prefix, &o.subnet6, o.prefix6)) {
+			if (asprintf(why, "network %s", o.name) < 0)
+				return kap_error(err, ENOMEM, "networks");
+			return 1;
+		}
+	}
+	bool routed = false;
+	if ((r = kap_nl_route6_overlaps(nl, net, prefix, &routed, err)) < 0)
+		return r;
+	if (routed) {
+		if (!(*why = strdup("a route of this host")))
+			return kap_error(err, ENOMEM, "networks");
+		return 1;
+	}
+	return 0;
+}
+
+/* Dual stack for n (its IPv4 subnet chosen): subnet6, or the first free /64 of ours. */
+static int network_v6(struct netdir *d, struct kap_nl *nl, struct network *n, const char *subnet6,
+		      struct kapsel_error **err)
+{
+	cleanup_free char *why = NULL;
+	int r;
+	n->v6 = true;
+	if (subnet6) {
+		if ((r = parse_cidr6(subnet6, &n->subnet6, &n->prefix6, err)) < 0)
+			return r;
+		if (128 - n->prefix6 < 32 - n->prefix)
+			return kap_error_plain(err, EINVAL,
+					       "--subnet %s: fewer addresses than the IPv4 subnet "
+					       "(/%d)",
+					       subnet6, n->prefix);
+		if ((r = subnet6_taken(d, nl, &n->subnet6, n->prefix6, &why, err)) < 0)
+			return r;
+		if (r)
+			return kap_error_plain(err, EEXIST, "--subnet %s overlaps %s", subnet6,
+					       why);
+	} else {
+		bool found = false;
+		for (unsigned k = 1; k < 65536 && !found; k++) {
+			char cidr[64];
+			snprintf(cidr, sizeof(cidr), ULA_PREFIX ":%x::/64", k);
+			if ((r = parse_cidr6(cidr, &n->subnet6, &n->prefix6, err)) < 0)
+				return r;
+			free(steal_ptr(why));
+			if ((r = subnet6_taken(d, nl, &n->subnet6, 64, &why, err)) < 0)
+				return r;
+			found = !r;
+		}
+		if (!found)
+			return kap_error_plain(err, EADDRNOTAVAIL,
+					       "network %s: no free " ULA_PREFIX ":N::/64 subnet",
+					       n->name);
+	}
+	n->gateway6 = ip6_add(&n->subnet6, n->gateway - n->subnet);
 	return 0;
 }
 
@@ -723,6 +914,10 @@ API int kapsel_network_create(const char *store, const struct kapsel_network_cre
 	int r;
 	if (o->subnet && (r = parse_cidr(o->subnet, &n.subnet, &n.prefix, err)) < 0)
 		return r;
+	struct in6_addr sub6;
+	int prefix6;
+	if (o->subnet6 && (r = parse_cidr6(o->subnet6, &sub6, &prefix6, err)) < 0)
+		return r;
 	if (o->gateway) {
 		if ((r = parse_ip("--gateway", o->gateway, &n.gateway, err)) < 0)
 			return r;
@@ -779,6 +974,8 @@ API int kapsel_network_create(const char *store, const struct kapsel_network_cre
 	}
 	if (!o->gateway)
 		n.gateway = n.subnet + 1;
+	if ((o->ipv6 || o->subnet6) && (r = network_v6(&d, nl, &n, o->subnet6, err)) < 0)
+		return r;
 	/* Bridges kapsel1..: the lowest number no other network uses. */
 	cleanup_strv char **names = NULL;
 	size_t cnt;
@@ -804,6 +1001,8 @@ static void info_clear(struct kapsel_network_info *i)
 	free(i->bridge);
 	free(i->subnet);
 	free(i->gateway);
+	free(i->subnet6);
+	free(i->gateway6);
 	for (char **p = i->containers; p && *p; p++)
 		free(*p);
 	free(i->containers);
@@ -835,7 +1034,16 @@ static int info_of(struct netdir *d, const struct network *n, struct kapsel_netw
 	    .internal = n->internal,
 	    .containers = calloc(l.n + 1, sizeof(char *)),
 	};
-	if (!out->name || !out->bridge || !out->subnet || !out->gateway || !out->containers) {
+	if (n->v6) {
+		char s6[INET6_ADDRSTRLEN + 5], g6[INET6_ADDRSTRLEN];
+		ip6_str(&n->subnet6, s6);
+		snprintf(s6 + strlen(s6), 5, "/%d", n->prefix6);
+		ip6_str(&n->gateway6, g6);
+		out->subnet6 = strdup(s6);
+		out->gateway6 = strdup(g6);
+	}
+	if (!out->name || !out->bridge || !out->subnet || !out->gateway || !out->containers ||
+	    (n->v6 && (!out->subnet6 || !out->gateway6))) {
 		info_clear(out);
 		return kap_error(err, ENOMEM, "network %s", n->name);
 	}
@@ -904,7 +1112,14 @@ API int kapsel_network_inspect(const char *store, const char *name, char **json,
 		kap_json_set(sub, "subnet", kap_json_new_string(info.subnet));
 		kap_json_set(sub, "gateway", kap_json_new_string(info.gateway));
 		kap_json_append(subs, sub);
+		if (info.subnet6) {
+			struct kap_json *s6 = kap_json_new_object();
+			kap_json_set(s6, "subnet", kap_json_new_string(info.subnet6));
+			kap_json_set(s6, "gateway", kap_json_new_string(info.gateway6));
+			kap_json_append(subs, s6);
+		}
 		kap_json_set(j, "subnets", subs);
+		kap_json_set(j, "ipv6_enabled", kap_json_new_bool(info.subnet6 != NULL));
 		kap_json_set(j, "internal", kap_json_new_bool(info.internal));
 		kap_json_set(j, "created", kap_json_new_int64(nw.created));
 		for (char **p = info.containers; *p; p++)
@@ -946,6 +1161,14 @@ API int kapsel_network_rm(const char *store, const char *name, struct kapsel_err
 		ip_str(nw.subnet, sub);
 		snprintf(cmd, sizeof(cmd), "delete element ip kapsel %s { %s/%d }",
 			 nw.internal ? "internal" : "masq", sub, nw.prefix);
+		cleanup_error struct kapsel_error *ne = NULL;
+		kap_nft_run(cmd, &ne); /* never attached: no element */
+	}
+	if (nw.v6 && kap_nft6_present()) {
+		char sub6[INET6_ADDRSTRLEN], cmd[160];
+		ip6_str(&nw.subnet6, sub6);
+		snprintf(cmd, sizeof(cmd), "delete element ip6 kapsel %s { %s/%d }",
+			 nw.internal ? "internal" : "masq", sub6, nw.prefix6);
 		cleanup_error struct kapsel_error *ne = NULL;
 		kap_nft_run(cmd, &ne); /* never attached: no element */
 	}
@@ -1053,8 +1276,21 @@ static int network_up(struct kap_nl *nl, const struct network *nw, bool ports,
 		return 0;
 	}
 	if ((r = kap_nl_bridge_create(nl, nw->bridge, err)) < 0 ||
-	    (r = kap_nl_addr_add(nl, nw->bridge, gw, nw->prefix, err)) < 0)
+	    (r = kap_nl_addr_add(nl, nw->bridge, gw, nw->prefix, err)) < 0 ||
+	    (nw->v6 && (r = kap_nl_addr6_add(nl, nw->bridge, &nw->gateway6, nw->prefix6, err)) < 0))
 		return r;
+	if (nw->v6) {
+		/* ip-sysctl.rst: IPv6 forwarding is all or nothing (conf/all/forwarding). */
+		if (!nw->internal &&
+		    (r = sysctl_on("/proc/sys/net/ipv6/conf/all/forwarding", err)) < 0)
+			return r;
+		char sub6[INET6_ADDRSTRLEN], cmd[160];
+		ip6_str(&nw->subnet6, sub6);
+		snprintf(cmd, sizeof(cmd), "add element ip6 kapsel %s { %s/%d }",
+			 nw->internal ? "internal" : "masq", sub6, nw->prefix6);
+		if ((r = kap_nft6_ensure(err)) < 0 || (r = kap_nft_run(cmd, err)) < 0)
+			return r;
+	}
 	/* Outbound traffic is routed, not bridged: forwarding on (netavark does the same). */
 	if (!nw->internal && (r = sysctl_on("/proc/sys/net/ipv4/ip_forward", err)) < 0)
 		return r;
@@ -1337,6 +1573,7 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	cleanup_nl struct kap_nl *ctr = NULL;
 	uint8_t mac[6];
 	struct in_addr addr = {htonl(ip)}, gw = {htonl(nw.gateway)};
+	struct in6_addr ip6 = nw.v6 ? ip6_of(&nw, ip) : (struct in6_addr){0};
 	if ((r = kap_nl_open(-1, &host, err)) < 0 || (r = network_up(host, &nw, np > 0, err)) < 0 ||
 	    /* A veth of that name outlives a lease only after a kill; it is ours. */
 	    (r = kap_nl_link_del(host, e->veth, err)) < 0 ||
@@ -1350,8 +1587,18 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	    (r = kap_nl_link_set_up(ctr, ifname, err)) < 0 ||
 	    /* An internal network has no way out: no default route either (podman). A
 	     * second network keeps the first one's default route. */
-	    (!nw.internal && (r = kap_nl_route_add_default(ctr, gw, err)) < 0))
+	    (!nw.internal && (r = kap_nl_route_add_default(ctr, gw, err)) < 0) ||
+	    (nw.v6 && (r = kap_nl_addr6_add(ctr, ifname, &ip6, nw.prefix6, err)) < 0) ||
+	    (nw.v6 && !nw.internal && (r = kap_nl_route6_add_default(ctr, &nw.gateway6, err)) < 0))
 		return kap_error_wrap(err, "network %s", nw.name);
+	for (char **p = nw.v6 ? e->ports : NULL; p && *p; p++) {
+		char cmd[240], key[200];
+		if (!port_key6(*p, key, sizeof(key), &ip6))
+			continue;
+		snprintf(cmd, sizeof(cmd), "create element ip6 kapsel %s", key);
+		if ((r = kap_nft_run(cmd, err)) < 0)
+			return r;
+	}
 	for (char **p = e->ports; p && *p; p++) {
 		char cmd[200], key[160];
 		port_key(*p, key, sizeof(key), true, ip);
@@ -1370,6 +1617,8 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	ip_str(ip, res->ip);
 	ip_str(nw.gateway, res->gateway);
 	res->internal = nw.internal;
+	if (nw.v6)
+		ip6_str(&ip6, res->ip6);
 	return 0;
 }
 
@@ -1441,7 +1690,9 @@ API int kapsel_network_disconnect(const char *store, const char *network, const 
 	if ((r = kap_nl_open(-1, &nl, err)) < 0)
 		return r;
 	/* The host end's deletion takes the container's end with it (veth pair). */
-	lease_teardown(nl, &l.v[k], l.v[k].ports && *l.v[k].ports && kap_nft_present());
+	bool ports = l.v[k].ports && *l.v[k].ports;
+	lease_teardown(nl, &l.v[k], ports && kap_nft_present(),
+		       ports && nw.v6 && kap_nft6_present());
 	free(l.v[k].container);
 	l.v[k].container = NULL;
 	if ((r = leases_write(&d, nw.name, &l, err)) < 0)
@@ -1577,6 +1828,17 @@ int kap_net_container_networks(const char *store, const char *container, struct 
 			kap_json_set(o, "NetworkID", kap_json_new_string(nw.name));
 			kap_json_set(o, "IPAddress", kap_json_new_string(ip));
 			kap_json_set(o, "IPPrefixLen", kap_json_new_int64(nw.prefix));
+			if (nw.v6) {
+				char a6[INET6_ADDRSTRLEN], g6[INET6_ADDRSTRLEN];
+				struct in6_addr x = ip6_of(&nw, e->ip);
+				ip6_str(&x, a6);
+				ip6_str(&nw.gateway6, g6);
+				kap_json_set(o, "GlobalIPv6Address", kap_json_new_string(a6));
+				kap_json_set(o, "GlobalIPv6PrefixLen",
+					     kap_json_new_int64(nw.prefix6));
+				kap_json_set(o, "IPv6Gateway",
+					     kap_json_new_string(nw.internal ? "" : g6));
+			}
 			kap_json_set(o, "Gateway", kap_json_new_string(nw.internal ? "" : gw));
 			for (char **a = e->aliases; a && *a; a++)
 				kap_json_append(al, kap_json_new_string(*a));
