@@ -107,6 +107,16 @@ def test_publish_all_skips_ports_given_with_p(k):
     assert port_lines(k, "one") == ["80/tcp -> 0.0.0.0:8081"]
 
 
+def test_publish_all_port_kept_across_restart(k):
+    r = k("run", "-d", "--name", "rp", "--net", "kapsel", "--expose", "80", "-P", "busybox",
+          *SERVE)
+    assert r.returncode == 0, r.stderr
+    hp = host_port(k, "rp", "80")
+    assert k("restart", "-t", "0", "rp").returncode == 0
+    assert host_port(k, "rp", "80") == hp
+    assert wait_served(k, hp)
+
+
 def test_publish_all_avoids_taken_ports_and_runs_out(k):
     # A narrow ephemeral range (per network namespace: the test's own) of three ports: one
     # held by a host process, one published by another container, one left.
@@ -409,6 +419,11 @@ i=0; until out=$(busybox nc -w 2 127.0.0.1 18080 </dev/null) && [ -n "$out" ]; d
 echo "GOT:$out"
 echo "PORTS:$($K port web | tr '\n' ';')"
 D=$HOME/.local/share/kapsel/containers
+# a restart starts pasta again, with the same port
+$K restart -t 0 web >/dev/null || exit 14
+i=0; until out=$(busybox nc -w 2 127.0.0.1 18080 </dev/null) && [ -n "$out" ]; do
+    i=$((i+1)); [ $i -gt 25 ] && exit 15; sleep 0.2; done
+echo "AGAIN:$out"
 PID=$(cat $D/web/pasta.pid); echo "PASTA:$(cat /proc/$PID/comm)"
 # a host port a process of the user's holds: pasta refuses it, nothing is left
 busybox nc -l -p 18081 & HOLD=$!; sleep 0.3
@@ -455,7 +470,7 @@ def test_rootless_publish_through_pasta(tmp_path):
                            timeout=120)
         out = p.stdout
         assert "DONE" in out, (p.returncode, out, p.stderr)
-        assert "GOT:served-rootless" in out, out
+        assert "GOT:served-rootless" in out and "AGAIN:served-rootless" in out, out
         assert "PORTS:80/tcp -> 0.0.0.0:18080;" in out, out
         assert re.search(r"PASTA:(pasta|passt)", out), out
         assert "CLASH:125" in out and "CLASH-LEFT" not in out, (out, p.stderr)
