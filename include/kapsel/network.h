@@ -16,12 +16,18 @@ struct kapsel_network_create_options {
 	const char *subnet;  /* CIDR; NULL: the next free 10.89.N.0/24 */
 	const char *gateway; /* NULL: the subnet's first address */
 	bool internal;	     /* no outbound NAT, no route out */
+	/* Dual stack: an IPv6 subnet too (subnet6, a CIDR of at least as many addresses as the
+	 * IPv4 one; NULL: a free fdXX:XXXX:XXXX:N::/64 of kapsel's ULA prefix). subnet6 given
+	 * implies ipv6. */
+	bool ipv6;
+	const char *subnet6;
 };
 int kapsel_network_create(const char *store, const struct kapsel_network_create_options *o,
 			  struct kapsel_error **err);
 
 struct kapsel_network_info {
 	char *name, *bridge, *subnet, *gateway;
+	char *subnet6, *gateway6; /* NULL: IPv4 only */
 	bool internal;
 	char **containers; /* NULL-terminated: the containers holding an address on it */
 };

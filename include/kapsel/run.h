@@ -38,9 +38,13 @@ struct kapsel_run_options {
 	/* NULL or "none": own network namespace with lo only; "host"; or a network's name
 	 * (kapsel network ls): a veth on its bridge, an address leased from it. */
 	const char *net;
-	const char *ip;		/* --ip: this address on the network */
-	const char *mac;	/* --mac-address */
-	char *const *ports;	/* -p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] */
+	const char *ip;	    /* --ip: this address on the network */
+	const char *mac;    /* --mac-address */
+	char *const *ports; /* -p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] */
+	/* -P: every port the image's ExposedPorts and --expose name, each to a free host port
+	 * of the ephemeral range. */
+	bool publish_all;
+	char *const *expose;	/* --expose PORT[/tcp|/udp] */
 	char *const *dns;	/* --dns: nameservers for /etc/resolv.conf */
 	char *const *add_hosts; /* --add-host NAME:IP, lines of /etc/hosts */
 	char *const *aliases;	/* --network-alias: more names on a user-defined network */
@@ -111,6 +115,14 @@ struct kapsel_ps_entry {
 int kapsel_image_ps(const char *store, const char *root, bool all, struct kapsel_ps_entry **out,
 		    size_t *n, struct kapsel_error **err);
 void kapsel_ps_entries_free(struct kapsel_ps_entry *e, size_t n);
+
+/*
+ * `kapsel port`: container name's published ports, one line each as podman prints them
+ * ("80/tcp -> 0.0.0.0:40123"); with filter (PORT[/tcp|/udp]) only that one's host side
+ * ("0.0.0.0:40123"), -ENOENT when it is not published. *lines NULL-terminated; caller frees.
+ */
+int kapsel_image_port(const char *store, const char *name, const char *filter, char ***lines,
+		      struct kapsel_error **err);
 
 /* The image's stop signal (default SIGTERM), then SIGKILL after timeout_s seconds. */
 int kapsel_image_stop(const char *store, const char *root, const char *name, int timeout_s,

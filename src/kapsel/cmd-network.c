@@ -10,7 +10,7 @@
 #include "commands.h"
 #include "format.h"
 
-enum { OPT_SUBNET = 0x100, OPT_GATEWAY, OPT_INTERNAL, OPT_FORMAT };
+enum { OPT_SUBNET = 0x100, OPT_GATEWAY, OPT_INTERNAL, OPT_FORMAT, OPT_IPV6 };
 
 /* The subcommands, defined with their table at the end. */
 static const struct cli_command cmd_network_create, cmd_network_list, cmd_network_inspect,
@@ -20,6 +20,7 @@ static const struct option create_options[] = {
     {"subnet", required_argument, NULL, OPT_SUBNET},
     {"gateway", required_argument, NULL, OPT_GATEWAY},
     {"internal", no_argument, NULL, OPT_INTERNAL},
+    {"ipv6", no_argument, NULL, OPT_IPV6},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -29,8 +30,18 @@ static int create(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_network_create_options o = {0};
 	int c;
 	while ((c = cli_getopt_cmd(&cmd_network_create, argc, argv)) != -1) {
-		if (c == OPT_SUBNET)
+		if (c == OPT_SUBNET && strchr(optarg, ':') && o.subnet6)
+			return cli_fail("--subnet %s: one IPv6 subnet only (%s given)", optarg,
+					o.subnet6);
+		else if (c == OPT_SUBNET && strchr(optarg, ':'))
+			o.subnet6 = optarg; /* podman: a second --subnet, the IPv6 one */
+		else if (c == OPT_SUBNET && o.subnet)
+			return cli_fail("--subnet %s: one IPv4 subnet only (%s given)", optarg,
+					o.subnet);
+		else if (c == OPT_SUBNET)
 			o.subnet = optarg;
+		else if (c == OPT_IPV6)
+			o.ipv6 = true;
 		else if (c == OPT_GATEWAY)
 			o.gateway = optarg;
 		else if (c == OPT_INTERNAL)
@@ -111,8 +122,14 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 		cli_json_string(m, v[i].subnet);
 		fprintf(m, ", \"gateway\": ");
 		cli_json_string(m, v[i].gateway);
-		fprintf(m, "}], \"internal\": %s, \"containers\": [",
-			v[i].internal ? "true" : "false");
+		if (v[i].subnet6) {
+			fprintf(m, "}, {\"subnet\": ");
+			cli_json_string(m, v[i].subnet6);
+			fprintf(m, ", \"gateway\": ");
+			cli_json_string(m, v[i].gateway6);
+		}
+		fprintf(m, "}], \"ipv6_enabled\": %s, \"internal\": %s, \"containers\": [",
+			v[i].subnet6 ? "true" : "false", v[i].internal ? "true" : "false");
 		for (char **p = v[i].containers; *p; p++) {
 			fprintf(m, "%s", p == v[i].containers ? "" : ", ");
 			cli_json_string(m, *p);
@@ -258,7 +275,8 @@ static int network(const struct cli_globals *g, int argc, char **argv)
 }
 
 static const char network_usage[] =
-    "Usage: kapsel network create [--subnet CIDR] [--gateway IP] [--internal] NAME\n"
+    "Usage: kapsel network create [--subnet CIDR]... [--gateway IP] [--internal]\n"
+    "                             [--ipv6] NAME\n"
     "       kapsel network ls [--format json|table|TEMPLATE]\n"
     "       kapsel network inspect NAME...\n"
     "       kapsel network rm [-f] NAME...\n"
@@ -271,12 +289,16 @@ static const char network_usage[] =
     "10.88.0.0/16 unless a route uses it) always exists. rm -f removes the network's\n"
     "containers first. connect gives a running container (one run with --net NETWORK)\n"
     "another interface (eth1, eth2, ...); disconnect takes it away. Root only.\n"
+    "--ipv6 (or an IPv6 --subnet) makes it dual stack: an IPv6 subnet too (default a\n"
+    "free fdXX:XXXX:XXXX:N::/64), an IPv6 address and default route per container,\n"
+    "IPv6 NAT and published ports (not on ::1: IPv6 has no route_localnet).\n"
     "\n"
     "Options:\n"
     "  --subnet CIDR         (create) the IPv4 subnet (default: the next free\n"
     "                        10.89.N.0/24)\n"
     "  --gateway IP          (create) the bridge's address (default: the subnet's first)\n"
     "  --internal            (create) no outbound NAT and no route out of the host\n"
+    "  --ipv6                (create) dual stack: an IPv6 subnet as well\n"
     "  --format json|table|TEMPLATE\n"
     "                        (ls) a JSON array with podman's names, the table, or a Go\n"
     "                        template for each network\n"

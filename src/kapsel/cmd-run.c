@@ -44,6 +44,7 @@ enum {
 	OPT_INIT,
 	OPT_INIT_PATH,
 	OPT_PULL,
+	OPT_EXPOSE,
 };
 
 static const struct option image_options[] = {
@@ -67,6 +68,8 @@ static const struct option image_options[] = {
     {"ip", required_argument, NULL, OPT_IP},
     {"mac-address", required_argument, NULL, OPT_MAC},
     {"publish", required_argument, NULL, 'p'},
+    {"publish-all", no_argument, NULL, 'P'},
+    {"expose", required_argument, NULL, OPT_EXPOSE},
     {"dns", required_argument, NULL, OPT_DNS},
     {"add-host", required_argument, NULL, OPT_ADD_HOST},
     {"network-alias", required_argument, NULL, OPT_ALIAS},
@@ -118,6 +121,7 @@ static bool takes_value(const char *arg)
 	    "mac-address",
 	    "p",
 	    "publish",
+	    "expose",
 	    "dns",
 	    "add-host",
 	    "network-alias",
@@ -296,7 +300,8 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	char **dns = calloc((size_t)argc + 1, sizeof(char *));
 	char **hosts = calloc((size_t)argc + 1, sizeof(char *));
 	char **aliases = calloc((size_t)argc + 1, sizeof(char *));
-	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0, np = 0, nn = 0, nh = 0, nal = 0;
+	char **expose = calloc((size_t)argc + 1, sizeof(char *));
+	size_t ne = 0, nv = 0, na = 0, nd = 0, ns = 0, np = 0, nn = 0, nh = 0, nal = 0, nx = 0;
 	struct surround sur;
 	bool sur_ok = surround_init(&sur, argc, &o);
 	/* podman's exit status for its own errors, usage errors included (podman-run(1)). */
@@ -306,7 +311,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_pull_options po = {0};
 	char *image = NULL;
 	if (!env || !vols || !add || !drop || !sec || !ports || !dns || !hosts || !aliases ||
-	    !sur_ok) {
+	    !expose || !sur_ok) {
 		cli_fail("run: out of memory");
 		goto out;
 	}
@@ -319,6 +324,7 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	o.dns = dns;
 	o.add_hosts = hosts;
 	o.aliases = aliases;
+	o.expose = expose;
 	while ((c = cli_getopt_cmd(&cmd_run, argc, argv)) != -1) {
 		switch (c) {
 		case OPT_RM:
@@ -380,6 +386,12 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case 'p':
 			ports[np++] = optarg;
+			break;
+		case 'P':
+			o.publish_all = true;
+			break;
+		case OPT_EXPOSE:
+			expose[nx++] = optarg;
 			break;
 		case OPT_DNS:
 			dns[nn++] = optarg;
@@ -466,6 +478,7 @@ out:
 	free(dns);
 	free(hosts);
 	free(aliases);
+	free(expose);
 	surround_free(&sur);
 	return status;
 }
@@ -478,7 +491,7 @@ static int run(const struct cli_globals *g, int argc, char **argv)
 const struct cli_command cmd_run = {
     .name = "run",
     .operands = CLI_OPERAND_IMAGE,
-    .shortopts = "dite:w:u:m:v:p:qh",
+    .shortopts = "dite:w:u:m:v:p:Pqh",
     .options = image_options,
     .more_options = cli_run_runc_options,
     .summary = "run a container from an image, or from a bundle (runc)",
@@ -533,10 +546,16 @@ const struct cli_command cmd_run = {
 	"  --hostname NAME         host name (default: the container name)\n"
 	"  --net none|host|NETWORK own network namespace with lo only (default), the host's, or\n"
 	"                          one on a network (kapsel network ls; the default is kapsel)\n"
+	"  --net container:NAME    the network namespace of running container NAME\n"
+	"  --net ns:PATH           the network namespace bound at PATH\n"
+	"  --net pasta             a user-mode stack (passt's pasta); rootless -p's default\n"
 	"  --ip IP                 the container's address on the network\n"
 	"  --mac-address MAC       its MAC address (xx:xx:xx:xx:xx:xx)\n"
 	"  --publish, -p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]\n"
 	"                          forward a host port to the container (with --net NETWORK)\n"
+	"  --publish-all, -P       publish every exposed port (the image's and --expose) to a\n"
+	"                          free host port (kapsel port NAME shows them)\n"
+	"  --expose PORT[/PROTO]   one more exposed port, for -P\n"
 	"  --dns IP                nameserver for /etc/resolv.conf\n"
 	"  --add-host NAME:IP      a line for /etc/hosts\n"
 	"  --network-alias NAME    another name the network's responder gives out for it\n"

@@ -39,7 +39,7 @@ const struct cli_command *const cli_commands[] = {
     &cmd_wait, &cmd_rename, &cmd_restart, &cmd_attach,
     &cmd_inspect, &cmd_version, &cmd_info,
     /* networks */
-    &cmd_network,
+    &cmd_network, &cmd_port,
     /* storage */
     &cmd_volume,
     /* shell completion and man pages, from this table */

@@ -520,8 +520,12 @@ static void test_bad_flags(void **state)
 	/* Any other word names a network (issue 12); what cannot be a name is still refused. */
 	check_bad_flags((struct kapsel_run_options){.net = "br/idge"},
 			"expected none, host or a network name");
-	check_bad_flags((struct kapsel_run_options){.net = "container:abc"},
-			"container: is not supported");
+	/* container:NAME and ns:PATH join a namespace (issue 12); without the name or path
+	 * they are refused. */
+	check_bad_flags((struct kapsel_run_options){.net = "container:"},
+			"--net container:: expected container:NAME or ns:PATH");
+	check_bad_flags((struct kapsel_run_options){.net = "ns:"},
+			"--net ns:: expected container:NAME or ns:PATH");
 	check_bad_flags((struct kapsel_run_options){.ip = "10.88.0.5"}, "--ip needs --net NETWORK");
 	/* -dit is podman's way to keep a shell waiting in the background (issue 16): no error. */
 	struct kapsel_run_options dit = {.image = "x", .tty = true, .detach = true};

@@ -29,6 +29,7 @@
 
 #include <kapsel/run.h>
 
+#include "container/container.h"
 #include "container/seccomp-default.h"
 #include "core/cleanup.h"
 #include "core/error.h"
@@ -36,6 +37,7 @@
 #include "core/json.h"
 #include "image/image.h"
 #include "image/runflags.h"
+#include "net/net.h"
 #include "oci/spec.h"
 
 #define DEFAULT_PATH   "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -679,9 +681,12 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 	if (o->hostname && !valid_hostname(o->hostname))
 		return kap_error_plain(err, EINVAL, "--hostname \"%s\": not a valid host name",
 				       o->hostname);
-	bool own_net = o->net && strcmp(o->net, "none") && strcmp(o->net, "host");
-	if (o->net && !strncmp(o->net, "container:", 10))
-		return kap_error_plain(err, EINVAL, "--net %s: container: is not supported",
+	bool publishes = (o->ports && *o->ports) || o->publish_all;
+	enum kap_net_mode mode =
+	    kap_net_mode_of(o->net, geteuid() != 0 || kap_userns_nested(), publishes);
+	bool own_net = mode == KAP_NET_NETWORK;
+	if ((mode == KAP_NET_CONTAINER && !o->net[10]) || (mode == KAP_NET_NS && !o->net[3]))
+		return kap_error_plain(err, EINVAL, "--net %s: expected container:NAME or ns:PATH",
 				       o->net);
 	/* A network's name (net/network.c checks that it exists). */
 	if (own_net &&
@@ -694,10 +699,18 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 				: o->ip			  ? "--ip"
 				: o->mac		  ? "--mac-address"
 				: o->ports && *o->ports	  ? "-p"
+				: o->publish_all	  ? "-P"
 							  : NULL;
-	if (needs_net && !own_net)
+	/* pasta forwards published ports too; addresses and names are a network's. */
+	if (needs_net && !own_net && !(mode == KAP_NET_PASTA && publishes && needs_net[1] == 'p'))
 		return kap_error_plain(err, EINVAL, "%s needs --net NETWORK (not none or host)",
 				       needs_net);
+	for (char *const *p = o->expose; p && *p; p++) {
+		uint16_t port;
+		char proto[4];
+		if ((r = kap_net_parse_expose("--expose", *p, &port, proto, err)) < 0)
+			return r;
+	}
 	for (char *const *p = o->aliases; p && *p; p++)
 		if (!valid_hostname(*p) || strchr(*p, '.'))
 			return kap_error_plain(

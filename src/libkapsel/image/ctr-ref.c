@@ -26,6 +26,9 @@ void kap_ctr_ref_clear(struct kap_ctr_ref *c)
 	free(c->root);
 	free(c->state);
 	free(c->manifest);
+	for (char **p = c->ports; p && *p; p++)
+		free(*p);
+	free(c->ports);
 	*c = (struct kap_ctr_ref){.cdirfd = -EBADF};
 }
 
@@ -95,7 +98,8 @@ int kap_ctr_ref_open(const char *store, const char *name, struct kap_ctr_ref *c,
 	    (r = kap_json_read_string(j, "container.json", "root", &c->root, &e)) < 0 ||
 	    (r = kap_json_read_string(j, "container.json", "state", &c->state, &e)) < 0 ||
 	    (r = kap_json_read_string(j, "container.json", "manifest", &c->manifest, &e)) < 0 ||
-	    (r = kap_json_read_int64(j, "container.json", "created", &c->created, &e)) < 0) {
+	    (r = kap_json_read_int64(j, "container.json", "created", &c->created, &e)) < 0 ||
+	    (r = kap_json_read_strv(j, "container.json", "ports", &c->ports, &e)) < 0) {
 		kap_ctr_ref_clear(c);
 		*err = steal_ptr(e);
 		return kap_error_wrap(err, "container %s", name);
@@ -143,4 +147,31 @@ int kap_ctr_ref_names(const char *store, char ***names, struct kapsel_error **er
 	}
 	*names = steal_ptr(v);
 	return 0;
+}
+
+int kap_ctr_ref_netns(const char *store, const char *name, char **path, char **cdir,
+		      struct kapsel_error **err)
+{
+	*path = *cdir = NULL;
+	struct kap_ctr_ref c;
+	int r = kap_ctr_ref_open(store, name, &c, err);
+	if (r < 0)
+		return kap_error_wrap(err, "--net container:%s", name);
+	if (c.pid <= 0) {
+		r = kap_error_plain(err, ESRCH, "--net container:%s: container %s is not running",
+				    name, name);
+	} else {
+		int n = faccessat(c.cdirfd, "netns", F_OK, AT_SYMLINK_NOFOLLOW) == 0
+			    ? asprintf(path, "%s/netns", c.cdir)
+			    : asprintf(path, "/proc/%d/ns/net", (int)c.pid);
+		if (n < 0)
+			*path = NULL;
+		if (n < 0 || !(*cdir = strdup(c.cdir))) {
+			free(*path);
+			*path = NULL;
+			r = kap_error(err, ENOMEM, "container %s", name);
+		}
+	}
+	kap_ctr_ref_clear(&c);
+	return r;
 }

@@ -66,10 +66,12 @@
 #include "core/log.h"
 #include "core/proc.h"
 #include "core/syscalls.h"
+#include "image/ctr-ref.h"
 #include "image/image.h"
 #include "image/runflags.h"
 #include "image/shortnames.h"
 #include "net/net.h"
+#include "net/pasta.h"
 
 #define API __attribute__((visibility("default")))
 
@@ -479,6 +481,7 @@ static int net_down(struct ctr *c, struct kapsel_error **err)
 	/* The runtime's delete ended every process of the container: with the mount gone,
 	 * nothing holds the namespace. */
 	kap_net_netns_remove(ns);
+	kap_pasta_stop(c->cdirfd);
 	return kap_net_detach(store, c->name, true, err);
 }
 
@@ -777,20 +780,37 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		return r;
 	}
 
-	/* --net NETWORK: a namespace of our own, wired to the network's bridge before the
-	 * container exists; the runtime joins it by path. */
-	bool host_net = o->net && !strcmp(o->net, "host");
-	bool own_net = o->net && !host_net && strcmp(o->net, "none");
-	struct kap_net_result net = {0};
-	cleanup_free char *netns_path = NULL, *resolv_path = NULL;
-	if (own_net) {
+	/* --net NETWORK (or pasta): a namespace of our own, wired to the network's bridge (or
+	 * to pasta) before the container exists; container:NAME and ns:PATH: one that exists.
+	 * The runtime joins it by path. */
+	bool publishes = (o->ports && *o->ports) || o->publish_all;
+	enum kap_net_mode mode = kap_net_mode_of(o->net, p->rootless, publishes);
+	bool host_net = mode == KAP_NET_HOST;
+	bool own_net = mode == KAP_NET_NETWORK, pasta = mode == KAP_NET_PASTA;
+	cleanup_net_result struct kap_net_result net = {0};
+	cleanup_free char *netns_path = NULL, *resolv_path = NULL, *joined = NULL;
+	if (own_net || pasta) {
 		if (asprintf(&netns_path, "%s/netns", c->cdir) < 0) {
 			r = kap_error(err, ENOMEM, "container %s", name);
 			return r;
 		}
-		if ((r = kap_net_netns_create(netns_path, err)) < 0)
+		if ((r = pasta ? kap_net_netns_create_apart(netns_path, err)
+			       : kap_net_netns_create(netns_path, err)) < 0)
 			return r;
 		kap_fault_point("net:netns");
+	}
+	if (pasta && (r = kap_pasta_start(netns_path, o->ports, c->cdir, c->cdirfd, err)) < 0)
+		return r;
+	if (mode == KAP_NET_CONTAINER &&
+	    (r = kap_ctr_ref_netns(c->store_path, o->net + 10, &netns_path, &joined, err)) < 0)
+		return r;
+	if (mode == KAP_NET_NS) {
+		if ((r = kap_net_ns_check(o->net + 3, err)) < 0)
+			return r;
+		if (!(netns_path = strdup(o->net + 3)))
+			return kap_error(err, ENOMEM, "container %s", name);
+	}
+	if (own_net) {
 		cleanup_close int nsfd = open(netns_path, O_RDONLY | O_CLOEXEC);
 		if (nsfd < 0) {
 			r = kap_error(err, errno, "open %s", netns_path);
@@ -804,10 +824,21 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		    .mac = o->mac,
 		    .ports = o->ports,
 		    .aliases = o->aliases,
+		    .publish_all = o->publish_all,
+		    .expose = {cfg.exposed_ports, o->expose},
 		    .netns_fd = nsfd,
 		};
 		if ((r = kap_net_attach(&rq, &net, err)) < 0)
 			return r;
+	}
+	/* A joined container's hosts and resolv.conf are ours too (podman shares them). */
+	cleanup_free char *joined_hosts = NULL, *joined_resolv = NULL;
+	if (joined) {
+		cleanup_close int jfd = open(joined, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (jfd >= 0) {
+			kap_fs_read_file(jfd, "hosts", 1 << 20, &joined_hosts, NULL, NULL);
+			kap_fs_read_file(jfd, "resolv.conf", 1 << 16, &joined_resolv, NULL, NULL);
+		}
 	}
 
 	/* podman's /etc/hosts and /etc/hostname: the container knows its own name. */
@@ -834,7 +865,9 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		r = kap_error(err, ENOMEM, "hosts");
 		return r;
 	}
-	if (host_net) {
+	if (joined_hosts) {
+		fputs(joined_hosts, hf);
+	} else if (host_net) {
 		size_t hl = strlen(host_hosts);
 		fprintf(hf, "%s%s127.0.1.1\t%s\n", host_hosts,
 			hl && host_hosts[hl - 1] != '\n' ? "\n" : "", hostname);
@@ -843,6 +876,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 			net.ip[0] ? "" : " ", net.ip[0] ? "" : hostname);
 		if (net.ip[0])
 			fprintf(hf, "%s\t%s %s\n", net.ip, hostname, name);
+		if (net.ip6[0])
+			fprintf(hf, "%s\t%s %s\n", net.ip6, hostname, name);
 	}
 	for (char *const *h = o->add_hosts; h && *h; h++) {
 		const char *colon = strchr(*h, ':');
@@ -865,7 +900,7 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	 * network the network's responder comes first: it refuses names it does not know, and
 	 * the resolver moves on to the host's. */
 	bool own_dns = o->dns && *o->dns;
-	if (own_dns || own_net) {
+	if (own_dns || own_net || pasta || joined_resolv) {
 		cleanup_free char *text = NULL, *host_conf = NULL;
 		size_t len = 0;
 		FILE *f = open_memstream(&text, &len);
@@ -875,10 +910,13 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		}
 		for (char *const *d = own_dns ? o->dns : NULL; d && *d; d++)
 			fprintf(f, "nameserver %s\n", *d);
+		if (!own_dns && joined_resolv)
+			fputs(joined_resolv, f);
 		if (!own_dns && net.dns)
 			fprintf(f, "nameserver %s\n", net.gateway);
-		if (!own_dns && kap_fs_read_file(AT_FDCWD, "/etc/resolv.conf", 1 << 16, &host_conf,
-						 NULL, NULL) == 0) {
+		if (!own_dns && !joined_resolv &&
+		    kap_fs_read_file(AT_FDCWD, "/etc/resolv.conf", 1 << 16, &host_conf, NULL,
+				     NULL) == 0) {
 			for (char *line = strtok(host_conf, "\n"); line; line = strtok(NULL, "\n"))
 				if (strncmp(line, "nameserver 127.", 15) &&
 				    strncmp(line, "nameserver ::1", 14))
@@ -963,13 +1001,16 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	    .created = time(NULL),
 	    .exit_code = -1,
 	    .rm = o->rm,
-	    .net = own_net ? strdup(o->net) : NULL,
+	    .net = own_net ? strdup(o->net)
+		   : pasta ? strdup("pasta")
+			   : NULL,
 	    .ip = net.ip[0] ? strdup(net.ip) : NULL,
 	    .mac = o->mac ? strdup(o->mac) : NULL,
 	};
 	if ((o->restart &&
 	     (r = parse_restart(o->restart, &p->m.restart, &p->m.restart_max, err)) < 0) ||
-	    (own_net && o->ports && *o->ports && (r = strv_dup(o->ports, &p->m.ports)) < 0) ||
+	    (own_net && net.ports && *net.ports && (r = strv_dup(net.ports, &p->m.ports)) < 0) ||
+	    (pasta && o->ports && *o->ports && (r = strv_dup(o->ports, &p->m.ports)) < 0) ||
 	    (own_net && o->aliases && *o->aliases && (r = strv_dup(o->aliases, &p->m.aliases)) < 0))
 		return r == -ENOMEM ? kap_error(err, ENOMEM, META) : r;
 	if (!p->m.name || !p->m.image || !p->m.image_name || !p->m.manifest || !p->m.command ||
@@ -1771,12 +1812,15 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	int r = kap_bundle_check(o, err);
 	if (r < 0)
 		return r;
-	if (o->net && strcmp(o->net, "none") && strcmp(o->net, "host")) {
-		if (geteuid() != 0 || kap_userns_nested())
+	bool rootless = geteuid() != 0 || kap_userns_nested();
+	enum kap_net_mode mode =
+	    kap_net_mode_of(o->net, rootless, (o->ports && *o->ports) || o->publish_all);
+	if (mode == KAP_NET_NETWORK) {
+		if (rootless)
 			return kap_error_plain(
 			    err, EPERM,
 			    "--net %s: a rootless container has no bridge network "
-			    "(use none or host)",
+			    "(use none, host or pasta)",
 			    o->net);
 		struct kap_net_request rq = {.store = o->store,
 					     .network = o->net,
@@ -1785,6 +1829,17 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 					     .ports = o->ports};
 		if ((r = kap_net_check(&rq, err)) < 0)
 			return r;
+	} else if (mode == KAP_NET_CONTAINER) {
+		cleanup_free char *path = NULL, *dir = NULL;
+		if ((r = kap_ctr_ref_netns(o->store, o->net + 10, &path, &dir, err)) < 0)
+			return r;
+	} else if (mode == KAP_NET_NS) {
+		if ((r = kap_net_ns_check(o->net + 3, err)) < 0)
+			return r;
+	} else if (mode == KAP_NET_PASTA && o->publish_all) {
+		/* pasta forwards the ports it is given; the free ones are picked (and kept
+		 * apart) by a network's IPAM, which a rootless user has none of. */
+		return kap_error_plain(err, EINVAL, "-P needs --net NETWORK (with pasta use -p)");
 	}
 	char gen[32];
 	const char *name = o->name;
@@ -2206,9 +2261,12 @@ static int renet(struct prepared *p, struct kapsel_error **err)
 	cleanup_free char *ns = NULL;
 	if (asprintf(&ns, "%s/netns", c->cdir) < 0)
 		return kap_error(err, ENOMEM, "container %s", c->name);
-	int r = kap_net_netns_create(ns, err);
+	bool pasta = !strcmp(p->m.net, "pasta");
+	int r = pasta ? kap_net_netns_create_apart(ns, err) : kap_net_netns_create(ns, err);
 	if (r < 0)
 		return r;
+	if (pasta)
+		return kap_pasta_start(ns, p->m.ports, c->cdir, c->cdirfd, err);
 	cleanup_close int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
 	if (nsfd < 0)
 		return kap_error(err, errno, "open %s", ns);
@@ -2222,7 +2280,7 @@ static int renet(struct prepared *p, struct kapsel_error **err)
 	    .aliases = p->m.aliases,
 	    .netns_fd = nsfd,
 	};
-	struct kap_net_result res = {0};
+	cleanup_net_result struct kap_net_result res = {0};
 	return kap_net_attach(&rq, &res, err);
 }
 

@@ -18,8 +18,25 @@ struct kap_net_port {
 };
 /* [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] */
 int kap_net_parse_port(const char *spec, struct kap_net_port *out, struct kapsel_error **err);
+/* An exposed port, PORT[/tcp|/udp] (--expose, the image's ExposedPorts); what names it. */
+int kap_net_parse_expose(const char *what, const char *spec, uint16_t *port, char proto[4],
+			 struct kapsel_error **err);
 /* xx:xx:xx:xx:xx:xx, unicast */
 int kap_net_parse_mac(const char *s, uint8_t mac[6], struct kapsel_error **err);
+
+/* What --net asks for. */
+enum kap_net_mode {
+	KAP_NET_NONE,	   /* NULL or "none": a namespace with lo only */
+	KAP_NET_HOST,	   /* "host" */
+	KAP_NET_NETWORK,   /* a network's name: a veth on its bridge (root) */
+	KAP_NET_CONTAINER, /* "container:NAME": a running container's namespace */
+	KAP_NET_NS,	   /* "ns:PATH": the namespace bound at PATH */
+	KAP_NET_PASTA,	   /* "pasta": a user-mode stack (net/pasta.c) */
+};
+/* rootless -p/-P (publishes) without --net means pasta, as podman's rootless default. */
+enum kap_net_mode kap_net_mode_of(const char *net, bool rootless, bool publishes);
+/* ns:PATH: PATH must be absolute and a network namespace (nsfs, NS_GET_NSTYPE). */
+int kap_net_ns_check(const char *path, struct kapsel_error **err);
 
 /* The store's default when store is NULL (networks are root-only). */
 const char *kap_net_store(const char *store);
@@ -32,6 +49,11 @@ struct kap_net_request {
 	const char *mac; /* NULL: the kernel's random one */
 	char *const *ports;
 	char *const *aliases; /* more names for the responder */
+	/* -P: the container ports (PORT[/tcp|/udp]) of both lists (the image's ExposedPorts,
+	 * --expose) each published on a free host port of the ephemeral range, unless a -p of
+	 * the request publishes it already. */
+	bool publish_all;
+	char *const *expose[2];
 	int netns_fd;
 };
 /* Everything that needs no change: the network exists, the address is inside it, the ports
@@ -41,9 +63,15 @@ int kap_net_check(const struct kap_net_request *rq, struct kapsel_error **err);
 struct kap_net_result {
 	char ip[INET_ADDRSTRLEN];
 	char gateway[INET_ADDRSTRLEN];
+	char ip6[INET6_ADDRSTRLEN]; /* "" on an IPv4-only network */
 	bool internal;
 	bool dns; /* a name responder answers on the gateway (user-defined networks) */
+	/* Every port published, as -p specs ("0.0.0.0:40123:80/tcp"): what a restart asks for
+	 * again. Caller frees (kap_net_result_clear). */
+	char **ports;
 };
+void kap_net_result_clear(struct kap_net_result *res);
+#define cleanup_net_result __attribute__((cleanup(kap_net_result_clear)))
 /*
  * Lease an address, record it (before anything else exists, so a kill at any later step
  * leaves a record kap_net_detach undoes), then make the bridge, the veth pair and the rules.
@@ -58,6 +86,9 @@ int kap_net_detach(const char *store, const char *container, bool ns_gone,
 
 /* A new network namespace bound at path (a new empty file), lo up inside. */
 int kap_net_netns_create(const char *path, struct kapsel_error **err);
+/* The same from a child process, for a caller that could not return to its own network
+ * namespace (rootless: ours belongs to a user namespace above the caller's). */
+int kap_net_netns_create_apart(const char *path, struct kapsel_error **err);
 /* Unmount and remove it; a missing one is fine. */
 void kap_net_netns_remove(const char *path);
 

@@ -277,6 +277,99 @@ int kap_nl_route_add_default(struct kap_nl *nl, struct in_addr gateway, struct k
 	return r < 0 ? kap_error(err, -r, "add default route") : 0;
 }
 
+/*
+ * IPv6 addresses go on without duplicate address detection (IFA_F_NODAD): the bridge and the
+ * container's end are ours alone, and a tentative address would refuse connections for the
+ * ~1 s DAD takes (RFC 4862 §5.4; netavark does the same).
+ */
+int kap_nl_addr6_add(struct kap_nl *nl, const char *ifname, const struct in6_addr *addr, int prefix,
+		     struct kapsel_error **err)
+{
+	int index = kap_nl_ifindex(nl, ifname);
+	if (index < 0)
+		return kap_error(err, -index, "link %s", ifname);
+	struct nlmsghdr *nlh = msg_new(nl, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+	struct ifaddrmsg *ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa->ifa_family = AF_INET6;
+	ifa->ifa_prefixlen = (unsigned char)prefix;
+	ifa->ifa_flags = IFA_F_NODAD;
+	ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+	ifa->ifa_index = (unsigned int)index;
+	mnl_attr_put(nlh, IFA_LOCAL, sizeof(*addr), addr);
+	mnl_attr_put(nlh, IFA_ADDRESS, sizeof(*addr), addr);
+	mnl_attr_put_u32(nlh, IFA_FLAGS, IFA_F_NODAD);
+	int r = request(nl, nlh);
+	if (r == -EEXIST)
+		return 0;
+	return r < 0 ? kap_error(err, -r, "add IPv6 address to %s", ifname) : 0;
+}
+
+int kap_nl_route6_add_default(struct kap_nl *nl, const struct in6_addr *gateway,
+			      struct kapsel_error **err)
+{
+	struct nlmsghdr *nlh = msg_new(nl, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+	struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = AF_INET6;
+	rtm->rtm_table = RT_TABLE_MAIN;
+	rtm->rtm_protocol = RTPROT_BOOT;
+	rtm->rtm_scope = RT_SCOPE_UNIVERSE;
+	rtm->rtm_type = RTN_UNICAST;
+	mnl_attr_put(nlh, RTA_GATEWAY, sizeof(*gateway), gateway);
+	int r = request(nl, nlh);
+	if (r == -EEXIST)
+		return 0; /* one from another network stays */
+	return r < 0 ? kap_error(err, -r, "add IPv6 default route") : 0;
+}
+
+static bool prefixes6_overlap(const uint8_t *a, int pa, const uint8_t *b, int pb)
+{
+	int p = pa < pb ? pa : pb;
+	if (memcmp(a, b, (size_t)(p / 8)))
+		return false;
+	if (p % 8 == 0)
+		return true;
+	uint8_t m = (uint8_t)(0xff << (8 - p % 8));
+	return (a[p / 8] & m) == (b[p / 8] & m);
+}
+
+struct overlap6 {
+	struct in6_addr net;
+	int prefix;
+	bool found;
+};
+
+static int route6_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct overlap6 *o = data;
+	const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
+	if (rtm->rtm_family != AF_INET6 || rtm->rtm_table != RT_TABLE_MAIN ||
+	    rtm->rtm_type != RTN_UNICAST || rtm->rtm_dst_len == 0)
+		return MNL_CB_OK;
+	const struct nlattr *a;
+	mnl_attr_for_each(a, nlh, sizeof(*rtm))
+	{
+		if (mnl_attr_get_type(a) == RTA_DST && mnl_attr_get_payload_len(a) == 16 &&
+		    prefixes6_overlap(mnl_attr_get_payload(a), rtm->rtm_dst_len, o->net.s6_addr,
+				      o->prefix))
+			o->found = true;
+	}
+	return MNL_CB_OK;
+}
+
+int kap_nl_route6_overlaps(struct kap_nl *nl, const struct in6_addr *net, int prefix,
+			   bool *overlaps, struct kapsel_error **err)
+{
+	struct nlmsghdr *nlh = msg_new(nl, RTM_GETROUTE, NLM_F_DUMP);
+	struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = AF_INET6;
+	struct overlap6 o = {.net = *net, .prefix = prefix};
+	int r = transact(nl, nlh, route6_cb, &o);
+	if (r < 0)
+		return kap_error(err, -r, "list IPv6 routes");
+	*overlaps = o.found;
+	return 0;
+}
+
 static bool prefixes_overlap(uint32_t a, int pa, uint32_t b, int pb)
 {
 	int p = pa < pb ? pa : pb;

@@ -54,5 +54,12 @@ int kap_nl_route_add_default(struct kap_nl *nl, struct in_addr gateway, struct k
 /* Whether any IPv4 route of the main table overlaps net/prefix (an address to avoid). */
 int kap_nl_route_overlaps(struct kap_nl *nl, struct in_addr net, int prefix, bool *overlaps,
 			  struct kapsel_error **err);
+/* IPv6 (without duplicate address detection), as the three above. */
+int kap_nl_addr6_add(struct kap_nl *nl, const char *ifname, const struct in6_addr *addr, int prefix,
+		     struct kapsel_error **err);
+int kap_nl_route6_add_default(struct kap_nl *nl, const struct in6_addr *gateway,
+			      struct kapsel_error **err);
+int kap_nl_route6_overlaps(struct kap_nl *nl, const struct in6_addr *net, int prefix,
+			   bool *overlaps, struct kapsel_error **err);
 /* lo up in the caller's network namespace (a new one has it down: netdevice(7)). */
 int kap_nl_loopback_up(struct kapsel_error **err);

@@ -17,14 +17,18 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/nsfs.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +60,11 @@ struct network {
 	uint32_t gateway;
 	bool internal;
 	int64_t created;
+	/* Dual stack: a container's IPv6 address is subnet6 plus its IPv4 address's offset in
+	 * subnet (create checks that subnet6 has room), so the IPv4 lease is the IPv6 one too. */
+	bool v6;
+	struct in6_addr subnet6, gateway6;
+	int prefix6;
 };
 
 struct lease {
@@ -86,6 +95,37 @@ static void leases_clear(struct leases *l)
 	*l = (struct leases){0};
 }
 #define cleanup_leases __attribute__((cleanup(leases_clear)))
+
+enum kap_net_mode kap_net_mode_of(const char *net, bool rootless, bool publishes)
+{
+	if (!net)
+		return rootless && publishes ? KAP_NET_PASTA : KAP_NET_NONE;
+	if (!strcmp(net, "none"))
+		return KAP_NET_NONE;
+	if (!strcmp(net, "host"))
+		return KAP_NET_HOST;
+	if (!strcmp(net, "pasta"))
+		return KAP_NET_PASTA;
+	if (!strncmp(net, "container:", 10))
+		return KAP_NET_CONTAINER;
+	if (!strncmp(net, "ns:", 3))
+		return KAP_NET_NS;
+	return KAP_NET_NETWORK;
+}
+
+int kap_net_ns_check(const char *path, struct kapsel_error **err)
+{
+	if (path[0] != '/')
+		return kap_error_plain(err, EINVAL, "--net ns:%s: the path must be absolute", path);
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kap_error(err, errno, "--net ns:%s", path);
+	/* ioctl_ns(2): any other file fails (ENOTTY), another kind of namespace answers. */
+	int type = ioctl(fd, NS_GET_NSTYPE);
+	if (type != CLONE_NEWNET)
+		return kap_error_plain(err, EINVAL, "--net ns:%s: not a network namespace", path);
+	return 0;
+}
 
 const char *kap_net_store(const char *store)
 {
@@ -153,6 +193,71 @@ static int parse_cidr(const char *s, uint32_t *net, int *prefix, struct kapsel_e
 	*net = ip;
 	*prefix = (int)p;
 	return 0;
+}
+
+#define ULA_PREFIX "fd6b:6170:7365" /* kapsel's own /48 of fd00::/8 (RFC 4193) */
+
+static void ip6_str(const struct in6_addr *a, char buf[INET6_ADDRSTRLEN])
+{
+	inet_ntop(AF_INET6, a, buf, INET6_ADDRSTRLEN);
+}
+
+static int parse_cidr6(const char *s, struct in6_addr *net, int *prefix, struct kapsel_error **err)
+{
+	const char *slash = strchr(s, '/');
+	char addr[INET6_ADDRSTRLEN];
+	char *end;
+	long p = slash ? strtol(slash + 1, &end, 10) : -1;
+	if (!slash || (size_t)(slash - s) >= sizeof(addr) || slash[1] == '\0' || *end || p < 0 ||
+	    p > 128)
+		return kap_error_plain(
+		    err, EINVAL, "--subnet \"%s\": expected an IPv6 CIDR like fd00:1::/64", s);
+	memcpy(addr, s, (size_t)(slash - s));
+	addr[slash - s] = '\0';
+	if (inet_pton(AF_INET6, addr, net) != 1)
+		return kap_error_plain(err, EINVAL, "--subnet \"%s\": not an IPv6 CIDR", s);
+	/* Room for the IPv4 subnet's offsets (at most /8: 24 bits), and a real network. */
+	if (p < 48 || p > 120)
+		return kap_error_plain(err, EINVAL,
+				       "--subnet \"%s\": the IPv6 prefix must be between /48 and "
+				       "/120",
+				       s);
+	for (int b = (int)p; b < 128; b++)
+		if (net->s6_addr[b / 8] & (0x80 >> (b % 8)))
+			return kap_error_plain(err, EINVAL, "--subnet \"%s\": host bits are set",
+					       s);
+	*prefix = (int)p;
+	return 0;
+}
+
+static bool overlap6(const struct in6_addr *a, int pa, const struct in6_addr *b, int pb)
+{
+	int p = pa < pb ? pa : pb;
+	for (int i = 0; i < p; i++) {
+		uint8_t m = (uint8_t)(0x80 >> (i % 8));
+		if ((a->s6_addr[i / 8] & m) != (b->s6_addr[i / 8] & m))
+			return false;
+	}
+	return true;
+}
+
+/* base + off, big-endian with carry. */
+static struct in6_addr ip6_add(const struct in6_addr *base, uint32_t off)
+{
+	struct in6_addr r = *base;
+	uint64_t carry = off;
+	for (int i = 15; i >= 0 && carry; i--) {
+		carry += r.s6_addr[i];
+		r.s6_addr[i] = (uint8_t)carry;
+		carry >>= 8;
+	}
+	return r;
+}
+
+/* The container's IPv6 address on a dual-stack network. */
+static struct in6_addr ip6_of(const struct network *nw, uint32_t ip)
+{
+	return ip6_add(&nw->subnet6, ip - nw->subnet);
 }
 
 static bool overlap(uint32_t a, int pa, uint32_t b, int pb)
@@ -224,6 +329,14 @@ static int network_write(struct netdir *d, const struct network *n, struct kapse
 	kap_json_set(j, "subnet", kap_json_new_string(sub));
 	kap_json_set(j, "gateway", kap_json_new_string(gw));
 	kap_json_set(j, "internal", kap_json_new_bool(n->internal));
+	if (n->v6) {
+		char s6[INET6_ADDRSTRLEN + 4], g6[INET6_ADDRSTRLEN];
+		ip6_str(&n->subnet6, s6);
+		snprintf(s6 + strlen(s6), 5, "/%d", n->prefix6);
+		ip6_str(&n->gateway6, g6);
+		kap_json_set(j, "subnet6", kap_json_new_string(s6));
+		kap_json_set(j, "gateway6", kap_json_new_string(g6));
+	}
 	kap_json_set(j, "created", kap_json_new_int64(n->created));
 	cleanup_free char *text = kap_json_dump(j, true);
 	char file[96];
@@ -248,12 +361,15 @@ static int network_read(struct netdir *d, const char *name, struct network *n,
 	cleanup_json struct kap_json *j = NULL;
 	if ((r = kap_json_parse(buf, len, file, &j, err)) < 0)
 		return r;
-	cleanup_free char *nm = NULL, *br = NULL, *sub = NULL, *gw = NULL;
+	cleanup_free char *nm = NULL, *br = NULL, *sub = NULL, *gw = NULL, *sub6 = NULL,
+			  *gw6 = NULL;
 	*n = (struct network){0};
 	if ((r = kap_json_read_string(j, file, "name", &nm, err)) < 0 ||
 	    (r = kap_json_read_string(j, file, "bridge", &br, err)) < 0 ||
 	    (r = kap_json_read_string(j, file, "subnet", &sub, err)) < 0 ||
 	    (r = kap_json_read_string(j, file, "gateway", &gw, err)) < 0 ||
+	    (r = kap_json_read_string(j, file, "subnet6", &sub6, err)) < 0 ||
+	    (r = kap_json_read_string(j, file, "gateway6", &gw6, err)) < 0 ||
 	    (r = kap_json_read_bool(j, file, "internal", &n->internal, err)) < 0 ||
 	    (r = kap_json_read_int64(j, file, "created", &n->created, err)) < 0)
 		return r;
@@ -265,6 +381,14 @@ static int network_read(struct netdir *d, const char *name, struct network *n,
 	if ((r = parse_cidr(sub, &n->subnet, &n->prefix, err)) < 0 ||
 	    (r = parse_ip("gateway", gw, &n->gateway, err)) < 0)
 		return kap_error_wrap(err, "%s/networks/%s", d->store, file);
+	if (sub6) {
+		n->v6 = true;
+		if ((r = parse_cidr6(sub6, &n->subnet6, &n->prefix6, err)) < 0)
+			return kap_error_wrap(err, "%s/networks/%s", d->store, file);
+		if (!gw6 || inet_pton(AF_INET6, gw6, &n->gateway6) != 1)
+			return kap_error_plain(err, EINVAL, "%s/networks/%s: gateway6: not IPv6",
+					       d->store, file);
+	}
 	return 0;
 }
 
@@ -466,6 +590,29 @@ int kap_net_parse_mac(const char *s, uint8_t mac[6], struct kapsel_error **err)
 	return 0;
 }
 
+int kap_net_parse_expose(const char *what, const char *spec, uint16_t *port, char proto[4],
+			 struct kapsel_error **err)
+{
+	const char *slash = strchr(spec, '/');
+	size_t len = slash ? (size_t)(slash - spec) : strlen(spec);
+	char buf[8];
+	char *end;
+	long v = -1;
+	if (len && len < sizeof(buf) && spec[0] >= '0' && spec[0] <= '9') {
+		memcpy(buf, spec, len);
+		buf[len] = '\0';
+		v = strtol(buf, &end, 10);
+		if (*end)
+			v = -1;
+	}
+	if (v < 1 || v > 65535 || (slash && strcmp(slash + 1, "tcp") && strcmp(slash + 1, "udp")))
+		return kap_error_plain(err, EINVAL, "%s %s: expected PORT[/tcp|/udp], PORT 1-65535",
+				       what, spec);
+	*port = (uint16_t)v;
+	snprintf(proto, 4, "%s", slash ? slash + 1 : "tcp");
+	return 0;
+}
+
 static void port_key(const char *norm, char *out, size_t len, bool with_value, uint32_t ctr_ip)
 {
 	char proto[4], hip[INET_ADDRSTRLEN], cip[INET_ADDRSTRLEN];
@@ -501,8 +648,34 @@ static bool ports_clash(const char *a, const char *b)
 
 /* ---- teardown of one lease ---- */
 
-static void lease_teardown(struct kap_nl *nl, const struct lease *e, bool nft)
+/* The ip6 table's element of a port published on every address (a host address given with
+ * -p is IPv4: no IPv6 twin); false for the others. */
+static bool port_key6(const char *norm, char *out, size_t len, const struct in6_addr *ctr)
 {
+	char proto[4], hip[INET_ADDRSTRLEN], cip[INET6_ADDRSTRLEN];
+	unsigned hport = 0, cport = 0;
+	if (sscanf(norm, "%3[a-z]:%15[0-9.]:%u:%u", proto, hip, &hport, &cport) != 4 ||
+	    strcmp(hip, "0.0.0.0"))
+		return false;
+	int n = snprintf(out, len, "ports { %s . %u", proto, hport);
+	if (ctr) {
+		ip6_str(ctr, cip);
+		n += snprintf(out + n, len - (size_t)n, " : %s . %u", cip, cport);
+	}
+	snprintf(out + n, len - (size_t)n, " }");
+	return true;
+}
+
+static void lease_teardown(struct kap_nl *nl, const struct lease *e, bool nft, bool nft6)
+{
+	for (char **p = nft6 ? e->ports : NULL; p && *p; p++) {
+		char cmd[200], key[160];
+		cleanup_error struct kapsel_error *ne = NULL;
+		if (port_key6(*p, key, sizeof(key), NULL)) {
+			snprintf(cmd, sizeof(cmd), "delete element ip6 kapsel %s", key);
+			kap_nft_run(cmd, &ne); /* already gone: nothing to do */
+		}
+	}
 	cleanup_error struct kapsel_error *le = NULL;
 	if (nl && kap_nl_link_del(nl, e->veth, &le) < 0)
 		kap_warn("%s", le->msg);
@@ -535,7 +708,7 @@ static int sweep(struct netdir *d, const char *container, bool ns_gone, struct k
 	if (r < 0)
 		return r;
 	cleanup_nl struct kap_nl *nl = NULL;
-	int nft = -1; /* whether our table exists: asked once */
+	int nft = -1, nft6 = -1; /* whether our tables exist: asked once */
 	for (size_t i = 0; i < n; i++) {
 		cleanup_leases struct leases l = {0};
 		if ((r = leases_read(d, names[i], &l, err)) < 0)
@@ -553,7 +726,11 @@ static int sweep(struct netdir *d, const char *container, bool ns_gone, struct k
 				return -(*err)->code;
 			if (nft < 0 && e->ports && *e->ports)
 				nft = kap_nft_present();
-			lease_teardown(nl, e, nft > 0);
+			struct network nw;
+			if (nft6 < 0 && e->ports && *e->ports &&
+			    network_read(d, names[i], &nw, NULL) == 0 && nw.v6)
+				nft6 = kap_nft6_present();
+			lease_teardown(nl, e, nft > 0, nft6 > 0);
 			free(e->container);
 			e->container = NULL;
 			changed = true;
@@ -603,6 +780,78 @@ static int subnet_taken(struct netdir *d, struct kap_nl *nl, uint32_t net, int p
 			return kap_error(err, ENOMEM, "networks");
 		return 1;
 	}
+	return 0;
+}
+
+/* The same for an IPv6 subnet: another network's, or an IPv6 route of this namespace. */
+static int subnet6_taken(struct netdir *d, struct kap_nl *nl, const struct in6_addr *net,
+			 int prefix, char **why, struct kapsel_error **err)
+{
+	cleanup_strv char **names = NULL;
+	size_t n;
+	int r = network_names(d, &names, &n, err);
+	if (r < 0)
+		return r;
+	*why = NULL;
+	for (size_t i = 0; i < n; i++) {
+		struct network o;
+		if (network_read(d, names[i], &o, NULL) < 0 || !o.v6)
+			continue;
+		if (overlap6(net, prefix, &o.subnet6, o.prefix6)) {
+			if (asprintf(why, "network %s", o.name) < 0)
+				return kap_error(err, ENOMEM, "networks");
+			return 1;
+		}
+	}
+	bool routed = false;
+	if ((r = kap_nl_route6_overlaps(nl, net, prefix, &routed, err)) < 0)
+		return r;
+	if (routed) {
+		if (!(*why = strdup("a route of this host")))
+			return kap_error(err, ENOMEM, "networks");
+		return 1;
+	}
+	return 0;
+}
+
+/* Dual stack for n (its IPv4 subnet chosen): subnet6, or the first free /64 of ours. */
+static int network_v6(struct netdir *d, struct kap_nl *nl, struct network *n, const char *subnet6,
+		      struct kapsel_error **err)
+{
+	cleanup_free char *why = NULL;
+	int r;
+	n->v6 = true;
+	if (subnet6) {
+		if ((r = parse_cidr6(subnet6, &n->subnet6, &n->prefix6, err)) < 0)
+			return r;
+		if (128 - n->prefix6 < 32 - n->prefix)
+			return kap_error_plain(err, EINVAL,
+					       "--subnet %s: fewer addresses than the IPv4 subnet "
+					       "(/%d)",
+					       subnet6, n->prefix);
+		if ((r = subnet6_taken(d, nl, &n->subnet6, n->prefix6, &why, err)) < 0)
+			return r;
+		if (r)
+			return kap_error_plain(err, EEXIST, "--subnet %s overlaps %s", subnet6,
+					       why);
+	} else {
+		bool found = false;
+		for (unsigned k = 1; k < 65536 && !found; k++) {
+			char cidr[64];
+			snprintf(cidr, sizeof(cidr), ULA_PREFIX ":%x::/64", k);
+			if ((r = parse_cidr6(cidr, &n->subnet6, &n->prefix6, err)) < 0)
+				return r;
+			free(steal_ptr(why));
+			if ((r = subnet6_taken(d, nl, &n->subnet6, 64, &why, err)) < 0)
+				return r;
+			found = !r;
+		}
+		if (!found)
+			return kap_error_plain(err, EADDRNOTAVAIL,
+					       "network %s: no free " ULA_PREFIX ":N::/64 subnet",
+					       n->name);
+	}
+	n->gateway6 = ip6_add(&n->subnet6, n->gateway - n->subnet);
 	return 0;
 }
 
@@ -665,6 +914,10 @@ API int kapsel_network_create(const char *store, const struct kapsel_network_cre
 	int r;
 	if (o->subnet && (r = parse_cidr(o->subnet, &n.subnet, &n.prefix, err)) < 0)
 		return r;
+	struct in6_addr sub6;
+	int prefix6;
+	if (o->subnet6 && (r = parse_cidr6(o->subnet6, &sub6, &prefix6, err)) < 0)
+		return r;
 	if (o->gateway) {
 		if ((r = parse_ip("--gateway", o->gateway, &n.gateway, err)) < 0)
 			return r;
@@ -721,6 +974,8 @@ API int kapsel_network_create(const char *store, const struct kapsel_network_cre
 	}
 	if (!o->gateway)
 		n.gateway = n.subnet + 1;
+	if ((o->ipv6 || o->subnet6) && (r = network_v6(&d, nl, &n, o->subnet6, err)) < 0)
+		return r;
 	/* Bridges kapsel1..: the lowest number no other network uses. */
 	cleanup_strv char **names = NULL;
 	size_t cnt;
@@ -746,6 +1001,8 @@ static void info_clear(struct kapsel_network_info *i)
 	free(i->bridge);
 	free(i->subnet);
 	free(i->gateway);
+	free(i->subnet6);
+	free(i->gateway6);
 	for (char **p = i->containers; p && *p; p++)
 		free(*p);
 	free(i->containers);
@@ -777,7 +1034,16 @@ static int info_of(struct netdir *d, const struct network *n, struct kapsel_netw
 	    .internal = n->internal,
 	    .containers = calloc(l.n + 1, sizeof(char *)),
 	};
-	if (!out->name || !out->bridge || !out->subnet || !out->gateway || !out->containers) {
+	if (n->v6) {
+		char s6[INET6_ADDRSTRLEN + 5], g6[INET6_ADDRSTRLEN];
+		ip6_str(&n->subnet6, s6);
+		snprintf(s6 + strlen(s6), 5, "/%d", n->prefix6);
+		ip6_str(&n->gateway6, g6);
+		out->subnet6 = strdup(s6);
+		out->gateway6 = strdup(g6);
+	}
+	if (!out->name || !out->bridge || !out->subnet || !out->gateway || !out->containers ||
+	    (n->v6 && (!out->subnet6 || !out->gateway6))) {
 		info_clear(out);
 		return kap_error(err, ENOMEM, "network %s", n->name);
 	}
@@ -846,7 +1112,14 @@ API int kapsel_network_inspect(const char *store, const char *name, char **json,
 		kap_json_set(sub, "subnet", kap_json_new_string(info.subnet));
 		kap_json_set(sub, "gateway", kap_json_new_string(info.gateway));
 		kap_json_append(subs, sub);
+		if (info.subnet6) {
+			struct kap_json *s6 = kap_json_new_object();
+			kap_json_set(s6, "subnet", kap_json_new_string(info.subnet6));
+			kap_json_set(s6, "gateway", kap_json_new_string(info.gateway6));
+			kap_json_append(subs, s6);
+		}
 		kap_json_set(j, "subnets", subs);
+		kap_json_set(j, "ipv6_enabled", kap_json_new_bool(info.subnet6 != NULL));
 		kap_json_set(j, "internal", kap_json_new_bool(info.internal));
 		kap_json_set(j, "created", kap_json_new_int64(nw.created));
 		for (char **p = info.containers; *p; p++)
@@ -888,6 +1161,14 @@ API int kapsel_network_rm(const char *store, const char *name, struct kapsel_err
 		ip_str(nw.subnet, sub);
 		snprintf(cmd, sizeof(cmd), "delete element ip kapsel %s { %s/%d }",
 			 nw.internal ? "internal" : "masq", sub, nw.prefix);
+		cleanup_error struct kapsel_error *ne = NULL;
+		kap_nft_run(cmd, &ne); /* never attached: no element */
+	}
+	if (nw.v6 && kap_nft6_present()) {
+		char sub6[INET6_ADDRSTRLEN], cmd[160];
+		ip6_str(&nw.subnet6, sub6);
+		snprintf(cmd, sizeof(cmd), "delete element ip6 kapsel %s { %s/%d }",
+			 nw.internal ? "internal" : "masq", sub6, nw.prefix6);
 		cleanup_error struct kapsel_error *ne = NULL;
 		kap_nft_run(cmd, &ne); /* never attached: no element */
 	}
@@ -995,8 +1276,21 @@ static int network_up(struct kap_nl *nl, const struct network *nw, bool ports,
 		return 0;
 	}
 	if ((r = kap_nl_bridge_create(nl, nw->bridge, err)) < 0 ||
-	    (r = kap_nl_addr_add(nl, nw->bridge, gw, nw->prefix, err)) < 0)
+	    (r = kap_nl_addr_add(nl, nw->bridge, gw, nw->prefix, err)) < 0 ||
+	    (nw->v6 && (r = kap_nl_addr6_add(nl, nw->bridge, &nw->gateway6, nw->prefix6, err)) < 0))
 		return r;
+	if (nw->v6) {
+		/* ip-sysctl.rst: IPv6 forwarding is all or nothing (conf/all/forwarding). */
+		if (!nw->internal &&
+		    (r = sysctl_on("/proc/sys/net/ipv6/conf/all/forwarding", err)) < 0)
+			return r;
+		char sub6[INET6_ADDRSTRLEN], cmd[160];
+		ip6_str(&nw->subnet6, sub6);
+		snprintf(cmd, sizeof(cmd), "add element ip6 kapsel %s { %s/%d }",
+			 nw->internal ? "internal" : "masq", sub6, nw->prefix6);
+		if ((r = kap_nft6_ensure(err)) < 0 || (r = kap_nft_run(cmd, err)) < 0)
+			return r;
+	}
 	/* Outbound traffic is routed, not bridged: forwarding on (netavark does the same). */
 	if (!nw->internal && (r = sysctl_on("/proc/sys/net/ipv4/ip_forward", err)) < 0)
 		return r;
@@ -1075,13 +1369,148 @@ static int ports_check(struct netdir *d, char *const *norm, char *const *specs,
 	return 0;
 }
 
+/* Every host port a lease of any network holds ("tcp:0.0.0.0:8080:80"), appended to *v. */
+static int published_ports(struct netdir *d, char ***v, size_t *n, struct kapsel_error **err)
+{
+	cleanup_strv char **names = NULL;
+	size_t cnt;
+	int r = network_names(d, &names, &cnt, err);
+	if (r < 0)
+		return r;
+	for (size_t k = 0; k < cnt; k++) {
+		cleanup_leases struct leases l = {0};
+		if ((r = leases_read(d, names[k], &l, err)) < 0)
+			return r;
+		for (size_t x = 0; x < l.n; x++)
+			for (char **p = l.v[x].ports; p && *p; p++) {
+				char **nv = realloc(*v, (*n + 2) * sizeof(char *));
+				if (!nv || !(nv[*n] = strdup(*p))) {
+					if (nv)
+						*v = nv;
+					return kap_error(err, ENOMEM, "ports");
+				}
+				nv[++*n] = NULL;
+				*v = nv;
+			}
+	}
+	return 0;
+}
+
+/*
+ * -P: each exposed port that no -p of the request publishes gets a host port of the
+ * ephemeral range (ip-sysctl.rst: ip_local_port_range), as podman picks them: one no lease of
+ * any network holds, none picked before in this request, and one no host socket is bound to.
+ * We hold the network lock, so two runs never pick the same one. A random start spreads the
+ * picks, so a port just freed is not handed out again at once.
+ */
+static int publish_all(struct netdir *d, char *const *const expose[2], char ***norm, size_t *np,
+		       struct kapsel_error **err)
+{
+	unsigned lo = 32768, hi = 60999;
+	cleanup_free char *range = NULL;
+	if (kap_fs_read_file(AT_FDCWD, "/proc/sys/net/ipv4/ip_local_port_range", 64, &range, NULL,
+			     NULL) == 0 &&
+	    (sscanf(range, "%u %u", &lo, &hi) != 2 || lo < 1 || hi > 65535 || lo > hi)) {
+		lo = 32768;
+		hi = 60999;
+	}
+	cleanup_strv char **used = NULL;
+	size_t nu = 0;
+	int r = published_ports(d, &used, &nu, err);
+	if (r < 0)
+		return r;
+	unsigned span = hi - lo + 1, start = 0;
+	if (getrandom(&start, sizeof(start), 0) != (ssize_t)sizeof(start))
+		start = (unsigned)getpid();
+	for (int list = 0; list < 2; list++) {
+		for (char *const *e = expose[list]; e && *e; e++) {
+			uint16_t cport;
+			char proto[4];
+			/* The image's own list may name a protocol we cannot publish (sctp):
+			 * skipped. */
+			if (kap_net_parse_expose("--expose", *e, &cport, proto, NULL) < 0)
+				continue;
+			bool have = false;
+			for (size_t i = 0; i < *np && !have; i++) {
+				char p2[4], ip[INET_ADDRSTRLEN];
+				unsigned hp, cp;
+				have = sscanf((*norm)[i], "%3[a-z]:%15[0-9.]:%u:%u", p2, ip, &hp,
+					      &cp) == 4 &&
+				       cp == cport && !strcmp(p2, proto);
+			}
+			if (have)
+				continue; /* a -p publishes it (or the image lists it twice) */
+			char *pick = NULL;
+			for (unsigned k = 0; k < span && !pick; k++) {
+				unsigned port = lo + (start + k) % span;
+				if (asprintf(&pick, "%s:0.0.0.0:%u:%u", proto, port, cport) < 0)
+					return kap_error(err, ENOMEM, "ports");
+				bool clash = false;
+				for (size_t i = 0; i < nu && !clash; i++)
+					clash = ports_clash(pick, used[i]);
+				for (size_t i = 0; i < *np && !clash; i++)
+					clash = ports_clash(pick, (*norm)[i]);
+				struct kap_net_port hp = {.host_port = (uint16_t)port};
+				snprintf(hp.proto, sizeof(hp.proto), "%s", proto);
+				hp.host_ip.s_addr = htonl(INADDR_ANY);
+				if (!clash && port_free_on_host(&hp, *e, NULL) < 0)
+					clash = true;
+				if (clash)
+					free(steal_ptr(pick));
+			}
+			if (!pick)
+				return kap_error_plain(err, EADDRNOTAVAIL,
+						       "-P %s: no free host port in %u-%u", *e, lo,
+						       hi);
+			char **nv = realloc(*norm, (*np + 2) * sizeof(char *));
+			if (!nv) {
+				free(pick);
+				return kap_error(err, ENOMEM, "ports");
+			}
+			nv[(*np)++] = pick;
+			nv[*np] = NULL;
+			*norm = nv;
+		}
+	}
+	return 0;
+}
+
+/* "tcp:0.0.0.0:8080:80" back to the -p spec "0.0.0.0:8080:80/tcp". */
+static char **port_specs(char *const *norm, struct kapsel_error **err)
+{
+	size_t n = 0;
+	while (norm && norm[n])
+		n++;
+	cleanup_strv char **v = calloc(n + 1, sizeof(char *));
+	if (!v)
+		return kap_error(err, ENOMEM, "ports"), NULL;
+	for (size_t i = 0; i < n; i++) {
+		char proto[4], ip[INET_ADDRSTRLEN];
+		unsigned hp = 0, cp = 0;
+		sscanf(norm[i], "%3[a-z]:%15[0-9.]:%u:%u", proto, ip, &hp, &cp);
+		if (asprintf(&v[i], "%s:%u:%u/%s", ip, hp, cp, proto) < 0) {
+			v[i] = NULL;
+			return kap_error(err, ENOMEM, "ports"), NULL;
+		}
+	}
+	return steal_ptr(v);
+}
+
+void kap_net_result_clear(struct kap_net_result *res)
+{
+	for (char **p = res->ports; p && *p; p++)
+		free(*p);
+	free(res->ports);
+	res->ports = NULL;
+}
+
 /* kap_net_attach under the lock, the container's end named ifname (eth0, eth1, ...). */
 static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, const char *ifname,
 			 struct kap_net_result *res, struct kapsel_error **err)
 {
 	struct netdir d = *dp; /* borrowed: the caller closes it */
 	struct network nw;
-	uint32_t want, ip;
+	uint32_t want, ip = 0; /* set by lease_pick; gcc -O2 cannot see it */
 	int r;
 	if ((r = network_load(&d, rq->network, &nw, err)) < 0 ||
 	    (r = check_request(rq, &nw, &want, err)) < 0 || (r = sweep(&d, NULL, false, err)) < 0)
@@ -1101,6 +1530,10 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	}
 	if ((r = ports_check(&d, norm, rq->ports, err)) < 0)
 		return r;
+	if (rq->publish_all && (r = publish_all(&d, rq->expose, &norm, &np, err)) < 0)
+		return r;
+	if (!(res->ports = port_specs(norm, err)))
+		return -ENOMEM;
 	cleanup_leases struct leases l = {0};
 	if ((r = leases_read(&d, nw.name, &l, err)) < 0)
 		return r;
@@ -1140,6 +1573,7 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	cleanup_nl struct kap_nl *ctr = NULL;
 	uint8_t mac[6];
 	struct in_addr addr = {htonl(ip)}, gw = {htonl(nw.gateway)};
+	struct in6_addr ip6 = nw.v6 ? ip6_of(&nw, ip) : (struct in6_addr){0};
 	if ((r = kap_nl_open(-1, &host, err)) < 0 || (r = network_up(host, &nw, np > 0, err)) < 0 ||
 	    /* A veth of that name outlives a lease only after a kill; it is ours. */
 	    (r = kap_nl_link_del(host, e->veth, err)) < 0 ||
@@ -1153,8 +1587,18 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	    (r = kap_nl_link_set_up(ctr, ifname, err)) < 0 ||
 	    /* An internal network has no way out: no default route either (podman). A
 	     * second network keeps the first one's default route. */
-	    (!nw.internal && (r = kap_nl_route_add_default(ctr, gw, err)) < 0))
+	    (!nw.internal && (r = kap_nl_route_add_default(ctr, gw, err)) < 0) ||
+	    (nw.v6 && (r = kap_nl_addr6_add(ctr, ifname, &ip6, nw.prefix6, err)) < 0) ||
+	    (nw.v6 && !nw.internal && (r = kap_nl_route6_add_default(ctr, &nw.gateway6, err)) < 0))
 		return kap_error_wrap(err, "network %s", nw.name);
+	for (char **p = nw.v6 ? e->ports : NULL; p && *p; p++) {
+		char cmd[240], key[200];
+		if (!port_key6(*p, key, sizeof(key), &ip6))
+			continue;
+		snprintf(cmd, sizeof(cmd), "create element ip6 kapsel %s", key);
+		if ((r = kap_nft_run(cmd, err)) < 0)
+			return r;
+	}
 	for (char **p = e->ports; p && *p; p++) {
 		char cmd[200], key[160];
 		port_key(*p, key, sizeof(key), true, ip);
@@ -1173,6 +1617,8 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	ip_str(ip, res->ip);
 	ip_str(nw.gateway, res->gateway);
 	res->internal = nw.internal;
+	if (nw.v6)
+		ip6_str(&ip6, res->ip6);
 	return 0;
 }
 
@@ -1219,7 +1665,7 @@ API int kapsel_network_connect(const char *store, const char *network, const cha
 		return kap_error_plain(err, ENOSPC, "container %s: no free ethN", container);
 	struct kap_net_request rq = {
 	    .store = store, .network = network, .container = container, .netns_fd = nsfd};
-	struct kap_net_result res;
+	cleanup_net_result struct kap_net_result res = {0};
 	return attach_locked(&d, &rq, ifname, &res, err);
 }
 
@@ -1244,7 +1690,9 @@ API int kapsel_network_disconnect(const char *store, const char *network, const 
 	if ((r = kap_nl_open(-1, &nl, err)) < 0)
 		return r;
 	/* The host end's deletion takes the container's end with it (veth pair). */
-	lease_teardown(nl, &l.v[k], l.v[k].ports && *l.v[k].ports && kap_nft_present());
+	bool ports = l.v[k].ports && *l.v[k].ports;
+	lease_teardown(nl, &l.v[k], ports && kap_nft_present(),
+		       ports && nw.v6 && kap_nft6_present());
 	free(l.v[k].container);
 	l.v[k].container = NULL;
 	if ((r = leases_write(&d, nw.name, &l, err)) < 0)
@@ -1297,6 +1745,40 @@ int kap_net_netns_create(const char *path, struct kapsel_error **err)
 	return r;
 }
 
+int kap_net_netns_create_apart(const char *path, struct kapsel_error **err)
+{
+	int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return kap_error(err, errno, "create %s", path);
+	close(fd);
+	/* The child's namespace mounts are ours (fork shares the mount namespace). Its exit
+	 * status carries the errno of the step that failed, and which step it was. */
+	pid_t pid = fork();
+	if (pid < 0)
+		return kap_error(err, errno, "create a network namespace: fork");
+	if (pid == 0) {
+		int step = 1;
+		if (unshare(CLONE_NEWNET) == 0 && (step = 2) &&
+		    mount("/proc/thread-self/ns/net", path, NULL, MS_BIND, NULL) == 0 &&
+		    (step = 3) && kap_nl_loopback_up(NULL) == 0)
+			_exit(0);
+		_exit(step * 40 + (errno > 0 && errno < 40 ? errno : 39));
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return kap_error(err, errno, "create a network namespace: wait");
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+	static const char *const what[] = {"create a network namespace",
+					   "create a network namespace",
+					   "bind the network namespace at", "set lo up in"};
+	int step = code / 40 < 4 ? code / 40 : 0;
+	return kap_error(err, code % 40 ? code % 40 : EIO, "%s%s%s", what[step],
+			 step >= 2 ? " " : "", step >= 2 ? path : "");
+}
+
 void kap_net_netns_remove(const char *path)
 {
 	if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
@@ -1346,6 +1828,17 @@ int kap_net_container_networks(const char *store, const char *container, struct 
 			kap_json_set(o, "NetworkID", kap_json_new_string(nw.name));
 			kap_json_set(o, "IPAddress", kap_json_new_string(ip));
 			kap_json_set(o, "IPPrefixLen", kap_json_new_int64(nw.prefix));
+			if (nw.v6) {
+				char a6[INET6_ADDRSTRLEN], g6[INET6_ADDRSTRLEN];
+				struct in6_addr x = ip6_of(&nw, e->ip);
+				ip6_str(&x, a6);
+				ip6_str(&nw.gateway6, g6);
+				kap_json_set(o, "GlobalIPv6Address", kap_json_new_string(a6));
+				kap_json_set(o, "GlobalIPv6PrefixLen",
+					     kap_json_new_int64(nw.prefix6));
+				kap_json_set(o, "IPv6Gateway",
+					     kap_json_new_string(nw.internal ? "" : g6));
+			}
 			kap_json_set(o, "Gateway", kap_json_new_string(nw.internal ? "" : gw));
 			for (char **a = e->aliases; a && *a; a++)
 				kap_json_append(al, kap_json_new_string(*a));

@@ -55,6 +55,31 @@ static const char table[] =
     " }\n"
     "}\n";
 
+/*
+ * The IPv6 twin, `ip6 kapsel`, for dual-stack networks: the same sets and the any-address
+ * port map. ::1 is left alone: IPv6 has no route_localnet (ip-sysctl.rst), a packet from ::1
+ * never leaves lo, so a DNAT of it would only hang the client; it gets a plain refusal.
+ */
+static const char table6[] =
+    "table ip6 kapsel {\n"
+    " set masq { type ipv6_addr; flags interval; }\n"
+    " set internal { type ipv6_addr; flags interval; }\n"
+    " map ports { type inet_proto . inet_service : ipv6_addr . inet_service; }\n"
+    " chain prerouting { type nat hook prerouting priority dstnat; policy accept;\n"
+    "  fib daddr type local dnat ip6 to meta l4proto . th dport map @ports\n"
+    " }\n"
+    " chain output { type nat hook output priority -100; policy accept;\n"
+    "  ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports\n"
+    " }\n"
+    " chain postrouting { type nat hook postrouting priority srcnat; policy accept;\n"
+    "  ip6 saddr @masq ip6 daddr != @masq masquerade\n"
+    " }\n"
+    " chain forward { type filter hook forward priority filter; policy accept;\n"
+    "  ip6 saddr @internal ip6 daddr != @internal drop\n"
+    "  ip6 daddr @internal ip6 saddr != @internal drop\n"
+    " }\n"
+    "}\n";
+
 static int bind_nft(struct kapsel_error **err)
 {
 	if (nft.h)
@@ -109,6 +134,21 @@ int kap_nft_ensure(struct kapsel_error **err)
 	if (kap_nft_present())
 		return 0;
 	return run_cmds(table, false, err);
+}
+
+bool kap_nft6_present(void)
+{
+	return run_cmds("list table ip6 kapsel", true, NULL) == 0;
+}
+
+int kap_nft6_ensure(struct kapsel_error **err)
+{
+	int r = bind_nft(err);
+	if (r < 0)
+		return r;
+	if (kap_nft6_present())
+		return 0;
+	return run_cmds(table6, false, err);
 }
 
 int kap_nft_run(const char *cmds, struct kapsel_error **err)

@@ -16,6 +16,9 @@
 
 /* Create the table and its rules when missing. */
 int kap_nft_ensure(struct kapsel_error **err);
+/* The same for `ip6 kapsel` (dual-stack networks): sets masq and internal, map ports. */
+int kap_nft6_ensure(struct kapsel_error **err);
+bool kap_nft6_present(void);
 /* Run a batch of nft commands ("add element ip kapsel ...; ..."). */
 int kap_nft_run(const char *cmds, struct kapsel_error **err);
 /* Whether the table exists (kap_nft_ensure ran in this network namespace). */
