@@ -1037,18 +1037,39 @@ static int add_process(struct kap_json *root, const struct kap_image_config *img
 	int r = kap_bundle_resolve_user(rootfd, spec, &u, err);
 	if (r < 0)
 		return kap_error_wrap(err, "%s", o->user ? "-u" : "image config User");
-	if (be->rootless && (u.uid != 0 || u.gid != 0)) {
-		r = kap_error_plain(err, EINVAL,
-				    "%s \"%s\": user %" PRIu32 ":%" PRIu32
-				    " does not exist in a rootless container, which maps only "
-				    "root (0:0) to your user",
-				    o->user ? "-u" : "image config User", spec, u.uid, u.gid);
+	bool ranges = be->rootless && be->uid_count > 1;
+	if (be->rootless && !ranges && (u.uid != 0 || u.gid != 0)) {
+		r = kap_error_plain(
+		    err, EINVAL,
+		    "%s \"%s\": user %" PRIu32 ":%" PRIu32
+		    " does not exist in a rootless container, which maps only "
+		    "root (0:0) to your user (no /etc/subuid and /etc/subgid ranges)",
+		    o->user ? "-u" : "image config User", spec, u.uid, u.gid);
 		kap_exec_user_clear(&u);
 		return r;
 	}
-	/* Rootless, setgroups(2) is denied (user_namespaces(7)): the groups stay the user's. */
-	if (be->rootless)
+	if (ranges && (u.uid >= be->uid_count || u.gid >= be->gid_count)) {
+		r = kap_error_plain(err, EINVAL,
+				    "%s \"%s\": user %" PRIu32 ":%" PRIu32
+				    " does not exist in this rootless container, which maps uids "
+				    "0-%" PRIu32 " and gids 0-%" PRIu32
+				    " (your /etc/subuid and /etc/subgid ranges)",
+				    o->user ? "-u" : "image config User", spec, u.uid, u.gid,
+				    be->uid_count - 1, be->gid_count - 1);
+		kap_exec_user_clear(&u);
+		return r;
+	}
+	/*
+	 * Rootless with only the user's own id, setgroups(2) is denied (user_namespaces(7)): the
+	 * groups stay the user's. newgidmap allows it with ranges; groups beyond them go.
+	 */
+	if (be->rootless && !ranges)
 		u.n_groups = 0;
+	for (size_t i = 0; ranges && i < u.n_groups;)
+		if (u.groups[i] >= be->gid_count)
+			u.groups[i] = u.groups[--u.n_groups];
+		else
+			i++;
 	struct kap_json *uj = kap_json_new_object();
 	kap_json_set(uj, "uid", kap_json_new_int64(u.uid));
 	kap_json_set(uj, "gid", kap_json_new_int64(u.gid));

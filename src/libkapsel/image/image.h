@@ -137,6 +137,16 @@ int kap_store_unpack_layer(struct kap_store *s, const char *blob_digest, enum ka
  * dirfd/name stays for the caller to remove. */
 int kap_store_adopt_layer(struct kap_store *s, int dirfd, const char *name, const char *diff_id,
 			  struct kapsel_error **err);
+struct kap_unpack_opts;
+/*
+ * <store>/idmapped/<key>/<hex>: the layer unpacked with opts o (rootless, with the uid_count
+ * of a user namespace with subordinate ranges, which the caller is root of), so its owners
+ * are the image's shifted into the ranges. key (16 hex digits) names the mapping: once per
+ * (layer, mapping); layers/ is untouched. *path: its absolute path.
+ */
+int kap_store_idmapped_layer(struct kap_store *s, const char *key, const struct kap_unpack_opts *o,
+			     const char *blob_digest, enum kap_compression c, const char *diff_id,
+			     char **path, struct kapsel_error **err);
 /* Absolute path of an unpacked layer dir, or NULL if absent. Caller frees. */
 char *kap_store_layer_path(struct kap_store *s, const char *diff_id);
 /* Image index (images.json): name is the canonical kap_ref_string. */
@@ -164,8 +174,13 @@ int kap_store_load_image(struct kap_store *s, const char *manifest_digest, struc
 
 /* ---- unpack.c: one layer tar stream -> a directory, safely ---- */
 struct kap_unpack_opts {
-	bool rootless;		 /* no device nodes; ownership not changed */
+	bool rootless;		 /* no device nodes; ownership not changed (but see uid_count) */
 	uint64_t max_entry_size; /* 0 = default limit */
+	/* Rootless in a user namespace mapping container ids 0..uid_count-1 (and gids to
+	 * gid_count-1) through subordinate ranges: owners are set, and one beyond is an error
+	 * naming the range (uid_range, gid_range: their description). 0: not so. */
+	uint32_t uid_count, gid_count;
+	const char *uid_range, *gid_range;
 };
 /* Read a (decompressed) tar stream from fd and write it into dirfd. *diff_id_out (optional)
  * gets the sha256 of the uncompressed stream. Errors name the entry. */
@@ -302,6 +317,9 @@ struct kap_bundle_env {
 	 * `kapsel run`): no options naming other ids, no supplementary groups, no sysfs without a
 	 * network namespace of our own. */
 	bool rootless;
+	/* Rootless with subordinate ranges (image/subid.h): ids 0..uid_count-1 and
+	 * 0..gid_count-1 exist, supplementary groups among them too. 0 or 1: only root. */
+	uint32_t uid_count, gid_count;
 };
 /* Validate every flag that needs no image (sizes, -v, caps, security options) before anything
  * is created. */

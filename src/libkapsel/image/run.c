@@ -27,6 +27,12 @@
  * it and unmounts it when the container ends; `kapsel exec NAME` joins the namespaces through
  * the container's init. A rootless container gains nothing the user lacks: everything it
  * creates is owned by the user, and host files of other users appear as the overflow id.
+ *
+ * A user with /etc/subuid and /etc/subgid ranges gets podman's wider mapping instead (0 the
+ * user, 1.. the ranges; image/subid.c): the image's owners exist in the container, so its
+ * layers are used as copies unpacked inside that namespace, which the kernel stored with the
+ * shifted host ids (<store>/idmapped/<mapping>/, made once per layer and mapping). Debian 12's
+ * 6.1 kernel has no idmapped overlayfs layers (6.5 and later) to do without the copies.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -70,6 +76,7 @@
 #include "image/image.h"
 #include "image/runflags.h"
 #include "image/shortnames.h"
+#include "image/subid.h"
 #include "net/net.h"
 #include "net/pasta.h"
 
@@ -132,6 +139,20 @@ static int userns_enter(uid_t uid, gid_t gid, bool mount_ns, struct kapsel_error
 }
 
 /*
+ * The user's namespace: with subordinate ranges (m->n_uids) through newuidmap/newgidmap,
+ * otherwise the single-id one above.
+ */
+static int rootless_enter(const struct kap_idmap *m, bool mount_ns, struct kapsel_error **err)
+{
+	if (m->n_uids)
+		return kap_subid_enter(m, mount_ns, err);
+	kap_debug("rootless: no /etc/subuid and /etc/subgid ranges for %s: mapping only uid %u "
+		  "and gid %u (to 0)",
+		  *m->user ? m->user : "this user", (unsigned)m->uid, (unsigned)m->gid);
+	return userns_enter(m->uid, m->gid, mount_ns, err);
+}
+
+/*
  * Whether a rootless runtime could create this container's cgroup: the runtime puts it at
  * /sys/fs/cgroup/kapsel/<name> (no cgroupsPath), so the user needs that directory, or the
  * root to create it in, delegated (writable). Only cgroup2 is delegated to users.
@@ -157,13 +178,15 @@ static int remove_tree(int dirfd, const char *name)
 	int r = kap_fs_rm_rf(dirfd, name);
 	if (r == 0 || geteuid() == 0)
 		return r;
-	uid_t uid = geteuid();
-	gid_t gid = getegid();
+	/* With subordinate ranges, what the container made as its other ids is theirs. */
+	struct kap_idmap m;
+	if (kap_subid_lookup(&m, NULL) < 0)
+		m.n_uids = 0;
 	pid_t pid = fork();
 	if (pid < 0)
 		return r;
 	if (pid == 0) {
-		if (userns_enter(uid, gid, false, NULL) < 0)
+		if (rootless_enter(&m, false, NULL) < 0)
 			_exit(-r);
 		r = kap_fs_rm_rf(dirfd, name);
 		_exit(r < 0 ? -r : 0);
@@ -628,9 +651,24 @@ static int resolve_image(struct kap_store *s, const char *image, char **name, ch
 }
 
 /* The image's layers as lower directories, top first; unpacks a layer the store lacks. */
+/*
+ * The overlay's lower directories, top first. idmap with ranges: the copies shifted into
+ * them, made here (the caller is root of that namespace) on first use.
+ */
 static int layer_dirs(struct kap_store *s, const struct kap_manifest *m,
-		      const struct kap_image_config *cfg, char ***out, struct kapsel_error **err)
+		      const struct kap_image_config *cfg, const struct kap_idmap *idmap,
+		      char ***out, struct kapsel_error **err)
 {
+	char uid_range[256], gid_range[256];
+	struct kap_unpack_opts uo = {.rootless = true};
+	if (idmap && idmap->n_uids) {
+		kap_subid_describe(idmap, false, uid_range, sizeof(uid_range));
+		kap_subid_describe(idmap, true, gid_range, sizeof(gid_range));
+		uo.uid_count = idmap->uid_count;
+		uo.gid_count = idmap->gid_count;
+		uo.uid_range = uid_range;
+		uo.gid_range = gid_range;
+	}
 	if (cfg->n_diff_ids != m->n_layers)
 		return kap_error_plain(err, EINVAL, "image config has %zu diff_ids for %zu layers",
 				       cfg->n_diff_ids, m->n_layers);
@@ -639,7 +677,20 @@ static int layer_dirs(struct kap_store *s, const struct kap_manifest *m,
 		return kap_error(err, ENOMEM, "layers");
 	for (size_t i = 0; i < cfg->n_diff_ids; i++) {
 		const char *diff_id = cfg->diff_ids[i];
-		char *p = kap_store_layer_path(s, diff_id);
+		char *p = NULL;
+		if (uo.uid_count) {
+			enum kap_compression comp;
+			int r = kap_layer_compression(m->layers[i].media_type, &comp, err);
+			if (r == 0)
+				r = kap_store_idmapped_layer(s, idmap->key, &uo,
+							     m->layers[i].digest, comp, diff_id, &p,
+							     err);
+			if (r < 0)
+				return r;
+			v[cfg->n_diff_ids - 1 - i] = p;
+			continue;
+		}
+		p = kap_store_layer_path(s, diff_id);
 		if (!p) {
 			enum kap_compression comp;
 			int r = kap_layer_compression(m->layers[i].media_type, &comp, err);
@@ -681,8 +732,24 @@ struct prepared {
 	struct ctr c;
 	struct meta m;
 	bool mounted, created_dir;
-	bool rootless; /* not root on the host: mount and run from a user namespace */
+	bool rootless;		/* not root on the host: mount and run from a user namespace */
+	struct kap_idmap idmap; /* rootless: the user's subordinate ranges (n_uids 0: none) */
 };
+
+static void manifest_clearp(struct kap_manifest *m)
+{
+	kap_manifest_clear(m);
+}
+#define cleanup_manifest __attribute__((cleanup(manifest_clearp)))
+
+/* Rootless (not root of a nested namespace already): the ranges the namespace will map. */
+static int lookup_idmap(struct prepared *p, struct kapsel_error **err)
+{
+	memset(&p->idmap, 0, sizeof(p->idmap));
+	if (!p->rootless || geteuid() == 0)
+		return 0;
+	return kap_subid_lookup(&p->idmap, err);
+}
 
 static void prepared_fail(struct prepared *p, const char *root)
 {
@@ -709,14 +776,15 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	char digest[KAP_DIGEST_LEN + 1];
 	if ((r = resolve_image(c->store, o->image, &canonical, digest, err)) < 0)
 		return r;
-	struct kap_manifest man = {0};
+	cleanup_manifest struct kap_manifest man = {0};
 	cleanup_image_config struct kap_image_config cfg = {0};
 	cleanup_strv char **lowers = NULL;
 	if ((r = kap_store_load_image(c->store, digest, &man, &cfg, err)) < 0)
 		return kap_error_wrap(err, "image %s", o->image);
-	r = layer_dirs(c->store, &man, &cfg, &lowers, err);
-	kap_manifest_clear(&man);
-	if (r < 0)
+	if ((r = lookup_idmap(p, err)) < 0)
+		return r;
+	/* The shifted copies can only be made inside the namespace: below. */
+	if (!p->idmap.n_uids && (r = layer_dirs(c->store, &man, &cfg, NULL, &lowers, err)) < 0)
 		return r;
 
 	if ((c->dirfd = open_containers_dir(c->store, err)) < 0) {
@@ -767,8 +835,9 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	}
 	/* Everything above belongs to the user; the mount needs the namespaces (a process that
 	 * is root of a nested user namespace already, kapsel in a container, has them). */
-	if (p->rootless && geteuid() != 0 &&
-	    (r = userns_enter(geteuid(), getegid(), true, err)) < 0)
+	if (p->rootless && geteuid() != 0 && (r = rootless_enter(&p->idmap, true, err)) < 0)
+		return r;
+	if (p->idmap.n_uids && (r = layer_dirs(c->store, &man, &cfg, &p->idmap, &lowers, err)) < 0)
 		return r;
 	if ((r = kap_overlay_mount(n_lowers ? lowers : one, n_lowers ? n_lowers : 1, upper, work,
 				   merged, p->rootless, err)) < 0)
@@ -973,6 +1042,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	    .volumes_dir = volumes_dir,
 	    .init_path = init_path,
 	    .rootless = p->rootless,
+	    .uid_count = p->idmap.n_uids ? p->idmap.uid_count : 1,
+	    .gid_count = p->idmap.n_uids ? p->idmap.gid_count : 1,
 	};
 	cleanup_json struct kap_json *config = NULL;
 	if ((r = kap_bundle_config(&cfg, o, &be, rootfd, &config, err)) < 0)
@@ -2225,15 +2296,15 @@ API int kapsel_image_logs(const char *store, const char *root, const char *name,
 static int remount(struct prepared *p, struct kapsel_error **err)
 {
 	struct ctr *c = &p->c;
-	struct kap_manifest man = {0};
+	cleanup_manifest struct kap_manifest man = {0};
 	cleanup_image_config struct kap_image_config cfg = {0};
 	cleanup_strv char **lowers = NULL;
 	int r = kap_store_load_image(c->store, p->m.manifest, &man, &cfg, err);
 	if (r < 0)
 		return kap_error_wrap(err, "container %s: image %s", c->name, p->m.image);
-	r = layer_dirs(c->store, &man, &cfg, &lowers, err);
-	kap_manifest_clear(&man);
-	if (r < 0)
+	if ((r = lookup_idmap(p, err)) < 0)
+		return r;
+	if (!p->idmap.n_uids && (r = layer_dirs(c->store, &man, &cfg, NULL, &lowers, err)) < 0)
 		return r;
 	cleanup_free char *upper = NULL, *work = NULL, *merged = NULL, *empty = NULL;
 	if (asprintf(&upper, "%s/upper", c->cdir) < 0 || asprintf(&work, "%s/work", c->cdir) < 0 ||
@@ -2241,8 +2312,9 @@ static int remount(struct prepared *p, struct kapsel_error **err)
 	    asprintf(&empty, "%s/empty", c->cdir) < 0)
 		return kap_error(err, ENOMEM, "container %s", c->name);
 	char *one[2] = {empty, NULL};
-	if (p->rootless && geteuid() != 0 &&
-	    (r = userns_enter(geteuid(), getegid(), true, err)) < 0)
+	if (p->rootless && geteuid() != 0 && (r = rootless_enter(&p->idmap, true, err)) < 0)
+		return r;
+	if (p->idmap.n_uids && (r = layer_dirs(c->store, &man, &cfg, &p->idmap, &lowers, err)) < 0)
 		return r;
 	size_t n = cfg.n_diff_ids;
 	if ((r = kap_overlay_mount(n ? lowers : one, n ? n : 1, upper, work, merged, p->rootless,

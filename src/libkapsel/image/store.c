@@ -4,6 +4,8 @@
  *
  *   <store>/blobs/sha256/<hex>   content-addressed blobs, verified before they are renamed here
  *   <store>/layers/<hex>/        one unpacked layer per diff_id, shared by every image
+ *   <store>/idmapped/<key>/<hex>/  the same layer with owners shifted into a user's subordinate
+ *                                ranges (rootless; key names the mapping, image/subid.h)
  *   <store>/images.json          name -> manifest digest, replaced atomically
  *   <store>/refs/<container>     manifest digest a container uses (rmi refuses, prune keeps)
  *   <store>/tmp/                 blobs and layers being written; each entry flock()ed by its
@@ -24,6 +26,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +36,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "image/image.h"
+#include "image/subid.h"
 
 #define SMALL_BLOB_MAX (16u << 20)
 #define INDEX_MAX      (64u << 20)
@@ -580,9 +584,9 @@ void kap_store_layer_discard(struct kap_layer_stage *st)
 	free(st);
 }
 
-int kap_store_layer_stage(struct kap_store *s, int blob_fd, enum kap_compression c,
-			  const char *diff_id, struct kap_layer_stage **out,
-			  struct kapsel_error **err)
+static int stage_with(struct kap_store *s, int blob_fd, enum kap_compression c, const char *diff_id,
+		      const struct kap_unpack_opts *o, struct kap_layer_stage **out,
+		      struct kapsel_error **err)
 {
 	int r;
 	if (diff_id && (r = kap_digest_validate(diff_id, "diff_id", err)) < 0)
@@ -611,9 +615,8 @@ int kap_store_layer_stage(struct kap_store *s, int blob_fd, enum kap_compression
 		r = kap_error(err, errno, "open %s/%s", s->path, path);
 		goto fail;
 	}
-	struct kap_unpack_opts o = {.rootless = rootless()};
 	char got[KAP_DIGEST_LEN + 1];
-	if ((r = kap_unpack_layer(blob_fd, c, st->fd, &o, got, err)) < 0)
+	if ((r = kap_unpack_layer(blob_fd, c, st->fd, o, got, err)) < 0)
 		goto fail;
 	if (diff_id && strcmp(got, diff_id)) {
 		r = kap_error_plain(err, EBADMSG,
@@ -628,6 +631,14 @@ int kap_store_layer_stage(struct kap_store *s, int blob_fd, enum kap_compression
 fail:
 	kap_store_layer_discard(st);
 	return r;
+}
+
+int kap_store_layer_stage(struct kap_store *s, int blob_fd, enum kap_compression c,
+			  const char *diff_id, struct kap_layer_stage **out,
+			  struct kapsel_error **err)
+{
+	struct kap_unpack_opts o = {.rootless = rootless()};
+	return stage_with(s, blob_fd, c, diff_id, &o, out, err);
 }
 
 int kap_store_layer_commit(struct kap_layer_stage *st, struct kapsel_error **err)
@@ -686,6 +697,53 @@ int kap_store_unpack_layer(struct kap_store *s, const char *blob_digest, enum ka
 	if ((r = kap_store_layer_stage(s, fd, c, diff_id, &st, err)) < 0)
 		return kap_error_wrap(err, "layer %s", blob_digest);
 	return kap_store_layer_commit(st, err);
+}
+
+static bool valid_key(const char *key)
+{
+	return strlen(key) == 16 && strspn(key, "0123456789abcdef") == 16;
+}
+
+int kap_store_idmapped_layer(struct kap_store *s, const char *key, const struct kap_unpack_opts *o,
+			     const char *blob_digest, enum kap_compression c, const char *diff_id,
+			     char **path, struct kapsel_error **err)
+{
+	int r = kap_digest_validate(diff_id, "diff_id", err);
+	if (r < 0)
+		return r;
+	if (!valid_key(key))
+		return kap_error_plain(err, EINVAL, "id mapping key \"%s\" is not valid", key);
+	char dir[64], to[160];
+	snprintf(dir, sizeof(dir), "idmapped/%s", key);
+	snprintf(to, sizeof(to), "%s/%s", dir, diff_id + 7);
+	struct stat sb;
+	if (fstatat(s->dfd, to, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(sb.st_mode)) {
+		/* 0700 as the store: the copies hold the image's setuid binaries too. */
+		if ((mkdirat(s->dfd, "idmapped", 0700) < 0 && errno != EEXIST) ||
+		    (mkdirat(s->dfd, dir, 0700) < 0 && errno != EEXIST))
+			return kap_error(err, errno, "create %s/%s", s->path, dir);
+		cleanup_close int fd = kap_store_open_blob(s, blob_digest, err);
+		if (fd < 0)
+			return fd;
+		struct kap_layer_stage *st;
+		if ((r = stage_with(s, fd, c, diff_id, o, &st, err)) < 0)
+			return kap_error_wrap(err, "layer %s", blob_digest);
+		char from[80];
+		snprintf(from, sizeof(from), "tmp/%s", st->name);
+		/* As kap_store_layer_commit: on disk before the rename makes it a layer. */
+		if (syncfs(st->fd) < 0)
+			r = kap_error(err, errno, "sync %s/%s", s->path, from);
+		else if (renameat(s->dfd, from, s->dfd, to) == 0)
+			*st->name = '\0';
+		else if (errno != EEXIST && errno != ENOTEMPTY)
+			r = kap_error(err, errno, "rename %s into %s/%s", from, s->path, dir);
+		kap_store_layer_discard(st);
+		if (r < 0)
+			return r;
+	}
+	if (asprintf(path, "%s/%s", s->path, to) < 0)
+		return kap_error(err, ENOMEM, "layer %s", diff_id);
+	return 0;
 }
 
 char *kap_store_layer_path(struct kap_store *s, const char *diff_id)
@@ -1231,6 +1289,32 @@ static bool in_list(char *const *v, size_t n, const char *hex)
 	return false;
 }
 
+/*
+ * rm -rf, also of a layer shifted into the user's subordinate ranges (idmapped/): files the
+ * user does not own on the host, removed by a child that is root of the namespace mapping
+ * them (image/subid.h), whose capabilities reach exactly those ids.
+ */
+static int remove_layer(int dfd, const char *name)
+{
+	int r = kap_fs_rm_rf(dfd, name);
+	if (r == 0 || geteuid() == 0)
+		return r;
+	pid_t pid = fork();
+	if (pid < 0)
+		return r;
+	if (pid == 0) {
+		struct kap_idmap m;
+		if (kap_subid_lookup(&m, NULL) < 0 || !m.n_uids ||
+		    kap_subid_enter(&m, false, NULL) < 0)
+			_exit(1);
+		_exit(kap_fs_rm_rf(dfd, name) < 0);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : r;
+}
+
 /* Delete what is in dir (blobs/sha256 or layers) and not referenced (and, when `only` is
  * given, listed there). */
 static int64_t sweep(struct kap_store *s, const char *dir, struct strset *keep, char *const *only,
@@ -1251,10 +1335,30 @@ static int64_t sweep(struct kap_store *s, const char *dir, struct strset *keep, 
 		if (filter && !in_list(only, n_only, de->d_name))
 			continue;
 		int64_t size = tree_size(dirfd(d), de->d_name, 0);
-		if (kap_fs_rm_rf(dirfd(d), de->d_name) == 0) {
+		if (remove_layer(dirfd(d), de->d_name) == 0) {
 			kap_debug("store: removed %s/%s", dir, de->d_name);
 			freed += size;
 		}
+	}
+	return freed;
+}
+
+/* The shifted copies go with their layer: sweep every mapping's directory the same way. */
+static int64_t sweep_idmapped(struct kap_store *s, struct strset *keep, char *const *only,
+			      size_t n_only, bool filter)
+{
+	cleanup_dir DIR *d = kap_fs_opendir_at(s->dfd, "idmapped", O_NOFOLLOW);
+	if (!d)
+		return 0;
+	int64_t freed = 0;
+	struct dirent *de;
+	char dir[64];
+	while ((de = readdir(d))) {
+		if (!valid_key(de->d_name))
+			continue;
+		snprintf(dir, sizeof(dir), "idmapped/%s", de->d_name);
+		freed += sweep(s, dir, keep, only, n_only, filter);
+		unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR); /* when empty */
 	}
 	return freed;
 }
@@ -1287,6 +1391,7 @@ static int64_t gc(struct kap_store *s, bool filter, char *const *digests, size_t
 		goto out;
 	r = sweep(s, "blobs/sha256", &blobs, digests, n_digests, filter);
 	r += sweep(s, "layers", &layers, diff_ids, n_diff_ids, filter);
+	r += sweep_idmapped(s, &layers, diff_ids, n_diff_ids, filter);
 	if (!filter) {
 		clean_tmp(s, true);
 		clean_atomic_leftovers(s, ".");

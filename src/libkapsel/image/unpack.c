@@ -767,6 +767,28 @@ static int entry_owner(struct unpacker *u, struct archive_entry *e, uid_t *uid, 
 	return 0;
 }
 
+/*
+ * Rootless, ownership is kept only in a user namespace with subordinate ranges (uid_count):
+ * there the kernel stores the shifted host id. An id beyond the ranges has no host id to be
+ * stored as; say which, rather than the kernel's bare EINVAL.
+ */
+static int set_owner(struct unpacker *u, int fd, int pfd, const char *name, uid_t uid, gid_t gid,
+		     struct kapsel_error **err)
+{
+	const struct kap_unpack_opts *o = u->o;
+	if (o->rootless && !o->uid_count)
+		return 0;
+	if (o->uid_count && (uid >= o->uid_count || gid >= o->gid_count)) {
+		bool g = uid < o->uid_count;
+		return kap_error_plain(
+		    err, ERANGE, "layer entry \"%s\": %s %u is outside the user namespace's %s",
+		    u->entry, g ? "gid" : "uid", g ? (unsigned)gid : (unsigned)uid,
+		    (g ? o->gid_range : o->uid_range) ? (g ? o->gid_range : o->uid_range) : "ids");
+	}
+	int r = fd >= 0 ? fchown(fd, uid, gid) : fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW);
+	return r < 0 ? entry_error(u, err, errno, "chown") : 0;
+}
+
 static int write_regular(struct unpacker *u, struct archive *a, struct archive_entry *e, int pfd,
 			 const char *name, struct kapsel_error **err)
 {
@@ -816,8 +838,8 @@ static int write_regular(struct unpacker *u, struct archive *a, struct archive_e
 	if ((r = entry_owner(u, e, &uid, &gid, err)) < 0)
 		return r;
 	/* chown clears setuid/setgid and security.capability: owner, then mode, then xattrs. */
-	if (!u->o->rootless && fchown(fd, uid, gid) < 0)
-		return entry_error(u, err, errno, "chown");
+	if ((r = set_owner(u, fd, -1, NULL, uid, gid, err)) < 0)
+		return r;
 	if (fchmod(fd, ar.perm(e) & 07777) < 0)
 		return entry_error(u, err, errno, "chmod");
 	if ((r = apply_xattrs(u, e, fd, pfd, name, err)) < 0)
@@ -890,8 +912,8 @@ static int write_dir(struct unpacker *u, struct archive_entry *e, const char *pa
 	int r;
 	if ((r = entry_owner(u, e, &uid, &gid, err)) < 0)
 		return r;
-	if (!u->o->rootless && fchown(fd, uid, gid) < 0)
-		return entry_error(u, err, errno, "chown");
+	if ((r = set_owner(u, fd, -1, NULL, uid, gid, err)) < 0)
+		return r;
 	if ((r = apply_xattrs(u, e, fd, pfd, name, err)) < 0)
 		return r;
 	struct timespec ts[2];
@@ -923,8 +945,8 @@ static int finish_node(struct unpacker *u, struct archive_entry *e, int pfd, con
 	int r;
 	if ((r = entry_owner(u, e, &uid, &gid, err)) < 0)
 		return r;
-	if (!u->o->rootless && fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-		return entry_error(u, err, errno, "chown");
+	if ((r = set_owner(u, -1, pfd, name, uid, gid, err)) < 0)
+		return r;
 	/* Only this process writes the private layer dir, and the node was just made: the
 	 * name is the node (fchmodat has no working AT_SYMLINK_NOFOLLOW before Linux 6.6). */
 	if (!is_link && fchmodat(pfd, name, ar.perm(e) & 07777, 0) < 0)
