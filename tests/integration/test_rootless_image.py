@@ -66,13 +66,31 @@ def wait_for(pred, timeout=10):
     return pred()
 
 
-def test_runs_as_root_of_a_namespace_mapping_only_the_user(user, k):
+def subuid_ranges(name):
+    """The user's /etc/subuid ranges in file order: what podman (and kapsel) map to 1.."""
+    out = []
+    with open("/etc/subuid") as f:
+        for line in f:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[0] == name:
+                out.append((int(parts[1]), int(parts[2])))
+    return out
+
+
+def test_runs_as_root_of_a_namespace_mapping_the_user_and_its_ranges(user, k):
+    # Container root is the user; IDs 1.. are the user's /etc/subuid ranges (the fixture's
+    # user has some: Debian's useradd gives one, test_rootless adds one), as podman maps them.
     r = k("run", "--rm", "busybox", "sh", "-c", "id -u; cat /proc/self/uid_map; echo hi")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().split("\n")
     assert lines[0] == "0"
     assert lines[1].split() == ["0", str(user.pw_uid), "1"]
-    assert lines[2] == "hi"
+    want, inside = [], 1
+    for start, count in subuid_ranges(user.pw_name):
+        want.append([str(inside), str(start), str(count)])
+        inside += count
+    assert [line.split() for line in lines[2:-1]] == want
+    assert lines[-1] == "hi"
 
 
 def test_rm_leaves_nothing(home, k, name):
