@@ -631,7 +631,11 @@ static const struct cli_command cmd_vm_ls = {
     .run = vm_ls,
     .usage = "Usage: kapsel vm ls [--format json|table]\n"
 	     "\n"
-	     "List the VMs started with --name that are running (under --root).\n",
+	     "List the VMs started with --name that are running (under --root).\n"
+	     "\n"
+	     "Options:\n"
+	     "  --format FMT            json (GET / of each VM, as an array) or table\n"
+	     "  --help, -h              print this help\n",
     .shortopts = "h",
     .options = ls_options,
 };
