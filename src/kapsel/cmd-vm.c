@@ -198,9 +198,20 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			}
 			bad = set_str(&cli.name, optarg);
 			break;
-		case OPT_API_SOCK:
-			bad = set_str(&cli.api_sock, optarg);
+		case OPT_API_SOCK: {
+			/* Absolute: state.json records it for clients in other directories. */
+			char cwd[4096];
+			free(cli.api_sock);
+			cli.api_sock = NULL;
+			if (optarg[0] == '/')
+				bad = set_str(&cli.api_sock, optarg);
+			else if (!getcwd(cwd, sizeof(cwd)) ||
+				 asprintf(&cli.api_sock, "%s/%s", cwd, optarg) < 0) {
+				cli.api_sock = NULL;
+				bad = 1;
+			}
 			break;
+		}
 		default:
 			kapsel_vm_config_clear(&cli);
 			return cli_opt_status(c);
