@@ -96,6 +96,14 @@ struct kapsel_vm_config {
 	enum kapsel_vm_transport transport;
 	/* Also name the virtio-mmio devices on the command line (virtio_mmio.device=...). */
 	bool virtio_mmio_cmdline;
+	/*
+	 * The control API (docs/vm.md, Control API). name: the VM's name, which gives it the
+	 * directory <runtime_dir>/vm/<name> (state.json and, unless api_sock says otherwise,
+	 * api.sock); api_sock: where to serve the API. Neither: no API.
+	 */
+	char *name;
+	char *api_sock;
+	char *runtime_dir; /* kapsel's --root */
 };
 
 /* Frees the strings of c (not c itself) and zeroes it. */
@@ -150,3 +158,42 @@ int kapsel_vm_disk_create(const char *path, uint64_t size, const char *backing,
  * (triple fault, KVM internal error, failed entry), or when SIGINT/SIGTERM stopped it.
  */
 int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **err);
+
+/* ---- the control API's client side (docs/vm.md, Control API) ---- */
+
+/* A VM name: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}. */
+bool kapsel_vm_name_valid(const char *name);
+
+/*
+ * The API socket of VM name under runtime_dir (from its state.json), into *path (malloc'd).
+ * -ENOENT with "vm NAME: no such VM" when there is none or it is no longer running (a stale
+ * directory left by a killed VMM is removed).
+ */
+int kapsel_vm_api_path(const char *runtime_dir, const char *name, char **path,
+		       struct kapsel_error **err);
+
+/*
+ * One request to the API socket at path: method, target, an optional JSON body. Returns the
+ * HTTP status with the response body in *body (malloc'd, NUL-terminated), or -errno.
+ */
+int kapsel_vm_api_call(const char *path, const char *method, const char *target, const char *json,
+		       char **body, struct kapsel_error **err);
+
+/* What GET / of a VM's API says. */
+struct kapsel_vm_info {
+	char *id, *state, *kernel, *started, *api_socket;
+	int64_t pid, vcpus;
+	uint64_t mem_mib;
+};
+
+void kapsel_vm_info_clear(struct kapsel_vm_info *i);
+
+/*
+ * GET / of VM name under runtime_dir: into *info when not NULL, and the response's JSON
+ * into *json (malloc'd) when not NULL. -ENOENT "vm NAME: no such VM" when it is not running.
+ */
+int kapsel_vm_inspect(const char *runtime_dir, const char *name, struct kapsel_vm_info *info,
+		      char **json, struct kapsel_error **err);
+
+/* The names of the VMs running under runtime_dir, sorted; stale directories are removed. */
+int kapsel_vm_list(const char *runtime_dir, char ***names, size_t *n, struct kapsel_error **err);

@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <kapsel/vm.h>
@@ -45,6 +47,10 @@ static const char run_usage[] =
     "                          virtio-mmio windows\n"
     "  --virtio-mmio-cmdline   also list the virtio-mmio devices on the kernel command line\n"
     "  --config FILE           settings from a vm.json; the flags above override it\n"
+    "  --name NAME             name the VM: it serves the control API on\n"
+    "                          <root>/vm/NAME/api.sock (vm ls, inspect, pause, resume, stop)\n"
+    "  --api-sock PATH         serve the control API (HTTP/1.1 + JSON, docs/vm.md) on the\n"
+    "                          unix socket PATH instead\n"
     "  --help, -h              print this help\n";
 
 enum {
@@ -65,9 +71,15 @@ enum {
 	OPT_VSOCK,
 	OPT_VIRTIO_MMIO_CMDLINE,
 	OPT_TRANSPORT,
+	OPT_NAME,
+	OPT_API_SOCK,
+	OPT_FORMAT,
+	OPT_FORCE,
+	OPT_TIMEOUT,
 };
 
-static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create;
+static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create, cmd_vm_ls,
+    cmd_vm_inspect, cmd_vm_pause, cmd_vm_resume, cmd_vm_stop;
 
 static int set_str(char **field, const char *v)
 {
@@ -94,6 +106,8 @@ static const struct option run_options[] = {
     {"vsock", required_argument, NULL, OPT_VSOCK},
     {"virtio-mmio-cmdline", no_argument, NULL, OPT_VIRTIO_MMIO_CMDLINE},
     {"transport", required_argument, NULL, OPT_TRANSPORT},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"api-sock", required_argument, NULL, OPT_API_SOCK},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -175,6 +189,29 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		case OPT_TRANSPORT:
 			transport = optarg;
 			break;
+		case OPT_NAME:
+			if (!kapsel_vm_name_valid(optarg)) {
+				kapsel_vm_config_clear(&cli);
+				return cli_fail("vm run: --name %s: expected "
+						"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
+						optarg);
+			}
+			bad = set_str(&cli.name, optarg);
+			break;
+		case OPT_API_SOCK: {
+			/* Absolute: state.json records it for clients in other directories. */
+			char cwd[4096];
+			free(cli.api_sock);
+			cli.api_sock = NULL;
+			if (optarg[0] == '/')
+				bad = set_str(&cli.api_sock, optarg);
+			else if (!getcwd(cwd, sizeof(cwd)) ||
+				 asprintf(&cli.api_sock, "%s/%s", cwd, optarg) < 0) {
+				cli.api_sock = NULL;
+				bad = 1;
+			}
+			break;
+		}
 		default:
 			kapsel_vm_config_clear(&cli);
 			return cli_opt_status(c);
@@ -200,7 +237,13 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	TAKE(initrd);
 	TAKE(cmdline);
 	TAKE(cpu_features);
+	TAKE(name);
+	TAKE(api_sock);
 #undef TAKE
+	if (cfg.name && set_str(&cfg.runtime_dir, g->root)) {
+		rc = cli_fail("vm run: out of memory");
+		goto out;
+	}
 	/* Devices from the flags join the file's; --vsock replaces the file's vsock. */
 	bool file_vsock = cfg.vsock_path != NULL;
 	for (size_t i = 0; i < ndevs; i++) {
@@ -342,13 +385,215 @@ static int vm_disk_create(const struct cli_globals *g, int argc, char **argv)
 	return 0;
 }
 
-static const char vm_usage[] = "Usage: kapsel vm <command> [options]\n"
-			       "\n"
-			       "Commands:\n"
-			       "  run                     boot a kernel in a micro-VM\n"
-			       "  disk create             create a qcow2 disk image\n"
-			       "\n"
-			       "Run 'kapsel vm <command> --help' for its options.\n";
+/* ---- the commands that use a running VM's control API ---- */
+
+static const struct option ls_options[] = {
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+static int vm_ls(const struct cli_globals *g, int argc, char **argv)
+{
+	bool json = false;
+	int c;
+	while ((c = cli_getopt_cmd(&cmd_vm_ls, argc, argv)) != -1) {
+		if (c != OPT_FORMAT)
+			return cli_opt_status(c);
+		if (strcmp(optarg, "json") && strcmp(optarg, "table"))
+			return cli_fail("vm ls: --format %s: expected json or table", optarg);
+		json = !strcmp(optarg, "json");
+	}
+	if (!cli_nargs(&cmd_vm_ls, argc - optind, 0, 0, "no arguments"))
+		return 1;
+	struct kapsel_error *err = NULL;
+	char **names;
+	size_t n;
+	if (kapsel_vm_list(g->root, &names, &n, &err) < 0)
+		return cli_fail_err(err);
+	if (json)
+		printf("[");
+	else
+		printf("%-20s %-8s %-8s %-5s %-9s %s\n", "NAME", "STATE", "PID", "CPUS", "MEM",
+		       "STARTED");
+	bool first = true;
+	for (size_t i = 0; i < n; i++) {
+		struct kapsel_vm_info info = {0};
+		char *body = NULL;
+		/* A VM that ended since the listing is left out, not an error. */
+		if (kapsel_vm_inspect(g->root, names[i], &info, &body, &err) < 0) {
+			kapsel_error_free(err);
+			err = NULL;
+		} else if (json) {
+			printf("%s%s", first ? "" : ",", body);
+			first = false;
+		} else {
+			printf("%-20s %-8s %-8lld %-5lld %-6lluMiB %s\n", names[i], info.state,
+			       (long long)info.pid, (long long)info.vcpus,
+			       (unsigned long long)info.mem_mib, info.started);
+		}
+		free(body);
+		kapsel_vm_info_clear(&info);
+		free(names[i]);
+	}
+	free(names);
+	if (json)
+		printf("]\n");
+	return 0;
+}
+
+static int vm_inspect(const struct cli_globals *g, int argc, char **argv)
+{
+	int c;
+	while ((c = cli_getopt_cmd(&cmd_vm_inspect, argc, argv)) != -1)
+		return cli_opt_status(c);
+	if (!cli_nargs(&cmd_vm_inspect, argc - optind, 1, 1, "NAME"))
+		return 1;
+	struct kapsel_error *err = NULL;
+	char *body = NULL;
+	if (kapsel_vm_inspect(g->root, argv[optind], NULL, &body, &err) < 0)
+		return cli_fail_err(err);
+	printf("%s\n", body);
+	free(body);
+	return 0;
+}
+
+/* The string value of {"fault_message": "..."} (quotes and escapes undone) in place. */
+static const char *fault_message(char *body)
+{
+	char *m = strstr(body, "\"fault_message\":");
+	if (!m)
+		return body;
+	m += 16;
+	while (*m == ' ')
+		m++;
+	if (*m != '"')
+		return body;
+	char *o = ++m, *start = m;
+	for (; *m && *m != '"'; m++) {
+		if (*m == '\\' && m[1])
+			m++;
+		*o++ = *m;
+	}
+	*o = 0;
+	return start;
+}
+
+/* One API request to VM name; 0 on a 2xx answer, else the fault message and 1. */
+static int vm_request(const struct cli_globals *g, const char *cmd, const char *name,
+		      const char *method, const char *target, const char *json)
+{
+	struct kapsel_error *err = NULL;
+	char *path = NULL, *body = NULL;
+	if (kapsel_vm_api_path(g->root, name, &path, &err) < 0)
+		return cli_fail_err(err);
+	int r = kapsel_vm_api_call(path, method, target, json, &body, &err);
+	free(path);
+	if (r < 0)
+		return cli_fail_err(err);
+	int rc = 0;
+	if (r / 100 != 2) {
+		rc = cli_fail("vm %s %s: %s", cmd, name, fault_message(body));
+	}
+	free(body);
+	return rc;
+}
+
+static int vm_pause_resume(const struct cli_command *cmd, const struct cli_globals *g, int argc,
+			   char **argv, bool pause)
+{
+	int c;
+	while ((c = cli_getopt_cmd(cmd, argc, argv)) != -1)
+		return cli_opt_status(c);
+	if (!cli_nargs(cmd, argc - optind, 1, 1, "NAME"))
+		return 1;
+	return vm_request(g, pause ? "pause" : "resume", argv[optind], "PATCH", "/vm",
+			  pause ? "{\"state\":\"Paused\"}" : "{\"state\":\"Resumed\"}");
+}
+
+static int vm_pause(const struct cli_globals *g, int argc, char **argv)
+{
+	return vm_pause_resume(&cmd_vm_pause, g, argc, argv, true);
+}
+
+static int vm_resume(const struct cli_globals *g, int argc, char **argv)
+{
+	return vm_pause_resume(&cmd_vm_resume, g, argc, argv, false);
+}
+
+static const struct option stop_options[] = {
+    {"force", no_argument, NULL, OPT_FORCE},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+static int vm_stop(const struct cli_globals *g, int argc, char **argv)
+{
+	bool force = false;
+	long long timeout = 10;
+	int c;
+	while ((c = cli_getopt_cmd(&cmd_vm_stop, argc, argv)) != -1) {
+		if (c == OPT_FORCE)
+			force = true;
+		else if (c == OPT_TIMEOUT) {
+			if (!cli_parse_int(&cmd_vm_stop, "--timeout", optarg, 0, 3600, &timeout))
+				return 1;
+		} else
+			return cli_opt_status(c);
+	}
+	if (!cli_nargs(&cmd_vm_stop, argc - optind, 1, 1, "NAME"))
+		return 1;
+	const char *name = argv[optind];
+	struct kapsel_error *err = NULL;
+	struct kapsel_vm_info info = {0};
+	if (kapsel_vm_inspect(g->root, name, &info, NULL, &err) < 0)
+		return cli_fail_err(err);
+	pid_t pid = (pid_t)info.pid;
+	kapsel_vm_info_clear(&info);
+	if (!force) {
+		int rc =
+		    vm_request(g, "stop", name, "PUT", "/actions", "{\"action_type\":\"Stop\"}");
+		if (rc)
+			return rc;
+		/* The VMM removes its directory as it exits: wait for that. */
+		for (long long i = 0; i < timeout * 10; i++) {
+			char *p = NULL;
+			if (kapsel_vm_api_path(g->root, name, &p, &err) < 0) {
+				kapsel_error_free(err);
+				return 0;
+			}
+			free(p);
+			usleep(100000);
+		}
+		fprintf(stderr, "kapsel: vm stop %s: still running after %llds: killing it\n", name,
+			timeout);
+	}
+	if (kill(pid, SIGKILL) < 0 && errno != ESRCH)
+		return cli_fail("vm stop %s: kill %d: %s", name, (int)pid, strerror(errno));
+	/* A killed VMM cannot remove its directory; the lookup of a dead socket does. */
+	for (int i = 0; i < 50 && kill(pid, 0) == 0; i++)
+		usleep(100000);
+	char *p = NULL;
+	if (kapsel_vm_api_path(g->root, name, &p, &err) < 0)
+		kapsel_error_free(err);
+	free(p);
+	return 0;
+}
+
+static const char vm_usage[] =
+    "Usage: kapsel vm <command> [options]\n"
+    "\n"
+    "Commands:\n"
+    "  run                     boot a kernel in a micro-VM\n"
+    "  disk create             create a qcow2 disk image\n"
+    "  ls                      list the named VMs that are running\n"
+    "  inspect NAME            describe a running VM (its API's GET /)\n"
+    "  pause NAME              pause a VM's vCPUs (its clock stops too)\n"
+    "  resume NAME             resume a paused VM\n"
+    "  stop [--force] NAME     stop a VM (--force: kill its VMM)\n"
+    "\n"
+    "Run 'kapsel vm <command> --help' for its options.\n";
 
 static int vm_disk(const struct cli_globals *g, int argc, char **argv)
 {
@@ -391,6 +636,70 @@ static const struct cli_command cmd_vm_disk = {
 	},
 };
 
+static const struct cli_command cmd_vm_ls = {
+    .name = "vm ls",
+    .summary = "list the running named VMs",
+    .run = vm_ls,
+    .usage = "Usage: kapsel vm ls [--format json|table]\n"
+	     "\n"
+	     "List the VMs started with --name that are running (under --root).\n"
+	     "\n"
+	     "Options:\n"
+	     "  --format FMT            json (GET / of each VM, as an array) or table\n"
+	     "  --help, -h              print this help\n",
+    .shortopts = "h",
+    .options = ls_options,
+};
+static const struct option name_only_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+static const struct cli_command cmd_vm_inspect = {
+    .name = "vm inspect",
+    .summary = "describe a running VM",
+    .run = vm_inspect,
+    .usage = "Usage: kapsel vm inspect NAME\n"
+	     "\n"
+	     "Print the VM's description as JSON (its API's GET /): id, state, vcpus, mem_mib,\n"
+	     "kernel, started, pid, api_socket.\n",
+    .shortopts = "h",
+    .options = name_only_options,
+};
+static const struct cli_command cmd_vm_pause = {
+    .name = "vm pause",
+    .summary = "pause a VM",
+    .run = vm_pause,
+    .usage = "Usage: kapsel vm pause NAME\n"
+	     "\n"
+	     "Stop the VM's vCPUs; its clocks (kvmclock, TSC) stop with them.\n",
+    .shortopts = "h",
+    .options = name_only_options,
+};
+static const struct cli_command cmd_vm_resume = {
+    .name = "vm resume",
+    .summary = "resume a paused VM",
+    .run = vm_resume,
+    .usage = "Usage: kapsel vm resume NAME\n",
+    .shortopts = "h",
+    .options = name_only_options,
+};
+static const struct cli_command cmd_vm_stop = {
+    .name = "vm stop",
+    .summary = "stop a VM",
+    .run = vm_stop,
+    .usage = "Usage: kapsel vm stop [--force] [--timeout SECONDS] NAME\n"
+	     "\n"
+	     "Ask the VMM to end the VM (as SIGTERM does; the guest is not asked: kapsel's\n"
+	     "machine has no ACPI power button yet) and wait up to --timeout seconds (default\n"
+	     "10) for it to exit, then kill it. --force kills the VMM at once.\n"
+	     "\n"
+	     "Options:\n"
+	     "  --force                 kill the VMM (SIGKILL) without asking\n"
+	     "  --timeout SECONDS       how long to wait before killing it (default 10)\n",
+    .shortopts = "h",
+    .options = stop_options,
+};
+
 const struct cli_command cmd_vm = {
     .name = "vm",
     .summary = "run a kernel in a KVM micro-VM (vm run)",
@@ -400,6 +709,11 @@ const struct cli_command cmd_vm = {
 	(const struct cli_subcommand[]){
 	    {"run", &cmd_vm_run},
 	    {"disk", &cmd_vm_disk},
+	    {"ls", &cmd_vm_ls},
+	    {"inspect", &cmd_vm_inspect},
+	    {"pause", &cmd_vm_pause},
+	    {"resume", &cmd_vm_resume},
+	    {"stop", &cmd_vm_stop},
 	    {0},
 	},
 };

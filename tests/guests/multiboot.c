@@ -25,6 +25,9 @@
  *             test_pci_blk
  *   pci-rng   virtio-rng over virtio-pci ("irq=msix|intx")
  *   blkbench  virtio-blk read throughput for bench/vm-blk: see blkbench.h
+ *   count     counts forever, printing "count N clock MS" every 100 ms of kvmclock time (the
+ *             guest's clock: a pause must not show in it), or every 2^20 iterations with
+ *             "clock -" when the hypervisor offers no kvmclock
  */
 #include "acpi.h"
 #include "guest.h"
@@ -641,6 +644,80 @@ static void test_pci_rng(void)
 	pass();
 }
 
+/* kvmclock's per-vCPU time info (Linux Documentation/virt/kvm/x86/msr.rst, MSR_KVM_SYSTEM_TIME). */
+struct pvclock {
+	uint32_t version, pad0;
+	uint64_t tsc_timestamp, system_time;
+	uint32_t mul;
+	int8_t shift;
+	uint8_t flags, pad[2];
+} __attribute__((packed));
+static volatile struct pvclock pvc __attribute__((aligned(64)));
+
+static uint64_t rdtsc_(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+/* Enables kvmclock when CPUID 0x40000001 offers it; false otherwise. */
+static int kvmclock_init(void)
+{
+	uint32_t a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000000), "c"(0));
+	if (b != 0x4b4d564b) /* "KVMK" of "KVMKVMKVM" */
+		return 0;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000001), "c"(0));
+	uint32_t msr = (a & (1u << 3)) ? 0x4b564d01 : (a & 1) ? 0x12 : 0;
+	if (!msr)
+		return 0;
+	uint32_t addr = (uint32_t)(uintptr_t)&pvc;
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"(addr | 1), "d"(0));
+	return 1;
+}
+
+/* pvclock: system_time + ((tsc - tsc_timestamp) << shift) * mul >> 32, read consistently. */
+static uint64_t kvmclock_ns(void)
+{
+	uint32_t v;
+	uint64_t t;
+	do {
+		v = pvc.version;
+		__asm__ volatile("" ::: "memory");
+		uint64_t delta = rdtsc_() - pvc.tsc_timestamp;
+		int8_t sh = pvc.shift;
+		delta = sh < 0 ? delta >> -sh : delta << sh;
+		uint64_t m = pvc.mul;
+		t = pvc.system_time + (((delta & 0xffffffffu) * m) >> 32) + (delta >> 32) * m;
+		__asm__ volatile("" ::: "memory");
+	} while ((v & 1) || v != pvc.version);
+	return t;
+}
+
+static void __attribute__((noreturn)) test_count(void)
+{
+	int kc = kvmclock_init();
+	uint64_t next = kc ? kvmclock_ns() : 0;
+	for (uint64_t n = 0;; n++) {
+		if (kc) {
+			uint64_t now = kvmclock_ns();
+			if (now < next)
+				continue;
+			next = now + 100000000ULL;
+			puts_("count ");
+			putu(n);
+			puts_(" clock ");
+			putu(udiv(now, 1000000, 0));
+			putc_('\n');
+		} else if ((n & 0xfffff) == 0) {
+			puts_("count ");
+			putu(n);
+			puts_(" clock -\n");
+		}
+	}
+}
+
 void guest_main(uint32_t magic, const struct mb_info *mb);
 void guest_main(uint32_t magic, const struct mb_info *mb)
 {
@@ -716,6 +793,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_vcon();
 	if (streq(test, "vsock"))
 		test_vsock(cmdline);
+	if (streq(test, "count"))
+		test_count();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

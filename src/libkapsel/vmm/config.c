@@ -30,6 +30,9 @@ API void kapsel_vm_config_clear(struct kapsel_vm_config *c)
 		free(c->nets[i].bridge);
 	}
 	free(c->vsock_path);
+	free(c->name);
+	free(c->api_sock);
+	free(c->runtime_dir);
 	memset(c, 0, sizeof(*c));
 }
 

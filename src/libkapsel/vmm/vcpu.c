@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -140,11 +141,52 @@ static void internal_error(struct kap_vcpu *v)
 	      v->id, run->internal.suberror, rip, bytes);
 }
 
+static enum kap_exit_kind exit_kind(uint32_t reason)
+{
+	switch (reason) {
+	case KVM_EXIT_IO:
+		return KAP_EXIT_IO;
+	case KVM_EXIT_MMIO:
+		return KAP_EXIT_MMIO;
+	case KVM_EXIT_INTR:
+		return KAP_EXIT_INTR;
+	case KVM_EXIT_SYSTEM_EVENT:
+		return KAP_EXIT_SYSTEM;
+	case KVM_EXIT_SHUTDOWN:
+	case KVM_EXIT_INTERNAL_ERROR:
+	case KVM_EXIT_FAIL_ENTRY:
+	case KVM_EXIT_HLT:
+		return KAP_EXIT_FAULT;
+	default:
+		return KAP_EXIT_OTHER;
+	}
+}
+
+const char *kap_vcpu_exit_name(enum kap_exit_kind k)
+{
+	static const char *const names[KAP_EXIT_KINDS] = {
+	    [KAP_EXIT_IO] = "io",	  [KAP_EXIT_MMIO] = "mmio",   [KAP_EXIT_INTR] = "intr",
+	    [KAP_EXIT_SYSTEM] = "system", [KAP_EXIT_FAULT] = "fault", [KAP_EXIT_OTHER] = "other",
+	};
+	return k < KAP_EXIT_KINDS ? names[k] : "?";
+}
+
+uint64_t kap_vcpu_cpu_ns(struct kap_vcpu *v)
+{
+	clockid_t cid;
+	struct timespec ts;
+	if (!v->started || pthread_getcpuclockid(v->thread, &cid) != 0 ||
+	    clock_gettime(cid, &ts) < 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
 /* Handles one exit; false ends this vCPU's loop. */
 static bool handle_exit(struct kap_vcpu *v)
 {
 	struct kvm_run *run = v->run;
 	struct kap_vm *vm = v->vm;
+	atomic_fetch_add_explicit(&v->exits[exit_kind(run->exit_reason)], 1, memory_order_relaxed);
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO: {
 		uint8_t *data = (uint8_t *)run + run->io.data_offset;
@@ -228,6 +270,10 @@ static void *vcpu_thread(void *arg)
 	snprintf(name, sizeof(name), "vcpu%u", v->id);
 	pthread_setname_np(pthread_self(), name);
 	while (!atomic_load(&vm->stop)) {
+		if (atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
+			kap_vm_park(v);
+			continue;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;

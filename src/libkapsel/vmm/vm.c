@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/cleanup.h"
@@ -614,14 +615,23 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	vm->console.input = kap_serial_input;
 	vm->console.input_dev = vm->serial;
 	/* After the UART's input: a virtio-console takes the console input over. */
-	if ((r = attach_virtio_loop(vm, err)) < 0)
+	if ((r = attach_virtio_loop(vm, err)) < 0 ||
+	    (r = kap_console_attach(&vm->console, &vm->loop, err)) < 0)
 		return r;
-	return kap_console_attach(&vm->console, &vm->loop, err);
+	/* Last: the API answers only for a machine that is complete. */
+	vm->started_ms = kap_vmm_now_ms();
+	vm->started_wall_s = (int64_t)time(NULL);
+	return kap_api_start(vm, err);
 }
 
 static void vm_teardown(struct kap_vm *vm)
 {
 	atomic_store(&vm->stop, true);
+	/* The API first: it may be waiting for vCPUs to park, which it stops doing on stop. */
+	kap_api_stop(vm);
+	pthread_mutex_lock(&vm->pause_lock);
+	pthread_cond_broadcast(&vm->pause_cond); /* parked vCPUs see stop */
+	pthread_mutex_unlock(&vm->pause_lock);
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		kap_vcpu_kick(&vm->vcpus[i]);
 	for (unsigned int i = 0; i < vm->ncpus; i++)
@@ -641,6 +651,7 @@ static void vm_teardown(struct kap_vm *vm)
 	kap_kvm_close(&vm->kvm);
 	pthread_mutex_destroy(&vm->end_lock);
 	pthread_mutex_destroy(&vm->route_lock);
+	kap_vm_pause_destroy(vm);
 }
 
 static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
@@ -686,6 +697,7 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	vm->console.out_fd = vm->console.in_fd = -1;
 	pthread_mutex_init(&vm->end_lock, NULL);
 	pthread_mutex_init(&vm->route_lock, NULL);
+	kap_vm_pause_init(vm);
 	kap_bus_init(&vm->pio, "port");
 	kap_bus_init(&vm->mmio, "mmio");
 

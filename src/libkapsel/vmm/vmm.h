@@ -150,6 +150,17 @@ int kap_console_attach(struct kap_console *c, struct kap_loop *l, struct kapsel_
 
 /* ---- vCPUs (vcpu.c) ---- */
 
+/* Exit reasons counted for GET /metrics (api.c). */
+enum kap_exit_kind {
+	KAP_EXIT_IO,
+	KAP_EXIT_MMIO,
+	KAP_EXIT_INTR,	 /* a signal: a kick, or the host's */
+	KAP_EXIT_SYSTEM, /* system events: shutdown, reset */
+	KAP_EXIT_FAULT,	 /* shutdown (triple fault), internal error, failed entry, hlt */
+	KAP_EXIT_OTHER,
+	KAP_EXIT_KINDS,
+};
+
 struct kap_vcpu {
 	struct kap_vm *vm;
 	unsigned int id;
@@ -157,6 +168,8 @@ struct kap_vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
+	/* Written by this vCPU's thread only, read by the API thread: relaxed atomics. */
+	_Atomic uint64_t exits[KAP_EXIT_KINDS];
 };
 
 int kap_vcpu_create(struct kap_vm *vm, unsigned int id, struct kapsel_error **err);
@@ -167,6 +180,10 @@ void kap_vcpu_kick(struct kap_vcpu *v);
 void kap_vcpu_join(struct kap_vcpu *v);
 /* The signal kap_vcpu_kick uses; its handler is installed once by kap_vcpu_signals_init. */
 int kap_vcpu_signals_init(struct kapsel_error **err);
+/* The vCPU thread's CPU time in ns (0 when not running). */
+uint64_t kap_vcpu_cpu_ns(struct kap_vcpu *v);
+/* The name of an exit kind ("io", "mmio"...). */
+const char *kap_vcpu_exit_name(enum kap_exit_kind k);
 
 /* ---- the VM (vm.c) ---- */
 
@@ -221,7 +238,42 @@ struct kap_vm {
 	unsigned int next_gsi;
 	/* What the config names, opened and checked before /dev/kvm (vm.c check_inputs). */
 	struct kap_vm_inputs *in;
+
+	/*
+	 * Pause (pause.c): while pause_req is set, vCPUs park at the top of their loop;
+	 * pause_lock guards parked, paused and the saved clock.
+	 */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	atomic_bool pause_req;
+	unsigned int parked;
+	bool paused;
+	struct kap_vm_clock *clock; /* saved while paused */
+	int64_t paused_at_ms, paused_total_ms;
+	int64_t started_ms;	/* monotonic, for uptime */
+	int64_t started_wall_s; /* epoch seconds, for GET / */
+	/* The control API (api.c); NULL without --name or --api-sock. */
+	struct kap_api *api;
 };
+
+/* ---- pause and resume (pause.c) ---- */
+
+/* Parks every vCPU and saves the guest's clock. -EBUSY when already paused. API thread only. */
+int kap_vm_pause(struct kap_vm *vm, struct kapsel_error **err);
+/* Restores the clock and lets the vCPUs run. -EBUSY when not paused. API thread only. */
+int kap_vm_resume(struct kap_vm *vm, struct kapsel_error **err);
+/* Called by a vCPU thread that saw pause_req: waits until resumed or stopped. */
+void kap_vm_park(struct kap_vcpu *v);
+void kap_vm_pause_init(struct kap_vm *vm);
+void kap_vm_pause_destroy(struct kap_vm *vm);
+bool kap_vm_is_paused(struct kap_vm *vm);
+
+/* ---- the control API (api.c) ---- */
+
+/* Creates the VM's directory and socket and starts the API thread (when cfg asks for it). */
+int kap_api_start(struct kap_vm *vm, struct kapsel_error **err);
+/* Stops the thread, removes the socket and the VM's directory. Safe to call when not started. */
+void kap_api_stop(struct kap_vm *vm);
 
 /* Ends the VM (from any thread). fault: a one-line message for KAP_VM_FAULT, else NULL. */
 void kap_vm_request_exit(struct kap_vm *vm, enum kap_vm_end end, int status, const char *fault);

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Pause and resume (PATCH /vm, docs/vm.md). Pausing parks every vCPU outside KVM_RUN: the
+ * request flag is set, each vCPU is kicked (immediate_exit plus a signal, vcpu.c), and each
+ * one waits on a condition variable at the top of its loop. KVM completes a pending port or
+ * MMIO read before KVM_RUN returns EINTR (api.rst, immediate_exit), so no instruction is left
+ * half done, and interrupts raised while paused (irqfds, the PIT, a device thread) stay
+ * pending in the in-kernel LAPIC/IOAPIC until the vCPUs run again: none is lost.
+ *
+ * Time: left alone, a paused guest's clocks keep running with the host's, and on resume the
+ * guest sees the pause as time it lost (Linux's soft-lockup watchdog fires, timers expire at
+ * once). kapsel stops the guest's clocks for the pause, as QEMU does for a stopped VM:
+ *  - kvmclock: KVM_GET_CLOCK when pausing, KVM_SET_CLOCK with that value when resuming
+ *    (api.rst 4.66/4.67), so kvmclock continues from where it stopped;
+ *  - the TSC: each vCPU's IA32_TSC is read when pausing (KVM_GET_MSRS) and vCPU 0's value is
+ *    written back to all of them when resuming. A host-initiated IA32_TSC write sets the TSC
+ *    offset (leaving IA32_TSC_ADJUST alone), and KVM's TSC matching (x86.c,
+ *    kvm_synchronize_tsc: writes within a second of each other) gives every vCPU the same
+ *    offset, so the vCPUs stay synchronised. It is written before KVM_SET_CLOCK, which then
+ *    recomputes kvmclock from the new TSC;
+ *  - KVM_KVMCLOCK_CTRL on each vCPU when resuming sets PVCLOCK_GUEST_STOPPED in its pvclock
+ *    page, which tells Linux's watchdogs that the host stopped it (it fails with EINVAL when
+ *    the guest never enabled kvmclock; that is not an error).
+ * The guest's wall clock (kvmclock's system time plus its boot-time offset) is then behind by
+ * the pause; NTP or the guest agent corrects that, as after a QEMU stop/cont.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "vmm/vmm.h"
+
+#define MSR_IA32_TSC 0x10
+
+struct kap_vm_clock {
+	struct kvm_clock_data clock;
+	bool have_clock;
+	uint64_t tsc;
+	bool have_tsc;
+};
+
+void kap_vm_pause_init(struct kap_vm *vm)
+{
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->pause_cond, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+void kap_vm_pause_destroy(struct kap_vm *vm)
+{
+	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_cond_destroy(&vm->pause_cond);
+	free(vm->clock);
+	vm->clock = NULL;
+}
+
+bool kap_vm_is_paused(struct kap_vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	bool p = vm->paused;
+	pthread_mutex_unlock(&vm->pause_lock);
+	return p;
+}
+
+void kap_vm_park(struct kap_vcpu *v)
+{
+	struct kap_vm *vm = v->vm;
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->parked++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	while (atomic_load(&vm->pause_req) && !atomic_load(&vm->stop))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	vm->parked--;
+	/*
+	 * The kick that parked us left immediate_exit set. A stop that raced with the clear
+	 * set vm->stop first, which the loop checks before KVM_RUN.
+	 */
+	v->run->immediate_exit = 0;
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+static unsigned int running_vcpus(struct kap_vm *vm)
+{
+	unsigned int n = 0;
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		n += vm->vcpus[i].started;
+	return n;
+}
+
+static void save_clock(struct kap_vm *vm, struct kap_vm_clock *c)
+{
+	*c = (struct kap_vm_clock){0};
+	if (ioctl(vm->fd, KVM_GET_CLOCK, &c->clock) == 0)
+		c->have_clock = true;
+	else
+		kap_debug("vm pause: KVM_GET_CLOCK: %s; kvmclock will count the pause",
+			  strerror(errno));
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} m = {.h.nmsrs = 1, .e.index = MSR_IA32_TSC};
+	if (vm->ncpus && ioctl(vm->vcpus[0].fd, KVM_GET_MSRS, &m) == 1) {
+		c->tsc = m.e.data;
+		c->have_tsc = true;
+	} else {
+		kap_debug("vm pause: KVM_GET_MSRS IA32_TSC failed; the TSC will count the pause");
+	}
+}
+
+static void restore_clock(struct kap_vm *vm, const struct kap_vm_clock *c)
+{
+	for (unsigned int i = 0; c->have_tsc && i < vm->ncpus; i++) {
+		struct {
+			struct kvm_msrs h;
+			struct kvm_msr_entry e;
+		} m = {.h.nmsrs = 1, .e.index = MSR_IA32_TSC, .e.data = c->tsc};
+		if (ioctl(vm->vcpus[i].fd, KVM_SET_MSRS, &m) != 1)
+			kap_debug("vm resume: KVM_SET_MSRS IA32_TSC on vCPU %u failed", i);
+	}
+	if (c->have_clock) {
+		struct kvm_clock_data d = {.clock = c->clock.clock};
+		if (ioctl(vm->fd, KVM_SET_CLOCK, &d) < 0)
+			kap_debug("vm resume: KVM_SET_CLOCK: %s", strerror(errno));
+	}
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		if (ioctl(vm->vcpus[i].fd, KVM_KVMCLOCK_CTRL, 0) < 0 && errno != EINVAL)
+			kap_debug("vm resume: KVM_KVMCLOCK_CTRL on vCPU %u: %s", i,
+				  strerror(errno));
+}
+
+int kap_vm_pause(struct kap_vm *vm, struct kapsel_error **err)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->paused || atomic_load(&vm->pause_req)) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return kap_error_plain(err, EBUSY, "the VM is already paused");
+	}
+	atomic_store(&vm->pause_req, true);
+	pthread_mutex_unlock(&vm->pause_lock);
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		kap_vcpu_kick(&vm->vcpus[i]);
+	pthread_mutex_lock(&vm->pause_lock);
+	while (vm->parked < running_vcpus(vm) && !atomic_load(&vm->stop)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&vm->pause_cond, &vm->pause_lock, &ts);
+	}
+	if (atomic_load(&vm->stop)) {
+		atomic_store(&vm->pause_req, false);
+		pthread_cond_broadcast(&vm->pause_cond);
+		pthread_mutex_unlock(&vm->pause_lock);
+		return kap_error_plain(err, ESHUTDOWN, "the VM is shutting down");
+	}
+	if (!vm->clock)
+		vm->clock = malloc(sizeof(*vm->clock));
+	if (vm->clock)
+		save_clock(vm, vm->clock);
+	vm->paused = true;
+	vm->paused_at_ms = kap_vmm_now_ms();
+	pthread_mutex_unlock(&vm->pause_lock);
+	return 0;
+}
+
+int kap_vm_resume(struct kap_vm *vm, struct kapsel_error **err)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	if (!vm->paused) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return kap_error_plain(err, EBUSY, "the VM is not paused");
+	}
+	if (vm->clock)
+		restore_clock(vm, vm->clock);
+	vm->paused = false;
+	vm->paused_total_ms += kap_vmm_now_ms() - vm->paused_at_ms;
+	atomic_store(&vm->pause_req, false);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return 0;
+}
