@@ -39,6 +39,7 @@ struct kapsel_run_options {
 	 * (kapsel network ls): a veth on its bridge, an address leased from it. */
 	const char *net;
 	const char *ip;	    /* --ip: this address on the network */
+	const char *ip6;    /* --ip6: this IPv6 address on a dual-stack network */
 	const char *mac;    /* --mac-address */
 	char *const *ports; /* -p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] */
 	/* -P: every port the image's ExposedPorts and --expose name, each to a free host port

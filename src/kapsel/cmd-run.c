@@ -31,6 +31,7 @@ enum {
 	OPT_PRIVILEGED,
 	OPT_SECURITY_OPT,
 	OPT_IP,
+	OPT_IP6,
 	OPT_MAC,
 	OPT_DNS,
 	OPT_ADD_HOST,
@@ -66,6 +67,7 @@ static const struct option image_options[] = {
     {"net", required_argument, NULL, OPT_NET},
     {"network", required_argument, NULL, OPT_NET},
     {"ip", required_argument, NULL, OPT_IP},
+    {"ip6", required_argument, NULL, OPT_IP6},
     {"mac-address", required_argument, NULL, OPT_MAC},
     {"publish", required_argument, NULL, 'p'},
     {"publish-all", no_argument, NULL, 'P'},
@@ -118,6 +120,7 @@ static bool takes_value(const char *arg)
 	    "net",
 	    "network",
 	    "ip",
+	    "ip6",
 	    "mac-address",
 	    "p",
 	    "publish",
@@ -381,6 +384,9 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		case OPT_IP:
 			o.ip = optarg;
 			break;
+		case OPT_IP6:
+			o.ip6 = optarg;
+			break;
 		case OPT_MAC:
 			o.mac = optarg;
 			break;
@@ -550,6 +556,8 @@ const struct cli_command cmd_run = {
 	"  --net ns:PATH           the network namespace bound at PATH\n"
 	"  --net pasta             a user-mode stack (passt's pasta); rootless -p's default\n"
 	"  --ip IP                 the container's address on the network\n"
+	"  --ip6 IP6               its IPv6 address on a dual-stack network (default: derived\n"
+	"                          from its IPv4 address)\n"
 	"  --mac-address MAC       its MAC address (xx:xx:xx:xx:xx:xx)\n"
 	"  --publish, -p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]\n"
 	"                          forward a host port to the container (with --net NETWORK)\n"

@@ -697,6 +697,7 @@ int kap_bundle_check(const struct kapsel_run_options *o, struct kapsel_error **e
 				       "--net %s: expected none, host or a network name", o->net);
 	const char *needs_net = o->aliases && *o->aliases ? "--network-alias"
 				: o->ip			  ? "--ip"
+				: o->ip6		  ? "--ip6"
 				: o->mac		  ? "--mac-address"
 				: o->ports && *o->ports	  ? "-p"
 				: o->publish_all	  ? "-P"

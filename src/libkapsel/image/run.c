@@ -211,8 +211,8 @@ struct meta {
 	int64_t restart_max, restart_count;
 	bool stopped;
 	/* What `start` needs to put it on its network again: the network, the address it had
-	 * (asked for again), --mac-address, -p and --network-alias. */
-	char *net, *ip, *mac;
+	 * (asked for again), the --ip6 address, --mac-address, -p and --network-alias. */
+	char *net, *ip, *ip6, *mac;
 	char **ports, **aliases;
 };
 
@@ -229,6 +229,7 @@ static void meta_clear(struct meta *m)
 	free(m->restart);
 	free(m->net);
 	free(m->ip);
+	free(m->ip6);
 	free(m->mac);
 	kap_strvp(&m->ports);
 	kap_strvp(&m->aliases);
@@ -276,6 +277,7 @@ static int meta_write(int cdirfd, const struct meta *m, struct kapsel_error **er
 		    {"restartPolicy", m->restart},
 		    {"network", m->net},
 		    {"ip", m->ip},
+		    {"ip6", m->ip6},
 		    {"macAddress", m->mac}};
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(strs); i++)
 		if (strs[i].v)
@@ -329,6 +331,7 @@ static int meta_read(int cdirfd, const char *name, struct meta *m, struct kapsel
 	    (r = kap_json_read_bool(j, META, "stoppedByUser", &m->stopped, err)) < 0 ||
 	    (r = kap_json_read_string(j, META, "network", &m->net, err)) < 0 ||
 	    (r = kap_json_read_string(j, META, "ip", &m->ip, err)) < 0 ||
+	    (r = kap_json_read_string(j, META, "ip6", &m->ip6, err)) < 0 ||
 	    (r = kap_json_read_string(j, META, "macAddress", &m->mac, err)) < 0 ||
 	    (r = kap_json_read_strv(j, META, "ports", &m->ports, err)) < 0 ||
 	    (r = kap_json_read_strv(j, META, "aliases", &m->aliases, err)) < 0) {
@@ -890,6 +893,7 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		    .network = o->net,
 		    .container = name,
 		    .ip = o->ip,
+		    .ip6 = o->ip6,
 		    .mac = o->mac,
 		    .ports = o->ports,
 		    .aliases = o->aliases,
@@ -1076,6 +1080,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		   : pasta ? strdup("pasta")
 			   : NULL,
 	    .ip = net.ip[0] ? strdup(net.ip) : NULL,
+	    /* Derived IPv6 addresses follow the IPv4 one by themselves. */
+	    .ip6 = o->ip6 && net.ip6[0] ? strdup(net.ip6) : NULL,
 	    .mac = o->mac ? strdup(o->mac) : NULL,
 	};
 	if ((o->restart &&
@@ -1896,6 +1902,7 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 		struct kap_net_request rq = {.store = o->store,
 					     .network = o->net,
 					     .ip = o->ip,
+					     .ip6 = o->ip6,
 					     .mac = o->mac,
 					     .ports = o->ports};
 		if ((r = kap_net_check(&rq, err)) < 0)
@@ -2347,6 +2354,7 @@ static int renet(struct prepared *p, struct kapsel_error **err)
 	    .network = p->m.net,
 	    .container = c->name,
 	    .ip = p->m.ip,
+	    .ip6 = p->m.ip6,
 	    .mac = p->m.mac,
 	    .ports = p->m.ports,
 	    .aliases = p->m.aliases,

@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Name resolution on a user-defined network (what aardvark-dns is to podman): a small
- * responder on the network's gateway address, UDP port 53, one process per network, answering
- * A queries for the names (and --network-alias names) of the containers that hold an address
- * on it. It reads the
+ * responder on the network's gateway address (and on its IPv6 gateway on a dual-stack network),
+ * UDP port 53, one process per network, answering A and AAAA queries for the names (and
+ * --network-alias names) of the containers that hold an address on it. It reads the
  * network's lease file (net/network.c) at every query, so a container is resolvable as soon
  * as its lease exists and not a moment after it is gone, without any signalling.
  *
  * Names it does not know get REFUSED, never NXDOMAIN: a resolver then asks the next
  * nameserver of the container's resolv.conf (the host's upstream ones, listed after the
- * gateway), which is how outside names still resolve without a forwarding hop here.
+ * gateway), which is how outside names still resolve without a forwarding hop here. A name
+ * it knows but without a record of the type asked (AAAA of a container on an IPv4-only
+ * network, MX, ...) gets NOERROR with no answer, RFC 2308 §2.2's NODATA, as aardvark-dns
+ * answers: the name exists, so the resolver must neither go upstream nor call it NXDOMAIN.
  *
  * Queries come from containers: hostile input. RFC 1035 §4.1: a query is parsed only as far
  * as its one question, every label length is bounded by the packet, compression pointers
@@ -20,6 +23,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,17 +62,19 @@ static pid_t read_pid(int dfd, const char *net)
 	return v > 0 && responder_alive((pid_t)v) ? (pid_t)v : 0;
 }
 
-/* The address of container `name` on the network, from its lease file; 0 when none. */
-static uint32_t lookup(int dfd, const char *leases_file, const char *name)
+/* The addresses of container `name` on the network, from its lease file (net/network.c
+ * writes "ip6" on a dual-stack network); false when no lease holds the name. */
+static bool lookup(int dfd, const char *leases_file, const char *name, uint32_t *addr,
+		   struct in6_addr *addr6, bool *has6)
 {
 	cleanup_free char *buf = NULL;
 	size_t len;
 	if (kap_fs_read_file(dfd, leases_file, 1 << 24, &buf, &len, NULL) < 0)
-		return 0;
+		return false;
 	cleanup_json struct kap_json *j = NULL;
 	if (kap_json_parse(buf, len, leases_file, &j, NULL) < 0 ||
 	    kap_json_type(j) != KAP_JSON_OBJECT)
-		return 0;
+		return false;
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *ip;
 	struct kap_json *v;
@@ -83,13 +89,18 @@ static uint32_t lookup(int dfd, const char *leases_file, const char *name)
 			match = a && !strcasecmp(a, name);
 		}
 		struct in_addr a;
-		if (match && inet_pton(AF_INET, ip, &a) == 1)
-			return a.s_addr;
+		if (match && inet_pton(AF_INET, ip, &a) == 1) {
+			const char *ip6 = kap_json_string(kap_json_get(v, "ip6"));
+			*addr = a.s_addr;
+			*has6 = ip6 && inet_pton(AF_INET6, ip6, addr6) == 1;
+			return true;
+		}
 	}
-	return 0;
+	return false;
 }
 
 enum { RCODE_OK = 0, RCODE_FORMERR = 1, RCODE_REFUSED = 5 };
+enum { TYPE_A = 1, TYPE_AAAA = 28 };
 
 size_t kap_dns_answer(int dfd, const char *leases_file, uint8_t *p, size_t n, size_t cap)
 {
@@ -101,6 +112,10 @@ size_t kap_dns_answer(int dfd, const char *leases_file, uint8_t *p, size_t n, si
 	size_t nl = 0;
 	int rcode = RCODE_FORMERR;
 	uint32_t addr = 0;
+	struct in6_addr addr6;
+	bool has6 = false;
+	const uint8_t *rdata = NULL; /* the one answer's address, 4 or 16 bytes */
+	uint16_t rtype = 0, rlen = 0;
 	if (qd == 1 && (p[2] & 0x78) == 0) { /* one question, opcode QUERY */
 		while (off < n && p[off] != 0) {
 			size_t l = p[off];
@@ -122,12 +137,20 @@ size_t kap_dns_answer(int dfd, const char *leases_file, uint8_t *p, size_t n, si
 		for (size_t i = 0; i < nl; i++)
 			if (!isalnum((unsigned char)name[i]) && !strchr("-_.", name[i]))
 				goto reply_header;
-		addr = qclass == 1 && !strchr(name, '.') ? lookup(dfd, leases_file, name) : 0;
-		rcode = addr ? RCODE_OK : RCODE_REFUSED;
-		/* A known name: A gets the address; other types get an empty NOERROR, so a
-		 * resolver does not go on to ask upstream about a container. */
-		if (qtype != 1)
-			addr = 0;
+		bool known = qclass == 1 && !strchr(name, '.') &&
+			     lookup(dfd, leases_file, name, &addr, &addr6, &has6);
+		rcode = known ? RCODE_OK : RCODE_REFUSED;
+		/* A known name: A and AAAA get its addresses; a type it has no record of gets
+		 * NODATA (the opening comment). */
+		if (known && qtype == TYPE_A) {
+			rdata = (const uint8_t *)&addr;
+			rtype = TYPE_A;
+			rlen = 4;
+		} else if (known && qtype == TYPE_AAAA && has6) {
+			rdata = addr6.s6_addr;
+			rtype = TYPE_AAAA;
+			rlen = 16;
+		}
 	}
 reply_header:
 	if (rcode == RCODE_FORMERR)
@@ -137,33 +160,46 @@ reply_header:
 	p[4] = 0;
 	p[5] = rcode == RCODE_FORMERR ? 0 : 1;
 	memset(p + 6, 0, 6); /* no answer, authority, additional records (yet) */
-	if (!addr || off + 16 > cap)
+	if (!rdata || off + 12 + rlen > cap)
 		return off;
 	p[7] = 1;
-	static const uint8_t rr[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4}; /* TTL 5 s */
+	/* RFC 1035 §4.1.3: the name as a pointer to the question's (offset 12), TYPE, CLASS IN,
+	 * TTL 5 s, RDLENGTH, RDATA (RFC 3596 §2.2: AAAA is the 16 bytes in network order). */
+	const uint8_t rr[] = {0xc0, 0x0c, 0, (uint8_t)rtype, 0, 1, 0, 0, 0, 5, 0, (uint8_t)rlen};
 	memcpy(p + off, rr, sizeof(rr));
-	memcpy(p + off + sizeof(rr), &addr, 4);
-	return off + 16;
+	memcpy(p + off + sizeof(rr), rdata, rlen);
+	return off + sizeof(rr) + rlen;
 }
 
-static __attribute__((noreturn)) void serve(int sock, int dfd, const char *net)
+/* socks[1] is -1 on an IPv4-only network. */
+static __attribute__((noreturn)) void serve(const int socks[2], int dfd, const char *net)
 {
 	char leases_file[96];
 	snprintf(leases_file, sizeof(leases_file), "%s.leases.json", net);
-	uint8_t buf[512 + 16];
+	uint8_t buf[KAP_DNS_MAX_QUERY + KAP_DNS_MAX_ANSWER];
+	struct pollfd pfd[2] = {{.fd = socks[0], .events = POLLIN},
+				{.fd = socks[1], .events = POLLIN}};
 	for (;;) {
-		struct sockaddr_in from;
-		socklen_t fl = sizeof(from);
-		ssize_t n = recvfrom(sock, buf, 512, 0, (struct sockaddr *)&from, &fl);
-		if (n < 0)
+		if (poll(pfd, socks[1] >= 0 ? 2 : 1, -1) < 0)
 			continue;
-		size_t r = kap_dns_answer(dfd, leases_file, buf, (size_t)n, sizeof(buf));
-		if (r)
-			sendto(sock, buf, r, 0, (struct sockaddr *)&from, fl);
+		for (int i = 0; i < 2; i++) {
+			if (pfd[i].fd < 0 || !(pfd[i].revents & POLLIN))
+				continue;
+			struct sockaddr_storage from;
+			socklen_t fl = sizeof(from);
+			ssize_t n = recvfrom(pfd[i].fd, buf, KAP_DNS_MAX_QUERY, MSG_DONTWAIT,
+					     (struct sockaddr *)&from, &fl);
+			if (n < 0)
+				continue;
+			size_t r = kap_dns_answer(dfd, leases_file, buf, (size_t)n, sizeof(buf));
+			if (r)
+				sendto(pfd[i].fd, buf, r, 0, (struct sockaddr *)&from, fl);
+		}
 	}
 }
 
-int kap_dns_start(int dfd, const char *net, struct in_addr gateway, struct kapsel_error **err)
+int kap_dns_start(int dfd, const char *net, struct in_addr gateway, const struct in6_addr *gateway6,
+		  struct kapsel_error **err)
 {
 	if (read_pid(dfd, net))
 		return 0;
@@ -175,6 +211,22 @@ int kap_dns_start(int dfd, const char *net, struct in_addr gateway, struct kapse
 		char ip[INET_ADDRSTRLEN];
 		inet_ntop(AF_INET, &gateway, ip, sizeof(ip));
 		return kap_error(err, errno, "network %s: dns on %s:53", net, ip);
+	}
+	/* The IPv6 gateway is on the bridge without DAD (network.c), so it binds at once. */
+	cleanup_close int sock6 = -EBADF;
+	if (gateway6) {
+		sock6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (sock6 < 0)
+			return kap_error(err, errno, "network %s: dns socket", net);
+		int one = 1;
+		setsockopt(sock6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		struct sockaddr_in6 sa6 = {
+		    .sin6_family = AF_INET6, .sin6_port = htons(53), .sin6_addr = *gateway6};
+		if (bind(sock6, (struct sockaddr *)&sa6, sizeof(sa6)) < 0) {
+			char ip[INET6_ADDRSTRLEN];
+			inet_ntop(AF_INET6, gateway6, ip, sizeof(ip));
+			return kap_error(err, errno, "network %s: dns on [%s]:53", net, ip);
+		}
 	}
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -205,13 +257,14 @@ int kap_dns_start(int dfd, const char *net, struct in_addr gateway, struct kapse
 		/* Nothing of the caller's stays open: the network lock above all (flock belongs to
 		 * the open file, so an inherited copy would hold it for the responder's life). */
 		int keep_dfd = fcntl(dfd, F_DUPFD_CLOEXEC, 100);
-		int keep_sock = fcntl(sock, F_DUPFD_CLOEXEC, 101);
+		int keep[2] = {fcntl(sock, F_DUPFD_CLOEXEC, 101),
+			       sock6 >= 0 ? fcntl(sock6, F_DUPFD_CLOEXEC, 102) : -1};
 		DIR *d = opendir("/proc/self/fd");
 		struct dirent *de;
 		while (d && (de = readdir(d))) {
 			int fd = atoi(de->d_name);
-			if (de->d_name[0] != '.' && fd != keep_dfd && fd != keep_sock &&
-			    fd != dirfd(d))
+			if (de->d_name[0] != '.' && fd != keep_dfd && fd != keep[0] &&
+			    fd != keep[1] && fd != dirfd(d))
 				close(fd);
 		}
 		if (d)
@@ -226,7 +279,7 @@ int kap_dns_start(int dfd, const char *net, struct in_addr gateway, struct kapse
 		}
 		if (chdir("/") < 0)
 			_exit(1);
-		serve(keep_sock, keep_dfd, net);
+		serve(keep, keep_dfd, net);
 	}
 	close(pipefd[1]);
 	int st;

@@ -45,7 +45,9 @@ struct kap_net_request {
 	const char *store;
 	const char *network;
 	const char *container;
-	const char *ip;	 /* NULL: the lowest free address */
+	const char *ip; /* NULL: the lowest free address */
+	/* NULL: on a dual-stack network, the IPv6 address derived from the IPv4 one */
+	const char *ip6;
 	const char *mac; /* NULL: the kernel's random one */
 	char *const *ports;
 	char *const *aliases; /* more names for the responder */

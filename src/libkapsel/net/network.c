@@ -61,7 +61,8 @@ struct network {
 	bool internal;
 	int64_t created;
 	/* Dual stack: a container's IPv6 address is subnet6 plus its IPv4 address's offset in
-	 * subnet (create checks that subnet6 has room), so the IPv4 lease is the IPv6 one too. */
+	 * subnet (create checks that subnet6 has room), so the IPv4 lease is the IPv6 one too,
+	 * unless run --ip6 chose another (kept in the lease: lease_pick). */
 	bool v6;
 	struct in6_addr subnet6, gateway6;
 	int prefix6;
@@ -69,6 +70,11 @@ struct network {
 
 struct lease {
 	uint32_t ip;
+	/* On a dual-stack network: the IPv6 address, derived or --ip6. Written in every lease
+	 * there, so the name responder reads it without knowing the network's subnets; a lease
+	 * without one (an older kapsel's) has the derived address (lease_ip6). */
+	bool has6;
+	struct in6_addr ip6;
 	char *container;
 	char veth[16];
 	char **ports;	/* "tcp:0.0.0.0:8080:80" */
@@ -254,10 +260,16 @@ static struct in6_addr ip6_add(const struct in6_addr *base, uint32_t off)
 	return r;
 }
 
-/* The container's IPv6 address on a dual-stack network. */
+/* The IPv6 address derived from IPv4 address ip on a dual-stack network. */
 static struct in6_addr ip6_of(const struct network *nw, uint32_t ip)
 {
 	return ip6_add(&nw->subnet6, ip - nw->subnet);
+}
+
+/* A lease's IPv6 address on a dual-stack network. */
+static struct in6_addr lease_ip6(const struct network *nw, const struct lease *e)
+{
+	return e->has6 ? e->ip6 : ip6_of(nw, e->ip);
 }
 
 static bool overlap(uint32_t a, int pa, uint32_t b, int pb)
@@ -457,10 +469,11 @@ static int leases_read(struct netdir *d, const char *net, struct leases *l,
 		}
 		struct lease *e = &l->v[l->n];
 		*e = (struct lease){0};
-		cleanup_free char *veth = NULL;
+		cleanup_free char *veth = NULL, *ip6 = NULL;
 		if (parse_ip(file, key, &e->ip, err) < 0 ||
 		    kap_json_read_string(val, key, "container", &e->container, err) < 0 ||
 		    kap_json_read_string(val, key, "veth", &veth, err) < 0 ||
+		    kap_json_read_string(val, key, "ip6", &ip6, err) < 0 ||
 		    kap_json_read_strv(val, key, "ports", &e->ports, err) < 0 ||
 		    kap_json_read_strv(val, key, "aliases", &e->aliases, err) < 0) {
 			l->n++;
@@ -469,6 +482,9 @@ static int leases_read(struct netdir *d, const char *net, struct leases *l,
 		l->n++;
 		if (!e->container || !veth || strlen(veth) >= sizeof(e->veth))
 			return kap_error_plain(err, EINVAL, "%s: %s: incomplete lease", file, key);
+		if (ip6 && !(e->has6 = inet_pton(AF_INET6, ip6, &e->ip6) == 1))
+			return kap_error_plain(err, EINVAL, "%s: %s: ip6 \"%s\": not IPv6", file,
+					       key, ip6);
 		snprintf(e->veth, sizeof(e->veth), "%s", veth);
 	}
 	return 0;
@@ -497,6 +513,11 @@ static int leases_write(struct netdir *d, const char *net, const struct leases *
 		}
 		kap_json_set(o, "container", kap_json_new_string(e->container));
 		kap_json_set(o, "veth", kap_json_new_string(e->veth));
+		if (e->has6) {
+			char ip6[INET6_ADDRSTRLEN];
+			ip6_str(&e->ip6, ip6);
+			kap_json_set(o, "ip6", kap_json_new_string(ip6));
+		}
 		for (char **p = e->ports; p && *p; p++)
 			kap_json_append(ports, kap_json_new_string(*p));
 		kap_json_set(o, "ports", ports);
@@ -1186,10 +1207,33 @@ API int kapsel_network_rm(const char *store, const char *name, struct kapsel_err
 /* ---- the container side ---- */
 
 static int check_request(const struct kap_net_request *rq, const struct network *nw, uint32_t *ip,
-			 struct kapsel_error **err)
+			 struct in6_addr *ip6, struct kapsel_error **err)
 {
 	int r;
 	*ip = 0;
+	*ip6 = in6addr_any;
+	if (rq->ip6) {
+		if (!nw->v6)
+			return kap_error_plain(err, EINVAL,
+					       "--ip6 %s: network %s has no IPv6 subnet (network "
+					       "create --ipv6)",
+					       rq->ip6, nw->name);
+		if (inet_pton(AF_INET6, rq->ip6, ip6) != 1)
+			return kap_error_plain(err, EINVAL, "--ip6 \"%s\": not an IPv6 address",
+					       rq->ip6);
+		char sub6[INET6_ADDRSTRLEN];
+		ip6_str(&nw->subnet6, sub6);
+		/* RFC 4291 §2.6.1: the subnet's all-zero host part is the Subnet-Router
+		 * anycast address, not a host's. */
+		if (!overlap6(ip6, 128, &nw->subnet6, nw->prefix6) ||
+		    !memcmp(ip6, &nw->subnet6, sizeof(*ip6)))
+			return kap_error_plain(err, EINVAL, "--ip6 %s: outside network %s (%s/%d)",
+					       rq->ip6, nw->name, sub6, nw->prefix6);
+		if (!memcmp(ip6, &nw->gateway6, sizeof(*ip6)))
+			return kap_error_plain(err, EADDRINUSE,
+					       "--ip6 %s: the gateway of network %s", rq->ip6,
+					       nw->name);
+	}
 	if (rq->ip) {
 		if ((r = parse_ip("--ip", rq->ip, ip, err)) < 0)
 			return r;
@@ -1220,10 +1264,11 @@ int kap_net_check(const struct kap_net_request *rq, struct kapsel_error **err)
 	cleanup_netdir struct netdir d;
 	struct network nw;
 	uint32_t ip;
+	struct in6_addr ip6;
 	int r = netdir_open(rq->store, &d, err);
 	if (r < 0 || (r = network_load(&d, rq->network, &nw, err)) < 0)
 		return r;
-	return check_request(rq, &nw, &ip, err);
+	return check_request(rq, &nw, &ip, &ip6, err);
 }
 
 /* A host port that a host process holds: bind it (and let go). */
@@ -1305,18 +1350,53 @@ static int network_up(struct kap_nl *nl, const struct network *nw, bool ports,
 	return kap_nl_link_set_up(nl, nw->bridge, err);
 }
 
-static int lease_pick(struct netdir *d, const struct network *nw, uint32_t want,
-		      const struct leases *l, const char *spec_ip, uint32_t *out,
-		      struct kapsel_error **err)
+/* Whether a lease other than the one asked about holds IPv6 address a; which one in *who. */
+static bool ip6_taken(const struct network *nw, const struct leases *l, const struct in6_addr *a,
+		      const char **who)
+{
+	for (size_t i = 0; nw->v6 && i < l->n; i++) {
+		struct in6_addr x = lease_ip6(nw, &l->v[i]);
+		if (!memcmp(&x, a, sizeof(x))) {
+			*who = l->v[i].container;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * The IPv4 address (want, or the lowest free one) and, on a dual-stack network, the IPv6 one
+ * (want6 from --ip6, else the one derived from the IPv4 address). An --ip6 address may be
+ * another address's derived one: no address is handed out whose derived IPv6 address a lease
+ * holds, so the IPv6 side stays free of duplicates as the IPv4 side is.
+ */
+static int lease_pick(const struct network *nw, uint32_t want, const struct in6_addr *want6,
+		      const struct leases *l, const struct kap_net_request *rq, uint32_t *out,
+		      struct in6_addr *out6, struct kapsel_error **err)
 {
 	uint32_t m = mask_of(nw->prefix);
+	bool explicit6 = nw->v6 && !IN6_IS_ADDR_UNSPECIFIED(want6);
+	const char *who;
+	if (explicit6 && ip6_taken(nw, l, want6, &who))
+		return kap_error_plain(err, EADDRINUSE, "--ip6 %s: already used by container %s",
+				       rq->ip6, who);
 	if (want) {
 		for (size_t i = 0; i < l->n; i++)
 			if (l->v[i].ip == want)
 				return kap_error_plain(err, EADDRINUSE,
 						       "--ip %s: already used by container %s",
-						       spec_ip, l->v[i].container);
+						       rq->ip, l->v[i].container);
+		struct in6_addr d6 = nw->v6 ? ip6_of(nw, want) : in6addr_any;
+		if (nw->v6 && !explicit6 && ip6_taken(nw, l, &d6, &who)) {
+			char a6[INET6_ADDRSTRLEN];
+			ip6_str(&d6, a6);
+			return kap_error_plain(err, EADDRINUSE,
+					       "--ip %s: its IPv6 address %s is already used by "
+					       "container %s (--ip6 another)",
+					       rq->ip, a6, who);
+		}
 		*out = want;
+		*out6 = explicit6 ? *want6 : d6;
 		return 0;
 	}
 	for (uint32_t ip = nw->subnet + 1; ip < (nw->subnet | ~m); ip++) {
@@ -1325,12 +1405,16 @@ static int lease_pick(struct netdir *d, const struct network *nw, uint32_t want,
 		bool used = false;
 		for (size_t i = 0; i < l->n && !used; i++)
 			used = l->v[i].ip == ip;
+		struct in6_addr d6 = nw->v6 ? ip6_of(nw, ip) : in6addr_any;
+		/* Its derived IPv6 address is another container's --ip6. */
+		if (!used && nw->v6 && ip6_taken(nw, l, &d6, &who))
+			used = true;
 		if (!used) {
 			*out = ip;
+			*out6 = explicit6 ? *want6 : d6;
 			return 0;
 		}
 	}
-	(void)d;
 	return kap_error_plain(err, EADDRNOTAVAIL, "network %s: no free address", nw->name);
 }
 
@@ -1511,9 +1595,11 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	struct netdir d = *dp; /* borrowed: the caller closes it */
 	struct network nw;
 	uint32_t want, ip = 0; /* set by lease_pick; gcc -O2 cannot see it */
+	struct in6_addr want6, ip6 = in6addr_any;
 	int r;
 	if ((r = network_load(&d, rq->network, &nw, err)) < 0 ||
-	    (r = check_request(rq, &nw, &want, err)) < 0 || (r = sweep(&d, NULL, false, err)) < 0)
+	    (r = check_request(rq, &nw, &want, &want6, err)) < 0 ||
+	    (r = sweep(&d, NULL, false, err)) < 0)
 		return r;
 	size_t np = 0;
 	while (rq->ports && rq->ports[np])
@@ -1542,7 +1628,7 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 			return kap_error_plain(err, EEXIST,
 					       "container %s is already connected to network %s",
 					       rq->container, nw.name);
-	if ((r = lease_pick(&d, &nw, want, &l, rq->ip, &ip, err)) < 0)
+	if ((r = lease_pick(&nw, want, &want6, &l, rq, &ip, &ip6, err)) < 0)
 		return r;
 	/* The record first: from here on a kill leaves something kap_net_detach undoes. */
 	struct lease *nv = realloc(l.v, (l.n + 1) * sizeof(*nv));
@@ -1554,6 +1640,8 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	while (rq->aliases && rq->aliases[na])
 		na++;
 	*e = (struct lease){.ip = ip,
+			    .has6 = nw.v6,
+			    .ip6 = ip6,
 			    .container = strdup(rq->container),
 			    .ports = steal_ptr(norm),
 			    .aliases = calloc(na + 1, sizeof(char *))};
@@ -1573,7 +1661,6 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	cleanup_nl struct kap_nl *ctr = NULL;
 	uint8_t mac[6];
 	struct in_addr addr = {htonl(ip)}, gw = {htonl(nw.gateway)};
-	struct in6_addr ip6 = nw.v6 ? ip6_of(&nw, ip) : (struct in6_addr){0};
 	if ((r = kap_nl_open(-1, &host, err)) < 0 || (r = network_up(host, &nw, np > 0, err)) < 0 ||
 	    /* A veth of that name outlives a lease only after a kill; it is ours. */
 	    (r = kap_nl_link_del(host, e->veth, err)) < 0 ||
@@ -1610,7 +1697,7 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	kap_fault_point("net:ports");
 	/* Names resolve on user-defined networks only, as in podman. */
 	if (strcmp(nw.name, DEFAULT_NETWORK)) {
-		if ((r = kap_dns_start(d.dfd, nw.name, gw, err)) < 0)
+		if ((r = kap_dns_start(d.dfd, nw.name, gw, nw.v6 ? &nw.gateway6 : NULL, err)) < 0)
 			return r;
 		res->dns = true;
 	}
@@ -1830,7 +1917,7 @@ int kap_net_container_networks(const char *store, const char *container, struct 
 			kap_json_set(o, "IPPrefixLen", kap_json_new_int64(nw.prefix));
 			if (nw.v6) {
 				char a6[INET6_ADDRSTRLEN], g6[INET6_ADDRSTRLEN];
-				struct in6_addr x = ip6_of(&nw, e->ip);
+				struct in6_addr x = lease_ip6(&nw, e);
 				ip6_str(&x, a6);
 				ip6_str(&nw.gateway6, g6);
 				kap_json_set(o, "GlobalIPv6Address", kap_json_new_string(a6));

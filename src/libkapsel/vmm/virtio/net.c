@@ -22,7 +22,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "vmm/tap.h"
+#include "net/tap.h"
 #include "vmm/virtio/transport.h"
 
 #define RXQ 0

@@ -18,7 +18,7 @@
 
 #include "core/cleanup.h"
 #include "core/error.h"
-#include "vmm/tap.h"
+#include "net/tap.h"
 
 static int tun_attach(const char *name, char out[IFNAMSIZ], int *fd, struct kapsel_error **err)
 {
