@@ -602,8 +602,8 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	/* vm->ncpus bounds every loop over vm->vcpus: check_inputs checked it fits the array. */
 	vm->ncpus = ncpus;
 	if ((r = create_vm(vm, err)) < 0 ||
-	    (r = kap_mem_init(&vm->mem, c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM, err)) <
-		0 ||
+	    (r = kap_mem_init(&vm->mem, c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM,
+			      c->mem_shared, err)) < 0 ||
 	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
 	    (r = boot(vm, &entry, err)) < 0 || (r = setup_vcpus(vm, &entry, err)) < 0 ||
 	    (r = create_devices(vm, err)) < 0 || (r = kap_loop_init(&vm->loop, err)) < 0 ||
