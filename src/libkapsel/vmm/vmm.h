@@ -229,6 +229,7 @@ struct kap_vm {
 	struct kap_rtc *rtc;
 	struct kap_hypercall *hypercall;
 	struct kap_acpi_pm *acpi_pm;
+	struct kap_fw_cfg *fw_cfg;
 	/* virtio devices (virtio/), one virtio-mmio window each. */
 	struct kap_virtio_slot *virtio;
 	unsigned int nvirtio;
