@@ -70,10 +70,15 @@ enum kapsel_vm_transport {
 };
 
 struct kapsel_vm_config {
-	char *kernel;	    /* required */
-	char *initrd;	    /* optional */
-	char *cmdline;	    /* optional */
-	uint64_t mem_size;  /* bytes; KAPSEL_VM_DEFAULT_MEM when 0 */
+	char *kernel;	   /* required */
+	char *initrd;	   /* optional */
+	char *cmdline;	   /* optional */
+	uint64_t mem_size; /* bytes; KAPSEL_VM_DEFAULT_MEM when 0 */
+	/*
+	 * Guest RAM in a shareable memfd rather than anonymous memory advised for transparent
+	 * huge pages (the default): for snapshots and device processes, at the price of THP.
+	 */
+	bool mem_shared;
 	unsigned int cpus;  /* 1 when 0 */
 	char *cpu_features; /* "-xsave,-avx,+x2apic": CPUID bits to mask or keep */
 	enum kapsel_vm_console console;

@@ -25,6 +25,8 @@ static const char run_usage[] =
     "  --initrd FILE           an initrd (the first multiboot module)\n"
     "  --cmdline STR           the kernel command line\n"
     "  --mem SIZE              guest RAM, with a K, M or G suffix (default 256M)\n"
+    "  --mem-shared            guest RAM in a shareable memfd (default: anonymous memory\n"
+    "                          on transparent huge pages)\n"
     "  --cpus N                vCPUs (default 1)\n"
     "  --cpu-features LIST     CPUID features to mask or require: -xsave,-avx,+x2apic\n"
     "  --console WHERE         stdio (default; Ctrl-A x quits), file:PATH or none\n"
@@ -63,6 +65,7 @@ enum {
 	OPT_CONSOLE,
 	OPT_NO_DEBUG_EXIT,
 	OPT_NO_PIT,
+	OPT_MEM_SHARED,
 	OPT_CONFIG,
 	OPT_DISK,
 	OPT_RNG,
@@ -98,6 +101,7 @@ static const struct option run_options[] = {
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
     {"no-pit", no_argument, NULL, OPT_NO_PIT},
+    {"mem-shared", no_argument, NULL, OPT_MEM_SHARED},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"disk", required_argument, NULL, OPT_DISK},
     {"rng", no_argument, NULL, OPT_RNG},
@@ -117,7 +121,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_vm_config cfg = {0}, cli = {0};
 	struct kapsel_error *err = NULL;
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL;
-	bool no_debug_exit = false, no_pit = false;
+	bool no_debug_exit = false, no_pit = false, mem_shared = false;
 	int c, rc = 1;
 	/*
 	 * Device flags, in order: parsed after the file's devices, so the default ids
@@ -155,6 +159,9 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_NO_DEBUG_EXIT:
 			no_debug_exit = true;
+			break;
+		case OPT_MEM_SHARED:
+			mem_shared = true;
 			break;
 		case OPT_NO_PIT:
 			no_pit = true;
@@ -283,6 +290,8 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		cfg.no_debug_exit = true;
 	if (no_pit)
 		cfg.no_pit = true;
+	if (mem_shared)
+		cfg.mem_shared = true;
 	if (transport && kapsel_vm_parse_transport(transport, &cfg) < 0) {
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;

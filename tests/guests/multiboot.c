@@ -28,6 +28,8 @@
  *   count     counts forever, printing "count N clock MS" every 100 ms of kvmclock time (the
  *             guest's clock: a pause must not show in it), or every 2^20 iterations with
  *             "clock -" when the hypervisor offers no kvmclock
+ *   fwcfg     QEMU's fw_cfg ("cpus=N mem=MiB", "initrd=BYTES"): see fwcfg.h
+ *   touch     writes to 32 MiB of RAM, says "touched", spins (huge-page backing)
  */
 #include "acpi.h"
 #include "guest.h"
@@ -35,6 +37,7 @@
 #include "virtio-dev.h"
 #include "virtio-pci.h"
 #include "blkbench.h"
+#include "fwcfg.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -795,6 +798,10 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_vsock(cmdline);
 	if (streq(test, "count"))
 		test_count();
+	if (streq(test, "fwcfg"))
+		test_fwcfg(cmdline);
+	if (streq(test, "touch"))
+		test_touch();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

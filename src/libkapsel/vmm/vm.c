@@ -376,7 +376,7 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 	if (vm->debug_exit && (r = kap_bus_register(&vm->pio, KAP_DEBUG_EXIT_PORT, 4,
 						    &kap_debug_exit_ops, vm->debug_exit, err)) < 0)
 		return r;
-	return 0;
+	return kap_fw_cfg_attach(vm, &vm->fw_cfg, err);
 }
 
 /* The k-th of the I/O devices that follow disks and rng: network cards, console, vsock. */
@@ -507,6 +507,7 @@ static void free_devices(struct kap_vm *vm)
 	free(vm->hypercall);
 	free(vm->acpi_pm);
 	free(vm->debug_exit);
+	kap_fw_cfg_free(vm->fw_cfg);
 }
 
 static void on_signal(void *opaque, uint32_t events)
@@ -602,8 +603,8 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	/* vm->ncpus bounds every loop over vm->vcpus: check_inputs checked it fits the array. */
 	vm->ncpus = ncpus;
 	if ((r = create_vm(vm, err)) < 0 ||
-	    (r = kap_mem_init(&vm->mem, c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM, err)) <
-		0 ||
+	    (r = kap_mem_init(&vm->mem, c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM,
+			      c->mem_shared, err)) < 0 ||
 	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
 	    (r = boot(vm, &entry, err)) < 0 || (r = setup_vcpus(vm, &entry, err)) < 0 ||
 	    (r = create_devices(vm, err)) < 0 || (r = kap_loop_init(&vm->loop, err)) < 0 ||

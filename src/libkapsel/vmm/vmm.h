@@ -31,13 +31,14 @@
 #define KAP_IDENTITY_MAP_ADDR 0xFFFBC000ULL
 
 struct kap_guest_mem {
-	uint8_t *host;	   /* the whole memfd, mapped once: low RAM then high RAM */
+	uint8_t *host;	   /* all of RAM, mapped once: low RAM then high RAM */
 	uint64_t size;	   /* total RAM */
 	uint64_t low_size; /* RAM below the hole: [0, low_size) */
-	int fd;		   /* memfd: snapshot-friendly, shareable with device processes */
+	int fd;		   /* the memfd when shared (--mem-shared), else -EBADF */
 };
 
-int kap_mem_init(struct kap_guest_mem *m, uint64_t size, struct kapsel_error **err);
+/* Anonymous memory advised for huge pages, or a shareable memfd when shared. */
+int kap_mem_init(struct kap_guest_mem *m, uint64_t size, bool shared, struct kapsel_error **err);
 int kap_mem_register(struct kap_guest_mem *m, int vm_fd, struct kapsel_error **err);
 void kap_mem_destroy(struct kap_guest_mem *m);
 /* Host pointer to [gpa, gpa+len) when it lies wholly inside one RAM region, else NULL. */
@@ -228,6 +229,7 @@ struct kap_vm {
 	struct kap_rtc *rtc;
 	struct kap_hypercall *hypercall;
 	struct kap_acpi_pm *acpi_pm;
+	struct kap_fw_cfg *fw_cfg;
 	/* virtio devices (virtio/), one virtio-mmio window each. */
 	struct kap_virtio_slot *virtio;
 	unsigned int nvirtio;

@@ -58,6 +58,18 @@ struct kap_acpi_pm *kap_acpi_pm_new(struct kap_vm *vm);
 #define KAP_PVPANIC_PORT 0x505
 extern const struct kap_dev_ops kap_pvpanic_ops;
 
+/*
+ * QEMU's fw_cfg (fw-cfg.c; QEMU docs/specs/fw_cfg.rst): selector 0x510, data 0x511, DMA
+ * address 0x514-0x51b. Creates the device and registers its ports; *out is set even on an
+ * error, for kap_fw_cfg_free.
+ */
+#define KAP_FW_CFG_PORT	    0x510
+#define KAP_FW_CFG_DMA_PORT 0x514
+struct kap_fw_cfg;
+extern const struct kap_dev_ops kap_fw_cfg_ops, kap_fw_cfg_dma_ops;
+int kap_fw_cfg_attach(struct kap_vm *vm, struct kap_fw_cfg **out, struct kapsel_error **err);
+void kap_fw_cfg_free(struct kap_fw_cfg *f);
+
 /* Port 0x80 (POST codes, Linux's io_delay): claimed and ignored, so it is not logged. */
 #define KAP_POST_PORT 0x80
 extern const struct kap_dev_ops kap_post_ops;

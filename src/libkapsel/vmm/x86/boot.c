@@ -114,7 +114,7 @@ static int load_segments(struct kap_vm *vm, const struct kap_boot_image *img, co
 					       "guest RAM (raise --mem)",
 					       s->memsz, s->paddr, mib);
 		/*
-		 * The rest up to memsz (bss) is left alone: guest RAM is a new memfd, all zeroes,
+		 * The rest up to memsz (bss) is left alone: guest RAM is new memory, all zeroes,
 		 * and clearing it would only make its pages resident.
 		 */
 		memcpy(p, kernel + s->offset, s->filesz);
