@@ -42,3 +42,52 @@ def test_tsc_deadline_can_be_masked():
     assert r.returncode == PASS, r.stdout + r.stderr
     assert "cpuid: tsc-deadline 0 x2apic 1" in r.stdout
     assert "interrupt ok" not in r.stdout
+
+
+# ---- kernels below 1 MiB: boot data moves out of the way; only true overlaps are refused ----
+
+def test_multiboot_kernel_below_1mib_boots(tmp_path):
+    """multiboot-low.elf loads at 0x8000 (over the usual boot info, memory map and page
+    tables at 0x7000-0xefff, and the command line at 0x20000); before, it was refused."""
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(b"KAPSEL-INITRD" + bytes(64))
+    r = vm("--kernel", MULTIBOOT_LOW, "--mem", "64M", "--initrd", str(initrd),
+           "--cmdline", f"test=boot mem=64 initrd={initrd.stat().st_size}")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "initrd ok" in r.stdout and "boot ok" in r.stdout
+
+
+def test_multiboot_kernel_below_1mib_takes_interrupts():
+    """The relocated GDT is the one the guest's interrupt gates use (selector 0x10)."""
+    r = vm("--kernel", MULTIBOOT_LOW, "--cmdline", "test=timer")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "timer: lapic ok" in r.stdout
+
+
+def aout_kernel(path, load, bss_end):
+    """A multiboot a.out-kludge kernel (spec 3.1.3): the header, loaded at `load`, its bss to
+    `bss_end`. It never runs: the load is refused first."""
+    import struct
+    magic, flags = 0x1BADB002, 0x00010000
+    hdr = struct.pack("<8I", magic, flags, (-(magic + flags)) & 0xffffffff,
+                      load, load, 0, bss_end, load)
+    path.write_bytes(hdr + b"\xf4" * 32)
+    return str(path)
+
+
+def test_kernel_over_acpi_area_is_refused(tmp_path):
+    k = aout_kernel(tmp_path / "k", 0x90000, 0xe8000)
+    r = vm("--kernel", k)
+    assert r.returncode != 0 and r.returncode != PASS
+    msg = [l for l in r.stderr.splitlines() if "overlaps" in l]
+    assert msg, r.stderr
+    assert "[0x90000, 0xe8000)" in msg[0] and "[0x9fc00, 0x100000)" in msg[0], msg[0]
+
+
+def test_kernel_covering_low_memory_is_refused(tmp_path):
+    k = aout_kernel(tmp_path / "k", 0x1000, 0x9f000)
+    r = vm("--kernel", k)
+    assert r.returncode != 0 and r.returncode != PASS
+    msg = [l for l in r.stderr.splitlines() if "no room" in l]
+    assert msg, r.stderr
+    assert "[0x1000, 0x9f000)" in msg[0] and "[0x500, 0xf000)" in msg[0], msg[0]
