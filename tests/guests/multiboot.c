@@ -15,6 +15,7 @@
  *   triple    triple fault;  emufail  xgetbv (KVM here cannot emulate it)
  *   unclaimed writes and reads an unclaimed port 100 times
  *   panic     reads pvpanic's events (port 0x505), then reports PANICKED as a crashing kernel
+ *   flood     writes to the serial console forever
  *   spin      loops forever (host signal tests);  loop  "n=N" iterations, timed
  *   exits     "n=N" writes to an unclaimed port (bench/vm-exits)
  *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad", "serial=S"): see test_blk
@@ -803,6 +804,10 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 	}
 	if (streq(test, "tscdl"))
 		test_tscdl();
+	if (streq(test, "flood")) {
+		for (;;)
+			puts_("flood: guest output nobody reads, to fill the host's pipe\n");
+	}
 	if (streq(test, "spin")) {
 		puts_("spinning\n");
 		for (;;)

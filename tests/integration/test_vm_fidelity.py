@@ -91,3 +91,49 @@ def test_kernel_covering_low_memory_is_refused(tmp_path):
     msg = [l for l in r.stderr.splitlines() if "no room" in l]
     assert msg, r.stderr
     assert "[0x1000, 0x9f000)" in msg[0] and "[0x500, 0xf000)" in msg[0], msg[0]
+
+
+# ---- prompt exit on SIGTERM/SIGINT whatever the guest does ----
+
+def time_to_exit(test, sig, wait_for=None, settle=1.5, cpus="2"):
+    """Starts a guest, optionally waits for a line of its output, lets it run `settle` seconds,
+    sends sig and returns (seconds from the signal to the exit, returncode, stderr)."""
+    p = subprocess.Popen([KAPSEL, "vm", "run", "--kernel", MULTIBOOT, "--cmdline", f"test={test}",
+                          "--cpus", cpus], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    try:
+        out = b""
+        deadline = time.time() + 30
+        while wait_for and wait_for not in out and time.time() < deadline:
+            if select.select([p.stdout], [], [], 0.5)[0]:
+                out += os.read(p.stdout.fileno(), 4096)
+        time.sleep(settle)
+        assert p.poll() is None, p.stderr.read()
+        t0 = time.monotonic()
+        p.send_signal(sig)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"kapsel still running 10 s after signal {int(sig)} ({test} guest)")
+        return time.monotonic() - t0, p.returncode, p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_busy_guest_exits_promptly(sig):
+    dt, rc, err = time_to_exit("spin", sig, wait_for=b"spinning", cpus="4")
+    assert rc == 128 + sig, err
+    assert dt < 1.0, f"{dt:.3f} s from signal {int(sig)} to exit"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_guest_blocked_on_unread_console_exits_promptly(sig):
+    """The guest writes its serial console into a pipe nobody reads: the vCPU waits for room
+    in the pipe. Before, that write blocked for good and the signal never ended kapsel."""
+    dt, rc, err = time_to_exit("flood", sig, settle=2.0)
+    assert rc == 128 + sig, err
+    assert f"stopped by signal {int(sig)}" in err
+    assert dt < 1.0, f"{dt:.3f} s from signal {int(sig)} to exit"
