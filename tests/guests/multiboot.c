@@ -11,9 +11,11 @@
  *   reset     i8042 reset (0xFE to port 0x64)
  *   smp       INIT/SIPI to all APs; every vCPU checks in
  *   timer     PIT interrupts through the PIC, then LAPIC timer interrupts
+ *   tscdl     CPUID.1:ECX TSC-deadline and x2APIC bits; with TSC-deadline, one deadline interrupt
  *   triple    triple fault;  emufail  xgetbv (KVM here cannot emulate it)
  *   unclaimed writes and reads an unclaimed port 100 times
  *   panic     reads pvpanic's events (port 0x505), then reports PANICKED as a crashing kernel
+ *   flood     writes to the serial console forever
  *   spin      loops forever (host signal tests);  loop  "n=N" iterations, timed
  *   exits     "n=N" writes to an unclaimed port (bench/vm-exits)
  *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad", "serial=S"): see test_blk
@@ -253,6 +255,40 @@ static void test_timer(void)
 	wait_ticks(&lapic_ticks, 5);
 	LAPIC(0x320) = 1u << 16;
 	puts_("timer: lapic ok\n");
+	pass();
+}
+
+/*
+ * CPUID.1:ECX[24] (TSC-deadline) and [21] (x2APIC) as "cpuid: tsc-deadline N x2apic N"; with
+ * the bit, one interrupt from the LAPIC timer in TSC-deadline mode (SDM vol. 3A 11.5.4.1:
+ * LVT timer mode 10b, the deadline written to IA32_TSC_DEADLINE, MSR 0x6e0).
+ */
+static uint64_t rdtsc_(void);
+static void test_tscdl(void)
+{
+	uint32_t a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+	puts_("cpuid: tsc-deadline ");
+	putu((c >> 24) & 1);
+	puts_(" x2apic ");
+	putu((c >> 21) & 1);
+	putc_('\n');
+	if (!(c & (1u << 24)))
+		pass();
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	for (int i = 0x20; i < 0x100; i++)
+		set_gate(i, isr_spurious);
+	set_gate(0x30, isr_lapic);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	LAPIC(0xf0) = 0x1ff;
+	LAPIC(0x320) = 0x30 | (2u << 17);
+	uint64_t when = rdtsc_() + 1000000;
+	__asm__ volatile("wrmsr" : : "c"(0x6e0), "a"((uint32_t)when), "d"((uint32_t)(when >> 32)));
+	wait_ticks(&lapic_ticks, 1);
+	puts_("tsc-deadline: interrupt ok\n");
 	pass();
 }
 
@@ -768,6 +804,12 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		puts_("panic: reporting\n");
 		outb(0x505, 1);
 		fail("still running after pvpanic PANICKED");
+	}
+	if (streq(test, "tscdl"))
+		test_tscdl();
+	if (streq(test, "flood")) {
+		for (;;)
+			puts_("flood: guest output nobody reads, to fill the host's pipe\n");
 	}
 	if (streq(test, "spin")) {
 		puts_("spinning\n");

@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -74,7 +76,20 @@ void kap_console_write(struct kap_console *c, const void *buf, size_t len)
 {
 	const char *p = buf;
 	while (c->out_fd >= 0 && len > 0) {
-		ssize_t n = write(c->out_fd, p, len);
+		/*
+		 * A vCPU writes the guest's output here. With a reader that stopped reading, a
+		 * blocking write would hold the vCPU, and with it the exit after SIGTERM, for
+		 * good: wait for room in short polls that look at vm->stop (the kick's signal
+		 * ends a poll at once; the timeout covers a kick landing just before it), then
+		 * write no more than a pipe takes whole once it polls writable (PIPE_BUF, pipe(7)).
+		 */
+		if (c->vm && atomic_load(&c->vm->stop))
+			return;
+		struct pollfd pfd = {.fd = c->out_fd, .events = POLLOUT};
+		int pr = poll(&pfd, 1, 20);
+		if (pr == 0 || (pr < 0 && errno == EINTR))
+			continue;
+		ssize_t n = pr < 0 ? -1 : write(c->out_fd, p, len < PIPE_BUF ? len : PIPE_BUF);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {

@@ -568,8 +568,12 @@ static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_e
 static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 		       struct kapsel_error **err)
 {
-	int r =
-	    kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_features, vm->ncpus, &vm->cpuid, err);
+	/* The irqchip is always in the kernel (create_vm), so x2APIC always works. */
+	unsigned int caps = KAP_CPUID_CAP_X2APIC;
+	if (ioctl(vm->kvm.fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+		caps |= KAP_CPUID_CAP_TSC_DEADLINE;
+	int r = kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_features, vm->ncpus, caps,
+				    &vm->cpuid, err);
 	if (r < 0)
 		return r;
 	for (unsigned int i = 0; i < vm->ncpus; i++) {

@@ -76,12 +76,12 @@ int kap_boot_parse_bzimage(const uint8_t *buf, size_t len, struct kap_boot_image
 	return 0;
 }
 
-int kap_boot_bzimage_params(struct kap_vm *vm, const struct kap_boot_image *img,
+int kap_boot_bzimage_params(struct kap_vm *vm, const struct kap_boot_image *img, uint64_t base,
 			    const uint8_t *kernel, uint64_t cmdline_gpa, uint64_t initrd_gpa,
 			    uint64_t initrd_len, struct kap_boot_entry *entry,
 			    struct kapsel_error **err)
 {
-	struct boot_params *bp = kap_mem_ptr(&vm->mem, KAP_BOOT_INFO, sizeof(*bp));
+	struct boot_params *bp = kap_mem_ptr(&vm->mem, base + KAP_BOOT_INFO, sizeof(*bp));
 	if (!bp)
 		return kap_error_plain(err, ENOMEM, "bzImage: no room for boot_params");
 	memset(bp, 0, sizeof(*bp));
@@ -117,8 +117,8 @@ int kap_boot_bzimage_params(struct kap_vm *vm, const struct kap_boot_image *img,
 	*entry = (struct kap_boot_entry){
 	    .long_mode = true,
 	    .rip = img->entry,
-	    .rsp = KAP_BOOT_STACK,
-	    .rsi = KAP_BOOT_INFO,
+	    .rsp = base + KAP_BOOT_STACK,
+	    .rsi = base + KAP_BOOT_INFO,
 	};
 	return 0;
 }

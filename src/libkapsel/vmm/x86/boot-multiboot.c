@@ -133,13 +133,13 @@ int kap_boot_parse_multiboot(const uint8_t *buf, size_t len, struct kap_boot_ima
 	return 0;
 }
 
-int kap_boot_multiboot_info(struct kap_vm *vm, const struct kap_boot_image *img,
+int kap_boot_multiboot_info(struct kap_vm *vm, const struct kap_boot_image *img, uint64_t base,
 			    uint64_t cmdline_gpa, uint64_t initrd_gpa, uint64_t initrd_len,
 			    struct kap_boot_entry *entry, struct kapsel_error **err)
 {
 	static const char loader[] = "kapsel";
 	struct mb_info info = {0};
-	uint64_t extra = KAP_BOOT_INFO_EXTRA;
+	uint64_t extra = base + KAP_BOOT_INFO_EXTRA;
 
 	if (img->entry > 0xffffffffULL || img->end > 0xffffffffULL)
 		return kap_error_plain(err, ENOEXEC, "multiboot: kernel above 4 GiB");
@@ -182,15 +182,15 @@ int kap_boot_multiboot_info(struct kap_vm *vm, const struct kap_boot_image *img,
 	}
 	info.boot_loader_name = (uint32_t)extra;
 	if (kap_mem_write(&vm->mem, extra, loader, sizeof(loader)) < 0 ||
-	    kap_mem_write(&vm->mem, KAP_BOOT_INFO, &info, sizeof(info)) < 0)
+	    kap_mem_write(&vm->mem, base + KAP_BOOT_INFO, &info, sizeof(info)) < 0)
 		return kap_error_plain(err, ENOMEM, "multiboot: no room for the boot information");
 
 	*entry = (struct kap_boot_entry){
 	    .long_mode = false,
 	    .rip = img->entry,
-	    .rsp = KAP_BOOT_STACK,
+	    .rsp = base + KAP_BOOT_STACK,
 	    .rax = MB_BOOTLOADER_MAGIC,
-	    .rbx = KAP_BOOT_INFO,
+	    .rbx = base + KAP_BOOT_INFO,
 	};
 	return 0;
 }

@@ -29,9 +29,9 @@ struct hvm_memmap_table_entry {
 	uint32_t type, reserved;
 };
 
-int kap_boot_pvh_info(struct kap_vm *vm, const struct kap_boot_image *img, uint64_t cmdline_gpa,
-		      uint64_t initrd_gpa, uint64_t initrd_len, struct kap_boot_entry *entry,
-		      struct kapsel_error **err)
+int kap_boot_pvh_info(struct kap_vm *vm, const struct kap_boot_image *img, uint64_t base,
+		      uint64_t cmdline_gpa, uint64_t initrd_gpa, uint64_t initrd_len,
+		      struct kap_boot_entry *entry, struct kapsel_error **err)
 {
 	struct hvm_start_info si = {
 	    .magic = HVM_START_MAGIC,
@@ -39,7 +39,7 @@ int kap_boot_pvh_info(struct kap_vm *vm, const struct kap_boot_image *img, uint6
 	    .cmdline_paddr = cmdline_gpa,
 	    .rsdp_paddr = KAP_ACPI_BASE,
 	};
-	uint64_t extra = KAP_BOOT_INFO_EXTRA;
+	uint64_t extra = base + KAP_BOOT_INFO_EXTRA;
 	struct kap_e820_entry e820[KAP_E820_MAX];
 	size_t n =
 	    kap_e820_build(vm->mem.low_size, vm->mem.size - vm->mem.low_size, e820, KAP_E820_MAX);
@@ -59,13 +59,13 @@ int kap_boot_pvh_info(struct kap_vm *vm, const struct kap_boot_image *img, uint6
 		if (kap_mem_write(&vm->mem, extra, &mod, sizeof(mod)) < 0)
 			return kap_error_plain(err, ENOMEM, "PVH: no room for the module list");
 	}
-	if (kap_mem_write(&vm->mem, KAP_BOOT_INFO, &si, sizeof(si)) < 0)
+	if (kap_mem_write(&vm->mem, base + KAP_BOOT_INFO, &si, sizeof(si)) < 0)
 		return kap_error_plain(err, ENOMEM, "PVH: no room for hvm_start_info");
 	*entry = (struct kap_boot_entry){
 	    .long_mode = false,
 	    .rip = img->entry,
-	    .rsp = KAP_BOOT_STACK,
-	    .rbx = KAP_BOOT_INFO,
+	    .rsp = base + KAP_BOOT_STACK,
+	    .rbx = base + KAP_BOOT_INFO,
 	};
 	return 0;
 }

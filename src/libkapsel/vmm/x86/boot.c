@@ -94,18 +94,82 @@ size_t kap_e820_build(uint64_t low_size, uint64_t high_size, struct kap_e820_ent
 	return n;
 }
 
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+/* The first segment overlapping [addr, addr + len), or NULL. */
+static const struct kap_boot_seg *seg_overlapping(const struct kap_boot_image *img, uint64_t addr,
+						  uint64_t len)
+{
+	for (unsigned int i = 0; i < img->nsegs; i++)
+		if (overlaps(img->segs[i].paddr, img->segs[i].memsz, addr, len))
+			return &img->segs[i];
+	return NULL;
+}
+
+/*
+ * Where the boot block and the command line go: their usual places unless the kernel loads
+ * there (a multiboot kernel may sit below 1 MiB), else the lowest free page-aligned place in
+ * conventional memory, the block first. Each kernel segment must then be clear of both.
+ */
+static int place_boot_data(const struct kap_boot_image *img, size_t cmdline_len, uint64_t *base,
+			   uint64_t *cmdline_gpa, struct kapsel_error **err)
+{
+	const uint64_t blen = KAP_BOOT_BLOCK_END - KAP_BOOT_BLOCK_START;
+	const struct kap_boot_seg *s = seg_overlapping(img, KAP_BOOT_BLOCK_START, blen);
+	*base = 0;
+	for (uint64_t b = 0x1000; s && b + KAP_BOOT_BLOCK_END <= KAP_EBDA_START; b += 0x1000) {
+		if (!seg_overlapping(img, b + KAP_BOOT_BLOCK_START, blen)) {
+			*base = b;
+			s = NULL;
+		}
+	}
+	if (s)
+		return kap_error_plain(err, ENOEXEC,
+				       "kernel segment [0x%" PRIx64 ", 0x%" PRIx64
+				       ") leaves no room below 0x%x for kapsel's boot data "
+				       "(%" PRIu64 " KiB at [0x%x, 0x%x) or any page-aligned "
+				       "place under it)",
+				       s->paddr, s->paddr + s->memsz, KAP_EBDA_START, blen >> 10,
+				       KAP_BOOT_BLOCK_START, KAP_BOOT_BLOCK_END);
+	uint64_t clen = cmdline_len + 1;
+	uint64_t bstart = *base + KAP_BOOT_BLOCK_START, bend = *base + KAP_BOOT_BLOCK_END;
+	*cmdline_gpa = KAP_BOOT_CMDLINE;
+	s = seg_overlapping(img, KAP_BOOT_CMDLINE, clen);
+	for (uint64_t c = 0x1000; s && c + clen <= KAP_EBDA_START; c += 0x1000) {
+		if (!overlaps(c, clen, bstart, bend - bstart) && !seg_overlapping(img, c, clen)) {
+			*cmdline_gpa = c;
+			s = NULL;
+		}
+	}
+	if (s)
+		return kap_error_plain(err, ENOEXEC,
+				       "kernel segment [0x%" PRIx64 ", 0x%" PRIx64
+				       ") leaves no room below 0x%x for the command line (%" PRIu64
+				       " bytes)",
+				       s->paddr, s->paddr + s->memsz, KAP_EBDA_START, clen);
+	return 0;
+}
+
 static int load_segments(struct kap_vm *vm, const struct kap_boot_image *img, const uint8_t *kernel,
 			 struct kapsel_error **err)
 {
 	unsigned long long mib = (unsigned long long)(vm->mem.size >> 20);
 	for (unsigned int i = 0; i < img->nsegs; i++) {
 		const struct kap_boot_seg *s = &img->segs[i];
-		/* The low 1 MiB holds the boot data and ACPI tables: kernels load above it. */
-		if (s->paddr < KAP_HIGH_MEM)
+		/*
+		 * The BIOS area holds the ACPI tables, whose RSDP must stay in 0xe0000-0xfffff
+		 * (ACPI 6.5, 5.2.5.1): the one boot structure that cannot move.
+		 */
+		if (overlaps(s->paddr, s->memsz, KAP_EBDA_START, KAP_HIGH_MEM - KAP_EBDA_START))
 			return kap_error_plain(err, ENOEXEC,
-					       "kernel segment at 0x%" PRIx64
-					       " is below 1 MiB, where kapsel keeps boot data",
-					       s->paddr);
+					       "kernel segment [0x%" PRIx64 ", 0x%" PRIx64
+					       ") overlaps the BIOS area with the ACPI tables "
+					       "[0x%x, 0x%x)",
+					       s->paddr, s->paddr + s->memsz, KAP_EBDA_START,
+					       KAP_HIGH_MEM);
 		uint8_t *p = kap_mem_ptr(&vm->mem, s->paddr, s->memsz);
 		if (!p)
 			return kap_error_plain(err, E2BIG,
@@ -139,8 +203,12 @@ int kap_boot_load(struct kap_vm *vm, const struct kap_boot_image *img, const uin
 	if (clen > cmax)
 		return kap_error_plain(
 		    err, E2BIG, "--cmdline: %zu bytes, the kernel accepts at most %zu", clen, cmax);
-	if (kap_mem_write(&vm->mem, KAP_BOOT_CMDLINE, cmdline ? cmdline : "", clen) < 0 ||
-	    kap_mem_write(&vm->mem, KAP_BOOT_CMDLINE + clen, "", 1) < 0)
+	uint64_t base, cmdline_gpa;
+	r = place_boot_data(img, clen, &base, &cmdline_gpa, err);
+	if (r < 0)
+		return r;
+	if (kap_mem_write(&vm->mem, cmdline_gpa, cmdline ? cmdline : "", clen) < 0 ||
+	    kap_mem_write(&vm->mem, cmdline_gpa + clen, "", 1) < 0)
 		return kap_error_plain(err, E2BIG, "no room for the command line");
 
 	/*
@@ -169,20 +237,22 @@ int kap_boot_load(struct kap_vm *vm, const struct kap_boot_image *img, const uin
 
 	switch (img->kind) {
 	case KAP_BOOT_MULTIBOOT:
-		r = kap_boot_multiboot_info(vm, img, KAP_BOOT_CMDLINE, initrd_gpa, initrd_len,
+		r = kap_boot_multiboot_info(vm, img, base, cmdline_gpa, initrd_gpa, initrd_len,
 					    entry, err);
 		break;
 	case KAP_BOOT_PVH:
-		r = kap_boot_pvh_info(vm, img, KAP_BOOT_CMDLINE, initrd_gpa, initrd_len, entry,
+		r = kap_boot_pvh_info(vm, img, base, cmdline_gpa, initrd_gpa, initrd_len, entry,
 				      err);
 		break;
 	case KAP_BOOT_BZIMAGE:
 		(void)kernel_len;
-		r = kap_boot_bzimage_params(vm, img, kernel, KAP_BOOT_CMDLINE, initrd_gpa,
+		r = kap_boot_bzimage_params(vm, img, base, kernel, cmdline_gpa, initrd_gpa,
 					    initrd_len, entry, err);
 		break;
 	}
 	if (r < 0)
 		return r;
-	return kap_x86_write_boot_tables(vm, entry->long_mode, err);
+	entry->gdt = base + KAP_BOOT_GDT;
+	entry->cr3 = base + KAP_BOOT_PML4;
+	return kap_x86_write_boot_tables(vm, entry->long_mode, base, err);
 }

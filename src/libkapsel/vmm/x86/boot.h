@@ -15,7 +15,12 @@
 
 #include <kapsel/error.h>
 
-/* Guest-physical addresses of the boot data (docs/vm.md, "Memory map"). */
+/*
+ * Guest-physical addresses of the boot data (docs/vm.md, "Memory map") for a kernel above
+ * 1 MiB. GDT to page tables form one block, [KAP_BOOT_BLOCK_START, KAP_BOOT_BLOCK_END); for a
+ * kernel loaded into it, the block moves by a page-aligned base (kap_boot_load) to free low
+ * memory, and so does the command line.
+ */
 #define KAP_BOOT_GDT	     0x0500
 #define KAP_BOOT_INFO	     0x7000 /* boot_params, multiboot_info or hvm_start_info */
 #define KAP_BOOT_INFO_EXTRA  0x8000 /* memory map, module list: 4 KiB */
@@ -23,6 +28,8 @@
 #define KAP_BOOT_PDPT	     0xa000
 #define KAP_BOOT_PD	     0xb000 /* four pages: 4 GiB identity-mapped with 2 MiB pages */
 #define KAP_BOOT_STACK	     0x7000 /* grows down from the boot info */
+#define KAP_BOOT_BLOCK_START 0x0500
+#define KAP_BOOT_BLOCK_END   0xf000
 #define KAP_BOOT_CMDLINE     0x20000
 #define KAP_BOOT_CMDLINE_MAX 0x10000
 #define KAP_ACPI_BASE	     0xe0000 /* RSDP; the tables follow, up to 1 MiB */
@@ -94,6 +101,7 @@ size_t kap_e820_build(uint64_t low_size, uint64_t high_size, struct kap_e820_ent
 struct kap_boot_entry {
 	bool long_mode; /* 64-bit with identity paging; else flat 32-bit protected mode */
 	uint64_t rip, rsp, rax, rbx, rsi;
+	uint64_t gdt, cr3; /* where kap_boot_load put the GDT and (long mode) the PML4 */
 };
 
 struct kap_vm;
@@ -104,16 +112,17 @@ struct kap_vm;
 int kap_boot_load(struct kap_vm *vm, const struct kap_boot_image *img, const uint8_t *kernel,
 		  size_t kernel_len, const uint8_t *initrd, size_t initrd_len, const char *cmdline,
 		  struct kap_boot_entry *entry, struct kapsel_error **err);
-/* Per protocol (boot-*.c); initrd_gpa is 0 without an initrd. */
-int kap_boot_multiboot_info(struct kap_vm *vm, const struct kap_boot_image *img,
+/* Per protocol (boot-*.c); base: the boot block's offset; initrd_gpa is 0 without an initrd. */
+int kap_boot_multiboot_info(struct kap_vm *vm, const struct kap_boot_image *img, uint64_t base,
 			    uint64_t cmdline_gpa, uint64_t initrd_gpa, uint64_t initrd_len,
 			    struct kap_boot_entry *entry, struct kapsel_error **err);
-int kap_boot_pvh_info(struct kap_vm *vm, const struct kap_boot_image *img, uint64_t cmdline_gpa,
-		      uint64_t initrd_gpa, uint64_t initrd_len, struct kap_boot_entry *entry,
-		      struct kapsel_error **err);
-int kap_boot_bzimage_params(struct kap_vm *vm, const struct kap_boot_image *img,
+int kap_boot_pvh_info(struct kap_vm *vm, const struct kap_boot_image *img, uint64_t base,
+		      uint64_t cmdline_gpa, uint64_t initrd_gpa, uint64_t initrd_len,
+		      struct kap_boot_entry *entry, struct kapsel_error **err);
+int kap_boot_bzimage_params(struct kap_vm *vm, const struct kap_boot_image *img, uint64_t base,
 			    const uint8_t *kernel, uint64_t cmdline_gpa, uint64_t initrd_gpa,
 			    uint64_t initrd_len, struct kap_boot_entry *entry,
 			    struct kapsel_error **err);
 /* Writes the boot GDT and, for long mode, the identity page tables (regs.c). */
-int kap_x86_write_boot_tables(struct kap_vm *vm, bool long_mode, struct kapsel_error **err);
+int kap_x86_write_boot_tables(struct kap_vm *vm, bool long_mode, uint64_t base,
+			      struct kapsel_error **err);

@@ -2,6 +2,8 @@
 /*
  * CPUID for the guest: KVM_GET_SUPPORTED_CPUID (what this KVM and CPU can virtualise), then
  * the hypervisor bit and KVM's paravirt signature (leaf 0x40000000, so Linux finds kvmclock),
+ * the bits KVM reports only through capabilities (TSC-deadline: KVM_CAP_TSC_DEADLINE_TIMER;
+ * x2APIC: emulated by the in-kernel LAPIC, api.rst KVM_GET_SUPPORTED_CPUID; QEMU sets both),
  * the topology (every vCPU a core of one socket; APIC id = vCPU id), and the user's
  * --cpu-features masks. Masking matters where KVM cannot run an instruction the CPU reports:
  * on hosts whose KVM emulates guest code, xsave and friends end in an internal error.
@@ -197,7 +199,7 @@ int kap_x86_cpuid_check_features(const char *s, struct kapsel_error **err)
 }
 
 int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *feats, unsigned int ncpus,
-			struct kvm_cpuid2 **out, struct kapsel_error **err)
+			unsigned int caps, struct kvm_cpuid2 **out, struct kapsel_error **err)
 {
 	/* Room for the KVM signature leaves should KVM not list them. */
 	size_t n = supported->nent + 2;
@@ -207,8 +209,19 @@ int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *feats, u
 	memcpy(c, supported, sizeof(*c) + supported->nent * sizeof(c->entries[0]));
 
 	struct kvm_cpuid_entry2 *e = find_entry(c, 1, 0);
-	if (e)
+	if (e) {
 		e->ecx |= 1u << 31; /* hypervisor present */
+		/*
+		 * KVM_GET_SUPPORTED_CPUID leaves these out because they depend on how the VM is
+		 * built (api.rst, KVM_GET_SUPPORTED_CPUID): TSC-deadline needs the in-kernel LAPIC
+		 * timer, x2APIC the in-kernel irqchip. Offered before the user's masks, so
+		 * "-tsc-deadline" removes it and "+tsc-deadline" finds it.
+		 */
+		if (caps & KAP_CPUID_CAP_TSC_DEADLINE)
+			e->ecx |= 1u << 24;
+		if (caps & KAP_CPUID_CAP_X2APIC)
+			e->ecx |= 1u << 21;
+	}
 	if (!find_entry(c, 0x40000000, 0)) {
 		struct kvm_cpuid_entry2 *s = &c->entries[c->nent++];
 		*s = (struct kvm_cpuid_entry2){.function = 0x40000000, .eax = 0x40000001};

@@ -77,26 +77,27 @@ static void boot_segments(bool long_mode, struct kvm_segment *code, struct kvm_s
 	};
 }
 
-int kap_x86_write_boot_tables(struct kap_vm *vm, bool long_mode, struct kapsel_error **err)
+int kap_x86_write_boot_tables(struct kap_vm *vm, bool long_mode, uint64_t base,
+			      struct kapsel_error **err)
 {
 	struct kvm_segment code, data, tss;
 	boot_segments(long_mode, &code, &data, &tss);
 	uint64_t gdt[6] = {0, 0, gdt_entry(&code), gdt_entry(&data), gdt_entry(&tss), 0};
-	if (kap_mem_write(&vm->mem, KAP_BOOT_GDT, gdt, sizeof(gdt)) < 0)
+	if (kap_mem_write(&vm->mem, base + KAP_BOOT_GDT, gdt, sizeof(gdt)) < 0)
 		return kap_error_plain(err, ENOMEM, "no room for the boot GDT");
 	if (!long_mode)
 		return 0;
 	/* PML4[0] -> PDPT; PDPT[0..3] -> four page directories of 2 MiB pages: 0..4 GiB. */
-	uint64_t *pml4 = kap_mem_ptr(&vm->mem, KAP_BOOT_PML4, 4096);
-	uint64_t *pdpt = kap_mem_ptr(&vm->mem, KAP_BOOT_PDPT, 4096);
-	uint64_t *pd = kap_mem_ptr(&vm->mem, KAP_BOOT_PD, 4 * 4096);
+	uint64_t *pml4 = kap_mem_ptr(&vm->mem, base + KAP_BOOT_PML4, 4096);
+	uint64_t *pdpt = kap_mem_ptr(&vm->mem, base + KAP_BOOT_PDPT, 4096);
+	uint64_t *pd = kap_mem_ptr(&vm->mem, base + KAP_BOOT_PD, 4 * 4096);
 	if (!pml4 || !pdpt || !pd)
 		return kap_error_plain(err, ENOMEM, "no room for the boot page tables");
 	memset(pml4, 0, 4096);
 	memset(pdpt, 0, 4096);
-	pml4[0] = KAP_BOOT_PDPT | 0x3; /* present, writable */
+	pml4[0] = (base + KAP_BOOT_PDPT) | 0x3; /* present, writable */
 	for (uint64_t i = 0; i < 4; i++)
-		pdpt[i] = (KAP_BOOT_PD + i * 4096) | 0x3;
+		pdpt[i] = (base + KAP_BOOT_PD + i * 4096) | 0x3;
 	for (uint64_t i = 0; i < 4 * 512; i++)
 		pd[i] = (i << 21) | 0x83; /* present, writable, 2 MiB page */
 	return 0;
@@ -182,7 +183,7 @@ int kap_x86_vcpu_init(int fd, const struct kap_boot_entry *entry, bool bsp,
 	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
 	sregs.tr = tss;
 	sregs.ldt = (struct kvm_segment){.unusable = 1, .type = 2};
-	sregs.gdt.base = KAP_BOOT_GDT;
+	sregs.gdt.base = entry->gdt;
 	sregs.gdt.limit = 6 * 8 - 1;
 	sregs.idt.base = 0;
 	sregs.idt.limit = 0;
@@ -191,7 +192,7 @@ int kap_x86_vcpu_init(int fd, const struct kap_boot_entry *entry, bool bsp,
 	sregs.cr4 = 0;
 	sregs.efer = 0;
 	if (entry->long_mode) {
-		sregs.cr3 = KAP_BOOT_PML4;
+		sregs.cr3 = entry->cr3;
 		sregs.cr4 |= CR4_PAE;
 		sregs.cr0 |= CR0_PG;
 		sregs.efer |= EFER_LME | EFER_LMA;
