@@ -109,6 +109,13 @@ struct kapsel_vm_config {
 	char *name;
 	char *api_sock;
 	char *runtime_dir; /* kapsel's --root */
+	/*
+	 * Restore (docs/vm.md, Snapshot format): instead of booting kernel, continue the VM saved
+	 * in these files. The machine's shape comes from the state file; cpus, mem_size and
+	 * cpu_features, when set, must match it.
+	 */
+	char *restore_mem;
+	char *restore_state;
 };
 
 /* Frees the strings of c (not c itself) and zeroes it. */

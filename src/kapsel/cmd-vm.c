@@ -79,10 +79,11 @@ enum {
 	OPT_FORMAT,
 	OPT_FORCE,
 	OPT_TIMEOUT,
+	OPT_STATE,
 };
 
 static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create, cmd_vm_ls,
-    cmd_vm_inspect, cmd_vm_pause, cmd_vm_resume, cmd_vm_stop;
+    cmd_vm_inspect, cmd_vm_pause, cmd_vm_resume, cmd_vm_stop, cmd_vm_snapshot, cmd_vm_restore;
 
 static int set_str(char **field, const char *v)
 {
@@ -530,6 +531,155 @@ static int vm_resume(const struct cli_globals *g, int argc, char **argv)
 	return vm_pause_resume(&cmd_vm_resume, g, argc, argv, false);
 }
 
+/* s as a JSON string, quotes included (RFC 8259 §7). */
+static char *json_quote(const char *s)
+{
+	size_t n = strlen(s);
+	char *o = malloc(n * 6 + 3), *p = o;
+	if (!o)
+		return NULL;
+	*p++ = '"';
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\') {
+			*p++ = '\\';
+			*p++ = (char)ch;
+		} else if (ch < 0x20) {
+			p += sprintf(p, "\\u%04x", ch);
+		} else {
+			*p++ = (char)ch;
+		}
+	}
+	*p++ = '"';
+	*p = 0;
+	return o;
+}
+
+/* path made absolute against our working directory: the VMM's may differ. */
+static char *absolute(const char *path)
+{
+	char *s = NULL, cwd[4096];
+	if (path[0] == '/')
+		return strdup(path);
+	if (!getcwd(cwd, sizeof(cwd)) || asprintf(&s, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return s;
+}
+
+static const struct option snapshot_options[] = {
+    {"mem", required_argument, NULL, OPT_MEM},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+static int vm_snapshot(const struct cli_globals *g, int argc, char **argv)
+{
+	const char *mem = NULL, *state = NULL;
+	int c;
+	while ((c = cli_getopt_cmd(&cmd_vm_snapshot, argc, argv)) != -1) {
+		if (c == OPT_MEM)
+			mem = optarg;
+		else if (c == OPT_STATE)
+			state = optarg;
+		else
+			return cli_opt_status(c);
+	}
+	if (!cli_nargs(&cmd_vm_snapshot, argc - optind, 1, 1, "NAME"))
+		return 1;
+	if (!mem || !state)
+		return cli_fail("vm snapshot: --mem FILE and --state FILE are required");
+	char *m = absolute(mem), *st = absolute(state);
+	char *qm = m ? json_quote(m) : NULL, *qs = st ? json_quote(st) : NULL;
+	char *body = NULL;
+	int rc;
+	if (!qm || !qs ||
+	    asprintf(&body, "{\"mem_file_path\":%s,\"snapshot_path\":%s}", qm, qs) < 0)
+		rc = cli_fail("vm snapshot: out of memory");
+	else
+		rc = vm_request(g, "snapshot", argv[optind], "PUT", "/snapshot/create", body);
+	free(m);
+	free(st);
+	free(qm);
+	free(qs);
+	free(body);
+	return rc;
+}
+
+static const struct option restore_options[] = {
+    {"mem", required_argument, NULL, OPT_MEM},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"cpus", required_argument, NULL, OPT_CPUS},
+    {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
+    {"console", required_argument, NULL, OPT_CONSOLE},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"api-sock", required_argument, NULL, OPT_API_SOCK},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+static int vm_restore(const struct cli_globals *g, int argc, char **argv)
+{
+	struct kapsel_vm_config cfg = {0};
+	struct kapsel_error *err = NULL;
+	int c, rc = 1, bad = 0;
+	long long n;
+	while ((c = cli_getopt_cmd(&cmd_vm_restore, argc, argv)) != -1) {
+		switch (c) {
+		case OPT_MEM:
+			bad = set_str(&cfg.restore_mem, optarg);
+			break;
+		case OPT_STATE:
+			bad = set_str(&cfg.restore_state, optarg);
+			break;
+		case OPT_CPUS:
+			if (!cli_parse_int(&cmd_vm_restore, "--cpus", optarg, 1, 1024, &n))
+				goto out;
+			cfg.cpus = (unsigned int)n;
+			break;
+		case OPT_CPU_FEATURES:
+			bad = set_str(&cfg.cpu_features, optarg);
+			break;
+		case OPT_CONSOLE:
+			if (kapsel_vm_parse_console(optarg, &cfg) < 0) {
+				rc = cli_fail("vm restore: --console: expected stdio, none or "
+					      "file:PATH, got \"%s\"",
+					      optarg);
+				goto out;
+			}
+			break;
+		case OPT_NAME:
+			bad = set_str(&cfg.name, optarg);
+			break;
+		case OPT_API_SOCK:
+			bad = set_str(&cfg.api_sock, optarg);
+			break;
+		default:
+			rc = cli_opt_status(c);
+			goto out;
+		}
+		if (bad) {
+			rc = cli_fail("vm restore: out of memory");
+			goto out;
+		}
+	}
+	if (!cli_nargs(&cmd_vm_restore, argc - optind, 0, 0, "no arguments; see --help"))
+		goto out;
+	if (!cfg.restore_mem || !cfg.restore_state) {
+		rc = cli_fail("vm restore: --mem FILE and --state FILE are required");
+		goto out;
+	}
+	if (cfg.name && set_str(&cfg.runtime_dir, g->root)) {
+		rc = cli_fail("vm restore: out of memory");
+		goto out;
+	}
+	int r = kapsel_vm_run(&cfg, &err);
+	rc = r < 0 ? cli_fail_err(err) : r;
+out:
+	kapsel_vm_config_clear(&cfg);
+	return rc;
+}
+
 static const struct option stop_options[] = {
     {"force", no_argument, NULL, OPT_FORCE},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
@@ -692,6 +842,44 @@ static const struct cli_command cmd_vm_resume = {
     .shortopts = "h",
     .options = name_only_options,
 };
+static const struct cli_command cmd_vm_snapshot = {
+    .name = "vm snapshot",
+    .summary = "save a paused VM to files",
+    .run = vm_snapshot,
+    .usage = "Usage: kapsel vm snapshot NAME --mem FILE --state FILE\n"
+	     "\n"
+	     "Write the paused VM's RAM to the memory file and its machine state (vCPUs, irqchip,\n"
+	     "PIT, clock, devices) to the state file (docs/vm.md, Snapshot format). VMs with\n"
+	     "virtio devices cannot be saved yet. Continue it with 'kapsel vm restore'.\n"
+	     "\n"
+	     "Options:\n"
+	     "  --mem FILE              where to write guest RAM\n"
+	     "  --state FILE            where to write the machine state\n",
+    .shortopts = "h",
+    .options = snapshot_options,
+};
+static const struct cli_command cmd_vm_restore = {
+    .name = "vm restore",
+    .summary = "continue a VM from a snapshot",
+    .run = vm_restore,
+    .usage = "Usage: kapsel vm restore --mem FILE --state FILE [--name NAME] [OPTIONS]\n"
+	     "\n"
+	     "Create a VM of the snapshot's shape, map the memory file copy-on-write (pages load\n"
+	     "when the guest touches them), load the machine state and run the guest on from\n"
+	     "where it was saved. --cpus and --cpu-features, when given, must match the\n"
+	     "snapshot's.\n"
+	     "\n"
+	     "Options:\n"
+	     "  --mem FILE              the memory file of 'vm snapshot'\n"
+	     "  --state FILE            the state file of 'vm snapshot'\n"
+	     "  --console MODE          stdio (default), none or file:PATH\n"
+	     "  --name NAME             serve the control API as 'vm run --name' does\n"
+	     "  --api-sock PATH         serve the control API on PATH\n"
+	     "  --cpus N                refuse unless the snapshot has N vCPUs\n"
+	     "  --cpu-features LIST     refuse unless the snapshot's features are LIST\n",
+    .shortopts = "h",
+    .options = restore_options,
+};
 static const struct cli_command cmd_vm_stop = {
     .name = "vm stop",
     .summary = "stop a VM",
@@ -723,6 +911,8 @@ const struct cli_command cmd_vm = {
 	    {"pause", &cmd_vm_pause},
 	    {"resume", &cmd_vm_resume},
 	    {"stop", &cmd_vm_stop},
+	    {"snapshot", &cmd_vm_snapshot},
+	    {"restore", &cmd_vm_restore},
 	    {0},
 	},
 };

@@ -138,7 +138,7 @@ static char *machine_json(struct kap_api *a)
 	kap_json_set(o, "state", kap_json_new_string(kap_vm_is_paused(vm) ? "Paused" : "Running"));
 	kap_json_set(o, "vcpus", kap_json_new_int64(vm->ncpus));
 	kap_json_set(o, "mem_mib", kap_json_new_uint64(vm->mem.size >> 20));
-	kap_json_set(o, "kernel", kap_json_new_string(vm->cfg->kernel));
+	kap_json_set(o, "kernel", kap_json_new_string(vm->cfg->kernel ? vm->cfg->kernel : ""));
 	kap_json_set(o, "started", kap_json_new_string(started));
 	kap_json_set(o, "pid", kap_json_new_int64(getpid()));
 	kap_json_set(o, "api_socket", kap_json_new_string(a->sock_path));
@@ -264,6 +264,63 @@ static int patch_vm(struct kap_api *a, const struct kap_http_request *req, char 
 	return 204;
 }
 
+/*
+ * PUT /snapshot/create {"mem_file_path": ..., "snapshot_path": ...[, "snapshot_type": "Full"]}
+ * (Firecracker's names) of a paused VM: snapshot.c, docs/vm.md "Snapshot format".
+ */
+static int put_snapshot(struct kap_api *a, const struct kap_http_request *req, char **out)
+{
+	cleanup_error struct kapsel_error *e = NULL;
+	cleanup_json struct kap_json *j = NULL;
+	if (req->body_len == 0) {
+		*out =
+		    fault_body("PUT /snapshot/create needs a JSON body: {\"mem_file_path\": ..., "
+			       "\"snapshot_path\": ...}");
+		return 400;
+	}
+	if (kap_json_parse(req->body, req->body_len, "request body", &j, &e) < 0) {
+		*out = fault_body("%s", e->msg);
+		return 400;
+	}
+	if (kap_json_type(j) != KAP_JSON_OBJECT) {
+		*out = fault_body("request body: expected an object");
+		return 400;
+	}
+	const char *k, *mem = NULL, *state = NULL;
+	struct kap_json *v;
+	for (struct kap_json_iter it = kap_json_iter(j); kap_json_iter_next(&it, &k, &v);) {
+		bool known = !strcmp(k, "mem_file_path") || !strcmp(k, "snapshot_path") ||
+			     !strcmp(k, "snapshot_type");
+		if (!known) {
+			*out = fault_body("request body: unknown field \"%.64s\"", k);
+			return 400;
+		}
+		if (kap_json_type(v) != KAP_JSON_STRING || !kap_json_string(v)[0]) {
+			*out = fault_body("request body: %s: expected a non-empty string", k);
+			return 400;
+		}
+		if (!strcmp(k, "snapshot_type") && strcmp(kap_json_string(v), "Full")) {
+			*out =
+			    fault_body("request body: snapshot_type: only \"Full\" is supported");
+			return 400;
+		}
+		if (!strcmp(k, "mem_file_path"))
+			mem = kap_json_string(v);
+		else if (!strcmp(k, "snapshot_path"))
+			state = kap_json_string(v);
+	}
+	if (!mem || !state) {
+		*out = fault_body("request body: %s is required",
+				  !mem ? "mem_file_path" : "snapshot_path");
+		return 400;
+	}
+	if (kap_vm_snapshot(a->vm, mem, state, &e) < 0) {
+		*out = fault_body("%s", e->msg);
+		return 400;
+	}
+	return 204;
+}
+
 /* Routes one request: the status, and *out the JSON body (NULL: none). */
 static int route(struct kap_api *a, const struct kap_http_request *req, char **out,
 		 const char **allow)
@@ -304,6 +361,15 @@ static int route(struct kap_api *a, const struct kap_http_request *req, char **o
 			return 405;
 		}
 		return put_actions(a, req, out);
+	}
+	if (!strcmp(p, "/snapshot/create")) {
+		if (strcmp(req->method, "PUT")) {
+			*allow = "Allow: PUT";
+			*out = fault_body("%s /snapshot/create: method not allowed (PUT only)",
+					  req->method);
+			return 405;
+		}
+		return put_snapshot(a, req, out);
 	}
 	*out = fault_body("%s %.128s: no such resource", req->method, p);
 	return 404;
@@ -490,7 +556,7 @@ static int write_state(struct kap_api *a, struct kapsel_error **err)
 	kap_json_set(o, "id", kap_json_new_string(vm->cfg->name));
 	kap_json_set(o, "pid", kap_json_new_int64(getpid()));
 	kap_json_set(o, "api_socket", kap_json_new_string(a->sock_path));
-	kap_json_set(o, "kernel", kap_json_new_string(vm->cfg->kernel));
+	kap_json_set(o, "kernel", kap_json_new_string(vm->cfg->kernel ? vm->cfg->kernel : ""));
 	kap_json_set(o, "started", kap_json_new_string(started));
 	cleanup_free char *s = kap_json_dump(o, true);
 	if (!s)

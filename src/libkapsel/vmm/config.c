@@ -33,6 +33,8 @@ API void kapsel_vm_config_clear(struct kapsel_vm_config *c)
 	free(c->name);
 	free(c->api_sock);
 	free(c->runtime_dir);
+	free(c->restore_mem);
+	free(c->restore_state);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -14,6 +14,9 @@
  * it does not by default.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -151,5 +154,38 @@ int kap_mem_write(const struct kap_guest_mem *m, uint64_t gpa, const void *buf, 
 	if (!p)
 		return -EFAULT;
 	memcpy(p, buf, len);
+	return 0;
+}
+
+int kap_mem_init_file(struct kap_guest_mem *m, uint64_t size, const char *path,
+		      struct kapsel_error **err)
+{
+	*m = (struct kap_guest_mem){.fd = -EBADF, .size = size};
+	m->low_size = size < KAP_MMIO_HOLE_START ? size : KAP_MMIO_HOLE_START;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kap_error(err, errno, "memory file %s", path);
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int r = kap_error(err, errno, "memory file %s", path);
+		close(fd);
+		return r;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
+		close(fd);
+		return kap_error_plain(err, EINVAL,
+				       "memory file %s: %" PRIu64
+				       " bytes, the snapshot's guest has %" PRIu64,
+				       path, (uint64_t)st.st_size, size);
+	}
+	/*
+	 * Private and copy-on-write: the guest's writes never reach the file, and only the pages
+	 * the guest touches are read (the restore itself reads none).
+	 */
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return kap_error(err, errno, "map memory file %s", path);
+	m->host = p;
 	return 0;
 }

@@ -189,3 +189,12 @@ int kap_vm_resume(struct kap_vm *vm, struct kapsel_error **err)
 	pthread_mutex_unlock(&vm->pause_lock);
 	return 0;
 }
+
+int kap_vm_saved_clock(struct kap_vm *vm, struct kvm_clock_data *clock, uint64_t *tsc)
+{
+	if (!vm->clock)
+		return 0;
+	*clock = vm->clock->clock;
+	*tsc = vm->clock->tsc;
+	return (vm->clock->have_clock ? 1 : 0) | (vm->clock->have_tsc ? 2 : 0);
+}

@@ -278,6 +278,8 @@ static int check_devices(const struct kapsel_vm_config *c, struct kapsel_error *
 static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *in,
 			struct kapsel_error **err)
 {
+	/* A restore loads no kernel: the guest's RAM already holds it. */
+	bool boot = !c->restore_state;
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	if (ncpus > KAP_MAX_VCPUS)
 		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
@@ -285,11 +287,11 @@ static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *
 	int r;
 	if ((r = kap_x86_cpuid_check_features(c->cpu_features, err)) < 0 ||
 	    (r = check_devices(c, err)) < 0 ||
-	    (r = map_file("kernel", c->kernel, &in->kernel, err)) < 0)
+	    (boot && (r = map_file("kernel", c->kernel, &in->kernel, err)) < 0))
 		return r;
-	if ((r = kap_boot_parse(in->kernel.p, in->kernel.len, &in->img, err)) < 0)
+	if (boot && (r = kap_boot_parse(in->kernel.p, in->kernel.len, &in->img, err)) < 0)
 		return kap_error_wrap(err, "kernel %s", c->kernel);
-	if (c->initrd && (r = map_file("initrd", c->initrd, &in->initrd, err)) < 0)
+	if (boot && c->initrd && (r = map_file("initrd", c->initrd, &in->initrd, err)) < 0)
 		return r;
 	for (unsigned int i = 0; i < c->ndisks; i++)
 		if ((r = kap_disk_open_config(&in->disks[i], &c->disks[i], err)) < 0)
@@ -583,7 +585,8 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 		r = kap_x86_cpuid_set(vm->vcpus[i].fd, vm->cpuid, i, vm->ncpus, err);
 		if (r < 0)
 			return r;
-		r = kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0, err);
+		/* A restore sets every register from the state file (kap_snap_load). */
+		r = vm->snap ? 0 : kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0, err);
 		if (r < 0)
 			return r;
 	}
@@ -606,12 +609,16 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 				       ncpus, vm->kvm.max_vcpus);
 	/* vm->ncpus bounds every loop over vm->vcpus: check_inputs checked it fits the array. */
 	vm->ncpus = ncpus;
+	uint64_t mem = c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM;
 	if ((r = create_vm(vm, err)) < 0 ||
-	    (r = kap_mem_init(&vm->mem, c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM,
-			      c->mem_shared, err)) < 0 ||
+	    (r = vm->snap ? kap_mem_init_file(&vm->mem, mem, c->restore_mem, err)
+			  : kap_mem_init(&vm->mem, mem, c->mem_shared, err)) < 0 ||
 	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
-	    (r = boot(vm, &entry, err)) < 0 || (r = setup_vcpus(vm, &entry, err)) < 0 ||
-	    (r = create_devices(vm, err)) < 0 || (r = kap_loop_init(&vm->loop, err)) < 0 ||
+	    (!vm->snap && (r = boot(vm, &entry, err)) < 0) ||
+	    (r = setup_vcpus(vm, vm->snap ? NULL : &entry, err)) < 0 ||
+	    (r = create_devices(vm, err)) < 0 ||
+	    (vm->snap && (r = kap_snap_load(vm, vm->snap, err)) < 0) ||
+	    (r = kap_loop_init(&vm->loop, err)) < 0 ||
 	    (r = kap_loop_add(&vm->loop, sfd, EPOLLIN, on_signal, vm, err)) < 0 ||
 	    (r = kap_vcpu_signals_init(err)) < 0 ||
 	    (r = kap_console_open(&vm->console, c, err)) < 0)
@@ -687,13 +694,31 @@ static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
 
 API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **err)
 {
-	if (!c->kernel)
+	if (!c->kernel && !c->restore_state)
 		return kap_error_plain(err, EINVAL, "--kernel is required");
+	if (!c->restore_state != !c->restore_mem)
+		return kap_error_plain(err, EINVAL, "vm restore: needs both --mem and --state");
+	/*
+	 * A restore checks its files before anything exists (bad input leaves nothing behind)
+	 * and takes the machine's shape from the state file.
+	 */
+	struct kap_snap *snap = NULL;
+	struct kapsel_vm_config rc = *c;
+	cleanup_free char *features = NULL;
+	int r;
+	if (c->restore_state && ((r = kap_snap_read(c->restore_state, &snap, err)) < 0 ||
+				 (r = kap_snap_config(snap, c, &rc, &features, err)) < 0)) {
+		kap_snap_free(snap);
+		return r;
+	}
 	struct kap_vm_inputs in = {0};
 	struct kap_vm *vm = calloc(1, sizeof(*vm));
-	if (!vm)
+	if (!vm) {
+		kap_snap_free(snap);
 		return kap_error(err, ENOMEM, "vm");
-	vm->cfg = c;
+	}
+	vm->cfg = &rc;
+	vm->snap = snap;
 	vm->in = &in;
 	vm->fd = -EBADF;
 	vm->kvm.fd = -EBADF;
@@ -721,7 +746,6 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	sigaddset(&stop_sigs, SIGINT);
 	sigaddset(&stop_sigs, SIGTERM);
 	int sfd = signalfd(-1, &stop_sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-	int r;
 	if (sfd < 0) {
 		r = kap_error(err, errno, "signalfd");
 		goto out;
@@ -738,6 +762,7 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	r = vm_result(vm, err);
 out:
 	vm_teardown(vm);
+	kap_snap_free(vm->snap);
 	free(vm);
 	inputs_free(&in);
 	if (sfd >= 0)

@@ -41,6 +41,9 @@ struct kap_guest_mem {
 int kap_mem_init(struct kap_guest_mem *m, uint64_t size, bool shared, struct kapsel_error **err);
 int kap_mem_register(struct kap_guest_mem *m, int vm_fd, struct kapsel_error **err);
 void kap_mem_destroy(struct kap_guest_mem *m);
+/* RAM of size bytes from a snapshot's memory file, mapped MAP_PRIVATE: pages load lazily. */
+int kap_mem_init_file(struct kap_guest_mem *m, uint64_t size, const char *path,
+		      struct kapsel_error **err);
 /* Host pointer to [gpa, gpa+len) when it lies wholly inside one RAM region, else NULL. */
 void *kap_mem_ptr(const struct kap_guest_mem *m, uint64_t gpa, uint64_t len);
 /* Bounds-checked copies; -EFAULT when any byte is outside RAM. */
@@ -256,6 +259,8 @@ struct kap_vm {
 	int64_t started_wall_s; /* epoch seconds, for GET / */
 	/* The control API (api.c); NULL without --name or --api-sock. */
 	struct kap_api *api;
+	/* The state file being restored (snapshot.c); NULL for a boot. */
+	struct kap_snap *snap;
 };
 
 /* ---- pause and resume (pause.c) ---- */
@@ -269,6 +274,27 @@ void kap_vm_park(struct kap_vcpu *v);
 void kap_vm_pause_init(struct kap_vm *vm);
 void kap_vm_pause_destroy(struct kap_vm *vm);
 bool kap_vm_is_paused(struct kap_vm *vm);
+/* The clock the pause saved: bit 0 set when *clock is valid, bit 1 when *tsc is. Paused only. */
+int kap_vm_saved_clock(struct kap_vm *vm, struct kvm_clock_data *clock, uint64_t *tsc);
+
+/* ---- snapshot and restore (snapshot.c; docs/vm.md, Snapshot format) ---- */
+
+/* Writes guest RAM to mem_path and the machine state to state_path. Paused VM, API thread. */
+int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_path,
+		    struct kapsel_error **err);
+struct kap_snap;
+/* Reads and checks a state file (magic, version, length, checksum, kapsel version). */
+int kap_snap_read(const char *path, struct kap_snap **out, struct kapsel_error **err);
+void kap_snap_free(struct kap_snap *s);
+/*
+ * The machine config the snapshot needs, into c (cpus, mem_size, cpu_features into *features
+ * (malloc'd), pit, debug_exit); what the user gave (given) must not contradict it.
+ */
+int kap_snap_config(const struct kap_snap *s, const struct kapsel_vm_config *given,
+		    struct kapsel_vm_config *c, char **features, struct kapsel_error **err);
+/* Loads the devices', irqchip's, vCPUs' and clock's state, in KVM's order. */
+int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_error **err);
+uint64_t kap_snap_mem_size(const struct kap_snap *s);
 
 /* ---- the control API (api.c) ---- */
 

@@ -73,3 +73,38 @@ void kap_fw_cfg_free(struct kap_fw_cfg *f);
 /* Port 0x80 (POST codes, Linux's io_delay): claimed and ignored, so it is not logged. */
 #define KAP_POST_PORT 0x80
 extern const struct kap_dev_ops kap_post_ops;
+
+/*
+ * Snapshot state (snapshot.c, docs/vm.md "Snapshot format"): each device's guest-visible
+ * registers in a fixed little-endian layout that is part of the state file's format version.
+ * The loaders check what they are given (a state file is input) and return -EINVAL with *why
+ * set to the bad field.
+ */
+#define KAP_SERIAL_RX_BUF 4096
+struct kap_serial_state {
+	uint8_t ier, iir_fifo, lcr, mcr, scr, dll, dlm, msr;
+	uint8_t thr_pending, level, pad[2];
+	uint32_t rx_len; /* the receive buffer's unread bytes, oldest first */
+	uint8_t rx[KAP_SERIAL_RX_BUF];
+};
+void kap_serial_save(struct kap_serial *s, struct kap_serial_state *st);
+int kap_serial_load(struct kap_serial *s, const struct kap_serial_state *st, const char **why);
+
+struct kap_i8042_state {
+	uint8_t status, cb, out, pending_cmd;
+};
+void kap_i8042_save(struct kap_i8042 *k, struct kap_i8042_state *st);
+void kap_i8042_load(struct kap_i8042 *k, const struct kap_i8042_state *st);
+
+struct kap_rtc_state {
+	uint8_t index, pad[3];
+	uint8_t ram[128];
+};
+void kap_rtc_save(struct kap_rtc *r, struct kap_rtc_state *st);
+int kap_rtc_load(struct kap_rtc *r, const struct kap_rtc_state *st, const char **why);
+
+struct kap_fw_cfg_state {
+	uint32_t cur, off, dma_hi;
+};
+void kap_fw_cfg_save(struct kap_fw_cfg *f, struct kap_fw_cfg_state *st);
+int kap_fw_cfg_load(struct kap_fw_cfg *f, const struct kap_fw_cfg_state *st, const char **why);

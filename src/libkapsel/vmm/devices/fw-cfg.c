@@ -355,3 +355,26 @@ int kap_fw_cfg_attach(struct kap_vm *vm, struct kap_fw_cfg **out, struct kapsel_
 	*out = f;
 	return r < 0 ? r : 0;
 }
+
+void kap_fw_cfg_save(struct kap_fw_cfg *f, struct kap_fw_cfg_state *st)
+{
+	pthread_mutex_lock(&f->lock);
+	*st = (struct kap_fw_cfg_state){.cur = f->cur, .off = f->off, .dma_hi = f->dma_hi};
+	pthread_mutex_unlock(&f->lock);
+}
+
+int kap_fw_cfg_load(struct kap_fw_cfg *f, const struct kap_fw_cfg_state *st, const char **why)
+{
+	pthread_mutex_lock(&f->lock);
+	/* The reads subtract off from the item's length: it must not pass the end. */
+	bool ok = st->cur <= NITEMS && (st->cur == NITEMS || st->off <= f->items[st->cur].len);
+	if (ok) {
+		f->cur = st->cur;
+		f->off = st->off;
+		f->dma_hi = st->dma_hi;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (!ok)
+		*why = "fw_cfg: selected item or offset out of range";
+	return ok ? 0 : -EINVAL;
+}

@@ -117,3 +117,20 @@ const struct kap_dev_ops kap_i8042_ops = {
     .write = i8042_write,
     .reset = i8042_reset,
 };
+
+void kap_i8042_save(struct kap_i8042 *k, struct kap_i8042_state *st)
+{
+	pthread_mutex_lock(&k->lock);
+	*st = (struct kap_i8042_state){k->status, k->cb, k->out, k->pending_cmd};
+	pthread_mutex_unlock(&k->lock);
+}
+
+void kap_i8042_load(struct kap_i8042 *k, const struct kap_i8042_state *st)
+{
+	pthread_mutex_lock(&k->lock);
+	k->status = st->status;
+	k->cb = st->cb;
+	k->out = st->out;
+	k->pending_cmd = st->pending_cmd;
+	pthread_mutex_unlock(&k->lock);
+}

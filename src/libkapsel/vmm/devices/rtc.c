@@ -6,6 +6,7 @@
  * 114 bytes of battery-backed RAM; 0x30/0x31 and 0x34/0x35 hold the memory sizes BIOS-era
  * software reads. No alarm or periodic interrupt.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,3 +180,24 @@ const struct kap_dev_ops kap_rtc_ops = {
     .read = rtc_read,
     .write = rtc_write,
 };
+
+void kap_rtc_save(struct kap_rtc *r, struct kap_rtc_state *st)
+{
+	pthread_mutex_lock(&r->lock);
+	*st = (struct kap_rtc_state){.index = r->index};
+	memcpy(st->ram, r->ram, sizeof(st->ram));
+	pthread_mutex_unlock(&r->lock);
+}
+
+int kap_rtc_load(struct kap_rtc *r, const struct kap_rtc_state *st, const char **why)
+{
+	if (st->index > 0x7f) {
+		*why = "rtc: index register out of range";
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&r->lock);
+	r->index = st->index;
+	memcpy(r->ram, st->ram, sizeof(r->ram));
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}

@@ -7,6 +7,7 @@
  * THRE|TEMT. Received bytes queue in a software buffer in front of the FIFO so pasted text
  * is not lost. Register map: PC16550D datasheet, table II.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,7 @@ enum {
 #define LSR_THRE   0x20
 #define LSR_TEMT   0x40
 
-#define RX_BUF 4096
+#define RX_BUF KAP_SERIAL_RX_BUF
 
 struct kap_serial {
 	struct kap_vm *vm;
@@ -240,3 +241,48 @@ const struct kap_dev_ops kap_serial_ops = {
     .write = serial_write,
     .reset = serial_reset,
 };
+
+void kap_serial_save(struct kap_serial *s, struct kap_serial_state *st)
+{
+	pthread_mutex_lock(&s->lock);
+	*st = (struct kap_serial_state){
+	    .ier = s->ier,
+	    .iir_fifo = s->iir_fifo,
+	    .lcr = s->lcr,
+	    .mcr = s->mcr,
+	    .scr = s->scr,
+	    .dll = s->dll,
+	    .dlm = s->dlm,
+	    .msr = s->msr,
+	    .thr_pending = s->thr_pending,
+	    .level = (uint8_t)s->level,
+	    .rx_len = (uint32_t)s->rx_len,
+	};
+	for (size_t i = 0; i < s->rx_len; i++)
+		st->rx[i] = s->rx[(s->rx_head + i) % RX_BUF];
+	pthread_mutex_unlock(&s->lock);
+}
+
+int kap_serial_load(struct kap_serial *s, const struct kap_serial_state *st, const char **why)
+{
+	if (st->rx_len > RX_BUF || st->thr_pending > 1 || st->level > 1) {
+		*why = "serial: receive length or interrupt state out of range";
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->ier = st->ier;
+	s->iir_fifo = st->iir_fifo;
+	s->lcr = st->lcr;
+	s->mcr = st->mcr;
+	s->scr = st->scr;
+	s->dll = st->dll;
+	s->dlm = st->dlm;
+	s->msr = st->msr;
+	s->thr_pending = st->thr_pending;
+	s->level = st->level;
+	s->rx_head = 0;
+	s->rx_len = st->rx_len;
+	memcpy(s->rx, st->rx, st->rx_len);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
