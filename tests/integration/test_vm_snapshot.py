@@ -87,6 +87,13 @@ def snapshot(tmp_path_factory):
         time.sleep(0.3)
         last = counts(console)[-1]
         mem, state = tmp / "mem", tmp / "state"
+        # A snapshot that fails half way (the state file's directory is missing, after the
+        # memory file was written) leaves neither file nor a partial one behind.
+        r = kap(root, "vm", "snapshot", "src", "--mem", str(mem), "--state",
+                str(tmp / "missing" / "state"))
+        assert r.returncode != 0 and "state file" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not mem.exists() and not list(tmp.glob("*.partial"))
         r = kap(root, "vm", "snapshot", "src", "--mem", str(mem), "--state", str(state))
         assert r.returncode == 0, r.stderr
         assert mem.stat().st_size == 64 << 20
