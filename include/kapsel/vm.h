@@ -80,6 +80,7 @@ struct kapsel_vm_config {
 	 */
 	bool mem_shared;
 	unsigned int cpus;  /* 1 when 0 */
+	char *cpu_model;    /* "host" (NULL), "max", "x86-64-v2", ...: a named feature set */
 	char *cpu_features; /* "-xsave,-avx,+x2apic": CPUID bits to mask or keep */
 	enum kapsel_vm_console console;
 	char *console_path;
@@ -116,7 +117,7 @@ void kapsel_vm_config_clear(struct kapsel_vm_config *c);
 
 /*
  * Reads a vm.json ({"kernel", "initrd", "cmdline", "mem": "256M" or bytes, "cpus",
- * "cpu_features", "console": "stdio|file:PATH|none", "debug_exit": bool, "pit": bool,
+ * "cpu_model", "cpu_features", "console": "stdio|file:PATH|none", "debug_exit": bool, "pit": bool,
  * "transport": "pci|mmio", "disks": ["--disk syntax", ...], "nets": ["--net syntax", ...],
  * "vsock": "--vsock syntax", "rng", "virtio_console", "virtio_mmio_cmdline": bool}) into c,
  * replacing the fields it names and adding its devices. Errors name the JSON path.

@@ -28,6 +28,8 @@ static const char run_usage[] =
     "  --mem-shared            guest RAM in a shareable memfd (default: anonymous memory\n"
     "                          on transparent huge pages)\n"
     "  --cpus N                vCPUs (default 1)\n"
+    "  --cpu-model NAME        a named CPUID feature set, applied before --cpu-features:\n"
+    "                          host (default), max, x86-64-v1..v4, Skylake-Client, EPYC\n"
     "  --cpu-features LIST     CPUID features to mask or require: -xsave,-avx,+x2apic\n"
     "  --console WHERE         stdio (default; Ctrl-A x quits), file:PATH or none\n"
     "  --no-debug-exit         remove the debug-exit port\n"
@@ -62,6 +64,7 @@ enum {
 	OPT_MEM,
 	OPT_CPUS,
 	OPT_CPU_FEATURES,
+	OPT_CPU_MODEL,
 	OPT_CONSOLE,
 	OPT_NO_DEBUG_EXIT,
 	OPT_NO_PIT,
@@ -98,6 +101,7 @@ static const struct option run_options[] = {
     {"mem", required_argument, NULL, OPT_MEM},
     {"cpus", required_argument, NULL, OPT_CPUS},
     {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
+    {"cpu-model", required_argument, NULL, OPT_CPU_MODEL},
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
     {"no-pit", no_argument, NULL, OPT_NO_PIT},
@@ -147,6 +151,9 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_CPU_FEATURES:
 			bad = set_str(&cli.cpu_features, optarg);
+			break;
+		case OPT_CPU_MODEL:
+			bad = set_str(&cli.cpu_model, optarg);
 			break;
 		case OPT_MEM:
 			mem = optarg;
@@ -243,6 +250,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	TAKE(kernel);
 	TAKE(initrd);
 	TAKE(cmdline);
+	TAKE(cpu_model);
 	TAKE(cpu_features);
 	TAKE(name);
 	TAKE(api_sock);

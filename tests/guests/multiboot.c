@@ -32,6 +32,7 @@
  *             "clock -" when the hypervisor offers no kvmclock
  *   fwcfg     QEMU's fw_cfg ("cpus=N mem=MiB", "initrd=BYTES"): see fwcfg.h
  *   touch     writes to 32 MiB of RAM, says "touched", spins (huge-page backing)
+ *   cpuid     prints the feature registers ("cpuid L.S R=HEX" lines) for --cpu-model tests
  */
 #include "acpi.h"
 #include "guest.h"
@@ -757,6 +758,46 @@ static void __attribute__((noreturn)) test_count(void)
 	}
 }
 
+/*
+ * The CPUID feature registers, one "cpuid LEAF.SUB REG=HEX" line each: leaf 1 ECX/EDX, 7.0
+ * EBX/ECX/EDX, 7.1 EAX, 0xd.0 EAX, 0xd.1 EAX, 0x80000001 ECX/EDX. A leaf above the maximum
+ * basic or extended leaf prints as 0.
+ */
+static void cpuid_line(uint32_t leaf, uint32_t sub, const char *reg, int which)
+{
+	uint32_t r[4], max;
+	__asm__ volatile("cpuid"
+			 : "=a"(max), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+			 : "a"(leaf & 0x80000000u), "c"(0));
+	__asm__ volatile("cpuid"
+			 : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+			 : "a"(leaf), "c"(sub));
+	puts_("cpuid ");
+	putx(leaf);
+	putc_('.');
+	putu(sub);
+	putc_(' ');
+	puts_(reg);
+	putc_('=');
+	putx(leaf > max ? 0 : r[which]);
+	putc_('\n');
+}
+
+static void test_cpuid(void)
+{
+	cpuid_line(1, 0, "ecx", 2);
+	cpuid_line(1, 0, "edx", 3);
+	cpuid_line(7, 0, "ebx", 1);
+	cpuid_line(7, 0, "ecx", 2);
+	cpuid_line(7, 0, "edx", 3);
+	cpuid_line(7, 1, "eax", 0);
+	cpuid_line(0xd, 0, "eax", 0);
+	cpuid_line(0xd, 1, "eax", 0);
+	cpuid_line(0x80000001, 0, "ecx", 2);
+	cpuid_line(0x80000001, 0, "edx", 3);
+	pass();
+}
+
 void guest_main(uint32_t magic, const struct mb_info *mb);
 void guest_main(uint32_t magic, const struct mb_info *mb)
 {
@@ -844,6 +885,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_fwcfg(cmdline);
 	if (streq(test, "touch"))
 		test_touch();
+	if (streq(test, "cpuid"))
+		test_cpuid();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

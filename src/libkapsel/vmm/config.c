@@ -17,6 +17,7 @@ API void kapsel_vm_config_clear(struct kapsel_vm_config *c)
 	free(c->kernel);
 	free(c->initrd);
 	free(c->cmdline);
+	free(c->cpu_model);
 	free(c->cpu_features);
 	free(c->console_path);
 	for (unsigned int i = 0; i < c->ndisks; i++) {
@@ -394,11 +395,11 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if (kap_json_type(j) != KAP_JSON_OBJECT)
 		return kap_error_plain(err, EINVAL, "%s: expected a JSON object", path);
 	static const char *const known[] = {
-	    "kernel",	 "initrd",	 "cmdline",	   "mem",
-	    "cpus",	 "cpu_features", "console",	   "debug_exit",
-	    "pit",	 "transport",	 "disks",	   "nets",
-	    "vsock",	 "rng",		 "virtio_console", "virtio_mmio_cmdline",
-	    "mem_shared"};
+	    "kernel",	  "initrd",	  "cmdline",	    "mem",
+	    "cpus",	  "cpu_features", "console",	    "debug_exit",
+	    "pit",	  "transport",	  "disks",	    "nets",
+	    "vsock",	  "rng",	  "virtio_console", "virtio_mmio_cmdline",
+	    "mem_shared", "cpu_model"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -412,6 +413,7 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if ((r = read_str(j, "kernel", &c->kernel, err)) < 0 ||
 	    (r = read_str(j, "initrd", &c->initrd, err)) < 0 ||
 	    (r = read_str(j, "cmdline", &c->cmdline, err)) < 0 ||
+	    (r = read_str(j, "cpu_model", &c->cpu_model, err)) < 0 ||
 	    (r = read_str(j, "cpu_features", &c->cpu_features, err)) < 0)
 		goto fail;
 	struct kap_json *mem = kap_json_get(j, "mem");

@@ -283,7 +283,7 @@ static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *
 		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
 				       ncpus, KAP_MAX_VCPUS);
 	int r;
-	if ((r = kap_x86_cpuid_check_features(c->cpu_features, err)) < 0 ||
+	if ((r = kap_x86_cpuid_check_features(c->cpu_model, c->cpu_features, err)) < 0 ||
 	    (r = check_devices(c, err)) < 0 ||
 	    (r = map_file("kernel", c->kernel, &in->kernel, err)) < 0)
 		return r;
@@ -572,8 +572,8 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 	unsigned int caps = KAP_CPUID_CAP_X2APIC;
 	if (ioctl(vm->kvm.fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
 		caps |= KAP_CPUID_CAP_TSC_DEADLINE;
-	int r = kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_features, vm->ncpus, caps,
-				    &vm->cpuid, err);
+	int r = kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_model, vm->cfg->cpu_features,
+				    vm->ncpus, caps, &vm->cpuid, err);
 	if (r < 0)
 		return r;
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
