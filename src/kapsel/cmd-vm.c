@@ -33,6 +33,8 @@ static const char run_usage[] =
     "  --cpu-features LIST     CPUID features to mask or require: -xsave,-avx,+x2apic\n"
     "  --console WHERE         stdio (default; Ctrl-A x quits), file:PATH or none\n"
     "  --no-debug-exit         remove the debug-exit port\n"
+    "  --acpi reduced|full     hardware-reduced ACPI (default) or a full FADT with FACS,\n"
+    "                          PM1a blocks and a PM timer at port 0x608\n"
     "  --no-pit                no i8254 PIT (Linux on kapsel's ACPI does not use it)\n"
     "  --disk PATH[,ro][,serial=S][,cache=none|writeback][,format=F][,id=ID]\n"
     "                          a virtio-blk disk; repeatable. format=raw (the default: a\n"
@@ -65,6 +67,7 @@ enum {
 	OPT_CPUS,
 	OPT_CPU_FEATURES,
 	OPT_CPU_MODEL,
+	OPT_ACPI,
 	OPT_CONSOLE,
 	OPT_NO_DEBUG_EXIT,
 	OPT_NO_PIT,
@@ -102,6 +105,7 @@ static const struct option run_options[] = {
     {"cpus", required_argument, NULL, OPT_CPUS},
     {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
     {"cpu-model", required_argument, NULL, OPT_CPU_MODEL},
+    {"acpi", required_argument, NULL, OPT_ACPI},
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
     {"no-pit", no_argument, NULL, OPT_NO_PIT},
@@ -124,7 +128,8 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 {
 	struct kapsel_vm_config cfg = {0}, cli = {0};
 	struct kapsel_error *err = NULL;
-	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL;
+	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL,
+		   *acpi = NULL;
 	bool no_debug_exit = false, no_pit = false, mem_shared = false;
 	int c, rc = 1;
 	/*
@@ -199,6 +204,9 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_VIRTIO_MMIO_CMDLINE:
 			cli.virtio_mmio_cmdline = true;
+			break;
+		case OPT_ACPI:
+			acpi = optarg;
 			break;
 		case OPT_TRANSPORT:
 			transport = optarg;
@@ -300,6 +308,10 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		cfg.no_pit = true;
 	if (mem_shared)
 		cfg.mem_shared = true;
+	if (acpi && kapsel_vm_parse_acpi(acpi, &cfg) < 0) {
+		rc = cli_fail("vm run: --acpi: expected reduced or full, got \"%s\"", acpi);
+		goto out;
+	}
 	if (transport && kapsel_vm_parse_transport(transport, &cfg) < 0) {
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;

@@ -224,3 +224,59 @@ def test_model_feature_needing_what_model_lacks_is_refused():
     assert (err == "kapsel: --cpu-features: +avx512vl needs avx512f, which the CPU model or "
                    "the list leaves out"
             or err == "kapsel: --cpu-features: avx512vl is not supported by this host's KVM"), err
+
+
+# ---- --acpi full: FADT with FACS, PM1a blocks, the PM timer at 0x608, S5 via PM1a_CNT ----
+
+def test_acpi_full_fadt_pm_timer_and_poweroff():
+    r = vm("--kernel", MULTIBOOT, "--cmdline", "test=acpifull", "--acpi", "full")
+    # Power-off through PM1a_CNT is a clean exit (status 0), not the guest's fail().
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "fadt: pm1a_evt 0x60c pm1a_cnt 0x604 pm_tmr 0x608 sci 9 facs ok" in r.stdout
+    assert "powering off through PM1a_CNT" in r.stdout
+    rate = int(r.stdout.split("pmtimer: ")[1].split()[0])
+    # 3.579545 MHz over one RTC second, read through port exits on a loaded host: within 5%.
+    assert 3400000 <= rate <= 3760000, f"PM timer counted {rate} ticks in one RTC second"
+
+
+def test_acpi_full_from_config_file(tmp_path):
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"kernel": MULTIBOOT, "cmdline": "test=acpifull",
+                               "acpi": "full"}))
+    r = vm("--config", str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "facs ok" in r.stdout
+
+
+def test_acpi_reduced_is_the_default_and_explicit():
+    for args in ([], ["--acpi", "reduced"]):
+        r = vm("--kernel", MULTIBOOT, "--cmdline", "test=acpi", *args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "sleep control 0x608, S5 5" in r.stdout
+
+
+def test_acpi_full_guest_rejects_reduced_tables():
+    """The reduced-mode guest finds no hardware-reduced FADT under --acpi full."""
+    r = vm("--kernel", MULTIBOOT, "--cmdline", "test=acpifull", "--acpi", "reduced")
+    assert r.returncode != 0
+    assert "FADT is hardware-reduced" in r.stdout + r.stderr
+
+
+def test_acpi_full_guest_under_reduced_tables_fails():
+    r = vm("--kernel", MULTIBOOT, "--cmdline", "test=acpi", "--acpi", "full")
+    assert r.returncode != 0
+    assert "FADT is not hardware-reduced" in r.stdout + r.stderr
+
+
+def test_acpi_bad_value_is_one_line():
+    r = vm("--kernel", MULTIBOOT, "--acpi", "s3")
+    assert r.returncode == 1
+    assert r.stderr.strip() == 'kapsel: vm run: --acpi: expected reduced or full, got "s3"'
+
+
+def test_acpi_bad_value_in_config_file(tmp_path):
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"kernel": MULTIBOOT, "acpi": "legacy"}))
+    r = vm("--config", str(cfg))
+    assert r.returncode == 1
+    assert "acpi: expected reduced or full" in r.stderr and "\n" not in r.stderr.strip()

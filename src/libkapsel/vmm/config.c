@@ -314,6 +314,17 @@ API int kapsel_vm_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+API int kapsel_vm_parse_acpi(const char *s, struct kapsel_vm_config *c)
+{
+	if (!strcmp(s, "reduced"))
+		c->acpi_full = false;
+	else if (!strcmp(s, "full"))
+		c->acpi_full = true;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 API int kapsel_vm_parse_transport(const char *s, struct kapsel_vm_config *c)
 {
 	if (!strcmp(s, "pci"))
@@ -388,18 +399,31 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 {
 	cleanup_json struct kap_json *j = NULL;
 	/* Declared before the first goto: cleanup variables must not be jumped over. */
-	cleanup_free char *console = NULL, *transport = NULL, *vsock = NULL;
+	cleanup_free char *console = NULL, *transport = NULL, *vsock = NULL, *acpi = NULL;
 	int r = kap_json_parse_file(path, &j, err);
 	if (r < 0)
 		return r;
 	if (kap_json_type(j) != KAP_JSON_OBJECT)
 		return kap_error_plain(err, EINVAL, "%s: expected a JSON object", path);
-	static const char *const known[] = {
-	    "kernel",	  "initrd",	  "cmdline",	    "mem",
-	    "cpus",	  "cpu_features", "console",	    "debug_exit",
-	    "pit",	  "transport",	  "disks",	    "nets",
-	    "vsock",	  "rng",	  "virtio_console", "virtio_mmio_cmdline",
-	    "mem_shared", "cpu_model"};
+	static const char *const known[] = {"kernel",
+					    "initrd",
+					    "cmdline",
+					    "mem",
+					    "cpus",
+					    "cpu_features",
+					    "console",
+					    "debug_exit",
+					    "pit",
+					    "transport",
+					    "disks",
+					    "nets",
+					    "vsock",
+					    "rng",
+					    "virtio_console",
+					    "virtio_mmio_cmdline",
+					    "mem_shared",
+					    "cpu_model",
+					    "acpi"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -454,6 +478,13 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if ((r = kap_json_read_bool(j, "", "pit", &pit, err)) < 0)
 		goto fail;
 	c->no_pit = !pit;
+	if ((r = kap_json_read_string(j, "", "acpi", &acpi, err)) < 0)
+		goto fail;
+	if (acpi && kapsel_vm_parse_acpi(acpi, c) < 0) {
+		r = kap_error_plain(err, EINVAL, "acpi: expected reduced or full, got \"%s\"",
+				    acpi);
+		goto fail;
+	}
 	if ((r = kap_json_read_string(j, "", "transport", &transport, err)) < 0)
 		goto fail;
 	if (transport && kapsel_vm_parse_transport(transport, c) < 0) {
