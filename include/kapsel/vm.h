@@ -80,10 +80,13 @@ struct kapsel_vm_config {
 	 */
 	bool mem_shared;
 	unsigned int cpus;  /* 1 when 0 */
+	char *cpu_model;    /* "host" (NULL), "max", "x86-64-v2", ...: a named feature set */
 	char *cpu_features; /* "-xsave,-avx,+x2apic": CPUID bits to mask or keep */
 	enum kapsel_vm_console console;
 	char *console_path;
 	bool no_debug_exit;
+	/* --acpi full: a full FADT with FACS, PM1a blocks and a PM timer (docs/vm.md, ACPI) */
+	bool acpi_full;
 	/*
 	 * No in-kernel i8254 PIT (QEMU microvm's pit=off). Linux on kapsel's hardware-reduced
 	 * ACPI never uses it; its teardown is the largest part of a short VM's exit time.
@@ -123,10 +126,11 @@ void kapsel_vm_config_clear(struct kapsel_vm_config *c);
 
 /*
  * Reads a vm.json ({"kernel", "initrd", "cmdline", "mem": "256M" or bytes, "cpus",
- * "cpu_features", "console": "stdio|file:PATH|none", "debug_exit": bool, "pit": bool,
- * "transport": "pci|mmio", "disks": ["--disk syntax", ...], "nets": ["--net syntax", ...],
- * "vsock": "--vsock syntax", "rng", "virtio_console", "virtio_mmio_cmdline": bool}) into c,
- * replacing the fields it names and adding its devices. Errors name the JSON path.
+ * "cpu_model", "cpu_features", "acpi": "reduced|full", "console": "stdio|file:PATH|none",
+ * "debug_exit": bool, "pit": bool, "transport": "pci|mmio", "disks": ["--disk syntax", ...],
+ * "nets": ["--net syntax", ...], "vsock": "--vsock syntax", "rng", "virtio_console",
+ * "virtio_mmio_cmdline": bool}) into c, replacing the fields it names and adding its devices.
+ * Errors name the JSON path.
  */
 int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c, struct kapsel_error **err);
 
@@ -145,6 +149,8 @@ int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct kapse
 int kapsel_vm_parse_net(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
 /* "cid=N,socket=PATH" (N >= 3) into c->vsock_cid / c->vsock_path; one vsock per VM. */
 int kapsel_vm_parse_vsock(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
+/* "reduced" or "full" into c->acpi_full. -EINVAL when unknown. */
+int kapsel_vm_parse_acpi(const char *s, struct kapsel_vm_config *c);
 /* "pci" or "mmio" into c->transport. -EINVAL when unknown. */
 int kapsel_vm_parse_transport(const char *s, struct kapsel_vm_config *c);
 /* "stdio", "none", "file:PATH" into c->console / c->console_path. -EINVAL when unknown. */

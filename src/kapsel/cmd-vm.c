@@ -28,9 +28,13 @@ static const char run_usage[] =
     "  --mem-shared            guest RAM in a shareable memfd (default: anonymous memory\n"
     "                          on transparent huge pages)\n"
     "  --cpus N                vCPUs (default 1)\n"
+    "  --cpu-model NAME        a named CPUID feature set, applied before --cpu-features:\n"
+    "                          host (default), max, x86-64-v1..v4, Skylake-Client, EPYC\n"
     "  --cpu-features LIST     CPUID features to mask or require: -xsave,-avx,+x2apic\n"
     "  --console WHERE         stdio (default; Ctrl-A x quits), file:PATH or none\n"
     "  --no-debug-exit         remove the debug-exit port\n"
+    "  --acpi reduced|full     hardware-reduced ACPI (default) or a full FADT with FACS,\n"
+    "                          PM1a blocks and a PM timer at port 0x608\n"
     "  --no-pit                no i8254 PIT (Linux on kapsel's ACPI does not use it)\n"
     "  --disk PATH[,ro][,serial=S][,cache=none|writeback][,format=F][,id=ID]\n"
     "                          a virtio-blk disk; repeatable. format=raw (the default: a\n"
@@ -62,6 +66,8 @@ enum {
 	OPT_MEM,
 	OPT_CPUS,
 	OPT_CPU_FEATURES,
+	OPT_CPU_MODEL,
+	OPT_ACPI,
 	OPT_CONSOLE,
 	OPT_NO_DEBUG_EXIT,
 	OPT_NO_PIT,
@@ -99,6 +105,8 @@ static const struct option run_options[] = {
     {"mem", required_argument, NULL, OPT_MEM},
     {"cpus", required_argument, NULL, OPT_CPUS},
     {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
+    {"cpu-model", required_argument, NULL, OPT_CPU_MODEL},
+    {"acpi", required_argument, NULL, OPT_ACPI},
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
     {"no-pit", no_argument, NULL, OPT_NO_PIT},
@@ -121,7 +129,8 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 {
 	struct kapsel_vm_config cfg = {0}, cli = {0};
 	struct kapsel_error *err = NULL;
-	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL;
+	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL,
+		   *acpi = NULL;
 	bool no_debug_exit = false, no_pit = false, mem_shared = false;
 	int c, rc = 1;
 	/*
@@ -148,6 +157,9 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_CPU_FEATURES:
 			bad = set_str(&cli.cpu_features, optarg);
+			break;
+		case OPT_CPU_MODEL:
+			bad = set_str(&cli.cpu_model, optarg);
 			break;
 		case OPT_MEM:
 			mem = optarg;
@@ -193,6 +205,9 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_VIRTIO_MMIO_CMDLINE:
 			cli.virtio_mmio_cmdline = true;
+			break;
+		case OPT_ACPI:
+			acpi = optarg;
 			break;
 		case OPT_TRANSPORT:
 			transport = optarg;
@@ -244,6 +259,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	TAKE(kernel);
 	TAKE(initrd);
 	TAKE(cmdline);
+	TAKE(cpu_model);
 	TAKE(cpu_features);
 	TAKE(name);
 	TAKE(api_sock);
@@ -293,6 +309,10 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		cfg.no_pit = true;
 	if (mem_shared)
 		cfg.mem_shared = true;
+	if (acpi && kapsel_vm_parse_acpi(acpi, &cfg) < 0) {
+		rc = cli_fail("vm run: --acpi: expected reduced or full, got \"%s\"", acpi);
+		goto out;
+	}
 	if (transport && kapsel_vm_parse_transport(transport, &cfg) < 0) {
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;

@@ -32,6 +32,9 @@
  *             "clock -" when the hypervisor offers no kvmclock
  *   fwcfg     QEMU's fw_cfg ("cpus=N mem=MiB", "initrd=BYTES"): see fwcfg.h
  *   touch     writes to 32 MiB of RAM, says "touched", spins (huge-page backing)
+ *   cpuid     prints the feature registers ("cpuid L.S R=HEX" lines) for --cpu-model tests
+ *   acpifull  --acpi full: the FADT's FACS, PM1a and PM timer fields, the timer's rate against
+ *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
  */
 #include "acpi.h"
 #include "guest.h"
@@ -757,6 +760,137 @@ static void __attribute__((noreturn)) test_count(void)
 	}
 }
 
+/*
+ * The CPUID feature registers, one "cpuid LEAF.SUB REG=HEX" line each: leaf 1 ECX/EDX, 7.0
+ * EBX/ECX/EDX, 7.1 EAX, 0xd.0 EAX, 0xd.1 EAX, 0x80000001 ECX/EDX. A leaf above the maximum
+ * basic or extended leaf prints as 0.
+ */
+static void cpuid_line(uint32_t leaf, uint32_t sub, const char *reg, int which)
+{
+	uint32_t r[4], max;
+	__asm__ volatile("cpuid"
+			 : "=a"(max), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+			 : "a"(leaf & 0x80000000u), "c"(0));
+	__asm__ volatile("cpuid"
+			 : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+			 : "a"(leaf), "c"(sub));
+	puts_("cpuid ");
+	putx(leaf);
+	putc_('.');
+	putu(sub);
+	putc_(' ');
+	puts_(reg);
+	putc_('=');
+	putx(leaf > max ? 0 : r[which]);
+	putc_('\n');
+}
+
+static void test_cpuid(void)
+{
+	cpuid_line(1, 0, "ecx", 2);
+	cpuid_line(1, 0, "edx", 3);
+	cpuid_line(7, 0, "ebx", 1);
+	cpuid_line(7, 0, "ecx", 2);
+	cpuid_line(7, 0, "edx", 3);
+	cpuid_line(7, 1, "eax", 0);
+	cpuid_line(0xd, 0, "eax", 0);
+	cpuid_line(0xd, 1, "eax", 0);
+	cpuid_line(0x80000001, 0, "ecx", 2);
+	cpuid_line(0x80000001, 0, "edx", 3);
+	pass();
+}
+
+static inline void outw_(uint16_t port, uint16_t v)
+{
+	__asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline uint16_t inw_(uint16_t port)
+{
+	uint16_t v;
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+/* The FADT through RSDP and XSDT, checksums checked; 0 when absent. */
+static const uint8_t *find_fadt(void)
+{
+	for (uint32_t p = 0xe0000; p < 0x100000; p += 16) {
+		if (memcmp_(phys(p), "RSD PTR ", 8) || !acpi_sum_ok(phys(p), 36))
+			continue;
+		const uint8_t *xsdt = phys(rd64(phys(p) + 24));
+		for (uint32_t off = 36; off < rd32(xsdt + 4); off += 8) {
+			const uint8_t *t = phys(rd64(xsdt + off));
+			if (!memcmp_(t, "FACP", 4) && acpi_sum_ok(t, rd32(t + 4)))
+				return t;
+		}
+	}
+	return 0;
+}
+
+/* Waits for the RTC's seconds register to change (the start of a second). */
+static void rtc_edge(void)
+{
+	uint8_t s = cmos(0);
+	while (cmos(0) == s)
+		;
+}
+
+/*
+ * --acpi full (ACPI 6.4 §5.2.9, §5.2.10, §4.8.3): not hardware-reduced, a FACS, PM1a event
+ * and control blocks, a 32-bit PM timer (block and X_ generic address agree); SCI_EN set; the
+ * timer's ticks over one RTC second ("pmtimer: N ticks/s"); power-off through PM1a_CNT.
+ */
+static void test_acpifull(void)
+{
+	const uint8_t *f = find_fadt();
+	CHECK(f, "acpi: no FADT");
+	uint32_t flags = rd32(f + 112);
+	CHECK(!(flags & (1u << 20)), "acpi: FADT is hardware-reduced");
+	CHECK(flags & (1u << 8), "acpi: no TMR_VAL_EXT (32-bit timer)");
+	uint64_t facs_a = rd64(f + 132);
+	CHECK(facs_a && facs_a == rd32(f + 36), "acpi: FIRMWARE_CTRL and X_FIRMWARE_CTRL differ");
+	const uint8_t *facs = phys(facs_a);
+	CHECK(!(facs_a & 63) && !memcmp_(facs, "FACS", 4) && rd32(facs + 4) >= 64,
+	      "acpi: FACS signature, length or alignment");
+	uint32_t evt = rd32(f + 56), cnt = rd32(f + 64), tmr = rd32(f + 76);
+	CHECK(evt && cnt && tmr, "acpi: a PM1a or PM timer block is 0");
+	CHECK(f[88] == 4 && f[89] == 2 && f[91] == 4, "acpi: PM1_EVT/CNT/TMR lengths");
+	CHECK(f[148] == 1 && rd64(f + 152) == evt && f[172] == 1 && rd64(f + 176) == cnt &&
+		  f[208] == 1 && rd64(f + 212) == tmr && f[209] == 32,
+	      "acpi: X_PM1a_EVT/X_PM1a_CNT/X_PM_TMR disagree with the 32-bit blocks");
+	struct acpi_info a;
+	puts_("fadt: pm1a_evt ");
+	putx(evt);
+	puts_(" pm1a_cnt ");
+	putx(cnt);
+	puts_(" pm_tmr ");
+	putx(tmr);
+	puts_(" sci ");
+	putu(rd32(f + 46) & 0xffff);
+	puts_(" facs ok\n");
+	CHECK(inw_((uint16_t)cnt) & 1, "acpi: SCI_EN is clear (not in ACPI mode)");
+	uint32_t t1 = inl((uint16_t)tmr);
+	uint32_t t2 = inl((uint16_t)tmr);
+	CHECK(t2 != t1 || inl((uint16_t)tmr) != t1, "pmtimer: does not advance");
+	rtc_edge();
+	uint32_t s0 = inl((uint16_t)tmr);
+	rtc_edge();
+	uint32_t s1 = inl((uint16_t)tmr);
+	puts_("pmtimer: ");
+	putu(s1 - s0);
+	puts_(" ticks/s\n");
+	/* \_S5 from the DSDT, as the OS takes it. */
+	const uint8_t *dsdt = phys(rd64(f + 140));
+	a.s5 = 0xff;
+	for (uint32_t i = 36; i + 8 < rd32(dsdt + 4); i++)
+		if (!memcmp_(dsdt + i, "_S5_", 4) && dsdt[i + 4] == 0x12 && dsdt[i + 7] == 0x0a)
+			a.s5 = dsdt[i + 8];
+	CHECK(a.s5 != 0xff, "acpi: no \\_S5 package in the DSDT");
+	puts_("powering off through PM1a_CNT\n");
+	outw_((uint16_t)cnt, (uint16_t)((a.s5 << 10) | (1u << 13) | 1u));
+	fail("still running after PM1a_CNT power-off");
+}
+
 void guest_main(uint32_t magic, const struct mb_info *mb);
 void guest_main(uint32_t magic, const struct mb_info *mb)
 {
@@ -844,6 +978,10 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_fwcfg(cmdline);
 	if (streq(test, "touch"))
 		test_touch();
+	if (streq(test, "cpuid"))
+		test_cpuid();
+	if (streq(test, "acpifull"))
+		test_acpifull();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

@@ -17,6 +17,7 @@ API void kapsel_vm_config_clear(struct kapsel_vm_config *c)
 	free(c->kernel);
 	free(c->initrd);
 	free(c->cmdline);
+	free(c->cpu_model);
 	free(c->cpu_features);
 	free(c->console_path);
 	for (unsigned int i = 0; i < c->ndisks; i++) {
@@ -315,6 +316,17 @@ API int kapsel_vm_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+API int kapsel_vm_parse_acpi(const char *s, struct kapsel_vm_config *c)
+{
+	if (!strcmp(s, "reduced"))
+		c->acpi_full = false;
+	else if (!strcmp(s, "full"))
+		c->acpi_full = true;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 API int kapsel_vm_parse_transport(const char *s, struct kapsel_vm_config *c)
 {
 	if (!strcmp(s, "pci"))
@@ -389,18 +401,31 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 {
 	cleanup_json struct kap_json *j = NULL;
 	/* Declared before the first goto: cleanup variables must not be jumped over. */
-	cleanup_free char *console = NULL, *transport = NULL, *vsock = NULL;
+	cleanup_free char *console = NULL, *transport = NULL, *vsock = NULL, *acpi = NULL;
 	int r = kap_json_parse_file(path, &j, err);
 	if (r < 0)
 		return r;
 	if (kap_json_type(j) != KAP_JSON_OBJECT)
 		return kap_error_plain(err, EINVAL, "%s: expected a JSON object", path);
-	static const char *const known[] = {
-	    "kernel",	 "initrd",	 "cmdline",	   "mem",
-	    "cpus",	 "cpu_features", "console",	   "debug_exit",
-	    "pit",	 "transport",	 "disks",	   "nets",
-	    "vsock",	 "rng",		 "virtio_console", "virtio_mmio_cmdline",
-	    "mem_shared"};
+	static const char *const known[] = {"kernel",
+					    "initrd",
+					    "cmdline",
+					    "mem",
+					    "cpus",
+					    "cpu_features",
+					    "console",
+					    "debug_exit",
+					    "pit",
+					    "transport",
+					    "disks",
+					    "nets",
+					    "vsock",
+					    "rng",
+					    "virtio_console",
+					    "virtio_mmio_cmdline",
+					    "mem_shared",
+					    "cpu_model",
+					    "acpi"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -414,6 +439,7 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if ((r = read_str(j, "kernel", &c->kernel, err)) < 0 ||
 	    (r = read_str(j, "initrd", &c->initrd, err)) < 0 ||
 	    (r = read_str(j, "cmdline", &c->cmdline, err)) < 0 ||
+	    (r = read_str(j, "cpu_model", &c->cpu_model, err)) < 0 ||
 	    (r = read_str(j, "cpu_features", &c->cpu_features, err)) < 0)
 		goto fail;
 	struct kap_json *mem = kap_json_get(j, "mem");
@@ -454,6 +480,13 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if ((r = kap_json_read_bool(j, "", "pit", &pit, err)) < 0)
 		goto fail;
 	c->no_pit = !pit;
+	if ((r = kap_json_read_string(j, "", "acpi", &acpi, err)) < 0)
+		goto fail;
+	if (acpi && kapsel_vm_parse_acpi(acpi, c) < 0) {
+		r = kap_error_plain(err, EINVAL, "acpi: expected reduced or full, got \"%s\"",
+				    acpi);
+		goto fail;
+	}
 	if ((r = kap_json_read_string(j, "", "transport", &transport, err)) < 0)
 		goto fail;
 	if (transport && kapsel_vm_parse_transport(transport, c) < 0) {

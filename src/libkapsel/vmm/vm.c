@@ -285,7 +285,7 @@ static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *
 		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
 				       ncpus, KAP_MAX_VCPUS);
 	int r;
-	if ((r = kap_x86_cpuid_check_features(c->cpu_features, err)) < 0 ||
+	if ((r = kap_x86_cpuid_check_features(c->cpu_model, c->cpu_features, err)) < 0 ||
 	    (r = check_devices(c, err)) < 0 ||
 	    (boot && (r = map_file("kernel", c->kernel, &in->kernel, err)) < 0))
 		return r;
@@ -330,6 +330,11 @@ static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
 	    .lapic_addr = KAP_LAPIC_ADDR,
 	    .sleep_control_port = KAP_ACPI_SLEEP_CONTROL_PORT,
 	    .sleep_status_port = KAP_ACPI_SLEEP_STATUS_PORT,
+	    .full = vm->cfg->acpi_full,
+	    .pm1a_evt_port = KAP_ACPI_PM1A_EVT_PORT,
+	    .pm1a_cnt_port = KAP_ACPI_PM1A_CNT_PORT,
+	    .pm_tmr_port = KAP_ACPI_PM_TMR_PORT,
+	    .sci_irq = KAP_ACPI_SCI_IRQ,
 	    .s5_slp_typ = KAP_ACPI_S5_SLP_TYP,
 	    .reset_port = KAP_I8042_COMMAND,
 	    .reset_value = 0xfe,
@@ -356,7 +361,7 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 	vm->i8042 = kap_i8042_new(vm);
 	vm->rtc = kap_rtc_new(vm);
 	vm->hypercall = kap_hypercall_new(vm);
-	vm->acpi_pm = kap_acpi_pm_new(vm);
+	vm->acpi_pm = kap_acpi_pm_new(vm, vm->cfg->acpi_full);
 	if (!vm->cfg->no_debug_exit)
 		vm->debug_exit = kap_debug_exit_new(vm);
 	if (!vm->serial || !vm->i8042 || !vm->rtc || !vm->hypercall || !vm->acpi_pm ||
@@ -370,8 +375,10 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 	    (r = kap_bus_register(&vm->pio, KAP_RTC_PORT, 2, &kap_rtc_ops, vm->rtc, err)) < 0 ||
 	    (r = kap_bus_register(&vm->pio, KAP_HYPERCALL_PORT, 4, &kap_hypercall_ops,
 				  vm->hypercall, err)) < 0 ||
-	    (r = kap_bus_register(&vm->pio, KAP_ACPI_SLEEP_CONTROL_PORT, 2, &kap_acpi_pm_ops,
-				  vm->acpi_pm, err)) < 0 ||
+	    (r = kap_bus_register(
+		 &vm->pio, vm->cfg->acpi_full ? KAP_ACPI_PM_BASE : KAP_ACPI_SLEEP_CONTROL_PORT,
+		 vm->cfg->acpi_full ? KAP_ACPI_PM_LEN : 2, &kap_acpi_pm_ops, vm->acpi_pm, err)) <
+		0 ||
 	    (r = kap_bus_register(&vm->pio, KAP_POST_PORT, 1, &kap_post_ops, NULL, err)) < 0 ||
 	    (r = kap_bus_register(&vm->pio, KAP_PVPANIC_PORT, 1, &kap_pvpanic_ops, vm, err)) < 0)
 		return r;
@@ -574,8 +581,8 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 	unsigned int caps = KAP_CPUID_CAP_X2APIC;
 	if (ioctl(vm->kvm.fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
 		caps |= KAP_CPUID_CAP_TSC_DEADLINE;
-	int r = kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_features, vm->ncpus, caps,
-				    &vm->cpuid, err);
+	int r = kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_model, vm->cfg->cpu_features,
+				    vm->ncpus, caps, &vm->cpuid, err);
 	if (r < 0)
 		return r;
 	for (unsigned int i = 0; i < vm->ncpus; i++) {

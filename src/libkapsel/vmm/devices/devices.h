@@ -50,9 +50,16 @@ struct kap_hypercall *kap_hypercall_new(struct kap_vm *vm);
 #define KAP_ACPI_SLEEP_CONTROL_PORT 0x0608
 #define KAP_ACPI_SLEEP_STATUS_PORT  0x0609
 #define KAP_ACPI_S5_SLP_TYP	    5
+/* --acpi full: PM1a control, PM timer, PM1a event at 0x604-0x60f (acpi-pm.c); SCI IRQ 9. */
+#define KAP_ACPI_PM_BASE       0x0604
+#define KAP_ACPI_PM_LEN	       12
+#define KAP_ACPI_PM1A_CNT_PORT 0x0604
+#define KAP_ACPI_PM_TMR_PORT   0x0608
+#define KAP_ACPI_PM1A_EVT_PORT 0x060c
+#define KAP_ACPI_SCI_IRQ       9
 struct kap_acpi_pm;
 extern const struct kap_dev_ops kap_acpi_pm_ops;
-struct kap_acpi_pm *kap_acpi_pm_new(struct kap_vm *vm);
+struct kap_acpi_pm *kap_acpi_pm_new(struct kap_vm *vm, bool full);
 
 /* pvpanic (pvpanic.c) at QEMU's port; the device is the struct kap_vm itself. */
 #define KAP_PVPANIC_PORT 0x505

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * ACPI table builder (ACPI 6.4). Hardware-reduced (§4.1): no PM1/GPE blocks and no SCI, so the
- * FADT names the sleep control/status registers for S5 and a reset register, and the DSDT is
- * plain AML with a \_S5 package. The MADT lists one enabled LAPIC per vCPU (Linux counts CPUs
- * from it), the IOAPIC, the ISA IRQ0 -> GSI2 override every PC has, and LINT1 as NMI.
+ * ACPI table builder (ACPI 6.4). Hardware-reduced (§4.1) by default: no PM1/GPE blocks and no
+ * SCI, so the FADT names the sleep control/status registers for S5 and a reset register, and
+ * the DSDT is plain AML with a \_S5 package. Full (--acpi full): a FACS and the fixed hardware
+ * (PM1a event and control blocks, PM timer) instead of the sleep registers; the same DSDT. The MADT
+ * lists one enabled LAPIC per vCPU (Linux counts CPUs from it), the IOAPIC, the ISA IRQ0 -> GSI2
+ * override every PC has, and LINT1 as NMI.
  */
 #include <errno.h>
 #include <string.h>
@@ -371,7 +373,57 @@ static size_t build_madt(uint8_t *p, size_t cap, const struct kap_acpi_config *c
 	return len;
 }
 
-static size_t build_fadt(uint8_t *p, size_t cap, const struct kap_acpi_config *cfg, uint64_t dsdt)
+/* A System I/O generic address of width bits at port (§5.2.3.2); access size by width. */
+static void gas_io(uint8_t *p, uint16_t port, uint8_t width)
+{
+	gas_io8(p, port);
+	p[1] = width;
+	p[3] = width == 32 ? 3 : width == 16 ? 2 : 1;
+}
+
+/*
+ * The fixed-hardware part of a full FADT (§5.2.9, table 5.9): PM1a event (status + enable,
+ * 4 bytes), PM1a control (2 bytes) and the 32-bit PM timer (TMR_VAL_EXT), both as the 32-bit
+ * block fields and the X_ generic addresses; SCI_INT; no C2/C3 (latencies above 100 and
+ * 1000 us mean "not supported"); no SMI_CMD, so the OS finds the machine in ACPI mode.
+ */
+static void fadt_fixed_hw(uint8_t *p, const struct kap_acpi_config *cfg, uint64_t facs)
+{
+	uint32_t facs32 = (uint32_t)facs;
+	memcpy(p + KAP_FADT_FIRMWARE_CTRL, &facs32, 4);
+	memcpy(p + KAP_FADT_X_FIRMWARE_CTRL, &facs, 8);
+	uint16_t sci = cfg->sci_irq;
+	memcpy(p + KAP_FADT_SCI_INT, &sci, 2);
+	uint32_t evt = cfg->pm1a_evt_port, cnt = cfg->pm1a_cnt_port, tmr = cfg->pm_tmr_port;
+	memcpy(p + KAP_FADT_PM1A_EVT_BLK, &evt, 4);
+	memcpy(p + KAP_FADT_PM1A_CNT_BLK, &cnt, 4);
+	memcpy(p + KAP_FADT_PM_TMR_BLK, &tmr, 4);
+	p[KAP_FADT_PM1_EVT_LEN] = 4;
+	p[KAP_FADT_PM1_CNT_LEN] = 2;
+	p[KAP_FADT_PM_TMR_LEN] = 4;
+	uint16_t c2 = 101, c3 = 1001;
+	memcpy(p + KAP_FADT_P_LVL2_LAT, &c2, 2);
+	memcpy(p + KAP_FADT_P_LVL3_LAT, &c3, 2);
+	gas_io(p + KAP_FADT_X_PM1A_EVT_BLK, cfg->pm1a_evt_port, 32);
+	gas_io(p + KAP_FADT_X_PM1A_CNT_BLK, cfg->pm1a_cnt_port, 16);
+	gas_io(p + KAP_FADT_X_PM_TMR_BLK, cfg->pm_tmr_port, 32);
+}
+
+/*
+ * FACS (§5.2.10): no checksum; hardware signature 0 (the machine never changes under a
+ * sleeping guest), no waking vector until the OS writes one, no global lock users.
+ */
+static void build_facs(uint8_t *p)
+{
+	memset(p, 0, KAP_FACS_LENGTH);
+	memcpy(p, "FACS", 4);
+	uint32_t len = KAP_FACS_LENGTH;
+	memcpy(p + 4, &len, 4);
+	p[32] = 2; /* version */
+}
+
+static size_t build_fadt(uint8_t *p, size_t cap, const struct kap_acpi_config *cfg, uint64_t dsdt,
+			 uint64_t facs)
 {
 	if (cap < KAP_FADT_LENGTH)
 		return 0;
@@ -384,14 +436,18 @@ static size_t build_fadt(uint8_t *p, size_t cap, const struct kap_acpi_config *c
 	uint16_t boot_arch = (1u << 0) | (1u << 1) | (1u << 2);
 	memcpy(p + KAP_FADT_IAPC_BOOT_ARCH, &boot_arch, 2);
 	/* WBINVD works, power and sleep buttons are control methods (none), reset register. */
-	uint32_t flags =
-	    (1u << 0) | (1u << 4) | (1u << 5) | KAP_FADT_RESET_REG_SUP | KAP_FADT_HW_REDUCED;
+	uint32_t flags = (1u << 0) | (1u << 4) | (1u << 5) | KAP_FADT_RESET_REG_SUP |
+			 (cfg->full ? KAP_FADT_TMR_VAL_EXT : KAP_FADT_HW_REDUCED);
 	memcpy(p + KAP_FADT_FLAGS, &flags, 4);
 	gas_io8(p + KAP_FADT_RESET_REG, cfg->reset_port);
 	p[KAP_FADT_RESET_VALUE] = cfg->reset_value;
 	p[KAP_FADT_MINOR] = 4;
-	gas_io8(p + KAP_FADT_SLEEP_CONTROL, cfg->sleep_control_port);
-	gas_io8(p + KAP_FADT_SLEEP_STATUS, cfg->sleep_status_port);
+	if (cfg->full) {
+		fadt_fixed_hw(p, cfg, facs);
+	} else {
+		gas_io8(p + KAP_FADT_SLEEP_CONTROL, cfg->sleep_control_port);
+		gas_io8(p + KAP_FADT_SLEEP_STATUS, cfg->sleep_status_port);
+	}
 	memcpy(p + KAP_FADT_HYPERVISOR_ID, "KAPSELVM", 8);
 	header(p, "FACP", KAP_FADT_LENGTH, 6);
 	finish(p);
@@ -416,6 +472,12 @@ int kap_acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct kap_acp
 	off = ALIGN16(off + xsdt_len);
 	size_t fadt_off = off;
 	off = ALIGN16(off + KAP_FADT_LENGTH);
+	/* The FACS is 64-byte aligned (§5.2.10). */
+	size_t facs_off = 0;
+	if (cfg->full) {
+		facs_off = (off + 63) & ~(size_t)63;
+		off = facs_off + KAP_FACS_LENGTH;
+	}
 	if (off > size)
 		return kap_error_plain(err, ENOSPC, "ACPI: no room for the tables");
 	size_t madt_off = off;
@@ -433,7 +495,10 @@ int kap_acpi_build(uint8_t *buf, size_t size, uint64_t gpa, const struct kap_acp
 	if (ovf)
 		return kap_error_plain(err, ENOSPC, "ACPI: no room for the DSDT");
 	off += dsdt_len;
-	build_fadt(buf + fadt_off, KAP_FADT_LENGTH, cfg, gpa + dsdt_off);
+	if (cfg->full)
+		build_facs(buf + facs_off);
+	build_fadt(buf + fadt_off, KAP_FADT_LENGTH, cfg, gpa + dsdt_off,
+		   cfg->full ? gpa + facs_off : 0);
 
 	uint64_t ent[2] = {gpa + fadt_off, gpa + madt_off};
 	memcpy(buf + xsdt_off + 36, ent, sizeof(ent));

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ACPI tables generated at boot (ACPI 6.4): RSDP -> XSDT -> FADT (hardware-reduced, with the
- * sleep control/status registers) -> DSDT, and MADT. Linux without ACPI sees one CPU (Debian's
+ * sleep control/status registers; or full, with a FACS and the PM1a/PM timer blocks) -> DSDT,
+ * and MADT. Linux without ACPI sees one CPU (Debian's
  * kernels have no MP-table parser), and with it finds the UART, RTC, i8042 and, later,
  * virtio-mmio devices in the DSDT. Built into a caller's buffer: pure, unit-tested.
  */
@@ -27,6 +28,15 @@ struct kap_acpi_device {
 
 struct kap_acpi_config {
 	unsigned int ncpus;
+	/*
+	 * Full (not hardware-reduced) ACPI, --acpi full: a FACS, the PM1a event and control
+	 * blocks and the PM timer named by the FADT (fixed hardware, ACPI 6.4 §4.8.2), SCI on
+	 * ISA IRQ sci_irq, in ACPI mode from the start (no SMI_CMD). The sleep registers are
+	 * not named then.
+	 */
+	bool full;
+	uint16_t pm1a_evt_port, pm1a_cnt_port, pm_tmr_port;
+	uint8_t sci_irq;
 	uint64_t ioapic_addr, lapic_addr;
 	uint16_t sleep_control_port, sleep_status_port;
 	uint8_t s5_slp_typ;
@@ -71,20 +81,36 @@ struct kap_acpi_rsdp {
 } __attribute__((packed));
 
 /* FADT field offsets used by the builder and the tests (ACPI 6.4 table 5.9). */
-#define KAP_FADT_DSDT		40
-#define KAP_FADT_CENTURY	108
-#define KAP_FADT_IAPC_BOOT_ARCH 109
-#define KAP_FADT_FLAGS		112
-#define KAP_FADT_RESET_REG	116
-#define KAP_FADT_RESET_VALUE	128
-#define KAP_FADT_MINOR		131
-#define KAP_FADT_X_DSDT		140
-#define KAP_FADT_SLEEP_CONTROL	244
-#define KAP_FADT_SLEEP_STATUS	256
-#define KAP_FADT_HYPERVISOR_ID	268
-#define KAP_FADT_LENGTH		276
-#define KAP_FADT_HW_REDUCED	(1u << 20)
-#define KAP_FADT_RESET_REG_SUP	(1u << 10)
+#define KAP_FADT_FIRMWARE_CTRL	 36
+#define KAP_FADT_DSDT		 40
+#define KAP_FADT_SCI_INT	 46
+#define KAP_FADT_PM1A_EVT_BLK	 56
+#define KAP_FADT_PM1A_CNT_BLK	 64
+#define KAP_FADT_PM_TMR_BLK	 76
+#define KAP_FADT_PM1_EVT_LEN	 88
+#define KAP_FADT_PM1_CNT_LEN	 89
+#define KAP_FADT_PM_TMR_LEN	 91
+#define KAP_FADT_P_LVL2_LAT	 96
+#define KAP_FADT_P_LVL3_LAT	 98
+#define KAP_FADT_CENTURY	 108
+#define KAP_FADT_IAPC_BOOT_ARCH	 109
+#define KAP_FADT_FLAGS		 112
+#define KAP_FADT_RESET_REG	 116
+#define KAP_FADT_RESET_VALUE	 128
+#define KAP_FADT_MINOR		 131
+#define KAP_FADT_X_FIRMWARE_CTRL 132
+#define KAP_FADT_X_DSDT		 140
+#define KAP_FADT_X_PM1A_EVT_BLK	 148
+#define KAP_FADT_X_PM1A_CNT_BLK	 172
+#define KAP_FADT_X_PM_TMR_BLK	 208
+#define KAP_FADT_SLEEP_CONTROL	 244
+#define KAP_FADT_SLEEP_STATUS	 256
+#define KAP_FADT_HYPERVISOR_ID	 268
+#define KAP_FADT_LENGTH		 276
+#define KAP_FADT_HW_REDUCED	 (1u << 20)
+#define KAP_FADT_RESET_REG_SUP	 (1u << 10)
+#define KAP_FADT_TMR_VAL_EXT	 (1u << 8)
+#define KAP_FACS_LENGTH		 64
 
 /* 8-bit two's complement so the bytes sum to zero. */
 uint8_t kap_acpi_checksum(const void *buf, size_t len);

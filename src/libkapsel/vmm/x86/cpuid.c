@@ -30,15 +30,21 @@ struct feature {
 
 static const struct feature features[] = {
     {"fpu", 1, 0, EDX, 0, NULL},
+    {"de", 1, 0, EDX, 2, NULL},
+    {"pse", 1, 0, EDX, 3, NULL},
     {"tsc", 1, 0, EDX, 4, NULL},
     {"msr", 1, 0, EDX, 5, NULL},
     {"pae", 1, 0, EDX, 6, NULL},
+    {"mce", 1, 0, EDX, 7, NULL},
+    {"cx8", 1, 0, EDX, 8, NULL},
     {"apic", 1, 0, EDX, 9, NULL},
     {"sep", 1, 0, EDX, 11, NULL},
     {"mtrr", 1, 0, EDX, 12, NULL},
     {"pge", 1, 0, EDX, 13, NULL},
+    {"mca", 1, 0, EDX, 14, NULL},
     {"cmov", 1, 0, EDX, 15, NULL},
     {"pat", 1, 0, EDX, 16, NULL},
+    {"pse36", 1, 0, EDX, 17, NULL},
     {"clflush", 1, 0, EDX, 19, NULL},
     {"mmx", 1, 0, EDX, 23, NULL},
     {"fxsr", 1, 0, EDX, 24, NULL},
@@ -49,7 +55,11 @@ static const struct feature features[] = {
     {"ssse3", 1, 0, ECX, 9, "sse4_1"},
     {"fma", 1, 0, ECX, 12, NULL},
     {"cx16", 1, 0, ECX, 13, NULL},
-    {"pcid", 1, 0, ECX, 17, "invpcid"},
+    /*
+     * PCID and INVPCID are separate bits (SDM vol. 2A, CPUID; INVPCID): INVPCID works with
+     * CR4.PCIDE clear (types 2 and 3, and PCID 0), so either may be offered alone.
+     */
+    {"pcid", 1, 0, ECX, 17, NULL},
     {"sse4_1", 1, 0, ECX, 19, "sse4_2"},
     {"sse4_2", 1, 0, ECX, 20, "avx"},
     {"x2apic", 1, 0, ECX, 21, NULL},
@@ -72,13 +82,17 @@ static const struct feature features[] = {
     {"erms", 7, 0, EBX, 9, NULL},
     {"invpcid", 7, 0, EBX, 10, NULL},
     {"rtm", 7, 0, EBX, 11, NULL},
-    {"avx512f", 7, 0, EBX, 16, NULL},
+    {"avx512f", 7, 0, EBX, 16, "avx512dq,avx512cd,avx512bw,avx512vl"},
+    {"avx512dq", 7, 0, EBX, 17, NULL},
     {"rdseed", 7, 0, EBX, 18, NULL},
     {"adx", 7, 0, EBX, 19, NULL},
     {"smap", 7, 0, EBX, 20, NULL},
     {"clflushopt", 7, 0, EBX, 23, NULL},
     {"clwb", 7, 0, EBX, 24, NULL},
+    {"avx512cd", 7, 0, EBX, 28, NULL},
     {"sha", 7, 0, EBX, 29, NULL},
+    {"avx512bw", 7, 0, EBX, 30, NULL},
+    {"avx512vl", 7, 0, EBX, 31, NULL},
     {"umip", 7, 0, ECX, 2, NULL},
     {"pku", 7, 0, ECX, 3, NULL},
     {"la57", 7, 0, ECX, 16, NULL},
@@ -88,10 +102,15 @@ static const struct feature features[] = {
     {"xgetbv1", 0xd, 1, EAX, 2, NULL},
     {"xsaves", 0xd, 1, EAX, 3, NULL},
     {"lahf_lm", 0x80000001, 0, ECX, 0, NULL},
+    {"cr8legacy", 0x80000001, 0, ECX, 4, NULL},
     {"abm", 0x80000001, 0, ECX, 5, NULL},
+    {"sse4a", 0x80000001, 0, ECX, 6, NULL},
+    {"misalignsse", 0x80000001, 0, ECX, 7, NULL},
     {"prefetchw", 0x80000001, 0, ECX, 8, NULL},
     {"syscall", 0x80000001, 0, EDX, 11, NULL},
     {"nx", 0x80000001, 0, EDX, 20, NULL},
+    {"mmxext", 0x80000001, 0, EDX, 22, NULL},
+    {"fxsr-opt", 0x80000001, 0, EDX, 25, NULL},
     {"pdpe1gb", 0x80000001, 0, EDX, 26, NULL},
     {"rdtscp", 0x80000001, 0, EDX, 27, NULL},
     {"lm", 0x80000001, 0, EDX, 29, NULL},
@@ -136,6 +155,19 @@ static uint32_t *reg_of(struct kvm_cpuid_entry2 *e, enum reg r)
 	}
 }
 
+static bool has_feature(struct kvm_cpuid2 *c, const struct feature *f)
+{
+	struct kvm_cpuid_entry2 *e = find_entry(c, f->leaf, f->index);
+	return e && (*reg_of(e, f->reg) & (1u << f->bit));
+}
+
+static void set_feature(struct kvm_cpuid2 *c, const struct feature *f)
+{
+	struct kvm_cpuid_entry2 *e = find_entry(c, f->leaf, f->index);
+	if (e)
+		*reg_of(e, f->reg) |= 1u << f->bit;
+}
+
 static void clear_feature(struct kvm_cpuid2 *c, const struct feature *f, int depth)
 {
 	struct kvm_cpuid_entry2 *e = find_entry(c, f->leaf, f->index);
@@ -152,8 +184,173 @@ static void clear_feature(struct kvm_cpuid2 *c, const struct feature *f, int dep
 	}
 }
 
-/* Walks "-a,+b,c": calls apply for each, or only validates when c is NULL. */
-static int walk_features(const char *s, struct kvm_cpuid2 *c, struct kapsel_error **err)
+/* Whether g's "implies" names f: f cannot be offered without g. */
+static bool requires(const struct feature *f, const struct feature *g)
+{
+	if (!g->implies)
+		return false;
+	for (const char *p = g->implies; *p;) {
+		size_t n = strcspn(p, ",");
+		if (strlen(f->name) == n && !strncmp(f->name, p, n))
+			return true;
+		p += n + (p[n] == ',');
+	}
+	return false;
+}
+
+/* Without xsave the state-component leaf must not advertise anything. */
+static void clear_leaf_d(struct kvm_cpuid2 *c)
+{
+	for (uint32_t i = 0; i < c->nent; i++)
+		if (c->entries[i].function == 0xd)
+			c->entries[i].eax = c->entries[i].ebx = c->entries[i].ecx =
+			    c->entries[i].edx = 0;
+}
+
+/*
+ * Named CPU models: fixed feature sets a guest can be pinned to, so that it sees the same
+ * CPU on every host that has at least these features (a migration baseline, issue 12). A
+ * model lists only table features; every bit of the feature registers (leaf 1 ECX/EDX, 7.0
+ * EBX/ECX/EDX, 7.1 EAX, 0xd.1 EAX, 0x80000001 ECX/EDX) outside its list is cleared, whatever
+ * this host has. The machine's own bits stay: hypervisor, x2apic and tsc-deadline (the
+ * in-kernel LAPIC's, not the CPU's), and KVM's paravirt leaf. Vendor, family/model/stepping
+ * and the cache leaves stay the host's. The x86-64-vN levels are the psABI's (x86-64 psABI
+ * 1.0, 3.1.1 "Micro-architecture levels"); Skylake-Client and EPYC follow QEMU's
+ * target/i386/cpu.c models (Skylake-Client-v4: no TSX, no MPX; EPYC-v1) as far as this
+ * table names their bits.
+ */
+#define V1                                                                                         \
+	"fpu,de,pse,tsc,msr,pae,mce,cx8,apic,sep,mtrr,pge,mca,cmov,pat,pse36,clflush,mmx,fxsr,"    \
+	"sse,sse2,syscall,nx,lm"
+#define V2 V1 ",cx16,lahf_lm,popcnt,sse3,sse4_1,sse4_2,ssse3"
+#define V3 V2 ",avx,avx2,bmi1,bmi2,f16c,fma,abm,movbe,xsave"
+#define V4 V3 ",avx512f,avx512bw,avx512cd,avx512dq,avx512vl"
+
+static const struct cpu_model {
+	const char *name, *features; /* NULL features: the host's set */
+} models[] = {
+    {"host", NULL},
+    {"max", NULL},
+    {"x86-64-v1", V1},
+    {"x86-64-v2", V2},
+    {"x86-64-v3", V3},
+    {"x86-64-v4", V4},
+    {"Skylake-Client", V3 ",pclmulqdq,pcid,aes,rdrand,rdtscp,prefetchw,fsgsbase,smep,erms,"
+			  "invpcid,rdseed,adx,smap,clflushopt,xsaveopt,xsavec,xgetbv1,xsaves"},
+    {"EPYC", V3 ",pclmulqdq,aes,rdrand,mmxext,fxsr-opt,pdpe1gb,rdtscp,cr8legacy,sse4a,"
+		"misalignsse,prefetchw,fsgsbase,smep,rdseed,adx,smap,clflushopt,sha,xsaveopt,"
+		"xsavec,xgetbv1"},
+};
+
+static const struct cpu_model *find_model(const char *name, struct kapsel_error **err)
+{
+	for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
+		if (!strcmp(models[i].name, name))
+			return &models[i];
+	char known[256] = "";
+	for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
+		if (i)
+			strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+		strncat(known, models[i].name, sizeof(known) - strlen(known) - 1);
+	}
+	kap_error_plain(err, EINVAL, "--cpu-model %s: unknown model (known: %s)", name, known);
+	return NULL;
+}
+
+static bool model_has(const struct cpu_model *m, const struct feature *f)
+{
+	for (const char *p = m->features; *p;) {
+		size_t n = strcspn(p, ",");
+		if (strlen(f->name) == n && !strncmp(f->name, p, n))
+			return true;
+		p += n + (p[n] == ',');
+	}
+	return false;
+}
+
+static void mask_reg(struct kvm_cpuid2 *c, uint32_t leaf, uint32_t index, enum reg r, uint32_t keep)
+{
+	struct kvm_cpuid_entry2 *e = find_entry(c, leaf, index);
+	if (e)
+		*reg_of(e, r) &= keep;
+}
+
+static int apply_model(struct kvm_cpuid2 *c, const struct cpu_model *m, struct kapsel_error **err)
+{
+	if (!m->features)
+		return 0;
+	static const struct {
+		uint32_t leaf, index;
+		enum reg reg;
+		uint32_t platform; /* the machine's bits, kept */
+	} regs[] = {
+	    {1, 0, ECX, (1u << 31) | (1u << 24) | (1u << 21)},
+	    {1, 0, EDX, 0},
+	    {7, 0, EBX, 0},
+	    {7, 0, ECX, 0},
+	    {7, 0, EDX, 0},
+	    {7, 1, EAX, 0},
+	    {0xd, 1, EAX, 0},
+	    {0x80000001, 0, ECX, 0},
+	    {0x80000001, 0, EDX, 0},
+	};
+	uint32_t keep[sizeof(regs) / sizeof(regs[0])];
+	for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
+		keep[i] = regs[i].platform;
+	bool xsave = false, avx = false, avx512 = false;
+	for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++) {
+		const struct feature *f = &features[i];
+		if (!model_has(m, f))
+			continue;
+		if (!has_feature(c, f))
+			return kap_error_plain(
+			    err, ENOTSUP, "--cpu-model %s: %s is not supported by this host's KVM",
+			    m->name, f->name);
+		for (size_t j = 0; j < sizeof(regs) / sizeof(regs[0]); j++)
+			if (regs[j].leaf == f->leaf && regs[j].index == f->index &&
+			    regs[j].reg == f->reg)
+				keep[j] |= 1u << f->bit;
+		xsave |= !strcmp(f->name, "xsave");
+		avx |= !strcmp(f->name, "avx");
+		avx512 |= !strcmp(f->name, "avx512f");
+	}
+	/* OSXSAVE mirrors the guest's CR4.OSXSAVE (KVM updates it): it comes with xsave. */
+	if (xsave)
+		keep[0] |= 1u << 27;
+	for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
+		mask_reg(c, regs[i].leaf, regs[i].index, regs[i].reg, keep[i]);
+	if (!xsave) {
+		clear_leaf_d(c);
+		return 0;
+	}
+	/*
+	 * The XSAVE state components (SDM vol. 1, 13.2): x87 and SSE always, AVX (2) with avx,
+	 * the AVX-512 ones (5-7) with avx512f; no others (MPX, PKRU, AMX, supervisor states).
+	 * KVM allows the guest only the XCR0 bits leaf 0xd.0 reports.
+	 */
+	uint32_t comps = 3u | (avx ? 1u << 2 : 0) | (avx512 ? 7u << 5 : 0);
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+		if (e->function != 0xd)
+			continue;
+		if (e->index == 0) {
+			e->eax &= comps;
+			e->edx = 0;
+		} else if (e->index == 1) {
+			e->ecx = e->edx = 0;
+		} else if (e->index >= 32 || !(comps & (1u << e->index))) {
+			e->eax = e->ebx = e->ecx = e->edx = 0;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Walks "-a,+b,c" over c: "-" clears a feature and those that need it, "+" (or no sign)
+ * offers it when avail (the CPUID before the model) has it. Only validates when c is NULL.
+ */
+static int walk_features(const char *s, struct kvm_cpuid2 *c, struct kvm_cpuid2 *avail,
+			 struct kapsel_error **err)
 {
 	if (!s)
 		return 0;
@@ -173,37 +370,62 @@ static int walk_features(const char *s, struct kvm_cpuid2 *c, struct kapsel_erro
 					       (int)nlen, name);
 		if (c && off) {
 			clear_feature(c, f, 0);
-			/* Without xsave the state-component leaf must not advertise anything. */
-			if (f->leaf == 1 && f->reg == ECX && f->bit == 26) {
-				for (uint32_t i = 0; i < c->nent; i++)
-					if (c->entries[i].function == 0xd)
-						c->entries[i].eax = c->entries[i].ebx =
-						    c->entries[i].ecx = c->entries[i].edx = 0;
-			}
+			if (f->leaf == 1 && f->reg == ECX && f->bit == 26)
+				clear_leaf_d(c);
 		} else if (c) {
-			struct kvm_cpuid_entry2 *e = find_entry(c, f->leaf, f->index);
-			if (!e || !(*reg_of(e, f->reg) & (1u << f->bit)))
+			if (!has_feature(avail, f))
 				return kap_error_plain(err, ENOTSUP,
 						       "--cpu-features: %s is not supported by "
 						       "this host's KVM",
 						       f->name);
+			set_feature(c, f);
 		}
+		p += n + (p[n] == ',');
+	}
+	if (!c)
+		return 0;
+	/*
+	 * Refuse what no CPU has: a requested feature without one it builds on (avx2 without
+	 * avx, avx512vl without avx512f, xsavec without xsave), as the table's dependencies say.
+	 */
+	for (const char *p = s; *p;) {
+		size_t n = strcspn(p, ",");
+		if (n == 0 || p[0] == '-') {
+			p += n + (p[n] == ',');
+			continue;
+		}
+		const char *name = p[0] == '+' ? p + 1 : p;
+		const struct feature *f = find_feature(name, n - (size_t)(name - p));
+		for (size_t i = 0; f && i < sizeof(features) / sizeof(features[0]); i++)
+			if (requires(f, &features[i]) && !has_feature(c, &features[i]))
+				return kap_error_plain(err, EINVAL,
+						       "--cpu-features: +%s needs %s, which the "
+						       "CPU model or the list leaves out",
+						       f->name, features[i].name);
 		p += n + (p[n] == ',');
 	}
 	return 0;
 }
 
-int kap_x86_cpuid_check_features(const char *s, struct kapsel_error **err)
+int kap_x86_cpuid_check_features(const char *model, const char *s, struct kapsel_error **err)
 {
-	return walk_features(s, NULL, err);
+	if (model && !find_model(model, err))
+		return -EINVAL;
+	return walk_features(s, NULL, NULL, err);
 }
 
-int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *feats, unsigned int ncpus,
-			unsigned int caps, struct kvm_cpuid2 **out, struct kapsel_error **err)
+int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *model, const char *feats,
+			unsigned int ncpus, unsigned int caps, struct kvm_cpuid2 **out,
+			struct kapsel_error **err)
 {
+	const struct cpu_model *m = model ? find_model(model, err) : &models[0];
+	if (!m)
+		return -EINVAL;
 	/* Room for the KVM signature leaves should KVM not list them. */
-	size_t n = supported->nent + 2;
-	cleanup_free struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+	size_t n = supported->nent + 2,
+	       sz = sizeof(struct kvm_cpuid2) + n * sizeof(struct kvm_cpuid_entry2);
+	cleanup_free struct kvm_cpuid2 *c = calloc(1, sz);
+	cleanup_free struct kvm_cpuid2 *avail = NULL;
 	if (!c)
 		return kap_error(err, ENOMEM, "cpuid");
 	memcpy(c, supported, sizeof(*c) + supported->nent * sizeof(c->entries[0]));
@@ -228,7 +450,14 @@ int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *feats, u
 		memcpy(&s->ebx, "KVMKVMKVM\0\0\0", 12);
 		c->entries[c->nent++] = (struct kvm_cpuid_entry2){.function = 0x40000001};
 	}
-	int r = walk_features(feats, c, err);
+	/* The model first, then --cpu-features on top: "+x" may add back what the host has. */
+	if (!(avail = malloc(sz)))
+		return kap_error(err, ENOMEM, "cpuid");
+	memcpy(avail, c, sz);
+	int r = apply_model(c, m, err);
+	if (r < 0)
+		return r;
+	r = walk_features(feats, c, avail, err);
 	if (r < 0)
 		return r;
 	(void)ncpus;
