@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "core/cleanup.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/syscalls.h"
 #include "net/net.h"
 #include "net/pasta.h"
 
@@ -142,12 +144,23 @@ void kap_pasta_stop(int dirfd)
 	if (kap_fs_read_file(dirfd, PID_FILE, 32, &buf, NULL, NULL) < 0)
 		return;
 	long pid = strtol(buf, NULL, 10);
-	char path[64], comm[32] = "";
+	/* The pidfd pins the process: checked and signalled, it is the same one. */
+	cleanup_close int pfd = pid > 1 ? kap_pidfd_open((pid_t)pid, 0) : -1;
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
 	cleanup_free char *c = NULL;
 	/* A pid reused since is somebody else's: only a pasta (or passt) gets the signal. */
-	if (pid > 1 && kap_fs_read_file(AT_FDCWD, path, sizeof(comm), &c, NULL, NULL) == 0 &&
-	    (!strncmp(c, "pasta", 5) || !strncmp(c, "passt", 5)))
-		kill((pid_t)pid, SIGTERM);
+	if (pfd >= 0 && kap_fs_read_file(AT_FDCWD, path, 32, &c, NULL, NULL) == 0 &&
+	    (!strncmp(c, "pasta", 5) || !strncmp(c, "passt", 5)) &&
+	    kap_pidfd_send_signal(pfd, SIGTERM, NULL, 0) == 0) {
+		/*
+		 * Wait (up to 2 s) until it has exited, so its ports are free when this returns:
+		 * a restart of the container starts a new pasta on the same ports at once. The
+		 * daemon is not our child; its pidfd still polls readable when it exits.
+		 */
+		struct pollfd p = {.fd = pfd, .events = POLLIN};
+		while (poll(&p, 1, 2000) < 0 && errno == EINTR)
+			;
+	}
 	unlinkat(dirfd, PID_FILE, 0);
 }
