@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <linux/memfd.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -194,6 +195,14 @@ int kap_mem_set_dirty_log(struct kap_guest_mem *m, int vm_fd, bool on, struct ka
 	 * on write-protects the slot, so the guest's next write to each page is logged; without
 	 * KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 the log starts empty.
 	 */
+	if (on && !m->vmm_dirty) {
+		m->vmm_dirty = calloc(m->size / 4096 / 64 + 1, sizeof(uint64_t));
+		if (!m->vmm_dirty)
+			return kap_error(err, ENOMEM, "dirty page bitmap");
+	} else if (on) {
+		for (uint64_t i = 0; i < m->size / 4096 / 64 + 1; i++)
+			atomic_store(&m->vmm_dirty[i], 0);
+	}
 	int r = set_slots(m, vm_fd, on ? KVM_MEM_LOG_DIRTY_PAGES : 0, err);
 	if (r == 0)
 		m->dirty_log = on;
@@ -222,8 +231,19 @@ int kap_mem_dirty_log(struct kap_guest_mem *m, int vm_fd, uint64_t **bitmap,
 			return r;
 		}
 	}
+	for (uint64_t i = 0; m->vmm_dirty && i < pages / 64 + 1; i++)
+		b[i] |= atomic_exchange(&m->vmm_dirty[i], 0);
 	*bitmap = b;
 	return 0;
+}
+
+void kap_mem_mark_dirty(const struct kap_guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	if (!m->vmm_dirty || !len)
+		return;
+	uint64_t off = gpa < m->low_size ? gpa : m->low_size + (gpa - KAP_4G);
+	for (uint64_t n = off / 4096; n <= (off + len - 1) / 4096; n++)
+		atomic_fetch_or(&m->vmm_dirty[n / 64], 1ULL << (n % 64));
 }
 
 void kap_mem_destroy(struct kap_guest_mem *m)
@@ -232,6 +252,8 @@ void kap_mem_destroy(struct kap_guest_mem *m)
 		munmap(m->host, m->size);
 	if (m->fd >= 0)
 		close(m->fd);
+	free((void *)m->vmm_dirty);
+	m->vmm_dirty = NULL;
 	m->host = NULL;
 	m->fd = -EBADF;
 }
@@ -270,6 +292,7 @@ int kap_mem_write(const struct kap_guest_mem *m, uint64_t gpa, const void *buf, 
 	if (!p)
 		return -EFAULT;
 	memcpy(p, buf, len);
+	kap_mem_mark_dirty(m, gpa, len);
 	return 0;
 }
 

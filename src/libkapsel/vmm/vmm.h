@@ -36,6 +36,11 @@ struct kap_guest_mem {
 	uint64_t low_size; /* RAM below the hole: [0, low_size) */
 	int fd;		   /* the memfd when shared (--mem-shared), else -EBADF */
 	bool dirty_log;	   /* KVM_MEM_LOG_DIRTY_PAGES is set on the slots */
+	/*
+	 * The pages the VMM itself wrote (fw_cfg DMA, hypercall results) since the last
+	 * kap_mem_dirty_log: KVM logs only the guest's writes. Allocated when logging starts.
+	 */
+	_Atomic uint64_t *vmm_dirty;
 };
 
 /* How kap_mem_init backs guest RAM (memory.c). */
@@ -44,6 +49,11 @@ enum {
 	KAP_MEM_HUGETLB = 1u << 1,   /* a memfd of reserved 2 MiB huge pages (--mem-hugepages) */
 	KAP_MEM_MERGEABLE = 1u << 2, /* MADV_MERGEABLE: KSM may merge it (--mem-merge) */
 };
+/*
+ * Records that the VMM wrote [gpa, gpa + len) (already checked by kap_mem_ptr), for the dirty
+ * log; kap_mem_write does it itself. Any thread.
+ */
+void kap_mem_mark_dirty(const struct kap_guest_mem *m, uint64_t gpa, uint64_t len);
 /* Anonymous memory advised for huge pages, or a memfd (KAP_MEM_SHARED, KAP_MEM_HUGETLB). */
 int kap_mem_init(struct kap_guest_mem *m, uint64_t size, unsigned int flags,
 		 struct kapsel_error **err);
