@@ -221,6 +221,18 @@ def test_mem_hugepages_refuses_when_too_few_are_free(tmp_path):
     assert hugepages_free() == free
 
 
+def test_mem_hugepages_in_the_config_file(tmp_path):
+    free = hugepages_free()
+    if free is None:
+        pytest.skip("no HugePages_Free in /proc/meminfo (kernel without hugetlbfs)")
+    cfg = tmp_path / "vm.json"
+    cfg.write_text('{"kernel": "%s", "mem": "%dM", "mem_hugepages": true, "console": "none"}'
+                   % (MULTIBOOT, (free + 1) * 2))
+    r = kap(tmp_path / "root", "vm", "run", "--config", str(cfg))
+    assert r.returncode == 1, r
+    assert f"needs {free + 1} 2 MiB huge pages" in r.stderr, r.stderr
+
+
 def test_mem_hugepages_rejects_a_size_not_a_multiple_of_2m(tmp_path):
     r = kap(tmp_path / "root", "vm", "run", "--kernel", MULTIBOOT, "--mem", "3M",
             "--mem-hugepages", "--console", "none")
