@@ -79,6 +79,10 @@ struct kapsel_vm_config {
 	 * huge pages (the default): for snapshots and device processes, at the price of THP.
 	 */
 	bool mem_shared;
+	/* --mem-hugepages: guest RAM on reserved 2 MiB hugetlbfs pages (a memfd, MFD_HUGETLB) */
+	bool mem_hugepages;
+	/* --mem-merge: guest RAM advised MADV_MERGEABLE, so KSM may merge identical pages */
+	bool mem_merge;
 	unsigned int cpus;  /* 1 when 0 */
 	char *cpu_model;    /* "host" (NULL), "max", "x86-64-v2", ...: a named feature set */
 	char *cpu_features; /* "-xsave,-avx,+x2apic": CPUID bits to mask or keep */

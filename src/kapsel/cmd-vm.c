@@ -27,6 +27,9 @@ static const char run_usage[] =
     "  --mem SIZE              guest RAM, with a K, M or G suffix (default 256M)\n"
     "  --mem-shared            guest RAM in a shareable memfd (default: anonymous memory\n"
     "                          on transparent huge pages)\n"
+    "  --mem-hugepages         guest RAM on reserved 2 MiB huge pages (hugetlbfs memfd;\n"
+    "                          needs --mem / 2 MiB free in HugePages_Free)\n"
+    "  --mem-merge             let KSM merge identical guest pages (MADV_MERGEABLE)\n"
     "  --cpus N                vCPUs (default 1)\n"
     "  --cpu-model NAME        a named CPUID feature set, applied before --cpu-features:\n"
     "                          host (default), max, x86-64-v1..v4, Skylake-Client, EPYC\n"
@@ -72,6 +75,9 @@ enum {
 	OPT_NO_DEBUG_EXIT,
 	OPT_NO_PIT,
 	OPT_MEM_SHARED,
+	OPT_MEM_HUGEPAGES,
+	OPT_MEM_MERGE,
+	OPT_DIFF,
 	OPT_CONFIG,
 	OPT_DISK,
 	OPT_RNG,
@@ -111,6 +117,8 @@ static const struct option run_options[] = {
     {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
     {"no-pit", no_argument, NULL, OPT_NO_PIT},
     {"mem-shared", no_argument, NULL, OPT_MEM_SHARED},
+    {"mem-hugepages", no_argument, NULL, OPT_MEM_HUGEPAGES},
+    {"mem-merge", no_argument, NULL, OPT_MEM_MERGE},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"disk", required_argument, NULL, OPT_DISK},
     {"rng", no_argument, NULL, OPT_RNG},
@@ -131,7 +139,8 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_error *err = NULL;
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL,
 		   *acpi = NULL;
-	bool no_debug_exit = false, no_pit = false, mem_shared = false;
+	bool no_debug_exit = false, no_pit = false, mem_shared = false, mem_hugepages = false,
+	     mem_merge = false;
 	int c, rc = 1;
 	/*
 	 * Device flags, in order: parsed after the file's devices, so the default ids
@@ -175,6 +184,12 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_MEM_SHARED:
 			mem_shared = true;
+			break;
+		case OPT_MEM_HUGEPAGES:
+			mem_hugepages = true;
+			break;
+		case OPT_MEM_MERGE:
+			mem_merge = true;
 			break;
 		case OPT_NO_PIT:
 			no_pit = true;
@@ -309,6 +324,10 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		cfg.no_pit = true;
 	if (mem_shared)
 		cfg.mem_shared = true;
+	if (mem_hugepages)
+		cfg.mem_hugepages = true;
+	if (mem_merge)
+		cfg.mem_merge = true;
 	if (acpi && kapsel_vm_parse_acpi(acpi, &cfg) < 0) {
 		rc = cli_fail("vm run: --acpi: expected reduced or full, got \"%s\"", acpi);
 		goto out;
@@ -589,6 +608,7 @@ static char *absolute(const char *path)
 static const struct option snapshot_options[] = {
     {"mem", required_argument, NULL, OPT_MEM},
     {"state", required_argument, NULL, OPT_STATE},
+    {"diff", no_argument, NULL, OPT_DIFF},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -596,9 +616,12 @@ static const struct option snapshot_options[] = {
 static int vm_snapshot(const struct cli_globals *g, int argc, char **argv)
 {
 	const char *mem = NULL, *state = NULL;
+	bool diff = false;
 	int c;
 	while ((c = cli_getopt_cmd(&cmd_vm_snapshot, argc, argv)) != -1) {
-		if (c == OPT_MEM)
+		if (c == OPT_DIFF)
+			diff = true;
+		else if (c == OPT_MEM)
 			mem = optarg;
 		else if (c == OPT_STATE)
 			state = optarg;
@@ -614,7 +637,8 @@ static int vm_snapshot(const struct cli_globals *g, int argc, char **argv)
 	char *body = NULL;
 	int rc;
 	if (!qm || !qs ||
-	    asprintf(&body, "{\"mem_file_path\":%s,\"snapshot_path\":%s}", qm, qs) < 0)
+	    asprintf(&body, "{\"mem_file_path\":%s,\"snapshot_path\":%s,\"snapshot_type\":\"%s\"}",
+		     qm, qs, diff ? "Diff" : "Full") < 0)
 		rc = cli_fail("vm snapshot: out of memory");
 	else
 		rc = vm_request(g, "snapshot", argv[optind], "PUT", "/snapshot/create", body);
@@ -866,7 +890,7 @@ static const struct cli_command cmd_vm_snapshot = {
     .name = "vm snapshot",
     .summary = "save a paused VM to files",
     .run = vm_snapshot,
-    .usage = "Usage: kapsel vm snapshot NAME --mem FILE --state FILE\n"
+    .usage = "Usage: kapsel vm snapshot NAME --mem FILE --state FILE [--diff]\n"
 	     "\n"
 	     "Write the paused VM's RAM to the memory file and its machine state (vCPUs, irqchip,\n"
 	     "PIT, clock, devices) to the state file (docs/vm.md, Snapshot format). VMs with\n"
@@ -874,7 +898,10 @@ static const struct cli_command cmd_vm_snapshot = {
 	     "\n"
 	     "Options:\n"
 	     "  --mem FILE              where to write guest RAM\n"
-	     "  --state FILE            where to write the machine state\n",
+	     "  --state FILE            where to write the machine state\n"
+	     "  --diff                  write only the pages dirtied since the VM's last snapshot\n"
+	     "                          (a sparse memory file: copy its data onto the previous\n"
+	     "                          memory file to restore; docs/vm.md, Diff snapshots)\n",
     .shortopts = "h",
     .options = snapshot_options,
 };

@@ -265,8 +265,8 @@ static int patch_vm(struct kap_api *a, const struct kap_http_request *req, char 
 }
 
 /*
- * PUT /snapshot/create {"mem_file_path": ..., "snapshot_path": ...[, "snapshot_type": "Full"]}
- * (Firecracker's names) of a paused VM: snapshot.c, docs/vm.md "Snapshot format".
+ * PUT /snapshot/create {"mem_file_path": ..., "snapshot_path": ...[, "snapshot_type": "Full" or
+ * "Diff"]} (Firecracker's names) of a paused VM: snapshot.c, docs/vm.md "Snapshot format".
  */
 static int put_snapshot(struct kap_api *a, const struct kap_http_request *req, char **out)
 {
@@ -287,6 +287,7 @@ static int put_snapshot(struct kap_api *a, const struct kap_http_request *req, c
 		return 400;
 	}
 	const char *k, *mem = NULL, *state = NULL;
+	bool diff = false;
 	struct kap_json *v;
 	for (struct kap_json_iter it = kap_json_iter(j); kap_json_iter_next(&it, &k, &v);) {
 		bool known = !strcmp(k, "mem_file_path") || !strcmp(k, "snapshot_path") ||
@@ -299,10 +300,16 @@ static int put_snapshot(struct kap_api *a, const struct kap_http_request *req, c
 			*out = fault_body("request body: %s: expected a non-empty string", k);
 			return 400;
 		}
-		if (!strcmp(k, "snapshot_type") && strcmp(kap_json_string(v), "Full")) {
-			*out =
-			    fault_body("request body: snapshot_type: only \"Full\" is supported");
-			return 400;
+		if (!strcmp(k, "snapshot_type")) {
+			const char *t = kap_json_string(v);
+			if (strcmp(t, "Full") && strcmp(t, "Diff")) {
+				*out =
+				    fault_body("request body: snapshot_type: expected \"Full\" or "
+					       "\"Diff\", got \"%.64s\"",
+					       t);
+				return 400;
+			}
+			diff = !strcmp(t, "Diff");
 		}
 		if (!strcmp(k, "mem_file_path"))
 			mem = kap_json_string(v);
@@ -314,7 +321,7 @@ static int put_snapshot(struct kap_api *a, const struct kap_http_request *req, c
 				  !mem ? "mem_file_path" : "snapshot_path");
 		return 400;
 	}
-	if (kap_vm_snapshot(a->vm, mem, state, &e) < 0) {
+	if (kap_vm_snapshot(a->vm, mem, state, diff, &e) < 0) {
 		*out = fault_body("%s", e->msg);
 		return 400;
 	}

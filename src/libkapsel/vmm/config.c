@@ -407,25 +407,13 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 		return r;
 	if (kap_json_type(j) != KAP_JSON_OBJECT)
 		return kap_error_plain(err, EINVAL, "%s: expected a JSON object", path);
-	static const char *const known[] = {"kernel",
-					    "initrd",
-					    "cmdline",
-					    "mem",
-					    "cpus",
-					    "cpu_features",
-					    "console",
-					    "debug_exit",
-					    "pit",
-					    "transport",
-					    "disks",
-					    "nets",
-					    "vsock",
-					    "rng",
-					    "virtio_console",
-					    "virtio_mmio_cmdline",
-					    "mem_shared",
-					    "cpu_model",
-					    "acpi"};
+	static const char *const known[] = {
+	    "kernel",	  "initrd",	   "cmdline",	     "mem",
+	    "cpus",	  "cpu_features",  "console",	     "debug_exit",
+	    "pit",	  "transport",	   "disks",	     "nets",
+	    "vsock",	  "rng",	   "virtio_console", "virtio_mmio_cmdline",
+	    "mem_shared", "mem_hugepages", "mem_merge",	     "cpu_model",
+	    "acpi"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -474,7 +462,9 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if ((r = kap_json_read_bool(j, "", "debug_exit", &debug_exit, err)) < 0)
 		goto fail;
 	c->no_debug_exit = !debug_exit;
-	if ((r = kap_json_read_bool(j, "", "mem_shared", &c->mem_shared, err)) < 0)
+	if ((r = kap_json_read_bool(j, "", "mem_shared", &c->mem_shared, err)) < 0 ||
+	    (r = kap_json_read_bool(j, "", "mem_hugepages", &c->mem_hugepages, err)) < 0 ||
+	    (r = kap_json_read_bool(j, "", "mem_merge", &c->mem_merge, err)) < 0)
 		goto fail;
 	bool pit = !c->no_pit;
 	if ((r = kap_json_read_bool(j, "", "pit", &pit, err)) < 0)

@@ -291,15 +291,51 @@ static int write_all(int fd, const uint8_t *p, uint64_t len, bool sparse)
 	return ftruncate(fd, (off_t)len) < 0 ? -errno : 0;
 }
 
-/* Writes path's contents under path.partial, then renames; on failure nothing remains. */
+/*
+ * A diff snapshot's memory: the pages set in dirty, each at its own offset, into a file of
+ * len bytes that is a hole everywhere else. Dirty pages are written even when zero, so that
+ * SEEK_DATA finds every page that must overwrite the base.
+ */
+static int write_dirty(int fd, const uint8_t *p, uint64_t len, const uint64_t *dirty)
+{
+	if (ftruncate(fd, (off_t)len) < 0)
+		return -errno;
+	uint64_t pages = len / 4096;
+	for (uint64_t n = 0; n < pages;) {
+		if (!(dirty[n / 64] & (1ULL << (n % 64)))) {
+			n++;
+			continue;
+		}
+		uint64_t run = n;
+		while (run < pages && (dirty[run / 64] & (1ULL << (run % 64))))
+			run++;
+		uint64_t off = n * 4096, end = run * 4096;
+		while (off < end) {
+			ssize_t w = pwrite(fd, p + off, (size_t)(end - off), (off_t)off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return w < 0 ? -errno : -EIO;
+			off += (uint64_t)w;
+		}
+		n = run;
+	}
+	return 0;
+}
+
+/*
+ * Writes path's contents under path.partial, then renames; on failure nothing remains. With
+ * dirty, only those pages (write_dirty).
+ */
 static int write_file(const char *what, const char *path, const uint8_t *p, uint64_t len,
-		      bool sparse, char *tmp, size_t tmplen, struct kapsel_error **err)
+		      bool sparse, const uint64_t *dirty, char *tmp, size_t tmplen,
+		      struct kapsel_error **err)
 {
 	snprintf(tmp, tmplen, "%s.partial", path);
 	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return kap_error(err, errno, "%s %s", what, path);
-	int r = write_all(fd, p, len, sparse);
+	int r = dirty ? write_dirty(fd, p, len, dirty) : write_all(fd, p, len, sparse);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r < 0) {
@@ -309,7 +345,7 @@ static int write_file(const char *what, const char *path, const uint8_t *p, uint
 	return 0;
 }
 
-int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_path,
+int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_path, bool diff,
 		    struct kapsel_error **err)
 {
 	if (vm->nvirtio)
@@ -323,8 +359,15 @@ int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_p
 	struct sbuf b = {0};
 	cleanup_free struct kvm_msrs *msrs = NULL;
 	cleanup_free char *cfg = NULL;
+	cleanup_free uint64_t *dirty = NULL;
 	if (!vm->paused) {
 		r = kap_error_plain(err, EBUSY, "snapshot: the VM is not paused (pause it first)");
+		goto out;
+	}
+	if (diff && !vm->mem.dirty_log) {
+		r = kap_error_plain(err, EINVAL,
+				    "snapshot: a Diff snapshot needs a Full snapshot of this VM "
+				    "first (dirty pages are tracked from the last snapshot)");
 		goto out;
 	}
 	if (strlen(mem_path) > 4096 || strlen(state_path) > 4096) {
@@ -367,12 +410,23 @@ int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_p
 		r = kap_error(err, ENOMEM, "snapshot state");
 		goto out;
 	}
-	if ((r = write_file("memory file", mem_path, vm->mem.host, vm->mem.size, true, mem_tmp,
-			    sizeof(mem_tmp), err)) < 0) {
+	/*
+	 * The dirty log restarts here whatever the type: a Full snapshot is the base of the next
+	 * Diff, a Diff the base of the one after. A Full snapshot turns logging on (it starts
+	 * empty); from then on every snapshot reads and clears it.
+	 */
+	if (vm->mem.dirty_log)
+		r = kap_mem_dirty_log(&vm->mem, vm->fd, &dirty, err);
+	else
+		r = kap_mem_set_dirty_log(&vm->mem, vm->fd, true, err);
+	if (r < 0)
+		goto out;
+	if ((r = write_file("memory file", mem_path, vm->mem.host, vm->mem.size, true,
+			    diff ? dirty : NULL, mem_tmp, sizeof(mem_tmp), err)) < 0) {
 		mem_tmp[0] = 0;
 		goto out;
 	}
-	if ((r = write_file("state file", state_path, b.p, b.len, false, state_tmp,
+	if ((r = write_file("state file", state_path, b.p, b.len, false, NULL, state_tmp,
 			    sizeof(state_tmp), err)) < 0) {
 		state_tmp[0] = 0;
 		goto out;
@@ -388,9 +442,19 @@ int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_p
 		goto out;
 	}
 	state_tmp[0] = 0;
-	kap_info("vm: snapshot of %" PRIu64 " MiB to %s and %s", vm->mem.size >> 20, mem_path,
-		 state_path);
+	kap_info("vm: %s snapshot of %" PRIu64 " MiB to %s and %s", diff ? "diff" : "full",
+		 vm->mem.size >> 20, mem_path, state_path);
 out:
+	/*
+	 * A failed snapshot may have cleared the log of pages its files never got: the next Diff
+	 * would silently miss them, so logging stops and the next Diff is refused until a Full
+	 * snapshot succeeds.
+	 */
+	if (r < 0 && vm->mem.dirty_log) {
+		cleanup_error struct kapsel_error *e2 = NULL;
+		kap_mem_set_dirty_log(&vm->mem, vm->fd, false, &e2);
+		vm->mem.dirty_log = false;
+	}
 	if (mem_tmp[0])
 		unlink(mem_tmp);
 	if (state_tmp[0])

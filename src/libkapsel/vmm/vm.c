@@ -528,6 +528,13 @@ static void on_signal(void *opaque, uint32_t events)
 	kap_vm_request_exit(vm, KAP_VM_SIGNAL, 128 + (int)si.ssi_signo, NULL);
 }
 
+/* How the config wants guest RAM backed (memory.c). */
+static unsigned int mem_flags(const struct kapsel_vm_config *c)
+{
+	return (c->mem_shared ? KAP_MEM_SHARED : 0u) | (c->mem_hugepages ? KAP_MEM_HUGETLB : 0u) |
+	       (c->mem_merge ? KAP_MEM_MERGEABLE : 0u);
+}
+
 static int create_vm(struct kap_vm *vm, struct kapsel_error **err)
 {
 	vm->fd = ioctl(vm->kvm.fd, KVM_CREATE_VM, 0);
@@ -619,7 +626,7 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	uint64_t mem = c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM;
 	if ((r = create_vm(vm, err)) < 0 ||
 	    (r = vm->snap ? kap_mem_init_file(&vm->mem, mem, c->restore_mem, err)
-			  : kap_mem_init(&vm->mem, mem, c->mem_shared, err)) < 0 ||
+			  : kap_mem_init(&vm->mem, mem, mem_flags(c), err)) < 0 ||
 	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
 	    (!vm->snap && (r = boot(vm, &entry, err)) < 0) ||
 	    (r = setup_vcpus(vm, vm->snap ? NULL : &entry, err)) < 0 ||

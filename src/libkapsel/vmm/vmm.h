@@ -35,10 +35,39 @@ struct kap_guest_mem {
 	uint64_t size;	   /* total RAM */
 	uint64_t low_size; /* RAM below the hole: [0, low_size) */
 	int fd;		   /* the memfd when shared (--mem-shared), else -EBADF */
+	bool dirty_log;	   /* KVM_MEM_LOG_DIRTY_PAGES is set on the slots */
+	/*
+	 * The pages the VMM itself wrote (fw_cfg DMA, hypercall results) since the last
+	 * kap_mem_dirty_log: KVM logs only the guest's writes. Allocated when logging starts.
+	 */
+	_Atomic uint64_t *vmm_dirty;
 };
 
-/* Anonymous memory advised for huge pages, or a shareable memfd when shared. */
-int kap_mem_init(struct kap_guest_mem *m, uint64_t size, bool shared, struct kapsel_error **err);
+/* How kap_mem_init backs guest RAM (memory.c). */
+enum {
+	KAP_MEM_SHARED = 1u << 0,    /* a shareable memfd (--mem-shared) */
+	KAP_MEM_HUGETLB = 1u << 1,   /* a memfd of reserved 2 MiB huge pages (--mem-hugepages) */
+	KAP_MEM_MERGEABLE = 1u << 2, /* MADV_MERGEABLE: KSM may merge it (--mem-merge) */
+};
+/*
+ * Records that the VMM wrote [gpa, gpa + len) (already checked by kap_mem_ptr), for the dirty
+ * log; kap_mem_write does it itself. Any thread.
+ */
+void kap_mem_mark_dirty(const struct kap_guest_mem *m, uint64_t gpa, uint64_t len);
+/* Anonymous memory advised for huge pages, or a memfd (KAP_MEM_SHARED, KAP_MEM_HUGETLB). */
+int kap_mem_init(struct kap_guest_mem *m, uint64_t size, unsigned int flags,
+		 struct kapsel_error **err);
+/*
+ * Turns KVM's dirty page logging (KVM_MEM_LOG_DIRTY_PAGES) on or off on every RAM slot; from
+ * then on kap_mem_dirty_log reports the pages the guest wrote.
+ */
+int kap_mem_set_dirty_log(struct kap_guest_mem *m, int vm_fd, bool on, struct kapsel_error **err);
+/*
+ * The pages written since the last call (or since logging began), as a bitmap over the RAM's
+ * host offsets (bit n: bytes [n*4096, n*4096+4096)), which it clears. *bitmap is malloc'd.
+ */
+int kap_mem_dirty_log(struct kap_guest_mem *m, int vm_fd, uint64_t **bitmap,
+		      struct kapsel_error **err);
 int kap_mem_register(struct kap_guest_mem *m, int vm_fd, struct kapsel_error **err);
 void kap_mem_destroy(struct kap_guest_mem *m);
 /* RAM of size bytes from a snapshot's memory file, mapped MAP_PRIVATE: pages load lazily. */
@@ -279,8 +308,12 @@ int kap_vm_saved_clock(struct kap_vm *vm, struct kvm_clock_data *clock, uint64_t
 
 /* ---- snapshot and restore (snapshot.c; docs/vm.md, Snapshot format) ---- */
 
-/* Writes guest RAM to mem_path and the machine state to state_path. Paused VM, API thread. */
-int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_path,
+/*
+ * Writes guest RAM to mem_path and the machine state to state_path. Paused VM, API thread.
+ * diff: only the pages dirtied since the last snapshot, into a sparse memory file (a Full
+ * snapshot must have been taken first).
+ */
+int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_path, bool diff,
 		    struct kapsel_error **err);
 struct kap_snap;
 /* Reads and checks a state file (magic, version, length, checksum, kapsel version). */

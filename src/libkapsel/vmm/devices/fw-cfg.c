@@ -255,8 +255,10 @@ static void dma_run(struct kap_fw_cfg *f, uint64_t gpa)
 		uint8_t *p = len ? kap_mem_ptr(mem, addr, len) : NULL;
 		if (len && !p)
 			status = DMA_CTL_ERROR;
-		else if (len)
+		else if (len) {
 			read_data(f, p, len);
+			kap_mem_mark_dirty(mem, addr, len); /* for diff snapshots */
+		}
 	} else if (control & DMA_CTL_SKIP) {
 		uint32_t avail = f->cur < NITEMS ? f->items[f->cur].len - f->off : 0;
 		f->off += len < avail ? len : avail;

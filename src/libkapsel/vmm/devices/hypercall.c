@@ -90,6 +90,7 @@ static void hypercall_write(void *dev, uint64_t off, const void *data, unsigned 
 	memcpy(&req, b, sizeof(req)); /* one snapshot: other vCPUs may write the block */
 	int64_t ret = req.magic == KAP_HC_MAGIC ? dispatch(h, &req) : -EINVAL;
 	memcpy(&b->ret, &ret, sizeof(ret));
+	kap_mem_mark_dirty(&h->vm->mem, gpa + offsetof(struct kap_hc_block, ret), sizeof(ret));
 }
 
 static void hypercall_read(void *dev, uint64_t off, void *data, unsigned int len)
