@@ -1,7 +1,8 @@
 """Hyper-V enlightenments (issue 17, item 7): --cpu-features hv-* by QEMU's names. The
 multiboot test kernel's "test=hyperv" reads the Hyper-V CPUID leaves (TLFS 6.0, 2.4) and the
 synthetic MSRs KVM implements: guest OS ID and hypercall page, the reference counter, the
-reference TSC page. Where this host's KVM lacks a capability, the positive tests skip naming
+reference TSC page, and with hv-stimer a synthetic timer's interrupt and message through
+SynIC. Where this host's KVM lacks a capability, the positive tests skip naming
 it and the refusal tests check the one-line error instead. PASS is exit status 85."""
 import fcntl
 import os
@@ -112,6 +113,11 @@ def test_hyperv_leaves_and_msrs(flags):
         assert seq not in (0xdeadbeef, 0xffffffff), r.stdout
     else:
         assert "time ref count" not in r.stdout and "tsc page" not in r.stdout, r.stdout
+    # Synthetic timer 0 fired through SynIC: its interrupt came and its message is in the page.
+    if "hv-stimer" in flags:
+        assert line(r.stdout, "hyperv: stimer message ") == ["0x80000010"], r.stdout
+    else:
+        assert "stimer" not in r.stdout, r.stdout
 
 
 def test_no_hyperv_leaves_by_default():
