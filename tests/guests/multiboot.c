@@ -35,6 +35,7 @@
  *   cpuid     prints the feature registers ("cpuid L.S R=HEX" lines) for --cpu-model tests
  *   acpifull  --acpi full: the FADT's FACS, PM1a and PM timer fields, the timer's rate against
  *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
+ *   hyperv    the Hyper-V leaves and MSRs under --cpu-features hv-*: see test_hyperv
  */
 #include "acpi.h"
 #include "guest.h"
@@ -292,6 +293,132 @@ static void test_tscdl(void)
 	__asm__ volatile("wrmsr" : : "c"(0x6e0), "a"((uint32_t)when), "d"((uint32_t)(when >> 32)));
 	wait_ticks(&lapic_ticks, 1);
 	puts_("tsc-deadline: interrupt ok\n");
+	pass();
+}
+
+/*
+ * Hyper-V enlightenments (--cpu-features hv-*): the leaves (TLFS 6.0, 2.4) as "hyperv: max
+ * HEX vendor V interface HEX", "hyperv: privileges HEX recommendations HEX", "hyperv: kvm
+ * leaves 0x40000100 N"; the hypercall page (3.13) stays off without a guest OS ID and turns
+ * on with one; with AccessPartitionReferenceCounter the reference count (12.4) advances;
+ * with AccessPartitionReferenceTsc the TSC page (12.7) is enabled and its sequence printed.
+ */
+static uint8_t hv_hypercall_page[4096] __attribute__((aligned(4096)));
+static volatile uint32_t hv_tsc_page[1024] __attribute__((aligned(4096)));
+
+static uint64_t rdmsr_(uint32_t msr)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static void wrmsr_(uint32_t msr, uint64_t v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+/*
+ * With AccessSyntheticTimerRegs: SynIC on (SCONTROL 0x40000080, the message page SIMP
+ * 0x40000083), SINT2 (0x40000092) to vector 0x30, synthetic timer 0 one-shot 10 ms of
+ * reference time ahead (COUNT 0x400000b1 absolute, then CONFIG 0x400000b0: enable, SINTx 2;
+ * SINTx 0 would disable it, TLFS 6.0 12.1); the interrupt, then the message in SINT2's slot
+ * of the page: HVMSG_TIMER_EXPIRED (0x80000010, TLFS 11.10.1) as "hyperv: stimer message".
+ */
+static uint8_t hv_simp_page[4096] __attribute__((aligned(4096)));
+static void hv_stimer(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	for (int i = 0x20; i < 0x100; i++)
+		set_gate(i, isr_spurious);
+	set_gate(0x30, isr_lapic);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	LAPIC(0xf0) = 0x1ff;
+	wrmsr_(0x40000083, (uint32_t)(uintptr_t)hv_simp_page | 1);
+	wrmsr_(0x40000092, 0x30);
+	wrmsr_(0x40000080, 1);
+	CHECK(rdmsr_(0x40000080) & 1, "SynIC not enabled");
+	wrmsr_(0x400000b1, rdmsr_(0x40000020) + 100000);
+	wrmsr_(0x400000b0, 1 | (2u << 16));
+	wait_ticks(&lapic_ticks, 1);
+	volatile uint32_t *msg = (volatile uint32_t *)(hv_simp_page + 2 * 256);
+	puts_("hyperv: stimer message ");
+	putx(msg[0]);
+	putc_('\n');
+	CHECK(msg[0] == 0x80000010, "no HVMSG_TIMER_EXPIRED in SINT2's slot");
+}
+
+static void test_hyperv(void)
+{
+	uint32_t a, b, c, d;
+	char vendor[13];
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000000), "c"(0));
+	__builtin_memcpy(vendor, &b, 4);
+	__builtin_memcpy(vendor + 4, &c, 4);
+	__builtin_memcpy(vendor + 8, &d, 4);
+	vendor[12] = 0;
+	puts_("hyperv: max ");
+	putx(a);
+	puts_(" vendor ");
+	puts_(vendor);
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000001), "c"(0));
+	puts_(" interface ");
+	putx(a);
+	putc_('\n');
+	CHECK(a == 0x31237648, "no Hv#1 interface");
+	uint32_t priv;
+	__asm__ volatile("cpuid" : "=a"(priv), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000003), "c"(0));
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000004), "c"(0));
+	puts_("hyperv: privileges ");
+	putx(priv);
+	puts_(" recommendations ");
+	putx(a);
+	putc_('\n');
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000100), "c"(0));
+	puts_("hyperv: kvm leaves 0x40000100 ");
+	putu(b == 0x4b4d564b);
+	putc_('\n');
+
+	/* HV_X64_MSR_HYPERCALL (0x40000001) is ignored until HV_X64_MSR_GUEST_OS_ID is set. */
+	uint64_t page = (uint32_t)(uintptr_t)hv_hypercall_page;
+	wrmsr_(0x40000001, page | 1);
+	CHECK(!(rdmsr_(0x40000001) & 1), "hypercall page enabled without a guest OS ID");
+	wrmsr_(0x40000000, 0x8100000000000000ull); /* Linux's vendor id, TLFS 2.6 */
+	CHECK(rdmsr_(0x40000000) == 0x8100000000000000ull, "guest OS ID not kept");
+	wrmsr_(0x40000001, page | 1);
+	uint64_t hc = rdmsr_(0x40000001);
+	puts_("hyperv: hypercall enabled ");
+	putu(hc & 1);
+	putc_('\n');
+	CHECK((hc & 1) && (hc & ~0xfffull) == page, "hypercall page not enabled");
+
+	if (priv & (1u << 1)) {
+		/* HV_X64_MSR_TIME_REF_COUNT: 100 ns units since the partition started. */
+		uint64_t t0 = rdmsr_(0x40000020), t1 = t0;
+		for (uint32_t i = 0; i < 100000000 && t1 == t0; i++)
+			t1 = rdmsr_(0x40000020);
+		puts_("hyperv: time ref count ");
+		putu(t0);
+		puts_(" then ");
+		putu(t1);
+		putc_('\n');
+		CHECK(t1 > t0, "time ref count does not advance");
+	}
+	if (priv & (1u << 9)) {
+		/* HV_X64_MSR_REFERENCE_TSC: the page's GPA and enable bit; sequence at offset 0. */
+		uint64_t tp = (uint32_t)(uintptr_t)hv_tsc_page;
+		hv_tsc_page[0] = 0xdeadbeef;
+		wrmsr_(0x40000021, tp | 1);
+		CHECK(rdmsr_(0x40000021) == (tp | 1), "reference TSC page MSR not kept");
+		puts_("hyperv: tsc page sequence ");
+		putx(hv_tsc_page[0]);
+		putc_('\n');
+	}
+	if (priv & (1u << 3))
+		hv_stimer();
 	pass();
 }
 
@@ -982,6 +1109,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_cpuid();
 	if (streq(test, "acpifull"))
 		test_acpifull();
+	if (streq(test, "hyperv"))
+		test_hyperv();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

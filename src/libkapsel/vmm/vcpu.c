@@ -251,6 +251,16 @@ static bool handle_exit(struct kap_vcpu *v)
 			      run->system_event.type);
 			return false;
 		}
+	case KVM_EXIT_HYPERV:
+		/*
+		 * --cpu-features +hv-synic (api.rst, KVM_EXIT_HYPERV): KVM has already applied a
+		 * SynIC MSR write and only tells; a hypercall KVM does not handle itself
+		 * (HvPostMessage, HvSignalEvent to a connection with no eventfd) gets "invalid
+		 * connection", as no host-side SynIC port exists (TLFS 6.0, 11.10.1).
+		 */
+		if (run->hyperv.type == KVM_EXIT_HYPERV_HCALL)
+			run->hyperv.u.hcall.result = 0x12; /* HV_STATUS_INVALID_CONNECTION_ID */
+		return true;
 	case KVM_EXIT_HLT:
 		/* Only without an in-kernel LAPIC; ours has one, so this is a halted machine. */
 		fault(v, "guest halted vCPU %u at RIP 0x%" PRIx64 " with no way to wake it", v->id,

@@ -588,8 +588,25 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 	unsigned int caps = KAP_CPUID_CAP_X2APIC;
 	if (ioctl(vm->kvm.fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
 		caps |= KAP_CPUID_CAP_TSC_DEADLINE;
-	int r = kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_model, vm->cfg->cpu_features,
-				    vm->ncpus, caps, &vm->cpuid, err);
+	static const struct {
+		int kvm;
+		unsigned int bit;
+	} hv_caps[] = {
+	    {KVM_CAP_HYPERV, KAP_CPUID_CAP_HYPERV},
+	    {KVM_CAP_HYPERV_VAPIC, KAP_CPUID_CAP_HV_VAPIC},
+	    {KVM_CAP_HYPERV_TIME, KAP_CPUID_CAP_HV_TIME},
+	    {KVM_CAP_HYPERV_VP_INDEX, KAP_CPUID_CAP_HV_VP_INDEX},
+	    {KVM_CAP_HYPERV_SYNIC2, KAP_CPUID_CAP_HV_SYNIC2},
+	};
+	for (size_t i = 0; i < sizeof(hv_caps) / sizeof(hv_caps[0]); i++)
+		if (ioctl(vm->fd, KVM_CHECK_EXTENSION, hv_caps[i].kvm) > 0)
+			caps |= hv_caps[i].bit;
+	unsigned int hv;
+	int r = kap_x86_hv_flags(vm->cfg->cpu_features, &hv, err);
+	if (r < 0)
+		return r;
+	r = kap_x86_cpuid_build(vm->kvm.cpuid, vm->cfg->cpu_model, vm->cfg->cpu_features, vm->ncpus,
+				caps, &vm->cpuid, err);
 	if (r < 0)
 		return r;
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
@@ -599,6 +616,14 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 		r = kap_x86_cpuid_set(vm->vcpus[i].fd, vm->cpuid, i, vm->ncpus, err);
 		if (r < 0)
 			return r;
+		/*
+		 * SynIC is per vCPU (api.rst, KVM_CAP_HYPERV_SYNIC2: the message and event pages
+		 * are not zeroed on enable, as Hyper-V does); its MSRs fault until it is on.
+		 */
+		struct kvm_enable_cap synic = {.cap = KVM_CAP_HYPERV_SYNIC2};
+		if ((hv & KAP_HV_SYNIC) && ioctl(vm->vcpus[i].fd, KVM_ENABLE_CAP, &synic) < 0)
+			return kap_error(err, errno,
+					 "KVM_ENABLE_CAP KVM_CAP_HYPERV_SYNIC2 (vCPU %u)", i);
 		/* A restore sets every register from the state file (kap_snap_load). */
 		r = vm->snap ? 0 : kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0, err);
 		if (r < 0)

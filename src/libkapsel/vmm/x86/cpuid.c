@@ -346,6 +346,155 @@ static int apply_model(struct kvm_cpuid2 *c, const struct cpu_model *m, struct k
 }
 
 /*
+ * Hyper-V enlightenments, by QEMU's names (docs/system/i386/hyperv.rst). KVM implements the
+ * synthetic MSRs (guest OS ID, hypercall page, VP index, reference counter and TSC page,
+ * SynIC, synthetic timers) once the guest's CPUID carries the Hyper-V signature (kvm_hv_
+ * set_cpuid); kapsel writes the leaves and enables SynIC per vCPU. Each flag needs the
+ * capability named here; KVM has no capability of its own for the synthetic timers, which
+ * come with SynIC and read the reference counter (KVM_CAP_HYPERV_TIME, as QEMU checks).
+ */
+static const struct hv_flag {
+	const char *name;
+	unsigned int bit, cap, needs;
+	const char *capname;
+} hv_flags[] = {
+    {"hv-relaxed", KAP_HV_RELAXED, KAP_CPUID_CAP_HYPERV, 0, "KVM_CAP_HYPERV"},
+    {"hv-vapic", KAP_HV_VAPIC, KAP_CPUID_CAP_HV_VAPIC, 0, "KVM_CAP_HYPERV_VAPIC"},
+    {"hv-time", KAP_HV_TIME, KAP_CPUID_CAP_HV_TIME, 0, "KVM_CAP_HYPERV_TIME"},
+    {"hv-vpindex", KAP_HV_VPINDEX, KAP_CPUID_CAP_HV_VP_INDEX, 0, "KVM_CAP_HYPERV_VP_INDEX"},
+    /* SynIC messages and events name their target by VP index (TLFS 6.0, 11.8). */
+    {"hv-synic", KAP_HV_SYNIC, KAP_CPUID_CAP_HV_SYNIC2, KAP_HV_VPINDEX, "KVM_CAP_HYPERV_SYNIC2"},
+    /* Timers deliver through SynIC and count reference time (TLFS 6.0, 12.1). */
+    {"hv-stimer", KAP_HV_STIMER, KAP_CPUID_CAP_HV_TIME, KAP_HV_SYNIC | KAP_HV_TIME,
+     "KVM_CAP_HYPERV_TIME"},
+};
+#define N_HV (sizeof(hv_flags) / sizeof(hv_flags[0]))
+
+static bool is_hv(const char *name, size_t len)
+{
+	return len >= 3 && !strncmp(name, "hv-", 3);
+}
+
+int kap_x86_hv_flags(const char *s, unsigned int *out, struct kapsel_error **err)
+{
+	unsigned int on = 0;
+	*out = 0;
+	for (const char *p = s ? s : ""; *p;) {
+		size_t n = strcspn(p, ",");
+		const char *name = (p[0] == '-' || p[0] == '+') ? p + 1 : p;
+		size_t nlen = n - (size_t)(name - p);
+		if (n && is_hv(name, nlen)) {
+			size_t i = 0;
+			while (i < N_HV && !(strlen(hv_flags[i].name) == nlen &&
+					     !strncmp(hv_flags[i].name, name, nlen)))
+				i++;
+			if (i == N_HV)
+				return kap_error_plain(err, EINVAL,
+						       "--cpu-features: unknown Hyper-V "
+						       "enlightenment \"%.*s\" (known: hv-relaxed, "
+						       "hv-vapic, hv-time, hv-vpindex, hv-synic, "
+						       "hv-stimer)",
+						       (int)nlen, name);
+			if (p[0] == '-')
+				on &= ~hv_flags[i].bit;
+			else
+				on |= hv_flags[i].bit;
+		}
+		p += n + (p[n] == ',');
+	}
+	for (size_t i = 0; i < N_HV; i++)
+		for (size_t j = 0; (on & hv_flags[i].bit) && j < N_HV; j++)
+			if ((hv_flags[i].needs & hv_flags[j].bit) && !(on & hv_flags[j].bit))
+				return kap_error_plain(err, EINVAL, "--cpu-features: +%s needs +%s",
+						       hv_flags[i].name, hv_flags[j].name);
+	*out = on;
+	return 0;
+}
+
+/* Appends a leaf; the caller made room. */
+static void add_leaf(struct kvm_cpuid2 *c, uint32_t leaf, uint32_t a, uint32_t b, uint32_t cx,
+		     uint32_t d)
+{
+	c->entries[c->nent++] =
+	    (struct kvm_cpuid_entry2){.function = leaf, .eax = a, .ebx = b, .ecx = cx, .edx = d};
+}
+
+#define HV_BASE	   0x40000000u
+#define HV_LAST	   0x4000000au
+#define HV_NLEAVES (HV_LAST - HV_BASE + 1)
+
+/*
+ * The Hyper-V leaves (TLFS 6.0, 2.4 "Hypervisor CPUID Leaves") at 0x40000000, KVM's moved to
+ * 0x40000100 as QEMU does with Hyper-V on: Linux and KVM look for KVM's signature every 0x100
+ * leaves (hypervisor_cpuid_base; kvm_get_hypervisor_cpuid), Windows only at 0x40000000.
+ */
+static int add_hv_leaves(struct kvm_cpuid2 *c, unsigned int hv, unsigned int caps,
+			 unsigned int ncpus, struct kapsel_error **err)
+{
+	for (size_t i = 0; i < N_HV; i++) {
+		if (!(hv & hv_flags[i].bit))
+			continue;
+		if (!(caps & KAP_CPUID_CAP_HYPERV))
+			return kap_error_plain(err, ENOTSUP,
+					       "--cpu-features: +%s needs KVM_CAP_HYPERV, which "
+					       "this host's KVM lacks",
+					       hv_flags[i].name);
+		if (!(caps & hv_flags[i].cap))
+			return kap_error_plain(err, ENOTSUP,
+					       "--cpu-features: +%s needs %s, which this host's "
+					       "KVM lacks",
+					       hv_flags[i].name, hv_flags[i].capname);
+	}
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+		if (e->function < HV_BASE || e->function > 0x400000ffu)
+			continue;
+		if (e->function == HV_BASE)
+			e->eax += 0x100;
+		e->function += 0x100;
+	}
+	uint32_t vendor[3];
+	memcpy(vendor, "Microsoft Hv", 12);
+	add_leaf(c, HV_BASE, HV_LAST, vendor[0], vendor[1], vendor[2]);
+	add_leaf(c, HV_BASE + 1, 0x31237648u /* "Hv#1" */, 0, 0, 0);
+	/* Version: build 0x3839 of 10.0, as QEMU reports. */
+	add_leaf(c, HV_BASE + 2, 0x3839, 0x000a0000, 0, 0);
+	/*
+	 * Partition privileges, EAX (TLFS 2.4.4): 1 AccessPartitionReferenceCounter, 2
+	 * AccessSynicRegs, 3 AccessSyntheticTimerRegs, 4 AccessIntrCtrlRegs (the APIC MSRs), 5
+	 * AccessHypercallMsrs (guest OS ID and hypercall page: always), 6 AccessVpIndex, 9
+	 * AccessPartitionReferenceTsc.
+	 */
+	uint32_t priv = 1u << 5;
+	if (hv & KAP_HV_TIME)
+		priv |= (1u << 1) | (1u << 9);
+	if (hv & KAP_HV_SYNIC)
+		priv |= 1u << 2;
+	if (hv & KAP_HV_STIMER)
+		priv |= 1u << 3;
+	if (hv & KAP_HV_VAPIC)
+		priv |= 1u << 4;
+	if (hv & KAP_HV_VPINDEX)
+		priv |= 1u << 6;
+	add_leaf(c, HV_BASE + 3, priv, 0, 0, 0);
+	/*
+	 * Recommendations, EAX (TLFS 2.4.5): 3 use the APIC MSRs, 5 relaxed timing (no watchdog
+	 * timeouts); EBX the spinlock retry count, all ones: never notify.
+	 */
+	uint32_t rec = 0;
+	if (hv & KAP_HV_VAPIC)
+		rec |= 1u << 3;
+	if (hv & KAP_HV_RELAXED)
+		rec |= 1u << 5;
+	add_leaf(c, HV_BASE + 4, rec, 0xffffffffu, 0, 0);
+	/* Limits (TLFS 2.4.6): virtual processors. */
+	add_leaf(c, HV_BASE + 5, ncpus, 0, 0, 0);
+	for (uint32_t l = HV_BASE + 6; l <= HV_LAST; l++)
+		add_leaf(c, l, 0, 0, 0, 0);
+	return 0;
+}
+
+/*
  * Walks "-a,+b,c" over c: "-" clears a feature and those that need it, "+" (or no sign)
  * offers it when avail (the CPUID before the model) has it. Only validates when c is NULL.
  */
@@ -363,6 +512,10 @@ static int walk_features(const char *s, struct kvm_cpuid2 *c, struct kvm_cpuid2 
 		bool off = p[0] == '-';
 		const char *name = (p[0] == '-' || p[0] == '+') ? p + 1 : p;
 		size_t nlen = n - (size_t)(name - p);
+		if (is_hv(name, nlen)) { /* kap_x86_hv_flags' */
+			p += n + (p[n] == ',');
+			continue;
+		}
 		const struct feature *f = find_feature(name, nlen);
 		if (!f)
 			return kap_error_plain(err, EINVAL,
@@ -395,7 +548,9 @@ static int walk_features(const char *s, struct kvm_cpuid2 *c, struct kvm_cpuid2 
 			continue;
 		}
 		const char *name = p[0] == '+' ? p + 1 : p;
-		const struct feature *f = find_feature(name, n - (size_t)(name - p));
+		const struct feature *f = is_hv(name, n - (size_t)(name - p))
+					      ? NULL
+					      : find_feature(name, n - (size_t)(name - p));
 		for (size_t i = 0; f && i < sizeof(features) / sizeof(features[0]); i++)
 			if (requires(f, &features[i]) && !has_feature(c, &features[i]))
 				return kap_error_plain(err, EINVAL,
@@ -411,7 +566,9 @@ int kap_x86_cpuid_check_features(const char *model, const char *s, struct kapsel
 {
 	if (model && !find_model(model, err))
 		return -EINVAL;
-	return walk_features(s, NULL, NULL, err);
+	unsigned int hv;
+	int r = kap_x86_hv_flags(s, &hv, err);
+	return r < 0 ? r : walk_features(s, NULL, NULL, err);
 }
 
 int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *model, const char *feats,
@@ -421,8 +578,12 @@ int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *model, c
 	const struct cpu_model *m = model ? find_model(model, err) : &models[0];
 	if (!m)
 		return -EINVAL;
-	/* Room for the KVM signature leaves should KVM not list them. */
-	size_t n = supported->nent + 2,
+	unsigned int hv;
+	int r = kap_x86_hv_flags(feats, &hv, err);
+	if (r < 0)
+		return r;
+	/* Room for the KVM signature leaves should KVM not list them, and Hyper-V's. */
+	size_t n = supported->nent + 2 + HV_NLEAVES,
 	       sz = sizeof(struct kvm_cpuid2) + n * sizeof(struct kvm_cpuid_entry2);
 	cleanup_free struct kvm_cpuid2 *c = calloc(1, sz);
 	cleanup_free struct kvm_cpuid2 *avail = NULL;
@@ -454,13 +615,14 @@ int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *model, c
 	if (!(avail = malloc(sz)))
 		return kap_error(err, ENOMEM, "cpuid");
 	memcpy(avail, c, sz);
-	int r = apply_model(c, m, err);
+	r = apply_model(c, m, err);
 	if (r < 0)
 		return r;
 	r = walk_features(feats, c, avail, err);
 	if (r < 0)
 		return r;
-	(void)ncpus;
+	if (hv && (r = add_hv_leaves(c, hv, caps, ncpus, err)) < 0)
+		return r;
 	*out = steal_ptr(c);
 	return 0;
 }

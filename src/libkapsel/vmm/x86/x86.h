@@ -19,6 +19,11 @@ int kap_x86_vcpu_init(int vcpu_fd, const struct kap_boot_entry *entry, bool bsp,
 /* Bits KVM offers only through capabilities (kap_x86_cpuid_build's caps). */
 #define KAP_CPUID_CAP_TSC_DEADLINE (1u << 0) /* KVM_CAP_TSC_DEADLINE_TIMER */
 #define KAP_CPUID_CAP_X2APIC	   (1u << 1) /* in-kernel irqchip */
+#define KAP_CPUID_CAP_HYPERV	   (1u << 2) /* KVM_CAP_HYPERV */
+#define KAP_CPUID_CAP_HV_VAPIC	   (1u << 3) /* KVM_CAP_HYPERV_VAPIC */
+#define KAP_CPUID_CAP_HV_TIME	   (1u << 4) /* KVM_CAP_HYPERV_TIME */
+#define KAP_CPUID_CAP_HV_VP_INDEX  (1u << 5) /* KVM_CAP_HYPERV_VP_INDEX */
+#define KAP_CPUID_CAP_HV_SYNIC2	   (1u << 6) /* KVM_CAP_HYPERV_SYNIC2 */
 int kap_x86_cpuid_build(const struct kvm_cpuid2 *supported, const char *model, const char *features,
 			unsigned int ncpus, unsigned int caps, struct kvm_cpuid2 **out,
 			struct kapsel_error **err);
@@ -28,3 +33,13 @@ int kap_x86_cpuid_set(int vcpu_fd, const struct kvm_cpuid2 *tmpl, unsigned int i
 /* Checks a --cpu-model name (NULL: none) and parses --cpu-features without applying them. */
 int kap_x86_cpuid_check_features(const char *model, const char *features,
 				 struct kapsel_error **err);
+
+/* Hyper-V enlightenments ("hv-*" in --cpu-features, QEMU's names). */
+#define KAP_HV_RELAXED (1u << 0)
+#define KAP_HV_VAPIC   (1u << 1)
+#define KAP_HV_TIME    (1u << 2)
+#define KAP_HV_VPINDEX (1u << 3)
+#define KAP_HV_SYNIC   (1u << 4)
+#define KAP_HV_STIMER  (1u << 5)
+/* The KAP_HV_* set --cpu-features enables, its dependencies checked; -EINVAL names the flag. */
+int kap_x86_hv_flags(const char *features, unsigned int *out, struct kapsel_error **err);
