@@ -288,6 +288,8 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (argc - optind == 0) {
+		/* podman's ps (a list); ps ID is runc's and keeps its status. */
+		cli_set_fail_status(EXIT_ENGINE);
 		struct cli_format f;
 		if (!cli_format_parse("ps", format, &f))
 			return EXIT_ENGINE;
