@@ -105,3 +105,18 @@ def test_runc_command_errors_exit_1(kx, args):
 def test_help_still_exits_0(kx):
     for args in (["stop", "--help"], ["volume", "--help"], ["state", "--help"]):
         assert kx(args).returncode == 0, args
+
+
+def test_man_pages_say_which_status(kapsel, tmp_path):
+    r = subprocess.run([kapsel, "__man", tmp_path, tmp_path / "stamp"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+    def exit_status(page):
+        text = (tmp_path / page).read_text()
+        return text.split(".SH EXIT STATUS\n", 1)[1].split(".SH", 1)[0]
+    # a podman command and a subcommand, which takes its parent's status
+    for page in ("kapsel-stop.1", "kapsel-volume-rm.1", "kapsel-system-df.1"):
+        assert "125 when kapsel fails, usage errors included" in exit_status(page), page
+    for page in ("kapsel-state.1", "kapsel-kill.1"):
+        assert "125 when kapsel fails" not in exit_status(page), page
