@@ -321,7 +321,7 @@ int cli_parse_id_only(const struct cli_command *cmd, int argc, char **argv, cons
 	if (c != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(cmd, argc - optind, 1, 1, "container ID"))
-		return 1;
+		return fail_status;
 	*id = argv[optind];
 	return -1;
 }
