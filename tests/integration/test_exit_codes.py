@@ -41,9 +41,9 @@ PODMAN = {
     "save": (["save"], ["save", "-o", "{tmp}/o.tar", "kt-nx"]),
     "prune": (["prune", "--bogus"], ["prune", "extra"]),
     "completion": (["completion"], ["completion", "nosh"]),
-    # ps with no ID lists (podman's); its flag errors come before the form is known and
-    # keep runc's status, as ps ID is runc's.
-    "ps (list)": (["ps", "-a", "--format", "{{.Nope"], ["ps", "-q", "--format", "{{.Nope"]),
+    # ps with no ID lists (podman's); ps ID is runc's (below)
+    "ps (list)": (["ps", "--bogus"], ["ps", "-a", "--format", "{{.Nope"]),
+    "ps (list) format": (["ps", "--format", "yaml"], ["ps", "-q", "--format", "{{.Nope"]),
 }
 
 # runc's commands: the same kinds of failure keep runc's 1.
@@ -65,6 +65,9 @@ RUNC = [
     ["features", "--bogus"],
     ["spec", "--bogus"],
     ["ps", "kt-nx"],
+    ["ps", "--bogus", "kt-nx"],
+    ["ps", "kt-nx", "--format", "yaml"],
+    ["ps", "--format", "yaml", "kt-nx"],
 ]
 
 
