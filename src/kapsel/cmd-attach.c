@@ -32,6 +32,7 @@ static int attach(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_attach = {
+    .podman_status = true,
     .name = "attach",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "h",

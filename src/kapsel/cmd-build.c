@@ -56,7 +56,7 @@ static int build(const struct cli_globals *g, int argc, char **argv)
 	long long ts;
 	char **tags = NULL, **args = NULL, **labels = NULL;
 	size_t nt = 0, na = 0, nl = 0;
-	int c, ret = 1;
+	int c, ret = cli_fail_status();
 	while ((c = cli_getopt_cmd(&cmd_build, argc, argv)) != -1) {
 		bool ok = true;
 		switch (c) {
@@ -162,6 +162,7 @@ out:
 }
 
 const struct cli_command cmd_build = {
+    .podman_status = true,
     .name = "build",
     .shortopts = "t:f:qs:h",
     .options = options,

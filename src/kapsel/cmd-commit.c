@@ -19,7 +19,7 @@ static int commit(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_commit_options o = {.store = g->store};
 	char **changes = calloc((size_t)argc + 1, sizeof(char *));
 	size_t n = 0;
-	int c, ret = 1;
+	int c, ret = cli_fail_status();
 	if (!changes)
 		return cli_fail("commit: out of memory");
 	while ((c = cli_getopt_cmd(&cmd_commit, argc, argv)) != -1) {
@@ -57,6 +57,7 @@ out:
 }
 
 const struct cli_command cmd_commit = {
+    .podman_status = true,
     .name = "commit",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "c:qs:h",

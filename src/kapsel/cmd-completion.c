@@ -488,6 +488,7 @@ static int completion(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_completion = {
+    .podman_status = true,
     .name = "completion",
     .summary = "print a shell completion script (bash, zsh, fish)",
     .run = completion,

@@ -19,7 +19,7 @@ static int cp(const struct cli_globals *g, int argc, char **argv)
 		archive = true;
 	}
 	if (!cli_nargs(&cmd_cp, argc - optind, 2, 2, "SRC and DST"))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_error *err = NULL;
 	if (kapsel_image_cp(g->store, argv[optind], argv[optind + 1], archive, &err) < 0)
 		return cli_fail_err(err);
@@ -27,6 +27,7 @@ static int cp(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_cp = {
+    .podman_status = true,
     .name = "cp",
     .shortopts = "ah",
     .options = options,

@@ -45,7 +45,7 @@ static int history(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (!cli_nargs(&cmd_history, argc - optind, 1, 1, "IMAGE"))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_history_entry *v;
 	size_t n;
 	struct kapsel_error *err = NULL;
@@ -66,6 +66,7 @@ static int history(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_history = {
+    .podman_status = true,
     .name = "history",
     .operands = CLI_OPERAND_IMAGE,
     .shortopts = "s:h",

@@ -58,7 +58,7 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (!cli_nargs(&cmd_images, argc - optind, 0, 0, "none"))
-		return 1;
+		return cli_fail_status();
 	if (!cli_format_parse("images", json ? NULL : format, &f))
 		return EXIT_ENGINE;
 	struct kapsel_image_info *list = NULL;
@@ -189,6 +189,7 @@ static int images(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_images = {
+    .podman_status = true,
     .name = "images",
     .shortopts = "s:qf:h",
     .options = options,

@@ -79,6 +79,7 @@ static int info(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_info = {
+    .podman_status = true,
     .name = "info",
     .shortopts = "f:h",
     .options = options,

@@ -41,6 +41,7 @@ static int inspect(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_inspect = {
+    .podman_status = true,
     .name = "inspect",
     .operands = CLI_OPERAND_CONTAINER_OR_IMAGE,
     .shortopts = "f:t:h",

@@ -105,7 +105,7 @@ static int login_cmd(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (!cli_nargs(&cmd_login, argc - optind, 1, 1, "registry"))
-		return 1;
+		return cli_fail_status();
 	if (!user)
 		return cli_fail("login: --username (-u) is required");
 	if (password_arg && from_stdin)
@@ -133,6 +133,7 @@ static int login_cmd(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_login = {
+    .podman_status = true,
     .name = "login",
     .shortopts = "u:p:h",
     .options = options,

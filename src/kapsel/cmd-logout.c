@@ -35,7 +35,7 @@ static int logout_cmd(const struct cli_globals *g, int argc, char **argv)
 	}
 	if (!cli_nargs(&cmd_logout, argc - optind, all ? 0 : 1, all ? 0 : 1,
 		       all ? "none with --all" : "registry"))
-		return 1;
+		return cli_fail_status();
 	if (kapsel_logout(all ? NULL : argv[optind], &o, all, &err) < 0)
 		return cli_fail_err(err);
 	if (all)
@@ -46,6 +46,7 @@ static int logout_cmd(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_logout = {
+    .podman_status = true,
     .name = "logout",
     .shortopts = "ah",
     .options = options,

@@ -264,6 +264,19 @@ static void put_commands(FILE *out, const char *cmd_path, const struct cli_comma
 	}
 }
 
+/* Whether cmd's errors exit 125: its own flag or, for a subcommand, its top command's. */
+static bool podman_status(const char *cmd_path, const struct cli_command *cmd)
+{
+	if (cmd->podman_status)
+		return true;
+	size_t n = strcspn(cmd_path, " ");
+	for (size_t i = 0; n && cli_commands[i]; i++)
+		if (strlen(cli_commands[i]->name) == n &&
+		    !strncmp(cli_commands[i]->name, cmd_path, n))
+			return cli_commands[i]->podman_status;
+	return false;
+}
+
 static int write_page(const char *dir, const char *cmd_path, const struct cli_command *cmd,
 		      const char *parent_page, struct page_list *pages)
 {
@@ -294,12 +307,20 @@ static int write_page(const char *dir, const char *cmd_path, const struct cli_co
 	put_usage(out, cmd->usage);
 	put_options(out, cmd, cmd == &cli_main ? "GLOBAL OPTIONS" : "OPTIONS");
 	put_commands(out, cmd_path, cmd);
-	fputs(".SH EXIT STATUS\n"
-	      "0 when the command succeeds, non\\-zero when it fails; where the command gives a\n"
-	      "status its own meaning (a container's exit status, podman's 125, 126 and 127),\n"
-	      "DESCRIPTION says so.\n"
-	      ".SH SEE ALSO\n",
-	      out);
+	fputs(".SH EXIT STATUS\n", out);
+	if (podman_status(cmd_path, cmd))
+		fputs("0 when the command succeeds; 125 when kapsel fails, usage errors included, "
+		      "as\n"
+		      "podman's commands do.\n",
+		      out);
+	else
+		fputs("0 when the command succeeds, non\\-zero when it fails; where the command "
+		      "gives a\n"
+		      "status its own meaning (a container's exit status, podman's 125, 126 and "
+		      "127),\n"
+		      "DESCRIPTION says so.\n",
+		      out);
+	fputs(".SH SEE ALSO\n", out);
 	if (cmd == &cli_main) {
 		const char *name;
 		const struct cli_command *sub;

@@ -50,7 +50,7 @@ static int create(const struct cli_globals *g, int argc, char **argv)
 			return cli_opt_status(c);
 	}
 	if (!cli_nargs(&cmd_network_create, argc - optind, 1, 1, "NAME"))
-		return 1;
+		return cli_fail_status();
 	o.name = argv[optind];
 	struct kapsel_error *err = NULL;
 	if (kapsel_network_create(g->store, &o, &err) < 0)
@@ -80,7 +80,7 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 		format = optarg;
 	}
 	if (!cli_nargs(&cmd_network_list, argc - optind, 0, 0, ""))
-		return 1;
+		return cli_fail_status();
 	struct cli_format f;
 	if (!cli_format_parse("network ls", json ? NULL : format, &f))
 		return EXIT_ENGINE;
@@ -156,7 +156,7 @@ static int inspect(const struct cli_globals *g, int argc, char **argv)
 	while ((c = cli_getopt_cmd(&cmd_network_inspect, argc, argv)) != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(&cmd_network_inspect, argc - optind, 1, -1, "NAME..."))
-		return 1;
+		return cli_fail_status();
 	int status = 0;
 	bool first = true;
 	putchar('[');
@@ -218,11 +218,11 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 		force = true;
 	}
 	if (!cli_nargs(&cmd_network_rm, argc - optind, 1, -1, "NAME..."))
-		return 1;
+		return cli_fail_status();
 	int status = 0;
 	for (int i = optind; i < argc; i++)
 		if (remove_one(g, argv[i], force))
-			status = 1;
+			status = cli_fail_status();
 	return status;
 }
 
@@ -235,7 +235,7 @@ static int connect_disconnect(const struct cli_globals *g, int argc, char **argv
 	while ((c = cli_getopt_cmd(cmd, argc, argv)) != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(cmd, argc - optind, 2, 2, "NETWORK CONTAINER"))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_error *err = NULL;
 	int r = conn ? kapsel_network_connect(g->store, argv[optind], argv[optind + 1], &err)
 		     : kapsel_network_disconnect(g->store, argv[optind], argv[optind + 1], &err);
@@ -249,7 +249,7 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 	while ((c = cli_getopt_cmd(&cmd_network_prune, argc, argv)) != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(&cmd_network_prune, argc - optind, 0, 0, ""))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_network_info *v = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
@@ -368,6 +368,7 @@ static const struct cli_command cmd_network_prune = {
 };
 
 const struct cli_command cmd_network = {
+    .podman_status = true,
     .name = "network",
     .summary = "manage container networks (create, ls, inspect, rm, prune)",
     .run = network,

@@ -31,6 +31,7 @@ static int port_cmd(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_port = {
+    .podman_status = true,
     .name = "port",
     .operands = CLI_OPERAND_CONTAINER,
     .summary = "list a container's published ports",

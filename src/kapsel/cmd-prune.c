@@ -21,7 +21,7 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 		store = optarg;
 	}
 	if (!cli_nargs(&cmd_prune, argc - optind, 0, 0, "none"))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_error *err = NULL;
 	int64_t freed = kapsel_image_prune(store, &err);
 	if (freed < 0)
@@ -31,6 +31,7 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_prune = {
+    .podman_status = true,
     .name = "prune",
     .shortopts = "s:h",
     .options = options,

@@ -258,6 +258,24 @@ static const struct option options[] = {
     {0},
 };
 
+/*
+ * Whether argv names no container (podman's ps, a list) rather than runc's ps ID: for the
+ * status of an error met while parsing the flags, before optind says which.
+ */
+static bool lists(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			return i + 1 >= argc;
+		if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--format") ||
+		    !strcmp(argv[i], "-format"))
+			i++;
+		else if (argv[i][0] != '-')
+			return false;
+	}
+	return true;
+}
+
 static int ps(const struct cli_globals *g, int argc, char **argv)
 {
 	bool json = false, all = false, quiet = false;
@@ -267,6 +285,9 @@ static int ps(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_error *err = NULL;
 	int c;
 
+	/* podman's ps (a list) exits 125 on errors; ps ID is runc's and keeps its 1. */
+	if (lists(argc, argv))
+		cli_set_fail_status(EXIT_ENGINE);
 	while ((c = cli_getopt_cmd(&cmd_ps, argc, argv)) != -1) {
 		switch (c) {
 		case 'a':

@@ -55,7 +55,7 @@ static int push(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_CHUNK:
 			if (!cli_parse_int(&cmd_push, "--chunk-size", optarg, 1, 1LL << 40, &chunk))
-				return 1;
+				return cli_fail_status();
 			o.chunk_size = chunk;
 			break;
 		case OPT_FORMAT:
@@ -75,7 +75,7 @@ static int push(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (!cli_nargs(&cmd_push, argc - optind, 1, 2, "IMAGE [DEST]"))
-		return 1;
+		return cli_fail_status();
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -89,6 +89,7 @@ static int push(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_push = {
+    .podman_status = true,
     .name = "push",
     .operands = CLI_OPERAND_IMAGE,
     .shortopts = "qs:h",

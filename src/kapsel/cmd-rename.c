@@ -21,6 +21,7 @@ static int rename_cmd(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_rename = {
+    .podman_status = true,
     .name = "rename",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "h",

@@ -38,6 +38,7 @@ static int restart(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_restart = {
+    .podman_status = true,
     .name = "restart",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "t:h",

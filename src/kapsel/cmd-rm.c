@@ -19,7 +19,7 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 		force = true;
 	}
 	if (!cli_nargs(&cmd_rm, argc - optind, 1, -1, "container name"))
-		return 1;
+		return cli_fail_status();
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
 		struct kapsel_error *err = NULL;
@@ -32,6 +32,7 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_rm = {
+    .podman_status = true,
     .name = "rm",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "fh",

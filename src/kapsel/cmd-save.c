@@ -31,7 +31,7 @@ static int save(const struct cli_globals *g, int argc, char **argv)
 	if (!output)
 		return cli_fail("save: -o FILE is required");
 	if (!cli_nargs(&cmd_save, argc - optind, 1, -1, "IMAGE..."))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_error *err = NULL;
 	if (kapsel_image_save(store, argv + optind, (size_t)(argc - optind), output, &err) < 0)
 		return cli_fail_err(err);
@@ -39,6 +39,7 @@ static int save(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_save = {
+    .podman_status = true,
     .name = "save",
     .operands = CLI_OPERAND_IMAGE,
     .shortopts = "o:s:h",

@@ -309,7 +309,7 @@ static int stats(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case 'i':
 			if (!cli_parse_int(&cmd_stats, "--interval", optarg, 1, 3600, &interval))
-				return 1;
+				return cli_fail_status();
 			break;
 		default:
 			return cli_opt_status(c);
@@ -325,7 +325,7 @@ static int stats(const struct cli_globals *g, int argc, char **argv)
 			tmpl += 6;
 		}
 		if (check_template(tmpl))
-			return 1;
+			return cli_fail_status();
 	}
 	char *const *names = argc > optind ? argv + optind : NULL;
 	bool tty = isatty(STDOUT_FILENO);
@@ -374,6 +374,7 @@ static int stats(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_stats = {
+    .podman_status = true,
     .name = "stats",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "f:i:h",

@@ -19,10 +19,10 @@ static int stop(const struct cli_globals *g, int argc, char **argv)
 		if (c != 't')
 			return cli_opt_status(c);
 		if (!cli_parse_int(&cmd_stop, "--time", optarg, 0, INT_MAX / 1000, &timeout))
-			return 1;
+			return cli_fail_status();
 	}
 	if (!cli_nargs(&cmd_stop, argc - optind, 1, -1, "container name"))
-		return 1;
+		return cli_fail_status();
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
 		struct kapsel_error *err = NULL;
@@ -35,6 +35,7 @@ static int stop(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_stop = {
+    .podman_status = true,
     .name = "stop",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "t:h",

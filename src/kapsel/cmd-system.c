@@ -68,7 +68,7 @@ static int df(const struct cli_globals *g, int argc, char **argv)
 			return cli_fail("system df: invalid format \"%s\" (table or json)", optarg);
 	}
 	if (!cli_nargs(&cmd_system_df, argc - optind, 0, 0, "none"))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_df d;
 	struct kapsel_error *err = NULL;
 	if (kapsel_system_df(g->store, &d, &err) < 0)
@@ -125,7 +125,7 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 			return cli_opt_status(c);
 	}
 	if (!cli_nargs(&cmd_system_prune, argc - optind, 0, 0, "none"))
-		return 1;
+		return cli_fail_status();
 	if (!force) {
 		/* podman asks; with no terminal to ask on, nothing is removed unasked. */
 		if (!isatty(STDIN_FILENO))
@@ -239,6 +239,7 @@ static const struct cli_command cmd_system_prune = {
 };
 
 const struct cli_command cmd_system = {
+    .podman_status = true,
     .name = "system",
     .summary = "show the store's disk use (df), remove what is unused (prune)",
     .run = system_cmd,

@@ -31,7 +31,7 @@ static int tag(const struct cli_globals *g, int argc, char **argv)
 	if (r >= 0)
 		return r;
 	if (!cli_nargs(&cmd_tag, argc - optind, 2, -1, "IMAGE NAME..."))
-		return 1;
+		return cli_fail_status();
 	for (int i = optind + 1; i < argc; i++) {
 		struct kapsel_error *err = NULL;
 		if (kapsel_image_tag(store, argv[optind], argv[i], &err) < 0)
@@ -47,7 +47,7 @@ static int untag(const struct cli_globals *g, int argc, char **argv)
 	if (r >= 0)
 		return r;
 	if (!cli_nargs(&cmd_untag, argc - optind, 1, -1, "IMAGE [NAME...]"))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_error *err = NULL;
 	if (kapsel_image_untag(store, argv[optind], argv + optind + 1, (size_t)(argc - optind - 1),
 			       &err) < 0)
@@ -56,6 +56,7 @@ static int untag(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_tag = {
+    .podman_status = true,
     .name = "tag",
     .operands = CLI_OPERAND_IMAGE,
     .shortopts = "s:h",
@@ -73,6 +74,7 @@ const struct cli_command cmd_tag = {
 };
 
 const struct cli_command cmd_untag = {
+    .podman_status = true,
     .name = "untag",
     .operands = CLI_OPERAND_IMAGE,
     .shortopts = "s:h",

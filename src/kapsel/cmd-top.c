@@ -17,7 +17,7 @@ static int top(const struct cli_globals *g, int argc, char **argv)
 	if (c != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(&cmd_top, argc - optind, 1, -1, "container name"))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_top t;
 	struct kapsel_error *err = NULL;
 	if (kapsel_image_top(g->store, argv[optind], argv + optind + 1, &t, &err) < 0)
@@ -46,6 +46,7 @@ static int top(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_top = {
+    .podman_status = true,
     .name = "top",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "h",

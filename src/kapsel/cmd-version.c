@@ -93,6 +93,7 @@ static int version(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_version = {
+    .podman_status = true,
     .name = "version",
     .shortopts = "f:h",
     .options = options,

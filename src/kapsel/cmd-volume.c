@@ -23,7 +23,7 @@ static int create(const struct cli_globals *g, int argc, char **argv)
 	while ((c = cli_getopt_cmd(&cmd_volume_create, argc, argv)) != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(&cmd_volume_create, argc - optind, 0, 1, "[NAME]"))
-		return 1;
+		return cli_fail_status();
 	char *name = NULL;
 	struct kapsel_error *err = NULL;
 	if (kapsel_volume_create(g->store, optind < argc ? argv[optind] : NULL, &name, &err) < 0)
@@ -64,7 +64,7 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 		json = !strcmp(optarg, "json");
 	}
 	if (!cli_nargs(&cmd_volume_list, argc - optind, 0, 0, ""))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_volume_info *v = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
@@ -114,7 +114,7 @@ static int inspect(const struct cli_globals *g, int argc, char **argv)
 	while ((c = cli_getopt_cmd(&cmd_volume_inspect, argc, argv)) != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(&cmd_volume_inspect, argc - optind, 1, -1, "NAME..."))
-		return 1;
+		return cli_fail_status();
 	int status = 0;
 	bool first = true;
 	putchar('[');
@@ -177,11 +177,11 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 		force = true;
 	}
 	if (!cli_nargs(&cmd_volume_rm, argc - optind, 1, -1, "NAME..."))
-		return 1;
+		return cli_fail_status();
 	int status = 0;
 	for (int i = optind; i < argc; i++)
 		if (remove_one(g, argv[i], force))
-			status = 1;
+			status = cli_fail_status();
 	return status;
 }
 
@@ -194,7 +194,7 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 		if (c != 'f')
 			return cli_opt_status(c);
 	if (!cli_nargs(&cmd_volume_prune, argc - optind, 0, 0, ""))
-		return 1;
+		return cli_fail_status();
 	struct kapsel_volume_info *v = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
@@ -291,6 +291,7 @@ static const struct cli_command cmd_volume_prune = {
 };
 
 const struct cli_command cmd_volume = {
+    .podman_status = true,
     .name = "volume",
     .summary = "manage named volumes (create, ls, inspect, rm, prune)",
     .run = volume,

@@ -40,6 +40,7 @@ static int wait_cmd(const struct cli_globals *g, int argc, char **argv)
 }
 
 const struct cli_command cmd_wait = {
+    .podman_status = true,
     .name = "wait",
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "h",

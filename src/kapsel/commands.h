@@ -57,6 +57,12 @@ struct cli_command {
 	bool hidden;
 	/* What the positional arguments name, for completion (up to argv_after of them). */
 	enum cli_operand operands;
+	/*
+	 * podman's command (not one of runc's): kapsel's own errors, usage errors included, exit
+	 * EXIT_ENGINE as podman's do (podman(1) "Exit Codes"), not runc's 1, which podman,
+	 * containerd and CRI-O read from runc's commands. Subcommands take their parent's.
+	 */
+	bool podman_status;
 };
 
 /* One name a command answers to under its parent: several names may share one command. */
@@ -85,7 +91,10 @@ extern const struct cli_command cmd_inspect, cmd_version, cmd_info;
 extern const struct cli_command cmd_volume;
 extern const struct cli_command cmd_completion, cmd_complete_helper, cmd_man_helper;
 
-/* Returned by cli_getopt after printing --help (exit 0) or a usage error (exit 1). */
+/*
+ * Returned by cli_getopt after printing --help (exit 0) or a usage error (exit
+ * cli_fail_status()).
+ */
 #define CLI_OPT_HELP  0x10000
 #define CLI_OPT_ERROR 0x10001
 
@@ -132,9 +141,19 @@ bool cli_sub_at(const struct cli_command *cmd, size_t i, const char **name,
 /* The i-th flag of cmd (its table, then more_options, each name once); NULL past the last. */
 const struct option *cli_flag_at(const struct cli_command *cmd, size_t i);
 
-/* Prints "kapsel: <msg>" through the log (and to stderr when logging to a file); returns 1. */
+/*
+ * The exit status for kapsel's own errors in this command: 1 (runc's) or EXIT_ENGINE for a
+ * command with podman_status, which main sets before the command runs. A command with both
+ * forms (ps: podman's list, runc's ps ID) sets it once it knows which form it has.
+ */
+int cli_fail_status(void);
+void cli_set_fail_status(int status);
+/*
+ * Prints "kapsel: <msg>" through the log (and to stderr when logging to a file); returns
+ * cli_fail_status().
+ */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Reports an API error and frees it; returns 1. */
+/* Reports an API error and frees it; returns cli_fail_status(). */
 int cli_fail_err(struct kapsel_error *err);
 /*
  * podman's exit statuses (podman-run(1) "Exit Status") for its image-level run and exec: 125

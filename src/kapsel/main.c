@@ -86,6 +86,19 @@ static const struct cli_command *find_command(const char *name)
 	return NULL;
 }
 
+/* runc's status for errors until main knows the command (global flag errors included). */
+static int fail_status = 1;
+
+int cli_fail_status(void)
+{
+	return fail_status;
+}
+
+void cli_set_fail_status(int status)
+{
+	fail_status = status;
+}
+
 int cli_fail(const char *fmt, ...)
 {
 	char msg[1024];
@@ -95,14 +108,14 @@ int cli_fail(const char *fmt, ...)
 	va_end(ap);
 	struct kapsel_error e = {.code = EINVAL, .msg = msg};
 	kapsel_log_error_exit(&e);
-	return 1;
+	return fail_status;
 }
 
 int cli_fail_err(struct kapsel_error *err)
 {
 	kapsel_log_error_exit(err);
 	kapsel_error_free(err);
-	return 1;
+	return fail_status;
 }
 
 /*
@@ -254,7 +267,7 @@ int cli_dispatch(const struct cli_command *cmd, const struct cli_globals *g, int
 {
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(cmd->usage, argc < 2 ? stderr : stdout);
-		return argc < 2;
+		return argc < 2 ? fail_status : 0;
 	}
 	for (const struct cli_subcommand *s = cmd->subcommands; s->name; s++)
 		if (!strcmp(argv[1], s->name)) {
@@ -269,7 +282,7 @@ const struct option cli_help_options[] = {{"help", no_argument, NULL, 'h'}, {0}}
 
 int cli_opt_status(int c)
 {
-	return c == CLI_OPT_HELP ? 0 : 1;
+	return c == CLI_OPT_HELP ? 0 : fail_status;
 }
 
 bool cli_nargs(const struct cli_command *cmd, int n, int min, int max, const char *what)
@@ -308,7 +321,7 @@ int cli_parse_id_only(const struct cli_command *cmd, int argc, char **argv, cons
 	if (c != -1)
 		return cli_opt_status(c);
 	if (!cli_nargs(cmd, argc - optind, 1, 1, "container ID"))
-		return 1;
+		return fail_status;
 	*id = argv[optind];
 	return -1;
 }
@@ -569,6 +582,8 @@ int main(int argc, char **argv)
 	if (!cmd)
 		return cli_fail("unknown command \"%s\" (see 'kapsel --help')", name);
 
+	if (cmd->podman_status)
+		fail_status = EXIT_ENGINE;
 	/* Commands that put processes into a container run from a sealed copy of kapsel. */
 	if ((!strcmp(name, "create") || !strcmp(name, "run") || !strcmp(name, "exec") ||
 	     !strcmp(name, "restart")) &&
