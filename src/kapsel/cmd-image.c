@@ -30,10 +30,10 @@ static int inspect(const struct cli_globals *g, int argc, char **argv)
 			return cli_opt_status(c);
 	}
 	if (!cli_nargs(&cmd_image_inspect, argc - optind, 1, -1, "IMAGE..."))
-		return 1;
-	/* kapsel inspect --type image, with the exit status image inspect has always had. */
+		return cli_fail_status();
+	/* kapsel inspect --type image; a missing image exits 125, as podman image inspect. */
 	return cli_inspect(g, &cmd_image_inspect, store, "image", format, argv + optind,
-			   argc - optind, 1);
+			   argc - optind, cli_fail_status());
 }
 
 /* `kapsel image SUBCOMMAND`: inspect, and the podman-style aliases of the image commands. */
@@ -68,6 +68,7 @@ static const struct cli_command cmd_image_inspect = {
 
 const struct cli_command cmd_image = {
     .name = "image",
+    .podman_status = true,
     .summary = "inspect images (and: ls, rm, prune, load, save)",
     .run = image,
     .usage = image_usage,

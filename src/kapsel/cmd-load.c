@@ -34,7 +34,7 @@ static int load(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (!cli_nargs(&cmd_load, argc - optind, input ? 0 : 1, input ? 0 : 1, "FILE|DIR"))
-		return 1;
+		return cli_fail_status();
 	if (!input)
 		input = argv[optind];
 	char **names = NULL;
@@ -49,6 +49,7 @@ static int load(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_load = {
     .name = "load",
+    .podman_status = true,
     .shortopts = "i:s:qh",
     .options = options,
     .summary = "load images from an OCI layout, oci-archive or docker-archive",

@@ -45,7 +45,7 @@ static int logs(const struct cli_globals *g, int argc, char **argv)
 		case OPT_TAIL:
 			/* podman: -1 means every line. */
 			if (!cli_parse_int(&cmd_logs, "--tail", optarg, -1, 1L << 30, &n))
-				return 1;
+				return cli_fail_status();
 			o.tail = (long)n;
 			break;
 		default:
@@ -53,7 +53,7 @@ static int logs(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (!cli_nargs(&cmd_logs, argc - optind, 1, 1, "container name"))
-		return 1;
+		return cli_fail_status();
 	/* Line by line: a reader of -f sees each line when the container wrote it. */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	struct kapsel_error *err = NULL;
@@ -64,6 +64,7 @@ static int logs(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_logs = {
     .name = "logs",
+    .podman_status = true,
     .operands = CLI_OPERAND_CONTAINER,
     .shortopts = "fth",
     .options = options,

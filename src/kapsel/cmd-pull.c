@@ -76,7 +76,7 @@ static int pull_cmd(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (!cli_nargs(&cmd_pull, argc - optind, 1, 1, "image reference"))
-		return 1;
+		return cli_fail_status();
 
 	/* No SA_RESTART: blocking calls return EINTR and the pull notices the flag at once. */
 	struct sigaction sa = {.sa_handler = on_signal};
@@ -88,7 +88,7 @@ static int pull_cmd(const struct cli_globals *g, int argc, char **argv)
 	int r = kapsel_pull(store, argv[optind], &o, digest, &err);
 	if (r < 0) {
 		cli_fail_err(err);
-		return interrupted ? 130 : 1;
+		return interrupted ? 130 : cli_fail_status();
 	}
 	puts(digest);
 	return 0;
@@ -96,6 +96,7 @@ static int pull_cmd(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_pull = {
     .name = "pull",
+    .podman_status = true,
     .shortopts = "qh",
     .options = options,
     .summary = "pull an image from a registry into the image store",

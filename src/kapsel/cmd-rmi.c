@@ -30,7 +30,7 @@ static int rmi(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (!cli_nargs(&cmd_rmi, argc - optind, 1, -1, "IMAGE..."))
-		return 1;
+		return cli_fail_status();
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
 		struct kapsel_error *err = NULL;
@@ -44,6 +44,7 @@ static int rmi(const struct cli_globals *g, int argc, char **argv)
 
 const struct cli_command cmd_rmi = {
     .name = "rmi",
+    .podman_status = true,
     .operands = CLI_OPERAND_IMAGE,
     .shortopts = "fs:h",
     .options = options,

@@ -88,7 +88,7 @@ def test_inspect(kapsel, store, layout):
         assert len(img["Layers"]) == 1 and img["Layers"][0]["MediaType"].endswith("tar+gzip")
         assert img["RootFS"]["Layers"] == [img["Layers"][0]["DiffID"]]
     r = k(kapsel, store, "image", "inspect", "nosuchimage")
-    assert r.returncode == 1 and "not found" in r.stderr
+    assert r.returncode == 125 and "not found" in r.stderr
 
 
 def layer_dir(store, diff_id):
@@ -195,7 +195,7 @@ def test_rmi_and_prune(kapsel, store, layout):
     with open(os.path.join(refs, "ctr1"), "w") as f:
         f.write(img["Digest"])
     r = k(kapsel, store, "rmi", "busybox")
-    assert r.returncode == 1 and "in use by container ctr1" in r.stderr
+    assert r.returncode == 125 and "in use by container ctr1" in r.stderr
     assert images_json(kapsel, store)
     k(kapsel, store, "rmi", "--force", "busybox", check=True)
     assert images_json(kapsel, store) == []
@@ -213,7 +213,7 @@ def test_rmi_and_prune(kapsel, store, layout):
     assert os.listdir(os.path.join(store, "blobs", "sha256")) == []
     assert os.listdir(os.path.join(store, "layers")) == []
     r = k(kapsel, store, "rmi", "busybox")
-    assert r.returncode == 1 and "not found" in r.stderr
+    assert r.returncode == 125 and "not found" in r.stderr
 
 
 # ---- hostile archives ----------------------------------------------------------------------
@@ -305,7 +305,7 @@ def test_hostile_load_leaves_store_unchanged(kapsel, store, layout, tmp_path, ca
     kwargs, needle = HOSTILE[case]
     archive = oci_archive(str(tmp_path / f"{case}.tar"), **kwargs)
     r = k(kapsel, store, "load", archive)
-    assert r.returncode == 1, r.stdout
+    assert r.returncode == 125, r.stdout
     assert needle in r.stderr, r.stderr
     after = listing(store)
     assert after == before

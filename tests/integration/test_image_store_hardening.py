@@ -74,7 +74,7 @@ def test_deep_layer_removed_under_low_nofile(kapsel, store, tmp_path, how):
 def test_failed_load_of_deep_layer_leaves_no_temp(kapsel, store, tmp_path):
     archive = oci_archive(str(tmp_path / "bad.tar"), deep_tar(), diff_id=BAD_DIFF_ID)
     r = klim(kapsel, store, "load", archive)
-    assert r.returncode == 1 and "diff_id mismatch" in r.stderr, r.stderr
+    assert r.returncode == 125 and "diff_id mismatch" in r.stderr, r.stderr
     assert entries(store, "tmp") == []
     assert entries(store, "layers") == []
 
