@@ -157,6 +157,12 @@ def main():
     progress = os.path.join(job, "progress")
     wedged = {}
     stage_start = time.monotonic()
+    # The outer guest mounts its scratch disk on /tmp, which would hide a checkout (or a kapsel
+    # binary) under the host's /tmp: the init keeps the paths listed here visible over it.
+    keep = sorted({os.path.realpath(p) for p in (repo, os.path.dirname(os.environ["KAPSEL"]))
+                   if os.path.realpath(p).startswith("/tmp/")})
+    with open(os.path.join(job, "keep"), "w") as f:
+        f.write("".join(p + "\n" for p in keep))
     while True:
         _, done, _ = read_progress(progress)
         with open(os.path.join(job, "job.sh"), "w") as f:
