@@ -337,3 +337,16 @@ class Containerd:
         subprocess.run(["sh", "-c", f"grep -o ' {self.base}[^ ]*' /proc/self/mounts | "
                         "sort -r | xargs -r -n1 umount -l"], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+class Kapsel:
+    """kapsel with a fixed --store and --root: k("run", "--rm", "busybox", "true")."""
+
+    def __init__(self, binary, store, root):
+        self.binary, self.store, self.root = binary, store, root
+
+    def argv(self, *args):
+        return [self.binary, "--store", self.store, "--root", self.root] + [str(a) for a in args]
+
+    def __call__(self, *args, check=False, timeout=60, input=None):
+        return run(self.argv(*args), check=check, timeout=timeout, input=input)

@@ -17,15 +17,7 @@ import clients
 pytestmark = [pytest.mark.root]
 
 
-class K:
-    def __init__(self, binary, store, root):
-        self.binary, self.store, self.root = binary, store, root
-
-    def argv(self, *args):
-        return [self.binary, "--store", self.store, "--root", self.root] + [str(a) for a in args]
-
-    def __call__(self, *args, check=False, timeout=60, input=None):
-        return clients.run(self.argv(*args), check=check, timeout=timeout, input=input)
+K = clients.Kapsel  # --store/--root fixed for the module's runs
 
 
 @pytest.fixture(scope="session")

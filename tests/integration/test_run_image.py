@@ -21,13 +21,7 @@ SLEEPER = ["sh", "-c", "echo started; echo to-stderr >&2; trap 'echo bye; exit 0
            "sleep 1000 & wait"]
 
 
-class K:
-    def __init__(self, binary, store, root):
-        self.binary, self.store, self.root = binary, store, root
-
-    def __call__(self, *args, check=False, timeout=60, input=None):
-        return clients.run([self.binary, "--store", self.store, "--root", self.root] +
-                           [str(a) for a in args], check=check, timeout=timeout, input=input)
+K = clients.Kapsel  # --store/--root fixed for the module's runs
 
 
 @pytest.fixture(scope="session")
