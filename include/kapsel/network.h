@@ -39,9 +39,17 @@ void kapsel_network_infos_free(struct kapsel_network_info *v, size_t n);
  * internal, containers). Caller frees. */
 int kapsel_network_inspect(const char *store, const char *name, char **json,
 			   struct kapsel_error **err);
+/* What `network connect` may ask for on the new interface (podman's flags); all optional. */
+struct kapsel_network_connect_options {
+	const char *ip;	      /* NULL: the lowest free address */
+	const char *ip6;      /* NULL: on a dual-stack network, derived from the IPv4 one */
+	const char *mac;      /* NULL: the kernel's random one */
+	char *const *aliases; /* NULL-terminated; more names for the network's responder */
+};
 /* Give a running container (one run with --net NETWORK) an interface on another network
- * (eth1, eth2, ...), or take it away. */
+ * (eth1, eth2, ...), or take it away. o may be NULL. */
 int kapsel_network_connect(const char *store, const char *network, const char *container,
+			   const struct kapsel_network_connect_options *o,
 			   struct kapsel_error **err);
 int kapsel_network_disconnect(const char *store, const char *network, const char *container,
 			      struct kapsel_error **err);

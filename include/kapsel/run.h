@@ -129,6 +129,9 @@ int kapsel_image_port(const char *store, const char *name, const char *filter, c
 int kapsel_image_stop(const char *store, const char *root, const char *name, int timeout_s,
 		      struct kapsel_error **err);
 /* Remove a stopped container (force: stop it first with SIGKILL). */
+/* Give back the network of every container whose kapsel died without finishing it (killed
+ * while making it, or its monitor killed and then its init gone). Root only; best effort. */
+void kapsel_image_reap(const char *store);
 int kapsel_image_rm(const char *store, const char *root, const char *name, bool force,
 		    struct kapsel_error **err);
 struct kapsel_logs_options {

@@ -10,7 +10,17 @@
 #include "commands.h"
 #include "format.h"
 
-enum { OPT_SUBNET = 0x100, OPT_GATEWAY, OPT_INTERNAL, OPT_FORMAT, OPT_IPV6 };
+enum {
+	OPT_SUBNET = 0x100,
+	OPT_GATEWAY,
+	OPT_INTERNAL,
+	OPT_FORMAT,
+	OPT_IPV6,
+	OPT_IP,
+	OPT_IP6,
+	OPT_MAC,
+	OPT_ALIAS,
+};
 
 /* The subcommands, defined with their table at the end. */
 static const struct cli_command cmd_network_create, cmd_network_list, cmd_network_inspect,
@@ -88,6 +98,7 @@ static int list(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_network_info *v = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
+	kapsel_image_reap(g->store); /* leases of dead kapsels: see run.h */
 	if (kapsel_network_list(g->store, &v, &n, &err) < 0) {
 		cli_format_clear(&f);
 		return cli_fail_err(err);
@@ -159,6 +170,7 @@ static int inspect(const struct cli_globals *g, int argc, char **argv)
 		return cli_fail_status();
 	int status = 0;
 	bool first = true;
+	kapsel_image_reap(g->store); /* leases of dead kapsels: see run.h */
 	putchar('[');
 	for (int i = optind; i < argc; i++) {
 		char *json = NULL;
@@ -179,6 +191,7 @@ static int inspect(const struct cli_globals *g, int argc, char **argv)
 static int remove_one(const struct cli_globals *g, const char *name, bool force)
 {
 	struct kapsel_error *err = NULL;
+	kapsel_image_reap(g->store); /* leases of dead kapsels: see run.h */
 	if (force) {
 		struct kapsel_network_info *v = NULL;
 		size_t n = 0;
@@ -226,20 +239,58 @@ static int rm(const struct cli_globals *g, int argc, char **argv)
 	return status;
 }
 
-/* connect|disconnect NETWORK CONTAINER */
-static int connect_disconnect(const struct cli_globals *g, int argc, char **argv)
+static const struct option connect_options[] = {
+    {"ip", required_argument, NULL, OPT_IP},
+    {"ip6", required_argument, NULL, OPT_IP6},
+    {"mac-address", required_argument, NULL, OPT_MAC},
+    {"alias", required_argument, NULL, OPT_ALIAS},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+/* connect [--ip IP] [--ip6 IP6] [--mac-address MAC] [--alias NAME]... NETWORK CONTAINER */
+static int connect_cmd(const struct cli_globals *g, int argc, char **argv)
 {
-	bool conn = !strcmp(argv[0], "connect");
-	const struct cli_command *cmd = conn ? &cmd_network_connect : &cmd_network_disconnect;
+	struct kapsel_network_connect_options o = {0};
+	char *aliases[17] = {0};
+	size_t na = 0;
 	int c;
-	while ((c = cli_getopt_cmd(cmd, argc, argv)) != -1)
+	while ((c = cli_getopt_cmd(&cmd_network_connect, argc, argv)) != -1) {
+		if (c == OPT_IP)
+			o.ip = optarg;
+		else if (c == OPT_IP6)
+			o.ip6 = optarg;
+		else if (c == OPT_MAC)
+			o.mac = optarg;
+		else if (c == OPT_ALIAS && na == 16)
+			return cli_fail("--alias %s: at most 16 aliases", optarg);
+		else if (c == OPT_ALIAS)
+			aliases[na++] = optarg;
+		else
+			return cli_opt_status(c);
+	}
+	if (!cli_nargs(&cmd_network_connect, argc - optind, 2, 2, "NETWORK CONTAINER"))
+		return cli_fail_status();
+	o.aliases = na ? aliases : NULL;
+	struct kapsel_error *err = NULL;
+	kapsel_image_reap(g->store); /* leases of dead kapsels: see run.h */
+	if (kapsel_network_connect(g->store, argv[optind], argv[optind + 1], &o, &err) < 0)
+		return cli_fail_err(err);
+	return 0;
+}
+
+/* disconnect NETWORK CONTAINER */
+static int disconnect_cmd(const struct cli_globals *g, int argc, char **argv)
+{
+	int c;
+	while ((c = cli_getopt_cmd(&cmd_network_disconnect, argc, argv)) != -1)
 		return cli_opt_status(c);
-	if (!cli_nargs(cmd, argc - optind, 2, 2, "NETWORK CONTAINER"))
+	if (!cli_nargs(&cmd_network_disconnect, argc - optind, 2, 2, "NETWORK CONTAINER"))
 		return cli_fail_status();
 	struct kapsel_error *err = NULL;
-	int r = conn ? kapsel_network_connect(g->store, argv[optind], argv[optind + 1], &err)
-		     : kapsel_network_disconnect(g->store, argv[optind], argv[optind + 1], &err);
-	return r < 0 ? cli_fail_err(err) : 0;
+	if (kapsel_network_disconnect(g->store, argv[optind], argv[optind + 1], &err) < 0)
+		return cli_fail_err(err);
+	return 0;
 }
 
 /* Every network but the default that no container uses. */
@@ -253,6 +304,7 @@ static int prune(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_network_info *v = NULL;
 	size_t n = 0;
 	struct kapsel_error *err = NULL;
+	kapsel_image_reap(g->store); /* leases of dead kapsels: see run.h */
 	if (kapsel_network_list(g->store, &v, &n, &err) < 0)
 		return cli_fail_err(err);
 	int status = 0;
@@ -281,7 +333,9 @@ static const char network_usage[] =
     "       kapsel network inspect NAME...\n"
     "       kapsel network rm [-f] NAME...\n"
     "       kapsel network prune\n"
-    "       kapsel network connect|disconnect NETWORK CONTAINER\n"
+    "       kapsel network connect [--ip IP] [--ip6 IP6] [--mac-address MAC]\n"
+    "                              [--alias NAME]... NETWORK CONTAINER\n"
+    "       kapsel network disconnect NETWORK CONTAINER\n"
     "\n"
     "A network is a bridge with an IPv4 subnet; containers join it with\n"
     "'kapsel run --net NAME' and get an address, a default route through the gateway\n"
@@ -303,6 +357,10 @@ static const char network_usage[] =
     "                        (ls) a JSON array with podman's names, the table, or a Go\n"
     "                        template for each network\n"
     "  --force, -f           (rm) remove the network's containers first\n"
+    "  --ip IP, --ip6 IP6    (connect) the interface's addresses (default: the lowest\n"
+    "                        free one; on a dual-stack network the IPv6 one follows it)\n"
+    "  --mac-address MAC     (connect) the interface's MAC address\n"
+    "  --alias NAME          (connect) another name for the container on the network\n"
     "  --help, -h            print this help\n";
 
 /* Each subcommand's --help prints the whole usage: it fits on one screen. */
@@ -344,16 +402,16 @@ static const struct cli_command cmd_network_connect = {
     .name = "network connect",
     .operands = CLI_OPERAND_NETWORK,
     .summary = "give a running container another interface on a network",
-    .run = connect_disconnect,
+    .run = connect_cmd,
     .usage = network_usage,
     .shortopts = "h",
-    .options = cli_help_options,
+    .options = connect_options,
 };
 static const struct cli_command cmd_network_disconnect = {
     .name = "network disconnect",
     .operands = CLI_OPERAND_NETWORK,
     .summary = "take a container's interface on a network away",
-    .run = connect_disconnect,
+    .run = disconnect_cmd,
     .usage = network_usage,
     .shortopts = "h",
     .options = cli_help_options,

@@ -370,7 +370,8 @@ struct ctr {
 	char *store_path;
 	int dirfd; /* <store>/containers */
 	int cdirfd;
-	char *cdir; /* absolute */
+	int setupfd; /* SETUP_LOCK, held from the directory's creation until it runs */
+	char *cdir;  /* absolute */
 	const char *name;
 	char *own_name; /* name, once a rename moved the container under us */
 };
@@ -379,6 +380,8 @@ static void ctr_close(struct ctr *c)
 {
 	if (c->cdirfd >= 0)
 		close(c->cdirfd);
+	if (c->setupfd >= 0)
+		close(c->setupfd);
 	if (c->dirfd >= 0)
 		close(c->dirfd);
 	free(c->cdir);
@@ -386,7 +389,7 @@ static void ctr_close(struct ctr *c)
 	free(c->store_path);
 	if (c->store)
 		kap_store_close(c->store);
-	*c = (struct ctr){.dirfd = -1, .cdirfd = -1};
+	*c = (struct ctr){.dirfd = -1, .cdirfd = -1, .setupfd = -1};
 }
 
 static int open_containers_dir(struct kap_store *s, struct kapsel_error **err)
@@ -422,9 +425,38 @@ static int validate_name(const char *name, struct kapsel_error **err)
 }
 
 /* Open an existing container's directory (and the store). */
+/*
+ * Who answers for a container's address while nobody has recorded a monitor for it: the
+ * kapsel that makes it holds an flock on SETUP_LOCK from the directory's creation until the
+ * record says "running" with the monitor's pid. A lease whose container has neither a live
+ * setup nor a live monitor (nor a live init) belongs to nobody: reap_orphans gives it back.
+ */
+#define SETUP_LOCK ".setup"
+
+static int setup_begin(struct ctr *c, struct kapsel_error **err)
+{
+	c->setupfd =
+	    openat(c->cdirfd, SETUP_LOCK, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (c->setupfd < 0 || flock(c->setupfd, LOCK_EX) < 0)
+		return kap_error(err, errno, "container %s: create %s/%s", c->name, c->cdir,
+				 SETUP_LOCK);
+	return 0;
+}
+
+/* The record names a monitor now. A forked monitor drops its copy, the kapsel that made the
+ * container its own when it exits (the lock holds while either has it). */
+static void setup_end(struct ctr *c)
+{
+	if (c->setupfd < 0)
+		return;
+	unlinkat(c->cdirfd, SETUP_LOCK, 0);
+	close(c->setupfd);
+	c->setupfd = -1;
+}
+
 static int ctr_open(const char *store, const char *name, struct ctr *c, struct kapsel_error **err)
 {
-	*c = (struct ctr){.dirfd = -1, .cdirfd = -1, .name = name};
+	*c = (struct ctr){.dirfd = -1, .cdirfd = -1, .setupfd = -1, .name = name};
 	int r = validate_name(name, err);
 	if (r < 0)
 		return r;
@@ -486,9 +518,21 @@ static void sleep_ms(long ms)
 		;
 }
 
+/* Alive and not a zombie: a killed monitor stays one until its new parent reaps it, which
+ * an init that reaps lazily (a container's, a CI runner's) may take a while to do. */
 static bool process_alive(int64_t pid)
 {
-	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+	if (pid <= 0 || (kill((pid_t)pid, 0) < 0 && errno != EPERM))
+		return false;
+	char path[32], buf[256];
+	snprintf(path, sizeof(path), "/proc/%" PRId64 "/stat", pid);
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (n <= 0)
+		return true; /* no procfs: kill's answer stands */
+	buf[n] = 0;
+	const char *end = strrchr(buf, ')'); /* comm may hold anything, ')' included */
+	return !end || end[1] != ' ' || (end[2] != 'Z' && end[2] != 'X');
 }
 
 /*
@@ -595,6 +639,74 @@ static int ctr_finish(struct ctr *c, const char *root, int exit_code, struct kap
 	meta_clear(&m);
 	flock(c->cdirfd, LOCK_UN);
 	return r;
+}
+
+static bool init_stopped(const struct meta *m)
+{
+	cleanup_free char *s = runtime_status(m->root, m->name);
+	return !s || !strcmp(s, "stopped");
+}
+
+/*
+ * A container whose kapsel died (kill -9 of its monitor, or of the kapsel making it) keeps its
+ * lease, veth, ports and namespace while nobody notices it is over. Before an address is
+ * taken (and before networks are listed or removed), every lease holder is looked at: one
+ * still being made (SETUP_LOCK held), with a live monitor, or whose init outlived its
+ * monitor keeps what it has; of the others the network goes (and a "running" one is finished
+ * as its monitor would have: unmounted, recorded as exited). The rest of a half-made
+ * container waits for rm -f, as before.
+ */
+static void reap_one(const char *store, const char *name)
+{
+	struct ctr c = {.dirfd = -1, .cdirfd = -1, .setupfd = -1, .name = name};
+	struct meta m;
+	cleanup_error struct kapsel_error *e = NULL;
+	if (validate_name(name, NULL) < 0 || !(c.store_path = strdup(store)) ||
+	    asprintf(&c.cdir, "%s/containers/%s", store, name) < 0)
+		goto out;
+	c.cdirfd = open(c.cdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (c.cdirfd < 0)
+		goto out; /* gone: the network's own sweep gives its lease back */
+	cleanup_close int setup = openat(c.cdirfd, SETUP_LOCK, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (setup >= 0 && flock(setup, LOCK_EX | LOCK_NB) < 0)
+		goto out; /* being made right now */
+	if (flock(c.cdirfd, LOCK_EX) < 0)
+		goto out;
+	int r = meta_read(c.cdirfd, name, &m, NULL);
+	if (r == 0 && !strcmp(m.state, "running")) {
+		bool live = process_alive(m.monitor_pid) || !init_stopped(&m);
+		flock(c.cdirfd, LOCK_UN);
+		if (!live && ctr_finish(&c, m.root, -1, &e) < 0)
+			kap_warn("container %s: %s", name, e->msg);
+		meta_clear(&m);
+		goto out;
+	}
+	if (r == 0)
+		meta_clear(&m);
+	/* Killed before its record (r < 0), or before it ran ("created"); or its finish was. */
+	if (r == 0 || r == -ENOENT) {
+		if (net_down(&c, &e) < 0)
+			kap_warn("container %s: %s", name, e->msg);
+	}
+	flock(c.cdirfd, LOCK_UN);
+out:
+	ctr_close(&c);
+}
+
+static void reap_orphans(const char *store)
+{
+	cleanup_strv char **names = NULL;
+	if (geteuid() != 0 || kap_net_holders(store, &names, NULL) < 0)
+		return;
+	for (char **n = names; *n; n++)
+		reap_one(store, *n);
+}
+
+API void kapsel_image_reap(const char *store)
+{
+	cleanup_free char *path = store ? strdup(store) : kap_store_default_path();
+	if (path)
+		reap_orphans(path);
 }
 
 /* ---- run ---- */
@@ -807,6 +919,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		r = kap_error(err, errno ? errno : ENOMEM, "open container directory %s", name);
 		return r;
 	}
+	if ((r = setup_begin(c, err)) < 0)
+		return r;
 	static const char *const subdirs[] = {"upper", "work", "merged"};
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(subdirs); i++) {
 		if (mkdirat(c->cdirfd, subdirs[i], 0755) < 0) {
@@ -888,6 +1002,7 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 			r = kap_error(err, errno, "open %s", netns_path);
 			return r;
 		}
+		reap_orphans(c->store_path);
 		struct kap_net_request rq = {
 		    .store = c->store_path,
 		    .network = o->net,
@@ -985,8 +1100,12 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 			fprintf(f, "nameserver %s\n", *d);
 		if (!own_dns && joined_resolv)
 			fputs(joined_resolv, f);
+		/* The responder listens on both gateways of a dual-stack network: a resolver
+		 * that prefers IPv6 (or a container whose IPv4 is filtered) still finds it. */
 		if (!own_dns && net.dns)
 			fprintf(f, "nameserver %s\n", net.gateway);
+		if (!own_dns && net.dns && net.gateway6[0])
+			fprintf(f, "nameserver %s\n", net.gateway6);
 		if (!own_dns && !joined_resolv &&
 		    kap_fs_read_file(AT_FDCWD, "/etc/resolv.conf", 1 << 16, &host_conf, NULL,
 				     NULL) == 0) {
@@ -1477,8 +1596,10 @@ static int runs_started(void *ctx, pid_t init, int master)
 		    (x->p->m.monitor_pid = getpid(), meta_write(c->cdirfd, &x->p->m, &e)) < 0) {
 			dprintf(x->report, "E%s", e ? e->msg : strerror(ENOMEM));
 			kill(init, SIGKILL);
-		} else if (write(x->report, "OK", 2) != 2) {
-			kap_warn("monitor: report to kapsel run: %s", strerror(errno));
+		} else {
+			setup_end(c);
+			if (write(x->report, "OK", 2) != 2)
+				kap_warn("monitor: report to kapsel run: %s", strerror(errno));
 		}
 		close(x->report);
 		x->report = -1;
@@ -1722,6 +1843,7 @@ static int foreground(struct prepared *p, const struct kapsel_run_options *o, co
 	int r = meta_write(c->cdirfd, &p->m, err);
 	if (r < 0)
 		return r;
+	setup_end(c);
 	/* Without -i the container reads nothing of ours (podman gives it /dev/null). */
 	if (!o->interactive && !o->tty) {
 		cleanup_close int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -1789,7 +1911,7 @@ static int run_foreground(const struct kapsel_run_options *o, const char *name, 
 		 * (net:leased, ...) kills the process doing it. */
 		kap_fault_proxy(self);
 		cleanup_error struct kapsel_error *e = NULL;
-		struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
+		struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .setupfd = -1, .name = name}};
 		struct kapsel_run_options eff;
 		int status = effective_options(o, &p, &eff, &e);
 		if (status == 0 && (status = prepare(&eff, name, &p, &e)) == 0) {
@@ -1943,7 +2065,7 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	const char *root = root_or_default(o->root);
 	if (!o->detach)
 		return run_foreground(o, name, root, err);
-	struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .name = name}};
+	struct prepared p = {.c = {.dirfd = -1, .cdirfd = -1, .setupfd = -1, .name = name}};
 	struct kapsel_run_options eff;
 	if ((r = effective_options(o, &p, &eff, err)) < 0)
 		return r;
@@ -2127,12 +2249,6 @@ API int kapsel_image_ps(const char *store, const char *root, bool all, struct ka
 }
 
 /* ---- stop / rm / logs ---- */
-
-static bool init_stopped(const struct meta *m)
-{
-	cleanup_free char *s = runtime_status(m->root, m->name);
-	return !s || !strcmp(s, "stopped");
-}
 
 /* Whether the container is finished (meta says exited, or its directory is gone: --rm). */
 static bool finished(struct ctr *c)
@@ -2349,6 +2465,7 @@ static int renet(struct prepared *p, struct kapsel_error **err)
 	cleanup_close int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
 	if (nsfd < 0)
 		return kap_error(err, errno, "open %s", ns);
+	reap_orphans(c->store_path);
 	struct kap_net_request rq = {
 	    .store = c->store_path,
 	    .network = p->m.net,

@@ -65,7 +65,8 @@ int kap_net_check(const struct kap_net_request *rq, struct kapsel_error **err);
 struct kap_net_result {
 	char ip[INET_ADDRSTRLEN];
 	char gateway[INET_ADDRSTRLEN];
-	char ip6[INET6_ADDRSTRLEN]; /* "" on an IPv4-only network */
+	char ip6[INET6_ADDRSTRLEN];	 /* "" on an IPv4-only network */
+	char gateway6[INET6_ADDRSTRLEN]; /* likewise */
 	bool internal;
 	bool dns; /* a name responder answers on the gateway (user-defined networks) */
 	/* Every port published, as -p specs ("0.0.0.0:40123:80/tcp"): what a restart asks for
@@ -83,6 +84,8 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 /* Undo everything of the container on every network; what is already gone is fine.
  * ns_gone: its network namespace is released (no process, no mount), and the kernel removes
  * the veth pair with it. */
+/* The containers holding a lease on any network (NULL-terminated, each once). */
+int kap_net_holders(const char *store, char ***out, struct kapsel_error **err);
 int kap_net_detach(const char *store, const char *container, bool ns_gone,
 		   struct kapsel_error **err);
 

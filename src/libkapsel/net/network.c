@@ -1206,6 +1206,19 @@ API int kapsel_network_rm(const char *store, const char *name, struct kapsel_err
 
 /* ---- the container side ---- */
 
+/* An RFC 1123 §2.1 label: the responder answers single-label names only (net/dns.c). */
+static bool dns_label_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (!n || n > 63 || s[0] == '-' || s[n - 1] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
 static int check_request(const struct kap_net_request *rq, const struct network *nw, uint32_t *ip,
 			 struct in6_addr *ip6, struct kapsel_error **err)
 {
@@ -1251,6 +1264,10 @@ static int check_request(const struct kap_net_request *rq, const struct network 
 	uint8_t mac[6];
 	if (rq->mac && (r = kap_net_parse_mac(rq->mac, mac, err)) < 0)
 		return r;
+	for (char *const *a = rq->aliases; a && *a; a++)
+		if (!dns_label_ok(*a))
+			return kap_error_plain(
+			    err, EINVAL, "--alias \"%.80s\": not a host name (one label)", *a);
 	for (char *const *p = rq->ports; p && *p; p++) {
 		struct kap_net_port port;
 		if ((r = kap_net_parse_port(*p, &port, err)) < 0)
@@ -1704,8 +1721,10 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	ip_str(ip, res->ip);
 	ip_str(nw.gateway, res->gateway);
 	res->internal = nw.internal;
-	if (nw.v6)
+	if (nw.v6) {
 		ip6_str(&ip6, res->ip6);
+		ip6_str(&nw.gateway6, res->gateway6);
+	}
 	return 0;
 }
 
@@ -1718,6 +1737,7 @@ int kap_net_attach(const struct kap_net_request *rq, struct kap_net_result *res,
 }
 
 API int kapsel_network_connect(const char *store, const char *network, const char *container,
+			       const struct kapsel_network_connect_options *o,
 			       struct kapsel_error **err)
 {
 	cleanup_netdir struct netdir d;
@@ -1750,8 +1770,14 @@ API int kapsel_network_connect(const char *store, const char *network, const cha
 	}
 	if (!ifname[0])
 		return kap_error_plain(err, ENOSPC, "container %s: no free ethN", container);
-	struct kap_net_request rq = {
-	    .store = store, .network = network, .container = container, .netns_fd = nsfd};
+	struct kap_net_request rq = {.store = store,
+				     .network = network,
+				     .container = container,
+				     .ip = o ? o->ip : NULL,
+				     .ip6 = o ? o->ip6 : NULL,
+				     .mac = o ? o->mac : NULL,
+				     .aliases = o ? o->aliases : NULL,
+				     .netns_fd = nsfd};
 	cleanup_net_result struct kap_net_result res = {0};
 	return attach_locked(&d, &rq, ifname, &res, err);
 }
@@ -1789,6 +1815,42 @@ API int kapsel_network_disconnect(const char *store, const char *network, const 
 		left += l.v[i].container != NULL;
 	if (!left)
 		kap_dns_stop(d.dfd, nw.name);
+	return 0;
+}
+
+int kap_net_holders(const char *store, char ***out, struct kapsel_error **err)
+{
+	*out = NULL;
+	cleanup_netdir struct netdir d;
+	cleanup_strv char **names = NULL;
+	size_t n, cnt = 0;
+	int r = netdir_open(store, &d, err);
+	if (r < 0 || (r = network_names(&d, &names, &n, err)) < 0)
+		return r;
+	cleanup_strv char **v = calloc(1, sizeof(char *));
+	if (!v)
+		return kap_error(err, ENOMEM, "leases");
+	for (size_t i = 0; i < n; i++) {
+		cleanup_leases struct leases l = {0};
+		if ((r = leases_read(&d, names[i], &l, err)) < 0)
+			return r;
+		for (size_t k = 0; k < l.n; k++) {
+			bool seen = !l.v[k].container;
+			for (size_t j = 0; j < cnt && !seen; j++)
+				seen = !strcmp(v[j], l.v[k].container);
+			if (seen)
+				continue;
+			char **nv = realloc(v, (cnt + 2) * sizeof(char *));
+			if (!nv)
+				return kap_error(err, ENOMEM, "leases");
+			v = nv;
+			v[cnt + 1] = NULL;
+			if (!(v[cnt] = strdup(l.v[k].container)))
+				return kap_error(err, ENOMEM, "leases");
+			cnt++;
+		}
+	}
+	*out = steal_ptr(v);
 	return 0;
 }
 
