@@ -300,3 +300,27 @@ def test_manifest_rm_keeps_the_images(k, registry, sources):
     k("image", "inspect", "busybox", check=True)
     r = k("manifest", "rm", "busybox")
     assert r.returncode == 125 and "not a manifest list" in r.stderr
+
+
+def test_push_all_false_sends_the_index_alone(k, registry, sources):
+    """--all=false: the registry has the images already; only the index goes. A registry that
+    lacks them refuses the index, and kapsel says so in one line."""
+    lst, amd, arm = two_platform_list(k, registry)
+    first = k("manifest", "push", "-q", lst, f"{registry.host}/kapsel/alone:1")
+    assert first.returncode == 0, first.stderr
+    # The stored index is what was pushed: its digest is the list's ID.
+    line = [ln for ln in k("images", check=True).stdout.splitlines()
+            if ln.startswith("localhost/mylist")][0]
+    assert first.stdout.strip()[7:19] in line
+    before = uploads(registry, "kapsel/alone")
+    r = k("manifest", "push", "--all=false", lst, f"{registry.host}/kapsel/alone:2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == first.stdout and "Copying blob" not in r.stderr
+    assert uploads(registry, "kapsel/alone") == before
+    assert raw(registry, "kapsel/alone", "2")[0] == first.stdout.strip()
+    r = k("manifest", "push", "-q", "--all=false", lst, f"{registry.host}/kapsel/empty:1")
+    assert r.returncode == 125 and r.stderr.count("\n") == 1, r.stderr
+    assert "400" in r.stderr and "MANIFEST_BLOB_UNKNOWN" in r.stderr
+    assert not has_manifest(registry, "kapsel/empty", "1")
+    r = k("manifest", "push", "--all=maybe", lst, f"{registry.host}/kapsel/empty:1")
+    assert r.returncode == 125 and "--all=maybe" in r.stderr
