@@ -129,6 +129,11 @@ def test_create_add_inspect_images_rmi(k, registry, sources):
     out = k("images", check=True).stdout
     line = [ln for ln in out.splitlines() if ln.startswith("localhost/mylist")]
     assert len(line) == 1, out
+    # The images keep their IDs: the list's ID is its index digest, not their config's.
+    r = k("images", check=True)
+    bid = [ln.split()[2] for ln in r.stdout.splitlines() if "library/busybox" in ln][0]
+    r = k("image", "inspect", bid)
+    assert r.returncode == 0, r.stderr
     # rmi removes the list, not the images it names.
     r = k("rmi", "mylist")
     assert r.returncode == 0, r.stderr
