@@ -73,3 +73,32 @@ struct kapsel_history_entry {
 int kapsel_image_history(const char *store, const char *image, struct kapsel_history_entry **out,
 			 size_t *n, struct kapsel_error **err);
 void kapsel_history_free(struct kapsel_history_entry *v, size_t n);
+
+/*
+ * Manifest lists (OCI image indexes), podman's `manifest` commands: an index stored as a blob
+ * with a name (bare names get localhost/) pointing at it. digest_out (optional,
+ * KAPSEL_DIGEST_SIZE bytes from <kapsel/registry.h>) receives the list's new index digest.
+ * Push one with kapsel_push (<kapsel/registry.h>).
+ */
+struct kapsel_manifest_add_options {
+	const char *os, *arch, *variant; /* the entry's platform; NULL: from the image config */
+	/* IMAGE names an index (a list, or a multi-platform image pulled through one): add every
+	 * entry it lists, not the one for the platform asked (default linux/amd64). */
+	bool all;
+};
+/* A new list of images (none: empty); -EEXIST when the name is taken. */
+int kapsel_manifest_create(const char *store, const char *list, char *const *images, size_t n,
+			   bool all, char *digest_out, struct kapsel_error **err);
+/* Add a stored image; a manifest the list has is replaced, another manifest for a platform
+ * the list has is refused (-EEXIST). */
+int kapsel_manifest_add(const char *store, const char *list, const char *image,
+			const struct kapsel_manifest_add_options *o, char *digest_out,
+			struct kapsel_error **err);
+/* Remove the entry for manifest digest (sha256:HEX or HEX) from the list. */
+int kapsel_manifest_remove(const char *store, const char *list, const char *digest,
+			   char *digest_out, struct kapsel_error **err);
+/* The list's index, pretty JSON (caller frees). */
+int kapsel_manifest_inspect(const char *store, const char *list, char **json,
+			    struct kapsel_error **err);
+/* Remove the list (not the images it names). */
+int kapsel_manifest_delete(const char *store, const char *list, struct kapsel_error **err);

@@ -78,14 +78,17 @@ struct kapsel_push_options {
 	const volatile sig_atomic_t *cancel;
 	const char *format; /* "oci" or "docker": convert the manifest's media types; NULL:
 			     * as stored */
+	bool manifest_list; /* refuse an image that is not a manifest list (manifest push) */
+	bool index_only;    /* a list: push the index alone, the registry has its images */
 };
 
 /*
  * Push a stored image (name, reference or ID) to dest ([registry/]repository[:tag], an
  * optional docker:// prefix; NULL: the image's own name). Blobs the registry has are skipped,
  * mounted from another repository of the registry they are known to be in, or uploaded in
- * parallel; then the manifest as stored (or converted to opts->format). digest_out
- * (optional, KAPSEL_DIGEST_SIZE bytes) receives the pushed manifest's digest.
+ * parallel; then the manifest as stored (or converted to opts->format). A manifest list
+ * (kapsel_manifest_create) pushes the images it lists, then the index last. digest_out
+ * (optional, KAPSEL_DIGEST_SIZE bytes) receives the pushed manifest's (or index's) digest.
  */
 int kapsel_push(const char *store_path, const char *image, const char *dest,
 		const struct kapsel_push_options *opts, char *digest_out,

@@ -83,7 +83,8 @@ extern const struct cli_command cmd_vm;
 extern const struct cli_command cmd_pull, cmd_login, cmd_logout;
 extern const struct cli_command cmd_stop, cmd_rm, cmd_logs;
 extern const struct cli_command cmd_images, cmd_rmi, cmd_image, cmd_prune, cmd_load, cmd_save;
-extern const struct cli_command cmd_build, cmd_tag, cmd_untag, cmd_history, cmd_push, cmd_commit;
+extern const struct cli_command cmd_build, cmd_tag, cmd_untag, cmd_history, cmd_push, cmd_commit,
+    cmd_manifest;
 extern const struct cli_command cmd_network, cmd_port;
 extern const struct cli_command cmd_cp, cmd_top, cmd_stats, cmd_system;
 extern const struct cli_command cmd_wait, cmd_rename, cmd_restart, cmd_attach;

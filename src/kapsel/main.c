@@ -33,6 +33,7 @@ const struct cli_command *const cli_commands[] = {
     /* images and registries */
     &cmd_pull, &cmd_login, &cmd_logout, &cmd_images, &cmd_rmi, &cmd_image, &cmd_prune,
     &cmd_load, &cmd_save, &cmd_build, &cmd_tag, &cmd_untag, &cmd_history, &cmd_push, &cmd_commit,
+    &cmd_manifest,
     /* image containers, podman style */
     &cmd_stop, &cmd_rm, &cmd_logs,
     &cmd_cp, &cmd_top, &cmd_stats, &cmd_system,

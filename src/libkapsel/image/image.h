@@ -438,6 +438,11 @@ int kap_image_local_name(const char *in, char **out, struct kapsel_error **err);
  * store it) or an ID prefix. *name (optional) as kap_store_lookup gives it. */
 int kap_image_find(struct kap_store *s, const char *image, char **name, char *digest,
 		   struct kapsel_error **err);
+/* manifest-list.c: manifest lists (image indexes) the store names. */
+/* 1 and *doc (a validated index) when blob digest is an index, 0 (*doc NULL) when not. */
+int kap_store_read_index(struct kap_store *s, const char *digest, struct kap_json **doc,
+			 struct kapsel_error **err);
+bool kap_store_is_index(struct kap_store *s, const char *digest);
 /* ---- logs.c: container logs in k8s-file format ---- */
 struct kapsel_logs_options;
 /* Appends one read's worth of the container's stdout (or stderr) to the log as records. */

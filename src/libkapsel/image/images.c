@@ -75,6 +75,29 @@ API int kapsel_image_list(const char *store, struct kapsel_image_info **list, si
 		struct kap_manifest m;
 		struct kap_image_config c;
 		cleanup_error struct kapsel_error *e = NULL;
+		if (kap_store_is_index(s, imgs[i].manifest_digest)) {
+			/* A manifest list (podman lists them too): its own ID and size. */
+			struct kapsel_image_info *info = &out[k++];
+			struct stat st;
+			cleanup_free char *path = NULL;
+			info->name = strdup(imgs[i].name);
+			info->digest = strdup(imgs[i].manifest_digest);
+			info->created = strdup("");
+			snprintf(info->id, sizeof(info->id), "%.12s", imgs[i].manifest_digest + 7);
+			snprintf(info->full_id, sizeof(info->full_id), "%.64s",
+				 imgs[i].manifest_digest + 7);
+			if (asprintf(&path, "%s/blobs/sha256/%s", kap_store_path(s),
+				     imgs[i].manifest_digest + 7) > 0 &&
+			    stat(path, &st) == 0)
+				info->size = st.st_size;
+			r = split_name(imgs[i].name, &info->repository, &info->tag);
+			if (r < 0 || !info->name || !info->digest || !info->created) {
+				kapsel_image_info_free(out, k);
+				kap_store_images_free(imgs, count);
+				return kap_error(err, ENOMEM, "images");
+			}
+			continue;
+		}
 		if (kap_store_load_image(s, imgs[i].manifest_digest, &m, &c, &e) < 0) {
 			/* One broken image must not hide the others. */
 			kap_warn("image %s: %s", imgs[i].name, e->msg);
@@ -133,6 +156,16 @@ static int image_content(struct kap_store *s, const char *digest, char ***blobs,
 	struct kap_manifest m;
 	struct kap_image_config c;
 	char resolved[KAP_DIGEST_LEN + 1];
+	if (kap_store_is_index(s, digest)) {
+		/* A manifest list: itself only, as podman's rmi; the images it names stay. */
+		*nb = *nl = 0;
+		*blobs = calloc(2, sizeof(char *));
+		*layers = calloc(1, sizeof(char *));
+		if (!*blobs || !*layers || !((*blobs)[0] = strdup(digest)))
+			return kap_error(err, ENOMEM, "rmi");
+		*nb = 1;
+		return 0;
+	}
 	int r = kap_store_resolve_manifest(s, digest, resolved, err);
 	if (r < 0 || (r = kap_store_load_image(s, digest, &m, &c, err)) < 0)
 		return r;
@@ -174,7 +207,7 @@ API int kapsel_image_remove(const char *store, const char *image, bool force,
 	size_t n_users = 0, nb = 0, nl = 0;
 	struct kap_store_image *list = NULL;
 	size_t n = 0;
-	if ((r = kap_store_lookup(s, image, &name, digest, err)) < 0 ||
+	if ((r = kap_image_find(s, image, &name, digest, err)) < 0 ||
 	    (r = kap_store_users(s, digest, &users, &n_users, err)) < 0 ||
 	    (r = kap_store_list(s, &list, &n, err)) < 0)
 		goto out;

@@ -14,8 +14,12 @@
  * "Compatibility Matrix": the config and gzip layer bytes are the same for both), so the
  * pushed manifest has a digest of its own.
  *
- * Only manifests are pushed: the store names the platform manifest it pulled or loaded, never
- * an index (the index blob is kept, but no name points at it), so there is no index to send.
+ * A name that points at an index (a manifest list, manifest-list.c) pushes the list: every
+ * manifest it lists must be in the store (checked before anything is sent); the blobs of all
+ * of them go first, then each manifest by digest, then the index under the tag, last, so a
+ * registry never holds an index whose manifests it lacks (image-index.md: the descriptors
+ * must resolve). --format rewrites the manifests and then the index entries to their new
+ * digests, and the index's own type (OCI index or Docker manifest list).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -280,6 +284,73 @@ static int add_job(struct pusher *p, const struct kap_descriptor *d)
 	return 0;
 }
 
+/* One manifest of an index as it will be pushed, and its entry in the pushed index. */
+static int index_entry(struct kap_store *s, struct kap_json *e, const char *format, bool index_only,
+		       struct out_doc *d, struct kapsel_error **err)
+{
+	const char *digest = kap_json_string(kap_json_get(e, "digest"));
+	if (index_only && !format)
+		return 0; /* the registry has them: the entry stays as it is */
+	if (!kap_store_has_blob(s, digest)) {
+		char p[160];
+		const char *os = kap_json_string(kap_json_get(kap_json_get(e, "platform"), "os"));
+		const char *arch =
+		    kap_json_string(kap_json_get(kap_json_get(e, "platform"), "architecture"));
+		snprintf(p, sizeof(p), "%s/%s", os ? os : "?", arch ? arch : "?");
+		return kap_error_plain(err, ENOENT,
+				       "manifest %s (%s) is not in the store (pull it, or remove "
+				       "it from the list)",
+				       digest, p);
+	}
+	int r = load_manifest(s, digest, format, d, err);
+	if (r < 0)
+		return r;
+	kap_json_set(e, "mediaType", kap_json_new_string(d->mt));
+	kap_json_set(e, "digest", kap_json_new_string(d->digest));
+	kap_json_set(e, "size", kap_json_new_int64((int64_t)d->len));
+	return 0;
+}
+
+/* The stored index as it will be pushed (top) and its manifests (*docs, *n). */
+static int load_index(struct kap_store *s, const char *digest, const struct kapsel_push_options *o,
+		      struct out_doc *top, struct out_doc **docs, size_t *n,
+		      struct kapsel_error **err)
+{
+	cleanup_json struct kap_json *doc = NULL;
+	int r = kap_store_read_index(s, digest, &doc, err);
+	if (r < 0)
+		return r;
+	struct kap_json *ms = kap_json_get(doc, "manifests");
+	size_t count = kap_json_array_len(ms);
+	if (!count)
+		return kap_error_plain(err, EINVAL, "manifest list %.19s lists no manifests",
+				       digest);
+	if (!(*docs = calloc(count, sizeof(**docs))))
+		return kap_error(err, ENOMEM, "push");
+	*n = count;
+	for (size_t i = 0; i < count; i++) {
+		struct kap_json *e = kap_json_array_at(ms, i);
+		const char *mt = kap_json_string(kap_json_get(e, "mediaType"));
+		if (mt && (!strcmp(mt, KAP_MT_OCI_INDEX) || !strcmp(mt, KAP_MT_DOCKER_LIST)))
+			return kap_error_plain(err, ENOTSUP,
+					       "manifest list %.19s: manifests[%zu] is an index; "
+					       "nested indexes are not pushed",
+					       digest, i);
+		if ((r = index_entry(s, e, o->format, o->index_only, &(*docs)[i], err)) < 0)
+			return kap_error_wrap(err, "manifest list %.19s", digest);
+	}
+	const char *mt = kap_json_string(kap_json_get(doc, "mediaType"));
+	bool docker =
+	    o->format ? !strcmp(o->format, "docker") : mt && !strcmp(mt, KAP_MT_DOCKER_LIST);
+	top->mt = docker ? KAP_MT_DOCKER_LIST : KAP_MT_OCI_INDEX;
+	kap_json_set(doc, "mediaType", kap_json_new_string(top->mt));
+	if (!(top->buf = kap_json_dump(doc, false)))
+		return kap_error(err, ENOMEM, "push");
+	top->len = strlen(top->buf);
+	digest_of(top->buf, top->len, top->digest);
+	return 0;
+}
+
 API int kapsel_push(const char *store, const char *image, const char *dest,
 		    const struct kapsel_push_options *o, char *digest_out,
 		    struct kapsel_error **err)
@@ -295,8 +366,15 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 		return kap_error_plain(err, EINVAL, "push: --format %s: expected oci or docker",
 				       o->format);
 	int r = kap_store_open(store, &s, err);
-	if (r < 0 || (r = kap_image_find(s, image, &name, digest, err)) < 0 ||
-	    (r = kap_store_resolve_manifest(s, digest, resolved, err)) < 0)
+	if (r < 0 || (r = kap_image_find(s, image, &name, digest, err)) < 0)
+		return r;
+	bool is_index = kap_store_is_index(s, digest);
+	if (o->manifest_list && !is_index)
+		return kap_error_plain(err, EINVAL,
+				       "manifest push %s: an image, not a manifest list (push it "
+				       "with `kapsel push`)",
+				       image);
+	if (!is_index && (r = kap_store_resolve_manifest(s, digest, resolved, err)) < 0)
 		return r;
 	if (!dest)
 		dest = name;
@@ -310,7 +388,8 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 		return kap_error_wrap(err, "push destination");
 	/* Pushed under its tag (or, named by digest, under that digest: it is the same bytes). */
 	cleanup_free char *reference = strdup(ref.tag ? ref.tag : ref.digest);
-	struct out_doc top = {0};
+	struct out_doc top = {0}, *docs = NULL;
+	size_t n_docs = 0;
 	struct pusher p = {.s = s,
 			   .o = o,
 			   .registry = ref.registry,
@@ -322,7 +401,12 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 		goto out;
 	}
 
-	if ((r = load_manifest(s, resolved, o->format, &top, err)) < 0)
+	/* Everything to send is read and checked before the registry is contacted. */
+	if (is_index)
+		r = load_index(s, digest, o, &top, &docs, &n_docs, err);
+	else
+		r = load_manifest(s, resolved, o->format, &top, err);
+	if (r < 0)
 		goto out;
 	if (ref.digest && strcmp(ref.digest, top.digest)) {
 		r = kap_error_plain(err, EINVAL, "push %s: %s names another manifest (%s)", image,
@@ -355,9 +439,17 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 	if ((r = kap_registry_open(ref.registry, ref.repository, &ro, &reg, err)) < 0)
 		goto out;
 	p.reg = reg;
-	r = add_job(&p, &top.m.config);
-	for (size_t l = 0; r == 0 && l < top.m.n_layers; l++)
-		r = add_job(&p, &top.m.layers[l]);
+	r = 0;
+	if (!is_index) {
+		r = add_job(&p, &top.m.config);
+		for (size_t l = 0; r == 0 && l < top.m.n_layers; l++)
+			r = add_job(&p, &top.m.layers[l]);
+	}
+	for (size_t i = 0; r == 0 && !o->index_only && i < n_docs; i++) {
+		r = add_job(&p, &docs[i].m.config);
+		for (size_t l = 0; r == 0 && l < docs[i].m.n_layers; l++)
+			r = add_job(&p, &docs[i].m.layers[l]);
+	}
 	if (r < 0) {
 		r = kap_error(err, ENOMEM, "push");
 		goto out;
@@ -376,8 +468,16 @@ API int kapsel_push(const char *store, const char *image, const char *dest,
 		*err = steal_ptr(p.err);
 		goto out;
 	}
+	/* The manifests by digest, the index last (distribution-spec "Pushing Manifests"). */
+	for (size_t i = 0; !o->index_only && i < n_docs; i++) {
+		if (!o->quiet)
+			fprintf(stderr, "Writing manifest %s\n", docs[i].digest);
+		if ((r = kap_registry_put_manifest(reg, docs[i].digest, docs[i].mt, docs[i].buf,
+						   docs[i].len, err)) < 0)
+			goto out;
+	}
 	if (!o->quiet)
-		fprintf(stderr, "Writing manifest to %s\n", dest);
+		fprintf(stderr, "Writing manifest%s to %s\n", is_index ? " list" : "", dest);
 	r = kap_registry_put_manifest(reg, reference, top.mt, top.buf, top.len, err);
 	if (r == 0 && digest_out)
 		memcpy(digest_out, top.digest, KAP_DIGEST_LEN + 1);
@@ -386,6 +486,9 @@ out:
 	pthread_mutex_destroy(&p.lock);
 	kap_credentials_clear(&creds);
 	out_doc_clear(&top);
+	for (size_t i = 0; i < n_docs; i++)
+		out_doc_clear(&docs[i]);
+	free(docs);
 	kap_ref_clear(&ref);
 	return r;
 }

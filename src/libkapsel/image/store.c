@@ -1140,7 +1140,9 @@ int kap_store_lookup(struct kap_store *s, const char *input, char **name_out, ch
 			struct kap_manifest m;
 			struct kap_image_config c;
 			bool match = !strncmp(list[i].manifest_digest + 7, hex, strlen(hex));
-			if (!match &&
+			/* A manifest list's ID is its own digest, not an image config's: the
+			 * images it lists keep their IDs unambiguous. */
+			if (!match && !kap_store_is_index(s, list[i].manifest_digest) &&
 			    kap_store_load_image(s, list[i].manifest_digest, &m, &c, NULL) == 0) {
 				match = !strncmp(m.config.digest + 7, hex, strlen(hex));
 				kap_manifest_clear(&m);
