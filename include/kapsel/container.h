@@ -11,9 +11,10 @@
 #include <sys/types.h>
 
 #include <kapsel/error.h>
+#include <kapsel/oci.h>
+#include <kapsel/signal.h>
 
 #define KAPSEL_DEFAULT_ROOT "/run/kapsel"
-#define KAPSEL_OCI_VERSION  "1.2.0"
 
 /*
  * The state root when --root is not given: /run/kapsel for root; for other users
@@ -128,6 +129,3 @@ int kapsel_container_events(const char *root, const char *id, bool stats_once, u
 int kapsel_features(char **json, struct kapsel_error **err);
 /* A default config.json, as `runc spec` writes it. Caller frees. */
 int kapsel_spec_default(bool rootless, char **json, struct kapsel_error **err);
-
-/* "KILL", "SIGKILL", "9" -> 9; -EINVAL when unknown. */
-int kapsel_signal_parse(const char *s);

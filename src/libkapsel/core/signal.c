@@ -5,11 +5,12 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <kapsel/container.h>
+#include <kapsel/signal.h>
 
 #include "core/cleanup.h"
 

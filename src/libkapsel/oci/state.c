@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <kapsel/container.h>
+#include <kapsel/oci.h>
 
 #include "core/cleanup.h"
 #include "core/error.h"
