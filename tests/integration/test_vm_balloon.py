@@ -24,6 +24,7 @@ GUESTS = os.environ.get("KAPSEL_GUESTS", os.path.join(BUILD, "tests", "guests"))
 MULTIBOOT = os.path.join(GUESTS, "multiboot.elf")
 MIB = 1 << 20
 MEM_MIB = 128
+RESIDENT = ("Rss", "Shared_Hugetlb", "Private_Hugetlb")
 
 pytestmark = [
     pytest.mark.kvm,
@@ -47,14 +48,15 @@ def wait_for(pred, timeout=60, what="condition"):
 
 
 class VM:
-    def __init__(self, root, tmp_path, name, cmdline, *extra):
+    def __init__(self, root, tmp_path, name, cmdline, *extra, transport="mmio"):
         if not os.path.exists(MULTIBOOT):
             pytest.fail(f"test kernel {MULTIBOOT} missing: build with meson/ninja first")
         self.root, self.name = root, name
         self.console = tmp_path / f"console-{name}.txt"
         self.proc = subprocess.Popen(
             [KAPSEL, "--root", str(root), "vm", "run", "--name", name, "--kernel", MULTIBOOT,
-             "--cmdline", cmdline, "--mem", f"{MEM_MIB}M", "--transport", "mmio",
+             "--cmdline", cmdline + (" transport=pci" if transport == "pci" else ""),
+             "--mem", f"{MEM_MIB}M", "--transport", transport,
              "--console", f"file:{self.console}", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.sock = str(root / "vm" / name / "api.sock")
@@ -73,20 +75,39 @@ class VM:
         wait_for(seen, timeout, what=f"{line!r} on the guest's console")
 
     def ram_rss(self):
-        """Rss in bytes of the guest RAM mapping: the one mapping of exactly MEM_MIB."""
-        rss, size = [], None
+        """Resident bytes of the guest RAM mapping (the one mapping of exactly MEM_MIB):
+        Rss, plus the hugetlbfs pages smaps counts apart from it."""
+        maps = []
         with open(f"/proc/{self.proc.pid}/smaps") as f:
             for line in f:
-                if line.startswith("Size:"):
-                    size = int(line.split()[1])
-                elif line.startswith("Rss:") and size == MEM_MIB * 1024:
-                    rss.append(int(line.split()[1]) * 1024)
-        assert len(rss) == 1, rss
-        return rss[0]
+                key, _, rest = line.partition(":")
+                if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+                    maps.append({"Size": 0, "resident": 0})
+                elif key == "Size":
+                    maps[-1]["Size"] = int(rest.split()[0])
+                elif key in RESIDENT:
+                    maps[-1]["resident"] += int(rest.split()[0]) * 1024
+        ram = [m["resident"] for m in maps if m["Size"] == MEM_MIB * 1024]
+        assert len(ram) == 1, maps
+        return ram[0]
+
+    def memfd_bytes(self):
+        """Bytes allocated to the guest RAM memfd (--mem-shared, --mem-hugepages): a page
+        only unmapped (MADV_DONTNEED on shared memory) would still count here."""
+        fds = f"/proc/{self.proc.pid}/fd"
+        for fd in os.listdir(fds):
+            try:
+                if os.readlink(f"{fds}/{fd}").startswith("/memfd:kapsel-guest-ram"):
+                    return os.stat(f"{fds}/{fd}").st_blocks * 512
+            except FileNotFoundError:
+                continue
+        raise AssertionError("no guest RAM memfd")
 
     def total_rss(self):
         with open(f"/proc/{self.proc.pid}/smaps_rollup") as f:
-            return int(re.search(r"^Rss:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
+            text = f.read()
+        return sum(int(n) * 1024 for k, n in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)
+                   if k in RESIDENT)
 
     def end(self):
         if self.proc.poll() is None:
@@ -103,8 +124,8 @@ def vms(tmp_path):
     root = tmp_path / "root"
     started = []
 
-    def start(name, cmdline, *extra):
-        v = VM(root, tmp_path, name, cmdline, *extra)
+    def start(name, cmdline, *extra, **kw):
+        v = VM(root, tmp_path, name, cmdline, *extra, **kw)
         started.append(v)
         return v
     yield root, start
@@ -112,10 +133,23 @@ def vms(tmp_path):
         v.end()
 
 
-def test_inflate_returns_memory_deflate_and_statistics(vms):
+def hugepages_free():
+    with open("/proc/meminfo") as f:
+        return int(re.search(r"^HugePages_Free:\s+(\d+)", f.read(), re.M).group(1))
+
+
+@pytest.mark.parametrize("transport,backing", [
+    ("mmio", None), ("pci", None), ("mmio", "--mem-shared"), ("pci", "--mem-hugepages")])
+def test_inflate_returns_memory_deflate_and_statistics(vms, transport, backing):
+    """The RAM mapping's Rss drops by what the guest inflates (MADV_DONTNEED; MADV_REMOVE for
+    the shared memfd and for hugetlbfs, whole 2 MiB pages) and by what it reports free."""
+    if backing == "--mem-hugepages" and hugepages_free() < MEM_MIB // 2:
+        pytest.skip(f"needs {MEM_MIB // 2} free 2 MiB huge pages (HugePages_Free is "
+                    f"{hugepages_free()}; the tests never reserve them)")
     root, start = vms
     v = start("bal", "test=balloon pool=64 report=16",
-              "--balloon", "stats_interval_s=1,free_page_reporting=on")
+              "--balloon", "stats_interval_s=1,free_page_reporting=on",
+              *([backing] if backing else []), transport=transport)
     v.wait_line("balloon: ready")
     v.wait_line("balloon: reported 16 MiB")
     v.wait_line("balloon: actual 0")
@@ -124,6 +158,9 @@ def test_inflate_returns_memory_deflate_and_statistics(vms):
     assert start_rss < (64 + 10) * MIB, f"reported pages still resident: {start_rss >> 20} MiB"
     assert start_rss > 60 * MIB, f"the pool is not resident: {start_rss >> 20} MiB"
     total_before = v.total_rss()
+    if backing:
+        memfd_before = v.memfd_bytes()
+        assert memfd_before < (64 + 10) * MIB, f"reported pages still allocated: {memfd_before}"
 
     r = kap(root, "vm", "balloon", "bal", "48")
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r
@@ -131,6 +168,8 @@ def test_inflate_returns_memory_deflate_and_statistics(vms):
     inflated = v.ram_rss()
     assert start_rss - inflated >= 44 * MIB, (start_rss >> 20, inflated >> 20)
     assert total_before - v.total_rss() >= 40 * MIB, (total_before >> 20, v.total_rss() >> 20)
+    if backing:
+        assert memfd_before - v.memfd_bytes() >= 44 * MIB, (memfd_before, v.memfd_bytes())
 
     status, b = call(v.sock, "GET", "/balloon")
     assert status == 200 and b == {"amount_mib": 48, "deflate_on_oom": False,

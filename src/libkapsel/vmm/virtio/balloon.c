@@ -18,10 +18,10 @@
  *    also keeps transparent huge pages whole when a run covers them.
  *  - a shared memfd (--mem-shared): MADV_DONTNEED would only unmap the page and leave it in
  *    the memfd; MADV_REMOVE punches the hole that frees it.
- *  - hugetlbfs (--mem-hugepages): a 2 MiB page is freed whole or not at all, so only the
- *    2 MiB-aligned huge pages a run covers completely are punched out (MADV_REMOVE); the rest
- *    of the run stays resident and is counted as ignored. Linux's page reporting hands over
- *    pageblock-sized (2 MiB) blocks, which fit; a 4 KiB-page balloon fits only by luck.
+ *  - hugetlbfs (--mem-hugepages): a 2 MiB page is freed whole or not at all (MADV_REMOVE).
+ *    Huge pages a run covers go at once; inflated 4 KiB pages of a huge page are remembered
+ *    (one huge page at a time, as QEMU does) until all 512 are in the balloon. Linux's page
+ *    reporting hands over pageblock-sized (2 MiB) blocks, which fit as they are.
  *
  * Queue numbering: Linux's virtio_find_vqs numbers only the queues whose feature was
  * negotiated (inflateq 0, deflateq 1, then statsq if STATS_VQ, then reporting_vq if
@@ -39,6 +39,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "core/cleanup.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/virtio/balloon.h"
@@ -69,7 +70,11 @@ struct balloon {
 	int timer_fd;
 	/* Counters for the API, and the log-once flags. */
 	uint64_t inflated, reported, ignored;
-	bool warned_range, warned_madvise, warned_huge, warned_long;
+	bool warned_range, warned_madvise, warned_long;
+	/* hugetlbfs: the 4 KiB pages inflated so far of one huge page (partial_mark). */
+	bool partial_valid;
+	uint64_t partial_base;
+	uint64_t partial[HUGE_PAGE / PAGE / 64];
 	struct kap_virtio_dev *dev;
 	struct kap_vq_elem elem;
 };
@@ -148,28 +153,8 @@ static unsigned int queue_role(const struct kap_virtio_dev *d, unsigned int q)
 }
 
 /* Gives [gpa, gpa + len) (inside one RAM region, 4 KiB aligned) back to the host. */
-static void discard(struct balloon *b, uint64_t gpa, uint64_t len, uint64_t *done)
+static void release(struct balloon *b, uint64_t gpa, uint64_t len, uint64_t *done)
 {
-	if (b->hugetlb) {
-		/* Host offsets keep gpa's 2 MiB alignment: low RAM ends at 3 GiB, high starts at 4.
-		 */
-		uint64_t s = (gpa + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1),
-			 e = (gpa + len) & ~(HUGE_PAGE - 1);
-		uint64_t kept = e > s ? len - (e - s) : len;
-		if (kept) {
-			b->ignored += kept / PAGE;
-			if (!b->warned_huge) {
-				b->warned_huge = true;
-				kap_info("%s: guest RAM is on 2 MiB huge pages: pages of partly "
-					 "ballooned huge pages stay resident",
-					 b->dev->id);
-			}
-		}
-		if (e <= s)
-			return;
-		len = e - s;
-		gpa = s;
-	}
 	uint8_t *p = kap_mem_ptr(b->mem, gpa, len);
 	if (!p)
 		return;
@@ -189,18 +174,78 @@ static void discard(struct balloon *b, uint64_t gpa, uint64_t len, uint64_t *don
 	*done += len / PAGE;
 }
 
+/*
+ * Inflated 4 KiB pages of the huge page at h: when all 512 are in the balloon the huge page
+ * goes back whole. One huge page is tracked at a time (QEMU's PartiallyBalloonedPage does the
+ * same): Linux inflates pages in the order its allocator hands them out, mostly ascending.
+ */
+static void partial_mark(struct balloon *b, uint64_t h, uint64_t s, uint64_t e)
+{
+	if (!b->partial_valid || b->partial_base != h) {
+		memset(b->partial, 0, sizeof(b->partial));
+		b->partial_base = h;
+		b->partial_valid = true;
+	}
+	for (uint64_t p = s; p < e; p += PAGE) {
+		uint64_t i = (p - h) / PAGE;
+		b->partial[i / 64] |= 1ULL << (i % 64);
+	}
+	for (unsigned int i = 0; i < KAP_ARRAY_SIZE(b->partial); i++)
+		if (b->partial[i] != ~0ULL)
+			return;
+	b->partial_valid = false;
+	release(b, h, HUGE_PAGE, &b->inflated);
+}
+
+/* Pages leaving the balloon must not be counted towards a huge page any more. */
+static void partial_clear(struct balloon *b, uint64_t gpa, uint64_t len)
+{
+	if (!b->partial_valid || gpa + len <= b->partial_base || gpa >= b->partial_base + HUGE_PAGE)
+		return;
+	uint64_t s = gpa > b->partial_base ? gpa : b->partial_base;
+	uint64_t e =
+	    gpa + len < b->partial_base + HUGE_PAGE ? gpa + len : b->partial_base + HUGE_PAGE;
+	for (uint64_t p = s; p < e; p += PAGE) {
+		uint64_t i = (p - b->partial_base) / PAGE;
+		b->partial[i / 64] &= ~(1ULL << (i % 64));
+	}
+}
+
+/*
+ * Gives a run of pages back. On hugetlbfs only whole 2 MiB pages can go (host offsets keep
+ * gpa's 2 MiB alignment: low RAM ends at 3 GiB, high RAM starts at 4): the huge pages the run
+ * covers go at once; with track (inflated pages, which stay the balloon's until deflated) the
+ * rest is remembered until the huge page is complete, a reported block's rest (the guest may
+ * reuse it without telling) is left alone.
+ */
+static void discard(struct balloon *b, uint64_t gpa, uint64_t len, uint64_t *done, bool track)
+{
+	if (!b->hugetlb) {
+		release(b, gpa, len, done);
+		return;
+	}
+	for (uint64_t h = gpa & ~(HUGE_PAGE - 1); h < gpa + len; h += HUGE_PAGE) {
+		uint64_t s = gpa > h ? gpa : h;
+		uint64_t e = gpa + len < h + HUGE_PAGE ? gpa + len : h + HUGE_PAGE;
+		if (s == h && e == h + HUGE_PAGE)
+			release(b, h, HUGE_PAGE, done);
+		else if (track)
+			partial_mark(b, h, s, e);
+	}
+}
+
 static void inflate_run(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct balloon *b = opaque;
-	discard(b, gpa, len, &b->inflated);
+	discard(b, gpa, len, &b->inflated, true);
 }
 
 static void deflate_run(void *opaque, uint64_t gpa, uint64_t len)
 {
-	/* Nothing to do: the next access faults the page in again (no MUST_TELL_HOST). */
-	(void)opaque;
-	(void)gpa;
-	(void)len;
+	/* The next access faults the page in again; only the huge-page tracking must forget it. */
+	struct balloon *b = opaque;
+	if (b->hugetlb)
+		partial_clear(b, gpa, len);
 }
 
 /* One inflateq or deflateq buffer: the readable part is an array of PFNs. */
@@ -247,7 +292,7 @@ static void process_report(struct balloon *b)
 		if (end <= s)
 			continue;
 		uint64_t gpa = s < b->mem->low_size ? s : s - b->mem->low_size + KAP_4G;
-		discard(b, gpa, end - s, &b->reported);
+		discard(b, gpa, end - s, &b->reported, false);
 	}
 }
 
