@@ -311,7 +311,7 @@ static void process_stats(struct kap_virtio_dev *d, struct balloon *b, unsigned 
 		b->stats_held = true;
 	}
 	/* §5.5.6.3: returning the buffer is the request for fresh statistics. */
-	if (b->stats_held && atomic_exchange(&b->stats_due, false)) {
+	if (b->stats_held && kap_virtio_queue_live(d, q) && atomic_exchange(&b->stats_due, false)) {
 		kap_vq_push(&d->vq[q], b->stats_head, 0);
 		b->stats_held = false;
 		*pushed = true;
@@ -374,6 +374,8 @@ static void balloon_reset(struct kap_virtio_dev *d)
 	struct balloon *b = d->priv;
 	b->actual = 0;
 	b->stats_held = false;
+	/* Pages the old driver inflated are the new one's to use: none may complete a huge page. */
+	b->partial_valid = false;
 	atomic_store(&b->stats_due, false);
 }
 
