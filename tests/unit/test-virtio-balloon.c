@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * virtio-balloon's pure parts (vmm/virtio/balloon.c, vmm/config.c): PFN arrays decoded into
- * runs of pages inside RAM (virtio 1.2 §5.5.6), statistics buffers (§5.5.6.3), and the
- * --balloon option syntax.
+ * runs of pages inside RAM (virtio 1.2 §5.5.6), statistics buffers (§5.5.6.3), the
+ * --balloon option syntax; and the device itself over a fake guest RAM, for what only the
+ * device decides: which pages go back to the host on hugetlbfs (whole 2 MiB pages only).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -13,6 +14,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <linux/virtio_config.h>
+#include <sys/mman.h>
 
 #include "core/error.h"
 #include "vmm/virtio/balloon.h"
@@ -151,12 +154,143 @@ static void test_parse_option(void **state)
 	assert_int_equal(c.balloon.amount_mib, 64);
 }
 
+/* ---- the device over fake RAM: 4 MiB, rings in the first pages, huge page 1 at 2 MiB ---- */
+
+#define DRAM	 (4u << 20)
+#define DDESC	 0x1000
+#define DAVAIL	 0x2000
+#define DUSED	 0x3000
+#define DPFNS	 0x4000
+#define HUGE_GPA (2u << 20)
+
+struct dev {
+	uint8_t *ram;
+	struct kap_guest_mem mem;
+	struct kap_virtio_dev d;
+};
+
+static struct dev *dev_new(bool hugetlb)
+{
+	struct dev *t = calloc(1, sizeof(*t));
+	t->ram = mmap(NULL, DRAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(t->ram != MAP_FAILED);
+	t->mem = (struct kap_guest_mem){.host = t->ram, .size = DRAM, .low_size = DRAM, .fd = -1};
+	struct kapsel_vm_balloon cfg = {.enabled = true};
+	struct kapsel_error *err = NULL;
+	assert_int_equal(kap_virtio_balloon_new(&t->d, &cfg, &t->mem, hugetlb, &err), 0);
+	t->d.driver_features = t->d.features;
+	t->d.status = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
+		      VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK;
+	for (unsigned int q = 0; q < 2; q++) {
+		/* Both queues share one ring area: only one is used at a time. */
+		struct kap_vq *vq = &t->d.vq[q];
+		kap_vq_reset(vq, 8);
+		vq->desc_gpa = DDESC;
+		vq->avail_gpa = DAVAIL;
+		vq->used_gpa = DUSED;
+		assert_int_equal(kap_vq_enable(vq, &t->mem), 0);
+	}
+	memset(t->ram + HUGE_GPA, 0xaa, 2u << 20);
+	return t;
+}
+
+static void dev_free(struct dev *t)
+{
+	kap_virtio_destroy(&t->d);
+	munmap(t->ram, DRAM);
+	free(t);
+}
+
+/* Sends n PFNs from first on queue q (0 inflate, 1 deflate); returns when it was used. */
+static void dev_send(struct dev *t, unsigned int q, uint32_t first, uint32_t n)
+{
+	uint32_t *pfns = (uint32_t *)(t->ram + DPFNS);
+	for (uint32_t i = 0; i < n; i++)
+		pfns[i] = first + i;
+	struct vring_desc *d = (struct vring_desc *)(t->ram + DDESC);
+	d[0] = (struct vring_desc){DPFNS, n * 4, 0, 0};
+	struct vring_avail *a = (struct vring_avail *)(t->ram + DAVAIL);
+	struct vring_used *u = (struct vring_used *)(t->ram + DUSED);
+	uint16_t before = u->idx;
+	/* The other queue's indices follow the shared ring's. */
+	t->d.vq[q].last_avail = a->idx;
+	t->d.vq[q].used_idx = u->idx;
+	a->ring[a->idx % 8] = 0;
+	a->idx++;
+	t->d.ops->process(&t->d, q);
+	assert_int_equal(u->idx, (uint16_t)(before + 1));
+}
+
+static bool page_kept(struct dev *t, uint32_t pfn)
+{
+	return t->ram[(uint64_t)pfn << 12] == 0xaa;
+}
+
+static void test_anonymous_pages_go_at_once(void **state)
+{
+	(void)state;
+	struct dev *t = dev_new(false);
+	dev_send(t, 0, HUGE_GPA >> 12, 3);
+	assert_false(page_kept(t, HUGE_GPA >> 12));
+	assert_false(page_kept(t, (HUGE_GPA >> 12) + 2));
+	assert_true(page_kept(t, (HUGE_GPA >> 12) + 3));
+	struct kap_balloon_info info;
+	kap_balloon_get(&t->d, &info);
+	assert_int_equal(info.inflated_total, 3);
+	dev_free(t);
+}
+
+static void test_hugetlb_whole_pages_only(void **state)
+{
+	(void)state;
+	struct dev *t = dev_new(true);
+	uint32_t base = HUGE_GPA >> 12;
+	/* 511 of the 512 pages, in two requests: nothing goes back yet. */
+	dev_send(t, 0, base, 256);
+	dev_send(t, 0, base + 256, 255);
+	assert_true(page_kept(t, base) && page_kept(t, base + 300));
+	/* The guest takes one back, then inflates the last: still one page missing. */
+	dev_send(t, 1, base + 10, 1);
+	dev_send(t, 0, base + 511, 1);
+	assert_true(page_kept(t, base) && page_kept(t, base + 511));
+	struct kap_balloon_info info;
+	kap_balloon_get(&t->d, &info);
+	assert_int_equal(info.inflated_total, 0);
+	/* It inflates page 10 again: the huge page is complete and goes back whole. */
+	dev_send(t, 0, base + 10, 1);
+	assert_false(page_kept(t, base));
+	assert_false(page_kept(t, base + 511));
+	kap_balloon_get(&t->d, &info);
+	assert_int_equal(info.inflated_total, 512);
+	dev_free(t);
+}
+
+static void test_hugetlb_reset_forgets(void **state)
+{
+	(void)state;
+	struct dev *t = dev_new(true);
+	uint32_t base = HUGE_GPA >> 12;
+	dev_send(t, 0, base, 256);
+	/* A reset (the guest rebooted): the pages inflated before are the new driver's. */
+	pthread_mutex_lock(&t->d.lock);
+	t->d.ops->reset(&t->d);
+	pthread_mutex_unlock(&t->d.lock);
+	dev_send(t, 0, base + 256, 256);
+	assert_true(page_kept(t, base) && page_kept(t, base + 300));
+	dev_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_runs),	 cmocka_unit_test(test_outside_ram),
-	    cmocka_unit_test(test_partial_pfn),	 cmocka_unit_test(test_stats),
+	    cmocka_unit_test(test_runs),
+	    cmocka_unit_test(test_outside_ram),
+	    cmocka_unit_test(test_partial_pfn),
+	    cmocka_unit_test(test_stats),
 	    cmocka_unit_test(test_parse_option),
+	    cmocka_unit_test(test_anonymous_pages_go_at_once),
+	    cmocka_unit_test(test_hugetlb_whole_pages_only),
+	    cmocka_unit_test(test_hugetlb_reset_forgets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
