@@ -93,6 +93,7 @@ enum {
 	OPT_VSOCK,
 	OPT_BALLOON,
 	OPT_STATS,
+	OPT_STATS_INTERVAL,
 	OPT_VIRTIO_MMIO_CMDLINE,
 	OPT_TRANSPORT,
 	OPT_NAME,
@@ -823,7 +824,7 @@ static bool parse_balloon_mib(const char *s, unsigned long long *mib)
 
 static const struct option balloon_options[] = {
     {"stats", no_argument, NULL, OPT_STATS},
-    {"stats-interval", required_argument, NULL, OPT_TIMEOUT},
+    {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -836,7 +837,7 @@ static int vm_balloon(const struct cli_globals *g, int argc, char **argv)
 	while ((c = cli_getopt_cmd(&cmd_vm_balloon, argc, argv)) != -1) {
 		if (c == OPT_STATS)
 			stats = true;
-		else if (c == OPT_TIMEOUT)
+		else if (c == OPT_STATS_INTERVAL)
 			interval = optarg;
 		else
 			return cli_opt_status(c);
@@ -1053,8 +1054,8 @@ static const struct cli_command cmd_vm_balloon = {
 	"Usage: kapsel vm balloon NAME [SIZE] [--stats] [--stats-interval SECONDS]\n"
 	"\n"
 	"With SIZE, ask the guest of VM NAME (started with --balloon) to give SIZE of its RAM\n"
-	"back to the host (0: all of it back to the guest); the balloon's driver inflates or\n"
-	"deflates to it. SIZE is MiB, as a number or with an M or G suffix. Without SIZE,\n"
+	"back to the host (0 deflates the balloon completely); the balloon's driver inflates\n"
+	"or deflates to it. SIZE is MiB, as a number or with an M or G suffix. Without SIZE,\n"
 	"print the balloon's settings (the API's GET /balloon) as JSON.\n"
 	"\n"
 	"Options:\n"

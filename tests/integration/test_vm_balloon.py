@@ -192,6 +192,13 @@ def test_inflate_returns_memory_deflate_and_statistics(vms, transport, backing):
     assert r.returncode == 0 and json.loads(r.stdout)["total_memory"] == MEM_MIB * MIB, r
     assert call(v.sock, "PATCH", "/balloon/statistics", {"stats_polling_interval_s": 2})[0] == 204
     assert call(v.sock, "GET", "/balloon")[1]["stats_polling_interval_s"] == 2
+    r = kap(root, "vm", "balloon", "bal", "--stats-interval", "3")
+    assert r.returncode == 0, r
+    assert call(v.sock, "GET", "/balloon")[1]["stats_polling_interval_s"] == 3
+    r = kap(root, "vm", "balloon", "bal", "--stats-interval", "0")
+    assert r.returncode == 1 and "cannot be turned off" in r.stderr, r
+    r = kap(root, "vm", "balloon", "bal", "--stats-interval", "1")
+    assert r.returncode == 0, r
 
     # Deflate through the API: the guest takes its pages back and touches them again.
     assert call(v.sock, "PATCH", "/balloon", {"amount_mib": 0}) == (204, None)
