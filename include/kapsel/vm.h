@@ -63,6 +63,18 @@ struct kapsel_vm_net {
 
 #define KAPSEL_VM_MAX_NETS 4
 
+/*
+ * A virtio-balloon (docs/vm.md, Memory balloon):
+ * --balloon [amount_mib=N,][deflate_on_oom=on,][stats_interval_s=N,][free_page_reporting=on].
+ */
+struct kapsel_vm_balloon {
+	bool enabled;
+	uint64_t amount_mib;	       /* the initial target: MiB the guest should give back */
+	bool deflate_on_oom;	       /* VIRTIO_BALLOON_F_DEFLATE_ON_OOM */
+	unsigned int stats_interval_s; /* 0: no statistics queue */
+	bool free_page_reporting;      /* VIRTIO_BALLOON_F_REPORTING */
+};
+
 /* How virtio devices reach the guest: --transport pci|mmio. */
 enum kapsel_vm_transport {
 	KAPSEL_VM_TRANSPORT_PCI, /* the default: modern virtio-pci behind a host bridge */
@@ -106,6 +118,7 @@ struct kapsel_vm_config {
 	uint32_t vsock_cid;
 	char *vsock_path;
 	enum kapsel_vm_transport transport;
+	struct kapsel_vm_balloon balloon;
 	/* Also name the virtio-mmio devices on the command line (virtio_mmio.device=...). */
 	bool virtio_mmio_cmdline;
 	/*
@@ -133,8 +146,9 @@ void kapsel_vm_config_clear(struct kapsel_vm_config *c);
  * "cpu_model", "cpu_features", "acpi": "reduced|full", "console": "stdio|file:PATH|none",
  * "debug_exit": bool, "pit": bool, "transport": "pci|mmio", "disks": ["--disk syntax", ...],
  * "nets": ["--net syntax", ...], "vsock": "--vsock syntax", "rng", "virtio_console",
- * "virtio_mmio_cmdline": bool}) into c, replacing the fields it names and adding its devices.
- * Errors name the JSON path.
+ * "virtio_mmio_cmdline": bool, "balloon": {"amount_mib": N, "deflate_on_oom": bool,
+ * "stats_interval_s": N, "free_page_reporting": bool}}) into c, replacing the fields it names and
+ * adding its devices. Errors name the JSON path.
  */
 int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c, struct kapsel_error **err);
 
@@ -153,6 +167,11 @@ int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct kapse
 int kapsel_vm_parse_net(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
 /* "cid=N,socket=PATH" (N >= 3) into c->vsock_cid / c->vsock_path; one vsock per VM. */
 int kapsel_vm_parse_vsock(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
+/*
+ * "" or "amount_mib=N,deflate_on_oom=on|off,stats_interval_s=N,free_page_reporting=on|off"
+ * (any subset) into c->balloon, enabling it. Errors name the bad option.
+ */
+int kapsel_vm_parse_balloon(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
 /* "reduced" or "full" into c->acpi_full. -EINVAL when unknown. */
 int kapsel_vm_parse_acpi(const char *s, struct kapsel_vm_config *c);
 /* "pci" or "mmio" into c->transport. -EINVAL when unknown. */

@@ -54,6 +54,11 @@ static const char run_usage[] =
     "  --vsock cid=N,socket=PATH\n"
     "                          a virtio-vsock with guest CID N (>= 3); the host side is\n"
     "                          the unix socket PATH (docs/vm.md: CONNECT <port>)\n"
+    "  --balloon [amount_mib=N,][deflate_on_oom=on,][stats_interval_s=N,]\n"
+    "            [free_page_reporting=on]\n"
+    "                          a virtio-balloon ('--balloon on': the defaults): the guest\n"
+    "                          gives back amount_mib MiB (vm balloon NAME SIZE changes it),\n"
+    "                          sends statistics every N s, reports free pages\n"
     "  --transport pci|mmio    how virtio devices attach: PCI functions (default) or\n"
     "                          virtio-mmio windows\n"
     "  --virtio-mmio-cmdline   also list the virtio-mmio devices on the kernel command line\n"
@@ -86,6 +91,9 @@ enum {
 	OPT_NET,
 	OPT_VIRTIO_CONSOLE,
 	OPT_VSOCK,
+	OPT_BALLOON,
+	OPT_STATS,
+	OPT_STATS_INTERVAL,
 	OPT_VIRTIO_MMIO_CMDLINE,
 	OPT_TRANSPORT,
 	OPT_NAME,
@@ -98,6 +106,7 @@ enum {
 
 static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create, cmd_vm_ls,
     cmd_vm_inspect, cmd_vm_pause, cmd_vm_resume, cmd_vm_stop, cmd_vm_snapshot, cmd_vm_restore;
+static const struct cli_command cmd_vm_balloon;
 
 static int set_str(char **field, const char *v)
 {
@@ -127,6 +136,7 @@ static const struct option run_options[] = {
     {"net", required_argument, NULL, OPT_NET},
     {"virtio-console", no_argument, NULL, OPT_VIRTIO_CONSOLE},
     {"vsock", required_argument, NULL, OPT_VSOCK},
+    {"balloon", required_argument, NULL, OPT_BALLOON},
     {"virtio-mmio-cmdline", no_argument, NULL, OPT_VIRTIO_MMIO_CMDLINE},
     {"transport", required_argument, NULL, OPT_TRANSPORT},
     {"name", required_argument, NULL, OPT_NAME},
@@ -140,7 +150,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_vm_config cfg = {0}, cli = {0};
 	struct kapsel_error *err = NULL;
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL,
-		   *acpi = NULL;
+		   *acpi = NULL, *balloon = NULL;
 	bool no_debug_exit = false, no_pit = false, mem_shared = false, mem_hugepages = false,
 	     mem_merge = false;
 	int c, rc = 1;
@@ -216,6 +226,9 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_RNG:
 			cli.rng = true;
+			break;
+		case OPT_BALLOON:
+			balloon = optarg;
 			break;
 		case OPT_VIRTIO_CONSOLE:
 			cli.virtio_console = true;
@@ -303,6 +316,11 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	cfg.rng |= cli.rng;
+	/* --balloon replaces the file's balloon. */
+	if (balloon && kapsel_vm_parse_balloon(balloon, &cfg, &err) < 0) {
+		rc = cli_fail_err(err);
+		goto out;
+	}
 	cfg.virtio_console |= cli.virtio_console;
 	cfg.virtio_mmio_cmdline |= cli.virtio_mmio_cmdline;
 	if (mem && kapsel_vm_parse_size(mem, &cfg.mem_size) < 0) {
@@ -786,6 +804,87 @@ static int vm_stop(const struct cli_globals *g, int argc, char **argv)
 	return 0;
 }
 
+/* SIZE of `vm balloon`: MiB as a plain number (Firecracker's amount_mib), or with M or G. */
+static bool parse_balloon_mib(const char *s, unsigned long long *mib)
+{
+	char *end;
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned long long mul = !*end					  ? 1
+				 : !strcmp(end, "M") || !strcmp(end, "m") ? 1
+				 : !strcmp(end, "G") || !strcmp(end, "g") ? 1024
+									  : 0;
+	if (errno || !mul || v > (0xffffffffULL >> 8) / mul)
+		return false;
+	*mib = v * mul;
+	return true;
+}
+
+static const struct option balloon_options[] = {
+    {"stats", no_argument, NULL, OPT_STATS},
+    {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+static int vm_balloon(const struct cli_globals *g, int argc, char **argv)
+{
+	bool stats = false;
+	const char *interval = NULL;
+	int c;
+	while ((c = cli_getopt_cmd(&cmd_vm_balloon, argc, argv)) != -1) {
+		if (c == OPT_STATS)
+			stats = true;
+		else if (c == OPT_STATS_INTERVAL)
+			interval = optarg;
+		else
+			return cli_opt_status(c);
+	}
+	if (!cli_nargs(&cmd_vm_balloon, argc - optind, 1, 2, "NAME [SIZE]"))
+		return 1;
+	const char *name = argv[optind], *size = argc - optind == 2 ? argv[optind + 1] : NULL;
+	char json[96];
+	if (interval) {
+		long long n;
+		if (!cli_parse_int(&cmd_vm_balloon, "--stats-interval", interval, 0, 86400, &n))
+			return 1;
+		snprintf(json, sizeof(json), "{\"stats_polling_interval_s\":%lld}", n);
+		int rc = vm_request(g, "balloon", name, "PATCH", "/balloon/statistics", json);
+		if (rc || (!size && !stats))
+			return rc;
+	}
+	if (size) {
+		unsigned long long mib;
+		if (!parse_balloon_mib(size, &mib))
+			return cli_fail(
+			    "vm balloon %s: SIZE: expected MiB (a number, or with an M or "
+			    "G suffix), got \"%s\"",
+			    name, size);
+		snprintf(json, sizeof(json), "{\"amount_mib\":%llu}", mib);
+		int rc = vm_request(g, "balloon", name, "PATCH", "/balloon", json);
+		if (rc || !stats)
+			return rc;
+	}
+	struct kapsel_error *err = NULL;
+	char *path = NULL, *body = NULL;
+	if (kapsel_vm_api_path(g->root, name, &path, &err) < 0)
+		return cli_fail_err(err);
+	int r = kapsel_vm_api_call(path, "GET", stats ? "/balloon/statistics" : "/balloon", NULL,
+				   &body, &err);
+	free(path);
+	if (r < 0)
+		return cli_fail_err(err);
+	int rc = 0;
+	if (r / 100 != 2)
+		rc = cli_fail("vm balloon %s: %s", name, fault_message(body));
+	else
+		printf("%s\n", body);
+	free(body);
+	return rc;
+}
+
 static const char vm_usage[] =
     "Usage: kapsel vm <command> [options]\n"
     "\n"
@@ -797,6 +896,7 @@ static const char vm_usage[] =
     "  pause NAME              pause a VM's vCPUs (its clock stops too)\n"
     "  resume NAME             resume a paused VM\n"
     "  stop [--force] NAME     stop a VM (--force: kill its VMM)\n"
+    "  balloon NAME [SIZE]     show or set how much RAM the VM's balloon takes back\n"
     "\n"
     "Run 'kapsel vm <command> --help' for its options.\n";
 
@@ -946,6 +1046,27 @@ static const struct cli_command cmd_vm_stop = {
     .options = stop_options,
 };
 
+static const struct cli_command cmd_vm_balloon = {
+    .name = "vm balloon",
+    .summary = "show or set a VM's memory balloon",
+    .run = vm_balloon,
+    .usage =
+	"Usage: kapsel vm balloon NAME [SIZE] [--stats] [--stats-interval SECONDS]\n"
+	"\n"
+	"With SIZE, ask the guest of VM NAME (started with --balloon) to give SIZE of its RAM\n"
+	"back to the host (0 deflates the balloon completely); the balloon's driver inflates\n"
+	"or deflates to it. SIZE is MiB, as a number or with an M or G suffix. Without SIZE,\n"
+	"print the balloon's settings (the API's GET /balloon) as JSON.\n"
+	"\n"
+	"Options:\n"
+	"  --stats                 print the statistics the guest last sent (GET\n"
+	"                          /balloon/statistics; needs stats_interval_s)\n"
+	"  --stats-interval SECONDS\n"
+	"                          how often the guest is asked for statistics\n",
+    .shortopts = "h",
+    .options = balloon_options,
+};
+
 const struct cli_command cmd_vm = {
     .name = "vm",
     .summary = "run a kernel in a KVM micro-VM (vm run)",
@@ -960,6 +1081,7 @@ const struct cli_command cmd_vm = {
 	    {"pause", &cmd_vm_pause},
 	    {"resume", &cmd_vm_resume},
 	    {"stop", &cmd_vm_stop},
+	    {"balloon", &cmd_vm_balloon},
 	    {"snapshot", &cmd_vm_snapshot},
 	    {"restore", &cmd_vm_restore},
 	    {0},

@@ -36,6 +36,7 @@
  *   acpifull  --acpi full: the FADT's FACS, PM1a and PM timer fields, the timer's rate against
  *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
  *   hyperv    the Hyper-V leaves and MSRs under --cpu-features hv-*: see test_hyperv
+ *   balloon   virtio-balloon: inflates, deflates, statistics, free page reporting: see balloon.h
  */
 #include "acpi.h"
 #include "guest.h"
@@ -44,6 +45,7 @@
 #include "virtio-pci.h"
 #include "blkbench.h"
 #include "fwcfg.h"
+#include "balloon.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -1111,6 +1113,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_acpifull();
 	if (streq(test, "hyperv"))
 		test_hyperv();
+	if (streq(test, "balloon"))
+		test_balloon(cmdline);
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

@@ -39,6 +39,7 @@
 #include "core/log.h"
 #include "vmm/api.h"
 #include "vmm/http.h"
+#include "vmm/virtio/balloon.h"
 #include "vmm/vmm.h"
 
 #define API_MAX_CONNS 16
@@ -328,6 +329,135 @@ static int put_snapshot(struct kap_api *a, const struct kap_http_request *req, c
 	return 204;
 }
 
+/* ---- the balloon (virtio/balloon.c; Firecracker's /balloon resources) ---- */
+
+/*
+ * A PATCH body: a JSON object whose only member is key, a non-negative integer up to max.
+ * Returns 0 with *out set, or -1 with *fault set.
+ */
+static int one_uint_member(const struct kap_http_request *req, const char *what, const char *key,
+			   uint64_t max, uint64_t *val, char **fault)
+{
+	cleanup_error struct kapsel_error *e = NULL;
+	cleanup_json struct kap_json *j = NULL;
+	if (req->body_len == 0) {
+		*fault = fault_body("%s needs a JSON body: {\"%s\": N}", what, key);
+		return -1;
+	}
+	if (kap_json_parse(req->body, req->body_len, "request body", &j, &e) < 0) {
+		*fault = fault_body("%s", e->msg);
+		return -1;
+	}
+	if (kap_json_type(j) != KAP_JSON_OBJECT) {
+		*fault = fault_body("request body: expected an object");
+		return -1;
+	}
+	const char *k;
+	struct kap_json *v;
+	for (struct kap_json_iter it = kap_json_iter(j); kap_json_iter_next(&it, &k, &v);)
+		if (strcmp(k, key)) {
+			*fault = fault_body("request body: unknown field \"%.64s\"", k);
+			return -1;
+		}
+	struct kap_json *n = kap_json_get(j, key);
+	if (!n || kap_json_type(n) != KAP_JSON_INT || kap_json_int64(n) < 0 ||
+	    (uint64_t)kap_json_int64(n) > max) {
+		*fault = fault_body("request body: %s: expected an integer from 0 to %" PRIu64, key,
+				    max);
+		return -1;
+	}
+	*val = (uint64_t)kap_json_int64(n);
+	return 0;
+}
+
+static char *balloon_json(const struct kap_balloon_info *b)
+{
+	cleanup_json struct kap_json *o = kap_json_new_object();
+	if (!o)
+		return NULL;
+	kap_json_set(o, "amount_mib", kap_json_new_uint64(b->target_pages >> 8));
+	kap_json_set(o, "deflate_on_oom", kap_json_new_bool(b->deflate_on_oom));
+	kap_json_set(o, "stats_polling_interval_s", kap_json_new_uint64(b->stats_interval_s));
+	kap_json_set(o, "free_page_reporting", kap_json_new_bool(b->free_page_reporting));
+	return kap_json_dump(o, false);
+}
+
+/* Firecracker's BalloonStats: pages and MiB, then the statistics the guest last sent. */
+static char *balloon_stats_json(const struct kap_balloon_info *b)
+{
+	cleanup_json struct kap_json *o = kap_json_new_object();
+	if (!o)
+		return NULL;
+	kap_json_set(o, "target_pages", kap_json_new_uint64(b->target_pages));
+	kap_json_set(o, "actual_pages", kap_json_new_uint64(b->actual_pages));
+	kap_json_set(o, "target_mib", kap_json_new_uint64(b->target_pages >> 8));
+	kap_json_set(o, "actual_mib", kap_json_new_uint64(b->actual_pages >> 8));
+	for (unsigned int t = 0; t < VIRTIO_BALLOON_S_NR; t++)
+		if (b->stats_valid & (1u << t))
+			kap_json_set(o, kap_balloon_stat_name(t), kap_json_new_uint64(b->stats[t]));
+	/* kapsel's own: 4 KiB pages given back to the host, and PFNs refused. */
+	kap_json_set(o, "inflated_pages_total", kap_json_new_uint64(b->inflated_total));
+	kap_json_set(o, "reported_pages_total", kap_json_new_uint64(b->reported_total));
+	kap_json_set(o, "ignored_pfns_total", kap_json_new_uint64(b->ignored_pfns));
+	return kap_json_dump(o, false);
+}
+
+/* GET|PATCH /balloon and /balloon/statistics. */
+static int route_balloon(struct kap_api *a, const struct kap_http_request *req, char **out,
+			 const char **allow)
+{
+	bool stats = !strcmp(req->path, "/balloon/statistics");
+	bool get = !strcmp(req->method, "GET"), patch = !strcmp(req->method, "PATCH");
+	if (!get && !patch) {
+		*allow = "Allow: GET, PATCH";
+		*out =
+		    fault_body("%s %s: method not allowed (GET or PATCH)", req->method, req->path);
+		return 405;
+	}
+	struct kap_virtio_dev *d = kap_balloon_find(a->vm);
+	if (!d) {
+		*out = fault_body("%s %s: the VM has no balloon device (vm run --balloon)",
+				  req->method, req->path);
+		return 400;
+	}
+	struct kap_balloon_info info;
+	kap_balloon_get(d, &info);
+	if (get) {
+		if (req->body_len) {
+			*out = fault_body("GET %s takes no body", req->path);
+			return 400;
+		}
+		if (stats && !info.stats_interval_s) {
+			*out = fault_body("GET /balloon/statistics: statistics are not enabled "
+					  "(--balloon stats_interval_s=N)");
+			return 400;
+		}
+		*out = stats ? balloon_stats_json(&info) : balloon_json(&info);
+		return *out ? 200 : 500;
+	}
+	cleanup_error struct kapsel_error *e = NULL;
+	uint64_t v;
+	int r;
+	if (stats) {
+		if (one_uint_member(req, "PATCH /balloon/statistics", "stats_polling_interval_s",
+				    86400, &v, out) < 0)
+			return 400;
+		r = kap_balloon_set_stats_interval(d, (unsigned int)v, &e);
+	} else {
+		if (one_uint_member(req, "PATCH /balloon", "amount_mib", UINT32_MAX >> 8, &v, out) <
+		    0)
+			return 400;
+		r = kap_balloon_set_target(d, v << 8, &e);
+		if (r >= 0)
+			kap_info("vm: balloon target %" PRIu64 " MiB through the API", v);
+	}
+	if (r < 0) {
+		*out = fault_body("%s", e->msg);
+		return 400;
+	}
+	return 204;
+}
+
 /* Routes one request: the status, and *out the JSON body (NULL: none). */
 static int route(struct kap_api *a, const struct kap_http_request *req, char **out,
 		 const char **allow)
@@ -378,6 +508,8 @@ static int route(struct kap_api *a, const struct kap_http_request *req, char **o
 		}
 		return put_snapshot(a, req, out);
 	}
+	if (!strcmp(p, "/balloon") || !strcmp(p, "/balloon/statistics"))
+		return route_balloon(a, req, out, allow);
 	*out = fault_body("%s %.128s: no such resource", req->method, p);
 	return 404;
 }

@@ -274,6 +274,106 @@ API int kapsel_vm_parse_vsock(const char *s, struct kapsel_vm_config *c, struct 
 	return 0;
 }
 
+/* A decimal number in [0, max], the whole of s. */
+static bool parse_number(const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+API int kapsel_vm_parse_balloon(const char *s, struct kapsel_vm_config *c,
+				struct kapsel_error **err)
+{
+	static const char usage[] = "expected amount_mib=N, deflate_on_oom=on|off, "
+				    "stats_interval_s=N or free_page_reporting=on|off";
+	cleanup_free char *copy = strdup(s);
+	if (!copy)
+		return kap_error(err, ENOMEM, "--balloon");
+	struct kapsel_vm_balloon b = {.enabled = true};
+	char *save = NULL;
+	for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		char *v = strchr(o, '=');
+		if (v)
+			*v++ = 0;
+		if (!v && !strcmp(o, "on"))
+			continue; /* --balloon on: the defaults */
+		uint64_t n = 0;
+		bool *flag = !strcmp(o, "deflate_on_oom")	 ? &b.deflate_on_oom
+			     : !strcmp(o, "free_page_reporting") ? &b.free_page_reporting
+								 : NULL;
+		if (flag && v && (!strcmp(v, "on") || !strcmp(v, "off"))) {
+			*flag = !strcmp(v, "on");
+		} else if (!strcmp(o, "amount_mib") && v) {
+			/* num_pages is 32 bits of 4 KiB pages (virtio 1.2 §5.5.4). */
+			if (!parse_number(v, UINT32_MAX >> 8, &n))
+				return kap_error_plain(err, EINVAL,
+						       "--balloon %s: amount_mib: expected a "
+						       "number of MiB, got \"%s\"",
+						       s, v);
+			b.amount_mib = n;
+		} else if (!strcmp(o, "stats_interval_s") && v) {
+			if (!parse_number(v, 86400, &n))
+				return kap_error_plain(err, EINVAL,
+						       "--balloon %s: stats_interval_s: expected 0 "
+						       "to 86400 seconds, got \"%s\"",
+						       s, v);
+			b.stats_interval_s = (unsigned int)n;
+		} else {
+			return kap_error_plain(err, EINVAL,
+					       "--balloon %s: bad option \"%s%s%s\" (%s)", s, o,
+					       v ? "=" : "", v ? v : "", usage);
+		}
+	}
+	c->balloon = b;
+	return 0;
+}
+
+/* vm.json's "balloon": {"amount_mib", "deflate_on_oom", "stats_interval_s", "free_page_reporting"}.
+ */
+static int read_balloon(const struct kap_json *j, struct kapsel_vm_config *c,
+			struct kapsel_error **err)
+{
+	struct kap_json *o = NULL;
+	int r = kap_json_read_member(j, "", "balloon", KAP_JSON_OBJECT, &o, err);
+	if (r < 0 || !o)
+		return r;
+	static const char *const known[] = {"amount_mib", "deflate_on_oom", "stats_interval_s",
+					    "free_page_reporting"};
+	struct kap_json_iter it = kap_json_iter(o);
+	const char *key;
+	struct kap_json *val;
+	while (kap_json_iter_next(&it, &key, &val)) {
+		bool ok = false;
+		for (size_t i = 0; i < KAP_ARRAY_SIZE(known); i++)
+			ok |= !strcmp(key, known[i]);
+		if (!ok)
+			return kap_error_plain(err, EINVAL, "balloon.%s: unknown setting", key);
+	}
+	struct kapsel_vm_balloon b = {.enabled = true};
+	uint64_t interval = 0;
+	if ((r = kap_json_read_uint64(o, "balloon", "amount_mib", &b.amount_mib, err)) < 0 ||
+	    (r = kap_json_read_uint64(o, "balloon", "stats_interval_s", &interval, err)) < 0 ||
+	    (r = kap_json_read_bool(o, "balloon", "deflate_on_oom", &b.deflate_on_oom, err)) < 0 ||
+	    (r = kap_json_read_bool(o, "balloon", "free_page_reporting", &b.free_page_reporting,
+				    err)) < 0)
+		return r;
+	if (b.amount_mib > (UINT32_MAX >> 8))
+		return kap_error_plain(err, EINVAL, "balloon.amount_mib: at most %u MiB",
+				       UINT32_MAX >> 8);
+	if (interval > 86400)
+		return kap_error_plain(err, EINVAL, "balloon.stats_interval_s: at most 86400");
+	b.stats_interval_s = (unsigned int)interval;
+	c->balloon = b;
+	return 0;
+}
+
 API int kapsel_vm_parse_size(const char *s, uint64_t *out)
 {
 	char *end;
@@ -413,7 +513,7 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	    "pit",	  "transport",	   "disks",	     "nets",
 	    "vsock",	  "rng",	   "virtio_console", "virtio_mmio_cmdline",
 	    "mem_shared", "mem_hugepages", "mem_merge",	     "cpu_model",
-	    "acpi"};
+	    "acpi",	  "balloon"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -494,7 +594,8 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if ((r = kap_json_read_bool(j, "", "rng", &c->rng, err)) < 0 ||
 	    (r = kap_json_read_bool(j, "", "virtio_console", &c->virtio_console, err)) < 0 ||
 	    (r = kap_json_read_bool(j, "", "virtio_mmio_cmdline", &c->virtio_mmio_cmdline, err)) <
-		0)
+		0 ||
+	    (r = read_balloon(j, c, err)) < 0)
 		goto fail;
 	return 0;
 fail:

@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/devices/devices.h"
+#include "vmm/virtio/balloon.h"
 #include "vmm/virtio/disk.h"
 #include "vmm/virtio/transport.h"
 #include "vmm/vmm.h"
@@ -252,10 +253,16 @@ static void inputs_free(struct kap_vm_inputs *in)
 static int check_devices(const struct kapsel_vm_config *c, struct kapsel_error **err)
 {
 	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
-			 (c->vsock_path ? 1 : 0);
+			 (c->vsock_path ? 1 : 0) + (c->balloon.enabled ? 1 : 0);
 	if (n > KAP_VIRTIO_MMIO_MAX)
 		return kap_error_plain(err, E2BIG, "at most %d virtio devices",
 				       KAP_VIRTIO_MMIO_MAX);
+	uint64_t mem = c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM;
+	if (c->balloon.enabled && c->balloon.amount_mib > mem >> 20)
+		return kap_error_plain(err, EINVAL,
+				       "--balloon amount_mib=%" PRIu64
+				       ": more than guest RAM (%" PRIu64 " MiB)",
+				       c->balloon.amount_mib, mem >> 20);
 	for (unsigned int i = 0; c->rng && i < c->ndisks; i++)
 		if (!strcmp(c->disks[i].id, "rng0"))
 			return kap_error_plain(err, EEXIST, "--disk %s: id rng0 is the rng's",
@@ -388,7 +395,9 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 	return kap_fw_cfg_attach(vm, &vm->fw_cfg, err);
 }
 
-/* The k-th of the I/O devices that follow disks and rng: network cards, console, vsock. */
+/*
+ * The k-th of the devices that follow disks and rng: network cards, console, vsock, balloon.
+ */
 static int create_virtio_io(struct kap_vm *vm, unsigned int k, struct kap_virtio_dev *d,
 			    struct kapsel_error **err)
 {
@@ -397,7 +406,9 @@ static int create_virtio_io(struct kap_vm *vm, unsigned int k, struct kap_virtio
 		return kap_virtio_net_new(d, &c->nets[k], &vm->mem, err);
 	if (c->virtio_console && k == c->nnets)
 		return kap_virtio_console_new(d, &vm->console, &vm->mem, err);
-	return kap_virtio_vsock_new(d, c->vsock_cid, c->vsock_path, &vm->mem, err);
+	if (c->vsock_path && k == c->nnets + (c->virtio_console ? 1 : 0))
+		return kap_virtio_vsock_new(d, c->vsock_cid, c->vsock_path, &vm->mem, err);
+	return kap_virtio_balloon_new(d, &c->balloon, &vm->mem, c->mem_hugepages, err);
 }
 
 /* Host-side fds of the virtio devices (taps, sockets, hvc0's input) join the event loop. */
@@ -437,14 +448,15 @@ static int attach_transport(struct kap_vm *vm, struct kap_virtio_slot *s, unsign
 }
 
 /*
- * The virtio devices of the config, in this order: disks, rng, network cards, console, vsock.
+ * The virtio devices of the config, in this order: disks, rng, network cards, console, vsock,
+ * balloon.
  * Opens every backing file, tap and socket.
  */
 static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
 	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
-			 (c->vsock_path ? 1 : 0);
+			 (c->vsock_path ? 1 : 0) + (c->balloon.enabled ? 1 : 0);
 	if (n == 0)
 		return 0;
 	vm->virtio = calloc(n, sizeof(*vm->virtio));

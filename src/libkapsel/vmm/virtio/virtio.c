@@ -261,6 +261,13 @@ void kap_virtio_needs_reset(struct kap_virtio_dev *d, unsigned int q, const char
 		raise_irq(d, VIRTIO_MMIO_INT_CONFIG, KAP_VIRTIO_IRQ_CONFIG);
 }
 
+void kap_virtio_config_changed(struct kap_virtio_dev *d)
+{
+	d->config_generation++;
+	if ((d->status & VIRTIO_CONFIG_S_DRIVER_OK) && !(d->status & VIRTIO_CONFIG_S_NEEDS_RESET))
+		raise_irq(d, VIRTIO_MMIO_INT_CONFIG, KAP_VIRTIO_IRQ_CONFIG);
+}
+
 void kap_virtio_queue_enable(struct kap_virtio_dev *d, unsigned int q)
 {
 	struct kap_vq *vq = &d->vq[q];

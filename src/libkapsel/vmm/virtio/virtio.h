@@ -19,7 +19,7 @@
 #include "vmm/virtio/queue.h"
 #include "vmm/vmm.h"
 
-#define KAP_VIRTIO_MAX_QUEUES 3
+#define KAP_VIRTIO_MAX_QUEUES 4 /* virtio-balloon: inflate, deflate, stats, reporting */
 /* virtio 1.2 §4.2.2: vendor id "KAPS" is informational only. */
 #define KAP_VIRTIO_VENDOR 0x5350414b
 
@@ -112,6 +112,11 @@ bool kap_virtio_queue_live(const struct kap_virtio_dev *d, unsigned int q);
  * change interrupt (§2.1.2) and log why, rate limited. d->lock held.
  */
 void kap_virtio_needs_reset(struct kap_virtio_dev *d, unsigned int q, const char *why);
+/*
+ * The device changed its configuration space (virtio-balloon's num_pages): bump the generation
+ * and send a configuration change interrupt once the driver is up (§2.5.1). d->lock held.
+ */
+void kap_virtio_config_changed(struct kap_virtio_dev *d);
 /* kap_vq_pop under d->lock, turning a violation into kap_virtio_needs_reset. */
 int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem *e);
 /* Wakes the device thread as if the driver had notified queue q (host-side work arrived). */
