@@ -67,6 +67,31 @@ struct kap_index {
 	size_t n_manifests;
 };
 
+/* This machine's architecture as image platforms name it (Go's GOARCH). */
+#if defined(__x86_64__)
+#define KAP_HOST_ARCH "amd64"
+#elif defined(__aarch64__)
+#define KAP_HOST_ARCH "arm64"
+#elif defined(__i386__)
+#define KAP_HOST_ARCH "386"
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define KAP_HOST_ARCH "ppc64le"
+#elif defined(__s390x__)
+#define KAP_HOST_ARCH "s390x"
+#elif defined(__riscv) && __riscv_xlen == 64
+#define KAP_HOST_ARCH "riscv64"
+#else
+#define KAP_HOST_ARCH "unknown"
+#endif
+
+/*
+ * Whether this machine can run an image of os/arch: linux and this architecture, or another
+ * architecture for which binfmt_misc has an enabled handler (qemu-user: a warning then, as
+ * podman gives). 0, or -ENOEXEC with *err naming both platforms.
+ */
+int kap_image_platform_check(const char *image, const char *os, const char *arch,
+			     struct kapsel_error **err);
+
 struct kap_image_config {
 	char *architecture, *os, *created;
 	char **env, **entrypoint, **cmd; /* NULL-terminated or NULL */

@@ -30,14 +30,6 @@
 
 #define API __attribute__((visibility("default")))
 
-#if defined(__x86_64__)
-#define GOARCH "amd64"
-#elif defined(__aarch64__)
-#define GOARCH "arm64"
-#else
-#define GOARCH "unknown"
-#endif
-
 /* A value of /etc/os-release (os-release(5)), unquoted; "" when absent. */
 static char *os_release(const char *buf, const char *key)
 {
@@ -94,7 +86,7 @@ static struct kap_json *host_json(void)
 		memset(&u, 0, sizeof(u));
 	struct sysinfo si = {0};
 	sysinfo(&si);
-	kap_json_set(h, "arch", kap_json_new_string(GOARCH));
+	kap_json_set(h, "arch", kap_json_new_string(KAP_HOST_ARCH));
 	kap_json_set(h, "os", kap_json_new_string("linux"));
 	kap_json_set(h, "kernel", kap_json_new_string(u.release));
 	kap_json_set(h, "hostname", kap_json_new_string(u.nodename));

@@ -5,6 +5,7 @@
  * Every document comes from a registry or a tarball: each field is type-checked and each error
  * names the JSON path of the bad field.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "core/cleanup.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "image/image.h"
 
 /* A document with more entries than this is hostile, not an image. */
@@ -463,4 +465,46 @@ int kap_layer_compression(const char *media_type, enum kap_compression *out,
 	}
 	return kap_error_plain(err, ENOTSUP, "unsupported layer media type \"%.100s\"",
 			       media_type ? media_type : "");
+}
+
+/* qemu-user's name for a GOARCH, as its binfmt_misc entries are called (qemu-aarch64, ...). */
+static const char *qemu_arch(const char *goarch)
+{
+	static const char *const map[][2] = {
+	    {"amd64", "x86_64"},    {"arm64", "aarch64"},     {"arm", "arm"},
+	    {"386", "i386"},	    {"ppc64le", "ppc64le"},   {"s390x", "s390x"},
+	    {"riscv64", "riscv64"}, {"mips64le", "mips64el"},
+	};
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(map); i++)
+		if (!strcmp(map[i][0], goarch))
+			return map[i][1];
+	return NULL;
+}
+
+int kap_image_platform_check(const char *image, const char *os, const char *arch,
+			     struct kapsel_error **err)
+{
+	/* Images without the fields (old Docker ones) say nothing against running. */
+	if (os && *os && strcmp(os, "linux"))
+		return kap_error_plain(err, ENOEXEC,
+				       "image %s is for %s/%s; this machine runs linux/%s", image,
+				       os, arch && *arch ? arch : "?", KAP_HOST_ARCH);
+	if (!arch || !*arch || !strcmp(arch, KAP_HOST_ARCH))
+		return 0;
+	const char *q = qemu_arch(arch);
+	char path[96], buf[16] = "";
+	snprintf(path, sizeof(path), "/proc/sys/fs/binfmt_misc/qemu-%s", q ? q : arch);
+	FILE *f = fopen(path, "re");
+	bool enabled = f && fgets(buf, sizeof(buf), f) && !strncmp(buf, "enabled", 7);
+	if (f)
+		fclose(f);
+	if (enabled) {
+		kap_warn("image %s is for linux/%s: running it through %s", image, arch, path);
+		return 0;
+	}
+	return kap_error_plain(
+	    err, ENOEXEC,
+	    "image %s is for linux/%s; this machine runs linux/%s (no binfmt_misc "
+	    "handler %s)",
+	    image, arch, KAP_HOST_ARCH, path);
 }

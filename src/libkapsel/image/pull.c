@@ -31,22 +31,6 @@
 #define CONFIG_MAX  (16 << 20) /* what kap_store_read_blob accepts */
 #define MAX_WORKERS 6	       /* podman's default for parallel layer downloads */
 
-#if defined(__x86_64__)
-#define HOST_ARCH "amd64"
-#elif defined(__aarch64__)
-#define HOST_ARCH "arm64"
-#elif defined(__i386__)
-#define HOST_ARCH "386"
-#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define HOST_ARCH "ppc64le"
-#elif defined(__s390x__)
-#define HOST_ARCH "s390x"
-#elif defined(__riscv) && __riscv_xlen == 64
-#define HOST_ARCH "riscv64"
-#else
-#define HOST_ARCH "amd64"
-#endif
-
 enum job_state {
 	JOB_WAITING,
 	JOB_DOWNLOADING,
@@ -452,7 +436,8 @@ static int do_pull(const char *store_path, const char *ref_s, const struct kapse
 	if (r < 0)
 		return r;
 	char platform[128];
-	snprintf(platform, sizeof(platform), "%s", o->platform ? o->platform : "linux/" HOST_ARCH);
+	snprintf(platform, sizeof(platform), "%s",
+		 o->platform ? o->platform : "linux/" KAP_HOST_ARCH);
 	{
 		/* Refuse a malformed --platform before any network traffic. */
 		const char *slash = strchr(platform, '/');

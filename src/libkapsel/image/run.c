@@ -896,6 +896,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	cleanup_strv char **lowers = NULL;
 	if ((r = kap_store_load_image(c->store, digest, &man, &cfg, err)) < 0)
 		return kap_error_wrap(err, "image %s", o->image);
+	if ((r = kap_image_platform_check(o->image, cfg.os, cfg.architecture, err)) < 0)
+		return r;
 	if ((r = lookup_idmap(p, err)) < 0)
 		return r;
 	/* The shifted copies can only be made inside the namespace: below. */
