@@ -293,6 +293,7 @@ struct kap_migration {
 	char error[512];
 	bool collected; /* a GET /migrate saw the end (the source then exits) */
 	bool committed; /* END is being sent: too late to cancel */
+	uint8_t *buf;	/* MIG_FRAME_PAGES pages: what a PAGES frame sends */
 };
 
 static int64_t now_us(void)
@@ -340,8 +341,13 @@ static int send_pages(struct kap_migration *m, struct mig_conn *c, const uint64_
 			    : !page_is_zero(mem->host + run * MIG_PAGE)))
 			run++;
 		struct mig_pages h = {.offset = n * MIG_PAGE, .npages = (uint32_t)(run - n)};
-		int r = send_frame(c, FR_PAGES, &h, sizeof(h), mem->host + n * MIG_PAGE,
-				   (run - n) * MIG_PAGE);
+		/*
+		 * A copy, checksummed and sent: the guest may write the pages meanwhile (their
+		 * next round sends them again), and a CRC over memory that changed under it
+		 * would not match what went out.
+		 */
+		memcpy(m->buf, mem->host + n * MIG_PAGE, (run - n) * MIG_PAGE);
+		int r = send_frame(c, FR_PAGES, &h, sizeof(h), m->buf, (run - n) * MIG_PAGE);
 		if (r < 0)
 			return r;
 		n = run;
@@ -648,6 +654,12 @@ int kap_migrate_start(struct kap_vm *vm, const struct kap_migrate_params *p,
 		pthread_cond_init(&m->cond, &ca);
 		pthread_condattr_destroy(&ca);
 		m->vm = vm;
+		m->buf = malloc((size_t)MIG_FRAME_PAGES * MIG_PAGE);
+		if (!m->buf) {
+			free(m);
+			atomic_store(&vm->migrating, false);
+			return kap_error(err, ENOMEM, "migrate");
+		}
 		vm->mig = m;
 	}
 	pthread_mutex_lock(&m->lock);
@@ -747,6 +759,7 @@ void kap_migrate_destroy(struct kap_vm *vm)
 		pthread_join(m->thread, NULL);
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->cond);
+	free(m->buf);
 	free(m);
 	vm->mig = NULL;
 }
@@ -790,7 +803,7 @@ int kap_migrate_listen(struct kap_vm *vm, const char *addr, struct kapsel_error 
 		unlink(a.un.sun_path);
 		return kap_error(err, ENOMEM, "--incoming %s", addr);
 	}
-	kap_info("vm: waiting for a migration on %s", addr);
+	kap_debug("vm: waiting for a migration on %s", addr);
 	return 0;
 }
 
