@@ -13,7 +13,6 @@ import struct
 import subprocess
 import threading
 import time
-import zlib
 
 import pytest
 
@@ -32,6 +31,21 @@ COUNT = re.compile(r"count (\d+) clock (\d+|-)\n")
 RESULT = re.compile(r"rounds (\d+), downtime (\d+) ms, total (\d+) ms")
 
 HELLO, REPLY, PAGES, STATE, END = 1, 2, 3, 4, 5
+
+_CRC32C = []
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ (0x82F63B78 if _c & 1 else 0)
+    _CRC32C.append(_c)
+
+
+def crc32c(data):
+    """CRC-32C (RFC 3720), the frames' check."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
 
 
 def kap(root, *args, timeout=60):
@@ -189,12 +203,12 @@ def read_frame(conn):
         if not c:
             return None, None
         body += c
-    assert zlib.crc32(body) == crc
+    assert crc32c(body) == crc
     return t, body
 
 
 def frame(t, payload, seq):
-    return struct.pack("<IIII", t, len(payload), zlib.crc32(payload), seq) + payload
+    return struct.pack("<IIII", t, len(payload), crc32c(payload), seq) + payload
 
 
 def reply(conn, status, msg=b""):

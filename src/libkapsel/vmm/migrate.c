@@ -12,14 +12,14 @@
  *
  * The stream is hostile input to the destination: anyone who can connect to the address can
  * write it. Its rules:
- *  - every frame has a fixed header (type, payload length, CRC-32 of the payload, sequence
- *    number); the length is checked against the type's cap before a byte of payload is read,
- *    and the payload lands in a buffer of fixed size (PAGES) or one of at most MIG_MAX_STATE
- *    bytes (STATE), never in a size the stream chose beyond those caps;
+ *  - every frame has a fixed header (type, payload length, CRC-32C of the payload,
+ *    sequence number); the length is checked against the type's cap before a byte of payload
+ *    is read, and the payload lands in a buffer of fixed size (PAGES) or one of at most
+ * MIG_MAX_STATE bytes (STATE), never in a size the stream chose beyond those caps;
  *  - a payload is applied only after its CRC matched, and pages only inside RAM (offset page
  *    aligned, offset + pages within the RAM's size, no overflow);
- *  - the END frame carries the frame count, the byte count and a CRC over every frame's CRC,
- *    so a stream that lost or repeated frames is refused before the guest runs;
+ *  - the END frame carries the frame count, the byte count and a CRC-32C over every frame's
+ *    CRC, so a stream that lost or repeated frames is refused before the guest runs;
  *  - the machine state goes through the same parser as a state file (kap_snap_parse).
  * The destination's guest never runs on a refused stream: it exits non-zero with one line.
  *
@@ -47,6 +47,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "vmm/migrate.h"
 #include "vmm/virtio/transport.h"
 #include "vmm/vmm.h"
 
@@ -93,8 +94,14 @@ struct mig_reply {
 			 /* the message's text follows */
 };
 
-/* CRC-32 (IEEE 802.3, zlib's), table-driven: pages go through it at stream speed. */
-static uint32_t crc_table[256];
+/*
+ * CRC-32C (Castagnoli, iSCSI's: RFC 3720 B.4), reflected, initial and final value ~0: every
+ * page goes through it on both sides while the guest is paused, so it must keep up with the
+ * socket. SSE4.2's crc32 instruction computes it (8 bytes a step); without SSE4.2, a
+ * slice-by-8 table does.
+ */
+static uint32_t crc_table[8][256];
+static bool crc_hw;
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
@@ -102,19 +109,55 @@ static void crc_init(void)
 	for (uint32_t i = 0; i < 256; i++) {
 		uint32_t c = i;
 		for (int k = 0; k < 8; k++)
-			c = (c >> 1) ^ (0xEDB88320u & -(c & 1u));
-		crc_table[i] = c;
+			c = (c >> 1) ^ (0x82F63B78u & -(c & 1u));
+		crc_table[0][i] = c;
 	}
+	for (uint32_t i = 0; i < 256; i++)
+		for (int t = 1; t < 8; t++)
+			crc_table[t][i] =
+			    (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+	__builtin_cpu_init();
+	crc_hw = __builtin_cpu_supports("sse4.2");
 }
 
-static uint32_t crc32_mig(uint32_t crc, const void *data, size_t n)
+uint32_t kap_migrate_crc32c_sw(uint32_t crc, const void *data, size_t n)
 {
 	const uint8_t *p = data;
 	pthread_once(&crc_once, crc_init);
 	crc = ~crc;
+	for (; n >= 8; n -= 8, p += 8) {
+		uint64_t w;
+		memcpy(&w, p, 8); /* little-endian: x86 */
+		w ^= crc;
+		crc = crc_table[7][w & 0xff] ^ crc_table[6][(w >> 8) & 0xff] ^
+		      crc_table[5][(w >> 16) & 0xff] ^ crc_table[4][(w >> 24) & 0xff] ^
+		      crc_table[3][(w >> 32) & 0xff] ^ crc_table[2][(w >> 40) & 0xff] ^
+		      crc_table[1][(w >> 48) & 0xff] ^ crc_table[0][w >> 56];
+	}
 	while (n--)
-		crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+		crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
 	return ~crc;
+}
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+							    size_t n)
+{
+	uint64_t c = ~crc & 0xffffffffu;
+	for (; n >= 8; n -= 8, p += 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		c = __builtin_ia32_crc32di(c, w);
+	}
+	uint32_t c32 = (uint32_t)c;
+	while (n--)
+		c32 = __builtin_ia32_crc32qi(c32, *p++);
+	return ~c32;
+}
+
+uint32_t kap_migrate_crc32c(uint32_t crc, const void *data, size_t n)
+{
+	pthread_once(&crc_once, crc_init);
+	return crc_hw ? crc32c_hw(crc, data, n) : kap_migrate_crc32c_sw(crc, data, n);
 }
 
 static const char *frame_name(uint32_t t)
@@ -172,6 +215,12 @@ static int parse_addr(const char *s, struct mig_addr *a, struct kapsel_error **e
 			       "migration address %s: expected unix:PATH or tcp:127.0.0.1:PORT", s);
 }
 
+int kap_migrate_check_addr(const char *s, struct kapsel_error **err)
+{
+	struct mig_addr a;
+	return parse_addr(s, &a, err);
+}
+
 static const struct sockaddr *addr_sa(const struct mig_addr *a, socklen_t *len)
 {
 	*len = a->unix_ ? sizeof(a->un) : sizeof(a->in);
@@ -210,7 +259,7 @@ static int send_all(struct mig_conn *c, const void *p, size_t n)
 static int send_frame(struct mig_conn *c, uint32_t type, const void *head, size_t hlen,
 		      const void *data, size_t dlen)
 {
-	uint32_t crc = crc32_mig(crc32_mig(0, head, hlen), data, dlen);
+	uint32_t crc = kap_migrate_crc32c(kap_migrate_crc32c(0, head, hlen), data, dlen);
 	struct mig_frame f = {
 	    .type = type, .len = (uint32_t)(hlen + dlen), .crc = crc, .seq = c->seq};
 	int r;
@@ -219,7 +268,7 @@ static int send_frame(struct mig_conn *c, uint32_t type, const void *head, size_
 		return r;
 	c->seq++;
 	c->bytes += hlen + dlen;
-	c->stream_crc = crc32_mig(c->stream_crc, &crc, 4);
+	c->stream_crc = kap_migrate_crc32c(c->stream_crc, &crc, 4);
 	return 0;
 }
 
@@ -322,13 +371,18 @@ static bool page_is_zero(const uint8_t *p)
 
 /*
  * Sends the pages set in map (all of RAM when map is NULL, zero pages left out: the
- * destination's fresh RAM is zero), in runs of at most MIG_FRAME_PAGES.
+ * destination's fresh RAM is zero), in runs of at most MIG_FRAME_PAGES. paused: the guest
+ * cannot write them now.
  */
-static int send_pages(struct kap_migration *m, struct mig_conn *c, const uint64_t *map)
+static int send_pages(struct kap_migration *m, struct mig_conn *c, const uint64_t *map, bool paused)
 {
 	const struct kap_guest_mem *mem = &m->vm->mem;
 	uint64_t pages = mem->size / MIG_PAGE;
 	for (uint64_t n = 0; n < pages;) {
+		if (map && n % 64 == 0 && !map[n / 64]) {
+			n += 64;
+			continue;
+		}
 		bool want =
 		    map ? (map[n / 64] >> (n % 64)) & 1 : !page_is_zero(mem->host + n * MIG_PAGE);
 		if (!want) {
@@ -342,12 +396,17 @@ static int send_pages(struct kap_migration *m, struct mig_conn *c, const uint64_
 			run++;
 		struct mig_pages h = {.offset = n * MIG_PAGE, .npages = (uint32_t)(run - n)};
 		/*
-		 * A copy, checksummed and sent: the guest may write the pages meanwhile (their
-		 * next round sends them again), and a CRC over memory that changed under it
-		 * would not match what went out.
+		 * A running guest may write the pages meanwhile (their next round sends them
+		 * again), and a CRC over memory that changed under it would not match what went
+		 * out: a copy is checksummed and sent. A paused guest's RAM is sent in place
+		 * (no device writes it: VMs with virtio devices are not migrated).
 		 */
-		memcpy(m->buf, mem->host + n * MIG_PAGE, (run - n) * MIG_PAGE);
-		int r = send_frame(c, FR_PAGES, &h, sizeof(h), m->buf, (run - n) * MIG_PAGE);
+		const uint8_t *src = mem->host + n * MIG_PAGE;
+		if (!paused) {
+			memcpy(m->buf, src, (run - n) * MIG_PAGE);
+			src = m->buf;
+		}
+		int r = send_frame(c, FR_PAGES, &h, sizeof(h), src, (run - n) * MIG_PAGE);
 		if (r < 0)
 			return r;
 		n = run;
@@ -472,7 +531,7 @@ static int migrate(struct kap_migration *m, struct kapsel_error **err)
 	/* Round 1: all of RAM while the guest runs. */
 	int64_t ts = now_us();
 	uint64_t before = c.bytes;
-	if ((r = send_pages(m, &c, NULL)) < 0)
+	if ((r = send_pages(m, &c, NULL, false)) < 0)
 		return send_error(m, r, "round 1", err);
 	unsigned int rounds = 1;
 	uint64_t pages = vm->mem.size / MIG_PAGE;
@@ -500,7 +559,7 @@ static int migrate(struct kap_migration *m, struct kapsel_error **err)
 			break;
 		ts = now_us();
 		before = c.bytes;
-		if ((r = send_pages(m, &c, map)) < 0)
+		if ((r = send_pages(m, &c, map, false)) < 0)
 			return send_error(m, r, "pre-copy", err);
 		rounds++;
 	}
@@ -511,6 +570,7 @@ static int migrate(struct kap_migration *m, struct kapsel_error **err)
 	if ((r = kap_vm_pause(vm, &perr)) < 0 && r != -EBUSY)
 		return kap_error_plain(err, -r, "migration to %s: pause: %s", m->dest, perr->msg);
 	bool we_paused = r == 0;
+	int64_t tpaused = now_us();
 	uint64_t *last = NULL;
 	if ((r = kap_mem_dirty_log(&vm->mem, vm->fd, &last, err)) < 0)
 		goto resume;
@@ -519,12 +579,14 @@ static int migrate(struct kap_migration *m, struct kapsel_error **err)
 	free(last);
 	uint8_t *state = NULL;
 	size_t state_len = 0;
-	if ((r = send_pages(m, &c, map)) < 0) {
+	if ((r = send_pages(m, &c, map, true)) < 0) {
 		r = send_error(m, r, "stop-and-copy", err);
 		goto resume;
 	}
+	int64_t tsent = now_us();
 	if ((r = kap_snap_state(vm, &state, &state_len, err)) < 0)
 		goto resume;
+	int64_t tstate = now_us();
 	r = send_frame(&c, FR_STATE, NULL, 0, state, state_len);
 	free(state);
 	if (r < 0) {
@@ -552,6 +614,9 @@ static int migrate(struct kap_migration *m, struct kapsel_error **err)
 	if ((r = recv_reply(m, &c, "completion", err)) < 0)
 		goto resume;
 	int64_t t1 = now_us();
+	kap_debug("migration: stop-and-copy: pause %" PRId64 " us, last pages %" PRId64
+		  " us, state %" PRId64 " us (%zu bytes), to the reply %" PRId64 " us",
+		  tpaused - tp, tsent - tpaused, tstate - tsent, state_len, t1 - tstate);
 	pthread_mutex_lock(&m->lock);
 	m->rounds = rounds + 1;
 	m->sent_bytes = c.bytes;
@@ -941,7 +1006,7 @@ static int recv_frame(struct mig_conn *c, struct mig_frame *f, uint8_t **buf, ui
 			free(*buf);
 		return recv_error(c, r, err);
 	}
-	if (crc32_mig(0, *buf, f->len) != f->crc) {
+	if (kap_migrate_crc32c(0, *buf, f->len) != f->crc) {
 		if (*buf != fixed)
 			free(*buf);
 		return refuse(c, err, EBADMSG, "frame %u (%s): checksum mismatch (corrupt stream)",
@@ -949,7 +1014,7 @@ static int recv_frame(struct mig_conn *c, struct mig_frame *f, uint8_t **buf, ui
 	}
 	c->seq++;
 	c->bytes += f->len;
-	c->stream_crc = crc32_mig(c->stream_crc, &f->crc, 4);
+	c->stream_crc = kap_migrate_crc32c(c->stream_crc, &f->crc, 4);
 	return 0;
 }
 
