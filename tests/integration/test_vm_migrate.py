@@ -360,7 +360,8 @@ def incoming_fails(tmp_path, payload_fn, mem="32M"):
 
 def hello(mem=32 << 20, cpus=1, version=1, kver=b"0.1.0", config=None):
     cfg = config if config is not None else (
-        f"mem_size={mem}\ncpus={cpus}\ncpu_features=\npit=1\ndebug_exit=1\nkernel=x\n").encode()
+        f"mem_size={mem}\ncpus={cpus}\ncpu_features=\npit=1\ndebug_exit=1\nkernel=x\n"
+        "cpu_model=host\nacpi=reduced\ntransport=pci\n").encode()
     return struct.pack("<8sII32sQII", b"KAPSELMG", version, len(cfg), kver, mem, cpus, 0) + cfg
 
 
@@ -450,9 +451,38 @@ def test_config_mismatch(tmp_path):
         assert len(err.strip().splitlines()) == 1, err
         assert not os.path.exists(addr[5:])
         still_counting(src, con)
+        # The same RAM, another machine: the PIT is part of it.
+        dst, _ = start(root, tmp_path, "dst", "vm", "run", "--incoming", addr, "--mem", "64M",
+                       "--no-pit")
+        wait_for(lambda: os.path.exists(addr[5:]) or dst.poll() is not None, what="socket")
+        r = kap(root, "vm", "migrate", "src", addr)
+        assert r.returncode != 0
+        assert "the source has pit=1, this VM pit=0" in r.stderr, r.stderr
+        dst.communicate(timeout=60)
+        assert dst.returncode != 0
+        still_counting(src, con)
     finally:
         stop(src)
         stop(dst)
+
+
+def test_incoming_path_exists_and_signal(tmp_path):
+    root = tmp_path / "root"
+    taken = tmp_path / "taken"
+    taken.write_text("not a socket")
+    r = kap(root, "vm", "run", "--incoming", f"unix:{taken}", "--mem", "32M")
+    assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
+    assert taken.read_text() == "not a socket"
+    # SIGTERM while waiting for the source: exits, and the socket file goes with it.
+    path = tmp_path / "in.sock"
+    dst, _ = start(root, tmp_path, "dst", "vm", "run", "--incoming", f"unix:{path}", "--mem",
+                   "32M")
+    wait_for(lambda: path.exists() or dst.poll() is not None, what="the socket")
+    time.sleep(0.3)
+    _, err = stop(dst)
+    assert dst.returncode != 0 and "signal" in err, err
+    assert not path.exists()
+    assert not (root / "vm" / "dst").exists()
 
 
 def test_non_loopback_addresses_refused(tmp_path):

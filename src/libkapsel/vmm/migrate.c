@@ -227,6 +227,24 @@ static const struct sockaddr *addr_sa(const struct mig_addr *a, socklen_t *len)
 	return a->unix_ ? (const struct sockaddr *)&a->un : (const struct sockaddr *)&a->in;
 }
 
+/*
+ * The machine's shape as the handshake compares it: the state file's CONFIG text plus what
+ * shapes the machine without being in a snapshot's (the CPU model's CPUID, the ACPI tables
+ * and PM device, the virtio transport's host bridge). malloc'd; NULL on ENOMEM.
+ */
+static char *mig_config_text(const struct kap_vm *vm)
+{
+	cleanup_free char *base = kap_snap_config_text(vm);
+	const struct kapsel_vm_config *c = vm->cfg;
+	char *s = NULL;
+	if (!base ||
+	    asprintf(&s, "%scpu_model=%s\nacpi=%s\ntransport=%s\n", base,
+		     c->cpu_model ? c->cpu_model : "host", c->acpi_full ? "full" : "reduced",
+		     c->transport == KAPSEL_VM_TRANSPORT_MMIO ? "mmio" : "pci") < 0)
+		return NULL;
+	return s;
+}
+
 /* ---- framed I/O ---- */
 
 struct mig_conn {
@@ -272,10 +290,6 @@ static int send_frame(struct mig_conn *c, uint32_t type, const void *head, size_
 	return 0;
 }
 
-/*
- * Reads exactly n bytes, waiting at most MIG_IO_TIMEOUT_MS for each piece. 0, or -EPIPE at
- * the end of the stream, -ETIMEDOUT, -EINTR (a stop signal), -ECANCELED, -errno.
- */
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -283,6 +297,10 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * Reads exactly n bytes, waiting at most MIG_IO_TIMEOUT_MS for each piece. 0, or -EPIPE at
+ * the end of the stream, -ETIMEDOUT, -EINTR (a stop signal), -ECANCELED, -errno.
+ */
 static int recv_all(struct mig_conn *c, void *p, size_t n)
 {
 	uint8_t *b = p;
@@ -498,7 +516,7 @@ static int migrate(struct kap_migration *m, struct kapsel_error **err)
 	m->fd = fd;
 	pthread_mutex_unlock(&m->lock);
 	struct mig_conn c = {.fd = fd, .signal_fd = -1, .cancel = &m->cancel};
-	cleanup_free char *cfg = kap_snap_config_text(vm);
+	cleanup_free char *cfg = mig_config_text(vm);
 	if (!cfg)
 		return kap_error(err, ENOMEM, "migration");
 	struct mig_hello h = {.magic = MIG_MAGIC,
@@ -678,9 +696,14 @@ static void *mig_thread(void *arg)
 		kap_warn("vm: %s", m->error);
 	}
 	pthread_mutex_unlock(&m->lock);
-	atomic_store(&vm->migrating, false);
+	/*
+	 * After a success the VM stays "migrating" (PATCH /vm refused) until it is gone: a
+	 * resume now would run the guest here as well as at the destination.
+	 */
 	if (r == 0)
 		kap_vm_request_exit(vm, KAP_VM_MIGRATED, 0, NULL);
+	else
+		atomic_store(&vm->migrating, false);
 	return NULL;
 }
 
@@ -905,7 +928,8 @@ static void config_value(const char *text, const char *key, char *out, size_t le
  */
 static char *config_mismatch(const char *mine, const char *theirs)
 {
-	static const char *keys[] = {"mem_size", "cpus", "cpu_features", "pit", "debug_exit"};
+	static const char *keys[] = {"mem_size",   "cpus",	"cpu_features", "pit",
+				     "debug_exit", "cpu_model", "acpi",		"transport"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char a[256], b[256];
 		config_value(mine, keys[i], a, sizeof(a));
@@ -1052,7 +1076,7 @@ static int check_hello(struct kap_vm *vm, struct mig_conn *c, const struct mig_f
 			      "configuration differs: the source has %u vCPUs, this VM %u (--cpus)",
 			      h.ncpus, vm->ncpus);
 	cleanup_free char *theirs = strndup((const char *)p + sizeof(h), h.config_len);
-	cleanup_free char *mine = kap_snap_config_text(vm);
+	cleanup_free char *mine = mig_config_text(vm);
 	if (!theirs || !mine)
 		return kap_error(err, ENOMEM, "migration handshake");
 	if (strlen(theirs) != h.config_len)
