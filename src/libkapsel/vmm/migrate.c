@@ -496,12 +496,20 @@ static int connect_dest(struct kap_migration *m, struct kapsel_error **err)
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
-	if (connect(fd, sa, len) < 0) {
+	/*
+	 * A destination binds its socket (the file appears) a moment before it listens:
+	 * ECONNREFUSED is tried again for a second before it counts.
+	 */
+	for (int tries = 0;; tries++) {
+		if (connect(fd, sa, len) == 0)
+			return fd;
+		if (errno == EINTR || (errno == ECONNREFUSED && tries < 20 &&
+				       !atomic_load(&m->cancel) && usleep(50000) == 0))
+			continue;
 		r = kap_error(err, errno, "migration to %s: connect", m->dest);
 		close(fd);
 		return r;
 	}
-	return fd;
 }
 
 /* The migration itself; the guest runs on the source again whenever it fails. */
