@@ -113,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vm->ncpus = 1;
 	vm->mem.host = ram;
 	vm->mem.size = vm->mem.low_size = RAM;
-	vm->incoming_fd = -1;
+	vm->incoming_fd = vm->incoming_conn = -1;
 	if (kap_migrate_listen(vm, path, &err) < 0) {
 		fprintf(stderr, "%s\n", err->msg);
 		abort();

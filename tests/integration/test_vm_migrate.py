@@ -284,6 +284,28 @@ def test_destination_refuses_after_stop_and_copy(tmp_path):
         stop(src)
 
 
+def test_destination_fails_after_loading(tmp_path):
+    # The destination has the whole VM but cannot come up (its --name is taken: the API
+    # starts after the state is loaded). It must not acknowledge: the source resumes.
+    root = tmp_path / "root"
+    src, con = source(root, tmp_path)
+    addr = f"unix:{tmp_path}/mig.sock"
+    dst, _ = start(root, tmp_path, "src", "vm", "run", "--incoming", addr, "--mem", "64M")
+    try:
+        wait_for(lambda: os.path.exists(addr[5:]) or dst.poll() is not None, what="socket")
+        r = kap(root, "vm", "migrate", "src", addr)
+        assert r.returncode != 0
+        assert "refused it: vm src: already running" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        _, err = dst.communicate(timeout=60)
+        assert dst.returncode != 0 and "already running" in err, err
+        still_counting(src, con)
+        assert '"Running"' in kap(root, "vm", "inspect", "src").stdout
+    finally:
+        stop(src)
+        stop(dst)
+
+
 def test_cancel(tmp_path):
     # 64 MiB of dirty RAM do not fit in the socket's buffer: the source blocks sending to a
     # destination that stopped reading, until the cancel.

@@ -903,17 +903,6 @@ int kap_migrate_listen(struct kap_vm *vm, const char *addr, struct kapsel_error 
 	return 0;
 }
 
-void kap_migrate_unlisten(struct kap_vm *vm)
-{
-	if (vm->incoming_fd >= 0)
-		close(vm->incoming_fd);
-	vm->incoming_fd = -EBADF;
-	if (vm->incoming_path)
-		unlink(vm->incoming_path);
-	free(vm->incoming_path);
-	vm->incoming_path = NULL;
-}
-
 /* The value of key in "key=value\n" text into out ("" when absent). */
 static void config_value(const char *text, const char *key, char *out, size_t len)
 {
@@ -1235,18 +1224,54 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 	kap_snap_free(snap);
 	snap = NULL;
 	/*
-	 * Acknowledged before the vCPUs start: the source ends on this reply, so the guest must
-	 * not run here unless the source stops. A source that vanishes now only loses its reply.
+	 * No acknowledgement yet: the rest of the machine (event loop, console, API socket) may
+	 * still fail to come up, and the source must not end unless this side will run the
+	 * guest. kap_migrate_ack sends it just before the vCPUs start, kap_migrate_nak the
+	 * reason when something failed first.
 	 */
-	if ((r = send_reply(&c, 0, NULL)) < 0)
-		return kap_error_plain(err, -r,
-				       "migration stream: acknowledging: %s (the source may "
-				       "still run the guest)",
-				       strerror(-r));
+	vm->incoming_conn = fd;
+	fd = -EBADF;
 	kap_info("vm: incoming migration: %" PRIu64 " pages, %" PRIu64 " MiB in %" PRId64 " ms",
 		 npages, c.bytes >> 20, (now_us() - t0) / 1000);
 	return 0;
 fail:
 	kap_snap_free(snap);
 	return r;
+}
+
+int kap_migrate_ack(struct kap_vm *vm, struct kapsel_error **err)
+{
+	struct mig_conn c = {.fd = vm->incoming_conn, .signal_fd = -1};
+	int r = send_reply(&c, 0, NULL);
+	close(vm->incoming_conn);
+	vm->incoming_conn = -EBADF;
+	/* The source did not hear it and runs the guest on: this side must not. */
+	if (r < 0)
+		return kap_error_plain(err, -r,
+				       "migration stream: acknowledging: %s (the source keeps the "
+				       "guest)",
+				       strerror(-r));
+	return 0;
+}
+
+void kap_migrate_nak(struct kap_vm *vm, const char *why)
+{
+	if (vm->incoming_conn < 0)
+		return;
+	struct mig_conn c = {.fd = vm->incoming_conn, .signal_fd = -1};
+	send_reply(&c, 1, why);
+	close(vm->incoming_conn);
+	vm->incoming_conn = -EBADF;
+}
+
+void kap_migrate_unlisten(struct kap_vm *vm)
+{
+	kap_migrate_nak(vm, "the destination stopped");
+	if (vm->incoming_fd >= 0)
+		close(vm->incoming_fd);
+	vm->incoming_fd = -EBADF;
+	if (vm->incoming_path)
+		unlink(vm->incoming_path);
+	free(vm->incoming_path);
+	vm->incoming_path = NULL;
 }

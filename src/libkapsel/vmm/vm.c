@@ -780,7 +780,7 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	vm->mem.fd = -EBADF;
 	vm->loop.epfd = vm->loop.wake_fd = -EBADF;
 	vm->console.out_fd = vm->console.in_fd = -1;
-	vm->incoming_fd = -EBADF;
+	vm->incoming_fd = vm->incoming_conn = -EBADF;
 	pthread_mutex_init(&vm->end_lock, NULL);
 	pthread_mutex_init(&vm->route_lock, NULL);
 	kap_vm_pause_init(vm);
@@ -811,7 +811,8 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	if (c->incoming && (r = kap_migrate_listen(vm, c->incoming, err)) < 0)
 		goto out;
 	r = vm_setup(vm, sfd, err);
-	if (r < 0)
+	/* The source ends on the acknowledgement: only once all but the vCPUs is up. */
+	if (r < 0 || (c->incoming && (r = kap_migrate_ack(vm, err)) < 0))
 		goto out;
 	for (unsigned int i = 0; i < vm->ncpus && r >= 0; i++)
 		r = kap_vcpu_start(&vm->vcpus[i], err);
@@ -820,6 +821,9 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	kap_loop_run(&vm->loop, &vm->stop);
 	r = vm_result(vm, err);
 out:
+	/* A source still waiting hears why (and resumes its guest). */
+	if (r < 0 && c->incoming)
+		kap_migrate_nak(vm, err && *err ? (*err)->msg : "the destination failed");
 	vm_teardown(vm);
 	kap_snap_free(vm->snap);
 	free(vm);

@@ -300,6 +300,7 @@ struct kap_vm {
 	atomic_bool migrating;
 	int incoming_fd;
 	char *incoming_path; /* its file (unix:), removed when it closes */
+	int incoming_conn;   /* the source, between the loaded state and the acknowledgement */
 };
 
 /* ---- pause and resume (pause.c) ---- */
@@ -375,11 +376,19 @@ void kap_migrate_destroy(struct kap_vm *vm);
 int kap_migrate_listen(struct kap_vm *vm, const char *addr, struct kapsel_error **err);
 /*
  * Accepts one source, checks its handshake against this VM's config, receives RAM and the
- * machine state into the built (not yet started) VM and acknowledges. signal_fd ends the
- * wait on SIGINT/SIGTERM. Nothing of the VM runs when it fails.
+ * machine state into the built (not yet started) VM and keeps the connection for
+ * kap_migrate_ack. signal_fd ends the wait on SIGINT/SIGTERM. Nothing of the VM runs when it
+ * fails.
  */
 int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error **err);
-/* Closes the listening socket and removes its file (unix). */
+/*
+ * Tells the source the guest runs here now (it then ends); called just before the vCPUs
+ * start. A failure means the source keeps the guest: this VM must not start.
+ */
+int kap_migrate_ack(struct kap_vm *vm, struct kapsel_error **err);
+/* Tells the source why this side failed after loading (it resumes the guest). */
+void kap_migrate_nak(struct kap_vm *vm, const char *why);
+/* Closes the listening socket, removes its file (unix), refuses a source still waiting. */
 void kap_migrate_unlisten(struct kap_vm *vm);
 
 /* ---- the control API (api.c) ---- */
