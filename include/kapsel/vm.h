@@ -136,6 +136,12 @@ struct kapsel_vm_config {
 	 */
 	char *restore_mem;
 	char *restore_state;
+	/*
+	 * Live migration's destination (docs/vm.md, Live migration): instead of booting kernel,
+	 * wait on "unix:PATH" or "tcp:127.0.0.1:PORT" for a source's stream; the machine options
+	 * must match the source's.
+	 */
+	char *incoming;
 };
 
 /* Frees the strings of c (not c itself) and zeroes it. */

@@ -67,6 +67,9 @@ static const char run_usage[] =
     "                          <root>/vm/NAME/api.sock (vm ls, inspect, pause, resume, stop)\n"
     "  --api-sock PATH         serve the control API (HTTP/1.1 + JSON, docs/vm.md) on the\n"
     "                          unix socket PATH instead\n"
+    "  --incoming ADDR         no --kernel: wait on unix:PATH or tcp:127.0.0.1:PORT for a\n"
+    "                          'vm migrate' and run the guest it sends (the machine options\n"
+    "                          must match the source's)\n"
     "  --help, -h              print this help\n";
 
 enum {
@@ -102,11 +105,16 @@ enum {
 	OPT_FORCE,
 	OPT_TIMEOUT,
 	OPT_STATE,
+	OPT_INCOMING,
+	OPT_MAX_DOWNTIME,
+	OPT_MAX_ITERATIONS,
+	OPT_CANCEL,
 };
 
 static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create, cmd_vm_ls,
     cmd_vm_inspect, cmd_vm_pause, cmd_vm_resume, cmd_vm_stop, cmd_vm_snapshot, cmd_vm_restore;
 static const struct cli_command cmd_vm_balloon;
+static const struct cli_command cmd_vm_migrate;
 
 static int set_str(char **field, const char *v)
 {
@@ -141,6 +149,7 @@ static const struct option run_options[] = {
     {"transport", required_argument, NULL, OPT_TRANSPORT},
     {"name", required_argument, NULL, OPT_NAME},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
+    {"incoming", required_argument, NULL, OPT_INCOMING},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -251,6 +260,9 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			}
 			bad = set_str(&cli.name, optarg);
 			break;
+		case OPT_INCOMING:
+			bad = set_str(&cli.incoming, optarg);
+			break;
 		case OPT_API_SOCK: {
 			/* Absolute: state.json records it for clients in other directories. */
 			char cwd[4096];
@@ -293,6 +305,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	TAKE(cpu_features);
 	TAKE(name);
 	TAKE(api_sock);
+	TAKE(incoming);
 #undef TAKE
 	if (cfg.name && set_str(&cfg.runtime_dir, g->root)) {
 		rc = cli_fail("vm run: out of memory");
@@ -356,7 +369,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;
 	}
-	if (!cfg.kernel) {
+	if (!cfg.kernel && !cfg.incoming) {
 		rc = cli_fail("vm run: --kernel is required (see 'kapsel vm run --help')");
 		goto out;
 	}
@@ -744,6 +757,156 @@ out:
 	return rc;
 }
 
+static const struct option migrate_options[] = {
+    {"max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME},
+    {"max-iterations", required_argument, NULL, OPT_MAX_ITERATIONS},
+    {"cancel", no_argument, NULL, OPT_CANCEL},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+/* The value of "key": in a flat JSON object: a number or a string (escapes undone), in out. */
+static bool json_field(const char *body, const char *key, char *out, size_t len)
+{
+	char pat[64];
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *m = strstr(body, pat);
+	if (!m || !len)
+		return false;
+	m += strlen(pat);
+	while (*m == ' ')
+		m++;
+	size_t o = 0;
+	if (*m == '"') {
+		for (m++; *m && *m != '"' && o + 1 < len; m++) {
+			if (*m == '\\' && m[1])
+				m++;
+			out[o++] = *m;
+		}
+	} else {
+		while (*m && *m != ',' && *m != '}' && o + 1 < len)
+			out[o++] = *m++;
+	}
+	out[o] = 0;
+	return true;
+}
+
+static int vm_migrate(const struct cli_globals *g, int argc, char **argv)
+{
+	long long downtime = 0, iterations = 0;
+	bool cancel = false;
+	int c;
+	while ((c = cli_getopt_cmd(&cmd_vm_migrate, argc, argv)) != -1) {
+		if (c == OPT_CANCEL)
+			cancel = true;
+		else if (c == OPT_MAX_DOWNTIME) {
+			if (!cli_parse_int(&cmd_vm_migrate, "--max-downtime", optarg, 1, 3600000,
+					   &downtime))
+				return 1;
+		} else if (c == OPT_MAX_ITERATIONS) {
+			if (!cli_parse_int(&cmd_vm_migrate, "--max-iterations", optarg, 1, 1000,
+					   &iterations))
+				return 1;
+		} else
+			return cli_opt_status(c);
+	}
+	if (cancel) {
+		if (!cli_nargs(&cmd_vm_migrate, argc - optind, 1, 1, "NAME"))
+			return 1;
+		return vm_request(g, "migrate --cancel", argv[optind], "DELETE", "/migrate", NULL);
+	}
+	if (!cli_nargs(&cmd_vm_migrate, argc - optind, 2, 2, "NAME DESTINATION"))
+		return 1;
+	const char *name = argv[optind], *dest = argv[optind + 1];
+	struct kapsel_error *err = NULL;
+	char *path = NULL, *body = NULL, *req = NULL, *q = NULL, *abs_dest = NULL;
+	int rc = 1;
+	if (kapsel_vm_api_path(g->root, name, &path, &err) < 0)
+		return cli_fail_err(err);
+	/* The VMM's working directory may differ from ours. */
+	if (!strncmp(dest, "unix:", 5) && dest[5] && dest[5] != '/') {
+		char *a = absolute(dest + 5);
+		if (!a || asprintf(&abs_dest, "unix:%s", a) < 0)
+			abs_dest = NULL;
+		free(a);
+		if (!abs_dest) {
+			rc = cli_fail("vm migrate: out of memory");
+			goto out;
+		}
+		dest = abs_dest;
+	}
+	char extra[96] = "";
+	if (downtime)
+		snprintf(extra, sizeof(extra), ",\"max_downtime_ms\":%lld", downtime);
+	if (iterations)
+		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+			 ",\"max_iterations\":%lld", iterations);
+	if (!(q = json_quote(dest)) || asprintf(&req, "{\"destination\":%s%s}", q, extra) < 0) {
+		req = NULL;
+		rc = cli_fail("vm migrate: out of memory");
+		goto out;
+	}
+	int r = kapsel_vm_api_call(path, "PUT", "/migrate", req, &body, &err);
+	if (r < 0) {
+		rc = cli_fail_err(err);
+		goto out;
+	}
+	if (r / 100 != 2) {
+		rc = cli_fail("vm migrate %s: %s", name, fault_message(body));
+		goto out;
+	}
+	/* The migration runs in the VMM: follow it until it ends. */
+	for (;;) {
+		free(body);
+		body = NULL;
+		usleep(50000);
+		r = kapsel_vm_api_call(path, "GET", "/migrate", NULL, &body, &err);
+		if (r < 0) {
+			rc = cli_fail("vm migrate %s: the VMM stopped answering: %s", name,
+				      err->msg);
+			kapsel_error_free(err);
+			goto out;
+		}
+		char state[32] = "", v[512] = "";
+		json_field(body, "state", state, sizeof(state));
+		if (!strcmp(state, "Active"))
+			continue;
+		if (strcmp(state, "Completed")) {
+			json_field(body, "error", v, sizeof(v));
+			rc = cli_fail("vm migrate %s: %s", name, v[0] ? v : state);
+			goto out;
+		}
+		char rounds[32] = "?", down[32] = "?", total[32] = "?", bytes[32] = "0";
+		json_field(body, "rounds", rounds, sizeof(rounds));
+		json_field(body, "downtime_ms", down, sizeof(down));
+		json_field(body, "total_ms", total, sizeof(total));
+		json_field(body, "transferred_bytes", bytes, sizeof(bytes));
+		printf("migrated %s to %s: rounds %s, downtime %s ms, total %s ms, sent %llu MiB\n",
+		       name, dest, rounds, down, total, strtoull(bytes, NULL, 10) >> 20);
+		fflush(stdout);
+		break;
+	}
+	/* The source ends once it handed the guest over: wait for it, as vm stop does. */
+	for (int i = 0; i < 100; i++) {
+		char *p = NULL;
+		if (kapsel_vm_api_path(g->root, name, &p, &err) < 0) {
+			kapsel_error_free(err);
+			err = NULL;
+			break;
+		}
+		free(p);
+		usleep(100000);
+	}
+	rc = 0;
+out:
+	free(path);
+	free(body);
+	free(req);
+	free(q);
+	free(abs_dest);
+	return rc;
+}
+
 static const struct option stop_options[] = {
     {"force", no_argument, NULL, OPT_FORCE},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
@@ -897,6 +1060,7 @@ static const char vm_usage[] =
     "  resume NAME             resume a paused VM\n"
     "  stop [--force] NAME     stop a VM (--force: kill its VMM)\n"
     "  balloon NAME [SIZE]     show or set how much RAM the VM's balloon takes back\n"
+    "  migrate NAME DEST       live-migrate a VM to a 'vm run --incoming DEST'\n"
     "\n"
     "Run 'kapsel vm <command> --help' for its options.\n";
 
@@ -1067,6 +1231,29 @@ static const struct cli_command cmd_vm_balloon = {
     .options = balloon_options,
 };
 
+static const struct cli_command cmd_vm_migrate = {
+    .name = "vm migrate",
+    .summary = "move a running VM to another kapsel on this machine",
+    .run = vm_migrate,
+    .usage = "Usage: kapsel vm migrate [--max-downtime MS] [--max-iterations N] NAME DEST\n"
+	     "       kapsel vm migrate --cancel NAME\n"
+	     "\n"
+	     "Live-migrate VM NAME to a 'kapsel vm run --incoming DEST' on this machine; DEST is\n"
+	     "unix:PATH or tcp:127.0.0.1:PORT. RAM is copied while the guest runs, then the pages\n"
+	     "it dirtied, round after round, until the rest fits in --max-downtime at the\n"
+	     "measured bandwidth (or after --max-iterations rounds); then the guest is paused,\n"
+	     "the rest and the machine state go across, the destination resumes it and the\n"
+	     "source exits. Prints the rounds, the downtime and the total time. On any failure\n"
+	     "or --cancel the guest runs on at the source.\n"
+	     "\n"
+	     "Options:\n"
+	     "  --max-downtime MS       the pause to aim for (default 300)\n"
+	     "  --max-iterations N      pre-copy rounds at most (default 30)\n"
+	     "  --cancel                stop NAME's migration in progress\n",
+    .shortopts = "h",
+    .options = migrate_options,
+};
+
 const struct cli_command cmd_vm = {
     .name = "vm",
     .summary = "run a kernel in a KVM micro-VM (vm run)",
@@ -1084,6 +1271,7 @@ const struct cli_command cmd_vm = {
 	    {"balloon", &cmd_vm_balloon},
 	    {"snapshot", &cmd_vm_snapshot},
 	    {"restore", &cmd_vm_restore},
+	    {"migrate", &cmd_vm_migrate},
 	    {0},
 	},
 };

@@ -32,6 +32,9 @@
  *             "clock -" when the hypervisor offers no kvmclock
  *   fwcfg     QEMU's fw_cfg ("cpus=N mem=MiB", "initrd=BYTES"): see fwcfg.h
  *   touch     writes to 32 MiB of RAM, says "touched", spins (huge-page backing)
+ *   dirty     count's lines while writing to "dirty_mib=N" MiB of RAM from 16 MiB on (default
+ *             32, clipped to RAM), 16 pages per iteration, round and round: a guest whose
+ *             working set keeps changing, for live migration's pre-copy rounds
  *   cpuid     prints the feature registers ("cpuid L.S R=HEX" lines) for --cpu-model tests
  *   acpifull  --acpi full: the FADT's FACS, PM1a and PM timer fields, the timer's rate against
  *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
@@ -890,6 +893,48 @@ static void __attribute__((noreturn)) test_count(void)
 }
 
 /*
+ * test=dirty: test=count's output while rewriting a window of RAM as fast as it can, each
+ * write a new value, so every pre-copy round of a migration finds pages dirty again.
+ */
+static void __attribute__((noreturn)) test_dirty(const struct mb_info *mb)
+{
+	char v[32];
+	cmdline_get(cmdline, "dirty_mib", v, sizeof(v));
+	uint32_t mib = v[0] ? (uint32_t)atou(v) : 32;
+	uint32_t top = (mb->mem_upper + 1024) / 1024; /* MiB of RAM below the hole */
+	if (mib == 0 || top <= 17)
+		fail("dirty: no RAM above 16 MiB");
+	if (16 + mib > top - 1)
+		mib = top - 17;
+	uint32_t pages = mib * 256, next_page = 0;
+	int kc = kvmclock_init();
+	uint64_t next = kc ? kvmclock_ns() : 0;
+	for (uint64_t n = 0;; n++) {
+		for (int k = 0; k < 16; k++) {
+			*(volatile uint32_t *)(uintptr_t)((16u << 20) + next_page * 4096u) =
+			    (uint32_t)n;
+			if (++next_page == pages)
+				next_page = 0;
+		}
+		if (kc) {
+			uint64_t now = kvmclock_ns();
+			if (now < next)
+				continue;
+			next = now + 100000000ULL;
+			puts_("count ");
+			putu(n);
+			puts_(" clock ");
+			putu(udiv(now, 1000000, 0));
+			putc_('\n');
+		} else if ((n & 0xffff) == 0) {
+			puts_("count ");
+			putu(n);
+			puts_(" clock -\n");
+		}
+	}
+}
+
+/*
  * The CPUID feature registers, one "cpuid LEAF.SUB REG=HEX" line each: leaf 1 ECX/EDX, 7.0
  * EBX/ECX/EDX, 7.1 EAX, 0xd.0 EAX, 0xd.1 EAX, 0x80000001 ECX/EDX. A leaf above the maximum
  * basic or extended leaf prints as 0.
@@ -1103,6 +1148,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_vsock(cmdline);
 	if (streq(test, "count"))
 		test_count();
+	if (streq(test, "dirty"))
+		test_dirty(mb);
 	if (streq(test, "fwcfg"))
 		test_fwcfg(cmdline);
 	if (streq(test, "touch"))

@@ -246,6 +246,11 @@ static int patch_vm(struct kap_api *a, const struct kap_http_request *req, char 
 	const char *want = one_string_member(req, "PATCH /vm", "state", &j, out);
 	if (!want)
 		return 400;
+	/* The migration pauses and resumes the VM itself (migrate.c). */
+	if (atomic_load(&a->vm->migrating)) {
+		*out = fault_body("the VM is being migrated (cancel with DELETE /migrate)");
+		return 409;
+	}
 	int r;
 	if (!strcmp(want, "Paused"))
 		r = kap_vm_pause(a->vm, &e);
@@ -458,6 +463,93 @@ static int route_balloon(struct kap_api *a, const struct kap_http_request *req, 
 	return 204;
 }
 
+/*
+ * /migrate (docs/vm.md, Live migration): PUT {"destination": "unix:PATH" | "tcp:127.0.0.1:PORT"
+ * [, "max_downtime_ms": N][, "max_iterations": N]} starts one (migrate.c, on its own thread),
+ * GET reports it, DELETE cancels it.
+ */
+static int put_migrate(struct kap_api *a, const struct kap_http_request *req, char **out)
+{
+	cleanup_error struct kapsel_error *e = NULL;
+	cleanup_json struct kap_json *j = NULL;
+	if (req->body_len == 0) {
+		*out = fault_body("PUT /migrate needs a JSON body: {\"destination\": ...}");
+		return 400;
+	}
+	if (kap_json_parse(req->body, req->body_len, "request body", &j, &e) < 0) {
+		*out = fault_body("%s", e->msg);
+		return 400;
+	}
+	if (kap_json_type(j) != KAP_JSON_OBJECT) {
+		*out = fault_body("request body: expected an object");
+		return 400;
+	}
+	struct kap_migrate_params p = {0};
+	const char *k;
+	struct kap_json *v;
+	for (struct kap_json_iter it = kap_json_iter(j); kap_json_iter_next(&it, &k, &v);) {
+		if (!strcmp(k, "destination")) {
+			if (kap_json_type(v) != KAP_JSON_STRING || !kap_json_string(v)[0]) {
+				*out = fault_body("request body: destination: expected a non-empty "
+						  "string");
+				return 400;
+			}
+			p.dest = kap_json_string(v);
+		} else if (!strcmp(k, "max_downtime_ms") || !strcmp(k, "max_iterations")) {
+			bool dt = k[4] == 'd';
+			if (kap_json_type(v) != KAP_JSON_INT || kap_json_int64(v) < 1 ||
+			    kap_json_int64(v) > (dt ? 3600000 : 1000)) {
+				*out = fault_body("request body: %s: expected an integer in 1..%d",
+						  k, dt ? 3600000 : 1000);
+				return 400;
+			}
+			if (dt)
+				p.max_downtime_ms = (uint64_t)kap_json_int64(v);
+			else
+				p.max_iterations = (unsigned int)kap_json_int64(v);
+		} else {
+			*out = fault_body("request body: unknown field \"%.64s\"", k);
+			return 400;
+		}
+	}
+	if (!p.dest) {
+		*out = fault_body("request body: destination is required");
+		return 400;
+	}
+	if (kap_migrate_start(a->vm, &p, &e) < 0) {
+		*out = fault_body("%s", e->msg);
+		return 400;
+	}
+	return 202;
+}
+
+static int route_migrate(struct kap_api *a, const struct kap_http_request *req, char **out,
+			 const char **allow)
+{
+	cleanup_error struct kapsel_error *e = NULL;
+	if (!strcmp(req->method, "PUT"))
+		return put_migrate(a, req, out);
+	if (!strcmp(req->method, "GET") || !strcmp(req->method, "DELETE")) {
+		if (req->body_len) {
+			*out = fault_body("%s /migrate takes no body", req->method);
+			return 400;
+		}
+		if (req->method[0] == 'G') {
+			*out = kap_migrate_status_json(a->vm);
+			return *out ? 200 : 500;
+		}
+		if (kap_migrate_cancel(a->vm, &e) < 0) {
+			*out = fault_body("%s", e->msg);
+			return 400;
+		}
+		kap_info("vm: migration cancelled through the API");
+		return 204;
+	}
+	*allow = "Allow: GET, PUT, DELETE";
+	*out = fault_body("%s /migrate: method not allowed (GET, PUT, DELETE)", req->method);
+	return 405;
+}
+
 /* Routes one request: the status, and *out the JSON body (NULL: none). */
 static int route(struct kap_api *a, const struct kap_http_request *req, char **out,
 		 const char **allow)
@@ -510,6 +602,8 @@ static int route(struct kap_api *a, const struct kap_http_request *req, char **o
 	}
 	if (!strcmp(p, "/balloon") || !strcmp(p, "/balloon/statistics"))
 		return route_balloon(a, req, out, allow);
+	if (!strcmp(p, "/migrate"))
+		return route_migrate(a, req, out, allow);
 	*out = fault_body("%s %.128s: no such resource", req->method, p);
 	return 404;
 }

@@ -36,6 +36,7 @@ API void kapsel_vm_config_clear(struct kapsel_vm_config *c)
 	free(c->runtime_dir);
 	free(c->restore_mem);
 	free(c->restore_state);
+	free(c->incoming);
 	memset(c, 0, sizeof(*c));
 }
 

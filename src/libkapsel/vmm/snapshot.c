@@ -270,6 +270,70 @@ static int save_machine(struct kap_vm *vm, struct sbuf *b, struct kapsel_error *
 	return 0;
 }
 
+/*
+ * The state file's bytes (header, sections, CRC) of a paused VM into b; the caller holds
+ * pause_lock. Shared by snapshots and migration (migrate.c sends the same bytes as its STATE
+ * frame, so the destination checks them with the same parser).
+ */
+static int build_state(struct kap_vm *vm, struct sbuf *b, struct kapsel_error **err)
+{
+	int r = 0;
+	cleanup_free struct kvm_msrs *msrs = NULL;
+	cleanup_free char *cfg = NULL;
+	struct kvm_clock_data clock;
+	uint64_t tsc;
+	int have = kap_vm_saved_clock(vm, &clock, &tsc);
+	cfg = config_text(vm->cfg, vm->ncpus, vm->mem.size);
+	if (!cfg || (r = msr_list(vm, &msrs, err)) < 0)
+		return r < 0 ? r : kap_error(err, ENOMEM, "snapshot");
+	struct snap_header h = {.magic = SNAP_MAGIC,
+				.version = SNAP_VERSION,
+				.header_size = SNAP_HEADER_SIZE,
+				.config_crc = crc32_update(0, (const uint8_t *)cfg, strlen(cfg)),
+				.ncpus = vm->ncpus,
+				.mem_size = vm->mem.size};
+	snprintf(h.kapsel_version, sizeof(h.kapsel_version), "%s", KAPSEL_VERSION);
+	sbuf_add(b, &h, sizeof(h));
+	section(b, SEC_CONFIG, 0, cfg, strlen(cfg));
+	if ((r = save_machine(vm, b, err)) < 0)
+		return r;
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		if ((r = save_vcpu(vm, i, msrs, (have & 2) ? &tsc : NULL, b, err)) < 0)
+			return r;
+	if (have & 1)
+		section(b, SEC_CLOCK, 0, &clock, sizeof(clock));
+	if (b->oom)
+		return kap_error(err, ENOMEM, "snapshot state");
+	uint64_t total = b->len + 4;
+	memcpy(b->p + offsetof(struct snap_header, total_len), &total, 8);
+	uint32_t crc = crc32_update(0, b->p, b->len);
+	sbuf_add(b, &crc, 4);
+	if (b->oom)
+		return kap_error(err, ENOMEM, "snapshot state");
+	return 0;
+}
+
+char *kap_snap_config_text(const struct kap_vm *vm)
+{
+	return config_text(vm->cfg, vm->ncpus, vm->mem.size);
+}
+
+int kap_snap_state(struct kap_vm *vm, uint8_t **buf, size_t *len, struct kapsel_error **err)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	struct sbuf b = {0};
+	int r = vm->paused ? build_state(vm, &b, err)
+			   : kap_error_plain(err, EBUSY, "machine state: the VM is not paused");
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (r < 0) {
+		free(b.p);
+		return r;
+	}
+	*buf = b.p;
+	*len = b.len;
+	return 0;
+}
+
 /* Writes all of buf to fd; zero pages of guest RAM become holes (ftruncate gives the size). */
 static int write_all(int fd, const uint8_t *p, uint64_t len, bool sparse)
 {
@@ -357,9 +421,12 @@ int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_p
 	int r = 0;
 	char mem_tmp[4096 + 16] = "", state_tmp[4096 + 16] = "";
 	struct sbuf b = {0};
-	cleanup_free struct kvm_msrs *msrs = NULL;
-	cleanup_free char *cfg = NULL;
 	cleanup_free uint64_t *dirty = NULL;
+	/* Migration (migrate.c) reads and clears the dirty log a Diff snapshot relies on. */
+	if (atomic_load(&vm->migrating)) {
+		r = kap_error_plain(err, EBUSY, "snapshot: a migration of this VM is in progress");
+		goto out;
+	}
 	if (!vm->paused) {
 		r = kap_error_plain(err, EBUSY, "snapshot: the VM is not paused (pause it first)");
 		goto out;
@@ -374,42 +441,8 @@ int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_p
 		r = kap_error_plain(err, ENAMETOOLONG, "snapshot: path too long");
 		goto out;
 	}
-	struct kvm_clock_data clock;
-	uint64_t tsc;
-	int have = kap_vm_saved_clock(vm, &clock, &tsc);
-	cfg = config_text(vm->cfg, vm->ncpus, vm->mem.size);
-	if (!cfg || (r = msr_list(vm, &msrs, err)) < 0) {
-		r = r < 0 ? r : kap_error(err, ENOMEM, "snapshot");
+	if ((r = build_state(vm, &b, err)) < 0)
 		goto out;
-	}
-	struct snap_header h = {.magic = SNAP_MAGIC,
-				.version = SNAP_VERSION,
-				.header_size = SNAP_HEADER_SIZE,
-				.config_crc = crc32_update(0, (const uint8_t *)cfg, strlen(cfg)),
-				.ncpus = vm->ncpus,
-				.mem_size = vm->mem.size};
-	snprintf(h.kapsel_version, sizeof(h.kapsel_version), "%s", KAPSEL_VERSION);
-	sbuf_add(&b, &h, sizeof(h));
-	section(&b, SEC_CONFIG, 0, cfg, strlen(cfg));
-	if ((r = save_machine(vm, &b, err)) < 0)
-		goto out;
-	for (unsigned int i = 0; i < vm->ncpus; i++)
-		if ((r = save_vcpu(vm, i, msrs, (have & 2) ? &tsc : NULL, &b, err)) < 0)
-			goto out;
-	if (have & 1)
-		section(&b, SEC_CLOCK, 0, &clock, sizeof(clock));
-	if (b.oom) {
-		r = kap_error(err, ENOMEM, "snapshot state");
-		goto out;
-	}
-	uint64_t total = b.len + 4;
-	memcpy(b.p + offsetof(struct snap_header, total_len), &total, 8);
-	uint32_t crc = crc32_update(0, b.p, b.len);
-	sbuf_add(&b, &crc, 4);
-	if (b.oom) {
-		r = kap_error(err, ENOMEM, "snapshot state");
-		goto out;
-	}
 	/*
 	 * The dirty log restarts here whatever the type: a Full snapshot is the base of the next
 	 * Diff, a Diff the base of the one after. A Full snapshot turns logging on (it starts
@@ -469,7 +502,7 @@ out:
 struct kap_snap {
 	uint8_t *buf;
 	size_t len;
-	const char *path;
+	char *what; /* "state file PATH", or what migrate.c names its stream */
 	const struct snap_header *h;
 	char *config; /* NUL-terminated copy */
 };
@@ -480,6 +513,7 @@ void kap_snap_free(struct kap_snap *s)
 		return;
 	free(s->buf);
 	free(s->config);
+	free(s->what);
 	free(s);
 }
 
@@ -502,6 +536,74 @@ static const void *find(const struct kap_snap *s, uint32_t type, uint32_t index,
 	return NULL;
 }
 
+int kap_snap_parse(uint8_t *buf, size_t len, const char *what, struct kap_snap **out,
+		   struct kapsel_error **err)
+{
+	struct kap_snap *s = calloc(1, sizeof(*s));
+	if (!s || !(s->what = strdup(what))) {
+		free(s);
+		free(buf);
+		return kap_error(err, ENOMEM, "%s", what);
+	}
+	s->buf = buf;
+	s->len = len;
+	int r = 0;
+	struct snap_header h;
+	if (s->len < 8 || memcmp(s->buf, SNAP_MAGIC, 8)) {
+		r = kap_error_plain(err, EINVAL, "%s: not a kapsel state file (bad magic)", what);
+		goto fail;
+	}
+	if (s->len < sizeof(h) + 4) {
+		r = kap_error_plain(err, EINVAL, "%s: truncated (%zu bytes)", what, s->len);
+		goto fail;
+	}
+	memcpy(&h, s->buf, sizeof(h));
+	if (h.version != SNAP_VERSION) {
+		r = kap_error_plain(err, EINVAL,
+				    "%s: format version %u, this kapsel reads version %u", what,
+				    h.version, SNAP_VERSION);
+		goto fail;
+	}
+	if (h.total_len != s->len) {
+		r = kap_error_plain(err, EINVAL,
+				    "%s: truncated or extended (%zu bytes, the header "
+				    "says %" PRIu64 ")",
+				    what, s->len, h.total_len);
+		goto fail;
+	}
+	uint32_t crc;
+	memcpy(&crc, s->buf + s->len - 4, 4);
+	if (crc32_update(0, s->buf, s->len - 4) != crc) {
+		r = kap_error_plain(err, EINVAL, "%s: checksum mismatch (corrupt or modified)",
+				    what);
+		goto fail;
+	}
+	h.kapsel_version[sizeof(h.kapsel_version) - 1] = 0;
+	if (strcmp(h.kapsel_version, KAPSEL_VERSION)) {
+		r = kap_error_plain(err, EINVAL, "%s: written by kapsel %s, this is kapsel %s",
+				    what, h.kapsel_version, KAPSEL_VERSION);
+		goto fail;
+	}
+	if (h.header_size != SNAP_HEADER_SIZE || h.ncpus == 0 || h.ncpus > KAP_MAX_VCPUS ||
+	    h.mem_size == 0) {
+		r = kap_error_plain(err, EINVAL, "%s: header out of range", what);
+		goto fail;
+	}
+	s->h = (const struct snap_header *)s->buf;
+	uint64_t clen;
+	const char *cfg = find(s, SEC_CONFIG, 0, &clen);
+	if (!cfg || !(s->config = strndup(cfg, clen)) || strlen(s->config) != clen ||
+	    crc32_update(0, (const uint8_t *)cfg, clen) != h.config_crc) {
+		r = kap_error_plain(err, EINVAL, "%s: bad configuration section", what);
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	kap_snap_free(s);
+	return r;
+}
+
 int kap_snap_read(const char *path, struct kap_snap **out, struct kapsel_error **err)
 {
 	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -512,86 +614,26 @@ int kap_snap_read(const char *path, struct kap_snap **out, struct kapsel_error *
 		return kap_error(err, errno, "state file %s", path);
 	if (!S_ISREG(st.st_mode) || st.st_size > (64 << 20))
 		return kap_error_plain(err, EINVAL, "state file %s: not a kapsel state file", path);
-	struct kap_snap *s = calloc(1, sizeof(*s));
-	if (!s)
+	size_t len = (size_t)st.st_size;
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
 		return kap_error(err, ENOMEM, "state file %s", path);
-	s->path = path;
-	s->len = (size_t)st.st_size;
-	s->buf = malloc(s->len ? s->len : 1);
-	int r = 0;
-	if (!s->buf) {
-		r = kap_error(err, ENOMEM, "state file %s", path);
-		goto fail;
-	}
-	for (size_t off = 0; off < s->len;) {
-		ssize_t n = read(fd, s->buf + off, s->len - off);
+	for (size_t off = 0; off < len;) {
+		ssize_t n = read(fd, buf + off, len - off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			r = kap_error(err, n < 0 ? errno : EIO, "read state file %s", path);
-			goto fail;
+			free(buf);
+			return kap_error(err, n < 0 ? errno : EIO, "read state file %s", path);
 		}
 		off += (size_t)n;
 	}
-	struct snap_header h;
-	if (s->len < 8 || memcmp(s->buf, SNAP_MAGIC, 8)) {
-		r = kap_error_plain(err, EINVAL,
-				    "state file %s: not a kapsel state file (bad magic)", path);
-		goto fail;
+	cleanup_free char *what = NULL;
+	if (asprintf(&what, "state file %s", path) < 0) {
+		free(buf);
+		return kap_error(err, ENOMEM, "state file %s", path);
 	}
-	if (s->len < sizeof(h) + 4) {
-		r = kap_error_plain(err, EINVAL, "state file %s: truncated (%zu bytes)", path,
-				    s->len);
-		goto fail;
-	}
-	memcpy(&h, s->buf, sizeof(h));
-	if (h.version != SNAP_VERSION) {
-		r = kap_error_plain(
-		    err, EINVAL, "state file %s: format version %u, this kapsel reads version %u",
-		    path, h.version, SNAP_VERSION);
-		goto fail;
-	}
-	if (h.total_len != s->len) {
-		r = kap_error_plain(err, EINVAL,
-				    "state file %s: truncated or extended (%zu bytes, the header "
-				    "says %" PRIu64 ")",
-				    path, s->len, h.total_len);
-		goto fail;
-	}
-	uint32_t crc;
-	memcpy(&crc, s->buf + s->len - 4, 4);
-	if (crc32_update(0, s->buf, s->len - 4) != crc) {
-		r = kap_error_plain(err, EINVAL,
-				    "state file %s: checksum mismatch (corrupt or "
-				    "modified)",
-				    path);
-		goto fail;
-	}
-	h.kapsel_version[sizeof(h.kapsel_version) - 1] = 0;
-	if (strcmp(h.kapsel_version, KAPSEL_VERSION)) {
-		r = kap_error_plain(err, EINVAL,
-				    "state file %s: written by kapsel %s, this is kapsel %s", path,
-				    h.kapsel_version, KAPSEL_VERSION);
-		goto fail;
-	}
-	if (h.header_size != SNAP_HEADER_SIZE || h.ncpus == 0 || h.ncpus > KAP_MAX_VCPUS ||
-	    h.mem_size == 0) {
-		r = kap_error_plain(err, EINVAL, "state file %s: header out of range", path);
-		goto fail;
-	}
-	s->h = (const struct snap_header *)s->buf;
-	uint64_t clen;
-	const char *cfg = find(s, SEC_CONFIG, 0, &clen);
-	if (!cfg || !(s->config = strndup(cfg, clen)) || strlen(s->config) != clen ||
-	    crc32_update(0, (const uint8_t *)cfg, clen) != h.config_crc) {
-		r = kap_error_plain(err, EINVAL, "state file %s: bad configuration section", path);
-		goto fail;
-	}
-	*out = s;
-	return 0;
-fail:
-	kap_snap_free(s);
-	return r;
+	return kap_snap_parse(buf, len, what, out, err);
 }
 
 /* The value of key in the CONFIG section, copied into out; false when absent. */
@@ -652,11 +694,10 @@ int kap_snap_config(const struct kap_snap *s, const struct kapsel_vm_config *giv
 		uint64_t l_;                                                                       \
 		const void *p_ = find(s, type, index, &l_);                                        \
 		if (!p_ || l_ != sizeof(var))                                                      \
-			return kap_error_plain(                                                    \
-			    err, EINVAL,                                                           \
-			    "state file %s: section %s of vCPU/chip %u missing "                   \
-			    "or of the wrong size",                                                \
-			    s->path, #type, (unsigned)(index));                                    \
+			return kap_error_plain(err, EINVAL,                                        \
+					       "%s: section %s of vCPU/chip %u missing "           \
+					       "or of the wrong size",                             \
+					       s->what, #type, (unsigned)(index));                 \
 		memcpy(&(var), p_, sizeof(var));                                                   \
 	} while (0)
 
@@ -684,8 +725,8 @@ static int load_vcpu(struct kap_vm *vm, const struct kap_snap *s, unsigned int i
 	const void *x = find(s, SEC_XSAVE, i, &len);
 	if (x) {
 		if (len < sizeof(struct kvm_xsave) || len > (1u << 20))
-			return kap_error_plain(
-			    err, EINVAL, "state file %s: vCPU %u: bad XSAVE size", s->path, i);
+			return kap_error_plain(err, EINVAL, "%s: vCPU %u: bad XSAVE size", s->what,
+					       i);
 		cleanup_free void *xs = malloc(len);
 		if (!xs)
 			return kap_error(err, ENOMEM, "vCPU %u: XSAVE", i);
@@ -711,8 +752,7 @@ static int load_vcpu(struct kap_vm *vm, const struct kap_snap *s, unsigned int i
 	uint32_t n;
 	if (!m || len < sizeof(*m) || (memcpy(&n, m, 4), n > SNAP_MAX_MSRS) ||
 	    len != sizeof(*m) + n * sizeof(struct kvm_msr_entry))
-		return kap_error_plain(err, EINVAL, "state file %s: vCPU %u: bad MSR section",
-				       s->path, i);
+		return kap_error_plain(err, EINVAL, "%s: vCPU %u: bad MSR section", s->what, i);
 	cleanup_free struct kvm_msrs *mc = malloc(len);
 	if (!mc)
 		return kap_error(err, ENOMEM, "vCPU %u: MSRs", i);
@@ -738,8 +778,8 @@ int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_err
 		struct kvm_irqchip chip;
 		NEED(SEC_IRQCHIP, chips[k], chip);
 		if (chip.chip_id != chips[k])
-			return kap_error_plain(err, EINVAL, "state file %s: irqchip %u mislabelled",
-					       s->path, chips[k]);
+			return kap_error_plain(err, EINVAL, "%s: irqchip %u mislabelled", s->what,
+					       chips[k]);
 		if (ioctl(vm->fd, KVM_SET_IRQCHIP, &chip) < 0)
 			return kap_error(err, errno, "KVM_SET_IRQCHIP %u", chips[k]);
 	}
@@ -760,7 +800,7 @@ int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_err
 	const char *why = NULL;
 	if (kap_serial_load(vm->serial, &ser, &why) < 0 || kap_rtc_load(vm->rtc, &rtc, &why) < 0 ||
 	    kap_fw_cfg_load(vm->fw_cfg, &fw, &why) < 0)
-		return kap_error_plain(err, EINVAL, "state file %s: %s", s->path, why);
+		return kap_error_plain(err, EINVAL, "%s: %s", s->what, why);
 	kap_i8042_load(vm->i8042, &kbd);
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
 		int r = load_vcpu(vm, s, i, err);

@@ -285,8 +285,8 @@ static int check_devices(const struct kapsel_vm_config *c, struct kapsel_error *
 static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *in,
 			struct kapsel_error **err)
 {
-	/* A restore loads no kernel: the guest's RAM already holds it. */
-	bool boot = !c->restore_state;
+	/* A restore or a migration loads no kernel: the guest's RAM already holds it. */
+	bool boot = !c->restore_state && !c->incoming;
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	if (ncpus > KAP_MAX_VCPUS)
 		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
@@ -637,7 +637,7 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 			return kap_error(err, errno,
 					 "KVM_ENABLE_CAP KVM_CAP_HYPERV_SYNIC2 (vCPU %u)", i);
 		/* A restore sets every register from the state file (kap_snap_load). */
-		r = vm->snap ? 0 : kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0, err);
+		r = !entry ? 0 : kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0, err);
 		if (r < 0)
 			return r;
 	}
@@ -660,15 +660,18 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 				       ncpus, vm->kvm.max_vcpus);
 	/* vm->ncpus bounds every loop over vm->vcpus: check_inputs checked it fits the array. */
 	vm->ncpus = ncpus;
+	/* A restore or an incoming migration loads the machine's state instead of booting. */
+	bool loads = vm->snap || c->incoming;
 	uint64_t mem = c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM;
 	if ((r = create_vm(vm, err)) < 0 ||
 	    (r = vm->snap ? kap_mem_init_file(&vm->mem, mem, c->restore_mem, err)
 			  : kap_mem_init(&vm->mem, mem, mem_flags(c), err)) < 0 ||
 	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
-	    (!vm->snap && (r = boot(vm, &entry, err)) < 0) ||
-	    (r = setup_vcpus(vm, vm->snap ? NULL : &entry, err)) < 0 ||
+	    (!loads && (r = boot(vm, &entry, err)) < 0) ||
+	    (r = setup_vcpus(vm, loads ? NULL : &entry, err)) < 0 ||
 	    (r = create_devices(vm, err)) < 0 ||
 	    (vm->snap && (r = kap_snap_load(vm, vm->snap, err)) < 0) ||
+	    (c->incoming && (r = kap_migrate_incoming(vm, sfd, err)) < 0) ||
 	    (r = kap_loop_init(&vm->loop, err)) < 0 ||
 	    (r = kap_loop_add(&vm->loop, sfd, EPOLLIN, on_signal, vm, err)) < 0 ||
 	    (r = kap_vcpu_signals_init(err)) < 0 ||
@@ -692,6 +695,9 @@ static void vm_teardown(struct kap_vm *vm)
 	atomic_store(&vm->stop, true);
 	/* The API first: it may be waiting for vCPUs to park, which it stops doing on stop. */
 	kap_api_stop(vm);
+	/* Then a migration, which may be waiting for them too (or for its destination). */
+	kap_migrate_destroy(vm);
+	kap_migrate_unlisten(vm);
 	pthread_mutex_lock(&vm->pause_lock);
 	pthread_cond_broadcast(&vm->pause_cond); /* parked vCPUs see stop */
 	pthread_mutex_unlock(&vm->pause_lock);
@@ -737,6 +743,8 @@ static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
 	case KAP_VM_PANIC:
 		return kap_error_plain(
 		    err, EIO, "vm: the guest kernel panicked (pvpanic); its console says why");
+	case KAP_VM_MIGRATED:
+		return 0;
 	case KAP_VM_RUNNING:
 		break;
 	}
@@ -745,8 +753,16 @@ static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
 
 API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **err)
 {
-	if (!c->kernel && !c->restore_state)
+	if (!c->kernel && !c->restore_state && !c->incoming)
 		return kap_error_plain(err, EINVAL, "--kernel is required");
+	if (c->incoming && c->restore_state)
+		return kap_error_plain(err, EINVAL,
+				       "vm run: --incoming and a restore exclude each other");
+	/* As snapshots (snapshot.c): device state does not travel yet. */
+	if (c->incoming && (c->ndisks || c->nnets || c->rng || c->virtio_console || c->vsock_path))
+		return kap_error_plain(err, EOPNOTSUPP,
+				       "vm run --incoming: VMs with virtio devices cannot be "
+				       "migrated yet");
 	if (!c->restore_state != !c->restore_mem)
 		return kap_error_plain(err, EINVAL, "vm restore: needs both --mem and --state");
 	/*
@@ -776,6 +792,7 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	vm->mem.fd = -EBADF;
 	vm->loop.epfd = vm->loop.wake_fd = -EBADF;
 	vm->console.out_fd = vm->console.in_fd = -1;
+	vm->incoming_fd = vm->incoming_conn = -EBADF;
 	pthread_mutex_init(&vm->end_lock, NULL);
 	pthread_mutex_init(&vm->route_lock, NULL);
 	kap_vm_pause_init(vm);
@@ -802,8 +819,12 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 		goto out;
 	}
 	vm->signal_fd = sfd;
+	/* The listener first, so the source can connect while the machine is being built. */
+	if (c->incoming && (r = kap_migrate_listen(vm, c->incoming, err)) < 0)
+		goto out;
 	r = vm_setup(vm, sfd, err);
-	if (r < 0)
+	/* The source ends on the acknowledgement: only once all but the vCPUs is up. */
+	if (r < 0 || (c->incoming && (r = kap_migrate_ack(vm, err)) < 0))
 		goto out;
 	for (unsigned int i = 0; i < vm->ncpus && r >= 0; i++)
 		r = kap_vcpu_start(&vm->vcpus[i], err);
@@ -812,6 +833,9 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	kap_loop_run(&vm->loop, &vm->stop);
 	r = vm_result(vm, err);
 out:
+	/* A source still waiting hears why (and resumes its guest). */
+	if (r < 0 && c->incoming)
+		kap_migrate_nak(vm, err && *err ? (*err)->msg : "the destination failed");
 	vm_teardown(vm);
 	kap_snap_free(vm->snap);
 	free(vm);

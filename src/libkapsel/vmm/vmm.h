@@ -231,6 +231,7 @@ enum kap_vm_end {
 	KAP_VM_QUIT,	   /* Ctrl-A x on the console */
 	KAP_VM_FAULT,	   /* triple fault, internal error, failed entry */
 	KAP_VM_PANIC,	   /* the guest kernel reported a panic (pvpanic) */
+	KAP_VM_MIGRATED,   /* the guest now runs on a migration's destination */
 };
 
 struct kap_vm {
@@ -290,6 +291,16 @@ struct kap_vm {
 	struct kap_api *api;
 	/* The state file being restored (snapshot.c); NULL for a boot. */
 	struct kap_snap *snap;
+	/*
+	 * Live migration (migrate.c): the outgoing one, NULL when none was started; migrating is
+	 * set while it runs (snapshots and PATCH /vm are refused then). incoming_fd: the
+	 * destination's listening socket for --incoming, opened before anything else.
+	 */
+	struct kap_migration *mig;
+	atomic_bool migrating;
+	int incoming_fd;
+	char *incoming_path; /* its file (unix:), removed when it closes */
+	int incoming_conn;   /* the source, between the loaded state and the acknowledgement */
 };
 
 /* ---- pause and resume (pause.c) ---- */
@@ -328,6 +339,57 @@ int kap_snap_config(const struct kap_snap *s, const struct kapsel_vm_config *giv
 /* Loads the devices', irqchip's, vCPUs' and clock's state, in KVM's order. */
 int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_error **err);
 uint64_t kap_snap_mem_size(const struct kap_snap *s);
+/*
+ * Parses and checks a state file's bytes (buf, malloc'd, owned by the result or freed on
+ * failure); what names them in errors ("state file PATH").
+ */
+int kap_snap_parse(uint8_t *buf, size_t len, const char *what, struct kap_snap **out,
+		   struct kapsel_error **err);
+/* The state file's bytes of the paused VM into *buf (malloc'd): what migrate.c sends. */
+int kap_snap_state(struct kap_vm *vm, uint8_t **buf, size_t *len, struct kapsel_error **err);
+/* The CONFIG section's text ("key=value\n" lines) for this VM; malloc'd, NULL on ENOMEM. */
+char *kap_snap_config_text(const struct kap_vm *vm);
+
+/* ---- live migration (migrate.c; docs/vm.md, Live migration) ---- */
+
+struct kap_migrate_params {
+	const char *dest;	     /* "unix:PATH" or "tcp:127.0.0.1:PORT" */
+	uint64_t max_downtime_ms;    /* the stop-and-copy's target; 0: the default */
+	unsigned int max_iterations; /* pre-copy rounds at most; 0: the default */
+};
+/*
+ * Starts migrating the VM to p->dest on a thread of its own (API thread). -EBUSY when one is
+ * running; the address is checked (and a non-loopback one refused) before it starts.
+ */
+int kap_migrate_start(struct kap_vm *vm, const struct kap_migrate_params *p,
+		      struct kapsel_error **err);
+/* Asks the running migration to stop; -ENOENT when none is running. */
+int kap_migrate_cancel(struct kap_vm *vm, struct kapsel_error **err);
+/* The migration's state as a JSON object's text (malloc'd): GET /migrate. */
+char *kap_migrate_status_json(struct kap_vm *vm);
+/* Joins the migration thread and frees it (teardown). */
+void kap_migrate_destroy(struct kap_vm *vm);
+/*
+ * The destination: checks addr ("unix:PATH" or "tcp:127.0.0.1:PORT") and listens on it;
+ * the fd goes to vm->incoming_fd. Before the machine is built, so a bad address costs nothing.
+ */
+int kap_migrate_listen(struct kap_vm *vm, const char *addr, struct kapsel_error **err);
+/*
+ * Accepts one source, checks its handshake against this VM's config, receives RAM and the
+ * machine state into the built (not yet started) VM and keeps the connection for
+ * kap_migrate_ack. signal_fd ends the wait on SIGINT/SIGTERM. Nothing of the VM runs when it
+ * fails.
+ */
+int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error **err);
+/*
+ * Tells the source the guest runs here now (it then ends); called just before the vCPUs
+ * start. A failure means the source keeps the guest: this VM must not start.
+ */
+int kap_migrate_ack(struct kap_vm *vm, struct kapsel_error **err);
+/* Tells the source why this side failed after loading (it resumes the guest). */
+void kap_migrate_nak(struct kap_vm *vm, const char *why);
+/* Closes the listening socket, removes its file (unix), refuses a source still waiting. */
+void kap_migrate_unlisten(struct kap_vm *vm);
 
 /* ---- the control API (api.c) ---- */
 
