@@ -123,6 +123,13 @@ struct kapsel_vm_config {
 	 */
 	char *restore_mem;
 	char *restore_state;
+	/*
+	 * Firmware boot (docs/vm.md, Firmware boot): a BIOS image (SeaBIOS's bios.bin) that boots
+	 * the first disk instead of a kernel kapsel loads; its debug port 0x402 log goes to
+	 * firmware_log (NULL: dropped). Excludes kernel, initrd and cmdline.
+	 */
+	char *firmware;
+	char *firmware_log;
 };
 
 /* Frees the strings of c (not c itself) and zeroes it. */

@@ -234,6 +234,7 @@ static void unmap_file(struct mapped_file *f)
  */
 struct kap_vm_inputs {
 	struct mapped_file kernel, initrd;
+	struct mapped_file firmware; /* --firmware: a private copy, the ROM memslot's memory */
 	struct kap_boot_image img;
 	struct kap_disk *disks[KAPSEL_VM_MAX_DISKS];
 };
@@ -242,6 +243,7 @@ static void inputs_free(struct kap_vm_inputs *in)
 {
 	unmap_file(&in->kernel);
 	unmap_file(&in->initrd);
+	unmap_file(&in->firmware);
 	for (unsigned int i = 0; i < KAPSEL_VM_MAX_DISKS; i++) {
 		kap_disk_close(in->disks[i]);
 		in->disks[i] = NULL;
@@ -278,8 +280,8 @@ static int check_devices(const struct kapsel_vm_config *c, struct kapsel_error *
 static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *in,
 			struct kapsel_error **err)
 {
-	/* A restore loads no kernel: the guest's RAM already holds it. */
-	bool boot = !c->restore_state;
+	/* A restore loads no kernel: the guest's RAM already holds it; firmware loads its own. */
+	bool boot = !c->restore_state && !c->firmware;
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	if (ncpus > KAP_MAX_VCPUS)
 		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
@@ -292,6 +294,9 @@ static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *
 	if (boot && (r = kap_boot_parse(in->kernel.p, in->kernel.len, &in->img, err)) < 0)
 		return kap_error_wrap(err, "kernel %s", c->kernel);
 	if (boot && c->initrd && (r = map_file("initrd", c->initrd, &in->initrd, err)) < 0)
+		return r;
+	if (c->firmware &&
+	    (r = kap_firmware_read(c->firmware, &in->firmware.p, &in->firmware.len, err)) < 0)
 		return r;
 	for (unsigned int i = 0; i < c->ndisks; i++)
 		if ((r = kap_disk_open_config(&in->disks[i], &c->disks[i], err)) < 0)
@@ -384,6 +389,11 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 		return r;
 	if (vm->debug_exit && (r = kap_bus_register(&vm->pio, KAP_DEBUG_EXIT_PORT, 4,
 						    &kap_debug_exit_ops, vm->debug_exit, err)) < 0)
+		return r;
+	if (vm->cfg->firmware &&
+	    ((r = kap_debugcon_new(vm->cfg->firmware_log, &vm->debugcon, err)) < 0 ||
+	     (r = kap_bus_register(&vm->pio, KAP_DEBUGCON_PORT, 1, &kap_debugcon_ops, vm->debugcon,
+				   err)) < 0))
 		return r;
 	return kap_fw_cfg_attach(vm, &vm->fw_cfg, err);
 }
@@ -517,6 +527,7 @@ static void free_devices(struct kap_vm *vm)
 	free(vm->acpi_pm);
 	free(vm->debug_exit);
 	kap_fw_cfg_free(vm->fw_cfg);
+	kap_debugcon_free(vm->debugcon);
 }
 
 static void on_signal(void *opaque, uint32_t events)
@@ -561,6 +572,17 @@ static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_e
 {
 	const struct kapsel_vm_config *c = vm->cfg;
 	struct kap_vm_inputs *in = vm->in;
+	/*
+	 * Firmware boots from its reset vector, and its image fills 0xE0000-0xFFFFF, where the
+	 * ACPI tables would go: SeaBIOS makes the tables it has no fw_cfg file for.
+	 */
+	if (c->firmware) {
+		*entry = (struct kap_boot_entry){0};
+		kap_debug("vm: firmware %s (%zu KiB), %u vCPU(s), %llu MiB", c->firmware,
+			  in->firmware.len >> 10, vm->ncpus,
+			  (unsigned long long)(vm->mem.size >> 20));
+		return kap_firmware_load(vm, in->firmware.p, in->firmware.len, err);
+	}
 	int r = build_acpi(vm, err);
 	if (r < 0)
 		return r;
@@ -624,8 +646,13 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 		if ((hv & KAP_HV_SYNIC) && ioctl(vm->vcpus[i].fd, KVM_ENABLE_CAP, &synic) < 0)
 			return kap_error(err, errno,
 					 "KVM_ENABLE_CAP KVM_CAP_HYPERV_SYNIC2 (vCPU %u)", i);
-		/* A restore sets every register from the state file (kap_snap_load). */
-		r = vm->snap ? 0 : kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0, err);
+		/*
+		 * A restore sets every register from the state file (kap_snap_load). Firmware
+		 * starts the BSP in KVM's reset state as well (real mode at 0xFFFFFFF0).
+		 */
+		r = vm->snap ? 0
+			     : kap_x86_vcpu_init(vm->vcpus[i].fd, entry,
+						 i == 0 && !vm->cfg->firmware, err);
 		if (r < 0)
 			return r;
 	}
@@ -733,8 +760,19 @@ static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
 
 API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **err)
 {
-	if (!c->kernel && !c->restore_state)
-		return kap_error_plain(err, EINVAL, "--kernel is required");
+	if (c->firmware && (c->kernel || c->initrd || c->cmdline))
+		return kap_error_plain(err, EINVAL,
+				       "--firmware %s: cannot be combined with --%s (the firmware "
+				       "boots the disk's own kernel)",
+				       c->firmware,
+				       c->kernel   ? "kernel"
+				       : c->initrd ? "initrd"
+						   : "cmdline");
+	if (c->firmware && c->restore_state)
+		return kap_error_plain(err, EINVAL, "--firmware %s: a restore boots no firmware",
+				       c->firmware);
+	if (!c->kernel && !c->restore_state && !c->firmware)
+		return kap_error_plain(err, EINVAL, "--kernel or --firmware is required");
 	if (!c->restore_state != !c->restore_mem)
 		return kap_error_plain(err, EINVAL, "vm restore: needs both --mem and --state");
 	/*

@@ -262,6 +262,7 @@ struct kap_vm {
 	struct kap_hypercall *hypercall;
 	struct kap_acpi_pm *acpi_pm;
 	struct kap_fw_cfg *fw_cfg;
+	struct kap_debugcon *debugcon; /* --firmware only (x86/boot-firmware.c) */
 	/* virtio devices (virtio/), one virtio-mmio window each. */
 	struct kap_virtio_slot *virtio;
 	unsigned int nvirtio;

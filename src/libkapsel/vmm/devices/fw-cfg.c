@@ -45,8 +45,8 @@ enum {
 	FW_CFG_FILE_DIR = 0x19,
 	FW_CFG_FILE_FIRST = 0x20,
 };
-/* Named files, from FW_CFG_FILE_FIRST on. */
-enum { FILE_E820, NFILES };
+/* Named files, from FW_CFG_FILE_FIRST on; the directory lists those with data. */
+enum { FILE_E820, FILE_SERCON, NFILES };
 #define NITEMS (FW_CFG_FILE_FIRST + NFILES)
 
 /* Selector bits: 0x4000 asked for writing (ignored: nothing is writable), 0x8000 arch-local. */
@@ -97,6 +97,7 @@ struct kap_fw_cfg {
 		struct file_entry e[NFILES];
 	} __attribute__((packed)) dir;
 	struct kap_e820_entry e820[KAP_E820_MAX];
+	uint8_t sercon[2];
 	/* The kernel and initrd files, mapped read-only; the command line as given. */
 	void *kernel, *initrd;
 	size_t kernel_len, initrd_len;
@@ -202,14 +203,29 @@ static int fw_cfg_build(struct kap_fw_cfg *f, struct kapsel_error **err)
 	}
 	set(f, FW_CFG_FILE_FIRST + FILE_E820, f->e820, ne * sizeof(f->e820[0]));
 
-	static const char *const names[NFILES] = {[FILE_E820] = "etc/e820"};
-	f->dir.count = htobe32(NFILES);
-	for (unsigned int i = 0; i < NFILES; i++) {
-		f->dir.e[i].size = htobe32(f->items[FW_CFG_FILE_FIRST + i].len);
-		f->dir.e[i].select = htobe16((uint16_t)(FW_CFG_FILE_FIRST + i));
-		strncpy(f->dir.e[i].name, names[i], sizeof(f->dir.e[i].name) - 1);
+	/*
+	 * etc/sercon-port (firmware boot only): SeaBIOS's serial console (src/sercon.c) on COM1,
+	 * so a VGA-less machine shows what the firmware and a boot loader print through int 10h.
+	 */
+	if (c->firmware) {
+		uint16_t port = htole16(KAP_SERIAL_PORT);
+		memcpy(f->sercon, &port, 2);
+		set(f, FW_CFG_FILE_FIRST + FILE_SERCON, f->sercon, 2);
 	}
-	set(f, FW_CFG_FILE_DIR, &f->dir, sizeof(f->dir));
+
+	static const char *const names[NFILES] = {
+	    [FILE_E820] = "etc/e820", [FILE_SERCON] = "etc/sercon-port"};
+	uint32_t nfiles = 0;
+	for (unsigned int i = 0; i < NFILES; i++) {
+		if (!f->items[FW_CFG_FILE_FIRST + i].len)
+			continue;
+		struct file_entry *e = &f->dir.e[nfiles++];
+		e->size = htobe32(f->items[FW_CFG_FILE_FIRST + i].len);
+		e->select = htobe16((uint16_t)(FW_CFG_FILE_FIRST + i));
+		strncpy(e->name, names[i], sizeof(e->name) - 1);
+	}
+	f->dir.count = htobe32(nfiles);
+	set(f, FW_CFG_FILE_DIR, &f->dir, sizeof(f->dir.count) + nfiles * sizeof(f->dir.e[0]));
 	return 0;
 }
 
