@@ -295,6 +295,13 @@ static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *
 		return kap_error_wrap(err, "kernel %s", c->kernel);
 	if (boot && c->initrd && (r = map_file("initrd", c->initrd, &in->initrd, err)) < 0)
 		return r;
+	uint64_t mem = c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM;
+	if (c->firmware && mem < KAP_FIRMWARE_MIN_RAM)
+		return kap_error_plain(err, EINVAL,
+				       "--firmware: --mem %llu MiB is too small; firmware needs at "
+				       "least %llu MiB",
+				       (unsigned long long)(mem >> 20),
+				       (unsigned long long)(KAP_FIRMWARE_MIN_RAM >> 20));
 	if (c->firmware &&
 	    (r = kap_firmware_read(c->firmware, &in->firmware.p, &in->firmware.len, err)) < 0)
 		return r;
@@ -437,6 +444,8 @@ static int attach_transport(struct kap_vm *vm, struct kap_virtio_slot *s, unsign
 		if (!vm->pci)
 			return kap_error(err, ENOMEM, "PCI host bridge");
 		kap_pci_host_init(vm->pci);
+		if (vm->cfg->firmware)
+			kap_pci_host_i440fx(vm->pci);
 		if ((r = kap_pci_host_attach(vm->pci, vm, err)) < 0)
 			return r;
 	}
@@ -768,6 +777,11 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 				       c->kernel   ? "kernel"
 				       : c->initrd ? "initrd"
 						   : "cmdline");
+	if (c->firmware && c->transport == KAPSEL_VM_TRANSPORT_MMIO)
+		return kap_error_plain(err, EINVAL,
+				       "--firmware %s: --transport mmio hides the disks from the "
+				       "firmware, which looks for them on PCI",
+				       c->firmware);
 	if (c->firmware && c->restore_state)
 		return kap_error_plain(err, EINVAL, "--firmware %s: a restore boots no firmware",
 				       c->firmware);

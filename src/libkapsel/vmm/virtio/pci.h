@@ -50,12 +50,15 @@ struct kap_pci_host {
 	uint32_t config_address; /* the last dword written to 0xCF8 */
 	struct kap_pci_func *slot[KAP_PCI_MAX_SLOTS];
 	uint8_t self[KAP_PCI_CONFIG_SIZE]; /* the bridge's own configuration space (00:00.0) */
+	bool pam;			   /* i440FX: PAM0-PAM6 (0x59-0x5f) are writable */
 };
 
 extern const struct kap_dev_ops kap_pci_host_cfg_ops;  /* ports 0xCF8-0xCFF */
 extern const struct kap_dev_ops kap_pci_host_mmio_ops; /* the BAR window */
 void kap_pci_host_init(struct kap_pci_host *h);
 void kap_pci_host_destroy(struct kap_pci_host *h);
+/* For firmware: QEMU's i440FX ids and its PAM registers (devices/pci-host.c). */
+void kap_pci_host_i440fx(struct kap_pci_host *h);
 /* Registers the ports and the BAR window on vm's buses. */
 int kap_pci_host_attach(struct kap_pci_host *h, struct kap_vm *vm, struct kapsel_error **err);
 
