@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from test_vm import PASS, vm
+from test_vm import MULTIBOOT, PASS, guests, vm  # noqa: F401  (guests: module fixture)
 
 pytestmark = [
     pytest.mark.kvm,
@@ -105,6 +105,22 @@ def test_firmware_from_vm_json(tmp_path):
     r = vm("--config", str(cfg), timeout=180)
     assert r.returncode == PASS, r.stdout + r.stderr
     assert MBR_LINE in r.stdout and log.read_text().startswith("SeaBIOS")
+
+
+@pytest.mark.parametrize("mem,cpus,ext,above16m,above4g", [
+    (64, 1, 63 * 1024, 48 * 16, 0),
+    # 5 GiB: 3 GiB below the hole (the KiB field saturates at 0xffff), 2 GiB above 4 GiB.
+    (5120, 2, 0xffff, (3072 - 16) * 16, 2048 * 16),
+])
+def test_cmos_fields_a_bios_reads(mem, cpus, ext, above16m, above4g):
+    # The multiboot test kernel reads them: 0x30/0x31 (and 0x17/0x18) KiB above 1 MiB,
+    # 0x34/0x35 64 KiB units above 16 MiB, 0x5b-0x5d 64 KiB units above 4 GiB, 0x5f the CPU
+    # count less one, 0x3d/0x38 the boot order (hard disk, no floppy signature check).
+    r = vm("--kernel", MULTIBOOT, "--mem", f"{mem}M", "--cpus", str(cpus),
+           "--cmdline", "test=cmos")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert (f"cmos: ext {ext} ext17 {ext} above16m {above16m} above4g {above4g} "
+            f"cpus-1 {cpus - 1} boot 2 1\n") in r.stdout, r.stdout
 
 
 # ---- refusals: one line each, nothing started ----
