@@ -107,6 +107,40 @@ def test_firmware_from_vm_json(tmp_path):
     assert MBR_LINE in r.stdout and log.read_text().startswith("SeaBIOS")
 
 
+# An MBR that looks for the RSDP in the F segment as an OS does (ACPI 6.4 §5.2.5.1), and
+# checks its 36-byte checksum, its OEM id (KAPSEL, so the tables are kapsel's and placed by
+# SeaBIOS's table loader: Debian's SeaBIOS makes none) and an XSDT address above 1 MiB.
+# Assembled with `as --32` from (AT&T syntax, .code16, at 0x7c00):
+#   cli; xor %ax,%ax; mov %ax,%ds; mov %ax,%ss; mov $0x7c00,%sp; mov $0xf000,%ax; mov %ax,%es
+#   xor %di,%di
+#   scan: cmpl $0x20445352,%es:(%di); jne next; cmpl $0x20525450,%es:4(%di); jne next
+#     xor %bl,%bl; mov $36,%cx; mov %di,%si; sum: add %es:(%si),%bl; inc %si; loop sum
+#     test %bl,%bl; jnz fail; cmpl $0x5350414b,%es:9(%di); jne fail
+#     cmpl $0x100000,%es:24(%di); jb fail; mov $ok,%si; jmp print
+#   next: add $16,%di; jnz scan
+#   fail: mov $bad,%si
+#   print: (the MBR above's COM1 loop and debug-exit)
+#   ok: .asciz "kapsel-rsdp-ok\r\n"; bad: .asciz "kapsel-rsdp-missing\r\n"
+RSDP_MBR = bytes.fromhex(
+    "fa31c08ed88ed0bc007cb800f08ec031ff2666813d5253442075372666817d0450545220752c30dbb9240089"
+    "fe26021c46e2fa84db75202666817d094b41505375152666817d1800001000720abe797ceb0883c71075babe"
+    "8a7cfcac84c0741288c4bafd03eca82074fb88e0baf803eeebe9b02ae6f4f4ebfd6b617073656c2d72736470"
+    "2d6f6b0d0a006b617073656c2d727364702d6d697373696e670d0a00")
+
+
+@needs_seabios
+@pytest.mark.parametrize("acpi", ["reduced", "full"])
+def test_seabios_installs_kapsels_acpi_tables(tmp_path, acpi):
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.write(RSDP_MBR.ljust(510, b"\0") + b"\x55\xaa")
+        f.truncate(1 << 20)
+    r = vm("--firmware", SEABIOS, "--disk", str(img), "--mem", "64M", "--acpi", acpi,
+           timeout=180)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "kapsel-rsdp-ok" in r.stdout, r.stdout
+
+
 @pytest.mark.parametrize("mem,cpus,ext,above16m,above4g", [
     (64, 1, 63 * 1024, 48 * 16, 0),
     # 5 GiB: 3 GiB below the hole (the KiB field saturates at 0xffff), 2 GiB above 4 GiB.

@@ -360,6 +360,16 @@ static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
 	    .pci_slots = vm->nvirtio + 1,
 	    .pci_intx_gsi = KAP_PCI_INTX_GSI,
 	};
+	/*
+	 * Firmware boot: built at address 0 into a buffer that fw_cfg offers the firmware
+	 * (etc/acpi/tables, with a table-loader that relocates it: devices/fw-cfg.c).
+	 */
+	if (vm->cfg->firmware) {
+		vm->fw_acpi = calloc(1, KAP_ACPI_SIZE);
+		if (!vm->fw_acpi)
+			return kap_error(err, ENOMEM, "ACPI tables");
+		return kap_acpi_build(vm->fw_acpi, KAP_ACPI_SIZE, 0, &cfg, &vm->fw_acpi_len, err);
+	}
 	uint8_t *p = kap_mem_ptr(&vm->mem, KAP_ACPI_BASE, KAP_ACPI_SIZE);
 	size_t used;
 	if (!p)
@@ -537,6 +547,8 @@ static void free_devices(struct kap_vm *vm)
 	free(vm->debug_exit);
 	kap_fw_cfg_free(vm->fw_cfg);
 	kap_debugcon_free(vm->debugcon);
+	free(vm->fw_acpi);
+	vm->fw_acpi = NULL;
 }
 
 static void on_signal(void *opaque, uint32_t events)
@@ -581,18 +593,21 @@ static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_e
 {
 	const struct kapsel_vm_config *c = vm->cfg;
 	struct kap_vm_inputs *in = vm->in;
+	int r;
 	/*
 	 * Firmware boots from its reset vector, and its image fills 0xE0000-0xFFFFF, where the
-	 * ACPI tables would go: SeaBIOS makes the tables it has no fw_cfg file for.
+	 * ACPI tables would go: the firmware gets them through fw_cfg and places them itself.
 	 */
 	if (c->firmware) {
 		*entry = (struct kap_boot_entry){0};
+		if ((r = build_acpi(vm, err)) < 0)
+			return r;
 		kap_debug("vm: firmware %s (%zu KiB), %u vCPU(s), %llu MiB", c->firmware,
 			  in->firmware.len >> 10, vm->ncpus,
 			  (unsigned long long)(vm->mem.size >> 20));
 		return kap_firmware_load(vm, in->firmware.p, in->firmware.len, err);
 	}
-	int r = build_acpi(vm, err);
+	r = build_acpi(vm, err);
 	if (r < 0)
 		return r;
 	cleanup_free char *cmdline = build_cmdline(vm);
