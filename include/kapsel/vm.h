@@ -140,7 +140,8 @@ void kapsel_vm_config_clear(struct kapsel_vm_config *c);
  * "cpu_model", "cpu_features", "acpi": "reduced|full", "console": "stdio|file:PATH|none",
  * "debug_exit": bool, "pit": bool, "transport": "pci|mmio", "disks": ["--disk syntax", ...],
  * "nets": ["--net syntax", ...], "vsock": "--vsock syntax", "rng", "virtio_console",
- * "virtio_mmio_cmdline": bool}) into c, replacing the fields it names and adding its devices.
+ * "virtio_mmio_cmdline": bool, "firmware", "firmware_log"}) into c, replacing the fields it
+ * names and adding its devices.
  * Errors name the JSON path.
  */
 int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c, struct kapsel_error **err);
