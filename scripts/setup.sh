@@ -10,6 +10,7 @@ pkgs="meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev
   docker-registry skopeo umoci buildah
   qemu-system-x86 time uidmap passwd
   qemu-utils cpio strace e2fsprogs
+  seabios extlinux syslinux-common
   zsh fish passt"
 missing=""
 for p in $pkgs; do

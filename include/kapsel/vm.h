@@ -142,6 +142,13 @@ struct kapsel_vm_config {
 	 * must match the source's.
 	 */
 	char *incoming;
+	/*
+	 * Firmware boot (docs/vm.md, Firmware boot): a BIOS image (SeaBIOS's bios.bin) that boots
+	 * the first disk instead of a kernel kapsel loads; its debug port 0x402 log goes to
+	 * firmware_log (NULL: dropped). Excludes kernel, initrd and cmdline.
+	 */
+	char *firmware;
+	char *firmware_log;
 };
 
 /* Frees the strings of c (not c itself) and zeroes it. */
@@ -153,8 +160,8 @@ void kapsel_vm_config_clear(struct kapsel_vm_config *c);
  * "debug_exit": bool, "pit": bool, "transport": "pci|mmio", "disks": ["--disk syntax", ...],
  * "nets": ["--net syntax", ...], "vsock": "--vsock syntax", "rng", "virtio_console",
  * "virtio_mmio_cmdline": bool, "balloon": {"amount_mib": N, "deflate_on_oom": bool,
- * "stats_interval_s": N, "free_page_reporting": bool}}) into c, replacing the fields it names and
- * adding its devices. Errors name the JSON path.
+ * "stats_interval_s": N, "free_page_reporting": bool}, "firmware", "firmware_log"}) into c,
+ * replacing the fields it names and adding its devices. Errors name the JSON path.
  */
 int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c, struct kapsel_error **err);
 

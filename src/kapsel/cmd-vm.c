@@ -14,6 +14,7 @@
 
 static const char run_usage[] =
     "Usage: kapsel vm run --kernel FILE [options]\n"
+    "       kapsel vm run --firmware BIOS --disk IMAGE [options]\n"
     "\n"
     "Boot FILE (a bzImage, a PVH ELF such as vmlinux, or a multiboot kernel) in a KVM\n"
     "micro-VM. Exit status: 0 when the guest powers off or resets, (C << 1) | 1 after it\n"
@@ -24,6 +25,10 @@ static const char run_usage[] =
     "  --kernel FILE           the kernel to boot (required)\n"
     "  --initrd FILE           an initrd (the first multiboot module)\n"
     "  --cmdline STR           the kernel command line\n"
+    "  --firmware FILE         boot a legacy BIOS image (64, 128 or 256 KiB, such as\n"
+    "                          /usr/share/seabios/bios.bin) instead of a kernel: it boots\n"
+    "                          the first disk's boot loader (docs/vm.md, Firmware boot)\n"
+    "  --firmware-log FILE     write what the firmware prints on port 0x402 to FILE\n"
     "  --mem SIZE              guest RAM, with a K, M or G suffix (default 256M)\n"
     "  --mem-shared            guest RAM in a shareable memfd (default: anonymous memory\n"
     "                          on transparent huge pages)\n"
@@ -109,6 +114,8 @@ enum {
 	OPT_MAX_DOWNTIME,
 	OPT_MAX_ITERATIONS,
 	OPT_CANCEL,
+	OPT_FIRMWARE,
+	OPT_FIRMWARE_LOG,
 };
 
 static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create, cmd_vm_ls,
@@ -150,6 +157,8 @@ static const struct option run_options[] = {
     {"name", required_argument, NULL, OPT_NAME},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
     {"incoming", required_argument, NULL, OPT_INCOMING},
+    {"firmware", required_argument, NULL, OPT_FIRMWARE},
+    {"firmware-log", required_argument, NULL, OPT_FIRMWARE_LOG},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -184,6 +193,12 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_CMDLINE:
 			bad = set_str(&cli.cmdline, optarg);
+			break;
+		case OPT_FIRMWARE:
+			bad = set_str(&cli.firmware, optarg);
+			break;
+		case OPT_FIRMWARE_LOG:
+			bad = set_str(&cli.firmware_log, optarg);
 			break;
 		case OPT_CPU_FEATURES:
 			bad = set_str(&cli.cpu_features, optarg);
@@ -306,6 +321,8 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	TAKE(name);
 	TAKE(api_sock);
 	TAKE(incoming);
+	TAKE(firmware);
+	TAKE(firmware_log);
 #undef TAKE
 	if (cfg.name && set_str(&cfg.runtime_dir, g->root)) {
 		rc = cli_fail("vm run: out of memory");
@@ -369,7 +386,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;
 	}
-	if (!cfg.kernel && !cfg.incoming) {
+	if (!cfg.kernel && !cfg.incoming && !cfg.firmware) {
 		rc = cli_fail("vm run: --kernel is required (see 'kapsel vm run --help')");
 		goto out;
 	}

@@ -6,6 +6,7 @@
  *             module ("initrd=BYTES", content "KAPSEL-INITRD..."), the memory map
  *   echo      serial input: echoes lines back until "quit"
  *   rtc       prints the CMOS date and time
+ *   cmos      prints the CMOS RAM fields a BIOS reads (memory sizes, CPU count, boot order)
  *   hypercall version, console write, time; then power-off with code 7
  *   acpi      checks the tables' checksums and counts, then powers off through \_S5
  *   reset     i8042 reset (0xFE to port 0x64)
@@ -159,6 +160,27 @@ static void test_rtc(void)
 	outb(0x70, 0x40);
 	outb(0x71, 0x5a);
 	CHECK(cmos(0x40) == 0x5a, "CMOS RAM did not keep a byte");
+	pass();
+}
+
+/* QEMU's CMOS layout (hw/i386/pc.c pc_cmos_init), as SeaBIOS reads it (src/hw/rtc.h). */
+static void test_cmos(void)
+{
+	puts_("cmos: ext ");
+	putu(cmos(0x30) | (uint64_t)cmos(0x31) << 8);
+	puts_(" ext17 ");
+	putu(cmos(0x17) | (uint64_t)cmos(0x18) << 8);
+	puts_(" above16m ");
+	putu(cmos(0x34) | (uint64_t)cmos(0x35) << 8);
+	puts_(" above4g ");
+	putu(cmos(0x5b) | (uint64_t)cmos(0x5c) << 8 | (uint64_t)cmos(0x5d) << 16);
+	puts_(" cpus-1 ");
+	putu(cmos(0x5f));
+	puts_(" boot ");
+	putu(cmos(0x3d));
+	putc_(' ');
+	putu(cmos(0x38));
+	putc_('\n');
 	pass();
 }
 
@@ -1085,6 +1107,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_echo();
 	if (streq(test, "rtc"))
 		test_rtc();
+	if (streq(test, "cmos"))
+		test_cmos();
 	if (streq(test, "hypercall"))
 		test_hypercall();
 	if (streq(test, "acpi"))

@@ -37,6 +37,8 @@ API void kapsel_vm_config_clear(struct kapsel_vm_config *c)
 	free(c->restore_mem);
 	free(c->restore_state);
 	free(c->incoming);
+	free(c->firmware);
+	free(c->firmware_log);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -514,7 +516,7 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	    "pit",	  "transport",	   "disks",	     "nets",
 	    "vsock",	  "rng",	   "virtio_console", "virtio_mmio_cmdline",
 	    "mem_shared", "mem_hugepages", "mem_merge",	     "cpu_model",
-	    "acpi",	  "balloon"};
+	    "acpi",	  "balloon",	   "firmware",	     "firmware_log"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -529,7 +531,9 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	    (r = read_str(j, "initrd", &c->initrd, err)) < 0 ||
 	    (r = read_str(j, "cmdline", &c->cmdline, err)) < 0 ||
 	    (r = read_str(j, "cpu_model", &c->cpu_model, err)) < 0 ||
-	    (r = read_str(j, "cpu_features", &c->cpu_features, err)) < 0)
+	    (r = read_str(j, "cpu_features", &c->cpu_features, err)) < 0 ||
+	    (r = read_str(j, "firmware", &c->firmware, err)) < 0 ||
+	    (r = read_str(j, "firmware_log", &c->firmware_log, err)) < 0)
 		goto fail;
 	struct kap_json *mem = kap_json_get(j, "mem");
 	if (mem) {

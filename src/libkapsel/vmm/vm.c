@@ -235,6 +235,7 @@ static void unmap_file(struct mapped_file *f)
  */
 struct kap_vm_inputs {
 	struct mapped_file kernel, initrd;
+	struct mapped_file firmware; /* --firmware: a private copy, the ROM memslot's memory */
 	struct kap_boot_image img;
 	struct kap_disk *disks[KAPSEL_VM_MAX_DISKS];
 };
@@ -243,6 +244,7 @@ static void inputs_free(struct kap_vm_inputs *in)
 {
 	unmap_file(&in->kernel);
 	unmap_file(&in->initrd);
+	unmap_file(&in->firmware);
 	for (unsigned int i = 0; i < KAPSEL_VM_MAX_DISKS; i++) {
 		kap_disk_close(in->disks[i]);
 		in->disks[i] = NULL;
@@ -285,8 +287,9 @@ static int check_devices(const struct kapsel_vm_config *c, struct kapsel_error *
 static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *in,
 			struct kapsel_error **err)
 {
-	/* A restore or a migration loads no kernel: the guest's RAM already holds it. */
-	bool boot = !c->restore_state && !c->incoming;
+	/* A restore or a migration loads no kernel: the guest's RAM already holds it; firmware
+	 * loads its own. */
+	bool boot = !c->restore_state && !c->incoming && !c->firmware;
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	if (ncpus > KAP_MAX_VCPUS)
 		return kap_error_plain(err, EINVAL, "--cpus %u: kapsel supports at most %d vCPUs",
@@ -299,6 +302,16 @@ static int check_inputs(const struct kapsel_vm_config *c, struct kap_vm_inputs *
 	if (boot && (r = kap_boot_parse(in->kernel.p, in->kernel.len, &in->img, err)) < 0)
 		return kap_error_wrap(err, "kernel %s", c->kernel);
 	if (boot && c->initrd && (r = map_file("initrd", c->initrd, &in->initrd, err)) < 0)
+		return r;
+	uint64_t mem = c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM;
+	if (c->firmware && mem < KAP_FIRMWARE_MIN_RAM)
+		return kap_error_plain(err, EINVAL,
+				       "--firmware: --mem %llu MiB is too small; firmware needs at "
+				       "least %llu MiB",
+				       (unsigned long long)(mem >> 20),
+				       (unsigned long long)(KAP_FIRMWARE_MIN_RAM >> 20));
+	if (c->firmware &&
+	    (r = kap_firmware_read(c->firmware, &in->firmware.p, &in->firmware.len, err)) < 0)
 		return r;
 	for (unsigned int i = 0; i < c->ndisks; i++)
 		if ((r = kap_disk_open_config(&in->disks[i], &c->disks[i], err)) < 0)
@@ -355,6 +368,16 @@ static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
 	    .pci_slots = vm->nvirtio + 1,
 	    .pci_intx_gsi = KAP_PCI_INTX_GSI,
 	};
+	/*
+	 * Firmware boot: built at address 0 into a buffer that fw_cfg offers the firmware
+	 * (etc/acpi/tables, with a table-loader that relocates it: devices/fw-cfg.c).
+	 */
+	if (vm->cfg->firmware) {
+		vm->fw_acpi = calloc(1, KAP_ACPI_SIZE);
+		if (!vm->fw_acpi)
+			return kap_error(err, ENOMEM, "ACPI tables");
+		return kap_acpi_build(vm->fw_acpi, KAP_ACPI_SIZE, 0, &cfg, &vm->fw_acpi_len, err);
+	}
 	uint8_t *p = kap_mem_ptr(&vm->mem, KAP_ACPI_BASE, KAP_ACPI_SIZE);
 	size_t used;
 	if (!p)
@@ -391,6 +414,11 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 		return r;
 	if (vm->debug_exit && (r = kap_bus_register(&vm->pio, KAP_DEBUG_EXIT_PORT, 4,
 						    &kap_debug_exit_ops, vm->debug_exit, err)) < 0)
+		return r;
+	if (vm->cfg->firmware &&
+	    ((r = kap_debugcon_new(vm->cfg->firmware_log, &vm->debugcon, err)) < 0 ||
+	     (r = kap_bus_register(&vm->pio, KAP_DEBUGCON_PORT, 1, &kap_debugcon_ops, vm->debugcon,
+				   err)) < 0))
 		return r;
 	return kap_fw_cfg_attach(vm, &vm->fw_cfg, err);
 }
@@ -438,6 +466,8 @@ static int attach_transport(struct kap_vm *vm, struct kap_virtio_slot *s, unsign
 		if (!vm->pci)
 			return kap_error(err, ENOMEM, "PCI host bridge");
 		kap_pci_host_init(vm->pci);
+		if (vm->cfg->firmware)
+			kap_pci_host_i440fx(vm->pci);
 		if ((r = kap_pci_host_attach(vm->pci, vm, err)) < 0)
 			return r;
 	}
@@ -529,6 +559,9 @@ static void free_devices(struct kap_vm *vm)
 	free(vm->acpi_pm);
 	free(vm->debug_exit);
 	kap_fw_cfg_free(vm->fw_cfg);
+	kap_debugcon_free(vm->debugcon);
+	free(vm->fw_acpi);
+	vm->fw_acpi = NULL;
 }
 
 static void on_signal(void *opaque, uint32_t events)
@@ -573,7 +606,21 @@ static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_e
 {
 	const struct kapsel_vm_config *c = vm->cfg;
 	struct kap_vm_inputs *in = vm->in;
-	int r = build_acpi(vm, err);
+	int r;
+	/*
+	 * Firmware boots from its reset vector, and its image fills 0xE0000-0xFFFFF, where the
+	 * ACPI tables would go: the firmware gets them through fw_cfg and places them itself.
+	 */
+	if (c->firmware) {
+		*entry = (struct kap_boot_entry){0};
+		if ((r = build_acpi(vm, err)) < 0)
+			return r;
+		kap_debug("vm: firmware %s (%zu KiB), %u vCPU(s), %llu MiB", c->firmware,
+			  in->firmware.len >> 10, vm->ncpus,
+			  (unsigned long long)(vm->mem.size >> 20));
+		return kap_firmware_load(vm, in->firmware.p, in->firmware.len, err);
+	}
+	r = build_acpi(vm, err);
 	if (r < 0)
 		return r;
 	cleanup_free char *cmdline = build_cmdline(vm);
@@ -636,8 +683,14 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 		if ((hv & KAP_HV_SYNIC) && ioctl(vm->vcpus[i].fd, KVM_ENABLE_CAP, &synic) < 0)
 			return kap_error(err, errno,
 					 "KVM_ENABLE_CAP KVM_CAP_HYPERV_SYNIC2 (vCPU %u)", i);
-		/* A restore sets every register from the state file (kap_snap_load). */
-		r = !entry ? 0 : kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0, err);
+		/*
+		 * A restore or an incoming migration sets every register from the state it loads
+		 * (entry NULL). Firmware starts the BSP in KVM's reset state as well (real mode at
+		 * 0xFFFFFFF0).
+		 */
+		r = !entry ? 0
+			   : kap_x86_vcpu_init(vm->vcpus[i].fd, entry, i == 0 && !vm->cfg->firmware,
+					       err);
 		if (r < 0)
 			return r;
 	}
@@ -753,8 +806,8 @@ static int vm_result(struct kap_vm *vm, struct kapsel_error **err)
 
 API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **err)
 {
-	if (!c->kernel && !c->restore_state && !c->incoming)
-		return kap_error_plain(err, EINVAL, "--kernel is required");
+	if (!c->kernel && !c->restore_state && !c->incoming && !c->firmware)
+		return kap_error_plain(err, EINVAL, "--kernel is required (or --firmware)");
 	if (c->incoming && c->restore_state)
 		return kap_error_plain(err, EINVAL,
 				       "vm run: --incoming and a restore exclude each other");
@@ -763,6 +816,22 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 		return kap_error_plain(err, EOPNOTSUPP,
 				       "vm run --incoming: VMs with virtio devices cannot be "
 				       "migrated yet");
+	if (c->firmware && (c->kernel || c->initrd || c->cmdline))
+		return kap_error_plain(err, EINVAL,
+				       "--firmware %s: cannot be combined with --%s (the firmware "
+				       "boots the disk's own kernel)",
+				       c->firmware,
+				       c->kernel   ? "kernel"
+				       : c->initrd ? "initrd"
+						   : "cmdline");
+	if (c->firmware && c->transport == KAPSEL_VM_TRANSPORT_MMIO)
+		return kap_error_plain(err, EINVAL,
+				       "--firmware %s: --transport mmio hides the disks from the "
+				       "firmware, which looks for them on PCI",
+				       c->firmware);
+	if (c->firmware && (c->restore_state || c->incoming))
+		return kap_error_plain(err, EINVAL, "--firmware %s: a %s boots no firmware",
+				       c->firmware, c->incoming ? "migration" : "restore");
 	if (!c->restore_state != !c->restore_mem)
 		return kap_error_plain(err, EINVAL, "vm restore: needs both --mem and --state");
 	/*

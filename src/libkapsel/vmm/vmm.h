@@ -263,6 +263,10 @@ struct kap_vm {
 	struct kap_hypercall *hypercall;
 	struct kap_acpi_pm *acpi_pm;
 	struct kap_fw_cfg *fw_cfg;
+	struct kap_debugcon *debugcon; /* --firmware only (x86/boot-firmware.c) */
+	/* --firmware: the ACPI tables built at address 0, for fw_cfg's etc/acpi/tables. */
+	uint8_t *fw_acpi;
+	size_t fw_acpi_len;
 	/* virtio devices (virtio/), one virtio-mmio window each. */
 	struct kap_virtio_slot *virtio;
 	unsigned int nvirtio;

@@ -25,6 +25,7 @@
 #include "core/cleanup.h"
 #include "core/error.h"
 #include "vmm/devices/devices.h"
+#include "vmm/x86/acpi.h"
 #include "vmm/x86/boot.h"
 
 /* Selector keys (fw_cfg.rst, "Selector Register"; QEMU include/standard-headers/.../fw_cfg.h). */
@@ -45,8 +46,8 @@ enum {
 	FW_CFG_FILE_DIR = 0x19,
 	FW_CFG_FILE_FIRST = 0x20,
 };
-/* Named files, from FW_CFG_FILE_FIRST on. */
-enum { FILE_E820, NFILES };
+/* Named files, from FW_CFG_FILE_FIRST on; the directory lists those with data. */
+enum { FILE_E820, FILE_SERCON, FILE_ACPI_RSDP, FILE_ACPI_TABLES, FILE_TABLE_LOADER, NFILES };
 #define NITEMS (FW_CFG_FILE_FIRST + NFILES)
 
 /* Selector bits: 0x4000 asked for writing (ignored: nothing is writable), 0x8000 arch-local. */
@@ -82,6 +83,41 @@ struct item {
 	uint32_t len;
 };
 
+/*
+ * QEMU's BIOS linker/loader script, etc/table-loader (QEMU hw/acpi/bios-linker-loader.c;
+ * SeaBIOS src/fw/romfile_loader.c): 128-byte commands that make the firmware allocate a file
+ * in a memory zone, add one file's address to a pointer in another, and fix a checksum.
+ */
+#define LOADER_FILESZ 56
+enum { LOADER_ALLOCATE = 1, LOADER_ADD_POINTER = 2, LOADER_ADD_CHECKSUM = 3 };
+enum { LOADER_ZONE_HIGH = 1, LOADER_ZONE_FSEG = 2 };
+struct loader_entry {
+	uint32_t command;
+	union {
+		struct {
+			char file[LOADER_FILESZ];
+			uint32_t align;
+			uint8_t zone;
+		} __attribute__((packed)) alloc;
+		struct {
+			char dest[LOADER_FILESZ];
+			char src[LOADER_FILESZ];
+			uint32_t offset;
+			uint8_t size;
+		} __attribute__((packed)) pointer;
+		struct {
+			char file[LOADER_FILESZ];
+			uint32_t offset, start, length;
+		} __attribute__((packed)) cksum;
+		uint8_t pad[124];
+	};
+} __attribute__((packed));
+_Static_assert(sizeof(struct loader_entry) == 128, "loader command size");
+/* Two allocations, the RSDP's pointer and two checksums, the XSDT's, and the FADT's. */
+#define LOADER_MAX 32
+#define RSDP_LEN   36
+static const char rsdp_file[] = "etc/acpi/rsdp", tables_file[] = "etc/acpi/tables";
+
 struct kap_fw_cfg {
 	struct kap_vm *vm;
 	pthread_mutex_t lock;
@@ -97,6 +133,12 @@ struct kap_fw_cfg {
 		struct file_entry e[NFILES];
 	} __attribute__((packed)) dir;
 	struct kap_e820_entry e820[KAP_E820_MAX];
+	uint8_t sercon[2];
+	/* --firmware: ACPI for the firmware to place (fw_cfg_acpi). */
+	uint8_t rsdp[RSDP_LEN];
+	uint8_t *acpi_tables;
+	struct loader_entry loader[LOADER_MAX];
+	unsigned int nloader;
 	/* The kernel and initrd files, mapped read-only; the command line as given. */
 	void *kernel, *initrd;
 	size_t kernel_len, initrd_len;
@@ -146,8 +188,120 @@ void kap_fw_cfg_free(struct kap_fw_cfg *f)
 	if (f->initrd)
 		munmap(f->initrd, f->initrd_len);
 	free(f->cmdline);
+	free(f->acpi_tables);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
+}
+
+static struct loader_entry *loader_add(struct kap_fw_cfg *f, uint32_t command)
+{
+	if (f->nloader == LOADER_MAX)
+		return NULL;
+	struct loader_entry *e = &f->loader[f->nloader++];
+	e->command = htole32(command);
+	return e;
+}
+
+static bool loader_pointer(struct kap_fw_cfg *f, const char *dest, uint32_t offset, uint8_t size)
+{
+	struct loader_entry *e = loader_add(f, LOADER_ADD_POINTER);
+	if (!e)
+		return false;
+	strncpy(e->pointer.dest, dest, LOADER_FILESZ - 1);
+	strncpy(e->pointer.src, tables_file, LOADER_FILESZ - 1);
+	e->pointer.offset = htole32(offset);
+	e->pointer.size = size;
+	return true;
+}
+
+static bool loader_checksum(struct kap_fw_cfg *f, const char *file, uint32_t offset, uint32_t start,
+			    uint32_t length)
+{
+	struct loader_entry *e = loader_add(f, LOADER_ADD_CHECKSUM);
+	if (!e)
+		return false;
+	strncpy(e->cksum.file, file, LOADER_FILESZ - 1);
+	e->cksum.offset = htole32(offset);
+	e->cksum.start = htole32(start);
+	e->cksum.length = htole32(length);
+	return true;
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+/*
+ * The tables x86/acpi.c built at address 0 (vm->fw_acpi), as QEMU offers its own: the RSDP
+ * in etc/acpi/rsdp, for the F segment where an OS looks for it (ACPI 6.4 §5.2.5.1), and
+ * everything else in etc/acpi/tables, allocated high, 64-byte aligned (the FACS needs it).
+ * Built at 0, every pointer already holds its target's offset in the tables file (which
+ * keeps the RSDP's bytes, zeroed, so the offsets stay as built): the loader adds the file's
+ * address to each — the XSDT's entries, the FADT's DSDT and FACS — and fixes the checksums.
+ */
+static int fw_cfg_acpi(struct kap_fw_cfg *f, struct kapsel_error **err)
+{
+	const uint8_t *b = f->vm->fw_acpi;
+	size_t n = f->vm->fw_acpi_len;
+	if (!b || n < RSDP_LEN || n > UINT32_MAX)
+		return kap_error_plain(err, EINVAL, "fw_cfg: no ACPI tables for the firmware");
+	f->acpi_tables = malloc(n);
+	if (!f->acpi_tables)
+		return kap_error(err, ENOMEM, "fw_cfg: ACPI tables");
+	memcpy(f->acpi_tables, b, n);
+	memset(f->acpi_tables, 0, RSDP_LEN);
+	memcpy(f->rsdp, b, RSDP_LEN);
+	struct loader_entry *a = loader_add(f, LOADER_ALLOCATE),
+			    *t = loader_add(f, LOADER_ALLOCATE);
+	strncpy(a->alloc.file, rsdp_file, LOADER_FILESZ - 1);
+	a->alloc.align = htole32(16);
+	a->alloc.zone = LOADER_ZONE_FSEG;
+	strncpy(t->alloc.file, tables_file, LOADER_FILESZ - 1);
+	t->alloc.align = htole32(64);
+	t->alloc.zone = LOADER_ZONE_HIGH;
+	/* RSDP: XsdtAddress at 24 (the RsdtAddress is 0), checksums at 8 (20 bytes), 32 (36). */
+	bool ok = loader_pointer(f, rsdp_file, 24, 8) && loader_checksum(f, rsdp_file, 8, 0, 20) &&
+		  loader_checksum(f, rsdp_file, 32, 0, RSDP_LEN);
+	uint64_t xsdt = get_le64(b + 24);
+	if (!ok || xsdt + 36 > n || get_le32(b + xsdt + 4) > n - xsdt)
+		return kap_error_plain(err, EINVAL, "fw_cfg: ACPI: bad XSDT");
+	uint32_t xlen = get_le32(b + xsdt + 4);
+	for (uint32_t o = 36; ok && o + 8 <= xlen; o += 8) {
+		uint64_t tab = get_le64(b + xsdt + o);
+		if (tab + 36 > n || get_le32(b + tab + 4) > n - tab)
+			return kap_error_plain(err, EINVAL, "fw_cfg: ACPI: bad XSDT entry");
+		ok = loader_pointer(f, tables_file, (uint32_t)(xsdt + o), 8);
+		if (!ok || memcmp(b + tab, "FACP", 4))
+			continue;
+		/* The FADT's DSDT and FACS pointers, 32- and 64-bit (ACPI 6.4 table 5.9). */
+		ok = loader_pointer(f, tables_file, (uint32_t)tab + KAP_FADT_DSDT, 4) &&
+		     loader_pointer(f, tables_file, (uint32_t)tab + KAP_FADT_X_DSDT, 8);
+		if (ok && get_le64(b + tab + KAP_FADT_X_FIRMWARE_CTRL))
+			ok = loader_pointer(f, tables_file, (uint32_t)tab + KAP_FADT_FIRMWARE_CTRL,
+					    4) &&
+			     loader_pointer(f, tables_file,
+					    (uint32_t)tab + KAP_FADT_X_FIRMWARE_CTRL, 8);
+		ok = ok && loader_checksum(f, tables_file, (uint32_t)tab + 9, (uint32_t)tab,
+					   get_le32(b + tab + 4));
+	}
+	ok = ok && loader_checksum(f, tables_file, (uint32_t)xsdt + 9, (uint32_t)xsdt, xlen);
+	if (!ok)
+		return kap_error_plain(err, E2BIG, "fw_cfg: ACPI: more than %d loader commands",
+				       LOADER_MAX);
+	set(f, FW_CFG_FILE_FIRST + FILE_ACPI_RSDP, f->rsdp, RSDP_LEN);
+	set(f, FW_CFG_FILE_FIRST + FILE_ACPI_TABLES, f->acpi_tables, n);
+	set(f, FW_CFG_FILE_FIRST + FILE_TABLE_LOADER, f->loader, f->nloader * sizeof(f->loader[0]));
+	return 0;
 }
 
 static int fw_cfg_build(struct kap_fw_cfg *f, struct kapsel_error **err)
@@ -202,14 +356,36 @@ static int fw_cfg_build(struct kap_fw_cfg *f, struct kapsel_error **err)
 	}
 	set(f, FW_CFG_FILE_FIRST + FILE_E820, f->e820, ne * sizeof(f->e820[0]));
 
-	static const char *const names[NFILES] = {[FILE_E820] = "etc/e820"};
-	f->dir.count = htobe32(NFILES);
-	for (unsigned int i = 0; i < NFILES; i++) {
-		f->dir.e[i].size = htobe32(f->items[FW_CFG_FILE_FIRST + i].len);
-		f->dir.e[i].select = htobe16((uint16_t)(FW_CFG_FILE_FIRST + i));
-		strncpy(f->dir.e[i].name, names[i], sizeof(f->dir.e[i].name) - 1);
+	/*
+	 * etc/sercon-port (firmware boot only): SeaBIOS's serial console (src/sercon.c) on COM1,
+	 * so a VGA-less machine shows what the firmware and a boot loader print through int 10h.
+	 */
+	if (c->firmware) {
+		uint16_t port = htole16(KAP_SERIAL_PORT);
+		memcpy(f->sercon, &port, 2);
+		set(f, FW_CFG_FILE_FIRST + FILE_SERCON, f->sercon, 2);
+		if ((r = fw_cfg_acpi(f, err)) < 0)
+			return r;
 	}
-	set(f, FW_CFG_FILE_DIR, &f->dir, sizeof(f->dir));
+
+	static const char *const names[NFILES] = {
+	    [FILE_E820] = "etc/e820",
+	    [FILE_SERCON] = "etc/sercon-port",
+	    [FILE_ACPI_RSDP] = rsdp_file,
+	    [FILE_ACPI_TABLES] = tables_file,
+	    [FILE_TABLE_LOADER] = "etc/table-loader",
+	};
+	uint32_t nfiles = 0;
+	for (unsigned int i = 0; i < NFILES; i++) {
+		if (!f->items[FW_CFG_FILE_FIRST + i].len)
+			continue;
+		struct file_entry *e = &f->dir.e[nfiles++];
+		e->size = htobe32(f->items[FW_CFG_FILE_FIRST + i].len);
+		e->select = htobe16((uint16_t)(FW_CFG_FILE_FIRST + i));
+		strncpy(e->name, names[i], sizeof(e->name) - 1);
+	}
+	f->dir.count = htobe32(nfiles);
+	set(f, FW_CFG_FILE_DIR, &f->dir, sizeof(f->dir.count) + nfiles * sizeof(f->dir.e[0]));
 	return 0;
 }
 

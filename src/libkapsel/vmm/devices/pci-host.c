@@ -6,6 +6,13 @@
  * pci_sanity_check looks for before it trusts mechanism #1); the virtio functions sit in the
  * slots above it. Absent functions read as all ones, so enumeration stops there.
  *
+ * Under firmware (--firmware, kap_pci_host_i440fx) the bridge calls itself QEMU's i440FX
+ * (8086:1237 revision 2, subsystem 1af4:1100), which is what firmware looks for: SeaBIOS's
+ * qemu_detect (src/fw/paravirt.c) checks the subsystem ids, and make_bios_writable
+ * (src/fw/shadow.c) the device id before it sets the PAM registers (0x59-0x5f, Intel 440FX
+ * datasheet §3.2.18) to make 0xC0000-0xFFFFF read/write. That region is RAM in kapsel
+ * (x86/boot-firmware.c), so the PAM bytes are only stored and read back.
+ *
  * The bridge also owns the BAR window (KAP_PCI_MMIO_BASE, one bus range registered before
  * the vCPUs start) and sends each access to the function whose BAR decodes it now, so a
  * guest that moves a BAR needs no change to the buses.
@@ -16,6 +23,9 @@
 #include "vmm/virtio/pci.h"
 
 #define CONFIG_ENABLE 0x80000000u
+/* i440FX PAM0-PAM6: two 2-bit fields (read enable, write enable) per byte. */
+#define PAM_FIRST 0x59
+#define PAM_LAST  0x5f
 
 void kap_pci_host_init(struct kap_pci_host *h)
 {
@@ -27,6 +37,15 @@ void kap_pci_host_init(struct kap_pci_host *h)
 	h->self[PCI_CLASS_DEVICE] = 0x00;
 	h->self[PCI_CLASS_DEVICE + 1] = 0x06; /* host bridge */
 	h->self[PCI_HEADER_TYPE] = PCI_HEADER_TYPE_NORMAL;
+}
+
+void kap_pci_host_i440fx(struct kap_pci_host *h)
+{
+	uint16_t ids[2] = {0x8086, 0x1237}, sub[2] = {0x1af4, 0x1100};
+	memcpy(h->self, ids, sizeof(ids));
+	memcpy(h->self + PCI_SUBSYSTEM_VENDOR_ID, sub, sizeof(sub));
+	h->self[PCI_REVISION_ID] = 0x02;
+	h->pam = true;
 }
 
 void kap_pci_host_destroy(struct kap_pci_host *h)
@@ -89,9 +108,12 @@ static void cfg_port_write(void *opaque, uint64_t off, const void *data, unsigne
 		bool self;
 		struct kap_pci_func *f = selected(h, &self);
 		uint32_t reg = (h->config_address & 0xfc) + (uint32_t)(off - 4);
-		/* The bridge's own header is read-only. */
+		/* The bridge's own header is read-only but for the PAM registers. */
 		if (f && !self)
 			f->cfg_write(f->opaque, reg, data, len);
+		for (unsigned int i = 0; self && h->pam && i < len; i++)
+			if (reg + i >= PAM_FIRST && reg + i <= PAM_LAST)
+				h->self[reg + i] = ((const uint8_t *)data)[i] & 0x33;
 	}
 	pthread_mutex_unlock(&h->lock);
 }

@@ -3,8 +3,12 @@
  * MC146818 CMOS RTC: index port 0x70 (bit 7 is the NMI mask), data port 0x71. Time of day
  * comes from the host clock at each read (UTC), in BCD or binary and 12/24 h as register B
  * asks; UIP is never set because the value is always consistent. Registers 0x0e-0x7f are
- * 114 bytes of battery-backed RAM; 0x30/0x31 and 0x34/0x35 hold the memory sizes BIOS-era
- * software reads. No alarm or periodic interrupt.
+ * 114 bytes of battery-backed RAM holding what a BIOS reads there, at the offsets QEMU's pc
+ * machine uses (hw/i386/pc.c pc_cmos_init; SeaBIOS src/hw/rtc.h): the memory sizes (0x17/0x18
+ * and 0x30/0x31: KiB above 1 MiB; 0x34/0x35: 64 KiB units above 16 MiB; 0x5b-0x5d: 64 KiB units
+ * above 4 GiB), the CPU count less one (0x5f; SeaBIOS waits for that many APs), and the boot
+ * order (0x3d: hard disk first; 0x38 bit 0: no floppy signature check). No alarm or periodic
+ * interrupt.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -66,6 +70,15 @@ struct kap_rtc *kap_rtc_new(struct kap_vm *vm)
 		above16 = 0xffff;
 	r->ram[0x34] = (uint8_t)above16;
 	r->ram[0x35] = (uint8_t)(above16 >> 8);
+	uint64_t above4g = (vm->mem.size - low) >> 16;
+	if (above4g > 0xffffff)
+		above4g = 0xffffff;
+	r->ram[0x5b] = (uint8_t)above4g;
+	r->ram[0x5c] = (uint8_t)(above4g >> 8);
+	r->ram[0x5d] = (uint8_t)(above4g >> 16);
+	r->ram[0x5f] = (uint8_t)(vm->ncpus ? vm->ncpus - 1 : 0);
+	r->ram[0x3d] = 0x02;
+	r->ram[0x38] = 0x01;
 	return r;
 }
 

@@ -21,9 +21,13 @@
 #define KAP_PCI_CONFIG_SIZE    256
 /* Slot 0 is the host bridge; virtio functions take slots 1.. in device order. */
 #define KAP_PCI_MAX_SLOTS 32
-/* The window BARs live in (the DSDT's PCI0 _CRS); the VMM assigns them there at boot. */
+/*
+ * The window BARs live in (the DSDT's PCI0 _CRS); the VMM assigns them at its bottom at boot.
+ * It ends at the IOAPIC, as QEMU's pc machine's does, because firmware (SeaBIOS
+ * src/fw/pciinit.c pci_bios_init_root_regions_mem) assigns BARs downwards from 0xFEC00000.
+ */
 #define KAP_PCI_MMIO_BASE 0xE0000000ULL
-#define KAP_PCI_MMIO_SIZE 0x10000000ULL
+#define KAP_PCI_MMIO_SIZE 0x1EC00000ULL
 /* INTx: slot s pin A is GSI KAP_PCI_INTX_GSI + (s - 1) % 8 (IOAPIC pins 16-23). */
 #define KAP_PCI_INTX_GSI 16
 /* KVM GSIs above the IOAPIC's 24 pins carry MSI routes. */
@@ -45,13 +49,16 @@ struct kap_pci_host {
 	pthread_mutex_t lock;
 	uint32_t config_address; /* the last dword written to 0xCF8 */
 	struct kap_pci_func *slot[KAP_PCI_MAX_SLOTS];
-	uint8_t self[64]; /* the bridge's own header (00:00.0) */
+	uint8_t self[KAP_PCI_CONFIG_SIZE]; /* the bridge's own configuration space (00:00.0) */
+	bool pam;			   /* i440FX: PAM0-PAM6 (0x59-0x5f) are writable */
 };
 
 extern const struct kap_dev_ops kap_pci_host_cfg_ops;  /* ports 0xCF8-0xCFF */
 extern const struct kap_dev_ops kap_pci_host_mmio_ops; /* the BAR window */
 void kap_pci_host_init(struct kap_pci_host *h);
 void kap_pci_host_destroy(struct kap_pci_host *h);
+/* For firmware: QEMU's i440FX ids and its PAM registers (devices/pci-host.c). */
+void kap_pci_host_i440fx(struct kap_pci_host *h);
 /* Registers the ports and the BAR window on vm's buses. */
 int kap_pci_host_attach(struct kap_pci_host *h, struct kap_vm *vm, struct kapsel_error **err);
 

@@ -123,6 +123,23 @@ int kap_boot_bzimage_params(struct kap_vm *vm, const struct kap_boot_image *img,
 			    const uint8_t *kernel, uint64_t cmdline_gpa, uint64_t initrd_gpa,
 			    uint64_t initrd_len, struct kap_boot_entry *entry,
 			    struct kapsel_error **err);
+/*
+ * Firmware boot (boot-firmware.c): a BIOS image of 64, 128 or 256 KiB, copied into private
+ * memory (*rom, *len: munmap them), then mapped read-only below 4 GiB with its last 128 KiB
+ * also in RAM at 0xE0000 (KAP_FIRMWARE_MIN_RAM of RAM at least).
+ */
+#define KAP_FIRMWARE_MIN     0x10000
+#define KAP_FIRMWARE_MAX     0x40000
+#define KAP_FIRMWARE_MIN_RAM (16ULL << 20)
+int kap_firmware_read(const char *path, uint8_t **rom, size_t *len, struct kapsel_error **err);
+int kap_firmware_load(struct kap_vm *vm, uint8_t *rom, size_t len, struct kapsel_error **err);
+/* QEMU's isa-debugcon at 0x402, where SeaBIOS logs: writes go to path (NULL: dropped). */
+#define KAP_DEBUGCON_PORT 0x402
+struct kap_debugcon;
+extern const struct kap_dev_ops kap_debugcon_ops;
+int kap_debugcon_new(const char *path, struct kap_debugcon **out, struct kapsel_error **err);
+void kap_debugcon_free(struct kap_debugcon *d);
+
 /* Writes the boot GDT and, for long mode, the identity page tables (regs.c). */
 int kap_x86_write_boot_tables(struct kap_vm *vm, bool long_mode, uint64_t base,
 			      struct kapsel_error **err);
