@@ -590,6 +590,38 @@ static void test_read_only(void **state)
 	assert_int_equal(st.st_size, 4);
 }
 
+/* CREATE of a name that exists (no O_EXCL) opens it; only what it made gets a new owner. */
+static void test_create_existing_keeps_owner(void **state)
+{
+	struct fx *f = *state;
+	if (geteuid() != 0)
+		skip();
+	init(f);
+	char p[160];
+	host_path(f, p, sizeof(p), "theirs");
+	int fd = open(p, O_CREAT | O_WRONLY, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keep", 4), 4);
+	assert_int_equal(fchown(fd, 1234, 1234), 0);
+	close(fd);
+	uint64_t node, fh;
+	assert_int_equal(create(f, FUSE_ROOT_ID, "theirs", &node, &fh), 0);
+	struct stat st;
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_uid, 1234);
+	assert_int_equal(st.st_gid, 1234);
+	assert_int_equal(st.st_size, 4);
+	/* O_EXCL keeps its meaning. */
+	struct fuse_create_in in = {.flags = O_RDWR | O_EXCL, .mode = S_IFREG | 0644};
+	assert_int_equal(sendv(f, FUSE_CREATE, FUSE_ROOT_ID, &in, sizeof(in), "theirs", 7),
+			 -EEXIST);
+	/* A new file is the requester's (the test's own uid here). */
+	assert_int_equal(create(f, FUSE_ROOT_ID, "mine", &node, &fh), 0);
+	host_path(f, p, sizeof(p), "mine");
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_uid, getuid());
+}
+
 static void test_open_errors(void **state)
 {
 	struct fx *f = *state;
@@ -616,6 +648,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_special_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_create_existing_keeps_owner, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

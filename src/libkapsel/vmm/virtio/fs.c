@@ -310,9 +310,9 @@ static void set_owner(const struct node *n, const struct fuse_in_header *h)
 			  strerror(errno));
 }
 
-/* After a creating call: the entry reply for name, owned by the requester. */
+/* After a creating call: the entry reply for name; what was made gets the requester as owner. */
 static int created(struct kap_fs *fs, const struct node *parent, const char *name,
-		   const struct fuse_in_header *h, uint8_t *res, size_t rcap)
+		   const struct fuse_in_header *h, bool made, uint8_t *res, size_t rcap)
 {
 	struct fuse_entry_out e;
 	struct node *n;
@@ -321,11 +321,13 @@ static int created(struct kap_fs *fs, const struct node *parent, const char *nam
 	int r = lookup_at(fs, parent->fd, name, &e, &n);
 	if (r < 0)
 		return r;
-	set_owner(n, h);
-	/* The attributes before the chown would be stale: read them again. */
-	struct stat st;
-	if (stat_node(n, &st) == 0)
-		fill_attr(&e.attr, &st);
+	if (made) {
+		set_owner(n, h);
+		/* The attributes before the chown would be stale: read them again. */
+		struct stat st;
+		if (stat_node(n, &st) == 0)
+			fill_attr(&e.attr, &st);
+	}
 	memcpy(res, &e, sizeof(e));
 	return sizeof(e);
 }
@@ -557,13 +559,21 @@ static int op_create(struct kap_fs *fs, struct req *r)
 	} out = {0};
 	if (r->rcap < sizeof(out))
 		return -EINVAL;
-	/* Beneath the parent, never through a symlink: an existing one fails with ELOOP. */
-	int fd = kap_openat2(r->n->fd, name,
-			     (uint64_t)(open_flags(in.flags) | O_CREAT | O_NOFOLLOW | O_CLOEXEC),
-			     in.mode & 07777, RESOLVE);
+	/*
+	 * Beneath the parent, never through a symlink: an existing one fails with ELOOP. O_EXCL
+	 * first, so that only a file this call made changes owner; without the guest's O_EXCL an
+	 * existing file is then opened as it is.
+	 */
+	uint64_t flags = (uint64_t)(open_flags(in.flags) | O_NOFOLLOW | O_CLOEXEC);
+	bool made = true;
+	int fd = kap_openat2(r->n->fd, name, flags | O_CREAT | O_EXCL, in.mode & 07777, RESOLVE);
+	if (fd < 0 && errno == EEXIST && !(in.flags & O_EXCL)) {
+		made = false;
+		fd = kap_openat2(r->n->fd, name, flags, 0, RESOLVE);
+	}
 	if (fd < 0)
 		return -errno;
-	if ((rc = created(fs, r->n, name, r->h, (uint8_t *)&out.e, sizeof(out.e))) < 0) {
+	if ((rc = created(fs, r->n, name, r->h, made, (uint8_t *)&out.e, sizeof(out.e))) < 0) {
 		close(fd);
 		return rc;
 	}
@@ -719,7 +729,7 @@ static int op_mkdir(struct kap_fs *fs, struct req *r)
 		return -EROFS;
 	if (mkdirat(r->n->fd, name, in.mode & 07777) < 0)
 		return -errno;
-	return created(fs, r->n, name, r->h, r->res, r->rcap);
+	return created(fs, r->n, name, r->h, true, r->res, r->rcap);
 }
 
 static int op_mknod(struct kap_fs *fs, struct req *r)
@@ -739,7 +749,7 @@ static int op_mknod(struct kap_fs *fs, struct req *r)
 		return -EPERM;
 	if (mknodat(r->n->fd, name, type | (in.mode & 07777), 0) < 0)
 		return -errno;
-	return created(fs, r->n, name, r->h, r->res, r->rcap);
+	return created(fs, r->n, name, r->h, true, r->res, r->rcap);
 }
 
 static int op_symlink(struct kap_fs *fs, struct req *r)
@@ -760,7 +770,7 @@ static int op_symlink(struct kap_fs *fs, struct req *r)
 		return -EROFS;
 	if (symlinkat((const char *)p, r->n->fd, name) < 0)
 		return -errno;
-	return created(fs, r->n, name, r->h, r->res, r->rcap);
+	return created(fs, r->n, name, r->h, true, r->res, r->rcap);
 }
 
 static int op_readlink(struct req *r)
