@@ -6,7 +6,8 @@
  * would and prints each error the device returns, for test_vm_virtiofs.py to check:
  *   ".." and "/etc/passwd" as names, a lookup through the symlink "etc" (to /etc), OPEN and
  *   READLINK of that symlink, a node id never issued, a READ larger than the reply buffer, a
- *   header whose length exceeds its buffer, an unknown opcode.
+ *   header whose length exceeds its buffer, an unknown opcode; and a FORGET on the hiprio
+ *   queue, after which the forgotten node id is stale.
  * The share must hold hello.txt and the symlink etc -> /etc.
  */
 #pragma once
@@ -199,6 +200,24 @@ static void test_virtiofs(void)
 	fs_report("header beyond buffer",
 		  fs_send(FUSE_LOOKUP, 1, fs_name("hello.txt"), 4096, 0, sizeof(fs_rsp)));
 	fs_report("unknown opcode", fs_send(4242, 1, 0, 0, 0, sizeof(fs_rsp)));
+	/*
+	 * FORGET goes on the hiprio queue (0) with no writable buffer, as Linux sends it; "etc"
+	 * was looked up once, so one forget ends its node id.
+	 */
+	static struct {
+		struct fuse_in_hdr h;
+		uint64_t nlookup;
+	} forget __attribute__((aligned(16)));
+	forget.h.len = sizeof(forget);
+	forget.h.opcode = 2; /* FUSE_FORGET */
+	forget.h.unique = ++fs_unique;
+	forget.h.nodeid = link;
+	forget.nlookup = 1;
+	vq_give(fs_base, &fs_hq, 0, 0, &forget, sizeof(forget), 0);
+	uint32_t flen;
+	CHECK(vq_take(fs_base, &fs_hq, &flen, 5000) == 0, "virtiofs: forget not returned");
+	CHECK(flen == 0, "virtiofs: forget got a reply");
+	fs_report("readlink forgotten node", fs_send(FUSE_READLINK, link, 0, 0, 0, sizeof(fs_rsp)));
 	/* Still serving after all that. */
 	CHECK(fs_lookup(1, "hello.txt", &node, &mode) == 0, "virtiofs: lookup after abuse failed");
 	puts_("virtiofs ok\n");

@@ -535,6 +535,40 @@ static void test_ids(void **state)
 	assert_int_equal(kap_fs_handles(f->fs), 0);
 }
 
+/*
+ * The kernel sends FORGET on the hiprio queue with no writable buffer at all (virtio_fs.c,
+ * virtio_fs_send_forget): it must still be served, while any other request without room for
+ * a reply header is dropped before it has effects.
+ */
+static void test_forget_without_reply_buffer(void **state)
+{
+	struct fx *f = *state;
+	init(f);
+	uint64_t node, fh;
+	assert_int_equal(create(f, FUSE_ROOT_ID, "f", &node, &fh), 0);
+	assert_int_equal(kap_fs_nodes(f->fs), 2);
+	struct {
+		struct fuse_in_header h;
+		struct fuse_forget_in a;
+	} fg = {.h = {.len = sizeof(fg), .opcode = FUSE_FORGET, .unique = 99, .nodeid = node},
+		.a = {.nlookup = 1}};
+	assert_int_equal(kap_fs_handle(f->fs, &fg, sizeof(fg), f->out, 0), 0);
+	assert_int_equal(kap_fs_nodes(f->fs), 1);
+	/* A CREATE without reply room makes nothing. */
+	struct {
+		struct fuse_in_header h;
+		struct fuse_create_in a;
+		char name[4];
+	} cr = {.h = {.len = sizeof(cr), .opcode = FUSE_CREATE, .unique = 100, .nodeid = 1},
+		.a = {.flags = O_RDWR, .mode = S_IFREG | 0644},
+		.name = "new"};
+	assert_int_equal(kap_fs_handle(f->fs, &cr, sizeof(cr), f->out, 8), 0);
+	char p[160];
+	host_path(f, p, sizeof(p), "new");
+	assert_int_equal(access(p, F_OK), -1);
+	assert_int_equal(kap_fs_handles(f->fs), 1);
+}
+
 static void test_special_files(void **state)
 {
 	struct fx *f = *state;
@@ -646,6 +680,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_symlink_outside, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lengths, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forget_without_reply_buffer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_special_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create_existing_keeps_owner, setup, teardown),

@@ -1050,14 +1050,20 @@ size_t kap_fs_handle(struct kap_fs *fs, const void *in, size_t inlen, void *out,
 		/* The header's length must lie inside what the driver's buffers held. */
 		size_t len = h.len;
 		size_t ext = (size_t)h.total_extlen * 8;
-		if (len < sizeof(h) || len > inlen || ext > len - sizeof(h) || outcap < sizeof(o)) {
+		/*
+		 * FORGET comes on the hiprio queue without a writable buffer (it has no reply);
+		 * any other request without room for a reply header is dropped unserved.
+		 */
+		bool no_reply = h.opcode == FUSE_FORGET || h.opcode == FUSE_BATCH_FORGET;
+		if (len < sizeof(h) || len > inlen || ext > len - sizeof(h) ||
+		    (outcap < sizeof(o) && !no_reply)) {
 			rc = -EINVAL;
 		} else {
 			struct req r = {.h = &h,
 					.arg = (const uint8_t *)in + sizeof(h),
 					.alen = len - sizeof(h) - ext,
 					.res = (uint8_t *)out + sizeof(o),
-					.rcap = outcap - sizeof(o)};
+					.rcap = outcap < sizeof(o) ? 0 : outcap - sizeof(o)};
 			rc = dispatch(fs, &r);
 		}
 	}
