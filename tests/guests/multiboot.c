@@ -1103,7 +1103,7 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 	if (streq(test, "vsock"))
 		test_vsock(cmdline);
 	if (streq(test, "virtiofs"))
-		test_virtiofs();
+		test_virtiofs(cmdline);
 	if (streq(test, "count"))
 		test_count();
 	if (streq(test, "fwcfg"))

@@ -33,10 +33,11 @@ def guest_lines(out):
             for line in out.splitlines() if line.startswith("virtiofs: ") and " = " in line}
 
 
-@pytest.mark.parametrize("ro", [False, True])
-def test_guest_reads_share_and_hostile_requests_fail(share, tmp_path, ro):
+@pytest.mark.parametrize("transport,ro", [("mmio", False), ("mmio", True), ("pci", False)])
+def test_guest_reads_share_and_hostile_requests_fail(share, tmp_path, transport, ro):
     spec = f"tag=share0,path={share}" + (",ro" if ro else "")
-    r = mb("virtiofs", "--transport", "mmio", "--fs", spec, timeout=120)
+    r = mb(f"virtiofs transport={transport}", "--transport", transport, "--fs", spec,
+           timeout=120)
     assert r.returncode == PASS, r.stdout + r.stderr
     out = r.stdout
     assert "virtiofs: tag share0, request queues 1" in out
