@@ -255,7 +255,7 @@ static void inputs_free(struct kap_vm_inputs *in)
 static int check_devices(const struct kapsel_vm_config *c, struct kapsel_error **err)
 {
 	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
-			 (c->vsock_path ? 1 : 0) + (c->balloon.enabled ? 1 : 0);
+			 (c->vsock_path ? 1 : 0) + c->nfs + (c->balloon.enabled ? 1 : 0);
 	if (n > KAP_VIRTIO_MMIO_MAX)
 		return kap_error_plain(err, E2BIG, "at most %d virtio devices",
 				       KAP_VIRTIO_MMIO_MAX);
@@ -424,7 +424,8 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 }
 
 /*
- * The k-th of the devices that follow disks and rng: network cards, console, vsock, balloon.
+ * The k-th of the I/O devices that follow disks and rng: network cards, console, vsock,
+ * virtio-fs shares, balloon.
  */
 static int create_virtio_io(struct kap_vm *vm, unsigned int k, struct kap_virtio_dev *d,
 			    struct kapsel_error **err)
@@ -432,10 +433,13 @@ static int create_virtio_io(struct kap_vm *vm, unsigned int k, struct kap_virtio
 	const struct kapsel_vm_config *c = vm->cfg;
 	if (k < c->nnets)
 		return kap_virtio_net_new(d, &c->nets[k], &vm->mem, err);
-	if (c->virtio_console && k == c->nnets)
+	k -= c->nnets;
+	if (c->virtio_console && k-- == 0)
 		return kap_virtio_console_new(d, &vm->console, &vm->mem, err);
-	if (c->vsock_path && k == c->nnets + (c->virtio_console ? 1 : 0))
+	if (c->vsock_path && k-- == 0)
 		return kap_virtio_vsock_new(d, c->vsock_cid, c->vsock_path, &vm->mem, err);
+	if (k < c->nfs)
+		return kap_virtio_fs_new(d, &c->fs[k], &vm->mem, err);
 	return kap_virtio_balloon_new(d, &c->balloon, &vm->mem, c->mem_hugepages, err);
 }
 
@@ -479,14 +483,14 @@ static int attach_transport(struct kap_vm *vm, struct kap_virtio_slot *s, unsign
 
 /*
  * The virtio devices of the config, in this order: disks, rng, network cards, console, vsock,
- * balloon.
+ * virtio-fs shares, balloon.
  * Opens every backing file, tap and socket.
  */
 static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
 	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
-			 (c->vsock_path ? 1 : 0) + (c->balloon.enabled ? 1 : 0);
+			 (c->vsock_path ? 1 : 0) + c->nfs + (c->balloon.enabled ? 1 : 0);
 	if (n == 0)
 		return 0;
 	vm->virtio = calloc(n, sizeof(*vm->virtio));
@@ -812,7 +816,8 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 		return kap_error_plain(err, EINVAL,
 				       "vm run: --incoming and a restore exclude each other");
 	/* As snapshots (snapshot.c): device state does not travel yet. */
-	if (c->incoming && (c->ndisks || c->nnets || c->rng || c->virtio_console || c->vsock_path))
+	if (c->incoming && (c->ndisks || c->nnets || c->rng || c->virtio_console || c->vsock_path ||
+			    c->nfs || c->balloon.enabled))
 		return kap_error_plain(err, EOPNOTSUPP,
 				       "vm run --incoming: VMs with virtio devices cannot be "
 				       "migrated yet");
