@@ -126,6 +126,7 @@ enum {
 static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create, cmd_vm_ls,
     cmd_vm_inspect, cmd_vm_pause, cmd_vm_resume, cmd_vm_stop, cmd_vm_snapshot, cmd_vm_restore;
 static const struct cli_command cmd_vm_balloon;
+static const struct cli_command cmd_vm_wake;
 static const struct cli_command cmd_vm_migrate;
 
 static int set_str(char **field, const char *v)
@@ -630,6 +631,18 @@ static int vm_resume(const struct cli_globals *g, int argc, char **argv)
 	return vm_pause_resume(&cmd_vm_resume, g, argc, argv, false);
 }
 
+/* ACPI S3: the guest suspended itself; PUT /actions Wakeup (QEMU's system_wakeup). */
+static int vm_wake(const struct cli_globals *g, int argc, char **argv)
+{
+	int c;
+	while ((c = cli_getopt_cmd(&cmd_vm_wake, argc, argv)) != -1)
+		return cli_opt_status(c);
+	if (!cli_nargs(&cmd_vm_wake, argc - optind, 1, 1, "NAME"))
+		return 1;
+	return vm_request(g, "wake", argv[optind], "PUT", "/actions",
+			  "{\"action_type\":\"Wakeup\"}");
+}
+
 /* s as a JSON string, quotes included (RFC 8259 §7). */
 static char *json_quote(const char *s)
 {
@@ -1085,6 +1098,7 @@ static const char vm_usage[] =
     "  inspect NAME            describe a running VM (its API's GET /)\n"
     "  pause NAME              pause a VM's vCPUs (its clock stops too)\n"
     "  resume NAME             resume a paused VM\n"
+    "  wake NAME               wake a VM whose guest suspended to RAM (ACPI S3)\n"
     "  stop [--force] NAME     stop a VM (--force: kill its VMM)\n"
     "  balloon NAME [SIZE]     show or set how much RAM the VM's balloon takes back\n"
     "  migrate NAME DEST       live-migrate a VM to a 'vm run --incoming DEST'\n"
@@ -1176,6 +1190,17 @@ static const struct cli_command cmd_vm_resume = {
     .summary = "resume a paused VM",
     .run = vm_resume,
     .usage = "Usage: kapsel vm resume NAME\n",
+    .shortopts = "h",
+    .options = name_only_options,
+};
+static const struct cli_command cmd_vm_wake = {
+    .name = "vm wake",
+    .summary = "wake a VM whose guest suspended to RAM",
+    .run = vm_wake,
+    .usage = "Usage: kapsel vm wake NAME\n"
+	     "\n"
+	     "Wake VM NAME from ACPI S3 (the guest suspended itself; needs --acpi full): its\n"
+	     "vCPUs start again at the waking vector the guest left in the FACS.\n",
     .shortopts = "h",
     .options = name_only_options,
 };
@@ -1294,6 +1319,7 @@ const struct cli_command cmd_vm = {
 	    {"inspect", &cmd_vm_inspect},
 	    {"pause", &cmd_vm_pause},
 	    {"resume", &cmd_vm_resume},
+	    {"wake", &cmd_vm_wake},
 	    {"stop", &cmd_vm_stop},
 	    {"balloon", &cmd_vm_balloon},
 	    {"snapshot", &cmd_vm_snapshot},

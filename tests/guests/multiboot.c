@@ -39,6 +39,8 @@
  *             32, clipped to RAM), 16 pages per iteration, round and round: a guest whose
  *             working set keeps changing, for live migration's pre-copy rounds
  *   cpuid     prints the feature registers ("cpuid L.S R=HEX" lines) for --cpu-model tests
+ *   s3        --acpi full: suspend to RAM through \_S3 with a real-mode waking vector that
+ *             prints "s3 woke" and checks WAK_STS ("vector=N" sets another vector)
  *   acpifull  --acpi full: the FADT's FACS, PM1a and PM timer fields, the timer's rate against
  *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
  *   hyperv    the Hyper-V leaves and MSRs under --cpu-features hv-*: see test_hyperv
@@ -1090,6 +1092,63 @@ static void test_acpifull(void)
 	fail("still running after PM1a_CNT power-off");
 }
 
+/*
+ * The OS's waking vector for test=s3 (16-bit real mode, at S3_VECTOR = CS 0x1000, IP 0): prints
+ * "s3 woke" on COM1, then checks PM1a_STS's WAK_STS (port 0x60c, bit 15): PASS when set,
+ * FAIL when not, through the debug-exit port.
+ */
+#define S3_VECTOR 0x10000u
+static const uint8_t s3_stub[] = {
+    0x8c, 0xc8,			      /*  0 mov ax, cs */
+    0x8e, 0xd8,			      /*  2 mov ds, ax */
+    0xbe, 0x33, 0x00,		      /*  4 mov si, msg (51) */
+    0xba, 0xf8, 0x03,		      /*  7 mov dx, 0x3f8 */
+    0xac,			      /* 10 lodsb */
+    0x84, 0xc0,			      /* 11 test al, al */
+    0x74, 0x03,			      /* 13 jz 18 */
+    0xee,			      /* 15 out dx, al */
+    0xeb, 0xf8,			      /* 16 jmp 10 */
+    0xba, 0x0c, 0x06,		      /* 18 mov dx, 0x60c */
+    0xed,			      /* 21 in ax, dx */
+    0xa9, 0x00, 0x80,		      /* 22 test ax, 0x8000 */
+    0x74, 0x0c,			      /* 25 jz 39 */
+    0xba, 0xf4, 0x00,		      /* 27 mov dx, DEBUG_EXIT */
+    0x66, 0xb8, 0x2a, 0x00, 0x00, 0x00, /* 30 mov eax, PASS_CODE */
+    0x66, 0xef,			      /* 36 out dx, eax */
+    0xf4,			      /* 38 hlt */
+    0xba, 0xf4, 0x00,		      /* 39 mov dx, DEBUG_EXIT */
+    0x66, 0xb8, 0x01, 0x00, 0x00, 0x00, /* 42 mov eax, FAIL_CODE */
+    0x66, 0xef,			      /* 48 out dx, eax */
+    0xf4,			      /* 50 hlt */
+    's', '3', ' ', 'w', 'o', 'k', 'e', '\n', 0, /* 51 msg */
+};
+
+/* ACPI S3 (--acpi full): the waking vector in the FACS, \_S3's SLP_TYP into PM1a_CNT. */
+static void test_s3(void)
+{
+	const uint8_t *f = find_fadt();
+	CHECK(f, "acpi: no FADT");
+	uint8_t *facs = (uint8_t *)(uintptr_t)rd64(f + 132);
+	CHECK(facs && !memcmp_(facs, "FACS", 4), "s3: no FACS (needs --acpi full)");
+	const uint8_t *dsdt = phys(rd64(f + 140));
+	uint32_t s3 = 0xff;
+	for (uint32_t i = 36; i + 8 < rd32(dsdt + 4); i++)
+		if (!memcmp_(dsdt + i, "_S3_", 4) && dsdt[i + 4] == 0x12 && dsdt[i + 7] == 0x0a)
+			s3 = dsdt[i + 8];
+	CHECK(s3 != 0xff, "s3: no \\_S3 package in the DSDT");
+	uint8_t *stub = (uint8_t *)(uintptr_t)S3_VECTOR;
+	for (size_t i = 0; i < sizeof(s3_stub); i++)
+		stub[i] = s3_stub[i];
+	char v[16];
+	uint32_t vector = cmdline_get(cmdline, "vector", v, sizeof(v)) ? (uint32_t)atou(v)
+									 : S3_VECTOR;
+	__builtin_memcpy(facs + 12, &vector, 4); /* firmware_waking_vector */
+	uint32_t cnt = rd32(f + 64);
+	puts_("s3 suspending\n");
+	outw_((uint16_t)cnt, (uint16_t)((s3 << 10) | (1u << 13) | 1u));
+	fail("s3: still running after PM1a_CNT's SLP_EN");
+}
+
 void guest_main(uint32_t magic, const struct mb_info *mb);
 void guest_main(uint32_t magic, const struct mb_info *mb)
 {
@@ -1185,6 +1244,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_touch();
 	if (streq(test, "cpuid"))
 		test_cpuid();
+	if (streq(test, "s3"))
+		test_s3();
 	if (streq(test, "acpifull"))
 		test_acpifull();
 	if (streq(test, "hyperv"))

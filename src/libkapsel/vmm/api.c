@@ -136,7 +136,10 @@ static char *machine_json(struct kap_api *a)
 	char started[32];
 	format_time(vm->started_wall_s, started, sizeof(started));
 	kap_json_set(o, "id", kap_json_new_string(vm->cfg->name ? vm->cfg->name : ""));
-	kap_json_set(o, "state", kap_json_new_string(kap_vm_is_paused(vm) ? "Paused" : "Running"));
+	kap_json_set(o, "state",
+		     kap_json_new_string(kap_vm_is_suspended(vm) ? "Suspended"
+					 : kap_vm_is_paused(vm)	 ? "Paused"
+								 : "Running"));
 	kap_json_set(o, "vcpus", kap_json_new_int64(vm->ncpus));
 	kap_json_set(o, "mem_mib", kap_json_new_uint64(vm->mem.size >> 20));
 	kap_json_set(o, "kernel", kap_json_new_string(vm->cfg->kernel ? vm->cfg->kernel : ""));
@@ -221,6 +224,8 @@ static const char *one_string_member(const struct kap_http_request *req, const c
 /*
  * PUT /actions {"action_type": "Stop"}: ends the VM as SIGTERM does (the VMM tears down and
  * exits 143). The guest is not asked first: kapsel's machine has no ACPI power button yet.
+ * {"action_type": "Wakeup"}: wakes a guest that suspended to RAM (ACPI S3, pause.c), as QEMU's
+ * system_wakeup does.
  */
 static int put_actions(struct kap_api *a, const struct kap_http_request *req, char **out)
 {
@@ -228,9 +233,17 @@ static int put_actions(struct kap_api *a, const struct kap_http_request *req, ch
 	const char *act = one_string_member(req, "PUT /actions", "action_type", &j, out);
 	if (!act)
 		return 400;
+	if (!strcmp(act, "Wakeup")) {
+		cleanup_error struct kapsel_error *e = NULL;
+		if (kap_vm_wake(a->vm, &e) < 0) {
+			*out = fault_body("%s", e->msg);
+			return 400;
+		}
+		return 204;
+	}
 	if (strcmp(act, "Stop")) {
-		*out =
-		    fault_body("request body: action_type: unknown action \"%.64s\" (Stop)", act);
+		*out = fault_body(
+		    "request body: action_type: unknown action \"%.64s\" (Stop, Wakeup)", act);
 		return 400;
 	}
 	kap_info("vm: stopped through the API");

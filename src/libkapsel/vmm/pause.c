@@ -32,7 +32,11 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "vmm/devices/devices.h"
 #include "vmm/vmm.h"
+#include "vmm/x86/acpi.h"
+#include "vmm/x86/boot.h"
+#include "vmm/x86/x86.h"
 
 #define MSR_IA32_TSC 0x10
 
@@ -138,6 +142,10 @@ static void restore_clock(struct kap_vm *vm, const struct kap_vm_clock *c)
 int kap_vm_pause(struct kap_vm *vm, struct kapsel_error **err)
 {
 	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->suspended) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return kap_error_plain(err, EBUSY, "the VM is suspended (ACPI S3): wake it first");
+	}
 	if (vm->paused || atomic_load(&vm->pause_req)) {
 		pthread_mutex_unlock(&vm->pause_lock);
 		return kap_error_plain(err, EBUSY, "the VM is already paused");
@@ -176,6 +184,11 @@ int kap_vm_pause(struct kap_vm *vm, struct kapsel_error **err)
 int kap_vm_resume(struct kap_vm *vm, struct kapsel_error **err)
 {
 	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->suspended) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return kap_error_plain(
+		    err, EBUSY, "the VM is suspended (ACPI S3), not paused: wake it instead");
+	}
 	if (!vm->paused) {
 		pthread_mutex_unlock(&vm->pause_lock);
 		return kap_error_plain(err, EBUSY, "the VM is not paused");
@@ -197,4 +210,88 @@ int kap_vm_saved_clock(struct kap_vm *vm, struct kvm_clock_data *clock, uint64_t
 	*clock = vm->clock->clock;
 	*tsc = vm->clock->tsc;
 	return (vm->clock->have_clock ? 1 : 0) | (vm->clock->have_tsc ? 2 : 0);
+}
+
+/* ---- ACPI S3 ---- */
+
+bool kap_vm_is_suspended(struct kap_vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	bool s = vm->suspended;
+	pthread_mutex_unlock(&vm->pause_lock);
+	return s;
+}
+
+/*
+ * From the vCPU thread that wrote SLP_EN: it parks too once it is back at the top of its
+ * loop (the kick set its immediate_exit), after KVM has completed that OUT. Unlike a pause the
+ * clocks are not stopped: a sleeping machine's time goes on.
+ */
+void kap_vm_suspend(struct kap_vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	bool already = vm->suspended;
+	vm->suspended = true;
+	atomic_store(&vm->pause_req, true);
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (already)
+		return;
+	kap_info("vm: the guest suspended to RAM (ACPI S3); 'kapsel vm wake' resumes it");
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		kap_vcpu_kick(&vm->vcpus[i]);
+}
+
+/* The FACS kapsel built (x86/acpi.c: 64-byte aligned among the tables at KAP_ACPI_BASE). */
+static uint32_t waking_vector(struct kap_vm *vm)
+{
+	const uint8_t *t = kap_mem_ptr(&vm->mem, KAP_ACPI_BASE, KAP_ACPI_SIZE);
+	for (size_t off = 0; t && off + KAP_FACS_LENGTH <= KAP_ACPI_SIZE; off += 64) {
+		uint32_t len, vec;
+		memcpy(&len, t + off + 4, 4);
+		if (memcmp(t + off, "FACS", 4) || len != KAP_FACS_LENGTH)
+			continue;
+		memcpy(&vec, t + off + 12, 4); /* firmware_waking_vector (§5.2.10) */
+		return vec;
+	}
+	return 0;
+}
+
+int kap_vm_wake(struct kap_vm *vm, struct kapsel_error **err)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	if (!vm->suspended) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return kap_error_plain(err, EBUSY, "the VM is not suspended (ACPI S3)");
+	}
+	while (vm->parked < running_vcpus(vm) && !atomic_load(&vm->stop)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&vm->pause_cond, &vm->pause_lock, &ts);
+	}
+	int r = 0;
+	uint32_t vector = waking_vector(vm);
+	if (atomic_load(&vm->stop))
+		r = kap_error_plain(err, ESHUTDOWN, "the VM is shutting down");
+	else if (!vector || vector >= 0x100000)
+		r = kap_error_plain(err, EINVAL,
+				    "the guest left no waking vector below 1 MiB in its FACS "
+				    "(0x%x): it cannot resume",
+				    vector);
+	for (unsigned int i = 0; r == 0 && i < vm->ncpus; i++)
+		r = kap_x86_vcpu_wake(vm->vcpus[i].fd, vector, i == 0, err);
+	if (r == 0) {
+		kap_acpi_pm_woke(vm->acpi_pm);
+		vm->suspended = false;
+		vm->paused = false;
+		atomic_store(&vm->pause_req, false);
+		pthread_cond_broadcast(&vm->pause_cond);
+		kap_info("vm: woke from ACPI S3 at %04x:%04x", vector >> 4, vector & 0xf);
+	}
+	pthread_mutex_unlock(&vm->pause_lock);
+	return r;
 }

@@ -356,6 +356,8 @@ static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
 	    .pm_tmr_port = KAP_ACPI_PM_TMR_PORT,
 	    .sci_irq = KAP_ACPI_SCI_IRQ,
 	    .s5_slp_typ = KAP_ACPI_S5_SLP_TYP,
+	    /* Resume needs the FACS where kapsel put it: not under firmware, which moves it. */
+	    .s3_slp_typ = vm->cfg->acpi_full && !vm->cfg->firmware ? KAP_ACPI_S3_SLP_TYP : 0,
 	    .reset_port = KAP_I8042_COMMAND,
 	    .reset_value = 0xfe,
 	    .rtc_century_reg = 0x32,

@@ -287,6 +287,7 @@ struct kap_vm {
 	atomic_bool pause_req;
 	unsigned int parked;
 	bool paused;
+	bool suspended;		    /* ACPI S3 (pause.c): parked until kap_vm_wake */
 	struct kap_vm_clock *clock; /* saved while paused */
 	int64_t paused_at_ms, paused_total_ms;
 	int64_t started_ms;	/* monotonic, for uptime */
@@ -313,6 +314,14 @@ struct kap_vm {
 int kap_vm_pause(struct kap_vm *vm, struct kapsel_error **err);
 /* Restores the clock and lets the vCPUs run. -EBUSY when not paused. API thread only. */
 int kap_vm_resume(struct kap_vm *vm, struct kapsel_error **err);
+/*
+ * ACPI S3 (pause.c): the guest asked to sleep (PM1a_CNT, from its vCPU thread): every vCPU
+ * parks, RAM and devices stay as they are. kap_vm_wake starts the BSP at the FACS waking
+ * vector with WAK_STS set, the APs waiting for INIT/SIPI; the guest's clocks ran on.
+ */
+void kap_vm_suspend(struct kap_vm *vm);
+int kap_vm_wake(struct kap_vm *vm, struct kapsel_error **err);
+bool kap_vm_is_suspended(struct kap_vm *vm);
 /* Called by a vCPU thread that saw pause_req: waits until resumed or stopped. */
 void kap_vm_park(struct kap_vcpu *v);
 void kap_vm_pause_init(struct kap_vm *vm);

@@ -11,7 +11,9 @@
  * PM1a_EVT at 0x60c (status, write 1 to clear; enable). No fixed event raises the SCI: the
  * buttons are control methods (FADT flags) and the timer's overflow is not signalled.
  *
- * In both, only S5 is offered (no \_S1-\_S4): other SLP_TYP values are ignored.
+ * Sleep states: S5 in both; with full ACPI (and kapsel's own FACS, i.e. no --firmware) S3 too:
+ * SLP_TYP 1 parks the machine (pause.c kap_vm_suspend) until `vm wake`, which starts it at
+ * the FACS waking vector with WAK_STS set. Other SLP_TYP values are ignored.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +93,13 @@ static void full_write(struct kap_acpi_pm *p, uint64_t off, const uint8_t *data,
 		memcpy(&cnt, regs + cnt_off, 2);
 		if ((cnt & PM1_SLP_EN) && PM1_SLP_TYP(cnt) == KAP_ACPI_S5_SLP_TYP)
 			kap_vm_request_exit(p->vm, KAP_VM_POWEROFF, 0, NULL);
+		/* S3, offered by \_S3 when the FACS is kapsel's (vm.c): until the wake the
+		 * guest finds WAK_STS clear, as after entering a sleep state (§4.8.3.1.1). */
+		if ((cnt & PM1_SLP_EN) && PM1_SLP_TYP(cnt) == KAP_ACPI_S3_SLP_TYP &&
+		    !p->vm->cfg->firmware) {
+			p->pm1_sts &= (uint16_t)~PM1_WAK_STS;
+			kap_vm_suspend(p->vm);
+		}
 	}
 	/* Status bits are cleared by writing 1 (§4.8.3.1.1); enable bits are plain. */
 	for (uint64_t i = off; i < end; i++) {
@@ -126,6 +135,12 @@ static void acpi_pm_write(void *dev, uint64_t off, const void *data, unsigned in
 	uint8_t v = *(const uint8_t *)data;
 	if (off == 0 && (v & SLP_EN) && SLP_TYP(v) == KAP_ACPI_S5_SLP_TYP)
 		kap_vm_request_exit(p->vm, KAP_VM_POWEROFF, 0, NULL);
+}
+
+void kap_acpi_pm_woke(struct kap_acpi_pm *p)
+{
+	if (p)
+		p->pm1_sts |= PM1_WAK_STS;
 }
 
 const struct kap_dev_ops kap_acpi_pm_ops = {

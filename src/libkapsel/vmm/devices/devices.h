@@ -50,6 +50,8 @@ struct kap_hypercall *kap_hypercall_new(struct kap_vm *vm);
 #define KAP_ACPI_SLEEP_CONTROL_PORT 0x0608
 #define KAP_ACPI_SLEEP_STATUS_PORT  0x0609
 #define KAP_ACPI_S5_SLP_TYP	    5
+/* --acpi full without --firmware: \_S3 too; PM1a_CNT's SLP_TYP 1 suspends to RAM. */
+#define KAP_ACPI_S3_SLP_TYP 1
 /* --acpi full: PM1a control, PM timer, PM1a event at 0x604-0x60f (acpi-pm.c); SCI IRQ 9. */
 #define KAP_ACPI_PM_BASE       0x0604
 #define KAP_ACPI_PM_LEN	       12
@@ -60,6 +62,8 @@ struct kap_hypercall *kap_hypercall_new(struct kap_vm *vm);
 struct kap_acpi_pm;
 extern const struct kap_dev_ops kap_acpi_pm_ops;
 struct kap_acpi_pm *kap_acpi_pm_new(struct kap_vm *vm, bool full);
+/* The machine woke from S3: WAK_STS set again (pause.c kap_vm_wake). */
+void kap_acpi_pm_woke(struct kap_acpi_pm *p);
 
 /* pvpanic (pvpanic.c) at QEMU's port; the device is the struct kap_vm itself. */
 #define KAP_PVPANIC_PORT 0x505

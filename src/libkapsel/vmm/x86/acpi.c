@@ -320,6 +320,20 @@ static size_t build_dsdt(uint8_t *p, size_t cap, const struct kap_acpi_config *c
 	aml_integer(&a, 0);
 	aml_integer(&a, 0);
 	aml_pkg_end(&a, pkg);
+	/* \_S3 likewise, when suspend-to-RAM is offered (--acpi full; acpi-pm.c, pause.c). */
+	if (cfg->s3_slp_typ) {
+		aml_name(&a, "_S3_");
+		aml_byte(&a, 0x12); /* PackageOp */
+		pkg = aml_pkg_begin(&a);
+		aml_byte(&a, 4);
+		aml_byte(&a, 0x0a);
+		aml_byte(&a, cfg->s3_slp_typ);
+		aml_byte(&a, 0x0a);
+		aml_byte(&a, cfg->s3_slp_typ);
+		aml_integer(&a, 0);
+		aml_integer(&a, 0);
+		aml_pkg_end(&a, pkg);
+	}
 	*ovf = a.overflow;
 	if (a.overflow)
 		return 0;

@@ -40,6 +40,7 @@ struct kap_acpi_config {
 	uint64_t ioapic_addr, lapic_addr;
 	uint16_t sleep_control_port, sleep_status_port;
 	uint8_t s5_slp_typ;
+	uint8_t s3_slp_typ; /* 0: no \_S3 (no suspend-to-RAM offered) */
 	uint16_t reset_port;
 	uint8_t reset_value;
 	uint8_t rtc_century_reg;

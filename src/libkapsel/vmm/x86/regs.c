@@ -211,3 +211,39 @@ int kap_x86_vcpu_init(int fd, const struct kap_boot_entry *entry, bool bsp,
 		return kap_error(err, errno, "KVM_SET_REGS");
 	return 0;
 }
+
+int kap_x86_vcpu_wake(int fd, uint32_t vector, bool bsp, struct kapsel_error **err)
+{
+	if (!bsp) {
+		struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_INIT_RECEIVED};
+		if (ioctl(fd, KVM_SET_MP_STATE, &mp) < 0)
+			return kap_error(err, errno, "KVM_SET_MP_STATE (wake an AP)");
+		return 0;
+	}
+	struct kvm_sregs sregs;
+	if (ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
+		return kap_error(err, errno, "KVM_GET_SREGS");
+	/* SDM Vol. 3 §9.1.1: real-mode segments, 64 KiB limits, present and accessible. */
+	struct kvm_segment seg = {.limit = 0xffff, .type = 3, .present = 1, .s = 1};
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = seg;
+	sregs.cs = seg;
+	sregs.cs.type = 0xb;
+	sregs.cs.selector = (uint16_t)(vector >> 4);
+	sregs.cs.base = (uint64_t)(vector >> 4) << 4;
+	sregs.ldt = (struct kvm_segment){.limit = 0xffff, .type = 2, .present = 1};
+	sregs.tr = (struct kvm_segment){.limit = 0xffff, .type = 3, .present = 1};
+	sregs.gdt = (struct kvm_dtable){.limit = 0xffff};
+	sregs.idt = (struct kvm_dtable){.limit = 0xffff};
+	sregs.cr0 = 0x60000010; /* CD | NW | ET: the reset value */
+	sregs.cr2 = sregs.cr3 = sregs.cr4 = 0;
+	sregs.efer = 0;
+	if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0)
+		return kap_error(err, errno, "KVM_SET_SREGS (wake)");
+	struct kvm_regs regs = {.rip = vector & 0xf, .rflags = 2};
+	if (ioctl(fd, KVM_SET_REGS, &regs) < 0)
+		return kap_error(err, errno, "KVM_SET_REGS (wake)");
+	struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
+	if (ioctl(fd, KVM_SET_MP_STATE, &mp) < 0)
+		return kap_error(err, errno, "KVM_SET_MP_STATE (wake)");
+	return 0;
+}

@@ -8,6 +8,13 @@
 
 #include "vmm/x86/boot.h"
 
+/*
+ * A vCPU as the processor comes out of a sleep state into the OS's waking vector (ACPI 6.4
+ * §16.3.2, FACS firmware_waking_vector): real mode at CS:IP = (vector >> 4):(vector & 0xF),
+ * paging, protection and long mode off, the other registers at their reset values. APs wait
+ * for INIT/SIPI (bsp false).
+ */
+int kap_x86_vcpu_wake(int vcpu_fd, uint32_t vector, bool bsp, struct kapsel_error **err);
 /* Segment registers, control registers, GPRs, FPU, boot MSRs, LAPIC LINT0/LINT1. */
 int kap_x86_vcpu_init(int vcpu_fd, const struct kap_boot_entry *entry, bool bsp,
 		      struct kapsel_error **err);
