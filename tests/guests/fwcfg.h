@@ -183,6 +183,22 @@ static void test_fwcfg(const char *cmdline)
 	st = fwcfg_dma(0x0019u << 16 | 0x08 | 0x10, (uintptr_t)buf, 4);
 	CHECK(st & 1, "a DMA write was not refused");
 	puts_("fwcfg: dma ok\n");
+	/* The DSDT names the device as QEMU does (_HID "QEMU0002", IO 0x510, 12 ports), which is
+	 * how an OS finds it without probing. */
+	int found = 0;
+	for (uintptr_t a = 0xe0000; a < 0x100000 - 36 && !found; a += 4) {
+		const uint8_t *t = (const uint8_t *)a;
+		if (memcmp_(t, "DSDT", 4))
+			continue;
+		uint32_t len = *(const uint32_t *)(t + 4);
+		for (uint32_t i = 36; i + 20 < len && !found; i++)
+			if (!memcmp_(t + i, "QEMU0002", 8))
+				for (uint32_t k = i; k + 8 < len && k < i + 64 && !found; k++)
+					found =
+					    !memcmp_(t + k, "\x47\x01\x10\x05\x10\x05\x01\x0c", 8);
+	}
+	CHECK(found, "fw_cfg: no QEMU0002 device with IO 0x510/12 in the DSDT");
+	puts_("fwcfg: dsdt QEMU0002 io 0x510/12\n");
 	pass();
 }
 

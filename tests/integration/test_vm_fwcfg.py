@@ -31,6 +31,7 @@ def test_fwcfg_matches_the_machine(cpus, mem):
     assert r.returncode == PASS, r.stdout + r.stderr
     assert f"fwcfg: signature QEMU, cpus {cpus}, ram {mem} MiB" in r.stdout
     assert "fwcfg: file etc/e820\n" in r.stdout and "fwcfg: etc/e820 ok" in r.stdout
+    assert "fwcfg: dsdt QEMU0002 io 0x510/12" in r.stdout
 
 
 def test_fwcfg_kernel_initrd_cmdline(tmp_path):

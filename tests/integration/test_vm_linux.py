@@ -197,7 +197,7 @@ poweroff -f
     for t in ("APIC", "FACP", "DSDT"):
         assert t in tables, tables
     devs = re.search(r"ACPIDEVS (.*)", out).group(1)
-    for hid in ("PNP0501", "PNP0B00", "PNP0303", "QEMU0001"):
+    for hid in ("PNP0501", "PNP0B00", "PNP0303", "QEMU0001", "QEMU0002"):
         assert hid + ":" in devs, devs
     assert "unclaimed" not in r.stderr and "warning" not in r.stderr, r.stderr
 

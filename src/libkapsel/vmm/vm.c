@@ -325,6 +325,9 @@ static const struct kap_acpi_device acpi_devices[] = {
     {"RTC_", "PNP0B00", 0, false, KAP_RTC_PORT, 2, 0, 0, 8},
     {"PS2K", "PNP0303", 0, false, KAP_I8042_DATA, 1, KAP_I8042_COMMAND, 1, 1},
     {"PEVT", "QEMU0001", 0, false, KAP_PVPANIC_PORT, 1, 0, 0, -1},
+    /* fw_cfg as QEMU describes it: Linux's qemu_fw_cfg driver binds to QEMU0002 and then
+     * offers the files under /sys/firmware/qemu_fw_cfg (selector, data and DMA: 12 ports). */
+    {"FWCF", "QEMU0002", 0, false, KAP_FW_CFG_PORT, 12, 0, 0, -1},
 };
 
 static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
