@@ -67,6 +67,10 @@ static const char run_usage[] =
     "                          <root>/vm/NAME/api.sock (vm ls, inspect, pause, resume, stop)\n"
     "  --api-sock PATH         serve the control API (HTTP/1.1 + JSON, docs/vm.md) on the\n"
     "                          unix socket PATH instead\n"
+    "  --jail                  run the VMM jailed (docs/vm.md, Jailer): own namespaces, an\n"
+    "                          empty root, a cgroup, no capabilities, seccomp per thread\n"
+    "  --jail-uid UID          the host uid the jailed VMM runs as (default 65534)\n"
+    "  --jail-gid GID          the host gid the jailed VMM runs as (default 65534)\n"
     "  --help, -h              print this help\n";
 
 enum {
@@ -102,6 +106,9 @@ enum {
 	OPT_FORCE,
 	OPT_TIMEOUT,
 	OPT_STATE,
+	OPT_JAIL,
+	OPT_JAIL_UID,
+	OPT_JAIL_GID,
 };
 
 static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create, cmd_vm_ls,
@@ -141,9 +148,26 @@ static const struct option run_options[] = {
     {"transport", required_argument, NULL, OPT_TRANSPORT},
     {"name", required_argument, NULL, OPT_NAME},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
+    {"jail", no_argument, NULL, OPT_JAIL},
+    {"jail-uid", required_argument, NULL, OPT_JAIL_UID},
+    {"jail-gid", required_argument, NULL, OPT_JAIL_GID},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
+
+/* --jail-uid/--jail-gid: a numeric host id, not 0 (root) and not (uid_t)-1. */
+static bool parse_jail_id(const char *opt, const char *v, uint32_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (!*v || *end || errno || v[0] == '-' || v[0] == '+' || n == 0 || n >= 0xffffffffULL) {
+		cli_fail("vm run: %s %s: expected a numeric host id from 1 to 4294967294", opt, v);
+		return false;
+	}
+	*out = (uint32_t)n;
+	return true;
+}
 
 static int vm_run(const struct cli_globals *g, int argc, char **argv)
 {
@@ -152,7 +176,8 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL,
 		   *acpi = NULL, *balloon = NULL;
 	bool no_debug_exit = false, no_pit = false, mem_shared = false, mem_hugepages = false,
-	     mem_merge = false;
+	     mem_merge = false, jail = false;
+	const char *jail_uid = NULL, *jail_gid = NULL;
 	int c, rc = 1;
 	/*
 	 * Device flags, in order: parsed after the file's devices, so the default ids
@@ -265,6 +290,15 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			}
 			break;
 		}
+		case OPT_JAIL:
+			jail = true;
+			break;
+		case OPT_JAIL_UID:
+			jail_uid = optarg;
+			break;
+		case OPT_JAIL_GID:
+			jail_gid = optarg;
+			break;
 		default:
 			kapsel_vm_config_clear(&cli);
 			return cli_opt_status(c);
@@ -355,6 +389,17 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	if (transport && kapsel_vm_parse_transport(transport, &cfg) < 0) {
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;
+	}
+	if ((jail_uid || jail_gid) && !jail) {
+		rc = cli_fail("vm run: --jail-uid and --jail-gid need --jail");
+		goto out;
+	}
+	if (jail) {
+		cfg.jail = true;
+		cfg.jail_uid = cfg.jail_gid = KAPSEL_VM_JAIL_DEFAULT_ID;
+		if ((jail_uid && !parse_jail_id("--jail-uid", jail_uid, &cfg.jail_uid)) ||
+		    (jail_gid && !parse_jail_id("--jail-gid", jail_gid, &cfg.jail_gid)))
+			goto out;
 	}
 	if (!cfg.kernel) {
 		rc = cli_fail("vm run: --kernel is required (see 'kapsel vm run --help')");

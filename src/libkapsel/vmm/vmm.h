@@ -290,6 +290,8 @@ struct kap_vm {
 	struct kap_api *api;
 	/* The state file being restored (snapshot.c); NULL for a boot. */
 	struct kap_snap *snap;
+	/* --jail (jail.c): closed once every host resource is open, before any thread starts. */
+	struct kap_jail *jail;
 };
 
 /* ---- pause and resume (pause.c) ---- */
@@ -333,6 +335,8 @@ uint64_t kap_snap_mem_size(const struct kap_snap *s);
 
 /* Creates the VM's directory and socket and starts the API thread (when cfg asks for it). */
 int kap_api_start(struct kap_vm *vm, struct kapsel_error **err);
+/* Starts the API thread when kap_api_start left it to the caller (a jailed VM: after the jail). */
+int kap_api_run(struct kap_vm *vm, struct kapsel_error **err);
 /* Stops the thread, removes the socket and the VM's directory. Safe to call when not started. */
 void kap_api_stop(struct kap_vm *vm);
 
