@@ -172,6 +172,7 @@ static const struct jail_sys sys_device[] = {
     {SCMP_SYS(epoll_pwait), "vsock's connections"},
     {SCMP_SYS(epoll_ctl), "vsock's connections"},
     {SCMP_SYS(fstat), "disks"},
+    {SCMP_SYS(getrandom), "virtio-rng's entropy"},
 };
 
 /* The control API thread: its socket, pause/resume (vCPU kicks), snapshot files. */
@@ -770,16 +771,18 @@ static int make_root(const struct kapsel_vm_config *c, struct kapsel_error **err
 			return kap_error(err, errno ? errno : EINVAL, "jail: --vsock %s",
 					 c->vsock_path);
 		*slash = 0;
-		/* Opened before the stage covers it: mount takes it by /proc/self/fd. */
-		vfd = open(*vdir ? vdir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (vfd < 0)
-			return kap_error(err, errno, "jail: open %s", vdir);
 	}
 	if (unshare(CLONE_NEWNS) < 0)
 		return kap_error(err, errno, "jail: new mount namespace");
 	/* Nothing done here may reach the host's mount namespace. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return kap_error(err, errno, "jail: make / private");
+	/*
+	 * Opened in the new namespace (a bind source must be one of its mounts) and before the
+	 * stage covers it: mount takes it by /proc/self/fd.
+	 */
+	if (vdir && (vfd = open(*vdir ? vdir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return kap_error(err, errno, "jail: open %s", vdir);
 	if (mount("kapsel-jail", JAIL_STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
 		  "size=64k,nr_inodes=64,mode=0755") < 0)
 		return kap_error(err, errno, "jail: mount tmpfs on %s", JAIL_STAGE);
