@@ -469,6 +469,31 @@ struct jail_cgroup {
 };
 
 /*
+ * A caller killed with SIGKILL leaves its VMM's cgroup behind (the VMM dies with it,
+ * PR_SET_PDEATHSIG): remove the vm-<pid> cgroups whose process is gone. rmdir refuses a cgroup
+ * that still has processes, so a live VM's is never touched.
+ */
+static void sweep(const char *parent)
+{
+	DIR *d = opendir(parent);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char *end;
+		if (strncmp(e->d_name, "vm-", 3) || e->d_type != DT_DIR)
+			continue;
+		long pid = strtol(e->d_name + 3, &end, 10);
+		if (*end || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char path[256];
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", parent, e->d_name) < sizeof(path))
+			rmdir(path);
+	}
+	closedir(d);
+}
+
+/*
  * cgroup v2 when /sys/fs/cgroup is cgroup2 itself; else (legacy or hybrid, where cgroup2 holds
  * no cpu or memory controller) the v1 cpu and memory hierarchies. The VMM's cgroup is
  * kapsel/vm-<pid> in each; "kapsel" is shared with containers and never removed here.
@@ -486,6 +511,7 @@ static int cgroup_create(struct jail_cgroup *cg, pid_t pid, struct kapsel_error 
 			 v2 ? "" : v1[i]);
 		if (mkdir(parent, 0755) < 0 && errno != EEXIST)
 			return kap_error(err, errno, "jail: cgroup %s", parent);
+		sweep(parent);
 		char *d = cg->dirs[cg->n];
 		if ((size_t)snprintf(d, sizeof(cg->dirs[0]), "%s/vm-%d", parent, (int)pid) >=
 		    sizeof(cg->dirs[0]))
@@ -633,6 +659,32 @@ static int supervise(const struct kapsel_vm_config *c, pid_t pid, int sock, stru
 	return report(&fault, status, &res, have_res, err);
 }
 
+static int userns_error(struct kapsel_error **err, int e)
+{
+	if (e == ENOSPC || e == EPERM || e == EUSERS || e == EACCES)
+		return kap_error(err, e,
+				 "--jail: user namespaces are not allowed here "
+				 "(user.max_user_namespaces, kernel.unprivileged_userns_clone or a "
+				 "seccomp policy refuses them)");
+	return kap_error(err, e, "--jail: new user namespace");
+}
+
+/* Before anything is opened: can a user namespace be made here at all? (a throwaway child) */
+static int probe_userns(struct kapsel_error **err)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return kap_error(err, errno, "jail: fork");
+	if (pid == 0)
+		_exit(unshare(CLONE_NEWUSER) < 0 ? (errno & 0xff) : 0);
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status))
+		return kap_error_plain(err, EIO, "jail: the user namespace probe died");
+	return WEXITSTATUS(status) ? userns_error(err, WEXITSTATUS(status)) : 0;
+}
+
 int kap_jail_spawn(const struct kapsel_vm_config *c, struct kap_jail **child,
 		   struct kapsel_error **err)
 {
@@ -649,6 +701,9 @@ int kap_jail_spawn(const struct kapsel_vm_config *c, struct kap_jail **child,
 		    "--jail-uid %u --jail-gid %u: the jailed VMM must not be root "
 		    "on the host",
 		    c->jail_uid, c->jail_gid);
+	int r = probe_userns(err);
+	if (r < 0)
+		return r;
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return kap_error(err, errno, "jail: socketpair");
@@ -658,7 +713,7 @@ int kap_jail_spawn(const struct kapsel_vm_config *c, struct kap_jail **child,
 	 */
 	cleanup_close int own = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	if (own < 0 || unshare(CLONE_NEWPID) < 0) {
-		int r = kap_error(err, errno, "jail: new pid namespace");
+		r = kap_error(err, errno, "jail: new pid namespace");
 		close(sv[0]);
 		close(sv[1]);
 		return r;
@@ -681,6 +736,8 @@ int kap_jail_spawn(const struct kapsel_vm_config *c, struct kap_jail **child,
 	}
 	if (pid == 0) {
 		close(sv[0]);
+		/* The caller is the jail's only way out: the VMM does not outlive it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 		struct kap_jail *j = calloc(1, sizeof(*j));
 		if (!j)
 			_exit(125);
@@ -696,7 +753,7 @@ int kap_jail_spawn(const struct kapsel_vm_config *c, struct kap_jail **child,
 		j->host_pid = m.value;
 		/* What this process inherited is not the VMM's: only stdio and the log stay. */
 		int keep[] = {kap_log_fd(), j->sock};
-		int r = kap_proc_close_fds_except(0, keep, N(keep));
+		r = kap_proc_close_fds_except(0, keep, N(keep));
 		if (r < 0)
 			die("close inherited fds", -r);
 		*child = j;
@@ -705,7 +762,7 @@ int kap_jail_spawn(const struct kapsel_vm_config *c, struct kap_jail **child,
 	close(sv[1]);
 	int sock = sv[0];
 	struct jail_cgroup cg = {0};
-	int r = cgroup_create(&cg, pid, err);
+	r = cgroup_create(&cg, pid, err);
 	struct jail_msg go = {.type = JM_GO, .value = pid};
 	if (r < 0 || send_msg(sock, &go) < 0) {
 		kill(pid, SIGKILL);
@@ -846,7 +903,7 @@ int kap_jail_enter(struct kap_jail *j, struct kap_vm *vm, struct kapsel_error **
 		return r;
 	if (unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) <
 	    0)
-		return kap_error(err, errno, "jail: new user, net, ipc, uts and cgroup namespaces");
+		return userns_error(err, errno);
 	struct jail_msg m = {.type = JM_MAP};
 	if (send_msg(j->sock, &m) < 0 || recv_msg(j->sock, &m) < 0 || m.type != JM_MAPPED)
 		return kap_error_plain(err, EIO, "jail: no answer to the id map request");

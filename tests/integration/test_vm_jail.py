@@ -1,0 +1,264 @@
+"""The jailer (docs/vm.md, Jailer): `kapsel vm run --jail` runs the VMM in its own mount, pid,
+net, ipc, uts, cgroup and user namespaces, in an empty read-only root, as an unprivileged uid
+without capabilities, in a cgroup of its own, each thread under its own seccomp filter.
+
+The freestanding guests run jailed (serial output, virtio devices, the control API), and the
+jail is checked from outside through /proc. KAPSEL_JAIL_SELFTEST=open makes vCPU 0 call open()
+after its filter is installed: the VMM must die with one line naming the thread and the syscall.
+Nothing here changes the host: the "user namespaces not allowed" case lowers
+user.max_user_namespaces only inside a throwaway user namespace."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import KAPSEL
+from test_vm import MULTIBOOT, PASS, mb, guests  # noqa: F401  (guests: module fixture)
+
+pytestmark = [
+    pytest.mark.kvm,
+    pytest.mark.root,
+    pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="needs /dev/kvm"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="--jail needs root"),
+]
+
+DEFAULT_ID = 65534
+
+
+@pytest.fixture
+def disk(tmp_path):
+    p = tmp_path / "disk.img"
+    data = bytearray(1 << 20)
+    data[0:11] = b"KAPSEL-DISK"
+    p.write_bytes(bytes(data))
+    return p
+
+
+def wait_for(pred, timeout=30, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status_fields(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.split()
+    return out
+
+
+@pytest.mark.parametrize("test,args", [
+    ("pass", []),
+    ("blk mode=rw serial=jail", ["--transport", "mmio", "--disk", "{disk},serial=jail"]),
+    ("rng", ["--transport", "mmio", "--disk", "{disk}", "--rng"]),
+    ("pci-blk mode=rw irq=msix", ["--disk", "{disk}"]),
+])
+def test_guests_run_jailed(disk, test, args):
+    r = mb(test, "--jail", *[a.format(disk=disk) for a in args])
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "seccomp" not in r.stderr, r.stderr
+    if test.startswith("blk"):
+        assert "blk ok" in r.stdout
+        assert disk.read_bytes()[512:1024] != bytes(512), "the guest's writes did not land"
+
+
+def test_virtio_console_jailed():
+    r = subprocess.run([KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--transport",
+                        "mmio", "--cmdline", "test=vcon", "--virtio-console"],
+                       input="hello\nquit\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "hvc: hello\n" in r.stdout
+
+
+def test_vsock_both_directions_jailed(tmp_path):
+    """The vsock socket is bound before the jail closes; the guest's own connection is a
+    connect() by path from inside the jail, to a listener the jail's uid may use."""
+    os.chmod(tmp_path, 0o755)
+    path = str(tmp_path / "v.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path + "_5000")
+    os.chmod(path + "_5000", 0o777)
+    listener.listen(1)
+    listener.settimeout(30)
+    p = subprocess.Popen([KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--transport",
+                          "mmio", "--cmdline", "test=vsock cid=7", "--vsock",
+                          f"cid=7,socket={path}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: os.path.exists(path) or p.poll() is not None, what="vsock socket")
+        deadline = time.monotonic() + 30
+        while True:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(30)
+            s.connect(path)
+            s.sendall(b"CONNECT 1234\n")
+            f = s.makefile("rb")
+            try:
+                ok = f.readline()
+            except ConnectionResetError:
+                ok = b""
+            if ok or time.monotonic() > deadline or p.poll() is not None:
+                break
+            f.close()
+            s.close()
+            time.sleep(0.1)
+        assert ok.startswith(b"OK "), ok
+        s.sendall(b"ping\n")
+        assert f.readline() == b"pong: ping\n"
+        f.close()
+        s.close()
+        c, _ = listener.accept()
+        c.settimeout(30)
+        assert c.recv(100) == b"hello from the guest\n"
+        c.sendall(b"hello from the host\n")
+        assert c.recv(100) == b""
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == PASS, out + err
+    assert "vsock: host says hello from the host" in out
+    assert not os.path.exists(path), "the vsock socket outlived the VM"
+
+
+def test_jail_seen_from_outside(tmp_path):
+    root = tmp_path / "root"
+    console = tmp_path / "console.txt"
+    p = subprocess.Popen([KAPSEL, "--root", str(root), "vm", "run", "--name", "j", "--jail",
+                          "--jail-uid", "4242", "--jail-gid", "4343", "--kernel", MULTIBOOT,
+                          "--cmdline", "test=count", "--cpus", "2", "--console",
+                          f"file:{console}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    vmdir = root / "vm" / "j"
+    cgroups = []
+    try:
+        wait_for(lambda: (vmdir / "state.json").exists() or p.poll() is not None,
+                 what="state.json")
+        assert p.poll() is None, p.communicate()
+        pid = json.loads((vmdir / "state.json").read_text())["pid"]
+        assert pid != p.pid, "the VMM is the jailed child, not the process started"
+        # Every thread has started (two vCPUs, the API thread, the event loop).
+        wait_for(lambda: len(os.listdir(f"/proc/{pid}/task")) >= 4, what="threads")
+        wait_for(lambda: "count" in console.read_text(), what="guest output")
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            t = f"/proc/{pid}/task/{tid}"
+            comm = open(f"{t}/comm").read().strip()
+            if comm.startswith("kvm-"):
+                continue  # KVM's own kernel workers attached to the VM's process
+            st = status_fields(f"{t}/status")
+            assert st["CapEff"] == ["0000000000000000"], (comm, st["CapEff"])
+            assert st["CapPrm"] == ["0000000000000000"], (comm, st["CapPrm"])
+            assert st["CapBnd"] == ["0000000000000000"], (comm, st["CapBnd"])
+            assert st["NoNewPrivs"] == ["1"], comm
+            assert st["Seccomp"] == ["2"], comm
+            assert st["Uid"] == ["4242"] * 4, (comm, st["Uid"])
+            assert st["Gid"] == ["4343"] * 4, (comm, st["Gid"])
+            assert st["Groups"] == [], (comm, st["Groups"])
+        for ns in ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup"):
+            assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+        # Its root is an empty tmpfs: none of the host's files.
+        assert os.listdir(f"/proc/{pid}/root") == []
+        assert not os.path.exists(f"/proc/{pid}/root/etc")
+        # A cgroup of its own, in every hierarchy it joined (v2, or v1 cpu and memory).
+        for line in open(f"/proc/{pid}/cgroup"):
+            _, ctrl, path = line.strip().split(":", 2)
+            if path.startswith("/kapsel/vm-"):
+                base = "/sys/fs/cgroup" if ctrl == "" else f"/sys/fs/cgroup/{ctrl.split(',')[0]}"
+                cgroups.append(base + path)
+        assert cgroups, open(f"/proc/{pid}/cgroup").read()
+        for d in cgroups:
+            assert os.path.isdir(d), d
+        # The control API through the jail.
+        r = subprocess.run([KAPSEL, "--root", str(root), "vm", "pause", "j"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([KAPSEL, "--root", str(root), "vm", "inspect", "j"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and json.loads(r.stdout)["state"] == "Paused", r.stdout
+        assert json.loads(r.stdout)["pid"] == pid
+        r = subprocess.run([KAPSEL, "--root", str(root), "vm", "resume", "j"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([KAPSEL, "--root", str(root), "vm", "stop", "j"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "seccomp" not in err, err
+    for d in cgroups:
+        assert not os.path.exists(d), f"cgroup {d} outlived the VM"
+    assert not vmdir.exists(), "the VM's directory outlived the VM"
+
+
+def test_forbidden_syscall_kills_with_one_line():
+    env = dict(os.environ, KAPSEL_JAIL_SELFTEST="open")
+    r = subprocess.run([KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--cmdline",
+                        "test=count", "--console", "none"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode != 0 and r.returncode != PASS
+    lines = [l for l in r.stderr.splitlines() if "seccomp" in l]
+    assert len(lines) == 1, r.stderr
+    assert ("the vcpu0 thread called open (syscall 2), which its seccomp filter does not "
+            "allow: the VMM was killed") in lines[0], r.stderr
+    leftover = [d for d in os.listdir("/sys/fs/cgroup/memory/kapsel")
+                if d.startswith("vm-")] if os.path.isdir("/sys/fs/cgroup/memory/kapsel") else []
+    for d in leftover:
+        # Another VM's of a concurrent test may exist; ours (dead) must not.
+        assert os.path.exists(f"/proc/{d[3:]}"), f"cgroup {d} of a dead VMM left behind"
+
+
+def test_selftest_without_jail_does_nothing():
+    env = dict(os.environ, KAPSEL_JAIL_SELFTEST="open")
+    r = subprocess.run([KAPSEL, "vm", "run", "--kernel", MULTIBOOT, "--cmdline", "test=pass"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == PASS, r.stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--jail", "--jail-uid", "abc"],
+     "--jail-uid abc: expected a numeric host id from 1 to 4294967294"),
+    (["--jail", "--jail-uid", "0"], "--jail-uid 0: expected a numeric host id"),
+    (["--jail", "--jail-gid", "-5"], "--jail-gid -5: expected a numeric host id"),
+    (["--jail", "--jail-uid", "4294967295"], "--jail-uid 4294967295: expected"),
+    (["--jail-uid", "1000"], "--jail-uid and --jail-gid need --jail"),
+])
+def test_bad_jail_options(args, msg):
+    r = mb("pass", *args)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert msg in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_jail_as_non_root_refused():
+    r = subprocess.run([KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--cmdline",
+                        "test=pass"], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: (os.setgroups([]), os.setgid(DEFAULT_ID),
+                                           os.setuid(DEFAULT_ID)))
+    assert r.returncode == 1, r.stderr
+    assert "--jail: needs root" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_jail_where_user_namespaces_are_not_allowed():
+    """user.max_user_namespaces is per user namespace: 0 inside a throwaway one (the host's
+    value is untouched) makes kapsel's user namespace impossible there."""
+    script = ('echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"')
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh",
+                        KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--cmdline",
+                        "test=pass"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "--jail: user namespaces are not allowed here" in r.stderr, r.stderr
+    assert "multiboot guest" not in r.stdout, "the guest ran unjailed"
