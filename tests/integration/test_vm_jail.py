@@ -203,6 +203,34 @@ def test_jail_seen_from_outside(tmp_path):
     assert not vmdir.exists(), "the VM's directory outlived the VM"
 
 
+def test_api_sock_jailed(tmp_path):
+    """--api-sock without --name: the API thread's first JSON is made inside the jail."""
+    sock = str(tmp_path / "my.sock")
+    p = subprocess.Popen([KAPSEL, "vm", "run", "--jail", "--api-sock", sock, "--kernel",
+                          MULTIBOOT, "--cmdline", "test=count", "--console", "none"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: os.path.exists(sock) or p.poll() is not None, what="the socket")
+        for req, want in ((b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                           b"HTTP/1.1 200"),
+                          (b"PUT /actions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           b"Content-Length: 23\r\n\r\n{\"action_type\": \"Stop\"}",
+                           b"HTTP/1.1 204")):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(30)
+            s.connect(sock)
+            s.sendall(req)
+            assert s.recv(4096).startswith(want)
+            s.close()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert not os.path.exists(sock), "the API socket outlived the VM"
+
+
 def test_forbidden_syscall_kills_with_one_line():
     env = dict(os.environ, KAPSEL_JAIL_SELFTEST="open")
     r = subprocess.run([KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--cmdline",

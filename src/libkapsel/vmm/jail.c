@@ -195,6 +195,7 @@ static const struct jail_sys sys_api[] = {
     {SCMP_SYS(ftruncate), "snapshot files"},
     {SCMP_SYS(pwrite64), "snapshot files"},
     {SCMP_SYS(lseek), "snapshot files"},
+    {SCMP_SYS(getrandom), "json-c seeds its hash tables on first use"},
 };
 
 /* ioctl requests a vCPU thread makes on its own vCPU fd (vcpu.c). */
