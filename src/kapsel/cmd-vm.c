@@ -390,13 +390,16 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;
 	}
-	if ((jail_uid || jail_gid) && !jail) {
+	if ((jail_uid || jail_gid) && !jail && !cfg.jail) {
 		rc = cli_fail("vm run: --jail-uid and --jail-gid need --jail");
 		goto out;
 	}
-	if (jail) {
+	/* --jail: the ids the file gave, else the default; the flags override either. */
+	if (jail && !cfg.jail) {
 		cfg.jail = true;
 		cfg.jail_uid = cfg.jail_gid = KAPSEL_VM_JAIL_DEFAULT_ID;
+	}
+	if (cfg.jail) {
 		if ((jail_uid && !parse_jail_id("--jail-uid", jail_uid, &cfg.jail_uid)) ||
 		    (jail_gid && !parse_jail_id("--jail-gid", jail_gid, &cfg.jail_gid)))
 			goto out;

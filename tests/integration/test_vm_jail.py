@@ -133,11 +133,17 @@ def test_vsock_both_directions_jailed(tmp_path):
 def test_jail_seen_from_outside(tmp_path):
     root = tmp_path / "root"
     console = tmp_path / "console.txt"
+    # An fd kapsel inherits is not the VMM's: the jail must not keep it.
+    secret = tmp_path / "inherited-secret"
+    secret.write_text("x")
+    fd = os.open(secret, os.O_RDONLY)
     p = subprocess.Popen([KAPSEL, "--root", str(root), "vm", "run", "--name", "j", "--jail",
                           "--jail-uid", "4242", "--jail-gid", "4343", "--kernel", MULTIBOOT,
                           "--cmdline", "test=count", "--cpus", "2", "--console",
                           f"file:{console}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         pass_fds=(fd,))
+    os.close(fd)
     vmdir = root / "vm" / "j"
     cgroups = []
     try:
@@ -165,6 +171,8 @@ def test_jail_seen_from_outside(tmp_path):
             assert st["Groups"] == [], (comm, st["Groups"])
         for ns in ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup"):
             assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+        links = [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
+        assert str(secret) not in links, links
         # Its root is an empty tmpfs: none of the host's files.
         assert os.listdir(f"/proc/{pid}/root") == []
         assert not os.path.exists(f"/proc/{pid}/root/etc")
@@ -185,6 +193,12 @@ def test_jail_seen_from_outside(tmp_path):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and json.loads(r.stdout)["state"] == "Paused", r.stdout
         assert json.loads(r.stdout)["pid"] == pid
+        # A snapshot names host paths the jail cannot reach: refused, and the VM lives on.
+        r = subprocess.run([KAPSEL, "--root", str(root), "vm", "snapshot", "j", "--mem",
+                            str(tmp_path / "mem"), "--state", str(tmp_path / "state")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "memory file" in r.stderr, r.stderr
+        assert not (tmp_path / "mem").exists() and p.poll() is None
         r = subprocess.run([KAPSEL, "--root", str(root), "vm", "resume", "j"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
@@ -231,6 +245,31 @@ def test_api_sock_jailed(tmp_path):
     assert not os.path.exists(sock), "the API socket outlived the VM"
 
 
+def test_caller_killed_takes_the_vmm(tmp_path):
+    """SIGKILL of the process started leaves no jailed VMM running (PR_SET_PDEATHSIG,
+    set again after the id change clears it), and the next jailed run removes its cgroup."""
+    root = tmp_path / "root"
+    p = subprocess.Popen([KAPSEL, "--root", str(root), "vm", "run", "--name", "k", "--jail",
+                          "--kernel", MULTIBOOT, "--cmdline", "test=count", "--console", "none"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = root / "vm" / "k" / "state.json"
+    try:
+        wait_for(lambda: state.exists() or p.poll() is not None, what="state.json")
+        pid = json.loads(state.read_text())["pid"]
+        cgroups = [l.strip().split(":", 2)[2] for l in open(f"/proc/{pid}/cgroup")
+                   if ":/kapsel/vm-" in l]
+        assert cgroups
+    finally:
+        p.kill()
+        p.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10,
+             what="the VMM to die with its caller")
+    r = mb("pass", "--jail")
+    assert r.returncode == PASS, r.stderr
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/kapsel/vm-{pid}")
+    assert not os.path.exists(f"/sys/fs/cgroup/kapsel/vm-{pid}")
+
+
 def test_forbidden_syscall_kills_with_one_line():
     env = dict(os.environ, KAPSEL_JAIL_SELFTEST="open")
     r = subprocess.run([KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--cmdline",
@@ -246,6 +285,34 @@ def test_forbidden_syscall_kills_with_one_line():
     for d in leftover:
         # Another VM's of a concurrent test may exist; ours (dead) must not.
         assert os.path.exists(f"/proc/{d[3:]}"), f"cgroup {d} of a dead VMM left behind"
+
+
+def test_jail_from_vm_json(tmp_path):
+    """vm.json's "jail" runs the VMM jailed too (the self-test's kill shows it)."""
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"kernel": MULTIBOOT, "cmdline": "test=count", "jail": True,
+                               "jail_uid": 4242, "jail_gid": 4242, "console": "none"}))
+    env = dict(os.environ, KAPSEL_JAIL_SELFTEST="open")
+    r = subprocess.run([KAPSEL, "vm", "run", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert r.returncode == 1, r.stderr
+    assert "the vcpu0 thread called open (syscall 2)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("conf,msg", [
+    ({"jail": True, "jail_uid": 0}, "jail_uid: expected a host id from 1 to 4294967294"),
+    ({"jail": True, "jail_gid": -1}, "jail_gid"),
+    ({"jail_uid": 1000}, "jail_uid: needs \"jail\": true"),
+    ({"jail": "yes"}, "jail"),
+])
+def test_bad_jail_in_vm_json(tmp_path, conf, msg):
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps(dict({"kernel": MULTIBOOT, "cmdline": "test=pass"}, **conf)))
+    r = subprocess.run([KAPSEL, "vm", "run", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert msg in r.stderr and "multiboot guest" not in r.stdout, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_selftest_without_jail_does_nothing():

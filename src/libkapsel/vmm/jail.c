@@ -912,6 +912,12 @@ int kap_jail_enter(struct kap_jail *j, struct kap_vm *vm, struct kapsel_error **
 		return kap_error_plain(err, -m.value, "jail: %s", m.text);
 	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
 		return kap_error(err, errno, "jail: become uid %u gid %u", j->uid, j->gid);
+	/*
+	 * A credential change clears the parent-death signal (prctl(2), PR_SET_PDEATHSIG): set it
+	 * again. A caller already gone shows as the failed JM_ENTERED below.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		return kap_error(err, errno, "jail: parent-death signal");
 	if (sethostname("kapsel-vm", 9) < 0)
 		return kap_error(err, errno, "jail: sethostname");
 	/* Not dumpable: no core file of guest memory, no ptrace or /proc access by the uid. */
