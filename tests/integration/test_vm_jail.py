@@ -18,6 +18,7 @@ import pytest
 
 from conftest import KAPSEL
 from test_vm import MULTIBOOT, PASS, mb, guests  # noqa: F401  (guests: module fixture)
+from test_vm_net import netns, tap  # noqa: F401  (fixtures: a scratch netns with ktap0)
 
 pytestmark = [
     pytest.mark.kvm,
@@ -70,6 +71,33 @@ def test_guests_run_jailed(disk, test, args):
     if test.startswith("blk"):
         assert "blk ok" in r.stdout
         assert disk.read_bytes()[512:1024] != bytes(512), "the guest's writes did not land"
+
+
+def test_qcow2_disk_grows_jailed(tmp_path):
+    """A qcow2 image allocates clusters as the guest writes: the file grows (ftruncate) on
+    the device thread, inside its filter."""
+    img = tmp_path / "d.qcow2"
+    r = subprocess.run([KAPSEL, "vm", "disk", "create", str(img), "1M"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    before = img.stat().st_size
+    r = mb("blk mode=rw", "--jail", "--transport", "mmio", "--disk", f"{img},format=qcow2")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "blk ok" in r.stdout
+    assert img.stat().st_size > before
+
+
+def test_tap_works_from_its_own_net_namespace(tap):
+    """The tap is opened before the jail closes; the jailed VMM's own (empty) net namespace
+    does not stop the guest from reaching the host through it. nsenter rather than `ip netns
+    exec`, which mounts a /sys without the cgroup hierarchies the jail needs."""
+    r = subprocess.run(["nsenter", f"--net=/run/netns/{tap}", KAPSEL, "vm", "run", "--jail",
+                        "--kernel", MULTIBOOT, "--transport", "mmio", "--cmdline",
+                        "test=net ip=10.0.2.15 host=10.0.2.1", "--net",
+                        "tap=ktap0,mac=52:54:00:12:34:56"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "net: echo reply from 10.0.2.1" in r.stdout
 
 
 def test_virtio_console_jailed():

@@ -132,6 +132,7 @@ static const struct jail_sys sys_loop[] = {
     {SCMP_SYS(fdatasync), "teardown: disks flushed"},
     {SCMP_SYS(pread64), "teardown: qcow2 metadata"},
     {SCMP_SYS(pwrite64), "teardown: qcow2 metadata"},
+    {SCMP_SYS(ftruncate), "teardown: qcow2 trims its file"},
     {SCMP_SYS(lseek), "teardown"},
     {SCMP_SYS(fstat), "teardown"},
     {SCMP_SYS(newfstatat), "teardown"},
@@ -172,6 +173,7 @@ static const struct jail_sys sys_device[] = {
     {SCMP_SYS(epoll_pwait), "vsock's connections"},
     {SCMP_SYS(epoll_ctl), "vsock's connections"},
     {SCMP_SYS(fstat), "disks"},
+    {SCMP_SYS(ftruncate), "qcow2 growing its file"},
     {SCMP_SYS(getrandom), "virtio-rng's entropy"},
 };
 
@@ -505,6 +507,12 @@ static int cgroup_create(struct jail_cgroup *cg, pid_t pid, struct kapsel_error 
 	const char *v1[] = {"cpu", "memory"};
 	bool v2 = statfs(JAIL_CGROUP_ROOT, &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC;
 	size_t n = v2 ? 1 : N(v1);
+	struct stat st;
+	if (!v2 &&
+	    (stat(JAIL_CGROUP_ROOT "/cpu", &st) < 0 || stat(JAIL_CGROUP_ROOT "/memory", &st) < 0))
+		return kap_error_plain(err, ENOENT,
+				       "jail: no cgroup hierarchy at " JAIL_CGROUP_ROOT
+				       " (cgroup2, or v1 cpu and memory) for the VMM's cgroup");
 	cg->n = 0;
 	for (size_t i = 0; i < n; i++) {
 		char parent[128], procs[224];
