@@ -100,6 +100,16 @@ def test_tap_works_from_its_own_net_namespace(tap):
     assert "net: echo reply from 10.0.2.1" in r.stdout
 
 
+def test_no_cgroupfs_refused(netns):
+    """`ip netns exec` mounts a /sys without cgroup hierarchies: no cgroup, no jail."""
+    r = subprocess.run(["ip", "netns", "exec", netns, KAPSEL, "vm", "run", "--jail",
+                        "--kernel", MULTIBOOT, "--cmdline", "test=pass"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "jail: no cgroup hierarchy at /sys/fs/cgroup" in r.stderr, r.stderr
+    assert "multiboot guest" not in r.stdout, "the guest ran unjailed"
+
+
 def test_virtio_console_jailed():
     r = subprocess.run([KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--transport",
                         "mmio", "--cmdline", "test=vcon", "--virtio-console"],
