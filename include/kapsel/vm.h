@@ -163,7 +163,17 @@ struct kapsel_vm_config {
 	 */
 	char *firmware;
 	char *firmware_log;
+	/*
+	 * --jail (docs/vm.md, Jailer): the VMM runs in its own namespaces, root and cgroup, as
+	 * jail_uid/jail_gid on the host (never 0; KAPSEL_VM_JAIL_DEFAULT_ID unless given), without
+	 * capabilities, each thread under its own seccomp filter.
+	 */
+	bool jail;
+	uint32_t jail_uid, jail_gid;
 };
+
+/* The host uid and gid of a jailed VMM when --jail-uid/--jail-gid are not given. */
+#define KAPSEL_VM_JAIL_DEFAULT_ID 65534u
 
 /* Frees the strings of c (not c itself) and zeroes it. */
 void kapsel_vm_config_clear(struct kapsel_vm_config *c);

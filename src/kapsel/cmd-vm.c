@@ -79,6 +79,10 @@ static const char run_usage[] =
     "  --incoming ADDR         no --kernel: wait on unix:PATH or tcp:127.0.0.1:PORT for a\n"
     "                          'vm migrate' and run the guest it sends (the machine options\n"
     "                          must match the source's)\n"
+    "  --jail                  run the VMM jailed (docs/vm.md, Jailer): own namespaces, an\n"
+    "                          empty root, a cgroup, no capabilities, seccomp per thread\n"
+    "  --jail-uid UID          the host uid the jailed VMM runs as (default 65534)\n"
+    "  --jail-gid GID          the host gid the jailed VMM runs as (default 65534)\n"
     "  --help, -h              print this help\n";
 
 enum {
@@ -121,6 +125,9 @@ enum {
 	OPT_CANCEL,
 	OPT_FIRMWARE,
 	OPT_FIRMWARE_LOG,
+	OPT_JAIL,
+	OPT_JAIL_UID,
+	OPT_JAIL_GID,
 };
 
 static const struct cli_command cmd_vm_run, cmd_vm_disk, cmd_vm_disk_create, cmd_vm_ls,
@@ -166,9 +173,26 @@ static const struct option run_options[] = {
     {"incoming", required_argument, NULL, OPT_INCOMING},
     {"firmware", required_argument, NULL, OPT_FIRMWARE},
     {"firmware-log", required_argument, NULL, OPT_FIRMWARE_LOG},
+    {"jail", no_argument, NULL, OPT_JAIL},
+    {"jail-uid", required_argument, NULL, OPT_JAIL_UID},
+    {"jail-gid", required_argument, NULL, OPT_JAIL_GID},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
+
+/* --jail-uid/--jail-gid: a numeric host id, not 0 (root) and not (uid_t)-1. */
+static bool parse_jail_id(const char *opt, const char *v, uint32_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (!*v || *end || errno || v[0] == '-' || v[0] == '+' || n == 0 || n >= 0xffffffffULL) {
+		cli_fail("vm run: %s %s: expected a numeric host id from 1 to 4294967294", opt, v);
+		return false;
+	}
+	*out = (uint32_t)n;
+	return true;
+}
 
 static int vm_run(const struct cli_globals *g, int argc, char **argv)
 {
@@ -177,7 +201,8 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL,
 		   *acpi = NULL, *balloon = NULL;
 	bool no_debug_exit = false, no_pit = false, mem_shared = false, mem_hugepages = false,
-	     mem_merge = false;
+	     mem_merge = false, jail = false;
+	const char *jail_uid = NULL, *jail_gid = NULL;
 	int c, rc = 1;
 	/*
 	 * Device flags, in order: parsed after the file's devices, so the default ids
@@ -302,6 +327,15 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			}
 			break;
 		}
+		case OPT_JAIL:
+			jail = true;
+			break;
+		case OPT_JAIL_UID:
+			jail_uid = optarg;
+			break;
+		case OPT_JAIL_GID:
+			jail_gid = optarg;
+			break;
 		default:
 			kapsel_vm_config_clear(&cli);
 			return cli_opt_status(c);
@@ -396,6 +430,20 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	if (transport && kapsel_vm_parse_transport(transport, &cfg) < 0) {
 		rc = cli_fail("vm run: --transport: expected pci or mmio, got \"%s\"", transport);
 		goto out;
+	}
+	if ((jail_uid || jail_gid) && !jail && !cfg.jail) {
+		rc = cli_fail("vm run: --jail-uid and --jail-gid need --jail");
+		goto out;
+	}
+	/* --jail: the ids the file gave, else the default; the flags override either. */
+	if (jail && !cfg.jail) {
+		cfg.jail = true;
+		cfg.jail_uid = cfg.jail_gid = KAPSEL_VM_JAIL_DEFAULT_ID;
+	}
+	if (cfg.jail) {
+		if ((jail_uid && !parse_jail_id("--jail-uid", jail_uid, &cfg.jail_uid)) ||
+		    (jail_gid && !parse_jail_id("--jail-gid", jail_gid, &cfg.jail_gid)))
+			goto out;
 	}
 	if (!cfg.kernel && !cfg.incoming && !cfg.firmware) {
 		rc = cli_fail("vm run: --kernel is required (see 'kapsel vm run --help')");

@@ -39,6 +39,7 @@
 #include "core/log.h"
 #include "vmm/api.h"
 #include "vmm/http.h"
+#include "vmm/jail.h"
 #include "vmm/virtio/balloon.h"
 #include "vmm/vmm.h"
 
@@ -144,7 +145,7 @@ static char *machine_json(struct kap_api *a)
 	kap_json_set(o, "mem_mib", kap_json_new_uint64(vm->mem.size >> 20));
 	kap_json_set(o, "kernel", kap_json_new_string(vm->cfg->kernel ? vm->cfg->kernel : ""));
 	kap_json_set(o, "started", kap_json_new_string(started));
-	kap_json_set(o, "pid", kap_json_new_int64(getpid()));
+	kap_json_set(o, "pid", kap_json_new_int64(kap_jail_host_pid()));
 	kap_json_set(o, "api_socket", kap_json_new_string(a->sock_path));
 	return kap_json_dump(o, false);
 }
@@ -485,6 +486,12 @@ static int put_migrate(struct kap_api *a, const struct kap_http_request *req, ch
 {
 	cleanup_error struct kapsel_error *e = NULL;
 	cleanup_json struct kap_json *j = NULL;
+	/* The jail's per-thread seccomp tables (jail.c) have no migration thread (socket,
+	 * connect, the dirty log): its first syscall would kill the VMM. */
+	if (a->vm->cfg->jail) {
+		*out = fault_body("PUT /migrate: a jailed VMM (--jail) cannot migrate yet");
+		return 400;
+	}
 	if (req->body_len == 0) {
 		*out = fault_body("PUT /migrate needs a JSON body: {\"destination\": ...}");
 		return 400;
@@ -692,6 +699,7 @@ static void *api_thread(void *arg)
 {
 	struct kap_api *a = arg;
 	pthread_setname_np(pthread_self(), "vm-api");
+	kap_jail_thread(KAP_JAIL_API, 0);
 	for (;;) {
 		struct epoll_event evs[16];
 		int n = epoll_wait(a->epfd, evs, 16, 1000);
@@ -800,7 +808,7 @@ static int write_state(struct kap_api *a, struct kapsel_error **err)
 	char started[32];
 	format_time(vm->started_wall_s, started, sizeof(started));
 	kap_json_set(o, "id", kap_json_new_string(vm->cfg->name));
-	kap_json_set(o, "pid", kap_json_new_int64(getpid()));
+	kap_json_set(o, "pid", kap_json_new_int64(kap_jail_host_pid()));
 	kap_json_set(o, "api_socket", kap_json_new_string(a->sock_path));
 	kap_json_set(o, "kernel", kap_json_new_string(vm->cfg->kernel ? vm->cfg->kernel : ""));
 	kap_json_set(o, "started", kap_json_new_string(started));
@@ -846,7 +854,17 @@ int kap_api_start(struct kap_vm *vm, struct kapsel_error **err)
 	if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->listen_fd, &el) < 0 ||
 	    epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->wake_fd, &ew) < 0)
 		return kap_error(err, errno, "epoll_ctl api socket");
-	if ((r = pthread_create(&a->thread, NULL, api_thread, a)) != 0)
+	/* A jailed VMM starts its threads only once the jail is closed (jail.c). */
+	return vm->jail ? 0 : kap_api_run(vm, err);
+}
+
+int kap_api_run(struct kap_vm *vm, struct kapsel_error **err)
+{
+	struct kap_api *a = vm->api;
+	if (!a || a->started)
+		return 0;
+	int r = pthread_create(&a->thread, NULL, api_thread, a);
+	if (r != 0)
 		return kap_error(err, r, "start the API thread");
 	a->started = true;
 	kap_debug("vm: API on %s", a->sock_path);

@@ -408,6 +408,30 @@ API int kapsel_vm_parse_balloon(const char *s, struct kapsel_vm_config *c,
 	return 0;
 }
 
+/* "jail": true, "jail_uid", "jail_gid" (docs/vm.md, Jailer): host ids, 1 to 4294967294. */
+static int read_jail(const struct kap_json *j, struct kapsel_vm_config *c,
+		     struct kapsel_error **err)
+{
+	int r = kap_json_read_bool(j, "", "jail", &c->jail, err);
+	if (r < 0)
+		return r;
+	const char *keys[] = {"jail_uid", "jail_gid"};
+	uint32_t *ids[] = {&c->jail_uid, &c->jail_gid};
+	for (size_t i = 0; i < 2; i++) {
+		uint64_t v = KAPSEL_VM_JAIL_DEFAULT_ID;
+		bool found = kap_json_get(j, keys[i]) != NULL;
+		if ((r = kap_json_read_uint64(j, "", keys[i], &v, err)) < 0)
+			return r;
+		if (found && !c->jail)
+			return kap_error_plain(err, EINVAL, "%s: needs \"jail\": true", keys[i]);
+		if (v == 0 || v >= 0xffffffffULL)
+			return kap_error_plain(
+			    err, EINVAL, "%s: expected a host id from 1 to 4294967294", keys[i]);
+		*ids[i] = c->jail ? (uint32_t)v : 0;
+	}
+	return 0;
+}
+
 /* vm.json's "balloon": {"amount_mib", "deflate_on_oom", "stats_interval_s", "free_page_reporting"}.
  */
 static int read_balloon(const struct kap_json *j, struct kapsel_vm_config *c,
@@ -587,7 +611,7 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	    "vsock",	  "rng",	   "virtio_console", "virtio_mmio_cmdline",
 	    "mem_shared", "mem_hugepages", "mem_merge",	     "cpu_model",
 	    "acpi",	  "balloon",	   "firmware",	     "firmware_log",
-	    "fs"};
+	    "fs",	  "jail",	   "jail_uid",	     "jail_gid"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -672,7 +696,7 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	    (r = kap_json_read_bool(j, "", "virtio_console", &c->virtio_console, err)) < 0 ||
 	    (r = kap_json_read_bool(j, "", "virtio_mmio_cmdline", &c->virtio_mmio_cmdline, err)) <
 		0 ||
-	    (r = read_balloon(j, c, err)) < 0)
+	    (r = read_balloon(j, c, err)) < 0 || (r = read_jail(j, c, err)) < 0)
 		goto fail;
 	return 0;
 fail:

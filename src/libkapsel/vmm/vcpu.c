@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "vmm/jail.h"
 #include "vmm/vmm.h"
 
 static void kick_handler(int sig)
@@ -279,6 +280,7 @@ static void *vcpu_thread(void *arg)
 	char name[16];
 	snprintf(name, sizeof(name), "vcpu%u", v->id);
 	pthread_setname_np(pthread_self(), name);
+	kap_jail_thread(KAP_JAIL_VCPU, v->id);
 	while (!atomic_load(&vm->stop)) {
 		if (atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
 			kap_vm_park(v);

@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/devices/devices.h"
+#include "vmm/jail.h"
 #include "vmm/virtio/balloon.h"
 #include "vmm/virtio/disk.h"
 #include "vmm/virtio/transport.h"
@@ -522,8 +523,9 @@ static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 		    .base = KAP_VIRTIO_MMIO_BASE + (uint64_t)i * KAP_VIRTIO_MMIO_SIZE,
 		    .gsi = KAP_VIRTIO_MMIO_GSI + i,
 		};
+		/* A jailed VMM starts the device threads once the jail is closed (vm_setup). */
 		if ((r = attach_transport(vm, s, i, err)) < 0 ||
-		    (r = kap_virtio_start(&s->dev, err)) < 0)
+		    (!vm->jail && (r = kap_virtio_start(&s->dev, err)) < 0))
 			return r;
 	}
 	return 0;
@@ -749,7 +751,15 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	/* Last: the API answers only for a machine that is complete. */
 	vm->started_ms = kap_vmm_now_ms();
 	vm->started_wall_s = (int64_t)time(NULL);
-	return kap_api_start(vm, err);
+	if ((r = kap_api_start(vm, err)) < 0 || !vm->jail)
+		return r;
+	/* Every host resource is open and no thread runs yet: close the jail, then start them. */
+	if ((r = kap_jail_enter(vm->jail, vm, err)) < 0)
+		return r;
+	for (unsigned int i = 0; i < vm->nvirtio; i++)
+		if ((r = kap_virtio_start(&vm->virtio[i].dev, err)) < 0)
+			return r;
+	return kap_api_run(vm, err);
 }
 
 static void vm_teardown(struct kap_vm *vm)
@@ -834,6 +844,17 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 				       c->kernel   ? "kernel"
 				       : c->initrd ? "initrd"
 						   : "cmdline");
+	/* The jail's seccomp tables (jail.c) cover neither virtio-fs's host walk (openat2, a
+	 * /proc/self/fd reopen the empty root lacks) nor a migration stream: refused, not killed.
+	 */
+	if (c->jail && c->nfs)
+		return kap_error_plain(err, EOPNOTSUPP,
+				       "--jail: not with --fs yet (the jailed VMM has no /proc and "
+				       "its seccomp tables do not cover virtio-fs)");
+	if (c->jail && c->incoming)
+		return kap_error_plain(err, EOPNOTSUPP,
+				       "--jail: not with --incoming yet (its seccomp tables do not "
+				       "cover a migration stream)");
 	if (c->firmware && c->transport == KAPSEL_VM_TRANSPORT_MMIO)
 		return kap_error_plain(err, EINVAL,
 				       "--firmware %s: --transport mmio hides the disks from the "
@@ -857,12 +878,25 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 		kap_snap_free(snap);
 		return r;
 	}
+	/*
+	 * --jail: from here on this runs in the jailed child (jail.c), which hands its result
+	 * to the caller and ends there; the caller returns that result.
+	 */
+	struct kap_jail *jail = NULL;
+	if (c->jail && (r = kap_jail_spawn(c, &jail, err), !jail)) {
+		kap_snap_free(snap);
+		return r;
+	}
 	struct kap_vm_inputs in = {0};
 	struct kap_vm *vm = calloc(1, sizeof(*vm));
 	if (!vm) {
 		kap_snap_free(snap);
-		return kap_error(err, ENOMEM, "vm");
+		r = kap_error(err, ENOMEM, "vm");
+		if (jail)
+			kap_jail_child_exit(jail, r, err ? *err : NULL);
+		return r;
 	}
+	vm->jail = jail;
 	vm->cfg = &rc;
 	vm->snap = snap;
 	vm->in = &in;
@@ -909,6 +943,8 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 		r = kap_vcpu_start(&vm->vcpus[i], err);
 	if (r < 0)
 		goto out;
+	/* The vCPU threads are started: this thread is the event loop from here on. */
+	kap_jail_thread(KAP_JAIL_LOOP, 0);
 	kap_loop_run(&vm->loop, &vm->stop);
 	r = vm_result(vm, err);
 out:
@@ -926,5 +962,7 @@ out:
 	while (sigtimedwait(&mask, NULL, &zero) > 0)
 		;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (jail)
+		kap_jail_child_exit(jail, r, err ? *err : NULL);
 	return r;
 }

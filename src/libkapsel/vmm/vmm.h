@@ -306,6 +306,8 @@ struct kap_vm {
 	int incoming_fd;
 	char *incoming_path; /* its file (unix:), removed when it closes */
 	int incoming_conn;   /* the source, between the loaded state and the acknowledgement */
+	/* --jail (jail.c): closed once every host resource is open, before any thread starts. */
+	struct kap_jail *jail;
 };
 
 /* ---- pause and resume (pause.c) ---- */
@@ -408,6 +410,8 @@ void kap_migrate_unlisten(struct kap_vm *vm);
 
 /* Creates the VM's directory and socket and starts the API thread (when cfg asks for it). */
 int kap_api_start(struct kap_vm *vm, struct kapsel_error **err);
+/* Starts the API thread when kap_api_start left it to the caller (a jailed VM: after the jail). */
+int kap_api_run(struct kap_vm *vm, struct kapsel_error **err);
 /* Stops the thread, removes the socket and the VM's directory. Safe to call when not started. */
 void kap_api_stop(struct kap_vm *vm);
 

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "vmm/jail.h"
 #include "vmm/virtio/virtio.h"
 
 #define NEEDS_RESET_LOG_PER_SEC 3
@@ -149,6 +150,7 @@ static void resample(struct kap_virtio_dev *d)
 static void *device_thread(void *opaque)
 {
 	struct kap_virtio_dev *d = opaque;
+	kap_jail_thread(KAP_JAIL_DEVICE, 0);
 	struct pollfd p[KAP_VIRTIO_MAX_QUEUES + 2];
 	unsigned int n = d->ops->nqueues;
 	for (unsigned int i = 0; i < n; i++)
