@@ -1099,28 +1099,28 @@ static void test_acpifull(void)
  */
 #define S3_VECTOR 0x10000u
 static const uint8_t s3_stub[] = {
-    0x8c, 0xc8,			      /*  0 mov ax, cs */
-    0x8e, 0xd8,			      /*  2 mov ds, ax */
-    0xbe, 0x33, 0x00,		      /*  4 mov si, msg (51) */
-    0xba, 0xf8, 0x03,		      /*  7 mov dx, 0x3f8 */
-    0xac,			      /* 10 lodsb */
-    0x84, 0xc0,			      /* 11 test al, al */
-    0x74, 0x03,			      /* 13 jz 18 */
-    0xee,			      /* 15 out dx, al */
-    0xeb, 0xf8,			      /* 16 jmp 10 */
-    0xba, 0x0c, 0x06,		      /* 18 mov dx, 0x60c */
-    0xed,			      /* 21 in ax, dx */
-    0xa9, 0x00, 0x80,		      /* 22 test ax, 0x8000 */
-    0x74, 0x0c,			      /* 25 jz 39 */
-    0xba, 0xf4, 0x00,		      /* 27 mov dx, DEBUG_EXIT */
-    0x66, 0xb8, 0x2a, 0x00, 0x00, 0x00, /* 30 mov eax, PASS_CODE */
-    0x66, 0xef,			      /* 36 out dx, eax */
-    0xf4,			      /* 38 hlt */
-    0xba, 0xf4, 0x00,		      /* 39 mov dx, DEBUG_EXIT */
-    0x66, 0xb8, 0x01, 0x00, 0x00, 0x00, /* 42 mov eax, FAIL_CODE */
-    0x66, 0xef,			      /* 48 out dx, eax */
-    0xf4,			      /* 50 hlt */
-    's', '3', ' ', 'w', 'o', 'k', 'e', '\n', 0, /* 51 msg */
+    0x8c, 0xc8,					      /*  0 mov ax, cs */
+    0x8e, 0xd8,					      /*  2 mov ds, ax */
+    0xbe, 0x33, 0x00,				      /*  4 mov si, msg (51) */
+    0xba, 0xf8, 0x03,				      /*  7 mov dx, 0x3f8 */
+    0xac,					      /* 10 lodsb */
+    0x84, 0xc0,					      /* 11 test al, al */
+    0x74, 0x03,					      /* 13 jz 18 */
+    0xee,					      /* 15 out dx, al */
+    0xeb, 0xf8,					      /* 16 jmp 10 */
+    0xba, 0x0c, 0x06,				      /* 18 mov dx, 0x60c */
+    0xed,					      /* 21 in ax, dx */
+    0xa9, 0x00, 0x80,				      /* 22 test ax, 0x8000 */
+    0x74, 0x0c,					      /* 25 jz 39 */
+    0xba, 0xf4, 0x00,				      /* 27 mov dx, DEBUG_EXIT */
+    0x66, 0xb8, 0x2a, 0x00, 0x00, 0x00,		      /* 30 mov eax, PASS_CODE */
+    0x66, 0xef,					      /* 36 out dx, eax */
+    0xf4,					      /* 38 hlt */
+    0xba, 0xf4, 0x00,				      /* 39 mov dx, DEBUG_EXIT */
+    0x66, 0xb8, 0x01, 0x00, 0x00, 0x00,		      /* 42 mov eax, FAIL_CODE */
+    0x66, 0xef,					      /* 48 out dx, eax */
+    0xf4,					      /* 50 hlt */
+    's',  '3',	' ',  'w',  'o',  'k',	'e', '\n', 0, /* 51 msg */
 };
 
 /* ACPI S3 (--acpi full): the waking vector in the FACS, \_S3's SLP_TYP into PM1a_CNT. */
@@ -1140,8 +1140,8 @@ static void test_s3(void)
 	for (size_t i = 0; i < sizeof(s3_stub); i++)
 		stub[i] = s3_stub[i];
 	char v[16];
-	uint32_t vector = cmdline_get(cmdline, "vector", v, sizeof(v)) ? (uint32_t)atou(v)
-									 : S3_VECTOR;
+	uint32_t vector =
+	    cmdline_get(cmdline, "vector", v, sizeof(v)) ? (uint32_t)atou(v) : S3_VECTOR;
 	__builtin_memcpy(facs + 12, &vector, 4); /* firmware_waking_vector */
 	uint32_t cnt = rd32(f + 64);
 	puts_("s3 suspending\n");
