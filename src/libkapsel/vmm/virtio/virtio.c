@@ -318,6 +318,29 @@ bool kap_virtio_queue_live(const struct kap_virtio_dev *d, unsigned int q)
 	       !(d->status & VIRTIO_CONFIG_S_NEEDS_RESET) && q < d->ops->nqueues && d->vq[q].ready;
 }
 
+/* The guest-physical address of a host pointer into RAM (checked by kap_vq_pop). */
+static uint64_t gpa_of(const struct kap_guest_mem *m, const void *p)
+{
+	uint64_t off = (uint64_t)((const uint8_t *)p - m->host);
+	return off < m->low_size ? off : KAP_4G + (off - m->low_size);
+}
+
+/*
+ * While the dirty log is on (a Full snapshot was taken), the pages the device may write for
+ * this request are recorded for the next Diff: its writable buffers and the used ring. KVM
+ * logs only the guest's own writes. The device writes them before its process call returns,
+ * and a snapshot waits for that (kap_virtio_quiesce), so marking them now is not too early.
+ */
+static void mark_written(struct kap_virtio_dev *d, const struct kap_vq *q,
+			 const struct kap_vq_elem *e)
+{
+	for (unsigned int i = e->nread; i < e->nseg; i++)
+		kap_mem_mark_dirty(d->mem, gpa_of(d->mem, e->seg[i].host), e->seg[i].len);
+	kap_mem_mark_dirty(d->mem, q->used_gpa,
+			   sizeof(struct vring_used) +
+			       (uint64_t)q->size * sizeof(struct vring_used_elem) + 2);
+}
+
 int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem *e)
 {
 	if (!kap_virtio_queue_live(d, q))
@@ -325,6 +348,8 @@ int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem 
 	int r = kap_vq_pop(&d->vq[q], d->mem, e);
 	if (r < 0)
 		kap_virtio_needs_reset(d, q, d->vq[q].fault);
+	else if (r > 0 && d->mem->vmm_dirty)
+		mark_written(d, &d->vq[q], e);
 	return r;
 }
 
