@@ -7,6 +7,7 @@ restored with the same devices (or migrated), the loop goes on counting without 
 test=vsockreset waits for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, which a restored vsock device
 sends. A different device set, a virtio-fs share and a truncated or forged device section are
 refused with one line and leave no VM behind."""
+import json
 import os
 import re
 import struct
@@ -178,6 +179,44 @@ def test_vsock_transport_reset_after_restore(tmp_path):
         assert "vsock: transport reset" in text(dcon), (text(dcon), err)
         # pass(): the debug exit's status for a passing test kernel.
         assert dst.returncode == 85, err
+    finally:
+        stop(dst)
+
+
+def test_balloon_target_and_counters_survive_a_restore(tmp_path):
+    root = tmp_path / "root"
+    bal = ["--balloon", "stats_interval_s=1", "--transport", "mmio"]
+    proc, console = start(root, tmp_path, "src", "vm", "run", "--kernel", MULTIBOOT,
+                          "--cmdline", "test=balloon pool=16", "--mem", "128M", *bal)
+    try:
+        wait_for(lambda: "balloon: actual 0" in text(console) or proc.poll() is not None,
+                 what="the balloon driver")
+        assert proc.poll() is None, proc.communicate()
+        assert kap(root, "vm", "balloon", "src", "8").returncode == 0
+        wait_for(lambda: "balloon: actual 2048" in text(console), what="the inflation")
+        assert kap(root, "vm", "pause", "src").returncode == 0
+        mem, state = tmp_path / "mem", tmp_path / "state"
+        r = kap(root, "vm", "snapshot", "src", "--mem", str(mem), "--state", str(state))
+        assert r.returncode == 0, r.stderr
+        stop_clean(proc)
+    finally:
+        stop(proc)
+    dst, dcon = start(root, tmp_path, "dst", "vm", "restore", "--mem", str(mem), "--state",
+                      str(state), *bal)
+    try:
+        wait_for(lambda: (root / "vm" / "dst" / "state.json").exists() or
+                 dst.poll() is not None, what="the restored VM's API")
+        r = kap(root, "vm", "balloon", "dst")
+        assert r.returncode == 0 and json.loads(r.stdout)["amount_mib"] == 8, r
+        r = kap(root, "vm", "balloon", "dst", "--stats")
+        st = json.loads(r.stdout)
+        assert st["actual_pages"] == 2048 and st["inflated_pages_total"] == 2048, st
+        # The restored driver and device go on: a deflation reaches the guest.
+        assert kap(root, "vm", "balloon", "dst", "0").returncode == 0
+        wait_for(lambda: "balloon: actual 0" in text(dcon) or dst.poll() is not None,
+                 what="the deflation after the restore")
+        assert dst.poll() is None, dst.communicate()
+        stop_clean(dst)
     finally:
         stop(dst)
 
