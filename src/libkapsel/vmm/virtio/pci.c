@@ -697,7 +697,6 @@ int kap_virtio_pci_load(struct kap_pci_transport *t, const struct kap_vpci_state
 	remap_notify(t);
 	for (unsigned int v = 0; v < t->nvec; v++)
 		update_route(t, v);
-	/* An interrupt that was pending in the PBA is still owed once the vector is unmasked. */
-	deliver_pending(t);
+	/* A PBA bit belongs to a masked vector: it fires when the driver unmasks it. */
 	return 0;
 }

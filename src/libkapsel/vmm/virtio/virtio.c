@@ -86,6 +86,8 @@ static bool set_notify(struct kap_virtio_dev *d, bool enable)
 
 static void resample(struct kap_virtio_dev *d);
 
+static void mark_used_rings(struct kap_virtio_dev *d);
+
 /*
  * ops->process, unless the device is quiesced: then it waits for kap_virtio_release first
  * (the kick it consumed is served afterwards). False when the device is being destroyed.
@@ -102,6 +104,7 @@ static bool run_process(struct kap_virtio_dev *d, unsigned int q)
 	d->busy = true;
 	pthread_mutex_unlock(&d->qlock);
 	d->ops->process(d, q);
+	mark_used_rings(d);
 	pthread_mutex_lock(&d->qlock);
 	d->busy = false;
 	pthread_cond_broadcast(&d->qcond);
@@ -327,18 +330,32 @@ static uint64_t gpa_of(const struct kap_guest_mem *m, const void *p)
 
 /*
  * While the dirty log is on (a Full snapshot was taken), the pages the device may write for
- * this request are recorded for the next Diff: its writable buffers and the used ring. KVM
- * logs only the guest's own writes. The device writes them before its process call returns,
- * and a snapshot waits for that (kap_virtio_quiesce), so marking them now is not too early.
+ * this request are recorded for the next Diff: KVM logs only the guest's own writes. The
+ * device writes them before its process call returns, and a snapshot waits for that
+ * (kap_virtio_quiesce), so marking them now is not too early.
  */
-static void mark_written(struct kap_virtio_dev *d, const struct kap_vq *q,
-			 const struct kap_vq_elem *e)
+static void mark_written(struct kap_virtio_dev *d, const struct kap_vq_elem *e)
 {
 	for (unsigned int i = e->nread; i < e->nseg; i++)
 		kap_mem_mark_dirty(d->mem, gpa_of(d->mem, e->seg[i].host), e->seg[i].len);
-	kap_mem_mark_dirty(d->mem, q->used_gpa,
-			   sizeof(struct vring_used) +
-			       (uint64_t)q->size * sizeof(struct vring_used_elem) + 2);
+}
+
+/*
+ * The used rings, after a process call: it may have pushed (a request popped then, or one
+ * held from before, as virtio-balloon's statistics buffer).
+ */
+static void mark_used_rings(struct kap_virtio_dev *d)
+{
+	if (!d->mem->vmm_dirty)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned int i = 0; i < d->ops->nqueues; i++)
+		if (d->vq[i].ready)
+			kap_mem_mark_dirty(
+			    d->mem, d->vq[i].used_gpa,
+			    sizeof(struct vring_used) +
+				(uint64_t)d->vq[i].size * sizeof(struct vring_used_elem) + 2);
+	pthread_mutex_unlock(&d->lock);
 }
 
 int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem *e)
@@ -349,7 +366,7 @@ int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem 
 	if (r < 0)
 		kap_virtio_needs_reset(d, q, d->vq[q].fault);
 	else if (r > 0 && d->mem->vmm_dirty)
-		mark_written(d, &d->vq[q], e);
+		mark_written(d, e);
 	return r;
 }
 
