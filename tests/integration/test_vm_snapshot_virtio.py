@@ -5,19 +5,22 @@ checks the previous round's sector ("blkloop N" every 8 rounds), over virtio-mmi
 pci=1, virtio-pci with MSI-X (each completion must also interrupt). Paused mid-work, saved,
 restored with the same devices (or migrated), the loop goes on counting without an error.
 test=vsockreset waits for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, which a restored vsock device
-sends. A different device set, a virtio-fs share and a truncated or forged device section are
+sends; a balloon keeps its target and counters, a console its unread input, and a Diff
+snapshot holds the pages a device wrote. A different device set, a virtio-fs share and a truncated or forged device section are
 refused with one line and leave no VM behind."""
 import json
 import os
 import re
 import struct
+import subprocess
+import time
 import zlib
 
 import pytest
 
 import test_vm_migrate as mig
 from test_vm_mem import merge
-from test_vm_snapshot import MULTIBOOT, kap, start, stop, wait_for
+from test_vm_snapshot import KAPSEL, MULTIBOOT, counts, kap, start, stop, wait_for
 
 pytestmark = [
     pytest.mark.kvm,
@@ -215,6 +218,45 @@ def test_balloon_target_and_counters_survive_a_restore(tmp_path):
         assert kap(root, "vm", "balloon", "dst", "0").returncode == 0
         wait_for(lambda: "balloon: actual 0" in text(dcon) or dst.poll() is not None,
                  what="the deflation after the restore")
+        assert dst.poll() is None, dst.communicate()
+        stop_clean(dst)
+    finally:
+        stop(dst)
+
+
+def test_pending_console_input_is_saved(tmp_path):
+    # test=count never sets hvc0 up: what is typed stays in the device's input buffer, and
+    # the snapshot keeps it for the restored driver.
+    root = tmp_path / "root"
+    proc = subprocess.Popen(
+        [KAPSEL, "--root", str(root), "vm", "run", "--kernel", MULTIBOOT, "--cmdline",
+         "test=count", "--mem", "32M", "--virtio-console", "--transport", "mmio", "--name",
+         "con", "--console", "stdio"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (root / "vm" / "con" / "state.json").exists() or
+                 proc.poll() is not None, what="the VM's API")
+        proc.stdin.write(b"typed ahead\n")
+        proc.stdin.flush()
+        time.sleep(1)
+        assert kap(root, "vm", "pause", "con").returncode == 0
+        state = tmp_path / "state"
+        r = kap(root, "vm", "snapshot", "con", "--mem", str(tmp_path / "mem"), "--state",
+                str(state))
+        assert r.returncode == 0, r.stderr
+    finally:
+        stop(proc)
+    data = state.read_bytes()
+    off, _, _, n = next(s for s in sections(data) if s[1] == SEC_VIRTIO and s[2] == 0)
+    sec = data[off + 16:off + 16 + n]
+    assert sec[:8] == b"console0" and sec[-12:] == b"typed ahead\n", sec[-40:]
+    assert struct.unpack_from("<I", sec, 36)[0] == 12
+    # And it loads back: the restored VM runs on with it.
+    dst, dcon = start(root, tmp_path, "dst", "vm", "restore", "--mem", str(tmp_path / "mem"),
+                      "--state", str(state), "--virtio-console", "--transport", "mmio")
+    try:
+        wait_for(lambda: len(counts(dcon)) >= 2 or dst.poll() is not None,
+                 what="the restored guest's count")
         assert dst.poll() is None, dst.communicate()
         stop_clean(dst)
     finally:
