@@ -779,6 +779,14 @@ static const struct option restore_options[] = {
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"name", required_argument, NULL, OPT_NAME},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"rng", no_argument, NULL, OPT_RNG},
+    {"net", required_argument, NULL, OPT_NET},
+    {"virtio-console", no_argument, NULL, OPT_VIRTIO_CONSOLE},
+    {"vsock", required_argument, NULL, OPT_VSOCK},
+    {"balloon", required_argument, NULL, OPT_BALLOON},
+    {"fs", required_argument, NULL, OPT_FS},
+    {"transport", required_argument, NULL, OPT_TRANSPORT},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -818,6 +826,35 @@ static int vm_restore(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_API_SOCK:
 			bad = set_str(&cfg.api_sock, optarg);
+			break;
+		/* The snapshot's devices, given again as to 'vm run' (docs/vm.md). */
+		case OPT_DISK:
+		case OPT_NET:
+		case OPT_VSOCK:
+		case OPT_FS:
+		case OPT_BALLOON:
+			if ((c == OPT_DISK    ? kapsel_vm_parse_disk(optarg, &cfg, &err)
+			     : c == OPT_NET   ? kapsel_vm_parse_net(optarg, &cfg, &err)
+			     : c == OPT_VSOCK ? kapsel_vm_parse_vsock(optarg, &cfg, &err)
+			     : c == OPT_FS    ? kapsel_vm_parse_fs(optarg, &cfg, &err)
+					      : kapsel_vm_parse_balloon(optarg, &cfg, &err)) < 0) {
+				rc = cli_fail_err(err);
+				goto out;
+			}
+			break;
+		case OPT_RNG:
+			cfg.rng = true;
+			break;
+		case OPT_VIRTIO_CONSOLE:
+			cfg.virtio_console = true;
+			break;
+		case OPT_TRANSPORT:
+			if (kapsel_vm_parse_transport(optarg, &cfg) < 0) {
+				rc = cli_fail("vm restore: --transport: expected pci or mmio, got "
+					      "\"%s\"",
+					      optarg);
+				goto out;
+			}
 			break;
 		default:
 			rc = cli_opt_status(c);
@@ -1260,7 +1297,8 @@ static const struct cli_command cmd_vm_snapshot = {
 	     "\n"
 	     "Write the paused VM's RAM to the memory file and its machine state (vCPUs, irqchip,\n"
 	     "PIT, clock, devices) to the state file (docs/vm.md, Snapshot format). VMs with\n"
-	     "virtio devices cannot be saved yet. Continue it with 'kapsel vm restore'.\n"
+	     "virtio devices are saved quiesced (virtio-fs is refused). Continue it with\n"
+	     "'kapsel vm restore'.\n"
 	     "\n"
 	     "Options:\n"
 	     "  --mem FILE              where to write guest RAM\n"
@@ -1280,7 +1318,9 @@ static const struct cli_command cmd_vm_restore = {
 	     "Create a VM of the snapshot's shape, map the memory file copy-on-write (pages load\n"
 	     "when the guest touches them), load the machine state and run the guest on from\n"
 	     "where it was saved. --cpus and --cpu-features, when given, must match the\n"
-	     "snapshot's.\n"
+	     "snapshot's. The snapshot's virtio devices are given again, as to 'vm run' (the\n"
+	     "same disks, networks, rng, consoles, vsock, balloon and --transport, in the same\n"
+	     "order); a different set is refused.\n"
 	     "\n"
 	     "Options:\n"
 	     "  --mem FILE              the memory file of 'vm snapshot'\n"
@@ -1289,7 +1329,9 @@ static const struct cli_command cmd_vm_restore = {
 	     "  --name NAME             serve the control API as 'vm run --name' does\n"
 	     "  --api-sock PATH         serve the control API on PATH\n"
 	     "  --cpus N                refuse unless the snapshot has N vCPUs\n"
-	     "  --cpu-features LIST     refuse unless the snapshot's features are LIST\n",
+	     "  --cpu-features LIST     refuse unless the snapshot's features are LIST\n"
+	     "  --disk, --net, --rng, --virtio-console, --vsock, --balloon, --transport\n"
+	     "                          the snapshot's devices, as 'vm run' takes them\n",
     .shortopts = "h",
     .options = restore_options,
 };

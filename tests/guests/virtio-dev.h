@@ -476,3 +476,40 @@ static void test_vsock(const char *cmd)
 	puts_("vsock ok\n");
 	pass();
 }
+
+/*
+ * test=vsockreset: rx, tx and the event queue set up, one buffer on the event queue, then
+ * "vsockreset: waiting N" now and then until an event arrives; it must be
+ * VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (id 0, virtio 1.2 §5.10.6.6), which a restored VM's device
+ * sends because no connection survives a restore.
+ */
+static struct vq vs_evq;
+static uint32_t vs_event;
+
+static void __attribute__((noreturn)) test_vsockreset(void)
+{
+	uint32_t b = vio_find(19, 0);
+	CHECK(b, "no virtio-vsock device");
+	struct vq *qs[3] = {&vs_rxq, &vs_txq, &vs_evq};
+	const char *bad = vdev_init(b, qs, 3, 0);
+	CHECK(!bad, bad);
+	for (uint16_t i = 0; i < VS_NRX; i++)
+		vq_give(b, &vs_rxq, 0, i, vs_rx[i], VS_BUF, 1);
+	vs_event = 0xffffffffu;
+	vq_give(b, &vs_evq, 2, 0, &vs_event, sizeof(vs_event), 1);
+	volatile struct vq *v = &vs_evq;
+	for (uint64_t n = 0;; n++) {
+		if (v->used.idx != vs_evq.last_used) {
+			uint32_t len = v->used.ring[vs_evq.last_used % VQ_N].len;
+			CHECK(len == sizeof(vs_event), "vsock event of the wrong length");
+			CHECK(vs_event == 0, "vsock event is not TRANSPORT_RESET");
+			puts_("vsock: transport reset\n");
+			pass();
+		}
+		if ((n & 0x3fffff) == 0) {
+			puts_("vsockreset: waiting ");
+			putu(n >> 22);
+			putc_('\n');
+		}
+	}
+}

@@ -27,6 +27,7 @@
  * authenticated, so it must not leave the machine).
  */
 #include <arpa/inet.h>
+#include <linux/virtio_ids.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -417,7 +418,7 @@ static int send_pages(struct kap_migration *m, struct mig_conn *c, const uint64_
 		 * A running guest may write the pages meanwhile (their next round sends them
 		 * again), and a CRC over memory that changed under it would not match what went
 		 * out: a copy is checksummed and sent. A paused guest's RAM is sent in place
-		 * (no device writes it: VMs with virtio devices are not migrated).
+		 * (no device writes it: the virtio devices are quiesced, mig_thread).
 		 */
 		const uint8_t *src = mem->host + n * MIG_PAGE;
 		if (!paused) {
@@ -665,7 +666,15 @@ static void *mig_thread(void *arg)
 	struct kap_vm *vm = m->vm;
 	pthread_setname_np(pthread_self(), "vm-migrate");
 	cleanup_error struct kapsel_error *e = NULL;
+	/*
+	 * Device threads write guest RAM from the host, which KVM's dirty log does not see: they
+	 * stay out of their rings for the whole migration (the guest's requests wait and are
+	 * served by the destination, or here again if the migration fails).
+	 */
+	kap_snap_quiesce(vm, true);
 	int r = migrate(m, &e);
+	if (r < 0)
+		kap_snap_quiesce(vm, false);
 	/* Logging costs a fault per first write to a page: off again (and see migrate()). */
 	if (vm->mem.dirty_log) {
 		cleanup_error struct kapsel_error *e2 = NULL;
@@ -725,11 +734,13 @@ int kap_migrate_start(struct kap_vm *vm, const struct kap_migrate_params *p,
 	if (strlen(p->dest) >= sizeof(((struct kap_migration *)0)->dest))
 		return kap_error_plain(err, ENAMETOOLONG, "migration address %s: too long",
 				       p->dest);
-	if (vm->nvirtio)
-		return kap_error_plain(err, EOPNOTSUPP,
-				       "migrate: the VM has virtio device %s; migration of VMs "
-				       "with virtio devices is not supported yet",
-				       vm->virtio[0].dev.id);
+	for (unsigned int i = 0; i < vm->nvirtio; i++)
+		if (vm->virtio[i].dev.ops->device_id == VIRTIO_ID_FS)
+			return kap_error_plain(
+			    err, EOPNOTSUPP,
+			    "migrate: %s: virtio-fs cannot be migrated (its node "
+			    "table holds open host files)",
+			    vm->virtio[i].dev.id);
 	if (atomic_exchange(&vm->migrating, true))
 		return kap_error_plain(err, EBUSY, "migrate: a migration is already in progress");
 	struct kap_migration *m = vm->mig;

@@ -7,9 +7,13 @@
  * over everything, written under a temporary name and renamed into place so a failed snapshot
  * leaves no file behind.
  *
- * Only machines without virtio devices are saved: their queue positions, in-flight requests
- * and host backends (taps, sockets, disk caches) are not captured yet, and a half-saved device
- * would corrupt the guest on restore, so such a VM is refused with the device named.
+ * virtio devices (format version 2) are saved quiesced: kap_virtio_quiesce waits until no
+ * device thread is inside a request, and keeps them out until the memory file is written, so
+ * the rings in RAM and the queue positions in the state file agree and no request is half
+ * done. Their host backends (disk images, taps, vsock sockets) are not in the file: a restore
+ * is given the same devices again, as the destination of a migration is (docs/vm.md), and a
+ * device set that differs is refused before the guest runs. virtio-fs is refused: its node
+ * table holds open host files.
  *
  * The restore order follows KVM's rules (api.rst): CPUID before anything else on the vCPU,
  * sregs before regs (sregs sets the mode regs are read in), the LAPIC after CPUID and the APIC
@@ -35,7 +39,7 @@
 #include "vmm/vmm.h"
 
 #define SNAP_MAGIC	 "KAPSELVM"
-#define SNAP_VERSION	 1u
+#define SNAP_VERSION	 2u
 #define SNAP_HEADER_SIZE 72u
 #define SNAP_MAX_MSRS	 1024u
 #define MSR_IA32_TSC	 0x10
@@ -59,6 +63,19 @@ enum {
 	SEC_RTC,
 	SEC_I8042,
 	SEC_FW_CFG,
+	SEC_PCI_HOST = 63, /* the host bridge's CONFIG_ADDRESS latch */
+	SEC_VIRTIO = 64,   /* index: the device's position in the device list */
+	SEC_VIRTIO_SET,	   /* the number of virtio devices and their transport */
+};
+
+/* SEC_VIRTIO: this, then struct kap_virtio_state, struct kap_vpci_state (pci), the device's. */
+struct snap_virtio {
+	char id[32];
+	uint32_t transport; /* KAPSEL_VM_TRANSPORT_* */
+	uint32_t dev_len;   /* bytes of device state at the end */
+};
+struct snap_virtio_set {
+	uint32_t n, transport;
 };
 
 /* The header, little-endian, SNAP_HEADER_SIZE bytes. */
@@ -239,6 +256,73 @@ static int save_vcpu(struct kap_vm *vm, unsigned int i, const struct kvm_msrs *l
 	return 0;
 }
 
+static bool is_pci(const struct kap_vm *vm)
+{
+	return vm->cfg->transport != KAPSEL_VM_TRANSPORT_MMIO;
+}
+
+/* Every virtio device's section; the devices are quiesced (build_state). */
+static int save_virtio(struct kap_vm *vm, struct sbuf *b, struct kapsel_error **err)
+{
+	struct snap_virtio_set set = {.n = vm->nvirtio, .transport = (uint32_t)vm->cfg->transport};
+	section(b, SEC_VIRTIO_SET, 0, &set, sizeof(set));
+	if (vm->pci) {
+		pthread_mutex_lock(&vm->pci->lock);
+		uint64_t ca = vm->pci->config_address;
+		pthread_mutex_unlock(&vm->pci->lock);
+		section(b, SEC_PCI_HOST, 0, &ca, sizeof(ca));
+	}
+	size_t max = sizeof(struct snap_virtio) + sizeof(struct kap_virtio_state) +
+		     sizeof(struct kap_vpci_state) + KAP_VIRTIO_DEV_STATE_MAX;
+	cleanup_free uint8_t *buf = malloc(max);
+	if (!buf)
+		return kap_error(err, ENOMEM, "snapshot: virtio state");
+	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+		struct kap_virtio_slot *slot = &vm->virtio[i];
+		struct kap_virtio_dev *d = &slot->dev;
+		struct snap_virtio h = {.transport = (uint32_t)vm->cfg->transport};
+		snprintf(h.id, sizeof(h.id), "%s", d->id);
+		size_t off = sizeof(h);
+		const char *why = "device state too large";
+		pthread_mutex_lock(&d->lock);
+		kap_virtio_save(d, (struct kap_virtio_state *)(buf + off));
+		off += sizeof(struct kap_virtio_state);
+		if (is_pci(vm)) {
+			kap_virtio_pci_save(&slot->pci, (struct kap_vpci_state *)(buf + off));
+			off += sizeof(struct kap_vpci_state);
+		}
+		int n =
+		    d->ops->save ? d->ops->save(d, buf + off, KAP_VIRTIO_DEV_STATE_MAX, &why) : 0;
+		pthread_mutex_unlock(&d->lock);
+		if (n < 0)
+			return kap_error_plain(err, EOPNOTSUPP, "snapshot: %s: %s", d->id, why);
+		h.dev_len = (uint32_t)n;
+		memcpy(buf, &h, sizeof(h));
+		section(b, SEC_VIRTIO, i, buf, off + (size_t)n);
+	}
+	return 0;
+}
+
+static void quiesce_all(struct kap_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->nvirtio; i++)
+		kap_virtio_quiesce(&vm->virtio[i].dev);
+}
+
+static void release_all(struct kap_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->nvirtio; i++)
+		kap_virtio_release(&vm->virtio[i].dev);
+}
+
+void kap_snap_quiesce(struct kap_vm *vm, bool hold)
+{
+	if (hold)
+		quiesce_all(vm);
+	else
+		release_all(vm);
+}
+
 static int save_machine(struct kap_vm *vm, struct sbuf *b, struct kapsel_error **err)
 {
 	static const uint32_t chips[] = {KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
@@ -267,7 +351,7 @@ static int save_machine(struct kap_vm *vm, struct sbuf *b, struct kapsel_error *
 	section(b, SEC_RTC, 0, &rtc, sizeof(rtc));
 	section(b, SEC_I8042, 0, &kbd, sizeof(kbd));
 	section(b, SEC_FW_CFG, 0, &fw, sizeof(fw));
-	return 0;
+	return save_virtio(vm, b, err);
 }
 
 /*
@@ -295,7 +379,10 @@ static int build_state(struct kap_vm *vm, struct sbuf *b, struct kapsel_error **
 	snprintf(h.kapsel_version, sizeof(h.kapsel_version), "%s", KAPSEL_VERSION);
 	sbuf_add(b, &h, sizeof(h));
 	section(b, SEC_CONFIG, 0, cfg, strlen(cfg));
-	if ((r = save_machine(vm, b, err)) < 0)
+	quiesce_all(vm);
+	r = save_machine(vm, b, err);
+	release_all(vm);
+	if (r < 0)
 		return r;
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		if ((r = save_vcpu(vm, i, msrs, (have & 2) ? &tsc : NULL, b, err)) < 0)
@@ -412,11 +499,11 @@ static int write_file(const char *what, const char *path, const uint8_t *p, uint
 int kap_vm_snapshot(struct kap_vm *vm, const char *mem_path, const char *state_path, bool diff,
 		    struct kapsel_error **err)
 {
-	if (vm->nvirtio)
-		return kap_error_plain(err, EOPNOTSUPP,
-				       "snapshot: the VM has virtio device %s; snapshots of VMs "
-				       "with virtio devices are not supported yet",
-				       vm->virtio[0].dev.id);
+	/*
+	 * Device threads stay out of the rings from the state's capture until the memory file is
+	 * written, so the two agree (their writes to guest RAM bypass the dirty log too).
+	 */
+	quiesce_all(vm);
 	pthread_mutex_lock(&vm->pause_lock);
 	int r = 0;
 	char mem_tmp[4096 + 16] = "", state_tmp[4096 + 16] = "";
@@ -494,6 +581,7 @@ out:
 		unlink(state_tmp);
 	free(b.p);
 	pthread_mutex_unlock(&vm->pause_lock);
+	release_all(vm);
 	return r;
 }
 
@@ -652,15 +740,47 @@ static bool config_get(const struct kap_snap *s, const char *key, char *out, siz
 	return false;
 }
 
+static const char *transport_name(uint32_t t)
+{
+	return t == KAPSEL_VM_TRANSPORT_MMIO ? "mmio" : t == KAPSEL_VM_TRANSPORT_PCI ? "pci" : "?";
+}
+
+int kap_snap_check_devices(const struct kap_snap *s, const struct kapsel_vm_config *c,
+			   const char *who, struct kapsel_error **err)
+{
+	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
+			 (c->vsock_path ? 1 : 0) + c->nfs + (c->balloon.enabled ? 1 : 0);
+	if (c->nfs)
+		return kap_error_plain(err, EOPNOTSUPP,
+				       "%s: --fs %s: virtio-fs cannot be saved or restored (its "
+				       "node table holds open host files)",
+				       who, c->fs[0].tag);
+	uint64_t len;
+	const struct snap_virtio_set *p = find(s, SEC_VIRTIO_SET, 0, &len);
+	struct snap_virtio_set set;
+	if (!p || len != sizeof(set))
+		return kap_error_plain(err, EINVAL, "%s: bad virtio device section", s->what);
+	memcpy(&set, p, sizeof(set));
+	if (set.n != n)
+		return kap_error_plain(err, EINVAL,
+				       "%s: the snapshot has %u virtio devices, this VM would have "
+				       "%u (give the same --disk, --net, --rng, --virtio-console, "
+				       "--vsock and --balloon)",
+				       who, set.n, n);
+	if (n && set.transport != (uint32_t)c->transport)
+		return kap_error_plain(
+		    err, EINVAL, "%s: --transport %s differs from the snapshot's %s", who,
+		    transport_name((uint32_t)c->transport), transport_name(set.transport));
+	return 0;
+}
+
 int kap_snap_config(const struct kap_snap *s, const struct kapsel_vm_config *given,
 		    struct kapsel_vm_config *c, char **features, struct kapsel_error **err)
 {
 	char v[1024];
-	if (given->ndisks || given->nnets || given->rng || given->virtio_console ||
-	    given->vsock_path || given->nfs || given->balloon.enabled)
-		return kap_error_plain(err, EOPNOTSUPP,
-				       "vm restore: virtio devices cannot be "
-				       "restored yet (the snapshot has none)");
+	int r = kap_snap_check_devices(s, given, "vm restore", err);
+	if (r < 0)
+		return r;
 	if (given->cpus && given->cpus != s->h->ncpus)
 		return kap_error_plain(err, EINVAL,
 				       "vm restore: --cpus %u differs from the snapshot's %u vCPUs "
@@ -770,10 +890,85 @@ static int load_vcpu(struct kap_vm *vm, const struct kap_snap *s, unsigned int i
 	return 0;
 }
 
+/*
+ * Every device's section into the devices vm.c just created (not running: no vCPU has run,
+ * the event loop has not started), checked against them first: the same number, the same
+ * type and name at each position, the same transport, the same offered features and the
+ * device's own identity (a disk's size). Runs before any other state is applied.
+ */
+static int load_virtio(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_error **err)
+{
+	int r = kap_snap_check_devices(s, vm->cfg, s->what, err);
+	if (r < 0)
+		return r;
+	uint64_t len;
+	if (find(s, SEC_VIRTIO, vm->nvirtio, &len))
+		return kap_error_plain(err, EINVAL, "%s: more virtio device sections than devices",
+				       s->what);
+	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+		struct kap_virtio_slot *slot = &vm->virtio[i];
+		struct kap_virtio_dev *d = &slot->dev;
+		const uint8_t *p = find(s, SEC_VIRTIO, i, &len);
+		struct snap_virtio h;
+		struct kap_virtio_state st;
+		struct kap_vpci_state ps;
+		size_t fixed = sizeof(h) + sizeof(st) + (is_pci(vm) ? sizeof(ps) : 0);
+		if (!p || len < fixed)
+			return kap_error_plain(err, EINVAL,
+					       "%s: virtio device %u (%s): section missing or "
+					       "truncated",
+					       s->what, i, d->id);
+		memcpy(&h, p, sizeof(h));
+		memcpy(&st, p + sizeof(h), sizeof(st));
+		h.id[sizeof(h.id) - 1] = 0;
+		if (h.dev_len != len - fixed || h.dev_len > KAP_VIRTIO_DEV_STATE_MAX)
+			return kap_error_plain(err, EINVAL,
+					       "%s: virtio device %u (%s): section length "
+					       "inconsistent",
+					       s->what, i, d->id);
+		if (strcmp(h.id, d->id) || st.device_id != d->ops->device_id)
+			return kap_error_plain(
+			    err, EINVAL,
+			    "%s: virtio device %u is %s (type %u) in the snapshot, "
+			    "%s (%s) here",
+			    s->what, i, h.id, st.device_id, d->id, d->ops->name);
+		if (h.transport != (uint32_t)vm->cfg->transport)
+			return kap_error_plain(err, EINVAL, "%s: %s: transport %s, this VM's is %s",
+					       s->what, d->id, transport_name(h.transport),
+					       transport_name((uint32_t)vm->cfg->transport));
+		const char *why = "bad state";
+		pthread_mutex_lock(&d->lock);
+		r = kap_virtio_load(d, &st, &why);
+		if (r == 0 && is_pci(vm)) {
+			memcpy(&ps, p + sizeof(h) + sizeof(st), sizeof(ps));
+			r = kap_virtio_pci_load(&slot->pci, &ps, &why);
+		}
+		if (r == 0 && d->ops->load)
+			r = d->ops->load(d, p + fixed, h.dev_len, &why);
+		else if (r == 0 && h.dev_len)
+			r = -1, why = "device state where this device keeps none";
+		pthread_mutex_unlock(&d->lock);
+		if (r < 0)
+			return kap_error_plain(err, EINVAL, "%s: %s (%s): %s", s->what, d->id,
+					       d->ops->name, why);
+	}
+	if (vm->pci) {
+		uint64_t ca;
+		NEED(SEC_PCI_HOST, 0, ca);
+		pthread_mutex_lock(&vm->pci->lock);
+		vm->pci->config_address = (uint32_t)ca;
+		pthread_mutex_unlock(&vm->pci->lock);
+	}
+	return 0;
+}
+
 int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_error **err)
 {
 	static const uint32_t chips[] = {KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
 					 KVM_IRQCHIP_IOAPIC};
+	int r = load_virtio(vm, s, err);
+	if (r < 0)
+		return r;
 	for (size_t k = 0; k < 3; k++) {
 		struct kvm_irqchip chip;
 		NEED(SEC_IRQCHIP, chips[k], chip);
@@ -802,11 +997,9 @@ int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_err
 	    kap_fw_cfg_load(vm->fw_cfg, &fw, &why) < 0)
 		return kap_error_plain(err, EINVAL, "%s: %s", s->what, why);
 	kap_i8042_load(vm->i8042, &kbd);
-	for (unsigned int i = 0; i < vm->ncpus; i++) {
-		int r = load_vcpu(vm, s, i, err);
-		if (r < 0)
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		if ((r = load_vcpu(vm, s, i, err)) < 0)
 			return r;
-	}
 	uint64_t len;
 	if (find(s, SEC_CLOCK, 0, &len)) {
 		struct kvm_clock_data clock;
@@ -815,6 +1008,9 @@ int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_err
 		if (ioctl(vm->fd, KVM_SET_CLOCK, &d) < 0)
 			return kap_error(err, errno, "KVM_SET_CLOCK");
 	}
+	/* Last: the irqchips are back, so a re-raised line or a kicked queue lands in them. */
+	for (unsigned int i = 0; i < vm->nvirtio; i++)
+		kap_virtio_resume_loaded(&vm->virtio[i].dev);
 	return 0;
 }
 

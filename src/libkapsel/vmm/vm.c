@@ -830,12 +830,11 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 	if (c->incoming && c->restore_state)
 		return kap_error_plain(err, EINVAL,
 				       "vm run: --incoming and a restore exclude each other");
-	/* As snapshots (snapshot.c): device state does not travel yet. */
-	if (c->incoming && (c->ndisks || c->nnets || c->rng || c->virtio_console || c->vsock_path ||
-			    c->nfs || c->balloon.enabled))
+	/* As snapshots (snapshot.c): virtio-fs state (open host files) does not travel. */
+	if (c->incoming && c->nfs)
 		return kap_error_plain(err, EOPNOTSUPP,
-				       "vm run --incoming: VMs with virtio devices cannot be "
-				       "migrated yet");
+				       "vm run --incoming: --fs %s: virtio-fs cannot be migrated",
+				       c->fs[0].tag);
 	if (c->firmware && (c->kernel || c->initrd || c->cmdline))
 		return kap_error_plain(err, EINVAL,
 				       "--firmware %s: cannot be combined with --%s (the firmware "

@@ -353,6 +353,14 @@ int kap_snap_config(const struct kap_snap *s, const struct kapsel_vm_config *giv
 		    struct kapsel_vm_config *c, char **features, struct kapsel_error **err);
 /* Loads the devices', irqchip's, vCPUs' and clock's state, in KVM's order. */
 int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_error **err);
+/*
+ * Whether c's virtio devices can take the snapshot's: their number and transport (each
+ * device is checked when it is loaded); virtio-fs never. who names the command.
+ */
+int kap_snap_check_devices(const struct kap_snap *s, const struct kapsel_vm_config *c,
+			   const char *who, struct kapsel_error **err);
+/* Keeps every virtio device thread out of its rings (hold) or lets them back (snapshot.c). */
+void kap_snap_quiesce(struct kap_vm *vm, bool hold);
 uint64_t kap_snap_mem_size(const struct kap_snap *s);
 /*
  * Parses and checks a state file's bytes (buf, malloc'd, owned by the result or freed on

@@ -379,6 +379,82 @@ static void balloon_reset(struct kap_virtio_dev *d)
 	atomic_store(&b->stats_due, false);
 }
 
+/*
+ * Snapshots: the host's target and the driver's actual, a statistics buffer the device holds
+ * (its head, which the restored driver still waits on), the counters and the hugetlbfs
+ * partial-page bookkeeping. Inflated pages need nothing: they were given back, so they are
+ * holes in the memory file and read as zero after a restore, as they would have.
+ */
+struct balloon_state {
+	uint32_t num_pages, actual;
+	uint32_t stats_interval_s, stats_valid;
+	uint16_t stats_head;
+	uint8_t stats_held, partial_valid, pad[4];
+	uint64_t stats[VIRTIO_BALLOON_S_NR];
+	uint64_t inflated, reported, ignored, partial_base;
+	uint64_t partial[HUGE_PAGE / PAGE / 64];
+};
+
+static int balloon_save(struct kap_virtio_dev *d, uint8_t *buf, size_t cap, const char **why)
+{
+	(void)why;
+	struct balloon *b = d->priv;
+	struct balloon_state st = {
+	    .num_pages = b->num_pages,
+	    .actual = b->actual,
+	    .stats_interval_s = b->stats_interval_s,
+	    .stats_valid = b->stats_valid,
+	    .stats_head = b->stats_head,
+	    .stats_held = b->stats_held,
+	    .partial_valid = b->partial_valid,
+	    .inflated = b->inflated,
+	    .reported = b->reported,
+	    .ignored = b->ignored,
+	    .partial_base = b->partial_base,
+	};
+	memcpy(st.stats, b->stats, sizeof(st.stats));
+	memcpy(st.partial, b->partial, sizeof(st.partial));
+	if (cap < sizeof(st))
+		return -1;
+	memcpy(buf, &st, sizeof(st));
+	return (int)sizeof(st);
+}
+
+static int balloon_load(struct kap_virtio_dev *d, const uint8_t *buf, size_t len, const char **why)
+{
+	struct balloon *b = d->priv;
+	struct balloon_state st;
+	if (len != sizeof(st)) {
+		*why = "bad virtio-balloon state";
+		return -1;
+	}
+	memcpy(&st, buf, sizeof(st));
+	if (st.num_pages > b->ram_pages || st.stats_head >= KAP_VQ_MAX_SIZE ||
+	    (st.partial_valid && st.partial_base % HUGE_PAGE)) {
+		*why = "virtio-balloon state out of range";
+		return -1;
+	}
+	/* Statistics were negotiated at boot (statsq): on or off must be as they were. */
+	if (!st.stats_interval_s != !b->stats_interval_s) {
+		*why = "a balloon with statistics turned on or off";
+		return -1;
+	}
+	b->num_pages = st.num_pages;
+	b->actual = st.actual;
+	b->stats_interval_s = st.stats_interval_s;
+	b->stats_valid = st.stats_valid;
+	b->stats_head = st.stats_head;
+	b->stats_held = st.stats_held;
+	b->partial_valid = st.partial_valid;
+	b->inflated = st.inflated;
+	b->reported = st.reported;
+	b->ignored = st.ignored;
+	b->partial_base = st.partial_base;
+	memcpy(b->stats, st.stats, sizeof(b->stats));
+	memcpy(b->partial, st.partial, sizeof(b->partial));
+	return 0;
+}
+
 static void balloon_free(struct kap_virtio_dev *d)
 {
 	struct balloon *b = d->priv;
@@ -433,6 +509,8 @@ static const struct kap_virtio_ops balloon_ops = {
     .process = balloon_process,
     .reset = balloon_reset,
     .free = balloon_free,
+    .save = balloon_save,
+    .load = balloon_load,
     .attach_loop = balloon_attach_loop,
 };
 

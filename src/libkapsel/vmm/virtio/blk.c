@@ -187,6 +187,53 @@ static void blk_free(struct kap_virtio_dev *d)
 	d->priv = NULL;
 }
 
+/*
+ * Snapshots: nothing is in flight (the device is quiesced and every request completes before
+ * process returns), so the state is the disk's identity, which a restore checks, after a
+ * flush so that the image file holds everything the guest was told is written.
+ */
+struct blk_state {
+	uint64_t sectors;
+	uint8_t ro, pad[7];
+};
+
+static int blk_save(struct kap_virtio_dev *d, uint8_t *buf, size_t cap, const char **why)
+{
+	struct blk *b = d->priv;
+	struct blk_state st = {.sectors = b->sectors, .ro = b->ro};
+	if (cap < sizeof(st)) {
+		*why = "no room for virtio-blk state";
+		return -1;
+	}
+	if (!b->ro && kap_disk_flush(b->disk) < 0) {
+		*why = "flushing the disk image failed";
+		return -1;
+	}
+	memcpy(buf, &st, sizeof(st));
+	return (int)sizeof(st);
+}
+
+static int blk_load(struct kap_virtio_dev *d, const uint8_t *buf, size_t len, const char **why)
+{
+	struct blk *b = d->priv;
+	struct blk_state st;
+	if (len != sizeof(st)) {
+		*why = "bad virtio-blk state";
+		return -1;
+	}
+	memcpy(&st, buf, sizeof(st));
+	if (st.sectors != b->sectors) {
+		*why = "a disk of another size";
+		return -1;
+	}
+	if (!st.ro != !b->ro) {
+		*why = st.ro ? "a writable disk where the snapshot's was read-only"
+			     : "a read-only disk where the snapshot's was writable";
+		return -1;
+	}
+	return 0;
+}
+
 static const struct kap_virtio_ops blk_ops = {
     .name = "virtio-blk",
     .device_id = VIRTIO_ID_BLOCK,
@@ -196,6 +243,8 @@ static const struct kap_virtio_ops blk_ops = {
     .config_read = blk_config_read,
     .process = blk_process,
     .free = blk_free,
+    .save = blk_save,
+    .load = blk_load,
 };
 
 int kap_virtio_blk_new(struct kap_virtio_dev *d, const struct kapsel_vm_disk *disk,

@@ -131,6 +131,31 @@ static void vcon_free(struct kap_virtio_dev *d)
 	d->priv = NULL;
 }
 
+/* Snapshots: input the guest has not taken yet, in order. */
+static int vcon_save(struct kap_virtio_dev *d, uint8_t *buf, size_t cap, const char **why)
+{
+	(void)why;
+	struct vcon *v = d->priv;
+	if (cap < v->in_len)
+		return -1;
+	for (size_t i = 0; i < v->in_len; i++)
+		buf[i] = v->in[(v->in_head + i) % INPUT_MAX];
+	return (int)v->in_len;
+}
+
+static int vcon_load(struct kap_virtio_dev *d, const uint8_t *buf, size_t len, const char **why)
+{
+	struct vcon *v = d->priv;
+	if (len > INPUT_MAX) {
+		*why = "virtio-console input longer than its buffer";
+		return -1;
+	}
+	memcpy(v->in, buf, len);
+	v->in_head = 0;
+	v->in_len = len;
+	return 0;
+}
+
 static const struct kap_virtio_ops vcon_ops = {
     .name = "virtio-console",
     .device_id = VIRTIO_ID_CONSOLE,
@@ -141,6 +166,8 @@ static const struct kap_virtio_ops vcon_ops = {
     .process = vcon_process,
     .free = vcon_free,
     .attach_loop = vcon_attach_loop,
+    .save = vcon_save,
+    .load = vcon_load,
 };
 
 int kap_virtio_console_new(struct kap_virtio_dev *d, struct kap_console *con,

@@ -1223,6 +1223,15 @@ static void fs_free(struct kap_virtio_dev *d)
 	d->priv = NULL;
 }
 
+static int fs_save(struct kap_virtio_dev *d, uint8_t *buf, size_t cap, const char **why)
+{
+	(void)d;
+	(void)buf;
+	(void)cap;
+	*why = "virtio-fs cannot be saved: its node table holds open host files";
+	return -1;
+}
+
 static const struct kap_virtio_ops fs_ops = {
     .name = "virtio-fs",
     .device_id = VIRTIO_ID_FS,
@@ -1232,6 +1241,7 @@ static const struct kap_virtio_ops fs_ops = {
     .process = fs_process,
     .reset = fs_reset,
     .free = fs_free,
+    .save = fs_save,
 };
 
 int kap_virtio_fs_new(struct kap_virtio_dev *d, const struct kapsel_vm_fs *share,

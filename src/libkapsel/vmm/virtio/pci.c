@@ -656,3 +656,47 @@ void kap_virtio_pci_destroy(struct kap_pci_transport *t)
 	for (unsigned int v = 0; v < KAP_VPCI_MSIX_VECTORS; v++)
 		t->vec_fd[v] = -EBADF;
 }
+
+void kap_virtio_pci_save(struct kap_pci_transport *t, struct kap_vpci_state *s)
+{
+	memset(s, 0, sizeof(*s));
+	memcpy(s->cfg, t->cfg, sizeof(s->cfg));
+	memcpy(s->msix, t->msix, sizeof(s->msix));
+	s->pba = t->pba;
+	s->nvec = t->nvec;
+	s->msix_config = t->msix_config;
+	memcpy(s->queue_vector, t->queue_vector, sizeof(s->queue_vector));
+}
+
+int kap_virtio_pci_load(struct kap_pci_transport *t, const struct kap_vpci_state *s,
+			const char **why)
+{
+	if (s->nvec != t->nvec) {
+		*why = "a PCI function with another number of MSI-X vectors";
+		return -1;
+	}
+	/* Only what the driver may write comes from the file; the rest is this function's. */
+	for (unsigned int i = 0; i < KAP_PCI_CONFIG_SIZE; i++) {
+		if ((s->cfg[i] ^ t->cfg[i]) & ~t->wmask[i]) {
+			*why = "a PCI function with another configuration space (read-only bytes "
+			       "differ)";
+			return -1;
+		}
+		t->cfg[i] = s->cfg[i];
+	}
+	put32(t->cfg + PCI_BASE_ADDRESS_0,
+	      cfg32(t, PCI_BASE_ADDRESS_0) & ~(uint32_t)(KAP_VPCI_BAR_SIZE - 1));
+	for (unsigned int v = 0; v < KAP_VPCI_MSIX_VECTORS; v++) {
+		t->msix[v] = s->msix[v];
+		t->msix[v].ctrl &= PCI_MSIX_ENTRY_CTRL_MASKBIT;
+	}
+	t->pba = s->pba & ((1u << t->nvec) - 1);
+	t->msix_config = checked_vector(t, s->msix_config);
+	for (unsigned int q = 0; q < KAP_VIRTIO_MAX_QUEUES; q++)
+		t->queue_vector[q] = checked_vector(t, s->queue_vector[q]);
+	remap_notify(t);
+	for (unsigned int v = 0; v < t->nvec; v++)
+		update_route(t, v);
+	/* A PBA bit belongs to a masked vector: it fires when the driver unmasks it. */
+	return 0;
+}

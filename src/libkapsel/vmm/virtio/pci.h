@@ -108,3 +108,20 @@ int kap_virtio_pci_attach(struct kap_vm *vm, struct kap_pci_host *h, struct kap_
 			  struct kapsel_error **err);
 /* Closes the eventfds. */
 void kap_virtio_pci_destroy(struct kap_pci_transport *t);
+
+/* The transport's state as the state file stores it (docs/vm.md, Snapshot format). */
+struct kap_vpci_state {
+	uint8_t cfg[KAP_PCI_CONFIG_SIZE];
+	struct kap_vpci_msix_entry msix[KAP_VPCI_MSIX_VECTORS];
+	uint32_t pba, nvec;
+	uint16_t msix_config, queue_vector[KAP_VIRTIO_MAX_QUEUES], pad[3];
+};
+_Static_assert(sizeof(struct kap_vpci_state) == 360, "virtio-pci state layout");
+/* Device lock held. */
+void kap_virtio_pci_save(struct kap_pci_transport *t, struct kap_vpci_state *s);
+/*
+ * Takes s into a function just attached: its read-only configuration bytes must be this
+ * function's; the BAR's ioeventfds and the MSI routes follow. -1 with *why. Device lock held.
+ */
+int kap_virtio_pci_load(struct kap_pci_transport *t, const struct kap_vpci_state *s,
+			const char **why);

@@ -34,6 +34,8 @@ int kap_virtio_init(struct kap_virtio_dev *d, const struct kap_virtio_ops *ops, 
 		kap_vq_reset(&d->vq[i], KAP_VQ_MAX_SIZE);
 	}
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&d->qlock, NULL);
+	pthread_cond_init(&d->qcond, NULL);
 	d->features = (1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_RING_F_EVENT_IDX) |
 		      (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
 	d->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -85,6 +87,32 @@ static bool set_notify(struct kap_virtio_dev *d, bool enable)
 
 static void resample(struct kap_virtio_dev *d);
 
+static void mark_used_rings(struct kap_virtio_dev *d);
+
+/*
+ * ops->process, unless the device is quiesced: then it waits for kap_virtio_release first
+ * (the kick it consumed is served afterwards). False when the device is being destroyed.
+ */
+static bool run_process(struct kap_virtio_dev *d, unsigned int q)
+{
+	pthread_mutex_lock(&d->qlock);
+	while (d->held && !d->stopping)
+		pthread_cond_wait(&d->qcond, &d->qlock);
+	if (d->stopping) {
+		pthread_mutex_unlock(&d->qlock);
+		return false;
+	}
+	d->busy = true;
+	pthread_mutex_unlock(&d->qlock);
+	d->ops->process(d, q);
+	mark_used_rings(d);
+	pthread_mutex_lock(&d->qlock);
+	d->busy = false;
+	pthread_cond_broadcast(&d->qcond);
+	pthread_mutex_unlock(&d->qlock);
+	return true;
+}
+
 /*
  * Busy-polls the rings for ops->poll_ns after the last work found; returns when that passes
  * with nothing new, or when the device is stopping. fds: the stop and resample pollfds.
@@ -98,7 +126,10 @@ static void poll_rings(struct kap_virtio_dev *d, const struct pollfd fds[2])
 		bool any = false;
 		for (unsigned int i = 0; i < d->ops->nqueues; i++) {
 			if (queue_has_work(d, i)) {
-				d->ops->process(d, i);
+				if (!run_process(d, i)) {
+					set_notify(d, true);
+					return;
+				}
 				any = true;
 			}
 		}
@@ -172,7 +203,8 @@ static void *device_thread(void *opaque)
 			uint64_t v;
 			if (!p[i].revents || read(d->kick_fd[i], &v, sizeof(v)) != sizeof(v))
 				continue;
-			d->ops->process(d, i);
+			if (!run_process(d, i))
+				return NULL;
 		}
 		if (d->ops->poll_ns)
 			poll_rings(d, &p[n]);
@@ -192,6 +224,10 @@ void kap_virtio_destroy(struct kap_virtio_dev *d)
 {
 	if (d->thread_started) {
 		uint64_t one = 1;
+		pthread_mutex_lock(&d->qlock);
+		d->stopping = true;
+		pthread_cond_broadcast(&d->qcond);
+		pthread_mutex_unlock(&d->qlock);
 		if (write(d->stop_fd, &one, sizeof(one)) == sizeof(one))
 			pthread_join(d->thread, NULL);
 		d->thread_started = false;
@@ -208,6 +244,8 @@ void kap_virtio_destroy(struct kap_virtio_dev *d)
 	if (d->resample_fd >= 0)
 		close(d->resample_fd);
 	pthread_mutex_destroy(&d->lock);
+	pthread_mutex_destroy(&d->qlock);
+	pthread_cond_destroy(&d->qcond);
 }
 
 static void raise_irq(struct kap_virtio_dev *d, unsigned int bit, unsigned int q)
@@ -285,6 +323,43 @@ bool kap_virtio_queue_live(const struct kap_virtio_dev *d, unsigned int q)
 	       !(d->status & VIRTIO_CONFIG_S_NEEDS_RESET) && q < d->ops->nqueues && d->vq[q].ready;
 }
 
+/* The guest-physical address of a host pointer into RAM (checked by kap_vq_pop). */
+static uint64_t gpa_of(const struct kap_guest_mem *m, const void *p)
+{
+	uint64_t off = (uint64_t)((const uint8_t *)p - m->host);
+	return off < m->low_size ? off : KAP_4G + (off - m->low_size);
+}
+
+/*
+ * While the dirty log is on (a Full snapshot was taken), the pages the device may write for
+ * this request are recorded for the next Diff: KVM logs only the guest's own writes. The
+ * device writes them before its process call returns, and a snapshot waits for that
+ * (kap_virtio_quiesce), so marking them now is not too early.
+ */
+static void mark_written(struct kap_virtio_dev *d, const struct kap_vq_elem *e)
+{
+	for (unsigned int i = e->nread; i < e->nseg; i++)
+		kap_mem_mark_dirty(d->mem, gpa_of(d->mem, e->seg[i].host), e->seg[i].len);
+}
+
+/*
+ * The used rings, after a process call: it may have pushed (a request popped then, or one
+ * held from before, as virtio-balloon's statistics buffer).
+ */
+static void mark_used_rings(struct kap_virtio_dev *d)
+{
+	if (!d->mem->vmm_dirty)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned int i = 0; i < d->ops->nqueues; i++)
+		if (d->vq[i].ready)
+			kap_mem_mark_dirty(
+			    d->mem, d->vq[i].used_gpa,
+			    sizeof(struct vring_used) +
+				(uint64_t)d->vq[i].size * sizeof(struct vring_used_elem) + 2);
+	pthread_mutex_unlock(&d->lock);
+}
+
 int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem *e)
 {
 	if (!kap_virtio_queue_live(d, q))
@@ -292,6 +367,8 @@ int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem 
 	int r = kap_vq_pop(&d->vq[q], d->mem, e);
 	if (r < 0)
 		kap_virtio_needs_reset(d, q, d->vq[q].fault);
+	else if (r > 0 && d->mem->vmm_dirty)
+		mark_written(d, e);
 	return r;
 }
 
@@ -299,4 +376,124 @@ void kap_virtio_notify(struct kap_virtio_dev *d, unsigned int q)
 {
 	if (kap_virtio_queue_live(d, q) && kap_vq_should_notify(&d->vq[q]))
 		raise_irq(d, VIRTIO_MMIO_INT_VRING, q);
+}
+
+void kap_virtio_quiesce(struct kap_virtio_dev *d)
+{
+	pthread_mutex_lock(&d->qlock);
+	d->held++;
+	while (d->busy)
+		pthread_cond_wait(&d->qcond, &d->qlock);
+	pthread_mutex_unlock(&d->qlock);
+}
+
+void kap_virtio_release(struct kap_virtio_dev *d)
+{
+	pthread_mutex_lock(&d->qlock);
+	bool last = d->held == 1;
+	if (d->held)
+		d->held--;
+	pthread_cond_broadcast(&d->qcond);
+	pthread_mutex_unlock(&d->qlock);
+	for (unsigned int i = 0; last && i < d->ops->nqueues; i++)
+		kap_virtio_kick(d, i);
+}
+
+void kap_virtio_save(struct kap_virtio_dev *d, struct kap_virtio_state *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->device_id = d->ops->device_id;
+	s->nqueues = d->ops->nqueues;
+	s->features = d->features;
+	s->driver_features = d->driver_features;
+	s->dev_feat_sel = d->dev_feat_sel;
+	s->drv_feat_sel = d->drv_feat_sel;
+	s->config_generation = d->config_generation;
+	s->isr = atomic_load(&d->isr);
+	s->queue_sel = d->queue_sel;
+	s->status = d->status;
+	for (unsigned int i = 0; i < KAP_VIRTIO_MAX_QUEUES; i++) {
+		const struct kap_vq *q = &d->vq[i];
+		s->q[i] = (struct kap_virtio_queue_state){
+		    .desc_gpa = q->desc_gpa,
+		    .avail_gpa = q->avail_gpa,
+		    .used_gpa = q->used_gpa,
+		    .size = q->size,
+		    .last_avail = q->last_avail,
+		    .used_idx = q->used_idx,
+		    .signalled = q->signalled,
+		    .ready = q->ready,
+		    .signalled_valid = q->signalled_valid,
+		};
+	}
+}
+
+int kap_virtio_load(struct kap_virtio_dev *d, const struct kap_virtio_state *s, const char **why)
+{
+	if (s->device_id != d->ops->device_id || s->nqueues != d->ops->nqueues) {
+		*why = "a device of another type";
+		return -1;
+	}
+	/* The driver negotiated against what was offered then: the offer must be the same. */
+	if (s->features != d->features) {
+		*why = "offers other features (a device option changed)";
+		return -1;
+	}
+	if ((s->driver_features & ~s->features) || (s->isr & ~3u)) {
+		*why = "driver features or interrupt status out of range";
+		return -1;
+	}
+	d->driver_features = s->driver_features;
+	d->dev_feat_sel = s->dev_feat_sel;
+	d->drv_feat_sel = s->drv_feat_sel;
+	d->config_generation = s->config_generation;
+	atomic_store(&d->isr, s->isr);
+	d->queue_sel = s->queue_sel;
+	d->status = s->status;
+	for (unsigned int i = 0; i < KAP_VIRTIO_MAX_QUEUES; i++) {
+		const struct kap_virtio_queue_state *qs = &s->q[i];
+		struct kap_vq *q = &d->vq[i];
+		kap_vq_reset(q, KAP_VQ_MAX_SIZE);
+		q->size = qs->size;
+		q->desc_gpa = qs->desc_gpa;
+		q->avail_gpa = qs->avail_gpa;
+		q->used_gpa = qs->used_gpa;
+		if (!qs->ready)
+			continue;
+		/* The same checks as the driver's QueueReady: a forged ring is refused here. */
+		if (i >= d->ops->nqueues) {
+			*why = "a ready queue the device does not have";
+			return -1;
+		}
+		q->event_idx = d->driver_features & (1ULL << VIRTIO_RING_F_EVENT_IDX);
+		q->indirect = d->driver_features & (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
+		if (kap_vq_enable(q, d->mem) < 0) {
+			*why = q->fault;
+			return -1;
+		}
+		q->last_avail = qs->last_avail;
+		q->used_idx = qs->used_idx;
+		q->signalled = qs->signalled;
+		q->signalled_valid = qs->signalled_valid;
+	}
+	return 0;
+}
+
+void kap_virtio_resume_loaded(struct kap_virtio_dev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	for (unsigned int i = 0; i < d->ops->nqueues; i++)
+		if (kap_virtio_queue_live(d, i))
+			kap_vq_set_notify(&d->vq[i], true);
+	if (d->ops->restored)
+		d->ops->restored(d);
+	/* A level the saved ISR still holds: the driver has not seen it (§4.2.2, §4.1.4.5). */
+	if (atomic_load(&d->isr) && (!d->line_enabled || d->line_enabled(d))) {
+		uint64_t one = 1;
+		if (write(d->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			kap_debug("%s: irqfd: %s", d->id, strerror(errno));
+	}
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned int i = 0; i < d->ops->nqueues; i++)
+		kap_virtio_kick(d, i);
 }

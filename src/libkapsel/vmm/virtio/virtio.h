@@ -50,7 +50,20 @@ struct kap_virtio_ops {
 	 * once it exists; their handlers wake the device thread through kap_virtio_kick.
 	 */
 	int (*attach_loop)(struct kap_virtio_dev *d, struct kap_loop *l, struct kapsel_error **err);
+	/*
+	 * Optional, for snapshots and migration (snapshot.c): the device's own state beyond its
+	 * queues into buf (at most KAP_VIRTIO_DEV_STATE_MAX bytes); its length, or -1 with *why
+	 * when the device cannot be saved. load takes it back into a device just created, not
+	 * running yet, and checks it (-1 with *why). Both with d->lock held, the device quiesced.
+	 * A device without them has no state beyond its queues (rng, net).
+	 */
+	int (*save)(struct kap_virtio_dev *d, uint8_t *buf, size_t cap, const char **why);
+	int (*load)(struct kap_virtio_dev *d, const uint8_t *buf, size_t len, const char **why);
+	/* Optional: after a restore, with the queues live again (vsock's transport reset). */
+	void (*restored)(struct kap_virtio_dev *d);
 };
+
+#define KAP_VIRTIO_DEV_STATE_MAX 8192
 
 struct kap_virtio_dev {
 	const struct kap_virtio_ops *ops;
@@ -89,7 +102,60 @@ struct kap_virtio_dev {
 	/* Whether the level-triggered line is in use (virtio-pci: not with MSI-X); NULL: always. */
 	bool (*line_enabled)(struct kap_virtio_dev *d);
 	void *transport;
+
+	/*
+	 * Quiescing (snapshots, migration): while held, the device thread takes no new work; busy
+	 * while it is inside ops->process. Under qlock.
+	 */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;
+	unsigned int held; /* nested: a snapshot's and a migration's */
+	bool busy, stopping;
 };
+
+/*
+ * The transport-independent state of a device as the state file stores it (docs/vm.md,
+ * Snapshot format), little-endian, no implicit padding.
+ */
+struct kap_virtio_queue_state {
+	uint64_t desc_gpa, avail_gpa, used_gpa;
+	uint16_t size, last_avail, used_idx, signalled;
+	uint8_t ready, signalled_valid, pad[6];
+};
+struct kap_virtio_state {
+	uint32_t device_id, nqueues;
+	uint64_t features, driver_features;
+	uint32_t dev_feat_sel, drv_feat_sel;
+	uint32_t config_generation, isr;
+	uint16_t queue_sel;
+	uint8_t status, pad[5];
+	struct kap_virtio_queue_state q[KAP_VIRTIO_MAX_QUEUES];
+};
+_Static_assert(sizeof(struct kap_virtio_queue_state) == 40, "virtio queue state layout");
+_Static_assert(sizeof(struct kap_virtio_state) == 48 + 40 * KAP_VIRTIO_MAX_QUEUES,
+	       "virtio state layout");
+
+/*
+ * Waits until the device thread is outside ops->process and keeps it out (no request is half
+ * done: completions are pushed before process returns), until kap_virtio_release. Host-side
+ * input (a tap, sockets) waits in its fds meanwhile.
+ */
+void kap_virtio_quiesce(struct kap_virtio_dev *d);
+/* Lets the thread work again and kicks every queue, so nothing that arrived meanwhile waits. */
+void kap_virtio_release(struct kap_virtio_dev *d);
+/* The common state, d->lock held. */
+void kap_virtio_save(struct kap_virtio_dev *d, struct kap_virtio_state *s);
+/*
+ * Takes s into a device just created (same type, offers the same features), maps its ready
+ * queues again; -1 with *why (the field at fault) otherwise. d->lock held.
+ */
+int kap_virtio_load(struct kap_virtio_dev *d, const struct kap_virtio_state *s, const char **why);
+/*
+ * After the transport's state is back: ask for kicks on every live queue (the saved guest RAM
+ * may hold a "no notify" of a polling device thread), re-raise a pending interrupt (virtio
+ * line) and kick every queue so requests the driver queued before the snapshot are served.
+ */
+void kap_virtio_resume_loaded(struct kap_virtio_dev *d);
 
 #define KAP_VIRTIO_IRQ_CONFIG 0xffffffffu
 

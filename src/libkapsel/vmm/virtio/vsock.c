@@ -7,7 +7,8 @@
  *     "OK <local port>\n" on the unix socket; from then on bytes are spliced both ways.
  *   guest -> host: a REQUEST to CID 2 port P connects to the unix socket "PATH_P".
  *
- * Queues: 0 rx (to the guest), 1 tx (from the guest), 2 events (unused: no migration). All
+ * Queues: 0 rx (to the guest), 1 tx (from the guest), 2 events: used once, after a restore or
+ * a migration, for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (vsock_restored). All
  * host sockets sit in a private epoll set; that set is one edge-triggered source of the event
  * loop, which only kicks queue 0. The device thread then services every connection: accepts,
  * "CONNECT" lines, flushes, and sends what the guest has buffers and credit for.
@@ -39,6 +40,7 @@
 
 #define RXQ	   0
 #define TXQ	   1
+#define EVQ	   2
 #define HDR	   sizeof(struct virtio_vsock_hdr)
 #define MAX_CONNS  64
 #define CONN_BUF   (64u * 1024) /* buf_alloc advertised to the guest, per connection */
@@ -84,6 +86,7 @@ struct vsock {
 	unsigned int rr; /* round-robin start for data */
 	struct rst rst[MAX_RST];
 	unsigned int nrst;
+	bool reset_pending; /* TRANSPORT_RESET owed to the guest (restored, no event buffer yet) */
 	struct kap_vq_elem elem;
 	uint8_t bounce[BOUNCE];
 };
@@ -510,10 +513,28 @@ static void tx_packet(struct kap_virtio_dev *d, struct vsock *v, const struct ka
 	}
 }
 
+/*
+ * §5.10.6.6: after a restore the guest's connections have no host sockets behind them any
+ * more; VIRTIO_VSOCK_EVENT_TRANSPORT_RESET tells the driver to drop them all and read
+ * guest_cid again, as Firecracker does on snapshot load. d->lock held.
+ */
+static void send_transport_reset(struct kap_virtio_dev *d, struct vsock *v)
+{
+	if (!v->reset_pending || kap_virtio_pop(d, EVQ, &v->elem) <= 0)
+		return;
+	struct virtio_vsock_event ev = {.id = VIRTIO_VSOCK_EVENT_TRANSPORT_RESET};
+	uint64_t n = kap_vq_elem_write(&v->elem, 0, &ev, sizeof(ev));
+	kap_vq_push(&d->vq[EVQ], v->elem.head, (uint32_t)n);
+	kap_virtio_notify(d, EVQ);
+	v->reset_pending = false;
+}
+
 static void vsock_process(struct kap_virtio_dev *d, unsigned int q)
 {
 	struct vsock *v = d->priv;
 	pthread_mutex_lock(&d->lock);
+	if (q == EVQ)
+		send_transport_reset(d, v);
 	if (q == TXQ) {
 		bool pushed = false;
 		while (kap_virtio_pop(d, TXQ, &v->elem) > 0) {
@@ -537,6 +558,14 @@ static void vsock_reset(struct kap_virtio_dev *d)
 	for (unsigned int i = 0; i < MAX_CONNS; i++)
 		conn_free(v, i);
 	v->nrst = 0;
+}
+
+/* A restore: no connection survives (their host sockets are gone); the guest is told. */
+static void vsock_restored(struct kap_virtio_dev *d)
+{
+	struct vsock *v = d->priv;
+	v->reset_pending = true;
+	send_transport_reset(d, v);
 }
 
 static void on_sockets(void *opaque, uint32_t events)
@@ -580,6 +609,7 @@ static const struct kap_virtio_ops vsock_ops = {
     .reset = vsock_reset,
     .free = vsock_free,
     .attach_loop = vsock_attach_loop,
+    .restored = vsock_restored,
 };
 
 /* PATH must be free, or a stale socket nobody listens on (a killed kapsel's). */
