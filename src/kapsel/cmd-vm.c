@@ -1330,8 +1330,15 @@ static const struct cli_command cmd_vm_restore = {
 	     "  --api-sock PATH         serve the control API on PATH\n"
 	     "  --cpus N                refuse unless the snapshot has N vCPUs\n"
 	     "  --cpu-features LIST     refuse unless the snapshot's features are LIST\n"
-	     "  --disk, --net, --rng, --virtio-console, --vsock, --balloon, --transport\n"
-	     "                          the snapshot's devices, as 'vm run' takes them\n",
+	     "  --disk SPEC             a disk of the snapshot, as 'vm run --disk' takes it\n"
+	     "  --net SPEC              a network card of the snapshot, as 'vm run --net'\n"
+	     "  --rng                   the snapshot's virtio-rng\n"
+	     "  --virtio-console        the snapshot's virtio console\n"
+	     "  --vsock cid=N,socket=PATH\n"
+	     "                          the snapshot's vsock (its connections are reset)\n"
+	     "  --balloon SPEC          the snapshot's balloon, as 'vm run --balloon'\n"
+	     "  --fs SPEC               refused: virtio-fs state cannot be saved\n"
+	     "  --transport pci|mmio    the snapshot's transport (default pci)\n",
     .shortopts = "h",
     .options = restore_options,
 };
