@@ -661,18 +661,20 @@ static void reap_one(const char *store, const char *name)
 	struct ctr c = {.dirfd = -1, .cdirfd = -1, .setupfd = -1, .name = name};
 	struct meta m;
 	cleanup_error struct kapsel_error *e = NULL;
+	cleanup_close int setup = -1;
+	int r;
 	if (validate_name(name, NULL) < 0 || !(c.store_path = strdup(store)) ||
 	    asprintf(&c.cdir, "%s/containers/%s", store, name) < 0)
 		goto out;
 	c.cdirfd = open(c.cdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (c.cdirfd < 0)
 		goto out; /* gone: the network's own sweep gives its lease back */
-	cleanup_close int setup = openat(c.cdirfd, SETUP_LOCK, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	setup = openat(c.cdirfd, SETUP_LOCK, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (setup >= 0 && flock(setup, LOCK_EX | LOCK_NB) < 0)
 		goto out; /* being made right now */
 	if (flock(c.cdirfd, LOCK_EX) < 0)
 		goto out;
-	int r = meta_read(c.cdirfd, name, &m, NULL);
+	r = meta_read(c.cdirfd, name, &m, NULL);
 	if (r == 0 && !strcmp(m.state, "running")) {
 		bool live = process_alive(m.monitor_pid) || !init_stopped(&m);
 		flock(c.cdirfd, LOCK_UN);
