@@ -45,6 +45,7 @@
  *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
  *   hyperv    the Hyper-V leaves and MSRs under --cpu-features hv-*: see test_hyperv
  *   balloon   virtio-balloon: inflates, deflates, statistics, free page reporting: see balloon.h
+ *   kbd       the i8042's PS/2 keyboard as firmware and Linux probe it, IRQ 1: see kbd.h
  */
 #include "acpi.h"
 #include "guest.h"
@@ -55,6 +56,7 @@
 #include "blkbench.h"
 #include "fwcfg.h"
 #include "balloon.h"
+#include "kbd.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -1252,6 +1254,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_hyperv();
 	if (streq(test, "balloon"))
 		test_balloon(cmdline);
+	if (streq(test, "kbd"))
+		test_kbd();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");
