@@ -45,6 +45,9 @@
  *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
  *   hyperv    the Hyper-V leaves and MSRs under --cpu-features hv-*: see test_hyperv
  *   balloon   virtio-balloon: inflates, deflates, statistics, free page reporting: see balloon.h
+ *   kbd       the i8042's PS/2 keyboard as firmware and Linux probe it, IRQ 1: see kbd.h
+ *   memwalk   "mb=N passes=P stride=S": P passes over N MiB of RAM, one write every S bytes,
+ *             then PASS (bench/vm-mem; passes=0 is its boot-cost baseline)
  */
 #include "acpi.h"
 #include "guest.h"
@@ -55,6 +58,7 @@
 #include "blkbench.h"
 #include "fwcfg.h"
 #include "balloon.h"
+#include "kbd.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -1286,6 +1290,43 @@ static void test_s3(void)
 	fail("s3: still running after PM1a_CNT's SLP_EN");
 }
 
+/*
+ * memwalk: "mb=N passes=P stride=S" (defaults 64, 1, 4096) walks N MiB of RAM from 16 MiB
+ * on, P times, adding 1 to the 32-bit word every S bytes; then checks each word holds P and
+ * PASSes. stride=4096 touches one word per 4 KiB page: every access misses the TLB, so the
+ * cost is the two-dimensional page walk and what backs guest RAM on the host (4 KiB pages or
+ * 2 MiB ones) decides it. stride=64 touches every cache line: bandwidth-bound. The guest runs
+ * unpaged, so its own page tables play no part. passes=0 only boots: bench/vm-mem subtracts
+ * that run's time.
+ */
+static void __attribute__((noreturn)) test_memwalk(const struct mb_info *mb)
+{
+	char v[16];
+	uint32_t mib = cmdline_get(cmdline, "mb", v, sizeof(v)) ? (uint32_t)atou(v) : 64;
+	uint32_t passes = cmdline_get(cmdline, "passes", v, sizeof(v)) ? (uint32_t)atou(v) : 1;
+	uint32_t stride = cmdline_get(cmdline, "stride", v, sizeof(v)) ? (uint32_t)atou(v) : 4096;
+	uint32_t top = (mb->mem_upper + 1024) / 1024; /* MiB of RAM below the hole */
+	CHECK(stride >= 4 && stride <= (1u << 20) && (stride & (stride - 1)) == 0,
+	      "memwalk: stride is not a power of two from 4 to 1 MiB");
+	CHECK(mib >= 1 && mib <= 3072 && 16 + mib <= top,
+	      "memwalk: mb=N does not fit above 16 MiB");
+	volatile uint32_t *base = (volatile uint32_t *)(uintptr_t)(16u << 20);
+	uint32_t n = (mib << 20) / stride, step = stride / 4;
+	for (uint32_t p = 0; p < passes; p++)
+		for (uint32_t i = 0; i < n; i++)
+			base[i * step] = p ? base[i * step] + 1 : 1;
+	for (uint32_t i = 0; passes && i < n; i++)
+		CHECK(base[i * step] == passes, "memwalk: a word does not hold the pass count");
+	puts_("memwalk: ");
+	putu(mib);
+	puts_(" MiB, ");
+	putu(passes);
+	puts_(" passes, stride ");
+	putu(stride);
+	putc_('\n');
+	pass();
+}
+
 void guest_main(uint32_t magic, const struct mb_info *mb);
 void guest_main(uint32_t magic, const struct mb_info *mb)
 {
@@ -1395,6 +1436,10 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_hyperv();
 	if (streq(test, "balloon"))
 		test_balloon(cmdline);
+	if (streq(test, "kbd"))
+		test_kbd();
+	if (streq(test, "memwalk"))
+		test_memwalk(mb);
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

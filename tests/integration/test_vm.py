@@ -168,6 +168,19 @@ def test_i8042_reset_ends_vm():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_i8042_keyboard_answers():
+    """A PS/2 keyboard that never sends a key sits behind the i8042: reset answers 0xFA 0xAA,
+    identify 0xFA 0xAB 0x83 (0x41 while the controller translates), Linux's controller probe
+    still passes, the aux port answers "no mouse" at once, and IRQ 1 comes per byte only with
+    the command byte's bit 0 set (tests/guests/kbd.h). Before the keyboard, the reset's
+    answer never came."""
+    r = mb("kbd")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    for line in ("kbd: controller ok", "kbd: keyboard ok", "kbd: aux ok (no mouse)",
+                 "kbd: irq 1 ok"):
+        assert line in r.stdout, r.stdout
+
+
 def test_pit_and_lapic_timer_interrupts():
     r = mb("timer")
     assert r.returncode == PASS, r.stdout + r.stderr

@@ -87,6 +87,16 @@ def test_seabios_boots_the_mbr(tmp_path, bios):
 
 
 @needs_seabios
+def test_seabios_finds_the_ps2_keyboard(tmp_path):
+    """SeaBIOS's keyboard_init resets the keyboard behind the i8042 and waits for 0xFA 0xAA;
+    before kapsel's i8042 had a keyboard it waited until "Timeout at ps2_recvbyte"."""
+    r, log = boot(tmp_path, "--mem", "128M")
+    assert r.returncode == PASS, r.stdout + r.stderr + log
+    assert "PS2 keyboard initialized" in log, log
+    assert "ps2_recvbyte" not in log, log
+
+
+@needs_seabios
 def test_seabios_sees_the_cpus_and_memory(tmp_path):
     # CMOS 0x5f (CPU count - 1) is how many APs SeaBIOS waits for; etc/e820 gives the RAM.
     r, log = boot(tmp_path, "--mem", "96M", "--cpus", "2")

@@ -10,6 +10,7 @@ import signal
 import struct
 import subprocess
 import time
+import zlib
 
 import pytest
 
@@ -200,6 +201,34 @@ def test_wrong_magic_and_version(snapshot, tmp_path):
     data[8:12] = struct.pack("<I", 99)
     bad.write_bytes(bytes(data))
     assert "format version 99" in restore_fails(tmp_path, mem, bad)
+
+
+def i8042_section(data):
+    """Offset of the i8042 section's payload (type 50) in a state file's bytes."""
+    off = 72  # the header
+    while off < len(data) - 4:
+        typ, _, length = struct.unpack_from("<IIQ", data, off)
+        if typ == 50:
+            return off + 16, length
+        off += 16 + length
+    raise AssertionError("no i8042 section")
+
+
+def test_i8042_state_is_versioned_and_checked(snapshot, tmp_path):
+    """The i8042 section carries the keyboard's queue; a section of another version or with
+    a queue longer than the device's is refused in one line, even under a valid checksum."""
+    _, mem, state, _ = snapshot
+    data = bytearray(state.read_bytes())
+    off, length = i8042_section(data)
+    assert length == 32 and data[off] == 2, (length, data[off:off + length])
+    bad = tmp_path / "state"
+    for byte, value, why in ((0, 1, "i8042: state of another version"),
+                             (10, 99, "i8042: queue length")):
+        forged = bytearray(data)
+        forged[off + byte] = value
+        forged[-4:] = struct.pack("<I", zlib.crc32(bytes(forged[:-4])))
+        bad.write_bytes(bytes(forged))
+        assert why in restore_fails(tmp_path, mem, bad)
 
 
 def test_memory_file_of_wrong_size(snapshot, tmp_path):

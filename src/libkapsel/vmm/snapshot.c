@@ -994,9 +994,8 @@ int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_err
 	NEED(SEC_FW_CFG, 0, fw);
 	const char *why = NULL;
 	if (kap_serial_load(vm->serial, &ser, &why) < 0 || kap_rtc_load(vm->rtc, &rtc, &why) < 0 ||
-	    kap_fw_cfg_load(vm->fw_cfg, &fw, &why) < 0)
+	    kap_fw_cfg_load(vm->fw_cfg, &fw, &why) < 0 || kap_i8042_load(vm->i8042, &kbd, &why) < 0)
 		return kap_error_plain(err, EINVAL, "%s: %s", s->what, why);
-	kap_i8042_load(vm->i8042, &kbd);
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		if ((r = load_vcpu(vm, s, i, err)) < 0)
 			return r;

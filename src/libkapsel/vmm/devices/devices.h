@@ -18,9 +18,13 @@ void kap_serial_free(struct kap_serial *s);
 /* Console input (event thread). */
 void kap_serial_input(void *serial, const uint8_t *buf, size_t len);
 
-/* i8042 keyboard controller (i8042.c): 0x60 data, 0x64 status/command; 0xFE resets. */
+/* i8042 keyboard controller (i8042.c): 0x60 data, 0x64 status/command; 0xFE resets. A PS/2
+ * keyboard that never sends a key is attached (IRQ 1); the aux port has no mouse (IRQ 12). */
 #define KAP_I8042_DATA	  0x60
 #define KAP_I8042_COMMAND 0x64
+#define KAP_I8042_KBD_IRQ 1
+#define KAP_I8042_AUX_IRQ 12
+#define KAP_I8042_QUEUE	  16
 struct kap_i8042;
 extern const struct kap_dev_ops kap_i8042_ops;
 struct kap_i8042 *kap_i8042_new(struct kap_vm *vm);
@@ -101,11 +105,15 @@ struct kap_serial_state {
 void kap_serial_save(struct kap_serial *s, struct kap_serial_state *st);
 int kap_serial_load(struct kap_serial *s, const struct kap_serial_state *st, const char **why);
 
+/* Version 2: the keyboard behind the controller (its output queue and command state). */
+#define KAP_I8042_STATE_VERSION 2
 struct kap_i8042_state {
-	uint8_t status, cb, out, pending_cmd;
+	uint8_t version, status, cb, out, pending_cmd, out_src, kbd_cmd, scan_set;
+	uint8_t last, levels, q_len, pad[5];
+	uint8_t q[KAP_I8042_QUEUE];
 };
 void kap_i8042_save(struct kap_i8042 *k, struct kap_i8042_state *st);
-void kap_i8042_load(struct kap_i8042 *k, const struct kap_i8042_state *st);
+int kap_i8042_load(struct kap_i8042 *k, const struct kap_i8042_state *st, const char **why);
 
 struct kap_rtc_state {
 	uint8_t index, pad[3];
