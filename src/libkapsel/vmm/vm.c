@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/devices/devices.h"
+#include "vmm/soft/soft.h"
 #include "vmm/virtio/balloon.h"
 #include "vmm/virtio/disk.h"
 #include "vmm/virtio/transport.h"
@@ -56,6 +57,9 @@ void kap_vm_request_exit(struct kap_vm *vm, enum kap_vm_end end, int status, con
 void kap_vm_set_irq(struct kap_vm *vm, unsigned int irq, int level)
 {
 	struct kvm_irq_level l = {.irq = irq, .level = (uint32_t)level};
+	if (vm->soft)
+		return; /* the soft path has no interrupt controller yet (docs/vm.md, Accelerators)
+			 */
 	if (ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0)
 		kap_debug("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
 }
@@ -569,6 +573,51 @@ static int create_vm(struct kap_vm *vm, struct kapsel_error **err)
 	return 0;
 }
 
+/*
+ * --accel (docs/vm.md, Accelerators): KVM, or the soft CPU (vmm/soft/). auto takes KVM when
+ * /dev/kvm opens and KVM_CREATE_VM works, else soft. For KVM this creates the VM (create_vm).
+ */
+static int open_accel(struct kap_vm *vm, struct kapsel_error **err)
+{
+	const struct kapsel_vm_config *c = vm->cfg;
+	struct kapsel_error *kerr = NULL;
+	if (c->accel != KAPSEL_VM_ACCEL_SOFT) {
+		int r = kap_kvm_open(&vm->kvm, c->accel == KAPSEL_VM_ACCEL_KVM ? err : &kerr);
+		if (r >= 0)
+			r = create_vm(vm, c->accel == KAPSEL_VM_ACCEL_KVM ? err : &kerr);
+		if (r >= 0 || c->accel == KAPSEL_VM_ACCEL_KVM) {
+			if (r >= 0)
+				kap_debug("vm: accelerator kvm");
+			return r;
+		}
+		if (vm->fd >= 0)
+			close(vm->fd);
+		vm->fd = -EBADF;
+		kap_kvm_close(&vm->kvm);
+	}
+	vm->soft = true;
+	int r = kap_soft_check_config(c, err);
+	if (r < 0 && kerr)
+		kap_error_wrap(err, "KVM is not usable (%s); the soft CPU", kerr->msg);
+	if (r >= 0)
+		kap_debug("vm: accelerator soft%s%s%s", kerr ? " (KVM is not usable: " : "",
+			  kerr ? kerr->msg : "", kerr ? ")" : "");
+	kapsel_error_free(kerr);
+	return r;
+}
+
+/* The soft CPU's vCPUs: the BSP starts where the boot protocol says (kap_x86_boot_state). */
+static int setup_soft_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
+			    struct kapsel_error **err)
+{
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		int r = kap_soft_vcpu_create(vm, i, entry, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
@@ -652,21 +701,21 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	/* The input first, KVM after: see check_inputs. */
 	int r = check_inputs(c, vm->in, err);
-	if (r < 0 || (r = kap_kvm_open(&vm->kvm, err)) < 0)
+	if (r < 0 || (r = open_accel(vm, err)) < 0)
 		return r;
-	if (ncpus > (unsigned int)vm->kvm.max_vcpus)
+	if (!vm->soft && ncpus > (unsigned int)vm->kvm.max_vcpus)
 		return kap_error_plain(err, EINVAL,
 				       "--cpus %u: this host's KVM supports at most %d vCPUs",
 				       ncpus, vm->kvm.max_vcpus);
 	/* vm->ncpus bounds every loop over vm->vcpus: check_inputs checked it fits the array. */
 	vm->ncpus = ncpus;
 	uint64_t mem = c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM;
-	if ((r = create_vm(vm, err)) < 0 ||
-	    (r = vm->snap ? kap_mem_init_file(&vm->mem, mem, c->restore_mem, err)
+	if ((r = vm->snap ? kap_mem_init_file(&vm->mem, mem, c->restore_mem, err)
 			  : kap_mem_init(&vm->mem, mem, mem_flags(c), err)) < 0 ||
-	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
-	    (!vm->snap && (r = boot(vm, &entry, err)) < 0) ||
-	    (r = setup_vcpus(vm, vm->snap ? NULL : &entry, err)) < 0 ||
+	    (!vm->soft && (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0) ||
+	    (r = create_virtio(vm, err)) < 0 || (!vm->snap && (r = boot(vm, &entry, err)) < 0) ||
+	    (r = vm->soft ? setup_soft_vcpus(vm, &entry, err)
+			  : setup_vcpus(vm, vm->snap ? NULL : &entry, err)) < 0 ||
 	    (r = create_devices(vm, err)) < 0 ||
 	    (vm->snap && (r = kap_snap_load(vm, vm->snap, err)) < 0) ||
 	    (r = kap_loop_init(&vm->loop, err)) < 0 ||
