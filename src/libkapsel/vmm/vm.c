@@ -596,10 +596,19 @@ static int open_accel(struct kap_vm *vm, struct kapsel_error **err)
 		kap_kvm_close(&vm->kvm);
 	}
 	vm->soft = true;
-	int r = kap_soft_check_config(c, err);
-	if (r < 0 && kerr)
-		kap_error_wrap(err, "KVM is not usable (%s); the soft CPU", kerr->msg);
-	if (r >= 0)
+	const char *no = kap_soft_unsupported(c);
+	int r = 0;
+	if (no && kerr)
+		r = kap_error_plain(err, ENOTSUP,
+				    "KVM is not usable (%s) and the soft CPU cannot run %s yet",
+				    kerr->msg, no);
+	else if (no)
+		r = kap_error_plain(err, ENOTSUP, "--accel soft: cannot run %s", no);
+	else if (kerr && (kerr->code == EACCES || kerr->code == EPERM))
+		/* A /dev/kvm this user may not open: likely not what they meant, so say it. */
+		kap_warn("vm: %s; running on the soft CPU instead (--accel kvm to insist)",
+			 kerr->msg);
+	else
 		kap_debug("vm: accelerator soft%s%s%s", kerr ? " (KVM is not usable: " : "",
 			  kerr ? kerr->msg : "", kerr ? ")" : "");
 	kapsel_error_free(kerr);

@@ -53,23 +53,20 @@ struct kap_soft_cache {
 	struct kap_soft_block *garbage;
 };
 
-int kap_soft_check_config(const struct kapsel_vm_config *c, struct kapsel_error **err)
+const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 {
-	const char *what = NULL;
 	if (c->cpus > 1)
-		what = "--cpus above 1 (one soft vCPU for now)";
-	else if (c->ndisks || c->nnets || c->rng || c->vsock_path || c->virtio_console ||
-		 c->balloon.enabled)
-		what = "virtio devices (no interrupt controller on the soft path yet)";
-	else if (c->cpu_features && strstr(c->cpu_features, "hv-"))
-		what = "Hyper-V enlightenments (--cpu-features hv-*)";
-	else if (c->restore_state)
-		what = "vm restore (snapshots hold KVM state)";
-	else if (c->name || c->api_sock)
-		what = "the control API (--name, --api-sock: pause and snapshots are KVM's)";
-	if (what)
-		return kap_error_plain(err, ENOTSUP, "--accel soft: cannot run %s", what);
-	return 0;
+		return "--cpus above 1 (one soft vCPU for now)";
+	if (c->ndisks || c->nnets || c->rng || c->vsock_path || c->virtio_console ||
+	    c->balloon.enabled)
+		return "virtio devices (no interrupt controller on the soft path yet)";
+	if (c->cpu_features && strstr(c->cpu_features, "hv-"))
+		return "Hyper-V enlightenments (--cpu-features hv-*)";
+	if (c->restore_state)
+		return "vm restore (snapshots hold KVM state)";
+	if (c->name || c->api_sock)
+		return "the control API (--name, --api-sock: pause and snapshots are KVM's)";
+	return NULL;
 }
 
 static void seg_from_kvm(struct kap_soft_seg *s, const struct kvm_segment *k)

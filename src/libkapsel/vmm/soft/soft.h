@@ -24,11 +24,8 @@ struct kap_boot_entry;
 
 /* ---- vm.c's hooks (cpu.c) ---- */
 
-/*
- * Whether this config can run on the soft CPU; -ENOTSUP with one line naming the first option
- * it cannot do yet.
- */
-int kap_soft_check_config(const struct kapsel_vm_config *c, struct kapsel_error **err);
+/* What in this config the soft CPU cannot do yet (a phrase for an error), or NULL. */
+const char *kap_soft_unsupported(const struct kapsel_vm_config *c);
 /* Creates vCPU id's soft state, the BSP from the boot protocol's entry state. */
 int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_boot_entry *entry,
 			 struct kapsel_error **err);
