@@ -84,8 +84,33 @@ triple_fault:
 	div %ecx
 	jmp triple_fault
 
+	/*
+	 * The ud test: the #UD handler counts, drops its frame (EIP, CS, EFLAGS; no error code)
+	 * and resumes at ud_resume, without IRET (see the timer test above).
+	 */
+	.globl isr_ud, ud_count, ud_resume
+isr_ud:
+	incl ud_count
+	add $12, %esp
+	jmp *ud_resume
+
+	/*
+	 * The smc test: the first instruction rewrites the immediate of the second, which is
+	 * already in the CPU's pipeline (or the soft CPU's translated block); the new one must
+	 * run (SDM vol. 3 §11.6). Returns 2.
+	 */
+	.globl smc_inline
+smc_inline:
+	movb $2, 1f+1
+1:	mov $1, %eax
+	ret
+
 	.data
 	.align 8
+ud_count:
+	.long 0
+ud_resume:
+	.long 0
 null_idt:
 	.word 0
 	.long 0

@@ -37,6 +37,8 @@
  *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
  *   hyperv    the Hyper-V leaves and MSRs under --cpu-features hv-*: see test_hyperv
  *   balloon   virtio-balloon: inflates, deflates, statistics, free page reporting: see balloon.h
+ *   ud        #UD reaches the guest's IDT: UD2, then twice EMMS (MMX, which the soft CPU lacks)
+ *   smc       self-modifying code: a rewritten routine and an instruction rewriting the next
  */
 #include "acpi.h"
 #include "guest.h"
@@ -220,6 +222,51 @@ static void set_gate(int v, void (*fn)(void))
 }
 
 #define LAPIC(off) (*(volatile uint32_t *)(uintptr_t)(0xfee00000u + (off)))
+
+extern volatile uint32_t ud_count, ud_resume;
+extern void isr_ud(void);
+extern int smc_inline(void);
+
+/* Runs insn; the #UD handler (entry32.S) resumes after it at label 1. */
+#define EXPECT_UD(insn) __asm__ volatile("movl $1f, ud_resume\n\t" insn "\n1:" : : : "memory")
+
+static void test_ud(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	set_gate(6, isr_ud);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	EXPECT_UD("ud2");
+	CHECK(ud_count == 1, "ud2 did not raise #UD");
+	/* CPUID.1:EDX.MMX[bit 23] clear: EMMS is an instruction this CPU does not have. */
+	uint32_t a = 1, b, c = 0, d;
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+	if (!(d & (1u << 23))) {
+		EXPECT_UD("emms");
+		EXPECT_UD("emms");
+		CHECK(ud_count == 3, "emms without MMX did not raise #UD");
+		puts_("ud: emms twice\n");
+	}
+	puts_("ud ok\n");
+	pass();
+}
+
+/* Code in data: mov $1, %eax; ret. */
+static uint8_t smc_buf[8] = {0xb8, 1, 0, 0, 0, 0xc3};
+
+static void test_smc(void)
+{
+	int (*fn)(void) = (int (*)(void))(uintptr_t)smc_buf;
+	CHECK(fn() == 1, "smc: first run");
+	smc_buf[1] = 7;
+	CHECK(fn() == 7, "smc: the rewritten routine ran its old code");
+	CHECK(smc_inline() == 2, "smc: an instruction rewritten just before it ran as it was");
+	CHECK(smc_inline() == 2, "smc: second run");
+	puts_("smc ok\n");
+	pass();
+}
 
 static void test_timer(void)
 {
@@ -1115,6 +1162,10 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_hyperv();
 	if (streq(test, "balloon"))
 		test_balloon(cmdline);
+	if (streq(test, "ud"))
+		test_ud();
+	if (streq(test, "smc"))
+		test_smc();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");
