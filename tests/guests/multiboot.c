@@ -39,6 +39,9 @@
  *   balloon   virtio-balloon: inflates, deflates, statistics, free page reporting: see balloon.h
  *   ud        #UD reaches the guest's IDT: UD2, then twice EMMS (MMX, which the soft CPU lacks)
  *   smc       self-modifying code: a rewritten routine and an instruction rewriting the next
+ *   alu       the integer instructions over edge operands in 8, 16 and 32 bits: prints a hash
+ *             of every result and every flag the SDM defines ("alu hash N"), for comparing
+ *             accelerators (test_vm_soft.py)
  */
 #include "acpi.h"
 #include "guest.h"
@@ -250,6 +253,294 @@ static void test_ud(void)
 		puts_("ud: emms twice\n");
 	}
 	puts_("ud ok\n");
+	pass();
+}
+
+/*
+ * The alu test: each instruction runs from two flag states (all arithmetic flags clear, all
+ * set) over edge operands; its result and the flags the SDM defines for it (mask) are hashed.
+ * Undefined flags (AF after logic ops, OF after multi-bit shifts, SF/ZF/AF/PF after MUL...)
+ * are masked out: CPUs differ there.
+ */
+static uint32_t alu_hash = 2166136261u, alu_count;
+
+static void alu_mix(uint32_t v)
+{
+	for (int i = 0; i < 4; i++) {
+		alu_hash ^= (v >> (8 * i)) & 0xff;
+		alu_hash *= 16777619u;
+	}
+}
+
+static void alu_rec(uint32_t r, uint32_t f, uint32_t mask)
+{
+	alu_mix(r);
+	alu_mix(f & mask);
+	alu_count++;
+}
+
+#define FL_ALL	0x8d5u /* CF PF AF ZF SF OF */
+#define FL_NOAF 0x8c5u
+#define FL_CFOF 0x801u
+
+/* r = r OP b, 32/16/8 bits; fin: the flags before. */
+#define ALU_RR(name, i32, i16, i8)                                                                 \
+	static void name(uint32_t a, uint32_t b, uint32_t fin, uint32_t mask)                      \
+	{                                                                                          \
+		uint32_t r = a, f;                                                                 \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i32                                   \
+				 " %[b], %[r]\n\tpushfl\n\tpopl %[f]"                              \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [b] "q"(b), [fin] "r"(fin)                                      \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i16                                   \
+				 " %w[b], %w[r]\n\tpushfl\n\tpopl %[f]"                            \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [b] "q"(b), [fin] "r"(fin)                                      \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i8                                    \
+				 " %b[b], %b[r]\n\tpushfl\n\tpopl %[f]"                            \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [b] "q"(b), [fin] "r"(fin)                                      \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+	}
+
+/* r = OP r (one operand). */
+#define ALU_R(name, i32, i16, i8)                                                                  \
+	static void name(uint32_t a, uint32_t fin, uint32_t mask)                                  \
+	{                                                                                          \
+		uint32_t r = a, f;                                                                 \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i32 " %[r]\n\tpushfl\n\tpopl %[f]"    \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [fin] "r"(fin)                                                  \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i16 " %w[r]\n\tpushfl\n\tpopl %[f]"   \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [fin] "r"(fin)                                                  \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i8 " %b[r]\n\tpushfl\n\tpopl %[f]"    \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [fin] "r"(fin)                                                  \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+	}
+
+/* r = r SHIFT cl. */
+#define ALU_SH(name, i32, i16, i8)                                                                 \
+	static void name(uint32_t a, uint32_t c, uint32_t fin, uint32_t mask)                      \
+	{                                                                                          \
+		uint32_t r = a, f;                                                                 \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i32                                   \
+				 " %%cl, %[r]\n\tpushfl\n\tpopl %[f]"                              \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : "c"(c), [fin] "r"(fin)                                          \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i16                                   \
+				 " %%cl, %w[r]\n\tpushfl\n\tpopl %[f]"                             \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : "c"(c), [fin] "r"(fin)                                          \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i8                                    \
+				 " %%cl, %b[r]\n\tpushfl\n\tpopl %[f]"                             \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : "c"(c), [fin] "r"(fin)                                          \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+	}
+
+ALU_RR(alu_add, "addl", "addw", "addb")
+ALU_RR(alu_adc, "adcl", "adcw", "adcb")
+ALU_RR(alu_sub, "subl", "subw", "subb")
+ALU_RR(alu_sbb, "sbbl", "sbbw", "sbbb")
+ALU_RR(alu_cmp, "cmpl", "cmpw", "cmpb")
+ALU_RR(alu_and, "andl", "andw", "andb")
+ALU_RR(alu_or, "orl", "orw", "orb")
+ALU_RR(alu_xor, "xorl", "xorw", "xorb")
+ALU_RR(alu_test, "testl", "testw", "testb")
+ALU_RR(alu_xadd, "xaddl", "xaddw", "xaddb")
+ALU_R(alu_inc, "incl", "incw", "incb")
+ALU_R(alu_dec, "decl", "decw", "decb")
+ALU_R(alu_neg, "negl", "negw", "negb")
+ALU_R(alu_not, "notl", "notw", "notb")
+ALU_SH(alu_shl, "shll", "shlw", "shlb")
+ALU_SH(alu_shr, "shrl", "shrw", "shrb")
+ALU_SH(alu_sar, "sarl", "sarw", "sarb")
+ALU_SH(alu_rol, "roll", "rolw", "rolb")
+ALU_SH(alu_ror, "rorl", "rorw", "rorb")
+ALU_SH(alu_rcl, "rcll", "rclw", "rclb")
+ALU_SH(alu_rcr, "rcrl", "rcrw", "rcrb")
+
+/* Flags after a shift or rotate by c (< 8 here): none change at 0, OF only at 1. */
+static uint32_t shift_mask(uint32_t c, int rotate)
+{
+	if (c == 0)
+		return FL_ALL;
+	uint32_t m = rotate ? FL_ALL : FL_NOAF;
+	return c == 1 ? m : m & ~0x800u;
+}
+
+static void alu_wide(uint32_t a, uint32_t b, uint32_t fin)
+{
+	uint32_t lo, hi, f;
+	/* MUL, IMUL (one operand, two, three): CF and OF only. */
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\tmull %[b]\n\tpushfl\n\tpopl %[f]"
+			 : "=a"(lo), "=d"(hi), [f] "=&r"(f)
+			 : "a"(a), [b] "r"(b), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, FL_CFOF);
+	alu_mix(hi);
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\timull %[b]\n\tpushfl\n\tpopl %[f]"
+			 : "=a"(lo), "=d"(hi), [f] "=&r"(f)
+			 : "a"(a), [b] "r"(b), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, FL_CFOF);
+	alu_mix(hi);
+	lo = a;
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\timulw %w[b], %w[r]\n\tpushfl\n\tpopl %[f]"
+			 : [r] "+r"(lo), [f] "=&r"(f)
+			 : [b] "r"(b), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, FL_CFOF);
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\timull $-3, %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+			 : [r] "=r"(lo), [f] "=&r"(f)
+			 : [b] "r"(b), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, FL_CFOF);
+	/* DIV, IDIV: no flags defined; only quotients that fit. */
+	if (b) {
+		uint32_t q, r;
+		__asm__ volatile("divl %[b]"
+				 : "=a"(q), "=d"(r)
+				 : "a"(a), "d"(0), [b] "r"(b)
+				 : "cc");
+		alu_mix(q);
+		alu_mix(r);
+		if (!(b == 0xffffffffu && a == 0x80000000u)) {
+			__asm__ volatile("cltd\n\tidivl %[b]"
+					 : "=a"(q), "=d"(r)
+					 : "a"(a), [b] "r"(b)
+					 : "cc");
+			alu_mix(q);
+			alu_mix(r);
+		}
+		/* BSF, BSR: ZF and the index, for a non-zero source. */
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\tbsfl %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+				 : [r] "=r"(lo), [f] "=&r"(f)
+				 : [b] "r"(b), [fin] "r"(fin)
+				 : "cc");
+		alu_rec(lo, f, 0x40);
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\tbsrl %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+				 : [r] "=r"(lo), [f] "=&r"(f)
+				 : [b] "r"(b), [fin] "r"(fin)
+				 : "cc");
+		alu_rec(lo, f, 0x40);
+	}
+	/* BT, BTS, BTR, BTC: CF (ZF unaffected). */
+	lo = a;
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\tbtsl %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+			 : [r] "+r"(lo), [f] "=&r"(f)
+			 : [b] "r"(b & 31), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, 0x41);
+	lo = a;
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\tbtcl %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+			 : [r] "+r"(lo), [f] "=&r"(f)
+			 : [b] "r"(b & 31), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, 0x41);
+	/* SHLD, SHRD by 1 and 5; SETcc and CMOVcc after a CMP. */
+	for (uint32_t c = 1; c < 8; c += 4) {
+		lo = a;
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\tshldl %%cl, %[b], %[r]\n\tpushfl\n\t"
+				 "popl %[f]"
+				 : [r] "+r"(lo), [f] "=&r"(f)
+				 : [b] "r"(b), "c"(c), [fin] "r"(fin)
+				 : "cc");
+		alu_rec(lo, f, shift_mask(c, 0));
+		lo = a;
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\tshrdl %%cl, %[b], %[r]\n\tpushfl\n\t"
+				 "popl %[f]"
+				 : [r] "+r"(lo), [f] "=&r"(f)
+				 : [b] "r"(b), "c"(c), [fin] "r"(fin)
+				 : "cc");
+		alu_rec(lo, f, shift_mask(c, 0));
+	}
+	uint8_t cc[8];
+	__asm__ volatile("cmpl %[b], %[a]\n\tseto %[c0]\n\tsetb %[c1]\n\tsete %[c2]\n\t"
+			 "setbe %[c3]\n\tsets %[c4]\n\tsetp %[c5]\n\tsetl %[c6]\n\tsetle %[c7]"
+			 : [c0] "=m"(cc[0]), [c1] "=m"(cc[1]), [c2] "=m"(cc[2]), [c3] "=m"(cc[3]),
+			   [c4] "=m"(cc[4]), [c5] "=m"(cc[5]), [c6] "=m"(cc[6]), [c7] "=m"(cc[7])
+			 : [a] "r"(a), [b] "r"(b)
+			 : "cc");
+	for (int i = 0; i < 8; i++)
+		alu_mix(cc[i]);
+	lo = 0;
+	__asm__ volatile("cmpl %[b], %[a]\n\tcmovgl %[a], %[r]"
+			 : [r] "+r"(lo)
+			 : [a] "r"(a), [b] "r"(b)
+			 : "cc");
+	alu_mix(lo);
+}
+
+static void test_alu(void)
+{
+	static const uint32_t v[] = {0,		 1,	     2,		 0x7f,	     0x80,
+				     0xff,	 0x7fff,     0x8000,	 0xffff,     0x7fffffff,
+				     0x80000000, 0xfffffffe, 0xffffffff, 0x12345678, 0xdeadbeef};
+	static const uint32_t counts[] = {0, 1, 3, 7};
+	const unsigned int n = sizeof(v) / sizeof(v[0]);
+	for (unsigned int k = 0; k < 2; k++) {
+		uint32_t fin = k ? 0x8d7u : 0x2u;
+		for (unsigned int i = 0; i < n; i++) {
+			for (unsigned int j = 0; j < n; j++) {
+				uint32_t a = v[i], b = v[j];
+				alu_add(a, b, fin, FL_ALL);
+				alu_adc(a, b, fin, FL_ALL);
+				alu_sub(a, b, fin, FL_ALL);
+				alu_sbb(a, b, fin, FL_ALL);
+				alu_cmp(a, b, fin, FL_ALL);
+				alu_and(a, b, fin, FL_NOAF);
+				alu_or(a, b, fin, FL_NOAF);
+				alu_xor(a, b, fin, FL_NOAF);
+				alu_test(a, b, fin, FL_NOAF);
+				alu_xadd(a, b, fin, FL_ALL);
+				alu_wide(a, b, fin);
+			}
+			uint32_t a = v[i];
+			alu_inc(a, fin, FL_ALL);
+			alu_dec(a, fin, FL_ALL);
+			alu_neg(a, fin, FL_ALL);
+			alu_not(a, fin, FL_ALL);
+			for (unsigned int c = 0; c < 4; c++) {
+				uint32_t s = counts[c];
+				alu_shl(a, s, fin, shift_mask(s, 0));
+				alu_shr(a, s, fin, shift_mask(s, 0));
+				alu_sar(a, s, fin, shift_mask(s, 0));
+				alu_rol(a, s, fin, shift_mask(s, 1));
+				alu_ror(a, s, fin, shift_mask(s, 1));
+				alu_rcl(a, s, fin, shift_mask(s, 1));
+				alu_rcr(a, s, fin, shift_mask(s, 1));
+			}
+		}
+	}
+	puts_("alu hash ");
+	putu(alu_hash);
+	puts_(" over ");
+	putu(alu_count);
+	putc_('\n');
 	pass();
 }
 
@@ -1166,6 +1457,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_ud();
 	if (streq(test, "smc"))
 		test_smc();
+	if (streq(test, "alu"))
+		test_alu();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");
