@@ -105,6 +105,24 @@ smc_inline:
 1:	mov $1, %eax
 	ret
 
+	/*
+	 * The chaos test: every exception vector and the end of each run of random code come
+	 * here. Flat data segments and a fresh stack, then chaos_prepare (multiboot.c) returns
+	 * the next random code to jump to. What the random code broke (the GDT, the IDT, CR0)
+	 * may make this fault again, up to a triple fault: that ends the VM, which is fine.
+	 */
+	.globl chaos_enter
+chaos_enter:
+	mov $0x18, %eax
+	mov %eax, %ds
+	mov %eax, %es
+	mov %eax, %ss
+	mov %eax, %fs
+	mov %eax, %gs
+	mov $chaos_stack_top, %esp
+	call chaos_prepare
+	jmp *%eax
+
 	.data
 	.align 8
 ud_count:
@@ -150,5 +168,9 @@ ap_tramp_end:
 	.align 16
 	.space 16384
 stack_top:
+#ifdef MULTIBOOT
+	.space 4096
+chaos_stack_top:
+#endif
 
 	.section .note.GNU-stack, "", @progbits

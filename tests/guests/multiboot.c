@@ -42,6 +42,9 @@
  *   alu       the integer instructions over edge operands in 8, 16 and 32 bits: prints a hash
  *             of every result and every flag the SDM defines ("alu hash N"), for comparing
  *             accelerators (test_vm_soft.py)
+ *   chaos     "seed=S n=N": runs N pieces of random code (64 bytes each, HLT bytes made NOPs),
+ *             every exception resuming at the next; for the accelerator's robustness, not
+ *             the guest's: any end but a crash of kapsel is fine
  */
 #include "acpi.h"
 #include "guest.h"
@@ -542,6 +545,55 @@ static void test_alu(void)
 	putu(alu_count);
 	putc_('\n');
 	pass();
+}
+
+/* The chaos test: xorshift32 random code, run from chaos_enter (entry32.S). */
+extern void chaos_enter(void);
+uint32_t chaos_prepare(void);
+static uint32_t chaos_rng = 1, chaos_iters, chaos_n;
+/* The code sits in the middle of INT3s: a short jump out of it traps rather than wanders. */
+static uint8_t chaos_area[8192] __attribute__((aligned(4096)));
+#define chaos_code (chaos_area + 4096)
+
+uint32_t chaos_prepare(void)
+{
+	if (chaos_iters++ >= chaos_n) {
+		puts_("chaos done\n");
+		pass();
+	}
+	for (unsigned int i = 0; i < sizeof(chaos_area); i++) /* volatile: no memset call */
+		((volatile uint8_t *)chaos_area)[i] = 0xcc;
+	for (unsigned int i = 0; i < 64; i++) {
+		chaos_rng ^= chaos_rng << 13;
+		chaos_rng ^= chaos_rng >> 17;
+		chaos_rng ^= chaos_rng << 5;
+		uint8_t b = (uint8_t)chaos_rng;
+		chaos_code[i] = b == 0xf4 ? 0x90 : b; /* HLT would wait for an interrupt forever */
+	}
+	/* mov $chaos_enter, %eax; jmp *%eax */
+	uint32_t back = (uint32_t)(uintptr_t)chaos_enter;
+	chaos_code[64] = 0xb8;
+	for (int i = 0; i < 4; i++)
+		chaos_code[65 + i] = (uint8_t)(back >> (8 * i));
+	chaos_code[69] = 0xff;
+	chaos_code[70] = 0xe0;
+	return (uint32_t)(uintptr_t)chaos_code;
+}
+
+static void test_chaos(void)
+{
+	char v[24];
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	if (cmdline_get(cmdline, "seed", v, sizeof(v)))
+		chaos_rng = (uint32_t)atou(v) * 2654435761u | 1;
+	chaos_n = cmdline_get(cmdline, "n", v, sizeof(v)) ? (uint32_t)atou(v) : 1000;
+	for (int i = 0; i < 256; i++)
+		set_gate(i, chaos_enter);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	chaos_enter();
 }
 
 /* Code in data: mov $1, %eax; ret. */
@@ -1459,6 +1511,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_smc();
 	if (streq(test, "alu"))
 		test_alu();
+	if (streq(test, "chaos"))
+		test_chaos();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

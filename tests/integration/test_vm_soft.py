@@ -154,6 +154,30 @@ def test_triple_fault_reported_as_under_kvm():
     assert "(instruction bytes f7 f1" in lines[0]  # div %ecx
 
 
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_random_guest_code_never_crashes_kapsel(seed):
+    # test=chaos runs random code pieces, each exception resuming at the next. The guest may
+    # finish, triple-fault (random stores reach its IDT and GDT) or loop forever (a random
+    # backward jump; the soft path has no timer interrupt to break it): all fine. kapsel must
+    # not crash, trip a sanitizer, or ignore SIGTERM.
+    p = subprocess.Popen([KAPSEL, "vm", "run", "--accel", "soft", "--mem", "2M", "--kernel",
+                          MULTIBOOT, "--cmdline", f"test=chaos seed={seed} n=300"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 128 + 15 and "stopped by signal 15" in err, err
+    assert p.returncode > 0, (p.returncode, err)
+    assert "Sanitizer" not in err and "runtime error" not in err, err
+    if p.returncode == PASS:
+        assert "chaos done" in out
+    elif "triple fault" in err:
+        assert "guest fault on vCPU 0: triple fault (shutdown) at RIP 0x" in err
+
+
 def test_xgetbv_without_osxsave_is_ud():
     # CR4.OSXSAVE is clear, so XGETBV is #UD on any CPU; with no IDT that is a triple fault.
     r = soft("emufail")

@@ -1074,4 +1074,6 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 			cpu->halted = false;
 		}
 	}
+	kap_debug("vm: soft vCPU %u stopped at CS:RIP 0x%x:0x%" PRIx64 " (%u-bit code)", cpu->id,
+		  cpu->seg[KAP_SOFT_CS].sel, cpu->rip, cpu->mode * 8);
 }
