@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/devices/devices.h"
+#include "vmm/soft/irq.h"
 #include "vmm/soft/soft.h"
 #include "vmm/virtio/balloon.h"
 #include "vmm/virtio/disk.h"
@@ -57,9 +58,10 @@ void kap_vm_request_exit(struct kap_vm *vm, enum kap_vm_end end, int status, con
 void kap_vm_set_irq(struct kap_vm *vm, unsigned int irq, int level)
 {
 	struct kvm_irq_level l = {.irq = irq, .level = (uint32_t)level};
-	if (vm->soft)
-		return; /* the soft path has no interrupt controller yet (docs/vm.md, Accelerators)
-			 */
+	if (vm->soft) {
+		kap_soft_pic_set_irq(vm->soft_pic, irq, level); /* docs/vm.md, Accelerators */
+		return;
+	}
 	if (ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0)
 		kap_debug("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
 }
@@ -615,12 +617,20 @@ static int open_accel(struct kap_vm *vm, struct kapsel_error **err)
 	return r;
 }
 
-/* The soft CPU's vCPUs: the BSP starts where the boot protocol says (kap_x86_boot_state). */
+/*
+ * The soft CPU's vCPUs, the BSP starting where the boot protocol says (kap_x86_boot_state),
+ * and the interrupt sources KVM would have in the kernel: the 8259 pair and (unless --no-pit)
+ * the 8254.
+ */
 static int setup_soft_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 			    struct kapsel_error **err)
 {
+	int r = kap_soft_pic_create(&vm->pio, &vm->soft_pic, err);
+	if (r < 0 || (!vm->cfg->no_pit &&
+		      (r = kap_soft_pit_create(&vm->pio, vm->soft_pic, &vm->soft_pit, err)) < 0))
+		return r;
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
-		int r = kap_soft_vcpu_create(vm, i, entry, err);
+		r = kap_soft_vcpu_create(vm, i, entry, err);
 		if (r < 0)
 			return r;
 	}
@@ -763,6 +773,8 @@ static void vm_teardown(struct kap_vm *vm)
 			kap_vcpu_destroy(&vm->vcpus[i]);
 	kap_loop_destroy(&vm->loop);
 	free_devices(vm);
+	kap_soft_pit_free(vm->soft_pit);
+	kap_soft_pic_free(vm->soft_pic);
 	free(vm->cpuid);
 	kap_bus_destroy(&vm->pio);
 	kap_bus_destroy(&vm->mmio);

@@ -27,6 +27,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "vmm/soft/irq.h"
 #include "vmm/soft/soft.h"
 #include "vmm/vmm.h"
 #include "vmm/x86/x86.h"
@@ -734,11 +735,44 @@ void kap_soft_out(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n, uint3
 
 void kap_soft_halt(struct kap_soft_cpu *cpu)
 {
-	/* Nothing can interrupt a soft vCPU yet: HLT sleeps until the VM ends. */
-	struct timespec ts = {.tv_nsec = 10 * 1000 * 1000};
-	while (!atomic_load(&cpu->vm->stop) &&
-	       !atomic_load_explicit(&cpu->vm->pause_req, memory_order_acquire))
+	struct kap_vm *vm = cpu->vm;
+	bool ints = cpu->flags & KAP_SOFT_IF;
+	while (!atomic_load(&vm->stop) &&
+	       !atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
+		uint64_t now = kap_soft_now_ns(), wait = 10 * 1000 * 1000;
+		uint64_t next = kap_soft_pit_poll(vm->soft_pit, now);
+		if (ints && kap_soft_pic_pending(vm->soft_pic))
+			return;
+		/* Until the PIT's next tick, at most 10 ms: device lines are seen that often. */
+		if (ints && next && next > now && next - now < wait)
+			wait = next - now;
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)wait};
 		nanosleep(&ts, NULL);
+	}
+}
+
+/*
+ * At a block boundary: IRQ 0 when the PIT is due (looked at every 16 blocks: the clock costs
+ * more than a short block), then an external interrupt from the PIC if IF allows it (SDM vol. 3
+ * §6.8.1), through the IDT like an exception but with no error code.
+ */
+static void take_interrupt(struct kap_soft_cpu *cpu)
+{
+	struct kap_vm *vm = cpu->vm;
+	if (vm->soft_pit && (++cpu->poll & 15) == 0)
+		kap_soft_pit_poll(vm->soft_pit, kap_soft_now_ns());
+	if (cpu->int_shadow) {
+		cpu->int_shadow = false;
+		return;
+	}
+	if (!(cpu->flags & KAP_SOFT_IF) || !kap_soft_pic_pending(vm->soft_pic))
+		return;
+	int vec = kap_soft_pic_ack(vm->soft_pic);
+	if (vec < 0)
+		return;
+	cpu->delivering = vec;
+	deliver(cpu, vec, 0, false, false, cpu->rip);
+	cpu->delivering = -1;
 }
 
 uint64_t kap_soft_rdtsc(struct kap_soft_cpu *cpu)
@@ -1065,6 +1099,7 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 		}
 		/* Block boundaries: where the stop flag (and later interrupts) are looked at. */
 		for (unsigned int i = 0; i < 256 && !cpu->halted; i++) {
+			take_interrupt(cpu);
 			run_block(cpu);
 			if (cpu->cache->garbage)
 				break;

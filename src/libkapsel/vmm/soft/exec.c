@@ -937,6 +937,9 @@ static void x_flagop(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	case 0xfb:
 		if (cpu->cpl > ((f >> 12) & 3))
 			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
+		/* STI: interrupts wait one more instruction (SDM vol. 2, STI). */
+		if (d->op == 0xfb && !(f & KAP_SOFT_IF))
+			cpu->int_shadow = true;
 		f = d->op == 0xfa ? f & ~KAP_SOFT_IF : f | KAP_SOFT_IF;
 		break;
 	case 0xfc:

@@ -89,6 +89,8 @@ struct kap_soft_cpu {
 	bool ud_logged;	 /* an unimplemented instruction was logged once already */
 	bool stop_block; /* a store hit a page with translations: leave the block after this */
 	bool halted;
+	bool int_shadow;   /* STI just set IF: no interrupt before the next instruction */
+	unsigned int poll; /* blocks since the PIT was last polled */
 
 	struct kap_soft_cache *cache;
 	uint8_t *code_pages; /* one byte per RAM page: 1 when some block was decoded from it */
@@ -125,7 +127,7 @@ void kap_soft_flush_tlb(struct kap_soft_cpu *cpu);
 /* Port I/O through the VM's port bus. */
 uint32_t kap_soft_in(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n);
 void kap_soft_out(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n, uint32_t v);
-/* HLT: waits until the VM stops (the soft path has no interrupt controller yet). */
+/* HLT: waits for an interrupt (IF set) or, with IF clear, until the VM stops. */
 void kap_soft_halt(struct kap_soft_cpu *cpu);
 /* The guest's TSC: host CLOCK_MONOTONIC in ns plus the guest's offset (docs/vm.md). */
 uint64_t kap_soft_rdtsc(struct kap_soft_cpu *cpu);
