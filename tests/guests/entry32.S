@@ -95,6 +95,21 @@ isr_ud:
 	jmp *ud_resume
 
 	/*
+	 * The paging test's #PF handler: records the error code and CR2, drops the frame (error
+	 * code, EIP, CS, EFLAGS) and resumes at pf_resume.
+	 */
+	.globl isr_pf, pf_count, pf_code, pf_cr2, pf_resume
+isr_pf:
+	incl pf_count
+	popl pf_code
+	push %eax
+	mov %cr2, %eax
+	mov %eax, pf_cr2
+	pop %eax
+	add $12, %esp
+	jmp *pf_resume
+
+	/*
 	 * The smc test: the first instruction rewrites the immediate of the second, which is
 	 * already in the CPU's pipeline (or the soft CPU's translated block); the new one must
 	 * run (SDM vol. 3 §11.6). Returns 2.
@@ -125,6 +140,14 @@ chaos_enter:
 
 	.data
 	.align 8
+pf_count:
+	.long 0
+pf_code:
+	.long 0
+pf_cr2:
+	.long 0
+pf_resume:
+	.long 0
 ud_count:
 	.long 0
 ud_resume:
