@@ -127,6 +127,9 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 		return kap_error(err, ENOMEM, "soft vCPU %u", id);
 	}
 	v->soft = cpu;
+	int r = kap_soft_lapic_create(&vm->mmio, id, &cpu->lapic, err);
+	if (r < 0)
+		return r; /* kap_soft_vcpu_destroy frees the rest */
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
 	memset(&sregs, 0, sizeof(sregs));
@@ -190,6 +193,7 @@ void kap_soft_vcpu_destroy(struct kap_vcpu *v)
 	if (!cpu)
 		return;
 	cache_free(cpu->cache);
+	kap_soft_lapic_free(cpu->lapic);
 	free(cpu->code_pages);
 	free(cpu);
 	v->soft = NULL;
@@ -741,9 +745,14 @@ void kap_soft_halt(struct kap_soft_cpu *cpu)
 	       !atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
 		uint64_t now = kap_soft_now_ns(), wait = 10 * 1000 * 1000;
 		uint64_t next = kap_soft_pit_poll(vm->soft_pit, now);
-		if (ints && kap_soft_pic_pending(vm->soft_pic))
+		uint64_t lnext = kap_soft_lapic_poll(cpu->lapic, now);
+		if (ints && (kap_soft_lapic_pending(cpu->lapic) ||
+			     (kap_soft_pic_pending(vm->soft_pic) &&
+			      kap_soft_lapic_accepts_pic(cpu->lapic, cpu->apic_base))))
 			return;
-		/* Until the PIT's next tick, at most 10 ms: device lines are seen that often. */
+		/* Until the next timer tick, at most 10 ms: device lines are seen that often. */
+		if (lnext && (!next || lnext < next))
+			next = lnext;
 		if (ints && next && next > now && next - now < wait)
 			wait = next - now;
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)wait};
@@ -759,15 +768,24 @@ void kap_soft_halt(struct kap_soft_cpu *cpu)
 static void take_interrupt(struct kap_soft_cpu *cpu)
 {
 	struct kap_vm *vm = cpu->vm;
-	if (vm->soft_pit && (++cpu->poll & 15) == 0)
-		kap_soft_pit_poll(vm->soft_pit, kap_soft_now_ns());
+	if ((++cpu->poll & 15) == 0) {
+		uint64_t now = kap_soft_now_ns();
+		kap_soft_pit_poll(vm->soft_pit, now);
+		kap_soft_lapic_poll(cpu->lapic, now);
+	}
 	if (cpu->int_shadow) {
 		cpu->int_shadow = false;
 		return;
 	}
-	if (!(cpu->flags & KAP_SOFT_IF) || !kap_soft_pic_pending(vm->soft_pic))
+	if (!(cpu->flags & KAP_SOFT_IF))
 		return;
-	int vec = kap_soft_pic_ack(vm->soft_pic);
+	/* The LAPIC's own vectors outrank the 8259's ExtINT (§10.8.1's priority scheme aside). */
+	int vec = -1;
+	if (kap_soft_lapic_pending(cpu->lapic))
+		vec = kap_soft_lapic_ack(cpu->lapic);
+	if (vec < 0 && kap_soft_pic_pending(vm->soft_pic) &&
+	    kap_soft_lapic_accepts_pic(cpu->lapic, cpu->apic_base))
+		vec = kap_soft_pic_ack(vm->soft_pic);
 	if (vec < 0)
 		return;
 	cpu->delivering = vec;
@@ -924,7 +942,8 @@ void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint3
 		out[0] = 0x00050650;
 		out[1] = (cpu->id << 24) | (1u << 16);
 		out[2] = 1u << 31; /* hypervisor */
-		out[3] = (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) | (1u << 3) | (1u << 15);
+		out[3] = (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) | (1u << 9) |
+			 (1u << 15); /* PSE TSC MSR PAE CX8 APIC CMOV */
 		return;
 	case 0x40000000:
 		out[0] = 0x40000000;

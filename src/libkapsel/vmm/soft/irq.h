@@ -36,3 +36,16 @@ void kap_soft_pit_free(struct kap_soft_pit *p);
  */
 uint64_t kap_soft_pit_poll(struct kap_soft_pit *p, uint64_t now);
 uint64_t kap_soft_now_ns(void);
+
+struct kap_soft_lapic;
+/* vCPU id's local APIC at 0xFEE00000 on the MMIO bus (one vCPU: one APIC). */
+int kap_soft_lapic_create(struct kap_bus *mmio, unsigned int id, struct kap_soft_lapic **out,
+			  struct kapsel_error **err);
+void kap_soft_lapic_free(struct kap_soft_lapic *l);
+/* Fires the timer when due; returns when it is next due, 0 when not armed. */
+uint64_t kap_soft_lapic_poll(struct kap_soft_lapic *l, uint64_t now);
+bool kap_soft_lapic_pending(struct kap_soft_lapic *l);
+/* Moves the highest deliverable vector from IRR to ISR and returns it, or -1. */
+int kap_soft_lapic_ack(struct kap_soft_lapic *l);
+/* Whether the 8259's INTR reaches the CPU: APIC off, or LINT0 unmasked in ExtINT mode. */
+bool kap_soft_lapic_accepts_pic(struct kap_soft_lapic *l, uint64_t apic_base);

@@ -92,6 +92,7 @@ struct kap_soft_cpu {
 	bool int_shadow;   /* STI just set IF: no interrupt before the next instruction */
 	unsigned int poll; /* blocks since the PIT was last polled */
 
+	struct kap_soft_lapic *lapic;
 	struct kap_soft_cache *cache;
 	uint8_t *code_pages; /* one byte per RAM page: 1 when some block was decoded from it */
 	uint64_t npages;
