@@ -60,7 +60,7 @@ const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 		return "--cpus above 1 (one soft vCPU for now)";
 	if (c->ndisks || c->nnets || c->rng || c->vsock_path || c->virtio_console ||
 	    c->balloon.enabled)
-		return "virtio devices (no interrupt controller on the soft path yet)";
+		return "virtio devices (ioeventfds, irqfds and the I/O APIC are KVM's for now)";
 	if (c->cpu_features && strstr(c->cpu_features, "hv-"))
 		return "Hyper-V enlightenments (--cpu-features hv-*)";
 	if (c->restore_state)
