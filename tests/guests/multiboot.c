@@ -651,6 +651,8 @@ static void test_paging(void)
 	pass();
 }
 
+static uint8_t smc_pages[8192] __attribute__((aligned(4096)));
+
 /* Code in data: mov $1, %eax; ret. */
 static uint8_t smc_buf[8] = {0xb8, 1, 0, 0, 0, 0xc3};
 
@@ -662,6 +664,18 @@ static void test_smc(void)
 	CHECK(fn() == 7, "smc: the rewritten routine ran its old code");
 	CHECK(smc_inline() == 2, "smc: an instruction rewritten just before it ran as it was");
 	CHECK(smc_inline() == 2, "smc: second run");
+	/*
+	 * An instruction across a page boundary (its immediate on the next page), then a
+	 * store to only that next page: the CPU must run the new immediate.
+	 */
+	volatile uint8_t *x = smc_pages + 4096 - 3;
+	static const uint8_t mov_ret[] = {0xb8, 0x11, 0x22, 0x33, 0x44, 0xc3};
+	for (unsigned int i = 0; i < sizeof(mov_ret); i++)
+		x[i] = mov_ret[i];
+	int (*cross)(void) = (int (*)(void))(uintptr_t)x;
+	CHECK(cross() == 0x44332211, "smc: an instruction across pages");
+	x[4] = 0x55; /* on the second page */
+	CHECK(cross() == 0x55332211, "smc: a store to the second page of an instruction");
 	puts_("smc ok\n");
 	pass();
 }
