@@ -44,6 +44,8 @@
  *             accelerators (test_vm_soft.py)
  *   paging    2-level paging with CR0.WP: #PF error codes and CR2 for a missing page and a
  *             write to a read-only one, accessed and dirty bits, a 4 MiB PSE page
+ *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
+ *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works
  *   chaos     "seed=S n=N": runs N pieces of random code (64 bytes each, HLT bytes made NOPs),
  *             every exception resuming at the next; for the accelerator's robustness, not
  *             the guest's: any end but a crash of kapsel is fine
@@ -652,6 +654,41 @@ static void test_paging(void)
 }
 
 static uint8_t smc_pages[8192] __attribute__((aligned(4096)));
+
+static uint64_t segs_gdt[8] __attribute__((aligned(8)));
+
+static void test_segs(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt}, gdtr;
+	set_gate(13, isr_pf); /* records the error code like a #PF; CR2 is not looked at */
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	__asm__ volatile("sgdt %0" : "=m"(gdtr));
+	const uint64_t *old = (const uint64_t *)(uintptr_t)gdtr.base;
+	for (int i = 0; i < 6; i++)
+		segs_gdt[i] = old[i];
+	segs_gdt[6] = 0x00cffa000000ffffULL; /* code, DPL 3 */
+	segs_gdt[7] = 0x00cff2000000ffffULL; /* data, DPL 3 */
+	gdtr.base = (uint32_t)(uintptr_t)segs_gdt;
+	gdtr.limit = sizeof(segs_gdt) - 1;
+	__asm__ volatile("lgdt %0" : : "m"(gdtr));
+	pf_count = 0;
+	EXPECT_PF("ljmp $0x30, $1f");
+	CHECK(pf_count == 1 && pf_code == 0x30, "far JMP to DPL 3 code at CPL 0 was not #GP");
+	EXPECT_PF("ljmp $0x33, $1f");
+	CHECK(pf_count == 2 && pf_code == 0x30, "far JMP with RPL 3 was not #GP");
+	EXPECT_PF("mov %0, %%ss", "r"(0x38));
+	CHECK(pf_count == 3 && pf_code == 0x38, "MOV SS of a DPL 3 segment was not #GP");
+	uint32_t ds;
+	__asm__ volatile("mov %1, %%ds\n\tmov %%ds, %0\n\tmov %2, %%ds"
+			 : "=r"(ds)
+			 : "r"(0x3b), "r"(0x18));
+	CHECK(ds == 0x3b && pf_count == 3, "MOV DS of a DPL 3 data segment failed");
+	puts_("segs ok\n");
+	pass();
+}
 
 /* Code in data: mov $1, %eax; ret. */
 static uint8_t smc_buf[8] = {0xb8, 1, 0, 0, 0, 0xc3};
@@ -1584,6 +1621,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_chaos();
 	if (streq(test, "paging"))
 		test_paging();
+	if (streq(test, "segs"))
+		test_segs();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

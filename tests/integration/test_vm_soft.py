@@ -201,6 +201,14 @@ def test_paging_faults_and_accessed_dirty_bits():
     assert "paging ok" in r.stdout
 
 
+def test_segment_privilege_checks():
+    # At CPL 0: a far JMP to a DPL 3 code segment and MOV SS of a DPL 3 data segment are #GP
+    # with the selector as error code; MOV DS of that data segment is allowed (as on KVM).
+    r = soft("segs")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "segs ok" in r.stdout
+
+
 def test_triple_fault_reported_as_under_kvm():
     # #DE with an empty IDT: #GP delivering it, #DF, then shutdown. The message is the KVM
     # path's (vcpu.c), with where it happened.

@@ -509,6 +509,21 @@ void kap_soft_load_seg(struct kap_soft_cpu *cpu, unsigned int seg, uint16_t sel)
 		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
 	if (seg != KAP_SOFT_CS && seg != KAP_SOFT_SS && (n.type & 0xa) == 0x8)
 		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true); /* execute-only code */
+	/*
+	 * Privilege (SDM vol. 3 §5.6, §5.8.1): CS by a direct far transfer needs DPL = CPL
+	 * (conforming: DPL <= CPL) and RPL <= CPL; SS needs RPL = DPL = CPL; a data segment
+	 * (or readable non-conforming code) DPL >= max(CPL, RPL). Gates and calls to other
+	 * levels are not here (#UD as not implemented, or #GP).
+	 */
+	unsigned int rpl = sel & 3, cpl = cpu->cpl;
+	bool conforming = (n.type & 0xc) == 0xc;
+	if (seg == KAP_SOFT_CS && (conforming ? n.dpl > cpl : (n.dpl != cpl || rpl > cpl)))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
+	if (seg == KAP_SOFT_SS && (rpl != cpl || n.dpl != cpl))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
+	if (seg != KAP_SOFT_CS && seg != KAP_SOFT_SS && !conforming &&
+	    n.dpl < (rpl > cpl ? rpl : cpl))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
 	if (!n.present)
 		kap_soft_raise(cpu, seg == KAP_SOFT_SS ? KAP_SOFT_XSS : KAP_SOFT_XNP, sel & 0xfffc,
 			       true);
