@@ -73,6 +73,16 @@ def test_bzimage_64bit_boot(initrd, mem):
     assert "bzimage ok" in r.stdout and "initrd ok" in r.stdout
 
 
+def test_syscall_sysret_64bit():
+    # In the bzImage kernel (long mode): RDMSR/WRMSR of EFER, STAR, LSTAR and FMASK, SYSCALL
+    # from CPL 0, SYSRET to a 64-bit CPL 3 routine (CS 0x3b), SYSCALL back. (This machine's
+    # emulating KVM, nested PVM, does not run it: PVM takes SYSCALL for itself.)
+    r = vm("--accel", "soft", "--kernel", BZIMAGE, "--mem", "96M", "--cmdline",
+           "mem=96 syscall=1")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "syscall ok" in r.stdout
+
+
 def test_multiboot_below_1mib():
     r = vm("--accel", "soft", "--kernel", MULTIBOOT_LOW, "--mem", "256M",
            "--cmdline", "test=boot mem=256")

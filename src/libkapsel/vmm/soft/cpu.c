@@ -970,7 +970,7 @@ void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint3
 		out[0] = 0x80000001;
 		return;
 	case 0x80000001:
-		out[3] = (1u << 20) | (1u << 29); /* NX, LM */
+		out[3] = (1u << 11) | (1u << 20) | (1u << 29); /* SYSCALL, NX, LM */
 		return;
 	}
 }

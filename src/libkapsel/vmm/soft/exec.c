@@ -17,6 +17,9 @@
 
 void kap_soft_int(struct kap_soft_cpu *cpu, int vec, bool soft);
 
+/* A two-byte opcode 0F xx as the decoder numbers it (decode.h: map << 8 | byte). */
+#define OP0F(b) ((KAP_SOFT_MAP_0F << 8) | (b))
+
 /* ---- operand helpers ---- */
 
 static uint64_t mask_of(unsigned int n)
@@ -607,13 +610,13 @@ static void x_push_pop_seg(struct kap_soft_cpu *cpu, const struct kap_soft_insn 
 	unsigned int s, n = stack_osize(cpu, d);
 	bool is_pop;
 	switch (d->op) {
-	case 0x0fa0:
-	case 0x0fa1:
+	case OP0F(0xa0):
+	case OP0F(0xa1):
 		s = KAP_SOFT_FS;
 		is_pop = d->op & 1;
 		break;
-	case 0x0fa8:
-	case 0x0fa9:
+	case OP0F(0xa8):
+	case OP0F(0xa9):
 		s = KAP_SOFT_GS;
 		is_pop = d->op & 1;
 		break;
@@ -1635,11 +1638,59 @@ static void x_mov_cr(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	}
 }
 
+/* A flat 64-bit code or data segment as SYSCALL/SYSRET load them (SDM vol. 2, SYSCALL). */
+static struct kap_soft_seg flat(uint16_t sel, bool code, unsigned int dpl, bool l)
+{
+	return (struct kap_soft_seg){.sel = sel,
+				     .limit = 0xffffffff,
+				     .type = code ? 0xb : 0x3,
+				     .dpl = (uint8_t)dpl,
+				     .present = true,
+				     .s = true,
+				     .db = !l,
+				     .l = l,
+				     .g = true};
+}
+
+/* 0F 05 SYSCALL and 0F 07 SYSRET, in 64-bit mode with EFER.SCE (Intel's rules). */
+static void x_syscall(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
+{
+	if (cpu->mode != 8 || !(cpu->efer & 1))
+		kap_soft_raise(cpu, KAP_SOFT_XUD, 0, false);
+	uint64_t f = kap_soft_get_flags(cpu);
+	if (d->op == OP0F(0x05)) {
+		uint16_t cs = (uint16_t)((cpu->star >> 32) & 0xfffc);
+		cpu->r[1] = cpu->next_rip;
+		cpu->r[11] = f & ~(1ULL << 16); /* RF reads as 0 */
+		cpu->seg[KAP_SOFT_CS] = flat(cs, true, 0, true);
+		cpu->seg[KAP_SOFT_SS] = flat((uint16_t)(cs + 8), false, 0, false);
+		cpu->cpl = 0;
+		kap_soft_set_flags(cpu, f & ~cpu->fmask & ~(1ULL << 16));
+		cpu->next_rip = cpu->lstar;
+	} else {
+		if (cpu->cpl != 0)
+			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
+		bool to64 = d->rex & 8;
+		uint64_t rip = to64 ? cpu->r[1] : cpu->r[1] & 0xffffffffULL;
+		if ((uint64_t)(((int64_t)rip << 16) >> 16) != rip)
+			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true); /* non-canonical RCX */
+		uint16_t base = (uint16_t)(cpu->star >> 48);
+		uint16_t cs = (uint16_t)((to64 ? base + 16 : base) | 3);
+		cpu->seg[KAP_SOFT_CS] = flat(cs, true, 3, to64);
+		cpu->seg[KAP_SOFT_SS] = flat((uint16_t)((base + 8) | 3), false, 3, false);
+		cpu->cpl = 3;
+		kap_soft_set_flags(cpu, (cpu->r[11] & 0x3c7fd7) | 2);
+		cpu->next_rip = rip;
+	}
+	kap_soft_update_mode(cpu);
+	cpu->stop_block = true;
+}
+
 static void x_msr(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
 	need_cpl0(cpu);
 	uint32_t idx = (uint32_t)cpu->r[1];
-	if (d->op == 0x0f32) {
+	if (d->op == OP0F(0x32)) {
 		uint64_t v;
 		if (!kap_soft_rdmsr(cpu, idx, &v))
 			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
@@ -1871,6 +1922,9 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 		return x_grp6;
 	case 0x01:
 		return x_grp7;
+	case 0x05:
+	case 0x07:
+		return x_syscall;
 	case 0x06:
 		return x_clts;
 	case 0x08:
