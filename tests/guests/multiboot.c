@@ -43,7 +43,8 @@
  *             of every result and every flag the SDM defines ("alu hash N"), for comparing
  *             accelerators (test_vm_soft.py)
  *   paging    2-level paging with CR0.WP: #PF error codes and CR2 for a missing page and a
- *             write to a read-only one, accessed and dirty bits, a 4 MiB PSE page
+ *             write to a read-only one, accessed and dirty bits, a 4 MiB PSE page;
+ *             "triple=1": a triple fault once paging is on
  *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
  *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works
  *   chaos     "seed=S n=N": runs N pieces of random code (64 bytes each, HLT bytes made NOPs),
@@ -631,6 +632,9 @@ static void test_paging(void)
 	__asm__ volatile("mov %0, %%cr3" : : "r"(pg_dir) : "memory");
 	__asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
 	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0 | 0x80010000u) : "memory"); /* PG, WP */
+	char t[8];
+	if (cmdline_get(cmdline, "triple", t, sizeof(t)))
+		triple_fault(); /* with paging on: the fault message reads RIP through it */
 	uint32_t v = 0;
 	EXPECT_PF("movl 0x300000, %%eax", "a"(v));
 	CHECK(pf_count == 1 && pf_code == 0 && pf_cr2 == 0x300000, "#PF on a missing page");

@@ -254,6 +254,15 @@ def test_random_guest_code_never_crashes_kapsel(seed):
         assert "guest fault on vCPU 0: triple fault (shutdown) at RIP 0x" in err
 
 
+def test_triple_fault_with_paging_shows_the_bytes():
+    # The message reads the instruction through the guest's page tables, as KVM_TRANSLATE
+    # does on the KVM path.
+    r = soft("paging triple=1")
+    assert r.returncode == 1
+    assert "triple fault (shutdown) at RIP 0x" in r.stderr
+    assert "(instruction bytes f7 f1" in r.stderr, r.stderr
+
+
 def test_xgetbv_without_osxsave_is_ud():
     # CR4.OSXSAVE is clear, so XGETBV is #UD on any CPU; with no IDT that is a triple fault.
     r = soft("emufail")

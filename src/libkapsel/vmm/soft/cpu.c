@@ -266,7 +266,14 @@ static void phys_access(struct kap_soft_cpu *cpu, uint64_t gpa, void *data, unsi
 
 /* ---- paging (SDM vol. 3 ch. 4) ---- */
 
-enum { ACC_WRITE = 1, ACC_USER = 2, ACC_FETCH = 4 };
+/* ACC_PROBE: look only (the fault message): no exception, no A/D bits; ~0 when unmapped. */
+enum { ACC_WRITE = 1, ACC_USER = 2, ACC_FETCH = 4, ACC_PROBE = 8 };
+#define FAULT(raise)                                                                               \
+	do {                                                                                       \
+		if (acc & ACC_PROBE)                                                               \
+			return ~0ULL;                                                              \
+		raise;                                                                             \
+	} while (0)
 
 static uint64_t pte_read(struct kap_soft_cpu *cpu, uint64_t gpa, unsigned int n)
 {
@@ -323,7 +330,7 @@ static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int a
 	} else if (cpu->efer & KAP_SOFT_EFER_LMA) {
 		/* Canonical check (§3.3.7.1): a non-canonical address is #GP, not #PF. */
 		if ((uint64_t)(((int64_t)lin << 16) >> 16) != lin)
-			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
+			FAULT(kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true));
 		levels = 4;
 		shift = 39;
 		esz = 8;
@@ -333,7 +340,7 @@ static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int a
 		uint64_t pdpte =
 		    pte_read(cpu, (cpu->cr3 & 0xffffffe0ULL) + ((lin >> 30) & 3) * 8, 8);
 		if (!(pdpte & 1))
-			page_fault(cpu, lin, acc, false, false);
+			FAULT(page_fault(cpu, lin, acc, false, false));
 		levels = 2;
 		shift = 21;
 		esz = 8;
@@ -345,7 +352,7 @@ static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int a
 		uint64_t a = table + idx * esz;
 		uint64_t e = pte_read(cpu, a, esz);
 		if (!(e & 1))
-			page_fault(cpu, lin, acc, false, false);
+			FAULT(page_fault(cpu, lin, acc, false, false));
 		entries[nent] = e;
 		addrs[nent++] = a;
 		rw &= (e >> 1) & 1;
@@ -368,7 +375,9 @@ static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int a
 	bool user = acc & ACC_USER;
 	if ((user && !us) || ((acc & ACC_WRITE) && !rw && (user || wp)) ||
 	    ((acc & ACC_FETCH) && nx))
-		page_fault(cpu, lin, acc, true, false);
+		FAULT(page_fault(cpu, lin, acc, true, false));
+	if (acc & ACC_PROBE)
+		return phys | (lin & page_mask);
 	for (unsigned int i = 0; i < nent; i++)
 		pte_set(cpu, addrs[i], esz, 0x20); /* accessed */
 	if (acc & ACC_WRITE)
@@ -663,15 +672,20 @@ static void insn_bytes(struct kap_soft_cpu *cpu, char *out, size_t outlen)
 {
 	snprintf(out, outlen, "?");
 	uint64_t lin = (cpu->mode == 8 ? 0 : cpu->seg[KAP_SOFT_CS].base) + cpu->rip;
-	if (!(cpu->cr0 & KAP_SOFT_CR0_PG)) {
-		uint8_t b[15];
-		size_t n = 15;
-		while (n > 0 && kap_mem_read(&cpu->vm->mem, lin & 0xffffffffULL, b, n) < 0)
-			n--;
-		size_t o = 0;
-		for (size_t i = 0; i < n && o + 4 < outlen; i++)
-			o += (size_t)snprintf(out + o, outlen - o, "%s%02x", i ? " " : "", b[i]);
+	if (cpu->mode != 8)
+		lin &= 0xffffffffULL;
+	uint8_t b[15];
+	size_t n = 0;
+	/* Byte by byte through the page tables (probing: nothing raised, nothing set). */
+	while (n < sizeof(b)) {
+		uint64_t gpa = translate(cpu, lin + n, ACC_PROBE);
+		if (gpa == ~0ULL || kap_mem_read(&cpu->vm->mem, gpa, &b[n], 1) < 0)
+			break;
+		n++;
 	}
+	size_t o = 0;
+	for (size_t i = 0; i < n && o + 4 < outlen; i++)
+		o += (size_t)snprintf(out + o, outlen - o, "%s%02x", i ? " " : "", b[i]);
 }
 
 /*
