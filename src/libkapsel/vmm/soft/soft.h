@@ -11,6 +11,7 @@
 #include <linux/kvm.h>
 #include <setjmp.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <kapsel/error.h>
