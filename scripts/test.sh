@@ -28,10 +28,12 @@ echo "== integration tests"
 if [ $# -eq 0 ] && [ ! -e /dev/kvm ]; then
 	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration \
 		--ignore-glob='tests/integration/test_vm*.py'
+	echo "== VM tests on the soft CPU (--accel soft: no KVM needed)"
+	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration/test_vm_soft.py
 	echo "== VM tests: no /dev/kvm here, so the freestanding guests run in nested SVM under QEMU TCG"
 	echo "   (the Linux guests: scripts/vm-tests.sh --nested)"
 	# shellcheck disable=SC2046
-	scripts/vm-tests.sh --nested $(ls tests/integration/test_vm*.py | grep -v _linux)
+	scripts/vm-tests.sh --nested $(ls tests/integration/test_vm*.py | grep -v -e _linux -e _soft)
 else
 	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration "$@"
 fi

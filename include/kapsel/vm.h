@@ -93,6 +93,16 @@ enum kapsel_vm_transport {
 	KAPSEL_VM_TRANSPORT_MMIO,
 };
 
+/*
+ * Which CPU runs the guest: --accel kvm|soft|auto (docs/vm.md, Accelerators). auto (the
+ * default) is KVM when /dev/kvm opens and KVM_CREATE_VM works, else the soft CPU.
+ */
+enum kapsel_vm_accel {
+	KAPSEL_VM_ACCEL_AUTO,
+	KAPSEL_VM_ACCEL_KVM,
+	KAPSEL_VM_ACCEL_SOFT, /* kapsel's own x86 interpreter (vmm/soft/) */
+};
+
 struct kapsel_vm_config {
 	char *kernel;	   /* required */
 	char *initrd;	   /* optional */
@@ -107,6 +117,7 @@ struct kapsel_vm_config {
 	bool mem_hugepages;
 	/* --mem-merge: guest RAM advised MADV_MERGEABLE, so KSM may merge identical pages */
 	bool mem_merge;
+	enum kapsel_vm_accel accel;
 	unsigned int cpus;  /* 1 when 0 */
 	char *cpu_model;    /* "host" (NULL), "max", "x86-64-v2", ...: a named feature set */
 	char *cpu_features; /* "-xsave,-avx,+x2apic": CPUID bits to mask or keep */
@@ -217,6 +228,8 @@ int kapsel_vm_parse_vsock(const char *s, struct kapsel_vm_config *c, struct kaps
 int kapsel_vm_parse_balloon(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
 /* "reduced" or "full" into c->acpi_full. -EINVAL when unknown. */
 int kapsel_vm_parse_acpi(const char *s, struct kapsel_vm_config *c);
+/* "kvm", "soft" or "auto" into c->accel. -EINVAL when unknown. */
+int kapsel_vm_parse_accel(const char *s, struct kapsel_vm_config *c);
 /* "pci" or "mmio" into c->transport. -EINVAL when unknown. */
 int kapsel_vm_parse_transport(const char *s, struct kapsel_vm_config *c);
 /* "stdio", "none", "file:PATH" into c->console / c->console_path. -EINVAL when unknown. */

@@ -35,6 +35,9 @@ static const char run_usage[] =
     "  --mem-hugepages         guest RAM on reserved 2 MiB huge pages (hugetlbfs memfd;\n"
     "                          needs --mem / 2 MiB free in HugePages_Free)\n"
     "  --mem-merge             let KSM merge identical guest pages (MADV_MERGEABLE)\n"
+    "  --accel kvm|soft|auto   the CPU: KVM, kapsel's own x86 interpreter (no /dev/kvm\n"
+    "                          needed; docs/vm.md says what it runs), or auto (default):\n"
+    "                          KVM when it works, else soft\n"
     "  --cpus N                vCPUs (default 1)\n"
     "  --cpu-model NAME        a named CPUID feature set, applied before --cpu-features:\n"
     "                          host (default), max, x86-64-v1..v4, Skylake-Client, EPYC\n"
@@ -94,6 +97,7 @@ enum {
 	OPT_CPU_FEATURES,
 	OPT_CPU_MODEL,
 	OPT_ACPI,
+	OPT_ACCEL,
 	OPT_CONSOLE,
 	OPT_NO_DEBUG_EXIT,
 	OPT_NO_PIT,
@@ -152,6 +156,7 @@ static const struct option run_options[] = {
     {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
     {"cpu-model", required_argument, NULL, OPT_CPU_MODEL},
     {"acpi", required_argument, NULL, OPT_ACPI},
+    {"accel", required_argument, NULL, OPT_ACCEL},
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"no-debug-exit", no_argument, NULL, OPT_NO_DEBUG_EXIT},
     {"no-pit", no_argument, NULL, OPT_NO_PIT},
@@ -199,7 +204,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	struct kapsel_vm_config cfg = {0}, cli = {0};
 	struct kapsel_error *err = NULL;
 	const char *config = NULL, *mem = NULL, *cpus = NULL, *console = NULL, *transport = NULL,
-		   *acpi = NULL, *balloon = NULL;
+		   *acpi = NULL, *balloon = NULL, *accel = NULL;
 	bool no_debug_exit = false, no_pit = false, mem_shared = false, mem_hugepages = false,
 	     mem_merge = false, jail = false;
 	const char *jail_uid = NULL, *jail_gid = NULL;
@@ -297,6 +302,9 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_ACPI:
 			acpi = optarg;
+			break;
+		case OPT_ACCEL:
+			accel = optarg;
 			break;
 		case OPT_TRANSPORT:
 			transport = optarg;
@@ -425,6 +433,10 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		cfg.mem_merge = true;
 	if (acpi && kapsel_vm_parse_acpi(acpi, &cfg) < 0) {
 		rc = cli_fail("vm run: --acpi: expected reduced or full, got \"%s\"", acpi);
+		goto out;
+	}
+	if (accel && kapsel_vm_parse_accel(accel, &cfg) < 0) {
+		rc = cli_fail("vm run: --accel: expected kvm, soft or auto, got \"%s\"", accel);
 		goto out;
 	}
 	if (transport && kapsel_vm_parse_transport(transport, &cfg) < 0) {

@@ -8,6 +8,87 @@
 
 #include "guest.h"
 
+/*
+ * "syscall" on the command line: SYSCALL from CPL 0, SYSRET to a 64-bit CPL 3 routine,
+ * which reads its CS and makes a second SYSCALL back (SDM vol. 2, SYSCALL/SYSRET).
+ */
+uint64_t sc_count, sc_r11, sc_user_cs, sc_resume;
+extern void sc_entry(void);
+__asm__(".text\n"
+	"sc_entry:\n"
+	"	incq sc_count(%rip)\n"
+	"	cmpq $1, sc_count(%rip)\n"
+	"	jne 1f\n"
+	"	mov %r11, sc_r11(%rip)\n"
+	"	lea sc_user(%rip), %rcx\n"
+	"	mov $0x2, %r11\n"
+	"	sysretq\n"
+	"1:	jmp *sc_resume(%rip)\n"
+	"sc_user:\n"
+	"	mov %cs, %rax\n"
+	"	mov %rax, sc_user_cs(%rip)\n"
+	"	syscall\n"
+	"	ud2\n");
+
+static uint64_t sc_gdt[8] __attribute__((aligned(8)));
+
+static void wrmsr_(uint32_t msr, uint64_t v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+static uint64_t rdmsr_(uint32_t msr)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return lo | (uint64_t)hi << 32;
+}
+
+static void test_syscall(void)
+{
+	/* User access to the first 2 MiB (code, data, stack): U/S in each level's entry. */
+	uint64_t cr3;
+	__asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
+	volatile uint64_t *pml4 = (volatile uint64_t *)(uintptr_t)(cr3 & ~0xfffULL);
+	volatile uint64_t *pdpt = (volatile uint64_t *)(uintptr_t)(pml4[0] & ~0xfffULL);
+	volatile uint64_t *pd = (volatile uint64_t *)(uintptr_t)(pdpt[0] & ~0xfffULL);
+	pml4[0] |= 4;
+	pdpt[0] |= 4;
+	pd[0] |= 4;
+	__asm__ volatile("mov %0, %%cr3" : : "r"(cr3) : "memory");
+	/* The boot GDT, then user data (0x30) and 64-bit user code (0x38): SYSRET's order. */
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) gdtr;
+	__asm__ volatile("sgdt %0" : "=m"(gdtr));
+	for (int i = 0; i < 6; i++)
+		sc_gdt[i] = ((const uint64_t *)(uintptr_t)gdtr.base)[i];
+	sc_gdt[6] = 0x00cff2000000ffffULL;
+	sc_gdt[7] = 0x00affa000000ffffULL;
+	gdtr.base = (uint64_t)(uintptr_t)sc_gdt;
+	gdtr.limit = sizeof(sc_gdt) - 1;
+	__asm__ volatile("lgdt %0" : : "m"(gdtr));
+	wrmsr_(0xc0000080, rdmsr_(0xc0000080) | 1); /* EFER.SCE */
+	wrmsr_(0xc0000081, (0x28ULL << 48) | (0x10ULL << 32));
+	wrmsr_(0xc0000082, (uint64_t)(uintptr_t)sc_entry);
+	wrmsr_(0xc0000084, 0x200); /* FMASK: IF */
+	__asm__ volatile("lea 1f(%%rip), %%rax\n\t"
+			 "mov %%rax, sc_resume(%%rip)\n\t"
+			 "syscall\n"
+			 "1:"
+			 :
+			 :
+			 : "rax", "rcx", "r11", "memory");
+	uint16_t cs;
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	CHECK(sc_count == 2, "SYSCALL did not reach LSTAR twice");
+	CHECK(sc_user_cs == 0x3b, "SYSRET did not enter CS 0x3b (CPL 3)");
+	CHECK(cs == 0x10, "the second SYSCALL did not come back to CS 0x10");
+	CHECK(sc_r11 & 2, "R11 does not hold RFLAGS");
+	puts_("syscall ok\n");
+}
+
 void guest_main(const struct boot_params *bp);
 void guest_main(const struct boot_params *bp)
 {
@@ -46,6 +127,8 @@ void guest_main(const struct boot_params *bp)
 		      "initrd content differs");
 		puts_("initrd ok\n");
 	}
+	if (cmdline_get(cmdline, "syscall", v, sizeof(v)))
+		test_syscall();
 	puts_("bzimage ok\n");
 	pass();
 }

@@ -84,8 +84,74 @@ triple_fault:
 	div %ecx
 	jmp triple_fault
 
+	/*
+	 * The ud test: the #UD handler counts, drops its frame (EIP, CS, EFLAGS; no error code)
+	 * and resumes at ud_resume, without IRET (see the timer test above).
+	 */
+	.globl isr_ud, ud_count, ud_resume
+isr_ud:
+	incl ud_count
+	add $12, %esp
+	jmp *ud_resume
+
+	/*
+	 * The paging test's #PF handler: records the error code and CR2, drops the frame (error
+	 * code, EIP, CS, EFLAGS) and resumes at pf_resume.
+	 */
+	.globl isr_pf, pf_count, pf_code, pf_cr2, pf_resume
+isr_pf:
+	incl pf_count
+	popl pf_code
+	push %eax
+	mov %cr2, %eax
+	mov %eax, pf_cr2
+	pop %eax
+	add $12, %esp
+	jmp *pf_resume
+
+	/*
+	 * The smc test: the first instruction rewrites the immediate of the second, which is
+	 * already in the CPU's pipeline (or the soft CPU's translated block); the new one must
+	 * run (SDM vol. 3 §11.6). Returns 2.
+	 */
+	.globl smc_inline
+smc_inline:
+	movb $2, 1f+1
+1:	mov $1, %eax
+	ret
+
+	/*
+	 * The chaos test: every exception vector and the end of each run of random code come
+	 * here. Flat data segments and a fresh stack, then chaos_prepare (multiboot.c) returns
+	 * the next random code to jump to. What the random code broke (the GDT, the IDT, CR0)
+	 * may make this fault again, up to a triple fault: that ends the VM, which is fine.
+	 */
+	.globl chaos_enter
+chaos_enter:
+	mov $0x18, %eax
+	mov %eax, %ds
+	mov %eax, %es
+	mov %eax, %ss
+	mov %eax, %fs
+	mov %eax, %gs
+	mov $chaos_stack_top, %esp
+	call chaos_prepare
+	jmp *%eax
+
 	.data
 	.align 8
+pf_count:
+	.long 0
+pf_code:
+	.long 0
+pf_cr2:
+	.long 0
+pf_resume:
+	.long 0
+ud_count:
+	.long 0
+ud_resume:
+	.long 0
 null_idt:
 	.word 0
 	.long 0
@@ -125,5 +191,9 @@ ap_tramp_end:
 	.align 16
 	.space 16384
 stack_top:
+#ifdef MULTIBOOT
+	.space 4096
+chaos_stack_top:
+#endif
 
 	.section .note.GNU-stack, "", @progbits

@@ -48,6 +48,19 @@
  *   kbd       the i8042's PS/2 keyboard as firmware and Linux probe it, IRQ 1: see kbd.h
  *   memwalk   "mb=N passes=P stride=S": P passes over N MiB of RAM, one write every S bytes,
  *             then PASS (bench/vm-mem; passes=0 is its boot-cost baseline)
+ *   ud        #UD reaches the guest's IDT: UD2, then twice EMMS (MMX, which the soft CPU lacks)
+ *   smc       self-modifying code: a rewritten routine and an instruction rewriting the next
+ *   alu       the integer instructions over edge operands in 8, 16 and 32 bits: prints a hash
+ *             of every result and every flag the SDM defines ("alu hash N"), for comparing
+ *             accelerators (test_vm_soft.py)
+ *   paging    2-level paging with CR0.WP: #PF error codes and CR2 for a missing page and a
+ *             write to a read-only one, accessed and dirty bits, a 4 MiB PSE page;
+ *             "triple=1": a triple fault once paging is on
+ *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
+ *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works
+ *   chaos     "seed=S n=N": runs N pieces of random code (64 bytes each, HLT bytes made NOPs),
+ *             every exception resuming at the next; for the accelerator's robustness, not
+ *             the guest's: any end but a crash of kapsel is fine
  */
 #include "acpi.h"
 #include "guest.h"
@@ -254,6 +267,493 @@ static void set_gate(int v, void (*fn)(void))
 }
 
 #define LAPIC(off) (*(volatile uint32_t *)(uintptr_t)(0xfee00000u + (off)))
+
+extern volatile uint32_t ud_count, ud_resume;
+extern void isr_ud(void);
+extern int smc_inline(void);
+
+/* Runs insn; the #UD handler (entry32.S) resumes after it at label 1. */
+#define EXPECT_UD(insn) __asm__ volatile("movl $1f, ud_resume\n\t" insn "\n1:" : : : "memory")
+
+static void test_ud(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	set_gate(6, isr_ud);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	EXPECT_UD("ud2");
+	CHECK(ud_count == 1, "ud2 did not raise #UD");
+	/* CPUID.1:EDX.MMX[bit 23] clear: EMMS is an instruction this CPU does not have. */
+	uint32_t a = 1, b, c = 0, d;
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+	if (!(d & (1u << 23))) {
+		EXPECT_UD("emms");
+		EXPECT_UD("emms");
+		CHECK(ud_count == 3, "emms without MMX did not raise #UD");
+		puts_("ud: emms twice\n");
+	}
+	puts_("ud ok\n");
+	pass();
+}
+
+/*
+ * The alu test: each instruction runs from two flag states (all arithmetic flags clear, all
+ * set) over edge operands; its result and the flags the SDM defines for it (mask) are hashed.
+ * Undefined flags (AF after logic ops, OF after multi-bit shifts, SF/ZF/AF/PF after MUL...)
+ * are masked out: CPUs differ there.
+ */
+static uint32_t alu_hash = 2166136261u, alu_count;
+
+static void alu_mix(uint32_t v)
+{
+	for (int i = 0; i < 4; i++) {
+		alu_hash ^= (v >> (8 * i)) & 0xff;
+		alu_hash *= 16777619u;
+	}
+}
+
+static void alu_rec(uint32_t r, uint32_t f, uint32_t mask)
+{
+	alu_mix(r);
+	alu_mix(f & mask);
+	alu_count++;
+}
+
+#define FL_ALL	0x8d5u /* CF PF AF ZF SF OF */
+#define FL_NOAF 0x8c5u
+#define FL_CFOF 0x801u
+
+/* r = r OP b, 32/16/8 bits; fin: the flags before. */
+#define ALU_RR(name, i32, i16, i8)                                                                 \
+	static void name(uint32_t a, uint32_t b, uint32_t fin, uint32_t mask)                      \
+	{                                                                                          \
+		uint32_t r = a, f;                                                                 \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i32                                   \
+				 " %[b], %[r]\n\tpushfl\n\tpopl %[f]"                              \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [b] "q"(b), [fin] "r"(fin)                                      \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i16                                   \
+				 " %w[b], %w[r]\n\tpushfl\n\tpopl %[f]"                            \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [b] "q"(b), [fin] "r"(fin)                                      \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i8                                    \
+				 " %b[b], %b[r]\n\tpushfl\n\tpopl %[f]"                            \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [b] "q"(b), [fin] "r"(fin)                                      \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+	}
+
+/* r = OP r (one operand). */
+#define ALU_R(name, i32, i16, i8)                                                                  \
+	static void name(uint32_t a, uint32_t fin, uint32_t mask)                                  \
+	{                                                                                          \
+		uint32_t r = a, f;                                                                 \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i32 " %[r]\n\tpushfl\n\tpopl %[f]"    \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [fin] "r"(fin)                                                  \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i16 " %w[r]\n\tpushfl\n\tpopl %[f]"   \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [fin] "r"(fin)                                                  \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i8 " %b[r]\n\tpushfl\n\tpopl %[f]"    \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : [fin] "r"(fin)                                                  \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+	}
+
+/* r = r SHIFT cl. */
+#define ALU_SH(name, i32, i16, i8)                                                                 \
+	static void name(uint32_t a, uint32_t c, uint32_t fin, uint32_t mask)                      \
+	{                                                                                          \
+		uint32_t r = a, f;                                                                 \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i32                                   \
+				 " %%cl, %[r]\n\tpushfl\n\tpopl %[f]"                              \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : "c"(c), [fin] "r"(fin)                                          \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i16                                   \
+				 " %%cl, %w[r]\n\tpushfl\n\tpopl %[f]"                             \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : "c"(c), [fin] "r"(fin)                                          \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+		r = a;                                                                             \
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\t" i8                                    \
+				 " %%cl, %b[r]\n\tpushfl\n\tpopl %[f]"                             \
+				 : [r] "+q"(r), [f] "=&r"(f)                                       \
+				 : "c"(c), [fin] "r"(fin)                                          \
+				 : "cc");                                                          \
+		alu_rec(r, f, mask);                                                               \
+	}
+
+ALU_RR(alu_add, "addl", "addw", "addb")
+ALU_RR(alu_adc, "adcl", "adcw", "adcb")
+ALU_RR(alu_sub, "subl", "subw", "subb")
+ALU_RR(alu_sbb, "sbbl", "sbbw", "sbbb")
+ALU_RR(alu_cmp, "cmpl", "cmpw", "cmpb")
+ALU_RR(alu_and, "andl", "andw", "andb")
+ALU_RR(alu_or, "orl", "orw", "orb")
+ALU_RR(alu_xor, "xorl", "xorw", "xorb")
+ALU_RR(alu_test, "testl", "testw", "testb")
+ALU_RR(alu_xadd, "xaddl", "xaddw", "xaddb")
+ALU_R(alu_inc, "incl", "incw", "incb")
+ALU_R(alu_dec, "decl", "decw", "decb")
+ALU_R(alu_neg, "negl", "negw", "negb")
+ALU_R(alu_not, "notl", "notw", "notb")
+ALU_SH(alu_shl, "shll", "shlw", "shlb")
+ALU_SH(alu_shr, "shrl", "shrw", "shrb")
+ALU_SH(alu_sar, "sarl", "sarw", "sarb")
+ALU_SH(alu_rol, "roll", "rolw", "rolb")
+ALU_SH(alu_ror, "rorl", "rorw", "rorb")
+ALU_SH(alu_rcl, "rcll", "rclw", "rclb")
+ALU_SH(alu_rcr, "rcrl", "rcrw", "rcrb")
+
+/* Flags after a shift or rotate by c (< 8 here): none change at 0, OF only at 1. */
+static uint32_t shift_mask(uint32_t c, int rotate)
+{
+	if (c == 0)
+		return FL_ALL;
+	uint32_t m = rotate ? FL_ALL : FL_NOAF;
+	return c == 1 ? m : m & ~0x800u;
+}
+
+static void alu_wide(uint32_t a, uint32_t b, uint32_t fin)
+{
+	uint32_t lo, hi, f;
+	/* MUL, IMUL (one operand, two, three): CF and OF only. */
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\tmull %[b]\n\tpushfl\n\tpopl %[f]"
+			 : "=a"(lo), "=d"(hi), [f] "=&r"(f)
+			 : "a"(a), [b] "r"(b), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, FL_CFOF);
+	alu_mix(hi);
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\timull %[b]\n\tpushfl\n\tpopl %[f]"
+			 : "=a"(lo), "=d"(hi), [f] "=&r"(f)
+			 : "a"(a), [b] "r"(b), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, FL_CFOF);
+	alu_mix(hi);
+	lo = a;
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\timulw %w[b], %w[r]\n\tpushfl\n\tpopl %[f]"
+			 : [r] "+r"(lo), [f] "=&r"(f)
+			 : [b] "r"(b), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, FL_CFOF);
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\timull $-3, %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+			 : [r] "=r"(lo), [f] "=&r"(f)
+			 : [b] "r"(b), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, FL_CFOF);
+	/* DIV, IDIV: no flags defined; only quotients that fit. */
+	if (b) {
+		uint32_t q, r;
+		__asm__ volatile("divl %[b]"
+				 : "=a"(q), "=d"(r)
+				 : "a"(a), "d"(0), [b] "r"(b)
+				 : "cc");
+		alu_mix(q);
+		alu_mix(r);
+		if (!(b == 0xffffffffu && a == 0x80000000u)) {
+			__asm__ volatile("cltd\n\tidivl %[b]"
+					 : "=a"(q), "=d"(r)
+					 : "a"(a), [b] "r"(b)
+					 : "cc");
+			alu_mix(q);
+			alu_mix(r);
+		}
+		/* BSF, BSR: ZF and the index, for a non-zero source. */
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\tbsfl %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+				 : [r] "=r"(lo), [f] "=&r"(f)
+				 : [b] "r"(b), [fin] "r"(fin)
+				 : "cc");
+		alu_rec(lo, f, 0x40);
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\tbsrl %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+				 : [r] "=r"(lo), [f] "=&r"(f)
+				 : [b] "r"(b), [fin] "r"(fin)
+				 : "cc");
+		alu_rec(lo, f, 0x40);
+	}
+	/* BT, BTS, BTR, BTC: CF (ZF unaffected). */
+	lo = a;
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\tbtsl %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+			 : [r] "+r"(lo), [f] "=&r"(f)
+			 : [b] "r"(b & 31), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, 0x41);
+	lo = a;
+	__asm__ volatile("pushl %[fin]\n\tpopfl\n\tbtcl %[b], %[r]\n\tpushfl\n\tpopl %[f]"
+			 : [r] "+r"(lo), [f] "=&r"(f)
+			 : [b] "r"(b & 31), [fin] "r"(fin)
+			 : "cc");
+	alu_rec(lo, f, 0x41);
+	/* SHLD, SHRD by 1 and 5; SETcc and CMOVcc after a CMP. */
+	for (uint32_t c = 1; c < 8; c += 4) {
+		lo = a;
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\tshldl %%cl, %[b], %[r]\n\tpushfl\n\t"
+				 "popl %[f]"
+				 : [r] "+r"(lo), [f] "=&r"(f)
+				 : [b] "r"(b), "c"(c), [fin] "r"(fin)
+				 : "cc");
+		alu_rec(lo, f, shift_mask(c, 0));
+		lo = a;
+		__asm__ volatile("pushl %[fin]\n\tpopfl\n\tshrdl %%cl, %[b], %[r]\n\tpushfl\n\t"
+				 "popl %[f]"
+				 : [r] "+r"(lo), [f] "=&r"(f)
+				 : [b] "r"(b), "c"(c), [fin] "r"(fin)
+				 : "cc");
+		alu_rec(lo, f, shift_mask(c, 0));
+	}
+	uint8_t cc[8];
+	__asm__ volatile("cmpl %[b], %[a]\n\tseto %[c0]\n\tsetb %[c1]\n\tsete %[c2]\n\t"
+			 "setbe %[c3]\n\tsets %[c4]\n\tsetp %[c5]\n\tsetl %[c6]\n\tsetle %[c7]"
+			 : [c0] "=m"(cc[0]), [c1] "=m"(cc[1]), [c2] "=m"(cc[2]), [c3] "=m"(cc[3]),
+			   [c4] "=m"(cc[4]), [c5] "=m"(cc[5]), [c6] "=m"(cc[6]), [c7] "=m"(cc[7])
+			 : [a] "r"(a), [b] "r"(b)
+			 : "cc");
+	for (int i = 0; i < 8; i++)
+		alu_mix(cc[i]);
+	lo = 0;
+	__asm__ volatile("cmpl %[b], %[a]\n\tcmovgl %[a], %[r]"
+			 : [r] "+r"(lo)
+			 : [a] "r"(a), [b] "r"(b)
+			 : "cc");
+	alu_mix(lo);
+}
+
+static void test_alu(void)
+{
+	static const uint32_t v[] = {0,		 1,	     2,		 0x7f,	     0x80,
+				     0xff,	 0x7fff,     0x8000,	 0xffff,     0x7fffffff,
+				     0x80000000, 0xfffffffe, 0xffffffff, 0x12345678, 0xdeadbeef};
+	static const uint32_t counts[] = {0, 1, 3, 7};
+	const unsigned int n = sizeof(v) / sizeof(v[0]);
+	for (unsigned int k = 0; k < 2; k++) {
+		uint32_t fin = k ? 0x8d7u : 0x2u;
+		for (unsigned int i = 0; i < n; i++) {
+			for (unsigned int j = 0; j < n; j++) {
+				uint32_t a = v[i], b = v[j];
+				alu_add(a, b, fin, FL_ALL);
+				alu_adc(a, b, fin, FL_ALL);
+				alu_sub(a, b, fin, FL_ALL);
+				alu_sbb(a, b, fin, FL_ALL);
+				alu_cmp(a, b, fin, FL_ALL);
+				alu_and(a, b, fin, FL_NOAF);
+				alu_or(a, b, fin, FL_NOAF);
+				alu_xor(a, b, fin, FL_NOAF);
+				alu_test(a, b, fin, FL_NOAF);
+				alu_xadd(a, b, fin, FL_ALL);
+				alu_wide(a, b, fin);
+			}
+			uint32_t a = v[i];
+			alu_inc(a, fin, FL_ALL);
+			alu_dec(a, fin, FL_ALL);
+			alu_neg(a, fin, FL_ALL);
+			alu_not(a, fin, FL_ALL);
+			for (unsigned int c = 0; c < 4; c++) {
+				uint32_t s = counts[c];
+				alu_shl(a, s, fin, shift_mask(s, 0));
+				alu_shr(a, s, fin, shift_mask(s, 0));
+				alu_sar(a, s, fin, shift_mask(s, 0));
+				alu_rol(a, s, fin, shift_mask(s, 1));
+				alu_ror(a, s, fin, shift_mask(s, 1));
+				alu_rcl(a, s, fin, shift_mask(s, 1));
+				alu_rcr(a, s, fin, shift_mask(s, 1));
+			}
+		}
+	}
+	puts_("alu hash ");
+	putu(alu_hash);
+	puts_(" over ");
+	putu(alu_count);
+	putc_('\n');
+	pass();
+}
+
+/* The chaos test: xorshift32 random code, run from chaos_enter (entry32.S). */
+extern void chaos_enter(void);
+uint32_t chaos_prepare(void);
+static uint32_t chaos_rng = 1, chaos_iters, chaos_n;
+/* The code sits in the middle of INT3s: a short jump out of it traps rather than wanders. */
+static uint8_t chaos_area[8192] __attribute__((aligned(4096)));
+#define chaos_code (chaos_area + 4096)
+
+uint32_t chaos_prepare(void)
+{
+	if (chaos_iters++ >= chaos_n) {
+		puts_("chaos done\n");
+		pass();
+	}
+	for (unsigned int i = 0; i < sizeof(chaos_area); i++) /* volatile: no memset call */
+		((volatile uint8_t *)chaos_area)[i] = 0xcc;
+	for (unsigned int i = 0; i < 64; i++) {
+		chaos_rng ^= chaos_rng << 13;
+		chaos_rng ^= chaos_rng >> 17;
+		chaos_rng ^= chaos_rng << 5;
+		uint8_t b = (uint8_t)chaos_rng;
+		chaos_code[i] = b == 0xf4 ? 0x90 : b; /* HLT would wait for an interrupt forever */
+	}
+	/* mov $chaos_enter, %eax; jmp *%eax */
+	uint32_t back = (uint32_t)(uintptr_t)chaos_enter;
+	chaos_code[64] = 0xb8;
+	for (int i = 0; i < 4; i++)
+		chaos_code[65 + i] = (uint8_t)(back >> (8 * i));
+	chaos_code[69] = 0xff;
+	chaos_code[70] = 0xe0;
+	return (uint32_t)(uintptr_t)chaos_code;
+}
+
+static void test_chaos(void)
+{
+	char v[24];
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	if (cmdline_get(cmdline, "seed", v, sizeof(v)))
+		chaos_rng = (uint32_t)atou(v) * 2654435761u | 1;
+	chaos_n = cmdline_get(cmdline, "n", v, sizeof(v)) ? (uint32_t)atou(v) : 1000;
+	for (int i = 0; i < 256; i++)
+		set_gate(i, chaos_enter);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	chaos_enter();
+}
+
+extern volatile uint32_t pf_count, pf_code, pf_cr2, pf_resume;
+extern void isr_pf(void);
+
+/* Runs insn; the #PF handler (entry32.S) resumes after it at label 1. */
+#define EXPECT_PF(insn, ...)                                                                       \
+	__asm__ volatile("movl $1f, pf_resume\n\t" insn "\n1:" : : __VA_ARGS__ : "memory")
+
+static uint32_t pg_dir[1024] __attribute__((aligned(4096)));
+static uint32_t pg_tab[1024] __attribute__((aligned(4096)));
+
+static void test_paging(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	set_gate(14, isr_pf);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	/* 0-4 MiB through 4 KiB pages; 4-8 MiB one PSE page; 0x300000 absent, 0x301000 RO. */
+	for (uint32_t i = 0; i < 1024; i++)
+		pg_tab[i] = (i << 12) | 3;
+	pg_tab[0x300] = 0;
+	pg_tab[0x301] = (0x301u << 12) | 1;
+	pg_dir[0] = (uint32_t)(uintptr_t)pg_tab | 3;
+	pg_dir[1] = 0x400000u | 0x83; /* present, writable, 4 MiB */
+	uint32_t cr0, cr4;
+	__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4 | 0x10)); /* PSE */
+	__asm__ volatile("mov %0, %%cr3" : : "r"(pg_dir) : "memory");
+	__asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
+	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0 | 0x80010000u) : "memory"); /* PG, WP */
+	char t[8];
+	if (cmdline_get(cmdline, "triple", t, sizeof(t)))
+		triple_fault(); /* with paging on: the fault message reads RIP through it */
+	uint32_t v = 0;
+	EXPECT_PF("movl 0x300000, %%eax", "a"(v));
+	CHECK(pf_count == 1 && pf_code == 0 && pf_cr2 == 0x300000, "#PF on a missing page");
+	EXPECT_PF("movl $1, 0x301004");
+	CHECK(pf_count == 2 && pf_code == 3 && pf_cr2 == 0x301004, "#PF on a read-only page (WP)");
+	CHECK(*(volatile uint32_t *)0x301004 == 0, "the faulting write happened");
+	/* The CPU writes the tables behind the compiler's back: read them as volatile. */
+	volatile uint32_t *pt = pg_tab, *pd = pg_dir;
+	CHECK((pt[0x302] & 0x60) == 0, "A/D set before any access");
+	(void)*(volatile uint32_t *)0x302000;
+	CHECK((pt[0x302] & 0x60) == 0x20, "a read sets A only");
+	*(volatile uint32_t *)0x302000 = 5;
+	CHECK((pt[0x302] & 0x60) == 0x60, "a write sets D");
+	*(volatile uint32_t *)0x500010 = 0x1234; /* through the 4 MiB page */
+	CHECK((pd[1] & 0x60) == 0x60, "the PSE page's A/D");
+	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0) : "memory");
+	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4));
+	CHECK(*(volatile uint32_t *)0x500010 == 0x1234, "the PSE page maps 4 MiB up");
+	puts_("paging ok\n");
+	pass();
+}
+
+static uint8_t smc_pages[8192] __attribute__((aligned(4096)));
+
+static uint64_t segs_gdt[8] __attribute__((aligned(8)));
+
+static void test_segs(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt}, gdtr;
+	set_gate(13, isr_pf); /* records the error code like a #PF; CR2 is not looked at */
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	__asm__ volatile("sgdt %0" : "=m"(gdtr));
+	const uint64_t *old = (const uint64_t *)(uintptr_t)gdtr.base;
+	for (int i = 0; i < 6; i++)
+		segs_gdt[i] = old[i];
+	segs_gdt[6] = 0x00cffa000000ffffULL; /* code, DPL 3 */
+	segs_gdt[7] = 0x00cff2000000ffffULL; /* data, DPL 3 */
+	gdtr.base = (uint32_t)(uintptr_t)segs_gdt;
+	gdtr.limit = sizeof(segs_gdt) - 1;
+	__asm__ volatile("lgdt %0" : : "m"(gdtr));
+	pf_count = 0;
+	EXPECT_PF("ljmp $0x30, $1f");
+	CHECK(pf_count == 1 && pf_code == 0x30, "far JMP to DPL 3 code at CPL 0 was not #GP");
+	EXPECT_PF("ljmp $0x33, $1f");
+	CHECK(pf_count == 2 && pf_code == 0x30, "far JMP with RPL 3 was not #GP");
+	EXPECT_PF("mov %0, %%ss", "r"(0x38));
+	CHECK(pf_count == 3 && pf_code == 0x38, "MOV SS of a DPL 3 segment was not #GP");
+	uint32_t ds;
+	__asm__ volatile("mov %1, %%ds\n\tmov %%ds, %0\n\tmov %2, %%ds"
+			 : "=r"(ds)
+			 : "r"(0x3b), "r"(0x18));
+	CHECK(ds == 0x3b && pf_count == 3, "MOV DS of a DPL 3 data segment failed");
+	puts_("segs ok\n");
+	pass();
+}
+
+/* Code in data: mov $1, %eax; ret. */
+static uint8_t smc_buf[8] = {0xb8, 1, 0, 0, 0, 0xc3};
+
+static void test_smc(void)
+{
+	int (*fn)(void) = (int (*)(void))(uintptr_t)smc_buf;
+	CHECK(fn() == 1, "smc: first run");
+	smc_buf[1] = 7;
+	CHECK(fn() == 7, "smc: the rewritten routine ran its old code");
+	CHECK(smc_inline() == 2, "smc: an instruction rewritten just before it ran as it was");
+	CHECK(smc_inline() == 2, "smc: second run");
+	/*
+	 * An instruction across a page boundary (its immediate on the next page), then a
+	 * store to only that next page: the CPU must run the new immediate.
+	 */
+	volatile uint8_t *x = smc_pages + 4096 - 3;
+	static const uint8_t mov_ret[] = {0xb8, 0x11, 0x22, 0x33, 0x44, 0xc3};
+	for (unsigned int i = 0; i < sizeof(mov_ret); i++)
+		x[i] = mov_ret[i];
+	int (*cross)(void) = (int (*)(void))(uintptr_t)x;
+	CHECK(cross() == 0x44332211, "smc: an instruction across pages");
+	x[4] = 0x55; /* on the second page */
+	CHECK(cross() == 0x55332211, "smc: a store to the second page of an instruction");
+	puts_("smc ok\n");
+	pass();
+}
 
 static void test_timer(void)
 {
@@ -1440,6 +1940,18 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_kbd();
 	if (streq(test, "memwalk"))
 		test_memwalk(mb);
+	if (streq(test, "ud"))
+		test_ud();
+	if (streq(test, "smc"))
+		test_smc();
+	if (streq(test, "alu"))
+		test_alu();
+	if (streq(test, "chaos"))
+		test_chaos();
+	if (streq(test, "paging"))
+		test_paging();
+	if (streq(test, "segs"))
+		test_segs();
 	if (streq(test, "pass"))
 		pass();
 	fail("unknown test");

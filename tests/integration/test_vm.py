@@ -349,7 +349,9 @@ def test_no_kvm_access_is_one_line(tmp_path):
     """Without permission on /dev/kvm (an unprivileged user) the error says how to fix it."""
     if os.geteuid() != 0:
         pytest.skip("needs root to drop to nobody")
+    # --accel kvm: the default (auto) runs on the soft CPU instead, with a warning that names
+    # the same fix (test_vm_soft.py, test_kvm_access_denied_falls_back_with_warning).
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        KAPSEL, "vm", "run", "--kernel", MULTIBOOT],
+                        KAPSEL, "vm", "run", "--accel", "kvm", "--kernel", MULTIBOOT],
                        capture_output=True, text=True, timeout=30)
     one_line_error(r, "open /dev/kvm")

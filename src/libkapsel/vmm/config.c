@@ -524,6 +524,19 @@ API int kapsel_vm_parse_acpi(const char *s, struct kapsel_vm_config *c)
 	return 0;
 }
 
+API int kapsel_vm_parse_accel(const char *s, struct kapsel_vm_config *c)
+{
+	if (!strcmp(s, "auto"))
+		c->accel = KAPSEL_VM_ACCEL_AUTO;
+	else if (!strcmp(s, "kvm"))
+		c->accel = KAPSEL_VM_ACCEL_KVM;
+	else if (!strcmp(s, "soft"))
+		c->accel = KAPSEL_VM_ACCEL_SOFT;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 API int kapsel_vm_parse_transport(const char *s, struct kapsel_vm_config *c)
 {
 	if (!strcmp(s, "pci"))
@@ -598,7 +611,8 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 {
 	cleanup_json struct kap_json *j = NULL;
 	/* Declared before the first goto: cleanup variables must not be jumped over. */
-	cleanup_free char *console = NULL, *transport = NULL, *vsock = NULL, *acpi = NULL;
+	cleanup_free char *console = NULL, *transport = NULL, *vsock = NULL, *acpi = NULL,
+			  *accel = NULL;
 	int r = kap_json_parse_file(path, &j, err);
 	if (r < 0)
 		return r;
@@ -611,7 +625,8 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	    "vsock",	  "rng",	   "virtio_console", "virtio_mmio_cmdline",
 	    "mem_shared", "mem_hugepages", "mem_merge",	     "cpu_model",
 	    "acpi",	  "balloon",	   "firmware",	     "firmware_log",
-	    "fs",	  "jail",	   "jail_uid",	     "jail_gid"};
+	    "fs",	  "jail",	   "jail_uid",	     "jail_gid",
+	    "accel"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -675,6 +690,13 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	if (acpi && kapsel_vm_parse_acpi(acpi, c) < 0) {
 		r = kap_error_plain(err, EINVAL, "acpi: expected reduced or full, got \"%s\"",
 				    acpi);
+		goto fail;
+	}
+	if ((r = kap_json_read_string(j, "", "accel", &accel, err)) < 0)
+		goto fail;
+	if (accel && kapsel_vm_parse_accel(accel, c) < 0) {
+		r = kap_error_plain(err, EINVAL, "accel: expected kvm, soft or auto, got \"%s\"",
+				    accel);
 		goto fail;
 	}
 	if ((r = kap_json_read_string(j, "", "transport", &transport, err)) < 0)

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/jail.h"
+#include "vmm/soft/soft.h"
 #include "vmm/vmm.h"
 
 static void kick_handler(int sig)
@@ -56,6 +57,7 @@ int kap_vcpu_create(struct kap_vm *vm, unsigned int id, struct kapsel_error **er
 
 void kap_vcpu_destroy(struct kap_vcpu *v)
 {
+	kap_soft_vcpu_destroy(v);
 	if (v->run)
 		munmap(v->run, (size_t)v->vm->kvm.run_size);
 	if (v->fd >= 0)
@@ -280,6 +282,10 @@ static void *vcpu_thread(void *arg)
 	char name[16];
 	snprintf(name, sizeof(name), "vcpu%u", v->id);
 	pthread_setname_np(pthread_self(), name);
+	if (v->soft) {
+		kap_soft_vcpu_run(v); /* --accel soft: its own loop over the same buses */
+		return NULL;
+	}
 	kap_jail_thread(KAP_JAIL_VCPU, v->id);
 	while (!atomic_load(&vm->stop)) {
 		if (atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
@@ -311,8 +317,8 @@ int kap_vcpu_start(struct kap_vcpu *v, struct kapsel_error **err)
 
 void kap_vcpu_kick(struct kap_vcpu *v)
 {
-	if (!v->started)
-		return;
+	if (!v->started || !v->run)
+		return; /* a soft vCPU sees vm->stop at its next block boundary */
 	v->run->immediate_exit = 1;
 	pthread_kill(v->thread, SIGRTMIN);
 }

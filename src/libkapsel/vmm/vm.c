@@ -25,6 +25,8 @@
 #include "core/log.h"
 #include "vmm/devices/devices.h"
 #include "vmm/jail.h"
+#include "vmm/soft/irq.h"
+#include "vmm/soft/soft.h"
 #include "vmm/virtio/balloon.h"
 #include "vmm/virtio/disk.h"
 #include "vmm/virtio/transport.h"
@@ -57,6 +59,10 @@ void kap_vm_request_exit(struct kap_vm *vm, enum kap_vm_end end, int status, con
 void kap_vm_set_irq(struct kap_vm *vm, unsigned int irq, int level)
 {
 	struct kvm_irq_level l = {.irq = irq, .level = (uint32_t)level};
+	if (vm->soft) {
+		kap_soft_pic_set_irq(vm->soft_pic, irq, level); /* docs/vm.md, Accelerators */
+		return;
+	}
 	if (ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0)
 		kap_debug("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
 }
@@ -613,6 +619,68 @@ static int create_vm(struct kap_vm *vm, struct kapsel_error **err)
 	return 0;
 }
 
+/*
+ * --accel (docs/vm.md, Accelerators): KVM, or the soft CPU (vmm/soft/). auto takes KVM when
+ * /dev/kvm opens and KVM_CREATE_VM works, else soft. For KVM this creates the VM (create_vm).
+ */
+static int open_accel(struct kap_vm *vm, struct kapsel_error **err)
+{
+	const struct kapsel_vm_config *c = vm->cfg;
+	struct kapsel_error *kerr = NULL;
+	if (c->accel != KAPSEL_VM_ACCEL_SOFT) {
+		int r = kap_kvm_open(&vm->kvm, c->accel == KAPSEL_VM_ACCEL_KVM ? err : &kerr);
+		if (r >= 0)
+			r = create_vm(vm, c->accel == KAPSEL_VM_ACCEL_KVM ? err : &kerr);
+		if (r >= 0 || c->accel == KAPSEL_VM_ACCEL_KVM) {
+			if (r >= 0)
+				kap_debug("vm: accelerator kvm");
+			return r;
+		}
+		if (vm->fd >= 0)
+			close(vm->fd);
+		vm->fd = -EBADF;
+		kap_kvm_close(&vm->kvm);
+	}
+	vm->soft = true;
+	const char *no = kap_soft_unsupported(c);
+	int r = 0;
+	if (no && kerr)
+		r = kap_error_plain(err, ENOTSUP,
+				    "KVM is not usable (%s) and the soft CPU cannot run %s yet",
+				    kerr->msg, no);
+	else if (no)
+		r = kap_error_plain(err, ENOTSUP, "--accel soft: cannot run %s", no);
+	else if (kerr && (kerr->code == EACCES || kerr->code == EPERM))
+		/* A /dev/kvm this user may not open: likely not what they meant, so say it. */
+		kap_warn("vm: %s; running on the soft CPU instead (--accel kvm to insist)",
+			 kerr->msg);
+	else
+		kap_debug("vm: accelerator soft%s%s%s", kerr ? " (KVM is not usable: " : "",
+			  kerr ? kerr->msg : "", kerr ? ")" : "");
+	kapsel_error_free(kerr);
+	return r;
+}
+
+/*
+ * The soft CPU's vCPUs, the BSP starting where the boot protocol says (kap_x86_boot_state),
+ * and the interrupt sources KVM would have in the kernel: the 8259 pair and (unless --no-pit)
+ * the 8254.
+ */
+static int setup_soft_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
+			    struct kapsel_error **err)
+{
+	int r = kap_soft_pic_create(&vm->pio, &vm->soft_pic, err);
+	if (r < 0 || (!vm->cfg->no_pit &&
+		      (r = kap_soft_pit_create(&vm->pio, vm->soft_pic, &vm->soft_pit, err)) < 0))
+		return r;
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		r = kap_soft_vcpu_create(vm, i, entry, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
@@ -716,9 +784,9 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	/* The input first, KVM after: see check_inputs. */
 	int r = check_inputs(c, vm->in, err);
-	if (r < 0 || (r = kap_kvm_open(&vm->kvm, err)) < 0)
+	if (r < 0 || (r = open_accel(vm, err)) < 0)
 		return r;
-	if (ncpus > (unsigned int)vm->kvm.max_vcpus)
+	if (!vm->soft && ncpus > (unsigned int)vm->kvm.max_vcpus)
 		return kap_error_plain(err, EINVAL,
 				       "--cpus %u: this host's KVM supports at most %d vCPUs",
 				       ncpus, vm->kvm.max_vcpus);
@@ -727,12 +795,12 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	/* A restore or an incoming migration loads the machine's state instead of booting. */
 	bool loads = vm->snap || c->incoming;
 	uint64_t mem = c->mem_size ? c->mem_size : KAPSEL_VM_DEFAULT_MEM;
-	if ((r = create_vm(vm, err)) < 0 ||
-	    (r = vm->snap ? kap_mem_init_file(&vm->mem, mem, c->restore_mem, err)
+	if ((r = vm->snap ? kap_mem_init_file(&vm->mem, mem, c->restore_mem, err)
 			  : kap_mem_init(&vm->mem, mem, mem_flags(c), err)) < 0 ||
-	    (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0 || (r = create_virtio(vm, err)) < 0 ||
-	    (!loads && (r = boot(vm, &entry, err)) < 0) ||
-	    (r = setup_vcpus(vm, loads ? NULL : &entry, err)) < 0 ||
+	    (!vm->soft && (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0) ||
+	    (r = create_virtio(vm, err)) < 0 || (!loads && (r = boot(vm, &entry, err)) < 0) ||
+	    (r = vm->soft ? setup_soft_vcpus(vm, &entry, err)
+			  : setup_vcpus(vm, loads ? NULL : &entry, err)) < 0 ||
 	    (r = create_devices(vm, err)) < 0 ||
 	    (vm->snap && (r = kap_snap_load(vm, vm->snap, err)) < 0) ||
 	    (c->incoming && (r = kap_migrate_incoming(vm, sfd, err)) < 0) ||
@@ -783,6 +851,8 @@ static void vm_teardown(struct kap_vm *vm)
 			kap_vcpu_destroy(&vm->vcpus[i]);
 	kap_loop_destroy(&vm->loop);
 	free_devices(vm);
+	kap_soft_pit_free(vm->soft_pit);
+	kap_soft_pic_free(vm->soft_pic);
 	free(vm->cpuid);
 	kap_bus_destroy(&vm->pio);
 	kap_bus_destroy(&vm->mmio);

@@ -201,6 +201,8 @@ struct kap_vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
+	/* --accel soft: the soft CPU's state (vmm/soft/); then fd is -EBADF and run NULL. */
+	struct kap_soft_cpu *soft;
 	/* Written by this vCPU's thread only, read by the API thread: relaxed atomics. */
 	_Atomic uint64_t exits[KAP_EXIT_KINDS];
 };
@@ -247,6 +249,9 @@ struct kap_vm {
 	struct kap_console console;
 	struct kvm_cpuid2 *cpuid; /* filtered template; per-vCPU ids patched in cpuid.c */
 	struct kap_boot_entry *entry;
+	bool soft; /* --accel soft (or auto without KVM): no KVM VM, vCPUs are vmm/soft/ */
+	struct kap_soft_pic *soft_pic; /* soft only: the 8259 pair and 8254 (vmm/soft/irq.h) */
+	struct kap_soft_pit *soft_pit;
 
 	/* How it ended: first kap_vm_request_exit wins. */
 	pthread_mutex_t end_lock;

@@ -161,6 +161,39 @@ static int set_lapic_lint(int fd, struct kapsel_error **err)
 	return 0;
 }
 
+void kap_x86_boot_state(const struct kap_boot_entry *entry, struct kvm_regs *regs,
+			struct kvm_sregs *sregs)
+{
+	struct kvm_segment code, data, tss;
+	boot_segments(entry->long_mode, &code, &data, &tss);
+	sregs->cs = code;
+	sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = data;
+	sregs->tr = tss;
+	sregs->ldt = (struct kvm_segment){.unusable = 1, .type = 2};
+	sregs->gdt.base = entry->gdt;
+	sregs->gdt.limit = 6 * 8 - 1;
+	sregs->idt.base = 0;
+	sregs->idt.limit = 0;
+	/* Caches on (the reset value has CD/NW set), protection on. */
+	sregs->cr0 = CR0_PE | CR0_ET;
+	sregs->cr4 = 0;
+	sregs->efer = 0;
+	if (entry->long_mode) {
+		sregs->cr3 = entry->cr3;
+		sregs->cr4 |= CR4_PAE;
+		sregs->cr0 |= CR0_PG;
+		sregs->efer |= EFER_LME | EFER_LMA;
+	}
+	*regs = (struct kvm_regs){
+	    .rflags = 0x2, /* bit 1 is reserved-one; interrupts off */
+	    .rip = entry->rip,
+	    .rsp = entry->rsp,
+	    .rax = entry->rax,
+	    .rbx = entry->rbx,
+	    .rsi = entry->rsi,
+	};
+}
+
 int kap_x86_vcpu_init(int fd, const struct kap_boot_entry *entry, bool bsp,
 		      struct kapsel_error **err)
 {
@@ -177,36 +210,10 @@ int kap_x86_vcpu_init(int fd, const struct kap_boot_entry *entry, bool bsp,
 	struct kvm_sregs sregs;
 	if (ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
 		return kap_error(err, errno, "KVM_GET_SREGS");
-	struct kvm_segment code, data, tss;
-	boot_segments(entry->long_mode, &code, &data, &tss);
-	sregs.cs = code;
-	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
-	sregs.tr = tss;
-	sregs.ldt = (struct kvm_segment){.unusable = 1, .type = 2};
-	sregs.gdt.base = entry->gdt;
-	sregs.gdt.limit = 6 * 8 - 1;
-	sregs.idt.base = 0;
-	sregs.idt.limit = 0;
-	/* Caches on (the reset value has CD/NW set), protection on. */
-	sregs.cr0 = CR0_PE | CR0_ET;
-	sregs.cr4 = 0;
-	sregs.efer = 0;
-	if (entry->long_mode) {
-		sregs.cr3 = entry->cr3;
-		sregs.cr4 |= CR4_PAE;
-		sregs.cr0 |= CR0_PG;
-		sregs.efer |= EFER_LME | EFER_LMA;
-	}
+	struct kvm_regs regs;
+	kap_x86_boot_state(entry, &regs, &sregs);
 	if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0)
 		return kap_error(err, errno, "KVM_SET_SREGS");
-	struct kvm_regs regs = {
-	    .rflags = 0x2, /* bit 1 is reserved-one; interrupts off */
-	    .rip = entry->rip,
-	    .rsp = entry->rsp,
-	    .rax = entry->rax,
-	    .rbx = entry->rbx,
-	    .rsi = entry->rsi,
-	};
 	if (ioctl(fd, KVM_SET_REGS, &regs) < 0)
 		return kap_error(err, errno, "KVM_SET_REGS");
 	return 0;

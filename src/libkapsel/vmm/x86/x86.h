@@ -15,6 +15,13 @@
  * for INIT/SIPI (bsp false).
  */
 int kap_x86_vcpu_wake(int vcpu_fd, uint32_t vector, bool bsp, struct kapsel_error **err);
+/*
+ * The BSP's entry state for the boot protocol: fills regs and the segment, descriptor-table and
+ * control-register fields of sregs (the rest of sregs is left as it was). Shared by the KVM
+ * path (kap_x86_vcpu_init) and the soft CPU (vmm/soft/), so both start the guest identically.
+ */
+void kap_x86_boot_state(const struct kap_boot_entry *entry, struct kvm_regs *regs,
+			struct kvm_sregs *sregs);
 /* Segment registers, control registers, GPRs, FPU, boot MSRs, LAPIC LINT0/LINT1. */
 int kap_x86_vcpu_init(int vcpu_fd, const struct kap_boot_entry *entry, bool bsp,
 		      struct kapsel_error **err);

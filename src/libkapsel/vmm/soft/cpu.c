@@ -1,0 +1,1168 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The soft CPU's machine side: its state at entry (from the boot protocol's KVM register
+ * state, so both accelerators start a guest identically), guest memory through segmentation
+ * and paging, exception delivery through the IDT, the translated-block cache and the run loop.
+ *
+ * Everything the guest controls is hostile input here: descriptor tables, page tables, the
+ * IDT and the code bytes themselves. Every guest-physical access goes through kap_mem_ptr
+ * (bounds-checked against RAM) or the MMIO bus; a fault the guest causes becomes a guest
+ * exception (and, nested three deep, a triple fault that ends the VM with the KVM path's
+ * message), never a fault of kapsel's.
+ *
+ * Blocks: a run of decoded instructions starting at a guest-physical address, ending at the
+ * first instruction that may branch, at a page boundary or after KAP_SOFT_BLOCK_MAX. They are
+ * found by (physical address, code size) in a hash table. Self-modifying code: each RAM page
+ * some block came from has a byte set in code_pages; every guest store checks it, and a store
+ * to such a page drops the page's blocks and ends the running block after the storing
+ * instruction, so the next instruction is decoded from the new bytes (SDM vol. 3 §11.6).
+ * Dropped blocks are freed only between blocks: the running one may be among them.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "vmm/soft/irq.h"
+#include "vmm/soft/soft.h"
+#include "vmm/vmm.h"
+#include "vmm/x86/x86.h"
+
+#define KAP_SOFT_BLOCK_MAX 64
+#define KAP_SOFT_HASH	   4096
+
+struct kap_soft_op {
+	struct kap_soft_insn d;
+	kap_soft_exec_fn fn; /* NULL: not implemented, #UD when reached */
+};
+
+struct kap_soft_block {
+	struct kap_soft_block *next; /* hash chain, then the garbage list */
+	uint64_t phys;		     /* of the first byte */
+	uint64_t page2;		     /* a second page the last instruction spills into, or ~0 */
+	unsigned int mode;
+	unsigned int n;
+	struct kap_soft_op ops[];
+};
+
+struct kap_soft_cache {
+	struct kap_soft_block *hash[KAP_SOFT_HASH];
+	struct kap_soft_block *garbage;
+};
+
+const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
+{
+	if (c->cpus > 1)
+		return "--cpus above 1 (one soft vCPU for now)";
+	if (c->ndisks || c->nnets || c->rng || c->vsock_path || c->virtio_console ||
+	    c->balloon.enabled || c->nfs)
+		return "virtio devices (ioeventfds, irqfds and the I/O APIC are KVM's for now)";
+	if (c->cpu_features && strstr(c->cpu_features, "hv-"))
+		return "Hyper-V enlightenments (--cpu-features hv-*)";
+	if (c->restore_state)
+		return "vm restore (snapshots hold KVM state)";
+	if (c->name || c->api_sock)
+		return "the control API (--name, --api-sock: pause and snapshots are KVM's)";
+	if (c->incoming)
+		return "an incoming migration (--incoming: the stream holds KVM state)";
+	if (c->firmware)
+		return "firmware (--firmware: the BIOS ROM mapping is KVM's for now)";
+	if (c->jail)
+		return "--jail (its seccomp tables are the KVM threads')";
+	return NULL;
+}
+
+static void seg_from_kvm(struct kap_soft_seg *s, const struct kvm_segment *k)
+{
+	*s = (struct kap_soft_seg){.base = k->base,
+				   .limit = k->limit,
+				   .sel = k->selector,
+				   .type = k->type,
+				   .dpl = k->dpl,
+				   .present = k->present && !k->unusable,
+				   .s = k->s,
+				   .db = k->db,
+				   .l = k->l,
+				   .g = k->g};
+}
+
+void kap_soft_update_mode(struct kap_soft_cpu *cpu)
+{
+	if (!(cpu->cr0 & KAP_SOFT_CR0_PE))
+		cpu->mode = 2;
+	else if ((cpu->efer & KAP_SOFT_EFER_LMA) && cpu->seg[KAP_SOFT_CS].l)
+		cpu->mode = 8;
+	else
+		cpu->mode = cpu->seg[KAP_SOFT_CS].db ? 4 : 2;
+	if (!(cpu->cr0 & KAP_SOFT_CR0_PE))
+		cpu->cpl = 0;
+	else if (cpu->flags & (1ULL << 17)) /* virtual-8086 */
+		cpu->cpl = 3;
+	else
+		cpu->cpl = cpu->seg[KAP_SOFT_CS].sel & 3;
+}
+
+void kap_soft_flush_tlb(struct kap_soft_cpu *cpu)
+{
+	(void)cpu; /* no TLB yet: every access walks the page tables */
+}
+
+int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_boot_entry *entry,
+			 struct kapsel_error **err)
+{
+	struct kap_vcpu *v = &vm->vcpus[id];
+	*v = (struct kap_vcpu){.vm = vm, .id = id, .fd = -EBADF};
+	struct kap_soft_cpu *cpu = calloc(1, sizeof(*cpu));
+	if (!cpu)
+		return kap_error(err, ENOMEM, "soft vCPU %u", id);
+	cpu->vm = vm;
+	cpu->vcpu = v;
+	cpu->id = id;
+	cpu->delivering = -1;
+	cpu->npages = vm->mem.size >> 12;
+	cpu->code_pages = calloc(cpu->npages ? cpu->npages : 1, 1);
+	cpu->cache = calloc(1, sizeof(*cpu->cache));
+	if (!cpu->code_pages || !cpu->cache) {
+		free(cpu->code_pages);
+		free(cpu->cache);
+		free(cpu);
+		return kap_error(err, ENOMEM, "soft vCPU %u", id);
+	}
+	v->soft = cpu;
+	int r = kap_soft_lapic_create(&vm->mmio, id, &cpu->lapic, err);
+	if (r < 0)
+		return r; /* kap_soft_vcpu_destroy frees the rest */
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	memset(&sregs, 0, sizeof(sregs));
+	kap_x86_boot_state(entry, &regs, &sregs);
+	const struct kvm_segment *ks[6] = {&sregs.es, &sregs.cs, &sregs.ss,
+					   &sregs.ds, &sregs.fs, &sregs.gs};
+	for (int i = 0; i < 6; i++)
+		seg_from_kvm(&cpu->seg[i], ks[i]);
+	seg_from_kvm(&cpu->ldtr, &sregs.ldt);
+	seg_from_kvm(&cpu->tr, &sregs.tr);
+	cpu->gdt_base = sregs.gdt.base;
+	cpu->gdt_limit = sregs.gdt.limit;
+	cpu->idt_base = sregs.idt.base;
+	cpu->idt_limit = sregs.idt.limit;
+	cpu->cr0 = sregs.cr0;
+	cpu->cr3 = sregs.cr3;
+	cpu->cr4 = sregs.cr4;
+	cpu->efer = sregs.efer;
+	/* kvm_regs' order is rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp: not the encoding's. */
+	cpu->r[0] = regs.rax;
+	cpu->r[1] = regs.rcx;
+	cpu->r[2] = regs.rdx;
+	cpu->r[3] = regs.rbx;
+	cpu->r[4] = regs.rsp;
+	cpu->r[5] = regs.rbp;
+	cpu->r[6] = regs.rsi;
+	cpu->r[7] = regs.rdi;
+	cpu->rip = regs.rip;
+	cpu->flags = regs.rflags;
+	/* The MSRs regs.c gives a KVM vCPU at boot. */
+	cpu->misc_enable = 1;
+	cpu->mtrr_def_type = (1ULL << 11) | 6;
+	cpu->pat = 0x0007040600070406ULL;
+	cpu->apic_base = KAP_LAPIC_ADDR | (1ULL << 11) | (id == 0 ? 1ULL << 8 : 0);
+	cpu->tsc_offset = -(int64_t)kap_soft_rdtsc(cpu);
+	kap_soft_update_mode(cpu);
+	return 0;
+}
+
+static void cache_free(struct kap_soft_cache *c)
+{
+	for (size_t i = 0; i < KAP_SOFT_HASH; i++) {
+		struct kap_soft_block *b = c->hash[i];
+		while (b) {
+			struct kap_soft_block *n = b->next;
+			free(b);
+			b = n;
+		}
+	}
+	while (c->garbage) {
+		struct kap_soft_block *n = c->garbage->next;
+		free(c->garbage);
+		c->garbage = n;
+	}
+	free(c);
+}
+
+void kap_soft_vcpu_destroy(struct kap_vcpu *v)
+{
+	struct kap_soft_cpu *cpu = v->soft;
+	if (!cpu)
+		return;
+	cache_free(cpu->cache);
+	kap_soft_lapic_free(cpu->lapic);
+	free(cpu->code_pages);
+	free(cpu);
+	v->soft = NULL;
+}
+
+/* ---- exceptions ---- */
+
+_Noreturn void kap_soft_raise(struct kap_soft_cpu *cpu, int vector, uint32_t code, bool has_code)
+{
+	cpu->exc_vector = vector;
+	cpu->exc_code = code;
+	cpu->exc_has_code = has_code;
+	longjmp(cpu->jb, 1);
+}
+
+/* ---- physical memory ---- */
+
+/* The RAM page index of gpa, or -1 when gpa is not RAM. */
+static int64_t ram_page(struct kap_soft_cpu *cpu, uint64_t gpa)
+{
+	const uint8_t *p = kap_mem_ptr(&cpu->vm->mem, gpa, 1);
+	if (!p)
+		return -1;
+	return (int64_t)((uint64_t)(p - cpu->vm->mem.host) >> 12);
+}
+
+static void invalidate_page(struct kap_soft_cpu *cpu, uint64_t gpa)
+{
+	uint64_t page = gpa & ~0xfffULL;
+	struct kap_soft_cache *c = cpu->cache;
+	for (size_t i = 0; i < KAP_SOFT_HASH; i++) {
+		struct kap_soft_block **pp = &c->hash[i];
+		while (*pp) {
+			struct kap_soft_block *b = *pp;
+			if ((b->phys & ~0xfffULL) == page || b->page2 == page) {
+				*pp = b->next;
+				b->next = c->garbage;
+				c->garbage = b;
+			} else {
+				pp = &b->next;
+			}
+		}
+	}
+	int64_t idx = ram_page(cpu, gpa);
+	if (idx >= 0)
+		cpu->code_pages[idx] = 0;
+	cpu->stop_block = true;
+}
+
+/* One access to guest-physical [gpa, gpa + n) inside one page: RAM, else the MMIO bus. */
+static void phys_access(struct kap_soft_cpu *cpu, uint64_t gpa, void *data, unsigned int n,
+			bool write)
+{
+	uint8_t *p = kap_mem_ptr(&cpu->vm->mem, gpa, n);
+	if (!p) {
+		atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_MMIO], 1,
+					  memory_order_relaxed);
+		kap_bus_access(&cpu->vm->mmio, gpa, data, n, write);
+		return;
+	}
+	if (!write) {
+		memcpy(data, p, n);
+		return;
+	}
+	uint64_t idx = (uint64_t)(p - cpu->vm->mem.host) >> 12;
+	if (idx < cpu->npages && cpu->code_pages[idx])
+		invalidate_page(cpu, gpa);
+	memcpy(p, data, n);
+}
+
+/* ---- paging (SDM vol. 3 ch. 4) ---- */
+
+/* ACC_PROBE: look only (the fault message): no exception, no A/D bits; ~0 when unmapped. */
+enum { ACC_WRITE = 1, ACC_USER = 2, ACC_FETCH = 4, ACC_PROBE = 8 };
+#define FAULT(raise)                                                                               \
+	do {                                                                                       \
+		if (acc & ACC_PROBE)                                                               \
+			return ~0ULL;                                                              \
+		raise;                                                                             \
+	} while (0)
+
+static uint64_t pte_read(struct kap_soft_cpu *cpu, uint64_t gpa, unsigned int n)
+{
+	uint64_t v = 0;
+	uint8_t *p = kap_mem_ptr(&cpu->vm->mem, gpa, n);
+	if (p)
+		memcpy(&v, p, n);
+	else
+		v = 0; /* a table outside RAM reads as not present */
+	return v;
+}
+
+static void pte_set(struct kap_soft_cpu *cpu, uint64_t gpa, unsigned int n, uint64_t bits)
+{
+	uint8_t *p = kap_mem_ptr(&cpu->vm->mem, gpa, n);
+	if (!p)
+		return;
+	uint64_t v = 0;
+	memcpy(&v, p, n);
+	if ((v & bits) == bits)
+		return;
+	v |= bits;
+	memcpy(p, &v, n);
+}
+
+_Noreturn static void page_fault(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int acc,
+				 bool present, bool rsvd)
+{
+	cpu->cr2 = lin;
+	uint32_t code = (present ? 1u : 0u) | ((acc & ACC_WRITE) ? 2u : 0u) |
+			((acc & ACC_USER) ? 4u : 0u) | (rsvd ? 8u : 0u) |
+			((acc & ACC_FETCH) && (cpu->efer & KAP_SOFT_EFER_NXE) ? 16u : 0u);
+	kap_soft_raise(cpu, KAP_SOFT_XPF, code, true);
+}
+
+/* Linear to physical: walks 2-level, PAE or 4-level tables, sets A/D, checks U/S, R/W, NX. */
+static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int acc)
+{
+	if (!(cpu->cr0 & KAP_SOFT_CR0_PG))
+		return cpu->mode == 8 ? lin : lin & 0xffffffffULL;
+	bool wp = cpu->cr0 & KAP_SOFT_CR0_WP;
+	bool nxe = cpu->efer & KAP_SOFT_EFER_NXE;
+	bool rw = true, us = true, nx = false;
+	uint64_t entries[5], addrs[5];
+	unsigned int nent = 0, esz;
+	uint64_t table, phys = 0, page_mask = 0xfff;
+	int levels, shift;
+	if (!(cpu->cr4 & KAP_SOFT_CR4_PAE)) {
+		levels = 2;
+		shift = 22;
+		esz = 4;
+		table = cpu->cr3 & 0xfffff000ULL;
+		lin &= 0xffffffffULL;
+	} else if (cpu->efer & KAP_SOFT_EFER_LMA) {
+		/* Canonical check (§3.3.7.1): a non-canonical address is #GP, not #PF. */
+		if ((uint64_t)(((int64_t)lin << 16) >> 16) != lin)
+			FAULT(kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true));
+		levels = 4;
+		shift = 39;
+		esz = 8;
+		table = cpu->cr3 & 0x000ffffffffff000ULL;
+	} else {
+		lin &= 0xffffffffULL;
+		uint64_t pdpte =
+		    pte_read(cpu, (cpu->cr3 & 0xffffffe0ULL) + ((lin >> 30) & 3) * 8, 8);
+		if (!(pdpte & 1))
+			FAULT(page_fault(cpu, lin, acc, false, false));
+		levels = 2;
+		shift = 21;
+		esz = 8;
+		table = pdpte & 0x000ffffffffff000ULL;
+	}
+	for (int l = levels; l >= 1; l--, shift -= (esz == 4 ? 10 : 9)) {
+		unsigned int bits = esz == 4 ? 10 : 9;
+		uint64_t idx = (lin >> shift) & ((1ULL << bits) - 1);
+		uint64_t a = table + idx * esz;
+		uint64_t e = pte_read(cpu, a, esz);
+		if (!(e & 1))
+			FAULT(page_fault(cpu, lin, acc, false, false));
+		entries[nent] = e;
+		addrs[nent++] = a;
+		rw &= (e >> 1) & 1;
+		us &= (e >> 2) & 1;
+		if (esz == 8 && nxe)
+			nx |= (e >> 63) & 1;
+		bool large =
+		    l > 1 && (e & 0x80) &&
+		    (esz == 8 ? (shift == 21 || shift == 30) : (cpu->cr4 & KAP_SOFT_CR4_PSE));
+		if (large || l == 1) {
+			page_mask = (1ULL << shift) - 1;
+			if (esz == 4 && large)
+				phys = (e & 0xffc00000ULL) | ((e & 0x1fe000ULL) << 19); /* PSE-36 */
+			else
+				phys = e & 0x000ffffffffff000ULL & ~page_mask;
+			break;
+		}
+		table = e & (esz == 4 ? 0xfffff000ULL : 0x000ffffffffff000ULL);
+	}
+	bool user = acc & ACC_USER;
+	if ((user && !us) || ((acc & ACC_WRITE) && !rw && (user || wp)) ||
+	    ((acc & ACC_FETCH) && nx))
+		FAULT(page_fault(cpu, lin, acc, true, false));
+	if (acc & ACC_PROBE)
+		return phys | (lin & page_mask);
+	for (unsigned int i = 0; i < nent; i++)
+		pte_set(cpu, addrs[i], esz, 0x20); /* accessed */
+	if (acc & ACC_WRITE)
+		pte_set(cpu, addrs[nent - 1], esz, 0x40); /* dirty, in the leaf */
+	(void)entries;
+	return phys | (lin & page_mask);
+}
+
+/* ---- linear and segmented access ---- */
+
+static void lin_access(struct kap_soft_cpu *cpu, uint64_t lin, void *buf, unsigned int n,
+		       unsigned int acc)
+{
+	if (cpu->mode != 8)
+		lin &= 0xffffffffULL;
+	if ((lin & 0xfff) + n > 0x1000) {
+		/* Crossing a page: check both pages before touching either. */
+		unsigned int first = 0x1000 - (unsigned int)(lin & 0xfff);
+		uint64_t p1 = translate(cpu, lin, acc);
+		uint64_t p2 = translate(cpu, lin + first, acc);
+		phys_access(cpu, p1, buf, first, acc & ACC_WRITE);
+		phys_access(cpu, p2, (uint8_t *)buf + first, n - first, acc & ACC_WRITE);
+		return;
+	}
+	phys_access(cpu, translate(cpu, lin, acc), buf, n, acc & ACC_WRITE);
+}
+
+uint64_t kap_soft_read_lin(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int n)
+{
+	uint64_t v = 0;
+	lin_access(cpu, lin, &v, n, 0);
+	return v;
+}
+
+void kap_soft_write_lin(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int n, uint64_t v)
+{
+	lin_access(cpu, lin, &v, n, ACC_WRITE);
+}
+
+/* Segment base and limit check (SDM vol. 3 §5.3): #GP(0), or #SS(0) through SS. */
+static uint64_t seg_linear(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n,
+			   bool write)
+{
+	const struct kap_soft_seg *s = &cpu->seg[seg];
+	if (cpu->mode == 8)
+		return (seg == KAP_SOFT_FS || seg == KAP_SOFT_GS) ? s->base + off : off;
+	int vec = seg == KAP_SOFT_SS ? KAP_SOFT_XSS : KAP_SOFT_XGP;
+	if (cpu->cr0 & KAP_SOFT_CR0_PE) {
+		if (!s->present)
+			kap_soft_raise(cpu, vec, 0, true);
+		/* Writable data segment for writes; code segments read only when readable. */
+		if (write && ((s->type & 8) || !(s->type & 2)))
+			kap_soft_raise(cpu, vec, 0, true);
+		if (!write && (s->type & 8) && !(s->type & 2))
+			kap_soft_raise(cpu, vec, 0, true);
+	}
+	bool expand_down = !(s->type & 8) && (s->type & 4) && (cpu->cr0 & KAP_SOFT_CR0_PE);
+	uint64_t last = off + n - 1;
+	if (!expand_down && (off > s->limit || last > s->limit))
+		kap_soft_raise(cpu, vec, 0, true);
+	if (expand_down && (off <= s->limit || last > (s->db ? 0xffffffffULL : 0xffffULL)))
+		kap_soft_raise(cpu, vec, 0, true);
+	return (s->base + off) & 0xffffffffULL;
+}
+
+uint64_t kap_soft_read(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n)
+{
+	uint64_t v = 0;
+	lin_access(cpu, seg_linear(cpu, seg, off, n, false), &v, n, cpu->cpl == 3 ? ACC_USER : 0);
+	return v;
+}
+
+void kap_soft_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n,
+		    uint64_t v)
+{
+	lin_access(cpu, seg_linear(cpu, seg, off, n, true), &v, n,
+		   ACC_WRITE | (cpu->cpl == 3 ? ACC_USER : 0));
+}
+
+/* ---- segment loads (SDM vol. 3 §3.4, §5.4) ---- */
+
+static void seg_from_desc(struct kap_soft_seg *s, uint16_t sel, uint64_t d)
+{
+	uint32_t limit = (uint32_t)((d & 0xffff) | ((d >> 32) & 0xf0000));
+	s->sel = sel;
+	s->base = ((d >> 16) & 0xffffff) | (((d >> 56) & 0xff) << 24);
+	s->type = (d >> 40) & 0xf;
+	s->s = (d >> 44) & 1;
+	s->dpl = (d >> 45) & 3;
+	s->present = (d >> 47) & 1;
+	s->l = (d >> 53) & 1;
+	s->db = (d >> 54) & 1;
+	s->g = (d >> 55) & 1;
+	s->limit = s->g ? (limit << 12) | 0xfff : limit;
+}
+
+/* The descriptor sel names; #GP(sel) when it lies outside its table. */
+static uint64_t read_desc(struct kap_soft_cpu *cpu, uint16_t sel, int vec)
+{
+	uint64_t base = cpu->gdt_base, limit = cpu->gdt_limit;
+	if (sel & 4) {
+		base = cpu->ldtr.base;
+		limit = cpu->ldtr.present ? cpu->ldtr.limit : 0;
+		if (!cpu->ldtr.present)
+			kap_soft_raise(cpu, vec, sel & 0xfffc, true);
+	}
+	if ((uint64_t)(sel & ~7u) + 7 > limit)
+		kap_soft_raise(cpu, vec, sel & 0xfffc, true);
+	return kap_soft_read_lin(cpu, base + (sel & ~7u), 8);
+}
+
+void kap_soft_load_seg(struct kap_soft_cpu *cpu, unsigned int seg, uint16_t sel)
+{
+	struct kap_soft_seg *s = &cpu->seg[seg];
+	if (!(cpu->cr0 & KAP_SOFT_CR0_PE) || (cpu->flags & (1ULL << 17))) {
+		/* Real and virtual-8086 mode: base = selector * 16, the rest unchanged. */
+		s->sel = sel;
+		s->base = (uint64_t)sel << 4;
+		if (seg == KAP_SOFT_CS)
+			kap_soft_update_mode(cpu);
+		return;
+	}
+	if ((sel & ~3u) == 0) {
+		/* The null selector: #GP for CS and (outside 64-bit mode) SS; else unusable. */
+		if (seg == KAP_SOFT_CS || (seg == KAP_SOFT_SS && cpu->mode != 8))
+			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
+		*s = (struct kap_soft_seg){.sel = sel};
+		return;
+	}
+	uint64_t d = read_desc(cpu, sel, KAP_SOFT_XGP);
+	struct kap_soft_seg n;
+	seg_from_desc(&n, sel, d);
+	if (!n.s)
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
+	if (seg == KAP_SOFT_CS && !(n.type & 8))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
+	if (seg == KAP_SOFT_SS && ((n.type & 8) || !(n.type & 2)))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
+	if (seg != KAP_SOFT_CS && seg != KAP_SOFT_SS && (n.type & 0xa) == 0x8)
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true); /* execute-only code */
+	/*
+	 * Privilege (SDM vol. 3 §5.6, §5.8.1): CS by a direct far transfer needs DPL = CPL
+	 * (conforming: DPL <= CPL) and RPL <= CPL; SS needs RPL = DPL = CPL; a data segment
+	 * (or readable non-conforming code) DPL >= max(CPL, RPL). Gates and calls to other
+	 * levels are not here (#UD as not implemented, or #GP).
+	 */
+	unsigned int rpl = sel & 3, cpl = cpu->cpl;
+	bool conforming = (n.type & 0xc) == 0xc;
+	if (seg == KAP_SOFT_CS && (conforming ? n.dpl > cpl : (n.dpl != cpl || rpl > cpl)))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
+	if (seg == KAP_SOFT_SS && (rpl != cpl || n.dpl != cpl))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
+	if (seg != KAP_SOFT_CS && seg != KAP_SOFT_SS && !conforming &&
+	    n.dpl < (rpl > cpl ? rpl : cpl))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, sel & 0xfffc, true);
+	if (!n.present)
+		kap_soft_raise(cpu, seg == KAP_SOFT_SS ? KAP_SOFT_XSS : KAP_SOFT_XNP, sel & 0xfffc,
+			       true);
+	if (seg == KAP_SOFT_CS)
+		n.sel = (uint16_t)((sel & ~3u) | (cpu->cpl & 3));
+	/* Accessed bit, as the CPU sets it in the descriptor. */
+	if (!(n.type & 1)) {
+		uint64_t base = (sel & 4) ? cpu->ldtr.base : cpu->gdt_base;
+		kap_soft_write_lin(cpu, base + (sel & ~7u) + 5, 1, (uint8_t)(d >> 40) | 1);
+		n.type |= 1;
+	}
+	*s = n;
+	if (seg == KAP_SOFT_CS)
+		kap_soft_update_mode(cpu);
+}
+
+/* ---- exception delivery (SDM vol. 3 §6.12, §6.14 for 64-bit mode) ---- */
+
+static void push(struct kap_soft_cpu *cpu, unsigned int n, uint64_t v)
+{
+	uint64_t sp = cpu->r[4] - n;
+	if (cpu->mode != 8 && !cpu->seg[KAP_SOFT_SS].db)
+		sp &= 0xffff;
+	else if (cpu->mode != 8)
+		sp &= 0xffffffffULL;
+	kap_soft_write(cpu, KAP_SOFT_SS, sp, n, v);
+	if (cpu->mode != 8 && !cpu->seg[KAP_SOFT_SS].db)
+		cpu->r[4] = (cpu->r[4] & ~0xffffULL) | sp;
+	else
+		cpu->r[4] = sp;
+}
+
+static bool is_contributory(int v)
+{
+	return v == 0 || (v >= 10 && v <= 13);
+}
+
+static void deliver(struct kap_soft_cpu *cpu, int vec, uint32_t code, bool has_code, bool soft_int,
+		    uint64_t ret_rip)
+{
+	uint64_t flags = kap_soft_get_flags(cpu);
+	if (!(cpu->cr0 & KAP_SOFT_CR0_PE)) {
+		/* Real mode: the IVT at the IDT base (§20.1.4). */
+		if ((uint64_t)vec * 4 + 3 > cpu->idt_limit)
+			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, false);
+		uint32_t ent =
+		    (uint32_t)kap_soft_read_lin(cpu, cpu->idt_base + (uint64_t)vec * 4, 4);
+		push(cpu, 2, flags);
+		push(cpu, 2, cpu->seg[KAP_SOFT_CS].sel);
+		push(cpu, 2, ret_rip);
+		kap_soft_load_seg(cpu, KAP_SOFT_CS, (uint16_t)(ent >> 16));
+		cpu->rip = ent & 0xffff;
+		cpu->flags = flags & ~(KAP_SOFT_IF | KAP_SOFT_TF | (1ULL << 18));
+		return;
+	}
+	bool lm = cpu->efer & KAP_SOFT_EFER_LMA;
+	unsigned int gsz = lm ? 16 : 8;
+	uint32_t ext = soft_int ? 0 : 1;
+	if ((uint64_t)vec * gsz + gsz - 1 > cpu->idt_limit)
+		kap_soft_raise(cpu, KAP_SOFT_XGP, (uint32_t)vec * 8 + 2 + ext, true);
+	uint64_t lo = kap_soft_read_lin(cpu, cpu->idt_base + (uint64_t)vec * gsz, 8);
+	uint64_t hi = lm ? kap_soft_read_lin(cpu, cpu->idt_base + (uint64_t)vec * gsz + 8, 8) : 0;
+	unsigned int type = (lo >> 40) & 0xf, dpl = (lo >> 45) & 3;
+	bool gate32 = type == 0xe || type == 0xf;
+	if (!gate32 && !(!lm && (type == 6 || type == 7)))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, (uint32_t)vec * 8 + 2 + ext,
+			       true); /* task gates too */
+	if (soft_int && dpl < cpu->cpl)
+		kap_soft_raise(cpu, KAP_SOFT_XGP, (uint32_t)vec * 8 + 2, true);
+	if (!((lo >> 47) & 1))
+		kap_soft_raise(cpu, KAP_SOFT_XNP, (uint32_t)vec * 8 + 2 + ext, true);
+	uint16_t sel = (uint16_t)(lo >> 16);
+	uint64_t target = (lo & 0xffff) | ((lo >> 32) & 0xffff0000ULL) | (hi << 32);
+	uint64_t d = read_desc(cpu, sel, KAP_SOFT_XGP);
+	struct kap_soft_seg cs;
+	seg_from_desc(&cs, sel, d);
+	if (!cs.s || !(cs.type & 8))
+		kap_soft_raise(cpu, KAP_SOFT_XGP, (sel & 0xfffc) + ext, true);
+	if (!cs.present)
+		kap_soft_raise(cpu, KAP_SOFT_XNP, (sel & 0xfffc) + ext, true);
+	unsigned int new_cpl = (cs.type & 4) ? cpu->cpl : cs.dpl; /* conforming keeps CPL */
+	if (new_cpl > cpu->cpl)
+		kap_soft_raise(cpu, KAP_SOFT_XGP, (sel & 0xfffc) + ext, true);
+	uint64_t old_ss = cpu->seg[KAP_SOFT_SS].sel, old_sp = cpu->r[4];
+	uint16_t old_cs = cpu->seg[KAP_SOFT_CS].sel;
+	unsigned int ist = lm ? (unsigned int)((lo >> 32) & 7) : 0;
+	bool stack_switch = new_cpl < cpu->cpl;
+	if (lm) {
+		/* 64-bit TSS: RSP0-2 at 4, IST1-7 at 36 (§7.7). */
+		if (stack_switch || ist) {
+			uint64_t off =
+			    ist ? 36 + (uint64_t)(ist - 1) * 8 : 4 + (uint64_t)new_cpl * 8;
+			if (off + 7 > cpu->tr.limit)
+				kap_soft_raise(cpu, KAP_SOFT_XTS, cpu->tr.sel & 0xfffc, true);
+			cpu->r[4] = kap_soft_read_lin(cpu, cpu->tr.base + off, 8);
+		}
+		if (stack_switch)
+			cpu->seg[KAP_SOFT_SS] = (struct kap_soft_seg){.sel = (uint16_t)new_cpl};
+		cpu->r[4] &= ~0xfULL;
+	} else if (stack_switch) {
+		/* 32-bit TSS: SS0:ESP0 at 4/8, 8 bytes per level (§7.2.1). */
+		uint64_t off = 4 + (uint64_t)new_cpl * 8;
+		if (off + 5 > cpu->tr.limit)
+			kap_soft_raise(cpu, KAP_SOFT_XTS, cpu->tr.sel & 0xfffc, true);
+		uint32_t esp = (uint32_t)kap_soft_read_lin(cpu, cpu->tr.base + off, 4);
+		uint16_t ss = (uint16_t)kap_soft_read_lin(cpu, cpu->tr.base + off + 4, 2);
+		unsigned int saved_cpl = cpu->cpl;
+		cpu->cpl = new_cpl;
+		kap_soft_load_seg(cpu, KAP_SOFT_SS, ss);
+		cpu->cpl = saved_cpl;
+		cpu->r[4] = esp;
+	}
+	/* From here on the new CS is in force (its size decides the pushes). */
+	cs.sel = (uint16_t)((sel & ~3u) | new_cpl);
+	cpu->seg[KAP_SOFT_CS] = cs;
+	kap_soft_update_mode(cpu);
+	unsigned int w = lm ? 8 : (type == 6 || type == 7) ? 2 : 4;
+	if (lm || stack_switch) {
+		push(cpu, w, old_ss);
+		push(cpu, w, old_sp);
+	}
+	push(cpu, w, flags);
+	push(cpu, w, old_cs);
+	push(cpu, w, ret_rip);
+	if (has_code)
+		push(cpu, w, code);
+	cpu->rip = lm ? target : (w == 2 ? target & 0xffff : target & 0xffffffffULL);
+	uint64_t clear = KAP_SOFT_TF | (1ULL << 14) | (1ULL << 16) | (1ULL << 17);
+	if (type == 0xe || type == 6)
+		clear |= KAP_SOFT_IF; /* interrupt gates; trap gates leave IF */
+	cpu->flags = flags & ~clear;
+	cpu->lf_op = KAP_SOFT_LF_NONE;
+}
+
+/* Reads up to 15 code bytes at RIP for the fault message; "?" where nothing is readable. */
+static void insn_bytes(struct kap_soft_cpu *cpu, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "?");
+	uint64_t lin = (cpu->mode == 8 ? 0 : cpu->seg[KAP_SOFT_CS].base) + cpu->rip;
+	if (cpu->mode != 8)
+		lin &= 0xffffffffULL;
+	uint8_t b[15];
+	size_t n = 0;
+	/* Byte by byte through the page tables (probing: nothing raised, nothing set). */
+	while (n < sizeof(b)) {
+		uint64_t gpa = translate(cpu, lin + n, ACC_PROBE);
+		if (gpa == ~0ULL || kap_mem_read(&cpu->vm->mem, gpa, &b[n], 1) < 0)
+			break;
+		n++;
+	}
+	size_t o = 0;
+	for (size_t i = 0; i < n && o + 4 < outlen; i++)
+		o += (size_t)snprintf(out + o, outlen - o, "%s%02x", i ? " " : "", b[i]);
+}
+
+/*
+ * Delivers the exception the run loop caught, as the CPU does (§6.15, table 6-5): a fault
+ * while delivering a contributory fault or a page fault is a double fault; one while
+ * delivering a double fault is a triple fault, which ends the VM as KVM's shutdown exit does.
+ * False when the VM ends.
+ */
+static bool handle_exception(struct kap_soft_cpu *cpu)
+{
+	if (cpu->delivering >= 0) {
+		int first = cpu->delivering, vec = cpu->exc_vector;
+		if (first == KAP_SOFT_XDF) {
+			char bytes[64], msg[256];
+			insn_bytes(cpu, bytes, sizeof(bytes));
+			snprintf(msg, sizeof(msg),
+				 "guest fault on vCPU %u: triple fault (shutdown) at RIP 0x%" PRIx64
+				 " (instruction bytes %s)",
+				 cpu->id, cpu->rip, bytes);
+			atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_FAULT], 1,
+						  memory_order_relaxed);
+			kap_vm_request_exit(cpu->vm, KAP_VM_FAULT, 0, msg);
+			return false;
+		}
+		/* Contributory or #PF, then contributory or #PF: #DF, but not contributory, #PF. */
+		if ((is_contributory(first) || first == KAP_SOFT_XPF) &&
+		    (is_contributory(vec) || (vec == KAP_SOFT_XPF && first == KAP_SOFT_XPF))) {
+			cpu->exc_vector = KAP_SOFT_XDF;
+			cpu->exc_code = 0;
+			cpu->exc_has_code = true;
+		}
+	}
+	cpu->delivering = cpu->exc_vector;
+	if (setjmp(cpu->jb))
+		return handle_exception(cpu);
+	deliver(cpu, cpu->exc_vector, cpu->exc_code, cpu->exc_has_code, false, cpu->rip);
+	cpu->delivering = -1;
+	return true;
+}
+
+_Noreturn void kap_soft_unimplemented(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
+{
+	if (!cpu->ud_logged) {
+		char bytes[64];
+		insn_bytes(cpu, bytes, sizeof(bytes));
+		kap_warn("vm: soft CPU: vCPU %u: instruction at RIP 0x%" PRIx64
+			 " (bytes %s) is not implemented: #UD to the guest (logged once)",
+			 cpu->id, cpu->rip, bytes);
+		cpu->ud_logged = true;
+	}
+	(void)d;
+	kap_soft_raise(cpu, KAP_SOFT_XUD, 0, false);
+}
+
+/* INT n, INT3, INTO: software interrupts return after the instruction. */
+void kap_soft_int(struct kap_soft_cpu *cpu, int vec, bool soft);
+void kap_soft_int(struct kap_soft_cpu *cpu, int vec, bool soft)
+{
+	cpu->delivering = vec;
+	deliver(cpu, vec, 0, false, soft, cpu->next_rip);
+	cpu->delivering = -1;
+	cpu->next_rip = cpu->rip;
+}
+
+/* ---- devices, time, MSRs, CPUID ---- */
+
+uint32_t kap_soft_in(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n)
+{
+	uint32_t v = 0;
+	atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_IO], 1, memory_order_relaxed);
+	kap_bus_access(&cpu->vm->pio, port, &v, n, false);
+	return v;
+}
+
+void kap_soft_out(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n, uint32_t v)
+{
+	atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_IO], 1, memory_order_relaxed);
+	kap_bus_access(&cpu->vm->pio, port, &v, n, true);
+}
+
+void kap_soft_halt(struct kap_soft_cpu *cpu)
+{
+	struct kap_vm *vm = cpu->vm;
+	bool ints = cpu->flags & KAP_SOFT_IF;
+	while (!atomic_load(&vm->stop) &&
+	       !atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
+		uint64_t now = kap_soft_now_ns(), wait = 10 * 1000 * 1000;
+		uint64_t next = kap_soft_pit_poll(vm->soft_pit, now);
+		uint64_t lnext = kap_soft_lapic_poll(cpu->lapic, now);
+		if (ints && (kap_soft_lapic_pending(cpu->lapic) ||
+			     (kap_soft_pic_pending(vm->soft_pic) &&
+			      kap_soft_lapic_accepts_pic(cpu->lapic, cpu->apic_base))))
+			return;
+		/* Until the next timer tick, at most 10 ms: device lines are seen that often. */
+		if (lnext && (!next || lnext < next))
+			next = lnext;
+		if (ints && next && next > now && next - now < wait)
+			wait = next - now;
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)wait};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/*
+ * At a block boundary: IRQ 0 when the PIT is due (looked at every 16 blocks: the clock costs
+ * more than a short block), then an external interrupt from the PIC if IF allows it (SDM vol. 3
+ * §6.8.1), through the IDT like an exception but with no error code.
+ */
+static void take_interrupt(struct kap_soft_cpu *cpu)
+{
+	struct kap_vm *vm = cpu->vm;
+	if ((++cpu->poll & 15) == 0) {
+		uint64_t now = kap_soft_now_ns();
+		kap_soft_pit_poll(vm->soft_pit, now);
+		kap_soft_lapic_poll(cpu->lapic, now);
+	}
+	if (cpu->int_shadow) {
+		cpu->int_shadow = false;
+		return;
+	}
+	if (!(cpu->flags & KAP_SOFT_IF))
+		return;
+	/* The LAPIC's own vectors outrank the 8259's ExtINT (§10.8.1's priority scheme aside). */
+	int vec = -1;
+	if (kap_soft_lapic_pending(cpu->lapic))
+		vec = kap_soft_lapic_ack(cpu->lapic);
+	if (vec < 0 && kap_soft_pic_pending(vm->soft_pic) &&
+	    kap_soft_lapic_accepts_pic(cpu->lapic, cpu->apic_base))
+		vec = kap_soft_pic_ack(vm->soft_pic);
+	if (vec < 0)
+		return;
+	cpu->delivering = vec;
+	deliver(cpu, vec, 0, false, false, cpu->rip);
+	cpu->delivering = -1;
+}
+
+uint64_t kap_soft_rdtsc(struct kap_soft_cpu *cpu)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	/* A 1 GHz TSC: one tick a nanosecond (CPUID leaf 0x15 says so). */
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec +
+	       (uint64_t)cpu->tsc_offset;
+}
+
+bool kap_soft_rdmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t *v)
+{
+	switch (index) {
+	case 0x10:
+		*v = kap_soft_rdtsc(cpu);
+		return true;
+	case 0x1b:
+		*v = cpu->apic_base;
+		return true;
+	case 0x174:
+		*v = cpu->sysenter_cs;
+		return true;
+	case 0x175:
+		*v = cpu->sysenter_esp;
+		return true;
+	case 0x176:
+		*v = cpu->sysenter_eip;
+		return true;
+	case 0x1a0:
+		*v = cpu->misc_enable;
+		return true;
+	case 0x277:
+		*v = cpu->pat;
+		return true;
+	case 0x2ff:
+		*v = cpu->mtrr_def_type;
+		return true;
+	case 0xfe: /* MTRRcap: no variable or fixed ranges */
+		*v = 0;
+		return true;
+	case 0xc0000080:
+		*v = cpu->efer;
+		return true;
+	case 0xc0000081:
+		*v = cpu->star;
+		return true;
+	case 0xc0000082:
+		*v = cpu->lstar;
+		return true;
+	case 0xc0000083:
+		*v = cpu->cstar;
+		return true;
+	case 0xc0000084:
+		*v = cpu->fmask;
+		return true;
+	case 0xc0000100:
+		*v = cpu->seg[KAP_SOFT_FS].base;
+		return true;
+	case 0xc0000101:
+		*v = cpu->seg[KAP_SOFT_GS].base;
+		return true;
+	case 0xc0000102:
+		*v = cpu->kernel_gs_base;
+		return true;
+	}
+	return false;
+}
+
+bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v)
+{
+	switch (index) {
+	case 0x10:
+		cpu->tsc_offset += (int64_t)(v - kap_soft_rdtsc(cpu));
+		return true;
+	case 0x1b:
+		cpu->apic_base = v;
+		return true;
+	case 0x174:
+		cpu->sysenter_cs = v;
+		return true;
+	case 0x175:
+		cpu->sysenter_esp = v;
+		return true;
+	case 0x176:
+		cpu->sysenter_eip = v;
+		return true;
+	case 0x1a0:
+		cpu->misc_enable = v;
+		return true;
+	case 0x277:
+		cpu->pat = v;
+		return true;
+	case 0x2ff:
+		cpu->mtrr_def_type = v;
+		return true;
+	case 0xc0000080: {
+		/* SCE, LME, NXE are writable; LMA follows LME and CR0.PG (§9.8.5). */
+		if (v & ~(1ULL | KAP_SOFT_EFER_LME | KAP_SOFT_EFER_LMA | KAP_SOFT_EFER_NXE))
+			return false;
+		if ((cpu->cr0 & KAP_SOFT_CR0_PG) && ((v ^ cpu->efer) & KAP_SOFT_EFER_LME))
+			return false;
+		cpu->efer = (v & ~KAP_SOFT_EFER_LMA) | (cpu->efer & KAP_SOFT_EFER_LMA);
+		return true;
+	}
+	case 0xc0000081:
+		cpu->star = v;
+		return true;
+	case 0xc0000082:
+		cpu->lstar = v;
+		return true;
+	case 0xc0000083:
+		cpu->cstar = v;
+		return true;
+	case 0xc0000084:
+		cpu->fmask = v;
+		return true;
+	case 0xc0000100:
+		cpu->seg[KAP_SOFT_FS].base = v;
+		return true;
+	case 0xc0000101:
+		cpu->seg[KAP_SOFT_GS].base = v;
+		return true;
+	case 0xc0000102:
+		cpu->kernel_gs_base = v;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * The fixed CPUID baseline (docs/vm.md, The soft CPU): an x86-64 with the integer instruction
+ * set, no FPU/SSE features (the soft CPU has no x87 or SSE yet), TSC, MSR, PAE, PSE, CX8,
+ * CMOV, NX and long mode; the hypervisor bit with "KapselSoftCPU" as the hypervisor's name.
+ */
+void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint32_t out[4])
+{
+	(void)sub;
+	memset(out, 0, 4 * sizeof(uint32_t));
+	switch (leaf) {
+	case 0:
+		out[0] = 1;
+		memcpy(&out[1], "Genu", 4); /* EBX, EDX, ECX spell "GenuineIntel" */
+		memcpy(&out[3], "ineI", 4);
+		memcpy(&out[2], "ntel", 4);
+		return;
+	case 1:
+		/* Family 6 model 0x55 stepping 0; APIC id in EBX[31:24]. */
+		out[0] = 0x00050650;
+		out[1] = (cpu->id << 24) | (1u << 16);
+		out[2] = 1u << 31; /* hypervisor */
+		out[3] = (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) | (1u << 9) |
+			 (1u << 15); /* PSE TSC MSR PAE CX8 APIC CMOV */
+		return;
+	case 0x40000000:
+		out[0] = 0x40000000;
+		memcpy(&out[1], "Kaps", 4);
+		memcpy(&out[2], "elSo", 4);
+		memcpy(&out[3], "ftCP", 4);
+		return;
+	case 0x80000000:
+		out[0] = 0x80000001;
+		return;
+	case 0x80000001:
+		out[3] = (1u << 11) | (1u << 20) | (1u << 29); /* SYSCALL, NX, LM */
+		return;
+	}
+}
+
+/* ---- blocks ---- */
+
+static unsigned int hash(uint64_t phys, unsigned int mode)
+{
+	return (unsigned int)(((phys >> 2) ^ (phys >> 14) ^ mode) & (KAP_SOFT_HASH - 1));
+}
+
+/* Marks a RAM page as holding decoded code (stores to it then invalidate). */
+static void mark_code(struct kap_soft_cpu *cpu, uint64_t gpa)
+{
+	int64_t idx = ram_page(cpu, gpa);
+	if (idx >= 0 && (uint64_t)idx < cpu->npages)
+		cpu->code_pages[idx] = 1;
+}
+
+/* Fetches up to 15 code bytes at linear lin (the next page only if the first ends early). */
+static size_t fetch(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys, uint8_t *buf,
+		    uint64_t *page2)
+{
+	size_t first = 0x1000 - (size_t)(phys & 0xfff);
+	if (first > KAP_SOFT_MAX_INSN)
+		first = KAP_SOFT_MAX_INSN;
+	const uint8_t *p = kap_mem_ptr(&cpu->vm->mem, phys, first);
+	if (!p)
+		kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true); /* executing outside RAM */
+	memcpy(buf, p, first);
+	if (first == KAP_SOFT_MAX_INSN)
+		return first;
+	struct kap_soft_insn d;
+	if (kap_soft_decode(buf, first, cpu->mode, &d) != KAP_SOFT_DEC_SHORT)
+		return first;
+	uint64_t lin2 = lin + first;
+	uint64_t phys2 = translate(cpu, cpu->mode == 8 ? lin2 : lin2 & 0xffffffffULL,
+				   ACC_FETCH | (cpu->cpl == 3 ? ACC_USER : 0));
+	size_t rest = KAP_SOFT_MAX_INSN - first;
+	const uint8_t *q = kap_mem_ptr(&cpu->vm->mem, phys2, rest);
+	if (!q)
+		return first;
+	memcpy(buf + first, q, rest);
+	*page2 = phys2 & ~0xfffULL;
+	return KAP_SOFT_MAX_INSN;
+}
+
+static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys)
+{
+	struct kap_soft_op ops[KAP_SOFT_BLOCK_MAX];
+	unsigned int n = 0;
+	uint64_t page2 = ~0ULL, p = phys, l = lin;
+	while (n < KAP_SOFT_BLOCK_MAX) {
+		uint8_t buf[KAP_SOFT_MAX_INSN];
+		uint64_t pg2 = ~0ULL;
+		size_t avail = fetch(cpu, l, p, buf, &pg2);
+		struct kap_soft_op *o = &ops[n];
+		enum kap_soft_dec r = kap_soft_decode(buf, avail, cpu->mode, &o->d);
+		if (r != KAP_SOFT_DEC_OK) {
+			if (n > 0)
+				break; /* end the block before it; it faults when reached */
+			if (r == KAP_SOFT_DEC_SHORT)
+				kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
+			if (r == KAP_SOFT_DEC_TOOLONG)
+				kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
+			/* An encoding the decoder does not know: a one-instruction block. */
+			memset(&o->d, 0, sizeof(o->d));
+			o->d.len = 1;
+			o->fn = NULL;
+			n = 1;
+			break;
+		}
+		o->fn = kap_soft_exec_lookup(&o->d);
+		n++;
+		if (pg2 != ~0ULL && (p & 0xfff) + o->d.len > 0x1000) {
+			page2 = pg2;
+			break;
+		}
+		p += o->d.len;
+		l += o->d.len;
+		if (!o->fn || kap_soft_insn_ends_block(&o->d) || (p & 0xfff) == 0)
+			break;
+	}
+	struct kap_soft_block *b = malloc(sizeof(*b) + n * sizeof(b->ops[0]));
+	if (!b)
+		return NULL;
+	b->phys = phys;
+	b->page2 = page2;
+	b->mode = cpu->mode;
+	b->n = n;
+	memcpy(b->ops, ops, n * sizeof(ops[0]));
+	mark_code(cpu, phys);
+	if (page2 != ~0ULL)
+		mark_code(cpu, page2);
+	unsigned int h = hash(phys, cpu->mode);
+	b->next = cpu->cache->hash[h];
+	cpu->cache->hash[h] = b;
+	return b;
+}
+
+static struct kap_soft_block *find_block(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys)
+{
+	unsigned int h = hash(phys, cpu->mode);
+	for (struct kap_soft_block *b = cpu->cache->hash[h]; b; b = b->next)
+		if (b->phys == phys && b->mode == cpu->mode)
+			return b;
+	return translate_block(cpu, lin, phys);
+}
+
+static void collect_garbage(struct kap_soft_cpu *cpu)
+{
+	while (cpu->cache->garbage) {
+		struct kap_soft_block *n = cpu->cache->garbage->next;
+		free(cpu->cache->garbage);
+		cpu->cache->garbage = n;
+	}
+}
+
+/* Runs one block; returns normally or through an exception (longjmp to the caller's setjmp). */
+static void run_block(struct kap_soft_cpu *cpu)
+{
+	uint64_t lin = (cpu->mode == 8 ? 0 : cpu->seg[KAP_SOFT_CS].base) + cpu->rip;
+	if (cpu->mode != 8)
+		lin &= 0xffffffffULL;
+	uint64_t phys = translate(cpu, lin, ACC_FETCH | (cpu->cpl == 3 ? ACC_USER : 0));
+	struct kap_soft_block *b = find_block(cpu, lin, phys);
+	if (!b) {
+		kap_vm_request_exit(cpu->vm, KAP_VM_FAULT, 0, "soft CPU: out of memory");
+		return;
+	}
+	cpu->stop_block = false;
+	for (unsigned int i = 0; i < b->n; i++) {
+		const struct kap_soft_op *o = &b->ops[i];
+		cpu->next_rip = cpu->rip + o->d.len;
+		if (cpu->mode != 8)
+			cpu->next_rip &= cpu->mode == 4 ? 0xffffffffULL : 0xffffULL;
+		if (!o->fn)
+			kap_soft_unimplemented(cpu, &o->d);
+		o->fn(cpu, &o->d);
+		cpu->rip = cpu->next_rip;
+		if (cpu->stop_block)
+			break;
+	}
+}
+
+void kap_soft_vcpu_run(struct kap_vcpu *v)
+{
+	struct kap_soft_cpu *cpu = v->soft;
+	struct kap_vm *vm = v->vm;
+	while (!atomic_load_explicit(&vm->stop, memory_order_relaxed)) {
+		if (atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
+			kap_vm_park(v);
+			continue;
+		}
+		collect_garbage(cpu);
+		if (setjmp(cpu->jb)) {
+			if (!handle_exception(cpu))
+				break;
+			continue;
+		}
+		/* Block boundaries: where the stop flag (and later interrupts) are looked at. */
+		for (unsigned int i = 0; i < 256 && !cpu->halted; i++) {
+			take_interrupt(cpu);
+			run_block(cpu);
+			if (cpu->cache->garbage)
+				break;
+		}
+		if (cpu->halted) {
+			kap_soft_halt(cpu);
+			cpu->halted = false;
+		}
+	}
+	kap_debug("vm: soft vCPU %u stopped at CS:RIP 0x%x:0x%" PRIx64 " (%u-bit code)", cpu->id,
+		  cpu->seg[KAP_SOFT_CS].sel, cpu->rip, cpu->mode * 8);
+}

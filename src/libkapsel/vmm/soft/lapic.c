@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The soft path's local APIC (SDM vol. 3 ch. 11), xAPIC mode at 0xFEE00000, one per vCPU
+ * (one vCPU for now). What is here: the ID, version, TPR/PPR, EOI, SVR, the ISR/TMR/IRR
+ * banks, ESR, the LVT registers, self-IPIs through the ICR, and the timer in one-shot and
+ * periodic mode counted from CLOCK_MONOTONIC with a 1 GHz bus clock (KVM's, so a guest times
+ * the same on both paths). LINT0 in ExtINT mode passes the 8259's requests through (the
+ * virtual-wire mode the BSP resets into, as KVM's LAPIC does). Not here yet: x2APIC, the
+ * TSC-deadline mode, IPIs to other vCPUs, NMI, logical destinations, the I/O APIC.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "vmm/soft/irq.h"
+#include "vmm/vmm.h"
+
+enum { LVT_TIMER, LVT_THERMAL, LVT_PERF, LVT_LINT0, LVT_LINT1, LVT_ERROR, LVT_N };
+#define LVT_MASKED (1u << 16)
+
+struct kap_soft_lapic {
+	pthread_mutex_t lock;
+	uint32_t id, tpr, svr, ldr, dfr, esr, icr_lo, icr_hi, tmict, tdcr;
+	uint32_t lvt[LVT_N];
+	uint32_t irr[8], isr[8], tmr[8];
+	uint64_t timer_start_ns, period_ns;
+	_Atomic uint64_t timer_next_ns; /* 0: not armed */
+	atomic_bool pending;		/* IRR may hold a deliverable vector */
+};
+
+/* The highest vector set in a 256-bit bank, or -1. */
+static int highest(const uint32_t *bank)
+{
+	for (int i = 7; i >= 0; i--)
+		if (bank[i])
+			return i * 32 + 31 - __builtin_clz(bank[i]);
+	return -1;
+}
+
+static uint32_t ppr(const struct kap_soft_lapic *l)
+{
+	int isrv = highest(l->isr);
+	uint32_t isr_class = isrv < 0 ? 0 : (uint32_t)isrv & 0xf0;
+	return (l->tpr & 0xf0) >= isr_class ? l->tpr : isr_class;
+}
+
+/* Lock held. */
+static void update(struct kap_soft_lapic *l)
+{
+	int v = highest(l->irr);
+	atomic_store(&l->pending, v >= 0 && ((uint32_t)v & 0xf0) > (ppr(l) & 0xf0));
+}
+
+static void set_irr(struct kap_soft_lapic *l, unsigned int vec)
+{
+	if (vec < 16) {
+		l->esr |= 1u << 6; /* received an illegal vector */
+		return;
+	}
+	l->irr[vec >> 5] |= 1u << (vec & 31);
+	update(l);
+}
+
+static uint32_t divisor(const struct kap_soft_lapic *l)
+{
+	uint32_t v = (l->tdcr & 3) | ((l->tdcr & 8) >> 1);
+	return v == 7 ? 1 : 2u << v;
+}
+
+/* Lock held. */
+static uint32_t current_count(const struct kap_soft_lapic *l, uint64_t now)
+{
+	if (!atomic_load(&l->timer_next_ns) || !l->tmict)
+		return 0;
+	uint64_t elapsed = (now - l->timer_start_ns) / divisor(l);
+	if ((l->lvt[LVT_TIMER] >> 17) & 1)
+		return (uint32_t)(l->tmict - elapsed % l->tmict);
+	return elapsed >= l->tmict ? 0 : (uint32_t)(l->tmict - elapsed);
+}
+
+static void arm(struct kap_soft_lapic *l)
+{
+	if (!l->tmict) {
+		atomic_store(&l->timer_next_ns, 0);
+		return;
+	}
+	l->timer_start_ns = kap_soft_now_ns();
+	l->period_ns = (uint64_t)l->tmict * divisor(l);
+	atomic_store(&l->timer_next_ns, l->timer_start_ns + l->period_ns);
+}
+
+uint64_t kap_soft_lapic_poll(struct kap_soft_lapic *l, uint64_t now)
+{
+	uint64_t next = atomic_load_explicit(&l->timer_next_ns, memory_order_relaxed);
+	if (!next || now < next)
+		return next;
+	pthread_mutex_lock(&l->lock);
+	next = atomic_load(&l->timer_next_ns);
+	if (next && now >= next) {
+		uint32_t lvt = l->lvt[LVT_TIMER];
+		if (!(lvt & LVT_MASKED) && (l->svr & 0x100))
+			set_irr(l, lvt & 0xff);
+		if ((lvt >> 17) & 1) { /* periodic; missed periods are dropped */
+			next += l->period_ns;
+			if (next <= now)
+				next = now + l->period_ns;
+		} else {
+			next = 0;
+		}
+		atomic_store(&l->timer_next_ns, next);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return next;
+}
+
+bool kap_soft_lapic_pending(struct kap_soft_lapic *l)
+{
+	return atomic_load_explicit(&l->pending, memory_order_relaxed);
+}
+
+int kap_soft_lapic_ack(struct kap_soft_lapic *l)
+{
+	pthread_mutex_lock(&l->lock);
+	int v = highest(l->irr);
+	if (v >= 0 && ((uint32_t)v & 0xf0) > (ppr(l) & 0xf0)) {
+		l->irr[v >> 5] &= ~(1u << (v & 31));
+		l->isr[v >> 5] |= 1u << (v & 31);
+	} else {
+		v = -1;
+	}
+	update(l);
+	pthread_mutex_unlock(&l->lock);
+	return v;
+}
+
+bool kap_soft_lapic_accepts_pic(struct kap_soft_lapic *l, uint64_t apic_base)
+{
+	if (!(apic_base & (1u << 11)))
+		return true; /* the APIC is off: the PIC's INTR goes straight to the CPU */
+	uint32_t lint0 = l->lvt[LVT_LINT0];
+	return !(lint0 & LVT_MASKED) && ((lint0 >> 8) & 7) == 7;
+}
+
+static void lapic_read(void *dev, uint64_t off, void *data, unsigned int len)
+{
+	struct kap_soft_lapic *l = dev;
+	uint32_t v = 0;
+	unsigned int reg = (unsigned int)off & 0xff0;
+	pthread_mutex_lock(&l->lock);
+	switch (reg) {
+	case 0x20:
+		v = l->id << 24;
+		break;
+	case 0x30:
+		v = 0x00050014; /* version 0x14, six LVT entries */
+		break;
+	case 0x80:
+		v = l->tpr;
+		break;
+	case 0xa0:
+		v = ppr(l);
+		break;
+	case 0xd0:
+		v = l->ldr;
+		break;
+	case 0xe0:
+		v = l->dfr;
+		break;
+	case 0xf0:
+		v = l->svr;
+		break;
+	case 0x280:
+		v = l->esr;
+		break;
+	case 0x300:
+		v = l->icr_lo & ~(1u << 12); /* delivered at once: never "send pending" */
+		break;
+	case 0x310:
+		v = l->icr_hi;
+		break;
+	case 0x380:
+		v = l->tmict;
+		break;
+	case 0x390:
+		v = current_count(l, kap_soft_now_ns());
+		break;
+	case 0x3e0:
+		v = l->tdcr;
+		break;
+	default:
+		if (reg >= 0x100 && reg < 0x180)
+			v = l->isr[(reg - 0x100) >> 4];
+		else if (reg >= 0x180 && reg < 0x200)
+			v = l->tmr[(reg - 0x180) >> 4];
+		else if (reg >= 0x200 && reg < 0x280)
+			v = l->irr[(reg - 0x200) >> 4];
+		else if (reg >= 0x320 && reg < 0x380)
+			v = l->lvt[(reg - 0x320) >> 4];
+	}
+	pthread_mutex_unlock(&l->lock);
+	memset(data, 0, len);
+	/* Only aligned 32-bit reads mean anything (SDM vol. 3 §11.4.1); the rest read a part. */
+	unsigned int sh = (unsigned int)(off & 3) * 8;
+	v >>= sh;
+	memcpy(data, &v, len < 4 ? len : 4);
+}
+
+static void lapic_write(void *dev, uint64_t off, const void *data, unsigned int len)
+{
+	struct kap_soft_lapic *l = dev;
+	uint32_t v = 0;
+	if (off & 3)
+		return;
+	memcpy(&v, data, len < 4 ? len : 4);
+	unsigned int reg = (unsigned int)off & 0xff0;
+	pthread_mutex_lock(&l->lock);
+	switch (reg) {
+	case 0x20:
+		l->id = v >> 24;
+		break;
+	case 0x80:
+		l->tpr = v & 0xff;
+		break;
+	case 0xb0: { /* EOI: the highest in service */
+		int i = highest(l->isr);
+		if (i >= 0)
+			l->isr[i >> 5] &= ~(1u << (i & 31));
+		break;
+	}
+	case 0xd0:
+		l->ldr = v & 0xff000000u;
+		break;
+	case 0xe0:
+		l->dfr = v | 0x0fffffffu;
+		break;
+	case 0xf0:
+		l->svr = v & 0x13ff;
+		if (!(v & 0x100)) /* software-disabled: every LVT masked (§11.4.7.2) */
+			for (int i = 0; i < LVT_N; i++)
+				l->lvt[i] |= LVT_MASKED;
+		break;
+	case 0x280:
+		l->esr = 0;
+		break;
+	case 0x300: {
+		l->icr_lo = v;
+		unsigned int shorthand = (v >> 18) & 3, mode = (v >> 8) & 7;
+		bool self = shorthand == 1 || (shorthand == 0 && (l->icr_hi >> 24) == l->id) ||
+			    shorthand == 2;
+		if (mode == 0 && self)
+			set_irr(l, v & 0xff); /* fixed; there are no other vCPUs yet */
+		break;
+	}
+	case 0x310:
+		l->icr_hi = v & 0xff000000u;
+		break;
+	case 0x380:
+		l->tmict = v;
+		arm(l);
+		break;
+	case 0x3e0:
+		l->tdcr = v & 0xb;
+		break;
+	default:
+		if (reg >= 0x320 && reg < 0x380) {
+			if (!(l->svr & 0x100))
+				v |= LVT_MASKED;
+			l->lvt[(reg - 0x320) >> 4] = v & 0x7ffff;
+		}
+	}
+	update(l);
+	pthread_mutex_unlock(&l->lock);
+}
+
+static const struct kap_dev_ops lapic_ops = {
+    .name = "local APIC (soft)",
+    .read = lapic_read,
+    .write = lapic_write,
+};
+
+int kap_soft_lapic_create(struct kap_bus *mmio, unsigned int id, struct kap_soft_lapic **out,
+			  struct kapsel_error **err)
+{
+	struct kap_soft_lapic *l = calloc(1, sizeof(*l));
+	if (!l)
+		return kap_error(err, ENOMEM, "soft local APIC");
+	pthread_mutex_init(&l->lock, NULL);
+	/* The reset state (§11.4.7.1), and the BSP's LINT0 in ExtINT and LINT1 as NMI. */
+	l->id = id;
+	l->svr = 0xff;
+	l->dfr = 0xffffffffu;
+	for (int i = 0; i < LVT_N; i++)
+		l->lvt[i] = LVT_MASKED;
+	if (id == 0) {
+		l->lvt[LVT_LINT0] = 7u << 8;
+		l->lvt[LVT_LINT1] = LVT_MASKED | (4u << 8);
+	}
+	int r = kap_bus_register(mmio, KAP_LAPIC_ADDR, 0x1000, &lapic_ops, l, err);
+	if (r < 0) {
+		kap_soft_lapic_free(l);
+		return r;
+	}
+	*out = l;
+	return 0;
+}
+
+void kap_soft_lapic_free(struct kap_soft_lapic *l)
+{
+	if (!l)
+		return;
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}

@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The soft accelerator: kapsel's own x86 CPU, for machines without usable KVM (docs/vm.md,
+ * Accelerators; docs/DESIGN.md, The soft CPU). Guest code is decoded once (decode.c) into
+ * blocks of pre-decoded instructions, each carrying the handler that runs it (exec.c), cached
+ * by guest-physical address and dropped when the guest writes a page they came from (cpu.c).
+ * The devices, boot loaders and guest RAM are the KVM path's own: port I/O and MMIO go through
+ * the same buses (bus.c).
+ */
+#pragma once
+#include <linux/kvm.h>
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kapsel/error.h>
+#include <kapsel/vm.h>
+
+#include "vmm/soft/decode.h"
+
+struct kap_vm;
+struct kap_vcpu;
+struct kap_boot_entry;
+
+/* ---- vm.c's hooks (cpu.c) ---- */
+
+/* What in this config the soft CPU cannot do yet (a phrase for an error), or NULL. */
+const char *kap_soft_unsupported(const struct kapsel_vm_config *c);
+/* Creates vCPU id's soft state, the BSP from the boot protocol's entry state. */
+int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_boot_entry *entry,
+			 struct kapsel_error **err);
+void kap_soft_vcpu_destroy(struct kap_vcpu *v);
+/* The vCPU thread's body: runs guest code until the VM stops. */
+void kap_soft_vcpu_run(struct kap_vcpu *v);
+
+/* ---- the CPU (cpu.c, exec.c) ---- */
+
+struct kap_soft_seg {
+	uint64_t base;
+	uint32_t limit; /* in bytes */
+	uint16_t sel;
+	uint8_t type, dpl;
+	bool present, s, db, l, g;
+};
+
+/* Lazy flags (exec.c): what the last flag-setting operation was. */
+enum kap_soft_lf {
+	KAP_SOFT_LF_NONE, /* the arithmetic flags are in cpu->flags */
+	KAP_SOFT_LF_ADD,
+	KAP_SOFT_LF_ADC,
+	KAP_SOFT_LF_SUB,
+	KAP_SOFT_LF_SBB,
+	KAP_SOFT_LF_LOGIC,
+	KAP_SOFT_LF_INC,
+	KAP_SOFT_LF_DEC,
+};
+
+struct kap_soft_block;
+struct kap_soft_cache;
+
+struct kap_soft_cpu {
+	struct kap_vm *vm;
+	struct kap_vcpu *vcpu;
+	unsigned int id;
+
+	uint64_t r[16];
+	uint64_t rip, next_rip;
+	uint64_t flags; /* RFLAGS; its arithmetic bits are stale while lf_op != LF_NONE */
+	uint64_t lf_a, lf_b, lf_res;
+	uint8_t lf_op, lf_size; /* enum kap_soft_lf; bytes */
+	bool lf_cf;		/* ADC/SBB: the carry in; INC/DEC: CF, which they keep */
+
+	struct kap_soft_seg seg[6], ldtr, tr;
+	uint64_t gdt_base, idt_base;
+	uint16_t gdt_limit, idt_limit;
+	uint64_t cr0, cr2, cr3, cr4, cr8, efer;
+	uint64_t star, lstar, cstar, fmask, kernel_gs_base, sysenter_cs, sysenter_esp, sysenter_eip,
+	    pat, apic_base, misc_enable, mtrr_def_type;
+	int64_t tsc_offset;
+	unsigned int mode; /* code size in bytes: 2, 4 or 8 (CS.D, CS.L, EFER.LMA) */
+	unsigned int cpl;
+
+	/* Exceptions: raised with longjmp back to the run loop (cpu.c, kap_soft_raise). */
+	jmp_buf jb;
+	int exc_vector;
+	uint32_t exc_code;
+	bool exc_has_code;
+	int delivering;	 /* the vector being delivered, or -1: for #DF and triple faults */
+	bool ud_logged;	 /* an unimplemented instruction was logged once already */
+	bool stop_block; /* a store hit a page with translations: leave the block after this */
+	bool halted;
+	bool int_shadow;   /* STI just set IF: no interrupt before the next instruction */
+	unsigned int poll; /* blocks since the PIT was last polled */
+
+	struct kap_soft_lapic *lapic;
+	struct kap_soft_cache *cache;
+	uint8_t *code_pages; /* one byte per RAM page: 1 when some block was decoded from it */
+	uint64_t npages;
+};
+
+typedef void (*kap_soft_exec_fn)(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+
+/* The handler for a decoded instruction, or NULL when exec.c does not implement it (#UD). */
+kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d);
+/* Whether the instruction may change RIP other than to the next one (ends a block). */
+bool kap_soft_insn_ends_block(const struct kap_soft_insn *d);
+
+/* Raises exception vector (with an error code when has_code); does not return. */
+_Noreturn void kap_soft_raise(struct kap_soft_cpu *cpu, int vector, uint32_t code, bool has_code);
+/* #UD for an instruction exec.c does not implement: logged once per vCPU, then raised. */
+_Noreturn void kap_soft_unimplemented(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+
+/* Guest virtual memory through segment seg (KAP_SOFT_ES..GS) at offset off; faults raise. */
+uint64_t kap_soft_read(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n);
+void kap_soft_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n,
+		    uint64_t v);
+/* Linear-address accesses (descriptor tables, the IDT, the TSS): supervisor, no segment. */
+uint64_t kap_soft_read_lin(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int n);
+void kap_soft_write_lin(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int n, uint64_t v);
+
+/* Loads a segment register from a selector (protected mode: from the GDT/LDT, with checks). */
+void kap_soft_load_seg(struct kap_soft_cpu *cpu, unsigned int seg, uint16_t sel);
+/* Recomputes cpu->mode and cpu->cpl after CS, CR0 or EFER changed. */
+void kap_soft_update_mode(struct kap_soft_cpu *cpu);
+/* CR0/CR3/CR4 changed what linear addresses mean (the block cache is physical: nothing to do
+ * there; kept for a software TLB). */
+void kap_soft_flush_tlb(struct kap_soft_cpu *cpu);
+/* Port I/O through the VM's port bus. */
+uint32_t kap_soft_in(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n);
+void kap_soft_out(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n, uint32_t v);
+/* HLT: waits for an interrupt (IF set) or, with IF clear, until the VM stops. */
+void kap_soft_halt(struct kap_soft_cpu *cpu);
+/* The guest's TSC: host CLOCK_MONOTONIC in ns plus the guest's offset (docs/vm.md). */
+uint64_t kap_soft_rdtsc(struct kap_soft_cpu *cpu);
+/* RDMSR/WRMSR: false for an MSR the soft CPU does not have (#GP). */
+bool kap_soft_rdmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t *v);
+bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v);
+/* CPUID: the fixed baseline docs/vm.md describes. */
+void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint32_t out[4]);
+
+/* RFLAGS with the lazy flags worked out (exec.c). */
+uint64_t kap_soft_get_flags(struct kap_soft_cpu *cpu);
+void kap_soft_set_flags(struct kap_soft_cpu *cpu, uint64_t flags);
+
+/* RFLAGS bits. */
+#define KAP_SOFT_CF   (1ULL << 0)
+#define KAP_SOFT_PF   (1ULL << 2)
+#define KAP_SOFT_AF   (1ULL << 4)
+#define KAP_SOFT_ZF   (1ULL << 6)
+#define KAP_SOFT_SF   (1ULL << 7)
+#define KAP_SOFT_TF   (1ULL << 8)
+#define KAP_SOFT_IF   (1ULL << 9)
+#define KAP_SOFT_DIRF (1ULL << 10) /* DF */
+#define KAP_SOFT_OF   (1ULL << 11)
+#define KAP_SOFT_ARITH                                                                             \
+	(KAP_SOFT_CF | KAP_SOFT_PF | KAP_SOFT_AF | KAP_SOFT_ZF | KAP_SOFT_SF | KAP_SOFT_OF)
+
+/* Exception vectors (SDM vol. 3 §6.3.1): KAP_SOFT_X<mnemonic>. */
+enum {
+	KAP_SOFT_XDE = 0,
+	KAP_SOFT_XDB = 1,
+	KAP_SOFT_XBP = 3,
+	KAP_SOFT_XOF = 4,
+	KAP_SOFT_XUD = 6,
+	KAP_SOFT_XNM = 7,
+	KAP_SOFT_XDF = 8,
+	KAP_SOFT_XTS = 10,
+	KAP_SOFT_XNP = 11,
+	KAP_SOFT_XSS = 12,
+	KAP_SOFT_XGP = 13,
+	KAP_SOFT_XPF = 14,
+};
+
+#define KAP_SOFT_CR0_PE	  (1ULL << 0)
+#define KAP_SOFT_CR0_WP	  (1ULL << 16)
+#define KAP_SOFT_CR0_PG	  (1ULL << 31)
+#define KAP_SOFT_CR4_PSE  (1ULL << 4)
+#define KAP_SOFT_CR4_PAE  (1ULL << 5)
+#define KAP_SOFT_EFER_LME (1ULL << 8)
+#define KAP_SOFT_EFER_LMA (1ULL << 10)
+#define KAP_SOFT_EFER_NXE (1ULL << 11)
