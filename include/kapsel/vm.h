@@ -63,6 +63,18 @@ struct kapsel_vm_net {
 
 #define KAPSEL_VM_MAX_NETS 4
 
+/*
+ * A virtio-fs share: --fs tag=NAME,path=DIR[,ro]. The guest mounts it with
+ * `mount -t virtiofs NAME /mnt` (docs/vm.md, virtio-fs).
+ */
+struct kapsel_vm_fs {
+	char *tag; /* 1-36 bytes of letters, digits, '.', '-', '_' (virtio 1.2 §5.11.4) */
+	char *path;
+	bool ro; /* every change answers EROFS */
+};
+
+#define KAPSEL_VM_MAX_FS 4
+
 /* How virtio devices reach the guest: --transport pci|mmio. */
 enum kapsel_vm_transport {
 	KAPSEL_VM_TRANSPORT_PCI, /* the default: modern virtio-pci behind a host bridge */
@@ -102,6 +114,8 @@ struct kapsel_vm_config {
 	struct kapsel_vm_net nets[KAPSEL_VM_MAX_NETS];
 	unsigned int nnets;
 	bool virtio_console; /* hvc0: console input goes to it instead of the UART */
+	struct kapsel_vm_fs fs[KAPSEL_VM_MAX_FS];
+	unsigned int nfs;
 	/* virtio-vsock: guest CID (>= 3) and the host's unix socket; vsock_path NULL: none. */
 	uint32_t vsock_cid;
 	char *vsock_path;
@@ -132,7 +146,8 @@ void kapsel_vm_config_clear(struct kapsel_vm_config *c);
  * Reads a vm.json ({"kernel", "initrd", "cmdline", "mem": "256M" or bytes, "cpus",
  * "cpu_model", "cpu_features", "acpi": "reduced|full", "console": "stdio|file:PATH|none",
  * "debug_exit": bool, "pit": bool, "transport": "pci|mmio", "disks": ["--disk syntax", ...],
- * "nets": ["--net syntax", ...], "vsock": "--vsock syntax", "rng", "virtio_console",
+ * "nets": ["--net syntax", ...], "fs": ["--fs syntax", ...], "vsock": "--vsock syntax",
+ * "rng", "virtio_console",
  * "virtio_mmio_cmdline": bool}) into c, replacing the fields it names and adding its devices.
  * Errors name the JSON path.
  */
@@ -151,6 +166,11 @@ int kapsel_vm_parse_disk(const char *s, struct kapsel_vm_config *c, struct kapse
  * to c->nets. Errors name the bad option; duplicate ids are refused.
  */
 int kapsel_vm_parse_net(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
+/*
+ * Appends the share described by s ("tag=NAME,path=DIR[,ro]") to c->fs. DIR must be a
+ * directory; errors name the bad option; duplicate tags are refused.
+ */
+int kapsel_vm_parse_fs(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
 /* "cid=N,socket=PATH" (N >= 3) into c->vsock_cid / c->vsock_path; one vsock per VM. */
 int kapsel_vm_parse_vsock(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err);
 /* "reduced" or "full" into c->acpi_full. -EINVAL when unknown. */

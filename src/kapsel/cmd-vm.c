@@ -50,6 +50,10 @@ static const char run_usage[] =
     "  --net tap=NAME[,mac=M][,id=ID] | bridge=BR[,mac=M][,id=ID]\n"
     "                          a virtio-net card on an existing tap, or on a tap kapsel\n"
     "                          creates on bridge BR and deletes at the end; repeatable\n"
+    "  --fs tag=NAME,path=DIR[,ro]\n"
+    "                          share host directory DIR over virtio-fs; the guest mounts\n"
+    "                          it with mount -t virtiofs NAME; ro refuses writes;\n"
+    "                          repeatable (docs/vm.md, virtio-fs)\n"
     "  --virtio-console        a virtio-console (hvc0); console input goes to it\n"
     "  --vsock cid=N,socket=PATH\n"
     "                          a virtio-vsock with guest CID N (>= 3); the host side is\n"
@@ -86,6 +90,7 @@ enum {
 	OPT_NET,
 	OPT_VIRTIO_CONSOLE,
 	OPT_VSOCK,
+	OPT_FS,
 	OPT_VIRTIO_MMIO_CMDLINE,
 	OPT_TRANSPORT,
 	OPT_NAME,
@@ -127,6 +132,7 @@ static const struct option run_options[] = {
     {"net", required_argument, NULL, OPT_NET},
     {"virtio-console", no_argument, NULL, OPT_VIRTIO_CONSOLE},
     {"vsock", required_argument, NULL, OPT_VSOCK},
+    {"fs", required_argument, NULL, OPT_FS},
     {"virtio-mmio-cmdline", no_argument, NULL, OPT_VIRTIO_MMIO_CMDLINE},
     {"transport", required_argument, NULL, OPT_TRANSPORT},
     {"name", required_argument, NULL, OPT_NAME},
@@ -148,7 +154,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 	 * Device flags, in order: parsed after the file's devices, so the default ids
 	 * (disk0, net0, ...) continue the file's and duplicates are caught across both.
 	 */
-	enum { MAX_DEV_FLAGS = KAPSEL_VM_MAX_DISKS + KAPSEL_VM_MAX_NETS + 1 };
+	enum { MAX_DEV_FLAGS = KAPSEL_VM_MAX_DISKS + KAPSEL_VM_MAX_NETS + KAPSEL_VM_MAX_FS + 1 };
 	const char *devs[MAX_DEV_FLAGS];
 	int dev_kind[MAX_DEV_FLAGS];
 	size_t ndevs = 0;
@@ -202,14 +208,17 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		case OPT_DISK:
 		case OPT_NET:
 		case OPT_VSOCK:
+		case OPT_FS:
 			if (ndevs == MAX_DEV_FLAGS) {
 				kapsel_vm_config_clear(&cli);
-				return cli_fail("vm run: --%s %s: at most %d disks, %d networks "
-						"and one vsock",
+				return cli_fail("vm run: --%s %s: at most %d disks, %d networks, "
+						"%d shares and one vsock",
 						c == OPT_DISK  ? "disk"
 						: c == OPT_NET ? "net"
+						: c == OPT_FS  ? "fs"
 							       : "vsock",
-						optarg, KAPSEL_VM_MAX_DISKS, KAPSEL_VM_MAX_NETS);
+						optarg, KAPSEL_VM_MAX_DISKS, KAPSEL_VM_MAX_NETS,
+						KAPSEL_VM_MAX_FS);
 			}
 			dev_kind[ndevs] = c;
 			devs[ndevs++] = optarg;
@@ -296,6 +305,7 @@ static int vm_run(const struct cli_globals *g, int argc, char **argv)
 		}
 		int r = dev_kind[i] == OPT_DISK	 ? kapsel_vm_parse_disk(devs[i], &cfg, &err)
 			: dev_kind[i] == OPT_NET ? kapsel_vm_parse_net(devs[i], &cfg, &err)
+			: dev_kind[i] == OPT_FS	 ? kapsel_vm_parse_fs(devs[i], &cfg, &err)
 						 : kapsel_vm_parse_vsock(devs[i], &cfg, &err);
 		if (r < 0) {
 			rc = cli_fail_err(err);

@@ -21,6 +21,8 @@
  *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad", "serial=S"): see test_blk
  *   rng       virtio-rng: 64 bytes of entropy
  *   net, vcon, vsock   virtio-net, virtio-console, virtio-vsock: see virtio-dev.h
+ *   virtiofs  virtio-fs: reads a file from the share, then sends hostile FUSE requests and
+ *             prints the errors (see virtiofs.h)
  *   pci       bus 0 through 0xCF8/0xCFC: lists the functions, sizes and moves BAR 0, walks the
  *             virtio capabilities
  *   pci-blk   virtio-blk over virtio-pci ("mode=rw|ro", "irq=msix|intx|level"): see
@@ -42,6 +44,7 @@
 #include "virtio.h"
 #include "virtio-dev.h"
 #include "virtio-pci.h"
+#include "virtiofs.h"
 #include "blkbench.h"
 #include "fwcfg.h"
 
@@ -1099,6 +1102,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_vcon();
 	if (streq(test, "vsock"))
 		test_vsock(cmdline);
+	if (streq(test, "virtiofs"))
+		test_virtiofs(cmdline);
 	if (streq(test, "count"))
 		test_count();
 	if (streq(test, "fwcfg"))

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/cleanup.h"
 #include "core/error.h"
@@ -29,6 +30,10 @@ API void kapsel_vm_config_clear(struct kapsel_vm_config *c)
 		free(c->nets[i].id);
 		free(c->nets[i].tap);
 		free(c->nets[i].bridge);
+	}
+	for (unsigned int i = 0; i < c->nfs; i++) {
+		free(c->fs[i].tag);
+		free(c->fs[i].path);
 	}
 	free(c->vsock_path);
 	free(c->name);
@@ -227,6 +232,71 @@ API int kapsel_vm_parse_net(const char *s, struct kapsel_vm_config *c, struct ka
 	return 0;
 }
 
+/* virtio 1.2 §5.11.4: the tag is at most 36 bytes; kapsel keeps it to a portable alphabet. */
+static bool valid_tag(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 36)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
+			return false;
+	return true;
+}
+
+API int kapsel_vm_parse_fs(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err)
+{
+	static const char usage[] = "expected tag=NAME,path=DIR[,ro]";
+	if (c->nfs >= KAPSEL_VM_MAX_FS)
+		return kap_error_plain(err, E2BIG, "--fs %s: at most %d shares", s,
+				       KAPSEL_VM_MAX_FS);
+	cleanup_free char *copy = strdup(s);
+	if (!copy)
+		return kap_error(err, ENOMEM, "--fs");
+	const char *tag = NULL, *path = NULL;
+	bool ro = false;
+	char *save = NULL;
+	for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(o, "tag=", 4) && !tag) {
+			tag = o + 4;
+			if (!valid_tag(tag))
+				return kap_error_plain(err, EINVAL,
+						       "--fs %s: tag must be 1-36 letters, digits, "
+						       "'.', '-' or '_'",
+						       s);
+		} else if (!strncmp(o, "path=", 5) && o[5] && !path) {
+			path = o + 5;
+		} else if (!strcmp(o, "ro")) {
+			ro = true;
+		} else {
+			return kap_error_plain(err, EINVAL,
+					       "--fs %s: unknown or repeated option "
+					       "\"%s\" (%s)",
+					       s, o, usage);
+		}
+	}
+	if (!tag || !path)
+		return kap_error_plain(err, EINVAL, "--fs %s: %s", s, usage);
+	for (unsigned int i = 0; i < c->nfs; i++)
+		if (!strcmp(c->fs[i].tag, tag))
+			return kap_error_plain(err, EEXIST, "--fs %s: tag %s already used", s, tag);
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return kap_error(err, errno, "--fs %s: path %s", s, path);
+	if (!S_ISDIR(st.st_mode))
+		return kap_error_plain(err, ENOTDIR, "--fs %s: path %s is not a directory", s,
+				       path);
+	struct kapsel_vm_fs f = {.tag = strdup(tag), .path = strdup(path), .ro = ro};
+	if (!f.tag || !f.path) {
+		free(f.tag);
+		free(f.path);
+		return kap_error(err, ENOMEM, "--fs");
+	}
+	c->fs[c->nfs++] = f;
+	return 0;
+}
+
 API int kapsel_vm_parse_vsock(const char *s, struct kapsel_vm_config *c, struct kapsel_error **err)
 {
 	static const char usage[] = "expected cid=N,socket=PATH with N >= 3";
@@ -407,13 +477,28 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 		return r;
 	if (kap_json_type(j) != KAP_JSON_OBJECT)
 		return kap_error_plain(err, EINVAL, "%s: expected a JSON object", path);
-	static const char *const known[] = {
-	    "kernel",	  "initrd",	   "cmdline",	     "mem",
-	    "cpus",	  "cpu_features",  "console",	     "debug_exit",
-	    "pit",	  "transport",	   "disks",	     "nets",
-	    "vsock",	  "rng",	   "virtio_console", "virtio_mmio_cmdline",
-	    "mem_shared", "mem_hugepages", "mem_merge",	     "cpu_model",
-	    "acpi"};
+	static const char *const known[] = {"kernel",
+					    "initrd",
+					    "cmdline",
+					    "mem",
+					    "cpus",
+					    "cpu_features",
+					    "console",
+					    "debug_exit",
+					    "pit",
+					    "transport",
+					    "disks",
+					    "nets",
+					    "vsock",
+					    "rng",
+					    "virtio_console",
+					    "virtio_mmio_cmdline",
+					    "mem_shared",
+					    "mem_hugepages",
+					    "mem_merge",
+					    "cpu_model",
+					    "acpi",
+					    "fs"};
 	struct kap_json_iter it = kap_json_iter(j);
 	const char *key;
 	struct kap_json *val;
@@ -485,6 +570,7 @@ API int kapsel_vm_config_load(const char *path, struct kapsel_vm_config *c,
 	}
 	if ((r = read_devices(j, "disks", kapsel_vm_parse_disk, c, err)) < 0 ||
 	    (r = read_devices(j, "nets", kapsel_vm_parse_net, c, err)) < 0 ||
+	    (r = read_devices(j, "fs", kapsel_vm_parse_fs, c, err)) < 0 ||
 	    (r = kap_json_read_string(j, "", "vsock", &vsock, err)) < 0)
 		goto fail;
 	if (vsock && (r = kapsel_vm_parse_vsock(vsock, c, err)) < 0) {

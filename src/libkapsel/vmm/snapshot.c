@@ -615,7 +615,7 @@ int kap_snap_config(const struct kap_snap *s, const struct kapsel_vm_config *giv
 {
 	char v[1024];
 	if (given->ndisks || given->nnets || given->rng || given->virtio_console ||
-	    given->vsock_path)
+	    given->vsock_path || given->nfs)
 		return kap_error_plain(err, EOPNOTSUPP,
 				       "vm restore: virtio devices cannot be "
 				       "restored yet (the snapshot has none)");

@@ -252,7 +252,7 @@ static void inputs_free(struct kap_vm_inputs *in)
 static int check_devices(const struct kapsel_vm_config *c, struct kapsel_error **err)
 {
 	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
-			 (c->vsock_path ? 1 : 0);
+			 (c->vsock_path ? 1 : 0) + c->nfs;
 	if (n > KAP_VIRTIO_MMIO_MAX)
 		return kap_error_plain(err, E2BIG, "at most %d virtio devices",
 				       KAP_VIRTIO_MMIO_MAX);
@@ -388,16 +388,22 @@ static int create_devices(struct kap_vm *vm, struct kapsel_error **err)
 	return kap_fw_cfg_attach(vm, &vm->fw_cfg, err);
 }
 
-/* The k-th of the I/O devices that follow disks and rng: network cards, console, vsock. */
+/*
+ * The k-th of the I/O devices that follow disks and rng: network cards, console, vsock,
+ * virtio-fs shares.
+ */
 static int create_virtio_io(struct kap_vm *vm, unsigned int k, struct kap_virtio_dev *d,
 			    struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
 	if (k < c->nnets)
 		return kap_virtio_net_new(d, &c->nets[k], &vm->mem, err);
-	if (c->virtio_console && k == c->nnets)
+	k -= c->nnets;
+	if (c->virtio_console && k-- == 0)
 		return kap_virtio_console_new(d, &vm->console, &vm->mem, err);
-	return kap_virtio_vsock_new(d, c->vsock_cid, c->vsock_path, &vm->mem, err);
+	if (c->vsock_path && k-- == 0)
+		return kap_virtio_vsock_new(d, c->vsock_cid, c->vsock_path, &vm->mem, err);
+	return kap_virtio_fs_new(d, &c->fs[k], &vm->mem, err);
 }
 
 /* Host-side fds of the virtio devices (taps, sockets, hvc0's input) join the event loop. */
@@ -437,14 +443,15 @@ static int attach_transport(struct kap_vm *vm, struct kap_virtio_slot *s, unsign
 }
 
 /*
- * The virtio devices of the config, in this order: disks, rng, network cards, console, vsock.
+ * The virtio devices of the config, in this order: disks, rng, network cards, console, vsock,
+ * virtio-fs shares.
  * Opens every backing file, tap and socket.
  */
 static int create_virtio(struct kap_vm *vm, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
 	unsigned int n = c->ndisks + (c->rng ? 1 : 0) + c->nnets + (c->virtio_console ? 1 : 0) +
-			 (c->vsock_path ? 1 : 0);
+			 (c->vsock_path ? 1 : 0) + c->nfs;
 	if (n == 0)
 		return 0;
 	vm->virtio = calloc(n, sizeof(*vm->virtio));

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * virtio transports (mmio.c) and the devices (blk.c, rng.c, net.c, console.c, vsock.c) that
+ * virtio transports (mmio.c) and the devices (blk.c, rng.c, net.c, console.c, vsock.c, fs.c) that
  * vm.c creates.
  */
 #pragma once
@@ -58,6 +58,9 @@ int kap_virtio_console_new(struct kap_virtio_dev *d, struct kap_console *con,
 			   const struct kap_guest_mem *mem, struct kapsel_error **err);
 /* Console input for hvc0: the backend's input callback (event thread). */
 void kap_virtio_console_input(void *dev, const uint8_t *buf, size_t len);
+/* virtio-fs over a host directory (fs.c): opens it. */
+int kap_virtio_fs_new(struct kap_virtio_dev *d, const struct kapsel_vm_fs *share,
+		      const struct kap_guest_mem *mem, struct kapsel_error **err);
 /* virtio-vsock with Firecracker's unix-socket multiplexer on the host (vsock.c). */
 int kap_virtio_vsock_new(struct kap_virtio_dev *d, uint32_t cid, const char *path,
 			 const struct kap_guest_mem *mem, struct kapsel_error **err);
