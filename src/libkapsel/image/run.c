@@ -2043,8 +2043,9 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	if (!o->image || !*o->image)
 		return kap_error_plain(err, EINVAL, "run: no image given");
 	/* Every flag is checked before anything exists on disk. */
-	int r = kap_bundle_check(o, err);
-	if (r < 0 || (o->vm && (r = kap_run_vm_check(o, err)) < 0))
+	/* What --vm cannot honour is said first, whatever else is wrong with it. */
+	int r = o->vm ? kap_run_vm_check(o, err) : 0;
+	if (r < 0 || (r = kap_bundle_check(o, err)) < 0)
 		return r;
 	bool rootless = geteuid() != 0 || kap_userns_nested();
 	enum kap_net_mode mode =
