@@ -10,7 +10,10 @@ they skip elsewhere with the measured rate, and scripts/vm-tests.sh --nested run
 nested SVM under QEMU TCG. One vCPU: SMP guests triple-fault there."""
 import glob
 import os
+import shutil
+import signal
 import subprocess
+import tempfile
 import uuid
 
 import pytest
@@ -39,8 +42,12 @@ BOOT_TIMEOUT = os.environ.get("KAPSEL_VM_BOOT_TIMEOUT", "600")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("store"))
+def store():
+    # On tmpfs: the nested runner's /tmp is an ext4 scratch disk on which the outer 6.1
+    # kernel refuses the container's overlay (ENODATA).
+    d = tempfile.mkdtemp(prefix="kapsel-test-vm-store-", dir="/dev/shm")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +223,7 @@ def vk(k):
         return k("run", "--vm", *args, env=env, timeout=timeout, **kw)
     run.k = k
     run.kernel = kern
+    run.env = {**os.environ, "KAPSEL_VM_KERNEL": kern, "KAPSEL_VM_BOOT_TIMEOUT": BOOT_TIMEOUT}
     return run
 
 
@@ -277,3 +285,22 @@ def test_stdin_with_i(vk, name):
     # Without -i the process reads nothing (EOF at once).
     r = vk("--rm", "busybox", "sh", "-c", "wc -c", input="ignored\n")
     assert r.stdout.strip() == "0", r.stdout
+
+
+def test_signal_reaches_the_process(vk, name):
+    """SIGTERM to kapsel run travels to the process in the guest (a SIGNAL frame)."""
+    p = subprocess.Popen([KAPSEL, "--store", vk.k.store, "--root", vk.k.root, "run", "--vm",
+                          "--rm", "--name", name, "busybox", "sh", "-c",
+                          "trap 'echo got-term; exit 3' TERM; echo started; "
+                          "while :; do sleep 1; done"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=vk.env)
+    try:
+        assert p.stdout.readline() == "started\n"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert (p.returncode, out) == (3, "got-term\n"), err
