@@ -616,8 +616,7 @@ static int ctr_finish(struct ctr *c, const char *root, int exit_code, struct kap
 		meta_clear(&m);
 		return r;
 	}
-	/* (A run --vm container has no runtime state: ENOENT.) */
-	if (kapsel_container_delete(root, c->name, true, &e) < 0 && e->code != ENOENT)
+	if (kapsel_container_delete(root, c->name, true, &e) < 0)
 		kap_warn("container %s: %s", c->name, e->msg);
 	/* An exited container holds no address or port (podman tears its network down too). */
 	cleanup_error struct kapsel_error *ne = NULL;
