@@ -86,6 +86,12 @@ int kapsel_image_run(const struct kapsel_run_options *opts, char **name_out,
 		     struct kapsel_error **err);
 
 /*
+ * For --vm: the flags that cannot apply and the guest kernel, checked before the image is
+ * pulled or anything exists (kapsel_image_run checks again). -errno with one line in *err.
+ */
+int kapsel_image_run_vm_check(const struct kapsel_run_options *opts, struct kapsel_error **err);
+
+/*
  * exec -u as podman resolves it: NAME[:GROUP] or UID[:GID] looked up in the running
  * container's /etc/passwd and /etc/group (a UID alone gets its passwd gid, else 0). Returns 1
  * with *ids "UID:GID" (caller frees), 0 when the container is not running (exec says so).

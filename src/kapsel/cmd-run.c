@@ -480,6 +480,11 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	char *name = NULL;
 	/* Pulled first when --pull says so (progress on stderr); a pulled image runs under the
 	 * name it was pulled as, a stored one under the name given (what ps shows). */
+	/* --vm's refusals before the image is pulled: a refused run leaves the store as it was. */
+	if (o.vm && kapsel_image_run_vm_check(&o, &err) < 0) {
+		status = cli_fail_podman(err);
+		goto out;
+	}
 	int r = kapsel_image_ensure(g->store, o.image, pull, &po, &image, &err);
 	if (r < 0) {
 		status = cli_fail_podman(err);

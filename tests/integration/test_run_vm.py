@@ -84,6 +84,15 @@ def traces(k, n, tmp_before):
     return left
 
 
+def fresh(k, tmp_path):
+    """k on a store that does not exist yet: a refused run must not even create it."""
+    return K(k.binary, str(tmp_path / "fresh-store"), k.root)
+
+
+def untouched(k):
+    return not os.path.exists(k.store)
+
+
 def one_line_125(r):
     assert r.returncode == 125, (r.returncode, r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
@@ -110,6 +119,7 @@ def cached_kernel():
 # ---- refused before anything exists: everywhere ----
 
 def test_no_kernel_found(k, name, tmp_path, monkeypatch):
+    k = fresh(k, tmp_path)
     monkeypatch.delenv("KAPSEL_VM_KERNEL", raising=False)
     monkeypatch.setenv("KAPSEL_VM_KERNEL_DIR", str(tmp_path / "none"))
     before = vmtmp()
@@ -117,7 +127,7 @@ def test_no_kernel_found(k, name, tmp_path, monkeypatch):
     line = one_line_125(r)
     assert "no guest kernel" in line and str(tmp_path / "none") in line, line
     assert "KAPSEL_VM_KERNEL" in line and "--vm-kernel" in line, line
-    assert traces(k, name, before) == []
+    assert traces(k, name, before) == [] and untouched(k)
 
 
 @pytest.mark.parametrize("flags,word", [
@@ -128,6 +138,7 @@ def test_no_kernel_found(k, name, tmp_path, monkeypatch):
     (["-t"], "-t"),
 ])
 def test_refused_options(k, name, tmp_path, flags, word):
+    k = fresh(k, tmp_path)
     before = vmtmp()
     # A kernel file that exists: the refusal must come from the option, not the kernel.
     kern = tmp_path / "vmlinuz"
@@ -135,26 +146,28 @@ def test_refused_options(k, name, tmp_path, flags, word):
     r = k("run", "--vm", "--vm-kernel", str(kern), *flags, "--name", name, "busybox", "true")
     line = one_line_125(r)
     assert "run --vm" in line and word in line and "cannot apply" in line, line
-    assert traces(k, name, before) == []
+    assert traces(k, name, before) == [] and untouched(k)
 
 
 def test_missing_vm_kernel_file(k, name, tmp_path):
+    k = fresh(k, tmp_path)
     before = vmtmp()
     missing = str(tmp_path / "no-such-vmlinuz")
     r = k("run", "--vm", "--vm-kernel", missing, "--name", name, "busybox", "true")
     line = one_line_125(r)
     assert missing in line and "No such file" in line, line
-    assert traces(k, name, before) == []
+    assert traces(k, name, before) == [] and untouched(k)
 
 
 def test_not_a_bzimage(k, name, tmp_path):
+    k = fresh(k, tmp_path)
     before = vmtmp()
     kern = tmp_path / "vmlinuz"
     kern.write_bytes(b"\x7fELF" + b"\0" * 4096)
     r = k("run", "--vm", "--rm", "--vm-kernel", str(kern), "--name", name, "busybox", "true")
     line = one_line_125(r)
     assert str(kern) in line and "not a bzImage" in line, line
-    assert traces(k, name, before) == []
+    assert traces(k, name, before) == [] and untouched(k)
 
 
 def test_bad_vm_size(k, name, tmp_path):

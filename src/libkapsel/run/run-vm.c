@@ -89,6 +89,12 @@ int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **e
 	return r;
 }
 
+__attribute__((visibility("default"))) int
+kapsel_image_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err)
+{
+	return kap_run_vm_check(o, err);
+}
+
 /* ---- the spec the agent receives ---- */
 
 struct buf {
