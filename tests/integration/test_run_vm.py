@@ -130,6 +130,24 @@ def test_no_kernel_found(k, name, tmp_path, monkeypatch):
     assert traces(k, name, before) == [] and untouched(k)
 
 
+def test_default_kernel_dir_newest(k, name, tmp_path, monkeypatch):
+    """Without --vm-kernel or KAPSEL_VM_KERNEL: the newest DIR/VERSION/boot/vmlinuz-VERSION
+    (version order, not name order); here not a bzImage, so the error names the one found."""
+    k = fresh(k, tmp_path)
+    monkeypatch.delenv("KAPSEL_VM_KERNEL", raising=False)
+    kdir = tmp_path / "vm-kernel"
+    for v in ("6.1.0-9-amd64", "6.1.0-10-amd64"):
+        (kdir / v / "boot").mkdir(parents=True)
+        (kdir / v / "boot" / f"vmlinuz-{v}").write_bytes(b"\0" * 4096)
+    (kdir / "7.0-no-kernel-here" / "boot").mkdir(parents=True)
+    monkeypatch.setenv("KAPSEL_VM_KERNEL_DIR", str(kdir))
+    r = k("run", "--vm", "--rm", "--name", name, "busybox", "true")
+    line = one_line_125(r)
+    assert f"{kdir}/6.1.0-10-amd64/boot/vmlinuz-6.1.0-10-amd64" in line, line
+    assert "not a bzImage" in line, line
+    assert untouched(k)
+
+
 @pytest.mark.parametrize("flags,word", [
     (["--net", "host"], "--net"),
     (["--privileged"], "--privileged"),
