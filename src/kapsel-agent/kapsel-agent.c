@@ -31,7 +31,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/module.h>
@@ -51,7 +53,8 @@ struct spec {
 	char *env[KAP_AGENT_MAX_ITEMS + 1];
 	size_t nenv;
 	const char *cwd, *hostname, *root;
-	bool root_ro, stdin_open;
+	bool root_ro, stdin_open, tty;
+	unsigned short rows, cols;
 	uid_t uid;
 	gid_t gid;
 	gid_t groups[MAX_GROUPS];
@@ -227,6 +230,14 @@ static void parse_spec(size_t len)
 			spec.root = v;
 		} else if (kap_agent_key_is(key, keylen, "root_ro")) {
 			spec.root_ro = !strcmp(v, "1");
+		} else if (kap_agent_key_is(key, keylen, "tty")) {
+			spec.tty = !strcmp(v, "1");
+		} else if (kap_agent_key_is(key, keylen, "winsize")) {
+			char *c = strchr(v, ':');
+			if (!c)
+				fail("spec: bad winsize '%s'", v);
+			spec.rows = (unsigned short)number(v, "winsize");
+			spec.cols = (unsigned short)number(c + 1, "winsize");
 		} else if (kap_agent_key_is(key, keylen, "stdin")) {
 			spec.stdin_open = !strcmp(v, "1");
 		} else if (kap_agent_key_is(key, keylen, "uid")) {
@@ -336,8 +347,11 @@ static void mount_rootfs(void)
 }
 
 /* The process: in the rootfs, as its user, with its limits and environment. */
-static __attribute__((noreturn)) void child(int in, int out, int errfd)
+static __attribute__((noreturn)) void child(int in, int out, int errfd, int pts)
 {
+	/* A terminal: a session of its own with the pseudo-terminal as controlling tty. */
+	if (pts >= 0 && (setsid() < 0 || ioctl(pts, TIOCSCTTY, 0) < 0))
+		_exit(125);
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
 		_exit(125);
 	sigset_t none;
@@ -408,20 +422,50 @@ static void run(void)
 	int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0)
 		fail("signalfd: %s", strerror(errno));
+	/*
+	 * With tty=1 the process's stdio is a pseudo-terminal of the container's own devpts
+	 * instance, opened through that instance's own ptmx node (mode 0666 by ptmxmode;
+	 * Documentation/filesystems/devpts.rst). Its master is both "pipes" below.
+	 */
+	int master = -1, pts = -1;
+	if (spec.tty) {
+		master = open(NEWROOT "/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		int n, unlock = 0;
+		char path[64];
+		if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) < 0 ||
+		    ioctl(master, TIOCGPTN, &n) < 0)
+			fail("open a pseudo-terminal: %s", strerror(errno));
+		snprintf(path, sizeof(path), NEWROOT "/dev/pts/%d", n);
+		if ((pts = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
+			fail("open %s: %s", path, strerror(errno));
+		struct winsize ws = {.ws_row = spec.rows, .ws_col = spec.cols};
+		if (spec.rows && spec.cols)
+			ioctl(master, TIOCSWINSZ, &ws);
+	}
 	pid_t pid = fork();
 	if (pid < 0)
 		fail("fork: %s", strerror(errno));
-	if (pid == 0)
-		child(inp[0], outp[1], errp[1]);
+	if (pid == 0) {
+		if (pts >= 0)
+			child(pts, pts, pts, pts);
+		child(inp[0], outp[1], errp[1], -1);
+	}
 	close(inp[0]);
 	close(outp[1]);
 	close(errp[1]);
 	int in = inp[1];
-	if (!spec.stdin_open) {
+	if (!spec.stdin_open || spec.tty) {
 		close(in);
 		in = -1;
 	}
-	bool out_open = true, err_open = true, exited = false;
+	bool out_open = true, err_open = !spec.tty, exited = false;
+	if (spec.tty) {
+		close(pts);
+		close(outp[0]);
+		outp[0] = master;
+		if (spec.stdin_open)
+			in = master;
+	}
 	int status = 0;
 	int64_t deadline = 0;
 	for (;;) {
@@ -469,11 +513,22 @@ static void run(void)
 				power_off();
 			}
 			if (type == KAP_AGENT_STDIN && in >= 0 && !write_all(in, buf, len)) {
-				close(in);
+				if (in != master)
+					close(in);
 				in = -1;
 			} else if (type == KAP_AGENT_STDIN_EOF && in >= 0) {
-				close(in);
+				/* A terminal's end of input is its EOF character, the master stays.
+				 */
+				if (in == master)
+					write_all(in, "\x04", 1);
+				else
+					close(in);
 				in = -1;
+			} else if (type == KAP_AGENT_RESIZE && master >= 0) {
+				uint8_t *b = (uint8_t *)buf;
+				struct winsize ws = {.ws_row = (unsigned short)(b[0] | b[1] << 8),
+						     .ws_col = (unsigned short)(b[2] | b[3] << 8)};
+				ioctl(master, TIOCSWINSZ, &ws);
 			} else if (type == KAP_AGENT_SIGNAL && !exited) {
 				kill(pid, (int)kap_agent_get_u32((uint8_t *)buf));
 			}

@@ -35,6 +35,8 @@ enum kap_agent_frame {
 	KAP_AGENT_STDERR = 6,
 	KAP_AGENT_EXIT = 7,  /* u32 LE: the shell-style status (code, or 128 + signal) */
 	KAP_AGENT_ERROR = 8, /* text: the guest could not start the process (host exits 125) */
+	/* host -> agent, with tty=1 */
+	KAP_AGENT_RESIZE = 9, /* u16 LE rows, u16 LE columns of the terminal */
 };
 
 /*
@@ -43,6 +45,7 @@ enum kap_agent_frame {
  *   uid=N  gid=N  groups=N,N,...   hostname=S   root=TAG   root_ro=1   stdin=1
  *   mount=TAG:ro|rw:DEST (repeated: a virtio-fs share mounted at DEST in the rootfs)
  *   tmpfs=DEST (repeated: a tmpfs at DEST, which exists in the rootfs)
+ *   tty=1 (stdio on a pseudo-terminal: STDOUT carries both outputs)   winsize=ROWS:COLS
  *   rlimit=RESOURCE:SOFT:HARD (repeated; numbers, 18446744073709551615 = unlimited)
  * Unknown keys are an error, so a newer host meeting an older agent fails loudly.
  */
@@ -73,6 +76,7 @@ static inline uint32_t kap_agent_frame_max(unsigned type)
 		return KAP_AGENT_MAX_DATA;
 	case KAP_AGENT_SIGNAL:
 	case KAP_AGENT_EXIT:
+	case KAP_AGENT_RESIZE:
 		return 4;
 	case KAP_AGENT_STDIN_EOF:
 		return 0;
@@ -83,7 +87,7 @@ static inline uint32_t kap_agent_frame_max(unsigned type)
 
 static inline int kap_agent_frame_known(unsigned type)
 {
-	return type >= KAP_AGENT_SPEC && type <= KAP_AGENT_ERROR;
+	return type >= KAP_AGENT_SPEC && type <= KAP_AGENT_RESIZE;
 }
 
 /* Writes a frame header; -EMSGSIZE when len exceeds what the type may carry. */
@@ -101,7 +105,7 @@ static inline int kap_agent_frame_encode(uint8_t hdr[KAP_AGENT_HDR], unsigned ty
 
 /*
  * Reads a frame header: -EPROTO for an unknown type or nonzero reserved bytes, -EMSGSIZE when
- * the length exceeds what the type may carry (EXIT and SIGNAL carry exactly 4 bytes).
+ * the length exceeds what the type may carry (EXIT, SIGNAL, RESIZE carry exactly 4 bytes).
  */
 static inline int kap_agent_frame_decode(const uint8_t hdr[KAP_AGENT_HDR], unsigned *type,
 					 uint32_t *len)
@@ -112,7 +116,7 @@ static inline int kap_agent_frame_decode(const uint8_t hdr[KAP_AGENT_HDR], unsig
 		return -EPROTO;
 	if (n > kap_agent_frame_max(t))
 		return -EMSGSIZE;
-	if ((t == KAP_AGENT_EXIT || t == KAP_AGENT_SIGNAL) && n != 4)
+	if ((t == KAP_AGENT_EXIT || t == KAP_AGENT_SIGNAL || t == KAP_AGENT_RESIZE) && n != 4)
 		return -EPROTO;
 	*type = t;
 	*len = n;

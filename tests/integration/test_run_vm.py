@@ -1,5 +1,5 @@
 """`kapsel run --vm IMAGE CMD`: the embedded busybox image in a micro-VM booted with Debian's
-kernel, kapsel-agent as its PID 1 (docs/vm.md, run --vm): output, exit codes, -e/-u/-w, a
+kernel, kapsel-agent as its PID 1 (docs/vm.md, run --vm): output, exit codes, -e/-u/-w, -it, a
 volume both ways, -i, and the guest's own `uname -r`. The negative tests (no kernel, options
 that cannot apply, a missing --vm-kernel file, a kernel that dies or never starts the agent)
 run everywhere and check that nothing is left: no container directory, no mount, no runtime
@@ -8,12 +8,17 @@ state, no temporary directory.
 The Linux-guest tests need KVM that runs guest code at hardware speed: like test_vm_linux.py
 they skip elsewhere with the measured rate, and scripts/vm-tests.sh --nested runs them in
 nested SVM under QEMU TCG. One vCPU: SMP guests triple-fault there."""
+import fcntl
 import glob
 import os
+import pty
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
+import termios
 import uuid
 
 import pytest
@@ -153,7 +158,6 @@ def test_default_kernel_dir_newest(k, name, tmp_path, monkeypatch):
     (["--privileged"], "--privileged"),
     (["-p", "8080:80"], "-p"),
     (["-d"], "-d"),
-    (["-t"], "-t"),
 ])
 def test_refused_options(k, name, tmp_path, flags, word):
     k = fresh(k, tmp_path)
@@ -335,3 +339,40 @@ def test_signal_reaches_the_process(vk, name):
             p.kill()
             p.communicate()
     assert (p.returncode, out) == (3, "got-term\n"), err
+
+
+def test_tty_with_it(vk, name):
+    """-it through a pty: the process sees a terminal of the size ours has, our input passes
+    through the guest's line discipline (echoed), its output comes back on the one stream."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    p = subprocess.Popen([KAPSEL, "--store", vk.k.store, "--root", vk.k.root, "run", "--vm",
+                          "--rm", "-it", "--name", name, "busybox", "sh", "-c",
+                          "test -t 0 && echo is-a-tty; stty size; read x; echo got-$x"],
+                         stdin=slave, stdout=slave, stderr=slave, env=vk.env,
+                         start_new_session=True)
+    os.close(slave)
+    out = b""
+    sent = False
+    try:
+        while p.poll() is None or select.select([master], [], [], 0)[0]:
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not sent and b"33 101" in out:
+                os.write(master, b"hello\r")
+                sent = True
+        p.wait(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert p.returncode == 0, text
+    assert "is-a-tty" in text and "33 101" in text and "got-hello" in text, text

@@ -1891,6 +1891,7 @@ static int vm_foreground(struct prepared *p, const struct kapsel_run_options *o,
 			       .cpus = o->vm_cpus,
 			       .memory = o->vm_memory,
 			       .interactive = o->interactive,
+			       .tty = o->tty,
 			       .signals = *signals};
 	int status = kap_run_vm(&a, err);
 	if (status < 0)

@@ -24,11 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,8 +56,6 @@ int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **e
 	const char *no = NULL;
 	if (o->detach)
 		no = "-d (a detached VM container)";
-	else if (o->tty)
-		no = "-t (a terminal in the guest)";
 	else if (o->net && strcmp(o->net, "none"))
 		no = "--net other than none (the VM has no network yet)";
 	else if (o->privileged)
@@ -160,6 +160,12 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
 		spec_add(&b, "root_ro", "1");
 	if (a->interactive)
 		spec_add(&b, "stdin", "1");
+	if (p->terminal) {
+		struct winsize ws;
+		spec_add(&b, "tty", "1");
+		if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col)
+			spec_add(&b, "winsize", "%u:%u", ws.ws_row, ws.ws_col);
+	}
 	int r = 0;
 	cleanup_close int rootfd = -1;
 	for (size_t i = 0; i < s->n_mounts && r >= 0; i++) {
@@ -462,8 +468,16 @@ static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kap
 		return kap_error(err, errno, "signalfd");
 	int in = a->interactive ? STDIN_FILENO : -1;
 	static uint8_t buf[KAP_AGENT_MAX_DATA];
+	/* -it: our terminal in raw mode, so the guest's line discipline is the only one. */
+	struct termios saved;
+	bool raw = false;
+	if (a->tty && in >= 0 && isatty(in) && tcgetattr(in, &saved) == 0) {
+		struct termios t = saved;
+		cfmakeraw(&t);
+		raw = tcsetattr(in, TCSANOW, &t) == 0;
+	}
 	int r = 0;
-	bool done = false;
+	bool done = false, lost = false;
 	while (!done) {
 		struct pollfd p[4] = {{.fd = conn, .events = POLLIN},
 				      {.fd = in, .events = POLLIN},
@@ -478,8 +492,20 @@ static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kap
 		if (p[2].revents) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-				if (si.ssi_signo == SIGCHLD || si.ssi_signo == SIGWINCH)
+				if (si.ssi_signo == SIGCHLD)
 					continue;
+				struct winsize ws;
+				if (si.ssi_signo == SIGWINCH) {
+					uint8_t sz[4];
+					if (!a->tty || ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0)
+						continue;
+					sz[0] = (uint8_t)ws.ws_row;
+					sz[1] = (uint8_t)(ws.ws_row >> 8);
+					sz[2] = (uint8_t)ws.ws_col;
+					sz[3] = (uint8_t)(ws.ws_col >> 8);
+					send_frame(conn, KAP_AGENT_RESIZE, sz, sizeof(sz));
+					continue;
+				}
 				uint8_t sig[4];
 				kap_agent_put_u32(sig, si.ssi_signo);
 				send_frame(conn, KAP_AGENT_SIGNAL, sig, sizeof(sig));
@@ -501,8 +527,8 @@ static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kap
 			unsigned type;
 			uint32_t len;
 			if (!read_all(conn, hdr, sizeof(hdr))) {
-				close(sfd);
-				return vmm_died(v, "without the process's exit status", err);
+				done = lost = true;
+				break;
 			}
 			if (kap_agent_frame_decode(hdr, &type, &len) < 0 ||
 			    !read_all(conn, buf, len)) {
@@ -523,12 +549,14 @@ static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kap
 				done = true;
 			}
 		}
-		if (!done && p[3].revents) {
-			close(sfd);
-			return vmm_died(v, "without the process's exit status", err);
-		}
+		if (!done && p[3].revents)
+			done = lost = true;
 	}
 	close(sfd);
+	if (raw)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (lost)
+		return vmm_died(v, "without the process's exit status", err);
 	return r;
 }
 

@@ -77,6 +77,7 @@ struct kap_run_vm {
 	const char *cpus;   /* --vm-cpus or NULL */
 	const char *memory; /* --vm-memory or NULL */
 	bool interactive;   /* -i */
+	bool tty;	    /* -t: config.json's process.terminal says it too */
 	sigset_t signals;   /* blocked; forwarded to the process */
 };
 
