@@ -48,8 +48,7 @@ BOOT_TIMEOUT = os.environ.get("KAPSEL_VM_BOOT_TIMEOUT", "600")
 
 @pytest.fixture(scope="module")
 def store():
-    # On tmpfs: the nested runner's /tmp is an ext4 scratch disk on which the outer 6.1
-    # kernel refuses the container's overlay (ENODATA).
+    # On tmpfs: a few MiB, and the nested runner's /tmp is an emulated disk.
     d = tempfile.mkdtemp(prefix="kapsel-test-vm-store-", dir="/dev/shm")
     yield d
     shutil.rmtree(d, ignore_errors=True)
