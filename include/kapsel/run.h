@@ -65,6 +65,11 @@ struct kapsel_run_options {
 	char *const *mounts;	/* --mount type=bind|tmpfs|volume,src=..,dst=..[,ro] */
 	bool init;		/* --init: a reaper as PID 1 (kapsel-init), the command its child */
 	const char *init_path;	/* --init-path: that reaper's host path (NULL: kapsel-init) */
+	/* --vm: the same container in a micro-VM with its own kernel (docs/vm.md, run --vm) */
+	bool vm;
+	const char *vm_kernel; /* --vm-kernel FILE (else KAPSEL_VM_KERNEL, else the default) */
+	const char *vm_cpus;   /* --vm-cpus N (else from --cpus, else 1) */
+	const char *vm_memory; /* --vm-memory SIZE (else from --memory, else 512M) */
 };
 
 /*
@@ -79,6 +84,12 @@ struct kapsel_run_options {
  */
 int kapsel_image_run(const struct kapsel_run_options *opts, char **name_out,
 		     struct kapsel_error **err);
+
+/*
+ * For --vm: the flags that cannot apply and the guest kernel, checked before the image is
+ * pulled or anything exists (kapsel_image_run checks again). -errno with one line in *err.
+ */
+int kapsel_image_run_vm_check(const struct kapsel_run_options *opts, struct kapsel_error **err);
 
 /*
  * exec -u as podman resolves it: NAME[:GROUP] or UID[:GID] looked up in the running

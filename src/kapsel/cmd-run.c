@@ -46,6 +46,10 @@ enum {
 	OPT_INIT_PATH,
 	OPT_PULL,
 	OPT_EXPOSE,
+	OPT_VM,
+	OPT_VM_KERNEL,
+	OPT_VM_CPUS,
+	OPT_VM_MEMORY,
 };
 
 static const struct option image_options[] = {
@@ -88,6 +92,10 @@ static const struct option image_options[] = {
     {"init", no_argument, NULL, OPT_INIT},
     {"init-path", required_argument, NULL, OPT_INIT_PATH},
     {"pull", required_argument, NULL, OPT_PULL},
+    {"vm", no_argument, NULL, OPT_VM},
+    {"vm-kernel", required_argument, NULL, OPT_VM_KERNEL},
+    {"vm-cpus", required_argument, NULL, OPT_VM_CPUS},
+    {"vm-memory", required_argument, NULL, OPT_VM_MEMORY},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {0},
@@ -139,6 +147,9 @@ static bool takes_value(const char *arg)
 	    "mount",
 	    "init-path",
 	    "pull",
+	    "vm-kernel",
+	    "vm-cpus",
+	    "vm-memory",
 	};
 	const char *f = arg + 1 + (arg[1] == '-');
 	if (strchr(f, '='))
@@ -423,6 +434,18 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 		case OPT_RESTART:
 			o.restart = optarg;
 			break;
+		case OPT_VM:
+			o.vm = true;
+			break;
+		case OPT_VM_KERNEL:
+			o.vm_kernel = optarg;
+			break;
+		case OPT_VM_CPUS:
+			o.vm_cpus = optarg;
+			break;
+		case OPT_VM_MEMORY:
+			o.vm_memory = optarg;
+			break;
 		case OPT_PULL: {
 			struct kapsel_error *perr = NULL;
 			if (kapsel_pull_policy_parse(optarg, &pull, &perr) < 0) {
@@ -457,6 +480,11 @@ static int run_image(const struct cli_globals *g, int argc, char **argv)
 	char *name = NULL;
 	/* Pulled first when --pull says so (progress on stderr); a pulled image runs under the
 	 * name it was pulled as, a stored one under the name given (what ps shows). */
+	/* --vm's refusals before the image is pulled: a refused run leaves the store as it was. */
+	if (o.vm && kapsel_image_run_vm_check(&o, &err) < 0) {
+		status = cli_fail_podman(err);
+		goto out;
+	}
 	int r = kapsel_image_ensure(g->store, o.image, pull, &po, &image, &err);
 	if (r < 0) {
 		status = cli_fail_podman(err);
@@ -534,6 +562,12 @@ const struct cli_command cmd_run = {
 	"  --volume, -v H:C[:ro]   bind-mount host path H (must exist) at C; H a name\n"
 	"                          ([a-zA-Z0-9][a-zA-Z0-9_.-]*): the named volume (made when\n"
 	"                          missing, filled from the image; options ro, rw, nocopy)\n"
+	"  --vm                    run it in a micro-VM with its own kernel (docs/vm.md, run "
+	"--vm)\n"
+	"  --vm-kernel FILE        the guest kernel (else $KAPSEL_VM_KERNEL, else the one\n"
+	"                          scripts/setup.sh put in /usr/local/lib/kapsel/vm-kernel)\n"
+	"  --vm-cpus N             the VM's vCPUs (else --cpus rounded up, else 1)\n"
+	"  --vm-memory SIZE        the VM's memory (else --memory, else 512M)\n"
 	"  --mount type=bind|tmpfs|volume,src=S,dst=D[,ro][,...]\n"
 	"                          a mount as podman's --mount: bind-propagation=P,\n"
 	"                          bind-nonrecursive (bind); tmpfs-size=N, tmpfs-mode=M\n"

@@ -49,6 +49,14 @@ static int mount_new_api(char *const *lowers, size_t n, const char *upper, const
 	cleanup_close int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
 	if (fsfd < 0)
 		return -errno;
+	/*
+	 * Before 6.5 overlay had no parameter parser of its own: the VFS's legacy one accepts
+	 * any key (it only appends "key=value" to a mount(2) data string), so "lowerdir+" would
+	 * pass here and the mount fail at create (ENODATA on Debian 12's 6.1). A key no kernel
+	 * knows tells the two apart.
+	 */
+	if (fsconfig(fsfd, FSCONFIG_SET_FLAG, "kapsel-probe", NULL, 0) == 0)
+		return -EINVAL;
 	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", lowers[0], 0) < 0)
 		return -errno; /* before 6.8: unknown parameter */
 	for (size_t i = 1; i < n; i++)

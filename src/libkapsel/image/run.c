@@ -79,6 +79,7 @@
 #include "image/subid.h"
 #include "net/net.h"
 #include "net/pasta.h"
+#include "run/run-vm.h"
 
 #define API __attribute__((visibility("default")))
 
@@ -1873,6 +1874,39 @@ static int foreground(struct prepared *p, const struct kapsel_run_options *o, co
 }
 
 /*
+ * run --vm: the same monitor and cleanup, the VMM in place of the container engine; the
+ * composition itself is run/run-vm.c.
+ */
+static int vm_foreground(struct prepared *p, const struct kapsel_run_options *o, const char *root,
+			 const sigset_t *signals, struct kapsel_error **err)
+{
+	struct ctr *c = &p->c;
+	p->m.monitor_pid = getpid();
+	if (meta_set_state(&p->m, "running") < 0)
+		return kap_error(err, ENOMEM, META);
+	int r = meta_write(c->cdirfd, &p->m, err);
+	if (r < 0)
+		return r;
+	setup_end(c);
+	struct kap_run_vm a = {.name = c->name,
+			       .store = c->store_path,
+			       .cdir = c->cdir,
+			       .kernel = o->vm_kernel,
+			       .cpus = o->vm_cpus,
+			       .memory = o->vm_memory,
+			       .interactive = o->interactive,
+			       .tty = o->tty,
+			       .signals = *signals};
+	int status = kap_run_vm(&a, err);
+	if (status < 0)
+		return status;
+	cleanup_error struct kapsel_error *e = NULL;
+	if (ctr_finish(c, root, status, &e) < 0)
+		kap_warn("%s", e->msg);
+	return status;
+}
+
+/*
  * A foreground run goes through a monitor too (conmon's role for `podman run`): a child in a
  * session of its own that prepares the container, creates it as its child, watches it,
  * records its exit status and honours --rm, so that a `kapsel run` killed with SIGKILL
@@ -1921,7 +1955,8 @@ static int run_foreground(const struct kapsel_run_options *o, const char *name, 
 		if (status == 0 && (status = prepare(&eff, name, &p, &e)) == 0) {
 			kap_store_close(p.c.store);
 			p.c.store = NULL;
-			status = foreground(&p, &eff, root, &set, &e);
+			status = eff.vm ? vm_foreground(&p, &eff, root, &set, &e)
+					: foreground(&p, &eff, root, &set, &e);
 		}
 		/* One line, one write: "S<status>" once all is done, or "E<errno> <message>"
 		 * after the monitor removed what it made (nothing ran: no trace of it). */
@@ -2012,8 +2047,9 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	if (!o->image || !*o->image)
 		return kap_error_plain(err, EINVAL, "run: no image given");
 	/* Every flag is checked before anything exists on disk. */
-	int r = kap_bundle_check(o, err);
-	if (r < 0)
+	/* What --vm cannot honour is said first, whatever else is wrong with it. */
+	int r = o->vm ? kap_run_vm_check(o, err) : 0;
+	if (r < 0 || (r = kap_bundle_check(o, err)) < 0)
 		return r;
 	bool rootless = geteuid() != 0 || kap_userns_nested();
 	enum kap_net_mode mode =

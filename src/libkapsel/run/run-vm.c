@@ -1,0 +1,649 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `kapsel run --vm IMAGE`: the container image engine prepares the container exactly as for
+ * `kapsel run` (overlay rootfs in <cdir>/merged, config.json from the image and the flags), and
+ * instead of the container engine this file starts the VMM: the rootfs and every directory
+ * volume become virtio-fs shares, the guest kernel boots kapsel-agent from an initramfs
+ * (guest.c), and the agent, connected back over vsock, receives config.json's process as a
+ * spec and returns stdout, stderr and the exit status (src/kapsel-agent/protocol.h,
+ * docs/vm.md "run --vm").
+ *
+ * The VMM runs in a child process (kapsel_vm_run blocks until the guest ends), the relay here,
+ * in the container's monitor: a VMM that dies ends the relay through the pipe it held, and the
+ * monitor's cleanup (image/run.c) removes the overlay, the state and, with --rm, everything.
+ * The vsock sockets live in a private temporary directory removed on every path out.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <sys/mount.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kapsel/run.h>
+#include <kapsel/vm.h>
+
+#include "../../kapsel-agent/protocol.h"
+#include "core/cleanup.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "oci/spec.h"
+#include "run/run-vm.h"
+
+#define ROOT_TAG	       "rootfs"
+#define DEFAULT_MEM	       (512ULL << 20)
+#define MIN_MEM		       (128ULL << 20)
+#define DEFAULT_BOOT_TIMEOUT_S 60
+/* the guest kernel: 8250 console, reset through the i8042 ends the VMM, no reboot on panic */
+#define CMDLINE "console=ttyS0 reboot=k panic=-1 quiet rdinit=/init"
+
+int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err)
+{
+	const char *no = NULL;
+	if (o->detach)
+		no = "-d (a detached VM container)";
+	else if (o->net && strcmp(o->net, "none"))
+		no = "--net other than none (the VM has no network yet)";
+	else if (o->privileged)
+		no =
+		    "--privileged (the guest kernel is the boundary; host devices do not reach it)";
+	else if ((o->ports && *o->ports) || o->publish_all)
+		no = "-p/-P (the VM has no network yet)";
+	else if (o->devices && *o->devices)
+		no = "--device (host devices do not reach the guest)";
+	else if (o->init)
+		no = "--init (kapsel-agent is the guest's PID 1)";
+	else if (o->restart && strcmp(o->restart, "no"))
+		no = "--restart";
+	if (no)
+		return kap_error_plain(err, EINVAL, "run --vm: %s cannot apply", no);
+	uint64_t size;
+	if (o->vm_memory && kapsel_vm_parse_size(o->vm_memory, &size) < 0)
+		return kap_error_plain(err, EINVAL, "--vm-memory %s: expected a size like 512M",
+				       o->vm_memory);
+	if (o->vm_cpus) {
+		char *end;
+		errno = 0;
+		unsigned long n = strtoul(o->vm_cpus, &end, 10);
+		if (errno || *end || n < 1 || n > 64)
+			return kap_error_plain(err, EINVAL, "--vm-cpus %s: expected 1 to 64",
+					       o->vm_cpus);
+	}
+	struct kap_guest_kernel k;
+	int r = kap_guest_kernel_find(o->vm_kernel, &k, err);
+	kap_guest_kernel_clear(&k);
+	return r;
+}
+
+__attribute__((visibility("default"))) int
+kapsel_image_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err)
+{
+	return kap_run_vm_check(o, err);
+}
+
+/* ---- the spec the agent receives ---- */
+
+struct buf {
+	char *p;
+	size_t len;
+	FILE *f;
+};
+
+static void spec_add(struct buf *b, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void spec_add(struct buf *b, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(b->f, "%s=", key);
+	va_start(ap, fmt);
+	vfprintf(b->f, fmt, ap);
+	va_end(ap);
+	fputc('\0', b->f);
+}
+
+static bool under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return !strncmp(path, dir, n) && (path[n] == '/' || !path[n]);
+}
+
+/*
+ * config.json's process and mounts into the agent's spec; the directory bind mounts (-v,
+ * --mount type=bind|volume) into virtio-fs shares of cfg. The runtime's own file binds
+ * (hosts, hostname, resolv.conf in the container's directory) stay behind: the guest has no
+ * network, and its hostname is set by the agent.
+ */
+static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
+		     struct kapsel_vm_config *cfg, char **out, size_t *len,
+		     struct kapsel_error **err)
+{
+	const struct kap_process *p = s->process;
+	if (!p || !p->args || !p->args[0])
+		return kap_error_plain(err, EINVAL, "container %s: no process to run", a->name);
+	struct buf b = {0};
+	if (!(b.f = open_memstream(&b.p, &b.len)))
+		return kap_error(err, ENOMEM, "spec");
+	for (char **v = p->args; *v; v++)
+		spec_add(&b, "arg", "%s", *v);
+	for (char **v = p->env; v && *v; v++)
+		spec_add(&b, "env", "%s", *v);
+	spec_add(&b, "cwd", "%s", p->cwd ? p->cwd : "/");
+	spec_add(&b, "uid", "%u", (unsigned)p->user.uid);
+	spec_add(&b, "gid", "%u", (unsigned)p->user.gid);
+	if (p->user.n_additional_gids) {
+		fputs("groups=", b.f);
+		for (size_t i = 0; i < p->user.n_additional_gids; i++)
+			fprintf(b.f, "%s%u", i ? "," : "", (unsigned)p->user.additional_gids[i]);
+		fputc('\0', b.f);
+	}
+	for (size_t i = 0; i < p->n_rlimits; i++)
+		spec_add(&b, "rlimit", "%d:%" PRIu64 ":%" PRIu64, p->rlimits[i].resource,
+			 p->rlimits[i].soft, p->rlimits[i].hard);
+	if (s->hostname)
+		spec_add(&b, "hostname", "%s", s->hostname);
+	spec_add(&b, "root", ROOT_TAG);
+	if (s->root_readonly)
+		spec_add(&b, "root_ro", "1");
+	if (a->interactive)
+		spec_add(&b, "stdin", "1");
+	if (p->terminal) {
+		struct winsize ws;
+		spec_add(&b, "tty", "1");
+		if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col)
+			spec_add(&b, "winsize", "%u:%u", ws.ws_row, ws.ws_col);
+	}
+	int r = 0;
+	cleanup_close int rootfd = -1;
+	for (size_t i = 0; i < s->n_mounts && r >= 0; i++) {
+		const struct kap_mount *m = &s->mounts[i];
+		struct stat st;
+		/* --read-only's and --tmpfs's tmpfs: its mount point made on the host, in the
+		 * upper layer, before the guest mounts the rootfs read-only. /dev's are the
+		 * agent's own. */
+		if (m->type && !strcmp(m->type, "tmpfs") && m->destination &&
+		    !under(m->destination, "/dev")) {
+			if (rootfd < 0) {
+				cleanup_free char *merged = NULL;
+				if (asprintf(&merged, "%s/merged", a->cdir) < 0) {
+					r = kap_error(err, ENOMEM, "spec");
+					break;
+				}
+				rootfd = open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
+				if (rootfd < 0) {
+					r = kap_error(err, errno, "open %s", merged);
+					break;
+				}
+			}
+			int fd = kap_fs_mkdir_in_root(rootfd, m->destination, 0755, false, err);
+			if (fd < 0) {
+				r = fd;
+				break;
+			}
+			close(fd);
+			spec_add(&b, "tmpfs", "%s", m->destination);
+			continue;
+		}
+		if (!m->bind || !m->source || under(m->source, a->cdir) ||
+		    stat(m->source, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		bool ro = (m->flags & MS_RDONLY) || m->bind_ro;
+		cleanup_free char *opt = NULL;
+		char tag[16];
+		snprintf(tag, sizeof(tag), "vol%u", cfg->nfs);
+		if (strchr(m->source, ',')) {
+			r = kap_error_plain(err, EINVAL, "run --vm: volume %s: a comma in the path",
+					    m->source);
+			break;
+		}
+		if (asprintf(&opt, "tag=%s,path=%s%s", tag, m->source, ro ? ",ro" : "") < 0) {
+			r = kap_error(err, ENOMEM, "spec");
+			break;
+		}
+		if ((r = kapsel_vm_parse_fs(opt, cfg, err)) < 0)
+			break;
+		spec_add(&b, "mount", "%s:%s:%s", tag, ro ? "ro" : "rw", m->destination);
+	}
+	if (fclose(b.f) != 0 && r >= 0)
+		r = kap_error(err, ENOMEM, "spec");
+	if (r >= 0 && b.len > KAP_AGENT_MAX_SPEC)
+		r = kap_error_plain(err, E2BIG, "run --vm: the process spec exceeds %u bytes",
+				    KAP_AGENT_MAX_SPEC);
+	if (r < 0) {
+		free(b.p);
+		return r;
+	}
+	*out = b.p;
+	*len = b.len;
+	return 0;
+}
+
+/* ---- the VM's size ---- */
+
+static int vm_size(const struct kap_spec *s, const struct kap_run_vm *a, uint64_t *mem,
+		   unsigned *cpus, struct kapsel_error **err)
+{
+	*mem = DEFAULT_MEM;
+	*cpus = 1;
+	/* --memory and --cpus became the container's cgroup limits: the VM gets that much. */
+	if (s->has_resources && s->resources.has_mem_limit && s->resources.mem_limit > 0)
+		*mem = (uint64_t)s->resources.mem_limit;
+	if (s->has_resources && s->resources.has_cpu_quota && s->resources.cpu_quota > 0 &&
+	    s->resources.cpu_period > 0)
+		*cpus = (unsigned)((s->resources.cpu_quota + (int64_t)s->resources.cpu_period - 1) /
+				   (int64_t)s->resources.cpu_period);
+	if (a->memory && kapsel_vm_parse_size(a->memory, mem) < 0)
+		return kap_error_plain(err, EINVAL, "--vm-memory %s: expected a size", a->memory);
+	if (a->cpus)
+		*cpus = (unsigned)strtoul(a->cpus, NULL, 10);
+	if (*mem < MIN_MEM)
+		*mem = MIN_MEM; /* the guest kernel itself needs this much */
+	*mem = (*mem + (2u << 20) - 1) & ~(uint64_t)((2u << 20) - 1);
+	if (*cpus < 1)
+		*cpus = 1;
+	return 0;
+}
+
+/* ---- the relay ---- */
+
+static bool write_all(int fd, const void *buf, size_t n)
+{
+	return kap_fs_write_all(fd, buf, n) == 0;
+}
+
+static bool read_all(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+	while (n) {
+		ssize_t k = read(fd, p, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		p += k;
+		n -= (size_t)k;
+	}
+	return true;
+}
+
+static bool send_frame(int fd, unsigned type, const void *data, size_t len)
+{
+	uint8_t hdr[KAP_AGENT_HDR];
+	return kap_agent_frame_encode(hdr, type, len) == 0 && write_all(fd, hdr, sizeof(hdr)) &&
+	       (!len || write_all(fd, data, len));
+}
+
+/* The last lines of the console log, joined by " | " (the error stays one line). */
+static char *console_tail(const char *path)
+{
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char buf[1024];
+	ssize_t n = 0;
+	if (fd >= 0) {
+		off_t end = lseek(fd, 0, SEEK_END);
+		off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
+		n = pread(fd, buf, sizeof(buf) - 1, from);
+	}
+	if (n <= 0)
+		return strdup("(nothing)");
+	buf[n] = '\0';
+	/* At most the last 8 lines, control characters dropped. */
+	char *lines[8] = {0};
+	size_t nl = 0;
+	for (char *save = NULL, *l = strtok_r(buf, "\r\n", &save); l;
+	     l = strtok_r(NULL, "\r\n", &save)) {
+		for (char *c = l; *c; c++)
+			if ((unsigned char)*c < 0x20)
+				*c = ' ';
+		if (nl == 8)
+			memmove(lines, lines + 1, sizeof(lines[0]) * 7), nl--;
+		lines[nl++] = l;
+	}
+	char *out = NULL;
+	size_t olen = 0;
+	FILE *f = open_memstream(&out, &olen);
+	if (!f)
+		return NULL;
+	for (size_t i = 0; i < nl; i++)
+		fprintf(f, "%s%s", i ? " | " : "", lines[i]);
+	fclose(f);
+	return out;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct vmm {
+	pid_t pid;
+	int errfd; /* the child's error text; EOF when it has ended */
+	char tmpdir[64];
+	char console[PATH_MAX];
+};
+
+/* Stops the VMM (SIGKILL after grace_ms) and reaps it; removes the socket directory. */
+static void vmm_end(struct vmm *v, int grace_ms)
+{
+	if (v->pid > 0) {
+		struct pollfd p = {.fd = v->errfd, .events = POLLIN};
+		int64_t end = now_ms() + grace_ms;
+		char sink[512];
+		while (grace_ms > 0 && now_ms() < end && poll(&p, 1, 50) >= 0)
+			if (p.revents && read(v->errfd, sink, sizeof(sink)) <= 0)
+				break;
+		kill(v->pid, SIGKILL);
+		while (waitpid(v->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		v->pid = -1;
+	}
+	if (v->errfd >= 0)
+		close(v->errfd);
+	v->errfd = -1;
+	if (v->tmpdir[0]) {
+		char sock[128];
+		snprintf(sock, sizeof(sock), "%s/vsock_%d", v->tmpdir, KAP_AGENT_PORT);
+		unlink(sock);
+		snprintf(sock, sizeof(sock), "%s/vsock", v->tmpdir);
+		unlink(sock);
+		rmdir(v->tmpdir);
+		v->tmpdir[0] = '\0';
+	}
+}
+
+static int vmm_start(struct vmm *v, const struct kapsel_vm_config *cfg, struct kapsel_error **err)
+{
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return kap_error(err, errno, "pipe");
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return kap_error(err, errno, "fork the VMM");
+	}
+	if (pid == 0) {
+		close(pipefd[0]);
+		/* The monitor forwards signals to the guest's process; the VMM takes none of ours
+		 * (SIGINT/SIGTERM would stop the guest at once). */
+		cleanup_error struct kapsel_error *e = NULL;
+		int r = kapsel_vm_run(cfg, &e);
+		if (r < 0)
+			dprintf(pipefd[1], "%s", e ? e->msg : strerror(-r));
+		_exit(r < 0 ? 125 : r & 0xff);
+	}
+	close(pipefd[1]);
+	v->pid = pid;
+	v->errfd = pipefd[0];
+	return 0;
+}
+
+/* Why the VMM ended before the process did: its own error, or its exit status. */
+static int vmm_died(struct vmm *v, const char *when, struct kapsel_error **err)
+{
+	/* Its error text, up to its end (EOF); one that lingers 5 s is killed. */
+	char msg[512] = "";
+	size_t n = 0;
+	int64_t end = now_ms() + 5000;
+	struct pollfd p = {.fd = v->errfd, .events = POLLIN};
+	while (now_ms() < end && poll(&p, 1, 100) >= 0) {
+		if (!p.revents)
+			continue;
+		ssize_t k = read(v->errfd, msg + n, sizeof(msg) - 1 - n);
+		if (k <= 0 || (n += (size_t)k) == sizeof(msg) - 1)
+			break;
+	}
+	msg[n] = '\0';
+	int st = 0;
+	kill(v->pid, SIGKILL);
+	while (waitpid(v->pid, &st, 0) < 0 && errno == EINTR)
+		;
+	v->pid = -1;
+	cleanup_free char *tail = console_tail(v->console);
+	return kap_error_plain(err, EIO,
+			       "run --vm: the VM ended %s%s%s (status %d); its console "
+			       "ended: %s",
+			       when, *msg ? ": " : "", msg,
+			       WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+			       tail ? tail : "?");
+}
+
+static int boot_timeout_ms(void)
+{
+	const char *s = getenv("KAPSEL_VM_BOOT_TIMEOUT");
+	long t = s ? strtol(s, NULL, 10) : 0;
+	return (int)((t > 0 && t < 3600 ? t : DEFAULT_BOOT_TIMEOUT_S) * 1000);
+}
+
+/* Waits for the agent's connection: the fd, or -errno with the console's last lines. */
+static int await_agent(struct vmm *v, int lfd, const char *kernel, struct kapsel_error **err)
+{
+	int timeout = boot_timeout_ms();
+	int64_t end = now_ms() + timeout;
+	for (;;) {
+		int64_t left = end - now_ms();
+		if (left <= 0) {
+			cleanup_free char *tail = console_tail(v->console);
+			return kap_error_plain(
+			    err, ETIMEDOUT,
+			    "run --vm: guest kernel %s did not start kapsel-agent "
+			    "within %d s (KAPSEL_VM_BOOT_TIMEOUT); its console "
+			    "ended: %s",
+			    kernel, timeout / 1000, tail ? tail : "?");
+		}
+		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN},
+				      {.fd = v->errfd, .events = POLLIN}};
+		if (poll(p, 2, (int)left) < 0 && errno != EINTR)
+			return kap_error(err, errno, "poll");
+		if (p[0].revents) {
+			int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (c >= 0)
+				return c;
+		}
+		if (p[1].revents)
+			return vmm_died(v, "before its agent connected", err);
+	}
+}
+
+static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kapsel_error **err)
+{
+	int sfd = signalfd(-1, &a->signals, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0)
+		return kap_error(err, errno, "signalfd");
+	int in = a->interactive ? STDIN_FILENO : -1;
+	static uint8_t buf[KAP_AGENT_MAX_DATA];
+	/* -it: our terminal in raw mode, so the guest's line discipline is the only one. */
+	struct termios saved;
+	bool raw = false;
+	if (a->tty && in >= 0 && isatty(in) && tcgetattr(in, &saved) == 0) {
+		struct termios t = saved;
+		cfmakeraw(&t);
+		raw = tcsetattr(in, TCSANOW, &t) == 0;
+	}
+	int r = 0;
+	bool done = false, lost = false;
+	while (!done) {
+		struct pollfd p[4] = {{.fd = conn, .events = POLLIN},
+				      {.fd = in, .events = POLLIN},
+				      {.fd = sfd, .events = POLLIN},
+				      {.fd = v->errfd, .events = POLLIN}};
+		if (poll(p, 4, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			r = kap_error(err, errno, "poll");
+			break;
+		}
+		if (p[2].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				if (si.ssi_signo == SIGCHLD)
+					continue;
+				struct winsize ws;
+				if (si.ssi_signo == SIGWINCH) {
+					uint8_t sz[4];
+					if (!a->tty || ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0)
+						continue;
+					sz[0] = (uint8_t)ws.ws_row;
+					sz[1] = (uint8_t)(ws.ws_row >> 8);
+					sz[2] = (uint8_t)ws.ws_col;
+					sz[3] = (uint8_t)(ws.ws_col >> 8);
+					send_frame(conn, KAP_AGENT_RESIZE, sz, sizeof(sz));
+					continue;
+				}
+				uint8_t sig[4];
+				kap_agent_put_u32(sig, si.ssi_signo);
+				send_frame(conn, KAP_AGENT_SIGNAL, sig, sizeof(sig));
+			}
+		}
+		if (p[1].revents) {
+			ssize_t k = read(in, buf, sizeof(buf));
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k > 0) {
+				send_frame(conn, KAP_AGENT_STDIN, buf, (size_t)k);
+			} else {
+				send_frame(conn, KAP_AGENT_STDIN_EOF, NULL, 0);
+				in = -1;
+			}
+		}
+		if (p[0].revents) {
+			uint8_t hdr[KAP_AGENT_HDR];
+			unsigned type;
+			uint32_t len;
+			if (!read_all(conn, hdr, sizeof(hdr))) {
+				done = lost = true;
+				break;
+			}
+			if (kap_agent_frame_decode(hdr, &type, &len) < 0 ||
+			    !read_all(conn, buf, len)) {
+				r = kap_error_plain(
+				    err, EPROTO, "run --vm: a malformed frame from kapsel-agent");
+				break;
+			}
+			if (type == KAP_AGENT_STDOUT)
+				write_all(STDOUT_FILENO, buf, len);
+			else if (type == KAP_AGENT_STDERR)
+				write_all(STDERR_FILENO, buf, len);
+			if (type == KAP_AGENT_EXIT) {
+				r = (int)(kap_agent_get_u32(buf) & 0xff);
+				done = true;
+			} else if (type == KAP_AGENT_ERROR) {
+				r = kap_error_plain(err, EIO, "run --vm: in the guest: %.*s",
+						    (int)len, (char *)buf);
+				done = true;
+			}
+		}
+		if (!done && p[3].revents)
+			done = lost = true;
+	}
+	close(sfd);
+	if (raw)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (lost)
+		return vmm_died(v, "without the process's exit status", err);
+	return r;
+}
+
+static void spec_freep(struct kap_spec **s)
+{
+	if (*s)
+		kap_spec_free(*s);
+}
+
+int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
+{
+	__attribute__((cleanup(spec_freep))) struct kap_spec *s = NULL;
+	int r = kap_spec_load(a->cdir, &s, err);
+	if (r < 0)
+		return r;
+	struct kap_guest_kernel k;
+	if ((r = kap_guest_kernel_find(a->kernel, &k, err)) < 0) {
+		kap_guest_kernel_clear(&k);
+		return r;
+	}
+	struct kapsel_vm_config cfg = {0};
+	cleanup_free char *initrd = NULL, *spec = NULL, *merged = NULL, *rootopt = NULL;
+	size_t spec_len = 0;
+	struct vmm v = {.pid = -1, .errfd = -1};
+	cleanup_close int lfd = -1, conn = -1;
+	r = kap_initramfs_get(a->store, &k, &initrd, err);
+	if (r < 0)
+		goto out;
+	if (asprintf(&merged, "%s/merged", a->cdir) < 0 ||
+	    asprintf(&rootopt, "tag=" ROOT_TAG ",path=%s%s", merged ? merged : "",
+		     s->root_readonly ? ",ro" : "") < 0) {
+		r = kap_error(err, ENOMEM, "run --vm");
+		goto out;
+	}
+	if ((r = kapsel_vm_parse_fs(rootopt, &cfg, err)) < 0 ||
+	    (r = make_spec(s, a, &cfg, &spec, &spec_len, err)) < 0 ||
+	    (r = vm_size(s, a, &cfg.mem_size, &cfg.cpus, err)) < 0)
+		goto out;
+	snprintf(v.console, sizeof(v.console), "%s/console.log", a->cdir);
+	snprintf(v.tmpdir, sizeof(v.tmpdir), "/tmp/kapsel-vm-XXXXXX");
+	if (!mkdtemp(v.tmpdir)) {
+		v.tmpdir[0] = '\0';
+		r = kap_error(err, errno, "create a directory in /tmp");
+		goto out;
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/vsock_%d", v.tmpdir, KAP_AGENT_PORT);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 1) < 0) {
+		r = kap_error(err, errno, "listen on %s", sa.sun_path);
+		goto out;
+	}
+	cfg.kernel = strdup(k.path);
+	cfg.initrd = strdup(initrd);
+	cfg.cmdline = strdup(CMDLINE);
+	cfg.console = KAPSEL_VM_CONSOLE_FILE;
+	cfg.console_path = strdup(v.console);
+	cfg.vsock_cid = 3;
+	if (asprintf(&cfg.vsock_path, "%s/vsock", v.tmpdir) < 0)
+		cfg.vsock_path = NULL;
+	if (!cfg.kernel || !cfg.initrd || !cfg.cmdline || !cfg.console_path || !cfg.vsock_path) {
+		r = kap_error(err, ENOMEM, "run --vm");
+		goto out;
+	}
+	/* A fresh console log per run: the timeout message quotes this boot's lines only. */
+	unlink(v.console);
+	if ((r = vmm_start(&v, &cfg, err)) < 0)
+		goto out;
+	if ((conn = await_agent(&v, lfd, k.path, err)) < 0) {
+		r = conn;
+		goto out;
+	}
+	if (!send_frame(conn, KAP_AGENT_SPEC, spec, spec_len)) {
+		r = kap_error(err, errno ? errno : EPIPE,
+			      "run --vm: send the spec to kapsel-agent");
+		goto out;
+	}
+	r = relay(&v, conn, a, err);
+	if (r >= 0) {
+		/* The agent powers the VM off once we close: give it the time to. */
+		close(conn);
+		conn = -1;
+		vmm_end(&v, 10000);
+	}
+out:
+	vmm_end(&v, 0);
+	kapsel_vm_config_clear(&cfg);
+	kap_guest_kernel_clear(&k);
+	return r;
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `kapsel run --vm`: the composition of the image engine's prepared container (overlay rootfs,
+ * config.json) with the VMM (docs/vm.md, "run --vm"). image/run.c calls kap_run_vm_check before
+ * anything exists and kap_run_vm in place of starting the container.
+ */
+#pragma once
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kapsel/error.h>
+
+struct kapsel_run_options;
+
+/* Where kapsel looks for a guest kernel unless told: DIR/VERSION/boot/vmlinuz-VERSION. */
+#define KAP_VM_KERNEL_DIR "/usr/local/lib/kapsel/vm-kernel"
+
+struct kap_guest_kernel {
+	char *path;	   /* the bzImage */
+	char *version;	   /* from its setup header: "6.1.0-57-amd64" */
+	char *modules_dir; /* <root>/lib/modules/VERSION, NULL when there is none */
+};
+
+void kap_guest_kernel_clear(struct kap_guest_kernel *k);
+
+/*
+ * The guest kernel: given (--vm-kernel), else $KAPSEL_VM_KERNEL, else the newest
+ * $KAPSEL_VM_KERNEL_DIR (default KAP_VM_KERNEL_DIR)/VERSION/boot/vmlinuz-VERSION. -ENOENT with
+ * one line naming where it looked when there is none.
+ */
+int kap_guest_kernel_find(const char *given, struct kap_guest_kernel *k, struct kapsel_error **err);
+
+/*
+ * The kernel version string of a bzImage (boot.rst: "kernel_version", a pointer at 0x20e to a
+ * NUL-terminated string 0x200 bytes further), its first word, into out. -EINVAL when buf is no
+ * bzImage (no "HdrS" at 0x202, protocol < 2.00) or the string is outside buf.
+ */
+int kap_bzimage_version(const uint8_t *buf, size_t len, char *out, size_t outlen);
+
+/* An in-memory newc cpio archive (the initramfs format: kernel initramfs-buffer-format.rst). */
+struct kap_cpio {
+	char *buf;
+	size_t len, cap;
+	uint32_t ino;
+};
+
+#define KAP_CPIO_MAX (256u << 20)
+
+/*
+ * Appends one entry: mode holds the type bits (S_IFREG, S_IFDIR, S_IFCHR), rdev the device
+ * number of a node. -ENOMEM past KAP_CPIO_MAX, -EINVAL for an empty name.
+ */
+int kap_cpio_add(struct kap_cpio *c, const char *name, uint32_t mode, unsigned rdev_major,
+		 unsigned rdev_minor, const void *data, size_t len);
+/* Appends the TRAILER!!! entry. */
+int kap_cpio_finish(struct kap_cpio *c);
+void kap_cpio_clear(struct kap_cpio *c);
+
+/*
+ * The initramfs for kernel k: the agent as /init and the modules it loads, made once and kept
+ * under <store>/vm-initramfs/, named by kernel version and the hash of its content (written
+ * atomically). *path: malloc'd.
+ */
+int kap_initramfs_get(const char *store, const struct kap_guest_kernel *k, char **path,
+		      struct kapsel_error **err);
+
+/* run's flags that --vm cannot honour, and the guest kernel: before anything exists. */
+int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err);
+
+struct kap_run_vm {
+	const char *name;   /* the container's name */
+	const char *store;  /* the store's path */
+	const char *cdir;   /* the container's directory: config.json, merged/ */
+	const char *kernel; /* --vm-kernel or NULL */
+	const char *cpus;   /* --vm-cpus or NULL */
+	const char *memory; /* --vm-memory or NULL */
+	bool interactive;   /* -i */
+	bool tty;	    /* -t: config.json's process.terminal says it too */
+	sigset_t signals;   /* blocked; forwarded to the process */
+};
+
+/* Boots the VM, runs the process, relays its stdio; its shell-style status, or -errno. */
+int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err);
