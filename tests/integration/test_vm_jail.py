@@ -138,7 +138,13 @@ def test_vsock_both_directions_jailed(tmp_path):
         while True:
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(30)
-            s.connect(path)
+            try:
+                s.connect(path)
+            except OSError as e:  # the VMM is gone: say why it went, not just ENOENT
+                p.kill()
+                out, err = p.communicate(timeout=60)
+                raise AssertionError(f"connect {path}: {e}; kapsel exited {p.returncode}: "
+                                     f"{out}{err}")
             s.sendall(b"CONNECT 1234\n")
             f = s.makefile("rb")
             try:
