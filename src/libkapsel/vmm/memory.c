@@ -239,11 +239,28 @@ int kap_mem_dirty_log(struct kap_guest_mem *m, int vm_fd, uint64_t **bitmap,
 
 void kap_mem_mark_dirty(const struct kap_guest_mem *m, uint64_t gpa, uint64_t len)
 {
-	if (!m->vmm_dirty || !len)
+	if (!kap_mem_tracks_writes(m) || !len)
 		return;
 	uint64_t off = gpa < m->low_size ? gpa : m->low_size + (gpa - KAP_4G);
-	for (uint64_t n = off / 4096; n <= (off + len - 1) / 4096; n++)
-		atomic_fetch_or(&m->vmm_dirty[n / 64], 1ULL << (n % 64));
+	for (uint64_t n = off / 4096; n <= (off + len - 1) / 4096; n++) {
+		if (m->vmm_dirty)
+			atomic_fetch_or(&m->vmm_dirty[n / 64], 1ULL << (n % 64));
+		if (m->written)
+			atomic_fetch_or(&m->written->bits[n / 64], 1ULL << (n % 64));
+	}
+	/* After the bits: the soft vCPU clears any, then takes the bits (cpu.c). */
+	if (m->written)
+		atomic_store(&m->written->any, true);
+}
+
+int kap_mem_track_written(struct kap_guest_mem *m, struct kapsel_error **err)
+{
+	if (m->written)
+		return 0;
+	m->written = calloc(1, sizeof(*m->written) + (m->size / 4096 / 64 + 1) * sizeof(uint64_t));
+	if (!m->written)
+		return kap_error(err, ENOMEM, "guest memory: the soft CPU's write record");
+	return 0;
 }
 
 void kap_mem_destroy(struct kap_guest_mem *m)
@@ -254,6 +271,8 @@ void kap_mem_destroy(struct kap_guest_mem *m)
 		close(m->fd);
 	free((void *)m->vmm_dirty);
 	m->vmm_dirty = NULL;
+	free(m->written);
+	m->written = NULL;
 	m->host = NULL;
 	m->fd = -EBADF;
 }

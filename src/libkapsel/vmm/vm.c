@@ -60,7 +60,9 @@ void kap_vm_set_irq(struct kap_vm *vm, unsigned int irq, int level)
 {
 	struct kvm_irq_level l = {.irq = irq, .level = (uint32_t)level};
 	if (vm->soft) {
-		kap_soft_pic_set_irq(vm->soft_pic, irq, level); /* docs/vm.md, Accelerators */
+		/* Both chips, as KVM's default routing does (docs/vm.md, Accelerators). */
+		kap_soft_pic_set_irq(vm->soft_pic, irq, level);
+		kap_soft_ioapic_set_irq(vm->soft_ioapic, irq, level);
 		return;
 	}
 	if (ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0)
@@ -76,6 +78,9 @@ int kap_vm_ioeventfd(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pi
 	    .fd = fd,
 	    .flags = pio ? KVM_IOEVENTFD_FLAG_PIO : 0,
 	};
+	/* Soft: every guest write reaches the bus, whose handler kicks the queue (irqfd.c). */
+	if (vm->soft)
+		return 0;
 	if (ioctl(vm->fd, KVM_IOEVENTFD, &io) < 0)
 		return kap_error(err, errno, "KVM_IOEVENTFD at 0x%" PRIx64, addr);
 	return 0;
@@ -84,6 +89,8 @@ int kap_vm_ioeventfd(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pi
 int kap_vm_ioeventfd_match(struct kap_vm *vm, uint64_t addr, unsigned int len, bool pio, int fd,
 			   uint64_t datamatch, struct kapsel_error **err)
 {
+	if (vm->soft)
+		return 0; /* as kap_vm_ioeventfd */
 	struct kvm_ioeventfd io = {
 	    .datamatch = datamatch,
 	    .addr = addr,
@@ -100,6 +107,8 @@ int kap_vm_ioeventfd_match(struct kap_vm *vm, uint64_t addr, unsigned int len, b
 int kap_vm_irqfd(struct kap_vm *vm, unsigned int gsi, int fd, struct kapsel_error **err)
 {
 	struct kvm_irqfd irq = {.fd = (uint32_t)fd, .gsi = gsi};
+	if (vm->soft)
+		return kap_soft_irqfd_add(vm->soft_irqfds, gsi, fd, -1, err);
 	if (ioctl(vm->fd, KVM_IRQFD, &irq) < 0)
 		return kap_error(err, errno, "KVM_IRQFD gsi %u", gsi);
 	return 0;
@@ -112,6 +121,8 @@ int kap_vm_irqfd_level(struct kap_vm *vm, unsigned int gsi, int fd, int resample
 				.gsi = gsi,
 				.flags = KVM_IRQFD_FLAG_RESAMPLE,
 				.resamplefd = (uint32_t)resample_fd};
+	if (vm->soft)
+		return kap_soft_irqfd_add(vm->soft_irqfds, gsi, fd, resample_fd, err);
 	if (ioctl(vm->fd, KVM_IRQFD, &irq) < 0)
 		return kap_error(err, errno, "KVM_IRQFD gsi %u (resample)", gsi);
 	return 0;
@@ -119,6 +130,8 @@ int kap_vm_irqfd_level(struct kap_vm *vm, unsigned int gsi, int fd, int resample
 
 void kap_vm_ioeventfd_del(struct kap_vm *vm, uint64_t addr, unsigned int len, int fd)
 {
+	if (vm->soft)
+		return;
 	struct kvm_ioeventfd io = {
 	    .addr = addr, .len = len, .fd = fd, .flags = KVM_IOEVENTFD_FLAG_DEASSIGN};
 	if (ioctl(vm->fd, KVM_IOEVENTFD, &io) < 0)
@@ -174,6 +187,8 @@ int kap_vm_alloc_gsi(struct kap_vm *vm, unsigned int *gsi, struct kapsel_error *
 int kap_vm_msi_route(struct kap_vm *vm, unsigned int gsi, uint64_t addr, uint32_t data,
 		     struct kapsel_error **err)
 {
+	if (vm->soft)
+		return kap_soft_irqfd_msi_route(vm->soft_irqfds, gsi, addr, data, err);
 	pthread_mutex_lock(&vm->route_lock);
 	int r = routes_init(vm, err);
 	if (r < 0)
@@ -662,6 +677,19 @@ static int open_accel(struct kap_vm *vm, struct kapsel_error **err)
 }
 
 /*
+ * What the devices' interrupt calls reach on the soft path before they attach: the I/O APIC,
+ * the userspace irqfds, and the record of the VMM's own writes to RAM that the soft CPU's
+ * block cache drops translations by (kap_mem_track_written).
+ */
+static int setup_soft_irqchip(struct kap_vm *vm, struct kapsel_error **err)
+{
+	int r = kap_soft_ioapic_create(vm, &vm->soft_ioapic, err);
+	if (r < 0 || (r = kap_soft_irqfds_create(vm, &vm->soft_irqfds, err)) < 0)
+		return r;
+	return kap_mem_track_written(&vm->mem, err);
+}
+
+/*
  * The soft CPU's vCPUs, the BSP starting where the boot protocol says (kap_x86_boot_state),
  * and the interrupt sources KVM would have in the kernel: the 8259 pair and (unless --no-pit)
  * the 8254.
@@ -678,7 +706,8 @@ static int setup_soft_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entr
 		if (r < 0)
 			return r;
 	}
-	return 0;
+	/* The irqfds deliver to the local APICs, which exist now. */
+	return kap_soft_irqfds_start(vm->soft_irqfds, err);
 }
 
 static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_error **err)
@@ -798,6 +827,7 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	if ((r = vm->snap ? kap_mem_init_file(&vm->mem, mem, c->restore_mem, err)
 			  : kap_mem_init(&vm->mem, mem, mem_flags(c), err)) < 0 ||
 	    (!vm->soft && (r = kap_mem_register(&vm->mem, vm->fd, err)) < 0) ||
+	    (vm->soft && (r = setup_soft_irqchip(vm, err)) < 0) ||
 	    (r = create_virtio(vm, err)) < 0 || (!loads && (r = boot(vm, &entry, err)) < 0) ||
 	    (r = vm->soft ? setup_soft_vcpus(vm, &entry, err)
 			  : setup_vcpus(vm, loads ? NULL : &entry, err)) < 0 ||
@@ -845,6 +875,9 @@ static void vm_teardown(struct kap_vm *vm)
 		kap_vcpu_kick(&vm->vcpus[i]);
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		kap_vcpu_join(&vm->vcpus[i]);
+	/* Before the local APICs it delivers to and the devices' eventfds it waits on go. */
+	kap_soft_irqfds_free(vm->soft_irqfds);
+	vm->soft_irqfds = NULL;
 	kap_console_close(&vm->console);
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		if (vm->vcpus[i].vm)
@@ -853,6 +886,7 @@ static void vm_teardown(struct kap_vm *vm)
 	free_devices(vm);
 	kap_soft_pit_free(vm->soft_pit);
 	kap_soft_pic_free(vm->soft_pic);
+	kap_soft_ioapic_free(vm->soft_ioapic);
 	free(vm->cpuid);
 	kap_bus_destroy(&vm->pio);
 	kap_bus_destroy(&vm->mmio);

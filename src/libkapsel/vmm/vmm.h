@@ -41,7 +41,24 @@ struct kap_guest_mem {
 	 * kap_mem_dirty_log: KVM logs only the guest's writes. Allocated when logging starts.
 	 */
 	_Atomic uint64_t *vmm_dirty;
+	/*
+	 * Soft path only (kap_mem_track_written): the same record, kept for the soft CPU, which
+	 * drops the translations of pages the VMM wrote (vmm/soft/cpu.c); any is set with it.
+	 */
+	struct kap_mem_written *written;
 };
+
+struct kap_mem_written {
+	atomic_bool any;
+	_Atomic uint64_t bits[]; /* one bit per RAM page, as vmm_dirty */
+};
+/* Starts recording the VMM's writes to RAM in m->written (the soft path). */
+int kap_mem_track_written(struct kap_guest_mem *m, struct kapsel_error **err);
+/* Whether the VMM's writes are being recorded (a device then marks what it writes). */
+static inline bool kap_mem_tracks_writes(const struct kap_guest_mem *m)
+{
+	return m->vmm_dirty || m->written;
+}
 
 /* How kap_mem_init backs guest RAM (memory.c). */
 enum {
@@ -252,6 +269,8 @@ struct kap_vm {
 	bool soft; /* --accel soft (or auto without KVM): no KVM VM, vCPUs are vmm/soft/ */
 	struct kap_soft_pic *soft_pic; /* soft only: the 8259 pair and 8254 (vmm/soft/irq.h) */
 	struct kap_soft_pit *soft_pit;
+	struct kap_soft_ioapic *soft_ioapic; /* and what KVM's irqchip and irqfds are */
+	struct kap_soft_irqfds *soft_irqfds;
 
 	/* How it ended: first kap_vm_request_exit wins. */
 	pthread_mutex_t end_lock;

@@ -17,6 +17,14 @@
  * to such a page drops the page's blocks and ends the running block after the storing
  * instruction, so the next instruction is decoded from the new bytes (SDM vol. 3 §11.6).
  * Dropped blocks are freed only between blocks: the running one may be among them.
+ *
+ * The VMM writes RAM too (virtio buffers and used rings, fw_cfg DMA, hypercall results), from
+ * device threads that cannot touch this vCPU's cache. They record what they write where the
+ * snapshot dirty log does (kap_mem_mark_dirty, memory.c's written bitmap); the vCPU takes the
+ * record at each block boundary and drops the translations of those pages that have any.
+ * Devices record a request's buffers when they take it, before writing them: a translation
+ * made between the two would be of code the guest ran from a buffer the device still owned
+ * (virtio 1.2 §2.7.13: the driver must not touch it), which no guest relies on.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -58,9 +66,10 @@ const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 {
 	if (c->cpus > 1)
 		return "--cpus above 1 (one soft vCPU for now)";
-	if (c->ndisks || c->nnets || c->rng || c->vsock_path || c->virtio_console ||
-	    c->balloon.enabled || c->nfs)
-		return "virtio devices (ioeventfds, irqfds and the I/O APIC are KVM's for now)";
+	if (c->balloon.enabled)
+		return "virtio-balloon (its free page hints and statistics are untested there)";
+	if (c->nfs)
+		return "virtio-fs (--fs: its DAX window is a KVM memory slot)";
 	if (c->cpu_features && strstr(c->cpu_features, "hv-"))
 		return "Hyper-V enlightenments (--cpu-features hv-*)";
 	if (c->restore_state)
@@ -135,7 +144,9 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 	v->soft = cpu;
 	int r = kap_soft_lapic_create(&vm->mmio, id, &cpu->lapic, err);
 	if (r < 0)
-		return r; /* kap_soft_vcpu_destroy frees the rest */
+		return r;    /* kap_soft_vcpu_destroy frees the rest */
+	if (vm->soft_ioapic) /* level-triggered EOIs reach the I/O APIC (§11.8.5) */
+		kap_soft_lapic_set_eoi(cpu->lapic, kap_soft_ioapic_eoi, vm->soft_ioapic);
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
 	memset(&sregs, 0, sizeof(sregs));
@@ -1100,6 +1111,30 @@ static struct kap_soft_block *find_block(struct kap_soft_cpu *cpu, uint64_t lin,
 	return translate_block(cpu, lin, phys);
 }
 
+/* The pages the VMM wrote since the last look: their translations go (see the top). */
+static void take_written(struct kap_soft_cpu *cpu)
+{
+	struct kap_guest_mem *m = &cpu->vm->mem;
+	struct kap_mem_written *w = m->written;
+	if (!w || !atomic_load_explicit(&w->any, memory_order_relaxed))
+		return;
+	atomic_store(&w->any, false);
+	for (uint64_t i = 0; i < cpu->npages / 64 + 1; i++) {
+		if (!atomic_load_explicit(&w->bits[i], memory_order_relaxed))
+			continue;
+		uint64_t bits = atomic_exchange(&w->bits[i], 0);
+		while (bits) {
+			uint64_t n = i * 64 + (uint64_t)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			if (n >= cpu->npages || !cpu->code_pages[n])
+				continue;
+			uint64_t off = n << 12;
+			invalidate_page(cpu,
+					off < m->low_size ? off : KAP_4G + (off - m->low_size));
+		}
+	}
+}
+
 static void collect_garbage(struct kap_soft_cpu *cpu)
 {
 	while (cpu->cache->garbage) {
@@ -1153,6 +1188,7 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 		}
 		/* Block boundaries: where the stop flag (and later interrupts) are looked at. */
 		for (unsigned int i = 0; i < 256 && !cpu->halted; i++) {
+			take_written(cpu);
 			take_interrupt(cpu);
 			run_block(cpu);
 			if (cpu->cache->garbage)

@@ -49,3 +49,37 @@ bool kap_soft_lapic_pending(struct kap_soft_lapic *l);
 int kap_soft_lapic_ack(struct kap_soft_lapic *l);
 /* Whether the 8259's INTR reaches the CPU: APIC off, or LINT0 unmasked in ExtINT mode. */
 bool kap_soft_lapic_accepts_pic(struct kap_soft_lapic *l, uint64_t apic_base);
+/* Delivers a fixed interrupt (from the I/O APIC or an MSI); level: set its TMR bit. */
+void kap_soft_lapic_deliver(struct kap_soft_lapic *l, unsigned int vector, bool level);
+/* Called (no lock held) when the guest EOIs a level-triggered vector: the I/O APIC's hook. */
+void kap_soft_lapic_set_eoi(struct kap_soft_lapic *l, void (*eoi)(void *opaque, unsigned int vec),
+			    void *opaque);
+
+struct kap_vm;
+struct kap_soft_ioapic;
+/* The I/O APIC at 0xFEC00000 (ioapic.c): 24 pins, delivering to the vCPUs' local APICs. */
+int kap_soft_ioapic_create(struct kap_vm *vm, struct kap_soft_ioapic **out,
+			   struct kapsel_error **err);
+void kap_soft_ioapic_free(struct kap_soft_ioapic *io);
+/* Pin (0-23) goes to level; any thread. */
+void kap_soft_ioapic_set_irq(struct kap_soft_ioapic *io, unsigned int pin, int level);
+/* The local APICs' EOI broadcast (kap_soft_lapic_set_eoi's hook): opaque is the I/O APIC. */
+void kap_soft_ioapic_eoi(void *opaque, unsigned int vector);
+/* Called (no lock held) when the guest EOIs a level-triggered pin: the irqfd resampler. */
+void kap_soft_ioapic_set_notify(struct kap_soft_ioapic *io,
+				void (*notify)(void *opaque, unsigned int pin), void *opaque);
+/* An MSI message (PCI 3.0 §6.8; SDM vol. 3 §11.11) to the local APIC it addresses. */
+void kap_soft_msi(struct kap_vm *vm, uint64_t addr, uint32_t data);
+
+struct kap_soft_irqfds;
+/* KVM's irqfds and MSI routes in userspace (irqfd.c): one thread waits on the eventfds. */
+int kap_soft_irqfds_create(struct kap_vm *vm, struct kap_soft_irqfds **out,
+			   struct kapsel_error **err);
+/* resample_fd -1: edge (an MSI route's GSI); else level, resampled on the pin's EOI. */
+int kap_soft_irqfd_add(struct kap_soft_irqfds *x, unsigned int gsi, int fd, int resample_fd,
+		       struct kapsel_error **err);
+int kap_soft_irqfd_msi_route(struct kap_soft_irqfds *x, unsigned int gsi, uint64_t addr,
+			     uint32_t data, struct kapsel_error **err);
+/* Starts the thread (once the local APICs exist); stop and free join it. */
+int kap_soft_irqfds_start(struct kap_soft_irqfds *x, struct kapsel_error **err);
+void kap_soft_irqfds_free(struct kap_soft_irqfds *x);

@@ -5,8 +5,11 @@
  * banks, ESR, the LVT registers, self-IPIs through the ICR, and the timer in one-shot and
  * periodic mode counted from CLOCK_MONOTONIC with a 1 GHz bus clock (KVM's, so a guest times
  * the same on both paths). LINT0 in ExtINT mode passes the 8259's requests through (the
- * virtual-wire mode the BSP resets into, as KVM's LAPIC does). Not here yet: x2APIC, the
- * TSC-deadline mode, IPIs to other vCPUs, NMI, logical destinations, the I/O APIC.
+ * virtual-wire mode the BSP resets into, as KVM's LAPIC does). Interrupts from the I/O APIC
+ * and MSI messages arrive through kap_soft_lapic_deliver; an EOI for a level-triggered one
+ * (its TMR bit set) is broadcast to the I/O APIC (§11.8.5), which is what lets a level line
+ * (virtio INTx, a virtio-mmio GSI) be resampled. Not here yet: x2APIC, the TSC-deadline mode,
+ * IPIs to other vCPUs, NMI, logical destinations.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +27,10 @@ struct kap_soft_lapic {
 	uint32_t lvt[LVT_N];
 	uint32_t irr[8], isr[8], tmr[8];
 	uint64_t timer_start_ns, period_ns;
-	_Atomic uint64_t timer_next_ns; /* 0: not armed */
-	atomic_bool pending;		/* IRR may hold a deliverable vector */
+	_Atomic uint64_t timer_next_ns;			/* 0: not armed */
+	atomic_bool pending;				/* IRR may hold a deliverable vector */
+	void (*eoi)(void *opaque, unsigned int vector); /* the level EOI broadcast, or NULL */
+	void *eoi_opaque;
 };
 
 /* The highest vector set in a 256-bit bank, or -1. */
@@ -133,6 +138,29 @@ int kap_soft_lapic_ack(struct kap_soft_lapic *l)
 	return v;
 }
 
+void kap_soft_lapic_deliver(struct kap_soft_lapic *l, unsigned int vector, bool level)
+{
+	pthread_mutex_lock(&l->lock);
+	/* A software-disabled APIC accepts nothing but NMI, INIT and SIPI (§11.4.7.2). */
+	if (l->svr & 0x100) {
+		if (level)
+			l->tmr[vector >> 5] |= 1u << (vector & 31);
+		else
+			l->tmr[vector >> 5] &= ~(1u << (vector & 31));
+		set_irr(l, vector);
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
+void kap_soft_lapic_set_eoi(struct kap_soft_lapic *l, void (*eoi)(void *, unsigned int),
+			    void *opaque)
+{
+	pthread_mutex_lock(&l->lock);
+	l->eoi = eoi;
+	l->eoi_opaque = opaque;
+	pthread_mutex_unlock(&l->lock);
+}
+
 bool kap_soft_lapic_accepts_pic(struct kap_soft_lapic *l, uint64_t apic_base)
 {
 	if (!(apic_base & (1u << 11)))
@@ -209,6 +237,7 @@ static void lapic_write(void *dev, uint64_t off, const void *data, unsigned int 
 {
 	struct kap_soft_lapic *l = dev;
 	uint32_t v = 0;
+	int level_eoi = -1; /* a level-triggered vector EOI'd: broadcast after the lock */
 	if (off & 3)
 		return;
 	memcpy(&v, data, len < 4 ? len : 4);
@@ -223,8 +252,11 @@ static void lapic_write(void *dev, uint64_t off, const void *data, unsigned int 
 		break;
 	case 0xb0: { /* EOI: the highest in service */
 		int i = highest(l->isr);
-		if (i >= 0)
+		if (i >= 0) {
 			l->isr[i >> 5] &= ~(1u << (i & 31));
+			if (l->tmr[i >> 5] & (1u << (i & 31)))
+				level_eoi = i;
+		}
 		break;
 	}
 	case 0xd0:
@@ -269,7 +301,12 @@ static void lapic_write(void *dev, uint64_t off, const void *data, unsigned int 
 		}
 	}
 	update(l);
+	void (*eoi)(void *, unsigned int) = l->eoi;
+	void *eoi_opaque = l->eoi_opaque;
 	pthread_mutex_unlock(&l->lock);
+	/* Outside the lock: the I/O APIC may deliver the still-asserted line straight back. */
+	if (level_eoi >= 0 && eoi)
+		eoi(eoi_opaque, (unsigned int)level_eoi);
 }
 
 static const struct kap_dev_ops lapic_ops = {

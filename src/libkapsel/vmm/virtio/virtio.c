@@ -332,7 +332,9 @@ static uint64_t gpa_of(const struct kap_guest_mem *m, const void *p)
 
 /*
  * While the dirty log is on (a Full snapshot was taken), the pages the device may write for
- * this request are recorded for the next Diff: KVM logs only the guest's own writes. The
+ * this request are recorded for the next Diff: KVM logs only the guest's own writes. On the
+ * soft path the same record drops the soft CPU's translations of those pages (vmm/soft/cpu.c),
+ * so code a device reads into RAM (a disk's kernel module, a network buffer) is decoded anew. The
  * device writes them before its process call returns, and a snapshot waits for that
  * (kap_virtio_quiesce), so marking them now is not too early.
  */
@@ -348,7 +350,7 @@ static void mark_written(struct kap_virtio_dev *d, const struct kap_vq_elem *e)
  */
 static void mark_used_rings(struct kap_virtio_dev *d)
 {
-	if (!d->mem->vmm_dirty)
+	if (!kap_mem_tracks_writes(d->mem))
 		return;
 	pthread_mutex_lock(&d->lock);
 	for (unsigned int i = 0; i < d->ops->nqueues; i++)
@@ -367,7 +369,7 @@ int kap_virtio_pop(struct kap_virtio_dev *d, unsigned int q, struct kap_vq_elem 
 	int r = kap_vq_pop(&d->vq[q], d->mem, e);
 	if (r < 0)
 		kap_virtio_needs_reset(d, q, d->vq[q].fault);
-	else if (r > 0 && d->mem->vmm_dirty)
+	else if (r > 0 && kap_mem_tracks_writes(d->mem))
 		mark_written(d, e);
 	return r;
 }
