@@ -19,7 +19,7 @@
  *   flood     writes to the serial console forever
  *   spin      loops forever (host signal tests);  loop  "n=N" iterations, timed
  *   exits     "n=N" writes to an unclaimed port (bench/vm-exits)
- *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad", "serial=S"): see test_blk
+ *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad|code", "serial=S"): see test_blk
  *   rng       virtio-rng: 64 bytes of entropy
  *   net, vcon, vsock   virtio-net, virtio-console, virtio-vsock: see virtio-dev.h
  *   virtiofs  virtio-fs: reads a file from the share, then sends hostile FUSE requests and
@@ -1048,6 +1048,8 @@ static struct blk_hdr hdr;
 static struct vdesc ind[3] __attribute__((aligned(16)));
 static uint8_t wbuf[4096], rbuf[4096] __attribute__((aligned(512)));
 static uint8_t status;
+/* A page of its own: mode=code's guest stores to it must be only the ones it means. */
+static uint8_t codebuf[4096] __attribute__((aligned(4096)));
 
 /* One request: header, data (len bytes at buf, device-writable when in), status. */
 static int64_t blk_req(uint32_t b, uint32_t type, uint64_t sector, void *buf, uint32_t len, int in,
@@ -1075,6 +1077,7 @@ static int64_t blk_req(uint32_t b, uint32_t type, uint64_t sector, void *buf, ui
  * reads them back through an indirect descriptor, zeroes sector 9 (write-zeroes), checks the
  * serial (get-id) and prints sector 0. mode=ro: reads sector 0, a write must fail with IOERR.
  * mode=bad: a descriptor pointing outside RAM must put the device into NEEDS_RESET.
+ * mode=code: runs code in a page, has the device read new code over it, runs it again.
  */
 static void test_blk(void)
 {
@@ -1108,6 +1111,27 @@ static void test_blk(void)
 	for (int i = 0; i < 16 && rbuf[i] >= ' '; i++)
 		putc_((char)rbuf[i]);
 	putc_('\n');
+	if (streq(mode, "code")) {
+		/*
+		 * The device overwrites code the CPU has already run: the next call must run the
+		 * new bytes (a translating CPU must drop what it translated from that page).
+		 * "mov eax, N; ret", N = 1 from the CPU's own stores, then 2 read from sector 1.
+		 */
+		static const uint8_t one[] = {0xb8, 1, 0, 0, 0, 0xc3},
+				     two[] = {0xb8, 2, 0, 0, 0, 0xc3};
+		typedef uint32_t (*code_fn)(void);
+		for (unsigned int i = 0; i < sizeof(one); i++) {
+			codebuf[i] = one[i];
+			wbuf[i] = two[i];
+		}
+		CHECK(((code_fn)(uintptr_t)codebuf)() == 1, "code written by the CPU did not run");
+		CHECK(blk_req(b, 1, 1, wbuf, 512, 0, 0) == 0, "write failed");
+		CHECK(blk_req(b, 0, 1, codebuf, 512, 1, 0) == 0, "read sector 1 failed");
+		CHECK(((code_fn)(uintptr_t)codebuf)() == 2,
+		      "stale code ran after the device wrote it");
+		puts_("blk: code read from the disk runs\n");
+		pass();
+	}
 	if (streq(mode, "ro")) {
 		CHECK(*vreg(b, 0x10) & (1u << 5), "read-only disk without VIRTIO_BLK_F_RO");
 		CHECK(blk_req(b, 1, 1, wbuf, 512, 0, 0) == 1, "write to read-only disk not IOERR");
