@@ -414,6 +414,19 @@ def test_vsock_both_directions(tmp_path):
     assert "vsock: host says hello from the host" in out
 
 
+@pytest.mark.parametrize("transport", ["mmio", "pci"])
+def test_virtio_fs_reads_share(tmp_path, transport):
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "hello.txt").write_text("hello from the host share\n")
+    os.symlink("/etc", share / "etc")
+    r = soft(f"virtiofs transport={transport}", "--transport", transport, "--fs",
+             f"tag=share0,path={share}", timeout=120)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "virtiofs: read: hello from the host share" in r.stdout
+    assert "virtiofs: readlink etc: /etc" in r.stdout and "virtiofs ok" in r.stdout
+
+
 @pytest.fixture
 def tap_ns():
     """A tap with 10.0.2.1/24 in a scratch network namespace (as test_vm_net.py's)."""

@@ -67,9 +67,7 @@ const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 	if (c->cpus > 1)
 		return "--cpus above 1 (one soft vCPU for now)";
 	if (c->balloon.enabled)
-		return "virtio-balloon (its free page hints and statistics are untested there)";
-	if (c->nfs)
-		return "virtio-fs (--fs: its DAX window is a KVM memory slot)";
+		return "virtio-balloon (--balloon: not yet tried on the soft CPU)";
 	if (c->cpu_features && strstr(c->cpu_features, "hv-"))
 		return "Hyper-V enlightenments (--cpu-features hv-*)";
 	if (c->restore_state)
