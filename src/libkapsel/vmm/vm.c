@@ -63,6 +63,8 @@ void kap_vm_set_irq(struct kap_vm *vm, unsigned int irq, int level)
 		/* Both chips, as KVM's default routing does (docs/vm.md, Accelerators). */
 		kap_soft_pic_set_irq(vm->soft_pic, irq, level);
 		kap_soft_ioapic_set_irq(vm->soft_ioapic, irq, level);
+		if (level)
+			kap_soft_wake(vm);
 		return;
 	}
 	if (ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0)

@@ -129,6 +129,12 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 	cpu->vm = vm;
 	cpu->vcpu = v;
 	cpu->id = id;
+	pthread_mutex_init(&cpu->halt_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the clock kap_soft_now_ns reads */
+	pthread_cond_init(&cpu->halt_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	cpu->delivering = -1;
 	cpu->npages = vm->mem.size >> 12;
 	cpu->code_pages = calloc(cpu->npages ? cpu->npages : 1, 1);
@@ -210,6 +216,8 @@ void kap_soft_vcpu_destroy(struct kap_vcpu *v)
 	cache_free(cpu->cache);
 	kap_soft_lapic_free(cpu->lapic);
 	free(cpu->code_pages);
+	pthread_cond_destroy(&cpu->halt_cond);
+	pthread_mutex_destroy(&cpu->halt_lock);
 	free(cpu);
 	v->soft = NULL;
 }
@@ -794,13 +802,33 @@ void kap_soft_halt(struct kap_soft_cpu *cpu)
 			     (kap_soft_pic_pending(vm->soft_pic) &&
 			      kap_soft_lapic_accepts_pic(cpu->lapic, cpu->apic_base))))
 			return;
-		/* Until the next timer tick, at most 10 ms: device lines are seen that often. */
+		/* Until the next timer tick or a device's interrupt (kap_soft_wake), at most 10 ms:
+		 * the stop and pause requests are seen that often. */
 		if (lnext && (!next || lnext < next))
 			next = lnext;
 		if (ints && next && next > now && next - now < wait)
 			wait = next - now;
-		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)wait};
-		nanosleep(&ts, NULL);
+		uint64_t until = now + wait;
+		struct timespec ts = {.tv_sec = (time_t)(until / 1000000000ULL),
+				      .tv_nsec = (long)(until % 1000000000ULL)};
+		pthread_mutex_lock(&cpu->halt_lock);
+		if (!cpu->woken)
+			pthread_cond_timedwait(&cpu->halt_cond, &cpu->halt_lock, &ts);
+		cpu->woken = false;
+		pthread_mutex_unlock(&cpu->halt_lock);
+	}
+}
+
+void kap_soft_wake(struct kap_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		struct kap_soft_cpu *cpu = vm->vcpus[i].soft;
+		if (!cpu)
+			continue;
+		pthread_mutex_lock(&cpu->halt_lock);
+		cpu->woken = true;
+		pthread_cond_signal(&cpu->halt_cond);
+		pthread_mutex_unlock(&cpu->halt_lock);
 	}
 }
 

@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/soft/irq.h"
+#include "vmm/soft/soft.h"
 #include "vmm/vmm.h"
 
 #define IRQFD_MAX 64
@@ -121,11 +122,16 @@ static void *irqfd_thread(void *opaque)
 		uint64_t v;
 		if (p[n].revents && read(x->wake_fd, &v, sizeof(v)) < 0)
 			continue;
+		bool fired = false;
 		pthread_mutex_lock(&x->lock);
 		for (unsigned int i = 0; i < n; i++)
-			if (p[i].revents && read(x->fds[i].fd, &v, sizeof(v)) == sizeof(v))
+			if (p[i].revents && read(x->fds[i].fd, &v, sizeof(v)) == sizeof(v)) {
 				fire(x, &x->fds[i]);
+				fired = true;
+			}
 		pthread_mutex_unlock(&x->lock);
+		if (fired)
+			kap_soft_wake(x->vm); /* a halted vCPU takes it now, not at its next tick */
 	}
 	return NULL;
 }

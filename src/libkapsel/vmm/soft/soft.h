@@ -9,6 +9,7 @@
  */
 #pragma once
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,6 +34,8 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 void kap_soft_vcpu_destroy(struct kap_vcpu *v);
 /* The vCPU thread's body: runs guest code until the VM stops. */
 void kap_soft_vcpu_run(struct kap_vcpu *v);
+/* An interrupt may have become deliverable: halted vCPUs look again now. Any thread. */
+void kap_soft_wake(struct kap_vm *vm);
 
 /* ---- the CPU (cpu.c, exec.c) ---- */
 
@@ -92,6 +95,11 @@ struct kap_soft_cpu {
 	bool halted;
 	bool int_shadow;   /* STI just set IF: no interrupt before the next instruction */
 	unsigned int poll; /* blocks since the PIT was last polled */
+
+	/* HLT sleeps on halt_cond until kap_soft_wake (an interrupt was raised) or a timer. */
+	pthread_mutex_t halt_lock;
+	pthread_cond_t halt_cond;
+	bool woken;
 
 	struct kap_soft_lapic *lapic;
 	struct kap_soft_cache *cache;
