@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The soft path's interrupt sources (pic.c, pit.c): what KVM's in-kernel 8259 pair and 8254
- * are on the KVM path. Registered on the port bus when the VM is soft; devices reach the PIC
- * through kap_vm_set_irq, the vCPU takes its requests at block boundaries (cpu.c).
+ * The soft path's interrupt controllers and sources (pic.c, pit.c, lapic.c, ioapic.c) and
+ * its irqfds (irqfd.c): what KVM's in-kernel 8259 pair, 8254, local APIC, I/O APIC, irqfds
+ * and MSI routes are on the KVM path. Devices reach them through kap_vm_set_irq and the
+ * kap_vm_irqfd* calls, the vCPU takes its requests at block boundaries (cpu.c).
  */
 #pragma once
 #include <pthread.h>
