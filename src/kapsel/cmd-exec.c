@@ -158,8 +158,8 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 	}
 	char *ids = NULL;
 	int vm = 0;
-	if (r < 0 && !o.process_file) {
-		/* A `run --vm -d` container: the guest agent starts the process. */
+	if (r < 0) {
+		/* A `run --vm` container: the guest agent starts the process. */
 		vm = kapsel_image_vm_exec(g->store, &o, &r, &err);
 		if (vm < 0)
 			r = cli_fail_podman(err);

@@ -541,3 +541,29 @@ def test_detached_kill_signal_and_wait(vk, name):
     finally:
         k("rm", "-f", name, timeout=600)
     assert traces(k, name, before) == []
+
+
+def test_foreground_kill_and_exec(vk, name):
+    """A foreground run --vm container is reachable too: exec runs a second process in it and
+    kill NAME SIGNAL reaches its process, whose trap sets kapsel run's exit code."""
+    k = vk.k
+    before = vmtmp()
+    p = subprocess.Popen([KAPSEL, "--store", k.store, "--root", k.root, "run", "--vm", "--rm",
+                          "--name", name, "busybox", "sh", "-c",
+                          "trap 'echo got-usr1; exit 9' USR1; echo started; "
+                          "while :; do sleep 1; done"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=vk.env)
+    try:
+        assert p.stdout.readline() == "started\n"
+        r = k("exec", name, "sh", "-c", "echo from-exec; exit 4", timeout=600)
+        assert (r.returncode, r.stdout) == (4, "from-exec\n"), r.stderr
+        r = k("kill", name, "USR1")
+        assert r.returncode == 0, r.stderr
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert (p.returncode, out) == (9, "got-usr1\n"), err
+    assert traces(k, name, before) == []

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,7 +54,7 @@
 #define DEFAULT_BOOT_TIMEOUT_S 60
 /* the guest kernel: 8250 console, reset through the i8042 ends the VMM, no reboot on panic */
 #define CMDLINE "console=ttyS0 reboot=k panic=-1 quiet rdinit=/init"
-/* A detached VM container's control socket and the link to its VMM's vsock socket. */
+/* A VM container's control socket and the link to its VMM's vsock socket. */
 #define CTL_SOCK   "vm.ctl"
 #define VSOCK_LINK "vm.vsock"
 
@@ -388,6 +389,12 @@ static int vmm_start(struct vmm *v, const struct kapsel_vm_config *cfg, struct k
 		 * leaves no VM running. */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() == 1)
 			_exit(125);
+		/* Nothing of the monitor's stays open here (the VMM never execs, so O_CLOEXEC does
+		 * not apply): its report pipe to `run -d` above all, whose end run -d waits for,
+		 * and the control socket and the log. The error pipe becomes fd 3. */
+		if (dup2(pipefd[1], 3) < 0 || syscall(SYS_close_range, 4, ~0U, 0) < 0)
+			_exit(125);
+		pipefd[1] = 3;
 		/* The monitor forwards signals to the guest's process; the VMM takes none of ours
 		 * (SIGINT/SIGTERM would stop the guest at once). */
 		cleanup_error struct kapsel_error *e = NULL;
@@ -652,7 +659,6 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	size_t spec_len = 0;
 	struct vmm v = {.pid = -1, .errfd = -1};
 	cleanup_close int lfd = -1, conn = -1, cdirfd = -1, ctl = -1;
-	bool detached = a->logfd >= 0;
 	r = kap_initramfs_get(a->store, &k, &initrd, err);
 	if (r < 0)
 		goto out;
@@ -694,13 +700,14 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	}
 	/* A fresh console log per run: the timeout message quotes this boot's lines only. */
 	unlink(v.console);
-	if (detached && (r = control_open(a, &cdirfd, &ctl, err)) < 0)
+	/* kill, stop and exec reach a running VM container, foreground or detached, here. */
+	if ((r = control_open(a, &cdirfd, &ctl, err)) < 0)
 		goto out;
 	if ((r = vmm_start(&v, &cfg, err)) < 0)
 		goto out;
 	/* exec connects here (through the link: the socket's own path is in /tmp, short
 	 * enough for sun_path wherever the store is). */
-	if (detached && symlinkat(cfg.vsock_path, cdirfd, VSOCK_LINK) < 0) {
+	if (symlinkat(cfg.vsock_path, cdirfd, VSOCK_LINK) < 0) {
 		r = kap_error(err, errno, "link %s/%s", a->cdir, VSOCK_LINK);
 		goto out;
 	}

@@ -80,8 +80,9 @@ struct kap_run_vm {
 	bool tty;	    /* -t: config.json's process.terminal says it too */
 	sigset_t signals;   /* blocked; forwarded to the process */
 	/* A detached VM container (run -d, start): the process's stdout and stderr go into
-	 * the container's log (logfd), signals arrive on <cdir>/vm.ctl (kap_run_vm_signal) and
-	 * `exec` reaches the agent through <cdir>/vm.vsock (kap_run_vm_exec). -1: our stdio. */
+	 * the container's log; -1: our stdout and stderr. Either way signals arrive on
+	 * <cdir>/vm.ctl (kap_run_vm_signal) and `exec` reaches the agent through
+	 * <cdir>/vm.vsock (kap_run_vm_exec). */
 	int logfd;
 	/* Called once the agent has the spec (the container runs), before the relay; a
 	 * negative return ends the VM with that error. NULL: none. */
