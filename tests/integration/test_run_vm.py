@@ -494,7 +494,7 @@ def test_detached_ps_logs_exec_stop_rm(vk, name):
             r.stdout
         assert k("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
         wait_log(k, name, "started\n")
-        r = k("exec", "-e", "X=from-exec", "-u", "1000:1001", "-w", "/tmp", name, "sh", "-c",
+        r = k("exec", "-e", "X=from-exec", "-u", "1000:1001", "--cwd", "/tmp", name, "sh", "-c",
               'echo "in-exec $X $(id -u):$(id -g) $(pwd)"; echo to-err >&2; exit 5',
               timeout=600)
         assert r.returncode == 5, r.stderr

@@ -2537,11 +2537,12 @@ API int kapsel_image_stop(const char *store, const char *root, const char *name,
 	int sig = m.stop_signal ? kapsel_signal_parse(m.stop_signal) : SIGTERM;
 	if (sig <= 0)
 		sig = SIGTERM;
+	/* Declared before the first goto: a jump past it would free an unset pointer. */
+	cleanup_error struct kapsel_error *e = NULL;
 	if (m.vm) {
 		r = vm_stop(&c, &m, sig, timeout_s, err);
 		goto out;
 	}
-	cleanup_error struct kapsel_error *e = NULL;
 	if (!init_stopped(&m) && kapsel_container_kill(m.root, name, sig, false, &e) < 0 &&
 	    e->code != ESRCH && e->code != ENOENT) {
 		*err = steal_ptr(e);

@@ -855,7 +855,7 @@ int kap_run_vm_exec(const char *cdir, const char *name, const struct kapsel_exec
 	    (o->caps && *o->caps) || o->no_new_privs)
 		return kap_error_plain(err, EINVAL,
 				       "exec in VM container %s: only a command, -i, -t, -e, -u "
-				       "and -w apply",
+				       "and --cwd apply",
 				       name);
 	/* The VM first: a container whose VM is gone is said to be so, whatever else. */
 	cleanup_close int conn = exec_connect(cdir, name, err);
