@@ -92,6 +92,23 @@ int kapsel_image_run(const struct kapsel_run_options *opts, char **name_out,
 int kapsel_image_run_vm_check(const struct kapsel_run_options *opts, struct kapsel_error **err);
 
 /*
+ * kill for a container that `run --vm` made: the signal reaches its process through the guest
+ * agent. 1 when name is such a container (signalled), 0 when it is not one (the runtime's
+ * kill applies), -errno with *err (ESRCH: not running).
+ */
+int kapsel_image_vm_kill(const char *store, const char *name, int sig, struct kapsel_error **err);
+
+struct kapsel_exec_options;
+
+/*
+ * exec into a container that `run --vm -d` made: the guest agent starts the process
+ * (docs/vm.md "exec"). 1 with *status (shell style) when o->id is such a container, 0 when it
+ * is not one (the runtime's exec applies), -errno with *err.
+ */
+int kapsel_image_vm_exec(const char *store, const struct kapsel_exec_options *o, int *status,
+			 struct kapsel_error **err);
+
+/*
  * exec -u as podman resolves it: NAME[:GROUP] or UID[:GID] looked up in the running
  * container's /etc/passwd and /etc/group (a UID alone gets its passwd gid, else 0). Returns 1
  * with *ids "UID:GID" (caller frees), 0 when the container is not running (exec says so).

@@ -74,6 +74,9 @@ struct spec {
 };
 
 static int conn = -1;
+/* In an exec handler (a child of PID 1 serving one `kapsel exec`): a failure ends the handler,
+ * not the VM. */
+static bool in_exec;
 static struct spec spec;
 static char spec_buf[KAP_AGENT_MAX_SPEC + 1];
 
@@ -140,6 +143,8 @@ static __attribute__((noreturn, format(printf, 1, 2))) void fail(const char *fmt
 		n = sizeof(msg) - 1;
 	dprintf(STDERR_FILENO, "kapsel-agent: %s\n", msg);
 	send_frame(KAP_AGENT_ERROR, msg, (size_t)n);
+	if (in_exec)
+		_exit(1);
 	power_off();
 }
 
@@ -408,12 +413,55 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void run(void)
+/* The exec port: vsock from the host (any CID) on KAP_AGENT_EXEC_PORT; -1 without one. */
+static int exec_listen(void)
+{
+	struct sockaddr_vm sa = {
+	    .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = KAP_AGENT_EXEC_PORT};
+	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd >= 0 && (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0)) {
+		dprintf(STDERR_FILENO, "kapsel-agent: exec port %d: %s\n", KAP_AGENT_EXEC_PORT,
+			strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static void run(bool exec);
+
+/*
+ * One `kapsel exec`: a child of PID 1 with only the new connection, its own spec (the
+ * rootfs is mounted already) and its own relay; it ends when its process does. PID 1 reaps
+ * it as any orphan.
+ */
+static void exec_accept(int lfd)
+{
+	int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (c < 0)
+		return;
+	pid_t pid = fork();
+	if (pid != 0) {
+		close(c);
+		return;
+	}
+	in_exec = true;
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd != c)
+			close(fd);
+	conn = c;
+	memset(&spec, 0, sizeof(spec));
+	receive_spec();
+	run(true);
+	_exit(0);
+}
+
+static void run(bool exec)
 {
 	int inp[2], outp[2], errp[2];
 	if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
 		fail("pipe: %s", strerror(errno));
-	if (spec.hostname && sethostname(spec.hostname, strlen(spec.hostname)) < 0)
+	if (!exec && spec.hostname && sethostname(spec.hostname, strlen(spec.hostname)) < 0)
 		fail("hostname %s: %s", spec.hostname, strerror(errno));
 	sigset_t chld;
 	sigemptyset(&chld);
@@ -468,19 +516,23 @@ static void run(void)
 	}
 	int status = 0;
 	int64_t deadline = 0;
+	int lfd = exec ? -1 : exec_listen();
 	for (;;) {
 		/* After the process ends, its output is drained; a daemon it left behind holding
 		 * the pipes gets one second. */
 		if (exited && (!(out_open || err_open) || now_ms() > deadline))
 			break;
-		struct pollfd fds[4] = {
+		struct pollfd fds[5] = {
 		    {.fd = conn, .events = POLLIN},
 		    {.fd = out_open ? outp[0] : -1, .events = POLLIN},
 		    {.fd = err_open ? errp[0] : -1, .events = POLLIN},
 		    {.fd = sfd, .events = POLLIN},
+		    {.fd = exited ? -1 : lfd, .events = POLLIN},
 		};
-		if (poll(fds, 4, exited ? 100 : -1) < 0 && errno != EINTR)
+		if (poll(fds, 5, exited ? 100 : -1) < 0 && errno != EINTR)
 			fail("poll: %s", strerror(errno));
+		if (fds[4].revents)
+			exec_accept(lfd);
 		if (fds[1].revents && !pump(outp[0], KAP_AGENT_STDOUT))
 			out_open = false;
 		if (fds[2].revents && !pump(errp[0], KAP_AGENT_STDERR))
@@ -510,6 +562,8 @@ static void run(void)
 			    type == KAP_AGENT_SPEC || !read_all(conn, buf, len)) {
 				/* The host went away: nobody is left to report to. */
 				kill(pid, SIGKILL);
+				if (exec)
+					_exit(1);
 				power_off();
 			}
 			if (type == KAP_AGENT_STDIN && in >= 0 && !write_all(in, buf, len)) {
@@ -557,6 +611,6 @@ int main(void)
 	connect_host();
 	receive_spec();
 	mount_rootfs();
-	run();
+	run(false);
 	power_off();
 }

@@ -17,7 +17,11 @@
 #include <string.h>
 
 #define KAP_AGENT_PORT 1024
-#define KAP_AGENT_HDR  8
+/* exec: the agent listens here while the process runs; the host connects through the VMM's
+ * vsock socket ("CONNECT 1025"), sends a SPEC (root is ignored: the rootfs is mounted) and
+ * gets the second process's stdio and EXIT as for the first. */
+#define KAP_AGENT_EXEC_PORT 1025
+#define KAP_AGENT_HDR	    8
 /* stdio chunks: one read's worth; the spec: arguments, environment and mounts together */
 #define KAP_AGENT_MAX_DATA (64u << 10)
 #define KAP_AGENT_MAX_SPEC (1u << 20)

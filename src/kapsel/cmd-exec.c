@@ -157,7 +157,14 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 			close(null);
 	}
 	char *ids = NULL;
-	if (r < 0 && !o.process_file && o.user) {
+	int vm = 0;
+	if (r < 0) {
+		/* A `run --vm` container: the guest agent starts the process. */
+		vm = kapsel_image_vm_exec(g->store, &o, &r, &err);
+		if (vm < 0)
+			r = cli_fail_podman(err);
+	}
+	if (r < 0 && !vm && !o.process_file && o.user) {
 		/* podman resolves -u in the container: names, and a UID's passwd gid. */
 		int u = kapsel_image_exec_user(g->root, o.id, o.user, &ids, &err);
 		if (u < 0)
@@ -165,7 +172,7 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 		else if (u > 0)
 			o.user = ids;
 	}
-	if (r < 0) {
+	if (r < 0 && !vm) {
 		/* The process's exit status is ours, like a shell's; 0 with --detach. */
 		r = kapsel_container_exec(&o, &err);
 		if (r < 0 && o.process_file)

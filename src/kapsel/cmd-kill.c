@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <kapsel/container.h>
+#include <kapsel/run.h>
 
 #include "commands.h"
 
@@ -36,7 +37,10 @@ static int kill_cmd(const struct cli_globals *g, int argc, char **argv)
 		return cli_fail("kill: unknown signal \"%s\"", name);
 	int status = 0;
 	for (int i = optind; i < (signame ? argc : optind + 1); i++) {
-		if (kapsel_container_kill(g->root, argv[i], sig, all, &err) < 0) {
+		/* A `run --vm` container: the guest agent delivers it (the runtime has none). */
+		int vm = kapsel_image_vm_kill(g->store, argv[i], sig, &err);
+		if (vm < 0 ||
+		    (vm == 0 && kapsel_container_kill(g->root, argv[i], sig, all, &err) < 0)) {
 			cli_not_running(g, argv[i], err);
 			status = cli_fail_err(err);
 			err = NULL;

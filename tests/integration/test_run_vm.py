@@ -156,7 +156,8 @@ def test_default_kernel_dir_newest(k, name, tmp_path, monkeypatch):
     (["--net", "host"], "--net"),
     (["--privileged"], "--privileged"),
     (["-p", "8080:80"], "-p"),
-    (["-d"], "-d"),
+    (["--init"], "--init"),
+    (["--restart", "always"], "--restart"),
 ])
 def test_refused_options(k, name, tmp_path, flags, word):
     k = fresh(k, tmp_path)
@@ -240,6 +241,96 @@ def test_vm_that_dies_leaves_nothing(k, name, tmp_path):
     line = one_line_125(r)
     assert "run --vm" in line, line
     assert traces(k, name, before) == []
+
+
+@needs_kvm
+def test_detached_boot_timeout_leaves_nothing(k, name):
+    """run -d --vm whose guest never reaches the agent: run -d itself reports the timeout (the
+    monitor waits for the agent before it answers), and no container, control socket, VMM or
+    temporary directory is left."""
+    kern = cached_kernel()
+    before = vmtmp()
+    r = k("run", "-d", "--vm", "--vm-kernel", kern, "--name", name, "busybox", "true",
+          env={**os.environ, "KAPSEL_VM_BOOT_TIMEOUT": "1"}, timeout=120)
+    line = one_line_125(r)
+    assert "did not start kapsel-agent within 1 s" in line, line
+    assert traces(k, name, before) == []
+    assert k("ps", "-a", "--format", "{{.Names}}").stdout.split().count(name) == 0
+    r = subprocess.run(["pgrep", "-f", f"containers/{name}"], capture_output=True, text=True)
+    assert r.stdout == "", r.stdout
+
+
+def fake_vm_container(k, name, monitor_pid):
+    """A VM container's record whose monitor is gone (killed): no guest needed."""
+    cdir = os.path.join(k.store, "containers", name)
+    os.makedirs(cdir)
+    with open(os.path.join(cdir, "container.json"), "w") as f:
+        f.write('{"name": "%s", "image": "busybox", "command": "sh", "root": "%s", '
+                '"state": "running", "created": 1, "finished": 0, "exitCode": -1, '
+                '"monitorPid": %d, "rm": false, "vm": true}' % (name, k.root, monitor_pid))
+    return cdir
+
+
+def test_vm_container_without_monitor(k, name):
+    """A VM container's status comes from its monitor, and kill/exec go to its agent, never to
+    the runtime (which has no container behind a VM): with the monitor dead, ps says exited,
+    kill and exec say not running, stop records the exit, rm leaves nothing."""
+    k("images")  # the store exists
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cdir = fake_vm_container(k, name, dead.pid)
+    r = k("inspect", "-f", "{{.State.Status}}", name)
+    assert (r.returncode, r.stdout.strip()) == (0, "exited"), r.stderr
+    for args in (["kill", name, "USR1"], ["exec", name, "true"]):
+        r = k(*args)
+        assert r.returncode != 0, (args, r.stdout)
+        lines = r.stderr.strip().splitlines()
+        assert lines and f"container {name} is not running" in lines[0], (args, r.stderr)
+    r = k("stop", name)
+    assert r.returncode == 0, r.stderr
+    r = k("inspect", "-f", "{{.State.Status}}", name)
+    assert r.stdout.strip() == "exited", r.stdout + r.stderr
+    r = k("rm", name)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(cdir)
+    assert not os.path.exists(os.path.join(k.root, name))
+
+
+def test_exec_kill_on_missing_container(k, name):
+    """Not a VM container (no such one): kill and exec fall through to the runtime's error."""
+    k("images")
+    for args in (["kill", name, "USR1"], ["exec", name, "true"]):
+        r = k(*args)
+        assert r.returncode != 0 and f"container {name} does not exist" in r.stderr, \
+            (args, r.stderr)
+
+
+def test_vm_container_status_from_its_monitor(k, name):
+    """A VM container runs while its monitor lives (the runtime knows nothing of it): here a
+    stand-in monitor without a VM. inspect and ps say running; kill and exec find no VM to
+    reach and say so; stop, finding no agent to signal, ends the monitor (its last resort)
+    and records the exit."""
+    k("images")
+    mon = subprocess.Popen(["sleep", "600"])
+    try:
+        cdir = fake_vm_container(k, name, mon.pid)
+        r = k("inspect", "-f", "{{.State.Status}}", name)
+        assert (r.returncode, r.stdout.strip()) == (0, "running"), r.stdout + r.stderr
+        assert name in k("ps", "--format", "{{.Names}}").stdout.split()
+        for args in (["kill", name, "USR1"], ["exec", name, "true"]):
+            r = k(*args)
+            assert r.returncode != 0, (args, r.stdout)
+            assert f"container {name}: its VM is not running" in r.stderr, (args, r.stderr)
+        r = k("stop", "-t", "0", name, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert mon.wait(timeout=5) == -signal.SIGKILL
+        assert k("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "exited"
+        assert k("rm", name).returncode == 0
+        assert not os.path.exists(cdir)
+    finally:
+        if mon.poll() is None:
+            mon.kill()
+            mon.wait()
 
 
 # ---- Linux guests: in the nested runner ----
@@ -375,3 +466,104 @@ def test_tty_with_it(vk, name):
     text = out.decode(errors="replace")
     assert p.returncode == 0, text
     assert "is-a-tty" in text and "33 101" in text and "got-hello" in text, text
+
+
+def wait_log(k, name, text, timeout=600):
+    import time
+    end = time.time() + timeout
+    while time.time() < end:
+        r = k("logs", name)
+        if text in r.stdout:
+            return r
+        time.sleep(1)
+    raise AssertionError(f"{text!r} not in the log of {name}: {r.stdout!r} {r.stderr!r}")
+
+
+def test_detached_ps_logs_exec_stop_rm(vk, name):
+    """run -d --vm: ps shows it running (from its monitor), logs has its output, exec starts
+    a second process through the agent (stdout, env, user, cwd, exit code), stop delivers the
+    stop signal to the process (trapped), wait gives its code, rm leaves nothing."""
+    k = vk.k
+    before = vmtmp()
+    r = vk("-d", "--name", name, "busybox", "sh", "-c",
+           "trap 'echo got-term; exit 7' TERM; echo started; while :; do sleep 1; done")
+    try:
+        assert r.returncode == 0, r.stderr
+        r = k("ps", "--format", "{{.Names}} {{.Status}}")
+        assert any(l.startswith(name + " ") and "Up" in l for l in r.stdout.splitlines()), \
+            r.stdout
+        assert k("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
+        wait_log(k, name, "started\n")
+        r = k("exec", "-e", "X=from-exec", "-u", "1000:1001", "--cwd", "/tmp", name, "sh", "-c",
+              'echo "in-exec $X $(id -u):$(id -g) $(pwd)"; echo to-err >&2; exit 5',
+              timeout=600)
+        assert r.returncode == 5, r.stderr
+        assert r.stdout == "in-exec from-exec 1000:1001 /tmp\n", r.stdout
+        assert r.stderr.strip() == "to-err", r.stderr
+        r = k("exec", "-i", name, "wc", "-l", input="a\nb\nc\n", timeout=600)
+        assert (r.returncode, r.stdout.strip()) == (0, "3"), r.stdout + r.stderr
+        r = k("stop", "-t", "120", name, timeout=600)
+        assert r.returncode == 0, r.stderr
+        r = k("wait", name, timeout=600)
+        assert r.stdout.strip() == "7", r.stdout + r.stderr
+        assert "got-term" in k("logs", name).stdout
+        assert k("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "exited"
+        r = k("exec", name, "true")
+        assert r.returncode != 0 and "not running" in r.stderr, r.stderr
+    finally:
+        k("rm", "-f", name, timeout=600)
+    assert traces(k, name, before) == []
+    assert not glob.glob(os.path.join(k.store, "containers", name, "vm.*"))
+
+
+def test_detached_kill_signal_and_wait(vk, name):
+    """kill NAME SIGNAL reaches the process in the guest (it traps it); wait gives the exit
+    code it chose; rm -f of a running one ends the VM and leaves nothing."""
+    k = vk.k
+    before = vmtmp()
+    r = vk("-d", "--name", name, "busybox", "sh", "-c",
+           "trap 'echo got-usr1; exit 9' USR1; echo started; while :; do sleep 1; done")
+    try:
+        assert r.returncode == 0, r.stderr
+        wait_log(k, name, "started\n")
+        r = k("kill", name, "USR1")
+        assert r.returncode == 0, r.stderr
+        r = k("wait", name, timeout=600)
+        assert r.stdout.strip() == "9", r.stdout + r.stderr
+        assert "got-usr1" in k("logs", name).stdout
+        r = k("rm", name)
+        assert r.returncode == 0, r.stderr
+        # rm -f of a running VM container: stop (SIGKILL through the agent), then remove.
+        r = vk("-d", "--name", name, "busybox", "sleep", "1000")
+        assert r.returncode == 0, r.stderr
+        r = k("rm", "-f", name, timeout=600)
+        assert r.returncode == 0, r.stderr
+    finally:
+        k("rm", "-f", name, timeout=600)
+    assert traces(k, name, before) == []
+
+
+def test_foreground_kill_and_exec(vk, name):
+    """A foreground run --vm container is reachable too: exec runs a second process in it and
+    kill NAME SIGNAL reaches its process, whose trap sets kapsel run's exit code."""
+    k = vk.k
+    before = vmtmp()
+    p = subprocess.Popen([KAPSEL, "--store", k.store, "--root", k.root, "run", "--vm", "--rm",
+                          "--name", name, "busybox", "sh", "-c",
+                          "trap 'echo got-usr1; exit 9' USR1; echo started; "
+                          "while :; do sleep 1; done"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=vk.env)
+    try:
+        assert p.stdout.readline() == "started\n"
+        r = k("exec", name, "sh", "-c", "echo from-exec; exit 4", timeout=600)
+        assert (r.returncode, r.stdout) == (4, "from-exec\n"), r.stderr
+        r = k("kill", name, "USR1")
+        assert r.returncode == 0, r.stderr
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert (p.returncode, out) == (9, "got-usr1\n"), err
+    assert traces(k, name, before) == []

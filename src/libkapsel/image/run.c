@@ -206,6 +206,9 @@ struct meta {
 	char *name, *image, *image_name, *manifest, *command, *root, *state, *stop_signal;
 	int64_t created, finished, exit_code, monitor_pid;
 	bool rm;
+	/* run --vm: the process runs in a VM its monitor holds; the runtime has no container
+	 * (status, stop and kill ask the monitor: run/run-vm.c) */
+	bool vm;
 	/* --restart, kept by the monitor: the policy ("no" when absent), its N (0: no limit),
 	 * how often it restarted, and whether `kapsel stop` ended it (podman's StoppedByUser). */
 	char *restart;
@@ -288,6 +291,8 @@ static int meta_write(int cdirfd, const struct meta *m, struct kapsel_error **er
 	kap_json_set(j, "exitCode", kap_json_new_int64(m->exit_code));
 	kap_json_set(j, "monitorPid", kap_json_new_int64(m->monitor_pid));
 	kap_json_set(j, "rm", kap_json_new_bool(m->rm));
+	if (m->vm)
+		kap_json_set(j, "vm", kap_json_new_bool(true));
 	kap_json_set(j, "restartMax", kap_json_new_int64(m->restart_max));
 	kap_json_set(j, "restartCount", kap_json_new_int64(m->restart_count));
 	kap_json_set(j, "stoppedByUser", kap_json_new_bool(m->stopped));
@@ -326,6 +331,7 @@ static int meta_read(int cdirfd, const char *name, struct meta *m, struct kapsel
 	    (r = kap_json_read_int64(j, META, "exitCode", &m->exit_code, err)) < 0 ||
 	    (r = kap_json_read_int64(j, META, "monitorPid", &m->monitor_pid, err)) < 0 ||
 	    (r = kap_json_read_bool(j, META, "rm", &m->rm, err)) < 0 ||
+	    (r = kap_json_read_bool(j, META, "vm", &m->vm, err)) < 0 ||
 	    (r = kap_json_read_string(j, META, "restartPolicy", &m->restart, err)) < 0 ||
 	    (r = kap_json_read_int64(j, META, "restartMax", &m->restart_max, err)) < 0 ||
 	    (r = kap_json_read_int64(j, META, "restartCount", &m->restart_count, err)) < 0 ||
@@ -644,6 +650,9 @@ static int ctr_finish(struct ctr *c, const char *root, int exit_code, struct kap
 
 static bool init_stopped(const struct meta *m)
 {
+	/* A VM container's process lives as long as its monitor (it holds the VMM). */
+	if (m->vm)
+		return !process_alive(m->monitor_pid);
 	cleanup_free char *s = runtime_status(m->root, m->name);
 	return !s || !strcmp(s, "stopped");
 }
@@ -852,6 +861,7 @@ struct prepared {
 	bool mounted, created_dir;
 	bool rootless;		/* not root on the host: mount and run from a user namespace */
 	struct kap_idmap idmap; /* rootless: the user's subordinate ranges (n_uids 0: none) */
+	const struct kapsel_run_options *o; /* run -d --vm: its --vm-* flags (start: NULL) */
 };
 
 static void manifest_clearp(struct kap_manifest *m)
@@ -1200,6 +1210,7 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	    .created = time(NULL),
 	    .exit_code = -1,
 	    .rm = o->rm,
+	    .vm = o->vm,
 	    .net = own_net ? strdup(o->net)
 		   : pasta ? strdup("pasta")
 			   : NULL,
@@ -1692,6 +1703,92 @@ static int run_loop(struct runs *x, const char *root, bool pipes, bool pass,
 	}
 }
 
+struct vm_run {
+	struct prepared *p;
+	int report;
+};
+
+/* The agent has the spec: the VM container runs; kapsel run -d (or start) returns. */
+static int vm_started(void *ctx, struct kapsel_error **err)
+{
+	struct vm_run *x = ctx;
+	struct ctr *c = &x->p->c;
+	if (meta_set_state(&x->p->m, "running") < 0)
+		return kap_error(err, ENOMEM, META);
+	x->p->m.monitor_pid = getpid();
+	int r = meta_write(c->cdirfd, &x->p->m, err);
+	if (r < 0)
+		return r;
+	setup_end(c);
+	if (write(x->report, "OK", 2) != 2)
+		kap_warn("monitor: report to kapsel run: %s", strerror(errno));
+	close(x->report);
+	x->report = -1;
+	return 0;
+}
+
+/*
+ * The monitor of a detached VM container: the VMM is its child (run/run-vm.c), the output
+ * goes into the log, signals come on <cdir>/vm.ctl (kill, stop), and the exit is recorded and
+ * cleaned up as for any container. A VM that fails before its agent has the spec is reported
+ * on `report` and leaves nothing. Never returns.
+ */
+static __attribute__((noreturn)) void vm_monitor(struct prepared *p, const char *root, int report)
+{
+	struct ctr *c = &p->c;
+	cleanup_error struct kapsel_error *e = NULL;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	const struct kapsel_run_options *o = p->o;
+	struct vm_run x = {.p = p, .report = report};
+	int status;
+	int logfd = openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		status = kap_error(&e, errno, "container log %s/%s", c->cdir, LOG_FILE);
+	} else {
+		struct kap_run_vm a = {.name = c->name,
+				       .store = c->store_path,
+				       .cdir = c->cdir,
+				       .kernel = o ? o->vm_kernel : NULL,
+				       .cpus = o ? o->vm_cpus : NULL,
+				       .memory = o ? o->vm_memory : NULL,
+				       .tty = o && o->tty,
+				       .signals = set,
+				       .logfd = logfd,
+				       .started = vm_started,
+				       .ctx = &x};
+		status = kap_run_vm(&a, &e);
+	}
+	if (status < 0 && x.report >= 0) {
+		/* It never ran: as monitor() leaves a container that never ran. */
+		dprintf(x.report, "E%s", e ? e->msg : strerror(-status));
+		if (logfd >= 0)
+			close(logfd);
+		if (!p->created_dir) {
+			cleanup_error struct kapsel_error *fe = NULL;
+			if (ctr_finish(c, root, -1, &fe) < 0)
+				kap_warn("%s", fe->msg);
+		}
+		prepared_fail(p, root);
+		_exit(1);
+	}
+	if (status < 0) {
+		/* The VM died under the process: why, where `kapsel logs` shows it. */
+		cleanup_free char *line = NULL;
+		if (asprintf(&line, "kapsel: %s\n", e ? e->msg : strerror(-status)) > 0)
+			kap_log_record(logfd, true, line, strlen(line));
+		status = 125;
+	}
+	close(logfd);
+	cleanup_error struct kapsel_error *fe = NULL;
+	if (ctr_finish(c, root, status, &fe) < 0)
+		kap_warn("%s", fe->msg);
+	_exit(0);
+}
+
 /*
  * The monitor of a detached container (double-forked, its own session): runs the container
  * as its child, reports "OK" or the error on `report`, watches the init (its output, or its
@@ -1712,6 +1809,8 @@ static __attribute__((noreturn)) void monitor(struct prepared *p, const char *ro
 		_exit(1);
 	}
 	close(nullfd);
+	if (p->m.vm)
+		vm_monitor(p, root, report);
 	sigemptyset(&w.signals);
 	sigaddset(&w.signals, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &w.signals, NULL);
@@ -1896,7 +1995,8 @@ static int vm_foreground(struct prepared *p, const struct kapsel_run_options *o,
 			       .memory = o->vm_memory,
 			       .interactive = o->interactive,
 			       .tty = o->tty,
-			       .signals = *signals};
+			       .signals = *signals,
+			       .logfd = -1};
 	int status = kap_run_vm(&a, err);
 	if (status < 0)
 		return status;
@@ -2110,6 +2210,7 @@ API int kapsel_image_run(const struct kapsel_run_options *o, char **name_out,
 	if ((r = effective_options(o, &p, &eff, err)) < 0)
 		return r;
 	o = &eff;
+	p.o = o;
 	if ((r = prepare(o, name, &p, err)) < 0) {
 		prepared_fail(&p, root);
 		return r;
@@ -2170,6 +2271,8 @@ static char *status_of(const struct meta *m)
 {
 	if (strcmp(m->state, "running"))
 		return strdup(m->state);
+	if (m->vm)
+		return strdup(init_stopped(m) ? "exited" : "running");
 	cleanup_free char *s = runtime_status(m->root, m->name);
 	if (s && strcmp(s, "stopped"))
 		return steal_ptr(s);
@@ -2314,6 +2417,98 @@ static int wait_finished(struct ctr *c, const struct meta *m, struct kapsel_erro
 	return ctr_finish(c, m->root, -1, err);
 }
 
+/* Waits up to ms for a VM container's monitor to end. */
+static bool vm_gone_within(const struct meta *m, long ms)
+{
+	for (long t = 0; t < ms && !init_stopped(m); t += 25)
+		sleep_ms(25);
+	return init_stopped(m);
+}
+
+/*
+ * stop for a VM container: the stop signal reaches the process through the agent, SIGKILL the
+ * same way after the timeout; a VM that still runs 10 s later (a wedged guest) ends with its
+ * monitor, which takes the VMM along (PR_SET_PDEATHSIG, run/run-vm.c).
+ */
+static int vm_stop(struct ctr *c, const struct meta *m, int sig, int timeout_s,
+		   struct kapsel_error **err)
+{
+	if (!init_stopped(m))
+		kap_run_vm_signal(c->cdirfd, c->name, sig, NULL);
+	if (!vm_gone_within(m, (long)timeout_s * 1000)) {
+		kap_run_vm_signal(c->cdirfd, c->name, SIGKILL, NULL);
+		if (!vm_gone_within(m, 10000)) {
+			kill((pid_t)m->monitor_pid, SIGKILL);
+			if (!vm_gone_within(m, 10000))
+				return kap_error_plain(err, EBUSY,
+						       "container %s: its VM monitor (pid %" PRId64
+						       ") did not end after SIGKILL",
+						       c->name, m->monitor_pid);
+		}
+	}
+	return wait_finished(c, m, err);
+}
+
+/* Reads a store container's record without creating a store: 1 for a VM container. */
+static int vm_lookup(const char *store, const char *name, int *cdirfd, char **cdir, struct meta *m,
+		     struct kapsel_error **err)
+{
+	*cdirfd = -1;
+	*cdir = NULL;
+	cleanup_free char *path = store ? strdup(store) : kap_store_default_path();
+	if (!path)
+		return kap_error(err, ENOMEM, "store");
+	if (validate_name(name, NULL) < 0)
+		return 0;
+	if (asprintf(cdir, "%s/containers/%s", path, name) < 0) {
+		*cdir = NULL;
+		return kap_error(err, ENOMEM, "store");
+	}
+	*cdirfd = open(*cdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (*cdirfd < 0 || meta_read(*cdirfd, name, m, NULL) < 0)
+		return 0;
+	if (m->vm)
+		return 1;
+	meta_clear(m);
+	return 0;
+}
+
+API int kapsel_image_vm_kill(const char *store, const char *name, int sig,
+			     struct kapsel_error **err)
+{
+	struct meta m = {0};
+	cleanup_free char *cdir = NULL;
+	cleanup_close int cdirfd = -1;
+	int r = vm_lookup(store, name, &cdirfd, &cdir, &m, err);
+	if (r <= 0)
+		return r;
+	if (strcmp(m.state, "running") || init_stopped(&m))
+		r = kap_error_plain(err, ESRCH, "container %s is not running", name);
+	else if ((r = kap_run_vm_signal(cdirfd, name, sig, err)) == 0)
+		r = 1;
+	meta_clear(&m);
+	return r;
+}
+
+API int kapsel_image_vm_exec(const char *store, const struct kapsel_exec_options *o, int *status,
+			     struct kapsel_error **err)
+{
+	struct meta m = {0};
+	cleanup_free char *cdir = NULL;
+	cleanup_close int cdirfd = -1;
+	int r = vm_lookup(store, o->id, &cdirfd, &cdir, &m, err);
+	if (r <= 0)
+		return r;
+	if (strcmp(m.state, "running") || init_stopped(&m))
+		r = kap_error_plain(err, ESRCH, "container %s is not running", o->id);
+	else if ((r = kap_run_vm_exec(cdir, o->id, o, err)) >= 0) {
+		*status = r;
+		r = 1;
+	}
+	meta_clear(&m);
+	return r;
+}
+
 API int kapsel_image_stop(const char *store, const char *root, const char *name, int timeout_s,
 			  struct kapsel_error **err)
 {
@@ -2342,7 +2537,12 @@ API int kapsel_image_stop(const char *store, const char *root, const char *name,
 	int sig = m.stop_signal ? kapsel_signal_parse(m.stop_signal) : SIGTERM;
 	if (sig <= 0)
 		sig = SIGTERM;
+	/* Declared before the first goto: a jump past it would free an unset pointer. */
 	cleanup_error struct kapsel_error *e = NULL;
+	if (m.vm) {
+		r = vm_stop(&c, &m, sig, timeout_s, err);
+		goto out;
+	}
 	if (!init_stopped(&m) && kapsel_container_kill(m.root, name, sig, false, &e) < 0 &&
 	    e->code != ESRCH && e->code != ENOENT) {
 		*err = steal_ptr(e);

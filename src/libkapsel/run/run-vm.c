@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <kapsel/container.h>
 #include <kapsel/run.h>
 #include <kapsel/vm.h>
 
@@ -41,6 +44,7 @@
 #include "core/cleanup.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "image/image.h"
 #include "oci/spec.h"
 #include "run/run-vm.h"
 
@@ -50,13 +54,14 @@
 #define DEFAULT_BOOT_TIMEOUT_S 60
 /* the guest kernel: 8250 console, reset through the i8042 ends the VMM, no reboot on panic */
 #define CMDLINE "console=ttyS0 reboot=k panic=-1 quiet rdinit=/init"
+/* A VM container's control socket and the link to its VMM's vsock socket. */
+#define CTL_SOCK   "vm.ctl"
+#define VSOCK_LINK "vm.vsock"
 
 int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err)
 {
 	const char *no = NULL;
-	if (o->detach)
-		no = "-d (a detached VM container)";
-	else if (o->net && strcmp(o->net, "none"))
+	if (o->net && strcmp(o->net, "none"))
 		no = "--net other than none (the VM has no network yet)";
 	else if (o->privileged)
 		no =
@@ -380,6 +385,16 @@ static int vmm_start(struct vmm *v, const struct kapsel_vm_config *cfg, struct k
 	}
 	if (pid == 0) {
 		close(pipefd[0]);
+		/* The VMM ends with its monitor: a monitor killed outright (stop's last resort)
+		 * leaves no VM running. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() == 1)
+			_exit(125);
+		/* Nothing of the monitor's stays open here (the VMM never execs, so O_CLOEXEC does
+		 * not apply): its report pipe to `run -d` above all, whose end run -d waits for,
+		 * and the control socket and the log. The error pipe becomes fd 3. */
+		if (dup2(pipefd[1], 3) < 0 || syscall(SYS_close_range, 4, ~0U, 0) < 0)
+			_exit(125);
+		pipefd[1] = 3;
 		/* The monitor forwards signals to the guest's process; the VMM takes none of ours
 		 * (SIGINT/SIGTERM would stop the guest at once). */
 		cleanup_error struct kapsel_error *e = NULL;
@@ -461,7 +476,17 @@ static int await_agent(struct vmm *v, int lfd, const char *kernel, struct kapsel
 	}
 }
 
-static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kapsel_error **err)
+/* The process's output: ours, or the container's log (detached). */
+static void output(const struct kap_run_vm *a, bool is_err, const void *buf, size_t len)
+{
+	if (a->logfd >= 0)
+		kap_log_record(a->logfd, is_err, buf, len);
+	else
+		write_all(is_err ? STDERR_FILENO : STDOUT_FILENO, buf, len);
+}
+
+static int relay(struct vmm *v, int conn, int ctl, const struct kap_run_vm *a,
+		 struct kapsel_error **err)
 {
 	int sfd = signalfd(-1, &a->signals, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0)
@@ -479,11 +504,12 @@ static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kap
 	int r = 0;
 	bool done = false, lost = false;
 	while (!done) {
-		struct pollfd p[4] = {{.fd = conn, .events = POLLIN},
+		struct pollfd p[5] = {{.fd = conn, .events = POLLIN},
 				      {.fd = in, .events = POLLIN},
 				      {.fd = sfd, .events = POLLIN},
-				      {.fd = v->errfd, .events = POLLIN}};
-		if (poll(p, 4, -1) < 0) {
+				      {.fd = v->errfd, .events = POLLIN},
+				      {.fd = ctl, .events = POLLIN}};
+		if (poll(p, 5, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			r = kap_error(err, errno, "poll");
@@ -511,6 +537,15 @@ static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kap
 				send_frame(conn, KAP_AGENT_SIGNAL, sig, sizeof(sig));
 			}
 		}
+		if (p[4].revents) {
+			/* kap_run_vm_signal: one u32 LE signal number a datagram. */
+			uint8_t sig[4];
+			while (recv(ctl, sig, sizeof(sig), MSG_DONTWAIT) == (ssize_t)sizeof(sig)) {
+				uint32_t n = kap_agent_get_u32(sig);
+				if (n >= 1 && n < (uint32_t)SIGRTMAX + 1)
+					send_frame(conn, KAP_AGENT_SIGNAL, sig, sizeof(sig));
+			}
+		}
 		if (p[1].revents) {
 			ssize_t k = read(in, buf, sizeof(buf));
 			if (k < 0 && errno == EINTR)
@@ -536,10 +571,8 @@ static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kap
 				    err, EPROTO, "run --vm: a malformed frame from kapsel-agent");
 				break;
 			}
-			if (type == KAP_AGENT_STDOUT)
-				write_all(STDOUT_FILENO, buf, len);
-			else if (type == KAP_AGENT_STDERR)
-				write_all(STDERR_FILENO, buf, len);
+			if (type == KAP_AGENT_STDOUT || type == KAP_AGENT_STDERR)
+				output(a, type == KAP_AGENT_STDERR, buf, len);
 			if (type == KAP_AGENT_EXIT) {
 				r = (int)(kap_agent_get_u32(buf) & 0xff);
 				done = true;
@@ -555,9 +588,53 @@ static int relay(struct vmm *v, int conn, const struct kap_run_vm *a, struct kap
 	close(sfd);
 	if (raw)
 		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (lost && v->pid <= 0) /* exec: the VM is its monitor's, not ours */
+		return kap_error_plain(err, EIO,
+				       "exec in container %s: kapsel-agent closed the connection "
+				       "without the exit status (the VM ended?)",
+				       a->name);
 	if (lost)
 		return vmm_died(v, "without the process's exit status", err);
 	return r;
+}
+
+/* <cdir>/vm.ctl, named through /proc/self/fd: sun_path is short, a store's path need not be. */
+static void ctl_path(int cdirfd, struct sockaddr_un *sa)
+{
+	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/" CTL_SOCK, cdirfd);
+}
+
+static int control_open(const struct kap_run_vm *a, int *cdirfd, int *ctl,
+			struct kapsel_error **err)
+{
+	*cdirfd = open(a->cdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (*cdirfd < 0)
+		return kap_error(err, errno, "open %s", a->cdir);
+	struct sockaddr_un sa;
+	ctl_path(*cdirfd, &sa);
+	unlinkat(*cdirfd, CTL_SOCK, 0);
+	unlinkat(*cdirfd, VSOCK_LINK, 0);
+	*ctl = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (*ctl < 0 || bind(*ctl, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return kap_error(err, errno, "control socket %s/%s", a->cdir, CTL_SOCK);
+	return 0;
+}
+
+int kap_run_vm_signal(int cdirfd, const char *name, int sig, struct kapsel_error **err)
+{
+	struct sockaddr_un sa;
+	ctl_path(cdirfd, &sa);
+	cleanup_close int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	uint8_t b[4];
+	kap_agent_put_u32(b, (uint32_t)sig);
+	if (fd < 0)
+		return kap_error(err, errno, "socket");
+	if (sendto(fd, b, sizeof(b), 0, (struct sockaddr *)&sa, sizeof(sa)) == (ssize_t)sizeof(b))
+		return 0;
+	if (errno == ENOENT || errno == ECONNREFUSED)
+		return kap_error_plain(err, ESRCH, "container %s: its VM is not running", name);
+	return kap_error(err, errno, "container %s: signal its VM", name);
 }
 
 static void spec_freep(struct kap_spec **s)
@@ -581,7 +658,7 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	cleanup_free char *initrd = NULL, *spec = NULL, *merged = NULL, *rootopt = NULL;
 	size_t spec_len = 0;
 	struct vmm v = {.pid = -1, .errfd = -1};
-	cleanup_close int lfd = -1, conn = -1;
+	cleanup_close int lfd = -1, conn = -1, cdirfd = -1, ctl = -1;
 	r = kap_initramfs_get(a->store, &k, &initrd, err);
 	if (r < 0)
 		goto out;
@@ -623,8 +700,17 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	}
 	/* A fresh console log per run: the timeout message quotes this boot's lines only. */
 	unlink(v.console);
+	/* kill, stop and exec reach a running VM container, foreground or detached, here. */
+	if ((r = control_open(a, &cdirfd, &ctl, err)) < 0)
+		goto out;
 	if ((r = vmm_start(&v, &cfg, err)) < 0)
 		goto out;
+	/* exec connects here (through the link: the socket's own path is in /tmp, short
+	 * enough for sun_path wherever the store is). */
+	if (symlinkat(cfg.vsock_path, cdirfd, VSOCK_LINK) < 0) {
+		r = kap_error(err, errno, "link %s/%s", a->cdir, VSOCK_LINK);
+		goto out;
+	}
 	if ((conn = await_agent(&v, lfd, k.path, err)) < 0) {
 		r = conn;
 		goto out;
@@ -634,7 +720,9 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 			      "run --vm: send the spec to kapsel-agent");
 		goto out;
 	}
-	r = relay(&v, conn, a, err);
+	if (a->started && (r = a->started(a->ctx, err)) < 0)
+		goto out;
+	r = relay(&v, conn, ctl, a, err);
 	if (r >= 0) {
 		/* The agent powers the VM off once we close: give it the time to. */
 		close(conn);
@@ -643,7 +731,158 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	}
 out:
 	vmm_end(&v, 0);
+	if (cdirfd >= 0) {
+		unlinkat(cdirfd, VSOCK_LINK, 0);
+		unlinkat(cdirfd, CTL_SOCK, 0);
+	}
 	kapsel_vm_config_clear(&cfg);
 	kap_guest_kernel_clear(&k);
+	return r;
+}
+
+/* ---- exec ---- */
+
+/* The exec's spec: its argv and user, config.json's environment under -e's, its cwd. */
+static int exec_spec(const char *cdir, const struct kap_spec *s,
+		     const struct kapsel_exec_options *o, char **out, size_t *len,
+		     struct kapsel_error **err)
+{
+	const struct kap_process *p = s->process;
+	struct kap_exec_user u = {0};
+	bool have_user = false;
+	if (o->user) {
+		cleanup_free char *merged = NULL;
+		if (asprintf(&merged, "%s/merged", cdir) < 0)
+			return kap_error(err, ENOMEM, "exec");
+		cleanup_close int rootfd = open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (rootfd < 0)
+			return kap_error(err, errno, "open %s", merged);
+		int r = kap_bundle_resolve_user(rootfd, o->user, &u, err);
+		if (r < 0)
+			return kap_error_wrap(err, "--user %s", o->user);
+		have_user = true;
+	}
+	struct buf b = {0};
+	if (!(b.f = open_memstream(&b.p, &b.len))) {
+		kap_exec_user_clear(&u);
+		return kap_error(err, ENOMEM, "exec");
+	}
+	for (char *const *v = o->args; *v; v++)
+		spec_add(&b, "arg", "%s", *v);
+	for (char **v = p && p->env ? p->env : NULL; v && *v; v++)
+		spec_add(&b, "env", "%s", *v);
+	for (char *const *v = o->env; v && *v; v++)
+		spec_add(&b, "env", "%s", *v);
+	spec_add(&b, "cwd", "%s", o->cwd ? o->cwd : p && p->cwd ? p->cwd : "/");
+	spec_add(&b, "uid", "%u", have_user ? u.uid : p ? (unsigned)p->user.uid : 0u);
+	spec_add(&b, "gid", "%u", have_user ? u.gid : p ? (unsigned)p->user.gid : 0u);
+	if (have_user && u.n_groups) {
+		fputs("groups=", b.f);
+		for (size_t i = 0; i < u.n_groups; i++)
+			fprintf(b.f, "%s%u", i ? "," : "", (unsigned)u.groups[i]);
+		fputc('\0', b.f);
+	}
+	kap_exec_user_clear(&u);
+	spec_add(&b, "root", ROOT_TAG);
+	spec_add(&b, "stdin", "1");
+	if (o->tty) {
+		struct winsize ws;
+		spec_add(&b, "tty", "1");
+		if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col)
+			spec_add(&b, "winsize", "%u:%u", ws.ws_row, ws.ws_col);
+	}
+	if (fclose(b.f) != 0) {
+		free(b.p);
+		return kap_error(err, ENOMEM, "exec");
+	}
+	if (b.len > KAP_AGENT_MAX_SPEC) {
+		free(b.p);
+		return kap_error_plain(err, E2BIG, "exec: the process spec exceeds %u bytes",
+				       KAP_AGENT_MAX_SPEC);
+	}
+	*out = b.p;
+	*len = b.len;
+	return 0;
+}
+
+/* The agent's exec port, through the VMM's vsock socket (vmm/virtio/vsock.c: CONNECT). */
+static int exec_connect(const char *cdir, const char *name, struct kapsel_error **err)
+{
+	cleanup_close int cdirfd = open(cdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cdirfd < 0)
+		return kap_error(err, errno, "open %s", cdir);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/" VSOCK_LINK, cdirfd);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return kap_error(err, errno, "socket");
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		return kap_error_plain(err, e == ENOENT || e == ECONNREFUSED ? ESRCH : e,
+				       "container %s: its VM is not running (%s/%s: %s)", name,
+				       cdir, VSOCK_LINK, strerror(e));
+	}
+	char line[32];
+	int n = snprintf(line, sizeof(line), "CONNECT %d\n", KAP_AGENT_EXEC_PORT);
+	size_t got = 0;
+	/* The answer, "OK <port>\n", byte by byte: the agent's frames follow it at once. */
+	bool ok = write_all(fd, line, (size_t)n);
+	while (ok && got < sizeof(line) - 1) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 10000) <= 0 || read(fd, line + got, 1) != 1) {
+			ok = false;
+			break;
+		}
+		if (line[got++] == '\n')
+			break;
+	}
+	line[got] = '\0';
+	if (!ok || strncmp(line, "OK ", 3)) {
+		close(fd);
+		return kap_error_plain(err, ECONNREFUSED,
+				       "container %s: kapsel-agent does not answer on vsock port "
+				       "%d",
+				       name, KAP_AGENT_EXEC_PORT);
+	}
+	return fd;
+}
+
+int kap_run_vm_exec(const char *cdir, const char *name, const struct kapsel_exec_options *o,
+		    struct kapsel_error **err)
+{
+	if (o->process_file || o->detach || o->console_socket || o->pid_file || o->preserve_fds ||
+	    (o->caps && *o->caps) || o->no_new_privs)
+		return kap_error_plain(err, EINVAL,
+				       "exec in VM container %s: only a command, -i, -t, -e, -u "
+				       "and --cwd apply",
+				       name);
+	/* The VM first: a container whose VM is gone is said to be so, whatever else. */
+	cleanup_close int conn = exec_connect(cdir, name, err);
+	if (conn < 0)
+		return conn;
+	__attribute__((cleanup(spec_freep))) struct kap_spec *s = NULL;
+	int r = kap_spec_load(cdir, &s, err);
+	if (r < 0)
+		return r;
+	cleanup_free char *spec = NULL;
+	size_t len = 0;
+	if ((r = exec_spec(cdir, s, o, &spec, &len, err)) < 0)
+		return r;
+	if (!send_frame(conn, KAP_AGENT_SPEC, spec, len))
+		return kap_error(err, errno ? errno : EPIPE, "exec: send the spec to kapsel-agent");
+	/* Our signals go to the process, as kapsel exec's do through the runtime. */
+	static const int fwd[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+	struct kap_run_vm a = {
+	    .name = name, .cdir = cdir, .interactive = true, .tty = o->tty, .logfd = -1};
+	sigset_t old;
+	sigemptyset(&a.signals);
+	for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++)
+		sigaddset(&a.signals, fwd[i]);
+	sigprocmask(SIG_BLOCK, &a.signals, &old);
+	struct vmm v = {.pid = -1, .errfd = -1};
+	signal(SIGPIPE, SIG_IGN);
+	r = relay(&v, conn, -1, &a, err);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	return r;
 }

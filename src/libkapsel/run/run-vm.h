@@ -79,7 +79,32 @@ struct kap_run_vm {
 	bool interactive;   /* -i */
 	bool tty;	    /* -t: config.json's process.terminal says it too */
 	sigset_t signals;   /* blocked; forwarded to the process */
+	/* A detached VM container (run -d, start): the process's stdout and stderr go into
+	 * the container's log; -1: our stdout and stderr. Either way signals arrive on
+	 * <cdir>/vm.ctl (kap_run_vm_signal) and `exec` reaches the agent through
+	 * <cdir>/vm.vsock (kap_run_vm_exec). */
+	int logfd;
+	/* Called once the agent has the spec (the container runs), before the relay; a
+	 * negative return ends the VM with that error. NULL: none. */
+	int (*started)(void *ctx, struct kapsel_error **err);
+	void *ctx;
 };
 
 /* Boots the VM, runs the process, relays its stdio; its shell-style status, or -errno. */
 int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err);
+
+/*
+ * Sends sig to the process of the detached VM container whose directory is cdirfd, through its
+ * monitor's control socket and the agent (a SIGNAL frame). -ESRCH when no monitor listens.
+ */
+int kap_run_vm_signal(int cdirfd, const char *name, int sig, struct kapsel_error **err);
+
+struct kapsel_exec_options;
+
+/*
+ * `kapsel exec` into the running VM container name (directory cdir): a second process that
+ * the guest agent starts in the container's root (docs/vm.md "exec"), with config.json's
+ * environment under o's. Its shell-style status, or -errno.
+ */
+int kap_run_vm_exec(const char *cdir, const char *name, const struct kapsel_exec_options *o,
+		    struct kapsel_error **err);
