@@ -72,6 +72,7 @@
 #include "fwcfg.h"
 #include "balloon.h"
 #include "kbd.h"
+#include "mips.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -1968,6 +1969,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_ud();
 	if (streq(test, "smc"))
 		test_smc();
+	if (streq(test, "mips"))
+		test_mips(cmdline);
 	if (streq(test, "alu"))
 		test_alu();
 	if (streq(test, "chaos"))
