@@ -54,12 +54,47 @@ struct kap_soft_block {
 	uint64_t page2;		     /* a second page the last instruction spills into, or ~0 */
 	unsigned int mode;
 	unsigned int n;
+	bool chain; /* it ends in a jump to a fixed target, or falls through: links are kept */
+	/* Chaining: the blocks that ran after this one, by the RIP they start at; valid while
+	 * link_epoch is the cache's epoch, and only for the physical address and mode found now. */
+	uint64_t link_epoch;
+	uint64_t link_rip[2];
+	struct kap_soft_block *link[2];
 	struct kap_soft_op ops[];
 };
 
 struct kap_soft_cache {
 	struct kap_soft_block *hash[KAP_SOFT_HASH];
 	struct kap_soft_block *garbage;
+	uint64_t epoch; /* bumped whenever blocks are dropped: every chain link older is void */
+};
+
+/*
+ * The TLB (see the top): direct-mapped by linear page number. An entry exists only for a RAM
+ * page and only after a walk that set the accessed bits; it grants writes only once the walk
+ * found or set the dirty bit, so the first write through a clean page still walks and sets it.
+ */
+#define KAP_SOFT_TLB_SIZE 1024
+enum {
+	TLB_R_USER = 1, /* supervisor reads need nothing: the entry exists */
+	TLB_W_SUP = 2,
+	TLB_W_USER = 4,
+	TLB_X_SUP = 8,
+	TLB_X_USER = 16,
+};
+
+struct kap_soft_tlb_entry {
+	uint64_t tag;  /* linear page address | 1; 0: empty */
+	uint8_t *host; /* the page in kapsel's mapping of guest RAM */
+	uint64_t phys; /* its guest-physical address */
+	uint32_t idx;  /* its RAM page index (code_pages) */
+	uint8_t perm;  /* TLB_* */
+	uint8_t shift; /* log2 of the mapping's page size: INVLPG of a large page drops all of it */
+	bool global;   /* G in the leaf with CR4.PGE: a CR3 write keeps it */
+};
+
+struct kap_soft_tlb {
+	struct kap_soft_tlb_entry e[KAP_SOFT_TLB_SIZE];
 };
 
 const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
@@ -115,7 +150,29 @@ void kap_soft_update_mode(struct kap_soft_cpu *cpu)
 
 void kap_soft_flush_tlb(struct kap_soft_cpu *cpu)
 {
-	(void)cpu; /* no TLB yet: every access walks the page tables */
+	memset(cpu->tlb, 0, sizeof(*cpu->tlb));
+}
+
+void kap_soft_flush_tlb_cr3(struct kap_soft_cpu *cpu)
+{
+	for (size_t i = 0; i < KAP_SOFT_TLB_SIZE; i++)
+		if (!cpu->tlb->e[i].global)
+			cpu->tlb->e[i].tag = 0;
+}
+
+void kap_soft_invlpg(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off)
+{
+	uint64_t lin;
+	if (cpu->mode == 8)
+		lin = (seg == KAP_SOFT_FS || seg == KAP_SOFT_GS) ? cpu->seg[seg].base + off : off;
+	else
+		lin = (cpu->seg[seg].base + off) & 0xffffffffULL;
+	/* Every entry from the mapping holding lin: a large page may have many. */
+	for (size_t i = 0; i < KAP_SOFT_TLB_SIZE; i++) {
+		struct kap_soft_tlb_entry *e = &cpu->tlb->e[i];
+		if (e->tag && ((e->tag ^ lin) >> e->shift) == 0)
+			e->tag = 0;
+	}
 }
 
 int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_boot_entry *entry,
@@ -139,9 +196,11 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 	cpu->npages = vm->mem.size >> 12;
 	cpu->code_pages = calloc(cpu->npages ? cpu->npages : 1, 1);
 	cpu->cache = calloc(1, sizeof(*cpu->cache));
-	if (!cpu->code_pages || !cpu->cache) {
+	cpu->tlb = calloc(1, sizeof(*cpu->tlb));
+	if (!cpu->code_pages || !cpu->cache || !cpu->tlb) {
 		free(cpu->code_pages);
 		free(cpu->cache);
+		free(cpu->tlb);
 		free(cpu);
 		return kap_error(err, ENOMEM, "soft vCPU %u", id);
 	}
@@ -214,6 +273,7 @@ void kap_soft_vcpu_destroy(struct kap_vcpu *v)
 	if (!cpu)
 		return;
 	cache_free(cpu->cache);
+	free(cpu->tlb);
 	kap_soft_lapic_free(cpu->lapic);
 	free(cpu->code_pages);
 	pthread_cond_destroy(&cpu->halt_cond);
@@ -263,6 +323,7 @@ static void invalidate_page(struct kap_soft_cpu *cpu, uint64_t gpa)
 	int64_t idx = ram_page(cpu, gpa);
 	if (idx >= 0)
 		cpu->code_pages[idx] = 0;
+	c->epoch++; /* unlinks every chain: some may lead into the dropped blocks */
 	cpu->stop_block = true;
 }
 
@@ -322,6 +383,45 @@ static void pte_set(struct kap_soft_cpu *cpu, uint64_t gpa, unsigned int n, uint
 	memcpy(p, &v, n);
 }
 
+/* Caches lin's page after a successful walk: RAM pages only (MMIO goes to the bus each time). */
+static void tlb_fill(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys_page, unsigned int perm,
+		     unsigned int shift, bool global)
+{
+	uint8_t *host = kap_mem_ptr(&cpu->vm->mem, phys_page, 0x1000);
+	if (!host)
+		return;
+	struct kap_soft_tlb_entry *e = &cpu->tlb->e[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)];
+	*e = (struct kap_soft_tlb_entry){.tag = (lin & ~0xfffULL) | 1,
+					 .host = host,
+					 .phys = phys_page,
+					 .idx =
+					     (uint32_t)((uint64_t)(host - cpu->vm->mem.host) >> 12),
+					 .perm = (uint8_t)perm,
+					 .shift = (uint8_t)shift,
+					 .global = global};
+}
+
+/* What an access needs of an entry, by ACC_WRITE | ACC_USER | ACC_FETCH. */
+static const uint8_t tlb_need[8] = {
+    [0] = 0,
+    [ACC_USER] = TLB_R_USER,
+    [ACC_WRITE] = TLB_W_SUP,
+    [ACC_WRITE | ACC_USER] = TLB_W_USER,
+    [ACC_FETCH] = TLB_X_SUP,
+    [ACC_FETCH | ACC_USER] = TLB_X_USER,
+};
+
+/* The entry for lin when it allows acc, else NULL (then translate walks, and fills). */
+static inline struct kap_soft_tlb_entry *tlb_find(struct kap_soft_cpu *cpu, uint64_t lin,
+						  unsigned int acc)
+{
+	struct kap_soft_tlb_entry *e = &cpu->tlb->e[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)];
+	if (e->tag != ((lin & ~0xfffULL) | 1))
+		return NULL;
+	unsigned int need = tlb_need[acc & 7];
+	return (e->perm & need) == need ? e : NULL;
+}
+
 _Noreturn static void page_fault(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int acc,
 				 bool present, bool rsvd)
 {
@@ -335,8 +435,12 @@ _Noreturn static void page_fault(struct kap_soft_cpu *cpu, uint64_t lin, unsigne
 /* Linear to physical: walks 2-level, PAE or 4-level tables, sets A/D, checks U/S, R/W, NX. */
 static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int acc)
 {
-	if (!(cpu->cr0 & KAP_SOFT_CR0_PG))
-		return cpu->mode == 8 ? lin : lin & 0xffffffffULL;
+	if (!(cpu->cr0 & KAP_SOFT_CR0_PG)) {
+		lin = cpu->mode == 8 ? lin : lin & 0xffffffffULL;
+		if (!(acc & ACC_PROBE))
+			tlb_fill(cpu, lin, lin & ~0xfffULL, 0x1f, 12, false);
+		return lin;
+	}
 	bool wp = cpu->cr0 & KAP_SOFT_CR0_WP;
 	bool nxe = cpu->efer & KAP_SOFT_EFER_NXE;
 	bool rw = true, us = true, nx = false;
@@ -405,7 +509,14 @@ static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int a
 		pte_set(cpu, addrs[i], esz, 0x20); /* accessed */
 	if (acc & ACC_WRITE)
 		pte_set(cpu, addrs[nent - 1], esz, 0x40); /* dirty, in the leaf */
-	(void)entries;
+	uint64_t leaf = entries[nent - 1];
+	bool dirty = (leaf & 0x40) || (acc & ACC_WRITE);
+	unsigned int perm = (us ? TLB_R_USER : 0) | (!nx ? TLB_X_SUP : 0) |
+			    (!nx && us ? TLB_X_USER : 0) | (dirty && (rw || !wp) ? TLB_W_SUP : 0) |
+			    (dirty && rw && us ? TLB_W_USER : 0);
+	bool global = (leaf & 0x100) && (cpu->cr4 & KAP_SOFT_CR4_PGE);
+	tlb_fill(cpu, lin, (phys | (lin & page_mask)) & ~0xfffULL, perm,
+		 (unsigned int)__builtin_ctzll(page_mask + 1), global);
 	return phys | (lin & page_mask);
 }
 
@@ -416,6 +527,18 @@ static void lin_access(struct kap_soft_cpu *cpu, uint64_t lin, void *buf, unsign
 {
 	if (cpu->mode != 8)
 		lin &= 0xffffffffULL;
+	if ((lin & 0xfff) + n <= 0x1000) {
+		/* Through the TLB; a store to a page with translations takes the slow path, which
+		 * drops them. */
+		struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
+		if (e && (!(acc & ACC_WRITE) || !cpu->code_pages[e->idx])) {
+			if (acc & ACC_WRITE)
+				memcpy(e->host + (lin & 0xfff), buf, n);
+			else
+				memcpy(buf, e->host + (lin & 0xfff), n);
+			return;
+		}
+	}
 	if ((lin & 0xfff) + n > 0x1000) {
 		/* Crossing a page: check both pages before touching either. */
 		unsigned int first = 0x1000 - (unsigned int)(lin & 0xfff);
@@ -833,24 +956,24 @@ void kap_soft_wake(struct kap_vm *vm)
 }
 
 /*
- * At a block boundary: IRQ 0 when the PIT is due (looked at every 16 blocks: the clock costs
+ * At a block boundary: IRQ 0 when the PIT is due (looked at every 64 blocks: the clock costs
  * more than a short block), then an external interrupt from the PIC if IF allows it (SDM vol. 3
- * §6.8.1), through the IDT like an exception but with no error code.
+ * §6.8.1), through the IDT like an exception but with no error code. True when it delivered one.
  */
-static void take_interrupt(struct kap_soft_cpu *cpu)
+static bool take_interrupt(struct kap_soft_cpu *cpu)
 {
 	struct kap_vm *vm = cpu->vm;
-	if ((++cpu->poll & 15) == 0) {
+	if ((++cpu->poll & 63) == 0) {
 		uint64_t now = kap_soft_now_ns();
 		kap_soft_pit_poll(vm->soft_pit, now);
 		kap_soft_lapic_poll(cpu->lapic, now);
 	}
 	if (cpu->int_shadow) {
 		cpu->int_shadow = false;
-		return;
+		return false;
 	}
 	if (!(cpu->flags & KAP_SOFT_IF))
-		return;
+		return false;
 	/* The LAPIC's own vectors outrank the 8259's ExtINT (§10.8.1's priority scheme aside). */
 	int vec = -1;
 	if (kap_soft_lapic_pending(cpu->lapic))
@@ -859,10 +982,11 @@ static void take_interrupt(struct kap_soft_cpu *cpu)
 	    kap_soft_lapic_accepts_pic(cpu->lapic, cpu->apic_base))
 		vec = kap_soft_pic_ack(vm->soft_pic);
 	if (vec < 0)
-		return;
+		return false;
 	cpu->delivering = vec;
 	deliver(cpu, vec, 0, false, false, cpu->rip);
 	cpu->delivering = -1;
+	return true;
 }
 
 uint64_t kap_soft_rdtsc(struct kap_soft_cpu *cpu)
@@ -966,6 +1090,7 @@ bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v)
 		if ((cpu->cr0 & KAP_SOFT_CR0_PG) && ((v ^ cpu->efer) & KAP_SOFT_EFER_LME))
 			return false;
 		cpu->efer = (v & ~KAP_SOFT_EFER_LMA) | (cpu->efer & KAP_SOFT_EFER_LMA);
+		kap_soft_flush_tlb(cpu); /* NXE changes what the entries allow */
 		return true;
 	}
 	case 0xc0000081:
@@ -1075,6 +1200,23 @@ static size_t fetch(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys, uint8
 	return KAP_SOFT_MAX_INSN;
 }
 
+/* Whether a block ending in o continues at a fixed place: after a direct JMP, Jcc, CALL,
+ * LOOP/JCXZ, or at the next instruction (a block cut at a page end or at its maximum length).
+ * Indirect branches, returns, interrupts and instructions that end blocks for the machine's
+ * sake (MOV to CR, POPF, STI, HLT) are looked up afresh each time. */
+static bool fixed_exit(const struct kap_soft_op *o)
+{
+	if (!o->fn)
+		return false;
+	unsigned int map = o->d.op >> 8, b = o->d.op & 0xff;
+	if (map == KAP_SOFT_MAP_1 && ((b >= 0x70 && b < 0x80) || (b >= 0xe0 && b <= 0xe3) ||
+				      b == 0xe8 || b == 0xe9 || b == 0xeb))
+		return true;
+	if (map == KAP_SOFT_MAP_0F && b >= 0x80 && b < 0x90)
+		return true;
+	return !kap_soft_insn_ends_block(&o->d);
+}
+
 static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys)
 {
 	struct kap_soft_op ops[KAP_SOFT_BLOCK_MAX];
@@ -1118,6 +1260,10 @@ static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t
 	b->page2 = page2;
 	b->mode = cpu->mode;
 	b->n = n;
+	b->chain = fixed_exit(&ops[n - 1]);
+	b->link_epoch = cpu->cache->epoch;
+	b->link[0] = b->link[1] = NULL;
+	b->link_rip[0] = b->link_rip[1] = 0;
 	memcpy(b->ops, ops, n * sizeof(ops[0]));
 	mark_code(cpu, phys);
 	if (page2 != ~0ULL)
@@ -1170,18 +1316,50 @@ static void collect_garbage(struct kap_soft_cpu *cpu)
 	}
 }
 
-/* Runs one block; returns normally or through an exception (longjmp to the caller's setjmp). */
-static void run_block(struct kap_soft_cpu *cpu)
+/* The guest-physical address of the code at lin, through the TLB when it has the page. */
+static uint64_t fetch_phys(struct kap_soft_cpu *cpu, uint64_t lin)
+{
+	unsigned int acc = ACC_FETCH | (cpu->cpl == 3 ? ACC_USER : 0);
+	struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
+	if (e)
+		return e->phys | (lin & 0xfff);
+	return translate(cpu, lin, acc);
+}
+
+/*
+ * The block at CS:RIP. prev, when not NULL, is the block that ran just before with nothing
+ * between (no interrupt, no exception): its links are tried before the hash table, and the
+ * block found becomes one of them.
+ */
+static struct kap_soft_block *next_block(struct kap_soft_cpu *cpu, struct kap_soft_block *prev)
 {
 	uint64_t lin = (cpu->mode == 8 ? 0 : cpu->seg[KAP_SOFT_CS].base) + cpu->rip;
 	if (cpu->mode != 8)
 		lin &= 0xffffffffULL;
-	uint64_t phys = translate(cpu, lin, ACC_FETCH | (cpu->cpl == 3 ? ACC_USER : 0));
-	struct kap_soft_block *b = find_block(cpu, lin, phys);
-	if (!b) {
-		kap_vm_request_exit(cpu->vm, KAP_VM_FAULT, 0, "soft CPU: out of memory");
-		return;
+	uint64_t phys = fetch_phys(cpu, lin);
+	if (!prev || !prev->chain)
+		return find_block(cpu, lin, phys);
+	if (prev->link_epoch != cpu->cache->epoch) {
+		prev->link_epoch = cpu->cache->epoch;
+		prev->link[0] = prev->link[1] = NULL;
 	}
+	for (int i = 0; i < 2; i++) {
+		struct kap_soft_block *l = prev->link[i];
+		if (l && prev->link_rip[i] == cpu->rip && l->phys == phys && l->mode == cpu->mode)
+			return l;
+	}
+	struct kap_soft_block *b = find_block(cpu, lin, phys);
+	if (b && prev->link_epoch == cpu->cache->epoch) { /* translating dropped nothing */
+		int i = prev->link[0] ? (prev->link[1] ? (int)(cpu->rip & 1) : 1) : 0;
+		prev->link[i] = b;
+		prev->link_rip[i] = cpu->rip;
+	}
+	return b;
+}
+
+/* Runs block b; returns normally or through an exception (longjmp to the caller's setjmp). */
+static void run_block(struct kap_soft_cpu *cpu, const struct kap_soft_block *b)
+{
 	cpu->stop_block = false;
 	for (unsigned int i = 0; i < b->n; i++) {
 		const struct kap_soft_op *o = &b->ops[i];
@@ -1212,13 +1390,25 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 				break;
 			continue;
 		}
-		/* Block boundaries: where the stop flag (and later interrupts) are looked at. */
+		/* Block boundaries: where interrupts and the VMM's writes are looked at each time,
+		 * the stop and pause flags every 256 blocks. prev: the block that just ran, for
+		 * chaining (after an exception the loop starts again without one). */
+		struct kap_soft_block *prev = NULL;
 		for (unsigned int i = 0; i < 256 && !cpu->halted; i++) {
 			take_written(cpu);
-			take_interrupt(cpu);
-			run_block(cpu);
+			if (take_interrupt(cpu))
+				prev = NULL;
+			struct kap_soft_block *b = next_block(cpu, prev);
+			if (!b) {
+				kap_vm_request_exit(cpu->vm, KAP_VM_FAULT, 0,
+						    "soft CPU: out of memory");
+				break;
+			}
+			prev = NULL; /* until it completes */
+			run_block(cpu, b);
 			if (cpu->cache->garbage)
 				break;
+			prev = cpu->stop_block ? NULL : b;
 		}
 		if (cpu->halted) {
 			kap_soft_halt(cpu);

@@ -142,7 +142,7 @@ void kap_soft_sys_grp7(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	}
 	case 7:
 		need_cpl0(cpu);
-		kap_soft_flush_tlb(cpu);
+		kap_soft_invlpg(cpu, seg, off);
 		return;
 	default:
 		kap_soft_unimplemented(cpu, d);
@@ -213,7 +213,7 @@ void kap_soft_sys_mov_cr(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d
 		return;
 	case 3:
 		cpu->cr3 = v;
-		kap_soft_flush_tlb(cpu);
+		kap_soft_flush_tlb_cr3(cpu);
 		cpu->stop_block = true;
 		return;
 	case 4:

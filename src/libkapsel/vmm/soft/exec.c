@@ -199,6 +199,12 @@ static bool cond(struct kap_soft_cpu *cpu, unsigned int cc)
 		}
 		return (cc & 1) ? !r : r;
 	}
+	if (cpu->lf_op != KAP_SOFT_LF_NONE && ((cc >> 1) == 2 || (cc >> 1) == 4)) {
+		/* ZF and SF come from the result alone, whatever the operation. */
+		uint64_t res = cpu->lf_res & mask_of(cpu->lf_size);
+		r = (cc >> 1) == 2 ? res == 0 : (res >> (8 * cpu->lf_size - 1)) != 0;
+		return (cc & 1) ? !r : r;
+	}
 	uint64_t f = kap_soft_get_flags(cpu);
 	bool cf = f & KAP_SOFT_CF, zf = f & KAP_SOFT_ZF, sf = f & KAP_SOFT_SF, of = f & KAP_SOFT_OF,
 	     pf = f & KAP_SOFT_PF;

@@ -61,6 +61,7 @@ enum kap_soft_lf {
 
 struct kap_soft_block;
 struct kap_soft_cache;
+struct kap_soft_tlb;
 
 struct kap_soft_cpu {
 	struct kap_vm *vm;
@@ -103,7 +104,8 @@ struct kap_soft_cpu {
 
 	struct kap_soft_lapic *lapic;
 	struct kap_soft_cache *cache;
-	uint8_t *code_pages; /* one byte per RAM page: 1 when some block was decoded from it */
+	struct kap_soft_tlb *tlb; /* linear page -> host page of RAM (cpu.c, The TLB) */
+	uint8_t *code_pages;	  /* one byte per RAM page: 1 when some block was decoded from it */
 	uint64_t npages;
 };
 
@@ -131,9 +133,12 @@ void kap_soft_write_lin(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int n, 
 void kap_soft_load_seg(struct kap_soft_cpu *cpu, unsigned int seg, uint16_t sel);
 /* Recomputes cpu->mode and cpu->cpl after CS, CR0 or EFER changed. */
 void kap_soft_update_mode(struct kap_soft_cpu *cpu);
-/* CR0/CR3/CR4 changed what linear addresses mean (the block cache is physical: nothing to do
- * there; kept for a software TLB). */
+/* The software TLB (the block cache is physical: it stays). flush_tlb drops every entry (CR0,
+ * CR4 and EFER writes); flush_tlb_cr3 keeps global pages when CR4.PGE is set (a CR3 write);
+ * invlpg drops the page holding segment seg's offset off, global or not (INVLPG). */
 void kap_soft_flush_tlb(struct kap_soft_cpu *cpu);
+void kap_soft_flush_tlb_cr3(struct kap_soft_cpu *cpu);
+void kap_soft_invlpg(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off);
 /* Port I/O through the VM's port bus. */
 uint32_t kap_soft_in(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n);
 void kap_soft_out(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n, uint32_t v);
@@ -185,6 +190,7 @@ enum {
 #define KAP_SOFT_CR0_PG	  (1ULL << 31)
 #define KAP_SOFT_CR4_PSE  (1ULL << 4)
 #define KAP_SOFT_CR4_PAE  (1ULL << 5)
+#define KAP_SOFT_CR4_PGE  (1ULL << 7)
 #define KAP_SOFT_EFER_LME (1ULL << 8)
 #define KAP_SOFT_EFER_LMA (1ULL << 10)
 #define KAP_SOFT_EFER_NXE (1ULL << 11)
