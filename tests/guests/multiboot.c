@@ -56,6 +56,8 @@
  *   paging    2-level paging with CR0.WP: #PF error codes and CR2 for a missing page and a
  *             write to a read-only one, accessed and dirty bits, a 4 MiB PSE page;
  *             "triple=1": a triple fault once paging is on
+ *   tlb       the TLB's flushes: INVLPG (4 KiB and 4 MiB pages), CR3 and CR4 writes, A/D bits set
+ *             again after INVLPG: see test_tlb
  *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
  *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works
  *   chaos     "seed=S n=N": runs N pieces of random code (64 bytes each, HLT bytes made NOPs),
@@ -689,6 +691,94 @@ static void test_paging(void)
 	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4));
 	CHECK(*(volatile uint32_t *)0x500010 == 0x1234, "the PSE page maps 4 MiB up");
 	puts_("paging ok\n");
+	pass();
+}
+
+/*
+ * test=tlb: what a TLB must still get right (the soft CPU has one: docs/vm.md). 0-4 MiB through
+ * 4 KiB pages; linear 0x310000 is the page being remapped, 0x312000 a global page. After each
+ * change of a cached mapping (remap, write-protect, clear D) the guest does what the SDM asks
+ * (INVLPG or a CR3 write) and checks that the change is seen: the new page's bytes, a #PF for
+ * the now read-only page, D set again by the next write, a large page's INVLPG.
+ */
+static void test_tlb(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	set_gate(14, isr_pf);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	for (uint32_t i = 0; i < 1024; i++)
+		pg_tab[i] = (i << 12) | 3;
+	*(volatile uint32_t *)0x320000 = 0xaaaa;
+	*(volatile uint32_t *)0x321000 = 0xbbbb;
+	pg_tab[0x310] = 0x320000u | 3;
+	pg_tab[0x312] = 0x321000u | 0x103; /* global */
+	pg_dir[0] = (uint32_t)(uintptr_t)pg_tab | 3;
+	pg_dir[1] = 0x400000u | 0x83; /* 4 MiB pages: 4-8 and 8-12 MiB */
+	pg_dir[2] = 0x800000u | 0x83;
+	uint32_t cr0, cr4;
+	__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4 | 0x90)); /* PSE, PGE */
+	__asm__ volatile("mov %0, %%cr3" : : "r"(pg_dir) : "memory");
+	__asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
+	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0 | 0x80010000u) : "memory"); /* PG, WP */
+	volatile uint32_t *pt = pg_tab, *pd = pg_dir;
+	volatile uint32_t *va = (volatile uint32_t *)0x310000, *vg = (volatile uint32_t *)0x312000;
+	CHECK(*va == 0xaaaa && *vg == 0xbbbb, "the first mappings");
+	/* Remap: INVLPG, then CR3, show the new page. */
+	pt[0x310] = 0x321000u | 3;
+	__asm__ volatile("invlpg (%0)" : : "r"(va) : "memory");
+	CHECK(*va == 0xbbbb, "INVLPG: the remapped page still reads the old one");
+	pt[0x310] = 0x320000u | 3;
+	__asm__ volatile("mov %0, %%cr3" : : "r"(pg_dir) : "memory");
+	CHECK(*va == 0xaaaa, "CR3 write: the remapped page still reads the old one");
+	/* Write-protect a page whose writes were cached: after INVLPG a write is #PF. */
+	*va = 0xaaab;
+	pt[0x310] = 0x320000u | 1;
+	__asm__ volatile("invlpg (%0)" : : "r"(va) : "memory");
+	pf_count = 0;
+	EXPECT_PF("movl $5, 0x310000");
+	CHECK(pf_count == 1 && pf_code == 3 && pf_cr2 == 0x310000,
+	      "a write to a page write-protected and INVLPG'd was not #PF");
+	CHECK(*va == 0xaaab, "the faulting write happened");
+	/* Clear D under a cached writable mapping: the next write after INVLPG sets it again. */
+	pt[0x310] = 0x320000u | 3;
+	__asm__ volatile("invlpg (%0)" : : "r"(va) : "memory");
+	*va = 1;
+	CHECK((pt[0x310] & 0x60) == 0x60, "a write did not set A and D");
+	pt[0x310] &= ~0x60u;
+	__asm__ volatile("invlpg (%0)" : : "r"(va) : "memory");
+	(void)*va;
+	CHECK((pt[0x310] & 0x60) == 0x20, "a read after INVLPG did not set A only");
+	*va = 2;
+	CHECK((pt[0x310] & 0x60) == 0x60, "the first write through a clean entry did not set D");
+	/* The global page survives a CR3 write only as a cache: a CR4 write drops it too. */
+	pt[0x312] = 0x320000u | 0x103;
+	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4 | 0x90) : "memory");
+	CHECK(*vg == 2, "CR4 write: the global page still reads the old one");
+	/* A large page's INVLPG at another 4 KiB of it drops the whole mapping. */
+	*(volatile uint32_t *)0x500000 = 0x11;
+	*(volatile uint32_t *)0x501000 = 0x22;
+	(void)*(volatile uint32_t *)0x700000;
+	pd[1] = 0x800000u | 0x83; /* 4-8 MiB now shows 8-12 */
+	*(volatile uint32_t *)0x0900000 = 0x33;
+	*(volatile uint32_t *)0x0901000 = 0x44;
+	__asm__ volatile("invlpg (%0)" : : "r"(0x700000) : "memory");
+	CHECK(*(volatile uint32_t *)0x500000 == 0x33 && *(volatile uint32_t *)0x501000 == 0x44,
+	      "INVLPG of a 4 MiB page kept some of it");
+	/* A not-present entry is never cached: present again, it works without INVLPG. */
+	pt[0x311] = 0;
+	pf_count = 0;
+	EXPECT_PF("movl 0x311000, %%eax", "a"(0));
+	CHECK(pf_count == 1 && pf_code == 0, "#PF on a missing page");
+	pt[0x311] = (0x311u << 12) | 3;
+	*(volatile uint32_t *)0x311000 = 7;
+	CHECK(pf_count == 1, "a page made present faulted again");
+	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0) : "memory");
+	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4));
+	puts_("tlb ok\n");
 	pass();
 }
 
@@ -1969,6 +2059,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_ud();
 	if (streq(test, "smc"))
 		test_smc();
+	if (streq(test, "tlb"))
+		test_tlb();
 	if (streq(test, "mips"))
 		test_mips(cmdline);
 	if (streq(test, "alu"))
