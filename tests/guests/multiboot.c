@@ -56,6 +56,8 @@
  *   paging    2-level paging with CR0.WP: #PF error codes and CR2 for a missing page and a
  *             write to a read-only one, accessed and dirty bits, a 4 MiB PSE page;
  *             "triple=1": a triple fault once paging is on
+ *   diff      runs the module as code and prints the registers, flags and a memory hash it
+ *             left (test_vm_soft_diff.py's generated instruction sequences): see test_diff
  *   tlb       the TLB's flushes: INVLPG (4 KiB and 4 MiB pages), CR3 and CR4 writes, A/D bits set
  *             again after INVLPG: see test_tlb
  *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
@@ -779,6 +781,44 @@ static void test_tlb(void)
 	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0) : "memory");
 	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4));
 	puts_("tlb ok\n");
+	pass();
+}
+
+/*
+ * test=diff: runs its multiboot module (--initrd) as 32-bit code, for
+ * tests/integration/test_vm_soft_diff.py, which generates it and compares accelerators. EBP
+ * points at a 4 KiB scratch area filled with a pattern; the code may change any register but
+ * EBP and ESP, stores EAX, EBX, ECX, EDX, ESI, EDI and EFLAGS at scratch + 0xf00 and returns.
+ * Prints them and an FNV-1a hash of the scratch area below 0xf00.
+ */
+static uint32_t diff_scratch[1024] __attribute__((aligned(4096)));
+
+static void test_diff(const struct mb_info *mb)
+{
+	CHECK((mb->flags & 8) && mb->mods_count == 1, "test=diff needs its code as the module");
+	const struct mb_module *mod = (const void *)(uintptr_t)mb->mods_addr;
+	for (uint32_t i = 0; i < 1024; i++)
+		diff_scratch[i] = i * 0x9e3779b9u;
+	uint32_t a = (uint32_t)(uintptr_t)diff_scratch, d = mod->mod_start;
+	__asm__ volatile("push %%ebp\n\tmov %%eax, %%ebp\n\tcall *%%edx\n\tpop %%ebp\n\tcld"
+			 : "+a"(a), "+d"(d)
+			 :
+			 : "ebx", "ecx", "esi", "edi", "memory", "cc");
+	static const char *const names[7] = {"eax", "ebx", "ecx", "edx", "esi", "edi", "flags"};
+	for (int i = 0; i < 7; i++) {
+		puts_("diff ");
+		puts_(names[i]);
+		putc_(' ');
+		putx(diff_scratch[0xf00 / 4 + i]);
+		putc_('\n');
+	}
+	uint32_t h = 2166136261u;
+	const uint8_t *p = (const uint8_t *)diff_scratch;
+	for (uint32_t i = 0; i < 0xf00; i++)
+		h = (h ^ p[i]) * 16777619u;
+	puts_("diff hash ");
+	putx(h);
+	putc_('\n');
 	pass();
 }
 
@@ -2059,6 +2099,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_ud();
 	if (streq(test, "smc"))
 		test_smc();
+	if (streq(test, "diff"))
+		test_diff(mb);
 	if (streq(test, "tlb"))
 		test_tlb();
 	if (streq(test, "mips"))
