@@ -522,6 +522,52 @@ static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int a
 
 /* ---- linear and segmented access ---- */
 
+/* Loads and stores of the 1, 2, 4 and 8 bytes instructions use, inline (n is 8 at most). */
+static inline uint64_t host_load(const uint8_t *p, unsigned int n)
+{
+	uint64_t v = 0;
+	switch (n) {
+	case 1:
+		return *p;
+	case 2: {
+		uint16_t x;
+		memcpy(&x, p, 2);
+		return x;
+	}
+	case 4: {
+		uint32_t x;
+		memcpy(&x, p, 4);
+		return x;
+	}
+	case 8:
+		memcpy(&v, p, 8);
+		return v;
+	}
+	memcpy(&v, p, n);
+	return v;
+}
+
+static inline void host_store(uint8_t *p, unsigned int n, uint64_t v)
+{
+	switch (n) {
+	case 1:
+		*p = (uint8_t)v;
+		return;
+	case 2: {
+		uint16_t x = (uint16_t)v;
+		memcpy(p, &x, 2);
+		return;
+	}
+	case 4: {
+		uint32_t x = (uint32_t)v;
+		memcpy(p, &x, 4);
+		return;
+	}
+	}
+	memcpy(p, &v, n);
+}
+
+/* buf: a uint64_t, little-endian, for the n (at most 8) bytes of the access. */
 static void lin_access(struct kap_soft_cpu *cpu, uint64_t lin, void *buf, unsigned int n,
 		       unsigned int acc)
 {
@@ -532,10 +578,11 @@ static void lin_access(struct kap_soft_cpu *cpu, uint64_t lin, void *buf, unsign
 		 * drops them. */
 		struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
 		if (e && (!(acc & ACC_WRITE) || !cpu->code_pages[e->idx])) {
+			uint8_t *p = e->host + (lin & 0xfff);
 			if (acc & ACC_WRITE)
-				memcpy(e->host + (lin & 0xfff), buf, n);
+				host_store(p, n, *(const uint64_t *)buf);
 			else
-				memcpy(buf, e->host + (lin & 0xfff), n);
+				*(uint64_t *)buf = host_load(p, n);
 			return;
 		}
 	}
