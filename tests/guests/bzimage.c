@@ -44,6 +44,47 @@ static uint64_t rdmsr_(uint32_t msr)
 	return lo | (uint64_t)hi << 32;
 }
 
+/*
+ * "diff" on the command line: runs the initrd as 64-bit code for
+ * tests/integration/test_vm_soft_diff.py, as the multiboot kernel's test=diff does in 32 bits:
+ * RBP points at a 4 KiB scratch area filled with a pattern; the code may change any register
+ * but RBP and RSP, stores RAX, RBX, RCX, RDX, RSI, RDI, R8-R15 and RFLAGS at scratch + 0xf00
+ * and returns. Prints them and an FNV-1a hash of the scratch area below 0xf00.
+ */
+static uint32_t diff_scratch[1024] __attribute__((aligned(4096)));
+
+static void test_diff(const struct boot_params *bp)
+{
+	CHECK(bp->hdr.ramdisk_size, "diff needs its code as the initrd");
+	for (uint32_t i = 0; i < 1024; i++)
+		diff_scratch[i] = i * 0x9e3779b9u;
+	uint64_t a = (uint64_t)(uintptr_t)diff_scratch;
+	uint64_t d = bp->hdr.ramdisk_image | (uint64_t)bp->ext_ramdisk_image << 32;
+	__asm__ volatile("push %%rbp\n\tmov %%rax, %%rbp\n\tcall *%%rdx\n\tpop %%rbp\n\tcld"
+			 : "+a"(a), "+d"(d)
+			 :
+			 : "rbx", "rcx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+			   "r14", "r15", "memory", "cc");
+	static const char *const names[15] = {"rax", "rbx", "rcx", "rdx", "rsi",
+					      "rdi", "r8",  "r9",  "r10", "r11",
+					      "r12", "r13", "r14", "r15", "flags"};
+	const uint64_t *out = (const uint64_t *)((const uint8_t *)diff_scratch + 0xf00);
+	for (int i = 0; i < 15; i++) {
+		puts_("diff ");
+		puts_(names[i]);
+		putc_(' ');
+		putx(out[i]);
+		putc_('\n');
+	}
+	uint32_t h = 2166136261u;
+	const uint8_t *p = (const uint8_t *)diff_scratch;
+	for (uint32_t i = 0; i < 0xf00; i++)
+		h = (h ^ p[i]) * 16777619u;
+	puts_("diff hash ");
+	putx(h);
+	putc_('\n');
+}
+
 static void test_syscall(void)
 {
 	/* User access to the first 2 MiB (code, data, stack): U/S in each level's entry. */
@@ -129,6 +170,8 @@ void guest_main(const struct boot_params *bp)
 	}
 	if (cmdline_get(cmdline, "syscall", v, sizeof(v)))
 		test_syscall();
+	if (cmdline_get(cmdline, "diff", v, sizeof(v)))
+		test_diff(bp);
 	puts_("bzimage ok\n");
 	pass();
 }
