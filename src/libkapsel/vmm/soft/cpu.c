@@ -18,6 +18,20 @@
  * instruction, so the next instruction is decoded from the new bytes (SDM vol. 3 §11.6).
  * Dropped blocks are freed only between blocks: the running one may be among them.
  *
+ * Chaining: a block ending in a direct branch or falling through remembers the (up to two)
+ * blocks that ran next, by RIP; the run loop takes a link only when the block's physical
+ * address and code size are what RIP translates to now, and dropping any block bumps the
+ * cache's epoch, which voids all links (made again on use). Interrupts, the VMM's writes and
+ * the timers are looked at at every block boundary, linked or not.
+ *
+ * The TLB: one per vCPU, linear page -> host pointer of a RAM page, with user/supervisor read,
+ * write and fetch permission (MMIO pages are never cached). Filled by a page walk after it set
+ * the accessed bits; writable only once the leaf's dirty bit is set, so a first write through a
+ * clean page walks again and sets it. Flushed as the SDM says a TLB is (CR3 writes keep global
+ * pages under CR4.PGE; CR0, CR4, EFER writes drop all; INVLPG one mapping); a guest changing a
+ * PTE without INVLPG may see the old one, as on hardware. A store through it to a page with
+ * translations takes the slow path (phys_access), which drops them.
+ *
  * The VMM writes RAM too (virtio buffers and used rings, fw_cfg DMA, hypercall results), from
  * device threads that cannot touch this vCPU's cache. They record what they write where the
  * snapshot dirty log does (kap_mem_mark_dirty, memory.c's written bitmap); the vCPU takes the
