@@ -1421,12 +1421,12 @@ static struct kap_soft_block *next_block(struct kap_soft_cpu *cpu, struct kap_so
 /* Runs block b; returns normally or through an exception (longjmp to the caller's setjmp). */
 static void run_block(struct kap_soft_cpu *cpu, const struct kap_soft_block *b)
 {
+	/* The code size is the block's throughout: what changes it ends the block. */
+	uint64_t ipmask = b->mode == 8 ? ~0ULL : b->mode == 4 ? 0xffffffffULL : 0xffffULL;
 	cpu->stop_block = false;
 	for (unsigned int i = 0; i < b->n; i++) {
 		const struct kap_soft_op *o = &b->ops[i];
-		cpu->next_rip = cpu->rip + o->d.len;
-		if (cpu->mode != 8)
-			cpu->next_rip &= cpu->mode == 4 ? 0xffffffffULL : 0xffffULL;
+		cpu->next_rip = (cpu->rip + o->d.len) & ipmask;
 		if (!o->fn)
 			kap_soft_unimplemented(cpu, &o->d);
 		o->fn(cpu, &o->d);
