@@ -7,9 +7,9 @@
  *
  *   kind=loop n=N   dec; jnz: 2 instructions an iteration, nothing touches memory
  *   kind=mix n=N    N rounds over a 4 MiB buffer at 16 MiB with 2-level paging on (4 KiB
- *                   pages identity-mapping 0-64 MiB): an LCG fill pass and a checksum pass
- *                   (one dword each step), then a page-strided read-modify-write pass over
- *                   the 1024 pages, whose every access is a different page than the last
+ *                   pages identity-mapping 0-64 MiB, the tables at 8 MiB): an LCG fill pass and a
+ * checksum pass (one dword each step), then a page-strided read-modify-write pass over the 1024
+ * pages, whose every access is a different page than the last
  */
 #pragma once
 #include "guest.h"
@@ -18,11 +18,14 @@
 #define MIPS_WORDS (1u << 20) /* 4 MiB */
 #define MIPS_PAGES (MIPS_WORDS / 1024)
 
-static uint32_t mips_dir[1024] __attribute__((aligned(4096)));
-static uint32_t mips_tabs[16][1024] __attribute__((aligned(4096)));
+/* The page directory and 16 page tables, at 8 MiB: not in bss, which would grow the kernel
+ * (multiboot-low.elf lives below 640 KiB). */
+#define MIPS_TABLES 0x800000u
 
 static void mips_paging_on(void)
 {
+	uint32_t *mips_dir = (uint32_t *)(uintptr_t)MIPS_TABLES;
+	uint32_t(*mips_tabs)[1024] = (uint32_t(*)[1024])(uintptr_t)(MIPS_TABLES + 0x1000);
 	for (uint32_t t = 0; t < 16; t++) {
 		for (uint32_t i = 0; i < 1024; i++)
 			mips_tabs[t][i] = ((t * 1024 + i) << 12) | 3;
