@@ -197,6 +197,52 @@ def test_unknown_instruction_is_ud_logged_once():
     assert "(bytes 0f 77" in lines[0] and "#UD to the guest" in lines[0]
 
 
+# ---- several vCPUs: one host thread each (docs/vm.md, Several vCPUs) ----
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_smp_every_vcpu_checks_in(cpus):
+    # INIT and two STARTUPs to all but self; each AP runs the real-mode trampoline, reads its
+    # APIC id from CPUID and sets its bit with LOCK BTS, counts itself with LOCK INC.
+    r = soft("smp", "--cpus", str(cpus))
+    assert r.returncode == PASS, r.stdout + r.stderr
+    mask = (1 << cpus) - 1
+    assert f"smp: {cpus}/{cpus} cpus checked in, mask {mask:#x}" in r.stdout
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_locked_counters_exact_across_vcpus(cpus):
+    # 100000 increments per vCPU of each counter, all vCPUs at once: LOCK XADD, a LOCK
+    # CMPXCHG loop, a plain increment under an XCHG spinlock, LOCK CMPXCHG8B (n/4) and LOCK ADD
+    # on a counter that crosses a page (n/16, the split lock). Every total must be exact.
+    n = 100000
+    r = soft(f"smpcount n={n}", "--cpus", str(cpus), timeout=240)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    t = cpus * n
+    assert (f"smpcount: {cpus} cpus x {n}: xadd {t} cmpxchg {t} xchg-lock {t} "
+            f"cmpxchg8b {cpus * (n // 4)} split {cpus * (n // 16)}") in r.stdout
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_ipi_wakes_halted_vcpu(cpus):
+    # The APs wait in "sti; hlt": a fixed IPI to APIC id 1 wakes that AP alone, a logical
+    # (flat) one AP 2, all-but-self the others; an NMI wakes AP 1 out of "cli; hlt".
+    r = soft("ipi", "--cpus", str(cpus))
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert f"ipi: {cpus - 1}/{cpus - 1} APs woken from hlt, nmi 1" in r.stdout
+
+
+def test_sipi_to_missing_apic_id_is_dropped():
+    r = soft("sipibad", "--cpus", "2", debug=True)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "sipibad: 0 started by a SIPI to APIC id 0x20, 1 by one to id 1" in r.stdout
+    assert r.stderr.count("STARTUP at 0x10000") == 1, r.stderr
+
+
+def test_cpus_above_the_limit_one_line():
+    r = soft("pass", "--cpus", "65")
+    one_line_error(r, "--cpus 65: kapsel supports at most 64 vCPUs")
+
+
 def test_self_modifying_code():
     # A routine rewritten after it ran, and an instruction rewritten by the one before it
     # within the same translated block: both must run their new bytes.
@@ -482,7 +528,6 @@ def test_bad_accel_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("args,what", [
-    (["--cpus", "2"], "--cpus above 1"),
     (["--balloon", "amount_mib=1"], "virtio-balloon"),
     (["--cpu-features", "+hv-relaxed"], "Hyper-V enlightenments"),
     (["--name", "softvm"], "the control API"),

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The multiboot kernel's tests of several vCPUs working together (the smp test, the AP check-in,
+ * is in multiboot.c). The APs start through the 32-bit AP entry of entry32.S (INIT, then
+ * STARTUP vector 0x12) and run ap_main with the job the BSP set:
+ *   smpcount  every vCPU adds 1 to shared counters "n=N" times each: LOCK XADD, a LOCK CMPXCHG
+ *             loop, an XCHG spinlock around a plain increment, LOCK CMPXCHG8B on a 64-bit
+ *             counter (N/4 times) and LOCK ADD on a counter that crosses a page (N/16 times);
+ *             every total must be exact
+ *   ipi       the APs wait in HLT; a fixed IPI to APIC id 1 (physical) wakes that AP alone, a
+ *             logical one (flat model) wakes AP 2, all-but-self the rest, and an NMI wakes AP 1
+ *             again out of "cli; hlt". The ICR's delivery status reads idle after each
+ *   sipibad   INIT and STARTUP to APIC id 0x20, which no vCPU has: nothing starts; then the
+ *             same to APIC id 1, which starts
+ */
+#pragma once
+#include <stdint.h>
+
+#include "acpi.h"
+#include "guest.h"
+
+#define SMP_LAPIC(off) (*(volatile uint32_t *)(uintptr_t)(0xfee00000u + (off)))
+#define AP32_BASE      0x12000u
+#define SPLIT_CTR      ((volatile uint32_t *)(uintptr_t)0x900ffeu) /* crosses a page */
+
+extern const uint8_t ap32_tramp_start[], ap32_tramp_end[], ap32_gdtr[];
+extern const uint8_t ap_tramp_start[], ap_tramp_end[], ap_tramp_count[];
+extern volatile uint32_t ipi_hits, nmi_hits, ipi_woke;
+void ipi_wait(void);
+void isr_ipi(void);
+void isr_nmi(void);
+void ap_main(uint32_t id);
+
+enum { JOB_COUNT = 1, JOB_IPI };
+static volatile uint32_t ap_job, ap_n, ap_started, ap_done, ap_ready;
+static volatile uint32_t ctr_xadd, ctr_cas, ctr_plain, ctr_lock;
+static volatile uint64_t ctr_cx8 __attribute__((aligned(8)));
+
+static struct {
+	uint16_t lo, sel;
+	uint8_t zero, attr;
+	uint16_t hi;
+} smp_idt[256];
+
+static void smp_gate(int v, void (*fn)(void))
+{
+	uint32_t a = (uint32_t)(uintptr_t)fn;
+	smp_idt[v].lo = (uint16_t)a;
+	smp_idt[v].sel = 0x10;
+	smp_idt[v].attr = 0x8e;
+	smp_idt[v].hi = (uint16_t)(a >> 16);
+}
+
+static void smp_lidt(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) r = {sizeof(smp_idt) - 1, (uint32_t)(uintptr_t)smp_idt};
+	__asm__ volatile("lidt %0" : : "m"(r));
+}
+
+static int64_t smp_now(void)
+{
+	return hypercall(2, 1, 0); /* CLOCK_MONOTONIC, ns */
+}
+
+/* Waits up to ms milliseconds (by the host's clock) for *v to reach want. */
+static uint32_t smp_wait(volatile uint32_t *v, uint32_t want, int64_t ms)
+{
+	int64_t t0 = smp_now();
+	for (uint32_t spin = 1; *v < want; spin++)
+		if ((spin & 0xffff) == 0 && smp_now() - t0 >= ms * 1000000)
+			break;
+	return *v;
+}
+
+static void smp_sleep_ms(int64_t ms)
+{
+	int64_t t0 = smp_now();
+	while (smp_now() - t0 < ms * 1000000)
+		__asm__ volatile("pause");
+}
+
+/* The ICR: high half (the destination) first, then the command. */
+static void icr(uint32_t dest, uint32_t cmd)
+{
+	SMP_LAPIC(0x310) = dest << 24;
+	SMP_LAPIC(0x300) = cmd;
+	CHECK(!(SMP_LAPIC(0x300) & 0x1000), "ICR delivery status not idle after sending");
+}
+
+/* INIT, then STARTUP twice (SDM vol. 3 §9.4.4.1), physical to dest or (shorthand) to all
+ * but self, into the code at page vector. */
+static void start_aps(uint32_t shorthand, uint32_t dest, uint32_t vector)
+{
+	SMP_LAPIC(0xf0) = 0x1ff;
+	icr(dest, shorthand | 0x4500);
+	smp_sleep_ms(1);
+	for (int k = 0; k < 2; k++) {
+		icr(dest, shorthand | 0x4600 | vector);
+		smp_sleep_ms(1);
+	}
+}
+
+/* Copies the 32-bit AP entry and gives it this GDT, then starts every AP on job. */
+static uint32_t start_ap32(uint32_t job)
+{
+	struct acpi_info a;
+	const char *bad = acpi_scan(&a);
+	CHECK(!bad, bad);
+	CHECK(a.ncpus >= 2 && a.ncpus <= 64, "smp tests need 2 to 64 vCPUs");
+	uint8_t *dst = (uint8_t *)(uintptr_t)AP32_BASE;
+	for (uint32_t i = 0; i < (uint32_t)(ap32_tramp_end - ap32_tramp_start); i++)
+		dst[i] = ap32_tramp_start[i];
+	__asm__ volatile("sgdt (%0)" : : "r"(dst + (ap32_gdtr - ap32_tramp_start)) : "memory");
+	ap_job = job;
+	start_aps(0xc0000, 0, AP32_BASE >> 12);
+	uint32_t n = smp_wait(&ap_started, a.ncpus - 1, 30000);
+	CHECK(n == a.ncpus - 1, "not every AP started");
+	return a.ncpus;
+}
+
+static void count_work(uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t one = 1;
+		__asm__ volatile("lock xaddl %0, %1" : "+r"(one), "+m"(ctr_xadd) : : "memory");
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t old = ctr_cas, ok;
+		do {
+			uint32_t want = old + 1;
+			__asm__ volatile("lock cmpxchgl %3, %1\n\tsete %b2"
+					 : "+a"(old), "+m"(ctr_cas), "=q"(ok)
+					 : "r"(want)
+					 : "memory", "cc");
+		} while (!(ok & 1));
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t taken;
+		do {
+			taken = 1;
+			__asm__ volatile("xchgl %0, %1" : "+r"(taken), "+m"(ctr_lock) : : "memory");
+			if (taken)
+				__asm__ volatile("pause");
+		} while (taken);
+		ctr_plain = ctr_plain + 1; /* a plain load and store, under the lock */
+		__asm__ volatile("" : : : "memory");
+		ctr_lock = 0; /* a plain store releases it (x86-TSO) */
+	}
+	for (uint32_t i = 0; i < n / 4; i++) {
+		uint32_t lo = (uint32_t)ctr_cx8, hi = (uint32_t)(ctr_cx8 >> 32), ok;
+		do {
+			uint64_t want = (((uint64_t)hi << 32) | lo) + 1;
+			__asm__ volatile("lock cmpxchg8b %1\n\tsete %b2"
+					 : "+a"(lo), "+m"(ctr_cx8), "=q"(ok), "+d"(hi)
+					 : "b"((uint32_t)want), "c"((uint32_t)(want >> 32))
+					 : "memory", "cc");
+		} while (!(ok & 1));
+	}
+	for (uint32_t i = 0; i < n / 16; i++)
+		__asm__ volatile("lock addl $1, %0" : "+m"(*SPLIT_CTR) : : "memory");
+}
+
+void ap_main(uint32_t id)
+{
+	__asm__ volatile("lock incl %0" : "+m"(ap_started) : : "memory");
+	if (ap_job == JOB_COUNT) {
+		count_work(ap_n);
+		__asm__ volatile("lock incl %0" : "+m"(ap_done) : : "memory");
+		return;
+	}
+	if (ap_job == JOB_IPI) {
+		smp_lidt();
+		SMP_LAPIC(0xf0) = 0x1ff;
+		SMP_LAPIC(0x80) = 0;
+		SMP_LAPIC(0xe0) = 0xffffffffu;			/* flat model */
+		SMP_LAPIC(0xd0) = id < 8 ? 1u << (24 + id) : 0; /* logical id: one bit */
+		__asm__ volatile("lock incl %0" : "+m"(ap_ready) : : "memory");
+		ipi_wait();
+	}
+}
+
+static void test_smpcount(const char *cmdline)
+{
+	char v[16];
+	uint32_t n = cmdline_get(cmdline, "n", v, sizeof(v)) ? (uint32_t)atou(v) : 100000;
+	ap_n = n;
+	*SPLIT_CTR = 0;
+	uint32_t cpus = start_ap32(JOB_COUNT);
+	count_work(n);
+	uint32_t done = smp_wait(&ap_done, cpus - 1, 120000);
+	CHECK(done == cpus - 1, "not every AP finished");
+	puts_("smpcount: ");
+	putu(cpus);
+	puts_(" cpus x ");
+	putu(n);
+	puts_(": xadd ");
+	putu(ctr_xadd);
+	puts_(" cmpxchg ");
+	putu(ctr_cas);
+	puts_(" xchg-lock ");
+	putu(ctr_plain);
+	puts_(" cmpxchg8b ");
+	putu((uint32_t)ctr_cx8);
+	puts_(" split ");
+	putu(*SPLIT_CTR);
+	putc_('\n');
+	CHECK(ctr_xadd == cpus * n, "LOCK XADD total is off");
+	CHECK(ctr_cas == cpus * n, "LOCK CMPXCHG total is off");
+	CHECK(ctr_plain == cpus * n, "the XCHG spinlock let increments through");
+	CHECK(ctr_cx8 == (uint64_t)cpus * (n / 4), "LOCK CMPXCHG8B total is off");
+	CHECK(*SPLIT_CTR == cpus * (n / 16), "the split LOCK ADD total is off");
+	pass();
+}
+
+static void test_ipi(void)
+{
+	smp_gate(0x40, isr_ipi);
+	smp_gate(2, isr_nmi);
+	uint32_t cpus = start_ap32(JOB_IPI);
+	CHECK(smp_wait(&ap_ready, cpus - 1, 30000) == cpus - 1, "not every AP is ready");
+	smp_sleep_ms(50); /* they are in HLT now */
+	CHECK(ipi_hits == 0, "an AP was interrupted before any IPI");
+	/* Fixed, physical, to APIC id 1: that AP alone. */
+	icr(1, 0x4040);
+	CHECK(smp_wait(&ipi_woke, 1, 10000) == 1, "a fixed IPI did not wake AP 1");
+	smp_sleep_ms(50);
+	CHECK(ipi_hits == 1, "a fixed IPI to APIC id 1 reached more than one vCPU");
+	uint32_t want = 1;
+	if (cpus >= 3) {
+		/* Logical, flat model: LDR bit 2 is AP 2's. */
+		icr(1u << 2, 0x4840);
+		want++;
+		CHECK(smp_wait(&ipi_hits, want, 10000) == want, "a logical IPI did not wake AP 2");
+	}
+	/* All but self: the APs still in "sti; hlt" (AP 1 and 2 halted with IF clear). */
+	icr(0, 0xc4040);
+	want = cpus - 1;
+	CHECK(smp_wait(&ipi_hits, want, 10000) == want, "all-but-self did not wake every AP");
+	smp_sleep_ms(50);
+	CHECK(ipi_hits == want, "an AP with IF clear took a fixed IPI");
+	/* NMI to AP 1, halted with IF clear: it wakes. */
+	icr(1, 0x4400);
+	CHECK(smp_wait(&nmi_hits, 1, 10000) == 1, "an NMI did not wake AP 1 from cli; hlt");
+	puts_("ipi: ");
+	putu(ipi_hits);
+	putc_('/');
+	putu(cpus - 1);
+	puts_(" APs woken from hlt, nmi ");
+	putu(nmi_hits);
+	putc_('\n');
+	pass();
+}
+
+static void test_sipibad(void)
+{
+	struct acpi_info a;
+	const char *bad = acpi_scan(&a);
+	CHECK(!bad, bad);
+	CHECK(a.ncpus >= 2 && a.ncpus < 0x20, "sipibad needs 2 to 31 vCPUs");
+	uint8_t *dst = (uint8_t *)0x10000;
+	for (uint32_t i = 0; i < (uint32_t)(ap_tramp_end - ap_tramp_start); i++)
+		dst[i] = ap_tramp_start[i];
+	volatile uint32_t *count = (volatile uint32_t *)(dst + (ap_tramp_count - ap_tramp_start));
+	start_aps(0, 0x20, 0x10);
+	smp_sleep_ms(200);
+	uint32_t stray = *count;
+	start_aps(0, 1, 0x10);
+	uint32_t one = smp_wait(count, 1, 30000);
+	smp_sleep_ms(50);
+	puts_("sipibad: ");
+	putu(stray);
+	puts_(" started by a SIPI to APIC id 0x20, ");
+	putu(*count);
+	puts_(" by one to id 1\n");
+	CHECK(stray == 0, "a SIPI to a missing APIC id started a vCPU");
+	CHECK(one == 1 && *count == 1, "a SIPI to APIC id 1 did not start exactly that AP");
+	pass();
+}
