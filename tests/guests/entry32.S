@@ -257,6 +257,17 @@ ipi_after:
 2:	cli
 	hlt
 	jmp 2b
+	/*
+	 * The xsmc test: code on a page of its own that the BSP rewrites (the immediate) while
+	 * an AP has it translated. Returns 1, then 2.
+	 */
+	.globl xsmc_fn
+	.align 4096
+xsmc_fn:
+	mov $1, %eax
+	ret
+	.align 4096
+
 	.data
 	.align 4
 ipi_hits:

@@ -11,7 +11,7 @@
  *   acpi      checks the tables' checksums and counts, then powers off through \_S5
  *   reset     i8042 reset (0xFE to port 0x64)
  *   smp       INIT/SIPI to all APs; every vCPU checks in
- *   smpcount, ipi, sipibad   vCPUs together: LOCK'd counters, IPIs, a SIPI to no one (smp.h)
+ *   smpcount, ipi, sipibad, xsmc   vCPUs together: LOCK'd counters, IPIs, a SIPI to no one (smp.h)
  *   timer     PIT interrupts through the PIC, then LAPIC timer interrupts
  *   tscdl     CPUID.1:ECX TSC-deadline and x2APIC bits; with TSC-deadline, one deadline interrupt
  *   triple    triple fault;  emufail  xgetbv (KVM here cannot emulate it)
@@ -1891,6 +1891,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_ipi();
 	if (streq(test, "sipibad"))
 		test_sipibad();
+	if (streq(test, "xsmc"))
+		test_xsmc(cmdline);
 	if (streq(test, "timer"))
 		test_timer();
 	if (streq(test, "triple"))

@@ -12,6 +12,9 @@
  *             again out of "cli; hlt". The ICR's delivery status reads idle after each
  *   sipibad   INIT and STARTUP to APIC id 0x20, which no vCPU has: nothing starts; then the
  *             same to APIC id 1, which starts
+ *   xsmc      cross-modifying code: AP 1 runs a function (1), the BSP rewrites its immediate
+ *             and then tells the AP, which runs it again and must get the new value (2),
+ *             "n=N" rounds (SDM vol. 3 §9.1.3)
  */
 #pragma once
 #include <stdint.h>
@@ -30,8 +33,11 @@ void ipi_wait(void);
 void isr_ipi(void);
 void isr_nmi(void);
 void ap_main(uint32_t id);
+uint32_t xsmc_fn(void);
+extern uint8_t xsmc_fn_code[] __asm__("xsmc_fn");
 
-enum { JOB_COUNT = 1, JOB_IPI };
+enum { JOB_COUNT = 1, JOB_IPI, JOB_XSMC };
+static volatile uint32_t xsmc_round, xsmc_ack, xsmc_got;
 static volatile uint32_t ap_job, ap_n, ap_started, ap_done, ap_ready;
 static volatile uint32_t ctr_xadd, ctr_cas, ctr_plain, ctr_lock;
 static volatile uint64_t ctr_cx8 __attribute__((aligned(8)));
@@ -171,6 +177,17 @@ void ap_main(uint32_t id)
 		__asm__ volatile("lock incl %0" : "+m"(ap_done) : : "memory");
 		return;
 	}
+	if (ap_job == JOB_XSMC && id == 1) {
+		/* Round r: run the function, report what it returned, wait for round r + 1. */
+		for (uint32_t r = 1; r <= ap_n; r++) {
+			while (xsmc_round < r)
+				xsmc_fn(); /* keeps its translation hot meanwhile */
+			xsmc_got = xsmc_fn();
+			__asm__ volatile("" : : : "memory");
+			xsmc_ack = r;
+		}
+		return;
+	}
 	if (ap_job == JOB_IPI) {
 		smp_lidt();
 		SMP_LAPIC(0xf0) = 0x1ff;
@@ -277,5 +294,32 @@ static void test_sipibad(void)
 	puts_(" by one to id 1\n");
 	CHECK(stray == 0, "a SIPI to a missing APIC id started a vCPU");
 	CHECK(one == 1 && *count == 1, "a SIPI to APIC id 1 did not start exactly that AP");
+	pass();
+}
+
+static void test_xsmc(const char *cmdline)
+{
+	char v[16];
+	uint32_t n = cmdline_get(cmdline, "n", v, sizeof(v)) ? (uint32_t)atou(v) : 100;
+	ap_n = n;
+	start_ap32(JOB_XSMC);
+	for (uint32_t r = 1; r <= n; r++) {
+		/* The immediate of "mov $imm32, %eax" is the function's bytes 1-4. */
+		*(volatile uint32_t *)(xsmc_fn_code + 1) = r + 1;
+		__asm__ volatile("" : : : "memory");
+		xsmc_round = r;
+		CHECK(smp_wait(&xsmc_ack, r, 10000) == r, "AP 1 did not answer");
+		if (xsmc_got != r + 1) {
+			puts_("xsmc: round ");
+			putu(r);
+			puts_(": AP 1 ran the old code, got ");
+			putu(xsmc_got);
+			putc_('\n');
+			fail("cross-modified code ran stale");
+		}
+	}
+	puts_("xsmc: ");
+	putu(n);
+	puts_(" rounds, AP 1 ran the new code each time\n");
 	pass();
 }
