@@ -194,6 +194,35 @@ def test_smp_every_vcpu_checks_in(cpus):
     assert f"smp: {cpus}/{cpus} cpus checked in" in r.stdout
 
 
+# The soft CPU's SMP tests (test_vm_soft.py) on KVM: the guest checks hold on hardware too.
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_locked_counters_exact_across_vcpus(cpus):
+    n = 20000
+    r = mb(f"smpcount n={n}", "--cpus", str(cpus), timeout=240)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    t = cpus * n
+    assert (f"smpcount: {cpus} cpus x {n}: xadd {t} cmpxchg {t} xchg-lock {t} "
+            f"cmpxchg8b {cpus * (n // 4)} split {cpus * (n // 16)}") in r.stdout
+
+
+def test_ipi_wakes_halted_vcpu():
+    r = mb("ipi", "--cpus", "4")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "ipi: 3/3 APs woken from hlt, nmi 1" in r.stdout
+
+
+def test_sipi_to_missing_apic_id_is_dropped():
+    r = mb("sipibad", "--cpus", "2")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "sipibad: 0 started by a SIPI to APIC id 0x20, 1 by one to id 1" in r.stdout
+
+
+def test_cross_modified_code_seen_by_other_vcpu():
+    r = mb("xsmc n=50", "--cpus", "2")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "xsmc: 50 rounds, AP 1 ran the new code each time" in r.stdout
+
+
 def test_unclaimed_ports_logged_rate_limited():
     r = mb("unclaimed", debug=True)
     assert r.returncode == PASS, r.stdout + r.stderr
