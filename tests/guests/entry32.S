@@ -235,28 +235,38 @@ ap32_entry:
 	jmp 1b
 
 	/*
-	 * The ipi test's handlers, without IRET (see the timer test): count, acknowledge, drop
-	 * the frame and go to ipi_after, which counts the wake-up and halts with IF clear.
-	 * ipi_wait parks an AP in "sti; hlt".
+	 * The ipi test's handlers, without IRET (see the timer test): isr_ipi counts (in total
+	 * and for the APIC id it runs on), acknowledges, drops its frame and waits again in
+	 * ipi_wait ("sti; hlt"), or, once ipi_park is set, halts with IF clear in ipi_after;
+	 * isr_nmi counts and goes to ipi_after too.
 	 */
-	.globl ipi_wait, isr_ipi, isr_nmi, ipi_hits, nmi_hits, ipi_woke
+	.globl ipi_wait, isr_ipi, isr_nmi, ipi_hits, ipi_by, ipi_park, nmi_hits, ipi_parked
 ipi_wait:
 	sti
 	hlt
 	jmp ipi_wait
 isr_ipi:
+	push %eax
+	mov 0xfee00020, %eax
+	shr $24, %eax
+	and $63, %eax
+	lock incl ipi_by(,%eax,4)
 	lock incl ipi_hits
 	movl $0, 0xfee000b0
+	pop %eax
 	add $12, %esp
+	cmpl $0, ipi_park
+	je ipi_wait
 	jmp ipi_after
 isr_nmi:
 	lock incl nmi_hits
 	add $12, %esp
 ipi_after:
-	lock incl ipi_woke
+	lock incl ipi_parked
 2:	cli
 	hlt
 	jmp 2b
+
 	/*
 	 * The xsmc test: code on a page of its own that the BSP rewrites (the immediate) while
 	 * an AP has it translated. Returns 1, then 2.
@@ -272,10 +282,14 @@ xsmc_fn:
 	.align 4
 ipi_hits:
 	.long 0
+ipi_park:
+	.long 0
 nmi_hits:
 	.long 0
-ipi_woke:
+ipi_parked:
 	.long 0
+ipi_by:
+	.fill 64, 4, 0
 #endif
 
 	.bss

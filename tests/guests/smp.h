@@ -8,8 +8,10 @@
  *             counter (N/4 times) and LOCK ADD on a counter that crosses a page (N/16 times);
  *             every total must be exact
  *   ipi       the APs wait in HLT; a fixed IPI to APIC id 1 (physical) wakes that AP alone, a
- *             logical one (flat model) wakes AP 2, all-but-self the rest, and an NMI wakes AP 1
- *             again out of "cli; hlt". The ICR's delivery status reads idle after each
+ *             logical one (flat model) AP 2 alone, a lowest-priority one to every AP exactly
+ *             one of them, all-but-self every AP and not the BSP; then, with the APs halted
+ *             with IF clear, a fixed IPI to AP 1 stays pending and an NMI wakes it. The ICR's
+ *             delivery status reads idle after each
  *   sipibad   INIT and STARTUP to APIC id 0x20, which no vCPU has: nothing starts; then the
  *             same to APIC id 1, which starts
  *   xsmc      cross-modifying code: AP 1 runs a function (1), the BSP rewrites its immediate
@@ -28,7 +30,7 @@
 
 extern const uint8_t ap32_tramp_start[], ap32_tramp_end[], ap32_gdtr[];
 extern const uint8_t ap_tramp_start[], ap_tramp_end[], ap_tramp_count[];
-extern volatile uint32_t ipi_hits, nmi_hits, ipi_woke;
+extern volatile uint32_t ipi_hits, ipi_park, nmi_hits, ipi_parked, ipi_by[64];
 void ipi_wait(void);
 void isr_ipi(void);
 void isr_nmi(void);
@@ -242,30 +244,44 @@ static void test_ipi(void)
 	CHECK(ipi_hits == 0, "an AP was interrupted before any IPI");
 	/* Fixed, physical, to APIC id 1: that AP alone. */
 	icr(1, 0x4040);
-	CHECK(smp_wait(&ipi_woke, 1, 10000) == 1, "a fixed IPI did not wake AP 1");
+	CHECK(smp_wait(&ipi_hits, 1, 10000) == 1, "a fixed IPI did not wake AP 1");
 	smp_sleep_ms(50);
-	CHECK(ipi_hits == 1, "a fixed IPI to APIC id 1 reached more than one vCPU");
+	CHECK(ipi_hits == 1 && ipi_by[1] == 1, "a fixed IPI to APIC id 1 reached another vCPU");
 	uint32_t want = 1;
 	if (cpus >= 3) {
 		/* Logical, flat model: LDR bit 2 is AP 2's. */
 		icr(1u << 2, 0x4840);
 		want++;
-		CHECK(smp_wait(&ipi_hits, want, 10000) == want, "a logical IPI did not wake AP 2");
+		CHECK(smp_wait(&ipi_hits, want, 10000) == want, "a logical IPI woke no AP");
+		smp_sleep_ms(50);
+		CHECK(ipi_hits == want && ipi_by[2] == 1, "a logical IPI missed AP 2 alone");
 	}
-	/* All but self: the APs still in "sti; hlt" (AP 1 and 2 halted with IF clear). */
-	icr(0, 0xc4040);
-	want = cpus - 1;
-	CHECK(smp_wait(&ipi_hits, want, 10000) == want, "all-but-self did not wake every AP");
+	/* Lowest priority, logical, to every AP's bit (up to 7): exactly one takes it. */
+	uint32_t bits = cpus >= 8 ? 0xfe : ((1u << cpus) - 1) & ~1u;
+	icr(bits, 0x4940);
+	want++;
+	CHECK(smp_wait(&ipi_hits, want, 10000) == want, "a lowest-priority IPI woke no AP");
 	smp_sleep_ms(50);
-	CHECK(ipi_hits == want, "an AP with IF clear took a fixed IPI");
-	/* NMI to AP 1, halted with IF clear: it wakes. */
+	CHECK(ipi_hits == want, "a lowest-priority IPI reached more than one AP");
+	/* All but self, then halted with IF clear (ipi_park). */
+	ipi_park = 1;
+	icr(0, 0xc4040);
+	want += cpus - 1;
+	CHECK(smp_wait(&ipi_hits, want, 10000) == want, "all-but-self did not wake every AP");
+	CHECK(smp_wait(&ipi_parked, cpus - 1, 10000) == cpus - 1, "not every AP parked");
+	CHECK(ipi_by[0] == 0, "all-but-self reached the sender");
+	/* AP 1 has IF clear: a fixed IPI stays pending; an NMI wakes it. */
+	uint32_t by1 = ipi_by[1];
+	icr(1, 0x4040);
+	smp_sleep_ms(50);
+	CHECK(ipi_by[1] == by1, "an AP with IF clear took a fixed IPI");
 	icr(1, 0x4400);
 	CHECK(smp_wait(&nmi_hits, 1, 10000) == 1, "an NMI did not wake AP 1 from cli; hlt");
-	puts_("ipi: ");
-	putu(ipi_hits);
+	puts_("ipi: fixed, logical, lowest priority; all-but-self woke ");
+	putu(cpus - 1);
 	putc_('/');
 	putu(cpus - 1);
-	puts_(" APs woken from hlt, nmi ");
+	puts_(" APs from hlt, nmi ");
 	putu(nmi_hits);
 	putc_('\n');
 	pass();

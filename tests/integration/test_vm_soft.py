@@ -225,10 +225,12 @@ def test_locked_counters_exact_across_vcpus(cpus):
 @pytest.mark.parametrize("cpus", [2, 4])
 def test_ipi_wakes_halted_vcpu(cpus):
     # The APs wait in "sti; hlt": a fixed IPI to APIC id 1 wakes that AP alone, a logical
-    # (flat) one AP 2, all-but-self the others; an NMI wakes AP 1 out of "cli; hlt".
+    # (flat) one AP 2 alone, a lowest-priority one exactly one AP, all-but-self every AP and
+    # not the sender; with IF clear a fixed IPI stays pending and an NMI wakes AP 1.
     r = soft("ipi", "--cpus", str(cpus))
     assert r.returncode == PASS, r.stdout + r.stderr
-    assert f"ipi: {cpus - 1}/{cpus - 1} APs woken from hlt, nmi 1" in r.stdout
+    assert (f"ipi: fixed, logical, lowest priority; all-but-self woke {cpus - 1}/{cpus - 1} "
+            "APs from hlt, nmi 1") in r.stdout
 
 
 @pytest.mark.parametrize("cpus", [2, 4])
