@@ -1888,7 +1888,7 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 	if (streq(test, "smpcount"))
 		test_smpcount(cmdline);
 	if (streq(test, "ipi"))
-		test_ipi();
+		test_ipi(cmdline);
 	if (streq(test, "sipibad"))
 		test_sipibad();
 	if (streq(test, "xsmc"))

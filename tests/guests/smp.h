@@ -7,13 +7,15 @@
  *             loop, an XCHG spinlock around a plain increment, LOCK CMPXCHG8B on a 64-bit
  *             counter (N/4 times) and LOCK ADD on a counter that crosses a page (N/16 times);
  *             every total must be exact
- *   ipi       the APs wait in HLT; a fixed IPI to APIC id 1 (physical) wakes that AP alone, a
+ *   ipi       ("model=flat|cluster": the logical destination model the APs set up) the APs
+ *             wait in HLT; a fixed IPI to APIC id 1 (physical) wakes that AP alone, a
  *             logical one (flat model) AP 2 alone, a lowest-priority one to every AP exactly
  *             one of them, all-but-self every AP and not the BSP; then, with the APs halted
  *             with IF clear, a fixed IPI to AP 1 stays pending and an NMI wakes it. The ICR's
  *             delivery status reads idle after each
  *   sipibad   INIT and STARTUP to APIC id 0x20, which no vCPU has: nothing starts; then the
- *             same to APIC id 1, which starts
+ *             same to APIC id 1, which starts; a STARTUP alone to it again is ignored, INIT
+ *             and STARTUP start it again
  *   xsmc      cross-modifying code: AP 1 runs a function (1), the BSP rewrites its immediate
  *             and then tells the AP, which runs it again and must get the new value (2),
  *             "n=N" rounds (SDM vol. 3 §9.1.3)
@@ -40,7 +42,7 @@ extern uint8_t xsmc_fn_code[] __asm__("xsmc_fn");
 
 enum { JOB_COUNT = 1, JOB_IPI, JOB_XSMC };
 static volatile uint32_t xsmc_round, xsmc_ack, xsmc_got;
-static volatile uint32_t ap_job, ap_n, ap_started, ap_done, ap_ready;
+static volatile uint32_t ap_job, ap_n, ap_started, ap_done, ap_ready, ap_cluster;
 static volatile uint32_t ctr_xadd, ctr_cas, ctr_plain, ctr_lock;
 static volatile uint64_t ctr_cx8 __attribute__((aligned(8)));
 
@@ -194,8 +196,13 @@ void ap_main(uint32_t id)
 		smp_lidt();
 		SMP_LAPIC(0xf0) = 0x1ff;
 		SMP_LAPIC(0x80) = 0;
-		SMP_LAPIC(0xe0) = 0xffffffffu;			/* flat model */
-		SMP_LAPIC(0xd0) = id < 8 ? 1u << (24 + id) : 0; /* logical id: one bit */
+		if (ap_cluster) { /* cluster model: cluster = APIC id, member bit 0 */
+			SMP_LAPIC(0xe0) = 0x0fffffffu;
+			SMP_LAPIC(0xd0) = ((id & 0xf) << 28) | (1u << 24);
+		} else { /* flat model: one bit each */
+			SMP_LAPIC(0xe0) = 0xffffffffu;
+			SMP_LAPIC(0xd0) = id < 8 ? 1u << (24 + id) : 0;
+		}
 		__asm__ volatile("lock incl %0" : "+m"(ap_ready) : : "memory");
 		ipi_wait();
 	}
@@ -234,8 +241,10 @@ static void test_smpcount(const char *cmdline)
 	pass();
 }
 
-static void test_ipi(void)
+static void test_ipi(const char *cmdline)
 {
+	char v[16];
+	ap_cluster = cmdline_get(cmdline, "model", v, sizeof(v)) && streq(v, "cluster");
 	smp_gate(0x40, isr_ipi);
 	smp_gate(2, isr_nmi);
 	uint32_t cpus = start_ap32(JOB_IPI);
@@ -249,15 +258,17 @@ static void test_ipi(void)
 	CHECK(ipi_hits == 1 && ipi_by[1] == 1, "a fixed IPI to APIC id 1 reached another vCPU");
 	uint32_t want = 1;
 	if (cpus >= 3) {
-		/* Logical, flat model: LDR bit 2 is AP 2's. */
-		icr(1u << 2, 0x4840);
+		/* Logical: flat, LDR bit 2 is AP 2's; cluster, cluster 2 member 0 (0x21, which in
+		 * the flat model would reach every AP: they all have bit 0). */
+		icr(ap_cluster ? 0x21 : 1u << 2, 0x4840);
 		want++;
 		CHECK(smp_wait(&ipi_hits, want, 10000) == want, "a logical IPI woke no AP");
 		smp_sleep_ms(50);
 		CHECK(ipi_hits == want && ipi_by[2] == 1, "a logical IPI missed AP 2 alone");
 	}
-	/* Lowest priority, logical, to every AP's bit (up to 7): exactly one takes it. */
-	uint32_t bits = cpus >= 8 ? 0xfe : ((1u << cpus) - 1) & ~1u;
+	/* Lowest priority, logical, to every AP's bit (up to 7; cluster: cluster 1's members 0
+	 * and 1, AP 1 and a member no one is): exactly one takes it. */
+	uint32_t bits = ap_cluster ? 0x13 : cpus >= 8 ? 0xfe : ((1u << cpus) - 1) & ~1u;
 	icr(bits, 0x4940);
 	want++;
 	CHECK(smp_wait(&ipi_hits, want, 10000) == want, "a lowest-priority IPI woke no AP");
@@ -301,15 +312,29 @@ static void test_sipibad(void)
 	smp_sleep_ms(200);
 	uint32_t stray = *count;
 	start_aps(0, 1, 0x10);
-	uint32_t one = smp_wait(count, 1, 30000);
+	smp_wait(count, 1, 30000);
 	smp_sleep_ms(50);
+	uint32_t one = *count;
+	/* A STARTUP without INIT reaches a vCPU that is not waiting for one: ignored. */
+	icr(1, 0x4600 | 0x10);
+	smp_sleep_ms(200);
+	uint32_t again = *count - one;
+	/* INIT puts AP 1 back to waiting; the next STARTUP runs the trampoline again. */
+	start_aps(0, 1, 0x10);
+	uint32_t reinit = smp_wait(count, one + again + 1, 30000) - one - again;
 	puts_("sipibad: ");
 	putu(stray);
 	puts_(" started by a SIPI to APIC id 0x20, ");
-	putu(*count);
-	puts_(" by one to id 1\n");
+	putu(one);
+	puts_(" by one to id 1, ");
+	putu(again);
+	puts_(" by a SIPI without INIT, ");
+	putu(reinit);
+	puts_(" after INIT again\n");
 	CHECK(stray == 0, "a SIPI to a missing APIC id started a vCPU");
-	CHECK(one == 1 && *count == 1, "a SIPI to APIC id 1 did not start exactly that AP");
+	CHECK(one == 1, "a SIPI to APIC id 1 did not start exactly that AP");
+	CHECK(again == 0, "a SIPI restarted a vCPU that was not waiting for one");
+	CHECK(reinit == 1, "INIT and SIPI did not restart AP 1");
 	pass();
 }
 

@@ -222,12 +222,13 @@ def test_locked_counters_exact_across_vcpus(cpus):
             f"cmpxchg8b {cpus * (n // 4)} split {cpus * (n // 16)}") in r.stdout
 
 
-@pytest.mark.parametrize("cpus", [2, 4])
-def test_ipi_wakes_halted_vcpu(cpus):
+@pytest.mark.parametrize("cpus,model", [(2, "flat"), (4, "flat"), (4, "cluster")])
+def test_ipi_wakes_halted_vcpu(cpus, model):
     # The APs wait in "sti; hlt": a fixed IPI to APIC id 1 wakes that AP alone, a logical
     # (flat) one AP 2 alone, a lowest-priority one exactly one AP, all-but-self every AP and
-    # not the sender; with IF clear a fixed IPI stays pending and an NMI wakes AP 1.
-    r = soft("ipi", "--cpus", str(cpus))
+    # not the sender; with IF clear a fixed IPI stays pending and an NMI wakes AP 1. Cluster:
+    # the logical IPI goes to cluster 2 member 0, which in the flat model would be every AP.
+    r = soft(f"ipi model={model}", "--cpus", str(cpus))
     assert r.returncode == PASS, r.stdout + r.stderr
     assert (f"ipi: fixed, logical, lowest priority; all-but-self woke {cpus - 1}/{cpus - 1} "
             "APs from hlt, nmi 1") in r.stdout
@@ -243,10 +244,12 @@ def test_cross_modified_code_seen_by_other_vcpu(cpus):
 
 
 def test_sipi_to_missing_apic_id_is_dropped():
+    # Then: a STARTUP alone to a running AP is ignored; INIT and STARTUP restart it.
     r = soft("sipibad", "--cpus", "2", debug=True)
     assert r.returncode == PASS, r.stdout + r.stderr
-    assert "sipibad: 0 started by a SIPI to APIC id 0x20, 1 by one to id 1" in r.stdout
-    assert r.stderr.count("STARTUP at 0x10000") == 1, r.stderr
+    assert ("sipibad: 0 started by a SIPI to APIC id 0x20, 1 by one to id 1, 0 by a SIPI "
+            "without INIT, 1 after INIT again") in r.stdout
+    assert r.stderr.count("vm: soft vCPU 1: STARTUP at 0x10000") == 2, r.stderr
 
 
 def test_cpus_above_the_limit_one_line():

@@ -192,6 +192,8 @@ void kap_soft_locked_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t 
 	struct kap_soft_locked *k = &cpu->lk;
 	if (k->state == KAP_SOFT_LK_READ && n == k->n) {
 		k->state = cas(k->host, n, k->old, v) ? KAP_SOFT_LK_DONE : KAP_SOFT_LK_FAILED;
+		if (k->state == KAP_SOFT_LK_DONE)
+			kap_soft_stored(cpu, k->host); /* translated code there goes */
 		return;
 	}
 	if (k->state == KAP_SOFT_LK_FAILED)

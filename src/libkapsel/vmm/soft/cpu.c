@@ -13,10 +13,13 @@
  * Blocks: a run of decoded instructions starting at a guest-physical address, ending at the
  * first instruction that may branch, at a page boundary or after KAP_SOFT_BLOCK_MAX. They are
  * found by (physical address, code size) in a hash table. Self-modifying code: each RAM page
- * some block came from has a byte set in code_pages; every guest store checks it, and a store
+ * some block came from is marked; every guest store checks the mark, and a store
  * to such a page drops the page's blocks and ends the running block after the storing
  * instruction, so the next instruction is decoded from the new bytes (SDM vol. 3 §11.6).
- * Dropped blocks are freed only between blocks: the running one may be among them.
+ * Dropped blocks are freed only between blocks: the running one may be among them. With
+ * several vCPUs the mark is a mask of the vCPUs with blocks from the page (code_owners), and a
+ * store marks the other owners' written-page records, which they take at their block
+ * boundaries (kap_soft_stored).
  *
  * The VMM writes RAM too (virtio buffers and used rings, fw_cfg DMA, hypercall results), from
  * device threads that cannot touch this vCPU's cache. They record what they write where the
@@ -301,16 +304,33 @@ static void invalidate_page(struct kap_soft_cpu *cpu, uint64_t gpa)
 	cpu->stop_block = true;
 }
 
-/*
- * A store to RAM page idx, which some vCPU translated code from: this vCPU's blocks from it go
- * now, and every other owner's written-page record is marked before the store is made, so
- * that vCPU drops its blocks at its next block boundary (docs/vm.md, Several vCPUs).
- */
-static void code_store(struct kap_soft_cpu *cpu, uint64_t gpa, uint64_t idx)
+/* The guest-physical address of RAM page idx. */
+static uint64_t page_gpa(const struct kap_soft_cpu *cpu, uint64_t idx)
 {
+	uint64_t off = idx << 12, low = cpu->vm->mem.low_size;
+	return off < low ? off : KAP_4G + (off - low);
+}
+
+/*
+ * After a store to RAM at host address p (docs/vm.md, Several vCPUs): when some vCPU has blocks
+ * from the page, this vCPU's go now (its running block ends after the storing instruction) and
+ * every other owner's written-page record is marked, so that vCPU drops its blocks at its next
+ * block boundary, before it can have seen anything this vCPU stores later. With several vCPUs
+ * a full fence comes first: a vCPU translating the page sets its bit, fences, then reads the
+ * bytes, so either this load sees the bit or that read sees the new bytes (Dekker's pattern).
+ * Looking before the store instead would leave a window between the look and the store.
+ */
+void kap_soft_stored(struct kap_soft_cpu *cpu, const uint8_t *p)
+{
+	uint64_t idx = (uint64_t)(p - cpu->vm->mem.host) >> 12;
+	if (cpu->vm->ncpus > 1)
+		atomic_thread_fence(memory_order_seq_cst);
+	if (idx >= cpu->npages ||
+	    !atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed))
+		return;
 	uint64_t owners = atomic_load(&cpu->code_owners[idx]), me = 1ULL << cpu->id;
 	if (owners & me)
-		invalidate_page(cpu, gpa);
+		invalidate_page(cpu, page_gpa(cpu, idx));
 	for (owners &= ~me; owners; owners &= owners - 1)
 		kap_mem_written_mark(cpu->vm->mem.written, (unsigned int)__builtin_ctzll(owners),
 				     idx);
@@ -336,10 +356,8 @@ static void phys_access(struct kap_soft_cpu *cpu, uint64_t gpa, void *data, unsi
 		memcpy(data, p, n);
 		return;
 	}
-	uint64_t idx = (uint64_t)(p - cpu->vm->mem.host) >> 12;
-	if (idx < cpu->npages && atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed))
-		code_store(cpu, gpa, idx);
 	memcpy(p, data, n);
+	kap_soft_stored(cpu, p);
 }
 
 /* ---- paging (SDM vol. 3 ch. 4) ---- */
@@ -562,13 +580,7 @@ uint8_t *kap_soft_write_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t
 	if ((lin & 0xfff) + n > 0x1000)
 		return NULL;
 	uint64_t gpa = translate(cpu, lin, ACC_WRITE | (cpu->cpl == 3 ? ACC_USER : 0));
-	uint8_t *p = kap_mem_ptr(&cpu->vm->mem, gpa, n);
-	if (!p)
-		return NULL;
-	uint64_t idx = (uint64_t)(p - cpu->vm->mem.host) >> 12;
-	if (idx < cpu->npages && atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed))
-		code_store(cpu, gpa, idx);
-	return p;
+	return kap_mem_ptr(&cpu->vm->mem, gpa, n);
 }
 
 /* ---- segment loads (SDM vol. 3 §3.4, §5.4) ---- */
@@ -1296,9 +1308,7 @@ static void take_written(struct kap_soft_cpu *cpu)
 			    !(atomic_load_explicit(&cpu->code_owners[n], memory_order_relaxed) &
 			      me))
 				continue;
-			uint64_t off = n << 12;
-			invalidate_page(cpu,
-					off < m->low_size ? off : KAP_4G + (off - m->low_size));
+			invalidate_page(cpu, page_gpa(cpu, n));
 		}
 	}
 }

@@ -138,11 +138,12 @@ void kap_soft_locked_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t 
 			   uint64_t v);
 /*
  * cpu.c's side for atomic.c: the host address of [off, off + n) through seg for a write (the
- * segment and page checks, A/D bits and the translated-code check of a store done), or NULL
- * when it is not RAM or crosses a page. Faults raise.
+ * segment and page checks and the A/D bits done), or NULL when it is not RAM or crosses a
+ * page. Faults raise. After storing there, kap_soft_stored (the translated-code check).
  */
 uint8_t *kap_soft_write_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
 			    unsigned int n);
+void kap_soft_stored(struct kap_soft_cpu *cpu, const uint8_t *p);
 /* Plain accesses (kap_soft_read/write without the locked-operand hook). */
 uint64_t kap_soft_read_plain(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
 			     unsigned int n);
