@@ -10,7 +10,8 @@
  *   ipi       ("model=flat|cluster": the logical destination model the APs set up) the APs
  *             wait in HLT; a fixed IPI to APIC id 1 (physical) wakes that AP alone, a
  *             logical one (flat model) AP 2 alone, a lowest-priority one to every AP exactly
- *             one of them, all-but-self every AP and not the BSP; then, with the APs halted
+ *             one of them, the I/O APIC's pin 4 (the UART) routed to APIC id 1 that AP
+ *             alone, all-but-self every AP and not the BSP; then, with the APs halted
  *             with IF clear, a fixed IPI to AP 1 stays pending and an NMI wakes it. The ICR's
  *             delivery status reads idle after each
  *   sipibad   INIT and STARTUP to APIC id 0x20, which no vCPU has: nothing starts; then the
@@ -90,6 +91,12 @@ static void smp_sleep_ms(int64_t ms)
 	int64_t t0 = smp_now();
 	while (smp_now() - t0 < ms * 1000000)
 		__asm__ volatile("pause");
+}
+
+static void ioapic_write(uint32_t reg, uint32_t v)
+{
+	*(volatile uint32_t *)(uintptr_t)0xfec00000u = reg;
+	*(volatile uint32_t *)(uintptr_t)0xfec00010u = v;
 }
 
 /* The ICR: high half (the destination) first, then the command. */
@@ -274,6 +281,20 @@ static void test_ipi(const char *cmdline)
 	CHECK(smp_wait(&ipi_hits, want, 10000) == want, "a lowest-priority IPI woke no AP");
 	smp_sleep_ms(50);
 	CHECK(ipi_hits == want, "a lowest-priority IPI reached more than one AP");
+	/* The I/O APIC to another vCPU: the UART's IRQ 4 (THR empty), fixed, physical, edge, to
+	 * APIC id 1. */
+	uint32_t before = ipi_by[1];
+	ioapic_write(0x10 + 2 * 4 + 1, 1u << 24);
+	ioapic_write(0x10 + 2 * 4, 0x40);
+	outb(0x3f9, 0x02); /* IER: THR empty */
+	CHECK(smp_wait(&ipi_by[1], before + 1, 10000) == before + 1,
+	      "the I/O APIC's IRQ 4 did not reach AP 1");
+	outb(0x3f9, 0);
+	(void)inb(0x3fa);
+	ioapic_write(0x10 + 2 * 4, 1u << 16); /* masked again */
+	want++;
+	smp_sleep_ms(50);
+	CHECK(ipi_hits == want, "the I/O APIC's IRQ 4 reached more than AP 1");
 	/* All but self, then halted with IF clear (ipi_park). */
 	ipi_park = 1;
 	icr(0, 0xc4040);
@@ -288,7 +309,7 @@ static void test_ipi(const char *cmdline)
 	CHECK(ipi_by[1] == by1, "an AP with IF clear took a fixed IPI");
 	icr(1, 0x4400);
 	CHECK(smp_wait(&nmi_hits, 1, 10000) == 1, "an NMI did not wake AP 1 from cli; hlt");
-	puts_("ipi: fixed, logical, lowest priority; all-but-self woke ");
+	puts_("ipi: fixed, logical, lowest priority, I/O APIC; all-but-self woke ");
 	putu(cpus - 1);
 	putc_('/');
 	putu(cpus - 1);

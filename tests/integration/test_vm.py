@@ -209,8 +209,8 @@ def test_locked_counters_exact_across_vcpus(cpus):
 def test_ipi_wakes_halted_vcpu(model):
     r = mb(f"ipi model={model}", "--cpus", "4")
     assert r.returncode == PASS, r.stdout + r.stderr
-    assert "ipi: fixed, logical, lowest priority; all-but-self woke 3/3 APs from hlt, nmi 1" \
-        in r.stdout
+    assert ("ipi: fixed, logical, lowest priority, I/O APIC; all-but-self woke 3/3 APs from "
+            "hlt, nmi 1") in r.stdout
 
 
 def test_sipi_to_missing_apic_id_is_dropped():
