@@ -901,8 +901,14 @@ void kap_soft_halt(struct kap_soft_cpu *cpu)
 		uint64_t now = kap_soft_now_ns(), wait = 10 * 1000 * 1000;
 		uint64_t next = kap_soft_pit_poll(vm->soft_pit, now);
 		uint64_t lnext = kap_soft_lapic_poll(cpu->lapic, now);
-		/* NMI, INIT and STARTUP end HLT whatever IF says (and wait-for-SIPI). */
-		if (kap_soft_lapic_has_events(cpu->lapic))
+		/* NMI and INIT end HLT whatever IF says; STARTUP ends only wait-for-SIPI (a halted
+		 * vCPU ignores it, and stays halted). */
+		unsigned int ev = kap_soft_lapic_has_events(cpu->lapic);
+		if ((ev & KAP_SOFT_EV_SIPI) && !cpu->wait_sipi) {
+			kap_soft_lapic_drop_events(cpu->lapic, KAP_SOFT_EV_SIPI);
+			ev &= ~(unsigned int)KAP_SOFT_EV_SIPI;
+		}
+		if (ev)
 			return;
 		if (ints && (kap_soft_lapic_pending(cpu->lapic) ||
 			     (kap_soft_pic_pending(vm->soft_pic) &&

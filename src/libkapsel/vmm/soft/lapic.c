@@ -224,9 +224,14 @@ unsigned int kap_soft_lapic_take_events(struct kap_soft_lapic *l, unsigned int *
 	return ev;
 }
 
-bool kap_soft_lapic_has_events(struct kap_soft_lapic *l)
+unsigned int kap_soft_lapic_has_events(struct kap_soft_lapic *l)
 {
-	return atomic_load_explicit(&l->events, memory_order_relaxed) != 0;
+	return atomic_load_explicit(&l->events, memory_order_relaxed);
+}
+
+void kap_soft_lapic_drop_events(struct kap_soft_lapic *l, unsigned int events)
+{
+	atomic_fetch_and(&l->events, ~events);
 }
 
 /*
