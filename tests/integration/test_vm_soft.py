@@ -235,6 +235,15 @@ def test_ipi_wakes_halted_vcpu(cpus, model):
             f"{cpus - 1}/{cpus - 1} APs from hlt, nmi 1") in r.stdout
 
 
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_cross_modified_code_seen_by_other_vcpu(cpus):
+    # AP 1 keeps a function translated; the BSP rewrites its immediate, then tells the AP,
+    # which must run the new bytes (its blocks from that page dropped at a block boundary).
+    r = soft("xsmc n=200", "--cpus", str(cpus))
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "xsmc: 200 rounds, AP 1 ran the new code each time" in r.stdout
+
+
 def test_sipi_to_missing_apic_id_is_dropped():
     # Then: a STARTUP alone to a running AP is ignored; INIT and STARTUP restart it.
     r = soft("sipibad", "--cpus", "2", debug=True)
