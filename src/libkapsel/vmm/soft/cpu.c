@@ -901,12 +901,13 @@ void kap_soft_halt(struct kap_soft_cpu *cpu)
 		uint64_t now = kap_soft_now_ns(), wait = 10 * 1000 * 1000;
 		uint64_t next = kap_soft_pit_poll(vm->soft_pit, now);
 		uint64_t lnext = kap_soft_lapic_poll(cpu->lapic, now);
-		/* NMI and INIT end HLT whatever IF says; STARTUP ends only wait-for-SIPI (a halted
-		 * vCPU ignores it, and stays halted). */
+		/* NMI and INIT end HLT whatever IF says; STARTUP ends only wait-for-SIPI: a halted
+		 * vCPU ignores one that comes alone (with an INIT not taken yet, it is the INIT's).
+		 */
 		unsigned int ev = kap_soft_lapic_has_events(cpu->lapic);
-		if ((ev & KAP_SOFT_EV_SIPI) && !cpu->wait_sipi) {
-			kap_soft_lapic_drop_events(cpu->lapic, KAP_SOFT_EV_SIPI);
-			ev &= ~(unsigned int)KAP_SOFT_EV_SIPI;
+		if (ev == KAP_SOFT_EV_SIPI && !cpu->wait_sipi) {
+			kap_soft_lapic_drop_events(cpu->lapic, ev);
+			continue; /* look again: something may have come meanwhile */
 		}
 		if (ev)
 			return;

@@ -49,7 +49,8 @@ void kap_soft_lapic_mmio(struct kap_soft_lapic *l, uint64_t off, void *data, uns
 /* Events an APIC message leaves for its vCPU, which takes them at a block boundary. */
 enum { KAP_SOFT_EV_NMI = 1u << 0, KAP_SOFT_EV_INIT = 1u << 1, KAP_SOFT_EV_SIPI = 1u << 2 };
 unsigned int kap_soft_lapic_has_events(struct kap_soft_lapic *l); /* the bits, not taken */
-void kap_soft_lapic_drop_events(struct kap_soft_lapic *l, unsigned int events);
+/* Clears the events if they are still exactly seen (false: something came meanwhile). */
+bool kap_soft_lapic_drop_events(struct kap_soft_lapic *l, unsigned int seen);
 /* Takes (and clears) the events; *sipi_vector is the last STARTUP's vector. */
 unsigned int kap_soft_lapic_take_events(struct kap_soft_lapic *l, unsigned int *sipi_vector);
 /* INIT: the registers go back to their power-up state, the APIC ID aside (§11.4.7.3). */

@@ -229,9 +229,9 @@ unsigned int kap_soft_lapic_has_events(struct kap_soft_lapic *l)
 	return atomic_load_explicit(&l->events, memory_order_relaxed);
 }
 
-void kap_soft_lapic_drop_events(struct kap_soft_lapic *l, unsigned int events)
+bool kap_soft_lapic_drop_events(struct kap_soft_lapic *l, unsigned int seen)
 {
-	atomic_fetch_and(&l->events, ~events);
+	return atomic_compare_exchange_strong(&l->events, &seen, 0);
 }
 
 /*
