@@ -990,9 +990,10 @@ static void take_events(struct kap_soft_cpu *cpu)
 static void take_interrupt(struct kap_soft_cpu *cpu)
 {
 	struct kap_vm *vm = cpu->vm;
-	if (kap_soft_lapic_has_events(cpu->lapic) || cpu->nmi_pending)
-		take_events(cpu);
 	if ((++cpu->poll & 15) == 0) {
+		/* NMI, INIT and STARTUP: every 16 blocks is soon enough (a halted vCPU is woken). */
+		if (kap_soft_lapic_has_events(cpu->lapic) || cpu->nmi_pending)
+			take_events(cpu);
 		uint64_t now = kap_soft_now_ns();
 		kap_soft_pit_poll(vm->soft_pit, now);
 		kap_soft_lapic_poll(cpu->lapic, now);
