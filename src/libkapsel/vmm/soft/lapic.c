@@ -16,7 +16,7 @@
  * self, all and all-but-self; physical destinations (an APIC ID, 0xFF for all) and logical
  * ones in the flat and cluster models (DFR, LDR). They are delivered when the ICR is written,
  * so its delivery status always reads idle. NMI, INIT and STARTUP become events the target
- * vCPU takes at its next block boundary (cpu.c): only its own thread changes its registers.
+ * vCPU takes at a block boundary (cpu.c): only its own thread changes its registers.
  * A STARTUP reaches only a vCPU waiting for one; a destination no APIC has is dropped, as on
  * a bus where no APIC answers. SMI and ExtINT messages are dropped with a debug line.
  *
