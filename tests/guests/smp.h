@@ -17,6 +17,8 @@
  *   sipibad   INIT and STARTUP to APIC id 0x20, which no vCPU has: nothing starts; then the
  *             same to APIC id 1, which starts; a STARTUP alone to it again is ignored, INIT
  *             and STARTUP start it again
+ *   lockud    LOCK where it may not be (a register destination, MOV, XCHG between registers)
+ *             raises #UD, and the instruction does nothing
  *   xsmc      cross-modifying code: AP 1 runs a function (1), the BSP rewrites its immediate
  *             and then tells the AP, which runs it again and must get the new value (2),
  *             "n=N" rounds (SDM vol. 3 §9.1.3)
@@ -383,5 +385,29 @@ static void test_xsmc(const char *cmdline)
 	puts_("xsmc: ");
 	putu(n);
 	puts_(" rounds, AP 1 ran the new code each time\n");
+	pass();
+}
+
+extern volatile uint32_t ud_count, ud_resume;
+void isr_ud(void);
+#define SMP_EXPECT_UD(insn)                                                                        \
+	__asm__ volatile("movl $1f, ud_resume\n\t" insn "\n1:" : : : "memory", "eax", "ebx")
+
+static void test_lockud(void)
+{
+	smp_gate(6, isr_ud);
+	smp_lidt();
+	uint32_t before = ud_count, v = 7;
+	SMP_EXPECT_UD("mov $1, %%eax\n\tmov $2, %%ebx\n\t.byte 0xf0, 0x01, 0xc3"); /* lock add */
+	SMP_EXPECT_UD(".byte 0xf0, 0x8b, 0x03");    /* lock mov (%ebx) */
+	SMP_EXPECT_UD(".byte 0xf0, 0x87, 0xc3");    /* lock xchg reg, reg */
+	__asm__ volatile("lock incl %0" : "+m"(v)); /* and where it may, it works */
+	puts_("lockud: ");
+	putu(ud_count - before);
+	puts_(" #UD, v ");
+	putu(v);
+	putc_('\n');
+	CHECK(ud_count - before == 3, "LOCK where it may not be did not raise #UD");
+	CHECK(v == 8, "LOCK INC did not add");
 	pass();
 }

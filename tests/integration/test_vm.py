@@ -226,6 +226,12 @@ def test_cross_modified_code_seen_by_other_vcpu():
     assert "xsmc: 50 rounds, AP 1 ran the new code each time" in r.stdout
 
 
+def test_lock_where_it_may_not_be_is_ud():
+    r = mb("lockud")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "lockud: 3 #UD, v 8" in r.stdout
+
+
 def test_unclaimed_ports_logged_rate_limited():
     r = mb("unclaimed", debug=True)
     assert r.returncode == PASS, r.stdout + r.stderr

@@ -253,6 +253,14 @@ def test_sipi_to_missing_apic_id_is_dropped():
     assert r.stderr.count("vm: soft vCPU 1: STARTUP at 0x10000") == 2, r.stderr
 
 
+def test_lock_where_it_may_not_be_is_ud():
+    # LOCK with a register destination, on MOV and on XCHG between registers: #UD (as the
+    # KVM column shows hardware doing); LOCK INC on memory adds.
+    r = soft("lockud")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "lockud: 3 #UD, v 8" in r.stdout
+
+
 def test_cpus_above_the_limit_one_line():
     r = soft("pass", "--cpus", "65")
     one_line_error(r, "--cpus 65: kapsel supports at most 64 vCPUs")

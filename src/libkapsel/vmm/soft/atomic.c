@@ -34,9 +34,9 @@ static pthread_mutex_t split_lock = PTHREAD_MUTEX_INITIALIZER;
 bool kap_soft_insn_locked(const struct kap_soft_insn *d)
 {
 	unsigned int map = d->op >> 8, b = d->op & 0xff;
-	if (map == KAP_SOFT_MAP_1 && (b == 0x86 || b == 0x87))
-		return d->mod != 3;
-	return d->pfx & KAP_SOFT_PFX_LOCK;
+	if (d->pfx & KAP_SOFT_PFX_LOCK)
+		return true; /* kap_soft_exec_locked: #UD where LOCK may not be */
+	return map == KAP_SOFT_MAP_1 && (b == 0x86 || b == 0x87) && d->mod != 3;
 }
 
 static bool lockable(const struct kap_soft_insn *d)
