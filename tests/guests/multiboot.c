@@ -11,45 +11,58 @@
  *   acpi      checks the tables' checksums and counts, then powers off through \_S5
  *   reset     i8042 reset (0xFE to port 0x64)
  *   smp       INIT/SIPI to all APs; every vCPU checks in
- *   smpcount, ipi, sipibad, xsmc, lockud   vCPUs together, LOCK: LOCK'd counters, IPIs, a SIPI to
- * no one (smp.h) timer     PIT interrupts through the PIC, then LAPIC timer interrupts tscdl
- * CPUID.1:ECX TSC-deadline and x2APIC bits; with TSC-deadline, one deadline interrupt triple triple
- * fault;  emufail  xgetbv (KVM here cannot emulate it) unclaimed writes and reads an unclaimed port
- * 100 times panic     reads pvpanic's events (port 0x505), then reports PANICKED as a crashing
- * kernel flood     writes to the serial console forever spin      loops forever (host signal
- * tests);  loop  "n=N" iterations, timed exits     "n=N" writes to an unclaimed port
- * (bench/vm-exits) blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad|code", "serial=S"): see
- * test_blk rng       virtio-rng: 64 bytes of entropy net, vcon, vsock   virtio-net, virtio-console,
- * virtio-vsock: see virtio-dev.h virtiofs  virtio-fs: reads a file from the share, then sends
- * hostile FUSE requests and prints the errors (see virtiofs.h) pci       bus 0 through 0xCF8/0xCFC:
- * lists the functions, sizes and moves BAR 0, walks the virtio capabilities pci-blk   virtio-blk
- * over virtio-pci ("mode=rw|ro", "irq=msix|intx|level"): see test_pci_blk pci-rng   virtio-rng over
- * virtio-pci ("irq=msix|intx") blkbench  virtio-blk read throughput for bench/vm-blk: see
- * blkbench.h count     counts forever, printing "count N clock MS" every 100 ms of kvmclock time
- * (the guest's clock: a pause must not show in it), or every 2^20 iterations with "clock -" when
- * the hypervisor offers no kvmclock fwcfg     QEMU's fw_cfg ("cpus=N mem=MiB", "initrd=BYTES"): see
- * fwcfg.h touch     writes to 32 MiB of RAM, says "touched", spins (huge-page backing) dirty
- * count's lines while writing to "dirty_mib=N" MiB of RAM from 16 MiB on (default 32, clipped to
- * RAM), 16 pages per iteration, round and round: a guest whose working set keeps changing, for live
- * migration's pre-copy rounds cpuid     prints the feature registers ("cpuid L.S R=HEX" lines) for
- * --cpu-model tests s3        --acpi full: suspend to RAM through \_S3 with a real-mode waking
- * vector that prints "s3 woke" and checks WAK_STS ("vector=N" sets another vector) acpifull  --acpi
- * full: the FADT's FACS, PM1a and PM timer fields, the timer's rate against the RTC's seconds, then
- * power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN) hyperv    the Hyper-V leaves and MSRs
- * under --cpu-features hv-*: see test_hyperv balloon   virtio-balloon: inflates, deflates,
- * statistics, free page reporting: see balloon.h kbd       the i8042's PS/2 keyboard as firmware
- * and Linux probe it, IRQ 1: see kbd.h memwalk   "mb=N passes=P stride=S": P passes over N MiB of
- * RAM, one write every S bytes, then PASS (bench/vm-mem; passes=0 is its boot-cost baseline) ud #UD
- * reaches the guest's IDT: UD2, then twice EMMS (MMX, which the soft CPU lacks) smc self-modifying
- * code: a rewritten routine and an instruction rewriting the next alu       the integer
- * instructions over edge operands in 8, 16 and 32 bits: prints a hash of every result and every
- * flag the SDM defines ("alu hash N"), for comparing accelerators (test_vm_soft.py) paging 2-level
- * paging with CR0.WP: #PF error codes and CR2 for a missing page and a write to a read-only one,
- * accessed and dirty bits, a 4 MiB PSE page; "triple=1": a triple fault once paging is on segs
- * privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment and MOV SS of a DPL
- * 3 data segment are #GP with the selector; MOV DS of it works chaos     "seed=S n=N": runs N
- * pieces of random code (64 bytes each, HLT bytes made NOPs), every exception resuming at the next;
- * for the accelerator's robustness, not the guest's: any end but a crash of kapsel is fine
+ *   smpcount, ipi, sipibad, xsmc, lockud   vCPUs together and LOCK: shared counters, IPIs, a
+ *             SIPI to no one, cross-modified code, LOCK where it may not be (see smp.h)
+ *   timer     PIT interrupts through the PIC, then LAPIC timer interrupts
+ *   tscdl     CPUID.1:ECX TSC-deadline and x2APIC bits; with TSC-deadline, one deadline interrupt
+ *   triple    triple fault;  emufail  xgetbv (KVM here cannot emulate it)
+ *   unclaimed writes and reads an unclaimed port 100 times
+ *   panic     reads pvpanic's events (port 0x505), then reports PANICKED as a crashing kernel
+ *   flood     writes to the serial console forever
+ *   spin      loops forever (host signal tests);  loop  "n=N" iterations, timed
+ *   exits     "n=N" writes to an unclaimed port (bench/vm-exits)
+ *   blk       virtio-blk over virtio-mmio ("mode=rw|ro|bad|code", "serial=S"): see test_blk
+ *   rng       virtio-rng: 64 bytes of entropy
+ *   net, vcon, vsock   virtio-net, virtio-console, virtio-vsock: see virtio-dev.h
+ *   virtiofs  virtio-fs: reads a file from the share, then sends hostile FUSE requests and
+ *             prints the errors (see virtiofs.h)
+ *   pci       bus 0 through 0xCF8/0xCFC: lists the functions, sizes and moves BAR 0, walks the
+ *             virtio capabilities
+ *   pci-blk   virtio-blk over virtio-pci ("mode=rw|ro", "irq=msix|intx|level"): see
+ *             test_pci_blk
+ *   pci-rng   virtio-rng over virtio-pci ("irq=msix|intx")
+ *   blkbench  virtio-blk read throughput for bench/vm-blk: see blkbench.h
+ *   count     counts forever, printing "count N clock MS" every 100 ms of kvmclock time (the
+ *             guest's clock: a pause must not show in it), or every 2^20 iterations with
+ *             "clock -" when the hypervisor offers no kvmclock
+ *   fwcfg     QEMU's fw_cfg ("cpus=N mem=MiB", "initrd=BYTES"): see fwcfg.h
+ *   touch     writes to 32 MiB of RAM, says "touched", spins (huge-page backing)
+ *   dirty     count's lines while writing to "dirty_mib=N" MiB of RAM from 16 MiB on (default
+ *             32, clipped to RAM), 16 pages per iteration, round and round: a guest whose
+ *             working set keeps changing, for live migration's pre-copy rounds
+ *   cpuid     prints the feature registers ("cpuid L.S R=HEX" lines) for --cpu-model tests
+ *   s3        --acpi full: suspend to RAM through \_S3 with a real-mode waking vector that
+ *             prints "s3 woke" and checks WAK_STS ("vector=N" sets another vector)
+ *   acpifull  --acpi full: the FADT's FACS, PM1a and PM timer fields, the timer's rate against
+ *             the RTC's seconds, then power-off through PM1a_CNT (SLP_TYP from \_S5, SLP_EN)
+ *   hyperv    the Hyper-V leaves and MSRs under --cpu-features hv-*: see test_hyperv
+ *   balloon   virtio-balloon: inflates, deflates, statistics, free page reporting: see balloon.h
+ *   kbd       the i8042's PS/2 keyboard as firmware and Linux probe it, IRQ 1: see kbd.h
+ *   memwalk   "mb=N passes=P stride=S": P passes over N MiB of RAM, one write every S bytes,
+ *             then PASS (bench/vm-mem; passes=0 is its boot-cost baseline)
+ *   ud        #UD reaches the guest's IDT: UD2, then twice EMMS (MMX, which the soft CPU lacks)
+ *   smc       self-modifying code: a rewritten routine and an instruction rewriting the next
+ *   alu       the integer instructions over edge operands in 8, 16 and 32 bits: prints a hash
+ *             of every result and every flag the SDM defines ("alu hash N"), for comparing
+ *             accelerators (test_vm_soft.py)
+ *   paging    2-level paging with CR0.WP: #PF error codes and CR2 for a missing page and a
+ *             write to a read-only one, accessed and dirty bits, a 4 MiB PSE page;
+ *             "triple=1": a triple fault once paging is on
+ *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
+ *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works
+ *   chaos     "seed=S n=N": runs N pieces of random code (64 bytes each, HLT bytes made NOPs),
+ *             every exception resuming at the next; for the accelerator's robustness, not
+ *             the guest's: any end but a crash of kapsel is fine
  */
 #include "acpi.h"
 #include "guest.h"
