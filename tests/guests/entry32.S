@@ -185,6 +185,111 @@ ap_tramp_count:
 	.long 0
 ap_tramp_end:
 	.code32
+
+	/*
+	 * The 32-bit AP entry of the SMP tests (smp.h): copied to 0x12000 and started by SIPI
+	 * vector 0x12. Loads the GDT smp.h put in ap32_gdtr (the BSP's), enters protected mode
+	 * and jumps to ap32_entry in the kernel.
+	 */
+	.globl ap32_tramp_start, ap32_tramp_end, ap32_gdtr
+	.code16
+ap32_tramp_start:
+	cli
+	mov %cs, %ax
+	mov %ax, %ds
+	lgdtl (ap32_gdtr - ap32_tramp_start)
+	mov %cr0, %eax
+	or $1, %eax
+	mov %eax, %cr0
+	ljmpl $0x10, $ap32_entry
+	.align 4
+ap32_gdtr:
+	.word 0
+	.long 0
+ap32_tramp_end:
+	.code32
+
+	/*
+	 * Flat data segments, a 4 KiB stack of its own at 8 MiB + (APIC id + 1) * 4 KiB, then
+	 * ap_main(APIC id) (smp.h).
+	 */
+	.text
+ap32_entry:
+	mov $0x18, %eax
+	mov %eax, %ds
+	mov %eax, %es
+	mov %eax, %ss
+	mov %eax, %fs
+	mov %eax, %gs
+	mov $1, %eax
+	cpuid
+	shr $24, %ebx
+	lea 1(%ebx), %eax
+	shl $12, %eax
+	add $0x800000, %eax
+	mov %eax, %esp
+	push %ebx
+	call ap_main
+1:	cli
+	hlt
+	jmp 1b
+
+	/*
+	 * The ipi test's handlers, without IRET (see the timer test): isr_ipi counts (in total
+	 * and for the APIC id it runs on), acknowledges, drops its frame and waits again in
+	 * ipi_wait ("sti; hlt"), or, once ipi_park is set, halts with IF clear in ipi_after;
+	 * isr_nmi counts and goes to ipi_after too.
+	 */
+	.globl ipi_wait, isr_ipi, isr_nmi, ipi_hits, ipi_by, ipi_park, nmi_hits, ipi_parked
+ipi_wait:
+	sti
+	hlt
+	jmp ipi_wait
+isr_ipi:
+	push %eax
+	mov 0xfee00020, %eax
+	shr $24, %eax
+	and $63, %eax
+	lock incl ipi_by(,%eax,4)
+	lock incl ipi_hits
+	movl $0, 0xfee000b0
+	pop %eax
+	add $12, %esp
+	cmpl $0, ipi_park
+	je ipi_wait
+	jmp ipi_after
+isr_nmi:
+	lock incl nmi_hits
+	add $12, %esp
+ipi_after:
+	lock incl ipi_parked
+2:	cli
+	hlt
+	jmp 2b
+
+	/*
+	 * The xsmc test: code on a page of its own that the BSP rewrites (the immediate) while
+	 * an AP has it translated. Returns 1, then 2.
+	 */
+	.globl xsmc_fn
+	.align 4096
+xsmc_fn:
+	mov $1, %eax
+	ret
+	.align 4096
+
+	.data
+	.align 4
+ipi_hits:
+	.long 0
+ipi_park:
+	.long 0
+nmi_hits:
+	.long 0
+ipi_parked:
+	.long 0
+ipi_by:
+	.fill 64, 4, 0
 #endif
 
 	.bss

@@ -11,6 +11,8 @@
  *   acpi      checks the tables' checksums and counts, then powers off through \_S5
  *   reset     i8042 reset (0xFE to port 0x64)
  *   smp       INIT/SIPI to all APs; every vCPU checks in
+ *   smpcount, ipi, sipibad, xsmc, lockud   vCPUs together and LOCK: shared counters, IPIs, a
+ *             SIPI to no one, cross-modified code, LOCK where it may not be (see smp.h)
  *   timer     PIT interrupts through the PIC, then LAPIC timer interrupts
  *   tscdl     CPUID.1:ECX TSC-deadline and x2APIC bits; with TSC-deadline, one deadline interrupt
  *   triple    triple fault;  emufail  xgetbv (KVM here cannot emulate it)
@@ -77,6 +79,7 @@
 #include "balloon.h"
 #include "kbd.h"
 #include "mips.h"
+#include "smp.h"
 
 struct mb_info {
 	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
@@ -2014,6 +2017,16 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 	}
 	if (streq(test, "smp"))
 		test_smp();
+	if (streq(test, "smpcount"))
+		test_smpcount(cmdline);
+	if (streq(test, "ipi"))
+		test_ipi(cmdline);
+	if (streq(test, "sipibad"))
+		test_sipibad();
+	if (streq(test, "xsmc"))
+		test_xsmc(cmdline);
+	if (streq(test, "lockud"))
+		test_lockud();
 	if (streq(test, "timer"))
 		test_timer();
 	if (streq(test, "triple"))

@@ -197,6 +197,75 @@ def test_unknown_instruction_is_ud_logged_once():
     assert "(bytes 0f 77" in lines[0] and "#UD to the guest" in lines[0]
 
 
+# ---- several vCPUs: one host thread each (docs/vm.md, Several vCPUs) ----
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_smp_every_vcpu_checks_in(cpus):
+    # INIT and two STARTUPs to all but self; each AP runs the real-mode trampoline, reads its
+    # APIC id from CPUID and sets its bit with LOCK BTS, counts itself with LOCK INC.
+    r = soft("smp", "--cpus", str(cpus))
+    assert r.returncode == PASS, r.stdout + r.stderr
+    mask = (1 << cpus) - 1
+    assert f"smp: {cpus}/{cpus} cpus checked in, mask {mask:#x}" in r.stdout
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_locked_counters_exact_across_vcpus(cpus):
+    # 100000 increments per vCPU of each counter, all vCPUs at once: LOCK XADD, a LOCK
+    # CMPXCHG loop, a plain increment under an XCHG spinlock, LOCK CMPXCHG8B (n/4) and LOCK ADD
+    # on a counter that crosses a page (n/16, the split lock). Every total must be exact.
+    n = 100000
+    r = soft(f"smpcount n={n}", "--cpus", str(cpus), timeout=240)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    t = cpus * n
+    assert (f"smpcount: {cpus} cpus x {n}: xadd {t} cmpxchg {t} xchg-lock {t} "
+            f"cmpxchg8b {cpus * (n // 4)} split {cpus * (n // 16)}") in r.stdout
+
+
+@pytest.mark.parametrize("cpus,model", [(2, "flat"), (4, "flat"), (4, "cluster")])
+def test_ipi_wakes_halted_vcpu(cpus, model):
+    # The APs wait in "sti; hlt": a fixed IPI to APIC id 1 wakes that AP alone, a logical
+    # (flat) one AP 2 alone, a lowest-priority one exactly one AP, the I/O APIC's pin 4 (the
+    # UART) routed to APIC id 1 that AP alone, all-but-self every AP and not the sender; with
+    # IF clear a fixed IPI stays pending and an NMI wakes AP 1. Cluster: the logical IPI goes
+    # to cluster 2 member 0, which in the flat model would be every AP.
+    r = soft(f"ipi model={model}", "--cpus", str(cpus))
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert ("ipi: fixed, logical, lowest priority, I/O APIC; all-but-self woke "
+            f"{cpus - 1}/{cpus - 1} APs from hlt, nmi 1") in r.stdout
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_cross_modified_code_seen_by_other_vcpu(cpus):
+    # AP 1 keeps a function translated; the BSP rewrites its immediate, then tells the AP,
+    # which must run the new bytes (its blocks from that page dropped at a block boundary).
+    r = soft("xsmc n=200", "--cpus", str(cpus))
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "xsmc: 200 rounds, AP 1 ran the new code each time" in r.stdout
+
+
+def test_sipi_to_missing_apic_id_is_dropped():
+    # Then: a STARTUP alone to a running AP is ignored; INIT and STARTUP restart it.
+    r = soft("sipibad", "--cpus", "2", debug=True)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert ("sipibad: 0 started by a SIPI to APIC id 0x20, 1 by one to id 1, 0 by a SIPI "
+            "without INIT, 1 after INIT again") in r.stdout
+    assert r.stderr.count("vm: soft vCPU 1: STARTUP at 0x10000") == 2, r.stderr
+
+
+def test_lock_where_it_may_not_be_is_ud():
+    # LOCK with a register destination, on MOV and on XCHG between registers: #UD (as the
+    # KVM column shows hardware doing); LOCK INC on memory adds.
+    r = soft("lockud")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "lockud: 3 #UD, v 8" in r.stdout
+
+
+def test_cpus_above_the_limit_one_line():
+    r = soft("pass", "--cpus", "65")
+    one_line_error(r, "--cpus 65: kapsel supports at most 64 vCPUs")
+
+
 def test_self_modifying_code():
     # A routine rewritten after it ran, and an instruction rewritten by the one before it
     # within the same translated block: both must run their new bytes.
@@ -515,7 +584,6 @@ def test_bad_accel_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("args,what", [
-    (["--cpus", "2"], "--cpus above 1"),
     (["--balloon", "amount_mib=1"], "virtio-balloon"),
     (["--cpu-features", "+hv-relaxed"], "Hyper-V enlightenments"),
     (["--name", "softvm"], "the control API"),

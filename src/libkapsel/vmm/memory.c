@@ -245,21 +245,52 @@ void kap_mem_mark_dirty(const struct kap_guest_mem *m, uint64_t gpa, uint64_t le
 	for (uint64_t n = off / 4096; n <= (off + len - 1) / 4096; n++) {
 		if (m->vmm_dirty)
 			atomic_fetch_or(&m->vmm_dirty[n / 64], 1ULL << (n % 64));
-		if (m->written)
-			atomic_fetch_or(&m->written->bits[n / 64], 1ULL << (n % 64));
+		for (unsigned int i = 0; m->written && i < m->written->n; i++)
+			atomic_fetch_or(&m->written->rec[i].bits[n / 64], 1ULL << (n % 64));
 	}
-	/* After the bits: the soft vCPU clears any, then takes the bits (cpu.c). */
-	if (m->written)
-		atomic_store(&m->written->any, true);
+	/* After the bits: a soft vCPU clears any, then takes the bits (cpu.c). */
+	for (unsigned int i = 0; m->written && i < m->written->n; i++)
+		atomic_store(&m->written->rec[i].any, true);
 }
 
-int kap_mem_track_written(struct kap_guest_mem *m, struct kapsel_error **err)
+void kap_mem_written_mark(struct kap_mem_written *w, unsigned int rec, uint64_t page)
+{
+	if (rec >= w->n || page / 64 >= w->words)
+		return;
+	_Atomic uint64_t *b = &w->rec[rec].bits[page / 64];
+	uint64_t bit = 1ULL << (page % 64);
+	if (!(atomic_load_explicit(b, memory_order_relaxed) & bit))
+		atomic_fetch_or(b, bit);
+	atomic_store(&w->rec[rec].any, true);
+}
+
+static void written_free(struct kap_mem_written *w)
+{
+	if (!w)
+		return;
+	for (unsigned int i = 0; i < w->n; i++)
+		free((void *)w->rec[i].bits);
+	free((void *)w->owners);
+	free(w);
+}
+
+int kap_mem_track_written(struct kap_guest_mem *m, unsigned int nrec, struct kapsel_error **err)
 {
 	if (m->written)
 		return 0;
-	m->written = calloc(1, sizeof(*m->written) + (m->size / 4096 / 64 + 1) * sizeof(uint64_t));
-	if (!m->written)
+	struct kap_mem_written *w = calloc(1, sizeof(*w) + nrec * sizeof(w->rec[0]));
+	if (!w)
 		return kap_error(err, ENOMEM, "guest memory: the soft CPU's write record");
+	w->words = m->size / 4096 / 64 + 1;
+	w->owners = calloc(m->size / 4096 + 1, sizeof(uint64_t));
+	bool ok = w->owners != NULL;
+	for (unsigned int i = 0; ok && i < nrec; i++, w->n++)
+		ok = (w->rec[i].bits = calloc(w->words, sizeof(uint64_t))) != NULL;
+	if (!ok) {
+		written_free(w);
+		return kap_error(err, ENOMEM, "guest memory: the soft CPU's write record");
+	}
+	m->written = w;
 	return 0;
 }
 
@@ -271,7 +302,7 @@ void kap_mem_destroy(struct kap_guest_mem *m)
 		close(m->fd);
 	free((void *)m->vmm_dirty);
 	m->vmm_dirty = NULL;
-	free(m->written);
+	written_free(m->written);
 	m->written = NULL;
 	m->host = NULL;
 	m->fd = -EBADF;

@@ -688,7 +688,7 @@ static int setup_soft_irqchip(struct kap_vm *vm, struct kapsel_error **err)
 	int r = kap_soft_ioapic_create(vm, &vm->soft_ioapic, err);
 	if (r < 0 || (r = kap_soft_irqfds_create(vm, &vm->soft_irqfds, err)) < 0)
 		return r;
-	return kap_mem_track_written(&vm->mem, err);
+	return kap_mem_track_written(&vm->mem, vm->ncpus, err);
 }
 
 /*

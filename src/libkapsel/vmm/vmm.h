@@ -43,17 +43,32 @@ struct kap_guest_mem {
 	_Atomic uint64_t *vmm_dirty;
 	/*
 	 * Soft path only (kap_mem_track_written): the same record, kept for the soft CPU, which
-	 * drops the translations of pages the VMM wrote (vmm/soft/cpu.c); any is set with it.
+	 * drops the translations of pages the VMM wrote (vmm/soft/cpu.c); one per soft vCPU.
 	 */
 	struct kap_mem_written *written;
 };
 
-struct kap_mem_written {
+/*
+ * The soft CPU's written-page records (docs/vm.md, Device writes and translated code): one per
+ * vCPU, each a bit per RAM page and an any flag set after the bits. The VMM's writes mark every
+ * record (kap_mem_mark_dirty); a vCPU's store to a page another vCPU translated code from marks
+ * that vCPU's (kap_mem_written_mark). Each vCPU takes its own at block boundaries. owners has a
+ * bit per vCPU for each RAM page some of its blocks came from: vmm/soft/cpu.c keeps it.
+ */
+struct kap_mem_written_rec {
 	atomic_bool any;
-	_Atomic uint64_t bits[]; /* one bit per RAM page, as vmm_dirty */
+	_Atomic uint64_t *bits;
 };
-/* Starts recording the VMM's writes to RAM in m->written (the soft path). */
-int kap_mem_track_written(struct kap_guest_mem *m, struct kapsel_error **err);
+struct kap_mem_written {
+	unsigned int n;		  /* records: one per soft vCPU */
+	uint64_t words;		  /* 64-bit words in each bitmap */
+	_Atomic uint64_t *owners; /* per RAM page */
+	struct kap_mem_written_rec rec[];
+};
+/* Starts recording the VMM's writes to RAM in m->written, for nrec soft vCPUs. */
+int kap_mem_track_written(struct kap_guest_mem *m, unsigned int nrec, struct kapsel_error **err);
+/* Marks RAM page index page in record rec (then its any flag). */
+void kap_mem_written_mark(struct kap_mem_written *w, unsigned int rec, uint64_t page);
 /* Whether the VMM's writes are being recorded (a device then marks what it writes). */
 static inline bool kap_mem_tracks_writes(const struct kap_guest_mem *m)
 {

@@ -13,10 +13,13 @@
  * Blocks: a run of decoded instructions starting at a guest-physical address, ending at the
  * first instruction that may branch, at a page boundary or after KAP_SOFT_BLOCK_MAX. They are
  * found by (physical address, code size) in a hash table. Self-modifying code: each RAM page
- * some block came from has a byte set in code_pages; every guest store checks it, and a store
+ * some block came from is marked; every guest store checks the mark, and a store
  * to such a page drops the page's blocks and ends the running block after the storing
  * instruction, so the next instruction is decoded from the new bytes (SDM vol. 3 §11.6).
- * Dropped blocks are freed only between blocks: the running one may be among them.
+ * Dropped blocks are freed only between blocks: the running one may be among them. With
+ * several vCPUs the mark is a mask of the vCPUs with blocks from the page (code_owners), and a
+ * store marks the other owners' written-page records, which they take at their block
+ * boundaries (kap_soft_stored).
  *
  * Chaining: a block ending in a direct branch or falling through remembers the (up to two)
  * blocks that ran next, by RIP; the run loop takes a link only when the block's physical
@@ -101,7 +104,7 @@ struct kap_soft_tlb_entry {
 	uint64_t tag;  /* linear page address | 1; 0: empty */
 	uint8_t *host; /* the page in kapsel's mapping of guest RAM */
 	uint64_t phys; /* its guest-physical address */
-	uint32_t idx;  /* its RAM page index (code_pages) */
+	uint32_t idx;  /* its RAM page index (code_owners) */
 	uint8_t perm;  /* TLB_* */
 	uint8_t shift; /* log2 of the mapping's page size: INVLPG of a large page drops all of it */
 	bool global;   /* G in the leaf with CR4.PGE: a CR3 write keeps it */
@@ -113,8 +116,6 @@ struct kap_soft_tlb {
 
 const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 {
-	if (c->cpus > 1)
-		return "--cpus above 1 (one soft vCPU for now)";
 	if (c->balloon.enabled)
 		return "virtio-balloon (--balloon: not yet tried on the soft CPU)";
 	if (c->cpu_features && strstr(c->cpu_features, "hv-"))
@@ -189,6 +190,8 @@ void kap_soft_invlpg(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off)
 	}
 }
 
+static void init_reset(struct kap_soft_cpu *cpu);
+
 int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_boot_entry *entry,
 			 struct kapsel_error **err)
 {
@@ -208,18 +211,20 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 	pthread_condattr_destroy(&ca);
 	cpu->delivering = -1;
 	cpu->npages = vm->mem.size >> 12;
-	cpu->code_pages = calloc(cpu->npages ? cpu->npages : 1, 1);
 	cpu->cache = calloc(1, sizeof(*cpu->cache));
 	cpu->tlb = calloc(1, sizeof(*cpu->tlb));
-	if (!cpu->code_pages || !cpu->cache || !cpu->tlb) {
-		free(cpu->code_pages);
+	if (!cpu->cache || !cpu->tlb) {
 		free(cpu->cache);
 		free(cpu->tlb);
 		free(cpu);
 		return kap_error(err, ENOMEM, "soft vCPU %u", id);
 	}
 	v->soft = cpu;
-	int r = kap_soft_lapic_create(&vm->mmio, id, &cpu->lapic, err);
+	/* The VM's written-page records (vm.c made one per vCPU) and the code-page owners. */
+	if (!vm->mem.written || id >= vm->mem.written->n || id >= 64)
+		return kap_error_plain(err, EINVAL, "soft vCPU %u: no written-page record", id);
+	cpu->code_owners = vm->mem.written->owners;
+	int r = kap_soft_lapic_create(vm, id, &cpu->lapic, err);
 	if (r < 0)
 		return r;    /* kap_soft_vcpu_destroy frees the rest */
 	if (vm->soft_ioapic) /* level-triggered EOIs reach the I/O APIC (§11.8.5) */
@@ -258,9 +263,44 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 	cpu->mtrr_def_type = (1ULL << 11) | 6;
 	cpu->pat = 0x0007040600070406ULL;
 	cpu->apic_base = KAP_LAPIC_ADDR | (1ULL << 11) | (id == 0 ? 1ULL << 8 : 0);
-	cpu->tsc_offset = -(int64_t)kap_soft_rdtsc(cpu);
+	/* One TSC for the VM: the APs' counts are the BSP's (Linux checks they agree). */
+	cpu->tsc_offset = id == 0 ? -(int64_t)kap_soft_rdtsc(cpu) : vm->vcpus[0].soft->tsc_offset;
 	kap_soft_update_mode(cpu);
+	if (id > 0)
+		init_reset(cpu); /* an AP waits for INIT and STARTUP, as under KVM */
 	return 0;
+}
+
+/*
+ * INIT (SDM vol. 3 §9.1.1, table 9-1): the power-up register state, real mode at F000:FFF0,
+ * then waiting for a STARTUP IPI. The TSC, the APIC base and the other MSRs are kept; the
+ * translated blocks are too (they are keyed by physical address and code size).
+ */
+static void init_reset(struct kap_soft_cpu *cpu)
+{
+	memset(cpu->r, 0, sizeof(cpu->r));
+	cpu->r[2] = 0x00050650; /* EDX: the CPUID.1 signature */
+	cpu->rip = 0xfff0;
+	cpu->flags = 2;
+	cpu->lf_op = KAP_SOFT_LF_NONE;
+	for (int i = 0; i < 6; i++)
+		cpu->seg[i] =
+		    (struct kap_soft_seg){.limit = 0xffff, .type = 3, .present = true, .s = true};
+	cpu->seg[KAP_SOFT_CS] = (struct kap_soft_seg){.base = 0xffff0000ULL,
+						      .limit = 0xffff,
+						      .sel = 0xf000,
+						      .type = 0xb,
+						      .present = true,
+						      .s = true};
+	cpu->ldtr = (struct kap_soft_seg){.limit = 0xffff, .type = 2, .present = true};
+	cpu->tr = (struct kap_soft_seg){.limit = 0xffff, .type = 0xb, .present = true};
+	cpu->gdt_base = cpu->idt_base = 0;
+	cpu->gdt_limit = cpu->idt_limit = 0xffff;
+	cpu->cr0 = 0x60000010;
+	cpu->cr2 = cpu->cr3 = cpu->cr4 = cpu->cr8 = cpu->efer = 0;
+	cpu->halted = cpu->int_shadow = cpu->nmi_blocked = cpu->nmi_pending = false;
+	cpu->wait_sipi = true;
+	kap_soft_update_mode(cpu);
 }
 
 static void cache_free(struct kap_soft_cache *c)
@@ -289,7 +329,6 @@ void kap_soft_vcpu_destroy(struct kap_vcpu *v)
 	cache_free(cpu->cache);
 	free(cpu->tlb);
 	kap_soft_lapic_free(cpu->lapic);
-	free(cpu->code_pages);
 	pthread_cond_destroy(&cpu->halt_cond);
 	pthread_mutex_destroy(&cpu->halt_lock);
 	free(cpu);
@@ -335,10 +374,42 @@ static void invalidate_page(struct kap_soft_cpu *cpu, uint64_t gpa)
 		}
 	}
 	int64_t idx = ram_page(cpu, gpa);
-	if (idx >= 0)
-		cpu->code_pages[idx] = 0;
+	if (idx >= 0 && (uint64_t)idx < cpu->npages)
+		atomic_fetch_and(&cpu->code_owners[idx], ~(1ULL << cpu->id));
 	c->epoch++; /* unlinks every chain: some may lead into the dropped blocks */
 	cpu->stop_block = true;
+}
+
+/* The guest-physical address of RAM page idx. */
+static uint64_t page_gpa(const struct kap_soft_cpu *cpu, uint64_t idx)
+{
+	uint64_t off = idx << 12, low = cpu->vm->mem.low_size;
+	return off < low ? off : KAP_4G + (off - low);
+}
+
+/*
+ * After a store to RAM at host address p (docs/vm.md, Several vCPUs): when some vCPU has blocks
+ * from the page, this vCPU's go now (its running block ends after the storing instruction) and
+ * every other owner's written-page record is marked, so that vCPU drops its blocks at its next
+ * block boundary, before it can have seen anything this vCPU stores later. With several vCPUs
+ * a full fence comes first: a vCPU translating the page sets its bit, fences, then reads the
+ * bytes, so either this load sees the bit or that read sees the new bytes (Dekker's pattern).
+ * Looking before the store instead would leave a window between the look and the store.
+ */
+void kap_soft_stored(struct kap_soft_cpu *cpu, const uint8_t *p)
+{
+	uint64_t idx = (uint64_t)(p - cpu->vm->mem.host) >> 12;
+	if (cpu->vm->ncpus > 1)
+		atomic_thread_fence(memory_order_seq_cst);
+	if (idx >= cpu->npages ||
+	    !atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed))
+		return;
+	uint64_t owners = atomic_load(&cpu->code_owners[idx]), me = 1ULL << cpu->id;
+	if (owners & me)
+		invalidate_page(cpu, page_gpa(cpu, idx));
+	for (owners &= ~me; owners; owners &= owners - 1)
+		kap_mem_written_mark(cpu->vm->mem.written, (unsigned int)__builtin_ctzll(owners),
+				     idx);
 }
 
 /* One access to guest-physical [gpa, gpa + n) inside one page: RAM, else the MMIO bus. */
@@ -349,17 +420,20 @@ static void phys_access(struct kap_soft_cpu *cpu, uint64_t gpa, void *data, unsi
 	if (!p) {
 		atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_MMIO], 1,
 					  memory_order_relaxed);
-		kap_bus_access(&cpu->vm->mmio, gpa, data, n, write);
+		/* This vCPU's own local APIC, where its APIC base MSR puts it (§11.4.4). */
+		if ((gpa & ~0xfffULL) == (cpu->apic_base & 0xffffff000ULL) &&
+		    (cpu->apic_base & (1ULL << 11)))
+			kap_soft_lapic_mmio(cpu->lapic, gpa & 0xfff, data, n, write);
+		else
+			kap_bus_access(&cpu->vm->mmio, gpa, data, n, write);
 		return;
 	}
 	if (!write) {
 		memcpy(data, p, n);
 		return;
 	}
-	uint64_t idx = (uint64_t)(p - cpu->vm->mem.host) >> 12;
-	if (idx < cpu->npages && cpu->code_pages[idx])
-		invalidate_page(cpu, gpa);
 	memcpy(p, data, n);
+	kap_soft_stored(cpu, p);
 }
 
 /* ---- paging (SDM vol. 3 ch. 4) ---- */
@@ -389,12 +463,12 @@ static void pte_set(struct kap_soft_cpu *cpu, uint64_t gpa, unsigned int n, uint
 	uint8_t *p = kap_mem_ptr(&cpu->vm->mem, gpa, n);
 	if (!p)
 		return;
-	uint64_t v = 0;
-	memcpy(&v, p, n);
-	if ((v & bits) == bits)
-		return;
-	v |= bits;
-	memcpy(p, &v, n);
+	/* Atomically, as the CPU sets them: another vCPU may be changing the entry (a table
+	 * entry is aligned to its size, so the host address is too). */
+	if (n == 8)
+		__atomic_fetch_or((uint64_t *)(void *)p, bits, __ATOMIC_SEQ_CST);
+	else
+		__atomic_fetch_or((uint32_t *)(void *)p, (uint32_t)bits, __ATOMIC_SEQ_CST);
 }
 
 /* Caches lin's page after a successful walk: RAM pages only (MMIO goes to the bus each time). */
@@ -588,15 +662,17 @@ static void lin_access(struct kap_soft_cpu *cpu, uint64_t lin, void *buf, unsign
 	if (cpu->mode != 8)
 		lin &= 0xffffffffULL;
 	if ((lin & 0xfff) + n <= 0x1000) {
-		/* Through the TLB; a store to a page with translations takes the slow path, which
-		 * drops them. */
+		/* Through the TLB; a store is followed by the code-page check (kap_soft_stored),
+		 * which drops translations from the page, this vCPU's and the others'. */
 		struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
-		if (e && (!(acc & ACC_WRITE) || !cpu->code_pages[e->idx])) {
+		if (e) {
 			uint8_t *p = e->host + (lin & 0xfff);
-			if (acc & ACC_WRITE)
+			if (acc & ACC_WRITE) {
 				host_store(p, n, *(const uint64_t *)buf);
-			else
+				kap_soft_stored(cpu, p);
+			} else {
 				*(uint64_t *)buf = host_load(p, n);
+			}
 			return;
 		}
 	}
@@ -650,18 +726,48 @@ static uint64_t seg_linear(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t 
 	return (s->base + off) & 0xffffffffULL;
 }
 
-uint64_t kap_soft_read(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n)
+uint64_t kap_soft_read_plain(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			     unsigned int n)
 {
 	uint64_t v = 0;
 	lin_access(cpu, seg_linear(cpu, seg, off, n, false), &v, n, cpu->cpl == 3 ? ACC_USER : 0);
 	return v;
 }
 
-void kap_soft_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n,
-		    uint64_t v)
+void kap_soft_write_plain(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n,
+			  uint64_t v)
 {
 	lin_access(cpu, seg_linear(cpu, seg, off, n, true), &v, n,
 		   ACC_WRITE | (cpu->cpl == 3 ? ACC_USER : 0));
+}
+
+/* The memory operand of a LOCK'd instruction goes through atomic.c. */
+uint64_t kap_soft_read(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n)
+{
+	if (cpu->lk.state != KAP_SOFT_LK_OFF)
+		return kap_soft_locked_read(cpu, seg, off, n);
+	return kap_soft_read_plain(cpu, seg, off, n);
+}
+
+void kap_soft_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n,
+		    uint64_t v)
+{
+	if (cpu->lk.state != KAP_SOFT_LK_OFF)
+		kap_soft_locked_write(cpu, seg, off, n, v);
+	else
+		kap_soft_write_plain(cpu, seg, off, n, v);
+}
+
+uint8_t *kap_soft_write_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			    unsigned int n)
+{
+	uint64_t lin = seg_linear(cpu, seg, off, n, true);
+	if (cpu->mode != 8)
+		lin &= 0xffffffffULL;
+	if ((lin & 0xfff) + n > 0x1000)
+		return NULL;
+	uint64_t gpa = translate(cpu, lin, ACC_WRITE | (cpu->cpl == 3 ? ACC_USER : 0));
+	return kap_mem_ptr(&cpu->vm->mem, gpa, n);
 }
 
 /* ---- segment loads (SDM vol. 3 §3.4, §5.4) ---- */
@@ -976,12 +1082,22 @@ void kap_soft_out(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n, uint3
 void kap_soft_halt(struct kap_soft_cpu *cpu)
 {
 	struct kap_vm *vm = cpu->vm;
-	bool ints = cpu->flags & KAP_SOFT_IF;
+	bool ints = (cpu->flags & KAP_SOFT_IF) && !cpu->wait_sipi;
 	while (!atomic_load(&vm->stop) &&
 	       !atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
 		uint64_t now = kap_soft_now_ns(), wait = 10 * 1000 * 1000;
 		uint64_t next = kap_soft_pit_poll(vm->soft_pit, now);
 		uint64_t lnext = kap_soft_lapic_poll(cpu->lapic, now);
+		/* NMI and INIT end HLT whatever IF says; STARTUP ends only wait-for-SIPI: a halted
+		 * vCPU ignores one that comes alone (with an INIT not taken yet, it is the INIT's).
+		 */
+		unsigned int ev = kap_soft_lapic_has_events(cpu->lapic);
+		if (ev == KAP_SOFT_EV_SIPI && !cpu->wait_sipi) {
+			kap_soft_lapic_drop_events(cpu->lapic, ev);
+			continue; /* look again: something may have come meanwhile */
+		}
+		if (ev)
+			return;
 		if (ints && (kap_soft_lapic_pending(cpu->lapic) ||
 			     (kap_soft_pic_pending(vm->soft_pic) &&
 			      kap_soft_lapic_accepts_pic(cpu->lapic, cpu->apic_base))))
@@ -1003,38 +1119,86 @@ void kap_soft_halt(struct kap_soft_cpu *cpu)
 	}
 }
 
+void kap_soft_kick(struct kap_vm *vm, unsigned int id)
+{
+	struct kap_soft_cpu *cpu = id < vm->ncpus ? vm->vcpus[id].soft : NULL;
+	if (!cpu)
+		return;
+	pthread_mutex_lock(&cpu->halt_lock);
+	cpu->woken = true;
+	pthread_cond_signal(&cpu->halt_cond);
+	pthread_mutex_unlock(&cpu->halt_lock);
+}
+
 void kap_soft_wake(struct kap_vm *vm)
 {
-	for (unsigned int i = 0; i < vm->ncpus; i++) {
-		struct kap_soft_cpu *cpu = vm->vcpus[i].soft;
-		if (!cpu)
-			continue;
-		pthread_mutex_lock(&cpu->halt_lock);
-		cpu->woken = true;
-		pthread_cond_signal(&cpu->halt_cond);
-		pthread_mutex_unlock(&cpu->halt_lock);
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		kap_soft_kick(vm, i);
+}
+
+/*
+ * What APIC messages left for this vCPU (lapic.c): INIT resets it to wait for a STARTUP, a
+ * STARTUP starts a waiting vCPU in real mode at vector << 12 (SDM vol. 3 §9.4.4; ignored
+ * otherwise), an NMI is taken through IDT vector 2 unless one is being handled (then it waits
+ * for the IRET that ends that one, §6.7.1).
+ */
+static void take_events(struct kap_soft_cpu *cpu)
+{
+	unsigned int vec = 0, ev = kap_soft_lapic_take_events(cpu->lapic, &vec);
+	if (ev & KAP_SOFT_EV_INIT) {
+		init_reset(cpu);
+		kap_soft_lapic_init_reset(cpu->lapic);
+	}
+	if ((ev & KAP_SOFT_EV_SIPI) && cpu->wait_sipi) {
+		cpu->wait_sipi = false;
+		cpu->seg[KAP_SOFT_CS].sel = (uint16_t)((vec & 0xff) << 8);
+		cpu->seg[KAP_SOFT_CS].base = (uint64_t)(vec & 0xff) << 12;
+		cpu->rip = 0;
+		kap_soft_update_mode(cpu);
+		kap_debug("vm: soft vCPU %u: STARTUP at 0x%x", cpu->id, (vec & 0xff) << 12);
+	}
+	if ((ev & KAP_SOFT_EV_NMI) && !cpu->wait_sipi)
+		cpu->nmi_pending = true;
+	if (cpu->nmi_pending && !cpu->nmi_blocked && !cpu->wait_sipi) {
+		cpu->nmi_pending = false;
+		cpu->nmi_blocked = true;
+		cpu->halted = false;
+		cpu->delivering = 2;
+		deliver(cpu, 2, 0, false, false, cpu->rip);
+		cpu->delivering = -1;
 	}
 }
 
 /*
  * At a block boundary: IRQ 0 when the PIT is due (looked at every 64 blocks: the clock costs
  * more than a short block), then an external interrupt from the PIC if IF allows it (SDM vol. 3
- * §6.8.1), through the IDT like an exception but with no error code. True when it delivered one.
+ * §6.8.1), through the IDT like an exception but with no error code. True when it delivered one
+ * or took an APIC event (NMI, INIT, STARTUP): either moves RIP.
  */
 static bool take_interrupt(struct kap_soft_cpu *cpu)
 {
 	struct kap_vm *vm = cpu->vm;
-	if ((++cpu->poll & 63) == 0) {
+	bool moved = false;
+	if ((++cpu->poll & 15) == 0) {
+		/* NMI, INIT, STARTUP: each 16th block is soon enough (a halted vCPU is woken) */
+		if (kap_soft_lapic_has_events(cpu->lapic) || cpu->nmi_pending) {
+			take_events(cpu);
+			moved = true;
+		}
+	}
+	if ((cpu->poll & 63) == 0) {
 		uint64_t now = kap_soft_now_ns();
 		kap_soft_pit_poll(vm->soft_pit, now);
 		kap_soft_lapic_poll(cpu->lapic, now);
 	}
+	if (cpu->wait_sipi)
+		return true; /* INIT: no interrupts until a STARTUP */
 	if (cpu->int_shadow) {
 		cpu->int_shadow = false;
-		return false;
+		return moved;
 	}
 	if (!(cpu->flags & KAP_SOFT_IF))
-		return false;
+		return moved;
 	/* The LAPIC's own vectors outrank the 8259's ExtINT (§10.8.1's priority scheme aside). */
 	int vec = -1;
 	if (kap_soft_lapic_pending(cpu->lapic))
@@ -1043,7 +1207,7 @@ static bool take_interrupt(struct kap_soft_cpu *cpu)
 	    kap_soft_lapic_accepts_pic(cpu->lapic, cpu->apic_base))
 		vec = kap_soft_pic_ack(vm->soft_pic);
 	if (vec < 0)
-		return false;
+		return moved;
 	cpu->delivering = vec;
 	deliver(cpu, vec, 0, false, false, cpu->rip);
 	cpu->delivering = -1;
@@ -1229,8 +1393,14 @@ static unsigned int hash(uint64_t phys, unsigned int mode)
 static void mark_code(struct kap_soft_cpu *cpu, uint64_t gpa)
 {
 	int64_t idx = ram_page(cpu, gpa);
-	if (idx >= 0 && (uint64_t)idx < cpu->npages)
-		cpu->code_pages[idx] = 1;
+	uint64_t me = 1ULL << cpu->id;
+	/* Before the bytes are read: a full barrier (a locked OR), so a store another vCPU makes
+	 * after this either sees the bit or is seen by the read. */
+	if (idx >= 0 && (uint64_t)idx < cpu->npages &&
+	    !(atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed) & me))
+		atomic_fetch_or(&cpu->code_owners[idx], me);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
 }
 
 /* Fetches up to 15 code bytes at linear lin (the next page only if the first ends early). */
@@ -1256,6 +1426,7 @@ static size_t fetch(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys, uint8
 	const uint8_t *q = kap_mem_ptr(&cpu->vm->mem, phys2, rest);
 	if (!q)
 		return first;
+	mark_code(cpu, phys2);
 	memcpy(buf + first, q, rest);
 	*page2 = phys2 & ~0xfffULL;
 	return KAP_SOFT_MAX_INSN;
@@ -1283,6 +1454,7 @@ static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t
 	struct kap_soft_op ops[KAP_SOFT_BLOCK_MAX];
 	unsigned int n = 0;
 	uint64_t page2 = ~0ULL, p = phys, l = lin;
+	mark_code(cpu, phys);
 	while (n < KAP_SOFT_BLOCK_MAX) {
 		uint8_t buf[KAP_SOFT_MAX_INSN];
 		uint64_t pg2 = ~0ULL;
@@ -1303,7 +1475,8 @@ static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t
 			n = 1;
 			break;
 		}
-		o->fn = kap_soft_exec_lookup(&o->d);
+		o->fn = kap_soft_insn_locked(&o->d) ? kap_soft_exec_locked
+						    : kap_soft_exec_lookup(&o->d);
 		n++;
 		if (pg2 != ~0ULL && (p & 0xfff) + o->d.len > 0x1000) {
 			page2 = pg2;
@@ -1326,9 +1499,6 @@ static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t
 	b->link[0] = b->link[1] = NULL;
 	b->link_rip[0] = b->link_rip[1] = 0;
 	memcpy(b->ops, ops, n * sizeof(ops[0]));
-	mark_code(cpu, phys);
-	if (page2 != ~0ULL)
-		mark_code(cpu, page2);
 	unsigned int h = hash(phys, cpu->mode);
 	b->next = cpu->cache->hash[h];
 	cpu->cache->hash[h] = b;
@@ -1348,22 +1518,23 @@ static struct kap_soft_block *find_block(struct kap_soft_cpu *cpu, uint64_t lin,
 static void take_written(struct kap_soft_cpu *cpu)
 {
 	struct kap_guest_mem *m = &cpu->vm->mem;
-	struct kap_mem_written *w = m->written;
-	if (!w || !atomic_load_explicit(&w->any, memory_order_relaxed))
+	struct kap_mem_written_rec *w = &m->written->rec[cpu->id];
+	if (!atomic_load_explicit(&w->any, memory_order_acquire))
 		return;
 	atomic_store(&w->any, false);
-	for (uint64_t i = 0; i < cpu->npages / 64 + 1; i++) {
+	uint64_t me = 1ULL << cpu->id;
+	for (uint64_t i = 0; i < m->written->words; i++) {
 		if (!atomic_load_explicit(&w->bits[i], memory_order_relaxed))
 			continue;
 		uint64_t bits = atomic_exchange(&w->bits[i], 0);
 		while (bits) {
 			uint64_t n = i * 64 + (uint64_t)__builtin_ctzll(bits);
 			bits &= bits - 1;
-			if (n >= cpu->npages || !cpu->code_pages[n])
+			if (n >= cpu->npages ||
+			    !(atomic_load_explicit(&cpu->code_owners[n], memory_order_relaxed) &
+			      me))
 				continue;
-			uint64_t off = n << 12;
-			invalidate_page(cpu,
-					off < m->low_size ? off : KAP_4G + (off - m->low_size));
+			invalidate_page(cpu, page_gpa(cpu, n));
 		}
 	}
 }
@@ -1447,18 +1618,24 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 		}
 		collect_garbage(cpu);
 		if (setjmp(cpu->jb)) {
+			kap_soft_locked_abort(cpu);
 			if (!handle_exception(cpu))
 				break;
 			continue;
 		}
+		if (cpu->wait_sipi || kap_soft_lapic_has_events(cpu->lapic))
+			take_events(cpu);
 		/* Block boundaries: where interrupts and the VMM's writes are looked at each time,
 		 * the stop and pause flags every 256 blocks. prev: the block that just ran, for
-		 * chaining (after an exception the loop starts again without one). */
+		 * chaining (after an exception, an interrupt or an APIC event the loop starts again
+		 * without one). */
 		struct kap_soft_block *prev = NULL;
-		for (unsigned int i = 0; i < 256 && !cpu->halted; i++) {
+		for (unsigned int i = 0; i < 256 && !cpu->halted && !cpu->wait_sipi; i++) {
 			take_written(cpu);
 			if (take_interrupt(cpu))
 				prev = NULL;
+			if (cpu->wait_sipi)
+				break;
 			struct kap_soft_block *b = next_block(cpu, prev);
 			if (!b) {
 				kap_vm_request_exit(cpu->vm, KAP_VM_FAULT, 0,
@@ -1471,7 +1648,7 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 				break;
 			prev = cpu->stop_block ? NULL : b;
 		}
-		if (cpu->halted) {
+		if (cpu->halted || cpu->wait_sipi) {
 			kap_soft_halt(cpu);
 			cpu->halted = false;
 		}

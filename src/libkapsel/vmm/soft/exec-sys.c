@@ -334,7 +334,15 @@ void kap_soft_sys_cache(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 /* 0F AE: only the fences (mod 3, /5 /6 /7); FXSAVE and friends are not in the baseline. */
 void kap_soft_sys_grp15(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
-	if (d->mod == 3 && (d->reg & 7) >= 5 && !(d->pfx & (KAP_SOFT_PFX_REP | KAP_SOFT_PFX_REPNE)))
-		return; /* one vCPU, every access in order */
+	if (d->mod == 3 && (d->reg & 7) >= 5 &&
+	    !(d->pfx & (KAP_SOFT_PFX_REP | KAP_SOFT_PFX_REPNE))) {
+		/* LFENCE, MFENCE, SFENCE: the host is TSO like the guest, so only MFENCE (a store
+		 * then a load) needs a host fence; the others order against the compiler. */
+		if ((d->reg & 7) == 6)
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		else
+			__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		return;
+	}
 	kap_soft_unimplemented(cpu, d);
 }

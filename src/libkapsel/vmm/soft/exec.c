@@ -697,6 +697,7 @@ static void x_iret(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 		far_jump(cpu, cs, ip);
 		uint64_t f = kap_soft_get_flags(cpu);
 		kap_soft_set_flags(cpu, (f & ~0xffffULL) | (fl & 0xffff));
+		cpu->nmi_blocked = false;
 		return;
 	}
 	if (kap_soft_get_flags(cpu) & (1ULL << 14))
@@ -730,6 +731,7 @@ static void x_iret(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	(void)saved;
 	kap_soft_set_flags(cpu, (f & ~mask) | (fl & mask));
 	kap_soft_update_mode(cpu);
+	cpu->nmi_blocked = false; /* IRET ends an NMI handler's blocking (§6.7.1) */
 	cpu->next_rip = cpu->mode == 8 ? ip : ip & (cpu->mode == 4 ? 0xffffffffULL : 0xffff);
 	cpu->stop_block = true;
 }
@@ -1135,7 +1137,7 @@ static void x_bswap(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 		set_reg(cpu, d, r, 4, __builtin_bswap32((uint32_t)cpu->r[r]));
 }
 
-/* 0F B0/B1 CMPXCHG, C0/C1 XADD (one vCPU: LOCK needs nothing more yet). */
+/* 0F B0/B1 CMPXCHG, C0/C1 XADD (with LOCK, atomic.c makes the operand's access atomic). */
 static void x_cmpxchg(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
 	unsigned int n = opsz(d);

@@ -2,7 +2,8 @@
 /*
  * The soft path's I/O APIC (82093AA datasheet; the version KVM's in-kernel one reports, 0x11,
  * with 24 pins), at 0xFEC00000 on the MMIO bus: IOREGSEL at 0x00, IOWIN at 0x10. Each pin's
- * redirection entry sends a fixed or lowest-priority vector to the local APIC it names.
+ * redirection entry sends its message (fixed, lowest priority, NMI, INIT) to the local APICs it
+ * names, physically or logically (lapic.c, kap_soft_apic_send).
  *
  * Edge pins deliver on a rising level. Level pins deliver while the line is high and Remote
  * IRR is clear; delivering sets Remote IRR, and only the local APIC's EOI for that vector
@@ -39,29 +40,12 @@ struct kap_soft_ioapic {
 	void *notify_opaque;
 };
 
-/*
- * A fixed interrupt to the APIC dest names: physical mode by APIC ID (0xFF: all), logical
- * mode to the first vCPU (lowest priority among one). Other delivery modes (SMI, NMI, INIT,
- * ExtINT: the 8259 reaches the CPU through LINT0 instead) are not modelled and are dropped.
- */
+/* The message to the local APICs dest names (lapic.c: physical or logical, every mode but
+ * SMI and ExtINT; the 8259 reaches the CPU through LINT0 instead). */
 static void deliver(struct kap_vm *vm, unsigned int dest, bool logical, unsigned int mode,
 		    unsigned int vector, bool level)
 {
-	if (mode > 1) {
-		kap_debug("vm: soft I/O APIC/MSI: delivery mode %u (vector 0x%x) dropped", mode,
-			  vector);
-		return;
-	}
-	for (unsigned int i = 0; i < vm->ncpus; i++) {
-		struct kap_soft_cpu *cpu = vm->vcpus[i].soft;
-		if (!cpu || !cpu->lapic)
-			continue;
-		if (logical || dest == 0xff || dest == i) {
-			kap_soft_lapic_deliver(cpu->lapic, vector, level);
-			if (logical || dest != 0xff)
-				return;
-		}
-	}
+	kap_soft_apic_send(vm, -1, 0, dest, logical, mode, vector, level);
 }
 
 /* Pin's line or entry changed: deliver what is due. Lock held. */

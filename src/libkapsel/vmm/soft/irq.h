@@ -39,10 +39,30 @@ uint64_t kap_soft_pit_poll(struct kap_soft_pit *p, uint64_t now);
 uint64_t kap_soft_now_ns(void);
 
 struct kap_soft_lapic;
-/* vCPU id's local APIC at 0xFEE00000 on the MMIO bus (one vCPU: one APIC). */
-int kap_soft_lapic_create(struct kap_bus *mmio, unsigned int id, struct kap_soft_lapic **out,
+struct kap_vm;
+/* vCPU id's local APIC: its vCPU reaches it through kap_soft_lapic_mmio (cpu.c). */
+int kap_soft_lapic_create(struct kap_vm *vm, unsigned int id, struct kap_soft_lapic **out,
 			  struct kapsel_error **err);
 void kap_soft_lapic_free(struct kap_soft_lapic *l);
+void kap_soft_lapic_mmio(struct kap_soft_lapic *l, uint64_t off, void *data, unsigned int len,
+			 bool write);
+/* Events an APIC message leaves for its vCPU, which takes them at a block boundary. */
+enum { KAP_SOFT_EV_NMI = 1u << 0, KAP_SOFT_EV_INIT = 1u << 1, KAP_SOFT_EV_SIPI = 1u << 2 };
+unsigned int kap_soft_lapic_has_events(struct kap_soft_lapic *l); /* the bits, not taken */
+/* Clears the events if they are still exactly seen (false: something came meanwhile). */
+bool kap_soft_lapic_drop_events(struct kap_soft_lapic *l, unsigned int seen);
+/* Takes (and clears) the events; *sipi_vector is the last STARTUP's vector. */
+unsigned int kap_soft_lapic_take_events(struct kap_soft_lapic *l, unsigned int *sipi_vector);
+/* INIT: the registers go back to their power-up state, the APIC ID aside (§11.4.7.3). */
+void kap_soft_lapic_init_reset(struct kap_soft_lapic *l);
+/*
+ * An APIC message (an IPI, an I/O APIC redirection entry, an MSI) to the local APICs it names
+ * (SDM vol. 3 §11.6): from is the sending vCPU (-1 for none), shorthand ICR[19:18], dest the
+ * 8-bit destination, logical its mode, mode the delivery mode, level the trigger mode (a fixed
+ * interrupt then sets TMR). Wakes the vCPUs it reaches. Any thread; no local APIC lock held.
+ */
+void kap_soft_apic_send(struct kap_vm *vm, int from, unsigned int shorthand, unsigned int dest,
+			bool logical, unsigned int mode, unsigned int vector, bool level);
 /* Fires the timer when due; returns when it is next due, 0 when not armed. */
 uint64_t kap_soft_lapic_poll(struct kap_soft_lapic *l, uint64_t now);
 bool kap_soft_lapic_pending(struct kap_soft_lapic *l);
@@ -56,7 +76,6 @@ void kap_soft_lapic_deliver(struct kap_soft_lapic *l, unsigned int vector, bool 
 void kap_soft_lapic_set_eoi(struct kap_soft_lapic *l, void (*eoi)(void *opaque, unsigned int vec),
 			    void *opaque);
 
-struct kap_vm;
 struct kap_soft_ioapic;
 /* The I/O APIC at 0xFEC00000 (ioapic.c): 24 pins, delivering to the vCPUs' local APICs. */
 int kap_soft_ioapic_create(struct kap_vm *vm, struct kap_soft_ioapic **out,

@@ -1,21 +1,36 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The soft path's local APIC (SDM vol. 3 ch. 11), xAPIC mode at 0xFEE00000, one per vCPU
- * (one vCPU for now). What is here: the ID, version, TPR/PPR, EOI, SVR, the ISR/TMR/IRR
- * banks, ESR, the LVT registers, self-IPIs through the ICR, and the timer in one-shot and
- * periodic mode counted from CLOCK_MONOTONIC with a 1 GHz bus clock (KVM's, so a guest times
- * the same on both paths). LINT0 in ExtINT mode passes the 8259's requests through (the
- * virtual-wire mode the BSP resets into, as KVM's LAPIC does). Interrupts from the I/O APIC
- * and MSI messages arrive through kap_soft_lapic_deliver; an EOI for a level-triggered one
- * (its TMR bit set) is broadcast to the I/O APIC (§11.8.5), which is what lets a level line
- * (virtio INTx, a virtio-mmio GSI) be resampled. Not here yet: x2APIC, the TSC-deadline mode,
- * IPIs to other vCPUs, NMI, logical destinations.
+ * The soft path's local APIC (SDM vol. 3 ch. 11), xAPIC mode at 0xFEE00000, one per vCPU and
+ * reached only by its own vCPU (cpu.c sends that vCPU's accesses to the APIC page here, the
+ * APIC base MSR's page, rather than through the shared MMIO bus). What is here: the ID,
+ * version, TPR/PPR, EOI, SVR, the ISR/TMR/IRR banks, ESR, the LVT registers, the timer in
+ * one-shot and periodic mode counted from CLOCK_MONOTONIC with a 1 GHz bus clock (KVM's, so a
+ * guest times the same on both paths), and interprocessor interrupts through the ICR. LINT0 in
+ * ExtINT mode passes the 8259's requests through (the virtual-wire mode the BSP resets into, as
+ * KVM's LAPIC does). Interrupts from the I/O APIC and MSI messages arrive through
+ * kap_soft_apic_send as IPIs do; an EOI for a level-triggered one (its TMR bit set) is
+ * broadcast to the I/O APIC (§11.8.5), which is what lets a level line (virtio INTx, a
+ * virtio-mmio GSI) be resampled.
+ *
+ * IPIs (§11.6): fixed, lowest priority, NMI, INIT and STARTUP; the destination shorthands
+ * self, all and all-but-self; physical destinations (an APIC ID, 0xFF for all) and logical
+ * ones in the flat and cluster models (DFR, LDR). They are delivered when the ICR is written,
+ * so its delivery status always reads idle. NMI, INIT and STARTUP become events the target
+ * vCPU takes at a block boundary (cpu.c): only its own thread changes its registers.
+ * A STARTUP reaches only a vCPU waiting for one; a destination no APIC has is dropped, as on
+ * a bus where no APIC answers. SMI and ExtINT messages are dropped with a debug line.
+ *
+ * Lock order: the I/O APIC's lock, then one local APIC's. A sender delivers after dropping its
+ * own lock and holds one target's lock at a time, so two vCPUs sending to each other cannot
+ * deadlock. Not here yet: x2APIC, the TSC-deadline mode.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "vmm/soft/irq.h"
+#include "vmm/soft/soft.h"
 #include "vmm/vmm.h"
 
 enum { LVT_TIMER, LVT_THERMAL, LVT_PERF, LVT_LINT0, LVT_LINT1, LVT_ERROR, LVT_N };
@@ -23,12 +38,16 @@ enum { LVT_TIMER, LVT_THERMAL, LVT_PERF, LVT_LINT0, LVT_LINT1, LVT_ERROR, LVT_N 
 
 struct kap_soft_lapic {
 	pthread_mutex_t lock;
+	struct kap_vm *vm;
+	unsigned int index; /* the vCPU's: vm->vcpus[index] */
 	uint32_t id, tpr, svr, ldr, dfr, esr, icr_lo, icr_hi, tmict, tdcr;
 	uint32_t lvt[LVT_N];
 	uint32_t irr[8], isr[8], tmr[8];
 	uint64_t timer_start_ns, period_ns;
 	_Atomic uint64_t timer_next_ns;			/* 0: not armed */
 	atomic_bool pending;				/* IRR may hold a deliverable vector */
+	atomic_uint events;				/* KAP_SOFT_EV_*: for the vCPU to take */
+	atomic_uint sipi_vector;			/* the last STARTUP's */
 	void (*eoi)(void *opaque, unsigned int vector); /* the level EOI broadcast, or NULL */
 	void *eoi_opaque;
 };
@@ -169,6 +188,167 @@ bool kap_soft_lapic_accepts_pic(struct kap_soft_lapic *l, uint64_t apic_base)
 	return !(lint0 & LVT_MASKED) && ((lint0 >> 8) & 7) == 7;
 }
 
+/* The power-up and INIT state (§11.4.7.1), the ID aside; the BSP's LINT0 in ExtINT and LINT1
+ * as NMI (KVM's reset). Lock held, or not yet shared. */
+static void reset(struct kap_soft_lapic *l)
+{
+	l->tpr = l->ldr = l->esr = l->icr_lo = l->icr_hi = l->tmict = l->tdcr = 0;
+	l->svr = 0xff;
+	l->dfr = 0xffffffffu;
+	memset(l->irr, 0, sizeof(l->irr));
+	memset(l->isr, 0, sizeof(l->isr));
+	memset(l->tmr, 0, sizeof(l->tmr));
+	for (int i = 0; i < LVT_N; i++)
+		l->lvt[i] = LVT_MASKED;
+	if (l->index == 0) {
+		l->lvt[LVT_LINT0] = 7u << 8;
+		l->lvt[LVT_LINT1] = LVT_MASKED | (4u << 8);
+	}
+	atomic_store(&l->timer_next_ns, 0);
+	update(l);
+}
+
+void kap_soft_lapic_init_reset(struct kap_soft_lapic *l)
+{
+	pthread_mutex_lock(&l->lock);
+	reset(l);
+	pthread_mutex_unlock(&l->lock);
+}
+
+unsigned int kap_soft_lapic_take_events(struct kap_soft_lapic *l, unsigned int *sipi_vector)
+{
+	if (!atomic_load_explicit(&l->events, memory_order_relaxed))
+		return 0;
+	unsigned int ev = atomic_exchange(&l->events, 0);
+	*sipi_vector = atomic_load(&l->sipi_vector);
+	return ev;
+}
+
+unsigned int kap_soft_lapic_has_events(struct kap_soft_lapic *l)
+{
+	return atomic_load_explicit(&l->events, memory_order_relaxed);
+}
+
+bool kap_soft_lapic_drop_events(struct kap_soft_lapic *l, unsigned int seen)
+{
+	return atomic_compare_exchange_strong(&l->events, &seen, 0);
+}
+
+/*
+ * Whether l accepts a message to dest (§11.6.2): physical, its APIC ID or 0xFF; logical, in the
+ * flat model (DFR[31:28] = 1111b) a bit shared with LDR[31:24], in the cluster model (0000b)
+ * the same cluster (bits 7:4) and a shared bit of the low four, or 0xFF in either.
+ */
+static bool accepts(struct kap_soft_lapic *l, unsigned int dest, bool logical, uint32_t *tpr)
+{
+	pthread_mutex_lock(&l->lock);
+	uint32_t id = l->id, ldr = l->ldr >> 24, model = l->dfr >> 28;
+	*tpr = l->tpr;
+	pthread_mutex_unlock(&l->lock);
+	if (dest == 0xff)
+		return true;
+	if (!logical)
+		return dest == id;
+	if (model == 0xf)
+		return (dest & ldr) != 0;
+	return (dest >> 4) == (ldr >> 4) && (dest & ldr & 0xf) != 0;
+}
+
+static struct kap_soft_lapic *lapic_of(struct kap_vm *vm, unsigned int i)
+{
+	struct kap_soft_cpu *cpu = vm->vcpus[i].soft;
+	return cpu ? cpu->lapic : NULL;
+}
+
+/* One message to one local APIC, then its vCPU is woken. */
+static void accept(struct kap_vm *vm, unsigned int i, unsigned int mode, unsigned int vector,
+		   bool level)
+{
+	struct kap_soft_lapic *t = lapic_of(vm, i);
+	switch (mode) {
+	case 0: /* fixed */
+	case 1: /* lowest priority: the arbitration picked this one */
+		kap_soft_lapic_deliver(t, vector, level);
+		break;
+	case 4: /* NMI */
+		atomic_fetch_or(&t->events, KAP_SOFT_EV_NMI);
+		break;
+	case 5: /* INIT */
+		atomic_fetch_or(&t->events, KAP_SOFT_EV_INIT);
+		break;
+	case 6: /* STARTUP */
+		atomic_store(&t->sipi_vector, vector);
+		atomic_fetch_or(&t->events, KAP_SOFT_EV_SIPI);
+		break;
+	}
+	kap_soft_kick(vm, i);
+}
+
+void kap_soft_apic_send(struct kap_vm *vm, int from, unsigned int shorthand, unsigned int dest,
+			bool logical, unsigned int mode, unsigned int vector, bool level)
+{
+	if (mode == 2 || mode == 3 || mode == 7) {
+		kap_debug("vm: soft APIC message, delivery mode %u (vector 0x%x), dropped", mode,
+			  vector);
+		return;
+	}
+	/* Lowest priority: the accepting APIC with the lowest TPR (§11.6.2.4), first on a tie. */
+	int lowest = -1;
+	uint32_t lowest_tpr = 0;
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		struct kap_soft_lapic *t = lapic_of(vm, i);
+		uint32_t tpr = 0;
+		if (!t)
+			continue;
+		bool hit;
+		switch (shorthand) {
+		case 1: /* self */
+			hit = (int)i == from;
+			break;
+		case 2: /* all including self */
+			hit = true;
+			break;
+		case 3: /* all excluding self */
+			hit = (int)i != from;
+			break;
+		default:
+			hit = accepts(t, dest, logical, &tpr);
+		}
+		if (!hit)
+			continue;
+		if (mode == 1 && shorthand == 0) {
+			if (lowest < 0 || (tpr & 0xf0) < (lowest_tpr & 0xf0)) {
+				lowest = (int)i;
+				lowest_tpr = tpr;
+			}
+			continue;
+		}
+		accept(vm, i, mode, vector, level);
+	}
+	if (lowest >= 0)
+		accept(vm, (unsigned int)lowest, mode, vector, level);
+}
+
+/* The ICR was written (lo: its low half, the command; dest: ICR[63:56]). No lock held. */
+static void send_ipi(struct kap_soft_lapic *l, uint32_t lo, unsigned int dest)
+{
+	unsigned int mode = (lo >> 8) & 7, shorthand = (lo >> 18) & 3, vector = lo & 0xff;
+	/* INIT level de-assert (level 0, trigger level) only resynchronises arbitration IDs. */
+	if (mode == 5 && !(lo & (1u << 14)) && (lo & (1u << 15)))
+		return;
+	if ((mode == 0 || mode == 1) && vector < 16) {
+		pthread_mutex_lock(&l->lock);
+		l->esr |= 1u << 5; /* send illegal vector */
+		pthread_mutex_unlock(&l->lock);
+		return;
+	}
+	/* Lowest priority with a shorthand other than all-excluding-self is reserved: fixed. */
+	if (mode == 1 && shorthand != 0)
+		mode = 0;
+	kap_soft_apic_send(l->vm, (int)l->index, shorthand, dest, lo & (1u << 11), mode, vector,
+			   false);
+}
+
 static void lapic_read(void *dev, uint64_t off, void *data, unsigned int len)
 {
 	struct kap_soft_lapic *l = dev;
@@ -201,7 +381,7 @@ static void lapic_read(void *dev, uint64_t off, void *data, unsigned int len)
 		v = l->esr;
 		break;
 	case 0x300:
-		v = l->icr_lo & ~(1u << 12); /* delivered at once: never "send pending" */
+		v = l->icr_lo;
 		break;
 	case 0x310:
 		v = l->icr_hi;
@@ -238,6 +418,7 @@ static void lapic_write(void *dev, uint64_t off, const void *data, unsigned int 
 	struct kap_soft_lapic *l = dev;
 	uint32_t v = 0;
 	int level_eoi = -1; /* a level-triggered vector EOI'd: broadcast after the lock */
+	bool ipi = false;   /* the ICR was written: sent after the lock */
 	if (off & 3)
 		return;
 	memcpy(&v, data, len < 4 ? len : 4);
@@ -274,15 +455,10 @@ static void lapic_write(void *dev, uint64_t off, const void *data, unsigned int 
 	case 0x280:
 		l->esr = 0;
 		break;
-	case 0x300: {
-		l->icr_lo = v;
-		unsigned int shorthand = (v >> 18) & 3, mode = (v >> 8) & 7;
-		bool self = shorthand == 1 || (shorthand == 0 && (l->icr_hi >> 24) == l->id) ||
-			    shorthand == 2;
-		if (mode == 0 && self)
-			set_irr(l, v & 0xff); /* fixed; there are no other vCPUs yet */
+	case 0x300:
+		l->icr_lo = v & ~(1u << 12); /* delivered at once: delivery status stays idle */
+		ipi = true;
 		break;
-	}
 	case 0x310:
 		l->icr_hi = v & 0xff000000u;
 		break;
@@ -307,36 +483,30 @@ static void lapic_write(void *dev, uint64_t off, const void *data, unsigned int 
 	/* Outside the lock: the I/O APIC may deliver the still-asserted line straight back. */
 	if (level_eoi >= 0 && eoi)
 		eoi(eoi_opaque, (unsigned int)level_eoi);
+	if (ipi)
+		send_ipi(l, v, l->icr_hi >> 24);
 }
 
-static const struct kap_dev_ops lapic_ops = {
-    .name = "local APIC (soft)",
-    .read = lapic_read,
-    .write = lapic_write,
-};
+void kap_soft_lapic_mmio(struct kap_soft_lapic *l, uint64_t off, void *data, unsigned int len,
+			 bool write)
+{
+	if (write)
+		lapic_write(l, off, data, len);
+	else
+		lapic_read(l, off, data, len);
+}
 
-int kap_soft_lapic_create(struct kap_bus *mmio, unsigned int id, struct kap_soft_lapic **out,
+int kap_soft_lapic_create(struct kap_vm *vm, unsigned int id, struct kap_soft_lapic **out,
 			  struct kapsel_error **err)
 {
 	struct kap_soft_lapic *l = calloc(1, sizeof(*l));
 	if (!l)
 		return kap_error(err, ENOMEM, "soft local APIC");
 	pthread_mutex_init(&l->lock, NULL);
-	/* The reset state (§11.4.7.1), and the BSP's LINT0 in ExtINT and LINT1 as NMI. */
+	l->vm = vm;
+	l->index = id;
 	l->id = id;
-	l->svr = 0xff;
-	l->dfr = 0xffffffffu;
-	for (int i = 0; i < LVT_N; i++)
-		l->lvt[i] = LVT_MASKED;
-	if (id == 0) {
-		l->lvt[LVT_LINT0] = 7u << 8;
-		l->lvt[LVT_LINT1] = LVT_MASKED | (4u << 8);
-	}
-	int r = kap_bus_register(mmio, KAP_LAPIC_ADDR, 0x1000, &lapic_ops, l, err);
-	if (r < 0) {
-		kap_soft_lapic_free(l);
-		return r;
-	}
+	reset(l);
 	*out = l;
 	return 0;
 }

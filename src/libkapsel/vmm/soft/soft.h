@@ -36,6 +36,8 @@ void kap_soft_vcpu_destroy(struct kap_vcpu *v);
 void kap_soft_vcpu_run(struct kap_vcpu *v);
 /* An interrupt may have become deliverable: halted vCPUs look again now. Any thread. */
 void kap_soft_wake(struct kap_vm *vm);
+/* The same for vCPU id alone (an IPI, a message to its local APIC). */
+void kap_soft_kick(struct kap_vm *vm, unsigned int id);
 
 /* ---- the CPU (cpu.c, exec.c) ---- */
 
@@ -94,6 +96,9 @@ struct kap_soft_cpu {
 	bool ud_logged;	 /* an unimplemented instruction was logged once already */
 	bool stop_block; /* a store hit a page with translations: leave the block after this */
 	bool halted;
+	bool wait_sipi;	  /* an AP after reset or INIT: runs nothing until a STARTUP IPI */
+	bool nmi_blocked; /* an NMI is being handled: the next waits for an IRET (§6.7.1) */
+	bool nmi_pending;
 	bool int_shadow;   /* STI just set IF: no interrupt before the next instruction */
 	unsigned int poll; /* blocks since the PIT was last polled */
 
@@ -105,8 +110,54 @@ struct kap_soft_cpu {
 	struct kap_soft_lapic *lapic;
 	struct kap_soft_cache *cache;
 	struct kap_soft_tlb *tlb; /* linear page -> host page of RAM (cpu.c, The TLB) */
-	uint8_t *code_pages;	  /* one byte per RAM page: 1 when some block was decoded from it */
+	/* Per RAM page, a bit for each vCPU with blocks from it (the VM's written record). */
+	_Atomic uint64_t *code_owners;
 	uint64_t npages;
+
+	/* A LOCK'd instruction in progress (atomic.c). */
+	struct kap_soft_locked {
+		int state;     /* KAP_SOFT_LK_* */
+		uint8_t *host; /* the aligned RAM operand */
+		uint64_t old;  /* the value read from it */
+		unsigned int n;
+		/* The registers before it: a retry or an exception starts from them again. */
+		uint64_t r[16], flags, lf_a, lf_b, lf_res, next_rip;
+		uint8_t lf_op, lf_size;
+		bool lf_cf;
+	} lk;
+};
+
+/* Executes a LOCK-prefixed instruction (or XCHG with memory) atomically (atomic.c). */
+void kap_soft_exec_locked(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+/* An exception left a locked instruction: drops the split-lock mutex if it was taken. */
+void kap_soft_locked_abort(struct kap_soft_cpu *cpu);
+/* Whether the instruction is executed through kap_soft_exec_locked. */
+bool kap_soft_insn_locked(const struct kap_soft_insn *d);
+/* The memory operand of a locked instruction: atomic.c's side of kap_soft_read/write. */
+uint64_t kap_soft_locked_read(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			      unsigned int n);
+void kap_soft_locked_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n,
+			   uint64_t v);
+/*
+ * cpu.c's side for atomic.c: the host address of [off, off + n) through seg for a write (the
+ * segment and page checks and the A/D bits done), or NULL when it is not RAM or crosses a
+ * page. Faults raise. After storing there, kap_soft_stored (the translated-code check).
+ */
+uint8_t *kap_soft_write_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			    unsigned int n);
+void kap_soft_stored(struct kap_soft_cpu *cpu, const uint8_t *p);
+/* Plain accesses (kap_soft_read/write without the locked-operand hook). */
+uint64_t kap_soft_read_plain(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			     unsigned int n);
+void kap_soft_write_plain(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, unsigned int n,
+			  uint64_t v);
+enum {
+	KAP_SOFT_LK_OFF,
+	KAP_SOFT_LK_ARMED,
+	KAP_SOFT_LK_READ,
+	KAP_SOFT_LK_SPLIT,
+	KAP_SOFT_LK_DONE,
+	KAP_SOFT_LK_FAILED
 };
 
 typedef void (*kap_soft_exec_fn)(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
