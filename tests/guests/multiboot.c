@@ -48,7 +48,9 @@
  *   kbd       the i8042's PS/2 keyboard as firmware and Linux probe it, IRQ 1: see kbd.h
  *   memwalk   "mb=N passes=P stride=S": P passes over N MiB of RAM, one write every S bytes,
  *             then PASS (bench/vm-mem; passes=0 is its boot-cost baseline)
- *   ud        #UD reaches the guest's IDT: UD2, then twice EMMS (MMX, which the soft CPU lacks)
+ *   ud        #UD reaches the guest's IDT: UD2, then twice MOVBE (not in the soft CPU's baseline)
+ *   fpu       x87, MMX, SSE: results as bit patterns, #NM/#UD/#MF/#XM/#GP, FXSAVE's layout
+ *             (fpu.h)
  *   smc       self-modifying code: a rewritten routine and an instruction rewriting the next
  *   alu       the integer instructions over edge operands in 8, 16 and 32 bits: prints a hash
  *             of every result and every flag the SDM defines ("alu hash N"), for comparing
@@ -285,18 +287,20 @@ static void test_ud(void)
 	__asm__ volatile("lidt %0" : : "m"(idtr));
 	EXPECT_UD("ud2");
 	CHECK(ud_count == 1, "ud2 did not raise #UD");
-	/* CPUID.1:EDX.MMX[bit 23] clear: EMMS is an instruction this CPU does not have. */
+	/* CPUID.1:ECX.MOVBE[bit 22] clear: MOVBE is an instruction this CPU does not have. */
 	uint32_t a = 1, b, c = 0, d;
 	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
-	if (!(d & (1u << 23))) {
-		EXPECT_UD("emms");
-		EXPECT_UD("emms");
-		CHECK(ud_count == 3, "emms without MMX did not raise #UD");
-		puts_("ud: emms twice\n");
+	if (!(c & (1u << 22))) {
+		EXPECT_UD("movbe (%%esp), %%eax");
+		EXPECT_UD("movbe (%%esp), %%eax");
+		CHECK(ud_count == 3, "movbe without MOVBE did not raise #UD");
+		puts_("ud: movbe twice\n");
 	}
 	puts_("ud ok\n");
 	pass();
 }
+
+#include "fpu.h"
 
 /*
  * The alu test: each instruction runs from two flag states (all arithmetic flags clear, all
@@ -1966,6 +1970,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_memwalk(mb);
 	if (streq(test, "ud"))
 		test_ud();
+	if (streq(test, "fpu"))
+		test_fpu();
 	if (streq(test, "smc"))
 		test_smc();
 	if (streq(test, "alu"))

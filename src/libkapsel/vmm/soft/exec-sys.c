@@ -217,7 +217,8 @@ void kap_soft_sys_mov_cr(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d
 		cpu->stop_block = true;
 		return;
 	case 4:
-		/* What the soft CPU has: VME..PGE, OSFXSR-free; PAE can't drop in long mode. */
+		/* What the soft CPU has: VME..PGE, OSFXSR, OSXMMEXCPT; PAE can't drop in long mode.
+		 */
 		if ((v & ~0x1ffULL & ~(1ULL << 9) & ~(1ULL << 10)) ||
 		    ((cpu->efer & KAP_SOFT_EFER_LMA) && !(v & KAP_SOFT_CR4_PAE)))
 			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
@@ -331,10 +332,20 @@ void kap_soft_sys_cache(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	need_cpl0(cpu); /* INVD, WBINVD: nothing is cached */
 }
 
-/* 0F AE: only the fences (mod 3, /5 /6 /7); FXSAVE and friends are not in the baseline. */
+/*
+ * 0F AE: the fences (mod 3, /5 /6 /7), FXSAVE FXRSTOR LDMXCSR STMXCSR (exec-sse.c) and
+ * CLFLUSH (/7: nothing is cached). XSAVE and friends (/4 /5 /6) are not in the baseline.
+ */
 void kap_soft_sys_grp15(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
-	if (d->mod == 3 && (d->reg & 7) >= 5 && !(d->pfx & (KAP_SOFT_PFX_REP | KAP_SOFT_PFX_REPNE)))
+	bool pfx = d->pfx & (KAP_SOFT_PFX_REP | KAP_SOFT_PFX_REPNE | KAP_SOFT_PFX_OPSIZE);
+	if (d->mod == 3 && (d->reg & 7) >= 5 && !pfx)
 		return; /* one vCPU, every access in order */
+	if (d->mod != 3 && (d->reg & 7) < 4) {
+		kap_soft_fxsave_grp(cpu, d);
+		return;
+	}
+	if (d->mod != 3 && (d->reg & 7) == 7 && !pfx)
+		return;
 	kap_soft_unimplemented(cpu, d);
 }
