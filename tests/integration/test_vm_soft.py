@@ -435,6 +435,26 @@ def test_fxsave_layout_and_fxrstor(fpu_out):
     assert fpu_out["fxsave-misaligned"] == [13]
 
 
+# ---- Linux ----
+
+def test_soft_linux_boots_to_initramfs(tmp_path):
+    """The Debian kernel test_vm_linux.py boots under KVM, on the soft CPU with 1 vCPU, to its
+    busybox initramfs's marker; then poweroff. Minutes of guest time on a slow CPU."""
+    if not os.path.exists("/bin/busybox"):
+        pytest.skip("needs busybox-static (/bin/busybox)")
+    from test_vm_linux import CMDLINE, MARKER, fetch_kernel, make_initramfs, run_guest
+    kernel = fetch_kernel()
+    initrd = make_initramfs(tmp_path / "initrd.cpio", f"echo {MARKER}\npoweroff -f\n")
+    start = time.monotonic()
+    r = run_guest([KAPSEL, "vm", "run", "--accel", "soft", "--kernel", kernel, "--initrd",
+                   initrd, "--mem", "512M", "--cpus", "1", "--cmdline", CMDLINE], 3000)
+    took = time.monotonic() - start
+    assert MARKER in r.stdout, r.stdout[-3000:] + r.stderr
+    assert r.returncode == 0, r.stderr
+    assert "not implemented" not in r.stderr, r.stderr
+    print(f"soft CPU: Linux to the initramfs marker and poweroff in {took:.0f} s")
+
+
 # ---- virtio: the second column of the VM tests (test_vm_virtio.py, test_vm_pci.py,
 # test_vm_devices.py, test_vm_net.py run these same guest drivers under KVM) ----
 # The soft path's I/O APIC, userspace irqfds and MSI delivery stand in for KVM's (docs/vm.md,

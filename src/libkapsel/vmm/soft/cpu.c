@@ -903,6 +903,7 @@ bool kap_soft_rdmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t *v)
 		*v = cpu->mtrr_def_type;
 		return true;
 	case 0xfe: /* MTRRcap: no variable or fixed ranges */
+	case 0x8b: /* IA32_BIOS_SIGN_ID: no microcode update loaded */
 		*v = 0;
 		return true;
 	case 0xc0000080:
@@ -938,6 +939,8 @@ bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v)
 	switch (index) {
 	case 0x10:
 		cpu->tsc_offset += (int64_t)(v - kap_soft_rdtsc(cpu));
+		return true;
+	case 0x8b: /* IA32_BIOS_SIGN_ID: Linux clears it before CPUID(1); nothing to keep */
 		return true;
 	case 0x1b:
 		cpu->apic_base = v;

@@ -79,7 +79,7 @@ void kap_soft_sys_grp7(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	unsigned int op = d->reg & 7;
 	if (d->mod == 3) {
 		unsigned int sub = (op << 3) | (d->rm & 7);
-		if (sub == 0x3a && cpu->mode == 8) { /* 0F 01 F8 SWAPGS */
+		if (sub == 0x38 && cpu->mode == 8) { /* 0F 01 F8 SWAPGS */
 			need_cpl0(cpu);
 			uint64_t t = cpu->seg[KAP_SOFT_GS].base;
 			cpu->seg[KAP_SOFT_GS].base = cpu->kernel_gs_base;
