@@ -59,7 +59,8 @@
  *             write to a read-only one, accessed and dirty bits, a 4 MiB PSE page;
  *             "triple=1": a triple fault once paging is on
  *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
- *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works
+ *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works;
+ *             VERR/VERW of a data, a code and an out-of-limit selector
  *   chaos     "seed=S n=N": runs N pieces of random code (64 bytes each, HLT bytes made NOPs),
  *             every exception resuming at the next; for the accelerator's robustness, not
  *             the guest's: any end but a crash of kapsel is fine
@@ -728,6 +729,15 @@ static void test_segs(void)
 			 : "=r"(ds)
 			 : "r"(0x3b), "r"(0x18));
 	CHECK(ds == 0x3b && pf_count == 3, "MOV DS of a DPL 3 data segment failed");
+	/* VERW/VERR: ZF for a writable (readable) segment; a code segment is not writable, a
+	 * selector past the GDT's limit is neither. */
+	uint8_t w_data, w_code, r_code, w_out;
+	__asm__ volatile("verw %4; setz %0; verw %5; setz %1; verr %5; setz %2; verw %6; setz %3"
+			 : "=q"(w_data), "=q"(w_code), "=q"(r_code), "=q"(w_out)
+			 : "r"((uint16_t)0x3b), "r"((uint16_t)0x30), "r"((uint16_t)0x48)
+			 : "cc");
+	CHECK(w_data == 1 && w_code == 0 && r_code == 1 && w_out == 0, "VERR/VERW");
+	CHECK(pf_count == 3, "VERR/VERW faulted");
 	puts_("segs ok\n");
 	pass();
 }

@@ -22,7 +22,7 @@ void kap_soft_sys_hlt(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	cpu->stop_block = true;
 }
 
-/* 0F 00: SLDT STR LLDT LTR (VERR/VERW are not here). */
+/* 0F 00: SLDT STR LLDT LTR VERR VERW. */
 void kap_soft_sys_grp6(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
 	unsigned int op = d->reg & 7;
@@ -66,6 +66,30 @@ void kap_soft_sys_grp6(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 			s->type |= 2; /* busy */
 			kap_soft_write_lin(cpu, a + 5, 1, ((lo >> 40) & 0xff) | 2);
 		}
+		return;
+	}
+	case 4:
+	case 5: {
+		/*
+		 * VERR, VERW: ZF when the selector names a segment readable (writable) at this CPL
+		 * and RPL (SDM vol. 2, VERR/VERW). Linux runs VERW on every return to user mode
+		 * to clear CPU buffers (MDS).
+		 */
+		uint16_t sel = (uint16_t)get_rm(cpu, d, 2);
+		bool ok = false;
+		uint64_t base = (sel & 4) ? cpu->ldtr.base : cpu->gdt_base;
+		uint64_t limit = (sel & 4) ? cpu->ldtr.limit : cpu->gdt_limit;
+		if ((sel & ~3u) && (uint64_t)(sel & ~7u) + 7 <= limit) {
+			uint64_t lo = kap_soft_read_lin(cpu, base + (sel & ~7u), 8);
+			unsigned int type = (lo >> 40) & 0xf, dpl = (lo >> 45) & 3;
+			bool s = (lo >> 44) & 1, code = type & 8, conforming = code && (type & 4);
+			unsigned int need = cpu->cpl > (sel & 3u) ? cpu->cpl : (sel & 3u);
+			bool priv = conforming || dpl >= need;
+			if (s && priv)
+				ok = op == 4 ? (!code || (type & 2)) : (!code && (type & 2));
+		}
+		uint64_t f = kap_soft_get_flags(cpu);
+		kap_soft_set_flags(cpu, ok ? f | KAP_SOFT_ZF : f & ~KAP_SOFT_ZF);
 		return;
 	}
 	default:
