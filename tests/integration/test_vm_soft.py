@@ -439,7 +439,8 @@ def test_fxsave_layout_and_fxrstor(fpu_out):
 
 def test_soft_linux_boots_to_initramfs(tmp_path):
     """The Debian kernel test_vm_linux.py boots under KVM, on the soft CPU with 1 vCPU, to its
-    busybox initramfs's marker; then poweroff. Minutes of guest time on a slow CPU."""
+    busybox initramfs's marker; then poweroff. Measured: 105 s (release build, loaded 2-core
+    machine), 402 s (ASan/UBSan build)."""
     if not os.path.exists("/bin/busybox"):
         pytest.skip("needs busybox-static (/bin/busybox)")
     from test_vm_linux import CMDLINE, MARKER, fetch_kernel, make_initramfs, run_guest
