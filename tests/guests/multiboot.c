@@ -733,7 +733,7 @@ static void test_segs(void)
 	 * selector past the GDT's limit is neither. */
 	uint8_t w_data, w_code, r_code, w_out;
 	__asm__ volatile("verw %4; setz %0; verw %5; setz %1; verr %5; setz %2; verw %6; setz %3"
-			 : "=q"(w_data), "=q"(w_code), "=q"(r_code), "=q"(w_out)
+			 : "=&q"(w_data), "=&q"(w_code), "=&q"(r_code), "=&q"(w_out)
 			 : "r"((uint16_t)0x3b), "r"((uint16_t)0x30), "r"((uint16_t)0x48)
 			 : "cc");
 	CHECK(w_data == 1 && w_code == 0 && r_code == 1 && w_out == 0, "VERR/VERW");
