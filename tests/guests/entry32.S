@@ -95,6 +95,28 @@ isr_ud:
 	jmp *ud_resume
 
 	/*
+	 * The fpu test's handlers for #NM (7), #MF (16), #XM (19) and #GP (13, with an error
+	 * code): each records its vector in trap_vec, drops its frame and resumes at ud_resume.
+	 */
+	.globl isr_nm, isr_mf, isr_xm, isr_gp, trap_vec
+isr_nm:
+	movl $7, trap_vec
+	add $12, %esp
+	jmp *ud_resume
+isr_mf:
+	movl $16, trap_vec
+	add $12, %esp
+	jmp *ud_resume
+isr_xm:
+	movl $19, trap_vec
+	add $12, %esp
+	jmp *ud_resume
+isr_gp:
+	movl $13, trap_vec
+	add $16, %esp
+	jmp *ud_resume
+
+	/*
 	 * The paging test's #PF handler: records the error code and CR2, drops the frame (error
 	 * code, EIP, CS, EFLAGS) and resumes at pf_resume.
 	 */
@@ -151,6 +173,8 @@ pf_resume:
 ud_count:
 	.long 0
 ud_resume:
+	.long 0
+trap_vec:
 	.long 0
 null_idt:
 	.word 0

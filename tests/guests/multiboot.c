@@ -50,7 +50,9 @@
  *   kbd       the i8042's PS/2 keyboard as firmware and Linux probe it, IRQ 1: see kbd.h
  *   memwalk   "mb=N passes=P stride=S": P passes over N MiB of RAM, one write every S bytes,
  *             then PASS (bench/vm-mem; passes=0 is its boot-cost baseline)
- *   ud        #UD reaches the guest's IDT: UD2, then twice EMMS (MMX, which the soft CPU lacks)
+ *   ud        #UD reaches the guest's IDT: UD2, then twice MOVBE (not in the soft CPU's baseline)
+ *   fpu       x87, MMX, SSE: results as bit patterns, #NM/#UD/#MF/#XM/#GP, FXSAVE's layout
+ *             (fpu.h)
  *   smc       self-modifying code: a rewritten routine and an instruction rewriting the next
  *   alu       the integer instructions over edge operands in 8, 16 and 32 bits: prints a hash
  *             of every result and every flag the SDM defines ("alu hash N"), for comparing
@@ -63,7 +65,8 @@
  *   tlb       the TLB's flushes: INVLPG (4 KiB and 4 MiB pages), CR3 and CR4 writes, A/D bits set
  *             again after INVLPG: see test_tlb
  *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
- *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works
+ *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works;
+ *             VERR/VERW of a data, a code and an out-of-limit selector
  *   chaos     "seed=S n=N": runs N pieces of random code (64 bytes each, HLT bytes made NOPs),
  *             every exception resuming at the next; for the accelerator's robustness, not
  *             the guest's: any end but a crash of kapsel is fine
@@ -293,18 +296,20 @@ static void test_ud(void)
 	__asm__ volatile("lidt %0" : : "m"(idtr));
 	EXPECT_UD("ud2");
 	CHECK(ud_count == 1, "ud2 did not raise #UD");
-	/* CPUID.1:EDX.MMX[bit 23] clear: EMMS is an instruction this CPU does not have. */
+	/* CPUID.1:ECX.MOVBE[bit 22] clear: MOVBE is an instruction this CPU does not have. */
 	uint32_t a = 1, b, c = 0, d;
 	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
-	if (!(d & (1u << 23))) {
-		EXPECT_UD("emms");
-		EXPECT_UD("emms");
-		CHECK(ud_count == 3, "emms without MMX did not raise #UD");
-		puts_("ud: emms twice\n");
+	if (!(c & (1u << 22))) {
+		EXPECT_UD("movbe (%%esp), %%eax");
+		EXPECT_UD("movbe (%%esp), %%eax");
+		CHECK(ud_count == 3, "movbe without MOVBE did not raise #UD");
+		puts_("ud: movbe twice\n");
 	}
 	puts_("ud ok\n");
 	pass();
 }
+
+#include "fpu.h"
 
 /*
  * The alu test: each instruction runs from two flag states (all arithmetic flags clear, all
@@ -858,6 +863,15 @@ static void test_segs(void)
 			 : "=r"(ds)
 			 : "r"(0x3b), "r"(0x18));
 	CHECK(ds == 0x3b && pf_count == 3, "MOV DS of a DPL 3 data segment failed");
+	/* VERW/VERR: ZF for a writable (readable) segment; a code segment is not writable, a
+	 * selector past the GDT's limit is neither. */
+	uint8_t w_data, w_code, r_code, w_out;
+	__asm__ volatile("verw %4; setz %0; verw %5; setz %1; verr %5; setz %2; verw %6; setz %3"
+			 : "=&q"(w_data), "=&q"(w_code), "=&q"(r_code), "=&q"(w_out)
+			 : "r"((uint16_t)0x3b), "r"((uint16_t)0x30), "r"((uint16_t)0x48)
+			 : "cc");
+	CHECK(w_data == 1 && w_code == 0 && r_code == 1 && w_out == 0, "VERR/VERW");
+	CHECK(pf_count == 3, "VERR/VERW faulted");
 	puts_("segs ok\n");
 	pass();
 }
@@ -2110,6 +2124,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_memwalk(mb);
 	if (streq(test, "ud"))
 		test_ud();
+	if (streq(test, "fpu"))
+		test_fpu();
 	if (streq(test, "smc"))
 		test_smc();
 	if (streq(test, "diff"))

@@ -265,6 +265,7 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 	cpu->apic_base = KAP_LAPIC_ADDR | (1ULL << 11) | (id == 0 ? 1ULL << 8 : 0);
 	/* One TSC for the VM: the APs' counts are the BSP's (Linux checks they agree). */
 	cpu->tsc_offset = id == 0 ? -(int64_t)kap_soft_rdtsc(cpu) : vm->vcpus[0].soft->tsc_offset;
+	kap_soft_fpu_reset(cpu);
 	kap_soft_update_mode(cpu);
 	if (id > 0)
 		init_reset(cpu); /* an AP waits for INIT and STARTUP, as under KVM */
@@ -655,7 +656,7 @@ static inline void host_store(uint8_t *p, unsigned int n, uint64_t v)
 	memcpy(p, &v, n);
 }
 
-/* buf: a uint64_t, little-endian, for the n (at most 8) bytes of the access. */
+/* buf: for n up to 8 a uint64_t, little-endian, else n bytes (kap_soft_read_buf/write_buf). */
 static void lin_access(struct kap_soft_cpu *cpu, uint64_t lin, void *buf, unsigned int n,
 		       unsigned int acc)
 {
@@ -668,10 +669,15 @@ static void lin_access(struct kap_soft_cpu *cpu, uint64_t lin, void *buf, unsign
 		if (e) {
 			uint8_t *p = e->host + (lin & 0xfff);
 			if (acc & ACC_WRITE) {
-				host_store(p, n, *(const uint64_t *)buf);
+				if (n <= 8)
+					host_store(p, n, *(const uint64_t *)buf);
+				else
+					memcpy(p, buf, n); /* kap_soft_write_buf: SSE, FXSAVE */
 				kap_soft_stored(cpu, p);
-			} else {
+			} else if (n <= 8) {
 				*(uint64_t *)buf = host_load(p, n);
+			} else {
+				memcpy(buf, p, n);
 			}
 			return;
 		}
@@ -1251,6 +1257,7 @@ bool kap_soft_rdmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t *v)
 		*v = cpu->mtrr_def_type;
 		return true;
 	case 0xfe: /* MTRRcap: no variable or fixed ranges */
+	case 0x8b: /* IA32_BIOS_SIGN_ID: no microcode update loaded */
 		*v = 0;
 		return true;
 	case 0xc0000080:
@@ -1286,6 +1293,8 @@ bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v)
 	switch (index) {
 	case 0x10:
 		cpu->tsc_offset += (int64_t)(v - kap_soft_rdtsc(cpu));
+		return true;
+	case 0x8b: /* IA32_BIOS_SIGN_ID: Linux clears it before CPUID(1); nothing to keep */
 		return true;
 	case 0x1b:
 		cpu->apic_base = v;
@@ -1354,18 +1363,29 @@ void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint3
 	memset(out, 0, 4 * sizeof(uint32_t));
 	switch (leaf) {
 	case 0:
-		out[0] = 1;
+		out[0] = 0x15;
 		memcpy(&out[1], "Genu", 4); /* EBX, EDX, ECX spell "GenuineIntel" */
 		memcpy(&out[3], "ineI", 4);
 		memcpy(&out[2], "ntel", 4);
 		return;
 	case 1:
-		/* Family 6 model 0x55 stepping 0; APIC id in EBX[31:24]. */
+		/* Family 6 model 0x55 stepping 0; APIC id in EBX[31:24]; CLFLUSH line 64. */
 		out[0] = 0x00050650;
-		out[1] = (cpu->id << 24) | (1u << 16);
-		out[2] = 1u << 31; /* hypervisor */
-		out[3] = (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) | (1u << 9) |
-			 (1u << 15); /* PSE TSC MSR PAE CX8 APIC CMOV */
+		out[1] = (cpu->id << 24) | (1u << 16) | (8u << 8);
+		/* SSE3 SSSE3 CX16 SSE4.1 SSE4.2 POPCNT, hypervisor: x86-64-v2 (docs/vm.md). */
+		out[2] = (1u << 0) | (1u << 9) | (1u << 13) | (1u << 19) | (1u << 20) | (1u << 23) |
+			 (1u << 31);
+		/* FPU PSE TSC MSR PAE CX8 APIC CMOV CLFSH MMX FXSR SSE SSE2 */
+		out[3] = (1u << 0) | (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) |
+			 (1u << 9) | (1u << 15) | (1u << 19) | (1u << 23) | (1u << 24) |
+			 (1u << 25) | (1u << 26);
+		return;
+	case 0x15:
+		/* TSC and crystal (the LAPIC timer's clock) at 1 GHz: the host's ns (docs/vm.md).
+		 */
+		out[0] = 1;
+		out[1] = 1;
+		out[2] = 1000000000;
 		return;
 	case 0x40000000:
 		out[0] = 0x40000000;
@@ -1377,9 +1397,23 @@ void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint3
 		out[0] = 0x80000001;
 		return;
 	case 0x80000001:
+		out[2] = (1u << 0) | (1u << 5);		       /* LAHF/SAHF in 64-bit mode, LZCNT */
 		out[3] = (1u << 11) | (1u << 20) | (1u << 29); /* SYSCALL, NX, LM */
 		return;
 	}
+}
+
+void kap_soft_read_buf(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, void *buf,
+		       unsigned int n)
+{
+	lin_access(cpu, seg_linear(cpu, seg, off, n, false), buf, n, cpu->cpl == 3 ? ACC_USER : 0);
+}
+
+void kap_soft_write_buf(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, const void *buf,
+			unsigned int n)
+{
+	lin_access(cpu, seg_linear(cpu, seg, off, n, true), (void *)buf, n,
+		   ACC_WRITE | (cpu->cpl == 3 ? ACC_USER : 0));
 }
 
 /* ---- blocks ---- */

@@ -34,7 +34,7 @@ static const char map1[256 + 1] = "mmmmbzxxmmmmbzxP"  /* 0x00 */
 				  "..........p....."  /* 0x90 */
 				  "aaaa....bz......"  /* 0xa0 */
 				  "bbbbbbbbvvvvvvvv"  /* 0xb0 */
-				  "MMw.XXMZe.w..byx"  /* 0xc0 */
+				  "MMw.XXMZe.w..bx."  /* 0xc0 */
 				  "mmmmyyu.mmmmmmmm"  /* 0xd0 */
 				  "jjjjbbbbJJpj...."  /* 0xe0 */
 				  "P.PP..gg......mm"; /* 0xf0 */

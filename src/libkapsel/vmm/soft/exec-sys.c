@@ -22,7 +22,7 @@ void kap_soft_sys_hlt(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	cpu->stop_block = true;
 }
 
-/* 0F 00: SLDT STR LLDT LTR (VERR/VERW are not here). */
+/* 0F 00: SLDT STR LLDT LTR VERR VERW. */
 void kap_soft_sys_grp6(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
 	unsigned int op = d->reg & 7;
@@ -68,6 +68,30 @@ void kap_soft_sys_grp6(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 		}
 		return;
 	}
+	case 4:
+	case 5: {
+		/*
+		 * VERR, VERW: ZF when the selector names a segment readable (writable) at this CPL
+		 * and RPL (SDM vol. 2, VERR/VERW). Linux runs VERW on every return to user mode
+		 * to clear CPU buffers (MDS).
+		 */
+		uint16_t sel = (uint16_t)get_rm(cpu, d, 2);
+		bool ok = false;
+		uint64_t base = (sel & 4) ? cpu->ldtr.base : cpu->gdt_base;
+		uint64_t limit = (sel & 4) ? cpu->ldtr.limit : cpu->gdt_limit;
+		if ((sel & ~3u) && (uint64_t)(sel & ~7u) + 7 <= limit) {
+			uint64_t lo = kap_soft_read_lin(cpu, base + (sel & ~7u), 8);
+			unsigned int type = (lo >> 40) & 0xf, dpl = (lo >> 45) & 3;
+			bool s = (lo >> 44) & 1, code = type & 8, conforming = code && (type & 4);
+			unsigned int need = cpu->cpl > (sel & 3u) ? cpu->cpl : (sel & 3u);
+			bool priv = conforming || dpl >= need;
+			if (s && priv)
+				ok = op == 4 ? (!code || (type & 2)) : (!code && (type & 2));
+		}
+		uint64_t f = kap_soft_get_flags(cpu);
+		kap_soft_set_flags(cpu, ok ? f | KAP_SOFT_ZF : f & ~KAP_SOFT_ZF);
+		return;
+	}
 	default:
 		kap_soft_unimplemented(cpu, d);
 	}
@@ -79,7 +103,7 @@ void kap_soft_sys_grp7(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	unsigned int op = d->reg & 7;
 	if (d->mod == 3) {
 		unsigned int sub = (op << 3) | (d->rm & 7);
-		if (sub == 0x3a && cpu->mode == 8) { /* 0F 01 F8 SWAPGS */
+		if (sub == 0x38 && cpu->mode == 8) { /* 0F 01 F8 SWAPGS */
 			need_cpl0(cpu);
 			uint64_t t = cpu->seg[KAP_SOFT_GS].base;
 			cpu->seg[KAP_SOFT_GS].base = cpu->kernel_gs_base;
@@ -217,7 +241,8 @@ void kap_soft_sys_mov_cr(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d
 		cpu->stop_block = true;
 		return;
 	case 4:
-		/* What the soft CPU has: VME..PGE, OSFXSR-free; PAE can't drop in long mode. */
+		/* What the soft CPU has: VME..PGE, OSFXSR, OSXMMEXCPT; PAE can't drop in long mode.
+		 */
 		if ((v & ~0x1ffULL & ~(1ULL << 9) & ~(1ULL << 10)) ||
 		    ((cpu->efer & KAP_SOFT_EFER_LMA) && !(v & KAP_SOFT_CR4_PAE)))
 			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
@@ -331,11 +356,14 @@ void kap_soft_sys_cache(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	need_cpl0(cpu); /* INVD, WBINVD: nothing is cached */
 }
 
-/* 0F AE: only the fences (mod 3, /5 /6 /7); FXSAVE and friends are not in the baseline. */
+/*
+ * 0F AE: the fences (mod 3, /5 /6 /7), FXSAVE FXRSTOR LDMXCSR STMXCSR (exec-sse.c) and
+ * CLFLUSH (/7: nothing is cached). XSAVE and friends (/4 /5 /6) are not in the baseline.
+ */
 void kap_soft_sys_grp15(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
-	if (d->mod == 3 && (d->reg & 7) >= 5 &&
-	    !(d->pfx & (KAP_SOFT_PFX_REP | KAP_SOFT_PFX_REPNE))) {
+	bool pfx = d->pfx & (KAP_SOFT_PFX_REP | KAP_SOFT_PFX_REPNE | KAP_SOFT_PFX_OPSIZE);
+	if (d->mod == 3 && (d->reg & 7) >= 5 && !pfx) {
 		/* LFENCE, MFENCE, SFENCE: the host is TSO like the guest, so only MFENCE (a store
 		 * then a load) needs a host fence; the others order against the compiler. */
 		if ((d->reg & 7) == 6)
@@ -344,5 +372,11 @@ void kap_soft_sys_grp15(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 			__atomic_signal_fence(__ATOMIC_SEQ_CST);
 		return;
 	}
+	if (d->mod != 3 && (d->reg & 7) < 4) {
+		kap_soft_fxsave_grp(cpu, d);
+		return;
+	}
+	if (d->mod != 3 && (d->reg & 7) == 7 && !pfx)
+		return;
 	kap_soft_unimplemented(cpu, d);
 }

@@ -1161,8 +1161,12 @@ static void x_cmpxchg(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 /* 0F C7 /1: CMPXCHG8B (CMPXCHG16B is not in the baseline). */
 static void x_grp9(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
-	if ((d->reg & 7) != 1 || d->mod == 3 || d->osize == 8)
+	if ((d->reg & 7) != 1 || d->mod == 3)
 		kap_soft_unimplemented(cpu, d);
+	if (d->osize == 8) {
+		kap_soft_cmpxchg16b(cpu, d);
+		return;
+	}
 	unsigned int seg = ea_seg(d);
 	uint64_t off = ea(cpu, d);
 	uint64_t v = kap_soft_read(cpu, seg, off, 8);
@@ -1306,7 +1310,7 @@ static void x_ud(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 {
 	unsigned int map = d->op >> 8, b = d->op & 0xff;
-	bool rep = d->pfx & KAP_SOFT_PFX_REP, repne = d->pfx & KAP_SOFT_PFX_REPNE;
+	bool repne = d->pfx & KAP_SOFT_PFX_REPNE;
 	if (map == KAP_SOFT_MAP_1) {
 		if (b < 0x40) {
 			if ((b & 7) < 6)
@@ -1379,7 +1383,16 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 		case 0xea:
 			return x_far;
 		case 0x9b:
-			return x_nop; /* FWAIT: no x87 to wait for */
+			return kap_soft_fwait;
+		case 0xd8:
+		case 0xd9:
+		case 0xda:
+		case 0xdb:
+		case 0xdc:
+		case 0xdd:
+		case 0xde:
+		case 0xdf:
+			return kap_soft_x87;
 		case 0x9c:
 		case 0x9d:
 			return x_pushf_popf;
@@ -1464,8 +1477,9 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 		}
 		return NULL;
 	}
-	if (map != KAP_SOFT_MAP_0F)
-		return NULL; /* 0F 38 and 0F 3A: SSSE3/SSE4, not in the baseline */
+	kap_soft_exec_fn sse = kap_soft_sse_lookup(d);
+	if (sse || map != KAP_SOFT_MAP_0F)
+		return sse; /* MMX, SSE-SSE4.2: exec-sse.c */
 	if (b >= 0x40 && b < 0x50)
 		return x_cmovcc;
 	if (b >= 0x80 && b < 0x90)
@@ -1545,7 +1559,8 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 		return x_movx;
 	case 0xbc:
 	case 0xbd:
-		return rep || repne ? NULL : x_bsf;
+		/* F3 0F BD is LZCNT (exec-sse.c); F3 0F BC runs as BSF, as on CPUs without BMI1. */
+		return repne ? NULL : x_bsf;
 	case 0xc7:
 		return x_grp9;
 	}

@@ -144,3 +144,14 @@ void kap_soft_sys_cpuid(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 void kap_soft_sys_clts(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
 void kap_soft_sys_cache(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
 void kap_soft_sys_grp15(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+
+/* exec-x87.c: the D8-DF escapes and WAIT. */
+void kap_soft_x87(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+void kap_soft_fwait(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+
+/* exec-sse.c: MMX, SSE-SSE4.2 and friends in the 0F, 0F 38 and 0F 3A maps (NULL: not one). */
+kap_soft_exec_fn kap_soft_sse_lookup(const struct kap_soft_insn *d);
+/* 0F AE /0-/3 FXSAVE FXRSTOR LDMXCSR STMXCSR (memory forms). */
+void kap_soft_fxsave_grp(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+/* 0F C7 /1 with REX.W. */
+void kap_soft_cmpxchg16b(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);

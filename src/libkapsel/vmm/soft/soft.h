@@ -65,6 +65,42 @@ struct kap_soft_block;
 struct kap_soft_cache;
 struct kap_soft_tlb;
 
+/* An XMM register (exec-sse.c), viewed as the instruction at hand needs it. */
+union kap_soft_xmm {
+	uint8_t b[16];
+	uint16_t w[8];
+	uint32_t d[4];
+	uint64_t q[2];
+	int8_t sb[16];
+	int16_t sw[8];
+	int32_t sd[4];
+	int64_t sq[2];
+	float f[4];
+	double fd[2];
+};
+
+/*
+ * The x87/MMX/SSE state (exec-x87.c, exec-sse.c), kept as the 64-bit FXSAVE image it is
+ * saved as (SDM vol. 1 §10.5.1, table 10-2): ST(i) in stack order, the abridged tag word by
+ * physical register, the XMM registers. MMX register i is physical register i.
+ */
+struct kap_soft_fxsave {
+	uint16_t fcw, fsw; /* FSW holds TOP in bits 13-11 */
+	uint8_t ftw;	   /* abridged: bit i set when physical register i is not empty */
+	uint8_t rsvd1;
+	uint16_t fop;
+	uint64_t fip, fdp;
+	uint32_t mxcsr, mxcsr_mask;
+	struct {
+		uint64_t mant;
+		uint16_t se; /* sign and exponent */
+		uint16_t rsvd[3];
+	} st[8];
+	union kap_soft_xmm xmm[16];
+	uint8_t rsvd2[96];
+} __attribute__((aligned(16)));
+_Static_assert(sizeof(struct kap_soft_fxsave) == 512, "FXSAVE's image is 512 bytes");
+
 struct kap_soft_cpu {
 	struct kap_vm *vm;
 	struct kap_vcpu *vcpu;
@@ -106,6 +142,9 @@ struct kap_soft_cpu {
 	pthread_mutex_t halt_lock;
 	pthread_cond_t halt_cond;
 	bool woken;
+
+	struct kap_soft_fxsave fpu; /* x87, MMX, SSE (exec-x87.c, exec-sse.c) */
+	uint16_t fcs, fds;	    /* the x87 last instruction's and operand's selectors */
 
 	struct kap_soft_lapic *lapic;
 	struct kap_soft_cache *cache;
@@ -203,6 +242,15 @@ bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v);
 /* CPUID: the fixed baseline docs/vm.md describes. */
 void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint32_t out[4]);
 
+/* The x87 and SSE state after RESET/INIT as KVM gives it (FNINIT's, MXCSR 0x1f80). */
+void kap_soft_fpu_reset(struct kap_soft_cpu *cpu);
+/* Guest memory of any size up to a page, through segment seg: the whole access is checked
+ * before any byte is stored (FXSAVE, 16-byte SSE operands). */
+void kap_soft_read_buf(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, void *buf,
+		       unsigned int n);
+void kap_soft_write_buf(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off, const void *buf,
+			unsigned int n);
+
 /* RFLAGS with the lazy flags worked out (exec.c). */
 uint64_t kap_soft_get_flags(struct kap_soft_cpu *cpu);
 void kap_soft_set_flags(struct kap_soft_cpu *cpu, uint64_t flags);
@@ -234,14 +282,23 @@ enum {
 	KAP_SOFT_XSS = 12,
 	KAP_SOFT_XGP = 13,
 	KAP_SOFT_XPF = 14,
+	KAP_SOFT_XMF = 16,
+	KAP_SOFT_XAC = 17,
+	KAP_SOFT_XXM = 19,
 };
 
-#define KAP_SOFT_CR0_PE	  (1ULL << 0)
-#define KAP_SOFT_CR0_WP	  (1ULL << 16)
-#define KAP_SOFT_CR0_PG	  (1ULL << 31)
-#define KAP_SOFT_CR4_PSE  (1ULL << 4)
-#define KAP_SOFT_CR4_PAE  (1ULL << 5)
-#define KAP_SOFT_CR4_PGE  (1ULL << 7)
-#define KAP_SOFT_EFER_LME (1ULL << 8)
-#define KAP_SOFT_EFER_LMA (1ULL << 10)
-#define KAP_SOFT_EFER_NXE (1ULL << 11)
+#define KAP_SOFT_CR0_PE		(1ULL << 0)
+#define KAP_SOFT_CR0_MP		(1ULL << 1)
+#define KAP_SOFT_CR0_EM		(1ULL << 2)
+#define KAP_SOFT_CR0_TS		(1ULL << 3)
+#define KAP_SOFT_CR0_NE		(1ULL << 5)
+#define KAP_SOFT_CR0_WP		(1ULL << 16)
+#define KAP_SOFT_CR0_PG		(1ULL << 31)
+#define KAP_SOFT_CR4_PSE	(1ULL << 4)
+#define KAP_SOFT_CR4_PAE	(1ULL << 5)
+#define KAP_SOFT_CR4_PGE	(1ULL << 7)
+#define KAP_SOFT_CR4_OSFXSR	(1ULL << 9)
+#define KAP_SOFT_CR4_OSXMMEXCPT (1ULL << 10)
+#define KAP_SOFT_EFER_LME	(1ULL << 8)
+#define KAP_SOFT_EFER_LMA	(1ULL << 10)
+#define KAP_SOFT_EFER_NXE	(1ULL << 11)
