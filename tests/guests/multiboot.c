@@ -1944,6 +1944,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_blkloop();
 	if (streq(test, "vsockreset"))
 		test_vsockreset();
+	if (streq(test, "vsockecho"))
+		test_vsockecho();
 	if (streq(test, "dirty"))
 		test_dirty(mb);
 	if (streq(test, "fwcfg"))
