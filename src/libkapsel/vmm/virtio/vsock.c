@@ -84,6 +84,12 @@ struct vsock {
 	char *path;
 	int listen_fd, epfd;
 	struct conn *conns[MAX_CONNS];
+	/*
+	 * Connections a driver reset dropped, closed by the device thread: the reset runs on a
+	 * vCPU thread, whose seccomp filter (jail.c) allows no epoll_ctl or close.
+	 */
+	struct conn *dead[MAX_CONNS];
+	unsigned int ndead;
 	uint32_t next_port;
 	unsigned int rr; /* round-robin start for data */
 	struct rst rst[MAX_RST];
@@ -117,6 +123,18 @@ static void conn_free(struct vsock *v, unsigned int i)
 	free(c->out);
 	free(c);
 	v->conns[i] = NULL;
+}
+
+/* Closes what a driver reset dropped (device thread or teardown). */
+static void free_dead(struct vsock *v)
+{
+	while (v->ndead) {
+		struct conn *c = v->dead[--v->ndead];
+		epoll_ctl(v->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		free(c->out);
+		free(c);
+	}
 }
 
 static int conn_new(struct vsock *v, int fd, enum conn_state state)
@@ -540,6 +558,7 @@ static void vsock_process(struct kap_virtio_dev *d, unsigned int q)
 {
 	struct vsock *v = d->priv;
 	pthread_mutex_lock(&d->lock);
+	free_dead(v);
 	if (q == EVQ)
 		send_transport_reset(d, v);
 	if (q == TXQ) {
@@ -558,12 +577,19 @@ static void vsock_process(struct kap_virtio_dev *d, unsigned int q)
 	pthread_mutex_unlock(&d->lock);
 }
 
-/* The driver reset the device: its connections are gone (§5.10.6.6). d->lock held. */
+/*
+ * The driver reset the device: its connections are gone (§5.10.6.6). On a vCPU thread,
+ * d->lock held: the sockets are closed by the device thread's next round (free_dead), which
+ * their pending events or the driver's first kick bring about.
+ */
 static void vsock_reset(struct kap_virtio_dev *d)
 {
 	struct vsock *v = d->priv;
 	for (unsigned int i = 0; i < MAX_CONNS; i++)
-		conn_free(v, i);
+		if (v->conns[i]) {
+			v->dead[v->ndead++] = v->conns[i];
+			v->conns[i] = NULL;
+		}
 	v->nrst = 0;
 }
 
@@ -883,6 +909,7 @@ static void vsock_free(struct kap_virtio_dev *d)
 		return;
 	for (unsigned int i = 0; i < MAX_CONNS; i++)
 		conn_free(v, i);
+	free_dead(v);
 	if (v->listen_fd >= 0) {
 		close(v->listen_fd);
 		unlink(v->path);
