@@ -446,3 +446,42 @@ def test_linux_vsock_connection_survives_live_migration(tmp_path):
         stop(src)
         if dst:
             stop(dst)
+
+
+# ---- the ACPI power button ----
+
+# What acpid or systemd-logind does with KEY_POWER, in busybox: Linux's ACPI button driver
+# (button.ko, bound to \_SB.PWRB) turns the GED's notification into an input event on the
+# "Power Button" device; the first event on its evdev node powers the guest off.
+PWRBTN_SCRIPT = f"""echo {INIT_START}
+dev=
+for e in /sys/class/input/event*; do
+  grep -q "Power Button" $e/device/name 2>/dev/null && dev=/dev/input/${{e##*/}}
+done
+echo "PWRBTN-READY $dev"
+dd if=$dev of=/dev/null bs=24 count=1 2>/dev/null && echo PWRBTN-EVENT && poweroff -f
+while :; do sleep 1; done
+"""
+
+
+def test_linux_powers_off_on_the_acpi_power_button(tmp_path):
+    """`vm stop` presses the ACPI power button: the guest's button driver reports KEY_POWER,
+    its userspace powers off through \\_S5, and the VMM exits 0 without the fallback."""
+    need_linux_speed()
+    initrd = make_initramfs(tmp_path / "initrd.cpio", PWRBTN_SCRIPT, ["button", "evdev"])
+    root = tmp_path / "root"
+    proc, console = start(root, tmp_path, "pb", "vm", "run", "--kernel", fetch_kernel(),
+                          "--initrd", initrd, "--mem", f"{MEM_MIB}M", "--cpus", "1",
+                          "--cmdline", CMDLINE)
+    try:
+        wait_console(proc, console, lambda t: re.search(r"PWRBTN-READY /dev/input/event\d", t)
+                     and ready(root, "pb"), BOOT_S, "the power button's input device")
+        r = kap(root, "vm", "stop", "--timeout", "120", "pb", timeout=300)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "PWRBTN-EVENT" in text(console), text(console)[-3000:]
+        assert "AddressSanitizer" not in err and "runtime error" not in err, err
+        assert not (root / "vm" / "pb").exists()
+    finally:
+        stop(proc)
