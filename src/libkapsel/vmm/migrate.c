@@ -1290,9 +1290,11 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 		kap_mig_fds_close(&rx);
 		return r;
 	}
-	if ((r = send_reply(&c, 0, NULL)) < 0)
+	if ((r = send_reply(&c, 0, NULL)) < 0) {
+		kap_mig_fds_close(&rx);
 		return kap_error_plain(err, -r, "migration stream: handshake reply: %s",
 				       strerror(-r));
+	}
 	struct kap_snap *snap = NULL;
 	uint64_t npages = 0;
 	for (;;) {
