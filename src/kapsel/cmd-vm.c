@@ -1051,6 +1051,28 @@ static const struct option stop_options[] = {
     {0},
 };
 
+/* Waits up to tenths * 100 ms for the VMM to remove its directory (it does as it exits). */
+static bool vm_gone_within(const struct cli_globals *g, const char *name, long long tenths)
+{
+	for (long long i = 0;; i++) {
+		struct kapsel_error *err = NULL;
+		char *p = NULL;
+		if (kapsel_vm_api_path(g->root, name, &p, &err) < 0) {
+			kapsel_error_free(err);
+			return true;
+		}
+		free(p);
+		if (i >= tenths)
+			return false;
+		usleep(100000);
+	}
+}
+
+/*
+ * Without --force: presses the ACPI power button (QEMU's system_powerdown) unless the guest is
+ * paused or suspended and cannot answer, waits --timeout seconds for the guest to power off,
+ * then ends the VMM as SIGTERM does (PUT /actions Stop), and kills it if even that fails.
+ */
 static int vm_stop(const struct cli_globals *g, int argc, char **argv)
 {
 	bool force = false;
@@ -1073,24 +1095,30 @@ static int vm_stop(const struct cli_globals *g, int argc, char **argv)
 	if (kapsel_vm_inspect(g->root, name, &info, NULL, &err) < 0)
 		return cli_fail_err(err);
 	pid_t pid = (pid_t)info.pid;
+	bool running = info.state && !strcmp(info.state, "Running");
 	kapsel_vm_info_clear(&info);
 	if (!force) {
+		if (running) {
+			int rc = vm_request(g, "stop", name, "PUT", "/actions",
+					    "{\"action_type\":\"PowerButton\"}");
+			if (rc)
+				return vm_gone_within(g, name, 0) ? 0 : rc;
+			if (vm_gone_within(g, name, timeout * 10))
+				return 0;
+			fprintf(stderr,
+				"kapsel: vm stop %s: the guest did not power off within %llds: "
+				"stopping the VMM\n",
+				name, timeout);
+		}
 		int rc =
 		    vm_request(g, "stop", name, "PUT", "/actions", "{\"action_type\":\"Stop\"}");
 		if (rc)
-			return rc;
-		/* The VMM removes its directory as it exits: wait for that. */
-		for (long long i = 0; i < timeout * 10; i++) {
-			char *p = NULL;
-			if (kapsel_vm_api_path(g->root, name, &p, &err) < 0) {
-				kapsel_error_free(err);
-				return 0;
-			}
-			free(p);
-			usleep(100000);
-		}
-		fprintf(stderr, "kapsel: vm stop %s: still running after %llds: killing it\n", name,
-			timeout);
+			return vm_gone_within(g, name, 0) ? 0 : rc;
+		if (vm_gone_within(g, name, 100))
+			return 0;
+		fprintf(stderr,
+			"kapsel: vm stop %s: the VMM still runs 10 s after Stop: killing it\n",
+			name);
 	}
 	if (kill(pid, SIGKILL) < 0 && errno != ESRCH)
 		return cli_fail("vm stop %s: kill %d: %s", name, (int)pid, strerror(errno));
@@ -1360,13 +1388,15 @@ static const struct cli_command cmd_vm_stop = {
     .run = vm_stop,
     .usage = "Usage: kapsel vm stop [--force] [--timeout SECONDS] NAME\n"
 	     "\n"
-	     "Ask the VMM to end the VM (as SIGTERM does; the guest is not asked: kapsel's\n"
-	     "machine has no ACPI power button yet) and wait up to --timeout seconds (default\n"
-	     "10) for it to exit, then kill it. --force kills the VMM at once.\n"
+	     "Press the VM's ACPI power button (as QEMU's system_powerdown does) and wait up to\n"
+	     "--timeout seconds (default 10) for the guest to power off; then end the VMM as\n"
+	     "SIGTERM does, and kill it if it still runs 10 s later. A paused or suspended\n"
+	     "guest cannot answer the button: its VMM is ended at once. --force kills the VMM\n"
+	     "at once.\n"
 	     "\n"
 	     "Options:\n"
 	     "  --force                 kill the VMM (SIGKILL) without asking\n"
-	     "  --timeout SECONDS       how long to wait before killing it (default 10)\n",
+	     "  --timeout SECONDS       how long the guest has to power off (default 10)\n",
     .shortopts = "h",
     .options = stop_options,
 };

@@ -8,6 +8,7 @@ struct acpi_info {
 	uint64_t ioapic;
 	uint64_t sleep_control;
 	uint32_t s5;
+	const uint8_t *dsdt;
 };
 
 static inline int acpi_sum_ok(const void *p, uint32_t len)
@@ -68,6 +69,7 @@ static inline const char *acpi_scan(struct acpi_info *a)
 	const uint8_t *dsdt = phys(rd64(fadt + 140));
 	if (memcmp_(dsdt, "DSDT", 4) || !acpi_sum_ok(dsdt, rd32(dsdt + 4)))
 		return "acpi: DSDT signature or checksum";
+	a->dsdt = dsdt;
 	a->s5 = 0xff;
 	for (uint32_t i = 36; i + 8 < rd32(dsdt + 4); i++) {
 		/* Name(_S5_, Package(){BytePrefix N, ...}): 08 _S5_ 12 len count 0a N */

@@ -260,6 +260,49 @@ static void test_acpi(void)
 	fail("still running after ACPI power-off");
 }
 
+/*
+ * test=pwrbtn: what an OS's ACPI GED and button drivers do with kapsel's power button: finds
+ * \_SB.PWRB (PNP0C0C) and \_SB.GED0 (ACPI0013) in the DSDT and the GED's interrupt, prints
+ * "pwrbtn: waiting on GSI N", polls the master 8259's IRR (an edge latches there whether the
+ * line is masked or not) until the button's edge arrives, prints "pwrbtn: pressed" and powers
+ * off through \_S5.
+ */
+static void test_pwrbtn(void)
+{
+	struct acpi_info a;
+	const char *bad = acpi_scan(&a);
+	CHECK(!bad, bad);
+	static const uint8_t pwrb[] = {'P', 'W', 'R',  'B',  0x08, '_',	 'H',
+				       'I', 'D', 0x0c, 0x41, 0xd0, 0x0c, 0x0c};
+	static const uint8_t ged[] = {'G', 'E', 'D', '0', 0x08, '_', 'H', 'I', 'D', 0x0d,
+				      'A', 'C', 'P', 'I', '0',	'0', '1', '3', 0};
+	uint32_t len = rd32(a.dsdt + 4), gsi = 0xffffffffu;
+	int have_pwrb = 0, in_ged = 0;
+	for (uint32_t i = 36; i + sizeof(ged) < len; i++) {
+		if (!memcmp_(a.dsdt + i, pwrb, sizeof(pwrb)))
+			have_pwrb = 1;
+		if (!memcmp_(a.dsdt + i, ged, sizeof(ged)))
+			in_ged = 1;
+		/* Extended Interrupt, one GSI: 89 06 00 flags 01 GSI(4). */
+		if (in_ged && gsi == 0xffffffffu && a.dsdt[i] == 0x89 && a.dsdt[i + 1] == 6 &&
+		    a.dsdt[i + 2] == 0 && a.dsdt[i + 4] == 1) {
+			CHECK(a.dsdt[i + 3] == 0x03, "pwrbtn: the GED's interrupt is not an edge");
+			gsi = rd32(a.dsdt + i + 5);
+		}
+	}
+	CHECK(have_pwrb, "pwrbtn: no \\_SB.PWRB (PNP0C0C) in the DSDT");
+	CHECK(gsi < 8, "pwrbtn: no GED0 interrupt on the master 8259");
+	puts_("pwrbtn: waiting on GSI ");
+	putu(gsi);
+	putc_('\n');
+	outb(0x20, 0x0a); /* OCW3: read the IRR */
+	while (!(inb(0x20) & (1u << gsi)))
+		;
+	puts_("pwrbtn: pressed\n");
+	outb((uint16_t)a.sleep_control, (uint8_t)((a.s5 << 2) | 0x20));
+	fail("still running after ACPI power-off");
+}
+
 volatile uint32_t pit_ticks, lapic_ticks; /* counted by entry32.S */
 extern void isr_pit(void), isr_lapic(void), isr_spurious(void), triple_fault(void);
 extern void wait_ticks(volatile uint32_t *counter, uint32_t target);
@@ -2102,6 +2145,10 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_blkloop();
 	if (streq(test, "vsockreset"))
 		test_vsockreset();
+	if (streq(test, "vsockecho"))
+		test_vsockecho();
+	if (streq(test, "pwrbtn"))
+		test_pwrbtn();
 	if (streq(test, "dirty"))
 		test_dirty(mb);
 	if (streq(test, "fwcfg"))

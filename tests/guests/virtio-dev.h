@@ -393,7 +393,8 @@ static void vs_send(uint32_t b, uint16_t op, uint32_t sport, uint32_t dport, con
 	bcopy_(vs_tx, &h, sizeof(h));
 	bcopy_(vs_tx + sizeof(h), data, len);
 	vq_give(b, &vs_txq, 1, 0, vs_tx, (uint32_t)sizeof(h) + len, 0);
-	CHECK(vq_take(b, &vs_txq, &l, 5000) == 0, "vsock transmit did not complete");
+	/* 30 s: a live migration keeps the device out of its rings while it copies RAM. */
+	CHECK(vq_take(b, &vs_txq, &l, 30000) == 0, "vsock transmit did not complete");
 }
 
 /* The next packet from the host into *h and data (NUL-terminated); its op. */
@@ -510,6 +511,66 @@ static void __attribute__((noreturn)) test_vsockreset(void)
 			puts_("vsockreset: waiting ");
 			putu(n >> 22);
 			putc_('\n');
+		}
+	}
+}
+
+/*
+ * test=vsockecho: serves host connections to port 1234 for ever, answering every data packet
+ * with "echo: " + its bytes on the same connection. Prints "vsockecho: ready", then
+ * "vsockecho: connected PORT", "vsockecho: got DATA", "vsockecho: closed PORT" and
+ * "vsock: transport reset" when the device sends that event (after a restore).
+ */
+static void __attribute__((noreturn)) test_vsockecho(void)
+{
+	uint32_t b = vio_find(19, 0);
+	CHECK(b, "no virtio-vsock device");
+	struct vq *qs[3] = {&vs_rxq, &vs_txq, &vs_evq};
+	const char *bad = vdev_init(b, qs, 3, 0);
+	CHECK(!bad, bad);
+	vs_cid = *vreg(b, 0x100) | (uint64_t)*vreg(b, 0x104) << 32;
+	for (uint16_t i = 0; i < VS_NRX; i++)
+		vq_give(b, &vs_rxq, 0, i, vs_rx[i], VS_BUF, 1);
+	vs_event = 0xffffffffu;
+	vq_give(b, &vs_evq, 2, 0, &vs_event, sizeof(vs_event), 1);
+	puts_("vsockecho: ready\n");
+	volatile struct vq *ev = &vs_evq, *rx = &vs_rxq;
+	char data[260], reply[280];
+	for (;;) {
+		if (ev->used.idx != vs_evq.last_used) {
+			vs_evq.last_used++;
+			puts_("vsock: transport reset\n");
+			vs_event = 0xffffffffu;
+			vq_give(b, &vs_evq, 2, 0, &vs_event, sizeof(vs_event), 1);
+		}
+		if (rx->used.idx == vs_rxq.last_used)
+			continue;
+		struct vs_hdr h;
+		uint16_t op = vs_recv(b, &h, data, sizeof(data));
+		if (op == VS_REQUEST && h.dst_port == 1234) {
+			vs_fwd = 0;
+			vs_send(b, VS_RESPONSE, 1234, h.src_port, 0, 0, 0);
+			puts_("vsockecho: connected ");
+			putu(h.src_port);
+			putc_('\n');
+		} else if (op == VS_REQUEST) {
+			vs_send(b, VS_RST, h.dst_port, h.src_port, 0, 0, 0);
+		} else if (op == VS_RW) {
+			puts_("vsockecho: got ");
+			puts_(data);
+			uint32_t k = 0;
+			for (const char *p = "echo: "; *p; p++)
+				reply[k++] = *p;
+			for (const char *p = data; *p && k < sizeof(reply) - 1; p++)
+				reply[k++] = *p;
+			vs_send(b, VS_RW, h.dst_port, h.src_port, reply, k, 0);
+		} else if (op == VS_SHUTDOWN) {
+			vs_send(b, VS_RST, h.dst_port, h.src_port, 0, 0, 0);
+			puts_("vsockecho: closed ");
+			putu(h.src_port);
+			putc_('\n');
+		} else if (op == 7) { /* CREDIT_REQUEST */
+			vs_send(b, 6, h.dst_port, h.src_port, 0, 0, 0);
 		}
 	}
 }

@@ -310,7 +310,7 @@ def test_cleanup_on_every_exit(vmroot, tmp_path):
     assert not v.dir.exists()
     # vm stop (through the API), then vm stop --force (SIGKILL: the CLI removes what is left).
     v = start(name="stop").wait_ready()
-    r = kap(root, "vm", "stop", "stop")
+    r = kap(root, "vm", "stop", "--timeout", "0", "stop")
     assert r.returncode == 0, r.stderr
     assert v.proc.wait(timeout=60) == 143 and not v.dir.exists()
     v = start(name="kill").wait_ready()
@@ -378,10 +378,64 @@ def test_relative_api_sock_with_name(tmp_path):
         r = kap(root, "vm", "inspect", "rel")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["api_socket"] == str(tmp_path / "rel.sock")
-        assert kap(root, "vm", "stop", "rel").returncode == 0
+        assert kap(root, "vm", "stop", "--timeout", "0", "rel").returncode == 0
         assert p.wait(timeout=60) == 143
         assert not (tmp_path / "rel.sock").exists() and os.listdir(root / "vm") == []
     finally:
         if p.poll() is None:
             p.kill()
         p.communicate()
+
+
+# ---- vm stop: the ACPI power button first ----
+
+
+def test_vm_stop_presses_the_power_button(vmroot):
+    """`vm stop` presses the ACPI power button (\\_SB.GED0's edge, notifying \\_SB.PWRB): the
+    test kernel's test=pwrbtn sees the edge and powers off through \\_S5, as an OS would."""
+    root, start = vmroot
+    v = start(name="pb", test="pwrbtn").wait_ready()
+    wait_for(lambda: "pwrbtn: waiting on GSI 5" in v.console.read_text()
+             or v.proc.poll() is not None, what="the guest waiting for the button")
+    assert v.proc.poll() is None, v.proc.communicate()
+    r = kap(root, "vm", "stop", "pb")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    # The guest powered off: the VMM's status is the guest's power-off, not SIGTERM's.
+    assert v.proc.wait(timeout=60) == 0
+    assert "pwrbtn: pressed" in v.console.read_text()
+    assert not v.dir.exists()
+
+
+def test_power_button_action(vmroot):
+    root, start = vmroot
+    v = start(name="pa", test="pwrbtn").wait_ready()
+    wait_for(lambda: "pwrbtn: waiting" in v.console.read_text() or v.proc.poll() is not None,
+             what="the guest waiting for the button")
+    assert call(v.sock, "PUT", "/actions", {"action_type": "PowerButton"})[0] == 204
+    assert v.proc.wait(timeout=60) == 0
+    assert "pwrbtn: pressed" in v.console.read_text()
+
+
+def test_vm_stop_falls_back_when_the_guest_ignores_the_button(vmroot):
+    """test=count has no ACPI driver: after --timeout the VMM is ended as on SIGTERM."""
+    root, start = vmroot
+    v = start(name="deaf").wait_ready()
+    t0 = time.time()
+    r = kap(root, "vm", "stop", "--timeout", "1", "deaf")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == ("kapsel: vm stop deaf: the guest did not power off within 1s: "
+                                "stopping the VMM"), r.stderr
+    assert v.proc.wait(timeout=60) == 143 and not v.dir.exists()
+    assert time.time() - t0 >= 1
+
+
+def test_vm_stop_of_a_paused_vm_does_not_wait(vmroot):
+    """A paused guest cannot answer the button: the VMM is ended at once."""
+    root, start = vmroot
+    v = start(name="still").wait_ready()
+    assert kap(root, "vm", "pause", "still").returncode == 0
+    t0 = time.time()
+    r = kap(root, "vm", "stop", "still")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert v.proc.wait(timeout=60) == 143
+    assert time.time() - t0 < 8

@@ -246,7 +246,7 @@ def test_jail_seen_from_outside(tmp_path):
         r = subprocess.run([KAPSEL, "--root", str(root), "vm", "resume", "j"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        r = subprocess.run([KAPSEL, "--root", str(root), "vm", "stop", "j"],
+        r = subprocess.run([KAPSEL, "--root", str(root), "vm", "stop", "--timeout", "0", "j"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         out, err = p.communicate(timeout=60)

@@ -24,6 +24,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import time
 
@@ -359,3 +361,127 @@ def test_linux_live_migration_goes_on_counting(tmp_path):
         stop(src)
         if dst:
             stop(dst)
+
+
+# ---- a vsock connection across a live migration ----
+
+VSOCK_SCRIPT = f"""echo {INIT_START}
+/bin/vsock-peer echo 1234 &
+while :; do sleep 1; done
+"""
+
+
+def vsock_line(s, timeout=60):
+    s.settimeout(timeout)
+    buf = b""
+    while not buf.endswith(b"\n"):
+        c = s.recv(1)
+        if not c:
+            break
+        buf += c
+    return buf.decode(errors="replace")
+
+
+def test_linux_vsock_connection_survives_live_migration(tmp_path):
+    """A host process holds a vsock connection to a Linux guest's echo server (AF_VSOCK in the
+    guest, Firecracker's CONNECT on the host) and echoes over it before, during and after a
+    migration over unix:, on the same host socket: the guest's TCP-like stream goes on."""
+    need_linux_speed()
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc (to build the static vsock-peer)")
+    from test_vm_linux_virtio import PROGS
+    peer = tmp_path / "vsock-peer"
+    r = subprocess.run(["gcc", "-O2", "-static", "-o", str(peer),
+                        os.path.join(PROGS, "vsock-peer.c")], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot build a static vsock-peer: {r.stderr}"
+    initrd = make_initramfs(tmp_path / "initrd.cpio", VSOCK_SCRIPT,
+                            ["virtio_pci", "vmw_vsock_virtio_transport"],
+                            files=[("bin/vsock-peer", stat.S_IFREG | 0o755, peer.read_bytes())])
+    root = tmp_path / "root"
+    addr = f"unix:{tmp_path}/mig.sock"
+    common = ["--mem", f"{MEM_MIB}M", "--cpus", "1"]
+    src, scon = start(root, tmp_path, "src", "vm", "run", "--kernel", fetch_kernel(),
+                      "--initrd", initrd, "--cmdline", CMDLINE, *common,
+                      "--vsock", f"cid=3,socket={tmp_path}/src.vsock")
+    dst = s = None
+    try:
+        wait_console(src, scon, lambda t: "vsock-peer: echoing on 1234" in t and
+                     ready(root, "src"), BOOT_S, "the guest's vsock echo server")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(tmp_path / "src.vsock"))
+        s.sendall(b"CONNECT 1234\n")
+        ok = vsock_line(s)
+        assert ok.startswith("OK "), ok
+        s.sendall(b"before the migration\n")
+        assert vsock_line(s) == "echo: before the migration\n"
+
+        dst, dcon = start(root, tmp_path, "dst", "vm", "run", "--incoming", addr, *common,
+                          "--vsock", f"cid=3,socket={tmp_path}/dst.vsock")
+        wait_for(lambda: os.path.exists(addr[5:]) or dst.poll() is not None,
+                 what="the destination's socket")
+        assert dst.poll() is None, dst.communicate()
+        mig = subprocess.Popen([KAPSEL, "--root", str(root), "vm", "migrate", "src", addr],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        s.sendall(b"during the migration\n")
+        out, err = mig.communicate(timeout=300)
+        assert mig.returncode == 0, (err, stop(dst))
+        _, err = src.communicate(timeout=60)
+        assert src.returncode == 0, err
+        assert "AddressSanitizer" not in err and "runtime error" not in err, err
+        assert vsock_line(s) == "echo: during the migration\n"
+        for i in range(10):
+            msg = f"after the migration {i} " + "y" * 400
+            s.sendall(msg.encode() + b"\n")
+            assert vsock_line(s) == f"echo: {msg}\n"
+        assert dst.poll() is None, dst.communicate()
+        s.shutdown(socket.SHUT_WR)
+        assert vsock_line(s) == ""
+        wait_console(dst, dcon, lambda t: "vsock-peer: closed after 12 lines" in t, 60,
+                     "the guest's echo server to see the close")
+        assert BANNER not in text(dcon)
+        stop_clean(dst)
+    finally:
+        if s:
+            s.close()
+        stop(src)
+        if dst:
+            stop(dst)
+
+
+# ---- the ACPI power button ----
+
+# What acpid or systemd-logind does with KEY_POWER, in busybox: Linux's ACPI button driver
+# (button.ko, bound to \_SB.PWRB) turns the GED's notification into an input event on the
+# "Power Button" device; the first event on its evdev node powers the guest off.
+PWRBTN_SCRIPT = f"""echo {INIT_START}
+dev=
+for e in /sys/class/input/event*; do
+  grep -q "Power Button" $e/device/name 2>/dev/null && dev=/dev/input/${{e##*/}}
+done
+echo "PWRBTN-READY $dev"
+dd if=$dev of=/dev/null bs=24 count=1 2>/dev/null && echo PWRBTN-EVENT && poweroff -f
+while :; do sleep 1; done
+"""
+
+
+def test_linux_powers_off_on_the_acpi_power_button(tmp_path):
+    """`vm stop` presses the ACPI power button: the guest's button driver reports KEY_POWER,
+    its userspace powers off through \\_S5, and the VMM exits 0 without the fallback."""
+    need_linux_speed()
+    initrd = make_initramfs(tmp_path / "initrd.cpio", PWRBTN_SCRIPT, ["button", "evdev"])
+    root = tmp_path / "root"
+    proc, console = start(root, tmp_path, "pb", "vm", "run", "--kernel", fetch_kernel(),
+                          "--initrd", initrd, "--mem", f"{MEM_MIB}M", "--cpus", "1",
+                          "--cmdline", CMDLINE)
+    try:
+        wait_console(proc, console, lambda t: re.search(r"PWRBTN-READY /dev/input/event\d", t)
+                     and ready(root, "pb"), BOOT_S, "the power button's input device")
+        r = kap(root, "vm", "stop", "--timeout", "120", "pb", timeout=300)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "PWRBTN-EVENT" in text(console), text(console)[-3000:]
+        assert "AddressSanitizer" not in err and "runtime error" not in err, err
+        assert not (root / "vm" / "pb").exists()
+    finally:
+        stop(proc)

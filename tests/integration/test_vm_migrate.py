@@ -579,3 +579,278 @@ def test_migrate_api_bad_body(tmp_path):
         assert src.poll() is None
     finally:
         stop(src)
+
+
+# ---- vsock connections across a migration ----
+#
+# The guest is test=vsockecho: it answers every packet on a host connection to port 1234 with
+# "echo: " + the bytes. The host side holds one connection (Firecracker's "CONNECT 1234\n"
+# handshake on the --vsock socket) from before the migration to after it: the destination
+# gets the same host socket (unix: SCM_RIGHTS, tcp: pidfd_getfd) and the connection's state,
+# so the host process keeps talking to the guest on it as if nothing happened.
+
+FDS = 6
+VSOCK_DEV = ["--transport", "mmio"]
+
+
+def vsock_source(root, tmp_path, sock):
+    if not os.path.exists(MULTIBOOT):
+        pytest.fail(f"test kernel {MULTIBOOT} missing: build with meson/ninja first")
+    proc, console = start(root, tmp_path, "src", "vm", "run", "--kernel", MULTIBOOT,
+                          "--cmdline", "test=vsockecho", "--mem", "32M", *VSOCK_DEV,
+                          "--vsock", f"cid=3,socket={sock}")
+    wait_for(lambda: ("vsockecho: ready" in text(console) and
+                      (root / "vm" / "src" / "state.json").exists()) or
+             proc.poll() is not None, what="the vsock echo guest")
+    assert proc.poll() is None, proc.communicate()
+    return proc, console
+
+
+def text(path):
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def recv_line(s, timeout=30):
+    s.settimeout(timeout)
+    buf = b""
+    while not buf.endswith(b"\n"):
+        c = s.recv(1)
+        if not c:
+            break
+        buf += c
+    return buf.decode(errors="replace")
+
+
+def vsock_connect(sock):
+    """A host connection to guest port 1234: (socket, local port)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(sock))
+    s.sendall(b"CONNECT 1234\n")
+    ok = recv_line(s)
+    assert ok.startswith("OK "), ok
+    return s, int(ok[3:])
+
+
+def echo(s, msg):
+    s.sendall(msg.encode() + b"\n")
+    assert recv_line(s) == f"echo: {msg}\n"
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_vsock_connection_survives_migration(tmp_path, kind):
+    root = tmp_path / "root"
+    addr = f"unix:{tmp_path}/mig.sock" if kind == "unix" else f"tcp:127.0.0.1:{free_port()}"
+    src, src_con = vsock_source(root, tmp_path, tmp_path / "src.vsock")
+    # The destination's vsock socket is its own: the source still listens on its path.
+    dst, dst_con = start(root, tmp_path, "dst", "vm", "run", "--incoming", addr, "--mem",
+                         "32M", *VSOCK_DEV, "--vsock", f"cid=3,socket={tmp_path}/dst.vsock")
+    s = None
+    try:
+        s, port = vsock_connect(tmp_path / "src.vsock")
+        echo(s, "before the migration")
+        if kind == "unix":
+            wait_for(lambda: os.path.exists(addr[5:]) or dst.poll() is not None,
+                     what="the destination's socket")
+        else:
+            time.sleep(0.5)
+        assert dst.poll() is None, dst.communicate()
+        mig = subprocess.Popen([KAPSEL, "--root", str(root), "vm", "migrate", "src", addr],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Sent while the devices are quiesced for the migration (or just before): the
+        # bytes wait in the host socket, which goes across with them.
+        s.sendall(b"during\n")
+        out, err = mig.communicate(timeout=120)
+        assert mig.returncode == 0, (err, stop(dst))
+        src.communicate(timeout=30)
+        assert src.returncode == 0
+        assert recv_line(s) == "echo: during\n"
+        echo(s, "after the migration")
+        for i in range(20):
+            echo(s, f"line {i} " + "x" * 200)
+        assert dst.poll() is None, dst.communicate()
+        # The destination's guest answered on the connection the source accepted: no
+        # reconnect, no transport reset, and the source's socket path is gone with it.
+        con = text(dst_con)
+        assert "vsockecho: got after the migration" in con, con
+        assert "transport reset" not in con and "connected" not in con, con
+        assert "vsockecho: got before the migration" in text(src_con)
+        assert not (tmp_path / "src.vsock").exists()
+        # A new host connection reaches the migrated guest through the destination's path.
+        s2, _ = vsock_connect(tmp_path / "dst.vsock")
+        echo(s2, "new connection")
+        s2.close()
+        s.shutdown(socket.SHUT_WR)
+        assert recv_line(s) == ""
+        wait_for(lambda: f"vsockecho: closed {port}" in text(dst_con),
+                 what="the guest to see the close")
+    finally:
+        if s:
+            s.close()
+        stop(src)
+        stop(dst)
+
+
+@pytest.fixture(scope="module")
+def vsock_state(tmp_path_factory):
+    """A vsockecho guest saved while a host connection is open: (tmp, mem, state)."""
+    tmp = tmp_path_factory.mktemp("vsockstate")
+    root = tmp / "root"
+    src, _ = vsock_source(root, tmp, tmp / "v.sock")
+    try:
+        s, _ = vsock_connect(tmp / "v.sock")
+        echo(s, "hello")
+        assert kap(root, "vm", "pause", "src").returncode == 0
+        mem, state = tmp / "mem", tmp / "state"
+        r = kap(root, "vm", "snapshot", "src", "--mem", str(mem), "--state", str(state))
+        assert r.returncode == 0, r.stderr
+        s.close()
+    finally:
+        stop(src)
+    return tmp, mem, state
+
+
+def vsock_section(data):
+    """The offset of the vsock device's own state (after struct snap_virtio and the common
+    virtio state; mmio: no virtio-pci state) and its length."""
+    from test_vm_snapshot_virtio import SEC_VIRTIO, sections
+    off, _, _, n = next(s for s in sections(data) if s[1] == SEC_VIRTIO and s[2] == 0)
+    assert data[off + 16:off + 22] == b"vsock0"
+    return off + 16 + 40 + 208, n - 40 - 208
+
+
+def forged(vsock_state, tmp_path, change):
+    from test_vm_snapshot_virtio import reseal
+    _, _, state = vsock_state
+    data = bytearray(state.read_bytes())
+    off, n = vsock_section(data)
+    # One connection, established: the header (24 bytes: cid, nconns, next_port, nrst, flags)
+    # and its 40-byte state follow.
+    assert struct.unpack_from("<I", data, off + 8)[0] == 1
+    assert data[off + 24 + 36] == 2
+    change(data, off)
+    bad = tmp_path / "forged.state"
+    bad.write_bytes(reseal(data))
+    return bad
+
+
+@pytest.mark.parametrize("what,change,msg", [
+    ("too many connections", lambda d, o: struct.pack_into("<I", d, o + 8, 65),
+     "more connections or resets than a device holds"),
+    ("counters", lambda d, o: struct.pack_into("<I", d, o + 24 + 20, 12345),
+     "pending bytes differ from its counters"),
+    ("state", lambda d, o: d.__setitem__(o + 24 + 36, 9), "unknown state or flags"),
+])
+def test_forged_vsock_state_refused_by_restore(vsock_state, tmp_path, what, change, msg):
+    tmp, mem, _ = vsock_state
+    bad = forged(vsock_state, tmp_path, change)
+    root = tmp_path / "root"
+    r = kap(root, "vm", "restore", "--mem", str(mem), "--state", str(bad), "--name", "bad",
+            "--console", "none", *VSOCK_DEV, "--vsock", f"cid=3,socket={tmp_path}/r.vsock")
+    assert r.returncode != 0, r
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "vsock0" in r.stderr and msg in r.stderr, r.stderr
+    assert not (root / "vm" / "bad").exists()
+    assert not (tmp_path / "r.vsock").exists()
+
+
+def test_restore_resets_saved_vsock_connections(vsock_state, tmp_path):
+    """A restore has no host sockets: the saved connection is dropped and the guest told."""
+    tmp, mem, state = vsock_state
+    root = tmp_path / "root"
+    dst, con = start(root, tmp_path, "r", "vm", "restore", "--mem", str(mem), "--state",
+                     str(state), *VSOCK_DEV, "--vsock", f"cid=3,socket={tmp_path}/r.vsock")
+    try:
+        wait_for(lambda: "vsock: transport reset" in text(con) or dst.poll() is not None,
+                 what="the transport reset")
+        assert dst.poll() is None, dst.communicate()
+        s, _ = vsock_connect(tmp_path / "r.vsock")
+        echo(s, "after the restore")
+        s.close()
+    finally:
+        stop(dst)
+
+
+def fake_vsock_source(tmp_path, vsock_state, fds_frame, state_change=None):
+    """Plays a source to a vsock destination: HELLO, the saved state (changed), then
+    fds_frame(sock, seq) (which sends nothing or an FDS frame and returns the next seq), END.
+    Returns the destination's stderr, which must be one line."""
+    from test_vm_snapshot_virtio import reseal
+    _, _, state = vsock_state
+    data = bytearray(state.read_bytes())
+    if state_change:
+        off, _ = vsock_section(data)
+        state_change(data, off)
+        data = bytearray(reseal(data))
+    root = tmp_path / "root"
+    path = tmp_path / "in.sock"
+    dst, _ = start(root, tmp_path, "dst", "vm", "run", "--incoming", f"unix:{path}", "--mem",
+                   "32M", *VSOCK_DEV, "--vsock", f"cid=3,socket={tmp_path}/d.vsock")
+    try:
+        wait_for(lambda: path.exists() or dst.poll() is not None, what="the socket")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        wait_for(lambda: s.connect_ex(str(path)) == 0, timeout=10, what="listen")
+        cfg = (f"mem_size={32 << 20}\ncpus=1\ncpu_features=\npit=1\ndebug_exit=1\nkernel=x\n"
+               "cpu_model=host\nacpi=reduced\ntransport=mmio\n").encode()
+        frames = [frame(HELLO, hello(kver=kapsel_version(), config=cfg), 0)]
+        s.sendall(frames[0])
+        t, body = read_frame(s)
+        assert t == REPLY and struct.unpack("<I", body[:4])[0] == 0, body
+        frames.append(frame(STATE, bytes(data), 1))
+        s.sendall(frames[1])
+        seq, sent = fds_frame(s, 2)
+        frames += sent
+        # END: the frames before it, their payload bytes, a CRC-32C over their CRC fields.
+        crcs = b"".join(f[8:12] for f in frames)
+        nbytes = sum(len(f) - 16 for f in frames)
+        try:
+            s.sendall(frame(END, struct.pack("<QQII", seq, nbytes, crc32c(crcs), 0), seq))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        _, err = dst.communicate(timeout=60)
+        s.close()
+    finally:
+        stop(dst)
+    assert dst.returncode not in (0, None), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not path.exists() and not (tmp_path / "d.vsock").exists()
+    return err
+
+
+def test_incoming_vsock_state_without_its_sockets(vsock_state, tmp_path):
+    err = fake_vsock_source(tmp_path, vsock_state, lambda s, seq: (seq, []))
+    assert "vsock0" in err and "more vsock connections than the source handed sockets" in err
+
+
+def test_incoming_forged_vsock_state(vsock_state, tmp_path):
+    err = fake_vsock_source(tmp_path, vsock_state, lambda s, seq: (seq, []),
+                            lambda d, o: struct.pack_into("<I", d, o + 24 + 32, 70000))
+    assert "vsock0" in err and "pending bytes differ from its counters" in err, err
+
+
+def fds_payload(n):
+    return struct.pack("<IiiI", n, os.getpid(), 0, 0) + struct.pack(f"<{n}i", *range(n))
+
+
+def test_incoming_fds_announced_but_not_sent(vsock_state, tmp_path):
+    def send(s, seq):
+        f = frame(FDS, fds_payload(1), seq)
+        s.sendall(f)
+        return seq + 1, [f]
+    err = fake_vsock_source(tmp_path, vsock_state, send)
+    assert "frame 2 (FDS): 1 sockets announced, 0 came with the stream" in err, err
+
+
+def test_incoming_fds_not_a_socket(vsock_state, tmp_path):
+    def send(s, seq):
+        r, w = os.pipe()
+        f = frame(FDS, fds_payload(1), seq)
+        s.sendall(f[:16])
+        s.sendmsg([f[16:]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", r))])
+        os.close(r)
+        os.close(w)
+        return seq + 1, [f]
+    err = fake_vsock_source(tmp_path, vsock_state, send)
+    assert "frame 2 (FDS): descriptor 0 is not a unix stream socket" in err, err

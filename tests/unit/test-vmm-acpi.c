@@ -36,6 +36,7 @@ static struct kap_acpi_config config(unsigned int ncpus)
 	    .rtc_century_reg = 0x32,
 	    .devices = devs,
 	    .ndevices = 3,
+	    .power_button_gsi = 10,
 	};
 }
 
@@ -215,6 +216,21 @@ static void test_dsdt_aml(void **state)
 	static const uint8_t mmio[] = {0x86, 9,	   0, 1, 0, 0, 0, 0xd0, 0, 2, 0,
 				       0,    0x89, 6, 0, 1, 1, 5, 0,	0, 0};
 	assert_non_null(find(d, len, mmio, sizeof(mmio)));
+	/* The power button: Device(PWRB) { Name(_HID, EISAID("PNP0C0C")) Name(_UID, 0) }. */
+	static const uint8_t pwrb[] = {0x5b, 0x82, 0x15, 'P', 'W',  'R',  'B',	0x08,
+				       '_',  'H',  'I',	 'D', 0x0c, 0x41, 0xd0, 0x0c,
+				       0x0c, 0x08, '_',	 'U', 'I',  'D',  0x00};
+	assert_non_null(find(d, len, pwrb, sizeof(pwrb)));
+	/* GED0: _HID "ACPI0013"; _CRS Interrupt(ResourceConsumer, Edge, ActiveHigh) {10}. */
+	static const uint8_t ged_hid[] = {'G', 'E', 'D', '0', 0x08, '_', 'H', 'I', 'D', 0x0d,
+					  'A', 'C', 'P', 'I', '0',  '0', '1', '3', 0};
+	assert_non_null(find(d, len, ged_hid, sizeof(ged_hid)));
+	static const uint8_t ged_crs[] = {0x89, 6, 0, 0x03, 1, 10, 0, 0, 0, 0x79, 0};
+	assert_non_null(find(d, len, ged_crs, sizeof(ged_crs)));
+	/* Method(_EVT, 1) { Notify(\_SB.PWRB, 0x80) }: MethodOp, PkgLength 19, then the body. */
+	static const uint8_t evt[] = {0x14, 0x13, '_', 'E', 'V', 'T', 0x01, 0x86, '\\', 0x2e,
+				      '_',  'S',  'B', '_', 'P', 'W', 'R',  'B',  0x0a, 0x80};
+	assert_non_null(find(d, len, evt, sizeof(evt)));
 }
 
 static void test_pkglength_multibyte(void **state)

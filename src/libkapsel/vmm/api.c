@@ -38,6 +38,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "vmm/api.h"
+#include "vmm/devices/devices.h"
 #include "vmm/http.h"
 #include "vmm/jail.h"
 #include "vmm/virtio/balloon.h"
@@ -224,7 +225,9 @@ static const char *one_string_member(const struct kap_http_request *req, const c
 
 /*
  * PUT /actions {"action_type": "Stop"}: ends the VM as SIGTERM does (the VMM tears down and
- * exits 143). The guest is not asked first: kapsel's machine has no ACPI power button yet.
+ * exits 143), without asking the guest.
+ * {"action_type": "PowerButton"}: presses the ACPI power button (QEMU's system_powerdown):
+ * the guest decides; an OS that powers off ends the VM (exit status 0).
  * {"action_type": "Wakeup"}: wakes a guest that suspended to RAM (ACPI S3, pause.c), as QEMU's
  * system_wakeup does.
  */
@@ -242,9 +245,15 @@ static int put_actions(struct kap_api *a, const struct kap_http_request *req, ch
 		}
 		return 204;
 	}
+	if (!strcmp(act, "PowerButton")) {
+		kap_info("vm: ACPI power button pressed through the API");
+		kap_acpi_power_button(a->vm);
+		return 204;
+	}
 	if (strcmp(act, "Stop")) {
-		*out = fault_body(
-		    "request body: action_type: unknown action \"%.64s\" (Stop, Wakeup)", act);
+		*out = fault_body("request body: action_type: unknown action \"%.64s\" (Stop, "
+				  "PowerButton, Wakeup)",
+				  act);
 		return 400;
 	}
 	kap_info("vm: stopped through the API");

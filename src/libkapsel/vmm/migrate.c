@@ -48,6 +48,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "vmm/migrate-fds.h"
 #include "vmm/migrate.h"
 #include "vmm/virtio/transport.h"
 #include "vmm/vmm.h"
@@ -63,7 +64,7 @@
 #define MIG_DEFAULT_DOWNTIME   300 /* ms, QEMU's default downtime-limit */
 #define MIG_DEFAULT_ITERATIONS 30
 
-enum { FR_HELLO = 1, FR_REPLY, FR_PAGES, FR_STATE, FR_END };
+enum { FR_HELLO = 1, FR_REPLY, FR_PAGES, FR_STATE, FR_END, FR_FDS };
 
 /* Every frame's header, little-endian. */
 struct mig_frame {
@@ -88,6 +89,18 @@ struct mig_end {
 	uint64_t frames, bytes; /* the frames and payload bytes before this one */
 	uint32_t stream_crc;	/* CRC-32 over the CRCs of those frames */
 	uint32_t reserved;
+};
+
+/*
+ * The vsock connections' host sockets (migrate-fds.c): over unix: they ride on this frame's
+ * payload as SCM_RIGHTS; over tcp: the destination takes fds[] out of process pid, whose
+ * conn_fd is its end of the migration connection.
+ */
+struct mig_fds {
+	uint32_t count;
+	int32_t pid, conn_fd;
+	uint32_t reserved;
+	/* count int32_t descriptor numbers in the source follow */
 };
 
 struct mig_reply {
@@ -163,7 +176,7 @@ uint32_t kap_migrate_crc32c(uint32_t crc, const void *data, size_t n)
 
 static const char *frame_name(uint32_t t)
 {
-	static const char *names[] = {"?", "HELLO", "REPLY", "PAGES", "STATE", "END"};
+	static const char *names[] = {"?", "HELLO", "REPLY", "PAGES", "STATE", "END", "FDS"};
 	return t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 
@@ -254,7 +267,8 @@ struct mig_conn {
 	uint32_t seq;  /* frames sent (source) or received (destination) so far */
 	uint64_t bytes;
 	uint32_t stream_crc;
-	atomic_bool *cancel; /* source: set by kap_migrate_cancel */
+	atomic_bool *cancel;	/* source: set by kap_migrate_cancel */
+	struct kap_mig_fds *rx; /* destination: descriptors that came with the stream */
 };
 
 static int send_all(struct mig_conn *c, const void *p, size_t n)
@@ -287,6 +301,62 @@ static int send_frame(struct mig_conn *c, uint32_t type, const void *head, size_
 		return r;
 	c->seq++;
 	c->bytes += hlen + dlen;
+	c->stream_crc = kap_migrate_crc32c(c->stream_crc, &crc, 4);
+	return 0;
+}
+
+static bool is_unix(int fd)
+{
+	int dom = 0;
+	socklen_t l = sizeof(dom);
+	return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) == 0 && dom == AF_UNIX;
+}
+
+/* The vsock device of vm, or NULL. */
+static struct kap_virtio_dev *vsock_dev(struct kap_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->nvirtio; i++)
+		if (vm->virtio[i].dev.ops->device_id == VIRTIO_ID_VSOCK)
+			return &vm->virtio[i].dev;
+	return NULL;
+}
+
+/*
+ * The FDS frame, when the vsock device has connections: their host sockets, in the order the
+ * STATE frame lists them (the devices are quiesced, so it is the same set). Over unix: they
+ * are attached to the payload's first bytes (SCM_RIGHTS); over tcp the destination takes them
+ * with pidfd_getfd (migrate-fds.c).
+ */
+static int send_fds(struct kap_vm *vm, struct mig_conn *c)
+{
+	struct kap_virtio_dev *d = vsock_dev(vm);
+	int fds[KAP_MIG_MAX_FDS];
+	unsigned int n = d ? kap_virtio_vsock_fds(d, fds, KAP_MIG_MAX_FDS) : 0;
+	if (!n)
+		return 0;
+	struct {
+		struct mig_fds h;
+		int32_t fd[KAP_MIG_MAX_FDS];
+	} p = {.h = {.count = n, .pid = (int32_t)getpid(), .conn_fd = c->fd}};
+	for (unsigned int i = 0; i < n; i++)
+		p.fd[i] = fds[i];
+	size_t len = sizeof(p.h) + n * sizeof(int32_t);
+	uint32_t crc = kap_migrate_crc32c(0, &p, len);
+	struct mig_frame f = {.type = FR_FDS, .len = (uint32_t)len, .crc = crc, .seq = c->seq};
+	int r = send_all(c, &f, sizeof(f));
+	if (r < 0)
+		return r;
+	size_t done = 0;
+	if (is_unix(c->fd)) {
+		ssize_t w = kap_mig_send_fds(c->fd, &p, len, fds, n);
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		done = (size_t)w;
+	}
+	if ((r = send_all(c, (const uint8_t *)&p + done, len - done)) < 0)
+		return r;
+	c->seq++;
+	c->bytes += len;
 	c->stream_crc = kap_migrate_crc32c(c->stream_crc, &crc, 4);
 	return 0;
 }
@@ -325,7 +395,8 @@ static int recv_all(struct mig_conn *c, void *p, size_t n)
 			continue;
 		if (c->signal_fd >= 0 && (pf[1].revents & POLLIN))
 			return -EINTR;
-		ssize_t r = recv(c->fd, b, n, MSG_DONTWAIT);
+		ssize_t r =
+		    c->rx ? kap_mig_recv(c->fd, b, n, c->rx) : recv(c->fd, b, n, MSG_DONTWAIT);
 		if (r < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (r < 0)
@@ -618,6 +689,10 @@ static int migrate(struct kap_migration *m, struct kapsel_error **err)
 	free(state);
 	if (r < 0) {
 		r = send_error(m, r, "machine state", err);
+		goto resume;
+	}
+	if ((r = send_fds(vm, &c)) < 0) {
+		r = send_error(m, r, "vsock sockets", err);
 		goto resume;
 	}
 	/*
@@ -1018,6 +1093,9 @@ static int recv_frame(struct mig_conn *c, struct mig_frame *f, uint8_t **buf, ui
 	case FR_END:
 		cap = sizeof(struct mig_end);
 		break;
+	case FR_FDS:
+		cap = sizeof(struct mig_fds) + KAP_MIG_MAX_FDS * sizeof(int32_t);
+		break;
 	default:
 		return refuse(c, err, EPROTO,
 			      "frame %u: unknown frame type %u (not a kapsel "
@@ -1122,6 +1200,57 @@ static int apply_pages(struct kap_vm *vm, struct mig_conn *c, const struct mig_f
 	return 0;
 }
 
+static void close_handed(int *fds, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/*
+ * An FDS frame: the vsock connections' host sockets, into handed (*n of them). Over unix they
+ * came with the payload (SCM_RIGHTS) and must be exactly the count announced; over tcp they
+ * are taken from the source process with pidfd_getfd (migrate-fds.c). Each must be a unix
+ * stream socket, as a vsock connection's host side is.
+ */
+static int take_fds(struct mig_conn *c, const struct mig_frame *f, const uint8_t *p, int *handed,
+		    unsigned int *n, struct kapsel_error **err)
+{
+	struct mig_fds h = {0};
+	memcpy(&h, p, f->len < sizeof(h) ? f->len : sizeof(h));
+	uint32_t seq = c->seq - 1;
+	if (f->len < sizeof(h) || h.count == 0 || h.count > KAP_MIG_MAX_FDS || h.reserved ||
+	    f->len != sizeof(h) + h.count * sizeof(int32_t))
+		return refuse(c, err, EBADMSG, "frame %u (FDS): malformed (%u sockets in %u bytes)",
+			      seq, h.count, f->len);
+	if (is_unix(c->fd)) {
+		if (c->rx->overflow || c->rx->n != h.count)
+			return refuse(
+			    c, err, EBADMSG,
+			    "frame %u (FDS): %u sockets announced, %u came with the stream", seq,
+			    h.count, c->rx->n);
+		memcpy(handed, c->rx->fd, sizeof(int) * h.count);
+		c->rx->n = 0;
+	} else {
+		int32_t src[KAP_MIG_MAX_FDS];
+		memcpy(src, p + sizeof(h), h.count * sizeof(int32_t));
+		const char *why = "";
+		int r = kap_mig_take_fds(c->fd, h.pid, h.conn_fd, src, h.count, handed, &why);
+		if (r < 0)
+			return refuse(c, err, -r,
+				      "frame %u (FDS): taking the source's vsock sockets over tcp: "
+				      "%s: %s",
+				      seq, why, strerror(-r));
+	}
+	*n = h.count;
+	for (unsigned int i = 0; i < h.count; i++)
+		if (!kap_mig_is_stream_unix(handed[i]))
+			return refuse(c, err, EBADMSG,
+				      "frame %u (FDS): descriptor %u is not a unix stream socket",
+				      seq, i);
+	return 0;
+}
+
 int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error **err)
 {
 	struct pollfd pf[2] = {{.fd = vm->incoming_fd, .events = POLLIN},
@@ -1143,7 +1272,12 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 	kap_migrate_unlisten(vm);
 	if (fd < 0)
 		return kap_error(err, errno, "--incoming: accept");
-	struct mig_conn c = {.fd = fd, .signal_fd = signal_fd};
+	struct kap_mig_fds rx = {0};
+	struct mig_conn c = {.fd = fd, .signal_fd = signal_fd, .rx = &rx};
+	/* The vsock connections' sockets the source handed over (FDS frame). */
+	int handed[KAP_MIG_MAX_FDS];
+	unsigned int nhanded = 0;
+	bool got_fds = false;
 	int64_t t0 = now_us();
 	cleanup_free uint8_t *fixed = malloc(sizeof(struct mig_pages) + MIG_FRAME_PAGES * MIG_PAGE);
 	if (!fixed)
@@ -1152,11 +1286,15 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 	struct mig_frame f;
 	uint8_t *p;
 	int r = recv_frame(&c, &f, &p, fixed, fixed_cap, err);
-	if (r < 0 || (r = check_hello(vm, &c, &f, p, err)) < 0)
+	if (r < 0 || (r = check_hello(vm, &c, &f, p, err)) < 0) {
+		kap_mig_fds_close(&rx);
 		return r;
-	if ((r = send_reply(&c, 0, NULL)) < 0)
+	}
+	if ((r = send_reply(&c, 0, NULL)) < 0) {
+		kap_mig_fds_close(&rx);
 		return kap_error_plain(err, -r, "migration stream: handshake reply: %s",
 				       strerror(-r));
+	}
 	struct kap_snap *snap = NULL;
 	uint64_t npages = 0;
 	for (;;) {
@@ -1202,6 +1340,15 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 					   c.seq - 1, kap_snap_mem_size(snap));
 				goto fail;
 			}
+		} else if (f.type == FR_FDS) {
+			if (!snap || got_fds) {
+				r = refuse(&c, err, EPROTO, "frame %u: sockets %s", c.seq - 1,
+					   !snap ? "before the machine state" : "a second time");
+				goto fail;
+			}
+			got_fds = true;
+			if ((r = take_fds(&c, &f, p, handed, &nhanded, err)) < 0)
+				goto fail;
 		} else if (f.type == FR_END) {
 			struct mig_end e;
 			memcpy(&e, p, sizeof(e) <= f.len ? sizeof(e) : f.len);
@@ -1218,6 +1365,12 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 				r = refuse(&c, err, EPROTO, "end: no machine state was sent");
 				goto fail;
 			}
+			if (rx.n || rx.overflow) {
+				r = refuse(&c, err, EPROTO,
+					   "end: descriptors came with the stream outside an FDS "
+					   "frame");
+				goto fail;
+			}
 			break;
 		} else {
 			r = refuse(&c, err, EPROTO, "frame %u: unexpected %s frame", c.seq - 1,
@@ -1227,11 +1380,22 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 	}
 	{
 		cleanup_error struct kapsel_error *e = NULL;
+		struct kap_virtio_dev *vs = vsock_dev(vm);
+		if (!vs && nhanded) {
+			r = refuse(&c, err, EPROTO,
+				   "the source handed vsock sockets to a VM "
+				   "without --vsock");
+			goto fail;
+		}
+		/* The load takes the sockets of the connections it keeps. */
+		if (vs)
+			kap_virtio_vsock_handover(vs, handed, nhanded);
 		if ((r = kap_snap_load(vm, snap, &e)) < 0) {
 			r = refuse(&c, err, -r, "loading the machine state: %s", e->msg);
 			goto fail;
 		}
 	}
+	close_handed(handed, nhanded);
 	kap_snap_free(snap);
 	snap = NULL;
 	/*
@@ -1246,6 +1410,8 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 		 npages, c.bytes >> 20, (now_us() - t0) / 1000);
 	return 0;
 fail:
+	close_handed(handed, nhanded);
+	kap_mig_fds_close(&rx);
 	kap_snap_free(snap);
 	return r;
 }

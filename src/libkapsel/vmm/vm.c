@@ -396,6 +396,7 @@ static int build_acpi(struct kap_vm *vm, struct kapsel_error **err)
 	    .pci_mmio_len = KAP_PCI_MMIO_SIZE,
 	    .pci_slots = vm->nvirtio + 1,
 	    .pci_intx_gsi = KAP_PCI_INTX_GSI,
+	    .power_button_gsi = KAP_ACPI_GED_GSI,
 	};
 	/*
 	 * Firmware boot: built at address 0 into a buffer that fw_cfg offers the firmware

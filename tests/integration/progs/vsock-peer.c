@@ -5,6 +5,8 @@
  *                                   "pong: LINE", closes
  *   vsock-peer connect CID PORT MSG connects, sends "MSG\n", prints what comes back until
  *                                   the peer closes
+ *   vsock-peer echo PORT            accepts one connection and answers every line with
+ *                                   "echo: LINE" until the peer closes
  * Exit status 0 on success; a failure prints one line naming the step.
  */
 #include <linux/vm_sockets.h>
@@ -76,13 +78,56 @@ static int do_connect(unsigned int cid, unsigned int port, const char *msg)
 	return 0;
 }
 
+static int do_echo(unsigned int port)
+{
+	int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+	struct sockaddr_vm a = {
+	    .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
+	if (s < 0)
+		return die("vsock-peer: socket");
+	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s, 1) < 0)
+		return die("vsock-peer: bind");
+	printf("vsock-peer: echoing on %u\n", port);
+	fflush(stdout);
+	int c = accept(s, NULL, NULL);
+	if (c < 0)
+		return die("vsock-peer: accept");
+	char line[512];
+	size_t n = 0;
+	unsigned long lines = 0;
+	for (;;) {
+		ssize_t r = read(c, line + n, 1);
+		if (r < 0)
+			return die("vsock-peer: read");
+		if (r == 0)
+			break;
+		if (line[n] != '\n' && n < sizeof(line) - 2) {
+			n++;
+			continue;
+		}
+		line[n + 1] = 0;
+		char reply[600];
+		int len = snprintf(reply, sizeof(reply), "echo: %s", line);
+		if (write(c, reply, (size_t)len) != len)
+			return die("vsock-peer: write");
+		n = 0;
+		lines++;
+	}
+	printf("vsock-peer: closed after %lu lines\n", lines);
+	close(c);
+	close(s);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 3 && strcmp(argv[1], "echo") == 0)
+		return do_echo((unsigned int)strtoul(argv[2], NULL, 10));
 	if (argc == 3 && strcmp(argv[1], "listen") == 0)
 		return do_listen((unsigned int)strtoul(argv[2], NULL, 10));
 	if (argc == 5 && strcmp(argv[1], "connect") == 0)
 		return do_connect((unsigned int)strtoul(argv[2], NULL, 10),
 				  (unsigned int)strtoul(argv[3], NULL, 10), argv[4]);
-	fprintf(stderr, "usage: vsock-peer listen PORT | connect CID PORT MSG\n");
+	fprintf(stderr, "usage: vsock-peer listen PORT | echo PORT | connect CID PORT MSG\n");
 	return 2;
 }

@@ -137,6 +137,12 @@ static void acpi_pm_write(void *dev, uint64_t off, const void *data, unsigned in
 		kap_vm_request_exit(p->vm, KAP_VM_POWEROFF, 0, NULL);
 }
 
+void kap_acpi_power_button(struct kap_vm *vm)
+{
+	kap_vm_set_irq(vm, KAP_ACPI_GED_GSI, 1);
+	kap_vm_set_irq(vm, KAP_ACPI_GED_GSI, 0);
+}
+
 void kap_acpi_pm_woke(struct kap_acpi_pm *p)
 {
 	if (p)

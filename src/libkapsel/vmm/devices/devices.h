@@ -68,6 +68,12 @@ extern const struct kap_dev_ops kap_acpi_pm_ops;
 struct kap_acpi_pm *kap_acpi_pm_new(struct kap_vm *vm, bool full);
 /* The machine woke from S3: WAK_STS set again (pause.c kap_vm_wake). */
 void kap_acpi_pm_woke(struct kap_acpi_pm *p);
+/*
+ * The ACPI power button (QEMU's system_powerdown): an edge on the Generic Event Device's GSI
+ * (x86/acpi.c, \_SB.GED0), whose _EVT notifies \_SB.PWRB. A free ISA IRQ, edge-triggered.
+ */
+#define KAP_ACPI_GED_GSI 5
+void kap_acpi_power_button(struct kap_vm *vm);
 
 /* pvpanic (pvpanic.c) at QEMU's port; the device is the struct kap_vm itself. */
 #define KAP_PVPANIC_PORT 0x505

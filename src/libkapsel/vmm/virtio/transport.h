@@ -64,3 +64,11 @@ int kap_virtio_fs_new(struct kap_virtio_dev *d, const struct kapsel_vm_fs *share
 /* virtio-vsock with Firecracker's unix-socket multiplexer on the host (vsock.c). */
 int kap_virtio_vsock_new(struct kap_virtio_dev *d, uint32_t cid, const char *path,
 			 const struct kap_guest_mem *mem, struct kapsel_error **err);
+/*
+ * Live migration (migrate.c): the source's connection sockets, in the order its saved state
+ * lists them (at most cap; the device quiesced); and, on the destination before the state is
+ * loaded, the sockets handed over: the load takes those it keeps (sets them to -1).
+ */
+unsigned int kap_virtio_vsock_fds(struct kap_virtio_dev *d, int *fds, unsigned int cap);
+void kap_virtio_vsock_handover(struct kap_virtio_dev *d, int *fds, unsigned int n);
+#define KAP_VSOCK_MAX_CONNS 64

@@ -63,7 +63,8 @@ struct kap_virtio_ops {
 	void (*restored)(struct kap_virtio_dev *d);
 };
 
-#define KAP_VIRTIO_DEV_STATE_MAX 8192
+/* vsock's 64 connections with 64 KiB pending each are the largest. */
+#define KAP_VIRTIO_DEV_STATE_MAX (5u << 20)
 
 struct kap_virtio_dev {
 	const struct kap_virtio_ops *ops;

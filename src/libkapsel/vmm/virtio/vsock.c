@@ -7,8 +7,10 @@
  *     "OK <local port>\n" on the unix socket; from then on bytes are spliced both ways.
  *   guest -> host: a REQUEST to CID 2 port P connects to the unix socket "PATH_P".
  *
- * Queues: 0 rx (to the guest), 1 tx (from the guest), 2 events: used once, after a restore or
- * a migration, for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (vsock_restored). All
+ * Queues: 0 rx (to the guest), 1 tx (from the guest), 2 events: used once, after a restore,
+ * for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (vsock_restored). A live migration keeps the
+ * connections instead: vsock_save writes each one's state, the migration hands the host
+ * sockets to the destination (migrate.c) and vsock_load takes both back. All
  * host sockets sit in a private epoll set; that set is one edge-triggered source of the event
  * loop, which only kicks queue 0. The device thread then services every connection: accepts,
  * "CONNECT" lines, flushes, and sends what the guest has buffers and credit for.
@@ -42,7 +44,7 @@
 #define TXQ	   1
 #define EVQ	   2
 #define HDR	   sizeof(struct virtio_vsock_hdr)
-#define MAX_CONNS  64
+#define MAX_CONNS  KAP_VSOCK_MAX_CONNS
 #define CONN_BUF   (64u * 1024) /* buf_alloc advertised to the guest, per connection */
 #define BOUNCE	   (64u * 1024) /* largest payload kapsel sends or accepts in one packet */
 #define LINE_MAX_  32		/* "CONNECT 4294967295\n" */
@@ -82,11 +84,22 @@ struct vsock {
 	char *path;
 	int listen_fd, epfd;
 	struct conn *conns[MAX_CONNS];
+	/*
+	 * Connections a driver reset dropped, closed by the device thread: the reset runs on a
+	 * vCPU thread, whose seccomp filter (jail.c) allows no epoll_ctl or close.
+	 */
+	struct conn *dead[MAX_CONNS];
+	unsigned int ndead;
 	uint32_t next_port;
 	unsigned int rr; /* round-robin start for data */
 	struct rst rst[MAX_RST];
 	unsigned int nrst;
 	bool reset_pending; /* TRANSPORT_RESET owed to the guest (restored, no event buffer yet) */
+	/* A migration's destination: the source's host sockets, in its connections' order. */
+	bool handover;
+	int *handed;
+	unsigned int nhanded;
+	bool cid_changed; /* loaded without connections from a VM with another CID */
 	struct kap_vq_elem elem;
 	uint8_t bounce[BOUNCE];
 };
@@ -110,6 +123,18 @@ static void conn_free(struct vsock *v, unsigned int i)
 	free(c->out);
 	free(c);
 	v->conns[i] = NULL;
+}
+
+/* Closes what a driver reset dropped (device thread or teardown). */
+static void free_dead(struct vsock *v)
+{
+	while (v->ndead) {
+		struct conn *c = v->dead[--v->ndead];
+		epoll_ctl(v->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		free(c->out);
+		free(c);
+	}
 }
 
 static int conn_new(struct vsock *v, int fd, enum conn_state state)
@@ -533,6 +558,7 @@ static void vsock_process(struct kap_virtio_dev *d, unsigned int q)
 {
 	struct vsock *v = d->priv;
 	pthread_mutex_lock(&d->lock);
+	free_dead(v);
 	if (q == EVQ)
 		send_transport_reset(d, v);
 	if (q == TXQ) {
@@ -551,20 +577,318 @@ static void vsock_process(struct kap_virtio_dev *d, unsigned int q)
 	pthread_mutex_unlock(&d->lock);
 }
 
-/* The driver reset the device: its connections are gone (§5.10.6.6). d->lock held. */
+/*
+ * The driver reset the device: its connections are gone (§5.10.6.6). On a vCPU thread,
+ * d->lock held: the sockets are closed by the device thread's next round (free_dead), which
+ * their pending events or the driver's first kick bring about.
+ */
 static void vsock_reset(struct kap_virtio_dev *d)
 {
 	struct vsock *v = d->priv;
 	for (unsigned int i = 0; i < MAX_CONNS; i++)
-		conn_free(v, i);
+		if (v->conns[i]) {
+			v->dead[v->ndead++] = v->conns[i];
+			v->conns[i] = NULL;
+		}
 	v->nrst = 0;
 }
 
-/* A restore: no connection survives (their host sockets are gone); the guest is told. */
+/*
+ * Device state (docs/vm.md, Snapshot format): struct vsock_state, the queued RSTs, then every
+ * connection in slot order as struct vsock_conn_state followed by its pending bytes: the
+ * "CONNECT" line read so far (C_LINE) or the guest's data the host socket has not taken yet.
+ * Bytes from the host the guest has not received are not here: kapsel reads a host socket
+ * only when it can send, so they are still in the socket, which a migration hands over.
+ */
+struct vsock_state {
+	uint64_t cid;
+	uint32_t nconns, next_port;
+	uint32_t nrst, flags; /* VS_RESET_PENDING */
+};
+struct vsock_conn_state {
+	uint32_t local_port, peer_port, peer_buf_alloc, peer_fwd_cnt;
+	uint32_t tx_cnt, rx_cnt, fwd_cnt, fwd_cnt_sent;
+	uint32_t pending;
+	uint8_t state, flags; /* CF_* */
+	uint16_t reserved;
+};
+_Static_assert(sizeof(struct vsock_state) == 24, "vsock state layout");
+_Static_assert(sizeof(struct vsock_conn_state) == 40, "vsock connection state layout");
+_Static_assert(KAP_VIRTIO_DEV_STATE_MAX >=
+		   sizeof(struct vsock_state) + MAX_RST * 8 +
+		       MAX_CONNS * (sizeof(struct vsock_conn_state) + CONN_BUF),
+	       "room for every connection's pending bytes");
+
+#define VS_RESET_PENDING 1u
+enum {
+	CF_REQUEST = 1 << 0,
+	CF_RESPONSE = 1 << 1,
+	CF_CREDIT = 1 << 2,
+	CF_SHUTDOWN = 1 << 3,
+	CF_HOST_EOF = 1 << 4,
+	CF_NO_SEND = 1 << 5,
+	CF_NO_RCV = 1 << 6,
+	CF_ALL = (1 << 7) - 1,
+};
+
+static int vsock_save(struct kap_virtio_dev *d, uint8_t *buf, size_t cap, const char **why)
+{
+	struct vsock *v = d->priv;
+	struct vsock_state st = {.cid = v->cid,
+				 .next_port = v->next_port,
+				 .nrst = v->nrst,
+				 .flags = v->reset_pending ? VS_RESET_PENDING : 0};
+	size_t off = sizeof(st);
+	for (unsigned int k = 0; k < v->nrst; k++) {
+		uint32_t r[2] = {v->rst[k].local_port, v->rst[k].peer_port};
+		memcpy(buf + off, r, sizeof(r));
+		off += sizeof(r);
+	}
+	for (unsigned int i = 0; i < MAX_CONNS; i++) {
+		const struct conn *c = v->conns[i];
+		if (!c)
+			continue;
+		struct vsock_conn_state cs = {
+		    .local_port = c->local_port,
+		    .peer_port = c->peer_port,
+		    .peer_buf_alloc = c->peer_buf_alloc,
+		    .peer_fwd_cnt = c->peer_fwd_cnt,
+		    .tx_cnt = c->tx_cnt,
+		    .rx_cnt = c->rx_cnt,
+		    .fwd_cnt = c->fwd_cnt,
+		    .fwd_cnt_sent = c->fwd_cnt_sent,
+		    .pending = c->state == C_LINE ? c->line_len : c->out_len,
+		    .state = (uint8_t)c->state,
+		    .flags = (uint8_t)((c->need_request ? CF_REQUEST : 0) |
+				       (c->need_response ? CF_RESPONSE : 0) |
+				       (c->need_credit ? CF_CREDIT : 0) |
+				       (c->need_shutdown ? CF_SHUTDOWN : 0) |
+				       (c->host_eof ? CF_HOST_EOF : 0) |
+				       (c->guest_no_send ? CF_NO_SEND : 0) |
+				       (c->guest_no_rcv ? CF_NO_RCV : 0)),
+		};
+		if (off + sizeof(cs) + cs.pending > cap) {
+			*why = "device state too large";
+			return -1;
+		}
+		memcpy(buf + off, &cs, sizeof(cs));
+		off += sizeof(cs);
+		if (c->state == C_LINE) {
+			memcpy(buf + off, c->line, c->line_len);
+		} else {
+			uint32_t run = CONN_BUF - c->out_head;
+			if (run > c->out_len)
+				run = c->out_len;
+			memcpy(buf + off, c->out + c->out_head, run);
+			memcpy(buf + off + run, c->out, c->out_len - run);
+		}
+		off += cs.pending;
+		st.nconns++;
+	}
+	memcpy(buf, &st, sizeof(st));
+	return (int)off;
+}
+
+/* One connection's saved state, checked: "" when it is sound, else what is wrong. */
+static const char *check_conn(const struct vsock_conn_state *cs)
+{
+	if (cs->state > C_ESTABLISHED || cs->reserved || (cs->flags & ~CF_ALL))
+		return "a connection with an unknown state or flags";
+	if (cs->state == C_LINE) {
+		if (cs->pending >= LINE_MAX_ || cs->flags || cs->local_port || cs->peer_port ||
+		    cs->tx_cnt || cs->rx_cnt || cs->fwd_cnt || cs->fwd_cnt_sent)
+			return "a connection waiting for its CONNECT line with more than a line";
+		return "";
+	}
+	/* What the guest sent and the host socket has not taken is exactly what is pending. */
+	if (cs->pending > CONN_BUF || cs->rx_cnt - cs->fwd_cnt != cs->pending)
+		return "a connection whose pending bytes differ from its counters";
+	if (cs->fwd_cnt - cs->fwd_cnt_sent > cs->rx_cnt - cs->fwd_cnt_sent)
+		return "a connection whose credit counters are out of order";
+	if (cs->state == C_REQUESTED && (cs->pending || cs->tx_cnt || cs->rx_cnt))
+		return "a connection that carried data before it was accepted";
+	return "";
+}
+
+/* The sockets of a migration's source, in its connections' order (migrate.c). */
+unsigned int kap_virtio_vsock_fds(struct kap_virtio_dev *d, int *fds, unsigned int cap)
+{
+	struct vsock *v = d->priv;
+	unsigned int n = 0;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned int i = 0; i < MAX_CONNS && n < cap; i++)
+		if (v->conns[i])
+			fds[n++] = v->conns[i]->fd;
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
+void kap_virtio_vsock_handover(struct kap_virtio_dev *d, int *fds, unsigned int n)
+{
+	struct vsock *v = d->priv;
+	pthread_mutex_lock(&d->lock);
+	v->handover = true;
+	v->handed = fds;
+	v->nhanded = n;
+	pthread_mutex_unlock(&d->lock);
+}
+
+/*
+ * Everything is checked before anything is applied. A restore (no handover) keeps no
+ * connection: their host sockets are gone, and vsock_restored resets the transport. A
+ * migration's destination takes each connection with the socket the source handed over;
+ * the fds it keeps are set to -1 in the handed array, the rest stay the caller's.
+ */
+static int vsock_load(struct kap_virtio_dev *d, const uint8_t *buf, size_t len, const char **why)
+{
+	struct vsock *v = d->priv;
+	struct vsock_state st;
+	/* A state file written before vsock kept connections: nothing to check or keep. */
+	if (len == 0 && !v->handover)
+		return 0;
+	if (len < sizeof(st)) {
+		*why = "vsock state truncated";
+		return -1;
+	}
+	memcpy(&st, buf, sizeof(st));
+	if (st.nconns > MAX_CONNS || st.nrst > MAX_RST || (st.flags & ~VS_RESET_PENDING)) {
+		*why = "vsock state with more connections or resets than a device holds";
+		return -1;
+	}
+	size_t off = sizeof(st);
+	if (len - off < (size_t)st.nrst * 8) {
+		*why = "vsock state truncated";
+		return -1;
+	}
+	struct rst rst[MAX_RST];
+	for (unsigned int k = 0; k < st.nrst; k++, off += 8) {
+		uint32_t r[2];
+		memcpy(r, buf + off, sizeof(r));
+		rst[k] = (struct rst){r[0], r[1]};
+	}
+	struct vsock_conn_state cs[MAX_CONNS];
+	size_t data_off[MAX_CONNS];
+	for (unsigned int k = 0; k < st.nconns; k++) {
+		if (len - off < sizeof(cs[k])) {
+			*why = "vsock state truncated";
+			return -1;
+		}
+		memcpy(&cs[k], buf + off, sizeof(cs[k]));
+		off += sizeof(cs[k]);
+		const char *bad = check_conn(&cs[k]);
+		if (*bad) {
+			*why = bad;
+			return -1;
+		}
+		if (len - off < cs[k].pending) {
+			*why = "vsock state truncated";
+			return -1;
+		}
+		data_off[k] = off;
+		off += cs[k].pending;
+		for (unsigned int j = 0; j < k; j++)
+			if (cs[k].state != C_LINE && cs[j].state != C_LINE &&
+			    cs[j].local_port == cs[k].local_port &&
+			    cs[j].peer_port == cs[k].peer_port) {
+				*why = "two vsock connections on the same ports";
+				return -1;
+			}
+	}
+	if (off != len) {
+		*why = "vsock state longer than its connections";
+		return -1;
+	}
+	if (!v->handover) {
+		/* A restore: nothing to take; vsock_restored tells the guest. */
+		return 0;
+	}
+	if (st.nconns != v->nhanded) {
+		*why = st.nconns > v->nhanded
+			   ? "the state has more vsock connections than the source handed sockets"
+			   : "the source handed more sockets than the state has vsock connections";
+		return -1;
+	}
+	if (st.nconns && st.cid != v->cid) {
+		*why = "the source's guest CID differs from this VM's (--vsock cid=), and its "
+		       "connections would not reach the guest";
+		return -1;
+	}
+	struct conn *made[MAX_CONNS] = {0};
+	unsigned int k = 0;
+	for (; k < st.nconns; k++) {
+		int fd = v->handed[k];
+		struct conn *c = calloc(1, sizeof(*c));
+		uint8_t *out = malloc(CONN_BUF);
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+					 .data.fd = fd};
+		if (!c || !out || epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			free(c);
+			free(out);
+			break;
+		}
+		*c = (struct conn){
+		    .fd = fd,
+		    .state = (enum conn_state)cs[k].state,
+		    .local_port = cs[k].local_port,
+		    .peer_port = cs[k].peer_port,
+		    .peer_buf_alloc = cs[k].peer_buf_alloc,
+		    .peer_fwd_cnt = cs[k].peer_fwd_cnt,
+		    .tx_cnt = cs[k].tx_cnt,
+		    .rx_cnt = cs[k].rx_cnt,
+		    .fwd_cnt = cs[k].fwd_cnt,
+		    .fwd_cnt_sent = cs[k].fwd_cnt_sent,
+		    .need_request = cs[k].flags & CF_REQUEST,
+		    .need_response = cs[k].flags & CF_RESPONSE,
+		    .need_credit = cs[k].flags & CF_CREDIT,
+		    .need_shutdown = cs[k].flags & CF_SHUTDOWN,
+		    .host_eof = cs[k].flags & CF_HOST_EOF,
+		    .guest_no_send = cs[k].flags & CF_NO_SEND,
+		    .guest_no_rcv = cs[k].flags & CF_NO_RCV,
+		    .out = out,
+		};
+		if (c->state == C_LINE) {
+			memcpy(c->line, buf + data_off[k], cs[k].pending);
+			c->line_len = cs[k].pending;
+		} else {
+			memcpy(c->out, buf + data_off[k], cs[k].pending);
+			c->out_len = cs[k].pending;
+		}
+		made[k] = c;
+	}
+	if (k < st.nconns) {
+		for (unsigned int j = 0; j < k; j++) {
+			epoll_ctl(v->epfd, EPOLL_CTL_DEL, made[j]->fd, NULL);
+			free(made[j]->out);
+			free(made[j]);
+		}
+		*why = "out of memory taking the vsock connections";
+		return -1;
+	}
+	for (k = 0; k < st.nconns; k++) {
+		v->conns[k] = made[k];
+		v->handed[k] = -1;
+	}
+	memcpy(v->rst, rst, sizeof(rst[0]) * st.nrst);
+	v->nrst = st.nrst;
+	v->next_port = st.next_port;
+	v->reset_pending = st.flags & VS_RESET_PENDING;
+	v->cid_changed = st.cid != v->cid;
+	return 0;
+}
+
+/*
+ * After a restore no connection survives (their host sockets are gone): the guest is told. A
+ * migration's destination has taken them over instead; it resets the transport only when the
+ * source owed the guest a reset, or had another CID (then with no connection to lose).
+ */
 static void vsock_restored(struct kap_virtio_dev *d)
 {
 	struct vsock *v = d->priv;
-	v->reset_pending = true;
+	if (!v->handover || v->cid_changed)
+		v->reset_pending = true;
+	v->handover = false;
+	v->handed = NULL;
+	v->nhanded = 0;
 	send_transport_reset(d, v);
 }
 
@@ -588,6 +912,7 @@ static void vsock_free(struct kap_virtio_dev *d)
 		return;
 	for (unsigned int i = 0; i < MAX_CONNS; i++)
 		conn_free(v, i);
+	free_dead(v);
 	if (v->listen_fd >= 0) {
 		close(v->listen_fd);
 		unlink(v->path);
@@ -610,6 +935,8 @@ static const struct kap_virtio_ops vsock_ops = {
     .free = vsock_free,
     .attach_loop = vsock_attach_loop,
     .restored = vsock_restored,
+    .save = vsock_save,
+    .load = vsock_load,
 };
 
 /* PATH must be free, or a stale socket nobody listens on (a killed kapsel's). */

@@ -296,6 +296,55 @@ static void aml_pci_root(struct aml *a, const struct kap_acpi_config *cfg)
 	aml_pkg_end(a, dev);
 }
 
+/*
+ * The power button, as QEMU's microvm and Cloud Hypervisor describe theirs: \_SB.PWRB, a
+ * control-method power button (PNP0C0C, §4.8.2.2.1.2; the FADT's PWR_BUTTON flag says "no
+ * fixed-feature button"), and \_SB.GED0, a Generic Event Device (ACPI0013, §5.6.9) whose one
+ * edge-triggered interrupt runs _EVT, which notifies the button with 0x80 ("pressed",
+ * §5.6.6). Works the same with and without hardware-reduced ACPI (Linux's GED driver is
+ * built in; its button driver turns the notification into KEY_POWER).
+ */
+static void aml_power_button(struct aml *a, uint32_t gsi)
+{
+	aml_byte(a, 0x5b);
+	aml_byte(a, 0x82); /* DeviceOp */
+	size_t dev = aml_pkg_begin(a);
+	aml_bytes(a, "PWRB", 4);
+	aml_name(a, "_HID");
+	aml_integer(a, eisa_id("PNP0C0C"));
+	aml_name(a, "_UID");
+	aml_integer(a, 0);
+	aml_pkg_end(a, dev);
+
+	aml_byte(a, 0x5b);
+	aml_byte(a, 0x82); /* DeviceOp */
+	dev = aml_pkg_begin(a);
+	aml_bytes(a, "GED0", 4);
+	aml_name(a, "_HID");
+	aml_string(a, "ACPI0013");
+	aml_name(a, "_UID");
+	aml_integer(a, 0);
+	/* Extended Interrupt: consumer, edge, active high, exclusive, one GSI (§6.4.3.6). */
+	uint8_t rt[] = {0x89, 6, 0, 0x03, 1, 0, 0, 0, 0, 0x79, 0};
+	memcpy(rt + 5, &gsi, 4);
+	aml_name(a, "_CRS");
+	aml_byte(a, 0x11); /* BufferOp */
+	size_t buf = aml_pkg_begin(a);
+	aml_integer(a, sizeof(rt));
+	aml_bytes(a, rt, sizeof(rt));
+	aml_pkg_end(a, buf);
+	/* Method(_EVT, 1) { Notify(\_SB.PWRB, 0x80) } */
+	aml_byte(a, 0x14); /* MethodOp */
+	size_t m = aml_pkg_begin(a);
+	aml_bytes(a, "_EVT", 4);
+	aml_byte(a, 0x01);		    /* one argument, not serialized */
+	aml_byte(a, 0x86);		    /* NotifyOp */
+	aml_bytes(a, "\\\x2e_SB_PWRB", 10); /* RootChar, DualNamePrefix */
+	aml_integer(a, 0x80);
+	aml_pkg_end(a, m);
+	aml_pkg_end(a, dev);
+}
+
 static size_t build_dsdt(uint8_t *p, size_t cap, const struct kap_acpi_config *cfg, bool *ovf)
 {
 	struct aml a = {.buf = p, .cap = cap};
@@ -307,6 +356,8 @@ static size_t build_dsdt(uint8_t *p, size_t cap, const struct kap_acpi_config *c
 		aml_device(&a, &cfg->devices[i]);
 	if (cfg->pci)
 		aml_pci_root(&a, cfg);
+	if (cfg->power_button_gsi)
+		aml_power_button(&a, cfg->power_button_gsi);
 	aml_pkg_end(&a, scope);
 	/* \_S5: Package(4) {SLP_TYPa, SLP_TYPb, reserved, reserved} (§7.4.2). */
 	aml_name(&a, "_S5_");

@@ -54,6 +54,8 @@ struct kap_acpi_config {
 	bool pci;
 	uint64_t pci_mmio_base, pci_mmio_len;
 	unsigned int pci_slots, pci_intx_gsi;
+	/* \_SB.PWRB and \_SB.GED0 with this edge-triggered GSI (0: no power button). */
+	uint32_t power_button_gsi;
 };
 
 /* Standard header of every table but the RSDP (ACPI 6.4 §5.2.6). */
