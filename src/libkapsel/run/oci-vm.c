@@ -355,6 +355,20 @@ static int take_terminal(int slave)
 	return 0;
 }
 
+/* cgroup v2: the calling process into the directory dirfd (-1: none), as clone3's
+ * CLONE_INTO_CGROUP would have put it (cgroup-v2.rst: "Organizing Processes"). */
+static int join_v2(int dirfd)
+{
+	if (dirfd < 0)
+		return 0;
+	int fd = openat(dirfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = write(fd, "0", 1) == 1 ? 0 : -errno;
+	close(fd);
+	return r;
+}
+
 struct vm_create {
 	pid_t pid;
 };
@@ -477,7 +491,7 @@ static int create_vm(const struct kapsel_create_options *o, const char *store, b
 	}
 	if (pid == 0) {
 		close(rep[0]);
-		if (kap_cgroup_join_self(&join) < 0) {
+		if (kap_cgroup_join_self(&join) < 0 || join_v2(join.v2_dir) < 0) {
 			dprintf(rep[1], "join cgroup %s: %s", cg->path, strerror(errno));
 			_exit(125);
 		}
@@ -789,6 +803,8 @@ API int kapsel_oci_vm_exec(const struct kapsel_exec_options *o, int *status,
 	cleanup_free char *cdir = NULL;
 	if (asprintf(&cdir, "%s/%s", root, o->id) < 0)
 		return kap_error(err, ENOMEM, "exec");
+	/* The state's lock is not held while the process runs: delete must not wait for it. */
+	close(steal_fd(dirfd));
 	int slave = -1;
 	if (p->terminal && o->console_socket &&
 	    (r = console_open(o->console_socket, p, &slave, err)) < 0)
