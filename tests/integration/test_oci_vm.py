@@ -7,10 +7,14 @@ The refusals (an unknown handler, no guest kernel, a terminal without a console 
 everywhere; a kernel that dies at once needs /dev/kvm but not its speed; the Linux-guest
 tests need KVM at hardware speed and skip elsewhere with the measured rate, like
 test_run_vm.py: scripts/vm-tests.sh --nested tests/integration/test_oci_vm.py runs them."""
+import array
 import json
 import os
+import select
+import socket
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -127,7 +131,7 @@ def test_terminal_needs_console_socket(rt, cid, tmp_path):
     assert nothing_left(rt, cid) == []
 
 
-def test_without_annotation_stays_a_container(rt, cid, tmp_path):
+def test_without_annotation_stays_a_container(rt, cid, tmp_path, cgroupfs):
     """No annotation: the ordinary container engine (the host's kernel)."""
     b = bundle(tmp_path / "b", ["uname", "-r"], handler=None)
     r = rt("run", "-b", b, cid, timeout=60)
@@ -265,6 +269,86 @@ def test_run_exit_status_and_delete_force(rt, cid, tmp_path, vm_env):
     assert nothing_left(rt, cid) == []
 
 
+def console_server(path):
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+    return srv
+
+
+def receive_master(srv):
+    """The pty master a --console-socket receives (SCM_RIGHTS, as runc sends it)."""
+    srv.settimeout(900)
+    conn, _ = srv.accept()
+    fds = array.array("i")
+    _, anc, _, _ = conn.recvmsg(1024, socket.CMSG_SPACE(4))
+    for level, typ, data in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            fds.frombytes(data[:4])
+    conn.close()
+    assert len(fds) == 1, anc
+    return fds[0]
+
+
+def read_until(fd, want, timeout=300):
+    buf, end = b"", time.monotonic() + timeout
+    while want not in buf and time.monotonic() < end:
+        if select.select([fd], [], [], 1)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def test_terminal_console_socket_and_exec_tty(rt, cid, tmp_path, vm_env):
+    """process.terminal: the master goes to --console-socket; the process sees a pty in the
+    guest, reads what is typed on the master; an exec with terminal:true gets a master of its
+    own through exec's --console-socket (detached, as conmon and the shim call it)."""
+    rt.env = vm_env
+    b = bundle(tmp_path / "b", ["sh", "-c", "tty; read x; echo got-$x; sleep 1000"],
+               terminal=True)
+    srv = console_server(tmp_path / "c.sock")
+    with open(tmp_path / "out", "w") as out:
+        p = subprocess.Popen([KAPSEL, "--root", rt.root, "create", "--console-socket",
+                              str(tmp_path / "c.sock"), "-b", b, cid], stdout=out, stderr=out,
+                             stdin=subprocess.DEVNULL, env=vm_env)
+        master = receive_master(srv)
+        assert p.wait(timeout=900) == 0, (tmp_path / "out").read_text()
+    r = rt("start", cid, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = read_until(master, b"/dev/pts/")
+    assert b"/dev/pts/" in got, got
+    os.write(master, b"hello\n")
+    got += read_until(master, b"got-hello")
+    assert b"got-hello" in got, got
+
+    proc = {"args": ["sh", "-c", "tty; echo exec-tty-ok"], "env": ["PATH=/bin"], "cwd": "/",
+            "user": {"uid": 0, "gid": 0}, "terminal": True}
+    (tmp_path / "p.json").write_text(json.dumps(proc))
+    srv2 = console_server(tmp_path / "e.sock")
+    with open(tmp_path / "exec-out", "w") as eo:
+        e = subprocess.Popen([KAPSEL, "--root", rt.root, "exec", "--process",
+                              str(tmp_path / "p.json"), "--detach", "--pid-file",
+                              str(tmp_path / "exec-pid"), "--console-socket",
+                              str(tmp_path / "e.sock"), cid], stdout=eo, stderr=eo,
+                             stdin=subprocess.DEVNULL, env=vm_env)
+        m2 = receive_master(srv2)
+        assert e.wait(timeout=300) == 0, (tmp_path / "exec-out").read_text()
+    got2 = read_until(m2, b"exec-tty-ok")
+    assert b"/dev/pts/" in got2 and b"exec-tty-ok" in got2, got2
+    assert wait_gone(int((tmp_path / "exec-pid").read_text()), 60)
+
+    r = rt("delete", "--force", cid, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert nothing_left(rt, cid) == []
+    os.close(master)
+    os.close(m2)
+
+
 # ---- podman and containerd ----
 
 @pytest.fixture
@@ -286,12 +370,15 @@ def podman(tmp_path, vm_env, cgroupfs):
     wrap.write_text(f"#!/bin/sh\nexport KAPSEL_VM_KERNEL={vm_env['KAPSEL_VM_KERNEL']}\n"
                     f"export KAPSEL_VM_BOOT_TIMEOUT={BOOT_TIMEOUT}\nexec {KAPSEL} \"$@\"\n")
     wrap.chmod(0o755)
-    pm = clients.Podman(str(tmp_path / "podman"), str(wrap))
+    # podman refuses a runroot path longer than 50 characters: not under tmp_path.
+    base = tempfile.mkdtemp(prefix="kpv-", dir="/tmp")
+    pm = clients.Podman(base, str(wrap))
     try:
         pm.import_image(str(tmp_path / "image"))
         yield pm
     finally:
         pm.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_podman_run_echo_exit_code_exec_stop(podman):

@@ -625,10 +625,25 @@ API int kapsel_oci_vm_run(const struct kapsel_create_options *o, const char *sto
 	}
 	if (o->detach)
 		return 0;
-	/* The monitor is our child: its status is the process's. */
+	/* The monitor is our child, in a session of its own: our terminal's signals (^C) and
+	 * kill's go to it, and through it to the process; its status is the process's. */
+	static const int fwd[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+	sigset_t set, old;
+	sigemptyset(&set);
+	for (size_t i = 0; i < KAP_ARRAY_SIZE(fwd); i++)
+		sigaddset(&set, fwd[i]);
+	sigprocmask(SIG_BLOCK, &set, &old);
 	int st = 0;
-	while (waitpid(c.pid, &st, 0) < 0 && errno == EINTR)
-		;
+	for (;;) {
+		pid_t w = waitpid(c.pid, &st, WNOHANG);
+		if (w == c.pid || (w < 0 && errno != EINTR))
+			break;
+		struct timespec tick = {0, 100 * 1000 * 1000};
+		int sig = sigtimedwait(&set, NULL, &tick);
+		if (sig > 0)
+			kill(c.pid, sig);
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	cleanup_error struct kapsel_error *e = NULL;
 	if (kapsel_container_delete(o->root, o->id, true, &e) < 0)
 		kap_warn("%s", e->msg);
