@@ -53,7 +53,7 @@ struct spec {
 	char *env[KAP_AGENT_MAX_ITEMS + 1];
 	size_t nenv;
 	const char *cwd, *hostname, *root;
-	bool root_ro, stdin_open, tty;
+	bool root_ro, stdin_open, tty, hold;
 	unsigned short rows, cols;
 	uid_t uid;
 	gid_t gid;
@@ -243,6 +243,8 @@ static void parse_spec(size_t len)
 				fail("spec: bad winsize '%s'", v);
 			spec.rows = (unsigned short)number(v, "winsize");
 			spec.cols = (unsigned short)number(c + 1, "winsize");
+		} else if (kap_agent_key_is(key, keylen, "hold")) {
+			spec.hold = !strcmp(v, "1");
 		} else if (kap_agent_key_is(key, keylen, "stdin")) {
 			spec.stdin_open = !strcmp(v, "1");
 		} else if (kap_agent_key_is(key, keylen, "uid")) {
@@ -601,6 +603,23 @@ static void run(bool exec)
 			break;
 }
 
+/*
+ * hold=1: the OCI runtime's create returns once the container is set up (the rootfs mounted),
+ * and its start runs the process (runtime-spec runtime.md#lifecycle, steps 3 and 7). Anything
+ * but START ends the VM: the host has gone, or the container was deleted before it started.
+ */
+static void hold(void)
+{
+	uint8_t hdr[KAP_AGENT_HDR];
+	unsigned type;
+	uint32_t len;
+	if (!send_frame(KAP_AGENT_READY, NULL, 0))
+		fail("send READY: %s", strerror(errno ? errno : EPIPE));
+	if (!read_all(conn, hdr, sizeof(hdr)) || kap_agent_frame_decode(hdr, &type, &len) < 0 ||
+	    type != KAP_AGENT_START)
+		power_off();
+}
+
 int main(void)
 {
 	/* The kernel's initramfs has /dev/console only; everything else is ours to mount. */
@@ -611,6 +630,8 @@ int main(void)
 	connect_host();
 	receive_spec();
 	mount_rootfs();
+	if (spec.hold)
+		hold();
 	run(false);
 	power_off();
 }

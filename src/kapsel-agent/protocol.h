@@ -41,6 +41,10 @@ enum kap_agent_frame {
 	KAP_AGENT_ERROR = 8, /* text: the guest could not start the process (host exits 125) */
 	/* host -> agent, with tty=1 */
 	KAP_AGENT_RESIZE = 9, /* u16 LE rows, u16 LE columns of the terminal */
+	/* with hold=1 (an OCI runtime's create, then start): the agent mounts the rootfs and
+	 * sends READY, and starts the process only when the host sends START */
+	KAP_AGENT_READY = 10, /* agent -> host, empty */
+	KAP_AGENT_START = 11, /* host -> agent, empty */
 };
 
 /*
@@ -51,6 +55,7 @@ enum kap_agent_frame {
  *   tmpfs=DEST (repeated: a tmpfs at DEST, which exists in the rootfs)
  *   tty=1 (stdio on a pseudo-terminal: STDOUT carries both outputs)   winsize=ROWS:COLS
  *   rlimit=RESOURCE:SOFT:HARD (repeated; numbers, 18446744073709551615 = unlimited)
+ *   hold=1 (the first process only: READY once the rootfs is mounted, then wait for START)
  * Unknown keys are an error, so a newer host meeting an older agent fails loudly.
  */
 
@@ -83,6 +88,8 @@ static inline uint32_t kap_agent_frame_max(unsigned type)
 	case KAP_AGENT_RESIZE:
 		return 4;
 	case KAP_AGENT_STDIN_EOF:
+	case KAP_AGENT_READY:
+	case KAP_AGENT_START:
 		return 0;
 	default:
 		return 0;
@@ -91,7 +98,7 @@ static inline uint32_t kap_agent_frame_max(unsigned type)
 
 static inline int kap_agent_frame_known(unsigned type)
 {
-	return type >= KAP_AGENT_SPEC && type <= KAP_AGENT_RESIZE;
+	return type >= KAP_AGENT_SPEC && type <= KAP_AGENT_START;
 }
 
 /* Writes a frame header; -EMSGSIZE when len exceeds what the type may carry. */

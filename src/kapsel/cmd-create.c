@@ -4,6 +4,7 @@
 
 #include <kapsel/container.h>
 #include <kapsel/log.h>
+#include <kapsel/oci-vm.h>
 
 #include "commands.h"
 
@@ -103,7 +104,11 @@ static int create(const struct cli_globals *g, int argc, char **argv)
 	int r = cli_parse_create(&cmd_create, g, argc, argv, &o);
 	if (r >= 0)
 		return r;
-	if (kapsel_container_create(&o, &err) < 0)
+	/* run.oci.handler=vm: the same container in a micro-VM (docs/vm.md). */
+	int vm = kapsel_oci_vm_bundle(o.bundle, &err);
+	if (vm < 0)
+		return cli_fail_err(err);
+	if ((vm ? kapsel_oci_vm_create(&o, g->store, &err) : kapsel_container_create(&o, &err)) < 0)
 		return cli_fail_err(err);
 	return 0;
 }

@@ -7,6 +7,7 @@
 
 #include <kapsel/container.h>
 #include <kapsel/log.h>
+#include <kapsel/oci-vm.h>
 #include <kapsel/run.h>
 
 #include "commands.h"
@@ -163,6 +164,12 @@ static int exec_cmd(const struct cli_globals *g, int argc, char **argv)
 		vm = kapsel_image_vm_exec(g->store, &o, &r, &err);
 		if (vm < 0)
 			r = cli_fail_podman(err);
+	}
+	if (r < 0 && !vm) {
+		/* A container of the runtime's VM handler (run.oci.handler=vm). */
+		vm = kapsel_oci_vm_exec(&o, &r, &err);
+		if (vm < 0)
+			r = o.process_file ? cli_fail_err(err) : cli_fail_podman(err);
 	}
 	if (r < 0 && !vm && !o.process_file && o.user) {
 		/* podman resolves -u in the container: names, and a UID's passwd gid. */

@@ -12,6 +12,7 @@
 
 #include <kapsel/container.h>
 #include <kapsel/image.h>
+#include <kapsel/oci-vm.h>
 #include <kapsel/registry.h>
 #include <kapsel/run.h>
 
@@ -237,7 +238,10 @@ static int run_bundle(const struct cli_globals *g, int argc, char **argv)
 	if (r >= 0)
 		return r;
 	/* Without --detach the container's exit status is ours, like a shell's. */
-	r = kapsel_container_run(&o, &err);
+	int vm = kapsel_oci_vm_bundle(o.bundle, &err);
+	if (vm < 0)
+		return cli_fail_err(err);
+	r = vm ? kapsel_oci_vm_run(&o, g->store, &err) : kapsel_container_run(&o, &err);
 	if (r < 0)
 		return cli_fail_err(err);
 	return r;

@@ -40,6 +40,13 @@ static void test_frame_roundtrip(void **state)
 	assert_int_equal(kap_agent_frame_encode(h, KAP_AGENT_STDIN_EOF, 0), 0);
 	assert_int_equal(kap_agent_frame_decode(h, &type, &len), 0);
 	assert_int_equal(len, 0);
+	/* hold=1's pair: empty both */
+	assert_int_equal(kap_agent_frame_encode(h, KAP_AGENT_READY, 0), 0);
+	assert_int_equal(kap_agent_frame_decode(h, &type, &len), 0);
+	assert_int_equal(type, KAP_AGENT_READY);
+	assert_int_equal(kap_agent_frame_encode(h, KAP_AGENT_START, 0), 0);
+	assert_int_equal(kap_agent_frame_decode(h, &type, &len), 0);
+	assert_int_equal(type, KAP_AGENT_START);
 }
 
 static void test_frame_rejects(void **state)
@@ -49,7 +56,8 @@ static void test_frame_rejects(void **state)
 	uint32_t len = 99;
 	/* encoding: unknown types and oversized payloads */
 	assert_int_equal(kap_agent_frame_encode(h, 0, 0), -EINVAL);
-	assert_int_equal(kap_agent_frame_encode(h, 10, 0), -EINVAL);
+	assert_int_equal(kap_agent_frame_encode(h, 12, 0), -EINVAL);
+	assert_int_equal(kap_agent_frame_encode(h, KAP_AGENT_START, 1), -EMSGSIZE);
 	assert_int_equal(kap_agent_frame_encode(h, KAP_AGENT_RESIZE, 5), -EMSGSIZE);
 	assert_int_equal(kap_agent_frame_encode(h, KAP_AGENT_STDOUT, KAP_AGENT_MAX_DATA + 1),
 			 -EMSGSIZE);
@@ -63,7 +71,7 @@ static void test_frame_rejects(void **state)
 	assert_int_equal(kap_agent_frame_decode(h, &type, &len), -EMSGSIZE);
 	memcpy(h, "\x00\x00\x00\x00\x00\x00\x00\x00", 8);
 	assert_int_equal(kap_agent_frame_decode(h, &type, &len), -EPROTO);
-	memcpy(h, "\x00\x00\x00\x00\x0a\x00\x00\x00", 8);
+	memcpy(h, "\x00\x00\x00\x00\x0c\x00\x00\x00", 8);
 	assert_int_equal(kap_agent_frame_decode(h, &type, &len), -EPROTO);
 	memcpy(h, "\x02\x00\x00\x00\x09\x00\x00\x00", 8); /* RESIZE of 2 bytes */
 	assert_int_equal(kap_agent_frame_decode(h, &type, &len), -EPROTO);

@@ -55,8 +55,10 @@
 /* the guest kernel: 8250 console, reset through the i8042 ends the VMM, no reboot on panic */
 #define CMDLINE "console=ttyS0 reboot=k panic=-1 quiet rdinit=/init"
 /* A VM container's control socket and the link to its VMM's vsock socket. */
-#define CTL_SOCK   "vm.ctl"
-#define VSOCK_LINK "vm.vsock"
+#define CTL_SOCK    "vm.ctl"
+#define VSOCK_LINK  "vm.vsock"
+#define KAP_STR_(x) #x
+#define KAP_STR(x)  KAP_STR_(x)
 
 int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err)
 {
@@ -165,6 +167,8 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
 		spec_add(&b, "root_ro", "1");
 	if (a->interactive)
 		spec_add(&b, "stdin", "1");
+	if (a->hold)
+		spec_add(&b, "hold", "1");
 	if (p->terminal) {
 		struct winsize ws;
 		spec_add(&b, "tty", "1");
@@ -183,7 +187,11 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
 		    !under(m->destination, "/dev")) {
 			if (rootfd < 0) {
 				cleanup_free char *merged = NULL;
-				if (asprintf(&merged, "%s/merged", a->cdir) < 0) {
+				if (a->rootfs)
+					merged = strdup(a->rootfs);
+				else if (asprintf(&merged, "%s/merged", a->cdir) < 0)
+					merged = NULL;
+				if (!merged) {
 					r = kap_error(err, ENOMEM, "spec");
 					break;
 				}
@@ -202,8 +210,11 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
 			spec_add(&b, "tmpfs", "%s", m->destination);
 			continue;
 		}
-		if (!m->bind || !m->source || under(m->source, a->cdir) ||
-		    stat(m->source, &st) < 0 || !S_ISDIR(st.st_mode))
+		/* The agent mounts /proc, /sys and /dev itself, over whatever is below. */
+		if (!m->bind || !m->source || !m->destination || under(m->source, a->cdir) ||
+		    under(m->destination, "/proc") || under(m->destination, "/sys") ||
+		    under(m->destination, "/dev") || stat(m->source, &st) < 0 ||
+		    !S_ISDIR(st.st_mode))
 			continue;
 		bool ro = (m->flags & MS_RDONLY) || m->bind_ro;
 		cleanup_free char *opt = NULL;
@@ -371,7 +382,8 @@ static void vmm_end(struct vmm *v, int grace_ms)
 	}
 }
 
-static int vmm_start(struct vmm *v, const struct kapsel_vm_config *cfg, struct kapsel_error **err)
+static int vmm_start(struct vmm *v, const struct kapsel_vm_config *cfg, int cwdfd,
+		     struct kapsel_error **err)
 {
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -388,6 +400,9 @@ static int vmm_start(struct vmm *v, const struct kapsel_vm_config *cfg, struct k
 		/* The VMM ends with its monitor: a monitor killed outright (stop's last resort)
 		 * leaves no VM running. */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() == 1)
+			_exit(125);
+		/* sockets_in_cdir: cfg's vsock path is relative to the container's directory. */
+		if (cwdfd >= 0 && fchdir(cwdfd) < 0)
 			_exit(125);
 		/* Nothing of the monitor's stays open here (the VMM never execs, so O_CLOEXEC does
 		 * not apply): its report pipe to `run -d` above all, whose end run -d waits for,
@@ -662,7 +677,8 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	r = kap_initramfs_get(a->store, &k, &initrd, err);
 	if (r < 0)
 		goto out;
-	if (asprintf(&merged, "%s/merged", a->cdir) < 0 ||
+	if ((a->rootfs ? !(merged = strdup(a->rootfs))
+		       : asprintf(&merged, "%s/merged", a->cdir) < 0) ||
 	    asprintf(&rootopt, "tag=" ROOT_TAG ",path=%s%s", merged ? merged : "",
 		     s->root_readonly ? ",ro" : "") < 0) {
 		r = kap_error(err, ENOMEM, "run --vm");
@@ -673,14 +689,23 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	    (r = vm_size(s, a, &cfg.mem_size, &cfg.cpus, err)) < 0)
 		goto out;
 	snprintf(v.console, sizeof(v.console), "%s/console.log", a->cdir);
-	snprintf(v.tmpdir, sizeof(v.tmpdir), "/tmp/kapsel-vm-XXXXXX");
-	if (!mkdtemp(v.tmpdir)) {
-		v.tmpdir[0] = '\0';
-		r = kap_error(err, errno, "create a directory in /tmp");
+	/* kill, stop and exec reach a running VM container, foreground or detached, here. */
+	if ((r = control_open(a, &cdirfd, &ctl, err)) < 0)
 		goto out;
-	}
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/vsock_%d", v.tmpdir, KAP_AGENT_PORT);
+	if (a->sockets_in_cdir) {
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/" VSOCK_LINK "_%d",
+			 cdirfd, KAP_AGENT_PORT);
+		unlinkat(cdirfd, VSOCK_LINK "_" KAP_STR(KAP_AGENT_PORT), 0);
+	} else {
+		snprintf(v.tmpdir, sizeof(v.tmpdir), "/tmp/kapsel-vm-XXXXXX");
+		if (!mkdtemp(v.tmpdir)) {
+			v.tmpdir[0] = '\0';
+			r = kap_error(err, errno, "create a directory in /tmp");
+			goto out;
+		}
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/vsock_%d", v.tmpdir, KAP_AGENT_PORT);
+	}
 	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 1) < 0) {
 		r = kap_error(err, errno, "listen on %s", sa.sun_path);
@@ -692,7 +717,9 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	cfg.console = KAPSEL_VM_CONSOLE_FILE;
 	cfg.console_path = strdup(v.console);
 	cfg.vsock_cid = 3;
-	if (asprintf(&cfg.vsock_path, "%s/vsock", v.tmpdir) < 0)
+	if (a->sockets_in_cdir)
+		cfg.vsock_path = strdup(VSOCK_LINK);
+	else if (asprintf(&cfg.vsock_path, "%s/vsock", v.tmpdir) < 0)
 		cfg.vsock_path = NULL;
 	if (!cfg.kernel || !cfg.initrd || !cfg.cmdline || !cfg.console_path || !cfg.vsock_path) {
 		r = kap_error(err, ENOMEM, "run --vm");
@@ -700,14 +727,11 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 	}
 	/* A fresh console log per run: the timeout message quotes this boot's lines only. */
 	unlink(v.console);
-	/* kill, stop and exec reach a running VM container, foreground or detached, here. */
-	if ((r = control_open(a, &cdirfd, &ctl, err)) < 0)
-		goto out;
-	if ((r = vmm_start(&v, &cfg, err)) < 0)
+	if ((r = vmm_start(&v, &cfg, a->sockets_in_cdir ? cdirfd : -1, err)) < 0)
 		goto out;
 	/* exec connects here (through the link: the socket's own path is in /tmp, short
 	 * enough for sun_path wherever the store is). */
-	if (symlinkat(cfg.vsock_path, cdirfd, VSOCK_LINK) < 0) {
+	if (!a->sockets_in_cdir && symlinkat(cfg.vsock_path, cdirfd, VSOCK_LINK) < 0) {
 		r = kap_error(err, errno, "link %s/%s", a->cdir, VSOCK_LINK);
 		goto out;
 	}
@@ -720,6 +744,8 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 			      "run --vm: send the spec to kapsel-agent");
 		goto out;
 	}
+	if (a->hold && (r = a->hold(a->ctx, conn, err)) < 0)
+		goto out;
 	if (a->started && (r = a->started(a->ctx, err)) < 0)
 		goto out;
 	r = relay(&v, conn, ctl, a, err);
@@ -734,6 +760,8 @@ out:
 	if (cdirfd >= 0) {
 		unlinkat(cdirfd, VSOCK_LINK, 0);
 		unlinkat(cdirfd, CTL_SOCK, 0);
+		if (a->sockets_in_cdir)
+			unlinkat(cdirfd, VSOCK_LINK "_" KAP_STR(KAP_AGENT_PORT), 0);
 	}
 	kapsel_vm_config_clear(&cfg);
 	kap_guest_kernel_clear(&k);
@@ -848,6 +876,9 @@ static int exec_connect(const char *cdir, const char *name, struct kapsel_error 
 	return fd;
 }
 
+static int exec_relay(int fd, const char *name, const char *cdir, const char *spec, size_t len,
+		      bool tty, struct kapsel_error **err);
+
 int kap_run_vm_exec(const char *cdir, const char *name, const struct kapsel_exec_options *o,
 		    struct kapsel_error **err)
 {
@@ -869,12 +900,30 @@ int kap_run_vm_exec(const char *cdir, const char *name, const struct kapsel_exec
 	size_t len = 0;
 	if ((r = exec_spec(cdir, s, o, &spec, &len, err)) < 0)
 		return r;
+	return exec_relay(steal_fd(conn), name, cdir, spec, len, o->tty, err);
+}
+
+int kap_run_vm_exec_spec(const char *cdir, const char *name, const char *spec, size_t len, bool tty,
+			 struct kapsel_error **err)
+{
+	int conn = exec_connect(cdir, name, err);
+	if (conn < 0)
+		return conn;
+	return exec_relay(conn, name, cdir, spec, len, tty, err);
+}
+
+/* Sends an exec's spec on conn (ours to close) and relays until its EXIT. */
+static int exec_relay(int fd, const char *name, const char *cdir, const char *spec, size_t len,
+		      bool tty, struct kapsel_error **err)
+{
+	cleanup_close int conn = fd;
+	int r;
 	if (!send_frame(conn, KAP_AGENT_SPEC, spec, len))
 		return kap_error(err, errno ? errno : EPIPE, "exec: send the spec to kapsel-agent");
 	/* Our signals go to the process, as kapsel exec's do through the runtime. */
 	static const int fwd[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 	struct kap_run_vm a = {
-	    .name = name, .cdir = cdir, .interactive = true, .tty = o->tty, .logfd = -1};
+	    .name = name, .cdir = cdir, .interactive = true, .tty = tty, .logfd = -1};
 	sigset_t old;
 	sigemptyset(&a.signals);
 	for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++)

@@ -88,6 +88,15 @@ struct kap_run_vm {
 	 * negative return ends the VM with that error. NULL: none. */
 	int (*started)(void *ctx, struct kapsel_error **err);
 	void *ctx;
+	/* The OCI runtime's VM containers (oci-vm.c): */
+	const char *rootfs; /* the shared root; NULL: <cdir>/merged */
+	/* The VMM's vsock sockets in cdir itself (it runs with cdir as its working directory,
+	 * so any cdir path fits sun_path): no temporary directory a SIGKILL could leave. */
+	bool sockets_in_cdir;
+	/* Set: the spec says hold=1, and hold runs once the spec is sent, with the agent's
+	 * connection: it returns once the agent may start the process (its START sent); a
+	 * negative return ends the VM with that error. */
+	int (*hold)(void *ctx, int conn, struct kapsel_error **err);
 };
 
 /* Boots the VM, runs the process, relays its stdio; its shell-style status, or -errno. */
@@ -108,3 +117,15 @@ struct kapsel_exec_options;
  */
 int kap_run_vm_exec(const char *cdir, const char *name, const struct kapsel_exec_options *o,
 		    struct kapsel_error **err);
+
+/*
+ * A second process in the running VM of cdir from a spec made by the caller (protocol.h's
+ * keys; root=rootfs): connects, sends it and relays our stdio (a terminal with tty: raw mode,
+ * SIGWINCH) and SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2, as kap_run_vm_exec does. Its
+ * shell-style status.
+ */
+int kap_run_vm_exec_spec(const char *cdir, const char *name, const char *spec, size_t len, bool tty,
+			 struct kapsel_error **err);
+
+/* The share tag of the rootfs in a spec. */
+#define KAP_RUN_VM_ROOT_TAG "rootfs"
