@@ -66,6 +66,17 @@ void kap_cpio_clear(struct kap_cpio *c);
 int kap_initramfs_get(const char *store, const struct kap_guest_kernel *k, char **path,
 		      struct kapsel_error **err);
 
+/*
+ * run --vm --net NETWORK: <cdir>/KAP_RUN_VM_NET holds the VM's place on the network, as
+ * kap_net_attach (a request with .vm) leased it: "bridge=", "mac=", "ip=ADDR/PREFIX",
+ * "gateway=" (absent on an internal network), "ip6=", "gateway6=" lines. kap_run_vm puts a
+ * virtio-net card on a tap of that bridge with that MAC, and the agent configures the guest's
+ * interface. Empty while the lease is being made; its presence says that one is held.
+ */
+#define KAP_RUN_VM_NET "vm.net"
+struct kap_net_result;
+int kap_run_vm_net_write(int cdirfd, const struct kap_net_result *res, struct kapsel_error **err);
+
 /* run's flags that --vm cannot honour, and the guest kernel: before anything exists. */
 int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err);
 
