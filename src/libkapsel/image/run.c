@@ -1763,6 +1763,56 @@ static int vm_started(void *ctx, struct kapsel_error **err)
 	return 0;
 }
 
+/* A VM container's attach clients: the socket and protocol of a plain container's. */
+static void vm_attach_output(void *ctx, bool is_err, const void *buf, size_t len)
+{
+	char msg[1 + 4096];
+	for (const char *p = buf; len;) {
+		size_t n = len < sizeof(msg) - 1 ? len : sizeof(msg) - 1;
+		msg[0] = is_err ? ATTACH_STDERR : ATTACH_STDOUT;
+		memcpy(msg + 1, p, n);
+		attach_send(ctx, msg, n + 1);
+		p += n;
+		len -= n;
+	}
+}
+
+static size_t vm_attach_fds(void *ctx, struct pollfd *p, size_t max)
+{
+	struct watch *w = ctx;
+	if (max < 1 + ATTACH_MAX)
+		return 0;
+	p[0] = (struct pollfd){.fd = w->listen, .events = POLLIN};
+	for (size_t i = 0; i < ATTACH_MAX; i++)
+		p[1 + i] = (struct pollfd){.fd = w->clients[i], .events = POLLIN};
+	return 1 + ATTACH_MAX;
+}
+
+static void vm_attach_ready(void *ctx, const struct pollfd *p, size_t n, struct kap_run_vm_io *io)
+{
+	struct watch *w = ctx;
+	for (size_t i = 0; i + 1 < n; i++) {
+		if (!p[1 + i].revents || w->clients[i] < 0)
+			continue;
+		char buf[4097];
+		ssize_t k = recv(w->clients[i], buf, sizeof(buf), MSG_DONTWAIT);
+		if (k < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (k <= 0) {
+			close(w->clients[i]);
+			w->clients[i] = -1;
+		} else if (buf[0] == ATTACH_STDIN) {
+			kap_run_vm_input(io, buf + 1, (size_t)k - 1);
+		} else if (buf[0] == ATTACH_RESIZE && (size_t)k == 1 + sizeof(struct winsize)) {
+			struct winsize ws;
+			memcpy(&ws, buf + 1, sizeof(ws));
+			kap_run_vm_resize(io, ws.ws_row, ws.ws_col);
+		}
+	}
+	if (p[0].revents)
+		attach_accept(w, kap_run_vm_tty(io));
+}
+
 /*
  * The monitor of a detached VM container: the VMM is its child (run/run-vm.c), the output
  * goes into the log, signals come on <cdir>/vm.ctl (kill, stop), and the exit is recorded and
@@ -1781,10 +1831,16 @@ static __attribute__((noreturn)) void vm_monitor(struct prepared *p, const char 
 	const struct kapsel_run_options *o = p->o;
 	struct vm_run x = {.p = p, .report = report};
 	int status;
+	struct watch w;
+	watch_init(&w, -1);
+	const struct kap_run_vm_attach att = {
+	    .ctx = &w, .output = vm_attach_output, .fds = vm_attach_fds, .ready = vm_attach_ready};
 	int logfd = openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (logfd < 0) {
+	if (logfd < 0)
 		status = kap_error(&e, errno, "container log %s/%s", c->cdir, LOG_FILE);
-	} else {
+	else
+		status = attach_listen(c, &w, &e);
+	if (status == 0) {
 		struct kap_run_vm a = {.name = c->name,
 				       .store = c->store_path,
 				       .cdir = c->cdir,
@@ -1795,9 +1851,11 @@ static __attribute__((noreturn)) void vm_monitor(struct prepared *p, const char 
 				       .signals = set,
 				       .logfd = logfd,
 				       .started = vm_started,
-				       .ctx = &x};
+				       .ctx = &x,
+				       .attach = &att};
 		status = kap_run_vm(&a, &e);
 	}
+	attach_close(&w);
 	if (status < 0 && x.report >= 0) {
 		/* It never ran: as monitor() leaves a container that never ran. */
 		dprintf(x.report, "E%s", e ? e->msg : strerror(-status));

@@ -335,7 +335,8 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a, const
 	spec_add(&b, "root", ROOT_TAG);
 	if (s->root_readonly)
 		spec_add(&b, "root_ro", "1");
-	if (a->interactive)
+	/* Attach clients type into a terminal (as a plain container's do). */
+	if (a->interactive || (a->attach && p->terminal))
 		spec_add(&b, "stdin", "1");
 	if (p->terminal) {
 		struct winsize ws;
@@ -656,13 +657,45 @@ static int await_agent(struct vmm *v, int lfd, const char *kernel, struct kapsel
 	}
 }
 
-/* The process's output: ours, or the container's log (detached). */
+/* The process's output: ours, or the container's log (detached) and its attach clients. */
 static void output(const struct kap_run_vm *a, bool is_err, const void *buf, size_t len)
 {
 	if (a->logfd >= 0)
 		kap_log_record(a->logfd, is_err, buf, len);
 	else
 		write_all(is_err ? STDERR_FILENO : STDOUT_FILENO, buf, len);
+	if (a->attach)
+		a->attach->output(a->attach->ctx, is_err, buf, len);
+}
+
+struct kap_run_vm_io {
+	int conn;
+	bool tty;
+};
+
+void kap_run_vm_input(struct kap_run_vm_io *io, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (io->tty && len) {
+		size_t n = len < KAP_AGENT_MAX_DATA ? len : KAP_AGENT_MAX_DATA;
+		send_frame(io->conn, KAP_AGENT_STDIN, p, n);
+		p += n;
+		len -= n;
+	}
+}
+
+void kap_run_vm_resize(struct kap_run_vm_io *io, unsigned rows, unsigned cols)
+{
+	uint8_t sz[4] = {(uint8_t)rows, (uint8_t)(rows >> 8), (uint8_t)cols, (uint8_t)(cols >> 8)};
+	if (io->tty)
+		send_frame(io->conn, KAP_AGENT_RESIZE, sz, sizeof(sz));
+}
+
+#define ATTACH_FDS 16
+
+bool kap_run_vm_tty(const struct kap_run_vm_io *io)
+{
+	return io->tty;
 }
 
 static int relay(struct vmm *v, int conn, int ctl, const struct kap_run_vm *a,
@@ -683,18 +716,22 @@ static int relay(struct vmm *v, int conn, int ctl, const struct kap_run_vm *a,
 	}
 	int r = 0;
 	bool done = false, lost = false;
+	struct kap_run_vm_io io = {.conn = conn, .tty = a->tty};
 	while (!done) {
-		struct pollfd p[5] = {{.fd = conn, .events = POLLIN},
-				      {.fd = in, .events = POLLIN},
-				      {.fd = sfd, .events = POLLIN},
-				      {.fd = v->errfd, .events = POLLIN},
-				      {.fd = ctl, .events = POLLIN}};
-		if (poll(p, 5, -1) < 0) {
+		struct pollfd p[5 + ATTACH_FDS] = {{.fd = conn, .events = POLLIN},
+						   {.fd = in, .events = POLLIN},
+						   {.fd = sfd, .events = POLLIN},
+						   {.fd = v->errfd, .events = POLLIN},
+						   {.fd = ctl, .events = POLLIN}};
+		size_t na = a->attach ? a->attach->fds(a->attach->ctx, p + 5, ATTACH_FDS) : 0;
+		if (poll(p, (nfds_t)(5 + na), -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			r = kap_error(err, errno, "poll");
 			break;
 		}
+		if (na)
+			a->attach->ready(a->attach->ctx, p + 5, na, &io);
 		if (p[2].revents) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
@@ -823,12 +860,16 @@ static void spec_freep(struct kap_spec **s)
 		kap_spec_free(*s);
 }
 
-int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
+int kap_run_vm(const struct kap_run_vm *given, struct kapsel_error **err)
 {
 	__attribute__((cleanup(spec_freep))) struct kap_spec *s = NULL;
-	int r = kap_spec_load(a->cdir, &s, err);
+	int r = kap_spec_load(given->cdir, &s, err);
 	if (r < 0)
 		return r;
+	/* A terminal is config.json's to say (start has no -t flag to pass). */
+	struct kap_run_vm copy = *given;
+	const struct kap_run_vm *a = &copy;
+	copy.tty = given->tty || (s->process && s->process->terminal);
 	struct kap_guest_kernel k;
 	if ((r = kap_guest_kernel_find(a->kernel, &k, err)) < 0) {
 		kap_guest_kernel_clear(&k);

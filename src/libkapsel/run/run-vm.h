@@ -80,6 +80,28 @@ int kap_run_vm_net_write(int cdirfd, const struct kap_net_result *res, struct ka
 /* run's flags that --vm cannot honour, and the guest kernel: before anything exists. */
 int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err);
 
+struct pollfd;
+/* What attach's hooks get to give the process input (kap_run_vm_input). */
+struct kap_run_vm_io;
+
+/*
+ * A detached VM container's `kapsel attach` clients (image/run.c keeps the socket and the
+ * protocol): every chunk of output goes to output() too, and the relay polls the fds that fds()
+ * fills (at most max, which is 16) and hands their events to ready(), which may send the process
+ * input.
+ */
+struct kap_run_vm_attach {
+	void *ctx;
+	void (*output)(void *ctx, bool is_err, const void *buf, size_t len);
+	size_t (*fds)(void *ctx, struct pollfd *p, size_t max);
+	void (*ready)(void *ctx, const struct pollfd *p, size_t n, struct kap_run_vm_io *io);
+};
+/* From ready(): keystrokes for the process's terminal (a tty container only), or its size. */
+void kap_run_vm_input(struct kap_run_vm_io *io, const void *buf, size_t len);
+void kap_run_vm_resize(struct kap_run_vm_io *io, unsigned rows, unsigned cols);
+/* Whether the process has a terminal (attach's hello says so). */
+bool kap_run_vm_tty(const struct kap_run_vm_io *io);
+
 struct kap_run_vm {
 	const char *name;   /* the container's name */
 	const char *store;  /* the store's path */
@@ -99,6 +121,8 @@ struct kap_run_vm {
 	 * negative return ends the VM with that error. NULL: none. */
 	int (*started)(void *ctx, struct kapsel_error **err);
 	void *ctx;
+	/* Detached: its attach clients; NULL: none. A terminal's input is open for them. */
+	const struct kap_run_vm_attach *attach;
 };
 
 /* Boots the VM, runs the process, relays its stdio; its shell-style status, or -errno. */
