@@ -62,6 +62,9 @@ struct kap_net_request {
 	 * address. */
 	bool vm;
 };
+/* A VM container's record of its place on a network, in its directory (run/run-vm.h). */
+#define KAP_NET_VM_FILE "vm.net"
+
 /* Everything that needs no change: the network exists, the address is inside it, the ports
  * and MAC parse. Run before anything of the container is created. */
 int kap_net_check(const struct kap_net_request *rq, struct kapsel_error **err);

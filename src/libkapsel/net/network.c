@@ -1766,8 +1766,14 @@ API int kapsel_network_connect(const char *store, const char *network, const cha
 	/* Only a namespace kapsel made (run --net NETWORK) can be joined: with none, the
 	 * container's network is its own on purpose, and with host there is nothing to add. */
 	char path[256];
-	snprintf(path, sizeof(path), "containers/%s/netns", container);
+	snprintf(path, sizeof(path), "containers/%s/" KAP_NET_VM_FILE, container);
 	cleanup_close int sfd = open(d.store, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sfd >= 0 && faccessat(sfd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return kap_error_plain(err, EINVAL,
+				       "container %s runs in a VM: its one network card is on the "
+				       "network it was run with (connect cannot add one)",
+				       container);
+	snprintf(path, sizeof(path), "containers/%s/netns", container);
 	cleanup_close int nsfd =
 	    sfd >= 0 ? openat(sfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -EBADF;
 	if (nsfd < 0 && errno == ENOENT)

@@ -12,6 +12,8 @@
 
 #include <kapsel/error.h>
 
+#include "net/net.h"
+
 struct kapsel_run_options;
 
 /* Where kapsel looks for a guest kernel unless told: DIR/VERSION/boot/vmlinuz-VERSION. */
@@ -73,7 +75,7 @@ int kap_initramfs_get(const char *store, const struct kap_guest_kernel *k, char 
  * virtio-net card on a tap of that bridge with that MAC, and the agent configures the guest's
  * interface. Empty while the lease is being made; its presence says that one is held.
  */
-#define KAP_RUN_VM_NET "vm.net"
+#define KAP_RUN_VM_NET KAP_NET_VM_FILE
 struct kap_net_result;
 int kap_run_vm_net_write(int cdirfd, const struct kap_net_result *res, struct kapsel_error **err);
 
