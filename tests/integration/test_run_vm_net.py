@@ -99,6 +99,13 @@ def cgroupfs():
             pytest.skip(f"no cgroup hierarchy at /sys/fs/cgroup and cgroup2 does not mount: "
                         f"{r.stderr.strip()}")
         mounted = True
+        # what a container's defaults ask for (the pids limit above all)
+        with open("/sys/fs/cgroup/cgroup.controllers") as f:
+            avail = f.read().split()
+        for c in ("pids", "memory", "cpu", "io"):
+            if c in avail:
+                with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
+                    f.write(f"+{c}")
     yield
     if mounted:
         subprocess.run(["umount", "-l", "/sys/fs/cgroup"])
