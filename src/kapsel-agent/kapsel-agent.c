@@ -389,6 +389,14 @@ static void mount_rootfs(void)
 			(int)sizeof(dst) ||
 		    strstr(spec.files[i].dest, ".."))
 			fail("file: bad destination '%s'", spec.files[i].dest);
+		/* The host made DEST; a tmpfs mounted above (--read-only's /run) hides it. */
+		if (access(dst, F_OK) < 0) {
+			char *slash = strrchr(dst, '/');
+			*slash = '\0';
+			mkdir_p(dst);
+			*slash = '/';
+			close(open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+		}
 		int fd = open(src, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (fd < 0 || !write_all(fd, spec.files[i].text, strlen(spec.files[i].text)))
 			fail("write %s: %s", src, strerror(errno));

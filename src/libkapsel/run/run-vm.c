@@ -77,8 +77,6 @@ int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **e
 	else if (o->privileged)
 		no =
 		    "--privileged (the guest kernel is the boundary; host devices do not reach it)";
-	else if ((o->ports && *o->ports) || o->publish_all)
-		no = "-p/-P (the VM has no network yet)";
 	else if (o->devices && *o->devices)
 		no = "--device (host devices do not reach the guest)";
 	else if (o->init)
