@@ -131,13 +131,6 @@ int kap_run_vm_net_write(int cdirfd, const struct kap_net_result *res, struct ka
 	return kap_fs_write_atomic(cdirfd, KAP_RUN_VM_NET, text, len, 0644, false, err);
 }
 
-struct vm_net {
-	bool on; /* the container is on a network */
-	char bridge[IFNAMSIZ], mac[18];
-	char ip[INET_ADDRSTRLEN + 4], gateway[INET_ADDRSTRLEN];
-	char ip6[INET6_ADDRSTRLEN + 5], gateway6[INET6_ADDRSTRLEN];
-};
-
 /* ADDR or (prefix) ADDR/N of family af: whether s is one. */
 static bool addr_ok(int af, const char *s, bool prefix)
 {
@@ -160,7 +153,7 @@ static bool addr_ok(int af, const char *s, bool prefix)
 }
 
 /* One "key=value" line of vm.net into n: whether it is one. */
-static bool vm_net_field(struct vm_net *n, const char *key, const char *v)
+static bool vm_net_field(struct kap_vm_net *n, const char *key, const char *v)
 {
 	uint8_t mac[6];
 	struct {
@@ -196,33 +189,42 @@ static bool vm_net_field(struct vm_net *n, const char *key, const char *v)
 	return false;
 }
 
-/* <cdir>/vm.net, checked line by line; without one, n->on is false. */
-static int vm_net_load(int cdirfd, const char *cdir, struct vm_net *n, struct kapsel_error **err)
+int kap_run_vm_net_parse(char *text, const char *what, struct kap_vm_net *n,
+			 struct kapsel_error **err)
 {
-	*n = (struct vm_net){0};
-	cleanup_free char *text = NULL;
-	cleanup_error struct kapsel_error *e = NULL;
-	int r = kap_fs_read_file(cdirfd, KAP_RUN_VM_NET, 4096, &text, NULL, &e);
-	if (r == -ENOENT)
-		return 0;
-	if (r < 0)
-		return kap_error_plain(err, -r, "%s", e->msg);
+	*n = (struct kap_vm_net){0};
 	for (char *save = NULL, *l = strtok_r(text, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
 		char *v = strchr(l, '=');
 		if (v)
 			*v++ = '\0';
 		if (!v || !vm_net_field(n, l, v))
-			return kap_error_plain(err, EINVAL, "%s/%s: a bad line '%s'", cdir,
-					       KAP_RUN_VM_NET, l);
+			return kap_error_plain(err, EINVAL, "%s: a bad line '%.64s'", what, l);
 	}
 	if (!n->bridge[0] || !n->mac[0] || !n->ip[0])
 		return kap_error_plain(err, EINVAL,
-				       "%s/%s: no bridge, MAC or address (its network lease was "
-				       "not finished)",
-				       cdir, KAP_RUN_VM_NET);
+				       "%s: no bridge, MAC or address (its network lease was not "
+				       "finished)",
+				       what);
 	n->on = true;
 	return 0;
+}
+
+/* <cdir>/vm.net; without one, n->on is false. */
+static int vm_net_load(int cdirfd, const char *cdir, struct kap_vm_net *n,
+		       struct kapsel_error **err)
+{
+	*n = (struct kap_vm_net){0};
+	cleanup_free char *text = NULL, *what = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	int r = kap_fs_read_file(cdirfd, KAP_RUN_VM_NET, 4096, &text, NULL, &e);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return kap_error_plain(err, -r, "%s", e->msg);
+	if (asprintf(&what, "%s/%s", cdir, KAP_RUN_VM_NET) < 0)
+		return kap_error(err, ENOMEM, KAP_RUN_VM_NET);
+	return kap_run_vm_net_parse(text, what, n, err);
 }
 
 /* ---- the spec the agent receives ---- */
@@ -302,9 +304,9 @@ static int spec_file(struct buf *b, int rootfd, const struct kap_mount *m,
  * hostname, resolv.conf in the container's directory) into file entries; the network's
  * address, gateways and MAC (net) into net entries for the guest's interface.
  */
-static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a, const struct vm_net *net,
-		     struct kapsel_vm_config *cfg, char **out, size_t *len,
-		     struct kapsel_error **err)
+static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
+		     const struct kap_vm_net *net, struct kapsel_vm_config *cfg, char **out,
+		     size_t *len, struct kapsel_error **err)
 {
 	const struct kap_process *p = s->process;
 	if (!p || !p->args || !p->args[0])
@@ -890,7 +892,7 @@ int kap_run_vm(const struct kap_run_vm *given, struct kapsel_error **err)
 	/* On a network: a card on a tap that the VMM makes on its bridge, with the leased MAC.
 	 * The tap is not persistent: whatever ends the VMM, the kernel removes it with the
 	 * VMM's last fd (net/tap.c). */
-	struct vm_net net;
+	struct kap_vm_net net;
 	cleanup_close int cfd = open(a->cdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (cfd < 0) {
 		r = kap_error(err, errno, "open %s", a->cdir);

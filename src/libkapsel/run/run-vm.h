@@ -79,6 +79,16 @@ int kap_initramfs_get(const char *store, const struct kap_guest_kernel *k, char 
 struct kap_net_result;
 int kap_run_vm_net_write(int cdirfd, const struct kap_net_result *res, struct kapsel_error **err);
 
+struct kap_vm_net {
+	bool on; /* the container is on a network */
+	char bridge[16], mac[18];
+	char ip[INET_ADDRSTRLEN + 4], gateway[INET_ADDRSTRLEN];
+	char ip6[INET6_ADDRSTRLEN + 5], gateway6[INET6_ADDRSTRLEN];
+};
+/* vm.net's text (changed in place) into n, every line checked; what names it in errors. */
+int kap_run_vm_net_parse(char *text, const char *what, struct kap_vm_net *n,
+			 struct kapsel_error **err);
+
 /* run's flags that --vm cannot honour, and the guest kernel: before anything exists. */
 int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err);
 
