@@ -1,7 +1,7 @@
 #!/bin/sh
-# Runs kapsel's VM tests (tests/integration/test_vm*.py: the freestanding guests of tests/guests
-# and the Linux-guest tests) on real hardware-virtualization semantics, whatever this machine's
-# /dev/kvm is:
+# Runs kapsel's VM tests (tests/integration/test_vm*.py and test_run_vm*.py: the freestanding
+# guests of tests/guests and the Linux-guest tests) on real hardware-virtualization semantics,
+# whatever this machine's /dev/kvm is:
 #   - /dev/kvm runs guest code at hardware speed (the guest loop of test_vm_linux.guest_mips()
 #     reaches 200 M instructions/s): the tests run here, directly;
 #   - no /dev/kvm, or one that emulates every guest instruction: they run inside an outer
@@ -53,7 +53,7 @@ for a in "$@"; do
 	esac
 done
 if ! $have_tests; then
-	set -- "$@" tests/integration/test_vm*.py
+	set -- "$@" tests/integration/test_vm*.py tests/integration/test_run_vm*.py
 fi
 
 die() {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Builds the outer guest's initramfs for scripts/vm-tests.sh: busybox-static, the init of
 scripts/nested/init, and the kernel modules the outer guest needs (virtio-pci, 9p over virtio,
-overlayfs, kvm-amd, tun, bridge) with everything they depend on, in load order. Dependencies come
+overlayfs, kvm-amd, tun, bridge, veth, nftables) with everything they depend on, in load order. Dependencies come
 from each module's own `.modinfo` `depends=` field, so no depmod (kmod) is needed on the host.
 
 usage: mkinitramfs.py KROOT OUT.cpio   (KROOT: a `dpkg -x` of a linux-image-*-amd64 .deb)"""
@@ -19,7 +19,11 @@ BUSYBOX = "/bin/busybox"
 WANTED = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "irqbypass", "kvm",
           "kvm_amd", "tun", "bridge", "loop",
           # The scratch disk for /tmp: ext4 (its crc32c is found by name, not a depends=).
-          "virtio_blk", "ext4", "crc32c_generic"]
+          "virtio_blk", "ext4", "crc32c_generic",
+          # Container networks (kapsel run --net NETWORK, with --vm too): veth pairs and the
+          # nftables expressions of net/nft.c (nat chains, dnat, masquerade, fib, ct).
+          "veth", "nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_fib_ipv4",
+          "nft_ct"]
 
 # Module parameters (scripts/nested/init passes them to insmod). The outer kvm-amd offers no
 # nested SVM (kapsel's guests do not need it) and does not use virtual GIF, one less feature of

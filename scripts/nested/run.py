@@ -87,7 +87,7 @@ def boot(job, vmlinuz, limit, wedge_after):
            "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
            "-kernel", vmlinuz, "-initrd", os.path.join(job, "initrd.cpio"),
            # panic=-1 with -no-reboot: an outer kernel panic is QEMU's exit.
-           "-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init",
+           "-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init kapsel.nested=1",
            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
            "multidevs=remap",
            "-virtfs", f"local,path={job},mount_tag=job,security_model=none,multidevs=remap",

@@ -39,6 +39,7 @@
 #include <linux/module.h>
 #include <linux/vm_sockets.h>
 
+#include "net.h"
 #include "protocol.h"
 
 #define MODULES_DIR "/lib/kapsel-modules"
@@ -46,6 +47,9 @@
 #define MAX_MOUNTS  64
 #define MAX_RLIMITS 16
 #define MAX_GROUPS  64
+#define MAX_FILES   16
+/* Where the copies of the host's files (file= entries) are kept, in the initramfs. */
+#define FILES_DIR "/kapsel-files"
 
 struct spec {
 	char *args[KAP_AGENT_MAX_ITEMS + 1];
@@ -71,6 +75,11 @@ struct spec {
 		struct rlimit lim;
 	} rlimits[MAX_RLIMITS];
 	size_t nrlimits;
+	struct {
+		const char *dest, *text;
+	} files[MAX_FILES];
+	size_t nfiles;
+	struct agent_net net;
 };
 
 static int conn = -1;
@@ -272,6 +281,24 @@ static void parse_spec(size_t len)
 			if (spec.ntmpfs == MAX_MOUNTS)
 				fail("spec: more than %d tmpfs", MAX_MOUNTS);
 			spec.tmpfs[spec.ntmpfs++] = v;
+		} else if (kap_agent_key_is(key, keylen, "file")) {
+			/* DEST:CONTENT, DEST absolute and without ':' */
+			char *c = strchr(v, ':');
+			if (!c || v[0] != '/' || spec.nfiles == MAX_FILES)
+				fail("spec: bad or too many files at '%.64s'", v);
+			*c = '\0';
+			spec.files[spec.nfiles].dest = v;
+			spec.files[spec.nfiles++].text = c + 1;
+		} else if (kap_agent_key_is(key, keylen, "net_mac")) {
+			spec.net.mac = v;
+		} else if (kap_agent_key_is(key, keylen, "net_ip")) {
+			spec.net.ip = v;
+		} else if (kap_agent_key_is(key, keylen, "net_gateway")) {
+			spec.net.gateway = v;
+		} else if (kap_agent_key_is(key, keylen, "net_ip6")) {
+			spec.net.ip6 = v;
+		} else if (kap_agent_key_is(key, keylen, "net_gateway6")) {
+			spec.net.gateway6 = v;
 		} else if (kap_agent_key_is(key, keylen, "rlimit")) {
 			char *c1 = strchr(v, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 			if (!c2 || spec.nrlimits == MAX_RLIMITS)
@@ -289,6 +316,8 @@ static void parse_spec(size_t len)
 		fail("spec: no arg");
 	if (!spec.root)
 		fail("spec: no root");
+	if (!!spec.net.mac != !!spec.net.ip)
+		fail("spec: net_mac and net_ip go together");
 }
 
 static void receive_spec(void)
@@ -351,6 +380,33 @@ static void mount_rootfs(void)
 	mount_or_fail("devpts", NEWROOT "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
 		      "newinstance,ptmxmode=0666,mode=0620");
 	mount_or_fail("shm", NEWROOT "/dev/shm", "tmpfs", nse, "mode=1777");
+	/* The host's hosts, hostname and resolv.conf: a copy each, bound over the file the host
+	 * made (resolved there, so DEST holds no symlink). */
+	if (spec.nfiles)
+		mount_or_fail("tmpfs", FILES_DIR, "tmpfs", nse, "mode=0755");
+	for (size_t i = 0; i < spec.nfiles; i++) {
+		char src[64], dst[PATH_MAX];
+		snprintf(src, sizeof(src), FILES_DIR "/%zu", i);
+		if (snprintf(dst, sizeof(dst), NEWROOT "%s", spec.files[i].dest) >=
+			(int)sizeof(dst) ||
+		    strstr(spec.files[i].dest, ".."))
+			fail("file: bad destination '%s'", spec.files[i].dest);
+		/* The host made DEST; a tmpfs mounted above (--read-only's /run) hides it. */
+		if (access(dst, F_OK) < 0) {
+			char *slash = strrchr(dst, '/');
+			*slash = '\0';
+			mkdir_p(dst);
+			*slash = '/';
+			close(open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+		}
+		int fd = open(src, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0 || !write_all(fd, spec.files[i].text, strlen(spec.files[i].text)))
+			fail("write %s: %s", src, strerror(errno));
+		close(fd);
+		if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
+			fail("bind %s on %s: %s", spec.files[i].dest, spec.files[i].dest,
+			     strerror(errno));
+	}
 }
 
 /* The process: in the rootfs, as its user, with its limits and environment. */
@@ -630,6 +686,9 @@ int main(void)
 	connect_host();
 	receive_spec();
 	mount_rootfs();
+	char why[256];
+	if (agent_net_setup(&spec.net, why, sizeof(why)) < 0)
+		fail("%s", why);
 	if (spec.hold)
 		hold();
 	run(false);

@@ -56,6 +56,10 @@ enum kap_agent_frame {
  *   tty=1 (stdio on a pseudo-terminal: STDOUT carries both outputs)   winsize=ROWS:COLS
  *   rlimit=RESOURCE:SOFT:HARD (repeated; numbers, 18446744073709551615 = unlimited)
  *   hold=1 (the first process only: READY once the rootfs is mounted, then wait for START)
+ *   file=DEST:CONTENT (repeated: CONTENT bound over the file DEST of the rootfs; /etc/hosts,
+ *     /etc/hostname, /etc/resolv.conf)
+ *   net_mac=MAC  net_ip=ADDR/PREFIX  net_gateway=ADDR  net_ip6=ADDR/PREFIX  net_gateway6=ADDR
+ *     (the card with MAC gets the addresses and default routes; lo is always up)
  * Unknown keys are an error, so a newer host meeting an older agent fails loudly.
  */
 

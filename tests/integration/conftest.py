@@ -1,6 +1,5 @@
 """Shared fixtures for kapsel's integration tests: the binary, a private state root, and OCI
 bundles built from Debian's busybox-static (no network, no images)."""
-import copy
 import json
 import os
 import shutil
@@ -171,3 +170,34 @@ def kap(kapsel, kroot):
     for name in os.listdir(kroot):
         subprocess.run([kapsel, "--root", kroot, "delete", "--force", name],
                        capture_output=True)
+
+
+def cgroup_mounted():
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == "/sys/fs/cgroup" for line in f)
+
+
+@pytest.fixture
+def cgroupfs():
+    """A cgroup hierarchy for tests that run plain containers or podman/ctr beside a VM: the
+    nested runner's outer guest mounts none, so there (only where nothing at all is mounted on
+    /sys/fs/cgroup) a cgroup2 one for the test, unmounted after it. A host's own hierarchy
+    (v1, v2 or hybrid) is never covered."""
+    mounted = False
+    if not cgroup_mounted():
+        r = subprocess.run(["mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"no cgroup hierarchy at /sys/fs/cgroup and cgroup2 does not mount: "
+                        f"{r.stderr.strip()}")
+        mounted = True
+        # what a container's defaults ask for (the pids limit above all)
+        with open("/sys/fs/cgroup/cgroup.controllers") as f:
+            avail = f.read().split()
+        for c in ("pids", "memory", "cpu", "io"):
+            if c in avail:
+                with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
+                    f.write(f"+{c}")
+    yield
+    if mounted:
+        subprocess.run(["umount", "-l", "/sys/fs/cgroup"])

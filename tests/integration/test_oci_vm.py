@@ -352,16 +352,6 @@ def test_terminal_console_socket_and_exec_tty(rt, cid, tmp_path, vm_env):
 # ---- podman and containerd ----
 
 @pytest.fixture
-def cgroupfs():
-    """podman needs the cgroup2 hierarchy (the nested runner's outer guest mounts none)."""
-    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        r = subprocess.run(["mount", "-t", "cgroup2", "none", "/sys/fs/cgroup"],
-                           capture_output=True, text=True)
-        if r.returncode:
-            pytest.skip(f"no cgroup2 hierarchy at /sys/fs/cgroup: {r.stderr.strip()}")
-
-
-@pytest.fixture
 def podman(tmp_path, vm_env, cgroupfs):
     clients.require("podman", "conmon")
     # conmon gives the runtime podman's conmon_env_vars only: a wrapper names the kernel.

@@ -10,6 +10,7 @@ they skip elsewhere with the measured rate, and scripts/vm-tests.sh --nested run
 nested SVM under QEMU TCG. One vCPU: SMP guests triple-fault there."""
 import fcntl
 import glob
+import json
 import os
 import pty
 import select
@@ -19,6 +20,7 @@ import struct
 import subprocess
 import tempfile
 import termios
+import time
 import uuid
 
 import pytest
@@ -567,3 +569,62 @@ def test_foreground_kill_and_exec(vk, name):
             p.communicate()
     assert (p.returncode, out) == (9, "got-usr1\n"), err
     assert traces(k, name, before) == []
+
+
+def test_attach_output_input_and_exit_code(vk, name):
+    """kapsel attach to a detached VM container: the output from then on, and its exit code;
+    with -t, what attach reads goes to the process's terminal (the guest's pty)."""
+    k = vk.k
+    before = vmtmp()
+    r = vk("-d", "--name", name, "busybox", "sh", "-c",
+           "echo started; while [ ! -e /tmp/go ]; do sleep 0.2; done; echo after-attach; exit 3")
+    try:
+        assert r.returncode == 0, r.stderr
+        wait_log(k, name, "started\n")
+        p = subprocess.Popen([KAPSEL, "--store", k.store, "--root", k.root, "attach",
+                              "--no-stdin", name], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        r = k("exec", name, "touch", "/tmp/go", timeout=600)
+        assert r.returncode == 0, r.stderr
+        out, err = p.communicate(timeout=600)
+        assert "after-attach" in out and p.returncode == 3, (p.returncode, out, err)
+        assert k("rm", name).returncode == 0
+        # -dit: attach's input reaches the guest's terminal
+        r = vk("-dit", "--name", name, "busybox", "sh", "-c",
+               "echo ready; read x; echo got-$x")
+        assert r.returncode == 0, r.stderr
+        wait_log(k, name, "ready")
+        p = subprocess.Popen([KAPSEL, "--store", k.store, "--root", k.root, "attach", name],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        out, err = p.communicate(input="hello\n", timeout=600)
+        assert "got-hello" in out and p.returncode == 0, (p.returncode, out, err)
+    finally:
+        k("rm", "-f", name, timeout=600)
+    assert traces(k, name, before) == []
+
+
+def test_start_boots_the_recorded_size(vk, name):
+    """run --vm records --vm-kernel, --vm-cpus and --vm-memory; start of the exited container
+    boots the same VM, not the defaults: 300 MiB of guest memory both times, not 512 MiB (the
+    CPU count cannot tell: nested SVM runs one-vCPU guests only)."""
+    k = vk.k
+    r = vk("-d", "--name", name, "--vm-memory", "300M", "busybox", "sh", "-c",
+           "grep MemTotal /proc/meminfo")
+    try:
+        assert r.returncode == 0, r.stderr
+        assert k("wait", name, timeout=600).returncode == 0
+        meta = json.load(open(os.path.join(k.store, "containers", name, "container.json")))
+        assert meta.get("vmMemory") == "300M", meta
+        r = k("start", name, timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert k("wait", name, timeout=600).returncode == 0
+        totals = [int(l.split()[1]) for l in k("logs", name).stdout.splitlines()
+                  if l.startswith("MemTotal")]
+        assert len(totals) == 2, k("logs", name).stdout
+        # the guest kernel keeps some for itself; 300 MiB boots below 300, 512 above 400
+        assert all(200 * 1024 < t <= 300 * 1024 for t in totals), totals
+    finally:
+        k("rm", "-f", name, timeout=600)

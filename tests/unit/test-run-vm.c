@@ -2,7 +2,8 @@
 /*
  * run --vm's pure parts: the agent protocol's frame codec and spec walker
  * (src/kapsel-agent/protocol.h, shared by host and agent), the newc cpio writer of the
- * initramfs (kernel initramfs-buffer-format.rst) and the bzImage version string (boot.rst).
+ * initramfs (kernel initramfs-buffer-format.rst), the bzImage version string (boot.rst) and
+ * the VM's network record (vm.net).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -195,12 +196,59 @@ static void test_bzimage_version(void **state)
 	assert_int_equal(kap_bzimage_version(img, sizeof(img), v, sizeof(v)), -EINVAL);
 }
 
+/* vm.net (run --vm --net): a whole one, and each kind of bad line refused by name. */
+static void test_vm_net_parse(void **state)
+{
+	(void)state;
+	struct kap_vm_net n;
+	struct kapsel_error *e = NULL;
+	char good[] = "bridge=kapsel1\nmac=02:42:0a:4f:00:32\nip=10.79.0.50/24\n"
+		      "gateway=10.79.0.1\nip6=fd00::32/64\ngateway6=fd00::1\n";
+	assert_int_equal(kap_run_vm_net_parse(good, "vm.net", &n, &e), 0);
+	assert_true(n.on);
+	assert_string_equal(n.bridge, "kapsel1");
+	assert_string_equal(n.mac, "02:42:0a:4f:00:32");
+	assert_string_equal(n.ip, "10.79.0.50/24");
+	assert_string_equal(n.gateway, "10.79.0.1");
+	assert_string_equal(n.ip6, "fd00::32/64");
+	assert_string_equal(n.gateway6, "fd00::1");
+	/* an internal network: no gateway */
+	char internal[] = "bridge=b\nmac=02:00:00:00:00:01\nip=10.0.0.2/8\n";
+	assert_int_equal(kap_run_vm_net_parse(internal, "vm.net", &n, &e), 0);
+	assert_string_equal(n.gateway, "");
+	static const char *const bad[] = {
+	    "bridge=b\nmac=02:00:00:00:00:01\nip=10.0.0.2/8\nnope=1\n", /* unknown key */
+	    "bridge=b\nmac=01:00:00:00:00:01\nip=10.0.0.2/8\n",		/* multicast */
+	    "bridge=b\nmac=02:00:00:00:00\nip=10.0.0.2/8\n",		/* short MAC */
+	    "bridge=b\nmac=02:00:00:00:00:01\nip=10.0.0.2\n",		/* no prefix */
+	    "bridge=b\nmac=02:00:00:00:00:01\nip=10.0.0.2/33\n",	/* prefix > 32 */
+	    "bridge=b,x\nmac=02:00:00:00:00:01\nip=10.0.0.2/8\n",	/* a comma */
+	    "bridge=averyveryverylongname\nmac=02:00:00:00:00:01\nip=10.0.0.2/8\n",
+	    "bridge=b\nmac=02:00:00:00:00:01\nip=10.0.0.2/8\ngateway=10.0.0.1/8\n",
+	    "bridge=b\nmac=02:00:00:00:00:01\nip=10.0.0.2/8\nip6=fd00::1\n",
+	    "bridge=b\nmac=02:00:00:00:00:01\nip=10.0.0.2/8\nno equals sign\n",
+	    "bridge=b\nmac=02:00:00:00:00:01\n", /* no address */
+	    "",					 /* empty: the lease was never finished */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *t = strdup(bad[i]);
+		assert_non_null(t);
+		assert_int_equal(kap_run_vm_net_parse(t, "vm.net", &n, &e), -EINVAL);
+		assert_non_null(e);
+		assert_non_null(strstr(e->msg, "vm.net"));
+		assert_false(n.on);
+		kapsel_error_free(e);
+		e = NULL;
+		free(t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_frame_roundtrip), cmocka_unit_test(test_frame_rejects),
 	    cmocka_unit_test(test_spec_walk),	    cmocka_unit_test(test_cpio),
-	    cmocka_unit_test(test_bzimage_version),
+	    cmocka_unit_test(test_bzimage_version), cmocka_unit_test(test_vm_net_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

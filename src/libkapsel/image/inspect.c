@@ -183,6 +183,13 @@ static int host_config(const char *store, const char *cdir, const char *name,
 		own_ns = kap_json_get(ns, "path") != NULL;
 		mode = own_ns ? "bridge" : "none";
 	}
+	/* A VM container on a network has no namespace of kapsel's, but its lease. */
+	cleanup_free char *vmnet = NULL;
+	if (!own_ns && asprintf(&vmnet, "%s/" KAP_NET_VM_FILE, cdir) > 0 &&
+	    access(vmnet, F_OK) == 0) {
+		own_ns = true;
+		mode = "bridge";
+	}
 	cleanup_json struct kap_json *nets = NULL, *ports = NULL;
 	if (own_ns) {
 		cleanup_error struct kapsel_error *e = NULL;

@@ -88,7 +88,9 @@
 #define PID_FILE "ctr.pid"
 /* The monitor's socket for `kapsel attach` (conmon's attach socket, SOCK_SEQPACKET). */
 #define ATTACH_SOCK "attach"
-#define ATTACH_MAX  8
+/* run --vm --net NETWORK: the VM's network (run/run-vm.h), and the sign that it holds a lease */
+#define VM_NET	   KAP_RUN_VM_NET
+#define ATTACH_MAX 8
 
 /* linux/magic.h; spelled out, as container/mount.c does, to keep the uAPI header out. */
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -218,6 +220,9 @@ struct meta {
 	 * (asked for again), the --ip6 address, --mac-address, -p and --network-alias. */
 	char *net, *ip, *ip6, *mac;
 	char **ports, **aliases;
+	/* run --vm's --vm-kernel, --vm-cpus and --vm-memory (NULL: not given): `start` boots
+	 * the same VM again. */
+	char *vm_kernel, *vm_cpus, *vm_memory;
 };
 
 static void meta_clear(struct meta *m)
@@ -237,6 +242,9 @@ static void meta_clear(struct meta *m)
 	free(m->mac);
 	kap_strvp(&m->ports);
 	kap_strvp(&m->aliases);
+	free(m->vm_kernel);
+	free(m->vm_cpus);
+	free(m->vm_memory);
 	*m = (struct meta){0};
 }
 
@@ -282,7 +290,10 @@ static int meta_write(int cdirfd, const struct meta *m, struct kapsel_error **er
 		    {"network", m->net},
 		    {"ip", m->ip},
 		    {"ip6", m->ip6},
-		    {"macAddress", m->mac}};
+		    {"macAddress", m->mac},
+		    {"vmKernel", m->vm_kernel},
+		    {"vmCpus", m->vm_cpus},
+		    {"vmMemory", m->vm_memory}};
 	for (size_t i = 0; i < KAP_ARRAY_SIZE(strs); i++)
 		if (strs[i].v)
 			kap_json_set(j, strs[i].k, kap_json_new_string(strs[i].v));
@@ -341,7 +352,10 @@ static int meta_read(int cdirfd, const char *name, struct meta *m, struct kapsel
 	    (r = kap_json_read_string(j, META, "ip6", &m->ip6, err)) < 0 ||
 	    (r = kap_json_read_string(j, META, "macAddress", &m->mac, err)) < 0 ||
 	    (r = kap_json_read_strv(j, META, "ports", &m->ports, err)) < 0 ||
-	    (r = kap_json_read_strv(j, META, "aliases", &m->aliases, err)) < 0) {
+	    (r = kap_json_read_strv(j, META, "aliases", &m->aliases, err)) < 0 ||
+	    (r = kap_json_read_string(j, META, "vmKernel", &m->vm_kernel, err)) < 0 ||
+	    (r = kap_json_read_string(j, META, "vmCpus", &m->vm_cpus, err)) < 0 ||
+	    (r = kap_json_read_string(j, META, "vmMemory", &m->vm_memory, err)) < 0) {
 		meta_clear(m);
 		return r;
 	}
@@ -549,9 +563,16 @@ static bool process_alive(int64_t pid)
  */
 static int net_down(struct ctr *c, struct kapsel_error **err)
 {
+	const char *store = c->store ? kap_store_path(c->store) : c->store_path;
+	/* A VM's: the lease and ports; its tap went with its VMM. */
+	if (faccessat(c->cdirfd, VM_NET, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		int r = kap_net_detach(store, c->name, true, err);
+		if (r == 0)
+			unlinkat(c->cdirfd, VM_NET, 0);
+		return r;
+	}
 	if (faccessat(c->cdirfd, "netns", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
-	const char *store = c->store ? kap_store_path(c->store) : c->store_path;
 	cleanup_free char *ns = NULL;
 	if (asprintf(&ns, "%s/netns", c->cdir) < 0)
 		return kap_error(err, ENOMEM, "container %s", c->name);
@@ -990,7 +1011,12 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	bool own_net = mode == KAP_NET_NETWORK, pasta = mode == KAP_NET_PASTA;
 	cleanup_net_result struct kap_net_result net = {0};
 	cleanup_free char *netns_path = NULL, *resolv_path = NULL, *joined = NULL;
-	if (own_net || pasta) {
+	/* run --vm --net NETWORK: no namespace; the VM's tap joins the bridge (run/run-vm.c).
+	 * Its record (VM_NET) exists before the lease, as a namespace would. */
+	bool vm_net = own_net && o->vm;
+	if (vm_net && (r = write_small(c->cdirfd, VM_NET, "", err)) < 0)
+		return r;
+	if ((own_net && !vm_net) || pasta) {
 		if (asprintf(&netns_path, "%s/netns", c->cdir) < 0) {
 			r = kap_error(err, ENOMEM, "container %s", name);
 			return r;
@@ -1012,8 +1038,8 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 			return kap_error(err, ENOMEM, "container %s", name);
 	}
 	if (own_net) {
-		cleanup_close int nsfd = open(netns_path, O_RDONLY | O_CLOEXEC);
-		if (nsfd < 0) {
+		cleanup_close int nsfd = vm_net ? -1 : open(netns_path, O_RDONLY | O_CLOEXEC);
+		if (nsfd < 0 && !vm_net) {
 			r = kap_error(err, errno, "open %s", netns_path);
 			return r;
 		}
@@ -1030,8 +1056,10 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 		    .publish_all = o->publish_all,
 		    .expose = {cfg.exposed_ports, o->expose},
 		    .netns_fd = nsfd,
+		    .vm = vm_net,
 		};
-		if ((r = kap_net_attach(&rq, &net, err)) < 0)
+		if ((r = kap_net_attach(&rq, &net, err)) < 0 ||
+		    (vm_net && (r = kap_run_vm_net_write(c->cdirfd, &net, err)) < 0))
 			return r;
 	}
 	/* A joined container's hosts and resolv.conf are ours too (podman shares them). */
@@ -1218,7 +1246,15 @@ static int prepare(const struct kapsel_run_options *o, const char *name, struct 
 	    /* Derived IPv6 addresses follow the IPv4 one by themselves. */
 	    .ip6 = o->ip6 && net.ip6[0] ? strdup(net.ip6) : NULL,
 	    .mac = o->mac ? strdup(o->mac) : NULL,
+	    /* A kernel by its absolute path: start may run from anywhere. */
+	    .vm_kernel = o->vm && o->vm_kernel ? realpath(o->vm_kernel, NULL) : NULL,
+	    .vm_cpus = o->vm && o->vm_cpus ? strdup(o->vm_cpus) : NULL,
+	    .vm_memory = o->vm && o->vm_memory ? strdup(o->vm_memory) : NULL,
 	};
+	if (o->vm && o->vm_kernel && !p->m.vm_kernel)
+		return kap_error(err, errno, "--vm-kernel %s", o->vm_kernel);
+	if ((o->vm_cpus && o->vm && !p->m.vm_cpus) || (o->vm_memory && o->vm && !p->m.vm_memory))
+		return kap_error(err, ENOMEM, META);
 	if ((o->restart &&
 	     (r = parse_restart(o->restart, &p->m.restart, &p->m.restart_max, err)) < 0) ||
 	    (own_net && net.ports && *net.ports && (r = strv_dup(net.ports, &p->m.ports)) < 0) ||
@@ -1727,6 +1763,56 @@ static int vm_started(void *ctx, struct kapsel_error **err)
 	return 0;
 }
 
+/* A VM container's attach clients: the socket and protocol of a plain container's. */
+static void vm_attach_output(void *ctx, bool is_err, const void *buf, size_t len)
+{
+	char msg[1 + 4096];
+	for (const char *p = buf; len;) {
+		size_t n = len < sizeof(msg) - 1 ? len : sizeof(msg) - 1;
+		msg[0] = is_err ? ATTACH_STDERR : ATTACH_STDOUT;
+		memcpy(msg + 1, p, n);
+		attach_send(ctx, msg, n + 1);
+		p += n;
+		len -= n;
+	}
+}
+
+static size_t vm_attach_fds(void *ctx, struct pollfd *p, size_t max)
+{
+	struct watch *w = ctx;
+	if (max < 1 + ATTACH_MAX)
+		return 0;
+	p[0] = (struct pollfd){.fd = w->listen, .events = POLLIN};
+	for (size_t i = 0; i < ATTACH_MAX; i++)
+		p[1 + i] = (struct pollfd){.fd = w->clients[i], .events = POLLIN};
+	return 1 + ATTACH_MAX;
+}
+
+static void vm_attach_ready(void *ctx, const struct pollfd *p, size_t n, struct kap_run_vm_io *io)
+{
+	struct watch *w = ctx;
+	for (size_t i = 0; i + 1 < n; i++) {
+		if (!p[1 + i].revents || w->clients[i] < 0)
+			continue;
+		char buf[4097];
+		ssize_t k = recv(w->clients[i], buf, sizeof(buf), MSG_DONTWAIT);
+		if (k < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (k <= 0) {
+			close(w->clients[i]);
+			w->clients[i] = -1;
+		} else if (buf[0] == ATTACH_STDIN) {
+			kap_run_vm_input(io, buf + 1, (size_t)k - 1);
+		} else if (buf[0] == ATTACH_RESIZE && (size_t)k == 1 + sizeof(struct winsize)) {
+			struct winsize ws;
+			memcpy(&ws, buf + 1, sizeof(ws));
+			kap_run_vm_resize(io, ws.ws_row, ws.ws_col);
+		}
+	}
+	if (p[0].revents)
+		attach_accept(w, kap_run_vm_tty(io));
+}
+
 /*
  * The monitor of a detached VM container: the VMM is its child (run/run-vm.c), the output
  * goes into the log, signals come on <cdir>/vm.ctl (kill, stop), and the exit is recorded and
@@ -1745,23 +1831,31 @@ static __attribute__((noreturn)) void vm_monitor(struct prepared *p, const char 
 	const struct kapsel_run_options *o = p->o;
 	struct vm_run x = {.p = p, .report = report};
 	int status;
+	struct watch w;
+	watch_init(&w, -1);
+	const struct kap_run_vm_attach att = {
+	    .ctx = &w, .output = vm_attach_output, .fds = vm_attach_fds, .ready = vm_attach_ready};
 	int logfd = openat(c->cdirfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (logfd < 0) {
+	if (logfd < 0)
 		status = kap_error(&e, errno, "container log %s/%s", c->cdir, LOG_FILE);
-	} else {
+	else
+		status = attach_listen(c, &w, &e);
+	if (status == 0) {
 		struct kap_run_vm a = {.name = c->name,
 				       .store = c->store_path,
 				       .cdir = c->cdir,
-				       .kernel = o ? o->vm_kernel : NULL,
-				       .cpus = o ? o->vm_cpus : NULL,
-				       .memory = o ? o->vm_memory : NULL,
+				       .kernel = p->m.vm_kernel,
+				       .cpus = p->m.vm_cpus,
+				       .memory = p->m.vm_memory,
 				       .tty = o && o->tty,
 				       .signals = set,
 				       .logfd = logfd,
 				       .started = vm_started,
-				       .ctx = &x};
+				       .ctx = &x,
+				       .attach = &att};
 		status = kap_run_vm(&a, &e);
 	}
+	attach_close(&w);
 	if (status < 0 && x.report >= 0) {
 		/* It never ran: as monitor() leaves a container that never ran. */
 		dprintf(x.report, "E%s", e ? e->msg : strerror(-status));
@@ -2697,13 +2791,17 @@ static int renet(struct prepared *p, struct kapsel_error **err)
 	if (asprintf(&ns, "%s/netns", c->cdir) < 0)
 		return kap_error(err, ENOMEM, "container %s", c->name);
 	bool pasta = !strcmp(p->m.net, "pasta");
-	int r = pasta ? kap_net_netns_create_apart(ns, err) : kap_net_netns_create(ns, err);
+	int r = 0;
+	if (p->m.vm)
+		r = write_small(c->cdirfd, VM_NET, "", err);
+	else
+		r = pasta ? kap_net_netns_create_apart(ns, err) : kap_net_netns_create(ns, err);
 	if (r < 0)
 		return r;
 	if (pasta)
 		return kap_pasta_start(ns, p->m.ports, c->cdir, c->cdirfd, err);
-	cleanup_close int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
-	if (nsfd < 0)
+	cleanup_close int nsfd = p->m.vm ? -1 : open(ns, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0 && !p->m.vm)
 		return kap_error(err, errno, "open %s", ns);
 	reap_orphans(c->store_path);
 	struct kap_net_request rq = {
@@ -2716,9 +2814,12 @@ static int renet(struct prepared *p, struct kapsel_error **err)
 	    .ports = p->m.ports,
 	    .aliases = p->m.aliases,
 	    .netns_fd = nsfd,
+	    .vm = p->m.vm,
 	};
 	cleanup_net_result struct kap_net_result res = {0};
-	return kap_net_attach(&rq, &res, err);
+	if ((r = kap_net_attach(&rq, &res, err)) < 0)
+		return r;
+	return p->m.vm ? kap_run_vm_net_write(c->cdirfd, &res, err) : 0;
 }
 
 API int kapsel_image_start(const char *store, const char *root, const char *name,

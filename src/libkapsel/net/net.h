@@ -57,7 +57,14 @@ struct kap_net_request {
 	bool publish_all;
 	char *const *expose[2];
 	int netns_fd;
+	/* A VM (run --vm): no veth and no namespace (netns_fd unused); the caller puts the VM's
+	 * tap on the result's bridge with the result's MAC, and its guest configures the
+	 * address. */
+	bool vm;
 };
+/* A VM container's record of its place on a network, in its directory (run/run-vm.h). */
+#define KAP_NET_VM_FILE "vm.net"
+
 /* Everything that needs no change: the network exists, the address is inside it, the ports
  * and MAC parse. Run before anything of the container is created. */
 int kap_net_check(const struct kap_net_request *rq, struct kapsel_error **err);
@@ -69,6 +76,11 @@ struct kap_net_result {
 	char gateway6[INET6_ADDRSTRLEN]; /* likewise */
 	bool internal;
 	bool dns; /* a name responder answers on the gateway (user-defined networks) */
+	/* rq->vm: the bridge, the prefix lengths and the MAC (--mac-address, else a random
+	 * locally administered one) for the VM's tap. */
+	char bridge[16];
+	int prefix, prefix6;
+	char mac[18];
 	/* Every port published, as -p specs ("0.0.0.0:40123:80/tcp"): what a restart asks for
 	 * again. Caller frees (kap_net_result_clear). */
 	char **ports;

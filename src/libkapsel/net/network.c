@@ -1678,22 +1678,39 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	cleanup_nl struct kap_nl *ctr = NULL;
 	uint8_t mac[6];
 	struct in_addr addr = {htonl(ip)}, gw = {htonl(nw.gateway)};
-	if ((r = kap_nl_open(-1, &host, err)) < 0 || (r = network_up(host, &nw, np > 0, err)) < 0 ||
-	    /* A veth of that name outlives a lease only after a kill; it is ours. */
-	    (r = kap_nl_link_del(host, e->veth, err)) < 0 ||
-	    (rq->mac && (r = kap_net_parse_mac(rq->mac, mac, err)) < 0) ||
-	    (r = kap_nl_veth_create(host, e->veth, ifname, rq->netns_fd, rq->mac ? mac : NULL,
-				    err)) < 0 ||
-	    (r = kap_nl_link_set_master(host, e->veth, nw.bridge, err)) < 0 ||
-	    (r = kap_nl_link_set_up(host, e->veth, err)) < 0 ||
-	    (kap_fault_point("net:veth"), r = kap_nl_open(rq->netns_fd, &ctr, err)) < 0 ||
-	    (r = kap_nl_addr_add(ctr, ifname, addr, nw.prefix, err)) < 0 ||
-	    (r = kap_nl_link_set_up(ctr, ifname, err)) < 0 ||
-	    /* An internal network has no way out: no default route either (podman). A
-	     * second network keeps the first one's default route. */
-	    (!nw.internal && (r = kap_nl_route_add_default(ctr, gw, err)) < 0) ||
-	    (nw.v6 && (r = kap_nl_addr6_add(ctr, ifname, &ip6, nw.prefix6, err)) < 0) ||
-	    (nw.v6 && !nw.internal && (r = kap_nl_route6_add_default(ctr, &nw.gateway6, err)) < 0))
+	if (rq->vm) {
+		/* The VM's tap is the caller's (its VMM's, gone with it): the bridge up and the
+		 * MAC it will have. Without --mac-address a random one, locally administered
+		 * and unicast, as the kernel gives a veth. */
+		if ((r = kap_nl_open(-1, &host, err)) < 0 ||
+		    (r = network_up(host, &nw, np > 0, err)) < 0 ||
+		    (rq->mac && (r = kap_net_parse_mac(rq->mac, mac, err)) < 0))
+			return kap_error_wrap(err, "network %s", nw.name);
+		if (!rq->mac && getrandom(mac, sizeof(mac), 0) != (ssize_t)sizeof(mac))
+			return kap_error(err, errno, "getrandom");
+		if (!rq->mac)
+			mac[0] = (uint8_t)((mac[0] & 0xfe) | 0x02);
+		snprintf(res->mac, sizeof(res->mac), "%02x:%02x:%02x:%02x:%02x:%02x", mac[0],
+			 mac[1], mac[2], mac[3], mac[4], mac[5]);
+		snprintf(res->bridge, sizeof(res->bridge), "%s", nw.bridge);
+	} else if ((r = kap_nl_open(-1, &host, err)) < 0 ||
+		   (r = network_up(host, &nw, np > 0, err)) < 0 ||
+		   /* A veth of that name outlives a lease only after a kill; it is ours. */
+		   (r = kap_nl_link_del(host, e->veth, err)) < 0 ||
+		   (rq->mac && (r = kap_net_parse_mac(rq->mac, mac, err)) < 0) ||
+		   (r = kap_nl_veth_create(host, e->veth, ifname, rq->netns_fd,
+					   rq->mac ? mac : NULL, err)) < 0 ||
+		   (r = kap_nl_link_set_master(host, e->veth, nw.bridge, err)) < 0 ||
+		   (r = kap_nl_link_set_up(host, e->veth, err)) < 0 ||
+		   (kap_fault_point("net:veth"), r = kap_nl_open(rq->netns_fd, &ctr, err)) < 0 ||
+		   (r = kap_nl_addr_add(ctr, ifname, addr, nw.prefix, err)) < 0 ||
+		   (r = kap_nl_link_set_up(ctr, ifname, err)) < 0 ||
+		   /* An internal network has no way out: no default route either (podman). A
+		    * second network keeps the first one's default route. */
+		   (!nw.internal && (r = kap_nl_route_add_default(ctr, gw, err)) < 0) ||
+		   (nw.v6 && (r = kap_nl_addr6_add(ctr, ifname, &ip6, nw.prefix6, err)) < 0) ||
+		   (nw.v6 && !nw.internal &&
+		    (r = kap_nl_route6_add_default(ctr, &nw.gateway6, err)) < 0))
 		return kap_error_wrap(err, "network %s", nw.name);
 	for (char **p = nw.v6 ? e->ports : NULL; p && *p; p++) {
 		char cmd[240], key[200];
@@ -1721,6 +1738,8 @@ static int attach_locked(struct netdir *dp, const struct kap_net_request *rq, co
 	ip_str(ip, res->ip);
 	ip_str(nw.gateway, res->gateway);
 	res->internal = nw.internal;
+	res->prefix = nw.prefix;
+	res->prefix6 = nw.v6 ? nw.prefix6 : 0;
 	if (nw.v6) {
 		ip6_str(&ip6, res->ip6);
 		ip6_str(&nw.gateway6, res->gateway6);
@@ -1747,8 +1766,14 @@ API int kapsel_network_connect(const char *store, const char *network, const cha
 	/* Only a namespace kapsel made (run --net NETWORK) can be joined: with none, the
 	 * container's network is its own on purpose, and with host there is nothing to add. */
 	char path[256];
-	snprintf(path, sizeof(path), "containers/%s/netns", container);
+	snprintf(path, sizeof(path), "containers/%s/" KAP_NET_VM_FILE, container);
 	cleanup_close int sfd = open(d.store, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sfd >= 0 && faccessat(sfd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return kap_error_plain(err, EINVAL,
+				       "container %s runs in a VM: its one network card is on the "
+				       "network it was run with (connect cannot add one)",
+				       container);
+	snprintf(path, sizeof(path), "containers/%s/netns", container);
 	cleanup_close int nsfd =
 	    sfd >= 0 ? openat(sfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -EBADF;
 	if (nsfd < 0 && errno == ENOENT)

@@ -25,8 +25,10 @@
 #include "core/fs.h"
 #include "run/run-vm.h"
 
-/* What the agent needs: virtio-pci (kapsel's default transport), virtio-fs, virtio-vsock. */
-static const char *const wanted[] = {"virtio_pci", "virtiofs", "vmw_vsock_virtio_transport"};
+/* What the agent needs: virtio-pci (kapsel's default transport), virtio-fs, virtio-vsock, and
+ * virtio-net for a VM on a network (run --vm --net NETWORK). */
+static const char *const wanted[] = {"virtio_pci", "virtiofs", "vmw_vsock_virtio_transport",
+				     "virtio_net"};
 
 #define MAX_MODULES 64
 #define MAX_KO	    (64u << 20)

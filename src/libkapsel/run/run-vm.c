@@ -13,7 +13,9 @@
  * monitor's cleanup (image/run.c) removes the overlay, the state and, with --rm, everything.
  * The vsock sockets live in a private temporary directory removed on every path out.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
 #include <stdarg.h>
 #include <sys/mount.h>
 #include <fcntl.h>
@@ -45,6 +47,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "image/image.h"
+#include "net/net.h"
 #include "oci/spec.h"
 #include "run/run-vm.h"
 
@@ -63,13 +66,19 @@
 int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err)
 {
 	const char *no = NULL;
-	if (o->net && strcmp(o->net, "none"))
-		no = "--net other than none (the VM has no network yet)";
+	bool publishes = (o->ports && *o->ports) || o->publish_all;
+	enum kap_net_mode mode = kap_net_mode_of(o->net, false, publishes);
+	if (mode == KAP_NET_HOST)
+		no = "--net host (the guest kernel has a network stack of its own)";
+	else if (mode == KAP_NET_CONTAINER || mode == KAP_NET_NS)
+		no = "--net container:NAME or ns:PATH (a VM joins no host network namespace)";
+	else if (mode == KAP_NET_PASTA)
+		no = "--net pasta (a VM is put on a network's bridge: --net NETWORK)";
+	else if (publishes && mode != KAP_NET_NETWORK)
+		no = "-p/-P without --net NETWORK (the VM's ports are published on a network)";
 	else if (o->privileged)
 		no =
 		    "--privileged (the guest kernel is the boundary; host devices do not reach it)";
-	else if ((o->ports && *o->ports) || o->publish_all)
-		no = "-p/-P (the VM has no network yet)";
 	else if (o->devices && *o->devices)
 		no = "--device (host devices do not reach the guest)";
 	else if (o->init)
@@ -102,6 +111,124 @@ kapsel_image_run_vm_check(const struct kapsel_run_options *o, struct kapsel_erro
 	return kap_run_vm_check(o, err);
 }
 
+/* ---- the network ---- */
+
+int kap_run_vm_net_write(int cdirfd, const struct kap_net_result *res, struct kapsel_error **err)
+{
+	cleanup_free char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return kap_error(err, ENOMEM, KAP_RUN_VM_NET);
+	fprintf(f, "bridge=%s\nmac=%s\nip=%s/%d\n", res->bridge, res->mac, res->ip, res->prefix);
+	/* An internal network has no way out: no default route (as for a container). */
+	if (!res->internal)
+		fprintf(f, "gateway=%s\n", res->gateway);
+	if (res->ip6[0])
+		fprintf(f, "ip6=%s/%d\n", res->ip6, res->prefix6);
+	if (res->ip6[0] && !res->internal)
+		fprintf(f, "gateway6=%s\n", res->gateway6);
+	if (fclose(f) != 0 || !text)
+		return kap_error(err, ENOMEM, KAP_RUN_VM_NET);
+	return kap_fs_write_atomic(cdirfd, KAP_RUN_VM_NET, text, len, 0644, false, err);
+}
+
+/* ADDR or (prefix) ADDR/N of family af: whether s is one. */
+static bool addr_ok(int af, const char *s, bool prefix)
+{
+	char a[INET6_ADDRSTRLEN];
+	unsigned char bin[16];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	if (!!slash != prefix || n >= sizeof(a))
+		return false;
+	memcpy(a, s, n);
+	a[n] = '\0';
+	if (inet_pton(af, a, bin) != 1)
+		return false;
+	if (!prefix)
+		return true;
+	char *end;
+	errno = 0;
+	unsigned long p = strtoul(slash + 1, &end, 10);
+	return !errno && end != slash + 1 && !*end && p <= (af == AF_INET ? 32u : 128u);
+}
+
+/* One "key=value" line of vm.net into n: whether it is one. */
+static bool vm_net_field(struct kap_vm_net *n, const char *key, const char *v)
+{
+	uint8_t mac[6];
+	struct {
+		const char *key;
+		char *dst;
+		size_t size;
+		int af;
+		bool prefix;
+	} f[] = {{"ip", n->ip, sizeof(n->ip), AF_INET, true},
+		 {"gateway", n->gateway, sizeof(n->gateway), AF_INET, false},
+		 {"ip6", n->ip6, sizeof(n->ip6), AF_INET6, true},
+		 {"gateway6", n->gateway6, sizeof(n->gateway6), AF_INET6, false}};
+	if (!strcmp(key, "bridge")) {
+		if (!*v || strlen(v) >= sizeof(n->bridge) || strpbrk(v, ",/ "))
+			return false;
+		snprintf(n->bridge, sizeof(n->bridge), "%s", v);
+		return true;
+	}
+	if (!strcmp(key, "mac")) {
+		if (strlen(v) >= sizeof(n->mac) || kap_net_parse_mac(v, mac, NULL) < 0)
+			return false;
+		snprintf(n->mac, sizeof(n->mac), "%s", v);
+		return true;
+	}
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		if (strcmp(key, f[i].key))
+			continue;
+		if (strlen(v) >= f[i].size || !addr_ok(f[i].af, v, f[i].prefix))
+			return false;
+		snprintf(f[i].dst, f[i].size, "%s", v);
+		return true;
+	}
+	return false;
+}
+
+int kap_run_vm_net_parse(char *text, const char *what, struct kap_vm_net *n,
+			 struct kapsel_error **err)
+{
+	*n = (struct kap_vm_net){0};
+	for (char *save = NULL, *l = strtok_r(text, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		char *v = strchr(l, '=');
+		if (v)
+			*v++ = '\0';
+		if (!v || !vm_net_field(n, l, v))
+			return kap_error_plain(err, EINVAL, "%s: a bad line '%.64s'", what, l);
+	}
+	if (!n->bridge[0] || !n->mac[0] || !n->ip[0])
+		return kap_error_plain(err, EINVAL,
+				       "%s: no bridge, MAC or address (its network lease was not "
+				       "finished)",
+				       what);
+	n->on = true;
+	return 0;
+}
+
+/* <cdir>/vm.net; without one, n->on is false. */
+static int vm_net_load(int cdirfd, const char *cdir, struct kap_vm_net *n,
+		       struct kapsel_error **err)
+{
+	*n = (struct kap_vm_net){0};
+	cleanup_free char *text = NULL, *what = NULL;
+	cleanup_error struct kapsel_error *e = NULL;
+	int r = kap_fs_read_file(cdirfd, KAP_RUN_VM_NET, 4096, &text, NULL, &e);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return kap_error_plain(err, -r, "%s", e->msg);
+	if (asprintf(&what, "%s/%s", cdir, KAP_RUN_VM_NET) < 0)
+		return kap_error(err, ENOMEM, KAP_RUN_VM_NET);
+	return kap_run_vm_net_parse(text, what, n, err);
+}
+
 /* ---- the spec the agent receives ---- */
 
 struct buf {
@@ -128,15 +255,60 @@ static bool under(const char *path, const char *dir)
 	return !strncmp(path, dir, n) && (path[n] == '/' || !path[n]);
 }
 
+/* The path fd was opened at (its /proc/self/fd link), or NULL. */
+static const char *fd_target(int fd, char buf[PATH_MAX])
+{
+	char link[32];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, buf, PATH_MAX - 1);
+	if (n <= 0 || n >= PATH_MAX - 1)
+		return NULL;
+	buf[n] = '\0';
+	return buf;
+}
+
+/*
+ * A file the runtime would bind from the container's directory (hosts, hostname, resolv.conf)
+ * as a "file=DEST:CONTENT" entry: the agent binds a copy over DEST. DEST is resolved in the
+ * rootfs here (a symlink's target, confined to the rootfs), and made empty when missing, before
+ * the guest mounts the rootfs (read-only with --read-only).
+ */
+static int spec_file(struct buf *b, int rootfd, const struct kap_mount *m,
+		     struct kapsel_error **err)
+{
+	cleanup_free char *text = NULL;
+	size_t n = 0;
+	int r = kap_fs_read_file(AT_FDCWD, m->source, 1 << 16, &text, &n, err);
+	if (r < 0)
+		return r;
+	if (memchr(text, '\0', n))
+		return kap_error_plain(err, EINVAL, "run --vm: %s: a NUL byte", m->source);
+	cleanup_close int fd = kap_fs_mkdir_in_root(rootfd, m->destination, 0644, true, err);
+	if (fd < 0)
+		return kap_error_wrap(err, "run --vm: %s", m->destination);
+	char path[PATH_MAX], root[PATH_MAX];
+	const char *p = fd_target(fd, path), *rp = fd_target(rootfd, root);
+	size_t rl = rp ? strlen(rp) : 0;
+	if (!p || !rp || strncmp(p, rp, rl) || p[rl] != '/' || strchr(p + rl, ':'))
+		return kap_error_plain(err, EINVAL, "run --vm: %s: not a file in the rootfs",
+				       m->destination);
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return kap_error_plain(err, EINVAL, "run --vm: %s in the rootfs is not a file",
+				       m->destination);
+	spec_add(b, "file", "%s:%s", p + rl, text);
+	return 0;
+}
+
 /*
  * config.json's process and mounts into the agent's spec; the directory bind mounts (-v,
- * --mount type=bind|volume) into virtio-fs shares of cfg. The runtime's own file binds
- * (hosts, hostname, resolv.conf in the container's directory) stay behind: the guest has no
- * network, and its hostname is set by the agent.
+ * --mount type=bind|volume) into virtio-fs shares of cfg; the runtime's own file binds (hosts,
+ * hostname, resolv.conf in the container's directory) into file entries; the network's
+ * address, gateways and MAC (net) into net entries for the guest's interface.
  */
 static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
-		     struct kapsel_vm_config *cfg, char **out, size_t *len,
-		     struct kapsel_error **err)
+		     const struct kap_vm_net *net, struct kapsel_vm_config *cfg, char **out,
+		     size_t *len, struct kapsel_error **err)
 {
 	const struct kap_process *p = s->process;
 	if (!p || !p->args || !p->args[0])
@@ -165,7 +337,8 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
 	spec_add(&b, "root", ROOT_TAG);
 	if (s->root_readonly)
 		spec_add(&b, "root_ro", "1");
-	if (a->interactive)
+	/* Attach clients type into a terminal (as a plain container's do). */
+	if (a->interactive || (a->attach && p->terminal))
 		spec_add(&b, "stdin", "1");
 	if (a->hold)
 		spec_add(&b, "hold", "1");
@@ -175,8 +348,27 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
 		if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col)
 			spec_add(&b, "winsize", "%u:%u", ws.ws_row, ws.ws_col);
 	}
+	if (net && net->on) {
+		spec_add(&b, "net_mac", "%s", net->mac);
+		spec_add(&b, "net_ip", "%s", net->ip);
+		if (net->gateway[0])
+			spec_add(&b, "net_gateway", "%s", net->gateway);
+		if (net->ip6[0])
+			spec_add(&b, "net_ip6", "%s", net->ip6);
+		if (net->gateway6[0])
+			spec_add(&b, "net_gateway6", "%s", net->gateway6);
+	}
 	int r = 0;
 	cleanup_close int rootfd = -1;
+	cleanup_free char *merged = NULL;
+	if (a->rootfs)
+		merged = strdup(a->rootfs);
+	else if (asprintf(&merged, "%s/merged", a->cdir) < 0)
+		merged = NULL;
+	if (!merged)
+		r = kap_error(err, ENOMEM, "spec");
+	else if ((rootfd = open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		r = kap_error(err, errno, "open %s", merged);
 	for (size_t i = 0; i < s->n_mounts && r >= 0; i++) {
 		const struct kap_mount *m = &s->mounts[i];
 		struct stat st;
@@ -185,22 +377,6 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
 		 * agent's own. */
 		if (m->type && !strcmp(m->type, "tmpfs") && m->destination &&
 		    !under(m->destination, "/dev")) {
-			if (rootfd < 0) {
-				cleanup_free char *merged = NULL;
-				if (a->rootfs)
-					merged = strdup(a->rootfs);
-				else if (asprintf(&merged, "%s/merged", a->cdir) < 0)
-					merged = NULL;
-				if (!merged) {
-					r = kap_error(err, ENOMEM, "spec");
-					break;
-				}
-				rootfd = open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
-				if (rootfd < 0) {
-					r = kap_error(err, errno, "open %s", merged);
-					break;
-				}
-			}
 			int fd = kap_fs_mkdir_in_root(rootfd, m->destination, 0755, false, err);
 			if (fd < 0) {
 				r = fd;
@@ -208,6 +384,11 @@ static int make_spec(const struct kap_spec *s, const struct kap_run_vm *a,
 			}
 			close(fd);
 			spec_add(&b, "tmpfs", "%s", m->destination);
+			continue;
+		}
+		if (m->bind && m->source && m->destination && under(m->source, a->cdir) &&
+		    stat(m->source, &st) == 0 && S_ISREG(st.st_mode)) {
+			r = spec_file(&b, rootfd, m, err);
 			continue;
 		}
 		/* The agent mounts /proc, /sys and /dev itself, over whatever is below. */
@@ -491,13 +672,45 @@ static int await_agent(struct vmm *v, int lfd, const char *kernel, struct kapsel
 	}
 }
 
-/* The process's output: ours, or the container's log (detached). */
+/* The process's output: ours, or the container's log (detached) and its attach clients. */
 static void output(const struct kap_run_vm *a, bool is_err, const void *buf, size_t len)
 {
 	if (a->logfd >= 0)
 		kap_log_record(a->logfd, is_err, buf, len);
 	else
 		write_all(is_err ? STDERR_FILENO : STDOUT_FILENO, buf, len);
+	if (a->attach)
+		a->attach->output(a->attach->ctx, is_err, buf, len);
+}
+
+struct kap_run_vm_io {
+	int conn;
+	bool tty;
+};
+
+void kap_run_vm_input(struct kap_run_vm_io *io, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (io->tty && len) {
+		size_t n = len < KAP_AGENT_MAX_DATA ? len : KAP_AGENT_MAX_DATA;
+		send_frame(io->conn, KAP_AGENT_STDIN, p, n);
+		p += n;
+		len -= n;
+	}
+}
+
+void kap_run_vm_resize(struct kap_run_vm_io *io, unsigned rows, unsigned cols)
+{
+	uint8_t sz[4] = {(uint8_t)rows, (uint8_t)(rows >> 8), (uint8_t)cols, (uint8_t)(cols >> 8)};
+	if (io->tty)
+		send_frame(io->conn, KAP_AGENT_RESIZE, sz, sizeof(sz));
+}
+
+#define ATTACH_FDS 16
+
+bool kap_run_vm_tty(const struct kap_run_vm_io *io)
+{
+	return io->tty;
 }
 
 static int relay(struct vmm *v, int conn, int ctl, const struct kap_run_vm *a,
@@ -518,18 +731,22 @@ static int relay(struct vmm *v, int conn, int ctl, const struct kap_run_vm *a,
 	}
 	int r = 0;
 	bool done = false, lost = false;
+	struct kap_run_vm_io io = {.conn = conn, .tty = a->tty};
 	while (!done) {
-		struct pollfd p[5] = {{.fd = conn, .events = POLLIN},
-				      {.fd = in, .events = POLLIN},
-				      {.fd = sfd, .events = POLLIN},
-				      {.fd = v->errfd, .events = POLLIN},
-				      {.fd = ctl, .events = POLLIN}};
-		if (poll(p, 5, -1) < 0) {
+		struct pollfd p[5 + ATTACH_FDS] = {{.fd = conn, .events = POLLIN},
+						   {.fd = in, .events = POLLIN},
+						   {.fd = sfd, .events = POLLIN},
+						   {.fd = v->errfd, .events = POLLIN},
+						   {.fd = ctl, .events = POLLIN}};
+		size_t na = a->attach ? a->attach->fds(a->attach->ctx, p + 5, ATTACH_FDS) : 0;
+		if (poll(p, (nfds_t)(5 + na), -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			r = kap_error(err, errno, "poll");
 			break;
 		}
+		if (na)
+			a->attach->ready(a->attach->ctx, p + 5, na, &io);
 		if (p[2].revents) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
@@ -658,12 +875,16 @@ static void spec_freep(struct kap_spec **s)
 		kap_spec_free(*s);
 }
 
-int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
+int kap_run_vm(const struct kap_run_vm *given, struct kapsel_error **err)
 {
 	__attribute__((cleanup(spec_freep))) struct kap_spec *s = NULL;
-	int r = kap_spec_load(a->cdir, &s, err);
+	int r = kap_spec_load(given->cdir, &s, err);
 	if (r < 0)
 		return r;
+	/* A terminal is config.json's to say (start has no -t flag to pass). */
+	struct kap_run_vm copy = *given;
+	const struct kap_run_vm *a = &copy;
+	copy.tty = given->tty || (s->process && s->process->terminal);
 	struct kap_guest_kernel k;
 	if ((r = kap_guest_kernel_find(a->kernel, &k, err)) < 0) {
 		kap_guest_kernel_clear(&k);
@@ -684,8 +905,25 @@ int kap_run_vm(const struct kap_run_vm *a, struct kapsel_error **err)
 		r = kap_error(err, ENOMEM, "run --vm");
 		goto out;
 	}
+	/* On a network: a card on a tap that the VMM makes on its bridge, with the leased MAC.
+	 * The tap is not persistent: whatever ends the VMM, the kernel removes it with the
+	 * VMM's last fd (net/tap.c). */
+	struct kap_vm_net net;
+	cleanup_close int cfd = open(a->cdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cfd < 0) {
+		r = kap_error(err, errno, "open %s", a->cdir);
+		goto out;
+	}
+	if ((r = vm_net_load(cfd, a->cdir, &net, err)) < 0)
+		goto out;
+	if (net.on) {
+		char opt[64];
+		snprintf(opt, sizeof(opt), "bridge=%s,mac=%s", net.bridge, net.mac);
+		if ((r = kapsel_vm_parse_net(opt, &cfg, err)) < 0)
+			goto out;
+	}
 	if ((r = kapsel_vm_parse_fs(rootopt, &cfg, err)) < 0 ||
-	    (r = make_spec(s, a, &cfg, &spec, &spec_len, err)) < 0 ||
+	    (r = make_spec(s, a, &net, &cfg, &spec, &spec_len, err)) < 0 ||
 	    (r = vm_size(s, a, &cfg.mem_size, &cfg.cpus, err)) < 0)
 		goto out;
 	snprintf(v.console, sizeof(v.console), "%s/console.log", a->cdir);

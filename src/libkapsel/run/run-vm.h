@@ -12,6 +12,8 @@
 
 #include <kapsel/error.h>
 
+#include "net/net.h"
+
 struct kapsel_run_options;
 
 /* Where kapsel looks for a guest kernel unless told: DIR/VERSION/boot/vmlinuz-VERSION. */
@@ -66,8 +68,51 @@ void kap_cpio_clear(struct kap_cpio *c);
 int kap_initramfs_get(const char *store, const struct kap_guest_kernel *k, char **path,
 		      struct kapsel_error **err);
 
+/*
+ * run --vm --net NETWORK: <cdir>/KAP_RUN_VM_NET holds the VM's place on the network, as
+ * kap_net_attach (a request with .vm) leased it: "bridge=", "mac=", "ip=ADDR/PREFIX",
+ * "gateway=" (absent on an internal network), "ip6=", "gateway6=" lines. kap_run_vm puts a
+ * virtio-net card on a tap of that bridge with that MAC, and the agent configures the guest's
+ * interface. Empty while the lease is being made; its presence says that one is held.
+ */
+#define KAP_RUN_VM_NET KAP_NET_VM_FILE
+struct kap_net_result;
+int kap_run_vm_net_write(int cdirfd, const struct kap_net_result *res, struct kapsel_error **err);
+
+struct kap_vm_net {
+	bool on; /* the container is on a network */
+	char bridge[16], mac[18];
+	char ip[INET_ADDRSTRLEN + 4], gateway[INET_ADDRSTRLEN];
+	char ip6[INET6_ADDRSTRLEN + 5], gateway6[INET6_ADDRSTRLEN];
+};
+/* vm.net's text (changed in place) into n, every line checked; what names it in errors. */
+int kap_run_vm_net_parse(char *text, const char *what, struct kap_vm_net *n,
+			 struct kapsel_error **err);
+
 /* run's flags that --vm cannot honour, and the guest kernel: before anything exists. */
 int kap_run_vm_check(const struct kapsel_run_options *o, struct kapsel_error **err);
+
+struct pollfd;
+/* What attach's hooks get to give the process input (kap_run_vm_input). */
+struct kap_run_vm_io;
+
+/*
+ * A detached VM container's `kapsel attach` clients (image/run.c keeps the socket and the
+ * protocol): every chunk of output goes to output() too, and the relay polls the fds that fds()
+ * fills (at most max, which is 16) and hands their events to ready(), which may send the process
+ * input.
+ */
+struct kap_run_vm_attach {
+	void *ctx;
+	void (*output)(void *ctx, bool is_err, const void *buf, size_t len);
+	size_t (*fds)(void *ctx, struct pollfd *p, size_t max);
+	void (*ready)(void *ctx, const struct pollfd *p, size_t n, struct kap_run_vm_io *io);
+};
+/* From ready(): keystrokes for the process's terminal (a tty container only), or its size. */
+void kap_run_vm_input(struct kap_run_vm_io *io, const void *buf, size_t len);
+void kap_run_vm_resize(struct kap_run_vm_io *io, unsigned rows, unsigned cols);
+/* Whether the process has a terminal (attach's hello says so). */
+bool kap_run_vm_tty(const struct kap_run_vm_io *io);
 
 struct kap_run_vm {
 	const char *name;   /* the container's name */
@@ -97,6 +142,8 @@ struct kap_run_vm {
 	 * connection: it returns once the agent may start the process (its START sent); a
 	 * negative return ends the VM with that error. */
 	int (*hold)(void *ctx, int conn, struct kapsel_error **err);
+	/* Detached: its attach clients; NULL: none. A terminal's input is open for them. */
+	const struct kap_run_vm_attach *attach;
 };
 
 /* Boots the VM, runs the process, relays its stdio; its shell-style status, or -errno. */
