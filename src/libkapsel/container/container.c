@@ -94,8 +94,8 @@ static char *state_json_text(const struct kap_state *st, const char *status)
 	return j ? kap_json_dump(j, false) : NULL;
 }
 
-static int resolve_rootfs(const struct kap_spec *spec, const char *bundle, char **out,
-			  struct kapsel_error **err)
+int kap_container_resolve_rootfs(const struct kap_spec *spec, const char *bundle, char **out,
+				 struct kapsel_error **err)
 {
 	cleanup_free char *p = NULL;
 	if (!spec->root_path)
@@ -315,7 +315,7 @@ static int create_container(const struct kapsel_create_options *o, bool run_mode
 	if ((r = kap_sysctl_validate(spec, err)) < 0)
 		return r;
 	cleanup_free char *rootfs = NULL;
-	if ((r = resolve_rootfs(spec, bundle, &rootfs, err)) < 0)
+	if ((r = kap_container_resolve_rootfs(spec, bundle, &rootfs, err)) < 0)
 		return r;
 	struct kap_seccomp *seccomp = NULL;
 	if (spec->seccomp && (r = kap_seccomp_prepare(spec->seccomp, &seccomp, err)) < 0)

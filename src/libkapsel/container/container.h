@@ -102,3 +102,7 @@ bool kap_userns_nested(void);
 int kap_wait_process(pid_t pid, int master, pid_t *relay_pid);
 /* Wait for pid (not necessarily our child) to die, up to timeout_ms. */
 int kap_wait_pid_gone(pid_t pid, int timeout_ms);
+/* config.json's root.path, relative to the bundle, as a real path: refused when missing, a
+ * symlink (the bundle author could point anywhere) or not a directory. */
+int kap_container_resolve_rootfs(const struct kap_spec *spec, const char *bundle, char **out,
+				 struct kapsel_error **err);

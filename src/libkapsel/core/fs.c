@@ -65,6 +65,21 @@ int kap_fs_write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
+bool kap_fs_read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	while (len) {
+		ssize_t k = read(fd, p, len);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		p += k;
+		len -= (size_t)k;
+	}
+	return true;
+}
+
 int kap_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
 			bool durable, struct kapsel_error **err)
 {

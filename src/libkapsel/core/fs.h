@@ -13,6 +13,8 @@ int kap_fs_read_file(int dirfd, const char *path, size_t limit, char **out, size
 		     struct kapsel_error **err);
 /* write(2) until done, retrying EINTR; -errno on failure. */
 int kap_fs_write_all(int fd, const void *data, size_t len);
+/* read(2) until len bytes, retrying EINTR; false at end of file or on an error. */
+bool kap_fs_read_full(int fd, void *buf, size_t len);
 /* Write tmp file + rename: readers never see a partial file. fsync when durable. */
 int kap_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
 			bool durable, struct kapsel_error **err);

@@ -150,27 +150,16 @@ static int check_vm_spec(const struct kap_spec *s, const struct kapsel_create_op
 static int resolve_rootfs(const struct kap_spec *s, const char *bundle, char **out,
 			  struct kapsel_error **err)
 {
-	cleanup_free char *p = NULL;
-	if (!s->root_path)
-		return kap_error_plain(err, EINVAL, "root.path: missing");
-	if (s->root_path[0] == '/')
-		p = strdup(s->root_path);
-	else if (asprintf(&p, "%s/%s", bundle, s->root_path) < 0)
-		p = NULL;
-	if (!p)
-		return kap_error(err, ENOMEM, "root.path");
-	struct stat st;
-	if (lstat(p, &st) < 0)
-		return kap_error(err, errno, "root.path: %s", p);
-	if (S_ISLNK(st.st_mode))
-		return kap_error_plain(err, EINVAL, "root.path: %s is a symlink", p);
-	if (!S_ISDIR(st.st_mode))
-		return kap_error_plain(err, ENOTDIR, "root.path: %s is not a directory", p);
-	if (strchr(p, ','))
-		return kap_error_plain(
-		    err, EINVAL, "root.path: %s: a comma cannot go into a virtio-fs share", p);
-	*out = realpath(p, NULL);
-	return *out ? 0 : kap_error(err, errno, "root.path: resolve %s", p);
+	int r = kap_container_resolve_rootfs(s, bundle, out, err);
+	if (r < 0)
+		return r;
+	if (strchr(*out, ',')) {
+		r = kap_error_plain(
+		    err, EINVAL, "root.path: %s: a comma cannot go into a virtio-fs share", *out);
+		free(*out);
+		*out = NULL;
+	}
+	return r;
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -215,17 +204,7 @@ static bool ends_process(int sig)
 
 static bool read_full(int fd, void *buf, size_t n)
 {
-	char *p = buf;
-	while (n) {
-		ssize_t k = read(fd, p, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return false;
-		p += k;
-		n -= (size_t)k;
-	}
-	return true;
+	return kap_fs_read_full(fd, buf, n);
 }
 
 /*

@@ -463,17 +463,7 @@ static bool write_all(int fd, const void *buf, size_t n)
 
 static bool read_all(int fd, void *buf, size_t n)
 {
-	char *p = buf;
-	while (n) {
-		ssize_t k = read(fd, p, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return false;
-		p += k;
-		n -= (size_t)k;
-	}
-	return true;
+	return kap_fs_read_full(fd, buf, n);
 }
 
 static bool send_frame(int fd, unsigned type, const void *data, size_t len)
