@@ -545,7 +545,7 @@ static uint64_t translate(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int a
 		lin &= 0xffffffffULL;
 	} else if (cpu->efer & KAP_SOFT_EFER_LMA) {
 		/* Canonical check (§3.3.7.1): a non-canonical address is #GP, not #PF. */
-		if ((uint64_t)(((int64_t)lin << 16) >> 16) != lin)
+		if ((uint64_t)((int64_t)(lin << 16) >> 16) != lin)
 			FAULT(kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true));
 		levels = 4;
 		shift = 39;

@@ -292,7 +292,7 @@ void kap_soft_sys_syscall(struct kap_soft_cpu *cpu, const struct kap_soft_insn *
 			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true);
 		bool to64 = d->rex & 8;
 		uint64_t rip = to64 ? cpu->r[1] : cpu->r[1] & 0xffffffffULL;
-		if ((uint64_t)(((int64_t)rip << 16) >> 16) != rip)
+		if ((uint64_t)((int64_t)(rip << 16) >> 16) != rip)
 			kap_soft_raise(cpu, KAP_SOFT_XGP, 0, true); /* non-canonical RCX */
 		uint16_t base = (uint16_t)(cpu->star >> 48);
 		uint16_t cs = (uint16_t)((to64 ? base + 16 : base) | 3);
