@@ -884,7 +884,8 @@ int kap_run_vm(const struct kap_run_vm *given, struct kapsel_error **err)
 	cleanup_free char *initrd = NULL, *spec = NULL, *merged = NULL, *rootopt = NULL;
 	size_t spec_len = 0;
 	struct vmm v = {.pid = -1, .errfd = -1};
-	cleanup_close int lfd = -1, conn = -1, cdirfd = -1, ctl = -1;
+	cleanup_close int lfd = -1, conn = -1, cdirfd = -1, ctl = -1, cfd = -1;
+	struct kap_vm_net net = {0};
 	r = kap_initramfs_get(a->store, &k, &initrd, err);
 	if (r < 0)
 		goto out;
@@ -898,8 +899,7 @@ int kap_run_vm(const struct kap_run_vm *given, struct kapsel_error **err)
 	/* On a network: a card on a tap that the VMM makes on its bridge, with the leased MAC.
 	 * The tap is not persistent: whatever ends the VMM, the kernel removes it with the
 	 * VMM's last fd (net/tap.c). */
-	struct kap_vm_net net;
-	cleanup_close int cfd = open(a->cdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	cfd = open(a->cdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (cfd < 0) {
 		r = kap_error(err, errno, "open %s", a->cdir);
 		goto out;
