@@ -33,6 +33,7 @@ import pytest
 
 from conftest import KAPSEL
 from test_vm_linux import fetch_kernel, make_initramfs, need_linux_speed
+from test_vm_migrate import recv_line
 
 CMDLINE = "console=ttyS0 reboot=k panic=-1 rdinit=/init"
 BANNER = "Linux version"
@@ -371,15 +372,8 @@ while :; do sleep 1; done
 """
 
 
-def vsock_line(s, timeout=60):
-    s.settimeout(timeout)
-    buf = b""
-    while not buf.endswith(b"\n"):
-        c = s.recv(1)
-        if not c:
-            break
-        buf += c
-    return buf.decode(errors="replace")
+def vsock_line(s):
+    return recv_line(s, timeout=60)  # a Linux guest in the nested runner answers slowly
 
 
 def test_linux_vsock_connection_survives_live_migration(tmp_path):
