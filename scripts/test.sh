@@ -29,7 +29,11 @@ if [ $# -eq 0 ] && [ ! -e /dev/kvm ]; then
 	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration \
 		--ignore-glob='tests/integration/test_vm*.py'
 	echo "== VM tests on the soft CPU (--accel soft: no KVM needed)"
-	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration/test_vm_soft.py
+	# test_vm_soft.py, and the soft column of the Linux-guest tests (-m "not kvm": their kvm
+	# column goes to scripts/vm-tests.sh --nested).
+	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider -m "not kvm" \
+		tests/integration/test_vm_soft.py tests/integration/test_vm_linux.py \
+		tests/integration/test_vm_linux_virtio.py
 	echo "== VM tests: no /dev/kvm here, so the freestanding guests run in nested SVM under QEMU TCG"
 	echo "   (the Linux guests: scripts/vm-tests.sh --nested; test_vm_soft_diff.py goes there too:"
 	echo "   its reference side is KVM)"
