@@ -8,6 +8,9 @@
  *   READLINK of that symlink, a node id never issued, a READ larger than the reply buffer, a
  *   header whose length exceeds its buffer, an unknown opcode; and a FORGET on the hiprio
  *   queue, after which the forgotten node id is stale.
+ * With write=1 it then opens hello.txt for writing and overwrites its first bytes with "HELLO",
+ * and creates "new.txt" holding "written by the guest\n" ("open rw", "write", "create" and
+ * "write new" report each result: 0 or the bytes written, or -errno).
  * The share must hold hello.txt and the symlink etc -> /etc. "transport=pci" drives the
  * device as a virtio-pci function (virtio-pci.h's BAR and capabilities, both queues set up
  * here), otherwise as virtio-mmio.
@@ -24,6 +27,8 @@
 #define FUSE_READLINK 5
 #define FUSE_OPEN     14
 #define FUSE_READ     15
+#define FUSE_WRITE    16
+#define FUSE_CREATE   35
 #define FUSE_INIT     26
 
 struct fuse_in_hdr {
@@ -195,6 +200,48 @@ static uint32_t fs_read_in(uint64_t fh, uint32_t size)
 	return 40;
 }
 
+/* WRITE of the string s at offset off of handle fh: the bytes written, or -errno. */
+static int32_t fs_write(uint64_t fh, uint64_t off, const char *s)
+{
+	/* fuse_write_in: fh, offset, size, write_flags, lock_owner, flags, padding (40 bytes). */
+	uint32_t n = (uint32_t)strlen_(s);
+	bzero_(fs_req.arg, 40);
+	bcopy_(fs_req.arg, &fh, 8);
+	bcopy_(fs_req.arg + 8, &off, 8);
+	bcopy_(fs_req.arg + 16, &n, 4);
+	bcopy_(fs_req.arg + 40, s, n);
+	int32_t e = fs_send(FUSE_WRITE, 0, 40 + n, 0, 0, sizeof(fs_rsp));
+	if (e)
+		return e;
+	uint32_t size; /* fuse_write_out */
+	bcopy_(&size, fs_rsp.res, 4);
+	return (int32_t)size;
+}
+
+/* write=1: a file of the share reopened for writing, and a new one (see the top). */
+static void fs_write_files(uint64_t node)
+{
+	uint32_t flags = 2; /* O_RDWR; fuse_open_in: flags, open_flags */
+	bzero_(fs_req.arg, 8);
+	bcopy_(fs_req.arg, &flags, 4);
+	int32_t e = fs_send(FUSE_OPEN, node, 8, 0, 0, sizeof(fs_rsp));
+	fs_report("open rw", e);
+	uint64_t fh;
+	bcopy_(&fh, fs_rsp.res, 8);
+	if (e == 0)
+		fs_report("write", fs_write(fh, 0, "HELLO"));
+	/* fuse_create_in: flags, mode, umask, open_flags; then the name. */
+	uint32_t in[4] = {2, 0100644, 022, 0};
+	bcopy_(fs_req.arg, in, sizeof(in));
+	bcopy_(fs_req.arg + 16, "new.txt", 8);
+	e = fs_send(FUSE_CREATE, 1, 16 + 8, 0, 0, sizeof(fs_rsp));
+	fs_report("create", e);
+	/* fuse_entry_out (128 bytes), then fuse_open_out: fh first. */
+	bcopy_(&fh, fs_rsp.res + 128, 8);
+	if (e == 0)
+		fs_report("write new", fs_write(fh, 0, "written by the guest\n"));
+}
+
 static void test_virtiofs(const char *cmd)
 {
 	char transport[8];
@@ -305,6 +352,9 @@ static void test_virtiofs(const char *cmd)
 	fs_report("readlink forgotten node", fs_send(FUSE_READLINK, link, 0, 0, 0, sizeof(fs_rsp)));
 	/* Still serving after all that. */
 	CHECK(fs_lookup(1, "hello.txt", &node, &mode) == 0, "virtiofs: lookup after abuse failed");
+	char w[4];
+	if (cmdline_get(cmd, "write", w, sizeof(w)))
+		fs_write_files(node);
 	puts_("virtiofs ok\n");
 	pass();
 }

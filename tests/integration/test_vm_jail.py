@@ -7,6 +7,7 @@ jail is checked from outside through /proc. KAPSEL_JAIL_SELFTEST=open makes vCPU
 after its filter is installed: the VMM must die with one line naming the thread and the syscall.
 Nothing here changes the host: the "user namespaces not allowed" case lowers
 user.max_user_namespaces only inside a throwaway user namespace."""
+import errno
 import json
 import os
 import signal
@@ -373,14 +374,69 @@ def test_selftest_without_jail_does_nothing():
     (["--jail", "--jail-gid", "-5"], "--jail-gid -5: expected a numeric host id"),
     (["--jail", "--jail-uid", "4294967295"], "--jail-uid 4294967295: expected"),
     (["--jail-uid", "1000"], "--jail-uid and --jail-gid need --jail"),
-    # refused rather than killed by a seccomp table that lacks their syscalls
-    (["--jail", "--fs", "tag=x,path=/tmp"], "--jail: not with --fs yet"),
 ])
 def test_bad_jail_options(args, msg):
     r = mb("pass", *args)
     assert r.returncode == 1, r.stdout + r.stderr
     assert msg in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# ---- virtio-fs in the jail ----
+
+def fs_share(tmp_path, owner=DEFAULT_ID):
+    """A share the jail's uid owns (the jailed VMM acts on it as that uid), with hello.txt and
+    the symlink etc -> /etc; a file beside it that nothing may reach."""
+    d = tmp_path / "share"
+    d.mkdir()
+    (d / "hello.txt").write_text("hello from the host share\n")
+    os.symlink("/etc", d / "etc")
+    for p in (d, d / "hello.txt"):
+        os.chown(p, owner, owner)
+    (tmp_path / "outside").write_text("secret")
+    return d
+
+
+@pytest.mark.parametrize("transport", ["mmio", "pci"])
+def test_virtiofs_read_write_jailed(tmp_path, transport):
+    """The guest reads the share, reopens a file for writing (through the jail's own procfs),
+    writes it, creates one; its hostile requests get the same errors as unjailed, and nothing
+    outside the share changes."""
+    from test_vm_virtiofs import guest_lines
+    share = fs_share(tmp_path)
+    r = mb(f"virtiofs transport={transport} write=1", "--jail", "--transport", transport,
+           "--fs", f"tag=share0,path={share}", timeout=120)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "seccomp" not in r.stderr, r.stderr
+    assert "virtiofs: read: hello from the host share" in r.stdout, r.stdout
+    got = guest_lines(r.stdout)
+    assert {k: got[k] for k in ("open rw", "write", "create", "write new")} == {
+        "open rw": "0", "write": "5", "create": "0", "write new": "21"}, r.stdout
+    assert (share / "hello.txt").read_text() == "HELLO from the host share\n"
+    assert (share / "new.txt").read_text() == "written by the guest\n"
+    # Made by the jailed VMM: the jail's uid on the host.
+    assert (share / "new.txt").stat().st_uid == DEFAULT_ID
+    for what, e in [("lookup ..", errno.EINVAL), ("lookup ../etc", errno.EINVAL),
+                    ("lookup /etc/passwd", errno.EINVAL), ("lookup etc/passwd", errno.ENOTDIR),
+                    ("open etc", errno.ELOOP), ("getattr unknown node", errno.ESTALE)]:
+        assert got[what] == f"-{e}", (what, r.stdout)
+    assert sorted(os.listdir(tmp_path)) == ["outside", "share"]
+    assert (tmp_path / "outside").read_text() == "secret"
+
+
+def test_virtiofs_jailed_uid_cannot_write_a_root_file(tmp_path):
+    """The jail adds no right: a file only root may write stays unwritten (EACCES), as the
+    jail's uid would find it on the host."""
+    from test_vm_virtiofs import guest_lines
+    share = fs_share(tmp_path)
+    os.chown(share / "hello.txt", 0, 0)
+    os.chmod(share / "hello.txt", 0o644)
+    r = mb("virtiofs transport=mmio write=1", "--jail", "--transport", "mmio",
+           "--fs", f"tag=share0,path={share}", timeout=120)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    got = guest_lines(r.stdout)
+    assert got["open rw"] == f"-{errno.EACCES}", r.stdout
+    assert (share / "hello.txt").read_text() == "hello from the host share\n"
 
 
 def test_jail_as_non_root_refused():
