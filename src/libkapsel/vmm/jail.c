@@ -237,6 +237,40 @@ static const struct jail_sys sys_api[] = {
     {SCMP_SYS(pwrite64), "snapshot files"},
     {SCMP_SYS(lseek), "snapshot files"},
     {SCMP_SYS(getrandom), "json-c seeds its hash tables on first use"},
+    /*
+     * PUT /migrate starts the migration thread from here, and a new thread starts under its
+     * creator's filter before it adds its own (filters stack): what that thread needs must
+     * pass this one too. clone only for threads (add_kind); clone3 answers ENOSYS, which makes
+     * the C library fall back to clone, whose flags a filter can see.
+     */
+    {SCMP_SYS(set_robust_list), "a new thread's start (the migration's)"},
+    {SCMP_SYS(sched_getaffinity), "a new thread's start (the sanitizers' thread registry)"},
+    {SCMP_SYS(rseq), "a new thread's start (the migration's)"},
+    {SCMP_SYS(shutdown), "DELETE /migrate wakes the blocked migration thread"},
+    {SCMP_SYS(poll), "the migration thread: waits for the destination's reply"},
+    {SCMP_SYS(setsockopt), "the migration thread: send timeout, TCP_NODELAY"},
+    {SCMP_SYS(getsockopt), "the migration thread: checks the handed connection"},
+    {SCMP_SYS(getpeername), "the migration thread: checks the handed connection"},
+};
+
+/*
+ * A live migration's thread (migrate.c): the stream over the connection its client handed
+ * over (a jailed VMM dials nothing: no socket, no connect), the dirty log and the machine
+ * state through KVM, the vsock sockets passed along (SCM_RIGHTS).
+ */
+static const struct jail_sys sys_migrate[] = {
+    {SCMP_SYS(sendto), "the stream"},
+    {SCMP_SYS(sendmsg), "the stream; the vsock sockets (SCM_RIGHTS)"},
+    {SCMP_SYS(recvfrom), "the destination's replies"},
+    {SCMP_SYS(recvmsg), "the destination's replies"},
+    {SCMP_SYS(poll), "waits for the destination's reply"},
+    {SCMP_SYS(read), "eventfds"},
+    {SCMP_SYS(setsockopt), "send timeout, TCP_NODELAY"},
+    {SCMP_SYS(getsockopt), "checks the handed connection"},
+    {SCMP_SYS(getpeername), "checks the handed connection"},
+    {SCMP_SYS(close), "the connection at the end"},
+    {SCMP_SYS(set_robust_list), "its start"},
+    {SCMP_SYS(rseq), "its start"},
 };
 
 /* ioctl requests a vCPU thread makes on its own vCPU fd (vcpu.c). */
@@ -256,7 +290,7 @@ static const unsigned long ioctl_tty[] = {TCGETS, TCSETS, TCSETSW, TCSETSF};
 
 static const char *const kind_names[KAP_JAIL_KINDS] = {
     [KAP_JAIL_VCPU] = "vcpu", [KAP_JAIL_LOOP] = "event loop", [KAP_JAIL_DEVICE] = "device",
-    [KAP_JAIL_API] = "api",   [KAP_JAIL_FS] = "virtio-fs",
+    [KAP_JAIL_API] = "api",   [KAP_JAIL_FS] = "virtio-fs",    [KAP_JAIL_MIGRATE] = "migration",
 };
 
 /* ---- the child <-> caller protocol (a SOCK_SEQPACKET pair) ---- */
@@ -396,8 +430,30 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 		if ((r = add_all(ctx, sys_fs, N(sys_fs))) < 0)
 			return r;
 		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
+	case KAP_JAIL_MIGRATE:
+		if ((r = add_all(ctx, sys_migrate, N(sys_migrate))) < 0 || (r = add_kick(ctx)) < 0)
+			return r;
+		/* Pausing the guest and saving its state, the dirty log: KVM requests. */
+		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+					SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00, (uint64_t)KVMIO << 8));
 	case KAP_JAIL_API:
-		if ((r = add_all(ctx, sys_api, N(sys_api))) < 0 || (r = add_kick(ctx)) < 0)
+		if ((r = add_all(ctx, sys_api, N(sys_api))) < 0 || (r = add_kick(ctx)) < 0 ||
+		    (r = seccomp_rule_add(
+			 ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+			 SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD))) < 0 ||
+		    (r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)) < 0)
+			return r;
+		/*
+		 * The migration thread names itself and installs its own filter (kap_jail_thread)
+		 * under this one: prctl for those two only, seccomp only to add a filter (which
+		 * can only take rights away).
+		 */
+		if ((r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+					  SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME))) < 0 ||
+		    (r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+					  SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS))) < 0 ||
+		    (r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
+					  SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER))) < 0)
 			return r;
 		/*
 		 * Pause, resume and snapshot read and write machine state through many KVM
@@ -611,6 +667,10 @@ static void remove_paths(const struct kapsel_vm_config *c)
 		unlink(c->vsock_path);
 	if (c->api_sock && lstat(c->api_sock, &st) == 0 && S_ISSOCK(st.st_mode))
 		unlink(c->api_sock);
+	/* An --incoming unix: listener (migrate.c), outside the jail's root. */
+	if (c->incoming && !strncmp(c->incoming, "unix:", 5) && lstat(c->incoming + 5, &st) == 0 &&
+	    S_ISSOCK(st.st_mode))
+		unlink(c->incoming + 5);
 	if (!c->name || !c->runtime_dir)
 		return;
 	char dir[4096];
