@@ -212,9 +212,11 @@ static const struct jail_sys sys_fs[] = {
     {SCMP_SYS(symlinkat), "SYMLINK"},
     {SCMP_SYS(readlinkat), "READLINK"},
     {SCMP_SYS(unlinkat), "UNLINK, RMDIR"},
-    {SCMP_SYS(renameat2), "RENAME, RENAME2"},
+    {SCMP_SYS(renameat2), "RENAME2 with flags"},
+    {SCMP_SYS(renameat), "RENAME (the C library's renameat2 without flags)"},
     {SCMP_SYS(linkat), "LINK through /proc/self/fd"},
     {SCMP_SYS(faccessat), "ACCESS through /proc/self/fd"},
+    {SCMP_SYS(faccessat2), "ACCESS (the C library's faccessat tries it first)"},
 };
 
 static const struct jail_sys sys_api[] = {
