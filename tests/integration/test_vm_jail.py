@@ -536,6 +536,37 @@ def test_migrate_jailed(tmp_path, kind, src_jail, dst_jail):
     assert rounds >= 2
 
 
+@pytest.mark.parametrize("mode", ["stall", "refuse-end"])
+def test_jailed_migration_cancel_and_refusal_leave_the_source_running(tmp_path, mode):
+    """The jailed source streams over the connection vm migrate handed it: a cancel (the API
+    thread's shutdown wakes its blocked send) or a destination that refuses at the end leave
+    the guest counting at the source."""
+    from test_vm_migrate import FakeDestination, HELLO, source, still_counting, stop
+    from test_vm_migrate import wait_for as wait
+    root = tmp_path / "root"
+    # 64 MiB of dirty RAM do not fit in the socket's buffer: a send blocks on the stall.
+    src, con = (source(root, tmp_path, "dirty dirty_mib=64", "128M", "--jail") if mode == "stall"
+                else source(root, tmp_path, "count", "64M", "--jail"))
+    fake = FakeDestination(str(tmp_path / "fake.sock"), mode)
+    try:
+        mig = subprocess.Popen([KAPSEL, "--root", str(root), "vm", "migrate", "src",
+                                f"unix:{tmp_path}/fake.sock"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        wait(lambda: HELLO in fake.got, what="the handshake")
+        if mode == "stall":
+            time.sleep(0.5)
+            r = subprocess.run([KAPSEL, "--root", str(root), "vm", "migrate", "--cancel",
+                                "src"], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+        _, err = mig.communicate(timeout=120)
+        assert mig.returncode != 0 and len(err.strip().splitlines()) == 1, err
+        assert ("cancelled" if mode == "stall"
+                else "refused it: the fake destination says no") in err, err
+        still_counting(src, con)
+    finally:
+        stop(src)
+
+
 def jailed_vsock_pair(tmp_path, addr, dst_jail=True):
     """A jailed test=vsockecho source with a host connection that echoes, and a destination
     waiting on addr: (root, src, dst, dst console, host socket)."""
