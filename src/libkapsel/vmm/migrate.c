@@ -510,7 +510,7 @@ static int send_pages(struct kap_migration *m, struct mig_conn *c, const uint64_
 }
 
 /* Reads the destination's REPLY: 0 when accepted, else an error with its message. */
-static int recv_reply(struct kap_migration *m, struct mig_conn *c, const char *when,
+static int read_reply(struct kap_migration *m, struct mig_conn *c, const char *when, bool *refused,
 		      struct kapsel_error **err)
 {
 	struct mig_frame f;
@@ -534,17 +534,41 @@ static int recv_reply(struct kap_migration *m, struct mig_conn *c, const char *w
 	for (size_t i = 0; i < mlen; i++)
 		if ((unsigned char)msg[i] < 0x20 || (unsigned char)msg[i] == 0x7f)
 			msg[i] = '?';
-	if (rep.status != 0)
+	if (rep.status != 0) {
+		*refused = true;
 		return kap_error_plain(err, EPROTO,
 				       "migration to %s: the destination refused it: %s", m->dest,
 				       mlen ? msg : "no reason given");
+	}
 	return 0;
+}
+
+static int recv_reply(struct kap_migration *m, struct mig_conn *c, const char *when,
+		      struct kapsel_error **err)
+{
+	bool refused = false;
+	return read_reply(m, c, when, &refused, err);
 }
 
 static int send_error(struct kap_migration *m, int r, const char *when, struct kapsel_error **err)
 {
 	if (r == -ECANCELED || atomic_load(&m->cancel))
 		return kap_error_plain(err, ECANCELED, "migration to %s: cancelled", m->dest);
+	/*
+	 * A destination that refuses a frame says why before it closes (the vsock sockets of a
+	 * jailed destination over tcp, for one): the reason is still in the socket.
+	 */
+	if ((r == -EPIPE || r == -ECONNRESET) && m->fd >= 0) {
+		struct mig_conn c = {.fd = m->fd, .signal_fd = -1, .cancel = &m->cancel};
+		bool refused = false;
+		int rr = read_reply(m, &c, when, &refused, err);
+		if (refused)
+			return rr;
+		if (err && *err) {
+			kapsel_error_free(*err);
+			*err = NULL;
+		}
+	}
 	return kap_error_plain(err, -r, "migration to %s: %s: %s", m->dest, when,
 			       r == -EPIPE || r == -ECONNRESET
 				   ? "the destination closed the connection"
@@ -1117,6 +1141,21 @@ static int refuse(struct mig_conn *c, struct kapsel_error **err, int errnum, con
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	send_reply(c, 1, msg);
+	/*
+	 * TCP answers a close with unread bytes with a reset, which can drop the reply before the
+	 * source reads it: half-close, then read what the source still sends (it stops at the
+	 * reply), for a second at most.
+	 */
+	shutdown(c->fd, SHUT_WR);
+	char sink[4096];
+	for (int64_t end = now_ms() + 1000, left; (left = end - now_ms()) > 0;) {
+		struct pollfd p = {.fd = c->fd, .events = POLLIN};
+		if (poll(&p, 1, (int)left) <= 0)
+			break;
+		ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+	}
 	return kap_error_plain(err, errnum, "migration stream: %s", msg);
 }
 
