@@ -201,6 +201,17 @@ def test_jail_seen_from_outside(tmp_path):
         # Every thread has started (two vCPUs, the API thread, the event loop).
         wait_for(lambda: len(os.listdir(f"/proc/{pid}/task")) >= 4, what="threads")
         wait_for(lambda: "count" in console.read_text(), what="guest output")
+
+        def all_filtered():
+            # The event loop's thread installs its filter last, after the vCPUs started
+            # (the guest may print before that).
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                t = f"/proc/{pid}/task/{tid}"
+                if (not open(f"{t}/comm").read().startswith("kvm-") and
+                        status_fields(f"{t}/status")["Seccomp"] != ["2"]):
+                    return False
+            return True
+        wait_for(all_filtered, what="every thread's seccomp filter")
         for tid in os.listdir(f"/proc/{pid}/task"):
             t = f"/proc/{pid}/task/{tid}"
             comm = open(f"{t}/comm").read().strip()
