@@ -26,9 +26,11 @@
  * the caller which thread made which syscall and then makes the one syscall every filter kills
  * the process for (SECCOMP_RET_KILL_PROCESS). The caller reports it in one line.
  *
- * What this costs: snapshot and migration files cannot be created by path inside the read-only
- * root (the API answers with the error); a guest-initiated vsock connection needs the listener
- * reachable by the jail's uid.
+ * What this costs: snapshot files cannot be created by path inside the read-only root (the API
+ * answers with the error); a migration goes over a connection its client dialled and handed in
+ * (migrate.c); a guest-initiated vsock connection needs the listener reachable by the jail's
+ * uid; virtio-fs acts on its share as the jail's uid, reopening nodes through a procfs of the
+ * jail's own (jail_proc).
  */
 #include <dirent.h>
 #include <errno.h>
