@@ -275,6 +275,12 @@ int kapsel_vm_api_path(const char *runtime_dir, const char *name, char **path,
  */
 int kapsel_vm_api_call(const char *path, const char *method, const char *target, const char *json,
 		       char **body, struct kapsel_error **err);
+/*
+ * PUT /migrate with body json to the VMM at path; a jailed VMM gets the connection to dest,
+ * dialled here, with it (docs/vm.md, Live migration). As kapsel_vm_api_call.
+ */
+int kapsel_vm_api_migrate(const char *path, const char *json, const char *dest, char **body,
+			  struct kapsel_error **err);
 
 /* What GET / of a VM's API says. */
 struct kapsel_vm_info {

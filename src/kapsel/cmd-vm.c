@@ -983,7 +983,7 @@ static int vm_migrate(const struct cli_globals *g, int argc, char **argv)
 		rc = cli_fail("vm migrate: out of memory");
 		goto out;
 	}
-	int r = kapsel_vm_api_call(path, "PUT", "/migrate", req, &body, &err);
+	int r = kapsel_vm_api_migrate(path, req, dest, &body, &err);
 	if (r < 0) {
 		rc = cli_fail_err(err);
 		goto out;

@@ -2146,7 +2146,7 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 	if (streq(test, "vsockreset"))
 		test_vsockreset();
 	if (streq(test, "vsockecho"))
-		test_vsockecho();
+		test_vsockecho(cmdline);
 	if (streq(test, "pwrbtn"))
 		test_pwrbtn();
 	if (streq(test, "dirty"))

@@ -519,9 +519,12 @@ static void __attribute__((noreturn)) test_vsockreset(void)
  * test=vsockecho: serves host connections to port 1234 for ever, answering every data packet
  * with "echo: " + its bytes on the same connection. Prints "vsockecho: ready", then
  * "vsockecho: connected PORT", "vsockecho: got DATA", "vsockecho: closed PORT" and
- * "vsock: transport reset" when the device sends that event (after a restore).
+ * "vsock: transport reset" when the device sends that event (after a restore). With dial=P it
+ * also connects from guest port 3000 to host port P ("vsockecho: dialed P" on the RESPONSE)
+ * and echoes on that connection the same way. A RST prints "vsockecho: reset GUEST HOST"
+ * (the ports).
  */
-static void __attribute__((noreturn)) test_vsockecho(void)
+static void __attribute__((noreturn)) test_vsockecho(const char *cmd)
 {
 	uint32_t b = vio_find(19, 0);
 	CHECK(b, "no virtio-vsock device");
@@ -534,8 +537,12 @@ static void __attribute__((noreturn)) test_vsockecho(void)
 	vs_event = 0xffffffffu;
 	vq_give(b, &vs_evq, 2, 0, &vs_event, sizeof(vs_event), 1);
 	puts_("vsockecho: ready\n");
-	volatile struct vq *ev = &vs_evq, *rx = &vs_rxq;
 	char data[260], reply[280];
+	if (cmdline_get(cmd, "dial", data, sizeof(data))) {
+		vs_fwd = 0;
+		vs_send(b, VS_REQUEST, 3000, atou(data), 0, 0, 0);
+	}
+	volatile struct vq *ev = &vs_evq, *rx = &vs_rxq;
 	for (;;) {
 		if (ev->used.idx != vs_evq.last_used) {
 			vs_evq.last_used++;
@@ -555,6 +562,16 @@ static void __attribute__((noreturn)) test_vsockecho(void)
 			putc_('\n');
 		} else if (op == VS_REQUEST) {
 			vs_send(b, VS_RST, h.dst_port, h.src_port, 0, 0, 0);
+		} else if (op == VS_RESPONSE) {
+			puts_("vsockecho: dialed ");
+			putu(h.src_port);
+			putc_('\n');
+		} else if (op == VS_RST) {
+			puts_("vsockecho: reset ");
+			putu(h.dst_port);
+			putc_(' ');
+			putu(h.src_port);
+			putc_('\n');
 		} else if (op == VS_RW) {
 			puts_("vsockecho: got ");
 			puts_(data);

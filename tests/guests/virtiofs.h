@@ -8,6 +8,13 @@
  *   READLINK of that symlink, a node id never issued, a READ larger than the reply buffer, a
  *   header whose length exceeds its buffer, an unknown opcode; and a FORGET on the hiprio
  *   queue, after which the forgotten node id is stale.
+ * With write=1 it then opens hello.txt for writing and overwrites its first bytes with "HELLO",
+ * and creates "new.txt" holding "written by the guest\n" ("open rw", "write", "create" and
+ * "write new" report each result: 0 or the bytes written, or -errno); then it works the rest
+ * of what a driver sends on a share (fsync, setattr of mode and size, mkdir "dir", rename of
+ * new.txt to dir/moved.txt, link and unlink, symlink dir/sym -> moved.txt, mknod of the FIFO
+ * dir/fifo, access, statfs, opendir and readdir, mkdir and rmdir of "gone"), each reported
+ * by its name: the share ends with dir/moved.txt ("written", mode 0600), dir/sym, dir/fifo.
  * The share must hold hello.txt and the symlink etc -> /etc. "transport=pci" drives the
  * device as a virtio-pci function (virtio-pci.h's BAR and capabilities, both queues set up
  * here), otherwise as virtio-mmio.
@@ -24,6 +31,21 @@
 #define FUSE_READLINK 5
 #define FUSE_OPEN     14
 #define FUSE_READ     15
+#define FUSE_WRITE    16
+#define FUSE_CREATE   35
+#define FUSE_SETATTR  4
+#define FUSE_SYMLINK  6
+#define FUSE_MKNOD    8
+#define FUSE_MKDIR    9
+#define FUSE_UNLINK   10
+#define FUSE_RMDIR    11
+#define FUSE_RENAME   12
+#define FUSE_LINK     13
+#define FUSE_STATFS   17
+#define FUSE_FSYNC    20
+#define FUSE_OPENDIR  27
+#define FUSE_READDIR  28
+#define FUSE_ACCESS   34
 #define FUSE_INIT     26
 
 struct fuse_in_hdr {
@@ -195,6 +217,109 @@ static uint32_t fs_read_in(uint64_t fh, uint32_t size)
 	return 40;
 }
 
+/* WRITE of the string s at offset off of handle fh: the bytes written, or -errno. */
+static int32_t fs_write(uint64_t fh, uint64_t off, const char *s)
+{
+	/* fuse_write_in: fh, offset, size, write_flags, lock_owner, flags, padding (40 bytes). */
+	uint32_t n = (uint32_t)strlen_(s);
+	bzero_(fs_req.arg, 40);
+	bcopy_(fs_req.arg, &fh, 8);
+	bcopy_(fs_req.arg + 8, &off, 8);
+	bcopy_(fs_req.arg + 16, &n, 4);
+	bcopy_(fs_req.arg + 40, s, n);
+	int32_t e = fs_send(FUSE_WRITE, 0, 40 + n, 0, 0, sizeof(fs_rsp));
+	if (e)
+		return e;
+	uint32_t size; /* fuse_write_out */
+	bcopy_(&size, fs_rsp.res, 4);
+	return (int32_t)size;
+}
+
+/* A request on node: flen bytes of fixed arguments, then the names n1 and n2 (NUL-ended). */
+static int32_t fs_op(uint32_t op, uint64_t node, const void *fixed, uint32_t flen, const char *n1,
+		     const char *n2)
+{
+	uint32_t len = flen;
+	bcopy_(fs_req.arg, fixed, flen);
+	for (const char *n = n1; n; n = n == n1 ? n2 : NULL) {
+		uint32_t l = (uint32_t)strlen_(n) + 1;
+		bcopy_(fs_req.arg + len, n, l);
+		len += l;
+	}
+	return fs_send(op, node, len, 0, 0, sizeof(fs_rsp));
+}
+
+/* write=1, after the files: the other requests a driver sends (see the top). */
+static void fs_more_ops(uint64_t fh, uint64_t node)
+{
+	uint32_t fsync_in[4] = {(uint32_t)fh, (uint32_t)(fh >> 32), 0, 0};
+	fs_report("fsync", fs_op(FUSE_FSYNC, node, fsync_in, 16, 0, 0));
+	/* fuse_setattr_in (88 bytes): valid FATTR_MODE | FATTR_SIZE, size at 16, mode at 68. */
+	uint8_t sa[88];
+	bzero_(sa, sizeof(sa));
+	uint32_t valid = 1 | 8, mode = 0100600;
+	uint64_t size = 7;
+	bcopy_(sa, &valid, 4);
+	bcopy_(sa + 16, &size, 8);
+	bcopy_(sa + 68, &mode, 4);
+	fs_report("setattr", fs_op(FUSE_SETATTR, node, sa, sizeof(sa), 0, 0));
+	uint32_t mkdir_in[2] = {0755, 022};
+	int32_t e = fs_op(FUSE_MKDIR, 1, mkdir_in, 8, "dir", 0);
+	fs_report("mkdir", e);
+	uint64_t dir;
+	bcopy_(&dir, fs_rsp.res, 8);
+	if (e)
+		return;
+	fs_report("rename", fs_op(FUSE_RENAME, 1, &dir, 8, "new.txt", "moved.txt"));
+	fs_report("link", fs_op(FUSE_LINK, dir, &node, 8, "hard.txt", 0));
+	fs_report("unlink", fs_op(FUSE_UNLINK, dir, 0, 0, "hard.txt", 0));
+	fs_report("symlink", fs_op(FUSE_SYMLINK, dir, 0, 0, "sym", "moved.txt"));
+	uint32_t mknod_in[4] = {010644, 0, 022, 0};
+	fs_report("mknod", fs_op(FUSE_MKNOD, dir, mknod_in, 16, "fifo", 0));
+	uint32_t access_in[2] = {4, 0};
+	fs_report("access", fs_op(FUSE_ACCESS, dir, access_in, 8, 0, 0));
+	fs_report("statfs", fs_op(FUSE_STATFS, 1, 0, 0, 0, 0));
+	uint32_t open_in[2] = {0, 0};
+	e = fs_op(FUSE_OPENDIR, dir, open_in, 8, 0, 0);
+	fs_report("opendir", e);
+	uint64_t dfh;
+	bcopy_(&dfh, fs_rsp.res, 8);
+	if (e == 0) {
+		e = fs_send(FUSE_READDIR, dir, fs_read_in(dfh, 4000), 0, 0, sizeof(fs_rsp));
+		fs_report("readdir", e ? e : (int32_t)(fs_rsp.h.len > sizeof(fs_rsp.h)));
+	}
+	fs_report("mkdir gone", fs_op(FUSE_MKDIR, 1, mkdir_in, 8, "gone", 0));
+	fs_report("rmdir", fs_op(FUSE_RMDIR, 1, 0, 0, "gone", 0));
+}
+
+/* write=1: a file of the share reopened for writing, and a new one (see the top). */
+static void fs_write_files(uint64_t node)
+{
+	uint32_t flags = 2; /* O_RDWR; fuse_open_in: flags, open_flags */
+	bzero_(fs_req.arg, 8);
+	bcopy_(fs_req.arg, &flags, 4);
+	int32_t e = fs_send(FUSE_OPEN, node, 8, 0, 0, sizeof(fs_rsp));
+	fs_report("open rw", e);
+	uint64_t fh;
+	bcopy_(&fh, fs_rsp.res, 8);
+	if (e == 0)
+		fs_report("write", fs_write(fh, 0, "HELLO"));
+	/* fuse_create_in: flags, mode, umask, open_flags; then the name. */
+	uint32_t in[4] = {2, 0100644, 022, 0};
+	bcopy_(fs_req.arg, in, sizeof(in));
+	bcopy_(fs_req.arg + 16, "new.txt", 8);
+	e = fs_send(FUSE_CREATE, 1, 16 + 8, 0, 0, sizeof(fs_rsp));
+	fs_report("create", e);
+	/* fuse_entry_out (128 bytes, the node id first), then fuse_open_out: fh first. */
+	uint64_t created;
+	bcopy_(&created, fs_rsp.res, 8);
+	bcopy_(&fh, fs_rsp.res + 128, 8);
+	if (e == 0) {
+		fs_report("write new", fs_write(fh, 0, "written by the guest\n"));
+		fs_more_ops(fh, created);
+	}
+}
+
 static void test_virtiofs(const char *cmd)
 {
 	char transport[8];
@@ -305,6 +430,9 @@ static void test_virtiofs(const char *cmd)
 	fs_report("readlink forgotten node", fs_send(FUSE_READLINK, link, 0, 0, 0, sizeof(fs_rsp)));
 	/* Still serving after all that. */
 	CHECK(fs_lookup(1, "hello.txt", &node, &mode) == 0, "virtiofs: lookup after abuse failed");
+	char w[4];
+	if (cmdline_get(cmd, "write", w, sizeof(w)))
+		fs_write_files(node);
 	puts_("virtiofs ok\n");
 	pass();
 }

@@ -442,6 +442,101 @@ def test_linux_vsock_connection_survives_live_migration(tmp_path):
             stop(dst)
 
 
+# ---- a guest-initiated vsock connection across a snapshot restore ----
+
+VSOCK_DIAL_SCRIPT = f"""echo {INIT_START}
+until /bin/vsock-peer dial 2 5000; do sleep 1; done &
+while :; do sleep 1; done
+"""
+
+
+def vsock_peer_initrd(tmp_path, script):
+    """An initramfs with the static vsock-peer and the vsock modules (skips without gcc)."""
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc (to build the static vsock-peer)")
+    from test_vm_linux_virtio import PROGS
+    peer = tmp_path / "vsock-peer"
+    r = subprocess.run(["gcc", "-O2", "-static", "-o", str(peer),
+                        os.path.join(PROGS, "vsock-peer.c")], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot build a static vsock-peer: {r.stderr}"
+    return make_initramfs(tmp_path / "initrd.cpio", script,
+                          ["virtio_pci", "vmw_vsock_virtio_transport"],
+                          files=[("bin/vsock-peer", stat.S_IFREG | 0o755, peer.read_bytes())])
+
+
+def host_listener(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen(1)
+    return s
+
+
+def accept_within(lst, timeout, proc, what):
+    lst.settimeout(timeout)
+    try:
+        return lst.accept()[0]
+    except socket.timeout:
+        pytest.fail(f"no {what} within {timeout} s (kapsel running: {proc.poll() is None})")
+
+
+def test_linux_vsock_connection_survives_restore(tmp_path):
+    """A Linux guest connects over AF_VSOCK to a host listener (PATH_5000) and echoes lines on
+    that connection. It is paused, saved and stopped (the host sees EOF) and restored with
+    another --vsock path: the restored VMM connects to that path's listener, and the guest's
+    socket, never closed or reset, goes on echoing there; a close from the host reaches it."""
+    need_linux_speed()
+    initrd = vsock_peer_initrd(tmp_path, VSOCK_DIAL_SCRIPT)
+    root = tmp_path / "root"
+    common = ["--mem", f"{MEM_MIB}M", "--cpus", "1"]
+    lst = host_listener(tmp_path / "src.vsock_5000")
+    src, scon = start(root, tmp_path, "src", "vm", "run", "--kernel", fetch_kernel(),
+                      "--initrd", initrd, "--cmdline", CMDLINE, *common,
+                      "--vsock", f"cid=3,socket={tmp_path}/src.vsock")
+    dst = conn = None
+    try:
+        conn = accept_within(lst, BOOT_S, src, "connection from the guest")
+        lst.close()
+        wait_console(src, scon, lambda t: "vsock-peer: dialed 5000" in t and ready(root, "src"),
+                     BOOT_S, "the guest's vsock connection")
+        conn.sendall(b"before the snapshot\n")
+        assert vsock_line(conn) == "echo: before the snapshot\n"
+        mem, state = tmp_path / "mem", tmp_path / "state"
+        r = kap(root, "vm", "pause", "src")
+        assert r.returncode == 0, r.stderr
+        r = kap(root, "vm", "snapshot", "src", "--mem", str(mem), "--state", str(state))
+        assert r.returncode == 0, r.stderr
+        stop_clean(src)
+        # The snapshotted VMM took its end of the connection with it.
+        assert vsock_line(conn) == ""
+        conn.close()
+
+        lst = host_listener(tmp_path / "dst.vsock_5000")
+        dst, dcon = start(root, tmp_path, "dst", "vm", "restore", "--mem", str(mem),
+                          "--state", str(state), "--vsock", f"cid=3,socket={tmp_path}/dst.vsock")
+        conn = accept_within(lst, 120, dst, "reconnection from the restored VMM")
+        for i in range(10):
+            msg = f"after the restore {i} " + "r" * 400
+            conn.sendall(msg.encode() + b"\n")
+            assert vsock_line(conn) == f"echo: {msg}\n"
+        assert dst.poll() is None, dst.communicate()
+        conn.shutdown(socket.SHUT_WR)
+        assert vsock_line(conn) == ""
+        # One line before, ten after, on the one guest socket.
+        wait_console(dst, dcon, lambda t: "vsock-peer: closed after 11 lines" in t, 60,
+                     "the guest's socket to see the close")
+        t = text(dcon)
+        assert BANNER not in t and "dialed" not in t, t[-3000:]
+        err = stop_clean(dst)
+        assert "vsock0" not in err, err
+    finally:
+        lst.close()
+        if conn:
+            conn.close()
+        stop(src)
+        if dst:
+            stop(dst)
+
+
 # ---- the ACPI power button ----
 
 # What acpid or systemd-logind does with KEY_POWER, in busybox: Linux's ACPI button driver

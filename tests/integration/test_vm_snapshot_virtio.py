@@ -5,7 +5,7 @@ checks the previous round's sector ("blkloop N" every 8 rounds), over virtio-mmi
 pci=1, virtio-pci with MSI-X (each completion must also interrupt). Paused mid-work, saved,
 restored with the same devices (or migrated), the loop goes on counting without an error.
 test=vsockreset waits for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, which a restored vsock device
-sends; a balloon keeps its target and counters, a console its unread input, and a Diff
+sends when the guest's CID changed (and not otherwise); a balloon keeps its target and counters, a console its unread input, and a Diff
 snapshot holds the pages a device wrote. A different device set, a virtio-fs share and a truncated or forged device section are
 refused with one line and leave no VM behind."""
 import json
@@ -174,6 +174,18 @@ def test_vsock_transport_reset_after_restore(tmp_path):
         stop(proc)
     # Without a restore the guest never hears of a reset.
     assert "transport reset" not in text(console)
+    # Restored with its own CID, the guest keeps its connections: no reset.
+    same, scon = start(root, tmp_path, "same", "vm", "restore", "--mem", str(mem), "--state",
+                       str(state), *vsock)
+    try:
+        wait_for(lambda: "vsockreset: waiting" in text(scon) or same.poll() is not None,
+                 what="the restored guest to go on waiting")
+        assert same.poll() is None, same.communicate()
+        assert "transport reset" not in text(scon), text(scon)
+    finally:
+        stop(same)
+    # With another CID the driver must drop its connections and read guest_cid again.
+    vsock[1] = f"cid=4,socket={sock}"
     dst, dcon = start(root, tmp_path, "dst", "vm", "restore", "--mem", str(mem), "--state",
                       str(state), *vsock)
     try:

@@ -116,3 +116,22 @@ def test_bad_fs_in_vm_json(tmp_path, conf, msg):
                        text=True, timeout=60)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and msg in lines[0], r.stderr
+
+
+def test_guest_writes_share(share, tmp_path):
+    """write=1: a file reopened for writing, one created, and every other kind of request a
+    driver sends (fsync, setattr, mkdir, rename, link, unlink, symlink, mknod, access, statfs,
+    readdir, rmdir) succeed and land in the share, and nowhere else."""
+    r = mb("virtiofs transport=mmio write=1", "--transport", "mmio", "--fs",
+           f"tag=share0,path={share}", timeout=120)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    got = guest_lines(r.stdout)
+    want = {"open rw": "0", "write": "5", "create": "0", "write new": "21", "readdir": "1"}
+    want.update({k: "0" for k in ("fsync", "setattr", "mkdir", "rename", "link", "unlink",
+                                  "symlink", "mknod", "access", "statfs", "opendir",
+                                  "mkdir gone", "rmdir")})
+    assert {k: got.get(k) for k in want} == want, r.stdout
+    assert (share / "hello.txt").read_text() == "HELLO from the host share\n"
+    assert (share / "dir" / "moved.txt").read_text() == "written"
+    assert sorted(os.listdir(share / "dir")) == ["fifo", "moved.txt", "sym"]
+    assert sorted(os.listdir(tmp_path)) == ["outside", "share"]

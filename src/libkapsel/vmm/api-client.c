@@ -23,6 +23,7 @@
 #include <kapsel/vm.h>
 
 #include "vmm/api.h"
+#include "vmm/migrate.h"
 
 #define API __attribute__((visibility("default")))
 
@@ -137,8 +138,35 @@ static int send_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-API int kapsel_vm_api_call(const char *path, const char *method, const char *target,
-			   const char *json, char **body, struct kapsel_error **err)
+/* send_all's first bytes with descriptor pass attached (SCM_RIGHTS). */
+static int send_passing(int fd, const char *p, size_t n, int pass)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} ctl = {0};
+	struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl.b,
+			     .msg_controllen = sizeof(ctl.b)};
+	struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &pass, sizeof(int));
+	ssize_t w;
+	do
+		w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w <= 0)
+		return w < 0 ? -errno : -EPIPE;
+	return send_all(fd, p + w, n - (size_t)w);
+}
+
+/* kapsel_vm_api_call, with descriptor pass (>= 0) sent along with the request. */
+static int api_call(const char *path, const char *method, const char *target, const char *json,
+		    int pass, char **body, struct kapsel_error **err)
 {
 	cleanup_close int fd = connect_to(path, err);
 	if (fd < 0)
@@ -157,7 +185,7 @@ API int kapsel_vm_api_call(const char *path, const char *method, const char *tar
 		req = NULL;
 		return kap_error(err, ENOMEM, "api request");
 	}
-	int r = send_all(fd, req, (size_t)n);
+	int r = pass >= 0 ? send_passing(fd, req, (size_t)n, pass) : send_all(fd, req, (size_t)n);
 	if (r < 0)
 		return kap_error(err, -r, "api socket %s: send", path);
 	cleanup_free char *buf = malloc(RESPONSE_MAX + 1);
@@ -188,6 +216,37 @@ API int kapsel_vm_api_call(const char *path, const char *method, const char *tar
 	if (!*body)
 		return kap_error(err, ENOMEM, "api response");
 	return status;
+}
+
+API int kapsel_vm_api_call(const char *path, const char *method, const char *target,
+			   const char *json, char **body, struct kapsel_error **err)
+{
+	return api_call(path, method, target, json, -1, body, err);
+}
+
+/*
+ * A jailed VMM reaches no address (docs/vm.md, Jailer): the client dials the destination and
+ * hands the connection over with the request. An unjailed one dials itself, so that a request
+ * it refuses (a migration already running, a virtio-fs share) leaves the destination waiting.
+ */
+API int kapsel_vm_api_migrate(const char *path, const char *json, const char *dest, char **body,
+			      struct kapsel_error **err)
+{
+	cleanup_free char *m = NULL;
+	int r = api_call(path, "GET", "/", NULL, -1, &m, err);
+	if (r < 0)
+		return r;
+	cleanup_json struct kap_json *j = NULL;
+	struct kapsel_error *perr = NULL;
+	bool jailed = false;
+	if (r == 200 && kap_json_parse(m, strlen(m), "GET /", &j, &perr) == 0 &&
+	    kap_json_get(j, "jail"))
+		jailed = kap_json_bool(kap_json_get(j, "jail"));
+	kapsel_error_free(perr);
+	cleanup_close int fd = -EBADF;
+	if (jailed && (fd = kap_migrate_dial(dest, err)) < 0)
+		return fd;
+	return api_call(path, "PUT", "/migrate", json, fd, body, err);
 }
 
 static int cmp_str(const void *a, const void *b)

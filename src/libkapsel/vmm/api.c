@@ -54,7 +54,8 @@ struct api_conn {
 	int fd; /* -1: free */
 	size_t len;
 	int64_t last_ms;
-	char *buf; /* API_BUF bytes */
+	char *buf;  /* API_BUF bytes */
+	int passed; /* a descriptor the client sent (SCM_RIGHTS) for its next request; -1 */
 };
 
 struct kap_api {
@@ -66,6 +67,7 @@ struct kap_api {
 	char *dir_path; /* <runtime>/vm/<name>, or NULL without --name */
 	char *vm_dir;	/* <runtime>/vm */
 	struct api_conn conns[API_MAX_CONNS];
+	int passed_fd; /* the request being routed: its client's descriptor, -1 (route()) */
 };
 
 /* ---- responses ---- */
@@ -77,6 +79,9 @@ static void conn_close(struct kap_api *a, struct api_conn *c)
 	epoll_ctl(a->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	c->fd = -1;
+	if (c->passed >= 0)
+		close(c->passed);
+	c->passed = -1;
 	c->len = 0;
 	free(c->buf);
 	c->buf = NULL;
@@ -148,6 +153,7 @@ static char *machine_json(struct kap_api *a)
 	kap_json_set(o, "started", kap_json_new_string(started));
 	kap_json_set(o, "pid", kap_json_new_int64(kap_jail_host_pid()));
 	kap_json_set(o, "api_socket", kap_json_new_string(a->sock_path));
+	kap_json_set(o, "jail", kap_json_new_bool(vm->jail != NULL));
 	return kap_json_dump(o, false);
 }
 
@@ -495,12 +501,6 @@ static int put_migrate(struct kap_api *a, const struct kap_http_request *req, ch
 {
 	cleanup_error struct kapsel_error *e = NULL;
 	cleanup_json struct kap_json *j = NULL;
-	/* The jail's per-thread seccomp tables (jail.c) have no migration thread (socket,
-	 * connect, the dirty log): its first syscall would kill the VMM. */
-	if (a->vm->cfg->jail) {
-		*out = fault_body("PUT /migrate: a jailed VMM (--jail) cannot migrate yet");
-		return 400;
-	}
 	if (req->body_len == 0) {
 		*out = fault_body("PUT /migrate needs a JSON body: {\"destination\": ...}");
 		return 400;
@@ -513,7 +513,7 @@ static int put_migrate(struct kap_api *a, const struct kap_http_request *req, ch
 		*out = fault_body("request body: expected an object");
 		return 400;
 	}
-	struct kap_migrate_params p = {0};
+	struct kap_migrate_params p = {.fd = -1};
 	const char *k;
 	struct kap_json *v;
 	for (struct kap_json_iter it = kap_json_iter(j); kap_json_iter_next(&it, &k, &v);) {
@@ -545,6 +545,9 @@ static int put_migrate(struct kap_api *a, const struct kap_http_request *req, ch
 		*out = fault_body("request body: destination is required");
 		return 400;
 	}
+	/* The connection the client dialled, when it sent one (SCM_RIGHTS): the migration's. */
+	p.fd = a->passed_fd;
+	a->passed_fd = -1;
 	if (kap_migrate_start(a->vm, &p, &e) < 0) {
 		*out = fault_body("%s", e->msg);
 		return 400;
@@ -639,10 +642,45 @@ static int route(struct kap_api *a, const struct kap_http_request *req, char **o
 
 /* ---- connections ---- */
 
+/*
+ * read(2) that also takes a descriptor the client attached (SCM_RIGHTS): PUT /migrate's
+ * connection to the destination, which a jailed VMM cannot dial (docs/vm.md, Live migration).
+ * One per request: more, or a second before the request used the first, are closed.
+ */
+static ssize_t recv_passing(struct api_conn *c, void *buf, size_t len)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(4 * sizeof(int))];
+	} ctl;
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl.b,
+			     .msg_controllen = sizeof(ctl.b)};
+	ssize_t n = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return n;
+	for (struct cmsghdr *h = CMSG_FIRSTHDR(&msg); h; h = CMSG_NXTHDR(&msg, h)) {
+		if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < nfd; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+			if (c->passed < 0)
+				c->passed = fd;
+			else
+				close(fd);
+		}
+	}
+	return n;
+}
+
 static void conn_input(struct kap_api *a, struct api_conn *c)
 {
 	for (;;) {
-		ssize_t n = read(c->fd, c->buf + c->len, API_BUF - c->len);
+		ssize_t n = recv_passing(c, c->buf + c->len, API_BUF - c->len);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 			conn_close(a, c);
 			return;
@@ -671,7 +709,12 @@ static void conn_input(struct kap_api *a, struct api_conn *c)
 		}
 		cleanup_free char *body = NULL;
 		const char *allow = NULL;
+		a->passed_fd = c->passed;
+		c->passed = -1;
 		status = route(a, &req, &body, &allow);
+		if (a->passed_fd >= 0)
+			close(a->passed_fd);
+		a->passed_fd = -1;
 		if (status == 500 && !body)
 			body = NULL;
 		if (!respond(a, c, status, body, req.close != 0, allow))
@@ -700,7 +743,8 @@ static void conn_accept(struct kap_api *a)
 			close(fd);
 			continue;
 		}
-		*c = (struct api_conn){.fd = fd, .buf = buf, .last_ms = kap_vmm_now_ms()};
+		*c = (struct api_conn){
+		    .fd = fd, .buf = buf, .last_ms = kap_vmm_now_ms(), .passed = -1};
 	}
 }
 
@@ -835,9 +879,10 @@ int kap_api_start(struct kap_vm *vm, struct kapsel_error **err)
 	struct kap_api *a = calloc(1, sizeof(*a));
 	if (!a)
 		return kap_error(err, ENOMEM, "api");
-	*a = (struct kap_api){.vm = vm, .listen_fd = -1, .wake_fd = -1, .epfd = -1, .dir_fd = -1};
+	*a = (struct kap_api){
+	    .vm = vm, .listen_fd = -1, .wake_fd = -1, .epfd = -1, .dir_fd = -1, .passed_fd = -1};
 	for (int i = 0; i < API_MAX_CONNS; i++)
-		a->conns[i].fd = -1;
+		a->conns[i].fd = a->conns[i].passed = -1;
 	vm->api = a;
 	int r;
 	if (c->name) {

@@ -26,9 +26,11 @@
  * the caller which thread made which syscall and then makes the one syscall every filter kills
  * the process for (SECCOMP_RET_KILL_PROCESS). The caller reports it in one line.
  *
- * What this costs: snapshot and migration files cannot be created by path inside the read-only
- * root (the API answers with the error); a guest-initiated vsock connection needs the listener
- * reachable by the jail's uid.
+ * What this costs: snapshot files cannot be created by path inside the read-only root (the API
+ * answers with the error); a migration goes over a connection its client dialled and handed in
+ * (migrate.c); a guest-initiated vsock connection needs the listener reachable by the jail's
+ * uid; virtio-fs acts on its share as the jail's uid, reopening nodes through a procfs of the
+ * jail's own (jail_proc).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -39,6 +41,7 @@
 #include <linux/filter.h>
 #include <linux/kvm.h>
 #include <linux/seccomp.h>
+#include <linux/virtio_ids.h>
 #include <poll.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -65,6 +68,7 @@
 #include "core/log.h"
 #include "core/proc.h"
 #include "vmm/jail.h"
+#include "vmm/virtio/transport.h"
 #include "vmm/vmm.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
@@ -178,6 +182,45 @@ static const struct jail_sys sys_device[] = {
 };
 
 /* The control API thread: its socket, pause/resume (vCPU kicks), snapshot files. */
+/*
+ * A virtio-fs device thread (virtio/fs.c): every call on the share is relative to an O_PATH fd
+ * it holds, or to the jail's own /proc/self/fd (a procfs of the VMM's pid namespace alone,
+ * kap_jail_enter) for the reopens. The jail's root holds nothing to open by path, so what a
+ * path can reach is the share (and the VMM's own fds through its procfs).
+ */
+static const struct jail_sys sys_fs[] = {
+    {SCMP_SYS(poll), "queue kicks, the stop eventfd"},
+    {SCMP_SYS(read), "eventfds"},
+    {SCMP_SYS(openat),
+     "OPEN, OPENDIR, CREATE: reopen through /proc/self/fd, create beneath a node"},
+    {SCMP_SYS(openat2), "LOOKUP, CREATE: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS beneath a node"},
+    {SCMP_SYS(close), "FORGET, RELEASE"},
+    {SCMP_SYS(fstat), "GETATTR on handles"},
+    {SCMP_SYS(newfstatat), "GETATTR, LOOKUP (AT_EMPTY_PATH)"},
+    {SCMP_SYS(fstatfs), "STATFS"},
+    {SCMP_SYS(fchownat), "SETATTR, new inodes given the requester's ids"},
+    {SCMP_SYS(fchmodat), "SETATTR mode through /proc/self/fd"},
+    {SCMP_SYS(utimensat), "SETATTR times"},
+    {SCMP_SYS(ftruncate), "SETATTR size"},
+    {SCMP_SYS(pread64), "READ"},
+    {SCMP_SYS(pwrite64), "WRITE"},
+    {SCMP_SYS(fsync), "FSYNC"},
+    {SCMP_SYS(fdatasync), "FSYNC (datasync)"},
+    {SCMP_SYS(fallocate), "FALLOCATE"},
+    {SCMP_SYS(lseek), "READDIR offsets, LSEEK"},
+    {SCMP_SYS(getdents64), "READDIR"},
+    {SCMP_SYS(mkdirat), "MKDIR"},
+    {SCMP_SYS(mknodat), "MKNOD (regular files, FIFOs, sockets only)"},
+    {SCMP_SYS(symlinkat), "SYMLINK"},
+    {SCMP_SYS(readlinkat), "READLINK"},
+    {SCMP_SYS(unlinkat), "UNLINK, RMDIR"},
+    {SCMP_SYS(renameat2), "RENAME2 with flags"},
+    {SCMP_SYS(renameat), "RENAME (the C library's renameat2 without flags)"},
+    {SCMP_SYS(linkat), "LINK through /proc/self/fd"},
+    {SCMP_SYS(faccessat), "ACCESS through /proc/self/fd"},
+    {SCMP_SYS(faccessat2), "ACCESS (the C library's faccessat tries it first)"},
+};
+
 static const struct jail_sys sys_api[] = {
     {SCMP_SYS(epoll_wait), "its own loop"},
     {SCMP_SYS(epoll_pwait), "its own loop"},
@@ -198,6 +241,40 @@ static const struct jail_sys sys_api[] = {
     {SCMP_SYS(pwrite64), "snapshot files"},
     {SCMP_SYS(lseek), "snapshot files"},
     {SCMP_SYS(getrandom), "json-c seeds its hash tables on first use"},
+    /*
+     * PUT /migrate starts the migration thread from here, and a new thread starts under its
+     * creator's filter before it adds its own (filters stack): what that thread needs must
+     * pass this one too. clone only for threads (add_kind); clone3 answers ENOSYS, which makes
+     * the C library fall back to clone, whose flags a filter can see.
+     */
+    {SCMP_SYS(set_robust_list), "a new thread's start (the migration's)"},
+    {SCMP_SYS(sched_getaffinity), "a new thread's start (the sanitizers' thread registry)"},
+    {SCMP_SYS(rseq), "a new thread's start (the migration's)"},
+    {SCMP_SYS(shutdown), "DELETE /migrate wakes the blocked migration thread"},
+    {SCMP_SYS(poll), "the migration thread: waits for the destination's reply"},
+    {SCMP_SYS(setsockopt), "the migration thread: send timeout, TCP_NODELAY"},
+    {SCMP_SYS(getsockopt), "the migration thread: checks the handed connection"},
+    {SCMP_SYS(getpeername), "the migration thread: checks the handed connection"},
+};
+
+/*
+ * A live migration's thread (migrate.c): the stream over the connection its client handed
+ * over (a jailed VMM dials nothing: no socket, no connect), the dirty log and the machine
+ * state through KVM, the vsock sockets passed along (SCM_RIGHTS).
+ */
+static const struct jail_sys sys_migrate[] = {
+    {SCMP_SYS(sendto), "the stream"},
+    {SCMP_SYS(sendmsg), "the stream; the vsock sockets (SCM_RIGHTS)"},
+    {SCMP_SYS(recvfrom), "the destination's replies"},
+    {SCMP_SYS(recvmsg), "the destination's replies"},
+    {SCMP_SYS(poll), "waits for the destination's reply"},
+    {SCMP_SYS(read), "eventfds"},
+    {SCMP_SYS(setsockopt), "send timeout, TCP_NODELAY"},
+    {SCMP_SYS(getsockopt), "checks the handed connection"},
+    {SCMP_SYS(getpeername), "checks the handed connection"},
+    {SCMP_SYS(close), "the connection at the end"},
+    {SCMP_SYS(set_robust_list), "its start"},
+    {SCMP_SYS(rseq), "its start"},
 };
 
 /* ioctl requests a vCPU thread makes on its own vCPU fd (vcpu.c). */
@@ -216,10 +293,8 @@ static const unsigned long ioctl_vm_irq[] = {
 static const unsigned long ioctl_tty[] = {TCGETS, TCSETS, TCSETSW, TCSETSF};
 
 static const char *const kind_names[KAP_JAIL_KINDS] = {
-    [KAP_JAIL_VCPU] = "vcpu",
-    [KAP_JAIL_LOOP] = "event loop",
-    [KAP_JAIL_DEVICE] = "device",
-    [KAP_JAIL_API] = "api",
+    [KAP_JAIL_VCPU] = "vcpu", [KAP_JAIL_LOOP] = "event loop", [KAP_JAIL_DEVICE] = "device",
+    [KAP_JAIL_API] = "api",   [KAP_JAIL_FS] = "virtio-fs",    [KAP_JAIL_MIGRATE] = "migration",
 };
 
 /* ---- the child <-> caller protocol (a SOCK_SEQPACKET pair) ---- */
@@ -355,8 +430,34 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 					  SCMP_A0(SCMP_CMP_EQ, AF_UNIX))) < 0)
 			return r;
 		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
+	case KAP_JAIL_FS:
+		if ((r = add_all(ctx, sys_fs, N(sys_fs))) < 0)
+			return r;
+		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
+	case KAP_JAIL_MIGRATE:
+		if ((r = add_all(ctx, sys_migrate, N(sys_migrate))) < 0 || (r = add_kick(ctx)) < 0)
+			return r;
+		/* Pausing the guest and saving its state, the dirty log: KVM requests. */
+		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+					SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00, (uint64_t)KVMIO << 8));
 	case KAP_JAIL_API:
-		if ((r = add_all(ctx, sys_api, N(sys_api))) < 0 || (r = add_kick(ctx)) < 0)
+		if ((r = add_all(ctx, sys_api, N(sys_api))) < 0 || (r = add_kick(ctx)) < 0 ||
+		    (r = seccomp_rule_add(
+			 ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+			 SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD))) < 0 ||
+		    (r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)) < 0)
+			return r;
+		/*
+		 * The migration thread names itself and installs its own filter (kap_jail_thread)
+		 * under this one: prctl for those two only, seccomp only to add a filter (which
+		 * can only take rights away).
+		 */
+		if ((r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+					  SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME))) < 0 ||
+		    (r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+					  SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS))) < 0 ||
+		    (r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
+					  SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER))) < 0)
 			return r;
 		/*
 		 * Pause, resume and snapshot read and write machine state through many KVM
@@ -570,6 +671,10 @@ static void remove_paths(const struct kapsel_vm_config *c)
 		unlink(c->vsock_path);
 	if (c->api_sock && lstat(c->api_sock, &st) == 0 && S_ISSOCK(st.st_mode))
 		unlink(c->api_sock);
+	/* An --incoming unix: listener (migrate.c), outside the jail's root. */
+	if (c->incoming && !strncmp(c->incoming, "unix:", 5) && lstat(c->incoming + 5, &st) == 0 &&
+	    S_ISSOCK(st.st_mode))
+		unlink(c->incoming + 5);
 	if (!c->name || !c->runtime_dir)
 		return;
 	char dir[4096];
@@ -879,6 +984,43 @@ static int make_root(const struct kapsel_vm_config *c, struct kapsel_error **err
 	return 0;
 }
 
+/*
+ * virtio-fs reopens its O_PATH nodes through /proc/self/fd (virtio/fs.c). The host's /proc,
+ * which the shares opened before the jail, reaches every host process through "..": each
+ * share gets the fd directory of a procfs of the VMM's own pid namespace instead, in which
+ * the VMM is the only process (subset=pid: no /proc/sys or other system files; hidepid),
+ * read-only, and attached nowhere (fsmount makes a detached mount; the jail's root has no
+ * /proc). Made while the VMM is still root of the host's user namespace, which owns its pid
+ * namespace (mounting a procfs needs CAP_SYS_ADMIN there).
+ */
+static int jail_proc(struct kap_vm *vm, struct kapsel_error **err)
+{
+	bool any = false;
+	for (unsigned int i = 0; i < vm->nvirtio; i++)
+		any |= vm->virtio[i].dev.ops->device_id == VIRTIO_ID_FS;
+	if (!any)
+		return 0;
+	cleanup_close int fsfd = fsopen("proc", FSOPEN_CLOEXEC);
+	if (fsfd < 0)
+		return kap_error(err, errno, "jail: a procfs for virtio-fs: fsopen");
+	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "subset", "pid", 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_SET_STRING, "hidepid", "invisible", 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		return kap_error(err, errno, "jail: a procfs for virtio-fs: fsconfig");
+	cleanup_close int mnt =
+	    fsmount(fsfd, FSMOUNT_CLOEXEC,
+		    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+	if (mnt < 0)
+		return kap_error(err, errno, "jail: a procfs for virtio-fs: fsmount");
+	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+		int r;
+		if (vm->virtio[i].dev.ops->device_id == VIRTIO_ID_FS &&
+		    (r = kap_virtio_fs_use_proc(&vm->virtio[i].dev, mnt, err)) < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int drop_caps(struct kapsel_error **err)
 {
 	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
@@ -908,7 +1050,7 @@ int kap_jail_enter(struct kap_jail *j, struct kap_vm *vm, struct kapsel_error **
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		if ((r = build_prog(KAP_JAIL_VCPU, vm, vm->vcpus[i].fd, &j->vcpus[i], err)) < 0)
 			return r;
-	if ((r = make_root(vm->cfg, err)) < 0)
+	if ((r = make_root(vm->cfg, err)) < 0 || (r = jail_proc(vm, err)) < 0)
 		return r;
 	if (unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) <
 	    0)

@@ -21,6 +21,8 @@ enum kap_jail_kind {
 	KAP_JAIL_LOOP, /* the event loop: kapsel_vm_run's own thread, teardown included */
 	KAP_JAIL_DEVICE,
 	KAP_JAIL_API,
+	KAP_JAIL_FS,	  /* a virtio-fs device thread: the shared directory's syscalls */
+	KAP_JAIL_MIGRATE, /* a live migration's sending thread (started by the API thread) */
 	KAP_JAIL_KINDS,
 };
 

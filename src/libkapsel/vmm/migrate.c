@@ -48,6 +48,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "vmm/jail.h"
 #include "vmm/migrate-fds.h"
 #include "vmm/migrate.h"
 #include "vmm/virtio/transport.h"
@@ -337,7 +338,7 @@ static int send_fds(struct kap_vm *vm, struct mig_conn *c)
 	struct {
 		struct mig_fds h;
 		int32_t fd[KAP_MIG_MAX_FDS];
-	} p = {.h = {.count = n, .pid = (int32_t)getpid(), .conn_fd = c->fd}};
+	} p = {.h = {.count = n, .pid = (int32_t)kap_jail_host_pid(), .conn_fd = c->fd}};
 	for (unsigned int i = 0; i < n; i++)
 		p.fd[i] = fds[i];
 	size_t len = sizeof(p.h) + n * sizeof(int32_t);
@@ -419,7 +420,8 @@ struct kap_migration {
 	pthread_t thread;
 	bool joinable;
 	atomic_bool cancel;
-	int fd; /* the connection, for a cancel's shutdown; -1 when none */
+	int fd;	    /* the connection, for a cancel's shutdown; -1 when none */
+	int handed; /* the connection the API client dialled and handed over; -1: dial here */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	/* Under lock: what GET /migrate reports. */
@@ -508,7 +510,7 @@ static int send_pages(struct kap_migration *m, struct mig_conn *c, const uint64_
 }
 
 /* Reads the destination's REPLY: 0 when accepted, else an error with its message. */
-static int recv_reply(struct kap_migration *m, struct mig_conn *c, const char *when,
+static int read_reply(struct kap_migration *m, struct mig_conn *c, const char *when, bool *refused,
 		      struct kapsel_error **err)
 {
 	struct mig_frame f;
@@ -532,17 +534,41 @@ static int recv_reply(struct kap_migration *m, struct mig_conn *c, const char *w
 	for (size_t i = 0; i < mlen; i++)
 		if ((unsigned char)msg[i] < 0x20 || (unsigned char)msg[i] == 0x7f)
 			msg[i] = '?';
-	if (rep.status != 0)
+	if (rep.status != 0) {
+		*refused = true;
 		return kap_error_plain(err, EPROTO,
 				       "migration to %s: the destination refused it: %s", m->dest,
 				       mlen ? msg : "no reason given");
+	}
 	return 0;
+}
+
+static int recv_reply(struct kap_migration *m, struct mig_conn *c, const char *when,
+		      struct kapsel_error **err)
+{
+	bool refused = false;
+	return read_reply(m, c, when, &refused, err);
 }
 
 static int send_error(struct kap_migration *m, int r, const char *when, struct kapsel_error **err)
 {
 	if (r == -ECANCELED || atomic_load(&m->cancel))
 		return kap_error_plain(err, ECANCELED, "migration to %s: cancelled", m->dest);
+	/*
+	 * A destination that refuses a frame says why before it closes (the vsock sockets of a
+	 * jailed destination over tcp, for one): the reason is still in the socket.
+	 */
+	if ((r == -EPIPE || r == -ECONNRESET) && m->fd >= 0) {
+		struct mig_conn c = {.fd = m->fd, .signal_fd = -1, .cancel = &m->cancel};
+		bool refused = false;
+		int rr = read_reply(m, &c, when, &refused, err);
+		if (refused)
+			return rr;
+		if (err && *err) {
+			kapsel_error_free(*err);
+			*err = NULL;
+		}
+	}
 	return kap_error_plain(err, -r, "migration to %s: %s: %s", m->dest, when,
 			       r == -EPIPE || r == -ECONNRESET
 				   ? "the destination closed the connection"
@@ -550,24 +576,29 @@ static int send_error(struct kap_migration *m, int r, const char *when, struct k
 					      : strerror(-r));
 }
 
-static int connect_dest(struct kap_migration *m, struct kapsel_error **err)
+/* The stream's socket options: a send blocked this long is a destination that stopped reading. */
+static void conn_options(int fd, bool unix_)
+{
+	struct timeval tv = {.tv_sec = MIG_IO_TIMEOUT_MS / 1000};
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (!unix_) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+}
+
+static int dial(const char *dest, const atomic_bool *cancel, struct kapsel_error **err)
 {
 	struct mig_addr a;
-	int r = parse_addr(m->dest, &a, err);
+	int r = parse_addr(dest, &a, err);
 	if (r < 0)
 		return r;
 	int fd = socket(a.unix_ ? AF_UNIX : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return kap_error(err, errno, "migration to %s: socket", m->dest);
+		return kap_error(err, errno, "migration to %s: socket", dest);
 	socklen_t len;
 	const struct sockaddr *sa = addr_sa(&a, &len);
-	/* A send that blocks this long means a destination that stopped reading. */
-	struct timeval tv = {.tv_sec = MIG_IO_TIMEOUT_MS / 1000};
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (!a.unix_) {
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	}
+	conn_options(fd, a.unix_);
 	/*
 	 * A destination binds its socket (the file appears) a moment before it listens:
 	 * ECONNREFUSED is tried again for a second before it counts.
@@ -576,12 +607,50 @@ static int connect_dest(struct kap_migration *m, struct kapsel_error **err)
 		if (connect(fd, sa, len) == 0)
 			return fd;
 		if (errno == EINTR || (errno == ECONNREFUSED && tries < 20 &&
-				       !atomic_load(&m->cancel) && usleep(50000) == 0))
+				       !(cancel && atomic_load(cancel)) && usleep(50000) == 0))
 			continue;
-		r = kap_error(err, errno, "migration to %s: connect", m->dest);
+		r = kap_error(err, errno, "migration to %s: connect", dest);
 		close(fd);
 		return r;
 	}
+}
+
+int kap_migrate_dial(const char *dest, struct kapsel_error **err)
+{
+	return dial(dest, NULL, err);
+}
+
+/*
+ * The connection to the destination: dialled here, or the one the API client dialled and
+ * handed over with PUT /migrate (a jailed VMM can reach no address itself). A handed one must
+ * be a connected stream socket of the address's kind: anything else would only fail later.
+ */
+static int connect_dest(struct kap_migration *m, struct kapsel_error **err)
+{
+	if (m->handed < 0)
+		return dial(m->dest, &m->cancel, err);
+	int fd = m->handed;
+	m->handed = -1;
+	struct mig_addr a;
+	int r = parse_addr(m->dest, &a, err);
+	int domain = 0, type = 0;
+	socklen_t dl = sizeof(domain), tl = sizeof(type);
+	struct sockaddr_storage peer;
+	socklen_t pl = sizeof(peer);
+	if (r == 0 && (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0 ||
+		       getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 ||
+		       domain != (a.unix_ ? AF_UNIX : AF_INET) || type != SOCK_STREAM ||
+		       getpeername(fd, (struct sockaddr *)&peer, &pl) < 0))
+		r = kap_error_plain(err, EINVAL,
+				    "migration to %s: the connection the client handed over is not "
+				    "a connected %s stream socket",
+				    m->dest, a.unix_ ? "unix" : "TCP");
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	conn_options(fd, a.unix_);
+	return fd;
 }
 
 /* The migration itself; the guest runs on the source again whenever it fails. */
@@ -740,6 +809,7 @@ static void *mig_thread(void *arg)
 	struct kap_migration *m = arg;
 	struct kap_vm *vm = m->vm;
 	pthread_setname_np(pthread_self(), "vm-migrate");
+	kap_jail_thread(KAP_JAIL_MIGRATE, 0);
 	cleanup_error struct kapsel_error *e = NULL;
 	/*
 	 * Device threads write guest RAM from the host, which KVM's dirty log does not see: they
@@ -799,13 +869,20 @@ static void *mig_thread(void *arg)
 	return NULL;
 }
 
-int kap_migrate_start(struct kap_vm *vm, const struct kap_migrate_params *p,
-		      struct kapsel_error **err)
+static int start(struct kap_vm *vm, const struct kap_migrate_params *p, struct kapsel_error **err)
 {
 	struct mig_addr a;
 	int r = parse_addr(p->dest, &a, err);
 	if (r < 0)
 		return r;
+	/* The jail reaches no address (docs/vm.md, Jailer): its client dials for it. */
+	if (vm->jail && p->fd < 0)
+		return kap_error_plain(
+		    err, EPERM,
+		    "migrate: a jailed VMM (--jail) cannot dial %s: the API "
+		    "client hands it the connection with the request (SCM_RIGHTS; "
+		    "kapsel vm migrate does)",
+		    p->dest);
 	if (strlen(p->dest) >= sizeof(((struct kap_migration *)0)->dest))
 		return kap_error_plain(err, ENAMETOOLONG, "migration address %s: too long",
 				       p->dest);
@@ -857,7 +934,9 @@ int kap_migrate_start(struct kap_vm *vm, const struct kap_migrate_params *p,
 	m->fd = -1;
 	atomic_store(&m->cancel, false);
 	pthread_mutex_unlock(&m->lock);
+	m->handed = p->fd;
 	if ((r = pthread_create(&m->thread, NULL, mig_thread, m)) != 0) {
+		m->handed = -1;
 		m->state = MIG_FAILED;
 		atomic_store(&vm->migrating, false);
 		return kap_error(err, r, "migrate: start the migration thread");
@@ -865,6 +944,15 @@ int kap_migrate_start(struct kap_vm *vm, const struct kap_migrate_params *p,
 	m->joinable = true;
 	kap_info("vm: migrating to %s", p->dest);
 	return 0;
+}
+
+int kap_migrate_start(struct kap_vm *vm, const struct kap_migrate_params *p,
+		      struct kapsel_error **err)
+{
+	int r = start(vm, p, err);
+	if (r < 0 && p->fd >= 0)
+		close(p->fd);
+	return r;
 }
 
 int kap_migrate_cancel(struct kap_vm *vm, struct kapsel_error **err)
@@ -1053,6 +1141,21 @@ static int refuse(struct mig_conn *c, struct kapsel_error **err, int errnum, con
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	send_reply(c, 1, msg);
+	/*
+	 * TCP answers a close with unread bytes with a reset, which can drop the reply before the
+	 * source reads it: half-close, then read what the source still sends (it stops at the
+	 * reply), for a second at most.
+	 */
+	shutdown(c->fd, SHUT_WR);
+	char sink[4096];
+	for (int64_t end = now_ms() + 1000, left; (left = end - now_ms()) > 0;) {
+		struct pollfd p = {.fd = c->fd, .events = POLLIN};
+		if (poll(&p, 1, (int)left) <= 0)
+			break;
+		ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+	}
 	return kap_error_plain(err, errnum, "migration stream: %s", msg);
 }
 
@@ -1347,6 +1450,17 @@ int kap_migrate_incoming(struct kap_vm *vm, int signal_fd, struct kapsel_error *
 				goto fail;
 			}
 			got_fds = true;
+			/* pidfd_open finds pids in the caller's pid namespace: a jailed
+			 * destination's holds itself alone. */
+			if (vm->jail && !is_unix(c.fd)) {
+				r = refuse(
+				    &c, err, EOPNOTSUPP,
+				    "frame %u (FDS): a jailed destination (--jail) cannot take "
+				    "the source's vsock sockets over tcp: (its pid namespace "
+				    "does not see the source): migrate over unix:",
+				    c.seq - 1);
+				goto fail;
+			}
 			if ((r = take_fds(&c, &f, p, handed, &nhanded, err)) < 0)
 				goto fail;
 		} else if (f.type == FR_END) {

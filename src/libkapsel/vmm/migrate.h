@@ -12,3 +12,8 @@ uint32_t kap_migrate_crc32c(uint32_t crc, const void *data, size_t n);
 uint32_t kap_migrate_crc32c_sw(uint32_t crc, const void *data, size_t n);
 /* 0 when s is "unix:PATH" or "tcp:127.0.0.1:PORT"; else -EINVAL naming it. */
 int kap_migrate_check_addr(const char *s, struct kapsel_error **err);
+/*
+ * Connects to s ("unix:PATH" or "tcp:127.0.0.1:PORT"; ECONNREFUSED tried again for a second,
+ * a destination listens a moment after it binds): the socket, or -errno naming the step.
+ */
+int kap_migrate_dial(const char *s, struct kapsel_error **err);

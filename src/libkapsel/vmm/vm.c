@@ -950,17 +950,6 @@ API int kapsel_vm_run(const struct kapsel_vm_config *c, struct kapsel_error **er
 				       c->kernel   ? "kernel"
 				       : c->initrd ? "initrd"
 						   : "cmdline");
-	/* The jail's seccomp tables (jail.c) cover neither virtio-fs's host walk (openat2, a
-	 * /proc/self/fd reopen the empty root lacks) nor a migration stream: refused, not killed.
-	 */
-	if (c->jail && c->nfs)
-		return kap_error_plain(err, EOPNOTSUPP,
-				       "--jail: not with --fs yet (the jailed VMM has no /proc and "
-				       "its seccomp tables do not cover virtio-fs)");
-	if (c->jail && c->incoming)
-		return kap_error_plain(err, EOPNOTSUPP,
-				       "--jail: not with --incoming yet (its seccomp tables do not "
-				       "cover a migration stream)");
 	if (c->firmware && c->transport == KAPSEL_VM_TRANSPORT_MMIO)
 		return kap_error_plain(err, EINVAL,
 				       "--firmware %s: --transport mmio hides the disks from the "

@@ -418,10 +418,12 @@ struct kap_migrate_params {
 	const char *dest;	     /* "unix:PATH" or "tcp:127.0.0.1:PORT" */
 	uint64_t max_downtime_ms;    /* the stop-and-copy's target; 0: the default */
 	unsigned int max_iterations; /* pre-copy rounds at most; 0: the default */
+	int fd; /* the connection to dest, dialled by the API client; -1: the VMM dials */
 };
 /*
  * Starts migrating the VM to p->dest on a thread of its own (API thread). -EBUSY when one is
- * running; the address is checked (and a non-loopback one refused) before it starts.
+ * running; the address is checked (and a non-loopback one refused) before it starts. Takes
+ * p->fd (closed on failure); a jailed VMM needs one.
  */
 int kap_migrate_start(struct kap_vm *vm, const struct kap_migrate_params *p,
 		      struct kapsel_error **err);

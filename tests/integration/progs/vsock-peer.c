@@ -7,6 +7,8 @@
  *                                   the peer closes
  *   vsock-peer echo PORT            accepts one connection and answers every line with
  *                                   "echo: LINE" until the peer closes
+ *   vsock-peer dial CID PORT        connects to CID:PORT and answers every line as echo
+ *                                   does, until the peer closes
  * Exit status 0 on success; a failure prints one line naming the step.
  */
 #include <linux/vm_sockets.h>
@@ -78,20 +80,9 @@ static int do_connect(unsigned int cid, unsigned int port, const char *msg)
 	return 0;
 }
 
-static int do_echo(unsigned int port)
+/* Answers every line on c with "echo: LINE" until the peer closes; closes c. */
+static int serve_echo(int c)
 {
-	int s = socket(AF_VSOCK, SOCK_STREAM, 0);
-	struct sockaddr_vm a = {
-	    .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
-	if (s < 0)
-		return die("vsock-peer: socket");
-	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s, 1) < 0)
-		return die("vsock-peer: bind");
-	printf("vsock-peer: echoing on %u\n", port);
-	fflush(stdout);
-	int c = accept(s, NULL, NULL);
-	if (c < 0)
-		return die("vsock-peer: accept");
 	char line[512];
 	size_t n = 0;
 	unsigned long lines = 0;
@@ -114,20 +105,57 @@ static int do_echo(unsigned int port)
 		lines++;
 	}
 	printf("vsock-peer: closed after %lu lines\n", lines);
+	fflush(stdout);
 	close(c);
-	close(s);
 	return 0;
+}
+
+static int do_echo(unsigned int port)
+{
+	int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+	struct sockaddr_vm a = {
+	    .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
+	if (s < 0)
+		return die("vsock-peer: socket");
+	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s, 1) < 0)
+		return die("vsock-peer: bind");
+	printf("vsock-peer: echoing on %u\n", port);
+	fflush(stdout);
+	int c = accept(s, NULL, NULL);
+	if (c < 0)
+		return die("vsock-peer: accept");
+	close(s);
+	return serve_echo(c);
+}
+
+/* Connects to CID:PORT and echoes on that connection. */
+static int do_dial(unsigned int cid, unsigned int port)
+{
+	int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+	struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
+	if (s < 0)
+		return die("vsock-peer: socket");
+	if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
+		return die("vsock-peer: connect");
+	printf("vsock-peer: dialed %u\n", port);
+	fflush(stdout);
+	return serve_echo(s);
 }
 
 int main(int argc, char **argv)
 {
 	if (argc == 3 && strcmp(argv[1], "echo") == 0)
 		return do_echo((unsigned int)strtoul(argv[2], NULL, 10));
+	if (argc == 4 && strcmp(argv[1], "dial") == 0)
+		return do_dial((unsigned int)strtoul(argv[2], NULL, 10),
+			       (unsigned int)strtoul(argv[3], NULL, 10));
 	if (argc == 3 && strcmp(argv[1], "listen") == 0)
 		return do_listen((unsigned int)strtoul(argv[2], NULL, 10));
 	if (argc == 5 && strcmp(argv[1], "connect") == 0)
 		return do_connect((unsigned int)strtoul(argv[2], NULL, 10),
 				  (unsigned int)strtoul(argv[3], NULL, 10), argv[4]);
-	fprintf(stderr, "usage: vsock-peer listen PORT | echo PORT | connect CID PORT MSG\n");
+	fprintf(
+	    stderr,
+	    "usage: vsock-peer listen PORT | echo PORT | dial CID PORT | connect CID PORT MSG\n");
 	return 2;
 }

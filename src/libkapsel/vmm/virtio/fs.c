@@ -1244,6 +1244,22 @@ static const struct kap_virtio_ops fs_ops = {
     .save = fs_save,
 };
 
+/*
+ * The jail (jail.c) hands every share the fd directory of a procfs of its own pid namespace
+ * (subset=pid: that namespace holds the VMM alone), so the reopens never go through the host's
+ * /proc, whose ".." would lead to every host process. The host one opened here is closed.
+ */
+int kap_virtio_fs_use_proc(struct kap_virtio_dev *d, int proc_root, struct kapsel_error **err)
+{
+	struct fsdev *f = d->priv;
+	int fd = openat(proc_root, "self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return kap_error(err, errno, "%s: the jail's /proc/self/fd", d->id);
+	close(f->fs->proc_fd);
+	f->fs->proc_fd = fd;
+	return 0;
+}
+
 int kap_virtio_fs_new(struct kap_virtio_dev *d, const struct kapsel_vm_fs *share,
 		      const struct kap_guest_mem *mem, struct kapsel_error **err)
 {

@@ -61,6 +61,8 @@ void kap_virtio_console_input(void *dev, const uint8_t *buf, size_t len);
 /* virtio-fs over a host directory (fs.c): opens it. */
 int kap_virtio_fs_new(struct kap_virtio_dev *d, const struct kapsel_vm_fs *share,
 		      const struct kap_guest_mem *mem, struct kapsel_error **err);
+/* The jail's own procfs (its root fd): the share reopens its nodes through its self/fd. */
+int kap_virtio_fs_use_proc(struct kap_virtio_dev *d, int proc_root, struct kapsel_error **err);
 /* virtio-vsock with Firecracker's unix-socket multiplexer on the host (vsock.c). */
 int kap_virtio_vsock_new(struct kap_virtio_dev *d, uint32_t cid, const char *path,
 			 const struct kap_guest_mem *mem, struct kapsel_error **err);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
 #include <linux/virtio_mmio.h>
 #include <linux/virtio_ring.h>
 #include <poll.h>
@@ -181,7 +182,8 @@ static void resample(struct kap_virtio_dev *d)
 static void *device_thread(void *opaque)
 {
 	struct kap_virtio_dev *d = opaque;
-	kap_jail_thread(KAP_JAIL_DEVICE, 0);
+	/* virtio-fs walks the host directory: a filter of its own (jail.c). */
+	kap_jail_thread(d->ops->device_id == VIRTIO_ID_FS ? KAP_JAIL_FS : KAP_JAIL_DEVICE, 0);
 	struct pollfd p[KAP_VIRTIO_MAX_QUEUES + 2];
 	unsigned int n = d->ops->nqueues;
 	for (unsigned int i = 0; i < n; i++)

@@ -7,10 +7,11 @@
  *     "OK <local port>\n" on the unix socket; from then on bytes are spliced both ways.
  *   guest -> host: a REQUEST to CID 2 port P connects to the unix socket "PATH_P".
  *
- * Queues: 0 rx (to the guest), 1 tx (from the guest), 2 events: used once, after a restore,
- * for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (vsock_restored). A live migration keeps the
- * connections instead: vsock_save writes each one's state, the migration hands the host
- * sockets to the destination (migrate.c) and vsock_load takes both back. All
+ * Queues: 0 rx (to the guest), 1 tx (from the guest), 2 events: VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+ * after a restore whose connections cannot go on (another CID, a reset owed). vsock_save
+ * writes each connection's state; a live migration hands the host sockets to the destination
+ * (migrate.c) and vsock_load takes both back; a restore reconnects the guest-initiated ones to
+ * their host listeners and resets the others (restore_conns). All
  * host sockets sit in a private epoll set; that set is one edge-triggered source of the event
  * loop, which only kicks queue 0. The device thread then services every connection: accepts,
  * "CONNECT" lines, flushes, and sends what the guest has buffers and credit for.
@@ -68,6 +69,7 @@ struct conn {
 	uint32_t fwd_cnt_sent;	  /* fwd_cnt the guest last heard of */
 	bool need_request, need_response, need_credit, need_shutdown;
 	bool host_eof;			  /* fd gave EOF; SHUTDOWN sent or pending */
+	bool guest_init;		  /* the guest connected (to PATH_<local_port>) */
 	bool guest_no_send, guest_no_rcv; /* the guest's SHUTDOWN flags */
 	uint8_t *out;			  /* ring of CONN_BUF: guest data fd has not taken */
 	uint32_t out_head, out_len;
@@ -94,6 +96,9 @@ struct vsock {
 	unsigned int rr; /* round-robin start for data */
 	struct rst rst[MAX_RST];
 	unsigned int nrst;
+	/* RSTs a restore owes beyond the MAX_RST queue; moved into it as it drains. */
+	struct rst owed[MAX_CONNS];
+	unsigned int nowed;
 	bool reset_pending; /* TRANSPORT_RESET owed to the guest (restored, no event buffer yet) */
 	/* A migration's destination: the source's host sockets, in its connections' order. */
 	bool handover;
@@ -177,6 +182,21 @@ static void queue_rst(struct vsock *v, uint32_t local, uint32_t peer)
 {
 	if (v->nrst < MAX_RST)
 		v->rst[v->nrst++] = (struct rst){local, peer};
+}
+
+/* A RST the guest must get (a restore's dropped connection): queued, or owed until room. */
+static void owe_rst(struct vsock *v, uint32_t local, uint32_t peer)
+{
+	if (v->nrst < MAX_RST)
+		v->rst[v->nrst++] = (struct rst){local, peer};
+	else if (v->nowed < MAX_CONNS)
+		v->owed[v->nowed++] = (struct rst){local, peer};
+}
+
+static void take_owed(struct vsock *v)
+{
+	while (v->nowed && v->nrst < MAX_RST)
+		v->rst[v->nrst++] = v->owed[--v->nowed];
 }
 
 /* Resets connection i: the guest hears a RST, the host socket is closed. */
@@ -449,6 +469,7 @@ static void guest_connect(struct vsock *v, const struct virtio_vsock_hdr *h)
 	c->peer_buf_alloc = h->buf_alloc;
 	c->peer_fwd_cnt = h->fwd_cnt;
 	c->need_response = true;
+	c->guest_init = true;
 }
 
 /* One packet from the guest. */
@@ -559,6 +580,7 @@ static void vsock_process(struct kap_virtio_dev *d, unsigned int q)
 	struct vsock *v = d->priv;
 	pthread_mutex_lock(&d->lock);
 	free_dead(v);
+	take_owed(v);
 	if (q == EVQ)
 		send_transport_reset(d, v);
 	if (q == TXQ) {
@@ -591,6 +613,7 @@ static void vsock_reset(struct kap_virtio_dev *d)
 			v->conns[i] = NULL;
 		}
 	v->nrst = 0;
+	v->nowed = 0;
 }
 
 /*
@@ -628,7 +651,8 @@ enum {
 	CF_HOST_EOF = 1 << 4,
 	CF_NO_SEND = 1 << 5,
 	CF_NO_RCV = 1 << 6,
-	CF_ALL = (1 << 7) - 1,
+	CF_GUEST_INIT = 1 << 7,
+	CF_ALL = (1 << 8) - 1,
 };
 
 static int vsock_save(struct kap_virtio_dev *d, uint8_t *buf, size_t cap, const char **why)
@@ -665,7 +689,8 @@ static int vsock_save(struct kap_virtio_dev *d, uint8_t *buf, size_t cap, const 
 				       (c->need_shutdown ? CF_SHUTDOWN : 0) |
 				       (c->host_eof ? CF_HOST_EOF : 0) |
 				       (c->guest_no_send ? CF_NO_SEND : 0) |
-				       (c->guest_no_rcv ? CF_NO_RCV : 0)),
+				       (c->guest_no_rcv ? CF_NO_RCV : 0) |
+				       (c->guest_init ? CF_GUEST_INIT : 0)),
 		};
 		if (off + sizeof(cs) + cs.pending > cap) {
 			*why = "device state too large";
@@ -707,6 +732,9 @@ static const char *check_conn(const struct vsock_conn_state *cs)
 		return "a connection whose credit counters are out of order";
 	if (cs->state == C_REQUESTED && (cs->pending || cs->tx_cnt || cs->rx_cnt))
 		return "a connection that carried data before it was accepted";
+	/* The guest's REQUEST made it established at once; kapsel never requests for it. */
+	if ((cs->flags & CF_GUEST_INIT) && (cs->state != C_ESTABLISHED || (cs->flags & CF_REQUEST)))
+		return "a guest-initiated connection that is not established";
 	return "";
 }
 
@@ -734,18 +762,69 @@ void kap_virtio_vsock_handover(struct kap_virtio_dev *d, int *fds, unsigned int 
 }
 
 /*
- * Everything is checked before anything is applied. A restore (no handover) keeps no
- * connection: their host sockets are gone, and vsock_restored resets the transport. A
- * migration's destination takes each connection with the socket the source handed over;
- * the fds it keeps are set to -1 in the handed array, the rest stay the caller's.
+ * A connection from its saved state and the guest data pending on it, with host socket fd,
+ * or -1 for a restore's connection that restore_conns has not reconnected yet. NULL when out
+ * of memory (fd is then the caller's still).
+ */
+static struct conn *conn_from_state(struct vsock *v, const struct vsock_conn_state *cs,
+				    const uint8_t *pending, int fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	uint8_t *out = malloc(CONN_BUF);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+				 .data.fd = fd};
+	if (!c || !out || (fd >= 0 && epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)) {
+		free(c);
+		free(out);
+		return NULL;
+	}
+	*c = (struct conn){
+	    .fd = fd,
+	    .state = (enum conn_state)cs->state,
+	    .local_port = cs->local_port,
+	    .peer_port = cs->peer_port,
+	    .peer_buf_alloc = cs->peer_buf_alloc,
+	    .peer_fwd_cnt = cs->peer_fwd_cnt,
+	    .tx_cnt = cs->tx_cnt,
+	    .rx_cnt = cs->rx_cnt,
+	    .fwd_cnt = cs->fwd_cnt,
+	    .fwd_cnt_sent = cs->fwd_cnt_sent,
+	    .need_request = cs->flags & CF_REQUEST,
+	    .need_response = cs->flags & CF_RESPONSE,
+	    .need_credit = cs->flags & CF_CREDIT,
+	    .need_shutdown = cs->flags & CF_SHUTDOWN,
+	    .host_eof = cs->flags & CF_HOST_EOF,
+	    .guest_no_send = cs->flags & CF_NO_SEND,
+	    .guest_no_rcv = cs->flags & CF_NO_RCV,
+	    .guest_init = cs->flags & CF_GUEST_INIT,
+	    .out = out,
+	};
+	if (c->state == C_LINE) {
+		memcpy(c->line, pending, cs->pending);
+		c->line_len = cs->pending;
+	} else {
+		memcpy(c->out, pending, cs->pending);
+		c->out_len = cs->pending;
+	}
+	return c;
+}
+
+/*
+ * Everything is checked before anything is applied. A migration's destination takes each
+ * connection with the socket the source handed over; the fds it keeps are set to -1 in the
+ * handed array, the rest stay the caller's. A restore (no handover) takes the connections
+ * without sockets: restore_conns reconnects or resets them once every device is loaded. A
+ * guest that cannot keep them (another CID, a transport reset owed) gets a transport reset.
  */
 static int vsock_load(struct kap_virtio_dev *d, const uint8_t *buf, size_t len, const char **why)
 {
 	struct vsock *v = d->priv;
 	struct vsock_state st;
 	/* A state file written before vsock kept connections: nothing to check or keep. */
-	if (len == 0 && !v->handover)
+	if (len == 0 && !v->handover) {
+		v->reset_pending = true;
 		return 0;
+	}
 	if (len < sizeof(st)) {
 		*why = "vsock state truncated";
 		return -1;
@@ -798,76 +877,48 @@ static int vsock_load(struct kap_virtio_dev *d, const uint8_t *buf, size_t len, 
 		*why = "vsock state longer than its connections";
 		return -1;
 	}
-	if (!v->handover) {
-		/* A restore: nothing to take; vsock_restored tells the guest. */
-		return 0;
-	}
-	if (st.nconns != v->nhanded) {
+	if (v->handover && st.nconns != v->nhanded) {
 		*why = st.nconns > v->nhanded
 			   ? "the state has more vsock connections than the source handed sockets"
 			   : "the source handed more sockets than the state has vsock connections";
 		return -1;
 	}
-	if (st.nconns && st.cid != v->cid) {
+	if (v->handover && st.nconns && st.cid != v->cid) {
 		*why = "the source's guest CID differs from this VM's (--vsock cid=), and its "
 		       "connections would not reach the guest";
 		return -1;
 	}
+	/* A restored guest with another CID, or owed a reset, drops its connections anyway. */
+	if (!v->handover && (st.cid != v->cid || (st.flags & VS_RESET_PENDING))) {
+		v->reset_pending = true;
+		return 0;
+	}
 	struct conn *made[MAX_CONNS] = {0};
-	unsigned int k = 0;
+	unsigned int k = 0, n = 0;
 	for (; k < st.nconns; k++) {
-		int fd = v->handed[k];
-		struct conn *c = calloc(1, sizeof(*c));
-		uint8_t *out = malloc(CONN_BUF);
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-					 .data.fd = fd};
-		if (!c || !out || epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			free(c);
-			free(out);
+		/* A restore drops a host connection that never sent "CONNECT": the guest
+		 * knows nothing of it. */
+		if (!v->handover && cs[k].state == C_LINE)
+			continue;
+		if (!(made[n] = conn_from_state(v, &cs[k], buf + data_off[k],
+						v->handover ? v->handed[k] : -1)))
 			break;
-		}
-		*c = (struct conn){
-		    .fd = fd,
-		    .state = (enum conn_state)cs[k].state,
-		    .local_port = cs[k].local_port,
-		    .peer_port = cs[k].peer_port,
-		    .peer_buf_alloc = cs[k].peer_buf_alloc,
-		    .peer_fwd_cnt = cs[k].peer_fwd_cnt,
-		    .tx_cnt = cs[k].tx_cnt,
-		    .rx_cnt = cs[k].rx_cnt,
-		    .fwd_cnt = cs[k].fwd_cnt,
-		    .fwd_cnt_sent = cs[k].fwd_cnt_sent,
-		    .need_request = cs[k].flags & CF_REQUEST,
-		    .need_response = cs[k].flags & CF_RESPONSE,
-		    .need_credit = cs[k].flags & CF_CREDIT,
-		    .need_shutdown = cs[k].flags & CF_SHUTDOWN,
-		    .host_eof = cs[k].flags & CF_HOST_EOF,
-		    .guest_no_send = cs[k].flags & CF_NO_SEND,
-		    .guest_no_rcv = cs[k].flags & CF_NO_RCV,
-		    .out = out,
-		};
-		if (c->state == C_LINE) {
-			memcpy(c->line, buf + data_off[k], cs[k].pending);
-			c->line_len = cs[k].pending;
-		} else {
-			memcpy(c->out, buf + data_off[k], cs[k].pending);
-			c->out_len = cs[k].pending;
-		}
-		made[k] = c;
+		n++;
 	}
 	if (k < st.nconns) {
-		for (unsigned int j = 0; j < k; j++) {
-			epoll_ctl(v->epfd, EPOLL_CTL_DEL, made[j]->fd, NULL);
+		for (unsigned int j = 0; j < n; j++) {
+			if (made[j]->fd >= 0)
+				epoll_ctl(v->epfd, EPOLL_CTL_DEL, made[j]->fd, NULL);
 			free(made[j]->out);
 			free(made[j]);
 		}
 		*why = "out of memory taking the vsock connections";
 		return -1;
 	}
-	for (k = 0; k < st.nconns; k++) {
+	for (k = 0; k < n; k++)
 		v->conns[k] = made[k];
+	for (k = 0; v->handover && k < st.nconns; k++)
 		v->handed[k] = -1;
-	}
 	memcpy(v->rst, rst, sizeof(rst[0]) * st.nrst);
 	v->nrst = st.nrst;
 	v->next_port = st.next_port;
@@ -877,15 +928,62 @@ static int vsock_load(struct kap_virtio_dev *d, const uint8_t *buf, size_t len, 
 }
 
 /*
- * After a restore no connection survives (their host sockets are gone): the guest is told. A
- * migration's destination has taken them over instead; it resets the transport only when the
- * source owed the guest a reset, or had another CID (then with no connection to lose).
+ * A restore's connections (docs/vm.md, virtio-vsock), on the restoring thread before any
+ * vCPU runs (and before a jail closes). The VMM that held their host sockets is gone or went
+ * on without this guest, so each connection gets a new host end where one can be found:
+ *   - guest-initiated (to host port P): connect to this VM's PATH_P again, the listener the
+ *     guest reached in the first place; the guest's stream goes on with its saved counters,
+ *     and the guest's bytes the old socket had not taken are the new socket's first.
+ *   - host-initiated ("CONNECT" on PATH): their client held the old VMM's socket, which no
+ *     one can reach now: the guest gets a RST for each, and the others go on.
+ * A listener that is gone resets its connection only. One warning line per reset.
+ */
+static void restore_conns(struct vsock *v)
+{
+	for (unsigned int i = 0; i < MAX_CONNS; i++) {
+		struct conn *c = v->conns[i];
+		if (!c || c->fd >= 0)
+			continue;
+		if (!c->guest_init) {
+			kap_warn("vsock0: restore: the host connection to guest port %" PRIu32
+				 " is reset (its client was connected to the snapshotted VMM)",
+				 c->peer_port);
+			owe_rst(v, c->local_port, c->peer_port);
+			conn_free(v, i);
+			continue;
+		}
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s_%" PRIu32, v->path, c->local_port);
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+					 .data.fd = fd};
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			kap_warn("vsock0: restore: guest port %" PRIu32
+				 "'s connection to host port %" PRIu32 " is reset: %s: %s",
+				 c->peer_port, c->local_port, sa.sun_path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			owe_rst(v, c->local_port, c->peer_port);
+			conn_free(v, i);
+			continue;
+		}
+		c->fd = fd;
+	}
+}
+
+/*
+ * After a restore: the saved connections get their new host ends (restore_conns). A
+ * migration's destination has taken them over instead. Either resets the transport only when
+ * the state owed the guest a reset, or had another CID (a restore then keeps no connection).
  */
 static void vsock_restored(struct kap_virtio_dev *d)
 {
 	struct vsock *v = d->priv;
-	if (!v->handover || v->cid_changed)
+	if (v->handover && v->cid_changed)
 		v->reset_pending = true;
+	if (!v->handover)
+		restore_conns(v);
 	v->handover = false;
 	v->handed = NULL;
 	v->nhanded = 0;
