@@ -16,6 +16,7 @@
 #include "vmm/vmm.h"
 
 #include "vmm/soft/exec.h"
+#include "vmm/soft/jit.h"
 
 /* ---- the stack ---- */
 
@@ -235,6 +236,11 @@ static bool cond(struct kap_soft_cpu *cpu, unsigned int cc)
 		break;
 	}
 	return (cc & 1) ? !r : r;
+}
+
+bool kap_soft_cond(struct kap_soft_cpu *cpu, unsigned int cc)
+{
+	return cond(cpu, cc);
 }
 
 /* ---- ALU ---- */

@@ -64,6 +64,7 @@ enum kap_soft_lf {
 struct kap_soft_block;
 struct kap_soft_cache;
 struct kap_soft_tlb;
+struct kap_soft_jit;
 
 /* An XMM register (exec-sse.c), viewed as the instruction at hand needs it. */
 union kap_soft_xmm {
@@ -149,6 +150,7 @@ struct kap_soft_cpu {
 	struct kap_soft_lapic *lapic;
 	struct kap_soft_cache *cache;
 	struct kap_soft_tlb *tlb; /* linear page -> host page of RAM (cpu.c, The TLB) */
+	struct kap_soft_jit *jit; /* the code generator (jit.c), NULL when off */
 	/* Per RAM page, a bit for each vCPU with blocks from it (the VM's written record). */
 	_Atomic uint64_t *code_owners;
 	uint64_t npages;
