@@ -743,7 +743,7 @@ bool kap_soft_jit_ready(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 {
 	if (b->jit.code)
 		return b->jit.cpl == cpu->cpl;
-	if (b->jit.failed || ++b->jit.runs < KAP_SOFT_JIT_HOT)
+	if (b->jit.failed || ++b->jit.runs < cpu->jit->hot)
 		return false;
 	struct kap_soft_jit *j = cpu->jit;
 	if (b->mode == 2) { /* 16-bit code: boot code, interpreted */
@@ -795,9 +795,22 @@ struct kap_soft_jit *kap_soft_jit_new(struct kap_soft_cpu *cpu)
 	const char *env = getenv("KAPSEL_SOFT_JIT");
 	if (env && (!strcmp(env, "off") || !strcmp(env, "0")))
 		return NULL;
+	unsigned int hot = KAP_SOFT_JIT_HOT;
+	if (env && *env) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 10);
+		if (*end || v < 1 || v > 1000000) {
+			kap_warn("vm: KAPSEL_SOFT_JIT=%s is not off, 0 or a run count 1-1000000: "
+				 "compiling blocks after %u runs",
+				 env, hot);
+		} else {
+			hot = (unsigned int)v;
+		}
+	}
 	struct kap_soft_jit *j = calloc(1, sizeof(*j));
 	if (!j)
 		return NULL;
+	j->hot = hot;
 	int fd = memfd_create("kapsel-soft-jit", MFD_CLOEXEC);
 	if (fd < 0 || ftruncate(fd, JIT_SIZE) < 0) {
 		kap_debug("vm: soft vCPU %u: no code buffer (memfd: %m): interpreting", cpu->id);

@@ -7,7 +7,9 @@
  * page, links voided by the cache's epoch) for at most KAP_SOFT_JIT_BUDGET blocks, then return
  * to cpu.c's loop, which looks at interrupts as it does between interpreted blocks.
  *
- * KAPSEL_SOFT_JIT=off in the environment turns it off (the interpreter alone, for diffing).
+ * KAPSEL_SOFT_JIT in the environment: off (or 0) turns it off, the interpreter alone (for
+ * diffing); a number N compiles blocks after N runs instead of KAP_SOFT_JIT_HOT (1: every block
+ * at once, how the differential tests run it).
  */
 #pragma once
 #include <stdbool.h>
@@ -28,6 +30,7 @@ struct kap_soft_jit {
 	uint64_t last_epoch;	       /* the cache's epoch when it was entered */
 	uint8_t *rx, *rw;	       /* the buffer, executable and writable views */
 	size_t size, used, code_start; /* code_start: after the entry and exit stubs */
+	unsigned int hot;	       /* runs before a block is compiled */
 	void (*enter)(struct kap_soft_cpu *, struct kap_soft_jit *, void *);
 };
 
