@@ -59,34 +59,6 @@
 #include "vmm/vmm.h"
 #include "vmm/x86/x86.h"
 
-/*
- * The TLB (see the top): direct-mapped by linear page number. An entry exists only for a RAM
- * page and only after a walk that set the accessed bits; it grants writes only once the walk
- * found or set the dirty bit, so the first write through a clean page still walks and sets it.
- */
-#define KAP_SOFT_TLB_SIZE 1024
-enum {
-	TLB_R_USER = 1, /* supervisor reads need nothing: the entry exists */
-	TLB_W_SUP = 2,
-	TLB_W_USER = 4,
-	TLB_X_SUP = 8,
-	TLB_X_USER = 16,
-};
-
-struct kap_soft_tlb_entry {
-	uint64_t tag;  /* linear page address | 1; 0: empty */
-	uint8_t *host; /* the page in kapsel's mapping of guest RAM */
-	uint64_t phys; /* its guest-physical address */
-	uint32_t idx;  /* its RAM page index (code_owners) */
-	uint8_t perm;  /* TLB_* */
-	uint8_t shift; /* log2 of the mapping's page size: INVLPG of a large page drops all of it */
-	bool global;   /* G in the leaf with CR4.PGE: a CR3 write keeps it */
-};
-
-struct kap_soft_tlb {
-	struct kap_soft_tlb_entry e[KAP_SOFT_TLB_SIZE];
-};
-
 const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 {
 	if (c->balloon.enabled)

@@ -40,8 +40,8 @@
  * When the buffer is full every compiled block is dropped (their blocks are interpreted until
  * hot again) and the cache's epoch voids every link.
  */
-#define _GNU_SOURCE
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -51,6 +51,7 @@
 #include "vmm/soft/block.h"
 #include "vmm/soft/exec.h"
 #include "vmm/soft/jit.h"
+#include "vmm/vmm.h"
 
 #define JIT_SIZE (16u << 20) /* a vCPU's code buffer */
 #define JIT_STUB 64u	     /* the entry and exit stubs, at the buffer's start */
@@ -181,6 +182,8 @@ enum kind {
 	K_LEA,
 	K_JCC,
 	K_JMP,
+	K_LOAD,	 /* MOV reg, [m] */
+	K_STORE, /* MOV [m], reg/imm */
 };
 
 struct inl {
@@ -189,7 +192,14 @@ struct inl {
 	unsigned int dst, src; /* guest registers; src KAP_SOFT_NOREG: imm */
 	uint64_t imm;
 	bool dec;
+	unsigned int mem; /* ALU: 1, the source is [m]; 2, the destination is (CMP, TEST) */
 };
+
+/* Whether d's memory operand can be accessed inline (else: the handler). */
+static bool mem_ok(const struct kap_soft_insn *d, unsigned int mode)
+{
+	return d->has_modrm && d->mod != 3 && d->asize != 2 && (!d->rip_rel || mode == 8);
+}
 
 static bool alu_ok(unsigned int op)
 {
@@ -220,19 +230,26 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		switch (b & 7) {
 		case 0:
 		case 1:
-			if (!reg_rm)
-				return K_CALL;
 			x->n = opsz(d);
 			x->dst = d->rm;
 			x->src = d->reg;
+			if (!reg_rm) { /* CMP [m], reg only: no store */
+				if (x->op != 7 || !mem_ok(d, mode))
+					return K_CALL;
+				x->mem = 2;
+			}
 			break;
 		case 2:
 		case 3:
-			if (!reg_rm)
-				return K_CALL;
 			x->n = opsz(d);
 			x->dst = d->reg;
 			x->src = d->rm;
+			if (!reg_rm) {
+				if (!mem_ok(d, mode))
+					return K_CALL;
+				x->mem = 1;
+				x->src = KAP_SOFT_NOREG;
+			}
 			break;
 		case 4:
 			x->n = 1;
@@ -257,8 +274,13 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 	case 0x80:
 	case 0x81:
 	case 0x83:
-		if (!reg_rm || !alu_ok(d->reg & 7))
+		if (!alu_ok(d->reg & 7))
 			return K_CALL;
+		if (!reg_rm) {
+			if ((d->reg & 7) != 7 || !mem_ok(d, mode))
+				return K_CALL;
+			x->mem = 2;
+		}
 		x->op = d->reg & 7;
 		x->n = opsz(d);
 		x->dst = d->rm;
@@ -266,8 +288,11 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		return x->k = K_ALU;
 	case 0x84:
 	case 0x85:
-		if (!reg_rm)
-			return K_CALL;
+		if (!reg_rm) {
+			if (!mem_ok(d, mode))
+				return K_CALL;
+			x->mem = 2;
+		}
 		x->op = 8;
 		x->n = opsz(d);
 		x->dst = d->rm;
@@ -290,27 +315,29 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		return x->k = K_INCDEC;
 	case 0x88:
 	case 0x89:
-		if (!reg_rm)
-			return K_CALL;
 		x->n = opsz(d);
 		x->dst = d->rm;
 		x->src = d->reg;
+		if (!reg_rm)
+			return mem_ok(d, mode) ? (x->k = K_STORE) : K_CALL;
 		return x->k = K_MOV;
 	case 0x8a:
 	case 0x8b:
-		if (!reg_rm)
-			return K_CALL;
 		x->n = opsz(d);
 		x->dst = d->reg;
 		x->src = d->rm;
+		if (!reg_rm)
+			return mem_ok(d, mode) ? (x->k = K_LOAD) : K_CALL;
 		return x->k = K_MOV;
 	case 0xc6:
 	case 0xc7:
-		if (!reg_rm || (d->reg & 7) != 0)
+		if ((d->reg & 7) != 0)
 			return K_CALL;
 		x->n = opsz(d);
 		x->dst = d->rm;
 		x->imm = b == 0xc6 ? d->imm : imm_z(d);
+		if (!reg_rm)
+			return mem_ok(d, mode) ? (x->k = K_STORE) : K_CALL;
 		return x->k = K_MOV;
 	case 0x8d:
 		if (d->mod == 3 || d->asize == 2 || (d->rip_rel && mode != 8))
@@ -344,10 +371,10 @@ struct jc {
 	struct kap_soft_jit *j;
 	struct kap_soft_block *b;
 	unsigned int mode;
-	int64_t synced;	  /* cpu->rip is the block's start plus this */
-	bool flags_plain; /* lf_op is LF_NONE (known at compile time) */
-	bool pending;	  /* a flag image in RDX not yet merged into cpu->flags */
-	uint32_t p_clear, p_take;
+	int64_t synced;	 /* cpu->rip is the block's start plus this */
+	bool flags_host; /* lf_op is LF_HOST (known at compile time) */
+	bool pending;	 /* a flag image in RDX not yet stored as the lazy flags */
+	bool p_logic;	 /* it is a logical operation's: AF is 0 (exec.c's choice) */
 	size_t stop_fix[KAP_SOFT_BLOCK_MAX]; /* jumps to the "handler asked to stop" exit */
 	unsigned int nstop;
 	unsigned int nlink;
@@ -401,10 +428,10 @@ static void rip_add(struct jc *c, int64_t delta)
 			op_mem(e, W, 0x01, RCX, RBX, CPU_OFF(rip));
 		}
 	} else {
-		op_mem(e, 0, 0x8b, RAX, RBX, CPU_OFF(rip));
-		op_rr(e, 0, 0x81, 0, RAX);
+		/* 32-bit code: RIP's upper half is 0 (kap_soft_jit_ready checks), a dword add
+		 * wraps as the interpreter's mask does and leaves it 0 */
+		op_mem(e, 0, 0x81, 0, RBX, CPU_OFF(rip));
 		e32(e, (uint32_t)delta);
-		op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(rip));
 	}
 }
 
@@ -414,23 +441,21 @@ static void sync_rip(struct jc *c, int64_t off)
 	c->synced = off;
 }
 
-/* Merges the flag image in RDX into cpu->flags: the bits in clear from take's bits of it. */
+/* Stores the flag image in RDX as the lazy flags: lf_op = LF_HOST, lf_res = the image. */
 static void merge_flags(struct jc *c)
 {
 	struct em *e = &c->e;
 	if (!c->pending)
 		return;
-	op_mem(e, W, 0x8b, RCX, RBX, CPU_OFF(flags));
-	op_rr(e, W, 0x81, 4, RCX); /* and rcx, ~clear */
-	e32(e, ~c->p_clear);
-	op_rr(e, 0, 0x81, 4, RDX); /* and edx, take */
-	e32(e, c->p_take);
-	op_rr(e, W, 0x09, RDX, RCX); /* or rcx, rdx */
-	op_mem(e, W, 0x89, RCX, RBX, CPU_OFF(flags));
-	op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_NONE */
-	e8(e, KAP_SOFT_LF_NONE);
+	if (c->p_logic) {
+		op_rr(e, 0, 0x81, 4, RDX); /* and edx, ~AF */
+		e32(e, ~(uint32_t)KAP_SOFT_AF);
+	}
+	op_mem(e, W, 0x89, RDX, RBX, CPU_OFF(lf_res));
+	op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
+	e8(e, KAP_SOFT_LF_HOST);
 	c->pending = false;
-	c->flags_plain = true;
+	c->flags_host = true;
 }
 
 /* Leaves the block for the loop (exit -1: not linkable) or through linkable exit k. */
@@ -499,7 +524,7 @@ static void emit_call(struct jc *c, const struct kap_soft_op *o, int64_t off, bo
 	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(next_rip));
 	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(rip));
 	c->synced = off + o->d.len;
-	c->flags_plain = false;
+	c->flags_host = false;
 	if (!check_stop)
 		return;
 	op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block)); /* cmp byte [stop_block], 0 */
@@ -518,7 +543,7 @@ static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 	for (unsigned int k = i + 1; k < b->n; k++) {
 		struct inl x;
 		enum kind kd = classify(&b->ops[k], b->mode, &x);
-		if (kd == K_ALU)
+		if (kd == K_ALU && !x.mem)
 			return true;
 		if (kd != K_MOV && kd != K_LEA)
 			return false;
@@ -526,15 +551,202 @@ static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 	return false;
 }
 
-static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live)
+/* ---- memory operands ---- */
+
+#define SEG_OFF(s, f)                                                                              \
+	((int32_t)(offsetof(struct kap_soft_cpu, seg) + (s) * sizeof(struct kap_soft_seg) +        \
+		   offsetof(struct kap_soft_seg, f)))
+#define TLB_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
+
+/* RSI = the effective address's offset (ea()); cpu->rip is synced to the instruction. */
+static void emit_ea(struct jc *c, const struct kap_soft_insn *d)
+{
+	struct em *e = &c->e;
+	mov_imm64(e, RSI, (uint64_t)d->disp);
+	if (d->rip_rel) { /* next_rip: rip + len */
+		op_mem(e, W, 0x03, RSI, RBX, CPU_OFF(rip));
+		op_rr(e, W, 0x83, 0, RSI);
+		e8(e, d->len);
+	}
+	if (d->base != KAP_SOFT_NOREG)
+		op_mem(e, W, 0x03, RSI, RBX, REG_OFF(d->base));
+	if (d->index != KAP_SOFT_NOREG) {
+		op_mem(e, W, 0x8b, RCX, RBX, REG_OFF(d->index));
+		if (d->scale) {
+			op_rr(e, W, 0xc1, 4, RCX);
+			e8(e, d->scale);
+		}
+		op_rr(e, W, 0x01, RCX, RSI);
+	}
+	if (d->asize == 4)
+		op_rr(e, 0, 0x89, RSI, RSI); /* mov esi, esi */
+}
+
+/*
+ * An n-byte access to d's memory operand: a load into RAX (zero-extended), or a store of R8.
+ * The fast path is kap_soft_read/write's TLB path done inline: the segment checks of
+ * seg_linear for a present, writable, expand-up data segment (32-bit code; else the slow path
+ * decides), the TLB entry's tag and permission for this block's CPL, no page crossing; then
+ * the host access, and for a store the code-page check (kap_soft_stored when the page has
+ * translations). Anything else calls kap_soft_read/write, which do it all (faults included:
+ * RIP is the instruction's). A store may end the block (stop_block): RIP is then past it.
+ */
+static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n, bool write,
+		     int64_t off)
+{
+	struct em *e = &c->e;
+	unsigned int s = ea_seg(d);
+	size_t slow[8];
+	unsigned int ns = 0;
+	emit_ea(c, d);
+	if (c->mode == 8) {
+		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
+		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
+			op_mem(e, W, 0x03, RDI, RBX, SEG_OFF(s, base));
+	} else {
+		op_mem(e, 0, 0x80, 7, RBX, SEG_OFF(s, present)); /* cmp byte [present], 0 */
+		e8(e, 0);
+		slow[ns++] = jump32(e, 0x4); /* je */
+		op_mem(e, 0, 0x0fb6, RCX, RBX, SEG_OFF(s, type));
+		op_rr(e, 0, 0x83, 4, RCX); /* and ecx, 0xe: code, expand-down, writable */
+		e8(e, 0xe);
+		op_rr(e, 0, 0x83, 7, RCX); /* cmp ecx, 2: writable expand-up data */
+		e8(e, 2);
+		slow[ns++] = jump32(e, 0x5);
+		op_mem(e, W, 0x8d, RCX, RSI, (int32_t)n - 1); /* lea rcx, [rsi + n - 1] */
+		op_mem(e, 0, 0x8b, RDX, RBX, SEG_OFF(s, limit));
+		op_rr(e, W, 0x39, RDX, RCX); /* cmp rcx, rdx */
+		slow[ns++] = jump32(e, 0x7); /* ja */
+		op_mem(e, W, 0x8b, RDI, RBX, SEG_OFF(s, base));
+		op_rr(e, W, 0x01, RSI, RDI);
+		op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
+	}
+	/* RDX = the TLB entry */
+	op_rr(e, W, 0x89, RDI, RCX);
+	op_rr(e, W, 0xc1, 5, RCX); /* shr rcx, 12 */
+	e8(e, 12);
+	op_rr(e, 0, 0x81, 4, RCX); /* and ecx, size - 1 */
+	e32(e, KAP_SOFT_TLB_SIZE - 1);
+	op_rr(e, W, 0x69, RCX, RCX); /* imul rcx, rcx, sizeof */
+	e32(e, (uint32_t)sizeof(struct kap_soft_tlb_entry));
+	op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(tlb));
+	op_rr(e, W, 0x01, RCX, RDX);
+	op_rr(e, W, 0x89, RDI, RCX);
+	op_rr(e, W, 0x81, 4, RCX); /* and rcx, ~0xfff */
+	e32(e, 0xfffff000u);
+	op_rr(e, W, 0x83, 1, RCX); /* or rcx, 1 */
+	e8(e, 1);
+	op_mem(e, W, 0x3b, RCX, RDX, TLB_OFF(tag));
+	slow[ns++] = jump32(e, 0x5);
+	bool user = c->b->jit.cpl == 3;
+	unsigned int need = write ? (user ? TLB_W_USER : TLB_W_SUP) : (user ? TLB_R_USER : 0);
+	if (need) {
+		op_mem(e, 0, 0xf6, 0, RDX, TLB_OFF(perm)); /* test byte [perm], need */
+		e8(e, need);
+		slow[ns++] = jump32(e, 0x4); /* jz */
+	}
+	op_rr(e, 0, 0x89, RDI, RCX); /* mov ecx, edi */
+	op_rr(e, 0, 0x81, 4, RCX);   /* and ecx, 0xfff */
+	e32(e, 0xfff);
+	if (n > 1) {
+		op_rr(e, 0, 0x81, 7, RCX); /* cmp ecx, 0x1000 - n */
+		e32(e, 0x1000 - n);
+		slow[ns++] = jump32(e, 0x7); /* ja */
+	}
+	op_mem(e, W, 0x03, RCX, RDX, TLB_OFF(host));
+	if (!write) {
+		if (n == 1)
+			op_mem(e, 0, 0x0fb6, RAX, RCX, 0);
+		else if (n == 2)
+			op_mem(e, 0, 0x0fb7, RAX, RCX, 0);
+		else
+			op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RCX, 0);
+	} else {
+		if (n == 1)
+			op_mem(e, 0, 0x88, 8, RCX, 0); /* mov [rcx], r8b */
+		else
+			op_mem(e, size_fl(n), 0x89, 8, RCX, 0);
+		/* the code-page check (kap_soft_stored's first look, its fence first) */
+		if (c->cpu->vm->ncpus > 1) {
+			e8(e, 0x0f); /* mfence */
+			e8(e, 0xae);
+			e8(e, 0xf0);
+		}
+		op_mem(e, 0, 0x8b, RDX, RDX, TLB_OFF(idx)); /* mov edx, [idx] */
+		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
+		op_rr(e, W, 0xc1, 4, RDX); /* shl rdx, 3 */
+		e8(e, 3);
+		op_rr(e, W, 0x01, RDX, RAX);
+		op_mem(e, W, 0x83, 7, RAX, 0); /* cmp qword [rax], 0 */
+		e8(e, 0);
+		size_t clean = jump32(e, 0x4);
+		op_rr(e, W, 0x89, RCX, RSI);
+		op_rr(e, W, 0x89, RBX, RDI);
+		call_abs(e, (const void *)kap_soft_stored);
+		fix(e, clean, e->pos);
+	}
+	size_t join = jump32(e, -1);
+	for (unsigned int i = 0; i < ns; i++)
+		fix(e, slow[i], e->pos);
+	/* the slow path: kap_soft_read(cpu, seg, off, n) or kap_soft_write(..., R8) */
+	op_rr(e, W, 0x89, RSI, RDX);
+	e8(e, 0xbe); /* mov esi, seg */
+	e32(e, s);
+	e8(e, 0xb9); /* mov ecx, n */
+	e32(e, n);
+	op_rr(e, W, 0x89, RBX, RDI);
+	call_abs(e, write ? (const void *)kap_soft_write : (const void *)kap_soft_read);
+	fix(e, join, e->pos);
+	if (write) { /* a store to a page with translations: leave after it */
+		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block));
+		e8(e, 0);
+		size_t go_on = jump32(e, 0x4);
+		rip_add(c, off + d->len - c->synced);
+		leave(c, -1);
+		fix(e, go_on, e->pos);
+	}
+}
+
+static void emit_load(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
+{
+	merge_flags(c);
+	sync_rip(c, off);
+	emit_mem(c, d, x->n, false, off);
+	st_reg(c, d, x->dst, x->n);
+}
+
+static void emit_store(struct jc *c, const struct kap_soft_insn *d, const struct inl *x,
+		       int64_t off)
+{
+	merge_flags(c);
+	sync_rip(c, off);
+	if (x->src != KAP_SOFT_NOREG)
+		ld_reg(c, d, x->src, x->n, 8);
+	else
+		mov_imm64(&c->e, 8, x->imm);
+	emit_mem(c, d, x->n, true, off);
+}
+
+static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
+		     int64_t off)
 {
 	struct em *e = &c->e;
 	merge_flags(c);
-	ld_reg(c, d, x->dst, x->n, RAX);
-	if (x->src != KAP_SOFT_NOREG)
-		ld_reg(c, d, x->src, x->n, RCX);
-	else
-		mov_imm64(e, RCX, x->imm);
+	if (x->mem) {
+		sync_rip(c, off);
+		emit_mem(c, d, x->n, false, off); /* RAX = [m] */
+	}
+	if (x->mem == 1) {
+		op_rr(e, W, 0x89, RAX, RCX); /* the source */
+		ld_reg(c, d, x->dst, x->n, RAX);
+	} else {
+		if (!x->mem)
+			ld_reg(c, d, x->dst, x->n, RAX);
+		if (x->src != KAP_SOFT_NOREG)
+			ld_reg(c, d, x->src, x->n, RCX);
+		else
+			mov_imm64(e, RCX, x->imm);
+	}
 	unsigned int fl = size_fl(x->n), byte = x->n == 1 ? 0 : 1;
 	if (x->op == 8)
 		op_rr(e, fl, 0x84 | byte, RCX, RAX); /* test */
@@ -544,36 +756,44 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 		e8(e, 0x9c); /* pushfq */
 		e8(e, 0x5a); /* pop rdx */
 		c->pending = true;
-		c->p_clear = (uint32_t)KAP_SOFT_ARITH;
-		bool logic = x->op == 1 || x->op == 4 || x->op == 6 || x->op == 8;
-		c->p_take = (uint32_t)(logic ? KAP_SOFT_ARITH & ~KAP_SOFT_AF : KAP_SOFT_ARITH);
+		c->p_logic = x->op == 1 || x->op == 4 || x->op == 6 || x->op == 8;
 	}
-	if (x->op != 7 && x->op != 8)
+	if (x->op != 7 && x->op != 8 && x->mem != 2)
 		st_reg(c, d, x->dst, x->n);
+}
+
+/* bt dword [rbx + off], 0: the host's CF = bit 0 there. */
+static void bt0(struct em *e, int32_t off)
+{
+	op_mem(e, 0, 0x0fba, 4, RBX, off);
+	e8(e, 0);
 }
 
 static void emit_incdec(struct jc *c, const struct kap_soft_insn *d, const struct inl *x)
 {
 	struct em *e = &c->e;
 	merge_flags(c);
-	if (!c->flags_plain) { /* CF stays: work out the lazy flags first */
-		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(lf_op));
-		e8(e, KAP_SOFT_LF_NONE);
-		e8(e, 0x74); /* je +n */
-		size_t at = e->pos;
-		e8(e, 0);
+	/* CF stays: the guest's goes into the host's first, which INC/DEC keep too. */
+	if (c->flags_host) {
+		bt0(e, CPU_OFF(lf_res));
+	} else {
+		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(lf_op)); /* cmp byte [lf_op], LF_HOST */
+		e8(e, KAP_SOFT_LF_HOST);
+		size_t other = jump32(e, 0x5);
+		bt0(e, CPU_OFF(lf_res));
+		size_t done = jump32(e, -1);
+		fix(e, other, e->pos);
 		op_rr(e, W, 0x89, RBX, RDI);
-		call_abs(e, (const void *)kap_soft_get_flags);
-		if (at < e->cap)
-			e->buf[at] = (uint8_t)(e->pos - at - 1);
-		c->flags_plain = true;
+		call_abs(e, (const void *)kap_soft_get_flags); /* LF_NONE after it */
+		bt0(e, CPU_OFF(flags));
+		fix(e, done, e->pos);
 	}
 	ld_reg(c, d, x->dst, x->n, RAX);
 	op_rr(e, size_fl(x->n), x->n == 1 ? 0xfe : 0xff, x->dec ? 1 : 0, RAX);
 	e8(e, 0x9c);
 	e8(e, 0x5a);
 	c->pending = true;
-	c->p_clear = c->p_take = (uint32_t)(KAP_SOFT_ARITH & ~KAP_SOFT_CF);
+	c->p_logic = false;
 	st_reg(c, d, x->dst, x->n);
 }
 
@@ -623,9 +843,6 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 	struct em *e = &c->e;
 	unsigned int cc = d->op & 0xf;
 	size_t taken;
-	bool uses_cf = (cc >> 1) == 1 || (cc >> 1) == 3;
-	if (c->pending && uses_cf && !(c->p_take & KAP_SOFT_CF))
-		merge_flags(c); /* INC/DEC: the host's CF is not the guest's */
 	if (c->pending) {
 		taken = jump32(e, (int)cc); /* the host's flags are the guest's */
 	} else {
@@ -636,15 +853,13 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 		op_rr(e, 0, 0x84, RAX, RAX); /* test al, al */
 		taken = jump32(e, 0x5);
 	}
-	bool pending = c->pending;
-	uint32_t pc = c->p_clear, pt = c->p_take;
+	bool pending = c->pending, logic = c->p_logic;
 	int64_t synced = c->synced;
 	merge_flags(c);
 	exit_to(c, end);
 	fix(e, taken, e->pos);
 	c->pending = pending;
-	c->p_clear = pc;
-	c->p_take = pt;
+	c->p_logic = logic;
 	c->synced = synced;
 	merge_flags(c);
 	exit_to(c, end + (int64_t)imm);
@@ -665,7 +880,7 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 		int64_t end = off + o->d.len;
 		switch (k) {
 		case K_ALU:
-			emit_alu(&c, &o->d, &x, !flags_dead(b, i));
+			emit_alu(&c, &o->d, &x, !flags_dead(b, i), off);
 			break;
 		case K_INCDEC:
 			emit_incdec(&c, &o->d, &x);
@@ -675,6 +890,12 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 			break;
 		case K_LEA:
 			emit_lea(&c, &o->d, off);
+			break;
+		case K_LOAD:
+			emit_load(&c, &o->d, &x, off);
+			break;
+		case K_STORE:
+			emit_store(&c, &o->d, &x, off);
 			break;
 		case K_JCC:
 			emit_jcc(&c, &o->d, end, x.imm);
@@ -719,6 +940,15 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 	if (c.e.full)
 		return false;
 	b->jit.code = j->rx + j->used;
+	if (getenv("JITDUMP")) {
+		char fn[64];
+		snprintf(fn, sizeof fn, "/tmp/jd/%llx.bin", (unsigned long long)b->phys);
+		FILE *f = fopen(fn, "w");
+		if (f) {
+			fwrite(c.e.buf, 1, c.e.pos, f);
+			fclose(f);
+		}
+	}
 	b->jit.cpl = (uint8_t)cpu->cpl;
 	j->used += (c.e.pos + 15) & ~(size_t)15;
 	return true;
@@ -741,6 +971,8 @@ static void flush(struct kap_soft_cpu *cpu, struct kap_soft_jit *j)
 
 bool kap_soft_jit_ready(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 {
+	if (b->mode != 8 && (cpu->rip >> 32))
+		return false; /* (not seen: handlers mask RIP) the interpreter's masking */
 	if (b->jit.code)
 		return b->jit.cpl == cpu->cpl;
 	if (b->jit.failed || ++b->jit.runs < cpu->jit->hot)

@@ -18,7 +18,7 @@
 #include "vmm/soft/soft.h"
 
 #define KAP_SOFT_JIT_HOT    16
-#define KAP_SOFT_JIT_BUDGET 64
+#define KAP_SOFT_JIT_BUDGET 1024
 
 struct kap_soft_block;
 

@@ -59,6 +59,8 @@ enum kap_soft_lf {
 	KAP_SOFT_LF_LOGIC,
 	KAP_SOFT_LF_INC,
 	KAP_SOFT_LF_DEC,
+	KAP_SOFT_LF_HOST, /* generated code (jit.c): lf_res is the host's RFLAGS, exact for the
+			     arithmetic bits */
 };
 
 struct kap_soft_block;
