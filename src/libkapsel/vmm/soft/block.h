@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The soft CPU's translated blocks, their per-vCPU cache and the TLB (cpu.c keeps them; jit.c
- * compiles the hot blocks into host code that looks the TLB up itself). See cpu.c's top comment for how they are found, chained and
- * dropped, and jit.h for the compiled form.
+ * compiles the hot blocks into host code that looks the TLB up itself). See cpu.c's top comment for
+ * how they are found, chained and dropped, and jit.h for the compiled form.
  */
 #pragma once
 #include <stdbool.h>

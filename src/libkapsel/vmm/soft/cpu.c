@@ -1643,4 +1643,8 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 	}
 	kap_debug("vm: soft vCPU %u stopped at CS:RIP 0x%x:0x%" PRIx64 " (%u-bit code)", cpu->id,
 		  cpu->seg[KAP_SOFT_CS].sel, cpu->rip, cpu->mode * 8);
+	if (cpu->jit)
+		kap_debug("vm: soft vCPU %u: %" PRIu64 " blocks compiled to host code (%" PRIu64
+			  " full code buffers)",
+			  cpu->id, cpu->jit->compiled, cpu->jit->flushes);
 }

@@ -41,7 +41,6 @@
  * hot again) and the cache's epoch voids every link.
  */
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -940,16 +939,8 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 	if (c.e.full)
 		return false;
 	b->jit.code = j->rx + j->used;
-	if (getenv("JITDUMP")) {
-		char fn[64];
-		snprintf(fn, sizeof fn, "/tmp/jd/%llx.bin", (unsigned long long)b->phys);
-		FILE *f = fopen(fn, "w");
-		if (f) {
-			fwrite(c.e.buf, 1, c.e.pos, f);
-			fclose(f);
-		}
-	}
 	b->jit.cpl = (uint8_t)cpu->cpl;
+	j->compiled++;
 	j->used += (c.e.pos + 15) & ~(size_t)15;
 	return true;
 }
@@ -966,6 +957,7 @@ static void flush(struct kap_soft_cpu *cpu, struct kap_soft_jit *j)
 	cache->epoch++; /* voids every link into the old code */
 	j->used = j->code_start;
 	j->last = NULL;
+	j->flushes++;
 	kap_debug("vm: soft vCPU %u: code buffer full, compiled blocks dropped", cpu->id);
 }
 

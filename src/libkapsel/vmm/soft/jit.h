@@ -31,6 +31,7 @@ struct kap_soft_jit {
 	uint8_t *rx, *rw;	       /* the buffer, executable and writable views */
 	size_t size, used, code_start; /* code_start: after the entry and exit stubs */
 	unsigned int hot;	       /* runs before a block is compiled */
+	uint64_t compiled, flushes;    /* blocks compiled, full buffers (for --debug) */
 	void (*enter)(struct kap_soft_cpu *, struct kap_soft_jit *, void *);
 };
 
