@@ -183,6 +183,8 @@ enum kind {
 	K_JMP,
 	K_LOAD,	 /* MOV reg, [m] */
 	K_STORE, /* MOV [m], reg/imm */
+	K_IMUL,	 /* IMUL reg, r/m (, imm) */
+	K_SHIFT, /* ROL ROR SHL SHR SAR reg, imm */
 };
 
 struct inl {
@@ -220,9 +222,11 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 			x->imm = d->imm;
 			return x->k = K_JCC;
 		}
-		return K_CALL;
+		if (b != 0xaf || d->osize == 1)
+			return K_CALL;
+		b = 0xaf | 0x100;
 	}
-	if (map != KAP_SOFT_MAP_1)
+	if (map != KAP_SOFT_MAP_1 && b != (0xaf | 0x100))
 		return K_CALL;
 	if (b < 0x40 && (b & 7) <= 5 && alu_ok((b >> 3) & 7)) {
 		x->op = (b >> 3) & 7;
@@ -338,6 +342,37 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		if (!reg_rm)
 			return mem_ok(d, mode) ? (x->k = K_STORE) : K_CALL;
 		return x->k = K_MOV;
+	case 0x69:
+	case 0x6b:
+		x->imm = b == 0x69 ? imm_z(d) : sext(d->imm, 1);
+		x->dec = true; /* (with an immediate) */
+			       /* fallthrough */
+	case 0xaf | 0x100:     /* (0F AF comes here from below) */
+		x->n = d->osize;
+		x->dst = d->reg;
+		x->src = d->rm;
+		if (!reg_rm) {
+			if (!mem_ok(d, mode))
+				return K_CALL;
+			x->mem = 1;
+		}
+		return x->k = K_IMUL;
+	case 0xc0:
+	case 0xc1:
+	case 0xd0:
+	case 0xd1: {
+		unsigned int op = d->reg & 7, n = opsz(d), bits = 8 * n;
+		unsigned int cnt = b >= 0xd0 ? 1 : (unsigned int)d->imm & (n == 8 ? 63 : 31);
+		if (!reg_rm || op == 2 || op == 3 || cnt == 0)
+			return K_CALL;
+		if (op <= 1 ? cnt % bits == 0 : cnt >= bits)
+			return K_CALL; /* a whole-size rotate, an over-long shift: the handler */
+		x->op = op;
+		x->n = n;
+		x->dst = d->rm;
+		x->imm = op <= 1 ? cnt % bits : cnt;
+		return x->k = K_SHIFT;
+	}
 	case 0x8d:
 		if (d->mod == 3 || d->asize == 2 || (d->rip_rel && mode != 8))
 			return K_CALL;
@@ -726,6 +761,133 @@ static void emit_store(struct jc *c, const struct kap_soft_insn *d, const struct
 	emit_mem(c, d, x->n, true, off);
 }
 
+/* IMUL: CF and OF from the host's, SF ZF PF from the result, AF 0 (exec.c's mul_flags). */
+static void emit_imul(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
+		      int64_t off)
+{
+	struct em *e = &c->e;
+	merge_flags(c);
+	if (x->mem) {
+		sync_rip(c, off);
+		emit_mem(c, d, x->n, false, off);
+	} else {
+		ld_reg(c, d, x->src, x->n, RAX);
+	}
+	if (x->dec)
+		mov_imm64(e, RCX, x->imm);
+	else
+		ld_reg(c, d, d->reg, x->n, RCX);
+	unsigned int fl = size_fl(x->n);
+	op_rr(e, fl, 0x0faf, RAX, RCX); /* imul eax, ecx */
+	if (live) {
+		e8(e, 0x9c);
+		e8(e, 0x5a);
+		op_rr(e, 0, 0x81, 4, RDX); /* and edx, CF | OF */
+		e32(e, (uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
+		op_rr(e, fl, 0x85, RAX, RAX); /* test eax, eax */
+		e8(e, 0x9c);
+		e8(e, 0x59); /* pop rcx */
+		op_rr(e, 0, 0x81, 4, RCX);
+		e32(e, (uint32_t)(KAP_SOFT_SF | KAP_SOFT_ZF | KAP_SOFT_PF));
+		op_rr(e, 0, 0x09, RCX, RDX); /* or edx, ecx */
+		c->pending = true;
+		c->p_logic = false;
+		merge_flags(c);
+	}
+	st_reg(c, d, x->dst, x->n);
+}
+
+/* The guest's flags into R8 (the lazy ones worked out when not the host's). */
+static void flags_to_r8(struct jc *c)
+{
+	struct em *e = &c->e;
+	if (c->flags_host) {
+		op_mem(e, W, 0x8b, 8, RBX, CPU_OFF(lf_res));
+		return;
+	}
+	op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(lf_op));
+	e8(e, KAP_SOFT_LF_HOST);
+	size_t other = jump32(e, 0x5);
+	op_mem(e, W, 0x8b, 8, RBX, CPU_OFF(lf_res));
+	size_t done = jump32(e, -1);
+	fix(e, other, e->pos);
+	op_rr(e, W, 0x89, RBX, RDI);
+	call_abs(e, (const void *)kap_soft_get_flags);
+	op_rr(e, W, 0x89, RAX, 8); /* mov r8, rax */
+	fix(e, done, e->pos);
+}
+
+/*
+ * Shifts and rotates by a constant (exec.c's shift(), count already masked and non-zero):
+ * the result and CF are the host's; SHL's OF is SF ^ CF, SHR's the operand's sign, SAR's 0,
+ * AF 0. Rotates change only CF and OF (ROL: the result's sign ^ CF; ROR: its two top bits).
+ */
+static void emit_shift(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live)
+{
+	struct em *e = &c->e;
+	unsigned int fl = size_fl(x->n), bits = 8 * x->n, op = x->op == 6 ? 4 : x->op;
+	bool rot = op <= 1;
+	merge_flags(c);
+	if (live && rot)
+		flags_to_r8(c);
+	ld_reg(c, d, x->dst, x->n, RAX);
+	if (live && op == 5)
+		op_rr(e, W, 0x89, RAX, RCX); /* the operand, for OF */
+	op_rr(e, fl, x->n == 1 ? 0xc0 : 0xc1, op, RAX);
+	e8(e, (uint8_t)x->imm);
+	if (live) {
+		if (rot) {
+			e8(e, 0x0f); /* setc cl; movzx ecx, cl */
+			e8(e, 0x92);
+			e8(e, 0xc1);
+			op_rr(e, 0, 0x0fb6, RCX, RCX);
+			op_rr(e, W, 0x89, RAX, RDX);
+			op_rr(e, W, 0xc1, 5, RDX); /* shr rdx, ... */
+			e8(e, op == 0 ? bits - 1 : bits - 2);
+			if (op == 1) { /* bit bits-1 ^ bit bits-2 */
+				op_rr(e, 0, 0x89, RDX, RSI);
+				op_rr(e, 0, 0xd1, 5, RSI); /* shr esi, 1 */
+				op_rr(e, 0, 0x31, RSI, RDX);
+			} else {
+				op_rr(e, 0, 0x31, RCX, RDX); /* ^ CF */
+			}
+			op_rr(e, 0, 0x83, 4, RDX); /* and edx, 1 */
+			e8(e, 1);
+			op_rr(e, 0, 0xc1, 4, RDX); /* shl edx, 11 */
+			e8(e, 11);
+			op_rr(e, 0, 0x09, RCX, RDX);
+			op_rr(e, W, 0x81, 4, 8); /* and r8, ~(CF | OF) */
+			e32(e, ~(uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
+			op_rr(e, W, 0x09, 8, RDX);
+		} else {
+			e8(e, 0x9c);
+			e8(e, 0x5a);
+			if (op == 4) { /* OF = SF ^ CF */
+				op_rr(e, 0, 0x89, RDX, RCX);
+				op_rr(e, 0, 0xc1, 5, RCX);
+				e8(e, 7);
+				op_rr(e, 0, 0x31, RDX, RCX);
+			} else if (op == 5) { /* OF = the operand's sign */
+				op_rr(e, W, 0xc1, 5, RCX);
+				e8(e, bits - 1);
+			}
+			op_rr(e, 0, 0x81, 4, RDX); /* and edx, ~(OF | AF) */
+			e32(e, ~(uint32_t)(KAP_SOFT_OF | KAP_SOFT_AF));
+			if (op != 7) {
+				op_rr(e, 0, 0x83, 4, RCX); /* and ecx, 1; shl ecx, 11 */
+				e8(e, 1);
+				op_rr(e, 0, 0xc1, 4, RCX);
+				e8(e, 11);
+				op_rr(e, 0, 0x09, RCX, RDX);
+			}
+		}
+		c->pending = true;
+		c->p_logic = false;
+		merge_flags(c);
+	}
+	st_reg(c, d, x->dst, x->n);
+}
+
 static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
 		     int64_t off)
 {
@@ -895,6 +1057,12 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 			break;
 		case K_STORE:
 			emit_store(&c, &o->d, &x, off);
+			break;
+		case K_IMUL:
+			emit_imul(&c, &o->d, &x, !flags_dead(b, i), off);
+			break;
+		case K_SHIFT:
+			emit_shift(&c, &o->d, &x, !flags_dead(b, i));
 			break;
 		case K_JCC:
 			emit_jcc(&c, &o->d, end, x.imm);
