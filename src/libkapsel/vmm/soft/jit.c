@@ -591,6 +591,9 @@ static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 	((int32_t)(offsetof(struct kap_soft_cpu, seg) + (s) * sizeof(struct kap_soft_seg) +        \
 		   offsetof(struct kap_soft_seg, f)))
 #define TLB_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
+_Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_soft_seg, type) + 2 &&
+		   sizeof(bool) == 1,
+	       "emit_mem reads a segment's type, DPL and present flag as one dword");
 
 /* RSI = the effective address's offset (ea()); cpu->rip is synced to the instruction. */
 static void emit_ea(struct jc *c, const struct kap_soft_insn *d)
@@ -638,14 +641,13 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
 			op_mem(e, W, 0x03, RDI, RBX, SEG_OFF(s, base));
 	} else {
-		op_mem(e, 0, 0x80, 7, RBX, SEG_OFF(s, present)); /* cmp byte [present], 0 */
-		e8(e, 0);
-		slow[ns++] = jump32(e, 0x4); /* je */
-		op_mem(e, 0, 0x0fb6, RCX, RBX, SEG_OFF(s, type));
-		op_rr(e, 0, 0x83, 4, RCX); /* and ecx, 0xe: code, expand-down, writable */
-		e8(e, 0xe);
-		op_rr(e, 0, 0x83, 7, RCX); /* cmp ecx, 2: writable expand-up data */
-		e8(e, 2);
+		/* type, dpl, present in one load: present, writable expand-up data */
+		op_mem(e, 0, 0x8b, RCX, RBX, SEG_OFF(s, type));
+		op_rr(e, 0, 0x81, 4, RCX); /* and ecx, present byte | type's code, expand-down,
+					      writable bits */
+		e32(e, 0x00ff000e);
+		op_rr(e, 0, 0x81, 7, RCX); /* cmp ecx, present 1, writable */
+		e32(e, 0x00010002);
 		slow[ns++] = jump32(e, 0x5);
 		op_mem(e, W, 0x8d, RCX, RSI, (int32_t)n - 1); /* lea rcx, [rsi + n - 1] */
 		op_mem(e, 0, 0x8b, RDX, RBX, SEG_OFF(s, limit));
