@@ -1186,6 +1186,10 @@ kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 
 struct kap_soft_jit *kap_soft_jit_new(struct kap_soft_cpu *cpu)
 {
+#if !defined(__x86_64__)
+	(void)cpu;
+	return NULL; /* it generates x86-64: elsewhere the interpreter runs everything */
+#endif
 	const char *env = getenv("KAPSEL_SOFT_JIT");
 	if (env && (!strcmp(env, "off") || !strcmp(env, "0")))
 		return NULL;
