@@ -591,6 +591,8 @@ static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 	((int32_t)(offsetof(struct kap_soft_cpu, seg) + (s) * sizeof(struct kap_soft_seg) +        \
 		   offsetof(struct kap_soft_seg, f)))
 #define TLB_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
+_Static_assert((sizeof(struct kap_soft_tlb_entry) & (sizeof(struct kap_soft_tlb_entry) - 1)) == 0,
+	       "emit_mem indexes the TLB by a shift");
 _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_soft_seg, type) + 2 &&
 		   sizeof(bool) == 1,
 	       "emit_mem reads a segment's type, DPL and present flag as one dword");
@@ -599,13 +601,24 @@ _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_sof
 static void emit_ea(struct jc *c, const struct kap_soft_insn *d)
 {
 	struct em *e = &c->e;
-	mov_imm64(e, RSI, (uint64_t)d->disp);
+	if (d->base != KAP_SOFT_NOREG && !d->rip_rel) {
+		op_mem(e, W, 0x8b, RSI, RBX, REG_OFF(d->base));
+		if (d->disp == (int32_t)d->disp && d->disp) {
+			op_rr(e, W, 0x81, 0, RSI); /* add rsi, simm32 */
+			e32(e, (uint32_t)d->disp);
+		} else if (d->disp) {
+			mov_imm64(e, RCX, (uint64_t)d->disp);
+			op_rr(e, W, 0x01, RCX, RSI);
+		}
+	} else {
+		mov_imm64(e, RSI, (uint64_t)d->disp);
+	}
 	if (d->rip_rel) { /* next_rip: rip + len */
 		op_mem(e, W, 0x03, RSI, RBX, CPU_OFF(rip));
 		op_rr(e, W, 0x83, 0, RSI);
 		e8(e, d->len);
 	}
-	if (d->base != KAP_SOFT_NOREG)
+	if (d->base != KAP_SOFT_NOREG && d->rip_rel)
 		op_mem(e, W, 0x03, RSI, RBX, REG_OFF(d->base));
 	if (d->index != KAP_SOFT_NOREG) {
 		op_mem(e, W, 0x8b, RCX, RBX, REG_OFF(d->index));
@@ -663,12 +676,13 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 	e8(e, 12);
 	op_rr(e, 0, 0x81, 4, RCX); /* and ecx, size - 1 */
 	e32(e, KAP_SOFT_TLB_SIZE - 1);
-	op_rr(e, W, 0x69, RCX, RCX); /* imul rcx, rcx, sizeof */
-	e32(e, (uint32_t)sizeof(struct kap_soft_tlb_entry));
+	op_rr(e, W, 0xc1, 4, RCX); /* shl rcx, log2(sizeof entry) */
+	e8(e, (uint8_t)__builtin_ctz(sizeof(struct kap_soft_tlb_entry)));
 	op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(tlb));
 	op_rr(e, W, 0x01, RCX, RDX);
-	op_rr(e, W, 0x89, RDI, RCX);
-	op_rr(e, W, 0x81, 4, RCX); /* and rcx, ~0xfff */
+	/* the tag of the access's last byte: a page-crossing access never matches */
+	op_mem(e, W, 0x8d, RCX, RDI, (int32_t)n - 1); /* lea rcx, [rdi + n - 1] */
+	op_rr(e, W, 0x81, 4, RCX);		      /* and rcx, ~0xfff */
 	e32(e, 0xfffff000u);
 	op_rr(e, W, 0x83, 1, RCX); /* or rcx, 1 */
 	e8(e, 1);
@@ -684,11 +698,6 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 	op_rr(e, 0, 0x89, RDI, RCX); /* mov ecx, edi */
 	op_rr(e, 0, 0x81, 4, RCX);   /* and ecx, 0xfff */
 	e32(e, 0xfff);
-	if (n > 1) {
-		op_rr(e, 0, 0x81, 7, RCX); /* cmp ecx, 0x1000 - n */
-		e32(e, 0x1000 - n);
-		slow[ns++] = jump32(e, 0x7); /* ja */
-	}
 	op_mem(e, W, 0x03, RCX, RDX, TLB_OFF(host));
 	if (!write) {
 		if (n == 1)
