@@ -577,8 +577,13 @@ static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 	for (unsigned int k = i + 1; k < b->n; k++) {
 		struct inl x;
 		enum kind kd = classify(&b->ops[k], b->mode, &x);
-		if (kd == K_ALU && !x.mem)
-			return true;
+		if ((kd == K_ALU || kd == K_IMUL) && !x.mem)
+			return true; /* overwrites them all, cannot fault */
+		if (kd == K_SHIFT) {
+			if (x.op > 1)
+				return true; /* shifts set them all */
+			continue;	     /* rotates set CF and OF, the others pass through */
+		}
 		if (kd != K_MOV && kd != K_LEA)
 			return false;
 	}
