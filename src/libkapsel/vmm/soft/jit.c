@@ -555,6 +555,10 @@ static void emit_call(struct jc *c, const struct kap_soft_op *o, int64_t off, bo
 		return;
 	}
 	call_abs(e, (const void *)o->fn);
+	if (o->d.op == 0x07 || o->d.op == 0x17 || o->d.op == 0x1f) {
+		op_mem(e, 0, 0xc6, 0, R12, JIT_OFF(flat)); /* POP ES/SS/DS: not known flat */
+		e8(e, 0);
+	}
 	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(next_rip));
 	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(rip));
 	c->synced = off + o->d.len;
@@ -658,6 +662,14 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
 		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
 			op_mem(e, W, 0x03, RDI, RBX, SEG_OFF(s, base));
+	} else if (s == KAP_SOFT_ES || s == KAP_SOFT_SS || s == KAP_SOFT_DS) {
+		/* a flat segment (kap_soft_jit_run looked): the linear address is the offset */
+		op_mem(e, 0, 0x80, 7, R12, JIT_OFF(flat)); /* cmp byte [flat], 0 */
+		e8(e, 0);
+		slow[ns++] = jump32(e, 0x4); /* je */
+		op_rr(e, W, 0x89, RSI, RDI);
+		if (d->asize != 4)
+			op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
 	} else {
 		/* type, dpl, present in one load: present, writable expand-up data */
 		op_mem(e, 0, 0x8b, RCX, RBX, SEG_OFF(s, type));
@@ -908,6 +920,10 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 		     int64_t off)
 {
 	struct em *e = &c->e;
+	/* op eax, imm: 80/81 /op (TEST: F6/F7 /0), the immediate as wide as the operand
+	 * (sign-extended from 32 bits at 64 bits; 16-bit operands load it into RCX) */
+	bool imm_direct = x->src == KAP_SOFT_NOREG && !x->mem && x->n != 2 &&
+			  (x->n != 8 || x->imm == (uint64_t)(int64_t)(int32_t)x->imm);
 	merge_flags(c);
 	if (x->mem) {
 		sync_rip(c, off);
@@ -921,14 +937,24 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 			ld_reg(c, d, x->dst, x->n, RAX);
 		if (x->src != KAP_SOFT_NOREG)
 			ld_reg(c, d, x->src, x->n, RCX);
-		else
+		else if (!imm_direct)
 			mov_imm64(e, RCX, x->imm);
 	}
 	unsigned int fl = size_fl(x->n), byte = x->n == 1 ? 0 : 1;
-	if (x->op == 8)
+	if (imm_direct) {
+		if (x->op == 8)
+			op_rr(e, fl, x->n == 1 ? 0xf6 : 0xf7, 0, RAX);
+		else
+			op_rr(e, fl, x->n == 1 ? 0x80 : 0x81, x->op, RAX);
+		if (x->n == 1)
+			e8(e, (uint8_t)x->imm);
+		else
+			e32(e, (uint32_t)x->imm);
+	} else if (x->op == 8) {
 		op_rr(e, fl, 0x84 | byte, RCX, RAX); /* test */
-	else
+	} else {
 		op_rr(e, fl, (x->op << 3) | byte, RCX, RAX);
+	}
 	if (live) {
 		e8(e, 0x9c); /* pushfq */
 		e8(e, 0x5a); /* pop rdx */
@@ -1194,6 +1220,13 @@ kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 	j->last_exit = -1;
 	j->last_epoch = epoch;
 	j->budget = KAP_SOFT_JIT_BUDGET;
+	j->flat = 1;
+	for (unsigned int s = KAP_SOFT_ES; s <= KAP_SOFT_DS; s++) {
+		const struct kap_soft_seg *g = &cpu->seg[s];
+		if (s != KAP_SOFT_CS &&
+		    (g->base || g->limit != 0xffffffffu || !g->present || (g->type & 0xe) != 2))
+			j->flat = 0;
+	}
 	j->enter(cpu, j, b->jit.code);
 	return j->last;
 }
