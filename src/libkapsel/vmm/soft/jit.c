@@ -523,8 +523,9 @@ static void exit_to(struct jc *c, int64_t t)
 	op_mem(e, 0, 0x83, 5, R12, JIT_OFF(budget)); /* sub dword [budget], 1 */
 	e8(e, 1);
 	size_t out1 = jump32(e, 0xe); /* jle: spent */
-	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(cache));
-	op_mem(e, W, 0x81, 7, RAX, (int32_t)offsetof(struct kap_soft_cache, epoch));
+	/* the cache's epoch (kap_soft_jit_run's copy: it changes in a chain only where a block
+	 * is dropped, and that leaves the block at once) */
+	op_mem(e, 0, 0x81, 7, R12, JIT_OFF(epoch));
 	c->b->jit.patch[k] = (uint32_t)e->pos;
 	e32(e, 0xffffffffu);	      /* the epoch the link was made in: patched */
 	size_t out2 = jump32(e, 0x5); /* jne */
@@ -687,14 +688,13 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		op_rr(e, W, 0x01, RSI, RDI);
 		op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
 	}
-	/* RDX = the TLB entry */
-	op_rr(e, W, 0x89, RDI, RCX);
-	op_rr(e, W, 0xc1, 5, RCX); /* shr rcx, 12 */
-	e8(e, 12);
-	op_rr(e, 0, 0x81, 4, RCX); /* and ecx, size - 1 */
-	e32(e, KAP_SOFT_TLB_SIZE - 1);
-	op_rr(e, W, 0xc1, 4, RCX); /* shl rcx, log2(sizeof entry) */
-	e8(e, (uint8_t)__builtin_ctz(sizeof(struct kap_soft_tlb_entry)));
+	/* RDX = the TLB entry: ((lin >> 12) & (size - 1)) * sizeof, in two steps */
+	unsigned int esh = (unsigned int)__builtin_ctz(sizeof(struct kap_soft_tlb_entry));
+	op_rr(e, 0, 0x89, RDI, RCX); /* mov ecx, edi */
+	op_rr(e, 0, 0xc1, 5, RCX);   /* shr ecx, 12 - esh */
+	e8(e, 12 - esh);
+	op_rr(e, 0, 0x81, 4, RCX); /* and ecx, (size - 1) << esh */
+	e32(e, (KAP_SOFT_TLB_SIZE - 1) << esh);
 	op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(tlb));
 	op_rr(e, W, 0x01, RCX, RDX);
 	/* the tag of the access's last byte: a page-crossing access never matches */
@@ -736,18 +736,20 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		}
 		op_mem(e, 0, 0x8b, RDX, RDX, TLB_OFF(idx)); /* mov edx, [idx] */
 		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
-		op_rr(e, W, 0xc1, 4, RDX); /* shl rdx, 3 */
-		e8(e, 3);
-		op_rr(e, W, 0x01, RDX, RAX);
-		op_mem(e, W, 0x83, 7, RAX, 0); /* cmp qword [rax], 0 */
-		e8(e, 0);
-		size_t clean = jump32(e, 0x4);
+		e8(e, 0x48); /* cmp qword [rax + rdx * 8], 0 */
+		e8(e, 0x83);
+		e8(e, 0x3c);
+		e8(e, 0xd0);
+		e8(e, 0x00);
+	}
+	size_t done = jump32(e, write ? 0x4 : -1); /* a store: je, unless the page has code */
+	size_t stop_check = 0;
+	if (write) { /* kap_soft_stored drops the page's translations */
 		op_rr(e, W, 0x89, RCX, RSI);
 		op_rr(e, W, 0x89, RBX, RDI);
 		call_abs(e, (const void *)kap_soft_stored);
-		fix(e, clean, e->pos);
+		stop_check = jump32(e, -1);
 	}
-	size_t join = jump32(e, -1);
 	for (unsigned int i = 0; i < ns; i++)
 		fix(e, slow[i], e->pos);
 	/* the slow path: kap_soft_read(cpu, seg, off, n) or kap_soft_write(..., R8) */
@@ -758,8 +760,8 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 	e32(e, n);
 	op_rr(e, W, 0x89, RBX, RDI);
 	call_abs(e, write ? (const void *)kap_soft_write : (const void *)kap_soft_read);
-	fix(e, join, e->pos);
 	if (write) { /* a store to a page with translations: leave after it */
+		fix(e, stop_check, e->pos);
 		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block));
 		e8(e, 0);
 		size_t go_on = jump32(e, 0x4);
@@ -767,6 +769,7 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		leave(c, -1);
 		fix(e, go_on, e->pos);
 	}
+	fix(e, done, e->pos);
 }
 
 static void emit_load(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
@@ -1220,6 +1223,7 @@ kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 	j->last_exit = -1;
 	j->last_epoch = epoch;
 	j->budget = KAP_SOFT_JIT_BUDGET;
+	j->epoch = epoch <= INT32_MAX ? (uint32_t)epoch : 0xffffffffu; /* never linked then */
 	j->flat = 1;
 	for (unsigned int s = KAP_SOFT_ES; s <= KAP_SOFT_DS; s++) {
 		const struct kap_soft_seg *g = &cpu->seg[s];

@@ -30,7 +30,11 @@ struct kap_soft_jit {
 	uint64_t last_epoch;
 	/* ES, SS and DS are flat (base 0, 4 GiB limit, present writable expand-up data): 32-bit
 	 * code's memory fast path skips their checks. Set on entry, cleared by POP ES/SS/DS. */
-	uint8_t flat;		       /* the cache's epoch when it was entered */
+	uint8_t flat;
+	uint32_t epoch;
+	    /* the cache's epoch on entry (links are checked against it) */ /* the cache's epoch
+									       when it was entered
+									     */
 	uint8_t *rx, *rw;	       /* the buffer, executable and writable views */
 	size_t size, used, code_start; /* code_start: after the entry and exit stubs */
 	unsigned int hot;	       /* runs before a block is compiled */
