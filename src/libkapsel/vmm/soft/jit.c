@@ -607,8 +607,8 @@ _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_sof
 		   sizeof(bool) == 1,
 	       "emit_mem reads a segment's type, DPL and present flag as one dword");
 
-/* RSI = the effective address's offset (ea()); cpu->rip is synced to the instruction. */
-static void emit_ea(struct jc *c, const struct kap_soft_insn *d)
+/* RSI = the effective address's offset (ea()) of the instruction at off. */
+static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 {
 	struct em *e = &c->e;
 	if (d->base != KAP_SOFT_NOREG && !d->rip_rel) {
@@ -623,10 +623,10 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d)
 	} else {
 		mov_imm64(e, RSI, (uint64_t)d->disp);
 	}
-	if (d->rip_rel) { /* next_rip: rip + len */
+	if (d->rip_rel) { /* next_rip: the block's start + off + len */
 		op_mem(e, W, 0x03, RSI, RBX, CPU_OFF(rip));
-		op_rr(e, W, 0x83, 0, RSI);
-		e8(e, d->len);
+		op_rr(e, W, 0x81, 0, RSI);
+		e32(e, (uint32_t)(off - c->synced + d->len));
 	}
 	if (d->base != KAP_SOFT_NOREG && d->rip_rel)
 		op_mem(e, W, 0x03, RSI, RBX, REG_OFF(d->base));
@@ -658,7 +658,7 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 	unsigned int s = ea_seg(d);
 	size_t slow[8];
 	unsigned int ns = 0;
-	emit_ea(c, d);
+	emit_ea(c, d, off);
 	if (c->mode == 8) {
 		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
 		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
@@ -752,7 +752,9 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 	}
 	for (unsigned int i = 0; i < ns; i++)
 		fix(e, slow[i], e->pos);
-	/* the slow path: kap_soft_read(cpu, seg, off, n) or kap_soft_write(..., R8) */
+	/* the slow path: kap_soft_read(cpu, seg, off, n) or kap_soft_write(..., R8), with RIP
+	 * the instruction's (a fault, an MMIO handler); the fast path leaves it as it was */
+	rip_add(c, off - c->synced);
 	op_rr(e, W, 0x89, RSI, RDX);
 	e8(e, 0xbe); /* mov esi, seg */
 	e32(e, s);
@@ -760,6 +762,7 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 	e32(e, n);
 	op_rr(e, W, 0x89, RBX, RDI);
 	call_abs(e, write ? (const void *)kap_soft_write : (const void *)kap_soft_read);
+	rip_add(c, c->synced - off);
 	if (write) { /* a store to a page with translations: leave after it */
 		fix(e, stop_check, e->pos);
 		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block));
@@ -775,7 +778,6 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 static void emit_load(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
 {
 	merge_flags(c);
-	sync_rip(c, off);
 	emit_mem(c, d, x->n, false, off);
 	st_reg(c, d, x->dst, x->n);
 }
@@ -784,7 +786,6 @@ static void emit_store(struct jc *c, const struct kap_soft_insn *d, const struct
 		       int64_t off)
 {
 	merge_flags(c);
-	sync_rip(c, off);
 	if (x->src != KAP_SOFT_NOREG)
 		ld_reg(c, d, x->src, x->n, 8);
 	else
@@ -799,7 +800,6 @@ static void emit_imul(struct jc *c, const struct kap_soft_insn *d, const struct 
 	struct em *e = &c->e;
 	merge_flags(c);
 	if (x->mem) {
-		sync_rip(c, off);
 		emit_mem(c, d, x->n, false, off);
 	} else {
 		ld_reg(c, d, x->src, x->n, RAX);
@@ -929,7 +929,6 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 			  (x->n != 8 || x->imm == (uint64_t)(int64_t)(int32_t)x->imm);
 	merge_flags(c);
 	if (x->mem) {
-		sync_rip(c, off);
 		emit_mem(c, d, x->n, false, off); /* RAX = [m] */
 	}
 	if (x->mem == 1) {
