@@ -21,8 +21,13 @@
  *    cpu->rip = next_rip after it, and the block left at once when the handler asked for that
  *    (stop_block: a store to a page with translations).
  * RIP is kept in cpu->rip relative to the block's start (a block may run at several linear
- * addresses) and brought up to date before each handler call and at the exits, in the code
- * size's width (32-bit code wraps at 4 GiB as the interpreter's mask does).
+ * addresses) and brought up to date before each handler call, around a memory access's slow
+ * path (the fast one cannot fault) and at the exits, in the code size's width (32-bit code
+ * wraps at 4 GiB as the interpreter's mask does).
+ *
+ * Memory operands (emit_mem) look the TLB up inline; in 32-bit code ES, SS and DS are taken as
+ * flat without checks while kap_soft_jit_run found them so on entry (POP ES/SS/DS clear that;
+ * everything else that loads them ends the block on an unlinked exit).
  *
  * Exits: a block ends in up to two exits to a guest address known at compile time (Jcc's two,
  * JMP's, the fall-through of a block cut at 64 instructions). When that address is in the
