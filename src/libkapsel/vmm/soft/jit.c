@@ -349,10 +349,11 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		return x->k = K_MOV;
 	case 0x69:
 	case 0x6b:
-		x->imm = b == 0x69 ? imm_z(d) : sext(d->imm, 1);
-		x->dec = true; /* (with an immediate) */
-			       /* fallthrough */
-	case 0xaf | 0x100:     /* (0F AF comes here from below) */
+	case 0xaf | 0x100: /* 0F AF, renumbered above */
+		if (b != (0xaf | 0x100)) {
+			x->imm = b == 0x69 ? imm_z(d) : sext(d->imm, 1);
+			x->dec = true; /* (with an immediate) */
+		}
 		x->n = d->osize;
 		x->dst = d->reg;
 		x->src = d->rm;
