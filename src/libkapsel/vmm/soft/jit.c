@@ -529,6 +529,12 @@ static void exit_to(struct jc *c, int64_t t)
 	op_mem(e, 0, 0x83, 5, R12, JIT_OFF(budget)); /* sub dword [budget], 1 */
 	e8(e, 1);
 	size_t out1 = jump32(e, 0xe); /* jle: spent */
+	/* Another vCPU or the VMM wrote to a page this vCPU has blocks from (code_owners): the
+	 * loop drops them first, as it would before the next interpreted block. */
+	op_mem(e, W, 0x8b, RAX, R12, JIT_OFF(written_any));
+	op_mem(e, 0, 0x80, 7, RAX, 0); /* cmp byte [rax], 0 */
+	e8(e, 0);
+	size_t out3 = jump32(e, 0x5);
 	/* the cache's epoch (kap_soft_jit_run's copy: it changes in a chain only where a block
 	 * is dropped, and that leaves the block at once) */
 	op_mem(e, 0, 0x81, 7, R12, JIT_OFF(epoch));
@@ -538,6 +544,7 @@ static void exit_to(struct jc *c, int64_t t)
 	size_t link = jump32(e, -1);  /* the link: patched */
 	fix(e, out1, e->pos);
 	fix(e, out2, e->pos);
+	fix(e, out3, e->pos);
 	fix(e, link, e->pos);
 	leave(c, (int)k);
 }
@@ -607,6 +614,7 @@ static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 	((int32_t)(offsetof(struct kap_soft_cpu, seg) + (s) * sizeof(struct kap_soft_seg) +        \
 		   offsetof(struct kap_soft_seg, f)))
 #define TLB_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
+_Static_assert(sizeof(atomic_bool) == 1, "exit_to compares the written-page flag as a byte");
 _Static_assert((sizeof(struct kap_soft_tlb_entry) & (sizeof(struct kap_soft_tlb_entry) - 1)) == 0,
 	       "emit_mem indexes the TLB by a shift");
 _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_soft_seg, type) + 2 &&
@@ -1228,6 +1236,7 @@ kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 	j->last_exit = -1;
 	j->last_epoch = epoch;
 	j->budget = KAP_SOFT_JIT_BUDGET;
+	j->written_any = &cpu->vm->mem.written->rec[cpu->id].any;
 	j->epoch = epoch <= INT32_MAX ? (uint32_t)epoch : 0xffffffffu; /* never linked then */
 	j->flat = 1;
 	for (unsigned int s = KAP_SOFT_ES; s <= KAP_SOFT_DS; s++) {

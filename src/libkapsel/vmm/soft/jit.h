@@ -27,14 +27,15 @@ struct kap_soft_jit {
 	int32_t budget;	   /* chained blocks left before the loop; 0 sends the code back at once */
 	int32_t last_exit; /* the linkable exit the last block left by, or -1 */
 	struct kap_soft_block *last; /* the last compiled block that ran */
+	/* the cache's epoch when the last block was entered */
 	uint64_t last_epoch;
 	/* ES, SS and DS are flat (base 0, 4 GiB limit, present writable expand-up data): 32-bit
 	 * code's memory fast path skips their checks. Set on entry, cleared by POP ES/SS/DS. */
 	uint8_t flat;
+	/* the cache's epoch on entry, which linked exits compare with the one they were made in */
 	uint32_t epoch;
-	    /* the cache's epoch on entry (links are checked against it) */ /* the cache's epoch
-									       when it was entered
-									     */
+	/* this vCPU's written-page flag (cpu.c, take_written), which linked exits look at */
+	const void *written_any;
 	uint8_t *rx, *rw;	       /* the buffer, executable and writable views */
 	size_t size, used, code_start; /* code_start: after the entry and exit stubs */
 	unsigned int hot;	       /* runs before a block is compiled */
