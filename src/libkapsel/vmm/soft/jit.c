@@ -9,17 +9,20 @@
  * a handler finds what the interpreter would leave.
  *
  * Per instruction, either
- *  - inline code: MOV between registers and of immediates, LEA, ADD/OR/AND/SUB/XOR/CMP/TEST
- *    and INC/DEC on registers (any size, AH-BH included), JMP and Jcc rel. The host runs the
- *    same operation at the same size, so its EFLAGS are the guest's; they are merged into
- *    cpu->flags (lf_op = LF_NONE) unless the next instruction overwrites them all first, and a
- *    Jcc right after the flag-setting instruction branches on the host's flags directly. AF
- *    after a logical operation is 0 (undefined on hardware; exec.c's choice), and INC/DEC keep
- *    CF, so they work the lazy flags out first (kap_soft_get_flags) when not known to be plain.
- *  - or a call to the interpreter's handler (everything else: memory operands, the stack,
- *    system instructions...), with cpu->rip and cpu->next_rip set first as run_block sets them,
- *    cpu->rip = next_rip after it, and the block left at once when the handler asked for that
- *    (stop_block: a store to a page with translations).
+ *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND,
+ *    SUB, XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either side);
+ *    INC/DEC; IMUL; ROL ROR SHL SHR SAR by a constant; JMP and Jcc rel (any size, AH-BH
+ *    included). The host runs the same operation at the same size, so its RFLAGS are the
+ *    guest's: they are stored as the lazy flags LF_HOST (lf_res = the image) unless the next
+ *    instructions overwrite them before anything can read them or fault, and a Jcc right
+ *    after the flag-setting instruction branches on the host's flags directly. Flags the SDM
+ *    leaves undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and
+ *    rotates by more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF: the guest's
+ *    goes into the host's first (BT of the image, or of cpu->flags after kap_soft_get_flags).
+ *  - or a call to the interpreter's handler (everything else: the stack, string and system
+ *    instructions, x87/SSE, LOCK...), with cpu->rip and cpu->next_rip set first as run_block
+ *    sets them, cpu->rip = next_rip after it, and the block left at once when the handler
+ *    asked for that (stop_block: a store to a page with translations, a mode change).
  * RIP is kept in cpu->rip relative to the block's start (a block may run at several linear
  * addresses) and brought up to date before each handler call, around a memory access's slow
  * path (the fast one cannot fault) and at the exits, in the code size's width (32-bit code

@@ -2,10 +2,11 @@
 /*
  * The soft CPU's code generator (jit.c; docs/DESIGN.md, The soft CPU's code generator): a block
  * that ran KAP_SOFT_JIT_HOT times interpreted is compiled into x86-64 host code, one piece per
- * decoded instruction, either inline (register moves, the ALU, INC/DEC, LEA, Jcc/JMP) or a call
- * to the interpreter's handler for it. Compiled blocks jump straight to each other (same guest
- * page, links voided by the cache's epoch) for at most KAP_SOFT_JIT_BUDGET blocks, then return
- * to cpu.c's loop, which looks at interrupts as it does between interpreted blocks.
+ * decoded instruction, either inline (moves, loads and stores through the TLB, the ALU, INC/DEC,
+ * IMUL, shifts, LEA, Jcc/JMP) or a call to the interpreter's handler for it. Compiled blocks
+ * jump straight to each other (same guest page, links voided by the cache's epoch) for at most
+ * KAP_SOFT_JIT_BUDGET blocks, then return to cpu.c's loop, which looks at interrupts as it
+ * does between interpreted blocks.
  *
  * KAPSEL_SOFT_JIT in the environment: off (or 0) turns it off, the interpreter alone (for
  * diffing); a number N compiles blocks after N runs instead of KAP_SOFT_JIT_HOT (1: every block
