@@ -52,67 +52,12 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "vmm/soft/block.h"
 #include "vmm/soft/irq.h"
+#include "vmm/soft/jit.h"
 #include "vmm/soft/soft.h"
 #include "vmm/vmm.h"
 #include "vmm/x86/x86.h"
-
-#define KAP_SOFT_BLOCK_MAX 64
-#define KAP_SOFT_HASH	   4096
-
-struct kap_soft_op {
-	struct kap_soft_insn d;
-	kap_soft_exec_fn fn; /* NULL: not implemented, #UD when reached */
-};
-
-struct kap_soft_block {
-	struct kap_soft_block *next; /* hash chain, then the garbage list */
-	uint64_t phys;		     /* of the first byte */
-	uint64_t page2;		     /* a second page the last instruction spills into, or ~0 */
-	unsigned int mode;
-	unsigned int n;
-	bool chain; /* it ends in a jump to a fixed target, or falls through: links are kept */
-	/* Chaining: the blocks that ran after this one, by the RIP they start at; valid while
-	 * link_epoch is the cache's epoch, and only for the physical address and mode found now. */
-	uint64_t link_epoch;
-	uint64_t link_rip[2];
-	struct kap_soft_block *link[2];
-	struct kap_soft_op ops[];
-};
-
-struct kap_soft_cache {
-	struct kap_soft_block *hash[KAP_SOFT_HASH];
-	struct kap_soft_block *garbage;
-	uint64_t epoch; /* bumped whenever blocks are dropped: every chain link older is void */
-};
-
-/*
- * The TLB (see the top): direct-mapped by linear page number. An entry exists only for a RAM
- * page and only after a walk that set the accessed bits; it grants writes only once the walk
- * found or set the dirty bit, so the first write through a clean page still walks and sets it.
- */
-#define KAP_SOFT_TLB_SIZE 1024
-enum {
-	TLB_R_USER = 1, /* supervisor reads need nothing: the entry exists */
-	TLB_W_SUP = 2,
-	TLB_W_USER = 4,
-	TLB_X_SUP = 8,
-	TLB_X_USER = 16,
-};
-
-struct kap_soft_tlb_entry {
-	uint64_t tag;  /* linear page address | 1; 0: empty */
-	uint8_t *host; /* the page in kapsel's mapping of guest RAM */
-	uint64_t phys; /* its guest-physical address */
-	uint32_t idx;  /* its RAM page index (code_owners) */
-	uint8_t perm;  /* TLB_* */
-	uint8_t shift; /* log2 of the mapping's page size: INVLPG of a large page drops all of it */
-	bool global;   /* G in the leaf with CR4.PGE: a CR3 write keeps it */
-};
-
-struct kap_soft_tlb {
-	struct kap_soft_tlb_entry e[KAP_SOFT_TLB_SIZE];
-};
 
 const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 {
@@ -220,6 +165,7 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 		return kap_error(err, ENOMEM, "soft vCPU %u", id);
 	}
 	v->soft = cpu;
+	cpu->jit = kap_soft_jit_new(cpu);
 	/* The VM's written-page records (vm.c made one per vCPU) and the code-page owners. */
 	if (!vm->mem.written || id >= vm->mem.written->n || id >= 64)
 		return kap_error_plain(err, EINVAL, "soft vCPU %u: no written-page record", id);
@@ -328,6 +274,7 @@ void kap_soft_vcpu_destroy(struct kap_vcpu *v)
 	if (!cpu)
 		return;
 	cache_free(cpu->cache);
+	kap_soft_jit_free(cpu->jit);
 	free(cpu->tlb);
 	kap_soft_lapic_free(cpu->lapic);
 	pthread_cond_destroy(&cpu->halt_cond);
@@ -421,6 +368,7 @@ static void phys_access(struct kap_soft_cpu *cpu, uint64_t gpa, void *data, unsi
 	if (!p) {
 		atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_MMIO], 1,
 					  memory_order_relaxed);
+		kap_soft_jit_kick(cpu);
 		/* This vCPU's own local APIC, where its APIC base MSR puts it (§11.4.4). */
 		if ((gpa & ~0xfffULL) == (cpu->apic_base & 0xffffff000ULL) &&
 		    (cpu->apic_base & (1ULL << 11)))
@@ -1074,6 +1022,7 @@ void kap_soft_int(struct kap_soft_cpu *cpu, int vec, bool soft)
 uint32_t kap_soft_in(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n)
 {
 	uint32_t v = 0;
+	kap_soft_jit_kick(cpu);
 	atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_IO], 1, memory_order_relaxed);
 	kap_bus_access(&cpu->vm->pio, port, &v, n, false);
 	return v;
@@ -1081,6 +1030,7 @@ uint32_t kap_soft_in(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n)
 
 void kap_soft_out(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n, uint32_t v)
 {
+	kap_soft_jit_kick(cpu);
 	atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_IO], 1, memory_order_relaxed);
 	kap_bus_access(&cpu->vm->pio, port, &v, n, true);
 }
@@ -1532,6 +1482,7 @@ static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t
 	b->link_epoch = cpu->cache->epoch;
 	b->link[0] = b->link[1] = NULL;
 	b->link_rip[0] = b->link_rip[1] = 0;
+	memset(&b->jit, 0, sizeof(b->jit));
 	memcpy(b->ops, ops, n * sizeof(ops[0]));
 	unsigned int h = hash(phys, cpu->mode);
 	b->next = cpu->cache->hash[h];
@@ -1624,11 +1575,13 @@ static struct kap_soft_block *next_block(struct kap_soft_cpu *cpu, struct kap_so
 }
 
 /* Runs block b; returns normally or through an exception (longjmp to the caller's setjmp). */
-static void run_block(struct kap_soft_cpu *cpu, const struct kap_soft_block *b)
+static struct kap_soft_block *run_block(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 {
+	cpu->stop_block = false;
+	if (cpu->jit && kap_soft_jit_ready(cpu, b))
+		return kap_soft_jit_run(cpu, b); /* the last block it ran */
 	/* The code size is the block's throughout: what changes it ends the block. */
 	uint64_t ipmask = b->mode == 8 ? ~0ULL : b->mode == 4 ? 0xffffffffULL : 0xffffULL;
-	cpu->stop_block = false;
 	for (unsigned int i = 0; i < b->n; i++) {
 		const struct kap_soft_op *o = &b->ops[i];
 		cpu->next_rip = (cpu->rip + o->d.len) & ipmask;
@@ -1639,6 +1592,7 @@ static void run_block(struct kap_soft_cpu *cpu, const struct kap_soft_block *b)
 		if (cpu->stop_block)
 			break;
 	}
+	return b;
 }
 
 void kap_soft_vcpu_run(struct kap_vcpu *v)
@@ -1677,10 +1631,10 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 				break;
 			}
 			prev = NULL; /* until it completes */
-			run_block(cpu, b);
+			struct kap_soft_block *last = run_block(cpu, b);
 			if (cpu->cache->garbage)
 				break;
-			prev = cpu->stop_block ? NULL : b;
+			prev = cpu->stop_block ? NULL : last;
 		}
 		if (cpu->halted || cpu->wait_sipi) {
 			kap_soft_halt(cpu);
@@ -1689,4 +1643,8 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 	}
 	kap_debug("vm: soft vCPU %u stopped at CS:RIP 0x%x:0x%" PRIx64 " (%u-bit code)", cpu->id,
 		  cpu->seg[KAP_SOFT_CS].sel, cpu->rip, cpu->mode * 8);
+	if (cpu->jit)
+		kap_debug("vm: soft vCPU %u: %" PRIu64 " blocks compiled to host code (%" PRIu64
+			  " full code buffers)",
+			  cpu->id, cpu->jit->compiled, cpu->jit->flushes);
 }

@@ -16,6 +16,7 @@
 #include "vmm/vmm.h"
 
 #include "vmm/soft/exec.h"
+#include "vmm/soft/jit.h"
 
 /* ---- the stack ---- */
 
@@ -121,6 +122,11 @@ uint64_t kap_soft_get_flags(struct kap_soft_cpu *cpu)
 {
 	if (cpu->lf_op == KAP_SOFT_LF_NONE)
 		return cpu->flags;
+	if (cpu->lf_op == KAP_SOFT_LF_HOST) {
+		cpu->flags = (cpu->flags & ~KAP_SOFT_ARITH) | (cpu->lf_res & KAP_SOFT_ARITH);
+		cpu->lf_op = KAP_SOFT_LF_NONE;
+		return cpu->flags;
+	}
 	uint64_t m = mask_of(cpu->lf_size), r = cpu->lf_res & m;
 	uint64_t f = cpu->flags & ~KAP_SOFT_ARITH;
 	if (lazy_cf(cpu))
@@ -150,6 +156,8 @@ static bool get_cf(struct kap_soft_cpu *cpu)
 {
 	if (cpu->lf_op == KAP_SOFT_LF_NONE)
 		return cpu->flags & KAP_SOFT_CF;
+	if (cpu->lf_op == KAP_SOFT_LF_HOST)
+		return cpu->lf_res & KAP_SOFT_CF;
 	return lazy_cf(cpu);
 }
 
@@ -199,7 +207,8 @@ static bool cond(struct kap_soft_cpu *cpu, unsigned int cc)
 		}
 		return (cc & 1) ? !r : r;
 	}
-	if (cpu->lf_op != KAP_SOFT_LF_NONE && ((cc >> 1) == 2 || (cc >> 1) == 4)) {
+	if (cpu->lf_op != KAP_SOFT_LF_NONE && cpu->lf_op != KAP_SOFT_LF_HOST &&
+	    ((cc >> 1) == 2 || (cc >> 1) == 4)) {
 		/* ZF and SF come from the result alone, whatever the operation. */
 		uint64_t res = cpu->lf_res & mask_of(cpu->lf_size);
 		r = (cc >> 1) == 2 ? res == 0 : (res >> (8 * cpu->lf_size - 1)) != 0;
@@ -235,6 +244,11 @@ static bool cond(struct kap_soft_cpu *cpu, unsigned int cc)
 		break;
 	}
 	return (cc & 1) ? !r : r;
+}
+
+bool kap_soft_cond(struct kap_soft_cpu *cpu, unsigned int cc)
+{
+	return cond(cpu, cc);
 }
 
 /* ---- ALU ---- */

@@ -59,11 +59,14 @@ enum kap_soft_lf {
 	KAP_SOFT_LF_LOGIC,
 	KAP_SOFT_LF_INC,
 	KAP_SOFT_LF_DEC,
+	KAP_SOFT_LF_HOST, /* generated code (jit.c): lf_res is the host's RFLAGS, exact for the
+			     arithmetic bits */
 };
 
 struct kap_soft_block;
 struct kap_soft_cache;
 struct kap_soft_tlb;
+struct kap_soft_jit;
 
 /* An XMM register (exec-sse.c), viewed as the instruction at hand needs it. */
 union kap_soft_xmm {
@@ -149,6 +152,7 @@ struct kap_soft_cpu {
 	struct kap_soft_lapic *lapic;
 	struct kap_soft_cache *cache;
 	struct kap_soft_tlb *tlb; /* linear page -> host page of RAM (cpu.c, The TLB) */
+	struct kap_soft_jit *jit; /* the code generator (jit.c), NULL when off */
 	/* Per RAM page, a bit for each vCPU with blocks from it (the VM's written record). */
 	_Atomic uint64_t *code_owners;
 	uint64_t npages;

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The soft CPU's translated blocks, their per-vCPU cache and the TLB (cpu.c keeps them; jit.c
+ * compiles the hot blocks into host code that looks the TLB up itself). See cpu.c's top comment for
+ * how they are found, chained and dropped, and jit.h for the compiled form.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmm/soft/soft.h"
+
+#define KAP_SOFT_BLOCK_MAX 64
+#define KAP_SOFT_HASH	   4096
+
+struct kap_soft_op {
+	struct kap_soft_insn d;
+	kap_soft_exec_fn fn; /* NULL: not implemented, #UD when reached */
+};
+
+/* A block's compiled form (jit.c), if it has one. */
+struct kap_soft_jit_blk {
+	void *code;	       /* entry point in the vCPU's code buffer, NULL: interpreted */
+	uint32_t runs;	       /* interpreted runs so far: compiled at KAP_SOFT_JIT_HOT */
+	uint8_t cpl;	       /* the privilege level it was compiled for (TLB permissions) */
+	bool failed;	       /* the compiler declined it (16-bit code): interpreted for good */
+	uint32_t patch[2];     /* per linkable exit: offset of the epoch imm32; jmp rel32 follows */
+	uint64_t exit_phys[2]; /* per linkable exit: the physical address it continues at */
+};
+
+struct kap_soft_block {
+	struct kap_soft_block *next; /* hash chain, then the garbage list */
+	uint64_t phys;		     /* of the first byte */
+	uint64_t page2;		     /* a second page the last instruction spills into, or ~0 */
+	unsigned int mode;
+	unsigned int n;
+	bool chain; /* it ends in a jump to a fixed target, or falls through: links are kept */
+	/* Chaining: the blocks that ran after this one, by the RIP they start at; valid while
+	 * link_epoch is the cache's epoch, and only for the physical address and mode found now. */
+	uint64_t link_epoch;
+	uint64_t link_rip[2];
+	struct kap_soft_block *link[2];
+	struct kap_soft_jit_blk jit;
+	struct kap_soft_op ops[];
+};
+
+struct kap_soft_cache {
+	struct kap_soft_block *hash[KAP_SOFT_HASH];
+	struct kap_soft_block *garbage;
+	uint64_t epoch; /* bumped whenever blocks are dropped: every chain link older is void */
+};
+
+/*
+ * The TLB (cpu.c, see its top): direct-mapped by linear page number. An entry exists only for a RAM
+ * page and only after a walk that set the accessed bits; it grants writes only once the walk
+ * found or set the dirty bit, so the first write through a clean page still walks and sets it.
+ */
+#define KAP_SOFT_TLB_SIZE 1024
+enum {
+	TLB_R_USER = 1, /* supervisor reads need nothing: the entry exists */
+	TLB_W_SUP = 2,
+	TLB_W_USER = 4,
+	TLB_X_SUP = 8,
+	TLB_X_USER = 16,
+};
+
+struct kap_soft_tlb_entry {
+	uint64_t tag;  /* linear page address | 1; 0: empty */
+	uint8_t *host; /* the page in kapsel's mapping of guest RAM */
+	uint64_t phys; /* its guest-physical address */
+	uint32_t idx;  /* its RAM page index (code_owners) */
+	uint8_t perm;  /* TLB_* */
+	uint8_t shift; /* log2 of the mapping's page size: INVLPG of a large page drops all of it */
+	bool global;   /* G in the leaf with CR4.PGE: a CR3 write keeps it */
+};
+
+struct kap_soft_tlb {
+	struct kap_soft_tlb_entry e[KAP_SOFT_TLB_SIZE];
+};

@@ -1,0 +1,1323 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The soft CPU's code generator (jit.h; docs/DESIGN.md, The soft CPU's code generator).
+ *
+ * A hot block's decoded instructions become x86-64 host code. The generated code keeps no
+ * guest state in host registers: RBX holds the vCPU (struct kap_soft_cpu), R12 the generator's
+ * state (struct kap_soft_jit), and every instruction reads and writes cpu->r[] as the
+ * interpreter does, so the guest state is exact at every instruction boundary and a fault from
+ * a handler finds what the interpreter would leave.
+ *
+ * Per instruction, either
+ *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND,
+ *    SUB, XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either side);
+ *    INC/DEC; IMUL; ROL ROR SHL SHR SAR by a constant; JMP and Jcc rel (any size, AH-BH
+ *    included). The host runs the same operation at the same size, so its RFLAGS are the
+ *    guest's: they are stored as the lazy flags LF_HOST (lf_res = the image) unless the next
+ *    instructions overwrite them before anything can read them or fault, and a Jcc right
+ *    after the flag-setting instruction branches on the host's flags directly. Flags the SDM
+ *    leaves undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and
+ *    rotates by more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF: the guest's
+ *    goes into the host's first (BT of the image, or of cpu->flags after kap_soft_get_flags).
+ *  - or a call to the interpreter's handler (everything else: the stack, string and system
+ *    instructions, x87/SSE, LOCK...), with cpu->rip and cpu->next_rip set first as run_block
+ *    sets them, cpu->rip = next_rip after it, and the block left at once when the handler
+ *    asked for that (stop_block: a store to a page with translations, a mode change).
+ * RIP is kept in cpu->rip relative to the block's start (a block may run at several linear
+ * addresses) and brought up to date before each handler call, around a memory access's slow
+ * path (the fast one cannot fault) and at the exits, in the code size's width (32-bit code
+ * wraps at 4 GiB as the interpreter's mask does).
+ *
+ * Memory operands (emit_mem) look the TLB up inline; in 32-bit code ES, SS and DS are taken as
+ * flat without checks while kap_soft_jit_run found them so on entry (POP ES/SS/DS clear that;
+ * everything else that loads them ends the block on an unlinked exit).
+ *
+ * Exits: a block ends in up to two exits to a guest address known at compile time (Jcc's two,
+ * JMP's, the fall-through of a block cut at 64 instructions). When that address is in the
+ * block's own guest page, the exit can be linked: cpu.c's loop tells kap_soft_jit_run which
+ * block ran after it, and the exit's jump is patched to that block's code, guarded by the
+ * cache's epoch (any block dropped voids every link) and by a budget of chained blocks after
+ * which the loop runs again. A link never leaves the page, so it holds whatever the page
+ * tables do: the page's mapping was checked when the chain was entered from the loop, and
+ * what changes mappings (MOV CR3, INVLPG, far transfers) ends blocks on exits that are never
+ * linked. Port I/O and MMIO set the budget to 0 (kap_soft_jit_kick), so an interrupt they
+ * raise is taken at the end of that block, as between interpreted blocks.
+ *
+ * W^X: the buffer is a memfd mapped twice, read-write for the generator and read-execute for
+ * the CPU; no page is ever writable and executable. Patches go through the writable view.
+ * When the buffer is full every compiled block is dropped (their blocks are interpreted until
+ * hot again) and the cache's epoch voids every link.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "vmm/soft/block.h"
+#include "vmm/soft/exec.h"
+#include "vmm/soft/jit.h"
+#include "vmm/vmm.h"
+
+#define JIT_SIZE (16u << 20) /* a vCPU's code buffer */
+#define JIT_STUB 64u	     /* the entry and exit stubs, at the buffer's start */
+
+/* Host registers. */
+enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7, R12 = 12 };
+/* op_* flags: an operand-size prefix, REX.W. */
+enum { P66 = 1, W = 2 };
+
+#define CPU_OFF(f) ((int32_t)offsetof(struct kap_soft_cpu, f))
+#define REG_OFF(i) ((int32_t)(offsetof(struct kap_soft_cpu, r) + 8 * (size_t)(i)))
+#define JIT_OFF(f) ((int32_t)offsetof(struct kap_soft_jit, f))
+
+/* ---- the emitter ---- */
+
+struct em {
+	uint8_t *buf;
+	size_t pos, cap;
+	bool full;
+};
+
+static void e8(struct em *e, unsigned int b)
+{
+	if (e->pos < e->cap)
+		e->buf[e->pos] = (uint8_t)b;
+	else
+		e->full = true;
+	e->pos++;
+}
+
+static void e32(struct em *e, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		e8(e, (v >> (8 * i)) & 0xff);
+}
+
+static void e64(struct em *e, uint64_t v)
+{
+	e32(e, (uint32_t)v);
+	e32(e, (uint32_t)(v >> 32));
+}
+
+static void prefix(struct em *e, unsigned int fl, unsigned int op, unsigned int reg,
+		   unsigned int rm)
+{
+	if (fl & P66)
+		e8(e, 0x66);
+	unsigned int rex = 0x40 | ((fl & W) ? 8 : 0) | ((reg & 8) ? 4 : 0) | ((rm & 8) ? 1 : 0);
+	if (rex != 0x40)
+		e8(e, rex);
+	if (op > 0xff)
+		e8(e, op >> 8);
+	e8(e, op & 0xff);
+}
+
+/* op reg, [base + disp] (or the reverse, by opcode). */
+static void op_mem(struct em *e, unsigned int fl, unsigned int op, unsigned int reg,
+		   unsigned int base, int32_t disp)
+{
+	prefix(e, fl, op, reg, base);
+	unsigned int mod = (disp == 0 && (base & 7) != RBP) ? 0
+			   : (disp >= -128 && disp <= 127)  ? 1
+							    : 2;
+	e8(e, (mod << 6) | ((reg & 7) << 3) | (base & 7));
+	if ((base & 7) == RSP)
+		e8(e, 0x24);
+	if (mod == 1)
+		e8(e, (uint8_t)disp);
+	else if (mod == 2)
+		e32(e, (uint32_t)disp);
+}
+
+/* op with a register ModRM operand (reg: a register or an opcode extension). */
+static void op_rr(struct em *e, unsigned int fl, unsigned int op, unsigned int reg, unsigned int rm)
+{
+	prefix(e, fl, op, reg, rm);
+	e8(e, 0xc0 | ((reg & 7) << 3) | (rm & 7));
+}
+
+static void mov_imm64(struct em *e, unsigned int r, uint64_t v)
+{
+	if ((uint64_t)(int64_t)(int32_t)v == v) {
+		op_rr(e, W, 0xc7, 0, r); /* mov r64, simm32 */
+		e32(e, (uint32_t)v);
+	} else {
+		e8(e, 0x48 | ((r & 8) ? 1 : 0));
+		e8(e, 0xb8 + (r & 7));
+		e64(e, v);
+	}
+}
+
+/* A rel32 jump or Jcc (cc < 0: JMP) to be fixed up; returns where its rel32 is. */
+static size_t jump32(struct em *e, int cc)
+{
+	if (cc < 0) {
+		e8(e, 0xe9);
+	} else {
+		e8(e, 0x0f);
+		e8(e, 0x80 + (unsigned int)cc);
+	}
+	size_t at = e->pos;
+	e32(e, 0);
+	return at;
+}
+
+/* Points the rel32 at `at` to `to` (both offsets in e). */
+static void fix(struct em *e, size_t at, size_t to)
+{
+	if (at + 4 > e->cap)
+		return;
+	uint32_t rel = (uint32_t)((int64_t)to - (int64_t)(at + 4));
+	memcpy(e->buf + at, &rel, 4);
+}
+
+static void call_abs(struct em *e, const void *fn)
+{
+	mov_imm64(e, RAX, (uint64_t)(uintptr_t)fn);
+	op_rr(e, 0, 0xff, 2, RAX); /* call rax */
+}
+
+/* ---- what an instruction compiles to ---- */
+
+enum kind {
+	K_CALL, /* the interpreter's handler */
+	K_ALU,	/* op dst, src/imm: ADD OR AND SUB XOR CMP (exec.c's numbering), 8: TEST */
+	K_INCDEC,
+	K_MOV, /* dst = src/imm */
+	K_LEA,
+	K_JCC,
+	K_JMP,
+	K_LOAD,	 /* MOV reg, [m] */
+	K_STORE, /* MOV [m], reg/imm */
+	K_IMUL,	 /* IMUL reg, r/m (, imm) */
+	K_SHIFT, /* ROL ROR SHL SHR SAR reg, imm */
+};
+
+struct inl {
+	enum kind k;
+	unsigned int op, n;    /* ALU op; operand size */
+	unsigned int dst, src; /* guest registers; src KAP_SOFT_NOREG: imm */
+	uint64_t imm;
+	bool dec;
+	unsigned int mem; /* ALU: 1, the source is [m]; 2, the destination is (CMP, TEST) */
+};
+
+/* Whether d's memory operand can be accessed inline (else: the handler). */
+static bool mem_ok(const struct kap_soft_insn *d, unsigned int mode)
+{
+	return d->has_modrm && d->mod != 3 && d->asize != 2 && (!d->rip_rel || mode == 8);
+}
+
+static bool alu_ok(unsigned int op)
+{
+	return op != 2 && op != 3; /* ADC, SBB read CF: the handler */
+}
+
+static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct inl *x)
+{
+	const struct kap_soft_insn *d = &o->d;
+	memset(x, 0, sizeof(*x));
+	x->k = K_CALL;
+	x->src = KAP_SOFT_NOREG;
+	if (!o->fn || (d->pfx & KAP_SOFT_PFX_LOCK))
+		return K_CALL;
+	unsigned int map = d->op >> 8, b = d->op & 0xff;
+	bool reg_rm = d->has_modrm && d->mod == 3;
+	if (map == KAP_SOFT_MAP_0F) {
+		if (b >= 0x80 && b < 0x90 && (mode == 8 || d->osize == 4)) {
+			x->imm = d->imm;
+			return x->k = K_JCC;
+		}
+		if (b != 0xaf || d->osize == 1)
+			return K_CALL;
+		b = 0xaf | 0x100;
+	}
+	if (map != KAP_SOFT_MAP_1 && b != (0xaf | 0x100))
+		return K_CALL;
+	if (b < 0x40 && (b & 7) <= 5 && alu_ok((b >> 3) & 7)) {
+		x->op = (b >> 3) & 7;
+		switch (b & 7) {
+		case 0:
+		case 1:
+			x->n = opsz(d);
+			x->dst = d->rm;
+			x->src = d->reg;
+			if (!reg_rm) { /* CMP [m], reg only: no store */
+				if (x->op != 7 || !mem_ok(d, mode))
+					return K_CALL;
+				x->mem = 2;
+			}
+			break;
+		case 2:
+		case 3:
+			x->n = opsz(d);
+			x->dst = d->reg;
+			x->src = d->rm;
+			if (!reg_rm) {
+				if (!mem_ok(d, mode))
+					return K_CALL;
+				x->mem = 1;
+				x->src = KAP_SOFT_NOREG;
+			}
+			break;
+		case 4:
+			x->n = 1;
+			x->dst = 0;
+			x->imm = d->imm;
+			break;
+		default:
+			x->n = d->osize;
+			x->dst = 0;
+			x->imm = imm_z(d);
+			break;
+		}
+		return x->k = K_ALU;
+	}
+	if (mode != 8 && b >= 0x40 && b < 0x50) {
+		x->n = d->osize;
+		x->dst = b & 7;
+		x->dec = b & 8;
+		return x->k = K_INCDEC;
+	}
+	switch (b) {
+	case 0x80:
+	case 0x81:
+	case 0x83:
+		if (!alu_ok(d->reg & 7))
+			return K_CALL;
+		if (!reg_rm) {
+			if ((d->reg & 7) != 7 || !mem_ok(d, mode))
+				return K_CALL;
+			x->mem = 2;
+		}
+		x->op = d->reg & 7;
+		x->n = opsz(d);
+		x->dst = d->rm;
+		x->imm = b == 0x81 ? imm_z(d) : sext(d->imm, 1);
+		return x->k = K_ALU;
+	case 0x84:
+	case 0x85:
+		if (!reg_rm) {
+			if (!mem_ok(d, mode))
+				return K_CALL;
+			x->mem = 2;
+		}
+		x->op = 8;
+		x->n = opsz(d);
+		x->dst = d->rm;
+		x->src = d->reg;
+		return x->k = K_ALU;
+	case 0xa8:
+	case 0xa9:
+		x->op = 8;
+		x->n = opsz(d);
+		x->dst = 0;
+		x->imm = x->n == 1 ? d->imm : imm_z(d);
+		return x->k = K_ALU;
+	case 0xfe:
+	case 0xff:
+		if (!reg_rm || (d->reg & 7) > 1)
+			return K_CALL;
+		x->n = opsz(d);
+		x->dst = d->rm;
+		x->dec = d->reg & 1;
+		return x->k = K_INCDEC;
+	case 0x88:
+	case 0x89:
+		x->n = opsz(d);
+		x->dst = d->rm;
+		x->src = d->reg;
+		if (!reg_rm)
+			return mem_ok(d, mode) ? (x->k = K_STORE) : K_CALL;
+		return x->k = K_MOV;
+	case 0x8a:
+	case 0x8b:
+		x->n = opsz(d);
+		x->dst = d->reg;
+		x->src = d->rm;
+		if (!reg_rm)
+			return mem_ok(d, mode) ? (x->k = K_LOAD) : K_CALL;
+		return x->k = K_MOV;
+	case 0xc6:
+	case 0xc7:
+		if ((d->reg & 7) != 0)
+			return K_CALL;
+		x->n = opsz(d);
+		x->dst = d->rm;
+		x->imm = b == 0xc6 ? d->imm : imm_z(d);
+		if (!reg_rm)
+			return mem_ok(d, mode) ? (x->k = K_STORE) : K_CALL;
+		return x->k = K_MOV;
+	case 0x69:
+	case 0x6b:
+	case 0xaf | 0x100: /* 0F AF, renumbered above */
+		if (b != (0xaf | 0x100)) {
+			x->imm = b == 0x69 ? imm_z(d) : sext(d->imm, 1);
+			x->dec = true; /* (with an immediate) */
+		}
+		x->n = d->osize;
+		x->dst = d->reg;
+		x->src = d->rm;
+		if (!reg_rm) {
+			if (!mem_ok(d, mode))
+				return K_CALL;
+			x->mem = 1;
+		}
+		return x->k = K_IMUL;
+	case 0xc0:
+	case 0xc1:
+	case 0xd0:
+	case 0xd1: {
+		unsigned int op = d->reg & 7, n = opsz(d), bits = 8 * n;
+		unsigned int cnt = b >= 0xd0 ? 1 : (unsigned int)d->imm & (n == 8 ? 63 : 31);
+		if (!reg_rm || op == 2 || op == 3 || cnt == 0)
+			return K_CALL;
+		if (op <= 1 ? cnt % bits == 0 : cnt >= bits)
+			return K_CALL; /* a whole-size rotate, an over-long shift: the handler */
+		x->op = op;
+		x->n = n;
+		x->dst = d->rm;
+		x->imm = op <= 1 ? cnt % bits : cnt;
+		return x->k = K_SHIFT;
+	}
+	case 0x8d:
+		if (d->mod == 3 || d->asize == 2 || (d->rip_rel && mode != 8))
+			return K_CALL;
+		return x->k = K_LEA;
+	case 0xeb:
+	case 0xe9:
+		if (mode != 8 && d->osize != 4)
+			return K_CALL;
+		x->imm = d->imm;
+		return x->k = K_JMP;
+	}
+	if (b >= 0xb0 && b < 0xc0) {
+		x->n = b < 0xb8 ? 1 : d->osize;
+		x->dst = (b & 7) | ((d->rex & 1u) << 3);
+		x->imm = d->imm;
+		return x->k = K_MOV;
+	}
+	if (b >= 0x70 && b < 0x80 && (mode == 8 || d->osize == 4)) {
+		x->imm = d->imm;
+		return x->k = K_JCC;
+	}
+	return K_CALL;
+}
+
+/* ---- compiling a block ---- */
+
+struct jc {
+	struct em e;
+	struct kap_soft_cpu *cpu;
+	struct kap_soft_jit *j;
+	struct kap_soft_block *b;
+	unsigned int mode;
+	int64_t synced;	 /* cpu->rip is the block's start plus this */
+	bool flags_host; /* lf_op is LF_HOST (known at compile time) */
+	bool pending;	 /* a flag image in RDX not yet stored as the lazy flags */
+	bool p_logic;	 /* it is a logical operation's: AF is 0 (exec.c's choice) */
+	size_t stop_fix[KAP_SOFT_BLOCK_MAX]; /* jumps to the "handler asked to stop" exit */
+	unsigned int nstop;
+	unsigned int nlink;
+};
+
+/* Guest register r of size n (get_reg: AH-BH without REX) into host register h. */
+static void ld_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, unsigned int n,
+		   unsigned int h)
+{
+	struct em *e = &c->e;
+	int32_t off = REG_OFF(r);
+	if (n == 1) {
+		if (!d->rex && r >= 4 && r < 8)
+			off = REG_OFF(r - 4) + 1;
+		op_mem(e, 0, 0x0fb6, h, RBX, off);
+	} else if (n == 2) {
+		op_mem(e, 0, 0x0fb7, h, RBX, off);
+	} else {
+		op_mem(e, n == 8 ? W : 0, 0x8b, h, RBX, off);
+	}
+}
+
+/* RAX into guest register r of size n (set_reg); for n == 4 RAX's upper half must be 0. */
+static void st_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, unsigned int n)
+{
+	struct em *e = &c->e;
+	int32_t off = REG_OFF(r);
+	if (n == 1) {
+		if (!d->rex && r >= 4 && r < 8)
+			off = REG_OFF(r - 4) + 1;
+		op_mem(e, 0, 0x88, RAX, RBX, off);
+	} else if (n == 2) {
+		op_mem(e, P66, 0x89, RAX, RBX, off);
+	} else {
+		op_mem(e, W, 0x89, RAX, RBX, off);
+	}
+}
+
+/* cpu->rip += delta in the code size's width. */
+static void rip_add(struct jc *c, int64_t delta)
+{
+	struct em *e = &c->e;
+	if (!delta)
+		return;
+	if (c->mode == 8) {
+		if (delta == (int32_t)delta) {
+			op_mem(e, W, 0x81, 0, RBX, CPU_OFF(rip));
+			e32(e, (uint32_t)delta);
+		} else {
+			mov_imm64(e, RCX, (uint64_t)delta);
+			op_mem(e, W, 0x01, RCX, RBX, CPU_OFF(rip));
+		}
+	} else {
+		/* 32-bit code: RIP's upper half is 0 (kap_soft_jit_ready checks), a dword add
+		 * wraps as the interpreter's mask does and leaves it 0 */
+		op_mem(e, 0, 0x81, 0, RBX, CPU_OFF(rip));
+		e32(e, (uint32_t)delta);
+	}
+}
+
+static void sync_rip(struct jc *c, int64_t off)
+{
+	rip_add(c, off - c->synced);
+	c->synced = off;
+}
+
+/* Stores the flag image in RDX as the lazy flags: lf_op = LF_HOST, lf_res = the image. */
+static void merge_flags(struct jc *c)
+{
+	struct em *e = &c->e;
+	if (!c->pending)
+		return;
+	if (c->p_logic) {
+		op_rr(e, 0, 0x81, 4, RDX); /* and edx, ~AF */
+		e32(e, ~(uint32_t)KAP_SOFT_AF);
+	}
+	op_mem(e, W, 0x89, RDX, RBX, CPU_OFF(lf_res));
+	op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
+	e8(e, KAP_SOFT_LF_HOST);
+	c->pending = false;
+	c->flags_host = true;
+}
+
+/* Leaves the block for the loop (exit -1: not linkable) or through linkable exit k. */
+static void leave(struct jc *c, int k)
+{
+	struct em *e = &c->e;
+	op_mem(e, 0, 0xc7, 0, R12, JIT_OFF(last_exit));
+	e32(e, (uint32_t)k);
+	mov_imm64(e, RAX, (uint64_t)(uintptr_t)c->b);
+	op_mem(e, W, 0x89, RAX, R12, JIT_OFF(last));
+	size_t at = jump32(e, -1);
+	/* to the exit stub at the buffer's start */
+	int64_t here = (int64_t)(e->buf - c->j->rw) + (int64_t)at + 4;
+	uint32_t rel = (uint32_t)((int64_t)(JIT_STUB / 2) - here);
+	if (at + 4 <= e->cap)
+		memcpy(e->buf + at, &rel, 4);
+}
+
+/* An exit to the block's start plus t (flags merged already). */
+static void exit_to(struct jc *c, int64_t t)
+{
+	struct em *e = &c->e;
+	sync_rip(c, t);
+	int64_t in_page = (int64_t)(c->b->phys & 0xfff) + t;
+	if (in_page < 0 || in_page >= 0x1000 || c->nlink >= 2) {
+		leave(c, -1);
+		return;
+	}
+	unsigned int k = c->nlink++;
+	c->b->jit.exit_phys[k] = (c->b->phys & ~0xfffULL) + (uint64_t)in_page;
+	op_mem(e, 0, 0x83, 5, R12, JIT_OFF(budget)); /* sub dword [budget], 1 */
+	e8(e, 1);
+	size_t out1 = jump32(e, 0xe); /* jle: spent */
+	/* Another vCPU or the VMM wrote to a page this vCPU has blocks from (code_owners): the
+	 * loop drops them first, as it would before the next interpreted block. */
+	op_mem(e, W, 0x8b, RAX, R12, JIT_OFF(written_any));
+	op_mem(e, 0, 0x80, 7, RAX, 0); /* cmp byte [rax], 0 */
+	e8(e, 0);
+	size_t out3 = jump32(e, 0x5);
+	/* the cache's epoch (kap_soft_jit_run's copy: it changes in a chain only where a block
+	 * is dropped, and that leaves the block at once) */
+	op_mem(e, 0, 0x81, 7, R12, JIT_OFF(epoch));
+	c->b->jit.patch[k] = (uint32_t)e->pos;
+	e32(e, 0xffffffffu);	      /* the epoch the link was made in: patched */
+	size_t out2 = jump32(e, 0x5); /* jne */
+	size_t link = jump32(e, -1);  /* the link: patched */
+	fix(e, out1, e->pos);
+	fix(e, out2, e->pos);
+	fix(e, out3, e->pos);
+	fix(e, link, e->pos);
+	leave(c, (int)k);
+}
+
+/* The interpreter's handler for op o at offset off. */
+static void emit_call(struct jc *c, const struct kap_soft_op *o, int64_t off, bool check_stop)
+{
+	struct em *e = &c->e;
+	merge_flags(c);
+	sync_rip(c, off);
+	/* next_rip = rip + len in the code size's width */
+	op_mem(e, c->mode == 8 ? W : 0, 0x8b, RAX, RBX, CPU_OFF(rip));
+	op_rr(e, c->mode == 8 ? W : 0, 0x83, 0, RAX);
+	e8(e, o->d.len);
+	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(next_rip));
+	op_rr(e, W, 0x89, RBX, RDI);
+	mov_imm64(e, RSI, (uint64_t)(uintptr_t)&o->d);
+	if (!o->fn) {
+		call_abs(e, (const void *)kap_soft_unimplemented);
+		e8(e, 0x0f); /* ud2: not reached */
+		e8(e, 0x0b);
+		return;
+	}
+	call_abs(e, (const void *)o->fn);
+	if (o->d.op == 0x07 || o->d.op == 0x17 || o->d.op == 0x1f) {
+		op_mem(e, 0, 0xc6, 0, R12, JIT_OFF(flat)); /* POP ES/SS/DS: not known flat */
+		e8(e, 0);
+	}
+	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(next_rip));
+	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(rip));
+	c->synced = off + o->d.len;
+	c->flags_host = false;
+	if (!check_stop)
+		return;
+	op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block)); /* cmp byte [stop_block], 0 */
+	e8(e, 0);
+	c->stop_fix[c->nstop++] = jump32(e, 0x5);
+}
+
+static unsigned int size_fl(unsigned int n)
+{
+	return n == 2 ? P66 : n == 8 ? W : 0;
+}
+
+/* Whether the flags op i sets are overwritten before anything can look at them. */
+static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
+{
+	for (unsigned int k = i + 1; k < b->n; k++) {
+		struct inl x;
+		enum kind kd = classify(&b->ops[k], b->mode, &x);
+		if ((kd == K_ALU || kd == K_IMUL) && !x.mem)
+			return true; /* overwrites them all, cannot fault */
+		if (kd == K_SHIFT) {
+			if (x.op > 1)
+				return true; /* shifts set them all */
+			continue;	     /* rotates set CF and OF, the others pass through */
+		}
+		if (kd != K_MOV && kd != K_LEA)
+			return false;
+	}
+	return false;
+}
+
+/* ---- memory operands ---- */
+
+#define SEG_OFF(s, f)                                                                              \
+	((int32_t)(offsetof(struct kap_soft_cpu, seg) + (s) * sizeof(struct kap_soft_seg) +        \
+		   offsetof(struct kap_soft_seg, f)))
+#define TLB_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
+_Static_assert(sizeof(atomic_bool) == 1, "exit_to compares the written-page flag as a byte");
+_Static_assert((sizeof(struct kap_soft_tlb_entry) & (sizeof(struct kap_soft_tlb_entry) - 1)) == 0,
+	       "emit_mem indexes the TLB by a shift");
+_Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_soft_seg, type) + 2 &&
+		   sizeof(bool) == 1,
+	       "emit_mem reads a segment's type, DPL and present flag as one dword");
+
+/* RSI = the effective address's offset (ea()) of the instruction at off. */
+static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
+{
+	struct em *e = &c->e;
+	if (d->base != KAP_SOFT_NOREG && !d->rip_rel) {
+		op_mem(e, W, 0x8b, RSI, RBX, REG_OFF(d->base));
+		if (d->disp == (int32_t)d->disp && d->disp) {
+			op_rr(e, W, 0x81, 0, RSI); /* add rsi, simm32 */
+			e32(e, (uint32_t)d->disp);
+		} else if (d->disp) {
+			mov_imm64(e, RCX, (uint64_t)d->disp);
+			op_rr(e, W, 0x01, RCX, RSI);
+		}
+	} else {
+		mov_imm64(e, RSI, (uint64_t)d->disp);
+	}
+	if (d->rip_rel) { /* next_rip: the block's start + off + len */
+		op_mem(e, W, 0x03, RSI, RBX, CPU_OFF(rip));
+		op_rr(e, W, 0x81, 0, RSI);
+		e32(e, (uint32_t)(off - c->synced + d->len));
+	}
+	if (d->base != KAP_SOFT_NOREG && d->rip_rel)
+		op_mem(e, W, 0x03, RSI, RBX, REG_OFF(d->base));
+	if (d->index != KAP_SOFT_NOREG) {
+		op_mem(e, W, 0x8b, RCX, RBX, REG_OFF(d->index));
+		if (d->scale) {
+			op_rr(e, W, 0xc1, 4, RCX);
+			e8(e, d->scale);
+		}
+		op_rr(e, W, 0x01, RCX, RSI);
+	}
+	if (d->asize == 4)
+		op_rr(e, 0, 0x89, RSI, RSI); /* mov esi, esi */
+}
+
+/*
+ * An n-byte access to d's memory operand: a load into RAX (zero-extended), or a store of R8.
+ * The fast path is kap_soft_read/write's TLB path done inline: the segment checks of
+ * seg_linear for a present, writable, expand-up data segment (32-bit code; else the slow path
+ * decides), the TLB entry's tag and permission for this block's CPL, no page crossing; then
+ * the host access, and for a store the code-page check (kap_soft_stored when the page has
+ * translations). Anything else calls kap_soft_read/write, which do it all (faults included:
+ * RIP is the instruction's). A store may end the block (stop_block): RIP is then past it.
+ */
+static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n, bool write,
+		     int64_t off)
+{
+	struct em *e = &c->e;
+	unsigned int s = ea_seg(d);
+	size_t slow[8];
+	unsigned int ns = 0;
+	emit_ea(c, d, off);
+	if (c->mode == 8) {
+		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
+		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
+			op_mem(e, W, 0x03, RDI, RBX, SEG_OFF(s, base));
+	} else if (s == KAP_SOFT_ES || s == KAP_SOFT_SS || s == KAP_SOFT_DS) {
+		/* a flat segment (kap_soft_jit_run looked): the linear address is the offset */
+		op_mem(e, 0, 0x80, 7, R12, JIT_OFF(flat)); /* cmp byte [flat], 0 */
+		e8(e, 0);
+		slow[ns++] = jump32(e, 0x4); /* je */
+		op_rr(e, W, 0x89, RSI, RDI);
+		if (d->asize != 4)
+			op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
+	} else {
+		/* type, dpl, present in one load: present, writable expand-up data */
+		op_mem(e, 0, 0x8b, RCX, RBX, SEG_OFF(s, type));
+		op_rr(e, 0, 0x81, 4, RCX); /* and ecx, present byte | type's code, expand-down,
+					      writable bits */
+		e32(e, 0x00ff000e);
+		op_rr(e, 0, 0x81, 7, RCX); /* cmp ecx, present 1, writable */
+		e32(e, 0x00010002);
+		slow[ns++] = jump32(e, 0x5);
+		op_mem(e, W, 0x8d, RCX, RSI, (int32_t)n - 1); /* lea rcx, [rsi + n - 1] */
+		op_mem(e, 0, 0x8b, RDX, RBX, SEG_OFF(s, limit));
+		op_rr(e, W, 0x39, RDX, RCX); /* cmp rcx, rdx */
+		slow[ns++] = jump32(e, 0x7); /* ja */
+		op_mem(e, W, 0x8b, RDI, RBX, SEG_OFF(s, base));
+		op_rr(e, W, 0x01, RSI, RDI);
+		op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
+	}
+	/* RDX = the TLB entry: ((lin >> 12) & (size - 1)) * sizeof, in two steps */
+	unsigned int esh = (unsigned int)__builtin_ctz(sizeof(struct kap_soft_tlb_entry));
+	op_rr(e, 0, 0x89, RDI, RCX); /* mov ecx, edi */
+	op_rr(e, 0, 0xc1, 5, RCX);   /* shr ecx, 12 - esh */
+	e8(e, 12 - esh);
+	op_rr(e, 0, 0x81, 4, RCX); /* and ecx, (size - 1) << esh */
+	e32(e, (KAP_SOFT_TLB_SIZE - 1) << esh);
+	op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(tlb));
+	op_rr(e, W, 0x01, RCX, RDX);
+	/* the tag of the access's last byte: a page-crossing access never matches */
+	op_mem(e, W, 0x8d, RCX, RDI, (int32_t)n - 1); /* lea rcx, [rdi + n - 1] */
+	op_rr(e, W, 0x81, 4, RCX);		      /* and rcx, ~0xfff */
+	e32(e, 0xfffff000u);
+	op_rr(e, W, 0x83, 1, RCX); /* or rcx, 1 */
+	e8(e, 1);
+	op_mem(e, W, 0x3b, RCX, RDX, TLB_OFF(tag));
+	slow[ns++] = jump32(e, 0x5);
+	bool user = c->b->jit.cpl == 3;
+	unsigned int need = write ? (user ? TLB_W_USER : TLB_W_SUP) : (user ? TLB_R_USER : 0);
+	if (need) {
+		op_mem(e, 0, 0xf6, 0, RDX, TLB_OFF(perm)); /* test byte [perm], need */
+		e8(e, need);
+		slow[ns++] = jump32(e, 0x4); /* jz */
+	}
+	op_rr(e, 0, 0x89, RDI, RCX); /* mov ecx, edi */
+	op_rr(e, 0, 0x81, 4, RCX);   /* and ecx, 0xfff */
+	e32(e, 0xfff);
+	op_mem(e, W, 0x03, RCX, RDX, TLB_OFF(host));
+	if (!write) {
+		if (n == 1)
+			op_mem(e, 0, 0x0fb6, RAX, RCX, 0);
+		else if (n == 2)
+			op_mem(e, 0, 0x0fb7, RAX, RCX, 0);
+		else
+			op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RCX, 0);
+	} else {
+		if (n == 1)
+			op_mem(e, 0, 0x88, 8, RCX, 0); /* mov [rcx], r8b */
+		else
+			op_mem(e, size_fl(n), 0x89, 8, RCX, 0);
+		/* the code-page check (kap_soft_stored's first look, its fence first) */
+		if (c->cpu->vm->ncpus > 1) {
+			e8(e, 0x0f); /* mfence */
+			e8(e, 0xae);
+			e8(e, 0xf0);
+		}
+		op_mem(e, 0, 0x8b, RDX, RDX, TLB_OFF(idx)); /* mov edx, [idx] */
+		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
+		e8(e, 0x48); /* cmp qword [rax + rdx * 8], 0 */
+		e8(e, 0x83);
+		e8(e, 0x3c);
+		e8(e, 0xd0);
+		e8(e, 0x00);
+	}
+	size_t done = jump32(e, write ? 0x4 : -1); /* a store: je, unless the page has code */
+	size_t stop_check = 0;
+	if (write) { /* kap_soft_stored drops the page's translations */
+		op_rr(e, W, 0x89, RCX, RSI);
+		op_rr(e, W, 0x89, RBX, RDI);
+		call_abs(e, (const void *)kap_soft_stored);
+		stop_check = jump32(e, -1);
+	}
+	for (unsigned int i = 0; i < ns; i++)
+		fix(e, slow[i], e->pos);
+	/* the slow path: kap_soft_read(cpu, seg, off, n) or kap_soft_write(..., R8), with RIP
+	 * the instruction's (a fault, an MMIO handler); the fast path leaves it as it was */
+	rip_add(c, off - c->synced);
+	op_rr(e, W, 0x89, RSI, RDX);
+	e8(e, 0xbe); /* mov esi, seg */
+	e32(e, s);
+	e8(e, 0xb9); /* mov ecx, n */
+	e32(e, n);
+	op_rr(e, W, 0x89, RBX, RDI);
+	call_abs(e, write ? (const void *)kap_soft_write : (const void *)kap_soft_read);
+	rip_add(c, c->synced - off);
+	if (write) { /* a store to a page with translations: leave after it */
+		fix(e, stop_check, e->pos);
+		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block));
+		e8(e, 0);
+		size_t go_on = jump32(e, 0x4);
+		rip_add(c, off + d->len - c->synced);
+		leave(c, -1);
+		fix(e, go_on, e->pos);
+	}
+	fix(e, done, e->pos);
+}
+
+static void emit_load(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
+{
+	merge_flags(c);
+	emit_mem(c, d, x->n, false, off);
+	st_reg(c, d, x->dst, x->n);
+}
+
+static void emit_store(struct jc *c, const struct kap_soft_insn *d, const struct inl *x,
+		       int64_t off)
+{
+	merge_flags(c);
+	if (x->src != KAP_SOFT_NOREG)
+		ld_reg(c, d, x->src, x->n, 8);
+	else
+		mov_imm64(&c->e, 8, x->imm);
+	emit_mem(c, d, x->n, true, off);
+}
+
+/* IMUL: CF and OF from the host's, SF ZF PF from the result, AF 0 (exec.c's mul_flags). */
+static void emit_imul(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
+		      int64_t off)
+{
+	struct em *e = &c->e;
+	merge_flags(c);
+	if (x->mem) {
+		emit_mem(c, d, x->n, false, off);
+	} else {
+		ld_reg(c, d, x->src, x->n, RAX);
+	}
+	if (x->dec)
+		mov_imm64(e, RCX, x->imm);
+	else
+		ld_reg(c, d, d->reg, x->n, RCX);
+	unsigned int fl = size_fl(x->n);
+	op_rr(e, fl, 0x0faf, RAX, RCX); /* imul eax, ecx */
+	if (live) {
+		e8(e, 0x9c);
+		e8(e, 0x5a);
+		op_rr(e, 0, 0x81, 4, RDX); /* and edx, CF | OF */
+		e32(e, (uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
+		op_rr(e, fl, 0x85, RAX, RAX); /* test eax, eax */
+		e8(e, 0x9c);
+		e8(e, 0x59); /* pop rcx */
+		op_rr(e, 0, 0x81, 4, RCX);
+		e32(e, (uint32_t)(KAP_SOFT_SF | KAP_SOFT_ZF | KAP_SOFT_PF));
+		op_rr(e, 0, 0x09, RCX, RDX); /* or edx, ecx */
+		c->pending = true;
+		c->p_logic = false;
+		merge_flags(c);
+	}
+	st_reg(c, d, x->dst, x->n);
+}
+
+/* The guest's flags into R8 (the lazy ones worked out when not the host's). */
+static void flags_to_r8(struct jc *c)
+{
+	struct em *e = &c->e;
+	if (c->flags_host) {
+		op_mem(e, W, 0x8b, 8, RBX, CPU_OFF(lf_res));
+		return;
+	}
+	op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(lf_op));
+	e8(e, KAP_SOFT_LF_HOST);
+	size_t other = jump32(e, 0x5);
+	op_mem(e, W, 0x8b, 8, RBX, CPU_OFF(lf_res));
+	size_t done = jump32(e, -1);
+	fix(e, other, e->pos);
+	op_rr(e, W, 0x89, RBX, RDI);
+	call_abs(e, (const void *)kap_soft_get_flags);
+	op_rr(e, W, 0x89, RAX, 8); /* mov r8, rax */
+	fix(e, done, e->pos);
+}
+
+/*
+ * Shifts and rotates by a constant (exec.c's shift(), count already masked and non-zero):
+ * the result and CF are the host's; SHL's OF is SF ^ CF, SHR's the operand's sign, SAR's 0,
+ * AF 0. Rotates change only CF and OF (ROL: the result's sign ^ CF; ROR: its two top bits).
+ */
+static void emit_shift(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live)
+{
+	struct em *e = &c->e;
+	unsigned int fl = size_fl(x->n), bits = 8 * x->n, op = x->op == 6 ? 4 : x->op;
+	bool rot = op <= 1;
+	merge_flags(c);
+	if (live && rot)
+		flags_to_r8(c);
+	ld_reg(c, d, x->dst, x->n, RAX);
+	if (live && op == 5)
+		op_rr(e, W, 0x89, RAX, RCX); /* the operand, for OF */
+	op_rr(e, fl, x->n == 1 ? 0xc0 : 0xc1, op, RAX);
+	e8(e, (uint8_t)x->imm);
+	if (live) {
+		if (rot) {
+			e8(e, 0x0f); /* setc cl; movzx ecx, cl */
+			e8(e, 0x92);
+			e8(e, 0xc1);
+			op_rr(e, 0, 0x0fb6, RCX, RCX);
+			op_rr(e, W, 0x89, RAX, RDX);
+			op_rr(e, W, 0xc1, 5, RDX); /* shr rdx, ... */
+			e8(e, op == 0 ? bits - 1 : bits - 2);
+			if (op == 1) { /* bit bits-1 ^ bit bits-2 */
+				op_rr(e, 0, 0x89, RDX, RSI);
+				op_rr(e, 0, 0xd1, 5, RSI); /* shr esi, 1 */
+				op_rr(e, 0, 0x31, RSI, RDX);
+			} else {
+				op_rr(e, 0, 0x31, RCX, RDX); /* ^ CF */
+			}
+			op_rr(e, 0, 0x83, 4, RDX); /* and edx, 1 */
+			e8(e, 1);
+			op_rr(e, 0, 0xc1, 4, RDX); /* shl edx, 11 */
+			e8(e, 11);
+			op_rr(e, 0, 0x09, RCX, RDX);
+			op_rr(e, W, 0x81, 4, 8); /* and r8, ~(CF | OF) */
+			e32(e, ~(uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
+			op_rr(e, W, 0x09, 8, RDX);
+		} else {
+			e8(e, 0x9c);
+			e8(e, 0x5a);
+			if (op == 4) { /* OF = SF ^ CF */
+				op_rr(e, 0, 0x89, RDX, RCX);
+				op_rr(e, 0, 0xc1, 5, RCX);
+				e8(e, 7);
+				op_rr(e, 0, 0x31, RDX, RCX);
+			} else if (op == 5) { /* OF = the operand's sign */
+				op_rr(e, W, 0xc1, 5, RCX);
+				e8(e, bits - 1);
+			}
+			op_rr(e, 0, 0x81, 4, RDX); /* and edx, ~(OF | AF) */
+			e32(e, ~(uint32_t)(KAP_SOFT_OF | KAP_SOFT_AF));
+			if (op != 7) {
+				op_rr(e, 0, 0x83, 4, RCX); /* and ecx, 1; shl ecx, 11 */
+				e8(e, 1);
+				op_rr(e, 0, 0xc1, 4, RCX);
+				e8(e, 11);
+				op_rr(e, 0, 0x09, RCX, RDX);
+			}
+		}
+		c->pending = true;
+		c->p_logic = false;
+		merge_flags(c);
+	}
+	st_reg(c, d, x->dst, x->n);
+}
+
+static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
+		     int64_t off)
+{
+	struct em *e = &c->e;
+	/* op eax, imm: 80/81 /op (TEST: F6/F7 /0), the immediate as wide as the operand
+	 * (sign-extended from 32 bits at 64 bits; 16-bit operands load it into RCX) */
+	bool imm_direct = x->src == KAP_SOFT_NOREG && !x->mem && x->n != 2 &&
+			  (x->n != 8 || x->imm == (uint64_t)(int64_t)(int32_t)x->imm);
+	merge_flags(c);
+	if (x->mem) {
+		emit_mem(c, d, x->n, false, off); /* RAX = [m] */
+	}
+	if (x->mem == 1) {
+		op_rr(e, W, 0x89, RAX, RCX); /* the source */
+		ld_reg(c, d, x->dst, x->n, RAX);
+	} else {
+		if (!x->mem)
+			ld_reg(c, d, x->dst, x->n, RAX);
+		if (x->src != KAP_SOFT_NOREG)
+			ld_reg(c, d, x->src, x->n, RCX);
+		else if (!imm_direct)
+			mov_imm64(e, RCX, x->imm);
+	}
+	unsigned int fl = size_fl(x->n), byte = x->n == 1 ? 0 : 1;
+	if (imm_direct) {
+		if (x->op == 8)
+			op_rr(e, fl, x->n == 1 ? 0xf6 : 0xf7, 0, RAX);
+		else
+			op_rr(e, fl, x->n == 1 ? 0x80 : 0x81, x->op, RAX);
+		if (x->n == 1)
+			e8(e, (uint8_t)x->imm);
+		else
+			e32(e, (uint32_t)x->imm);
+	} else if (x->op == 8) {
+		op_rr(e, fl, 0x84 | byte, RCX, RAX); /* test */
+	} else {
+		op_rr(e, fl, (x->op << 3) | byte, RCX, RAX);
+	}
+	if (live) {
+		e8(e, 0x9c); /* pushfq */
+		e8(e, 0x5a); /* pop rdx */
+		c->pending = true;
+		c->p_logic = x->op == 1 || x->op == 4 || x->op == 6 || x->op == 8;
+	}
+	if (x->op != 7 && x->op != 8 && x->mem != 2)
+		st_reg(c, d, x->dst, x->n);
+}
+
+/* bt dword [rbx + off], 0: the host's CF = bit 0 there. */
+static void bt0(struct em *e, int32_t off)
+{
+	op_mem(e, 0, 0x0fba, 4, RBX, off);
+	e8(e, 0);
+}
+
+static void emit_incdec(struct jc *c, const struct kap_soft_insn *d, const struct inl *x)
+{
+	struct em *e = &c->e;
+	merge_flags(c);
+	/* CF stays: the guest's goes into the host's first, which INC/DEC keep too. */
+	if (c->flags_host) {
+		bt0(e, CPU_OFF(lf_res));
+	} else {
+		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(lf_op)); /* cmp byte [lf_op], LF_HOST */
+		e8(e, KAP_SOFT_LF_HOST);
+		size_t other = jump32(e, 0x5);
+		bt0(e, CPU_OFF(lf_res));
+		size_t done = jump32(e, -1);
+		fix(e, other, e->pos);
+		op_rr(e, W, 0x89, RBX, RDI);
+		call_abs(e, (const void *)kap_soft_get_flags); /* LF_NONE after it */
+		bt0(e, CPU_OFF(flags));
+		fix(e, done, e->pos);
+	}
+	ld_reg(c, d, x->dst, x->n, RAX);
+	op_rr(e, size_fl(x->n), x->n == 1 ? 0xfe : 0xff, x->dec ? 1 : 0, RAX);
+	e8(e, 0x9c);
+	e8(e, 0x5a);
+	c->pending = true;
+	c->p_logic = false;
+	st_reg(c, d, x->dst, x->n);
+}
+
+static void emit_mov(struct jc *c, const struct kap_soft_insn *d, const struct inl *x)
+{
+	struct em *e = &c->e;
+	if (x->src != KAP_SOFT_NOREG) {
+		ld_reg(c, d, x->src, x->n, RAX);
+	} else if (x->n == 4) {
+		e8(e, 0xb8); /* mov eax, imm32: zero-extends */
+		e32(e, (uint32_t)x->imm);
+	} else {
+		mov_imm64(e, RAX, x->imm);
+	}
+	st_reg(c, d, x->dst, x->n);
+}
+
+/* LEA (ea(): base + index << scale + disp, RIP-relative in 64-bit code). */
+static void emit_lea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
+{
+	struct em *e = &c->e;
+	merge_flags(c); /* the address arithmetic changes the host's flags */
+	mov_imm64(e, RAX, (uint64_t)d->disp);
+	if (d->rip_rel) {
+		op_mem(e, W, 0x03, RAX, RBX, CPU_OFF(rip)); /* add rax, [rip] */
+		int64_t rel = off + d->len - c->synced;
+		mov_imm64(e, RCX, (uint64_t)rel);
+		op_rr(e, W, 0x01, RCX, RAX);
+	}
+	if (d->base != KAP_SOFT_NOREG)
+		op_mem(e, W, 0x03, RAX, RBX, REG_OFF(d->base));
+	if (d->index != KAP_SOFT_NOREG) {
+		op_mem(e, W, 0x8b, RCX, RBX, REG_OFF(d->index));
+		if (d->scale) {
+			op_rr(e, W, 0xc1, 4, RCX); /* shl rcx, scale */
+			e8(e, d->scale);
+		}
+		op_rr(e, W, 0x01, RCX, RAX);
+	}
+	if (d->asize == 4 || d->osize == 4)
+		op_rr(e, 0, 0x89, RAX, RAX); /* mov eax, eax */
+	st_reg(c, d, d->reg, d->osize);
+}
+
+static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, uint64_t imm)
+{
+	struct em *e = &c->e;
+	unsigned int cc = d->op & 0xf;
+	size_t taken;
+	if (c->pending) {
+		taken = jump32(e, (int)cc); /* the host's flags are the guest's */
+	} else {
+		op_rr(e, W, 0x89, RBX, RDI);
+		e8(e, 0xbe); /* mov esi, cc */
+		e32(e, cc);
+		call_abs(e, (const void *)kap_soft_cond);
+		op_rr(e, 0, 0x84, RAX, RAX); /* test al, al */
+		taken = jump32(e, 0x5);
+	}
+	bool pending = c->pending, logic = c->p_logic;
+	int64_t synced = c->synced;
+	merge_flags(c);
+	exit_to(c, end);
+	fix(e, taken, e->pos);
+	c->pending = pending;
+	c->p_logic = logic;
+	c->synced = synced;
+	merge_flags(c);
+	exit_to(c, end + (int64_t)imm);
+}
+
+static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap_soft_block *b)
+{
+	struct jc c = {.cpu = cpu, .j = j, .b = b, .mode = b->mode};
+	c.e.buf = j->rw + j->used;
+	c.e.cap = j->size - j->used;
+	int64_t off = 0;
+	bool ended = false;
+	for (unsigned int i = 0; i < b->n && !ended; i++) {
+		const struct kap_soft_op *o = &b->ops[i];
+		struct inl x;
+		enum kind k = classify(o, b->mode, &x);
+		bool last = i + 1 == b->n;
+		int64_t end = off + o->d.len;
+		switch (k) {
+		case K_ALU:
+			emit_alu(&c, &o->d, &x, !flags_dead(b, i), off);
+			break;
+		case K_INCDEC:
+			emit_incdec(&c, &o->d, &x);
+			break;
+		case K_MOV:
+			emit_mov(&c, &o->d, &x);
+			break;
+		case K_LEA:
+			emit_lea(&c, &o->d, off);
+			break;
+		case K_LOAD:
+			emit_load(&c, &o->d, &x, off);
+			break;
+		case K_STORE:
+			emit_store(&c, &o->d, &x, off);
+			break;
+		case K_IMUL:
+			emit_imul(&c, &o->d, &x, !flags_dead(b, i), off);
+			break;
+		case K_SHIFT:
+			emit_shift(&c, &o->d, &x, !flags_dead(b, i));
+			break;
+		case K_JCC:
+			emit_jcc(&c, &o->d, end, x.imm);
+			ended = true;
+			break;
+		case K_JMP:
+			merge_flags(&c);
+			exit_to(&c, end + (int64_t)x.imm);
+			ended = true;
+			break;
+		default: {
+			bool ends = last && kap_soft_insn_ends_block(&o->d);
+			bool call_rel = o->d.op == 0xe8 && (b->mode == 8 || o->d.osize == 4);
+			emit_call(&c, o, off, !ends || call_rel);
+			if (!o->fn) {
+				ended = true;
+			} else if (ends) {
+				/* RIP is what the handler made it: CALL rel's target is known */
+				if (call_rel) {
+					c.synced = end + (int64_t)o->d.imm;
+					exit_to(&c, c.synced);
+				} else {
+					leave(&c, -1);
+				}
+				ended = true;
+			}
+			break;
+		}
+		}
+		off = end;
+	}
+	if (!ended) { /* cut at 64 instructions or a page end: falls through */
+		merge_flags(&c);
+		exit_to(&c, off);
+	}
+	/* a handler asked to stop (RIP is past it): to the loop */
+	size_t stop = c.e.pos;
+	for (unsigned int i = 0; i < c.nstop; i++)
+		fix(&c.e, c.stop_fix[i], stop);
+	if (c.nstop)
+		leave(&c, -1);
+	if (c.e.full)
+		return false;
+	b->jit.code = j->rx + j->used;
+	b->jit.cpl = (uint8_t)cpu->cpl;
+	j->compiled++;
+	j->used += (c.e.pos + 15) & ~(size_t)15;
+	return true;
+}
+
+/* Drops every compiled block (the buffer is full): they are interpreted until hot again. */
+static void flush(struct kap_soft_cpu *cpu, struct kap_soft_jit *j)
+{
+	struct kap_soft_cache *cache = cpu->cache;
+	for (size_t i = 0; i < KAP_SOFT_HASH; i++)
+		for (struct kap_soft_block *b = cache->hash[i]; b; b = b->next)
+			b->jit.code = NULL, b->jit.runs = 0;
+	for (struct kap_soft_block *b = cache->garbage; b; b = b->next)
+		b->jit.code = NULL;
+	cache->epoch++; /* voids every link into the old code */
+	j->used = j->code_start;
+	j->last = NULL;
+	j->flushes++;
+	kap_debug("vm: soft vCPU %u: code buffer full, compiled blocks dropped", cpu->id);
+}
+
+bool kap_soft_jit_ready(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
+{
+	if (b->mode != 8 && (cpu->rip >> 32))
+		return false; /* (not seen: handlers mask RIP) the interpreter's masking */
+	if (b->jit.code)
+		return b->jit.cpl == cpu->cpl;
+	if (b->jit.failed || ++b->jit.runs < cpu->jit->hot)
+		return false;
+	struct kap_soft_jit *j = cpu->jit;
+	if (b->mode == 2) { /* 16-bit code: boot code, interpreted */
+		b->jit.failed = true;
+		return false;
+	}
+	size_t need = (size_t)b->n * 256 + 1024;
+	if (j->used + need > j->size)
+		flush(cpu, j);
+	if (!compile(cpu, j, b)) {
+		b->jit.failed = true;
+		return false;
+	}
+	return true;
+}
+
+#if defined(__clang__)
+__attribute__((no_sanitize("function")))
+#endif
+struct kap_soft_block *
+kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
+{
+	struct kap_soft_jit *j = cpu->jit;
+	uint64_t epoch = cpu->cache->epoch;
+	struct kap_soft_block *l = j->last;
+	/* Link the exit the last compiled block left by to b, when that exit always leads here. */
+	if (l && j->last_exit >= 0 && j->last_epoch == epoch && epoch <= INT32_MAX && l->jit.code &&
+	    l->jit.exit_phys[j->last_exit] == b->phys && l->mode == b->mode &&
+	    l->jit.cpl == b->jit.cpl) {
+		uint32_t p = l->jit.patch[j->last_exit];
+		uint8_t *w = j->rw + ((uint8_t *)l->jit.code - j->rx) + p;
+		uint32_t ep = (uint32_t)epoch;
+		memcpy(w, &ep, 4);
+		/* jne rel32 (6 bytes), then the link's jmp rel32 */
+		uint8_t *jmp_rx = (uint8_t *)l->jit.code + p + 4 + 6;
+		uint32_t rel = (uint32_t)((uint8_t *)b->jit.code - (jmp_rx + 5));
+		memcpy(w + 4 + 6 + 1, &rel, 4);
+	}
+	j->last = NULL;
+	j->last_exit = -1;
+	j->last_epoch = epoch;
+	j->budget = KAP_SOFT_JIT_BUDGET;
+	j->written_any = &cpu->vm->mem.written->rec[cpu->id].any;
+	j->epoch = epoch <= INT32_MAX ? (uint32_t)epoch : 0xffffffffu; /* never linked then */
+	j->flat = 1;
+	for (unsigned int s = KAP_SOFT_ES; s <= KAP_SOFT_DS; s++) {
+		const struct kap_soft_seg *g = &cpu->seg[s];
+		if (s != KAP_SOFT_CS &&
+		    (g->base || g->limit != 0xffffffffu || !g->present || (g->type & 0xe) != 2))
+			j->flat = 0;
+	}
+	j->enter(cpu, j, b->jit.code);
+	return j->last;
+}
+
+struct kap_soft_jit *kap_soft_jit_new(struct kap_soft_cpu *cpu)
+{
+#if !defined(__x86_64__)
+	(void)cpu;
+	return NULL; /* it generates x86-64: elsewhere the interpreter runs everything */
+#endif
+	const char *env = getenv("KAPSEL_SOFT_JIT");
+	if (env && (!strcmp(env, "off") || !strcmp(env, "0")))
+		return NULL;
+	unsigned int hot = KAP_SOFT_JIT_HOT;
+	if (env && *env) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 10);
+		if (*end || v < 1 || v > 1000000) {
+			kap_warn("vm: KAPSEL_SOFT_JIT=%s is not off, 0 or a run count 1-1000000: "
+				 "compiling blocks after %u runs",
+				 env, hot);
+		} else {
+			hot = (unsigned int)v;
+		}
+	}
+	struct kap_soft_jit *j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	j->hot = hot;
+	int fd = memfd_create("kapsel-soft-jit", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, JIT_SIZE) < 0) {
+		kap_debug("vm: soft vCPU %u: no code buffer (memfd: %m): interpreting", cpu->id);
+		if (fd >= 0)
+			close(fd);
+		free(j);
+		return NULL;
+	}
+	j->rw = mmap(NULL, JIT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	j->rx = mmap(NULL, JIT_SIZE, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+	close(fd);
+	if (j->rw == MAP_FAILED || j->rx == MAP_FAILED) {
+		kap_debug("vm: soft vCPU %u: no code buffer (mmap: %m): interpreting", cpu->id);
+		if (j->rw != MAP_FAILED)
+			munmap(j->rw, JIT_SIZE);
+		if (j->rx != MAP_FAILED)
+			munmap(j->rx, JIT_SIZE);
+		free(j);
+		return NULL;
+	}
+	j->size = JIT_SIZE;
+	/* The entry stub: push rbx, rbp, r12; rbx = cpu, r12 = j; jmp to the code (rdx). The
+	 * stack is then 16-byte aligned for the handlers the code calls. */
+	static const uint8_t enter[] = {0x53, 0x55, 0x41, 0x54, 0x48, 0x89,
+					0xfb, 0x49, 0x89, 0xf4, 0xff, 0xe2};
+	/* The exit stub, at JIT_STUB / 2: pop r12, rbp, rbx; ret. */
+	static const uint8_t leave_stub[] = {0x41, 0x5c, 0x5d, 0x5b, 0xc3};
+	memset(j->rw, 0xcc, JIT_STUB);
+	memcpy(j->rw + 16, enter, sizeof(enter));
+	memcpy(j->rw + JIT_STUB / 2, leave_stub, sizeof(leave_stub));
+	void *entry = j->rx + 16;
+	memcpy(&j->enter, &entry, sizeof(entry));
+	j->code_start = j->used = JIT_STUB;
+	return j;
+}
+
+void kap_soft_jit_free(struct kap_soft_jit *j)
+{
+	if (!j)
+		return;
+	munmap(j->rw, j->size);
+	munmap(j->rx, j->size);
+	free(j);
+}
