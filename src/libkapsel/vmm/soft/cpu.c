@@ -1229,11 +1229,34 @@ uint64_t kap_soft_rdtsc(struct kap_soft_cpu *cpu)
 	       (uint64_t)cpu->tsc_offset;
 }
 
+/*
+ * IA32_ARCH_CAPABILITIES (SDM vol. 4 table 2-2): the soft CPU neither speculates nor keeps
+ * microarchitectural buffers, so it reports itself free of every bug these bits name: RDCL_NO
+ * (Meltdown, L1TF), IBRS_ALL (enhanced IBRS), SKIP_L1DFL_VMENTRY, SSB_NO, MDS_NO,
+ * IF_PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, BHI_NO, PBRSB_NO, GDS_NO,
+ * RFDS_NO and ITS_NO (bit 62). Without it Linux takes the model (Skylake-SP) as vulnerable and
+ * boots with page-table isolation, retpolines, return thunks and VERW on each return to user
+ * mode, which the soft CPU pays for in full (docs/vm.md).
+ */
+#define KAP_SOFT_ARCH_CAPS                                                                         \
+	((1ULL << 0) | (1ULL << 1) | (1ULL << 3) | (1ULL << 4) | (1ULL << 5) | (1ULL << 6) |       \
+	 (1ULL << 8) | (1ULL << 13) | (1ULL << 14) | (1ULL << 15) | (1ULL << 20) | (1ULL << 24) |  \
+	 (1ULL << 26) | (1ULL << 27) | (1ULL << 62))
+
 bool kap_soft_rdmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t *v)
 {
 	switch (index) {
 	case 0x10:
 		*v = kap_soft_rdtsc(cpu);
+		return true;
+	case 0x3b:
+		*v = (uint64_t)cpu->tsc_adjust;
+		return true;
+	case 0x48:
+		*v = cpu->spec_ctrl;
+		return true;
+	case 0x10a:
+		*v = KAP_SOFT_ARCH_CAPS;
 		return true;
 	case 0x1b:
 		*v = cpu->apic_base;
@@ -1291,9 +1314,24 @@ bool kap_soft_rdmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t *v)
 bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v)
 {
 	switch (index) {
-	case 0x10:
-		cpu->tsc_offset += (int64_t)(v - kap_soft_rdtsc(cpu));
+	case 0x10: {
+		/* SDM vol. 3 §18.17.3: a write to the TSC moves TSC_ADJUST by as much. */
+		int64_t delta = (int64_t)(v - kap_soft_rdtsc(cpu));
+		cpu->tsc_offset += delta;
+		cpu->tsc_adjust += delta;
 		return true;
+	}
+	case 0x3b:
+		cpu->tsc_offset += (int64_t)v - cpu->tsc_adjust;
+		cpu->tsc_adjust = (int64_t)v;
+		return true;
+	case 0x48: /* SPEC_CTRL: IBRS only (CPUID 7.0 EDX[26]; no STIBP or SSBD bit) */
+		if (v & ~1ULL)
+			return false;
+		cpu->spec_ctrl = v;
+		return true;
+	case 0x49: /* PRED_CMD: IBPB, a barrier with nothing to flush here; write-only */
+		return (v & ~1ULL) == 0;
 	case 0x8b: /* IA32_BIOS_SIGN_ID: Linux clears it before CPUID(1); nothing to keep */
 		return true;
 	case 0x1b:
@@ -1359,7 +1397,6 @@ bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v)
  */
 void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint32_t out[4])
 {
-	(void)sub;
 	memset(out, 0, 4 * sizeof(uint32_t));
 	switch (leaf) {
 	case 0:
@@ -1380,6 +1417,14 @@ void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint3
 			 (1u << 9) | (1u << 15) | (1u << 19) | (1u << 23) | (1u << 24) |
 			 (1u << 25) | (1u << 26);
 		return;
+	case 7:
+		if (sub != 0)
+			return;
+		out[1] = 1u << 1; /* TSC_ADJUST */
+		/* IBRS/IBPB (SPEC_CTRL, PRED_CMD) and ARCH_CAPABILITIES, which says which
+		 * speculation bugs this CPU lacks: all of them, it does not speculate. */
+		out[3] = (1u << 26) | (1u << 29);
+		return;
 	case 0x15:
 		/* TSC and crystal (the LAPIC timer's clock) at 1 GHz: the host's ns (docs/vm.md).
 		 */
@@ -1394,7 +1439,10 @@ void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint3
 		memcpy(&out[3], "ftCP", 4);
 		return;
 	case 0x80000000:
-		out[0] = 0x80000001;
+		out[0] = 0x80000007;
+		return;
+	case 0x80000007:
+		out[3] = 1u << 8; /* invariant TSC: host CLOCK_MONOTONIC runs in every state */
 		return;
 	case 0x80000001:
 		out[2] = (1u << 0) | (1u << 5);		       /* LAHF/SAHF in 64-bit mode, LZCNT */

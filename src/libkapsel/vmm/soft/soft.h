@@ -120,7 +120,9 @@ struct kap_soft_cpu {
 	uint64_t star, lstar, cstar, fmask, kernel_gs_base, sysenter_cs, sysenter_esp, sysenter_eip,
 	    pat, apic_base, misc_enable, mtrr_def_type;
 	int64_t tsc_offset;
-	unsigned int mode; /* code size in bytes: 2, 4 or 8 (CS.D, CS.L, EFER.LMA) */
+	int64_t tsc_adjust; /* IA32_TSC_ADJUST: what WRMSRs to it and to the TSC added */
+	uint64_t spec_ctrl; /* IA32_SPEC_CTRL: IBRS, kept and without effect */
+	unsigned int mode;  /* code size in bytes: 2, 4 or 8 (CS.D, CS.L, EFER.LMA) */
 	unsigned int cpl;
 
 	/* Exceptions: raised with longjmp back to the run loop (cpu.c, kap_soft_raise). */
