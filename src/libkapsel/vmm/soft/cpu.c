@@ -58,7 +58,10 @@
 #include "vmm/x86/x86.h"
 
 #define KAP_SOFT_BLOCK_MAX 64
-#define KAP_SOFT_HASH	   4096
+/* Buckets of blocks by physical address, and by page for invalidation: a Linux boot makes about
+ * 80,000 blocks, and a few thousand writes to pages with code (measured, docs/vm.md). */
+#define KAP_SOFT_HASH	   32768
+#define KAP_SOFT_PAGE_HASH 8192
 
 struct kap_soft_op {
 	struct kap_soft_insn d;
@@ -72,6 +75,9 @@ struct kap_soft_block {
 	unsigned int mode;
 	unsigned int n;
 	bool chain; /* it ends in a jump to a fixed target, or falls through: links are kept */
+	/* In the page index: [0] by the page of phys, [1] by page2 (when there is one); pprev
+	 * points at the pointer to this block, for unlinking without a walk. */
+	struct kap_soft_block *pnext[2], **pprev[2];
 	/* Chaining: the blocks that ran after this one, by the RIP they start at; valid while
 	 * link_epoch is the cache's epoch, and only for the physical address and mode found now. */
 	uint64_t link_epoch;
@@ -82,6 +88,7 @@ struct kap_soft_block {
 
 struct kap_soft_cache {
 	struct kap_soft_block *hash[KAP_SOFT_HASH];
+	struct kap_soft_block *pages[2][KAP_SOFT_PAGE_HASH]; /* the page index (pnext) */
 	struct kap_soft_block *garbage;
 	uint64_t epoch; /* bumped whenever blocks are dropped: every chain link older is void */
 };
@@ -357,21 +364,69 @@ static int64_t ram_page(struct kap_soft_cpu *cpu, uint64_t gpa)
 	return (int64_t)((uint64_t)(p - cpu->vm->mem.host) >> 12);
 }
 
+static unsigned int hash(uint64_t phys, unsigned int mode)
+{
+	return (unsigned int)(((phys ^ mode) * 0x9e3779b97f4a7c15ULL) >> 49) & (KAP_SOFT_HASH - 1);
+}
+
+static unsigned int page_hash(uint64_t page)
+{
+	return (unsigned int)((page >> 12) * 0x9e3779b97f4a7c15ULL >> 51) &
+	       (KAP_SOFT_PAGE_HASH - 1);
+}
+
+/* Puts a new block in the hash table and the page index. */
+static void cache_insert(struct kap_soft_cache *c, struct kap_soft_block *b)
+{
+	unsigned int h = hash(b->phys, b->mode);
+	b->next = c->hash[h];
+	c->hash[h] = b;
+	uint64_t pg[2] = {b->phys & ~0xfffULL, b->page2};
+	for (int k = 0; k < 2; k++) {
+		b->pnext[k] = NULL;
+		b->pprev[k] = NULL;
+		if (pg[k] == ~0ULL)
+			continue;
+		struct kap_soft_block **head = &c->pages[k][page_hash(pg[k])];
+		b->pnext[k] = *head;
+		if (*head)
+			(*head)->pprev[k] = &b->pnext[k];
+		*head = b;
+		b->pprev[k] = head;
+	}
+}
+
+/* Takes block b out of the hash table and the page index, onto the garbage list. */
+static void cache_drop(struct kap_soft_cache *c, struct kap_soft_block *b)
+{
+	struct kap_soft_block **pp = &c->hash[hash(b->phys, b->mode)];
+	while (*pp != b)
+		pp = &(*pp)->next;
+	*pp = b->next;
+	for (int k = 0; k < 2; k++) {
+		if (!b->pprev[k])
+			continue;
+		*b->pprev[k] = b->pnext[k];
+		if (b->pnext[k])
+			b->pnext[k]->pprev[k] = b->pprev[k];
+		b->pprev[k] = NULL;
+	}
+	b->next = c->garbage;
+	c->garbage = b;
+}
+
 static void invalidate_page(struct kap_soft_cpu *cpu, uint64_t gpa)
 {
 	uint64_t page = gpa & ~0xfffULL;
 	struct kap_soft_cache *c = cpu->cache;
-	for (size_t i = 0; i < KAP_SOFT_HASH; i++) {
-		struct kap_soft_block **pp = &c->hash[i];
-		while (*pp) {
-			struct kap_soft_block *b = *pp;
-			if ((b->phys & ~0xfffULL) == page || b->page2 == page) {
-				*pp = b->next;
-				b->next = c->garbage;
-				c->garbage = b;
-			} else {
-				pp = &b->next;
-			}
+	unsigned int ph = page_hash(page);
+	for (int k = 0; k < 2; k++) {
+		struct kap_soft_block *b = c->pages[k][ph];
+		while (b) {
+			struct kap_soft_block *n = b->pnext[k];
+			if ((k == 0 ? b->phys & ~0xfffULL : b->page2) == page)
+				cache_drop(c, b);
+			b = n;
 		}
 	}
 	int64_t idx = ram_page(cpu, gpa);
@@ -1466,11 +1521,6 @@ void kap_soft_write_buf(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off
 
 /* ---- blocks ---- */
 
-static unsigned int hash(uint64_t phys, unsigned int mode)
-{
-	return (unsigned int)(((phys >> 2) ^ (phys >> 14) ^ mode) & (KAP_SOFT_HASH - 1));
-}
-
 /* Marks a RAM page as holding decoded code (stores to it then invalidate). */
 static void mark_code(struct kap_soft_cpu *cpu, uint64_t gpa)
 {
@@ -1581,9 +1631,7 @@ static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t
 	b->link[0] = b->link[1] = NULL;
 	b->link_rip[0] = b->link_rip[1] = 0;
 	memcpy(b->ops, ops, n * sizeof(ops[0]));
-	unsigned int h = hash(phys, cpu->mode);
-	b->next = cpu->cache->hash[h];
-	cpu->cache->hash[h] = b;
+	cache_insert(cpu->cache, b);
 	return b;
 }
 
