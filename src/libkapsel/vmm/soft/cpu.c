@@ -831,6 +831,20 @@ uint8_t *kap_soft_write_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t
 	return kap_mem_ptr(&cpu->vm->mem, gpa, n);
 }
 
+uint8_t *kap_soft_string_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			     uint64_t *len, bool write)
+{
+	uint64_t lin = seg_linear(cpu, seg, off, 1, write); /* 64-bit mode: base only */
+	uint64_t room = 0x1000 - (lin & 0xfff);
+	if (*len > room)
+		*len = room;
+	unsigned int acc = (write ? ACC_WRITE : 0) | (cpu->cpl == 3 ? ACC_USER : 0);
+	struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
+	if (e)
+		return e->host + (lin & 0xfff);
+	return kap_mem_ptr(&cpu->vm->mem, translate(cpu, lin, acc), (size_t)*len);
+}
+
 /* ---- segment loads (SDM vol. 3 §3.4, §5.4) ---- */
 
 static void seg_from_desc(struct kap_soft_seg *s, uint16_t sel, uint64_t d)

@@ -187,6 +187,13 @@ void kap_soft_locked_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t 
 uint8_t *kap_soft_write_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
 			    unsigned int n);
 void kap_soft_stored(struct kap_soft_cpu *cpu, const uint8_t *p);
+/*
+ * A REP MOVS/STOS run in 64-bit mode (exec.c): RAM at seg:off as one access of the page it is
+ * in would find it (through the TLB or a walk, which raises #PF and sets A/D), or NULL outside
+ * RAM. *len, the bytes wanted, is cut to the end of that page.
+ */
+uint8_t *kap_soft_string_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			     uint64_t *len, bool write);
 /* Plain accesses (kap_soft_read/write without the locked-operand hook). */
 uint64_t kap_soft_read_plain(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
 			     unsigned int n);
