@@ -89,6 +89,15 @@ def test_syscall_sysret_64bit():
     assert "syscall ok" in r.stdout
 
 
+def test_rep_movs_stos_across_pages_and_overlapping():
+    # In the bzImage kernel (long mode): REP MOVSB/MOVSQ/STOSQ across page ends, overlapping
+    # forward copies against an element-by-element reference, the final RSI/RDI/RCX, and a
+    # REP MOVSB over code that already ran (the soft CPU copies a page at a time).
+    r = vm("--accel", "soft", "--kernel", BZIMAGE, "--mem", "96M", "--cmdline", "mem=96 rep=1")
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "rep ok" in r.stdout
+
+
 def test_multiboot_below_1mib():
     r = vm("--accel", "soft", "--kernel", MULTIBOOT_LOW, "--mem", "256M",
            "--cmdline", "test=boot mem=256")
