@@ -737,6 +737,21 @@ static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_e
 	cleanup_free char *cmdline = build_cmdline(vm);
 	if (!cmdline)
 		return kap_error(err, ENOMEM, "kernel command line");
+	if (vm->soft && in->img.kind == KAP_BOOT_BZIMAGE) {
+		/* The soft CPU boots the vmlinux inside through PVH (x86/boot-unpack.c). */
+		struct mapped_file v;
+		struct kap_boot_image img;
+		r = kap_boot_unpack_bzimage(in->kernel.p, in->kernel.len, &v.p, &v.len, &img, err);
+		if (r < 0)
+			return kap_error_wrap(err, "kernel %s", c->kernel);
+		if (r > 0) {
+			kap_debug("vm: bzImage %s unpacked on the host: %zu bytes of vmlinux",
+				  c->kernel, v.len);
+			unmap_file(&in->kernel);
+			in->kernel = v;
+			in->img = img;
+		}
+	}
 	r = kap_boot_load(vm, &in->img, in->kernel.p, in->kernel.len, in->initrd.p, in->initrd.len,
 			  cmdline, entry, err);
 	if (r < 0)
