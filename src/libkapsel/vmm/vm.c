@@ -812,7 +812,9 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
-	struct kap_boot_entry entry;
+	/* Zero for a restore or a migration: the soft vCPUs start from it, then load their state.
+	 */
+	struct kap_boot_entry entry = {0};
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	/* The input first, KVM after: see check_inputs. */
 	int r = check_inputs(c, vm->in, err);
