@@ -329,8 +329,12 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 	int r = 0;
 	switch (kind) {
 	case KAP_JAIL_VCPU:
-		if ((r = add_all(ctx, sys_vcpu, N(sys_vcpu))) < 0 || (r = add_kick(ctx)) < 0 ||
-		    (r = add_ioctls(ctx, vcpu_fd, ioctl_vcpu_own, N(ioctl_vcpu_own))) < 0)
+		if ((r = add_all(ctx, sys_vcpu, N(sys_vcpu))) < 0 || (r = add_kick(ctx)) < 0)
+			return r;
+		/* A soft vCPU (--accel soft) makes no ioctl: it runs the guest itself. */
+		if (vm->soft)
+			return 0;
+		if ((r = add_ioctls(ctx, vcpu_fd, ioctl_vcpu_own, N(ioctl_vcpu_own))) < 0)
 			return r;
 		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
 	case KAP_JAIL_LOOP:
@@ -346,7 +350,7 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 		if ((r = add_all(ctx, sys_loop, N(sys_loop))) < 0 || (r = add_kick(ctx)) < 0 ||
 		    (r = add_ioctls(ctx, -1, ioctl_tty, N(ioctl_tty))) < 0)
 			return r;
-		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
+		return vm->soft ? 0 : add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
 	case KAP_JAIL_DEVICE:
 		if ((r = add_all(ctx, sys_device, N(sys_device))) < 0)
 			return r;
@@ -354,9 +358,11 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 		if ((r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
 					  SCMP_A0(SCMP_CMP_EQ, AF_UNIX))) < 0)
 			return r;
-		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
+		/* Soft: this kind also runs the userspace irqfds' thread (soft/irqfd.c). */
+		return vm->soft ? 0 : add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
 	case KAP_JAIL_API:
-		if ((r = add_all(ctx, sys_api, N(sys_api))) < 0 || (r = add_kick(ctx)) < 0)
+		if ((r = add_all(ctx, sys_api, N(sys_api))) < 0 || (r = add_kick(ctx)) < 0 ||
+		    vm->soft)
 			return r;
 		/*
 		 * Pause, resume and snapshot read and write machine state through many KVM

@@ -121,8 +121,6 @@ const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 		return "Hyper-V enlightenments (--cpu-features hv-*)";
 	if (c->firmware)
 		return "firmware (--firmware: the BIOS ROM mapping is KVM's for now)";
-	if (c->jail)
-		return "--jail (its seccomp tables are the KVM threads')";
 	return NULL;
 }
 
