@@ -119,11 +119,12 @@ def free_port():
     return port
 
 
-def migrate_ok(tmp_path, addr, test="count", mem="64M", dst_mem=None, *opts):
+def migrate_ok(tmp_path, addr, test="count", mem="64M", dst_mem=None, *opts, accel=()):
+    """accel: options both VMs get (test_vm_soft_lifecycle.py: --accel soft)."""
     root = tmp_path / "root"
-    src, src_con = source(root, tmp_path, test, mem)
+    src, src_con = source(root, tmp_path, test, mem, *accel)
     dst, dst_con = start(root, tmp_path, "dst", "vm", "run", "--incoming", addr, "--mem",
-                         dst_mem or mem)
+                         dst_mem or mem, *accel)
     try:
         if addr.startswith("unix:"):
             wait_for(lambda: os.path.exists(addr[5:]) or dst.poll() is not None,
