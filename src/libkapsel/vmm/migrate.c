@@ -1017,6 +1017,13 @@ static char *config_mismatch(const char *mine, const char *theirs)
 		char a[256], b[256];
 		config_value(mine, keys[i], a, sizeof(a));
 		config_value(theirs, keys[i], b, sizeof(b));
+		/* A config text without accel is a KVM machine's (before the soft CPU had one). */
+		if (!strcmp(keys[i], "accel")) {
+			if (!a[0])
+				strcpy(a, "kvm");
+			if (!b[0])
+				strcpy(b, "kvm");
+		}
 		if (strcmp(a, b)) {
 			char *s = NULL;
 			if (asprintf(&s,
