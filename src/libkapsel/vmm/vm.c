@@ -709,8 +709,9 @@ static int setup_soft_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entr
 		if (r < 0)
 			return r;
 	}
-	/* The irqfds deliver to the local APICs, which exist now. */
-	return kap_soft_irqfds_start(vm->soft_irqfds, err);
+	/* The irqfds deliver to the local APICs, which exist now. In a jail the thread starts
+	 * once the jail is closed (vm_setup), so that it runs under its seccomp filter. */
+	return vm->jail ? 0 : kap_soft_irqfds_start(vm->soft_irqfds, err);
 }
 
 static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_error **err)
@@ -827,7 +828,9 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
-	struct kap_boot_entry entry;
+	/* Zero for a restore or a migration: the soft vCPUs start from it, then load their state.
+	 */
+	struct kap_boot_entry entry = {0};
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	/* The input first, KVM after: see check_inputs. */
 	int r = check_inputs(c, vm->in, err);
@@ -870,7 +873,8 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	if ((r = kap_api_start(vm, err)) < 0 || !vm->jail)
 		return r;
 	/* Every host resource is open and no thread runs yet: close the jail, then start them. */
-	if ((r = kap_jail_enter(vm->jail, vm, err)) < 0)
+	if ((r = kap_jail_enter(vm->jail, vm, err)) < 0 ||
+	    (vm->soft && (r = kap_soft_irqfds_start(vm->soft_irqfds, err)) < 0))
 		return r;
 	for (unsigned int i = 0; i < vm->nvirtio; i++)
 		if ((r = kap_virtio_start(&vm->virtio[i].dev, err)) < 0)

@@ -56,25 +56,16 @@
 #include "vmm/soft/irq.h"
 #include "vmm/soft/jit.h"
 #include "vmm/soft/soft.h"
+#include "vmm/soft/state.h"
 #include "vmm/vmm.h"
 #include "vmm/x86/x86.h"
 
 const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 {
-	if (c->balloon.enabled)
-		return "virtio-balloon (--balloon: not yet tried on the soft CPU)";
 	if (c->cpu_features && strstr(c->cpu_features, "hv-"))
 		return "Hyper-V enlightenments (--cpu-features hv-*)";
-	if (c->restore_state)
-		return "vm restore (snapshots hold KVM state)";
-	if (c->name || c->api_sock)
-		return "the control API (--name, --api-sock: pause and snapshots are KVM's)";
-	if (c->incoming)
-		return "an incoming migration (--incoming: the stream holds KVM state)";
 	if (c->firmware)
 		return "firmware (--firmware: the BIOS ROM mapping is KVM's for now)";
-	if (c->jail)
-		return "--jail (its seccomp tables are the KVM threads')";
 	return NULL;
 }
 
@@ -395,6 +386,7 @@ static uint64_t page_gpa(const struct kap_soft_cpu *cpu, uint64_t idx)
 void kap_soft_stored(struct kap_soft_cpu *cpu, const uint8_t *p)
 {
 	uint64_t idx = (uint64_t)(p - cpu->vm->mem.host) >> 12;
+	kap_mem_log_store(&cpu->vm->mem, idx); /* the dirty log, when on (state.c) */
 	if (cpu->vm->ncpus > 1)
 		atomic_thread_fence(memory_order_seq_cst);
 	if (idx >= cpu->npages ||
@@ -460,6 +452,7 @@ static void pte_set(struct kap_soft_cpu *cpu, uint64_t gpa, unsigned int n, uint
 	uint8_t *p = kap_mem_ptr(&cpu->vm->mem, gpa, n);
 	if (!p)
 		return;
+	kap_mem_log_store(&cpu->vm->mem, (uint64_t)(p - cpu->vm->mem.host) >> 12);
 	/* Atomically, as the CPU sets them: another vCPU may be changing the entry (a table
 	 * entry is aligned to its size, so the host address is too). */
 	if (n == 8)
@@ -1126,7 +1119,7 @@ void kap_soft_halt(struct kap_soft_cpu *cpu)
 			next = lnext;
 		if (ints && next && next > now && next - now < wait)
 			wait = next - now;
-		uint64_t until = now + wait;
+		uint64_t until = kap_soft_host_ns(now + wait); /* the guest clock's, state.c */
 		struct timespec ts = {.tv_sec = (time_t)(until / 1000000000ULL),
 				      .tv_nsec = (long)(until % 1000000000ULL)};
 		pthread_mutex_lock(&cpu->halt_lock);
@@ -1234,11 +1227,9 @@ static bool take_interrupt(struct kap_soft_cpu *cpu)
 
 uint64_t kap_soft_rdtsc(struct kap_soft_cpu *cpu)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	/* A 1 GHz TSC: one tick a nanosecond (CPUID leaf 0x15 says so). */
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec +
-	       (uint64_t)cpu->tsc_offset;
+	/* A 1 GHz TSC: one tick a nanosecond (CPUID leaf 0x15 says so), of the guest clock,
+	 * which a pause stops (state.c). */
+	return kap_soft_now_ns() + (uint64_t)cpu->tsc_offset;
 }
 
 /*
@@ -1741,7 +1732,10 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 		}
 		if (cpu->halted || cpu->wait_sipi) {
 			kap_soft_halt(cpu);
-			cpu->halted = false;
+			/* A pause or a stop ended the wait, not an interrupt: still halted (a
+			 * snapshot records that; a resume halts again). */
+			if (!atomic_load(&vm->pause_req) && !atomic_load(&vm->stop))
+				cpu->halted = false;
 		}
 	}
 	kap_debug("vm: soft vCPU %u stopped at CS:RIP 0x%x:0x%" PRIx64 " (%u-bit code)", cpu->id,
