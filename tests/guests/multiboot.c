@@ -348,6 +348,12 @@ static void test_ud(void)
 		CHECK(ud_count == 3, "movbe without MOVBE did not raise #UD");
 		puts_("ud: movbe twice\n");
 	}
+	/* Undefined x87 register forms (DF F8-FF, DB F8-FF, DD F0-FF): #UD, as on hardware. */
+	uint32_t ud_x87 = ud_count;
+	EXPECT_UD(".byte 0xdf, 0xfe");
+	EXPECT_UD(".byte 0xdb, 0xf9");
+	EXPECT_UD(".byte 0xdd, 0xf3");
+	CHECK(ud_count == ud_x87 + 3, "an undefined x87 register form did not raise #UD");
 	puts_("ud ok\n");
 	pass();
 }
