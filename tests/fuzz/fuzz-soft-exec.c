@@ -4,10 +4,12 @@
  * registers and the memory it points at are all guest-controlled). A one-vCPU soft VM with
  * 4 MiB of RAM, the boot GDT (and, in long mode, the identity page tables) that a real boot
  * gives, no devices: the input's first byte picks 32-bit protected or 64-bit long mode, the
- * next 128 bytes are RAX..R15, the rest is code at 1 MiB. Up to 256 instructions run through
+ * next 128 bytes are RAX..R15, the rest is code at 1 MiB. Up to 128 instructions run through
  * exec.c's handlers as the run loop would call them (decode, the locked or plain handler,
  * next_rip); an exception skips the instruction instead of being delivered, so one input runs
- * many handlers. Whatever the code does (page tables, control registers, segment loads, MMIO
+ * many handlers. (A REP string instruction re-runs per chunk, each a step; with a huge count
+ * into unclaimed MMIO one input takes about a second, well inside run.sh's 10 s timeout.)
+ * Whatever the code does (page tables, control registers, segment loads, MMIO
  * and port I/O to nothing, x87/SSE state), kapsel must not crash or trip a sanitizer.
  */
 #include <errno.h>
@@ -67,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	struct kap_soft_cpu *cpu = vm->vcpus[0].soft;
 	memcpy(cpu->r, data + 1, 128);
-	for (volatile unsigned int step = 0; step < 256 && !cpu->halted; step++) {
+	for (volatile unsigned int step = 0; step < 128 && !cpu->halted; step++) {
 		/* Fetch as the boot mappings put it: linear = physical (the guest may change
 		 * that; then these are just other bytes of RAM). */
 		uint64_t lin = cpu->mode == 8
