@@ -1503,6 +1503,9 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 			return x_int;
 		case 0xcf:
 			return x_iret;
+		case 0xc4:
+		case 0xc5:
+			return kap_soft_sys_lfp; /* LES, LDS (VEX where decode.c says so) */
 		case 0xd7:
 			return x_xlat;
 		case 0xe0:
@@ -1559,6 +1562,9 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 		return kap_soft_sys_grp6;
 	case 0x01:
 		return kap_soft_sys_grp7;
+	case 0x02:
+	case 0x03:
+		return kap_soft_sys_lar_lsl;
 	case 0x05:
 	case 0x07:
 		return kap_soft_sys_syscall;
@@ -1618,6 +1624,10 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 	case 0xc0:
 	case 0xc1:
 		return x_cmpxchg;
+	case 0xb2:
+	case 0xb4:
+	case 0xb5:
+		return kap_soft_sys_lfp; /* LSS, LFS, LGS */
 	case 0xb6:
 	case 0xb7:
 	case 0xbe:
