@@ -11,10 +11,12 @@ import pytest
 
 from test_vm_snapshot import MULTIBOOT, kap, start, stop, wait_for
 
-pytestmark = [
-    pytest.mark.kvm,
-    pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="needs /dev/kvm"),
-]
+# Two columns: KVM, and the soft CPU (--accel soft, no /dev/kvm needed).
+ACCEL = pytest.mark.parametrize("accel", [
+    pytest.param("kvm", marks=[pytest.mark.kvm, pytest.mark.skipif(
+        not os.path.exists("/dev/kvm"), reason="needs /dev/kvm")]),
+    "soft",
+])
 
 
 def state(root, name):
@@ -28,11 +30,12 @@ def one_line(err):
     return lines[0]
 
 
+@ACCEL
 @pytest.mark.parametrize("cpus", ["1", "2"])
-def test_suspend_and_wake(tmp_path, cpus):
+def test_suspend_and_wake(tmp_path, cpus, accel):
     root = tmp_path / "root"
     proc, console = start(root, tmp_path, "s3", "vm", "run", "--kernel", MULTIBOOT, "--cmdline",
-                          "test=s3", "--acpi", "full", "--cpus", cpus)
+                          "test=s3", "--acpi", "full", "--cpus", cpus, "--accel", accel)
     try:
         wait_for(lambda: "s3 suspending" in console.read_text() if console.exists() else False,
                  what="the guest's suspend")
@@ -56,10 +59,11 @@ def test_suspend_and_wake(tmp_path, cpus):
     assert re.search(r"woke from ACPI S3 at 1000:0000", err), err
 
 
-def test_wake_of_a_vm_that_is_not_asleep(tmp_path):
+@ACCEL
+def test_wake_of_a_vm_that_is_not_asleep(tmp_path, accel):
     root = tmp_path / "root"
     proc, console = start(root, tmp_path, "busy", "vm", "run", "--kernel", MULTIBOOT,
-                          "--cmdline", "test=spin", "--acpi", "full")
+                          "--cmdline", "test=spin", "--acpi", "full", "--accel", accel)
     try:
         wait_for(lambda: state(root, "busy") == "Running", what="the VM's API")
         r = kap(root, "vm", "wake", "busy")
@@ -71,10 +75,11 @@ def test_wake_of_a_vm_that_is_not_asleep(tmp_path):
         stop(proc)
 
 
-def test_no_waking_vector_stays_asleep(tmp_path):
+@ACCEL
+def test_no_waking_vector_stays_asleep(tmp_path, accel):
     root = tmp_path / "root"
     proc, console = start(root, tmp_path, "novec", "vm", "run", "--kernel", MULTIBOOT,
-                          "--cmdline", "test=s3 vector=0", "--acpi", "full")
+                          "--cmdline", "test=s3 vector=0", "--acpi", "full", "--accel", accel)
     try:
         wait_for(lambda: state(root, "novec") == "Suspended", what="state Suspended")
         r = kap(root, "vm", "wake", "novec")
@@ -86,11 +91,12 @@ def test_no_waking_vector_stays_asleep(tmp_path):
         stop(proc)
 
 
-def test_no_s3_without_full_acpi(tmp_path):
+@ACCEL
+def test_no_s3_without_full_acpi(tmp_path, accel):
     # hardware-reduced ACPI (the default) has no FACS and no \_S3: nothing to suspend with
     root = tmp_path / "root"
     proc, console = start(root, tmp_path, "red", "vm", "run", "--kernel", MULTIBOOT,
-                          "--cmdline", "test=s3")
+                          "--cmdline", "test=s3", "--accel", accel)
     try:
         proc.communicate(timeout=120)
     finally:

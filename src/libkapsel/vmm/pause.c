@@ -296,7 +296,10 @@ int kap_vm_wake(struct kap_vm *vm, struct kapsel_error **err)
 				    "(0x%x): it cannot resume",
 				    vector);
 	for (unsigned int i = 0; r == 0 && i < vm->ncpus; i++)
-		r = kap_x86_vcpu_wake(vm->vcpus[i].fd, vector, i == 0, err);
+		if (vm->soft)
+			kap_soft_vcpu_wake(vm->vcpus[i].soft, vector, i == 0);
+		else
+			r = kap_x86_vcpu_wake(vm->vcpus[i].fd, vector, i == 0, err);
 	if (r == 0) {
 		kap_acpi_pm_woke(vm->acpi_pm);
 		vm->suspended = false;

@@ -239,6 +239,20 @@ static void init_reset(struct kap_soft_cpu *cpu)
 	cpu->halted = cpu->int_shadow = cpu->nmi_blocked = cpu->nmi_pending = false;
 	cpu->wait_sipi = true;
 	kap_soft_update_mode(cpu);
+	kap_soft_flush_tlb(cpu); /* paging is off: no entry from before stands */
+}
+
+void kap_soft_vcpu_wake(struct kap_soft_cpu *cpu, uint32_t vector, bool bsp)
+{
+	init_reset(cpu);
+	kap_soft_lapic_init_reset(cpu->lapic);
+	if (!bsp)
+		return; /* an AP waits for INIT and STARTUP, as after KVM's wake (regs.c) */
+	cpu->wait_sipi = false;
+	cpu->seg[KAP_SOFT_CS].sel = (uint16_t)(vector >> 4);
+	cpu->seg[KAP_SOFT_CS].base = (uint64_t)(vector >> 4) << 4;
+	cpu->rip = vector & 0xf;
+	kap_soft_update_mode(cpu);
 }
 
 static void cache_free(struct kap_soft_cache *c)
@@ -1088,6 +1102,10 @@ void kap_soft_out(struct kap_soft_cpu *cpu, uint16_t port, unsigned int n, uint3
 	kap_soft_jit_kick(cpu);
 	atomic_fetch_add_explicit(&cpu->vcpu->exits[KAP_EXIT_IO], 1, memory_order_relaxed);
 	kap_bus_access(&cpu->vm->pio, port, &v, n, true);
+	/* The write asked the vCPUs to park (ACPI S3's SLP_EN, pause.c): nothing after this
+	 * instruction runs before they do, as KVM's immediate_exit gives. */
+	if (atomic_load_explicit(&cpu->vm->pause_req, memory_order_acquire))
+		cpu->stop_block = true;
 }
 
 void kap_soft_halt(struct kap_soft_cpu *cpu)
@@ -1729,6 +1747,9 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 			if (cpu->cache->garbage)
 				break;
 			prev = cpu->stop_block ? NULL : last;
+			if (cpu->stop_block &&
+			    atomic_load_explicit(&vm->pause_req, memory_order_acquire))
+				break;
 		}
 		if (cpu->halted || cpu->wait_sipi) {
 			kap_soft_halt(cpu);

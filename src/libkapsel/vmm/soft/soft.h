@@ -34,6 +34,10 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 void kap_soft_vcpu_destroy(struct kap_vcpu *v);
 /* The vCPU thread's body: runs guest code until the VM stops. */
 void kap_soft_vcpu_run(struct kap_vcpu *v);
+/* ACPI S3 wake (pause.c, with the vCPU parked): the BSP in real mode at the FACS waking
+ * vector, an AP waiting for INIT and STARTUP, as kap_x86_vcpu_wake leaves KVM's vCPUs. */
+struct kap_soft_cpu;
+void kap_soft_vcpu_wake(struct kap_soft_cpu *cpu, uint32_t vector, bool bsp);
 /* An interrupt may have become deliverable: halted vCPUs look again now. Any thread. */
 void kap_soft_wake(struct kap_vm *vm);
 /* The same for vCPU id alone (an IPI, a message to its local APIC). */
