@@ -29,16 +29,19 @@ if [ $# -eq 0 ] && [ ! -e /dev/kvm ]; then
 	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration \
 		--ignore-glob='tests/integration/test_vm*.py'
 	echo "== VM tests on the soft CPU (--accel soft: no KVM needed)"
-	# test_vm_soft.py, and the soft column of the Linux-guest tests (-m "not kvm": their kvm
-	# column goes to scripts/vm-tests.sh --nested).
+	# The soft CPU's suites, and the soft column of the Linux-guest and S3 tests (-m "not kvm":
+	# their kvm column goes to scripts/vm-tests.sh --nested).
 	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider -m "not kvm" \
-		tests/integration/test_vm_soft.py tests/integration/test_vm_linux.py \
-		tests/integration/test_vm_linux_virtio.py
+		tests/integration/test_vm_soft.py tests/integration/test_vm_soft_jit.py \
+		tests/integration/test_vm_soft_lifecycle.py tests/integration/test_vm_linux.py \
+		tests/integration/test_vm_linux_virtio.py tests/integration/test_vm_linux_lifecycle.py \
+		tests/integration/test_vm_s3.py
 	echo "== VM tests: no /dev/kvm here, so the freestanding guests run in nested SVM under QEMU TCG"
 	echo "   (the Linux guests: scripts/vm-tests.sh --nested; test_vm_soft_diff.py goes there too:"
 	echo "   its reference side is KVM)"
 	# shellcheck disable=SC2046
-	scripts/vm-tests.sh --nested $(ls tests/integration/test_vm*.py | grep -v -e _linux -e _soft.py)
+	scripts/vm-tests.sh --nested $(ls tests/integration/test_vm*.py |
+		grep -v -e _linux -e _soft.py -e _soft_jit.py -e _soft_lifecycle.py)
 else
 	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration "$@"
 fi
