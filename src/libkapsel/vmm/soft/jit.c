@@ -64,7 +64,20 @@
 #define JIT_STUB 64u	     /* the entry and exit stubs, at the buffer's start */
 
 /* Host registers. */
-enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7, R12 = 12 };
+enum {
+	RAX = 0,
+	RCX = 1,
+	RDX = 2,
+	RBX = 3,
+	RSP = 4,
+	RBP = 5,
+	RSI = 6,
+	RDI = 7,
+	R12 = 12,
+	R13 = 13,
+	R14 = 14,
+	R15 = 15
+};
 /* op_* flags: an operand-size prefix, REX.W. */
 enum { P66 = 1, W = 2 };
 
@@ -421,7 +434,72 @@ struct jc {
 	size_t stop_fix[KAP_SOFT_BLOCK_MAX]; /* jumps to the "handler asked to stop" exit */
 	unsigned int nstop;
 	unsigned int nlink;
+	/* The register cache: guest register r's 64 bits are also in host register
+	 * cache_host[slot[r]] (slot -1: only in cpu->r[]). Write-through, so cpu->r[] is always
+	 * exact; only the host's callee-saved registers, so calls keep them. */
+	int8_t slot[16];
+	int8_t owner[4];     /* the guest register a slot holds, or -1 */
+	uint32_t used_at[4]; /* when a slot was last used: the least recent one is reused */
+	uint32_t tick;
 };
+
+static const unsigned int cache_host[4] = {RBP, R13, R14, R15};
+
+/* Forgets every cached register (a handler may have changed any of them). */
+static void cache_drop(struct jc *c)
+{
+	memset(c->slot, -1, sizeof(c->slot));
+	memset(c->owner, -1, sizeof(c->owner));
+}
+
+static void cache_forget(struct jc *c, unsigned int r)
+{
+	if (r < 16 && c->slot[r] >= 0) {
+		c->owner[c->slot[r]] = -1;
+		c->slot[r] = -1;
+	}
+}
+
+/* The host register caching guest register r, or -1. */
+static int cache_find(struct jc *c, unsigned int r)
+{
+	if (r >= 16 || c->slot[r] < 0)
+		return -1;
+	c->used_at[c->slot[r]] = ++c->tick;
+	return (int)cache_host[c->slot[r]];
+}
+
+/* A host register for guest register r (which it does not hold yet): the least recently used
+ * slot. */
+static unsigned int cache_take(struct jc *c, unsigned int r)
+{
+	unsigned int k = 0;
+	for (unsigned int i = 0; i < 4; i++) {
+		if (c->owner[i] < 0) {
+			k = i;
+			break;
+		}
+		if (c->used_at[i] < c->used_at[k])
+			k = i;
+	}
+	if (c->owner[k] >= 0)
+		c->slot[c->owner[k]] = -1;
+	c->owner[k] = (int8_t)r;
+	c->slot[r] = (int8_t)k;
+	c->used_at[k] = ++c->tick;
+	return cache_host[k];
+}
+
+/* The host register holding guest register r's 64 bits, loading it into the cache first. */
+static unsigned int cache_reg(struct jc *c, unsigned int r)
+{
+	int h = cache_find(c, r);
+	if (h >= 0)
+		return (unsigned int)h;
+	unsigned int t = cache_take(c, r);
+	op_mem(&c->e, W, 0x8b, t, RBX, REG_OFF(r));
+	return t;
+}
 
 /* Guest register r of size n (get_reg: AH-BH without REX) into host register h. */
 static void ld_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, unsigned int n,
@@ -435,8 +513,8 @@ static void ld_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, 
 		op_mem(e, 0, 0x0fb6, h, RBX, off);
 	} else if (n == 2) {
 		op_mem(e, 0, 0x0fb7, h, RBX, off);
-	} else {
-		op_mem(e, n == 8 ? W : 0, 0x8b, h, RBX, off);
+	} else { /* mov h, the cached register (32 bits: zero-extended, as a load would) */
+		op_rr(e, n == 8 ? W : 0, 0x89, cache_reg(c, r), h);
 	}
 }
 
@@ -453,7 +531,12 @@ static void st_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, 
 		op_mem(e, P66, 0x89, RAX, RBX, off);
 	} else {
 		op_mem(e, W, 0x89, RAX, RBX, off);
+		/* the cache too: the same 64 bits */
+		int h = cache_find(c, r);
+		op_rr(e, W, 0x89, RAX, h >= 0 ? (unsigned int)h : cache_take(c, r));
+		return;
 	}
+	cache_forget(c, (unsigned int)(off - REG_OFF(0)) / 8);
 }
 
 /* cpu->rip += delta in the code size's width. */
@@ -572,6 +655,7 @@ static void emit_call(struct jc *c, const struct kap_soft_op *o, int64_t off, bo
 		return;
 	}
 	call_abs(e, (const void *)o->fn);
+	cache_drop(c); /* it may have written any register */
 	if (o->d.op == 0x07 || o->d.op == 0x17 || o->d.op == 0x1f) {
 		op_mem(e, 0, 0xc6, 0, R12, JIT_OFF(flat)); /* POP ES/SS/DS: not known flat */
 		e8(e, 0);
@@ -629,7 +713,7 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 {
 	struct em *e = &c->e;
 	if (d->base != KAP_SOFT_NOREG && !d->rip_rel) {
-		op_mem(e, W, 0x8b, RSI, RBX, REG_OFF(d->base));
+		op_rr(e, W, 0x89, cache_reg(c, d->base), RSI);
 		if (d->disp == (int32_t)d->disp && d->disp) {
 			op_rr(e, W, 0x81, 0, RSI); /* add rsi, simm32 */
 			e32(e, (uint32_t)d->disp);
@@ -646,9 +730,9 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 		e32(e, (uint32_t)(off - c->synced + d->len));
 	}
 	if (d->base != KAP_SOFT_NOREG && d->rip_rel)
-		op_mem(e, W, 0x03, RSI, RBX, REG_OFF(d->base));
+		op_rr(e, W, 0x01, cache_reg(c, d->base), RSI);
 	if (d->index != KAP_SOFT_NOREG) {
-		op_mem(e, W, 0x8b, RCX, RBX, REG_OFF(d->index));
+		op_rr(e, W, 0x89, cache_reg(c, d->index), RCX);
 		if (d->scale) {
 			op_rr(e, W, 0xc1, 4, RCX);
 			e8(e, d->scale);
@@ -1046,9 +1130,9 @@ static void emit_lea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 		op_rr(e, W, 0x01, RCX, RAX);
 	}
 	if (d->base != KAP_SOFT_NOREG)
-		op_mem(e, W, 0x03, RAX, RBX, REG_OFF(d->base));
+		op_rr(e, W, 0x01, cache_reg(c, d->base), RAX);
 	if (d->index != KAP_SOFT_NOREG) {
-		op_mem(e, W, 0x8b, RCX, RBX, REG_OFF(d->index));
+		op_rr(e, W, 0x89, cache_reg(c, d->index), RCX);
 		if (d->scale) {
 			op_rr(e, W, 0xc1, 4, RCX); /* shl rcx, scale */
 			e8(e, d->scale);
@@ -1090,6 +1174,7 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap_soft_block *b)
 {
 	struct jc c = {.cpu = cpu, .j = j, .b = b, .mode = b->mode};
+	cache_drop(&c);
 	c.e.buf = j->rw + j->used;
 	c.e.cap = j->size - j->used;
 	int64_t off = 0;
@@ -1298,16 +1383,21 @@ struct kap_soft_jit *kap_soft_jit_new(struct kap_soft_cpu *cpu)
 		return NULL;
 	}
 	j->size = JIT_SIZE;
-	/* The entry stub: push rbx, rbp, r12; rbx = cpu, r12 = j; jmp to the code (rdx). The
-	 * stack is then 16-byte aligned for the handlers the code calls. */
-	static const uint8_t enter[] = {0x53, 0x55, 0x41, 0x54, 0x48, 0x89,
+	/* The entry stub: push rbx, rbp, r12-r15 (the register cache's); sub rsp, 8; rbx = cpu,
+	 * r12 = j; jmp to the code (rdx). The stack is then 16-byte aligned for the handlers the
+	 * code calls. */
+	static const uint8_t enter[] = {0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56,
+					0x41, 0x57, 0x48, 0x83, 0xec, 0x08, 0x48, 0x89,
 					0xfb, 0x49, 0x89, 0xf4, 0xff, 0xe2};
-	/* The exit stub, at JIT_STUB / 2: pop r12, rbp, rbx; ret. */
-	static const uint8_t leave_stub[] = {0x41, 0x5c, 0x5d, 0x5b, 0xc3};
+	/* The exit stub, at JIT_STUB / 2: add rsp, 8; pop r15-r12, rbp, rbx; ret. */
+	static const uint8_t leave_stub[] = {0x48, 0x83, 0xc4, 0x08, 0x41, 0x5f, 0x41, 0x5e,
+					     0x41, 0x5d, 0x41, 0x5c, 0x5d, 0x5b, 0xc3};
+	_Static_assert(sizeof(enter) <= JIT_STUB / 2 && sizeof(leave_stub) <= JIT_STUB / 2,
+		       "the stubs fit");
 	memset(j->rw, 0xcc, JIT_STUB);
-	memcpy(j->rw + 16, enter, sizeof(enter));
+	memcpy(j->rw, enter, sizeof(enter));
 	memcpy(j->rw + JIT_STUB / 2, leave_stub, sizeof(leave_stub));
-	void *entry = j->rx + 16;
+	void *entry = j->rx;
 	memcpy(&j->enter, &entry, sizeof(entry));
 	j->code_start = j->used = JIT_STUB;
 	return j;
