@@ -441,6 +441,13 @@ struct jc {
 	int8_t owner[4];     /* the guest register a slot holds, or -1 */
 	uint32_t used_at[4]; /* when a slot was last used: the least recent one is reused */
 	uint32_t tick;
+	/* A block that jumps back to its own start (a loop) is compiled twice: the first pass
+	 * notes which registers the cache holds at that jump (seen, owner_at_loop); the second
+	 * loads them on entry, and where the cache holds the same at the jump, it goes straight
+	 * back to `warm`, after the loads. */
+	bool first_pass, seen, looping;
+	int8_t owner_at_loop[4];
+	size_t warm;
 };
 
 static const unsigned int cache_host[4] = {RBP, R13, R14, R15};
@@ -607,6 +614,27 @@ static void exit_to(struct jc *c, int64_t t)
 	sync_rip(c, t);
 	int64_t in_page = (int64_t)(c->b->phys & 0xfff) + t;
 	if (in_page < 0 || in_page >= 0x1000 || c->nlink >= 2) {
+		leave(c, -1);
+		return;
+	}
+	if (t == 0 && c->first_pass && !c->seen) {
+		memcpy(c->owner_at_loop, c->owner, sizeof(c->owner));
+		c->seen = true;
+	}
+	if (t == 0 && c->looping && !memcmp(c->owner, c->owner_at_loop, sizeof(c->owner))) {
+		/* Back to this block's own start, which cannot have been dropped while it runs
+		 * (that leaves it at once) unless another vCPU or the VMM wrote to the page:
+		 * the budget and the written-page flag, as for a link, then past the loads. */
+		op_mem(e, 0, 0x83, 5, R12, JIT_OFF(budget)); /* sub dword [budget], 1 */
+		e8(e, 1);
+		size_t spent = jump32(e, 0xe); /* jle */
+		op_mem(e, W, 0x8b, RAX, R12, JIT_OFF(written_any));
+		op_mem(e, 0, 0x80, 7, RAX, 0); /* cmp byte [rax], 0 */
+		e8(e, 0);
+		size_t written = jump32(e, 0x5);
+		fix(e, jump32(e, -1), c->warm);
+		fix(e, spent, e->pos);
+		fix(e, written, e->pos);
 		leave(c, -1);
 		return;
 	}
@@ -1171,12 +1199,10 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 	exit_to(c, end + (int64_t)imm);
 }
 
-static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap_soft_block *b)
+static void body(struct jc *cp)
 {
-	struct jc c = {.cpu = cpu, .j = j, .b = b, .mode = b->mode};
-	cache_drop(&c);
-	c.e.buf = j->rw + j->used;
-	c.e.cap = j->size - j->used;
+	struct jc c = *cp;
+	struct kap_soft_block *b = c.b;
 	int64_t off = 0;
 	bool ended = false;
 	for (unsigned int i = 0; i < b->n && !ended; i++) {
@@ -1250,8 +1276,38 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 		fix(&c.e, c.stop_fix[i], stop);
 	if (c.nstop)
 		leave(&c, -1);
+	*cp = c;
+}
+
+static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap_soft_block *b)
+{
+	struct jc c = {.cpu = cpu, .j = j, .b = b, .mode = b->mode, .first_pass = true};
+	cache_drop(&c);
+	c.e.buf = j->rw + j->used;
+	c.e.cap = j->size - j->used;
+	body(&c);
 	if (c.e.full)
 		return false;
+	if (c.seen) { /* it loops: again, with the registers it holds there loaded on entry */
+		int8_t at_loop[4];
+		memcpy(at_loop, c.owner_at_loop, sizeof(at_loop));
+		c = (struct jc){.cpu = cpu, .j = j, .b = b, .mode = b->mode, .looping = true};
+		cache_drop(&c);
+		c.e.buf = j->rw + j->used;
+		c.e.cap = j->size - j->used;
+		memcpy(c.owner_at_loop, at_loop, sizeof(at_loop));
+		for (unsigned int k = 0; k < 4; k++) {
+			if (at_loop[k] < 0)
+				continue;
+			c.owner[k] = at_loop[k];
+			c.slot[at_loop[k]] = (int8_t)k;
+			op_mem(&c.e, W, 0x8b, cache_host[k], RBX, REG_OFF(at_loop[k]));
+		}
+		c.warm = c.e.pos;
+		body(&c);
+		if (c.e.full)
+			return false;
+	}
 	b->jit.code = j->rx + j->used;
 	b->jit.cpl = (uint8_t)cpu->cpl;
 	j->compiled++;
