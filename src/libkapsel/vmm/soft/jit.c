@@ -446,6 +446,9 @@ struct jc {
 	 * loads them on entry, and where the cache holds the same at the jump, it goes straight
 	 * back to `warm`, after the loads. */
 	bool first_pass, seen, looping;
+	/* the flags on entry are overwritten before anything can look at them (flags_dead): the
+	 * second pass sets lf_op to LF_HOST on entry, and the jump back merges none */
+	bool entry_dead;
 	int8_t owner_at_loop[4];
 	size_t warm;
 };
@@ -585,8 +588,10 @@ static void merge_flags(struct jc *c)
 		e32(e, ~(uint32_t)KAP_SOFT_AF);
 	}
 	op_mem(e, W, 0x89, RDX, RBX, CPU_OFF(lf_res));
-	op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
-	e8(e, KAP_SOFT_LF_HOST);
+	if (!c->flags_host) {
+		op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
+		e8(e, KAP_SOFT_LF_HOST);
+	}
 	c->pending = false;
 	c->flags_host = true;
 }
@@ -611,6 +616,10 @@ static void leave(struct jc *c, int k)
 static void exit_to(struct jc *c, int64_t t)
 {
 	struct em *e = &c->e;
+	bool back = t == 0 && c->looping && !memcmp(c->owner, c->owner_at_loop, sizeof(c->owner)) &&
+		    (!c->entry_dead || c->flags_host);
+	if (!back || !c->entry_dead)
+		merge_flags(c);
 	sync_rip(c, t);
 	int64_t in_page = (int64_t)(c->b->phys & 0xfff) + t;
 	if (in_page < 0 || in_page >= 0x1000 || c->nlink >= 2) {
@@ -621,7 +630,7 @@ static void exit_to(struct jc *c, int64_t t)
 		memcpy(c->owner_at_loop, c->owner, sizeof(c->owner));
 		c->seen = true;
 	}
-	if (t == 0 && c->looping && !memcmp(c->owner, c->owner_at_loop, sizeof(c->owner))) {
+	if (back) {
 		/* Back to this block's own start, which cannot have been dropped while it runs
 		 * (that leaves it at once) unless another vCPU or the VMM wrote to the page:
 		 * the budget and the written-page flag, as for a link, then past the loads. */
@@ -635,6 +644,7 @@ static void exit_to(struct jc *c, int64_t t)
 		fix(e, jump32(e, -1), c->warm);
 		fix(e, spent, e->pos);
 		fix(e, written, e->pos);
+		merge_flags(c);
 		leave(c, -1);
 		return;
 	}
@@ -704,10 +714,10 @@ static unsigned int size_fl(unsigned int n)
 	return n == 2 ? P66 : n == 8 ? W : 0;
 }
 
-/* Whether the flags op i sets are overwritten before anything can look at them. */
-static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
+/* Whether the flags are overwritten from op `first` on before anything can look at them. */
+static bool flags_dead_from(const struct kap_soft_block *b, unsigned int first)
 {
-	for (unsigned int k = i + 1; k < b->n; k++) {
+	for (unsigned int k = first; k < b->n; k++) {
 		struct inl x;
 		enum kind kd = classify(&b->ops[k], b->mode, &x);
 		if ((kd == K_ALU || kd == K_IMUL) && !x.mem)
@@ -721,6 +731,12 @@ static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 			return false;
 	}
 	return false;
+}
+
+/* Whether the flags op i sets are overwritten before anything can look at them. */
+static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
+{
+	return flags_dead_from(b, i + 1);
 }
 
 /* ---- memory operands ---- */
@@ -1186,8 +1202,9 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 		call_abs(e, (const void *)kap_soft_cond);
 		op_rr(e, 0, 0x84, RAX, RAX); /* test al, al */
 		taken = jump32(e, 0x5);
+		c->flags_host = false; /* it may have worked the flags out: LF_NONE */
 	}
-	bool pending = c->pending, logic = c->p_logic;
+	bool pending = c->pending, logic = c->p_logic, host = c->flags_host;
 	int64_t synced = c->synced;
 	merge_flags(c);
 	exit_to(c, end);
@@ -1195,8 +1212,8 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 	c->pending = pending;
 	c->p_logic = logic;
 	c->synced = synced;
-	merge_flags(c);
-	exit_to(c, end + (int64_t)imm);
+	c->flags_host = host;
+	exit_to(c, end + (int64_t)imm); /* merges the flags, unless they are dead there */
 }
 
 static void body(struct jc *cp)
@@ -1302,6 +1319,13 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 			c.owner[k] = at_loop[k];
 			c.slot[at_loop[k]] = (int8_t)k;
 			op_mem(&c.e, W, 0x8b, cache_host[k], RBX, REG_OFF(at_loop[k]));
+		}
+		c.entry_dead = flags_dead_from(b, 0);
+		if (c.entry_dead) { /* nothing sees lf_res before it is stored */
+			op_mem(&c.e, 0, 0xc6, 0, RBX,
+			       CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
+			e8(&c.e, KAP_SOFT_LF_HOST);
+			c.flags_host = true;
 		}
 		c.warm = c.e.pos;
 		body(&c);
