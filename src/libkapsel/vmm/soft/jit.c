@@ -449,6 +449,9 @@ struct jc {
 	/* the flags on entry are overwritten before anything can look at them (flags_dead): the
 	 * second pass sets lf_op to LF_HOST on entry, and the jump back merges none */
 	bool entry_dead;
+	/* the guest register the next instruction overwrites whole before anything can read
+	 * cpu->r[] (overwrites): this one's store of it to memory is left out, or -1 */
+	int skip_store;
 	int8_t owner_at_loop[4];
 	size_t warm;
 };
@@ -540,7 +543,8 @@ static void st_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, 
 	} else if (n == 2) {
 		op_mem(e, P66, 0x89, RAX, RBX, off);
 	} else {
-		op_mem(e, W, 0x89, RAX, RBX, off);
+		if ((int)r != c->skip_store)
+			op_mem(e, W, 0x89, RAX, RBX, off);
 		/* the cache too: the same 64 bits */
 		int h = cache_find(c, r);
 		op_rr(e, W, 0x89, RAX, h >= 0 ? (unsigned int)h : cache_take(c, r));
@@ -737,6 +741,34 @@ static bool flags_dead_from(const struct kap_soft_block *b, unsigned int first)
 static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 {
 	return flags_dead_from(b, i + 1);
+}
+
+/*
+ * The guest register op k (if any) overwrites whole (32 or 64 bits) without a call, a fault or
+ * a read of cpu->r[] for it before: the op before it need not store it to memory, only to the
+ * register cache, where op k finds it (op k reads it, if at all, before it loads any other
+ * register, so nothing evicts it first). -1: none.
+ */
+static int overwrites(const struct kap_soft_block *b, unsigned int k)
+{
+	if (k >= b->n)
+		return -1;
+	struct inl x;
+	const struct kap_soft_insn *d = &b->ops[k].d;
+	switch (classify(&b->ops[k], b->mode, &x)) {
+	case K_ALU:
+		return !x.mem && x.op != 7 && x.op != 8 && x.n >= 4 ? (int)x.dst : -1;
+	case K_MOV:
+		return x.n >= 4 ? (int)x.dst : -1;
+	case K_LEA:
+		return d->osize >= 4 && d->base != d->reg && d->index != d->reg ? (int)d->reg : -1;
+	case K_IMUL:
+		return !x.mem && x.n >= 4 && (x.dec || x.src == x.dst) ? (int)x.dst : -1;
+	case K_SHIFT:
+		return x.n >= 4 && (x.op > 1 || flags_dead(b, k)) ? (int)x.dst : -1;
+	default:
+		return -1;
+	}
 }
 
 /* ---- memory operands ---- */
@@ -949,12 +981,17 @@ static void emit_imul(struct jc *c, const struct kap_soft_insn *d, const struct 
 	} else {
 		ld_reg(c, d, x->src, x->n, RAX);
 	}
-	if (x->dec)
-		mov_imm64(e, RCX, x->imm);
-	else
-		ld_reg(c, d, d->reg, x->n, RCX);
 	unsigned int fl = size_fl(x->n);
-	op_rr(e, fl, 0x0faf, RAX, RCX); /* imul eax, ecx */
+	if (x->dec && x->n != 2 && x->imm == (uint64_t)(int64_t)(int32_t)x->imm) {
+		op_rr(e, fl, 0x69, RAX, RAX); /* imul eax, eax, imm32 */
+		e32(e, (uint32_t)x->imm);
+	} else {
+		if (x->dec)
+			mov_imm64(e, RCX, x->imm);
+		else
+			ld_reg(c, d, d->reg, x->n, RCX);
+		op_rr(e, fl, 0x0faf, RAX, RCX); /* imul eax, ecx */
+	}
 	if (live) {
 		e8(e, 0x9c);
 		e8(e, 0x5a);
@@ -1228,6 +1265,7 @@ static void body(struct jc *cp)
 		enum kind k = classify(o, b->mode, &x);
 		bool last = i + 1 == b->n;
 		int64_t end = off + o->d.len;
+		c.skip_store = overwrites(b, i + 1);
 		switch (k) {
 		case K_ALU:
 			emit_alu(&c, &o->d, &x, !flags_dead(b, i), off);
