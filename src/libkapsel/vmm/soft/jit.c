@@ -788,6 +788,11 @@ _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_sof
 static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 {
 	struct em *e = &c->e;
+	if (d->base != KAP_SOFT_NOREG && !d->rip_rel && !d->disp && d->index == KAP_SOFT_NOREG &&
+	    d->asize == 4) {
+		op_rr(e, 0, 0x89, cache_reg(c, d->base), RSI); /* mov esi, r32: zero-extended */
+		return;
+	}
 	if (d->base != KAP_SOFT_NOREG && !d->rip_rel) {
 		op_rr(e, W, 0x89, cache_reg(c, d->base), RSI);
 		if (d->disp == (int32_t)d->disp && d->disp) {
