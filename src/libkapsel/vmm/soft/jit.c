@@ -2,11 +2,18 @@
 /*
  * The soft CPU's code generator (jit.h; docs/DESIGN.md, The soft CPU's code generator).
  *
- * A hot block's decoded instructions become x86-64 host code. The generated code keeps no
- * guest state in host registers: RBX holds the vCPU (struct kap_soft_cpu), R12 the generator's
- * state (struct kap_soft_jit), and every instruction reads and writes cpu->r[] as the
- * interpreter does, so the guest state is exact at every instruction boundary and a fault from
- * a handler finds what the interpreter would leave.
+ * A hot block's decoded instructions become x86-64 host code. RBX holds the vCPU (struct
+ * kap_soft_cpu), R12 the generator's state (struct kap_soft_jit). Guest registers are cached in
+ * the host's other callee-saved registers (RBP, R13-R15, least recently used one reused) within
+ * a block, write-through: every instruction that writes one stores it to cpu->r[] too, so the
+ * guest state is exact at every instruction boundary and a fault from a handler or a memory
+ * slow path finds what the interpreter would leave (it longjmps out; calls keep the cache's
+ * registers, a handler's call forgets them, since it may write any). The one store left out is
+ * of a register the next instruction overwrites whole without a call or a possible fault in
+ * between (overwrites()). A block that jumps back to its own start is compiled twice: the
+ * second time it loads on entry the registers the cache held at that jump, and the jump goes
+ * back past those loads, checking only the link budget and the written-page flag (the block
+ * cannot have been dropped while it runs: that leaves it at once).
  *
  * Per instruction, either
  *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND,
