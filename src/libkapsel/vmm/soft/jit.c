@@ -184,6 +184,18 @@ static size_t jump32(struct em *e, int cc)
 	return at;
 }
 
+/* Points the rel8 at `at` to `to`, a short forward distance (both offsets in e). */
+static void fix8(struct em *e, size_t at, size_t to)
+{
+	if (at + 1 > e->cap)
+		return;
+	if (to - (at + 1) > 127) {
+		e->full = true; /* not seen: the code it jumps over is a few dozen bytes */
+		return;
+	}
+	e->buf[at] = (uint8_t)(to - (at + 1));
+}
+
 /* Points the rel32 at `at` to `to` (both offsets in e). */
 static void fix(struct em *e, size_t at, size_t to)
 {
@@ -437,6 +449,8 @@ struct jc {
 	int64_t synced;	 /* cpu->rip is the block's start plus this */
 	bool flags_host; /* lf_op is LF_HOST (known at compile time) */
 	bool pending;	 /* a flag image in RDX not yet stored as the lazy flags */
+	bool in_rflags;	 /* pending, but still in the host's RFLAGS only (a Jcc follows) */
+	bool jcc_next;	 /* the next instruction is a Jcc (which ends the block) */
 	bool p_logic;	 /* it is a logical operation's: AF is 0 (exec.c's choice) */
 	size_t stop_fix[KAP_SOFT_BLOCK_MAX]; /* jumps to the "handler asked to stop" exit */
 	unsigned int nstop;
@@ -594,6 +608,11 @@ static void merge_flags(struct jc *c)
 	struct em *e = &c->e;
 	if (!c->pending)
 		return;
+	if (c->in_rflags) {
+		e8(e, 0x9c); /* pushfq */
+		e8(e, 0x5a); /* pop rdx */
+		c->in_rflags = false;
+	}
 	if (c->p_logic) {
 		op_rr(e, 0, 0x81, 4, RDX); /* and edx, ~AF */
 		e32(e, ~(uint32_t)KAP_SOFT_AF);
@@ -629,11 +648,14 @@ static void exit_to(struct jc *c, int64_t t)
 	struct em *e = &c->e;
 	bool back = t == 0 && c->looping && !memcmp(c->owner, c->owner_at_loop, sizeof(c->owner)) &&
 		    (!c->entry_dead || c->flags_host);
-	if (!back || !c->entry_dead)
+	/* a jump back with dead entry flags stores none, except on its way out to the loop
+	 * (where the checks before it keep RFLAGS: a flag image still only there survives) */
+	if (!back || !c->entry_dead || c->synced != t)
 		merge_flags(c);
 	sync_rip(c, t);
 	int64_t in_page = (int64_t)(c->b->phys & 0xfff) + t;
 	if (in_page < 0 || in_page >= 0x1000 || c->nlink >= 2) {
+		merge_flags(c);
 		leave(c, -1);
 		return;
 	}
@@ -644,19 +666,25 @@ static void exit_to(struct jc *c, int64_t t)
 	if (back) {
 		/* Back to this block's own start, which cannot have been dropped while it runs
 		 * (that leaves it at once) unless another vCPU or the VMM wrote to the page:
-		 * the budget and the written-page flag, as for a link, then past the loads. */
-		op_mem(e, 0, 0x83, 5, R12, JIT_OFF(budget)); /* sub dword [budget], 1 */
-		e8(e, 1);
-		size_t spent = jump32(e, 0xe); /* jle */
-		op_mem(e, W, 0x8b, RAX, R12, JIT_OFF(written_any));
-		op_mem(e, 0, 0x80, 7, RAX, 0); /* cmp byte [rax], 0 */
+		 * the budget and the written-page flag, as for a link, then past the loads. None of
+		 * it changes RFLAGS: the budget is 0 when spent (kap_soft_jit_kick sets 0, the
+		 * other exits leave at 0 or below), so it is tested before the decrement. */
+		op_mem(e, 0, 0x8b, RCX, R12, JIT_OFF(budget)); /* mov ecx, [budget] */
+		e8(e, 0xe3);				       /* jrcxz spent */
+		size_t spent = e->pos;
 		e8(e, 0);
-		size_t written = jump32(e, 0x5);
-		fix(e, jump32(e, -1), c->warm);
-		fix(e, spent, e->pos);
-		fix(e, written, e->pos);
+		op_mem(e, 0, 0x8d, RCX, RCX, -1);	       /* lea ecx, [rcx - 1] */
+		op_mem(e, 0, 0x89, RCX, R12, JIT_OFF(budget)); /* mov [budget], ecx */
+		op_mem(e, W, 0x8b, RAX, R12, JIT_OFF(written_any));
+		op_mem(e, 0, 0x0fb6, RCX, RAX, 0); /* movzx ecx, byte [rax] */
+		e8(e, 0xe3);			   /* jrcxz go: not written */
+		size_t go = e->pos;
+		e8(e, 0);
+		fix8(e, spent, e->pos);
 		merge_flags(c);
 		leave(c, -1);
+		fix8(e, go, e->pos);
+		fix(e, jump32(e, -1), c->warm);
 		return;
 	}
 	unsigned int k = c->nlink++;
@@ -1152,8 +1180,12 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 		op_rr(e, fl, (x->op << 3) | byte, RCX, RAX);
 	}
 	if (live) {
-		e8(e, 0x9c); /* pushfq */
-		e8(e, 0x5a); /* pop rdx */
+		if (c->jcc_next) {
+			c->in_rflags = true; /* the Jcc branches on them; its exits capture them */
+		} else {
+			e8(e, 0x9c); /* pushfq */
+			e8(e, 0x5a); /* pop rdx */
+		}
 		c->pending = true;
 		c->p_logic = x->op == 1 || x->op == 4 || x->op == 6 || x->op == 8;
 	}
@@ -1189,8 +1221,12 @@ static void emit_incdec(struct jc *c, const struct kap_soft_insn *d, const struc
 	}
 	ld_reg(c, d, x->dst, x->n, RAX);
 	op_rr(e, size_fl(x->n), x->n == 1 ? 0xfe : 0xff, x->dec ? 1 : 0, RAX);
-	e8(e, 0x9c);
-	e8(e, 0x5a);
+	if (c->jcc_next) {
+		c->in_rflags = true; /* as in emit_alu */
+	} else {
+		e8(e, 0x9c);
+		e8(e, 0x5a);
+	}
 	c->pending = true;
 	c->p_logic = false;
 	st_reg(c, d, x->dst, x->n);
@@ -1253,7 +1289,7 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 		taken = jump32(e, 0x5);
 		c->flags_host = false; /* it may have worked the flags out: LF_NONE */
 	}
-	bool pending = c->pending, logic = c->p_logic, host = c->flags_host;
+	bool pending = c->pending, logic = c->p_logic, host = c->flags_host, rfl = c->in_rflags;
 	int64_t synced = c->synced;
 	merge_flags(c);
 	exit_to(c, end);
@@ -1262,6 +1298,7 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 	c->p_logic = logic;
 	c->synced = synced;
 	c->flags_host = host;
+	c->in_rflags = rfl;
 	exit_to(c, end + (int64_t)imm); /* merges the flags, unless they are dead there */
 }
 
@@ -1278,6 +1315,8 @@ static void body(struct jc *cp)
 		bool last = i + 1 == b->n;
 		int64_t end = off + o->d.len;
 		c.skip_store = overwrites(b, i + 1);
+		struct inl nx;
+		c.jcc_next = i + 1 < b->n && classify(&b->ops[i + 1], b->mode, &nx) == K_JCC;
 		switch (k) {
 		case K_ALU:
 			emit_alu(&c, &o->d, &x, !flags_dead(b, i), off);
