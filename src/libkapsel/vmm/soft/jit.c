@@ -13,7 +13,10 @@
  * between (overwrites()). A block that jumps back to its own start is compiled twice: the
  * second time it loads on entry the registers the cache held at that jump, and the jump goes
  * back past those loads, checking only the link budget and the written-page flag (the block
- * cannot have been dropped while it runs: that leaves it at once).
+ * cannot have been dropped while it runs: that leaves it at once) without touching RFLAGS, so
+ * the flags of the instruction before the block's last Jcc are captured (PUSHF) only on the
+ * exits that store them, and not at all on the jump back when the loop's first instructions
+ * overwrite them before anything looks (flags_dead_from).
  *
  * Per instruction, either
  *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND,
