@@ -6,7 +6,7 @@ pkgs="meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev
   libjson-c-dev libcmocka-dev libseccomp-dev libcap-dev libmnl-dev libnftables-dev nftables
   busybox-static python3 python3-pytest iproute2 util-linux procps
   podman containerd crun runc conmon
-  libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev libisal-dev zstd
+  libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev liblzma-dev libisal-dev zstd
   docker-registry skopeo umoci buildah
   qemu-system-x86 time uidmap passwd
   qemu-utils cpio strace e2fsprogs

@@ -788,6 +788,7 @@ static const struct option restore_options[] = {
     {"state", required_argument, NULL, OPT_STATE},
     {"cpus", required_argument, NULL, OPT_CPUS},
     {"cpu-features", required_argument, NULL, OPT_CPU_FEATURES},
+    {"accel", required_argument, NULL, OPT_ACCEL},
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"name", required_argument, NULL, OPT_NAME},
     {"api-sock", required_argument, NULL, OPT_API_SOCK},
@@ -824,6 +825,15 @@ static int vm_restore(const struct cli_globals *g, int argc, char **argv)
 			break;
 		case OPT_CPU_FEATURES:
 			bad = set_str(&cfg.cpu_features, optarg);
+			break;
+		case OPT_ACCEL:
+			if (kapsel_vm_parse_accel(optarg, &cfg) < 0) {
+				rc =
+				    cli_fail("vm restore: --accel: expected kvm, soft or auto, got "
+					     "\"%s\"",
+					     optarg);
+				goto out;
+			}
 			break;
 		case OPT_CONSOLE:
 			if (kapsel_vm_parse_console(optarg, &cfg) < 0) {
@@ -1370,6 +1380,8 @@ static const struct cli_command cmd_vm_restore = {
 	     "  --api-sock PATH         serve the control API on PATH\n"
 	     "  --cpus N                refuse unless the snapshot has N vCPUs\n"
 	     "  --cpu-features LIST     refuse unless the snapshot's features are LIST\n"
+	     "  --accel kvm|soft|auto   refuse unless the snapshot is of that accelerator\n"
+	     "                          (default auto: the snapshot's)\n"
 	     "  --disk SPEC             a disk of the snapshot, as 'vm run --disk' takes it\n"
 	     "  --net SPEC              a network card of the snapshot, as 'vm run --net'\n"
 	     "  --rng                   the snapshot's virtio-rng\n"

@@ -130,6 +130,81 @@ static void test_syscall(void)
 	puts_("syscall ok\n");
 }
 
+/*
+ * "rep" on the command line: REP MOVS and REP STOS in long mode across page ends, checked
+ * against the element-by-element result computed here: a long MOVSB, STOSQ, overlapping
+ * forward MOVSB and MOVSQ (each element sees the ones before: a MOVSB one byte up repeats the
+ * first byte), the final RSI/RDI/RCX, and a MOVSB over code that already ran (the new code
+ * must run). The soft CPU does these a page at a time with host memcpy (exec.c, string_run).
+ */
+static uint8_t rep_a[3 * 4096 + 64] __attribute__((aligned(4096)));
+static uint8_t rep_b[3 * 4096 + 64] __attribute__((aligned(4096)));
+static uint8_t rep_ref[3 * 4096 + 64];
+static uint8_t rep_code[4096] __attribute__((aligned(4096)));
+
+static void rep_movs(void *dst, const void *src, uint64_t n, unsigned int size, uint64_t *regs)
+{
+	uint64_t d = (uint64_t)(uintptr_t)dst, s = (uint64_t)(uintptr_t)src;
+	if (size == 1)
+		__asm__ volatile("cld; rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
+	else
+		__asm__ volatile("cld; rep movsq" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
+	regs[0] = d;
+	regs[1] = s;
+	regs[2] = n;
+}
+
+static void test_rep(void)
+{
+	uint64_t r[3];
+	for (unsigned int i = 0; i < sizeof(rep_a); i++)
+		rep_a[i] = (uint8_t)(i * 131 + 7);
+	/* 9000 bytes from 5 bytes into one page to 3001 bytes into another: page ends in both. */
+	rep_movs(rep_b + 3001, rep_a + 5, 9000, 1, r);
+	CHECK(!memcmp_(rep_b + 3001, rep_a + 5, 9000), "REP MOVSB copied wrong");
+	CHECK(r[0] == (uint64_t)(uintptr_t)(rep_b + 12001) &&
+		  r[1] == (uint64_t)(uintptr_t)(rep_a + 9005) && r[2] == 0,
+	      "REP MOVSB left RDI/RSI/RCX wrong");
+	/* STOSQ, 1500 quadwords from 12 bytes into a page. */
+	uint64_t d = (uint64_t)(uintptr_t)(rep_b + 12), n = 1500, v = 0x0123456789abcdefULL;
+	__asm__ volatile("cld; rep stosq" : "+D"(d), "+c"(n) : "a"(v) : "memory");
+	for (unsigned int i = 0; i < 1500; i++) {
+		uint64_t q;
+		for (unsigned int k = 0; k < 8; k++)
+			((uint8_t *)&q)[k] = rep_b[12 + 8 * i + k];
+		CHECK(q == v, "REP STOSQ stored wrong");
+	}
+	CHECK(d == (uint64_t)(uintptr_t)(rep_b + 12 + 12000) && n == 0, "REP STOSQ left RDI/RCX");
+	/* Overlapping forward copies: the reference moves one element at a time. */
+	static const unsigned int delta[] = {1, 3, 8, 4000};
+	for (unsigned int t = 0; t < 4; t++) {
+		for (unsigned int size = 1; size <= 8; size += 7) {
+			uint64_t count = 8000 / size;
+			for (unsigned int i = 0; i < sizeof(rep_a); i++)
+				rep_a[i] = rep_ref[i] = (uint8_t)(i * 7 + t);
+			for (uint64_t e = 0; e < count; e++) {
+				uint8_t tmp[8];
+				for (unsigned int k = 0; k < size; k++)
+					tmp[k] = rep_ref[100 + e * size + k];
+				for (unsigned int k = 0; k < size; k++)
+					rep_ref[100 + delta[t] + e * size + k] = tmp[k];
+			}
+			rep_movs(rep_a + 100 + delta[t], rep_a + 100, count, size, r);
+			CHECK(!memcmp_(rep_a, rep_ref, sizeof(rep_a)),
+			      "overlapping REP MOVS differs from element by element");
+		}
+	}
+	/* Code that ran, overwritten by REP MOVSB, runs anew: xor %eax,%eax; ret, then mov $1. */
+	static const uint8_t ret0[] = {0x31, 0xc0, 0xc3}, ret1[] = {0xb8, 1, 0, 0, 0, 0xc3};
+	for (unsigned int i = 0; i < sizeof(ret0); i++)
+		rep_code[i] = ret0[i];
+	int (*fn)(void) = (int (*)(void))(uintptr_t)rep_code;
+	CHECK(fn() == 0, "the code page did not run");
+	rep_movs(rep_code, ret1, sizeof(ret1), 1, r);
+	CHECK(fn() == 1, "code overwritten by REP MOVSB ran its old bytes");
+	puts_("rep ok\n");
+}
+
 void guest_main(const struct boot_params *bp);
 void guest_main(const struct boot_params *bp)
 {
@@ -170,6 +245,8 @@ void guest_main(const struct boot_params *bp)
 	}
 	if (cmdline_get(cmdline, "syscall", v, sizeof(v)))
 		test_syscall();
+	if (cmdline_get(cmdline, "rep", v, sizeof(v)))
+		test_rep();
 	if (cmdline_get(cmdline, "diff", v, sizeof(v)))
 		test_diff(bp);
 	puts_("bzimage ok\n");

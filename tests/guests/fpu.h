@@ -334,6 +334,67 @@ static void test_fpu(void)
 	fpu_line("fxrstor-xmm2", out, 4);
 	v[0] = TRAP_OF("fxsave 8(%0)", : "r"(fpu_buf) : "memory");
 	fpu_one("fxsave-misaligned", v[0]);
+	/* DPPS (all four lanes, the sum to lane 0; lanes 0-2, the sum to lanes 2 and 3), DPPD
+	 * and MPSADBW, each followed by MXCSR's flags (cleared before). */
+	static const uint32_t dpa[4]
+	    __attribute__((aligned(16))) = {0x3fc00000, 0xc0000000, 0x40500000, 0x3dcccccd};
+	static const uint32_t dpb[4]
+	    __attribute__((aligned(16))) = {0x3f000000, 0x3e800000, 0xbf800000, 0x40400000};
+	static const uint64_t dpd[2]
+	    __attribute__((aligned(16))) = {0x3ff8000000000000ULL, 0xc000000000000000ULL};
+	static const uint64_t dpe[2]
+	    __attribute__((aligned(16))) = {0x3fb999999999999aULL, 0x4008000000000000ULL};
+#define SSE_MX(name, a, b, insn)                                                                   \
+	__asm__ volatile("ldmxcsr %4; movdqa %2, %%xmm0; " insn "; movdqu %%xmm0, %0; stmxcsr %1"  \
+			 : "=m"(out), "=m"(mx)                                                     \
+			 : "m"(a), "m"(b), "m"(mx_def)                                             \
+			 : "memory");                                                              \
+	fpu_copy(v, out, 16);                                                                      \
+	v[4] = mx;                                                                                 \
+	fpu_line(name, v, 5)
+	SSE_MX("dpps-f1", dpa, dpb, "dpps $0xf1, %3, %%xmm0");
+	SSE_MX("dpps-7c", dpa, dpb, "dpps $0x7c, %3, %%xmm0");
+	SSE_MX("dppd-31", dpd, dpe, "dppd $0x31, %3, %%xmm0");
+	SSE_MX("dppd-12", dpd, dpe, "dppd $0x12, %3, %%xmm0");
+	SSE_MX("mpsadbw-5", hello, bytes, "mpsadbw $5, %3, %%xmm0");
+	SSE_MX("mpsadbw-2", hello, bytes, "mpsadbw $2, %3, %%xmm0");
+
+	/* The MMX-SSE conversions: results and MXCSR flags; the abridged tag word after each
+	 * (from FNINIT: 0 where the x87 unit stays, FF where it went over to MMX). */
+	static const int32_t pi[2] __attribute__((aligned(16))) = {-7, 16777217};
+	static const uint32_t ps[4]
+	    __attribute__((aligned(16))) = {0x40200000, 0xc0600000, 0x40300000, 0xc0700000};
+	static const uint64_t pd[2]
+	    __attribute__((aligned(16))) = {0x4004000000000000ULL, 0x4415af1d78b58c40ULL};
+	static const uint64_t pd2[2]
+	    __attribute__((aligned(16))) = {0xc006000000000000ULL, 0x401f99999999999aULL};
+#define PI_MX(name, pre, insn, get)                                                                \
+	__asm__ volatile(                                                                          \
+	    "fninit; ldmxcsr %3; " pre "; " insn "; " get "; stmxcsr %1; fxsave (%2);"             \
+	    "emms"                                                                                 \
+	    : "=m"(out), "=m"(mx)                                                                  \
+	    : "r"(fpu_buf), "m"(mx_def), "m"(pi), "m"(ps), "m"(pd), "m"(pd2), "m"(pat)             \
+	    : "memory");                                                                           \
+	fpu_copy(v, out, 16);                                                                      \
+	v[4] = mx;                                                                                 \
+	v[5] = fpu_buf[4];                                                                         \
+	fpu_line(name, v, 6)
+	PI_MX("cvtpi2ps-m", "movdqa %8, %%xmm0", "cvtpi2ps %4, %%xmm0", "movdqu %%xmm0, %0");
+	PI_MX("cvtpi2ps-r", "movdqa %8, %%xmm0; movq %4, %%mm2", "cvtpi2ps %%mm2, %%xmm0",
+	      "movdqu %%xmm0, %0");
+	PI_MX("cvtpi2pd-m", "movdqa %8, %%xmm0", "cvtpi2pd %4, %%xmm0", "movdqu %%xmm0, %0");
+	PI_MX("cvtps2pi", "movdqa %8, %%xmm0; movdqa %5, %%xmm3", "cvtps2pi %%xmm3, %%mm1",
+	      "movq2dq %%mm1, %%xmm0; movdqu %%xmm0, %0");
+	PI_MX("cvttps2pi", "movdqa %8, %%xmm0", "cvttps2pi %5, %%mm1",
+	      "movq2dq %%mm1, %%xmm0; movdqu %%xmm0, %0");
+	PI_MX("cvtpd2pi", "movdqa %8, %%xmm0", "cvtpd2pi %6, %%mm1",
+	      "movq2dq %%mm1, %%xmm0; movdqu %%xmm0, %0");
+	PI_MX("cvttpd2pi", "movdqa %8, %%xmm0; movdqa %7, %%xmm4", "cvttpd2pi %%xmm4, %%mm1",
+	      "movq2dq %%mm1, %%xmm0; movdqu %%xmm0, %0");
+	/* CVTPD2PI from a misaligned m128: #GP. */
+	v[0] = TRAP_OF("cvtpd2pi 8(%0), %%mm1; emms", : "r"(fpu_buf) : "memory");
+	__asm__ volatile("emms");
+	fpu_one("cvtpd2pi-misaligned", v[0]);
 	__asm__ volatile("fninit");
 	puts_("fpu ok\n");
 	pass();

@@ -348,6 +348,12 @@ static void test_ud(void)
 		CHECK(ud_count == 3, "movbe without MOVBE did not raise #UD");
 		puts_("ud: movbe twice\n");
 	}
+	/* Undefined x87 register forms (DF F8-FF, DB F8-FF, DD F0-FF): #UD, as on hardware. */
+	uint32_t ud_x87 = ud_count;
+	EXPECT_UD(".byte 0xdf, 0xfe");
+	EXPECT_UD(".byte 0xdb, 0xf9");
+	EXPECT_UD(".byte 0xdd, 0xf3");
+	CHECK(ud_count == ud_x87 + 3, "an undefined x87 register form did not raise #UD");
 	puts_("ud ok\n");
 	pass();
 }
@@ -875,7 +881,7 @@ static void test_diff(const struct mb_info *mb)
 
 static uint8_t smc_pages[8192] __attribute__((aligned(4096)));
 
-static uint64_t segs_gdt[8] __attribute__((aligned(8)));
+static uint64_t segs_gdt[11] __attribute__((aligned(8)));
 
 static void test_segs(void)
 {
@@ -884,13 +890,17 @@ static void test_segs(void)
 		uint32_t base;
 	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt}, gdtr;
 	set_gate(13, isr_pf); /* records the error code like a #PF; CR2 is not looked at */
+	set_gate(6, isr_ud);
 	__asm__ volatile("lidt %0" : : "m"(idtr));
 	__asm__ volatile("sgdt %0" : "=m"(gdtr));
 	const uint64_t *old = (const uint64_t *)(uintptr_t)gdtr.base;
 	for (int i = 0; i < 6; i++)
 		segs_gdt[i] = old[i];
-	segs_gdt[6] = 0x00cffa000000ffffULL; /* code, DPL 3 */
-	segs_gdt[7] = 0x00cff2000000ffffULL; /* data, DPL 3 */
+	segs_gdt[6] = 0x00cffa000000ffffULL;  /* code, DPL 3 */
+	segs_gdt[7] = 0x00cff2000000ffffULL;  /* data, DPL 3 */
+	segs_gdt[8] = 0x0000890000000067ULL;  /* 32-bit TSS, available */
+	segs_gdt[9] = 0x00008e0000100000ULL;  /* an interrupt gate: LAR and LSL refuse it */
+	segs_gdt[10] = 0x0000920000001234ULL; /* data, DPL 0, byte-granular limit 0x1234 */
 	gdtr.base = (uint32_t)(uintptr_t)segs_gdt;
 	gdtr.limit = sizeof(segs_gdt) - 1;
 	__asm__ volatile("lgdt %0" : : "m"(gdtr));
@@ -911,10 +921,73 @@ static void test_segs(void)
 	uint8_t w_data, w_code, r_code, w_out;
 	__asm__ volatile("verw %4; setz %0; verw %5; setz %1; verr %5; setz %2; verw %6; setz %3"
 			 : "=&q"(w_data), "=&q"(w_code), "=&q"(r_code), "=&q"(w_out)
-			 : "r"((uint16_t)0x3b), "r"((uint16_t)0x30), "r"((uint16_t)0x48)
+			 : "r"((uint16_t)0x3b), "r"((uint16_t)0x30), "r"((uint16_t)0x58)
 			 : "cc");
 	CHECK(w_data == 1 && w_code == 0 && r_code == 1 && w_out == 0, "VERR/VERW");
 	CHECK(pf_count == 3, "VERR/VERW faulted");
+	/*
+	 * LAR, LSL: "segs lar SEL RIGHTS ZF RIGHTS16 LIMIT ZF" for selectors that work and for
+	 * ones that must leave ZF clear and the register alone (a gate, RPL above DPL, null, past
+	 * the limit); test_vm_soft.py works out each from the descriptors above.
+	 */
+	static const uint16_t lsel[] = {0x3b, 0x30, 0x40, 0x48, 0x50, 0x53, 0x00, 0x58};
+	for (unsigned int i = 0; i < sizeof(lsel) / sizeof(lsel[0]); i++) {
+		uint32_t ar = 0xdeadbeef, lim = 0xdeadbeef, ar16 = 0xdeadbeef;
+		uint8_t zl, zs;
+		__asm__ volatile("larl %3, %0; setz %1; larw %3, %w2"
+				 : "+r"(ar), "=q"(zl), "+r"(ar16)
+				 : "m"(lsel[i])
+				 : "cc");
+		__asm__ volatile("lsll %2, %0; setz %1"
+				 : "+r"(lim), "=q"(zs)
+				 : "m"(lsel[i])
+				 : "cc");
+		puts_("segs lar ");
+		putx(lsel[i]);
+		putc_(' ');
+		putx(ar);
+		putc_(' ');
+		putx(zl);
+		putc_(' ');
+		putx(ar16);
+		putc_(' ');
+		putx(lim);
+		putc_(' ');
+		putx(zs);
+		putc_('\n');
+	}
+	CHECK(pf_count == 3, "LAR/LSL faulted");
+	/* LFS, LGS, LES, LDS, LSS: a far pointer, offset then selector. */
+	struct {
+		uint32_t off;
+		uint16_t sel;
+	} __attribute__((packed)) fp = {0x12345678, 0x3b}, fp2 = {0x9abcdef0, 0x18}, sp_fp;
+	uint32_t r1, r2, r3, r4, s1, s2;
+	__asm__ volatile("lfs %4, %0; mov %%fs, %2; lgs %5, %1; mov %%gs, %3"
+			 : "=&r"(r1), "=&r"(r2), "=&r"(s1), "=&r"(s2)
+			 : "m"(fp), "m"(fp2));
+	CHECK(r1 == 0x12345678 && s1 == 0x3b && r2 == 0x9abcdef0 && s2 == 0x18, "LFS/LGS");
+	__asm__ volatile("les %2, %0; lds %2, %1" : "=&r"(r3), "=&r"(r4) : "m"(fp2) : "memory");
+	CHECK(r3 == 0x9abcdef0 && r4 == 0x9abcdef0, "LES/LDS");
+	uint32_t esp0, esp1;
+	__asm__ volatile("mov %%esp, %0" : "=r"(esp0));
+	sp_fp.off = esp0;
+	sp_fp.sel = 0x18;
+	__asm__ volatile("lss %1, %%esp; mov %%esp, %0" : "=r"(esp1) : "m"(sp_fp) : "memory");
+	CHECK(esp1 == esp0, "LSS");
+	/* LSS of the null selector and of a DPL 3 stack at CPL 0: #GP (0, then the selector),
+	 * ESP untouched; a register operand: #UD. */
+	sp_fp.sel = 0;
+	EXPECT_PF("lss %0, %%esp", "m"(sp_fp));
+	CHECK(pf_count == 4 && pf_code == 0, "LSS of the null selector was not #GP(0)");
+	sp_fp.sel = 0x3b;
+	EXPECT_PF("lss %0, %%esp", "m"(sp_fp));
+	CHECK(pf_count == 5 && pf_code == 0x38, "LSS of a DPL 3 segment was not #GP");
+	__asm__ volatile("mov %%esp, %0" : "=r"(esp1));
+	CHECK(esp1 == esp0, "a faulting LSS moved ESP");
+	uint32_t ud0 = ud_count;
+	EXPECT_UD(".byte 0x0f, 0xb4, 0xc0"); /* LFS %eax, %eax */
+	CHECK(ud_count == ud0 + 1, "LFS with a register operand was not #UD");
 	puts_("segs ok\n");
 	pass();
 }
@@ -1752,13 +1825,21 @@ static uint64_t kvmclock_ns(void)
 	return t;
 }
 
+/* The soft CPU (hypervisor leaf "KapselSoftCP") has no kvmclock; its TSC counts at 1 GHz. */
+static int soft_tsc(void)
+{
+	uint32_t a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000000), "c"(0));
+	return b == 0x7370614b && c == 0x6f536c65; /* "Kaps", "elSo" */
+}
+
 static void __attribute__((noreturn)) test_count(void)
 {
-	int kc = kvmclock_init();
-	uint64_t next = kc ? kvmclock_ns() : 0;
+	int kc = kvmclock_init(), st = !kc && soft_tsc();
+	uint64_t next = kc ? kvmclock_ns() : st ? rdtsc_() : 0;
 	for (uint64_t n = 0;; n++) {
-		if (kc) {
-			uint64_t now = kvmclock_ns();
+		if (kc || st) {
+			uint64_t now = kc ? kvmclock_ns() : rdtsc_();
 			if (now < next)
 				continue;
 			next = now + 100000000ULL;

@@ -151,6 +151,8 @@ def test_describe_and_socket(vmroot):
         assert d["id"] == "desc" and d["state"] == "Running" and d["vcpus"] == 1
         assert d["mem_mib"] == 256 and d["kernel"] == MULTIBOOT and d["pid"] == v.proc.pid
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", d["started"])
+    # state.json is written before the vCPU threads start: wait until the guest ran.
+    wait_for(lambda: v.lines(), what="the guest's first line")
     status, m = call(v.sock, "GET", "/metrics")
     assert status == 200 and m["uptime_ms"] >= 0 and m["exits"]["io"] > 0
     assert len(m["vcpus"]) == 1 and m["vcpus"][0]["run_time_ns"] > 0

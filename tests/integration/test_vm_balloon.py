@@ -140,7 +140,7 @@ def hugepages_free():
 
 @pytest.mark.parametrize("transport,backing", [
     ("mmio", None), ("pci", None), ("mmio", "--mem-shared"), ("pci", "--mem-hugepages")])
-def test_inflate_returns_memory_deflate_and_statistics(vms, transport, backing):
+def test_inflate_returns_memory_deflate_and_statistics(vms, transport, backing, accel=()):
     """The RAM mapping's Rss drops by what the guest inflates (MADV_DONTNEED; MADV_REMOVE for
     the shared memfd and for hugetlbfs, whole 2 MiB pages) and by what it reports free."""
     if backing == "--mem-hugepages" and hugepages_free() < MEM_MIB // 2:
@@ -149,7 +149,7 @@ def test_inflate_returns_memory_deflate_and_statistics(vms, transport, backing):
     root, start = vms
     v = start("bal", "test=balloon pool=64 report=16",
               "--balloon", "stats_interval_s=1,free_page_reporting=on",
-              *([backing] if backing else []), transport=transport)
+              *([backing] if backing else []), *accel, transport=transport)
     v.wait_line("balloon: ready")
     v.wait_line("balloon: reported 16 MiB")
     v.wait_line("balloon: actual 0")

@@ -274,11 +274,11 @@ def test_jail_seen_from_outside(tmp_path):
     assert not vmdir.exists(), "the VM's directory outlived the VM"
 
 
-def test_api_sock_jailed(tmp_path):
+def test_api_sock_jailed(tmp_path, accel=()):
     """--api-sock without --name: the API thread's first JSON is made inside the jail."""
     sock = str(tmp_path / "my.sock")
     p = subprocess.Popen([KAPSEL, "vm", "run", "--jail", "--api-sock", sock, "--kernel",
-                          MULTIBOOT, "--cmdline", "test=count", "--console", "none"],
+                          MULTIBOOT, "--cmdline", "test=count", "--console", "none", *accel],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: os.path.exists(sock) or p.poll() is not None, what="the socket")
@@ -327,10 +327,10 @@ def test_caller_killed_takes_the_vmm(tmp_path):
     assert not os.path.exists(f"/sys/fs/cgroup/kapsel/vm-{pid}")
 
 
-def test_forbidden_syscall_kills_with_one_line():
+def test_forbidden_syscall_kills_with_one_line(accel=()):
     env = dict(os.environ, KAPSEL_JAIL_SELFTEST="open")
     r = subprocess.run([KAPSEL, "vm", "run", "--jail", "--kernel", MULTIBOOT, "--cmdline",
-                        "test=count", "--console", "none"],
+                        "test=count", "--console", "none", *accel],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode != 0 and r.returncode != PASS
     lines = [l for l in r.stderr.splitlines() if "seccomp" in l]

@@ -265,7 +265,7 @@ def count_lines(t):
     return [(int(n), rest.rstrip("\r")) for n, rest in COUNT_LINE.findall(t)]
 
 
-def counting_guest(tmp_path, root, name, extra=()):
+def counting_guest(tmp_path, root, name, extra=(), boot_s=BOOT_S):
     """Boots the counting guest with a fresh ext4 disk: (proc, console, disk args)."""
     if not shutil.which("mke2fs"):
         pytest.skip("needs mke2fs")
@@ -277,7 +277,7 @@ def counting_guest(tmp_path, root, name, extra=()):
                           "--initrd", initrd, "--mem", f"{MEM_MIB}M", "--cpus", "1",
                           "--cmdline", CMDLINE, *devices, *extra)
     wait_console(proc, console, lambda t: len(count_lines(t)) >= 3 and ready(root, name),
-                 BOOT_S, "three COUNT lines")
+                 boot_s, "three COUNT lines")
     assert "MOUNT-FAILED" not in text(console), text(console)[-3000:]
     return proc, console, devices
 
@@ -303,10 +303,18 @@ def check_goes_on(before, console, proc, what):
     assert "soft lockup" not in t, t[-3000:]
 
 
-def test_linux_snapshot_restore_goes_on_counting(tmp_path):
-    need_linux_speed()
+# The soft CPU boots Linux in minutes on the ASan build (test_vm_soft_lifecycle.py).
+SOFT_BOOT_S = 900
+
+
+def test_linux_snapshot_restore_goes_on_counting(tmp_path, accel=()):
+    """accel: --accel soft from test_vm_soft_lifecycle.py (the restore takes it from the
+    snapshot)."""
+    if not accel:
+        need_linux_speed()
     root = tmp_path / "root"
-    proc, console, devices = counting_guest(tmp_path, root, "src")
+    proc, console, devices = counting_guest(tmp_path, root, "src", accel,
+                                            SOFT_BOOT_S if accel else BOOT_S)
     mem, state = tmp_path / "mem", tmp_path / "state"
     try:
         r = kap(root, "vm", "pause", "src")
@@ -337,15 +345,17 @@ def test_linux_snapshot_restore_goes_on_counting(tmp_path):
         stop(dst)
 
 
-def test_linux_live_migration_goes_on_counting(tmp_path):
-    need_linux_speed()
+def test_linux_live_migration_goes_on_counting(tmp_path, accel=()):
+    if not accel:
+        need_linux_speed()
     root = tmp_path / "root"
     addr = f"unix:{tmp_path}/mig.sock"
-    src, scon, devices = counting_guest(tmp_path, root, "src")
+    src, scon, devices = counting_guest(tmp_path, root, "src", accel,
+                                        SOFT_BOOT_S if accel else BOOT_S)
     dst = None
     try:
         dst, dcon = start(root, tmp_path, "dst", "vm", "run", "--incoming", addr,
-                          "--mem", f"{MEM_MIB}M", "--cpus", "1", *devices)
+                          "--mem", f"{MEM_MIB}M", "--cpus", "1", *devices, *accel)
         wait_for(lambda: os.path.exists(addr[5:]) or dst.poll() is not None,
                  what="the destination's socket")
         assert dst.poll() is None, dst.communicate()

@@ -104,9 +104,9 @@ def merge(base, diff, out):
             off = hole
 
 
-def test_diff_snapshot_writes_only_dirty_pages_and_restores(tmp_path):
+def test_diff_snapshot_writes_only_dirty_pages_and_restores(tmp_path, accel=()):
     root = tmp_path / "root"
-    proc, console = run_count(root, tmp_path, "src", "--mem", "64M")
+    proc, console = run_count(root, tmp_path, "src", "--mem", "64M", *accel)
     try:
         wait_for(lambda: len(counts(console)) >= 3 or proc.poll() is not None,
                  what="the guest's count")

@@ -120,11 +120,12 @@ def free_port():
 
 
 def migrate_ok(tmp_path, addr, test="count", mem="64M", dst_mem=None, *opts, src_extra=(),
-               dst_extra=()):
+               dst_extra=(), accel=()):
+    """accel: options both VMs get (test_vm_soft_lifecycle.py: --accel soft)."""
     root = tmp_path / "root"
-    src, src_con = source(root, tmp_path, test, mem, *src_extra)
+    src, src_con = source(root, tmp_path, test, mem, *accel, *src_extra)
     dst, dst_con = start(root, tmp_path, "dst", "vm", "run", "--incoming", addr, "--mem",
-                         dst_mem or mem, *dst_extra)
+                         dst_mem or mem, *accel, *dst_extra)
     try:
         if addr.startswith("unix:"):
             wait_for(lambda: os.path.exists(addr[5:]) or dst.poll() is not None,

@@ -72,13 +72,18 @@ def stop(proc):
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory):
-    """A counting guest, paused at count >= 3 and saved: (mem, state, last count seen)."""
+    return make_snapshot(tmp_path_factory)
+
+
+def make_snapshot(tmp_path_factory, *extra):
+    """A counting guest, paused at count >= 3 and saved: (mem, state, last count seen).
+    extra: more 'vm run' options (test_vm_soft_lifecycle.py: --accel soft)."""
     if not os.path.exists(MULTIBOOT):
         pytest.fail(f"test kernel {MULTIBOOT} missing: build with meson/ninja first")
     tmp = tmp_path_factory.mktemp("snap")
     root = tmp / "root"
     proc, console = start(root, tmp, "src", "vm", "run", "--kernel", MULTIBOOT, "--cmdline",
-                          "test=count", "--mem", "64M")
+                          "test=count", "--mem", "64M", *extra)
     try:
         wait_for(lambda: len(counts(console)) >= 3 or proc.poll() is not None,
                  what="the guest's count")

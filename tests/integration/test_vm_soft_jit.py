@@ -79,25 +79,39 @@ def test_guest_checks_pass_compiled(test):
     assert compiled(r) > 0
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 7, 8, 10, 12])
-def test_random_guest_code_compiled_ends_as_interpreted(seed):
-    # test_vm_soft.py's chaos test with every block compiled at once: random code, each
-    # exception resuming at the next piece, until the guest finishes or triple-faults (these
-    # seeds do, within a second). Compiled, it must end the same way: the same output, the
-    # same triple fault at the same RIP with the same bytes, and no sanitizer report.
-    args = ["--kernel", MULTIBOOT, "--cmdline", f"test=chaos seed={seed} n=300"]
-    out = {}
-    for jit in ("off", "1"):
-        env = dict(os.environ, KAPSEL_SOFT_JIT=jit)
-        r = subprocess.run([KAPSEL, "vm", "run", "--accel", "soft", "--mem", "2M", *args],
-                           capture_output=True, text=True, timeout=60, env=env,
+def chaos(seed, jit, timeout):
+    env = dict(os.environ, KAPSEL_SOFT_JIT=jit)
+    try:
+        r = subprocess.run([KAPSEL, "vm", "run", "--accel", "soft", "--mem", "2M", "--kernel",
+                            MULTIBOOT, "--cmdline", f"test=chaos seed={seed} n=300"],
+                           capture_output=True, text=True, timeout=timeout, env=env,
                            stdin=subprocess.DEVNULL)
-        assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
-        assert r.returncode == PASS or "triple fault (shutdown) at RIP 0x" in r.stderr, \
-            (r.returncode, r.stderr)
-        out[jit] = (r.returncode, r.stdout, [x for x in r.stderr.splitlines()
-                                             if "guest fault" in x])
-    assert out["1"] == out["off"]
+    except subprocess.TimeoutExpired:
+        return None
+    assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, (seed, jit, r.stderr)
+    assert r.returncode == PASS or "triple fault (shutdown) at RIP 0x" in r.stderr, \
+        (seed, jit, r.returncode, r.stderr)
+    return (r.returncode, r.stdout, [x for x in r.stderr.splitlines() if "guest fault" in x])
+
+
+def test_random_guest_code_compiled_ends_as_interpreted():
+    # test_vm_soft.py's chaos test with every block compiled at once: random code, each
+    # exception resuming at the next piece, until the guest finishes or triple-faults.
+    # Compiled, it must end the same way: the same output, the same triple fault at the same
+    # RIP with the same bytes, and no sanitizer report. Some seeds loop forever instead (a
+    # random backward jump), and which ones depends on the guest binary's layout (random
+    # stores and jumps land on different code), so the test takes the first 8 seeds whose
+    # interpreted run ends, rather than a fixed list.
+    compared = []
+    for seed in range(1, 41):
+        interp = chaos(seed, "off", 8)
+        if interp is None:
+            continue
+        assert chaos(seed, "1", 60) == interp, seed
+        compared.append(seed)
+        if len(compared) == 8:
+            break
+    assert len(compared) == 8, f"only seeds {compared} of 1-40 ended when interpreted"
 
 
 def test_bad_setting_warns_and_compiles_anyway():

@@ -404,8 +404,12 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 	int r = 0;
 	switch (kind) {
 	case KAP_JAIL_VCPU:
-		if ((r = add_all(ctx, sys_vcpu, N(sys_vcpu))) < 0 || (r = add_kick(ctx)) < 0 ||
-		    (r = add_ioctls(ctx, vcpu_fd, ioctl_vcpu_own, N(ioctl_vcpu_own))) < 0)
+		if ((r = add_all(ctx, sys_vcpu, N(sys_vcpu))) < 0 || (r = add_kick(ctx)) < 0)
+			return r;
+		/* A soft vCPU (--accel soft) makes no ioctl: it runs the guest itself. */
+		if (vm->soft)
+			return 0;
+		if ((r = add_ioctls(ctx, vcpu_fd, ioctl_vcpu_own, N(ioctl_vcpu_own))) < 0)
 			return r;
 		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
 	case KAP_JAIL_LOOP:
@@ -421,7 +425,7 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 		if ((r = add_all(ctx, sys_loop, N(sys_loop))) < 0 || (r = add_kick(ctx)) < 0 ||
 		    (r = add_ioctls(ctx, -1, ioctl_tty, N(ioctl_tty))) < 0)
 			return r;
-		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
+		return vm->soft ? 0 : add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
 	case KAP_JAIL_DEVICE:
 		if ((r = add_all(ctx, sys_device, N(sys_device))) < 0)
 			return r;
@@ -429,13 +433,15 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 		if ((r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
 					  SCMP_A0(SCMP_CMP_EQ, AF_UNIX))) < 0)
 			return r;
-		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
+		/* Soft: this kind also runs the userspace irqfds' thread (soft/irqfd.c). */
+		return vm->soft ? 0 : add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
 	case KAP_JAIL_FS:
 		if ((r = add_all(ctx, sys_fs, N(sys_fs))) < 0)
 			return r;
-		return add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
+		return vm->soft ? 0 : add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
 	case KAP_JAIL_MIGRATE:
-		if ((r = add_all(ctx, sys_migrate, N(sys_migrate))) < 0 || (r = add_kick(ctx)) < 0)
+		if ((r = add_all(ctx, sys_migrate, N(sys_migrate))) < 0 || (r = add_kick(ctx)) < 0 ||
+		    vm->soft)
 			return r;
 		/* Pausing the guest and saving its state, the dirty log: KVM requests. */
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
@@ -457,7 +463,8 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 		    (r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 					  SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS))) < 0 ||
 		    (r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
-					  SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER))) < 0)
+					  SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER))) < 0 ||
+		    vm->soft)
 			return r;
 		/*
 		 * Pause, resume and snapshot read and write machine state through many KVM

@@ -203,9 +203,13 @@ int kap_mem_set_dirty_log(struct kap_guest_mem *m, int vm_fd, bool on, struct ka
 		for (uint64_t i = 0; i < m->size / 4096 / 64 + 1; i++)
 			atomic_store(&m->vmm_dirty[i], 0);
 	}
-	int r = set_slots(m, vm_fd, on ? KVM_MEM_LOG_DIRTY_PAGES : 0, err);
-	if (r == 0)
+	/* The soft path (no KVM VM): the soft CPU logs its own stores (kap_mem_log_store). */
+	int r = vm_fd < 0 ? 0 : set_slots(m, vm_fd, on ? KVM_MEM_LOG_DIRTY_PAGES : 0, err);
+	if (r == 0) {
 		m->dirty_log = on;
+		if (vm_fd < 0)
+			atomic_store_explicit(&m->soft_log, on, memory_order_release);
+	}
 	return r;
 }
 
@@ -218,12 +222,12 @@ int kap_mem_dirty_log(struct kap_guest_mem *m, int vm_fd, uint64_t **bitmap,
 	if (!b)
 		return kap_error(err, ENOMEM, "dirty page bitmap");
 	struct kvm_dirty_log log = {.slot = 0, .dirty_bitmap = b};
-	if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
+	if (vm_fd >= 0 && ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
 		int r = kap_error(err, errno, "KVM_GET_DIRTY_LOG (low RAM)");
 		free(b);
 		return r;
 	}
-	if (pages > low_pages) {
+	if (vm_fd >= 0 && pages > low_pages) {
 		log = (struct kvm_dirty_log){.slot = 1, .dirty_bitmap = b + low_pages / 64};
 		if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
 			int r = kap_error(err, errno, "KVM_GET_DIRTY_LOG (RAM above 4 GiB)");

@@ -1099,12 +1099,19 @@ static void config_value(const char *text, const char *key, char *out, size_t le
  */
 static char *config_mismatch(const char *mine, const char *theirs)
 {
-	static const char *keys[] = {"mem_size",   "cpus",	"cpu_features", "pit",
-				     "debug_exit", "cpu_model", "acpi",		"transport"};
+	static const char *keys[] = {"mem_size",  "cpus", "cpu_features", "pit",  "debug_exit",
+				     "cpu_model", "acpi", "transport",	  "accel"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char a[256], b[256];
 		config_value(mine, keys[i], a, sizeof(a));
 		config_value(theirs, keys[i], b, sizeof(b));
+		/* A config text without accel is a KVM machine's (before the soft CPU had one). */
+		if (!strcmp(keys[i], "accel")) {
+			if (!a[0])
+				strcpy(a, "kvm");
+			if (!b[0])
+				strcpy(b, "kvm");
+		}
 		if (strcmp(a, b)) {
 			char *s = NULL;
 			if (asprintf(&s,

@@ -23,6 +23,10 @@
  *    the guest never enabled kvmclock; that is not an error).
  * The guest's wall clock (kvmclock's system time plus its boot-time offset) is then behind by
  * the pause; NTP or the guest agent corrects that, as after a QEMU stop/cont.
+ *
+ * The soft path (--accel soft): a soft vCPU parks at a block boundary (it looks at the request
+ * there, and a halted one is woken to see it), and the guest clock its TSC, LAPIC timers and
+ * PIT read stops for the pause and goes on from where it stopped (soft/state.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -33,6 +37,8 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/devices/devices.h"
+#include "vmm/soft/soft.h"
+#include "vmm/soft/state.h"
 #include "vmm/vmm.h"
 #include "vmm/x86/acpi.h"
 #include "vmm/x86/boot.h"
@@ -86,7 +92,8 @@ void kap_vm_park(struct kap_vcpu *v)
 	 * The kick that parked us left immediate_exit set. A stop that raced with the clear
 	 * set vm->stop first, which the loop checks before KVM_RUN.
 	 */
-	v->run->immediate_exit = 0;
+	if (v->run) /* a soft vCPU has none */
+		v->run->immediate_exit = 0;
 	pthread_mutex_unlock(&vm->pause_lock);
 }
 
@@ -154,6 +161,8 @@ int kap_vm_pause(struct kap_vm *vm, struct kapsel_error **err)
 	pthread_mutex_unlock(&vm->pause_lock);
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		kap_vcpu_kick(&vm->vcpus[i]);
+	if (vm->soft)
+		kap_soft_wake(vm); /* halted soft vCPUs see the request now, not at their timeout */
 	pthread_mutex_lock(&vm->pause_lock);
 	while (vm->parked < running_vcpus(vm) && !atomic_load(&vm->stop)) {
 		struct timespec ts;
@@ -171,7 +180,9 @@ int kap_vm_pause(struct kap_vm *vm, struct kapsel_error **err)
 		pthread_mutex_unlock(&vm->pause_lock);
 		return kap_error_plain(err, ESHUTDOWN, "the VM is shutting down");
 	}
-	if (!vm->clock)
+	if (vm->soft)
+		kap_soft_clock_pause(); /* the soft TSC, LAPIC timers and PIT stop (soft/state.c) */
+	else if (!vm->clock)
 		vm->clock = malloc(sizeof(*vm->clock));
 	if (vm->clock)
 		save_clock(vm, vm->clock);
@@ -193,7 +204,9 @@ int kap_vm_resume(struct kap_vm *vm, struct kapsel_error **err)
 		pthread_mutex_unlock(&vm->pause_lock);
 		return kap_error_plain(err, EBUSY, "the VM is not paused");
 	}
-	if (vm->clock)
+	if (vm->soft)
+		kap_soft_clock_resume();
+	else if (vm->clock)
 		restore_clock(vm, vm->clock);
 	vm->paused = false;
 	vm->paused_total_ms += kap_vmm_now_ms() - vm->paused_at_ms;

@@ -35,6 +35,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "vmm/devices/devices.h"
+#include "vmm/soft/state.h"
 #include "vmm/virtio/transport.h"
 #include "vmm/vmm.h"
 
@@ -144,14 +145,15 @@ static void section(struct sbuf *b, uint32_t type, uint32_t index, const void *d
 }
 
 /* The machine's shape, which a restore must rebuild: "key=value\n" lines. */
-static char *config_text(const struct kapsel_vm_config *c, unsigned int ncpus, uint64_t mem)
+static char *config_text(const struct kapsel_vm_config *c, unsigned int ncpus, uint64_t mem,
+			 bool soft)
 {
 	char *s = NULL;
 	if (asprintf(&s,
 		     "mem_size=%" PRIu64 "\ncpus=%u\ncpu_features=%s\npit=%d\ndebug_exit=%d\n"
-		     "kernel=%s\n",
+		     "kernel=%s\naccel=%s\n",
 		     mem, ncpus, c->cpu_features ? c->cpu_features : "", !c->no_pit,
-		     !c->no_debug_exit, c->kernel ? c->kernel : "") < 0)
+		     !c->no_debug_exit, c->kernel ? c->kernel : "", soft ? "soft" : "kvm") < 0)
 		return NULL;
 	return s;
 }
@@ -323,17 +325,23 @@ void kap_snap_quiesce(struct kap_vm *vm, bool hold)
 		release_all(vm);
 }
 
+/* The soft path's sections (soft/state.c) go through this. */
+static void soft_put(void *ctx, uint32_t type, uint32_t index, const void *data, size_t len)
+{
+	section(ctx, type, index, data, len);
+}
+
 static int save_machine(struct kap_vm *vm, struct sbuf *b, struct kapsel_error **err)
 {
 	static const uint32_t chips[] = {KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
 					 KVM_IRQCHIP_IOAPIC};
-	for (size_t k = 0; k < 3; k++) {
+	for (size_t k = 0; k < 3 && !vm->soft; k++) {
 		struct kvm_irqchip chip = {.chip_id = chips[k]};
 		if (ioctl(vm->fd, KVM_GET_IRQCHIP, &chip) < 0)
 			return kap_error(err, errno, "KVM_GET_IRQCHIP %u", chips[k]);
 		section(b, SEC_IRQCHIP, chips[k], &chip, sizeof(chip));
 	}
-	if (!vm->cfg->no_pit) {
+	if (!vm->cfg->no_pit && !vm->soft) {
 		struct kvm_pit_state2 pit;
 		if (ioctl(vm->fd, KVM_GET_PIT2, &pit) < 0)
 			return kap_error(err, errno, "KVM_GET_PIT2");
@@ -366,9 +374,9 @@ static int build_state(struct kap_vm *vm, struct sbuf *b, struct kapsel_error **
 	cleanup_free char *cfg = NULL;
 	struct kvm_clock_data clock;
 	uint64_t tsc;
-	int have = kap_vm_saved_clock(vm, &clock, &tsc);
-	cfg = config_text(vm->cfg, vm->ncpus, vm->mem.size);
-	if (!cfg || (r = msr_list(vm, &msrs, err)) < 0)
+	int have = vm->soft ? 0 : kap_vm_saved_clock(vm, &clock, &tsc);
+	cfg = config_text(vm->cfg, vm->ncpus, vm->mem.size, vm->soft);
+	if (!cfg || (!vm->soft && (r = msr_list(vm, &msrs, err)) < 0))
 		return r < 0 ? r : kap_error(err, ENOMEM, "snapshot");
 	struct snap_header h = {.magic = SNAP_MAGIC,
 				.version = SNAP_VERSION,
@@ -384,7 +392,9 @@ static int build_state(struct kap_vm *vm, struct sbuf *b, struct kapsel_error **
 	release_all(vm);
 	if (r < 0)
 		return r;
-	for (unsigned int i = 0; i < vm->ncpus; i++)
+	if (vm->soft && (r = kap_soft_state_save(vm, soft_put, b, err)) < 0)
+		return r;
+	for (unsigned int i = 0; i < vm->ncpus && !vm->soft; i++)
 		if ((r = save_vcpu(vm, i, msrs, (have & 2) ? &tsc : NULL, b, err)) < 0)
 			return r;
 	if (have & 1)
@@ -402,7 +412,7 @@ static int build_state(struct kap_vm *vm, struct sbuf *b, struct kapsel_error **
 
 char *kap_snap_config_text(const struct kap_vm *vm)
 {
-	return config_text(vm->cfg, vm->ncpus, vm->mem.size);
+	return config_text(vm->cfg, vm->ncpus, vm->mem.size, vm->soft);
 }
 
 int kap_snap_state(struct kap_vm *vm, uint8_t **buf, size_t *len, struct kapsel_error **err)
@@ -792,6 +802,16 @@ int kap_snap_config(const struct kap_snap *s, const struct kapsel_vm_config *giv
 				       " differs from the snapshot's "
 				       "%" PRIu64 " bytes",
 				       given->mem_size, s->h->mem_size);
+	/* The accelerator the state is for: soft state cannot be loaded into KVM or back. */
+	bool soft = config_get(s, "accel", v, sizeof(v)) && !strcmp(v, "soft");
+	if (given->accel != KAPSEL_VM_ACCEL_AUTO && (given->accel == KAPSEL_VM_ACCEL_SOFT) != soft)
+		return kap_error_plain(err, EINVAL,
+				       "vm restore: --accel %s, but the snapshot holds %s state "
+				       "(the soft CPU's and KVM's are not converted): restore "
+				       "with --accel %s",
+				       soft ? "kvm" : "soft", soft ? "soft CPU" : "KVM",
+				       soft ? "soft" : "kvm");
+	c->accel = soft ? KAPSEL_VM_ACCEL_SOFT : KAPSEL_VM_ACCEL_KVM;
 	c->cpus = s->h->ncpus;
 	c->mem_size = s->h->mem_size;
 	c->mem_shared = false;
@@ -962,14 +982,27 @@ static int load_virtio(struct kap_vm *vm, const struct kap_snap *s, struct kapse
 	return 0;
 }
 
+static const void *soft_get(const void *ctx, uint32_t type, uint32_t index, uint64_t *len)
+{
+	return find(ctx, type, index, len);
+}
+
 int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_error **err)
 {
 	static const uint32_t chips[] = {KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
 					 KVM_IRQCHIP_IOAPIC};
+	char accel[16];
+	bool soft = config_get(s, "accel", accel, sizeof(accel)) && !strcmp(accel, "soft");
+	if (soft != vm->soft)
+		return kap_error_plain(err, EINVAL,
+				       "%s: the state is %s, this VM runs on %s (the two are not "
+				       "converted)",
+				       s->what, soft ? "the soft CPU's" : "KVM's",
+				       vm->soft ? "the soft CPU" : "KVM");
 	int r = load_virtio(vm, s, err);
 	if (r < 0)
 		return r;
-	for (size_t k = 0; k < 3; k++) {
+	for (size_t k = 0; k < 3 && !vm->soft; k++) {
 		struct kvm_irqchip chip;
 		NEED(SEC_IRQCHIP, chips[k], chip);
 		if (chip.chip_id != chips[k])
@@ -978,7 +1011,7 @@ int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_err
 		if (ioctl(vm->fd, KVM_SET_IRQCHIP, &chip) < 0)
 			return kap_error(err, errno, "KVM_SET_IRQCHIP %u", chips[k]);
 	}
-	if (!vm->cfg->no_pit) {
+	if (!vm->cfg->no_pit && !vm->soft) {
 		struct kvm_pit_state2 pit;
 		NEED(SEC_PIT2, 0, pit);
 		if (ioctl(vm->fd, KVM_SET_PIT2, &pit) < 0)
@@ -996,11 +1029,13 @@ int kap_snap_load(struct kap_vm *vm, const struct kap_snap *s, struct kapsel_err
 	if (kap_serial_load(vm->serial, &ser, &why) < 0 || kap_rtc_load(vm->rtc, &rtc, &why) < 0 ||
 	    kap_fw_cfg_load(vm->fw_cfg, &fw, &why) < 0 || kap_i8042_load(vm->i8042, &kbd, &why) < 0)
 		return kap_error_plain(err, EINVAL, "%s: %s", s->what, why);
-	for (unsigned int i = 0; i < vm->ncpus; i++)
+	if (vm->soft && (r = kap_soft_state_load(vm, soft_get, s, s->what, err)) < 0)
+		return r;
+	for (unsigned int i = 0; i < vm->ncpus && !vm->soft; i++)
 		if ((r = load_vcpu(vm, s, i, err)) < 0)
 			return r;
 	uint64_t len;
-	if (find(s, SEC_CLOCK, 0, &len)) {
+	if (!vm->soft && find(s, SEC_CLOCK, 0, &len)) {
 		struct kvm_clock_data clock;
 		NEED(SEC_CLOCK, 0, clock);
 		struct kvm_clock_data d = {.clock = clock.clock};

@@ -282,11 +282,11 @@ static void *vcpu_thread(void *arg)
 	char name[16];
 	snprintf(name, sizeof(name), "vcpu%u", v->id);
 	pthread_setname_np(pthread_self(), name);
+	kap_jail_thread(KAP_JAIL_VCPU, v->id); /* soft or KVM: each vCPU thread has its filter */
 	if (v->soft) {
 		kap_soft_vcpu_run(v); /* --accel soft: its own loop over the same buses */
 		return NULL;
 	}
-	kap_jail_thread(KAP_JAIL_VCPU, v->id);
 	while (!atomic_load(&vm->stop)) {
 		if (atomic_load_explicit(&vm->pause_req, memory_order_acquire)) {
 			kap_vm_park(v);

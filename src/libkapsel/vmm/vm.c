@@ -709,8 +709,9 @@ static int setup_soft_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entr
 		if (r < 0)
 			return r;
 	}
-	/* The irqfds deliver to the local APICs, which exist now. */
-	return kap_soft_irqfds_start(vm->soft_irqfds, err);
+	/* The irqfds deliver to the local APICs, which exist now. In a jail the thread starts
+	 * once the jail is closed (vm_setup), so that it runs under its seccomp filter. */
+	return vm->jail ? 0 : kap_soft_irqfds_start(vm->soft_irqfds, err);
 }
 
 static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_error **err)
@@ -737,6 +738,21 @@ static int boot(struct kap_vm *vm, struct kap_boot_entry *entry, struct kapsel_e
 	cleanup_free char *cmdline = build_cmdline(vm);
 	if (!cmdline)
 		return kap_error(err, ENOMEM, "kernel command line");
+	if (vm->soft && in->img.kind == KAP_BOOT_BZIMAGE) {
+		/* The soft CPU boots the vmlinux inside through PVH (x86/boot-unpack.c). */
+		struct mapped_file v;
+		struct kap_boot_image img;
+		r = kap_boot_unpack_bzimage(in->kernel.p, in->kernel.len, &v.p, &v.len, &img, err);
+		if (r < 0)
+			return kap_error_wrap(err, "kernel %s", c->kernel);
+		if (r > 0) {
+			kap_debug("vm: bzImage %s unpacked on the host: %zu bytes of vmlinux",
+				  c->kernel, v.len);
+			unmap_file(&in->kernel);
+			in->kernel = v;
+			in->img = img;
+		}
+	}
 	r = kap_boot_load(vm, &in->img, in->kernel.p, in->kernel.len, in->initrd.p, in->initrd.len,
 			  cmdline, entry, err);
 	if (r < 0)
@@ -812,7 +828,9 @@ static int setup_vcpus(struct kap_vm *vm, const struct kap_boot_entry *entry,
 static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 {
 	const struct kapsel_vm_config *c = vm->cfg;
-	struct kap_boot_entry entry;
+	/* Zero for a restore or a migration: the soft vCPUs start from it, then load their state.
+	 */
+	struct kap_boot_entry entry = {0};
 	unsigned int ncpus = c->cpus ? c->cpus : 1;
 	/* The input first, KVM after: see check_inputs. */
 	int r = check_inputs(c, vm->in, err);
@@ -855,7 +873,8 @@ static int vm_setup(struct kap_vm *vm, int sfd, struct kapsel_error **err)
 	if ((r = kap_api_start(vm, err)) < 0 || !vm->jail)
 		return r;
 	/* Every host resource is open and no thread runs yet: close the jail, then start them. */
-	if ((r = kap_jail_enter(vm->jail, vm, err)) < 0)
+	if ((r = kap_jail_enter(vm->jail, vm, err)) < 0 ||
+	    (vm->soft && (r = kap_soft_irqfds_start(vm->soft_irqfds, err)) < 0))
 		return r;
 	for (unsigned int i = 0; i < vm->nvirtio; i++)
 		if ((r = kap_virtio_start(&vm->virtio[i].dev, err)) < 0)

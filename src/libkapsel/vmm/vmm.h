@@ -46,7 +46,23 @@ struct kap_guest_mem {
 	 * drops the translations of pages the VMM wrote (vmm/soft/cpu.c); one per soft vCPU.
 	 */
 	struct kap_mem_written *written;
+	/*
+	 * Soft path: the dirty log is on, so the soft CPU marks each page it stores to in
+	 * vmm_dirty (kap_mem_log_store), the log KVM keeps in the kernel on the KVM path.
+	 */
+	atomic_bool soft_log;
 };
+
+/* A soft vCPU stored to RAM page idx: logged while the dirty log is on (snapshots, migration). */
+static inline void kap_mem_log_store(struct kap_guest_mem *m, uint64_t idx)
+{
+	if (!atomic_load_explicit(&m->soft_log, memory_order_acquire))
+		return;
+	_Atomic uint64_t *w = &m->vmm_dirty[idx / 64];
+	uint64_t bit = 1ULL << (idx % 64);
+	if (!(atomic_load_explicit(w, memory_order_relaxed) & bit))
+		atomic_fetch_or(w, bit);
+}
 
 /*
  * The soft CPU's written-page records (docs/vm.md, Device writes and translated code): one per

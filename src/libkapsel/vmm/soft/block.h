@@ -11,7 +11,10 @@
 #include "vmm/soft/soft.h"
 
 #define KAP_SOFT_BLOCK_MAX 64
-#define KAP_SOFT_HASH	   4096
+/* Buckets of blocks by physical address, and by page for invalidation: a Linux boot makes about
+ * 80,000 blocks, and a few thousand writes to pages with code (measured, docs/vm.md). */
+#define KAP_SOFT_HASH	   32768
+#define KAP_SOFT_PAGE_HASH 8192
 
 struct kap_soft_op {
 	struct kap_soft_insn d;
@@ -35,6 +38,9 @@ struct kap_soft_block {
 	unsigned int mode;
 	unsigned int n;
 	bool chain; /* it ends in a jump to a fixed target, or falls through: links are kept */
+	/* In the page index: [0] by the page of phys, [1] by page2 (when there is one); pprev
+	 * points at the pointer to this block, for unlinking without a walk. */
+	struct kap_soft_block *pnext[2], **pprev[2];
 	/* Chaining: the blocks that ran after this one, by the RIP they start at; valid while
 	 * link_epoch is the cache's epoch, and only for the physical address and mode found now. */
 	uint64_t link_epoch;
@@ -46,6 +52,7 @@ struct kap_soft_block {
 
 struct kap_soft_cache {
 	struct kap_soft_block *hash[KAP_SOFT_HASH];
+	struct kap_soft_block *pages[2][KAP_SOFT_PAGE_HASH]; /* the page index (pnext) */
 	struct kap_soft_block *garbage;
 	uint64_t epoch; /* bumped whenever blocks are dropped: every chain link older is void */
 };

@@ -56,25 +56,16 @@
 #include "vmm/soft/irq.h"
 #include "vmm/soft/jit.h"
 #include "vmm/soft/soft.h"
+#include "vmm/soft/state.h"
 #include "vmm/vmm.h"
 #include "vmm/x86/x86.h"
 
 const char *kap_soft_unsupported(const struct kapsel_vm_config *c)
 {
-	if (c->balloon.enabled)
-		return "virtio-balloon (--balloon: not yet tried on the soft CPU)";
 	if (c->cpu_features && strstr(c->cpu_features, "hv-"))
 		return "Hyper-V enlightenments (--cpu-features hv-*)";
-	if (c->restore_state)
-		return "vm restore (snapshots hold KVM state)";
-	if (c->name || c->api_sock)
-		return "the control API (--name, --api-sock: pause and snapshots are KVM's)";
-	if (c->incoming)
-		return "an incoming migration (--incoming: the stream holds KVM state)";
 	if (c->firmware)
 		return "firmware (--firmware: the BIOS ROM mapping is KVM's for now)";
-	if (c->jail)
-		return "--jail (its seccomp tables are the KVM threads')";
 	return NULL;
 }
 
@@ -304,21 +295,69 @@ static int64_t ram_page(struct kap_soft_cpu *cpu, uint64_t gpa)
 	return (int64_t)((uint64_t)(p - cpu->vm->mem.host) >> 12);
 }
 
+static unsigned int hash(uint64_t phys, unsigned int mode)
+{
+	return (unsigned int)(((phys ^ mode) * 0x9e3779b97f4a7c15ULL) >> 49) & (KAP_SOFT_HASH - 1);
+}
+
+static unsigned int page_hash(uint64_t page)
+{
+	return (unsigned int)((page >> 12) * 0x9e3779b97f4a7c15ULL >> 51) &
+	       (KAP_SOFT_PAGE_HASH - 1);
+}
+
+/* Puts a new block in the hash table and the page index. */
+static void cache_insert(struct kap_soft_cache *c, struct kap_soft_block *b)
+{
+	unsigned int h = hash(b->phys, b->mode);
+	b->next = c->hash[h];
+	c->hash[h] = b;
+	uint64_t pg[2] = {b->phys & ~0xfffULL, b->page2};
+	for (int k = 0; k < 2; k++) {
+		b->pnext[k] = NULL;
+		b->pprev[k] = NULL;
+		if (pg[k] == ~0ULL)
+			continue;
+		struct kap_soft_block **head = &c->pages[k][page_hash(pg[k])];
+		b->pnext[k] = *head;
+		if (*head)
+			(*head)->pprev[k] = &b->pnext[k];
+		*head = b;
+		b->pprev[k] = head;
+	}
+}
+
+/* Takes block b out of the hash table and the page index, onto the garbage list. */
+static void cache_drop(struct kap_soft_cache *c, struct kap_soft_block *b)
+{
+	struct kap_soft_block **pp = &c->hash[hash(b->phys, b->mode)];
+	while (*pp != b)
+		pp = &(*pp)->next;
+	*pp = b->next;
+	for (int k = 0; k < 2; k++) {
+		if (!b->pprev[k])
+			continue;
+		*b->pprev[k] = b->pnext[k];
+		if (b->pnext[k])
+			b->pnext[k]->pprev[k] = b->pprev[k];
+		b->pprev[k] = NULL;
+	}
+	b->next = c->garbage;
+	c->garbage = b;
+}
+
 static void invalidate_page(struct kap_soft_cpu *cpu, uint64_t gpa)
 {
 	uint64_t page = gpa & ~0xfffULL;
 	struct kap_soft_cache *c = cpu->cache;
-	for (size_t i = 0; i < KAP_SOFT_HASH; i++) {
-		struct kap_soft_block **pp = &c->hash[i];
-		while (*pp) {
-			struct kap_soft_block *b = *pp;
-			if ((b->phys & ~0xfffULL) == page || b->page2 == page) {
-				*pp = b->next;
-				b->next = c->garbage;
-				c->garbage = b;
-			} else {
-				pp = &b->next;
-			}
+	unsigned int ph = page_hash(page);
+	for (int k = 0; k < 2; k++) {
+		struct kap_soft_block *b = c->pages[k][ph];
+		while (b) {
+			struct kap_soft_block *n = b->pnext[k];
+			if ((k == 0 ? b->phys & ~0xfffULL : b->page2) == page)
+				cache_drop(c, b);
+			b = n;
 		}
 	}
 	int64_t idx = ram_page(cpu, gpa);
@@ -347,6 +386,7 @@ static uint64_t page_gpa(const struct kap_soft_cpu *cpu, uint64_t idx)
 void kap_soft_stored(struct kap_soft_cpu *cpu, const uint8_t *p)
 {
 	uint64_t idx = (uint64_t)(p - cpu->vm->mem.host) >> 12;
+	kap_mem_log_store(&cpu->vm->mem, idx); /* the dirty log, when on (state.c) */
 	if (cpu->vm->ncpus > 1)
 		atomic_thread_fence(memory_order_seq_cst);
 	if (idx >= cpu->npages ||
@@ -412,6 +452,7 @@ static void pte_set(struct kap_soft_cpu *cpu, uint64_t gpa, unsigned int n, uint
 	uint8_t *p = kap_mem_ptr(&cpu->vm->mem, gpa, n);
 	if (!p)
 		return;
+	kap_mem_log_store(&cpu->vm->mem, (uint64_t)(p - cpu->vm->mem.host) >> 12);
 	/* Atomically, as the CPU sets them: another vCPU may be changing the entry (a table
 	 * entry is aligned to its size, so the host address is too). */
 	if (n == 8)
@@ -722,6 +763,20 @@ uint8_t *kap_soft_write_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t
 		return NULL;
 	uint64_t gpa = translate(cpu, lin, ACC_WRITE | (cpu->cpl == 3 ? ACC_USER : 0));
 	return kap_mem_ptr(&cpu->vm->mem, gpa, n);
+}
+
+uint8_t *kap_soft_string_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			     uint64_t *len, bool write)
+{
+	uint64_t lin = seg_linear(cpu, seg, off, 1, write); /* 64-bit mode: base only */
+	uint64_t room = 0x1000 - (lin & 0xfff);
+	if (*len > room)
+		*len = room;
+	unsigned int acc = (write ? ACC_WRITE : 0) | (cpu->cpl == 3 ? ACC_USER : 0);
+	struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
+	if (e)
+		return e->host + (lin & 0xfff);
+	return kap_mem_ptr(&cpu->vm->mem, translate(cpu, lin, acc), (size_t)*len);
 }
 
 /* ---- segment loads (SDM vol. 3 §3.4, §5.4) ---- */
@@ -1064,7 +1119,7 @@ void kap_soft_halt(struct kap_soft_cpu *cpu)
 			next = lnext;
 		if (ints && next && next > now && next - now < wait)
 			wait = next - now;
-		uint64_t until = now + wait;
+		uint64_t until = kap_soft_host_ns(now + wait); /* the guest clock's, state.c */
 		struct timespec ts = {.tv_sec = (time_t)(until / 1000000000ULL),
 				      .tv_nsec = (long)(until % 1000000000ULL)};
 		pthread_mutex_lock(&cpu->halt_lock);
@@ -1172,18 +1227,39 @@ static bool take_interrupt(struct kap_soft_cpu *cpu)
 
 uint64_t kap_soft_rdtsc(struct kap_soft_cpu *cpu)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	/* A 1 GHz TSC: one tick a nanosecond (CPUID leaf 0x15 says so). */
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec +
-	       (uint64_t)cpu->tsc_offset;
+	/* A 1 GHz TSC: one tick a nanosecond (CPUID leaf 0x15 says so), of the guest clock,
+	 * which a pause stops (state.c). */
+	return kap_soft_now_ns() + (uint64_t)cpu->tsc_offset;
 }
+
+/*
+ * IA32_ARCH_CAPABILITIES (SDM vol. 4 table 2-2): the soft CPU neither speculates nor keeps
+ * microarchitectural buffers, so it reports itself free of every bug these bits name: RDCL_NO
+ * (Meltdown, L1TF), IBRS_ALL (enhanced IBRS), SKIP_L1DFL_VMENTRY, SSB_NO, MDS_NO,
+ * IF_PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, BHI_NO, PBRSB_NO, GDS_NO,
+ * RFDS_NO and ITS_NO (bit 62). Without it Linux takes the model (Skylake-SP) as vulnerable and
+ * boots with page-table isolation, retpolines, return thunks and VERW on each return to user
+ * mode, which the soft CPU pays for in full (docs/vm.md).
+ */
+#define KAP_SOFT_ARCH_CAPS                                                                         \
+	((1ULL << 0) | (1ULL << 1) | (1ULL << 3) | (1ULL << 4) | (1ULL << 5) | (1ULL << 6) |       \
+	 (1ULL << 8) | (1ULL << 13) | (1ULL << 14) | (1ULL << 15) | (1ULL << 20) | (1ULL << 24) |  \
+	 (1ULL << 26) | (1ULL << 27) | (1ULL << 62))
 
 bool kap_soft_rdmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t *v)
 {
 	switch (index) {
 	case 0x10:
 		*v = kap_soft_rdtsc(cpu);
+		return true;
+	case 0x3b:
+		*v = (uint64_t)cpu->tsc_adjust;
+		return true;
+	case 0x48:
+		*v = cpu->spec_ctrl;
+		return true;
+	case 0x10a:
+		*v = KAP_SOFT_ARCH_CAPS;
 		return true;
 	case 0x1b:
 		*v = cpu->apic_base;
@@ -1241,9 +1317,24 @@ bool kap_soft_rdmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t *v)
 bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v)
 {
 	switch (index) {
-	case 0x10:
-		cpu->tsc_offset += (int64_t)(v - kap_soft_rdtsc(cpu));
+	case 0x10: {
+		/* SDM vol. 3 §18.17.3: a write to the TSC moves TSC_ADJUST by as much. */
+		int64_t delta = (int64_t)(v - kap_soft_rdtsc(cpu));
+		cpu->tsc_offset += delta;
+		cpu->tsc_adjust += delta;
 		return true;
+	}
+	case 0x3b:
+		cpu->tsc_offset += (int64_t)v - cpu->tsc_adjust;
+		cpu->tsc_adjust = (int64_t)v;
+		return true;
+	case 0x48: /* SPEC_CTRL: IBRS only (CPUID 7.0 EDX[26]; no STIBP or SSBD bit) */
+		if (v & ~1ULL)
+			return false;
+		cpu->spec_ctrl = v;
+		return true;
+	case 0x49: /* PRED_CMD: IBPB, a barrier with nothing to flush here; write-only */
+		return (v & ~1ULL) == 0;
 	case 0x8b: /* IA32_BIOS_SIGN_ID: Linux clears it before CPUID(1); nothing to keep */
 		return true;
 	case 0x1b:
@@ -1309,7 +1400,6 @@ bool kap_soft_wrmsr(struct kap_soft_cpu *cpu, uint32_t index, uint64_t v)
  */
 void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint32_t out[4])
 {
-	(void)sub;
 	memset(out, 0, 4 * sizeof(uint32_t));
 	switch (leaf) {
 	case 0:
@@ -1330,6 +1420,14 @@ void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint3
 			 (1u << 9) | (1u << 15) | (1u << 19) | (1u << 23) | (1u << 24) |
 			 (1u << 25) | (1u << 26);
 		return;
+	case 7:
+		if (sub != 0)
+			return;
+		out[1] = 1u << 1; /* TSC_ADJUST */
+		/* IBRS/IBPB (SPEC_CTRL, PRED_CMD) and ARCH_CAPABILITIES, which says which
+		 * speculation bugs this CPU lacks: all of them, it does not speculate. */
+		out[3] = (1u << 26) | (1u << 29);
+		return;
 	case 0x15:
 		/* TSC and crystal (the LAPIC timer's clock) at 1 GHz: the host's ns (docs/vm.md).
 		 */
@@ -1344,7 +1442,10 @@ void kap_soft_cpuid(struct kap_soft_cpu *cpu, uint32_t leaf, uint32_t sub, uint3
 		memcpy(&out[3], "ftCP", 4);
 		return;
 	case 0x80000000:
-		out[0] = 0x80000001;
+		out[0] = 0x80000007;
+		return;
+	case 0x80000007:
+		out[3] = 1u << 8; /* invariant TSC: host CLOCK_MONOTONIC runs in every state */
 		return;
 	case 0x80000001:
 		out[2] = (1u << 0) | (1u << 5);		       /* LAHF/SAHF in 64-bit mode, LZCNT */
@@ -1367,11 +1468,6 @@ void kap_soft_write_buf(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off
 }
 
 /* ---- blocks ---- */
-
-static unsigned int hash(uint64_t phys, unsigned int mode)
-{
-	return (unsigned int)(((phys >> 2) ^ (phys >> 14) ^ mode) & (KAP_SOFT_HASH - 1));
-}
 
 /* Marks a RAM page as holding decoded code (stores to it then invalidate). */
 static void mark_code(struct kap_soft_cpu *cpu, uint64_t gpa)
@@ -1484,9 +1580,7 @@ static struct kap_soft_block *translate_block(struct kap_soft_cpu *cpu, uint64_t
 	b->link_rip[0] = b->link_rip[1] = 0;
 	memset(&b->jit, 0, sizeof(b->jit));
 	memcpy(b->ops, ops, n * sizeof(ops[0]));
-	unsigned int h = hash(phys, cpu->mode);
-	b->next = cpu->cache->hash[h];
-	cpu->cache->hash[h] = b;
+	cache_insert(cpu->cache, b);
 	return b;
 }
 
@@ -1638,7 +1732,10 @@ void kap_soft_vcpu_run(struct kap_vcpu *v)
 		}
 		if (cpu->halted || cpu->wait_sipi) {
 			kap_soft_halt(cpu);
-			cpu->halted = false;
+			/* A pause or a stop ended the wait, not an interrupt: still halted (a
+			 * snapshot records that; a resume halts again). */
+			if (!atomic_load(&vm->pause_req) && !atomic_load(&vm->stop))
+				cpu->halted = false;
 		}
 	}
 	kap_debug("vm: soft vCPU %u stopped at CS:RIP 0x%x:0x%" PRIx64 " (%u-bit code)", cpu->id,

@@ -179,13 +179,83 @@ __asm__(".pushsection .text\n"
 	".endr\n"
 	".endr\n"
 	".size kap_soft_cvtsi2_stubs, . - kap_soft_cvtsi2_stubs\n"
+	/* The MMX-SSE conversions: index sel * 3 + (op 2A: 0, 2C: 1, 2D: 2), sel 0 none, 1 66.
+	 * 2A CVTPI2PS/PD xmm0, mm1: rdi the XMM destination (updated), rsi the 8-byte source.
+	 * 2C/2D CVT(T)PS2PI/PD2PI mm0, xmm1: rdi the 8-byte destination, rsi the XMM source.
+	 * EMMS at the end: kapsel's own code expects an empty x87 stack. */
+	".macro KAP_PIMIX_STUB pfx, op\n"
+	".balign 32\n"
+	"0:\n"
+	"endbr64\n"
+	".if \\op == 0x2a\n"
+	"movdqu (%rdi), %xmm0\n"
+	"movq (%rsi), %mm1\n"
+	".else\n"
+	"movdqu (%rsi), %xmm1\n"
+	".endif\n"
+	"ldmxcsr (%rdx)\n"
+	".if \\pfx\n"
+	".byte \\pfx\n"
+	".endif\n"
+	".byte 0x0f, \\op, 0xc1\n"
+	"stmxcsr (%rdx)\n"
+	".if \\op == 0x2a\n"
+	"movdqu %xmm0, (%rdi)\n"
+	".else\n"
+	"movq %mm0, (%rdi)\n"
+	".endif\n"
+	"emms\n"
+	"ret\n"
+	".org 0b + 32\n"
+	".endm\n"
+	".balign 32\n"
+	".globl kap_soft_pimix_stubs\n"
+	".hidden kap_soft_pimix_stubs\n"
+	".type kap_soft_pimix_stubs, @function\n"
+	"kap_soft_pimix_stubs:\n"
+	".irp p,0,0x66\n"
+	".irp o,0x2a,0x2c,0x2d\n"
+	"KAP_PIMIX_STUB \\p, \\o\n"
+	".endr\n"
+	".endr\n"
+	".size kap_soft_pimix_stubs, . - kap_soft_pimix_stubs\n"
+	/* 66 0F 3A 40 DPPS, 41 DPPD, 42 MPSADBW xmm0, xmm1, imm8: index (op - 0x40) * 256 + imm. */
+	".macro KAP_DP_STUB op, imm\n"
+	".balign 32\n"
+	"0:\n"
+	"endbr64\n"
+	"movdqu (%rdi), %xmm0\n"
+	"movdqu (%rsi), %xmm1\n"
+	"ldmxcsr (%rdx)\n"
+	".byte 0x66, 0x0f, 0x3a, \\op, 0xc1, \\imm\n"
+	"stmxcsr (%rdx)\n"
+	"movdqu %xmm0, (%rdi)\n"
+	"ret\n"
+	".org 0b + 32\n"
+	".endm\n"
+	".balign 32\n"
+	".globl kap_soft_dp_stubs\n"
+	".hidden kap_soft_dp_stubs\n"
+	".type kap_soft_dp_stubs, @function\n"
+	"kap_soft_dp_stubs:\n"
+	".irp o,0x40,0x41,0x42\n"
+	".irp a,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"
+	".irp b,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"
+	"KAP_DP_STUB \\o, (\\a << 4) | \\b\n"
+	".endr\n"
+	".endr\n"
+	".endr\n"
+	".size kap_soft_dp_stubs, . - kap_soft_dp_stubs\n"
+	".purgem KAP_PIMIX_STUB\n"
+	".purgem KAP_DP_STUB\n"
 	".purgem KAP_SSE_STUB\n"
 	".purgem KAP_MMX_STUB\n"
 	".purgem KAP_SSE_MAP\n"
 	".popsection\n");
 
 extern const char kap_soft_sse_stubs[], kap_soft_mmx_stubs[], kap_soft_cmp_stubs[],
-    kap_soft_round_stubs[], kap_soft_cvt2si_stubs[], kap_soft_cvtsi2_stubs[];
+    kap_soft_round_stubs[], kap_soft_cvt2si_stubs[], kap_soft_cvtsi2_stubs[],
+    kap_soft_pimix_stubs[], kap_soft_dp_stubs[];
 typedef uint64_t (*sse_stub)(void *dst, const void *src, uint32_t *mxcsr);
 
 static sse_stub stub_at(const char *base, unsigned int i)
@@ -477,13 +547,62 @@ static void x_round(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	cpu->fpu.xmm[d->reg] = dst;
 }
 
+/*
+ * The MMX forms: 0F 2A CVTPI2PS, 66 0F 2A CVTPI2PD (xmm, mm/m64); 0F 2C CVTTPS2PI, 0F 2D
+ * CVTPS2PI (mm, xmm/m64); 66 0F 2C CVTTPD2PI, 66 0F 2D CVTPD2PI (mm, xmm/m128, aligned). An
+ * MMX register operand makes the x87 unit go over to MMX (TOP 0, all tags valid, a pending x87
+ * exception first as #MF); CVTPI2PS/PD from memory do not (SDM vol. 2, CVTPI2PS, CVTPI2PD).
+ */
+static void cvt_pi(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d, unsigned int sel,
+		   unsigned int op)
+{
+	unsigned int idx = sel * 3 + (op == 0x2a ? 0 : op == 0x2c ? 1 : 2);
+	uint32_t mx = mx_in(cpu), host;
+	if (op == 0x2a) {
+		if (d->mod == 3)
+			mmx_enter(cpu);
+		uint64_t src = mm_src(cpu, d, 8);
+		union kap_soft_xmm dst = cpu->fpu.xmm[d->reg];
+		host = host_mx_save();
+		stub_at(kap_soft_pimix_stubs, idx)(&dst, &src, &mx);
+		host_mx_restore(host);
+		mx_out(cpu, mx);
+		cpu->fpu.xmm[d->reg] = dst;
+		return;
+	}
+	mmx_enter(cpu);
+	union kap_soft_xmm src = xmm_src(cpu, d, sel ? 16 : 8, sel != 0);
+	uint64_t dst = 0;
+	host = host_mx_save();
+	stub_at(kap_soft_pimix_stubs, idx)(&dst, &src, &mx);
+	host_mx_restore(host);
+	mx_out(cpu, mx);
+	mm_set(cpu, d->reg, dst);
+}
+
+/* 66 0F 3A 40 DPPS, 41 DPPD, 42 MPSADBW xmm, xmm/m128 (aligned), imm8: on the host. */
+static void x_dp(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
+{
+	sse_enter(cpu);
+	unsigned int op = d->op & 0xff;
+	union kap_soft_xmm dst = cpu->fpu.xmm[d->reg], src = xmm_src(cpu, d, 16, true);
+	uint32_t mx = mx_in(cpu), host = host_mx_save();
+	stub_at(kap_soft_dp_stubs, (op - 0x40) * 256 + ((unsigned int)d->imm & 0xff))(&dst, &src,
+										      &mx);
+	host_mx_restore(host);
+	mx_out(cpu, mx);
+	cpu->fpu.xmm[d->reg] = dst;
+}
+
 /* F3/F2 0F 2A CVTSI2SS/SD, 2C CVTTSS2SI/CVTTSD2SI, 2D CVTSS2SI/CVTSD2SI. */
 static void x_cvt_int(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
 	sse_enter(cpu);
 	unsigned int sel = psel(d), op = d->op & 0xff, w = d->osize == 8;
-	if (sel < 2)
-		kap_soft_unimplemented(cpu, d); /* the MMX forms CVTPI2PS and friends */
+	if (sel < 2) {
+		cvt_pi(cpu, d, sel, op);
+		return;
+	}
 	uint32_t mx = mx_in(cpu), host;
 	if (op == 0x2a) {
 		uint64_t v = get_rm(cpu, d, w ? 8 : 4);
@@ -1233,6 +1352,8 @@ kap_soft_exec_fn kap_soft_sse_lookup(const struct kap_soft_insn *d)
 			return x_palignr;
 		if ((op >= 0x14 && op <= 0x17) || (op >= 0x20 && op <= 0x22))
 			return x_extr_ins;
+		if (op >= 0x40 && op <= 0x42)
+			return sel == 1 ? x_dp : NULL;
 		if (op >= 0x60 && op <= 0x63)
 			return x_pcmpstr;
 		return NULL;

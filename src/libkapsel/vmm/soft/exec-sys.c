@@ -380,3 +380,95 @@ void kap_soft_sys_grp15(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 		return;
 	kap_soft_unimplemented(cpu, d);
 }
+
+/*
+ * 0F 02 LAR, 0F 03 LSL (SDM vol. 2, LAR, LSL): the access rights or the limit of the
+ * descriptor a selector names, with ZF set; ZF clear and the destination untouched when the
+ * selector is null, beyond its table, of a system type the instruction does not take, or not
+ * visible at max(CPL, RPL) (conforming code always is). #UD outside protected mode.
+ */
+void kap_soft_sys_lar_lsl(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
+{
+	if (!(cpu->cr0 & KAP_SOFT_CR0_PE) || (cpu->flags & (1ULL << 17)))
+		kap_soft_raise(cpu, KAP_SOFT_XUD, 0, false);
+	bool lsl = (d->op & 0xff) == 0x03, ia32e = cpu->efer & KAP_SOFT_EFER_LMA;
+	uint16_t sel = (uint16_t)get_rm(cpu, d, 2);
+	uint64_t base = (sel & 4) ? cpu->ldtr.base : cpu->gdt_base;
+	uint64_t limit = (sel & 4) ? cpu->ldtr.limit : cpu->gdt_limit;
+	uint64_t f = kap_soft_get_flags(cpu) & ~KAP_SOFT_ZF;
+	bool ok = false;
+	uint64_t lo = 0;
+	if ((sel & ~3u) && (uint64_t)(sel & ~7u) + 7 <= limit) {
+		lo = kap_soft_read_lin(cpu, base + (sel & ~7u), 8);
+		unsigned int type = (lo >> 40) & 0xf, dpl = (lo >> 45) & 3;
+		bool s = (lo >> 44) & 1;
+		if (s) {
+			ok = true;
+		} else if (ia32e) {
+			/* LDT, 64-bit TSS (available, busy) and, for LAR, a 64-bit call gate; the
+			 * descriptor is 16 bytes, its upper half with a zero type field. */
+			ok = type == 2 || type == 9 || type == 0xb || (!lsl && type == 0xc);
+			if (ok && (uint64_t)(sel & ~7u) + 15 > limit)
+				ok = false;
+			if (ok &&
+			    ((kap_soft_read_lin(cpu, base + (sel & ~7u) + 8, 8) >> 40) & 0x1f))
+				ok = false;
+		} else {
+			/* TSSs and the LDT; for LAR also call and task gates. */
+			ok = type == 1 || type == 2 || type == 3 || type == 9 || type == 0xb ||
+			     (!lsl && (type == 4 || type == 5 || type == 0xc));
+		}
+		bool conforming = s && (type & 0xc) == 0xc;
+		if (ok && !conforming && (cpu->cpl > dpl || (sel & 3u) > dpl))
+			ok = false;
+	}
+	if (ok) {
+		uint64_t v;
+		if (lsl) {
+			v = (lo & 0xffff) | ((lo >> 32) & 0xf0000);
+			if ((lo >> 55) & 1)
+				v = (v << 12) | 0xfff;
+		} else {
+			v = (lo >> 32) & (d->osize == 2 ? 0xff00 : 0x00f0ff00);
+		}
+		set_reg(cpu, d, d->reg, d->osize, v & mask_of(d->osize));
+		f |= KAP_SOFT_ZF;
+	}
+	kap_soft_set_flags(cpu, f);
+}
+
+/*
+ * C4 LES, C5 LDS, 0F B2 LSS, 0F B4 LFS, 0F B5 LGS: a far pointer from memory, the offset (of
+ * the operand size: m16:16, m16:32, with REX.W m16:64 as Intel's CPUs take it) then the
+ * selector. The segment is loaded (and checked) before the register is written, so a fault
+ * leaves both as they were. A register operand is #UD.
+ */
+void kap_soft_sys_lfp(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
+{
+	if (d->mod == 3)
+		kap_soft_raise(cpu, KAP_SOFT_XUD, 0, false);
+	unsigned int s;
+	switch (d->op & 0xff) {
+	case 0xc4:
+		s = KAP_SOFT_ES;
+		break;
+	case 0xc5:
+		s = KAP_SOFT_DS;
+		break;
+	case 0xb2:
+		s = KAP_SOFT_SS;
+		break;
+	case 0xb4:
+		s = KAP_SOFT_FS;
+		break;
+	default:
+		s = KAP_SOFT_GS;
+		break;
+	}
+	unsigned int n = d->osize, seg = ea_seg(d);
+	uint64_t off = ea(cpu, d);
+	uint64_t v = kap_soft_read(cpu, seg, off, n);
+	uint16_t sel = (uint16_t)kap_soft_read(cpu, seg, (off + n) & mask_of(d->asize), 2);
+	kap_soft_load_seg(cpu, s, sel);
+	set_reg(cpu, d, d->reg, n, v);
+}

@@ -375,7 +375,9 @@ static bool reg_form_valid(unsigned int esc, unsigned int modrm)
 	case 0xde:
 		return reg != 3 || rm == 1;
 	case 0xdf:
-		return reg != 4; /* DF E0 is FNSTSW AX (control); E1-E7 undefined */
+		/* DF E0 is FNSTSW AX (control); E1-E7 and F8-FF are undefined: the host's own
+		 * x87 would fault on them inside a stub (SIGILL), so they are #UD here. */
+		return reg != 4 && reg != 7;
 	default:
 		return true;
 	}

@@ -1198,6 +1198,48 @@ static void x_grp9(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 
 /* ---- string instructions (SDM vol. 2, MOVS/STOS/LODS/CMPS/SCAS/INS/OUTS; REP) ---- */
 
+/*
+ * REP MOVS/STOS in 64-bit mode with DF clear, as many elements as lie in one page of the
+ * source and one of the destination: host memcpy/fill over RAM, then the translated-code check
+ * once for the page written. The same as element by element: no segment limits in 64-bit
+ * mode, the source page is resolved before the destination (so a fault is the first
+ * element's, with nothing done), A/D bits as the first element sets them. 0 when it cannot
+ * (MMIO, an element across a page end, overlapping source and destination, where each element
+ * must see the one before): the caller does one element the slow way.
+ */
+static uint64_t string_run(struct kap_soft_cpu *cpu, unsigned int op, unsigned int n,
+			   unsigned int src_seg)
+{
+	uint64_t count = cpu->r[1] < 4096 ? cpu->r[1] : 4096;
+	uint64_t want = count * n, dlen = want;
+	const uint8_t *src = NULL;
+	if (op == 0xa4 || op == 0xa5) {
+		uint64_t slen = want;
+		src = kap_soft_string_ptr(cpu, src_seg, cpu->r[6], &slen, false);
+		if (!src)
+			return 0;
+		dlen = slen;
+	}
+	uint8_t *dst = kap_soft_string_ptr(cpu, KAP_SOFT_ES, cpu->r[7], &dlen, true);
+	uint64_t k = dlen / n, bytes = k * n;
+	if (!dst || k == 0 || (src && src < dst + bytes && dst < src + bytes))
+		return 0;
+	if (src) {
+		memcpy(dst, src, bytes);
+		cpu->r[6] += bytes;
+	} else if (n == 1) {
+		memset(dst, (int)(cpu->r[0] & 0xff), bytes);
+	} else {
+		uint64_t v = cpu->r[0];
+		for (uint64_t i = 0; i < bytes; i += n)
+			memcpy(dst + i, &v, n);
+	}
+	kap_soft_stored(cpu, dst);
+	cpu->r[7] += bytes;
+	cpu->r[1] -= k;
+	return k;
+}
+
 static void x_string(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 {
 	unsigned int op = d->op & 0xff, n;
@@ -1209,10 +1251,20 @@ static void x_string(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 	bool rep = d->pfx & (KAP_SOFT_PFX_REP | KAP_SOFT_PFX_REPNE);
 	unsigned int src_seg = d->seg == KAP_SOFT_SEG_NONE ? KAP_SOFT_DS : d->seg;
 	int64_t step = (kap_soft_get_flags(cpu) & KAP_SOFT_DIRF) ? -(int64_t)n : (int64_t)n;
-	/* At most this many iterations per visit, so the stop flag is seen: RIP stays put. */
+	bool fast = rep && step > 0 && cpu->mode == 8 && d->asize == 8 &&
+		    (op == 0xa4 || op == 0xa5 || op == 0xaa || op == 0xab);
+	/* At most this many elements per visit, so the stop flag is seen: RIP stays put. */
 	for (unsigned int iter = 0; iter < 4096; iter++) {
 		if (rep && (cpu->r[1] & am) == 0)
 			return;
+		if (fast) {
+			uint64_t k = string_run(cpu, op, n, src_seg);
+			if (k) {
+				iter += (unsigned int)k - 1;
+				continue;
+			}
+			fast = false; /* element by element for the rest of this visit */
+		}
 		uint64_t si = cpu->r[6] & am, di = cpu->r[7] & am;
 		bool cmp = false;
 		switch (op) {
@@ -1451,6 +1503,9 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 			return x_int;
 		case 0xcf:
 			return x_iret;
+		case 0xc4:
+		case 0xc5:
+			return kap_soft_sys_lfp; /* LES, LDS (VEX where decode.c says so) */
 		case 0xd7:
 			return x_xlat;
 		case 0xe0:
@@ -1507,6 +1562,9 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 		return kap_soft_sys_grp6;
 	case 0x01:
 		return kap_soft_sys_grp7;
+	case 0x02:
+	case 0x03:
+		return kap_soft_sys_lar_lsl;
 	case 0x05:
 	case 0x07:
 		return kap_soft_sys_syscall;
@@ -1566,6 +1624,10 @@ kap_soft_exec_fn kap_soft_exec_lookup(const struct kap_soft_insn *d)
 	case 0xc0:
 	case 0xc1:
 		return x_cmpxchg;
+	case 0xb2:
+	case 0xb4:
+	case 0xb5:
+		return kap_soft_sys_lfp; /* LSS, LFS, LGS */
 	case 0xb6:
 	case 0xb7:
 	case 0xbe:

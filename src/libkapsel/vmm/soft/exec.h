@@ -144,6 +144,8 @@ void kap_soft_sys_cpuid(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d)
 void kap_soft_sys_clts(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
 void kap_soft_sys_cache(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
 void kap_soft_sys_grp15(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+void kap_soft_sys_lar_lsl(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
+void kap_soft_sys_lfp(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);
 
 /* exec-x87.c: the D8-DF escapes and WAIT. */
 void kap_soft_x87(struct kap_soft_cpu *cpu, const struct kap_soft_insn *d);

@@ -223,3 +223,30 @@ void kap_soft_ioapic_free(struct kap_soft_ioapic *io)
 	pthread_mutex_destroy(&io->lock);
 	free(io);
 }
+
+void kap_soft_ioapic_save(struct kap_soft_ioapic *io, struct kap_soft_ioapic_state *s)
+{
+	*s = (struct kap_soft_ioapic_state){0};
+	pthread_mutex_lock(&io->lock);
+	s->id = io->id;
+	s->sel = io->sel;
+	s->level = io->level;
+	memcpy(s->rte, io->rte, sizeof(s->rte));
+	pthread_mutex_unlock(&io->lock);
+}
+
+int kap_soft_ioapic_load(struct kap_soft_ioapic *io, const struct kap_soft_ioapic_state *s,
+			 const char **why)
+{
+	if (s->sel > 0xff || s->level >> PINS) {
+		*why = "soft I/O APIC state out of range (IOREGSEL or a pin above 23)";
+		return -1;
+	}
+	pthread_mutex_lock(&io->lock);
+	io->id = s->id;
+	io->sel = s->sel;
+	io->level = s->level;
+	memcpy(io->rte, s->rte, sizeof(io->rte));
+	pthread_mutex_unlock(&io->lock);
+	return 0;
+}

@@ -103,3 +103,52 @@ int kap_soft_irqfd_msi_route(struct kap_soft_irqfds *x, unsigned int gsi, uint64
 /* Starts the thread (once the local APICs exist); stop and free join it. */
 int kap_soft_irqfds_start(struct kap_soft_irqfds *x, struct kapsel_error **err);
 void kap_soft_irqfds_free(struct kap_soft_irqfds *x);
+
+/*
+ * Snapshot state (state.c, docs/vm.md "Snapshot format"): each controller's registers in a
+ * fixed little-endian layout. Times are in the soft guest clock (kap_soft_now_ns). The load
+ * functions check every field a later access indexes or divides by, and return -1 with *why
+ * naming the field when the state is out of range (nothing is changed then).
+ */
+struct kap_soft_pic_state {
+	struct {
+		uint8_t irr, isr, imr, last_level, base, icw_step, icw4, auto_eoi, read_isr, elcr;
+		uint8_t pad[6];
+	} c[2];
+};
+_Static_assert(sizeof(struct kap_soft_pic_state) == 32, "soft PIC state layout");
+void kap_soft_pic_save(struct kap_soft_pic *p, struct kap_soft_pic_state *s);
+int kap_soft_pic_load(struct kap_soft_pic *p, const struct kap_soft_pic_state *s, const char **why);
+
+struct kap_soft_pit_state {
+	struct {
+		uint64_t start_ns;
+		uint32_t reload;
+		uint16_t latch;
+		uint8_t mode, rw, write_hi, read_hi, latched, lo, armed, pad[3];
+	} ch[3];
+	uint64_t next_irq_ns;
+};
+_Static_assert(sizeof(struct kap_soft_pit_state) == 80, "soft PIT state layout");
+void kap_soft_pit_save(struct kap_soft_pit *p, struct kap_soft_pit_state *s);
+int kap_soft_pit_load(struct kap_soft_pit *p, const struct kap_soft_pit_state *s, const char **why);
+
+struct kap_soft_lapic_state {
+	uint32_t id, tpr, svr, ldr, dfr, esr, icr_lo, icr_hi, tmict, tdcr;
+	uint32_t lvt[6], irr[8], isr[8], tmr[8];
+	uint32_t events, sipi_vector;
+	uint64_t timer_start_ns, period_ns, timer_next_ns;
+};
+_Static_assert(sizeof(struct kap_soft_lapic_state) == 192, "soft LAPIC state layout");
+void kap_soft_lapic_save(struct kap_soft_lapic *l, struct kap_soft_lapic_state *s);
+int kap_soft_lapic_load(struct kap_soft_lapic *l, const struct kap_soft_lapic_state *s,
+			const char **why);
+
+struct kap_soft_ioapic_state {
+	uint32_t id, sel, level, pad;
+	uint64_t rte[24];
+};
+_Static_assert(sizeof(struct kap_soft_ioapic_state) == 208, "soft I/O APIC state layout");
+void kap_soft_ioapic_save(struct kap_soft_ioapic *io, struct kap_soft_ioapic_state *s);
+int kap_soft_ioapic_load(struct kap_soft_ioapic *io, const struct kap_soft_ioapic_state *s,
+			 const char **why);

@@ -24,6 +24,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "vmm/jail.h"
 #include "vmm/soft/irq.h"
 #include "vmm/soft/soft.h"
 #include "vmm/vmm.h"
@@ -106,6 +107,9 @@ static void *irqfd_thread(void *opaque)
 {
 	struct kap_soft_irqfds *x = opaque;
 	struct pollfd p[IRQFD_MAX + 1];
+	/* --jail: a device thread's syscalls (poll, read, write on eventfds); vm.c starts this
+	 * thread after the jail closed, so it gets a filter as every other thread does. */
+	kap_jail_thread(KAP_JAIL_DEVICE, 0);
 	while (!atomic_load(&x->stop)) {
 		pthread_mutex_lock(&x->lock);
 		unsigned int n = x->n;

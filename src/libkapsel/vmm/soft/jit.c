@@ -878,6 +878,7 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 	unsigned int s = ea_seg(d);
 	size_t slow[8];
 	unsigned int ns = 0;
+	size_t logged = 0; /* a store: the jump to kap_soft_stored when the dirty log is on */
 	emit_ea(c, d, off);
 	if (c->mode == 8) {
 		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
@@ -948,6 +949,13 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 			op_mem(e, 0, 0x88, 8, RCX, 0); /* mov [rcx], r8b */
 		else
 			op_mem(e, size_fl(n), 0x89, 8, RCX, 0);
+		/* the dirty log (snapshots, migration: kap_mem_log_store), when on: the store
+		 * goes through kap_soft_stored, which logs it */
+		mov_imm64(e, RAX, (uint64_t)(uintptr_t)&c->cpu->vm->mem.soft_log);
+		e8(e, 0x80); /* cmp byte [rax], 0 */
+		e8(e, 0x38);
+		e8(e, 0x00);
+		logged = jump32(e, 0x5); /* jne */
 		/* the code-page check (kap_soft_stored's first look, its fence first) */
 		if (c->cpu->vm->ncpus > 1) {
 			e8(e, 0x0f); /* mfence */
@@ -965,6 +973,7 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 	size_t done = jump32(e, write ? 0x4 : -1); /* a store: je, unless the page has code */
 	size_t stop_check = 0;
 	if (write) { /* kap_soft_stored drops the page's translations */
+		fix(e, logged, e->pos);
 		op_rr(e, W, 0x89, RCX, RSI);
 		op_rr(e, W, 0x89, RBX, RDI);
 		call_abs(e, (const void *)kap_soft_stored);

@@ -518,3 +518,64 @@ void kap_soft_lapic_free(struct kap_soft_lapic *l)
 	pthread_mutex_destroy(&l->lock);
 	free(l);
 }
+
+void kap_soft_lapic_save(struct kap_soft_lapic *l, struct kap_soft_lapic_state *s)
+{
+	*s = (struct kap_soft_lapic_state){0};
+	pthread_mutex_lock(&l->lock);
+	s->id = l->id;
+	s->tpr = l->tpr;
+	s->svr = l->svr;
+	s->ldr = l->ldr;
+	s->dfr = l->dfr;
+	s->esr = l->esr;
+	s->icr_lo = l->icr_lo;
+	s->icr_hi = l->icr_hi;
+	s->tmict = l->tmict;
+	s->tdcr = l->tdcr;
+	memcpy(s->lvt, l->lvt, sizeof(s->lvt));
+	memcpy(s->irr, l->irr, sizeof(s->irr));
+	memcpy(s->isr, l->isr, sizeof(s->isr));
+	memcpy(s->tmr, l->tmr, sizeof(s->tmr));
+	s->events = atomic_load(&l->events);
+	s->sipi_vector = atomic_load(&l->sipi_vector);
+	s->timer_start_ns = l->timer_start_ns;
+	s->period_ns = l->period_ns;
+	s->timer_next_ns = atomic_load(&l->timer_next_ns);
+	pthread_mutex_unlock(&l->lock);
+}
+
+int kap_soft_lapic_load(struct kap_soft_lapic *l, const struct kap_soft_lapic_state *s,
+			const char **why)
+{
+	_Static_assert(LVT_N == 6, "the state's LVT count");
+	/* A periodic timer with no period would never move its deadline (kap_soft_lapic_poll). */
+	if (s->events & ~(unsigned)(KAP_SOFT_EV_NMI | KAP_SOFT_EV_INIT | KAP_SOFT_EV_SIPI) ||
+	    s->sipi_vector > 0xff || (s->timer_next_ns && !s->period_ns)) {
+		*why = "soft local APIC state out of range (events, STARTUP vector or timer)";
+		return -1;
+	}
+	pthread_mutex_lock(&l->lock);
+	l->id = s->id;
+	l->tpr = s->tpr;
+	l->svr = s->svr;
+	l->ldr = s->ldr;
+	l->dfr = s->dfr;
+	l->esr = s->esr;
+	l->icr_lo = s->icr_lo;
+	l->icr_hi = s->icr_hi;
+	l->tmict = s->tmict;
+	l->tdcr = s->tdcr;
+	memcpy(l->lvt, s->lvt, sizeof(l->lvt));
+	memcpy(l->irr, s->irr, sizeof(l->irr));
+	memcpy(l->isr, s->isr, sizeof(l->isr));
+	memcpy(l->tmr, s->tmr, sizeof(l->tmr));
+	atomic_store(&l->events, s->events);
+	atomic_store(&l->sipi_vector, s->sipi_vector);
+	l->timer_start_ns = s->timer_start_ns;
+	l->period_ns = s->period_ns;
+	atomic_store(&l->timer_next_ns, s->timer_next_ns);
+	update(l);
+	pthread_mutex_unlock(&l->lock);
+	return 0;
+}

@@ -260,3 +260,52 @@ void kap_soft_pic_free(struct kap_soft_pic *p)
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
+
+void kap_soft_pic_save(struct kap_soft_pic *p, struct kap_soft_pic_state *s)
+{
+	*s = (struct kap_soft_pic_state){0};
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; i < 2; i++) {
+		const struct chip *c = &p->c[i];
+		s->c[i].irr = c->irr;
+		s->c[i].isr = c->isr;
+		s->c[i].imr = c->imr;
+		s->c[i].last_level = c->last_level;
+		s->c[i].base = c->base;
+		s->c[i].icw_step = c->icw_step;
+		s->c[i].icw4 = c->icw4;
+		s->c[i].auto_eoi = c->auto_eoi;
+		s->c[i].read_isr = c->read_isr;
+		s->c[i].elcr = c->elcr;
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+int kap_soft_pic_load(struct kap_soft_pic *p, const struct kap_soft_pic_state *s, const char **why)
+{
+	for (int i = 0; i < 2; i++) {
+		uint8_t step = s->c[i].icw_step;
+		if (step == 1 || step > 4 || s->c[i].icw4 > 1 || s->c[i].auto_eoi > 1 ||
+		    s->c[i].read_isr > 1) {
+			*why = "soft 8259 state out of range (ICW step or a flag)";
+			return -1;
+		}
+	}
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; i < 2; i++) {
+		struct chip *c = &p->c[i];
+		c->irr = s->c[i].irr;
+		c->isr = s->c[i].isr;
+		c->imr = s->c[i].imr;
+		c->last_level = s->c[i].last_level;
+		c->base = s->c[i].base;
+		c->icw_step = s->c[i].icw_step;
+		c->icw4 = s->c[i].icw4;
+		c->auto_eoi = s->c[i].auto_eoi;
+		c->read_isr = s->c[i].read_isr;
+		c->elcr = s->c[i].elcr;
+	}
+	update(p);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}

@@ -37,11 +37,10 @@ struct kap_soft_pit {
 	struct kap_soft_pic *pic;
 };
 
+/* The guest clock (state.c): host time less what pauses took. */
 static uint64_t now_ns(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	return kap_soft_now_ns();
 }
 
 static uint64_t ticks_since(const struct channel *c, uint64_t now)
@@ -194,11 +193,6 @@ uint64_t kap_soft_pit_poll(struct kap_soft_pit *p, uint64_t now)
 	return next;
 }
 
-uint64_t kap_soft_now_ns(void)
-{
-	return now_ns();
-}
-
 int kap_soft_pit_create(struct kap_bus *pio, struct kap_soft_pic *pic, struct kap_soft_pit **out,
 			struct kapsel_error **err)
 {
@@ -224,4 +218,55 @@ void kap_soft_pit_free(struct kap_soft_pit *p)
 		return;
 	pthread_mutex_destroy(&p->lock);
 	free(p);
+}
+
+void kap_soft_pit_save(struct kap_soft_pit *p, struct kap_soft_pit_state *s)
+{
+	*s = (struct kap_soft_pit_state){0};
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; i < 3; i++) {
+		const struct channel *c = &p->ch[i];
+		s->ch[i].start_ns = c->start_ns;
+		s->ch[i].reload = c->reload;
+		s->ch[i].latch = c->latch;
+		s->ch[i].mode = c->mode;
+		s->ch[i].rw = c->rw;
+		s->ch[i].write_hi = c->write_hi;
+		s->ch[i].read_hi = c->read_hi;
+		s->ch[i].latched = c->latched;
+		s->ch[i].lo = c->lo;
+		s->ch[i].armed = c->armed;
+	}
+	s->next_irq_ns = atomic_load(&p->next_irq_ns);
+	pthread_mutex_unlock(&p->lock);
+}
+
+int kap_soft_pit_load(struct kap_soft_pit *p, const struct kap_soft_pit_state *s, const char **why)
+{
+	for (int i = 0; i < 3; i++) {
+		/* count_now and period_ns divide by the reload value of an armed channel. */
+		if (s->ch[i].mode > 5 || s->ch[i].rw > 3 || s->ch[i].write_hi > 1 ||
+		    s->ch[i].read_hi > 1 || s->ch[i].latched > 1 || s->ch[i].armed > 1 ||
+		    s->ch[i].reload > 0x10000 || (s->ch[i].armed && !s->ch[i].reload)) {
+			*why = "soft 8254 state out of range (a channel's mode, access or reload)";
+			return -1;
+		}
+	}
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; i < 3; i++) {
+		struct channel *c = &p->ch[i];
+		c->start_ns = s->ch[i].start_ns;
+		c->reload = s->ch[i].reload;
+		c->latch = s->ch[i].latch;
+		c->mode = s->ch[i].mode;
+		c->rw = s->ch[i].rw;
+		c->write_hi = s->ch[i].write_hi;
+		c->read_hi = s->ch[i].read_hi;
+		c->latched = s->ch[i].latched;
+		c->lo = s->ch[i].lo;
+		c->armed = s->ch[i].armed;
+	}
+	atomic_store(&p->next_irq_ns, s->next_irq_ns);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
 }

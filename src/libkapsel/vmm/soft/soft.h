@@ -123,7 +123,9 @@ struct kap_soft_cpu {
 	uint64_t star, lstar, cstar, fmask, kernel_gs_base, sysenter_cs, sysenter_esp, sysenter_eip,
 	    pat, apic_base, misc_enable, mtrr_def_type;
 	int64_t tsc_offset;
-	unsigned int mode; /* code size in bytes: 2, 4 or 8 (CS.D, CS.L, EFER.LMA) */
+	int64_t tsc_adjust; /* IA32_TSC_ADJUST: what WRMSRs to it and to the TSC added */
+	uint64_t spec_ctrl; /* IA32_SPEC_CTRL: IBRS, kept and without effect */
+	unsigned int mode;  /* code size in bytes: 2, 4 or 8 (CS.D, CS.L, EFER.LMA) */
 	unsigned int cpl;
 
 	/* Exceptions: raised with longjmp back to the run loop (cpu.c, kap_soft_raise). */
@@ -189,6 +191,13 @@ void kap_soft_locked_write(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t 
 uint8_t *kap_soft_write_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
 			    unsigned int n);
 void kap_soft_stored(struct kap_soft_cpu *cpu, const uint8_t *p);
+/*
+ * A REP MOVS/STOS run in 64-bit mode (exec.c): RAM at seg:off as one access of the page it is
+ * in would find it (through the TLB or a walk, which raises #PF and sets A/D), or NULL outside
+ * RAM. *len, the bytes wanted, is cut to the end of that page.
+ */
+uint8_t *kap_soft_string_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
+			     uint64_t *len, bool write);
 /* Plain accesses (kap_soft_read/write without the locked-operand hook). */
 uint64_t kap_soft_read_plain(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off,
 			     unsigned int n);

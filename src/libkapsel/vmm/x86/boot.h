@@ -72,6 +72,14 @@ int kap_boot_parse(const uint8_t *buf, size_t len, struct kap_boot_image *img,
 		   struct kapsel_error **err);
 int kap_boot_parse_bzimage(const uint8_t *buf, size_t len, struct kap_boot_image *img,
 			   struct kapsel_error **err);
+/*
+ * The vmlinux inside a bzImage with an xz or zstd payload and a PVH entry, unpacked on the host
+ * (boot-unpack.c; the soft CPU's way in): 1 with *out an anonymous mapping of *out_len bytes
+ * (munmap it) and *img parsed from it; 0 when the image is not one of those (or the library is
+ * missing), for the kernel's own decompressor; < 0 when the payload is corrupt.
+ */
+int kap_boot_unpack_bzimage(const uint8_t *buf, size_t len, uint8_t **out, size_t *out_len,
+			    struct kap_boot_image *img, struct kapsel_error **err);
 /* 0 and *found=false when buf has no multiboot header in its first 8 KiB. */
 int kap_boot_parse_multiboot(const uint8_t *buf, size_t len, struct kap_boot_image *img,
 			     bool *found, struct kapsel_error **err);
