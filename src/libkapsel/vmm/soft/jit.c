@@ -2,11 +2,21 @@
 /*
  * The soft CPU's code generator (jit.h; docs/DESIGN.md, The soft CPU's code generator).
  *
- * A hot block's decoded instructions become x86-64 host code. The generated code keeps no
- * guest state in host registers: RBX holds the vCPU (struct kap_soft_cpu), R12 the generator's
- * state (struct kap_soft_jit), and every instruction reads and writes cpu->r[] as the
- * interpreter does, so the guest state is exact at every instruction boundary and a fault from
- * a handler finds what the interpreter would leave.
+ * A hot block's decoded instructions become x86-64 host code. RBX holds the vCPU (struct
+ * kap_soft_cpu), R12 the generator's state (struct kap_soft_jit). Guest registers are cached in
+ * the host's other callee-saved registers (RBP, R13-R15, least recently used one reused) within
+ * a block, write-through: every instruction that writes one stores it to cpu->r[] too, so the
+ * guest state is exact at every instruction boundary and a fault from a handler or a memory
+ * slow path finds what the interpreter would leave (it longjmps out; calls keep the cache's
+ * registers, a handler's call forgets them, since it may write any). The one store left out is
+ * of a register the next instruction overwrites whole without a call or a possible fault in
+ * between (overwrites()). A block that jumps back to its own start is compiled twice: the
+ * second time it loads on entry the registers the cache held at that jump, and the jump goes
+ * back past those loads, checking only the link budget and the written-page flag (the block
+ * cannot have been dropped while it runs: that leaves it at once) without touching RFLAGS, so
+ * the flags of the instruction before the block's last Jcc are captured (PUSHF) only on the
+ * exits that store them, and not at all on the jump back when the loop's first instructions
+ * overwrite them before anything looks (flags_dead_from).
  *
  * Per instruction, either
  *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND,
@@ -64,7 +74,20 @@
 #define JIT_STUB 64u	     /* the entry and exit stubs, at the buffer's start */
 
 /* Host registers. */
-enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7, R12 = 12 };
+enum {
+	RAX = 0,
+	RCX = 1,
+	RDX = 2,
+	RBX = 3,
+	RSP = 4,
+	RBP = 5,
+	RSI = 6,
+	RDI = 7,
+	R12 = 12,
+	R13 = 13,
+	R14 = 14,
+	R15 = 15
+};
 /* op_* flags: an operand-size prefix, REX.W. */
 enum { P66 = 1, W = 2 };
 
@@ -162,6 +185,18 @@ static size_t jump32(struct em *e, int cc)
 	size_t at = e->pos;
 	e32(e, 0);
 	return at;
+}
+
+/* Points the rel8 at `at` to `to`, a short forward distance (both offsets in e). */
+static void fix8(struct em *e, size_t at, size_t to)
+{
+	if (at + 1 > e->cap)
+		return;
+	if (to - (at + 1) > 127) {
+		e->full = true; /* not seen: the code it jumps over is a few dozen bytes */
+		return;
+	}
+	e->buf[at] = (uint8_t)(to - (at + 1));
 }
 
 /* Points the rel32 at `at` to `to` (both offsets in e). */
@@ -417,11 +452,91 @@ struct jc {
 	int64_t synced;	 /* cpu->rip is the block's start plus this */
 	bool flags_host; /* lf_op is LF_HOST (known at compile time) */
 	bool pending;	 /* a flag image in RDX not yet stored as the lazy flags */
+	bool in_rflags;	 /* pending, but still in the host's RFLAGS only (a Jcc follows) */
+	bool jcc_next;	 /* the next instruction is a Jcc (which ends the block) */
 	bool p_logic;	 /* it is a logical operation's: AF is 0 (exec.c's choice) */
 	size_t stop_fix[KAP_SOFT_BLOCK_MAX]; /* jumps to the "handler asked to stop" exit */
 	unsigned int nstop;
 	unsigned int nlink;
+	/* The register cache: guest register r's 64 bits are also in host register
+	 * cache_host[slot[r]] (slot -1: only in cpu->r[]). Write-through, so cpu->r[] is always
+	 * exact; only the host's callee-saved registers, so calls keep them. */
+	int8_t slot[16];
+	int8_t owner[4];     /* the guest register a slot holds, or -1 */
+	uint32_t used_at[4]; /* when a slot was last used: the least recent one is reused */
+	uint32_t tick;
+	/* A block that jumps back to its own start (a loop) is compiled twice: the first pass
+	 * notes which registers the cache holds at that jump (seen, owner_at_loop); the second
+	 * loads them on entry, and where the cache holds the same at the jump, it goes straight
+	 * back to `warm`, after the loads. */
+	bool first_pass, seen, looping;
+	/* the flags on entry are overwritten before anything can look at them (flags_dead): the
+	 * second pass sets lf_op to LF_HOST on entry, and the jump back merges none */
+	bool entry_dead;
+	/* the guest register the next instruction overwrites whole before anything can read
+	 * cpu->r[] (overwrites): this one's store of it to memory is left out, or -1 */
+	int skip_store;
+	int8_t owner_at_loop[4];
+	size_t warm;
 };
+
+static const unsigned int cache_host[4] = {RBP, R13, R14, R15};
+
+/* Forgets every cached register (a handler may have changed any of them). */
+static void cache_drop(struct jc *c)
+{
+	memset(c->slot, -1, sizeof(c->slot));
+	memset(c->owner, -1, sizeof(c->owner));
+}
+
+static void cache_forget(struct jc *c, unsigned int r)
+{
+	if (r < 16 && c->slot[r] >= 0) {
+		c->owner[c->slot[r]] = -1;
+		c->slot[r] = -1;
+	}
+}
+
+/* The host register caching guest register r, or -1. */
+static int cache_find(struct jc *c, unsigned int r)
+{
+	if (r >= 16 || c->slot[r] < 0)
+		return -1;
+	c->used_at[c->slot[r]] = ++c->tick;
+	return (int)cache_host[c->slot[r]];
+}
+
+/* A host register for guest register r (which it does not hold yet): the least recently used
+ * slot. */
+static unsigned int cache_take(struct jc *c, unsigned int r)
+{
+	unsigned int k = 0;
+	for (unsigned int i = 0; i < 4; i++) {
+		if (c->owner[i] < 0) {
+			k = i;
+			break;
+		}
+		if (c->used_at[i] < c->used_at[k])
+			k = i;
+	}
+	if (c->owner[k] >= 0)
+		c->slot[c->owner[k]] = -1;
+	c->owner[k] = (int8_t)r;
+	c->slot[r] = (int8_t)k;
+	c->used_at[k] = ++c->tick;
+	return cache_host[k];
+}
+
+/* The host register holding guest register r's 64 bits, loading it into the cache first. */
+static unsigned int cache_reg(struct jc *c, unsigned int r)
+{
+	int h = cache_find(c, r);
+	if (h >= 0)
+		return (unsigned int)h;
+	unsigned int t = cache_take(c, r);
+	op_mem(&c->e, W, 0x8b, t, RBX, REG_OFF(r));
+	return t;
+}
 
 /* Guest register r of size n (get_reg: AH-BH without REX) into host register h. */
 static void ld_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, unsigned int n,
@@ -435,8 +550,8 @@ static void ld_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, 
 		op_mem(e, 0, 0x0fb6, h, RBX, off);
 	} else if (n == 2) {
 		op_mem(e, 0, 0x0fb7, h, RBX, off);
-	} else {
-		op_mem(e, n == 8 ? W : 0, 0x8b, h, RBX, off);
+	} else { /* mov h, the cached register (32 bits: zero-extended, as a load would) */
+		op_rr(e, n == 8 ? W : 0, 0x89, cache_reg(c, r), h);
 	}
 }
 
@@ -452,8 +567,14 @@ static void st_reg(struct jc *c, const struct kap_soft_insn *d, unsigned int r, 
 	} else if (n == 2) {
 		op_mem(e, P66, 0x89, RAX, RBX, off);
 	} else {
-		op_mem(e, W, 0x89, RAX, RBX, off);
+		if ((int)r != c->skip_store)
+			op_mem(e, W, 0x89, RAX, RBX, off);
+		/* the cache too: the same 64 bits */
+		int h = cache_find(c, r);
+		op_rr(e, W, 0x89, RAX, h >= 0 ? (unsigned int)h : cache_take(c, r));
+		return;
 	}
+	cache_forget(c, (unsigned int)(off - REG_OFF(0)) / 8);
 }
 
 /* cpu->rip += delta in the code size's width. */
@@ -490,13 +611,20 @@ static void merge_flags(struct jc *c)
 	struct em *e = &c->e;
 	if (!c->pending)
 		return;
+	if (c->in_rflags) {
+		e8(e, 0x9c); /* pushfq */
+		e8(e, 0x5a); /* pop rdx */
+		c->in_rflags = false;
+	}
 	if (c->p_logic) {
 		op_rr(e, 0, 0x81, 4, RDX); /* and edx, ~AF */
 		e32(e, ~(uint32_t)KAP_SOFT_AF);
 	}
 	op_mem(e, W, 0x89, RDX, RBX, CPU_OFF(lf_res));
-	op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
-	e8(e, KAP_SOFT_LF_HOST);
+	if (!c->flags_host) {
+		op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
+		e8(e, KAP_SOFT_LF_HOST);
+	}
 	c->pending = false;
 	c->flags_host = true;
 }
@@ -521,10 +649,45 @@ static void leave(struct jc *c, int k)
 static void exit_to(struct jc *c, int64_t t)
 {
 	struct em *e = &c->e;
+	bool back = t == 0 && c->looping && !memcmp(c->owner, c->owner_at_loop, sizeof(c->owner)) &&
+		    (!c->entry_dead || c->flags_host);
+	/* a jump back with dead entry flags stores none, except on its way out to the loop
+	 * (where the checks before it keep RFLAGS: a flag image still only there survives) */
+	if (!back || !c->entry_dead || c->synced != t)
+		merge_flags(c);
 	sync_rip(c, t);
 	int64_t in_page = (int64_t)(c->b->phys & 0xfff) + t;
 	if (in_page < 0 || in_page >= 0x1000 || c->nlink >= 2) {
+		merge_flags(c);
 		leave(c, -1);
+		return;
+	}
+	if (t == 0 && c->first_pass && !c->seen) {
+		memcpy(c->owner_at_loop, c->owner, sizeof(c->owner));
+		c->seen = true;
+	}
+	if (back) {
+		/* Back to this block's own start, which cannot have been dropped while it runs
+		 * (that leaves it at once) unless another vCPU or the VMM wrote to the page:
+		 * the budget and the written-page flag, as for a link, then past the loads. None of
+		 * it changes RFLAGS: the budget is 0 when spent (kap_soft_jit_kick sets 0, the
+		 * other exits leave at 0 or below), so it is tested before the decrement. */
+		op_mem(e, 0, 0x8b, RCX, R12, JIT_OFF(budget)); /* mov ecx, [budget] */
+		e8(e, 0xe3);				       /* jrcxz spent */
+		size_t spent = e->pos;
+		e8(e, 0);
+		op_mem(e, 0, 0x8d, RCX, RCX, -1);	       /* lea ecx, [rcx - 1] */
+		op_mem(e, 0, 0x89, RCX, R12, JIT_OFF(budget)); /* mov [budget], ecx */
+		op_mem(e, W, 0x8b, RAX, R12, JIT_OFF(written_any));
+		op_mem(e, 0, 0x0fb6, RCX, RAX, 0); /* movzx ecx, byte [rax] */
+		e8(e, 0xe3);			   /* jrcxz go: not written */
+		size_t go = e->pos;
+		e8(e, 0);
+		fix8(e, spent, e->pos);
+		merge_flags(c);
+		leave(c, -1);
+		fix8(e, go, e->pos);
+		fix(e, jump32(e, -1), c->warm);
 		return;
 	}
 	unsigned int k = c->nlink++;
@@ -572,6 +735,7 @@ static void emit_call(struct jc *c, const struct kap_soft_op *o, int64_t off, bo
 		return;
 	}
 	call_abs(e, (const void *)o->fn);
+	cache_drop(c); /* it may have written any register */
 	if (o->d.op == 0x07 || o->d.op == 0x17 || o->d.op == 0x1f) {
 		op_mem(e, 0, 0xc6, 0, R12, JIT_OFF(flat)); /* POP ES/SS/DS: not known flat */
 		e8(e, 0);
@@ -592,10 +756,10 @@ static unsigned int size_fl(unsigned int n)
 	return n == 2 ? P66 : n == 8 ? W : 0;
 }
 
-/* Whether the flags op i sets are overwritten before anything can look at them. */
-static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
+/* Whether the flags are overwritten from op `first` on before anything can look at them. */
+static bool flags_dead_from(const struct kap_soft_block *b, unsigned int first)
 {
-	for (unsigned int k = i + 1; k < b->n; k++) {
+	for (unsigned int k = first; k < b->n; k++) {
 		struct inl x;
 		enum kind kd = classify(&b->ops[k], b->mode, &x);
 		if ((kd == K_ALU || kd == K_IMUL) && !x.mem)
@@ -609,6 +773,40 @@ static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
 			return false;
 	}
 	return false;
+}
+
+/* Whether the flags op i sets are overwritten before anything can look at them. */
+static bool flags_dead(const struct kap_soft_block *b, unsigned int i)
+{
+	return flags_dead_from(b, i + 1);
+}
+
+/*
+ * The guest register op k (if any) overwrites whole (32 or 64 bits) without a call, a fault or
+ * a read of cpu->r[] for it before: the op before it need not store it to memory, only to the
+ * register cache, where op k finds it (op k reads it, if at all, before it loads any other
+ * register, so nothing evicts it first). -1: none.
+ */
+static int overwrites(const struct kap_soft_block *b, unsigned int k)
+{
+	if (k >= b->n)
+		return -1;
+	struct inl x;
+	const struct kap_soft_insn *d = &b->ops[k].d;
+	switch (classify(&b->ops[k], b->mode, &x)) {
+	case K_ALU:
+		return !x.mem && x.op != 7 && x.op != 8 && x.n >= 4 ? (int)x.dst : -1;
+	case K_MOV:
+		return x.n >= 4 ? (int)x.dst : -1;
+	case K_LEA:
+		return d->osize >= 4 && d->base != d->reg && d->index != d->reg ? (int)d->reg : -1;
+	case K_IMUL:
+		return !x.mem && x.n >= 4 && (x.dec || x.src == x.dst) ? (int)x.dst : -1;
+	case K_SHIFT:
+		return x.n >= 4 && (x.op > 1 || flags_dead(b, k)) ? (int)x.dst : -1;
+	default:
+		return -1;
+	}
 }
 
 /* ---- memory operands ---- */
@@ -628,8 +826,13 @@ _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_sof
 static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 {
 	struct em *e = &c->e;
+	if (d->base != KAP_SOFT_NOREG && !d->rip_rel && !d->disp && d->index == KAP_SOFT_NOREG &&
+	    d->asize == 4) {
+		op_rr(e, 0, 0x89, cache_reg(c, d->base), RSI); /* mov esi, r32: zero-extended */
+		return;
+	}
 	if (d->base != KAP_SOFT_NOREG && !d->rip_rel) {
-		op_mem(e, W, 0x8b, RSI, RBX, REG_OFF(d->base));
+		op_rr(e, W, 0x89, cache_reg(c, d->base), RSI);
 		if (d->disp == (int32_t)d->disp && d->disp) {
 			op_rr(e, W, 0x81, 0, RSI); /* add rsi, simm32 */
 			e32(e, (uint32_t)d->disp);
@@ -646,9 +849,9 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 		e32(e, (uint32_t)(off - c->synced + d->len));
 	}
 	if (d->base != KAP_SOFT_NOREG && d->rip_rel)
-		op_mem(e, W, 0x03, RSI, RBX, REG_OFF(d->base));
+		op_rr(e, W, 0x01, cache_reg(c, d->base), RSI);
 	if (d->index != KAP_SOFT_NOREG) {
-		op_mem(e, W, 0x8b, RCX, RBX, REG_OFF(d->index));
+		op_rr(e, W, 0x89, cache_reg(c, d->index), RCX);
 		if (d->scale) {
 			op_rr(e, W, 0xc1, 4, RCX);
 			e8(e, d->scale);
@@ -830,12 +1033,17 @@ static void emit_imul(struct jc *c, const struct kap_soft_insn *d, const struct 
 	} else {
 		ld_reg(c, d, x->src, x->n, RAX);
 	}
-	if (x->dec)
-		mov_imm64(e, RCX, x->imm);
-	else
-		ld_reg(c, d, d->reg, x->n, RCX);
 	unsigned int fl = size_fl(x->n);
-	op_rr(e, fl, 0x0faf, RAX, RCX); /* imul eax, ecx */
+	if (x->dec && x->n != 2 && x->imm == (uint64_t)(int64_t)(int32_t)x->imm) {
+		op_rr(e, fl, 0x69, RAX, RAX); /* imul eax, eax, imm32 */
+		e32(e, (uint32_t)x->imm);
+	} else {
+		if (x->dec)
+			mov_imm64(e, RCX, x->imm);
+		else
+			ld_reg(c, d, d->reg, x->n, RCX);
+		op_rr(e, fl, 0x0faf, RAX, RCX); /* imul eax, ecx */
+	}
 	if (live) {
 		e8(e, 0x9c);
 		e8(e, 0x5a);
@@ -984,8 +1192,12 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 		op_rr(e, fl, (x->op << 3) | byte, RCX, RAX);
 	}
 	if (live) {
-		e8(e, 0x9c); /* pushfq */
-		e8(e, 0x5a); /* pop rdx */
+		if (c->jcc_next) {
+			c->in_rflags = true; /* the Jcc branches on them; its exits capture them */
+		} else {
+			e8(e, 0x9c); /* pushfq */
+			e8(e, 0x5a); /* pop rdx */
+		}
 		c->pending = true;
 		c->p_logic = x->op == 1 || x->op == 4 || x->op == 6 || x->op == 8;
 	}
@@ -1021,8 +1233,12 @@ static void emit_incdec(struct jc *c, const struct kap_soft_insn *d, const struc
 	}
 	ld_reg(c, d, x->dst, x->n, RAX);
 	op_rr(e, size_fl(x->n), x->n == 1 ? 0xfe : 0xff, x->dec ? 1 : 0, RAX);
-	e8(e, 0x9c);
-	e8(e, 0x5a);
+	if (c->jcc_next) {
+		c->in_rflags = true; /* as in emit_alu */
+	} else {
+		e8(e, 0x9c);
+		e8(e, 0x5a);
+	}
 	c->pending = true;
 	c->p_logic = false;
 	st_reg(c, d, x->dst, x->n);
@@ -1055,9 +1271,9 @@ static void emit_lea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 		op_rr(e, W, 0x01, RCX, RAX);
 	}
 	if (d->base != KAP_SOFT_NOREG)
-		op_mem(e, W, 0x03, RAX, RBX, REG_OFF(d->base));
+		op_rr(e, W, 0x01, cache_reg(c, d->base), RAX);
 	if (d->index != KAP_SOFT_NOREG) {
-		op_mem(e, W, 0x8b, RCX, RBX, REG_OFF(d->index));
+		op_rr(e, W, 0x89, cache_reg(c, d->index), RCX);
 		if (d->scale) {
 			op_rr(e, W, 0xc1, 4, RCX); /* shl rcx, scale */
 			e8(e, d->scale);
@@ -1083,8 +1299,9 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 		call_abs(e, (const void *)kap_soft_cond);
 		op_rr(e, 0, 0x84, RAX, RAX); /* test al, al */
 		taken = jump32(e, 0x5);
+		c->flags_host = false; /* it may have worked the flags out: LF_NONE */
 	}
-	bool pending = c->pending, logic = c->p_logic;
+	bool pending = c->pending, logic = c->p_logic, host = c->flags_host, rfl = c->in_rflags;
 	int64_t synced = c->synced;
 	merge_flags(c);
 	exit_to(c, end);
@@ -1092,15 +1309,15 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 	c->pending = pending;
 	c->p_logic = logic;
 	c->synced = synced;
-	merge_flags(c);
-	exit_to(c, end + (int64_t)imm);
+	c->flags_host = host;
+	c->in_rflags = rfl;
+	exit_to(c, end + (int64_t)imm); /* merges the flags, unless they are dead there */
 }
 
-static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap_soft_block *b)
+static void body(struct jc *cp)
 {
-	struct jc c = {.cpu = cpu, .j = j, .b = b, .mode = b->mode};
-	c.e.buf = j->rw + j->used;
-	c.e.cap = j->size - j->used;
+	struct jc c = *cp;
+	struct kap_soft_block *b = c.b;
 	int64_t off = 0;
 	bool ended = false;
 	for (unsigned int i = 0; i < b->n && !ended; i++) {
@@ -1109,6 +1326,9 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 		enum kind k = classify(o, b->mode, &x);
 		bool last = i + 1 == b->n;
 		int64_t end = off + o->d.len;
+		c.skip_store = overwrites(b, i + 1);
+		struct inl nx;
+		c.jcc_next = i + 1 < b->n && classify(&b->ops[i + 1], b->mode, &nx) == K_JCC;
 		switch (k) {
 		case K_ALU:
 			emit_alu(&c, &o->d, &x, !flags_dead(b, i), off);
@@ -1174,8 +1394,45 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 		fix(&c.e, c.stop_fix[i], stop);
 	if (c.nstop)
 		leave(&c, -1);
+	*cp = c;
+}
+
+static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap_soft_block *b)
+{
+	struct jc c = {.cpu = cpu, .j = j, .b = b, .mode = b->mode, .first_pass = true};
+	cache_drop(&c);
+	c.e.buf = j->rw + j->used;
+	c.e.cap = j->size - j->used;
+	body(&c);
 	if (c.e.full)
 		return false;
+	if (c.seen) { /* it loops: again, with the registers it holds there loaded on entry */
+		int8_t at_loop[4];
+		memcpy(at_loop, c.owner_at_loop, sizeof(at_loop));
+		c = (struct jc){.cpu = cpu, .j = j, .b = b, .mode = b->mode, .looping = true};
+		cache_drop(&c);
+		c.e.buf = j->rw + j->used;
+		c.e.cap = j->size - j->used;
+		memcpy(c.owner_at_loop, at_loop, sizeof(at_loop));
+		for (unsigned int k = 0; k < 4; k++) {
+			if (at_loop[k] < 0)
+				continue;
+			c.owner[k] = at_loop[k];
+			c.slot[at_loop[k]] = (int8_t)k;
+			op_mem(&c.e, W, 0x8b, cache_host[k], RBX, REG_OFF(at_loop[k]));
+		}
+		c.entry_dead = flags_dead_from(b, 0);
+		if (c.entry_dead) { /* nothing sees lf_res before it is stored */
+			op_mem(&c.e, 0, 0xc6, 0, RBX,
+			       CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
+			e8(&c.e, KAP_SOFT_LF_HOST);
+			c.flags_host = true;
+		}
+		c.warm = c.e.pos;
+		body(&c);
+		if (c.e.full)
+			return false;
+	}
 	b->jit.code = j->rx + j->used;
 	b->jit.cpl = (uint8_t)cpu->cpl;
 	j->compiled++;
@@ -1307,16 +1564,21 @@ struct kap_soft_jit *kap_soft_jit_new(struct kap_soft_cpu *cpu)
 		return NULL;
 	}
 	j->size = JIT_SIZE;
-	/* The entry stub: push rbx, rbp, r12; rbx = cpu, r12 = j; jmp to the code (rdx). The
-	 * stack is then 16-byte aligned for the handlers the code calls. */
-	static const uint8_t enter[] = {0x53, 0x55, 0x41, 0x54, 0x48, 0x89,
+	/* The entry stub: push rbx, rbp, r12-r15 (the register cache's); sub rsp, 8; rbx = cpu,
+	 * r12 = j; jmp to the code (rdx). The stack is then 16-byte aligned for the handlers the
+	 * code calls. */
+	static const uint8_t enter[] = {0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56,
+					0x41, 0x57, 0x48, 0x83, 0xec, 0x08, 0x48, 0x89,
 					0xfb, 0x49, 0x89, 0xf4, 0xff, 0xe2};
-	/* The exit stub, at JIT_STUB / 2: pop r12, rbp, rbx; ret. */
-	static const uint8_t leave_stub[] = {0x41, 0x5c, 0x5d, 0x5b, 0xc3};
+	/* The exit stub, at JIT_STUB / 2: add rsp, 8; pop r15-r12, rbp, rbx; ret. */
+	static const uint8_t leave_stub[] = {0x48, 0x83, 0xc4, 0x08, 0x41, 0x5f, 0x41, 0x5e,
+					     0x41, 0x5d, 0x41, 0x5c, 0x5d, 0x5b, 0xc3};
+	_Static_assert(sizeof(enter) <= JIT_STUB / 2 && sizeof(leave_stub) <= JIT_STUB / 2,
+		       "the stubs fit");
 	memset(j->rw, 0xcc, JIT_STUB);
-	memcpy(j->rw + 16, enter, sizeof(enter));
+	memcpy(j->rw, enter, sizeof(enter));
 	memcpy(j->rw + JIT_STUB / 2, leave_stub, sizeof(leave_stub));
-	void *entry = j->rx + 16;
+	void *entry = j->rx;
 	memcpy(&j->enter, &entry, sizeof(entry));
 	j->code_start = j->used = JIT_STUB;
 	return j;
