@@ -230,11 +230,11 @@ poweroff -f
     assert "unclaimed" not in r.stderr and "warning" not in r.stderr, r.stderr
 
 
-@pytest.mark.kvm
-def test_linux_pvh_boot(tmp_path):
+@pytest.mark.parametrize("accel", ACCELS)
+def test_linux_pvh_boot(tmp_path, accel):
     """The same kernel's vmlinux (an ELF with the PVH entry note) entered through PVH on 2
     vCPUs: Linux fills boot_params itself from hvm_start_info (version 2.12)."""
-    need_linux_speed()
+    need_accel(accel)
     vmlinux = extract_vmlinux(fetch_kernel(), tmp_path / "vmlinux")
     script = f"""echo "CPUS $(cat /sys/devices/system/cpu/online)"
 echo "BOOTPROTO $(cat /sys/kernel/boot_params/version)"
@@ -242,8 +242,8 @@ echo {MARKER}
 poweroff -f
 """
     initrd = make_initramfs(tmp_path / "initrd.cpio", script)
-    r = run_guest([KAPSEL, "vm", "run", "--kernel", vmlinux, "--initrd", initrd,
-                   "--mem", "512M", "--cpus", "2", "--cmdline", CMDLINE], 240)
+    r = run_guest([KAPSEL, "vm", "run", "--accel", accel, "--kernel", vmlinux, "--initrd",
+                   initrd, "--mem", "512M", "--cpus", "2", "--cmdline", CMDLINE], 240)
     assert MARKER in r.stdout, r.stdout[-3000:] + r.stderr
     assert r.returncode == 0, r.stderr
     assert "CPUS 0-1" in r.stdout
@@ -333,16 +333,17 @@ def test_linux_sigterm_stops_guest(tmp_path, accel):
     assert "stopped by signal 15" in err, err
 
 
-@pytest.mark.kvm
-def test_linux_panic_is_a_clear_exit(tmp_path):
+@pytest.mark.parametrize("accel", ACCELS)
+def test_linux_panic_is_a_clear_exit(tmp_path, accel):
     """A guest kernel panic (sysrq c) ends the VM through pvpanic: status 1, one line naming
     the panic, the panic's own message on the console."""
-    need_linux_speed()
+    need_accel(accel)
     initrd = make_initramfs(tmp_path / "initrd.cpio",
                             "echo c >/proc/sysrq-trigger\necho still-running\n",
                             modules=["pvpanic_mmio"])
-    r = run_guest([KAPSEL, "vm", "run", "--kernel", fetch_kernel(), "--initrd", initrd,
-                   "--mem", "256M", "--cmdline", CMDLINE], 240)
+    r = run_guest([KAPSEL, "vm", "run", "--accel", accel, "--kernel",
+                   kernel_for(accel, tmp_path), "--initrd", initrd, "--mem", "256M",
+                   "--cmdline", CMDLINE], 240)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr
     assert r.stderr.strip() == "kapsel: vm: the guest kernel panicked (pvpanic); " \
         "its console says why", r.stderr

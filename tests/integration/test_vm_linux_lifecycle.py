@@ -17,8 +17,10 @@ its own timers, interrupts, page allocator and virtio drivers goes on across the
   counting there.
 
 One vCPU each: SMP Linux guests die of the emulator's SVM under the nested runner (docs/vm.md,
-Known gaps). Runs where KVM boots Linux; elsewhere skips as test_vm_linux.py does
-(scripts/vm-tests.sh --nested runs it in nested SVM)."""
+Known gaps). Every test has the VM test matrix's two columns (ACCELS of test_vm_linux.py): kvm
+runs where KVM boots Linux and skips elsewhere as test_vm_linux.py does (scripts/vm-tests.sh
+--nested runs it in nested SVM); soft (`--accel soft`, the vmlinux through PVH: kernel_for)
+runs directly on every machine and skips inside the nested runner."""
 import json
 import os
 import re
@@ -32,7 +34,7 @@ import time
 import pytest
 
 from conftest import KAPSEL
-from test_vm_linux import fetch_kernel, make_initramfs, need_linux_speed
+from test_vm_linux import ACCELS, kernel_for, make_initramfs, need_accel
 from test_vm_migrate import recv_line
 
 CMDLINE = "console=ttyS0 reboot=k panic=-1 rdinit=/init"
@@ -44,13 +46,13 @@ MEM_MIB = 256
 BALLOON_MEM_MIB = 320
 BALLOON_MIB = 64
 MIB = 1 << 20
-# Boot to /init under nested SVM takes ~15-30 s; leave room.
+# Boot to /init under nested SVM takes ~15-30 s, on the soft CPU (ASan build, a loaded
+# machine) under a minute; leave room.
 BOOT_S = 240
 
-pytestmark = [
-    pytest.mark.kvm,
-    pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="needs /dev/kvm"),
-]
+
+def accel_args(accel):
+    return ["--accel", accel]
 
 
 def kap(root, *args, timeout=120):
@@ -172,13 +174,15 @@ def balloon_stats(root, name):
     return json.loads(r.stdout)
 
 
-def test_linux_balloon_inflate_stats_deflate(tmp_path):
-    need_linux_speed()
+@pytest.mark.parametrize("accel", ACCELS)
+def test_linux_balloon_inflate_stats_deflate(tmp_path, accel):
+    need_accel(accel)
     root = tmp_path / "root"
     initrd = make_initramfs(tmp_path / "initrd.cpio", BALLOON_SCRIPT,
                             ["virtio_pci", "virtio_balloon"])
-    proc, console = start(root, tmp_path, "bal", "vm", "run", "--kernel", fetch_kernel(),
-                          "--initrd", initrd, "--mem", f"{BALLOON_MEM_MIB}M", "--cpus", "1",
+    proc, console = start(root, tmp_path, "bal", "vm", "run", *accel_args(accel), "--kernel",
+                          kernel_for(accel, tmp_path), "--initrd", initrd,
+                          "--mem", f"{BALLOON_MEM_MIB}M", "--cpus", "1",
                           "--balloon", "stats_interval_s=1", "--cmdline", CMDLINE)
     try:
         wait_console(proc, console, lambda t: len(mem_lines(t)) >= 2 and ready(root, "bal"),
@@ -265,7 +269,7 @@ def count_lines(t):
     return [(int(n), rest.rstrip("\r")) for n, rest in COUNT_LINE.findall(t)]
 
 
-def counting_guest(tmp_path, root, name, extra=(), boot_s=BOOT_S):
+def counting_guest(tmp_path, root, name, accel):
     """Boots the counting guest with a fresh ext4 disk: (proc, console, disk args)."""
     if not shutil.which("mke2fs"):
         pytest.skip("needs mke2fs")
@@ -273,11 +277,11 @@ def counting_guest(tmp_path, root, name, extra=(), boot_s=BOOT_S):
     subprocess.run(["mke2fs", "-q", "-t", "ext4", str(disk), "16M"], check=True)
     devices = ["--disk", f"{disk},format=raw"]
     initrd = make_initramfs(tmp_path / "initrd.cpio", COUNT_SCRIPT, COUNT_MODULES)
-    proc, console = start(root, tmp_path, name, "vm", "run", "--kernel", fetch_kernel(),
-                          "--initrd", initrd, "--mem", f"{MEM_MIB}M", "--cpus", "1",
-                          "--cmdline", CMDLINE, *devices, *extra)
+    proc, console = start(root, tmp_path, name, "vm", "run", *accel_args(accel), "--kernel",
+                          kernel_for(accel, tmp_path), "--initrd", initrd,
+                          "--mem", f"{MEM_MIB}M", "--cpus", "1", "--cmdline", CMDLINE, *devices)
     wait_console(proc, console, lambda t: len(count_lines(t)) >= 3 and ready(root, name),
-                 boot_s, "three COUNT lines")
+                 BOOT_S, "three COUNT lines")
     assert "MOUNT-FAILED" not in text(console), text(console)[-3000:]
     return proc, console, devices
 
@@ -303,18 +307,12 @@ def check_goes_on(before, console, proc, what):
     assert "soft lockup" not in t, t[-3000:]
 
 
-# The soft CPU boots Linux in minutes on the ASan build (test_vm_soft_lifecycle.py).
-SOFT_BOOT_S = 900
-
-
-def test_linux_snapshot_restore_goes_on_counting(tmp_path, accel=()):
-    """accel: --accel soft from test_vm_soft_lifecycle.py (the restore takes it from the
-    snapshot)."""
-    if not accel:
-        need_linux_speed()
+@pytest.mark.parametrize("accel", ACCELS)
+def test_linux_snapshot_restore_goes_on_counting(tmp_path, accel):
+    """The restore takes the accelerator from the snapshot."""
+    need_accel(accel)
     root = tmp_path / "root"
-    proc, console, devices = counting_guest(tmp_path, root, "src", accel,
-                                            SOFT_BOOT_S if accel else BOOT_S)
+    proc, console, devices = counting_guest(tmp_path, root, "src", accel)
     mem, state = tmp_path / "mem", tmp_path / "state"
     try:
         r = kap(root, "vm", "pause", "src")
@@ -345,17 +343,17 @@ def test_linux_snapshot_restore_goes_on_counting(tmp_path, accel=()):
         stop(dst)
 
 
-def test_linux_live_migration_goes_on_counting(tmp_path, accel=()):
-    if not accel:
-        need_linux_speed()
+@pytest.mark.parametrize("accel", ACCELS)
+def test_linux_live_migration_goes_on_counting(tmp_path, accel):
+    need_accel(accel)
     root = tmp_path / "root"
     addr = f"unix:{tmp_path}/mig.sock"
-    src, scon, devices = counting_guest(tmp_path, root, "src", accel,
-                                        SOFT_BOOT_S if accel else BOOT_S)
+    src, scon, devices = counting_guest(tmp_path, root, "src", accel)
     dst = None
     try:
         dst, dcon = start(root, tmp_path, "dst", "vm", "run", "--incoming", addr,
-                          "--mem", f"{MEM_MIB}M", "--cpus", "1", *devices, *accel)
+                          "--mem", f"{MEM_MIB}M", "--cpus", "1", *devices,
+                          *accel_args(accel))
         wait_for(lambda: os.path.exists(addr[5:]) or dst.poll() is not None,
                  what="the destination's socket")
         assert dst.poll() is None, dst.communicate()
@@ -386,11 +384,12 @@ def vsock_line(s):
     return recv_line(s, timeout=60)  # a Linux guest in the nested runner answers slowly
 
 
-def test_linux_vsock_connection_survives_live_migration(tmp_path):
+@pytest.mark.parametrize("accel", ACCELS)
+def test_linux_vsock_connection_survives_live_migration(tmp_path, accel):
     """A host process holds a vsock connection to a Linux guest's echo server (AF_VSOCK in the
     guest, Firecracker's CONNECT on the host) and echoes over it before, during and after a
     migration over unix:, on the same host socket: the guest's TCP-like stream goes on."""
-    need_linux_speed()
+    need_accel(accel)
     if not shutil.which("gcc"):
         pytest.skip("needs gcc (to build the static vsock-peer)")
     from test_vm_linux_virtio import PROGS
@@ -403,9 +402,10 @@ def test_linux_vsock_connection_survives_live_migration(tmp_path):
                             files=[("bin/vsock-peer", stat.S_IFREG | 0o755, peer.read_bytes())])
     root = tmp_path / "root"
     addr = f"unix:{tmp_path}/mig.sock"
-    common = ["--mem", f"{MEM_MIB}M", "--cpus", "1"]
-    src, scon = start(root, tmp_path, "src", "vm", "run", "--kernel", fetch_kernel(),
-                      "--initrd", initrd, "--cmdline", CMDLINE, *common,
+    common = ["--mem", f"{MEM_MIB}M", "--cpus", "1", *accel_args(accel)]
+    src, scon = start(root, tmp_path, "src", "vm", "run", "--kernel",
+                      kernel_for(accel, tmp_path), "--initrd", initrd, "--cmdline", CMDLINE,
+                      *common,
                       "--vsock", f"cid=3,socket={tmp_path}/src.vsock")
     dst = s = None
     try:
@@ -489,18 +489,20 @@ def accept_within(lst, timeout, proc, what):
         pytest.fail(f"no {what} within {timeout} s (kapsel running: {proc.poll() is None})")
 
 
-def test_linux_vsock_connection_survives_restore(tmp_path):
+@pytest.mark.parametrize("accel", ACCELS)
+def test_linux_vsock_connection_survives_restore(tmp_path, accel):
     """A Linux guest connects over AF_VSOCK to a host listener (PATH_5000) and echoes lines on
     that connection. It is paused, saved and stopped (the host sees EOF) and restored with
     another --vsock path: the restored VMM connects to that path's listener, and the guest's
     socket, never closed or reset, goes on echoing there; a close from the host reaches it."""
-    need_linux_speed()
+    need_accel(accel)
     initrd = vsock_peer_initrd(tmp_path, VSOCK_DIAL_SCRIPT)
     root = tmp_path / "root"
-    common = ["--mem", f"{MEM_MIB}M", "--cpus", "1"]
+    common = ["--mem", f"{MEM_MIB}M", "--cpus", "1", *accel_args(accel)]
     lst = host_listener(tmp_path / "src.vsock_5000")
-    src, scon = start(root, tmp_path, "src", "vm", "run", "--kernel", fetch_kernel(),
-                      "--initrd", initrd, "--cmdline", CMDLINE, *common,
+    src, scon = start(root, tmp_path, "src", "vm", "run", "--kernel",
+                      kernel_for(accel, tmp_path), "--initrd", initrd, "--cmdline", CMDLINE,
+                      *common,
                       "--vsock", f"cid=3,socket={tmp_path}/src.vsock")
     dst = conn = None
     try:
@@ -563,14 +565,16 @@ while :; do sleep 1; done
 """
 
 
-def test_linux_powers_off_on_the_acpi_power_button(tmp_path):
+@pytest.mark.parametrize("accel", ACCELS)
+def test_linux_powers_off_on_the_acpi_power_button(tmp_path, accel):
     """`vm stop` presses the ACPI power button: the guest's button driver reports KEY_POWER,
     its userspace powers off through \\_S5, and the VMM exits 0 without the fallback."""
-    need_linux_speed()
+    need_accel(accel)
     initrd = make_initramfs(tmp_path / "initrd.cpio", PWRBTN_SCRIPT, ["button", "evdev"])
     root = tmp_path / "root"
-    proc, console = start(root, tmp_path, "pb", "vm", "run", "--kernel", fetch_kernel(),
-                          "--initrd", initrd, "--mem", f"{MEM_MIB}M", "--cpus", "1",
+    proc, console = start(root, tmp_path, "pb", "vm", "run", *accel_args(accel), "--kernel",
+                          kernel_for(accel, tmp_path), "--initrd", initrd,
+                          "--mem", f"{MEM_MIB}M", "--cpus", "1",
                           "--cmdline", CMDLINE)
     try:
         wait_console(proc, console, lambda t: re.search(r"PWRBTN-READY /dev/input/event\d", t)

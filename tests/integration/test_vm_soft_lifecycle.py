@@ -17,7 +17,6 @@ import pytest
 import test_vm_api as api
 import test_vm_balloon as balloon
 import test_vm_jail as jail
-import test_vm_linux_lifecycle as linux
 import test_vm_mem as mem
 import test_vm_migrate as migrate
 import test_vm_snapshot as snap
@@ -275,21 +274,3 @@ def test_soft_vcpu_thread_is_filtered():
 @needs_root
 def test_api_sock_jailed(tmp_path):
     jail.test_api_sock_jailed(tmp_path, accel=SOFT)
-
-
-# ---- a Linux guest (Debian's kernel, busybox; minutes on the ASan build) ----
-
-needs_busybox = pytest.mark.skipif(not os.path.exists("/bin/busybox"),
-                                   reason="needs busybox-static (/bin/busybox)")
-
-
-@needs_busybox
-def test_linux_snapshot_restore_goes_on_counting(tmp_path):
-    """Linux counting onto an ext4 virtio disk, paused, saved, stopped and restored on the
-    soft CPU: the count and the disk go on, no reboot, no soft lockup."""
-    linux.test_linux_snapshot_restore_goes_on_counting(tmp_path, accel=SOFT)
-
-
-@needs_busybox
-def test_linux_live_migration_goes_on_counting(tmp_path):
-    linux.test_linux_live_migration_goes_on_counting(tmp_path, accel=SOFT)
