@@ -440,8 +440,8 @@ static int add_kind(scmp_filter_ctx ctx, enum kap_jail_kind kind, const struct k
 			return r;
 		return vm->soft ? 0 : add_ioctls(ctx, vm->fd, ioctl_vm_irq, N(ioctl_vm_irq));
 	case KAP_JAIL_MIGRATE:
-		if ((r = add_all(ctx, sys_migrate, N(sys_migrate))) < 0 || (r = add_kick(ctx)) < 0 ||
-		    vm->soft)
+		if ((r = add_all(ctx, sys_migrate, N(sys_migrate))) < 0 ||
+		    (r = add_kick(ctx)) < 0 || vm->soft)
 			return r;
 		/* Pausing the guest and saving its state, the dirty log: KVM requests. */
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
