@@ -19,13 +19,13 @@
  * overwrite them before anything looks (flags_dead_from).
  *
  * Per instruction, either
- *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND,
- *    SUB, XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either side);
- *    INC/DEC; IMUL; ROL ROR SHL SHR SAR by a constant; JMP and Jcc rel (any size, AH-BH
- *    included). The host runs the same operation at the same size, so its RFLAGS are the
- *    guest's: they are stored as the lazy flags LF_HOST (lf_res = the image) unless the next
- *    instructions overwrite them before anything can read them or fault, and a Jcc right
- *    after the flag-setting instruction branches on the host's flags directly. Flags the SDM
+ *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND, SUB,
+ *    XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either side); INC/DEC;
+ *    IMUL; MOVZX/MOVSX/MOVSXD from a register or memory; ROL ROR SHL SHR SAR by a constant; JMP
+ *    and Jcc rel (any size, AH-BH included). The host runs the same operation at the same size, so
+ *    its RFLAGS are the guest's: they are stored as the lazy flags LF_HOST (lf_res = the image)
+ *    unless the next instructions overwrite them before anything can read them or fault, and a Jcc
+ *    right after the flag-setting instruction branches on the host's flags directly. Flags the SDM
  *    leaves undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and
  *    rotates by more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF: the guest's
  *    goes into the host's first (BT of the image, or of cpu->flags after kap_soft_get_flags).
@@ -228,6 +228,7 @@ enum kind {
 	K_STORE, /* MOV [m], reg/imm */
 	K_IMUL,	 /* IMUL reg, r/m (, imm) */
 	K_SHIFT, /* ROL ROR SHL SHR SAR reg, imm */
+	K_MOVX,	 /* MOVZX, MOVSX, MOVSXD reg, r/m */
 };
 
 struct inl {
@@ -264,6 +265,16 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		if (b >= 0x80 && b < 0x90 && (mode == 8 || d->osize == 4)) {
 			x->imm = d->imm;
 			return x->k = K_JCC;
+		}
+		if (b == 0xb6 || b == 0xb7 || b == 0xbe || b == 0xbf) {
+			if (!reg_rm && !mem_ok(d, mode))
+				return K_CALL;
+			x->n = b & 1 ? 2 : 1; /* the source's size */
+			x->dec = b >= 0xbe;   /* sign-extending */
+			x->dst = d->reg;
+			x->src = d->rm;
+			x->mem = !reg_rm;
+			return x->k = K_MOVX;
 		}
 		if (b != 0xaf || d->osize == 1)
 			return K_CALL;
@@ -417,6 +428,15 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		x->imm = op <= 1 ? cnt % bits : cnt;
 		return x->k = K_SHIFT;
 	}
+	case 0x63: /* MOVSXD (64-bit code only: ARPL has no handler) */
+		if (mode != 8 || (!reg_rm && !mem_ok(d, mode)))
+			return K_CALL;
+		x->n = 4;
+		x->dec = true;
+		x->dst = d->reg;
+		x->src = d->rm;
+		x->mem = !reg_rm;
+		return x->k = K_MOVX;
 	case 0x8d:
 		if (d->mod == 3 || d->asize == 2 || (d->rip_rel && mode != 8))
 			return K_CALL;
@@ -769,7 +789,7 @@ static bool flags_dead_from(const struct kap_soft_block *b, unsigned int first)
 				return true; /* shifts set them all */
 			continue;	     /* rotates set CF and OF, the others pass through */
 		}
-		if (kd != K_MOV && kd != K_LEA)
+		if (kd != K_MOV && kd != K_LEA && (kd != K_MOVX || x.mem))
 			return false;
 	}
 	return false;
@@ -1258,6 +1278,28 @@ static void emit_mov(struct jc *c, const struct kap_soft_insn *d, const struct i
 	st_reg(c, d, x->dst, x->n);
 }
 
+/* MOVZX/MOVSX/MOVSXD (exec.c's x_movx): the x->n-byte source zero-extended into RAX, sign-
+ * extended to 64 bits for MOVSX, then set_reg at the operand size (32 bits: upper half 0). */
+static void emit_movx(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
+{
+	struct em *e = &c->e;
+	if (x->mem) {
+		merge_flags(c); /* the address arithmetic changes the host's flags */
+		emit_mem(c, d, x->n, false, off);
+	} else {
+		ld_reg(c, d, x->src, x->n, RAX);
+	}
+	if (x->dec) {
+		if (x->n == 4)
+			op_rr(e, W, 0x63, RAX, RAX); /* movsxd rax, eax */
+		else
+			op_rr(e, W, x->n == 1 ? 0x0fbe : 0x0fbf, RAX, RAX);
+		if (d->osize == 4)
+			op_rr(e, 0, 0x89, RAX, RAX); /* mov eax, eax */
+	}
+	st_reg(c, d, x->dst, d->osize);
+}
+
 /* LEA (ea(): base + index << scale + disp, RIP-relative in 64-bit code). */
 static void emit_lea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 {
@@ -1353,6 +1395,9 @@ static void body(struct jc *cp)
 			break;
 		case K_SHIFT:
 			emit_shift(&c, &o->d, &x, !flags_dead(b, i));
+			break;
+		case K_MOVX:
+			emit_movx(&c, &o->d, &x, off);
 			break;
 		case K_JCC:
 			emit_jcc(&c, &o->d, end, x.imm);
