@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import KAPSEL
-from test_vm_soft_diff import SFX, Gen, assemble
+from test_vm_soft_diff import CONDS, SFX, Gen, assemble
 
 BUILD = os.path.dirname(os.path.dirname(os.path.dirname(KAPSEL)))
 GUESTS = os.environ.get("KAPSEL_GUESTS", os.path.join(BUILD, "tests", "guests"))
@@ -58,14 +58,28 @@ def test_generated_sequence_compiled_matches_interpreted(seed, bits, tmp_path):
 
 
 class InlineGen(Gen):
-    """Gen with MOVZX, MOVSX and MOVSXD (inline code since issue 18's third round) in half the
-    steps: every source and destination size, register and memory sources, AH-BH sources in
-    32-bit code, between the flag-setting instructions and the SETcc/CMOVcc that read them."""
+    """Gen with MOVZX, MOVSX and MOVSXD, CMOVcc and SETcc (inline code since issue 18's third
+    round) in half the steps: every size, register and memory operands, AH-BH in 32-bit code,
+    each condition the last flag-setting instruction defines."""
 
     def step(self):
         r = self.r
         if r.random() < 0.5:
             super().step()
+            return
+        usable = [c for c, need in CONDS.items() if self.defined & need == need]
+        if usable and r.random() < 0.5:
+            c = r.choice(usable)
+            if r.random() < 0.5:
+                if self.bits == 32 and r.random() < 0.3:
+                    dst = f"%{r.choice('abcd')}h"
+                else:
+                    dst, _ = self.operand(1)
+                self.lines.append(f"set{c} {dst}")
+            else:
+                size = r.choice([x for x in self.sizes if x > 1])
+                src, _ = self.operand(size)
+                self.lines.append(f"cmov{c}{SFX[size]} {src}, {self.rname(size)}")
             return
         s = r.choice([1, 2, 4] if self.bits == 64 else [1, 2])
         d = r.choice([x for x in self.sizes if x > s])
@@ -82,7 +96,7 @@ class InlineGen(Gen):
 
 @pytest.mark.parametrize("bits", [32, 64])
 @pytest.mark.parametrize("seed", range(4))
-def test_inline_movx_compiled_matches_interpreted(seed, bits, tmp_path):
+def test_inline_movx_cmov_setcc_compiled_matches_interpreted(seed, bits, tmp_path):
     code = assemble(InlineGen(200 + seed, bits).program(400), tmp_path, bits)
     kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
     args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]

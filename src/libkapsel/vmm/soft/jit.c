@@ -21,14 +21,15 @@
  * Per instruction, either
  *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND, SUB,
  *    XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either side); INC/DEC;
- *    IMUL; MOVZX/MOVSX/MOVSXD from a register or memory; ROL ROR SHL SHR SAR by a constant; JMP
- *    and Jcc rel (any size, AH-BH included). The host runs the same operation at the same size, so
- *    its RFLAGS are the guest's: they are stored as the lazy flags LF_HOST (lf_res = the image)
- *    unless the next instructions overwrite them before anything can read them or fault, and a Jcc
- *    right after the flag-setting instruction branches on the host's flags directly. Flags the SDM
- *    leaves undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and
- *    rotates by more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF: the guest's
- *    goes into the host's first (BT of the image, or of cpu->flags after kap_soft_get_flags).
+ *    IMUL; MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc to either (the guest's
+ *    flags into the host's by POPF); ROL ROR SHL SHR SAR by a constant; JMP and Jcc rel (any size,
+ *    AH-BH included). The host runs the same operation at the same size, so its RFLAGS are the
+ *    guest's: they are stored as the lazy flags LF_HOST (lf_res = the image) unless the next
+ *    instructions overwrite them before anything can read them or fault, and a Jcc right after the
+ *    flag-setting instruction branches on the host's flags directly. Flags the SDM leaves
+ *    undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and rotates by
+ *    more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF: the guest's goes into the
+ *    host's first (BT of the image, or of cpu->flags after kap_soft_get_flags).
  *  - or a call to the interpreter's handler (everything else: the stack, string and system
  *    instructions, x87/SSE, LOCK...), with cpu->rip and cpu->next_rip set first as run_block
  *    sets them, cpu->rip = next_rip after it, and the block left at once when the handler
@@ -229,6 +230,8 @@ enum kind {
 	K_IMUL,	 /* IMUL reg, r/m (, imm) */
 	K_SHIFT, /* ROL ROR SHL SHR SAR reg, imm */
 	K_MOVX,	 /* MOVZX, MOVSX, MOVSXD reg, r/m */
+	K_CMOV,	 /* CMOVcc reg, r/m */
+	K_SETCC, /* SETcc r/m8 */
 };
 
 struct inl {
@@ -265,6 +268,16 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		if (b >= 0x80 && b < 0x90 && (mode == 8 || d->osize == 4)) {
 			x->imm = d->imm;
 			return x->k = K_JCC;
+		}
+		if ((b & 0xf0) == 0x40 || (b & 0xf0) == 0x90) { /* CMOVcc, SETcc */
+			if (!reg_rm && !mem_ok(d, mode))
+				return K_CALL;
+			x->op = b & 0xf;
+			x->n = b < 0x90 ? d->osize : 1;
+			x->dst = b < 0x90 ? d->reg : d->rm;
+			x->src = d->rm;
+			x->mem = !reg_rm;
+			return x->k = b < 0x90 ? K_CMOV : K_SETCC;
 		}
 		if (b == 0xb6 || b == 0xb7 || b == 0xbe || b == 0xbf) {
 			if (!reg_rm && !mem_ok(d, mode))
@@ -1300,6 +1313,69 @@ static void emit_movx(struct jc *c, const struct kap_soft_insn *d, const struct 
 	st_reg(c, d, x->dst, d->osize);
 }
 
+/* Makes the lazy flags LF_HOST at run time (kap_soft_get_flags' image when they were not), so
+ * lf_res holds the guest's arithmetic flags for flags_to_host. */
+static void flags_as_host(struct jc *c)
+{
+	struct em *e = &c->e;
+	merge_flags(c);
+	if (c->flags_host)
+		return;
+	op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(lf_op)); /* cmp byte [lf_op], LF_HOST */
+	e8(e, KAP_SOFT_LF_HOST);
+	size_t done = jump32(e, 0x4); /* je */
+	op_rr(e, W, 0x89, RBX, RDI);
+	call_abs(e, (const void *)kap_soft_get_flags); /* LF_NONE, RAX = the flags */
+	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(lf_res));
+	op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
+	e8(e, KAP_SOFT_LF_HOST);
+	fix(e, done, e->pos);
+	c->flags_host = true;
+}
+
+/* The host's RFLAGS = the guest's arithmetic flags (lf_res, LF_HOST: flags_as_host). */
+static void flags_to_host(struct jc *c)
+{
+	struct em *e = &c->e;
+	op_mem(e, 0, 0xff, 6, RBX, CPU_OFF(lf_res)); /* push qword [lf_res] */
+	op_mem(e, W, 0x81, 4, RSP, 0);		     /* and qword [rsp], arithmetic flags */
+	e32(e, (uint32_t)KAP_SOFT_ARITH);
+	e8(e, 0x9d); /* popfq */
+}
+
+/* CMOVcc (exec.c's x_cmovcc): the source read (and a fault taken) either way; a 32-bit
+ * destination's upper half zeroed either way, as the host's 32-bit CMOVcc does. */
+static void emit_cmov(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
+{
+	struct em *e = &c->e;
+	flags_as_host(c);
+	if (x->mem)
+		emit_mem(c, d, x->n, false, off);
+	else
+		ld_reg(c, d, x->src, x->n, RAX);
+	ld_reg(c, d, x->dst, x->n, RCX);
+	flags_to_host(c);
+	op_rr(e, x->n == 8 ? W : 0, 0x0f40 | x->op, RCX, RAX); /* cmovcc ecx, eax */
+	op_rr(e, W, 0x89, RCX, RAX);
+	st_reg(c, d, x->dst, x->n);
+}
+
+/* SETcc to a register or through the inline store path. */
+static void emit_setcc(struct jc *c, const struct kap_soft_insn *d, const struct inl *x,
+		       int64_t off)
+{
+	struct em *e = &c->e;
+	flags_as_host(c);
+	flags_to_host(c);
+	op_rr(e, 0, 0x0f90 | x->op, 0, RAX); /* setcc al */
+	if (!x->mem) {
+		st_reg(c, d, x->dst, 1);
+		return;
+	}
+	op_rr(e, 0, 0x0fb6, 8, RAX); /* movzx r8d, al */
+	emit_mem(c, d, 1, true, off);
+}
+
 /* LEA (ea(): base + index << scale + disp, RIP-relative in 64-bit code). */
 static void emit_lea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 {
@@ -1398,6 +1474,12 @@ static void body(struct jc *cp)
 			break;
 		case K_MOVX:
 			emit_movx(&c, &o->d, &x, off);
+			break;
+		case K_CMOV:
+			emit_cmov(&c, &o->d, &x, off);
+			break;
+		case K_SETCC:
+			emit_setcc(&c, &o->d, &x, off);
 			break;
 		case K_JCC:
 			emit_jcc(&c, &o->d, end, x.imm);
