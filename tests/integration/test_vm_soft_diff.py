@@ -201,11 +201,7 @@ class Gen:
             s = r.choice([1, 2, 4] if self.bits == 64 else [1, 2])
             d = r.choice([d for d in big if d > s])
             src, _ = self.operand(s)
-            if s == 4:
-                self.lines.append(f"movslq {src}, {self.rname(8)}")
-            else:
-                op = r.choice(["movz", "movs"]) + SFX[s] + SFX[d]
-                self.lines.append(f"{op} {src}, {self.rname(d)}")
+            self.movx(src, s, d)
         elif kind == "misc":
             w = self.w
             ext = ["cbtw", "cwtl", "cltd", "cwtd"] + (["cltq", "cqto"] if w == 8 else [])
@@ -220,6 +216,14 @@ class Gen:
                 f"{reg(idx, w)},{r.choice([1, 2, 4, 8])}), {self.rname(sz)}"]))
         else:
             self.string(r.choice([s for s in self.sizes]), sfx)
+
+    def movx(self, src, s, d):
+        """MOVZX or MOVSX of src (s bytes) into a d-byte register; MOVSXD for s == 4."""
+        if s == 4:
+            self.lines.append(f"movslq {src}, {self.rname(8)}")
+        else:
+            op = self.r.choice(["movz", "movs"]) + SFX[s] + SFX[d]
+            self.lines.append(f"{op} {src}, {self.rname(d)}")
 
     def string(self, size, sfx):
         r = self.r

@@ -87,11 +87,7 @@ class InlineGen(Gen):
             src = f"%{r.choice('abcd')}h"
         else:
             src, _ = self.operand(s)
-        if s == 4:
-            self.lines.append(f"movslq {src}, {self.rname(8)}")
-        else:
-            op = r.choice(["movz", "movs"]) + SFX[s] + SFX[d]
-            self.lines.append(f"{op} {src}, {self.rname(d)}")
+        self.movx(src, s, d)
 
 
 @pytest.mark.parametrize("bits", [32, 64])
