@@ -64,6 +64,8 @@
  *             left (test_vm_soft_diff.py's generated instruction sequences): see test_diff
  *   tlb       the TLB's flushes: INVLPG (4 KiB and 4 MiB pages), CR3 and CR4 writes, A/D bits set
  *             again after INVLPG: see test_tlb
+ *   jcache    indirect branches to one linear address remapped (INVLPG, CR3), rewritten, made
+ *             not present, reached through another CS base: see test_jcache
  *   segs      privilege checks on segment loads at CPL 0: a far JMP to a DPL 3 code segment
  *             and MOV SS of a DPL 3 data segment are #GP with the selector; MOV DS of it works;
  *             VERR/VERW of a data, a code and an out-of-limit selector
@@ -838,6 +840,119 @@ static void test_tlb(void)
 	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0) : "memory");
 	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4));
 	puts_("tlb ok\n");
+	pass();
+}
+
+/*
+ * test=jcache: indirect branches to code whose linear address stays while what it maps to does
+ * not (the soft CPU's compiled code finds the blocks after returns and indirect branches in a
+ * jump cache by linear address, docs/vm.md): linear 0x310000 is remapped by INVLPG and by a CR3
+ * switch, rewritten through another mapping and through itself, made not present (a #PF on the
+ * fetch), and reached at the same EIP through a CS with another base. Each time the routine
+ * called through a register (CALL r/m, its RET back) must be the one mapped there now.
+ */
+static uint32_t jc_dir2[1024] __attribute__((aligned(4096)));
+static uint32_t jc_tab2[1024] __attribute__((aligned(4096)));
+static uint64_t jc_gdt[7] __attribute__((aligned(8)));
+static uint8_t jc_stub[4] = {0xff, 0xd0, 0xcb}; /* call *%eax; lret */
+
+/* "mov $v, %eax; ret" at physical (identity-mapped) address a. */
+static void jc_code(uint32_t a, uint32_t v)
+{
+	volatile uint8_t *p = (volatile uint8_t *)(uintptr_t)a;
+	p[0] = 0xb8;
+	for (int i = 0; i < 4; i++)
+		p[1 + i] = (uint8_t)(v >> (8 * i));
+	p[5] = 0xc3;
+}
+
+/* The sum of n calls of the routine at fn through a register. */
+static uint32_t jc_calls(uint32_t fn, int n)
+{
+	uint32_t s = 0;
+	for (int i = 0; i < n; i++) {
+		uint32_t r;
+		__asm__ volatile("call *%1" : "=a"(r) : "r"(fn) : "memory", "cc");
+		s += r;
+	}
+	return s;
+}
+
+static void test_jcache(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt}, gdtr, old;
+	set_gate(14, isr_pf);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	for (uint32_t i = 0; i < 1024; i++)
+		pg_tab[i] = (i << 12) | 3;
+	jc_code(0x330000, 1);
+	jc_code(0x331000, 2);
+	jc_code(0x332000, 3);
+	pg_tab[0x310] = 0x330000u | 3;
+	pg_tab[0x311] = 0x332000u | 3;
+	pg_dir[0] = (uint32_t)(uintptr_t)pg_tab | 3;
+	for (uint32_t i = 0; i < 1024; i++)
+		jc_tab2[i] = pg_tab[i];
+	jc_tab2[0x310] = 0x332000u | 3;
+	jc_dir2[0] = (uint32_t)(uintptr_t)jc_tab2 | 3;
+	uint32_t cr0;
+	__asm__ volatile("mov %0, %%cr3" : : "r"(pg_dir) : "memory");
+	__asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
+	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0 | 0x80000000u) : "memory");
+	volatile uint32_t *pt = pg_tab;
+	CHECK(jc_calls(0x310000, 20) == 20, "jcache: the first mapping");
+	pt[0x310] = 0x331000u | 3;
+	__asm__ volatile("invlpg (%0)" : : "r"(0x310000) : "memory");
+	CHECK(jc_calls(0x310000, 20) == 40, "jcache: INVLPG: the remapped page ran the old code");
+	__asm__ volatile("mov %0, %%cr3" : : "r"(jc_dir2) : "memory");
+	CHECK(jc_calls(0x310000, 20) == 60,
+	      "jcache: CR3 switch: the other tables' page did not run");
+	__asm__ volatile("mov %0, %%cr3" : : "r"(pg_dir) : "memory");
+	CHECK(jc_calls(0x310000, 20) == 40,
+	      "jcache: CR3 switch back: the first tables' page did not run");
+	jc_code(0x331000, 7); /* through the identity mapping */
+	CHECK(jc_calls(0x310000, 20) == 140, "jcache: code rewritten elsewhere ran as it was");
+	*(volatile uint8_t *)0x310001 = 9; /* through the linear address itself */
+	CHECK(jc_calls(0x310000, 20) == 180, "jcache: code rewritten in place ran as it was");
+	pt[0x310] = 0;
+	__asm__ volatile("invlpg (%0)" : : "r"(0x310000) : "memory");
+	pf_count = 0;
+	EXPECT_PF("jmp *%0", "r"(0x310000));
+	CHECK(pf_count == 1 && pf_code == 0 && pf_cr2 == 0x310000,
+	      "jcache: a jump to a page made not present was not #PF");
+	pt[0x310] = 0x330000u | 3;
+	CHECK(jc_calls(0x310000, 20) == 20, "jcache: the page mapped again");
+	/* CS with base 0x1000 (selector 0x30): the same EIP 0x310000 is linear 0x311000. */
+	__asm__ volatile("sgdt %0" : "=m"(old));
+	const uint64_t *g = (const uint64_t *)(uintptr_t)old.base;
+	for (int i = 0; i < 6; i++)
+		jc_gdt[i] = g[i];
+	jc_gdt[6] = 0x00cf9a001000ffffULL;
+	gdtr.base = (uint32_t)(uintptr_t)jc_gdt;
+	gdtr.limit = sizeof(jc_gdt) - 1;
+	__asm__ volatile("lgdt %0" : : "m"(gdtr));
+	uint32_t cs, sum = 0;
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	for (int i = 0; i < 20; i++) {
+		struct {
+			uint32_t off;
+			uint16_t sel;
+		} __attribute__((packed)) far = {(uint32_t)(uintptr_t)jc_stub, (uint16_t)cs};
+		if (i & 1) {
+			far.off -= 0x1000;
+			far.sel = 0x30;
+		}
+		uint32_t r;
+		__asm__ volatile("lcall *%1" : "=a"(r) : "m"(far), "a"(0x310000) : "memory", "cc");
+		sum += r;
+	}
+	CHECK(sum == 10 * 1 + 10 * 3, "jcache: a CS base change ran the other base's code");
+	__asm__ volatile("lgdt %0" : : "m"(old));
+	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0) : "memory");
+	puts_("jcache ok\n");
 	pass();
 }
 
@@ -2260,6 +2375,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_diff(mb);
 	if (streq(test, "tlb"))
 		test_tlb();
+	if (streq(test, "jcache"))
+		test_jcache();
 	if (streq(test, "mips"))
 		test_mips(cmdline);
 	if (streq(test, "alu"))

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import KAPSEL
-from test_vm_soft_diff import CONDS, SFX, Gen, assemble
+from test_vm_soft_diff import ALL, CONDS, SFX, Gen, assemble, reg
 
 BUILD = os.path.dirname(os.path.dirname(os.path.dirname(KAPSEL)))
 GUESTS = os.environ.get("KAPSEL_GUESTS", os.path.join(BUILD, "tests", "guests"))
@@ -101,6 +101,113 @@ def test_inline_movx_cmov_setcc_compiled_matches_interpreted(seed, bits, tmp_pat
     assert diff_out(jit) == diff_out(interp)
 
 
+class BranchGen(Gen):
+    """Gen with near branches whose target the compiled code finds at run time, through the
+    jump cache (exit_indirect): CALL rel and RET (RET imm16 too) to routines four to a page on
+    other pages, CALL and JMP through a register, LOOP and JRCXZ/JECXZ; the whole sequence runs
+    three times, so the second and third find their targets in the cache."""
+
+    def __init__(self, seed, bits):
+        super().__init__(seed, bits)
+        self.funcs = []
+        self.k = 0
+
+    def body(self, n):
+        saved, self.lines = self.lines, []
+        for _ in range(n):
+            super().step()
+        out, self.lines = self.lines, saved
+        return out
+
+    def addr(self, label, rg):
+        """rg = label's address, flags untouched."""
+        if self.bits == 64:
+            return [f"leaq {label}(%rip), {rg}"]
+        return [f"call P{self.k}", f"P{self.k}: pop {rg}", f"lea {label}-P{self.k}({rg}), {rg}"]
+
+    def step(self):
+        r, w = self.r, self.w
+        if r.random() < 0.7:
+            super().step()
+            return
+        self.k += 1
+        k, name = self.k, f"F{self.k}"
+        rg = reg(r.choice(self.regs), w)
+        kind = r.choice(["call", "callr", "jmpr", "reti", "loop", "jrcxz"])
+        if kind in ("call", "callr", "reti"):
+            self.funcs.append((name, self.body(r.randrange(4)) +
+                               [f"ret ${w}" if kind == "reti" else "ret"]))
+            if kind == "reti":
+                self.lines += [f"push{SFX[w]} ${r.randrange(128)}", f"call {name}"]
+            elif kind == "call":
+                self.lines.append(f"call {name}")
+            else:
+                self.lines += self.addr(name, rg) + [f"call *{rg}"]
+        elif kind == "jmpr":
+            self.funcs.append((name, self.body(r.randrange(4)) + [f"jmp B{k}"]))
+            self.lines += self.addr(name, rg) + [f"jmp *{rg}", f"B{k}:"]
+        elif kind == "loop":
+            dx = reg(r.choice([x for x in self.regs if x not in ("rcx", "ecx")]), w)
+            self.lines += [f"movl ${r.randrange(1, 6)}, %ecx", f"L{k}: lea 1({dx}), {dx}",
+                           f"loop L{k}"]
+        else:
+            if r.random() < 0.5:
+                self.lines.append("movl $0, %ecx")
+            before = self.defined
+            self.lines.append(f"{'jrcxz' if w == 8 else 'jecxz'} J{k}")
+            self.lines += self.body(1) + [f"J{k}:"]
+            self.defined &= before  # the flags of either path
+
+    def program(self, n):
+        w = self.w
+        for name in self.regs:
+            v = self.r.getrandbits(64)
+            self.lines.append(f"movabsq ${v}, {reg(name, 8)}" if w == 8 else
+                              f"movl ${v & 0xffffffff}, {reg(name, 4)}")
+        self.lines += [f"push{SFX[w]} $3", "top:"]
+        self.emit(f"cmp{SFX[w]} {reg('rbx', w)}, {reg('rax', w)}", ALL)
+        for _ in range(n):
+            self.step()
+        self.lines += [f"dec{SFX[w]} ({reg('rsp', w)})", "jnz top", f"pop{SFX[w]} {reg('rcx', w)}"]
+        bp = reg("rbp", w)
+        self.lines += [f"mov{SFX[w]} {reg(name, w)}, {0xf00 + w * i}({bp})"
+                       for i, name in enumerate(self.regs)]
+        self.lines += [f"pushf{SFX[w]}", f"pop{SFX[w]} {reg('rax', w)}",
+                       f"mov{SFX[w]} {reg('rax', w)}, {0xf00 + w * len(self.regs)}({bp})",
+                       "ret"]
+        for i, (name, body) in enumerate(self.funcs):
+            if i % 4 == 0:
+                self.lines.append(".balign 4096, 0xcc")
+            self.lines += [f"{name}:"] + body
+        return "\n".join([f".code{self.bits}", ".text"] + self.lines) + "\n"
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("seed", range(4))
+def test_indirect_branches_compiled_match_interpreted(seed, bits, tmp_path):
+    code = assemble(BranchGen(300 + seed, bits).program(150), tmp_path, bits)
+    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
+    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
+    interp = diff_out(run("off", args))
+    for jit in ("1", "2"):
+        r = run(jit, args)
+        assert compiled(r) > 0, r.stderr
+        assert diff_out(r) == interp, jit
+
+
+@pytest.mark.parametrize("jit", ["1", "2"])
+def test_jump_cache_sees_remaps_rewrites_and_cs_bases(jit):
+    # multiboot.c's test=jcache: one linear address called through a register after INVLPG, a
+    # CR3 switch, a rewrite through another mapping and in place, not present (#PF), and
+    # through a CS with another base; its checks pass, and its output is the interpreter's.
+    args = ["--kernel", MULTIBOOT, "--cmdline", "test=jcache"]
+    interp, r = run("off", args), run(jit, args)
+    for x in (interp, r):
+        assert x.returncode == PASS, x.stdout + x.stderr
+    assert r.stdout == interp.stdout
+    assert compiled(r) > 0
+
+
 @pytest.mark.parametrize("kind,n", [("loop", 3_000_000), ("mix", 2)])
 def test_hot_loops_compiled_match_interpreted(kind, n):
     # Jcc/JMP exits, chained blocks, loads and stores through the TLB with paging on (mix):
@@ -114,7 +221,7 @@ def test_hot_loops_compiled_match_interpreted(kind, n):
     assert compiled(jit) > 0
 
 
-@pytest.mark.parametrize("test", ["smc", "tlb", "paging", "segs", "alu"])
+@pytest.mark.parametrize("test", ["smc", "tlb", "paging", "segs", "alu", "jcache"])
 def test_guest_checks_pass_compiled(test):
     # Self-modifying code must drop compiled code too; TLB flushes, page faults with CR2 and
     # the faulting instruction's state must be what the interpreter leaves.

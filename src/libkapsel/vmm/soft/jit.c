@@ -54,6 +54,18 @@
  * linked. Port I/O and MMIO set the budget to 0 (kap_soft_jit_kick), so an interrupt they
  * raise is taken at the end of that block, as between interpreted blocks.
  *
+ * Exits whose target is known only at run time (RET, CALL/JMP through r/m, LOOP/JCXZ and the
+ * rel branches a handler runs) and fixed ones that cannot be linked (another page, a third
+ * target) go through the jump cache (exit_indirect): compiled blocks by the linear address they
+ * start at, filled by kap_soft_jit_run with the block the loop found there. An entry is taken
+ * only while it still yields the loop's block: filled in the chain's epoch (nothing dropped
+ * since) for its code size and CPL, and the TLB still mapping its page to the same physical
+ * page with fetch permission (fetch_phys's lookup; every flush and INVLPG clears entries
+ * there, so it needs no flush of its own), under the same budget and written-page checks as a
+ * link. Those exits come only after instructions that change neither the code size, the CPL,
+ * CS's base nor the mappings (which leave on unlinked exits), so the chain's copies of them
+ * hold.
+ *
  * W^X: the buffer is a memfd mapped twice, read-write for the generator and read-execute for
  * the CPU; no page is ever writable and executable. Patches go through the writable view.
  * When the buffer is full every compiled block is dropped (their blocks are interpreted until
@@ -678,6 +690,90 @@ static void leave(struct jc *c, int k)
 		memcpy(e->buf + at, &rel, 4);
 }
 
+/* The jump cache's slot for a block at linear address lin (exit_indirect does the same). */
+static unsigned int jc_slot(uint64_t lin)
+{
+	return (unsigned int)(lin ^ (lin >> 10)) & (KAP_SOFT_JC_SIZE - 1);
+}
+
+#define JC_OFF(f)                                                                                  \
+	((int32_t)(offsetof(struct kap_soft_jit, jc) + offsetof(struct kap_soft_jc_entry, f)))
+#define TLBE_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
+_Static_assert(sizeof(struct kap_soft_jc_entry) == 32,
+	       "exit_indirect indexes the jump cache by a shift");
+
+/*
+ * cpu->rip holds the guest's next RIP (absolute, in the code size's width), RSP and all other
+ * state are stored, flags not yet merged; leave the block. Used where the next RIP is known
+ * only at run time but nothing the next block depends on can have changed: the code size, the
+ * CPL, CS's base and the page tables are the chain's (what changes them leaves by leave()), and
+ * no block was dropped (a handler that may drop some is followed by the stop_block check). So
+ * the jump cache's entry for the target's linear address is the block the loop would find when
+ * its key is the chain's (jc_key: the same epoch, code size and CPL) and the TLB still maps the
+ * page to the same physical page with fetch permission at this CPL (fetch_phys's lookup:
+ * anything that flushes or changes a mapping clears the TLB entry, and an entry exists only
+ * after a walk that allowed the fetch). Before it, the budget and the written-page flag, as a
+ * link's; on a miss, to the loop.
+ */
+static void exit_indirect(struct jc *c)
+{
+	struct em *e = &c->e;
+	size_t out[8];
+	unsigned int no = 0;
+	merge_flags(c);
+	op_mem(e, 0, 0x83, 5, R12, JIT_OFF(budget)); /* sub dword [budget], 1 */
+	e8(e, 1);
+	out[no++] = jump32(e, 0xe); /* jle: spent */
+	op_mem(e, W, 0x8b, RAX, R12, JIT_OFF(written_any));
+	op_mem(e, 0, 0x80, 7, RAX, 0); /* cmp byte [rax], 0 */
+	e8(e, 0);
+	out[no++] = jump32(e, 0x5);
+	/* RAX = the linear address: in 32-bit code CS's base plus EIP, which the cache only holds
+	 * below 4 GiB (kap_soft_jit_run), so a sum that wraps never matches */
+	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(rip));
+	if (c->mode != 8)
+		op_mem(e, W, 0x03, RAX, RBX, CPU_OFF(seg[KAP_SOFT_CS].base));
+	/* RCX = the entry's offset from j: jc_slot(lin) * 32 */
+	op_rr(e, W, 0x89, RAX, RCX); /* mov rcx, rax */
+	op_rr(e, W, 0xc1, 5, RCX);   /* shr rcx, 10 */
+	e8(e, 10);
+	op_rr(e, 0, 0x31, RAX, RCX); /* xor ecx, eax */
+	op_rr(e, 0, 0xc1, 4, RCX);   /* shl ecx, 5 */
+	e8(e, 5);
+	op_rr(e, 0, 0x81, 4, RCX); /* and ecx, (size - 1) << 5 */
+	e32(e, (KAP_SOFT_JC_SIZE - 1) << 5);
+	op_rr(e, W, 0x01, R12, RCX); /* add rcx, r12 */
+	op_mem(e, W, 0x3b, RAX, RCX, JC_OFF(lin));
+	out[no++] = jump32(e, 0x5);
+	op_mem(e, W, 0x8b, RDX, R12, JIT_OFF(jc_key));
+	op_mem(e, W, 0x3b, RDX, RCX, JC_OFF(key));
+	out[no++] = jump32(e, 0x5);
+	/* RDX = the TLB entry of lin's page (as emit_mem finds it) */
+	unsigned int esh = (unsigned int)__builtin_ctz(sizeof(struct kap_soft_tlb_entry));
+	op_rr(e, 0, 0x89, RAX, RDX); /* mov edx, eax */
+	op_rr(e, 0, 0xc1, 5, RDX);   /* shr edx, 12 - esh */
+	e8(e, 12 - esh);
+	op_rr(e, 0, 0x81, 4, RDX); /* and edx, (size - 1) << esh */
+	e32(e, (KAP_SOFT_TLB_SIZE - 1) << esh);
+	op_mem(e, W, 0x03, RDX, RBX, CPU_OFF(tlb));
+	op_rr(e, W, 0x81, 4, RAX); /* and rax, ~0xfff */
+	e32(e, 0xfffff000u);
+	op_rr(e, W, 0x83, 1, RAX); /* or rax, 1 */
+	e8(e, 1);
+	op_mem(e, W, 0x3b, RAX, RDX, TLBE_OFF(tag));
+	out[no++] = jump32(e, 0x5);
+	op_mem(e, 0, 0xf6, 0, RDX, TLBE_OFF(perm)); /* test byte [perm], fetch at this CPL */
+	e8(e, c->b->jit.cpl == 3 ? TLB_X_USER : TLB_X_SUP);
+	out[no++] = jump32(e, 0x4); /* jz */
+	op_mem(e, W, 0x8b, RAX, RDX, TLBE_OFF(phys));
+	op_mem(e, W, 0x3b, RAX, RCX, JC_OFF(phys));
+	out[no++] = jump32(e, 0x5);
+	op_mem(e, 0, 0xff, 4, RCX, JC_OFF(code)); /* jmp [code] */
+	for (unsigned int i = 0; i < no; i++)
+		fix(e, out[i], e->pos);
+	leave(c, -1);
+}
+
 /* An exit to the block's start plus t (flags merged already). */
 static void exit_to(struct jc *c, int64_t t)
 {
@@ -691,8 +787,7 @@ static void exit_to(struct jc *c, int64_t t)
 	sync_rip(c, t);
 	int64_t in_page = (int64_t)(c->b->phys & 0xfff) + t;
 	if (in_page < 0 || in_page >= 0x1000 || c->nlink >= 2) {
-		merge_flags(c);
-		leave(c, -1);
+		exit_indirect(c); /* another page, or a third fixed target: the jump cache */
 		return;
 	}
 	if (t == 0 && c->first_pass && !c->seen) {
@@ -1432,6 +1527,21 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 	exit_to(c, end + (int64_t)imm); /* merges the flags, unless they are dead there */
 }
 
+/* Whether o, ending a block, is a near branch: its handler leaves RIP at the target and
+ * changes nothing else the next block depends on (exit_indirect): RET near, CALL/JMP near
+ * through r/m, LOOP/JCXZ, and CALL/JMP/Jcc rel where the handler runs them. */
+static bool near_branch(const struct kap_soft_op *o)
+{
+	unsigned int map = o->d.op >> 8, op = o->d.op & 0xff;
+	if (map == KAP_SOFT_MAP_0F)
+		return op >= 0x80 && op < 0x90;
+	if (map != KAP_SOFT_MAP_1)
+		return false;
+	return op == 0xc3 || op == 0xc2 || (op >= 0xe0 && op <= 0xe3) || op == 0xe8 || op == 0xe9 ||
+	       op == 0xeb || (op >= 0x70 && op < 0x80) ||
+	       (op == 0xff && ((o->d.reg & 7) == 2 || (o->d.reg & 7) == 4));
+}
+
 static void body(struct jc *cp)
 {
 	struct jc c = *cp;
@@ -1493,7 +1603,8 @@ static void body(struct jc *cp)
 		default: {
 			bool ends = last && kap_soft_insn_ends_block(&o->d);
 			bool call_rel = o->d.op == 0xe8 && (b->mode == 8 || o->d.osize == 4);
-			emit_call(&c, o, off, !ends || call_rel);
+			bool near = ends && o->fn && near_branch(o);
+			emit_call(&c, o, off, !ends || call_rel || near);
 			if (!o->fn) {
 				ended = true;
 			} else if (ends) {
@@ -1501,6 +1612,8 @@ static void body(struct jc *cp)
 				if (call_rel) {
 					c.synced = end + (int64_t)o->d.imm;
 					exit_to(&c, c.synced);
+				} else if (near) {
+					exit_indirect(&c);
 				} else {
 					leave(&c, -1);
 				}
@@ -1527,6 +1640,7 @@ static void body(struct jc *cp)
 static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap_soft_block *b)
 {
 	struct jc c = {.cpu = cpu, .j = j, .b = b, .mode = b->mode, .first_pass = true};
+	b->jit.cpl = (uint8_t)cpu->cpl; /* before the code: its TLB checks are for this CPL */
 	cache_drop(&c);
 	c.e.buf = j->rw + j->used;
 	c.e.cap = j->size - j->used;
@@ -1561,7 +1675,6 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 			return false;
 	}
 	b->jit.code = j->rx + j->used;
-	b->jit.cpl = (uint8_t)cpu->cpl;
 	j->compiled++;
 	j->used += (c.e.pos + 15) & ~(size_t)15;
 	return true;
@@ -1634,6 +1747,14 @@ kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 	j->budget = KAP_SOFT_JIT_BUDGET;
 	j->written_any = &cpu->vm->mem.written->rec[cpu->id].any;
 	j->epoch = epoch <= INT32_MAX ? (uint32_t)epoch : 0xffffffffu; /* never linked then */
+	j->jc_key = (uint64_t)j->epoch | (uint64_t)(b->mode | (unsigned int)b->jit.cpl << 4) << 32;
+	/* b is what the loop found at CS:RIP: the jump cache's entry for it (exit_indirect) */
+	uint64_t lin = b->mode == 8 ? cpu->rip : cpu->seg[KAP_SOFT_CS].base + cpu->rip;
+	if (epoch <= INT32_MAX && (b->mode == 8 || lin >> 32 == 0)) {
+		struct kap_soft_jc_entry *jc = &j->jc[jc_slot(lin)];
+		*jc = (struct kap_soft_jc_entry){
+		    .lin = lin, .phys = b->phys & ~0xfffULL, .code = b->jit.code, .key = j->jc_key};
+	}
 	j->flat = 1;
 	for (unsigned int s = KAP_SOFT_ES; s <= KAP_SOFT_DS; s++) {
 		const struct kap_soft_seg *g = &cpu->seg[s];

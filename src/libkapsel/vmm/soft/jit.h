@@ -4,9 +4,10 @@
  * that ran KAP_SOFT_JIT_HOT times interpreted is compiled into x86-64 host code, one piece per
  * decoded instruction, either inline (moves, loads and stores through the TLB, the ALU, INC/DEC,
  * IMUL, shifts, LEA, Jcc/JMP) or a call to the interpreter's handler for it. Compiled blocks
- * jump straight to each other (same guest page, links voided by the cache's epoch) for at most
- * KAP_SOFT_JIT_BUDGET blocks, then return to cpu.c's loop, which looks at interrupts as it
- * does between interpreted blocks.
+ * jump straight to each other (same guest page, links voided by the cache's epoch; elsewhere,
+ * after returns and indirect branches, through the jump cache) for at most KAP_SOFT_JIT_BUDGET
+ * blocks, then return to cpu.c's loop, which looks at interrupts as it does between
+ * interpreted blocks.
  *
  * KAPSEL_SOFT_JIT in the environment: off (or 0) turns it off, the interpreter alone (for
  * diffing); a number N compiles blocks after N runs instead of KAP_SOFT_JIT_HOT (1: every block
@@ -20,8 +21,24 @@
 
 #define KAP_SOFT_JIT_HOT    16
 #define KAP_SOFT_JIT_BUDGET 1024
+#define KAP_SOFT_JC_SIZE    4096 /* jump cache entries (a power of two) */
 
 struct kap_soft_block;
+
+/*
+ * The jump cache (jit.c, exit_indirect): compiled blocks by the linear address they start at,
+ * direct-mapped, for exits whose target is known only at run time (returns, indirect branches,
+ * exits to another page). Filled by kap_soft_jit_run with the block the loop found; an entry
+ * is taken only while it still yields that block: key is the cache's epoch when filled (no
+ * block dropped or code flushed since) with the code size and CPL, and the TLB must still map
+ * lin's page to phys for a fetch at that CPL, as fetch_phys would find it.
+ */
+struct kap_soft_jc_entry {
+	uint64_t lin;  /* the block's linear address (code size's width); 0 with key 0: empty */
+	uint64_t phys; /* the block's physical page */
+	void *code;
+	uint64_t key; /* epoch | (mode | CPL << 4) << 32, as kap_soft_jit_run's jc_key */
+};
 
 /* A vCPU's code buffer and what its generated code reads and writes. */
 struct kap_soft_jit {
@@ -37,11 +54,15 @@ struct kap_soft_jit {
 	uint32_t epoch;
 	/* this vCPU's written-page flag (cpu.c, take_written), which linked exits look at */
 	const void *written_any;
+	/* epoch | (mode | CPL << 4) << 32 on entry: the jump cache's entries filled since with
+	 * this code size and CPL match it */
+	uint64_t jc_key;
 	uint8_t *rx, *rw;	       /* the buffer, executable and writable views */
 	size_t size, used, code_start; /* code_start: after the entry and exit stubs */
 	unsigned int hot;	       /* runs before a block is compiled */
 	uint64_t compiled, flushes;    /* blocks compiled, full buffers (for --debug) */
 	void (*enter)(struct kap_soft_cpu *, struct kap_soft_jit *, void *);
+	struct kap_soft_jc_entry jc[KAP_SOFT_JC_SIZE];
 };
 
 /* The vCPU's generator, or NULL when KAPSEL_SOFT_JIT=off (or the buffer could not be made:
