@@ -123,6 +123,16 @@ def test_guest_checks_pass_compiled(test):
     assert compiled(r) > 0
 
 
+@pytest.mark.parametrize("jit", ["off", "1"])
+def test_faulting_stack_access_leaves_the_interpreters_state(jit):
+    # PUSH, PUSH imm, CALL rel, CALL r/m64, POP and RET whose stack access faults (a missing
+    # page, a read-only one, each also across a page end), the #PF on its own stack (IST):
+    # RSP and RIP still at the instruction, CR2 and the error code, compiled as interpreted.
+    r = run(jit, ["--kernel", BZIMAGE, "--cmdline", "mem=128 stackpf=1"])
+    assert r.returncode == PASS and "stackpf ok" in r.stdout, r.stdout + r.stderr
+    assert (compiled(r) or 0) > 0 if jit == "1" else compiled(r) is None
+
+
 def chaos(seed, jit, timeout):
     env = dict(os.environ, KAPSEL_SOFT_JIT=jit)
     try:
