@@ -205,6 +205,136 @@ static void test_rep(void)
 	puts_("rep ok\n");
 }
 
+/*
+ * "stackpf" on the command line: PUSH, PUSH imm, CALL rel, CALL r/m64 and POP whose stack
+ * access faults (the 2 MiB page at 64 MiB made not present, then read-only under CR0.WP), the
+ * #PF taken on IST1 (a good stack: delivering on the faulting one would double-fault). The
+ * frame must show RSP and RIP still at the instruction, CR2 the stack access, the error code
+ * its kind: what the interpreter leaves, compiled or not (test_vm_soft_jit.py).
+ */
+uint64_t pf_count, pf_code, pf_rip, pf_rsp, pf_cr2, pf_resume, pf_at, sp_saved;
+extern void pf_entry(void);
+__asm__(".text\n"
+	"pf_entry:\n"
+	"	popq pf_code(%rip)\n"
+	"	push %rax\n"
+	"	mov 8(%rsp), %rax\n"
+	"	mov %rax, pf_rip(%rip)\n"
+	"	mov 32(%rsp), %rax\n"
+	"	mov %rax, pf_rsp(%rip)\n"
+	"	mov %cr2, %rax\n"
+	"	mov %rax, pf_cr2(%rip)\n"
+	"	mov pf_resume(%rip), %rax\n"
+	"	mov %rax, 8(%rsp)\n"
+	"	incq pf_count(%rip)\n"
+	"	pop %rax\n"
+	"	iretq\n");
+
+static uint64_t pf_gdt[8] __attribute__((aligned(8)));
+static uint64_t pf_idt[512] __attribute__((aligned(16)));
+static uint32_t pf_tss[26] __attribute__((aligned(16)));
+static uint8_t pf_stack[4096] __attribute__((aligned(16)));
+
+/* Runs insn with RSP at sp (after setup); the #PF handler resumes after it, at label 1. */
+#define STACK_PF(sp, setup, insn)                                                                  \
+	__asm__ volatile("mov %%rsp, sp_saved(%%rip)\n\tlea 1f(%%rip), %%rax\n\t"                  \
+			 "mov %%rax, pf_resume(%%rip)\n\tlea 2f(%%rip), %%rax\n\t"                 \
+			 "mov %%rax, pf_at(%%rip)\n\t" setup "\n\tmov $" #sp ", %%rsp\n2:\t" insn  \
+			 "\n1:\tmov sp_saved(%%rip), %%rsp"                                        \
+			 :                                                                         \
+			 :                                                                         \
+			 : "rax", "rcx", "memory")
+
+static void stack_pf_check(uint64_t n, uint64_t code, uint64_t sp, uint64_t cr2, const char *what)
+{
+	if (pf_count == n && pf_code == code && pf_rsp == sp && pf_rip == pf_at && pf_cr2 == cr2)
+		return;
+	puts_("stackpf: ");
+	puts_(what);
+	puts_(": #PF count ");
+	putu(pf_count);
+	puts_(" code ");
+	putx(pf_code);
+	puts_(" RSP ");
+	putx(pf_rsp);
+	puts_(" RIP ");
+	putx(pf_rip);
+	puts_(" (the instruction ");
+	putx(pf_at);
+	puts_(") CR2 ");
+	putx(pf_cr2);
+	putc_('\n');
+	CHECK(0, "a faulting stack access left the wrong state");
+}
+
+static void test_stackpf(void)
+{
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) dt;
+	__asm__ volatile("sgdt %0" : "=m"(dt));
+	for (int i = 0; i < 6; i++)
+		pf_gdt[i] = ((const uint64_t *)(uintptr_t)dt.base)[i];
+	uint64_t top = (uint64_t)(uintptr_t)(pf_stack + sizeof(pf_stack));
+	pf_tss[9] = (uint32_t)top; /* IST1, at byte 36 */
+	pf_tss[10] = (uint32_t)(top >> 32);
+	uint64_t b = (uint64_t)(uintptr_t)pf_tss;
+	pf_gdt[6] = (sizeof(pf_tss) - 1) | (b & 0xffffff) << 16 | 0x89ULL << 40 |
+		    ((b >> 24) & 0xff) << 56; /* a 64-bit TSS, available */
+	pf_gdt[7] = b >> 32;
+	dt.base = (uint64_t)(uintptr_t)pf_gdt;
+	dt.limit = sizeof(pf_gdt) - 1;
+	__asm__ volatile("lgdt %0\n\tltr %w1" : : "m"(dt), "r"(0x30) : "memory");
+	uint64_t h = (uint64_t)(uintptr_t)pf_entry;
+	pf_idt[28] = (h & 0xffff) | 0x10ULL << 16 | 1ULL << 32 | 0x8eULL << 40 |
+		     ((h >> 16) & 0xffff) << 48; /* vector 14: an interrupt gate on IST1 */
+	pf_idt[29] = h >> 32;
+	dt.base = (uint64_t)(uintptr_t)pf_idt;
+	dt.limit = sizeof(pf_idt) - 1;
+	__asm__ volatile("lidt %0" : : "m"(dt));
+	/* 64-66 MiB: not present */
+	uint64_t cr3, cr0;
+	__asm__ volatile("mov %%cr3, %0; mov %%cr0, %1" : "=r"(cr3), "=r"(cr0));
+	volatile uint64_t *pml4 = (volatile uint64_t *)(uintptr_t)(cr3 & ~0xfffULL);
+	volatile uint64_t *pdpt = (volatile uint64_t *)(uintptr_t)(pml4[0] & ~0xfffULL);
+	volatile uint64_t *pd = (volatile uint64_t *)(uintptr_t)(pdpt[0] & ~0xfffULL);
+	uint64_t old = pd[32];
+	pd[32] = 0;
+	__asm__ volatile("mov %0, %%cr3" : : "r"(cr3) : "memory");
+	STACK_PF(0x4200000, "", "push %%rax");
+	stack_pf_check(1, 2, 0x4200000, 0x41ffff8, "PUSH to a missing page");
+	STACK_PF(0x4200000, "", "pushq $-5");
+	stack_pf_check(2, 2, 0x4200000, 0x41ffff8, "PUSH imm8 to a missing page");
+	STACK_PF(0x4100000, "", "pushw $0x1234");
+	stack_pf_check(3, 2, 0x4100000, 0x40ffffe, "PUSH imm16 to a missing page");
+	STACK_PF(0x4200000, "", "call 1f");
+	stack_pf_check(4, 2, 0x4200000, 0x41ffff8, "CALL rel to a missing page");
+	STACK_PF(0x4200000, "lea 1f(%%rip), %%rcx", "call *%%rcx");
+	stack_pf_check(5, 2, 0x4200000, 0x41ffff8, "CALL reg to a missing page");
+	STACK_PF(0x4200000, "lea pf_resume(%%rip), %%rcx", "call *(%%rcx)");
+	stack_pf_check(6, 2, 0x4200000, 0x41ffff8, "CALL mem to a missing page");
+	STACK_PF(0x4000000, "", "pop %%rcx");
+	stack_pf_check(7, 0, 0x4000000, 0x4000000, "POP from a missing page");
+	STACK_PF(0x4000000, "", "ret");
+	stack_pf_check(8, 0, 0x4000000, 0x4000000, "RET from a missing page");
+	STACK_PF(0x3fffffc, "", "pop %%rcx");
+	stack_pf_check(9, 0, 0x3fffffc, 0x4000000, "POP across into a missing page");
+	/* read-only, with CR0.WP: the write faults, present */
+	pd[32] = old & ~2ULL;
+	__asm__ volatile("mov %0, %%cr0; mov %1, %%cr3"
+			 :
+			 : "r"(cr0 | 0x10000), "r"(cr3)
+			 : "memory");
+	STACK_PF(0x4200000, "", "push %%rax");
+	stack_pf_check(10, 3, 0x4200000, 0x41ffff8, "PUSH to a read-only page");
+	STACK_PF(0x4000004, "", "push %%rax");
+	stack_pf_check(11, 3, 0x4000004, 0x4000000, "PUSH across into a read-only page");
+	pd[32] = old;
+	__asm__ volatile("mov %0, %%cr0; mov %1, %%cr3" : : "r"(cr0), "r"(cr3) : "memory");
+	puts_("stackpf ok\n");
+}
+
 void guest_main(const struct boot_params *bp);
 void guest_main(const struct boot_params *bp)
 {
@@ -247,6 +377,8 @@ void guest_main(const struct boot_params *bp)
 		test_syscall();
 	if (cmdline_get(cmdline, "rep", v, sizeof(v)))
 		test_rep();
+	if (cmdline_get(cmdline, "stackpf", v, sizeof(v)))
+		test_stackpf();
 	if (cmdline_get(cmdline, "diff", v, sizeof(v)))
 		test_diff(bp);
 	puts_("bzimage ok\n");

@@ -739,6 +739,30 @@ static void test_paging(void)
 	EXPECT_PF("movl $1, 0x301004");
 	CHECK(pf_count == 2 && pf_code == 3 && pf_cr2 == 0x301004, "#PF on a read-only page (WP)");
 	CHECK(*(volatile uint32_t *)0x301004 == 0, "the faulting write happened");
+	/* POP and RET from the missing page (the #PF frame goes into the page below it): ESP and
+	 * EIP stay at the instruction (the frame's EIP, at 0x2ffff4), CR2 is the stack pointer. */
+	for (int ret = 0; ret < 2; ret++) {
+		static uint32_t saved, sp, eip; /* not on the stack: ESP moves */
+		if (ret)
+			__asm__ volatile(
+			    "mov %%esp, %0\n\tmovl $1f, pf_resume\n\tmov $0x300000, %%esp\n"
+			    "2:\tret\n1:\tmov %%esp, %1\n\tmov %0, %%esp\n\tmovl $2b, %2"
+			    : "+m"(saved), "+m"(sp), "+m"(eip)
+			    :
+			    : "memory");
+		else
+			__asm__ volatile(
+			    "mov %%esp, %0\n\tmovl $1f, pf_resume\n\tmov $0x300000, %%esp\n"
+			    "2:\tpop %%eax\n1:\tmov %%esp, %1\n\tmov %0, %%esp\n\tmovl $2b, %2"
+			    : "+m"(saved), "+m"(sp), "+m"(eip)
+			    :
+			    : "eax", "memory");
+		CHECK(pf_count == 3u + (uint32_t)ret && pf_code == 0 && pf_cr2 == 0x300000,
+		      "#PF on a POP or RET from a missing page");
+		CHECK(sp == 0x300000, "a POP or RET that faulted moved ESP");
+		CHECK(*(volatile uint32_t *)0x2ffff4 == eip,
+		      "the #PF of a POP or RET is not at it");
+	}
 	/* The CPU writes the tables behind the compiler's back: read them as volatile. */
 	volatile uint32_t *pt = pg_tab, *pd = pg_dir;
 	CHECK((pt[0x302] & 0x60) == 0, "A/D set before any access");

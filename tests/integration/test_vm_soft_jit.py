@@ -230,6 +230,16 @@ def test_guest_checks_pass_compiled(test):
     assert compiled(r) > 0
 
 
+@pytest.mark.parametrize("jit", ["off", "1"])
+def test_faulting_stack_access_leaves_the_interpreters_state(jit):
+    # PUSH, PUSH imm, CALL rel, CALL r/m64, POP and RET whose stack access faults (a missing
+    # page, a read-only one, each also across a page end), the #PF on its own stack (IST):
+    # RSP and RIP still at the instruction, CR2 and the error code, compiled as interpreted.
+    r = run(jit, ["--kernel", BZIMAGE, "--cmdline", "mem=128 stackpf=1"])
+    assert r.returncode == PASS and "stackpf ok" in r.stdout, r.stdout + r.stderr
+    assert (compiled(r) or 0) > 0 if jit == "1" else compiled(r) is None
+
+
 def chaos(seed, jit, timeout):
     env = dict(os.environ, KAPSEL_SOFT_JIT=jit)
     try:
@@ -271,3 +281,145 @@ def test_bad_setting_warns_and_compiles_anyway():
     warn = [x for x in r.stderr.splitlines() if "KAPSEL_SOFT_JIT=sometimes" in x]
     assert len(warn) == 1 and "is not off, 0 or a run count" in warn[0], r.stderr
     assert compiled(r) > 0
+
+
+class StackGen(Gen):
+    """Gen with the stack instructions (inline code since issue 18's fourth round) in half the
+    steps, on a stack in the hashed scratch area (EBP/RBP + 0xe00 down; the guest's own one is
+    kept at +0xff0 and back for the tail): PUSH and POP of every register (RSP and RBP too, as
+    pairs that leave them as they were, or RSP's value into another register) in the stack's
+    and 16-bit sizes, POP RSP of another value, PUSH imm8/imm16/imm32, CALL rel and RET (imm16 too), nested, CALL and JMP
+    through a register and through memory. RSP relative to the area goes into the hash."""
+
+    def __init__(self, seed, bits):
+        super().__init__(seed, bits)
+        self.items = []  # what is on the stack: (size, "v" | "rsp" | "rbp")
+        self.depth = 0  # bytes
+        self.nest = 0
+        self.base = 0  # the items below the innermost call's return address
+        self.labels = 0
+
+    def label(self):
+        self.labels += 1
+        return self.labels
+
+    def push(self):
+        r, w = self.r, self.w
+        size = 2 if r.random() < 0.2 else w
+        sfx = SFX[size]
+        k = r.random()
+        if k < 0.3:
+            v = r.choice([r.randrange(-128, 128), r.randrange(-(1 << 31), 1 << 31) if size > 2
+                          else r.randrange(-(1 << 15), 1 << 15)])
+            self.lines.append(f"push{sfx} ${v}")
+            self.items.append((size, "v"))
+        else:
+            name = r.choice(self.regs + ["rbp", "rsp"] if k < 0.5 else self.regs)
+            what = name if name in ("rbp", "rsp") and size == w else "v"
+            self.lines.append(f"push{sfx} {reg(name, size)}")
+            self.items.append((size, what))
+        self.depth += size
+
+    def pop(self):
+        r = self.r
+        size, what = self.items.pop()
+        self.depth -= size
+        name = r.choice(self.regs)
+        if what != "v" and r.random() < 0.6:
+            name = what  # RSP: back to where it was before that PUSH
+        self.lines.append(f"pop{SFX[size]} {reg(name, size)}")
+
+    def target(self, lab):
+        """A register holding label lab's address."""
+        name = self.r.choice(self.regs)
+        if self.bits == 64:
+            self.lines.append(f"lea .L{lab}(%rip), {reg(name, 8)}")
+        else:
+            here = self.label()
+            self.lines += [f"call .L{here}", f".L{here}:", f"popl {reg(name, 4)}",
+                           f"leal .L{lab}-.L{here}({reg(name, 4)}), {reg(name, 4)}"]
+        return reg(name, self.w)
+
+    def call(self):
+        r, w = self.r, self.w
+        sub, after = self.label(), self.label()
+        args = r.randrange(4) if r.random() < 0.3 else 0
+        for _ in range(args):
+            self.lines.append(f"push{SFX[w]} ${r.randrange(-1000, 1000)}")
+        k = r.random()
+        if k < 0.5:
+            self.lines.append(f"call .L{sub}")
+        elif k < 0.75:
+            self.lines.append(f"call *{self.target(sub)}")
+        else:
+            t = self.target(sub)
+            self.lines += [f"mov{SFX[w]} {t}, 0x900({reg('rbp', w)})",
+                           f"call *0x900({reg('rbp', w)})"]
+        self.lines += [f"jmp .L{after}", f".L{sub}:"]
+        base, self.base = self.base, len(self.items)
+        self.nest += 1
+        for _ in range(r.randrange(1, 8)):
+            self.step()
+        self.nest -= 1
+        while len(self.items) > self.base:
+            self.pop()
+        self.base = base
+        self.lines += [f"ret ${args * w}" if args else "ret", f".L{after}:"]
+
+    def jump(self):
+        lab = self.label()
+        t = self.target(lab)
+        if self.r.random() < 0.5:
+            self.lines.append(f"jmp *{t}")
+        else:
+            bp = reg("rbp", self.w)
+            self.lines += [f"mov{SFX[self.w]} {t}, 0x908({bp})", f"jmp *0x908({bp})"]
+        self.lines += ["ud2", f".L{lab}:"]
+
+    def step(self):
+        r = self.r
+        if r.random() < 0.5:
+            super().step()
+            return
+        k = r.random()
+        if k < 0.4 and self.depth < 0x300:
+            self.push()
+        elif k < 0.75 and len(self.items) > self.base:
+            self.pop()
+        elif k < 0.9 and self.nest < 3 and self.depth < 0x300:
+            self.call()
+        elif k < 0.95:
+            self.jump()
+        elif k < 0.97:  # PUSH RSP; POP RSP and PUSH RBP; POP RBP, next to each other
+            name = r.choice(["rsp", "rbp"])
+            self.lines += [f"push{SFX[self.w]} {reg(name, self.w)}",
+                           f"pop{SFX[self.w]} {reg(name, self.w)}"]
+        elif self.depth < 0x300:  # POP RSP loading what is not RSP + size: 3 slots down
+            w, t = self.w, reg(r.choice(self.regs), self.w)
+            sp = reg("rsp", w)
+            self.lines += [f"push{SFX[w]} {sp}", f"lea{SFX[w]} {-2 * w}({sp}), {t}",
+                           f"mov{SFX[w]} {t}, ({sp})", f"pop{SFX[w]} {sp}"]
+            self.items += [(w, "v")] * 3
+            self.depth += 3 * w
+
+    def program(self, n):
+        w = self.w
+        bp, sp = reg("rbp", w), reg("rsp", w)
+        src = super().program(n)
+        head = f"mov{SFX[w]} {sp}, 0xff0({bp})\nlea{SFX[w]} 0xe00({bp}), {sp}\n"
+        tail = f"mov{SFX[w]} {sp}, 0xe08({bp})\nmov{SFX[w]} 0xff0({bp}), {sp}\n"
+        # the stack switch before the first register load, back before the tail's stores
+        first = src.index("mov", src.index(".text"))
+        last = src.index(f"mov{SFX[w]} {reg(self.regs[0], w)}, {0xf00}({bp})")
+        return src[:first] + head + src[first:last] + tail + src[last:]
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("seed", range(6))
+def test_inline_stack_compiled_matches_interpreted(seed, bits, tmp_path):
+    code = assemble(StackGen(300 + seed, bits).program(400), tmp_path, bits)
+    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
+    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
+    interp, jit = run("off", args), run("1", args)
+    assert compiled(jit) > 0, jit.stderr
+    assert diff_out(jit) == diff_out(interp)

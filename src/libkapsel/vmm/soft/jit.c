@@ -23,29 +23,34 @@
  *    XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either side); INC/DEC;
  *    IMUL; MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc to either (the guest's
  *    flags into the host's by POPF); ROL ROR SHL SHR SAR by a constant; JMP and Jcc rel (any size,
- *    AH-BH included). The host runs the same operation at the same size, so its RFLAGS are the
- *    guest's: they are stored as the lazy flags LF_HOST (lf_res = the image) unless the next
- *    instructions overwrite them before anything can read them or fault, and a Jcc right after the
- *    flag-setting instruction branches on the host's flags directly. Flags the SDM leaves
- *    undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and rotates by
- *    more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF: the guest's goes into the
- *    host's first (BT of the image, or of cpu->flags after kap_soft_get_flags).
- *  - or a call to the interpreter's handler (everything else: the stack, string and system
- *    instructions, x87/SSE, LOCK...), with cpu->rip and cpu->next_rip set first as run_block
- *    sets them, cpu->rip = next_rip after it, and the block left at once when the handler
- *    asked for that (stop_block: a store to a page with translations, a mode change).
+ *    AH-BH included); PUSH/POP reg, PUSH imm, CALL rel and RET (imm16), and in 64-bit code CALL and
+ *    JMP r/m64, whose stack accesses take emit_mem's path (SS: in 32-bit code only while it is flat
+ *    and 32-bit, else the handler) with RSP moved only after them, as exec.c's push and pop do; a
+ *    RET's or indirect branch's target goes into cpu->rip (exit_indirect). The host runs the same
+ *    operation at the same size, so its RFLAGS are the guest's: they are stored as the lazy flags
+ *    LF_HOST (lf_res = the image) unless the next instructions overwrite them before anything can
+ *    read them or fault, and a Jcc right after the flag-setting instruction branches on the host's
+ *    flags directly. Flags the SDM leaves undefined get exec.c's values (AF 0 after logic and
+ *    shifts, OF after shifts and rotates by more than 1, SF ZF PF after IMUL from the result).
+ *    INC/DEC keep CF: the guest's goes into the host's first (BT of the image, or of cpu->flags
+ *    after kap_soft_get_flags).
+ *  - or a call to the interpreter's handler (everything else: PUSHF/POPF, ENTER/LEAVE, far
+ *    branches, the string and system instructions, x87/SSE, LOCK...), with cpu->rip and
+ *    cpu->next_rip set first as run_block sets them, cpu->rip = next_rip after it, and the block
+ *    left at once when the handler asked for that (stop_block: a store to a page with translations,
+ *    a mode change).
  * RIP is kept in cpu->rip relative to the block's start (a block may run at several linear
  * addresses) and brought up to date before each handler call, around a memory access's slow
  * path (the fast one cannot fault) and at the exits, in the code size's width (32-bit code
  * wraps at 4 GiB as the interpreter's mask does).
  *
  * Memory operands (emit_mem) look the TLB up inline; in 32-bit code ES, SS and DS are taken as
- * flat without checks while kap_soft_jit_run found them so on entry (POP ES/SS/DS clear that;
- * everything else that loads them ends the block on an unlinked exit).
+ * flat without checks while kap_soft_jit_run found them so, and SS 32-bit, on entry (POP
+ * ES/SS/DS clear that; everything else that loads them ends the block on an unlinked exit).
  *
  * Exits: a block ends in up to two exits to a guest address known at compile time (Jcc's two,
- * JMP's, the fall-through of a block cut at 64 instructions). When that address is in the
- * block's own guest page, the exit can be linked: cpu.c's loop tells kap_soft_jit_run which
+ * JMP's and CALL's, the fall-through of a block cut at 64 instructions). When that address is in
+ * the block's own guest page, the exit can be linked: cpu.c's loop tells kap_soft_jit_run which
  * block ran after it, and the exit's jump is patched to that block's code, guarded by the
  * cache's epoch (any block dropped voids every link) and by a budget of chained blocks after
  * which the loop runs again. A link never leaves the page, so it holds whatever the page
@@ -244,6 +249,11 @@ enum kind {
 	K_MOVX,	 /* MOVZX, MOVSX, MOVSXD reg, r/m */
 	K_CMOV,	 /* CMOVcc reg, r/m */
 	K_SETCC, /* SETcc r/m8 */
+	K_PUSH,	 /* PUSH reg/imm */
+	K_POP,	 /* POP reg */
+	K_CALLR, /* CALL rel */
+	K_RET,	 /* RET (imm16) */
+	K_IND,	 /* CALL, JMP r/m64 (dec: CALL) */
 };
 
 struct inl {
@@ -387,8 +397,29 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		x->dst = 0;
 		x->imm = x->n == 1 ? d->imm : imm_z(d);
 		return x->k = K_ALU;
+	case 0x6a:
+	case 0x68:
+		x->n = mode == 8 ? (d->osize == 2 ? 2 : 8) : d->osize; /* stack_osize */
+		x->imm = b == 0x6a ? sext(d->imm, 1) : imm_z(d);
+		return x->k = K_PUSH;
+	case 0xe8:
+	case 0xc2:
+	case 0xc3:
+		if (mode != 8 && d->osize != 4)
+			return K_CALL;
+		x->n = mode; /* branch_osize */
+		x->imm = b == 0xc3 ? 0 : d->imm;
+		return x->k = b == 0xe8 ? K_CALLR : K_RET;
 	case 0xfe:
 	case 0xff:
+		if (b == 0xff && mode == 8 && ((d->reg & 7) == 2 || (d->reg & 7) == 4) &&
+		    (reg_rm || mem_ok(d, mode))) {
+			x->n = 8;
+			x->dec = (d->reg & 7) == 2;
+			x->src = d->rm;
+			x->mem = !reg_rm;
+			return x->k = K_IND;
+		}
 		if (!reg_rm || (d->reg & 7) > 1)
 			return K_CALL;
 		x->n = opsz(d);
@@ -473,6 +504,11 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		x->imm = d->imm;
 		return x->k = K_JMP;
 	}
+	if (b >= 0x50 && b < 0x60) {
+		x->n = mode == 8 ? (d->osize == 2 ? 2 : 8) : d->osize; /* stack_osize */
+		x->dst = x->src = (b & 7) | ((d->rex & 1u) << 3);
+		return x->k = b < 0x58 ? K_PUSH : K_POP;
+	}
 	if (b >= 0xb0 && b < 0xc0) {
 		x->n = b < 0xb8 ? 1 : d->osize;
 		x->dst = (b & 7) | ((d->rex & 1u) << 3);
@@ -523,6 +559,15 @@ struct jc {
 	int skip_store;
 	int8_t owner_at_loop[4];
 	size_t warm;
+	/* A PUSH or CALL whose store emit_access is emitting: what it does once the store is
+	 * done, for the exit when that store asks to stop (stop_exit). n: the stack pointer
+	 * (host register sp) moves down by n bytes, 0: none; call: RIP is then the block's start
+	 * plus to, or (ind) the target in cpu->next_rip. */
+	struct {
+		unsigned int n, sp;
+		bool call, ind;
+		int64_t to;
+	} push;
 };
 
 static const unsigned int cache_host[4] = {RBP, R13, R14, R15};
@@ -950,6 +995,38 @@ _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_sof
 		   sizeof(bool) == 1,
 	       "emit_mem reads a segment's type, DPL and present flag as one dword");
 
+/* dst = the stack pointer in host register sp plus delta, in the stack's width: 64 bits in
+ * 64-bit code, else 32 (inline only while SS is flat, which includes 32 bits: flat). */
+static void sp_lea(struct jc *c, unsigned int dst, unsigned int sp, int32_t delta)
+{
+	op_mem(&c->e, c->mode == 8 ? W : 0, 0x8d, dst, sp, delta);
+}
+
+/*
+ * The exit when a store asked to stop (stop_block: it wrote to a page with translations): RIP
+ * past the instruction (the block's start plus next), as run_block leaves it. A PUSH's or
+ * CALL's store is done then, so what the instruction does after it is done here first: the
+ * stack pointer moved, RIP the CALL's target.
+ */
+static void stop_exit(struct jc *c, int64_t next)
+{
+	struct em *e = &c->e;
+	if (c->push.n) {
+		sp_lea(c, RAX, c->push.sp, -(int32_t)c->push.n);
+		op_mem(e, W, 0x89, RAX, RBX, REG_OFF(4));
+		if (c->push.ind) {
+			op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(next_rip));
+			op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(rip));
+			leave(c, -1);
+			return;
+		}
+		if (c->push.call)
+			next = c->push.to;
+	}
+	rip_add(c, next - c->synced);
+	leave(c, -1);
+}
+
 /* RSI = the effective address's offset (ea()) of the instruction at off. */
 static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 {
@@ -991,23 +1068,22 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 }
 
 /*
- * An n-byte access to d's memory operand: a load into RAX (zero-extended), or a store of R8.
+ * An n-byte access at offset RSI in segment s by the len-byte instruction at off: a load into
+ * RAX (zero-extended), or a store of R8.
  * The fast path is kap_soft_read/write's TLB path done inline: the segment checks of
  * seg_linear for a present, writable, expand-up data segment (32-bit code; else the slow path
  * decides), the TLB entry's tag and permission for this block's CPL, no page crossing; then
  * the host access, and for a store the code-page check (kap_soft_stored when the page has
  * translations). Anything else calls kap_soft_read/write, which do it all (faults included:
- * RIP is the instruction's). A store may end the block (stop_block): RIP is then past it.
+ * RIP is the instruction's). A store may end the block (stop_block): stop_exit.
  */
-static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n, bool write,
-		     int64_t off)
+static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write, int64_t off,
+			unsigned int len)
 {
 	struct em *e = &c->e;
-	unsigned int s = ea_seg(d);
 	size_t slow[8];
 	unsigned int ns = 0;
 	size_t logged = 0; /* a store: the jump to kap_soft_stored when the dirty log is on */
-	emit_ea(c, d, off);
 	if (c->mode == 8) {
 		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
 		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
@@ -1017,9 +1093,7 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		op_mem(e, 0, 0x80, 7, R12, JIT_OFF(flat)); /* cmp byte [flat], 0 */
 		e8(e, 0);
 		slow[ns++] = jump32(e, 0x4); /* je */
-		op_rr(e, W, 0x89, RSI, RDI);
-		if (d->asize != 4)
-			op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
+		op_rr(e, W, 0x89, RSI, RDI); /* (an offset in 32-bit code: upper half 0) */
 	} else {
 		/* type, dpl, present in one load: present, writable expand-up data */
 		op_mem(e, 0, 0x8b, RCX, RBX, SEG_OFF(s, type));
@@ -1125,11 +1199,17 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block));
 		e8(e, 0);
 		size_t go_on = jump32(e, 0x4);
-		rip_add(c, off + d->len - c->synced);
-		leave(c, -1);
+		stop_exit(c, off + len);
 		fix(e, go_on, e->pos);
 	}
 	fix(e, done, e->pos);
+}
+
+static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n, bool write,
+		     int64_t off)
+{
+	emit_ea(c, d, off);
+	emit_access(c, ea_seg(d), n, write, off, d->len);
 }
 
 static void emit_load(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
@@ -1498,6 +1578,180 @@ static void emit_lea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 	st_reg(c, d, d->reg, d->osize);
 }
 
+/* ---- the stack ---- */
+
+/*
+ * 32-bit code: the stack instructions are inline while SS is flat and 32-bit (kap_soft_jit_run
+ * looked, POP SS clears it); else their handler, out of line (stack_alt_end). Returns the jump
+ * there, or 0 in 64-bit code (SS: no checks).
+ */
+static size_t stack_alt(struct jc *c)
+{
+	struct em *e = &c->e;
+	if (c->mode == 8)
+		return 0;
+	merge_flags(c);
+	op_mem(e, 0, 0x80, 7, R12, JIT_OFF(flat)); /* cmp byte [flat], 0 */
+	e8(e, 0);
+	return jump32(e, 0x4); /* je */
+}
+
+/* The handler path stack_alt jumps to, after the inline code of op o at off (its RIP state
+ * on entry: synced). An instruction that ends the block leaves it after the handler; one that
+ * does not comes back with the state the inline code left: RIP as the block's code expects it,
+ * the cached registers reloaded (the handler wrote cpu->r[]; the flags it keeps). */
+static void stack_alt_end(struct jc *c, const struct kap_soft_op *o, int64_t off, size_t at,
+			  int64_t synced, bool ends)
+{
+	struct em *e = &c->e;
+	if (!at)
+		return;
+	size_t done = ends ? 0 : jump32(e, -1);
+	fix(e, at, e->pos);
+	int64_t synced_after = c->synced;
+	bool host = c->flags_host;
+	int8_t slot[16], owner[4];
+	memcpy(slot, c->slot, sizeof(slot));
+	memcpy(owner, c->owner, sizeof(owner));
+	c->synced = synced;
+	emit_call(c, o, off, !ends);
+	if (ends) {
+		leave(c, -1);
+		return;
+	}
+	sync_rip(c, synced_after);
+	memcpy(c->slot, slot, sizeof(slot));
+	memcpy(c->owner, owner, sizeof(owner));
+	for (unsigned int k = 0; k < 4; k++)
+		if (owner[k] >= 0)
+			op_mem(e, W, 0x8b, cache_host[k], RBX, REG_OFF(owner[k]));
+	c->flags_host = host;
+	fix(e, done, e->pos);
+}
+
+/* Pushes R8's low n bytes for the instruction d at off: the store at SS:RSP - n through
+ * emit_access, and only once it is done RSP moved (exec.c's push: a fault leaves it). */
+static void push_r8(struct jc *c, const struct kap_soft_insn *d, unsigned int n, int64_t off)
+{
+	unsigned int sp = cache_reg(c, 4);
+	sp_lea(c, RSI, sp, -(int32_t)n);
+	c->push.n = n;
+	c->push.sp = sp;
+	emit_access(c, KAP_SOFT_SS, n, true, off, d->len);
+	memset(&c->push, 0, sizeof(c->push));
+	sp_lea(c, RAX, cache_reg(c, 4), -(int32_t)n);
+	st_reg(c, d, 4, 8);
+}
+
+/* Pops n bytes for the instruction d at off into RAX (zero-extended): the load at SS:RSP, RSP
+ * left as it was (the caller moves it once it has what it needs). */
+static void pop_rax(struct jc *c, const struct kap_soft_insn *d, unsigned int n, int64_t off)
+{
+	op_rr(&c->e, c->mode == 8 ? W : 0, 0x89, cache_reg(c, 4), RSI); /* mov rsi, rsp */
+	emit_access(c, KAP_SOFT_SS, n, false, off, d->len);
+}
+
+/* PUSH reg/imm: the value first (PUSH RSP pushes the old RSP). */
+static void emit_push(struct jc *c, const struct kap_soft_op *o, const struct inl *x, int64_t off)
+{
+	const struct kap_soft_insn *d = &o->d;
+	int64_t synced = c->synced;
+	size_t alt = stack_alt(c);
+	merge_flags(c); /* the address arithmetic changes the host's flags */
+	if (x->src != KAP_SOFT_NOREG)
+		ld_reg(c, d, x->src, x->n, 8);
+	else
+		mov_imm64(&c->e, 8, x->imm);
+	push_r8(c, d, x->n, off);
+	stack_alt_end(c, o, off, alt, synced, false);
+}
+
+/* POP reg: RSP moved, then the register set (POP RSP: RSP is the value loaded). */
+static void emit_pop(struct jc *c, const struct kap_soft_op *o, const struct inl *x, int64_t off)
+{
+	struct em *e = &c->e;
+	const struct kap_soft_insn *d = &o->d;
+	int64_t synced = c->synced;
+	size_t alt = stack_alt(c);
+	merge_flags(c);
+	pop_rax(c, d, x->n, off);
+	op_rr(e, W, 0x89, RAX, RDX);
+	sp_lea(c, RAX, cache_reg(c, 4), (int32_t)x->n);
+	st_reg(c, d, 4, 8);
+	op_rr(e, W, 0x89, RDX, RAX);
+	st_reg(c, d, x->dst, x->n);
+	stack_alt_end(c, o, off, alt, synced, false);
+}
+
+/* The return address (the block's start plus end, in the code size's width) into R8. */
+static void ret_addr_r8(struct jc *c, int64_t end)
+{
+	struct em *e = &c->e;
+	unsigned int fl = c->mode == 8 ? W : 0;
+	op_mem(e, fl, 0x8b, 8, RBX, CPU_OFF(rip));
+	op_rr(e, fl, 0x81, 0, 8); /* add r8, end - synced */
+	e32(e, (uint32_t)(end - c->synced));
+}
+
+/* CALL rel: the return address pushed, then the direct exit (linkable in the page). */
+static void emit_callrel(struct jc *c, const struct kap_soft_op *o, const struct inl *x,
+			 int64_t off, int64_t end)
+{
+	int64_t synced = c->synced;
+	bool host = c->flags_host;
+	size_t alt = stack_alt(c);
+	merge_flags(c);
+	ret_addr_r8(c, end);
+	c->push.call = true;
+	c->push.to = end + (int64_t)x->imm;
+	push_r8(c, &o->d, x->n, off);
+	exit_to(c, end + (int64_t)x->imm);
+	c->flags_host = host;
+	stack_alt_end(c, o, off, alt, synced, true);
+}
+
+/* RET (imm16): the target popped into cpu->rip, RSP past it and the immediate. */
+static void emit_ret(struct jc *c, const struct kap_soft_op *o, const struct inl *x, int64_t off)
+{
+	struct em *e = &c->e;
+	int64_t synced = c->synced;
+	bool host = c->flags_host;
+	size_t alt = stack_alt(c);
+	merge_flags(c);
+	pop_rax(c, &o->d, x->n, off);
+	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(rip)); /* (4 bytes: zero-extended) */
+	sp_lea(c, RAX, cache_reg(c, 4), (int32_t)(x->n + x->imm));
+	st_reg(c, &o->d, 4, 8);
+	exit_indirect(c);
+	c->flags_host = host;
+	stack_alt_end(c, o, off, alt, synced, true);
+}
+
+/* CALL, JMP r/m64 (64-bit code): the target read first (a fault there leaves all as it was),
+ * kept in cpu->next_rip while a CALL pushes. */
+static void emit_ind(struct jc *c, const struct kap_soft_op *o, const struct inl *x, int64_t off,
+		     int64_t end)
+{
+	struct em *e = &c->e;
+	merge_flags(c);
+	if (x->mem)
+		emit_mem(c, &o->d, 8, false, off);
+	else
+		op_rr(e, W, 0x89, cache_reg(c, x->src), RAX);
+	if (!x->dec) {
+		op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(rip));
+		exit_indirect(c);
+		return;
+	}
+	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(next_rip));
+	ret_addr_r8(c, end);
+	c->push.call = c->push.ind = true;
+	push_r8(c, &o->d, 8, off);
+	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(next_rip));
+	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(rip));
+	exit_indirect(c);
+}
+
 static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, uint64_t imm)
 {
 	struct em *e = &c->e;
@@ -1598,6 +1852,24 @@ static void body(struct jc *cp)
 		case K_JMP:
 			merge_flags(&c);
 			exit_to(&c, end + (int64_t)x.imm);
+			ended = true;
+			break;
+		case K_PUSH:
+			emit_push(&c, o, &x, off);
+			break;
+		case K_POP:
+			emit_pop(&c, o, &x, off);
+			break;
+		case K_CALLR: /* these end blocks (kap_soft_insn_ends_block) */
+			emit_callrel(&c, o, &x, off, end);
+			ended = true;
+			break;
+		case K_RET:
+			emit_ret(&c, o, &x, off);
+			ended = true;
+			break;
+		case K_IND:
+			emit_ind(&c, o, &x, off, end);
 			ended = true;
 			break;
 		default: {
@@ -1761,6 +2033,8 @@ kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 		if (s != KAP_SOFT_CS &&
 		    (g->base || g->limit != 0xffffffffu || !g->present || (g->type & 0xe) != 2))
 			j->flat = 0;
+		if (s == KAP_SOFT_SS && !g->db)
+			j->flat = 0; /* a 16-bit stack pointer: the stack instructions' handlers */
 	}
 	j->enter(cpu, j, b->jit.code);
 	return j->last;
