@@ -896,7 +896,8 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 }
 
 /*
- * An n-byte access to d's memory operand: a load into RAX (zero-extended), or a store of R8.
+ * An n-byte access to the memory operand at offset RSI in segment s (of the instruction at off,
+ * len bytes long): a load into RAX (zero-extended), or a store of R8.
  * The fast path is kap_soft_read/write's TLB path done inline: the segment checks of
  * seg_linear for a present, writable, expand-up data segment (32-bit code; else the slow path
  * decides), the TLB entry's tag and permission for this block's CPL, no page crossing; then
@@ -904,15 +905,13 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
  * translations). Anything else calls kap_soft_read/write, which do it all (faults included:
  * RIP is the instruction's). A store may end the block (stop_block): RIP is then past it.
  */
-static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n, bool write,
-		     int64_t off)
+static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write, int64_t off,
+			unsigned int len)
 {
 	struct em *e = &c->e;
-	unsigned int s = ea_seg(d);
 	size_t slow[8];
 	unsigned int ns = 0;
 	size_t logged = 0; /* a store: the jump to kap_soft_stored when the dirty log is on */
-	emit_ea(c, d, off);
 	if (c->mode == 8) {
 		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
 		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
@@ -922,9 +921,7 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		op_mem(e, 0, 0x80, 7, R12, JIT_OFF(flat)); /* cmp byte [flat], 0 */
 		e8(e, 0);
 		slow[ns++] = jump32(e, 0x4); /* je */
-		op_rr(e, W, 0x89, RSI, RDI);
-		if (d->asize != 4)
-			op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
+		op_rr(e, W, 0x89, RSI, RDI); /* (32-bit offsets: mem_ok leaves no 16-bit ones) */
 	} else {
 		/* type, dpl, present in one load: present, writable expand-up data */
 		op_mem(e, 0, 0x8b, RCX, RBX, SEG_OFF(s, type));
@@ -1030,11 +1027,18 @@ static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n
 		op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block));
 		e8(e, 0);
 		size_t go_on = jump32(e, 0x4);
-		rip_add(c, off + d->len - c->synced);
+		rip_add(c, off + len - c->synced);
 		leave(c, -1);
 		fix(e, go_on, e->pos);
 	}
 	fix(e, done, e->pos);
+}
+
+static void emit_mem(struct jc *c, const struct kap_soft_insn *d, unsigned int n, bool write,
+		     int64_t off)
+{
+	emit_ea(c, d, off);
+	emit_access(c, ea_seg(d), n, write, off, d->len);
 }
 
 static void emit_load(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
