@@ -737,6 +737,20 @@ static void test_paging(void)
 	EXPECT_PF("movl $1, 0x301004");
 	CHECK(pf_count == 2 && pf_code == 3 && pf_cr2 == 0x301004, "#PF on a read-only page (WP)");
 	CHECK(*(volatile uint32_t *)0x301004 == 0, "the faulting write happened");
+	/* Read-modify-writes (compiled inline with a write lookup before the load): the fault is
+	 * the store's, nothing written, the registers as they were. */
+	uint32_t a = 0x1234, cl = 3;
+	EXPECT_PF("addl %%eax, 0x301008", "a"(a));
+	CHECK(pf_count == 3 && pf_code == 3 && pf_cr2 == 0x301008, "#PF on ADD [m] read-only");
+	EXPECT_PF("incl 0x30100c");
+	CHECK(pf_count == 4 && pf_code == 3 && pf_cr2 == 0x30100c, "#PF on INC [m] read-only");
+	EXPECT_PF("shll %%cl, 0x301010", "c"(cl));
+	CHECK(pf_count == 5 && pf_code == 3 && pf_cr2 == 0x301010, "#PF on SHL [m], CL read-only");
+	EXPECT_PF("notb 0x301ffe");
+	CHECK(pf_count == 6 && pf_code == 3 && pf_cr2 == 0x301ffe, "#PF on NOT [m] read-only");
+	CHECK(a == 0x1234 && cl == 3, "a faulting read-modify-write changed a register");
+	for (uint32_t k = 0x301008; k < 0x301014; k += 4)
+		CHECK(*(volatile uint32_t *)k == 0, "a faulting read-modify-write wrote");
 	/* The CPU writes the tables behind the compiler's back: read them as volatile. */
 	volatile uint32_t *pt = pg_tab, *pd = pg_dir;
 	CHECK((pt[0x302] & 0x60) == 0, "A/D set before any access");
@@ -744,6 +758,17 @@ static void test_paging(void)
 	CHECK((pt[0x302] & 0x60) == 0x20, "a read sets A only");
 	*(volatile uint32_t *)0x302000 = 5;
 	CHECK((pt[0x302] & 0x60) == 0x60, "a write sets D");
+	EXPECT_PF("adcl $7, 0x301ffe"); /* from the read-only page into a writable one */
+	CHECK(pf_count == 7 && pf_code == 3 && pf_cr2 == 0x301ffe, "#PF on ADC [m] across pages");
+	CHECK(*(volatile uint32_t *)0x302000 == 5, "a faulting page-crossing write wrote");
+	/* A page read (A set, D clear) then read-modify-written: the write lookup misses, the
+	 * slow path sets D. */
+	volatile uint32_t *clean = (volatile uint32_t *)0x303000;
+	uint32_t c0 = clean[0], c1 = clean[1];
+	CHECK((pt[0x303] & 0x60) == 0x20, "a read sets A only");
+	__asm__ volatile("addl $3, 0x303000\n\tnegl 0x303004\n\tsubl $1, 0x303004" ::: "memory");
+	CHECK((pt[0x303] & 0x60) == 0x60, "a read-modify-write sets D");
+	CHECK(clean[0] == c0 + 3 && clean[1] == ~c1, "read-modify-writes of a clean page");
 	*(volatile uint32_t *)0x500010 = 0x1234; /* through the 4 MiB page */
 	CHECK((pd[1] & 0x60) == 0x60, "the PSE page's A/D");
 	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0) : "memory");
