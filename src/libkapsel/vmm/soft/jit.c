@@ -1437,7 +1437,9 @@ static void emit_unary(struct jc *c, const struct kap_soft_insn *d, const struct
  * pointer can fault; then the code-page check and the dirty log as emit_access's store does.
  * Anything else (a TLB miss, a page crossing, MMIO, a fault) runs the handler, with RIP the
  * instruction's: it writes no register, so the cache holds. Both paths leave the flags in
- * lf_res as LF_HOST (flags_as_host first: CF in for ADC SBB INC DEC, the others for rotates).
+ * lf_res as LF_HOST (flags_as_host first: CF in for ADC SBB INC DEC, the others for rotates),
+ * even where the next instructions overwrite them: either path may leave the block after its
+ * store, where an interrupt could see them.
  */
 static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl *x, enum kind k,
 		     bool live, int64_t off)
@@ -1496,7 +1498,7 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 		}
 	}
 	merge_flags(c); /* lf_res (lf_op is LF_HOST already) */
-	if (zero)
+	if (k == K_SHIFT && x->cl)
 		fix(e, zero, e->pos);
 	if (n == 1)
 		op_mem(e, 0, 0x88, RAX, 10, 0); /* mov [r10], al */
@@ -1703,7 +1705,9 @@ static void body(struct jc *cp)
 		struct inl nx;
 		c.jcc_next = i + 1 < b->n && classify(&b->ops[i + 1], b->mode, &nx) == K_JCC;
 		if (x.mem == 3) {
-			emit_rmw(&c, o, &x, k, !flags_dead(b, i), off);
+			/* the flags stored even when dead: its store may leave the block
+			 * (stop_block), where an interrupt could see them */
+			emit_rmw(&c, o, &x, k, true, off);
 			off = end;
 			continue;
 		}
