@@ -697,8 +697,8 @@ static void test_chaos(void)
 	chaos_enter();
 }
 
-extern volatile uint32_t pf_count, pf_code, pf_cr2, pf_resume;
-extern void isr_pf(void);
+extern volatile uint32_t pf_count, pf_code, pf_cr2, pf_resume, de_count;
+extern void isr_pf(void), isr_de(void);
 
 /* Runs insn; the #PF handler (entry32.S) resumes after it at label 1. */
 #define EXPECT_PF(insn, ...)                                                                       \
@@ -751,6 +751,21 @@ static void test_paging(void)
 	CHECK(a == 0x1234 && cl == 3, "a faulting read-modify-write changed a register");
 	for (uint32_t k = 0x301008; k < 0x301014; k += 4)
 		CHECK(*(volatile uint32_t *)k == 0, "a faulting read-modify-write wrote");
+	/* DIV (compiled inline with a check): #DE for a zero divisor and a quotient too big,
+	 * EAX and EDX (AX) as they were. */
+	set_gate(0, isr_de);
+	uint32_t lo = 5, hi = 0, z = 0;
+	__asm__ volatile("movl $1f, pf_resume\n\tdivl %2\n1:" : "+a"(lo), "+d"(hi) : "r"(z));
+	CHECK(de_count == 1 && lo == 5 && hi == 0, "#DE on DIV by 0");
+	lo = 9, hi = 7, z = 7;
+	__asm__ volatile("movl $1f, pf_resume\n\tdivl %2\n1:" : "+a"(lo), "+d"(hi) : "m"(z));
+	CHECK(de_count == 2 && lo == 9 && hi == 7, "#DE on DIV [m] overflowing");
+	lo = 0x0500, z = 5;
+	__asm__ volatile("movl $1f, pf_resume\n\tdivb %b1\n1:" : "+a"(lo) : "c"(z));
+	CHECK(de_count == 3 && lo == 0x0500, "#DE on DIV r8 overflowing");
+	lo = 0x0400;
+	__asm__ volatile("divb %b1" : "+a"(lo) : "c"(z));
+	CHECK(de_count == 3 && lo == 0x04cc, "DIV r8: 1024 / 5 is 204 (0xcc), 4 left (AH)");
 	/* The CPU writes the tables behind the compiler's back: read them as volatile. */
 	volatile uint32_t *pt = pg_tab, *pd = pg_dir;
 	CHECK((pt[0x302] & 0x60) == 0, "A/D set before any access");

@@ -106,7 +106,7 @@ class AluGen(Gen):
     in every form with CF in either state, NOP, PAUSE and the hint NOPs (0F 1F with a memory
     operand too), TEST r/m, imm, NOT and NEG, shifts and rotates by CL with counts 0, 1, the
     size - 1, the size and above (masked as the CPU does), and read-modify-writes of memory:
-    ALU [m], reg/imm, INC/DEC, NOT/NEG and shifts of [m] by 1, imm8 and CL."""
+    ALU [m], reg/imm, INC/DEC, NOT/NEG and shifts of [m] by 1, imm8 and CL; DIV."""
 
     COUNTS = [0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255]
 
@@ -117,7 +117,8 @@ class AluGen(Gen):
             return
         size = r.choice(self.sizes)
         sfx = SFX[size]
-        kind = r.choice(["adc"] * 3 + ["nop", "test", "negnot", "shcl", "shcl", "rmw", "rmw"])
+        kind = r.choice(["adc"] * 3 + ["nop", "test", "negnot", "shcl", "shcl", "rmw", "rmw",
+                                       "div"])
         if kind == "adc":
             if r.random() < 0.3:
                 self.emit(r.choice(["stc", "clc", "cmc"]) if self.defined & CF else "stc",
@@ -164,6 +165,23 @@ class AluGen(Gen):
             if c & (63 if size == 8 else 31):
                 self.defined = ALL & ~AF if op in ("shl", "shr", "sar", "sal") else \
                     self.defined | CF
+        elif kind == "div":
+            # DIV with a divisor made non-zero and a high half below it (the #DE cases are
+            # the multiboot guest's test=paging): hi 0, or the divisor - 1 (big quotients).
+            if size == 1:
+                div = r.choice(["%bl", "%cl", self.mem(1)])
+                hi = "%ah"
+            else:
+                div = self.mem(size) if r.random() < 0.5 else reg(
+                    r.choice([x for x in self.regs if x not in ("eax", "edx", "rax", "rdx")]),
+                    size)
+                hi = reg("rdx", size)
+            self.lines.append(f"or{sfx} $1, {div}")
+            if r.random() < 0.5:
+                self.lines += [f"mov{sfx} {div}, {hi}", f"sub{sfx} $1, {hi}"]
+            else:
+                self.lines.append(f"mov{sfx} $0, {hi}")
+            self.emit(f"div{sfx} {div}", 0)
         else:  # read-modify-writes of memory
             dst = self.mem(size)
             k = r.randrange(5)

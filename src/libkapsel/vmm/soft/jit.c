@@ -21,7 +21,8 @@
  * Per instruction, either
  *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, ADC, SBB,
  *    AND, SUB, XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either
- *    side); INC/DEC; NOT/NEG; IMUL; MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc
+ *    side); INC/DEC; NOT/NEG; IMUL; DIV (zero divisors and overflows raise #DE from the code);
+ *    MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc
  *    to either (the guest's flags into the host's by POPF); ROL ROR SHL SHR SAR by a constant,
  *    and by CL at 32 and 64 bits (a masked count of 0 jumps past it all); NOP, PAUSE and the hint
  *    NOPs (no code); read-modify-writes of memory (emit_rmw: the ALU ops but CMP, INC/DEC,
@@ -35,14 +36,13 @@
  *    guest's goes into the host's first (BT of the image, or of cpu->flags after
  *    kap_soft_get_flags; ADC/SBB make the lazy flags LF_HOST first).
  *  - or a call to the interpreter's handler (everything else: the stack, string and system
- *    instructions, MUL/DIV, RCL/RCR, 8- and 16-bit shifts by CL, x87/SSE, LOCK...), with
- *    cpu->rip and cpu->next_rip set first as run_block sets them, cpu->rip = next_rip after it,
- *    and the block left at once when the handler asked for that (stop_block: a store to a page
- *    with translations, a mode change).
- * RIP is kept in cpu->rip relative to the block's start (a block may run at several linear
- * addresses) and brought up to date before each handler call, around a memory access's slow
- * path (the fast one cannot fault) and at the exits, in the code size's width (32-bit code
- * wraps at 4 GiB as the interpreter's mask does).
+ *    instructions, MUL, one-operand IMUL, IDIV, RCL/RCR, 8- and 16-bit shifts by CL, x87/SSE,
+ * LOCK...), with cpu->rip and cpu->next_rip set first as run_block sets them, cpu->rip = next_rip
+ * after it, and the block left at once when the handler asked for that (stop_block: a store to a
+ * page with translations, a mode change). RIP is kept in cpu->rip relative to the block's start (a
+ * block may run at several linear addresses) and brought up to date before each handler call,
+ * around a memory access's slow path (the fast one cannot fault) and at the exits, in the code
+ * size's width (32-bit code wraps at 4 GiB as the interpreter's mask does).
  *
  * Memory operands (emit_mem) look the TLB up inline; a read-modify-write looks it up for a
  * write before its load (an entry grants writes only once the page is dirty), so nothing between
@@ -241,6 +241,7 @@ enum kind {
 	K_SETCC, /* SETcc r/m8 */
 	K_NOP,	 /* NOP, PAUSE, the hint NOPs (0F 0D, 0F 18-1F): no access, no fault */
 	K_UNARY, /* NOT (op 2), NEG (op 3) */
+	K_DIV,	 /* DIV r/m (unsigned) */
 };
 
 struct inl {
@@ -393,8 +394,8 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		return x->k = K_INCDEC;
 	case 0xf6:
 	case 0xf7:
-		if ((d->reg & 7) > 3 || (!reg_rm && !mem_ok(d, mode)))
-			return K_CALL; /* MUL IMUL DIV IDIV: the handler */
+		if (((d->reg & 7) > 3 && (d->reg & 7) != 6) || (!reg_rm && !mem_ok(d, mode)))
+			return K_CALL; /* MUL IMUL IDIV: the handler */
 		x->n = opsz(d);
 		x->dst = d->rm;
 		if ((d->reg & 7) <= 1) { /* TEST r/m, imm (/1: exec.c's alias) */
@@ -404,6 +405,11 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 			return x->k = K_ALU;
 		}
 		x->op = d->reg & 7;
+		if (x->op == 6) {
+			x->src = d->rm;
+			x->mem = !reg_rm;
+			return x->k = K_DIV;
+		}
 		x->mem = reg_rm ? 0 : 3;
 		return x->k = K_UNARY;
 	case 0x90:
@@ -1564,6 +1570,60 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	}
 }
 
+/*
+ * DIV (exec.c's x_grp3): AX or rDX:rAX by the operand; no flag changes (the host's are
+ * undefined after it: none pending then). A zero divisor or a quotient too big for the size
+ * (the high half not below the divisor) raises #DE at the instruction's RIP, as the handler
+ * does, without reading the operand again.
+ */
+static void emit_div(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
+{
+	struct em *e = &c->e;
+	unsigned int n = x->n, fl = size_fl(n);
+	merge_flags(c);
+	if (x->mem) {
+		emit_mem(c, d, n, false, off);
+		op_rr(e, W, 0x89, RAX, RCX);
+	} else {
+		ld_reg(c, d, x->src, n, RCX);
+	}
+	if (n == 1) {
+		ld_reg(c, d, 0, 2, RAX);
+	} else {
+		ld_reg(c, d, 0, n, RAX);
+		ld_reg(c, d, 2, n, RDX);
+	}
+	op_rr(e, fl, n == 1 ? 0x84 : 0x85, RCX, RCX); /* test ecx, ecx */
+	size_t de0 = jump32(e, 0x4);		      /* jz */
+	if (n == 1)
+		op_rr(e, 0, 0x38, RCX, RSP); /* cmp ah, cl */
+	else
+		op_rr(e, fl, 0x39, RCX, RDX);	    /* cmp edx, ecx */
+	size_t de1 = jump32(e, 0x3);		    /* jae */
+	op_rr(e, fl, n == 1 ? 0xf6 : 0xf7, 6, RCX); /* div ecx */
+	size_t ok = jump32(e, -1);
+	fix(e, de0, e->pos);
+	fix(e, de1, e->pos);
+	rip_add(c, off - c->synced);
+	op_rr(e, W, 0x89, RBX, RDI);
+	e8(e, 0xbe); /* mov esi, #DE */
+	e32(e, KAP_SOFT_XDE);
+	op_rr(e, 0, 0x31, RDX, RDX); /* xor edx, edx: no error code */
+	op_rr(e, 0, 0x31, RCX, RCX);
+	call_abs(e, (const void *)kap_soft_raise);
+	e8(e, 0x0f); /* ud2: not reached */
+	e8(e, 0x0b);
+	fix(e, ok, e->pos);
+	if (n == 1) {
+		st_reg(c, d, 0, 2); /* AL the quotient, AH the remainder */
+		return;
+	}
+	op_rr(e, W, 0x89, RDX, 9); /* mov r9, rdx: the remainder */
+	st_reg(c, d, 0, n);
+	op_rr(e, W, 0x89, 9, RAX);
+	st_reg(c, d, 2, n);
+}
+
 static void emit_mov(struct jc *c, const struct kap_soft_insn *d, const struct inl *x)
 {
 	struct em *e = &c->e;
@@ -1722,6 +1782,9 @@ static void body(struct jc *cp)
 			emit_unary(&c, &o->d, &x, !flags_dead(b, i));
 			break;
 		case K_NOP:
+			break;
+		case K_DIV:
+			emit_div(&c, &o->d, &x, off);
 			break;
 		case K_MOV:
 			emit_mov(&c, &o->d, &x);
