@@ -106,7 +106,8 @@ class AluGen(Gen):
     in every form with CF in either state, NOP, PAUSE and the hint NOPs (0F 1F with a memory
     operand too), TEST r/m, imm, NOT and NEG, shifts and rotates by CL with counts 0, 1, the
     size - 1, the size and above (masked as the CPU does), and read-modify-writes of memory:
-    ALU [m], reg/imm, INC/DEC, NOT/NEG and shifts of [m] by 1, imm8 and CL; DIV."""
+    ALU [m], reg/imm, INC/DEC, NOT/NEG and shifts of [m] by 1, imm8 and CL; DIV, MUL and
+    one-operand IMUL."""
 
     COUNTS = [0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255]
 
@@ -182,6 +183,8 @@ class AluGen(Gen):
             else:
                 self.lines.append(f"mov{sfx} $0, {hi}")
             self.emit(f"div{sfx} {div}", 0)
+            src, _ = self.operand(size)
+            self.emit(f"{r.choice(['mul', 'imul'])}{sfx} {src}", ALL & ~AF)
         else:  # read-modify-writes of memory
             dst = self.mem(size)
             k = r.randrange(5)

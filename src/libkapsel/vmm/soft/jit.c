@@ -21,7 +21,7 @@
  * Per instruction, either
  *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, ADC, SBB,
  *    AND, SUB, XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either
- *    side); INC/DEC; NOT/NEG; IMUL; DIV (zero divisors and overflows raise #DE from the code);
+ *    side); INC/DEC; NOT/NEG; IMUL; MUL; DIV (zero divisors and overflows raise #DE from the code);
  *    MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc
  *    to either (the guest's flags into the host's by POPF); ROL ROR SHL SHR SAR by a constant,
  *    and by CL at 32 and 64 bits (a masked count of 0 jumps past it all); NOP, PAUSE and the hint
@@ -36,7 +36,7 @@
  *    guest's goes into the host's first (BT of the image, or of cpu->flags after
  *    kap_soft_get_flags; ADC/SBB make the lazy flags LF_HOST first).
  *  - or a call to the interpreter's handler (everything else: the stack, string and system
- *    instructions, MUL, one-operand IMUL, IDIV, RCL/RCR, 8- and 16-bit shifts by CL, x87/SSE,
+ *    instructions, IDIV, RCL/RCR, 8- and 16-bit shifts by CL, x87/SSE,
  * LOCK...), with cpu->rip and cpu->next_rip set first as run_block sets them, cpu->rip = next_rip
  * after it, and the block left at once when the handler asked for that (stop_block: a store to a
  * page with translations, a mode change). RIP is kept in cpu->rip relative to the block's start (a
@@ -242,6 +242,7 @@ enum kind {
 	K_NOP,	 /* NOP, PAUSE, the hint NOPs (0F 0D, 0F 18-1F): no access, no fault */
 	K_UNARY, /* NOT (op 2), NEG (op 3) */
 	K_DIV,	 /* DIV r/m (unsigned) */
+	K_MUL,	 /* MUL (op 4), IMUL (op 5) r/m: one operand */
 };
 
 struct inl {
@@ -394,8 +395,8 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		return x->k = K_INCDEC;
 	case 0xf6:
 	case 0xf7:
-		if (((d->reg & 7) > 3 && (d->reg & 7) != 6) || (!reg_rm && !mem_ok(d, mode)))
-			return K_CALL; /* MUL IMUL IDIV: the handler */
+		if ((d->reg & 7) == 7 || (!reg_rm && !mem_ok(d, mode)))
+			return K_CALL; /* IDIV: the handler */
 		x->n = opsz(d);
 		x->dst = d->rm;
 		if ((d->reg & 7) <= 1) { /* TEST r/m, imm (/1: exec.c's alias) */
@@ -405,10 +406,10 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 			return x->k = K_ALU;
 		}
 		x->op = d->reg & 7;
-		if (x->op == 6) {
+		if (x->op >= 4) {
 			x->src = d->rm;
 			x->mem = !reg_rm;
-			return x->k = K_DIV;
+			return x->k = x->op == 6 ? K_DIV : K_MUL;
 		}
 		x->mem = reg_rm ? 0 : 3;
 		return x->k = K_UNARY;
@@ -1624,6 +1625,50 @@ static void emit_div(struct jc *c, const struct kap_soft_insn *d, const struct i
 	st_reg(c, d, 2, n);
 }
 
+/*
+ * MUL and one-operand IMUL (exec.c's x_grp3): AX, or rDX:rAX, = rAX times the operand; CF and
+ * OF the host's (the high half not zero, not the low half's sign extension), SF ZF PF from the
+ * low half and AF 0 (exec.c's mul_flags).
+ */
+static void emit_mul(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
+		     int64_t off)
+{
+	struct em *e = &c->e;
+	unsigned int n = x->n, fl = size_fl(n);
+	merge_flags(c);
+	if (x->mem) {
+		emit_mem(c, d, n, false, off);
+		op_rr(e, W, 0x89, RAX, RCX);
+	} else {
+		ld_reg(c, d, x->src, n, RCX);
+	}
+	ld_reg(c, d, 0, n, RAX);
+	op_rr(e, fl, n == 1 ? 0xf6 : 0xf7, x->op, RCX); /* mul ecx */
+	op_rr(e, W, 0x89, RDX, 9);			/* mov r9, rdx: the high half */
+	if (live) {
+		e8(e, 0x9c);
+		e8(e, 0x5a);
+		op_rr(e, 0, 0x81, 4, RDX); /* and edx, CF | OF */
+		e32(e, (uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
+		op_rr(e, fl, n == 1 ? 0x84 : 0x85, RAX, RAX); /* test eax, eax (AL at 8 bits) */
+		e8(e, 0x9c);
+		e8(e, 0x59); /* pop rcx */
+		op_rr(e, 0, 0x81, 4, RCX);
+		e32(e, (uint32_t)(KAP_SOFT_SF | KAP_SOFT_ZF | KAP_SOFT_PF));
+		op_rr(e, 0, 0x09, RCX, RDX); /* or edx, ecx */
+		c->pending = true;
+		c->p_logic = false;
+		merge_flags(c);
+	}
+	if (n == 1) {
+		st_reg(c, d, 0, 2); /* AX: the whole product */
+		return;
+	}
+	st_reg(c, d, 0, n);
+	op_rr(e, W, 0x89, 9, RAX);
+	st_reg(c, d, 2, n);
+}
+
 static void emit_mov(struct jc *c, const struct kap_soft_insn *d, const struct inl *x)
 {
 	struct em *e = &c->e;
@@ -1785,6 +1830,9 @@ static void body(struct jc *cp)
 			break;
 		case K_DIV:
 			emit_div(&c, &o->d, &x, off);
+			break;
+		case K_MUL:
+			emit_mul(&c, &o->d, &x, !flags_dead(b, i), off);
 			break;
 		case K_MOV:
 			emit_mov(&c, &o->d, &x);
