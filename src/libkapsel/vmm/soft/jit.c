@@ -314,7 +314,7 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 			x->n = opsz(d);
 			x->dst = d->rm;
 			x->src = d->reg;
-			if (!reg_rm) { /* CMP [m], reg: no store */
+			if (!reg_rm) { /* CMP [m], reg: no store; the others write back */
 				if (!mem_ok(d, mode))
 					return K_CALL;
 				x->mem = x->op == 7 ? 2 : 3;
@@ -413,10 +413,8 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 		}
 		x->mem = reg_rm ? 0 : 3;
 		return x->k = K_UNARY;
-	case 0x90:
-		if (d->rex & 1)
-			return K_CALL; /* XCHG r8, rax */
-		return x->k = K_NOP;   /* NOP, PAUSE (F3 90): exec.c's x_xchg does nothing */
+	case 0x90: /* NOP, PAUSE (F3 90): exec.c's x_xchg does nothing; with REX.B, XCHG r8 */
+		return (d->rex & 1) ? K_CALL : (x->k = K_NOP);
 	case 0x88:
 	case 0x89:
 		x->n = opsz(d);
@@ -843,8 +841,7 @@ static bool flags_dead_from(const struct kap_soft_block *b, unsigned int first)
 		if (x.mem == 3)
 			return false; /* read-modify-write: may fault */
 		if (((kd == K_ALU && x.op != 2 && x.op != 3) || kd == K_IMUL) && !x.mem)
-			return true; /* overwrites them all (not ADC, SBB: they read CF), no fault
-				      */
+			return true; /* all overwritten, no fault (ADC, SBB read CF) */
 		if (kd == K_SHIFT) {
 			if (x.cl)
 				return false; /* a count of 0 keeps them */
