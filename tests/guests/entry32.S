@@ -131,6 +131,13 @@ isr_pf:
 	add $12, %esp
 	jmp *pf_resume
 
+	/* The paging test's #DE handler: counts, drops the frame and resumes at pf_resume. */
+	.globl isr_de, de_count
+isr_de:
+	incl de_count
+	add $12, %esp
+	jmp *pf_resume
+
 	/*
 	 * The smc test: the first instruction rewrites the immediate of the second, which is
 	 * already in the CPU's pipeline (or the soft CPU's translated block); the new one must
@@ -169,6 +176,8 @@ pf_code:
 pf_cr2:
 	.long 0
 pf_resume:
+	.long 0
+de_count:
 	.long 0
 ud_count:
 	.long 0

@@ -699,8 +699,8 @@ static void test_chaos(void)
 	chaos_enter();
 }
 
-extern volatile uint32_t pf_count, pf_code, pf_cr2, pf_resume;
-extern void isr_pf(void);
+extern volatile uint32_t pf_count, pf_code, pf_cr2, pf_resume, de_count;
+extern void isr_pf(void), isr_de(void);
 
 /* Runs insn; the #PF handler (entry32.S) resumes after it at label 1. */
 #define EXPECT_PF(insn, ...)                                                                       \
@@ -739,6 +739,35 @@ static void test_paging(void)
 	EXPECT_PF("movl $1, 0x301004");
 	CHECK(pf_count == 2 && pf_code == 3 && pf_cr2 == 0x301004, "#PF on a read-only page (WP)");
 	CHECK(*(volatile uint32_t *)0x301004 == 0, "the faulting write happened");
+	/* Read-modify-writes (compiled inline with a write lookup before the load): the fault is
+	 * the store's, nothing written, the registers as they were. */
+	uint32_t a = 0x1234, cl = 3;
+	EXPECT_PF("addl %%eax, 0x301008", "a"(a));
+	CHECK(pf_count == 3 && pf_code == 3 && pf_cr2 == 0x301008, "#PF on ADD [m] read-only");
+	EXPECT_PF("incl 0x30100c");
+	CHECK(pf_count == 4 && pf_code == 3 && pf_cr2 == 0x30100c, "#PF on INC [m] read-only");
+	EXPECT_PF("shll %%cl, 0x301010", "c"(cl));
+	CHECK(pf_count == 5 && pf_code == 3 && pf_cr2 == 0x301010, "#PF on SHL [m], CL read-only");
+	EXPECT_PF("notb 0x301ffe");
+	CHECK(pf_count == 6 && pf_code == 3 && pf_cr2 == 0x301ffe, "#PF on NOT [m] read-only");
+	CHECK(a == 0x1234 && cl == 3, "a faulting read-modify-write changed a register");
+	for (uint32_t k = 0x301008; k < 0x301014; k += 4)
+		CHECK(*(volatile uint32_t *)k == 0, "a faulting read-modify-write wrote");
+	/* DIV (compiled inline with a check): #DE for a zero divisor and a quotient too big,
+	 * EAX and EDX (AX) as they were. */
+	set_gate(0, isr_de);
+	uint32_t lo = 5, hi = 0, z = 0;
+	__asm__ volatile("movl $1f, pf_resume\n\tdivl %2\n1:" : "+a"(lo), "+d"(hi) : "r"(z));
+	CHECK(de_count == 1 && lo == 5 && hi == 0, "#DE on DIV by 0");
+	lo = 9, hi = 7, z = 7;
+	__asm__ volatile("movl $1f, pf_resume\n\tdivl %2\n1:" : "+a"(lo), "+d"(hi) : "m"(z));
+	CHECK(de_count == 2 && lo == 9 && hi == 7, "#DE on DIV [m] overflowing");
+	lo = 0x0500, z = 5;
+	__asm__ volatile("movl $1f, pf_resume\n\tdivb %b1\n1:" : "+a"(lo) : "c"(z));
+	CHECK(de_count == 3 && lo == 0x0500, "#DE on DIV r8 overflowing");
+	lo = 0x0400;
+	__asm__ volatile("divb %b1" : "+a"(lo) : "c"(z));
+	CHECK(de_count == 3 && lo == 0x04cc, "DIV r8: 1024 / 5 is 204 (0xcc), 4 left (AH)");
 	/* POP and RET from the missing page (the #PF frame goes into the page below it): ESP and
 	 * EIP stay at the instruction (the frame's EIP, at 0x2ffff4), CR2 is the stack pointer. */
 	for (int ret = 0; ret < 2; ret++) {
@@ -757,7 +786,7 @@ static void test_paging(void)
 			    : "+m"(saved), "+m"(sp), "+m"(eip)
 			    :
 			    : "eax", "memory");
-		CHECK(pf_count == 3u + (uint32_t)ret && pf_code == 0 && pf_cr2 == 0x300000,
+		CHECK(pf_count == 7u + (uint32_t)ret && pf_code == 0 && pf_cr2 == 0x300000,
 		      "#PF on a POP or RET from a missing page");
 		CHECK(sp == 0x300000, "a POP or RET that faulted moved ESP");
 		CHECK(*(volatile uint32_t *)0x2ffff4 == eip,
@@ -770,6 +799,17 @@ static void test_paging(void)
 	CHECK((pt[0x302] & 0x60) == 0x20, "a read sets A only");
 	*(volatile uint32_t *)0x302000 = 5;
 	CHECK((pt[0x302] & 0x60) == 0x60, "a write sets D");
+	EXPECT_PF("adcl $7, 0x301ffe"); /* from the read-only page into a writable one */
+	CHECK(pf_count == 9 && pf_code == 3 && pf_cr2 == 0x301ffe, "#PF on ADC [m] across pages");
+	CHECK(*(volatile uint32_t *)0x302000 == 5, "a faulting page-crossing write wrote");
+	/* A page read (A set, D clear) then read-modify-written: the write lookup misses, the
+	 * slow path sets D. */
+	volatile uint32_t *clean = (volatile uint32_t *)0x303000;
+	uint32_t c0 = clean[0], c1 = clean[1];
+	CHECK((pt[0x303] & 0x60) == 0x20, "a read sets A only");
+	__asm__ volatile("addl $3, 0x303000\n\tnegl 0x303004\n\tsubl $1, 0x303004" ::: "memory");
+	CHECK((pt[0x303] & 0x60) == 0x60, "a read-modify-write sets D");
+	CHECK(clean[0] == c0 + 3 && clean[1] == ~c1, "read-modify-writes of a clean page");
 	*(volatile uint32_t *)0x500010 = 0x1234; /* through the 4 MiB page */
 	CHECK((pd[1] & 0x60) == 0x60, "the PSE page's A/D");
 	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0) : "memory");

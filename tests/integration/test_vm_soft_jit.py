@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import KAPSEL
-from test_vm_soft_diff import ALL, CONDS, SFX, Gen, assemble, reg
+from test_vm_soft_diff import ALL, AF, CF, CONDS, SFX, Gen, assemble, reg
 
 BUILD = os.path.dirname(os.path.dirname(os.path.dirname(KAPSEL)))
 GUESTS = os.environ.get("KAPSEL_GUESTS", os.path.join(BUILD, "tests", "guests"))
@@ -206,6 +206,118 @@ def test_jump_cache_sees_remaps_rewrites_and_cs_bases(jit):
         assert x.returncode == PASS, x.stdout + x.stderr
     assert r.stdout == interp.stdout
     assert compiled(r) > 0
+
+
+class AluGen(Gen):
+    """Gen with what issue 18's fourth round made inline, in three steps of four: ADC and SBB
+    in every form with CF in either state, NOP, PAUSE and the hint NOPs (0F 1F with a memory
+    operand too), TEST r/m, imm, NOT and NEG, shifts and rotates by CL with counts 0, 1, the
+    size - 1, the size and above (masked as the CPU does), and read-modify-writes of memory:
+    ALU [m], reg/imm, INC/DEC, NOT/NEG and shifts of [m] by 1, imm8 and CL; DIV, MUL and
+    one-operand IMUL."""
+
+    COUNTS = [0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255]
+
+    def step(self):
+        r = self.r
+        if r.random() < 0.25:
+            super().step()
+            return
+        size = r.choice(self.sizes)
+        sfx = SFX[size]
+        kind = r.choice(["adc"] * 3 + ["nop", "test", "negnot", "shcl", "shcl", "rmw", "rmw",
+                                       "div"])
+        if kind == "adc":
+            if r.random() < 0.3:
+                self.emit(r.choice(["stc", "clc", "cmc"]) if self.defined & CF else "stc",
+                          self.defined | CF)
+            op = r.choice(["adc", "sbb"])
+            form = r.randrange(5)
+            if form == 0:
+                dst, src = self.rname(size), f"${self.imm(size)}"
+            elif form == 1:
+                dst, src = self.rname(size), self.rname(size)
+            elif form == 2:
+                dst, src = self.rname(size), self.mem(size)
+            elif form == 3:
+                dst, src = self.mem(size), self.rname(size)
+            else:
+                dst, src = self.mem(size), f"${self.imm(size)}"
+            if form in (0, 4) and size > 1 and r.random() < 0.5:  # the imm8 forms (83 /2 /3)
+                src = f"${r.randrange(-128, 128)}"
+            self.emit(f"{op}{sfx} {src}, {dst}", ALL)
+        elif kind == "nop":
+            bp = reg("rbp", self.w)
+            self.lines.append(r.choice(["nop", "pause", f"nopl {r.randrange(64)}({bp})",
+                                        f"nopw {r.randrange(64)}({bp},{bp},2)", "nopl %eax",
+                                        "prefetcht0 8(%ebx)" if self.bits == 32 else
+                                        "prefetcht0 8(%rbx)", "xchg %eax, %eax" if
+                                        self.bits == 32 else "nop"]))
+        elif kind == "test":
+            dst, _ = self.operand(size)
+            self.emit(f"test{sfx} ${self.imm(size)}, {dst}", ALL & ~AF)
+        elif kind == "negnot":
+            dst, _ = self.operand(size)
+            if r.random() < 0.5:
+                self.emit(f"neg{sfx} {dst}", ALL)
+            else:
+                self.lines.append(f"not{sfx} {dst}")
+        elif kind == "shcl":
+            c = r.choice(self.COUNTS)
+            op = r.choice(["shl", "shr", "sar", "rol", "ror", "sal"])
+            self.lines.append(f"movb ${c}, %cl")
+            dst = self.rname(size) if r.random() < 0.7 else self.mem(size)
+            if dst in ("%cl", "%ecx", "%cx", "%rcx") and r.random() < 0.7:
+                dst = self.mem(size)
+            self.lines.append(f"{op}{sfx} %cl, {dst}")
+            if c & (63 if size == 8 else 31):
+                self.defined = ALL & ~AF if op in ("shl", "shr", "sar", "sal") else \
+                    self.defined | CF
+        elif kind == "div":
+            # DIV with a divisor made non-zero and a high half below it (the #DE cases are
+            # the multiboot guest's test=paging): hi 0, or the divisor - 1 (big quotients).
+            if size == 1:
+                div = r.choice(["%bl", "%cl", self.mem(1)])
+                hi = "%ah"
+            else:
+                div = self.mem(size) if r.random() < 0.5 else reg(
+                    r.choice([x for x in self.regs if x not in ("eax", "edx", "rax", "rdx")]),
+                    size)
+                hi = reg("rdx", size)
+            self.lines.append(f"or{sfx} $1, {div}")
+            if r.random() < 0.5:
+                self.lines += [f"mov{sfx} {div}, {hi}", f"sub{sfx} $1, {hi}"]
+            else:
+                self.lines.append(f"mov{sfx} $0, {hi}")
+            self.emit(f"div{sfx} {div}", 0)
+            src, _ = self.operand(size)
+            self.emit(f"{r.choice(['mul', 'imul'])}{sfx} {src}", ALL & ~AF)
+        else:  # read-modify-writes of memory
+            dst = self.mem(size)
+            k = r.randrange(5)
+            if k == 0:
+                op = r.choice(["add", "or", "adc", "sbb", "and", "sub", "xor"])
+                src = self.rname(size) if r.random() < 0.5 else f"${self.imm(size)}"
+                self.emit(f"{op}{sfx} {src}, {dst}", ALL)
+            elif k == 1:
+                self.emit(f"{r.choice(['inc', 'dec'])}{sfx} {dst}", ALL)
+            elif k == 2:
+                self.emit(f"{r.choice(['neg', 'not'])}{sfx} {dst}", ALL)
+            else:
+                op = r.choice(["shl", "shr", "sar", "rol", "ror"])
+                c = r.choice(["", "$1, ", f"${r.randrange(1, 8 * size)}, "])
+                self.emit(f"{op}{sfx} {c}{dst}", ALL & ~AF)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("seed", range(6))
+def test_inline_alu_compiled_matches_interpreted(seed, bits, tmp_path):
+    code = assemble(AluGen(300 + seed, bits).program(500), tmp_path, bits)
+    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
+    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
+    interp, jit = run("off", args), run("1", args)
+    assert compiled(jit) > 0, jit.stderr
+    assert diff_out(jit) == diff_out(interp)
 
 
 @pytest.mark.parametrize("kind,n", [("loop", 3_000_000), ("mix", 2)])

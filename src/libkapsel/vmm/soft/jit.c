@@ -19,34 +19,41 @@
  * overwrite them before anything looks (flags_dead_from).
  *
  * Per instruction, either
- *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, AND, SUB,
- *    XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either side); INC/DEC;
- *    IMUL; MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc to either (the guest's
- *    flags into the host's by POPF); ROL ROR SHL SHR SAR by a constant; JMP and Jcc rel (any size,
- *    AH-BH included); PUSH/POP reg, PUSH imm, CALL rel and RET (imm16), and in 64-bit code CALL and
- *    JMP r/m64, whose stack accesses take emit_mem's path (SS: in 32-bit code only while it is flat
- *    and 32-bit, else the handler) with RSP moved only after them, as exec.c's push and pop do; a
- *    RET's or indirect branch's target goes into cpu->rip (exit_indirect). The host runs the same
- *    operation at the same size, so its RFLAGS are the guest's: they are stored as the lazy flags
- *    LF_HOST (lf_res = the image) unless the next instructions overwrite them before anything can
- *    read them or fault, and a Jcc right after the flag-setting instruction branches on the host's
- *    flags directly. Flags the SDM leaves undefined get exec.c's values (AF 0 after logic and
- *    shifts, OF after shifts and rotates by more than 1, SF ZF PF after IMUL from the result).
- *    INC/DEC keep CF: the guest's goes into the host's first (BT of the image, or of cpu->flags
- *    after kap_soft_get_flags).
+ *  - inline code: MOV between registers, of immediates, loads and stores; LEA; ADD, OR, ADC, SBB,
+ *    AND, SUB, XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either
+ *    side); INC/DEC; NOT/NEG; IMUL; MUL; DIV (zero divisors and overflows raise #DE from the code);
+ *    MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc to either (the guest's flags
+ *    into the host's by POPF); ROL ROR SHL SHR SAR by a constant, and by CL at 32 and 64 bits (a
+ *    masked count of 0 jumps past it all); NOP, PAUSE and the hint NOPs (no code);
+ *    read-modify-writes of memory (emit_rmw: the ALU ops but CMP, INC/DEC, NOT/NEG, those shifts
+ *    and rotates), not LOCK'd; JMP and Jcc rel (any size, AH-BH included); PUSH/POP reg, PUSH imm,
+ *    CALL rel and RET (imm16), and in 64-bit code CALL and JMP r/m64, whose stack accesses take
+ *    emit_mem's path (SS: in 32-bit code only while it is flat and 32-bit, else the handler) with
+ *    RSP moved only after them, as exec.c's push and pop do; a RET's or indirect branch's target
+ *    goes into cpu->rip (exit_indirect). The host runs the same operation at the same size, so its
+ *    RFLAGS are the guest's: they are stored as the lazy flags LF_HOST (lf_res = the image) unless
+ *    the next instructions overwrite them before anything can read them or fault, and a Jcc right
+ *    after the flag-setting instruction branches on the host's flags directly. Flags the SDM
+ *    leaves undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and
+ *    rotates by more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF, ADC/SBB read
+ *    it: the guest's goes into the host's first (BT of the image, or of cpu->flags after
+ *    kap_soft_get_flags; ADC/SBB make the lazy flags LF_HOST first).
  *  - or a call to the interpreter's handler (everything else: PUSHF/POPF, ENTER/LEAVE, far
- *    branches, the string and system instructions, x87/SSE, LOCK...), with cpu->rip and
- *    cpu->next_rip set first as run_block sets them, cpu->rip = next_rip after it, and the block
- *    left at once when the handler asked for that (stop_block: a store to a page with translations,
- *    a mode change).
+ *    branches, the string and system instructions, IDIV, RCL/RCR, 8- and 16-bit shifts by CL,
+ *    x87/SSE, LOCK...), with cpu->rip and cpu->next_rip set first as run_block sets them, cpu->rip
+ *    = next_rip after it, and the block left at once when the handler asked for that (stop_block:
+ *    a store to a page with translations, a mode change).
  * RIP is kept in cpu->rip relative to the block's start (a block may run at several linear
  * addresses) and brought up to date before each handler call, around a memory access's slow
  * path (the fast one cannot fault) and at the exits, in the code size's width (32-bit code
  * wraps at 4 GiB as the interpreter's mask does).
  *
- * Memory operands (emit_mem) look the TLB up inline; in 32-bit code ES, SS and DS are taken as
- * flat without checks while kap_soft_jit_run found them so, and SS 32-bit, on entry (POP
- * ES/SS/DS clear that; everything else that loads them ends the block on an unlinked exit).
+ * Memory operands (emit_mem) look the TLB up inline; a read-modify-write looks it up for a
+ * write before its load (an entry grants writes only once the page is dirty), so nothing between
+ * the load and the store can fault, and anything else runs its handler; in 32-bit code ES, SS and
+ * DS are taken as flat without checks while kap_soft_jit_run found them so, and SS 32-bit, on
+ * entry (POP ES/SS/DS clear that; everything else that loads them ends the block on an unlinked
+ * exit).
  *
  * Exits: a block ends in up to two exits to a guest address known at compile time (Jcc's two,
  * JMP's and CALL's, the fall-through of a block cut at 64 instructions). When that address is in
@@ -254,6 +261,10 @@ enum kind {
 	K_CALLR, /* CALL rel */
 	K_RET,	 /* RET (imm16) */
 	K_IND,	 /* CALL, JMP r/m64 (dec: CALL) */
+	K_NOP,	 /* NOP, PAUSE, the hint NOPs (0F 0D, 0F 18-1F): no access, no fault */
+	K_UNARY, /* NOT (op 2), NEG (op 3) */
+	K_DIV,	 /* DIV r/m (unsigned) */
+	K_MUL,	 /* MUL (op 4), IMUL (op 5) r/m: one operand */
 };
 
 struct inl {
@@ -262,18 +273,16 @@ struct inl {
 	unsigned int dst, src; /* guest registers; src KAP_SOFT_NOREG: imm */
 	uint64_t imm;
 	bool dec;
-	unsigned int mem; /* ALU: 1, the source is [m]; 2, the destination is (CMP, TEST) */
+	/* 1, the source is [m]; 2, the destination is, read only (CMP, TEST); 3, the destination
+	 * is, read, changed and written back (emit_rmw) */
+	unsigned int mem;
+	bool cl; /* K_SHIFT: the count is CL's */
 };
 
 /* Whether d's memory operand can be accessed inline (else: the handler). */
 static bool mem_ok(const struct kap_soft_insn *d, unsigned int mode)
 {
 	return d->has_modrm && d->mod != 3 && d->asize != 2 && (!d->rip_rel || mode == 8);
-}
-
-static bool alu_ok(unsigned int op)
-{
-	return op != 2 && op != 3; /* ADC, SBB read CF: the handler */
 }
 
 static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct inl *x)
@@ -287,6 +296,8 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 	unsigned int map = d->op >> 8, b = d->op & 0xff;
 	bool reg_rm = d->has_modrm && d->mod == 3;
 	if (map == KAP_SOFT_MAP_0F) {
+		if (b == 0x0d || (b >= 0x18 && b <= 0x1f))
+			return x->k = K_NOP; /* exec.c's x_nop */
 		if (b >= 0x80 && b < 0x90 && (mode == 8 || d->osize == 4)) {
 			x->imm = d->imm;
 			return x->k = K_JCC;
@@ -317,7 +328,7 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 	}
 	if (map != KAP_SOFT_MAP_1 && b != (0xaf | 0x100))
 		return K_CALL;
-	if (b < 0x40 && (b & 7) <= 5 && alu_ok((b >> 3) & 7)) {
+	if (b < 0x40 && (b & 7) <= 5) {
 		x->op = (b >> 3) & 7;
 		switch (b & 7) {
 		case 0:
@@ -325,10 +336,10 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 			x->n = opsz(d);
 			x->dst = d->rm;
 			x->src = d->reg;
-			if (!reg_rm) { /* CMP [m], reg only: no store */
-				if (x->op != 7 || !mem_ok(d, mode))
+			if (!reg_rm) { /* CMP [m], reg: no store; the others write back */
+				if (!mem_ok(d, mode))
 					return K_CALL;
-				x->mem = 2;
+				x->mem = x->op == 7 ? 2 : 3;
 			}
 			break;
 		case 2:
@@ -366,12 +377,10 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 	case 0x80:
 	case 0x81:
 	case 0x83:
-		if (!alu_ok(d->reg & 7))
-			return K_CALL;
 		if (!reg_rm) {
-			if ((d->reg & 7) != 7 || !mem_ok(d, mode))
+			if (!mem_ok(d, mode))
 				return K_CALL;
-			x->mem = 2;
+			x->mem = (d->reg & 7) == 7 ? 2 : 3;
 		}
 		x->op = d->reg & 7;
 		x->n = opsz(d);
@@ -420,12 +429,35 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 			x->mem = !reg_rm;
 			return x->k = K_IND;
 		}
-		if (!reg_rm || (d->reg & 7) > 1)
+		if ((d->reg & 7) > 1 || (!reg_rm && !mem_ok(d, mode)))
 			return K_CALL;
 		x->n = opsz(d);
 		x->dst = d->rm;
 		x->dec = d->reg & 1;
+		x->mem = reg_rm ? 0 : 3;
 		return x->k = K_INCDEC;
+	case 0xf6:
+	case 0xf7:
+		if ((d->reg & 7) == 7 || (!reg_rm && !mem_ok(d, mode)))
+			return K_CALL; /* IDIV: the handler */
+		x->n = opsz(d);
+		x->dst = d->rm;
+		if ((d->reg & 7) <= 1) { /* TEST r/m, imm (/1: exec.c's alias) */
+			x->op = 8;
+			x->imm = x->n == 1 ? d->imm : imm_z(d);
+			x->mem = reg_rm ? 0 : 2;
+			return x->k = K_ALU;
+		}
+		x->op = d->reg & 7;
+		if (x->op >= 4) {
+			x->src = d->rm;
+			x->mem = !reg_rm;
+			return x->k = x->op == 6 ? K_DIV : K_MUL;
+		}
+		x->mem = reg_rm ? 0 : 3;
+		return x->k = K_UNARY;
+	case 0x90: /* NOP, PAUSE (F3 90): exec.c's x_xchg does nothing; with REX.B, XCHG r8 */
+		return (d->rex & 1) ? K_CALL : (x->k = K_NOP);
 	case 0x88:
 	case 0x89:
 		x->n = opsz(d);
@@ -471,17 +503,28 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 	case 0xc0:
 	case 0xc1:
 	case 0xd0:
-	case 0xd1: {
+	case 0xd1:
+	case 0xd2:
+	case 0xd3: {
 		unsigned int op = d->reg & 7, n = opsz(d), bits = 8 * n;
 		unsigned int cnt = b >= 0xd0 ? 1 : (unsigned int)d->imm & (n == 8 ? 63 : 31);
-		if (!reg_rm || op == 2 || op == 3 || cnt == 0)
+		if ((!reg_rm && !mem_ok(d, mode)) || op == 2 || op == 3)
 			return K_CALL;
-		if (op <= 1 ? cnt % bits == 0 : cnt >= bits)
+		if (b >= 0xd2) {
+			/* by CL: 32 and 64 bits, where the masked count is below the size and
+			 * the host's count mask is the guest's; 8 and 16 bits can go past the
+			 * size (exec.c's choices there): the handler */
+			if (n < 4)
+				return K_CALL;
+			x->cl = true;
+		} else if (cnt == 0 || (op <= 1 ? cnt % bits == 0 : cnt >= bits)) {
 			return K_CALL; /* a whole-size rotate, an over-long shift: the handler */
+		}
 		x->op = op;
 		x->n = n;
 		x->dst = d->rm;
 		x->imm = op <= 1 ? cnt % bits : cnt;
+		x->mem = reg_rm ? 0 : 3;
 		return x->k = K_SHIFT;
 	}
 	case 0x63: /* MOVSXD (64-bit code only: ARPL has no handler) */
@@ -935,14 +978,23 @@ static bool flags_dead_from(const struct kap_soft_block *b, unsigned int first)
 	for (unsigned int k = first; k < b->n; k++) {
 		struct inl x;
 		enum kind kd = classify(&b->ops[k], b->mode, &x);
-		if ((kd == K_ALU || kd == K_IMUL) && !x.mem)
-			return true; /* overwrites them all, cannot fault */
+		if (x.mem == 3)
+			return false; /* read-modify-write: may fault */
+		if (((kd == K_ALU && x.op != 2 && x.op != 3) || kd == K_IMUL) && !x.mem)
+			return true; /* all overwritten, no fault (ADC, SBB read CF) */
 		if (kd == K_SHIFT) {
+			if (x.cl)
+				return false; /* a count of 0 keeps them */
 			if (x.op > 1)
 				return true; /* shifts set them all */
 			continue;	     /* rotates set CF and OF, the others pass through */
 		}
-		if (kd != K_MOV && kd != K_LEA && (kd != K_MOVX || x.mem))
+		if (kd == K_UNARY) {
+			if (x.op == 3)
+				return true; /* NEG sets them all */
+			continue;	     /* NOT none */
+		}
+		if (kd != K_MOV && kd != K_LEA && kd != K_NOP && (kd != K_MOVX || x.mem))
 			return false;
 	}
 	return false;
@@ -976,7 +1028,8 @@ static int overwrites(const struct kap_soft_block *b, unsigned int k)
 	case K_IMUL:
 		return !x.mem && x.n >= 4 && (x.dec || x.src == x.dst) ? (int)x.dst : -1;
 	case K_SHIFT:
-		return x.n >= 4 && (x.op > 1 || flags_dead(b, k)) ? (int)x.dst : -1;
+		return !x.mem && !x.cl && x.n >= 4 && (x.op > 1 || flags_dead(b, k)) ? (int)x.dst
+										     : -1;
 	default:
 		return -1;
 	}
@@ -1068,22 +1121,15 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 }
 
 /*
- * An n-byte access at offset RSI in segment s by the len-byte instruction at off: a load into
- * RAX (zero-extended), or a store of R8.
- * The fast path is kap_soft_read/write's TLB path done inline: the segment checks of
- * seg_linear for a present, writable, expand-up data segment (32-bit code; else the slow path
- * decides), the TLB entry's tag and permission for this block's CPL, no page crossing; then
- * the host access, and for a store the code-page check (kap_soft_stored when the page has
- * translations). Anything else calls kap_soft_read/write, which do it all (faults included:
- * RIP is the instruction's). A store may end the block (stop_block): stop_exit.
+ * emit_access's fast path up to the access: the segment checks, the TLB entry's tag and
+ * permission (a write's for a store or a read-modify-write), no page crossing. Leaves RCX = the
+ * host address, RDX = the TLB entry; the jumps to the slow path go into slow (returns how many).
  */
-static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write, int64_t off,
-			unsigned int len)
+static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bool write,
+				size_t *slow)
 {
 	struct em *e = &c->e;
-	size_t slow[8];
 	unsigned int ns = 0;
-	size_t logged = 0; /* a store: the jump to kap_soft_stored when the dirty log is on */
 	if (c->mode == 8) {
 		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
 		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
@@ -1139,6 +1185,26 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 	op_rr(e, 0, 0x81, 4, RCX);   /* and ecx, 0xfff */
 	e32(e, 0xfff);
 	op_mem(e, W, 0x03, RCX, RDX, TLB_OFF(host));
+	return ns;
+}
+
+/*
+ * An n-byte access at offset RSI in segment s by the len-byte instruction at off: a load into
+ * RAX (zero-extended), or a store of R8.
+ * The fast path is kap_soft_read/write's TLB path done inline: the segment checks of
+ * seg_linear for a present, writable, expand-up data segment (32-bit code; else the slow path
+ * decides), the TLB entry's tag and permission for this block's CPL, no page crossing; then
+ * the host access, and for a store the code-page check (kap_soft_stored when the page has
+ * translations). Anything else calls kap_soft_read/write, which do it all (faults included:
+ * RIP is the instruction's). A store may end the block (stop_block): RIP is then past it.
+ */
+static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write, int64_t off,
+			unsigned int len)
+{
+	struct em *e = &c->e;
+	size_t slow[8];
+	size_t logged = 0; /* a store: the jump to kap_soft_stored when the dirty log is on */
+	unsigned int ns = emit_lookup(c, s, n, write, slow);
 	if (!write) {
 		if (n == 1)
 			op_mem(e, 0, 0x0fb6, RAX, RCX, 0);
@@ -1270,6 +1336,36 @@ static void emit_imul(struct jc *c, const struct kap_soft_insn *d, const struct 
 	st_reg(c, d, x->dst, x->n);
 }
 
+/* Makes the lazy flags LF_HOST at run time (kap_soft_get_flags' image when they were not), so
+ * lf_res holds the guest's arithmetic flags for flags_to_host. */
+static void flags_as_host(struct jc *c)
+{
+	struct em *e = &c->e;
+	merge_flags(c);
+	if (c->flags_host)
+		return;
+	op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(lf_op)); /* cmp byte [lf_op], LF_HOST */
+	e8(e, KAP_SOFT_LF_HOST);
+	size_t done = jump32(e, 0x4); /* je */
+	op_rr(e, W, 0x89, RBX, RDI);
+	call_abs(e, (const void *)kap_soft_get_flags); /* LF_NONE, RAX = the flags */
+	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(lf_res));
+	op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
+	e8(e, KAP_SOFT_LF_HOST);
+	fix(e, done, e->pos);
+	c->flags_host = true;
+}
+
+/* The host's RFLAGS = the guest's arithmetic flags (lf_res, LF_HOST: flags_as_host). */
+static void flags_to_host(struct jc *c)
+{
+	struct em *e = &c->e;
+	op_mem(e, 0, 0xff, 6, RBX, CPU_OFF(lf_res)); /* push qword [lf_res] */
+	op_mem(e, W, 0x81, 4, RSP, 0);		     /* and qword [rsp], arithmetic flags */
+	e32(e, (uint32_t)KAP_SOFT_ARITH);
+	e8(e, 0x9d); /* popfq */
+}
+
 /* The guest's flags into R8 (the lazy ones worked out when not the host's). */
 static void flags_to_r8(struct jc *c)
 {
@@ -1291,74 +1387,111 @@ static void flags_to_r8(struct jc *c)
 }
 
 /*
- * Shifts and rotates by a constant (exec.c's shift(), count already masked and non-zero):
- * the result and CF are the host's; SHL's OF is SF ^ CF, SHR's the operand's sign, SAR's 0,
- * AF 0. Rotates change only CF and OF (ROL: the result's sign ^ CF; ROR: its two top bits).
+ * Shifts and rotates (exec.c's shift()) of RAX, by a constant (already masked and non-zero) or
+ * by CL (x->cl: its masked count 0 jumps past it all, returned for the caller to fix: no flag
+ * and no bit changes; the count is below the size, see classify): the result and CF are the
+ * host's; SHL's OF is SF ^ CF, SHR's the operand's sign, SAR's 0, AF 0. Rotates change only CF
+ * and OF (ROL: the result's sign ^ CF; ROR: its two top bits), the others from R8, which holds
+ * the guest's flags then (flags_to_r8). Live: the flag image in RDX, pending.
  */
-static void emit_shift(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live)
+static size_t shift_op(struct jc *c, const struct inl *x, bool live)
 {
 	struct em *e = &c->e;
 	unsigned int fl = size_fl(x->n), bits = 8 * x->n, op = x->op == 6 ? 4 : x->op;
 	bool rot = op <= 1;
-	merge_flags(c);
+	size_t zero = 0;
+	if (x->cl) {
+		op_rr(e, 0, 0x83, 4, RCX); /* and ecx, 31 or 63 */
+		e8(e, x->n == 8 ? 63 : 31);
+		zero = jump32(e, 0x4); /* jz */
+	}
+	if (live && op == 5)
+		op_rr(e, W, 0x89, RAX, 9); /* mov r9, rax: the operand, for OF */
+	if (x->cl) {
+		op_rr(e, fl, x->n == 1 ? 0xd2 : 0xd3, op, RAX);
+	} else {
+		op_rr(e, fl, x->n == 1 ? 0xc0 : 0xc1, op, RAX);
+		e8(e, (uint8_t)x->imm);
+	}
+	if (!live)
+		return zero;
+	if (rot) {
+		e8(e, 0x0f); /* setc cl; movzx ecx, cl */
+		e8(e, 0x92);
+		e8(e, 0xc1);
+		op_rr(e, 0, 0x0fb6, RCX, RCX);
+		op_rr(e, W, 0x89, RAX, RDX);
+		op_rr(e, W, 0xc1, 5, RDX); /* shr rdx, ... */
+		e8(e, op == 0 ? bits - 1 : bits - 2);
+		if (op == 1) { /* bit bits-1 ^ bit bits-2 */
+			op_rr(e, 0, 0x89, RDX, RSI);
+			op_rr(e, 0, 0xd1, 5, RSI); /* shr esi, 1 */
+			op_rr(e, 0, 0x31, RSI, RDX);
+		} else {
+			op_rr(e, 0, 0x31, RCX, RDX); /* ^ CF */
+		}
+		op_rr(e, 0, 0x83, 4, RDX); /* and edx, 1 */
+		e8(e, 1);
+		op_rr(e, 0, 0xc1, 4, RDX); /* shl edx, 11 */
+		e8(e, 11);
+		op_rr(e, 0, 0x09, RCX, RDX);
+		op_rr(e, W, 0x81, 4, 8); /* and r8, ~(CF | OF) */
+		e32(e, ~(uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
+		op_rr(e, W, 0x09, 8, RDX);
+	} else {
+		e8(e, 0x9c);
+		e8(e, 0x5a);
+		if (op == 4) { /* OF = SF ^ CF */
+			op_rr(e, 0, 0x89, RDX, RCX);
+			op_rr(e, 0, 0xc1, 5, RCX);
+			e8(e, 7);
+			op_rr(e, 0, 0x31, RDX, RCX);
+		} else if (op == 5) { /* OF = the operand's sign */
+			op_rr(e, W, 0x89, 9, RCX);
+			op_rr(e, W, 0xc1, 5, RCX);
+			e8(e, bits - 1);
+		}
+		op_rr(e, 0, 0x81, 4, RDX); /* and edx, ~(OF | AF) */
+		e32(e, ~(uint32_t)(KAP_SOFT_OF | KAP_SOFT_AF));
+		if (op != 7) {
+			op_rr(e, 0, 0x83, 4, RCX); /* and ecx, 1; shl ecx, 11 */
+			e8(e, 1);
+			op_rr(e, 0, 0xc1, 4, RCX);
+			e8(e, 11);
+			op_rr(e, 0, 0x09, RCX, RDX);
+		}
+	}
+	c->pending = true;
+	c->p_logic = false;
+	return zero;
+}
+
+static void emit_shift(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live)
+{
+	struct em *e = &c->e;
+	bool rot = x->op <= 1;
+	/* by CL: a count of 0 leaves lf_res as it is, so the lazy flags are the host's first */
+	if (live && x->cl)
+		flags_as_host(c);
+	else
+		merge_flags(c);
 	if (live && rot)
 		flags_to_r8(c);
 	ld_reg(c, d, x->dst, x->n, RAX);
-	if (live && op == 5)
-		op_rr(e, W, 0x89, RAX, RCX); /* the operand, for OF */
-	op_rr(e, fl, x->n == 1 ? 0xc0 : 0xc1, op, RAX);
-	e8(e, (uint8_t)x->imm);
-	if (live) {
-		if (rot) {
-			e8(e, 0x0f); /* setc cl; movzx ecx, cl */
-			e8(e, 0x92);
-			e8(e, 0xc1);
-			op_rr(e, 0, 0x0fb6, RCX, RCX);
-			op_rr(e, W, 0x89, RAX, RDX);
-			op_rr(e, W, 0xc1, 5, RDX); /* shr rdx, ... */
-			e8(e, op == 0 ? bits - 1 : bits - 2);
-			if (op == 1) { /* bit bits-1 ^ bit bits-2 */
-				op_rr(e, 0, 0x89, RDX, RSI);
-				op_rr(e, 0, 0xd1, 5, RSI); /* shr esi, 1 */
-				op_rr(e, 0, 0x31, RSI, RDX);
-			} else {
-				op_rr(e, 0, 0x31, RCX, RDX); /* ^ CF */
-			}
-			op_rr(e, 0, 0x83, 4, RDX); /* and edx, 1 */
-			e8(e, 1);
-			op_rr(e, 0, 0xc1, 4, RDX); /* shl edx, 11 */
-			e8(e, 11);
-			op_rr(e, 0, 0x09, RCX, RDX);
-			op_rr(e, W, 0x81, 4, 8); /* and r8, ~(CF | OF) */
-			e32(e, ~(uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
-			op_rr(e, W, 0x09, 8, RDX);
-		} else {
-			e8(e, 0x9c);
-			e8(e, 0x5a);
-			if (op == 4) { /* OF = SF ^ CF */
-				op_rr(e, 0, 0x89, RDX, RCX);
-				op_rr(e, 0, 0xc1, 5, RCX);
-				e8(e, 7);
-				op_rr(e, 0, 0x31, RDX, RCX);
-			} else if (op == 5) { /* OF = the operand's sign */
-				op_rr(e, W, 0xc1, 5, RCX);
-				e8(e, bits - 1);
-			}
-			op_rr(e, 0, 0x81, 4, RDX); /* and edx, ~(OF | AF) */
-			e32(e, ~(uint32_t)(KAP_SOFT_OF | KAP_SOFT_AF));
-			if (op != 7) {
-				op_rr(e, 0, 0x83, 4, RCX); /* and ecx, 1; shl ecx, 11 */
-				e8(e, 1);
-				op_rr(e, 0, 0xc1, 4, RCX);
-				e8(e, 11);
-				op_rr(e, 0, 0x09, RCX, RDX);
-			}
-		}
-		c->pending = true;
-		c->p_logic = false;
-		merge_flags(c);
-	}
-	st_reg(c, d, x->dst, x->n);
+	if (x->cl)
+		op_rr(e, 0, 0x89, cache_reg(c, 1), RCX); /* mov ecx, the cached ECX */
+	size_t zero = shift_op(c, x, live);
+	merge_flags(c);
+	if (x->cl)
+		fix(e, zero, e->pos);
+	st_reg(c, d, x->dst, x->n); /* (a count of 0 too: exec.c's set_rm, 32 bits zero-extend) */
+}
+
+/* bt dword [rbx + off], 0: the host's CF = bit 0 there. */
+static void bt0(struct em *e, int32_t off)
+{
+	op_mem(e, 0, 0x0fba, 4, RBX, off);
+	e8(e, 0);
 }
 
 static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
@@ -1369,7 +1502,11 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 	 * (sign-extended from 32 bits at 64 bits; 16-bit operands load it into RCX) */
 	bool imm_direct = x->src == KAP_SOFT_NOREG && !x->mem && x->n != 2 &&
 			  (x->n != 8 || x->imm == (uint64_t)(int64_t)(int32_t)x->imm);
-	merge_flags(c);
+	bool carry = x->op == 2 || x->op == 3; /* ADC, SBB: the guest's CF in, as for INC/DEC */
+	if (carry)
+		flags_as_host(c);
+	else
+		merge_flags(c);
 	if (x->mem) {
 		emit_mem(c, d, x->n, false, off); /* RAX = [m] */
 	}
@@ -1385,6 +1522,8 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 			mov_imm64(e, RCX, x->imm);
 	}
 	unsigned int fl = size_fl(x->n), byte = x->n == 1 ? 0 : 1;
+	if (carry)
+		bt0(e, CPU_OFF(lf_res)); /* after the loads: MOVs keep it */
 	if (imm_direct) {
 		if (x->op == 8)
 			op_rr(e, fl, x->n == 1 ? 0xf6 : 0xf7, 0, RAX);
@@ -1411,13 +1550,6 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 	}
 	if (x->op != 7 && x->op != 8 && x->mem != 2)
 		st_reg(c, d, x->dst, x->n);
-}
-
-/* bt dword [rbx + off], 0: the host's CF = bit 0 there. */
-static void bt0(struct em *e, int32_t off)
-{
-	op_mem(e, 0, 0x0fba, 4, RBX, off);
-	e8(e, 0);
 }
 
 static void emit_incdec(struct jc *c, const struct kap_soft_insn *d, const struct inl *x)
@@ -1450,6 +1582,259 @@ static void emit_incdec(struct jc *c, const struct kap_soft_insn *d, const struc
 	c->pending = true;
 	c->p_logic = false;
 	st_reg(c, d, x->dst, x->n);
+}
+
+/* NOT (no flags), NEG (the host's: exec.c's SUB 0 - v) of a register. */
+static void emit_unary(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live)
+{
+	struct em *e = &c->e;
+	if (x->op == 3)
+		merge_flags(c); /* NOT keeps RFLAGS and RDX: an image pending stays so */
+	ld_reg(c, d, x->dst, x->n, RAX);
+	op_rr(e, size_fl(x->n), x->n == 1 ? 0xf6 : 0xf7, x->op, RAX);
+	if (x->op == 3 && live) {
+		if (c->jcc_next) {
+			c->in_rflags = true; /* as in emit_alu */
+		} else {
+			e8(e, 0x9c);
+			e8(e, 0x5a);
+		}
+		c->pending = true;
+		c->p_logic = false;
+	}
+	st_reg(c, d, x->dst, x->n);
+}
+
+/*
+ * A read-modify-write of memory (x->mem 3): ALU [m], reg/imm; INC/DEC, NOT/NEG [m]; shifts
+ * and rotates of [m]. The fast path looks the TLB up for a write (an entry grants that only
+ * once the page is dirty), so nothing between the load and the store through the same host
+ * pointer can fault; then the code-page check and the dirty log as emit_access's store does.
+ * Anything else (a TLB miss, a page crossing, MMIO, a fault) runs the handler, with RIP the
+ * instruction's: it writes no register, so the cache holds. Both paths leave the flags in
+ * lf_res as LF_HOST (flags_as_host first: CF in for ADC SBB INC DEC, the others for rotates),
+ * even where the next instructions overwrite them: either path may leave the block after its
+ * store, where an interrupt could see them.
+ */
+static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl *x, enum kind k,
+		     bool live, int64_t off)
+{
+	struct em *e = &c->e;
+	const struct kap_soft_insn *d = &o->d;
+	unsigned int n = x->n, fl = size_fl(n), byte = n == 1 ? 0 : 1;
+	bool sets = !(k == K_UNARY && x->op == 2); /* NOT sets no flag */
+	bool carry = (k == K_ALU && (x->op == 2 || x->op == 3)) || k == K_INCDEC;
+	bool imm_direct = k == K_ALU && x->src == KAP_SOFT_NOREG && n != 2 &&
+			  (n != 8 || x->imm == (uint64_t)(int64_t)(int32_t)x->imm);
+	flags_as_host(c);
+	if (k == K_ALU && x->src != KAP_SOFT_NOREG)
+		ld_reg(c, d, x->src, n, 8);
+	else if (k == K_ALU && !imm_direct)
+		mov_imm64(e, 8, x->imm);
+	emit_ea(c, d, off);
+	size_t slow[8];
+	unsigned int ns = emit_lookup(c, ea_seg(d), n, true, slow);
+	op_rr(e, W, 0x89, RCX, 10);		   /* mov r10, rcx: the host address */
+	op_mem(e, 0, 0x8b, 11, RDX, TLB_OFF(idx)); /* mov r11d, [rdx + idx]: the page */
+	if (n == 1)
+		op_mem(e, 0, 0x0fb6, RAX, RCX, 0);
+	else if (n == 2)
+		op_mem(e, 0, 0x0fb7, RAX, RCX, 0);
+	else
+		op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RCX, 0);
+	size_t zero = 0;
+	if (k == K_SHIFT) {
+		if (live && x->op <= 1)
+			op_mem(e, W, 0x8b, 8, RBX, CPU_OFF(lf_res)); /* flags_to_r8 */
+		if (x->cl)
+			op_mem(e, 0, 0x8b, RCX, RBX, REG_OFF(1)); /* mov ecx, guest ECX */
+		zero = shift_op(c, x, live);
+	} else {
+		if (carry)
+			bt0(e, CPU_OFF(lf_res));
+		if (k == K_INCDEC) {
+			op_rr(e, fl, n == 1 ? 0xfe : 0xff, x->dec ? 1 : 0, RAX);
+		} else if (k == K_UNARY) {
+			op_rr(e, fl, n == 1 ? 0xf6 : 0xf7, x->op, RAX);
+		} else if (imm_direct) {
+			op_rr(e, fl, n == 1 ? 0x80 : 0x81, x->op, RAX);
+			if (n == 1)
+				e8(e, (uint8_t)x->imm);
+			else
+				e32(e, (uint32_t)x->imm);
+		} else {
+			op_rr(e, fl, (x->op << 3) | byte, 8, RAX); /* op eax, r8d */
+		}
+		if (live && sets) {
+			e8(e, 0x9c); /* pushfq; pop rdx */
+			e8(e, 0x5a);
+			c->pending = true;
+			c->p_logic = k == K_ALU && (x->op == 1 || x->op == 4 || x->op == 6);
+		}
+	}
+	merge_flags(c); /* lf_res (lf_op is LF_HOST already) */
+	if (k == K_SHIFT && x->cl)
+		fix(e, zero, e->pos);
+	if (n == 1)
+		op_mem(e, 0, 0x88, RAX, 10, 0); /* mov [r10], al */
+	else
+		op_mem(e, fl, 0x89, RAX, 10, 0);
+	mov_imm64(e, RAX, (uint64_t)(uintptr_t)&c->cpu->vm->mem.soft_log);
+	e8(e, 0x80); /* cmp byte [rax], 0 */
+	e8(e, 0x38);
+	e8(e, 0x00);
+	size_t logged = jump32(e, 0x5); /* jne */
+	if (c->cpu->vm->ncpus > 1) {
+		e8(e, 0x0f); /* mfence */
+		e8(e, 0xae);
+		e8(e, 0xf0);
+	}
+	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
+	e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
+	e8(e, 0x83);
+	e8(e, 0x3c);
+	e8(e, 0xd8);
+	e8(e, 0x00);
+	size_t done = jump32(e, 0x4); /* je: the page has no translations */
+	fix(e, logged, e->pos);
+	op_rr(e, W, 0x89, 10, RSI);
+	op_rr(e, W, 0x89, RBX, RDI);
+	call_abs(e, (const void *)kap_soft_stored);
+	size_t stop_check = jump32(e, -1);
+	/* the slow path: the handler, at the instruction's RIP */
+	for (unsigned int i = 0; i < ns; i++)
+		fix(e, slow[i], e->pos);
+	rip_add(c, off - c->synced);
+	op_mem(e, c->mode == 8 ? W : 0, 0x8b, RAX, RBX, CPU_OFF(rip));
+	op_rr(e, c->mode == 8 ? W : 0, 0x83, 0, RAX);
+	e8(e, d->len);
+	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(next_rip));
+	op_rr(e, W, 0x89, RBX, RDI);
+	mov_imm64(e, RSI, (uint64_t)(uintptr_t)d);
+	call_abs(e, (const void *)o->fn);
+	if (sets) { /* its lazy flags as the image: LF_HOST, as on the fast path */
+		if (live) {
+			op_rr(e, W, 0x89, RBX, RDI);
+			call_abs(e, (const void *)kap_soft_get_flags);
+			op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(lf_res));
+		}
+		op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* (dead: any image will do) */
+		e8(e, KAP_SOFT_LF_HOST);
+	}
+	rip_add(c, c->synced - off);
+	/* a store to a page with translations (either path): leave after it */
+	fix(e, stop_check, e->pos);
+	op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(stop_block));
+	e8(e, 0);
+	size_t go_on = jump32(e, 0x4);
+	rip_add(c, off + d->len - c->synced);
+	leave(c, -1);
+	fix(e, go_on, e->pos);
+	fix(e, done, e->pos);
+	if (live && sets && c->jcc_next) { /* the Jcc branches on the host's flags */
+		op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(lf_res));
+		flags_to_host(c);
+		c->pending = true;
+		c->p_logic = false;
+	}
+}
+
+/*
+ * DIV (exec.c's x_grp3): AX or rDX:rAX by the operand; no flag changes (the host's are
+ * undefined after it: none pending then). A zero divisor or a quotient too big for the size
+ * (the high half not below the divisor) raises #DE at the instruction's RIP, as the handler
+ * does, without reading the operand again.
+ */
+static void emit_div(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, int64_t off)
+{
+	struct em *e = &c->e;
+	unsigned int n = x->n, fl = size_fl(n);
+	merge_flags(c);
+	if (x->mem) {
+		emit_mem(c, d, n, false, off);
+		op_rr(e, W, 0x89, RAX, RCX);
+	} else {
+		ld_reg(c, d, x->src, n, RCX);
+	}
+	if (n == 1) {
+		ld_reg(c, d, 0, 2, RAX);
+	} else {
+		ld_reg(c, d, 0, n, RAX);
+		ld_reg(c, d, 2, n, RDX);
+	}
+	op_rr(e, fl, n == 1 ? 0x84 : 0x85, RCX, RCX); /* test ecx, ecx */
+	size_t de0 = jump32(e, 0x4);		      /* jz */
+	if (n == 1)
+		op_rr(e, 0, 0x38, RCX, RSP); /* cmp ah, cl */
+	else
+		op_rr(e, fl, 0x39, RCX, RDX);	    /* cmp edx, ecx */
+	size_t de1 = jump32(e, 0x3);		    /* jae */
+	op_rr(e, fl, n == 1 ? 0xf6 : 0xf7, 6, RCX); /* div ecx */
+	size_t ok = jump32(e, -1);
+	fix(e, de0, e->pos);
+	fix(e, de1, e->pos);
+	rip_add(c, off - c->synced);
+	op_rr(e, W, 0x89, RBX, RDI);
+	e8(e, 0xbe); /* mov esi, #DE */
+	e32(e, KAP_SOFT_XDE);
+	op_rr(e, 0, 0x31, RDX, RDX); /* xor edx, edx: no error code */
+	op_rr(e, 0, 0x31, RCX, RCX);
+	call_abs(e, (const void *)kap_soft_raise);
+	e8(e, 0x0f); /* ud2: not reached */
+	e8(e, 0x0b);
+	fix(e, ok, e->pos);
+	if (n == 1) {
+		st_reg(c, d, 0, 2); /* AL the quotient, AH the remainder */
+		return;
+	}
+	op_rr(e, W, 0x89, RDX, 9); /* mov r9, rdx: the remainder */
+	st_reg(c, d, 0, n);
+	op_rr(e, W, 0x89, 9, RAX);
+	st_reg(c, d, 2, n);
+}
+
+/*
+ * MUL and one-operand IMUL (exec.c's x_grp3): AX, or rDX:rAX, = rAX times the operand; CF and
+ * OF the host's (the high half not zero, not the low half's sign extension), SF ZF PF from the
+ * low half and AF 0 (exec.c's mul_flags).
+ */
+static void emit_mul(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
+		     int64_t off)
+{
+	struct em *e = &c->e;
+	unsigned int n = x->n, fl = size_fl(n);
+	merge_flags(c);
+	if (x->mem) {
+		emit_mem(c, d, n, false, off);
+		op_rr(e, W, 0x89, RAX, RCX);
+	} else {
+		ld_reg(c, d, x->src, n, RCX);
+	}
+	ld_reg(c, d, 0, n, RAX);
+	op_rr(e, fl, n == 1 ? 0xf6 : 0xf7, x->op, RCX); /* mul ecx */
+	op_rr(e, W, 0x89, RDX, 9);			/* mov r9, rdx: the high half */
+	if (live) {
+		e8(e, 0x9c);
+		e8(e, 0x5a);
+		op_rr(e, 0, 0x81, 4, RDX); /* and edx, CF | OF */
+		e32(e, (uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
+		op_rr(e, fl, n == 1 ? 0x84 : 0x85, RAX, RAX); /* test eax, eax (AL at 8 bits) */
+		e8(e, 0x9c);
+		e8(e, 0x59); /* pop rcx */
+		op_rr(e, 0, 0x81, 4, RCX);
+		e32(e, (uint32_t)(KAP_SOFT_SF | KAP_SOFT_ZF | KAP_SOFT_PF));
+		op_rr(e, 0, 0x09, RCX, RDX); /* or edx, ecx */
+		c->pending = true;
+		c->p_logic = false;
+		merge_flags(c);
+	}
+	if (n == 1) {
+		st_reg(c, d, 0, 2); /* AX: the whole product */
+		return;
+	}
+	st_reg(c, d, 0, n);
+	op_rr(e, W, 0x89, 9, RAX);
+	st_reg(c, d, 2, n);
 }
 
 static void emit_mov(struct jc *c, const struct kap_soft_insn *d, const struct inl *x)
@@ -1486,36 +1871,6 @@ static void emit_movx(struct jc *c, const struct kap_soft_insn *d, const struct 
 			op_rr(e, 0, 0x89, RAX, RAX); /* mov eax, eax */
 	}
 	st_reg(c, d, x->dst, d->osize);
-}
-
-/* Makes the lazy flags LF_HOST at run time (kap_soft_get_flags' image when they were not), so
- * lf_res holds the guest's arithmetic flags for flags_to_host. */
-static void flags_as_host(struct jc *c)
-{
-	struct em *e = &c->e;
-	merge_flags(c);
-	if (c->flags_host)
-		return;
-	op_mem(e, 0, 0x80, 7, RBX, CPU_OFF(lf_op)); /* cmp byte [lf_op], LF_HOST */
-	e8(e, KAP_SOFT_LF_HOST);
-	size_t done = jump32(e, 0x4); /* je */
-	op_rr(e, W, 0x89, RBX, RDI);
-	call_abs(e, (const void *)kap_soft_get_flags); /* LF_NONE, RAX = the flags */
-	op_mem(e, W, 0x89, RAX, RBX, CPU_OFF(lf_res));
-	op_mem(e, 0, 0xc6, 0, RBX, CPU_OFF(lf_op)); /* mov byte [lf_op], LF_HOST */
-	e8(e, KAP_SOFT_LF_HOST);
-	fix(e, done, e->pos);
-	c->flags_host = true;
-}
-
-/* The host's RFLAGS = the guest's arithmetic flags (lf_res, LF_HOST: flags_as_host). */
-static void flags_to_host(struct jc *c)
-{
-	struct em *e = &c->e;
-	op_mem(e, 0, 0xff, 6, RBX, CPU_OFF(lf_res)); /* push qword [lf_res] */
-	op_mem(e, W, 0x81, 4, RSP, 0);		     /* and qword [rsp], arithmetic flags */
-	e32(e, (uint32_t)KAP_SOFT_ARITH);
-	e8(e, 0x9d); /* popfq */
 }
 
 /* CMOVcc (exec.c's x_cmovcc): the source read (and a fault taken) either way; a 32-bit
@@ -1811,12 +2166,30 @@ static void body(struct jc *cp)
 		c.skip_store = overwrites(b, i + 1);
 		struct inl nx;
 		c.jcc_next = i + 1 < b->n && classify(&b->ops[i + 1], b->mode, &nx) == K_JCC;
+		if (x.mem == 3) {
+			/* the flags stored even when dead: its store may leave the block
+			 * (stop_block), where an interrupt could see them */
+			emit_rmw(&c, o, &x, k, true, off);
+			off = end;
+			continue;
+		}
 		switch (k) {
 		case K_ALU:
 			emit_alu(&c, &o->d, &x, !flags_dead(b, i), off);
 			break;
 		case K_INCDEC:
 			emit_incdec(&c, &o->d, &x);
+			break;
+		case K_UNARY:
+			emit_unary(&c, &o->d, &x, !flags_dead(b, i));
+			break;
+		case K_NOP:
+			break;
+		case K_DIV:
+			emit_div(&c, &o->d, &x, off);
+			break;
+		case K_MUL:
+			emit_mul(&c, &o->d, &x, !flags_dead(b, i), off);
 			break;
 		case K_MOV:
 			emit_mov(&c, &o->d, &x);
