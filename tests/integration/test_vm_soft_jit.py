@@ -101,6 +101,37 @@ def test_inline_movx_cmov_setcc_compiled_matches_interpreted(seed, bits, tmp_pat
     assert diff_out(jit) == diff_out(interp)
 
 
+class JccGen(Gen):
+    """Gen with Jcc of each condition the last flag-setting instruction defines, every kind of
+    flag-setter before it (inline, a handler's lazy flags), half of them at the start of a
+    block (a JMP's target: the flags are not in the host's RFLAGS there and the compiled Jcc
+    reads them from the lazy state), each skipping a LEA whose effect shows whether it was
+    taken."""
+
+    def step(self):
+        r = self.r
+        usable = [c for c, need in CONDS.items() if self.defined & need == need]
+        if not usable or r.random() < 0.6:
+            super().step()
+            return
+        k = len(self.lines)
+        c, dst = r.choice(usable), reg(r.choice(self.regs), self.w)
+        if r.random() < 0.5:
+            self.lines += [f"jmp JS{k}", f"JS{k}:"]
+        self.lines += [f"j{c} JT{k}", f"lea{SFX[self.w]} {k}({dst}), {dst}", f"JT{k}:"]
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("seed", range(4))
+def test_jcc_on_every_flag_source_compiled_matches_interpreted(seed, bits, tmp_path):
+    code = assemble(JccGen(700 + seed, bits).program(400), tmp_path, bits)
+    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
+    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
+    interp, jit = run("off", args), run("1", args)
+    assert compiled(jit) > 0, jit.stderr
+    assert diff_out(jit) == diff_out(interp)
+
+
 class BranchGen(Gen):
     """Gen with near branches whose target the compiled code finds at run time, through the
     jump cache (exit_indirect): CALL rel and RET (RET imm16 too) to routines four to a page on

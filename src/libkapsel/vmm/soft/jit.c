@@ -25,7 +25,7 @@
  *    MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc to either (the guest's flags
  *    into the host's by POPF); ROL ROR SHL SHR SAR by a constant, and by CL at 32 and 64 bits (a
  *    masked count of 0 jumps past it all); NOP, PAUSE and the hint NOPs (no code);
- *    read-modify-writes of memory (emit_rmw: the ALU ops but CMP, INC/DEC, NOT/NEG, those shifts
+ *    read-modify-writes of memory (emit_rmw: the ALU ops but CMP, NOT/NEG, those shifts
  *    and rotates), not LOCK'd; JMP and Jcc rel (any size, AH-BH included); PUSH/POP reg, PUSH imm,
  *    CALL rel and RET (imm16), and in 64-bit code CALL and JMP r/m64, whose stack accesses take
  *    emit_mem's path (SS: in 32-bit code only while it is flat and 32-bit, else the handler) with
@@ -33,7 +33,9 @@
  *    goes into cpu->rip (exit_indirect). The host runs the same operation at the same size, so its
  *    RFLAGS are the guest's: they are stored as the lazy flags LF_HOST (lf_res = the image) unless
  *    the next instructions overwrite them before anything can read them or fault, and a Jcc right
- *    after the flag-setting instruction branches on the host's flags directly. Flags the SDM
+ *    after the flag-setting instruction branches on the host's flags directly (elsewhere on the
+ *    LF_HOST image through SAHF, emit_jcc). INC/DEC of memory stays with the handler (docs/vm.md,
+ *    the code generator: inline, it hung the 2-vCPU Linux boot with the jump cache). Flags the SDM
  *    leaves undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and
  *    rotates by more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF, ADC/SBB read
  *    it: the guest's goes into the host's first (BT of the image, or of cpu->flags after
@@ -83,6 +85,7 @@
  * When the buffer is full every compiled block is dropped (their blocks are interpreted until
  * hot again) and the cache's epoch voids every link.
  */
+#include <cpuid.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -429,12 +432,14 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 			x->mem = !reg_rm;
 			return x->k = K_IND;
 		}
-		if ((d->reg & 7) > 1 || (!reg_rm && !mem_ok(d, mode)))
+		/* INC/DEC of memory: the handler. Inline (emit_rmw) it hung the 2-vCPU Linux
+		 * boot (the AP waiting for jiffies) together with the jump cache, each fine alone;
+		 * until that is understood it stays out. */
+		if ((d->reg & 7) > 1 || !reg_rm)
 			return K_CALL;
 		x->n = opsz(d);
 		x->dst = d->rm;
 		x->dec = d->reg & 1;
-		x->mem = reg_rm ? 0 : 3;
 		return x->k = K_INCDEC;
 	case 0xf6:
 	case 0xf7:
@@ -1606,7 +1611,7 @@ static void emit_unary(struct jc *c, const struct kap_soft_insn *d, const struct
 }
 
 /*
- * A read-modify-write of memory (x->mem 3): ALU [m], reg/imm; INC/DEC, NOT/NEG [m]; shifts
+ * A read-modify-write of memory (x->mem 3): ALU [m], reg/imm; NOT/NEG [m]; shifts
  * and rotates of [m]. The fast path looks the TLB up for a write (an entry grants that only
  * once the page is dirty), so nothing between the load and the store through the same host
  * pointer can fault; then the code-page check and the dirty log as emit_access's store does.
@@ -1623,7 +1628,7 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	const struct kap_soft_insn *d = &o->d;
 	unsigned int n = x->n, fl = size_fl(n), byte = n == 1 ? 0 : 1;
 	bool sets = !(k == K_UNARY && x->op == 2); /* NOT sets no flag */
-	bool carry = (k == K_ALU && (x->op == 2 || x->op == 3)) || k == K_INCDEC;
+	bool carry = k == K_ALU && (x->op == 2 || x->op == 3);
 	bool imm_direct = k == K_ALU && x->src == KAP_SOFT_NOREG && n != 2 &&
 			  (n != 8 || x->imm == (uint64_t)(int64_t)(int32_t)x->imm);
 	flags_as_host(c);
@@ -1652,9 +1657,7 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	} else {
 		if (carry)
 			bt0(e, CPU_OFF(lf_res));
-		if (k == K_INCDEC) {
-			op_rr(e, fl, n == 1 ? 0xfe : 0xff, x->dec ? 1 : 0, RAX);
-		} else if (k == K_UNARY) {
+		if (k == K_UNARY) {
 			op_rr(e, fl, n == 1 ? 0xf6 : 0xf7, x->op, RAX);
 		} else if (imm_direct) {
 			op_rr(e, fl, n == 1 ? 0x80 : 0x81, x->op, RAX);
@@ -2107,6 +2110,18 @@ static void emit_ind(struct jc *c, const struct kap_soft_op *o, const struct inl
 	exit_indirect(c);
 }
 
+/* Whether the host has LAHF/SAHF in 64-bit mode (CPUID 8000_0001h ECX bit 0; the first
+ * x86-64 CPUs did not). */
+static bool host_sahf(void)
+{
+	static int has = -1;
+	if (has < 0) {
+		unsigned int a, b, cx = 0, dx;
+		has = __get_cpuid(0x80000001u, &a, &b, &cx, &dx) && (cx & 1);
+	}
+	return has;
+}
+
 static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, uint64_t imm)
 {
 	struct em *e = &c->e;
@@ -2114,6 +2129,32 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 	size_t taken;
 	if (c->pending) {
 		taken = jump32(e, (int)cc); /* the host's flags are the guest's */
+	} else if (host_sahf()) {
+		/* The flags as the host's image in lf_res (flags_as_host: a call only for the
+		 * interpreter's other lazy kinds), the condition read from it without a POPF:
+		 * SAHF loads SF ZF AF PF CF from its low byte; OF (bit 11) by BT, or for L and LE
+		 * by an ADD that overflows exactly when it is set, before the SAHF, which keeps
+		 * OF. */
+		flags_as_host(c);
+		unsigned int g = cc >> 1;
+		if (g == 0) {
+			op_mem(e, 0, 0x0fba, 4, RBX, CPU_OFF(lf_res)); /* bt dword [lf_res], 11 */
+			e8(e, 11);
+			taken = jump32(e, cc & 1 ? 0x3 : 0x2); /* jnc, jc */
+		} else {
+			if (g >= 6) {
+				op_mem(e, 0, 0x8b, RAX, RBX, CPU_OFF(lf_res));
+				op_rr(e, 0, 0xc1, 5, RAX); /* shr eax, 11 */
+				e8(e, 11);
+				op_rr(e, 0, 0x83, 4, RAX); /* and eax, 1 */
+				e8(e, 1);
+				e8(e, 0x04); /* add al, 0x7f: OF = the guest's */
+				e8(e, 0x7f);
+			}
+			op_mem(e, 0, 0x8a, 4, RBX, CPU_OFF(lf_res)); /* mov ah, [lf_res] */
+			e8(e, 0x9e);				     /* sahf */
+			taken = jump32(e, (int)cc);
+		}
 	} else {
 		op_rr(e, W, 0x89, RBX, RDI);
 		e8(e, 0xbe); /* mov esi, cc */
