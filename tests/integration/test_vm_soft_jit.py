@@ -393,15 +393,19 @@ def chaos(seed, jit, timeout):
     except subprocess.TimeoutExpired:
         return None
     assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, (seed, jit, r.stderr)
-    assert r.returncode == PASS or "triple fault (shutdown) at RIP 0x" in r.stderr, \
-        (seed, jit, r.returncode, r.stderr)
+    # As test_vm_soft.py's chaos test: the guest ends by passing, by a triple fault, or through
+    # the debug-exit port its random code wrote (any status); kapsel itself never crashes.
+    assert r.returncode > 0, (seed, jit, r.returncode, r.stderr)
+    if r.returncode == PASS:
+        assert "chaos done" in r.stdout, (seed, jit, r.stdout[-500:])
     return (r.returncode, r.stdout, [x for x in r.stderr.splitlines() if "guest fault" in x])
 
 
 def test_random_guest_code_compiled_ends_as_interpreted():
     # test_vm_soft.py's chaos test with every block compiled at once: random code, each
-    # exception resuming at the next piece, until the guest finishes or triple-faults.
-    # Compiled, it must end the same way: the same output, the same triple fault at the same
+    # exception resuming at the next piece, until the guest finishes, triple-faults or exits
+    # through the debug port. Compiled, it must end the same way: the same exit status and
+    # output, the same triple fault at the same
     # RIP with the same bytes, and no sanitizer report. Some seeds loop forever instead (a
     # random backward jump), and which ones depends on the guest binary's layout (random
     # stores and jumps land on different code), so the test takes the first 8 seeds whose
