@@ -258,14 +258,17 @@ class Gen:
         self.emit(f"cmp{SFX[w]} {reg('rbx', w)}, {reg('rax', w)}", ALL)
         for _ in range(n):
             self.step()
-        # The tail: registers and flags above the hashed area.
-        bp = reg("rbp", w)
+        self.tail()
+        return "\n".join([f".code{self.bits}", ".text"] + self.lines) + "\n"
+
+    def tail(self):
+        """The registers and flags stored above the hashed area, then RET to the guest."""
+        w, bp = self.w, reg("rbp", self.w)
         self.lines += [f"mov{SFX[w]} {reg(name, w)}, {0xf00 + w * i}({bp})"
                        for i, name in enumerate(self.regs)]
         self.lines += [f"pushf{SFX[w]}", f"pop{SFX[w]} {reg('rax', w)}",
                        f"mov{SFX[w]} {reg('rax', w)}, {0xf00 + w * len(self.regs)}({bp})",
                        "ret"]
-        return "\n".join([f".code{self.bits}", ".text"] + self.lines) + "\n"
 
 
 # SSE-SSE4.2 on registers and aligned memory, the immediates drawn per use ("{i}": 0-255).

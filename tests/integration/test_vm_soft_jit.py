@@ -45,16 +45,26 @@ def diff_out(r):
     return sorted(line for line in r.stdout.splitlines() if line.startswith("diff "))
 
 
+def same_as_interpreted(program, bits, tmp_path, jits=("1",)):
+    """Runs a generated sequence in the freestanding guest interpreted (KAPSEL_SOFT_JIT=off) and
+    compiled (each setting in jits): the compiled runs compile blocks and end in the
+    interpreter's registers, flags and memory exactly. Returns the interpreted run."""
+    code = assemble(program, tmp_path, bits)
+    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
+    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
+    interp = run("off", args)
+    for jit in jits:
+        r = run(jit, args)
+        assert compiled(r) > 0, r.stderr
+        assert diff_out(r) == diff_out(interp), jit
+    return interp
+
+
 @pytest.mark.parametrize("bits", [32, 64])
 @pytest.mark.parametrize("seed", range(8))
 def test_generated_sequence_compiled_matches_interpreted(seed, bits, tmp_path):
-    code = assemble(Gen(100 + seed, bits).program(400), tmp_path, bits)
-    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
-    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
-    interp, jit = run("off", args), run("1", args)
+    interp = same_as_interpreted(Gen(100 + seed, bits).program(400), bits, tmp_path)
     assert compiled(interp) is None, interp.stderr
-    assert compiled(jit) > 0, jit.stderr
-    assert diff_out(jit) == diff_out(interp)
 
 
 class InlineGen(Gen):
@@ -93,12 +103,7 @@ class InlineGen(Gen):
 @pytest.mark.parametrize("bits", [32, 64])
 @pytest.mark.parametrize("seed", range(4))
 def test_inline_movx_cmov_setcc_compiled_matches_interpreted(seed, bits, tmp_path):
-    code = assemble(InlineGen(200 + seed, bits).program(400), tmp_path, bits)
-    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
-    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
-    interp, jit = run("off", args), run("1", args)
-    assert compiled(jit) > 0, jit.stderr
-    assert diff_out(jit) == diff_out(interp)
+    same_as_interpreted(InlineGen(200 + seed, bits).program(400), bits, tmp_path)
 
 
 class JccGen(Gen):
@@ -124,12 +129,7 @@ class JccGen(Gen):
 @pytest.mark.parametrize("bits", [32, 64])
 @pytest.mark.parametrize("seed", range(4))
 def test_jcc_on_every_flag_source_compiled_matches_interpreted(seed, bits, tmp_path):
-    code = assemble(JccGen(700 + seed, bits).program(400), tmp_path, bits)
-    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
-    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
-    interp, jit = run("off", args), run("1", args)
-    assert compiled(jit) > 0, jit.stderr
-    assert diff_out(jit) == diff_out(interp)
+    same_as_interpreted(JccGen(700 + seed, bits).program(400), bits, tmp_path)
 
 
 class BranchGen(Gen):
@@ -200,12 +200,7 @@ class BranchGen(Gen):
         for _ in range(n):
             self.step()
         self.lines += [f"dec{SFX[w]} ({reg('rsp', w)})", "jnz top", f"pop{SFX[w]} {reg('rcx', w)}"]
-        bp = reg("rbp", w)
-        self.lines += [f"mov{SFX[w]} {reg(name, w)}, {0xf00 + w * i}({bp})"
-                       for i, name in enumerate(self.regs)]
-        self.lines += [f"pushf{SFX[w]}", f"pop{SFX[w]} {reg('rax', w)}",
-                       f"mov{SFX[w]} {reg('rax', w)}, {0xf00 + w * len(self.regs)}({bp})",
-                       "ret"]
+        self.tail()
         for i, (name, body) in enumerate(self.funcs):
             if i % 4 == 0:
                 self.lines.append(".balign 4096, 0xcc")
@@ -216,14 +211,7 @@ class BranchGen(Gen):
 @pytest.mark.parametrize("bits", [32, 64])
 @pytest.mark.parametrize("seed", range(4))
 def test_indirect_branches_compiled_match_interpreted(seed, bits, tmp_path):
-    code = assemble(BranchGen(300 + seed, bits).program(150), tmp_path, bits)
-    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
-    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
-    interp = diff_out(run("off", args))
-    for jit in ("1", "2"):
-        r = run(jit, args)
-        assert compiled(r) > 0, r.stderr
-        assert diff_out(r) == interp, jit
+    same_as_interpreted(BranchGen(300 + seed, bits).program(150), bits, tmp_path, ("1", "2"))
 
 
 @pytest.mark.parametrize("jit", ["1", "2"])
@@ -343,12 +331,7 @@ class AluGen(Gen):
 @pytest.mark.parametrize("bits", [32, 64])
 @pytest.mark.parametrize("seed", range(6))
 def test_inline_alu_compiled_matches_interpreted(seed, bits, tmp_path):
-    code = assemble(AluGen(300 + seed, bits).program(500), tmp_path, bits)
-    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
-    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
-    interp, jit = run("off", args), run("1", args)
-    assert compiled(jit) > 0, jit.stderr
-    assert diff_out(jit) == diff_out(interp)
+    same_as_interpreted(AluGen(300 + seed, bits).program(500), bits, tmp_path)
 
 
 @pytest.mark.parametrize("kind,n", [("loop", 3_000_000), ("mix", 2)])
@@ -564,9 +547,4 @@ class StackGen(Gen):
 @pytest.mark.parametrize("bits", [32, 64])
 @pytest.mark.parametrize("seed", range(6))
 def test_inline_stack_compiled_matches_interpreted(seed, bits, tmp_path):
-    code = assemble(StackGen(300 + seed, bits).program(400), tmp_path, bits)
-    kernel, cmdline = (BZIMAGE, "mem=128 diff=1") if bits == 64 else (MULTIBOOT, "test=diff")
-    args = ["--kernel", kernel, "--initrd", code, "--cmdline", cmdline]
-    interp, jit = run("off", args), run("1", args)
-    assert compiled(jit) > 0, jit.stderr
-    assert diff_out(jit) == diff_out(interp)
+    same_as_interpreted(StackGen(300 + seed, bits).program(400), bits, tmp_path)

@@ -795,6 +795,18 @@ static unsigned int jc_slot(uint64_t lin)
 _Static_assert(sizeof(struct kap_soft_jc_entry) == 32,
 	       "exit_indirect indexes the jump cache by a shift");
 
+/* dst = the offset of linear address lin's TLB entry in the TLB: ((lin >> 12) & (size - 1))
+ * * sizeof(entry), in 32 bits (lin's low half: the index uses bits 12-21 only). */
+static void tlb_slot(struct em *e, unsigned int dst, unsigned int lin)
+{
+	unsigned int esh = (unsigned int)__builtin_ctz(sizeof(struct kap_soft_tlb_entry));
+	op_rr(e, 0, 0x89, lin, dst); /* mov dst32, lin32 */
+	op_rr(e, 0, 0xc1, 5, dst);   /* shr dst32, 12 - esh */
+	e8(e, (uint8_t)(12 - esh));
+	op_rr(e, 0, 0x81, 4, dst); /* and dst32, (size - 1) << esh */
+	e32(e, (KAP_SOFT_TLB_SIZE - 1) << esh);
+}
+
 /*
  * cpu->rip holds the guest's next RIP (absolute, in the code size's width), RSP and all other
  * state are stored, flags not yet merged; leave the block. Used where the next RIP is known
@@ -842,12 +854,7 @@ static void exit_indirect(struct jc *c)
 	op_mem(e, W, 0x3b, RDX, RCX, JC_OFF(key));
 	out[no++] = jump32(e, 0x5);
 	/* RDX = the TLB entry of lin's page (as emit_mem finds it) */
-	unsigned int esh = (unsigned int)__builtin_ctz(sizeof(struct kap_soft_tlb_entry));
-	op_rr(e, 0, 0x89, RAX, RDX); /* mov edx, eax */
-	op_rr(e, 0, 0xc1, 5, RDX);   /* shr edx, 12 - esh */
-	e8(e, 12 - esh);
-	op_rr(e, 0, 0x81, 4, RDX); /* and edx, (size - 1) << esh */
-	e32(e, (KAP_SOFT_TLB_SIZE - 1) << esh);
+	tlb_slot(e, RDX, RAX);
 	op_mem(e, W, 0x03, RDX, RBX, CPU_OFF(tlb));
 	op_rr(e, W, 0x81, 4, RAX); /* and rax, ~0xfff */
 	e32(e, 0xfffff000u);
@@ -1163,12 +1170,7 @@ static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bo
 		op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
 	}
 	/* RDX = the TLB entry: ((lin >> 12) & (size - 1)) * sizeof, in two steps */
-	unsigned int esh = (unsigned int)__builtin_ctz(sizeof(struct kap_soft_tlb_entry));
-	op_rr(e, 0, 0x89, RDI, RCX); /* mov ecx, edi */
-	op_rr(e, 0, 0xc1, 5, RCX);   /* shr ecx, 12 - esh */
-	e8(e, 12 - esh);
-	op_rr(e, 0, 0x81, 4, RCX); /* and ecx, (size - 1) << esh */
-	e32(e, (KAP_SOFT_TLB_SIZE - 1) << esh);
+	tlb_slot(e, RCX, RDI);
 	op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(tlb));
 	op_rr(e, W, 0x01, RCX, RDX);
 	/* the tag of the access's last byte: a page-crossing access never matches */
@@ -1301,6 +1303,26 @@ static void emit_store(struct jc *c, const struct kap_soft_insn *d, const struct
 	emit_mem(c, d, x->n, true, off);
 }
 
+/* After a multiplication (result in RAX): the lazy flags get CF and OF from the host's, SF ZF
+ * PF from the result (TEST test_op: 84 for AL, 85 for the size fl), AF 0: exec.c's mul_flags. */
+static void mul_flags(struct jc *c, unsigned int fl, unsigned int test_op)
+{
+	struct em *e = &c->e;
+	e8(e, 0x9c); /* pushfq; pop rdx */
+	e8(e, 0x5a);
+	op_rr(e, 0, 0x81, 4, RDX); /* and edx, CF | OF */
+	e32(e, (uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
+	op_rr(e, fl, test_op, RAX, RAX); /* test eax, eax */
+	e8(e, 0x9c);
+	e8(e, 0x59); /* pop rcx */
+	op_rr(e, 0, 0x81, 4, RCX);
+	e32(e, (uint32_t)(KAP_SOFT_SF | KAP_SOFT_ZF | KAP_SOFT_PF));
+	op_rr(e, 0, 0x09, RCX, RDX); /* or edx, ecx */
+	c->pending = true;
+	c->p_logic = false;
+	merge_flags(c);
+}
+
 /* IMUL: CF and OF from the host's, SF ZF PF from the result, AF 0 (exec.c's mul_flags). */
 static void emit_imul(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
 		      int64_t off)
@@ -1324,19 +1346,7 @@ static void emit_imul(struct jc *c, const struct kap_soft_insn *d, const struct 
 		op_rr(e, fl, 0x0faf, RAX, RCX); /* imul eax, ecx */
 	}
 	if (live) {
-		e8(e, 0x9c);
-		e8(e, 0x5a);
-		op_rr(e, 0, 0x81, 4, RDX); /* and edx, CF | OF */
-		e32(e, (uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
-		op_rr(e, fl, 0x85, RAX, RAX); /* test eax, eax */
-		e8(e, 0x9c);
-		e8(e, 0x59); /* pop rcx */
-		op_rr(e, 0, 0x81, 4, RCX);
-		e32(e, (uint32_t)(KAP_SOFT_SF | KAP_SOFT_ZF | KAP_SOFT_PF));
-		op_rr(e, 0, 0x09, RCX, RDX); /* or edx, ecx */
-		c->pending = true;
-		c->p_logic = false;
-		merge_flags(c);
+		mul_flags(c, fl, 0x85);
 	}
 	st_reg(c, d, x->dst, x->n);
 }
@@ -1499,6 +1509,22 @@ static void bt0(struct em *e, int32_t off)
 	e8(e, 0);
 }
 
+/* The host's RFLAGS after an operation are the guest's flags: left there for the Jcc right
+ * after it (its exits capture them), else captured into RDX; either way pending, to be stored
+ * as the lazy flags. logic: AF is 0 (exec.c's choice after logical operations). */
+static void flags_produced(struct jc *c, bool logic)
+{
+	struct em *e = &c->e;
+	if (c->jcc_next) {
+		c->in_rflags = true;
+	} else {
+		e8(e, 0x9c); /* pushfq */
+		e8(e, 0x5a); /* pop rdx */
+	}
+	c->pending = true;
+	c->p_logic = logic;
+}
+
 static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct inl *x, bool live,
 		     int64_t off)
 {
@@ -1543,16 +1569,8 @@ static void emit_alu(struct jc *c, const struct kap_soft_insn *d, const struct i
 	} else {
 		op_rr(e, fl, (x->op << 3) | byte, RCX, RAX);
 	}
-	if (live) {
-		if (c->jcc_next) {
-			c->in_rflags = true; /* the Jcc branches on them; its exits capture them */
-		} else {
-			e8(e, 0x9c); /* pushfq */
-			e8(e, 0x5a); /* pop rdx */
-		}
-		c->pending = true;
-		c->p_logic = x->op == 1 || x->op == 4 || x->op == 6 || x->op == 8;
-	}
+	if (live)
+		flags_produced(c, x->op == 1 || x->op == 4 || x->op == 6 || x->op == 8);
 	if (x->op != 7 && x->op != 8 && x->mem != 2)
 		st_reg(c, d, x->dst, x->n);
 }
@@ -1578,14 +1596,7 @@ static void emit_incdec(struct jc *c, const struct kap_soft_insn *d, const struc
 	}
 	ld_reg(c, d, x->dst, x->n, RAX);
 	op_rr(e, size_fl(x->n), x->n == 1 ? 0xfe : 0xff, x->dec ? 1 : 0, RAX);
-	if (c->jcc_next) {
-		c->in_rflags = true; /* as in emit_alu */
-	} else {
-		e8(e, 0x9c);
-		e8(e, 0x5a);
-	}
-	c->pending = true;
-	c->p_logic = false;
+	flags_produced(c, false);
 	st_reg(c, d, x->dst, x->n);
 }
 
@@ -1597,16 +1608,8 @@ static void emit_unary(struct jc *c, const struct kap_soft_insn *d, const struct
 		merge_flags(c); /* NOT keeps RFLAGS and RDX: an image pending stays so */
 	ld_reg(c, d, x->dst, x->n, RAX);
 	op_rr(e, size_fl(x->n), x->n == 1 ? 0xf6 : 0xf7, x->op, RAX);
-	if (x->op == 3 && live) {
-		if (c->jcc_next) {
-			c->in_rflags = true; /* as in emit_alu */
-		} else {
-			e8(e, 0x9c);
-			e8(e, 0x5a);
-		}
-		c->pending = true;
-		c->p_logic = false;
-	}
+	if (x->op == 3 && live)
+		flags_produced(c, false);
 	st_reg(c, d, x->dst, x->n);
 }
 
@@ -1742,6 +1745,18 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	}
 }
 
+/* RCX = the one-operand group's r/m operand (x->n bytes, zero-extended), read once. */
+static void operand_to_rcx(struct jc *c, const struct kap_soft_insn *d, const struct inl *x,
+			   int64_t off)
+{
+	if (x->mem) {
+		emit_mem(c, d, x->n, false, off);
+		op_rr(&c->e, W, 0x89, RAX, RCX);
+	} else {
+		ld_reg(c, d, x->src, x->n, RCX);
+	}
+}
+
 /*
  * DIV (exec.c's x_grp3): AX or rDX:rAX by the operand; no flag changes (the host's are
  * undefined after it: none pending then). A zero divisor or a quotient too big for the size
@@ -1753,12 +1768,7 @@ static void emit_div(struct jc *c, const struct kap_soft_insn *d, const struct i
 	struct em *e = &c->e;
 	unsigned int n = x->n, fl = size_fl(n);
 	merge_flags(c);
-	if (x->mem) {
-		emit_mem(c, d, n, false, off);
-		op_rr(e, W, 0x89, RAX, RCX);
-	} else {
-		ld_reg(c, d, x->src, n, RCX);
-	}
+	operand_to_rcx(c, d, x, off);
 	if (n == 1) {
 		ld_reg(c, d, 0, 2, RAX);
 	} else {
@@ -1807,29 +1817,12 @@ static void emit_mul(struct jc *c, const struct kap_soft_insn *d, const struct i
 	struct em *e = &c->e;
 	unsigned int n = x->n, fl = size_fl(n);
 	merge_flags(c);
-	if (x->mem) {
-		emit_mem(c, d, n, false, off);
-		op_rr(e, W, 0x89, RAX, RCX);
-	} else {
-		ld_reg(c, d, x->src, n, RCX);
-	}
+	operand_to_rcx(c, d, x, off);
 	ld_reg(c, d, 0, n, RAX);
 	op_rr(e, fl, n == 1 ? 0xf6 : 0xf7, x->op, RCX); /* mul ecx */
 	op_rr(e, W, 0x89, RDX, 9);			/* mov r9, rdx: the high half */
 	if (live) {
-		e8(e, 0x9c);
-		e8(e, 0x5a);
-		op_rr(e, 0, 0x81, 4, RDX); /* and edx, CF | OF */
-		e32(e, (uint32_t)(KAP_SOFT_CF | KAP_SOFT_OF));
-		op_rr(e, fl, n == 1 ? 0x84 : 0x85, RAX, RAX); /* test eax, eax (AL at 8 bits) */
-		e8(e, 0x9c);
-		e8(e, 0x59); /* pop rcx */
-		op_rr(e, 0, 0x81, 4, RCX);
-		e32(e, (uint32_t)(KAP_SOFT_SF | KAP_SOFT_ZF | KAP_SOFT_PF));
-		op_rr(e, 0, 0x09, RCX, RDX); /* or edx, ecx */
-		c->pending = true;
-		c->p_logic = false;
-		merge_flags(c);
+		mul_flags(c, fl, n == 1 ? 0x84 : 0x85);
 	}
 	if (n == 1) {
 		st_reg(c, d, 0, 2); /* AX: the whole product */
