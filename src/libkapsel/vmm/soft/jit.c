@@ -23,8 +23,8 @@
  *    AND, SUB, XOR, CMP, TEST on registers, immediates and a memory source (CMP/TEST: either
  *    side); INC/DEC; NOT/NEG; IMUL; MUL; DIV (zero divisors and overflows raise #DE from the code);
  *    MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc to either (the guest's flags
- *    into the host's by POPF); ROL ROR SHL SHR SAR by a constant, and by CL at 32 and 64 bits (a
- *    masked count of 0 jumps past it all); NOP, PAUSE and the hint NOPs (no code);
+ *    read from the LF_HOST image by SAHF as for Jcc); ROL ROR SHL SHR SAR by a constant, and by
+ *    CL at 32 and 64 bits (a masked count of 0 jumps past it all); NOP, PAUSE, the hint NOPs;
  *    read-modify-writes of memory (emit_rmw: the ALU ops but CMP, NOT/NEG, those shifts
  *    and rotates), not LOCK'd; JMP and Jcc rel (any size, AH-BH included); PUSH/POP reg, PUSH imm,
  *    CALL rel and RET (imm16), and in 64-bit code CALL and JMP r/m64, whose stack accesses take
@@ -1381,6 +1381,53 @@ static void flags_to_host(struct jc *c)
 	e8(e, 0x9d); /* popfq */
 }
 
+/* Whether the host has LAHF/SAHF in 64-bit mode (CPUID 8000_0001h ECX bit 0; the first
+ * x86-64 CPUs did not). */
+static bool host_sahf(void)
+{
+	static int has = -1;
+	if (has < 0) {
+		unsigned int a, b, cx = 0, dx;
+		has = __get_cpuid(0x80000001u, &a, &b, &cx, &dx) && (cx & 1);
+	}
+	return has;
+}
+
+/*
+ * The host's RFLAGS made to decide condition cc (0-15, as in Jcc) as the guest's flags would,
+ * from the LF_HOST image in lf_res (flags_as_host first), without a POPF (about 20 cycles):
+ * SAHF loads SF ZF AF PF CF from its low byte; OF (bit 11) by BT into CF for O and NO, or for L,
+ * GE, LE and G by an ADD that overflows exactly when it is set, before the SAHF, which keeps OF.
+ * Returns the host condition to test (O and NO become C and NC). Uses RAX. A host without
+ * SAHF in 64-bit mode gets the image through POPF.
+ */
+static unsigned int host_cond(struct jc *c, unsigned int cc)
+{
+	struct em *e = &c->e;
+	if (!host_sahf()) {
+		flags_to_host(c);
+		return cc;
+	}
+	unsigned int g = cc >> 1;
+	if (g == 0) {
+		op_mem(e, 0, 0x0fba, 4, RBX, CPU_OFF(lf_res)); /* bt dword [lf_res], 11 */
+		e8(e, 11);
+		return cc & 1 ? 0x3 : 0x2; /* nc, c */
+	}
+	if (g >= 6) {
+		op_mem(e, 0, 0x8b, RAX, RBX, CPU_OFF(lf_res));
+		op_rr(e, 0, 0xc1, 5, RAX); /* shr eax, 11 */
+		e8(e, 11);
+		op_rr(e, 0, 0x83, 4, RAX); /* and eax, 1 */
+		e8(e, 1);
+		e8(e, 0x04); /* add al, 0x7f: OF = the guest's */
+		e8(e, 0x7f);
+	}
+	op_mem(e, 0, 0x8a, 4, RBX, CPU_OFF(lf_res)); /* mov ah, [lf_res] */
+	e8(e, 0x9e);				     /* sahf */
+	return cc;
+}
+
 /* The guest's flags into R8 (the lazy ones worked out when not the host's). */
 static void flags_to_r8(struct jc *c)
 {
@@ -1737,7 +1784,7 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	leave(c, -1);
 	fix(e, go_on, e->pos);
 	fix(e, done, e->pos);
-	if (live && sets && c->jcc_next) { /* the Jcc branches on the host's flags */
+	if (live && sets && c->jcc_next && !host_sahf()) { /* else the Jcc reads lf_res */
 		op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(lf_res));
 		flags_to_host(c);
 		c->pending = true;
@@ -1880,8 +1927,9 @@ static void emit_cmov(struct jc *c, const struct kap_soft_insn *d, const struct 
 	else
 		ld_reg(c, d, x->src, x->n, RAX);
 	ld_reg(c, d, x->dst, x->n, RCX);
-	flags_to_host(c);
-	op_rr(e, x->n == 8 ? W : 0, 0x0f40 | x->op, RCX, RAX); /* cmovcc ecx, eax */
+	op_rr(e, W, 0x89, RAX, RDX); /* mov rdx, rax: host_cond takes RAX */
+	unsigned int cc = host_cond(c, x->op);
+	op_rr(e, x->n == 8 ? W : 0, 0x0f40 | cc, RCX, RDX); /* cmovcc ecx, edx */
 	op_rr(e, W, 0x89, RCX, RAX);
 	st_reg(c, d, x->dst, x->n);
 }
@@ -1892,8 +1940,7 @@ static void emit_setcc(struct jc *c, const struct kap_soft_insn *d, const struct
 {
 	struct em *e = &c->e;
 	flags_as_host(c);
-	flags_to_host(c);
-	op_rr(e, 0, 0x0f90 | x->op, 0, RAX); /* setcc al */
+	op_rr(e, 0, 0x0f90 | host_cond(c, x->op), 0, RAX); /* setcc al */
 	if (!x->mem) {
 		st_reg(c, d, x->dst, 1);
 		return;
@@ -2103,18 +2150,6 @@ static void emit_ind(struct jc *c, const struct kap_soft_op *o, const struct inl
 	exit_indirect(c);
 }
 
-/* Whether the host has LAHF/SAHF in 64-bit mode (CPUID 8000_0001h ECX bit 0; the first
- * x86-64 CPUs did not). */
-static bool host_sahf(void)
-{
-	static int has = -1;
-	if (has < 0) {
-		unsigned int a, b, cx = 0, dx;
-		has = __get_cpuid(0x80000001u, &a, &b, &cx, &dx) && (cx & 1);
-	}
-	return has;
-}
-
 static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, uint64_t imm)
 {
 	struct em *e = &c->e;
@@ -2123,31 +2158,8 @@ static void emit_jcc(struct jc *c, const struct kap_soft_insn *d, int64_t end, u
 	if (c->pending) {
 		taken = jump32(e, (int)cc); /* the host's flags are the guest's */
 	} else if (host_sahf()) {
-		/* The flags as the host's image in lf_res (flags_as_host: a call only for the
-		 * interpreter's other lazy kinds), the condition read from it without a POPF:
-		 * SAHF loads SF ZF AF PF CF from its low byte; OF (bit 11) by BT, or for L and LE
-		 * by an ADD that overflows exactly when it is set, before the SAHF, which keeps
-		 * OF. */
 		flags_as_host(c);
-		unsigned int g = cc >> 1;
-		if (g == 0) {
-			op_mem(e, 0, 0x0fba, 4, RBX, CPU_OFF(lf_res)); /* bt dword [lf_res], 11 */
-			e8(e, 11);
-			taken = jump32(e, cc & 1 ? 0x3 : 0x2); /* jnc, jc */
-		} else {
-			if (g >= 6) {
-				op_mem(e, 0, 0x8b, RAX, RBX, CPU_OFF(lf_res));
-				op_rr(e, 0, 0xc1, 5, RAX); /* shr eax, 11 */
-				e8(e, 11);
-				op_rr(e, 0, 0x83, 4, RAX); /* and eax, 1 */
-				e8(e, 1);
-				e8(e, 0x04); /* add al, 0x7f: OF = the guest's */
-				e8(e, 0x7f);
-			}
-			op_mem(e, 0, 0x8a, 4, RBX, CPU_OFF(lf_res)); /* mov ah, [lf_res] */
-			e8(e, 0x9e);				     /* sahf */
-			taken = jump32(e, (int)cc);
-		}
+		taken = jump32(e, (int)host_cond(c, cc));
 	} else {
 		op_rr(e, W, 0x89, RBX, RDI);
 		e8(e, 0xbe); /* mov esi, cc */
