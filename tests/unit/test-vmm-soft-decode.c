@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "vmm/soft/decode.h"
+#include "vmm/soft/soft.h"
 
 static const struct {
 	unsigned int mode, len;
@@ -236,13 +237,43 @@ static void test_limits(void **state)
 	assert_int_equal(kap_soft_decode(b, 0, 4, &d), KAP_SOFT_DEC_SHORT);
 }
 
+/* Which instructions end a translated block (exec.c): of group 5 (FF) only the branches, so a
+ * counter's INC or DEC of memory stays inside its loop's block. */
+static void test_ends_block(void **state)
+{
+	(void)state;
+	static const struct {
+		uint8_t bytes[4];
+		unsigned int n;
+		bool ends;
+	} cases[] = {
+	    {{0xff, 0x44, 0x24, 0x3c}, 4, false}, /* incl 0x3c(%rsp) */
+	    {{0xff, 0x4b, 0xdc}, 3, false},	  /* decl -0x24(%rbx) */
+	    {{0xff, 0x30}, 2, false},		  /* push (%rax) */
+	    {{0x65, 0xff, 0x00}, 3, true},	  /* incl %gs:(%rax): per-CPU, ends it */
+	    {{0xff, 0xd0}, 2, true},		  /* call *%rax */
+	    {{0xff, 0x18}, 2, true},		  /* lcall *(%rax) */
+	    {{0xff, 0xe0}, 2, true},		  /* jmp *%rax */
+	    {{0xff, 0x28}, 2, true},		  /* ljmp *(%rax) */
+	    {{0xfe, 0x00}, 2, false},		  /* incb (%rax) */
+	    {{0xc3}, 1, true},			  /* ret */
+	    {{0x75, 0x00}, 2, true},		  /* jne */
+	    {{0x01, 0xc0}, 2, false},		  /* add %eax, %eax */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct kap_soft_insn d;
+		assert_int_equal(kap_soft_decode(cases[i].bytes, cases[i].n, 8, &d),
+				 KAP_SOFT_DEC_OK);
+		assert_int_equal(kap_soft_insn_ends_block(&d), cases[i].ends);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_known_lengths),
-	    cmocka_unit_test(test_fields),
-	    cmocka_unit_test(test_invalid),
-	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_known_lengths), cmocka_unit_test(test_fields),
+	    cmocka_unit_test(test_invalid),	  cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_ends_block),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
