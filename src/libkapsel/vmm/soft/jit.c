@@ -2441,7 +2441,8 @@ static void unlink_exit(struct kap_soft_jit *j, struct kap_soft_jit_link *l)
 /*
  * Dropping b (a store to its page, the VMM's write to it): every exit patched to it is
  * unpatched, and so are b's own. The cache and the code buffer are this vCPU's alone, and
- * blocks are dropped only on its thread: by the loop between blocks, or by a handler that
+ * blocks are dropped only on its thread (other vCPUs and the VMM's threads mark its written-page
+ * record instead): by the loop between blocks, or by a handler or a store's slow path that
  * generated code called (a store to a page with code), after which that code leaves at once
  * (stop_block) without taking another exit. So no code is running at a rewritten jump, and b's
  * code stays where it is (it may be the running block) until the buffer is flushed, which only
