@@ -311,6 +311,63 @@ xsmc_fn:
 	ret
 	.align 4096
 
+	/*
+	 * The linksmc, xlink and linkirq tests: loops of blocks that the soft CPU's code
+	 * generator links to each other, on two pages of their own. xlink_fn returns 16 times
+	 * the immediate at xlink_imm (1 until rewritten), looping 1 -> 2 -> 1: block 2 starts at
+	 * the first page's last byte and its immediate is on the second page, so a store to the
+	 * immediate drops block 2 but not the blocks on the first page whose exits lead to it.
+	 * xlink_self: 16 trips, each adding its immediate and then storing ECX over it (the
+	 * running block rewrites itself): 135 the first time, 136 after. xlink_wait(round, r)
+	 * spins until *round >= r, then continues as xlink_fn. xlink_spin(n, t) spins on two
+	 * linked blocks until *n >= t (an interrupt handler counts).
+	 */
+	.globl xlink_fn, xlink_imm, xlink_self, xlink_wait, xlink_spin, isr_linktick
+	.align 4096
+xlink_fn:
+	mov $16, %ecx
+	xor %eax, %eax
+1:	jmp 2f
+xlink_self:
+	mov $16, %ecx
+	xor %eax, %eax
+3:	jmp 4f
+4:	.byte 0x05 /* add $imm32, %eax */
+xlink_simm:
+	.long 0
+	mov %ecx, xlink_simm
+	dec %ecx
+	jnz 3b
+	ret
+xlink_wait:
+	mov 4(%esp), %edx
+	mov 8(%esp), %ecx
+5:	cmp %ecx, (%edx)
+	jb 5b
+	jmp xlink_fn
+xlink_spin:
+	mov 4(%esp), %edx
+	mov 8(%esp), %ecx
+7:	cmp %ecx, (%edx)
+	jb 8f
+	ret
+8:	jmp 7b
+	.org xlink_fn + 4095
+2:	.byte 0x05 /* add $imm32, %eax: the immediate on the next page */
+xlink_imm:
+	.long 1
+	dec %ecx
+	jnz 1b
+	ret
+	.align 4096
+isr_linktick:
+	push %eax
+	lock incl pit_ticks
+	mov $0x20, %al
+	out %al, $0x20
+	pop %eax
+	iret
+
 	.data
 	.align 4
 ipi_hits:

@@ -11,8 +11,8 @@
  *   acpi      checks the tables' checksums and counts, then powers off through \_S5
  *   reset     i8042 reset (0xFE to port 0x64)
  *   smp       INIT/SIPI to all APs; every vCPU checks in
- *   smpcount, ipi, sipibad, xsmc, lockud   vCPUs together and LOCK: shared counters, IPIs, a
- *             SIPI to no one, cross-modified code, LOCK where it may not be (see smp.h)
+ *   smpcount, ipi, sipibad, xsmc, xlink, lockud   vCPUs together and LOCK: shared counters, IPIs,
+ *             a SIPI to no one, cross-modified code, LOCK where it may not be (see smp.h)
  *   timer     PIT interrupts through the PIC, then LAPIC timer interrupts
  *   tscdl     CPUID.1:ECX TSC-deadline and x2APIC bits; with TSC-deadline, one deadline interrupt
  *   triple    triple fault;  emufail  xgetbv (KVM here cannot emulate it)
@@ -54,6 +54,8 @@
  *   fpu       x87, MMX, SSE: results as bit patterns, #NM/#UD/#MF/#XM/#GP, FXSAVE's layout
  *             (fpu.h)
  *   smc       self-modifying code: a rewritten routine and an instruction rewriting the next
+ *   linksmc   code rewritten under blocks linked to it, from outside and by the running block
+ *   linkirq   PIT interrupts (IRET) arrive while the CPU spins in a loop of two linked blocks
  *   alu       the integer instructions over edge operands in 8, 16 and 32 bits: prints a hash
  *             of every result and every flag the SDM defines ("alu hash N"), for comparing
  *             accelerators (test_vm_soft.py)
@@ -1195,6 +1197,58 @@ static void test_smc(void)
 	x[4] = 0x55; /* on the second page */
 	CHECK(cross() == 0x55332211, "smc: a store to the second page of an instruction");
 	puts_("smc ok\n");
+	pass();
+}
+
+extern uint32_t xlink_fn(void), xlink_self(void);
+extern void xlink_spin(volatile uint32_t *n, uint32_t target);
+extern void isr_linktick(void);
+extern uint8_t xlink_imm[];
+
+static void test_linksmc(void)
+{
+	for (int i = 0; i < 40; i++)
+		CHECK(xlink_fn() == 16, "linksmc: the linked loop's sum");
+	*(volatile uint32_t *)xlink_imm = 3; /* drops block 2 alone: its page2 */
+	for (int i = 0; i < 40; i++)
+		CHECK(xlink_fn() == 48, "linksmc: a link went to the rewritten block's old code");
+	CHECK(xlink_self() == 135, "linksmc: the self-rewriting loop's first sum");
+	for (int i = 0; i < 40; i++)
+		CHECK(xlink_self() == 136, "linksmc: the self-rewriting loop ran stale code");
+	puts_("linksmc ok\n");
+	pass();
+}
+
+static void test_linkirq(void)
+{
+	struct {
+		uint16_t limit;
+		uint32_t base;
+	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
+	set_gate(0x20, isr_linktick);
+	for (int i = 0x21; i < 0x30; i++)
+		set_gate(i, isr_spurious);
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+	LAPIC(0xf0) = 0x1ff;
+	LAPIC(0x350) = 0x700;
+	outb(0x20, 0x11);
+	outb(0xa0, 0x11);
+	outb(0x21, 0x20);
+	outb(0xa1, 0x28);
+	outb(0x21, 4);
+	outb(0xa1, 2);
+	outb(0x21, 1);
+	outb(0xa1, 1);
+	outb(0x21, 0xfe);
+	outb(0xa1, 0xff);
+	outb(0x43, 0x34); /* PIT channel 0, mode 2, 100 Hz */
+	outb(0x40, 11932 & 0xff);
+	outb(0x40, 11932 >> 8);
+	__asm__ volatile("sti");
+	xlink_spin(&pit_ticks, 5); /* no I/O in the loop: only the interrupt ends it */
+	__asm__ volatile("cli");
+	outb(0x21, 0xff);
+	puts_("linkirq: 5 ticks in a linked loop\n");
 	pass();
 }
 
@@ -2342,6 +2396,8 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_sipibad();
 	if (streq(test, "xsmc"))
 		test_xsmc(cmdline);
+	if (streq(test, "xlink"))
+		test_xlink(cmdline);
 	if (streq(test, "lockud"))
 		test_lockud();
 	if (streq(test, "timer"))
@@ -2435,6 +2491,10 @@ void guest_main(uint32_t magic, const struct mb_info *mb)
 		test_fpu();
 	if (streq(test, "smc"))
 		test_smc();
+	if (streq(test, "linksmc"))
+		test_linksmc();
+	if (streq(test, "linkirq"))
+		test_linkirq();
 	if (streq(test, "diff"))
 		test_diff(mb);
 	if (streq(test, "tlb"))

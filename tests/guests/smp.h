@@ -22,6 +22,9 @@
  *   xsmc      cross-modifying code: AP 1 runs a function (1), the BSP rewrites its immediate
  *             and then tells the AP, which runs it again and must get the new value (2),
  *             "n=N" rounds (SDM vol. 3 §9.1.3)
+ *   xlink     the same with linked blocks: AP 1 spins in a loop on the rewritten code's page
+ *             until the BSP's round comes, then runs xlink_fn's linked loop, whose block the
+ *             BSP rewrote (its immediate r + 1) before: it must return 16 * (r + 1)
  */
 #pragma once
 #include <stdint.h>
@@ -43,7 +46,10 @@ void ap_main(uint32_t id);
 uint32_t xsmc_fn(void);
 extern uint8_t xsmc_fn_code[] __asm__("xsmc_fn");
 
-enum { JOB_COUNT = 1, JOB_IPI, JOB_XSMC };
+uint32_t xlink_wait(volatile uint32_t *round, uint32_t r);
+extern uint8_t xlink_imm[];
+
+enum { JOB_COUNT = 1, JOB_IPI, JOB_XSMC, JOB_XLINK };
 static volatile uint32_t xsmc_round, xsmc_ack, xsmc_got;
 static volatile uint32_t ap_job, ap_n, ap_started, ap_done, ap_ready, ap_cluster;
 /* split=0: no page-crossing LOCK ADD (KVM's instruction emulator does it as a plain write). */
@@ -198,6 +204,15 @@ void ap_main(uint32_t id)
 			while (xsmc_round < r)
 				xsmc_fn(); /* keeps its translation hot meanwhile */
 			xsmc_got = xsmc_fn();
+			__asm__ volatile("" : : : "memory");
+			xsmc_ack = r;
+		}
+		return;
+	}
+	if (ap_job == JOB_XLINK && id == 1) {
+		/* Round r: wait for it inside the page, then run the rewritten loop. */
+		for (uint32_t r = 1; r <= ap_n; r++) {
+			xsmc_got = xlink_wait(&xsmc_round, r);
 			__asm__ volatile("" : : : "memory");
 			xsmc_ack = r;
 		}
@@ -386,6 +401,32 @@ static void test_xsmc(const char *cmdline)
 		}
 	}
 	puts_("xsmc: ");
+	putu(n);
+	puts_(" rounds, AP 1 ran the new code each time\n");
+	pass();
+}
+
+static void test_xlink(const char *cmdline)
+{
+	char v[16];
+	uint32_t n = cmdline_get(cmdline, "n", v, sizeof(v)) ? (uint32_t)atou(v) : 100;
+	ap_n = n;
+	start_ap32(JOB_XLINK);
+	for (uint32_t r = 1; r <= n; r++) {
+		*(volatile uint32_t *)xlink_imm = r + 1;
+		__asm__ volatile("" : : : "memory");
+		xsmc_round = r;
+		CHECK(smp_wait(&xsmc_ack, r, 10000) == r, "AP 1 did not answer");
+		if (xsmc_got != 16 * (r + 1)) {
+			puts_("xlink: round ");
+			putu(r);
+			puts_(": AP 1 ran the old code, got ");
+			putu(xsmc_got);
+			putc_('\n');
+			fail("cross-modified code ran stale through a link");
+		}
+	}
+	puts_("xlink: ");
 	putu(n);
 	puts_(" rounds, AP 1 ran the new code each time\n");
 	pass();

@@ -356,6 +356,37 @@ def test_guest_checks_pass_compiled(test):
     assert compiled(r) > 0
 
 
+@pytest.mark.parametrize("jit", ["off", "1", "16"])
+def test_links_to_rewritten_code_are_undone(jit):
+    # multiboot.c's test=linksmc: blocks on one page whose exits are linked to a block whose
+    # immediate is on the next page; a store there drops that block alone, and the links to
+    # it must lead to the new code (each call's sum says which ran). Then a loop whose
+    # running block rewrites itself, every trip, behind the link that entered it.
+    r = run(jit, ["--kernel", MULTIBOOT, "--cmdline", "test=linksmc"])
+    assert r.returncode == PASS and "linksmc ok" in r.stdout, r.stdout + r.stderr
+    assert (compiled(r) or 0) > 0 if jit != "off" else compiled(r) is None
+
+
+@pytest.mark.parametrize("jit", ["1", "16"])
+def test_cross_modified_code_seen_through_links(jit):
+    # test=xlink: AP 1 spins in a loop on the page the BSP rewrites, then runs a loop of linked
+    # blocks there; the BSP's rewrite comes before its round, so the AP must run the new code
+    # (its linked exits see the written-page record), every round.
+    r = run(jit, ["--cpus", "2", "--kernel", MULTIBOOT, "--cmdline", "test=xlink n=200"],
+            timeout=240)
+    assert r.returncode == PASS, r.stdout + r.stderr
+    assert "xlink: 200 rounds, AP 1 ran the new code each time" in r.stdout
+    assert compiled(r) > 0
+
+
+@pytest.mark.parametrize("jit", ["off", "1", "16"])
+def test_timer_interrupt_arrives_in_linked_loop(jit):
+    # test=linkirq: two blocks linked into a loop with no I/O in it; only the PIT's interrupts
+    # (through the budget of linked blocks) end it.
+    r = run(jit, ["--kernel", MULTIBOOT, "--cmdline", "test=linkirq"], timeout=60)
+    assert r.returncode == PASS and "linkirq: 5 ticks" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("jit", ["off", "1"])
 def test_faulting_stack_access_leaves_the_interpreters_state(jit):
     # PUSH, PUSH imm, CALL rel, CALL r/m64, POP and RET whose stack access faults (a missing

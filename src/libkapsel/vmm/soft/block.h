@@ -21,14 +21,23 @@ struct kap_soft_op {
 	kap_soft_exec_fn fn; /* NULL: not implemented, #UD when reached */
 };
 
+/* A linkable exit's patched jump (jit.c): the compiled block it goes to, and its place in that
+ * block's list of incoming links, so dropping the target unpatches it. */
+struct kap_soft_jit_link {
+	struct kap_soft_block *from, *to; /* to: NULL while the exit goes to the loop */
+	struct kap_soft_jit_link *next, **pprev;
+};
+
 /* A block's compiled form (jit.c), if it has one. */
 struct kap_soft_jit_blk {
 	void *code;	       /* entry point in the vCPU's code buffer, NULL: interpreted */
 	uint32_t runs;	       /* interpreted runs so far: compiled at KAP_SOFT_JIT_HOT */
 	uint8_t cpl;	       /* the privilege level it was compiled for (TLB permissions) */
 	bool failed;	       /* the compiler declined it (16-bit code): interpreted for good */
-	uint32_t patch[2];     /* per linkable exit: offset of the epoch imm32; jmp rel32 follows */
+	uint32_t patch[2];     /* per linkable exit: offset of its jmp's rel32 in the code */
 	uint64_t exit_phys[2]; /* per linkable exit: the physical address it continues at */
+	struct kap_soft_jit_link out[2]; /* per linkable exit: where it is patched to */
+	struct kap_soft_jit_link *in;	 /* the exits of other blocks patched to this one */
 };
 
 struct kap_soft_block {

@@ -341,9 +341,13 @@ static void cache_insert(struct kap_soft_cache *c, struct kap_soft_block *b)
 	}
 }
 
-/* Takes block b out of the hash table and the page index, onto the garbage list. */
-static void cache_drop(struct kap_soft_cache *c, struct kap_soft_block *b)
+/* Takes block b out of the hash table and the page index, onto the garbage list; the generated
+ * code's links to it are undone. */
+static void cache_drop(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 {
+	struct kap_soft_cache *c = cpu->cache;
+	if (cpu->jit)
+		kap_soft_jit_drop(cpu->jit, b);
 	struct kap_soft_block **pp = &c->hash[hash(b->phys, b->mode)];
 	while (*pp != b)
 		pp = &(*pp)->next;
@@ -370,14 +374,14 @@ static void invalidate_page(struct kap_soft_cpu *cpu, uint64_t gpa)
 		while (b) {
 			struct kap_soft_block *n = b->pnext[k];
 			if ((k == 0 ? b->phys & ~0xfffULL : b->page2) == page)
-				cache_drop(c, b);
+				cache_drop(cpu, b);
 			b = n;
 		}
 	}
 	int64_t idx = ram_page(cpu, gpa);
 	if (idx >= 0 && (uint64_t)idx < cpu->npages)
 		atomic_fetch_and(&cpu->code_owners[idx], ~(1ULL << cpu->id));
-	c->epoch++; /* unlinks every chain: some may lead into the dropped blocks */
+	c->epoch++; /* voids the loop's links: some may lead into the dropped blocks */
 	cpu->stop_block = true;
 }
 

@@ -60,13 +60,14 @@
  * Exits: a block ends in up to two exits to a guest address known at compile time (Jcc's two,
  * JMP's and CALL's, the fall-through of a block cut at 64 instructions). When that address is in
  * the block's own guest page, the exit can be linked: cpu.c's loop tells kap_soft_jit_run which
- * block ran after it, and the exit's jump is patched to that block's code, guarded by the
- * cache's epoch (any block dropped voids every link) and by a budget of chained blocks after
- * which the loop runs again. A link never leaves the page, so it holds whatever the page
- * tables do: the page's mapping was checked when the chain was entered from the loop, and
- * what changes mappings (MOV CR3, INVLPG, far transfers) ends blocks on exits that are never
- * linked. Port I/O and MMIO set the budget to 0 (kap_soft_jit_kick), so an interrupt they
- * raise is taken at the end of that block, as between interpreted blocks.
+ * block ran after it, and the exit's jump is patched to that block's code, guarded by a budget
+ * of chained blocks after which the loop runs again. Each block keeps the list of exits patched
+ * to it: dropping it (a store to its page, the VMM's write, kap_soft_jit_drop) points them back
+ * at their way out, so a link needs no check that its target still exists. A link never leaves the
+ * page, so it holds whatever the page tables do: the page's mapping was checked when the chain was
+ * entered from the loop, and what changes mappings (MOV CR3, INVLPG, far transfers) ends blocks on
+ * exits that are never linked. Port I/O and MMIO set the budget to 0 (kap_soft_jit_kick), so an
+ * interrupt they raise is taken at the end of that block, as between interpreted blocks.
  *
  * Exits whose target is known only at run time (RET, CALL/JMP through r/m, LOOP/JCXZ and the
  * rel branches a handler runs) and fixed ones that cannot be linked (another page, a third
@@ -83,7 +84,7 @@
  * W^X: the buffer is a memfd mapped twice, read-write for the generator and read-execute for
  * the CPU; no page is ever writable and executable. Patches go through the writable view.
  * When the buffer is full every compiled block is dropped (their blocks are interpreted until
- * hot again) and the cache's epoch voids every link.
+ * hot again) with every link, between blocks, so no jump into the old code is left to take.
  */
 #include <cpuid.h>
 #include <stddef.h>
@@ -929,15 +930,11 @@ static void exit_to(struct jc *c, int64_t t)
 	op_mem(e, 0, 0x80, 7, RAX, 0); /* cmp byte [rax], 0 */
 	e8(e, 0);
 	size_t out3 = jump32(e, 0x5);
-	/* the cache's epoch (kap_soft_jit_run's copy: it changes in a chain only where a block
-	 * is dropped, and that leaves the block at once) */
-	op_mem(e, 0, 0x81, 7, R12, JIT_OFF(epoch));
-	c->b->jit.patch[k] = (uint32_t)e->pos;
-	e32(e, 0xffffffffu);	      /* the epoch the link was made in: patched */
-	size_t out2 = jump32(e, 0x5); /* jne */
-	size_t link = jump32(e, -1);  /* the link: patched */
+	/* The link: to the next instruction (the way out) until kap_soft_jit_run patches it to
+	 * the block that ran next, and again when that block is dropped (kap_soft_jit_drop). */
+	size_t link = jump32(e, -1);
+	c->b->jit.patch[k] = (uint32_t)link;
 	fix(e, out1, e->pos);
-	fix(e, out2, e->pos);
 	fix(e, out3, e->pos);
 	fix(e, link, e->pos);
 	leave(c, (int)k);
@@ -2375,12 +2372,21 @@ static bool compile(struct kap_soft_cpu *cpu, struct kap_soft_jit *j, struct kap
 static void flush(struct kap_soft_cpu *cpu, struct kap_soft_jit *j)
 {
 	struct kap_soft_cache *cache = cpu->cache;
+	/* No generated code runs now (this is the loop, between blocks), and none of the old is
+	 * run again: the links go with it, unpatched (all of the code is), and forgotten, so no
+	 * later drop writes into what the buffer holds next. */
 	for (size_t i = 0; i < KAP_SOFT_HASH; i++)
-		for (struct kap_soft_block *b = cache->hash[i]; b; b = b->next)
+		for (struct kap_soft_block *b = cache->hash[i]; b; b = b->next) {
 			b->jit.code = NULL, b->jit.runs = 0;
-	for (struct kap_soft_block *b = cache->garbage; b; b = b->next)
+			memset(b->jit.out, 0, sizeof(b->jit.out));
+			b->jit.in = NULL;
+		}
+	for (struct kap_soft_block *b = cache->garbage; b; b = b->next) {
 		b->jit.code = NULL;
-	cache->epoch++; /* voids every link into the old code */
+		memset(b->jit.out, 0, sizeof(b->jit.out));
+		b->jit.in = NULL;
+	}
+	cache->epoch++; /* voids the jump cache's entries and the loop's record of the last exit */
 	j->used = j->code_start;
 	j->last = NULL;
 	j->flushes++;
@@ -2410,6 +2416,49 @@ bool kap_soft_jit_ready(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 	return true;
 }
 
+/* Points linkable exit k of compiled block b's jump at to (NULL: the way out, after it). */
+static void repatch(struct kap_soft_jit *j, struct kap_soft_block *b, unsigned int k,
+		    const struct kap_soft_block *to)
+{
+	uint32_t p = b->jit.patch[k];
+	const uint8_t *next = (const uint8_t *)b->jit.code + p + 4; /* after the jmp rel32 */
+	uint32_t rel = to ? (uint32_t)((const uint8_t *)to->jit.code - next) : 0;
+	memcpy(j->rw + ((const uint8_t *)b->jit.code - j->rx) + p, &rel, 4);
+}
+
+/* Undoes a link: its exit goes to the loop again, and it leaves its target's list. */
+static void unlink_exit(struct kap_soft_jit *j, struct kap_soft_jit_link *l)
+{
+	if (!l->to)
+		return;
+	repatch(j, l->from, (unsigned int)(l - l->from->jit.out), NULL);
+	*l->pprev = l->next;
+	if (l->next)
+		l->next->pprev = l->pprev;
+	*l = (struct kap_soft_jit_link){0};
+}
+
+/*
+ * Dropping b (a store to its page, the VMM's write to it): every exit patched to it is
+ * unpatched, and so are b's own. The cache and the code buffer are this vCPU's alone, and
+ * blocks are dropped only on its thread (other vCPUs and the VMM's threads mark its written-page
+ * record instead): by the loop between blocks, or by a handler or a store's slow path that
+ * generated code called (a store to a page with code), after which that code leaves at once
+ * (stop_block) without taking another exit. So no code is running at a rewritten jump, and b's
+ * code stays where it is (it may be the running block) until the buffer is flushed, which only
+ * the loop does. With the links gone nothing jumps into b's code again, which is why a linked
+ * exit needs no check of its own that its target still exists.
+ */
+void kap_soft_jit_drop(struct kap_soft_jit *j, struct kap_soft_block *b)
+{
+	if (!b->jit.code)
+		return;
+	while (b->jit.in)
+		unlink_exit(j, b->jit.in);
+	for (unsigned int k = 0; k < 2; k++)
+		unlink_exit(j, &b->jit.out[k]);
+}
+
 #if defined(__clang__)
 __attribute__((no_sanitize("function")))
 #endif
@@ -2419,26 +2468,29 @@ kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b)
 	struct kap_soft_jit *j = cpu->jit;
 	uint64_t epoch = cpu->cache->epoch;
 	struct kap_soft_block *l = j->last;
-	/* Link the exit the last compiled block left by to b, when that exit always leads here. */
-	if (l && j->last_exit >= 0 && j->last_epoch == epoch && epoch <= INT32_MAX && l->jit.code &&
+	/* Link the exit the last compiled block left by to b, when that exit always leads here.
+	 * Nothing was dropped since l was entered (the epoch), so l and b are both in the cache:
+	 * an exit already linked was left by its budget or written-page check, and leads to b. */
+	if (l && j->last_exit >= 0 && j->last_epoch == epoch && l->jit.code &&
 	    l->jit.exit_phys[j->last_exit] == b->phys && l->mode == b->mode &&
-	    l->jit.cpl == b->jit.cpl) {
-		uint32_t p = l->jit.patch[j->last_exit];
-		uint8_t *w = j->rw + ((uint8_t *)l->jit.code - j->rx) + p;
-		uint32_t ep = (uint32_t)epoch;
-		memcpy(w, &ep, 4);
-		/* jne rel32 (6 bytes), then the link's jmp rel32 */
-		uint8_t *jmp_rx = (uint8_t *)l->jit.code + p + 4 + 6;
-		uint32_t rel = (uint32_t)((uint8_t *)b->jit.code - (jmp_rx + 5));
-		memcpy(w + 4 + 6 + 1, &rel, 4);
+	    l->jit.cpl == b->jit.cpl && l->jit.out[j->last_exit].to != b) {
+		struct kap_soft_jit_link *ln = &l->jit.out[j->last_exit];
+		unlink_exit(j, ln); /* not seen: to another block at b's address and mode */
+		repatch(j, l, (unsigned int)j->last_exit, b);
+		*ln = (struct kap_soft_jit_link){
+		    .from = l, .to = b, .next = b->jit.in, .pprev = &b->jit.in};
+		if (b->jit.in)
+			b->jit.in->pprev = &ln->next;
+		b->jit.in = ln;
 	}
 	j->last = NULL;
 	j->last_exit = -1;
 	j->last_epoch = epoch;
 	j->budget = KAP_SOFT_JIT_BUDGET;
 	j->written_any = &cpu->vm->mem.written->rec[cpu->id].any;
-	j->epoch = epoch <= INT32_MAX ? (uint32_t)epoch : 0xffffffffu; /* never linked then */
-	j->jc_key = (uint64_t)j->epoch | (uint64_t)(b->mode | (unsigned int)b->jit.cpl << 4) << 32;
+	/* the jump cache's entries hold the epoch's low 32 bits: none is made past them */
+	uint32_t ep = epoch <= INT32_MAX ? (uint32_t)epoch : 0xffffffffu;
+	j->jc_key = (uint64_t)ep | (uint64_t)(b->mode | (unsigned int)b->jit.cpl << 4) << 32;
 	/* b is what the loop found at CS:RIP: the jump cache's entry for it (exit_indirect) */
 	uint64_t lin = b->mode == 8 ? cpu->rip : cpu->seg[KAP_SOFT_CS].base + cpu->rip;
 	if (epoch <= INT32_MAX && (b->mode == 8 || lin >> 32 == 0)) {

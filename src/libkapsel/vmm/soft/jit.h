@@ -4,10 +4,10 @@
  * that ran KAP_SOFT_JIT_HOT times interpreted is compiled into x86-64 host code, one piece per
  * decoded instruction, either inline (moves, loads and stores through the TLB, the ALU, INC/DEC,
  * IMUL, shifts, LEA, Jcc/JMP) or a call to the interpreter's handler for it. Compiled blocks
- * jump straight to each other (same guest page, links voided by the cache's epoch; elsewhere,
- * after returns and indirect branches, through the jump cache) for at most KAP_SOFT_JIT_BUDGET
- * blocks, then return to cpu.c's loop, which looks at interrupts as it does between
- * interpreted blocks.
+ * jump straight to each other (same guest page, links undone when their target is dropped;
+ * elsewhere, after returns and indirect branches, through the jump cache) for at most
+ * KAP_SOFT_JIT_BUDGET blocks, then return to cpu.c's loop, which looks at interrupts as it does
+ * between interpreted blocks.
  *
  * KAPSEL_SOFT_JIT in the environment: off (or 0) turns it off, the interpreter alone (for
  * diffing); a number N compiles blocks after N runs instead of KAP_SOFT_JIT_HOT (1: every block
@@ -50,8 +50,6 @@ struct kap_soft_jit {
 	/* ES, SS and DS are flat (base 0, 4 GiB limit, present writable expand-up data): 32-bit
 	 * code's memory fast path skips their checks. Set on entry, cleared by POP ES/SS/DS. */
 	uint8_t flat;
-	/* the cache's epoch on entry, which linked exits compare with the one they were made in */
-	uint32_t epoch;
 	/* this vCPU's written-page flag (cpu.c, take_written), which linked exits look at */
 	const void *written_any;
 	/* epoch | (mode | CPL << 4) << 32 on entry: the jump cache's entries filled since with
@@ -72,6 +70,9 @@ void kap_soft_jit_free(struct kap_soft_jit *j);
 
 /* Whether b runs compiled now (compiling it once hot); false: interpret it. */
 bool kap_soft_jit_ready(struct kap_soft_cpu *cpu, struct kap_soft_block *b);
+/* Block b leaves the cache (cpu.c, cache_drop; on the vCPU's own thread): the links patched to
+ * it go back to the loop, and its own links are forgotten. */
+void kap_soft_jit_drop(struct kap_soft_jit *j, struct kap_soft_block *b);
 /* Runs compiled b and what it chains to; returns the last block that ran. Exceptions longjmp
  * out as from the interpreter, with the state at the faulting instruction's start. */
 struct kap_soft_block *kap_soft_jit_run(struct kap_soft_cpu *cpu, struct kap_soft_block *b);
