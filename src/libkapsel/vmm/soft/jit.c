@@ -50,7 +50,9 @@
  * path (the fast one cannot fault) and at the exits, in the code size's width (32-bit code
  * wraps at 4 GiB as the interpreter's mask does).
  *
- * Memory operands (emit_mem) look the TLB up inline; a read-modify-write looks it up for a
+ * Memory operands (emit_mem) look the TLB up inline (emit_lookup: the tag of the access's kind
+ * at the block's CPL compared with the page of its last byte, then the entry's addend added:
+ * the TLB lies inside the vCPU, at a fixed offset from RBX); a read-modify-write looks it up for a
  * write before its load (an entry grants writes only once the page is dirty), so nothing between
  * the load and the store can fault, and anything else runs its handler; in 32-bit code ES, SS and
  * DS are taken as flat without checks while kap_soft_jit_run found them so, and SS 32-bit, on
@@ -176,6 +178,30 @@ static void op_mem(struct em *e, unsigned int fl, unsigned int op, unsigned int 
 	e8(e, (mod << 6) | ((reg & 7) << 3) | (base & 7));
 	if ((base & 7) == RSP)
 		e8(e, 0x24);
+	if (mod == 1)
+		e8(e, (uint8_t)disp);
+	else if (mod == 2)
+		e32(e, (uint32_t)disp);
+}
+
+/* op reg, [base + index * (1 << scale) + disp] (index: not RSP). */
+static void op_sib(struct em *e, unsigned int fl, unsigned int op, unsigned int reg,
+		   unsigned int base, unsigned int index, unsigned int scale, int32_t disp)
+{
+	if (fl & P66)
+		e8(e, 0x66);
+	unsigned int rex = 0x40 | ((fl & W) ? 8 : 0) | ((reg & 8) ? 4 : 0) | ((index & 8) ? 2 : 0) |
+			   ((base & 8) ? 1 : 0);
+	if (rex != 0x40)
+		e8(e, rex);
+	if (op > 0xff)
+		e8(e, op >> 8);
+	e8(e, op & 0xff);
+	unsigned int mod = (disp == 0 && (base & 7) != RBP) ? 0
+			   : (disp >= -128 && disp <= 127)  ? 1
+							    : 2;
+	e8(e, (mod << 6) | ((reg & 7) << 3) | 4);
+	e8(e, (scale << 6) | ((index & 7) << 3) | (base & 7));
 	if (mod == 1)
 		e8(e, (uint8_t)disp);
 	else if (mod == 2)
@@ -791,20 +817,25 @@ static unsigned int jc_slot(uint64_t lin)
 
 #define JC_OFF(f)                                                                                  \
 	((int32_t)(offsetof(struct kap_soft_jit, jc) + offsetof(struct kap_soft_jc_entry, f)))
-#define TLBE_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
+/* A TLB entry's field, from RBX plus tlb_slot's register times 8; an entry's tag for an access
+ * kind (KAP_SOFT_TLB_*) at a CPL; the physical pages, from RBX plus tlb_slot's register. */
+#define TLB_OFF(f)                                                                                 \
+	((int32_t)(offsetof(struct kap_soft_cpu, tlb.e) + offsetof(struct kap_soft_tlb_entry, f)))
+#define TLB_TAG_OFF(kind, cpl) (TLB_OFF(tag) + (int32_t)(16 * (kind) + ((cpl) == 3 ? 8 : 0)))
+#define TLB_PHYS_OFF	       ((int32_t)offsetof(struct kap_soft_cpu, tlb.phys))
 _Static_assert(sizeof(struct kap_soft_jc_entry) == 32,
 	       "exit_indirect indexes the jump cache by a shift");
 
-/* dst = the offset of linear address lin's TLB entry in the TLB: ((lin >> 12) & (size - 1))
- * * sizeof(entry), in 32 bits (lin's low half: the index uses bits 12-21 only). */
+/* dst = linear address lin's TLB slot times 8: ((lin >> 12) & (size - 1)) * 8, in 32 bits
+ * (lin's low half: the slot uses bits 12-21 only). Its entry is at [rbx + dst * 8 + TLB_OFF],
+ * its physical page at [rbx + dst + TLB_PHYS_OFF]. */
 static void tlb_slot(struct em *e, unsigned int dst, unsigned int lin)
 {
-	unsigned int esh = (unsigned int)__builtin_ctz(sizeof(struct kap_soft_tlb_entry));
 	op_rr(e, 0, 0x89, lin, dst); /* mov dst32, lin32 */
-	op_rr(e, 0, 0xc1, 5, dst);   /* shr dst32, 12 - esh */
-	e8(e, (uint8_t)(12 - esh));
-	op_rr(e, 0, 0x81, 4, dst); /* and dst32, (size - 1) << esh */
-	e32(e, (KAP_SOFT_TLB_SIZE - 1) << esh);
+	op_rr(e, 0, 0xc1, 5, dst);   /* shr dst32, 12 - 3 */
+	e8(e, 9);
+	op_rr(e, 0, 0x81, 4, dst); /* and dst32, (size - 1) << 3 */
+	e32(e, (KAP_SOFT_TLB_SIZE - 1) << 3);
 }
 
 /*
@@ -853,19 +884,13 @@ static void exit_indirect(struct jc *c)
 	op_mem(e, W, 0x8b, RDX, R12, JIT_OFF(jc_key));
 	op_mem(e, W, 0x3b, RDX, RCX, JC_OFF(key));
 	out[no++] = jump32(e, 0x5);
-	/* RDX = the TLB entry of lin's page (as emit_mem finds it) */
+	/* RDX = lin's TLB slot (as emit_mem finds it); its fetch tag at this CPL */
 	tlb_slot(e, RDX, RAX);
-	op_mem(e, W, 0x03, RDX, RBX, CPU_OFF(tlb));
 	op_rr(e, W, 0x81, 4, RAX); /* and rax, ~0xfff */
 	e32(e, 0xfffff000u);
-	op_rr(e, W, 0x83, 1, RAX); /* or rax, 1 */
-	e8(e, 1);
-	op_mem(e, W, 0x3b, RAX, RDX, TLBE_OFF(tag));
+	op_sib(e, W, 0x3b, RAX, RBX, RDX, 3, TLB_TAG_OFF(KAP_SOFT_TLB_FETCH, c->b->jit.cpl));
 	out[no++] = jump32(e, 0x5);
-	op_mem(e, 0, 0xf6, 0, RDX, TLBE_OFF(perm)); /* test byte [perm], fetch at this CPL */
-	e8(e, c->b->jit.cpl == 3 ? TLB_X_USER : TLB_X_SUP);
-	out[no++] = jump32(e, 0x4); /* jz */
-	op_mem(e, W, 0x8b, RAX, RDX, TLBE_OFF(phys));
+	op_sib(e, W, 0x8b, RAX, RBX, RDX, 0, TLB_PHYS_OFF);
 	op_mem(e, W, 0x3b, RAX, RCX, JC_OFF(phys));
 	out[no++] = jump32(e, 0x5);
 	op_mem(e, 0, 0xff, 4, RCX, JC_OFF(code)); /* jmp [code] */
@@ -1052,10 +1077,9 @@ static int overwrites(const struct kap_soft_block *b, unsigned int k)
 #define SEG_OFF(s, f)                                                                              \
 	((int32_t)(offsetof(struct kap_soft_cpu, seg) + (s) * sizeof(struct kap_soft_seg) +        \
 		   offsetof(struct kap_soft_seg, f)))
-#define TLB_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
 _Static_assert(sizeof(atomic_bool) == 1, "exit_to compares the written-page flag as a byte");
-_Static_assert((sizeof(struct kap_soft_tlb_entry) & (sizeof(struct kap_soft_tlb_entry) - 1)) == 0,
-	       "emit_mem indexes the TLB by a shift");
+_Static_assert(sizeof(struct kap_soft_tlb_entry) == 64 && sizeof(uint64_t) == 8,
+	       "emit_lookup indexes the TLB by a scale of 8 on tlb_slot's slot times 8");
 _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_soft_seg, type) + 2 &&
 		   sizeof(bool) == 1,
 	       "emit_mem reads a segment's type, DPL and present flag as one dword");
@@ -1133,9 +1157,12 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 }
 
 /*
- * emit_access's fast path up to the access: the segment checks, the TLB entry's tag and
- * permission (a write's for a store or a read-modify-write), no page crossing. Leaves RCX = the
- * host address, RDX = the TLB entry; the jumps to the slow path go into slow (returns how many).
+ * emit_access's fast path up to the access: the segment checks, then the TLB entry's tag for
+ * the access's kind (a write's for a store or a read-modify-write) at this block's CPL against
+ * the page of the access's last byte, which a page-crossing access never matches, nor a tag
+ * whose access the page does not allow (KAP_SOFT_TLB_NONE). Leaves RDI = the host address (the
+ * linear one plus the entry's addend), RCX = the TLB slot times 8 (tlb_slot), RDX clobbered; the
+ * jumps to the slow path go into slow (returns how many).
  */
 static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bool write,
 				size_t *slow)
@@ -1169,29 +1196,14 @@ static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bo
 		op_rr(e, W, 0x01, RSI, RDI);
 		op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
 	}
-	/* RDX = the TLB entry: ((lin >> 12) & (size - 1)) * sizeof, in two steps */
 	tlb_slot(e, RCX, RDI);
-	op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(tlb));
-	op_rr(e, W, 0x01, RCX, RDX);
-	/* the tag of the access's last byte: a page-crossing access never matches */
-	op_mem(e, W, 0x8d, RCX, RDI, (int32_t)n - 1); /* lea rcx, [rdi + n - 1] */
-	op_rr(e, W, 0x81, 4, RCX);		      /* and rcx, ~0xfff */
+	op_mem(e, W, 0x8d, RDX, RDI, (int32_t)n - 1); /* lea rdx, [rdi + n - 1] */
+	op_rr(e, W, 0x81, 4, RDX);		      /* and rdx, ~0xfff */
 	e32(e, 0xfffff000u);
-	op_rr(e, W, 0x83, 1, RCX); /* or rcx, 1 */
-	e8(e, 1);
-	op_mem(e, W, 0x3b, RCX, RDX, TLB_OFF(tag));
+	unsigned int kind = write ? KAP_SOFT_TLB_WRITE : KAP_SOFT_TLB_READ;
+	op_sib(e, W, 0x3b, RDX, RBX, RCX, 3, TLB_TAG_OFF(kind, c->b->jit.cpl));
 	slow[ns++] = jump32(e, 0x5);
-	bool user = c->b->jit.cpl == 3;
-	unsigned int need = write ? (user ? TLB_W_USER : TLB_W_SUP) : (user ? TLB_R_USER : 0);
-	if (need) {
-		op_mem(e, 0, 0xf6, 0, RDX, TLB_OFF(perm)); /* test byte [perm], need */
-		e8(e, need);
-		slow[ns++] = jump32(e, 0x4); /* jz */
-	}
-	op_rr(e, 0, 0x89, RDI, RCX); /* mov ecx, edi */
-	op_rr(e, 0, 0x81, 4, RCX);   /* and ecx, 0xfff */
-	e32(e, 0xfff);
-	op_mem(e, W, 0x03, RCX, RDX, TLB_OFF(host));
+	op_sib(e, W, 0x03, RDI, RBX, RCX, 3, TLB_OFF(addend)); /* add rdi, [addend] */
 	return ns;
 }
 
@@ -1214,16 +1226,16 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 	unsigned int ns = emit_lookup(c, s, n, write, slow);
 	if (!write) {
 		if (n == 1)
-			op_mem(e, 0, 0x0fb6, RAX, RCX, 0);
+			op_mem(e, 0, 0x0fb6, RAX, RDI, 0);
 		else if (n == 2)
-			op_mem(e, 0, 0x0fb7, RAX, RCX, 0);
+			op_mem(e, 0, 0x0fb7, RAX, RDI, 0);
 		else
-			op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RCX, 0);
+			op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RDI, 0);
 	} else {
 		if (n == 1)
-			op_mem(e, 0, 0x88, 8, RCX, 0); /* mov [rcx], r8b */
+			op_mem(e, 0, 0x88, 8, RDI, 0); /* mov [rdi], r8b */
 		else
-			op_mem(e, size_fl(n), 0x89, 8, RCX, 0);
+			op_mem(e, size_fl(n), 0x89, 8, RDI, 0);
 		/* the dirty log (snapshots, migration: kap_mem_log_store), when on: the store
 		 * goes through kap_soft_stored, which logs it */
 		mov_imm64(e, RAX, (uint64_t)(uintptr_t)&c->cpu->vm->mem.soft_log);
@@ -1237,7 +1249,7 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 			e8(e, 0xae);
 			e8(e, 0xf0);
 		}
-		op_mem(e, 0, 0x8b, RDX, RDX, TLB_OFF(idx)); /* mov edx, [idx] */
+		op_sib(e, 0, 0x8b, RDX, RBX, RCX, 3, TLB_OFF(idx)); /* mov edx, [idx] */
 		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
 		e8(e, 0x48); /* cmp qword [rax + rdx * 8], 0 */
 		e8(e, 0x83);
@@ -1249,7 +1261,7 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 	size_t stop_check = 0;
 	if (write) { /* kap_soft_stored drops the page's translations */
 		fix(e, logged, e->pos);
-		op_rr(e, W, 0x89, RCX, RSI);
+		op_rr(e, W, 0x89, RDI, RSI);
 		op_rr(e, W, 0x89, RBX, RDI);
 		call_abs(e, (const void *)kap_soft_stored);
 		stop_check = jump32(e, -1);
@@ -1642,14 +1654,14 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	emit_ea(c, d, off);
 	size_t slow[8];
 	unsigned int ns = emit_lookup(c, ea_seg(d), n, true, slow);
-	op_rr(e, W, 0x89, RCX, 10);		   /* mov r10, rcx: the host address */
-	op_mem(e, 0, 0x8b, 11, RDX, TLB_OFF(idx)); /* mov r11d, [rdx + idx]: the page */
+	op_rr(e, W, 0x89, RDI, 10);			   /* mov r10, rdi: the host address */
+	op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx]: the page */
 	if (n == 1)
-		op_mem(e, 0, 0x0fb6, RAX, RCX, 0);
+		op_mem(e, 0, 0x0fb6, RAX, RDI, 0);
 	else if (n == 2)
-		op_mem(e, 0, 0x0fb7, RAX, RCX, 0);
+		op_mem(e, 0, 0x0fb7, RAX, RDI, 0);
 	else
-		op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RCX, 0);
+		op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RDI, 0);
 	size_t zero = 0;
 	if (k == K_SHIFT) {
 		if (live && x->op <= 1)
