@@ -498,6 +498,18 @@ static inline struct kap_soft_tlb_entry *tlb_entry(struct kap_soft_cpu *cpu, uin
 	return &cpu->tlb.e[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)];
 }
 
+/* With one vCPU: RAM page idx got translations, so no entry may allow writes to it any more
+ * (tlb_fill): the next store there takes the slow path, which drops them (kap_soft_stored). */
+static void tlb_drop_writes(struct kap_soft_cpu *cpu, uint64_t idx)
+{
+	for (size_t i = 0; i < KAP_SOFT_TLB_SIZE; i++) {
+		struct kap_soft_tlb_entry *e = &cpu->tlb.e[i];
+		if (e->idx == idx)
+			e->tag[KAP_SOFT_TLB_WRITE][0] = e->tag[KAP_SOFT_TLB_WRITE][1] =
+			    KAP_SOFT_TLB_NONE;
+	}
+}
+
 /* Caches lin's page after a successful walk: RAM pages only (MMIO goes to the bus each time). */
 static void tlb_fill(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys_page, unsigned int perm,
 		     unsigned int shift, bool global)
@@ -506,13 +518,19 @@ static void tlb_fill(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys_page,
 	if (!host)
 		return;
 	uint64_t page = lin & ~0xfffULL, none = KAP_SOFT_TLB_NONE;
+	uint64_t idx = (uint64_t)(host - cpu->vm->mem.host) >> 12;
+	/* With one vCPU a page with translations allows no write through an entry: the compiled
+	 * stores' fast path (jit.c) leaves out the code-page check, the slow one drops them */
+	if (cpu->vm->ncpus == 1 && idx < cpu->npages &&
+	    atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed))
+		perm &= ~(unsigned int)(TLB_W_SUP | TLB_W_USER);
 	struct kap_soft_tlb_entry *e = tlb_entry(cpu, lin);
 	*e = (struct kap_soft_tlb_entry){
 	    .tag = {{page, (perm & TLB_R_USER) ? page : none},
 		    {(perm & TLB_W_SUP) ? page : none, (perm & TLB_W_USER) ? page : none},
 		    {(perm & TLB_X_SUP) ? page : none, (perm & TLB_X_USER) ? page : none}},
 	    .addend = (uint64_t)(uintptr_t)host - page,
-	    .idx = (uint32_t)((uint64_t)(host - cpu->vm->mem.host) >> 12),
+	    .idx = (uint32_t)idx,
 	    .shift = (uint8_t)shift,
 	    .global = global};
 	cpu->tlb.phys[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)] = phys_page;
@@ -1517,10 +1535,13 @@ static void mark_code(struct kap_soft_cpu *cpu, uint64_t gpa)
 	/* Before the bytes are read: a full barrier (a locked OR), so a store another vCPU makes
 	 * after this either sees the bit or is seen by the read. */
 	if (idx >= 0 && (uint64_t)idx < cpu->npages &&
-	    !(atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed) & me))
+	    !(atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed) & me)) {
 		atomic_fetch_or(&cpu->code_owners[idx], me);
-	else
+		if (cpu->vm->ncpus == 1)
+			tlb_drop_writes(cpu, (uint64_t)idx);
+	} else {
 		atomic_thread_fence(memory_order_seq_cst);
+	}
 }
 
 /* Fetches up to 15 code bytes at linear lin (the next page only if the first ends early). */

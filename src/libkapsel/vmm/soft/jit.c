@@ -1212,10 +1212,12 @@ static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bo
  * RAX (zero-extended), or a store of R8.
  * The fast path is kap_soft_read/write's TLB path done inline: the segment checks of
  * seg_linear for a present, writable, expand-up data segment (32-bit code; else the slow path
- * decides), the TLB entry's tag and permission for this block's CPL, no page crossing; then
- * the host access, and for a store the code-page check (kap_soft_stored when the page has
- * translations). Anything else calls kap_soft_read/write, which do it all (faults included:
- * RIP is the instruction's). A store may end the block (stop_block): RIP is then past it.
+ * decides), the TLB entry's tag for the access at this block's CPL (emit_lookup); then the
+ * host access, and for a store the dirty log's check and, with several vCPUs, the code-page
+ * check (kap_soft_stored when the log is on or the page has translations; with one vCPU no
+ * entry allows writes to such a page: tlb_fill, mark_code). Anything else calls
+ * kap_soft_read/write, which do it all (faults included: RIP is the instruction's). A store may end
+ * the block (stop_block): RIP is then past it.
  */
 static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write, int64_t off,
 			unsigned int len)
@@ -1242,25 +1244,27 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 		e8(e, 0x80); /* cmp byte [rax], 0 */
 		e8(e, 0x38);
 		e8(e, 0x00);
-		logged = jump32(e, 0x5); /* jne */
-		/* the code-page check (kap_soft_stored's first look, its fence first) */
+		/* the code-page check (kap_soft_stored's first look, its fence first), with
+		 * several vCPUs: with one, a page with translations has no write tag (tlb_fill) */
 		if (c->cpu->vm->ncpus > 1) {
-			e8(e, 0x0f); /* mfence */
+			logged = jump32(e, 0x5); /* jne */
+			e8(e, 0x0f);		 /* mfence */
 			e8(e, 0xae);
 			e8(e, 0xf0);
+			op_sib(e, 0, 0x8b, RDX, RBX, RCX, 3, TLB_OFF(idx)); /* mov edx, [idx] */
+			op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
+			e8(e, 0x48); /* cmp qword [rax + rdx * 8], 0 */
+			e8(e, 0x83);
+			e8(e, 0x3c);
+			e8(e, 0xd0);
+			e8(e, 0x00);
 		}
-		op_sib(e, 0, 0x8b, RDX, RBX, RCX, 3, TLB_OFF(idx)); /* mov edx, [idx] */
-		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
-		e8(e, 0x48); /* cmp qword [rax + rdx * 8], 0 */
-		e8(e, 0x83);
-		e8(e, 0x3c);
-		e8(e, 0xd0);
-		e8(e, 0x00);
 	}
-	size_t done = jump32(e, write ? 0x4 : -1); /* a store: je, unless the page has code */
+	size_t done = jump32(e, write ? 0x4 : -1); /* a store: je, unless logged or code */
 	size_t stop_check = 0;
-	if (write) { /* kap_soft_stored drops the page's translations */
-		fix(e, logged, e->pos);
+	if (write) { /* kap_soft_stored logs the store, drops the page's translations */
+		if (logged)
+			fix(e, logged, e->pos);
 		op_rr(e, W, 0x89, RDI, RSI);
 		op_rr(e, W, 0x89, RBX, RDI);
 		call_abs(e, (const void *)kap_soft_stored);
@@ -1654,8 +1658,9 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	emit_ea(c, d, off);
 	size_t slow[8];
 	unsigned int ns = emit_lookup(c, ea_seg(d), n, true, slow);
-	op_rr(e, W, 0x89, RDI, 10);			   /* mov r10, rdi: the host address */
-	op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx]: the page */
+	op_rr(e, W, 0x89, RDI, 10); /* mov r10, rdi: the host address */
+	if (c->cpu->vm->ncpus > 1)
+		op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx]: the page */
 	if (n == 1)
 		op_mem(e, 0, 0x0fb6, RAX, RDI, 0);
 	else if (n == 2)
@@ -1701,20 +1706,22 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	e8(e, 0x80); /* cmp byte [rax], 0 */
 	e8(e, 0x38);
 	e8(e, 0x00);
-	size_t logged = jump32(e, 0x5); /* jne */
-	if (c->cpu->vm->ncpus > 1) {
-		e8(e, 0x0f); /* mfence */
+	size_t logged = 0;
+	if (c->cpu->vm->ncpus > 1) {	 /* with one vCPU: no write tag on a page with code */
+		logged = jump32(e, 0x5); /* jne */
+		e8(e, 0x0f);		 /* mfence */
 		e8(e, 0xae);
 		e8(e, 0xf0);
+		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
+		e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
+		e8(e, 0x83);
+		e8(e, 0x3c);
+		e8(e, 0xd8);
+		e8(e, 0x00);
 	}
-	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
-	e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
-	e8(e, 0x83);
-	e8(e, 0x3c);
-	e8(e, 0xd8);
-	e8(e, 0x00);
-	size_t done = jump32(e, 0x4); /* je: the page has no translations */
-	fix(e, logged, e->pos);
+	size_t done = jump32(e, 0x4); /* je: not logged, the page has no translations */
+	if (logged)
+		fix(e, logged, e->pos);
 	op_rr(e, W, 0x89, 10, RSI);
 	op_rr(e, W, 0x89, RBX, RDI);
 	call_abs(e, (const void *)kap_soft_stored);
