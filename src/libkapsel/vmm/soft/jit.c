@@ -1160,25 +1160,29 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
  * emit_access's fast path up to the access: the segment checks, then the TLB entry's tag for
  * the access's kind (a write's for a store or a read-modify-write) at this block's CPL against
  * the page of the access's last byte, which a page-crossing access never matches, nor a tag
- * whose access the page does not allow (KAP_SOFT_TLB_NONE). Leaves RDI = the host address (the
- * linear one plus the entry's addend), RCX = the TLB slot times 8 (tlb_slot), RDX clobbered; the
- * jumps to the slow path go into slow (returns how many).
+ * whose access the page does not allow (KAP_SOFT_TLB_NONE). Leaves *lin = the register holding
+ * the linear address (RSI, the offset, where that is it; else RDI), RDX = the entry's addend, so
+ * the host address is [rdx + *lin], RCX = the TLB slot times 8 (tlb_slot); the jumps to the slow
+ * path go into slow (returns how many).
  */
 static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bool write,
-				size_t *slow)
+				size_t *slow, unsigned int *lin)
 {
 	struct em *e = &c->e;
-	unsigned int ns = 0;
+	unsigned int ns = 0, l = RDI;
 	if (c->mode == 8) {
-		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
-		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
+		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS) {
+			op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
 			op_mem(e, W, 0x03, RDI, RBX, SEG_OFF(s, base));
+		} else {
+			l = RSI;
+		}
 	} else if (s == KAP_SOFT_ES || s == KAP_SOFT_SS || s == KAP_SOFT_DS) {
 		/* a flat segment (kap_soft_jit_run looked): the linear address is the offset */
 		op_mem(e, 0, 0x80, 7, R12, JIT_OFF(flat)); /* cmp byte [flat], 0 */
 		e8(e, 0);
 		slow[ns++] = jump32(e, 0x4); /* je */
-		op_rr(e, W, 0x89, RSI, RDI); /* (an offset in 32-bit code: upper half 0) */
+		l = RSI;		     /* (an offset in 32-bit code: upper half 0) */
 	} else {
 		/* type, dpl, present in one load: present, writable expand-up data */
 		op_mem(e, 0, 0x8b, RCX, RBX, SEG_OFF(s, type));
@@ -1196,14 +1200,15 @@ static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bo
 		op_rr(e, W, 0x01, RSI, RDI);
 		op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
 	}
-	tlb_slot(e, RCX, RDI);
-	op_mem(e, W, 0x8d, RDX, RDI, (int32_t)n - 1); /* lea rdx, [rdi + n - 1] */
-	op_rr(e, W, 0x81, 4, RDX);		      /* and rdx, ~0xfff */
+	tlb_slot(e, RCX, l);
+	op_mem(e, W, 0x8d, RDX, l, (int32_t)n - 1); /* lea rdx, [lin + n - 1] */
+	op_rr(e, W, 0x81, 4, RDX);		    /* and rdx, ~0xfff */
 	e32(e, 0xfffff000u);
 	unsigned int kind = write ? KAP_SOFT_TLB_WRITE : KAP_SOFT_TLB_READ;
 	op_sib(e, W, 0x3b, RDX, RBX, RCX, 3, TLB_TAG_OFF(kind, c->b->jit.cpl));
 	slow[ns++] = jump32(e, 0x5);
-	op_sib(e, W, 0x03, RDI, RBX, RCX, 3, TLB_OFF(addend)); /* add rdi, [addend] */
+	op_sib(e, W, 0x8b, RDX, RBX, RCX, 3, TLB_OFF(addend)); /* mov rdx, [addend] */
+	*lin = l;
 	return ns;
 }
 
@@ -1225,19 +1230,20 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 	struct em *e = &c->e;
 	size_t slow[8];
 	size_t logged = 0; /* a store: the jump to kap_soft_stored when the dirty log is on */
-	unsigned int ns = emit_lookup(c, s, n, write, slow);
-	if (!write) {
+	unsigned int lin;
+	unsigned int ns = emit_lookup(c, s, n, write, slow, &lin);
+	if (!write) { /* from [rdx + lin] */
 		if (n == 1)
-			op_mem(e, 0, 0x0fb6, RAX, RDI, 0);
+			op_sib(e, 0, 0x0fb6, RAX, RDX, lin, 0, 0);
 		else if (n == 2)
-			op_mem(e, 0, 0x0fb7, RAX, RDI, 0);
+			op_sib(e, 0, 0x0fb7, RAX, RDX, lin, 0, 0);
 		else
-			op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RDI, 0);
+			op_sib(e, n == 8 ? W : 0, 0x8b, RAX, RDX, lin, 0, 0);
 	} else {
 		if (n == 1)
-			op_mem(e, 0, 0x88, 8, RDI, 0); /* mov [rdi], r8b */
+			op_sib(e, 0, 0x88, 8, RDX, lin, 0, 0); /* mov [rdx + lin], r8b */
 		else
-			op_mem(e, size_fl(n), 0x89, 8, RDI, 0);
+			op_sib(e, size_fl(n), 0x89, 8, RDX, lin, 0, 0);
 		/* the dirty log (snapshots, migration: kap_mem_log_store), when on: the store
 		 * goes through kap_soft_stored, which logs it */
 		mov_imm64(e, RAX, (uint64_t)(uintptr_t)&c->cpu->vm->mem.soft_log);
@@ -1251,12 +1257,12 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 			e8(e, 0x0f);		 /* mfence */
 			e8(e, 0xae);
 			e8(e, 0xf0);
-			op_sib(e, 0, 0x8b, RDX, RBX, RCX, 3, TLB_OFF(idx)); /* mov edx, [idx] */
+			op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx] */
 			op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
-			e8(e, 0x48); /* cmp qword [rax + rdx * 8], 0 */
+			e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
 			e8(e, 0x83);
 			e8(e, 0x3c);
-			e8(e, 0xd0);
+			e8(e, 0xd8);
 			e8(e, 0x00);
 		}
 	}
@@ -1265,7 +1271,8 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 	if (write) { /* kap_soft_stored logs the store, drops the page's translations */
 		if (logged)
 			fix(e, logged, e->pos);
-		op_rr(e, W, 0x89, RDI, RSI);
+		op_sib(e, W, 0x8d, RSI, RDX, lin, 0,
+		       0); /* lea rsi, [rdx + lin]: the host address */
 		op_rr(e, W, 0x89, RBX, RDI);
 		call_abs(e, (const void *)kap_soft_stored);
 		stop_check = jump32(e, -1);
@@ -1657,16 +1664,17 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 		mov_imm64(e, 8, x->imm);
 	emit_ea(c, d, off);
 	size_t slow[8];
-	unsigned int ns = emit_lookup(c, ea_seg(d), n, true, slow);
-	op_rr(e, W, 0x89, RDI, 10); /* mov r10, rdi: the host address */
+	unsigned int lin;
+	unsigned int ns = emit_lookup(c, ea_seg(d), n, true, slow, &lin);
+	op_sib(e, W, 0x8d, 10, RDX, lin, 0, 0); /* lea r10, [rdx + lin]: the host address */
 	if (c->cpu->vm->ncpus > 1)
 		op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx]: the page */
 	if (n == 1)
-		op_mem(e, 0, 0x0fb6, RAX, RDI, 0);
+		op_mem(e, 0, 0x0fb6, RAX, 10, 0);
 	else if (n == 2)
-		op_mem(e, 0, 0x0fb7, RAX, RDI, 0);
+		op_mem(e, 0, 0x0fb7, RAX, 10, 0);
 	else
-		op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RDI, 0);
+		op_mem(e, n == 8 ? W : 0, 0x8b, RAX, 10, 0);
 	size_t zero = 0;
 	if (k == K_SHIFT) {
 		if (live && x->op <= 1)
