@@ -335,6 +335,176 @@ static void test_stackpf(void)
 	puts_("stackpf ok\n");
 }
 
+/*
+ * "userpf" on the command line: what the TLB allows at CPL 3 against CPL 0 (the soft CPU keeps
+ * a tag per access kind and privilege in each entry; its compiled code compares one). The
+ * 2 MiB page at 68 MiB changes between supervisor-only, user read-write and user read-only,
+ * each change followed by INVLPG of another 4 KiB of it, and CPL 3 routines (entered by SYSRET,
+ * back by SYSCALL; a #PF on IST1 resumes them at pf_resume) read, write and add to it: a user
+ * access to a page a supervisor access cached faults, a page made supervisor-only again after
+ * user accesses faults, a user write to a read-only page faults, and a supervisor write to it
+ * faults under CR0.WP only. Faults come with CR2 and the error code; the values are checked.
+ */
+uint64_t up_resume, up_val;
+extern void up_entry(void), up_read(void), up_write(void), up_add(void);
+__asm__(".text\n"
+	"up_entry:\n"
+	"	jmp *up_resume(%rip)\n"
+	"up_read:\n"
+	"	lea 1f(%rip), %rax\n"
+	"	mov %rax, pf_resume(%rip)\n"
+	"	movl 0x4400008, %eax\n"
+	"	mov %rax, up_val(%rip)\n"
+	"1:	syscall\n"
+	"up_write:\n"
+	"	lea 1f(%rip), %rax\n"
+	"	mov %rax, pf_resume(%rip)\n"
+	"	movl $0x2222, 0x4400008\n"
+	"1:	syscall\n"
+	"up_add:\n"
+	"	lea 1f(%rip), %rax\n"
+	"	mov %rax, pf_resume(%rip)\n"
+	"	addl $0x10, 0x4400008\n"
+	"1:	syscall\n");
+
+static uint64_t up_gdt[10] __attribute__((aligned(8)));
+
+/* Runs fn at CPL 3 until its SYSCALL. */
+static void user_run(void (*fn)(void))
+{
+	up_val = 0xdead;
+	__asm__ volatile("lea 1f(%%rip), %%rax\n\tmov %%rax, up_resume(%%rip)\n\t"
+			 "mov %0, %%rcx\n\tmov $2, %%r11\n\tsysretq\n1:"
+			 :
+			 : "r"(fn)
+			 : "rax", "rcx", "r11", "memory");
+}
+
+/* A #PF with code and CR2 0x4400008 happened since the count was n, or none when code is 0.
+ * RMW: a read-modify-write of a page it may not read either, which may report the read or the
+ * write (W either way). */
+#define RMW 0x100
+static void user_pf_check(uint64_t n, uint64_t code, const char *what)
+{
+	uint64_t got = (code & RMW) ? pf_code & ~2ULL : pf_code;
+	if (code ? pf_count == n + 1 && got == (code & 0xff) && pf_cr2 == 0x4400008 : pf_count == n)
+		return;
+	puts_("userpf: ");
+	puts_(what);
+	puts_(": #PF count ");
+	putu(pf_count);
+	puts_(" code ");
+	putx(pf_code);
+	puts_(" CR2 ");
+	putx(pf_cr2);
+	putc_('\n');
+	CHECK(0, "a user or write-protect check through the TLB went wrong");
+}
+
+static void test_userpf(void)
+{
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) dt;
+	__asm__ volatile("sgdt %0" : "=m"(dt));
+	for (int i = 0; i < 6; i++)
+		up_gdt[i] = ((const uint64_t *)(uintptr_t)dt.base)[i];
+	up_gdt[6] = 0x00cff2000000ffffULL; /* user data, then 64-bit user code: SYSRET's order */
+	up_gdt[7] = 0x00affa000000ffffULL;
+	uint64_t top = (uint64_t)(uintptr_t)(pf_stack + sizeof(pf_stack));
+	pf_tss[9] = (uint32_t)top; /* IST1 */
+	pf_tss[10] = (uint32_t)(top >> 32);
+	uint64_t b = (uint64_t)(uintptr_t)pf_tss;
+	up_gdt[8] =
+	    (sizeof(pf_tss) - 1) | (b & 0xffffff) << 16 | 0x89ULL << 40 | ((b >> 24) & 0xff) << 56;
+	up_gdt[9] = b >> 32;
+	dt.base = (uint64_t)(uintptr_t)up_gdt;
+	dt.limit = sizeof(up_gdt) - 1;
+	__asm__ volatile("lgdt %0\n\tltr %w1" : : "m"(dt), "r"(0x40) : "memory");
+	uint64_t h = (uint64_t)(uintptr_t)pf_entry;
+	pf_idt[28] =
+	    (h & 0xffff) | 0x10ULL << 16 | 1ULL << 32 | 0x8eULL << 40 | ((h >> 16) & 0xffff) << 48;
+	pf_idt[29] = h >> 32;
+	dt.base = (uint64_t)(uintptr_t)pf_idt;
+	dt.limit = sizeof(pf_idt) - 1;
+	__asm__ volatile("lidt %0" : : "m"(dt));
+	wrmsr_(0xc0000080, rdmsr_(0xc0000080) | 1); /* EFER.SCE */
+	wrmsr_(0xc0000081, (0x28ULL << 48) | (0x10ULL << 32));
+	wrmsr_(0xc0000082, (uint64_t)(uintptr_t)up_entry);
+	wrmsr_(0xc0000084, 0x200);
+	uint64_t cr3, cr0;
+	__asm__ volatile("mov %%cr3, %0; mov %%cr0, %1" : "=r"(cr3), "=r"(cr0));
+	volatile uint64_t *pml4 = (volatile uint64_t *)(uintptr_t)(cr3 & ~0xfffULL);
+	volatile uint64_t *pdpt = (volatile uint64_t *)(uintptr_t)(pml4[0] & ~0xfffULL);
+	volatile uint64_t *pd = (volatile uint64_t *)(uintptr_t)(pdpt[0] & ~0xfffULL);
+	volatile uint32_t *v = (volatile uint32_t *)0x4400008;
+	pml4[0] |= 4;
+	pdpt[0] |= 4;
+	pd[0] |= 4;
+	uint64_t old = pd[34];
+	pd[34] = 0x4400000 | 0x83; /* present, writable, 2 MiB; supervisor only */
+	__asm__ volatile("mov %0, %%cr0; mov %1, %%cr3"
+			 :
+			 : "r"(cr0 | 0x10000), "r"(cr3)
+			 : "memory");
+	/* cached by a supervisor write: no user access */
+	*v = 0x1111;
+	uint64_t n = pf_count;
+	user_run(up_read);
+	user_pf_check(n, 5, "a user read of a supervisor page cached by a supervisor write");
+	CHECK(up_val == 0xdead, "the faulting user read loaded");
+	user_run(up_write);
+	user_pf_check(n + 1, 7, "a user write of a supervisor page");
+	user_run(up_add);
+	user_pf_check(n + 2, RMW | 5, "a user ADD [m] of a supervisor page");
+	CHECK(*v == 0x1111, "a faulting user store wrote");
+	/* user read-write after INVLPG of another 4 KiB of the 2 MiB page */
+	pd[34] |= 4;
+	__asm__ volatile("invlpg (%0)" : : "r"(0x4410000) : "memory");
+	n = pf_count;
+	user_run(up_read);
+	user_pf_check(n, 0, "a user read of a user page");
+	CHECK(up_val == 0x1111, "a user read of a user page read something else");
+	user_run(up_write);
+	user_run(up_add);
+	user_pf_check(n, 0, "a user write of a user page");
+	CHECK(*v == 0x2232, "user writes of a user page went missing");
+	/* supervisor-only again: the entry that allowed user accesses goes with INVLPG */
+	pd[34] &= ~4ULL;
+	__asm__ volatile("invlpg (%0)" : : "r"(0x4400000) : "memory");
+	(void)*v; /* and is cached again by a supervisor read */
+	user_run(up_read);
+	user_pf_check(n, 5, "a user read of a page made supervisor-only and INVLPG'd");
+	user_run(up_add);
+	user_pf_check(n + 1, RMW | 5, "a user ADD [m] of a page made supervisor-only and INVLPG'd");
+	/* user read-only: user reads work, writes fault, supervisor ones only under CR0.WP */
+	pd[34] = (pd[34] | 4) & ~2ULL;
+	__asm__ volatile("invlpg (%0)" : : "r"(0x4400000) : "memory");
+	n = pf_count;
+	user_run(up_read);
+	user_pf_check(n, 0, "a user read of a read-only user page");
+	CHECK(up_val == 0x2232, "a user read of a read-only user page read something else");
+	user_run(up_write);
+	user_pf_check(n, 7, "a user write of a read-only page");
+	__asm__ volatile("lea 1f(%%rip), %%rax\n\tmov %%rax, pf_resume(%%rip)\n\t"
+			 "movl $0x3333, 0x4400008\n1:"
+			 :
+			 :
+			 : "rax", "memory");
+	user_pf_check(n + 1, 3, "a supervisor write of a read-only page under CR0.WP");
+	CHECK(*v == 0x2232, "a faulting supervisor store wrote");
+	__asm__ volatile("mov %0, %%cr0" : : "r"(cr0 & ~0x10000ULL) : "memory");
+	*v = 0x3333;
+	user_pf_check(n + 2, 0, "a supervisor write of a read-only page without CR0.WP");
+	CHECK(*v == 0x3333, "a supervisor store without CR0.WP went missing");
+	user_run(up_add);
+	user_pf_check(n + 2, 7, "a user ADD [m] of a read-only page without CR0.WP");
+	pd[34] = old;
+	__asm__ volatile("mov %0, %%cr0; mov %1, %%cr3" : : "r"(cr0), "r"(cr3) : "memory");
+	puts_("userpf ok\n");
+}
+
 void guest_main(const struct boot_params *bp);
 void guest_main(const struct boot_params *bp)
 {
@@ -379,6 +549,8 @@ void guest_main(const struct boot_params *bp)
 		test_rep();
 	if (cmdline_get(cmdline, "stackpf", v, sizeof(v)))
 		test_stackpf();
+	if (cmdline_get(cmdline, "userpf", v, sizeof(v)))
+		test_userpf();
 	if (cmdline_get(cmdline, "diff", v, sizeof(v)))
 		test_diff(bp);
 	puts_("bzimage ok\n");

@@ -397,6 +397,17 @@ def test_faulting_stack_access_leaves_the_interpreters_state(jit):
     assert (compiled(r) or 0) > 0 if jit == "1" else compiled(r) is None
 
 
+@pytest.mark.parametrize("jit", ["off", "1"])
+def test_user_and_write_protect_checks_through_the_tlb(jit):
+    # The TLB's per-kind, per-privilege tags (compiled loads, stores and ADD [m] compare one):
+    # CPL 3 reads, writes and read-modify-writes of a 2 MiB page a supervisor access cached, made
+    # user, supervisor-only again and read-only, each change INVLPG'd; a CPL 0 write to the
+    # read-only page faults under CR0.WP only. #PF codes and CR2 as the interpreter's.
+    r = run(jit, ["--kernel", BZIMAGE, "--cmdline", "mem=128 userpf=1"])
+    assert r.returncode == PASS and "userpf ok" in r.stdout, r.stdout + r.stderr
+    assert (compiled(r) or 0) > 0 if jit == "1" else compiled(r) is None
+
+
 def chaos(seed, jit, timeout):
     env = dict(os.environ, KAPSEL_SOFT_JIT=jit)
     try:

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The soft CPU's translated blocks, their per-vCPU cache and the TLB (cpu.c keeps them; jit.c
- * compiles the hot blocks into host code that looks the TLB up itself). See cpu.c's top comment for
+ * The soft CPU's translated blocks and their per-vCPU cache (cpu.c keeps them; jit.c compiles the
+ * hot blocks into host code that looks the TLB, soft.h's, up itself). See cpu.c's top comment for
  * how they are found, chained and dropped, and jit.h for the compiled form.
  */
 #pragma once
@@ -64,32 +64,4 @@ struct kap_soft_cache {
 	struct kap_soft_block *pages[2][KAP_SOFT_PAGE_HASH]; /* the page index (pnext) */
 	struct kap_soft_block *garbage;
 	uint64_t epoch; /* bumped whenever blocks are dropped: every chain link older is void */
-};
-
-/*
- * The TLB (cpu.c, see its top): direct-mapped by linear page number. An entry exists only for a RAM
- * page and only after a walk that set the accessed bits; it grants writes only once the walk
- * found or set the dirty bit, so the first write through a clean page still walks and sets it.
- */
-#define KAP_SOFT_TLB_SIZE 1024
-enum {
-	TLB_R_USER = 1, /* supervisor reads need nothing: the entry exists */
-	TLB_W_SUP = 2,
-	TLB_W_USER = 4,
-	TLB_X_SUP = 8,
-	TLB_X_USER = 16,
-};
-
-struct kap_soft_tlb_entry {
-	uint64_t tag;  /* linear page address | 1; 0: empty */
-	uint8_t *host; /* the page in kapsel's mapping of guest RAM */
-	uint64_t phys; /* its guest-physical address */
-	uint32_t idx;  /* its RAM page index (code_owners) */
-	uint8_t perm;  /* TLB_* */
-	uint8_t shift; /* log2 of the mapping's page size: INVLPG of a large page drops all of it */
-	bool global;   /* G in the leaf with CR4.PGE: a CR3 write keeps it */
-};
-
-struct kap_soft_tlb {
-	struct kap_soft_tlb_entry e[KAP_SOFT_TLB_SIZE];
 };

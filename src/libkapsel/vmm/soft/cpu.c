@@ -28,7 +28,8 @@
  * the timers are looked at at every block boundary, linked or not.
  *
  * The TLB: one per vCPU, linear page -> host pointer of a RAM page, with user/supervisor read,
- * write and fetch permission (MMIO pages are never cached). Filled by a page walk after it set
+ * write and fetch permission as a tag per access kind and privilege (soft.h: the compiled code's
+ * lookup is one compare) (MMIO pages are never cached). Filled by a page walk after it set
  * the accessed bits; writable only once the leaf's dirty bit is set, so a first write through a
  * clean page walks again and sets it. Flushed as the SDM says a TLB is (CR3 writes keep global
  * pages under CR4.PGE; CR0, CR4, EFER writes drop all; INVLPG one mapping); a guest changing a
@@ -99,16 +100,24 @@ void kap_soft_update_mode(struct kap_soft_cpu *cpu)
 		cpu->cpl = cpu->seg[KAP_SOFT_CS].sel & 3;
 }
 
+/* Empties an entry: every tag NONE. */
+static inline void tlb_drop(struct kap_soft_tlb_entry *e)
+{
+	for (unsigned int k = 0; k < 3; k++)
+		e->tag[k][0] = e->tag[k][1] = KAP_SOFT_TLB_NONE;
+}
+
 void kap_soft_flush_tlb(struct kap_soft_cpu *cpu)
 {
-	memset(cpu->tlb, 0, sizeof(*cpu->tlb));
+	for (size_t i = 0; i < KAP_SOFT_TLB_SIZE; i++)
+		tlb_drop(&cpu->tlb.e[i]);
 }
 
 void kap_soft_flush_tlb_cr3(struct kap_soft_cpu *cpu)
 {
 	for (size_t i = 0; i < KAP_SOFT_TLB_SIZE; i++)
-		if (!cpu->tlb->e[i].global)
-			cpu->tlb->e[i].tag = 0;
+		if (!cpu->tlb.e[i].global)
+			tlb_drop(&cpu->tlb.e[i]);
 }
 
 void kap_soft_invlpg(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off)
@@ -120,9 +129,10 @@ void kap_soft_invlpg(struct kap_soft_cpu *cpu, unsigned int seg, uint64_t off)
 		lin = (cpu->seg[seg].base + off) & 0xffffffffULL;
 	/* Every entry from the mapping holding lin: a large page may have many. */
 	for (size_t i = 0; i < KAP_SOFT_TLB_SIZE; i++) {
-		struct kap_soft_tlb_entry *e = &cpu->tlb->e[i];
-		if (e->tag && ((e->tag ^ lin) >> e->shift) == 0)
-			e->tag = 0;
+		struct kap_soft_tlb_entry *e = &cpu->tlb.e[i];
+		uint64_t page = e->tag[KAP_SOFT_TLB_READ][0];
+		if (page != KAP_SOFT_TLB_NONE && ((page ^ lin) >> e->shift) == 0)
+			tlb_drop(e);
 	}
 }
 
@@ -133,9 +143,12 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 {
 	struct kap_vcpu *v = &vm->vcpus[id];
 	*v = (struct kap_vcpu){.vm = vm, .id = id, .fd = -EBADF};
-	struct kap_soft_cpu *cpu = calloc(1, sizeof(*cpu));
+	/* aligned as its TLB entries are: a lookup touches one cache line */
+	struct kap_soft_cpu *cpu = aligned_alloc(_Alignof(struct kap_soft_cpu), sizeof(*cpu));
 	if (!cpu)
 		return kap_error(err, ENOMEM, "soft vCPU %u", id);
+	memset(cpu, 0, sizeof(*cpu));
+	kap_soft_flush_tlb(cpu); /* an entry of zeros would map linear page 0 */
 	cpu->vm = vm;
 	cpu->vcpu = v;
 	cpu->id = id;
@@ -148,10 +161,7 @@ int kap_soft_vcpu_create(struct kap_vm *vm, unsigned int id, const struct kap_bo
 	cpu->delivering = -1;
 	cpu->npages = vm->mem.size >> 12;
 	cpu->cache = calloc(1, sizeof(*cpu->cache));
-	cpu->tlb = calloc(1, sizeof(*cpu->tlb));
-	if (!cpu->cache || !cpu->tlb) {
-		free(cpu->cache);
-		free(cpu->tlb);
+	if (!cpu->cache) {
 		free(cpu);
 		return kap_error(err, ENOMEM, "soft vCPU %u", id);
 	}
@@ -280,7 +290,6 @@ void kap_soft_vcpu_destroy(struct kap_vcpu *v)
 		return;
 	cache_free(cpu->cache);
 	kap_soft_jit_free(cpu->jit);
-	free(cpu->tlb);
 	kap_soft_lapic_free(cpu->lapic);
 	pthread_cond_destroy(&cpu->halt_cond);
 	pthread_mutex_destroy(&cpu->halt_lock);
@@ -479,6 +488,32 @@ static void pte_set(struct kap_soft_cpu *cpu, uint64_t gpa, unsigned int n, uint
 		__atomic_fetch_or((uint32_t *)(void *)p, (uint32_t)bits, __ATOMIC_SEQ_CST);
 }
 
+/* What a walk allows of a page (translate), turned into an entry's tags by tlb_fill. */
+enum {
+	TLB_R_USER = 1, /* supervisor reads need nothing: the entry exists */
+	TLB_W_SUP = 2,
+	TLB_W_USER = 4,
+	TLB_X_SUP = 8,
+	TLB_X_USER = 16,
+};
+
+static inline struct kap_soft_tlb_entry *tlb_entry(struct kap_soft_cpu *cpu, uint64_t lin)
+{
+	return &cpu->tlb.e[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)];
+}
+
+/* With one vCPU: RAM page idx got translations, so no entry may allow writes to it any more
+ * (tlb_fill): the next store there takes the slow path, which drops them (kap_soft_stored). */
+static void tlb_drop_writes(struct kap_soft_cpu *cpu, uint64_t idx)
+{
+	for (size_t i = 0; i < KAP_SOFT_TLB_SIZE; i++) {
+		struct kap_soft_tlb_entry *e = &cpu->tlb.e[i];
+		if (e->idx == idx)
+			e->tag[KAP_SOFT_TLB_WRITE][0] = e->tag[KAP_SOFT_TLB_WRITE][1] =
+			    KAP_SOFT_TLB_NONE;
+	}
+}
+
 /* Caches lin's page after a successful walk: RAM pages only (MMIO goes to the bus each time). */
 static void tlb_fill(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys_page, unsigned int perm,
 		     unsigned int shift, bool global)
@@ -486,36 +521,41 @@ static void tlb_fill(struct kap_soft_cpu *cpu, uint64_t lin, uint64_t phys_page,
 	uint8_t *host = kap_mem_ptr(&cpu->vm->mem, phys_page, 0x1000);
 	if (!host)
 		return;
-	struct kap_soft_tlb_entry *e = &cpu->tlb->e[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)];
-	*e = (struct kap_soft_tlb_entry){.tag = (lin & ~0xfffULL) | 1,
-					 .host = host,
-					 .phys = phys_page,
-					 .idx =
-					     (uint32_t)((uint64_t)(host - cpu->vm->mem.host) >> 12),
-					 .perm = (uint8_t)perm,
-					 .shift = (uint8_t)shift,
-					 .global = global};
+	uint64_t page = lin & ~0xfffULL, none = KAP_SOFT_TLB_NONE;
+	uint64_t idx = (uint64_t)(host - cpu->vm->mem.host) >> 12;
+	/* With one vCPU a page with translations allows no write through an entry: the compiled
+	 * stores' fast path (jit.c) leaves out the code-page check, the slow one drops them */
+	if (cpu->vm->ncpus == 1 && idx < cpu->npages &&
+	    atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed))
+		perm &= ~(unsigned int)(TLB_W_SUP | TLB_W_USER);
+	struct kap_soft_tlb_entry *e = tlb_entry(cpu, lin);
+	*e = (struct kap_soft_tlb_entry){
+	    .tag = {{page, (perm & TLB_R_USER) ? page : none},
+		    {(perm & TLB_W_SUP) ? page : none, (perm & TLB_W_USER) ? page : none},
+		    {(perm & TLB_X_SUP) ? page : none, (perm & TLB_X_USER) ? page : none}},
+	    .addend = (uint64_t)(uintptr_t)host - page,
+	    .idx = (uint32_t)idx,
+	    .shift = (uint8_t)shift,
+	    .global = global};
+	cpu->tlb.phys[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)] = phys_page;
 }
 
-/* What an access needs of an entry, by ACC_WRITE | ACC_USER | ACC_FETCH. */
-static const uint8_t tlb_need[8] = {
-    [0] = 0,
-    [ACC_USER] = TLB_R_USER,
-    [ACC_WRITE] = TLB_W_SUP,
-    [ACC_WRITE | ACC_USER] = TLB_W_USER,
-    [ACC_FETCH] = TLB_X_SUP,
-    [ACC_FETCH | ACC_USER] = TLB_X_USER,
-};
-
-/* The entry for lin when it allows acc, else NULL (then translate walks, and fills). */
+/* The entry for lin when it allows acc (ACC_WRITE | ACC_USER | ACC_FETCH), else NULL (then
+ * translate walks, and fills). */
 static inline struct kap_soft_tlb_entry *tlb_find(struct kap_soft_cpu *cpu, uint64_t lin,
 						  unsigned int acc)
 {
-	struct kap_soft_tlb_entry *e = &cpu->tlb->e[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)];
-	if (e->tag != ((lin & ~0xfffULL) | 1))
-		return NULL;
-	unsigned int need = tlb_need[acc & 7];
-	return (e->perm & need) == need ? e : NULL;
+	struct kap_soft_tlb_entry *e = tlb_entry(cpu, lin);
+	unsigned int kind = (acc & ACC_FETCH)	? KAP_SOFT_TLB_FETCH
+			    : (acc & ACC_WRITE) ? KAP_SOFT_TLB_WRITE
+						: KAP_SOFT_TLB_READ;
+	return e->tag[kind][(acc & ACC_USER) ? 1 : 0] == (lin & ~0xfffULL) ? e : NULL;
+}
+
+/* The host address of lin through its entry e (tlb_find's). */
+static inline uint8_t *tlb_host(const struct kap_soft_tlb_entry *e, uint64_t lin)
+{
+	return (uint8_t *)(uintptr_t)(lin + e->addend);
 }
 
 _Noreturn static void page_fault(struct kap_soft_cpu *cpu, uint64_t lin, unsigned int acc,
@@ -674,7 +714,7 @@ static void lin_access(struct kap_soft_cpu *cpu, uint64_t lin, void *buf, unsign
 		 * which drops translations from the page, this vCPU's and the others'. */
 		struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
 		if (e) {
-			uint8_t *p = e->host + (lin & 0xfff);
+			uint8_t *p = tlb_host(e, lin);
 			if (acc & ACC_WRITE) {
 				if (n <= 8)
 					host_store(p, n, *(const uint64_t *)buf);
@@ -793,7 +833,7 @@ uint8_t *kap_soft_string_ptr(struct kap_soft_cpu *cpu, unsigned int seg, uint64_
 	unsigned int acc = (write ? ACC_WRITE : 0) | (cpu->cpl == 3 ? ACC_USER : 0);
 	struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
 	if (e)
-		return e->host + (lin & 0xfff);
+		return tlb_host(e, lin);
 	return kap_mem_ptr(&cpu->vm->mem, translate(cpu, lin, acc), (size_t)*len);
 }
 
@@ -1499,10 +1539,13 @@ static void mark_code(struct kap_soft_cpu *cpu, uint64_t gpa)
 	/* Before the bytes are read: a full barrier (a locked OR), so a store another vCPU makes
 	 * after this either sees the bit or is seen by the read. */
 	if (idx >= 0 && (uint64_t)idx < cpu->npages &&
-	    !(atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed) & me))
+	    !(atomic_load_explicit(&cpu->code_owners[idx], memory_order_relaxed) & me)) {
 		atomic_fetch_or(&cpu->code_owners[idx], me);
-	else
+		if (cpu->vm->ncpus == 1)
+			tlb_drop_writes(cpu, (uint64_t)idx);
+	} else {
 		atomic_thread_fence(memory_order_seq_cst);
+	}
 }
 
 /* Fetches up to 15 code bytes at linear lin (the next page only if the first ends early). */
@@ -1655,7 +1698,7 @@ static uint64_t fetch_phys(struct kap_soft_cpu *cpu, uint64_t lin)
 	unsigned int acc = ACC_FETCH | (cpu->cpl == 3 ? ACC_USER : 0);
 	struct kap_soft_tlb_entry *e = tlb_find(cpu, lin, acc);
 	if (e)
-		return e->phys | (lin & 0xfff);
+		return cpu->tlb.phys[(lin >> 12) & (KAP_SOFT_TLB_SIZE - 1)] | (lin & 0xfff);
 	return translate(cpu, lin, acc);
 }
 

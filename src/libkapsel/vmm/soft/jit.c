@@ -50,7 +50,9 @@
  * path (the fast one cannot fault) and at the exits, in the code size's width (32-bit code
  * wraps at 4 GiB as the interpreter's mask does).
  *
- * Memory operands (emit_mem) look the TLB up inline; a read-modify-write looks it up for a
+ * Memory operands (emit_mem) look the TLB up inline (emit_lookup: the tag of the access's kind
+ * at the block's CPL compared with the page of its last byte, then the entry's addend added:
+ * the TLB lies inside the vCPU, at a fixed offset from RBX); a read-modify-write looks it up for a
  * write before its load (an entry grants writes only once the page is dirty), so nothing between
  * the load and the store can fault, and anything else runs its handler; in 32-bit code ES, SS and
  * DS are taken as flat without checks while kap_soft_jit_run found them so, and SS 32-bit, on
@@ -177,6 +179,30 @@ static void op_mem(struct em *e, unsigned int fl, unsigned int op, unsigned int 
 	e8(e, (mod << 6) | ((reg & 7) << 3) | (base & 7));
 	if ((base & 7) == RSP)
 		e8(e, 0x24);
+	if (mod == 1)
+		e8(e, (uint8_t)disp);
+	else if (mod == 2)
+		e32(e, (uint32_t)disp);
+}
+
+/* op reg, [base + index * (1 << scale) + disp] (index: not RSP). */
+static void op_sib(struct em *e, unsigned int fl, unsigned int op, unsigned int reg,
+		   unsigned int base, unsigned int index, unsigned int scale, int32_t disp)
+{
+	if (fl & P66)
+		e8(e, 0x66);
+	unsigned int rex = 0x40 | ((fl & W) ? 8 : 0) | ((reg & 8) ? 4 : 0) | ((index & 8) ? 2 : 0) |
+			   ((base & 8) ? 1 : 0);
+	if (rex != 0x40)
+		e8(e, rex);
+	if (op > 0xff)
+		e8(e, op >> 8);
+	e8(e, op & 0xff);
+	unsigned int mod = (disp == 0 && (base & 7) != RBP) ? 0
+			   : (disp >= -128 && disp <= 127)  ? 1
+							    : 2;
+	e8(e, (mod << 6) | ((reg & 7) << 3) | 4);
+	e8(e, (scale << 6) | ((index & 7) << 3) | (base & 7));
 	if (mod == 1)
 		e8(e, (uint8_t)disp);
 	else if (mod == 2)
@@ -792,20 +818,25 @@ static unsigned int jc_slot(uint64_t lin)
 
 #define JC_OFF(f)                                                                                  \
 	((int32_t)(offsetof(struct kap_soft_jit, jc) + offsetof(struct kap_soft_jc_entry, f)))
-#define TLBE_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
+/* A TLB entry's field, from RBX plus tlb_slot's register times 8; an entry's tag for an access
+ * kind (KAP_SOFT_TLB_*) at a CPL; the physical pages, from RBX plus tlb_slot's register. */
+#define TLB_OFF(f)                                                                                 \
+	((int32_t)(offsetof(struct kap_soft_cpu, tlb.e) + offsetof(struct kap_soft_tlb_entry, f)))
+#define TLB_TAG_OFF(kind, cpl) (TLB_OFF(tag) + (int32_t)(16 * (kind) + ((cpl) == 3 ? 8 : 0)))
+#define TLB_PHYS_OFF	       ((int32_t)offsetof(struct kap_soft_cpu, tlb.phys))
 _Static_assert(sizeof(struct kap_soft_jc_entry) == 32,
 	       "exit_indirect indexes the jump cache by a shift");
 
-/* dst = the offset of linear address lin's TLB entry in the TLB: ((lin >> 12) & (size - 1))
- * * sizeof(entry), in 32 bits (lin's low half: the index uses bits 12-21 only). */
+/* dst = linear address lin's TLB slot times 8: ((lin >> 12) & (size - 1)) * 8, in 32 bits
+ * (lin's low half: the slot uses bits 12-21 only). Its entry is at [rbx + dst * 8 + TLB_OFF],
+ * its physical page at [rbx + dst + TLB_PHYS_OFF]. */
 static void tlb_slot(struct em *e, unsigned int dst, unsigned int lin)
 {
-	unsigned int esh = (unsigned int)__builtin_ctz(sizeof(struct kap_soft_tlb_entry));
 	op_rr(e, 0, 0x89, lin, dst); /* mov dst32, lin32 */
-	op_rr(e, 0, 0xc1, 5, dst);   /* shr dst32, 12 - esh */
-	e8(e, (uint8_t)(12 - esh));
-	op_rr(e, 0, 0x81, 4, dst); /* and dst32, (size - 1) << esh */
-	e32(e, (KAP_SOFT_TLB_SIZE - 1) << esh);
+	op_rr(e, 0, 0xc1, 5, dst);   /* shr dst32, 12 - 3 */
+	e8(e, 9);
+	op_rr(e, 0, 0x81, 4, dst); /* and dst32, (size - 1) << 3 */
+	e32(e, (KAP_SOFT_TLB_SIZE - 1) << 3);
 }
 
 /*
@@ -854,19 +885,13 @@ static void exit_indirect(struct jc *c)
 	op_mem(e, W, 0x8b, RDX, R12, JIT_OFF(jc_key));
 	op_mem(e, W, 0x3b, RDX, RCX, JC_OFF(key));
 	out[no++] = jump32(e, 0x5);
-	/* RDX = the TLB entry of lin's page (as emit_mem finds it) */
+	/* RDX = lin's TLB slot (as emit_mem finds it); its fetch tag at this CPL */
 	tlb_slot(e, RDX, RAX);
-	op_mem(e, W, 0x03, RDX, RBX, CPU_OFF(tlb));
 	op_rr(e, W, 0x81, 4, RAX); /* and rax, ~0xfff */
 	e32(e, 0xfffff000u);
-	op_rr(e, W, 0x83, 1, RAX); /* or rax, 1 */
-	e8(e, 1);
-	op_mem(e, W, 0x3b, RAX, RDX, TLBE_OFF(tag));
+	op_sib(e, W, 0x3b, RAX, RBX, RDX, 3, TLB_TAG_OFF(KAP_SOFT_TLB_FETCH, c->b->jit.cpl));
 	out[no++] = jump32(e, 0x5);
-	op_mem(e, 0, 0xf6, 0, RDX, TLBE_OFF(perm)); /* test byte [perm], fetch at this CPL */
-	e8(e, c->b->jit.cpl == 3 ? TLB_X_USER : TLB_X_SUP);
-	out[no++] = jump32(e, 0x4); /* jz */
-	op_mem(e, W, 0x8b, RAX, RDX, TLBE_OFF(phys));
+	op_sib(e, W, 0x8b, RAX, RBX, RDX, 0, TLB_PHYS_OFF);
 	op_mem(e, W, 0x3b, RAX, RCX, JC_OFF(phys));
 	out[no++] = jump32(e, 0x5);
 	op_mem(e, 0, 0xff, 4, RCX, JC_OFF(code)); /* jmp [code] */
@@ -1049,10 +1074,9 @@ static int overwrites(const struct kap_soft_block *b, unsigned int k)
 #define SEG_OFF(s, f)                                                                              \
 	((int32_t)(offsetof(struct kap_soft_cpu, seg) + (s) * sizeof(struct kap_soft_seg) +        \
 		   offsetof(struct kap_soft_seg, f)))
-#define TLB_OFF(f) ((int32_t)offsetof(struct kap_soft_tlb_entry, f))
 _Static_assert(sizeof(atomic_bool) == 1, "exit_to compares the written-page flag as a byte");
-_Static_assert((sizeof(struct kap_soft_tlb_entry) & (sizeof(struct kap_soft_tlb_entry) - 1)) == 0,
-	       "emit_mem indexes the TLB by a shift");
+_Static_assert(sizeof(struct kap_soft_tlb_entry) == 64 && sizeof(uint64_t) == 8,
+	       "emit_lookup indexes the TLB by a scale of 8 on tlb_slot's slot times 8");
 _Static_assert(offsetof(struct kap_soft_seg, present) == offsetof(struct kap_soft_seg, type) + 2 &&
 		   sizeof(bool) == 1,
 	       "emit_mem reads a segment's type, DPL and present flag as one dword");
@@ -1130,25 +1154,32 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 }
 
 /*
- * emit_access's fast path up to the access: the segment checks, the TLB entry's tag and
- * permission (a write's for a store or a read-modify-write), no page crossing. Leaves RCX = the
- * host address, RDX = the TLB entry; the jumps to the slow path go into slow (returns how many).
+ * emit_access's fast path up to the access: the segment checks, then the TLB entry's tag for
+ * the access's kind (a write's for a store or a read-modify-write) at this block's CPL against
+ * the page of the access's last byte, which a page-crossing access never matches, nor a tag
+ * whose access the page does not allow (KAP_SOFT_TLB_NONE). Leaves *lin = the register holding
+ * the linear address (RSI, the offset, where that is it; else RDI), RDX = the entry's addend, so
+ * the host address is [rdx + *lin], RCX = the TLB slot times 8 (tlb_slot); the jumps to the slow
+ * path go into slow (returns how many).
  */
 static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bool write,
-				size_t *slow)
+				size_t *slow, unsigned int *lin)
 {
 	struct em *e = &c->e;
-	unsigned int ns = 0;
+	unsigned int ns = 0, l = RDI;
 	if (c->mode == 8) {
-		op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
-		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS)
+		if (s == KAP_SOFT_FS || s == KAP_SOFT_GS) {
+			op_rr(e, W, 0x89, RSI, RDI); /* mov rdi, rsi */
 			op_mem(e, W, 0x03, RDI, RBX, SEG_OFF(s, base));
+		} else {
+			l = RSI;
+		}
 	} else if (s == KAP_SOFT_ES || s == KAP_SOFT_SS || s == KAP_SOFT_DS) {
 		/* a flat segment (kap_soft_jit_run looked): the linear address is the offset */
 		op_mem(e, 0, 0x80, 7, R12, JIT_OFF(flat)); /* cmp byte [flat], 0 */
 		e8(e, 0);
 		slow[ns++] = jump32(e, 0x4); /* je */
-		op_rr(e, W, 0x89, RSI, RDI); /* (an offset in 32-bit code: upper half 0) */
+		l = RSI;		     /* (an offset in 32-bit code: upper half 0) */
 	} else {
 		/* type, dpl, present in one load: present, writable expand-up data */
 		op_mem(e, 0, 0x8b, RCX, RBX, SEG_OFF(s, type));
@@ -1166,29 +1197,15 @@ static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bo
 		op_rr(e, W, 0x01, RSI, RDI);
 		op_rr(e, 0, 0x89, RDI, RDI); /* mov edi, edi */
 	}
-	/* RDX = the TLB entry: ((lin >> 12) & (size - 1)) * sizeof, in two steps */
-	tlb_slot(e, RCX, RDI);
-	op_mem(e, W, 0x8b, RDX, RBX, CPU_OFF(tlb));
-	op_rr(e, W, 0x01, RCX, RDX);
-	/* the tag of the access's last byte: a page-crossing access never matches */
-	op_mem(e, W, 0x8d, RCX, RDI, (int32_t)n - 1); /* lea rcx, [rdi + n - 1] */
-	op_rr(e, W, 0x81, 4, RCX);		      /* and rcx, ~0xfff */
+	tlb_slot(e, RCX, l);
+	op_mem(e, W, 0x8d, RDX, l, (int32_t)n - 1); /* lea rdx, [lin + n - 1] */
+	op_rr(e, W, 0x81, 4, RDX);		    /* and rdx, ~0xfff */
 	e32(e, 0xfffff000u);
-	op_rr(e, W, 0x83, 1, RCX); /* or rcx, 1 */
-	e8(e, 1);
-	op_mem(e, W, 0x3b, RCX, RDX, TLB_OFF(tag));
+	unsigned int kind = write ? KAP_SOFT_TLB_WRITE : KAP_SOFT_TLB_READ;
+	op_sib(e, W, 0x3b, RDX, RBX, RCX, 3, TLB_TAG_OFF(kind, c->b->jit.cpl));
 	slow[ns++] = jump32(e, 0x5);
-	bool user = c->b->jit.cpl == 3;
-	unsigned int need = write ? (user ? TLB_W_USER : TLB_W_SUP) : (user ? TLB_R_USER : 0);
-	if (need) {
-		op_mem(e, 0, 0xf6, 0, RDX, TLB_OFF(perm)); /* test byte [perm], need */
-		e8(e, need);
-		slow[ns++] = jump32(e, 0x4); /* jz */
-	}
-	op_rr(e, 0, 0x89, RDI, RCX); /* mov ecx, edi */
-	op_rr(e, 0, 0x81, 4, RCX);   /* and ecx, 0xfff */
-	e32(e, 0xfff);
-	op_mem(e, W, 0x03, RCX, RDX, TLB_OFF(host));
+	op_sib(e, W, 0x8b, RDX, RBX, RCX, 3, TLB_OFF(addend)); /* mov rdx, [addend] */
+	*lin = l;
 	return ns;
 }
 
@@ -1197,10 +1214,12 @@ static unsigned int emit_lookup(struct jc *c, unsigned int s, unsigned int n, bo
  * RAX (zero-extended), or a store of R8.
  * The fast path is kap_soft_read/write's TLB path done inline: the segment checks of
  * seg_linear for a present, writable, expand-up data segment (32-bit code; else the slow path
- * decides), the TLB entry's tag and permission for this block's CPL, no page crossing; then
- * the host access, and for a store the code-page check (kap_soft_stored when the page has
- * translations). Anything else calls kap_soft_read/write, which do it all (faults included:
- * RIP is the instruction's). A store may end the block (stop_block): RIP is then past it.
+ * decides), the TLB entry's tag for the access at this block's CPL (emit_lookup); then the
+ * host access, and for a store the dirty log's check and, with several vCPUs, the code-page
+ * check (kap_soft_stored when the log is on or the page has translations; with one vCPU no
+ * entry allows writes to such a page: tlb_fill, mark_code). Anything else calls
+ * kap_soft_read/write, which do it all (faults included: RIP is the instruction's). A store may end
+ * the block (stop_block): RIP is then past it.
  */
 static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write, int64_t off,
 			unsigned int len)
@@ -1208,45 +1227,49 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 	struct em *e = &c->e;
 	size_t slow[8];
 	size_t logged = 0; /* a store: the jump to kap_soft_stored when the dirty log is on */
-	unsigned int ns = emit_lookup(c, s, n, write, slow);
-	if (!write) {
+	unsigned int lin;
+	unsigned int ns = emit_lookup(c, s, n, write, slow, &lin);
+	if (!write) { /* from [rdx + lin] */
 		if (n == 1)
-			op_mem(e, 0, 0x0fb6, RAX, RCX, 0);
+			op_sib(e, 0, 0x0fb6, RAX, RDX, lin, 0, 0);
 		else if (n == 2)
-			op_mem(e, 0, 0x0fb7, RAX, RCX, 0);
+			op_sib(e, 0, 0x0fb7, RAX, RDX, lin, 0, 0);
 		else
-			op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RCX, 0);
+			op_sib(e, n == 8 ? W : 0, 0x8b, RAX, RDX, lin, 0, 0);
 	} else {
 		if (n == 1)
-			op_mem(e, 0, 0x88, 8, RCX, 0); /* mov [rcx], r8b */
+			op_sib(e, 0, 0x88, 8, RDX, lin, 0, 0); /* mov [rdx + lin], r8b */
 		else
-			op_mem(e, size_fl(n), 0x89, 8, RCX, 0);
+			op_sib(e, size_fl(n), 0x89, 8, RDX, lin, 0, 0);
 		/* the dirty log (snapshots, migration: kap_mem_log_store), when on: the store
 		 * goes through kap_soft_stored, which logs it */
 		mov_imm64(e, RAX, (uint64_t)(uintptr_t)&c->cpu->vm->mem.soft_log);
 		e8(e, 0x80); /* cmp byte [rax], 0 */
 		e8(e, 0x38);
 		e8(e, 0x00);
-		logged = jump32(e, 0x5); /* jne */
-		/* the code-page check (kap_soft_stored's first look, its fence first) */
+		/* the code-page check (kap_soft_stored's first look, its fence first), with
+		 * several vCPUs: with one, a page with translations has no write tag (tlb_fill) */
 		if (c->cpu->vm->ncpus > 1) {
-			e8(e, 0x0f); /* mfence */
+			logged = jump32(e, 0x5); /* jne */
+			e8(e, 0x0f);		 /* mfence */
 			e8(e, 0xae);
 			e8(e, 0xf0);
+			op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx] */
+			op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
+			e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
+			e8(e, 0x83);
+			e8(e, 0x3c);
+			e8(e, 0xd8);
+			e8(e, 0x00);
 		}
-		op_mem(e, 0, 0x8b, RDX, RDX, TLB_OFF(idx)); /* mov edx, [idx] */
-		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
-		e8(e, 0x48); /* cmp qword [rax + rdx * 8], 0 */
-		e8(e, 0x83);
-		e8(e, 0x3c);
-		e8(e, 0xd0);
-		e8(e, 0x00);
 	}
-	size_t done = jump32(e, write ? 0x4 : -1); /* a store: je, unless the page has code */
+	size_t done = jump32(e, write ? 0x4 : -1); /* a store: je, unless logged or code */
 	size_t stop_check = 0;
-	if (write) { /* kap_soft_stored drops the page's translations */
-		fix(e, logged, e->pos);
-		op_rr(e, W, 0x89, RCX, RSI);
+	if (write) { /* kap_soft_stored logs the store, drops the page's translations */
+		if (logged)
+			fix(e, logged, e->pos);
+		op_sib(e, W, 0x8d, RSI, RDX, lin, 0,
+		       0); /* lea rsi, [rdx + lin]: the host address */
 		op_rr(e, W, 0x89, RBX, RDI);
 		call_abs(e, (const void *)kap_soft_stored);
 		stop_check = jump32(e, -1);
@@ -1685,15 +1708,17 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 		mov_imm64(e, 8, x->imm);
 	emit_ea(c, d, off);
 	size_t slow[8];
-	unsigned int ns = emit_lookup(c, ea_seg(d), n, true, slow);
-	op_rr(e, W, 0x89, RCX, 10);		   /* mov r10, rcx: the host address */
-	op_mem(e, 0, 0x8b, 11, RDX, TLB_OFF(idx)); /* mov r11d, [rdx + idx]: the page */
+	unsigned int lin;
+	unsigned int ns = emit_lookup(c, ea_seg(d), n, true, slow, &lin);
+	op_sib(e, W, 0x8d, 10, RDX, lin, 0, 0); /* lea r10, [rdx + lin]: the host address */
+	if (c->cpu->vm->ncpus > 1)
+		op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx]: the page */
 	if (n == 1)
-		op_mem(e, 0, 0x0fb6, RAX, RCX, 0);
+		op_mem(e, 0, 0x0fb6, RAX, 10, 0);
 	else if (n == 2)
-		op_mem(e, 0, 0x0fb7, RAX, RCX, 0);
+		op_mem(e, 0, 0x0fb7, RAX, 10, 0);
 	else
-		op_mem(e, n == 8 ? W : 0, 0x8b, RAX, RCX, 0);
+		op_mem(e, n == 8 ? W : 0, 0x8b, RAX, 10, 0);
 	size_t zero = 0;
 	if (k == K_SHIFT) {
 		if (live && x->op <= 1)
@@ -1733,20 +1758,22 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	e8(e, 0x80); /* cmp byte [rax], 0 */
 	e8(e, 0x38);
 	e8(e, 0x00);
-	size_t logged = jump32(e, 0x5); /* jne */
-	if (c->cpu->vm->ncpus > 1) {
-		e8(e, 0x0f); /* mfence */
+	size_t logged = 0;
+	if (c->cpu->vm->ncpus > 1) {	 /* with one vCPU: no write tag on a page with code */
+		logged = jump32(e, 0x5); /* jne */
+		e8(e, 0x0f);		 /* mfence */
 		e8(e, 0xae);
 		e8(e, 0xf0);
+		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
+		e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
+		e8(e, 0x83);
+		e8(e, 0x3c);
+		e8(e, 0xd8);
+		e8(e, 0x00);
 	}
-	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
-	e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
-	e8(e, 0x83);
-	e8(e, 0x3c);
-	e8(e, 0xd8);
-	e8(e, 0x00);
-	size_t done = jump32(e, 0x4); /* je: the page has no translations */
-	fix(e, logged, e->pos);
+	size_t done = jump32(e, 0x4); /* je: not logged, the page has no translations */
+	if (logged)
+		fix(e, logged, e->pos);
 	op_rr(e, W, 0x89, 10, RSI);
 	op_rr(e, W, 0x89, RBX, RDI);
 	call_abs(e, (const void *)kap_soft_stored);

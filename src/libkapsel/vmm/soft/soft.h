@@ -69,8 +69,37 @@ enum kap_soft_lf {
 
 struct kap_soft_block;
 struct kap_soft_cache;
-struct kap_soft_tlb;
 struct kap_soft_jit;
+
+/*
+ * The TLB (cpu.c, see its top): direct-mapped by linear page number, one per vCPU, inside
+ * struct kap_soft_cpu so that generated code finds it at a fixed offset from the vCPU (jit.c).
+ * An entry exists only for a RAM page and only after a walk that set the accessed bits. Per
+ * access kind and privilege it holds a tag: the linear page address when that access is
+ * allowed, else KAP_SOFT_TLB_NONE, which has low bits set and so never equals a page address.
+ * A lookup is then one compare of the tag its kind and CPL select with the page of the
+ * access's last byte (a page-crossing access never matches), as QEMU's softmmu does it. Writes
+ * are allowed only once the walk found or set the dirty bit, so the first write through a clean
+ * page still walks and sets it. tag[KAP_SOFT_TLB_READ][0] (supervisor reads, which need nothing
+ * but the mapping) is the entry's page, NONE when the entry is empty.
+ */
+#define KAP_SOFT_TLB_SIZE 1024
+#define KAP_SOFT_TLB_NONE (~0ULL)
+enum { KAP_SOFT_TLB_READ, KAP_SOFT_TLB_WRITE, KAP_SOFT_TLB_FETCH };
+
+struct kap_soft_tlb_entry {
+	uint64_t tag[3][2]; /* [KAP_SOFT_TLB_*][user]: the linear page, or KAP_SOFT_TLB_NONE */
+	uint64_t addend;    /* host address of the page minus its linear address */
+	uint32_t idx;	    /* its RAM page index (code_owners) */
+	uint8_t shift;	    /* log2 of the mapping's page size: INVLPG of a large page drops all */
+	bool global;	    /* G in the leaf with CR4.PGE: a CR3 write keeps it */
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct kap_soft_tlb_entry) == 64, "jit.c indexes the TLB by a shift");
+
+struct kap_soft_tlb {
+	struct kap_soft_tlb_entry e[KAP_SOFT_TLB_SIZE];
+	uint64_t phys[KAP_SOFT_TLB_SIZE]; /* each entry's guest-physical page (fetches only) */
+};
 
 /* An XMM register (exec-sse.c), viewed as the instruction at hand needs it. */
 union kap_soft_xmm {
@@ -157,7 +186,6 @@ struct kap_soft_cpu {
 
 	struct kap_soft_lapic *lapic;
 	struct kap_soft_cache *cache;
-	struct kap_soft_tlb *tlb; /* linear page -> host page of RAM (cpu.c, The TLB) */
 	struct kap_soft_jit *jit; /* the code generator (jit.c), NULL when off */
 	/* Per RAM page, a bit for each vCPU with blocks from it (the VM's written record). */
 	_Atomic uint64_t *code_owners;
@@ -174,6 +202,8 @@ struct kap_soft_cpu {
 		uint8_t lf_op, lf_size;
 		bool lf_cf;
 	} lk;
+
+	struct kap_soft_tlb tlb; /* linear page -> host page of RAM (cpu.c, The TLB) */
 };
 
 /* Executes a LOCK-prefixed instruction (or XCHG with memory) atomically (atomic.c). */
