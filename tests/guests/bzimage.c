@@ -267,7 +267,10 @@ static void stack_pf_check(uint64_t n, uint64_t code, uint64_t sp, uint64_t cr2,
 	CHECK(0, "a faulting stack access left the wrong state");
 }
 
-static void test_stackpf(void)
+/* Loads gdt (n entries): the running GDT's first six, what the caller put after them, and a
+ * 64-bit TSS at entry tss (two entries) whose IST1 is pf_stack's top; then an IDT whose
+ * vector 14 is pf_entry on IST1. */
+static void pf_tables(uint64_t *gdt, unsigned int n, unsigned int tss)
 {
 	struct {
 		uint16_t limit;
@@ -275,17 +278,17 @@ static void test_stackpf(void)
 	} __attribute__((packed)) dt;
 	__asm__ volatile("sgdt %0" : "=m"(dt));
 	for (int i = 0; i < 6; i++)
-		pf_gdt[i] = ((const uint64_t *)(uintptr_t)dt.base)[i];
+		gdt[i] = ((const uint64_t *)(uintptr_t)dt.base)[i];
 	uint64_t top = (uint64_t)(uintptr_t)(pf_stack + sizeof(pf_stack));
 	pf_tss[9] = (uint32_t)top; /* IST1, at byte 36 */
 	pf_tss[10] = (uint32_t)(top >> 32);
 	uint64_t b = (uint64_t)(uintptr_t)pf_tss;
-	pf_gdt[6] = (sizeof(pf_tss) - 1) | (b & 0xffffff) << 16 | 0x89ULL << 40 |
-		    ((b >> 24) & 0xff) << 56; /* a 64-bit TSS, available */
-	pf_gdt[7] = b >> 32;
-	dt.base = (uint64_t)(uintptr_t)pf_gdt;
-	dt.limit = sizeof(pf_gdt) - 1;
-	__asm__ volatile("lgdt %0\n\tltr %w1" : : "m"(dt), "r"(0x30) : "memory");
+	gdt[tss] = (sizeof(pf_tss) - 1) | (b & 0xffffff) << 16 | 0x89ULL << 40 |
+		   ((b >> 24) & 0xff) << 56; /* a 64-bit TSS, available */
+	gdt[tss + 1] = b >> 32;
+	dt.base = (uint64_t)(uintptr_t)gdt;
+	dt.limit = (uint16_t)(n * 8 - 1);
+	__asm__ volatile("lgdt %0\n\tltr %w1" : : "m"(dt), "r"(tss * 8) : "memory");
 	uint64_t h = (uint64_t)(uintptr_t)pf_entry;
 	pf_idt[28] = (h & 0xffff) | 0x10ULL << 16 | 1ULL << 32 | 0x8eULL << 40 |
 		     ((h >> 16) & 0xffff) << 48; /* vector 14: an interrupt gate on IST1 */
@@ -293,6 +296,11 @@ static void test_stackpf(void)
 	dt.base = (uint64_t)(uintptr_t)pf_idt;
 	dt.limit = sizeof(pf_idt) - 1;
 	__asm__ volatile("lidt %0" : : "m"(dt));
+}
+
+static void test_stackpf(void)
+{
+	pf_tables(pf_gdt, 8, 6);
 	/* 64-66 MiB: not present */
 	uint64_t cr3, cr0;
 	__asm__ volatile("mov %%cr3, %0; mov %%cr0, %1" : "=r"(cr3), "=r"(cr0));
@@ -403,32 +411,9 @@ static void user_pf_check(uint64_t n, uint64_t code, const char *what)
 
 static void test_userpf(void)
 {
-	struct {
-		uint16_t limit;
-		uint64_t base;
-	} __attribute__((packed)) dt;
-	__asm__ volatile("sgdt %0" : "=m"(dt));
-	for (int i = 0; i < 6; i++)
-		up_gdt[i] = ((const uint64_t *)(uintptr_t)dt.base)[i];
 	up_gdt[6] = 0x00cff2000000ffffULL; /* user data, then 64-bit user code: SYSRET's order */
 	up_gdt[7] = 0x00affa000000ffffULL;
-	uint64_t top = (uint64_t)(uintptr_t)(pf_stack + sizeof(pf_stack));
-	pf_tss[9] = (uint32_t)top; /* IST1 */
-	pf_tss[10] = (uint32_t)(top >> 32);
-	uint64_t b = (uint64_t)(uintptr_t)pf_tss;
-	up_gdt[8] =
-	    (sizeof(pf_tss) - 1) | (b & 0xffffff) << 16 | 0x89ULL << 40 | ((b >> 24) & 0xff) << 56;
-	up_gdt[9] = b >> 32;
-	dt.base = (uint64_t)(uintptr_t)up_gdt;
-	dt.limit = sizeof(up_gdt) - 1;
-	__asm__ volatile("lgdt %0\n\tltr %w1" : : "m"(dt), "r"(0x40) : "memory");
-	uint64_t h = (uint64_t)(uintptr_t)pf_entry;
-	pf_idt[28] =
-	    (h & 0xffff) | 0x10ULL << 16 | 1ULL << 32 | 0x8eULL << 40 | ((h >> 16) & 0xffff) << 48;
-	pf_idt[29] = h >> 32;
-	dt.base = (uint64_t)(uintptr_t)pf_idt;
-	dt.limit = sizeof(pf_idt) - 1;
-	__asm__ volatile("lidt %0" : : "m"(dt));
+	pf_tables(up_gdt, 10, 8);
 	wrmsr_(0xc0000080, rdmsr_(0xc0000080) | 1); /* EFER.SCE */
 	wrmsr_(0xc0000081, (0x28ULL << 48) | (0x10ULL << 32));
 	wrmsr_(0xc0000082, (uint64_t)(uintptr_t)up_entry);

@@ -42,6 +42,22 @@ static inline uint32_t inl(uint16_t port)
 	return v;
 }
 
+/* The 8259A pair initialised: vectors 0x20-0x2f, cascade on IRQ 2, 8086 mode; master_mask is
+ * the master's mask (a 0 bit: that IRQ on), the slave all masked. */
+static inline void pic_init(uint8_t master_mask)
+{
+	outb(0x20, 0x11);
+	outb(0xa0, 0x11);
+	outb(0x21, 0x20);
+	outb(0xa1, 0x28);
+	outb(0x21, 4);
+	outb(0xa1, 2);
+	outb(0x21, 1);
+	outb(0xa1, 1);
+	outb(0x21, master_mask);
+	outb(0xa1, 0xff);
+}
+
 static inline void putc_(char c)
 {
 	while (!(inb(COM1 + 5) & 0x20))

@@ -106,16 +106,7 @@ static void irq1_expect(int want, const char *what)
 static void __attribute__((noreturn)) test_kbd(void)
 {
 	/* 8259A: vectors 0x20-0x2f, only IRQ 1 unmasked; the CPU's IF stays clear. */
-	outb(0x20, 0x11);
-	outb(0xa0, 0x11);
-	outb(0x21, 0x20);
-	outb(0xa1, 0x28);
-	outb(0x21, 4);
-	outb(0xa1, 2);
-	outb(0x21, 1);
-	outb(0xa1, 1);
-	outb(0x21, 0xfd);
-	outb(0xa1, 0xff);
+	pic_init(0xfd);
 
 	/* Linux's i8042_controller_check/init: flush, read the command byte, interrupts off. */
 	for (int i = 0; i < 16 && (inb(KBC_STATUS) & 1); i++)

@@ -1219,31 +1219,30 @@ static void test_linksmc(void)
 	pass();
 }
 
-static void test_linkirq(void)
+/* IRQ 0 (vector 0x20) to isr, the PIC's other vectors spurious, the IDT loaded; the LAPIC on
+ * with LINT0 ExtINT unmasked (the PIC's output reaches the CPU), only IRQ 0 unmasked at the
+ * PIC, the PIT's channel 0 at 100 Hz (mode 2). The caller sets IF. */
+static void pit_irq0_setup(void (*isr)(void))
 {
 	struct {
 		uint16_t limit;
 		uint32_t base;
 	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
-	set_gate(0x20, isr_linktick);
+	set_gate(0x20, isr);
 	for (int i = 0x21; i < 0x30; i++)
 		set_gate(i, isr_spurious);
 	__asm__ volatile("lidt %0" : : "m"(idtr));
 	LAPIC(0xf0) = 0x1ff;
 	LAPIC(0x350) = 0x700;
-	outb(0x20, 0x11);
-	outb(0xa0, 0x11);
-	outb(0x21, 0x20);
-	outb(0xa1, 0x28);
-	outb(0x21, 4);
-	outb(0xa1, 2);
-	outb(0x21, 1);
-	outb(0xa1, 1);
-	outb(0x21, 0xfe);
-	outb(0xa1, 0xff);
-	outb(0x43, 0x34); /* PIT channel 0, mode 2, 100 Hz */
+	pic_init(0xfe);
+	outb(0x43, 0x34);
 	outb(0x40, 11932 & 0xff);
 	outb(0x40, 11932 >> 8);
+}
+
+static void test_linkirq(void)
+{
+	pit_irq0_setup(isr_linktick);
 	__asm__ volatile("sti");
 	xlink_spin(&pit_ticks, 5); /* no I/O in the loop: only the interrupt ends it */
 	__asm__ volatile("cli");
@@ -1254,34 +1253,9 @@ static void test_linkirq(void)
 
 static void test_timer(void)
 {
-	struct {
-		uint16_t limit;
-		uint32_t base;
-	} __attribute__((packed)) idtr = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
-	set_gate(0x20, isr_pit);
 	set_gate(0x30, isr_lapic);
 	set_gate(0xff, isr_spurious);
-	for (int i = 0x21; i < 0x30; i++)
-		set_gate(i, isr_spurious);
-	__asm__ volatile("lidt %0" : : "m"(idtr));
-	/* LAPIC on, LINT0 ExtINT unmasked: the PIC's output reaches the CPU. */
-	LAPIC(0xf0) = 0x1ff;
-	LAPIC(0x350) = 0x700;
-	/* 8259A: vectors 0x20-0x2f, only IRQ0 unmasked. */
-	outb(0x20, 0x11);
-	outb(0xa0, 0x11);
-	outb(0x21, 0x20);
-	outb(0xa1, 0x28);
-	outb(0x21, 4);
-	outb(0xa1, 2);
-	outb(0x21, 1);
-	outb(0xa1, 1);
-	outb(0x21, 0xfe);
-	outb(0xa1, 0xff);
-	/* PIT channel 0, mode 2, 100 Hz. */
-	outb(0x43, 0x34);
-	outb(0x40, 11932 & 0xff);
-	outb(0x40, 11932 >> 8);
+	pit_irq0_setup(isr_pit);
 	wait_ticks(&pit_ticks, 5);
 	puts_("timer: pit ok\n");
 	outb(0x21, 0xff);

@@ -1153,6 +1153,24 @@ static void emit_ea(struct jc *c, const struct kap_soft_insn *d, int64_t off)
 		op_rr(e, 0, 0x89, RSI, RSI); /* mov esi, esi */
 }
 
+/* With several vCPUs, after a store: the code-page check (kap_soft_stored's first look, its
+ * fence first): ZF clear when the page has translations. R11 = the page's RAM index, loaded
+ * here from the TLB entry at slot RCX when load_idx. */
+static void code_check(struct em *e, bool load_idx)
+{
+	e8(e, 0x0f); /* mfence */
+	e8(e, 0xae);
+	e8(e, 0xf0);
+	if (load_idx)
+		op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx] */
+	op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
+	e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
+	e8(e, 0x83);
+	e8(e, 0x3c);
+	e8(e, 0xd8);
+	e8(e, 0x00);
+}
+
 /*
  * emit_access's fast path up to the access: the segment checks, then the TLB entry's tag for
  * the access's kind (a write's for a store or a read-modify-write) at this block's CPL against
@@ -1251,16 +1269,7 @@ static void emit_access(struct jc *c, unsigned int s, unsigned int n, bool write
 		 * several vCPUs: with one, a page with translations has no write tag (tlb_fill) */
 		if (c->cpu->vm->ncpus > 1) {
 			logged = jump32(e, 0x5); /* jne */
-			e8(e, 0x0f);		 /* mfence */
-			e8(e, 0xae);
-			e8(e, 0xf0);
-			op_sib(e, 0, 0x8b, 11, RBX, RCX, 3, TLB_OFF(idx)); /* mov r11d, [idx] */
-			op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
-			e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
-			e8(e, 0x83);
-			e8(e, 0x3c);
-			e8(e, 0xd8);
-			e8(e, 0x00);
+			code_check(e, true);
 		}
 	}
 	size_t done = jump32(e, write ? 0x4 : -1); /* a store: je, unless logged or code */
@@ -1761,15 +1770,7 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	size_t logged = 0;
 	if (c->cpu->vm->ncpus > 1) {	 /* with one vCPU: no write tag on a page with code */
 		logged = jump32(e, 0x5); /* jne */
-		e8(e, 0x0f);		 /* mfence */
-		e8(e, 0xae);
-		e8(e, 0xf0);
-		op_mem(e, W, 0x8b, RAX, RBX, CPU_OFF(code_owners));
-		e8(e, 0x4a); /* cmp qword [rax + r11 * 8], 0 */
-		e8(e, 0x83);
-		e8(e, 0x3c);
-		e8(e, 0xd8);
-		e8(e, 0x00);
+		code_check(e, false);
 	}
 	size_t done = jump32(e, 0x4); /* je: not logged, the page has no translations */
 	if (logged)
