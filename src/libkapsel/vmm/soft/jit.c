@@ -25,7 +25,7 @@
  *    MOVZX/MOVSX/MOVSXD and CMOVcc from a register or memory; SETcc to either (the guest's flags
  *    read from the LF_HOST image by SAHF as for Jcc); ROL ROR SHL SHR SAR by a constant, and by
  *    CL at 32 and 64 bits (a masked count of 0 jumps past it all); NOP, PAUSE, the hint NOPs;
- *    read-modify-writes of memory (emit_rmw: the ALU ops but CMP, NOT/NEG, those shifts
+ *    read-modify-writes of memory (emit_rmw: the ALU ops but CMP, INC/DEC, NOT/NEG, shifts
  *    and rotates), not LOCK'd; JMP and Jcc rel (any size, AH-BH included); PUSH/POP reg, PUSH imm,
  *    CALL rel and RET (imm16), and in 64-bit code CALL and JMP r/m64, whose stack accesses take
  *    emit_mem's path (SS: in 32-bit code only while it is flat and 32-bit, else the handler) with
@@ -34,9 +34,9 @@
  *    RFLAGS are the guest's: they are stored as the lazy flags LF_HOST (lf_res = the image) unless
  *    the next instructions overwrite them before anything can read them or fault, and a Jcc right
  *    after the flag-setting instruction branches on the host's flags directly (elsewhere on the
- *    LF_HOST image through SAHF, emit_jcc). INC/DEC of memory stays with the handler (docs/vm.md,
- *    the code generator: inline, it hung the 2-vCPU Linux boot with the jump cache). Flags the SDM
- *    leaves undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and
+ *    LF_HOST image through SAHF, emit_jcc). INC/DEC of memory through FS or GS stays with the
+ *    handler (docs/vm.md, the code generator: Linux's per-CPU ones hung the 2-vCPU boot). Flags
+ *    the SDM leaves undefined get exec.c's values (AF 0 after logic and shifts, OF after shifts and
  *    rotates by more than 1, SF ZF PF after IMUL from the result). INC/DEC keep CF, ADC/SBB read
  *    it: the guest's goes into the host's first (BT of the image, or of cpu->flags after
  *    kap_soft_get_flags; ADC/SBB make the lazy flags LF_HOST first).
@@ -459,11 +459,20 @@ static enum kind classify(const struct kap_soft_op *o, unsigned int mode, struct
 			x->mem = !reg_rm;
 			return x->k = K_IND;
 		}
-		/* INC/DEC of memory: the handler. Inline (emit_rmw) it hung the 2-vCPU Linux
-		 * boot (the AP waiting for jiffies) together with the jump cache, each fine alone;
-		 * until that is understood it stays out. */
-		if ((d->reg & 7) > 1 || !reg_rm)
+		/* INC/DEC of memory: inline (emit_rmw), but through FS or GS the handler: Linux's
+		 * per-CPU incl/decl %gs: inline, or inside longer blocks, hung the 2-vCPU boot
+		 * (the AP waiting for jiffies), cause not found (docs/vm.md, the code
+		 * generator). */
+		if ((d->reg & 7) > 1)
 			return K_CALL;
+		if (!reg_rm) {
+			if (d->seg == KAP_SOFT_FS || d->seg == KAP_SOFT_GS || !mem_ok(d, mode))
+				return K_CALL;
+			x->n = opsz(d);
+			x->dec = d->reg & 1;
+			x->mem = 3;
+			return x->k = K_INCDEC;
+		}
 		x->n = opsz(d);
 		x->dst = d->rm;
 		x->dec = d->reg & 1;
@@ -1707,7 +1716,7 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 	const struct kap_soft_insn *d = &o->d;
 	unsigned int n = x->n, fl = size_fl(n), byte = n == 1 ? 0 : 1;
 	bool sets = !(k == K_UNARY && x->op == 2); /* NOT sets no flag */
-	bool carry = k == K_ALU && (x->op == 2 || x->op == 3);
+	bool carry = (k == K_ALU && (x->op == 2 || x->op == 3)) || k == K_INCDEC;
 	bool imm_direct = k == K_ALU && x->src == KAP_SOFT_NOREG && n != 2 &&
 			  (n != 8 || x->imm == (uint64_t)(int64_t)(int32_t)x->imm);
 	flags_as_host(c);
@@ -1740,6 +1749,8 @@ static void emit_rmw(struct jc *c, const struct kap_soft_op *o, const struct inl
 			bt0(e, CPU_OFF(lf_res));
 		if (k == K_UNARY) {
 			op_rr(e, fl, n == 1 ? 0xf6 : 0xf7, x->op, RAX);
+		} else if (k == K_INCDEC) {
+			op_rr(e, fl, n == 1 ? 0xfe : 0xff, x->dec ? 1 : 0, RAX);
 		} else if (imm_direct) {
 			op_rr(e, fl, n == 1 ? 0x80 : 0x81, x->op, RAX);
 			if (n == 1)
